@@ -1,0 +1,166 @@
+"""pipeline-state: an explicit, tested state machine for batch processing pipelines.
+
+The pure core (lifecycles, catalog, ``decide``) has no I/O; :class:`PipelineService` is the
+shell that loads, decides and commits through the ports; :class:`InMemoryRuntime` wires it
+all together in memory.
+"""
+
+from __future__ import annotations
+
+from .catalog import HULEEDU_CATALOG, Catalog, Pipeline, Plan, Step
+from .commands import (
+    ArchiveBatch,
+    CancelBatch,
+    CancelRun,
+    Command,
+    ExpireOverdue,
+    RecordPhaseCompletion,
+    RetryPhase,
+)
+from .decide import Decision, Emit, Move, decide
+from .errors import (
+    BadCommandError,
+    BatchConflictError,
+    BatchNotFoundError,
+    CatalogError,
+    ConcurrencyConflictError,
+    CorruptStateError,
+    DefinitionError,
+    DuplicateEventError,
+    IllegalTransitionError,
+    InvalidMessageError,
+    PipelineStateError,
+    PublishError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownPipelineError,
+    UnknownTopicError,
+)
+from .events import TOPICS, EventEnvelope, Topic, parse_message
+from .guards import (
+    AdmissionGuard,
+    AdmissionRequest,
+    CreditLedger,
+    CreditsGuard,
+    Denial,
+    InMemoryCreditLedger,
+    PromptGuard,
+    RateLimitGuard,
+)
+from .lifecycle import (
+    BATCH_LIFECYCLE,
+    PHASE_LIFECYCLE,
+    RUN_LIFECYCLE,
+    BatchStatus,
+    Lifecycle,
+    PhaseStatus,
+    PipelineExecutionStatus,
+    RunStatus,
+    Transition,
+    define_lifecycle,
+)
+from .machine import SharedMachine
+from .memory import InMemoryBus, InMemoryStore, ManualClock, SystemClock
+from .model import BatchState, EssayRef, PhaseRun, Run
+from .ports import (
+    Change,
+    Clock,
+    InboxEntry,
+    Outbox,
+    OutboxMessage,
+    OutboxRow,
+    Publisher,
+    Store,
+    TransitionRecord,
+)
+from .profile import CommandSpec, Profile, huleedu_profile
+from .relay import OutboxRelay, RelayReport
+from .runtime import InMemoryRuntime
+from .service import HandleResult, PipelineService
+from .snapshot import snapshot
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BATCH_LIFECYCLE",
+    "HULEEDU_CATALOG",
+    "PHASE_LIFECYCLE",
+    "RUN_LIFECYCLE",
+    "TOPICS",
+    "AdmissionGuard",
+    "AdmissionRequest",
+    "ArchiveBatch",
+    "BadCommandError",
+    "BatchConflictError",
+    "BatchNotFoundError",
+    "BatchState",
+    "BatchStatus",
+    "CancelBatch",
+    "CancelRun",
+    "Catalog",
+    "CatalogError",
+    "Change",
+    "Clock",
+    "Command",
+    "CommandSpec",
+    "ConcurrencyConflictError",
+    "CorruptStateError",
+    "CreditLedger",
+    "CreditsGuard",
+    "Decision",
+    "DefinitionError",
+    "Denial",
+    "DuplicateEventError",
+    "Emit",
+    "EssayRef",
+    "EventEnvelope",
+    "ExpireOverdue",
+    "HandleResult",
+    "IllegalTransitionError",
+    "InMemoryBus",
+    "InMemoryCreditLedger",
+    "InMemoryRuntime",
+    "InMemoryStore",
+    "InboxEntry",
+    "InvalidMessageError",
+    "Lifecycle",
+    "ManualClock",
+    "Move",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxRelay",
+    "OutboxRow",
+    "PhaseRun",
+    "PhaseStatus",
+    "Pipeline",
+    "PipelineExecutionStatus",
+    "PipelineService",
+    "PipelineStateError",
+    "Plan",
+    "Profile",
+    "PromptGuard",
+    "PublishError",
+    "Publisher",
+    "RateLimitGuard",
+    "RecordPhaseCompletion",
+    "RelayReport",
+    "RetryPhase",
+    "Run",
+    "RunStatus",
+    "SharedMachine",
+    "Step",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "SystemClock",
+    "Topic",
+    "Transition",
+    "TransitionRecord",
+    "UnknownPipelineError",
+    "UnknownTopicError",
+    "decide",
+    "define_lifecycle",
+    "huleedu_profile",
+    "parse_message",
+    "snapshot",
+]

@@ -1,0 +1,562 @@
+"""Pipeline catalog: which steps a pipeline runs, in which order, and what to prune.
+
+A *catalog* maps pipeline names to :class:`Pipeline` definitions. A pipeline is a DAG of
+:class:`Step` s (a step is a *phase*: ``spellcheck``, ``nlp``, ...) whose edges are the
+``depends_on`` lists. Everything here is pure data: no I/O except the explicit loaders, no
+state machine, no clock.
+
+Definitions are validated when they are built (:class:`~pipeline_state.errors.CatalogError`):
+duplicate steps, unknown dependencies, self-dependencies, cycles, bad deadlines, unknown keys,
+and one phase declared with different dependencies in two pipelines.
+
+Steps are kept in *plan order*: a topological order computed with Kahn's algorithm where,
+among the steps whose dependencies are satisfied, the one declared first goes first. The
+order depends only on the declaration, never on set or hash order, so resolving the same
+request always gives the same plan.
+
+The dict format (also the shape of TOML and YAML catalog files)::
+
+    {"pipelines": {
+        "cj_assessment": {"steps": [
+            {"name": "spellcheck"},
+            {"name": "cj_assessment", "depends_on": ["spellcheck"], "deadline_seconds": 600},
+        ]},
+    }}
+
+Other top-level keys of a catalog file are ignored; unknown keys inside a pipeline or a
+step are rejected.
+
+:data:`HULEEDU_CATALOG` is the default HuleEdu profile (CONTRACT section 2); the same data
+ships as ``pipeline_state/profiles/huleedu.toml`` (see :func:`load_packaged_profile_catalog`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import re
+import tomllib
+from collections.abc import Collection, Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import yaml
+
+from pipeline_state.errors import CatalogError, UnknownPipelineError
+
+__all__ = [
+    "HULEEDU_CATALOG",
+    "Catalog",
+    "Pipeline",
+    "Plan",
+    "Step",
+    "load_packaged_profile_catalog",
+]
+
+_STEP_KEYS = frozenset({"name", "depends_on", "deadline_seconds"})
+_PIPELINE_KEYS = frozenset({"steps"})
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str:
+    """Return ``value`` if it is a usable name, else raise :class:`CatalogError`."""
+    if not isinstance(value, str):
+        raise CatalogError(
+            f"{what} name must be a string, got {type(value).__name__} {value!r}", pipeline=pipeline
+        )
+    if not value.strip():
+        raise CatalogError(f"{what} name must not be empty", pipeline=pipeline)
+    return value
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@attrs.frozen
+class Step:
+    """One step (phase) of a pipeline.
+
+    ``depends_on`` names steps of the same pipeline that must complete first;
+    ``deadline_seconds`` is the optional time budget of an active phase (positive).
+    """
+
+    name: str
+    depends_on: tuple[str, ...] = ()
+    deadline_seconds: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.name, "step")
+        if not isinstance(self.depends_on, tuple):
+            raise CatalogError(
+                f"step {self.name!r}: depends_on must be a tuple of step names, "
+                f"got {type(self.depends_on).__name__}",
+                step=self.name,
+            )
+        seen: set[str] = set()
+        for dep in self.depends_on:
+            if not isinstance(dep, str) or not dep.strip():
+                raise CatalogError(
+                    f"step {self.name!r}: dependency names must be non-empty strings, got {dep!r}",
+                    step=self.name,
+                )
+            if dep in seen:
+                raise CatalogError(
+                    f"step {self.name!r} lists dependency {dep!r} more than once", step=self.name
+                )
+            seen.add(dep)
+        deadline = self.deadline_seconds
+        if deadline is not None:
+            if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+                raise CatalogError(
+                    f"step {self.name!r}: deadline_seconds must be a positive number, got {deadline!r}",
+                    step=self.name,
+                )
+            if not math.isfinite(deadline) or deadline <= 0:
+                raise CatalogError(
+                    f"step {self.name!r}: deadline_seconds must be a positive finite number, "
+                    f"got {deadline!r}",
+                    step=self.name,
+                )
+            object.__setattr__(self, "deadline_seconds", float(deadline))
+
+
+def _plan_order(pipeline: str, steps: tuple[Step, ...]) -> tuple[Step, ...]:
+    """Validate the step graph of one pipeline and return its steps in plan order."""
+    index: dict[str, int] = {}
+    for position, step in enumerate(steps):
+        if not isinstance(step, Step):
+            raise CatalogError(f"steps must be Step instances, got {type(step).__name__}", pipeline=pipeline)
+        if step.name in index:
+            raise CatalogError(f"duplicate step {step.name!r}", pipeline=pipeline, step=step.name)
+        index[step.name] = position
+    for step in steps:
+        for dep in step.depends_on:
+            if dep == step.name:
+                raise CatalogError(f"step {step.name!r} depends on itself", pipeline=pipeline, step=step.name)
+            if dep not in index:
+                raise CatalogError(
+                    f"step {step.name!r} depends on unknown step {dep!r} "
+                    f"(not a step of pipeline {pipeline!r})",
+                    pipeline=pipeline,
+                    step=step.name,
+                )
+
+    # Kahn's algorithm; the heap holds declaration positions, so among the ready steps
+    # the one declared first is always taken first.
+    waiting = [len(step.depends_on) for step in steps]
+    dependents: list[list[int]] = [[] for _ in steps]
+    for position, step in enumerate(steps):
+        for dep in step.depends_on:
+            dependents[index[dep]].append(position)
+    ready = [position for position, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    ordered: list[Step] = []
+    while ready:
+        position = heapq.heappop(ready)
+        ordered.append(steps[position])
+        for child in dependents[position]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, child)
+    if len(ordered) != len(steps):
+        cycle = _find_cycle(steps, index, waiting)
+        path = " -> ".join([*cycle, cycle[0]])
+        raise CatalogError(
+            f"dependency cycle: {path} (each step depends on the next)", pipeline=pipeline, step=cycle[0]
+        )
+    return tuple(ordered)
+
+
+def _find_cycle(steps: tuple[Step, ...], index: Mapping[str, int], waiting: list[int]) -> list[str]:
+    """Return the steps of one dependency cycle among the steps Kahn's algorithm left over.
+
+    Every left-over step has at least one left-over dependency, so walking "first left-over
+    dependency" from any left-over step must loop. The walk starts at the first declared
+    left-over step and the cycle is rotated to start at its first declared member, so the
+    message is deterministic.
+    """
+    left = [position for position, count in enumerate(waiting) if count > 0]
+    on_path: dict[int, int] = {}
+    path: list[int] = []
+    current = left[0]
+    while current not in on_path:
+        on_path[current] = len(path)
+        path.append(current)
+        current = next(index[dep] for dep in steps[current].depends_on if waiting[index[dep]] > 0)
+    cycle = path[on_path[current] :]
+    start = cycle.index(min(cycle))
+    cycle = cycle[start:] + cycle[:start]
+    return [steps[position].name for position in cycle]
+
+
+@attrs.frozen
+class Pipeline:
+    """A named DAG of steps, stored in plan order (see the module docstring).
+
+    Building a ``Pipeline`` validates it and reorders ``steps`` into plan order; the
+    declaration order only breaks ties between steps that are ready at the same time.
+    """
+
+    name: str
+    steps: tuple[Step, ...]
+    _position: Mapping[str, int] = attrs.field(init=False, repr=False, eq=False, hash=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        _check_name(self.name, "pipeline")
+        if not isinstance(self.steps, tuple):
+            raise CatalogError(
+                f"steps must be a tuple of Step, got {type(self.steps).__name__}", pipeline=self.name
+            )
+        if not self.steps:
+            raise CatalogError("pipeline has no steps", pipeline=self.name)
+        ordered = _plan_order(self.name, self.steps)
+        object.__setattr__(self, "steps", ordered)
+        object.__setattr__(
+            self, "_position", MappingProxyType({step.name: i for i, step in enumerate(ordered)})
+        )
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """Step names in plan order."""
+        return tuple(step.name for step in self.steps)
+
+    @property
+    def final_step(self) -> str:
+        """The last step in plan order (its failure makes a run ``failed_critically``)."""
+        return self.steps[-1].name
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Steps without dependencies, in plan order."""
+        return tuple(step.name for step in self.steps if not step.depends_on)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._position
+
+    def step(self, name: str) -> Step:
+        """The step called ``name``; :class:`UnknownPipelineError` (kind ``phase``) if absent."""
+        try:
+            return self.steps[self._position[name]]
+        except KeyError:
+            raise UnknownPipelineError(name, kind="phase") from None
+
+    def dependencies(self, name: str) -> tuple[str, ...]:
+        """Direct dependencies of ``name``, in plan order."""
+        return tuple(sorted(self.step(name).depends_on, key=self._position.__getitem__))
+
+    def dependents(self, name: str) -> tuple[str, ...]:
+        """Every step that depends on ``name`` directly or transitively, in plan order."""
+        self.step(name)
+        affected = {name}
+        found: list[str] = []
+        # Plan order puts every dependency before its dependents, so one pass suffices.
+        for step in self.steps[self._position[name] + 1 :]:
+            if any(dep in affected for dep in step.depends_on):
+                affected.add(step.name)
+                found.append(step.name)
+        return tuple(found)
+
+    def plan(self, completed: Collection[str]) -> Plan:
+        """Split the steps into those to run and those pruned because already ``completed``.
+
+        ``completed`` holds the phases an earlier run of the batch completed successfully
+        or partially (the caller computes it); names that are not steps of this pipeline
+        are ignored. A step that is not completed is run even if its dependency is pruned.
+        """
+        to_run = tuple(step for step in self.steps if step.name not in completed)
+        pruned = tuple(step.name for step in self.steps if step.name in completed)
+        return Plan(pipeline=self, to_run=to_run, pruned=pruned)
+
+
+@attrs.frozen
+class Plan:
+    """The resolution of one request: steps to run and steps pruned, both in plan order."""
+
+    pipeline: Pipeline
+    to_run: tuple[Step, ...]
+    pruned: tuple[str, ...]
+
+    @property
+    def to_run_names(self) -> tuple[str, ...]:
+        """Names of the steps to run, in plan order."""
+        return tuple(step.name for step in self.to_run)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def _freeze_pipelines(value: Mapping[str, Pipeline] | Iterable[Pipeline]) -> Mapping[str, Pipeline]:
+    """Converter for :attr:`Catalog.pipelines`: a read-only mapping in declaration order."""
+    frozen: dict[str, Pipeline] = {}
+    if isinstance(value, Mapping):
+        for key, pipeline in value.items():
+            if not isinstance(pipeline, Pipeline):
+                raise CatalogError(f"expected a Pipeline, got {type(pipeline).__name__}", pipeline=str(key))
+            if key != pipeline.name:
+                raise CatalogError(
+                    f"catalog key {key!r} does not match the pipeline's name {pipeline.name!r}",
+                    pipeline=str(key),
+                )
+            frozen[key] = pipeline
+    else:
+        for pipeline in value:
+            if not isinstance(pipeline, Pipeline):
+                raise CatalogError(f"expected a Pipeline, got {type(pipeline).__name__}")
+            if pipeline.name in frozen:
+                raise CatalogError("duplicate pipeline", pipeline=pipeline.name)
+            frozen[pipeline.name] = pipeline
+    return MappingProxyType(frozen)
+
+
+@attrs.frozen(eq=False)
+class Catalog:
+    """An immutable set of pipeline definitions, in declaration order.
+
+    Build one with :meth:`from_dict`, :meth:`from_toml`, :meth:`from_yaml` or
+    :meth:`from_file`, or directly from :class:`Pipeline` objects
+    (``Catalog([pipeline, ...])`` or ``Catalog({"name": pipeline})``).
+
+    A phase that appears in several pipelines must have the same dependencies (compared
+    as a set) in all of them.
+    """
+
+    pipelines: Mapping[str, Pipeline] = attrs.field(converter=_freeze_pipelines)
+    _definitions: Mapping[str, Step] = attrs.field(init=False, repr=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        definitions: dict[str, Step] = {}
+        declared_in: dict[str, str] = {}
+        for pipeline in self.pipelines.values():
+            for step in pipeline.steps:
+                first = definitions.get(step.name)
+                if first is None:
+                    definitions[step.name] = step
+                    declared_in[step.name] = pipeline.name
+                elif set(first.depends_on) != set(step.depends_on):
+                    raise CatalogError(
+                        f"phase {step.name!r} depends on {list(step.depends_on)} here but on "
+                        f"{list(first.depends_on)} in pipeline {declared_in[step.name]!r}; "
+                        "a phase must have the same dependencies in every pipeline",
+                        pipeline=pipeline.name,
+                        step=step.name,
+                    )
+        object.__setattr__(self, "_definitions", MappingProxyType(definitions))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Catalog):
+            return NotImplemented
+        return list(self.pipelines.items()) == list(other.pipelines.items())
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.pipelines.items()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.pipelines
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Pipeline names in declaration order."""
+        return tuple(self.pipelines)
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """Every step name across all pipelines, in first-seen order (pipelines, then plan order)."""
+        return tuple(self._definitions)
+
+    def get(self, name: str) -> Pipeline:
+        """The pipeline called ``name``; :class:`UnknownPipelineError` if it is not defined."""
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise UnknownPipelineError(name) from None
+
+    def step_definition(self, phase: str) -> Step:
+        """The step ``phase`` as first declared in any pipeline.
+
+        Dependencies are the same in every pipeline; ``deadline_seconds`` may differ per
+        pipeline (use ``catalog.get(pipeline).step(phase)`` for a pipeline's own value).
+        Raises :class:`UnknownPipelineError` (kind ``phase``) for an unknown phase.
+        """
+        try:
+            return self._definitions[phase]
+        except KeyError:
+            raise UnknownPipelineError(phase, kind="phase") from None
+
+    def plan(self, name: str, completed: Collection[str]) -> Plan:
+        """Resolve pipeline ``name`` against the phases an earlier run already ``completed``.
+
+        See :meth:`Pipeline.plan`; raises :class:`UnknownPipelineError` for an unknown pipeline.
+        """
+        return self.get(name).plan(completed)
+
+    # ----------------------------------------------------------------------- loaders
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalog:
+        """Build and validate a catalog from the dict format (see the module docstring)."""
+        if not isinstance(data, Mapping):
+            raise CatalogError(f"catalog must be a mapping, got {type(data).__name__}")
+        if "pipelines" not in data:
+            raise CatalogError("catalog has no 'pipelines' table")
+        raw_pipelines = data["pipelines"]
+        if not isinstance(raw_pipelines, Mapping):
+            raise CatalogError(f"'pipelines' must be a mapping, got {type(raw_pipelines).__name__}")
+        if not raw_pipelines:
+            raise CatalogError("catalog defines no pipelines")
+        return cls([_parse_pipeline(name, raw) for name, raw in raw_pipelines.items()])
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Catalog:
+        """Load a catalog from a TOML file."""
+        raw = _read_bytes(path)
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise CatalogError(f"cannot parse TOML catalog {os.fspath(path)!r}: {exc}") from exc
+        return _from_loaded(data, path)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Catalog:
+        """Load a catalog from a YAML file (``yaml.safe_load``)."""
+        raw = _read_bytes(path)
+        try:
+            data = yaml.safe_load(raw.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise CatalogError(f"cannot parse YAML catalog {os.fspath(path)!r}: {exc}") from exc
+        return _from_loaded(data, path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Catalog:
+        """Load a catalog from ``.toml``, ``.yaml`` or ``.yml`` (chosen by the suffix)."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".toml":
+            return cls.from_toml(path)
+        if suffix in {".yaml", ".yml"}:
+            return cls.from_yaml(path)
+        raise CatalogError(
+            f"unsupported catalog file {os.fspath(path)!r}: expected a .toml, .yaml or .yml file"
+        )
+
+
+def _parse_pipeline(name: object, raw: object) -> Pipeline:
+    pipeline = _check_name(name, "pipeline")
+    if not isinstance(raw, Mapping):
+        raise CatalogError(
+            f"pipeline definition must be a mapping with 'steps', got {type(raw).__name__}",
+            pipeline=pipeline,
+        )
+    unknown = sorted(str(key) for key in raw if key not in _PIPELINE_KEYS)
+    if unknown:
+        raise CatalogError(f"unknown key {unknown[0]!r} in pipeline definition", pipeline=pipeline)
+    raw_steps = raw.get("steps")
+    if raw_steps is None or (isinstance(raw_steps, list | tuple) and not raw_steps):
+        raise CatalogError("pipeline has no steps", pipeline=pipeline)
+    if not isinstance(raw_steps, list | tuple):
+        raise CatalogError(f"'steps' must be a list, got {type(raw_steps).__name__}", pipeline=pipeline)
+    return Pipeline(name=pipeline, steps=tuple(_parse_step(pipeline, raw_step) for raw_step in raw_steps))
+
+
+def _parse_step(pipeline: str, raw: object) -> Step:
+    if not isinstance(raw, Mapping):
+        raise CatalogError(
+            f"each step must be a mapping, got {type(raw).__name__} {raw!r}", pipeline=pipeline
+        )
+    if "name" not in raw:
+        raise CatalogError(f"step without a name: {dict(raw)!r}", pipeline=pipeline)
+    name = _check_name(raw["name"], "step", pipeline=pipeline)
+    unknown = sorted(str(key) for key in raw if key not in _STEP_KEYS)
+    if unknown:
+        raise CatalogError(
+            f"unknown key {unknown[0]!r} in step {name!r} (allowed: {', '.join(sorted(_STEP_KEYS))})",
+            pipeline=pipeline,
+            step=name,
+        )
+    depends_on = raw.get("depends_on", [])
+    if depends_on is None:
+        depends_on = []
+    if not isinstance(depends_on, list | tuple):
+        raise CatalogError(
+            f"step {name!r}: depends_on must be a list of step names, got {type(depends_on).__name__}",
+            pipeline=pipeline,
+            step=name,
+        )
+    try:
+        return Step(name=name, depends_on=tuple(depends_on), deadline_seconds=raw.get("deadline_seconds"))
+    except CatalogError as exc:
+        raise CatalogError(exc.problem, pipeline=pipeline, step=name) from None
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog file {os.fspath(path)!r}: {exc}") from exc
+
+
+def _from_loaded(data: object, path: str | os.PathLike[str]) -> Catalog:
+    """Validate parsed file content, naming the file in any error."""
+    if not isinstance(data, Mapping):
+        raise CatalogError(
+            f"catalog file {os.fspath(path)!r} must contain a mapping, got {type(data).__name__}"
+        )
+    try:
+        return Catalog.from_dict(data)
+    except CatalogError as exc:
+        raise CatalogError(f"{os.fspath(path)}: {exc.problem}", pipeline=exc.pipeline, step=exc.step) from exc
+
+
+def load_packaged_profile_catalog(name: str) -> Catalog:
+    """Load the catalog of a profile shipped in ``pipeline_state/profiles/<name>.toml``."""
+    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
+        raise CatalogError(f"invalid profile name {name!r}")
+    resource = resources.files("pipeline_state.profiles").joinpath(f"{name}.toml")
+    if not resource.is_file():
+        raise CatalogError(f"no packaged profile {name!r}")
+    source = f"<pipeline_state/profiles/{name}.toml>"
+    try:
+        data = tomllib.loads(resource.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"cannot parse TOML catalog {source!r}: {exc}") from exc
+    return _from_loaded(data, source)
+
+
+# --------------------------------------------------------------------------- HuleEdu profile
+
+_HULEEDU_PROFILE: Mapping[str, Any] = {
+    "pipelines": {
+        "cj_assessment": {
+            "steps": [
+                {"name": "spellcheck"},
+                {"name": "cj_assessment", "depends_on": ["spellcheck"]},
+            ]
+        },
+        "nlp": {
+            "steps": [
+                {"name": "spellcheck"},
+                {"name": "nlp", "depends_on": ["spellcheck"]},
+            ]
+        },
+        "ai_feedback": {
+            "steps": [
+                {"name": "spellcheck"},
+                {"name": "nlp", "depends_on": ["spellcheck"]},
+                {"name": "ai_feedback", "depends_on": ["spellcheck", "nlp"]},
+            ]
+        },
+        "comprehensive": {
+            "steps": [
+                {"name": "spellcheck"},
+                {"name": "cj_assessment", "depends_on": ["spellcheck"]},
+                {"name": "nlp", "depends_on": ["spellcheck"]},
+                {"name": "ai_feedback", "depends_on": ["spellcheck", "nlp"]},
+            ]
+        },
+    }
+}
+
+HULEEDU_CATALOG: Catalog = Catalog.from_dict(_HULEEDU_PROFILE)
+"""The HuleEdu profile's pipelines (CONTRACT section 2)."""

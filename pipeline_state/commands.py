@@ -1,0 +1,103 @@
+"""Commands: what :func:`pipeline_state.decide.decide` is asked to do.
+
+A :class:`Command` pairs a payload with the identity of the message that carried it. The
+payload is either an inbound wire model (from :mod:`pipeline_state.events`) or one of the
+operator commands below, which have no Kafka topic (cancel, retry, expire, archive).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .events import WireModel
+
+__all__ = [
+    "ArchiveBatch",
+    "CancelBatch",
+    "CancelRun",
+    "Command",
+    "ExpireOverdue",
+    "OperatorCommand",
+    "Payload",
+    "RecordPhaseCompletion",
+    "RetryPhase",
+]
+
+
+@attrs.frozen
+class CancelRun:
+    """Cancel the active run of a batch; the batch returns to ready."""
+
+    batch_id: str
+    user_id: str | None = None
+    reason: str | None = None
+
+
+@attrs.frozen
+class RetryPhase:
+    """Run one phase again in a new run, even if an earlier run completed it."""
+
+    batch_id: str
+    phase_name: str
+    user_id: str
+    retry_reason: str | None = None
+
+
+@attrs.frozen
+class ExpireOverdue:
+    """Fail every active phase whose deadline has passed (the sweeper's command)."""
+
+    batch_id: str
+
+
+@attrs.frozen
+class ArchiveBatch:
+    """Archive a ready batch: no further requests are accepted (terminal)."""
+
+    batch_id: str
+
+
+@attrs.frozen
+class CancelBatch:
+    """Cancel a batch (terminal); an active run is cancelled with it."""
+
+    batch_id: str
+    reason: str | None = None
+
+
+@attrs.frozen
+class RecordPhaseCompletion:
+    """Record an out-of-band phase completion reported by an operator.
+
+    With an active run in which the phase is active, it applies like an outcome. Without
+    an active run, a successful completion is archived as a one-phase run so that later
+    requests prune the phase.
+    """
+
+    batch_id: str
+    phase_name: str
+    success: bool
+
+
+OperatorCommand = CancelRun | RetryPhase | ExpireOverdue | ArchiveBatch | CancelBatch | RecordPhaseCompletion
+Payload = WireModel | OperatorCommand
+
+
+@attrs.frozen
+class Command:
+    """A payload with the id and correlation id of the message that carried it.
+
+    ``event_id`` is the inbox key (a redelivered id has no effect) and the seed of every
+    id the decision derives (run id, outgoing event ids), so a retry is deterministic.
+    """
+
+    payload: Payload
+    event_id: str
+    correlation_id: str
+
+    @property
+    def batch_id(self) -> str:
+        batch_id = getattr(self.payload, "batch_id", None)
+        if not isinstance(batch_id, str):
+            raise TypeError(f"{type(self.payload).__name__} carries no batch_id")
+        return batch_id

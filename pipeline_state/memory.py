@@ -1,0 +1,217 @@
+"""In-memory adapters: the default store, bus and clock.
+
+They are real adapters, not mocks: the store enforces compare-and-set on the version, the
+inbox and outbox rules, and raises the same errors as the SQL adapter; the bus delivers to
+subscribers and can be taken down to exercise the relay's retry path. They keep everything
+in process memory, so they suit tests, demos and single-process tools.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import attrs
+
+from .errors import (
+    ConcurrencyConflictError,
+    DuplicateEventError,
+    PublishError,
+    StoreUnavailableError,
+)
+from .lifecycle import BatchStatus
+from .model import BatchState, next_deadline
+from .ports import Change, InboxEntry, OutboxMessage, OutboxRow, TransitionRecord
+
+__all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
+
+
+class SystemClock:
+    """The real UTC clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that only moves when told to; starts at a fixed instant by default."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2025, 1, 1, tzinfo=UTC)
+        if self._now.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start")
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> datetime:
+        if seconds < 0:
+            raise ValueError("a clock cannot go backwards")
+        self._now += timedelta(seconds=seconds)
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        if instant < self._now:
+            raise ValueError("a clock cannot go backwards")
+        self._now = instant
+
+
+class InMemoryStore:
+    """Batch state, inbox, transition log and outbox in dictionaries.
+
+    Every ``commit`` runs without awaiting in between, so it is atomic with respect to other
+    coroutines. Set :attr:`available` to ``False`` to make every call raise
+    :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
+    """
+
+    def __init__(self, *, keep_transitions: bool = True) -> None:
+        self.available = True
+        self._batches: dict[str, BatchState] = {}
+        self._inbox: dict[str, InboxEntry] = {}
+        self._deadlines: dict[str, datetime] = {}
+        self._transitions: list[TransitionRecord] | None = [] if keep_transitions else None
+        self._outbox: dict[int, OutboxRow] = {}
+        self._retry_at: dict[int, datetime] = {}
+        self._next_row = 1
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailableError("the in-memory store was taken offline")
+
+    # -- Store ----------------------------------------------------------------------------
+    async def load(self, batch_id: str) -> BatchState | None:
+        self._check()
+        return self._batches.get(batch_id)
+
+    async def commit(self, change: Change) -> None:
+        self._check()
+        current = self._batches.get(change.batch_id)
+        actual = None if current is None else current.version
+        if actual != change.expected_version:
+            raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
+        if change.inbox is not None and change.inbox.event_id in self._inbox:
+            raise DuplicateEventError(change.inbox.event_id)
+        if change.state is not None:
+            if change.state.version <= (actual or 0):
+                raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
+            self._batches[change.batch_id] = change.state
+            deadline = next_deadline(change.state)
+            if deadline is None:
+                self._deadlines.pop(change.batch_id, None)
+            else:
+                self._deadlines[change.batch_id] = deadline
+        if change.inbox is not None:
+            self._inbox[change.inbox.event_id] = change.inbox
+        if self._transitions is not None:
+            self._transitions.extend(change.transitions)
+        for message in change.outbox:
+            self._outbox[self._next_row] = OutboxRow(self._next_row, message, change.at)
+            self._next_row += 1
+
+    async def is_processed(self, event_id: str) -> bool:
+        self._check()
+        return event_id in self._inbox
+
+    async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
+        self._check()
+        return sorted(b for b, at in self._deadlines.items() if at <= now)[:limit]
+
+    async def list_batches(
+        self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[BatchState]:
+        self._check()
+        ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
+        return [self._batches[b] for b in ids[offset : offset + limit]]
+
+    # -- inspection -----------------------------------------------------------------------
+    def inbox_entry(self, event_id: str) -> InboxEntry | None:
+        return self._inbox.get(event_id)
+
+    def transitions(self, batch_id: str | None = None) -> list[TransitionRecord]:
+        rows = self._transitions or []
+        return [r for r in rows if batch_id is None or r.batch_id == batch_id]
+
+    def batch_count(self) -> int:
+        return len(self._batches)
+
+    # -- Outbox ---------------------------------------------------------------------------
+    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        self._check()
+        blocked: set[str | None] = set()
+        claimed: list[OutboxRow] = []
+        for row_id, row in self._outbox.items():
+            if row.published_at is not None or row.parked:
+                continue
+            key = row.message.key
+            if key in blocked:
+                continue
+            retry_at = self._retry_at.get(row_id)
+            if retry_at is not None and retry_at > now:
+                blocked.add(key)
+                continue
+            claimed.append(row)
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
+        self._check()
+        for row_id in row_ids:
+            # Published rows are dropped: memory stays flat however long the process runs.
+            self._outbox.pop(row_id, None)
+            self._retry_at.pop(row_id, None)
+
+    async def mark_failed(
+        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+    ) -> None:
+        self._check()
+        row = self._outbox[row_id]
+        self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
+        self._retry_at[row_id] = retry_at
+
+    async def pending_count(self) -> int:
+        self._check()
+        return sum(1 for r in self._outbox.values() if r.published_at is None and not r.parked)
+
+    async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        self._check()
+        return [r for r in self._outbox.values() if r.parked][:limit]
+
+
+Subscriber = Callable[[OutboxMessage], Awaitable[None]]
+
+
+class InMemoryBus:
+    """A message bus in memory: keeps every published message per topic, in order, and
+    hands each to the subscribers of its topic. Set :attr:`available` to ``False`` to make
+    publishing fail with :class:`~pipeline_state.errors.PublishError`, as a lost broker would.
+    """
+
+    def __init__(self) -> None:
+        self.available = True
+        self._log: list[OutboxMessage] = []
+        self._subscribers: defaultdict[str, list[Subscriber]] = defaultdict(list)
+        self._seen: set[str] = set()
+
+    def subscribe(self, topic: str, handler: Subscriber) -> None:
+        self._subscribers[topic].append(handler)
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+        if not self.available:
+            raise PublishError("the in-memory bus was taken offline")
+        results: list[BaseException | None] = []
+        for message in messages:
+            self._log.append(message)
+            self._seen.add(message.event_id)
+            for handler in self._subscribers.get(message.topic, ()):
+                await handler(message)
+            results.append(None)
+        return results
+
+    def messages(self, topic: str | None = None) -> list[OutboxMessage]:
+        """Everything published so far (on ``topic``), in publishing order."""
+        return [m for m in self._log if topic is None or m.topic == topic]
+
+    def clear(self) -> None:
+        self._log.clear()

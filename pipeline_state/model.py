@@ -1,0 +1,158 @@
+"""State as immutable value objects: a batch, its active run, its phases and its history.
+
+Nothing here changes in place; :mod:`pipeline_state.decide` builds new values with
+:func:`attrs.evolve`. Timestamps are timezone-aware UTC datetimes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import MappingProxyType
+
+import attrs
+
+from .lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, PhaseStatus, RunStatus
+
+__all__ = ["BatchState", "EssayRef", "PhaseRun", "Run", "completed_outputs", "next_deadline"]
+
+
+@attrs.frozen(slots=True, cache_hash=False)
+class EssayRef:
+    """An essay and the storage id of its (possibly processed) text."""
+
+    essay_id: str
+    text_storage_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class PhaseRun:
+    """One phase (step) of a run, with its execution status and real counts."""
+
+    name: str
+    depends_on: tuple[str, ...]
+    status: PhaseStatus = PhaseStatus.PENDING_DEPENDENCIES
+    deadline_seconds: float | None = None
+    dispatched_at: datetime | None = None
+    deadline_at: datetime | None = None
+    finished_at: datetime | None = None
+    inputs: tuple[EssayRef, ...] = ()
+    outputs: tuple[EssayRef, ...] = ()
+    failed_essay_ids: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in PHASE_ACTIVE
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in PHASE_TERMINAL
+
+    @property
+    def is_done(self) -> bool:
+        """Completed successfully or with partial success."""
+        return self.status in PHASE_DONE
+
+    @property
+    def duration_seconds(self) -> float:
+        if self.dispatched_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, (self.finished_at - self.dispatched_at).total_seconds())
+
+
+@attrs.frozen(slots=True)
+class Run:
+    """One accepted pipeline request on one batch; archived into history once finished."""
+
+    run_id: str
+    pipeline_name: str
+    correlation_id: str
+    requested_by: str
+    accepted_at: datetime
+    final_step: str
+    phases: tuple[PhaseRun, ...]
+    pruned: tuple[str, ...] = ()
+    status: RunStatus = RunStatus.ACTIVE
+    completed_at: datetime | None = None
+    is_retry: bool = False
+    retry_reason: str | None = None
+
+    def phase(self, name: str) -> PhaseRun | None:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        return None
+
+    @property
+    def phase_statuses(self) -> Mapping[str, str]:
+        return MappingProxyType({p.name: p.status.value for p in self.phases})
+
+    @property
+    def completed_phases(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.phases if p.is_done)
+
+    @property
+    def skipped_phases(self) -> tuple[str, ...]:
+        """Phases that did not run: pruned ones first, then those skipped after a failure."""
+        skipped = tuple(
+            p.name
+            for p in self.phases
+            if p.status in (PhaseStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE, PhaseStatus.SKIPPED_BY_USER_CONFIG)
+        )
+        return self.pruned + skipped
+
+    @property
+    def is_finished(self) -> bool:
+        return all(p.is_terminal for p in self.phases)
+
+
+@attrs.frozen(slots=True)
+class BatchState:
+    """The whole state of one batch: registration data, lifecycle status, active run, history."""
+
+    batch_id: str
+    status: BatchStatus
+    version: int
+    user_id: str
+    course_code: str
+    expected_essay_count: int
+    essay_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    org_id: str | None = None
+    class_id: str | None = None
+    language: str = "en"
+    prompt_ref: str | None = None
+    essays: tuple[EssayRef, ...] = ()
+    active_run: Run | None = None
+    history: tuple[Run, ...] = ()
+
+    @property
+    def is_guest(self) -> bool:
+        return self.class_id is None
+
+    def runs(self) -> Iterator[Run]:
+        """Archived runs, oldest first, then the active run if any."""
+        yield from self.history
+        if self.active_run is not None:
+            yield self.active_run
+
+
+def completed_outputs(history: tuple[Run, ...]) -> dict[str, tuple[EssayRef, ...]]:
+    """Phases completed (fully or partially) in earlier runs, with the processed essays of
+    their last successful execution. This is what pruning and forwarding read."""
+    done: dict[str, tuple[EssayRef, ...]] = {}
+    for run in history:
+        for phase in run.phases:
+            if phase.is_done:
+                done[phase.name] = phase.outputs
+    return done
+
+
+def next_deadline(state: BatchState) -> datetime | None:
+    """The earliest deadline among the active phases of the active run, if any."""
+    if state.active_run is None:
+        return None
+    deadlines = [p.deadline_at for p in state.active_run.phases if p.is_active and p.deadline_at is not None]
+    return min(deadlines) if deadlines else None

@@ -1,0 +1,183 @@
+"""Ports: the small interfaces the service needs from the outside world.
+
+Adapters implement these Protocols (the in-memory ones in :mod:`pipeline_state.memory`,
+SQL and Kafka ones in their own packages). Every adapter must pass the shipped contract
+suite in :mod:`pipeline_state.testing.contract`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .lifecycle import BatchStatus
+from .model import BatchState
+
+__all__ = [
+    "Change",
+    "Clock",
+    "InboxEntry",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxRow",
+    "Publisher",
+    "Store",
+    "TransitionRecord",
+]
+
+
+@attrs.frozen
+class OutboxMessage:
+    """A message to publish: ``value`` is the JSON-compatible envelope dict."""
+
+    event_id: str
+    topic: str
+    key: str | None
+    value: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``{"topic", "key", "value"}`` shape the runtime returns."""
+        return {"topic": self.topic, "key": self.key, "value": dict(self.value)}
+
+
+@attrs.frozen
+class OutboxRow:
+    """A stored outbox message with its delivery bookkeeping."""
+
+    id: int
+    message: OutboxMessage
+    created_at: datetime
+    attempts: int = 0
+    last_error: str | None = None
+    parked: bool = False
+    published_at: datetime | None = None
+
+
+@attrs.frozen
+class InboxEntry:
+    """The record that an inbound event was processed, and what it did."""
+
+    event_id: str
+    topic: str
+    batch_id: str
+    result: str
+    processed_at: datetime
+
+
+@attrs.frozen
+class TransitionRecord:
+    """One row of the transition log: which entity moved, from where to where, and why."""
+
+    batch_id: str
+    entity: str
+    name: str
+    trigger: str
+    source: str
+    dest: str
+    run_id: str | None
+    event_id: str
+    correlation_id: str
+    at: datetime
+
+
+@attrs.frozen
+class Change:
+    """Everything one command writes, committed together or not at all.
+
+    ``expected_version`` is the version read before deciding (``None``: the batch did not
+    exist). The store checks it even when ``state`` is ``None`` (nothing to write), so a
+    decision taken on a stale read never commits.
+    """
+
+    batch_id: str
+    expected_version: int | None
+    state: BatchState | None
+    at: datetime
+    outbox: tuple[OutboxMessage, ...] = ()
+    inbox: InboxEntry | None = None
+    transitions: tuple[TransitionRecord, ...] = ()
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable batch state with an inbox, written in units of work.
+
+    Errors: :class:`~pipeline_state.errors.StoreUnavailableError` when the store cannot be
+    reached (transient); :class:`~pipeline_state.errors.CorruptStateError` when a stored
+    state cannot be decoded.
+    """
+
+    async def load(self, batch_id: str) -> BatchState | None:
+        """The current state of a batch, or ``None`` when it does not exist."""
+        ...
+
+    async def commit(self, change: Change) -> None:
+        """Atomically: compare-and-set the state on ``expected_version``, append the outbox
+        messages and transition records, and record the inbox entry.
+
+        Raises :class:`~pipeline_state.errors.ConcurrencyConflictError` when the stored
+        version is not ``expected_version`` and
+        :class:`~pipeline_state.errors.DuplicateEventError` when the inbox already holds
+        the event id; in both cases nothing is written.
+        """
+        ...
+
+    async def is_processed(self, event_id: str) -> bool:
+        """Whether the inbox holds ``event_id``."""
+        ...
+
+    async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Ids of batches whose active run has a phase deadline at or before ``now``."""
+        ...
+
+    async def list_batches(
+        self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[BatchState]:
+        """Batches (optionally only those in ``status``), ordered by batch id."""
+        ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The outbox side of a store, read by the relay."""
+
+    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Unpublished, unparked rows that are due, oldest first. A row is not returned while
+        an older unpublished, unparked row with the same key exists (order per key). Rows
+        claimed by one relay are not returned to another until released or marked."""
+        ...
+
+    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None: ...
+
+    async def mark_failed(
+        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+    ) -> None:
+        """Count a failed attempt; ``park`` takes the row out of delivery for good."""
+        ...
+
+    async def pending_count(self) -> int:
+        """Rows not yet published and not parked."""
+        ...
+
+    async def parked(self, limit: int = 100) -> list[OutboxRow]: ...
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """A transport: publishes messages in the order given.
+
+    Returns one entry per message: ``None`` when published, else the error. Raises
+    :class:`~pipeline_state.errors.PublishError` when nothing could be published.
+    """
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """The time source; the in-memory one is advanced by hand."""
+
+    def now(self) -> datetime: ...

@@ -1,0 +1,133 @@
+"""The outbox relay: moves committed outbox rows to a transport.
+
+Transport-agnostic: it reads an :class:`~pipeline_state.ports.Outbox` and writes to a
+:class:`~pipeline_state.ports.Publisher`. Rows keep the ``event_id`` they were written
+with, go out in order per key, are marked published once the transport confirms, and are
+retried with exponential backoff; after ``max_attempts`` failures a row is parked with its
+last error for an operator to inspect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+import attrs
+
+from .errors import PipelineStateError, StoreUnavailableError
+from .ports import Clock, Outbox, OutboxRow, Publisher
+
+__all__ = ["OutboxRelay", "RelayReport"]
+
+log = logging.getLogger("pipeline_state.relay")
+
+
+@attrs.frozen
+class RelayReport:
+    """What one relay pass did."""
+
+    published: int = 0
+    failed: int = 0
+    parked: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return not (self.published or self.failed or self.parked)
+
+
+class OutboxRelay:
+    """Publishes outbox rows; run :meth:`run_once` in a loop or :meth:`run` until stopped."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: Publisher,
+        clock: Clock,
+        *,
+        batch_size: int = 100,
+        max_attempts: int = 5,
+        base_backoff: float = 0.5,
+        max_backoff: float = 60.0,
+    ) -> None:
+        if batch_size < 1 or max_attempts < 1:
+            raise ValueError("batch_size and max_attempts must be at least 1")
+        self.outbox = outbox
+        self.publisher = publisher
+        self.clock = clock
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait before the next try after ``attempts`` failures."""
+        return float(min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1)))
+
+    async def run_once(self) -> RelayReport:
+        """Claim one batch of due rows and publish them."""
+        now = self.clock.now()
+        rows = await self.outbox.claim(now, self.batch_size)
+        if not rows:
+            return RelayReport()
+        try:
+            results = list(await self.publisher.publish([r.message for r in rows]))
+        except (PipelineStateError, OSError) as exc:
+            results = [exc] * len(rows)
+        if len(results) != len(rows):
+            raise RuntimeError("the publisher returned a result count that differs from the messages")
+        published: list[int] = []
+        failed = parked = 0
+        for row, error in zip(rows, results, strict=True):
+            if error is None:
+                published.append(row.id)
+                continue
+            park = row.attempts + 1 >= self.max_attempts
+            await self._fail(row, error, park=park)
+            failed += 1
+            parked += int(park)
+        if published:
+            await self.outbox.mark_published(published, self.clock.now())
+        return RelayReport(len(published), failed, parked)
+
+    async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> None:
+        now = self.clock.now()
+        retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
+        text = f"{type(error).__name__}: {error}"
+        await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
+        if park:
+            log.error(
+                "parked outbox row %s (%s) after %s attempts: %s",
+                row.id,
+                row.message.topic,
+                row.attempts + 1,
+                text,
+            )
+        else:
+            log.warning("outbox row %s failed (attempt %s): %s", row.id, row.attempts + 1, text)
+
+    async def drain(self, *, max_passes: int = 1000) -> RelayReport:
+        """Publish until nothing is due (or a pass publishes nothing)."""
+        total = RelayReport()
+        for _ in range(max_passes):
+            report = await self.run_once()
+            total = RelayReport(
+                total.published + report.published, total.failed + report.failed, total.parked + report.parked
+            )
+            if report.published == 0:
+                break
+        return total
+
+    async def run(self, stop: asyncio.Event, *, idle_seconds: float = 0.2) -> None:
+        """Relay until ``stop`` is set, then flush what is due once more."""
+        while not stop.is_set():
+            try:
+                report = await self.run_once()
+            except StoreUnavailableError as exc:
+                log.warning("outbox unavailable, retrying: %s", exc)
+                report = RelayReport()
+            if report.published == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
+        await self.drain()

@@ -1,0 +1,200 @@
+"""The application service: load, decide, then commit state, outbox and inbox together.
+
+:class:`PipelineService` is the imperative shell around :func:`~pipeline_state.decide.decide`.
+For each inbound message it checks the inbox, loads the batch, decides, turns the emitted
+events into envelopes with deterministic ids, and commits everything in one unit of work
+guarded by compare-and-set on the batch version. A lost race is retried from a fresh read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .commands import Command, ExpireOverdue, OperatorCommand
+from .decide import Decision, decide, derive_id
+from .errors import BatchNotFoundError, ConcurrencyConflictError, DuplicateEventError
+from .events import WireModel, parse_message
+from .memory import SystemClock
+from .model import BatchState
+from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord
+from .profile import Profile, huleedu_profile
+
+__all__ = ["HandleResult", "PipelineService"]
+
+log = logging.getLogger("pipeline_state.service")
+
+
+@attrs.frozen
+class HandleResult:
+    """What handling one command did.
+
+    ``duplicate`` is true when the event id had been processed before (nothing was done);
+    otherwise ``decision`` is what was committed and ``messages`` the outbox rows written.
+    """
+
+    event_id: str
+    batch_id: str
+    decision: Decision | None
+    messages: tuple[OutboxMessage, ...] = ()
+    duplicate: bool = False
+    attempts: int = 1
+
+    @property
+    def ignored(self) -> str | None:
+        if self.duplicate:
+            return "duplicate_event"
+        return None if self.decision is None else self.decision.ignored
+
+    @property
+    def state(self) -> BatchState | None:
+        return None if self.decision is None else self.decision.state
+
+
+def _result_label(decision: Decision) -> str:
+    if decision.denial is not None:
+        return f"denied:{decision.denial.reason}"
+    if decision.ignored is not None:
+        return f"ignored:{decision.ignored}"
+    return "applied"
+
+
+class PipelineService:
+    """Runs commands against a store with the rules of the profile.
+
+    ``max_attempts`` bounds retries after a lost compare-and-set; the last
+    :class:`~pipeline_state.errors.ConcurrencyConflictError` propagates if all fail.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        profile: Profile | None = None,
+        clock: Clock | None = None,
+        max_attempts: int = 8,
+    ) -> None:
+        self.store = store
+        self.profile = profile or huleedu_profile()
+        self.clock: Clock = clock or SystemClock()
+        self.max_attempts = max_attempts
+
+    # -- entry points ---------------------------------------------------------------------
+    async def handle_message(self, topic: str, raw: bytes | str | Mapping[str, Any]) -> HandleResult:
+        """Parse one inbound message and handle it. Raises
+        :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
+        and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply."""
+        envelope, payload = parse_message(topic, raw)
+        command = Command(payload, str(envelope.event_id), str(envelope.correlation_id))
+        return await self.handle(command, topic=topic)
+
+    async def execute(
+        self,
+        payload: OperatorCommand | WireModel,
+        *,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> HandleResult:
+        """Run an operator command (cancel, retry, ...) or a payload that arrived by another
+        route (HTTP). ``event_id`` is the idempotency key; a new one is made when absent."""
+        command = Command(payload, event_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4()))
+        return await self.handle(command, topic=f"operator.{type(payload).__name__}")
+
+    async def expire_overdue(self, *, limit: int = 1000) -> list[HandleResult]:
+        """Fail the overdue phases of every batch whose deadline has passed."""
+        now = self.clock.now()
+        results = []
+        for batch_id in await self.store.overdue_batches(now, limit):
+            event_id = derive_id("expire", batch_id, now.isoformat())
+            command = Command(ExpireOverdue(batch_id), event_id, str(uuid.uuid4()))
+            results.append(await self.handle(command, topic="operator.ExpireOverdue"))
+        return results
+
+    async def get_batch(self, batch_id: str) -> BatchState:
+        state = await self.store.load(batch_id)
+        if state is None:
+            raise BatchNotFoundError(batch_id)
+        return state
+
+    # -- the unit of work -----------------------------------------------------------------
+    async def handle(self, command: Command, *, topic: str) -> HandleResult:
+        batch_id = command.batch_id
+        for attempt in range(1, self.max_attempts + 1):
+            if await self.store.is_processed(command.event_id):
+                return HandleResult(command.event_id, batch_id, None, duplicate=True, attempts=attempt)
+            state = await self.store.load(batch_id)
+            now = self.clock.now()
+            decision = decide(state, command, profile=self.profile, now=now)
+            messages = self._envelopes(command, decision, now)
+            change = Change(
+                batch_id=batch_id,
+                expected_version=None if state is None else state.version,
+                state=decision.state if decision.changed else None,
+                at=now,
+                outbox=messages,
+                inbox=InboxEntry(command.event_id, topic, batch_id, _result_label(decision), now),
+                transitions=self._log_rows(command, decision, now),
+            )
+            try:
+                await self.store.commit(change)
+            except DuplicateEventError:
+                return HandleResult(command.event_id, batch_id, None, duplicate=True, attempts=attempt)
+            except ConcurrencyConflictError:
+                if attempt == self.max_attempts:
+                    raise
+                log.debug("version conflict on %s, retrying from a fresh read", batch_id)
+                await asyncio.sleep(0)
+                continue
+            if decision.ignored:
+                log.info(
+                    "ignored %s for batch %s: %s",
+                    topic,
+                    batch_id,
+                    decision.ignored,
+                    extra={"batch_id": batch_id, "correlation_id": command.correlation_id},
+                )
+            return HandleResult(command.event_id, batch_id, decision, messages, attempts=attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _envelopes(self, command: Command, decision: Decision, now: datetime) -> tuple[OutboxMessage, ...]:
+        stamp = now.isoformat()
+        source = self.profile.source_service
+        out = []
+        for index, emit in enumerate(decision.emits):
+            event_id = derive_id(command.event_id, "out", str(index))
+            value = {
+                "event_id": event_id,
+                "event_type": emit.topic,
+                "event_timestamp": stamp,
+                "source_service": source,
+                "schema_version": 1,
+                "correlation_id": emit.correlation_id,
+                "data": emit.payload.model_dump(mode="json"),
+                "metadata": {"causation_id": command.event_id},
+            }
+            out.append(OutboxMessage(event_id, emit.topic, emit.key, value))
+        return tuple(out)
+
+    @staticmethod
+    def _log_rows(command: Command, decision: Decision, now: datetime) -> tuple[TransitionRecord, ...]:
+        return tuple(
+            TransitionRecord(
+                batch_id=command.batch_id,
+                entity=m.entity,
+                name=m.name,
+                trigger=m.trigger,
+                source=m.source,
+                dest=m.dest,
+                run_id=m.run_id,
+                event_id=command.event_id,
+                correlation_id=command.correlation_id,
+                at=now,
+            )
+            for m in decision.moves
+        )
