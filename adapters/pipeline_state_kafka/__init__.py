@@ -1,0 +1,1 @@
+"""Kafka adapter (aiokafka): consumer, outbox relay transport and the runnable service."""
