@@ -113,6 +113,10 @@ class InMemoryStore:
         self._check()
         return event_id in self._inbox
 
+    async def inbox_entry(self, event_id: str) -> InboxEntry | None:
+        self._check()
+        return self._inbox.get(event_id)
+
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         self._check()
         return sorted(b for b, at in self._deadlines.items() if at <= now)[:limit]
@@ -125,8 +129,6 @@ class InMemoryStore:
         return [self._batches[b] for b in ids[offset : offset + limit]]
 
     # -- inspection -----------------------------------------------------------------------
-    def inbox_entry(self, event_id: str) -> InboxEntry | None:
-        return self._inbox.get(event_id)
 
     def transitions(self, batch_id: str | None = None) -> list[TransitionRecord]:
         rows = self._transitions or []

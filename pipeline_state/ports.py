@@ -129,6 +129,10 @@ class Store(Protocol):
         """Whether the inbox holds ``event_id``."""
         ...
 
+    async def inbox_entry(self, event_id: str) -> InboxEntry | None:
+        """The inbox record of ``event_id`` (what processing it did), if processed."""
+        ...
+
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         """Ids of batches whose active run has a phase deadline at or before ``now``."""
         ...
