@@ -216,33 +216,37 @@ class _Work:
         return tuple(e for e in outputs[-1] if e.essay_id in survivors)
 
     def active_plan_order(self) -> tuple[str, ...]:
-        return self.active.pruned + tuple(self.phases)
+        return self.active.plan or self.active.pruned + tuple(self.phases)
+
+    def skip_phase(self, name: str, reason: str, error: str) -> None:
+        """Mark a pending phase skipped and announce it with ``PhaseSkippedV1``."""
+        self.phase_move(name, "skip_dependency_failed", finished_at=self.now, error=error)
+        self.emit(
+            Topic.PHASE_SKIPPED.value,
+            self.state.batch_id,
+            PhaseSkippedV1(
+                batch_id=self.state.batch_id,
+                phase_name=name,
+                skip_reason=reason,
+                correlation_id=self.active.correlation_id,
+                run_id=self.active.run_id,
+            ),
+            self.active.correlation_id,
+        )
 
     def skip_dependents(self, failed: str, reason: str) -> None:
         frontier = {failed}
         for name, phase in self.phases.items():
             if phase.status is PhaseStatus.PENDING_DEPENDENCIES and frontier.intersection(phase.depends_on):
-                self.phase_move(
-                    name, "skip_dependency_failed", finished_at=self.now, error=f"{reason}:{failed}"
-                )
+                self.skip_phase(name, reason, f"{reason}:{failed}")
                 frontier.add(name)
-                self.emit(
-                    Topic.PHASE_SKIPPED.value,
-                    self.state.batch_id,
-                    PhaseSkippedV1(
-                        batch_id=self.state.batch_id,
-                        phase_name=name,
-                        skip_reason=reason,
-                        correlation_id=self.active.correlation_id,
-                        run_id=self.active.run_id,
-                    ),
-                    self.active.correlation_id,
-                )
 
     def dispatch_ready(self) -> None:
         limit = self.profile.max_parallel
         running = sum(1 for p in self.phases.values() if p.is_active)
-        for name, phase in list(self.phases.items()):
+        for name in list(self.phases):
+            # Re-read: skipping an earlier phase may have skipped this one already.
+            phase = self.phases[name]
             if phase.status is not PhaseStatus.PENDING_DEPENDENCIES:
                 continue
             if limit is not None and running >= limit:
@@ -251,9 +255,7 @@ class _Work:
             if inputs is None:
                 continue
             if not inputs and phase.depends_on:
-                self.phase_move(
-                    name, "skip_dependency_failed", finished_at=self.now, error="no_essays_to_process"
-                )
+                self.skip_phase(name, "no_essays_to_process", "no_essays_to_process")
                 self.skip_dependents(name, "dependency_failed")
                 continue
             deadline = (
@@ -540,9 +542,18 @@ def _admission_denial(state: BatchState) -> Denial | None:
 
 
 def _start_run(
-    w: _Work, plan: Plan, *, name: str, user_id: str, is_retry: bool, retry_reason: str | None
+    w: _Work,
+    plan: Plan,
+    *,
+    name: str,
+    user_id: str,
+    is_retry: bool,
+    retry_reason: str | None,
+    plan_order: tuple[str, ...] | None = None,
 ) -> Decision:
     run_id = derive_id(w.command.event_id, "run")
+    if plan_order is None:
+        plan_order = plan.pipeline.step_names
     corr = w.command.correlation_id
     w.batch_move("start_run")
     w.run = Run(
@@ -556,6 +567,7 @@ def _start_run(
         pruned=plan.pruned,
         is_retry=is_retry,
         retry_reason=retry_reason,
+        plan=plan_order,
     )
     w.moves.append(Move("run", run_id, "accept", "", RunStatus.ACTIVE.value, run_id))
     for step in plan.to_run:
@@ -684,8 +696,24 @@ def _retry_phase(w: _Work, p: RetryPhase) -> Decision:
     if denial is not None:
         return _deny(w, p.user_id, p.phase_name, denial)
     return _start_run(
-        w, plan, name=p.phase_name, user_id=p.user_id, is_retry=True, retry_reason=p.retry_reason
+        w,
+        plan,
+        name=p.phase_name,
+        user_id=p.user_id,
+        is_retry=True,
+        retry_reason=p.retry_reason,
+        plan_order=_retry_plan_order(w.profile, p.phase_name, step),
     )
+
+
+def _retry_plan_order(profile: Profile, phase: str, step: Step) -> tuple[str, ...]:
+    """The dependencies of a retried phase in the plan order of a pipeline containing it."""
+    for name in profile.catalog.names:
+        pipeline = profile.catalog.get(name)
+        if phase in pipeline.step_names:
+            wanted = {phase, *step.depends_on}
+            return tuple(s for s in pipeline.step_names if s in wanted)
+    return (*step.depends_on, phase)
 
 
 def _single_step_pipeline(name: str, step: Step) -> Pipeline:

@@ -77,6 +77,8 @@ class Run:
     completed_at: datetime | None = None
     is_retry: bool = False
     retry_reason: str | None = None
+    plan: tuple[str, ...] = ()
+    """Every step of the resolved pipeline in plan order, pruned ones included."""
 
     def phase(self, name: str) -> PhaseRun | None:
         for phase in self.phases:
