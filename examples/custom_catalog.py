@@ -1,0 +1,125 @@
+"""The engine is generic: a media platform instead of an education one.
+
+A custom catalog (built with ``Catalog.from_dict``) declares the pipelines of a video
+publishing service, and a custom :class:`~pipeline_state.Profile` names the command that
+starts each phase (``PhaseInitiateCommand`` subclasses on the service's own topics). The
+same engine then prunes, dispatches in parallel, expires a phase deadline, skips dependents
+of a failed phase and completes every run exactly once. The inbound messages (registration,
+pipeline request, phase outcome) keep the library's wire contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pipeline_state import Catalog, CommandSpec, InMemoryRuntime, Profile
+from pipeline_state.events import PhaseInitiateCommand
+from pipeline_state.testing import Envelopes
+
+
+class TranscodeCommand(PhaseInitiateCommand):
+    """Start transcoding: ``essays_to_process`` carries the episodes and their source files."""
+
+
+class ThumbnailsCommand(PhaseInitiateCommand):
+    """Render thumbnails from the transcoded files."""
+
+
+class CaptionsCommand(PhaseInitiateCommand):
+    """Write captions; the engine fills ``language`` from the batch."""
+
+    language: str
+
+
+class PublishCommand(PhaseInitiateCommand):
+    """Publish the episodes that came through thumbnails and captions."""
+
+
+CATALOG = Catalog.from_dict(
+    {
+        "pipelines": {
+            "preview": {
+                "steps": [{"name": "transcode"}, {"name": "thumbnails", "depends_on": ["transcode"]}]
+            },
+            "release": {
+                "steps": [
+                    {"name": "transcode"},
+                    {"name": "thumbnails", "depends_on": ["transcode"]},
+                    {"name": "captions", "depends_on": ["transcode"], "deadline_seconds": 60},
+                    {"name": "publish", "depends_on": ["thumbnails", "captions"]},
+                ]
+            },
+        }
+    }
+)
+MEDIA = Profile(
+    name="media",
+    catalog=CATALOG,
+    phase_commands={
+        "transcode": CommandSpec("media.transcode.start.v1", TranscodeCommand),
+        "thumbnails": CommandSpec("media.thumbnails.start.v1", ThumbnailsCommand),
+        "captions": CommandSpec("media.captions.start.v1", CaptionsCommand),
+        "publish": CommandSpec("media.publish.start.v1", PublishCommand),
+    },
+    source_service="media_orchestrator",
+)
+PHASE_OF = {spec.topic: phase for phase, spec in MEDIA.phase_commands.items()}
+
+
+def show(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        data = message["value"]["data"]
+        if message["topic"] in PHASE_OF:
+            print(f"  -> {message['topic']} ({len(data['essays_to_process'])} episodes)")
+        elif "skip_reason" in data:
+            print(f"  -> skipped {data['phase_name']}: {data['skip_reason']}")
+        elif "final_status" in data:
+            done, skipped = data["completed_phases"], data["skipped_phases"]
+            print(f"  == {data['pipeline_name']}: {data['final_status']}, done {done}, skipped {skipped}")
+
+
+async def run(rt: InMemoryRuntime, env: Envelopes, pipeline: str, *, stall: str | None = None) -> None:
+    """Request ``pipeline`` and answer every phase command, except that ``stall`` never answers."""
+    print(f"request {pipeline}")
+    pending = await rt.deliver(*env.request("season-1", pipeline))
+    show(pending)
+    while pending:
+        message = pending.pop(0)
+        phase = PHASE_OF.get(message["topic"])
+        if phase is None:
+            continue
+        rt.clock.advance(5)
+        if phase == stall:
+            rt.clock.advance(60)  # the captions service never answers: its deadline passes
+            out = await rt.expire_overdue()
+        else:
+            ids = [e["essay_id"] for e in message["value"]["data"]["essays_to_process"]]
+            out = await rt.deliver(
+                *env.outcome("season-1", phase, message["value"]["correlation_id"], processed=ids)
+            )
+        show(out)
+        pending += out
+
+
+async def main() -> None:
+    rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload")
+    episodes = env.essay_ids("season-1", 3)
+    await rt.deliver(*env.register("season-1", essays=3, course_code="MEDIA", prompt=None))
+    await rt.deliver(*env.provisioned("season-1", episodes))
+    # transcode, then thumbnails and captions in parallel; captions times out, publish is skipped
+    await run(rt, env, "release", stall="captions")
+    # transcode and thumbnails are pruned; captions runs again (failed steps are never pruned)
+    await run(rt, env, "release")
+    # every step of preview completed earlier: the run is accepted and completes at once
+    await run(rt, env, "preview")
+    snap = await rt.snapshot("season-1")
+    print(f"history of {snap['batch_id']} ({snap['status']}):")
+    for past in snap["history"]:
+        print(f"  {past['pipeline_name']:8} {past['final_status']:23} ran {past['completed_phases']}")
+    statuses = [past["final_status"] for past in snap["history"]]
+    assert statuses == ["failed_critically", "completed_successfully", "completed_successfully"], statuses
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
