@@ -690,8 +690,8 @@ def _retry_phase(w: _Work, p: RetryPhase) -> Decision:
     missing = [d for d in step.depends_on if d not in w.recorded()]
     if missing:
         return _deny(w, p.user_id, p.phase_name, Denial("dependencies_not_completed", f"run {missing} first"))
-    pipeline = _single_step_pipeline(p.phase_name, step)
-    plan = Plan(pipeline=pipeline, to_run=pipeline.steps, pruned=())
+    pipeline = _retry_pipeline(w.profile, p.phase_name)
+    plan = Plan(pipeline=pipeline, to_run=(step,), pruned=())
     denial = _admit(w, plan, user_id=p.user_id, prompt=None)
     if denial is not None:
         return _deny(w, p.user_id, p.phase_name, denial)
@@ -716,8 +716,18 @@ def _retry_plan_order(profile: Profile, phase: str, step: Step) -> tuple[str, ..
     return (*step.depends_on, phase)
 
 
-def _single_step_pipeline(name: str, step: Step) -> Pipeline:
-    return Pipeline(name=name, steps=(step,))
+def _retry_pipeline(profile: Profile, phase: str) -> Pipeline:
+    """A pipeline of ``phase`` and its transitive dependencies (so it validates); only
+    ``phase`` runs, its dependencies feed it their recorded outputs. ``phase`` is the only
+    sink, hence the final step."""
+    steps: dict[str, Step] = {}
+    todo = [phase]
+    while todo:
+        name = todo.pop()
+        if name not in steps:
+            steps[name] = profile.catalog.step_definition(name)
+            todo.extend(steps[name].depends_on)
+    return Pipeline(name=phase, steps=tuple(steps.values()))
 
 
 def _expire(w: _Work, p: ExpireOverdue) -> Decision:
@@ -732,8 +742,10 @@ def _expire(w: _Work, p: ExpireOverdue) -> Decision:
         return w.decision(ignored="nothing_overdue")
     run_id = w.active.run_id
     for name in overdue:
-        if w.phases[name].is_active:
-            w.fail_phase(name, "timeout")
+        phase = w.phases[name]
+        if phase.is_active:
+            # No outcome came: every essay the phase was given counts as failed.
+            w.fail_phase(name, "timeout", failed=tuple(e.essay_id for e in phase.inputs))
     w.advance()
     return w.decision(run_id=run_id)
 

@@ -112,7 +112,11 @@ class PipelineService:
         results = []
         for batch_id in await self.store.overdue_batches(now, limit):
             event_id = derive_id("expire", batch_id, now.isoformat())
-            command = Command(ExpireOverdue(batch_id), event_id, str(uuid.uuid4()))
+            state = await self.store.load(batch_id)
+            run = None if state is None else state.active_run
+            # The sweep belongs to the run it expires: its log rows carry the run's correlation id.
+            correlation_id = run.correlation_id if run is not None else str(uuid.uuid4())
+            command = Command(ExpireOverdue(batch_id), event_id, correlation_id)
             results.append(await self.handle(command, topic="operator.ExpireOverdue"))
         return results
 

@@ -1,0 +1,101 @@
+"""Helpers shared by the core behaviour tests: drive an :class:`InMemoryRuntime` through the
+usual steps (register, provision, request, outcomes) and pick messages out of its output.
+
+Not a test module: ``conftest.py`` puts this folder on ``sys.path`` so the test files can
+``from core_flow import Flow``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from pipeline_state import BatchState, InMemoryRuntime, Topic
+from pipeline_state.testing import Envelopes
+
+__all__ = ["Flow", "Message", "Started", "datas", "new_id", "one", "refs", "topics"]
+
+Message = dict[str, Any]
+
+
+def new_id() -> str:
+    """A fresh UUID string (event ids, correlation ids)."""
+    return str(uuid.uuid4())
+
+
+def topics(out: Sequence[Message]) -> list[str]:
+    """The topics of ``out``, in order."""
+    return [m["topic"] for m in out]
+
+
+def datas(out: Sequence[Message], topic: str) -> list[dict[str, Any]]:
+    """The ``data`` payloads of the messages of ``out`` on ``topic``, in order."""
+    return [m["value"]["data"] for m in out if m["topic"] == topic]
+
+
+def one(out: Sequence[Message], topic: str) -> dict[str, Any]:
+    """The ``data`` of the only message of ``out`` on ``topic`` (fails if not exactly one)."""
+    found = datas(out, topic)
+    assert len(found) == 1, f"expected one message on {topic}, got {len(found)}: {topics(out)}"
+    return found[0]
+
+
+def refs(out: Sequence[Message], topic: str) -> list[tuple[str, str | None]]:
+    """``(essay_id, text_storage_id)`` pairs of the only command on ``topic`` in ``out``."""
+    return [(e["essay_id"], e["text_storage_id"]) for e in one(out, topic)["essays_to_process"]]
+
+
+@attrs.frozen
+class Started:
+    """An accepted request: what it emitted, its correlation id and its run id."""
+
+    out: list[Message]
+    correlation_id: str
+    run_id: str
+
+
+class Flow:
+    """Drives one runtime with builder envelopes."""
+
+    def __init__(self, rt: InMemoryRuntime, env: Envelopes) -> None:
+        self.rt = rt
+        self.env = env
+
+    async def register(self, batch_id: str = "b1", *, essays: int = 3, **kw: Any) -> list[Message]:
+        return await self.rt.deliver(*self.env.register(batch_id, essays=essays, **kw))
+
+    async def ready(self, batch_id: str = "b1", *, essays: int = 3, **kw: Any) -> list[str]:
+        """Register a guest batch and provision its content; returns the essay ids."""
+        await self.register(batch_id, essays=essays, **kw)
+        ids = self.env.essay_ids(batch_id, essays)
+        await self.rt.deliver(*self.env.provisioned(batch_id, ids))
+        state = await self.state(batch_id)
+        assert state.status.value == "ready_for_pipeline_execution", state.status
+        return ids
+
+    async def request(self, batch_id: str, pipeline: str, **kw: Any) -> list[Message]:
+        return await self.rt.deliver(*self.env.request(batch_id, pipeline, **kw))
+
+    async def start(self, batch_id: str, pipeline: str, **kw: Any) -> Started:
+        """Request ``pipeline`` and check it was accepted."""
+        out = await self.request(batch_id, pipeline, **kw)
+        assert Topic.PIPELINE_DENIED.value not in topics(out), out
+        state = await self.state(batch_id)
+        run = state.active_run if state.active_run is not None else state.history[-1]
+        return Started(out, run.correlation_id, run.run_id)
+
+    async def outcome(self, batch_id: str, phase: str, correlation_id: str, **kw: Any) -> list[Message]:
+        return await self.rt.deliver(*self.env.outcome(batch_id, phase, correlation_id, **kw))
+
+    async def state(self, batch_id: str = "b1") -> BatchState:
+        return await self.rt.service.get_batch(batch_id)
+
+    async def version(self, batch_id: str = "b1") -> int:
+        return (await self.state(batch_id)).version
+
+    async def inbox_result(self, event_id: str) -> str | None:
+        entry = await self.rt.store.inbox_entry(event_id)
+        return None if entry is None else entry.result

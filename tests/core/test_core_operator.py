@@ -1,0 +1,173 @@
+"""Operator commands: cancel a run, retry a phase, archive and cancel a batch."""
+
+from __future__ import annotations
+
+import pytest
+from core_flow import Flow, datas, new_id, one, refs, topics
+
+from pipeline_state import (
+    ArchiveBatch,
+    CancelBatch,
+    CancelRun,
+    IllegalTransitionError,
+    RetryPhase,
+    Topic,
+)
+
+COMPLETED = Topic.PIPELINE_COMPLETED.value
+DENIED = Topic.PIPELINE_DENIED.value
+SPELL = Topic.SPELLCHECK.value
+
+
+async def test_cancel_run_cancels_open_phases_and_completes_the_run(flow: Flow) -> None:
+    ids = await flow.ready("b1")
+    started = await flow.start("b1", "comprehensive")
+    await flow.outcome("b1", "spellcheck", started.correlation_id, processed=ids)
+
+    out = await flow.rt.execute(CancelRun("b1", user_id="teacher-1", reason="changed my mind"))
+
+    completed = one(out, COMPLETED)
+    assert completed["final_status"] == "cancelled"
+    assert completed["completed_phases"] == ["spellcheck"]
+    assert completed["correlation_id"] == started.correlation_id
+    note = one(out, Topic.TEACHER_NOTIFICATION.value)
+    assert (note["priority"], note["action_required"]) == ("immediate", True)
+    state = await flow.state("b1")
+    assert state.status.value == "ready_for_pipeline_execution"
+    assert state.active_run is None
+    assert state.history[-1].status.value == "cancelled"
+    assert state.history[-1].phase_statuses == {
+        "spellcheck": "completed_successfully",
+        "cj_assessment": "cancelled",
+        "nlp": "cancelled",
+        "ai_feedback": "cancelled",
+    }
+    # A late outcome of the cancelled run changes nothing; a new request is accepted.
+    assert await flow.outcome("b1", "nlp", started.correlation_id, processed=ids) == []
+    await flow.start("b1", "nlp")
+
+
+async def test_cancel_without_an_active_run_is_an_illegal_transition(flow: Flow) -> None:
+    await flow.ready("b1")
+    before = await flow.state("b1")
+
+    with pytest.raises(IllegalTransitionError) as caught:
+        await flow.rt.execute(CancelRun("b1"))
+
+    assert caught.value.batch_id == "b1"
+    assert caught.value.state == "ready_for_pipeline_execution"
+    assert caught.value.trigger == "cancel"
+    assert await flow.state("b1") == before
+
+
+async def test_retry_phase_runs_a_completed_phase_again(flow: Flow) -> None:
+    ids = await flow.ready("b1")
+    corr = (await flow.start("b1", "nlp")).correlation_id
+    await flow.outcome("b1", "spellcheck", corr, processed=ids, suffix="spell")
+    await flow.outcome("b1", "nlp", corr, processed=ids)
+    retry_corr = new_id()
+
+    out = await flow.rt.execute(
+        RetryPhase("b1", "nlp", "teacher-1", retry_reason="model updated"), correlation_id=retry_corr
+    )
+
+    # nlp runs again on spellcheck's recorded outputs, although it completed before.
+    assert refs(out, Topic.NLP.value) == [(e, f"{e}-spell") for e in ids]
+    state = await flow.state("b1")
+    run = state.active_run
+    assert run is not None
+    assert run.is_retry
+    assert run.retry_reason == "model updated"
+    assert run.correlation_id == retry_corr
+    assert [p.name for p in run.phases] == ["nlp"]
+    out = await flow.outcome("b1", "nlp", retry_corr, processed=ids[:1], failed=ids[1:])
+    assert one(out, COMPLETED)["final_status"] == "completed_with_failures"
+
+
+async def test_retry_of_a_phase_with_several_dependencies_uses_their_recorded_outputs(flow: Flow) -> None:
+    ids = await flow.ready("b1", essays=4)
+    corr = (await flow.start("b1", "ai_feedback")).correlation_id
+    await flow.outcome("b1", "spellcheck", corr, processed=ids[:3], failed=ids[3:], suffix="spell")
+    await flow.outcome("b1", "nlp", corr, processed=ids[1:3], failed=ids[:1], suffix="nlp")
+    await flow.outcome("b1", "ai_feedback", corr, processed=ids[1:3])
+
+    out = await flow.rt.execute(RetryPhase("b1", "ai_feedback", "teacher-1"))
+
+    assert refs(out, Topic.AI_FEEDBACK.value) == [(e, f"{e}-nlp") for e in ids[1:3]]
+    run = (await flow.state("b1")).active_run
+    assert run is not None
+    assert run.final_step == "ai_feedback"
+    assert [p.name for p in run.phases] == ["ai_feedback"]
+
+
+async def test_retry_phase_is_denied_while_a_run_is_active(flow: Flow) -> None:
+    await flow.ready("b1")
+    await flow.start("b1", "nlp")
+    before = await flow.state("b1")
+
+    out = await flow.rt.execute(RetryPhase("b1", "spellcheck", "teacher-1"))
+
+    assert topics(out) == [DENIED, Topic.TEACHER_NOTIFICATION.value]
+    assert one(out, DENIED)["denial_reason"] == "pipeline_already_active"
+    assert await flow.state("b1") == before
+
+
+async def test_retry_of_a_phase_whose_dependencies_never_completed_is_denied(flow: Flow) -> None:
+    await flow.ready("b1")
+    before = await flow.state("b1")
+
+    out = await flow.rt.execute(RetryPhase("b1", "nlp", "teacher-1"))
+
+    assert one(out, DENIED)["denial_reason"] == "dependencies_not_completed"
+    assert await flow.state("b1") == before
+
+
+async def test_archive_a_ready_batch(flow: Flow) -> None:
+    await flow.ready("b1")
+
+    assert await flow.rt.execute(ArchiveBatch("b1")) == []
+
+    assert (await flow.state("b1")).status.value == "archived"
+    out = await flow.request("b1", "nlp")
+    assert one(out, DENIED)["denial_reason"] == "batch_not_ready"
+
+
+async def test_archive_while_processing_is_an_illegal_transition(flow: Flow) -> None:
+    await flow.ready("b1")
+    await flow.start("b1", "nlp")
+    before = await flow.state("b1")
+
+    with pytest.raises(IllegalTransitionError) as caught:
+        await flow.rt.execute(ArchiveBatch("b1"))
+
+    assert (caught.value.batch_id, caught.value.state, caught.value.trigger) == (
+        "b1",
+        "processing_pipelines",
+        "archive",
+    )
+    assert await flow.state("b1") == before
+
+
+async def test_cancel_batch_without_a_run(flow: Flow) -> None:
+    await flow.register("b1")
+
+    assert await flow.rt.execute(CancelBatch("b1", reason="wrong upload")) == []
+
+    assert (await flow.state("b1")).status.value == "cancelled"
+    with pytest.raises(IllegalTransitionError):
+        await flow.rt.execute(CancelBatch("b1"))
+
+
+async def test_cancel_batch_cancels_its_active_run(flow: Flow) -> None:
+    await flow.ready("b1")
+    started = await flow.start("b1", "nlp")
+
+    out = await flow.rt.execute(CancelBatch("b1"))
+
+    [completed] = datas(out, COMPLETED)
+    assert completed["final_status"] == "cancelled"
+    assert completed["run_id"] == started.run_id
+    state = await flow.state("b1")
+    assert state.status.value == "cancelled"
+    assert state.active_run is None
+    assert state.history[-1].status.value == "cancelled"
