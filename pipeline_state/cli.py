@@ -35,7 +35,8 @@ def _diagram(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
+    code: int = run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
+    return code
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -44,7 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:  # the kafka/sql extras are not installed
         print(f"'serve' needs the kafka and sql extras: pip install 'pipeline-state[all]' ({exc})", file=sys.stderr)
         return 2
-    return serve_main(args)
+    code: int = serve_main(args)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
