@@ -61,12 +61,15 @@ class InMemoryStore:
     """Batch state, inbox, transition log and outbox in dictionaries.
 
     Every ``commit`` runs without awaiting in between, so it is atomic with respect to other
-    coroutines. Set :attr:`available` to ``False`` to make every call raise
+    coroutines. ``claim`` hands out at most the oldest due row of each key and leases it for
+    ``lease_seconds``, so a second relay never gets a row that is on its way. Set :attr:`available` to ``False`` to make every call raise
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
     """
 
-    def __init__(self, *, keep_transitions: bool = True) -> None:
+    def __init__(self, *, keep_transitions: bool = True, lease_seconds: float = 30.0) -> None:
         self.available = True
+        self.lease = timedelta(seconds=lease_seconds)
+        self._leases: dict[int, datetime] = {}
         self._batches: dict[str, BatchState] = {}
         self._inbox: dict[str, InboxEntry] = {}
         self._deadlines: dict[str, datetime] = {}
@@ -134,24 +137,30 @@ class InMemoryStore:
         rows = self._transitions or []
         return [r for r in rows if batch_id is None or r.batch_id == batch_id]
 
+    def outbox_messages(self) -> list[OutboxMessage]:
+        """Every message still in the outbox (unpublished or parked), oldest first."""
+        return [row.message for row in self._outbox.values()]
+
     def batch_count(self) -> int:
         return len(self._batches)
 
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         self._check()
-        blocked: set[str | None] = set()
+        held: set[str | None] = set()  # keys with an older row still on its way
         claimed: list[OutboxRow] = []
+        lease_until = now + self.lease
         for row_id, row in self._outbox.items():
-            if row.published_at is not None or row.parked:
+            if row.parked:
                 continue
             key = row.message.key
-            if key in blocked:
+            if key in held:
                 continue
-            retry_at = self._retry_at.get(row_id)
-            if retry_at is not None and retry_at > now:
-                blocked.add(key)
+            held.add(key)
+            busy_until = max(self._retry_at.get(row_id, now), self._leases.get(row_id, now))
+            if busy_until > now:
                 continue
+            self._leases[row_id] = lease_until
             claimed.append(row)
             if len(claimed) >= limit:
                 break
@@ -163,6 +172,7 @@ class InMemoryStore:
             # Published rows are dropped: memory stays flat however long the process runs.
             self._outbox.pop(row_id, None)
             self._retry_at.pop(row_id, None)
+            self._leases.pop(row_id, None)
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
@@ -171,6 +181,7 @@ class InMemoryStore:
         row = self._outbox[row_id]
         self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
         self._retry_at[row_id] = retry_at
+        self._leases.pop(row_id, None)
 
     async def pending_count(self) -> int:
         self._check()

@@ -1,0 +1,269 @@
+"""The projection: pure functions from consumed events to the results read model.
+
+Each consumed message becomes one :class:`ResultsFact`; :func:`apply_fact` merges it into a
+batch's :class:`~pipeline_state.results.model.BatchResults` by the winner rules listed in
+:mod:`pipeline_state.results.model`. The merge is commutative, associative and idempotent,
+so :func:`project` gives the same read model for the same facts in any order.
+
+The other functions derive what a unit of work writes besides the batch: the runs whose
+results are due to be announced, the class summary deltas and the cache keys to invalidate.
+No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+import attrs
+
+from pipeline_state.errors import UnknownTopicError
+from pipeline_state.events import (
+    BatchEssaysRegistered,
+    BatchPipelineCompletedV1,
+    ELSBatchPhaseOutcomeV1,
+    EventEnvelope,
+    Topic,
+    WireModel,
+)
+from pipeline_state.lifecycle import PhaseStatus
+
+from .model import BatchResults, ClassDelta, Owner, PhaseOutcome, PhaseResultView, RunCompletion
+
+__all__ = [
+    "CONSUMED_TOPICS",
+    "OUTCOME_STATUS",
+    "ResultsFact",
+    "apply_fact",
+    "batch_cache_key",
+    "cache_keys",
+    "class_cache_key",
+    "class_deltas",
+    "fact_from_message",
+    "mark_announced",
+    "pending_announcements",
+    "project",
+    "teacher_cache_key",
+]
+
+CONSUMED_TOPICS: tuple[str, ...] = (
+    Topic.PHASE_OUTCOME.value,
+    Topic.PIPELINE_COMPLETED.value,
+    Topic.ESSAYS_REGISTERED.value,
+)
+"""The topics the results projection consumes: phase outcomes, completions, registrations."""
+
+OUTCOME_STATUS: Mapping[str, str] = {
+    "completed_successfully": PhaseStatus.COMPLETED_SUCCESSFULLY.value,
+    "completed_with_failures": PhaseStatus.COMPLETED_WITH_PARTIAL_SUCCESS.value,
+    "failed_critically": PhaseStatus.FAILED.value,
+}
+"""``ELSBatchPhaseOutcomeV1.phase_status`` to the phase execution status it records."""
+
+Body = Owner | RunCompletion | PhaseOutcome
+
+
+@attrs.frozen
+class ResultsFact:
+    """One consumed event as a fact about a batch."""
+
+    batch_id: str
+    event_id: str
+    event_type: str
+    correlation_id: str
+    body: Body
+
+
+def _utc(instant: datetime) -> datetime:
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -> ResultsFact:
+    """The fact a parsed message states. Raises
+    :class:`~pipeline_state.errors.UnknownTopicError` for a topic the projection does not
+    consume (or a payload of the wrong model)."""
+    event_id = str(envelope.event_id)
+    correlation_id = str(envelope.correlation_id)
+    at = _utc(envelope.event_timestamp)
+    body: Body
+    if topic == Topic.PHASE_OUTCOME.value and isinstance(payload, ELSBatchPhaseOutcomeV1):
+        batch_id = payload.batch_id
+        body = PhaseOutcome(
+            correlation_id=str(payload.correlation_id),
+            phase=payload.phase_name,
+            status=OUTCOME_STATUS[payload.phase_status],
+            successful=len(payload.processed_essays),
+            failed=len(payload.failed_essay_ids),
+            observed_at=at,
+            event_id=event_id,
+        )
+    elif topic == Topic.PIPELINE_COMPLETED.value and isinstance(payload, BatchPipelineCompletedV1):
+        batch_id = payload.batch_id
+        body = RunCompletion(
+            run_id=payload.run_id,
+            correlation_id=payload.correlation_id,
+            pipeline_name=payload.pipeline_name,
+            final_status=payload.final_status,
+            completed_phases=tuple(payload.completed_phases),
+            skipped_phases=tuple(payload.skipped_phases),
+            processing_duration_seconds=payload.processing_duration_seconds,
+            successful_essays=payload.successful_essay_count,
+            failed_essays=payload.failed_essay_count,
+            phase_results=tuple(
+                PhaseResultView(name, r.status, r.successful, r.failed, r.duration_seconds)
+                for name, r in payload.phase_results.items()
+            ),
+            completed_at=_utc(payload.metadata.timestamp),
+            event_id=event_id,
+        )
+    elif topic == Topic.ESSAYS_REGISTERED.value and isinstance(payload, BatchEssaysRegistered):
+        batch_id = payload.entity_id
+        body = Owner(
+            user_id=payload.user_id,
+            class_id=payload.class_id,
+            expected_essays=payload.expected_essay_count,
+            observed_at=at,
+            event_id=event_id,
+        )
+    else:
+        raise UnknownTopicError(topic)
+    return ResultsFact(batch_id, event_id, topic, correlation_id, body)
+
+
+# -- the merge ----------------------------------------------------------------------------
+
+
+def _merge_owner(current: Owner | None, new: Owner) -> Owner:
+    return new if current is None or new.rank < current.rank else current
+
+
+def _merge_completion(runs: tuple[RunCompletion, ...], new: RunCompletion) -> tuple[RunCompletion, ...]:
+    by_id = {r.run_id: r for r in runs}
+    current = by_id.get(new.run_id)
+    if current is None or new.rank > current.rank:
+        by_id[new.run_id] = new
+    return tuple(sorted(by_id.values(), key=lambda r: r.order))
+
+
+def _merge_outcome(outcomes: tuple[PhaseOutcome, ...], new: PhaseOutcome) -> tuple[PhaseOutcome, ...]:
+    by_key = {o.key: o for o in outcomes}
+    current = by_key.get(new.key)
+    if current is None or new.rank > current.rank:
+        by_key[new.key] = new
+    return tuple(sorted(by_key.values(), key=lambda o: o.key))
+
+
+def _normal(batch: BatchResults) -> BatchResults:
+    """Drop the outcomes of completed runs: their completion holds the real figures."""
+    finished = {r.correlation_id for r in batch.completions}
+    kept = tuple(o for o in batch.outcomes if o.correlation_id not in finished)
+    return batch if len(kept) == len(batch.outcomes) else attrs.evolve(batch, outcomes=kept)
+
+
+def apply_fact(batch: BatchResults | None, fact: ResultsFact) -> BatchResults:
+    """``batch`` with ``fact`` merged in; a fact about an unknown batch (``None``) creates it.
+
+    Raises :class:`ValueError` when ``fact`` is about another batch.
+    """
+    if batch is None:
+        batch = BatchResults(fact.batch_id)
+    elif batch.batch_id != fact.batch_id:
+        raise ValueError(f"fact about batch {fact.batch_id!r} applied to batch {batch.batch_id!r}")
+    body = fact.body
+    if isinstance(body, Owner):
+        return attrs.evolve(batch, owner=_merge_owner(batch.owner, body))
+    if isinstance(body, RunCompletion):
+        return _normal(attrs.evolve(batch, completions=_merge_completion(batch.completions, body)))
+    return _normal(attrs.evolve(batch, outcomes=_merge_outcome(batch.outcomes, body)))
+
+
+def project(batch_id: str, facts: Iterable[ResultsFact]) -> BatchResults:
+    """The read model of ``batch_id`` built from ``facts`` (any order, repeats allowed)."""
+    batch = BatchResults(batch_id)
+    for fact in facts:
+        batch = apply_fact(batch, fact)
+    return batch
+
+
+# -- announcements --------------------------------------------------------------------------
+
+
+def pending_announcements(batch: BatchResults) -> tuple[RunCompletion, ...]:
+    """Completed runs whose results are due to be announced, in run order: every completed
+    run not announced yet, once the owner (the teacher to notify) is known."""
+    if batch.owner is None:
+        return ()
+    done = set(batch.announced)
+    return tuple(r for r in batch.completions if r.run_id not in done)
+
+
+def mark_announced(batch: BatchResults, run_ids: Iterable[str]) -> BatchResults:
+    """``batch`` with ``run_ids`` recorded as announced."""
+    merged = tuple(sorted(set(batch.announced) | set(run_ids)))
+    return batch if merged == batch.announced else attrs.evolve(batch, announced=merged)
+
+
+# -- class summaries ------------------------------------------------------------------------
+
+
+def class_deltas(before: BatchResults | None, after: BatchResults | None) -> tuple[ClassDelta, ...]:
+    """What moving one batch from ``before`` to ``after`` changes in the class summaries:
+    its contribution (one batch in its status, its essay counts) leaves the old class and
+    enters the new one. Empty deltas are left out; ordered by class id."""
+    changes: dict[str, dict[str, int]] = {}
+    statuses: dict[str, dict[str, int]] = {}
+
+    def add(batch: BatchResults | None, sign: int) -> None:
+        if batch is None or batch.class_id is None:
+            return
+        sums = changes.setdefault(batch.class_id, {"batches": 0, "ok": 0, "failed": 0})
+        sums["batches"] += sign
+        sums["ok"] += sign * batch.essays_succeeded
+        sums["failed"] += sign * batch.essays_failed
+        per_status = statuses.setdefault(batch.class_id, {})
+        per_status[batch.status] = per_status.get(batch.status, 0) + sign
+
+    add(before, -1)
+    add(after, +1)
+    out = []
+    for class_id in sorted(changes):
+        sums = changes[class_id]
+        delta = ClassDelta(
+            class_id=class_id,
+            batches=sums["batches"],
+            by_status=tuple(sorted((s, n) for s, n in statuses[class_id].items() if n)),
+            essays_succeeded=sums["ok"],
+            essays_failed=sums["failed"],
+        )
+        if not delta.is_empty:
+            out.append(delta)
+    return tuple(out)
+
+
+# -- cache keys -----------------------------------------------------------------------------
+
+
+def batch_cache_key(batch_id: str) -> str:
+    return f"results:batch:{batch_id}"
+
+
+def class_cache_key(class_id: str) -> str:
+    return f"results:class:{class_id}"
+
+
+def teacher_cache_key(user_id: str) -> str:
+    return f"results:teacher:{user_id}"
+
+
+def cache_keys(before: BatchResults | None, after: BatchResults) -> tuple[str, ...]:
+    """The cached views a change of one batch makes stale: the batch, and the class and
+    teacher views it was or now is part of. Sorted, without repeats."""
+    keys = {batch_cache_key(after.batch_id)}
+    for batch in (before, after):
+        if batch is None:
+            continue
+        if batch.class_id is not None:
+            keys.add(class_cache_key(batch.class_id))
+        if batch.user_id is not None:
+            keys.add(teacher_cache_key(batch.user_id))
+    return tuple(sorted(keys))

@@ -1,0 +1,237 @@
+"""The results consumer: project each event into the read model in one unit of work.
+
+For every consumed message :class:`ResultsService` checks the results inbox, loads the
+batch's read model, merges the event's fact, fills in the owner from an
+:class:`~pipeline_state.results.ports.OwnerLookup` when still unknown, and, for every
+completed run not yet announced whose owner is known, writes ``BatchResultsReadyV1`` and a
+``batch_results_ready`` teacher notification to the outbox. Read model, class deltas,
+outbox rows and the inbox entry commit together under compare-and-set on the batch version;
+a lost race is retried from a fresh read. After a commit that changed the read model the
+cache-invalidation hook is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, UnknownTopicError
+from pipeline_state.events import parse_message
+from pipeline_state.memory import SystemClock
+from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
+
+from .announce import announcement
+from .memory import NoopCacheInvalidator
+from .model import BatchResults, RunCompletion
+from .ports import CacheInvalidator, OwnerLookup, ResultsChange, ResultsStore
+from .projection import (
+    CONSUMED_TOPICS,
+    ResultsFact,
+    apply_fact,
+    cache_keys,
+    class_deltas,
+    fact_from_message,
+    mark_announced,
+    pending_announcements,
+)
+from .retention import RetentionPolicy
+
+__all__ = ["DEFAULT_SOURCE_SERVICE", "ResultsHandled", "ResultsService"]
+
+log = logging.getLogger("pipeline_state.results")
+
+DEFAULT_SOURCE_SERVICE = "result_aggregator_service"
+
+
+@attrs.frozen
+class ResultsHandled:
+    """What handling one event did.
+
+    ``result`` is ``applied`` (the read model changed), ``superseded`` (a completion older
+    than the batch's latest: kept in its run history, the batch's results unchanged),
+    ``unchanged`` (the fact was already known) or ``duplicate`` (the event id was processed
+    before: nothing was done). ``messages`` are the outbox rows written; ``cache_error`` is
+    the error the cache hook raised, if any (the commit stands).
+    """
+
+    event_id: str
+    event_type: str
+    batch_id: str
+    correlation_id: str
+    result: str
+    results: BatchResults | None = None
+    messages: tuple[OutboxMessage, ...] = ()
+    announced: tuple[str, ...] = ()
+    """Run ids whose results this event announced (two messages each)."""
+    attempts: int = 1
+    cache_error: str | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.result == "duplicate"
+
+
+def _label(before: BatchResults | None, after: BatchResults, fact: ResultsFact) -> str:
+    if before is not None and after == before:
+        return "unchanged"
+    body = fact.body
+    if isinstance(body, RunCompletion) and after.latest is not None and after.latest.run_id != body.run_id:
+        return "superseded"
+    return "applied"
+
+
+class ResultsService:
+    """Projects consumed events into a :class:`~pipeline_state.results.ports.ResultsStore`.
+
+    ``max_attempts`` bounds retries after a lost compare-and-set; the last
+    :class:`~pipeline_state.errors.ConcurrencyConflictError` propagates if all fail.
+    """
+
+    topics: tuple[str, ...] = CONSUMED_TOPICS
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        *,
+        clock: Clock | None = None,
+        cache: CacheInvalidator | None = None,
+        owners: OwnerLookup | None = None,
+        retention: RetentionPolicy | None = None,
+        source_service: str = DEFAULT_SOURCE_SERVICE,
+        max_attempts: int = 8,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.cache: CacheInvalidator = cache or NoopCacheInvalidator()
+        self.owners = owners
+        self.retention = retention or RetentionPolicy()
+        self.source_service = source_service
+        self.max_attempts = max_attempts
+
+    # -- entry points ---------------------------------------------------------------------
+    async def handle_message(self, topic: str, raw: bytes | str | Mapping[str, Any]) -> ResultsHandled:
+        """Parse one message received on ``topic`` and project it. Raises
+        :class:`~pipeline_state.errors.UnknownTopicError` for a topic not in :attr:`topics`
+        and :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the
+        wire contract; nothing is written then."""
+        if topic not in self.topics:
+            raise UnknownTopicError(topic)
+        envelope, payload = parse_message(topic, raw, inbound_only=False)
+        return await self.handle(fact_from_message(topic, envelope, payload))
+
+    async def purge_inbox(self) -> int:
+        """Forget processed event ids older than their type's retention, at the clock's now.
+        Returns how many entries were purged."""
+        return await self.store.purge_inbox(self.retention.cutoffs(self.clock.now()))
+
+    # -- the unit of work -----------------------------------------------------------------
+    async def handle(self, fact: ResultsFact) -> ResultsHandled:
+        """Project one fact (see :func:`~pipeline_state.results.projection.fact_from_message`)."""
+        for attempt in range(1, self.max_attempts + 1):
+            if await self.store.inbox_entry(fact.event_id) is not None:
+                return self._handled(fact, "duplicate", attempts=attempt)
+            before = await self.store.load(fact.batch_id)
+            now = self.clock.now()
+            after = await self._with_owner(apply_fact(before, fact))
+            due = pending_announcements(after)
+            messages = self._announce(after, due, now)
+            after = mark_announced(after, (r.run_id for r in due))
+            label = _label(before, after, fact)
+            changed = label != "unchanged"
+            stored = None
+            if changed:
+                version = 1 if before is None else before.version + 1
+                stored = attrs.evolve(after, version=version, updated_at=now)
+            change = ResultsChange(
+                batch_id=fact.batch_id,
+                expected_version=None if before is None else before.version,
+                batch=stored,
+                at=now,
+                inbox=InboxEntry(fact.event_id, fact.event_type, fact.batch_id, label, now),
+                outbox=messages,
+                class_deltas=class_deltas(before, after) if changed else (),
+            )
+            try:
+                await self.store.commit(change)
+            except DuplicateEventError:
+                return self._handled(fact, "duplicate", attempts=attempt)
+            except ConcurrencyConflictError:
+                if attempt == self.max_attempts:
+                    raise
+                log.debug("results version conflict on %s, retrying from a fresh read", fact.batch_id)
+                await asyncio.sleep(0)
+                continue
+            cache_error = await self._invalidate(before, after) if changed else None
+            if label == "superseded":
+                log.info(
+                    "completion of an older run of batch %s kept in its history only",
+                    fact.batch_id,
+                    extra={"batch_id": fact.batch_id, "correlation_id": fact.correlation_id},
+                )
+            return self._handled(
+                fact,
+                label,
+                results=stored or before,
+                messages=messages,
+                announced=tuple(r.run_id for r in due),
+                attempts=attempt,
+                cache_error=cache_error,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _with_owner(self, batch: BatchResults) -> BatchResults:
+        if batch.owner is not None or self.owners is None:
+            return batch
+        owner = await self.owners.owner(batch.batch_id)
+        if owner is None:
+            return batch
+        fact = ResultsFact(batch.batch_id, owner.event_id, "owner_lookup", owner.event_id, owner)
+        return apply_fact(batch, fact)
+
+    def _announce(
+        self, batch: BatchResults, due: tuple[RunCompletion, ...], now: datetime
+    ) -> tuple[OutboxMessage, ...]:
+        messages: list[OutboxMessage] = []
+        for run in due:
+            messages.extend(announcement(batch, run, now=now, source_service=self.source_service))
+        return tuple(messages)
+
+    async def _invalidate(self, before: BatchResults | None, after: BatchResults) -> str | None:
+        keys = cache_keys(before, after)
+        try:
+            await self.cache.invalidate(keys)
+        except Exception as exc:  # the hook is foreign code; the commit already stands
+            log.warning("cache invalidation of %s failed: %s", keys, exc, extra={"batch_id": after.batch_id})
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    @staticmethod
+    def _handled(
+        fact: ResultsFact,
+        result: str,
+        *,
+        results: BatchResults | None = None,
+        messages: tuple[OutboxMessage, ...] = (),
+        announced: tuple[str, ...] = (),
+        attempts: int = 1,
+        cache_error: str | None = None,
+    ) -> ResultsHandled:
+        return ResultsHandled(
+            event_id=fact.event_id,
+            event_type=fact.event_type,
+            batch_id=fact.batch_id,
+            correlation_id=fact.correlation_id,
+            result=result,
+            results=results,
+            messages=messages,
+            announced=announced,
+            attempts=attempts,
+            cache_error=cache_error,
+        )
