@@ -43,7 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         from pipeline_state_kafka.serve import serve_main
     except ImportError as exc:  # the kafka/sql extras are not installed
-        print(f"'serve' needs the kafka and sql extras: pip install 'pipeline-state[all]' ({exc})", file=sys.stderr)
+        hint = "pip install 'pipeline-state[all]'"
+        print(f"'serve' needs the kafka and sql extras: {hint} ({exc})", file=sys.stderr)
         return 2
     code: int = serve_main(args)
     return code

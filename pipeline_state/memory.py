@@ -62,7 +62,8 @@ class InMemoryStore:
 
     Every ``commit`` runs without awaiting in between, so it is atomic with respect to other
     coroutines. ``claim`` hands out at most the oldest due row of each key and leases it for
-    ``lease_seconds``, so a second relay never gets a row that is on its way. Set :attr:`available` to ``False`` to make every call raise
+    ``lease_seconds``, so a second relay never gets a row that is on its way. Set
+    :attr:`available` to ``False`` to make every call raise
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
     """
 
