@@ -1,0 +1,553 @@
+"""Write the reference pages of the documentation site from the code.
+
+The pages under ``docs/reference/`` that describe states, transitions, pipelines, the wire
+contract and the error tree are *generated*: they are rendered from the same definitions
+the engine runs (:data:`~pipeline_state.lifecycle.LIFECYCLES`, the HuleEdu profile's
+catalog, :data:`~pipeline_state.events.TOPICS` and the pydantic models' JSON schemas,
+:mod:`pipeline_state.errors`), so they cannot drift from it. A test re-renders them and
+fails when a committed page differs.
+
+Regenerate them from the repository root with::
+
+    python -m pipeline_state.docsgen            # rewrite the pages that changed
+    python -m pipeline_state.docsgen --check    # exit 1 and list the stale pages
+
+Rendering is pure and deterministic (declaration order, never set order); only
+:func:`write_pages`, :func:`stale_pages` and :func:`main` touch the file system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import errors as errors_module
+from .diagrams import lifecycle_mermaid, pipeline_mermaid, transition_table
+from .events import TOPICS, EventEnvelope, TopicSpec, WireModel
+from .lifecycle import (
+    LIFECYCLES,
+    PHASE_ACTIVE,
+    PHASE_DONE,
+    PHASE_TERMINAL,
+    BatchStatus,
+    Lifecycle,
+)
+from .profile import Profile, huleedu_profile
+
+__all__ = [
+    "GENERATED_BANNER",
+    "REGENERATE_COMMAND",
+    "main",
+    "render_errors_page",
+    "render_lifecycles_page",
+    "render_pages",
+    "render_pipelines_page",
+    "render_wire_contract_page",
+    "stale_pages",
+    "write_pages",
+]
+
+REGENERATE_COMMAND = "python -m pipeline_state.docsgen"
+"""The command that regenerates the pages (run from the repository root)."""
+
+GENERATED_BANNER = (
+    f"<!-- Generated from the code by `{REGENERATE_COMMAND}`: do not edit by hand, "
+    "a test fails when this page differs from a fresh render. -->"
+)
+"""The first line of every generated page."""
+
+_LIFECYCLE_TITLES: Mapping[str, str] = {
+    "batch": "Batch lifecycle",
+    "run": "Run lifecycle",
+    "phase": "Phase execution lifecycle",
+}
+_LIFECYCLE_INTROS: Mapping[str, str] = {
+    "batch": (
+        "A batch is registered, validated (content, then students for a regular class batch), "
+        "and then alternates between `ready_for_pipeline_execution` and "
+        "`processing_pipelines`, one run at a time, until it is archived, cancelled or fails "
+        "critically."
+    ),
+    "run": (
+        "A run is one accepted pipeline request. It is `active` until no phase of it can move "
+        "any more, then ends in exactly one final status and is archived into the batch's history."
+    ),
+    "phase": (
+        "Each step of a run's plan is a phase with its own execution status. Only a phase in an "
+        "active status (`dispatch_initiated`, `in_progress`) accepts an outcome."
+    ),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _code(text: object) -> str:
+    """Inline code that survives a Markdown table cell."""
+    return f"`{str(text).replace('|', '&#124;')}`"
+
+
+def _codes(items: Iterable[object], empty: str = "—") -> str:
+    rendered = [_code(item) for item in items]
+    return ", ".join(rendered) if rendered else empty
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def _anchor(name: str) -> str:
+    """A stable HTML id for a heading (lower case, ``-`` for anything not alphanumeric)."""
+    return re.sub(r"[^0-9a-z]+", "-", name.lower()).strip("-")
+
+
+def _fence(language: str, body: str) -> list[str]:
+    return [f"```{language}", body.rstrip("\n"), "```"]
+
+
+def _page(lines: Iterable[str]) -> str:
+    text = "\n".join([GENERATED_BANNER, "", *lines]).rstrip("\n") + "\n"
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+# --------------------------------------------------------------------------- lifecycles
+
+
+def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:
+    title = _LIFECYCLE_TITLES.get(lifecycle.name, f"{lifecycle.name.capitalize()} lifecycle")
+    lines = [f"## {title} {{ #{_anchor(lifecycle.name)}-lifecycle }}", ""]
+    intro = _LIFECYCLE_INTROS.get(lifecycle.name)
+    if intro:
+        lines += [intro, ""]
+    lines += [*_fence("mermaid", lifecycle_mermaid(lifecycle)), ""]
+
+    lines += [f"### States of the {lifecycle.name} lifecycle", ""]
+    phase = lifecycle.name == "phase"
+    header = ["state", "kind", "leaves by (trigger → state)"]
+    if phase:
+        header[2:2] = ["accepts outcomes", "reused by later runs"]
+    rows: list[list[str]] = []
+    for state in lifecycle.states:
+        kinds = []
+        if state == lifecycle.initial:
+            kinds.append("initial")
+        if lifecycle.is_final(state):
+            kinds.append("final")
+        moves = ", ".join(
+            f"{_code(move.trigger)} → {_code(move.dest)}" for move in lifecycle.moves_from(state)
+        )
+        row = [_code(state), ", ".join(kinds) or "—", moves or "— (never changes again)"]
+        if phase:
+            row[2:2] = [
+                "yes" if state in PHASE_ACTIVE else "no",
+                "yes (pruned)" if state in PHASE_DONE else "no",
+            ]
+        rows.append(row)
+    lines += [*_table(header, rows), ""]
+
+    lines += [f"### Transitions of the {lifecycle.name} lifecycle", ""]
+    lines += _table(
+        ["trigger", "from", "to"],
+        (
+            [_code(trigger), _code(source), _code(dest)]
+            for trigger, source, dest in transition_table(lifecycle)
+        ),
+    )
+    lines.append("")
+    if lifecycle.name == "batch":
+        legacy = [status.value for status in BatchStatus if status.value not in lifecycle.states]
+        if legacy:
+            lines += [
+                "Other `BatchStatus` values are accepted on the wire (other services may still send "
+                f"them) but no transition enters them: {_codes(legacy)}.",
+                "",
+            ]
+    if phase:
+        lines += [
+            f"Terminal phase statuses: {_codes(s for s in lifecycle.states if s in PHASE_TERMINAL)}.",
+            "",
+        ]
+    return lines
+
+
+def render_lifecycles_page(lifecycles: Mapping[str, Lifecycle] = LIFECYCLES) -> str:
+    """The page with every lifecycle's state diagram, states and transitions."""
+    lines = [
+        "# Lifecycles, states and transitions",
+        "",
+        "Every diagram and table on this page is rendered from the lifecycle definitions in "
+        "[`pipeline_state.lifecycle`][pipeline_state.lifecycle] by "
+        "[`lifecycle_mermaid`][pipeline_state.diagrams.lifecycle_mermaid] and "
+        "[`transition_table`][pipeline_state.diagrams.transition_table]; the same diagrams are "
+        "printed by `pipeline-state diagram batch|run|phase`. A trigger that is not listed for "
+        "a state raises [`IllegalTransitionError`][pipeline_state.errors.IllegalTransitionError].",
+        "",
+    ]
+    for lifecycle in lifecycles.values():
+        lines += _lifecycle_section(lifecycle)
+    return _page(lines)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def render_pipelines_page(profile: Profile | None = None) -> str:
+    """The page with a DAG and a step table for every pipeline of ``profile``'s catalog."""
+    profile = profile or huleedu_profile()
+    catalog = profile.catalog
+    lines = [
+        f"# Pipelines of the `{profile.name}` profile",
+        "",
+        "Each pipeline is a DAG of phases declared as data in the profile's catalog "
+        "([`HULEEDU_CATALOG`][pipeline_state.catalog.HULEEDU_CATALOG] for the shipped profile). "
+        "The diagrams are rendered by [`pipeline_mermaid`][pipeline_state.diagrams.pipeline_mermaid] "
+        "(also `pipeline-state diagram pipelines`); an arrow points from a phase to the phases "
+        "that depend on it. Steps are listed in *plan order*: the deterministic order in which "
+        "the engine considers them.",
+        "",
+        *_table(
+            ["pipeline", "steps in plan order", "final step"],
+            (
+                [
+                    f"[{_code(name)}](#{_anchor(name)})",
+                    _codes(catalog.get(name).step_names),
+                    _code(catalog.get(name).final_step),
+                ]
+                for name in catalog.names
+            ),
+        ),
+        "",
+    ]
+    for name in catalog.names:
+        pipeline = catalog.get(name)
+        lines += [
+            f"## `{name}` {{ #{_anchor(name)} }}",
+            "",
+            *_fence("mermaid", pipeline_mermaid(pipeline)),
+            "",
+        ]
+        rows = []
+        for step in pipeline.steps:
+            command = profile.phase_commands.get(step.name)
+            deadline = "—" if step.deadline_seconds is None else f"{step.deadline_seconds:g} s"
+            rows.append(
+                [
+                    _code(step.name),
+                    _codes(step.depends_on),
+                    deadline,
+                    _code(command.topic) if command else "—",
+                ]
+            )
+        lines += [*_table(["step", "depends on", "deadline", "started by command on topic"], rows), ""]
+    lines += [
+        "A step that an earlier run of the batch completed (`completed_successfully` or "
+        "`completed_with_partial_success`) is pruned from a later run and reported with "
+        '`PhaseSkippedV1` (`skip_reason="already_completed"`); see [Concepts](../concepts.md#pruning).',
+        "",
+    ]
+    return _page(lines)
+
+
+# --------------------------------------------------------------------------- wire contract
+
+
+def _schema_type(schema: Mapping[str, Any]) -> str:
+    """A short, readable type for one JSON-schema node."""
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return f"[`{name}`](#{_anchor(name)})"
+    if "const" in schema:
+        return _code(json.dumps(schema["const"]))
+    if "enum" in schema:
+        return "one of " + ", ".join(_code(json.dumps(v)) for v in schema["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " or ".join(_schema_type(option) for option in schema[key])
+    kind = schema.get("type")
+    if kind == "array":
+        items = schema.get("items")
+        return f"list of {_schema_type(items)}" if isinstance(items, Mapping) else "list"
+    if kind == "object":
+        values = schema.get("additionalProperties")
+        if isinstance(values, Mapping) and values:
+            return f"map of string to {_schema_type(values)}"
+        return "object"
+    if isinstance(kind, str):
+        fmt = schema.get("format")
+        return f"{kind} ({fmt})" if fmt else kind
+    return "any"
+
+
+_CONSTRAINTS: tuple[tuple[str, str], ...] = (
+    ("minLength", "length ≥ {}"),
+    ("maxLength", "length ≤ {}"),
+    ("minimum", "≥ {}"),
+    ("maximum", "≤ {}"),
+    ("exclusiveMinimum", "> {}"),
+    ("exclusiveMaximum", "< {}"),
+    ("minItems", "items ≥ {}"),
+    ("maxItems", "items ≤ {}"),
+    ("pattern", "matches {}"),
+)
+
+
+def _constraints(schema: Mapping[str, Any]) -> str:
+    found = [
+        template.format(_code(schema[key])) if key == "pattern" else template.format(schema[key])
+        for key, template in _CONSTRAINTS
+        if key in schema
+    ]
+    return ", ".join(found) or "—"
+
+
+def _fields_table(schema: Mapping[str, Any]) -> list[str]:
+    properties: Mapping[str, Mapping[str, Any]] = schema.get("properties", {})
+    required = set(schema.get("required", ()))
+    rows = []
+    for name, field in properties.items():
+        default = "—" if "default" not in field else _code(json.dumps(field["default"]))
+        rows.append(
+            [
+                _code(name),
+                _schema_type(field),
+                "yes" if name in required else "no",
+                default,
+                _constraints(field),
+            ]
+        )
+    if not rows:
+        return ["No fields."]
+    return _table(["field", "type", "required", "default", "constraints"], rows)
+
+
+def _model_section(title: str, schema: Mapping[str, Any], facts: Sequence[str] = ()) -> list[str]:
+    lines = [f"### `{title}` {{ #{_anchor(title)} }}", ""]
+    description = " ".join(str(schema.get("description", "")).split())
+    if description:
+        lines += [description, ""]
+    if facts:
+        lines += [" · ".join(facts), ""]
+    return [*lines, *_fields_table(schema), ""]
+
+
+def _collect_defs(schema: Mapping[str, Any], into: dict[str, Mapping[str, Any]], owner: str) -> None:
+    for name, definition in schema.get("$defs", {}).items():
+        previous = into.setdefault(name, definition)
+        if previous != definition:  # pragma: no cover - guards a naming clash between models
+            raise ValueError(f"two different JSON schemas named {name!r} (seen again in {owner})")
+
+
+def render_wire_contract_page(topics: Mapping[str, TopicSpec] = TOPICS) -> str:
+    """The page listing every topic, the envelope and each payload's fields."""
+    lines = [
+        "# Wire contract",
+        "",
+        "Every Kafka message value is a JSON [`EventEnvelope`](#eventenvelope) whose `data` is "
+        "the payload of its topic. The tables are rendered from "
+        "[`TOPICS`][pipeline_state.events.TOPICS] and the pydantic models' JSON schemas "
+        "(`model_json_schema()`), so they list exactly what "
+        "[`parse_message`][pipeline_state.events.parse_message] accepts and what the engine emits. "
+        "Unknown extra fields are ignored on input. The message key is the value of the topic's "
+        "key field (`batch_id` for batch events, `teacher_id` for notifications), which keeps "
+        "every batch's messages in order on one partition.",
+        "",
+        "## Topics",
+        "",
+    ]
+    lines += _table(
+        ["direction", "topic", "payload (`data`)", "key field"],
+        (
+            [
+                "in" if spec.direction == "in" else "out",
+                _code(spec.topic),
+                f"[`{spec.model.__name__}`](#{_anchor(spec.model.__name__)})",
+                _code(spec.key_field),
+            ]
+            for spec in topics.values()
+        ),
+    )
+    lines += [
+        "",
+        "A message that cannot be decoded or validated raises "
+        "[`InvalidMessageError`][pipeline_state.errors.InvalidMessageError] naming the topic and "
+        "the field; an unknown topic raises [`UnknownTopicError`][pipeline_state.errors.UnknownTopicError].",
+        "",
+        "## Envelope",
+        "",
+    ]
+    envelope_schema = EventEnvelope.model_json_schema()
+    lines += _model_section(
+        "EventEnvelope", envelope_schema, ["`event_type` must equal the topic the message is received on."]
+    )
+    nested: dict[str, Mapping[str, Any]] = {}
+    for direction, heading in (("in", "Inbound payloads"), ("out", "Outbound payloads")):
+        lines += [f"## {heading}", ""]
+        for spec in topics.values():
+            if spec.direction != direction:
+                continue
+            model: type[WireModel] = spec.model
+            schema = model.model_json_schema()
+            _collect_defs(schema, nested, model.__name__)
+            facts = [f"topic {_code(spec.topic)}", f"key {_code(spec.key_field)}"]
+            lines += _model_section(model.__name__, schema, facts)
+    if nested:
+        lines += ["## Nested models", ""]
+        for name in sorted(nested):
+            lines += _model_section(name, nested[name])
+    return _page(lines)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _error_tree(doc: str) -> str:
+    """The indented tree drawn in the errors module docstring (after the ``::`` line)."""
+    lines = doc.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.rstrip().endswith("::")), None)
+    if start is None:
+        raise ValueError("the errors module docstring has no '::' block with the error tree")
+    block: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.strip() and not line.startswith(" "):
+            break
+        block.append(line)
+    return inspect.cleandoc("\n".join(block))
+
+
+def _error_classes(tree: str) -> list[type[BaseException]]:
+    """The exported error classes, in the order the tree draws them (undrawn ones last)."""
+    names: Sequence[str] = errors_module.__all__
+    classes = [getattr(errors_module, name) for name in names]
+    found = [cls for cls in classes if isinstance(cls, type) and issubclass(cls, BaseException)]
+
+    def position(cls: type[BaseException]) -> tuple[int, str]:
+        match = re.search(rf"\b{cls.__name__}\b", tree)
+        return (match.start() if match else len(tree), cls.__name__)
+
+    return sorted(found, key=position)
+
+
+def _constructor(cls: type[BaseException]) -> str:
+    """The constructor's parameters, without annotations: ``(problem, *, pipeline=None)``."""
+    owner = next(c for c in cls.__mro__ if "__init__" in c.__dict__)
+    if owner in (Exception, BaseException):
+        return "`(message)`"
+    parts: list[str] = []
+    for parameter in inspect.signature(owner).parameters.values():
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and "*" not in parts:
+            parts.append("*")
+        default = parameter.default
+        parts.append(
+            parameter.name if default is inspect.Parameter.empty else f"{parameter.name}={default!r}"
+        )
+    return _code(f"({', '.join(parts)})")
+
+
+def render_errors_page() -> str:
+    """The error reference: the tree from the errors module docstring and one row per error."""
+    tree = _error_tree(errors_module.__doc__ or "")
+    rows = []
+    for cls in _error_classes(tree):
+        parent = cls.__mro__[1]
+        summary = " ".join((inspect.getdoc(cls) or "").split("\n\n", 1)[0].split())
+        rows.append(
+            [
+                f"[`{cls.__name__}`][pipeline_state.errors.{cls.__name__}]",
+                "—" if parent is Exception else _code(parent.__name__),
+                _constructor(cls),
+                summary,
+            ]
+        )
+    lines = [
+        "# Errors",
+        "",
+        "Every error the library raises on purpose derives from "
+        "[`PipelineStateError`][pipeline_state.errors.PipelineStateError], so one `except` "
+        "catches the family. Errors carry their context as attributes (the constructor's "
+        "keyword arguments), not only in the message. The tree below is the one drawn in the "
+        "docstring of [`pipeline_state.errors`][pipeline_state.errors].",
+        "",
+        *_fence("text", tree),
+        "",
+        *_table(["error", "parent", "constructor", "meaning"], rows),
+        "",
+        "Definition errors are raised while definitions are built (at import time for the "
+        "shipped ones), never while events are handled. Driver errors are translated at the "
+        "adapter boundary (`raise StoreUnavailableError(...) from exc`).",
+        "",
+    ]
+    return _page(lines)
+
+
+# --------------------------------------------------------------------------- files
+
+_RENDERERS: Mapping[str, Callable[[], str]] = {
+    "reference/lifecycles.md": render_lifecycles_page,
+    "reference/pipelines.md": render_pipelines_page,
+    "reference/wire-contract.md": render_wire_contract_page,
+    "reference/errors.md": render_errors_page,
+}
+
+
+def render_pages() -> dict[str, str]:
+    """Every generated page: path relative to the docs folder -> Markdown text."""
+    return {path: render() for path, render in _RENDERERS.items()}
+
+
+def stale_pages(docs_dir: Path) -> list[str]:
+    """Generated pages that are missing under ``docs_dir`` or differ from a fresh render."""
+    stale = []
+    for path, text in render_pages().items():
+        target = docs_dir / path
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            stale.append(path)
+    return stale
+
+
+def write_pages(docs_dir: Path) -> list[str]:
+    """Write the generated pages that changed under ``docs_dir``; returns their paths."""
+    written = []
+    for path, text in render_pages().items():
+        target = docs_dir / path
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline_state.docsgen [--check] [--docs-dir DIR]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline_state.docsgen", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--docs-dir", default="docs", help="the site's docs folder (default: ./docs)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
+    args = parser.parse_args(argv)
+    docs_dir = Path(args.docs_dir)
+    if not docs_dir.is_dir():
+        print(f"error: {docs_dir} is not a folder (run from the repository root)", file=sys.stderr)
+        return 2
+    if args.check:
+        stale = stale_pages(docs_dir)
+        for path in stale:
+            print(f"stale: {docs_dir / path}", file=sys.stderr)
+        if stale:
+            print(f"regenerate with: {REGENERATE_COMMAND}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_pages(docs_dir):
+        print(f"wrote {docs_dir / path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
