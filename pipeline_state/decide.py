@@ -42,10 +42,8 @@ from .events import (
     BatchRegistrationRequestV1,
     BatchValidationErrorsV1,
     ClientBatchPipelineRequestV1,
-    CompletionMetadata,
     ELSBatchPhaseOutcomeV1,
     EssayProcessingInputRefV1,
-    PhaseResult,
     PhaseSkippedV1,
     PipelineDeniedV1,
     StudentAssociationsConfirmedV1,
@@ -56,7 +54,7 @@ from .events import (
 from .guards import AdmissionRequest, Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
 from .machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE
-from .model import BatchState, EssayRef, PhaseRun, Run, completed_outputs
+from .model import BatchState, EssayRef, PhaseRun, Run, completed_outputs, evolve
 from .profile import Profile
 
 __all__ = ["Decision", "Emit", "Move", "decide", "derive_id"]
@@ -139,10 +137,10 @@ class _Work:
         self._recorded: dict[str, tuple[EssayRef, ...]] | None = None
 
     # -- batch --------------------------------------------------------------------------
-    def batch_move(self, trigger: str) -> None:
+    def batch_move(self, trigger: str, **changes: Any) -> None:
         source = self.state.status
         dest = BATCH_MACHINE.next_state(source, trigger, batch_id=self.state.batch_id)
-        self.state = attrs.evolve(self.state, status=BatchStatus(dest))
+        self.state = evolve(self.state, status=BatchStatus(dest), **changes)
         self.moves.append(Move("batch", self.state.batch_id, trigger, source.value, dest))
 
     def can_batch(self, trigger: str) -> bool:
@@ -188,7 +186,7 @@ class _Work:
     def phase_move(self, name: str, trigger: str, **changes: Any) -> None:
         phase = self.phases[name]
         dest = PHASE_MACHINE.next_state(phase.status, trigger, batch_id=self.state.batch_id)
-        self.phases[name] = attrs.evolve(phase, status=PhaseStatus(dest), **changes)
+        self.phases[name] = evolve(phase, status=PhaseStatus(dest), **changes)
         self.moves.append(Move("phase", name, trigger, phase.status.value, dest, self.active.run_id))
 
     def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
@@ -314,7 +312,7 @@ class _Work:
         run = self.active
         dest = RUN_MACHINE.next_state(run.status, trigger, batch_id=self.state.batch_id)
         self.moves.append(Move("run", run.run_id, trigger, run.status.value, dest, run.run_id))
-        finished = attrs.evolve(
+        finished = evolve(
             run, status=RunStatus(dest), phases=tuple(self.phases.values()), completed_at=self.now
         )
         self.run = finished
@@ -338,10 +336,10 @@ class _Work:
             },
             corr,
         )
-        self.state = attrs.evolve(self.state, active_run=None, history=(*self.state.history, finished))
+        history = (*self.state.history, finished)
         self.phases = {}
         self.run = None
-        self.batch_move(batch_trigger)
+        self.batch_move(batch_trigger, active_run=None, history=history)
 
     # -- result -------------------------------------------------------------------------
     def decision(
@@ -349,10 +347,10 @@ class _Work:
     ) -> Decision:
         if not self.moves:
             return Decision(self.original, tuple(self.emits), (), ignored, denial, run_id)
-        state = self.state
+        changes: dict[str, Any] = {"version": self.original.version + 1, "updated_at": self.now}
         if self.run is not None:
-            state = attrs.evolve(state, active_run=attrs.evolve(self.run, phases=tuple(self.phases.values())))
-        state = attrs.evolve(state, version=self.original.version + 1, updated_at=self.now)
+            changes["active_run"] = evolve(self.run, phases=tuple(self.phases.values()))
+        state = evolve(self.state, **changes)
         return Decision(state, tuple(self.emits), tuple(self.moves), None, denial, run_id)
 
 
@@ -372,27 +370,30 @@ def _completion_event(
     out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
     successful = {e.essay_id for e in out}
     entered = {e.essay_id for p in run.phases for e in p.inputs} | successful
-    return BatchPipelineCompletedV1(
-        batch_id=state.batch_id,
-        pipeline_name=run.pipeline_name,
-        run_id=run.run_id,
-        completed_phases=list(run.completed_phases),
-        skipped_phases=list(run.skipped_phases),
-        final_status=run.status.value,
-        processing_duration_seconds=max(0.0, (now - run.accepted_at).total_seconds()),
-        successful_essay_count=len(successful),
-        failed_essay_count=len(entered - successful),
-        phase_results={
-            p.name: PhaseResult(
-                status=p.status.value,
-                successful=len(p.outputs),
-                failed=len(p.failed_essay_ids),
-                duration_seconds=p.duration_seconds,
-            )
-            for p in run.phases
-        },
-        correlation_id=run.correlation_id,
-        metadata=CompletionMetadata(entity_id=state.batch_id, timestamp=now),
+    # One validation of plain data: nested model instances would each be validated apart.
+    return BatchPipelineCompletedV1.model_validate(
+        {
+            "batch_id": state.batch_id,
+            "pipeline_name": run.pipeline_name,
+            "run_id": run.run_id,
+            "completed_phases": list(run.completed_phases),
+            "skipped_phases": list(run.skipped_phases),
+            "final_status": run.status.value,
+            "processing_duration_seconds": max(0.0, (now - run.accepted_at).total_seconds()),
+            "successful_essay_count": len(successful),
+            "failed_essay_count": len(entered - successful),
+            "phase_results": {
+                p.name: {
+                    "status": p.status.value,
+                    "successful": len(p.outputs),
+                    "failed": len(p.failed_essay_ids),
+                    "duration_seconds": p.duration_seconds,
+                }
+                for p in run.phases
+            },
+            "correlation_id": run.correlation_id,
+            "metadata": {"entity_id": state.batch_id, "timestamp": now},
+        }
     )
 
 
@@ -467,7 +468,7 @@ def _provisioned(w: _Work, p: BatchContentProvisioningCompletedV1) -> Decision:
     trigger = "provision_guest" if w.state.is_guest else "provision_regular"
     if not w.can_batch(trigger):
         return _unexpected(w, trigger)
-    w.state = attrs.evolve(w.state, essays=_refs(p.essays_for_processing))
+    w.state = evolve(w.state, essays=_refs(p.essays_for_processing))
     w.batch_move(trigger)
     matching = w.profile.student_matching
     if trigger == "provision_regular" and matching is not None:
@@ -492,7 +493,7 @@ def _associations(w: _Work, p: StudentAssociationsConfirmedV1) -> Decision:
 def _essays_ready(w: _Work, p: BatchEssaysReady) -> Decision:
     if not w.can_batch("essays_ready"):
         return _unexpected(w, "essays_ready")
-    w.state = attrs.evolve(w.state, essays=_refs(p.ready_essays))
+    w.state = evolve(w.state, essays=_refs(p.ready_essays))
     w.batch_move("essays_ready")
     return w.decision()
 
@@ -630,7 +631,7 @@ def _request(
         return _deny(w, p.user_id, p.requested_pipeline, denial)
     if p.prompt_payload and state.prompt_ref is None:
         ref = p.prompt_payload.get("prompt_ref") or p.prompt_payload.get("assignment_id") or "inline"
-        w.state = attrs.evolve(w.state, prompt_ref=str(ref))
+        w.state = evolve(w.state, prompt_ref=str(ref))
     return _start_run(
         w,
         plan,
@@ -808,7 +809,7 @@ def _record_completion(w: _Work, p: RecordPhaseCompletion) -> Decision:
         status=RunStatus.COMPLETED_SUCCESSFULLY,
         completed_at=w.now,
     )
-    w.state = attrs.evolve(w.state, history=(*w.state.history, record))
+    w.state = evolve(w.state, history=(*w.state.history, record))
     w.moves.append(Move("run", run_id, "record", "", RunStatus.COMPLETED_SUCCESSFULLY.value, run_id))
     return w.decision(run_id=run_id)
 
