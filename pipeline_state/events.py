@@ -65,6 +65,10 @@ class WireModel(BaseModel):
 
 NonEmpty = Field(min_length=1)
 
+MAX_ESSAYS_PER_BATCH = 10_000
+"""Upper bound on a batch's essays: a registration above it is invalid input, so one message
+cannot make the service build an unbounded list of essay ids."""
+
 
 class Topic(StrEnum):
     """Every topic of the HuleEdu profile."""
@@ -101,8 +105,8 @@ class EssayProcessingInputRefV1(WireModel):
 
 class BatchRegistrationRequestV1(WireModel):
     batch_id: str = NonEmpty
-    expected_essay_count: int = Field(ge=1)
-    essay_ids: list[str] | None = None
+    expected_essay_count: int = Field(ge=1, le=MAX_ESSAYS_PER_BATCH)
+    essay_ids: list[str] | None = Field(default=None, max_length=MAX_ESSAYS_PER_BATCH)
     user_id: str = NonEmpty
     org_id: str | None = None
     class_id: str | None = None

@@ -1,0 +1,136 @@
+"""The mutating requests, mapped onto the core's commands through :class:`PipelineService`.
+
+Each method runs one command with the request's event id and correlation id and turns the
+:class:`~pipeline_state.service.HandleResult` into the answer model. A denial raises
+:class:`~pipeline_state_http.errors.PipelineDeniedError`; library errors propagate to the
+error handler. A duplicate result (same Idempotency-Key and body) is answered from the
+stored facts, see :mod:`pipeline_state_http.replay`.
+"""
+
+from __future__ import annotations
+
+from pipeline_state.commands import CancelRun, RecordPhaseCompletion, RetryPhase
+from pipeline_state.errors import DuplicateEventError, InvalidMessageError
+from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, parse_payload
+from pipeline_state.lifecycle import BATCH_LIFECYCLE
+from pipeline_state.ports import InboxEntry
+from pipeline_state.service import HandleResult, PipelineService
+
+from .context import RequestContext
+from .errors import PipelineDeniedError
+from .replay import denial_of, find_run, run_of_cancellation, run_of_event
+from .schemas import (
+    CancelAccepted,
+    CancelBody,
+    PhaseCompletionBody,
+    PhaseRecorded,
+    PipelineAccepted,
+    PipelineRequestBody,
+    RegisterAccepted,
+    RetryPhaseBody,
+)
+
+__all__ = ["Operations"]
+
+
+class Operations:
+    """Registration, pipeline requests, cancellation, retries and recorded completions."""
+
+    def __init__(self, service: PipelineService) -> None:
+        self.service = service
+
+    async def register(self, payload: BatchRegistrationRequestV1, ctx: RequestContext) -> RegisterAccepted:
+        result = await self._run(payload, ctx, ctx.correlation_id)
+        if result.duplicate:
+            applied = (await self._entry(ctx.event_id)).result == "applied"
+        else:
+            applied = result.ignored is None
+        if applied:
+            status = BATCH_LIFECYCLE.initial
+        else:
+            status = (await self.service.get_batch(payload.batch_id)).status.value
+        return RegisterAccepted(batch_id=payload.batch_id, correlation_id=ctx.correlation_id, status=status)
+
+    async def request_pipeline(
+        self, batch_id: str, body: PipelineRequestBody, ctx: RequestContext
+    ) -> PipelineAccepted:
+        if body.batch_id is not None and body.batch_id != batch_id:
+            raise InvalidMessageError("http", "does not match the batch in the path", field="body.batch_id")
+        correlation = ctx.correlation_id
+        if not ctx.correlation_supplied and body.client_correlation_id is not None:
+            correlation = str(body.client_correlation_id)
+        data = body.model_dump(mode="json") | {"batch_id": batch_id, "client_correlation_id": correlation}
+        payload = parse_payload("http", data, model=ClientBatchPipelineRequestV1)
+        assert isinstance(payload, ClientBatchPipelineRequestV1)
+        result = await self._run(payload, ctx, correlation)
+        return await self._accepted(result, batch_id, ctx)
+
+    async def retry_phase(self, batch_id: str, body: RetryPhaseBody, ctx: RequestContext) -> PipelineAccepted:
+        command = RetryPhase(batch_id, body.phase_name, body.user_id, body.retry_reason)
+        result = await self._run(command, ctx, ctx.correlation_id)
+        return await self._accepted(result, batch_id, ctx)
+
+    async def cancel(self, batch_id: str, body: CancelBody, ctx: RequestContext) -> CancelAccepted:
+        result = await self._run(CancelRun(batch_id, body.user_id, body.reason), ctx, ctx.correlation_id)
+        if result.duplicate:
+            entry = await self._entry(ctx.event_id)
+            run = run_of_cancellation(await self.service.store.load(batch_id), entry.processed_at)
+            run_id = None if run is None else run.run_id
+        else:
+            run_id = None if result.decision is None else result.decision.run_id
+        if run_id is None:
+            raise DuplicateEventError(ctx.event_id)
+        return CancelAccepted(run_id=run_id, correlation_id=ctx.correlation_id)
+
+    async def record_completion(self, body: PhaseCompletionBody, ctx: RequestContext) -> PhaseRecorded:
+        command = RecordPhaseCompletion(body.batch_id, body.phase_name, body.success)
+        result = await self._run(command, ctx, ctx.correlation_id)
+        if result.duplicate:
+            outcome = (await self._entry(ctx.event_id)).result
+            run = run_of_event(await self.service.store.load(body.batch_id), ctx.event_id)
+            run_id = None if run is None else run.run_id
+        else:
+            outcome = "applied" if result.ignored is None else f"ignored:{result.ignored}"
+            run_id = None if result.decision is None else result.decision.run_id
+        return PhaseRecorded(outcome=outcome, run_id=run_id)
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _run(
+        self,
+        payload: BatchRegistrationRequestV1
+        | ClientBatchPipelineRequestV1
+        | CancelRun
+        | RetryPhase
+        | RecordPhaseCompletion,
+        ctx: RequestContext,
+        correlation: str,
+    ) -> HandleResult:
+        return await self.service.execute(payload, event_id=ctx.event_id, correlation_id=correlation)
+
+    async def _entry(self, event_id: str) -> InboxEntry:
+        entry = await self.service.store.inbox_entry(event_id)
+        if entry is None:  # a store that reports a duplicate must keep its entry
+            raise DuplicateEventError(event_id)
+        return entry
+
+    async def _accepted(self, result: HandleResult, batch_id: str, ctx: RequestContext) -> PipelineAccepted:
+        if result.duplicate:
+            entry = await self._entry(ctx.event_id)
+            denial = denial_of(entry)
+            if denial is not None:
+                raise denial
+            run = run_of_event(await self.service.store.load(batch_id), ctx.event_id)
+        else:
+            decision = result.decision
+            assert decision is not None
+            if decision.denial is not None:
+                raise PipelineDeniedError(decision.denial.reason, decision.denial.detail, batch_id=batch_id)
+            run = find_run(decision.state, decision.run_id)
+        if run is None:
+            raise DuplicateEventError(ctx.event_id)
+        return PipelineAccepted(
+            run_id=run.run_id,
+            resolved_pipeline=[phase.name for phase in run.phases],
+            skipped_phases=list(run.pruned),
+            correlation_id=run.correlation_id,
+        )

@@ -1,0 +1,60 @@
+"""Answers rebuilt from what the core stored, for requests repeated with an Idempotency-Key.
+
+A repeated key and body reach the same inbox entry, so the core does nothing the second
+time and returns a duplicate result. The original answer is then rebuilt from stored
+facts: the inbox entry's result (``applied``, ``ignored:<why>``, ``denied:<reason>``) and
+the run, whose id is derived from the event id (``derive_id(event_id, "run")``) for
+accepted requests, or found by its completion time for a cancellation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline_state.decide import derive_id
+from pipeline_state.lifecycle import RunStatus
+from pipeline_state.model import BatchState, Run
+from pipeline_state.ports import InboxEntry
+
+from .errors import PipelineDeniedError
+
+__all__ = ["denial_of", "find_run", "run_of_cancellation", "run_of_event"]
+
+
+def find_run(state: BatchState | None, run_id: str | None) -> Run | None:
+    """The active or archived run called ``run_id``."""
+    if state is None or run_id is None:
+        return None
+    return next((run for run in state.runs() if run.run_id == run_id), None)
+
+
+def run_of_event(state: BatchState | None, event_id: str) -> Run | None:
+    """The run an accepted request (pipeline, retry, recorded completion) started."""
+    return find_run(state, derive_id(event_id, "run"))
+
+
+def denial_of(entry: InboxEntry) -> PipelineDeniedError | None:
+    """The denial an inbox entry recorded, if it recorded one."""
+    if not entry.result.startswith("denied:"):
+        return None
+    reason = entry.result.removeprefix("denied:")
+    detail = f"this request was denied when first made ({reason})"
+    return PipelineDeniedError(reason, detail, batch_id=entry.batch_id)
+
+
+def run_of_cancellation(state: BatchState | None, at: datetime) -> Run | None:
+    """The cancelled run whose completion time is nearest to ``at`` (when the cancellation
+    was processed: the core stamps both with the same clock reading)."""
+    if state is None:
+        return None
+    cancelled = [r for r in state.history if r.status is RunStatus.CANCELLED and r.completed_at is not None]
+    if not cancelled:
+        return None
+    target = _aware(at)
+    return min(
+        reversed(cancelled), key=lambda r: abs((_aware(r.completed_at or at) - target).total_seconds())
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

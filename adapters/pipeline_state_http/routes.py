@@ -1,0 +1,261 @@
+"""The API's routes: paths, status codes and response models, kept thin.
+
+:func:`build_router` returns an :class:`~fastapi.APIRouter` for one service; its routes
+use :class:`~pipeline_state_http.handlers.ApiRoute`, so their errors are answered the same
+wherever the router is mounted. Mutating work is done by
+:class:`~pipeline_state_http.operations.Operations`, dry runs by
+:mod:`pipeline_state_http.resolution`.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from pipeline_state.errors import StoreUnavailableError
+from pipeline_state.service import PipelineService
+from pipeline_state.snapshot import run_view, snapshot
+
+from .context import RequestContext, correlation_only, request_context
+from .diagram import DiagramView, batch_mermaid
+from .handlers import ApiRoute
+from .operations import Operations
+from .resolution import define_pipeline, preflight
+from .schemas import (
+    BatchSnapshot,
+    CancelAccepted,
+    CancelBody,
+    DefineRequest,
+    DefineResponse,
+    DenialBody,
+    ErrorBody,
+    Health,
+    HistoryPage,
+    PhaseCompletionBody,
+    PhaseRecorded,
+    PipelineAccepted,
+    PipelineRequestBody,
+    PreflightBody,
+    PreflightResult,
+    RegisterAccepted,
+    RegistrationBody,
+    RetryPhaseBody,
+)
+from .security import bearer_guard
+from .settings import HttpSettings
+from .status_page import render_status_page
+
+__all__ = ["HEALTH_SENTINEL", "build_router"]
+
+HEALTH_SENTINEL = "__pipeline_state_healthz__"
+"""The batch id ``/healthz`` loads to see that the store answers."""
+
+BatchId = Annotated[str, Path(min_length=1, max_length=200, description="the batch id")]
+Context = Annotated[RequestContext, Depends(request_context)]
+Correlation = Annotated[str, Depends(correlation_only)]
+
+
+def _errors(*pairs: tuple[int, type[Any]]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model} for status, model in pairs}
+
+
+_COMMON = ((401, ErrorBody), (413, ErrorBody), (422, ErrorBody), (503, ErrorBody))
+_DENIALS = ((400, DenialBody), (402, DenialBody), (404, DenialBody), (409, DenialBody), (429, DenialBody))
+
+
+def build_router(service: PipelineService, *, settings: HttpSettings | None = None) -> APIRouter:
+    """All routes of the API for ``service``, with the token checks ``settings`` asks for."""
+    settings = settings or HttpSettings()
+    ops = Operations(service)
+    api_guard = bearer_guard(settings.api_token, scheme_name="apiToken", realm="pipeline-state api")
+    internal_guard = bearer_guard(
+        settings.internal_token, scheme_name="internalToken", realm="pipeline-state internal"
+    )
+    api = APIRouter(
+        route_class=ApiRoute,
+        tags=["batches"],
+        dependencies=[Depends(api_guard)] if api_guard else [],
+    )
+    page = APIRouter(
+        route_class=ApiRoute,
+        tags=["batches"],
+        dependencies=[Depends(api_guard)] if api_guard and not settings.public_status_page else [],
+    )
+    internal = APIRouter(
+        route_class=ApiRoute,
+        tags=["internal"],
+        dependencies=[Depends(internal_guard)] if internal_guard else [],
+    )
+    ops_router = APIRouter(route_class=ApiRoute, tags=["operations"])
+
+    @api.post(
+        "/v1/batches/register",
+        status_code=202,
+        response_model=RegisterAccepted,
+        responses=_errors(*_COMMON, (409, ErrorBody)),
+        summary="Register a batch",
+    )
+    async def register(payload: RegistrationBody, ctx: Context) -> RegisterAccepted:
+        return await ops.register(payload, ctx)
+
+    @api.post(
+        "/v1/batches/{batch_id}/pipelines",
+        status_code=202,
+        response_model=PipelineAccepted,
+        responses=_errors(*_COMMON, *_DENIALS),
+        summary="Request a pipeline run",
+    )
+    async def request_pipeline(
+        request: Request, batch_id: BatchId, body: PipelineRequestBody, ctx: Context
+    ) -> PipelineAccepted:
+        answer = await ops.request_pipeline(batch_id, body, ctx)
+        request.state.correlation_id = answer.correlation_id
+        return answer
+
+    @api.post(
+        "/v1/batches/{batch_id}/pipelines/{pipeline}/preflight",
+        response_model=PreflightResult,
+        responses=_errors(*_COMMON, *_DENIALS),
+        summary="Check and resolve a pipeline request without running it",
+    )
+    async def preflight_pipeline(
+        batch_id: BatchId,
+        pipeline: Annotated[str, Path(min_length=1, max_length=200)],
+        correlation: Correlation,
+        body: Annotated[PreflightBody | None, Body()] = None,
+    ) -> PreflightResult:
+        return await preflight(service, batch_id, pipeline, body or PreflightBody(), correlation)
+
+    @api.post(
+        "/v1/batches/{batch_id}/cancel",
+        status_code=202,
+        response_model=CancelAccepted,
+        responses=_errors(*_COMMON, (404, ErrorBody), (409, ErrorBody)),
+        summary="Cancel the active run",
+    )
+    async def cancel(
+        batch_id: BatchId, ctx: Context, body: Annotated[CancelBody | None, Body()] = None
+    ) -> CancelAccepted:
+        return await ops.cancel(batch_id, body or CancelBody(), ctx)
+
+    @api.post(
+        "/v1/batches/{batch_id}/retry-phase",
+        status_code=202,
+        response_model=PipelineAccepted,
+        responses=_errors(*_COMMON, *_DENIALS),
+        summary="Run one phase again in a new run",
+    )
+    async def retry_phase(batch_id: BatchId, body: RetryPhaseBody, ctx: Context) -> PipelineAccepted:
+        return await ops.retry_phase(batch_id, body, ctx)
+
+    @api.get(
+        "/v1/batches/{batch_id}",
+        response_model=BatchSnapshot,
+        responses=_errors(*_COMMON, (404, ErrorBody)),
+        summary="The batch snapshot",
+    )
+    async def get_batch(batch_id: BatchId, correlation: Correlation) -> dict[str, Any]:
+        return snapshot(await service.get_batch(batch_id))
+
+    @api.get(
+        "/v1/batches/{batch_id}/history",
+        response_model=HistoryPage,
+        responses=_errors(*_COMMON, (404, ErrorBody)),
+        summary="Archived runs, newest first",
+    )
+    async def history(
+        batch_id: BatchId,
+        correlation: Correlation,
+        limit: Annotated[int, Query(ge=1, le=settings.max_page_size)] = settings.default_page_size,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> HistoryPage:
+        state = await service.get_batch(batch_id)
+        newest_first = list(reversed(state.history))
+        items = [run_view(run) for run in newest_first[offset : offset + limit]]
+        return HistoryPage.model_validate(
+            {
+                "batch_id": batch_id,
+                "total": len(newest_first),
+                "limit": limit,
+                "offset": offset,
+                "items": items,
+            }
+        )
+
+    @api.get(
+        "/v1/batches/{batch_id}/diagram",
+        response_class=PlainTextResponse,
+        responses={**_errors(*_COMMON, (404, ErrorBody)), 200: {"content": {"text/plain": {}}}},
+        summary="The batch's diagrams in Mermaid, current states highlighted",
+    )
+    async def diagram(
+        batch_id: BatchId, correlation: Correlation, view: Annotated[DiagramView, Query()] = "all"
+    ) -> PlainTextResponse:
+        state = await service.get_batch(batch_id)
+        return PlainTextResponse(batch_mermaid(state, service.profile.catalog, view))
+
+    @page.get(
+        "/v1/batches/{batch_id}/status",
+        response_class=HTMLResponse,
+        responses={**_errors(*_COMMON, (404, ErrorBody)), 200: {"content": {"text/html": {}}}},
+        summary="A live HTML status page",
+    )
+    async def status_page(batch_id: BatchId, correlation: Correlation) -> HTMLResponse:
+        state = await service.get_batch(batch_id)
+        rendered = render_status_page(
+            state,
+            service.profile.catalog,
+            title=settings.title,
+            refresh_seconds=settings.status_refresh_seconds,
+            history_limit=settings.max_page_size,
+        )
+        headers = {
+            "Content-Security-Policy": rendered.csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        }
+        return HTMLResponse(rendered.html, headers=headers)
+
+    @internal.post(
+        "/internal/v1/pipelines/define",
+        response_model=DefineResponse,
+        responses=_errors(*_COMMON, (400, DenialBody), (404, ErrorBody)),
+        summary="Resolve a pipeline for a batch (the conductor's question)",
+    )
+    async def define(request: Request, body: DefineRequest) -> DefineResponse:
+        request.state.correlation_id = str(body.correlation_id)
+        return await define_pipeline(service, body)
+
+    @internal.post(
+        "/internal/v1/phases/complete",
+        response_model=PhaseRecorded,
+        responses=_errors(*_COMMON, (400, ErrorBody), (404, ErrorBody)),
+        summary="Record an out-of-band phase completion",
+    )
+    async def phase_complete(body: PhaseCompletionBody, ctx: Context) -> PhaseRecorded:
+        return await ops.record_completion(body, ctx)
+
+    @ops_router.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health}},
+        summary="Liveness and store reachability",
+    )
+    async def healthz() -> Response:
+        try:
+            await service.store.load(HEALTH_SENTINEL)
+        except StoreUnavailableError:
+            body = Health(status="unavailable", detail="the store cannot be reached")
+            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        except Exception:
+            body = Health(status="unavailable", detail="the store failed to answer")
+            return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return JSONResponse(Health(status="ok").model_dump(mode="json", exclude_none=True))
+
+    router = APIRouter()
+    for part in (api, page, internal, ops_router):
+        router.include_router(part)
+    return router

@@ -1,0 +1,227 @@
+"""Request and response bodies of the HTTP API (pydantic models, shown in the OpenAPI schema).
+
+Response models are also the client's typed results. Request bodies ignore unknown fields,
+like the wire models they mirror.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline_state.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
+
+__all__ = [
+    "MAX_ESSAYS_PER_BATCH",
+    "ActiveRunView",
+    "AdmissionView",
+    "AnalysisSummary",
+    "BatchSnapshot",
+    "CancelAccepted",
+    "CancelBody",
+    "DefineRequest",
+    "DefineResponse",
+    "DenialBody",
+    "ErrorBody",
+    "Health",
+    "HistoryPage",
+    "PhaseCompletionBody",
+    "PhaseRecorded",
+    "PipelineAccepted",
+    "PipelineRequestBody",
+    "PreflightBody",
+    "PreflightResult",
+    "RegisterAccepted",
+    "RegistrationBody",
+    "RetryPhaseBody",
+    "RunView",
+]
+
+Name = Field(min_length=1, max_length=200)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- requests ---------------------------------------------------------------------------
+
+class RegistrationBody(BatchRegistrationRequestV1):
+    """The body of a registration: ``BatchRegistrationRequestV1``, whose sizes are bounded by
+    ``MAX_ESSAYS_PER_BATCH`` so one small request cannot make the server build huge lists."""
+
+
+class PipelineRequestBody(_Body):
+    """A pipeline request; the fields of ``ClientBatchPipelineRequestV1``. ``batch_id`` may be
+    left out (the path names the batch) and must match the path when given."""
+
+    batch_id: str | None = Field(default=None, min_length=1, max_length=200)
+    requested_pipeline: str = Name
+    client_correlation_id: UUID | None = None
+    user_id: str = Name
+    is_retry: bool = False
+    retry_reason: str | None = Field(default=None, max_length=2000)
+    prompt_payload: dict[str, Any] | None = None
+
+
+class PreflightBody(_Body):
+    """Who would ask (``user_id`` defaults to the batch's owner) and with which prompt."""
+
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    prompt_payload: dict[str, Any] | None = None
+
+
+class CancelBody(_Body):
+    user_id: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class RetryPhaseBody(_Body):
+    phase_name: str = Name
+    user_id: str = Name
+    retry_reason: str | None = Field(default=None, max_length=2000)
+
+
+class DefineRequest(_Body):
+    """The original conductor's question: which phases should this request run?"""
+
+    batch_id: str = Name
+    requested_pipeline: str = Name
+    correlation_id: UUID
+    batch_metadata: dict[str, Any] | None = None
+
+
+class PhaseCompletionBody(_Body):
+    batch_id: str = Name
+    phase_name: str = Name
+    success: bool
+
+
+# --- answers ----------------------------------------------------------------------------
+
+
+class RegisterAccepted(_Answer):
+    batch_id: str
+    correlation_id: str
+    status: str = Field(description="the batch's lifecycle status after registration")
+
+
+class PipelineAccepted(_Answer):
+    status: Literal["accepted"] = "accepted"
+    run_id: str
+    resolved_pipeline: list[str] = Field(description="the phases the run will execute, in plan order")
+    skipped_phases: list[str] = Field(description="phases pruned because an earlier run completed them")
+    correlation_id: str
+
+
+class PreflightResult(_Answer):
+    allowed: Literal[True] = True
+    resolved_pipeline: list[str]
+    skipped_phases: list[str]
+
+
+class CancelAccepted(_Answer):
+    status: Literal["cancelled"] = "cancelled"
+    run_id: str
+    correlation_id: str
+
+
+class DenialBody(_Answer):
+    """Why a pipeline request was refused; nothing changed."""
+
+    denial_reason: str
+    detail: str
+
+
+class ErrorBody(_Answer):
+    """Any other error: a stable machine code, a message, and the offending field or context."""
+
+    error: str
+    detail: str
+    field: str | None = None
+    context: dict[str, str | None] | None = None
+
+
+class ActiveRunView(_Answer):
+    run_id: str
+    pipeline_name: str
+    correlation_id: str
+    phases: dict[str, str]
+    skipped_phases: list[str]
+    accepted_at: str
+
+
+class RunView(_Answer):
+    run_id: str
+    pipeline_name: str
+    correlation_id: str
+    final_status: str
+    completed_phases: list[str]
+    skipped_phases: list[str]
+    phases: dict[str, str]
+    accepted_at: str
+    completed_at: str | None
+    is_retry: bool
+
+
+class BatchSnapshot(_Answer):
+    """The batch as :func:`pipeline_state.snapshot.snapshot` shows it (history oldest first)."""
+
+    batch_id: str
+    status: str
+    version: int
+    user_id: str
+    class_id: str | None
+    essay_count: int
+    active_run: ActiveRunView | None
+    history: list[RunView]
+
+
+class HistoryPage(_Answer):
+    """Archived runs, newest first."""
+
+    batch_id: str
+    total: int
+    limit: int
+    offset: int
+    items: list[RunView]
+
+
+class AdmissionView(_Answer):
+    allowed: bool
+    denial_reason: str | None = None
+    detail: str | None = None
+
+
+class AnalysisSummary(_Answer):
+    requested_pipeline: str
+    pipeline_steps: list[str] = Field(description="every step of the pipeline, in plan order")
+    pruned_phases: list[str] = Field(description="steps an earlier run completed")
+    completed_phases: list[str] = Field(description="every phase completed by an earlier run")
+    batch_status: str
+    active_run_id: str | None
+    admission: AdmissionView = Field(description="what a pipeline request would get now")
+    correlation_id: str
+
+
+class DefineResponse(_Answer):
+    batch_id: str
+    final_pipeline: list[str]
+    analysis_summary: AnalysisSummary
+
+
+class PhaseRecorded(_Answer):
+    status: Literal["recorded"] = "recorded"
+    outcome: str = Field(description="'applied', or 'ignored:<reason>' when it changed nothing")
+    run_id: str | None = None
+
+
+class Health(_Answer):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None

@@ -1,0 +1,103 @@
+"""Fixtures of the HTTP adapter's tests: a real service on the in-memory store, the app
+and clients talking to it in process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from pipeline_state_http import HttpSettings, PipelineStateClient, create_app
+
+from pipeline_state import (
+    InMemoryBus,
+    InMemoryStore,
+    ManualClock,
+    OutboxRelay,
+    PipelineService,
+    huleedu_profile,
+)
+from pipeline_state.testing.builders import Envelopes
+
+BASE = "http://pipeline-state.test"
+
+MakeReady = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def service(clock: ManualClock) -> PipelineService:
+    return PipelineService(InMemoryStore(), profile=huleedu_profile(), clock=clock)
+
+
+@pytest.fixture
+def settings() -> HttpSettings:
+    return HttpSettings()
+
+
+@pytest.fixture
+def app(service: PipelineService, settings: HttpSettings):  # type: ignore[no-untyped-def]
+    return create_app(service, settings=settings)
+
+
+@pytest.fixture
+async def http(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[PipelineStateClient]:  # type: ignore[no-untyped-def]
+    async with PipelineStateClient(BASE, transport=httpx.ASGITransport(app=app)) as c:
+        yield c
+
+
+@pytest.fixture
+def make_ready(service: PipelineService) -> MakeReady:
+    """Register a guest batch and provision its essays: it ends ready for pipelines."""
+    env = Envelopes()
+
+    async def ready(batch_id: str, *, essays: int = 3, prompt: str | None = "prompt-1") -> str:
+        await service.handle_message(*env.register(batch_id, essays=essays, prompt=prompt))
+        await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, essays)))
+        return batch_id
+
+    return ready
+
+
+Outbox = Callable[[], Awaitable[list[dict[str, object]]]]
+Outcome = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def outbox(service: PipelineService, clock: ManualClock) -> Outbox:
+    """Every message the service wrote to its outbox so far, in order: the outbox relay
+    drains it into an in-memory bus, which keeps everything published."""
+    bus = InMemoryBus()
+    relay = OutboxRelay(service.store, bus, clock)  # type: ignore[arg-type]
+
+    async def messages() -> list[dict[str, object]]:
+        await relay.drain()
+        return [message.as_dict() for message in bus.messages()]
+
+    return messages
+
+
+@pytest.fixture
+def outcome(service: PipelineService) -> Outcome:
+    """Report a phase outcome for a run (by its correlation id), as the phase's service would."""
+    env = Envelopes()
+
+    async def report(
+        batch_id: str, phase: str, correlation_id: str, *, essays: int = 3, **kw: object
+    ) -> None:
+        processed = kw.pop("processed", env.essay_ids(batch_id, essays))
+        await service.handle_message(
+            *env.outcome(batch_id, phase, correlation_id, processed=processed, **kw)  # type: ignore[arg-type]
+        )
+
+    return report

@@ -1,0 +1,71 @@
+"""The API is store-agnostic: the same flow, idempotent replays included, on the SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pipeline_state_http import PipelineDeniedError, PipelineStateClient, create_app
+
+from pipeline_state import ManualClock, PipelineService
+from pipeline_state.testing.builders import Envelopes
+
+from .conftest import BASE
+
+pytest.importorskip("aiosqlite")
+from pipeline_state_sql import SqlStore, open_store
+
+
+@pytest.fixture
+async def sql_service(tmp_path: Path) -> AsyncIterator[PipelineService]:
+    store: SqlStore = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    try:
+        yield PipelineService(store, clock=ManualClock())
+    finally:
+        await store.close()
+
+
+async def test_the_api_on_the_sqlite_store(sql_service: PipelineService) -> None:
+    app = create_app(sql_service)
+    env = Envelopes()
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        PipelineStateClient(BASE, transport=transport) as client,
+        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+    ):
+        reg = {
+            "batch_id": "s1",
+            "expected_essay_count": 2,
+            "essay_ids": ["s1-e0", "s1-e1"],
+            "user_id": "t",
+            "course_code": "ENG5",
+            "student_prompt_ref": "p",
+        }
+        assert (await client.register(reg, idempotency_key="r")).status == "awaiting_content_validation"
+        await sql_service.handle_message(*env.provisioned("s1", ["s1-e0", "s1-e1"]))
+        first = await client.request_pipeline("s1", "nlp", user_id="t", idempotency_key="k")
+        again = await client.request_pipeline("s1", "nlp", user_id="t", idempotency_key="k")
+        assert again == first
+        with pytest.raises(PipelineDeniedError) as busy:
+            await client.request_pipeline("s1", "nlp", user_id="t")
+        assert busy.value.status_code == 409
+        snap = await client.get_batch("s1")
+        assert snap.active_run is not None
+        assert snap.active_run.run_id == first.run_id
+        cancelled = await client.cancel("s1", idempotency_key="c")
+        assert await client.cancel("s1", idempotency_key="c") == cancelled
+        assert cancelled.run_id == first.run_id
+        page = await client.history("s1")
+        assert [r.final_status for r in page.items] == ["cancelled"]
+        recorded = await client.record_phase_completion("s1", "spellcheck", success=True)
+        define = await client.define_pipeline("s1", "nlp", correlation_id=first.correlation_id)
+        assert define.final_pipeline == ["nlp"]
+        assert recorded.outcome == "applied"
+        preflight = await client.preflight("s1", "ai_feedback")
+        assert preflight.skipped_phases == ["spellcheck"]
+        page_html = await client.status_page("s1")
+        assert "<svg" in page_html
+        assert "cancelled" in page_html
+        assert (await http.get("/healthz")).status_code == 200
