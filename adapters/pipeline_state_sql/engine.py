@@ -1,0 +1,125 @@
+"""Engines set up for the store: SQLite pragmas and transactions, PostgreSQL schemas.
+
+:func:`create_engine` wraps :func:`sqlalchemy.ext.asyncio.create_async_engine`:
+
+* **SQLite** (``sqlite+aiosqlite:///path.db``): WAL journal, ``synchronous`` (``FULL`` by
+  default: a committed unit of work survives a power cut) and a busy timeout. The driver
+  opens a transaction with ``BEGIN IMMEDIATE`` right before the first statement that
+  writes, so a writer holds the write lock from its first statement (no deadlock from a
+  read lock upgraded late) and no round trip is spent on a separate ``BEGIN``; a statement
+  that only reads runs on its own, seeing the last committed state. Connections are not
+  rolled back when returned to the pool unless a transaction is still open (each driver
+  call costs a hop to aiosqlite's thread; a rollback with nothing to undo is one).
+* **PostgreSQL** (``postgresql+asyncpg://...``): ``schema`` sets the ``search_path`` of
+  every connection, which is how the tests give each test its own schema.
+
+Both install a lenient JSON reader: text that is not JSON comes back as
+:class:`~pipeline_state_sql.codec.UnreadableDocument`, so the store can name the batch whose
+row is corrupted instead of failing inside the driver.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
+
+from .codec import UnreadableDocument
+from .driver import lean_creator
+
+__all__ = ["create_engine", "dumps", "is_postgres", "is_sqlite", "loads"]
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, as stored."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str) -> Any:
+    """Parse stored JSON; text that is not JSON becomes an :class:`UnreadableDocument`."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return UnreadableDocument(text)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    schema: str | None = None,
+    busy_timeout: float = 5.0,
+    synchronous: Synchronous = "FULL",
+    lean: bool = True,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """An :class:`~sqlalchemy.ext.asyncio.AsyncEngine` configured for the store.
+
+    ``schema`` (PostgreSQL only) becomes the connections' ``search_path``. ``busy_timeout``
+    (seconds) and ``synchronous`` apply to SQLite, and so does ``lean``: connections are
+    :class:`~pipeline_state_sql.driver.LeanConnection` objects (one hop to aiosqlite's thread
+    per statement instead of three). Other keyword arguments go to
+    :func:`~sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    kwargs.setdefault("json_serializer", dumps)
+    kwargs.setdefault("json_deserializer", loads)
+    if backend == "sqlite":
+        if schema is not None:
+            raise ValueError("schema is a PostgreSQL option; SQLite has one schema per file")
+        if parsed.database in (None, "", ":memory:"):
+            # One shared connection, or every checkout would see a fresh empty database.
+            kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("pool_reset_on_return", None)
+        if lean and parsed.get_driver_name() == "aiosqlite":
+            kwargs.setdefault("async_creator", lean_creator(parsed, kwargs.get("connect_args")))
+        engine = create_async_engine(parsed, **kwargs)
+        _configure_sqlite(engine, busy_timeout=busy_timeout, synchronous=synchronous)
+        return engine
+    if backend == "postgresql" and schema is not None:
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        settings = dict(connect_args.get("server_settings", {}))
+        settings["search_path"] = schema
+        connect_args["server_settings"] = settings
+        kwargs["connect_args"] = connect_args
+    return create_async_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float, synchronous: Synchronous) -> None:
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"unknown synchronous level {synchronous!r}")
+    timeout_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+        # The driver begins "BEGIN IMMEDIATE" before the first writing statement.
+        dbapi_connection.isolation_level = "IMMEDIATE"
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        # pool_reset_on_return=None: roll back only what is still open (a commit that failed).
+        driver = dbapi_connection.driver_connection
+        if getattr(driver, "in_transaction", True) or getattr(driver, "pending", False):
+            dbapi_connection.rollback()

@@ -1,0 +1,79 @@
+"""Driver errors translated into the library's error tree, at the adapter boundary.
+
+* connection refused, connection lost, timeouts, ``database is locked`` and other
+  operational errors → :class:`~pipeline_state.errors.StoreUnavailableError` (transient);
+* PostgreSQL serialization failures and deadlocks → :class:`ConcurrencyConflictError`
+  (the service retries from a fresh read);
+* anything else from the driver → :class:`~pipeline_state.errors.StoreError`.
+
+The original exception is kept as ``__cause__`` (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
+
+from pipeline_state.errors import (
+    ConcurrencyConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+__all__ = ["DRIVER_ERRORS", "translate"]
+
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+"""What :func:`translate` handles; anything else propagates unchanged."""
+
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
+# SQLite reports everything from "no such table" to "database is locked" as an
+# OperationalError; only these mean the database itself is (for now) out of reach.
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def translate(error: BaseException, *, batch_id: str | None = None) -> StoreError:
+    """The library error for a driver error (to raise ``from error``)."""
+    if isinstance(error, StoreError):
+        return error
+    where = f" (batch {batch_id!r})" if batch_id else ""
+    if _sqlstate(error) in _RETRYABLE_SQLSTATES and batch_id is not None:
+        return ConcurrencyConflictError(batch_id, None)
+    if isinstance(error, OSError | TimeoutError):
+        return StoreUnavailableError(f"the database cannot be reached{where}: {error}")
+    if isinstance(error, sa_exc.DBAPIError) and _unavailable(error):
+        return StoreUnavailableError(f"the database is unavailable{where}: {_first_line(error)}")
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return StoreUnavailableError(f"the database is unavailable{where}: {_first_line(error)}")
+    return StoreError(f"the database rejected an operation{where}: {_first_line(error)}")
+
+
+def _unavailable(error: sa_exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return False
+    module = type(error.orig).__module__ if error.orig is not None else ""
+    if "sqlite" in module:
+        message = str(error.orig).lower()
+        return any(text in message for text in _SQLITE_UNAVAILABLE)
+    return True
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,105 @@
+"""Long-lived connections ("lanes") that a store reuses without pool check-outs.
+
+Checking a connection out of SQLAlchemy's pool and back in costs a few hundred
+microseconds of Python per operation, more than many of the store's statements. A
+:class:`Lanes` object keeps up to ``size`` connections of an engine open and lends one to
+one operation at a time: SQLite stores use one writing lane (SQLite admits one writer at a
+time) and one reading lane; PostgreSQL stores a few of each.
+
+After anything but a clean outcome (a result, or a
+:class:`~pipeline_state.errors.StoreError` raised by the store's own checks, which leaves
+the transaction rolled back) the lane's connection is closed, and a new one is opened when
+needed: a connection in an unknown state is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pipeline_state.errors import StoreError
+
+__all__ = ["Lanes", "in_transaction", "outside_transaction"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def in_transaction(
+    conn: Connection,
+    fn: Callable[Concatenate[Connection, _P], _R],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _R:
+    """Run ``fn`` in a transaction on ``conn``: committed if it returns, else rolled back."""
+    with conn.begin():
+        return fn(conn, *args, **kwargs)
+
+
+def outside_transaction(
+    conn: Connection,
+    fn: Callable[Concatenate[Connection, _P], _R],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _R:
+    """Run a read ``fn`` on ``conn`` and end the transaction SQLAlchemy begins for it (the
+    database itself runs the statement on its own: autocommit or a driver that only opens
+    transactions for writes), so the lane's connection is left with no transaction."""
+    try:
+        result = fn(conn, *args, **kwargs)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return result
+
+
+class Lanes:
+    """Up to ``size`` open connections of ``engine``, each used by one operation at a time."""
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._engine = engine
+        self._idle: list[AsyncConnection] = []
+        self._slots = asyncio.Semaphore(size)
+        self._closed = False
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[Connection, _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """``fn(connection, ...)`` on a lane (in a greenlet, through ``run_sync``)."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._engine.connect()
+            try:
+                result = await conn.run_sync(fn, *args, **kwargs)
+            except StoreError:
+                self._idle.append(conn)
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
+            if self._closed:
+                await conn.close()
+            else:
+                self._idle.append(conn)
+            return result
+
+    async def close(self) -> None:
+        """Close the idle connections (lanes in use close when their operation ends)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close()

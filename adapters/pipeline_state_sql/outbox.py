@@ -1,0 +1,188 @@
+"""The outbox side in SQL: claiming due rows in order per key, and delivery bookkeeping.
+
+A claim is one statement: ``UPDATE outbox SET claimed_until = :lease_end ... WHERE id IN
+(SELECT id ... ORDER BY id LIMIT :n [FOR UPDATE SKIP LOCKED]) RETURNING ...``. A row is
+claimable when it is unpublished, not parked, due (``available_at <= now``), not under
+another relay's unexpired lease, and no older unpublished, unparked row with the same key
+exists (claimed, backing off or not yet due, an older row holds the newer ones back, so a
+key's rows go out in order). On PostgreSQL, ``SKIP LOCKED`` lets concurrent relays claim
+disjoint rows without waiting; on SQLite the claim runs under ``BEGIN IMMEDIATE``, which
+serialises writers. There is no "id greater than last seen" cursor: every pass re-reads
+all pending rows, so a row whose transaction committed late is still published.
+
+A relay that dies holding a lease loses it when the lease expires; its rows are then
+claimed again (at-least-once delivery, with the original ``event_id`` for deduplication).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from pipeline_state.errors import StoreError
+from pipeline_state.ports import OutboxMessage, OutboxRow
+
+from .columns import UtcDateTime
+from .schema import OUTBOX
+
+__all__ = [
+    "claim_rows",
+    "count_pending",
+    "mark_failed",
+    "mark_published",
+    "parked_rows",
+    "purge_published",
+    "row_to_outbox",
+]
+
+_ROW_COLUMNS = (
+    OUTBOX.c.id,
+    OUTBOX.c.event_id,
+    OUTBOX.c.topic,
+    OUTBOX.c.key,
+    OUTBOX.c.envelope,
+    OUTBOX.c.created_at,
+    OUTBOX.c.attempts,
+    OUTBOX.c.last_error,
+    OUTBOX.c.parked,
+    OUTBOX.c.published_at,
+)
+
+
+def _pending() -> Any:
+    return and_(OUTBOX.c.published_at.is_(None), OUTBOX.c.parked == false())
+
+
+def row_to_outbox(row: Row[Any] | Any) -> OutboxRow:
+    """An :class:`~pipeline_state.ports.OutboxRow` from a selected outbox row; an envelope
+    that is not a JSON object raises :class:`~pipeline_state.errors.StoreError` (never
+    published as something else)."""
+    value = row.envelope
+    if not isinstance(value, dict):
+        raise StoreError(
+            f"outbox row {row.id} (event {row.event_id}) holds an envelope that is not a JSON object"
+        )
+    return OutboxRow(
+        id=int(row.id),
+        message=OutboxMessage(row.event_id, row.topic, row.key, value),
+        created_at=row.created_at,
+        attempts=int(row.attempts),
+        last_error=row.last_error,
+        parked=bool(row.parked),
+        published_at=row.published_at,
+    )
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    now = bindparam("now", type_=UtcDateTime())
+
+    def older_pending(same_key: Any) -> Any:
+        older = OUTBOX.alias("older")
+        return exists().where(
+            same_key(older),
+            older.c.id < OUTBOX.c.id,
+            older.c.published_at.is_(None),
+            older.c.parked == false(),
+        )
+
+    # Two plain anti-joins, each an index range scan on (key, id) even in a generic plan;
+    # one "key = key OR both NULL" condition would not be an index condition at all.
+    blocked_same_key = older_pending(lambda older: older.c.key == OUTBOX.c.key)
+    blocked_null_key = older_pending(lambda older: older.c.key.is_(None))
+    blocked = or_(blocked_same_key, and_(OUTBOX.c.key.is_(None), blocked_null_key))
+    candidates = (
+        select(OUTBOX.c.id)
+        .where(
+            _pending(),
+            OUTBOX.c.available_at <= now,
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until <= now),
+            ~blocked,
+        )
+        .order_by(OUTBOX.c.id)
+        .limit(bindparam("limit"))
+    )
+    if dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=OUTBOX)
+    return (
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(candidates.scalar_subquery()))
+        .values(claimed_until=bindparam("lease_end", type_=UtcDateTime()), claimed_by=bindparam("owner"))
+        .returning(*_ROW_COLUMNS)
+    )
+
+
+_PUBLISHED = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)), OUTBOX.c.published_at.is_(None))
+    .values(published_at=bindparam("now", type_=UtcDateTime()), claimed_until=None, claimed_by=None)
+)
+_FAILED = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("row_id"), OUTBOX.c.published_at.is_(None))
+    .values(
+        attempts=OUTBOX.c.attempts + 1,
+        last_error=bindparam("error"),
+        parked=bindparam("park"),
+        available_at=bindparam("retry_at", type_=UtcDateTime()),
+        claimed_until=None,
+        claimed_by=None,
+    )
+)
+
+
+def claim_rows(
+    conn: Connection, now: datetime, limit: int, *, lease: timedelta, owner: str
+) -> list[OutboxRow]:
+    """Claim up to ``limit`` due rows for ``lease`` (see the module doc), oldest first."""
+    params = {"now": now, "limit": limit, "lease_end": now + lease, "owner": owner}
+    rows = [row_to_outbox(r) for r in conn.execute(_claim_statement(conn.dialect.name), params)]
+    rows.sort(key=lambda r: r.id)
+    return rows
+
+
+def mark_published(conn: Connection, row_ids: Sequence[int], now: datetime) -> None:
+    """Mark rows published (and release their claim); already published rows are untouched."""
+    if row_ids:
+        conn.execute(_PUBLISHED, {"ids": list(row_ids), "now": now})
+
+
+def mark_failed(
+    conn: Connection, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+) -> None:
+    """Count a failed attempt, keep the error, release the claim; due again at ``retry_at``."""
+    conn.execute(_FAILED, {"row_id": row_id, "error": error, "park": park, "retry_at": retry_at})
+
+
+def count_pending(conn: Connection) -> int:
+    """Rows neither published nor parked."""
+    return int(conn.execute(select(func.count()).select_from(OUTBOX).where(_pending())).scalar_one())
+
+
+def parked_rows(conn: Connection, limit: int) -> list[OutboxRow]:
+    """Parked rows, oldest first."""
+    statement = select(*_ROW_COLUMNS).where(OUTBOX.c.parked == true()).order_by(OUTBOX.c.id).limit(limit)
+    return [row_to_outbox(r) for r in conn.execute(statement)]
+
+
+def purge_published(conn: Connection, before: datetime) -> int:
+    """Delete rows published before ``before``; returns how many went."""
+    statement = delete(OUTBOX).where(OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < before)
+    return int(conn.execute(statement).rowcount)

@@ -1,0 +1,137 @@
+"""The tables, as SQLAlchemy Core metadata (the Alembic migrations build the same schema).
+
+* ``batches``: the current state of each batch (a JSON document) with its version for
+  compare-and-set, its status and its next phase deadline for the hot queries.
+* ``runs``: archived runs, one row per run in a batch's history (position ``seq``),
+  queryable by batch and by completion time.
+* ``transitions``: the transition log (which entity moved from which state to which, on
+  which event, with which correlation id, when).
+* ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
+  and a claim lease so several relays never publish the same row at once.
+* ``inbox``: the ids of processed inbound events and what processing them did.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+
+from .columns import JSON_DOCUMENT, ROW_ID, UtcDateTime
+
+__all__ = ["BATCHES", "INBOX", "METADATA", "OUTBOX", "RUNS", "TRANSITIONS"]
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+METADATA = MetaData(naming_convention=NAMING)
+
+ID = 200  # length of id columns (batch, run, event, correlation ids)
+
+BATCHES = Table(
+    "batches",
+    METADATA,
+    Column("batch_id", String(ID), primary_key=True),
+    Column("status", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("state", JSON_DOCUMENT, nullable=False),
+    Column("next_deadline_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_batches_status_batch_id", "status", "batch_id"),
+    Index("ix_batches_next_deadline_at", "next_deadline_at"),
+)
+
+RUNS = Table(
+    "runs",
+    METADATA,
+    Column("batch_id", String(ID), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("run_id", String(ID), nullable=False),
+    Column("pipeline_name", String(200), nullable=False),
+    Column("final_status", String(64), nullable=False),
+    Column("correlation_id", String(ID), nullable=False),
+    Column("accepted_at", UtcDateTime, nullable=False),
+    Column("completed_at", UtcDateTime, nullable=True),
+    Column("document", JSON_DOCUMENT, nullable=False),
+    Index("ix_runs_completed_at", "completed_at"),
+    Index("ix_runs_run_id", "run_id"),
+)
+
+TRANSITIONS = Table(
+    "transitions",
+    METADATA,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("batch_id", String(ID), nullable=False),
+    Column("entity", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("trigger", String(100), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("dest", String(64), nullable=False),
+    Column("run_id", String(ID), nullable=True),
+    Column("event_id", String(ID), nullable=False),
+    Column("correlation_id", String(ID), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_transitions_batch_id_id", "batch_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+OUTBOX = Table(
+    "outbox",
+    METADATA,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(ID), nullable=False, unique=True),
+    Column("topic", String(255), nullable=False),
+    Column("key", String(ID), nullable=True),
+    Column("envelope", JSON_DOCUMENT, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("parked", Boolean, nullable=False, server_default=false()),
+    Column("available_at", UtcDateTime, nullable=False),
+    Column("claimed_until", UtcDateTime, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    # The relay's scan: pending rows in id order (partial: published rows drop out).
+    Index(
+        "ix_outbox_pending",
+        "id",
+        sqlite_where=text("published_at IS NULL AND parked = 0"),
+        postgresql_where=text("published_at IS NULL AND NOT parked"),
+    ),
+    # Order per key: "is there an older pending row with this key?"
+    Index(
+        "ix_outbox_pending_key",
+        "key",
+        "id",
+        sqlite_where=text("published_at IS NULL AND parked = 0"),
+        postgresql_where=text("published_at IS NULL AND NOT parked"),
+    ),
+    Index("ix_outbox_parked", "id", sqlite_where=text("parked = 1"), postgresql_where=text("parked")),
+    sqlite_autoincrement=True,
+)
+
+INBOX = Table(
+    "inbox",
+    METADATA,
+    Column("event_id", String(ID), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("batch_id", String(ID), nullable=False),
+    Column("result", String(200), nullable=False),
+    Column("processed_at", UtcDateTime, nullable=False),
+    Index("ix_inbox_batch_id", "batch_id"),
+)

@@ -1,0 +1,214 @@
+"""``SqlStore``: the Store and Outbox ports on SQLAlchemy 2 (async), SQLite or PostgreSQL.
+
+Every public method runs its statements in one ``run_sync`` call on a long-lived
+connection (:mod:`.lanes`): writes in one transaction (``BEGIN IMMEDIATE`` on SQLite),
+single-statement reads without one (in autocommit on PostgreSQL). Driver errors are
+translated at this boundary (:mod:`pipeline_state_sql.errors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import StaticPool
+
+from pipeline_state.errors import StoreError
+from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.model import BatchState, Run
+from pipeline_state.ports import Change, InboxEntry, OutboxRow, TransitionRecord
+
+from . import outbox as sql_outbox
+from . import queries
+from .engine import create_engine, is_postgres
+from .errors import DRIVER_ERRORS, translate
+from .lanes import Lanes, in_transaction, outside_transaction
+from .migrate import create_or_upgrade
+from .queries import ArchivedRun
+from .uow import write_change
+
+__all__ = ["SqlStore", "open_store"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_CACHE_LIMIT = 50_000
+
+
+class SqlStore:
+    """Durable batch state, history, transition log, outbox and inbox in SQL.
+
+    Implements :class:`~pipeline_state.ports.Store` and :class:`~pipeline_state.ports.Outbox`.
+    ``lease`` is how long a claimed outbox row stays reserved for the relay that claimed it
+    (after that another relay may claim it again). The engine should come from
+    :func:`~pipeline_state_sql.engine.create_engine`; the schema must exist (see
+    :func:`~pipeline_state_sql.migrate.create_or_upgrade`). :meth:`close` disposes the
+    engine when the store owns it.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        self.engine = engine
+        self.lease = timedelta(seconds=lease)
+        self.owner = uuid.uuid4().hex[:16]
+        self._owns_engine = owns_engine
+        # SQLite: one writer at a time anyway. PostgreSQL: half the pool's size each for
+        # readers and writers, so the lanes never wait for the pool.
+        if is_postgres(engine):
+            size = max(1, getattr(engine.pool, "size", lambda: 4)() // 2)
+            self._readers = Lanes(engine.execution_options(isolation_level="AUTOCOMMIT"), size)
+            self._writers = Lanes(engine, size)
+        elif isinstance(engine.pool, StaticPool):
+            # One shared connection (an in-memory database): reads and writes take turns on it.
+            self._readers = self._writers = Lanes(engine, 1)
+        else:
+            self._readers, self._writers = Lanes(engine, 1), Lanes(engine, 1)
+        # Runs archived by the stored state at (batch_id, version): states are immutable per
+        # version, so a hit spares the unit of work a count of the batch's runs.
+        self._archived: dict[tuple[str, int], int] = {}
+
+    async def close(self) -> None:
+        """Close the store's connections; dispose the engine if this store created it."""
+        await self._readers.close()
+        await self._writers.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _read(
+        self,
+        fn: Callable[Concatenate[Connection, _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        with _translated():
+            return await self._readers.run(outside_transaction, fn, *args, **kwargs)
+
+    async def _write(
+        self,
+        fn: Callable[Concatenate[Connection, _P], _R],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        return await self._writers.run(in_transaction, fn, *args, **kwargs)
+
+    def _remember(self, state: BatchState) -> None:
+        if len(self._archived) >= _CACHE_LIMIT:
+            self._archived.clear()
+        self._archived[(state.batch_id, state.version)] = len(state.history)
+
+    def _archived_before(self, batch_id: str, version: int) -> int | None:
+        return self._archived.get((batch_id, version))
+
+    # -- Store ------------------------------------------------------------------------------
+    async def load(self, batch_id: str) -> BatchState | None:
+        state = await self._read(queries.load_state, batch_id)
+        if state is not None:
+            self._remember(state)
+        return state
+
+    async def commit(self, change: Change) -> None:
+        with _translated(change.batch_id):
+            await self._write(write_change, change, self._archived_before)
+        if change.state is not None:
+            self._remember(change.state)
+
+    async def is_processed(self, event_id: str) -> bool:
+        return await self._read(queries.is_processed, event_id)
+
+    async def inbox_entry(self, event_id: str) -> InboxEntry | None:
+        return await self._read(queries.inbox_entry, event_id)
+
+    async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
+        return await self._read(queries.overdue_batch_ids, now, limit)
+
+    async def list_batches(
+        self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[BatchState]:
+        return await self._read(queries.list_states, status, limit=limit, offset=offset)
+
+    # -- Outbox -----------------------------------------------------------------------------
+    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        with _translated():
+            return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
+
+    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
+        with _translated():
+            await self._write(sql_outbox.mark_published, row_ids, now)
+
+    async def mark_failed(
+        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+    ) -> None:
+        with _translated():
+            await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
+
+    async def pending_count(self) -> int:
+        return await self._read(sql_outbox.count_pending)
+
+    async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        return await self._read(sql_outbox.parked_rows, limit)
+
+    async def purge_published(self, before: datetime) -> int:
+        """Delete outbox rows published before ``before`` (they are kept until then, for
+        inspection); returns how many were deleted."""
+        with _translated():
+            return await self._write(sql_outbox.purge_published, before)
+
+    # -- queries ----------------------------------------------------------------------------
+    async def history(self, batch_id: str) -> list[Run]:
+        """The archived runs of a batch, oldest first (from the ``runs`` table)."""
+        return await self._read(queries.batch_history, batch_id)
+
+    async def runs_completed_between(
+        self, start: datetime, end: datetime, *, limit: int = 1000
+    ) -> list[ArchivedRun]:
+        """Runs completed in ``[start, end)``, by completion time."""
+        return await self._read(queries.runs_completed_between, start, end, limit=limit)
+
+    async def transitions(self, batch_id: str, *, limit: int = 10_000) -> list[TransitionRecord]:
+        """The transition log of a batch, in writing order."""
+        return await self._read(queries.transition_log, batch_id, limit=limit)
+
+
+@contextlib.contextmanager
+def _translated(batch_id: str | None = None) -> Iterator[None]:
+    """Driver errors raised inside become the library's errors (``raise ... from``)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, batch_id=batch_id) from exc
+
+
+async def open_store(
+    url: str | URL,
+    *,
+    upgrade: bool = True,
+    schema: str | None = None,
+    lease: float = 30.0,
+    **engine_options: Any,
+) -> SqlStore:
+    """A :class:`SqlStore` on a new engine for ``url`` (closed with :meth:`SqlStore.close`).
+
+    With ``upgrade`` (the default) it first runs
+    :func:`~pipeline_state_sql.migrate.create_or_upgrade`, which is idempotent and safe when
+    several processes start at once; pass ``upgrade=False`` where migrations are a separate
+    deployment step. ``schema`` and ``engine_options`` go to
+    :func:`~pipeline_state_sql.engine.create_engine`.
+    """
+    engine = create_engine(url, schema=schema, **engine_options)
+    try:
+        if upgrade:
+            await create_or_upgrade(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return SqlStore(engine, lease=lease, owns_engine=True)

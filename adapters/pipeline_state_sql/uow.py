@@ -1,0 +1,202 @@
+"""The unit of work: one :class:`~pipeline_state.ports.Change` written in one transaction.
+
+:func:`write_change` runs inside a transaction the caller opened and rolls nothing back
+itself: any exception leaves the transaction to be rolled back whole. In order, it
+
+1. compare-and-sets the batch row: ``INSERT`` when ``expected_version`` is ``None`` (a
+   conflict when the row exists), otherwise ``UPDATE ... WHERE batch_id = :id AND
+   version = :read``; when there is no new state it still runs a no-op
+   ``UPDATE ... SET version = version WHERE batch_id = :id [AND version = :read]`` (which
+   also takes the row lock), so a decision taken on a stale read never commits. An
+   unexpected row count raises :class:`~pipeline_state.errors.ConcurrencyConflictError`;
+2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
+   processed already: :class:`~pipeline_state.errors.DuplicateEventError`);
+3. appends the transition log rows, the outbox rows and the runs newly added to the
+   batch's history.
+
+Statements are ordered so the row lock on the batch is taken first: two writers of the
+same batch serialise on it, and the loser sees a changed version.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
+from pipeline_state.model import BatchState, next_deadline
+from pipeline_state.ports import Change
+
+from .codec import encode_run, encode_state
+from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS
+
+__all__ = ["ArchivedCount", "write_change"]
+
+ArchivedCount = Callable[[str, int], int | None]
+"""Looks up how many runs the stored state at ``(batch_id, version)`` had archived, if known."""
+
+# Statements are built once: building one costs several times what executing it does.
+_BY_ID = BATCHES.c.batch_id == bindparam("b_id")
+_AT_READ = BATCHES.c.version == bindparam("b_read")
+_UPDATE_STATE = update(BATCHES).where(_BY_ID, _AT_READ)
+_TOUCH_AT_READ = update(BATCHES).where(_BY_ID, _AT_READ).values(version=BATCHES.c.version)
+_TOUCH_ANY = update(BATCHES).where(_BY_ID).values(version=BATCHES.c.version)
+_STORED_VERSION = select(BATCHES.c.version).where(_BY_ID)
+_COUNT_RUNS = select(func.count()).select_from(RUNS).where(RUNS.c.batch_id == bindparam("b_id"))
+_INSERT_LOG = insert(TRANSITIONS)
+_INSERT_OUTBOX = insert(OUTBOX)
+_INSERT_RUNS = insert(RUNS)
+
+
+@functools.cache
+def _insert_ignoring_conflicts(dialect: str, table: Table) -> Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported dialect {dialect!r}")
+
+
+def _stored_version(conn: Connection, batch_id: str) -> int | None:
+    return conn.execute(_STORED_VERSION, {"b_id": batch_id}).scalar()
+
+
+def _state_values(state: BatchState) -> dict[str, Any]:
+    return {
+        "status": state.status.value,
+        "version": state.version,
+        "state": encode_state(state),
+        "next_deadline_at": next_deadline(state),
+        "updated_at": state.updated_at,
+    }
+
+
+def _compare_and_set(conn: Connection, change: Change) -> None:
+    batch_id = change.batch_id
+    state = change.state
+    expected = change.expected_version
+    if state is not None and (state.batch_id != batch_id or state.version <= (expected or 0)):
+        raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
+    if state is None:
+        # Nothing to write, but the decision was taken on a read: verify it with a no-op
+        # UPDATE (a write, so SQLite takes the write lock and PostgreSQL the row lock).
+        if expected is None:
+            touched = conn.execute(_TOUCH_ANY, {"b_id": batch_id}).rowcount
+        else:
+            touched = conn.execute(_TOUCH_AT_READ, {"b_id": batch_id, "b_read": expected}).rowcount
+        if touched != (0 if expected is None else 1):
+            raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
+        return
+    if expected is None:
+        row = {"batch_id": batch_id, "created_at": state.created_at, **_state_values(state)}
+        inserted = conn.execute(_insert_ignoring_conflicts(conn.dialect.name, BATCHES), row)
+        if inserted.rowcount != 1:
+            raise ConcurrencyConflictError(batch_id, None, _stored_version(conn, batch_id))
+        return
+    params = {"b_id": batch_id, "b_read": expected, **_state_values(state)}
+    if conn.execute(_UPDATE_STATE, params).rowcount != 1:
+        raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
+
+
+def _record_inbox(conn: Connection, change: Change) -> None:
+    entry = change.inbox
+    if entry is None:
+        return
+    row = {
+        "event_id": entry.event_id,
+        "topic": entry.topic,
+        "batch_id": entry.batch_id,
+        "result": entry.result,
+        "processed_at": entry.processed_at,
+    }
+    if conn.execute(_insert_ignoring_conflicts(conn.dialect.name, INBOX), row).rowcount != 1:
+        raise DuplicateEventError(entry.event_id)
+
+
+def _append_log(conn: Connection, change: Change) -> None:
+    if not change.transitions:
+        return
+    conn.execute(
+        _INSERT_LOG,
+        [
+            {
+                "batch_id": t.batch_id,
+                "entity": t.entity,
+                "name": t.name,
+                "trigger": t.trigger,
+                "source": t.source,
+                "dest": t.dest,
+                "run_id": t.run_id,
+                "event_id": t.event_id,
+                "correlation_id": t.correlation_id,
+                "at": t.at,
+            }
+            for t in change.transitions
+        ],
+    )
+
+
+def _append_outbox(conn: Connection, change: Change) -> None:
+    if not change.outbox:
+        return
+    conn.execute(
+        _INSERT_OUTBOX,
+        [
+            {
+                "event_id": m.event_id,
+                "topic": m.topic,
+                "key": m.key,
+                "envelope": dict(m.value),
+                "created_at": change.at,
+                "available_at": change.at,
+                "attempts": 0,
+                "parked": False,
+            }
+            for m in change.outbox
+        ],
+    )
+
+
+def _archive_runs(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
+    state = change.state
+    if state is None or not state.history:
+        return
+    before = (
+        0 if change.expected_version is None else archived_before(state.batch_id, change.expected_version)
+    )
+    if before is None:
+        # Unknown: count under the row lock taken by the compare-and-set.
+        before = int(conn.execute(_COUNT_RUNS, {"b_id": state.batch_id}).scalar_one())
+    new = state.history[before:]
+    if not new:
+        return
+    conn.execute(
+        _INSERT_RUNS,
+        [
+            {
+                "batch_id": state.batch_id,
+                "seq": before + offset,
+                "run_id": run.run_id,
+                "pipeline_name": run.pipeline_name,
+                "final_status": run.status.value,
+                "correlation_id": run.correlation_id,
+                "accepted_at": run.accepted_at,
+                "completed_at": run.completed_at,
+                "document": encode_run(run),
+            }
+            for offset, run in enumerate(new)
+        ],
+    )
+
+
+def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
+    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
+    _compare_and_set(conn, change)
+    _record_inbox(conn, change)
+    _append_log(conn, change)
+    _append_outbox(conn, change)
+    _archive_runs(conn, change, archived_before)

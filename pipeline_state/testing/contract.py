@@ -1,0 +1,406 @@
+"""The store and outbox contract: one test suite every adapter must pass, unchanged.
+
+Subclass :class:`StoreContract` in a test module (name the subclass ``Test...``) and
+override the ``store`` fixture with a factory for a fresh, empty store of your backend;
+every test below then runs against it::
+
+    import pytest
+    from pipeline_state import InMemoryStore
+    from pipeline_state.testing.contract import StoreContract
+
+    class TestInMemoryStore(StoreContract):
+        @pytest.fixture
+        async def store(self):
+            yield InMemoryStore()
+
+The tests pin the behaviour the ports document: compare-and-set on the version (checked
+even when there is nothing to write), inbox deduplication, all-or-nothing commits, due
+deadlines, listing, and the outbox rules (order per key, claims, backoff, parking,
+published rows never coming back, rows committed late still delivered). Needs ``pytest``
+(with ``pytest-asyncio`` in auto mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import attrs
+import pytest
+
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
+from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
+from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
+from pipeline_state.ports import (
+    Change,
+    InboxEntry,
+    Outbox,
+    OutboxMessage,
+    OutboxRow,
+    Store,
+    TransitionRecord,
+)
+
+__all__ = ["T0", "ContractStore", "StoreContract", "make_state", "message", "with_deadline"]
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+"""The instant the contract's states and changes are stamped with."""
+
+
+class ContractStore(Store, Outbox, Protocol):
+    """What the contract drives: a store that is also the outbox."""
+
+
+def make_state(
+    batch_id: str,
+    *,
+    version: int = 1,
+    status: BatchStatus = BatchStatus.READY_FOR_PIPELINE_EXECUTION,
+    user_id: str = "teacher-1",
+) -> BatchState:
+    """A registered batch with two essays and no run."""
+    essays = (EssayRef(f"{batch_id}-e0", f"{batch_id}-e0-text"), EssayRef(f"{batch_id}-e1", None))
+    return BatchState(
+        batch_id=batch_id,
+        status=status,
+        version=version,
+        user_id=user_id,
+        course_code="ENG5",
+        expected_essay_count=2,
+        essay_ids=tuple(e.essay_id for e in essays),
+        created_at=T0,
+        updated_at=T0,
+        essays=essays,
+    )
+
+
+def _phase(name: str, status: PhaseStatus, *, deadline_at: datetime | None = None) -> PhaseRun:
+    return PhaseRun(
+        name=name,
+        depends_on=() if name == "spellcheck" else ("spellcheck",),
+        status=status,
+        deadline_seconds=None if deadline_at is None else 60.0,
+        dispatched_at=T0,
+        deadline_at=deadline_at,
+        finished_at=None if status in (PhaseStatus.DISPATCH_INITIATED,) else T0,
+        inputs=(EssayRef("e0", "t0"),),
+        outputs=(EssayRef("e0", "t0-out"),) if status is PhaseStatus.COMPLETED_SUCCESSFULLY else (),
+        failed_essay_ids=("e1",) if status is PhaseStatus.FAILED else (),
+        error="timeout" if status is PhaseStatus.FAILED else None,
+    )
+
+
+def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState:
+    """``state`` processing a run whose active phase is due at ``deadline_at`` (``None``:
+    no deadline), with one archived run in its history."""
+    archived = Run(
+        run_id=f"{state.batch_id}-run-0",
+        pipeline_name="nlp",
+        correlation_id="corr-0",
+        requested_by=state.user_id,
+        accepted_at=T0,
+        final_step="nlp",
+        phases=(_phase("spellcheck", PhaseStatus.COMPLETED_SUCCESSFULLY), _phase("nlp", PhaseStatus.FAILED)),
+        status=RunStatus.FAILED_CRITICALLY,
+        completed_at=T0 + timedelta(seconds=5),
+        plan=("spellcheck", "nlp"),
+    )
+    active = Run(
+        run_id=f"{state.batch_id}-run-1",
+        pipeline_name="cj_assessment",
+        correlation_id="corr-1",
+        requested_by=state.user_id,
+        accepted_at=T0 + timedelta(seconds=6),
+        final_step="cj_assessment",
+        phases=(
+            _phase("spellcheck", PhaseStatus.DISPATCH_INITIATED, deadline_at=deadline_at),
+            _phase("cj_assessment", PhaseStatus.PENDING_DEPENDENCIES),
+        ),
+        pruned=(),
+        is_retry=True,
+        retry_reason="again",
+        plan=("spellcheck", "cj_assessment"),
+    )
+    return attrs.evolve(
+        state, status=BatchStatus.PROCESSING_PIPELINES, active_run=active, history=(archived,)
+    )
+
+
+def message(event_id: str, key: str | None, topic: str = "contract.topic") -> OutboxMessage:
+    """An outbox message whose envelope carries its own id."""
+    value = {"event_id": event_id, "event_type": topic, "data": {"n": 1, "nested": [1, "two", None]}}
+    return OutboxMessage(event_id, topic, key, value)
+
+
+def _inbox(event_id: str, batch_id: str, result: str = "applied") -> InboxEntry:
+    return InboxEntry(event_id, "contract.in", batch_id, result, T0)
+
+
+def _log(batch_id: str, event_id: str) -> TransitionRecord:
+    return TransitionRecord(
+        batch_id, "batch", batch_id, "finish_run", "processing_pipelines", "ready", None, event_id, "c", T0
+    )
+
+
+def _ids(rows: list[OutboxRow]) -> list[str]:
+    return [r.message.event_id for r in rows]
+
+
+class StoreContract:
+    """The contract tests; subclass it and override the ``store`` fixture."""
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[ContractStore]:
+        raise NotImplementedError("override the store fixture with a factory for your backend")
+        return  # pragma: no cover
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    async def seed(
+        store: ContractStore, batch_id: str, *, running: bool = False, deadline: datetime | None = None
+    ) -> BatchState:
+        """Insert a ready batch, or one running a phase due at ``deadline``."""
+        state = make_state(batch_id)
+        if running:
+            state = with_deadline(state, deadline)
+        await store.commit(Change(batch_id, None, state, T0))
+        return state
+
+    @staticmethod
+    async def enqueue(store: ContractStore, *messages: OutboxMessage, at: datetime = T0) -> None:
+        """Commit ``messages`` in one unit of work that writes no state."""
+        batch_id = f"outbox-{messages[0].event_id}"
+        await store.commit(Change(batch_id, None, None, at, outbox=messages))
+
+    # -- state and compare-and-set --------------------------------------------------------
+    async def test_load_unknown_batch_is_none(self, store: ContractStore) -> None:
+        assert await store.load("nope") is None
+
+    async def test_insert_then_load_round_trips(self, store: ContractStore) -> None:
+        state = with_deadline(make_state("b1"), T0 + timedelta(seconds=60))
+        await store.commit(Change("b1", None, state, T0))
+        assert await store.load("b1") == state
+
+    async def test_insert_of_existing_batch_conflicts(self, store: ContractStore) -> None:
+        first = await self.seed(store, "b1")
+        other = make_state("b1", user_id="someone-else")
+        with pytest.raises(ConcurrencyConflictError) as info:
+            await store.commit(Change("b1", None, other, T0))
+        assert info.value.batch_id == "b1"
+        assert await store.load("b1") == first
+
+    async def test_update_on_read_version(self, store: ContractStore) -> None:
+        first = await self.seed(store, "b1")
+        second = attrs.evolve(first, version=2, status=BatchStatus.PROCESSING_PIPELINES)
+        await store.commit(Change("b1", 1, second, T0))
+        assert await store.load("b1") == second
+        third = attrs.evolve(second, version=3, status=BatchStatus.READY_FOR_PIPELINE_EXECUTION)
+        await store.commit(Change("b1", 2, third, T0))
+        assert await store.load("b1") == third
+
+    async def test_stale_version_conflicts_and_writes_nothing(self, store: ContractStore) -> None:
+        first = await self.seed(store, "b1")
+        second = attrs.evolve(first, version=2)
+        await store.commit(Change("b1", 1, second, T0))
+        stale = attrs.evolve(first, version=2, status=BatchStatus.CANCELLED)
+        change = Change(
+            "b1",
+            1,
+            stale,
+            T0,
+            outbox=(message("m1", "b1"),),
+            inbox=_inbox("in-1", "b1"),
+            transitions=(_log("b1", "in-1"),),
+        )
+        with pytest.raises(ConcurrencyConflictError) as info:
+            await store.commit(change)
+        assert (info.value.batch_id, info.value.expected) == ("b1", 1)
+        assert await store.load("b1") == second
+        assert not await store.is_processed("in-1")
+        assert await store.pending_count() == 0
+
+    async def test_version_must_grow(self, store: ContractStore) -> None:
+        first = await self.seed(store, "b1")
+        same = attrs.evolve(first, status=BatchStatus.CANCELLED)
+        with pytest.raises(ConcurrencyConflictError):
+            await store.commit(Change("b1", 1, same, T0))
+        assert await store.load("b1") == first
+
+    async def test_version_checked_when_nothing_to_write(self, store: ContractStore) -> None:
+        first = await self.seed(store, "b1")
+        await store.commit(Change("b1", 1, attrs.evolve(first, version=2), T0))
+        stale = Change("b1", 1, None, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1"))
+        with pytest.raises(ConcurrencyConflictError):
+            await store.commit(stale)
+        assert not await store.is_processed("in-1")
+        assert await store.pending_count() == 0
+        fresh = Change("b1", 2, None, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1"))
+        await store.commit(fresh)
+        assert await store.is_processed("in-1")
+        assert await store.pending_count() == 1
+        loaded = await store.load("b1")
+        assert loaded is not None
+        assert loaded.version == 2
+
+    async def test_absence_checked_when_nothing_to_write(self, store: ContractStore) -> None:
+        await self.seed(store, "b1")
+        with pytest.raises(ConcurrencyConflictError):
+            await store.commit(Change("b1", None, None, T0, inbox=_inbox("in-1", "b1")))
+        assert not await store.is_processed("in-1")
+        await store.commit(Change("b2", None, None, T0, inbox=_inbox("in-2", "b2", "ignored:x")))
+        assert await store.load("b2") is None
+        assert await store.is_processed("in-2")
+
+    # -- inbox ----------------------------------------------------------------------------
+    async def test_inbox_entry_is_recorded(self, store: ContractStore) -> None:
+        assert not await store.is_processed("in-1")
+        assert await store.inbox_entry("in-1") is None
+        state = make_state("b1")
+        await store.commit(Change("b1", None, state, T0, inbox=_inbox("in-1", "b1", "applied")))
+        assert await store.is_processed("in-1")
+        assert await store.inbox_entry("in-1") == _inbox("in-1", "b1", "applied")
+
+    async def test_duplicate_event_is_rejected_and_writes_nothing(self, store: ContractStore) -> None:
+        first = make_state("b1")
+        await store.commit(Change("b1", None, first, T0, inbox=_inbox("in-1", "b1")))
+        again = Change(
+            "b1",
+            1,
+            attrs.evolve(first, version=2, status=BatchStatus.CANCELLED),
+            T0,
+            outbox=(message("m1", "b1"),),
+            inbox=_inbox("in-1", "b1", "other"),
+        )
+        with pytest.raises(DuplicateEventError) as info:
+            await store.commit(again)
+        assert info.value.event_id == "in-1"
+        assert await store.load("b1") == first
+        assert await store.pending_count() == 0
+        assert await store.inbox_entry("in-1") == _inbox("in-1", "b1")
+
+    # -- deadlines and listing ------------------------------------------------------------
+    async def test_overdue_batches(self, store: ContractStore) -> None:
+        soon = await self.seed(store, "b-soon", running=True, deadline=T0 + timedelta(seconds=10))
+        await self.seed(store, "b-later", running=True, deadline=T0 + timedelta(seconds=20))
+        await self.seed(store, "a-later", running=True, deadline=T0 + timedelta(seconds=20))
+        await self.seed(store, "b-none", running=True)
+        await self.seed(store, "b-idle")
+        assert await store.overdue_batches(T0 + timedelta(seconds=5)) == []
+        assert await store.overdue_batches(T0 + timedelta(seconds=15)) == ["b-soon"]
+        due = T0 + timedelta(seconds=20)
+        assert await store.overdue_batches(due) == ["a-later", "b-later", "b-soon"]
+        assert await store.overdue_batches(due, limit=2) == ["a-later", "b-later"]
+        # A new state without an active deadline leaves the sweep.
+        done = attrs.evolve(soon, version=2, active_run=None, status=BatchStatus.READY_FOR_PIPELINE_EXECUTION)
+        await store.commit(Change("b-soon", 1, done, T0))
+        assert await store.overdue_batches(due) == ["a-later", "b-later"]
+
+    async def test_list_batches_by_status_in_id_order(self, store: ContractStore) -> None:
+        for batch_id, status in [
+            ("c", BatchStatus.READY_FOR_PIPELINE_EXECUTION),
+            ("a", BatchStatus.READY_FOR_PIPELINE_EXECUTION),
+            ("b", BatchStatus.CANCELLED),
+            ("d", BatchStatus.READY_FOR_PIPELINE_EXECUTION),
+        ]:
+            await store.commit(Change(batch_id, None, make_state(batch_id, status=status), T0))
+        assert [s.batch_id for s in await store.list_batches()] == ["a", "b", "c", "d"]
+        ready = await store.list_batches(BatchStatus.READY_FOR_PIPELINE_EXECUTION)
+        assert [s.batch_id for s in ready] == ["a", "c", "d"]
+        assert ready[0] == make_state("a")
+        page = await store.list_batches(BatchStatus.READY_FOR_PIPELINE_EXECUTION, limit=1, offset=1)
+        assert [s.batch_id for s in page] == ["c"]
+        assert await store.list_batches(BatchStatus.ARCHIVED) == []
+
+    # -- outbox ---------------------------------------------------------------------------
+    async def test_claim_returns_messages_as_committed(self, store: ContractStore) -> None:
+        sent = (message("m1", "k1", "topic.a"), message("m2", None, "topic.b"))
+        await self.enqueue(store, *sent, at=T0 + timedelta(seconds=3))
+        rows = await store.claim(T0 + timedelta(seconds=3))
+        assert [r.message for r in rows] == list(sent)
+        assert all(r.created_at == T0 + timedelta(seconds=3) for r in rows)
+        assert all(
+            (r.attempts, r.last_error, r.parked, r.published_at) == (0, None, False, None) for r in rows
+        )
+        assert rows[0].id < rows[1].id
+
+    async def test_claim_keeps_order_per_key(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("a1", "a"), message("b1", "b"))
+        await self.enqueue(store, message("a2", "a"), message("n1", None))
+        await self.enqueue(store, message("n2", None), message("b2", "b"))
+        first = await store.claim(T0)
+        assert _ids(first) == ["a1", "b1", "n1"]
+        await store.mark_published([r.id for r in first], T0)
+        second = await store.claim(T0)
+        assert _ids(second) == ["a2", "n2", "b2"]
+
+    async def test_claim_takes_oldest_first_up_to_limit(self, store: ContractStore) -> None:
+        for i in range(5):
+            await self.enqueue(store, message(f"m{i}", f"k{i}"))
+        rows = await store.claim(T0, limit=3)
+        assert _ids(rows) == ["m0", "m1", "m2"]
+
+    async def test_claimed_rows_are_not_claimed_again(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("a1", "a"), message("b1", "b"))
+        assert _ids(await store.claim(T0)) == ["a1", "b1"]
+        await self.enqueue(store, message("a2", "a"))
+        # Claimed and not yet marked: not handed to another relay, and a1 (in flight) holds a2 back.
+        assert await store.claim(T0) == []
+        assert await store.pending_count() == 3
+
+    async def test_published_rows_never_come_back(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("m1", "k"))
+        rows = await store.claim(T0)
+        await store.mark_published([r.id for r in rows], T0)
+        await store.mark_published([r.id for r in rows], T0)  # idempotent
+        await self.enqueue(store, message("m2", "k"))
+        assert _ids(await store.claim(T0 + timedelta(days=1))) == ["m2"]
+        assert await store.pending_count() == 1
+
+    async def test_failed_row_waits_for_retry_and_holds_its_key(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("a1", "a"))
+        (a1,) = await store.claim(T0)
+        await store.mark_failed(a1.id, "boom", T0, retry_at=T0 + timedelta(seconds=10), park=False)
+        await self.enqueue(store, message("a2", "a"), message("b1", "b"))
+        # a1 backs off until T0+10 and holds a2 back; b1 is free to go.
+        (b1,) = await store.claim(T0 + timedelta(seconds=9))
+        assert b1.message.event_id == "b1"
+        await store.mark_published([b1.id], T0)
+        again = await store.claim(T0 + timedelta(seconds=10))
+        assert _ids(again)[:1] == ["a1"]
+        assert (again[0].attempts, again[0].last_error, again[0].parked) == (1, "boom", False)
+        assert again[0].message == a1.message
+        await store.mark_failed(a1.id, "boom 2", T0, retry_at=T0 + timedelta(seconds=20), park=False)
+        third = await store.claim(T0 + timedelta(seconds=20))
+        assert (_ids(third)[:1], third[0].attempts, third[0].last_error) == (["a1"], 2, "boom 2")
+
+    async def test_parked_row_leaves_delivery_and_frees_its_key(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("a1", "a"))
+        (a1,) = await store.claim(T0)
+        await store.mark_failed(a1.id, "poison", T0, retry_at=T0 + timedelta(seconds=1), park=True)
+        await self.enqueue(store, message("a2", "a"))
+        assert await store.pending_count() == 1
+        parked = await store.parked()
+        assert [(r.message, r.attempts, r.last_error, r.parked) for r in parked] == [
+            (a1.message, 1, "poison", True)
+        ]
+        later = await store.claim(T0 + timedelta(days=1))
+        assert _ids(later) == ["a2"]
+
+    async def test_row_committed_after_newer_rows_went_out_is_delivered(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("m1", "k1"), message("m2", "k2"))
+        rows = await store.claim(T0)
+        await store.mark_published([r.id for r in rows], T0)
+        # A row committed now (possibly with any id) is still found: no "last seen" cursor.
+        await self.enqueue(store, message("late", "k1"), at=T0 - timedelta(seconds=30))
+        assert _ids(await store.claim(T0)) == ["late"]
+
+    async def test_pending_count(self, store: ContractStore) -> None:
+        assert await store.pending_count() == 0
+        await self.enqueue(store, message("m1", "a"), message("m2", "b"), message("m3", "c"))
+        assert await store.pending_count() == 3
+        rows = await store.claim(T0)
+        await store.mark_published([rows[0].id], T0)
+        await store.mark_failed(rows[1].id, "x", T0, retry_at=T0, park=True)
+        assert await store.pending_count() == 1
+        assert _ids(await store.parked()) == ["m2"]

@@ -1,0 +1,197 @@
+"""The state document codec: round trips (property-based) and clear errors on bad documents."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pipeline_state_sql.codec import (
+    SCHEMA_VERSION,
+    UnreadableDocument,
+    decode_run,
+    decode_state,
+    encode_run,
+    encode_state,
+)
+from pipeline_state_sql.engine import dumps, loads
+
+from pipeline_state.errors import CorruptStateError
+from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
+from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
+from pipeline_state.testing.contract import make_state, with_deadline
+from pipeline_state.testing.strategies import batch_states
+
+text = st.text(max_size=12)
+ids = st.text(alphabet="abcdefghij0123456789-_", min_size=1, max_size=12)
+maybe_text = st.none() | text
+# Aware datetimes in several offsets, to microseconds: the codec keeps the instant and offset.
+zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
+times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones)
+refs = st.builds(EssayRef, ids, st.none() | ids)
+phases = st.builds(
+    PhaseRun,
+    name=ids,
+    depends_on=st.lists(ids, max_size=3).map(tuple),
+    status=st.sampled_from(PhaseStatus),
+    deadline_seconds=st.none() | st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    dispatched_at=st.none() | times,
+    deadline_at=st.none() | times,
+    finished_at=st.none() | times,
+    inputs=st.lists(refs, max_size=3).map(tuple),
+    outputs=st.lists(refs, max_size=3).map(tuple),
+    failed_essay_ids=st.lists(ids, max_size=3).map(tuple),
+    error=maybe_text,
+)
+runs = st.builds(
+    Run,
+    run_id=ids,
+    pipeline_name=ids,
+    correlation_id=ids,
+    requested_by=text,
+    accepted_at=times,
+    final_step=ids,
+    phases=st.lists(phases, max_size=3).map(tuple),
+    pruned=st.lists(ids, max_size=3).map(tuple),
+    status=st.sampled_from(RunStatus),
+    completed_at=st.none() | times,
+    is_retry=st.booleans(),
+    retry_reason=maybe_text,
+    plan=st.lists(ids, max_size=4).map(tuple),
+)
+states = st.builds(
+    BatchState,
+    batch_id=ids,
+    status=st.sampled_from(BatchStatus),
+    version=st.integers(min_value=1, max_value=2**31 - 1),
+    user_id=text,
+    course_code=text,
+    expected_essay_count=st.integers(min_value=0, max_value=10_000),
+    essay_ids=st.lists(ids, max_size=5).map(tuple),
+    created_at=times,
+    updated_at=times,
+    org_id=maybe_text,
+    class_id=maybe_text,
+    language=text,
+    prompt_ref=maybe_text,
+    essays=st.lists(refs, max_size=4).map(tuple),
+    active_run=st.none() | runs,
+    history=st.lists(runs, max_size=2).map(tuple),
+)
+
+
+def _stored(document: dict[str, Any]) -> Any:
+    """What the database hands back: the document through the store's JSON text form."""
+    return loads(dumps(document))
+
+
+@settings(max_examples=50, deadline=None)
+@given(states)
+def test_any_state_round_trips(state: BatchState) -> None:
+    document = encode_state(state)
+    assert document["schema"] == SCHEMA_VERSION
+    back = decode_state(state.batch_id, _stored(document))
+    assert back == state
+    # Same instants and the same offsets, not only equal datetimes.
+    assert [r.accepted_at.utcoffset() for r in back.history] == [
+        r.accepted_at.utcoffset() for r in state.history
+    ]
+    assert encode_state(back) == document
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch_states())
+def test_reachable_states_round_trip(state: BatchState) -> None:
+    assert decode_state(state.batch_id, _stored(encode_state(state))) == state
+
+
+@settings(max_examples=30, deadline=None)
+@given(runs)
+def test_any_run_round_trips(run: Run) -> None:
+    assert decode_run("b1", _stored(encode_run(run))) == run
+
+
+def _document() -> dict[str, Any]:
+    return encode_state(with_deadline(make_state("b1"), datetime(2025, 1, 1, 1, tzinfo=UTC)))
+
+
+def _broken(change: Any) -> dict[str, Any]:
+    doc = json.loads(json.dumps(_document()))
+    change(doc)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        pytest.param(UnreadableDocument('{"schema": 1, "batch'), "not valid JSON", id="not-json"),
+        pytest.param([1, 2], "should be an object", id="not-an-object"),
+        pytest.param(_broken(lambda d: d.update(schema=99)), "unknown schema version 99", id="future-schema"),
+        pytest.param(_broken(lambda d: d.pop("schema")), "unknown schema version None", id="no-schema"),
+        pytest.param(
+            _broken(lambda d: d.update(schema=True)), "unknown schema version True", id="bool-schema"
+        ),
+        pytest.param(_broken(lambda d: d.pop("user_id")), "missing field 'user_id'", id="missing-field"),
+        pytest.param(
+            _broken(lambda d: d.update(version="3")), "field 'version' should be int", id="wrong-type"
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(version=True)), "field 'version' should be int", id="bool-int"
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(status="exploded")), "unknown value 'exploded'", id="bad-enum"
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(created_at="yesterday")), "not an ISO-8601 time", id="bad-time"
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(created_at="2025-01-01T00:00:00")), "has no timezone", id="naive-time"
+        ),
+        pytest.param(
+            _broken(lambda d: d["active_run"]["phases"][0].update(inputs=[["e0"]])),
+            "malformed essay reference",
+            id="bad-ref",
+        ),
+        pytest.param(
+            _broken(lambda d: d["history"][0].update(phases="none")),
+            "field 'phases' should be list",
+            id="nested",
+        ),
+        pytest.param(_broken(lambda d: d.update(batch_id="b2")), "describes batch 'b2'", id="other-batch"),
+    ],
+)
+def test_bad_documents_raise_corrupt_state_naming_the_batch(document: Any, reason: str) -> None:
+    with pytest.raises(CorruptStateError) as info:
+        decode_state("b1", document)
+    assert info.value.batch_id == "b1"
+    assert reason in info.value.reason
+    assert "b1" in str(info.value)
+
+
+def test_bad_run_document_names_the_batch() -> None:
+    doc = encode_run(with_deadline(make_state("b1"), None).history[0])
+    doc["schema"] = 2
+    with pytest.raises(CorruptStateError, match="unknown schema version 2") as info:
+        decode_run("b7", doc)
+    assert info.value.batch_id == "b7"
+
+
+def test_lenient_reader_marks_text_that_is_not_json() -> None:
+    assert loads('{"a": [1]}') == {"a": [1]}
+    broken = loads("{oops")
+    assert isinstance(broken, UnreadableDocument)
+    assert broken == "{oops"
+
+
+def test_document_layout_is_explicit() -> None:
+    state = attrs.evolve(make_state("b1"), class_id="c1")
+    doc = encode_state(state)
+    assert doc["status"] == "ready_for_pipeline_execution"
+    assert doc["essays"] == [["b1-e0", "b1-e0-text"], ["b1-e1", None]]
+    assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
+    assert doc["active_run"] is None
+    assert doc["history"] == []

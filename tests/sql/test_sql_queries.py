@@ -1,0 +1,73 @@
+"""Read queries on the SQL store: history, runs by completion time, listing, outbox depth."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+from pipeline_state_sql import SqlStore
+from pipeline_state_sql.schema import OUTBOX
+
+from pipeline_state import BatchStatus, RunStatus
+from pipeline_state.ports import Change
+from pipeline_state.testing.contract import T0, make_state, message, with_deadline
+
+
+async def _archive(store: SqlStore, batch_id: str, completed: list[int]) -> None:
+    """A batch whose history holds one run completed at T0+s for each s in ``completed``."""
+    template = with_deadline(make_state(batch_id), None).history[0]
+    runs = tuple(
+        attrs.evolve(template, run_id=f"{batch_id}-r{i}", completed_at=T0 + timedelta(seconds=s))
+        for i, s in enumerate(completed)
+    )
+    state = attrs.evolve(make_state(batch_id), history=runs[:1])
+    await store.commit(Change(batch_id, None, state, T0))
+    for version, count in enumerate(range(2, len(runs) + 1), start=2):
+        state = attrs.evolve(state, version=version, history=runs[:count])
+        await store.commit(Change(batch_id, version - 1, state, T0))
+
+
+async def test_history_and_runs_by_completion_time(sql_store: SqlStore) -> None:
+    await _archive(sql_store, "b1", [10, 30, 50])
+    await _archive(sql_store, "b2", [20, 30])
+    assert [r.run_id for r in await sql_store.history("b1")] == ["b1-r0", "b1-r1", "b1-r2"]
+    assert await sql_store.history("unknown") == []
+    window = await sql_store.runs_completed_between(T0 + timedelta(seconds=20), T0 + timedelta(seconds=50))
+    # [start, end): 20 and both 30s are in, 50 is out; ties ordered by batch then position.
+    assert [(r.batch_id, r.seq, r.run.run_id) for r in window] == [
+        ("b2", 0, "b2-r0"),
+        ("b1", 1, "b1-r1"),
+        ("b2", 1, "b2-r1"),
+    ]
+    assert all(r.run.status is RunStatus.FAILED_CRITICALLY for r in window)
+    limited = await sql_store.runs_completed_between(T0, T0 + timedelta(hours=1), limit=2)
+    assert [r.run.run_id for r in limited] == ["b1-r0", "b2-r0"]
+
+
+async def test_listing_and_outbox_depth(sql_store: SqlStore) -> None:
+    for i in range(5):
+        status = BatchStatus.CANCELLED if i % 2 else BatchStatus.READY_FOR_PIPELINE_EXECUTION
+        await sql_store.commit(
+            Change(f"b{i}", None, make_state(f"b{i}", status=status), T0, outbox=(message(f"m{i}", f"b{i}"),))
+        )
+    ready = await sql_store.list_batches(BatchStatus.READY_FOR_PIPELINE_EXECUTION, limit=2, offset=1)
+    assert [s.batch_id for s in ready] == ["b2", "b4"]
+    assert await sql_store.pending_count() == 5
+    rows = await sql_store.claim(T0, limit=2)
+    await sql_store.mark_published([rows[0].id], T0)
+    await sql_store.mark_failed(rows[1].id, "bad", T0, retry_at=T0, park=True)
+    assert await sql_store.pending_count() == 3
+    assert [r.message.event_id for r in await sql_store.parked()] == ["m1"]
+
+
+async def test_purge_published_keeps_pending_and_recent_rows(sql_store: SqlStore) -> None:
+    messages = tuple(message(f"m{i}", f"k{i}") for i in range(4))
+    await sql_store.commit(Change("b1", None, None, T0, outbox=messages))
+    rows = await sql_store.claim(T0)
+    await sql_store.mark_published([rows[0].id], T0)
+    await sql_store.mark_published([rows[1].id], T0 + timedelta(hours=2))
+    assert await sql_store.purge_published(T0 + timedelta(hours=1)) == 1
+    assert await sql_store.purge_published(T0 + timedelta(hours=1)) == 0
+    async with sql_store.engine.connect() as conn:
+        left = (await conn.execute(OUTBOX.select().order_by(OUTBOX.c.id))).all()
+    assert [r.event_id for r in left] == ["m1", "m2", "m3"]
