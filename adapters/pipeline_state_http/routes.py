@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from pipeline_state.errors import StoreUnavailableError
+from pipeline_state.results.ports import ResultsStore
 from pipeline_state.service import PipelineService
 from pipeline_state.snapshot import run_view, snapshot
 
@@ -23,6 +24,7 @@ from .diagram import DiagramView, batch_mermaid
 from .handlers import ApiRoute
 from .operations import Operations
 from .resolution import define_pipeline, preflight
+from .results_routes import build_results_router
 from .schemas import (
     BatchSnapshot,
     CancelAccepted,
@@ -65,8 +67,15 @@ _COMMON = ((401, ErrorBody), (413, ErrorBody), (422, ErrorBody), (503, ErrorBody
 _DENIALS = ((400, DenialBody), (402, DenialBody), (404, DenialBody), (409, DenialBody), (429, DenialBody))
 
 
-def build_router(service: PipelineService, *, settings: HttpSettings | None = None) -> APIRouter:
-    """All routes of the API for ``service``, with the token checks ``settings`` asks for."""
+def build_router(
+    service: PipelineService,
+    *,
+    settings: HttpSettings | None = None,
+    results: ResultsStore | None = None,
+) -> APIRouter:
+    """All routes of the API for ``service``, with the token checks ``settings`` asks for;
+    with a ``results`` store, also the ``/v1/results/...`` routes
+    (:mod:`~pipeline_state_http.results_routes`)."""
     settings = settings or HttpSettings()
     ops = Operations(service)
     api_guard = bearer_guard(settings.api_token, scheme_name="apiToken", realm="pipeline-state api")
@@ -258,4 +267,6 @@ def build_router(service: PipelineService, *, settings: HttpSettings | None = No
     router = APIRouter()
     for part in (api, page, internal, ops_router):
         router.include_router(part)
+    if results is not None:
+        router.include_router(build_results_router(results, settings=settings, guard=api_guard))
     return router

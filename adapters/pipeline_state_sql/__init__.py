@@ -20,6 +20,7 @@ from .codec import SCHEMA_VERSION, decode_run, decode_state, encode_run, encode_
 from .engine import create_engine
 from .migrate import VERSION_TABLE, alembic_config, create_or_upgrade, current_revision, head_revision
 from .queries import ArchivedRun
+from .results_store import SqlResultsStore, open_results_store
 from .schema import METADATA
 from .store import SqlStore, open_store
 
@@ -28,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "VERSION_TABLE",
     "ArchivedRun",
+    "SqlResultsStore",
     "SqlStore",
     "alembic_config",
     "create_engine",
@@ -38,5 +40,6 @@ __all__ = [
     "encode_run",
     "encode_state",
     "head_revision",
+    "open_results_store",
     "open_store",
 ]

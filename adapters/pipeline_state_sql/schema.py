@@ -9,6 +9,17 @@
 * ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
   and a claim lease so several relays never publish the same row at once.
 * ``inbox``: the ids of processed inbound events and what processing them did.
+
+The results read model (:mod:`pipeline_state_sql.results_store`) adds four tables:
+
+* ``results_batches``: one read model per batch (a JSON document) with its version for
+  compare-and-set and the ``status``, ``user_id`` and ``class_id`` it is listed by.
+* ``results_classes`` and ``results_class_status``: per class, the batch and essay counts
+  and the number of batches in each status, only ever changed by adding deltas.
+* ``results_inbox``: the ids of events the results projection processed, per event type
+  (pruned by age).
+
+Its announcements go to the same ``outbox`` table.
 """
 
 from __future__ import annotations
@@ -28,7 +39,18 @@ from sqlalchemy import (
 
 from .columns import JSON_DOCUMENT, ROW_ID, UtcDateTime
 
-__all__ = ["BATCHES", "INBOX", "METADATA", "OUTBOX", "RUNS", "TRANSITIONS"]
+__all__ = [
+    "BATCHES",
+    "INBOX",
+    "METADATA",
+    "OUTBOX",
+    "RESULTS_BATCHES",
+    "RESULTS_CLASSES",
+    "RESULTS_CLASS_STATUS",
+    "RESULTS_INBOX",
+    "RUNS",
+    "TRANSITIONS",
+]
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -134,4 +156,48 @@ INBOX = Table(
     Column("result", String(200), nullable=False),
     Column("processed_at", UtcDateTime, nullable=False),
     Index("ix_inbox_batch_id", "batch_id"),
+)
+
+RESULTS_BATCHES = Table(
+    "results_batches",
+    METADATA,
+    Column("batch_id", String(ID), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("user_id", String(ID), nullable=True),
+    Column("class_id", String(ID), nullable=True),
+    Column("document", JSON_DOCUMENT, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # Listings by teacher or class are paged in batch id order.
+    Index("ix_results_batches_user_id_batch_id", "user_id", "batch_id"),
+    Index("ix_results_batches_class_id_batch_id", "class_id", "batch_id"),
+    Index("ix_results_batches_status", "status"),
+)
+
+RESULTS_CLASSES = Table(
+    "results_classes",
+    METADATA,
+    Column("class_id", String(ID), primary_key=True),
+    Column("batch_count", Integer, nullable=False),
+    Column("essays_succeeded", Integer, nullable=False),
+    Column("essays_failed", Integer, nullable=False),
+)
+
+RESULTS_CLASS_STATUS = Table(
+    "results_class_status",
+    METADATA,
+    Column("class_id", String(ID), primary_key=True),
+    Column("status", String(64), primary_key=True),
+    Column("batches", Integer, nullable=False),
+)
+
+RESULTS_INBOX = Table(
+    "results_inbox",
+    METADATA,
+    Column("event_id", String(ID), primary_key=True),
+    Column("event_type", String(255), nullable=False),
+    Column("batch_id", String(ID), nullable=False),
+    Column("result", String(200), nullable=False),
+    Column("processed_at", UtcDateTime, nullable=False),
+    Index("ix_results_inbox_event_type_processed_at", "event_type", "processed_at"),
 )

@@ -157,6 +157,8 @@ def batch_from_document(
     document: Mapping[str, Any], *, version: int = 0, updated_at: datetime | None = None
 ) -> BatchResults:
     """The read model stored as ``document``, with the store's ``version`` and ``updated_at``."""
+    if not isinstance(document, Mapping):
+        raise CorruptStateError("?", "results document is not a JSON object")
     try:
         return _read(document, version=version, updated_at=updated_at)
     except (KeyError, TypeError, ValueError) as exc:

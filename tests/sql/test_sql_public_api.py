@@ -15,6 +15,7 @@ EXPECTED = {
     "SCHEMA_VERSION",
     "VERSION_TABLE",
     "ArchivedRun",
+    "SqlResultsStore",
     "SqlStore",
     "alembic_config",
     "create_engine",
@@ -25,6 +26,7 @@ EXPECTED = {
     "encode_run",
     "encode_state",
     "head_revision",
+    "open_results_store",
     "open_store",
 }
 

@@ -1,0 +1,96 @@
+"""The results routes: read-only views of the results read model (issue 6).
+
+:func:`build_results_router` serves :class:`~pipeline_state.results.ResultsQueries` over a
+:class:`~pipeline_state.results.ResultsStore`; :func:`~pipeline_state_http.routes.build_router`
+adds it when given a results store. The routes sit under ``/v1/results`` behind the same
+bearer token as the other ``/v1`` routes; an unknown batch or class answers 404
+``results_not_found``.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
+
+from pipeline_state.results.ports import ResultsStore
+from pipeline_state.results.queries import ResultsQueries
+
+from .context import correlation_only
+from .handlers import ApiRoute
+from .results_schemas import BatchResultsView, ClassResultsView, TeacherResultsView
+from .schemas import ErrorBody
+from .security import Guard
+from .settings import HttpSettings
+
+__all__ = ["NOT_FOUND", "build_results_router"]
+
+NOT_FOUND = "results_not_found"
+"""The ``error`` code of a 404 from the results routes."""
+
+Correlation = Annotated[str, Depends(correlation_only)]
+Id = Path(min_length=1, max_length=200)
+
+_ANSWERS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 422, 503)}
+
+
+def _not_found(what: str) -> JSONResponse:
+    body = ErrorBody(error=NOT_FOUND, detail=f"no results for {what}")
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=404)
+
+
+def build_results_router(
+    results: ResultsStore, *, settings: HttpSettings | None = None, guard: Guard | None = None
+) -> APIRouter:
+    """The results routes over ``results``; ``guard`` (the API token check) protects them."""
+    settings = settings or HttpSettings()
+    queries = ResultsQueries(results)
+    router = APIRouter(
+        route_class=ApiRoute,
+        tags=["results"],
+        dependencies=[Depends(guard)] if guard else [],
+    )
+    limit_query = Query(ge=1, le=settings.max_page_size)
+    offset_query = Query(ge=0, le=1_000_000_000)
+
+    @router.get(
+        "/v1/results/batches/{batch_id}",
+        response_model=BatchResultsView,
+        responses={**_ANSWERS, 404: {"model": ErrorBody}},
+        summary="The results of a batch",
+    )
+    async def batch_results(batch_id: Annotated[str, Id], correlation: Correlation) -> Any:
+        view = await queries.batch_json(batch_id)
+        return _not_found(f"batch {batch_id!r}") if view is None else view
+
+    @router.get(
+        "/v1/results/classes/{class_id}",
+        response_model=ClassResultsView,
+        responses={**_ANSWERS, 404: {"model": ErrorBody}},
+        summary="The results of a class and a page of its batches",
+    )
+    async def class_results(
+        class_id: Annotated[str, Id],
+        correlation: Correlation,
+        limit: Annotated[int, limit_query] = settings.default_page_size,
+        offset: Annotated[int, offset_query] = 0,
+    ) -> Any:
+        view = await queries.class_json(class_id, limit=limit, offset=offset)
+        return _not_found(f"class {class_id!r}") if view is None else view
+
+    @router.get(
+        "/v1/results/teachers/{user_id}",
+        response_model=TeacherResultsView,
+        responses=_ANSWERS,
+        summary="A page of a teacher's batch results",
+    )
+    async def teacher_results(
+        user_id: Annotated[str, Id],
+        correlation: Correlation,
+        limit: Annotated[int, limit_query] = settings.default_page_size,
+        offset: Annotated[int, offset_query] = 0,
+    ) -> Any:
+        return await queries.teacher_json(user_id, limit=limit, offset=offset)
+
+    return router
