@@ -8,6 +8,9 @@
   writes through; :class:`RelayRunner` drives the relay.
 * :class:`ServiceRunner` runs it all in one process; :func:`serve_main` is
   ``pipeline-state serve``.
+* ``serve --consumers results`` adds the results projection
+  (:func:`open_results_consumer`, :class:`ResultsConsumer`) in its own consumer group, with
+  its store opened by :func:`open_results_store`.
 
 See the package README for delivery guarantees, the dead-letter format and every option.
 """
@@ -27,6 +30,8 @@ from .codec import (
 from .consumer import ConsumerSettings, InboundConsumer
 from .dlq import DLQ_SUFFIX, DeadLetter, DeadLetterWriter, dead_letter, dlq_topic
 from .extensions import (
+    BUILTIN_CONSUMERS,
+    BackgroundTask,
     ConsumerFactory,
     ConsumerPlugin,
     ServeContext,
@@ -39,6 +44,23 @@ from .logs import JsonFormatter, KeyValueFormatter, configure_logging
 from .policy import ErrorPolicy, Verdict
 from .publisher import KafkaPublisher, ProducerSettings, create_producer
 from .relay_runner import RelayRunner, tcp_probe
+from .results_consumer import (
+    RESULTS_CONSUMER,
+    ResultsConsumer,
+    open_results_consumer,
+    purge_periodically,
+    results_factory,
+    results_handler,
+)
+from .results_stores import (
+    OpenedResultsStore,
+    OutboxResultsStore,
+    ResultsStoreOpener,
+    SqlResultsStoreMissing,
+    open_results_store,
+    register_results_store,
+    url_scheme,
+)
 from .runner import ServiceRunner
 from .serve import serve, serve_main
 from .settings import ENVIRONMENT, ServeSettings, SettingsError
@@ -48,12 +70,15 @@ from .summary import Sample, Summary
 from .topics import ensure_topics, service_topics
 
 __all__ = [
+    "BUILTIN_CONSUMERS",
     "DLQ_SUFFIX",
     "ENVIRONMENT",
     "HEADER_CORRELATION_ID",
     "HEADER_EVENT_ID",
     "HEADER_EVENT_TYPE",
     "MEMORY_URL",
+    "RESULTS_CONSUMER",
+    "BackgroundTask",
     "ConsumerFactory",
     "ConsumerLike",
     "ConsumerPlugin",
@@ -68,17 +93,22 @@ __all__ = [
     "KafkaRecord",
     "KeyValueFormatter",
     "MessageHandler",
+    "OpenedResultsStore",
     "OpenedStore",
+    "OutboxResultsStore",
     "ProducerLike",
     "ProducerSettings",
     "RecordLike",
     "RelayRunner",
+    "ResultsConsumer",
+    "ResultsStoreOpener",
     "Sample",
     "ServeContext",
     "ServeSettings",
     "ServiceRunner",
     "ServiceStats",
     "SettingsError",
+    "SqlResultsStoreMissing",
     "Summary",
     "UnknownConsumerError",
     "Verdict",
@@ -90,12 +120,19 @@ __all__ = [
     "encode_message",
     "ensure_topics",
     "header",
+    "open_results_consumer",
+    "open_results_store",
     "open_store",
+    "purge_periodically",
     "register_consumer",
+    "register_results_store",
     "resolve_consumer",
+    "results_factory",
+    "results_handler",
     "serve",
     "serve_main",
     "service_handler",
     "service_topics",
     "tcp_probe",
+    "url_scheme",
 ]

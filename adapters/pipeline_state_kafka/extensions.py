@@ -3,17 +3,21 @@
 A consumer is contributed by a factory: an async callable that receives a
 :class:`ServeContext` and returns a :class:`ConsumerPlugin` (topics, a
 :data:`~pipeline_state_kafka.handlers.MessageHandler`, optionally its own outbox to relay).
-``NAME`` is looked up, in order, in the registry filled by :func:`register_consumer`, in the
+``NAME`` is looked up, in order, in the registry filled by :func:`register_consumer`, among
+the consumers this package ships (:data:`BUILTIN_CONSUMERS`: ``results``), in the
 ``pipeline_state.consumers`` entry-point group, and finally read as ``module:attribute``.
 Each plugin consumes in its own group (``<group-id>.<name>``) with the same commit and
-dead-letter rules as the orchestrator.
+dead-letter rules as the orchestrator; its background ``tasks`` run until the stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -22,9 +26,12 @@ from pipeline_state.ports import Outbox, Store
 from pipeline_state.service import PipelineService
 
 from .handlers import MessageHandler
+from .settings import ServeSettings
 
 __all__ = [
+    "BUILTIN_CONSUMERS",
     "ENTRY_POINT_GROUP",
+    "BackgroundTask",
     "ConsumerFactory",
     "ConsumerPlugin",
     "ServeContext",
@@ -34,6 +41,11 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "pipeline_state.consumers"
+
+BUILTIN_CONSUMERS: Mapping[str, str] = MappingProxyType(
+    {"results": "pipeline_state_kafka.results_consumer:open_results_consumer"}
+)
+"""Consumers shipped with this package: name -> ``module:factory`` (imported when asked for)."""
 
 
 class UnknownConsumerError(PipelineStateError):
@@ -46,26 +58,38 @@ class UnknownConsumerError(PipelineStateError):
 
 @attrs.frozen
 class ServeContext:
-    """What a consumer factory may use: the store URL and the opened store and service."""
+    """What a consumer factory may use: the store URL and the opened store and service, and
+    (under ``serve``) the whole settings, for store options and tuning."""
 
     store_url: str
     store: Store
     outbox: Outbox
     service: PipelineService
     topic_prefix: str = ""
+    settings: ServeSettings | None = None
+
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A coroutine function run beside the consumer until the stop event given to it is set."""
 
 
 @attrs.frozen
 class ConsumerPlugin:
     """A consumer to run: contract topic names, its handler, and what to clean up.
 
-    ``outbox`` is relayed by ``serve`` too when it is not the orchestrator's own.
+    ``outbox`` is relayed by ``serve`` too when it is not the orchestrator's own. ``tasks``
+    run beside the consumer until the stop (periodic maintenance); one that raises stops
+    the service like a failed consumer. ``state`` is whatever the plugin exposes to
+    embedders and tests (the results consumer: its read model and queries);
+    :attr:`~pipeline_state_kafka.runner.ServiceRunner.plugins` holds the plugins by name.
     """
 
     topics: tuple[str, ...]
     handler: MessageHandler
     outbox: Outbox | None = None
     close: Callable[[], Awaitable[None]] | None = None
+    tasks: tuple[BackgroundTask, ...] = ()
+    state: Any = None
 
 
 ConsumerFactory = Callable[[ServeContext], Awaitable[ConsumerPlugin]]
@@ -84,14 +108,22 @@ def resolve_consumer(name: str) -> ConsumerFactory:
     """The factory of ``name``; raises :class:`UnknownConsumerError`."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name in BUILTIN_CONSUMERS:
+        return _load(name, BUILTIN_CONSUMERS[name])
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name == name:
             loaded: ConsumerFactory = entry.load()
             return loaded
-    module_name, sep, attribute = name.partition(":")
-    if not sep:
-        known = sorted({*_REGISTRY, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))})
+    if ":" not in name:
+        known = sorted(
+            {*_REGISTRY, *BUILTIN_CONSUMERS, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))}
+        )
         raise UnknownConsumerError(name, f"known consumers: {', '.join(known) or 'none'}")
+    return _load(name, name)
+
+
+def _load(name: str, path: str) -> ConsumerFactory:
+    module_name, _, attribute = path.partition(":")
     try:
         factory: ConsumerFactory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from pipeline_state.errors import PipelineStateError, StoreError
+from pipeline_state.events import INBOUND_TOPICS
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
@@ -27,7 +28,7 @@ from ._kafka import KafkaError, ProducerLike, RecordLike
 from ._startup import start_with_retry
 from .consumer import InboundConsumer
 from .dlq import DeadLetterWriter
-from .extensions import ServeContext, resolve_consumer
+from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
 from .handlers import Handled, service_handler
 from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
@@ -48,6 +49,8 @@ class ServiceRunner:
     ``store`` may be given already opened (tests, embedders); otherwise
     ``settings.store_url`` is opened and closed by :meth:`run`. ``ready`` is set once the
     producer is connected, topics exist and the consumer has its first assignment.
+    Extra consumers (``settings.consumers``) are built before the topics are created, so
+    their topics and dead-letter topics are created too.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class ServiceRunner:
         self._own_store = store is None
         self._service_factory = service_factory or (lambda opened: PipelineService(opened.store))
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self.plugins: dict[str, ConsumerPlugin] = {}
+        """The extra consumers of ``--consumers``, by name, once started."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in order (see the module docstring)."""
@@ -91,10 +96,19 @@ class ServiceRunner:
 
     async def _run_started(self, stop: asyncio.Event, opened: OpenedStore, producer: ProducerLike) -> None:
         settings = self.settings
-        if settings.create_topics:
-            await self._create_topics()
         service = self._service_factory(opened)
         self.service = service
+        context = ServeContext(
+            settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix, settings
+        )
+        self.plugins.clear()
+        for name in settings.consumers:
+            plugin = await resolve_consumer(name)(context)
+            if plugin.close is not None:
+                self._cleanups.insert(0, plugin.close)  # closed before the orchestrator's store
+            self.plugins[name] = plugin
+        if settings.create_topics:
+            await self._create_topics()
         relay = self._relay(opened.outbox, producer)
         self.relay = relay
         consumer = InboundConsumer(
@@ -106,12 +120,10 @@ class ServiceRunner:
         )
         intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
         relays = self._relays = [relay]
-        context = ServeContext(
-            settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix
-        )
-        for name in settings.consumers:
-            extra, extra_relay = await self._extra_consumer(name, context, producer)
+        for name, plugin in self.plugins.items():
+            extra, extra_relay = self._extra_consumer(name, plugin, context, producer)
             intake.append(extra.run(stop))
+            intake.extend(task(stop) for task in plugin.tasks)
             if extra_relay is not None:
                 relays.append(extra_relay)
         if settings.sweep_seconds > 0:
@@ -160,12 +172,9 @@ class ServiceRunner:
             probe=tcp_probe(settings.kafka),
         )
 
-    async def _extra_consumer(
-        self, name: str, context: ServeContext, producer: ProducerLike
+    def _extra_consumer(
+        self, name: str, plugin: ConsumerPlugin, context: ServeContext, producer: ProducerLike
     ) -> tuple[InboundConsumer, RelayRunner | None]:
-        plugin = await resolve_consumer(name)(context)
-        if plugin.close is not None:
-            self._cleanups.append(plugin.close)
         settings = attrs.evolve(
             self.settings.consumer_settings(),
             topics=plugin.topics,
@@ -186,7 +195,8 @@ class ServiceRunner:
 
     async def _create_topics(self) -> None:
         settings = self.settings
-        topics = service_topics(settings.topic_prefix)
+        consumed = [*INBOUND_TOPICS, *(t for plugin in self.plugins.values() for t in plugin.topics)]
+        topics = service_topics(settings.topic_prefix, inbound=dict.fromkeys(consumed))
         try:
             await ensure_topics(
                 settings.kafka,

@@ -106,6 +106,18 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
         "delay after a wake-up, to relay several units of work in one pass",
     ),
     "PIPELINE_STATE_SHUTDOWN_SECONDS": ("serve", "shutdown_seconds", float, "bound on the final relay flush"),
+    "PIPELINE_STATE_RESULTS_PURGE_SECONDS": (
+        "serve",
+        "results_purge_seconds",
+        float,
+        "period of the results inbox purge (0: off)",
+    ),
+    "PIPELINE_STATE_RESULTS_COMPLETION_RETENTION_HOURS": (
+        "serve",
+        "results_completion_retention_hours",
+        float,
+        "how long the results inbox remembers completion event ids",
+    ),
     "PIPELINE_STATE_KAFKA_CLIENT_ID": ("both", "client_id", str, "Kafka client id"),
     "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": (
         "consumer",
@@ -182,6 +194,8 @@ class ServeSettings:
     relay_idle_seconds: float = 0.5
     relay_linger_seconds: float = 0.005
     shutdown_seconds: float = 15.0
+    results_purge_seconds: float = 600.0
+    results_completion_retention_hours: float = 72.0
     consumer: ConsumerSettings | None = None
     producer: ProducerSettings | None = None
 

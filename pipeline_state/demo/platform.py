@@ -6,7 +6,8 @@ due time on the simulated clock. Each step takes the earliest one, moves the run
 :class:`~pipeline_state.memory.ManualClock` to its due time, delivers it to the runtime when
 its topic is an inbound one, and hands it, and everything the delivery emitted, to the
 services subscribed to those topics. A service answers with :class:`Reply` objects that are
-queued after the service's simulated working time.
+queued after the service's simulated working time. Observers (:meth:`Platform.watch`, the
+demo's result aggregator) see every message on their topics as it goes out, without answering.
 
 The services are simple but honest about the contract: they validate the commands they
 receive with the wire models, answer with valid payloads, give processed essays new
@@ -48,6 +49,7 @@ __all__ = [
     "EssayLifecycleService",
     "Job",
     "Message",
+    "Observer",
     "PhaseService",
     "Platform",
     "Reply",
@@ -143,6 +145,15 @@ class Service(Protocol):
     def topics(self) -> tuple[str, ...]: ...
 
     def react(self, message: Message) -> Sequence[Reply]: ...
+
+
+class Observer(Protocol):
+    """Something that watches the bus: it is handed every message on its topics, in order."""
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    async def observe(self, message: Message) -> None: ...
 
 
 def _refs(items: Sequence[EssayProcessingInputRefV1]) -> tuple[tuple[str, str | None], ...]:
@@ -323,12 +334,23 @@ class Platform:
         self._seq = 0
         self._services: defaultdict[str, list[Service]] = defaultdict(list)
         self._all: list[Service] = []
+        self._observers: list[Observer] = []
 
     # -- wiring ---------------------------------------------------------------------------
     def add(self, service: Service) -> None:
         self._all.append(service)
         for topic in service.topics:
             self._services[topic].append(service)
+
+    def watch(self, observer: Observer) -> None:
+        """Hand ``observer`` every message on its topics from now on."""
+        self._observers.append(observer)
+
+    async def observe(self, message: Message) -> None:
+        """Show ``message`` to the observers of its topic (publishing does this itself)."""
+        for observer in self._observers:
+            if message.topic in observer.topics:
+                await observer.observe(message)
 
     @property
     def services(self) -> tuple[Service, ...]:
@@ -416,13 +438,14 @@ class Platform:
 
     async def publish(self, message: Message) -> Delivery | None:
         """Put one message on the bus now: the runtime handles it if it is inbound, then the
-        services subscribed to it and to everything it caused react."""
+        observers see it and everything it caused, and the services subscribed react."""
         delivery = None
         caused: tuple[Message, ...] = ()
         if message.topic in _INBOUND:
             delivery = await self.deliver(message)
             caused = delivery.emitted
         for produced in (message, *caused):
+            await self.observe(produced)
             for service in self._services.get(produced.topic, ()):
                 for reply in service.react(produced):
                     out = self.envelope(

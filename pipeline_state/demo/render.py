@@ -3,8 +3,10 @@
 The story is told in chapters (a batch's registration, then each pipeline run). A chapter
 is a log of the messages the runtime received (simulated time, sender, short topic, the key
 facts) with what each one made it emit, followed for a run by its phases and the key fields
-of its ``BatchPipelineCompletedV1``. The demo ends with each batch's history. ``plain``
-output has no colours and only ASCII characters, for logs and CI.
+of its ``BatchPipelineCompletedV1``. The demo ends with each batch's history and the results
+view the result aggregator built from the same events (each batch's read model, each class's
+summary, the announcements). ``plain`` output has no colours and only ASCII characters, for
+logs and CI.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ _SHORT: Mapping[str, str] = {
     Topic.PIPELINE_DENIED.value: "pipeline.denied",
     Topic.PIPELINE_COMPLETED.value: "pipeline.completed",
     Topic.TEACHER_NOTIFICATION.value: "notify",
+    Topic.RESULTS_READY.value: "results.ready",
 }
 _NOTICES: Mapping[str, str] = {
     "batch_processing_started": "started",
     "pipeline_completed": "finished",
     "pipeline_denied": "denied",
+    "batch_results_ready": "results",
 }
 _STATUS_STYLE: Mapping[str, str] = {
     "completed_successfully": "green",
@@ -268,6 +272,55 @@ class Renderer:
                     ", ".join(run["skipped_phases"]) or "-",
                 )
             self._print(table)
+
+    def results(
+        self,
+        views: Sequence[Mapping[str, Any]],
+        classes: Sequence[Mapping[str, Any]],
+        ready: int,
+        notes: int,
+    ) -> None:
+        """The results read model of each batch, each class's summary and what was announced."""
+        self._print("")
+        self._rule("results")
+        for view in views:
+            kind = "guest" if view["class_id"] is None else str(view["class_id"])
+            runs = len(view["runs"])
+            title = Text.assemble(
+                f"{view['batch_id']} {self.dot} ",
+                _styled(str(view["status"])),
+                f" {self.dot} {view['user_id']} {self.dot} {kind} {self.dot} "
+                f"{view['essays_succeeded']} essays succeeded, {view['essays_failed']} failed "
+                f"{self.dot} {runs} run{'s' if runs != 1 else ''}",
+            )
+            table = self._table("phase", "status", "successful", "failed", "seconds")
+            for phase, figures in view["phases"].items():
+                seconds = figures["duration_seconds"]
+                table.add_row(
+                    phase,
+                    _styled(str(figures["status"])),
+                    str(figures["successful"]),
+                    str(figures["failed"]),
+                    "-" if seconds is None else f"{seconds:.1f}",
+                )
+            self._print(title)
+            self._print(table)
+        for summary in classes:
+            statuses = ", ".join(f"{s} {n}" for s, n in summary["batches_by_status"].items()) or "-"
+            count = summary["batch_count"]
+            self._print(
+                Text(
+                    f"class {summary['class_id']} {self.dot} {count} batch{'es' if count != 1 else ''}: "
+                    f"{statuses} {self.dot} {summary['essays_succeeded']} essays succeeded, "
+                    f"{summary['essays_failed']} failed"
+                )
+            )
+        self._print(
+            Text(
+                f"announced: {ready} BatchResultsReadyV1 {self.dot} "
+                f"{notes} batch_results_ready notifications (processing_results, high)"
+            )
+        )
 
     def verdict(self, passed: int, violations: Sequence[str]) -> None:
         if not violations:

@@ -4,7 +4,8 @@ Every batch is registered, provisioned (a regular batch also goes through studen
 and then runs ``cj_assessment``, ``nlp`` and ``ai_feedback``, each to completion. The first
 batch also sees a request arrive while its run is active and a redelivered outcome; the
 second is registered without a prompt, so its first request is denied. After every step
-the story checks what happened against its own expectations (:mod:`.verify`).
+the story checks what happened against its own expectations (:mod:`.verify`); the
+redelivered outcome reaches the result aggregator too, which must ignore it as well.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelin
 
 from .platform import Delivery, Message, Platform
 from .render import Chapter, Renderer
+from .results import ResultsDesk
 from .verify import Checks, RunExpectation, check_denial, check_ignored, check_run, check_setup, completions
 
 __all__ = ["DEPENDENCIES", "PIPELINES", "BatchPlan", "Story", "plan_batches"]
@@ -72,11 +74,14 @@ def plan_batches(seed: int, count: int) -> list[BatchPlan]:
 class Story:
     """Plays batches on one platform, renders each chapter and checks it."""
 
-    def __init__(self, platform: Platform, renderer: Renderer, checks: Checks) -> None:
+    def __init__(
+        self, platform: Platform, renderer: Renderer, checks: Checks, *, results: ResultsDesk | None = None
+    ) -> None:
         self.platform = platform
         self.renderer = renderer
         self.checks = checks
         self.runtime = platform.runtime
+        self.results = results
 
     # -- helpers --------------------------------------------------------------------------
     def _request(
@@ -220,4 +225,13 @@ class Story:
         duplicate = await self.platform.deliver(copy)
         check_ignored(self.checks, again, "redelivered outcome")
         check_ignored(self.checks, duplicate, "duplicate outcome with a new event_id")
+        if self.results is not None:
+            seen = len(self.results.observed)
+            await self.platform.observe(last)
+            await self.platform.observe(copy)
+            self.checks.equal(
+                [(o.result, o.announced) for o in self.results.observed[seen:]],
+                [("duplicate", ()), ("unchanged", ())],
+                "redelivered outcomes in the results projection",
+            )
         return [("redelivered: same event_id", again), ("again, with a new event_id", duplicate)]

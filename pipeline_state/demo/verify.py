@@ -24,6 +24,7 @@ __all__ = [
     "RunExpectation",
     "check_denial",
     "check_ignored",
+    "check_results",
     "check_run",
     "check_setup",
     "completions",
@@ -199,3 +200,104 @@ def check_run(
             f"{label}: archived run",
         )
     return event
+
+
+def _figures(result: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (result["status"], result["successful"], result["failed"], result["duration_seconds"])
+
+
+def check_results(
+    checks: Checks,
+    owners: Mapping[str, tuple[str, str | None]],
+    deliveries: Sequence[Delivery],
+    views: Sequence[Mapping[str, Any]],
+    classes: Sequence[Mapping[str, Any]],
+    ready: Sequence[Message],
+    notes: Sequence[Message],
+) -> None:
+    """The results view against the completions the orchestrator emitted.
+
+    ``owners`` maps each batch to its teacher and class. Each batch's read model must show
+    its latest run's status and essay counts, and for every phase the figures of the last
+    run that ran it; each class the sum of its batches; and every run must be announced
+    exactly once (one ``BatchResultsReadyV1`` with the run's figures, one
+    ``batch_results_ready`` notification to the teacher).
+    """
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for message in completions(deliveries):
+        runs.setdefault(str(message.data["batch_id"]), []).append(message.data)
+    by_batch = {str(v["batch_id"]): v for v in views}
+    checks.equal(sorted(by_batch), sorted(owners), "results: batches in the read model")
+    for batch_id, (teacher, class_id) in owners.items():
+        view, done = by_batch.get(batch_id), runs.get(batch_id, [])
+        if view is None or not checks.expect(bool(done), f"{batch_id} results: no completed run"):
+            continue
+        label, last = f"{batch_id} results", done[-1]
+        checks.equal((view["user_id"], view["class_id"]), (teacher, class_id), f"{label}: owner")
+        checks.equal(view["status"], last["final_status"], f"{label}: status")
+        checks.equal(
+            (view["essays_succeeded"], view["essays_failed"]),
+            (last["successful_essay_count"], last["failed_essay_count"]),
+            f"{label}: essays succeeded/failed",
+        )
+        checks.equal([r["run_id"] for r in view["runs"]], [r["run_id"] for r in done], f"{label}: runs")
+        expected: dict[str, tuple[Any, ...]] = {}
+        for run in done:
+            expected.update((phase, _figures(r)) for phase, r in run["phase_results"].items())
+        actual = {phase: _figures(r) for phase, r in view["phases"].items()}
+        checks.equal(actual, expected, f"{label}: phases")
+        checks.equal(view["in_progress"], [], f"{label}: phases in progress")
+
+    members: dict[str, list[str]] = {}
+    for batch_id, (_, class_id) in owners.items():
+        if class_id is not None:
+            members.setdefault(class_id, []).append(batch_id)
+    by_class = {str(c["class_id"]): c for c in classes}
+    checks.equal(sorted(by_class), sorted(members), "results: classes")
+    for class_id, batch_ids in members.items():
+        summary = by_class.get(class_id)
+        lasts = [runs[b][-1] for b in batch_ids if runs.get(b)]
+        if summary is None or len(lasts) != len(batch_ids):
+            continue
+        statuses: dict[str, int] = {}
+        for last in lasts:
+            statuses[last["final_status"]] = statuses.get(last["final_status"], 0) + 1
+        checks.equal(
+            (summary["batch_count"], summary["batches_by_status"]),
+            (len(batch_ids), statuses),
+            f"{class_id} results: batches by status",
+        )
+        checks.equal(
+            (summary["essays_succeeded"], summary["essays_failed"]),
+            (
+                sum(r["successful_essay_count"] for r in lasts),
+                sum(r["failed_essay_count"] for r in lasts),
+            ),
+            f"{class_id} results: essays succeeded/failed",
+        )
+
+    every = [run for done in runs.values() for run in done]
+    by_correlation = {str(run["correlation_id"]): run for run in every}
+    checks.equal(len(ready), len(every), "results: BatchResultsReadyV1 events (one per run)")
+    checks.equal(
+        len({m.event_id for m in ready}), len(ready), "results: distinct BatchResultsReadyV1 event ids"
+    )
+    checks.equal(sorted(m.correlation_id for m in ready), sorted(by_correlation), "results: runs announced")
+    for message in ready:
+        source = by_correlation.get(message.correlation_id)
+        if source is None:
+            continue
+        checks.equal(
+            (message.key, message.data["overall_status"], message.data["completed_essays"]),
+            (source["batch_id"], source["final_status"], source["successful_essay_count"]),
+            f"{source['batch_id']} results: BatchResultsReadyV1 of {source['pipeline_name']}",
+        )
+    announced = sorted(str(m.data["payload"]["run_id"]) for m in notes)
+    checks.equal(announced, sorted(str(r["run_id"]) for r in every), "results: runs notified (once each)")
+    for note in notes:
+        teacher = owners.get(str(note.data["batch_id"]), ("?", None))[0]
+        checks.equal(
+            (note.key, note.data["category"], note.data["priority"]),
+            (teacher, "processing_results", "high"),
+            f"{note.data['batch_id']} results: batch_results_ready notification",
+        )

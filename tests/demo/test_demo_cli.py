@@ -52,7 +52,7 @@ def test_demo_shows_pruning_partial_success_denials_and_history(capsys: pytest.C
     # Redelivered outcomes change nothing.
     assert out.count("nothing, no change") == 2
     # Each batch ends with its history: three runs, oldest first.
-    history = out[out.index(" history ") :]
+    history = out[out.index(" history ") : out.index(" results ")]
     for batch in ("batch-01", "batch-02"):
         assert f"{batch} | ready_for_pipeline_execution" in history
     rows = [line.split() for line in history.splitlines() if re.match(r"[0-9a-f]{8}\s", line)]
