@@ -129,7 +129,8 @@ class ServiceRunner:
         if settings.sweep_seconds > 0:
             intake.append(self._sweep(stop, service))
         if settings.http is not None:
-            app = build_http_app(service)
+            results = self.plugins.get("results")
+            app = build_http_app(service, results=getattr(results and results.state, "store", None))
             if app is not None:
                 intake.append(serve_http(app, settings.http[0], settings.http[1], stop))
         relay_stop = asyncio.Event()

@@ -20,8 +20,9 @@ __all__ = ["build_http_app", "serve_http"]
 log = logging.getLogger("pipeline_state_kafka.http")
 
 
-def build_http_app(service: PipelineService) -> Any | None:
-    """The HTTP adapter's app for ``service``, or ``None`` when the adapter is not installed."""
+def build_http_app(service: PipelineService, *, results: Any = None) -> Any | None:
+    """The HTTP adapter's app for ``service`` (with the ``results`` read model's routes when a
+    results store is given), or ``None`` when the adapter is not installed."""
     try:
         module: Any = importlib.import_module("pipeline_state_http")
     except ImportError as exc:
@@ -31,6 +32,8 @@ def build_http_app(service: PipelineService) -> Any | None:
     if create_app is None:
         log.warning("--http given but pipeline_state_http provides no create_app")
         return None
+    if results is not None:
+        return create_app(service, results=results)
     return create_app(service)
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -347,3 +348,32 @@ async def test_kafka_results_inbox_is_purged_by_retention_from_the_settings() ->
     # The completion's id is forgotten, yet its redelivery is not announced again.
     again = await plugin.handler(COMPLETED, json.dumps(completion[1]).encode())
     assert (again.result, again.emitted) == ("unchanged", 0)
+
+
+async def test_kafka_results_store_opens_the_real_sql_results_store(tmp_path: Path) -> None:
+    from pipeline_state_sql import SqlResultsStore
+
+    opened = await open_results_store(
+        f"sqlite+aiosqlite:///{tmp_path / 'results.db'}", upgrade=True, lease=5.0, synchronous="FULL"
+    )
+    try:
+        assert isinstance(opened.store, SqlResultsStore)
+        assert (opened.fallback, opened.durable) == (False, True)
+    finally:
+        await opened.close()
+
+
+async def test_kafka_serve_http_app_serves_the_results_routes() -> None:
+    import httpx
+    from pipeline_state_kafka.web import build_http_app
+
+    from pipeline_state import InMemoryStore, PipelineService
+
+    app = build_http_app(PipelineService(InMemoryStore()), results=InMemoryResultsStore())
+    assert app is not None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/v1/results/teachers/teacher-a")).status_code == 200
+        assert (await client.get("/v1/results/batches/unknown")).status_code == 404
+    bare = build_http_app(PipelineService(InMemoryStore()))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as client:
+        assert (await client.get("/v1/results/teachers/teacher-a")).status_code == 404
