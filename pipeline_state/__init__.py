@@ -63,6 +63,7 @@ from .machine import SharedMachine
 from .memory import InMemoryBus, InMemoryStore, ManualClock, SystemClock
 from .model import BatchState, EssayRef, PhaseRun, Run
 from .ports import (
+    BatchingStore,
     Change,
     Clock,
     InboxEntry,
@@ -76,7 +77,7 @@ from .ports import (
 from .profile import CommandSpec, Profile, huleedu_profile
 from .relay import OutboxRelay, RelayReport
 from .runtime import InMemoryRuntime
-from .service import HandleResult, PipelineService
+from .service import HandleResult, InboundMessage, PipelineService
 from .snapshot import snapshot
 
 __version__ = "0.1.0.dev0"
@@ -95,6 +96,7 @@ __all__ = [
     "BatchNotFoundError",
     "BatchState",
     "BatchStatus",
+    "BatchingStore",
     "CancelBatch",
     "CancelRun",
     "Catalog",
@@ -121,6 +123,7 @@ __all__ = [
     "InMemoryCreditLedger",
     "InMemoryRuntime",
     "InMemoryStore",
+    "InboundMessage",
     "InboxEntry",
     "InvalidMessageError",
     "Lifecycle",

@@ -60,10 +60,10 @@ class ManualClock:
 class InMemoryStore:
     """Batch state, inbox, transition log and outbox in dictionaries.
 
-    Every ``commit`` runs without awaiting in between, so it is atomic with respect to other
-    coroutines. ``claim`` hands out at most the oldest due row of each key and leases it for
-    ``lease_seconds``, so a second relay never gets a row that is on its way. Set
-    :attr:`available` to ``False`` to make every call raise
+    Every ``commit`` and ``commit_many`` runs without awaiting in between, so it is atomic
+    with respect to other coroutines. ``claim`` hands out at most the oldest due row of each
+    key and leases it for ``lease_seconds``, so a second relay never gets a row that is on
+    its way. Set :attr:`available` to ``False`` to make every call raise
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
     """
 
@@ -90,15 +90,49 @@ class InMemoryStore:
 
     async def commit(self, change: Change) -> None:
         self._check()
-        current = self._batches.get(change.batch_id)
-        actual = None if current is None else current.version
+        self._validate(change, self._versions_of((change,)), set())
+        self._apply(change)
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        """Commit ``changes`` in order, all or nothing (see
+        :meth:`~pipeline_state.ports.BatchingStore.commit_many`): the whole sequence is
+        checked against a simulated view of versions and inbox ids before anything is
+        applied, so a conflict or duplicate anywhere writes nothing."""
+        self._check()
+        versions = self._versions_of(changes)
+        seen: set[str] = set()
+        for change in changes:
+            self._validate(change, versions, seen)
+        for change in changes:
+            self._apply(change)
+
+    def _versions_of(self, changes: Sequence[Change]) -> dict[str, int | None]:
+        """The stored version of every batch ``changes`` touch (``None``: absent)."""
+        out: dict[str, int | None] = {}
+        for change in changes:
+            current = self._batches.get(change.batch_id)
+            out[change.batch_id] = None if current is None else current.version
+        return out
+
+    def _validate(self, change: Change, versions: dict[str, int | None], seen: set[str]) -> None:
+        """Check ``change`` against ``versions`` and the inbox (plus the ids in ``seen``),
+        then advance the simulated view as if it were applied. Raises as ``commit`` does."""
+        actual = versions[change.batch_id]
         if actual != change.expected_version:
             raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
-        if change.inbox is not None and change.inbox.event_id in self._inbox:
-            raise DuplicateEventError(change.inbox.event_id)
+        if change.inbox is not None:
+            event_id = change.inbox.event_id
+            if event_id in self._inbox or event_id in seen:
+                raise DuplicateEventError(event_id)
+            seen.add(event_id)
         if change.state is not None:
             if change.state.version <= (actual or 0):
                 raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
+            versions[change.batch_id] = change.state.version
+
+    def _apply(self, change: Change) -> None:
+        """Write a validated ``change`` (no checks, no awaits)."""
+        if change.state is not None:
             self._batches[change.batch_id] = change.state
             deadline = next_deadline(change.state)
             if deadline is None:

@@ -17,6 +17,7 @@ from .lifecycle import BatchStatus
 from .model import BatchState
 
 __all__ = [
+    "BatchingStore",
     "Change",
     "Clock",
     "InboxEntry",
@@ -141,6 +142,28 @@ class Store(Protocol):
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
         """Batches (optionally only those in ``status``), ordered by batch id."""
+        ...
+
+
+@runtime_checkable
+class BatchingStore(Store, Protocol):
+    """A :class:`Store` that can also commit several units of work in one transaction.
+
+    Optional: :meth:`~pipeline_state.service.PipelineService.handle_many` uses it when the
+    store has it and falls back to one :meth:`Store.commit` per message otherwise.
+    """
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        """Commit ``changes`` in order, all or nothing, as one transaction.
+
+        Each change is checked as :meth:`Store.commit` checks it, against the store as the
+        earlier changes of the sequence leave it: changes of the same batch chain (the
+        second's ``expected_version`` is the version the first wrote), and an inbox id
+        repeated within the sequence is a duplicate. On
+        :class:`~pipeline_state.errors.ConcurrencyConflictError` or
+        :class:`~pipeline_state.errors.DuplicateEventError` (or any other error) nothing
+        is written and the error propagates. An empty sequence does nothing.
+        """
         ...
 
 

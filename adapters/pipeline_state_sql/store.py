@@ -31,7 +31,7 @@ from .errors import DRIVER_ERRORS, translate
 from .lanes import Lanes, in_transaction, outside_transaction
 from .migrate import create_or_upgrade
 from .queries import ArchivedRun
-from .uow import write_change
+from .uow import write_change, write_changes
 
 __all__ = ["SqlStore", "open_store"]
 
@@ -44,7 +44,9 @@ _CACHE_LIMIT = 50_000
 class SqlStore:
     """Durable batch state, history, transition log, outbox and inbox in SQL.
 
-    Implements :class:`~pipeline_state.ports.Store` and :class:`~pipeline_state.ports.Outbox`.
+    Implements :class:`~pipeline_state.ports.BatchingStore` (a
+    :class:`~pipeline_state.ports.Store` with ``commit_many``) and
+    :class:`~pipeline_state.ports.Outbox`.
     ``lease`` is how long a claimed outbox row stays reserved for the relay that claimed it
     (after that another relay may claim it again). The engine should come from
     :func:`~pipeline_state_sql.engine.create_engine`; the schema must exist (see
@@ -119,6 +121,18 @@ class SqlStore:
             await self._write(write_change, change, self._archived_before)
         if change.state is not None:
             self._remember(change.state)
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
+        SQLite), all or nothing; see :meth:`~pipeline_state.ports.BatchingStore.commit_many`."""
+        if not changes:
+            return
+        # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
+        with _translated(changes[0].batch_id):
+            await self._write(write_changes, changes, self._archived_before)
+        for change in changes:
+            if change.state is not None:
+                self._remember(change.state)
 
     async def is_processed(self, event_id: str) -> bool:
         return await self._read(queries.is_processed, event_id)

@@ -1,6 +1,7 @@
 """The unit of work: one :class:`~pipeline_state.ports.Change` written in one transaction.
 
-:func:`write_change` runs inside a transaction the caller opened and rolls nothing back
+:func:`write_change` (and :func:`write_changes`, several changes in order, for
+``commit_many``) runs inside a transaction the caller opened and rolls nothing back
 itself: any exception leaves the transaction to be rolled back whole. In order, it
 
 1. compare-and-sets the batch row: ``INSERT`` when ``expected_version`` is ``None`` (a
@@ -21,7 +22,7 @@ same batch serialise on it, and the loser sees a changed version.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select, update
@@ -34,7 +35,7 @@ from pipeline_state.ports import Change
 from .codec import encode_run, encode_state
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS
 
-__all__ = ["ArchivedCount", "write_change"]
+__all__ = ["ArchivedCount", "write_change", "write_changes"]
 
 ArchivedCount = Callable[[str, int], int | None]
 """Looks up how many runs the stored state at ``(batch_id, version)`` had archived, if known."""
@@ -200,3 +201,23 @@ def write_change(conn: Connection, change: Change, archived_before: ArchivedCoun
     _append_log(conn, change)
     _append_outbox(conn, change)
     _archive_runs(conn, change, archived_before)
+
+
+def write_changes(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
+    """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
+
+    Each goes through :func:`write_change`, so a later change of the same batch is checked
+    against the version an earlier one wrote (the database sees the earlier writes), and a
+    repeated inbox id is a duplicate. The number of archived runs of a state written
+    earlier in the sequence is known without asking the database.
+    """
+    written: dict[tuple[str, int], int] = {}
+
+    def known(batch_id: str, version: int) -> int | None:
+        count = written.get((batch_id, version))
+        return count if count is not None else archived_before(batch_id, version)
+
+    for change in changes:
+        write_change(conn, change, known)
+        if change.state is not None:
+            written[(change.batch_id, change.state.version)] = len(change.state.history)

@@ -16,8 +16,11 @@ every test below then runs against it::
 The tests pin the behaviour the ports document: compare-and-set on the version (checked
 even when there is nothing to write), inbox deduplication, all-or-nothing commits, due
 deadlines, listing, and the outbox rules (order per key, claims, backoff, parking,
-published rows never coming back, rows committed late still delivered). Needs ``pytest``
-(with ``pytest-asyncio`` in auto mode).
+published rows never coming back, rows committed late still delivered). Stores with the
+optional ``commit_many`` (:class:`~pipeline_state.ports.BatchingStore`) are also held to
+its rules: changes applied in order and chained per batch, all or nothing; the
+``commit_many`` tests skip for stores without it. Needs ``pytest`` (with
+``pytest-asyncio`` in auto mode).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
 from pipeline_state.ports import (
+    BatchingStore,
     Change,
     InboxEntry,
     Outbox,
@@ -50,6 +54,13 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 class ContractStore(Store, Outbox, Protocol):
     """What the contract drives: a store that is also the outbox."""
+
+
+def _batching(store: ContractStore) -> BatchingStore:
+    """``store`` as a :class:`BatchingStore`; skips the test when it has no ``commit_many``."""
+    if not isinstance(store, BatchingStore):
+        pytest.skip(f"{type(store).__name__} has no commit_many (optional)")
+    return store
 
 
 def make_state(
@@ -404,3 +415,79 @@ class StoreContract:
         await store.mark_failed(rows[1].id, "x", T0, retry_at=T0, park=True)
         assert await store.pending_count() == 1
         assert _ids(await store.parked()) == ["m2"]
+
+    # -- commit_many (optional) -----------------------------------------------------------
+    async def test_commit_many_chains_changes_in_order(self, store: ContractStore) -> None:
+        batching = _batching(store)
+        v1 = make_state("b1")
+        v2 = attrs.evolve(v1, version=2, status=BatchStatus.PROCESSING_PIPELINES)
+        v3 = with_deadline(attrs.evolve(v2, version=3), T0 + timedelta(seconds=30))
+        other = make_state("b2")
+        await batching.commit_many(
+            [
+                Change("b1", None, v1, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1")),
+                Change("b2", None, other, T0, inbox=_inbox("in-2", "b2")),
+                Change("b1", 1, v2, T0, outbox=(message("m2", "b1"),), inbox=_inbox("in-3", "b1")),
+                Change("b1", 2, None, T0, outbox=(message("m3", "b2"),), inbox=_inbox("in-4", "b1", "x")),
+                Change("b1", 2, v3, T0, inbox=_inbox("in-5", "b1"), transitions=(_log("b1", "in-5"),)),
+            ]
+        )
+        assert await store.load("b1") == v3
+        assert await store.load("b2") == other
+        for n in range(1, 6):
+            assert await store.is_processed(f"in-{n}")
+        assert await store.inbox_entry("in-4") == _inbox("in-4", "b1", "x")
+        assert await store.overdue_batches(T0 + timedelta(seconds=30)) == ["b1"]
+        rows = await store.claim(T0, limit=10)
+        assert [r.message for r in rows] == [message("m1", "b1"), message("m3", "b2")]
+        await store.mark_published([r.id for r in rows], T0)
+        assert _ids(await store.claim(T0)) == ["m2"]  # m2 waited behind m1 (same key, older)
+
+    async def test_commit_many_conflict_anywhere_writes_nothing(self, store: ContractStore) -> None:
+        batching = _batching(store)
+        seeded = await self.seed(store, "b0")
+        v1 = make_state("b1")
+        batch = [
+            Change("b1", None, v1, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1")),
+            Change("b0", 1, attrs.evolve(seeded, version=2), T0, inbox=_inbox("in-2", "b0")),
+            # Stale: the chain is at version 1 for b1, not 2.
+            Change("b1", 2, attrs.evolve(v1, version=3), T0, inbox=_inbox("in-3", "b1")),
+        ]
+        with pytest.raises(ConcurrencyConflictError) as info:
+            await batching.commit_many(batch)
+        assert (info.value.batch_id, info.value.expected) == ("b1", 2)
+        assert await store.load("b1") is None
+        assert await store.load("b0") == seeded
+        assert not any([await store.is_processed(f"in-{n}") for n in (1, 2, 3)])
+        assert await store.pending_count() == 0
+        # A version that does not grow within the chain conflicts too.
+        same = [
+            Change("b1", None, v1, T0),
+            Change("b1", 1, attrs.evolve(v1, status=BatchStatus.CANCELLED), T0),
+        ]
+        with pytest.raises(ConcurrencyConflictError):
+            await batching.commit_many(same)
+        assert await store.load("b1") is None
+
+    async def test_commit_many_duplicate_writes_nothing(self, store: ContractStore) -> None:
+        batching = _batching(store)
+        await store.commit(Change("b0", None, None, T0, inbox=_inbox("old", "b0")))
+        v1 = make_state("b1")
+        repeated = [
+            Change("b1", None, v1, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1")),
+            Change("b1", 1, None, T0, outbox=(message("m2", "b1"),), inbox=_inbox("in-1", "b1", "other")),
+        ]
+        known = [
+            Change("b1", None, v1, T0, inbox=_inbox("in-1", "b1")),
+            Change("b0", None, None, T0, inbox=_inbox("old", "b0", "other")),
+        ]
+        for batch, event_id in ((repeated, "in-1"), (known, "old")):
+            with pytest.raises(DuplicateEventError) as info:
+                await batching.commit_many(batch)
+            assert info.value.event_id == event_id
+            assert await store.load("b1") is None
+            assert not await store.is_processed("in-1")
+            assert await store.pending_count() == 0
+        assert await store.inbox_entry("old") == _inbox("old", "b0")
+        await batching.commit_many([])
+        assert await store.load("b1") is None

@@ -26,7 +26,8 @@ CURATED = {
     "TOPICS", "EventEnvelope", "Topic", "parse_message",
     # ports, adapters in memory, service, relay, runtime
     "Change", "Clock", "InboxEntry", "Outbox", "OutboxMessage", "OutboxRow", "Publisher", "Store",
-    "TransitionRecord", "InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock", "HandleResult",
+    "TransitionRecord", "BatchingStore", "InboundMessage", "InMemoryBus", "InMemoryStore",
+    "ManualClock", "SystemClock", "HandleResult",
     "PipelineService", "OutboxRelay", "RelayReport", "InMemoryRuntime", "snapshot",
     # errors
     "PipelineStateError", "DefinitionError", "CatalogError", "IllegalTransitionError",

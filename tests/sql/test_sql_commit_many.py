@@ -1,0 +1,142 @@
+"""``SqlStore.commit_many`` and ``PipelineService.handle_many`` on SQL: the batched unit of
+work gives what handling messages one by one gives, and a failure in the middle of a batch
+leaves nothing written."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import attrs
+import pytest
+from pipeline_state_sql import SqlStore, create_engine
+from sqlalchemy import text
+
+from pipeline_state import (
+    Change,
+    InMemoryStore,
+    ManualClock,
+    PipelineService,
+    PipelineStateError,
+    StoreError,
+)
+from pipeline_state.ports import BatchingStore, InboxEntry
+from pipeline_state.service import HandleResult, InboundMessage
+from pipeline_state.testing import Envelopes
+from pipeline_state.testing.contract import T0, make_state, message, with_deadline
+
+PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
+
+
+def traffic(rng: random.Random, batches: int) -> list[InboundMessage]:
+    """Each batch registered, provisioned, then requests and outcomes of random phases,
+    interleaved, with redeliveries and an invalid message now and then."""
+    env = Envelopes()
+    stories: list[list[InboundMessage]] = []
+    for n in range(batches):
+        ids = env.essay_ids(f"b{n}", 2)
+        story: list[InboundMessage] = [env.register(f"b{n}", essays=2), env.provisioned(f"b{n}", ids)]
+        for _ in range(2):
+            corr = str(uuid.UUID(int=rng.getrandbits(128)))
+            story.append(
+                env.request(f"b{n}", rng.choice(["nlp", "ai_feedback", "comprehensive"]), correlation_id=corr)
+            )
+            story += [env.outcome(f"b{n}", p, corr, processed=ids) for p in rng.sample(PHASES, 3)]
+        stories.append(story)
+    out: list[InboundMessage] = []
+    while any(stories):
+        out.append(rng.choice([s for s in stories if s]).pop(0))
+        if rng.random() < 0.1:
+            out.append(rng.choice(out))
+        if rng.random() < 0.04:
+            out.append(("no.such.topic", b"{}"))
+    return out
+
+
+def comparable(result: HandleResult | PipelineStateError) -> Any:
+    return (type(result), str(result)) if isinstance(result, PipelineStateError) else result
+
+
+async def test_handle_many_equals_one_by_one(sql_store: SqlStore) -> None:
+    rng = random.Random(4)
+    messages = traffic(rng, batches=3)
+    batched = PipelineService(sql_store, clock=ManualClock())
+    reference = InMemoryStore()
+    sequential = PipelineService(reference, clock=ManualClock())
+
+    got: list[HandleResult | PipelineStateError] = []
+    start = 0
+    while start < len(messages):
+        size = rng.choice([1, 5, 20])
+        got += await batched.handle_many(messages[start : start + size])
+        start += size
+    expected: list[HandleResult | PipelineStateError] = []
+    for topic, raw in messages:
+        try:
+            expected.append(await sequential.handle_message(topic, raw))
+        except PipelineStateError as exc:
+            expected.append(exc)
+
+    assert [comparable(r) for r in got] == [comparable(r) for r in expected]
+    assert any(isinstance(r, HandleResult) and r.duplicate for r in got)
+    for batch_id in ("b0", "b1", "b2"):
+        assert await sql_store.load(batch_id) == await reference.load(batch_id)
+        assert await sql_store.transitions(batch_id) == reference.transitions(batch_id)
+        assert await sql_store.history(batch_id) == list(
+            (await reference.load(batch_id) or make_state("x")).history
+        )
+    for _, raw in messages:
+        if isinstance(raw, dict):
+            assert await sql_store.inbox_entry(raw["event_id"]) == await reference.inbox_entry(
+                raw["event_id"]
+            )
+    assert await sql_store.pending_count() == await reference.pending_count() > 0
+
+
+async def test_chained_changes_archive_each_run_once(sql_store: SqlStore) -> None:
+    v1 = with_deadline(make_state("b1"), None)
+    second = attrs.evolve(v1.history[0], run_id="b1-run-9")
+    v2 = attrs.evolve(v1, version=2, history=(*v1.history, second))
+    v3 = attrs.evolve(v2, version=3, active_run=None)
+    await sql_store.commit_many(
+        [Change("b1", None, v1, T0), Change("b1", 1, v2, T0), Change("b1", 2, v3, T0)]
+    )
+    assert await sql_store.load("b1") == v3
+    assert [r.run_id for r in await sql_store.history("b1")] == ["b1-run-0", "b1-run-9"]
+
+
+def _entry(event_id: str, batch_id: str) -> InboxEntry:
+    return InboxEntry(event_id, "t", batch_id, "applied", T0)
+
+
+async def test_failure_in_the_middle_writes_nothing(sqlite_url: str, sqlite_store: SqlStore) -> None:
+    # A real database failure raised by the second change's outbox insert.
+    engine = create_engine(sqlite_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.event_id = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        )
+    await engine.dispose()
+    assert isinstance(sqlite_store, BatchingStore)
+    changes = [
+        Change("b1", None, make_state("b1"), T0, outbox=(message("m1", "b1"),), inbox=_entry("in-1", "b1")),
+        Change(
+            "b2", None, make_state("b2"), T0, outbox=(message("poison", "b2"),), inbox=_entry("in-2", "b2")
+        ),
+        Change("b3", None, make_state("b3"), T0, inbox=_entry("in-3", "b3")),
+    ]
+    with pytest.raises(StoreError, match="injected failure"):
+        await sqlite_store.commit_many(changes)
+    for n in (1, 2, 3):
+        assert await sqlite_store.load(f"b{n}") is None
+        assert not await sqlite_store.is_processed(f"in-{n}")
+    assert await sqlite_store.pending_count() == 0
+    # The store goes on working: the same batch without the poison commits whole.
+    changes[1] = attrs.evolve(changes[1], outbox=(message("m2", "b2"),))
+    await sqlite_store.commit_many(changes)
+    assert [await sqlite_store.is_processed(f"in-{n}") for n in (1, 2, 3)] == [True, True, True]
+    assert await sqlite_store.pending_count() == 2
