@@ -55,6 +55,7 @@ class HandleResult:
     messages: tuple[OutboxMessage, ...] = ()
     duplicate: bool = False
     attempts: int = 1
+    correlation_id: str | None = None
 
     @property
     def ignored(self) -> str | None:
@@ -171,7 +172,9 @@ class PipelineService:
         for index, command, topic in pending:
             batch_id = command.batch_id
             if command.event_id in staged or await self.store.is_processed(command.event_id):
-                outcome[index] = HandleResult(command.event_id, batch_id, None, duplicate=True)
+                outcome[index] = HandleResult(
+                    command.event_id, batch_id, None, duplicate=True, correlation_id=command.correlation_id
+                )
                 continue
             if batch_id not in states:
                 states[batch_id] = await self.store.load(batch_id)
@@ -232,13 +235,27 @@ class PipelineService:
         batch_id = command.batch_id
         for attempt in range(1, self.max_attempts + 1):
             if await self.store.is_processed(command.event_id):
-                return HandleResult(command.event_id, batch_id, None, duplicate=True, attempts=attempt)
+                return HandleResult(
+                    command.event_id,
+                    batch_id,
+                    None,
+                    duplicate=True,
+                    attempts=attempt,
+                    correlation_id=command.correlation_id,
+                )
             state = await self.store.load(batch_id)
             decision, change = self._unit_of_work(command, topic, state)
             try:
                 await self.store.commit(change)
             except DuplicateEventError:
-                return HandleResult(command.event_id, batch_id, None, duplicate=True, attempts=attempt)
+                return HandleResult(
+                    command.event_id,
+                    batch_id,
+                    None,
+                    duplicate=True,
+                    attempts=attempt,
+                    correlation_id=command.correlation_id,
+                )
             except ConcurrencyConflictError:
                 if attempt == self.max_attempts:
                     raise
@@ -280,7 +297,14 @@ class PipelineService:
                 decision.ignored,
                 extra={"batch_id": command.batch_id, "correlation_id": command.correlation_id},
             )
-        return HandleResult(command.event_id, command.batch_id, decision, change.outbox, attempts=attempt)
+        return HandleResult(
+            command.event_id,
+            command.batch_id,
+            decision,
+            change.outbox,
+            attempts=attempt,
+            correlation_id=command.correlation_id,
+        )
 
     def _envelopes(self, command: Command, decision: Decision, now: datetime) -> tuple[OutboxMessage, ...]:
         stamp = now.isoformat()

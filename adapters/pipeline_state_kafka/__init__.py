@@ -39,7 +39,7 @@ from .extensions import (
     register_consumer,
     resolve_consumer,
 )
-from .handlers import Handled, MessageHandler, service_handler
+from .handlers import BatchHandler, Handled, MessageHandler, service_batch_handler, service_handler
 from .logs import JsonFormatter, KeyValueFormatter, configure_logging
 from .policy import ErrorPolicy, Verdict
 from .publisher import KafkaPublisher, ProducerSettings, create_producer
@@ -79,6 +79,7 @@ __all__ = [
     "MEMORY_URL",
     "RESULTS_CONSUMER",
     "BackgroundTask",
+    "BatchHandler",
     "ConsumerFactory",
     "ConsumerLike",
     "ConsumerPlugin",
@@ -131,6 +132,7 @@ __all__ = [
     "results_handler",
     "serve",
     "serve_main",
+    "service_batch_handler",
     "service_handler",
     "service_topics",
     "tcp_probe",

@@ -46,7 +46,7 @@ from ._kafka import (
 )
 from ._startup import start_with_retry
 from .dlq import DeadLetterWriter, reason_of
-from .handlers import Handled, MessageHandler
+from .handlers import BatchHandler, Handled, MessageHandler
 from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
 
@@ -133,9 +133,11 @@ class InboundConsumer:
         on_handled: HandledHook | None = None,
         consumer_factory: Callable[[ConsumerSettings], ConsumerLike] | None = None,
         name: str = "inbound",
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
+        self.batch_handler = batch_handler
         self.dead_letters = dead_letters
         self.policy = policy or ErrorPolicy()
         self.stats = stats or ServiceStats()
@@ -243,6 +245,10 @@ class InboundConsumer:
     async def _partition(
         self, tp: TopicPartition, records: Sequence[RecordLike], stop: asyncio.Event
     ) -> _Progress:
+        if self.batch_handler is not None and len(records) > 1 and not (stop.is_set() or self._yielding):
+            progress = await self._batched(tp, records)
+            if progress is not None:
+                return progress
         next_offset: int | None = None
         for record in records:
             if stop.is_set() or self._yielding:
@@ -252,17 +258,47 @@ class InboundConsumer:
             next_offset = record.offset + 1
         return _Progress(tp, next_offset, None)
 
-    async def _one(self, record: RecordLike) -> bool:
-        """Handle one record; ``False`` means retry it later (do not commit past it)."""
-        self.stats.consumed += 1
+    async def _batched(self, tp: TopicPartition, records: Sequence[RecordLike]) -> _Progress | None:
+        """Handle a partition's records in one unit of work. ``None`` when the batch as a whole
+        failed: nothing of it was committed and the caller handles the records one by one,
+        which classifies each failure against its own record."""
+        assert self.batch_handler is not None
+        items = [(self._topic(r), r.value if r.value is not None else b"") for r in records]
+        try:
+            results = await self.batch_handler(items)
+        except Exception as exc:
+            log.info("batched unit of work failed, handling one by one: %s", reason_of(exc))
+            return None
+        next_offset: int | None = None
+        for record, (topic, _), result in zip(records, items, results, strict=True):
+            self.stats.consumed += 1
+            if isinstance(result, Exception):
+                if not await self._failed(record, result):
+                    return _Progress(tp, next_offset, record.offset)
+            else:
+                self._done(record, topic, result)
+            next_offset = record.offset + 1
+        return _Progress(tp, next_offset, None)
+
+    def _topic(self, record: RecordLike) -> str:
         topic = record.topic
         prefix = self.settings.topic_prefix
         if prefix and topic.startswith(prefix):
             topic = topic[len(prefix) :]
+        return topic
+
+    async def _one(self, record: RecordLike) -> bool:
+        """Handle one record; ``False`` means retry it later (do not commit past it)."""
+        self.stats.consumed += 1
+        topic = self._topic(record)
         try:
             handled = await self.handler(topic, record.value if record.value is not None else b"")
         except Exception as exc:
             return await self._failed(record, exc)
+        self._done(record, topic, handled)
+        return True
+
+    def _done(self, record: RecordLike, topic: str, handled: Handled) -> None:
         if self._unexpected:
             self._unexpected.pop((record.topic, record.partition, record.offset), None)
         self._count(handled)
@@ -282,7 +318,6 @@ class InboundConsumer:
         )
         if self.on_handled is not None:
             self.on_handled(record, handled)
-        return True
 
     def _count(self, handled: Handled) -> None:
         self.stats.handled += 1

@@ -7,15 +7,16 @@ bad input; :mod:`pipeline_state_kafka.policy` decides what happens then.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
 from pipeline_state.commands import Command
+from pipeline_state.errors import PipelineStateError
 from pipeline_state.events import parse_message
-from pipeline_state.service import PipelineService
+from pipeline_state.service import HandleResult, PipelineService
 
-__all__ = ["Handled", "MessageHandler", "service_handler"]
+__all__ = ["BatchHandler", "Handled", "MessageHandler", "service_batch_handler", "service_handler"]
 
 
 @attrs.frozen
@@ -36,22 +37,40 @@ class Handled:
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
 
 
+BatchHandler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[Handled | PipelineStateError]]]
+"""Handles several records in one unit of work: one entry per record, in order, either what it
+did or the library error that record alone raised (bad input); store errors propagate."""
+
+
+def _summary(result: HandleResult) -> Handled:
+    if result.duplicate:
+        label = "duplicate"
+    elif result.decision is not None and result.decision.denial is not None:
+        label = f"denied:{result.decision.denial.reason}"
+    elif result.ignored:
+        label = f"ignored:{result.ignored}"
+    else:
+        label = "applied"
+    return Handled(result.event_id, result.batch_id, result.correlation_id, label, len(result.messages))
+
+
 def service_handler(service: PipelineService) -> MessageHandler:
     """Hands records to ``service``: parse, then one unit of work (state, outbox, inbox)."""
 
     async def handle(topic: str, raw: bytes) -> Handled:
         envelope, payload = parse_message(topic, raw)
-        event_id = str(envelope.event_id)
-        correlation_id = str(envelope.correlation_id)
-        result = await service.handle(Command(payload, event_id, correlation_id), topic=topic)
-        if result.duplicate:
-            label = "duplicate"
-        elif result.decision is not None and result.decision.denial is not None:
-            label = f"denied:{result.decision.denial.reason}"
-        elif result.ignored:
-            label = f"ignored:{result.ignored}"
-        else:
-            label = "applied"
-        return Handled(event_id, result.batch_id, correlation_id, label, len(result.messages))
+        command = Command(payload, str(envelope.event_id), str(envelope.correlation_id))
+        return _summary(await service.handle(command, topic=topic))
+
+    return handle
+
+
+def service_batch_handler(service: PipelineService) -> BatchHandler:
+    """Hands a partition's records to ``service.handle_many``: all their effects commit in one
+    transaction (one fsync), with the results of handling them one by one."""
+
+    async def handle(records: Sequence[tuple[str, bytes]]) -> list[Handled | PipelineStateError]:
+        results = await service.handle_many(records)
+        return [r if isinstance(r, PipelineStateError) else _summary(r) for r in results]
 
     return handle

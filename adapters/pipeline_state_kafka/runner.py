@@ -29,7 +29,7 @@ from ._startup import start_with_retry
 from .consumer import InboundConsumer
 from .dlq import DeadLetterWriter
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
-from .handlers import Handled, service_handler
+from .handlers import Handled, service_batch_handler, service_handler
 from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
 from .settings import ServeSettings
@@ -117,6 +117,7 @@ class ServiceRunner:
             DeadLetterWriter(producer, group_id=settings.group_id),
             stats=self.stats,
             on_handled=self._wake_relay,
+            batch_handler=service_batch_handler(service),
         )
         intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
         relays = self._relays = [relay]

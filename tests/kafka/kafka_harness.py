@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ class SlowCommits(InMemoryStore):
         self.committing.set()
         await asyncio.sleep(self.delay)
         await super().commit(change)
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        # A batched unit of work is as slow as its changes one by one would be.
+        self.committing.set()
+        await asyncio.sleep(self.delay * len(changes))
+        await super().commit_many(changes)
 
 
 def fast_settings(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import attrs
 import pytest
 from kafka_harness import SlowCommits, fast_settings, running, wait_until
 from pipeline_state_kafka import OpenedStore, ProducerLike
@@ -26,6 +27,8 @@ async def test_kafka_second_member_joins_while_records_flow(
     memory = SlowCommits()
     shared = OpenedStore(memory, memory)
     settings = fast_settings(broker.bootstrap, prefix)
+    # One record per fetch: units of work stay small, so some are in flight when the member joins.
+    settings = attrs.evolve(settings, consumer=attrs.evolve(settings.consumer, max_records=1))
     batches = [f"j{i:02d}" for i in range(16)]
     essays = {b: env.essay_ids(b, 1) for b in batches}
     corr = {b: str(uuid.uuid4()) for b in batches}
