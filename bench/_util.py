@@ -19,6 +19,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "environment",
     "per_call_ns",
     "render_table",
+    "report",
     "rows_to_json",
     "traced",
 ]
@@ -254,3 +256,26 @@ def environment() -> dict[str, object]:
         "usable_cores": usable,
         "load_average": load,
     }
+
+
+def report(
+    title: str,
+    measure: Callable[[], Sequence[Row]],
+    env: dict[str, object],
+    *,
+    quick: bool,
+    json_path: Path | None,
+    fail_on_miss: bool,
+) -> int:
+    """Run ``measure``, print its table under ``title`` with the elapsed time, write the JSON
+    figures when asked, and give the exit code (1 only for a miss with ``fail_on_miss``)."""
+    started = time.perf_counter()
+    rows = measure()
+    print(f"\n{title}\n")
+    print(render_table(rows))
+    elapsed = time.perf_counter() - started
+    print(f"\nmeasured in {elapsed:.0f} s; load average now {environment()['load_average']}")
+    if json_path is not None:
+        json_path.write_text(rows_to_json(rows, {**env, "quick": quick, "seconds": round(elapsed, 1)}))
+    missed = [row.figure for row in rows if row.result == "MISS"]
+    return 1 if fail_on_miss and missed else 0

@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a
 from pipeline_state_kafka import ProducerSettings, create_producer
 from pipeline_state_kafka.testing import Collector, LocalBroker
 
-from bench._util import Row, Target, environment, render_table, rows_to_json
+from bench._util import Row, Target, environment, report
 from pipeline_state.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 
@@ -418,16 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average {env['load_average']}"
         + (" - QUICK MODE, figures not meaningful" if args.quick else "")
     )
-    started = time.perf_counter()
-    rows = run(cfg, _log, args.kafka)
-    print("\nkafka (issue 4, benchmark)\n")
-    print(render_table(rows))
-    elapsed = time.perf_counter() - started
-    print(f"\nmeasured in {elapsed:.0f} s; load average now {environment()['load_average']}")
-    if args.json is not None:
-        args.json.write_text(rows_to_json(rows, {**env, "quick": args.quick, "seconds": round(elapsed, 1)}))
-    missed = [row.figure for row in rows if row.result == "MISS"]
-    return 1 if args.fail_on_miss and missed else 0
+    return report(
+        "kafka (issue 4, benchmark)",
+        lambda: run(cfg, _log, args.kafka),
+        env,
+        quick=args.quick,
+        json_path=args.json,
+        fail_on_miss=args.fail_on_miss,
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import core
-from bench._util import environment, render_table, rows_to_json
+from bench._util import environment, report
 
 __all__ = ["main", "suites"]
 
@@ -84,16 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average {env['load_average']}"
         + (" - QUICK MODE, figures not meaningful" if args.quick else "")
     )
-    started = time.perf_counter()
-    rows = core.run(config, _log)
-    print("\ncore (issue 2, point 10)\n")
-    print(render_table(rows))
-    elapsed = time.perf_counter() - started
-    print(f"\nmeasured in {elapsed:.0f} s; load average now {environment()['load_average']}")
-    if args.json is not None:
-        args.json.write_text(rows_to_json(rows, {**env, "quick": args.quick, "seconds": round(elapsed, 1)}))
-    missed = [row.figure for row in rows if row.result == "MISS"]
-    return 1 if args.fail_on_miss and missed else 0
+    return report(
+        "core (issue 2, point 10)",
+        lambda: core.run(config, _log),
+        env,
+        quick=args.quick,
+        json_path=args.json,
+        fail_on_miss=args.fail_on_miss,
+    )
 
 
 if __name__ == "__main__":

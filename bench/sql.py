@@ -56,7 +56,7 @@ from pipeline_state_sql import create_engine, create_or_upgrade, encode_state, o
 from pipeline_state_sql.engine import dumps  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from bench._util import Row, Target, environment, render_table, rows_to_json  # noqa: E402
+from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
 from pipeline_state.model import BatchState, next_deadline  # noqa: E402
 from pipeline_state.ports import Change  # noqa: E402
@@ -748,16 +748,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average {env['load_average']}, SQLite {sqlite3.sqlite_version}"
         + (" - QUICK MODE, figures not meaningful" if args.quick else "")
     )
-    started = time.perf_counter()
-    rows = run(cfg, _log)
-    print("\nsql (issue 3, benchmark)\n")
-    print(render_table(rows))
-    elapsed = time.perf_counter() - started
-    print(f"\nmeasured in {elapsed:.0f} s; load average now {environment()['load_average']}")
-    if args.json is not None:
-        args.json.write_text(rows_to_json(rows, {**env, "quick": args.quick, "seconds": round(elapsed, 1)}))
-    missed = [row.figure for row in rows if row.result == "MISS"]
-    return 1 if args.fail_on_miss and missed else 0
+    return report(
+        "sql (issue 3, benchmark)",
+        lambda: run(cfg, _log),
+        env,
+        quick=args.quick,
+        json_path=args.json,
+        fail_on_miss=args.fail_on_miss,
+    )
 
 
 if __name__ == "__main__":
