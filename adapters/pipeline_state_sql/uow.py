@@ -15,6 +15,9 @@ itself: any exception leaves the transaction to be rolled back whole. In order, 
 3. appends the transition log rows, the outbox rows and the runs newly added to the
    batch's history.
 
+:func:`write_changes` runs the compare-and-sets one per change, in order, then writes the
+rows of steps 2 and 3 of all changes with one statement per table.
+
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
 """
@@ -103,121 +106,167 @@ def _compare_and_set(conn: Connection, change: Change) -> None:
         raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
 
 
-def _record_inbox(conn: Connection, change: Change) -> None:
+def _inbox_row(change: Change) -> dict[str, Any] | None:
     entry = change.inbox
     if entry is None:
-        return
-    row = {
+        return None
+    return {
         "event_id": entry.event_id,
         "topic": entry.topic,
         "batch_id": entry.batch_id,
         "result": entry.result,
         "processed_at": entry.processed_at,
     }
+
+
+def _record_inbox(conn: Connection, change: Change) -> None:
+    row = _inbox_row(change)
+    if row is None:
+        return
     if conn.execute(_insert_ignoring_conflicts(conn.dialect.name, INBOX), row).rowcount != 1:
-        raise DuplicateEventError(entry.event_id)
+        raise DuplicateEventError(row["event_id"])
 
 
-def _append_log(conn: Connection, change: Change) -> None:
-    if not change.transitions:
-        return
-    conn.execute(
-        _INSERT_LOG,
-        [
-            {
-                "batch_id": t.batch_id,
-                "entity": t.entity,
-                "name": t.name,
-                "trigger": t.trigger,
-                "source": t.source,
-                "dest": t.dest,
-                "run_id": t.run_id,
-                "event_id": t.event_id,
-                "correlation_id": t.correlation_id,
-                "at": t.at,
-            }
-            for t in change.transitions
-        ],
-    )
+def _log_rows(change: Change) -> list[dict[str, Any]]:
+    return [
+        {
+            "batch_id": t.batch_id,
+            "entity": t.entity,
+            "name": t.name,
+            "trigger": t.trigger,
+            "source": t.source,
+            "dest": t.dest,
+            "run_id": t.run_id,
+            "event_id": t.event_id,
+            "correlation_id": t.correlation_id,
+            "at": t.at,
+        }
+        for t in change.transitions
+    ]
 
 
-def _append_outbox(conn: Connection, change: Change) -> None:
-    if not change.outbox:
-        return
-    conn.execute(
-        _INSERT_OUTBOX,
-        [
-            {
-                "event_id": m.event_id,
-                "topic": m.topic,
-                "key": m.key,
-                "envelope": dict(m.value),
-                "created_at": change.at,
-                "available_at": change.at,
-                "attempts": 0,
-                "parked": False,
-            }
-            for m in change.outbox
-        ],
-    )
+def _outbox_rows(change: Change) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": m.event_id,
+            "topic": m.topic,
+            "key": m.key,
+            "envelope": dict(m.value),
+            "created_at": change.at,
+            "available_at": change.at,
+            "attempts": 0,
+            "parked": False,
+        }
+        for m in change.outbox
+    ]
 
 
-def _archive_runs(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
+def _run_rows(conn: Connection, change: Change, archived_before: ArchivedCount) -> list[dict[str, Any]]:
     state = change.state
     if state is None or not state.history:
-        return
+        return []
     before = (
         0 if change.expected_version is None else archived_before(state.batch_id, change.expected_version)
     )
     if before is None:
         # Unknown: count under the row lock taken by the compare-and-set.
         before = int(conn.execute(_COUNT_RUNS, {"b_id": state.batch_id}).scalar_one())
-    new = state.history[before:]
-    if not new:
-        return
-    conn.execute(
-        _INSERT_RUNS,
-        [
-            {
-                "batch_id": state.batch_id,
-                "seq": before + offset,
-                "run_id": run.run_id,
-                "pipeline_name": run.pipeline_name,
-                "final_status": run.status.value,
-                "correlation_id": run.correlation_id,
-                "accepted_at": run.accepted_at,
-                "completed_at": run.completed_at,
-                "document": encode_run(run),
-            }
-            for offset, run in enumerate(new)
-        ],
-    )
+    return [
+        {
+            "batch_id": state.batch_id,
+            "seq": before + offset,
+            "run_id": run.run_id,
+            "pipeline_name": run.pipeline_name,
+            "final_status": run.status.value,
+            "correlation_id": run.correlation_id,
+            "accepted_at": run.accepted_at,
+            "completed_at": run.completed_at,
+            "document": encode_run(run),
+        }
+        for offset, run in enumerate(state.history[before:])
+    ]
+
+
+def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(statement, rows)
 
 
 def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
     _compare_and_set(conn, change)
     _record_inbox(conn, change)
-    _append_log(conn, change)
-    _append_outbox(conn, change)
-    _archive_runs(conn, change, archived_before)
+    _insert_rows(conn, _INSERT_LOG, _log_rows(change))
+    _insert_rows(conn, _INSERT_OUTBOX, _outbox_rows(change))
+    _insert_rows(conn, _INSERT_RUNS, _run_rows(conn, change, archived_before))
+
+
+def _first_duplicate(conn: Connection, inbox: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
+    """Insert the ``inbox`` rows in one statement; the first (position, id) not inserted."""
+    if not inbox:
+        return None
+    statement = _insert_ignoring_conflicts(conn.dialect.name, INBOX).returning(INBOX.c.event_id)
+    inserted = set(conn.execute(statement, [row for _, row in inbox]).scalars())
+    for position, row in inbox:
+        if row["event_id"] not in inserted:
+            return position, row["event_id"]
+    return None
+
+
+def _earliest(*found: tuple[int, str] | None) -> tuple[int, str] | None:
+    return min((f for f in found if f is not None), default=None)
 
 
 def write_changes(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
     """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
 
-    Each goes through :func:`write_change`, so a later change of the same batch is checked
-    against the version an earlier one wrote (the database sees the earlier writes), and a
-    repeated inbox id is a duplicate. The number of archived runs of a state written
+    The compare-and-sets run one per change, in order, so a later change of the same batch
+    is checked against the version an earlier one wrote. The inbox, transition log,
+    outbox and run rows of all changes are then written with one statement per table, in
+    the order of the changes (outbox ids follow that order). The error raised is the one
+    :func:`write_change` would have raised first, change after change: a conflict of
+    change ``k`` wins unless an earlier change's inbox id (or one repeated earlier in the
+    sequence) was processed already. The number of archived runs of a state written
     earlier in the sequence is known without asking the database.
     """
+    if len(changes) == 1:
+        write_change(conn, changes[0], archived_before)
+        return
     written: dict[tuple[str, int], int] = {}
 
     def known(batch_id: str, version: int) -> int | None:
         count = written.get((batch_id, version))
         return count if count is not None else archived_before(batch_id, version)
 
-    for change in changes:
-        write_change(conn, change, known)
+    inbox: list[tuple[int, dict[str, Any]]] = []
+    seen: set[str] = set()
+    repeated: tuple[int, str] | None = None
+    log: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for position, change in enumerate(changes):
+        try:
+            _compare_and_set(conn, change)
+        except ConcurrencyConflictError:
+            duplicate = _earliest(_first_duplicate(conn, inbox), repeated)
+            if duplicate is not None:
+                raise DuplicateEventError(duplicate[1]) from None
+            raise
+        row = _inbox_row(change)
+        if row is not None:
+            if row["event_id"] in seen:
+                repeated = repeated or (position, row["event_id"])
+            else:
+                seen.add(row["event_id"])
+                inbox.append((position, row))
+        log.extend(_log_rows(change))
+        outbox.extend(_outbox_rows(change))
+        runs.extend(_run_rows(conn, change, known))
         if change.state is not None:
             written[(change.batch_id, change.state.version)] = len(change.state.history)
+    duplicate = _earliest(_first_duplicate(conn, inbox), repeated)
+    if duplicate is not None:
+        raise DuplicateEventError(duplicate[1])
+    _insert_rows(conn, _INSERT_LOG, log)
+    _insert_rows(conn, _INSERT_OUTBOX, outbox)
+    _insert_rows(conn, _INSERT_RUNS, runs)
