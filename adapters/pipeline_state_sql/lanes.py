@@ -21,10 +21,13 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import StaticPool
 
 from pipeline_state.errors import StoreError
 
-__all__ = ["Lanes", "in_transaction", "outside_transaction"]
+from .engine import is_postgres
+
+__all__ = ["Lanes", "in_transaction", "outside_transaction", "reader_writer_lanes"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -103,3 +106,19 @@ class Lanes:
         for conn in idle:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def reader_writer_lanes(engine: AsyncEngine) -> tuple[Lanes, Lanes]:
+    """The (readers, writers) lanes a store keeps on ``engine``.
+
+    SQLite has one writer at a time anyway: one lane each. PostgreSQL: half the pool's size
+    each, so the lanes never wait for the pool (readers in autocommit). One shared
+    connection (an in-memory SQLite database): reads and writes take turns on one lane.
+    """
+    if is_postgres(engine):
+        size = max(1, getattr(engine.pool, "size", lambda: 4)() // 2)
+        return Lanes(engine.execution_options(isolation_level="AUTOCOMMIT"), size), Lanes(engine, size)
+    if isinstance(engine.pool, StaticPool):
+        shared = Lanes(engine, 1)
+        return shared, shared
+    return Lanes(engine, 1), Lanes(engine, 1)

@@ -32,7 +32,6 @@ from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, inser
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
 
 from pipeline_state.errors import (
     ConcurrencyConflictError,
@@ -46,9 +45,9 @@ from pipeline_state.results.model import BatchResults, ClassDelta, ClassResults
 from pipeline_state.results.ports import ResultsChange
 
 from . import outbox as sql_outbox
-from .engine import create_engine, is_postgres
+from .engine import create_engine
 from .errors import DRIVER_ERRORS, translate
-from .lanes import Lanes, in_transaction, outside_transaction
+from .lanes import in_transaction, outside_transaction, reader_writer_lanes
 from .migrate import create_or_upgrade
 from .schema import OUTBOX, RESULTS_BATCHES, RESULTS_CLASS_STATUS, RESULTS_CLASSES, RESULTS_INBOX
 
@@ -316,14 +315,7 @@ class SqlResultsStore:
         self.lease = timedelta(seconds=lease)
         self.owner = uuid.uuid4().hex[:16]
         self._owns_engine = owns_engine
-        if is_postgres(engine):
-            size = max(1, getattr(engine.pool, "size", lambda: 4)() // 2)
-            self._readers = Lanes(engine.execution_options(isolation_level="AUTOCOMMIT"), size)
-            self._writers = Lanes(engine, size)
-        elif isinstance(engine.pool, StaticPool):
-            self._readers = self._writers = Lanes(engine, 1)
-        else:
-            self._readers, self._writers = Lanes(engine, 1), Lanes(engine, 1)
+        self._readers, self._writers = reader_writer_lanes(engine)
 
     async def close(self) -> None:
         """Close the store's connections; dispose the engine if this store created it."""

@@ -17,7 +17,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import StaticPool
 
 from pipeline_state.errors import StoreError
 from pipeline_state.lifecycle import BatchStatus
@@ -26,9 +25,9 @@ from pipeline_state.ports import Change, InboxEntry, OutboxRow, TransitionRecord
 
 from . import outbox as sql_outbox
 from . import queries
-from .engine import create_engine, is_postgres
+from .engine import create_engine
 from .errors import DRIVER_ERRORS, translate
-from .lanes import Lanes, in_transaction, outside_transaction
+from .lanes import in_transaction, outside_transaction, reader_writer_lanes
 from .migrate import create_or_upgrade
 from .queries import ArchivedRun
 from .uow import write_change, write_changes
@@ -61,17 +60,7 @@ class SqlStore:
         self.lease = timedelta(seconds=lease)
         self.owner = uuid.uuid4().hex[:16]
         self._owns_engine = owns_engine
-        # SQLite: one writer at a time anyway. PostgreSQL: half the pool's size each for
-        # readers and writers, so the lanes never wait for the pool.
-        if is_postgres(engine):
-            size = max(1, getattr(engine.pool, "size", lambda: 4)() // 2)
-            self._readers = Lanes(engine.execution_options(isolation_level="AUTOCOMMIT"), size)
-            self._writers = Lanes(engine, size)
-        elif isinstance(engine.pool, StaticPool):
-            # One shared connection (an in-memory database): reads and writes take turns on it.
-            self._readers = self._writers = Lanes(engine, 1)
-        else:
-            self._readers, self._writers = Lanes(engine, 1), Lanes(engine, 1)
+        self._readers, self._writers = reader_writer_lanes(engine)
         # Runs archived by the stored state at (batch_id, version): states are immutable per
         # version, so a hit spares the unit of work a count of the batch's runs.
         self._archived: dict[tuple[str, int], int] = {}
