@@ -14,7 +14,8 @@ in the message::
     ├── BadCommandError                 a well-formed command that cannot apply (unknown phase, ...)
     │   ├── BatchNotFoundError              the batch does not exist
     │   ├── BatchConflictError              registration of an existing batch with other data
-    │   └── UnknownPipelineError            the pipeline or phase is not in the catalog
+    │   ├── UnknownPipelineError            the pipeline or phase is not in the catalog
+    │   └── RejectedDataError               the store refused a value as invalid (bad input, not an outage)
     ├── StoreError                      a persistence adapter failed
     │   ├── ConcurrencyConflictError        compare-and-set on the version lost a race
     │   ├── DuplicateEventError             the inbound event id was already processed
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidMessageError",
     "PipelineStateError",
     "PublishError",
+    "RejectedDataError",
     "StoreError",
     "StoreUnavailableError",
     "UnknownPipelineError",
@@ -134,6 +136,18 @@ class UnknownPipelineError(BadCommandError):
         self.name = name
         self.kind = kind
         super().__init__(f"unknown {kind} {name!r}", batch_id=batch_id)
+
+
+class RejectedDataError(BadCommandError):
+    """The store refused a value as invalid (too long, a NUL byte, a violated constraint).
+
+    The input is at fault, not the store: it is never retried as an outage. Adapters raise
+    it ``from`` the driver's error; ``reason`` says what the store objected to.
+    """
+
+    def __init__(self, reason: str, *, batch_id: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"the store rejected the data: {reason}", batch_id=batch_id)
 
 
 class StoreError(PipelineStateError):
