@@ -8,7 +8,6 @@ turns raw bytes, text or a mapping into a validated envelope and payload, raisin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +18,7 @@ import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidMessageError, UnknownTopicError
+from .intake import IntakeLimits, decode_json
 
 __all__ = [
     "INBOUND_TOPICS",
@@ -375,30 +375,31 @@ def parse_message(
     *,
     topics: Mapping[str, TopicSpec] = TOPICS,
     inbound_only: bool = True,
+    limits: IntakeLimits | None = None,
 ) -> tuple[EventEnvelope, WireModel]:
     """Decode and validate one message received on ``topic``.
 
-    Raises :class:`UnknownTopicError` for a topic that is not registered (or not inbound when
-    ``inbound_only``), and :class:`InvalidMessageError` naming the field for anything else.
+    Raw input (bytes or text) is bounded before it is parsed: at most
+    ``limits.max_message_bytes`` bytes and ``limits.max_json_depth`` levels of nesting
+    (default: :func:`pipeline_state.intake.current_limits`). Raises
+    :class:`UnknownTopicError` for a topic that is not registered (or not inbound when
+    ``inbound_only``), and :class:`InvalidMessageError` naming the field for anything else:
+    no input makes it raise another error.
     """
     spec = topics.get(topic)
     if spec is None or (inbound_only and spec.direction != "in"):
         raise UnknownTopicError(topic)
-    if isinstance(raw, bytes | bytearray | str):
-        try:
-            decoded = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidMessageError(topic, f"not valid JSON: {exc}") from exc
-    else:
-        decoded = raw
+    decoded = decode_json(topic, raw, limits) if isinstance(raw, bytes | bytearray | str) else raw
     if not isinstance(decoded, Mapping):
         raise InvalidMessageError(topic, "the envelope must be a JSON object")
     try:
         envelope = EventEnvelope.model_validate(decoded)
+        if envelope.event_type != topic:
+            raise InvalidMessageError(
+                topic, f"event_type {envelope.event_type!r} does not match the topic", field="event_type"
+            )
+        return envelope, parse_payload(topic, envelope.data, model=spec.model)
     except ValidationError as exc:
         raise _first_error(topic, exc, "") from exc
-    if envelope.event_type != topic:
-        raise InvalidMessageError(
-            topic, f"event_type {envelope.event_type!r} does not match the topic", field="event_type"
-        )
-    return envelope, parse_payload(topic, envelope.data, model=spec.model)
+    except (RecursionError, MemoryError, UnicodeError) as exc:
+        raise InvalidMessageError(topic, f"message cannot be validated: {type(exc).__name__}") from exc
