@@ -22,9 +22,11 @@ __all__ = [
     "Headers",
     "IllegalStateError",
     "KafkaError",
+    "MessageSizeTooLargeError",
     "ProducerLike",
     "RebalanceHooks",
     "RecordLike",
+    "RecordTooLargeError",
     "TopicPartition",
     "assign_from_start",
     "leave_group",
@@ -39,6 +41,8 @@ Headers = Sequence[tuple[str, bytes]]
 
 KafkaError: type[Exception] = aiokafka.errors.KafkaError
 CommitFailedError: type[Exception] = aiokafka.errors.CommitFailedError
+MessageSizeTooLargeError: type[Exception] = aiokafka.errors.MessageSizeTooLargeError
+RecordTooLargeError: type[Exception] = aiokafka.errors.RecordTooLargeError
 IllegalStateError: type[Exception] = aiokafka.errors.IllegalStateError
 TOPIC_ALREADY_EXISTS: int = aiokafka.errors.TopicAlreadyExistsError.errno
 

@@ -1,21 +1,29 @@
 """The inbound consumer: records in, one unit of work each, offsets committed after.
 
 :class:`InboundConsumer` subscribes to the inbound topics in a consumer group with automatic
-commits off. Each fetched batch is split by partition; a partition's records are handled
-strictly in offset order (producers key by ``batch_id``, so a batch's events share a
-partition), and different partitions are handled concurrently up to
-``ConsumerSettings.partition_concurrency``. Only once every unit of work of the batch has
-committed are the partitions' next offsets committed to Kafka.
+commits off. The records of one fetch are merged into one sequence in record-timestamp
+order across partitions, each partition keeping its offset order (a k-way merge of the
+partitions' heads, the way Kafka Streams' partition group synchronises co-partitioned
+topics; ties go to the topic listed first in ``ConsumerSettings.topics``, which lists the
+lifecycle's topics in lifecycle order). The merged sequence is handed to the batch handler
+as one unit of work (one transaction), or record by record when there is no batch handler
+or the batch as a whole failed. Only then are the partitions' next offsets committed: a
+partition's offset never moves past a record that was not handled, or past a record that
+precedes, in the merged order, one that must be retried.
 
-Errors follow :class:`~pipeline_state_kafka.policy.ErrorPolicy`: poison records go to
-``<topic>.DLQ`` and are committed; on a transient error the partition's progress so far is
-committed, the consumer seeks back to the failed record and retries it after an
-exponential backoff (nothing is committed past it, nothing goes to the DLQ).
+Every failure while handling a record ends in a defined outcome (see
+:class:`~pipeline_state_kafka.policy.ErrorPolicy`): poison records go to ``<topic>.DLQ``
+with the reason and are committed; on a transient error (store or broker unreachable) the
+progress before it is committed, each partition seeks back to its first unhandled record
+and the sequence is tried again after an exponential backoff. Nothing raised by one record
+(including by logging it or building its dead letter) stops the consumer; only
+``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``)
+propagates.
 
-Rebalances wait for the unit of work in flight: the listener asks the batch to stop after
-its current record and takes the lock the batch holds, so the offsets of finished work are
-committed before partitions move to another member (records fetched but not handled are
-fetched again from the committed offsets). A stop request (the event given to
+Rebalances wait for the unit of work in flight: the listener asks the sequence to stop
+after its current record and takes the lock the loop holds, so the offsets of finished work
+are committed before partitions move to another member (records fetched but not handled
+are fetched again from the committed offsets). A stop request (the event given to
 :meth:`InboundConsumer.run`) ends fetching, lets the current unit of work finish, commits,
 and leaves the group.
 """
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import heapq
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -32,6 +40,7 @@ from typing import Any, Literal
 import attrs
 
 from pipeline_state.events import INBOUND_TOPICS
+from pipeline_state.intake import decode_json
 
 from ._kafka import (
     CommitFailedError,
@@ -50,9 +59,12 @@ from .handlers import BatchHandler, Handled, MessageHandler
 from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
 
-__all__ = ["ConsumerSettings", "InboundConsumer"]
+__all__ = ["ConsumerSettings", "InboundConsumer", "merge_by_timestamp"]
 
 log = logging.getLogger("pipeline_state_kafka.consumer")
+
+CONTEXT_MAX_BYTES = 64 * 1024
+"""Records larger than this are not decoded again just to name their ids in a log line."""
 
 
 @attrs.frozen
@@ -60,10 +72,13 @@ class ConsumerSettings:
     """Options of :class:`InboundConsumer`.
 
     ``topics`` are contract topic names; ``topic_prefix`` is put before each to form the
-    Kafka topic (and stripped again before the service sees it). ``fetch_max_wait_ms``
-    bounds how long the broker may hold a fetch open: Apache Kafka answers as soon as data
-    arrives, but some brokers wait the whole time, so keep it small when latency matters.
-    Kafka's group join waits about half of ``session_timeout_ms`` on some brokers.
+    Kafka topic (and stripped again before the service sees it). Their order breaks ties
+    between records with the same timestamp. ``fetch_max_wait_ms`` bounds how long the
+    broker may hold a fetch open: Apache Kafka answers as soon as data arrives, but some
+    brokers wait the whole time, so keep it small when latency matters. Kafka's group join
+    waits about half of ``session_timeout_ms`` on some brokers. ``partition_concurrency``
+    is kept for compatibility and no longer used: the records of a fetch are handled as one
+    sequence in timestamp order.
     """
 
     bootstrap_servers: str
@@ -105,13 +120,61 @@ class ConsumerSettings:
 
 
 @attrs.frozen
-class _Progress:
-    partition: TopicPartition
-    next_offset: int | None
-    retry_offset: int | None
+class Bookkeeping:
+    """What to do with the partitions of a fetch once a prefix of its merged sequence is done.
+
+    ``commit``: the next offset of every partition with handled records (only records
+    before the first unhandled one of the merged sequence count). ``seek``: the first
+    unhandled record of every partition that has one.
+    """
+
+    commit: dict[TopicPartition, int]
+    seek: dict[TopicPartition, int]
 
 
 HandledHook = Callable[[RecordLike, Handled], None]
+
+
+def _timestamp(record: RecordLike) -> int:
+    value = getattr(record, "timestamp", None)
+    return value if isinstance(value, int) else -1
+
+
+def merge_by_timestamp(
+    batch: Mapping[TopicPartition, Sequence[RecordLike]], topic_order: Sequence[str] = ()
+) -> list[RecordLike]:
+    """The records of ``batch`` as one sequence in record-timestamp order.
+
+    Each partition's records keep their offset order (the merge always takes the head of a
+    partition, so an out-of-order timestamp inside a partition never reorders it). Equal
+    timestamps go to the topic that comes first in ``topic_order`` (others after, by name),
+    then to the lower partition.
+    """
+    rank = {topic: index for index, topic in enumerate(topic_order)}
+    last = len(rank)
+
+    def order(tp: TopicPartition) -> tuple[int, str, int]:
+        return (rank.get(tp.topic, last), tp.topic, tp.partition)
+
+    lanes = []
+    for tp in sorted(batch, key=order):
+        lane_order = order(tp)
+        lanes.append([((_timestamp(r), lane_order), r) for r in batch[tp]])
+    return [record for _, record in heapq.merge(*lanes, key=lambda item: item[0])]
+
+
+def bookkeeping(
+    batch: Mapping[TopicPartition, Sequence[RecordLike]], merged: Sequence[RecordLike], done: int
+) -> Bookkeeping:
+    """Offsets to commit and positions to seek back to when ``merged[:done]`` was handled."""
+    parts = {(tp.topic, tp.partition): tp for tp in batch}
+    commit: dict[TopicPartition, int] = {}
+    seek: dict[TopicPartition, int] = {}
+    for record in merged[:done]:
+        commit[parts[(record.topic, record.partition)]] = record.offset + 1
+    for record in merged[done:]:
+        seek.setdefault(parts[(record.topic, record.partition)], record.offset)
+    return Bookkeeping(commit, seek)
 
 
 class InboundConsumer:
@@ -149,13 +212,14 @@ class InboundConsumer:
         self._failures = 0
         self._yielding = False
         self._consumer: ConsumerLike | None = None
+        self._topic_order = settings.kafka_topics()
         self.ready = asyncio.Event()
         """Set once partitions have been assigned for the first time."""
 
     # -- rebalance hooks -------------------------------------------------------------------
     async def partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         parts = list(revoked)
-        self._yielding = True  # the batch in flight stops after its current unit of work...
+        self._yielding = True  # the sequence in flight stops after its current unit of work...
         try:
             async with self._lock:  # ...and commits its progress before the partitions move
                 gone = {(tp.topic, tp.partition) for tp in parts}
@@ -194,14 +258,24 @@ class InboundConsumer:
                     batch = await consumer.getmany(
                         timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_records
                     )
-                except KafkaError as exc:
-                    log.warning("fetch failed: %s", reason_of(exc), extra={"consumer": self.name})
+                except Exception as exc:
+                    log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
                     await self._backoff(stop)
                     continue
                 if not batch:
                     continue
                 async with self._lock:
-                    retry = await self._process(consumer, batch, stop)
+                    try:
+                        retry = await self._process(consumer, batch, stop)
+                    except Exception as exc:  # a bug of this loop: never let it end the consumer
+                        log.error(
+                            "fetched records could not be processed, fetching them again: %s",
+                            _safe_reason(exc),
+                            extra={"consumer": self.name},
+                            exc_info=exc,
+                        )
+                        self._seek(consumer, {tp: recs[0].offset for tp, recs in batch.items() if recs})
+                        retry = True
                 if retry:
                     await self._backoff(stop)
                 else:
@@ -219,66 +293,52 @@ class InboundConsumer:
         batch: Mapping[TopicPartition, Sequence[RecordLike]],
         stop: asyncio.Event,
     ) -> bool:
-        limit = asyncio.Semaphore(self.settings.partition_concurrency)
-
-        async def one_partition(tp: TopicPartition, records: Sequence[RecordLike]) -> _Progress:
-            async with limit:
-                return await self._partition(tp, records, stop)
-
-        if len(batch) == 1:
-            ((tp, records),) = batch.items()
-            progress = [await self._partition(tp, records, stop)]
-        else:
-            progress = list(await asyncio.gather(*(one_partition(tp, recs) for tp, recs in batch.items())))
-        offsets = {p.partition: p.next_offset for p in progress if p.next_offset is not None}
-        await self._commit(consumer, offsets)
-        retry = False
-        for p in progress:
-            if p.retry_offset is not None:
-                retry = True
-                try:
-                    consumer.seek(p.partition, p.retry_offset)
-                except (IllegalStateError, KafkaError, AssertionError):
-                    log.info("partition %s moved away before its retry", _name(p.partition))
+        """Handle one fetch in timestamp order; commit, seek back; ``True`` to back off."""
+        merged = merge_by_timestamp(batch, self._topic_order)
+        done, retry = await self._sequence(merged, stop)
+        book = bookkeeping(batch, merged, done)
+        await self._commit(consumer, book.commit)
+        self._seek(consumer, book.seek)
         return retry
 
-    async def _partition(
-        self, tp: TopicPartition, records: Sequence[RecordLike], stop: asyncio.Event
-    ) -> _Progress:
-        if self.batch_handler is not None and len(records) > 1 and not (stop.is_set() or self._yielding):
-            progress = await self._batched(tp, records)
-            if progress is not None:
-                return progress
-        next_offset: int | None = None
-        for record in records:
-            if stop.is_set() or self._yielding:
-                break  # records not handled are fetched again from the committed offset
+    async def _sequence(self, records: Sequence[RecordLike], stop: asyncio.Event) -> tuple[int, bool]:
+        """Handle ``records`` in order; returns how many (a prefix) are done and whether the
+        first record not done must be retried (else the loop was asked to stop)."""
+        if self.batch_handler is not None and len(records) > 1 and not self._stopping(stop):
+            outcome = await self._batched(records)
+            if outcome is not None:
+                return outcome
+        for index, record in enumerate(records):
+            if self._stopping(stop):
+                return index, False  # records not handled are fetched again
             if not await self._one(record):
-                return _Progress(tp, next_offset, record.offset)
-            next_offset = record.offset + 1
-        return _Progress(tp, next_offset, None)
+                return index, True
+        return len(records), False
 
-    async def _batched(self, tp: TopicPartition, records: Sequence[RecordLike]) -> _Progress | None:
-        """Handle a partition's records in one unit of work. ``None`` when the batch as a whole
-        failed: nothing of it was committed and the caller handles the records one by one,
-        which classifies each failure against its own record."""
+    def _stopping(self, stop: asyncio.Event) -> bool:
+        return stop.is_set() or self._yielding
+
+    async def _batched(self, records: Sequence[RecordLike]) -> tuple[int, bool] | None:
+        """Handle the records in one unit of work. ``None`` when the unit as a whole failed:
+        nothing of it was committed and the caller handles the records one by one, which
+        classifies each failure against its own record."""
         assert self.batch_handler is not None
         items = [(self._topic(r), r.value if r.value is not None else b"") for r in records]
         try:
             results = await self.batch_handler(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"the batch handler returned {len(results)} results for {len(items)}")
         except Exception as exc:
-            log.info("batched unit of work failed, handling one by one: %s", reason_of(exc))
+            log.info("batched unit of work failed, handling one by one: %s", _safe_reason(exc))
             return None
-        next_offset: int | None = None
-        for record, (topic, _), result in zip(records, items, results, strict=True):
+        for index, (record, (topic, _), result) in enumerate(zip(records, items, results, strict=True)):
             self.stats.consumed += 1
             if isinstance(result, Exception):
                 if not await self._failed(record, result):
-                    return _Progress(tp, next_offset, record.offset)
+                    return index, True
             else:
                 self._done(record, topic, result)
-            next_offset = record.offset + 1
-        return _Progress(tp, next_offset, None)
+        return len(records), False
 
     def _topic(self, record: RecordLike) -> str:
         topic = record.topic
@@ -290,8 +350,8 @@ class InboundConsumer:
     async def _one(self, record: RecordLike) -> bool:
         """Handle one record; ``False`` means retry it later (do not commit past it)."""
         self.stats.consumed += 1
-        topic = self._topic(record)
         try:
+            topic = self._topic(record)
             handled = await self.handler(topic, record.value if record.value is not None else b"")
         except Exception as exc:
             return await self._failed(record, exc)
@@ -299,25 +359,30 @@ class InboundConsumer:
         return True
 
     def _done(self, record: RecordLike, topic: str, handled: Handled) -> None:
-        if self._unexpected:
-            self._unexpected.pop((record.topic, record.partition, record.offset), None)
-        self._count(handled)
-        log.info(
-            "handled %s",
-            topic,
-            extra={
-                "consumer": self.name,
-                "event_id": handled.event_id,
-                "batch_id": handled.batch_id,
-                "correlation_id": handled.correlation_id,
-                "result": handled.result,
-                "emitted": handled.emitted,
-                "partition": record.partition,
-                "offset": record.offset,
-            },
-        )
-        if self.on_handled is not None:
-            self.on_handled(record, handled)
+        """Count and log a handled record; the unit of work is committed, so nothing here may
+        undo it: a failing log line or hook is logged and otherwise ignored."""
+        try:
+            if self._unexpected:
+                self._unexpected.pop((record.topic, record.partition, record.offset), None)
+            self._count(handled)
+            log.info(
+                "handled %s",
+                topic,
+                extra={
+                    "consumer": self.name,
+                    "event_id": handled.event_id,
+                    "batch_id": handled.batch_id,
+                    "correlation_id": handled.correlation_id,
+                    "result": handled.result,
+                    "emitted": handled.emitted,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            if self.on_handled is not None:
+                self.on_handled(record, handled)
+        except Exception as exc:
+            log.error("after handling a record: %s", _safe_reason(exc), extra=_position(record), exc_info=exc)
 
     def _count(self, handled: Handled) -> None:
         self.stats.handled += 1
@@ -327,11 +392,32 @@ class InboundConsumer:
             self.stats.ignored += 1
 
     async def _failed(self, record: RecordLike, error: Exception) -> bool:
-        verdict = self.policy.classify(error)
+        """Settle a record whose handling raised ``error``: ``True`` when it is done with
+        (dead-lettered), ``False`` when it must be retried. Never raises an ``Exception``."""
+        try:
+            return await self._settle(record, error)
+        except Exception as bug:
+            self.stats.retries += 1
+            log.error(
+                "could not settle a failed record, will retry: %s",
+                _safe_reason(bug),
+                extra=_position(record),
+                exc_info=bug,
+            )
+            return False
+
+    def _classify(self, error: BaseException) -> Verdict:
+        try:
+            return self.policy.classify(error)
+        except Exception:
+            return Verdict.UNEXPECTED
+
+    async def _settle(self, record: RecordLike, error: Exception) -> bool:
+        verdict = self._classify(error)
         context = _context(record, error)
         if verdict is Verdict.RETRY:
             self.stats.retries += 1
-            log.warning("transient failure, will retry: %s", reason_of(error), extra=context)
+            log.warning("transient failure, will retry: %s", _safe_reason(error), extra=context)
             return False
         if verdict is Verdict.UNEXPECTED:
             key = (record.topic, record.partition, record.offset)
@@ -343,20 +429,42 @@ class InboundConsumer:
                     "unexpected failure (attempt %s of %s): %s",
                     attempts,
                     self.policy.max_unexpected_attempts,
-                    reason_of(error),
+                    _safe_reason(error),
                     extra=context,
                     exc_info=error,
                 )
                 return False
             self._unexpected.pop(key, None)
-        try:
-            await self.dead_letters.send(record, error)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            self.stats.retries += 1
-            log.warning("could not write the dead letter, will retry: %s", reason_of(exc), extra=context)
+        if not await self._park(record, error, context):
             return False
         self.stats.dead_lettered += 1
-        log.warning("dead-lettered: %s", reason_of(error), extra=context)
+        log.warning("dead-lettered: %s", _safe_reason(error), extra=context)
+        return True
+
+    async def _park(self, record: RecordLike, error: Exception, context: dict[str, Any]) -> bool:
+        """Write the dead letter; ``False`` (retry) only when the broker could not take it
+        for a reason that can clear. A letter refused for what it is (too large, headers the
+        broker rejects) is replaced by a minimal one: truncated value, no original headers."""
+        try:
+            await self.dead_letters.send(record, error)
+            return True
+        except Exception as exc:
+            if self._classify(exc) is Verdict.RETRY:
+                self.stats.retries += 1
+                log.warning(
+                    "could not write the dead letter, will retry: %s", _safe_reason(exc), extra=context
+                )
+                return False
+            refused = exc
+        log.warning(
+            "the dead letter was refused (%s): sending a minimal one", _safe_reason(refused), extra=context
+        )
+        try:
+            await self.dead_letters.send(record, error, minimal=True)
+        except Exception as exc:
+            self.stats.retries += 1
+            log.error("could not write the dead letter, will retry: %s", _safe_reason(exc), extra=context)
+            return False
         return True
 
     async def _commit(self, consumer: ConsumerLike, offsets: dict[TopicPartition, int]) -> None:
@@ -369,12 +477,26 @@ class InboundConsumer:
             self.stats.commit_failures += 1
             log.warning("offset commit failed (records may be redelivered): %s", reason_of(exc))
             return
+        except Exception as exc:
+            self.stats.commit_failures += 1
+            log.error(
+                "offset commit failed (records may be redelivered): %s", _safe_reason(exc), exc_info=exc
+            )
+            return
         self.stats.offset_commits += 1
+
+    def _seek(self, consumer: ConsumerLike, positions: Mapping[TopicPartition, int]) -> None:
+        for tp, offset in positions.items():
+            try:
+                consumer.seek(tp, offset)
+            except Exception:
+                log.info("partition %s moved away before it could be fetched again", _name(tp))
 
     async def _backoff(self, stop: asyncio.Event) -> None:
         self._failures += 1
         delay = min(
-            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (self._failures - 1)
+            self.settings.retry_max_seconds,
+            self.settings.retry_base_seconds * 2 ** min(self._failures - 1, 32),
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -388,24 +510,56 @@ def _names(parts: Iterable[TopicPartition]) -> str:
     return ",".join(sorted(_name(tp) for tp in parts))
 
 
-def _context(record: RecordLike, error: BaseException) -> dict[str, Any]:
-    """Log fields of a failed record: where it came from and, when readable, its ids."""
-    context: dict[str, Any] = {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "error_type": type(error).__name__,
-    }
-    batch_id = getattr(error, "batch_id", None)
+def _safe_reason(error: BaseException, limit: int = 1000) -> str:
+    """:func:`reason_of`, bounded and never raising (``str()`` of an error can fail)."""
     try:
-        envelope = json.loads(record.value or b"")
-    except ValueError:
+        text = reason_of(error)
+    except Exception:
+        text = f"{type(error).__name__}: <unprintable>"
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _position(record: RecordLike) -> dict[str, Any]:
+    try:
+        return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    except Exception:
+        return {}
+
+
+def _text(value: object, limit: int = 200) -> str | None:
+    """A log-safe id: ``None`` unless a string, bounded, surrogates escaped."""
+    if not isinstance(value, str):
+        return None
+    text = value[:limit]
+    try:
+        text.encode()
+    except UnicodeError:
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _context(record: RecordLike, error: BaseException) -> dict[str, Any]:
+    """Log fields of a failed record: where it came from and, when readable, its ids.
+
+    Never raises: the record is only decoded again when it is small, within the intake
+    limits, and any failure just leaves the ids out.
+    """
+    context: dict[str, Any] = {**_position(record), "error_type": type(error).__name__}
+    batch_id = _text(getattr(error, "batch_id", None))
+    try:
+        value = record.value
+        envelope = (
+            decode_json(record.topic, value)
+            if value is not None and len(value) <= CONTEXT_MAX_BYTES
+            else None
+        )
+    except Exception:
         envelope = None
     if isinstance(envelope, dict):
-        context["event_id"] = envelope.get("event_id")
-        context["correlation_id"] = envelope.get("correlation_id")
+        context["event_id"] = _text(envelope.get("event_id"))
+        context["correlation_id"] = _text(envelope.get("correlation_id"))
         data = envelope.get("data")
         if batch_id is None and isinstance(data, dict):
-            batch_id = data.get("batch_id")
+            batch_id = _text(data.get("batch_id"))
     context["batch_id"] = batch_id
     return context

@@ -1,17 +1,22 @@
 """What the consumer does with an error raised while handling a record.
 
-``dead_letter``: the record can never be handled (bad bytes, schema violation, unknown topic,
-batch or phase, a conflicting registration, a stored row that cannot be read). It is parked
-on ``<topic>.DLQ``, its offset committed, and the consumer goes on.
+``dead_letter``: the record can never be handled (bad bytes, oversized or too deeply
+nested, schema violation, unknown topic, batch or phase, a conflicting registration, data
+the store rejects as invalid - :class:`~pipeline_state.errors.RejectedDataError` -, a stored
+row that cannot be read, a record too large for the broker). It is parked on
+``<topic>.DLQ`` at once, with the reason, its offset committed, and the consumer goes on.
 
-``retry``: the failure is about the environment, not the record (the store is down or
-locked, a compare-and-set kept losing, the broker did not acknowledge). The offset is not
-committed; the consumer seeks back to the record and tries again after a backoff, for as
-long as it takes. Such a record never goes to the dead-letter queue.
+``retry``: the failure is about the environment and can clear (the store is unreachable or
+locked, a compare-and-set kept losing, the broker is unreachable or did not acknowledge).
+The offset is not committed; the consumer seeks back to the record and tries again after a
+backoff, for as long as it takes. Such a record never goes to the dead-letter queue. A
+record that is too large (``MessageSizeTooLargeError``, ``RecordTooLargeError``) is never
+transient: retrying cannot make it fit.
 
-Anything else is unexpected (a bug): it is retried like a transient error up to
-``max_unexpected_attempts`` times, then dead-lettered so one record cannot block its
-partition for ever.
+Anything else is unexpected (a bug, or a :class:`~pipeline_state.errors.StoreError` that
+says neither "unavailable" nor "rejected"): it is retried like a transient error up to
+``max_unexpected_attempts`` times, logged as an error with its traceback (not as an
+outage), then dead-lettered so one record cannot block its partition for ever.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pipeline_state.errors import (
     StoreUnavailableError,
 )
 
-from ._kafka import KafkaError
+from ._kafka import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 __all__ = ["DEFAULT_POISON", "DEFAULT_TRANSIENT", "ErrorPolicy", "Verdict"]
 
@@ -42,7 +47,13 @@ class Verdict(enum.Enum):
     UNEXPECTED = "unexpected"
 
 
-DEFAULT_POISON: tuple[type[BaseException], ...] = (InvalidMessageError, BadCommandError, CorruptStateError)
+DEFAULT_POISON: tuple[type[BaseException], ...] = (
+    InvalidMessageError,
+    BadCommandError,  # RejectedDataError among them
+    CorruptStateError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailableError,
     ConcurrencyConflictError,
