@@ -8,7 +8,7 @@ in process memory, so they suit tests, demos and single-process tools.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +22,15 @@ from .errors import (
 )
 from .lifecycle import BatchStatus
 from .model import BatchState, next_deadline
-from .ports import Change, InboxEntry, OutboxMessage, OutboxRow, TransitionRecord
+from .ports import (
+    Change,
+    InboxEntry,
+    OutboxMessage,
+    OutboxRow,
+    StalledRun,
+    TransitionRecord,
+    WaitingFact,
+)
 
 __all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
 
@@ -65,9 +73,14 @@ class InMemoryStore:
     key and leases it for ``lease_seconds``, so a second relay never gets a row that is on
     its way. Set :attr:`available` to ``False`` to make every call raise
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
+
+    Published rows are dropped, but their messages are remembered (the last
+    ``keep_published`` of them) so that a change's ``republish`` can queue them again.
     """
 
-    def __init__(self, *, keep_transitions: bool = True, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self, *, keep_transitions: bool = True, lease_seconds: float = 30.0, keep_published: int = 100_000
+    ) -> None:
         self.available = True
         self.lease = timedelta(seconds=lease_seconds)
         self._leases: dict[int, datetime] = {}
@@ -78,6 +91,11 @@ class InMemoryStore:
         self._outbox: dict[int, OutboxRow] = {}
         self._retry_at: dict[int, datetime] = {}
         self._next_row = 1
+        self._waiting: dict[str, WaitingFact] = {}  # by event id, in arrival order
+        self._waiting_per_batch: Counter[str] = Counter()
+        self._next_seq = 1
+        self._published: OrderedDict[str, OutboxMessage] = OrderedDict()
+        self._keep_published = keep_published
 
     def _check(self) -> None:
         if not self.available:
@@ -120,7 +138,16 @@ class InMemoryStore:
         actual = versions[change.batch_id]
         if actual != change.expected_version:
             raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
-        if change.inbox is not None:
+        if change.resolves is not None:
+            # Waiting now, or kept by an earlier change of the sequence; not resolved since.
+            marker = f"resolved\x00{change.resolves}"
+            kept = change.resolves in self._waiting or f"kept\x00{change.resolves}" in seen
+            if not kept or marker in seen:
+                raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
+            seen.add(marker)
+        if change.waiting is not None:
+            seen.add(f"kept\x00{change.waiting.event_id}")
+        if change.inbox is not None and change.inbox.event_id != change.resolves:
             event_id = change.inbox.event_id
             if event_id in self._inbox or event_id in seen:
                 raise DuplicateEventError(event_id)
@@ -146,6 +173,40 @@ class InMemoryStore:
         for message in change.outbox:
             self._outbox[self._next_row] = OutboxRow(self._next_row, message, change.at)
             self._next_row += 1
+        if change.resolves is not None:
+            self._drop_waiting(change.resolves)
+        if change.waiting is not None:
+            fact = attrs.evolve(change.waiting, seq=self._next_seq)
+            self._next_seq += 1
+            self._waiting[fact.event_id] = fact
+            self._waiting_per_batch[fact.batch_id] += 1
+        if change.republish:
+            self._requeue(change.republish, change.at)
+
+    def _drop_waiting(self, event_id: str) -> bool:
+        fact = self._waiting.pop(event_id, None)
+        if fact is None:
+            return False
+        self._waiting_per_batch[fact.batch_id] -= 1
+        if self._waiting_per_batch[fact.batch_id] <= 0:
+            del self._waiting_per_batch[fact.batch_id]
+        return True
+
+    def _requeue(self, event_ids: Sequence[str], now: datetime) -> None:
+        """Deliver the messages ``event_ids`` again: an unpublished row is reset in place;
+        a published one (remembered) gets a new row; unknown ids are skipped."""
+        wanted = set(event_ids)
+        for row_id, row in self._outbox.items():
+            if row.message.event_id in wanted:
+                wanted.discard(row.message.event_id)
+                self._outbox[row_id] = attrs.evolve(row, attempts=0, last_error=None, parked=False)
+                self._retry_at.pop(row_id, None)
+                self._leases.pop(row_id, None)
+        for event_id in event_ids:
+            message = self._published.pop(event_id, None) if event_id in wanted else None
+            if message is not None:
+                self._outbox[self._next_row] = OutboxRow(self._next_row, message, now)
+                self._next_row += 1
 
     async def is_processed(self, event_id: str) -> bool:
         self._check()
@@ -165,6 +226,66 @@ class InMemoryStore:
         self._check()
         ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
         return [self._batches[b] for b in ids[offset : offset + limit]]
+
+    # -- waiting facts ----------------------------------------------------------------------
+    async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
+        self._check()
+        return self._batches.get(batch_id), batch_id in self._waiting_per_batch
+
+    async def list_waiting(
+        self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
+    ) -> list[WaitingFact]:
+        self._check()
+        out: list[WaitingFact] = []
+        for fact in self._waiting.values():
+            if len(out) >= limit:
+                break
+            if batch_id is not None and fact.batch_id != batch_id:
+                continue
+            if arrived_before is not None and fact.arrived_at >= arrived_before:
+                continue
+            out.append(fact)
+        return out
+
+    async def count_waiting(self) -> int:
+        self._check()
+        return len(self._waiting)
+
+    async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
+        self._check()
+        removed = 0
+        for event_id in dict.fromkeys(event_ids):
+            fact = self._waiting.get(event_id)
+            if fact is None or not self._drop_waiting(event_id):
+                continue
+            removed += 1
+            self._inbox[event_id] = InboxEntry(event_id, fact.topic, fact.batch_id, result, now)
+        return removed
+
+    async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
+        self._check()
+        cutoff = now - timedelta(seconds=older_than)
+        stalled = sorted(
+            (s for s in self._batches.values() if s.active_run is not None and s.updated_at <= cutoff),
+            key=lambda s: (s.updated_at, s.batch_id),
+        )[:limit]
+        out: list[StalledRun] = []
+        for state in stalled:
+            run = state.active_run
+            assert run is not None
+            parked = tuple(r for r in self._outbox.values() if r.parked and r.message.key == state.batch_id)
+            out.append(
+                StalledRun(
+                    batch_id=state.batch_id,
+                    run_id=run.run_id,
+                    pipeline_name=run.pipeline_name,
+                    accepted_at=run.accepted_at,
+                    last_change_at=state.updated_at,
+                    active_phases=tuple(p.name for p in run.phases if not p.is_terminal),
+                    parked=parked,
+                )
+            )
+        return out
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -205,9 +326,13 @@ class InMemoryStore:
         self._check()
         for row_id in row_ids:
             # Published rows are dropped: memory stays flat however long the process runs.
-            self._outbox.pop(row_id, None)
+            row = self._outbox.pop(row_id, None)
             self._retry_at.pop(row_id, None)
             self._leases.pop(row_id, None)
+            if row is not None and self._keep_published > 0:
+                self._published[row.message.event_id] = row.message
+                while len(self._published) > self._keep_published:
+                    self._published.popitem(last=False)
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool

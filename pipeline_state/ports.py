@@ -25,8 +25,10 @@ __all__ = [
     "OutboxMessage",
     "OutboxRow",
     "Publisher",
+    "StalledRun",
     "Store",
     "TransitionRecord",
+    "WaitingFact",
 ]
 
 
@@ -82,6 +84,46 @@ class TransitionRecord:
     event_id: str
     correlation_id: str
     at: datetime
+    note: str | None = None
+    """A flag the decision attached to this move (e.g. ``correlation_mismatch``)."""
+
+
+@attrs.frozen
+class WaitingFact:
+    """An inbound fact that cannot apply *yet*, kept until its batch gets where it can.
+
+    ``raw`` is the message exactly as it was received (so it can be dead-lettered
+    unchanged); ``waits_for`` names what it waits for (``batch_registration``,
+    ``batch_state:<status>``, ``phase_dispatch:<phase>``, see
+    :func:`pipeline_state.waiting.waits_for`). ``seq`` is the arrival order the store
+    assigned (``0`` before it is stored); facts are re-attempted in that order.
+    """
+
+    event_id: str
+    topic: str
+    batch_id: str
+    raw: bytes
+    waits_for: str
+    arrived_at: datetime
+    seq: int = 0
+
+
+@attrs.frozen
+class StalledRun:
+    """An active run that made no progress since ``last_change_at``.
+
+    ``active_phases`` are the phases still open (dispatched or waiting for dependencies);
+    ``parked`` the parked outbox rows keyed by the batch (commands that could not be
+    published), oldest first.
+    """
+
+    batch_id: str
+    run_id: str
+    pipeline_name: str
+    accepted_at: datetime
+    last_change_at: datetime
+    active_phases: tuple[str, ...]
+    parked: tuple[OutboxRow, ...] = ()
 
 
 @attrs.frozen
@@ -91,6 +133,14 @@ class Change:
     ``expected_version`` is the version read before deciding (``None``: the batch did not
     exist). The store checks it even when ``state`` is ``None`` (nothing to write), so a
     decision taken on a stale read never commits.
+
+    ``waiting`` keeps the command's fact in the waiting set (its ``inbox`` entry then
+    records ``deferred:<what>``). ``resolves`` names a waiting fact this change re-attempts:
+    the store removes it from the waiting set and *replaces* its inbox entry with
+    ``inbox`` (raising :class:`~pipeline_state.errors.ConcurrencyConflictError` when it is
+    no longer waiting: another writer resolved it). ``republish`` lists outbox event ids to
+    deliver again with the same event id: their rows are re-queued (unpublished, unparked,
+    attempts reset, due at ``at``); ids the store no longer holds are skipped.
     """
 
     batch_id: str
@@ -100,6 +150,9 @@ class Change:
     outbox: tuple[OutboxMessage, ...] = ()
     inbox: InboxEntry | None = None
     transitions: tuple[TransitionRecord, ...] = ()
+    waiting: WaitingFact | None = None
+    resolves: str | None = None
+    republish: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -142,6 +195,33 @@ class Store(Protocol):
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
         """Batches (optionally only those in ``status``), ordered by batch id."""
+        ...
+
+    # -- waiting facts ----------------------------------------------------------------------
+    async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
+        """:meth:`load`, plus whether facts of the batch wait (one read, the hot path)."""
+        ...
+
+    async def list_waiting(
+        self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
+    ) -> list[WaitingFact]:
+        """Waiting facts (of ``batch_id``; arrived strictly before ``arrived_before``), in
+        arrival order."""
+        ...
+
+    async def count_waiting(self) -> int:
+        """How many facts wait."""
+        ...
+
+    async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
+        """Remove waiting facts without applying them (expired, dead-lettered) and record
+        ``result`` as their inbox result; returns how many were removed (ids no longer
+        waiting are skipped)."""
+        ...
+
+    async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
+        """Active runs whose batch has not changed for more than ``older_than`` seconds
+        before ``now``, least recently changed first."""
         ...
 
 

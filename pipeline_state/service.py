@@ -6,15 +6,24 @@ events into envelopes with deterministic ids, and commits everything in one unit
 guarded by compare-and-set on the batch version. A lost race is retried from a fresh read.
 :meth:`PipelineService.handle_many` commits many messages in one transaction (one fsync)
 with the outcome of handling them one by one.
+
+Early facts wait (see :mod:`pipeline_state.waiting`): an inbound message that cannot apply
+*yet* is kept in the store's waiting set, in the unit of work that records its inbox entry
+(``deferred:<what>``), and re-attempted in arrival order, in the same unit of work, each
+time a change moves its batch. A fact still waiting after
+:attr:`PipelineService.waiting_window_seconds` expires (:meth:`PipelineService.sweep_waiting`):
+a pipeline request into its denial, anything else into a dead letter naming what it waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -30,15 +39,28 @@ from .errors import (
     InvalidMessageError,
     PipelineStateError,
 )
-from .events import WireModel, parse_message
+from .events import ClientBatchPipelineRequestV1, WireModel, parse_message
 from .memory import SystemClock
-from .model import BatchState
-from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord
+from .model import BatchState, evolve
+from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
 from .profile import Profile, huleedu_profile
+from .waiting import waits_for
 
-__all__ = ["HandleResult", "InboundMessage", "PipelineService"]
+__all__ = [
+    "DEFAULT_WAITING_WINDOW_SECONDS",
+    "ExpiredFact",
+    "HandleResult",
+    "InboundMessage",
+    "PipelineService",
+    "WaitingSweep",
+]
 
 log = logging.getLogger("pipeline_state.service")
+
+DEFAULT_WAITING_WINDOW_SECONDS = 900.0
+"""How long an early fact may wait for its batch before it expires (15 minutes)."""
+
+CORRELATION_MISMATCH = "correlation_mismatch"
 
 
 @attrs.frozen
@@ -46,7 +68,11 @@ class HandleResult:
     """What handling one command did.
 
     ``duplicate`` is true when the event id had been processed before (nothing was done);
-    otherwise ``decision`` is what was committed and ``messages`` the outbox rows written.
+    ``waiting`` names what the fact waits for when it was kept in the waiting set (nothing
+    applied yet, ``decision`` is ``None``); otherwise ``decision`` is what was committed
+    and ``messages`` the outbox rows written. ``resumed`` holds, in arrival order, the
+    results of the batch's waiting facts that this change let apply (or that were found
+    to never apply: the error then), committed in the same unit of work.
     """
 
     event_id: str
@@ -56,6 +82,8 @@ class HandleResult:
     duplicate: bool = False
     attempts: int = 1
     correlation_id: str | None = None
+    waiting: str | None = None
+    resumed: tuple[HandleResult | PipelineStateError, ...] = ()
 
     @property
     def ignored(self) -> str | None:
@@ -67,6 +95,55 @@ class HandleResult:
     def state(self) -> BatchState | None:
         return None if self.decision is None else self.decision.state
 
+    @property
+    def label(self) -> str:
+        """``duplicate``, ``deferred:<what>``, ``denied:<reason>``, ``ignored:<reason>`` or
+        ``applied`` (the inbox result of the event)."""
+        if self.duplicate:
+            return "duplicate"
+        if self.waiting is not None:
+            return f"deferred:{self.waiting}"
+        return "applied" if self.decision is None else _result_label(self.decision)
+
+    @property
+    def all_messages(self) -> tuple[OutboxMessage, ...]:
+        """The outbox rows of this event and of the waiting facts it resumed, in order."""
+        out = list(self.messages)
+        for resumed in self.resumed:
+            if isinstance(resumed, HandleResult):
+                out.extend(resumed.messages)
+        return tuple(out)
+
+
+@attrs.frozen
+class ExpiredFact:
+    """A waiting fact whose window passed: hand ``raw`` to ``<topic>.DLQ`` with ``reason``,
+    then :meth:`PipelineService.forget_waiting` it."""
+
+    fact: WaitingFact
+    reason: str
+
+    @property
+    def event_id(self) -> str:
+        return self.fact.event_id
+
+    @property
+    def topic(self) -> str:
+        return self.fact.topic
+
+    @property
+    def raw(self) -> bytes:
+        return self.fact.raw
+
+
+@attrs.frozen
+class WaitingSweep:
+    """What one :meth:`PipelineService.sweep_waiting` did."""
+
+    resumed: int = 0
+    denied: int = 0
+    dead_lettered: int = 0
+
 
 InboundMessage = tuple[str, bytes | str | Mapping[str, Any]]
 """An inbound ``(topic, raw message)`` pair, as :meth:`PipelineService.handle_many` takes it."""
@@ -74,12 +151,24 @@ InboundMessage = tuple[str, bytes | str | Mapping[str, Any]]
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state.decide.decide` raises for input that cannot apply."""
 
+_RESUME_LIMIT = 1000
+"""At most this many waiting facts of one batch are re-attempted per change."""
+
 
 def _command(topic: str, raw: bytes | str | Mapping[str, Any]) -> Command:
     """Parse an inbound message into the command it carries (raises
     :class:`~pipeline_state.errors.InvalidMessageError`)."""
     envelope, payload = parse_message(topic, raw)
     return Command(payload, str(envelope.event_id), str(envelope.correlation_id))
+
+
+def _raw_bytes(raw: bytes | str | Mapping[str, Any]) -> bytes:
+    """The message as bytes: bytes unchanged, text as UTF-8, a decoded dict as JSON."""
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogatepass")
+    return json.dumps(raw, separators=(",", ":"), default=str).encode()
 
 
 def _result_label(decision: Decision) -> str:
@@ -90,11 +179,42 @@ def _result_label(decision: Decision) -> str:
     return "applied"
 
 
+def _flags(decision: Decision) -> tuple[str, ...]:
+    flags: tuple[str, ...] = getattr(decision, "flags", ())
+    return flags
+
+
+@attrs.define
+class _Staged:
+    """One unit of work decided in a fold: the main command's or a resumed fact's."""
+
+    event_id: str
+    batch_id: str
+    correlation_id: str
+    topic: str
+    change: Change
+    decision: Decision | None = None
+    waiting: str | None = None
+    error: PipelineStateError | None = None
+
+
+@attrs.define
+class _Batch:
+    """What a fold knows of one batch: its state and its waiting facts (arrival order)."""
+
+    state: BatchState | None
+    waiting: list[WaitingFact]
+
+
 class PipelineService:
     """Runs commands against a store with the rules of the profile.
 
     ``max_attempts`` bounds retries after a lost compare-and-set; the last
     :class:`~pipeline_state.errors.ConcurrencyConflictError` propagates if all fail.
+    ``waiting_window_seconds`` (default :data:`DEFAULT_WAITING_WINDOW_SECONDS`, 15 minutes)
+    is how long an early fact waits for its batch before :meth:`sweep_waiting` expires it.
+    ``counters`` counts ``deferred``, ``resumed``, ``correlation_mismatch``,
+    ``waiting_denied`` and ``waiting_dead_lettered`` events of this process.
     """
 
     def __init__(
@@ -104,18 +224,24 @@ class PipelineService:
         profile: Profile | None = None,
         clock: Clock | None = None,
         max_attempts: int = 8,
+        waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS,
     ) -> None:
+        if waiting_window_seconds <= 0:
+            raise ValueError("waiting_window_seconds must be positive")
         self.store = store
         self.profile = profile or huleedu_profile()
         self.clock: Clock = clock or SystemClock()
         self.max_attempts = max_attempts
+        self.waiting_window_seconds = waiting_window_seconds
+        self.counters: Counter[str] = Counter()
 
     # -- entry points ---------------------------------------------------------------------
     async def handle_message(self, topic: str, raw: bytes | str | Mapping[str, Any]) -> HandleResult:
         """Parse one inbound message and handle it. Raises
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
-        and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply."""
-        return await self.handle(_command(topic, raw), topic=topic)
+        and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
+        An early fact is kept to wait (``result.waiting``) rather than rejected."""
+        return await self.handle(_command(topic, raw), topic=topic, raw=_raw_bytes(raw))
 
     async def handle_many(
         self, messages: Sequence[InboundMessage]
@@ -124,9 +250,9 @@ class PipelineService:
 
         Returns one entry per message, in order: exactly what calling :meth:`handle_message`
         on each in turn would return (same decisions, outbox messages and event ids, same
-        final states), with the error it would raise in the slot of a message that breaks
-        the contract (:class:`~pipeline_state.errors.InvalidMessageError`) or can never
-        apply (:class:`~pipeline_state.errors.BadCommandError`,
+        final states, same waiting facts), with the error it would raise in the slot of a
+        message that breaks the contract (:class:`~pipeline_state.errors.InvalidMessageError`)
+        or can never apply (:class:`~pipeline_state.errors.BadCommandError`,
         :class:`~pipeline_state.errors.IllegalTransitionError`). A repeated event id, in
         the store's inbox or earlier in ``messages``, is a duplicate.
 
@@ -139,17 +265,17 @@ class PipelineService:
         lost by retrying it whole, the inbox makes redelivery harmless).
         """
         results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
-        pending: list[tuple[int, Command, str]] = []
+        pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
             try:
-                pending.append((index, _command(topic, raw), topic))
+                pending.append((index, _command(topic, raw), topic, _raw_bytes(raw)))
             except (InvalidMessageError, BadCommandError) as exc:
                 results[index] = exc
         commit_many = getattr(self.store, "commit_many", None)
         if pending and (commit_many is None or not await self._batched(pending, results, commit_many)):
-            for index, command, topic in pending:
+            for index, command, topic, raw in pending:
                 try:
-                    results[index] = await self.handle(command, topic=topic)
+                    results[index] = await self.handle(command, topic=topic, raw=raw)
                 except _NEVER_APPLIES as exc:
                     results[index] = exc
         done = [r for r in results if r is not None]
@@ -159,41 +285,42 @@ class PipelineService:
 
     async def _batched(
         self,
-        pending: Sequence[tuple[int, Command, str]],
+        pending: Sequence[tuple[int, Command, str, bytes]],
         results: list[HandleResult | PipelineStateError | None],
         commit_many: Callable[[Sequence[Change]], Awaitable[None]],
     ) -> bool:
         """Decide ``pending`` on one read per batch and commit them together; fill
         ``results`` and return ``True``, or ``False`` (nothing written, ``results`` of
         ``pending`` untouched) when the commit lost a race."""
-        states: dict[str, BatchState | None] = {}
-        staged: dict[str, tuple[int, Command, str, Decision, Change]] = {}  # by event id
+        batches: dict[str, _Batch] = {}
+        seen: set[str] = set()
+        staged: list[tuple[int, list[_Staged]]] = []
         outcome: dict[int, HandleResult | PipelineStateError] = {}
-        for index, command, topic in pending:
+        for index, command, topic, raw in pending:
             batch_id = command.batch_id
-            if command.event_id in staged or await self.store.is_processed(command.event_id):
+            if command.event_id in seen or await self.store.is_processed(command.event_id):
                 outcome[index] = HandleResult(
                     command.event_id, batch_id, None, duplicate=True, correlation_id=command.correlation_id
                 )
                 continue
-            if batch_id not in states:
-                states[batch_id] = await self.store.load(batch_id)
+            if batch_id not in batches:
+                batches[batch_id] = await self._read(batch_id)
             try:
-                decision, change = self._unit_of_work(command, topic, states[batch_id])
+                steps = self._fold(command, topic, raw, batches[batch_id])
             except _NEVER_APPLIES as exc:
                 outcome[index] = exc
                 continue
-            if change.state is not None:
-                states[batch_id] = change.state
-            staged[command.event_id] = (index, command, topic, decision, change)
-        if staged:
+            seen.add(command.event_id)
+            staged.append((index, steps))
+        changes = [step.change for _, steps in staged for step in steps]
+        if changes:
             try:
-                await commit_many([item[4] for item in staged.values()])
+                await commit_many(changes)
             except (ConcurrencyConflictError, DuplicateEventError):
-                log.debug("batched commit of %d changes lost a race, handling one by one", len(staged))
+                log.debug("batched commit of %d changes lost a race, handling one by one", len(changes))
                 return False
-        for index, command, topic, decision, change in staged.values():
-            outcome[index] = self._committed(command, topic, decision, change, 1)
+        for index, steps in staged:
+            outcome[index] = self._committed(steps, 1)
         for index, result in outcome.items():
             results[index] = result
         return True
@@ -206,7 +333,8 @@ class PipelineService:
         correlation_id: str | None = None,
     ) -> HandleResult:
         """Run an operator command (cancel, retry, ...) or a payload that arrived by another
-        route (HTTP). ``event_id`` is the idempotency key; a new one is made when absent."""
+        route (HTTP). ``event_id`` is the idempotency key; a new one is made when absent.
+        Such a command never waits: it applies, or is ignored, denied or rejected now."""
         command = Command(payload, event_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4()))
         return await self.handle(command, topic=f"operator.{type(payload).__name__}")
 
@@ -230,47 +358,296 @@ class PipelineService:
             raise BatchNotFoundError(batch_id)
         return state
 
+    # -- waiting facts --------------------------------------------------------------------
+    async def waiting_count(self) -> int:
+        """How many early facts wait (for the live summary)."""
+        return await self.store.count_waiting()
+
+    async def expired_waiting(self, now: datetime | None = None, *, limit: int = 100) -> list[ExpiredFact]:
+        """The waiting facts that arrived more than :attr:`waiting_window_seconds` before
+        ``now`` (default: the clock's now) and still cannot apply, oldest first.
+
+        Each expired fact's batch is first re-attempted once (a fact that applies by now is
+        applied, not expired). An expired pipeline request is then answered with the
+        contract's denial (``batch_not_found`` or ``batch_not_ready``: never silent) and
+        leaves the waiting set; it is not returned. Every other expired fact is returned,
+        *still waiting*: write its dead letter (``raw`` to ``<topic>.DLQ`` with ``reason``),
+        then call :meth:`forget_waiting` with its event id. A crash in between dead-letters
+        it again on the next sweep (at-least-once: the dead letter keeps the event id).
+        """
+        now = self.clock.now() if now is None else now
+        cutoff = now - timedelta(seconds=self.waiting_window_seconds)
+        facts = await self.store.list_waiting(arrived_before=cutoff, limit=limit)
+        expired: list[ExpiredFact] = []
+        for batch_id in dict.fromkeys(f.batch_id for f in facts):
+            await self.resume_waiting(batch_id)
+            batch = await self._read(batch_id)
+            for fact in batch.waiting:
+                if fact.arrived_at >= cutoff:
+                    continue
+                if await self._deny_expired(fact):
+                    continue
+                reason = (
+                    f"waited {self.waiting_window_seconds:g}s for {fact.waits_for} "
+                    f"(since {fact.arrived_at.isoformat()})"
+                )
+                expired.append(ExpiredFact(fact, reason))
+        return expired
+
+    async def forget_waiting(self, event_ids: Sequence[str]) -> int:
+        """Remove dead-lettered facts from the waiting set; their inbox result becomes
+        ``dead_lettered:<what it waited for>``. Returns how many were removed."""
+        if not event_ids:
+            return 0
+        wanted = set(event_ids)
+        removed = 0
+        now = self.clock.now()
+        by_reason: dict[str, list[str]] = {}
+        for fact in await self.store.list_waiting(limit=max(len(wanted) * 4, 1000)):
+            if fact.event_id in wanted:
+                by_reason.setdefault(fact.waits_for, []).append(fact.event_id)
+                wanted.discard(fact.event_id)
+        if wanted:
+            by_reason.setdefault("expired", []).extend(sorted(wanted))
+        for reason, ids in by_reason.items():
+            removed += await self.store.forget_waiting(ids, f"dead_lettered:{reason}", now)
+        self.counters["waiting_dead_lettered"] += removed
+        return removed
+
+    async def sweep_waiting(
+        self, dead_letter: Callable[[ExpiredFact], Awaitable[None]], *, limit: int = 100
+    ) -> WaitingSweep:
+        """One sweep of the waiting set, for a periodic task: re-attempt the batches of the
+        oldest waiting facts (a safety net for a change made by another process while a
+        fact was being deferred), then expire what waited too long (see
+        :meth:`expired_waiting`): ``await dead_letter(fact)`` for each, and only once it
+        returned, :meth:`forget_waiting` it. An exception from ``dead_letter`` propagates
+        and leaves that fact (and the rest) waiting for the next sweep."""
+        resumed = 0
+        for batch_id in dict.fromkeys(f.batch_id for f in await self.store.list_waiting(limit=limit)):
+            resumed += len(await self.resume_waiting(batch_id))
+        denied_before = self.counters["waiting_denied"]
+        dead = 0
+        for expired in await self.expired_waiting(limit=limit):
+            await dead_letter(expired)
+            dead += await self.forget_waiting([expired.event_id])
+        return WaitingSweep(resumed, self.counters["waiting_denied"] - denied_before, dead)
+
+    async def resume_waiting(self, batch_id: str) -> list[HandleResult | PipelineStateError]:
+        """Re-attempt the waiting facts of ``batch_id`` now (in arrival order, as a change of
+        the batch does); returns the results of those that left the waiting set."""
+        for attempt in range(1, self.max_attempts + 1):
+            batch = await self._read(batch_id)
+            steps = self._resume(batch)
+            if not steps:
+                return []
+            try:
+                await self._commit([s.change for s in steps])
+            except ConcurrencyConflictError:
+                if attempt == self.max_attempts:
+                    raise
+                await asyncio.sleep(0)
+                continue
+            return [self._result(s, attempt) for s in steps]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _deny_expired(self, fact: WaitingFact) -> bool:
+        """Answer an expired pipeline request with its denial; ``False`` for other facts."""
+        try:
+            command = _command(fact.topic, fact.raw)
+        except InvalidMessageError:
+            return False
+        if not isinstance(command.payload, ClientBatchPipelineRequestV1):
+            return False
+        for attempt in range(1, self.max_attempts + 1):
+            batch = await self._read(fact.batch_id)
+            if all(w.event_id != fact.event_id for w in batch.waiting):
+                return True  # resolved meanwhile
+            step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
+            try:
+                await self._commit([step.change])
+            except ConcurrencyConflictError:
+                if attempt == self.max_attempts:
+                    raise
+                continue
+            self.counters["waiting_denied"] += 1
+            log.warning(
+                "pipeline request %s for batch %s waited %gs for %s: %s",
+                fact.event_id,
+                fact.batch_id,
+                self.waiting_window_seconds,
+                fact.waits_for,
+                step.change.inbox.result if step.change.inbox else "?",
+                extra={"batch_id": fact.batch_id, "correlation_id": command.correlation_id},
+            )
+            return True
+        return True  # pragma: no cover
+
     # -- the unit of work -----------------------------------------------------------------
-    async def handle(self, command: Command, *, topic: str) -> HandleResult:
+    async def handle(self, command: Command, *, topic: str, raw: bytes | None = None) -> HandleResult:
+        """Handle one command in one unit of work (retried from a fresh read after a lost
+        compare-and-set). With ``raw`` (the message as received) an early fact is kept to
+        wait; without it, it is decided at once. Either way, when the change moves the
+        batch, its waiting facts are re-attempted in the same unit of work."""
         batch_id = command.batch_id
         for attempt in range(1, self.max_attempts + 1):
             if await self.store.is_processed(command.event_id):
-                return HandleResult(
-                    command.event_id,
-                    batch_id,
-                    None,
-                    duplicate=True,
-                    attempts=attempt,
-                    correlation_id=command.correlation_id,
-                )
-            state = await self.store.load(batch_id)
-            decision, change = self._unit_of_work(command, topic, state)
+                return self._duplicate(command, attempt)
+            batch = await self._read(batch_id)
+            steps = self._fold(command, topic, raw, batch)
             try:
-                await self.store.commit(change)
+                await self._commit([s.change for s in steps])
             except DuplicateEventError:
-                return HandleResult(
-                    command.event_id,
-                    batch_id,
-                    None,
-                    duplicate=True,
-                    attempts=attempt,
-                    correlation_id=command.correlation_id,
-                )
+                return self._duplicate(command, attempt)
             except ConcurrencyConflictError:
                 if attempt == self.max_attempts:
                     raise
                 log.debug("version conflict on %s, retrying from a fresh read", batch_id)
                 await asyncio.sleep(0)
                 continue
-            return self._committed(command, topic, decision, change, attempt)
+            return self._committed(steps, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @staticmethod
+    def _duplicate(command: Command, attempt: int) -> HandleResult:
+        return HandleResult(
+            command.event_id,
+            command.batch_id,
+            None,
+            duplicate=True,
+            attempts=attempt,
+            correlation_id=command.correlation_id,
+        )
+
+    async def _read(self, batch_id: str) -> _Batch:
+        """The batch's state and, only when it has any, its waiting facts."""
+        state, has_waiting = await self.store.load_with_waiting(batch_id)
+        waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
+        return _Batch(state, waiting)
+
+    async def _commit(self, changes: Sequence[Change]) -> None:
+        if len(changes) == 1:
+            await self.store.commit(changes[0])
+            return
+        commit_many = getattr(self.store, "commit_many", None)
+        if commit_many is not None:
+            await commit_many(changes)
+            return
+        for change in changes:  # a store without commit_many: one unit of work per change
+            await self.store.commit(change)
+
+    def _fold(self, command: Command, topic: str, raw: bytes | None, batch: _Batch) -> list[_Staged]:
+        """Decide ``command`` on ``batch`` (and advance ``batch`` as if committed): defer it
+        when it is early, else decide it, then re-attempt the batch's waiting facts if it
+        moved the batch. The one code path of :meth:`handle` and :meth:`handle_many`.
+        Raises what :func:`~pipeline_state.decide.decide` raises for the command itself."""
+        state = batch.state
+        reason = None
+        if raw is not None:
+            reason = waits_for(state, command, self.profile, waiting=[w.waits_for for w in batch.waiting])
+        if reason is not None:
+            step = self._deferred(command, topic, raw or b"", state, reason)
+            if step.change.state is not None:
+                batch.state = step.change.state
+            assert step.change.waiting is not None
+            batch.waiting.append(step.change.waiting)
+            return [step]
+        step = self._decided(command, topic, state)
+        if step.change.state is not None:
+            batch.state = step.change.state
+        steps = [step]
+        if batch.waiting and step.decision is not None and step.decision.changed:
+            steps.extend(self._resume(batch))
+        return steps
+
+    def _resume(self, batch: _Batch) -> list[_Staged]:
+        """Re-attempt ``batch``'s waiting facts in arrival order against its state; each that
+        no longer waits is decided (and leaves the waiting set). After a fact moves the
+        batch, start again from the oldest."""
+        steps: list[_Staged] = []
+        moved = True
+        while moved and batch.waiting:
+            moved = False
+            for fact in list(batch.waiting):
+                try:
+                    command = _command(fact.topic, fact.raw)
+                except InvalidMessageError as exc:  # stored by an older version, say
+                    steps.append(self._rejected(fact, batch.state, exc))
+                    batch.waiting.remove(fact)
+                    continue
+                others = [w.waits_for for w in batch.waiting if w is not fact]
+                if waits_for(batch.state, command, self.profile, waiting=others, deferred=True) is not None:
+                    continue
+                try:
+                    step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
+                except _NEVER_APPLIES as exc:
+                    steps.append(self._rejected(fact, batch.state, exc, command))
+                    batch.waiting.remove(fact)
+                    continue
+                batch.waiting.remove(fact)
+                steps.append(step)
+                if step.change.state is not None:
+                    batch.state = step.change.state
+                if step.decision is not None and step.decision.changed:
+                    moved = True
+                    break
+        return steps
+
+    def _decided(
+        self, command: Command, topic: str, state: BatchState | None, *, resolves: str | None = None
+    ) -> _Staged:
+        decision, change = self._unit_of_work(command, topic, state, resolves=resolves)
+        return _Staged(command.event_id, command.batch_id, command.correlation_id, topic, change, decision)
+
+    def _deferred(
+        self, command: Command, topic: str, raw: bytes, state: BatchState | None, reason: str
+    ) -> _Staged:
+        """Keep ``command`` waiting. On a known batch the version moves on (the state is
+        otherwise unchanged), so a writer that read the batch before the fact was kept
+        loses its compare-and-set and sees it on its fresh read."""
+        now = self.clock.now()
+        bumped = None if state is None else evolve(state, version=state.version + 1)
+        change = Change(
+            batch_id=command.batch_id,
+            expected_version=None if state is None else state.version,
+            state=bumped,
+            at=now,
+            inbox=InboxEntry(command.event_id, topic, command.batch_id, f"deferred:{reason}", now),
+            waiting=WaitingFact(command.event_id, topic, command.batch_id, raw, reason, now),
+        )
+        return _Staged(
+            command.event_id, command.batch_id, command.correlation_id, topic, change, waiting=reason
+        )
+
+    def _rejected(
+        self,
+        fact: WaitingFact,
+        state: BatchState | None,
+        error: PipelineStateError,
+        command: Command | None = None,
+    ) -> _Staged:
+        """A waiting fact that turned out to never apply: it leaves the waiting set with
+        ``rejected:<error>`` as its inbox result (the error is in its result)."""
+        now = self.clock.now()
+        correlation = fact.event_id if command is None else command.correlation_id
+        change = Change(
+            batch_id=fact.batch_id,
+            expected_version=None if state is None else state.version,
+            state=None,
+            at=now,
+            inbox=InboxEntry(
+                fact.event_id, fact.topic, fact.batch_id, f"rejected:{type(error).__name__}"[:200], now
+            ),
+            resolves=fact.event_id,
+        )
+        return _Staged(fact.event_id, fact.batch_id, correlation, fact.topic, change, error=error)
+
     def _unit_of_work(
-        self, command: Command, topic: str, state: BatchState | None
+        self, command: Command, topic: str, state: BatchState | None, *, resolves: str | None = None
     ) -> tuple[Decision, Change]:
         """Decide ``command`` on ``state`` (read at version ``state.version``) and build the
-        change that commits the decision: new state, outbox envelopes, log rows, inbox entry.
-        The one code path of :meth:`handle` and :meth:`handle_many`."""
+        change that commits the decision: new state, outbox envelopes, log rows, inbox entry
+        (replacing the waiting fact ``resolves``'s when it re-attempts one)."""
         now = self.clock.now()
         decision = decide(state, command, profile=self.profile, now=now)
         change = Change(
@@ -281,27 +658,83 @@ class PipelineService:
             outbox=self._envelopes(command, decision, now),
             inbox=InboxEntry(command.event_id, topic, command.batch_id, _result_label(decision), now),
             transitions=self._log_rows(command, decision, now),
+            resolves=resolves,
+            republish=tuple(getattr(decision, "resend", ())),
         )
         return decision, change
 
-    @staticmethod
-    def _committed(
-        command: Command, topic: str, decision: Decision, change: Change, attempt: int
-    ) -> HandleResult:
-        """The result of a committed ``change`` (logging an ignored input)."""
+    def _committed(self, steps: Sequence[_Staged], attempt: int) -> HandleResult:
+        """The result of the committed ``steps`` (the main command first)."""
+        main, *resumed = steps
+        result = self._result(main, attempt)
+        assert isinstance(result, HandleResult)  # only a resumed fact can end in an error
+        if resumed:
+            result = attrs.evolve(result, resumed=tuple(self._result(s, attempt) for s in resumed))
+        return result
+
+    def _result(self, step: _Staged, attempt: int) -> HandleResult | PipelineStateError:
+        """Log a committed step and give its result (the error of a rejected waiting fact)."""
+        command, topic = step, step.topic
+        extra = {"batch_id": command.batch_id, "correlation_id": command.correlation_id}
+        resumed = step.change.resolves is not None
+        if step.error is not None:
+            log.error(
+                "waiting %s %s for batch %s can never apply: %s",
+                topic,
+                command.event_id,
+                command.batch_id,
+                step.error,
+                extra=extra,
+            )
+            self.counters["waiting_rejected"] += 1
+            return step.error
+        if step.waiting is not None:
+            self.counters["deferred"] += 1
+            log.info(
+                "%s %s for batch %s waits for %s",
+                topic,
+                command.event_id,
+                command.batch_id,
+                step.waiting,
+                extra=extra,
+            )
+            return HandleResult(
+                command.event_id,
+                command.batch_id,
+                None,
+                attempts=attempt,
+                correlation_id=command.correlation_id,
+                waiting=step.waiting,
+            )
+        decision = step.decision
+        assert decision is not None
+        if resumed:
+            self.counters["resumed"] += 1
         if decision.ignored:
             log.info(
                 "ignored %s for batch %s: %s",
                 topic,
                 command.batch_id,
                 decision.ignored,
-                extra={"batch_id": command.batch_id, "correlation_id": command.correlation_id},
+                extra=extra,
+            )
+        if CORRELATION_MISMATCH in _flags(decision):
+            self.counters[CORRELATION_MISMATCH] += 1
+            log.warning(
+                "%s for batch %s carries correlation id %s, which belongs to no run of the batch: "
+                "applied to the active run %s and flagged %s",
+                topic,
+                command.batch_id,
+                command.correlation_id,
+                decision.run_id,
+                CORRELATION_MISMATCH,
+                extra=extra,
             )
         return HandleResult(
             command.event_id,
             command.batch_id,
             decision,
-            change.outbox,
+            step.change.outbox,
             attempts=attempt,
             correlation_id=command.correlation_id,
         )
@@ -339,6 +772,7 @@ class PipelineService:
                 event_id=command.event_id,
                 correlation_id=command.correlation_id,
                 at=now,
+                note=getattr(m, "note", None),
             )
             for m in decision.moves
         )

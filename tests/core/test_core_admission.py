@@ -46,13 +46,22 @@ def assert_denied(
 
 
 async def test_unknown_batch_is_denied_without_creating_state(rt: InMemoryRuntime, env: Envelopes) -> None:
+    # Issue 11: the request first waits for the registration; when its window passes
+    # without one, it is denied batch_not_found (never silent).
     topic, value = env.request("ghost", "nlp", user_id="t1")
 
-    out = await rt.deliver(topic, value)
+    assert await rt.deliver(topic, value) == []
+    rt.clock.advance(rt.service.waiting_window_seconds + 1)
+    assert await rt.service.expired_waiting() == []  # a request is denied, not dead-lettered
+    await rt.relay.drain()
+    out = [m.as_dict() for m in rt.bus.messages()]
 
     assert_denied(out, batch_id="ghost", pipeline="nlp", reason="batch_not_found", user="t1")
     assert rt.store.batch_count() == 0
-    assert (await rt.store.inbox_entry(value["event_id"])) is not None
+    entry = await rt.store.inbox_entry(value["event_id"])
+    assert entry is not None
+    assert entry.result == "denied:batch_not_found"
+    assert await rt.store.count_waiting() == 0
 
 
 async def test_active_run_is_denied_pipeline_already_active(flow: Flow) -> None:

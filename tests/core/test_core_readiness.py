@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from core_flow import Flow, one, topics
 
-from pipeline_state import BatchConflictError, BatchNotFoundError, InMemoryRuntime, Topic
+from pipeline_state import BatchConflictError, InMemoryRuntime, Topic
 from pipeline_state.testing import Envelopes
 
 REGISTERED = Topic.ESSAYS_REGISTERED.value
@@ -112,9 +112,8 @@ async def test_regular_batch_goes_through_student_validation(flow: Flow, env: En
 @pytest.mark.parametrize(
     ("class_id", "steps", "late"),
     [
-        pytest.param("class-7", 0, "associations", id="associations-before-provisioning"),
-        pytest.param("class-7", 0, "essays_ready", id="ready-before-provisioning"),
-        pytest.param("class-7", 1, "essays_ready", id="ready-before-associations"),
+        # Early readiness facts (associations or essays-ready before the state they follow)
+        # wait for their batch instead: tests/core/test_core_waiting.py.
         pytest.param("class-7", 3, "provisioned", id="provisioned-again-when-ready"),
         pytest.param(None, 1, "associations", id="guest-associations"),
         pytest.param(None, 1, "essays_ready", id="guest-ready-after-ready"),
@@ -187,7 +186,12 @@ async def test_non_critical_validation_errors_are_ignored(flow: Flow, env: Envel
     assert await flow.inbox_result(value["event_id"]) == "ignored:non_critical_validation_errors"
 
 
-async def test_readiness_event_for_unknown_batch_raises(rt: InMemoryRuntime, env: Envelopes) -> None:
-    with pytest.raises(BatchNotFoundError):
-        await rt.deliver(*env.provisioned("ghost", ["e1"]))
+async def test_readiness_event_for_unknown_batch_waits(rt: InMemoryRuntime, env: Envelopes) -> None:
+    # Issue 11: an early fact waits for its batch's registration (it used to raise).
+    topic, value = env.provisioned("ghost", ["e1"])
+    assert await rt.deliver(topic, value) == []
     assert rt.store.batch_count() == 0
+    entry = await rt.store.inbox_entry(value["event_id"])
+    assert entry is not None
+    assert entry.result == "deferred:batch_registration"
+    assert await rt.store.count_waiting() == 1

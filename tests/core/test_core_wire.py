@@ -191,7 +191,8 @@ async def _whole_flow(rt: InMemoryRuntime, ids_from: list[str] | None = None) ->
     await send(env.provisioned("b1", essays))
     await send(env.associations("b1", "class-7", essays))
     await send(env.essays_ready("b1", essays))
-    await send(env.request("ghost", "nlp"))  # denied: batch_not_found
+    # denied: unknown_pipeline (a request for an unknown batch would wait for its registration)
+    await send(env.request("b1", "no_such_pipeline"))
     corr = next_id()
     await send(env.request("b1", "cj_assessment", correlation_id=corr))
     await send(env.outcome("b1", "spellcheck", corr, processed=essays[:2], failed=essays[2:]))

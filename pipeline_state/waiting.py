@@ -1,0 +1,185 @@
+"""Which inbound facts are *early*: they cannot apply yet, but will once their batch moves on.
+
+Kafka orders records within a partition, never across topics, so a batch's facts can arrive
+before the facts they follow: provisioning before registration, essays-ready before the
+associations, a phase outcome before the phase was dispatched. Such a fact is not wrong, it
+is early; :class:`~pipeline_state.service.PipelineService` keeps it in the store's waiting
+set and re-attempts it each time its batch changes.
+
+What is early is read from the lifecycle definitions, not from a list of statuses: a fact
+that fires trigger ``t`` is early when the current state is not among ``t``'s source states
+but one of them is *reachable* from it in :data:`~pipeline_state.lifecycle.BATCH_LIFECYCLE`
+(or :data:`~pipeline_state.lifecycle.PHASE_LIFECYCLE` for a phase outcome). A fact whose
+source states are no longer reachable is late (a duplicate, or out of place) and goes to
+:func:`~pipeline_state.decide.decide`, which ignores it with a reason.
+
+:func:`waits_for` is pure; it names what a fact waits for:
+
+* ``batch_registration``: any fact but a registration, for a batch not registered yet;
+* ``batch_state:<status>``: a readiness fact (provisioning, associations, essays ready, a
+  critical validation error) for a batch in an earlier state, or a pipeline request for a
+  batch whose readiness facts wait (or that was itself waiting for the registration);
+* ``phase_dispatch:<phase>``: an outcome for a phase of the active run not dispatched yet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable
+
+from .commands import Command
+from .events import (
+    BatchContentProvisioningCompletedV1,
+    BatchEssaysReady,
+    BatchRegistrationRequestV1,
+    BatchValidationErrorsV1,
+    ClientBatchPipelineRequestV1,
+    ELSBatchPhaseOutcomeV1,
+    StudentAssociationsConfirmedV1,
+    WireModel,
+)
+from .lifecycle import BATCH_LIFECYCLE, PHASE_LIFECYCLE, BatchStatus, Lifecycle
+from .model import BatchState
+from .profile import Profile
+
+__all__ = ["REGISTRATION", "waits_for"]
+
+REGISTRATION = "batch_registration"
+"""What a fact for a batch that is not registered yet waits for."""
+
+_STATE = "batch_state:"
+_PHASE = "phase_dispatch:"
+
+# The batch triggers an inbound fact fires (provisioning depends on the batch: see _trigger).
+_BATCH_TRIGGERS: dict[type, str] = {
+    StudentAssociationsConfirmedV1: "confirm_associations",
+    BatchEssaysReady: "essays_ready",
+    BatchValidationErrorsV1: "fail_critically",
+}
+_PROVISION = {True: "provision_guest", False: "provision_regular"}
+_OUTCOME_TRIGGERS = {
+    "completed_successfully": "succeed",
+    "completed_with_failures": "partially_succeed",
+    "failed_critically": "fail",
+}
+_WAITING_FACTS = (
+    BatchContentProvisioningCompletedV1,
+    StudentAssociationsConfirmedV1,
+    BatchEssaysReady,
+    BatchValidationErrorsV1,
+    ELSBatchPhaseOutcomeV1,
+    ClientBatchPipelineRequestV1,
+)
+
+
+def _reachable(lifecycle: Lifecycle, start: str, excluded: Collection[str] = ()) -> set[str]:
+    """States reachable from ``start`` in one or more moves, not firing ``excluded``."""
+    seen: set[str] = set()
+    queue = deque([start])
+    while queue:
+        current = queue.popleft()
+        for move in lifecycle.moves_from(current):
+            if move.trigger not in excluded and move.dest not in seen:
+                seen.add(move.dest)
+                queue.append(move.dest)
+    return seen
+
+
+def _sources(lifecycle: Lifecycle, trigger: str) -> tuple[str, ...]:
+    return tuple(s for t in lifecycle.transitions if t.trigger == trigger for s in t.sources)
+
+
+def _early(lifecycle: Lifecycle, state: str, trigger: str, excluded: Collection[str] = ()) -> str | None:
+    """The first source state of ``trigger`` (declaration order) that ``state`` can still
+    reach when ``state`` is not one of them; ``None`` when the trigger applies now or never."""
+    sources = _sources(lifecycle, trigger)
+    if state in sources:
+        return None
+    ahead = _reachable(lifecycle, state, excluded)
+    return next((s for s in sources if s in ahead), None)
+
+
+def _excluded(state: BatchState) -> tuple[str, ...]:
+    """The provisioning trigger this batch can never fire (a guest batch is never
+    provisioned as a regular one and vice versa)."""
+    return (_PROVISION[not state.is_guest],)
+
+
+def _trigger(state: BatchState, payload: WireModel) -> str | None:
+    if isinstance(payload, BatchContentProvisioningCompletedV1):
+        return _PROVISION[state.is_guest]
+    if isinstance(payload, BatchValidationErrorsV1) and not payload.error_summary.critical_failure:
+        return None  # ignored whatever the state
+    return _BATCH_TRIGGERS.get(type(payload))
+
+
+def _readiness_waits(waiting: Iterable[str]) -> bool:
+    return any(w == REGISTRATION or w.startswith(_STATE) for w in waiting)
+
+
+def waits_for(
+    state: BatchState | None,
+    command: Command,
+    profile: Profile,
+    *,
+    waiting: Iterable[str] = (),
+    deferred: bool = False,
+) -> str | None:
+    """What ``command`` waits for on ``state``, or ``None`` when it is not early (it
+    applies now, or :func:`~pipeline_state.decide.decide` ignores, denies or rejects it).
+
+    ``waiting`` is what the batch's *other* waiting facts wait for (only a pipeline request
+    reads it: it waits with the batch's waiting readiness facts); ``deferred`` is true when
+    ``command`` itself is a waiting fact being re-attempted (a request that arrived before
+    its batch was registered keeps waiting while the batch is not ready yet). Registrations
+    and operator commands never wait; nor does an outcome naming a phase the profile does
+    not know, or one whose correlation id belongs to an earlier run of the batch.
+    """
+    payload = command.payload
+    if isinstance(payload, BatchRegistrationRequestV1) or not isinstance(payload, _WAITING_FACTS):
+        return None
+    if state is None:
+        if isinstance(payload, ELSBatchPhaseOutcomeV1) and not profile.is_phase(payload.phase_name):
+            return None
+        return REGISTRATION
+    if isinstance(payload, ClientBatchPipelineRequestV1):
+        return _request_waits(state, waiting, deferred)
+    if isinstance(payload, ELSBatchPhaseOutcomeV1):
+        return _outcome_waits(state, payload, profile)
+    trigger = _trigger(state, payload)
+    if trigger is None:
+        return None
+    source = _early(BATCH_LIFECYCLE, state.status.value, trigger, _excluded(state))
+    return None if source is None else _STATE + source
+
+
+def _request_waits(state: BatchState, waiting: Iterable[str], deferred: bool) -> str | None:
+    """A request waits while the batch can still become ready without a run of its own
+    (no active run: that is a denial, ``pipeline_already_active``) and either its
+    readiness facts wait or the request itself arrived before the batch existed."""
+    if state.active_run is not None:
+        return None
+    ready = _early(BATCH_LIFECYCLE, state.status.value, "start_run", _excluded(state))
+    if ready is None or state.status is BatchStatus.PROCESSING_PIPELINES:
+        return None
+    if deferred or _readiness_waits(waiting):
+        return _STATE + ready
+    return None
+
+
+def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: Profile) -> str | None:
+    run = state.active_run
+    if run is None or not profile.is_phase(payload.phase_name):
+        return None
+    phase = run.phase(payload.phase_name)
+    if phase is None:
+        return None
+    correlation = str(payload.correlation_id)
+    if correlation != run.correlation_id and any(r.correlation_id == correlation for r in state.history):
+        return None  # an earlier run's outcome: stale, never early
+    trigger = _OUTCOME_TRIGGERS.get(payload.phase_status)
+    if trigger is None:
+        return None
+    if _early(PHASE_LIFECYCLE, phase.status.value, trigger) is None:
+        return None
+    return _PHASE + payload.phase_name
