@@ -83,7 +83,7 @@ class BareBody(BaseModel):
 def serve(fd: int, batches: int) -> None:
     """Seed ``batches`` ready batches and serve the API plus the bare routes on ``fd``."""
     import uvicorn
-    from pipeline_state_http import create_app
+    from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock, PipelineService
     from pipeline_state.testing.builders import Envelopes
@@ -98,7 +98,8 @@ def serve(fd: int, batches: int) -> None:
             await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 5)))
 
     asyncio.run(seed())
-    app = create_app(service)
+    # Loopback only, and the bench measures the routes, not the token check: no tokens.
+    app = create_app(service, settings=HttpSettings(insecure_no_auth=True))
 
     @app.get("/bench/bare")
     async def bare_get() -> dict[str, str]:

@@ -4,6 +4,11 @@
 lifecycle with the shown run's status highlighted; ``phases``: the shown run's step DAG
 with each phase's status (steps pruned from it appear as ``already_completed``). The
 shown run is the active one, else the latest archived one.
+
+Text that comes from a request (the batch id, names) is written through :func:`mermaid_text`:
+every character but letters, digits and plain punctuation becomes a Mermaid entity code
+(``#60;`` for ``<``), so it can neither open a Mermaid directive (``%%{...}%%``) nor carry
+markup into a page that renders the diagram.
 """
 
 from __future__ import annotations
@@ -19,10 +24,18 @@ from pipeline_state.errors import UnknownPipelineError
 from pipeline_state.lifecycle import BATCH_LIFECYCLE, RUN_LIFECYCLE
 from pipeline_state.model import BatchState, Run
 
-__all__ = ["PRUNED", "DiagramView", "RunDag", "batch_mermaid", "run_dag", "shown_run"]
+__all__ = ["PRUNED", "DiagramView", "RunDag", "batch_mermaid", "mermaid_text", "run_dag", "shown_run"]
 
 DiagramView = Literal["all", "batch", "run", "phases"]
 PRUNED = "already_completed"
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,:-+@()")
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` with whitespace runs as one space and every character outside letters,
+    digits and ``_.,:-+@()`` as a Mermaid entity code (``#<decimal>;``)."""
+    return "".join(c if c in _PLAIN else f"#{ord(c)};" for c in " ".join(text.split()))
 
 
 @attrs.frozen
@@ -81,5 +94,5 @@ def batch_mermaid(state: BatchState, catalog: Catalog, view: DiagramView = "all"
         dag = run_dag(run, catalog)
         parts.append((f"phases of run {run.run_id}", pipeline_mermaid(dag, statuses=dag.statuses)))
     if view != "all":
-        return parts[0][1] if parts else f"%% batch {' '.join(state.batch_id.split())} has no run yet\n"
-    return "\n".join(f"%% {' '.join(title.split())}\n{text}" for title, text in parts)
+        return parts[0][1] if parts else f"%% batch {mermaid_text(state.batch_id)} has no run yet\n"
+    return "\n".join(f"%% {mermaid_text(title)}\n{text}" for title, text in parts)

@@ -5,7 +5,9 @@
 library errors, validation errors and HTTP errors become an
 :class:`~pipeline_state_http.schemas.ErrorBody`. Server-side failures (5xx) get a fixed
 message: driver messages (which may hold addresses or SQL) and stack traces never leave
-the process; they are logged instead.
+the process; they are logged instead. Bad input is never a server error: a value the store
+refuses as invalid (:class:`~pipeline_state.errors.RejectedDataError`) answers 422
+``rejected_data``, any other :class:`~pipeline_state.errors.BadCommandError` 400.
 
 :class:`ApiRoute` is the route class of the adapter's router: it applies
 :func:`error_response` around every endpoint, so a service that mounts the router gets
@@ -36,6 +38,7 @@ from pipeline_state.errors import (
     InvalidMessageError,
     PipelineStateError,
     PublishError,
+    RejectedDataError,
     StoreError,
     StoreUnavailableError,
     UnknownPipelineError,
@@ -53,6 +56,7 @@ CORRELATION_HEADER = "X-Correlation-ID"
 # Most specific first is not needed: the lookup walks the exception's MRO.
 _LIBRARY: dict[type[BaseException], tuple[int, str]] = {
     BatchNotFoundError: (404, "batch_not_found"),
+    RejectedDataError: (422, "rejected_data"),
     BatchConflictError: (409, "batch_conflict"),
     UnknownPipelineError: (400, "unknown_pipeline"),
     BadCommandError: (400, "bad_command"),
@@ -85,6 +89,8 @@ def _context(exc: BaseException) -> dict[str, str | None] | None:
             "trigger": exc.trigger,
             "batch_id": exc.batch_id,
         }
+    if isinstance(exc, RejectedDataError):
+        return {"reason": exc.reason, "batch_id": exc.batch_id}
     if isinstance(exc, UnknownPipelineError):
         return {"name": exc.name, "kind": exc.kind, "batch_id": exc.batch_id}
     if isinstance(exc, BadCommandError):
@@ -124,7 +130,9 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, PipelineStateError):
         return _library(exc)
     if isinstance(exc, HTTPException):
-        code = {401: "unauthorized", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 408: "request_timeout", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return _json(exc.status_code, ErrorBody(error=code, detail=str(exc.detail)), dict(exc.headers or {}))
     log.error("unhandled error answered 500", exc_info=exc)
     return _json(500, ErrorBody(error="internal_error", detail=_SERVER_DETAIL[500]))
@@ -135,7 +143,8 @@ Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 class ApiRoute(APIRoute):
     """A route whose errors are answered by :func:`error_response` and whose answers carry the
-    request's correlation id (set by the correlation dependency) in ``X-Correlation-ID``."""
+    request's correlation id (set by the correlation dependency) in ``X-Correlation-ID`` and
+    ``X-Content-Type-Options: nosniff`` (no browser guesses a type from user data)."""
 
     def get_route_handler(self) -> Endpoint:
         handler = super().get_route_handler()
@@ -145,6 +154,7 @@ class ApiRoute(APIRoute):
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(exc)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
             correlation = getattr(request.state, "correlation_id", None)
             if correlation is not None and CORRELATION_HEADER.lower() not in response.headers:
                 response.headers[CORRELATION_HEADER] = str(correlation)

@@ -9,9 +9,10 @@ bearer token as the other ``/v1`` routes; an unknown batch or class answers 404
 
 # No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query, params
 from fastapi.responses import JSONResponse
 
 from pipeline_state.results.ports import ResultsStore
@@ -19,9 +20,9 @@ from pipeline_state.results.queries import ResultsQueries
 
 from .context import correlation_only
 from .handlers import ApiRoute
+from .ids import id_path
 from .results_schemas import BatchResultsView, ClassResultsView, TeacherResultsView
 from .schemas import ErrorBody
-from .security import Guard
 from .settings import HttpSettings
 
 __all__ = ["NOT_FOUND", "build_results_router"]
@@ -30,7 +31,7 @@ NOT_FOUND = "results_not_found"
 """The ``error`` code of a 404 from the results routes."""
 
 Correlation = Annotated[str, Depends(correlation_only)]
-Id = Path(min_length=1, max_length=200)
+Id = id_path("the id")
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 422, 503)}
 
@@ -41,15 +42,19 @@ def _not_found(what: str) -> JSONResponse:
 
 
 def build_results_router(
-    results: ResultsStore, *, settings: HttpSettings | None = None, guard: Guard | None = None
+    results: ResultsStore,
+    *,
+    settings: HttpSettings | None = None,
+    dependencies: Sequence[params.Depends] = (),
 ) -> APIRouter:
-    """The results routes over ``results``; ``guard`` (the API token check) protects them."""
+    """The results routes over ``results``; ``dependencies`` (the API token check, see
+    :func:`~pipeline_state_http.security.require_scopes`) protect them."""
     settings = settings or HttpSettings()
     queries = ResultsQueries(results)
     router = APIRouter(
         route_class=ApiRoute,
         tags=["results"],
-        dependencies=[Depends(guard)] if guard else [],
+        dependencies=list(dependencies),
     )
     limit_query = Query(ge=1, le=settings.max_page_size)
     offset_query = Query(ge=0, le=1_000_000_000)

@@ -11,7 +11,7 @@ wherever the router is mounted. Mutating work is done by
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from pipeline_state.errors import StoreUnavailableError
@@ -22,6 +22,7 @@ from pipeline_state.snapshot import run_view, snapshot
 from .context import RequestContext, correlation_only, request_context
 from .diagram import DiagramView, batch_mermaid
 from .handlers import ApiRoute
+from .ids import BatchId, id_path
 from .operations import Operations
 from .resolution import define_pipeline, preflight
 from .results_routes import build_results_router
@@ -45,8 +46,8 @@ from .schemas import (
     RegistrationBody,
     RetryPhaseBody,
 )
-from .security import bearer_guard
-from .settings import HttpSettings
+from .security import require_scopes
+from .settings import HttpSettings, Scope
 from .status_page import render_status_page
 
 __all__ = ["HEALTH_SENTINEL", "build_router"]
@@ -54,7 +55,6 @@ __all__ = ["HEALTH_SENTINEL", "build_router"]
 HEALTH_SENTINEL = "__pipeline_state_healthz__"
 """The batch id ``/healthz`` loads to see that the store answers."""
 
-BatchId = Annotated[str, Path(min_length=1, max_length=200, description="the batch id")]
 Context = Annotated[RequestContext, Depends(request_context)]
 Correlation = Annotated[str, Depends(correlation_only)]
 
@@ -63,7 +63,12 @@ def _errors(*pairs: tuple[int, type[Any]]) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": model} for status, model in pairs}
 
 
-_COMMON = ((401, ErrorBody), (413, ErrorBody), (422, ErrorBody), (503, ErrorBody))
+_COMMON = ((401, ErrorBody), (408, ErrorBody), (413, ErrorBody), (422, ErrorBody), (503, ErrorBody))
+
+OPERATOR_VIEWS = ("/v1/batches/{batch_id}/diagram", "/v1/batches/{batch_id}/status")
+"""Routes under ``/v1`` that operators use too: they take the API or the operations token."""
+
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _DENIALS = ((400, DenialBody), (402, DenialBody), (404, DenialBody), (409, DenialBody), (429, DenialBody))
 
 
@@ -73,29 +78,27 @@ def build_router(
     settings: HttpSettings | None = None,
     results: ResultsStore | None = None,
 ) -> APIRouter:
-    """All routes of the API for ``service``, with the token checks ``settings`` asks for;
-    with a ``results`` store, also the ``/v1/results/...`` routes
-    (:mod:`~pipeline_state_http.results_routes`)."""
+    """All routes of the API for ``service``, each in its token scope (see
+    :func:`~pipeline_state_http.security.require_scopes`): ``/v1/*`` needs the API token,
+    ``/internal/*`` the internal token, and the operator views (:data:`OPERATOR_VIEWS`) the
+    API or the operations token; ``/healthz`` is open. With a ``results`` store, also the
+    ``/v1/results/...`` routes (:mod:`~pipeline_state_http.results_routes`)."""
     settings = settings or HttpSettings()
     ops = Operations(service)
-    api_guard = bearer_guard(settings.api_token, scheme_name="apiToken", realm="pipeline-state api")
-    internal_guard = bearer_guard(
-        settings.internal_token, scheme_name="internalToken", realm="pipeline-state internal"
-    )
-    api = APIRouter(
+    api_only = require_scopes(settings, Scope.API)
+    api = APIRouter(route_class=ApiRoute, tags=["batches"], dependencies=api_only)
+    views = APIRouter(
         route_class=ApiRoute,
         tags=["batches"],
-        dependencies=[Depends(api_guard)] if api_guard else [],
+        dependencies=require_scopes(settings, Scope.API, Scope.OPS),
     )
     page = APIRouter(
         route_class=ApiRoute,
         tags=["batches"],
-        dependencies=[Depends(api_guard)] if api_guard and not settings.public_status_page else [],
+        dependencies=[] if settings.public_status_page else require_scopes(settings, Scope.API, Scope.OPS),
     )
     internal = APIRouter(
-        route_class=ApiRoute,
-        tags=["internal"],
-        dependencies=[Depends(internal_guard)] if internal_guard else [],
+        route_class=ApiRoute, tags=["internal"], dependencies=require_scopes(settings, Scope.INTERNAL)
     )
     ops_router = APIRouter(route_class=ApiRoute, tags=["operations"])
 
@@ -131,7 +134,7 @@ def build_router(
     )
     async def preflight_pipeline(
         batch_id: BatchId,
-        pipeline: Annotated[str, Path(min_length=1, max_length=200)],
+        pipeline: Annotated[str, id_path("the pipeline name")],
         correlation: Correlation,
         body: Annotated[PreflightBody | None, Body()] = None,
     ) -> PreflightResult:
@@ -193,7 +196,7 @@ def build_router(
             }
         )
 
-    @api.get(
+    @views.get(
         "/v1/batches/{batch_id}/diagram",
         response_class=PlainTextResponse,
         responses={**_errors(*_COMMON, (404, ErrorBody)), 200: {"content": {"text/plain": {}}}},
@@ -203,7 +206,8 @@ def build_router(
         batch_id: BatchId, correlation: Correlation, view: Annotated[DiagramView, Query()] = "all"
     ) -> PlainTextResponse:
         state = await service.get_batch(batch_id)
-        return PlainTextResponse(batch_mermaid(state, service.profile.catalog, view))
+        text = batch_mermaid(state, service.profile.catalog, view)
+        return PlainTextResponse(text, headers={**_NOSNIFF, "Content-Security-Policy": "default-src 'none'"})
 
     @page.get(
         "/v1/batches/{batch_id}/status",
@@ -265,8 +269,8 @@ def build_router(
         return JSONResponse(Health(status="ok").model_dump(mode="json", exclude_none=True))
 
     router = APIRouter()
-    for part in (api, page, internal, ops_router):
+    for part in (api, views, page, internal, ops_router):
         router.include_router(part)
     if results is not None:
-        router.include_router(build_results_router(results, settings=settings, guard=api_guard))
+        router.include_router(build_results_router(results, settings=settings, dependencies=api_only))
     return router

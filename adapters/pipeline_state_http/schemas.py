@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_state.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
 
+from .ids import IdField, MaybeEmptyIdField
+
 __all__ = [
     "MAX_ESSAYS_PER_BATCH",
     "ActiveRunView",
@@ -39,8 +41,6 @@ __all__ = [
     "RunView",
 ]
 
-Name = Field(min_length=1, max_length=200)
-
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -52,6 +52,7 @@ class _Answer(BaseModel):
 
 # --- requests ---------------------------------------------------------------------------
 
+
 class RegistrationBody(BatchRegistrationRequestV1):
     """The body of a registration: ``BatchRegistrationRequestV1``, whose sizes are bounded by
     ``MAX_ESSAYS_PER_BATCH`` so one small request cannot make the server build huge lists."""
@@ -61,10 +62,10 @@ class PipelineRequestBody(_Body):
     """A pipeline request; the fields of ``ClientBatchPipelineRequestV1``. ``batch_id`` may be
     left out (the path names the batch) and must match the path when given."""
 
-    batch_id: str | None = Field(default=None, min_length=1, max_length=200)
-    requested_pipeline: str = Name
+    batch_id: IdField | None = None
+    requested_pipeline: IdField
     client_correlation_id: UUID | None = None
-    user_id: str = Name
+    user_id: IdField
     is_retry: bool = False
     retry_reason: str | None = Field(default=None, max_length=2000)
     prompt_payload: dict[str, Any] | None = None
@@ -73,33 +74,33 @@ class PipelineRequestBody(_Body):
 class PreflightBody(_Body):
     """Who would ask (``user_id`` defaults to the batch's owner) and with which prompt."""
 
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    user_id: IdField | None = None
     prompt_payload: dict[str, Any] | None = None
 
 
 class CancelBody(_Body):
-    user_id: str | None = Field(default=None, max_length=200)
+    user_id: MaybeEmptyIdField | None = None
     reason: str | None = Field(default=None, max_length=2000)
 
 
 class RetryPhaseBody(_Body):
-    phase_name: str = Name
-    user_id: str = Name
+    phase_name: IdField
+    user_id: IdField
     retry_reason: str | None = Field(default=None, max_length=2000)
 
 
 class DefineRequest(_Body):
     """The original conductor's question: which phases should this request run?"""
 
-    batch_id: str = Name
-    requested_pipeline: str = Name
+    batch_id: IdField
+    requested_pipeline: IdField
     correlation_id: UUID
     batch_metadata: dict[str, Any] | None = None
 
 
 class PhaseCompletionBody(_Body):
-    batch_id: str = Name
-    phase_name: str = Name
+    batch_id: IdField
+    phase_name: IdField
     success: bool
 
 

@@ -1,15 +1,47 @@
-"""Settings of the HTTP adapter: tokens, limits and the status page's behaviour."""
+"""Settings of the HTTP adapter: tokens, limits, timeouts and the status page's behaviour."""
 
 from __future__ import annotations
 
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import attrs
 
-__all__ = ["HttpSettings"]
+__all__ = ["ENVIRONMENT", "TOKEN_VARIABLES", "HttpSettings", "Scope", "read_token_file"]
 
 
-def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+class Scope(enum.StrEnum):
+    """Who a route is for; each scope has its own bearer token."""
+
+    API = "api"
+    """The public API: ``/v1/*``, and the OpenAPI schema and docs pages."""
+    INTERNAL = "internal"
+    """Calls from other services of the platform: ``/internal/*``."""
+    OPS = "ops"
+    """Operators and monitoring: the operational views and listings."""
+
+
+TOKEN_VARIABLES: Mapping[Scope, str] = {
+    Scope.API: "PIPELINE_STATE_HTTP_API_TOKEN",
+    Scope.INTERNAL: "PIPELINE_STATE_HTTP_INTERNAL_TOKEN",
+    Scope.OPS: "PIPELINE_STATE_HTTP_OPS_TOKEN",
+}
+"""The environment variable of each scope's token; ``<variable>_FILE`` names a file holding it."""
+
+ENVIRONMENT: Mapping[str, str] = {
+    "PIPELINE_STATE_HTTP_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
+    "PIPELINE_STATE_HTTP_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
+    "PIPELINE_STATE_HTTP_MAX_BODY_BYTES": "max_body_bytes",
+}
+"""The environment variables of :meth:`HttpSettings.from_environ` besides the tokens."""
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
 def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -17,24 +49,50 @@ def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None)
         raise ValueError(f"{attribute.name} must be a non-empty string without surrounding spaces")
 
 
+def read_token_file(path: str | os.PathLike[str], *, variable: str = "token file") -> str:
+    """The token stored in the file at ``path`` (one trailing newline removed); raises
+    :class:`ValueError` when the file cannot be read or holds no token."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{variable}: cannot read {str(path)!r}: {exc}") from exc
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token.strip():
+        raise ValueError(f"{variable}: {str(path)!r} is empty")
+    if token != token.strip():
+        raise ValueError(f"{variable}: the token in {str(path)!r} has surrounding spaces")
+    return token
+
+
 @attrs.frozen
 class HttpSettings:
     """How the API is exposed.
 
-    ``api_token`` guards every ``/v1/*`` route and ``internal_token`` every ``/internal/*``
-    route as ``Authorization: Bearer <token>``; ``None`` turns that check off (the in-memory
-    demo default). ``/healthz`` is never guarded. ``public_status_page`` lets browsers load
-    ``GET /v1/batches/{id}/status`` without a token (a browser cannot send one on
-    navigation); the page shows batch data, so only enable it on a trusted network.
+    Access control: every route but ``/healthz`` needs ``Authorization: Bearer <token>`` with
+    the token of its :class:`Scope`: ``api_token`` for ``/v1/*`` and the OpenAPI schema and
+    docs pages, ``internal_token`` for ``/internal/*``, ``ops_token`` for the operational
+    routes (the diagram and status views also take the API token). A scope whose token is
+    ``None`` is **closed**: its routes answer 401 to everyone. ``insecure_no_auth=True``
+    opens the scopes that have no token instead (local development and tests only).
+    ``public_status_page`` lets browsers load ``GET /v1/batches/{id}/status`` without a token
+    (a browser cannot send one on navigation); the page shows batch data, so only enable it
+    on a trusted network.
 
-    ``max_body_bytes`` bounds request bodies (413 beyond); ``max_page_size`` bounds the
-    ``limit`` of paginated routes; ``status_refresh_seconds`` is how often the status page
-    refreshes itself in the browser (``0``: never).
+    Limits: ``max_body_bytes`` bounds request bodies (413 beyond); a body still incomplete
+    ``body_timeout_seconds`` after its headers answers 408; a connection that has not sent a
+    complete request head ``header_timeout_seconds`` after it opened (or after the previous
+    answer) is closed (applied by the server, see :mod:`pipeline_state_http.server`).
+    ``max_page_size`` bounds the ``limit`` of paginated routes; ``status_refresh_seconds``
+    is how often the status page refreshes itself in the browser (``0``: never).
     """
 
     api_token: str | None = attrs.field(default=None, validator=_token, repr=False)
     internal_token: str | None = attrs.field(default=None, validator=_token, repr=False)
+    ops_token: str | None = attrs.field(default=None, validator=_token, repr=False)
+    insecure_no_auth: bool = False
     max_body_bytes: int = attrs.field(default=256 * 1024, validator=_positive)
+    header_timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    body_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
     max_page_size: int = attrs.field(default=100, validator=_positive)
     default_page_size: int = attrs.field(default=20, validator=_positive)
     public_status_page: bool = False
@@ -44,3 +102,60 @@ class HttpSettings:
     def __attrs_post_init__(self) -> None:
         if self.default_page_size > self.max_page_size:
             raise ValueError("default_page_size must not exceed max_page_size")
+
+    def token(self, scope: Scope) -> str | None:
+        """The token of ``scope`` (``None``: not configured)."""
+        return {Scope.API: self.api_token, Scope.INTERNAL: self.internal_token, Scope.OPS: self.ops_token}[
+            scope
+        ]
+
+    def open_scopes(self) -> tuple[Scope, ...]:
+        """The scopes anyone may use: those without a token, in insecure mode only."""
+        if not self.insecure_no_auth:
+            return ()
+        return tuple(scope for scope in Scope if self.token(scope) is None)
+
+    def closed_scopes(self) -> tuple[Scope, ...]:
+        """The scopes no one may use: those without a token, outside insecure mode."""
+        if self.insecure_no_auth:
+            return ()
+        return tuple(scope for scope in Scope if self.token(scope) is None)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HttpSettings:
+        """Settings from ``PIPELINE_STATE_HTTP_*`` variables (default: ``os.environ``), then
+        ``overrides``. Each token comes from its variable of :data:`TOKEN_VARIABLES` or from
+        the file named by ``<variable>_FILE``; raises :class:`ValueError` on an unreadable or
+        empty file, on both forms set at once, or on a value that does not parse."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for scope, variable in TOKEN_VARIABLES.items():
+            token = token_from_environ(env, variable)
+            if token is not None:
+                values[f"{scope.value}_token"] = token
+        for variable, field in ENVIRONMENT.items():
+            text = env.get(variable, "")
+            if text:
+                kind = int if field == "max_body_bytes" else float
+                try:
+                    values[field] = kind(text)
+                except ValueError as exc:
+                    raise ValueError(f"{variable}: {exc}") from exc
+        values.update(overrides)
+        return cls(**values)
+
+
+def token_from_environ(environ: Mapping[str, str], variable: str) -> str | None:
+    """The token in ``variable``, or in the file named by ``<variable>_FILE``; ``None`` when
+    neither is set. Raises :class:`ValueError` as :meth:`HttpSettings.from_environ` does."""
+    value = environ.get(variable, "")
+    path = environ.get(f"{variable}_FILE", "")
+    if value and path:
+        raise ValueError(f"set {variable} or {variable}_FILE, not both")
+    if path:
+        return read_token_file(path, variable=f"{variable}_FILE")
+    if value:
+        if value != value.strip():
+            raise ValueError(f"{variable}: the token has surrounding spaces")
+        return value
+    return None

@@ -1,9 +1,13 @@
 """Fixtures of the HTTP adapter's tests: a real service on the in-memory store, the app
-and clients talking to it in process."""
+and clients talking to it in process.
+
+The app is built with a token per scope (:data:`TOKENS`), as in production; the ``http`` and
+``client`` fixtures send the token of each route's scope, so tests about behaviour need not
+repeat it. ``tests/http/test_http_security.py`` checks the tokens themselves."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 
 import httpx
 import pytest
@@ -21,6 +25,31 @@ from pipeline_state.testing.builders import Envelopes
 
 BASE = "http://pipeline-state.test"
 
+API_TOKEN, INTERNAL_TOKEN, OPS_TOKEN = "test-api-token", "test-internal-token", "test-ops-token"
+TOKENS = {"api_token": API_TOKEN, "internal_token": INTERNAL_TOKEN, "ops_token": OPS_TOKEN}
+"""The ``HttpSettings`` keyword arguments of the test tokens."""
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class ScopedAuth(httpx.Auth):
+    """Sends the internal token to ``/internal/...`` and the API token elsewhere, unless the
+    request carries an ``Authorization`` header already."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if "authorization" not in request.headers:
+            internal = "/internal/" in request.url.path
+            request.headers["Authorization"] = f"Bearer {INTERNAL_TOKEN if internal else API_TOKEN}"
+        yield request
+
+
+def authed_client(app: object, base_url: str = BASE) -> httpx.AsyncClient:
+    """An in-process client of ``app`` that sends the test tokens (see :class:`ScopedAuth`)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, auth=ScopedAuth())  # type: ignore[arg-type]
+
+
 MakeReady = Callable[..., Awaitable[str]]
 
 
@@ -36,7 +65,7 @@ def service(clock: ManualClock) -> PipelineService:
 
 @pytest.fixture
 def settings() -> HttpSettings:
-    return HttpSettings()
+    return HttpSettings(**TOKENS)
 
 
 @pytest.fixture
@@ -46,13 +75,16 @@ def app(service: PipelineService, settings: HttpSettings):  # type: ignore[no-un
 
 @pytest.fixture
 async def http(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+    async with authed_client(app) as client:
         yield client
 
 
 @pytest.fixture
 async def client(app) -> AsyncIterator[PipelineStateClient]:  # type: ignore[no-untyped-def]
-    async with PipelineStateClient(BASE, transport=httpx.ASGITransport(app=app)) as c:
+    transport = httpx.ASGITransport(app=app)
+    async with PipelineStateClient(
+        BASE, token=API_TOKEN, internal_token=INTERNAL_TOKEN, transport=transport
+    ) as c:
         yield c
 
 

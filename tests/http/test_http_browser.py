@@ -26,6 +26,8 @@ from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.events import ClientBatchPipelineRequestV1
 from pipeline_state.testing.builders import Envelopes
 
+from .conftest import TOKENS
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM_FLAGS = (
@@ -83,7 +85,9 @@ def served() -> Iterator[str]:
     """The base URL of the app served by uvicorn on a free loopback port."""
     service = PipelineService(InMemoryStore(), clock=ManualClock())
     asyncio.run(_seed(service))
-    app = create_app(service, settings=HttpSettings(status_refresh_seconds=1))
+    # A browser cannot send a token when it navigates: the page is public, the rest is not.
+    settings = HttpSettings(status_refresh_seconds=1, public_status_page=True, **TOKENS)
+    app = create_app(service, settings=settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
 import pipeline_state_http
 from fastapi import FastAPI
 from pipeline_state_http import DENIAL_STATUS, HttpSettings, denial_status, install
 
 from pipeline_state import InMemoryStore, PipelineService
 
-from .conftest import BASE, MakeReady
+from .conftest import TOKENS, MakeReady, authed_client
 
 EXPECTED = {
     "DEFAULT_DENIAL_STATUS",
@@ -67,8 +66,8 @@ async def test_install_mounts_the_api_under_a_prefix_beside_the_host_routes(
     async def echo(body: dict[str, str]) -> dict[str, str]:
         return body
 
-    install(host, service, settings=HttpSettings(max_body_bytes=100), prefix="/state")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url=BASE) as http:
+    install(host, service, settings=HttpSettings(max_body_bytes=100, **TOKENS), prefix="/state")
+    async with authed_client(host) as http:
         assert (await http.get("/state/v1/batches/b1")).json()["batch_id"] == "b1"
         assert (await http.get("/state/healthz")).status_code == 200
         big = {"x": "y" * 500}

@@ -37,7 +37,7 @@ from pipeline_state.results import (
 )
 from pipeline_state.testing import Envelopes
 
-from .conftest import BASE
+from .conftest import API_TOKEN, BASE, TOKENS, authed_client, bearer
 
 OUTCOME = Topic.PHASE_OUTCOME.value
 LISTENED = (Topic.ESSAYS_REGISTERED.value, Topic.PIPELINE_COMPLETED.value)
@@ -87,7 +87,9 @@ class Platform:
 
 
 async def _client(platform: Platform, settings: HttpSettings | None = None) -> httpx.AsyncClient:
-    app = create_app(platform.rt.service, settings=settings, results=platform.store)
+    app = create_app(platform.rt.service, settings=settings or HttpSettings(**TOKENS), results=platform.store)
+    if settings is None:
+        return authed_client(app)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
 
 
@@ -195,7 +197,7 @@ async def test_response_models_mirror_the_views_and_are_in_the_schema(
 
 
 async def test_results_routes_are_absent_without_a_results_store() -> None:
-    app = create_app(InMemoryRuntime().service)
+    app = create_app(InMemoryRuntime().service, settings=HttpSettings(**TOKENS))
     assert not [r for r in app.routes if getattr(r, "path", "").startswith("/v1/results")]
 
 
@@ -225,12 +227,12 @@ async def test_routes_on_the_sqlite_results_store(sqlite_results: SqlResultsStor
 def _results_app() -> Any:
     platform = Platform(InMemoryResultsStore())
     asyncio.run(platform.complete_run("b1"))
-    return create_app(platform.rt.service, results=platform.store)
+    return create_app(platform.rt.service, settings=HttpSettings(**TOKENS), results=platform.store)
 
 
-RESULTS_SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", _results_app()).include(
-    path_regex="^/v1/results/"
-)
+RESULTS_SCHEMA = schemathesis.openapi.from_asgi(
+    "/openapi.json", _results_app(), headers=bearer(API_TOKEN)
+).include(path_regex="^/v1/results/")
 
 
 @RESULTS_SCHEMA.hook("map_path_parameters")
@@ -248,4 +250,4 @@ def _known_ids(context: Any, path_parameters: dict[str, Any] | None) -> dict[str
 @RESULTS_SCHEMA.parametrize()
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_results_routes_never_answer_5xx(case: Any) -> None:
-    case.call_and_validate(checks=[not_a_server_error])
+    case.call_and_validate(headers=bearer(API_TOKEN), checks=[not_a_server_error])

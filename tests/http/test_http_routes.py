@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 from pipeline_state import InMemoryCreditLedger, PipelineService, RateLimitGuard, Topic, huleedu_profile
+from pipeline_state.events import MAX_ESSAYS_PER_BATCH
 from pipeline_state.snapshot import snapshot
 
-from .conftest import MakeReady, Outbox, Outcome
+from .conftest import TOKENS, MakeReady, Outbox, Outcome, authed_client
 
 
 def registration(batch_id: str, **changes: object) -> dict[str, object]:
@@ -70,8 +71,11 @@ async def test_registration_sizes_are_bounded(http: httpx.AsyncClient) -> None:
         "/v1/batches/register", json=registration("b1", expected_essay_count=10**9, essay_ids=None)
     )
     assert (huge.status_code, huge.json()["field"]) == (422, "body.expected_essay_count")
+    over = registration("b1", expected_essay_count=MAX_ESSAYS_PER_BATCH + 1, essay_ids=None)
+    assert (await http.post("/v1/batches/register", json=over)).status_code == 422
     ok = await http.post(
-        "/v1/batches/register", json=registration("b1", expected_essay_count=10_000, essay_ids=None)
+        "/v1/batches/register",
+        json=registration("b1", expected_essay_count=MAX_ESSAYS_PER_BATCH, essay_ids=None),
     )
     assert ok.status_code == 202
 
@@ -207,7 +211,7 @@ async def test_denials_map_to_their_status_codes(
 
 
 async def test_credit_and_rate_limit_denials_are_402_and_429(make_ready: MakeReady) -> None:
-    from pipeline_state_http import create_app
+    from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock
     from pipeline_state.testing.builders import Envelopes
@@ -219,8 +223,8 @@ async def test_credit_and_rate_limit_denials_are_402_and_429(make_ready: MakeRea
     for batch_id in ("poor", "busy"):
         await service.handle_message(*env.register(batch_id, essays=3))
         await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 3)))
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+    app = create_app(service, settings=HttpSettings(**TOKENS))
+    async with authed_client(app, "http://t") as http:
         # 3 essays x 2 phases = 6 credits > 3
         poor = await http.post(
             "/v1/batches/poor/pipelines", json={"requested_pipeline": "nlp", "user_id": "teacher-1"}

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pipeline_state_http import PipelineDeniedError, PipelineStateClient, create_app
+from pipeline_state_http import HttpSettings, PipelineDeniedError, PipelineStateClient, create_app
 
 from pipeline_state import ManualClock, PipelineService
 from pipeline_state.testing.builders import Envelopes
 
-from .conftest import BASE
+from .conftest import API_TOKEN, BASE, INTERNAL_TOKEN, TOKENS, authed_client
 
 pytest.importorskip("aiosqlite")
 from pipeline_state_sql import SqlStore, open_store
@@ -28,12 +28,13 @@ async def sql_service(tmp_path: Path) -> AsyncIterator[PipelineService]:
 
 
 async def test_the_api_on_the_sqlite_store(sql_service: PipelineService) -> None:
-    app = create_app(sql_service)
+    app = create_app(sql_service, settings=HttpSettings(**TOKENS))
     env = Envelopes()
     transport = httpx.ASGITransport(app=app)
+    tokens = {"token": API_TOKEN, "internal_token": INTERNAL_TOKEN}
     async with (
-        PipelineStateClient(BASE, transport=transport) as client,
-        httpx.AsyncClient(transport=transport, base_url=BASE) as http,
+        PipelineStateClient(BASE, transport=transport, **tokens) as client,
+        authed_client(app) as http,
     ):
         reg = {
             "batch_id": "s1",

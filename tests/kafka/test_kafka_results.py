@@ -365,15 +365,20 @@ async def test_kafka_results_store_opens_the_real_sql_results_store(tmp_path: Pa
 
 async def test_kafka_serve_http_app_serves_the_results_routes() -> None:
     import httpx
+    from pipeline_state_http import HttpSettings
     from pipeline_state_kafka.web import build_http_app
 
     from pipeline_state import InMemoryStore, PipelineService
 
-    app = build_http_app(PipelineService(InMemoryStore()), results=InMemoryResultsStore())
+    settings = HttpSettings(api_token="t", internal_token="i", ops_token="o")
+    token = {"Authorization": "Bearer t"}
+    app = build_http_app(PipelineService(InMemoryStore()), results=InMemoryResultsStore(), settings=settings)
     assert app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=token) as client:
         assert (await client.get("/v1/results/teachers/teacher-a")).status_code == 200
         assert (await client.get("/v1/results/batches/unknown")).status_code == 404
-    bare = build_http_app(PipelineService(InMemoryStore()))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as client:
+    bare = build_http_app(PipelineService(InMemoryStore()), settings=settings)
+    transport = httpx.ASGITransport(app=bare)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=token) as client:
         assert (await client.get("/v1/results/teachers/teacher-a")).status_code == 404
