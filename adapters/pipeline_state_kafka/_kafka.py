@@ -216,6 +216,8 @@ class AdminLike(Protocol):
 
     async def create_topics(self, topics: Sequence[tuple[str, int, int]]) -> dict[str, int]: ...
 
+    async def message_limits(self, topics: Sequence[str]) -> dict[str, int]: ...
+
 
 class _Admin:
     """``AIOKafkaAdminClient`` with a typed ``create_topics`` returning error codes per topic."""
@@ -238,6 +240,36 @@ class _Admin:
         for entry in response.topic_errors:
             codes[str(entry[0])] = int(entry[1])
         return codes
+
+    async def message_limits(self, topics: Sequence[str]) -> dict[str, int]:
+        """The size limits the cluster reports: ``{"broker <id>": message.max.bytes,
+        "<topic>": max.message.bytes}`` for every broker and each of ``topics`` (entries the
+        broker does not report are left out). Raises when the broker does not support
+        DescribeConfigs."""
+        from aiokafka.admin.config_resource import (  # type: ignore[import-untyped]
+            ConfigResource,
+            ConfigResourceType,
+        )
+
+        brokers = [str(b.nodeId) for b in self._client._client.cluster.brokers()]
+        resources = [
+            ConfigResource(ConfigResourceType.BROKER, b, {"message.max.bytes": None}) for b in brokers
+        ]
+        resources += [
+            ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics
+        ]
+        responses: Any = await self._client.describe_configs(resources)
+        limits: dict[str, int] = {}
+        for response in responses:
+            for resource in response.resources:
+                error_code, _, resource_type, name, entries = resource[:5]
+                if error_code:
+                    continue
+                for entry in entries:
+                    if entry[0] in ("message.max.bytes", "max.message.bytes") and entry[1] is not None:
+                        label = f"broker {name}" if int(resource_type) == 4 else str(name)
+                        limits[label] = int(entry[1])
+        return limits
 
 
 def new_admin(bootstrap_servers: str, **options: Any) -> AdminLike:

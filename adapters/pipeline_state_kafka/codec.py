@@ -60,10 +60,14 @@ def encode_message(message: OutboxMessage, *, topic_prefix: str = "") -> KafkaRe
 
 
 def decode_value(value: bytes | None) -> dict[str, Any]:
-    """The envelope dict of a record value; raises ``ValueError`` when it is not a JSON object."""
+    """The envelope dict of a record value; raises ``ValueError`` when it is not a JSON object
+    (or nested too deeply to decode: the error is never a ``RecursionError``)."""
     if value is None:
         raise ValueError("the record has no value")
-    decoded = json.loads(value)
+    try:
+        decoded = json.loads(value)
+    except RecursionError as exc:
+        raise ValueError("the record value is nested too deeply") from exc
     if not isinstance(decoded, Mapping):
         raise ValueError("the record value is not a JSON object")
     return dict(decoded)

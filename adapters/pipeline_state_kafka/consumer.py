@@ -390,6 +390,8 @@ class InboundConsumer:
             self.stats.duplicates += 1
         elif handled.result.startswith("ignored:"):
             self.stats.ignored += 1
+        elif handled.result.startswith("deferred:"):
+            self.stats.deferred += 1
 
     async def _failed(self, record: RecordLike, error: Exception) -> bool:
         """Settle a record whose handling raised ``error``: ``True`` when it is done with

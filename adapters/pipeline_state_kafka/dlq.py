@@ -7,8 +7,12 @@ The raw record goes unchanged (same key and value bytes, original headers kept) 
 ``dlq_reason``                    error class and message, e.g. ``InvalidMessageError: ...``
 ``dlq_error_type``                the error class name alone
 ``dlq_original_topic``            the topic the record was consumed from
-``dlq_original_partition``        its partition (decimal text)
-``dlq_original_offset``           its offset (decimal text)
+``dlq_original_partition``        its partition (decimal text; not for a fact that waited)
+``dlq_original_offset``           its offset (decimal text; not for a fact that waited)
+``dlq_waited_for``                a fact that waited too long: what it waited for
+                                  (``batch_registration``, ``batch_state:<status>``,
+                                  ``phase_dispatch:<phase>``)
+``dlq_event_id``                  a fact that waited too long: its event id
 ``dlq_error_field``               the offending field (dotted path), when the error names one
 ``dlq_consumer_group``            the consumer group that gave up on it
 ``dlq_truncated``                 ``1`` when the copy is truncated (see below)
@@ -39,6 +43,8 @@ __all__ = [
     "DLQ_SUFFIX",
     "DeadLetter",
     "DeadLetterWriter",
+    "ParkedFact",
+    "WaitedTooLongError",
     "dead_letter",
     "dlq_topic",
     "reason_of",
@@ -58,6 +64,29 @@ RECORD_OVERHEAD = 512
 
 REASON_BYTES = 1000
 HEADER_BYTES = 256
+
+
+class WaitedTooLongError(Exception):
+    """A fact that waited for its batch longer than the waiting window (issue 11.2): the
+    reason of its dead letter, naming what it waited for."""
+
+    def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
+        self.waits_for = waits_for
+        self.event_id = event_id
+        super().__init__(reason)
+
+
+@attrs.frozen
+class ParkedFact:
+    """A message that is not a consumed record (a waiting fact from the store), shaped like
+    one for :func:`dead_letter`; ``partition`` and ``offset`` are ``-1`` (unknown)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int = -1
+    offset: int = -1
 
 
 def dlq_topic(topic: str) -> str:
@@ -121,9 +150,16 @@ def dead_letter(
         ("dlq_reason", _encode(_reason(error), REASON_BYTES)),
         ("dlq_error_type", _encode(type(error).__name__, HEADER_BYTES)),
         ("dlq_original_topic", _encode(record.topic, HEADER_BYTES)),
-        ("dlq_original_partition", str(record.partition).encode()),
-        ("dlq_original_offset", str(record.offset).encode()),
     ]
+    if record.partition >= 0:  # a record consumed from Kafka (not a fact that waited)
+        added.append(("dlq_original_partition", str(record.partition).encode()))
+        added.append(("dlq_original_offset", str(record.offset).encode()))
+    waited = getattr(error, "waits_for", None)
+    if isinstance(waited, str) and waited:
+        added.append(("dlq_waited_for", _encode(waited, HEADER_BYTES)))
+    event_id = getattr(error, "event_id", None)
+    if isinstance(event_id, str) and event_id:
+        added.append(("dlq_event_id", _encode(event_id, HEADER_BYTES)))
     field = getattr(error, "field", None)
     if isinstance(field, str) and field:
         added.append(("dlq_error_field", _encode(field, HEADER_BYTES)))

@@ -23,8 +23,10 @@ __all__ = ["BatchHandler", "Handled", "MessageHandler", "service_batch_handler",
 class Handled:
     """What handling one record did.
 
-    ``result`` is ``applied``, ``duplicate``, ``ignored:<reason>`` or ``denied:<reason>``;
-    ``emitted`` counts the outbox messages the unit of work committed.
+    ``result`` is ``applied``, ``duplicate``, ``deferred:<what it waits for>`` (an early
+    fact kept in the waiting set), ``ignored:<reason>`` or ``denied:<reason>``; ``emitted``
+    counts the outbox messages the unit of work committed (with those of the waiting facts
+    it let apply).
     """
 
     event_id: str | None = None
@@ -43,15 +45,10 @@ did or the library error that record alone raised (bad input); store errors prop
 
 
 def _summary(result: HandleResult) -> Handled:
-    if result.duplicate:
-        label = "duplicate"
-    elif result.decision is not None and result.decision.denial is not None:
-        label = f"denied:{result.decision.denial.reason}"
-    elif result.ignored:
-        label = f"ignored:{result.ignored}"
-    else:
-        label = "applied"
-    return Handled(result.event_id, result.batch_id, result.correlation_id, label, len(result.messages))
+    # emitted counts the rows of the waiting facts this change let apply too (relay wake-up)
+    return Handled(
+        result.event_id, result.batch_id, result.correlation_id, result.label, len(result.all_messages)
+    )
 
 
 def service_handler(service: PipelineService) -> MessageHandler:
@@ -60,7 +57,8 @@ def service_handler(service: PipelineService) -> MessageHandler:
     async def handle(topic: str, raw: bytes) -> Handled:
         envelope, payload = parse_message(topic, raw)
         command = Command(payload, str(envelope.event_id), str(envelope.correlation_id))
-        return _summary(await service.handle(command, topic=topic))
+        # with the raw bytes, an early fact waits (durably) instead of failing
+        return _summary(await service.handle(command, topic=topic, raw=bytes(raw)))
 
     return handle
 

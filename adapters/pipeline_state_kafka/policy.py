@@ -36,7 +36,7 @@ from pipeline_state.errors import (
 
 from ._kafka import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
-__all__ = ["DEFAULT_POISON", "DEFAULT_TRANSIENT", "ErrorPolicy", "Verdict"]
+__all__ = ["DEFAULT_POISON", "DEFAULT_TRANSIENT", "ErrorPolicy", "Verdict", "classify_send_error"]
 
 
 class Verdict(enum.Enum):
@@ -78,3 +78,10 @@ class ErrorPolicy:
         if isinstance(error, self.transient):
             return Verdict.RETRY
         return Verdict.UNEXPECTED
+
+
+def classify_send_error(error: BaseException) -> Verdict:
+    """What a failed dead-letter send means: ``RETRY`` when the broker may take it later
+    (unreachable, timed out), ``DEAD_LETTER`` when it refused this letter for what it is
+    (too large): send a minimal one instead."""
+    return ErrorPolicy().classify(error)

@@ -31,6 +31,8 @@ class ProducerSettings:
     Tansu test broker among them) reject idempotent producers; turn it on against Apache
     Kafka. ``request_timeout_ms`` bounds how long a send waits for the broker, so a relay
     pass fails (and the rows are retried later) instead of hanging while the broker is down.
+    ``max_request_size`` is aiokafka's limit on one record (and request); ``serve`` gives the
+    dead-letter producer its own, ``PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES``.
     """
 
     bootstrap_servers: str
@@ -41,6 +43,7 @@ class ProducerSettings:
     linger_ms: int = 0
     retry_backoff_ms: int = 100
     max_batch_size: int = 16_384
+    max_request_size: int = 1_048_576
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
 
     def options(self) -> dict[str, Any]:
@@ -53,6 +56,7 @@ class ProducerSettings:
             "linger_ms": self.linger_ms,
             "retry_backoff_ms": self.retry_backoff_ms,
             "max_batch_size": self.max_batch_size,
+            "max_request_size": self.max_request_size,
             "compression_type": self.compression_type,
         }
 

@@ -17,19 +17,20 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.errors import PipelineStateError, StoreError
 from pipeline_state.events import INBOUND_TOPICS
+from pipeline_state.intake import set_limits
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
-from pipeline_state.service import PipelineService
+from pipeline_state.service import ExpiredFact, PipelineService
 
-from ._kafka import KafkaError, ProducerLike, RecordLike
+from ._kafka import KafkaError, ProducerLike, RecordLike, new_admin
 from ._startup import start_with_retry
 from .consumer import InboundConsumer
-from .dlq import DeadLetterWriter
+from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
 from .handlers import Handled, service_batch_handler, service_handler
+from .policy import Verdict, classify_send_error
 from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
 from .settings import ServeSettings
@@ -68,10 +69,16 @@ class ServiceRunner:
         self.relay: RelayRunner | None = None
         self._relays: list[RelayRunner] = []
         self._own_store = store is None
-        self._service_factory = service_factory or (lambda opened: PipelineService(opened.store))
+        self._service_factory = service_factory or (
+            lambda opened: PipelineService(
+                opened.store, waiting_window_seconds=settings.waiting_window_seconds
+            )
+        )
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self.plugins: dict[str, ConsumerPlugin] = {}
         """The extra consumers of ``--consumers``, by name, once started."""
+        self.dlq_max_message_bytes = settings.dlq_max_message_bytes
+        """The dead-letter size limit in effect (checked against the broker's at start)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down in order (see the module docstring)."""
@@ -82,6 +89,7 @@ class ServiceRunner:
             self._cleanups.append(opened.close)
         producer = create_producer(settings.producer_settings())
         self._cleanups.insert(0, producer.stop)  # also closes a producer that never connected
+        previous_limits = set_limits(settings.intake_limits())
         try:
             if not await start_with_retry(
                 producer.start, "kafka producer", settings.consumer_settings().startup_timeout_seconds, stop
@@ -89,10 +97,66 @@ class ServiceRunner:
                 return
             await self._run_started(stop, opened, producer)
         finally:
+            set_limits(previous_limits)
             for cleanup in self._cleanups:
                 with contextlib.suppress(Exception):
                     await cleanup()
             self._cleanups.clear()
+
+    async def _dead_letter_producer(self) -> ProducerLike:
+        """A producer of its own for dead letters, sized to the DLQ limit checked against the
+        broker's (see :meth:`_check_dlq_limit`), so a large letter never waits behind, or
+        blocks, the relay's messages."""
+        limit = await self._check_dlq_limit()
+        self.dlq_max_message_bytes = limit
+        dlq = create_producer(
+            attrs.evolve(
+                self.settings.producer_settings(),
+                max_request_size=limit,
+                client_id=f"{self.settings.producer_settings().client_id}.dlq",
+            )
+        )
+        self._cleanups.insert(0, dlq.stop)
+        await dlq.start()
+        return dlq
+
+    async def _check_dlq_limit(self) -> int:
+        """The DLQ size limit to use: ``dlq_max_message_bytes``, lowered to the broker's
+        ``message.max.bytes`` (or a DLQ topic's ``max.message.bytes``) when those are smaller.
+        A broker that does not answer DescribeConfigs keeps the configured limit (logged)."""
+        settings = self.settings
+        configured = settings.dlq_max_message_bytes
+        topics = [dlq_topic(f"{settings.topic_prefix}{t}") for t in INBOUND_TOPICS]
+        admin = new_admin(settings.kafka, request_timeout_ms=5_000)
+        try:
+            await asyncio.wait_for(admin.start(), timeout=10)
+            limits = await asyncio.wait_for(admin.message_limits(topics), timeout=10)
+        except Exception as exc:
+            log.info(
+                "dead-letter size limit: the broker's limit could not be read (%s: %s); "
+                "keeping PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES=%s",
+                type(exc).__name__,
+                exc,
+                configured,
+            )
+            return configured
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if not limits:
+            log.info("dead-letter size limit: the broker reports no limit; keeping %s bytes", configured)
+            return configured
+        broker = min(limits.values())
+        if broker < configured:
+            log.warning(
+                "dead-letter size limit lowered from %s to the broker's %s bytes (%s)",
+                configured,
+                broker,
+                ", ".join(f"{k}={v}" for k, v in sorted(limits.items())),
+            )
+            return broker
+        log.info("dead-letter size limit: %s bytes, within the broker's %s bytes", configured, broker)
+        return configured
 
     async def _run_started(self, stop: asyncio.Event, opened: OpenedStore, producer: ProducerLike) -> None:
         settings = self.settings
@@ -111,10 +175,11 @@ class ServiceRunner:
             await self._create_topics()
         relay = self._relay(opened.outbox, producer)
         self.relay = relay
+        dlq_producer = await self._dead_letter_producer()
         consumer = InboundConsumer(
             settings.consumer_settings(),
             service_handler(service),
-            DeadLetterWriter(producer, group_id=settings.group_id),
+            self._dead_letters(dlq_producer, settings.group_id),
             stats=self.stats,
             on_handled=self._wake_relay,
             batch_handler=service_batch_handler(service),
@@ -122,13 +187,13 @@ class ServiceRunner:
         intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
         relays = self._relays = [relay]
         for name, plugin in self.plugins.items():
-            extra, extra_relay = self._extra_consumer(name, plugin, context, producer)
+            extra, extra_relay = self._extra_consumer(name, plugin, context, producer, dlq_producer)
             intake.append(extra.run(stop))
             intake.extend(task(stop) for task in plugin.tasks)
             if extra_relay is not None:
                 relays.append(extra_relay)
         if settings.sweep_seconds > 0:
-            intake.append(self._sweep(stop, service))
+            intake.append(self._sweep(stop, service, dlq_producer))
         if settings.http is not None:
             results = self.plugins.get("results")
             app = build_http_app(service, results=getattr(results and results.state, "store", None))
@@ -174,8 +239,16 @@ class ServiceRunner:
             probe=tcp_probe(settings.kafka),
         )
 
+    def _dead_letters(self, producer: ProducerLike, group_id: str) -> DeadLetterWriter:
+        return DeadLetterWriter(producer, group_id=group_id, max_message_bytes=self.dlq_max_message_bytes)
+
     def _extra_consumer(
-        self, name: str, plugin: ConsumerPlugin, context: ServeContext, producer: ProducerLike
+        self,
+        name: str,
+        plugin: ConsumerPlugin,
+        context: ServeContext,
+        producer: ProducerLike,
+        dlq_producer: ProducerLike,
     ) -> tuple[InboundConsumer, RelayRunner | None]:
         settings = attrs.evolve(
             self.settings.consumer_settings(),
@@ -185,7 +258,7 @@ class ServiceRunner:
         consumer = InboundConsumer(
             settings,
             plugin.handler,
-            DeadLetterWriter(producer, group_id=settings.group_id),
+            self._dead_letters(dlq_producer, settings.group_id),
             stats=self.stats,
             on_handled=self._wake_relay,
             name=name,
@@ -214,8 +287,10 @@ class ServiceRunner:
             for relay in self._relays:
                 relay.wake()
 
-    async def _sweep(self, stop: asyncio.Event, service: PipelineService) -> None:
-        """Fail overdue phases every ``sweep_seconds``."""
+    async def _sweep(self, stop: asyncio.Event, service: PipelineService, dlq: ProducerLike) -> None:
+        """Every ``sweep_seconds``: fail overdue phases, then re-attempt waiting facts and
+        dead-letter those that waited longer than the waiting window. A failed pass is
+        logged and tried again at the next period; nothing stops the sweeper."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.sweep_seconds)
@@ -223,15 +298,59 @@ class ServiceRunner:
                 break
             try:
                 results = await service.expire_overdue()
-            except (StoreError, PipelineStateError) as exc:
+            except Exception as exc:
                 log.warning("deadline sweep failed: %s: %s", type(exc).__name__, exc)
-                continue
+                results = []
             if results:
                 self.stats.expired += len(results)
                 log.info("deadline sweep expired %s batch(es)", len(results))
                 if any(r.messages for r in results):
-                    for relay in self._relays:
-                        relay.wake()
+                    self._wake_relays()
+            await self._sweep_waiting(service, dlq)
+
+    async def _sweep_waiting(self, service: PipelineService, dlq: ProducerLike) -> None:
+        sweep_waiting = getattr(service, "sweep_waiting", None)
+        if sweep_waiting is None:
+            return
+        writer = self._dead_letters(dlq, self.settings.group_id)
+        prefix = self.settings.topic_prefix
+
+        async def dead_letter(expired: ExpiredFact) -> None:
+            fact = expired.fact
+            parked = ParkedFact(f"{prefix}{fact.topic}", fact.batch_id.encode(), fact.raw)
+            error = WaitedTooLongError(expired.reason, waits_for=fact.waits_for, event_id=fact.event_id)
+            try:
+                await writer.send(parked, error)
+            except Exception as exc:
+                if classify_send_error(exc) is Verdict.RETRY:
+                    raise  # the fact keeps waiting; the next sweep tries again
+                await writer.send(parked, error, minimal=True)
+            log.warning(
+                "dead-lettered a fact that waited too long: %s",
+                expired.reason,
+                extra={
+                    "topic": fact.topic,
+                    "event_id": fact.event_id,
+                    "batch_id": fact.batch_id,
+                    "waits_for": fact.waits_for,
+                },
+            )
+
+        try:
+            sweep = await sweep_waiting(dead_letter)
+        except Exception as exc:
+            log.warning("waiting sweep failed (retried next period): %s: %s", type(exc).__name__, exc)
+            return
+        if sweep.dead_lettered:
+            self.stats.waiting_dead_lettered += sweep.dead_lettered
+            self.stats.dead_lettered += sweep.dead_lettered
+        if sweep.resumed or sweep.denied:
+            log.info("waiting sweep: %s resumed, %s denied", sweep.resumed, sweep.denied)
+            self._wake_relays()
+
+    def _wake_relays(self) -> None:
+        for relay in self._relays:
+            relay.wake()
 
     async def _mark_ready(self, consumer: InboundConsumer, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(consumer.ready.wait())

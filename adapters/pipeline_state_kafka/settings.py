@@ -14,7 +14,11 @@ from typing import Any, Literal
 
 import attrs
 
+from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
+from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
+
 from .consumer import ConsumerSettings
+from .dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
 from .publisher import ProducerSettings
 
 __all__ = ["ENVIRONMENT", "ServeSettings", "SettingsError", "parse_host_port"]
@@ -118,6 +122,30 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
         float,
         "how long the results inbox remembers completion event ids",
     ),
+    "PIPELINE_STATE_MAX_MESSAGE_BYTES": (
+        "serve",
+        "max_message_bytes",
+        int,
+        "largest inbound message accepted, bytes (1048576); larger ones are dead-lettered",
+    ),
+    "PIPELINE_STATE_MAX_JSON_DEPTH": (
+        "serve",
+        "max_json_depth",
+        int,
+        "deepest JSON nesting of an inbound message (32); deeper ones are dead-lettered",
+    ),
+    "PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES": (
+        "serve",
+        "dlq_max_message_bytes",
+        int,
+        "size limit of a dead letter, bytes (1048576; lowered to the broker's limit at start)",
+    ),
+    "PIPELINE_STATE_WAITING_WINDOW_SECONDS": (
+        "serve",
+        "waiting_window_seconds",
+        float,
+        "how long an early fact waits for its batch before it is dead-lettered (900)",
+    ),
     "PIPELINE_STATE_KAFKA_CLIENT_ID": ("both", "client_id", str, "Kafka client id"),
     "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": (
         "consumer",
@@ -196,6 +224,10 @@ class ServeSettings:
     shutdown_seconds: float = 15.0
     results_purge_seconds: float = 600.0
     results_completion_retention_hours: float = 72.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    dlq_max_message_bytes: int = DEFAULT_DLQ_MAX_MESSAGE_BYTES
+    waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS
     consumer: ConsumerSettings | None = None
     producer: ProducerSettings | None = None
 
@@ -207,6 +239,10 @@ class ServeSettings:
             "lease": self.outbox_lease_seconds,
             "synchronous": self.sqlite_synchronous,
         }
+
+    def intake_limits(self) -> IntakeLimits:
+        """The bounds every inbound message is checked against before it is parsed."""
+        return IntakeLimits(self.max_message_bytes, self.max_json_depth)
 
     def consumer_settings(self) -> ConsumerSettings:
         base = self.consumer or ConsumerSettings(self.kafka)
@@ -241,6 +277,17 @@ class ServeSettings:
         except (TypeError, ValueError) as exc:
             raise SettingsError(str(exc)) from exc
         http = getattr(args, "http", None)
+        try:
+            IntakeLimits(
+                sections["serve"].get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
+                sections["serve"].get("max_json_depth", DEFAULT_MAX_JSON_DEPTH),
+            )
+        except ValueError as exc:
+            raise SettingsError(f"intake limits: {exc}") from exc
+        if sections["serve"].get("dlq_max_message_bytes", DEFAULT_DLQ_MAX_MESSAGE_BYTES) < 4096:
+            raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
+        if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
+            raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
         return cls(
             kafka=kafka,
             store_url=getattr(args, "store", None) or DEFAULT_STORE,

@@ -17,6 +17,8 @@ class ServiceStats:
     handled: int = 0
     duplicates: int = 0
     ignored: int = 0
+    deferred: int = 0
+    waiting_dead_lettered: int = 0
     dead_lettered: int = 0
     retries: int = 0
     offset_commits: int = 0

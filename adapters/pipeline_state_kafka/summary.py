@@ -2,7 +2,8 @@
 
 Both show the same sample: records consumed (total and per second since the last sample),
 dead-lettered records, transient retries, messages published by the relay, the outbox
-depth (rows not yet published) and the active runs (batches in ``processing_pipelines``).
+depth (rows not yet published), the active runs (batches in ``processing_pipelines``) and
+the waiting facts (early facts kept until their batch gets where they apply).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Sample:
     outbox_depth: int | None
     active_runs: int | None
     uptime: float
+    waiting: int | None = None
 
     def line(self) -> str:
         """The plain ``key=value`` summary line."""
@@ -48,10 +50,11 @@ class Sample:
             active = f"{ACTIVE_RUNS_LIMIT}+"
         else:
             active = self.active_runs
+        waiting = "?" if self.waiting is None else self.waiting
         return (
             f"summary consumed={self.consumed} consumed_per_s={self.rate:.1f} dlq={self.dead_lettered} "
             f"retries={self.retries} published={self.published} outbox_depth={depth} "
-            f"active_runs={active} uptime_s={self.uptime:.0f}"
+            f"active_runs={active} waiting={waiting} uptime_s={self.uptime:.0f}"
         )
 
 
@@ -79,6 +82,7 @@ class Summary:
             )
         except StoreError:
             depth = active = None
+        waiting = await self._waiting()
         return Sample(
             consumed,
             rate,
@@ -88,7 +92,18 @@ class Summary:
             depth,
             active,
             now - self.stats.started_at,
+            waiting,
         )
+
+    async def _waiting(self) -> int | None:
+        count = getattr(self.store, "count_waiting", None)
+        if count is None:
+            return None
+        try:
+            value = await count()
+        except StoreError:
+            return None
+        return value if isinstance(value, int) else None
 
     async def run_plain(self, stop: asyncio.Event, seconds: float, out: TextIO | None = None) -> None:
         """Print a summary line every ``seconds`` until stopped, and a last one."""
@@ -113,7 +128,8 @@ class Summary:
         from rich.table import Table
 
         table = Table(title="pipeline-state serve", show_header=True, header_style="bold")
-        for name in ("consumed", "consumed/s", "DLQ", "retries", "published", "outbox depth", "active runs"):
+        columns = ("consumed", "consumed/s", "DLQ", "retries", "published", "outbox depth", "active runs")
+        for name in (*columns, "waiting"):
             table.add_column(name, justify="right")
         depth = "?" if sample.outbox_depth is None else str(sample.outbox_depth)
         active = "?" if sample.active_runs is None else str(sample.active_runs)
@@ -127,5 +143,6 @@ class Summary:
             str(sample.published),
             depth,
             active,
+            "?" if sample.waiting is None else str(sample.waiting),
         )
         return table

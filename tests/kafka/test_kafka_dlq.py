@@ -59,10 +59,10 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
             (outcome_topic, "p1", _envelope_bytes(bad_schema), "InvalidMessageError", "data.phase_status"),
             (outcome_topic, "p1", _envelope_bytes(mismatched), "InvalidMessageError", "event_type"),
             (
-                outcome_topic,
-                "nope",
-                _envelope_bytes(env.outcome("nope", "spellcheck", corr)),
-                "BatchNotFoundError",
+                register_topic,
+                "p1",
+                _envelope_bytes(env.register("p1", essays=3)),  # p1 has 2 essays
+                "BatchConflictError",
                 None,
             ),
             (
@@ -76,6 +76,9 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
         positions = {}
         for topic, key, value, _, _ in poison:
             positions[value] = await _send_raw(producer, topic, key, value)
+        # An outcome for a batch not registered (yet) is early, not poison: it waits.
+        early = env.outcome("nope", "spellcheck", corr)
+        await _send_raw(producer, outcome_topic, "nope", _envelope_bytes(early))
         # The very next messages on the same partitions (same keys) are processed.
         ids = env.essay_ids("p1", 2)
         await _send_raw(producer, register_topic, "p2", _envelope_bytes(env.register("p2", essays=1)))
@@ -89,6 +92,7 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
         await dlq.wait_for(lambda c: len(c.records) >= len(poison), what="dead letters")
         await out.wait_for(lambda c: bool(c.on(Topic.NLP)) and len(c.on(Topic.ESSAYS_REGISTERED)) == 2)
 
+        await wait_until(lambda: runner.stats.deferred == 1, what="the early outcome to wait")
         assert runner.stats.dead_lettered == len(poison)
         letters: dict[bytes | None, Collected] = {r.raw: r for r in dlq.records}
         assert len(dlq.records) == len(poison)

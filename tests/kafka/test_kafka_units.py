@@ -144,6 +144,17 @@ def test_kafka_settings_from_flags_and_environment() -> None:
     assert defaults.producer_settings().acks == "all"
     assert defaults.relay_enabled
     assert defaults.http is None
+    assert (defaults.max_message_bytes, defaults.max_json_depth) == (1024 * 1024, 32)
+    assert (defaults.dlq_max_message_bytes, defaults.waiting_window_seconds) == (1024 * 1024, 900.0)
+    limits = {
+        "PIPELINE_STATE_MAX_MESSAGE_BYTES": "2048",
+        "PIPELINE_STATE_MAX_JSON_DEPTH": "8",
+        "PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES": "65536",
+        "PIPELINE_STATE_WAITING_WINDOW_SECONDS": "60",
+    }
+    tuned = ServeSettings.from_args(_args(), limits)
+    assert (tuned.intake_limits().max_message_bytes, tuned.intake_limits().max_json_depth) == (2048, 8)
+    assert (tuned.dlq_max_message_bytes, tuned.waiting_window_seconds) == (65536, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -153,6 +164,10 @@ def test_kafka_settings_from_flags_and_environment() -> None:
         ({}, {"PIPELINE_STATE_KAFKA_MAX_RECORDS": "lots"}),
         ({}, {"PIPELINE_STATE_KAFKA_MAX_RECORDS": "0"}),
         ({}, {"PIPELINE_STATE_LOG_FORMAT": "xml"}),
+        ({}, {"PIPELINE_STATE_MAX_JSON_DEPTH": "0"}),
+        ({}, {"PIPELINE_STATE_MAX_MESSAGE_BYTES": "1"}),
+        ({}, {"PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES": "100"}),
+        ({}, {"PIPELINE_STATE_WAITING_WINDOW_SECONDS": "0"}),
         ({"http": "no-port"}, {}),
         ({"kafka": "broker"}, {}),
     ],
