@@ -1,25 +1,31 @@
 """The generated OpenAPI schema, and a property-based run of the whole API against it.
 
 Schemathesis generates requests from the schema (valid and invalid ones) for every
-operation and sends them to the app in process; no answer may be a 5xx. Half of the
-generated batch ids, pipeline names and phase names are swapped for ones that exist (the
-batches in various states), so the runs reach past the 404s and 400s.
+operation and sends them, with the token of the operation's scope, to the app served by
+uvicorn over each store backend (in memory, SQLite, PostgreSQL); no answer may be a 5xx.
+Half of the generated batch ids, pipeline names and phase names are swapped for ones that
+exist (the batches in various states), so the runs reach past the 404s and 400s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from pipeline_state_http import create_app
+from pipeline_state_http import HttpSettings, create_app
 from schemathesis.checks import not_a_server_error
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.events import ClientBatchPipelineRequestV1
 from pipeline_state.testing.builders import Envelopes
+
+from .conftest import API_TOKEN, INTERNAL_TOKEN, TOKENS, bearer
+from .serving import served
 
 KNOWN = ("ready", "busy", "done", "fresh")
 
@@ -45,11 +51,21 @@ async def _seed(service: PipelineService) -> None:
 def _app() -> Any:
     service = PipelineService(InMemoryStore(), clock=ManualClock())
     asyncio.run(_seed(service))
-    return create_app(service)
+    return create_app(service, settings=HttpSettings(**TOKENS))
 
 
 APP = _app()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=bearer(API_TOKEN))
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The API served over a seeded store of each SQL backend."""
+    with served(request.param, HttpSettings(**TOKENS), _seed) as url:
+        yield url
 
 
 @schema.hook("map_path_parameters")
@@ -88,8 +104,21 @@ def _known_names(context: Any, body: Any) -> Any:
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_http_api_never_answers_5xx(case: Any) -> None:
-    case.call_and_validate(checks=[not_a_server_error])
+def test_http_api_never_answers_5xx_in_memory(case: Any) -> None:
+    token = INTERNAL_TOKEN if case.path.startswith("/internal/") else API_TOKEN
+    case.call_and_validate(headers=bearer(token), checks=[not_a_server_error])
+
+
+@schema.parametrize()
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_http_api_never_answers_5xx_on_sql_stores(case: Any, base_url: str) -> None:
+    token = INTERNAL_TOKEN if case.path.startswith("/internal/") else API_TOKEN
+    case.call_and_validate(base_url=base_url, headers=bearer(token), checks=[not_a_server_error])
 
 
 def test_every_operation_documents_its_success_answer() -> None:

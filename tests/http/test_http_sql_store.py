@@ -70,3 +70,25 @@ async def test_the_api_on_the_sqlite_store(sql_service: PipelineService) -> None
         assert "<svg" in page_html
         assert "cancelled" in page_html
         assert (await http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.postgres
+def test_bad_ids_on_postgresql_are_422_not_503() -> None:
+    """PostgreSQL refuses NUL in text and ids longer than its columns: such input used to
+    reach it and come back as 503 "retry later" with an ERROR traceback."""
+    from .serving import served
+
+    registration = {"expected_essay_count": 1, "user_id": "t", "course_code": "ENG5"}
+    with (
+        served("postgres", HttpSettings(**TOKENS)) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as http,
+    ):
+        for path in ("/v1/batches/a%00b", "/v1/batches/" + "x" * 300, "/v1/batches/a%00b/history"):
+            answer = http.get(path)
+            assert answer.status_code == 422, (path, answer.text)
+        for batch_id in ("a\x00b", "y" * 300):
+            answer = http.post("/v1/batches/register", json={"batch_id": batch_id, **registration})
+            assert answer.status_code == 422, answer.text
+            assert "retry" not in answer.text
+        assert http.post("/v1/batches/register", json={"batch_id": "fine", **registration}).status_code == 202
+        assert http.get("/v1/batches/fine").status_code == 200
