@@ -26,6 +26,7 @@ from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError
 from .stores import open_store
 from .summary import Summary
+from .web import http_serve_settings, http_settings_in_effect
 
 __all__ = ["serve", "serve_main"]
 
@@ -60,6 +61,14 @@ async def serve(
     signals = _install_signals(stop, main)
     try:
         try:
+            http = http_serve_settings(settings)
+        except SettingsError as exc:
+            log.error("cannot serve HTTP: %s", exc)
+            return EXIT_USAGE
+        if http is not None and settings.http_insecure_no_auth:
+            host = settings.http[0] if settings.http else "?"
+            log.warning("--insecure-no-auth: HTTP routes without a token are open to anyone on %s", host)
+        try:
             opened = await open_store(settings.store_url, **settings.store_options())
         except PipelineStateError as exc:
             log.error("cannot open the store %s: %s", settings.store_url, exc)
@@ -80,7 +89,8 @@ async def serve(
                     "http": None if settings.http is None else f"{settings.http[0]}:{settings.http[1]}",
                 },
             )
-            await runner.run(stop)
+            with http_settings_in_effect(http):
+                await runner.run(stop)
         except (KafkaError, OSError, PipelineStateError) as exc:
             log.error("service failed: %s: %s", type(exc).__name__, exc)
             return EXIT_FAILED

@@ -228,6 +228,8 @@ class ServeSettings:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     dlq_max_message_bytes: int = DEFAULT_DLQ_MAX_MESSAGE_BYTES
     waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS
+    http_insecure_no_auth: bool = False
+    """``--insecure-no-auth``: serve HTTP scopes without a token open (loopback addresses only)."""
     consumer: ConsumerSettings | None = None
     producer: ProducerSettings | None = None
 
@@ -294,6 +296,7 @@ class ServeSettings:
             http=None if not http else parse_host_port(http),
             group_id=getattr(args, "group_id", None) or "pipeline-state",
             consumers=tuple(getattr(args, "consumers", None) or ()),
+            http_insecure_no_auth=bool(getattr(args, "insecure_no_auth", False)),
             consumer=consumer,
             producer=producer,
             **sections["serve"],

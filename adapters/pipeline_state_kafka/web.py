@@ -1,52 +1,134 @@
 """The HTTP adapter inside ``serve --http HOST:PORT``: its ASGI app under uvicorn.
 
+Access control: :func:`http_serve_settings` reads the HTTP adapter's settings from the
+environment (``PIPELINE_STATE_HTTP_API_TOKEN``, ``..._INTERNAL_TOKEN`` and ``..._OPS_TOKEN``,
+or a ``..._FILE`` variant of each naming a file that holds the token, plus the HTTP limits)
+and refuses, with :class:`~pipeline_state_kafka.settings.SettingsError`, to serve without a
+token for every scope unless ``--insecure-no-auth`` was given, which is itself refused on an
+address that is not a loopback address. ``serve`` calls it before anything starts and puts
+the result in effect (:func:`http_settings_in_effect`) for :func:`build_http_app`. An app
+built without settings in effect reads the environment and keeps every scope without a
+token closed.
+
 uvicorn normally installs its own SIGINT/SIGTERM handlers and re-raises the signal when it
 stops; here the service owns signals and stops uvicorn itself, so the server is told not to.
+The server times each request's head and body (see :mod:`pipeline_state_http.server`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib
+import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pipeline_state.service import PipelineService
 
-__all__ = ["build_http_app", "serve_http"]
+from .settings import ServeSettings, SettingsError
+
+__all__ = ["build_http_app", "http_serve_settings", "http_settings_in_effect", "is_loopback", "serve_http"]
 
 log = logging.getLogger("pipeline_state_kafka.http")
 
+_IN_EFFECT: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_state_http_settings", default=None)
 
-def build_http_app(service: PipelineService, *, results: Any = None) -> Any | None:
-    """The HTTP adapter's app for ``service`` (with the ``results`` read model's routes when a
-    results store is given), or ``None`` when the adapter is not installed."""
+
+def _http_module() -> Any | None:
     try:
-        module: Any = importlib.import_module("pipeline_state_http")
+        return importlib.import_module("pipeline_state_http")
     except ImportError as exc:
         log.warning("--http given but the HTTP adapter cannot be imported: %s", exc)
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) only accepts local connections."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def http_serve_settings(settings: ServeSettings, environ: Mapping[str, str] | None = None) -> Any | None:
+    """The HTTP adapter's ``HttpSettings`` for ``serve --http`` (``None`` without ``--http`` or
+    without the adapter). Raises :class:`SettingsError` when a token (or its file) is
+    unusable, when a scope has no token and ``--insecure-no-auth`` was not given, and when
+    ``--insecure-no-auth`` is given for an address that is not a loopback address."""
+    if settings.http is None:
+        return None
+    module = _http_module()
+    if module is None:
+        return None
+    from pipeline_state_http.settings import TOKEN_VARIABLES
+
+    host = settings.http[0]
+    insecure = settings.http_insecure_no_auth
+    if insecure and not is_loopback(host):
+        raise SettingsError(
+            f"--insecure-no-auth is refused on {host}: it serves the API without tokens, so only on a "
+            "loopback address (127.0.0.1, ::1, localhost); set the tokens to serve on other addresses"
+        )
+    try:
+        http = module.HttpSettings.from_environ(environ, insecure_no_auth=insecure)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    missing = [variable for scope, variable in TOKEN_VARIABLES.items() if http.token(scope) is None]
+    if missing and not insecure:
+        names = ", ".join(f"{variable} (or {variable}_FILE)" for variable in missing)
+        raise SettingsError(
+            f"serve --http needs a bearer token for every scope; set {names}, "
+            "or give --insecure-no-auth for local development on a loopback address"
+        )
+    return http
+
+
+@contextlib.contextmanager
+def http_settings_in_effect(http: Any | None) -> Iterator[None]:
+    """Make ``http`` (an ``HttpSettings``) what :func:`build_http_app` uses in this context."""
+    token = _IN_EFFECT.set(http)
+    try:
+        yield
+    finally:
+        _IN_EFFECT.reset(token)
+
+
+def build_http_app(service: PipelineService, *, results: Any = None, settings: Any = None) -> Any | None:
+    """The HTTP adapter's app for ``service`` (with the ``results`` read model's routes when a
+    results store is given), or ``None`` when the adapter is not installed. ``settings``
+    (an ``HttpSettings``) defaults to those in effect, else to the environment's."""
+    module = _http_module()
+    if module is None:
         return None
     create_app = getattr(module, "create_app", None)
     if create_app is None:
         log.warning("--http given but pipeline_state_http provides no create_app")
         return None
+    if settings is None:
+        settings = _IN_EFFECT.get()
+    if settings is None:
+        settings = module.HttpSettings.from_environ()
     if results is not None:
-        return create_app(service, results=results)
-    return create_app(service)
+        return create_app(service, settings=settings, results=results)
+    return create_app(service, settings=settings)
 
 
 async def serve_http(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully."""
     import uvicorn
+    from pipeline_state_http.server import uvicorn_config
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn_config(app, host, port, log_config=None, access_log=False, lifespan="on")
     server = _Server(config)
     task = asyncio.create_task(server.serve(), name="http")
     stopper = asyncio.create_task(stop.wait())

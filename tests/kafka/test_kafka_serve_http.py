@@ -1,5 +1,6 @@
 """``serve --http``: the HTTP adapter runs in the same process as the consumer and relay
-(requests made over HTTP come out on Kafka), and SIGINT stops it all with status 0."""
+(requests made over HTTP come out on Kafka), behind the tokens of the environment, and
+SIGINT stops it all with status 0."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ async def test_kafka_serve_runs_http_with_consumer_and_relay_and_stops_on_sigint
 ) -> None:
     pytest.importorskip("pipeline_state_http")
     port = free_port()
-    serve = ServeProcess(broker.bootstrap, "memory://", prefix, log_file=tmp_path / "serve.log")
+    token_file = tmp_path / "internal-token"
+    token_file.write_text("internal-secret\n")
+    tokens = {
+        "PIPELINE_STATE_HTTP_API_TOKEN": "api-secret",
+        "PIPELINE_STATE_HTTP_INTERNAL_TOKEN_FILE": str(token_file),
+        "PIPELINE_STATE_HTTP_OPS_TOKEN": "ops-secret",
+    }
+    serve = ServeProcess(broker.bootstrap, "memory://", prefix, env=tokens, log_file=tmp_path / "serve.log")
     serve.command += ["--http", f"127.0.0.1:{port}"]
     serve.start()
     env = Envelopes()
@@ -31,10 +39,16 @@ async def test_kafka_serve_runs_http_with_consumer_and_relay_and_stops_on_sigint
     try:
         await serve.wait_ready()
         async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=5, headers={"Authorization": "Bearer api-secret"}
+            ) as http,
             Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
         ):
             assert (await http.get("/healthz")).status_code == 200
+            anonymous = await http.get("/v1/batches/h1", headers={"Authorization": ""})
+            assert anonymous.status_code == 401
+            internal = await http.get("/v1/batches/h1", headers={"Authorization": "Bearer internal-secret"})
+            assert internal.status_code == 401
             registered = await http.post(
                 "/v1/batches/register",
                 json={
