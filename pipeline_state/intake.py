@@ -76,6 +76,7 @@ def set_limits(limits: IntakeLimits) -> IntakeLimits:
     previous, _current = _current, limits
     return previous
 
+
 _DELTA = [0] * 256
 _DELTA[ord("[")] = _DELTA[ord("{")] = 1
 _DELTA[ord("]")] = _DELTA[ord("}")] = -1
