@@ -47,6 +47,7 @@ __all__ = [
     "WaitedTooLongError",
     "dead_letter",
     "dlq_topic",
+    "effective_limit",
     "reason_of",
 ]
 
@@ -87,6 +88,14 @@ class ParkedFact:
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int = -1
     offset: int = -1
+
+
+def effective_limit(configured: int, broker_limits: dict[str, int]) -> int:
+    """The dead-letter size limit to use: ``configured``, or the smallest limit the broker
+    reports (``message.max.bytes``, a DLQ topic's ``max.message.bytes``) when that is
+    smaller. Non-positive reported values are ignored."""
+    reported = [v for v in broker_limits.values() if v > 0]
+    return min([configured, *reported])
 
 
 def dlq_topic(topic: str) -> str:

@@ -27,7 +27,7 @@ from pipeline_state.service import ExpiredFact, PipelineService
 from ._kafka import KafkaError, ProducerLike, RecordLike, new_admin
 from ._startup import start_with_retry
 from .consumer import InboundConsumer
-from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic
+from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic, effective_limit
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
 from .handlers import Handled, service_batch_handler, service_handler
 from .policy import Verdict, classify_send_error
@@ -146,17 +146,18 @@ class ServiceRunner:
         if not limits:
             log.info("dead-letter size limit: the broker reports no limit; keeping %s bytes", configured)
             return configured
-        broker = min(limits.values())
-        if broker < configured:
+        limit = effective_limit(configured, limits)
+        reported = ", ".join(f"{k}={v}" for k, v in sorted(limits.items()))
+        if limit < configured:
             log.warning(
                 "dead-letter size limit lowered from %s to the broker's %s bytes (%s)",
                 configured,
-                broker,
-                ", ".join(f"{k}={v}" for k, v in sorted(limits.items())),
+                limit,
+                reported,
             )
-            return broker
-        log.info("dead-letter size limit: %s bytes, within the broker's %s bytes", configured, broker)
-        return configured
+        else:
+            log.info("dead-letter size limit: %s bytes, within the broker's (%s)", configured, reported)
+        return limit
 
     async def _run_started(self, stop: asyncio.Event, opened: OpenedStore, producer: ProducerLike) -> None:
         settings = self.settings

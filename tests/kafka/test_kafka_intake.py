@@ -509,7 +509,11 @@ async def test_kafka_records_of_one_fetch_are_handled_in_timestamp_order_across_
         )
         source.append(REGISTER, _bytes(env.register(batch_id)), timestamp=100)
         consumer, service, producer = new_consumer(source, batched=batched)
+        order: list[str] = []
+        consumer.on_handled = lambda record, handled, order=order: order.append(record.topic)
         await drain(consumer, source)
+        assert order == [REGISTER, Topic.CONTENT_PROVISIONED.value, Topic.PIPELINE_REQUEST.value]
+        assert consumer.stats.deferred == 0  # nothing had to wait: each came in its turn
         assert producer.sent == []
         state = await service.store.load(batch_id)
         assert state is not None
@@ -571,3 +575,12 @@ async def test_kafka_transient_failure_midway_commits_the_prefix_and_seeks_every
     assert consumer.stats.retries == 1
     assert producer.sent == []
     assert source.committed == source.ends()
+
+
+def test_kafka_dlq_limit_is_lowered_to_the_smallest_limit_the_broker_reports() -> None:
+    from pipeline_state_kafka.dlq import effective_limit
+
+    assert effective_limit(1024 * 1024, {}) == 1024 * 1024
+    assert effective_limit(1024 * 1024, {"broker 1": 1_048_588}) == 1024 * 1024
+    assert effective_limit(1024 * 1024, {"broker 1": 1_048_588, "t.DLQ": 500_000}) == 500_000
+    assert effective_limit(2 * 1024 * 1024, {"broker 1": 1_000_012, "broker 2": -1}) == 1_000_012
