@@ -4,6 +4,10 @@
   operational errors → :class:`~pipeline_state.errors.StoreUnavailableError` (transient);
 * PostgreSQL serialization failures and deadlocks → :class:`ConcurrencyConflictError`
   (the service retries from a fresh read);
+* data the database refuses as invalid (SQLSTATE class ``22``, data exception: a NUL byte,
+  a value too long for its column, an untranslatable character; ``23502``/``23514``, a
+  NOT NULL or CHECK violation; any ``DataError``) →
+  :class:`~pipeline_state.errors.RejectedDataError`: bad input, never an outage;
 * anything else from the driver → :class:`~pipeline_state.errors.StoreError`.
 
 The original exception is kept as ``__cause__`` (``raise ... from exc``).
@@ -15,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from pipeline_state.errors import (
     ConcurrencyConflictError,
+    RejectedDataError,
     StoreError,
     StoreUnavailableError,
 )
@@ -25,6 +30,7 @@ DRIVER_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, OSErro
 """What :func:`translate` handles; anything else propagates unchanged."""
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+_REJECTED_SQLSTATES = frozenset({"23502", "23514"})  # not-null violation, check violation
 
 # SQLite reports everything from "no such table" to "database is locked" as an
 # OperationalError; only these mean the database itself is (for now) out of reach.
@@ -46,13 +52,16 @@ def _sqlstate(error: BaseException) -> str | None:
     return None
 
 
-def translate(error: BaseException, *, batch_id: str | None = None) -> StoreError:
+def translate(error: BaseException, *, batch_id: str | None = None) -> StoreError | RejectedDataError:
     """The library error for a driver error (to raise ``from error``)."""
-    if isinstance(error, StoreError):
+    if isinstance(error, StoreError | RejectedDataError):
         return error
     where = f" (batch {batch_id!r})" if batch_id else ""
-    if _sqlstate(error) in _RETRYABLE_SQLSTATES and batch_id is not None:
+    state = _sqlstate(error)
+    if state in _RETRYABLE_SQLSTATES and batch_id is not None:
         return ConcurrencyConflictError(batch_id, None)
+    if _rejected(error, state):
+        return RejectedDataError(_reason(error), batch_id=batch_id)
     if isinstance(error, OSError | TimeoutError):
         return StoreUnavailableError(f"the database cannot be reached{where}: {error}")
     if isinstance(error, sa_exc.DBAPIError) and _unavailable(error):
@@ -60,6 +69,19 @@ def translate(error: BaseException, *, batch_id: str | None = None) -> StoreErro
     if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return StoreUnavailableError(f"the database is unavailable{where}: {_first_line(error)}")
     return StoreError(f"the database rejected an operation{where}: {_first_line(error)}")
+
+
+def _rejected(error: BaseException, state: str | None) -> bool:
+    if state is not None and (state.startswith("22") or state in _REJECTED_SQLSTATES):
+        return True
+    return isinstance(error, sa_exc.DataError)
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's own message (without SQLAlchemy's wrapping and the statement)."""
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _unavailable(error: sa_exc.DBAPIError) -> bool:

@@ -43,6 +43,7 @@ from .columns import UtcDateTime
 from .schema import OUTBOX
 
 __all__ = [
+    "ROW_COLUMNS",
     "claim_rows",
     "count_pending",
     "mark_failed",
@@ -52,7 +53,7 @@ __all__ = [
     "row_to_outbox",
 ]
 
-_ROW_COLUMNS = (
+ROW_COLUMNS = (
     OUTBOX.c.id,
     OUTBOX.c.event_id,
     OUTBOX.c.topic,
@@ -125,7 +126,7 @@ def _claim_statement(dialect: str) -> Any:
         update(OUTBOX)
         .where(OUTBOX.c.id.in_(candidates.scalar_subquery()))
         .values(claimed_until=bindparam("lease_end", type_=UtcDateTime()), claimed_by=bindparam("owner"))
-        .returning(*_ROW_COLUMNS)
+        .returning(*ROW_COLUMNS)
     )
 
 
@@ -178,7 +179,7 @@ def count_pending(conn: Connection) -> int:
 
 def parked_rows(conn: Connection, limit: int) -> list[OutboxRow]:
     """Parked rows, oldest first."""
-    statement = select(*_ROW_COLUMNS).where(OUTBOX.c.parked == true()).order_by(OUTBOX.c.id).limit(limit)
+    statement = select(*ROW_COLUMNS).where(OUTBOX.c.parked == true()).order_by(OUTBOX.c.id).limit(limit)
     return [row_to_outbox(r) for r in conn.execute(statement)]
 
 

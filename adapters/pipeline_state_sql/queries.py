@@ -8,27 +8,35 @@ corrupted row raises :class:`~pipeline_state.errors.CorruptStateError` naming it
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, delete, exists, func, select, true, update
 
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState, Run
-from pipeline_state.ports import InboxEntry, TransitionRecord
+from pipeline_state.ports import InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
 from .codec import decode_run, decode_state
-from .schema import BATCHES, INBOX, RUNS, TRANSITIONS
+from .outbox import ROW_COLUMNS, row_to_outbox
+from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 
 __all__ = [
     "ArchivedRun",
     "batch_history",
+    "count_waiting",
+    "forget_waiting",
     "inbox_entry",
     "is_processed",
     "list_states",
+    "list_waiting",
     "load_state",
+    "load_with_waiting",
     "overdue_batch_ids",
     "runs_completed_between",
+    "stalled_runs",
     "transition_log",
 ]
 
@@ -46,12 +54,113 @@ class ArchivedRun:
 _LOAD = select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id"))
 _SEEN = select(INBOX.c.event_id).where(INBOX.c.event_id == bindparam("e_id"))
 _INBOX_ROW = select(INBOX).where(INBOX.c.event_id == bindparam("e_id"))
+# One statement, whether or not the batch row exists: its state and whether facts wait.
+_LOAD_WITH_WAITING = select(
+    select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
+)
 
 
 def load_state(conn: Connection, batch_id: str) -> BatchState | None:
     """The stored state of ``batch_id`` or ``None``."""
     document = conn.execute(_LOAD, {"b_id": batch_id}).scalar()
     return None if document is None else decode_state(batch_id, document)
+
+
+def load_with_waiting(conn: Connection, batch_id: str) -> tuple[BatchState | None, bool]:
+    """The stored state of ``batch_id`` (or ``None``) and whether facts of it wait."""
+    row = conn.execute(_LOAD_WITH_WAITING, {"b_id": batch_id}).one()
+    document = row.state
+    state = None if document is None else decode_state(batch_id, document)
+    return state, bool(row.waiting)
+
+
+def _fact(row: Any) -> WaitingFact:
+    return WaitingFact(
+        event_id=row.event_id,
+        topic=row.topic,
+        batch_id=row.batch_id,
+        raw=bytes(row.raw),
+        waits_for=row.waits_for,
+        arrived_at=row.arrived_at,
+        seq=int(row.seq),
+    )
+
+
+def list_waiting(
+    conn: Connection, batch_id: str | None, *, limit: int, arrived_before: datetime | None
+) -> list[WaitingFact]:
+    """Waiting facts (of ``batch_id``; arrived before ``arrived_before``), in arrival order."""
+    statement = select(WAITING)
+    if batch_id is not None:
+        statement = statement.where(WAITING.c.batch_id == batch_id)
+    if arrived_before is not None:
+        statement = statement.where(WAITING.c.arrived_at < arrived_before)
+    statement = statement.order_by(WAITING.c.seq).limit(limit)
+    return [_fact(row) for row in conn.execute(statement)]
+
+
+def count_waiting(conn: Connection) -> int:
+    """How many facts wait."""
+    return int(conn.execute(select(func.count()).select_from(WAITING)).scalar_one())
+
+
+def forget_waiting(conn: Connection, event_ids: Sequence[str], result: str, now: datetime) -> int:
+    """Delete the waiting facts ``event_ids`` and record ``result`` as their inbox result (in
+    the caller's transaction); returns how many were deleted."""
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return 0
+    gone = list(
+        conn.execute(
+            delete(WAITING).where(WAITING.c.event_id.in_(ids)).returning(WAITING.c.event_id)
+        ).scalars()
+    )
+    if gone:
+        conn.execute(update(INBOX).where(INBOX.c.event_id.in_(gone)).values(result=result, processed_at=now))
+    return len(gone)
+
+
+def stalled_runs(conn: Connection, now: datetime, older_than: float, *, limit: int) -> list[StalledRun]:
+    """Processing batches not changed for ``older_than`` seconds, least recently changed
+    first, with the parked outbox rows keyed by each."""
+    cutoff = now - timedelta(seconds=older_than)
+    statement = (
+        select(BATCHES.c.batch_id, BATCHES.c.state)
+        .where(
+            BATCHES.c.status == BatchStatus.PROCESSING_PIPELINES.value,
+            BATCHES.c.updated_at <= cutoff,
+        )
+        .order_by(BATCHES.c.updated_at, BATCHES.c.batch_id)
+        .limit(limit)
+    )
+    states = [decode_state(row.batch_id, row.state) for row in conn.execute(statement)]
+    parked: dict[str, list[OutboxRow]] = {}
+    if states:
+        rows = conn.execute(
+            select(*ROW_COLUMNS)
+            .where(OUTBOX.c.parked == true(), OUTBOX.c.key.in_([s.batch_id for s in states]))
+            .order_by(OUTBOX.c.id)
+        )
+        for row in rows:
+            parked.setdefault(row.key, []).append(row_to_outbox(row))
+    out: list[StalledRun] = []
+    for state in states:
+        run = state.active_run
+        if run is None:  # pragma: no cover - a processing batch has an active run
+            continue
+        out.append(
+            StalledRun(
+                batch_id=state.batch_id,
+                run_id=run.run_id,
+                pipeline_name=run.pipeline_name,
+                accepted_at=run.accepted_at,
+                last_change_at=state.updated_at,
+                active_phases=tuple(p.name for p in run.phases if not p.is_terminal),
+                parked=tuple(parked.get(state.batch_id, ())),
+            )
+        )
+    return out
 
 
 def list_states(conn: Connection, status: BatchStatus | None, *, limit: int, offset: int) -> list[BatchState]:
@@ -126,6 +235,7 @@ def transition_log(conn: Connection, batch_id: str, *, limit: int) -> list[Trans
             event_id=row.event_id,
             correlation_id=row.correlation_id,
             at=row.at,
+            note=row.note,
         )
         for row in conn.execute(statement)
     ]

@@ -9,6 +9,8 @@
 * ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
   and a claim lease so several relays never publish the same row at once.
 * ``inbox``: the ids of processed inbound events and what processing them did.
+* ``waiting``: early facts kept until their batch gets where they apply (the raw message
+  as received, what it waits for, arrival time and order ``seq``).
 
 The results read model (:mod:`pipeline_state_sql.results_store`) adds four tables:
 
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -50,6 +53,7 @@ __all__ = [
     "RESULTS_INBOX",
     "RUNS",
     "TRANSITIONS",
+    "WAITING",
 ]
 
 NAMING = {
@@ -76,6 +80,8 @@ BATCHES = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_batches_status_batch_id", "status", "batch_id"),
     Index("ix_batches_next_deadline_at", "next_deadline_at"),
+    # Stalled runs: processing batches, least recently changed first.
+    Index("ix_batches_status_updated_at", "status", "updated_at"),
 )
 
 RUNS = Table(
@@ -108,6 +114,7 @@ TRANSITIONS = Table(
     Column("event_id", String(ID), nullable=False),
     Column("correlation_id", String(ID), nullable=False),
     Column("at", UtcDateTime, nullable=False),
+    Column("note", String(200), nullable=True),
     Index("ix_transitions_batch_id_id", "batch_id", "id"),
     sqlite_autoincrement=True,
 )
@@ -156,6 +163,21 @@ INBOX = Table(
     Column("result", String(200), nullable=False),
     Column("processed_at", UtcDateTime, nullable=False),
     Index("ix_inbox_batch_id", "batch_id"),
+)
+
+WAITING = Table(
+    "waiting",
+    METADATA,
+    Column("seq", ROW_ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(ID), nullable=False, unique=True),
+    Column("topic", String(255), nullable=False),
+    Column("batch_id", String(ID), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("waits_for", String(200), nullable=False),
+    Column("arrived_at", UtcDateTime, nullable=False),
+    Index("ix_waiting_batch_id_seq", "batch_id", "seq"),
+    Index("ix_waiting_arrived_at", "arrived_at"),
+    sqlite_autoincrement=True,
 )
 
 RESULTS_BATCHES = Table(

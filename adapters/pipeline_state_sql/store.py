@@ -4,6 +4,11 @@ Every public method runs its statements in one ``run_sync`` call on a long-lived
 connection (:mod:`.lanes`): writes in one transaction (``BEGIN IMMEDIATE`` on SQLite),
 single-statement reads without one (in autocommit on PostgreSQL). Driver errors are
 translated at this boundary (:mod:`pipeline_state_sql.errors`).
+
+Ids are checked before they reach the database, the same way on SQLite and PostgreSQL: an
+id with a NUL character or a lone surrogate, or longer than its column (200 characters),
+raises :class:`~pipeline_state.errors.RejectedDataError` (bad input, not an outage);
+whatever else the database refuses as invalid data is translated into the same error.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline_state.errors import StoreError
+from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState, Run
-from pipeline_state.ports import Change, InboxEntry, OutboxRow, TransitionRecord
+from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
 from . import outbox as sql_outbox
 from . import queries
@@ -30,6 +35,7 @@ from .errors import DRIVER_ERRORS, translate
 from .lanes import in_transaction, outside_transaction, reader_writer_lanes
 from .migrate import create_or_upgrade
 from .queries import ArchivedRun
+from .schema import ID
 from .uow import write_change, write_changes
 
 __all__ = ["SqlStore", "open_store"]
@@ -38,6 +44,43 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _CACHE_LIMIT = 50_000
+
+
+def check_id(value: str, what: str = "id", *, batch_id: str | None = None) -> None:
+    """Raise :class:`~pipeline_state.errors.RejectedDataError` unless ``value`` fits an id
+    column on every backend: at most 200 characters, no NUL, no lone surrogate."""
+    if len(value) > ID:
+        raise RejectedDataError(f"{what} is {len(value)} characters long, over {ID}", batch_id=batch_id)
+    if "\x00" in value:
+        raise RejectedDataError(f"{what} contains a NUL character", batch_id=batch_id)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RejectedDataError(f"{what} contains a lone surrogate", batch_id=batch_id) from None
+
+
+def _check_change(change: Change) -> None:
+    """The ids a change writes, checked before anything is sent (see :func:`check_id`)."""
+    batch_id = change.batch_id
+    check_id(batch_id, "batch id", batch_id=None)
+    if change.state is not None:
+        check_id(change.state.batch_id, "batch id")
+    if change.inbox is not None:
+        check_id(change.inbox.event_id, "event id", batch_id=batch_id)
+        check_id(change.inbox.batch_id, "batch id", batch_id=batch_id)
+    for message in change.outbox:
+        check_id(message.event_id, "event id", batch_id=batch_id)
+        if message.key is not None:
+            check_id(message.key, "message key", batch_id=batch_id)
+    for record in change.transitions:
+        check_id(record.event_id, "event id", batch_id=batch_id)
+        check_id(record.correlation_id, "correlation id", batch_id=batch_id)
+        check_id(record.name, "name", batch_id=batch_id)
+        if record.run_id is not None:
+            check_id(record.run_id, "run id", batch_id=batch_id)
+    if change.waiting is not None:
+        check_id(change.waiting.event_id, "event id", batch_id=batch_id)
 
 
 class SqlStore:
@@ -100,12 +143,21 @@ class SqlStore:
 
     # -- Store ------------------------------------------------------------------------------
     async def load(self, batch_id: str) -> BatchState | None:
+        check_id(batch_id, "batch id")
         state = await self._read(queries.load_state, batch_id)
         if state is not None:
             self._remember(state)
         return state
 
+    async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
+        check_id(batch_id, "batch id")
+        state, waiting = await self._read(queries.load_with_waiting, batch_id)
+        if state is not None:
+            self._remember(state)
+        return state, waiting
+
     async def commit(self, change: Change) -> None:
+        _check_change(change)
         with _translated(change.batch_id):
             await self._write(write_change, change, self._archived_before)
         if change.state is not None:
@@ -116,6 +168,8 @@ class SqlStore:
         SQLite), all or nothing; see :meth:`~pipeline_state.ports.BatchingStore.commit_many`."""
         if not changes:
             return
+        for change in changes:
+            _check_change(change)
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
         with _translated(changes[0].batch_id):
             await self._write(write_changes, changes, self._archived_before)
@@ -124,9 +178,11 @@ class SqlStore:
                 self._remember(change.state)
 
     async def is_processed(self, event_id: str) -> bool:
+        check_id(event_id, "event id")
         return await self._read(queries.is_processed, event_id)
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
+        check_id(event_id, "event id")
         return await self._read(queries.inbox_entry, event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
@@ -136,6 +192,24 @@ class SqlStore:
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
         return await self._read(queries.list_states, status, limit=limit, offset=offset)
+
+    # -- waiting facts ----------------------------------------------------------------------
+    async def list_waiting(
+        self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
+    ) -> list[WaitingFact]:
+        if batch_id is not None:
+            check_id(batch_id, "batch id")
+        return await self._read(queries.list_waiting, batch_id, limit=limit, arrived_before=arrived_before)
+
+    async def count_waiting(self) -> int:
+        return await self._read(queries.count_waiting)
+
+    async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
+        with _translated():
+            return await self._write(queries.forget_waiting, event_ids, result[:200], now)
+
+    async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
+        return await self._read(queries.stalled_runs, now, older_than, limit=limit)
 
     # -- Outbox -----------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
@@ -167,6 +241,7 @@ class SqlStore:
     # -- queries ----------------------------------------------------------------------------
     async def history(self, batch_id: str) -> list[Run]:
         """The archived runs of a batch, oldest first (from the ``runs`` table)."""
+        check_id(batch_id, "batch id")
         return await self._read(queries.batch_history, batch_id)
 
     async def runs_completed_between(
@@ -177,6 +252,7 @@ class SqlStore:
 
     async def transitions(self, batch_id: str, *, limit: int = 10_000) -> list[TransitionRecord]:
         """The transition log of a batch, in writing order."""
+        check_id(batch_id, "batch id")
         return await self._read(queries.transition_log, batch_id, limit=limit)
 
 
@@ -185,10 +261,12 @@ def _translated(batch_id: str | None = None) -> Iterator[None]:
     """Driver errors raised inside become the library's errors (``raise ... from``)."""
     try:
         yield
-    except StoreError:
+    except (StoreError, RejectedDataError):
         raise
     except DRIVER_ERRORS as exc:
         raise translate(exc, batch_id=batch_id) from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate the driver could not encode
+        raise RejectedDataError(f"a value cannot be encoded: {exc.reason}", batch_id=batch_id) from exc
 
 
 async def open_store(

@@ -13,10 +13,16 @@ itself: any exception leaves the transaction to be rolled back whole. In order, 
 2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
    processed already: :class:`~pipeline_state.errors.DuplicateEventError`);
 3. appends the transition log rows, the outbox rows and the runs newly added to the
-   batch's history.
+   batch's history;
+4. keeps a deferred fact in ``waiting`` (``change.waiting``), or removes the waiting fact a
+   change re-attempts (``change.resolves``: exactly one row, else another writer resolved
+   it first: :class:`~pipeline_state.errors.ConcurrencyConflictError`) and *updates* its
+   inbox row instead of inserting one; re-queues the outbox rows of ``change.republish``
+   (same row, same event id: unpublished, unparked, attempts reset, due now).
 
 :func:`write_changes` runs the compare-and-sets one per change, in order, then writes the
-rows of steps 2 and 3 of all changes with one statement per table.
+rows of steps 2 and 3 of all changes with one statement per table (a sequence with a change
+of step 4, which is rare, is written change by change).
 
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
@@ -28,7 +34,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Insert, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
@@ -36,7 +42,7 @@ from pipeline_state.model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, encode_state
-from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS
+from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 
 __all__ = ["ArchivedCount", "write_change", "write_changes"]
 
@@ -54,6 +60,26 @@ _COUNT_RUNS = select(func.count()).select_from(RUNS).where(RUNS.c.batch_id == bi
 _INSERT_LOG = insert(TRANSITIONS)
 _INSERT_OUTBOX = insert(OUTBOX)
 _INSERT_RUNS = insert(RUNS)
+_INSERT_WAITING = insert(WAITING)
+_DELETE_WAITING = delete(WAITING).where(WAITING.c.event_id == bindparam("e_id"))
+_UPDATE_INBOX = (
+    update(INBOX)
+    .where(INBOX.c.event_id == bindparam("e_id"))
+    .values(result=bindparam("i_result"), processed_at=bindparam("i_at"))
+)
+_REQUEUE = (
+    update(OUTBOX)
+    .where(OUTBOX.c.event_id.in_(bindparam("ids", expanding=True)))
+    .values(
+        published_at=None,
+        parked=False,
+        attempts=0,
+        last_error=None,
+        available_at=bindparam("now"),
+        claimed_until=None,
+        claimed_by=None,
+    )
+)
 
 
 @functools.cache
@@ -123,6 +149,11 @@ def _record_inbox(conn: Connection, change: Change) -> None:
     row = _inbox_row(change)
     if row is None:
         return
+    if row["event_id"] == change.resolves:
+        conn.execute(
+            _UPDATE_INBOX, {"e_id": row["event_id"], "i_result": row["result"], "i_at": row["processed_at"]}
+        )
+        return
     if conn.execute(_insert_ignoring_conflicts(conn.dialect.name, INBOX), row).rowcount != 1:
         raise DuplicateEventError(row["event_id"])
 
@@ -140,6 +171,7 @@ def _log_rows(change: Change) -> list[dict[str, Any]]:
             "event_id": t.event_id,
             "correlation_id": t.correlation_id,
             "at": t.at,
+            "note": t.note,
         }
         for t in change.transitions
     ]
@@ -192,6 +224,31 @@ def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]
         conn.execute(statement, rows)
 
 
+def _waiting_rows(conn: Connection, change: Change) -> None:
+    """Step 4 of the module doc: the waiting set and re-queued outbox rows."""
+    if change.resolves is not None and conn.execute(_DELETE_WAITING, {"e_id": change.resolves}).rowcount != 1:
+        raise ConcurrencyConflictError(
+            change.batch_id, change.expected_version, _stored_version(conn, change.batch_id)
+        )
+    fact = change.waiting
+    if fact is not None:
+        row = {
+            "event_id": fact.event_id,
+            "topic": fact.topic,
+            "batch_id": fact.batch_id,
+            "raw": fact.raw,
+            "waits_for": fact.waits_for,
+            "arrived_at": fact.arrived_at,
+        }
+        conn.execute(_INSERT_WAITING, row)
+    if change.republish:
+        conn.execute(_REQUEUE, {"ids": list(change.republish), "now": change.at})
+
+
+def _special(change: Change) -> bool:
+    return change.waiting is not None or change.resolves is not None or bool(change.republish)
+
+
 def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
     _compare_and_set(conn, change)
@@ -199,6 +256,23 @@ def write_change(conn: Connection, change: Change, archived_before: ArchivedCoun
     _insert_rows(conn, _INSERT_LOG, _log_rows(change))
     _insert_rows(conn, _INSERT_OUTBOX, _outbox_rows(change))
     _insert_rows(conn, _INSERT_RUNS, _run_rows(conn, change, archived_before))
+    if _special(change):
+        _waiting_rows(conn, change)
+
+
+def _one_by_one(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
+    """``changes`` written in order with :func:`write_change` (the number of archived runs
+    of a state written earlier in the sequence is known without asking the database)."""
+    written: dict[tuple[str, int], int] = {}
+
+    def known(batch_id: str, version: int) -> int | None:
+        count = written.get((batch_id, version))
+        return count if count is not None else archived_before(batch_id, version)
+
+    for change in changes:
+        write_change(conn, change, known)
+        if change.state is not None:
+            written[(change.batch_id, change.state.version)] = len(change.state.history)
 
 
 def _first_duplicate(conn: Connection, inbox: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
@@ -229,8 +303,8 @@ def write_changes(conn: Connection, changes: Sequence[Change], archived_before: 
     sequence) was processed already. The number of archived runs of a state written
     earlier in the sequence is known without asking the database.
     """
-    if len(changes) == 1:
-        write_change(conn, changes[0], archived_before)
+    if len(changes) == 1 or any(_special(c) for c in changes):
+        _one_by_one(conn, changes, archived_before)
         return
     written: dict[tuple[str, int], int] = {}
 

@@ -44,6 +44,7 @@ from pipeline_state.ports import (
     OutboxRow,
     Store,
     TransitionRecord,
+    WaitingFact,
 )
 
 __all__ = ["T0", "ContractStore", "StoreContract", "make_state", "message", "with_deadline"]
@@ -152,6 +153,18 @@ def _log(batch_id: str, event_id: str) -> TransitionRecord:
     return TransitionRecord(
         batch_id, "batch", batch_id, "finish_run", "processing_pipelines", "ready", None, event_id, "c", T0
     )
+
+
+def _fact(
+    event_id: str, batch_id: str, *, at: datetime = T0, waits_for: str = "batch_registration"
+) -> WaitingFact:
+    raw = b'{"event_id": "' + event_id.encode() + b'", "nul": "\\u0000", "bytes": "\xc3\xa5"}'
+    return WaitingFact(event_id, "contract.in", batch_id, raw, waits_for, at)
+
+
+def _deferral(fact: WaitingFact, expected: int | None = None) -> Change:
+    inbox = _inbox(fact.event_id, fact.batch_id, f"deferred:{fact.waits_for}")
+    return Change(fact.batch_id, expected, None, fact.arrived_at, inbox=inbox, waiting=fact)
 
 
 def _ids(rows: list[OutboxRow]) -> list[str]:
@@ -491,3 +504,131 @@ class StoreContract:
         assert await store.inbox_entry("old") == _inbox("old", "b0")
         await batching.commit_many([])
         assert await store.load("b1") is None
+
+    # -- waiting facts ----------------------------------------------------------------------
+    async def test_waiting_fact_is_kept_with_its_inbox_entry(self, store: ContractStore) -> None:
+        first, second = _fact("w1", "b1"), _fact("w2", "b1", at=T0 + timedelta(seconds=1))
+        other = _fact("w3", "b2", at=T0 + timedelta(seconds=2))
+        for fact in (first, second, other):
+            await store.commit(_deferral(fact))
+        assert await store.load_with_waiting("b1") == (None, True)
+        assert await store.load_with_waiting("b9") == (None, False)
+        assert await store.count_waiting() == 3
+        listed = await store.list_waiting()
+        assert [attrs.evolve(f, seq=0) for f in listed] == [first, second, other]  # raw exact
+        assert listed[0].seq < listed[1].seq < listed[2].seq
+        assert [f.event_id for f in await store.list_waiting("b1")] == ["w1", "w2"]
+        assert [f.event_id for f in await store.list_waiting(limit=1)] == ["w1"]
+        before = T0 + timedelta(seconds=1)
+        assert [f.event_id for f in await store.list_waiting(arrived_before=before)] == ["w1"]
+        assert await store.inbox_entry("w1") == _inbox("w1", "b1", "deferred:batch_registration")
+        # A redelivery is a duplicate and keeps nothing more.
+        with pytest.raises(DuplicateEventError):
+            await store.commit(_deferral(first))
+        assert await store.count_waiting() == 3
+        # The batch's flag follows it once registered.
+        await self.seed(store, "b1")
+        assert await store.load_with_waiting("b1") == (make_state("b1"), True)
+
+    async def test_resolving_a_waiting_fact_replaces_its_inbox_entry(self, store: ContractStore) -> None:
+        state = await self.seed(store, "b1")
+        await store.commit(_deferral(_fact("w1", "b1"), expected=1))
+        moved = attrs.evolve(state, version=2, status=BatchStatus.PROCESSING_PIPELINES)
+        resolve = Change(
+            "b1",
+            1,
+            moved,
+            T0,
+            outbox=(message("m1", "b1"),),
+            inbox=_inbox("w1", "b1", "applied"),
+            resolves="w1",
+        )
+        await store.commit(resolve)
+        assert await store.load_with_waiting("b1") == (moved, False)
+        assert await store.inbox_entry("w1") == _inbox("w1", "b1", "applied")
+        assert await store.count_waiting() == 0
+        # Resolved once only: a second writer that re-attempted it too loses.
+        again = Change("b1", 2, None, T0, inbox=_inbox("w1", "b1", "ignored:x"), resolves="w1")
+        with pytest.raises(ConcurrencyConflictError):
+            await store.commit(again)
+        assert await store.inbox_entry("w1") == _inbox("w1", "b1", "applied")
+        assert await store.pending_count() == 1
+
+    async def test_commit_many_keeps_and_resolves_in_one_go(self, store: ContractStore) -> None:
+        batching = _batching(store)
+        state = make_state("b1")
+        fact = _fact("w1", "b1")
+        await batching.commit_many(
+            [
+                _deferral(fact),
+                Change("b1", None, state, T0, inbox=_inbox("in-1", "b1")),
+                Change("b1", 1, None, T0, inbox=_inbox("w1", "b1", "ignored:late"), resolves="w1"),
+            ]
+        )
+        assert await store.load_with_waiting("b1") == (state, False)
+        assert await store.inbox_entry("w1") == _inbox("w1", "b1", "ignored:late")
+
+    async def test_forget_waiting_records_the_result(self, store: ContractStore) -> None:
+        await store.commit(_deferral(_fact("w1", "b1")))
+        await store.commit(_deferral(_fact("w2", "b1")))
+        later = T0 + timedelta(hours=1)
+        assert (
+            await store.forget_waiting(["w1", "nope", "w1"], "dead_lettered:batch_registration", later) == 1
+        )
+        assert [f.event_id for f in await store.list_waiting()] == ["w2"]
+        entry = await store.inbox_entry("w1")
+        assert entry is not None
+        assert (entry.result, entry.processed_at) == ("dead_lettered:batch_registration", later)
+        assert await store.forget_waiting([], "x", later) == 0
+
+    # -- republish and stalled runs -----------------------------------------------------------
+    async def test_republish_requeues_rows_with_the_same_event_id(self, store: ContractStore) -> None:
+        await self.enqueue(store, message("a1", "b1"), message("p1", "b1"))
+        rows = await store.claim(T0)
+        await store.mark_published([rows[0].id], T0)
+        (parked,) = await store.claim(T0)
+        await store.mark_failed(parked.id, "too big", T0, retry_at=T0, park=True)
+        assert await store.pending_count() == 0
+        later = T0 + timedelta(seconds=30)
+        await store.commit(Change("b9", None, None, later, republish=("a1", "p1", "unknown")))
+        assert await store.pending_count() == 2
+        assert await store.parked() == []
+        # Both go out again, one row of the key at a time (the order between them is the
+        # store's: a re-queued row keeps its place, a re-created one comes last).
+        sent: list[OutboxRow] = []
+        for _ in range(2):
+            again = await store.claim(later, limit=10)
+            assert len(again) == 1
+            sent += again
+            await store.mark_published([again[0].id], later)
+        assert sorted(r.message.event_id for r in sent) == ["a1", "p1"]
+        assert {r.message.event_id: r.message for r in sent} == {
+            "a1": message("a1", "b1"),
+            "p1": message("p1", "b1"),
+        }
+        assert [(r.attempts, r.last_error, r.parked, r.published_at) for r in sent] == [
+            (0, None, False, None)
+        ] * 2
+        assert await store.claim(later) == []
+
+    async def test_stalled_runs_oldest_first_with_parked_rows(self, store: ContractStore) -> None:
+        for n, batch_id in enumerate(("s2", "s1", "s3")):
+            state = attrs.evolve(
+                with_deadline(make_state(batch_id), None), updated_at=T0 + timedelta(seconds=10 * n)
+            )
+            await store.commit(Change(batch_id, None, state, T0))
+        await self.seed(store, "idle")
+        await self.enqueue(store, message("cmd-s1", "s1"))
+        (row,) = await store.claim(T0)
+        await store.mark_failed(row.id, "poison", T0, retry_at=T0, park=True)
+        now = T0 + timedelta(seconds=100)
+        stalled = await store.stalled_runs(now, 85)
+        assert [s.batch_id for s in stalled] == ["s2", "s1"]
+        first = stalled[0]
+        assert (first.run_id, first.pipeline_name, first.last_change_at) == ("s2-run-1", "cj_assessment", T0)
+        assert first.accepted_at == T0 + timedelta(seconds=6)
+        assert first.active_phases == ("spellcheck", "cj_assessment")
+        assert first.parked == ()
+        assert [r.message.event_id for r in stalled[1].parked] == ["cmd-s1"]
+        assert [s.batch_id for s in await store.stalled_runs(now, 0, limit=2)] == ["s2", "s1"]
+        assert await store.stalled_runs(now, 1000) == []
