@@ -1,4 +1,4 @@
-"""The ``pipeline-state`` command line: ``demo``, ``diagram`` and ``serve``.
+"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``serve`` and ``stalled``.
 
 Each subcommand lives in its own module and is imported only when used, so ``demo`` and
 ``diagram`` work without the optional adapter dependencies.
@@ -7,8 +7,12 @@ Each subcommand lives in its own module and is imported only when used, so ``dem
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .catalog import Catalog
 from .diagrams import lifecycle_mermaid, pipeline_mermaid
@@ -50,6 +54,57 @@ def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+async def _stalled_runs(url: str, older_than: float, limit: int) -> list[Any]:
+    from pipeline_state_kafka.stores import open_store
+
+    opened = await open_store(url)
+    try:
+        runs: list[Any] = await opened.store.stalled_runs(datetime.now(UTC), older_than, limit=limit)
+        return runs
+    finally:
+        await opened.close()
+
+
+def _stalled(args: argparse.Namespace) -> int:
+    try:
+        import pipeline_state_kafka.stores  # noqa: F401 - the adapters' store opener
+    except ImportError as exc:  # the adapters are not installed
+        print(f"'stalled' needs the sql extra: pip install 'pipeline-state[all]' ({exc})", file=sys.stderr)
+        return 2
+    if args.older_than < 0:
+        print("error: --older-than must be >= 0", file=sys.stderr)
+        return 2
+    runs = asyncio.run(_stalled_runs(args.store, args.older_than, args.limit))
+    if args.json:
+        rows = [
+            {
+                "batch_id": r.batch_id,
+                "run_id": r.run_id,
+                "pipeline": r.pipeline_name,
+                "accepted_at": r.accepted_at.isoformat(),
+                "last_change_at": r.last_change_at.isoformat(),
+                "active_phases": list(r.active_phases),
+                "parked": [
+                    {"event_id": p.message.event_id, "topic": p.message.topic, "last_error": p.last_error}
+                    for p in r.parked
+                ],
+            }
+            for r in runs
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not runs:
+        print(f"no run without progress for more than {args.older_than:g}s")
+        return 0
+    for r in runs:
+        parked = f", {len(r.parked)} parked outbox row(s)" if r.parked else ""
+        print(
+            f"{r.batch_id}  run {r.run_id}  {r.pipeline_name}  last change {r.last_change_at.isoformat()}"
+            f"  open: {', '.join(r.active_phases) or '-'}{parked}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline-state", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--group-id", default="pipeline-state", help="Kafka consumer group")
     serve.add_argument("--consumers", nargs="*", default=[], help="extra consumers to run (results)")
     serve.set_defaults(func=_serve)
+
+    stalled = sub.add_parser("stalled", help="list active runs without progress, oldest first")
+    stalled.add_argument("--store", required=True, help="SQLAlchemy URL of the store (as for serve)")
+    stalled.add_argument(
+        "--older-than", type=float, default=3600.0, help="seconds without progress (default 3600)"
+    )
+    stalled.add_argument("--limit", type=int, default=100, help="at most this many runs (default 100)")
+    stalled.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stalled.set_defaults(func=_stalled)
     return parser
 
 
