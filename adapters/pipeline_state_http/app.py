@@ -12,6 +12,7 @@ from pipeline_state.results.ports import ResultsStore
 from pipeline_state.service import PipelineService
 
 from .handlers import ApiRoute
+from .ops_routes import build_ops_router
 from .routes import build_router
 from .security import BodyLimitMiddleware, require_scopes
 from .settings import HttpSettings, Scope
@@ -46,6 +47,7 @@ def install(
     settings = settings or HttpSettings()
     _warn_about_scopes(settings)
     app.include_router(build_router(service, settings=settings, results=results), prefix=prefix)
+    app.include_router(build_ops_router(service, settings=settings), prefix=prefix)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
