@@ -18,7 +18,7 @@ import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidMessageError, UnknownTopicError
-from .intake import IntakeLimits, decode_json
+from .intake import DEFAULT_LIMITS, IntakeLimits, decode_json
 
 __all__ = [
     "INBOUND_TOPICS",
@@ -375,13 +375,13 @@ def parse_message(
     *,
     topics: Mapping[str, TopicSpec] = TOPICS,
     inbound_only: bool = True,
-    limits: IntakeLimits | None = None,
+    limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> tuple[EventEnvelope, WireModel]:
     """Decode and validate one message received on ``topic``.
 
     Raw input (bytes or text) is bounded before it is parsed: at most
     ``limits.max_message_bytes`` bytes and ``limits.max_json_depth`` levels of nesting
-    (default: :func:`pipeline_state.intake.current_limits`). Raises
+    (:data:`pipeline_state.intake.DEFAULT_LIMITS` unless given). Raises
     :class:`UnknownTopicError` for a topic that is not registered (or not inbound when
     ``inbound_only``), and :class:`InvalidMessageError` naming the field for anything else:
     no input makes it raise another error.

@@ -16,12 +16,12 @@ Any other failure of the parser (bad UTF-8, lone surrogates in the text, a
 :class:`~pipeline_state.errors.InvalidMessageError` too, so a record can only ever be
 valid or rejected with a reason.
 
-The process-wide limits are :func:`current_limits`; ``pipeline-state serve`` sets them from
-``PIPELINE_STATE_MAX_MESSAGE_BYTES`` and ``PIPELINE_STATE_MAX_JSON_DEPTH`` with
-:func:`set_limits`. Defaults (``DEFAULT_MAX_MESSAGE_BYTES`` = 1 MiB, ``DEFAULT_MAX_JSON_DEPTH`` = 32) fit the
-contract: the deepest envelope path is ``data.essays_for_processing[i].essay_id`` (depth
-3), and the free-form ``metadata`` and ``prompt_payload`` objects get the rest. A batch of
-the maximum 10,000 essays with their storage ids stays well under 1 MiB.
+Limits travel with the code that parses: :class:`~pipeline_state.service.PipelineService`
+takes ``limits=`` and ``pipeline-state serve`` builds them from
+``PIPELINE_STATE_MAX_MESSAGE_BYTES`` and ``PIPELINE_STATE_MAX_JSON_DEPTH``. The defaults
+(``DEFAULT_MAX_MESSAGE_BYTES`` = 1 MiB, ``DEFAULT_MAX_JSON_DEPTH`` = 32) fit the contract:
+the deepest envelope path is ``data.essays_for_processing[i].essay_id`` (depth 3), and the
+free-form ``metadata`` and ``prompt_payload`` objects get the rest.
 """
 
 from __future__ import annotations
@@ -39,10 +39,8 @@ __all__ = [
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "IntakeLimits",
-    "current_limits",
     "decode_json",
     "json_depth",
-    "set_limits",
 ]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -61,20 +59,7 @@ class IntakeLimits:
 
 
 DEFAULT_LIMITS = IntakeLimits()
-_current = DEFAULT_LIMITS
-
-
-def current_limits() -> IntakeLimits:
-    """The limits :func:`decode_json` and ``parse_message`` apply when given none."""
-    return _current
-
-
-def set_limits(limits: IntakeLimits) -> IntakeLimits:
-    """Make ``limits`` the process-wide default (``serve`` calls it with its settings);
-    returns the previous default."""
-    global _current
-    previous, _current = _current, limits
-    return previous
+"""The documented defaults."""
 
 
 _DELTA = [0] * 256
@@ -107,11 +92,10 @@ def _as_bytes(raw: bytes | bytearray | str) -> bytes:
     return bytes(raw)
 
 
-def decode_json(topic: str, raw: bytes | bytearray | str, limits: IntakeLimits | None = None) -> Any:
-    """Parse ``raw`` as JSON within ``limits`` (default: :func:`current_limits`); raises
+def decode_json(topic: str, raw: bytes | bytearray | str, limits: IntakeLimits = DEFAULT_LIMITS) -> Any:
+    """Parse ``raw`` as JSON within ``limits``; raises
     :class:`InvalidMessageError` naming ``topic`` and the reason for anything that is not
     bounded, well-formed JSON."""
-    limits = limits or _current
     data = _as_bytes(raw)
     if len(data) > limits.max_message_bytes:
         raise InvalidMessageError(

@@ -40,6 +40,7 @@ from .errors import (
     PipelineStateError,
 )
 from .events import ClientBatchPipelineRequestV1, WireModel, parse_message
+from .intake import DEFAULT_LIMITS, IntakeLimits
 from .memory import SystemClock
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
@@ -155,10 +156,10 @@ _RESUME_LIMIT = 1000
 """At most this many waiting facts of one batch are re-attempted per change."""
 
 
-def _command(topic: str, raw: bytes | str | Mapping[str, Any]) -> Command:
-    """Parse an inbound message into the command it carries (raises
+def _command(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits) -> Command:
+    """Parse an inbound message within ``limits`` into the command it carries (raises
     :class:`~pipeline_state.errors.InvalidMessageError`)."""
-    envelope, payload = parse_message(topic, raw)
+    envelope, payload = parse_message(topic, raw, limits=limits)
     return Command(payload, str(envelope.event_id), str(envelope.correlation_id))
 
 
@@ -225,6 +226,7 @@ class PipelineService:
         clock: Clock | None = None,
         max_attempts: int = 8,
         waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS,
+        limits: IntakeLimits = DEFAULT_LIMITS,
     ) -> None:
         if waiting_window_seconds <= 0:
             raise ValueError("waiting_window_seconds must be positive")
@@ -233,6 +235,8 @@ class PipelineService:
         self.clock: Clock = clock or SystemClock()
         self.max_attempts = max_attempts
         self.waiting_window_seconds = waiting_window_seconds
+        self.limits = limits
+        """Size and nesting bounds checked on every raw inbound message before parsing."""
         self.counters: Counter[str] = Counter()
 
     # -- entry points ---------------------------------------------------------------------
@@ -241,7 +245,7 @@ class PipelineService:
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
         and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
         An early fact is kept to wait (``result.waiting``) rather than rejected."""
-        return await self.handle(_command(topic, raw), topic=topic, raw=_raw_bytes(raw))
+        return await self.handle(_command(topic, raw, self.limits), topic=topic, raw=_raw_bytes(raw))
 
     async def handle_many(
         self, messages: Sequence[InboundMessage]
@@ -268,7 +272,7 @@ class PipelineService:
         pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
             try:
-                pending.append((index, _command(topic, raw), topic, _raw_bytes(raw)))
+                pending.append((index, _command(topic, raw, self.limits), topic, _raw_bytes(raw)))
             except (InvalidMessageError, BadCommandError) as exc:
                 results[index] = exc
         commit_many = getattr(self.store, "commit_many", None)
@@ -454,7 +458,7 @@ class PipelineService:
     async def _deny_expired(self, fact: WaitingFact) -> bool:
         """Answer an expired pipeline request with its denial; ``False`` for other facts."""
         try:
-            command = _command(fact.topic, fact.raw)
+            command = _command(fact.topic, fact.raw, self.limits)
         except InvalidMessageError:
             return False
         if not isinstance(command.payload, ClientBatchPipelineRequestV1):
@@ -570,7 +574,7 @@ class PipelineService:
             moved = False
             for fact in list(batch.waiting):
                 try:
-                    command = _command(fact.topic, fact.raw)
+                    command = _command(fact.topic, fact.raw, self.limits)
                 except InvalidMessageError as exc:  # stored by an older version, say
                     steps.append(self._rejected(fact, batch.state, exc))
                     batch.waiting.remove(fact)

@@ -11,9 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
-from pipeline_state.commands import Command
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import parse_message
 from pipeline_state.service import HandleResult, PipelineService
 
 __all__ = ["BatchHandler", "Handled", "MessageHandler", "service_batch_handler", "service_handler"]
@@ -55,10 +53,8 @@ def service_handler(service: PipelineService) -> MessageHandler:
     """Hands records to ``service``: parse, then one unit of work (state, outbox, inbox)."""
 
     async def handle(topic: str, raw: bytes) -> Handled:
-        envelope, payload = parse_message(topic, raw)
-        command = Command(payload, str(envelope.event_id), str(envelope.correlation_id))
-        # with the raw bytes, an early fact waits (durably) instead of failing
-        return _summary(await service.handle(command, topic=topic, raw=bytes(raw)))
+        # parsed within the service's intake limits; an early fact waits (durably)
+        return _summary(await service.handle_message(topic, bytes(raw)))
 
     return handle
 

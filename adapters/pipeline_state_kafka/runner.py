@@ -18,7 +18,6 @@ from typing import Any
 import attrs
 
 from pipeline_state.events import INBOUND_TOPICS
-from pipeline_state.intake import set_limits
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
@@ -71,7 +70,9 @@ class ServiceRunner:
         self._own_store = store is None
         self._service_factory = service_factory or (
             lambda opened: PipelineService(
-                opened.store, waiting_window_seconds=settings.waiting_window_seconds
+                opened.store,
+                waiting_window_seconds=settings.waiting_window_seconds,
+                limits=settings.intake_limits(),
             )
         )
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -89,7 +90,6 @@ class ServiceRunner:
             self._cleanups.append(opened.close)
         producer = create_producer(settings.producer_settings())
         self._cleanups.insert(0, producer.stop)  # also closes a producer that never connected
-        previous_limits = set_limits(settings.intake_limits())
         try:
             if not await start_with_retry(
                 producer.start, "kafka producer", settings.consumer_settings().startup_timeout_seconds, stop
@@ -97,7 +97,6 @@ class ServiceRunner:
                 return
             await self._run_started(stop, opened, producer)
         finally:
-            set_limits(previous_limits)
             for cleanup in self._cleanups:
                 with contextlib.suppress(Exception):
                     await cleanup()
