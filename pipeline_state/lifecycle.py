@@ -330,6 +330,10 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
         Transition("partially_succeed", _PHASE_RUNNING, _P.COMPLETED_WITH_PARTIAL_SUCCESS),
         Transition("fail", _PHASE_RUNNING, _P.FAILED),
         Transition("skip_dependency_failed", _P.PENDING_DEPENDENCIES, _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE),
+        # The deadline passed without an outcome: the command is sent again (same event id)
+        # and the phase stays where it is, with a fresh deadline.
+        Transition("resend", _P.DISPATCH_INITIATED, _P.DISPATCH_INITIATED),
+        Transition("resend", _P.IN_PROGRESS, _P.IN_PROGRESS),
         Transition(
             "cancel",
             (_P.REQUESTED_BY_USER, _P.PENDING_DEPENDENCIES, _P.DISPATCH_INITIATED, _P.IN_PROGRESS),
@@ -337,7 +341,8 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
         ),
     ),
 )
-"""Lifecycle of one phase of a run: planned, dispatched, then one terminal outcome."""
+"""Lifecycle of one phase of a run: planned, dispatched (its command re-sent while no
+outcome comes, up to the profile's ``max_resends``), then one terminal outcome."""
 
 LIFECYCLES: Mapping[str, Lifecycle] = MappingProxyType(
     {lc.name: lc for lc in (BATCH_LIFECYCLE, RUN_LIFECYCLE, PHASE_LIFECYCLE)}

@@ -143,12 +143,14 @@ def test_lifecycle_helpers() -> None:
         "partially_succeed",
         "fail",
         "skip_dependency_failed",
+        "resend",
         "cancel",
     )
     assert [t.trigger for t in PHASE_LIFECYCLE.moves_from("in_progress")] == [
         "succeed",
         "partially_succeed",
         "fail",
+        "resend",
         "cancel",
     ]
     assert PHASE_LIFECYCLE.moves_from("failed") == ()
@@ -223,6 +225,8 @@ def test_phase_lifecycle_is_exactly_the_contract() -> None:
         expected[("succeed", state)] = "completed_successfully"
         expected[("partially_succeed", state)] = "completed_with_partial_success"
         expected[("fail", state)] = "failed"
+        # Issue 11.4: an overdue phase's command is re-sent; the phase stays where it is.
+        expected[("resend", state)] = state
     for state in ("requested_by_user", "pending_dependencies", *running):
         expected[("cancel", state)] = "cancelled"
     assert moves(lc) == expected

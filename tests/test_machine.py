@@ -119,7 +119,8 @@ def test_contract_phase_moves() -> None:
     for terminal in PHASE_TERMINAL:
         assert m.allowed_triggers(terminal) == ()
     assert m.allowed_triggers("completed_successfully") == ()
-    assert m.allowed_triggers("in_progress") == ("succeed", "partially_succeed", "fail", "cancel")
+    assert m.allowed_triggers("in_progress") == ("succeed", "partially_succeed", "fail", "resend", "cancel")
+    assert m.next_state("dispatch_initiated", "resend") == "dispatch_initiated"
 
 
 def test_contract_batch_moves() -> None:
