@@ -8,20 +8,36 @@ turns raw bytes, text or a mapping into a validated envelope and payload, raisin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import attrs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InvalidMessageError, UnknownTopicError
 from .intake import DEFAULT_LIMITS, IntakeLimits, decode_json
 
 __all__ = [
     "INBOUND_TOPICS",
+    "MAX_ESSAYS_PER_BATCH",
+    "MAX_FREE_TEXT_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_ITEM_ID_LENGTH",
+    "MAX_PROMPT_PAYLOAD_BYTES",
+    "MAX_PROMPT_PAYLOAD_DEPTH",
+    "MAX_SHORT_TEXT_LENGTH",
     "OUTBOUND_TOPICS",
     "TOPICS",
     "AIFeedbackInitiateCommandV1",
@@ -38,6 +54,8 @@ __all__ = [
     "ELSBatchPhaseOutcomeV1",
     "EssayProcessingInputRefV1",
     "EventEnvelope",
+    "Id",
+    "ItemId",
     "NlpInitiateCommandV2",
     "PhaseInitiateCommand",
     "PhaseResult",
@@ -65,9 +83,73 @@ class WireModel(BaseModel):
 
 NonEmpty = Field(min_length=1)
 
-MAX_ESSAYS_PER_BATCH = 10_000
-"""Upper bound on a batch's essays: a registration above it is invalid input, so one message
-cannot make the service build an unbounded list of essay ids."""
+# --- bounds of inbound input -------------------------------------------------------------
+# Every inbound id, text and list is bounded, so one message cannot make the service build
+# unbounded state, and every phase command built from bounded input fits the producer's
+# size limit (see ``pipeline_state.profile.command_size_bound``). Ids reject C0 control
+# characters (NUL included) and lone surrogates: no store can keep them alike (PostgreSQL
+# refuses NUL, UTF-8 cannot encode a lone surrogate), and without control characters one
+# character of an id takes at most 4 bytes of UTF-8 JSON.
+
+MAX_ESSAYS_PER_BATCH = 1_000
+"""Upper bound on a batch's essays (and on every inbound list of items): a registration,
+provisioning, essays-ready or outcome naming more is invalid input. With item ids of at most
+:data:`MAX_ITEM_ID_LENGTH` characters, a phase command of this many essays is at most about
+850 kB, under the producer's default 1 MiB request limit (it was 10,000 before, which cannot
+fit: 10,000 UUID pairs alone are 1.09 MB)."""
+
+MAX_ID_LENGTH = 256
+"""Upper bound (characters) on every id: batch, user, organisation, class, student, phase
+and pipeline names. UUIDs take 36; platform ids (e-mail addresses included) fit."""
+
+MAX_ITEM_ID_LENGTH = 100
+"""Upper bound (characters) on the ids repeated once per item in phase commands: essay ids
+and text storage ids (UUIDs take 36, storage keys such as ``essays/<uuid>.txt`` about 50)."""
+
+MAX_SHORT_TEXT_LENGTH = 64
+"""Upper bound (characters) on short codes: ``course_code`` and ``language``."""
+
+MAX_FREE_TEXT_LENGTH = 10_000
+"""Upper bound (characters) on free text: ``retry_reason``, ``essay_instructions``."""
+
+MAX_PROMPT_PAYLOAD_BYTES = 64 * 1024
+"""Upper bound on a pipeline request's ``prompt_payload``, as compact UTF-8 JSON."""
+
+MAX_PROMPT_PAYLOAD_DEPTH = 8
+"""Upper bound on the nesting of a pipeline request's ``prompt_payload`` (the object itself
+is depth 1)."""
+
+_NO_CONTROL = r"^[^\x00-\x1f]*$"
+_NO_NUL = r"^[^\x00]*$"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL)]
+"""A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
+(NUL included) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8
+whenever a constraint applies)."""
+
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=_NO_CONTROL)]
+"""An essay id or text storage id: as :data:`Id`, at most :data:`MAX_ITEM_ID_LENGTH`."""
+
+ShortText = Annotated[str, StringConstraints(max_length=MAX_SHORT_TEXT_LENGTH, pattern=_NO_CONTROL)]
+"""A short code (course code, language) without control characters or lone surrogates."""
+
+FreeText = Annotated[str, StringConstraints(max_length=MAX_FREE_TEXT_LENGTH, pattern=_NO_NUL)]
+"""Free text of at most :data:`MAX_FREE_TEXT_LENGTH` characters, without NUL or lone surrogates
+(line breaks allowed)."""
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (scalars 0, a container 1 + its deepest member);
+    stops counting past ``limit``."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0
+    if limit <= 0:
+        return 1
+    return 1 + max((_json_depth(child, limit - 1) for child in children), default=0)
 
 
 class Topic(StrEnum):
@@ -96,24 +178,24 @@ class Topic(StrEnum):
 class EssayProcessingInputRefV1(WireModel):
     """One essay and where its text is stored."""
 
-    essay_id: str = NonEmpty
-    text_storage_id: str | None = None
+    essay_id: ItemId
+    text_storage_id: ItemId | None = None
 
 
 # --- inbound ---------------------------------------------------------------------------
 
 
 class BatchRegistrationRequestV1(WireModel):
-    batch_id: str = NonEmpty
+    batch_id: Id
     expected_essay_count: int = Field(ge=1, le=MAX_ESSAYS_PER_BATCH)
-    essay_ids: list[str] | None = Field(default=None, max_length=MAX_ESSAYS_PER_BATCH)
-    user_id: str = NonEmpty
-    org_id: str | None = None
-    class_id: str | None = None
-    course_code: str = NonEmpty
-    language: str | None = None
-    essay_instructions: str | None = None
-    student_prompt_ref: str | None = None
+    essay_ids: list[ItemId] | None = Field(default=None, max_length=MAX_ESSAYS_PER_BATCH)
+    user_id: Id
+    org_id: Id | None = None
+    class_id: Id | None = None
+    course_code: ShortText = NonEmpty
+    language: ShortText | None = None
+    essay_instructions: FreeText | None = None
+    student_prompt_ref: Id | None = None
 
     @model_validator(mode="after")
     def _essay_ids_match_count(self) -> BatchRegistrationRequestV1:
@@ -126,55 +208,70 @@ class BatchRegistrationRequestV1(WireModel):
 
 
 class BatchContentProvisioningCompletedV1(WireModel):
-    batch_id: str = NonEmpty
-    provisioned_count: int = Field(ge=0)
-    expected_count: int = Field(ge=0)
-    essays_for_processing: list[EssayProcessingInputRefV1]
+    batch_id: Id
+    provisioned_count: int = Field(ge=0, le=MAX_ESSAYS_PER_BATCH)
+    expected_count: int = Field(ge=0, le=MAX_ESSAYS_PER_BATCH)
+    essays_for_processing: list[EssayProcessingInputRefV1] = Field(max_length=MAX_ESSAYS_PER_BATCH)
 
 
 class StudentAssociation(WireModel):
-    essay_id: str = NonEmpty
-    student_id: str | None = None
+    essay_id: ItemId
+    student_id: Id | None = None
 
 
 class StudentAssociationsConfirmedV1(WireModel):
-    batch_id: str = NonEmpty
-    class_id: str = NonEmpty
-    associations: list[StudentAssociation] = []
+    batch_id: Id
+    class_id: Id
+    associations: list[StudentAssociation] = Field(default=[], max_length=MAX_ESSAYS_PER_BATCH)
     timeout_triggered: bool = False
 
 
 class BatchEssaysReady(WireModel):
-    batch_id: str = NonEmpty
-    ready_essays: list[EssayProcessingInputRefV1]
+    batch_id: Id
+    ready_essays: list[EssayProcessingInputRefV1] = Field(max_length=MAX_ESSAYS_PER_BATCH)
 
 
 class ValidationErrorSummary(WireModel):
-    total_errors: int = 0
+    total_errors: int = Field(default=0, ge=0)
     critical_failure: bool
 
 
 class BatchValidationErrorsV1(WireModel):
-    batch_id: str = NonEmpty
+    batch_id: Id
     error_summary: ValidationErrorSummary
 
 
 class ClientBatchPipelineRequestV1(WireModel):
-    batch_id: str = NonEmpty
-    requested_pipeline: str = NonEmpty
+    batch_id: Id
+    requested_pipeline: Id
     client_correlation_id: UUID | None = None
-    user_id: str = NonEmpty
+    user_id: Id
     is_retry: bool = False
-    retry_reason: str | None = None
+    retry_reason: FreeText | None = None
     prompt_payload: dict[str, Any] | None = None
+
+    @field_validator("prompt_payload")
+    @classmethod
+    def _bounded_prompt(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if _json_depth(value, MAX_PROMPT_PAYLOAD_DEPTH) > MAX_PROMPT_PAYLOAD_DEPTH:
+            raise ValueError(f"prompt_payload is nested deeper than {MAX_PROMPT_PAYLOAD_DEPTH} levels")
+        try:
+            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"prompt_payload is not encodable JSON: {type(exc).__name__}") from None
+        if size > MAX_PROMPT_PAYLOAD_BYTES:
+            raise ValueError(f"prompt_payload takes {size} bytes, more than {MAX_PROMPT_PAYLOAD_BYTES}")
+        return value
 
 
 class ELSBatchPhaseOutcomeV1(WireModel):
-    batch_id: str = NonEmpty
-    phase_name: str = NonEmpty
+    batch_id: Id
+    phase_name: Id
     phase_status: Literal["completed_successfully", "completed_with_failures", "failed_critically"]
-    processed_essays: list[EssayProcessingInputRefV1] = []
-    failed_essay_ids: list[str] = []
+    processed_essays: list[EssayProcessingInputRefV1] = Field(default=[], max_length=MAX_ESSAYS_PER_BATCH)
+    failed_essay_ids: list[ItemId] = Field(default=[], max_length=MAX_ESSAYS_PER_BATCH)
     correlation_id: UUID
 
 
@@ -292,9 +389,9 @@ class EventEnvelope(WireModel):
     """The JSON value of every message."""
 
     event_id: UUID
-    event_type: str = NonEmpty
+    event_type: Id
     event_timestamp: datetime
-    source_service: str = NonEmpty
+    source_service: Id
     schema_version: int = 1
     correlation_id: UUID
     data: dict[str, Any]

@@ -1,0 +1,174 @@
+"""Issue 10.3: every inbound id rejects NUL (and any control character), lone surrogates and
+over-long values, on every backend alike (before any store sees it); lists, free text and
+the prompt payload are bounded. Each error is an InvalidMessageError naming the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pipeline_state import InvalidMessageError, parse_message
+from pipeline_state.events import (
+    MAX_ESSAYS_PER_BATCH,
+    MAX_FREE_TEXT_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_ITEM_ID_LENGTH,
+    MAX_PROMPT_PAYLOAD_BYTES,
+    MAX_SHORT_TEXT_LENGTH,
+    Topic,
+)
+from pipeline_state.testing import Envelopes
+
+ENV = Envelopes()
+CORR = "0b0e5a53-6c51-4a8c-9a0e-2f0f3c1d7e11"
+VALID: dict[str, tuple[str, dict[str, Any]]] = {
+    "register": (
+        Topic.BATCH_REGISTER.value,
+        ENV.wrap(
+            Topic.BATCH_REGISTER.value,
+            {
+                "batch_id": "b1",
+                "expected_essay_count": 1,
+                "essay_ids": ["e1"],
+                "user_id": "t1",
+                "org_id": "o1",
+                "class_id": "c1",
+                "course_code": "ENG5",
+                "language": "en",
+                "essay_instructions": "write",
+                "student_prompt_ref": "p1",
+            },
+        )[1],
+    ),
+    "provisioned": ENV.provisioned("b1", ["e1"]),
+    "associations": ENV.associations("b1", "c1", ["e1"]),
+    "essays_ready": ENV.essays_ready("b1", ["e1"]),
+    "validation": ENV.validation_errors("b1"),
+    "request": ENV.request("b1", "nlp", prompt_payload={"prompt_ref": "p"}),
+    "outcome": ENV.outcome("b1", "spellcheck", CORR, processed=["e1"], failed=["e2"]),
+}
+# (message, path inside data, length bound)
+ID_FIELDS: list[tuple[str, tuple[str | int, ...], int]] = [
+    ("register", ("batch_id",), MAX_ID_LENGTH),
+    ("register", ("user_id",), MAX_ID_LENGTH),
+    ("register", ("org_id",), MAX_ID_LENGTH),
+    ("register", ("class_id",), MAX_ID_LENGTH),
+    ("register", ("student_prompt_ref",), MAX_ID_LENGTH),
+    ("register", ("essay_ids", 0), MAX_ITEM_ID_LENGTH),
+    ("register", ("course_code",), MAX_SHORT_TEXT_LENGTH),
+    ("provisioned", ("batch_id",), MAX_ID_LENGTH),
+    ("provisioned", ("essays_for_processing", 0, "essay_id"), MAX_ITEM_ID_LENGTH),
+    ("provisioned", ("essays_for_processing", 0, "text_storage_id"), MAX_ITEM_ID_LENGTH),
+    ("associations", ("batch_id",), MAX_ID_LENGTH),
+    ("associations", ("class_id",), MAX_ID_LENGTH),
+    ("associations", ("associations", 0, "essay_id"), MAX_ITEM_ID_LENGTH),
+    ("associations", ("associations", 0, "student_id"), MAX_ID_LENGTH),
+    ("essays_ready", ("batch_id",), MAX_ID_LENGTH),
+    ("essays_ready", ("ready_essays", 0, "essay_id"), MAX_ITEM_ID_LENGTH),
+    ("essays_ready", ("ready_essays", 0, "text_storage_id"), MAX_ITEM_ID_LENGTH),
+    ("validation", ("batch_id",), MAX_ID_LENGTH),
+    ("request", ("batch_id",), MAX_ID_LENGTH),
+    ("request", ("requested_pipeline",), MAX_ID_LENGTH),
+    ("request", ("user_id",), MAX_ID_LENGTH),
+    ("outcome", ("batch_id",), MAX_ID_LENGTH),
+    ("outcome", ("phase_name",), MAX_ID_LENGTH),
+    ("outcome", ("processed_essays", 0, "essay_id"), MAX_ITEM_ID_LENGTH),
+    ("outcome", ("processed_essays", 0, "text_storage_id"), MAX_ITEM_ID_LENGTH),
+    ("outcome", ("failed_essay_ids", 0), MAX_ITEM_ID_LENGTH),
+]
+
+
+def _with(message: str, path: tuple[str | int, ...], value: Any) -> tuple[str, dict[str, Any]]:
+    topic, envelope = VALID[message]
+    envelope = copy.deepcopy(envelope)
+    target: Any = envelope["data"]
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return topic, envelope
+
+
+def _field(path: tuple[str | int, ...]) -> str:
+    return "data." + ".".join(str(p) for p in path)
+
+
+def test_the_valid_messages_parse() -> None:
+    for topic, envelope in VALID.values():
+        parse_message(topic, envelope)
+
+
+@pytest.mark.parametrize(("message", "path", "bound"), ID_FIELDS, ids=lambda v: str(v))
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b", "\udfff", "tab\there", "line\nbreak"], ids=repr)
+def test_ids_reject_control_characters_and_lone_surrogates(
+    message: str, path: tuple[str | int, ...], bound: int, bad: str
+) -> None:
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(*_with(message, path, bad))
+    assert caught.value.field == _field(path)
+
+
+@pytest.mark.parametrize(("message", "path", "bound"), ID_FIELDS, ids=lambda v: str(v))
+def test_ids_are_bounded_in_length(message: str, path: tuple[str | int, ...], bound: int) -> None:
+    fits = "x" * bound
+    parse_message(*_with(message, path, fits))
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(*_with(message, path, fits + "x"))
+    assert caught.value.field == _field(path)
+
+
+@pytest.mark.parametrize(
+    ("message", "path"),
+    [
+        ("provisioned", ("essays_for_processing",)),
+        ("associations", ("associations",)),
+        ("essays_ready", ("ready_essays",)),
+        ("outcome", ("processed_essays",)),
+        ("outcome", ("failed_essay_ids",)),
+        ("register", ("essay_ids",)),
+    ],
+)
+def test_item_lists_are_bounded(message: str, path: tuple[str, ...]) -> None:
+    _topic, envelope = VALID[message]
+    item = envelope["data"][path[0]][0]
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(*_with(message, path, [item] * (MAX_ESSAYS_PER_BATCH + 1)))
+    assert caught.value.field == _field(path)
+
+
+def test_free_text_is_bounded_and_keeps_line_breaks() -> None:
+    parse_message(*_with("request", ("retry_reason",), "line one\nline two"))
+    parse_message(*_with("register", ("essay_instructions",), "é" * MAX_FREE_TEXT_LENGTH))
+    for path, value in (
+        (("retry_reason",), "x" * (MAX_FREE_TEXT_LENGTH + 1)),
+        (("retry_reason",), "nul\x00"),
+        (("retry_reason",), "\ud800"),
+    ):
+        with pytest.raises(InvalidMessageError) as caught:
+            parse_message(*_with("request", path, value))
+        assert caught.value.field == _field(path)
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(*_with("register", ("language",), "x" * (MAX_SHORT_TEXT_LENGTH + 1)))
+    assert caught.value.field == "data.language"
+
+
+def test_prompt_payload_is_bounded_in_size_and_depth() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(9):
+        deep = {"x": deep}
+    big = {"text": "x" * MAX_PROMPT_PAYLOAD_BYTES}
+    for payload in (deep, big):
+        with pytest.raises(InvalidMessageError) as caught:
+            parse_message(*_with("request", ("prompt_payload",), payload))
+        assert caught.value.field == "data.prompt_payload"
+    parse_message(*_with("request", ("prompt_payload",), {"a": {"b": [1, 2, {"c": "ok"}]}}))
+
+
+def test_envelope_source_service_is_an_id() -> None:
+    topic, envelope = copy.deepcopy(VALID["validation"])
+    envelope["source_service"] = "svc\x00"
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(topic, envelope)
+    assert caught.value.field == "source_service"
+    assert topic == Topic.VALIDATION_ERRORS.value
