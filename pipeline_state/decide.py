@@ -16,6 +16,7 @@ now (cancel without an active run, archive while processing) raise
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -33,7 +34,13 @@ from .commands import (
     RecordPhaseCompletion,
     RetryPhase,
 )
-from .errors import BatchConflictError, BatchNotFoundError, IllegalTransitionError, UnknownPipelineError
+from .errors import (
+    BatchConflictError,
+    BatchNotFoundError,
+    IllegalTransitionError,
+    ItemMismatchError,
+    UnknownPipelineError,
+)
 from .events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
@@ -44,6 +51,7 @@ from .events import (
     ClientBatchPipelineRequestV1,
     ELSBatchPhaseOutcomeV1,
     EssayProcessingInputRefV1,
+    PhaseInitiateCommand,
     PhaseSkippedV1,
     PipelineDeniedV1,
     StudentAssociationsConfirmedV1,
@@ -55,17 +63,36 @@ from .guards import AdmissionRequest, Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
 from .machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE
 from .model import BatchState, EssayRef, PhaseRun, Run, completed_outputs, evolve
-from .profile import Profile
+from .profile import COMMAND_OVERHEAD_BYTES, CommandSpec, Profile
 
-__all__ = ["Decision", "Emit", "Move", "decide", "derive_id"]
+__all__ = ["CORRELATION_MISMATCH", "Decision", "Emit", "Move", "decide", "derive_id", "outbox_event_id"]
 
 _ID_NAMESPACE = uuid.UUID("6f1c1c2e-9a53-4b8e-8f3c-0d8c43f1b7a1")
+_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
 def derive_id(*parts: str) -> str:
     """A deterministic UUID (v5) from ``parts``: ids derived from an inbound event id are the
-    same on every retry of that event."""
-    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+    same on every retry of that event.
+
+    Equal to ``str(uuid.uuid5(namespace, "\\x1f".join(parts)))``, computed without building
+    ``UUID`` objects (a third of the time: decide derives one per dispatched command)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def outbox_event_id(command_event_id: str, index: int) -> str:
+    """The event id the service gives the ``index``-th emit of a decision on the command
+    with ``command_event_id`` (see ``PipelineService._envelopes``)."""
+    return derive_id(command_event_id, "out", str(index))
+
+
+CORRELATION_MISMATCH = "correlation_mismatch"
+"""The note and flag of a phase outcome whose correlation id belongs to no run of its batch,
+applied to the active run (unless the profile has ``strict_correlation``)."""
 
 
 @attrs.frozen
@@ -80,7 +107,8 @@ class Emit:
 
 @attrs.frozen
 class Move:
-    """One state move, for the transition log."""
+    """One state move, for the transition log. ``note`` flags a move made on doubtful input
+    (``correlation_mismatch``)."""
 
     entity: Literal["batch", "run", "phase"]
     name: str
@@ -88,6 +116,7 @@ class Move:
     source: str
     dest: str
     run_id: str | None = None
+    note: str | None = None
 
 
 @attrs.frozen
@@ -97,7 +126,10 @@ class Decision:
     ``state`` is the new state (the very same object when nothing changed); ``ignored`` says
     why an input had no effect; ``denial`` is set when a request was refused (the denial
     events are in ``emits`` and the state is unchanged); ``run_id`` names the run that was
-    accepted or affected.
+    accepted or affected. ``flags`` name what was doubtful about an applied input
+    (``correlation_mismatch``: count it, log a warning). ``resend`` lists the outbox event
+    ids of commands already written that must be published again (an overdue phase's
+    command, re-sent with its own event id).
     """
 
     state: BatchState | None
@@ -106,6 +138,8 @@ class Decision:
     ignored: str | None = None
     denial: Denial | None = None
     run_id: str | None = None
+    flags: tuple[str, ...] = ()
+    resend: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -135,6 +169,9 @@ class _Work:
             {p.name: p for p in state.active_run.phases} if state.active_run else {}
         )
         self._recorded: dict[str, tuple[EssayRef, ...]] | None = None
+        self.note: str | None = None
+        self.flags: list[str] = []
+        self.resend: list[str] = []
 
     # -- batch --------------------------------------------------------------------------
     def batch_move(self, trigger: str, **changes: Any) -> None:
@@ -187,7 +224,9 @@ class _Work:
         phase = self.phases[name]
         dest = PHASE_MACHINE.next_state(phase.status, trigger, batch_id=self.state.batch_id)
         self.phases[name] = evolve(phase, status=PhaseStatus(dest), **changes)
-        self.moves.append(Move("phase", name, trigger, phase.status.value, dest, self.active.run_id))
+        self.moves.append(
+            Move("phase", name, trigger, phase.status.value, dest, self.active.run_id, self.note)
+        )
 
     def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
         """Outputs of a dependency: from this run, else the recorded (pruned) execution.
@@ -256,15 +295,32 @@ class _Work:
                 self.skip_phase(name, "no_essays_to_process", "no_essays_to_process")
                 self.skip_dependents(name, "dependency_failed")
                 continue
-            deadline = (
-                self.now + timedelta(seconds=phase.deadline_seconds) if phase.deadline_seconds else None
+            spec = self.profile.phase_commands[name]
+            payload = self.phase_command(spec, inputs)
+            if payload is None:
+                # Never build a command the producer would refuse: the phase fails at once.
+                self.phase_move(name, "dispatch", dispatched_at=self.now, inputs=inputs)
+                self.fail_phase(name, "command_too_large", failed=tuple(e.essay_id for e in inputs))
+                continue
+            event_id = outbox_event_id(self.command.event_id, len(self.emits))
+            self.phase_move(
+                name,
+                "dispatch",
+                dispatched_at=self.now,
+                deadline_at=self.deadline(phase),
+                inputs=inputs,
+                command_event_id=event_id,
             )
-            self.phase_move(name, "dispatch", dispatched_at=self.now, deadline_at=deadline, inputs=inputs)
             running += 1
-            self.emit_phase_command(name, inputs)
+            self.emit(spec.topic, self.state.batch_id, payload, self.active.correlation_id)
 
-    def emit_phase_command(self, name: str, inputs: tuple[EssayRef, ...]) -> None:
-        spec = self.profile.phase_commands[name]
+    def deadline(self, phase: PhaseRun) -> datetime | None:
+        seconds = phase.deadline_seconds
+        return self.now + timedelta(seconds=seconds) if seconds else None
+
+    def phase_command(self, spec: CommandSpec, inputs: tuple[EssayRef, ...]) -> PhaseInitiateCommand | None:
+        """The command that starts a phase over ``inputs``; ``None`` when it would exceed
+        the profile's ``max_command_bytes`` (measured only when the item count allows it)."""
         state = self.state
         payload = spec.model.model_validate(
             {
@@ -275,7 +331,11 @@ class _Work:
                 "class_id": state.class_id,
             }
         )
-        self.emit(spec.topic, state.batch_id, payload, self.active.correlation_id)
+        if len(inputs) > self.profile.measure_above_items:
+            size = COMMAND_OVERHEAD_BYTES + len(payload.__pydantic_serializer__.to_json(payload))
+            if size > self.profile.max_command_bytes:
+                return None
+        return payload
 
     def fail_phase(
         self, name: str, error: str, outputs: tuple[EssayRef, ...] = (), failed: tuple[str, ...] = ()
@@ -351,7 +411,16 @@ class _Work:
         if self.run is not None:
             changes["active_run"] = evolve(self.run, phases=tuple(self.phases.values()))
         state = evolve(self.state, **changes)
-        return Decision(state, tuple(self.emits), tuple(self.moves), None, denial, run_id)
+        return Decision(
+            state,
+            tuple(self.emits),
+            tuple(self.moves),
+            None,
+            denial,
+            run_id,
+            tuple(self.flags),
+            tuple(self.resend),
+        )
 
 
 def _wire_ref(ref: EssayRef) -> EssayProcessingInputRefV1:
@@ -446,6 +515,12 @@ def _register(
         if not same:
             raise BatchConflictError(p.batch_id)
         return Decision(state, ignored="already_registered")
+    if p.expected_essay_count > profile.max_items_per_batch:
+        raise ItemMismatchError(
+            "too_many_items",
+            batch_id=p.batch_id,
+            detail=f"{p.expected_essay_count} essays, the profile allows {profile.max_items_per_batch}",
+        )
     event = BatchEssaysRegistered(
         entity_id=p.batch_id,
         expected_essay_count=p.expected_essay_count,
@@ -464,11 +539,80 @@ def _unexpected(work: _Work, trigger: str) -> Decision:
     return work.decision(ignored=f"unexpected:{trigger} in {work.state.status.value}")
 
 
+def _duplicates(ids: Iterable[str]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            twice[i] = None
+        seen.add(i)
+    return tuple(twice)
+
+
+def _explicit_essay_ids(state: BatchState) -> frozenset[str] | None:
+    """The essay ids the registration named, or ``None`` when it named none (the engine then
+    derived slot ids ``derive_id(batch_id, "essay", i)``, and the content service's own ids
+    are accepted: only their number is checked)."""
+    ids = state.essay_ids
+    if not ids or ids[0] == derive_id(state.batch_id, "essay", "0"):
+        return None
+    return frozenset(ids)
+
+
+def _check_registered(w: _Work, refs: tuple[EssayRef, ...]) -> None:
+    """Readiness facts may only name registered items: no more than the registration's
+    ``expected_essay_count``, each once, and only the registration's ``essay_ids`` when it
+    named them. Raises :class:`ItemMismatchError` otherwise."""
+    state = w.state
+    ids = [e.essay_id for e in refs]
+    twice = _duplicates(ids)
+    if twice:
+        raise ItemMismatchError("duplicate_items", batch_id=state.batch_id, ids=twice)
+    if len(ids) > state.expected_essay_count:
+        raise ItemMismatchError(
+            "too_many_items",
+            batch_id=state.batch_id,
+            detail=f"{len(ids)} essays named, {state.expected_essay_count} registered",
+        )
+    registered = _explicit_essay_ids(state)
+    if registered is not None:
+        unknown = tuple(i for i in ids if i not in registered)
+        if unknown:
+            raise ItemMismatchError("unregistered_items", batch_id=state.batch_id, ids=unknown)
+
+
+def _check_outcome_items(
+    w: _Work, phase: PhaseRun, outputs: tuple[EssayRef, ...], failed: tuple[str, ...]
+) -> None:
+    """An outcome may only name items sent to its phase, each once, none both processed and
+    failed; so a phase's figures never exceed its inputs. Raises :class:`ItemMismatchError`."""
+    batch_id = w.state.batch_id
+    processed = [e.essay_id for e in outputs]
+    twice = _duplicates(processed) + _duplicates(failed)
+    if twice:
+        raise ItemMismatchError("duplicate_items", batch_id=batch_id, ids=twice, phase=phase.name)
+    sent = {e.essay_id for e in phase.inputs}
+    unsent = tuple(i for i in (*processed, *failed) if i not in sent)
+    if unsent:
+        raise ItemMismatchError(
+            "items_not_sent_to_phase",
+            batch_id=batch_id,
+            ids=unsent,
+            phase=phase.name,
+            detail=f"{len(sent)} essays were sent to it",
+        )
+    both = tuple(i for i in failed if i in set(processed))
+    if both:
+        raise ItemMismatchError("processed_and_failed", batch_id=batch_id, ids=both, phase=phase.name)
+
+
 def _provisioned(w: _Work, p: BatchContentProvisioningCompletedV1) -> Decision:
     trigger = "provision_guest" if w.state.is_guest else "provision_regular"
     if not w.can_batch(trigger):
         return _unexpected(w, trigger)
-    w.state = evolve(w.state, essays=_refs(p.essays_for_processing))
+    essays = _refs(p.essays_for_processing)
+    _check_registered(w, essays)
+    w.state = evolve(w.state, essays=essays)
     w.batch_move(trigger)
     matching = w.profile.student_matching
     if trigger == "provision_regular" and matching is not None:
@@ -493,7 +637,9 @@ def _associations(w: _Work, p: StudentAssociationsConfirmedV1) -> Decision:
 def _essays_ready(w: _Work, p: BatchEssaysReady) -> Decision:
     if not w.can_batch("essays_ready"):
         return _unexpected(w, "essays_ready")
-    w.state = evolve(w.state, essays=_refs(p.ready_essays))
+    essays = _refs(p.ready_essays)
+    _check_registered(w, essays)
+    w.state = evolve(w.state, essays=essays)
     w.batch_move("essays_ready")
     return w.decision()
 
@@ -573,7 +719,10 @@ def _start_run(
     w.moves.append(Move("run", run_id, "accept", "", RunStatus.ACTIVE.value, run_id))
     for step in plan.to_run:
         w.phases[step.name] = PhaseRun(
-            step.name, step.depends_on, PhaseStatus.REQUESTED_BY_USER, deadline_seconds=step.deadline_seconds
+            step.name,
+            step.depends_on,
+            PhaseStatus.REQUESTED_BY_USER,
+            deadline_seconds=w.profile.deadline_for(step),
         )
         w.phase_move(step.name, "plan")
     for pruned in plan.pruned:
@@ -647,6 +796,18 @@ def _placeholder(batch_id: str, user_id: str, now: datetime) -> BatchState:
 
 
 def _outcome(w: _Work, p: ELSBatchPhaseOutcomeV1) -> Decision:
+    """Apply a phase outcome to the active run.
+
+    Correlation: an outcome whose correlation id is an archived run's is ignored
+    (``stale_run``); one whose id belongs to no run of the batch is applied to the active run
+    and flagged ``correlation_mismatch`` (on its phase moves and in ``Decision.flags``),
+    since workers have been seen to lose correlation ids - unless the profile has
+    ``strict_correlation``, which ignores it as ``stale_run``.
+
+    Items: once the outcome would apply, it may only name essays sent to the phase, each
+    once, none both processed and failed; otherwise :class:`ItemMismatchError` is raised
+    (nothing changes; Kafka dead-letters the record, HTTP answers 4xx).
+    """
     if not w.profile.is_phase(p.phase_name):
         raise UnknownPipelineError(p.phase_name, batch_id=p.batch_id, kind="phase")
     if w.run is None:
@@ -654,7 +815,9 @@ def _outcome(w: _Work, p: ELSBatchPhaseOutcomeV1) -> Decision:
     phase = w.phases.get(p.phase_name)
     if phase is None:
         return w.decision(ignored="phase_not_in_run")
-    if str(p.correlation_id) != w.active.correlation_id:
+    corr = str(p.correlation_id)
+    mismatch = corr != w.active.correlation_id
+    if mismatch and (w.profile.strict_correlation or any(r.correlation_id == corr for r in w.state.history)):
         return w.decision(ignored="stale_run")
     if phase.is_terminal:
         return w.decision(ignored="duplicate_outcome")
@@ -663,6 +826,10 @@ def _outcome(w: _Work, p: ELSBatchPhaseOutcomeV1) -> Decision:
     run_id = w.active.run_id
     outputs = _refs(p.processed_essays)
     failed = tuple(p.failed_essay_ids)
+    _check_outcome_items(w, phase, outputs, failed)
+    if mismatch:
+        w.note = CORRELATION_MISMATCH
+        w.flags.append(CORRELATION_MISMATCH)
     trigger = _OUTCOME_TRIGGERS[p.phase_status]
     if trigger == "fail":
         w.fail_phase(p.phase_name, "failed_critically", outputs, failed)
@@ -732,6 +899,10 @@ def _retry_pipeline(profile: Profile, phase: str) -> Pipeline:
 
 
 def _expire(w: _Work, p: ExpireOverdue) -> Decision:
+    """The sweeper: each active phase past its deadline has its command re-sent (same outbox
+    event id, in ``Decision.resend``; a fresh deadline) while it has been re-sent fewer than
+    the profile's ``max_resends`` times, and then fails with ``timeout``. A phase dispatched
+    before commands' event ids were recorded is failed at once."""
     if w.run is None:
         return w.decision(ignored="no_active_run")
     overdue = [
@@ -744,7 +915,13 @@ def _expire(w: _Work, p: ExpireOverdue) -> Decision:
     run_id = w.active.run_id
     for name in overdue:
         phase = w.phases[name]
-        if phase.is_active:
+        if not phase.is_active:
+            continue  # failed by an earlier phase of this loop? (only skips touch pending ones)
+        if phase.command_event_id is not None and phase.resends < w.profile.max_resends:
+            # Send the very same command again (a worker that has it deduplicates by id).
+            w.phase_move(name, "resend", resends=phase.resends + 1, deadline_at=w.deadline(phase))
+            w.resend.append(phase.command_event_id)
+        else:
             # No outcome came: every essay the phase was given counts as failed.
             w.fail_phase(name, "timeout", failed=tuple(e.essay_id for e in phase.inputs))
     w.advance()

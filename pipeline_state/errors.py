@@ -15,7 +15,8 @@ in the message::
     │   ├── BatchNotFoundError              the batch does not exist
     │   ├── BatchConflictError              registration of an existing batch with other data
     │   ├── UnknownPipelineError            the pipeline or phase is not in the catalog
-    │   └── RejectedDataError               the store refused a value as invalid (bad input, not an outage)
+    │   ├── RejectedDataError               the store refused a value as invalid (bad input, not an outage)
+    │   └── ItemMismatchError               items named that were not registered / not sent to the phase
     ├── StoreError                      a persistence adapter failed
     │   ├── ConcurrencyConflictError        compare-and-set on the version lost a race
     │   ├── DuplicateEventError             the inbound event id was already processed
@@ -40,6 +41,7 @@ __all__ = [
     "DuplicateEventError",
     "IllegalTransitionError",
     "InvalidMessageError",
+    "ItemMismatchError",
     "PipelineStateError",
     "PublishError",
     "RejectedDataError",
@@ -187,3 +189,38 @@ class CorruptStateError(StoreError):
 
 class PublishError(PipelineStateError):
     """A transport could not publish a message; the relay retries it."""
+
+
+class ItemMismatchError(BadCommandError):
+    """A message names items (essays) it may not name: more than were registered, ids that
+    were not registered, ids that were not sent to the phase, or one id both processed and
+    failed. Nothing changes; the Kafka consumer dead-letters the raw message (it can be
+    re-injected once corrected) and HTTP answers 4xx.
+
+    ``reason`` is a short code (``unregistered_items``, ``too_many_items``,
+    ``duplicate_items``, ``items_not_sent_to_phase``, ``processed_and_failed``); ``ids``
+    holds the offending ids (the message shows the first few), ``phase`` the phase of an
+    outcome.
+    """
+
+    SHOWN = 5
+    """How many offending ids the message lists."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        batch_id: str,
+        ids: tuple[str, ...] = (),
+        phase: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.ids = ids
+        self.phase = phase
+        where = f" in phase {phase!r}" if phase else ""
+        shown = ", ".join(repr(i[:64]) for i in ids[: self.SHOWN])
+        more = f" and {len(ids) - self.SHOWN} more" if len(ids) > self.SHOWN else ""
+        named = f": {shown}{more}" if ids else ""
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"batch {batch_id!r}{where}: {reason}{named}{extra}", batch_id=batch_id)

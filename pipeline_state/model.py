@@ -41,6 +41,10 @@ class PhaseRun:
     outputs: tuple[EssayRef, ...] = ()
     failed_essay_ids: tuple[str, ...] = ()
     error: str | None = None
+    command_event_id: str | None = None
+    """Outbox event id of the command that started the phase (re-sent with the same id)."""
+    resends: int = 0
+    """How many times the command was re-sent after the phase's deadline passed."""
 
     @property
     def is_active(self) -> bool:

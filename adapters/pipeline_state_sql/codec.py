@@ -9,6 +9,9 @@ type or carries an unknown schema number raises
 :class:`~pipeline_state.errors.CorruptStateError` naming the batch.
 
 Archived runs are stored in the same layout (:func:`encode_run`, :func:`decode_run`).
+
+Fields added to layout 1 later are optional when read, so rows written before them load
+with the model's defaults: a phase's ``command_event_id`` (``None``) and ``resends`` (0).
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ def _phase(phase: PhaseRun) -> Document:
         "outputs": [_ref(r) for r in phase.outputs],
         "failed_essay_ids": list(phase.failed_essay_ids),
         "error": phase.error,
+        "command_event_id": phase.command_event_id,
+        "resends": phase.resends,
     }
 
 
@@ -225,6 +230,9 @@ def _decode_phase(value: object) -> PhaseRun:
         outputs=_refs(doc, "outputs"),
         failed_essay_ids=_strings(doc, "failed_essay_ids"),
         error=_opt(doc, "error", str),
+        # Added with phase re-sends (issue 11.4): rows written before lack them.
+        command_event_id=_opt(doc, "command_event_id", str) if "command_event_id" in doc else None,
+        resends=_get(doc, "resends", int) if "resends" in doc else 0,
     )
 
 

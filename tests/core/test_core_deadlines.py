@@ -1,4 +1,7 @@
-"""Phase deadlines: the sweeper fails overdue phases at the injected clock's time."""
+"""Phase deadlines: the sweeper fails overdue phases at the injected clock's time.
+
+These tests pin ``max_resends=0`` (a phase fails at its first deadline); re-sending before
+failing is in ``test_core_resend.py``."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ CATALOG = Catalog.from_dict(
 
 
 def _flow() -> Flow:
-    return Flow(InMemoryRuntime(huleedu_profile(catalog=CATALOG)), Envelopes())
+    return Flow(InMemoryRuntime(huleedu_profile(catalog=CATALOG, max_resends=0)), Envelopes())
 
 
 async def test_nothing_expires_before_the_deadline() -> None:
@@ -116,7 +119,7 @@ async def test_only_overdue_phases_fail_and_parallel_branches_go_on() -> None:
             }
         }
     )
-    flow = Flow(InMemoryRuntime(huleedu_profile(catalog=catalog)), Envelopes())
+    flow = Flow(InMemoryRuntime(huleedu_profile(catalog=catalog, max_resends=0)), Envelopes())
     ids = await flow.ready("b1")
     corr = (await flow.start("b1", "comprehensive")).correlation_id
     await flow.outcome("b1", "spellcheck", corr, processed=ids)

@@ -46,6 +46,8 @@ phases = st.builds(
     outputs=st.lists(refs, max_size=3).map(tuple),
     failed_essay_ids=st.lists(ids, max_size=3).map(tuple),
     error=maybe_text,
+    command_event_id=st.none() | ids,
+    resends=st.integers(0, 5),
 )
 runs = st.builds(
     Run,
@@ -195,3 +197,17 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert doc["history"] == []
+
+
+def test_phase_rows_written_before_resends_load_with_defaults() -> None:
+    # Issue 11.4 added command_event_id and resends to a phase; older rows lack them.
+    phase = PhaseRun("spellcheck", (), PhaseStatus.DISPATCH_INITIATED, command_event_id="ev-1", resends=2)
+    run = Run("r1", "nlp", "c1", "t1", datetime(2025, 1, 1, tzinfo=UTC), "spellcheck", (phase,))
+    doc = encode_run(run)
+    assert (doc["phases"][0]["command_event_id"], doc["phases"][0]["resends"]) == ("ev-1", 2)
+    assert decode_run("b1", doc) == run
+    for key in ("command_event_id", "resends"):
+        del doc["phases"][0][key]
+    old = decode_run("b1", doc).phases[0]
+    assert (old.command_event_id, old.resends) == (None, 0)
+    assert attrs.evolve(old, command_event_id="ev-1", resends=2) == phase
