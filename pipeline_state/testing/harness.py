@@ -25,7 +25,10 @@ e. ignored input (and bad input, which raises) emits nothing and leaves every sn
 f. versions never go down, and go up whenever a snapshot changed;
 g. agreement with the reference model: applied / ignored / denied (and the reason) /
    raised, batch status, the active run's phases, the pruned and dispatched phases (with
-   the essays forwarded), and every completion's phases, ``final_status`` and counts.
+   the essays forwarded), and every completion's phases, ``final_status`` and counts;
+h. the sweeper re-sends exactly the overdue phases the reference re-sends, each under the
+   event id of the command that started it (and the relay publishes nothing but those
+   ids again).
 
 Reuse it for another store by overriding :meth:`PipelineMachine.make_engine` (and, to pin
 the profile, :meth:`PipelineMachine.profile_strategy`)::
@@ -173,6 +176,9 @@ class PipelineMachine(RuleBasedStateMachine):
         self.inputs: dict[tuple[str, str], Refs] = {}
         self.versions: dict[str, int] = {}
         self.emitted: list[Message] = []
+        self.commands: dict[str, tuple[str, str]] = {}
+        """``(batch_id, phase)`` of every phase command emitted, by event id."""
+        self.resent: Counter[str] = Counter()
         self.ghost = "batch-never-registered"
 
     # -- hooks ----------------------------------------------------------------------------
@@ -290,6 +296,13 @@ class PipelineMachine(RuleBasedStateMachine):
                 True,
             )
         started, dispatched, completed = self._observe(label, out)
+        # (h) an overdue phase's command is re-sent with its own event id, as the reference says.
+        resent_ids = [eid for r in results if r.decision is not None for eid in r.decision.resend]
+        unknown = [eid for eid in resent_ids if eid not in self.commands]
+        assert not unknown, f"{label}: re-sent {unknown}, which are no phase command's event id"
+        resent = sorted(self.commands[eid] for eid in resent_ids)
+        assert resent == sorted(expected.resent), f"{label}: re-sent {resent}, reference {expected.resent}"
+        self.resent.update(resent_ids)
         # (g) the reference's view of the step.
         assert started == ([expected.started] if expected.started else []), (
             f"{label}: started {started}, reference {expected.started}"
@@ -316,6 +329,9 @@ class PipelineMachine(RuleBasedStateMachine):
         assert self.engine is not None
         profile = self.service.profile
         command_phase = {spec.topic: phase for phase, spec in profile.phase_commands.items()}
+        for m in out:
+            if m["topic"] in command_phase:
+                self.commands[m["value"]["event_id"]] = (m["key"], command_phase[m["topic"]])
         started: list[str] = []
         dispatched: list[Dispatch] = []
         completed: list[Completion] = []
@@ -530,7 +546,12 @@ class PipelineMachine(RuleBasedStateMachine):
     def start(self, data: st.DataObject) -> None:
         spec = data.draw(self.profile_strategy(), label="profile")
         profile = spec.profile()
-        self.reference = ReferenceModel(spec.catalog, max_parallel=spec.max_parallel)
+        self.reference = ReferenceModel(
+            spec.catalog,
+            max_parallel=spec.max_parallel,
+            max_resends=spec.max_resends,
+            strict_correlation=spec.strict_correlation,
+        )
         self.engine = self._run(self.make_engine(profile, self.clock))
         self.healthy = True
 
@@ -818,7 +839,12 @@ class PipelineMachine(RuleBasedStateMachine):
             published = self._run(_await(self.engine.published()))
             counts = Counter(m.event_id for m in published)
             expected = Counter(m["value"]["event_id"] for m in self.emitted)
-            assert counts == expected, "the relay did not publish every emitted message exactly once"
+            # A re-sent command may be published once more per re-send (if it had already
+            # gone out when it was re-queued), always with its own event id.
+            assert set(counts) == set(expected), "the relay did not publish every emitted message"
+            for event_id, count in counts.items():
+                most = 1 + self.resent[event_id]
+                assert 1 <= count <= most, f"{event_id} published {count} times, at most {most} expected"
             completions = Counter(
                 m.value["data"]["run_id"] for m in published if m.topic == Topic.PIPELINE_COMPLETED.value
             )

@@ -80,6 +80,7 @@ class RefPhase:
     dispatched_at: float | None = None
     finished_at: float | None = None
     deadline_at: float | None = None
+    resends: int = 0
     skip_origin: str | None = None
     """Why it was skipped: ``"failure"`` (a dependency failed) or ``"no_essays"`` (its
     dependencies completed but left no essay in common)."""
@@ -163,6 +164,8 @@ class Expectation:
     dispatched: list[Dispatch] = field(default_factory=list)
     completed: list[Completion] = field(default_factory=list)
     duplicate: bool = False
+    resent: list[tuple[str, str]] = field(default_factory=list)
+    """``(batch_id, phase)`` of every overdue phase whose command is sent again."""
 
 
 def plan_order(steps: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
@@ -193,6 +196,8 @@ class ReferenceModel:
         *,
         max_parallel: int | None = None,
         prompt_phases: frozenset[str] = DEFAULT_PROMPT_PHASES,
+        max_resends: int = 0,
+        strict_correlation: bool = False,
     ) -> None:
         self.pipelines: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         self.deadlines: dict[str, float | None] = {}
@@ -208,6 +213,8 @@ class ReferenceModel:
             self.pipelines[name] = steps
         self.max_parallel = max_parallel
         self.prompt_phases = prompt_phases
+        self.max_resends = max_resends
+        self.strict_correlation = strict_correlation
         self.batches: dict[str, RefBatch] = {}
         self.seen: set[str] = set()
         self.now = 0.0
@@ -301,6 +308,13 @@ class ReferenceModel:
         if batch.status != expected:
             return self._done(event_id, Expectation("ignored"))
         if essays is not None:
+            # Only registered items: no more than registered, and the registration's ids
+            # when it named them (a dict cannot name an essay twice).
+            named = batch.registration.get("essay_ids")
+            if len(essays) > batch.registration["expected_essay_count"]:
+                return Expectation("raised")
+            if named is not None and not set(essays) <= set(named):
+                return Expectation("raised")
             batch.essays = dict(essays)
         if expected == AWAITING_CONTENT:
             batch.status = READY if batch.guest else AWAITING_STUDENTS
@@ -385,11 +399,21 @@ class ReferenceModel:
         if batch is None or phase not in self.phases:
             return Expectation("raised")
         run = batch.active
-        if run is None or phase not in run.phases or run.correlation_id != correlation_id:
+        if run is None or phase not in run.phases:
             return self._done(event_id, Expectation("ignored"))
+        if run.correlation_id != correlation_id:
+            # An earlier run's id is stale; an id of no run of the batch is applied to the
+            # active run (workers lose correlation ids), unless the profile is strict.
+            earlier = {old.correlation_id for old in batch.history}
+            if self.strict_correlation or correlation_id in earlier:
+                return self._done(event_id, Expectation("ignored"))
         target = run.phases[phase]
         if target.status != DISPATCHED:
             return self._done(event_id, Expectation("ignored"))
+        sent = set(target.inputs or {})
+        named = [*processed, *failed]
+        if len(set(failed)) != len(failed) or not set(named) <= sent or set(processed) & set(failed):
+            return Expectation("raised")  # items not sent to the phase, or processed and failed
         target.status = _OUTCOME_STATUS[phase_status]
         target.outputs = dict(processed)
         target.failed = len(failed)
@@ -417,7 +441,8 @@ class ReferenceModel:
         self.now += seconds
 
     def expire(self) -> Expectation:
-        """The sweeper at the current time: every overdue dispatched phase fails."""
+        """The sweeper at the current time: every overdue dispatched phase has its command
+        sent again (with a new deadline) up to ``max_resends`` times, then fails."""
         expectation = Expectation("ignored")
         for _, batch in sorted(self.batches.items()):
             run = batch.active
@@ -429,6 +454,12 @@ class ReferenceModel:
                 continue
             expectation.kind = "applied"
             for phase in overdue:
+                if phase.resends < self.max_resends:
+                    phase.resends += 1
+                    assert phase.deadline is not None
+                    phase.deadline_at = self.now + phase.deadline
+                    expectation.resent.append((batch.batch_id, phase.name))
+                    continue
                 phase.status = FAILED
                 phase.finished_at = self.now
                 phase.failed = len(phase.inputs or {})  # no outcome came: all its essays failed

@@ -136,6 +136,8 @@ HULEEDU_DEADLINE_CATALOG: Mapping[str, Any] = {
 
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+_TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+"""Characters valid in free text: anything but NUL and (lone) surrogates."""
 
 
 def identifiers(prefix: str = "", max_size: int = 10) -> st.SearchStrategy[str]:
@@ -253,7 +255,7 @@ def pipeline_request_data(
         "client_correlation_id": correlation_id or draw(_uuid_strings()),
         "user_id": draw(identifiers("teacher-")),
         "is_retry": retry,
-        "retry_reason": draw(st.none() | st.text(max_size=20)) if retry else None,
+        "retry_reason": draw(st.none() | st.text(_TEXT, max_size=20)) if retry else None,
         "prompt_payload": {"prompt_ref": draw(identifiers("prompt-"))} if with_prompt else None,
     }
 
@@ -403,9 +405,16 @@ def catalogs(**kwargs: Any) -> st.SearchStrategy[Catalog]:
     return catalog_data(**kwargs).map(Catalog.from_dict)
 
 
-def profile_for(catalog: Catalog, *, max_parallel: int | None = None) -> Profile:
+def profile_for(
+    catalog: Catalog,
+    *,
+    max_parallel: int | None = None,
+    max_resends: int = 0,
+    strict_correlation: bool = False,
+) -> Profile:
     """A profile over ``catalog``: HuleEdu commands for HuleEdu phase names, a generic
-    ``test.<phase>.initiate.command.v1`` command for the others, and the prompt guard."""
+    ``test.<phase>.initiate.command.v1`` command for the others, and the prompt guard.
+    Deadlines are the catalog's only (no default deadline)."""
     commands = {
         phase: HULEEDU_PHASE_COMMANDS.get(phase)
         or CommandSpec(f"test.{phase}.initiate.command.v1", PhaseInitiateCommand)
@@ -419,28 +428,45 @@ def profile_for(catalog: Catalog, *, max_parallel: int | None = None) -> Profile
         guards=(PromptGuard(),),
         max_parallel=max_parallel,
         source_service="batch_orchestrator_service",
+        max_resends=max_resends,
+        strict_correlation=strict_correlation,
     )
 
 
 @attrs.frozen
 class ProfileSpec:
-    """Catalog data (dict format) and a dispatch policy: the input of both the engine's
+    """Catalog data (dict format), a dispatch policy, how many times an overdue command is
+    re-sent and the correlation rule: the input of both the engine's
     :class:`~pipeline_state.profile.Profile` and the reference model."""
 
     catalog: Mapping[str, Any]
     max_parallel: int | None = None
+    max_resends: int = 0
+    strict_correlation: bool = False
 
     def profile(self) -> Profile:
-        return profile_for(Catalog.from_dict(self.catalog), max_parallel=self.max_parallel)
+        return profile_for(
+            Catalog.from_dict(self.catalog),
+            max_parallel=self.max_parallel,
+            max_resends=self.max_resends,
+            strict_correlation=self.strict_correlation,
+        )
 
 
 def profile_specs(*, random_catalogs: bool = True) -> st.SearchStrategy[ProfileSpec]:
     """The HuleEdu pipelines with deadlines, or (when ``random_catalogs``) a random catalog,
-    dispatched in parallel or with ``max_parallel=1``."""
+    dispatched in parallel or with ``max_parallel=1``; overdue commands re-sent 0 to 2 times;
+    foreign correlation ids applied (mostly) or ignored (``strict_correlation``)."""
     data: st.SearchStrategy[Mapping[str, Any]] = st.just(HULEEDU_DEADLINE_CATALOG)
     if random_catalogs:
         data = data | catalog_data()
-    return st.builds(ProfileSpec, data, st.sampled_from([None, 1]))
+    return st.builds(
+        ProfileSpec,
+        data,
+        st.sampled_from([None, 1]),
+        st.integers(0, 2),
+        st.sampled_from([False, False, True]),
+    )
 
 
 # --- reachable states ------------------------------------------------------------------

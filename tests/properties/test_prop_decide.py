@@ -180,7 +180,10 @@ def test_prop_completion_counts_add_up_to_the_essays_that_entered_the_run(trace:
     for step, decision in _decisions(trace):
         payload = step.command.payload
         if isinstance(payload, ELSBatchPhaseOutcomeV1) and decision.changed:
-            corr = str(payload.correlation_id)
+            # Applied to the active run, even with a foreign correlation id (issue 11.3).
+            assert step.before is not None
+            assert step.before.active_run is not None
+            corr = step.before.active_run.correlation_id
             outputs[(corr, payload.phase_name)] = {e.essay_id for e in payload.processed_essays}
         for emit in decision.emits:
             out = emit.payload
