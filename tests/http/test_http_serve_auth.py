@@ -173,3 +173,17 @@ async def test_serves_http_app_uses_the_settings_in_effect() -> None:
         assert (await http.post(register, json=body, headers=bearer("a-tok"))).status_code == 202
         assert (await http.get("/v1/batches/x/diagram", headers=bearer("o-tok"))).status_code == 200
         assert (await http.get("/openapi.json", headers=bearer("a-tok"))).status_code == 200
+
+
+def test_every_http_variable_is_documented() -> None:
+    from pipeline_state_http.settings import ENVIRONMENT, TOKEN_VARIABLES
+
+    root = Path(__file__).resolve().parents[2]
+    kafka = (root / "adapters" / "pipeline_state_kafka" / "README.md").read_text()
+    http = (root / "adapters" / "pipeline_state_http" / "README.md").read_text()
+    operations = (root / "docs" / "operations.md").read_text()
+    for variable in [*TOKEN_VARIABLES.values(), *ENVIRONMENT]:
+        for name, text in (("kafka README", kafka), ("http README", http)):
+            assert f"`{variable}`" in text, (variable, name)
+        assert f"`{variable}`" in operations, (variable, "docs/operations.md")
+    assert "`--insecure-no-auth`" in kafka
