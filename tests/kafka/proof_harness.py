@@ -21,18 +21,19 @@ from typing import Any
 
 import asyncpg
 import pytest
-from pipeline_state_kafka import ProducerLike
+from pipeline_state_kafka import OpenedStore, ProducerLike, ServeSettings
 from pipeline_state_kafka.dlq import dlq_topic
 from pipeline_state_kafka.testing import Collected, Collector
 from sqlalchemy.engine import make_url
 
+from pipeline_state import PipelineService, huleedu_profile
+from pipeline_state.catalog import HULEEDU_CATALOG
 from pipeline_state.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState
 from pipeline_state.testing import Envelopes
 
 __all__ = [
-    "DEADLINE_ENV",
     "DEFAULT_POSTGRES",
     "DLQ_TOPICS",
     "PHASE_OF_TOPIC",
@@ -42,11 +43,11 @@ __all__ = [
     "assert_one_command_per_phase",
     "assert_one_completion_per_batch",
     "completions_by_batch",
-    "deadline_env",
     "load_states",
     "postgres_schema",
     "postgres_url",
     "produce_stamped",
+    "short_deadlines",
     "stamp",
 ]
 
@@ -75,23 +76,26 @@ Stamped = tuple[str, dict[str, Any], int]
 
 # -- phase deadlines ------------------------------------------------------------------------
 
-DEADLINE_ENV = {
-    "default": "PIPELINE_STATE_PHASE_DEADLINE_SECONDS",
-    "resends": "PIPELINE_STATE_DEADLINE_RESENDS",
-    "sweep": "PIPELINE_STATE_SWEEP_SECONDS",
-}
-"""The ``serve`` environment variables of the phase deadlines (the one place that names them)."""
 
+def short_deadlines(
+    settings: ServeSettings, seconds: float, *, resends: int
+) -> Callable[[OpenedStore], PipelineService]:
+    """A ``ServiceRunner`` service factory: the shipped HuleEdu profile with every phase's
+    deadline ``seconds`` and ``resends`` re-sends of an overdue command before the phase
+    fails (the profile's own options, for an in-process runner)."""
+    profile = huleedu_profile(
+        deadlines=dict.fromkeys(HULEEDU_CATALOG.phases, seconds),
+        default_deadline_seconds=seconds,
+        max_resends=resends,
+    )
+    window = getattr(settings, "waiting_window_seconds", None)
 
-def deadline_env(seconds: float, *, resends: int, sweep: float = 0.5) -> dict[str, str]:
-    """``serve`` environment for short phase deadlines: every phase is overdue ``seconds``
-    after its dispatch, its command is re-sent ``resends`` times (same event id), then the
-    phase fails; the sweeper looks every ``sweep`` seconds."""
-    return {
-        DEADLINE_ENV["default"]: str(seconds),
-        DEADLINE_ENV["resends"]: str(resends),
-        DEADLINE_ENV["sweep"]: str(sweep),
-    }
+    def factory(opened: OpenedStore) -> PipelineService:
+        if window is None:
+            return PipelineService(opened.store, profile=profile)
+        return PipelineService(opened.store, profile=profile, waiting_window_seconds=window)
+
+    return factory
 
 
 # -- producing ----------------------------------------------------------------------------
