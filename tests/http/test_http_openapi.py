@@ -18,13 +18,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from pipeline_state_http import HttpSettings, create_app
+from pipeline_state_http.security import route_table
+from pipeline_state_http.settings import Scope
 from schemathesis.checks import not_a_server_error
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.events import ClientBatchPipelineRequestV1
 from pipeline_state.testing.builders import Envelopes
 
-from .conftest import API_TOKEN, INTERNAL_TOKEN, TOKENS, bearer
+from .conftest import API_TOKEN, INTERNAL_TOKEN, OPS_TOKEN, TOKENS, bearer
 from .serving import served
 
 KNOWN = ("ready", "busy", "done", "fresh")
@@ -56,6 +58,18 @@ def _app() -> Any:
 
 APP = _app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=bearer(API_TOKEN))
+
+_SCOPES = {path: scopes for _, path, scopes in route_table(APP)}
+_TOKEN_OF = {Scope.API: API_TOKEN, Scope.INTERNAL: INTERNAL_TOKEN, Scope.OPS: OPS_TOKEN}
+
+
+def _auth(case: Any) -> dict[str, str]:
+    """The token of the operation's scope (the API token where several open it)."""
+    scopes = _SCOPES[case.path]
+    if not scopes:
+        return {}  # /healthz
+    scope = Scope.API if Scope.API in scopes else next(iter(scopes))
+    return bearer(_TOKEN_OF[scope])
 
 
 @pytest.fixture(
@@ -105,8 +119,7 @@ def _known_names(context: Any, body: Any) -> Any:
     suppress_health_check=list(HealthCheck),
 )
 def test_http_api_never_answers_5xx_in_memory(case: Any) -> None:
-    token = INTERNAL_TOKEN if case.path.startswith("/internal/") else API_TOKEN
-    case.call_and_validate(headers=bearer(token), checks=[not_a_server_error])
+    case.call_and_validate(headers=_auth(case), checks=[not_a_server_error])
 
 
 @schema.parametrize()
@@ -117,8 +130,7 @@ def test_http_api_never_answers_5xx_in_memory(case: Any) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_http_api_never_answers_5xx_on_sql_stores(case: Any, base_url: str) -> None:
-    token = INTERNAL_TOKEN if case.path.startswith("/internal/") else API_TOKEN
-    case.call_and_validate(base_url=base_url, headers=bearer(token), checks=[not_a_server_error])
+    case.call_and_validate(base_url=base_url, headers=_auth(case), checks=[not_a_server_error])
 
 
 def test_every_operation_documents_its_success_answer() -> None:
@@ -136,6 +148,8 @@ def test_every_operation_documents_its_success_answer() -> None:
         ("post", "/internal/v1/pipelines/define"): "200",
         ("post", "/internal/v1/phases/complete"): "200",
         ("get", "/healthz"): "200",
+        ("get", "/v1/ops/waiting"): "200",
+        ("get", "/v1/ops/stalled-runs"): "200",
     }
     found = {(method, path) for path, item in document["paths"].items() for method in item}
     assert found == set(expected)
