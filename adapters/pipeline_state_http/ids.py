@@ -1,6 +1,6 @@
 """Ids in paths, queries and bodies: checked before anything reaches the store.
 
-An id is 1 to :data:`MAX_ID_LENGTH` characters, with no control character (NUL included)
+An id is 1 to :data:`~pipeline_state.events.MAX_ID_LENGTH` (256) characters, with no control character (NUL included)
 and no lone surrogate, the rule of the wire models' ids: no store keeps those alike
 (PostgreSQL refuses NUL in text, and a lone surrogate is not valid UTF-8). A bad id answers
 422 ``validation_error`` naming the field; the store is never asked.
@@ -13,11 +13,10 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import Field
 
+from pipeline_state.events import MAX_ID_LENGTH
+
 __all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "BatchId", "IdField", "MaybeEmptyIdField", "id_path"]
 
-MAX_ID_LENGTH = 256
-"""The longest id (batch, user, class, pipeline or phase name) a route accepts, as the wire
-models' ``MAX_ID_LENGTH``."""
 
 ID_PATTERN = r"^[^\x00-\x1f]*$"
 """No C0 control character (pydantic also refuses lone surrogates wherever a pattern applies)."""
