@@ -38,17 +38,23 @@ __all__ = [
     "DLQ_TOPICS",
     "PHASE_OF_TOPIC",
     "PHASE_TOPICS",
+    "WATCHED_TOPICS",
     "Stamped",
     "Workers",
+    "assert_all_ready",
+    "assert_nothing_dead_lettered",
     "assert_one_command_per_phase",
     "assert_one_completion_per_batch",
+    "completed",
     "completions_by_batch",
+    "inbox_results",
     "load_states",
     "postgres_schema",
     "postgres_url",
     "produce_stamped",
     "short_deadlines",
     "stamp",
+    "wait_completed",
 ]
 
 log = logging.getLogger("tests.proof")
@@ -375,6 +381,24 @@ async def load_states(
     store = await open_store(store_url, schema=schema, upgrade=False)
     try:
         return {b: await store.load(b) for b in batch_ids}
+    finally:
+        await store.close()
+
+
+async def inbox_results(
+    store_url: str, event_ids: Iterable[str], *, schema: str | None = None
+) -> dict[str, str | None]:
+    """The recorded result of each inbound event id (``None``: never handled), read through
+    a store of its own (SQL stores only)."""
+    from pipeline_state_sql import open_store
+
+    store = await open_store(store_url, schema=schema, upgrade=False)
+    try:
+        results: dict[str, str | None] = {}
+        for event_id in event_ids:
+            entry = await store.inbox_entry(event_id)
+            results[event_id] = None if entry is None else entry.result
+        return results
     finally:
         await store.close()
 

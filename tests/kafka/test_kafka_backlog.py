@@ -13,7 +13,8 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,7 +30,6 @@ from proof_harness import (
     assert_nothing_dead_lettered,
     assert_one_command_per_phase,
     assert_one_completion_per_batch,
-    load_states,
     postgres_schema,
     postgres_url,
     produce_stamped,
@@ -37,7 +37,7 @@ from proof_harness import (
 )
 
 from pipeline_state.events import Topic
-from pipeline_state.model import BatchState
+from pipeline_state.ports import Store
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka
@@ -61,32 +61,35 @@ def backlog(env: Envelopes, batch_ids: list[str], *, order: str, rng: random.Ran
     ``in_order``: sent in logical order. ``shuffled``: the three topics' streams are merged in
     a random order (each topic's own order kept, as separate producers would). ``reversed``:
     every request first, then every provisioning, then every registration.
+    ``with_outcome``: as ``shuffled``, with each batch's spellcheck outcome (the request's
+    correlation id; logically last) in the backlog too, a fourth stream.
     """
-    streams: list[list[Stamped]] = [[], [], []]
+    topics = 4 if order == "with_outcome" else 3
+    streams: list[list[Stamped]] = [[] for _ in range(topics)]
     base = int(time.time() * 1000)
     for i, batch_id in enumerate(batch_ids):
+        essays = env.essay_ids(batch_id, 2)
+        corr = str(uuid.uuid4())
         logical = [
             env.register(batch_id, essays=2),
-            env.provisioned(batch_id, env.essay_ids(batch_id, 2)),
-            env.request(batch_id, PIPELINE),
-        ]
+            env.provisioned(batch_id, essays),
+            env.request(batch_id, PIPELINE, correlation_id=corr),
+            env.outcome(batch_id, "spellcheck", corr, processed=essays),
+        ][:topics]
         for step, (topic, envelope) in enumerate(logical):
-            streams[step].append((topic, envelope, base + 3 * i + step))
+            streams[step].append((topic, envelope, base + topics * i + step))
     if order == "in_order":
         return sorted((r for stream in streams for r in stream), key=lambda r: r[2])
     if order == "reversed":
         return [r for stream in reversed(streams) for r in stream]
-    assert order == "shuffled", order
+    assert order in ("shuffled", "with_outcome"), order
     merged: list[Stamped] = []
-    heads = [0, 0, 0]
-    while any(heads[k] < len(streams[k]) for k in range(3)):
-        k = rng.choice([k for k in range(3) if heads[k] < len(streams[k])])
+    heads = [0] * topics
+    while any(heads[k] < len(streams[k]) for k in range(topics)):
+        k = rng.choice([k for k in range(topics) if heads[k] < len(streams[k])])
         merged.append(streams[k][heads[k]])
         heads[k] += 1
     return merged
-
-
-StateReader = Callable[[list[str]], Awaitable[dict[str, BatchState | None]]]
 
 
 class Service:
@@ -105,18 +108,13 @@ class Service:
         }[kind]
 
     @asynccontextmanager
-    async def run(self, name: str) -> AsyncIterator[StateReader | None]:
-        """Run until the block ends; yields a reader of the batches' states (in-process
-        only; SQL stores are read after the stop, through a store of their own)."""
+    async def run(self, name: str) -> AsyncIterator[Store | None]:
+        """Run until the block ends; yields the store when the service runs in-process (SQL
+        stores are read after the stop, through a store of their own: :meth:`open`)."""
         if self.kind == "memory":
             async with running(fast_settings(self.broker.bootstrap, self.prefix), within=60) as runner:
                 assert runner.opened is not None
-                store = runner.opened.store
-
-                async def states(ids: list[str]) -> dict[str, BatchState | None]:
-                    return {b: await store.load(b) for b in ids}
-
-                yield states
+                yield runner.opened.store
                 assert runner.stats.dead_lettered == 0
             return
         env = {"PIPELINE_STATE_STORE_UPGRADE": "1"}
@@ -132,6 +130,29 @@ class Service:
             assert serve.signal(signal.SIGTERM, within=60) == 0, serve.tail()
         finally:
             serve.close()
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[Store]:
+        """A store of its own on the SQL database (after the service stopped)."""
+        from pipeline_state_sql import open_store
+
+        store = await open_store(self.store_url, schema=self.schema, upgrade=False)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+async def _check_store(store: Store, batch_ids: list[str], inbound: list[Stamped]) -> None:
+    """Every batch is ready again with one archived run, and every backlog record was
+    applied (none ignored, denied, expired or still waiting)."""
+    assert_all_ready({b: await store.load(b) for b in batch_ids})
+    results = {}
+    for topic, envelope, _ in inbound:
+        entry = await store.inbox_entry(envelope["event_id"])
+        results[(topic, envelope["data"]["batch_id"])] = None if entry is None else entry.result
+    wrong = {k: v for k, v in results.items() if v != "applied"}
+    assert not wrong, f"{len(wrong)} backlog records not applied: {dict(list(wrong.items())[:10])}"
 
 
 async def _drain_backlog(
@@ -153,18 +174,19 @@ async def _drain_backlog(
     await ensure_topics(broker.bootstrap, service_topics(prefix))
     async with service.run("serve-before"):
         pass
-    await produce_stamped(producer, backlog(env, batch_ids, order=order, rng=rng), topic_prefix=prefix)
+    inbound = backlog(env, batch_ids, order=order, rng=rng)
+    await produce_stamped(producer, inbound, topic_prefix=prefix)
 
     async with (
         Collector(broker.bootstrap, WATCHED_TOPICS, topic_prefix=prefix) as out,
         Workers(broker.bootstrap, prefix, producer) as workers,
     ):
-        async with service.run("serve-drain") as read_states:
+        async with service.run("serve-drain") as store:
             await wait_completed(out, batch_ids, within=DRAIN_SECONDS)
             # A second completion (another event id) of any run would show up now.
             await asyncio.sleep(1.5)
-            if read_states is not None:
-                assert_all_ready(await read_states(batch_ids))
+            if store is not None:
+                await _check_store(store, batch_ids, inbound)
 
         assert_nothing_dead_lettered(out)
         assert out.on(Topic.PIPELINE_DENIED) == []
@@ -185,7 +207,8 @@ async def _drain_backlog(
         assert len(workers.answered) >= BATCHES * len(PHASES)
 
     if kind != "memory":
-        assert_all_ready(await load_states(service.store_url, batch_ids, schema=schema))
+        async with service.open() as sql_store:
+            await _check_store(sql_store, batch_ids, inbound)
 
 
 def _notified(out: Collector, kind: str) -> set[str]:
@@ -197,7 +220,7 @@ def _notified(out: Collector, kind: str) -> set[str]:
     }
 
 
-ORDERS = ["in_order", "shuffled", "reversed"]
+ORDERS = ["in_order", "shuffled", "reversed", "with_outcome"]
 
 
 @pytest.mark.parametrize("order", ORDERS)

@@ -17,6 +17,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka_harness import ServeProcess
@@ -29,6 +30,7 @@ from proof_harness import (
     assert_nothing_dead_lettered,
     assert_one_command_per_phase,
     assert_one_completion_per_batch,
+    inbox_results,
     load_states,
     produce_stamped,
     stamp,
@@ -92,6 +94,8 @@ async def test_kafka_crash_matrix_every_run_completes_once(
             broker.bootstrap, store_url, prefix, env=CRASH_ENV, log_file=tmp_path / f"serve-{name}.log"
         )
 
+    fed: list[tuple[str, dict[str, Any]]] = []
+
     async def feed(group: list[str]) -> None:
         if not group:
             return
@@ -102,6 +106,7 @@ async def test_kafka_crash_matrix_every_run_completes_once(
                 env.provisioned(batch_id, env.essay_ids(batch_id, 2)),
                 env.request(batch_id, PIPELINE),
             ]
+        fed.extend(inputs)
         await produce_stamped(producer, stamp(inputs), topic_prefix=prefix)
 
     async with (
@@ -165,3 +170,8 @@ async def test_kafka_crash_matrix_every_run_completes_once(
         print(f"{kills} kills, {copies} duplicate command copies, {time.monotonic() - started:.1f}s")
 
     assert_all_ready(await load_states(store_url, batch_ids))
+    # Every input was applied exactly once: its inbox entry says so (a redelivered copy of an
+    # event id has no effect and leaves no second entry).
+    assert len(fed) == 3 * BATCHES
+    results = await inbox_results(store_url, [envelope["event_id"] for _, envelope in fed])
+    assert set(results.values()) == {"applied"}, results
