@@ -98,9 +98,10 @@ provisioning, essays-ready or outcome naming more is invalid input. With item id
 850 kB, under the producer's default 1 MiB request limit (it was 10,000 before, which cannot
 fit: 10,000 UUID pairs alone are 1.09 MB)."""
 
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = 200
 """Upper bound (characters) on every id: batch, user, organisation, class, student, phase
-and pipeline names. UUIDs take 36; platform ids (e-mail addresses included) fit."""
+and pipeline names. UUIDs take 36; platform ids (e-mail addresses included) fit. It equals
+the width of the SQL store's id columns, so an id the wire accepts is one every store keeps."""
 
 MAX_ITEM_ID_LENGTH = 100
 """Upper bound (characters) on the ids repeated once per item in phase commands: essay ids

@@ -181,7 +181,7 @@ def _result_label(decision: Decision) -> str:
 
 
 def _flags(decision: Decision) -> tuple[str, ...]:
-    flags: tuple[str, ...] = getattr(decision, "flags", ())
+    flags = decision.flags
     return flags
 
 
@@ -663,7 +663,7 @@ class PipelineService:
             inbox=InboxEntry(command.event_id, topic, command.batch_id, _result_label(decision), now),
             transitions=self._log_rows(command, decision, now),
             resolves=resolves,
-            republish=tuple(getattr(decision, "resend", ())),
+            republish=decision.resend,
         )
         return decision, change
 
@@ -776,7 +776,7 @@ class PipelineService:
                 event_id=command.event_id,
                 correlation_id=command.correlation_id,
                 at=now,
-                note=getattr(m, "note", None),
+                note=m.note,
             )
             for m in decision.moves
         )

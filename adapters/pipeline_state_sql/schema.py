@@ -40,6 +40,8 @@ from sqlalchemy import (
     text,
 )
 
+from pipeline_state.events import MAX_ID_LENGTH
+
 from .columns import JSON_DOCUMENT, ROW_ID, UtcDateTime
 
 __all__ = [
@@ -66,7 +68,7 @@ NAMING = {
 
 METADATA = MetaData(naming_convention=NAMING)
 
-ID = 200  # length of id columns (batch, run, event, correlation ids)
+ID = MAX_ID_LENGTH  # length of id columns (batch, run, event, correlation ids): the wire bound
 
 BATCHES = Table(
     "batches",
