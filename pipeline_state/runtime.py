@@ -61,7 +61,8 @@ class InMemoryRuntime:
         return await self._emitted(result)
 
     async def expire_overdue(self) -> list[Message]:
-        """Fail overdue phases at the clock's current time; returns what that emitted."""
+        """Re-send or fail overdue phases at the clock's current time; returns what that
+        emitted, re-sent commands included (with their original event ids)."""
         out: list[Message] = []
         for result in await self.service.expire_overdue():
             out.extend(await self._emitted(result))
@@ -72,5 +73,12 @@ class InMemoryRuntime:
         return snapshot(await self.service.get_batch(batch_id))
 
     async def _emitted(self, result: HandleResult) -> list[Message]:
+        """The rows ``result`` wrote (its own, then those of the waiting facts it resumed),
+        then the commands it re-sent, as the bus received them."""
+        before = len(self.bus.messages())
         await self.relay.drain()
-        return [m.as_dict() for m in result.messages]
+        out = [m.as_dict() for m in result.all_messages]
+        resent = set() if result.decision is None else set(result.decision.resend)
+        if resent:
+            out += [m.as_dict() for m in self.bus.messages()[before:] if m.event_id in resent]
+        return out
