@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", help="also serve the HTTP API on HOST:PORT")
     serve.add_argument("--group-id", default="pipeline-state", help="Kafka consumer group")
     serve.add_argument("--consumers", nargs="*", default=[], help="extra consumers to run (results)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="with --http: serve without tokens (loopback addresses only, local development)",
+    )
     serve.set_defaults(func=_serve)
 
     stalled = sub.add_parser("stalled", help="list active runs without progress, oldest first")

@@ -71,6 +71,7 @@ class ServiceRunner:
         self._service_factory = service_factory or (
             lambda opened: PipelineService(
                 opened.store,
+                profile=settings.profile(),
                 waiting_window_seconds=settings.waiting_window_seconds,
                 limits=settings.intake_limits(),
             )

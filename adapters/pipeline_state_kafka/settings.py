@@ -8,13 +8,21 @@ The flags name what every deployment sets (``--kafka``, ``--store``, ``--http``,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
 
+from pipeline_state.errors import DefinitionError
 from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
+from pipeline_state.profile import (
+    DEFAULT_MAX_RESENDS,
+    HULEEDU_DEFAULT_DEADLINE_SECONDS,
+    Profile,
+    huleedu_profile,
+)
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 from .consumer import ConsumerSettings
@@ -54,6 +62,34 @@ def _choice(*options: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _seconds_or_none(text: str) -> float | None:
+    """A positive number of seconds, or ``none``/``0`` for no deadline."""
+    if text.strip().lower() in ("none", "0", "0.0"):
+        return None
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a positive number of seconds or none, got {text!r}")
+    return value
+
+
+def _phase_deadlines(text: str) -> tuple[tuple[str, float | None], ...]:
+    """``phase=seconds`` pairs separated by commas (``phase=none``: that phase has none)."""
+    pairs: list[tuple[str, float | None]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        phase, sep, seconds = item.partition("=")
+        if not sep or not phase.strip():
+            raise ValueError(f"expected phase=seconds, got {item!r}")
+        pairs.append((phase.strip(), _seconds_or_none(seconds)))
+    return tuple(pairs)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _acks(text: str) -> str | int:
@@ -146,6 +182,30 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
         float,
         "how long an early fact waits for its batch before it is dead-lettered (900)",
     ),
+    "PIPELINE_STATE_PHASE_DEADLINE_SECONDS": (
+        "serve",
+        "phase_deadline_seconds",
+        _seconds_or_none,
+        "deadline of every phase without its own (3600; none: no default deadline)",
+    ),
+    "PIPELINE_STATE_PHASE_DEADLINES": (
+        "serve",
+        "phase_deadlines",
+        _phase_deadlines,
+        "per-phase deadlines, e.g. cj_assessment=7200,nlp=none (override the default and the catalog)",
+    ),
+    "PIPELINE_STATE_PHASE_MAX_RESENDS": (
+        "serve",
+        "phase_max_resends",
+        _count,
+        "times an overdue phase's command is re-sent (same event id) before the phase fails (2)",
+    ),
+    "PIPELINE_STATE_STRICT_CORRELATION": (
+        "serve",
+        "strict_correlation",
+        _bool,
+        "ignore outcomes whose correlation id belongs to no run instead of applying them (off)",
+    ),
     "PIPELINE_STATE_KAFKA_CLIENT_ID": ("both", "client_id", str, "Kafka client id"),
     "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": (
         "consumer",
@@ -228,6 +288,10 @@ class ServeSettings:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     dlq_max_message_bytes: int = DEFAULT_DLQ_MAX_MESSAGE_BYTES
     waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS
+    phase_deadline_seconds: float | None = HULEEDU_DEFAULT_DEADLINE_SECONDS
+    phase_deadlines: tuple[tuple[str, float | None], ...] = ()
+    phase_max_resends: int = DEFAULT_MAX_RESENDS
+    strict_correlation: bool = False
     http_insecure_no_auth: bool = False
     """``--insecure-no-auth``: serve HTTP scopes without a token open (loopback addresses only)."""
     consumer: ConsumerSettings | None = None
@@ -241,6 +305,19 @@ class ServeSettings:
             "lease": self.outbox_lease_seconds,
             "synchronous": self.sqlite_synchronous,
         }
+
+    def profile(self) -> Profile:
+        """The HuleEdu profile with this deployment's deadlines, re-sends and correlation rule;
+        raises :class:`SettingsError` naming the problem (an unknown phase, say)."""
+        try:
+            return huleedu_profile(
+                deadlines=dict(self.phase_deadlines),
+                default_deadline_seconds=self.phase_deadline_seconds,
+                max_resends=self.phase_max_resends,
+                strict_correlation=self.strict_correlation,
+            )
+        except DefinitionError as exc:
+            raise SettingsError(f"PIPELINE_STATE_PHASE_DEADLINES: {exc.problem}") from exc
 
     def intake_limits(self) -> IntakeLimits:
         """The bounds every inbound message is checked against before it is parsed."""
@@ -290,7 +367,7 @@ class ServeSettings:
             raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
         if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
             raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
-        return cls(
+        settings = cls(
             kafka=kafka,
             store_url=getattr(args, "store", None) or DEFAULT_STORE,
             http=None if not http else parse_host_port(http),
@@ -301,3 +378,5 @@ class ServeSettings:
             producer=producer,
             **sections["serve"],
         )
+        settings.profile()  # an unusable deadline setting fails here, before anything starts
+        return settings

@@ -45,6 +45,7 @@ from pipeline_state.errors import (
 )
 from pipeline_state.events import INBOUND_TOPICS, OUTBOUND_TOPICS
 from pipeline_state.ports import OutboxMessage
+from pipeline_state.profile import Profile
 
 
 @attrs.frozen
@@ -157,9 +158,39 @@ def test_kafka_settings_from_flags_and_environment() -> None:
     assert (tuned.dlq_max_message_bytes, tuned.waiting_window_seconds) == (65536, 60.0)
 
 
+def test_kafka_serve_profile_takes_the_deployment_deadlines_resends_and_correlation_rule() -> None:
+    def deadlines(profile: Profile) -> dict[str, float | None]:
+        catalog = profile.catalog
+        return {p: profile.deadline_for(catalog.step_definition(p)) for p in catalog.phases}
+
+    default = ServeSettings.from_args(_args(), {}).profile()
+    assert set(deadlines(default).values()) == {3600.0}
+    assert (default.max_resends, default.strict_correlation) == (2, False)
+    env = {
+        "PIPELINE_STATE_PHASE_DEADLINE_SECONDS": "120",
+        "PIPELINE_STATE_PHASE_DEADLINES": "cj_assessment=7200, nlp=none",
+        "PIPELINE_STATE_PHASE_MAX_RESENDS": "0",
+        "PIPELINE_STATE_STRICT_CORRELATION": "true",
+    }
+    tuned = ServeSettings.from_args(_args(), env).profile()
+    assert deadlines(tuned) == {
+        "spellcheck": 120.0,
+        "cj_assessment": 7200.0,
+        "nlp": None,
+        "ai_feedback": 120.0,
+    }
+    assert (tuned.max_resends, tuned.strict_correlation) == (0, True)
+    opted_out = ServeSettings.from_args(_args(), {"PIPELINE_STATE_PHASE_DEADLINE_SECONDS": "none"}).profile()
+    assert set(deadlines(opted_out).values()) == {None}
+
+
 @pytest.mark.parametrize(
     ("overrides", "env"),
     [
+        ({}, {"PIPELINE_STATE_PHASE_DEADLINES": "translation=60"}),
+        ({}, {"PIPELINE_STATE_PHASE_DEADLINES": "nlp"}),
+        ({}, {"PIPELINE_STATE_PHASE_DEADLINE_SECONDS": "-5"}),
+        ({}, {"PIPELINE_STATE_PHASE_MAX_RESENDS": "-1"}),
         ({}, {"PIPELINE_STATE_RELAY": "maybe"}),
         ({}, {"PIPELINE_STATE_KAFKA_MAX_RECORDS": "lots"}),
         ({}, {"PIPELINE_STATE_KAFKA_MAX_RECORDS": "0"}),
