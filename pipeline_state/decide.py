@@ -169,7 +169,6 @@ class _Work:
             {p.name: p for p in state.active_run.phases} if state.active_run else {}
         )
         self._recorded: dict[str, tuple[EssayRef, ...]] | None = None
-        self.note: str | None = None
         self.flags: list[str] = []
         self.resend: list[str] = []
 
@@ -220,13 +219,13 @@ class _Work:
             self._recorded = completed_outputs(self.state.history)
         return self._recorded
 
-    def phase_move(self, name: str, trigger: str, **changes: Any) -> None:
+    def phase_move(self, name: str, trigger: str, *, note: str | None = None, **changes: Any) -> None:
+        """Move phase ``name`` with ``trigger``; ``note`` flags this move alone (not the moves
+        it causes) in the transition log."""
         phase = self.phases[name]
         dest = PHASE_MACHINE.next_state(phase.status, trigger, batch_id=self.state.batch_id)
         self.phases[name] = evolve(phase, status=PhaseStatus(dest), **changes)
-        self.moves.append(
-            Move("phase", name, trigger, phase.status.value, dest, self.active.run_id, self.note)
-        )
+        self.moves.append(Move("phase", name, trigger, phase.status.value, dest, self.active.run_id, note))
 
     def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
         """Outputs of a dependency: from this run, else the recorded (pruned) execution.
@@ -338,10 +337,22 @@ class _Work:
         return payload
 
     def fail_phase(
-        self, name: str, error: str, outputs: tuple[EssayRef, ...] = (), failed: tuple[str, ...] = ()
+        self,
+        name: str,
+        error: str,
+        outputs: tuple[EssayRef, ...] = (),
+        failed: tuple[str, ...] = (),
+        *,
+        note: str | None = None,
     ) -> None:
         self.phase_move(
-            name, "fail", finished_at=self.now, error=error, outputs=outputs, failed_essay_ids=failed
+            name,
+            "fail",
+            note=note,
+            finished_at=self.now,
+            error=error,
+            outputs=outputs,
+            failed_essay_ids=failed,
         )
         self.skip_dependents(name, "dependency_failed")
 
@@ -403,11 +414,21 @@ class _Work:
 
     # -- result -------------------------------------------------------------------------
     def decision(
-        self, *, ignored: str | None = None, denial: Denial | None = None, run_id: str | None = None
+        self,
+        *,
+        ignored: str | None = None,
+        denial: Denial | None = None,
+        run_id: str | None = None,
+        progress: bool = True,
     ) -> Decision:
+        """The decision of this work. ``progress=False`` keeps the batch's ``updated_at``
+        (the time of its last progress, which the stalled-runs view reads): a re-sent
+        command changes the state but moves nothing forward."""
         if not self.moves:
             return Decision(self.original, tuple(self.emits), (), ignored, denial, run_id)
-        changes: dict[str, Any] = {"version": self.original.version + 1, "updated_at": self.now}
+        changes: dict[str, Any] = {"version": self.original.version + 1}
+        if progress:
+            changes["updated_at"] = self.now
         if self.run is not None:
             changes["active_run"] = evolve(self.run, phases=tuple(self.phases.values()))
         state = evolve(self.state, **changes)
@@ -827,14 +848,17 @@ def _outcome(w: _Work, p: ELSBatchPhaseOutcomeV1) -> Decision:
     outputs = _refs(p.processed_essays)
     failed = tuple(p.failed_essay_ids)
     _check_outcome_items(w, phase, outputs, failed)
+    note = None
     if mismatch:
-        w.note = CORRELATION_MISMATCH
+        note = CORRELATION_MISMATCH
         w.flags.append(CORRELATION_MISMATCH)
     trigger = _OUTCOME_TRIGGERS[p.phase_status]
     if trigger == "fail":
-        w.fail_phase(p.phase_name, "failed_critically", outputs, failed)
+        w.fail_phase(p.phase_name, "failed_critically", outputs, failed, note=note)
     else:
-        w.phase_move(p.phase_name, trigger, finished_at=w.now, outputs=outputs, failed_essay_ids=failed)
+        w.phase_move(
+            p.phase_name, trigger, note=note, finished_at=w.now, outputs=outputs, failed_essay_ids=failed
+        )
     w.advance()
     return w.decision(run_id=run_id)
 
@@ -913,6 +937,7 @@ def _expire(w: _Work, p: ExpireOverdue) -> Decision:
     if not overdue:
         return w.decision(ignored="nothing_overdue")
     run_id = w.active.run_id
+    failed_any = False
     for name in overdue:
         phase = w.phases[name]
         if not phase.is_active:
@@ -924,8 +949,10 @@ def _expire(w: _Work, p: ExpireOverdue) -> Decision:
         else:
             # No outcome came: every essay the phase was given counts as failed.
             w.fail_phase(name, "timeout", failed=tuple(e.essay_id for e in phase.inputs))
+            failed_any = True
     w.advance()
-    return w.decision(run_id=run_id)
+    # Re-sends alone are no progress: the run keeps showing as stalled while nobody answers.
+    return w.decision(run_id=run_id, progress=failed_any)
 
 
 def _archive(w: _Work, p: ArchiveBatch) -> Decision:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -242,6 +243,13 @@ class BatchValidationErrorsV1(WireModel):
     error_summary: ValidationErrorSummary
 
 
+PROMPT_REF_KEYS = ("prompt_ref", "assignment_id")
+"""Keys of ``prompt_payload`` whose value the engine keeps as the batch's prompt reference:
+each must be an :data:`Id` (it is stored, and ends up in an id-sized column)."""
+
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+
+
 class ClientBatchPipelineRequestV1(WireModel):
     batch_id: Id
     requested_pipeline: Id
@@ -264,6 +272,16 @@ class ClientBatchPipelineRequestV1(WireModel):
             raise ValueError(f"prompt_payload is not encodable JSON: {type(exc).__name__}") from None
         if size > MAX_PROMPT_PAYLOAD_BYTES:
             raise ValueError(f"prompt_payload takes {size} bytes, more than {MAX_PROMPT_PAYLOAD_BYTES}")
+        for key in PROMPT_REF_KEYS:
+            ref = value.get(key)
+            if ref is not None:
+                try:
+                    _ID.validate_python(ref)
+                except ValidationError:
+                    raise ValueError(
+                        f"prompt_payload.{key} must be an id: a string of 1 to {MAX_ID_LENGTH} "
+                        "characters without control characters"
+                    ) from None
         return value
 
 
@@ -403,7 +421,10 @@ class EventEnvelope(WireModel):
     def _aware_utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59-23:59 has no UTC datetime
+            raise ValueError("event_timestamp is out of the representable range in UTC") from None
 
 
 @attrs.frozen
@@ -499,5 +520,5 @@ def parse_message(
         return envelope, parse_payload(topic, envelope.data, model=spec.model)
     except ValidationError as exc:
         raise _first_error(topic, exc, "") from exc
-    except (RecursionError, MemoryError, UnicodeError) as exc:
+    except (RecursionError, MemoryError, UnicodeError, OverflowError) as exc:
         raise InvalidMessageError(topic, f"message cannot be validated: {type(exc).__name__}") from exc

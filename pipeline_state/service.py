@@ -163,13 +163,26 @@ def _command(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLim
     return Command(payload, str(envelope.event_id), str(envelope.correlation_id))
 
 
-def _raw_bytes(raw: bytes | str | Mapping[str, Any]) -> bytes:
-    """The message as bytes: bytes unchanged, text as UTF-8, a decoded dict as JSON."""
+def _raw_bytes(topic: str, raw: bytes | str | Mapping[str, Any]) -> bytes:
+    """The message as bytes: bytes unchanged, text as UTF-8, a decoded mapping as JSON (so it
+    is bounded and parsed like any record; one that cannot be encoded is invalid input)."""
     if isinstance(raw, bytes):
         return raw
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogatepass")
-    return json.dumps(raw, separators=(",", ":"), default=str).encode()
+    try:
+        text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False, default=str)
+        return text.encode("utf-8", "surrogatepass")
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise InvalidMessageError(
+            topic, f"the message cannot be encoded as JSON: {type(exc).__name__}"
+        ) from exc
+
+
+def _parsed(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits) -> tuple[Command, bytes]:
+    """The command ``raw`` carries and its bytes, parsed within ``limits``."""
+    data = _raw_bytes(topic, raw)
+    return _command(topic, data, limits), data
 
 
 def _result_label(decision: Decision) -> str:
@@ -245,7 +258,8 @@ class PipelineService:
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
         and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
         An early fact is kept to wait (``result.waiting``) rather than rejected."""
-        return await self.handle(_command(topic, raw, self.limits), topic=topic, raw=_raw_bytes(raw))
+        command, data = _parsed(topic, raw, self.limits)
+        return await self.handle(command, topic=topic, raw=data)
 
     async def handle_many(
         self, messages: Sequence[InboundMessage]
@@ -272,7 +286,8 @@ class PipelineService:
         pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
             try:
-                pending.append((index, _command(topic, raw, self.limits), topic, _raw_bytes(raw)))
+                command, data = _parsed(topic, raw, self.limits)
+                pending.append((index, command, topic, data))
             except (InvalidMessageError, BadCommandError) as exc:
                 results[index] = exc
         commit_many = getattr(self.store, "commit_many", None)

@@ -53,7 +53,8 @@ async def test_outcome_with_a_foreign_correlation_id_is_applied_and_flagged() ->
     assert decision.flags == (CORRELATION_MISMATCH,)
     phase_moves = [m for m in decision.moves if m.entity == "phase"]
     assert [(m.name, m.trigger) for m in phase_moves] == [("spellcheck", "succeed"), ("nlp", "dispatch")]
-    assert all(m.note == CORRELATION_MISMATCH for m in phase_moves)
+    # The flag marks the doubtful outcome's own move, not the dispatch it caused.
+    assert [m.note for m in phase_moves] == [CORRELATION_MISMATCH, None]
     # Through the service: the run goes on with its own correlation id and completes.
     out = await flow.rt.deliver(topic, value)
     assert one(out, Topic.NLP.value)["batch_id"] == "b1"
@@ -200,6 +201,24 @@ async def test_an_overdue_command_is_re_sent_with_its_event_id_then_the_phase_ti
     assert state.history[-1].phase("spellcheck").error == "timeout"  # type: ignore[union-attr]
     # The next request is accepted.
     assert (await flow.start("b1", "nlp")).correlation_id != started.correlation_id
+
+
+async def test_a_silent_workers_run_shows_as_stalled_through_its_re_sends() -> None:
+    """Found by review: each re-send counted as progress, so with the default deadline and
+    the default threshold (both an hour) a run nobody answers never showed as stalled."""
+    flow = _flow(max_resends=2)
+    await flow.ready("b1")
+    started_at = flow.rt.clock.now()
+    await flow.start("b1", "nlp")
+    for _ in (1, 2):
+        flow.rt.clock.advance(HULEEDU_DEFAULT_DEADLINE_SECONDS)
+        (result,) = await flow.rt.service.expire_overdue()
+        assert result.decision is not None and result.decision.resend  # re-sent, not failed
+        stalled = await flow.rt.store.stalled_runs(flow.rt.clock.now(), HULEEDU_DEFAULT_DEADLINE_SECONDS)
+        assert [(s.batch_id, s.last_change_at) for s in stalled] == [("b1", started_at)]
+    flow.rt.clock.advance(HULEEDU_DEFAULT_DEADLINE_SECONDS)
+    await flow.rt.expire_overdue()  # the phase times out: the run completes
+    assert await flow.rt.store.stalled_runs(flow.rt.clock.now(), 0) == []
 
 
 async def test_a_re_sent_phase_still_takes_its_outcome() -> None:

@@ -13,6 +13,7 @@ from pipeline_state import (
     ConcurrencyConflictError,
     InMemoryRuntime,
     InMemoryStore,
+    InvalidMessageError,
     PipelineService,
     StoreUnavailableError,
     Topic,
@@ -156,3 +157,19 @@ async def test_ignored_input_writes_an_inbox_row_but_no_state(flow: Flow) -> Non
     entry = await flow.rt.store.inbox_entry(value["event_id"])
     assert entry is not None
     assert (entry.topic, entry.batch_id, entry.result) == (topic, "b1", "ignored:no_active_run")
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+async def test_a_decoded_message_is_bounded_like_raw_bytes(depth: int) -> None:
+    """Found by review: a mapping handed to the service skipped the intake limits, and one
+    nested deep enough raised ``RecursionError`` while it was encoded for the waiting set."""
+    nested: dict[str, object] = {}
+    for _ in range(depth):
+        nested = {"n": nested}
+    topic, envelope = Envelopes().register("b1", essays=1)
+    service = PipelineService(InMemoryStore())
+    with pytest.raises(InvalidMessageError):
+        await service.handle_message(topic, {**envelope, "metadata": nested})
+    [result] = await service.handle_many([(topic, {**envelope, "metadata": nested})])
+    assert isinstance(result, InvalidMessageError)
+    assert await service.store.load("b1") is None

@@ -5,6 +5,7 @@ the prompt payload are bounded. Each error is an InvalidMessageError naming the 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -172,3 +173,27 @@ def test_envelope_source_service_is_an_id() -> None:
         parse_message(topic, envelope)
     assert caught.value.field == "source_service"
     assert topic == Topic.VALIDATION_ERRORS.value
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"])
+def test_a_timestamp_with_no_utc_equivalent_is_invalid_input(stamp: str) -> None:
+    """Found by review: ``astimezone`` raised ``OverflowError``, which escaped
+    ``parse_message`` and made the consumer retry the record as an unexpected failure."""
+    topic, envelope = VALID["register"]
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(topic, json.dumps({**envelope, "event_timestamp": stamp}))
+    assert caught.value.field == "event_timestamp"
+
+
+@pytest.mark.parametrize("key", ["prompt_ref", "assignment_id"])
+@pytest.mark.parametrize("ref", ["x\x00", "p" * (MAX_ID_LENGTH + 1), "", 42, ["nested"]])
+def test_a_prompt_reference_the_engine_keeps_must_be_an_id(key: str, ref: object) -> None:
+    """Found by review: ``prompt_payload.prompt_ref`` was copied into the batch state
+    unchecked (a NUL or 60,000 characters), which PostgreSQL then refused."""
+    topic, envelope = VALID["request"]
+    hostile = copy.deepcopy(envelope)
+    hostile["data"]["prompt_payload"] = {key: ref}
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(topic, hostile)
+    assert caught.value.field == "data.prompt_payload"
+    assert key in str(caught.value)
