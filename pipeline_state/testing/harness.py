@@ -7,13 +7,17 @@ and a :class:`~pipeline_state.testing.reference.ReferenceModel`, then interleave
 registrations (guest and regular), provisioning and readiness, pipeline requests (valid,
 unknown, for unknown batches, while a run is active), phase outcomes (success, partial,
 failure, redelivered with the same ``event_id``, replayed with a fresh one, stale
-correlation ids of older runs, before dispatch), bad input, ``CancelRun``, ``RetryPhase``
-and clock advances followed by the deadline sweeper.
+correlation ids of older runs, before dispatch), facts that arrive early (before their
+batch is registered, readiness out of order, outcomes before dispatch, validation errors),
+bad input, ``CancelRun``, ``RetryPhase``, clock advances followed by the deadline sweeper,
+and sweeps of the waiting set (the clock moved past the waiting window, expired requests
+denied, other expired facts dead-lettered).
 
 After every step it checks:
 
-a. a completed run leaves its batch ``ready_for_pipeline_execution`` and a valid request
-   would be accepted (asked of the pure ``decide`` on the stored state, nothing committed);
+a. a completed run leaves its batch ``ready_for_pipeline_execution``, none of its facts
+   waiting, and a valid request would be accepted (asked of the pure ``decide`` on the
+   stored state, nothing committed);
 b. at most one active run per batch (no run starts while another is open, and the batch is
    ``processing_pipelines`` exactly when it has an active run);
 c. exactly one ``BatchPipelineCompletedV1`` per run id, ever; at teardown every open run is
@@ -21,14 +25,21 @@ c. exactly one ``BatchPipelineCompletedV1`` per run id, ever; at teardown every 
    the engine exposes its published messages, each was published exactly once);
 d. a pruned phase is never dispatched in that run, and no phase is dispatched twice in a run;
 e. ignored input (and bad input, which raises) emits nothing and leaves every snapshot,
-   version included, identical; a denial emits the denial and its notification only;
+   version included, identical; a fact kept waiting emits nothing and changes nothing but
+   its batch's version; a denial emits the denial and its notification only;
 f. versions never go down, and go up whenever a snapshot changed;
 g. agreement with the reference model: applied / ignored / denied (and the reason) /
    raised, batch status, the active run's phases, the pruned and dispatched phases (with
    the essays forwarded), and every completion's phases, ``final_status`` and counts;
 h. the sweeper re-sends exactly the overdue phases the reference re-sends, each under the
    event id of the command that started it (and the relay publishes nothing but those
-   ids again).
+   ids again);
+i. the waiting set (``store.list_waiting`` and ``count_waiting``) is the reference's, in
+   arrival order, each fact with what it waits for; the waiting facts a change lets apply
+   are re-attempted with it, in arrival order, with the reference's verdicts and effects;
+   a sweep of the waiting set denies exactly the expired requests (``batch_not_found`` or
+   ``batch_not_ready``, recorded in the inbox) and hands exactly the other expired facts
+   to the dead-letter callback (the raw message, a reason naming what it waited for).
 
 Reuse it for another store by overriding :meth:`PipelineMachine.make_engine` (and, to pin
 the profile, :meth:`PipelineMachine.profile_strategy`)::
@@ -47,6 +58,7 @@ or, without a class statement, ``PipelineMachine.with_engine(factory).TestCase``
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -64,11 +76,11 @@ from pipeline_state.memory import ManualClock
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
 from pipeline_state.runtime import InMemoryRuntime
-from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
 from pipeline_state.snapshot import snapshot
 
 from .builders import Envelopes
-from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs
+from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep
 from .strategies import (
     OUTCOME_KINDS,
     ProfileSpec,
@@ -76,6 +88,7 @@ from .strategies import (
     outcome_data,
     profile_specs,
     provisioning_data,
+    validation_errors_data,
 )
 
 __all__ = ["EngineFactory", "EngineUnderTest", "PipelineMachine", "check_outgoing"]
@@ -258,9 +271,10 @@ class PipelineMachine(RuleBasedStateMachine):
             error = exc
         expected = predict()
         after = self._snapshots()
-        out = [m.as_dict() for r in results for m in r.messages]
+        out = [m.as_dict() for r in results for m in r.all_messages]
         self.emitted.extend(out)
         self._check(label, expected, results, error, out, before, after)
+        self._check_waiting(label)
         self.healthy = True
 
     def _check(
@@ -275,26 +289,27 @@ class PipelineMachine(RuleBasedStateMachine):
     ) -> None:
         kind, reason = _kind(results, error)
         assert kind == expected.kind, (
-            f"{label}: engine {kind} ({reason}), reference expects {expected.kind} ({expected.denial})"
+            f"{label}: engine {kind} ({reason}), reference expects {expected.kind} "
+            f"({expected.denial or expected.waits_for})"
         )
-        # (e) ignored and bad input emit nothing and change nothing.
-        if kind in ("ignored", "raised"):
+        # (e) ignored and bad input emit nothing and change nothing; a fact kept waiting
+        # emits nothing and changes nothing but its batch's version.
+        if kind in ("ignored", "raised", "waiting"):
             assert out == [], f"{label}: {kind} input emitted {[m['topic'] for m in out]}"
+        if kind in ("ignored", "raised"):
             assert after == before, f"{label}: {kind} input changed state"
+        if kind == "waiting":
+            assert reason == expected.waits_for, (
+                f"{label}: waits for {reason}, reference {expected.waits_for}"
+            )
+            assert _unversioned(after) == _unversioned(before), f"{label}: a waiting fact changed state"
         if kind == "denied":
             assert reason == expected.denial, f"{label}: denied {reason}, reference {expected.denial}"
             assert after == before, f"{label}: a denial changed state"
-            assert [m["topic"] for m in out] == [
-                Topic.PIPELINE_DENIED.value,
-                Topic.TEACHER_NOTIFICATION.value,
-            ], f"{label}: denial emitted {[m['topic'] for m in out]}"
-            assert out[0]["value"]["data"]["denial_reason"] == reason
-            note = out[1]["value"]["data"]
-            assert (note["notification_type"], note["priority"], note["action_required"]) == (
-                "pipeline_denied",
-                "immediate",
-                True,
-            )
+            _check_denial(label, [m.as_dict() for r in results for m in r.messages], str(reason))
+        # (i) the waiting facts this input let apply, in the order and with the verdicts the
+        # reference predicts.
+        self._check_resumed(label, expected, results)
         started, dispatched, completed = self._observe(label, out)
         # (h) an overdue phase's command is re-sent with its own event id, as the reference says.
         resent_ids = [eid for r in results if r.decision is not None for eid in r.decision.resend]
@@ -303,25 +318,60 @@ class PipelineMachine(RuleBasedStateMachine):
         resent = sorted(self.commands[eid] for eid in resent_ids)
         assert resent == sorted(expected.resent), f"{label}: re-sent {resent}, reference {expected.resent}"
         self.resent.update(resent_ids)
-        # (g) the reference's view of the step.
-        assert started == ([expected.started] if expected.started else []), (
-            f"{label}: started {started}, reference {expected.started}"
+        # (g) the reference's view of the step (the waiting facts it resumed included).
+        runs_started = expected.all_started()
+        assert started == [corr for corr, _ in runs_started], (
+            f"{label}: started {started}, reference {[corr for corr, _ in runs_started]}"
         )
-        if expected.started:
-            run = self.runs[self.run_by_corr[expected.started]]
-            assert run.pruned == expected.pruned, f"{label}: pruned {run.pruned}, reference {expected.pruned}"
-        _same_dispatches(label, dispatched, expected.dispatched)
-        _same_completions(label, completed, expected.completed)
+        for corr, pruned in runs_started:
+            run = self.runs[self.run_by_corr[corr]]
+            assert run.pruned == pruned, f"{label}: pruned {run.pruned}, reference {pruned}"
+        _same_dispatches(label, dispatched, expected.all_dispatched())
+        _same_completions(label, completed, expected.all_completed())
         for batch_id, snap in after.items():
             self._check_batch(label, batch_id, before.get(batch_id), snap)
-        # (a) a completed run leaves the batch ready, and a valid request would be accepted.
+        # (a) a completed run leaves the batch ready with nothing waiting, and a valid
+        # request would be accepted.
         for done in completed:
             snap = after[done.batch_id]
             assert snap is not None
             assert snap["status"] == "ready_for_pipeline_execution", (
                 f"{label}: batch {done.batch_id} is {snap and snap['status']} after its run completed"
             )
+            left = self._run(self.service.store.list_waiting(done.batch_id, limit=1000))
+            assert not left, (
+                f"{label}: {[(f.event_id, f.waits_for) for f in left]} still wait on {done.batch_id} "
+                "after its run completed"
+            )
             self._probe_request(label, done.batch_id)
+
+    def _check_resumed(self, label: str, expected: Expectation, results: list[HandleResult]) -> None:
+        """(i) The waiting facts re-attempted with a change: same facts, same order, same
+        verdicts; a resumed denial emits its denial and notification only, a resumed fact
+        ignored or rejected emits nothing."""
+        got = [item for r in results for item in r.resumed]
+        verdicts = [_verdict(item) for item in got]
+        want = [(None if e.kind == "raised" else e.event_id, e.kind, e.denial) for e in expected.resumed]
+        assert verdicts == want, f"{label}: resumed {verdicts}, reference {want}"
+        for item, (_, kind, why) in zip(got, verdicts, strict=True):
+            messages = [m.as_dict() for m in item.messages] if isinstance(item, HandleResult) else []
+            if kind in ("ignored", "raised"):
+                assert messages == [], (
+                    f"{label}: resumed {kind} fact emitted {[m['topic'] for m in messages]}"
+                )
+            if kind == "denied":
+                assert why is not None
+                _check_denial(f"{label} (resumed)", messages, why)
+
+    def _check_waiting(self, label: str) -> None:
+        """(i) The store's waiting set is the reference's, in arrival order."""
+        store = self.service.store
+        facts = self._run(store.list_waiting(limit=10_000))
+        got = [(f.event_id, f.batch_id, f.waits_for) for f in facts]
+        want = self.reference.waiting_view()
+        assert got == want, f"{label}: waiting {got}, reference {want}"
+        count = self._run(store.count_waiting())
+        assert count == len(want), f"{label}: count_waiting {count}, reference {len(want)}"
 
     def _observe(self, label: str, out: list[Message]) -> tuple[list[str], list[Dispatch], list[Completion]]:
         """Check every emitted message and track runs; returns the runs started, the phase
@@ -512,6 +562,57 @@ class PipelineMachine(RuleBasedStateMachine):
         self._step(label, send, lambda: predict(event_id))
         self.deliveries.append(_Delivery(label, event_id, send, predict))
 
+    def _sweep(self, label: str) -> None:
+        """One ``sweep_waiting`` with a dead-letter callback that keeps what it is given,
+        checked against :meth:`ReferenceModel.sweep_waiting`."""
+        self.healthy = False
+        before = self._snapshots()
+        published = self.engine.published if self.engine is not None else None
+        already = len(self._run(_await(published()))) if published is not None else 0
+        letters: list[ExpiredFact] = []
+
+        async def dead_letter(fact: ExpiredFact) -> None:
+            letters.append(fact)
+
+        done = self._run(self.service.sweep_waiting(dead_letter, limit=10_000))
+        expected: Sweep = self.reference.sweep_waiting()
+        after = self._snapshots()
+        want = sorted((d.event_id, d.topic) for d in expected.dead_letters)
+        got = sorted((f.event_id, f.topic) for f in letters)
+        assert got == want, f"{label}: dead-lettered {got}, reference {want}"
+        waited = {d.event_id: d.waits_for for d in expected.dead_letters}
+        for fact in letters:
+            assert waited[fact.event_id] in fact.reason, (
+                f"{label}: {fact.event_id} dead-lettered with {fact.reason!r}, "
+                f"it waited for {waited[fact.event_id]}"
+            )
+            assert json.loads(fact.raw)["event_id"] == fact.event_id, f"{label}: dead letter raw differs"
+        assert (done.resumed, done.denied, done.dead_lettered) == (
+            len(expected.resumed),
+            len(expected.denied),
+            len(expected.dead_letters),
+        ), f"{label}: sweep {done}, reference {expected}"
+        for event_id, reason in expected.denied:
+            entry = self._run(self.service.store.inbox_entry(event_id))
+            result = None if entry is None else entry.result
+            assert result == f"denied:{reason}", (
+                f"{label}: expired request {event_id} recorded {result}, reference denied:{reason}"
+            )
+        if not expected.resumed:
+            assert after == before, f"{label}: a sweep that resumed nothing changed state"
+        if published is not None:
+            new = [m.as_dict() for m in self._run(_await(published()))[already:]]
+            self.emitted.extend(new)
+            if not expected.resumed:
+                denials = [m for m in new if m["topic"] == Topic.PIPELINE_DENIED.value]
+                reasons = sorted(m["value"]["data"]["denial_reason"] for m in denials)
+                assert reasons == sorted(r for _, r in expected.denied), f"{label}: sweep denied {reasons}"
+                assert len(new) == 2 * len(denials), f"{label}: sweep emitted {[m['topic'] for m in new]}"
+        for batch_id, snap in after.items():
+            self._check_batch(label, batch_id, before.get(batch_id), snap)
+        self._check_waiting(label)
+        self.healthy = True
+
     def _send_outcome(self, label: str, outcome: _Outcome) -> None:
         data = outcome.data
         processed = {e["essay_id"]: e["text_storage_id"] for e in data["processed_essays"]}
@@ -546,13 +647,14 @@ class PipelineMachine(RuleBasedStateMachine):
     def start(self, data: st.DataObject) -> None:
         spec = data.draw(self.profile_strategy(), label="profile")
         profile = spec.profile()
+        self.engine = self._run(self.make_engine(profile, self.clock))
         self.reference = ReferenceModel(
             spec.catalog,
             max_parallel=spec.max_parallel,
             max_resends=spec.max_resends,
             strict_correlation=spec.strict_correlation,
+            waiting_window=self.service.waiting_window_seconds,
         )
-        self.engine = self._run(self.make_engine(profile, self.clock))
         self.healthy = True
 
     @precondition(lambda self: len(self.registrations) < self.max_batches)
@@ -627,6 +729,45 @@ class PipelineMachine(RuleBasedStateMachine):
         self.reference.advance_clock(seconds)
         self._step(f"tick {seconds}s and expire", self.service.expire_overdue, self.reference.expire)
 
+    @precondition(lambda self: bool(self._next_batch() or self._batches_in(*_NOT_READY)))
+    @rule(data=st.data())
+    def arrive_early(self, data: st.DataObject) -> None:
+        """A fact ahead of the one it follows: any fact for the batch the next registration
+        creates, or a later readiness fact (or a request) for a batch not ready yet."""
+        batch_id = data.draw(st.sampled_from([*self._next_batch(), *self._batches_in(*_NOT_READY)]))
+        if batch_id not in self.registrations:
+            self._early_fact(data, self._new_id())
+            return
+        path = ["provision", "associations", "essays_ready"]
+        if self.registrations[batch_id]["class_id"] is None:
+            path = ["provision"]
+        current = {
+            "awaiting_content_validation": "provision",
+            "awaiting_student_validation": "associations",
+            "student_validation_completed": "essays_ready",
+        }[self.reference.batches[batch_id].status]
+        later = path[path.index(current) + 1 :]
+        what = data.draw(st.sampled_from([*later, "request"]))
+        if what == "request":
+            pipeline = data.draw(st.sampled_from(self.service.profile.catalog.names))
+            self._request(batch_id, pipeline, data.draw(st.booleans()))
+        else:
+            self._readiness(data, what, batch_id)
+
+    @precondition(lambda self: bool(self.reference.waiting))
+    @rule(data=st.data())
+    def sweep_waiting(self, data: st.DataObject) -> None:
+        """Time passes (not at all, past the oldest waiting fact's window, or past every
+        waiting fact's), then the waiting set is swept."""
+        window = self.reference.waiting_window
+        ages = [self.reference.now - w.arrived_at for w in self.reference.waiting]
+        seconds = data.draw(
+            st.sampled_from([0.0, max(0.0, window + 1 - max(ages)), max(0.0, window + 1 - min(ages))])
+        )
+        self.clock.advance(seconds)
+        self.reference.advance_clock(seconds)
+        self._sweep(f"sweep waiting after {seconds:g}s")
+
     @rule(data=st.data())
     def disrupt(self, data: st.DataObject) -> None:
         """Cancellations, duplicates, stale and premature outcomes, misplaced or bad input
@@ -647,13 +788,15 @@ class PipelineMachine(RuleBasedStateMachine):
                 f"redeliver ({delivery.label})", delivery.send, lambda: delivery.predict(delivery.event_id)
             )
         elif what == "replay_outcome":
-            outcome = data.draw(st.sampled_from(self.outcomes))
+            outcome = data.draw(st.sampled_from([o for o in self.outcomes if self._may_wait_on(o.phase)]))
             self._send_outcome(f"replay {outcome.phase} on {outcome.batch_id}", outcome)
         elif what == "stale_outcome":
             batch_id = data.draw(st.sampled_from(batches))
             old = [run.correlation_id for run in self.reference.batches[batch_id].history]
             stale = data.draw(st.sampled_from([*old, corr]))
-            phase = data.draw(st.sampled_from(sorted(self.reference.phases)))
+            phase = data.draw(
+                st.sampled_from([p for p in sorted(self.reference.phases) if self._may_wait_on(p)])
+            )
             self._outcome_for(data, f"stale outcome {phase} on {batch_id}", batch_id, phase, stale)
         elif what == "premature_outcome":
             batch_id, phase, run_corr = data.draw(st.sampled_from(self._pending()))
@@ -662,6 +805,12 @@ class PipelineMachine(RuleBasedStateMachine):
             batch_id = data.draw(st.sampled_from(batches))
             step = data.draw(st.sampled_from(["provision", "associations", "essays_ready"]))
             self._readiness(data, step, batch_id)
+        elif what == "early_fact":
+            self._early_fact(data, corr)
+        elif what == "validation_errors":
+            targets = [b for b in batches if self.reference.batches[b].active is None]
+            batch_id = data.draw(st.sampled_from([*targets, self.ghost, *self._next_batch()]))
+            self._validation_errors(data, batch_id)
         elif what == "register_again":
             batch_id = data.draw(st.sampled_from(batches))
             self._register(batch_id, self.registrations[batch_id], label="again")
@@ -684,16 +833,60 @@ class PipelineMachine(RuleBasedStateMachine):
             "idle_tick": True,
             "cancel": any(b.active is not None for b in self.reference.batches.values()),
             "redeliver": bool(self.deliveries),
-            "replay_outcome": bool(self.outcomes),
-            "stale_outcome": batches,
+            "replay_outcome": any(self._may_wait_on(o.phase) for o in self.outcomes),
+            "stale_outcome": batches and any(self._may_wait_on(p) for p in self.reference.phases),
             "premature_outcome": bool(self._pending()),
             "misplaced_readiness": batches,
+            "early_fact": bool(self._next_batch()),
+            "validation_errors": True,
             "register_again": batches,
             "odd_request": True,
             "odd_retry": batches,
             "bad_input": True,
         }
         return [name for name, possible in options.items() if possible]
+
+    def _next_batch(self) -> list[str]:
+        """The id the next registration will get, while one more batch may be registered."""
+        count = len(self.registrations)
+        return [f"b{count}"] if count < self.max_batches else []
+
+    def _may_wait_on(self, phase: str) -> bool:
+        """Whether an outcome for ``phase`` may be sent before the phase is dispatched.
+        Under ``max_parallel`` the engine may keep a phase whose dependencies left it no
+        essays pending while the reference skips it (see :meth:`_same_phases`); an outcome
+        waiting for such a phase would wait longer in the engine, so only phases with at
+        most one dependency (never left without essays) get early outcomes there."""
+        return self.reference.max_parallel is None or len(self.reference.depends_on.get(phase, ())) <= 1
+
+    def _early_fact(self, data: st.DataObject, corr: str) -> None:
+        """A fact for the batch the next registration creates, before it exists."""
+        batch_id = self._next_batch()[0]
+        what = data.draw(
+            st.sampled_from(
+                ["provision", "associations", "essays_ready", "request", "outcome", "validation_errors"]
+            )
+        )
+        if what == "request":
+            pipeline = data.draw(st.sampled_from([*self.service.profile.catalog.names, "no_such_pipeline"]))
+            self._request(batch_id, pipeline, data.draw(st.booleans()))
+        elif what == "outcome":
+            phase = data.draw(st.sampled_from(sorted(self.reference.phases)))
+            self._outcome_for(data, f"early outcome {phase} on {batch_id}", batch_id, phase, corr)
+        elif what == "validation_errors":
+            self._validation_errors(data, batch_id)
+        else:
+            self._readiness(data, what, batch_id)
+
+    def _validation_errors(self, data: st.DataObject, batch_id: str) -> None:
+        critical = data.draw(st.booleans(), label="critical")
+        payload = data.draw(validation_errors_data(batch_id, critical))
+        self._deliver(
+            f"validation errors{' (critical)' if critical else ''} {batch_id}",
+            Topic.VALIDATION_ERRORS.value,
+            payload,
+            lambda eid: self.reference.validation_errors(eid, batch_id, critical=critical),
+        )
 
     def _batches_in(self, *statuses: str) -> list[str]:
         return [b for b in self._batches() if self.reference.batches[b].status in statuses]
@@ -704,7 +897,7 @@ class PipelineMachine(RuleBasedStateMachine):
             for batch_id, batch in sorted(self.reference.batches.items())
             if batch.active is not None
             for name, phase in batch.active.phases.items()
-            if phase.status == "pending_dependencies"
+            if phase.status == "pending_dependencies" and self._may_wait_on(name)
         ]
 
     def _register(self, batch_id: str, payload: dict[str, Any], *, label: str = "") -> None:
@@ -727,7 +920,7 @@ class PipelineMachine(RuleBasedStateMachine):
                 lambda eid: self.reference.provision(eid, batch_id, essays),
             )
         elif step == "associations":
-            class_id = self.registrations[batch_id]["class_id"] or "class-x"
+            class_id = self.registrations.get(batch_id, {}).get("class_id") or "class-x"
             _, envelope = self.envelopes.associations(batch_id, class_id, essay_ids)
             self._deliver(
                 f"associations {batch_id}",
@@ -860,6 +1053,8 @@ def _kind(results: list[HandleResult], error: PipelineStateError | None) -> tupl
     """The engine's verdict on a step: raised, denied (reason), applied or ignored."""
     if error is not None:
         return "raised", type(error).__name__
+    if len(results) == 1 and results[0].waiting is not None:
+        return "waiting", results[0].waiting
     for result in results:
         decision = result.decision
         if decision is not None and decision.denial is not None:
@@ -869,6 +1064,40 @@ def _kind(results: list[HandleResult], error: PipelineStateError | None) -> tupl
         return "applied", None
     reasons = [r.ignored for r in results]
     return "ignored", ",".join(str(r) for r in reasons) or "nothing to do"
+
+
+def _verdict(item: HandleResult | PipelineStateError) -> tuple[str | None, str, str | None]:
+    """``(event id, kind, denial reason)`` of a resumed fact's result (a rejected fact's
+    error carries no event id)."""
+    if not isinstance(item, HandleResult):
+        return None, "raised", None
+    decision = item.decision
+    if decision is not None and decision.denial is not None:
+        return item.event_id, "denied", decision.denial.reason
+    if decision is not None and decision.changed:
+        return item.event_id, "applied", None
+    return item.event_id, "ignored", None
+
+
+def _unversioned(snaps: Mapping[str, dict[str, Any] | None]) -> dict[str, dict[str, Any] | None]:
+    return {
+        b: None if s is None else {k: v for k, v in s.items() if k != "version"} for b, s in snaps.items()
+    }
+
+
+def _check_denial(label: str, out: list[Message], reason: str) -> None:
+    """A denial emits ``PipelineDeniedV1`` with its reason and a teacher notification only."""
+    assert [m["topic"] for m in out] == [
+        Topic.PIPELINE_DENIED.value,
+        Topic.TEACHER_NOTIFICATION.value,
+    ], f"{label}: denial emitted {[m['topic'] for m in out]}"
+    assert out[0]["value"]["data"]["denial_reason"] == reason
+    note = out[1]["value"]["data"]
+    assert (note["notification_type"], note["priority"], note["action_required"]) == (
+        "pipeline_denied",
+        "immediate",
+        True,
+    )
 
 
 def _check_notifications(

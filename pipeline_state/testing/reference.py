@@ -9,6 +9,27 @@ essays, and which runs complete with which ``final_status`` and counts. Its view
 (:meth:`ReferenceModel.view`) have the shape of the engine's snapshot, so a harness can
 compare the two after every step.
 
+Early facts wait (CONTRACT 4, issue 11): a fact that cannot apply *yet* is kept, in arrival
+order, with what it waits for, and re-attempted each time its batch changes (a fact that
+applies and changes the batch starts the re-attempts again from the oldest). The rule,
+restated from the issue rather than from the engine:
+
+* any fact but a registration, for a batch not registered yet, waits for
+  ``batch_registration`` (an outcome naming a phase no pipeline has is bad input instead);
+* provisioning, associations and essays-ready wait for ``batch_state:<status>`` while the
+  batch is in an earlier status of its readiness path (guest: content, then ready; regular:
+  content, students, students done, then ready); later, they are ignored;
+* a pipeline request for a known batch waits for ``batch_state:ready_for_pipeline_execution``
+  when the batch has no run, can still become ready, and either a readiness fact of the
+  batch waits or the request itself was waiting already; otherwise it is admitted or denied;
+* an outcome for a phase of the active run that is not dispatched yet waits for
+  ``phase_dispatch:<phase>``, unless its correlation id is an earlier run's (stale);
+* operator commands and registrations never wait.
+
+A fact that still waits more than ``waiting_window`` seconds after it arrived expires at the
+next :meth:`ReferenceModel.sweep_waiting`: a request into its denial, any other fact into a
+dead letter naming what it waited for.
+
 The pipelines come as the catalog's dict format (declaration order matters: plan order is
 "the first declared step whose dependencies are all placed"). Phase statuses and batch
 statuses are the wire strings of the contract.
@@ -22,7 +43,9 @@ from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_PROMPT_PHASES",
+    "REGISTRATION",
     "Completion",
+    "DeadLetter",
     "Dispatch",
     "Expectation",
     "RefBatch",
@@ -30,6 +53,8 @@ __all__ = [
     "RefRun",
     "ReferenceModel",
     "Refs",
+    "Sweep",
+    "WaitingRef",
     "plan_order",
 ]
 
@@ -44,6 +69,25 @@ AWAITING_STUDENTS = "awaiting_student_validation"
 STUDENTS_DONE = "student_validation_completed"
 READY = "ready_for_pipeline_execution"
 PROCESSING = "processing_pipelines"
+FAILED_CRITICALLY = "failed_critically"
+
+TOPICS = {
+    "provision": "huleedu.batch.content.provisioning.completed.v1",
+    "associations": "huleedu.class.student.associations.confirmed.v1",
+    "essays_ready": "huleedu.els.batch.essays.ready.v1",
+    "validation_errors": "huleedu.els.batch.validation.errors.v1",
+    "request": "huleedu.commands.batch.pipeline.v1",
+    "outcome": "huleedu.els.batch.phase.outcome.v1",
+}
+"""Inbound topics of the facts that may wait (CONTRACT 3)."""
+
+REGISTRATION = "batch_registration"
+"""What a fact for a batch that is not registered yet waits for."""
+
+_GUEST_PATH = (AWAITING_CONTENT, READY)
+_REGULAR_PATH = (AWAITING_CONTENT, AWAITING_STUDENTS, STUDENTS_DONE, READY)
+_READINESS = ("provision", "associations", "essays_ready", "validation_errors")
+"""The kinds of fact that make a batch ready (or fail it): a request waits with them."""
 
 # Phase statuses (CONTRACT 2).
 PENDING = "pending_dependencies"
@@ -63,7 +107,7 @@ _OUTCOME_STATUS = {
     "failed_critically": FAILED,
 }
 
-Kind = Literal["applied", "ignored", "denied", "raised"]
+Kind = Literal["applied", "ignored", "denied", "raised", "waiting"]
 
 
 @dataclass
@@ -166,6 +210,63 @@ class Expectation:
     duplicate: bool = False
     resent: list[tuple[str, str]] = field(default_factory=list)
     """``(batch_id, phase)`` of every overdue phase whose command is sent again."""
+    waits_for: str | None = None
+    """What the input waits for (kind ``waiting``)."""
+    event_id: str | None = None
+    batch_id: str | None = None
+    resumed: list[Expectation] = field(default_factory=list)
+    """What the waiting facts this input let apply (or found never to apply) did, in the
+    order they were re-attempted."""
+
+    def steps(self) -> list[Expectation]:
+        """This expectation, then those of the waiting facts it resumed."""
+        return [self, *self.resumed]
+
+    def all_started(self) -> list[tuple[str, list[str]]]:
+        """``(correlation id, pruned phases)`` of every run started, resumed facts included."""
+        return [(e.started, e.pruned) for e in self.steps() if e.started is not None]
+
+    def all_dispatched(self) -> list[Dispatch]:
+        return [d for e in self.steps() for d in e.dispatched]
+
+    def all_completed(self) -> list[Completion]:
+        return [c for e in self.steps() for c in e.completed]
+
+
+@dataclass
+class WaitingRef:
+    """A fact kept waiting: ``args`` are what :class:`ReferenceModel` needs to decide it."""
+
+    event_id: str
+    batch_id: str
+    kind: str
+    """``provision``, ``associations``, ``essays_ready``, ``validation_errors``, ``request``
+    or ``outcome``."""
+    topic: str
+    waits_for: str
+    arrived_at: float
+    args: dict[str, Any]
+
+
+@dataclass
+class DeadLetter:
+    """An expired fact handed to the dead letter queue, with what it waited for."""
+
+    event_id: str
+    batch_id: str
+    topic: str
+    waits_for: str
+
+
+@dataclass
+class Sweep:
+    """What one sweep of the waiting set should do: re-attempts (nothing, normally: facts
+    are re-attempted whenever their batch changes), expired requests denied
+    (``(event_id, reason)``) and other expired facts dead-lettered, oldest first."""
+
+    resumed: list[Expectation] = field(default_factory=list)
+    denied: list[tuple[str, str]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 def plan_order(steps: Sequence[tuple[str, tuple[str, ...]]]) -> list[str]:
@@ -198,6 +299,7 @@ class ReferenceModel:
         prompt_phases: frozenset[str] = DEFAULT_PROMPT_PHASES,
         max_resends: int = 0,
         strict_correlation: bool = False,
+        waiting_window: float = 900.0,
     ) -> None:
         self.pipelines: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         self.deadlines: dict[str, float | None] = {}
@@ -215,6 +317,9 @@ class ReferenceModel:
         self.prompt_phases = prompt_phases
         self.max_resends = max_resends
         self.strict_correlation = strict_correlation
+        self.waiting_window = waiting_window
+        self.waiting: list[WaitingRef] = []
+        """Waiting facts of every batch, in arrival order."""
         self.batches: dict[str, RefBatch] = {}
         self.seen: set[str] = set()
         self.now = 0.0
@@ -286,78 +391,53 @@ class ReferenceModel:
             guest=data.get("class_id") is None,
             prompt=data.get("student_prompt_ref") is not None,
         )
-        return self._done(event_id, Expectation("applied"))
+        expectation = Expectation("applied")
+        expectation.resumed = self._resume(batch_id)
+        return self._done(event_id, expectation)
 
     def provision(self, event_id: str, batch_id: str, essays: Refs) -> Expectation:
-        return self._readiness(event_id, batch_id, AWAITING_CONTENT, essays, provisioning=True)
+        return self._arrive(event_id, batch_id, "provision", TOPICS["provision"], {"essays": essays})
 
     def confirm_associations(self, event_id: str, batch_id: str) -> Expectation:
-        return self._readiness(event_id, batch_id, AWAITING_STUDENTS, None)
+        return self._arrive(event_id, batch_id, "associations", TOPICS["associations"], {})
 
     def essays_ready(self, event_id: str, batch_id: str, essays: Refs) -> Expectation:
-        return self._readiness(event_id, batch_id, STUDENTS_DONE, essays)
+        return self._arrive(event_id, batch_id, "essays_ready", TOPICS["essays_ready"], {"essays": essays})
 
-    def _readiness(
-        self, event_id: str, batch_id: str, expected: str, essays: Refs | None, *, provisioning: bool = False
-    ) -> Expectation:
-        if not self._first_time(event_id):
-            return Expectation("ignored", duplicate=True)
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            return Expectation("raised")
-        if batch.status != expected:
-            return self._done(event_id, Expectation("ignored"))
-        if essays is not None:
-            # Only registered items: no more than registered, and the registration's ids
-            # when it named them (a dict cannot name an essay twice).
-            named = batch.registration.get("essay_ids")
-            if len(essays) > batch.registration["expected_essay_count"]:
-                return Expectation("raised")
-            if named is not None and not set(essays) <= set(named):
-                return Expectation("raised")
-            batch.essays = dict(essays)
-        if expected == AWAITING_CONTENT:
-            batch.status = READY if batch.guest else AWAITING_STUDENTS
-        elif expected == AWAITING_STUDENTS:
-            batch.status = STUDENTS_DONE
-        else:
-            batch.status = READY
-        return self._done(event_id, Expectation("applied"))
+    def validation_errors(self, event_id: str, batch_id: str, *, critical: bool) -> Expectation:
+        """``BatchValidationErrorsV1``: a critical failure fails an open batch (this model
+        does not say what it does to an active run: the harness sends none then)."""
+        args = {"critical": critical}
+        return self._arrive(event_id, batch_id, "validation_errors", TOPICS["validation_errors"], args)
 
     def request(
         self, event_id: str, batch_id: str, pipeline: str, correlation_id: str, *, prompt: bool
     ) -> Expectation:
         """A pipeline request; ``prompt`` says whether it carries a prompt payload."""
-        if not self._first_time(event_id):
-            return Expectation("ignored", duplicate=True)
-        batch = self.batches.get(batch_id)
-        denial = self._admission(batch)
-        if denial is None and pipeline not in self.pipelines:
-            denial = "unknown_pipeline"
-        if denial is not None or batch is None:
-            return self._done(event_id, Expectation("denied", denial=denial or "batch_not_found"))
-        steps = self.pipelines[pipeline]
-        order = plan_order(steps)
-        pruned = [name for name in order if name in batch.recorded]
-        to_run = [name for name in order if name not in batch.recorded]
-        if not (batch.prompt or prompt) and any(name in self.prompt_phases for name in to_run):
-            return self._done(event_id, Expectation("denied", denial="prompt_not_attached"))
-        if prompt:
-            batch.prompt = True
-        deps = dict(steps)
-        run = RefRun(
-            correlation_id=correlation_id,
-            pipeline=pipeline,
-            order=order,
-            final_step=order[-1],
-            phases={name: RefPhase(name, deps[name], self.deadlines.get(name)) for name in to_run},
-            pruned=pruned,
-            accepted_at=self.now,
-        )
-        return self._done(event_id, self._start(batch, run))
+        args = {"pipeline": pipeline, "correlation_id": correlation_id, "prompt": prompt}
+        return self._arrive(event_id, batch_id, "request", TOPICS["request"], args)
+
+    def outcome(
+        self,
+        event_id: str,
+        batch_id: str,
+        phase: str,
+        correlation_id: str,
+        phase_status: str,
+        processed: Refs,
+        failed: Sequence[str] = (),
+    ) -> Expectation:
+        args = {
+            "phase": phase,
+            "correlation_id": correlation_id,
+            "phase_status": phase_status,
+            "processed": dict(processed),
+            "failed": list(failed),
+        }
+        return self._arrive(event_id, batch_id, "outcome", TOPICS["outcome"], args)
 
     def retry(self, event_id: str, batch_id: str, phase: str, correlation_id: str) -> Expectation:
-        """Run one phase again in a new run (``RetryPhase``)."""
+        """Run one phase again in a new run (``RetryPhase``). Operator commands never wait."""
         if not self._first_time(event_id):
             return Expectation("ignored", duplicate=True)
         batch = self.batches.get(batch_id)
@@ -381,45 +461,8 @@ class ReferenceModel:
             pruned=[],
             accepted_at=self.now,
         )
-        return self._done(event_id, self._start(batch, run))
-
-    def outcome(
-        self,
-        event_id: str,
-        batch_id: str,
-        phase: str,
-        correlation_id: str,
-        phase_status: str,
-        processed: Refs,
-        failed: Sequence[str] = (),
-    ) -> Expectation:
-        if not self._first_time(event_id):
-            return Expectation("ignored", duplicate=True)
-        batch = self.batches.get(batch_id)
-        if batch is None or phase not in self.phases:
-            return Expectation("raised")
-        run = batch.active
-        if run is None or phase not in run.phases:
-            return self._done(event_id, Expectation("ignored"))
-        if run.correlation_id != correlation_id:
-            # An earlier run's id is stale; an id of no run of the batch is applied to the
-            # active run (workers lose correlation ids), unless the profile is strict.
-            earlier = {old.correlation_id for old in batch.history}
-            if self.strict_correlation or correlation_id in earlier:
-                return self._done(event_id, Expectation("ignored"))
-        target = run.phases[phase]
-        if target.status != DISPATCHED:
-            return self._done(event_id, Expectation("ignored"))
-        sent = set(target.inputs or {})
-        named = [*processed, *failed]
-        if len(set(failed)) != len(failed) or not set(named) <= sent or set(processed) & set(failed):
-            return Expectation("raised")  # items not sent to the phase, or processed and failed
-        target.status = _OUTCOME_STATUS[phase_status]
-        target.outputs = dict(processed)
-        target.failed = len(failed)
-        target.finished_at = self.now
-        expectation = Expectation("applied")
-        self._advance(batch, expectation)
+        expectation = self._start(batch, run)
+        expectation.resumed = self._resume(batch_id)
         return self._done(event_id, expectation)
 
     def cancel(self, event_id: str, batch_id: str) -> Expectation:
@@ -435,6 +478,7 @@ class ReferenceModel:
                 phase.finished_at = self.now
         expectation = Expectation("applied")
         self._close(batch, expectation)
+        expectation.resumed = self._resume(batch_id)
         return self._done(event_id, expectation)
 
     def advance_clock(self, seconds: float) -> None:
@@ -442,7 +486,8 @@ class ReferenceModel:
 
     def expire(self) -> Expectation:
         """The sweeper at the current time: every overdue dispatched phase has its command
-        sent again (with a new deadline) up to ``max_resends`` times, then fails."""
+        sent again (with a new deadline) up to ``max_resends`` times, then fails. A batch it
+        changed has its waiting facts re-attempted."""
         expectation = Expectation("ignored")
         for _, batch in sorted(self.batches.items()):
             run = batch.active
@@ -464,6 +509,234 @@ class ReferenceModel:
                 phase.finished_at = self.now
                 phase.failed = len(phase.inputs or {})  # no outcome came: all its essays failed
             self._advance(batch, expectation)
+            expectation.resumed.extend(self._resume(batch.batch_id))
+        return expectation
+
+    # -- waiting facts --------------------------------------------------------------------
+    def waiting_view(self) -> list[tuple[str, str, str]]:
+        """``(event_id, batch_id, waits_for)`` of every waiting fact, in arrival order."""
+        return [(w.event_id, w.batch_id, w.waits_for) for w in self.waiting]
+
+    def sweep_waiting(self) -> Sweep:
+        """One sweep at the current time: re-attempt the batches that have waiting facts,
+        then expire every fact that has waited longer than ``waiting_window``."""
+        sweep = Sweep()
+        for batch_id in dict.fromkeys(w.batch_id for w in self.waiting):
+            sweep.resumed.extend(self._resume(batch_id))
+        for fact in list(self.waiting):
+            if self.now - fact.arrived_at <= self.waiting_window:
+                continue
+            self.waiting.remove(fact)
+            if fact.kind == "request":
+                denial = self._admission(self.batches.get(fact.batch_id))
+                assert denial in ("batch_not_found", "batch_not_ready"), denial
+                sweep.denied.append((fact.event_id, denial))
+            else:
+                sweep.dead_letters.append(
+                    DeadLetter(fact.event_id, fact.batch_id, fact.topic, fact.waits_for)
+                )
+        return sweep
+
+    def _arrive(
+        self, event_id: str, batch_id: str, kind: str, topic: str, args: dict[str, Any]
+    ) -> Expectation:
+        """A fact that may wait: a duplicate, kept waiting, or decided now (and then, if it
+        changed its batch, the batch's waiting facts are re-attempted)."""
+        if not self._first_time(event_id):
+            return Expectation("ignored", duplicate=True)
+        fact = WaitingRef(event_id, batch_id, kind, topic, "", self.now, args)
+        reason = self._waits(fact, fresh=True)
+        if reason is not None:
+            fact.waits_for = reason
+            self.waiting.append(fact)
+            return self._done(event_id, Expectation("waiting", waits_for=reason))
+        expectation = self._decide(fact)
+        if expectation.kind == "applied":
+            expectation.resumed = self._resume(batch_id)
+        return self._done(event_id, expectation)
+
+    def _waits(self, fact: WaitingRef, *, fresh: bool) -> str | None:
+        """What ``fact`` waits for now, or ``None`` when it can be decided (applied,
+        ignored, denied or raised). ``fresh``: it has just arrived (not re-attempted)."""
+        args = fact.args
+        if fact.kind == "outcome" and args["phase"] not in self.phases:
+            return None  # bad input, whatever the batch
+        batch = self.batches.get(fact.batch_id)
+        if batch is None:
+            return REGISTRATION
+        if fact.kind == "request":
+            can_become_ready = batch.active is None and batch.status in _REGULAR_PATH[:-1]
+            if not can_become_ready:
+                return None
+            readiness_waits = any(
+                w.batch_id == fact.batch_id and w.kind in _READINESS for w in self.waiting if w is not fact
+            )
+            return f"batch_state:{READY}" if readiness_waits or not fresh else None
+        if fact.kind == "outcome":
+            run = batch.active
+            if run is None or args["phase"] not in run.phases:
+                return None
+            if args["correlation_id"] in {old.correlation_id for old in batch.history}:
+                return None  # an earlier run's outcome: stale
+            if run.phases[args["phase"]].status != PENDING:
+                return None
+            return f"phase_dispatch:{args['phase']}"
+        if fact.kind == "validation_errors":
+            return None  # a critical failure applies to any open batch; the rest is ignored
+        needed = {
+            "provision": AWAITING_CONTENT,
+            "associations": AWAITING_STUDENTS,
+            "essays_ready": STUDENTS_DONE,
+        }[fact.kind]
+        path = _GUEST_PATH if batch.guest else _REGULAR_PATH
+        if batch.status not in path or needed not in path:
+            return None
+        if path.index(needed) > path.index(batch.status):
+            return f"batch_state:{needed}"
+        return None
+
+    def _resume(self, batch_id: str) -> list[Expectation]:
+        """Re-attempt ``batch_id``'s waiting facts in arrival order: each that no longer
+        waits is decided and leaves the waiting set; after one changes the batch, start
+        again from the oldest. The others now wait for what they wait for now."""
+        out: list[Expectation] = []
+        moved = True
+        while moved:
+            moved = False
+            for fact in [w for w in self.waiting if w.batch_id == batch_id]:
+                reason = self._waits(fact, fresh=False)
+                if reason is not None:
+                    fact.waits_for = reason
+                    continue
+                self.waiting.remove(fact)
+                expectation = self._decide(fact)
+                expectation.event_id = fact.event_id
+                expectation.batch_id = batch_id
+                out.append(expectation)
+                if expectation.kind == "applied":
+                    moved = True
+                    break
+        return out
+
+    def _decide(self, fact: WaitingRef) -> Expectation:
+        """Decide a fact that does not wait (on the current state)."""
+        args = fact.args
+        if fact.kind == "provision":
+            return self._readiness(fact.batch_id, AWAITING_CONTENT, args["essays"])
+        if fact.kind == "associations":
+            return self._readiness(fact.batch_id, AWAITING_STUDENTS, None)
+        if fact.kind == "essays_ready":
+            return self._readiness(fact.batch_id, STUDENTS_DONE, args["essays"])
+        if fact.kind == "validation_errors":
+            return self._validation_errors(fact.batch_id, args["critical"])
+        if fact.kind == "request":
+            return self._request(
+                fact.batch_id, args["pipeline"], args["correlation_id"], prompt=args["prompt"]
+            )
+        return self._outcome(
+            fact.batch_id,
+            args["phase"],
+            args["correlation_id"],
+            args["phase_status"],
+            args["processed"],
+            args["failed"],
+        )
+
+    # -- deciding, restated ---------------------------------------------------------------
+    def _readiness(self, batch_id: str, expected: str, essays: Refs | None) -> Expectation:
+        batch = self.batches.get(batch_id)
+        if batch is None:  # pragma: no cover - such a fact waits for the registration
+            return Expectation("raised")
+        if batch.status != expected:
+            return Expectation("ignored")
+        if essays is not None:
+            # Only registered items: no more than registered, and the registration's ids
+            # when it named them (a dict cannot name an essay twice).
+            named = batch.registration.get("essay_ids")
+            if len(essays) > batch.registration["expected_essay_count"]:
+                return Expectation("raised")
+            if named is not None and not set(essays) <= set(named):
+                return Expectation("raised")
+            batch.essays = dict(essays)
+        if expected == AWAITING_CONTENT:
+            batch.status = READY if batch.guest else AWAITING_STUDENTS
+        elif expected == AWAITING_STUDENTS:
+            batch.status = STUDENTS_DONE
+        else:
+            batch.status = READY
+        return Expectation("applied")
+
+    def _validation_errors(self, batch_id: str, critical: bool) -> Expectation:
+        batch = self.batches.get(batch_id)
+        if batch is None:  # pragma: no cover - such a fact waits for the registration
+            return Expectation("raised")
+        if not critical or batch.status not in (*_REGULAR_PATH, PROCESSING):
+            return Expectation("ignored")  # non-critical, or the batch has ended already
+        assert batch.active is None, "a critical failure during a run is not modelled"
+        batch.status = FAILED_CRITICALLY
+        return Expectation("applied")
+
+    def _request(self, batch_id: str, pipeline: str, correlation_id: str, *, prompt: bool) -> Expectation:
+        batch = self.batches.get(batch_id)
+        denial = self._admission(batch)
+        if denial is None and pipeline not in self.pipelines:
+            denial = "unknown_pipeline"
+        if denial is not None or batch is None:
+            return Expectation("denied", denial=denial or "batch_not_found")
+        steps = self.pipelines[pipeline]
+        order = plan_order(steps)
+        pruned = [name for name in order if name in batch.recorded]
+        to_run = [name for name in order if name not in batch.recorded]
+        if not (batch.prompt or prompt) and any(name in self.prompt_phases for name in to_run):
+            return Expectation("denied", denial="prompt_not_attached")
+        if prompt:
+            batch.prompt = True
+        deps = dict(steps)
+        run = RefRun(
+            correlation_id=correlation_id,
+            pipeline=pipeline,
+            order=order,
+            final_step=order[-1],
+            phases={name: RefPhase(name, deps[name], self.deadlines.get(name)) for name in to_run},
+            pruned=pruned,
+            accepted_at=self.now,
+        )
+        return self._start(batch, run)
+
+    def _outcome(
+        self,
+        batch_id: str,
+        phase: str,
+        correlation_id: str,
+        phase_status: str,
+        processed: Refs,
+        failed: Sequence[str],
+    ) -> Expectation:
+        batch = self.batches.get(batch_id)
+        if batch is None or phase not in self.phases:
+            return Expectation("raised")
+        run = batch.active
+        if run is None or phase not in run.phases:
+            return Expectation("ignored")
+        if run.correlation_id != correlation_id:
+            # An earlier run's id is stale; an id of no run of the batch is applied to the
+            # active run (workers lose correlation ids), unless the profile is strict.
+            earlier = {old.correlation_id for old in batch.history}
+            if self.strict_correlation or correlation_id in earlier:
+                return Expectation("ignored")
+        target = run.phases[phase]
+        if target.status != DISPATCHED:
+            return Expectation("ignored")
+        sent = set(target.inputs or {})
+        named = [*processed, *failed]
+        if len(set(failed)) != len(failed) or not set(named) <= sent or set(processed) & set(failed):
+            return Expectation("raised")  # items not sent to the phase, or processed and failed
+        target.status = _OUTCOME_STATUS[phase_status]
+        target.outputs = dict(processed)
+        target.failed = len(failed)
+        target.finished_at = self.now
+        expectation = Expectation("applied")
+        self._advance(batch, expectation)
         return expectation
 
     # -- the engine, restated -------------------------------------------------------------
