@@ -180,6 +180,10 @@ class InMemoryStore:
             self._next_seq += 1
             self._waiting[fact.event_id] = fact
             self._waiting_per_batch[fact.batch_id] += 1
+        for event_id, waits_for in change.rewaits:
+            still = self._waiting.get(event_id)
+            if still is not None:
+                self._waiting[event_id] = attrs.evolve(still, waits_for=waits_for)
         if change.republish:
             self._requeue(change.republish, change.at)
 

@@ -138,7 +138,10 @@ class Change:
     records ``deferred:<what>``). ``resolves`` names a waiting fact this change re-attempts:
     the store removes it from the waiting set and *replaces* its inbox entry with
     ``inbox`` (raising :class:`~pipeline_state.errors.ConcurrencyConflictError` when it is
-    no longer waiting: another writer resolved it). ``republish`` lists outbox event ids to
+    no longer waiting: another writer resolved it). ``rewaits`` pairs the event id of a
+    fact that still waits with what it waits for *now* (the batch moved on, but not far
+    enough): the store updates that fact's ``waits_for`` in place, keeping its arrival order;
+    ids no longer waiting are skipped. ``republish`` lists outbox event ids to
     deliver again with the same event id: their rows are re-queued (unpublished, unparked,
     attempts reset, due at ``at``); ids the store no longer holds are skipped.
     """
@@ -152,6 +155,7 @@ class Change:
     transitions: tuple[TransitionRecord, ...] = ()
     waiting: WaitingFact | None = None
     resolves: str | None = None
+    rewaits: tuple[tuple[str, str], ...] = ()
     republish: tuple[str, ...] = ()
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ from .errors import (
     InvalidMessageError,
     PipelineStateError,
 )
-from .events import ClientBatchPipelineRequestV1, WireModel, parse_message
+from .events import TOPICS, ClientBatchPipelineRequestV1, WireModel, parse_message
 from .intake import DEFAULT_LIMITS, IntakeLimits
 from .memory import SystemClock
 from .model import BatchState, evolve
@@ -185,6 +185,17 @@ def _parsed(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimi
     return _command(topic, data, limits), data
 
 
+def _readiness(facts: Iterable[WaitingFact]) -> list[str]:
+    """What the waiting facts other than pipeline requests wait for: a request waits with
+    its batch's waiting readiness facts, never because other requests wait."""
+    return [f.waits_for for f in facts if not _is_request(f.topic)]
+
+
+def _is_request(topic: str) -> bool:
+    spec = TOPICS.get(topic)
+    return spec is not None and spec.model is ClientBatchPipelineRequestV1
+
+
 def _result_label(decision: Decision) -> str:
     if decision.denial is not None:
         return f"denied:{decision.denial.reason}"
@@ -218,6 +229,18 @@ class _Batch:
 
     state: BatchState | None
     waiting: list[WaitingFact]
+    rewaits: tuple[tuple[str, str], ...] = ()
+    """Facts still waiting whose reason the last re-attempt changed: (event id, reason)."""
+
+
+def _with_rewaits(steps: list[_Staged], batch: _Batch) -> list[_Staged]:
+    """``steps`` with ``batch.rewaits`` carried by the last one (same unit of work)."""
+    if not batch.rewaits or not steps:
+        return steps
+    last = steps[-1]
+    rewaits = (*last.change.rewaits, *batch.rewaits)
+    batch.rewaits = ()
+    return [*steps[:-1], attrs.evolve(last, change=attrs.evolve(last.change, rewaits=rewaits))]
 
 
 class PipelineService:
@@ -457,7 +480,7 @@ class PipelineService:
         the batch does); returns the results of those that left the waiting set."""
         for attempt in range(1, self.max_attempts + 1):
             batch = await self._read(batch_id)
-            steps = self._resume(batch)
+            steps = _with_rewaits(self._resume(batch), batch)
             if not steps:
                 return []
             try:
@@ -563,7 +586,7 @@ class PipelineService:
         state = batch.state
         reason = None
         if raw is not None:
-            reason = waits_for(state, command, self.profile, waiting=[w.waits_for for w in batch.waiting])
+            reason = waits_for(state, command, self.profile, waiting=_readiness(batch.waiting))
         if reason is not None:
             step = self._deferred(command, topic, raw or b"", state, reason)
             if step.change.state is not None:
@@ -576,17 +599,21 @@ class PipelineService:
             batch.state = step.change.state
         steps = [step]
         if batch.waiting and step.decision is not None and step.decision.changed:
-            steps.extend(self._resume(batch))
+            steps = _with_rewaits(steps + self._resume(batch), batch)
         return steps
 
     def _resume(self, batch: _Batch) -> list[_Staged]:
         """Re-attempt ``batch``'s waiting facts in arrival order against its state; each that
         no longer waits is decided (and leaves the waiting set). After a fact moves the
-        batch, start again from the oldest."""
+        batch, start again from the oldest. A fact that still waits, but now for something
+        else (its batch moved on, not far enough), gets its new reason in ``batch.rewaits``
+        (see :func:`_with_rewaits`), so lists and dead letters name what it waits for now."""
         steps: list[_Staged] = []
         moved = True
+        now_waiting: dict[str, str] = {}
         while moved and batch.waiting:
             moved = False
+            now_waiting = {}
             for fact in list(batch.waiting):
                 try:
                     command = _command(fact.topic, fact.raw, self.limits)
@@ -594,8 +621,10 @@ class PipelineService:
                     steps.append(self._rejected(fact, batch.state, exc))
                     batch.waiting.remove(fact)
                     continue
-                others = [w.waits_for for w in batch.waiting if w is not fact]
-                if waits_for(batch.state, command, self.profile, waiting=others, deferred=True) is not None:
+                others = _readiness(w for w in batch.waiting if w is not fact)
+                reason = waits_for(batch.state, command, self.profile, waiting=others, deferred=True)
+                if reason is not None:
+                    now_waiting[fact.event_id] = reason
                     continue
                 try:
                     step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
@@ -610,6 +639,15 @@ class PipelineService:
                 if step.decision is not None and step.decision.changed:
                     moved = True
                     break
+        batch.rewaits = tuple(
+            (f.event_id, now_waiting[f.event_id])
+            for f in batch.waiting
+            if now_waiting.get(f.event_id, f.waits_for) != f.waits_for
+        )
+        if batch.rewaits:
+            batch.waiting = [
+                attrs.evolve(f, waits_for=now_waiting.get(f.event_id, f.waits_for)) for f in batch.waiting
+            ]
         return steps
 
     def _decided(

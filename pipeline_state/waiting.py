@@ -19,6 +19,9 @@ source states are no longer reachable is late (a duplicate, or out of place) and
 * ``batch_state:<status>``: a readiness fact (provisioning, associations, essays ready, a
   critical validation error) for a batch in an earlier state, or a pipeline request for a
   batch whose readiness facts wait (or that was itself waiting for the registration);
+* ``run_start``: an outcome for a batch with no active run that can still start one (its
+  correlation id belongs to no archived run: the request that starts the run is itself
+  waiting, or was fetched later);
 * ``phase_dispatch:<phase>``: an outcome for a phase of the active run not dispatched yet.
 """
 
@@ -42,12 +45,14 @@ from .lifecycle import BATCH_LIFECYCLE, PHASE_LIFECYCLE, BatchStatus, Lifecycle
 from .model import BatchState
 from .profile import Profile
 
-__all__ = ["REGISTRATION", "waits_for"]
+__all__ = ["REGISTRATION", "RUN_START", "waits_for"]
 
 REGISTRATION = "batch_registration"
 """What a fact for a batch that is not registered yet waits for."""
 
 _STATE = "batch_state:"
+RUN_START = "run_start"
+"""What an outcome for a batch without an active run waits for."""
 _PHASE = "phase_dispatch:"
 
 # The batch triggers an inbound fact fires (provisioning depends on the batch: see _trigger).
@@ -168,14 +173,24 @@ def _request_waits(state: BatchState, waiting: Iterable[str], deferred: bool) ->
 
 
 def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: Profile) -> str | None:
-    run = state.active_run
-    if run is None or not profile.is_phase(payload.phase_name):
+    if not profile.is_phase(payload.phase_name):
         return None
+    run = state.active_run
+    correlation = str(payload.correlation_id)
+    stale = any(r.correlation_id == correlation for r in state.history)
+    if run is None:
+        # No run yet: early while the batch can still start one (ready, or on its way),
+        # unless the outcome belongs to an archived run.
+        if stale or state.status is BatchStatus.PROCESSING_PIPELINES:
+            return None
+        can_start = state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION or (
+            _early(BATCH_LIFECYCLE, state.status.value, "start_run", _excluded(state)) is not None
+        )
+        return RUN_START if can_start else None
     phase = run.phase(payload.phase_name)
     if phase is None:
         return None
-    correlation = str(payload.correlation_id)
-    if correlation != run.correlation_id and any(r.correlation_id == correlation for r in state.history):
+    if correlation != run.correlation_id and stale:
         return None  # an earlier run's outcome: stale, never early
     trigger = _OUTCOME_TRIGGERS.get(payload.phase_status)
     if trigger is None:

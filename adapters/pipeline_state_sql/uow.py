@@ -62,6 +62,7 @@ _INSERT_OUTBOX = insert(OUTBOX)
 _INSERT_RUNS = insert(RUNS)
 _INSERT_WAITING = insert(WAITING)
 _DELETE_WAITING = delete(WAITING).where(WAITING.c.event_id == bindparam("e_id"))
+_REWAIT = update(WAITING).where(WAITING.c.event_id == bindparam("e_id")).values(waits_for=bindparam("w"))
 _UPDATE_INBOX = (
     update(INBOX)
     .where(INBOX.c.event_id == bindparam("e_id"))
@@ -241,12 +242,19 @@ def _waiting_rows(conn: Connection, change: Change) -> None:
             "arrived_at": fact.arrived_at,
         }
         conn.execute(_INSERT_WAITING, row)
+    if change.rewaits:
+        conn.execute(_REWAIT, [{"e_id": event_id, "w": waits_for} for event_id, waits_for in change.rewaits])
     if change.republish:
         conn.execute(_REQUEUE, {"ids": list(change.republish), "now": change.at})
 
 
 def _special(change: Change) -> bool:
-    return change.waiting is not None or change.resolves is not None or bool(change.republish)
+    return (
+        change.waiting is not None
+        or change.resolves is not None
+        or bool(change.rewaits)
+        or bool(change.republish)
+    )
 
 
 def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:

@@ -581,6 +581,19 @@ class StoreContract:
         assert (entry.result, entry.processed_at) == ("dead_lettered:batch_registration", later)
         assert await store.forget_waiting([], "x", later) == 0
 
+    async def test_rewaits_update_what_a_fact_waits_for_in_place(self, store: ContractStore) -> None:
+        await store.commit(_deferral(_fact("w1", "b1")))
+        await store.commit(_deferral(_fact("w2", "b1")))
+        later = T0 + timedelta(seconds=5)
+        change = Change("b9", None, None, later, rewaits=(("w1", "batch_state:ready"), ("gone", "x")))
+        await store.commit(change)
+        waiting = await store.list_waiting()
+        assert [(f.event_id, f.waits_for) for f in waiting] == [
+            ("w1", "batch_state:ready"),
+            ("w2", "batch_registration"),
+        ]  # arrival order and arrival time kept
+        assert waiting[0].arrived_at == _fact("w1", "b1").arrived_at
+
     # -- republish and stalled runs -----------------------------------------------------------
     async def test_republish_requeues_rows_with_the_same_event_id(self, store: ContractStore) -> None:
         await self.enqueue(store, message("a1", "b1"), message("p1", "b1"))

@@ -22,6 +22,8 @@ restated from the issue rather than from the engine:
 * a pipeline request for a known batch waits for ``batch_state:ready_for_pipeline_execution``
   when the batch has no run, can still become ready, and either a readiness fact of the
   batch waits or the request itself was waiting already; otherwise it is admitted or denied;
+* an outcome for a batch with no active run waits for ``run_start`` while the batch is
+  ready or still on its readiness path, unless its correlation id is an earlier run's;
 * an outcome for a phase of the active run that is not dispatched yet waits for
   ``phase_dispatch:<phase>``, unless its correlation id is an earlier run's (stale);
 * operator commands and registrations never wait.
@@ -574,9 +576,13 @@ class ReferenceModel:
             return f"batch_state:{READY}" if readiness_waits or not fresh else None
         if fact.kind == "outcome":
             run = batch.active
-            if run is None or args["phase"] not in run.phases:
+            stale = args["correlation_id"] in {old.correlation_id for old in batch.history}
+            if run is None:
+                path = _GUEST_PATH if batch.guest else _REGULAR_PATH
+                return "run_start" if not stale and batch.status in path else None
+            if args["phase"] not in run.phases:
                 return None
-            if args["correlation_id"] in {old.correlation_id for old in batch.history}:
+            if stale:
                 return None  # an earlier run's outcome: stale
             if run.phases[args["phase"]].status != PENDING:
                 return None

@@ -213,7 +213,8 @@ async def test_a_silent_workers_run_shows_as_stalled_through_its_re_sends() -> N
     for _ in (1, 2):
         flow.rt.clock.advance(HULEEDU_DEFAULT_DEADLINE_SECONDS)
         (result,) = await flow.rt.service.expire_overdue()
-        assert result.decision is not None and result.decision.resend  # re-sent, not failed
+        assert result.decision is not None
+        assert result.decision.resend  # re-sent, not failed
         stalled = await flow.rt.store.stalled_runs(flow.rt.clock.now(), HULEEDU_DEFAULT_DEADLINE_SECONDS)
         assert [(s.batch_id, s.last_change_at) for s in stalled] == [("b1", started_at)]
     flow.rt.clock.advance(HULEEDU_DEFAULT_DEADLINE_SECONDS)

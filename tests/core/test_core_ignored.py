@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, new_id, one
 
-from pipeline_state import CancelRun, Topic, UnknownPipelineError
+from pipeline_state import CancelBatch, CancelRun, Topic, UnknownPipelineError
 
 
 async def _nlp_run(flow: Flow) -> tuple[list[str], str]:
@@ -93,8 +93,11 @@ async def test_outcome_for_a_phase_that_is_not_active_is_ignored(flow: Flow, pha
     assert await flow.inbox_result(value["event_id"]) == f"ignored:{reason}"
 
 
-async def test_outcome_without_an_active_run_is_ignored(flow: Flow) -> None:
+async def test_outcome_for_a_batch_that_can_never_run_again_is_ignored(flow: Flow) -> None:
+    # A ready batch could still start the outcome's run (it waits: test_core_waiting);
+    # a cancelled one never will.
     ids = await flow.ready("b1")
+    await flow.rt.execute(CancelBatch("b1"))
     before = await flow.state("b1")
     topic, value = flow.env.outcome("b1", "spellcheck", new_id(), processed=ids)
 

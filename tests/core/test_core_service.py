@@ -9,6 +9,7 @@ import pytest
 from core_flow import Flow, new_id
 
 from pipeline_state import (
+    CancelBatch,
     Change,
     ConcurrencyConflictError,
     InMemoryRuntime,
@@ -144,6 +145,7 @@ async def test_transition_log_records_every_move_with_the_correlation_id(flow: F
 
 async def test_ignored_input_writes_an_inbox_row_but_no_state(flow: Flow) -> None:
     await flow.ready("b1")
+    await flow.rt.execute(CancelBatch("b1"))  # no run can start: an outcome is not early
     before = await flow.state("b1")
     rows = len(flow.rt.store.transitions("b1"))
     topic, value = flow.env.outcome("b1", "spellcheck", new_id(), processed=["b1-e0"])

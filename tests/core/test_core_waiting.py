@@ -338,3 +338,80 @@ async def test_correlation_mismatch_is_counted_logged_and_noted(
     assert any("correlation_mismatch" in r.getMessage() for r in caplog.records)
     notes = [t.note for t in rt.store.transitions("b1") if t.event_id == foreign[1]["event_id"]]
     assert "correlation_mismatch" in notes
+
+
+# -- found by review --------------------------------------------------------------------------
+async def test_an_outcome_before_its_batch_and_run_waits_for_the_run(
+    rt: InMemoryRuntime, env: Envelopes
+) -> None:
+    """The outcome waited for the registration, then was ignored as ``no_active_run`` the
+    moment the batch existed: the successful outcome was lost and the run timed out."""
+    ids = env.essay_ids("b1", 2)
+    corr = str(uuid.uuid4())
+    outcome = env.outcome("b1", "spellcheck", corr, processed=ids)
+    assert (await rt.service.handle_message(*outcome)).waiting == "batch_registration"
+    await rt.deliver(*env.register("b1", essays=2))
+    assert [f.waits_for for f in await rt.store.list_waiting()] == ["run_start"]
+    await rt.deliver(*env.provisioned("b1", ids))
+    started = await rt.service.handle_message(*env.request("b1", "nlp", correlation_id=corr))
+
+    # The run starts, dispatches spellcheck, and the waiting outcome applies at once.
+    assert [r.label for r in started.resumed if isinstance(r, HandleResult)] == ["applied"]
+    assert await rt.store.count_waiting() == 0
+    assert await inbox(rt, outcome) == "applied"
+    run = (await rt.service.get_batch("b1")).active_run
+    assert run is not None
+    assert {p.name: p.status.value for p in run.phases} == {
+        "spellcheck": "completed_successfully",
+        "nlp": "dispatch_initiated",
+    }
+
+
+async def test_an_outcome_of_an_archived_run_does_not_wait(rt: InMemoryRuntime, env: Envelopes) -> None:
+    ids = env.essay_ids("b1", 1)
+    await rt.deliver(*env.register("b1", essays=1))
+    await rt.deliver(*env.provisioned("b1", ids))
+    corr = str(uuid.uuid4())
+    await rt.deliver(*env.request("b1", "nlp", correlation_id=corr))
+    await rt.deliver(*env.outcome("b1", "spellcheck", corr, processed=ids))
+    await rt.deliver(*env.outcome("b1", "nlp", corr, processed=ids))  # the run completes
+    late = await rt.service.handle_message(*env.outcome("b1", "nlp", corr, processed=ids))
+    assert late.waiting is None
+    assert late.ignored is not None
+
+
+async def test_a_waiting_fact_names_what_it_waits_for_now(rt: InMemoryRuntime, env: Envelopes) -> None:
+    """The reason was the one of the first deferral: associations that waited for the
+    registration still said so (and would be dead-lettered so) once the batch existed."""
+    ids = env.essay_ids("b1", 2)
+    associations = env.associations("b1", "c1", ids)
+    assert (await rt.service.handle_message(*associations)).waiting == "batch_registration"
+    await rt.deliver(*env.register("b1", essays=2, class_id="c1"))
+    (fact,) = await rt.store.list_waiting()
+    assert fact.waits_for == "batch_state:awaiting_student_validation"
+    rt.clock.advance(rt.service.waiting_window_seconds + 1)
+    letters: list[ExpiredFact] = []
+
+    async def dead_letter(expired: ExpiredFact) -> None:
+        letters.append(expired)
+
+    await rt.service.sweep_waiting(dead_letter)
+    (letter,) = letters
+    assert letter.reason.startswith(
+        f"waited {rt.service.waiting_window_seconds:g}s for batch_state:awaiting_student_validation "
+    )
+
+
+async def test_waiting_requests_do_not_hold_back_a_request_for_a_batch_simply_not_ready(
+    rt: InMemoryRuntime, env: Envelopes
+) -> None:
+    ids = env.essay_ids("b1", 2)
+    for _ in range(2):
+        assert (await rt.service.handle_message(*env.request("b1", "nlp"))).waiting == "batch_registration"
+    await rt.deliver(*env.register("b1", essays=2, class_id="c1"))  # regular: needs students
+    await rt.deliver(*env.provisioned("b1", ids))
+    third = await rt.service.handle_message(*env.request("b1", "nlp"))
+    assert third.waiting is None
+    assert third.decision is not None
+    assert third.decision.denial is not None
+    assert third.decision.denial.reason == "batch_not_ready"
