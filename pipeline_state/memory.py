@@ -273,23 +273,10 @@ class InMemoryStore:
             (s for s in self._batches.values() if s.active_run is not None and s.updated_at <= cutoff),
             key=lambda s: (s.updated_at, s.batch_id),
         )[:limit]
-        out: list[StalledRun] = []
-        for state in stalled:
-            run = state.active_run
-            assert run is not None
-            parked = tuple(r for r in self._outbox.values() if r.parked and r.message.key == state.batch_id)
-            out.append(
-                StalledRun(
-                    batch_id=state.batch_id,
-                    run_id=run.run_id,
-                    pipeline_name=run.pipeline_name,
-                    accepted_at=run.accepted_at,
-                    last_change_at=state.updated_at,
-                    active_phases=tuple(p.name for p in run.phases if not p.is_terminal),
-                    parked=parked,
-                )
-            )
-        return out
+        return [
+            StalledRun.of(s, [r for r in self._outbox.values() if r.parked and r.message.key == s.batch_id])
+            for s in stalled
+        ]
 
     # -- inspection -----------------------------------------------------------------------
 

@@ -125,6 +125,22 @@ class StalledRun:
     active_phases: tuple[str, ...]
     parked: tuple[OutboxRow, ...] = ()
 
+    @classmethod
+    def of(cls, state: BatchState, parked: Sequence[OutboxRow] = ()) -> StalledRun:
+        """The stalled-run view of ``state``, whose active run it describes."""
+        run = state.active_run
+        if run is None:
+            raise ValueError(f"batch {state.batch_id!r} has no active run")
+        return cls(
+            batch_id=state.batch_id,
+            run_id=run.run_id,
+            pipeline_name=run.pipeline_name,
+            accepted_at=run.accepted_at,
+            last_change_at=state.updated_at,
+            active_phases=tuple(p.name for p in run.phases if not p.is_terminal),
+            parked=tuple(parked),
+        )
+
 
 @attrs.frozen
 class Change:

@@ -144,23 +144,8 @@ def stalled_runs(conn: Connection, now: datetime, older_than: float, *, limit: i
         )
         for row in rows:
             parked.setdefault(row.key, []).append(row_to_outbox(row))
-    out: list[StalledRun] = []
-    for state in states:
-        run = state.active_run
-        if run is None:  # pragma: no cover - a processing batch has an active run
-            continue
-        out.append(
-            StalledRun(
-                batch_id=state.batch_id,
-                run_id=run.run_id,
-                pipeline_name=run.pipeline_name,
-                accepted_at=run.accepted_at,
-                last_change_at=state.updated_at,
-                active_phases=tuple(p.name for p in run.phases if not p.is_terminal),
-                parked=tuple(parked.get(state.batch_id, ())),
-            )
-        )
-    return out
+    # a processing batch has an active run
+    return [StalledRun.of(s, parked.get(s.batch_id, ())) for s in states if s.active_run is not None]
 
 
 def list_states(conn: Connection, status: BatchStatus | None, *, limit: int, offset: int) -> list[BatchState]:
