@@ -5,11 +5,14 @@ commits off. The records of one fetch are merged into one sequence in record-tim
 order across partitions, each partition keeping its offset order (a k-way merge of the
 partitions' heads, the way Kafka Streams' partition group synchronises co-partitioned
 topics; ties go to the topic listed first in ``ConsumerSettings.topics``, which lists the
-lifecycle's topics in lifecycle order). The merged sequence is handed to the batch handler
-as one unit of work (one transaction), or record by record when there is no batch handler
-or the batch as a whole failed. Only then are the partitions' next offsets committed: a
-partition's offset never moves past a record that was not handled, or past a record that
-precedes, in the merged order, one that must be retried.
+lifecycle's topics in lifecycle order). The merged sequence is split by record key (the
+batch id) into ``ConsumerSettings.partition_concurrency`` lanes, each keeping the merged
+order, so all of a batch's records are handled in time order in one lane while independent
+batches go concurrently. Each lane is handed to the batch handler as one unit of work (one
+transaction), or record by record when there is no batch handler or the lane as a whole
+failed. Only then are the partitions' next offsets committed: a partition's offset never
+moves past a record that was not handled (records after it that were handled come again
+and are absorbed by the inbox).
 
 Every failure while handling a record ends in a defined outcome (see
 :class:`~pipeline_state_kafka.policy.ErrorPolicy`): poison records go to ``<topic>.DLQ``
@@ -34,6 +37,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -77,8 +81,9 @@ class ConsumerSettings:
     broker may hold a fetch open: Apache Kafka answers as soon as data arrives, but some
     brokers wait the whole time, so keep it small when latency matters. Kafka's group join
     waits about half of ``session_timeout_ms`` on some brokers. ``partition_concurrency``
-    is kept for compatibility and no longer used: the records of a fetch are handled as one
-    sequence in timestamp order.
+    is how many lanes of one fetch are handled at once: the merged, time-ordered sequence is
+    split by record key (the batch id) into that many lanes, so a batch's records stay in one
+    lane in time order while independent batches commit concurrently.
     """
 
     bootstrap_servers: str
@@ -167,14 +172,41 @@ def bookkeeping(
     batch: Mapping[TopicPartition, Sequence[RecordLike]], merged: Sequence[RecordLike], done: int
 ) -> Bookkeeping:
     """Offsets to commit and positions to seek back to when ``merged[:done]`` was handled."""
+    return settle(batch, merged[done:])
+
+
+def settle(
+    batch: Mapping[TopicPartition, Sequence[RecordLike]], unhandled: Iterable[RecordLike]
+) -> Bookkeeping:
+    """Offsets to commit and positions to seek back to when every record of ``batch`` but
+    ``unhandled`` was handled: a partition is committed up to its first unhandled record
+    (records after it that were handled come again, and the inbox absorbs them) and seeks
+    back to it."""
     parts = {(tp.topic, tp.partition): tp for tp in batch}
+    first: dict[TopicPartition, int] = {}
+    for record in unhandled:
+        tp = parts[(record.topic, record.partition)]
+        first[tp] = min(record.offset, first.get(tp, record.offset))
     commit: dict[TopicPartition, int] = {}
-    seek: dict[TopicPartition, int] = {}
-    for record in merged[:done]:
-        commit[parts[(record.topic, record.partition)]] = record.offset + 1
-    for record in merged[done:]:
-        seek.setdefault(parts[(record.topic, record.partition)], record.offset)
-    return Bookkeeping(commit, seek)
+    for tp, records in batch.items():
+        if not records:
+            continue
+        if tp not in first:
+            commit[tp] = records[-1].offset + 1
+        elif first[tp] > records[0].offset:
+            commit[tp] = first[tp]
+    return Bookkeeping(commit, dict(first))
+
+
+def lanes(records: Sequence[RecordLike], count: int) -> list[list[RecordLike]]:
+    """``records`` split into at most ``count`` lanes by key, each keeping their order: all
+    records of one key (one batch) are in the same lane."""
+    if count <= 1:
+        return [list(records)]
+    split: list[list[RecordLike]] = [[] for _ in range(count)]
+    for record in records:
+        split[zlib.crc32(record.key or b"") % count].append(record)
+    return [lane for lane in split if lane]
 
 
 class InboundConsumer:
@@ -295,8 +327,12 @@ class InboundConsumer:
     ) -> bool:
         """Handle one fetch in timestamp order; commit, seek back; ``True`` to back off."""
         merged = merge_by_timestamp(batch, self._topic_order)
-        done, retry = await self._sequence(merged, stop)
-        book = bookkeeping(batch, merged, done)
+        split = lanes(merged, self.settings.partition_concurrency)
+        outcomes = await asyncio.gather(*(self._sequence(lane, stop) for lane in split))
+        retry = any(again for _, again in outcomes)
+        book = settle(
+            batch, (r for lane, (done, _) in zip(split, outcomes, strict=True) for r in lane[done:])
+        )
         await self._commit(consumer, book.commit)
         self._seek(consumer, book.seek)
         return retry

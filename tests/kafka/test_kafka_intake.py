@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from intake_kit import FakeRecord, LogConsumer, MemoryProducer, drain, new_consumer
 from pipeline_state_kafka import DeadLetterWriter, ErrorPolicy, Handled, InboundConsumer, Verdict, dead_letter
 from pipeline_state_kafka._kafka import KafkaError, MessageSizeTooLargeError, topic_partition
-from pipeline_state_kafka.consumer import ConsumerSettings, bookkeeping, merge_by_timestamp
+from pipeline_state_kafka.consumer import ConsumerSettings, bookkeeping, lanes, merge_by_timestamp, settle
 
 from pipeline_state.errors import (
     InvalidMessageError,
@@ -491,6 +491,37 @@ def test_kafka_bookkeeping_commits_only_behind_the_first_unhandled_record() -> N
     assert bookkeeping(batch, merged, 0).commit == {}
     assert bookkeeping(batch, merged, 0).seek == {a0: 10, b0: 20, c0: 30}
     assert bookkeeping(batch, merged, 5).seek == {}
+
+
+def test_kafka_lanes_keep_each_batch_in_one_lane_in_time_order() -> None:
+    records = [
+        FakeRecord("t", p, 100 + i, key, None, timestamp=i)
+        for i, (p, key) in enumerate([(0, b"b1"), (1, b"b2"), (0, b"b1"), (2, b"b3"), (1, b"b1"), (0, b"b2")])
+    ]
+    split = lanes(records, 4)
+    assert sorted(r.offset for lane in split for r in lane) == [r.offset for r in records]
+    for lane in split:
+        assert [r.timestamp for r in lane] == sorted(r.timestamp for r in lane)
+    owner = {r.key: i for i, lane in enumerate(split) for r in lane}
+    assert all(owner[r.key] == i for i, lane in enumerate(split) for r in lane)  # one lane per key
+    assert lanes(records, 1) == [records]
+
+
+def test_kafka_settle_commits_each_partition_up_to_its_first_unhandled_record() -> None:
+    """With lanes, a partition's records may be handled out of offset order: it is committed
+    only up to its first unhandled record (later handled ones come again: the inbox absorbs
+    them) and seeks back to it."""
+    a0, b0 = topic_partition("a", 0), topic_partition("b", 0)
+    batch = {
+        a0: [FakeRecord("a", 0, o, None, None, timestamp=o) for o in (10, 11, 12)],
+        b0: [FakeRecord("b", 0, o, None, None, timestamp=o) for o in (20, 21)],
+    }
+    book = settle(batch, [batch[a0][1]])  # a11 failed in its lane; a10, a12, b20, b21 done
+    assert book.commit == {a0: 11, b0: 22}
+    assert book.seek == {a0: 11}
+    book = settle(batch, [batch[a0][0], batch[b0][1]])
+    assert book.commit == {b0: 21}  # nothing of a0 may be committed
+    assert book.seek == {a0: 10, b0: 21}
 
 
 async def test_kafka_records_of_one_fetch_are_handled_in_timestamp_order_across_topics() -> None:
