@@ -240,7 +240,7 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
         "consumer",
         "partition_concurrency",
         int,
-        "partitions handled at once",
+        "lanes (by batch key) of one fetch handled at once",
     ),
     "PIPELINE_STATE_KAFKA_ACKS": ("producer", "acks", _acks, "producer acks: all, 1 or 0"),
     "PIPELINE_STATE_KAFKA_IDEMPOTENCE": ("producer", "enable_idempotence", _bool, "idempotent producer"),
