@@ -8,7 +8,8 @@ in process memory, so they suit tests, demos and single-process tools.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, defaultdict
+import heapq
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -89,6 +90,10 @@ class InMemoryStore:
         self._deadlines: dict[str, datetime] = {}
         self._transitions: list[TransitionRecord] | None = [] if keep_transitions else None
         self._outbox: dict[int, OutboxRow] = {}
+        # Pending row ids of each key, oldest first, and a heap of (head row id, key): a claim
+        # looks at the heads in age order instead of scanning rows held back by their key.
+        self._by_key: dict[str | None, deque[int]] = {}
+        self._heads: list[tuple[int, str | None]] = []
         self._retry_at: dict[int, datetime] = {}
         self._next_row = 1
         self._waiting: dict[str, WaitingFact] = {}  # by event id, in arrival order
@@ -171,8 +176,7 @@ class InMemoryStore:
         if self._transitions is not None:
             self._transitions.extend(change.transitions)
         for message in change.outbox:
-            self._outbox[self._next_row] = OutboxRow(self._next_row, message, change.at)
-            self._next_row += 1
+            self._add_row(message, change.at)
         if change.resolves is not None:
             self._drop_waiting(change.resolves)
         if change.waiting is not None:
@@ -209,8 +213,28 @@ class InMemoryStore:
         for event_id in event_ids:
             message = self._published.pop(event_id, None) if event_id in wanted else None
             if message is not None:
-                self._outbox[self._next_row] = OutboxRow(self._next_row, message, now)
-                self._next_row += 1
+                self._add_row(message, now)
+
+    def _add_row(self, message: OutboxMessage, at: datetime) -> None:
+        row_id = self._next_row
+        self._next_row += 1
+        self._outbox[row_id] = OutboxRow(row_id, message, at)
+        queue = self._by_key.setdefault(message.key, deque())
+        queue.append(row_id)
+        if len(queue) == 1:
+            heapq.heappush(self._heads, (row_id, message.key))
+
+    def _drop_row(self, row_id: int, key: str | None) -> None:
+        """Forget published row ``row_id`` in its key's queue (a new head enters the heap)."""
+        queue = self._by_key[key]
+        if queue[0] != row_id:
+            queue.remove(row_id)  # behind a parked head: the head does not change
+            return
+        queue.popleft()
+        if queue:
+            heapq.heappush(self._heads, (queue[0], key))
+        else:
+            del self._by_key[key]
 
     async def is_processed(self, event_id: str) -> bool:
         self._check()
@@ -294,23 +318,27 @@ class InMemoryStore:
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         self._check()
-        held: set[str | None] = set()  # keys with an older row still on its way
         claimed: list[OutboxRow] = []
+        kept: list[tuple[int, str | None]] = []
         lease_until = now + self.lease
-        for row_id, row in self._outbox.items():
-            if row.parked:
+        # Only the oldest unparked row of a key may go (an older row holds the rest back).
+        while self._heads and len(claimed) < limit:
+            entry = heapq.heappop(self._heads)
+            row_id, key = entry
+            queue = self._by_key.get(key)
+            if not queue or queue[0] != row_id:
+                continue  # stale: that head was published
+            kept.append(entry)  # it stays the key's head until it is published
+            head = next((i for i in queue if not self._outbox[i].parked), None)
+            if head is None:
                 continue
-            key = row.message.key
-            if key in held:
+            if max(self._retry_at.get(head, now), self._leases.get(head, now)) > now:
                 continue
-            held.add(key)
-            busy_until = max(self._retry_at.get(row_id, now), self._leases.get(row_id, now))
-            if busy_until > now:
-                continue
-            self._leases[row_id] = lease_until
-            claimed.append(row)
-            if len(claimed) >= limit:
-                break
+            self._leases[head] = lease_until
+            claimed.append(self._outbox[head])
+        for entry in kept:
+            heapq.heappush(self._heads, entry)
+        claimed.sort(key=lambda row: row.id)
         return claimed
 
     async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
@@ -320,6 +348,8 @@ class InMemoryStore:
             row = self._outbox.pop(row_id, None)
             self._retry_at.pop(row_id, None)
             self._leases.pop(row_id, None)
+            if row is not None:
+                self._drop_row(row_id, row.message.key)
             if row is not None and self._keep_published > 0:
                 self._published[row.message.event_id] = row.message
                 while len(self._published) > self._keep_published:
