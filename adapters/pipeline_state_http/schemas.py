@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+NO_NUL = r"^[^\x00]*$"
+"""Free text (reasons) may hold line breaks but never a NUL, which PostgreSQL refuses."""
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -67,7 +71,7 @@ class PipelineRequestBody(_Body):
     client_correlation_id: UUID | None = None
     user_id: IdField
     is_retry: bool = False
-    retry_reason: str | None = Field(default=None, max_length=2000)
+    retry_reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
     prompt_payload: dict[str, Any] | None = None
 
 
@@ -80,13 +84,13 @@ class PreflightBody(_Body):
 
 class CancelBody(_Body):
     user_id: MaybeEmptyIdField | None = None
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class RetryPhaseBody(_Body):
     phase_name: IdField
     user_id: IdField
-    retry_reason: str | None = Field(default=None, max_length=2000)
+    retry_reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class DefineRequest(_Body):

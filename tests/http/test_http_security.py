@@ -469,3 +469,30 @@ async def test_every_answer_says_nosniff(http: httpx.AsyncClient, make_ready: Ma
     refused = await http.post("/v1/batches/b1/cancel", content=b"x" * 4096, headers=bearer(API))
     assert refused.status_code == 413
     assert refused.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/v1/batches/b1/pipelines",
+            {"requested_pipeline": "nlp", "user_id": "t1", "retry_reason": "a\x00b"},
+            "retry_reason",
+        ),
+        ("/v1/batches/b1/cancel", {"reason": "a\x00b"}, "reason"),
+        (
+            "/v1/batches/b1/retry-phase",
+            {"phase_name": "nlp", "user_id": "t1", "retry_reason": "a\x00b"},
+            "retry_reason",
+        ),
+    ],
+)
+async def test_a_nul_in_a_reason_is_422_on_every_store(path: str, body: dict[str, str], field: str) -> None:
+    """Found by review: reasons took a NUL, which SQLite stored and PostgreSQL refused."""
+    store = CountingStore()
+    app = create_app(PipelineService(store, clock=ManualClock()), settings=HttpSettings(api_token=API))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+        answer = await http.post(path, json=body, headers=bearer(API))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == f"body.{field}"
+    assert store.loads == []
