@@ -61,7 +61,7 @@ from .events import (
 )
 from .guards import AdmissionRequest, Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE
+from .machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE, SharedMachine
 from .model import BatchState, EssayRef, PhaseRun, Run, completed_outputs, evolve
 from .profile import COMMAND_OVERHEAD_BYTES, CommandSpec, Profile
 
@@ -153,6 +153,23 @@ _OUTCOME_TRIGGERS = {
 }
 
 
+# Interim: the triggers this module still fires by their former names.
+_PHASE_RENAMED = {"resend": "expire"}
+_RUN_DESTS = {
+    "succeed": "completed_successfully",
+    "complete_with_failures": "completed_with_failures",
+    "fail": "failed_critically",
+    "cancel": "cancelled",
+}
+
+
+def _dest(machine: SharedMachine, state: str, trigger: str, batch_id: str) -> str:
+    options = machine.alternatives(state, trigger)
+    if not options:
+        raise IllegalTransitionError(machine.lifecycle.name, str(state), trigger, batch_id=batch_id)
+    return options[0].dest
+
+
 class _Work:
     """Mutable scratchpad used inside one decision; never escapes :func:`decide`."""
 
@@ -175,7 +192,7 @@ class _Work:
     # -- batch --------------------------------------------------------------------------
     def batch_move(self, trigger: str, **changes: Any) -> None:
         source = self.state.status
-        dest = BATCH_MACHINE.next_state(source, trigger, batch_id=self.state.batch_id)
+        dest = _dest(BATCH_MACHINE, source, trigger, self.state.batch_id)
         self.state = evolve(self.state, status=BatchStatus(dest), **changes)
         self.moves.append(Move("batch", self.state.batch_id, trigger, source.value, dest))
 
@@ -223,7 +240,7 @@ class _Work:
         """Move phase ``name`` with ``trigger``; ``note`` flags this move alone (not the moves
         it causes) in the transition log."""
         phase = self.phases[name]
-        dest = PHASE_MACHINE.next_state(phase.status, trigger, batch_id=self.state.batch_id)
+        dest = _dest(PHASE_MACHINE, phase.status, _PHASE_RENAMED.get(trigger, trigger), self.state.batch_id)
         self.phases[name] = evolve(phase, status=PhaseStatus(dest), **changes)
         self.moves.append(Move("phase", name, trigger, phase.status.value, dest, self.active.run_id, note))
 
@@ -381,7 +398,8 @@ class _Work:
     def close_run(self, trigger: str, *, batch_trigger: str = "finish_run") -> None:
         """Finish the active run exactly once: emit completion, archive, move the batch."""
         run = self.active
-        dest = RUN_MACHINE.next_state(run.status, trigger, batch_id=self.state.batch_id)
+        dest = _RUN_DESTS[trigger]
+        _dest(RUN_MACHINE, run.status, "finish" if trigger != "cancel" else trigger, self.state.batch_id)
         self.moves.append(Move("run", run.run_id, trigger, run.status.value, dest, run.run_id))
         finished = evolve(
             run, status=RunStatus(dest), phases=tuple(self.phases.values()), completed_at=self.now

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from pipeline_state.lifecycle import PHASE_ACTIVE, PHASE_DONE, Lifecycle, PhaseStatus
+from pipeline_state.lifecycle import ABSENT, PHASE_ACTIVE, PHASE_DONE, Lifecycle, PhaseStatus
 
 __all__ = [
     "PipelineLike",
@@ -139,9 +139,11 @@ def lifecycle_mermaid(
     for state in lifecycle.states:
         if ids[state] != state:
             lines.append(f'{_INDENT}state "{_label(state)}" as {ids[state]}')
-    lines.append(f"{_INDENT}[*] --> {ids[lifecycle.initial]}")
+    if not any(t.creates for t in lifecycle.transitions):
+        lines.append(f"{_INDENT}[*] --> {ids[lifecycle.initial]}")
     for trigger, source, dest in transition_table(lifecycle):
-        lines.append(f"{_INDENT}{ids[source]} --> {ids[dest]}: {_label(trigger)}")
+        start = "[*]" if source == ABSENT else ids[source]
+        lines.append(f"{_INDENT}{start} --> {ids[dest]}: {_label(trigger)}")
     for state in lifecycle.states:
         if lifecycle.is_final(state):
             lines.append(f"{_INDENT}{ids[state]} --> [*]")

@@ -17,12 +17,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Final, TypeVar
 
 import attrs
 
 from pipeline_state.errors import DefinitionError
 
 __all__ = [
+    "ABSENT",
     "BATCH_LIFECYCLE",
     "LIFECYCLES",
     "PHASE_ACTIVE",
@@ -31,11 +33,16 @@ __all__ = [
     "PHASE_TERMINAL",
     "RUN_LIFECYCLE",
     "BatchStatus",
+    "Effect",
+    "Guard",
     "Lifecycle",
     "PhaseStatus",
     "PipelineExecutionStatus",
+    "Refusal",
+    "Refusals",
     "RunStatus",
     "Transition",
+    "Verdict",
     "define_lifecycle",
 ]
 
@@ -112,29 +119,118 @@ PHASE_DONE: frozenset[PhaseStatus] = frozenset(
 """Phase statuses whose outputs can be reused (a later run prunes such a step)."""
 
 
+ABSENT: Final = ""
+"""The pseudo-state of an entity that does not exist yet: the source of a creation
+transition (a batch's ``register``, a run's ``accept``). Never stored, never a state."""
+
+
+class Verdict(StrEnum):
+    """What the engine answers when a guard is false or a trigger is not allowed."""
+
+    IGNORE = "ignore"
+    """Nothing changes; the decision says why (``Decision.ignored``): normal under
+    at-least-once delivery."""
+    DENY = "deny"
+    """A request is refused: denial events are emitted and nothing else changes."""
+    REJECT = "reject"
+    """The input can never be right here: a typed error is raised and nothing changes."""
+    HOLD = "hold"
+    """Not now: an internal move waits for a later decision; nothing is reported."""
+
+
 def _name(value: str) -> str:
     """Return ``value`` as a plain ``str`` (a StrEnum member becomes its value)."""
     return str(value)
 
 
 def _names(value: str | Iterable[str]) -> tuple[str, ...]:
-    """Accept one state name or several; return them as a tuple of plain strings."""
+    """Accept one name or several; return them as a tuple of plain strings."""
     if isinstance(value, str):
         return (_name(value),)
     return tuple(_name(item) for item in value)
 
 
 @attrs.frozen
-class Transition:
-    """A trigger that moves any of ``sources`` to ``dest``.
+class Guard:
+    """A named condition a transition requires.
 
-    ``sources`` accepts one name or an iterable of names; enum members are stored as
-    their plain string values.
+    ``reasons`` are the reasons the engine gives when the condition is false, with
+    ``verdict`` saying what happens then; ``open_reasons`` marks a guard whose reasons come
+    from pluggable code (a profile's admission guards) and are only examples here.
+    """
+
+    name: str
+    verdict: Verdict
+    reasons: tuple[str, ...] = attrs.field(converter=_names)
+    doc: str = ""
+    open_reasons: bool = False
+
+
+@attrs.frozen
+class Effect:
+    """A named action a transition performs (emit, dispatch, archive, notify...)."""
+
+    name: str
+    doc: str = ""
+
+
+@attrs.frozen
+class Refusal:
+    """What a trigger does in a state where the lifecycle does not allow it.
+
+    ``reason`` may name ``{trigger}`` and ``{state}``. A :data:`Verdict.REJECT` refusal
+    raises :class:`~pipeline_state.errors.IllegalTransitionError`.
+    """
+
+    verdict: Verdict
+    reason: str = ""
+
+
+_REJECT = Refusal(Verdict.REJECT, "illegal_transition")
+
+
+def _frozen_map(mapping: Mapping[str, Refusal]) -> Mapping[str, Refusal]:
+    return MappingProxyType({_name(k): v for k, v in mapping.items()})
+
+
+@attrs.frozen
+class Refusals:
+    """A trigger's refusals: one per state (``ABSENT`` included) and a default."""
+
+    default: Refusal = _REJECT
+    by_state: Mapping[str, Refusal] = attrs.field(factory=dict, converter=_frozen_map)
+
+    def for_state(self, state: str) -> Refusal:
+        return self.by_state.get(state, self.default)
+
+
+@attrs.frozen
+class Transition:
+    """A trigger that moves any of ``sources`` to ``dest`` when every guard holds.
+
+    ``before`` effects run before the move is made, ``after`` effects once it is made (the
+    order ``transitions`` gives its callbacks). Several transitions may share a trigger and
+    a source when all but the last are guarded: the first whose guards hold is taken.
+    ``sources`` accepts one name or several; enum members are stored as plain strings.
     """
 
     trigger: str = attrs.field(converter=_name)
     sources: tuple[str, ...] = attrs.field(converter=_names)
     dest: str = attrs.field(converter=_name)
+    guards: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    before: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    after: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    doc: str = ""
+
+    @property
+    def effects(self) -> tuple[str, ...]:
+        """Every effect, ``before`` then ``after``."""
+        return self.before + self.after
+
+    @property
+    def creates(self) -> bool:
+        """Whether this transition brings the entity into existence (its source is ``ABSENT``)."""
+        return self.sources == (ABSENT,)
 
 
 @attrs.frozen
@@ -146,6 +242,10 @@ class Lifecycle:
     initial: str
     final: frozenset[str]
     transitions: tuple[Transition, ...]
+    guards: Mapping[str, Guard] = attrs.field(factory=lambda: MappingProxyType({}))
+    effects: Mapping[str, Effect] = attrs.field(factory=lambda: MappingProxyType({}))
+    refusals: Mapping[str, Refusals] = attrs.field(factory=lambda: MappingProxyType({}))
+    doc: str = ""
 
     @property
     def triggers(self) -> tuple[str, ...]:
@@ -155,6 +255,15 @@ class Lifecycle:
     def moves_from(self, state: str) -> tuple[Transition, ...]:
         """The transitions that may fire from ``state``, in declaration order."""
         return tuple(t for t in self.transitions if state in t.sources)
+
+    def alternatives(self, state: str, trigger: str) -> tuple[Transition, ...]:
+        """The transitions ``trigger`` may take from ``state``, in the order they are tried."""
+        return tuple(t for t in self.transitions if t.trigger == trigger and state in t.sources)
+
+    def refusal(self, state: str, trigger: str) -> Refusal:
+        """What ``trigger`` does in ``state`` when no transition allows it there."""
+        declared = self.refusals.get(trigger)
+        return _REJECT if declared is None else declared.for_state(state)
 
     def is_final(self, state: str) -> bool:
         """Whether ``state`` is a final (terminal) state."""
@@ -174,22 +283,33 @@ def define_lifecycle(
     initial: str,
     final: Iterable[str],
     transitions: Iterable[Transition],
+    guards: Iterable[Guard] = (),
+    effects: Iterable[Effect] = (),
+    refusals: Mapping[str, Refusals] | None = None,
+    doc: str = "",
 ) -> Lifecycle:
     """Build a :class:`Lifecycle` and check that it is well formed.
 
     Raises:
         DefinitionError: with ``definition=name`` and a ``problem`` naming the offending
-            state or trigger, when: no states are declared; a state is declared twice or
-            has a reserved name; the initial state is missing or undeclared; a final
-            state is undeclared; a transition has no trigger or no source, or refers to an
-            undeclared state; one trigger from one source leads to two different
-            destinations; a final state has an outgoing transition; a non-final state has
-            no outgoing transition (dead end); a state is unreachable from the initial
-            state.
+            state, trigger, guard or effect, when: no states are declared; a state is
+            declared twice or has a reserved name; the initial state is missing or
+            undeclared; a final state is undeclared; a transition has no trigger or no
+            source, or refers to an undeclared state; a creation transition (source
+            :data:`ABSENT`) has another source too; one trigger from one source leads to
+            two destinations unless every alternative but the last is guarded; a
+            transition names an undeclared guard or effect, or a guard or effect is
+            declared and never used; a refusal names an undeclared trigger or state, or a
+            state the trigger is allowed from; a final state has an outgoing transition; a
+            non-final state has no outgoing transition (dead end); a state is unreachable
+            from the initial state or a creation transition.
     """
     state_list = [_name(s) for s in states]
     final_list = [_name(s) for s in final]
     moves = tuple(transitions)
+    guard_table = _table(name, "guard", guards)
+    effect_table = _table(name, "effect", effects)
+    refusal_table = dict(refusals or {})
 
     def fail(problem: str) -> DefinitionError:
         return DefinitionError(name, problem)
@@ -215,44 +335,28 @@ def define_lifecycle(
             raise fail(f"final state {state!r} is not a declared state")
     final_set = frozenset(final_list)
 
-    targets: dict[tuple[str, str], str] = {}
-    for move in moves:
-        if not move.trigger:
-            raise fail("a transition has an empty trigger name")
-        if move.trigger in _RESERVED_TRIGGER_NAMES:
-            raise fail(f"trigger name {move.trigger!r} is reserved")
-        if not move.sources:
-            raise fail(f"trigger {move.trigger!r} has no source state")
-        if move.dest not in declared:
-            raise fail(f"trigger {move.trigger!r}: destination {move.dest!r} is not a declared state")
-        for source in move.sources:
-            if source not in declared:
-                raise fail(f"trigger {move.trigger!r}: source {source!r} is not a declared state")
-            previous = targets.setdefault((source, move.trigger), move.dest)
-            if previous != move.dest:
-                raise fail(
-                    f"trigger {move.trigger!r} from state {source!r} leads to both "
-                    f"{previous!r} and {move.dest!r}"
-                )
+    targets = _check_moves(name, moves, declared, guard_table, effect_table)
+    _check_refusals(name, refusal_table, moves, declared)
 
     outgoing: dict[str, list[str]] = {state: [] for state in state_list}
     for source, trigger in targets:
-        outgoing[source].append(trigger)
+        if source != ABSENT:
+            outgoing[source].append(trigger)
     for state in state_list:
         if state in final_set and outgoing[state]:
             raise fail(f"final state {state!r} has an outgoing transition {outgoing[state][0]!r}")
         if state not in final_set and not outgoing[state]:
             raise fail(f"state {state!r} is not final and has no outgoing transition (dead end)")
 
-    reached = {initial}
-    queue = deque([initial])
+    roots = [initial, *(t.dest for t in moves if t.creates)]
+    reached = set(roots)
+    queue = deque(roots)
     while queue:
         current = queue.popleft()
-        for trigger in outgoing[current]:
-            dest = targets[(current, trigger)]
-            if dest not in reached:
-                reached.add(dest)
-                queue.append(dest)
+        for move in moves:
+            if current in move.sources and move.dest not in reached:
+                reached.add(move.dest)
+                queue.append(move.dest)
     for state in state_list:
         if state not in reached:
             raise fail(f"state {state!r} is unreachable from the initial state {initial!r}")
@@ -263,7 +367,93 @@ def define_lifecycle(
         initial=initial,
         final=final_set,
         transitions=moves,
+        guards=MappingProxyType(guard_table),
+        effects=MappingProxyType(effect_table),
+        refusals=MappingProxyType(refusal_table),
+        doc=doc,
     )
+
+
+_Named = TypeVar("_Named", Guard, Effect)
+
+
+def _table(lifecycle: str, kind: str, items: Iterable[_Named]) -> dict[str, _Named]:
+    table: dict[str, _Named] = {}
+    for item in items:
+        if not item.name:
+            raise DefinitionError(lifecycle, f"a {kind} has an empty name")
+        if item.name in table:
+            raise DefinitionError(lifecycle, f"duplicate {kind} {item.name!r}")
+        table[item.name] = item
+    return table
+
+
+def _check_moves(
+    name: str,
+    moves: tuple[Transition, ...],
+    declared: frozenset[str],
+    guards: Mapping[str, Guard],
+    effects: Mapping[str, Effect],
+) -> dict[tuple[str, str], list[Transition]]:
+    """Check each transition; return the alternatives of every ``(source, trigger)``."""
+
+    def fail(problem: str) -> DefinitionError:
+        return DefinitionError(name, problem)
+
+    targets: dict[tuple[str, str], list[Transition]] = {}
+    used_guards: set[str] = set()
+    used_effects: set[str] = set()
+    for move in moves:
+        if not move.trigger:
+            raise fail("a transition has an empty trigger name")
+        if move.trigger in _RESERVED_TRIGGER_NAMES:
+            raise fail(f"trigger name {move.trigger!r} is reserved")
+        if not move.sources:
+            raise fail(f"trigger {move.trigger!r} has no source state")
+        if move.dest not in declared:
+            raise fail(f"trigger {move.trigger!r}: destination {move.dest!r} is not a declared state")
+        if ABSENT in move.sources and len(move.sources) > 1:
+            raise fail(f"trigger {move.trigger!r}: a creation transition has only the ABSENT source")
+        for guard in move.guards:
+            if guard not in guards:
+                raise fail(f"trigger {move.trigger!r}: guard {guard!r} is not declared")
+            used_guards.add(guard)
+        for effect in move.effects:
+            if effect not in effects:
+                raise fail(f"trigger {move.trigger!r}: effect {effect!r} is not declared")
+            used_effects.add(effect)
+        for source in move.sources:
+            if source != ABSENT and source not in declared:
+                raise fail(f"trigger {move.trigger!r}: source {source!r} is not a declared state")
+            options = targets.setdefault((source, move.trigger), [])
+            if move in options:
+                continue  # the very same move declared twice is harmless
+            if options and not options[-1].guards:
+                raise fail(
+                    f"trigger {move.trigger!r} from state {source!r} leads to both "
+                    f"{options[-1].dest!r} and {move.dest!r} (only a guarded alternative may "
+                    "come before another)"
+                )
+            options.append(move)
+    for kind, table, used in (("guard", guards, used_guards), ("effect", effects, used_effects)):
+        for unused in table.keys() - used:
+            raise fail(f"{kind} {unused!r} is declared but no transition uses it")
+    return targets
+
+
+def _check_refusals(
+    name: str, refusals: Mapping[str, Refusals], moves: tuple[Transition, ...], declared: frozenset[str]
+) -> None:
+    triggers = {t.trigger for t in moves}
+    for trigger, refusal in refusals.items():
+        if trigger not in triggers:
+            raise DefinitionError(name, f"refusal for undeclared trigger {trigger!r}")
+        allowed = {s for t in moves if t.trigger == trigger for s in t.sources}
+        for state in refusal.by_state:
+            if state != ABSENT and state not in declared:
+                raise DefinitionError(name, f"refusal of {trigger!r}: {state!r} is not a declared state")
+            if state in allowed:
+                raise DefinitionError(name, f"refusal of {trigger!r}: {state!r} allows the trigger")
 
 
 _B = BatchStatus
@@ -279,66 +469,331 @@ _BATCH_STATES = (
 )
 _BATCH_FINAL = (_B.FAILED_CRITICALLY, _B.CANCELLED, _B.ARCHIVED)
 _BATCH_OPEN = tuple(s for s in _BATCH_STATES if s not in _BATCH_FINAL)
+_UNEXPECTED = Refusals(Refusal(Verdict.IGNORE, "unexpected:{trigger} in {state}"))
+_ITEMS_REGISTERED = "items_registered"
 
 BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
     "batch",
     states=_BATCH_STATES,
     initial=_B.AWAITING_CONTENT_VALIDATION,
     final=_BATCH_FINAL,
+    guards=(
+        Guard(
+            "items_within_limit",
+            Verdict.REJECT,
+            "too_many_items",
+            "the registration names no more items than the profile allows",
+        ),
+        Guard(
+            _ITEMS_REGISTERED,
+            Verdict.REJECT,
+            ("duplicate_items", "too_many_items", "unregistered_items"),
+            "the fact names only registered items, each once",
+        ),
+        Guard(
+            "critical",
+            Verdict.IGNORE,
+            "non_critical_validation_errors",
+            "the validation errors are critical",
+        ),
+        Guard(
+            "plan_resolved",
+            Verdict.DENY,
+            ("unknown_pipeline", "dependencies_not_completed"),
+            "the requested pipeline (or retried phase) is defined and its plan resolves",
+        ),
+        Guard(
+            "admitted",
+            Verdict.DENY,
+            ("prompt_not_attached", "insufficient_credits", "rate_limit_exceeded"),
+            "every admission guard of the profile lets the request through, in order",
+            open_reasons=True,
+        ),
+    ),
+    effects=(
+        Effect("announce_registration", "emit the registration event"),
+        Effect("keep_items", "keep the items the fact names"),
+        Effect("request_matching", "send the profile's student-matching command"),
+        Effect("attach_prompt", "keep the prompt reference the request carries"),
+        Effect("accept_run", "create the run (run: accept)"),
+        Effect("cancel_active_run", "cancel the active run, if any (run: cancel)"),
+        Effect("fail_active_run", "fail the active run, if any (run: fail)"),
+    ),
     transitions=(
-        Transition("provision_guest", _B.AWAITING_CONTENT_VALIDATION, _B.READY_FOR_PIPELINE_EXECUTION),
-        Transition("provision_regular", _B.AWAITING_CONTENT_VALIDATION, _B.AWAITING_STUDENT_VALIDATION),
+        Transition(
+            "register",
+            ABSENT,
+            _B.AWAITING_CONTENT_VALIDATION,
+            guards="items_within_limit",
+            after="announce_registration",
+        ),
+        Transition(
+            "provision_guest",
+            _B.AWAITING_CONTENT_VALIDATION,
+            _B.READY_FOR_PIPELINE_EXECUTION,
+            guards=_ITEMS_REGISTERED,
+            before="keep_items",
+        ),
+        Transition(
+            "provision_regular",
+            _B.AWAITING_CONTENT_VALIDATION,
+            _B.AWAITING_STUDENT_VALIDATION,
+            guards=_ITEMS_REGISTERED,
+            before="keep_items",
+            after="request_matching",
+        ),
         Transition("confirm_associations", _B.AWAITING_STUDENT_VALIDATION, _B.STUDENT_VALIDATION_COMPLETED),
-        Transition("essays_ready", _B.STUDENT_VALIDATION_COMPLETED, _B.READY_FOR_PIPELINE_EXECUTION),
-        Transition("start_run", _B.READY_FOR_PIPELINE_EXECUTION, _B.PROCESSING_PIPELINES),
+        Transition(
+            "essays_ready",
+            _B.STUDENT_VALIDATION_COMPLETED,
+            _B.READY_FOR_PIPELINE_EXECUTION,
+            guards=_ITEMS_REGISTERED,
+            before="keep_items",
+        ),
+        Transition(
+            "start_run",
+            _B.READY_FOR_PIPELINE_EXECUTION,
+            _B.PROCESSING_PIPELINES,
+            guards=("plan_resolved", "admitted"),
+            before="attach_prompt",
+            after="accept_run",
+        ),
         Transition("finish_run", _B.PROCESSING_PIPELINES, _B.READY_FOR_PIPELINE_EXECUTION),
-        Transition("fail_critically", _BATCH_OPEN, _B.FAILED_CRITICALLY),
-        Transition("cancel", _BATCH_OPEN, _B.CANCELLED),
+        Transition(
+            "cancel_run",
+            _B.PROCESSING_PIPELINES,
+            _B.READY_FOR_PIPELINE_EXECUTION,
+            before="cancel_active_run",
+        ),
+        Transition(
+            "fail_critically", _BATCH_OPEN, _B.FAILED_CRITICALLY, guards="critical", before="fail_active_run"
+        ),
+        Transition("cancel", _BATCH_OPEN, _B.CANCELLED, before="cancel_active_run"),
         Transition("archive", _B.READY_FOR_PIPELINE_EXECUTION, _B.ARCHIVED),
     ),
+    refusals={
+        "register": Refusals(Refusal(Verdict.IGNORE, "already_registered")),
+        "provision_guest": _UNEXPECTED,
+        "provision_regular": _UNEXPECTED,
+        "confirm_associations": _UNEXPECTED,
+        "essays_ready": _UNEXPECTED,
+        "fail_critically": _UNEXPECTED,
+        "start_run": Refusals(
+            Refusal(Verdict.DENY, "batch_not_ready"),
+            {
+                ABSENT: Refusal(Verdict.DENY, "batch_not_found"),
+                _B.PROCESSING_PIPELINES: Refusal(Verdict.DENY, "pipeline_already_active"),
+            },
+        ),
+    },
+    doc="A batch: content validation, student validation, then runs one at a time until it ends.",
 )
 """Lifecycle of a batch: content validation, student validation, then runs until it ends."""
 
 _R = RunStatus
+_RUN_ENDED = ("emit_completion", "notify_completion", "archive_run")
 RUN_LIFECYCLE: Lifecycle = define_lifecycle(
     "run",
     states=tuple(RunStatus),
     initial=_R.ACTIVE,
     final=(s for s in RunStatus if s is not _R.ACTIVE),
-    transitions=(
-        Transition("succeed", _R.ACTIVE, _R.COMPLETED_SUCCESSFULLY),
-        Transition("complete_with_failures", _R.ACTIVE, _R.COMPLETED_WITH_FAILURES),
-        Transition("fail", _R.ACTIVE, _R.FAILED_CRITICALLY),
-        Transition("cancel", _R.ACTIVE, _R.CANCELLED),
+    guards=(
+        Guard("all_succeeded", Verdict.HOLD, (), "every phase completed successfully"),
+        Guard("final_step_done", Verdict.HOLD, (), "the pipeline's final step produced outputs"),
+        Guard(
+            "batch_idle",
+            Verdict.IGNORE,
+            "unexpected:record_phase_completion in {state}",
+            "the batch is ready for a pipeline (no run is active)",
+        ),
+        Guard(
+            "dependencies_recorded",
+            Verdict.IGNORE,
+            "dependencies_not_completed",
+            "every dependency of the phase has recorded outputs",
+        ),
     ),
+    effects=(
+        Effect("plan_phases", "create a phase per step to run (phase: plan)"),
+        Effect("announce_pruned", "emit a skip event per step already completed"),
+        Effect("notify_started", "notify the owner that processing started"),
+        Effect("advance", "dispatch what is ready; finish the run when no phase is left"),
+        Effect("cancel_open_phases", "cancel every phase not yet finished (phase: cancel)"),
+        Effect("emit_completion", "emit the completion event, exactly once per run"),
+        Effect("notify_completion", "notify the owner of the run's final status"),
+        Effect("archive_run", "move the run into the batch's history"),
+        Effect("release_batch", "the batch is ready for the next request (batch: finish_run)"),
+    ),
+    transitions=(
+        Transition(
+            "accept",
+            ABSENT,
+            _R.ACTIVE,
+            after=("plan_phases", "announce_pruned", "notify_started", "advance"),
+        ),
+        Transition(
+            "record",
+            ABSENT,
+            _R.COMPLETED_SUCCESSFULLY,
+            guards=("batch_idle", "dependencies_recorded"),
+            after="archive_run",
+            doc="an operator records a phase completed outside the engine",
+        ),
+        Transition(
+            "finish",
+            _R.ACTIVE,
+            _R.COMPLETED_SUCCESSFULLY,
+            guards="all_succeeded",
+            after=(*_RUN_ENDED, "release_batch"),
+        ),
+        Transition(
+            "finish",
+            _R.ACTIVE,
+            _R.COMPLETED_WITH_FAILURES,
+            guards="final_step_done",
+            after=(*_RUN_ENDED, "release_batch"),
+        ),
+        Transition("finish", _R.ACTIVE, _R.FAILED_CRITICALLY, after=(*_RUN_ENDED, "release_batch")),
+        Transition("fail", _R.ACTIVE, _R.FAILED_CRITICALLY, before="cancel_open_phases", after=_RUN_ENDED),
+        Transition("cancel", _R.ACTIVE, _R.CANCELLED, before="cancel_open_phases", after=_RUN_ENDED),
+    ),
+    doc="A run: active until every phase has finished, then archived with one final status.",
 )
-"""Lifecycle of a run: active until it ends in one of four final statuses."""
+"""Lifecycle of a run: accepted (or recorded by an operator), active until it ends in one
+of four final statuses and is archived into the batch's history."""
 
 _P = PhaseStatus
-_PHASE_RUNNING = (_P.DISPATCH_INITIATED, _P.IN_PROGRESS)
+_PHASE_STATES = (
+    _P.REQUESTED_BY_USER,
+    _P.PENDING_DEPENDENCIES,
+    _P.DISPATCH_INITIATED,
+    _P.COMPLETED_SUCCESSFULLY,
+    _P.COMPLETED_WITH_PARTIAL_SUCCESS,
+    _P.FAILED,
+    _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE,
+    _P.CANCELLED,
+)
+_PHASE_FINAL = tuple(s for s in _PHASE_STATES if s in PHASE_TERMINAL)
+_OUTCOME_GUARDS = ("correlation_known", "items_sent")
+_OUTCOME_REFUSALS = Refusals(
+    Refusal(Verdict.IGNORE, "duplicate_outcome"),
+    {
+        ABSENT: Refusal(Verdict.IGNORE, "phase_not_in_run"),
+        _P.REQUESTED_BY_USER: Refusal(Verdict.IGNORE, "phase_not_dispatched"),
+        _P.PENDING_DEPENDENCIES: Refusal(Verdict.IGNORE, "phase_not_dispatched"),
+    },
+)
+_MARK_REFUSALS = Refusals(Refusal(Verdict.IGNORE, "phase_not_active"))
 PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
     "phase",
-    states=tuple(PhaseStatus),
+    states=_PHASE_STATES,
     initial=_P.REQUESTED_BY_USER,
-    final=PHASE_TERMINAL,
+    final=_PHASE_FINAL,
+    guards=(
+        Guard("inputs_ready", Verdict.HOLD, (), "every dependency has finished in this run or before it"),
+        Guard("below_parallel_limit", Verdict.HOLD, (), "fewer phases run than the profile's max_parallel"),
+        Guard("has_inputs", Verdict.HOLD, (), "the phase has items to process"),
+        Guard(
+            "correlation_known",
+            Verdict.IGNORE,
+            "stale_run",
+            "the outcome's correlation id is the active run's, or no run's (then flagged "
+            "correlation_mismatch) unless the profile has strict_correlation",
+        ),
+        Guard(
+            "items_sent",
+            Verdict.REJECT,
+            ("duplicate_items", "items_not_sent_to_phase", "processed_and_failed"),
+            "the outcome names only items sent to the phase, each once, none both processed and failed",
+        ),
+        Guard("overdue", Verdict.HOLD, (), "the phase's deadline has passed"),
+        Guard("resends_left", Verdict.HOLD, (), "the command was re-sent fewer than max_resends times"),
+    ),
+    effects=(
+        Effect("send_command", "emit the phase's command over its inputs, with a deadline"),
+        Effect("resend_command", "publish the same command again (same event id), with a fresh deadline"),
+        Effect("announce_skip", "emit a skip event for the phase"),
+        Effect("skip_dependents", "skip the pending phases that depend on this one"),
+        Effect("advance", "dispatch what became ready; finish the run when no phase is left"),
+    ),
     transitions=(
         Transition("plan", _P.REQUESTED_BY_USER, _P.PENDING_DEPENDENCIES),
-        Transition("skip_by_config", _P.REQUESTED_BY_USER, _P.SKIPPED_BY_USER_CONFIG),
-        Transition("dispatch", _P.PENDING_DEPENDENCIES, _P.DISPATCH_INITIATED),
-        Transition("start", _P.DISPATCH_INITIATED, _P.IN_PROGRESS),
-        Transition("succeed", _PHASE_RUNNING, _P.COMPLETED_SUCCESSFULLY),
-        Transition("partially_succeed", _PHASE_RUNNING, _P.COMPLETED_WITH_PARTIAL_SUCCESS),
-        Transition("fail", _PHASE_RUNNING, _P.FAILED),
-        Transition("skip_dependency_failed", _P.PENDING_DEPENDENCIES, _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE),
-        # The deadline passed without an outcome: the command is sent again (same event id)
-        # and the phase stays where it is, with a fresh deadline.
-        Transition("resend", _P.DISPATCH_INITIATED, _P.DISPATCH_INITIATED),
-        Transition("resend", _P.IN_PROGRESS, _P.IN_PROGRESS),
+        Transition(
+            "dispatch",
+            _P.PENDING_DEPENDENCIES,
+            _P.DISPATCH_INITIATED,
+            guards=("inputs_ready", "below_parallel_limit", "has_inputs"),
+            after="send_command",
+        ),
+        Transition(
+            "skip_dependency_failed",
+            _P.PENDING_DEPENDENCIES,
+            _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE,
+            after=("announce_skip", "skip_dependents"),
+            doc="a dependency failed, or left no item to process",
+        ),
+        Transition(
+            "succeed",
+            _P.DISPATCH_INITIATED,
+            _P.COMPLETED_SUCCESSFULLY,
+            guards=_OUTCOME_GUARDS,
+            after="advance",
+        ),
+        Transition(
+            "partially_succeed",
+            _P.DISPATCH_INITIATED,
+            _P.COMPLETED_WITH_PARTIAL_SUCCESS,
+            guards=_OUTCOME_GUARDS,
+            after="advance",
+        ),
+        Transition(
+            "fail",
+            _P.DISPATCH_INITIATED,
+            _P.FAILED,
+            guards=_OUTCOME_GUARDS,
+            after=("skip_dependents", "advance"),
+        ),
+        Transition(
+            "abort",
+            _P.DISPATCH_INITIATED,
+            _P.FAILED,
+            after="skip_dependents",
+            doc="the command would exceed max_command_bytes: the phase fails before it is sent",
+        ),
+        Transition("mark_succeeded", _P.DISPATCH_INITIATED, _P.COMPLETED_SUCCESSFULLY, after="advance"),
+        Transition("mark_failed", _P.DISPATCH_INITIATED, _P.FAILED, after=("skip_dependents", "advance")),
+        Transition(
+            "expire",
+            _P.DISPATCH_INITIATED,
+            _P.DISPATCH_INITIATED,
+            guards=("overdue", "resends_left"),
+            after="resend_command",
+        ),
+        Transition(
+            "expire",
+            _P.DISPATCH_INITIATED,
+            _P.FAILED,
+            guards="overdue",
+            after=("skip_dependents", "advance"),
+        ),
         Transition(
             "cancel",
-            (_P.REQUESTED_BY_USER, _P.PENDING_DEPENDENCIES, _P.DISPATCH_INITIATED, _P.IN_PROGRESS),
+            (_P.PENDING_DEPENDENCIES, _P.DISPATCH_INITIATED),
             _P.CANCELLED,
         ),
+    ),
+    refusals={
+        "succeed": _OUTCOME_REFUSALS,
+        "partially_succeed": _OUTCOME_REFUSALS,
+        "fail": _OUTCOME_REFUSALS,
+        "mark_succeeded": _MARK_REFUSALS,
+        "mark_failed": _MARK_REFUSALS,
+    },
+    doc=(
+        "One phase of a run: planned, dispatched (its command re-sent while no outcome comes, up "
+        "to the profile's max_resends), then one terminal outcome. No HuleEdu input reports that "
+        "a worker started a phase, so in_progress and skipped_by_user_config are wire values "
+        "only: they parse and count as active or terminal, but the engine never enters them."
     ),
 )
 """Lifecycle of one phase of a run: planned, dispatched (its command re-sent while no

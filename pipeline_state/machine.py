@@ -1,37 +1,54 @@
-"""Shared, stateless executors for lifecycles: the only module that imports ``transitions``.
+"""Executors for lifecycles: the only module that imports ``transitions``.
 
-One :class:`SharedMachine` is built per :class:`~pipeline_state.lifecycle.Lifecycle`. It
-holds ONE ``transitions.Machine`` with no models: no Machine per batch and no
-``add_model`` (both cost memory and time per object). Two ways to move a state:
+A :class:`SharedMachine` hands one :class:`~pipeline_state.lifecycle.Lifecycle` to a
+``transitions.Machine`` (with no models: nothing per batch), which validates it - states,
+triggers, guards as ``conditions``, effects as ``before``/``after`` callbacks - and reads
+back from it a table ``(state, trigger) -> alternatives``, checked against the definition.
 
-* :meth:`SharedMachine.next_state` — the hot path: a dict lookup in a ``(state, trigger)
-  -> dest`` table compiled from the built Machine's own events and transitions;
-* :meth:`SharedMachine.fire` — fires the real ``transitions`` event on any plain object
-  with a ``state`` attribute, without registering it.
-
-Both raise :class:`~pipeline_state.errors.IllegalTransitionError` for a move the lifecycle
-does not allow (including an unknown state or trigger). Neither is thread-safe.
+:meth:`SharedMachine.bind` ties the declared guard and effect names to implementations
+and gives a :class:`BoundMachine`, which fires a trigger on a context object: it looks up
+the alternatives, takes the first whose guards hold, runs its ``before`` effects, applies
+the move and runs its ``after`` effects, in the order ``transitions`` documents for its
+callbacks. A guard returns ``None`` when it holds and its reason when it does not. A
+trigger that no alternative allows gives a :class:`Refused` carrying the verdict and
+reason the definition declares (a guard's, or the trigger's refusal in that state).
 """
 
 from __future__ import annotations
 
 import logging
-from enum import Enum
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
-from transitions import Machine, MachineError
+import attrs
+from transitions import Machine
 
 from pipeline_state.errors import DefinitionError, IllegalTransitionError
 from pipeline_state.lifecycle import (
+    ABSENT,
     BATCH_LIFECYCLE,
     PHASE_LIFECYCLE,
     RUN_LIFECYCLE,
     Lifecycle,
+    Refusal,
+    Transition,
+    Verdict,
     define_lifecycle,
 )
 
-__all__ = ["BATCH_MACHINE", "PHASE_MACHINE", "RUN_MACHINE", "SharedMachine"]
+__all__ = [
+    "BATCH_MACHINE",
+    "PHASE_MACHINE",
+    "RUN_MACHINE",
+    "BoundMachine",
+    "Option",
+    "Refused",
+    "SharedMachine",
+]
 
 _STATE_ATTRIBUTE = "state"
+# ``transitions`` needs a name for the pseudo-state of creation transitions.
+_ABSENT_STATE = "<absent>"
 
 # ``transitions`` logs at INFO on every state enter/exit. Unless the application already
 # chose a level for its logger, keep it at WARNING so an INFO-level root logger does not
@@ -40,9 +57,41 @@ _transitions_logger = logging.getLogger("transitions")
 if _transitions_logger.level == logging.NOTSET:
     _transitions_logger.setLevel(logging.WARNING)
 
+C = TypeVar("C")
+GuardFn = Callable[[C], "str | None"]
+EffectFn = Callable[[C], None]
+
+
+@attrs.frozen
+class Refused:
+    """A trigger that did not fire: the verdict and reason the definition gives, and the
+    guard that gave them (``None`` when the state does not allow the trigger at all)."""
+
+    lifecycle: str
+    state: str
+    trigger: str
+    verdict: Verdict
+    reason: str
+    guard: str | None = None
+
+    def error(self, batch_id: str | None = None) -> IllegalTransitionError:
+        """The error a :data:`Verdict.REJECT` refusal of a state raises."""
+        return IllegalTransitionError(self.lifecycle, self.state or "absent", self.trigger, batch_id=batch_id)
+
+
+@attrs.frozen(slots=True)
+class Option(Generic[C]):
+    """One compiled alternative: the transition and its bound guards and effects."""
+
+    transition: Transition
+    dest: str
+    guards: tuple[tuple[str, GuardFn[C]], ...]
+    before: tuple[EffectFn[C], ...]
+    after: tuple[EffectFn[C], ...]
+
 
 class SharedMachine:
-    """Executes one lifecycle for any number of plain state holders.
+    """One lifecycle, validated by ``transitions`` and compiled to a lookup table.
 
     The lifecycle is re-checked when the machine is built, so a :class:`Lifecycle`
     constructed by hand (bypassing :func:`define_lifecycle`) cannot reach ``transitions``
@@ -62,14 +111,24 @@ class SharedMachine:
             initial=lifecycle.initial,
             final=lifecycle.final,
             transitions=lifecycle.transitions,
+            guards=lifecycle.guards.values(),
+            effects=lifecycle.effects.values(),
+            refusals=lifecycle.refusals,
         )
         self.lifecycle = lifecycle
         self._machine = Machine(
             model=None,
-            states=list(lifecycle.states),
+            states=[*lifecycle.states, _ABSENT_STATE],
             initial=lifecycle.initial,
             transitions=[
-                {"trigger": t.trigger, "source": list(t.sources), "dest": t.dest}
+                {
+                    "trigger": t.trigger,
+                    "source": [_ABSENT_STATE if s == ABSENT else s for s in t.sources],
+                    "dest": t.dest,
+                    "conditions": list(t.guards),
+                    "before": list(t.before),
+                    "after": list(t.after),
+                }
                 for t in lifecycle.transitions
             ],
             auto_transitions=False,
@@ -81,28 +140,34 @@ class SharedMachine:
             model_attribute=_STATE_ATTRIBUTE,
         )
         self._table = self._compile()
-        allowed: dict[str, list[str]] = {state: [] for state in lifecycle.states}
+        allowed: dict[str, list[str]] = {state: [] for state in (ABSENT, *lifecycle.states)}
         for state, trigger in self._table:
             allowed[state].append(trigger)
         self._allowed = {state: tuple(triggers) for state, triggers in allowed.items()}
 
-    def _compile(self) -> dict[tuple[str, str], str]:
-        """Read ``(state, trigger) -> dest`` from the built Machine, checking it on the way."""
+    def _compile(self) -> dict[tuple[str, str], tuple[Transition, ...]]:
+        """Read ``(state, trigger) -> alternatives`` from the built Machine, checking it."""
         name = self.lifecycle.name
-        if list(self._machine.states) != list(self.lifecycle.states):
-            raise DefinitionError(name, f"transitions built states {list(self._machine.states)!r}")
-        table: dict[tuple[str, str], str] = {}
+        built_states = [s for s in self._machine.states if s != _ABSENT_STATE]
+        if built_states != list(self.lifecycle.states):
+            raise DefinitionError(name, f"transitions built states {built_states!r}")
+        table: dict[tuple[str, str], tuple[Transition, ...]] = {}
         for trigger, event in self._machine.events.items():
             for source, candidates in event.transitions.items():
-                dests = {t.dest for t in candidates}
-                if len(dests) != 1:
-                    raise DefinitionError(name, f"trigger {trigger!r} from {source!r} has dests {dests!r}")
-                dest = dests.pop()
-                if dest is None or dest not in self._machine.states:
-                    raise DefinitionError(name, f"trigger {trigger!r} from {source!r} has dest {dest!r}")
-                table[(source, trigger)] = dest
-        expected = {(s, t.trigger): t.dest for t in self.lifecycle.transitions for s in t.sources}
-        if table != expected:
+                state = ABSENT if source == _ABSENT_STATE else source
+                wanted = self.lifecycle.alternatives(state, trigger)
+                built = [
+                    (t.dest, tuple(c.func for c in t.conditions), tuple(t.before), tuple(t.after))
+                    for t in candidates
+                ]
+                declared = [(t.dest, t.guards, t.before, t.after) for t in wanted]
+                if built != declared:
+                    raise DefinitionError(
+                        name, f"trigger {trigger!r} from {source!r}: transitions built {built!r}"
+                    )
+                table[(state, trigger)] = wanted
+        expected = {(s, t.trigger) for t in self.lifecycle.transitions for s in t.sources}
+        if set(table) != expected:
             raise DefinitionError(name, "the transitions machine does not match the lifecycle")
         return table
 
@@ -110,63 +175,132 @@ class SharedMachine:
     def transitions_machine(self) -> Machine:
         """The underlying ``transitions.Machine``, for introspection only.
 
-        Never add models to it: the design relies on it staying model-free.
+        Never add models to it: the design relies on it staying model-free. Creation
+        transitions start from its ``<absent>`` state.
         """
         return self._machine
 
+    def alternatives(self, state: str, trigger: str) -> tuple[Transition, ...]:
+        """The transitions ``trigger`` may take from ``state`` (empty when none)."""
+        return self._table.get((state, trigger), ())
+
     def next_state(self, state: str, trigger: str, *, batch_id: str | None = None) -> str:
-        """Return the state ``trigger`` leads to from ``state`` (table lookup, no side effects).
+        """The state an unguarded ``trigger`` leads to from ``state``.
 
         Raises:
-            IllegalTransitionError: the move is not allowed, or the state or trigger is unknown.
+            IllegalTransitionError: the move is not allowed, the state or trigger is
+                unknown, or the move depends on guards (fire it through :meth:`bind`).
         """
-        try:
-            return self._table[(state, trigger)]
-        except KeyError:
-            raise IllegalTransitionError(
-                self.lifecycle.name, str(state), str(trigger), batch_id=batch_id
-            ) from None
+        options = self._table.get((state, trigger), ())
+        if len(options) != 1 or options[0].guards:
+            raise IllegalTransitionError(self.lifecycle.name, str(state), str(trigger), batch_id=batch_id)
+        return options[0].dest
 
     def can(self, state: str, trigger: str) -> bool:
-        """Whether ``trigger`` is allowed from ``state``."""
+        """Whether some transition of ``trigger`` leaves ``state`` (guards not evaluated)."""
         return (state, trigger) in self._table
 
     def allowed_triggers(self, state: str) -> tuple[str, ...]:
-        """The triggers allowed from ``state`` in declaration order (empty for unknown states)."""
+        """The triggers declared from ``state`` in declaration order (empty for unknown states)."""
         return self._allowed.get(state, ())
 
-    def fire(self, obj: object, trigger: str, *, batch_id: str | None = None) -> str:
-        """Fire the real ``transitions`` event ``trigger`` on ``obj`` and return its new state.
-
-        ``obj`` is any object with a writable ``state`` attribute; it is not registered with
-        the machine. An enum member in ``obj.state`` is read as its value; after a move,
-        ``obj.state`` holds the destination as a plain ``str``. On failure ``obj.state`` is
-        left as it was.
+    def bind(
+        self, *, guards: Mapping[str, GuardFn[C]], effects: Mapping[str, EffectFn[C]]
+    ) -> BoundMachine[C]:
+        """Tie every declared guard and effect to an implementation.
 
         Raises:
-            IllegalTransitionError: the move is not allowed, or the state or trigger is unknown.
-            AttributeError: ``obj`` has no ``state`` attribute.
+            DefinitionError: a declared guard or effect has no implementation, or an
+                implementation names nothing the lifecycle declares.
         """
-        original = getattr(obj, _STATE_ATTRIBUTE)
-        current = original.value if isinstance(original, Enum) else original
-        event = self._machine.events.get(trigger)
-        if event is None or not isinstance(current, str) or current not in self._machine.states:
-            raise IllegalTransitionError(self.lifecycle.name, str(current), str(trigger), batch_id=batch_id)
-        if current is not original:
-            setattr(obj, _STATE_ATTRIBUTE, current)
-        try:
-            moved = event.trigger(obj)
-        except MachineError as exc:
-            setattr(obj, _STATE_ATTRIBUTE, original)
-            raise IllegalTransitionError(self.lifecycle.name, current, trigger, batch_id=batch_id) from exc
-        if not moved:
-            setattr(obj, _STATE_ATTRIBUTE, original)
-            raise IllegalTransitionError(self.lifecycle.name, current, trigger, batch_id=batch_id)
-        new_state: str = getattr(obj, _STATE_ATTRIBUTE)
-        return new_state
+        name = self.lifecycle.name
+        for kind, declared, given in (
+            ("guard", self.lifecycle.guards, guards),
+            ("effect", self.lifecycle.effects, effects),
+        ):
+            missing = sorted(declared.keys() - given.keys())
+            if missing:
+                raise DefinitionError(name, f"no implementation for {kind} {missing[0]!r}")
+            extra = sorted(given.keys() - declared.keys())
+            if extra:
+                raise DefinitionError(name, f"{kind} {extra[0]!r} is implemented but not declared")
+        table: dict[tuple[str, str], tuple[Option[C], ...]] = {
+            key: tuple(
+                Option(
+                    t,
+                    t.dest,
+                    tuple((g, guards[g]) for g in t.guards),
+                    tuple(effects[e] for e in t.before),
+                    tuple(effects[e] for e in t.after),
+                )
+                for t in options
+            )
+            for key, options in self._table.items()
+        }
+        return BoundMachine(self.lifecycle, table)
 
     def __repr__(self) -> str:
         return f"SharedMachine({self.lifecycle.name!r}, {len(self._table)} moves)"
+
+
+class BoundMachine(Generic[C]):
+    """A lifecycle with its guards and effects bound; fires triggers on a context ``C``."""
+
+    __slots__ = ("_refusals", "_table", "lifecycle")
+
+    def __init__(self, lifecycle: Lifecycle, table: dict[tuple[str, str], tuple[Option[C], ...]]) -> None:
+        self.lifecycle = lifecycle
+        self._table = table
+        self._refusals: dict[tuple[str, str], Refused] = {}
+
+    def select(self, ctx: C, state: str, trigger: str) -> Option[C] | Refused:
+        """The first alternative of ``trigger`` from ``state`` whose guards hold on ``ctx``,
+        or why none does. Runs guards only."""
+        options = self._table.get((state, trigger))
+        if options is None:
+            return self._refused(state, trigger)
+        refusal: tuple[str, str] | None = None
+        for option in options:
+            for name, guard in option.guards:
+                reason = guard(ctx)
+                if reason is not None:
+                    refusal = (name, reason)
+                    break
+            else:
+                return option
+        assert refusal is not None
+        guard_name, reason = refusal
+        verdict = self.lifecycle.guards[guard_name].verdict
+        return Refused(self.lifecycle.name, state, trigger, verdict, reason, guard_name)
+
+    def fire(
+        self, ctx: C, state: str, trigger: str, apply: Callable[[C, Option[C]], Any]
+    ) -> Option[C] | Refused:
+        """Fire ``trigger``: select an alternative, run its ``before`` effects, ``apply`` the
+        move (the caller changes and logs the entity), run its ``after`` effects."""
+        chosen = self.select(ctx, state, trigger)
+        if isinstance(chosen, Refused):
+            return chosen
+        for effect in chosen.before:
+            effect(ctx)
+        apply(ctx, chosen)
+        for effect in chosen.after:
+            effect(ctx)
+        return chosen
+
+    def _refused(self, state: str, trigger: str) -> Refused:
+        key = (state, trigger)
+        cached = self._refusals.get(key)
+        if cached is None:
+            declared: Refusal = self.lifecycle.refusal(state, trigger)
+            reason = declared.reason.format(trigger=trigger, state=state)
+            cached = Refused(self.lifecycle.name, state, trigger, declared.verdict, reason)
+            if len(self._refusals) < 4096:  # unknown states and triggers must not grow it for ever
+                self._refusals[key] = cached
+        return cached
+
+    def __repr__(self) -> str:
+        return f"BoundMachine({self.lifecycle.name!r})"
 
 
 BATCH_MACHINE: SharedMachine = SharedMachine(BATCH_LIFECYCLE)

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline_state.errors import DefinitionError
 from pipeline_state.lifecycle import (
+    ABSENT,
     BATCH_LIFECYCLE,
     LIFECYCLES,
     PHASE_ACTIVE,
@@ -16,11 +17,16 @@ from pipeline_state.lifecycle import (
     PHASE_TERMINAL,
     RUN_LIFECYCLE,
     BatchStatus,
+    Effect,
+    Guard,
     Lifecycle,
     PhaseStatus,
     PipelineExecutionStatus,
+    Refusal,
+    Refusals,
     RunStatus,
     Transition,
+    Verdict,
     define_lifecycle,
 )
 
@@ -136,31 +142,51 @@ def test_transition_accepts_one_source_or_many_and_stores_plain_strings() -> Non
 def test_lifecycle_helpers() -> None:
     assert PHASE_LIFECYCLE.triggers == (
         "plan",
-        "skip_by_config",
         "dispatch",
-        "start",
+        "skip_dependency_failed",
         "succeed",
         "partially_succeed",
         "fail",
-        "skip_dependency_failed",
-        "resend",
+        "abort",
+        "mark_succeeded",
+        "mark_failed",
+        "expire",
         "cancel",
     )
-    assert [t.trigger for t in PHASE_LIFECYCLE.moves_from("in_progress")] == [
+    assert [t.trigger for t in PHASE_LIFECYCLE.moves_from("dispatch_initiated")] == [
         "succeed",
         "partially_succeed",
         "fail",
-        "resend",
+        "abort",
+        "mark_succeeded",
+        "mark_failed",
+        "expire",
+        "expire",
         "cancel",
+    ]
+    assert [t.dest for t in PHASE_LIFECYCLE.alternatives("dispatch_initiated", "expire")] == [
+        "dispatch_initiated",
+        "failed",
     ]
     assert PHASE_LIFECYCLE.moves_from("failed") == ()
     assert PHASE_LIFECYCLE.moves_from("no_such_state") == ()
     assert PHASE_LIFECYCLE.is_final("failed")
-    assert not PHASE_LIFECYCLE.is_final("in_progress")
+    assert not PHASE_LIFECYCLE.is_final("dispatch_initiated")
 
 
-def moves(lifecycle: Lifecycle) -> dict[tuple[str, str], str]:
-    return {(t.trigger, s): t.dest for t in lifecycle.transitions for s in t.sources}
+def moves(lifecycle: Lifecycle) -> dict[tuple[str, str], str | tuple[str, ...]]:
+    """``(trigger, source) -> dest``; guarded alternatives give their dests in order."""
+    table: dict[tuple[str, str], str | tuple[str, ...]] = {}
+    for t in lifecycle.transitions:
+        for s in t.sources:
+            dests = tuple(a.dest for a in lifecycle.alternatives(s, t.trigger))
+            table[(t.trigger, s)] = dests[0] if len(dests) == 1 else dests
+    return table
+
+
+def guards(lifecycle: Lifecycle) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(trigger, dest) -> guards`` of every transition."""
+    return {(t.trigger, t.dest): t.guards for t in lifecycle.transitions if t.guards}
 
 
 BATCH_OPEN = (
@@ -178,19 +204,35 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
     assert lc.states == (*BATCH_OPEN, "failed_critically", "cancelled", "archived")
     assert lc.initial == "awaiting_content_validation"
     assert lc.final == {"failed_critically", "cancelled", "archived"}
-    expected = {
+    expected: dict[tuple[str, str], str | tuple[str, ...]] = {
+        ("register", ABSENT): "awaiting_content_validation",
         ("provision_guest", "awaiting_content_validation"): "ready_for_pipeline_execution",
         ("provision_regular", "awaiting_content_validation"): "awaiting_student_validation",
         ("confirm_associations", "awaiting_student_validation"): "student_validation_completed",
         ("essays_ready", "student_validation_completed"): "ready_for_pipeline_execution",
         ("start_run", "ready_for_pipeline_execution"): "processing_pipelines",
         ("finish_run", "processing_pipelines"): "ready_for_pipeline_execution",
+        ("cancel_run", "processing_pipelines"): "ready_for_pipeline_execution",
         ("archive", "ready_for_pipeline_execution"): "archived",
     }
     for state in BATCH_OPEN:
         expected[("fail_critically", state)] = "failed_critically"
         expected[("cancel", state)] = "cancelled"
     assert moves(lc) == expected
+    assert guards(lc) == {
+        ("register", "awaiting_content_validation"): ("items_within_limit",),
+        ("provision_guest", "ready_for_pipeline_execution"): ("items_registered",),
+        ("provision_regular", "awaiting_student_validation"): ("items_registered",),
+        ("essays_ready", "ready_for_pipeline_execution"): ("items_registered",),
+        ("start_run", "processing_pipelines"): ("plan_resolved", "admitted"),
+        ("fail_critically", "failed_critically"): ("critical",),
+    }
+    # The admission order of the contract: unknown batch, active run, not ready.
+    assert lc.refusal(ABSENT, "start_run") == Refusal(Verdict.DENY, "batch_not_found")
+    assert lc.refusal("processing_pipelines", "start_run") == Refusal(Verdict.DENY, "pipeline_already_active")
+    assert lc.refusal("cancelled", "start_run") == Refusal(Verdict.DENY, "batch_not_ready")
+    assert lc.refusal("archived", "cancel").verdict is Verdict.REJECT
+    assert lc.guards["plan_resolved"].reasons == ("unknown_pipeline", "dependencies_not_completed")
 
 
 def test_run_lifecycle_is_exactly_the_contract() -> None:
@@ -200,46 +242,157 @@ def test_run_lifecycle_is_exactly_the_contract() -> None:
     assert lc.initial == "active"
     assert lc.final == {"completed_successfully", "completed_with_failures", "failed_critically", "cancelled"}
     assert moves(lc) == {
-        ("succeed", "active"): "completed_successfully",
-        ("complete_with_failures", "active"): "completed_with_failures",
+        ("accept", ABSENT): "active",
+        ("record", ABSENT): "completed_successfully",
+        ("finish", "active"): ("completed_successfully", "completed_with_failures", "failed_critically"),
         ("fail", "active"): "failed_critically",
         ("cancel", "active"): "cancelled",
     }
+    assert guards(lc) == {
+        ("record", "completed_successfully"): ("batch_idle", "dependencies_recorded"),
+        ("finish", "completed_successfully"): ("all_succeeded",),
+        ("finish", "completed_with_failures"): ("final_step_done",),
+    }
+    # Every way a run ends emits its completion and archives it, exactly once.
+    for t in lc.transitions:
+        if t.sources == ("active",):
+            assert t.after[:3] == ("emit_completion", "notify_completion", "archive_run")
 
 
 def test_phase_lifecycle_is_exactly_the_contract() -> None:
     lc = PHASE_LIFECYCLE
     assert lc.name == "phase"
-    assert lc.states == tuple(PhaseStatus)
+    # in_progress and skipped_by_user_config parse, but no input enters them.
+    assert lc.states == tuple(s for s in PhaseStatus if s not in {"in_progress", "skipped_by_user_config"})
     assert lc.initial == "requested_by_user"
-    assert lc.final == PHASE_TERMINAL
-    running = ("dispatch_initiated", "in_progress")
-    expected = {
+    assert lc.final == PHASE_TERMINAL - {"skipped_by_user_config"}
+    running = "dispatch_initiated"
+    assert moves(lc) == {
         ("plan", "requested_by_user"): "pending_dependencies",
-        ("skip_by_config", "requested_by_user"): "skipped_by_user_config",
-        ("dispatch", "pending_dependencies"): "dispatch_initiated",
-        ("start", "dispatch_initiated"): "in_progress",
+        ("dispatch", "pending_dependencies"): running,
         ("skip_dependency_failed", "pending_dependencies"): "skipped_due_to_dependency_failure",
+        ("succeed", running): "completed_successfully",
+        ("partially_succeed", running): "completed_with_partial_success",
+        ("fail", running): "failed",
+        ("abort", running): "failed",
+        ("mark_succeeded", running): "completed_successfully",
+        ("mark_failed", running): "failed",
+        # Issue 11.4: an overdue phase's command is re-sent (the phase stays) until it times out.
+        ("expire", running): (running, "failed"),
+        ("cancel", "pending_dependencies"): "cancelled",
+        ("cancel", running): "cancelled",
     }
-    for state in running:
-        expected[("succeed", state)] = "completed_successfully"
-        expected[("partially_succeed", state)] = "completed_with_partial_success"
-        expected[("fail", state)] = "failed"
-        # Issue 11.4: an overdue phase's command is re-sent; the phase stays where it is.
-        expected[("resend", state)] = state
-    for state in ("requested_by_user", "pending_dependencies", *running):
-        expected[("cancel", state)] = "cancelled"
-    assert moves(lc) == expected
+    outcome = ("correlation_known", "items_sent")
+    assert guards(lc) == {
+        ("dispatch", running): ("inputs_ready", "below_parallel_limit", "has_inputs"),
+        ("succeed", "completed_successfully"): outcome,
+        ("partially_succeed", "completed_with_partial_success"): outcome,
+        ("fail", "failed"): outcome,
+        ("expire", running): ("overdue", "resends_left"),
+        ("expire", "failed"): ("overdue",),
+    }
+    assert lc.refusal("failed", "succeed") == Refusal(Verdict.IGNORE, "duplicate_outcome")
+    assert lc.refusal("pending_dependencies", "fail") == Refusal(Verdict.IGNORE, "phase_not_dispatched")
+    assert lc.refusal(ABSENT, "partially_succeed") == Refusal(Verdict.IGNORE, "phase_not_in_run")
 
 
 def test_shipped_lifecycles_are_registered_and_revalidate() -> None:
     assert dict(LIFECYCLES) == {"batch": BATCH_LIFECYCLE, "run": RUN_LIFECYCLE, "phase": PHASE_LIFECYCLE}
     for lc in LIFECYCLES.values():
         rebuilt = define_lifecycle(
-            lc.name, states=lc.states, initial=lc.initial, final=lc.final, transitions=lc.transitions
+            lc.name,
+            states=lc.states,
+            initial=lc.initial,
+            final=lc.final,
+            transitions=lc.transitions,
+            guards=lc.guards.values(),
+            effects=lc.effects.values(),
+            refusals=lc.refusals,
+            doc=lc.doc,
         )
         assert rebuilt == lc
         assert all(type(s) is str for s in lc.states)
+        assert lc.doc
+
+
+G = Guard("ready", Verdict.HOLD, ())
+E = Effect("ping")
+GUARDED_INVALID = [
+    pytest.param(
+        {"transitions": (T("go", "a", "b", guards="nope"), T("finish", "b", "c"))},
+        ["guard 'nope'", "not declared"],
+        id="undeclared-guard",
+    ),
+    pytest.param(
+        {"transitions": (T("go", "a", "b", after="nope"), T("finish", "b", "c"))},
+        ["effect 'nope'", "not declared"],
+        id="undeclared-effect",
+    ),
+    pytest.param(
+        {"transitions": VALID_MOVES, "effects": (E,)},
+        ["effect 'ping'", "no transition uses it"],
+        id="unused-effect",
+    ),
+    pytest.param(
+        {
+            "transitions": (T("go", "a", "b"), T("go", "a", "c", guards="ready"), T("finish", "b", "c")),
+            "guards": (G,),
+        },
+        ["'go'", "'a'", "guarded alternative"],
+        id="unguarded-alternative-first",
+    ),
+    pytest.param(
+        {"transitions": (T("go", ("", "a"), "b"), T("finish", "b", "c"))},
+        ["creation transition"],
+        id="absent-with-other-sources",
+    ),
+    pytest.param(
+        {"refusals": {"go": Refusals(by_state={"a": Refusal(Verdict.IGNORE, "x")})}},
+        ["refusal of 'go'", "'a' allows the trigger"],
+        id="refusal-where-allowed",
+    ),
+    pytest.param(
+        {"refusals": {"jump": Refusals()}},
+        ["refusal for undeclared trigger 'jump'"],
+        id="refusal-unknown-trigger",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "fragments"), GUARDED_INVALID)
+def test_guards_effects_and_refusals_are_checked(changes: dict[str, object], fragments: list[str]) -> None:
+    arguments: dict[str, object] = {
+        "states": VALID_STATES,
+        "initial": "a",
+        "final": ("c",),
+        "transitions": VALID_MOVES,
+        "guards": (),
+        **changes,
+    }
+    with pytest.raises(DefinitionError) as info:
+        define_lifecycle("toy", **arguments)  # type: ignore[arg-type]
+    for fragment in fragments:
+        assert fragment in info.value.problem
+
+
+def test_guarded_alternatives_and_creation_build() -> None:
+    lc = define_lifecycle(
+        "toy",
+        states=VALID_STATES,
+        initial="a",
+        final=("c",),
+        guards=(G,),
+        effects=(E,),
+        transitions=(
+            T("make", "", "a", after="ping"),
+            T("go", "a", "b", guards="ready"),
+            T("go", "a", "c"),
+            T("finish", "b", "c"),
+        ),
+    )
+    assert [t.dest for t in lc.alternatives("a", "go")] == ["b", "c"]
+    assert lc.alternatives(ABSENT, "make")[0].creates
+    assert lc.refusal("c", "go") == Refusal(Verdict.REJECT, "illegal_transition")
 
 
 def test_batch_status_wire_values() -> None:

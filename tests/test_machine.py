@@ -1,108 +1,213 @@
-"""Shared machines: the compiled table and the real ``transitions`` events agree everywhere."""
+"""Shared machines: the compiled table fires exactly as ``transitions`` itself would.
+
+The oracle is a real ``transitions.Machine`` built independently from each lifecycle, with
+a model whose guard methods answer as a test case says and whose effect methods log their
+calls: for every state, trigger and guard outcome, the bound machine must pick the same
+destination and run the same effects in the same order.
+"""
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import pytest
+from transitions import Machine, MachineError
 
 from pipeline_state.errors import DefinitionError, IllegalTransitionError
 from pipeline_state.lifecycle import (
+    ABSENT,
     PHASE_TERMINAL,
     BatchStatus,
+    Effect,
+    Guard,
     Lifecycle,
-    PhaseStatus,
     Transition,
+    Verdict,
+    define_lifecycle,
 )
-from pipeline_state.machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE, SharedMachine
+from pipeline_state.machine import (
+    BATCH_MACHINE,
+    PHASE_MACHINE,
+    RUN_MACHINE,
+    BoundMachine,
+    Option,
+    Refused,
+    SharedMachine,
+)
 
 MACHINES = (BATCH_MACHINE, RUN_MACHINE, PHASE_MACHINE)
 UNKNOWN_STATE = "no_such_state"
 UNKNOWN_TRIGGER = "no_such_trigger"
+ORACLE_ABSENT = "__absent__"
 
 
-class Holder:
-    """A plain state holder, never registered with any machine."""
+class Case:
+    """The context a bound machine fires on: which guards fail, and the effects' log."""
 
-    def __init__(self, state: object) -> None:
-        self.state = state
+    def __init__(self, failing: frozenset[str]) -> None:
+        self.failing = failing
+        self.log: list[str] = []
 
 
-def all_pairs() -> list[object]:
+def bound(machine: SharedMachine) -> BoundMachine[Case]:
+    lc = machine.lifecycle
+
+    def guard(name: str) -> Any:
+        return lambda case: f"no:{name}" if name in case.failing else None
+
+    def effect(name: str) -> Any:
+        return lambda case: case.log.append(name)
+
+    return machine.bind(
+        guards={name: guard(name) for name in lc.guards},
+        effects={name: effect(name) for name in lc.effects},
+    )
+
+
+class OracleModel:
+    """A ``transitions`` model: guard methods read ``failing``; effect methods log."""
+
+    def __init__(self, lc: Lifecycle, state: str, failing: frozenset[str]) -> None:
+        self.log: list[str] = []
+        for name in lc.guards:
+            setattr(self, name, lambda name=name: name not in failing)
+        for name in lc.effects:
+            setattr(self, name, lambda name=name: self.log.append(name))
+        self.start = state
+
+
+def oracle(lc: Lifecycle, state: str, trigger: str, failing: frozenset[str]) -> tuple[str, list[str]] | None:
+    """Fire ``trigger`` with a real ``transitions`` model; ``None`` when it did not move."""
+    model = OracleModel(lc, state, failing)
+    start = ORACLE_ABSENT if state == ABSENT else state
+    Machine(
+        model=model,
+        states=[*lc.states, ORACLE_ABSENT],
+        initial=start,
+        transitions=[
+            {
+                "trigger": t.trigger,
+                "source": [ORACLE_ABSENT if s == ABSENT else s for s in t.sources],
+                "dest": t.dest,
+                "conditions": list(t.guards),
+                "before": list(t.before),
+                "after": list(t.after),
+            }
+            for t in lc.transitions
+        ],
+        auto_transitions=False,
+    )
+    try:
+        moved = getattr(model, trigger)()
+    except (MachineError, AttributeError):
+        return None
+    if not moved:
+        return None
+    return model.state, model.log  # type: ignore[attr-defined]
+
+
+def cases() -> list[object]:
     params: list[object] = []
     for machine in MACHINES:
         lc = machine.lifecycle
-        for state in (*lc.states, UNKNOWN_STATE):
+        for state in (ABSENT, *lc.states, UNKNOWN_STATE):
             for trigger in (*lc.triggers, UNKNOWN_TRIGGER):
-                params.append(pytest.param(machine, state, trigger, id=f"{lc.name}-{state}-{trigger}"))
+                guards = sorted({g for t in lc.alternatives(state, trigger) for g in t.guards})
+                # Every subset of the guards that matter here fails in one case or another.
+                subsets = [
+                    frozenset(c) for n in range(len(guards) + 1) for c in itertools.combinations(guards, n)
+                ]
+                for failing in subsets:
+                    label = "+".join(sorted(failing)) or "all-hold"
+                    params.append(
+                        pytest.param(
+                            machine, state, trigger, failing, id=f"{lc.name}-{state}-{trigger}-{label}"
+                        )
+                    )
     return params
 
 
-@pytest.mark.parametrize(("machine", "state", "trigger"), all_pairs())
-def test_table_and_real_event_agree(machine: SharedMachine, state: str, trigger: str) -> None:
-    expected = {(s, t.trigger): t.dest for t in machine.lifecycle.transitions for s in t.sources}
-    holder = Holder(state)
-    if (state, trigger) in expected:
-        dest = expected[(state, trigger)]
-        assert machine.can(state, trigger)
-        assert trigger in machine.allowed_triggers(state)
-        assert machine.next_state(state, trigger) == dest
-        assert machine.fire(holder, trigger) == dest
-        assert holder.state == dest
-        assert type(holder.state) is str
+@pytest.mark.parametrize(("machine", "state", "trigger", "failing"), cases())
+def test_bound_machine_fires_as_transitions_does(
+    machine: SharedMachine, state: str, trigger: str, failing: frozenset[str]
+) -> None:
+    lc = machine.lifecycle
+    case = Case(failing)
+    applied: list[str] = []
+    result = bound(machine).fire(case, state, trigger, lambda c, o: applied.append(o.dest))
+    expected = oracle(lc, state, trigger, failing)
+    if expected is None:
+        assert isinstance(result, Refused)
+        assert case.log == []
+        assert applied == []
+        assert (result.lifecycle, result.state, result.trigger) == (lc.name, state, trigger)
+        if result.guard is None:
+            assert not machine.can(state, trigger)
+            declared = lc.refusal(state, trigger)
+            assert result.verdict is declared.verdict
+        else:
+            assert result.guard in failing
+            assert result.reason == f"no:{result.guard}"
+            assert result.verdict is lc.guards[result.guard].verdict
     else:
-        assert not machine.can(state, trigger)
-        assert trigger not in machine.allowed_triggers(state)
-        with pytest.raises(IllegalTransitionError) as by_table:
-            machine.next_state(state, trigger, batch_id="b-1")
-        with pytest.raises(IllegalTransitionError) as by_event:
-            machine.fire(holder, trigger, batch_id="b-1")
-        assert holder.state == state  # a rejected move changes nothing
-        for error in (by_table.value, by_event.value):
-            assert error.lifecycle == machine.lifecycle.name
-            assert error.state == state
-            assert error.trigger == trigger
-            assert error.batch_id == "b-1"
-            assert "b-1" in str(error)
+        dest, log = expected
+        assert isinstance(result, Option)
+        assert applied == [dest]
+        assert result.dest == dest
+        assert case.log == log
+        before = len(result.transition.before)
+        assert log[:before] == list(result.transition.before)
+
+
+def test_every_shipped_guard_reason_and_refusal_is_declared() -> None:
+    for machine in MACHINES:
+        lc = machine.lifecycle
+        for guard in lc.guards.values():
+            assert guard.doc, guard.name
+            assert guard.verdict is Verdict.HOLD or guard.reasons, guard.name
+        for effect in lc.effects.values():
+            assert effect.doc, effect.name
 
 
 def test_machines_never_hold_models() -> None:
     for machine in MACHINES:
         assert machine.transitions_machine.models == []
-    for _ in range(200):
-        phase = Holder(PhaseStatus.REQUESTED_BY_USER)
-        for trigger in ("plan", "dispatch", "start", "succeed"):
-            PHASE_MACHINE.fire(phase, trigger)
-        batch = Holder("awaiting_content_validation")
-        for trigger in ("provision_regular", "confirm_associations", "essays_ready", "start_run"):
-            BATCH_MACHINE.fire(batch, trigger)
-        with pytest.raises(IllegalTransitionError):
-            BATCH_MACHINE.fire(batch, "archive")
-        RUN_MACHINE.fire(Holder("active"), "succeed")
-    for machine in MACHINES:
+        for _ in range(50):
+            bound(machine).fire(
+                Case(frozenset()), machine.lifecycle.initial, machine.lifecycle.triggers[0], lambda c, o: None
+            )
         assert machine.transitions_machine.models == []
-        assert not hasattr(Holder("active"), "trigger")
 
 
-def test_fire_reads_an_enum_state_and_stores_the_plain_value() -> None:
-    holder = Holder(BatchStatus.READY_FOR_PIPELINE_EXECUTION)
-    assert BATCH_MACHINE.fire(holder, "start_run") == "processing_pipelines"
-    assert holder.state == BatchStatus.PROCESSING_PIPELINES
-    assert type(holder.state) is str
+def test_bind_requires_exactly_the_declared_names() -> None:
+    lc = PHASE_MACHINE.lifecycle
+    guards = {name: (lambda case: None) for name in lc.guards}
+    effects = {name: (lambda case: None) for name in lc.effects}
+    missing = dict(guards)
+    missing.pop("items_sent")
+    with pytest.raises(DefinitionError, match="no implementation for guard 'items_sent'"):
+        PHASE_MACHINE.bind(guards=missing, effects=effects)
+    with pytest.raises(DefinitionError, match="effect 'nope' is implemented but not declared"):
+        PHASE_MACHINE.bind(guards=guards, effects={**effects, "nope": lambda case: None})
 
 
-def test_rejected_fire_keeps_the_original_enum_state() -> None:
-    holder = Holder(PhaseStatus.PENDING_DEPENDENCIES)
-    with pytest.raises(IllegalTransitionError):
-        PHASE_MACHINE.fire(holder, "succeed")
-    assert holder.state is PhaseStatus.PENDING_DEPENDENCIES
-
-
-def test_fire_without_state_attribute_is_an_attribute_error() -> None:
-    with pytest.raises(AttributeError):
-        PHASE_MACHINE.fire(object(), "plan")
-
-
-def test_next_state_accepts_enum_members() -> None:
-    assert PHASE_MACHINE.next_state(PhaseStatus.IN_PROGRESS, "fail") == PhaseStatus.FAILED
+def test_refusal_reasons_name_the_trigger_and_state() -> None:
+    refused = bound(BATCH_MACHINE).select(Case(frozenset()), "cancelled", "essays_ready")
+    assert refused == Refused(
+        "batch", "cancelled", "essays_ready", Verdict.IGNORE, "unexpected:essays_ready in cancelled"
+    )
+    rejected = bound(BATCH_MACHINE).select(Case(frozenset()), "archived", "cancel")
+    assert isinstance(rejected, Refused)
+    assert rejected.verdict is Verdict.REJECT
+    error = rejected.error(batch_id="b-1")
+    assert isinstance(error, IllegalTransitionError)
+    assert (error.lifecycle, error.state, error.trigger, error.batch_id) == (
+        "batch",
+        "archived",
+        "cancel",
+        "b-1",
+    )
 
 
 def test_contract_phase_moves() -> None:
@@ -110,22 +215,23 @@ def test_contract_phase_moves() -> None:
     assert not m.can("pending_dependencies", "succeed")
     with pytest.raises(IllegalTransitionError):
         m.next_state("pending_dependencies", "succeed")
-    assert m.next_state("in_progress", "cancel") == "cancelled"
-    assert m.next_state("dispatch_initiated", "succeed") == "completed_successfully"
-    assert m.next_state("dispatch_initiated", "fail") == "failed"
-    assert m.next_state("pending_dependencies", "skip_dependency_failed") == (
-        "skipped_due_to_dependency_failure"
-    )
+    assert m.next_state("dispatch_initiated", "cancel") == "cancelled"
+    with pytest.raises(IllegalTransitionError):  # guarded: only a bound machine fires it
+        m.next_state("dispatch_initiated", "succeed")
     for terminal in PHASE_TERMINAL:
         assert m.allowed_triggers(terminal) == ()
-    assert m.allowed_triggers("completed_successfully") == ()
-    assert m.allowed_triggers("in_progress") == ("succeed", "partially_succeed", "fail", "resend", "cancel")
-    assert m.next_state("dispatch_initiated", "resend") == "dispatch_initiated"
+    # No input enters in_progress: nothing is declared from it.
+    assert m.allowed_triggers("in_progress") == ()
+    assert [t.dest for t in m.alternatives("dispatch_initiated", "expire")] == [
+        "dispatch_initiated",
+        "failed",
+    ]
 
 
 def test_contract_batch_moves() -> None:
     m = BATCH_MACHINE
     assert m.next_state("processing_pipelines", "finish_run") == "ready_for_pipeline_execution"
+    assert m.allowed_triggers(ABSENT) == ("register",)
     assert not m.can("processing_pipelines", "archive")
     assert not m.can("processing_pipelines", "start_run")
     for final in ("failed_critically", "cancelled", "archived"):
@@ -136,7 +242,8 @@ def test_contract_batch_moves() -> None:
 
 
 def test_contract_run_moves() -> None:
-    assert RUN_MACHINE.allowed_triggers("active") == ("succeed", "complete_with_failures", "fail", "cancel")
+    assert RUN_MACHINE.allowed_triggers(ABSENT) == ("accept", "record")
+    assert RUN_MACHINE.allowed_triggers("active") == ("finish", "fail", "cancel")
     assert RUN_MACHINE.allowed_triggers("cancelled") == ()
 
 
@@ -153,21 +260,41 @@ def test_shared_machine_rechecks_a_hand_built_lifecycle() -> None:
 
 
 def test_shared_machine_on_a_custom_lifecycle() -> None:
-    lc = Lifecycle(
-        name="door",
+    lc = define_lifecycle(
+        "door",
         states=("closed", "open", "gone"),
         initial="closed",
-        final=frozenset({"gone"}),
+        final=("gone",),
+        guards=(Guard("unlocked", Verdict.IGNORE, "locked", "the door is not locked"),),
+        effects=(Effect("creak", "the hinges creak"),),
         transitions=(
-            Transition("open", "closed", "open"),
+            Transition("open", "closed", "open", guards="unlocked", after="creak"),
             Transition("close", "open", "closed"),
             Transition("remove", ("open", "closed"), "gone"),
         ),
     )
     m = SharedMachine(lc)
-    door = Holder("closed")
-    assert m.fire(door, "open") == "open"
-    assert m.fire(door, "close") == "closed"
-    assert m.fire(door, "remove") == "gone"
+    creaks: list[str] = []
+    door = m.bind(
+        guards={"unlocked": lambda ctx: None if ctx["unlocked"] else "locked"},
+        effects={"creak": lambda ctx: creaks.append("creak")},
+    )
+    state = "closed"
+
+    def move(ctx: dict[str, bool], option: Option[dict[str, bool]]) -> None:
+        nonlocal state
+        state = option.dest
+
+    refused = door.fire({"unlocked": False}, state, "open", move)
+    assert isinstance(refused, Refused)
+    assert (refused.verdict, refused.reason) == (Verdict.IGNORE, "locked")
+    assert state == "closed"
+    assert creaks == []
+    door.fire({"unlocked": True}, state, "open", move)
+    assert state == "open"
+    assert creaks == ["creak"]
+    door.fire({"unlocked": True}, state, "remove", move)
+    assert state == "gone"
     assert m.allowed_triggers("closed") == ("open", "remove")
     assert "door" in repr(m)
+    assert "door" in repr(door)
