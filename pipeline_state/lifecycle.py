@@ -178,12 +178,14 @@ class Effect:
 class Refusal:
     """What a trigger does in a state where the lifecycle does not allow it.
 
-    ``reason`` may name ``{trigger}`` and ``{state}``. A :data:`Verdict.REJECT` refusal
-    raises :class:`~pipeline_state.errors.IllegalTransitionError`.
+    ``reason`` and ``detail`` (the human-readable part of a denial) may name ``{trigger}``
+    and ``{state}``. A :data:`Verdict.REJECT` refusal raises
+    :class:`~pipeline_state.errors.IllegalTransitionError`.
     """
 
     verdict: Verdict
     reason: str = ""
+    detail: str = ""
 
 
 _REJECT = Refusal(Verdict.REJECT, "illegal_transition")
@@ -491,12 +493,6 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             "the fact names only registered items, each once",
         ),
         Guard(
-            "critical",
-            Verdict.IGNORE,
-            "non_critical_validation_errors",
-            "the validation errors are critical",
-        ),
-        Guard(
             "plan_resolved",
             Verdict.DENY,
             ("unknown_pipeline", "dependencies_not_completed"),
@@ -566,7 +562,11 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             before="cancel_active_run",
         ),
         Transition(
-            "fail_critically", _BATCH_OPEN, _B.FAILED_CRITICALLY, guards="critical", before="fail_active_run"
+            "fail_critically",
+            _BATCH_OPEN,
+            _B.FAILED_CRITICALLY,
+            before="fail_active_run",
+            doc="critical validation errors (non-critical ones are ignored before any trigger)",
         ),
         Transition("cancel", _BATCH_OPEN, _B.CANCELLED, before="cancel_active_run"),
         Transition("archive", _B.READY_FOR_PIPELINE_EXECUTION, _B.ARCHIVED),
@@ -579,10 +579,12 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
         "essays_ready": _UNEXPECTED,
         "fail_critically": _UNEXPECTED,
         "start_run": Refusals(
-            Refusal(Verdict.DENY, "batch_not_ready"),
+            Refusal(Verdict.DENY, "batch_not_ready", "the batch is {state}"),
             {
-                ABSENT: Refusal(Verdict.DENY, "batch_not_found"),
-                _B.PROCESSING_PIPELINES: Refusal(Verdict.DENY, "pipeline_already_active"),
+                ABSENT: Refusal(Verdict.DENY, "batch_not_found", "no such batch"),
+                _B.PROCESSING_PIPELINES: Refusal(
+                    Verdict.DENY, "pipeline_already_active", "the batch has an active run"
+                ),
             },
         ),
     },
@@ -617,7 +619,10 @@ RUN_LIFECYCLE: Lifecycle = define_lifecycle(
         Effect("plan_phases", "create a phase per step to run (phase: plan)"),
         Effect("announce_pruned", "emit a skip event per step already completed"),
         Effect("notify_started", "notify the owner that processing started"),
-        Effect("advance", "dispatch what is ready; finish the run when no phase is left"),
+        Effect(
+            "advance",
+            "once the input's moves are made: dispatch what is ready, finish the run when no phase is left",
+        ),
         Effect("cancel_open_phases", "cancel every phase not yet finished (phase: cancel)"),
         Effect("emit_completion", "emit the completion event, exactly once per run"),
         Effect("notify_completion", "notify the owner of the run's final status"),
@@ -674,7 +679,7 @@ _PHASE_STATES = (
     _P.CANCELLED,
 )
 _PHASE_FINAL = tuple(s for s in _PHASE_STATES if s in PHASE_TERMINAL)
-_OUTCOME_GUARDS = ("correlation_known", "items_sent")
+_OUTCOME_GUARDS = ("items_sent",)
 _OUTCOME_REFUSALS = Refusals(
     Refusal(Verdict.IGNORE, "duplicate_outcome"),
     {
@@ -694,13 +699,6 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
         Guard("below_parallel_limit", Verdict.HOLD, (), "fewer phases run than the profile's max_parallel"),
         Guard("has_inputs", Verdict.HOLD, (), "the phase has items to process"),
         Guard(
-            "correlation_known",
-            Verdict.IGNORE,
-            "stale_run",
-            "the outcome's correlation id is the active run's, or no run's (then flagged "
-            "correlation_mismatch) unless the profile has strict_correlation",
-        ),
-        Guard(
             "items_sent",
             Verdict.REJECT,
             ("duplicate_items", "items_not_sent_to_phase", "processed_and_failed"),
@@ -710,11 +708,18 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
         Guard("resends_left", Verdict.HOLD, (), "the command was re-sent fewer than max_resends times"),
     ),
     effects=(
-        Effect("send_command", "emit the phase's command over its inputs, with a deadline"),
+        Effect("prepare_command", "build the phase's command over its inputs"),
+        Effect("send_command", "emit the command with a deadline, or abort the phase when it is too large"),
         Effect("resend_command", "publish the same command again (same event id), with a fresh deadline"),
         Effect("announce_skip", "emit a skip event for the phase"),
-        Effect("skip_dependents", "skip the pending phases that depend on this one"),
-        Effect("advance", "dispatch what became ready; finish the run when no phase is left"),
+        Effect(
+            "skip_dependents",
+            "skip the pending phases that depend on this one, transitively (one sweep per failure)",
+        ),
+        Effect(
+            "advance",
+            "after the input's moves: dispatch what became ready, finish the run when no phase is left",
+        ),
     ),
     transitions=(
         Transition("plan", _P.REQUESTED_BY_USER, _P.PENDING_DEPENDENCIES),
@@ -722,7 +727,8 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
             "dispatch",
             _P.PENDING_DEPENDENCIES,
             _P.DISPATCH_INITIATED,
-            guards=("inputs_ready", "below_parallel_limit", "has_inputs"),
+            guards=("below_parallel_limit", "inputs_ready", "has_inputs"),
+            before="prepare_command",
             after="send_command",
         ),
         Transition(

@@ -9,7 +9,8 @@ back from it a table ``(state, trigger) -> alternatives``, checked against the d
 and gives a :class:`BoundMachine`, which fires a trigger on a context object: it looks up
 the alternatives, takes the first whose guards hold, runs its ``before`` effects, applies
 the move and runs its ``after`` effects, in the order ``transitions`` documents for its
-callbacks. A guard returns ``None`` when it holds and its reason when it does not. A
+callbacks. A guard returns ``None`` when it holds and its reason when it does not (a
+:data:`~pipeline_state.lifecycle.Verdict.REJECT` guard may raise its own typed error). A
 trigger that no alternative allows gives a :class:`Refused` carrying the verdict and
 reason the definition declares (a guard's, or the trigger's refusal in that state).
 """
@@ -73,6 +74,7 @@ class Refused:
     verdict: Verdict
     reason: str
     guard: str | None = None
+    detail: str = ""
 
     def error(self, batch_id: str | None = None) -> IllegalTransitionError:
         """The error a :data:`Verdict.REJECT` refusal of a state raises."""
@@ -281,12 +283,17 @@ class BoundMachine(Generic[C]):
         chosen = self.select(ctx, state, trigger)
         if isinstance(chosen, Refused):
             return chosen
-        for effect in chosen.before:
-            effect(ctx)
-        apply(ctx, chosen)
-        for effect in chosen.after:
-            effect(ctx)
+        self.take(ctx, chosen, apply)
         return chosen
+
+    @staticmethod
+    def take(ctx: C, option: Option[C], apply: Callable[[C, Option[C]], Any]) -> None:
+        """Take an alternative :meth:`select` chose: ``before`` effects, the move, ``after``."""
+        for effect in option.before:
+            effect(ctx)
+        apply(ctx, option)
+        for effect in option.after:
+            effect(ctx)
 
     def _refused(self, state: str, trigger: str) -> Refused:
         key = (state, trigger)
@@ -294,7 +301,8 @@ class BoundMachine(Generic[C]):
         if cached is None:
             declared: Refusal = self.lifecycle.refusal(state, trigger)
             reason = declared.reason.format(trigger=trigger, state=state)
-            cached = Refused(self.lifecycle.name, state, trigger, declared.verdict, reason)
+            detail = declared.detail.format(trigger=trigger, state=state)
+            cached = Refused(self.lifecycle.name, state, trigger, declared.verdict, reason, None, detail)
             if len(self._refusals) < 4096:  # unknown states and triggers must not grow it for ever
                 self._refusals[key] = cached
         return cached

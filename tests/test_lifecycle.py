@@ -225,12 +225,13 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
         ("provision_regular", "awaiting_student_validation"): ("items_registered",),
         ("essays_ready", "ready_for_pipeline_execution"): ("items_registered",),
         ("start_run", "processing_pipelines"): ("plan_resolved", "admitted"),
-        ("fail_critically", "failed_critically"): ("critical",),
     }
     # The admission order of the contract: unknown batch, active run, not ready.
-    assert lc.refusal(ABSENT, "start_run") == Refusal(Verdict.DENY, "batch_not_found")
-    assert lc.refusal("processing_pipelines", "start_run") == Refusal(Verdict.DENY, "pipeline_already_active")
-    assert lc.refusal("cancelled", "start_run") == Refusal(Verdict.DENY, "batch_not_ready")
+    assert lc.refusal(ABSENT, "start_run") == Refusal(Verdict.DENY, "batch_not_found", "no such batch")
+    assert lc.refusal("processing_pipelines", "start_run") == Refusal(
+        Verdict.DENY, "pipeline_already_active", "the batch has an active run"
+    )
+    assert lc.refusal("cancelled", "start_run") == Refusal(Verdict.DENY, "batch_not_ready", "the batch is {state}")
     assert lc.refusal("archived", "cancel").verdict is Verdict.REJECT
     assert lc.guards["plan_resolved"].reasons == ("unknown_pipeline", "dependencies_not_completed")
 
@@ -282,9 +283,9 @@ def test_phase_lifecycle_is_exactly_the_contract() -> None:
         ("cancel", "pending_dependencies"): "cancelled",
         ("cancel", running): "cancelled",
     }
-    outcome = ("correlation_known", "items_sent")
+    outcome = ("items_sent",)
     assert guards(lc) == {
-        ("dispatch", running): ("inputs_ready", "below_parallel_limit", "has_inputs"),
+        ("dispatch", running): ("below_parallel_limit", "inputs_ready", "has_inputs"),
         ("succeed", "completed_successfully"): outcome,
         ("partially_succeed", "completed_with_partial_success"): outcome,
         ("fail", "failed"): outcome,

@@ -183,7 +183,7 @@ async def test_an_overdue_command_is_re_sent_with_its_event_id_then_the_phase_ti
         assert result.decision is not None
         assert result.decision.resend == (spell.command_event_id,)
         assert [(m.name, m.trigger, m.source, m.dest) for m in result.decision.moves] == [
-            ("spellcheck", "resend", "dispatch_initiated", "dispatch_initiated")
+            ("spellcheck", "expire", "dispatch_initiated", "dispatch_initiated")
         ]
         phase = (await flow.state("b1")).active_run.phase("spellcheck")  # type: ignore[union-attr]
         assert phase is not None
@@ -261,7 +261,8 @@ def test_a_phase_dispatched_before_event_ids_were_recorded_times_out_at_once() -
     decision = decide(state, Cmd(ExpireOverdue("b1"), new_id(), new_id()), profile=profile, now=later)
 
     assert decision.resend == ()
-    assert next(m.trigger for m in decision.moves if m.entity == "phase") == "fail"
+    first = next(m for m in decision.moves if m.entity == "phase")
+    assert (first.trigger, first.source, first.dest) == ("expire", "dispatch_initiated", "failed")
 
 
 def test_outbox_event_id_is_the_services_rule() -> None:

@@ -1,0 +1,419 @@
+"""The run engine: a run's phases, what becomes ready, dispatch, outcomes, deadlines and
+cancellation - the guards and effects of the phase lifecycle and of a run's start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline_state.catalog import Plan
+from pipeline_state.errors import ItemMismatchError
+from pipeline_state.events import (
+    BatchPipelineCompletedV1,
+    EssayProcessingInputRefV1,
+    PhaseInitiateCommand,
+    PhaseSkippedV1,
+    Topic,
+)
+from pipeline_state.lifecycle import ABSENT, PhaseStatus, RunStatus
+from pipeline_state.model import EssayRef, PhaseRun, Run, evolve
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
+
+from . import machines
+from .context import PhaseCtx, RunCtx, Session
+from .ids import outbox_event_id
+from .journal import Move
+from .notify import notify
+
+__all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "wire_ref"]
+
+_PENDING = PhaseStatus.PENDING_DEPENDENCIES
+
+
+def wire_ref(ref: EssayRef) -> EssayProcessingInputRefV1:
+    return EssayProcessingInputRefV1(essay_id=ref.essay_id, text_storage_id=ref.text_storage_id)
+
+
+def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
+    """The ids that occur more than once, in order of their second occurrence."""
+    seen: set[str] = set()
+    twice: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            twice[i] = None
+        seen.add(i)
+    return tuple(twice)
+
+
+class RunEngine:
+    """The open run of one decision and its phases, by name in plan order.
+
+    Phase moves go through :data:`machines.PHASE`, run moves through :data:`machines.RUN`;
+    the engine applies them to its own copies and logs them in the session's journal.
+    """
+
+    __slots__ = ("advance_due", "completion", "finished", "phases", "plan", "run", "session")
+
+    def __init__(self, session: Session, run: Run) -> None:
+        self.session = session
+        self.run = run
+        self.phases: dict[str, PhaseRun] = {p.name: p for p in run.phases}
+        self.advance_due = False
+        self.plan: Plan | None = None
+        self.finished: Run | None = None
+        self.completion: BatchPipelineCompletedV1 | None = None
+
+    @classmethod
+    def accept(cls, session: Session, run: Run, plan: Plan) -> RunEngine:
+        """Open a new ``run`` of ``plan`` (run: ``accept``) as the session's run."""
+        engine = cls(session, run)
+        engine.plan = plan
+        session.run = engine
+        machines.RUN.fire(RunCtx(session, engine), ABSENT, "accept", apply_run)
+        return engine
+
+    @classmethod
+    def record(cls, session: Session, run: Run) -> machines.Fired:
+        """Record a ``run`` completed outside the engine (run: ``record``)."""
+        return machines.RUN.fire(RunCtx(session, cls(session, run)), ABSENT, "record", apply_run)
+
+    @classmethod
+    def of(cls, session: Session) -> RunEngine | None:
+        """The engine of the batch's active run, if it has one (opened once per decision)."""
+        if session.run is None and session.state.active_run is not None:
+            session.run = cls(session, session.state.active_run)
+        return session.run
+
+    def snapshot(self) -> Run:
+        return evolve(self.run, phases=tuple(self.phases.values()))
+
+    def close(self) -> None:
+        self.phases = {}
+        if self.session.run is self:
+            self.session.run = None
+
+    # -- moves ---------------------------------------------------------------------------
+    def fire_phase(self, ctx: PhaseCtx, trigger: str) -> machines.Fired:
+        phase = self.phases.get(ctx.name)
+        return machines.PHASE.fire(ctx, ABSENT if phase is None else phase.status, trigger, apply_phase)
+
+    def close_run(self, trigger: str) -> None:
+        """Fire the run ``trigger`` (``finish``, ``fail``, ``cancel``) on the open run."""
+        ctx = RunCtx(self.session, self)
+        chosen = machines.RUN.fire(ctx, self.run.status, trigger, apply_run)
+        machines.raise_if_rejected(chosen, self.session.batch_id)
+
+    # -- what a phase gets -----------------------------------------------------------------
+    def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
+        """Outputs of a dependency: from this run, else the recorded (pruned) execution.
+        ``None`` while the dependency has not finished in this run."""
+        phase = self.phases.get(dep)
+        if phase is None:
+            return self.session.recorded().get(dep, ())
+        if phase.is_done:
+            return phase.outputs
+        return None if not phase.is_terminal else ()
+
+    def inputs_for(self, phase: PhaseRun) -> tuple[EssayRef, ...] | None:
+        if not phase.depends_on:
+            return self.session.state.essays
+        order = {name: i for i, name in enumerate(self.plan_order())}
+        deps = sorted(phase.depends_on, key=lambda d: order.get(d, -1))
+        outputs: list[tuple[EssayRef, ...]] = []
+        for dep in deps:
+            out = self.dependency_outputs(dep)
+            if out is None:
+                return None
+            outputs.append(out)
+        survivors = set.intersection(*({e.essay_id for e in out} for out in outputs))
+        return tuple(e for e in outputs[-1] if e.essay_id in survivors)
+
+    def plan_order(self) -> tuple[str, ...]:
+        return self.run.plan or self.run.pruned + tuple(self.phases)
+
+    def deadline(self, phase: PhaseRun) -> datetime | None:
+        seconds = phase.deadline_seconds
+        return self.session.now + timedelta(seconds=seconds) if seconds else None
+
+    def phase_command(self, spec: CommandSpec, inputs: tuple[EssayRef, ...]) -> PhaseInitiateCommand | None:
+        """The command that starts a phase over ``inputs``; ``None`` when it would exceed
+        the profile's ``max_command_bytes`` (measured only when the item count allows it)."""
+        state = self.session.state
+        payload = spec.model.model_validate(
+            {
+                "batch_id": state.batch_id,
+                "essays_to_process": [wire_ref(e) for e in inputs],
+                "language": state.language,
+                "course_code": state.course_code,
+                "class_id": state.class_id,
+            }
+        )
+        profile = self.session.profile
+        if len(inputs) > profile.measure_above_items:
+            size = COMMAND_OVERHEAD_BYTES + len(payload.__pydantic_serializer__.to_json(payload))
+            if size > profile.max_command_bytes:
+                return None
+        return payload
+
+    # -- progress --------------------------------------------------------------------------
+    def settle(self) -> None:
+        """Run a due ``advance``: dispatch what is ready, finish the run when nothing is left."""
+        while self.advance_due and self.session.run is self:
+            self.advance_due = False
+            self.dispatch_ready()
+            if all(p.is_terminal for p in self.phases.values()):
+                self.close_run("finish")
+
+    def dispatch_ready(self) -> None:
+        for name in list(self.phases):
+            # Re-read: skipping an earlier phase may have skipped this one already.
+            phase = self.phases[name]
+            if phase.status is not _PENDING:
+                continue
+            ctx = PhaseCtx(self, name)
+            chosen = machines.PHASE.select(ctx, phase.status, "dispatch")
+            if isinstance(chosen, machines.Refused):
+                if chosen.guard == "below_parallel_limit":
+                    return
+                if chosen.guard == "has_inputs":
+                    skip = PhaseCtx(self, name, _skipped(self, "no_essays_to_process"))
+                    skip.skip_reason = "no_essays_to_process"
+                    self.fire_phase(skip, "skip_dependency_failed")
+                continue
+            machines.PHASE.take(ctx, chosen, apply_phase)
+
+    def cancel_open_phases(self) -> None:
+        now = self.session.now
+        for name, phase in list(self.phases.items()):
+            if not phase.is_terminal:
+                self.fire_phase(PhaseCtx(self, name, {"finished_at": now, "error": "cancelled"}), "cancel")
+
+    def skip_dependents(self, failed: str, reason: str) -> None:
+        """Skip every pending phase that depends on ``failed``, transitively, in plan order."""
+        frontier = {failed}
+        for name, phase in self.phases.items():
+            if phase.status is _PENDING and frontier.intersection(phase.depends_on):
+                ctx = PhaseCtx(self, name, _skipped(self, f"{reason}:{failed}"), sweeping=True)
+                ctx.skip_reason = reason
+                self.fire_phase(ctx, "skip_dependency_failed")
+                frontier.add(name)
+
+
+def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:
+    return {"finished_at": engine.session.now, "error": error}
+
+
+def apply_phase(ctx: PhaseCtx, option: machines.PhaseOption) -> None:
+    engine = ctx.engine
+    phase = engine.phases[ctx.name]
+    dest = PhaseStatus(option.dest)
+    engine.phases[ctx.name] = evolve(phase, status=dest, **ctx.changes)
+    engine.session.journal.move(
+        Move(
+            "phase",
+            ctx.name,
+            option.transition.trigger,
+            phase.status.value,
+            option.dest,
+            engine.run.run_id,
+            ctx.note,
+        )
+    )
+
+
+def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
+    engine, session = ctx.engine, ctx.session
+    run = engine.run
+    trigger = option.transition.trigger
+    if option.transition.creates:
+        session.journal.move(Move("run", run.run_id, trigger, ABSENT, option.dest, run.run_id))
+        if run.status is not RunStatus.ACTIVE:
+            engine.finished = run
+        return
+    source = run.status.value
+    engine.finished = evolve(
+        run, status=RunStatus(option.dest), phases=tuple(engine.phases.values()), completed_at=session.now
+    )
+    session.journal.move(Move("run", run.run_id, trigger, source, option.dest, run.run_id))
+
+
+# -- phase guards --------------------------------------------------------------------------
+def inputs_ready(ctx: PhaseCtx) -> str | None:
+    engine = ctx.engine
+    ctx.inputs = engine.inputs_for(engine.phases[ctx.name])
+    return "dependencies_running" if ctx.inputs is None else None
+
+
+def below_parallel_limit(ctx: PhaseCtx) -> str | None:
+    limit = ctx.engine.session.profile.max_parallel
+    if limit is None or sum(1 for p in ctx.engine.phases.values() if p.is_active) < limit:
+        return None
+    return "parallel_limit"
+
+
+def has_inputs(ctx: PhaseCtx) -> str | None:
+    if ctx.inputs or not ctx.engine.phases[ctx.name].depends_on:
+        return None
+    return "no_essays_to_process"
+
+
+def items_sent(ctx: PhaseCtx) -> str | None:
+    """An outcome may only name items sent to its phase, each once, none both processed and
+    failed; so a phase's figures never exceed its inputs. Raises :class:`ItemMismatchError`."""
+    phase = ctx.engine.phases[ctx.name]
+    batch_id = ctx.engine.session.batch_id
+    processed = [e.essay_id for e in ctx.outputs]
+    twice = duplicates(processed) + duplicates(ctx.failed)
+    if twice:
+        raise ItemMismatchError("duplicate_items", batch_id=batch_id, ids=twice, phase=phase.name)
+    sent = {e.essay_id for e in phase.inputs}
+    unsent = tuple(i for i in (*processed, *ctx.failed) if i not in sent)
+    if unsent:
+        raise ItemMismatchError(
+            "items_not_sent_to_phase",
+            batch_id=batch_id,
+            ids=unsent,
+            phase=phase.name,
+            detail=f"{len(sent)} essays were sent to it",
+        )
+    both = tuple(i for i in ctx.failed if i in set(processed))
+    if both:
+        raise ItemMismatchError("processed_and_failed", batch_id=batch_id, ids=both, phase=phase.name)
+    return None
+
+
+def overdue(ctx: PhaseCtx) -> str | None:
+    deadline = ctx.engine.phases[ctx.name].deadline_at
+    return None if deadline is not None and deadline <= ctx.engine.session.now else "not_overdue"
+
+
+def resends_left(ctx: PhaseCtx) -> str | None:
+    phase = ctx.engine.phases[ctx.name]
+    if phase.command_event_id is not None and phase.resends < ctx.engine.session.profile.max_resends:
+        return None
+    return "resends_exhausted"
+
+
+# -- phase effects -------------------------------------------------------------------------
+def prepare_command(ctx: PhaseCtx) -> None:
+    engine = ctx.engine
+    session = engine.session
+    inputs = ctx.inputs
+    assert inputs is not None
+    spec = session.profile.phase_commands[ctx.name]
+    ctx.payload = engine.phase_command(spec, inputs)
+    if ctx.payload is None:
+        # Never build a command the producer would refuse: the phase fails at once.
+        ctx.changes = {"dispatched_at": session.now, "inputs": inputs}
+        return
+    ctx.changes = {
+        "dispatched_at": session.now,
+        "deadline_at": engine.deadline(engine.phases[ctx.name]),
+        "inputs": inputs,
+        "command_event_id": outbox_event_id(session.command.event_id, len(session.journal.emits)),
+    }
+
+
+def send_command(ctx: PhaseCtx) -> None:
+    engine = ctx.engine
+    session = engine.session
+    if ctx.payload is None:
+        failed = tuple(e.essay_id for e in ctx.inputs or ())
+        changes = {
+            "finished_at": session.now,
+            "error": "command_too_large",
+            "outputs": (),
+            "failed_essay_ids": failed,
+        }
+        engine.fire_phase(PhaseCtx(engine, ctx.name, changes), "abort")
+        return
+    topic = session.profile.phase_commands[ctx.name].topic
+    session.journal.emit(topic, session.batch_id, ctx.payload, engine.run.correlation_id)
+
+
+def resend_command(ctx: PhaseCtx) -> None:
+    command_event_id = ctx.engine.phases[ctx.name].command_event_id
+    assert command_event_id is not None
+    ctx.engine.session.journal.resend.append(command_event_id)
+
+
+def announce_skip(ctx: PhaseCtx) -> None:
+    engine = ctx.engine
+    session = engine.session
+    run = engine.run
+    skipped = PhaseSkippedV1(
+        batch_id=session.batch_id,
+        phase_name=ctx.name,
+        skip_reason=ctx.skip_reason,
+        correlation_id=run.correlation_id,
+        run_id=run.run_id,
+    )
+    session.journal.emit(Topic.PHASE_SKIPPED.value, session.batch_id, skipped, run.correlation_id)
+
+
+def skip_dependents(ctx: PhaseCtx) -> None:
+    if not ctx.sweeping:
+        ctx.engine.skip_dependents(ctx.name, "dependency_failed")
+
+
+def advance(ctx: PhaseCtx | RunCtx) -> None:
+    ctx.engine.advance_due = True
+
+
+# -- a run's start ---------------------------------------------------------------------------
+def plan_phases(ctx: RunCtx) -> None:
+    engine = ctx.engine
+    plan = _plan(ctx)
+    profile = ctx.session.profile
+    for step in plan.to_run:
+        engine.phases[step.name] = PhaseRun(
+            step.name,
+            step.depends_on,
+            PhaseStatus.REQUESTED_BY_USER,
+            deadline_seconds=profile.deadline_for(step),
+        )
+        engine.fire_phase(PhaseCtx(engine, step.name), "plan")
+
+
+def announce_pruned(ctx: RunCtx) -> None:
+    session, run = ctx.session, ctx.engine.run
+    for pruned in _plan(ctx).pruned:
+        skipped = PhaseSkippedV1(
+            batch_id=session.batch_id,
+            phase_name=pruned,
+            skip_reason="already_completed",
+            correlation_id=run.correlation_id,
+            run_id=run.run_id,
+        )
+        session.journal.emit(Topic.PHASE_SKIPPED.value, session.batch_id, skipped, run.correlation_id)
+
+
+def notify_started(ctx: RunCtx) -> None:
+    session, run = ctx.session, ctx.engine.run
+    plan = _plan(ctx)
+    notify(
+        session.journal,
+        batch_id=session.batch_id,
+        owner=session.state.user_id,
+        kind="batch_processing_started",
+        priority="low",
+        action=False,
+        payload={
+            "run_id": run.run_id,
+            "pipeline_name": run.pipeline_name,
+            "phases": [s.name for s in plan.to_run],
+            "skipped_phases": list(plan.pruned),
+        },
+        correlation_id=run.correlation_id,
+    )
+
+
+def cancel_open_phases(ctx: RunCtx) -> None:
+    ctx.engine.cancel_open_phases()
+
+
+def _plan(ctx: RunCtx) -> Plan:
+    plan = ctx.engine.plan
+    assert plan is not None
+    return plan
