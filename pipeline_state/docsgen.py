@@ -28,21 +28,36 @@ from pathlib import Path
 from typing import Any
 
 from . import errors as errors_module
-from .diagrams import lifecycle_mermaid, pipeline_mermaid, transition_table
+from .diagrams import (
+    TransitionRow,
+    edge_label,
+    lifecycle_mermaid,
+    pipeline_mermaid,
+    state_groups,
+    transition_rows,
+)
 from .events import TOPICS, EventEnvelope, TopicSpec, WireModel
 from .lifecycle import (
+    ABSENT,
     LIFECYCLES,
     PHASE_ACTIVE,
     PHASE_DONE,
     PHASE_TERMINAL,
     BatchStatus,
     Lifecycle,
+    PhaseStatus,
+    Refusals,
+    Transition,
+    Verdict,
 )
 from .profile import Profile, huleedu_profile
 
 __all__ = [
+    "ABSENT_LABEL",
+    "ELSEWHERE_LABEL",
     "GENERATED_BANNER",
     "REGENERATE_COMMAND",
+    "VERDICT_MEANINGS",
     "main",
     "render_errors_page",
     "render_lifecycles_page",
@@ -79,10 +94,27 @@ _LIFECYCLE_INTROS: Mapping[str, str] = {
         "any more, then ends in exactly one final status and is archived into the batch's history."
     ),
     "phase": (
-        "Each step of a run's plan is a phase with its own execution status. Only a phase in an "
-        "active status (`dispatch_initiated`, `in_progress`) accepts an outcome."
+        "Each step of a run's plan is a phase with its own execution status. Only a phase in "
+        "`dispatch_initiated` accepts an outcome."
     ),
 }
+
+VERDICT_MEANINGS: Mapping[Verdict, str] = {
+    Verdict.IGNORE: (
+        "nothing changes and nothing is emitted; the decision records the reason (normal under "
+        "at-least-once delivery: a repeat or a late fact)"
+    ),
+    Verdict.DENY: "a request is refused: denial events are emitted (with the reason), nothing else changes",
+    Verdict.REJECT: (
+        "the input can never be right here: a typed error is raised "
+        "([`IllegalTransitionError`][pipeline_state.errors.IllegalTransitionError] for a "
+        "trigger the state does not allow) and nothing changes"
+    ),
+    Verdict.HOLD: (
+        "not now: an internal move waits until a later decision finds its guards true; nothing is reported"
+    ),
+}
+"""What each :class:`~pipeline_state.lifecycle.Verdict` means, as the reference page says it."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -121,29 +153,46 @@ def _page(lines: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- lifecycles
 
 
-def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:
-    title = _LIFECYCLE_TITLES.get(lifecycle.name, f"{lifecycle.name.capitalize()} lifecycle")
-    lines = [f"## {title} {{ #{_anchor(lifecycle.name)}-lifecycle }}", ""]
-    intro = _LIFECYCLE_INTROS.get(lifecycle.name)
-    if intro:
-        lines += [intro, ""]
-    lines += [*_fence("mermaid", lifecycle_mermaid(lifecycle)), ""]
+ABSENT_LABEL = "*absent*"
+"""How the tables name the pseudo-state of an entity that does not exist yet."""
 
-    lines += [f"### States of the {lifecycle.name} lifecycle", ""]
+ELSEWHERE_LABEL = "*any other*"
+"""How the refusals table names every other state in which a trigger is not allowed."""
+
+_ORDINALS = ("1st", "2nd", "3rd")
+
+
+def _state_cell(state: str) -> str:
+    return ABSENT_LABEL if state == ABSENT else _code(state)
+
+
+def _ordinal(n: int) -> str:
+    return _ORDINALS[n - 1] if n <= len(_ORDINALS) else f"{n}th"
+
+
+def _move(lifecycle: Lifecycle, move: Transition) -> str:
+    return f"{_code(edge_label(lifecycle, move))} → {_code(move.dest)}"
+
+
+def _states_table(lifecycle: Lifecycle) -> list[str]:
     phase = lifecycle.name == "phase"
-    header = ["state", "kind", "leaves by (trigger → state)"]
+    header = ["state", "kind", "leaves by (arrow label → state)"]
     if phase:
         header[2:2] = ["accepts outcomes", "reused by later runs"]
+    creators: dict[str, list[str]] = {}
+    for move in lifecycle.transitions:
+        if move.creates:
+            creators.setdefault(move.dest, []).append(move.trigger)
     rows: list[list[str]] = []
     for state in lifecycle.states:
         kinds = []
         if state == lifecycle.initial:
             kinds.append("initial")
+        if state in creators:
+            kinds.append(f"created by {_codes(creators[state])}")
         if lifecycle.is_final(state):
             kinds.append("final")
-        moves = ", ".join(
-            f"{_code(move.trigger)} → {_code(move.dest)}" for move in lifecycle.moves_from(state)
-        )
+        moves = ", ".join(_move(lifecycle, move) for move in lifecycle.moves_from(state))
         row = [_code(state), ", ".join(kinds) or "—", moves or "— (never changes again)"]
         if phase:
             row[2:2] = [
@@ -151,44 +200,218 @@ def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:
                 "yes (pruned)" if state in PHASE_DONE else "no",
             ]
         rows.append(row)
-    lines += [*_table(header, rows), ""]
+    return _table(header, rows)
 
-    lines += [f"### Transitions of the {lifecycle.name} lifecycle", ""]
-    lines += _table(
-        ["trigger", "from", "to"],
-        (
-            [_code(trigger), _code(source), _code(dest)]
-            for trigger, source, dest in transition_table(lifecycle)
-        ),
-    )
-    lines.append("")
-    if lifecycle.name == "batch":
-        legacy = [status.value for status in BatchStatus if status.value not in lifecycle.states]
-        if legacy:
-            lines += [
-                "Other `BatchStatus` values are accepted on the wire (other services may still send "
-                f"them) but no transition enters them: {_codes(legacy)}.",
-                "",
+
+def _sources_cell(lifecycle: Lifecycle, move: Transition) -> str:
+    if move.creates:
+        return f"{ABSENT_LABEL} (creates it)"
+    cell = _codes(move.sources)
+    open_states = tuple(s for s in lifecycle.states if not lifecycle.is_final(s))
+    if len(move.sources) > 1 and move.sources == open_states:
+        cell = f"any non-final state: {cell}"
+    return cell
+
+
+def _effects_cell(move: Transition) -> str:
+    parts = []
+    if move.before:
+        parts.append(f"before: {_codes(move.before)}")
+    if move.after:
+        parts.append(f"after: {_codes(move.after)}")
+    return "; ".join(parts) or "—"
+
+
+def _order_note(rows: Sequence[TransitionRow]) -> str:
+    """Where a transition stands among the alternatives of its trigger, from its rows (one
+    per source); empty when it is the only one."""
+    orders = sorted({(row.alternative, row.alternatives) for row in rows})
+    if orders == [(1, 1)]:
+        return ""
+    return ", ".join(f"tried {_ordinal(position)} of {total} alternatives" for position, total in orders)
+
+
+def _transitions_table(lifecycle: Lifecycle) -> list[str]:
+    rows = iter(transition_rows(lifecycle))  # one row per (transition, source), in order
+    body = []
+    for move in lifecycle.transitions:
+        mine = [next(rows) for _ in move.sources]
+        notes = [text for text in (_order_note(mine), " ".join(move.doc.split())) if text]
+        body.append(
+            [
+                _code(move.trigger),
+                _sources_cell(lifecycle, move),
+                _code(move.dest),
+                _codes(move.guards),
+                _effects_cell(move),
+                "; ".join(notes) or "—",
             ]
-    if phase:
+        )
+    return _table(["trigger", "from", "to", "guards (in order)", "effects", "note"], body)
+
+
+def _guards_table(lifecycle: Lifecycle) -> list[str]:
+    rows = []
+    for guard in lifecycle.guards.values():
+        reasons = _codes(guard.reasons)
+        if guard.open_reasons:
+            reasons += " (examples: pluggable guards give their own)"
+        users = dict.fromkeys(t.trigger for t in lifecycle.transitions if guard.name in t.guards)
+        rows.append(
+            [
+                _code(guard.name),
+                " ".join(guard.doc.split()) or "—",
+                _code(guard.verdict.value),
+                reasons,
+                _codes(users),
+            ]
+        )
+    return _table(["guard", "holds when", "if false", "reasons", "used by"], rows)
+
+
+def _effects_table(lifecycle: Lifecycle) -> list[str]:
+    rows = []
+    for effect in lifecycle.effects.values():
+        users = [
+            f"{_code(t.trigger)} ({'before' if effect.name in t.before else 'after'})"
+            for t in lifecycle.transitions
+            if effect.name in t.effects
+        ]
+        rows.append(
+            [_code(effect.name), " ".join(effect.doc.split()) or "—", ", ".join(dict.fromkeys(users))]
+        )
+    return _table(["effect", "does", "run by (when)"], rows)
+
+
+def _refusals_table(lifecycle: Lifecycle) -> list[str]:
+    rows = []
+    for trigger in lifecycle.triggers:
+        declared = lifecycle.refusals.get(trigger)
+        specific = [] if declared is None else list(declared.by_state.items())
+        for state, refusal in specific:
+            rows.append(
+                [
+                    _code(trigger),
+                    _state_cell(state),
+                    _code(refusal.verdict.value),
+                    _code(refusal.reason) if refusal.reason else "—",
+                    _code(refusal.detail) if refusal.detail else "—",
+                ]
+            )
+        default = (declared or Refusals()).default
+        rows.append(
+            [
+                _code(trigger),
+                ELSEWHERE_LABEL,
+                _code(default.verdict.value),
+                _code(default.reason) if default.reason else "—",
+                _code(default.detail) if default.detail else "—",
+            ]
+        )
+    return _table(["trigger", "in state", "verdict", "reason", "detail"], rows)
+
+
+def _not_states(lifecycle: Lifecycle) -> list[str]:
+    """Wire values of the lifecycle's status enum that are not states of it."""
+    values: tuple[str, ...] = ()
+    if lifecycle.name == "batch":
+        values = tuple(status.value for status in BatchStatus)
+    elif lifecycle.name == "phase":
+        values = tuple(status.value for status in PhaseStatus)
+    return [value for value in values if value not in lifecycle.states]
+
+
+def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:
+    name = lifecycle.name
+    title = _LIFECYCLE_TITLES.get(name, f"{name.capitalize()} lifecycle")
+    lines = [f"## {title} {{ #{_anchor(name)}-lifecycle }}", ""]
+    intro = _LIFECYCLE_INTROS.get(name)
+    if intro:
+        lines += [intro, ""]
+    if lifecycle.doc:
+        lines += [f"*Definition:* {' '.join(lifecycle.doc.split())}", ""]
+    lines += [*_fence("mermaid", lifecycle_mermaid(lifecycle)), ""]
+    groups = state_groups(lifecycle)
+    if groups:
+        boxed = "; ".join(f"*{g.label}* holds {_codes(g.states)}" for g in groups)
+        lines += [
+            f"The box is drawn for the transitions that leave from every state in it ({boxed}); "
+            "its arrows stand for one arrow from each of those states.",
+            "",
+        ]
+
+    lines += [f"### States of the {name} lifecycle", "", *_states_table(lifecycle), ""]
+    legacy = _not_states(lifecycle)
+    if legacy and name == "batch":
+        lines += [
+            "Other `BatchStatus` values are accepted on the wire (other services may still send "
+            f"them) but no transition enters them: {_codes(legacy)}.",
+            "",
+        ]
+    elif legacy:
+        lines += [
+            f"Wire values that are not states of this lifecycle: {_codes(legacy)}. They parse and "
+            "count as active or terminal where the status sets say so, but the engine never "
+            "enters them (see the definition above).",
+            "",
+        ]
+    if name == "phase":
         lines += [
             f"Terminal phase statuses: {_codes(s for s in lifecycle.states if s in PHASE_TERMINAL)}.",
             "",
         ]
+
+    lines += [f"### Transitions of the {name} lifecycle", "", *_transitions_table(lifecycle), ""]
+    if lifecycle.guards:
+        lines += [f"### Guards of the {name} lifecycle", "", *_guards_table(lifecycle), ""]
+    if lifecycle.effects:
+        lines += [f"### Effects of the {name} lifecycle", "", *_effects_table(lifecycle), ""]
+    lines += [
+        f"### Refusals of the {name} lifecycle",
+        "",
+        f"What a trigger does in a state that does not allow it ({ABSENT_LABEL}: the "
+        f"{name} does not exist yet; {ELSEWHERE_LABEL}: every other such state). "
+        "`{trigger}` and `{state}` in a reason are filled in.",
+        "",
+        *_refusals_table(lifecycle),
+        "",
+    ]
     return lines
 
 
 def render_lifecycles_page(lifecycles: Mapping[str, Lifecycle] = LIFECYCLES) -> str:
-    """The page with every lifecycle's state diagram, states and transitions."""
+    """The page with every lifecycle's state diagram and its tables of states,
+    transitions, guards, effects and refusals."""
+    missing = set(Verdict) - VERDICT_MEANINGS.keys()
+    if missing:  # pragma: no cover - guards a new verdict without an explanation
+        raise ValueError(f"VERDICT_MEANINGS does not explain {sorted(missing)}")
     lines = [
         "# Lifecycles, states and transitions",
         "",
         "Every diagram and table on this page is rendered from the lifecycle definitions in "
         "[`pipeline_state.lifecycle`][pipeline_state.lifecycle] by "
         "[`lifecycle_mermaid`][pipeline_state.diagrams.lifecycle_mermaid] and "
-        "[`transition_table`][pipeline_state.diagrams.transition_table]; the same diagrams are "
-        "printed by `pipeline-state diagram batch|run|phase`. A trigger that is not listed for "
-        "a state raises [`IllegalTransitionError`][pipeline_state.errors.IllegalTransitionError].",
+        "[`transition_rows`][pipeline_state.diagrams.transition_rows]; the same diagrams are "
+        "printed by `pipeline-state diagram batch|run|phase`. The lifecycle is the rule-book: "
+        "the engine fires these transitions, checks these guards and answers with these "
+        "refusals ([Concepts](../concepts.md#lifecycles-are-the-rule-book) explains the words).",
+        "",
+        "## Reading the diagrams",
+        "",
+        "- An arrow is labelled `trigger [guard, ...]`: the trigger moves the entity along it "
+        "when every guard holds, checked in the order written.",
+        "- `else trigger` is an alternative: the same trigger from the same state, tried only "
+        "when the alternatives before it do not apply (the first whose guards hold is taken).",
+        "- Several transitions between the same two states share one arrow, one line each.",
+        "- An arrow from `[*]` creates the entity; final states lead to `[*]`.",
+        "- A box holds states that share transitions: its arrows leave from every state in it.",
+        "- Effects are listed in the transitions tables, not on the arrows "
+        "(`lifecycle_mermaid(..., effects=True)` writes them after a `/`).",
+        "",
+        "When a guard is false, or a trigger arrives in a state that does not allow it, the "
+        "engine answers with a verdict:",
+        "",
+        *_table(["verdict", "meaning"], ([_code(v.value), VERDICT_MEANINGS[v]] for v in Verdict)),
         "",
     ]
     for lifecycle in lifecycles.values():

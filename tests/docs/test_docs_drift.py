@@ -11,14 +11,23 @@ import difflib
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 
 from pipeline_state import HULEEDU_CATALOG, TOPICS, errors
 from pipeline_state.cli import main as cli_main
-from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid, transition_table
-from pipeline_state.docsgen import REGENERATE_COMMAND, main, render_pages, stale_pages
+from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
+from pipeline_state.docsgen import (
+    ABSENT_LABEL,
+    ELSEWHERE_LABEL,
+    REGENERATE_COMMAND,
+    main,
+    render_lifecycles_page,
+    render_pages,
+    stale_pages,
+)
 from pipeline_state.events import EventEnvelope
-from pipeline_state.lifecycle import LIFECYCLES
+from pipeline_state.lifecycle import ABSENT, LIFECYCLES, Lifecycle, Refusal, Refusals, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -73,15 +82,168 @@ def test_docs_pipeline_diagrams_cover_every_pipeline_of_the_profile() -> None:
                 assert f"    {dep} --> {step.name}" in blocks[HULEEDU_CATALOG.names.index(name)]
 
 
-def test_docs_every_state_and_transition_is_in_a_table() -> None:
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+
+
+def _rows(section: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in ``section``."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [_cells(line) for line in lines[2:]]
+
+
+def _codes_in(cell: str) -> tuple[str, ...]:
+    return tuple(code.replace("&#124;", "|") for code in re.findall(r"`([^`]*)`", cell))
+
+
+def _one(cell: str) -> str:
+    (code,) = _codes_in(cell)
+    return code
+
+
+def _subsections(page: str, name: str) -> dict[str, str]:
+    """The ``### <Kind> of the <name> lifecycle`` subsections of a lifecycle's section."""
+    found = dict(re.findall(rf"^### (\w+) of the {name} lifecycle\n(.*?)(?=^##)", page + "\n##", re.S | re.M))
+    return {kind.lower(): text for kind, text in found.items()}
+
+
+def _check_lifecycle_tables(page: str, lifecycle: Lifecycle) -> None:
+    """Assert that the page's tables say exactly what ``lifecycle`` declares."""
+    name = lifecycle.name
+    parts = _subsections(page, name)
+    assert list(parts) == ["states", "transitions", "guards", "effects", "refusals"][: len(parts)]
+
+    states = _rows(parts["states"])
+    assert [_one(row[0]) for row in states] == list(lifecycle.states), name
+    for row in states:
+        state = _one(row[0])
+        assert ("initial" in row[1]) == (state == lifecycle.initial), (name, state)
+        assert ("final" in row[1]) == lifecycle.is_final(state), (name, state)
+
+    shown: list[tuple[str, tuple[str, ...], str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = []
+    for trigger, sources, dest, guard_cell, effects, note in _rows(parts["transitions"]):
+        before: tuple[str, ...] = ()
+        after: tuple[str, ...] = ()
+        for part in effects.split("; "):
+            if part.startswith("before: "):
+                before = _codes_in(part)
+            elif part.startswith("after: "):
+                after = _codes_in(part)
+        origin = (ABSENT,) if sources.startswith(ABSENT_LABEL) else _codes_in(sources)
+        shown.append((_one(trigger), origin, _one(dest), _codes_in(guard_cell), before, after, note))
+    declared = [(t.trigger, t.sources, t.dest, t.guards, t.before, t.after) for t in lifecycle.transitions]
+    assert [row[:6] for row in shown] == declared, name
+    for line, t in zip(shown, lifecycle.transitions, strict=True):
+        assert " ".join(t.doc.split()) in line[6], (name, t)
+        alternatives = max(len(lifecycle.alternatives(s, t.trigger)) for s in t.sources)
+        assert ("alternatives" in line[6]) == (alternatives > 1), (name, t)
+
+    guards = _rows(parts.get("guards", ""))
+    assert [_one(row[0]) for row in guards] == list(lifecycle.guards), name
+    for guard_name, doc, verdict, reasons, users in guards:
+        guard = lifecycle.guards[_one(guard_name)]
+        assert doc == (" ".join(guard.doc.split()) or "—"), guard
+        assert _one(verdict) == guard.verdict.value, guard
+        assert _codes_in(reasons) == guard.reasons, guard
+        assert ("examples" in reasons) == guard.open_reasons, guard
+        expected = tuple(dict.fromkeys(t.trigger for t in lifecycle.transitions if guard.name in t.guards))
+        assert _codes_in(users) == expected, guard
+
+    effects_rows = _rows(parts.get("effects", ""))
+    assert [_one(row[0]) for row in effects_rows] == list(lifecycle.effects), name
+    for effect_name, doc, users in effects_rows:
+        effect = lifecycle.effects[_one(effect_name)]
+        assert doc == (" ".join(effect.doc.split()) or "—"), effect
+        runs = re.findall(r"`(\w+)` \((before|after)\)", users)
+        expected_runs = [
+            (t.trigger, "before" if effect.name in t.before else "after")
+            for t in lifecycle.transitions
+            if effect.name in t.effects
+        ]
+        assert runs == list(dict.fromkeys(expected_runs)), effect
+
+    refusals: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for trigger, state, verdict, reason, detail in _rows(parts["refusals"]):
+        where = {ABSENT_LABEL: ABSENT, ELSEWHERE_LABEL: "*"}
+        key = (_one(trigger), where[state] if state in where else _one(state))
+        assert key not in refusals, key
+        refusals[key] = (
+            _one(verdict),
+            "" if reason == "—" else _one(reason),
+            "" if detail == "—" else _one(detail),
+        )
+    assert {trigger for trigger, _ in refusals} == set(lifecycle.triggers), name
+    for trigger in lifecycle.triggers:
+        assert (trigger, "*") in refusals, (name, trigger)
+        for state in (ABSENT, *lifecycle.states):
+            allowed = bool(lifecycle.alternatives(state, trigger))
+            if allowed:
+                assert (trigger, state) not in refusals, (name, trigger, state)
+                continue
+            refusal = lifecycle.refusal(state, trigger)
+            answer = refusals.get((trigger, state), refusals[(trigger, "*")])
+            assert answer == (refusal.verdict.value, refusal.reason, refusal.detail), (name, trigger, state)
+
+
+def test_docs_every_state_transition_guard_effect_and_refusal_is_in_a_table() -> None:
     page = PAGES["reference/lifecycles.md"]
     for lifecycle in LIFECYCLES.values():
-        section = page.split(f"### States of the {lifecycle.name} lifecycle", 1)[1]
-        states, transitions = section.split(f"### Transitions of the {lifecycle.name} lifecycle", 1)
-        for state in lifecycle.states:
-            assert re.search(rf"^\| `{state}` \|", states, re.M), (lifecycle.name, state)
-        rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \| `(\w+)` \|$", transitions.split("\n## ", 1)[0], re.M)
-        assert rows == transition_table(lifecycle)
+        _check_lifecycle_tables(page, lifecycle)
+        assert " ".join(lifecycle.doc.split()) in page
+
+
+def test_docs_lifecycle_tables_fail_when_the_page_and_the_definitions_disagree() -> None:
+    batch, run, phase = (LIFECYCLES[name] for name in ("batch", "run", "phase"))
+    start = next(t for t in batch.transitions if t.trigger == "start_run")
+    finish = next(t for t in run.transitions if t.trigger == "finish")
+    mutants = {
+        "a guard's verdict": attrs.evolve(
+            batch,
+            guards={
+                **batch.guards,
+                "admitted": attrs.evolve(batch.guards["admitted"], verdict=Verdict.IGNORE),
+            },
+        ),
+        "a transition's guards": attrs.evolve(
+            batch,
+            transitions=tuple(
+                attrs.evolve(t, guards=("admitted", "plan_resolved")) if t is start else t
+                for t in batch.transitions
+            ),
+        ),
+        "an effect's timing": attrs.evolve(
+            batch,
+            transitions=tuple(
+                attrs.evolve(t, before=(), after=("attach_prompt", "accept_run")) if t is start else t
+                for t in batch.transitions
+            ),
+        ),
+        "a refusal's reason": attrs.evolve(
+            batch,
+            refusals={**batch.refusals, "register": Refusals(Refusal(Verdict.IGNORE, "registered_twice"))},
+        ),
+        "the order of alternatives": attrs.evolve(
+            run, transitions=(*(t for t in run.transitions if t is not finish), finish)
+        ),
+        "the order of states": attrs.evolve(phase, states=phase.states[::-1]),
+    }
+    for what, mutant in mutants.items():
+        page = render_lifecycles_page({**LIFECYCLES, mutant.name: mutant})
+        original = LIFECYCLES[mutant.name]
+        try:
+            _check_lifecycle_tables(page, original)
+        except AssertionError:
+            continue
+        pytest.fail(f"the tables did not notice a changed {what}")
+
+
+def test_docs_lifecycle_page_says_which_wire_values_are_never_entered() -> None:
+    page = PAGES["reference/lifecycles.md"]
+    phase = page.split("## Phase execution lifecycle", 1)[1]
+    for value in ("in_progress", "skipped_by_user_config"):
+        assert value not in LIFECYCLES["phase"].states
+        assert f"`{value}`" in phase.split("### Transitions", 1)[0]
+    assert "never enters them" in phase
 
 
 def test_docs_wire_contract_lists_every_topic_and_field() -> None:
