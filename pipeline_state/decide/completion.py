@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from pipeline_state.commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state.errors import IllegalTransitionError
@@ -36,49 +37,56 @@ __all__ = [
 ]
 
 
-def completion_event(
+def completion_data(
     state: BatchState, run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime
-) -> BatchPipelineCompletedV1:
-    """The completion event of the finished ``run``."""
+) -> dict[str, Any]:
+    """The field values of the finished ``run``'s completion event."""
     final = run.phase(run.final_step)
     # A pruned final step is not in run.phases: its recorded outputs came out of the run.
     out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
     successful = {e.essay_id for e in out}
     entered = {e.essay_id for p in run.phases for e in p.inputs} | successful
-    # One validation of plain data: nested model instances would each be validated apart.
-    return BatchPipelineCompletedV1.model_validate(
-        {
-            "batch_id": state.batch_id,
-            "pipeline_name": run.pipeline_name,
-            "run_id": run.run_id,
-            "completed_phases": list(run.completed_phases),
-            "skipped_phases": list(run.skipped_phases),
-            "final_status": run.status.value,
-            "processing_duration_seconds": max(0.0, (now - run.accepted_at).total_seconds()),
-            "successful_essay_count": len(successful),
-            "failed_essay_count": len(entered - successful),
-            "phase_results": {
-                p.name: {
-                    "status": p.status.value,
-                    "successful": len(p.outputs),
-                    "failed": len(p.failed_essay_ids),
-                    "duration_seconds": p.duration_seconds,
-                }
-                for p in run.phases
-            },
-            "correlation_id": run.correlation_id,
-            "metadata": {"entity_id": state.batch_id, "timestamp": now},
-        }
-    )
+    return {
+        "batch_id": state.batch_id,
+        "pipeline_name": run.pipeline_name,
+        "run_id": run.run_id,
+        "completed_phases": list(run.completed_phases),
+        "skipped_phases": list(run.skipped_phases),
+        "final_status": run.status.value,
+        "processing_duration_seconds": max(0.0, (now - run.accepted_at).total_seconds()),
+        "successful_essay_count": len(successful),
+        "failed_essay_count": len(entered - successful),
+        "phase_results": {
+            p.name: {
+                "status": p.status.value,
+                "successful": len(p.outputs),
+                "failed": len(p.failed_essay_ids),
+                "duration_seconds": p.duration_seconds,
+            }
+            for p in run.phases
+        },
+        "correlation_id": run.correlation_id,
+        "metadata": {"entity_id": state.batch_id, "timestamp": now},
+    }
+
+
+def completion_event(
+    state: BatchState, run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime
+) -> BatchPipelineCompletedV1:
+    """The completion event of the finished ``run``."""
+    return BatchPipelineCompletedV1.model_validate(completion_data(state, run, recorded, now))
 
 
 def emit_completion(ctx: RunCtx) -> None:
     session, engine = ctx.session, ctx.engine
     finished = engine.finished
     assert finished is not None
-    event = completion_event(session.state, finished, session.recorded(), session.now)
-    engine.completion = event
-    session.journal.emit(Topic.PIPELINE_COMPLETED.value, session.batch_id, event, finished.correlation_id)
+    data = completion_data(session.state, finished, session.recorded(), session.now)
+    engine.completion = data
+    topic = Topic.PIPELINE_COMPLETED.value
+    session.journal.emit_lazy(
+        topic, session.batch_id, BatchPipelineCompletedV1, data, finished.correlation_id
+    )
 
 
 def notify_completion(ctx: RunCtx) -> None:
@@ -87,7 +95,7 @@ def notify_completion(ctx: RunCtx) -> None:
     assert finished is not None
     assert completion is not None
     dest = finished.status.value
-    clean = completion.failed_essay_count == 0 and finished.status is RunStatus.COMPLETED_SUCCESSFULLY
+    clean = completion["failed_essay_count"] == 0 and finished.status is RunStatus.COMPLETED_SUCCESSFULLY
     notify(
         session.journal,
         batch_id=session.batch_id,
@@ -99,10 +107,10 @@ def notify_completion(ctx: RunCtx) -> None:
             "run_id": finished.run_id,
             "pipeline_name": finished.pipeline_name,
             "final_status": dest,
-            "completed_phases": list(completion.completed_phases),
-            "successful_essays": completion.successful_essay_count,
-            "failed_essays": completion.failed_essay_count,
-            "duration_seconds": completion.processing_duration_seconds,
+            "completed_phases": list(completion["completed_phases"]),
+            "successful_essays": completion["successful_essay_count"],
+            "failed_essays": completion["failed_essay_count"],
+            "duration_seconds": completion["processing_duration_seconds"],
             "message": f"Pipeline {finished.pipeline_name} finished: {dest}",
         },
         correlation_id=finished.correlation_id,

@@ -212,11 +212,9 @@ def request_matching(ctx: BatchCtx) -> None:
     if matching is None:
         return
     state = session.state
-    payload = matching.model.model_validate(
-        {
-            "batch_id": state.batch_id,
-            "class_id": state.class_id,
-            "essays_to_process": [wire_ref(e) for e in state.essays],
-        }
-    )
-    session.journal.emit(matching.topic, state.batch_id, payload)
+    data = {
+        "batch_id": state.batch_id,
+        "class_id": state.class_id,
+        "essays_to_process": [wire_ref(e) for e in state.essays],
+    }
+    session.journal.emit_lazy(matching.topic, state.batch_id, matching.model, data)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import attrs
 
@@ -18,14 +19,64 @@ CORRELATION_MISMATCH = "correlation_mismatch"
 applied to the active run (unless the profile has ``strict_correlation``)."""
 
 
-@attrs.frozen
 class Emit:
-    """An event to publish: topic, message key, payload and the correlation id it carries."""
+    """An event to publish: topic, message key, payload and the correlation id it carries.
 
-    topic: str
-    key: str | None
-    payload: WireModel
-    correlation_id: str
+    The payload may be given built, or as its model and the field values it validates
+    (``Emit.lazy``): it is then validated on first access, so a decision whose emits are
+    never read (a dry run, a test of moves) does not pay for building them.
+    """
+
+    __slots__ = ("_data", "_model", "_payload", "correlation_id", "key", "topic")
+
+    def __init__(self, topic: str, key: str | None, payload: WireModel, correlation_id: str) -> None:
+        self.topic = topic
+        self.key = key
+        self.correlation_id = correlation_id
+        self._payload: WireModel | None = payload
+        self._model: type[WireModel] = type(payload)
+        self._data: Mapping[str, Any] | None = None
+
+    @classmethod
+    def lazy(
+        cls, topic: str, key: str | None, model: type[WireModel], data: Mapping[str, Any], correlation_id: str
+    ) -> Emit:
+        """An emit whose payload is ``model`` validated from ``data`` when first read."""
+        emit = cls.__new__(cls)
+        emit.topic, emit.key, emit.correlation_id = topic, key, correlation_id
+        emit._payload, emit._model, emit._data = None, model, data
+        return emit
+
+    @property
+    def model(self) -> type[WireModel]:
+        """The payload's model class (known without building the payload)."""
+        return self._model
+
+    @property
+    def payload(self) -> WireModel:
+        payload = self._payload
+        if payload is None:
+            assert self._data is not None
+            payload = self._payload = self._model.model_validate(self._data)
+        return payload
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Emit):
+            return NotImplemented
+        return (self.topic, self.key, self.correlation_id, self.payload) == (
+            other.topic,
+            other.key,
+            other.correlation_id,
+            other.payload,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Emit(topic={self.topic!r}, key={self.key!r}, payload={self.payload!r}, "
+            f"correlation_id={self.correlation_id!r})"
+        )
 
 
 @attrs.frozen
@@ -89,3 +140,14 @@ class Journal:
 
     def move(self, move: Move) -> None:
         self.moves.append(move)
+
+    def emit_lazy(
+        self,
+        topic: str,
+        key: str | None,
+        model: type[WireModel],
+        data: Mapping[str, Any],
+        correlation_id: str | None = None,
+    ) -> None:
+        """Record an event whose payload is ``model`` validated from ``data`` when first read."""
+        self.emits.append(Emit.lazy(topic, key, model, data, correlation_id or self.correlation_id))

@@ -23,14 +23,16 @@ def notify(
     correlation_id: str,
 ) -> None:
     """Record a teacher notification of ``kind`` for the batch's ``owner``."""
-    note = TeacherNotificationRequestedV1(
-        teacher_id=owner,
-        notification_type=kind,
-        category="batch_progress",
-        priority=priority,
-        payload={"batch_id": batch_id, **payload},
-        action_required=action,
-        correlation_id=correlation_id,
-        batch_id=batch_id,
+    data = {
+        "teacher_id": owner,
+        "notification_type": kind,
+        "category": "batch_progress",
+        "priority": priority,
+        "payload": {"batch_id": batch_id, **payload},
+        "action_required": action,
+        "correlation_id": correlation_id,
+        "batch_id": batch_id,
+    }
+    journal.emit_lazy(
+        Topic.TEACHER_NOTIFICATION.value, owner, TeacherNotificationRequestedV1, data, correlation_id
     )
-    journal.emit(Topic.TEACHER_NOTIFICATION.value, owner, note, correlation_id)

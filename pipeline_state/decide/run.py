@@ -9,13 +9,7 @@ from typing import Any
 
 from pipeline_state.catalog import Plan
 from pipeline_state.errors import ItemMismatchError
-from pipeline_state.events import (
-    BatchPipelineCompletedV1,
-    EssayProcessingInputRefV1,
-    PhaseInitiateCommand,
-    PhaseSkippedV1,
-    Topic,
-)
+from pipeline_state.events import PhaseSkippedV1, Topic
 from pipeline_state.lifecycle import ABSENT, PhaseStatus, RunStatus
 from pipeline_state.model import EssayRef, PhaseRun, Run, evolve
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
@@ -31,8 +25,9 @@ __all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "wire_ref"]
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
 
 
-def wire_ref(ref: EssayRef) -> EssayProcessingInputRefV1:
-    return EssayProcessingInputRefV1(essay_id=ref.essay_id, text_storage_id=ref.text_storage_id)
+def wire_ref(ref: EssayRef) -> dict[str, str | None]:
+    """An item reference as the wire models validate it."""
+    return {"essay_id": ref.essay_id, "text_storage_id": ref.text_storage_id}
 
 
 def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
@@ -62,7 +57,7 @@ class RunEngine:
         self.advance_due = False
         self.plan: Plan | None = None
         self.finished: Run | None = None
-        self.completion: BatchPipelineCompletedV1 | None = None
+        self.completion: dict[str, Any] | None = None
 
     @classmethod
     def accept(cls, session: Session, run: Run, plan: Plan) -> RunEngine:
@@ -116,8 +111,11 @@ class RunEngine:
         return None if not phase.is_terminal else ()
 
     def inputs_for(self, phase: PhaseRun) -> tuple[EssayRef, ...] | None:
-        if not phase.depends_on:
+        depends_on = phase.depends_on
+        if not depends_on:
             return self.session.state.essays
+        if len(depends_on) == 1:
+            return self.dependency_outputs(depends_on[0])
         order = {name: i for i, name in enumerate(self.plan_order())}
         deps = sorted(phase.depends_on, key=lambda d: order.get(d, -1))
         outputs: list[tuple[EssayRef, ...]] = []
@@ -136,25 +134,25 @@ class RunEngine:
         seconds = phase.deadline_seconds
         return self.session.now + timedelta(seconds=seconds) if seconds else None
 
-    def phase_command(self, spec: CommandSpec, inputs: tuple[EssayRef, ...]) -> PhaseInitiateCommand | None:
-        """The command that starts a phase over ``inputs``; ``None`` when it would exceed
-        the profile's ``max_command_bytes`` (measured only when the item count allows it)."""
+    def phase_command(self, spec: CommandSpec, inputs: tuple[EssayRef, ...]) -> dict[str, Any] | None:
+        """The field values of the command that starts a phase over ``inputs``; ``None``
+        when it would exceed the profile's ``max_command_bytes`` (measured, by building it,
+        only when the item count allows it)."""
         state = self.session.state
-        payload = spec.model.model_validate(
-            {
-                "batch_id": state.batch_id,
-                "essays_to_process": [wire_ref(e) for e in inputs],
-                "language": state.language,
-                "course_code": state.course_code,
-                "class_id": state.class_id,
-            }
-        )
+        data = {
+            "batch_id": state.batch_id,
+            "essays_to_process": [wire_ref(e) for e in inputs],
+            "language": state.language,
+            "course_code": state.course_code,
+            "class_id": state.class_id,
+        }
         profile = self.session.profile
         if len(inputs) > profile.measure_above_items:
+            payload = spec.model.model_validate(data)
             size = COMMAND_OVERHEAD_BYTES + len(payload.__pydantic_serializer__.to_json(payload))
             if size > profile.max_command_bytes:
                 return None
-        return payload
+        return data
 
     # -- progress --------------------------------------------------------------------------
     def settle(self) -> None:
@@ -262,12 +260,16 @@ def items_sent(ctx: PhaseCtx) -> str | None:
     """An outcome may only name items sent to its phase, each once, none both processed and
     failed; so a phase's figures never exceed its inputs. Raises :class:`ItemMismatchError`."""
     phase = ctx.engine.phases[ctx.name]
-    batch_id = ctx.engine.session.batch_id
     processed = [e.essay_id for e in ctx.outputs]
+    failed = ctx.failed
+    sent = {e.essay_id for e in phase.inputs}
+    named = {*processed, *failed}
+    if len(named) == len(processed) + len(failed) and named <= sent:
+        return None  # each named once, none twice or both, all sent: the usual case
+    batch_id = ctx.engine.session.batch_id
     twice = duplicates(processed) + duplicates(ctx.failed)
     if twice:
         raise ItemMismatchError("duplicate_items", batch_id=batch_id, ids=twice, phase=phase.name)
-    sent = {e.essay_id for e in phase.inputs}
     unsent = tuple(i for i in (*processed, *ctx.failed) if i not in sent)
     if unsent:
         raise ItemMismatchError(
@@ -277,7 +279,8 @@ def items_sent(ctx: PhaseCtx) -> str | None:
             phase=phase.name,
             detail=f"{len(sent)} essays were sent to it",
         )
-    both = tuple(i for i in ctx.failed if i in set(processed))
+    done = set(processed)
+    both = tuple(i for i in ctx.failed if i in done)
     if both:
         raise ItemMismatchError("processed_and_failed", batch_id=batch_id, ids=both, phase=phase.name)
     return None
@@ -328,8 +331,10 @@ def send_command(ctx: PhaseCtx) -> None:
         }
         engine.fire_phase(PhaseCtx(engine, ctx.name, changes), "abort")
         return
-    topic = session.profile.phase_commands[ctx.name].topic
-    session.journal.emit(topic, session.batch_id, ctx.payload, engine.run.correlation_id)
+    spec = session.profile.phase_commands[ctx.name]
+    session.journal.emit_lazy(
+        spec.topic, session.batch_id, spec.model, ctx.payload, engine.run.correlation_id
+    )
 
 
 def resend_command(ctx: PhaseCtx) -> None:
@@ -342,14 +347,7 @@ def announce_skip(ctx: PhaseCtx) -> None:
     engine = ctx.engine
     session = engine.session
     run = engine.run
-    skipped = PhaseSkippedV1(
-        batch_id=session.batch_id,
-        phase_name=ctx.name,
-        skip_reason=ctx.skip_reason,
-        correlation_id=run.correlation_id,
-        run_id=run.run_id,
-    )
-    session.journal.emit(Topic.PHASE_SKIPPED.value, session.batch_id, skipped, run.correlation_id)
+    _announce(session, run, ctx.name, ctx.skip_reason)
 
 
 def skip_dependents(ctx: PhaseCtx) -> None:
@@ -379,14 +377,20 @@ def plan_phases(ctx: RunCtx) -> None:
 def announce_pruned(ctx: RunCtx) -> None:
     session, run = ctx.session, ctx.engine.run
     for pruned in _plan(ctx).pruned:
-        skipped = PhaseSkippedV1(
-            batch_id=session.batch_id,
-            phase_name=pruned,
-            skip_reason="already_completed",
-            correlation_id=run.correlation_id,
-            run_id=run.run_id,
-        )
-        session.journal.emit(Topic.PHASE_SKIPPED.value, session.batch_id, skipped, run.correlation_id)
+        _announce(session, run, pruned, "already_completed")
+
+
+def _announce(session: Session, run: Run, phase: str, reason: str) -> None:
+    skipped = {
+        "batch_id": session.batch_id,
+        "phase_name": phase,
+        "skip_reason": reason,
+        "correlation_id": run.correlation_id,
+        "run_id": run.run_id,
+    }
+    session.journal.emit_lazy(
+        Topic.PHASE_SKIPPED.value, session.batch_id, PhaseSkippedV1, skipped, run.correlation_id
+    )
 
 
 def notify_started(ctx: RunCtx) -> None:
