@@ -171,15 +171,23 @@ _EVOLVERS: dict[type, Any] = {}
 
 
 def _compile_evolver(cls: type) -> Any:
-    """Compile ``evolve`` for one attrs class of this module: one plain call of ``__init__``
-    (attrs.evolve looks the fields up and builds a kwargs dict on every call)."""
+    """Compile ``evolve`` for one attrs class of this module: a new instance whose slots are
+    set straight from the old one's, with the changes (no ``__init__``, whose frozen-class
+    ``setattr`` costs twice as much; attrs.evolve also looks the fields up and builds a
+    kwargs dict on every call). Only for classes without validators, converters or
+    ``__attrs_post_init__``: the values were checked when the instance was first built."""
     fields = attrs.fields(cls)
-    if any(not f.init or f.alias != f.name for f in fields):
+    if any(not f.init or f.alias != f.name or f.validator or f.converter for f in fields):
+        raise TypeError(f"{cls.__name__}: use attrs.evolve")
+    if hasattr(cls, "__attrs_post_init__") or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: use attrs.evolve")
     params = ", ".join(f"{f.name}=_UNSET" for f in fields)
-    args = ", ".join(f"inst.{f.name} if {f.name} is _UNSET else {f.name}" for f in fields)
-    namespace: dict[str, Any] = {"_UNSET": _UNSET, "cls": cls}
-    exec(f"def evolve(inst, *, {params}):\n    return cls({args})\n", namespace)
+    body = "".join(
+        f"    set_{f.name}(new, inst.{f.name} if {f.name} is _UNSET else {f.name})\n" for f in fields
+    )
+    namespace: dict[str, Any] = {"_UNSET": _UNSET, "make": object.__new__, "cls": cls}
+    namespace.update({f"set_{f.name}": cls.__dict__[f.name].__set__ for f in fields})
+    exec(f"def evolve(inst, *, {params}):\n    new = make(cls)\n{body}    return new\n", namespace)
     _EVOLVERS[cls] = namespace["evolve"]
     return namespace["evolve"]
 
