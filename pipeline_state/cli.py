@@ -1,4 +1,4 @@
-"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``serve`` and ``stalled``.
+"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``paths``, ``serve`` and ``stalled``.
 
 Each subcommand lives in its own module and is imported only when used, so ``demo`` and
 ``diagram`` work without the optional adapter dependencies.
@@ -41,6 +41,16 @@ def _demo(args: argparse.Namespace) -> int:
 
     code: int = run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
     return code
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from .testing.paths import DEFAULT_MAX_DEPTH, paths_command
+
+    if args.max_depth is not None and args.max_depth < 1:
+        print("error: --max-depth must be >= 1", file=sys.stderr)
+        return 2
+    depth = DEFAULT_MAX_DEPTH if args.max_depth is None else args.max_depth
+    return paths_command(sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -120,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--highlight", nargs="*", help="states to highlight (lifecycles only)")
     diagram.add_argument("--catalog", help="a TOML or YAML catalog instead of the HuleEdu profile")
     diagram.set_defaults(func=_diagram)
+
+    paths = sub.add_parser(
+        "paths",
+        help="generate input paths through the engine; exit 1 naming any declared transition none reaches",
+    )
+    paths.add_argument("--max-depth", type=int, help="longest input sequence the search extends (default 24)")
+    paths.add_argument("--json", action="store_true", help="print JSON instead of text")
+    paths.add_argument(
+        "--show-paths", action="store_true", help="print the shortest input sequence of each transition"
+    )
+    paths.set_defaults(func=_paths)
 
     serve = sub.add_parser("serve", help="run the Kafka consumer and outbox relay")
     serve.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT")

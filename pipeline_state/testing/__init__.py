@@ -1,8 +1,11 @@
 """Test kit shipped with the library: message builders, a reference model, Hypothesis
-strategies, a stateful harness and the contract suites adapters must pass.
+strategies, a stateful harness, the contract suites adapters must pass, and generated
+paths through the engine (``paths``: shortest and simple input sequences, transition
+coverage).
 
 The Hypothesis-based parts (``strategies``, ``harness``) are imported on first use, so the
-builders and the reference model work without the ``testing`` extra installed.
+builders and the reference model work without the ``testing`` extra installed; ``paths``
+needs no extra and is imported on first use too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ _LAZY = {
     "inbound_messages": "strategies",
     "envelopes": "strategies",
     "outcome_data": "strategies",
+    "Exploration": "paths",
+    "TransitionKey": "paths",
+    "coverage": "paths",
+    "declared_transitions": "paths",
+    "engine_invariants": "paths",
+    "explore": "paths",
+    "replay": "paths",
+    "simple_paths": "paths",
 }
 
 __all__ = ["Envelopes", "ReferenceModel", "essay_refs", *_LAZY]
