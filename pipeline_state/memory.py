@@ -386,7 +386,6 @@ class InMemoryBus:
         self.available = True
         self._log: list[OutboxMessage] = []
         self._subscribers: defaultdict[str, list[Subscriber]] = defaultdict(list)
-        self._seen: set[str] = set()
 
     def subscribe(self, topic: str, handler: Subscriber) -> None:
         self._subscribers[topic].append(handler)
@@ -394,18 +393,23 @@ class InMemoryBus:
     async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
         if not self.available:
             raise PublishError("the in-memory bus was taken offline")
-        results: list[BaseException | None] = []
+        subscribers = self._subscribers
         for message in messages:
             self._log.append(message)
-            self._seen.add(message.event_id)
-            for handler in self._subscribers.get(message.topic, ()):
-                await handler(message)
-            results.append(None)
-        return results
+            if subscribers:
+                for handler in subscribers.get(message.topic, ()):
+                    await handler(message)
+        return [None] * len(messages)
 
-    def messages(self, topic: str | None = None) -> list[OutboxMessage]:
-        """Everything published so far (on ``topic``), in publishing order."""
-        return [m for m in self._log if topic is None or m.topic == topic]
+    def messages(self, topic: str | None = None, *, since: int = 0) -> list[OutboxMessage]:
+        """Everything published so far (on ``topic``), in publishing order; with ``since``,
+        only what was published after the first ``since`` messages (see :meth:`count`)."""
+        log = self._log[since:] if since else self._log
+        return [m for m in log if topic is None or m.topic == topic]
+
+    def count(self) -> int:
+        """How many messages were published so far (all topics), without copying them."""
+        return len(self._log)
 
     def clear(self) -> None:
         self._log.clear()

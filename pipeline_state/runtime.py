@@ -75,10 +75,11 @@ class InMemoryRuntime:
     async def _emitted(self, result: HandleResult) -> list[Message]:
         """The rows ``result`` wrote (its own, then those of the waiting facts it resumed),
         then the commands it re-sent, as the bus received them."""
-        before = len(self.bus.messages())
+        before = self.bus.count()
         await self.relay.drain()
         out = [m.as_dict() for m in result.all_messages]
-        resent = set() if result.decision is None else set(result.decision.resend)
+        resent = () if result.decision is None else result.decision.resend
         if resent:
-            out += [m.as_dict() for m in self.bus.messages()[before:] if m.event_id in resent]
+            wanted = set(resent)
+            out += [m.as_dict() for m in self.bus.messages(since=before) if m.event_id in wanted]
         return out
