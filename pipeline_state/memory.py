@@ -9,9 +9,11 @@ in process memory, so they suit tests, demos and single-process tools.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, OrderedDict, defaultdict, deque
+import operator
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import attrs
 
@@ -34,6 +36,13 @@ from .ports import (
 )
 
 __all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
+
+
+_row_id = operator.attrgetter("id")
+_inbox_row = operator.attrgetter("topic", "batch_id", "result", "processed_at")
+"""An inbox entry as the store keeps it (its event id is the key)."""
+_transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionRecord)))
+"""A transition record as the store keeps it: its fields in order (``TransitionRecord(*row)``)."""
 
 
 class SystemClock:
@@ -86,9 +95,11 @@ class InMemoryStore:
         self.lease = timedelta(seconds=lease_seconds)
         self._leases: dict[int, datetime] = {}
         self._batches: dict[str, BatchState] = {}
-        self._inbox: dict[str, InboxEntry] = {}
+        # Rows kept as plain tuples of strings and datetimes: the garbage collector stops
+        # tracking such tuples, so a long-lived inbox and log cost it nothing.
+        self._inbox: dict[str, tuple[str, str, str, datetime]] = {}
         self._deadlines: dict[str, datetime] = {}
-        self._transitions: list[TransitionRecord] | None = [] if keep_transitions else None
+        self._transitions: list[tuple[Any, ...]] | None = [] if keep_transitions else None
         self._outbox: dict[int, OutboxRow] = {}
         # Pending row ids of each key, oldest first, and a heap of (head row id, key): a claim
         # looks at the heads in age order instead of scanning rows held back by their key.
@@ -97,7 +108,7 @@ class InMemoryStore:
         self._retry_at: dict[int, datetime] = {}
         self._next_row = 1
         self._waiting: dict[str, WaitingFact] = {}  # by event id, in arrival order
-        self._waiting_per_batch: Counter[str] = Counter()
+        self._waiting_by_batch: dict[str, dict[str, WaitingFact]] = {}  # the same, per batch
         self._next_seq = 1
         self._published: OrderedDict[str, OutboxMessage] = OrderedDict()
         self._keep_published = keep_published
@@ -172,9 +183,9 @@ class InMemoryStore:
             else:
                 self._deadlines[change.batch_id] = deadline
         if change.inbox is not None:
-            self._inbox[change.inbox.event_id] = change.inbox
-        if self._transitions is not None:
-            self._transitions.extend(change.transitions)
+            self._inbox[change.inbox.event_id] = _inbox_row(change.inbox)
+        if self._transitions is not None and change.transitions:
+            self._transitions.extend(map(_transition_row, change.transitions))
         for message in change.outbox:
             self._add_row(message, change.at)
         if change.resolves is not None:
@@ -182,22 +193,27 @@ class InMemoryStore:
         if change.waiting is not None:
             fact = attrs.evolve(change.waiting, seq=self._next_seq)
             self._next_seq += 1
-            self._waiting[fact.event_id] = fact
-            self._waiting_per_batch[fact.batch_id] += 1
+            self._keep_waiting(fact)
         for event_id, waits_for in change.rewaits:
             still = self._waiting.get(event_id)
             if still is not None:
-                self._waiting[event_id] = attrs.evolve(still, waits_for=waits_for)
+                self._keep_waiting(attrs.evolve(still, waits_for=waits_for))
         if change.republish:
             self._requeue(change.republish, change.at)
+
+    def _keep_waiting(self, fact: WaitingFact) -> None:
+        """Add ``fact`` to the waiting set, or replace it in place (arrival order kept)."""
+        self._waiting[fact.event_id] = fact
+        self._waiting_by_batch.setdefault(fact.batch_id, {})[fact.event_id] = fact
 
     def _drop_waiting(self, event_id: str) -> bool:
         fact = self._waiting.pop(event_id, None)
         if fact is None:
             return False
-        self._waiting_per_batch[fact.batch_id] -= 1
-        if self._waiting_per_batch[fact.batch_id] <= 0:
-            del self._waiting_per_batch[fact.batch_id]
+        of_batch = self._waiting_by_batch[fact.batch_id]
+        del of_batch[event_id]
+        if not of_batch:
+            del self._waiting_by_batch[fact.batch_id]
         return True
 
     def _requeue(self, event_ids: Sequence[str], now: datetime) -> None:
@@ -242,7 +258,8 @@ class InMemoryStore:
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         self._check()
-        return self._inbox.get(event_id)
+        row = self._inbox.get(event_id)
+        return None if row is None else InboxEntry(event_id, *row)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         self._check()
@@ -258,18 +275,20 @@ class InMemoryStore:
     # -- waiting facts ----------------------------------------------------------------------
     async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
         self._check()
-        return self._batches.get(batch_id), batch_id in self._waiting_per_batch
+        return self._batches.get(batch_id), batch_id in self._waiting_by_batch
 
     async def list_waiting(
         self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
     ) -> list[WaitingFact]:
         self._check()
+        if batch_id is None:
+            facts = self._waiting.values()
+        else:
+            facts = self._waiting_by_batch.get(batch_id, {}).values()
         out: list[WaitingFact] = []
-        for fact in self._waiting.values():
+        for fact in facts:
             if len(out) >= limit:
                 break
-            if batch_id is not None and fact.batch_id != batch_id:
-                continue
             if arrived_before is not None and fact.arrived_at >= arrived_before:
                 continue
             out.append(fact)
@@ -287,7 +306,7 @@ class InMemoryStore:
             if fact is None or not self._drop_waiting(event_id):
                 continue
             removed += 1
-            self._inbox[event_id] = InboxEntry(event_id, fact.topic, fact.batch_id, result, now)
+            self._inbox[event_id] = (fact.topic, fact.batch_id, result, now)
         return removed
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
@@ -306,7 +325,7 @@ class InMemoryStore:
 
     def transitions(self, batch_id: str | None = None) -> list[TransitionRecord]:
         rows = self._transitions or []
-        return [r for r in rows if batch_id is None or r.batch_id == batch_id]
+        return [TransitionRecord(*r) for r in rows if batch_id is None or r[0] == batch_id]
 
     def outbox_messages(self) -> list[OutboxMessage]:
         """Every message still in the outbox (unpublished or parked), oldest first."""
@@ -318,27 +337,35 @@ class InMemoryStore:
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         self._check()
+        heads = self._heads
         claimed: list[OutboxRow] = []
+        if not heads:
+            return claimed
         kept: list[tuple[int, str | None]] = []
         lease_until = now + self.lease
+        outbox, retry_at, leases = self._outbox, self._retry_at, self._leases
         # Only the oldest unparked row of a key may go (an older row holds the rest back).
-        while self._heads and len(claimed) < limit:
-            entry = heapq.heappop(self._heads)
+        while heads and len(claimed) < limit:
+            entry = heapq.heappop(heads)
             row_id, key = entry
             queue = self._by_key.get(key)
             if not queue or queue[0] != row_id:
                 continue  # stale: that head was published
             kept.append(entry)  # it stays the key's head until it is published
-            head = next((i for i in queue if not self._outbox[i].parked), None)
-            if head is None:
+            for head in queue:
+                row = outbox[head]
+                if not row.parked:
+                    break
+            else:
+                continue  # every row of the key is parked
+            if (retry_at and retry_at.get(head, now) > now) or (leases and leases.get(head, now) > now):
                 continue
-            if max(self._retry_at.get(head, now), self._leases.get(head, now)) > now:
-                continue
-            self._leases[head] = lease_until
-            claimed.append(self._outbox[head])
+            leases[head] = lease_until
+            claimed.append(row)
         for entry in kept:
-            heapq.heappush(self._heads, entry)
-        claimed.sort(key=lambda row: row.id)
+            heapq.heappush(heads, entry)
+        if len(claimed) > 1:
+            claimed.sort(key=_row_id)
         return claimed
 
     async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
@@ -366,6 +393,8 @@ class InMemoryStore:
 
     async def pending_count(self) -> int:
         self._check()
+        if not self._outbox:
+            return 0
         return sum(1 for r in self._outbox.values() if r.published_at is None and not r.parked)
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:

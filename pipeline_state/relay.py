@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import attrs
@@ -35,6 +36,9 @@ class RelayReport:
     @property
     def idle(self) -> bool:
         return not (self.published or self.failed or self.parked)
+
+
+_IDLE = RelayReport()
 
 
 class OutboxRelay:
@@ -67,16 +71,19 @@ class OutboxRelay:
 
     async def run_once(self) -> RelayReport:
         """Claim one batch of due rows and publish them."""
-        now = self.clock.now()
-        rows = await self.outbox.claim(now, self.batch_size)
+        rows = await self.outbox.claim(self.clock.now(), self.batch_size)
         if not rows:
-            return RelayReport()
+            return _IDLE
+        results: Sequence[BaseException | None]
         try:
-            results = list(await self.publisher.publish([r.message for r in rows]))
+            results = await self.publisher.publish([r.message for r in rows])
         except (PipelineStateError, OSError) as exc:
             results = [exc] * len(rows)
         if len(results) != len(rows):
             raise RuntimeError("the publisher returned a result count that differs from the messages")
+        if results.count(None) == len(rows):  # the usual case: everything went out
+            await self.outbox.mark_published([r.id for r in rows], self.clock.now())
+            return RelayReport(len(rows))
         published: list[int] = []
         failed = parked = 0
         for row, error in zip(rows, results, strict=True):
@@ -108,16 +115,17 @@ class OutboxRelay:
             log.warning("outbox row %s failed (attempt %s): %s", row.id, row.attempts + 1, text)
 
     async def drain(self, *, max_passes: int = 1000) -> RelayReport:
-        """Publish until nothing is due (or a pass publishes nothing)."""
-        total = RelayReport()
+        """Publish until nothing is due: stop after a pass that published nothing, or once
+        the outbox has no pending row left (no empty pass after the last one)."""
+        published = failed = parked = 0
         for _ in range(max_passes):
             report = await self.run_once()
-            total = RelayReport(
-                total.published + report.published, total.failed + report.failed, total.parked + report.parked
-            )
-            if report.published == 0:
+            published += report.published
+            failed += report.failed
+            parked += report.parked
+            if report.published == 0 or not await self.outbox.pending_count():
                 break
-        return total
+        return RelayReport(published, failed, parked)
 
     async def run(self, stop: asyncio.Event, *, idle_seconds: float = 0.2) -> None:
         """Relay until ``stop`` is set, then flush what is due once more."""
