@@ -94,20 +94,41 @@ def _sources(lifecycle: Lifecycle, trigger: str) -> tuple[str, ...]:
     return tuple(s for t in lifecycle.transitions if t.trigger == trigger for s in t.sources)
 
 
-def _early(lifecycle: Lifecycle, state: str, trigger: str, excluded: Collection[str] = ()) -> str | None:
-    """The first source state of ``trigger`` (declaration order) that ``state`` can still
-    reach when ``state`` is not one of them; ``None`` when the trigger applies now or never."""
-    sources = _sources(lifecycle, trigger)
-    if state in sources:
-        return None
-    ahead = _reachable(lifecycle, state, excluded)
-    return next((s for s in sources if s in ahead), None)
+class _Early:
+    """:meth:`early` for one lifecycle, remembered: the answer depends only on the
+    lifecycle, which is immutable, and there are few (state, trigger, excluded) triples."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self._known: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
+
+    def early(self, state: str, trigger: str, excluded: tuple[str, ...] = ()) -> str | None:
+        """The first source state of ``trigger`` (declaration order) that ``state`` can still
+        reach when ``state`` is not one of them; ``None`` when the trigger applies now or never."""
+        key = (state, trigger, excluded)
+        try:
+            return self._known[key]
+        except KeyError:
+            pass
+        sources = _sources(self.lifecycle, trigger)
+        source = None
+        if state not in sources:
+            ahead = _reachable(self.lifecycle, state, excluded)
+            source = next((s for s in sources if s in ahead), None)
+        self._known[key] = source
+        return source
+
+
+_BATCH = _Early(BATCH_LIFECYCLE)
+_PHASE_OF_RUN = _Early(PHASE_LIFECYCLE)
+
+_EXCLUDED = {guest: (_PROVISION[not guest],) for guest in (True, False)}
 
 
 def _excluded(state: BatchState) -> tuple[str, ...]:
     """The provisioning trigger this batch can never fire (a guest batch is never
     provisioned as a regular one and vice versa)."""
-    return (_PROVISION[not state.is_guest],)
+    return _EXCLUDED[state.is_guest]
 
 
 def _trigger(state: BatchState, payload: WireModel) -> str | None:
@@ -154,7 +175,7 @@ def waits_for(
     trigger = _trigger(state, payload)
     if trigger is None:
         return None
-    source = _early(BATCH_LIFECYCLE, state.status.value, trigger, _excluded(state))
+    source = _BATCH.early(state.status.value, trigger, _excluded(state))
     return None if source is None else _STATE + source
 
 
@@ -164,7 +185,7 @@ def _request_waits(state: BatchState, waiting: Iterable[str], deferred: bool) ->
     readiness facts wait or the request itself arrived before the batch existed."""
     if state.active_run is not None:
         return None
-    ready = _early(BATCH_LIFECYCLE, state.status.value, "start_run", _excluded(state))
+    ready = _BATCH.early(state.status.value, "start_run", _excluded(state))
     if ready is None or state.status is BatchStatus.PROCESSING_PIPELINES:
         return None
     if deferred or _readiness_waits(waiting):
@@ -177,24 +198,27 @@ def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: 
         return None
     run = state.active_run
     correlation = str(payload.correlation_id)
-    stale = any(r.correlation_id == correlation for r in state.history)
     if run is None:
         # No run yet: early while the batch can still start one (ready, or on its way),
         # unless the outcome belongs to an archived run.
-        if stale or state.status is BatchStatus.PROCESSING_PIPELINES:
+        if state.status is BatchStatus.PROCESSING_PIPELINES or _stale(state, correlation):
             return None
         can_start = state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION or (
-            _early(BATCH_LIFECYCLE, state.status.value, "start_run", _excluded(state)) is not None
+            _BATCH.early(state.status.value, "start_run", _excluded(state)) is not None
         )
         return RUN_START if can_start else None
     phase = run.phase(payload.phase_name)
     if phase is None:
         return None
-    if correlation != run.correlation_id and stale:
-        return None  # an earlier run's outcome: stale, never early
     trigger = _OUTCOME_TRIGGERS.get(payload.phase_status)
-    if trigger is None:
+    if trigger is None or _PHASE_OF_RUN.early(phase.status.value, trigger) is None:
         return None
-    if _early(PHASE_LIFECYCLE, phase.status.value, trigger) is None:
-        return None
+    if correlation != run.correlation_id and _stale(state, correlation):
+        return None  # an earlier run's outcome: stale, never early
     return _PHASE + payload.phase_name
+
+
+def _stale(state: BatchState, correlation: str) -> bool:
+    """Whether ``correlation`` belongs to an archived run of the batch (a scan of its
+    history: only asked when the answer matters)."""
+    return any(r.correlation_id == correlation for r in state.history)
