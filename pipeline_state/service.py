@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from .commands import Command, ExpireOverdue, OperatorCommand
-from .decide import Decision, decide, derive_id
+from .decide import Decision, decide, derive_id, outbox_event_id
 from .errors import (
     BadCommandError,
     BatchNotFoundError,
@@ -109,6 +109,8 @@ class HandleResult:
     @property
     def all_messages(self) -> tuple[OutboxMessage, ...]:
         """The outbox rows of this event and of the waiting facts it resumed, in order."""
+        if not self.resumed:
+            return self.messages
         out = list(self.messages)
         for resumed in self.resumed:
             if isinstance(resumed, HandleResult):
@@ -586,7 +588,8 @@ class PipelineService:
         state = batch.state
         reason = None
         if raw is not None:
-            reason = waits_for(state, command, self.profile, waiting=_readiness(batch.waiting))
+            waiting = _readiness(batch.waiting) if batch.waiting else ()
+            reason = waits_for(state, command, self.profile, waiting=waiting)
         if reason is not None:
             step = self._deferred(command, topic, raw or b"", state, reason)
             if step.change.state is not None:
@@ -707,14 +710,15 @@ class PipelineService:
         (replacing the waiting fact ``resolves``'s when it re-attempts one)."""
         now = self.clock.now()
         decision = decide(state, command, profile=self.profile, now=now)
+        batch_id = command.batch_id
         change = Change(
-            batch_id=command.batch_id,
+            batch_id=batch_id,
             expected_version=None if state is None else state.version,
             state=decision.state if decision.changed else None,
             at=now,
             outbox=self._envelopes(command, decision, now),
-            inbox=InboxEntry(command.event_id, topic, command.batch_id, _result_label(decision), now),
-            transitions=self._log_rows(command, decision, now),
+            inbox=InboxEntry(command.event_id, topic, batch_id, _result_label(decision), now),
+            transitions=_log_rows(command, batch_id, decision, now),
             resolves=resolves,
             republish=decision.resend,
         )
@@ -797,11 +801,18 @@ class PipelineService:
         )
 
     def _envelopes(self, command: Command, decision: Decision, now: datetime) -> tuple[OutboxMessage, ...]:
+        """The envelopes of ``decision``'s emits, each with the event id derived from the
+        command's and the emit's index (:func:`~pipeline_state.decide.outbox_event_id`)."""
+        emits = decision.emits
+        if not emits:
+            return ()
         stamp = now.isoformat()
         source = self.profile.source_service
+        cause = command.event_id
         out = []
-        for index, emit in enumerate(decision.emits):
-            event_id = derive_id(command.event_id, "out", str(index))
+        for index, emit in enumerate(emits):
+            event_id = outbox_event_id(cause, index)
+            payload = emit.payload
             value = {
                 "event_id": event_id,
                 "event_type": emit.topic,
@@ -809,27 +820,33 @@ class PipelineService:
                 "source_service": source,
                 "schema_version": 1,
                 "correlation_id": emit.correlation_id,
-                "data": emit.payload.model_dump(mode="json"),
-                "metadata": {"causation_id": command.event_id},
+                "data": payload.__pydantic_serializer__.to_python(payload, mode="json"),
+                "metadata": {"causation_id": cause},
             }
             out.append(OutboxMessage(event_id, emit.topic, emit.key, value))
         return tuple(out)
 
-    @staticmethod
-    def _log_rows(command: Command, decision: Decision, now: datetime) -> tuple[TransitionRecord, ...]:
-        return tuple(
-            TransitionRecord(
-                batch_id=command.batch_id,
-                entity=m.entity,
-                name=m.name,
-                trigger=m.trigger,
-                source=m.source,
-                dest=m.dest,
-                run_id=m.run_id,
-                event_id=command.event_id,
-                correlation_id=command.correlation_id,
-                at=now,
-                note=m.note,
-            )
-            for m in decision.moves
+
+def _log_rows(
+    command: Command, batch_id: str, decision: Decision, now: datetime
+) -> tuple[TransitionRecord, ...]:
+    """The transition log rows of ``decision``'s moves. The fields go by position, in
+    declaration order (batch, entity, name, trigger, source, dest, run, event, correlation,
+    at, note): a third cheaper than by keyword, and there is one row per move."""
+    event_id, correlation_id = command.event_id, command.correlation_id
+    return tuple(
+        TransitionRecord(
+            batch_id,
+            m.entity,
+            m.name,
+            m.trigger,
+            m.source,
+            m.dest,
+            m.run_id,
+            event_id,
+            correlation_id,
+            now,
+            m.note,
         )
+        for m in decision.moves
+    )
