@@ -697,7 +697,12 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
     guards=(
         Guard("inputs_ready", Verdict.HOLD, (), "every dependency has finished in this run or before it"),
         Guard("below_parallel_limit", Verdict.HOLD, (), "fewer phases run than the profile's max_parallel"),
-        Guard("has_inputs", Verdict.HOLD, (), "the phase has items to process"),
+        Guard(
+            "has_inputs",
+            Verdict.HOLD,
+            (),
+            "the phase has items to process (a root: the batch's; else its dependencies' outputs)",
+        ),
         Guard(
             "items_sent",
             Verdict.REJECT,

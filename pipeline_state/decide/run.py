@@ -251,9 +251,7 @@ def below_parallel_limit(ctx: PhaseCtx) -> str | None:
 
 
 def has_inputs(ctx: PhaseCtx) -> str | None:
-    if ctx.inputs or not ctx.engine.phases[ctx.name].depends_on:
-        return None
-    return "no_essays_to_process"
+    return None if ctx.inputs else "no_essays_to_process"
 
 
 def items_sent(ctx: PhaseCtx) -> str | None:

@@ -3,7 +3,7 @@ refs, and the request's correlation id on everything a run emits."""
 
 from __future__ import annotations
 
-from core_flow import Flow, Message, new_id, one, refs, topics
+from core_flow import Flow, Message, datas, new_id, one, refs, topics
 
 from pipeline_state import InMemoryRuntime, RetryPhase, Topic, huleedu_profile
 from pipeline_state.testing import Envelopes
@@ -123,3 +123,21 @@ async def test_correlation_id_flows_to_everything_the_run_emits(flow: Flow) -> N
         assert value["correlation_id"] == corr, message["topic"]
         if "correlation_id" in value["data"]:
             assert value["data"]["correlation_id"] == corr, message["topic"]
+
+
+async def test_a_root_phase_with_no_essays_is_skipped_not_sent_empty(flow: Flow) -> None:
+    # Content provisioning may name no essays at all (every upload failed): no worker gets
+    # an empty command; the root is skipped like any phase left without items.
+    await flow.register("b1", essays=2)
+    await flow.rt.deliver(*flow.env.provisioned("b1", []))
+    assert (await flow.state("b1")).status.value == "ready_for_pipeline_execution"
+
+    started = await flow.start("b1", "nlp")
+
+    assert commands(started.out) == []
+    skipped = [(m["phase_name"], m["skip_reason"]) for m in datas(started.out, SKIPPED)]
+    assert skipped == [("spellcheck", "no_essays_to_process"), ("nlp", "dependency_failed")]
+    assert one(started.out, COMPLETED)["successful_essay_count"] == 0
+    state = await flow.state("b1")
+    assert state.status.value == "ready_for_pipeline_execution"
+    assert state.active_run is None

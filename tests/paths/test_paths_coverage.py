@@ -121,13 +121,6 @@ def test_decide_keeps_its_invariants_on_every_input(exploration: Exploration) ->
     assert not broken, "\n\n".join(f"{v.name}: {v.detail}\n{v.path.describe()}" for v in broken.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "reported: a batch provisioned with no essays gets its root phase dispatched with an empty "
-        "command, although the phase lifecycle's dispatch guard has_inputs says a phase needs items"
-    ),
-)
 def test_no_phase_is_dispatched_without_items(exploration: Exploration) -> None:
     found = exploration.violations.get("dispatch_without_items")
     assert found is None, f"{found and found.detail}\n{found and found.path.describe()}"
