@@ -6,7 +6,7 @@ from pipeline_state.commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state.errors import UnknownPipelineError
 from pipeline_state.events import ELSBatchPhaseOutcomeV1
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import PhaseRun, Run
+from pipeline_state.model import EssayRef, PhaseRun, Run
 
 from . import machines
 from .context import PhaseCtx, RunCtx, Session
@@ -142,7 +142,7 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
         return session.finish(ignored="failure_outside_run")
     step = session.profile.catalog.step_definition(p.phase_name)
     deps = [session.recorded().get(d) for d in step.depends_on]
-    outputs = session.state.essays if not deps else deps[-1] or ()
+    outputs = session.state.essays if not deps else _common(deps)
     run_id = derive_id(session.command.event_id, "run")
     manual = PhaseRun(
         p.phase_name,
@@ -182,3 +182,13 @@ def dependencies_recorded(ctx: RunCtx) -> str | None:
     (phase,) = ctx.engine.run.phases
     recorded = ctx.session.recorded()
     return None if all(d in recorded for d in phase.depends_on) else "dependencies_not_completed"
+
+
+def _common(deps: list[tuple[EssayRef, ...] | None]) -> tuple[EssayRef, ...]:
+    """The items that succeeded in every dependency, with the last one's refs (the merge a
+    run's fan-in makes); empty while a dependency has no recorded outputs."""
+    if any(d is None for d in deps):
+        return ()
+    known = [d for d in deps if d is not None]
+    survivors = set.intersection(*({e.essay_id for e in d} for d in known))
+    return tuple(e for e in known[-1] if e.essay_id in survivors)

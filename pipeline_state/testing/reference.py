@@ -813,7 +813,7 @@ class ReferenceModel:
             inputs = self._inputs(batch, run, phase)
             if inputs is None:
                 continue
-            if phase.depends_on and not inputs:
+            if not inputs:
                 phase.status = SKIPPED
                 phase.finished_at = self.now
                 phase.skip_origin = "no_essays"

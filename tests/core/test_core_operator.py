@@ -10,6 +10,7 @@ from pipeline_state import (
     CancelBatch,
     CancelRun,
     IllegalTransitionError,
+    RecordPhaseCompletion,
     RetryPhase,
     Topic,
 )
@@ -171,3 +172,24 @@ async def test_cancel_batch_cancels_its_active_run(flow: Flow) -> None:
     assert state.status.value == "cancelled"
     assert state.active_run is None
     assert state.history[-1].status.value == "cancelled"
+
+
+async def test_a_recorded_completion_takes_the_items_every_dependency_completed(flow: Flow) -> None:
+    # Found by the path generator: the record took its last dependency's outputs even where an
+    # earlier dependency's latest execution had lost an item; a run's fan-in takes the items
+    # that succeeded in every dependency (refs from the last), and so does a record now.
+    ids = await flow.ready("b1", essays=2)
+    for phase in ("spellcheck", "nlp"):
+        await flow.rt.execute(RecordPhaseCompletion("b1", phase, success=True))
+    retried = await flow.rt.execute(RetryPhase("b1", "spellcheck", user_id="u1"))
+    assert retried
+    corr = (await flow.state("b1")).active_run.correlation_id  # type: ignore[union-attr]
+    await flow.outcome("b1", "spellcheck", corr, processed=ids[:1], failed=ids[1:])
+
+    await flow.rt.execute(RecordPhaseCompletion("b1", "ai_feedback", success=True))
+
+    recorded = (await flow.state("b1")).history[-1]
+    assert recorded.pipeline_name == "manual:ai_feedback"
+    (phase,) = recorded.phases
+    assert [e.essay_id for e in phase.outputs] == ids[:1]
+    assert [e.essay_id for e in phase.inputs] == ids[:1]
