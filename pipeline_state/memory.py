@@ -124,7 +124,8 @@ class InMemoryStore:
 
     async def commit(self, change: Change) -> None:
         self._check()
-        self._validate(change, self._versions_of((change,)), set())
+        current = self._batches.get(change.batch_id)
+        self._validate(change, {change.batch_id: None if current is None else current.version}, set())
         self._apply(change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
@@ -235,10 +236,13 @@ class InMemoryStore:
         row_id = self._next_row
         self._next_row += 1
         self._outbox[row_id] = OutboxRow(row_id, message, at)
-        queue = self._by_key.setdefault(message.key, deque())
-        queue.append(row_id)
-        if len(queue) == 1:
-            heapq.heappush(self._heads, (row_id, message.key))
+        key = message.key
+        queue = self._by_key.get(key)
+        if queue is None:
+            self._by_key[key] = deque((row_id,))
+            heapq.heappush(self._heads, (row_id, key))
+        else:
+            queue.append(row_id)
 
     def _drop_row(self, row_id: int, key: str | None) -> None:
         """Forget published row ``row_id`` in its key's queue (a new head enters the heap)."""
@@ -370,17 +374,20 @@ class InMemoryStore:
 
     async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
         self._check()
+        published, keep = self._published, self._keep_published
         for row_id in row_ids:
             # Published rows are dropped: memory stays flat however long the process runs.
             row = self._outbox.pop(row_id, None)
             self._retry_at.pop(row_id, None)
             self._leases.pop(row_id, None)
-            if row is not None:
-                self._drop_row(row_id, row.message.key)
-            if row is not None and self._keep_published > 0:
-                self._published[row.message.event_id] = row.message
-                while len(self._published) > self._keep_published:
-                    self._published.popitem(last=False)
+            if row is None:
+                continue
+            message = row.message
+            self._drop_row(row_id, message.key)
+            if keep > 0:
+                published[message.event_id] = message
+                while len(published) > keep:
+                    published.popitem(last=False)
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool

@@ -37,6 +37,12 @@ class RelayReport:
     def idle(self) -> bool:
         return not (self.published or self.failed or self.parked)
 
+    def plus(self, other: RelayReport) -> RelayReport:
+        """The report of this pass and ``other`` together."""
+        return RelayReport(
+            self.published + other.published, self.failed + other.failed, self.parked + other.parked
+        )
+
 
 _IDLE = RelayReport()
 
@@ -117,15 +123,13 @@ class OutboxRelay:
     async def drain(self, *, max_passes: int = 1000) -> RelayReport:
         """Publish until nothing is due: stop after a pass that published nothing, or once
         the outbox has no pending row left (no empty pass after the last one)."""
-        published = failed = parked = 0
+        total: RelayReport | None = None
         for _ in range(max_passes):
             report = await self.run_once()
-            published += report.published
-            failed += report.failed
-            parked += report.parked
+            total = report if total is None else total.plus(report)
             if report.published == 0 or not await self.outbox.pending_count():
                 break
-        return RelayReport(published, failed, parked)
+        return _IDLE if total is None else total
 
     async def run(self, stop: asyncio.Event, *, idle_seconds: float = 0.2) -> None:
         """Relay until ``stop`` is set, then flush what is due once more."""

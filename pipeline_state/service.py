@@ -206,9 +206,9 @@ def _result_label(decision: Decision) -> str:
     return "applied"
 
 
-def _flags(decision: Decision) -> tuple[str, ...]:
-    flags = decision.flags
-    return flags
+def _log_extra(step: _Staged) -> dict[str, str]:
+    """The ``extra`` of a log record about ``step`` (built only when one is written)."""
+    return {"batch_id": step.batch_id, "correlation_id": step.correlation_id}
 
 
 @attrs.define
@@ -726,18 +726,15 @@ class PipelineService:
 
     def _committed(self, steps: Sequence[_Staged], attempt: int) -> HandleResult:
         """The result of the committed ``steps`` (the main command first)."""
-        main, *resumed = steps
-        result = self._result(main, attempt)
+        result = self._result(steps[0], attempt)
         assert isinstance(result, HandleResult)  # only a resumed fact can end in an error
-        if resumed:
-            result = attrs.evolve(result, resumed=tuple(self._result(s, attempt) for s in resumed))
+        if len(steps) > 1:
+            result = attrs.evolve(result, resumed=tuple(self._result(s, attempt) for s in steps[1:]))
         return result
 
     def _result(self, step: _Staged, attempt: int) -> HandleResult | PipelineStateError:
         """Log a committed step and give its result (the error of a rejected waiting fact)."""
         command, topic = step, step.topic
-        extra = {"batch_id": command.batch_id, "correlation_id": command.correlation_id}
-        resumed = step.change.resolves is not None
         if step.error is not None:
             log.error(
                 "waiting %s %s for batch %s can never apply: %s",
@@ -745,7 +742,7 @@ class PipelineService:
                 command.event_id,
                 command.batch_id,
                 step.error,
-                extra=extra,
+                extra=_log_extra(step),
             )
             self.counters["waiting_rejected"] += 1
             return step.error
@@ -757,7 +754,7 @@ class PipelineService:
                 command.event_id,
                 command.batch_id,
                 step.waiting,
-                extra=extra,
+                extra=_log_extra(step),
             )
             return HandleResult(
                 command.event_id,
@@ -769,7 +766,7 @@ class PipelineService:
             )
         decision = step.decision
         assert decision is not None
-        if resumed:
+        if step.change.resolves is not None:
             self.counters["resumed"] += 1
         if decision.ignored:
             log.info(
@@ -777,9 +774,9 @@ class PipelineService:
                 topic,
                 command.batch_id,
                 decision.ignored,
-                extra=extra,
+                extra=_log_extra(step),
             )
-        if CORRELATION_MISMATCH in _flags(decision):
+        if decision.flags and CORRELATION_MISMATCH in decision.flags:
             self.counters[CORRELATION_MISMATCH] += 1
             log.warning(
                 "%s for batch %s carries correlation id %s, which belongs to no run of the batch: "
@@ -789,7 +786,7 @@ class PipelineService:
                 command.correlation_id,
                 decision.run_id,
                 CORRELATION_MISMATCH,
-                extra=extra,
+                extra=_log_extra(step),
             )
         return HandleResult(
             command.event_id,
