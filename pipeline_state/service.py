@@ -193,6 +193,16 @@ def _readiness(facts: Iterable[WaitingFact]) -> list[str]:
     return [f.waits_for for f in facts if not _is_request(f.topic)]
 
 
+def _others_waiting(command: Command, facts: list[WaitingFact]) -> list[str] | tuple[()]:
+    """What :func:`~pipeline_state.waiting.waits_for` reads of the batch's other waiting
+    ``facts`` for ``command``: only a pipeline request reads them (their readiness reasons,
+    requests left out, so ``command``'s own fact among ``facts`` changes nothing); for any
+    other command the list is never built (re-attempting W facts stays linear in W)."""
+    if facts and isinstance(command.payload, ClientBatchPipelineRequestV1):
+        return _readiness(facts)
+    return ()
+
+
 def _is_request(topic: str) -> bool:
     spec = TOPICS.get(topic)
     return spec is not None and spec.model is ClientBatchPipelineRequestV1
@@ -588,8 +598,8 @@ class PipelineService:
         state = batch.state
         reason = None
         if raw is not None:
-            waiting = _readiness(batch.waiting) if batch.waiting else ()
-            reason = waits_for(state, command, self.profile, waiting=waiting)
+            others = _others_waiting(command, batch.waiting)
+            reason = waits_for(state, command, self.profile, waiting=others)
         if reason is not None:
             step = self._deferred(command, topic, raw or b"", state, reason)
             if step.change.state is not None:
@@ -614,17 +624,20 @@ class PipelineService:
         steps: list[_Staged] = []
         moved = True
         now_waiting: dict[str, str] = {}
+        commands: dict[str, Command] = {}  # each fact parsed once, however many passes
         while moved and batch.waiting:
             moved = False
             now_waiting = {}
             for fact in list(batch.waiting):
-                try:
-                    command = _command(fact.topic, fact.raw, self.limits)
-                except InvalidMessageError as exc:  # stored by an older version, say
-                    steps.append(self._rejected(fact, batch.state, exc))
-                    batch.waiting.remove(fact)
-                    continue
-                others = _readiness(w for w in batch.waiting if w is not fact)
+                command = commands.get(fact.event_id)
+                if command is None:
+                    try:
+                        command = commands[fact.event_id] = _command(fact.topic, fact.raw, self.limits)
+                    except InvalidMessageError as exc:  # stored by an older version, say
+                        steps.append(self._rejected(fact, batch.state, exc))
+                        batch.waiting.remove(fact)
+                        continue
+                others = _others_waiting(command, batch.waiting)
                 reason = waits_for(batch.state, command, self.profile, waiting=others, deferred=True)
                 if reason is not None:
                     now_waiting[fact.event_id] = reason
