@@ -493,6 +493,12 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             "the fact names only registered items, each once",
         ),
         Guard(
+            "no_active_run",
+            Verdict.DENY,
+            "pipeline_already_active",
+            "the batch holds no active run (only a state stored inconsistently could, when ready)",
+        ),
+        Guard(
             "plan_resolved",
             Verdict.DENY,
             ("unknown_pipeline", "dependencies_not_completed"),
@@ -550,7 +556,7 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             "start_run",
             _B.READY_FOR_PIPELINE_EXECUTION,
             _B.PROCESSING_PIPELINES,
-            guards=("plan_resolved", "admitted"),
+            guards=("no_active_run", "plan_resolved", "admitted"),
             before="attach_prompt",
             after="accept_run",
         ),
@@ -714,6 +720,7 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
     ),
     effects=(
         Effect("prepare_command", "build the phase's command over its inputs"),
+        Effect("prepare_skip", "record why the phase is skipped (no_essays_to_process)"),
         Effect("send_command", "emit the command with a deadline, or abort the phase when it is too large"),
         Effect("resend_command", "publish the same command again (same event id), with a fresh deadline"),
         Effect("announce_skip", "emit a skip event for the phase"),
@@ -737,11 +744,21 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
             after="send_command",
         ),
         Transition(
+            "dispatch",
+            _P.PENDING_DEPENDENCIES,
+            _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE,
+            guards=("below_parallel_limit", "inputs_ready"),
+            before="prepare_skip",
+            after=("announce_skip", "skip_dependents"),
+            doc="no item to process (its dependencies left none, or the batch has none): skipped "
+            "with no_essays_to_process, and its dependents with it",
+        ),
+        Transition(
             "skip_dependency_failed",
             _P.PENDING_DEPENDENCIES,
             _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE,
-            after=("announce_skip", "skip_dependents"),
-            doc="a dependency failed, or left no item to process",
+            after="announce_skip",
+            doc="a dependency failed or was skipped (one sweep covers the dependents' dependents)",
         ),
         Transition(
             "succeed",

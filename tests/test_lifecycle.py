@@ -224,7 +224,7 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
         ("provision_guest", "ready_for_pipeline_execution"): ("items_registered",),
         ("provision_regular", "awaiting_student_validation"): ("items_registered",),
         ("essays_ready", "ready_for_pipeline_execution"): ("items_registered",),
-        ("start_run", "processing_pipelines"): ("plan_resolved", "admitted"),
+        ("start_run", "processing_pipelines"): ("no_active_run", "plan_resolved", "admitted"),
     }
     # The admission order of the contract: unknown batch, active run, not ready.
     assert lc.refusal(ABSENT, "start_run") == Refusal(Verdict.DENY, "batch_not_found", "no such batch")
@@ -270,7 +270,8 @@ def test_phase_lifecycle_is_exactly_the_contract() -> None:
     running = "dispatch_initiated"
     assert moves(lc) == {
         ("plan", "requested_by_user"): "pending_dependencies",
-        ("dispatch", "pending_dependencies"): running,
+        # A phase with no item to process is skipped instead (the guarded alternative).
+        ("dispatch", "pending_dependencies"): (running, "skipped_due_to_dependency_failure"),
         ("skip_dependency_failed", "pending_dependencies"): "skipped_due_to_dependency_failure",
         ("succeed", running): "completed_successfully",
         ("partially_succeed", running): "completed_with_partial_success",
@@ -286,6 +287,7 @@ def test_phase_lifecycle_is_exactly_the_contract() -> None:
     outcome = ("items_sent",)
     assert guards(lc) == {
         ("dispatch", running): ("below_parallel_limit", "inputs_ready", "has_inputs"),
+        ("dispatch", "skipped_due_to_dependency_failure"): ("below_parallel_limit", "inputs_ready"),
         ("succeed", "completed_successfully"): outcome,
         ("partially_succeed", "completed_with_partial_success"): outcome,
         ("fail", "failed"): outcome,

@@ -25,7 +25,17 @@ from .notify import notify
 from .registry import Inputs
 from .run import RunEngine
 
-__all__ = ["Admission", "accept_run", "admitted", "attach_prompt", "plan_resolved", "request", "retry_phase"]
+__all__ = [
+    "Admission",
+    "accept_run",
+    "admitted",
+    "attach_prompt",
+    "no_active_run",
+    "plan_order_for",
+    "plan_resolved",
+    "request",
+    "retry_phase",
+]
 
 
 @attrs.define(slots=True)
@@ -74,7 +84,7 @@ def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
         missing = [d for d in step.depends_on if d not in session.recorded()]
         if missing:
             return Denial("dependencies_not_completed", f"run {missing} first")
-        admission.plan_order = _retry_plan_order(profile, p.phase_name, step)
+        admission.plan_order = plan_order_for(profile, p.phase_name, step)
         return Plan(pipeline=_retry_pipeline(profile, p.phase_name), to_run=(step,), pruned=())
 
     admission = Admission(p.user_id, p.phase_name, resolve, is_retry=True, retry_reason=p.retry_reason)
@@ -130,8 +140,8 @@ def deny(session: Session, user_id: str, requested: str, denial: Denial) -> Deci
     return session.finish(denial=denial)
 
 
-def _retry_plan_order(profile: Profile, phase: str, step: Step) -> tuple[str, ...]:
-    """The dependencies of a retried phase in the plan order of a pipeline containing it."""
+def plan_order_for(profile: Profile, phase: str, step: Step) -> tuple[str, ...]:
+    """``phase`` and its dependencies in the plan order of the first pipeline holding it."""
     for name in profile.catalog.names:
         pipeline = profile.catalog.get(name)
         if phase in pipeline.step_names:
@@ -158,6 +168,13 @@ def _retry_pipeline(profile: Profile, phase: str) -> Pipeline:
 def _admission(ctx: BatchCtx) -> Admission:
     assert ctx.admission is not None
     return ctx.admission
+
+
+def no_active_run(ctx: BatchCtx) -> str | None:
+    if ctx.session.state.active_run is None:
+        return None
+    _admission(ctx).denial = Denial("pipeline_already_active", "the batch has an active run")
+    return "pipeline_already_active"
 
 
 def plan_resolved(ctx: BatchCtx) -> str | None:

@@ -28,7 +28,7 @@ __all__ = [
     "cancel_active_run",
     "cancel_batch",
     "cancel_run",
-    "completion_event",
+    "completion_data",
     "emit_completion",
     "fail_active_run",
     "final_step_done",
@@ -68,13 +68,6 @@ def completion_data(
         "correlation_id": run.correlation_id,
         "metadata": {"entity_id": state.batch_id, "timestamp": now},
     }
-
-
-def completion_event(
-    state: BatchState, run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime
-) -> BatchPipelineCompletedV1:
-    """The completion event of the finished ``run``."""
-    return BatchPipelineCompletedV1.model_validate(completion_data(state, run, recorded, now))
 
 
 def emit_completion(ctx: RunCtx) -> None:
@@ -126,7 +119,9 @@ def archive_run(ctx: RunCtx) -> None:
 
 
 def release_batch(ctx: RunCtx) -> None:
-    machines.fire_batch(BatchCtx(ctx.session), "finish_run")
+    fired = machines.fire_batch(BatchCtx(ctx.session), "finish_run")
+    if isinstance(fired, machines.Refused):
+        raise fired.error(ctx.session.batch_id)
 
 
 # -- guards of a run's finish ----------------------------------------------------------------

@@ -117,18 +117,7 @@ class RunCtx:
 class PhaseCtx:
     """A phase trigger: which phase, the field changes its move makes, and what it carries."""
 
-    __slots__ = (
-        "changes",
-        "engine",
-        "failed",
-        "inputs",
-        "name",
-        "note",
-        "outputs",
-        "payload",
-        "skip_reason",
-        "sweeping",
-    )
+    __slots__ = ("changes", "engine", "failed", "inputs", "name", "note", "outputs", "payload", "skip_reason")
 
     def __init__(
         self,
@@ -138,7 +127,6 @@ class PhaseCtx:
         *,
         note: str | None = None,
         skip_reason: str = "",
-        sweeping: bool = False,
         outputs: tuple[EssayRef, ...] = (),
         failed: tuple[str, ...] = (),
     ) -> None:
@@ -147,7 +135,6 @@ class PhaseCtx:
         self.changes: dict[str, Any] = dict(changes or {})
         self.note = note
         self.skip_reason = skip_reason
-        self.sweeping = sweeping
         self.outputs = outputs
         self.failed = failed
         self.inputs: tuple[EssayRef, ...] | None = None

@@ -1,10 +1,17 @@
 """The three lifecycles bound to the guards and effects that implement them.
 
-Every state change of a batch, run or phase in a decision is made by firing a trigger on
-one of :data:`BATCH`, :data:`RUN` or :data:`PHASE`; the allowed moves, their guards and
-effects, and the answer to a refused trigger all come from
-:mod:`pipeline_state.lifecycle`. This module binds names to functions and applies batch
-moves; the concern modules implement the rest.
+Every move of a batch, run or phase in a decision - its creation included - is made by
+firing a trigger on one of :data:`BATCH`, :data:`RUN` or :data:`PHASE`; the allowed moves,
+their guards and effects, and the answer to a refused trigger all come from
+:mod:`pipeline_state.lifecycle`. (A phase is born in its lifecycle's initial state with its
+run; a phase an operator reports done outside the engine is recorded as it was.) This
+module binds names to functions and applies batch moves; the concern modules implement the
+rest.
+
+Import order: this module imports the concern modules, which refer back to it only as a
+module (``from . import machines``) and read :data:`BATCH`, :data:`RUN`, :data:`PHASE` when
+they fire. The package's ``__init__`` imports this module first, so any import of the
+package binds the machines before a concern module runs.
 """
 
 from __future__ import annotations
@@ -42,8 +49,11 @@ def _apply_batch(ctx: BatchCtx, option: BatchOption) -> None:
     trigger = option.transition.trigger
     if option.transition.creates:
         assert ctx.fresh is not None
-        session.state = ctx.fresh
-        session.journal.move(Move("batch", ctx.fresh.batch_id, trigger, ABSENT, option.dest))
+        fresh = ctx.fresh
+        if fresh.status.value != option.dest:
+            fresh = evolve(fresh, status=BatchStatus(option.dest))
+        session.state = fresh
+        session.journal.move(Move("batch", fresh.batch_id, trigger, ABSENT, option.dest))
         return
     source = session.state.status
     session.state = evolve(session.state, status=BatchStatus(option.dest))
@@ -67,6 +77,7 @@ BATCH: BoundMachine[BatchCtx] = BATCH_MACHINE.bind(
     guards={
         "items_within_limit": intake.items_within_limit,
         "items_registered": intake.items_registered,
+        "no_active_run": admission.no_active_run,
         "plan_resolved": admission.plan_resolved,
         "admitted": admission.admitted,
     },
@@ -114,6 +125,7 @@ PHASE: BoundMachine[PhaseCtx] = PHASE_MACHINE.bind(
     },
     effects={
         "prepare_command": run.prepare_command,
+        "prepare_skip": run.prepare_skip,
         "send_command": run.send_command,
         "resend_command": run.resend_command,
         "announce_skip": run.announce_skip,

@@ -9,6 +9,7 @@ from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state.model import EssayRef, PhaseRun, Run
 
 from . import machines
+from .admission import plan_order_for
 from .context import PhaseCtx, RunCtx, Session
 from .ids import derive_id
 from .intake import refs
@@ -85,22 +86,16 @@ def expire(inputs: Inputs, p: ExpireOverdue) -> Decision:
     if engine is None:
         return session.finish(ignored="no_active_run")
     now = session.now
-    overdue = [
-        name
-        for name, phase in engine.phases.items()
-        if phase.is_active and phase.deadline_at is not None and phase.deadline_at <= now
-    ]
-    if not overdue:
-        return session.finish(ignored="nothing_overdue")
     run_id = engine.run.run_id
-    failed_any = False
-    for name in overdue:
+    moved = failed_any = False
+    for name in list(engine.phases):
         phase = engine.phases[name]
         if not phase.is_active:
             continue
         ctx = PhaseCtx(engine, name)
         chosen = machines.PHASE.select(ctx, phase.status.value, "expire")
-        assert not isinstance(chosen, machines.Refused)
+        if isinstance(chosen, machines.Refused):
+            continue  # not overdue (held)
         if chosen.dest == PhaseStatus.FAILED:
             # No outcome came: every item the phase was given counts as failed.
             failed = tuple(e.essay_id for e in phase.inputs)
@@ -109,7 +104,9 @@ def expire(inputs: Inputs, p: ExpireOverdue) -> Decision:
         else:
             ctx.changes = {"resends": phase.resends + 1, "deadline_at": engine.deadline(phase)}
         machines.PHASE.take(ctx, chosen, apply_phase)
-    engine.advance_due = True
+        moved = True
+    if not moved:
+        return session.finish(ignored="nothing_overdue")
     engine.settle()
     # Re-sends alone are no progress: the run keeps showing as stalled while nobody answers.
     return session.finish(run_id=run_id, progress=failed_any)
@@ -141,7 +138,8 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
     if not p.success:
         return session.finish(ignored="failure_outside_run")
     step = session.profile.catalog.step_definition(p.phase_name)
-    deps = [session.recorded().get(d) for d in step.depends_on]
+    order = plan_order_for(session.profile, p.phase_name, step)
+    deps = [session.recorded().get(d) for d in sorted(step.depends_on, key=order.index)]
     outputs = session.state.essays if not deps else _common(deps)
     run_id = derive_id(session.command.event_id, "run")
     manual = PhaseRun(
@@ -185,8 +183,8 @@ def dependencies_recorded(ctx: RunCtx) -> str | None:
 
 
 def _common(deps: list[tuple[EssayRef, ...] | None]) -> tuple[EssayRef, ...]:
-    """The items that succeeded in every dependency, with the last one's refs (the merge a
-    run's fan-in makes); empty while a dependency has no recorded outputs."""
+    """The items that succeeded in every dependency (given in plan order), with the last
+    one's refs: the merge a run's fan-in makes; empty while one has no recorded outputs."""
     if any(d is None for d in deps):
         return ()
     known = [d for d in deps if d is not None]

@@ -45,18 +45,17 @@ class HandlerRegistry:
     """Maps each input type to its handler; a type registered twice is a programming error.
     A subclass of a registered type gets its base's handler."""
 
-    __slots__ = ("_handlers",)
+    __slots__ = ("_handlers", "_inherited_cache")
 
     def __init__(self) -> None:
         self._handlers: dict[type, Handler[Any]] = {}
+        self._inherited_cache: dict[type, Handler[Any]] = {}
 
     def register(self, kind: type[P], handler: Handler[P]) -> None:
         if kind in self._handlers:
             raise ValueError(f"a handler for {kind.__name__} is already registered")
         self._handlers[kind] = handler
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in self._handlers
+        self._inherited_cache.clear()
 
     @property
     def kinds(self) -> tuple[type, ...]:
@@ -66,7 +65,8 @@ class HandlerRegistry:
         self, state: BatchState | None, command: Command, *, profile: Profile, now: datetime
     ) -> Decision:
         payload = command.payload
-        handler = self._handlers.get(type(payload)) or self._inherited(type(payload))
+        kind = type(payload)
+        handler = self._handlers.get(kind) or self._inherited_cache.get(kind) or self._inherited(kind)
         return handler(Inputs(state, command, profile, now), payload)
 
     def _inherited(self, kind: type) -> Handler[Any]:
@@ -75,6 +75,6 @@ class HandlerRegistry:
         for base in kind.__mro__[1:]:
             handler = self._handlers.get(base)
             if handler is not None:
-                self._handlers[kind] = handler
+                self._inherited_cache[kind] = handler
                 return handler
         raise TypeError(f"decide() has no handler for {kind.__name__}")

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline_state.catalog import Plan
-from pipeline_state.errors import ItemMismatchError
+from pipeline_state.errors import CorruptStateError, ItemMismatchError
 from pipeline_state.events import PhaseSkippedV1, Topic
-from pipeline_state.lifecycle import ABSENT, PhaseStatus, RunStatus
+from pipeline_state.lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
 from pipeline_state.model import EssayRef, PhaseRun, Run, evolve
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
 
@@ -23,6 +23,7 @@ from .notify import notify
 __all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "wire_ref"]
 
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
+_LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 
 
 def wire_ref(ref: EssayRef) -> dict[str, str | None]:
@@ -54,6 +55,13 @@ class RunEngine:
         self.session = session
         self.run = run
         self.phases: dict[str, PhaseRun] = {p.name: p for p in run.phases}
+        for phase in run.phases:
+            if phase.status not in _LIFECYCLE_STATES:
+                raise CorruptStateError(
+                    session.batch_id,
+                    f"phase {phase.name!r} of run {run.run_id} is {phase.status.value!r}, "
+                    "a status the phase lifecycle never enters",
+                )
         self.advance_due = False
         self.plan: Plan | None = None
         self.finished: Run | None = None
@@ -97,7 +105,8 @@ class RunEngine:
         """Fire the run ``trigger`` (``finish``, ``fail``, ``cancel``) on the open run."""
         ctx = RunCtx(self.session, self)
         chosen = machines.RUN.fire(ctx, self.run.status, trigger, apply_run)
-        machines.raise_if_rejected(chosen, self.session.batch_id)
+        if isinstance(chosen, machines.Refused):
+            raise chosen.error(self.session.batch_id)
 
     # -- what a phase gets -----------------------------------------------------------------
     def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
@@ -164,38 +173,33 @@ class RunEngine:
                 self.close_run("finish")
 
     def dispatch_ready(self) -> None:
+        """Fire ``dispatch`` on every pending phase, in plan order: sent, skipped when it has
+        no items, or held by its guards (dependencies running, parallel limit)."""
         for name in list(self.phases):
             # Re-read: skipping an earlier phase may have skipped this one already.
-            phase = self.phases[name]
-            if phase.status is not _PENDING:
-                continue
-            ctx = PhaseCtx(self, name)
-            chosen = machines.PHASE.select(ctx, phase.status, "dispatch")
-            if isinstance(chosen, machines.Refused):
-                if chosen.guard == "below_parallel_limit":
-                    return
-                if chosen.guard == "has_inputs":
-                    skip = PhaseCtx(self, name, _skipped(self, "no_essays_to_process"))
-                    skip.skip_reason = "no_essays_to_process"
-                    self.fire_phase(skip, "skip_dependency_failed")
-                continue
-            machines.PHASE.take(ctx, chosen, apply_phase)
+            if self.phases[name].status is _PENDING:
+                self.fire_phase(PhaseCtx(self, name), "dispatch")
 
     def cancel_open_phases(self) -> None:
         now = self.session.now
         for name, phase in list(self.phases.items()):
             if not phase.is_terminal:
-                self.fire_phase(PhaseCtx(self, name, {"finished_at": now, "error": "cancelled"}), "cancel")
+                self.must_fire(PhaseCtx(self, name, {"finished_at": now, "error": "cancelled"}), "cancel")
 
     def skip_dependents(self, failed: str, reason: str) -> None:
         """Skip every pending phase that depends on ``failed``, transitively, in plan order."""
         frontier = {failed}
         for name, phase in self.phases.items():
             if phase.status is _PENDING and frontier.intersection(phase.depends_on):
-                ctx = PhaseCtx(self, name, _skipped(self, f"{reason}:{failed}"), sweeping=True)
-                ctx.skip_reason = reason
-                self.fire_phase(ctx, "skip_dependency_failed")
+                ctx = PhaseCtx(self, name, _skipped(self, f"{reason}:{failed}"), skip_reason=reason)
+                self.must_fire(ctx, "skip_dependency_failed")
                 frontier.add(name)
+
+    def must_fire(self, ctx: PhaseCtx, trigger: str) -> None:
+        """Fire a phase trigger an effect needs; a refusal there is a bug (or a corrupt state)."""
+        fired = self.fire_phase(ctx, trigger)
+        if isinstance(fired, machines.Refused):
+            raise fired.error(self.session.batch_id)
 
 
 def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:
@@ -225,6 +229,8 @@ def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
     run = engine.run
     trigger = option.transition.trigger
     if option.transition.creates:
+        if run.status.value != option.dest:
+            run = engine.run = evolve(run, status=RunStatus(option.dest))
         session.journal.move(Move("run", run.run_id, trigger, ABSENT, option.dest, run.run_id))
         if run.status is not RunStatus.ACTIVE:
             engine.finished = run
@@ -327,7 +333,7 @@ def send_command(ctx: PhaseCtx) -> None:
             "outputs": (),
             "failed_essay_ids": failed,
         }
-        engine.fire_phase(PhaseCtx(engine, ctx.name, changes), "abort")
+        engine.must_fire(PhaseCtx(engine, ctx.name, changes), "abort")
         return
     spec = session.profile.phase_commands[ctx.name]
     session.journal.emit_lazy(
@@ -348,9 +354,13 @@ def announce_skip(ctx: PhaseCtx) -> None:
     _announce(session, run, ctx.name, ctx.skip_reason)
 
 
+def prepare_skip(ctx: PhaseCtx) -> None:
+    ctx.changes = _skipped(ctx.engine, "no_essays_to_process")
+    ctx.skip_reason = "no_essays_to_process"
+
+
 def skip_dependents(ctx: PhaseCtx) -> None:
-    if not ctx.sweeping:
-        ctx.engine.skip_dependents(ctx.name, "dependency_failed")
+    ctx.engine.skip_dependents(ctx.name, "dependency_failed")
 
 
 def advance(ctx: PhaseCtx | RunCtx) -> None:
@@ -369,7 +379,7 @@ def plan_phases(ctx: RunCtx) -> None:
             PhaseStatus.REQUESTED_BY_USER,
             deadline_seconds=profile.deadline_for(step),
         )
-        engine.fire_phase(PhaseCtx(engine, step.name), "plan")
+        engine.must_fire(PhaseCtx(engine, step.name), "plan")
 
 
 def announce_pruned(ctx: RunCtx) -> None:

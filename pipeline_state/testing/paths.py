@@ -77,7 +77,7 @@ from pipeline_state.events import (
     StudentAssociationsConfirmedV1,
     Topic,
 )
-from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle
+from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
 from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState, EssayRef, completed_outputs
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound, huleedu_profile
@@ -754,7 +754,8 @@ def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -
         problems.append(f"completions: {completions} completion events for {ended} runs ended")
     command_topics = {spec.topic for spec in profile.phase_commands.values()}
     commands = sum(1 for e in decision.emits if e.topic in command_topics)
-    dispatches = [m for m in moves if m.entity == "phase" and m.trigger == "dispatch"]
+    sent = PhaseStatus.DISPATCH_INITIATED.value
+    dispatches = [m for m in moves if m.entity == "phase" and m.trigger == "dispatch" and m.dest == sent]
     if commands > len(dispatches):
         problems.append(f"commands: {commands} phase commands for {len(dispatches)} dispatch moves")
     phases = {} if run is None else {p.name: p for p in run.phases}
