@@ -113,7 +113,11 @@ def _readiness(inputs: Inputs, trigger: str, items: tuple[EssayRef, ...] = ()) -
 
 
 def provisioned(inputs: Inputs, p: BatchContentProvisioningCompletedV1) -> Decision:
-    trigger = "provision_guest" if inputs.require_state().is_guest else "provision_regular"
+    """Content provisioned: a guest batch is ready at once; a batch with a class waits for
+    student validation - unless the profile has no student matching, whose batches all take
+    the content-only path (nothing would ever confirm their students)."""
+    content_only = inputs.require_state().is_guest or inputs.profile.student_matching is None
+    trigger = "provision_guest" if content_only else "provision_regular"
     return _readiness(inputs, trigger, refs(p.essays_for_processing))
 
 
