@@ -24,7 +24,10 @@ The dict format (also the shape of TOML and YAML catalog files)::
     }}
 
 Other top-level keys of a catalog file are ignored; unknown keys inside a pipeline or a
-step are rejected.
+step are rejected. :meth:`Catalog.to_dict` gives a catalog back in this format (steps in
+plan order, ``depends_on`` and ``deadline_seconds`` only when set), so
+``Catalog.from_dict(catalog.to_dict()) == catalog``; the dict holds only strings, numbers
+and lists, ready for JSON, TOML or YAML.
 
 :data:`HULEEDU_CATALOG` is the default HuleEdu profile (CONTRACT section 2); the same data
 ships as ``pipeline_state/profiles/huleedu.toml`` (see :func:`load_packaged_profile_catalog`).
@@ -123,6 +126,16 @@ class Step:
                 )
             object.__setattr__(self, "deadline_seconds", float(deadline))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The step in the dict format: ``name``, then ``depends_on`` and ``deadline_seconds``
+        when set."""
+        data: dict[str, Any] = {"name": self.name}
+        if self.depends_on:
+            data["depends_on"] = list(self.depends_on)
+        if self.deadline_seconds is not None:
+            data["deadline_seconds"] = self.deadline_seconds
+        return data
+
 
 def _plan_order(pipeline: str, steps: tuple[Step, ...]) -> tuple[Step, ...]:
     """Validate the step graph of one pipeline and return its steps in plan order."""
@@ -218,6 +231,11 @@ class Pipeline:
         object.__setattr__(
             self, "_position", MappingProxyType({step.name: i for i, step in enumerate(ordered)})
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pipeline in the dict format: ``{"steps": [...]}`` in plan order (building it
+        again gives the same plan order: a topological order is its own plan order)."""
+        return {"steps": [step.to_dict() for step in self.steps]}
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -392,6 +410,11 @@ class Catalog:
         See :meth:`Pipeline.plan`; raises :class:`UnknownPipelineError` for an unknown pipeline.
         """
         return self.get(name).plan(completed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The catalog in the dict format (see the module), pipelines in declaration order:
+        ``Catalog.from_dict(catalog.to_dict()) == catalog``, deadlines included."""
+        return {"pipelines": {name: pipeline.to_dict() for name, pipeline in self.pipelines.items()}}
 
     # ----------------------------------------------------------------------- loaders
 

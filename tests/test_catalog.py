@@ -13,10 +13,12 @@ from typing import Any
 
 import attrs
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline_state.catalog import (
+    _HULEEDU_PROFILE,
     HULEEDU_CATALOG,
     Catalog,
     Pipeline,
@@ -25,6 +27,7 @@ from pipeline_state.catalog import (
     load_packaged_profile_catalog,
 )
 from pipeline_state.errors import CatalogError, DefinitionError, UnknownPipelineError
+from pipeline_state.testing.strategies import catalogs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -615,3 +618,89 @@ def test_plan_order_is_independent_of_the_hash_seed() -> None:
         )
         outputs.add(result.stdout)
     assert len(outputs) == 1
+
+
+# --------------------------------------------------------------------------- to_dict
+
+
+def test_to_dict_of_the_huleedu_catalog_is_its_declaration_and_round_trips() -> None:
+    data = HULEEDU_CATALOG.to_dict()
+
+    assert data == _HULEEDU_PROFILE  # declared in plan order already, no deadlines
+    assert Catalog.from_dict(data) == HULEEDU_CATALOG
+    assert load_packaged_profile_catalog("huleedu").to_dict() == data
+
+
+def test_to_dict_keeps_deadlines_per_pipeline_plan_order_and_dependency_order() -> None:
+    catalog = Catalog.from_dict(
+        {
+            "pipelines": {
+                "release": {
+                    "steps": [
+                        {"name": "publish", "depends_on": ["thumbs", "captions"]},
+                        {"name": "captions", "depends_on": ["ingest"], "deadline_seconds": 60},
+                        {"name": "thumbs", "depends_on": ["ingest"]},
+                        {"name": "ingest", "deadline_seconds": 5},
+                    ]
+                },
+                "preview": {"steps": [{"name": "ingest", "deadline_seconds": 7.5}]},
+            }
+        }
+    )
+
+    data = catalog.to_dict()
+
+    assert data == {
+        "pipelines": {
+            "release": {
+                "steps": [
+                    {"name": "ingest", "deadline_seconds": 5.0},
+                    {"name": "captions", "depends_on": ["ingest"], "deadline_seconds": 60.0},
+                    {"name": "thumbs", "depends_on": ["ingest"]},
+                    {"name": "publish", "depends_on": ["thumbs", "captions"]},
+                ]
+            },
+            "preview": {"steps": [{"name": "ingest", "deadline_seconds": 7.5}]},
+        }
+    }
+    again = Catalog.from_dict(data)
+    assert again == catalog
+    assert again.names == catalog.names
+    assert again.get("release").step_names == catalog.get("release").step_names
+    assert again.get("release").step("publish").depends_on == ("thumbs", "captions")
+    assert again.get("preview").step("ingest").deadline_seconds == 7.5
+    # A copy: changing it leaves the catalog alone.
+    data["pipelines"]["release"]["steps"].clear()
+    assert catalog.get("release").step_names == ("ingest", "captions", "thumbs", "publish")
+
+
+def test_to_dict_writes_files_the_loaders_read_back(tmp_path: Path) -> None:
+    catalog = Catalog.from_dict(
+        one_pipeline({"name": "a", "deadline_seconds": 30}, {"name": "b", "depends_on": ["a"]})
+    )
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(catalog.to_dict()))
+    (tmp_path / "c.json").write_text(json.dumps(catalog.to_dict()))
+
+    assert Catalog.from_file(tmp_path / "c.yaml") == catalog
+    assert Catalog.from_dict(json.loads((tmp_path / "c.json").read_text())) == catalog
+
+
+@given(random_dags())
+@settings(max_examples=200)
+def test_to_dict_round_trips_random_dags(steps: list[dict[str, Any]]) -> None:
+    catalog = Catalog.from_dict(one_pipeline(*steps))
+    data = catalog.to_dict()
+    assert Catalog.from_dict(data) == catalog
+    assert Catalog.from_dict(json.loads(json.dumps(data))) == catalog
+    assert Catalog.from_dict(data).to_dict() == data
+
+
+@given(catalogs())
+@settings(max_examples=200)
+def test_to_dict_round_trips_generated_catalogs_with_deadlines(catalog: Catalog) -> None:
+    again = Catalog.from_dict(catalog.to_dict())
+    assert again == catalog
+    for name, pipeline in catalog.pipelines.items():
+        assert [s.deadline_seconds for s in again.get(name).steps] == [
+            s.deadline_seconds for s in pipeline.steps
+        ]
