@@ -44,7 +44,7 @@ class Admission:
 
     user_id: str
     requested: str
-    resolve: Callable[[Session], Plan | Denial]
+    resolve: Callable[[Session, Admission], Plan | Denial]
     prompt: Mapping[str, Any] | None = None
     is_retry: bool = False
     retry_reason: str | None = None
@@ -57,7 +57,7 @@ class Admission:
 def request(inputs: Inputs, p: ClientBatchPipelineRequestV1) -> Decision:
     """A pipeline request: a run starts, or a denial is emitted (even for an unknown batch)."""
 
-    def resolve(session: Session) -> Plan | Denial:
+    def resolve(session: Session, admission: Admission) -> Plan | Denial:
         if p.requested_pipeline not in session.profile.catalog:
             return Denial("unknown_pipeline", f"no pipeline named {p.requested_pipeline!r}")
         return session.profile.catalog.plan(p.requested_pipeline, session.recorded().keys())
@@ -76,7 +76,7 @@ def request(inputs: Inputs, p: ClientBatchPipelineRequestV1) -> Decision:
 def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
     """Run one phase again over its dependencies' recorded outputs."""
 
-    def resolve(session: Session) -> Plan | Denial:
+    def resolve(session: Session, admission: Admission) -> Plan | Denial:
         profile = session.profile
         if not profile.is_phase(p.phase_name):
             return Denial("unknown_pipeline", f"no phase named {p.phase_name!r}")
@@ -179,7 +179,7 @@ def no_active_run(ctx: BatchCtx) -> str | None:
 
 def plan_resolved(ctx: BatchCtx) -> str | None:
     admission = _admission(ctx)
-    resolved = admission.resolve(ctx.session)
+    resolved = admission.resolve(ctx.session, admission)
     if isinstance(resolved, Denial):
         admission.denial = resolved
         return resolved.reason

@@ -64,13 +64,14 @@ class Session:
         last progress, which the stalled-runs view reads): a re-sent command changes the
         state but moves nothing forward."""
         journal = self.journal
+        engine, self.run = self.run, None  # no session <-> engine cycle left for the collector
         if not journal.moves:
             return Decision(self.original, tuple(journal.emits), (), ignored, denial, run_id)
         changes: dict[str, Any] = {"version": self.original.version + 1}
         if progress:
             changes["updated_at"] = self.now
-        if self.run is not None:
-            changes["active_run"] = self.run.snapshot()
+        if engine is not None:
+            changes["active_run"] = engine.snapshot()
         return Decision(
             evolve(self.state, **changes),
             tuple(journal.emits),

@@ -3,12 +3,13 @@ requests included, and nothing else."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 
 import pytest
 
 from pipeline_state import commands
-from pipeline_state.commands import CancelRun, Command, ExpireOverdue
+from pipeline_state.commands import CancelRun, Command, ExpireOverdue, RetryPhase
 from pipeline_state.decide import HANDLERS, HandlerRegistry, decide
 from pipeline_state.errors import CorruptStateError, IllegalTransitionError
 from pipeline_state.events import (
@@ -152,3 +153,29 @@ def test_a_subclass_resolved_once_does_not_block_registering_it_later() -> None:
     with pytest.raises(pytest.fail.Exception):
         registry.decide(None, _cmd(Adapted("b1")), profile=huleedu_profile(), now=NOW)
     assert calls == ["base", "own"]
+
+
+def test_a_decision_leaves_no_reference_cycle_behind() -> None:
+    # Every cycle left by decide is work for the garbage collector on each delivery.
+    state, essay = _running()
+    run = state.active_run
+    assert run is not None
+    spell = ELSBatchPhaseOutcomeV1(
+        batch_id="b1",
+        phase_name="spellcheck",
+        phase_status="completed_successfully",
+        processed_essays=[{"essay_id": essay, "text_storage_id": None}],
+        correlation_id=run.correlation_id,
+    )
+    retry = RetryPhase("b1", "spellcheck", user_id="u1")
+    ready = evolve(state, status=BatchStatus.READY_FOR_PIPELINE_EXECUTION, active_run=None)
+    gc.collect()
+    gc.disable()
+    try:
+        for before, payload in ((state, spell), (ready, retry), (state, ExpireOverdue("b1"))):
+            decision = decide(before, _cmd(payload), profile=huleedu_profile(), now=NOW)
+            assert decision.moves or decision.ignored
+            del decision
+            assert gc.collect() == 0, payload
+    finally:
+        gc.enable()
