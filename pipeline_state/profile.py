@@ -16,6 +16,12 @@ numbers otherwise. As defense in depth (a state stored before the bounds existed
 engine measures a command whose item count could exceed the limit before emitting it, and a
 command that does is never built: the phase fails at once with ``command_too_large``.
 
+**Checked when built.** Building a :class:`Profile` checks everything the engine will rely
+on later, so a mistake fails at start-up with a :class:`~pipeline_state.errors.DefinitionError`
+naming the profile and the culprit instead of mid-run (see :class:`Profile` for the list);
+:func:`check_profile` rejects an object that is not a profile at all (a
+:class:`~pipeline_state.catalog.Catalog` passed where a profile belongs).
+
 **Deadlines.** A phase's deadline is, in order: the deployment's ``deadlines[phase]``
 (``None`` there means no deadline), the catalog step's ``deadline_seconds``, then
 ``default_deadline_seconds`` (``None``: no deadline). When it passes without an outcome the
@@ -26,23 +32,29 @@ each with a fresh deadline, and then fails the phase with ``timeout``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import attrs
+from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from .catalog import HULEEDU_CATALOG, Catalog, Step
 from .errors import DefinitionError
 from .events import (
+    INBOUND_TOPICS,
     MAX_ESSAYS_PER_BATCH,
+    MAX_ID_LENGTH,
     MAX_ITEM_ID_LENGTH,
     AIFeedbackInitiateCommandV1,
     CJAssessmentInitiateCommandV1,
     NlpInitiateCommandV2,
-    PhaseInitiateCommand,
     SpellcheckInitiateCommandV1,
     StudentMatchingInitiateCommandV1,
     Topic,
+    WireModel,
 )
 from .guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
 
@@ -50,10 +62,14 @@ __all__ = [
     "COMMAND_OVERHEAD_BYTES",
     "DEFAULT_MAX_COMMAND_BYTES",
     "DEFAULT_MAX_RESENDS",
+    "ENGINE_EVENT_TOPICS",
     "HULEEDU_DEFAULT_DEADLINE_SECONDS",
     "ITEM_REF_MAX_BYTES",
+    "MATCHING_COMMAND_FIELDS",
+    "PHASE_COMMAND_FIELDS",
     "CommandSpec",
     "Profile",
+    "check_profile",
     "command_size_bound",
     "huleedu_profile",
 ]
@@ -86,16 +102,56 @@ def command_size_bound(items: int) -> int:
     return COMMAND_OVERHEAD_BYTES + items * ITEM_REF_MAX_BYTES
 
 
+PHASE_COMMAND_FIELDS: frozenset[str] = frozenset(
+    {"batch_id", "essays_to_process", "language", "course_code", "class_id"}
+)
+"""The fields the engine fills in every phase command, and nothing else: a command model
+may declare any of them (the others are dropped, :class:`~pipeline_state.events.WireModel`
+ignores unknown fields), and every other field it declares needs a default. ``class_id`` is
+``None`` for a batch registered without a class."""
+
+MATCHING_COMMAND_FIELDS: frozenset[str] = frozenset({"batch_id", "class_id", "essays_to_process"})
+"""The fields the engine fills in the student-matching command (``class_id`` is always set:
+only a batch with a class is matched)."""
+
+ENGINE_EVENT_TOPICS: Mapping[str, str] = MappingProxyType(
+    {
+        Topic.ESSAYS_REGISTERED.value: "registered",
+        Topic.PHASE_SKIPPED.value: "skipped",
+        Topic.PIPELINE_DENIED.value: "denied",
+        Topic.PIPELINE_COMPLETED.value: "completed",
+        Topic.TEACHER_NOTIFICATION.value: "notification",
+        Topic.RESULTS_READY.value: "results",
+    }
+)
+"""The topics of the events the engine emits itself (topic: which event); no command may
+use one."""
+
+_NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
+
+
 @attrs.frozen
 class CommandSpec:
-    """The topic and payload model of the command that starts a phase."""
+    """The topic and payload model of the command that starts a phase.
+
+    ``model`` is a :class:`~pipeline_state.events.WireModel` subclass (usually of
+    :class:`~pipeline_state.events.PhaseInitiateCommand`) whose required fields are among
+    those the engine fills (:data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS`
+    for the student-matching command); :class:`Profile` checks it when built.
+    """
 
     topic: str
-    model: type[PhaseInitiateCommand]
+    model: type[WireModel]
 
 
 def _check_max_parallel(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
-    if value is not None and value < 1:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DefinitionError(
+            "profile", f"max_parallel must be a whole number or None, got {type(value).__name__} {value!r}"
+        )
+    if value < 1:
         raise DefinitionError("profile", f"max_parallel must be at least 1, got {value}")
 
 
@@ -118,13 +174,139 @@ def _freeze(value: Mapping[str, float | None]) -> Mapping[str, float | None]:
     return MappingProxyType(dict(value))
 
 
+def _kind(value: object) -> str:
+    """``type value`` for a message, the value cut short."""
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
+def _check_text(profile: str, what: str, value: object) -> str:
+    """``value`` if it can travel as an envelope id (1-200 characters, no control ones)."""
+    if not isinstance(value, str):
+        raise DefinitionError(profile, f"{what} must be a string, got {_kind(value)}")
+    if not value.strip() or len(value) > MAX_ID_LENGTH or not _NO_CONTROL.fullmatch(value):
+        raise DefinitionError(
+            profile,
+            f"{what} must be 1 to {MAX_ID_LENGTH} characters without control characters "
+            f"(it travels in every envelope), got {value!r:.80}",
+        )
+    return value
+
+
+def _input_keys(name: str, field: FieldInfo, config: Mapping[str, Any]) -> frozenset[str]:
+    """The keys of the input dict that can fill the field ``name`` of a model."""
+    if config.get("validate_by_alias") is False:
+        return frozenset({name})
+    alias = field.validation_alias if field.validation_alias is not None else field.alias
+    keys: set[str] = set()
+    if alias is None:
+        keys.add(name)
+    elif isinstance(alias, str):
+        keys.add(alias)
+    elif isinstance(alias, AliasChoices):
+        keys.update(choice for choice in alias.choices if isinstance(choice, str))
+    if alias is not None and (config.get("populate_by_name") or config.get("validate_by_name")):
+        keys.add(name)
+    return frozenset(keys)
+
+
+def _check_command(
+    profile: str, where: str, spec: object, fills: frozenset[str], *, class_may_be_none: bool
+) -> CommandSpec:
+    """``spec`` if it is a command the engine can build from the fields ``fills`` (with
+    ``class_id`` possibly ``None`` when ``class_may_be_none``)."""
+    if not isinstance(spec, CommandSpec):
+        raise DefinitionError(profile, f"{where} must be a CommandSpec(topic, model), got {_kind(spec)}")
+    _check_text(profile, f"the topic of {where}", spec.topic)
+    model: object = spec.model
+    if not isinstance(model, type) or not issubclass(model, BaseModel):
+        raise DefinitionError(
+            profile, f"the model of {where} must be a pydantic model class, got {_kind(model)}"
+        )
+    if not issubclass(model, WireModel):
+        raise DefinitionError(
+            profile,
+            f"the model of {where}, {model.__qualname__}, must derive from "
+            "pipeline_state.events.WireModel (frozen, ignores the fields it does not declare), "
+            "usually through PhaseInitiateCommand",
+        )
+    fields = [
+        (name, field, _input_keys(name, field, model.model_config))
+        for name, field in model.model_fields.items()
+    ]
+    filled: set[str] = set()
+    for _, _, keys in fields:
+        filled |= keys
+    unfillable = [name for name, field, keys in fields if field.is_required() and not keys & fills]
+    if unfillable:
+        raise DefinitionError(
+            profile,
+            f"the model of {where}, {model.__qualname__}, requires {unfillable}, which the engine "
+            f"cannot fill: it fills exactly {sorted(fills)}; give those fields a default or drop them",
+        )
+    if model.model_config.get("extra") == "forbid":
+        undeclared = sorted(fills - filled)
+        if undeclared:
+            raise DefinitionError(
+                profile,
+                f"the model of {where}, {model.__qualname__}, forbids extra fields but does not "
+                f"declare {undeclared}, which the engine always passes: drop extra='forbid'",
+            )
+    if class_may_be_none:
+        for name, field, keys in fields:
+            if "class_id" in keys and not _accepts_none(field):
+                raise DefinitionError(
+                    profile,
+                    f"the model of {where}, {model.__qualname__}, does not accept None for "
+                    f"{name!r}, but the engine fills it with the batch's class_id, None for a "
+                    "batch registered without a class: declare it `str | None`",
+                )
+    return spec
+
+
+def _accepts_none(field: FieldInfo) -> bool:
+    try:
+        TypeAdapter(field.rebuild_annotation()).validate_python(None)
+    except ValidationError:
+        return False
+    except Exception:  # an annotation pydantic cannot build alone: leave it to the model
+        return True
+    return True
+
+
 @attrs.frozen
 class Profile:
     """Everything deployment-specific the engine needs; validated when built.
 
     ``strict_correlation``: an outcome whose correlation id belongs to no run of the batch
     is ignored as ``stale_run`` (the old rule) instead of being applied to the active run
-    and flagged ``correlation_mismatch``. The other settings are described in the module.
+    and flagged ``correlation_mismatch``. ``student_matching``: the command that asks for
+    the students of a batch registered with a class; without it every batch takes the
+    content-only readiness path (see :attr:`student_validation`). The other settings are
+    described in the module.
+
+    Building a profile raises :class:`~pipeline_state.errors.DefinitionError`, naming the
+    profile and the culprit, when:
+
+    * a setting has the wrong type: ``name`` or ``source_service`` not a short string,
+      ``catalog`` not a :class:`~pipeline_state.catalog.Catalog`, a ``phase_commands`` value
+      or ``student_matching`` not a :class:`CommandSpec`, a command model that is not a
+      :class:`~pipeline_state.events.WireModel` class, a guard without a callable ``check``
+      (or a guard class instead of an instance);
+    * a command model requires a field the engine cannot fill (it fills exactly
+      :data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS` for student
+      matching), forbids a field the engine passes, or refuses ``None`` for ``class_id``;
+    * two phases share a command topic, or the student-matching command uses a phase's; a
+      command topic is an inbound topic (:data:`~pipeline_state.events.INBOUND_TOPICS`) or
+      the topic of one of the engine's own events (:data:`ENGINE_EVENT_TOPICS`);
+    * a catalog phase has no command, or a command names a phase the catalog does not have;
+    * a deadline, ``max_resends``, ``max_parallel``, ``max_items_per_batch`` or
+      ``max_command_bytes`` is out of range (see the module).
+
+    Once built, a profile is immutable (its mappings are read-only copies), so the checks
+    hold for its lifetime; :func:`check_profile` only has to check the type.
     """
 
     name: str
@@ -144,9 +326,24 @@ class Profile:
     """Commands of more items than this are measured before they are built (derived)."""
 
     def __attrs_post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip():
+            raise DefinitionError(
+                "profile", f"a profile's name must be a non-empty string, got {_kind(name)}"
+            )
+        self._check_types()
+        catalog_phases = set(self.catalog.phases)
         missing = [phase for phase in self.catalog.phases if phase not in self.phase_commands]
         if missing:
             raise DefinitionError(self.name, f"no command declared for phases {missing}")
+        extra = [phase for phase in self.phase_commands if phase not in catalog_phases]
+        if extra:
+            raise DefinitionError(
+                self.name,
+                f"commands declared for phases that are not in the catalog: {extra} "
+                f"(the catalog's phases are {list(self.catalog.phases)})",
+            )
+        self._check_topics()
         unknown = [phase for phase in self.deadlines if phase not in self.catalog.phases]
         if unknown:
             raise DefinitionError(self.name, f"deadlines name phases that are not in the catalog: {unknown}")
@@ -188,6 +385,101 @@ class Profile:
             self, "measure_above_items", (limit - COMMAND_OVERHEAD_BYTES) // ITEM_REF_MAX_BYTES
         )
 
+    def _check_types(self) -> None:
+        """The settings' types, the commands' models and the guards (see the class)."""
+        name = self.name
+        _check_text(name, "source_service", self.source_service)
+        if not isinstance(self.catalog, Catalog):
+            hint = " (build it with Catalog.from_dict)" if isinstance(self.catalog, Mapping) else ""
+            raise DefinitionError(name, f"catalog must be a Catalog, got {_kind(self.catalog)}{hint}")
+        if not isinstance(self.strict_correlation, bool):
+            raise DefinitionError(
+                name, f"strict_correlation must be a bool, got {_kind(self.strict_correlation)}"
+            )
+        commands: object = self.phase_commands
+        if not isinstance(commands, Mapping):
+            raise DefinitionError(
+                name, f"phase_commands must map phase names to CommandSpec, got {_kind(commands)}"
+            )
+        for phase, spec in commands.items():
+            if not isinstance(phase, str):
+                raise DefinitionError(name, f"phase_commands keys must be phase names, got {_kind(phase)}")
+            _check_command(name, f"phase {phase!r}", spec, PHASE_COMMAND_FIELDS, class_may_be_none=True)
+        object.__setattr__(self, "phase_commands", MappingProxyType(dict(commands)))
+        if self.student_matching is not None:
+            _check_command(
+                name,
+                "student_matching",
+                self.student_matching,
+                MATCHING_COMMAND_FIELDS,
+                class_may_be_none=False,
+            )
+        guards: object = self.guards
+        if not isinstance(guards, tuple | list):
+            raise DefinitionError(name, f"guards must be a tuple of admission guards, got {_kind(guards)}")
+        for position, guard in enumerate(guards):
+            if isinstance(guard, type):
+                raise DefinitionError(
+                    name,
+                    f"guard {position} is the class {guard.__qualname__}, not a guard: "
+                    f"pass an instance ({guard.__qualname__}(...))",
+                )
+            if not callable(getattr(guard, "check", None)):
+                raise DefinitionError(
+                    name, f"guard {position} ({_kind(guard)}) has no callable check(request)"
+                )
+        object.__setattr__(self, "guards", tuple(guards))
+
+    def _check_topics(self) -> None:
+        """Each command on a topic of its own, none on a topic the engine reads or writes."""
+        phase_on: dict[str, str] = {}
+        for phase, spec in self.phase_commands.items():
+            first = phase_on.setdefault(spec.topic, phase)
+            if first != phase:
+                raise DefinitionError(
+                    self.name,
+                    f"phases {first!r} and {phase!r} share the command topic {spec.topic!r}: "
+                    "a worker could not tell their commands apart; give each phase its own topic",
+                )
+        owners = {topic: f"phase {phase!r}" for topic, phase in phase_on.items()}
+        matching = self.student_matching
+        if matching is not None:
+            other = owners.get(matching.topic)
+            if other is not None:
+                raise DefinitionError(
+                    self.name,
+                    f"the student_matching command uses {matching.topic!r}, the command topic "
+                    f"of {other}: give it a topic of its own",
+                )
+            owners[matching.topic] = "student_matching"
+        for topic, owner in owners.items():
+            if topic in INBOUND_TOPICS:
+                raise DefinitionError(
+                    self.name,
+                    f"the command of {owner} uses {topic!r}, an inbound topic the engine "
+                    "consumes: it would read its own commands back",
+                )
+            event = ENGINE_EVENT_TOPICS.get(topic)
+            if event is not None:
+                raise DefinitionError(
+                    self.name,
+                    f"the command of {owner} uses {topic!r}, the topic of the engine's own "
+                    f"{event} event: consumers of that event would receive it",
+                )
+
+    @property
+    def student_validation(self) -> bool:
+        """Whether a batch registered with a class waits for student validation: ``True``
+        exactly when the profile has ``student_matching``.
+
+        With it, content provisioning of such a batch sends the matching command and the
+        batch waits (``awaiting_student_validation``) for the associations and the ready
+        items. Without it nothing would ever confirm the students, so every batch takes the
+        content-only readiness path: provisioning makes it ready for pipelines at once,
+        class or not. A batch registered without a class is content-only in every profile.
+        """
+        return self.student_matching is not None
+
     def is_phase(self, name: str) -> bool:
         return name in self.phase_commands
 
@@ -199,6 +491,26 @@ class Profile:
         if step.deadline_seconds is not None:
             return step.deadline_seconds
         return self.default_deadline_seconds
+
+
+def check_profile(obj: object) -> Profile:
+    """``obj`` if it is a :class:`Profile`, else :class:`~pipeline_state.errors.DefinitionError`.
+
+    A profile was checked when it was built (see :class:`Profile`) and cannot change, so
+    this only checks the type: it is cheap and pure, meant for the entry points that take a
+    profile (a service, a runtime), so that passing something else fails there, naming what
+    was passed, instead of mid-run with an ``AttributeError``.
+    """
+    if isinstance(obj, Profile):
+        return obj
+    if isinstance(obj, Catalog):
+        hint = (
+            ": a Catalog only holds the pipelines; wrap it in a profile, "
+            "Profile(name=..., catalog=catalog, phase_commands=...) or huleedu_profile(catalog=catalog)"
+        )
+    else:
+        hint = ": build one with Profile(...) or huleedu_profile()"
+    raise DefinitionError("profile", f"expected a pipeline_state.Profile, got {_kind(obj)}{hint}")
 
 
 HULEEDU_PHASE_COMMANDS: Mapping[str, CommandSpec] = {
@@ -224,6 +536,9 @@ def huleedu_profile(
 ) -> Profile:
     """The HuleEdu profile: its four pipelines, phase commands and the prompt guard.
 
+    ``catalog`` may be any catalog over (some of) the four HuleEdu phases; the profile
+    declares the commands of the phases it has.
+
     ``max_parallel=1`` gives the original platform's strictly sequential dispatch;
     ``credits`` adds a :class:`~pipeline_state.guards.CreditsGuard` over that ledger.
     Every phase has a deadline: :data:`HULEEDU_DEFAULT_DEADLINE_SECONDS` unless the catalog
@@ -232,6 +547,9 @@ def huleedu_profile(
     out of the default (only the catalog's and ``deadlines``' remain: a silent worker then
     blocks its batch until an operator cancels the run). See :class:`Profile` for the rest.
     """
+    # Only the catalog's phases: a profile declares no command for a phase it cannot run.
+    phases = set(catalog.phases) if isinstance(catalog, Catalog) else set()
+    commands = {phase: spec for phase, spec in HULEEDU_PHASE_COMMANDS.items() if phase in phases}
     guards: list[AdmissionGuard] = [PromptGuard()]
     if credits is not None:
         guards.append(CreditsGuard(credits))
@@ -239,7 +557,7 @@ def huleedu_profile(
     return Profile(
         name="huleedu",
         catalog=catalog,
-        phase_commands=HULEEDU_PHASE_COMMANDS,
+        phase_commands=commands,
         student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
         guards=tuple(guards),
         max_parallel=max_parallel,
