@@ -1,19 +1,26 @@
-"""Builders of valid inbound envelopes for the HuleEdu profile.
+"""Builders of valid inbound envelopes.
 
 Used by tests, the demo and the stateful harness; handy in a service's own tests too::
 
     env = Envelopes()
     await rt.deliver(*env.register("b1", user_id="t1", essays=3))
+
+The inbound topics are the library's wire contract, whatever the profile; the phase names
+and command topics are the profile's. Give ``Envelopes`` a profile to answer the phase
+commands the engine emits (:meth:`Envelopes.phase_of`, :meth:`Envelopes.answer`) without
+spelling out its topics; item ids are derived from the batch id unless given
+(``register(..., item_ids=[...])``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline_state.events import Topic
+from pipeline_state.profile import HULEEDU_PHASE_COMMANDS, Profile
 
 __all__ = ["Envelopes", "essay_refs"]
 
@@ -26,11 +33,23 @@ def essay_refs(essay_ids: Iterable[str], suffix: str = "text") -> list[dict[str,
 
 
 class Envelopes:
-    """Makes ``(topic, envelope dict)`` pairs; ids are random unless given."""
+    """Makes ``(topic, envelope dict)`` pairs; ids are random unless given.
 
-    def __init__(self, source_service: str = "tests", timestamp: datetime | None = None) -> None:
+    ``profile`` (default: the shipped HuleEdu profile) tells which topics carry which
+    phase's command, for :meth:`phase_of` and :meth:`answer`.
+    """
+
+    def __init__(
+        self,
+        source_service: str = "tests",
+        timestamp: datetime | None = None,
+        *,
+        profile: Profile | None = None,
+    ) -> None:
         self.source_service = source_service
         self.timestamp = timestamp or datetime(2025, 1, 1, tzinfo=UTC)
+        self.profile = profile
+        self._phase_topics: dict[str, str] | None = None
 
     def wrap(
         self,
@@ -53,6 +72,7 @@ class Envelopes:
 
     @staticmethod
     def essay_ids(batch_id: str, count: int) -> list[str]:
+        """The item ids :meth:`register` derives: ``<batch_id>-e0``, ``<batch_id>-e1``, ..."""
         return [f"{batch_id}-e{i}" for i in range(count)]
 
     def register(
@@ -60,16 +80,22 @@ class Envelopes:
         batch_id: str,
         *,
         user_id: str = "teacher-1",
-        essays: int = 3,
+        essays: int | None = None,
+        item_ids: Sequence[str] | None = None,
         class_id: str | None = None,
         course_code: str = "ENG5",
         prompt: str | None = "prompt-1",
         **kw: Any,
     ) -> Delivery:
+        """A registration of ``essays`` items (default 3) with the ids :meth:`essay_ids`
+        derives, or of exactly ``item_ids`` (``essays`` then defaults to their number; give
+        both to build a registration whose count and ids disagree)."""
+        ids = list(item_ids) if item_ids is not None else None
+        count = essays if essays is not None else (len(ids) if ids is not None else 3)
         data = {
             "batch_id": batch_id,
-            "expected_essay_count": essays,
-            "essay_ids": self.essay_ids(batch_id, essays),
+            "expected_essay_count": count,
+            "essay_ids": ids if ids is not None else self.essay_ids(batch_id, count),
             "user_id": user_id,
             "class_id": class_id,
             "course_code": course_code,
@@ -151,3 +177,51 @@ class Envelopes:
             "correlation_id": correlation_id,
         }
         return self.wrap(Topic.PHASE_OUTCOME.value, data, correlation_id=correlation_id, **kw)
+
+    # -- answering the engine's phase commands ------------------------------------------------
+    def phase_topics(self) -> Mapping[str, str]:
+        """Command topic: phase name, for the profile given (default: HuleEdu's)."""
+        if self._phase_topics is None:
+            commands = self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
+            self._phase_topics = {spec.topic: phase for phase, spec in commands.items()}
+        return self._phase_topics
+
+    def phase_of(self, message: Mapping[str, Any]) -> str | None:
+        """The phase whose command ``message`` (one ``{"topic", "key", "value"}`` the engine
+        emitted) is, or ``None`` for any other message."""
+        return self.phase_topics().get(message["topic"])
+
+    def answer(
+        self,
+        message: Mapping[str, Any],
+        *,
+        failed: Iterable[str] = (),
+        status: str | None = None,
+        suffix: str | None = None,
+        **kw: Any,
+    ) -> Delivery:
+        """The outcome of the phase command ``message``: every item it sent is processed
+        except ``failed``, under the command's correlation id; ``status`` defaults as in
+        :meth:`outcome`. Raises ``ValueError`` for a message that is not a phase command of
+        the profile, or ``failed`` ids the command did not send (build such an outcome with
+        :meth:`outcome`)."""
+        phase = self.phase_of(message)
+        if phase is None:
+            raise ValueError(f"{message.get('topic')!r} is not the command topic of a phase of the profile")
+        value = message["value"]
+        data = value["data"]
+        failing = set(failed)
+        sent = [item["essay_id"] for item in data["essays_to_process"]]
+        unsent = sorted(failing.difference(sent))
+        if unsent:
+            raise ValueError(f"failed names items the {phase} command did not send: {unsent}")
+        return self.outcome(
+            data["batch_id"],
+            phase,
+            value["correlation_id"],
+            processed=[i for i in sent if i not in failing],
+            failed=[i for i in sent if i in failing],
+            status=status,
+            suffix=suffix,
+            **kw,
+        )

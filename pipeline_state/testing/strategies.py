@@ -411,15 +411,23 @@ def profile_for(
     max_parallel: int | None = None,
     max_resends: int = 0,
     strict_correlation: bool = False,
+    topics: Mapping[str, str] | None = None,
 ) -> Profile:
     """A profile over ``catalog``: HuleEdu commands for HuleEdu phase names, a generic
     ``test.<phase>.initiate.command.v1`` command for the others, and the prompt guard.
-    Deadlines are the catalog's only (no default deadline)."""
-    commands = {
-        phase: HULEEDU_PHASE_COMMANDS.get(phase)
-        or CommandSpec(f"test.{phase}.initiate.command.v1", PhaseInitiateCommand)
-        for phase in catalog.phases
-    }
+    Deadlines are the catalog's only (no default deadline).
+
+    ``topics`` (phase name: command topic) puts each phase's command on the topic given
+    instead (the model stays: the HuleEdu one for a HuleEdu phase name,
+    :class:`~pipeline_state.events.PhaseInitiateCommand` otherwise). It must name every
+    phase of the catalog and no other (``ValueError`` otherwise); the profile then checks
+    the topics as any profile's (:class:`~pipeline_state.errors.DefinitionError` for two
+    phases on one topic, or a topic the engine reads or writes itself)."""
+    commands = {phase: _command_for(phase, topics) for phase in catalog.phases}
+    if topics is not None:
+        extra = [phase for phase in topics if phase not in commands]
+        if extra:
+            raise ValueError(f"topics names phases that are not in the catalog: {extra}")
     return Profile(
         name="generated",
         catalog=catalog,
@@ -433,16 +441,27 @@ def profile_for(
     )
 
 
+def _command_for(phase: str, topics: Mapping[str, str] | None) -> CommandSpec:
+    known = HULEEDU_PHASE_COMMANDS.get(phase)
+    if topics is None:
+        return known or CommandSpec(f"test.{phase}.initiate.command.v1", PhaseInitiateCommand)
+    if phase not in topics:
+        raise ValueError(f"topics names no topic for phase {phase!r}")
+    return CommandSpec(topics[phase], known.model if known else PhaseInitiateCommand)
+
+
 @attrs.frozen
 class ProfileSpec:
     """Catalog data (dict format), a dispatch policy, how many times an overdue command is
-    re-sent and the correlation rule: the input of both the engine's
+    re-sent, the correlation rule and, optionally, the command topic of each phase
+    (``topics``, see :func:`profile_for`): the input of both the engine's
     :class:`~pipeline_state.profile.Profile` and the reference model."""
 
     catalog: Mapping[str, Any]
     max_parallel: int | None = None
     max_resends: int = 0
     strict_correlation: bool = False
+    topics: Mapping[str, str] | None = None
 
     def profile(self) -> Profile:
         return profile_for(
@@ -450,6 +469,7 @@ class ProfileSpec:
             max_parallel=self.max_parallel,
             max_resends=self.max_resends,
             strict_correlation=self.strict_correlation,
+            topics=self.topics,
         )
 
 
