@@ -44,7 +44,7 @@ from .intake import DEFAULT_LIMITS, IntakeLimits
 from .memory import SystemClock
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
-from .profile import Profile, huleedu_profile
+from .profile import Profile, check_profile, huleedu_profile
 from .waiting import waits_for
 
 __all__ = [
@@ -279,7 +279,7 @@ class PipelineService:
         if waiting_window_seconds <= 0:
             raise ValueError("waiting_window_seconds must be positive")
         self.store = store
-        self.profile = profile or huleedu_profile()
+        self.profile = huleedu_profile() if profile is None else check_profile(profile)
         self.clock: Clock = clock or SystemClock()
         self.max_attempts = max_attempts
         self.waiting_window_seconds = waiting_window_seconds

@@ -204,7 +204,10 @@ def test_every_transition_of_every_shipped_lifecycle_is_drawn_once(lifecycle: Li
 
 def test_guard_labels_are_written_in_brackets_in_evaluation_order() -> None:
     batch = lifecycle_mermaid(BATCH_LIFECYCLE).splitlines()
-    start = "ready_for_pipeline_execution --> processing_pipelines: start_run [no_active_run, plan_resolved, admitted]"
+    start = (
+        "ready_for_pipeline_execution --> processing_pipelines: "
+        "start_run [no_active_run, plan_resolved, admitted]"
+    )
     assert f"        {start}" in batch  # inside the composite of open states
     phase = lifecycle_mermaid(PHASE_LIFECYCLE)
     assert "    dispatch_initiated --> dispatch_initiated: expire [overdue, resends_left]\n" in phase

@@ -231,7 +231,8 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
     assert lc.refusal("processing_pipelines", "start_run") == Refusal(
         Verdict.DENY, "pipeline_already_active", "the batch has an active run"
     )
-    assert lc.refusal("cancelled", "start_run") == Refusal(Verdict.DENY, "batch_not_ready", "the batch is {state}")
+    not_ready = Refusal(Verdict.DENY, "batch_not_ready", "the batch is {state}")
+    assert lc.refusal("cancelled", "start_run") == not_ready
     assert lc.refusal("archived", "cancel").verdict is Verdict.REJECT
     assert lc.guards["plan_resolved"].reasons == ("unknown_pipeline", "dependencies_not_completed")
 

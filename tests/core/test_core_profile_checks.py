@@ -503,3 +503,10 @@ async def test_a_class_batch_under_a_profile_with_matching_still_waits_for_its_s
     out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.essay_ids("b1", 2)))
     assert Topic.STUDENT_MATCHING.value in topics(out)
     assert (await flow.state("b1")).status.value == "awaiting_student_validation"
+
+
+def test_the_service_refuses_a_catalog_where_a_profile_belongs() -> None:
+    from pipeline_state import HULEEDU_CATALOG, InMemoryStore, PipelineService
+
+    with pytest.raises(DefinitionError, match="Catalog"):
+        PipelineService(InMemoryStore(), profile=HULEEDU_CATALOG)  # type: ignore[arg-type]

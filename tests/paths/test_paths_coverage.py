@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-import pytest
 
 from pipeline_state.decide import Move
 from pipeline_state.lifecycle import ABSENT, LIFECYCLES
