@@ -197,7 +197,8 @@ def decision_rows(config: Config, seeder: Seeder, log: Log) -> list[Row]:
     def ratios(top: Sequence[float], bottom: Sequence[float]) -> float:
         return Sample(tuple(a / b for a, b in zip(top, bottom, strict=True))).median
 
-    five = Target("ratio", "<=", 5.0, "≤ 5.00x")
+    # Issue 12: each decide at most 1.5x one raw trigger (issue 2 asked for 5x).
+    decide_target = Target("ratio", "<=", 1.5, "≤ 1.50x")
     trigger_text = "one raw transitions trigger: Machine(model=None) for the phase lifecycle, "
     trigger_text += "events['succeed'].trigger(obj) on a plain object (state reset each call)"
     loop_note = f"every per-call figure includes the loop itself (an empty loop costs {empty.median:.3f} µs)"
@@ -211,7 +212,7 @@ def decision_rows(config: Config, seeder: Seeder, log: Log) -> list[Row]:
             trig.median,
             trigger_text,
             ratios(samples["spell"], samples["trigger"]),
-            five,
+            decide_target,
             spread=f"{spell.spread()} µs; baseline {trig.spread()} µs",
             notes=(ratio_note,),
             cpu_share=watch.cpu_share,
@@ -224,7 +225,7 @@ def decision_rows(config: Config, seeder: Seeder, log: Log) -> list[Row]:
             trig.median,
             "the same raw transitions trigger",
             ratios(samples["cj"], samples["trigger"]),
-            five,
+            decide_target,
             spread=f"{cj.spread()} µs",
             cpu_share=watch.cpu_share,
         ),
@@ -383,7 +384,8 @@ async def store_rows(config: Config, seeder: Seeder, log: Log) -> list[Row]:
             parse_eps.median,
             "parse_message() alone on the same bytes (JSON + envelope + payload validation)",
             eps.median / parse_eps.median,
-            Target("value", ">=", 5000, "≥ 5,000 ev/s"),
+            # Issue 12: at least a quarter of the rate of parsing alone (issue 2: 5,000 ev/s).
+            Target("ratio", ">=", 0.25, "≥ 0.25x"),
             spread=f"{eps.spread()} ev/s (small store before and after the large one)",
             notes=(e2e_note, _cpu_note(small_watch)),
             cpu_share=small_watch.cpu_share,
