@@ -4,8 +4,11 @@ A custom catalog (built with ``Catalog.from_dict``) declares the pipelines of a 
 publishing service, and a custom :class:`~pipeline_state.Profile` names the command that
 starts each phase (``PhaseInitiateCommand`` subclasses on the service's own topics). The
 same engine then prunes, dispatches in parallel, expires a phase deadline, skips dependents
-of a failed phase and completes every run exactly once. The inbound messages (registration,
-pipeline request, phase outcome) keep the library's wire contract.
+of a failed phase and completes every run exactly once. The profile's own ``Outbound`` words
+what the engine announces: a release report on the media topics instead of the education
+platform's completion event, skip and refusal events of its own, and no registration event
+or owner notifications. The inbound messages (registration, pipeline request, phase outcome)
+keep the library's wire contract.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipeline_state import Catalog, CommandSpec, InMemoryRuntime, Profile
-from pipeline_state.events import PhaseInitiateCommand
+from pipeline_state import BatchState, Catalog, CommandSpec, Denial, InMemoryRuntime, Profile, Run
+from pipeline_state.events import PhaseInitiateCommand, WireModel
+from pipeline_state.outbound import Notice, Outgoing, RunSummary
 from pipeline_state.testing import Envelopes
 
 
@@ -34,6 +38,61 @@ class CaptionsCommand(PhaseInitiateCommand):
 
 class PublishCommand(PhaseInitiateCommand):
     """Publish the episodes that came through thumbnails and captions."""
+
+
+class ReleaseReportV1(WireModel):
+    """How a run of the media platform ended."""
+
+    season_id: str
+    pipeline: str
+    outcome: str
+    episodes_done: int
+    episodes_failed: int
+    steps_done: list[str]
+
+
+class StepSkippedV1(WireModel):
+    season_id: str
+    step: str
+    why: str
+
+
+class RequestRefusedV1(WireModel):
+    season_id: str
+    pipeline: str
+    why: str
+
+
+class MediaOutbound:
+    """The media platform's wording: reports and skips on its own topics, nothing else."""
+
+    def registered(self, state: BatchState) -> tuple[Outgoing, ...]:
+        return ()
+
+    def phase_skipped(self, state: BatchState, run: Run, phase: str, reason: str) -> tuple[Outgoing, ...]:
+        data = {"season_id": state.batch_id, "step": phase, "why": reason}
+        return (Outgoing("media.step.skipped.v1", state.batch_id, StepSkippedV1, data, run.correlation_id),)
+
+    def denied(self, state: BatchState, user_id: str, requested: str, denial: Denial) -> tuple[Outgoing, ...]:
+        data = {"season_id": state.batch_id, "pipeline": requested, "why": denial.reason}
+        return (Outgoing("media.request.refused.v1", state.batch_id, RequestRefusedV1, data),)
+
+    def completed(self, state: BatchState, summary: RunSummary) -> tuple[Outgoing, ...]:
+        run = summary.run
+        data = {
+            "season_id": state.batch_id,
+            "pipeline": run.pipeline_name,
+            "outcome": run.status.value,
+            "episodes_done": summary.successful_items,
+            "episodes_failed": summary.failed_items,
+            "steps_done": list(run.completed_phases),
+        }
+        return (
+            Outgoing("media.release.report.v1", state.batch_id, ReleaseReportV1, data, run.correlation_id),
+        )
+
+    def notify(self, notice: Notice) -> tuple[Outgoing, ...]:
+        return ()
 
 
 CATALOG = Catalog.from_dict(
@@ -63,20 +122,22 @@ MEDIA = Profile(
         "publish": CommandSpec("media.publish.start.v1", PublishCommand),
     },
     source_service="media_orchestrator",
+    outbound=MediaOutbound(),
 )
 PHASE_OF = {spec.topic: phase for phase, spec in MEDIA.phase_commands.items()}
 
 
 def show(messages: list[dict[str, Any]]) -> None:
     for message in messages:
-        data = message["value"]["data"]
-        if message["topic"] in PHASE_OF:
-            print(f"  -> {message['topic']} ({len(data['essays_to_process'])} episodes)")
-        elif "skip_reason" in data:
-            print(f"  -> skipped {data['phase_name']}: {data['skip_reason']}")
-        elif "final_status" in data:
-            done, skipped = data["completed_phases"], data["skipped_phases"]
-            print(f"  == {data['pipeline_name']}: {data['final_status']}, done {done}, skipped {skipped}")
+        topic, data = message["topic"], message["value"]["data"]
+        if topic in PHASE_OF:
+            print(f"  -> {topic} ({len(data['essays_to_process'])} episodes)")
+        elif topic == "media.step.skipped.v1":
+            print(f"  -> skipped {data['step']}: {data['why']}")
+        elif topic == "media.release.report.v1":
+            print(f"  == {data['pipeline']}: {data['outcome']}, done {data['steps_done']}")
+        else:
+            raise AssertionError(f"the media profile emits nothing on {topic}")
 
 
 async def run(rt: InMemoryRuntime, env: Envelopes, pipeline: str, *, stall: str | None = None) -> None:

@@ -57,6 +57,8 @@ from .events import (
     WireModel,
 )
 from .guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from .outbound import Outbound
+from .profiles.huleedu.outbound import HULEEDU_OUTBOUND
 
 __all__ = [
     "COMMAND_OVERHEAD_BYTES",
@@ -322,6 +324,8 @@ class Profile:
     max_resends: int = DEFAULT_MAX_RESENDS
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     max_items_per_batch: int = MAX_ESSAYS_PER_BATCH
+    outbound: Outbound = HULEEDU_OUTBOUND
+    """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`)."""
     measure_above_items: int = attrs.field(init=False, default=0)
     """Commands of more items than this are measured before they are built (derived)."""
 
@@ -429,6 +433,11 @@ class Profile:
                     name, f"guard {position} ({_kind(guard)}) has no callable check(request)"
                 )
         object.__setattr__(self, "guards", tuple(guards))
+        for method in _OUTBOUND_METHODS:
+            if not callable(getattr(self.outbound, method, None)):
+                raise DefinitionError(
+                    name, f"outbound ({_kind(self.outbound)}) has no callable {method}(...): see Outbound"
+                )
 
     def _check_topics(self) -> None:
         """Each command on a topic of its own, none on a topic the engine reads or writes."""
@@ -491,6 +500,9 @@ class Profile:
         if step.deadline_seconds is not None:
             return step.deadline_seconds
         return self.default_deadline_seconds
+
+
+_OUTBOUND_METHODS = ("registered", "phase_skipped", "denied", "completed", "notify")
 
 
 def check_profile(obj: object) -> Profile:

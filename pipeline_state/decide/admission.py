@@ -11,17 +11,17 @@ import attrs
 
 from pipeline_state.catalog import Pipeline, Plan, Step
 from pipeline_state.commands import RetryPhase
-from pipeline_state.events import ClientBatchPipelineRequestV1, PipelineDeniedV1, Topic
+from pipeline_state.events import ClientBatchPipelineRequestV1
 from pipeline_state.guards import AdmissionRequest, Denial
 from pipeline_state.lifecycle import BatchStatus, Verdict
 from pipeline_state.model import BatchState, Run, evolve
+from pipeline_state.outbound import Notice
 from pipeline_state.profile import Profile
 
 from . import machines
 from .context import BatchCtx, Session
 from .ids import derive_id
 from .journal import Decision
-from .notify import notify
 from .registry import Inputs
 from .run import RunEngine
 
@@ -115,28 +115,13 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
 
 
 def deny(session: Session, user_id: str, requested: str, denial: Denial) -> Decision:
-    state = session.state
-    session.journal.emit(
-        Topic.PIPELINE_DENIED.value,
-        state.batch_id,
-        PipelineDeniedV1(
-            batch_id=state.batch_id,
-            user_id=user_id,
-            requested_pipeline=requested,
-            denial_reason=denial.reason,
-            detail=denial.detail,
-        ),
+    """A denial is never silent: the profile's denial events and notice, nothing else."""
+    state, outbound = session.state, session.profile.outbound
+    session.journal.emit_all(outbound.denied(state, user_id, requested, denial))
+    notice = Notice(
+        "request_denied", state, session.command.correlation_id, requested=requested, denial=denial
     )
-    notify(
-        session.journal,
-        batch_id=state.batch_id,
-        owner=state.user_id,
-        kind="pipeline_denied",
-        priority="immediate",
-        action=True,
-        payload={"requested_pipeline": requested, "denial_reason": denial.reason, "detail": denial.detail},
-        correlation_id=session.command.correlation_id,
-    )
+    session.journal.emit_all(outbound.notify(notice))
     return session.finish(denial=denial)
 
 

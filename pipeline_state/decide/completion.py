@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 from pipeline_state.commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state.errors import IllegalTransitionError
-from pipeline_state.events import BatchPipelineCompletedV1, Topic
-from pipeline_state.lifecycle import ABSENT, PhaseStatus, RunStatus, Verdict
-from pipeline_state.model import BatchState, EssayRef, Run, evolve
+from pipeline_state.lifecycle import ABSENT, PhaseStatus, Verdict
+from pipeline_state.model import EssayRef, Run, evolve
+from pipeline_state.outbound import Notice, RunSummary
 
 from . import machines
 from .context import BatchCtx, RunCtx, Session
 from .journal import Decision
-from .notify import notify
 from .registry import Inputs
 from .run import RunEngine
 
@@ -28,86 +26,42 @@ __all__ = [
     "cancel_active_run",
     "cancel_batch",
     "cancel_run",
-    "completion_data",
     "emit_completion",
     "fail_active_run",
     "final_step_done",
     "notify_completion",
     "release_batch",
+    "run_summary",
 ]
 
 
-def completion_data(
-    state: BatchState, run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime
-) -> dict[str, Any]:
-    """The field values of the finished ``run``'s completion event."""
+def run_summary(run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime) -> RunSummary:
+    """The facts of the finished ``run``: an item succeeded when it came out of the final
+    step (a pruned final step's recorded outputs count); it failed when it entered a phase of
+    the run and did not."""
     final = run.phase(run.final_step)
-    # A pruned final step is not in run.phases: its recorded outputs came out of the run.
     out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
     successful = {e.essay_id for e in out}
     entered = {e.essay_id for p in run.phases for e in p.inputs} | successful
-    return {
-        "batch_id": state.batch_id,
-        "pipeline_name": run.pipeline_name,
-        "run_id": run.run_id,
-        "completed_phases": list(run.completed_phases),
-        "skipped_phases": list(run.skipped_phases),
-        "final_status": run.status.value,
-        "processing_duration_seconds": max(0.0, (now - run.accepted_at).total_seconds()),
-        "successful_essay_count": len(successful),
-        "failed_essay_count": len(entered - successful),
-        "phase_results": {
-            p.name: {
-                "status": p.status.value,
-                "successful": len(p.outputs),
-                "failed": len(p.failed_essay_ids),
-                "duration_seconds": p.duration_seconds,
-            }
-            for p in run.phases
-        },
-        "correlation_id": run.correlation_id,
-        "metadata": {"entity_id": state.batch_id, "timestamp": now},
-    }
+    duration = max(0.0, (now - run.accepted_at).total_seconds())
+    return RunSummary(run, len(successful), len(entered - successful), duration, now)
 
 
 def emit_completion(ctx: RunCtx) -> None:
     session, engine = ctx.session, ctx.engine
     finished = engine.finished
     assert finished is not None
-    data = completion_data(session.state, finished, session.recorded(), session.now)
-    engine.completion = data
-    topic = Topic.PIPELINE_COMPLETED.value
-    session.journal.emit_lazy(
-        topic, session.batch_id, BatchPipelineCompletedV1, data, finished.correlation_id
-    )
+    summary = engine.summary = run_summary(finished, session.recorded(), session.now)
+    session.journal.emit_all(session.profile.outbound.completed(session.state, summary))
 
 
 def notify_completion(ctx: RunCtx) -> None:
-    session, engine = ctx.session, ctx.engine
-    finished, completion = engine.finished, engine.completion
-    assert finished is not None
-    assert completion is not None
-    dest = finished.status.value
-    clean = completion["failed_essay_count"] == 0 and finished.status is RunStatus.COMPLETED_SUCCESSFULLY
-    notify(
-        session.journal,
-        batch_id=session.batch_id,
-        owner=session.state.user_id,
-        kind="pipeline_completed",
-        priority="high" if clean else "immediate",
-        action=not clean,
-        payload={
-            "run_id": finished.run_id,
-            "pipeline_name": finished.pipeline_name,
-            "final_status": dest,
-            "completed_phases": list(completion["completed_phases"]),
-            "successful_essays": completion["successful_essay_count"],
-            "failed_essays": completion["failed_essay_count"],
-            "duration_seconds": completion["processing_duration_seconds"],
-            "message": f"Pipeline {finished.pipeline_name} finished: {dest}",
-        },
-        correlation_id=finished.correlation_id,
+    session, summary = ctx.session, ctx.engine.summary
+    assert summary is not None
+    notice = Notice(
+        "run_finished", session.state, summary.run.correlation_id, run=summary.run, summary=summary
     )
+    session.journal.emit_all(session.profile.outbound.notify(notice))
 
 
 def archive_run(ctx: RunCtx) -> None:

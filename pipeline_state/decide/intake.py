@@ -7,12 +7,10 @@ from pipeline_state.errors import BatchConflictError, ItemMismatchError
 from pipeline_state.events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
-    BatchEssaysRegistered,
     BatchRegistrationRequestV1,
     BatchValidationErrorsV1,
     EssayProcessingInputRefV1,
     StudentAssociationsConfirmedV1,
-    Topic,
 )
 from pipeline_state.lifecycle import BatchStatus, Verdict
 from pipeline_state.model import BatchState, EssayRef, evolve
@@ -191,19 +189,8 @@ def items_registered(ctx: BatchCtx) -> str | None:
 
 # -- effects -------------------------------------------------------------------------------
 def announce_registration(ctx: BatchCtx) -> None:
-    p = ctx.registration
-    state = ctx.session.state
-    assert p is not None
-    event = BatchEssaysRegistered(
-        entity_id=p.batch_id,
-        expected_essay_count=p.expected_essay_count,
-        essay_ids=list(state.essay_ids),
-        user_id=p.user_id,
-        org_id=p.org_id,
-        class_id=p.class_id,
-        course_code=p.course_code,
-    )
-    ctx.session.journal.emit(Topic.ESSAYS_REGISTERED.value, p.batch_id, event)
+    session = ctx.session
+    session.journal.emit_all(session.profile.outbound.registered(session.state))
 
 
 def keep_items(ctx: BatchCtx) -> None:

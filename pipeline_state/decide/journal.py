@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
@@ -11,6 +11,7 @@ import attrs
 from pipeline_state.events import WireModel
 from pipeline_state.guards import Denial
 from pipeline_state.model import BatchState
+from pipeline_state.outbound import Outgoing
 
 __all__ = ["CORRELATION_MISMATCH", "Decision", "Emit", "Journal", "Move"]
 
@@ -151,3 +152,8 @@ class Journal:
     ) -> None:
         """Record an event whose payload is ``model`` validated from ``data`` when first read."""
         self.emits.append(Emit.lazy(topic, key, model, data, correlation_id or self.correlation_id))
+
+    def emit_all(self, events: Iterable[Outgoing]) -> None:
+        """Record the events a profile's :class:`~pipeline_state.outbound.Outbound` worded."""
+        for event in events:
+            self.emit_lazy(event.topic, event.key, event.model, event.data, event.correlation_id)

@@ -9,16 +9,15 @@ from typing import Any
 
 from pipeline_state.catalog import Plan
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
-from pipeline_state.events import PhaseSkippedV1, Topic
 from pipeline_state.lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
 from pipeline_state.model import EssayRef, PhaseRun, Run, evolve
+from pipeline_state.outbound import Notice, RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
 
 from . import machines
 from .context import PhaseCtx, RunCtx, Session
 from .ids import outbox_event_id
 from .journal import Move
-from .notify import notify
 
 __all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "wire_ref"]
 
@@ -49,7 +48,7 @@ class RunEngine:
     the engine applies them to its own copies and logs them in the session's journal.
     """
 
-    __slots__ = ("advance_due", "completion", "finished", "phases", "plan", "run", "session")
+    __slots__ = ("advance_due", "finished", "phases", "plan", "run", "session", "summary")
 
     def __init__(self, session: Session, run: Run) -> None:
         self.session = session
@@ -65,7 +64,7 @@ class RunEngine:
         self.advance_due = False
         self.plan: Plan | None = None
         self.finished: Run | None = None
-        self.completion: dict[str, Any] | None = None
+        self.summary: RunSummary | None = None
 
     @classmethod
     def accept(cls, session: Session, run: Run, plan: Plan) -> RunEngine:
@@ -389,36 +388,21 @@ def announce_pruned(ctx: RunCtx) -> None:
 
 
 def _announce(session: Session, run: Run, phase: str, reason: str) -> None:
-    skipped = {
-        "batch_id": session.batch_id,
-        "phase_name": phase,
-        "skip_reason": reason,
-        "correlation_id": run.correlation_id,
-        "run_id": run.run_id,
-    }
-    session.journal.emit_lazy(
-        Topic.PHASE_SKIPPED.value, session.batch_id, PhaseSkippedV1, skipped, run.correlation_id
-    )
+    session.journal.emit_all(session.profile.outbound.phase_skipped(session.state, run, phase, reason))
 
 
 def notify_started(ctx: RunCtx) -> None:
     session, run = ctx.session, ctx.engine.run
     plan = _plan(ctx)
-    notify(
-        session.journal,
-        batch_id=session.batch_id,
-        owner=session.state.user_id,
-        kind="batch_processing_started",
-        priority="low",
-        action=False,
-        payload={
-            "run_id": run.run_id,
-            "pipeline_name": run.pipeline_name,
-            "phases": [s.name for s in plan.to_run],
-            "skipped_phases": list(plan.pruned),
-        },
-        correlation_id=run.correlation_id,
+    notice = Notice(
+        "run_started",
+        session.state,
+        run.correlation_id,
+        run=run,
+        phases=tuple(s.name for s in plan.to_run),
+        skipped=plan.pruned,
     )
+    session.journal.emit_all(session.profile.outbound.notify(notice))
 
 
 def cancel_open_phases(ctx: RunCtx) -> None:

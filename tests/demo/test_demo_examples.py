@@ -23,7 +23,8 @@ EXPECTED = {
         "-> media.captions.start.v1",
         "-> skipped publish: dependency_failed",
         "== release: failed_critically",
-        "== preview: completed_successfully, done [], skipped ['transcode', 'thumbnails']",
+        "-> skipped transcode: already_completed",
+        "== preview: completed_successfully, done []",
     ],
 }
 
