@@ -50,6 +50,8 @@ random moment of that cycle's life, so the kills land while runs are in flight."
 PIPELINE = "nlp"
 PHASES = ("spellcheck", "nlp")
 ANSWER_DELAY = (0.0, 0.8)
+REQUEST_AFTER = 1.0
+"""Seconds between producing a group's registrations and provisionings and its requests."""
 """Seconds a worker takes to answer a command."""
 KILL_AFTER = (0.3, 1.5)
 """Seconds a cycle lives once it is ready."""
@@ -99,15 +101,20 @@ async def test_kafka_crash_matrix_every_run_completes_once(
     async def feed(group: list[str]) -> None:
         if not group:
             return
-        inputs = []
+        facts, requests = [], []
         for batch_id in group:
-            inputs += [
-                env.register(batch_id, essays=2),
-                env.provisioned(batch_id, env.essay_ids(batch_id, 2)),
-                env.request(batch_id, PIPELINE),
-            ]
-        fed.extend(inputs)
-        await produce_stamped(producer, stamp(inputs), topic_prefix=prefix)
+            facts += [env.register(batch_id, essays=2), env.provisioned(batch_id, env.essay_ids(batch_id, 2))]
+            requests.append(env.request(batch_id, PIPELINE))
+        # The consumer keeps time order within one fetch, not across fetches of different
+        # partitions: a request fetched before its batch's provisioning (registered, not yet
+        # ready, nothing waiting) is denied batch_not_ready, as a teacher's early click
+        # would be. Requests follow their batches' content after a pause, as they do in
+        # life, so the kills - not that race - are what this test exercises.
+        fed.extend(facts)
+        await produce_stamped(producer, stamp(facts), topic_prefix=prefix)
+        await asyncio.sleep(REQUEST_AFTER)
+        fed.extend(requests)
+        await produce_stamped(producer, stamp(requests), topic_prefix=prefix)
 
     async with (
         Collector(broker.bootstrap, WATCHED_TOPICS, topic_prefix=prefix) as out,
