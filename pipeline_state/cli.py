@@ -37,6 +37,10 @@ def _diagram(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.profile is not None:
+        from .demo.any_profile import run_profile_demo
+
+        return run_profile_demo(args.profile, seed=args.seed, batches=args.batches)
     from .demo import run_demo
 
     code: int = run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
@@ -123,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed of the simulated services' failures")
     demo.add_argument("--batches", type=int, default=2, help="how many batches to run (1-20)")
     demo.add_argument("--plain", action="store_true", help="plain text instead of rich tables")
+    demo.add_argument(
+        "--profile",
+        metavar="SPEC",
+        help="play any profile instead (FILE.py:NAME or MODULE:NAME: a Profile or a function returning one)",
+    )
     demo.set_defaults(func=_demo)
 
     diagram = sub.add_parser("diagram", help="print a Mermaid diagram generated from the definitions")

@@ -88,3 +88,50 @@ def test_the_story_checks_out_for_other_seeds(capsys: pytest.CaptureFixture[str]
 def test_batches_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--batches", "0"]) == 2
     assert "--batches must be between 1 and 20" in capsys.readouterr().err
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
+
+
+def test_demo_plays_any_profile_named_by_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--profile", f"{EXAMPLE}:MEDIA", "--batches", "2", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[0] == "profile media: pipelines preview, release; 2 batch(es), seed 3"
+    runs = [line.split() for line in out.splitlines() if line.startswith("demo-")]
+    assert [(r[0], r[1]) for r in runs] == [
+        ("demo-1", "preview"),
+        ("demo-1", "release"),
+        ("demo-2", "preview"),
+        ("demo-2", "release"),
+    ]
+    # release after preview: transcode and thumbnails are pruned, captions and publish run
+    assert all(
+        "skipped ['transcode', 'thumbnails']" in line for line in out.splitlines() if " release " in line
+    )
+    assert out.rstrip().endswith("OK: every run ended exactly once and every batch is ready again.")
+
+
+def test_demo_plays_a_profile_factory_named_by_module(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--profile", "pipeline_state.profile:huleedu_profile", "--batches", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "demo-1  comprehensive" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no-colon", "expected FILE.py:NAME or MODULE:NAME"),
+        ("no_such_module_xyz:P", "cannot import no_such_module_xyz"),
+        ("pipeline_state.profile:NOPE", "has no NOPE"),
+        ("pipeline_state.catalog:HULEEDU_CATALOG", "got Catalog"),
+    ],
+)
+def test_demo_refuses_a_spec_that_names_no_profile(
+    capsys: pytest.CaptureFixture[str], spec: str, message: str
+) -> None:
+    assert main(["demo", "--profile", spec]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
