@@ -31,6 +31,8 @@ from collections import deque
 from collections.abc import Collection, Iterable
 
 from .commands import Command
+from .decide.intake import PROVISION_TRIGGERS, provision_trigger
+from .decide.progress import OUTCOME_TRIGGERS
 from .events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
@@ -60,12 +62,6 @@ _BATCH_TRIGGERS: dict[type, str] = {
     StudentAssociationsConfirmedV1: "confirm_associations",
     BatchEssaysReady: "essays_ready",
     BatchValidationErrorsV1: "fail_critically",
-}
-_PROVISION = {True: "provision_guest", False: "provision_regular"}
-_OUTCOME_TRIGGERS = {
-    "completed_successfully": "succeed",
-    "completed_with_failures": "partially_succeed",
-    "failed_critically": "fail",
 }
 _WAITING_FACTS = (
     BatchContentProvisioningCompletedV1,
@@ -122,18 +118,18 @@ class _Early:
 _BATCH = _Early(BATCH_LIFECYCLE)
 _PHASE_OF_RUN = _Early(PHASE_LIFECYCLE)
 
-_EXCLUDED = {guest: (_PROVISION[not guest],) for guest in (True, False)}
+_EXCLUDED = {path: tuple(t for t in PROVISION_TRIGGERS if t != path) for path in PROVISION_TRIGGERS}
 
 
-def _excluded(state: BatchState) -> tuple[str, ...]:
-    """The provisioning trigger this batch can never fire (a guest batch is never
-    provisioned as a regular one and vice versa)."""
-    return _EXCLUDED[state.is_guest]
+def _excluded(state: BatchState, profile: Profile) -> tuple[str, ...]:
+    """The provisioning trigger this batch can never fire: the readiness path it does not
+    take (see :func:`~pipeline_state.decide.intake.provision_trigger`)."""
+    return _EXCLUDED[provision_trigger(state, profile)]
 
 
-def _trigger(state: BatchState, payload: WireModel) -> str | None:
+def _trigger(state: BatchState, payload: WireModel, profile: Profile) -> str | None:
     if isinstance(payload, BatchContentProvisioningCompletedV1):
-        return _PROVISION[state.is_guest]
+        return provision_trigger(state, profile)
     if isinstance(payload, BatchValidationErrorsV1) and not payload.error_summary.critical_failure:
         return None  # ignored whatever the state
     return _BATCH_TRIGGERS.get(type(payload))
@@ -169,23 +165,23 @@ def waits_for(
             return None
         return REGISTRATION
     if isinstance(payload, ClientBatchPipelineRequestV1):
-        return _request_waits(state, waiting, deferred)
+        return _request_waits(state, profile, waiting, deferred)
     if isinstance(payload, ELSBatchPhaseOutcomeV1):
         return _outcome_waits(state, payload, profile)
-    trigger = _trigger(state, payload)
+    trigger = _trigger(state, payload, profile)
     if trigger is None:
         return None
-    source = _BATCH.early(state.status.value, trigger, _excluded(state))
+    source = _BATCH.early(state.status.value, trigger, _excluded(state, profile))
     return None if source is None else _STATE + source
 
 
-def _request_waits(state: BatchState, waiting: Iterable[str], deferred: bool) -> str | None:
+def _request_waits(state: BatchState, profile: Profile, waiting: Iterable[str], deferred: bool) -> str | None:
     """A request waits while the batch can still become ready without a run of its own
     (no active run: that is a denial, ``pipeline_already_active``) and either its
     readiness facts wait or the request itself arrived before the batch existed."""
     if state.active_run is not None:
         return None
-    ready = _BATCH.early(state.status.value, "start_run", _excluded(state))
+    ready = _BATCH.early(state.status.value, "start_run", _excluded(state, profile))
     if ready is None or state.status is BatchStatus.PROCESSING_PIPELINES:
         return None
     if deferred or _readiness_waits(waiting):
@@ -204,13 +200,13 @@ def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: 
         if state.status is BatchStatus.PROCESSING_PIPELINES or _stale(state, correlation):
             return None
         can_start = state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION or (
-            _BATCH.early(state.status.value, "start_run", _excluded(state)) is not None
+            _BATCH.early(state.status.value, "start_run", _excluded(state, profile)) is not None
         )
         return RUN_START if can_start else None
     phase = run.phase(payload.phase_name)
     if phase is None:
         return None
-    trigger = _OUTCOME_TRIGGERS.get(payload.phase_status)
+    trigger = OUTCOME_TRIGGERS.get(payload.phase_status)
     if trigger is None or _PHASE_OF_RUN.early(phase.status.value, trigger) is None:
         return None
     if correlation != run.correlation_id and _stale(state, correlation):

@@ -73,9 +73,7 @@ def archive_run(ctx: RunCtx) -> None:
 
 
 def release_batch(ctx: RunCtx) -> None:
-    fired = machines.fire_batch(BatchCtx(ctx.session), "finish_run")
-    if isinstance(fired, machines.Refused):
-        raise fired.error(ctx.session.batch_id)
+    machines.require(machines.fire_batch(BatchCtx(ctx.session), "finish_run"), ctx.session.batch_id)
 
 
 # -- guards of a run's finish ----------------------------------------------------------------
@@ -121,19 +119,19 @@ def cancel_run(inputs: Inputs, p: CancelRun) -> Decision:
         raise IllegalTransitionError(lifecycle.name, status, "cancel", batch_id=session.batch_id)
     run_id = engine.run.run_id
     fired = machines.fire_batch(BatchCtx(session), "cancel_run")
-    machines.raise_if_rejected(fired, session.batch_id)
+    machines.require(fired, session.batch_id)
     return session.finish(run_id=run_id)
 
 
 def cancel_batch(inputs: Inputs, p: CancelBatch) -> Decision:
     """Cancel the batch, and its active run first (batch: ``cancel``)."""
     session = _session(inputs)
-    machines.raise_if_rejected(machines.fire_batch(BatchCtx(session), "cancel"), session.batch_id)
+    machines.require(machines.fire_batch(BatchCtx(session), "cancel"), session.batch_id)
     return session.finish()
 
 
 def archive(inputs: Inputs, p: ArchiveBatch) -> Decision:
     """Archive a ready batch (batch: ``archive``)."""
     session = _session(inputs)
-    machines.raise_if_rejected(machines.fire_batch(BatchCtx(session), "archive"), session.batch_id)
+    machines.require(machines.fire_batch(BatchCtx(session), "archive"), session.batch_id)
     return session.finish()

@@ -139,4 +139,5 @@ class PhaseCtx:
         self.outputs = outputs
         self.failed = failed
         self.inputs: tuple[EssayRef, ...] | None = None
-        self.payload: Any = None
+        self.payload: dict[str, Any] | None = None
+        """The command's field values (``prepare_command``); ``None``: too large to send."""

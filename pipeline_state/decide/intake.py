@@ -14,6 +14,7 @@ from pipeline_state.events import (
 )
 from pipeline_state.lifecycle import BatchStatus, Verdict
 from pipeline_state.model import BatchState, EssayRef, evolve
+from pipeline_state.profile import Profile
 
 from . import machines
 from .context import BatchCtx, Session
@@ -23,12 +24,14 @@ from .registry import Inputs
 from .run import duplicates, wire_ref
 
 __all__ = [
+    "PROVISION_TRIGGERS",
     "announce_registration",
     "associations",
     "essays_ready",
     "items_registered",
     "items_within_limit",
     "keep_items",
+    "provision_trigger",
     "provisioned",
     "register",
     "request_matching",
@@ -110,12 +113,22 @@ def _readiness(inputs: Inputs, trigger: str, items: tuple[EssayRef, ...] = ()) -
     return session.finish()
 
 
+PROVISION_TRIGGERS = ("provision_guest", "provision_regular")
+"""The two readiness paths a provisioned batch can take (content only; content, then students)."""
+
+
+def provision_trigger(state: BatchState, profile: Profile) -> str:
+    """The readiness path of ``state`` under ``profile``: content only for a guest batch, or
+    for every batch when the profile has no student matching; else content, then students."""
+    content_only = state.is_guest or profile.student_matching is None
+    return PROVISION_TRIGGERS[0] if content_only else PROVISION_TRIGGERS[1]
+
+
 def provisioned(inputs: Inputs, p: BatchContentProvisioningCompletedV1) -> Decision:
     """Content provisioned: a guest batch is ready at once; a batch with a class waits for
     student validation - unless the profile has no student matching, whose batches all take
     the content-only path (nothing would ever confirm their students)."""
-    content_only = inputs.require_state().is_guest or inputs.profile.student_matching is None
-    trigger = "provision_guest" if content_only else "provision_regular"
+    trigger = provision_trigger(inputs.require_state(), inputs.profile)
     return _readiness(inputs, trigger, refs(p.essays_for_processing))
 
 

@@ -133,12 +133,6 @@ class Journal:
         self.flags: list[str] = []
         self.resend: list[str] = []
 
-    def emit(
-        self, topic: str, key: str | None, payload: WireModel, correlation_id: str | None = None
-    ) -> None:
-        """Record an event to publish (with the input's correlation id unless another is given)."""
-        self.emits.append(Emit(topic, key, payload, correlation_id or self.correlation_id))
-
     def move(self, move: Move) -> None:
         self.moves.append(move)
 

@@ -16,9 +16,9 @@ package binds the machines before a concern module runs.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-from pipeline_state.lifecycle import ABSENT, BatchStatus, Verdict
+from pipeline_state.lifecycle import ABSENT, BatchStatus
 from pipeline_state.machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE, BoundMachine, Option, Refused
 from pipeline_state.model import evolve
 
@@ -35,13 +35,13 @@ __all__ = [
     "Refused",
     "RunOption",
     "fire_batch",
-    "raise_if_rejected",
+    "require",
 ]
 
 BatchOption: TypeAlias = Option[BatchCtx]
 RunOption: TypeAlias = Option[RunCtx]
 PhaseOption: TypeAlias = Option[PhaseCtx]
-Fired: TypeAlias = "Option[BatchCtx] | Option[RunCtx] | Option[PhaseCtx] | Refused"
+Fired: TypeAlias = Option[BatchCtx] | Option[RunCtx] | Option[PhaseCtx] | Refused
 
 
 def _apply_batch(ctx: BatchCtx, option: BatchOption) -> None:
@@ -67,9 +67,11 @@ def fire_batch(ctx: BatchCtx, trigger: str, *, absent: bool = False) -> Option[B
     return BATCH.fire(ctx, source, trigger, _apply_batch)
 
 
-def raise_if_rejected(fired: object, batch_id: str | None) -> None:
-    """Raise the :class:`~pipeline_state.errors.IllegalTransitionError` of a rejected trigger."""
-    if isinstance(fired, Refused) and fired.verdict is Verdict.REJECT:
+def require(fired: Option[Any] | Refused, batch_id: str | None) -> None:
+    """Raise the :class:`~pipeline_state.errors.IllegalTransitionError` of a trigger that had
+    to fire: an operator's command the state does not allow, or an effect's inner trigger
+    (refused there only by a bug or a corrupt state)."""
+    if isinstance(fired, Refused):
         raise fired.error(batch_id)
 
 

@@ -17,13 +17,21 @@ from .journal import CORRELATION_MISMATCH, Decision
 from .registry import Inputs
 from .run import RunEngine, apply_phase
 
-__all__ = ["batch_idle", "dependencies_recorded", "expire", "outcome", "record_completion"]
+__all__ = [
+    "OUTCOME_TRIGGERS",
+    "batch_idle",
+    "dependencies_recorded",
+    "expire",
+    "outcome",
+    "record_completion",
+]
 
-_OUTCOME_TRIGGERS = {
+OUTCOME_TRIGGERS = {
     "completed_successfully": "succeed",
     "completed_with_failures": "partially_succeed",
     "failed_critically": "fail",
 }
+"""The phase trigger of each outcome status a worker reports."""
 
 
 def _session(inputs: Inputs) -> Session:
@@ -49,7 +57,7 @@ def outcome(inputs: Inputs, p: ELSBatchPhaseOutcomeV1) -> Decision:
     engine = RunEngine.of(session)
     if engine is None:
         return session.finish(ignored="no_active_run")
-    trigger = _OUTCOME_TRIGGERS[p.phase_status]
+    trigger = OUTCOME_TRIGGERS[p.phase_status]
     note = None
     if p.phase_name in engine.phases:
         corr = str(p.correlation_id)

@@ -103,9 +103,7 @@ class RunEngine:
     def close_run(self, trigger: str) -> None:
         """Fire the run ``trigger`` (``finish``, ``fail``, ``cancel``) on the open run."""
         ctx = RunCtx(self.session, self)
-        chosen = machines.RUN.fire(ctx, self.run.status, trigger, apply_run)
-        if isinstance(chosen, machines.Refused):
-            raise chosen.error(self.session.batch_id)
+        machines.require(machines.RUN.fire(ctx, self.run.status, trigger, apply_run), self.session.batch_id)
 
     # -- what a phase gets -----------------------------------------------------------------
     def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
@@ -196,9 +194,7 @@ class RunEngine:
 
     def must_fire(self, ctx: PhaseCtx, trigger: str) -> None:
         """Fire a phase trigger an effect needs; a refusal there is a bug (or a corrupt state)."""
-        fired = self.fire_phase(ctx, trigger)
-        if isinstance(fired, machines.Refused):
-            raise fired.error(self.session.batch_id)
+        machines.require(self.fire_phase(ctx, trigger), self.session.batch_id)
 
 
 def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:

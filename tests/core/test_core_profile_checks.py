@@ -511,3 +511,19 @@ def test_the_service_refuses_a_catalog_where_a_profile_belongs() -> None:
 
     with pytest.raises(DefinitionError, match="Catalog"):
         PipelineService(InMemoryStore(), profile=HULEEDU_CATALOG)  # type: ignore[arg-type]
+
+
+async def test_STRAND_early_associations_do_not_wait_for_a_path_the_profile_never_takes() -> None:
+    # The waiting rules read the same readiness path as decide: under a profile without
+    # student matching, associations for a class batch can never apply, so they are not held
+    # as early facts (they used to wait for a provision_regular that would never fire).
+    profile = attrs.evolve(huleedu_profile(), student_matching=None)
+    flow = Flow(InMemoryRuntime(profile), Envelopes())
+    await flow.register("b1", essays=2, class_id="class-7")
+    ids = flow.env.essay_ids("b1", 2)
+
+    await flow.rt.deliver(*flow.env.associations("b1", "class-7", ids))
+
+    assert await flow.rt.service.store.list_waiting("b1") == []
+    await flow.rt.deliver(*flow.env.provisioned("b1", ids))
+    assert (await flow.state("b1")).status.value == "ready_for_pipeline_execution"
