@@ -6,7 +6,7 @@ from pipeline_state.commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state.errors import UnknownPipelineError
 from pipeline_state.events import ELSBatchPhaseOutcomeV1
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import EssayRef, PhaseRun, Run
+from pipeline_state.model import PhaseRun, Run
 
 from . import machines
 from .admission import plan_order_for
@@ -15,7 +15,7 @@ from .ids import derive_id
 from .intake import refs
 from .journal import CORRELATION_MISMATCH, Decision
 from .registry import Inputs
-from .run import RunEngine, apply_phase
+from .run import RunEngine, apply_phase, fan_in
 
 __all__ = [
     "OUTCOME_TRIGGERS",
@@ -148,7 +148,9 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
     step = session.profile.catalog.step_definition(p.phase_name)
     order = plan_order_for(session.profile, p.phase_name, step)
     deps = [session.recorded().get(d) for d in sorted(step.depends_on, key=order.index)]
-    outputs = session.state.essays if not deps else _common(deps)
+    # Each dependency's latest recorded outputs, merged as a run's fan-in merges them.
+    recorded = [d for d in deps if d is not None]
+    outputs = session.state.essays if not deps else fan_in(recorded) if len(recorded) == len(deps) else ()
     run_id = derive_id(session.command.event_id, "run")
     manual = PhaseRun(
         p.phase_name,
@@ -188,13 +190,3 @@ def dependencies_recorded(ctx: RunCtx) -> str | None:
     (phase,) = ctx.engine.run.phases
     recorded = ctx.session.recorded()
     return None if all(d in recorded for d in phase.depends_on) else "dependencies_not_completed"
-
-
-def _common(deps: list[tuple[EssayRef, ...] | None]) -> tuple[EssayRef, ...]:
-    """The items that succeeded in every dependency (given in plan order), with the last
-    one's refs: the merge a run's fan-in makes; empty while one has no recorded outputs."""
-    if any(d is None for d in deps):
-        return ()
-    known = [d for d in deps if d is not None]
-    survivors = set.intersection(*({e.essay_id for e in d} for d in known))
-    return tuple(e for e in known[-1] if e.essay_id in survivors)

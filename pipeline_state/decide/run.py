@@ -3,7 +3,7 @@ cancellation - the guards and effects of the phase lifecycle and of a run's star
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from .context import PhaseCtx, RunCtx, Session
 from .ids import outbox_event_id
 from .journal import Move
 
-__all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "wire_ref"]
+__all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "fan_in", "wire_ref"]
 
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
@@ -28,6 +28,13 @@ _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 def wire_ref(ref: EssayRef) -> dict[str, str | None]:
     """An item reference as the wire models validate it."""
     return {"essay_id": ref.essay_id, "text_storage_id": ref.text_storage_id}
+
+
+def fan_in(outputs: Sequence[tuple[EssayRef, ...]]) -> tuple[EssayRef, ...]:
+    """The merge of several dependencies' outputs (given in plan order): the items that
+    succeeded in every one, with the refs of the last."""
+    survivors = set.intersection(*({e.essay_id for e in out} for out in outputs))
+    return tuple(e for e in outputs[-1] if e.essay_id in survivors)
 
 
 def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
@@ -130,8 +137,7 @@ class RunEngine:
             if out is None:
                 return None
             outputs.append(out)
-        survivors = set.intersection(*({e.essay_id for e in out} for out in outputs))
-        return tuple(e for e in outputs[-1] if e.essay_id in survivors)
+        return fan_in(outputs)
 
     def plan_order(self) -> tuple[str, ...]:
         return self.run.plan or self.run.pruned + tuple(self.phases)
