@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
+from pydantic import ValidationError
 
 from .errors import DefinitionError, InvalidMessageError
 from .events import EventEnvelope, TopicSpec, WireModel, parse_message
@@ -114,8 +115,12 @@ class Inbound:
         data = dict(entry.encode(value))
         try:
             entry.model.model_validate(data)
-        except ValueError as exc:
-            raise InvalidMessageError(entry.topic, f"the wire cannot carry this input: {exc}") from exc
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in error.get("loc", ())) or None
+            raise InvalidMessageError(
+                entry.topic, f"cannot carry this input: {error['msg']}", field=field
+            ) from None
         return entry.topic, data
 
     def topic_of(self, kind: type[EngineInput]) -> str | None:
