@@ -1,0 +1,242 @@
+"""An AsyncAPI 3.0.0 document of a profile's wire contract, generated from the code.
+
+:func:`asyncapi_document` describes everything a service of ``profile`` reads from and writes
+to Kafka, from the same definitions the engine runs:
+
+* one **channel** per topic, its address the topic name: the inbound topics the engine
+  consumes (a ``receive`` operation each), the phase command topics of the profile's
+  :class:`~pipeline_state.profile.CommandSpec`\\ s and the topics of the events its
+  :class:`~pipeline_state.outbound.Outbound` words (a ``send`` operation each; see
+  :mod:`pipeline_state.announced`);
+* one **message** per channel: the payload is the :class:`~pipeline_state.events.EventEnvelope`
+  with ``event_type`` fixed to the topic and ``data`` the topic's pydantic model, every
+  model's JSON schema under ``components/schemas``;
+* the **Kafka key** in the message's Kafka binding: a string, with the payload field that
+  holds it as an ``x-key-location`` runtime expression;
+* the **headers** of the records the service publishes (:data:`ENVELOPE_HEADERS`, repeating
+  envelope fields); inbound headers are not read, so inbound messages declare none.
+
+The document is plain JSON data, deterministic (channels, operations and schemas sorted), so
+the documentation site keeps a copy that a test re-renders and compares. Topic names are the
+contract's; a deployment's ``topic_prefix`` is put before each of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+from pydantic.json_schema import models_json_schema
+
+from .announced import Announced, KeyKind, announced_events
+from .errors import DefinitionError
+from .events import TOPICS, EventEnvelope, WireModel
+from .profile import CommandSpec, Profile, check_profile, huleedu_profile
+
+__all__ = [
+    "ASYNCAPI_VERSION",
+    "ENVELOPE_HEADERS",
+    "KAFKA_BINDING_VERSION",
+    "asyncapi_document",
+    "asyncapi_json",
+]
+
+ASYNCAPI_VERSION = "3.0.0"
+"""The AsyncAPI specification version of the document."""
+
+KAFKA_BINDING_VERSION = "0.5.0"
+"""The version of the AsyncAPI Kafka bindings used for keys."""
+
+ENVELOPE_HEADERS: tuple[str, ...] = ("event_id", "event_type", "correlation_id")
+"""The headers of every record the service publishes: each repeats the envelope field of the
+same name as UTF-8 text, so a consumer can route or deduplicate without parsing the value."""
+
+Action = Literal["receive", "send"]
+
+_KEY_WORDS: Mapping[KeyKind, str] = {
+    "batch": "the batch id",
+    "owner": "the id of the batch's owner",
+    "other": "a value chosen by the profile",
+    "none": "no key",
+}
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+@attrs.frozen
+class _Wire:
+    """One topic of the profile's wire, as the document shows it."""
+
+    topic: str
+    model: type[WireModel]
+    action: Action
+    role: Literal["fact", "command", "event"]
+    what: str
+    key: KeyKind
+    key_field: str | None
+
+
+def _command(phase: str, spec: CommandSpec) -> _Wire:
+    field = "batch_id" if "batch_id" in spec.model.model_fields else None
+    return _Wire(spec.topic, spec.model, "send", "command", f"starts phase `{phase}`", "batch", field)
+
+
+def _event(found: Announced) -> _Wire:
+    what = "emitted for " + ", ".join(f"`{name}`" for name in found.announces)
+    return _Wire(found.topic, found.model, "send", "event", what, found.key, found.key_field)
+
+
+def _wire_topics(profile: Profile) -> list[_Wire]:
+    """Every topic of ``profile``'s wire, sorted by action and topic. The one place that
+    reads the topic registries: inbound topics, the profile's commands and its outbound."""
+    inbound = [
+        _Wire(spec.topic, spec.model, "receive", "fact", "consumed by the engine", "batch", spec.key_field)
+        for spec in TOPICS.values()
+        if spec.direction == "in"
+    ]
+    commands = [_command(phase, spec) for phase, spec in profile.phase_commands.items()]
+    if profile.student_matching is not None:
+        commands.append(_command("student_matching", profile.student_matching))
+    events = [_event(found) for found in announced_events(profile.name, profile.outbound)]
+    wires = sorted([*inbound, *commands, *events], key=lambda w: (w.action, w.topic))
+    seen: dict[str, _Wire] = {}
+    for wire in wires:
+        other = seen.setdefault(wire.topic, wire)
+        if other is not wire:
+            raise DefinitionError(
+                profile.name,
+                f"topic {wire.topic!r} carries two kinds of message: {other.role} "
+                f"{other.model.__name__} and {wire.role} {wire.model.__name__}; "
+                "one topic carries one kind of message",
+            )
+    return wires
+
+
+def _schemas(wires: Sequence[_Wire]) -> tuple[dict[str, Any], dict[type[WireModel], str]]:
+    """Every model's JSON schema by component name, and each model's ``$ref``."""
+    models: list[type[WireModel]] = [EventEnvelope, *dict.fromkeys(wire.model for wire in wires)]
+    refs, top = models_json_schema([(model, "validation") for model in models], ref_template=_SCHEMA_REF)
+    defs: dict[str, Any] = top.get("$defs", {})
+    by_model = {model: str(refs[(model, "validation")]["$ref"]) for model in models}
+    return {name: defs[name] for name in sorted(defs)}, by_model
+
+
+def _envelope_field(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = EventEnvelope.model_json_schema()["properties"][name]
+    return dict(schema)
+
+
+def _headers(topic: str) -> dict[str, Any]:
+    properties = {
+        name: {**_envelope_field(name), "description": f"The envelope's `{name}`, as UTF-8 text."}
+        for name in ENVELOPE_HEADERS
+    }
+    properties["event_type"]["const"] = topic
+    return {"type": "object", "properties": properties, "required": list(ENVELOPE_HEADERS)}
+
+
+def _key_binding(wire: _Wire) -> dict[str, Any]:
+    words = _KEY_WORDS[wire.key]
+    if wire.key_field is not None:
+        words += f" (the payload's `data.{wire.key_field}`)"
+    binding: dict[str, Any] = {
+        "key": {"type": "string", "description": f"The record key: {words}, as UTF-8."},
+        "bindingVersion": KAFKA_BINDING_VERSION,
+    }
+    if wire.key == "none":
+        binding["key"] = {"type": "null", "description": "The record has no key."}
+    elif wire.key_field is not None:
+        binding["x-key-location"] = f"$message.payload#/data/{wire.key_field}"
+    return binding
+
+
+def _message(wire: _Wire, refs: Mapping[type[WireModel], str]) -> dict[str, Any]:
+    name = wire.model.__name__
+    payload = {
+        "allOf": [
+            {"$ref": refs[EventEnvelope]},
+            {
+                "type": "object",
+                "properties": {"event_type": {"const": wire.topic}, "data": {"$ref": refs[wire.model]}},
+            },
+        ]
+    }
+    message: dict[str, Any] = {
+        "name": name,
+        "title": f"{name} on {wire.topic}",
+        "summary": f"A {wire.role}, {wire.what}: an EventEnvelope whose `data` is a {name}.",
+        "contentType": "application/json",
+        "payload": payload,
+        "correlationId": {
+            "description": "The correlation id of the request this message belongs to.",
+            "location": "$message.payload#/correlation_id",
+        },
+        "bindings": {"kafka": _key_binding(wire)},
+    }
+    if wire.model.__doc__:
+        message["description"] = " ".join(wire.model.__doc__.split())
+    if wire.action == "send":
+        message["headers"] = _headers(wire.topic)
+    return message
+
+
+def _info(profile: Profile) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "title": f"pipeline-state: the {profile.name} profile",
+        "version": __version__,
+        "description": (
+            f"The Kafka wire of a pipeline-state service running the `{profile.name}` profile "
+            f"(source service `{profile.source_service}`): the facts the engine receives, the "
+            "phase commands it sends and the events it announces. Every record value is a JSON "
+            "EventEnvelope whose `data` is the channel's payload; unknown extra fields are "
+            "ignored on input. A deployment's topic prefix is put before every address. "
+            "Generated from the code by `pipeline_state.asyncapi.asyncapi_document`."
+        ),
+    }
+
+
+def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of ``profile``'s wire (the HuleEdu profile by default).
+
+    Pure and deterministic (see the module). Raises
+    :class:`~pipeline_state.errors.DefinitionError` when ``profile`` is not a profile, or
+    when one topic would carry two kinds of message.
+    """
+    profile = huleedu_profile() if profile is None else check_profile(profile)
+    wires = _wire_topics(profile)
+    schemas, refs = _schemas(wires)
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for wire in wires:
+        name = wire.model.__name__
+        messages[wire.topic] = _message(wire, refs)
+        channels[wire.topic] = {
+            "address": wire.topic,
+            "title": wire.topic,
+            "description": f"{wire.role.capitalize()}: {name}, {wire.what}.",
+            "messages": {name: {"$ref": f"#/components/messages/{wire.topic}"}},
+        }
+        operations[f"{wire.action}.{wire.topic}"] = {
+            "action": wire.action,
+            "channel": {"$ref": f"#/channels/{wire.topic}"},
+            "messages": [{"$ref": f"#/channels/{wire.topic}/messages/{name}"}],
+            "summary": f"{'Receive' if wire.action == 'receive' else 'Send'} {name} ({wire.what}).",
+            "tags": [{"name": wire.role}],
+        }
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": _info(profile),
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+def asyncapi_json(profile: Profile | None = None) -> str:
+    """:func:`asyncapi_document` as indented JSON text with a final newline (stable bytes)."""
+    return json.dumps(asyncapi_document(profile), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
