@@ -61,6 +61,7 @@ _KEY_WORDS: Mapping[KeyKind, str] = {
     "other": "a value chosen by the profile",
     "none": "no key",
 }
+_ROLE_WORDS: Mapping[str, str] = {"fact": "A fact", "command": "A phase command", "event": "An event"}
 _SCHEMA_REF = "#/components/schemas/{model}"
 
 
@@ -165,7 +166,7 @@ def _message(wire: _Wire, refs: Mapping[type[WireModel], str]) -> dict[str, Any]
     message: dict[str, Any] = {
         "name": name,
         "title": f"{name} on {wire.topic}",
-        "summary": f"A {wire.role}, {wire.what}: an EventEnvelope whose `data` is a {name}.",
+        "summary": f"{_ROLE_WORDS[wire.role]} ({wire.what}): an EventEnvelope with a {name} as `data`.",
         "contentType": "application/json",
         "payload": payload,
         "correlationId": {

@@ -8,6 +8,7 @@ that regenerates it.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import attrs
 import pytest
 
 from pipeline_state import HULEEDU_CATALOG, TOPICS, errors
+from pipeline_state.asyncapi import asyncapi_document
 from pipeline_state.cli import main as cli_main
 from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
 from pipeline_state.docsgen import (
@@ -260,6 +262,22 @@ def test_docs_wire_contract_lists_every_topic_and_field() -> None:
         assert f"| `{field}` |" in page.split("## Envelope", 1)[1].split("## Inbound", 1)[0]
 
 
+def test_docs_asyncapi_page_shows_every_operation_and_the_json_is_the_document() -> None:
+    document = asyncapi_document()
+    assert json.loads(PAGES["reference/asyncapi.json"]) == document
+    page = PAGES["reference/asyncapi.md"]
+    assert "[`asyncapi.json`](asyncapi.json)" in page
+    for operation in document["operations"].values():
+        topic = operation["channel"]["$ref"].removeprefix("#/channels/")
+        message = document["components"]["messages"][topic]
+        key = message["bindings"]["kafka"]["x-key-location"].removeprefix("$message.payload#/")
+        row = f"| {operation['action']} | `{topic}` | {operation['tags'][0]['name']} | "
+        (line,) = [line for line in page.splitlines() if line.startswith(row)]
+        assert f"`{message['name']}`" in line
+        assert f"| `{key.replace('/', '.')}` |" in line
+        assert ("`event_id`, `event_type`, `correlation_id`" in line) == (operation["action"] == "send")
+
+
 def test_docs_error_reference_has_the_tree_and_every_error() -> None:
     page = PAGES["reference/errors.md"]
     assert "PipelineStateError\n├── DefinitionError" in page
@@ -269,6 +287,8 @@ def test_docs_error_reference_has_the_tree_and_every_error() -> None:
 
 def test_docs_generated_pages_start_with_the_banner() -> None:
     for page, text in PAGES.items():
+        if page.endswith(".json"):  # a document a page links to: JSON has no comments
+            continue
         assert text.startswith("<!-- Generated from the code by"), page
         assert REGENERATE_COMMAND in text.splitlines()[0]
 
