@@ -3,7 +3,7 @@
 :class:`WireChecker` takes a document made by :func:`pipeline_state.asyncapi.asyncapi_document`
 (or served at ``/asyncapi.json``) and checks a record as a consumer would see it: the topic
 has a channel with an operation of the expected action, the value matches the channel's
-message payload (JSON Schema validation with ``jsonschema-rs``, an extra of the
+message payload (JSON Schema validation, formats included, with ``jsonschema-rs``, an extra of the
 ``testing`` kit), the key is the one the message's Kafka binding names, and the headers are
 exactly the declared ones. Every check raises :class:`AssertionError` saying what differs,
 so it reads well in a test.
@@ -72,7 +72,7 @@ class WireChecker:
         validator = self._validators.get(where)
         if validator is None:
             components = self.document.get("components", {})
-            validator = self._validator_for({**schema, "components": components})
+            validator = self._validator_for({**schema, "components": components}, validate_formats=True)
             self._validators[where] = validator
         errors = [
             f"{'/'.join(map(str, e.instance_path)) or '(root)'}: {e.message}"

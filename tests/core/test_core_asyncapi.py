@@ -233,7 +233,33 @@ async def test_asyncapi_checker_notices_records_the_document_does_not_allow() ->
     env = Envelopes()
     topic, envelope = env.register("b1", essays=2)
     checker.check(topic, action="receive", key="b1", value=envelope)
+    (out,) = await InMemoryRuntime().deliver(topic, envelope)
+    sent, value = out["topic"], _wire(out)
+    headers = {name: str(value[name]) for name in ENVELOPE_HEADERS}
+    checker.check(sent, action="send", key="b1", value=value, headers=headers)
     wrong: list[tuple[str, Callable[[], None]]] = [
+        (
+            "a missing header",
+            lambda: checker.check(
+                sent, action="send", key="b1", value=value, headers={"event_id": headers["event_id"]}
+            ),
+        ),
+        (
+            "an undeclared header",
+            lambda: checker.check(sent, action="send", key="b1", value=value, headers={**headers, "x": "1"}),
+        ),
+        (
+            "an event_type header of another topic",
+            lambda: checker.check(
+                sent, action="send", key="b1", value=value, headers={**headers, "event_type": topic}
+            ),
+        ),
+        (
+            "an event_id header that is no UUID",
+            lambda: checker.check(
+                sent, action="send", key="b1", value=value, headers={**headers, "event_id": "x"}
+            ),
+        ),
         ("another key", lambda: checker.check(topic, action="receive", key="b2", value=envelope)),
         ("sent, not received", lambda: checker.check(topic, action="send", key="b1", value=envelope)),
         ("an unknown topic", lambda: checker.check("nowhere.v1", action="receive", key="b1", value=envelope)),
