@@ -14,7 +14,9 @@ to Kafka, from the same definitions the engine runs:
 * the **Kafka key** in the message's Kafka binding: a string, with the payload field that
   holds it as an ``x-key-location`` runtime expression;
 * the **headers** of the records the service publishes (:data:`ENVELOPE_HEADERS`, repeating
-  envelope fields); inbound headers are not read, so inbound messages declare none.
+  envelope fields); inbound headers are not read, so inbound messages declare none;
+* a **dead-letter channel** ``<topic>.DLQ`` for each consumed topic, where the Kafka adapter
+  parks a record it can never handle, unchanged, with the :data:`DEAD_LETTER_HEADERS`.
 
 The document is plain JSON data, deterministic (channels, operations and schemas sorted), so
 the documentation site keeps a copy that a test re-renders and compares. Topic names are the
@@ -37,6 +39,8 @@ from .profile import CommandSpec, Profile, check_profile, huleedu_profile
 
 __all__ = [
     "ASYNCAPI_VERSION",
+    "DEAD_LETTER_HEADERS",
+    "DEAD_LETTER_SUFFIX",
     "ENVELOPE_HEADERS",
     "KAFKA_BINDING_VERSION",
     "asyncapi_document",
@@ -52,6 +56,48 @@ KAFKA_BINDING_VERSION = "0.5.0"
 ENVELOPE_HEADERS: tuple[str, ...] = ("event_id", "event_type", "correlation_id")
 """The headers of every record the service publishes: each repeats the envelope field of the
 same name as UTF-8 text, so a consumer can route or deduplicate without parsing the value."""
+
+DEAD_LETTER_SUFFIX = ".DLQ"
+"""A consumed topic's dead-letter topic is the topic with this suffix (``<topic>.DLQ``)."""
+
+_COUNT = {"type": "string", "pattern": "^[0-9]+$"}
+DEAD_LETTER_HEADERS: Mapping[str, tuple[bool, Mapping[str, Any], str]] = {
+    "dlq_reason": (True, {"type": "string"}, "Why it was parked: the error's class and message."),
+    "dlq_error_type": (True, {"type": "string"}, "The error's class name."),
+    "dlq_original_topic": (True, {"type": "string"}, "The topic it was consumed from (prefix included)."),
+    "dlq_original_partition": (False, _COUNT, "Its partition (not for a fact that waited)."),
+    "dlq_original_offset": (False, _COUNT, "Its offset (not for a fact that waited)."),
+    "dlq_waited_for": (
+        False,
+        {"type": "string"},
+        "A fact that waited too long: what it waited for (`batch_registration`, "
+        "`batch_state:<status>`, `phase_dispatch:<phase>`).",
+    ),
+    "dlq_event_id": (False, {"type": "string"}, "A fact that waited too long: its event id."),
+    "dlq_error_field": (
+        False,
+        {"type": "string"},
+        "The offending field (a dotted path), when the error names one.",
+    ),
+    "dlq_consumer_group": (False, {"type": "string"}, "The consumer group that parked it."),
+    "dlq_truncated": (False, {"const": "1"}, "Set when the copy is cut short to fit the size limit."),
+    "dlq_original_size": (False, _COUNT, "A truncated copy: the original value's size in bytes."),
+    "dlq_original_sha256": (
+        False,
+        {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "A truncated copy: the hex SHA-256 of the original value.",
+    ),
+    "dlq_original_key_size": (False, _COUNT, "A truncated copy: the original key's size in bytes."),
+    "dlq_original_headers_dropped": (
+        False,
+        _COUNT,
+        "A truncated copy: how many of the original headers were left out.",
+    ),
+}
+"""The headers the Kafka adapter adds to a dead letter: name -> (always set, schema, meaning).
+The original record's own headers are kept beside them (except in a truncated copy)."""
+
+DEAD_LETTER = "DeadLetter"
 
 Action = Literal["receive", "send"]
 
@@ -134,7 +180,44 @@ def _headers(topic: str) -> dict[str, Any]:
         for name in ENVELOPE_HEADERS
     }
     properties["event_type"]["const"] = topic
-    return {"type": "object", "properties": properties, "required": list(ENVELOPE_HEADERS)}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(ENVELOPE_HEADERS),
+        "additionalProperties": False,
+    }
+
+
+def _dead_letter_message() -> dict[str, Any]:
+    """The message of every dead-letter channel: the parked record, with the headers that say why."""
+    properties = {
+        name: {**schema, "description": meaning} for name, (_, schema, meaning) in DEAD_LETTER_HEADERS.items()
+    }
+    return {
+        "name": DEAD_LETTER,
+        "title": "A record the consumer could not handle",
+        "summary": "The consumed record, parked with headers that say why.",
+        "contentType": "application/octet-stream",
+        "payload": {
+            "description": (
+                "The original value, byte for byte: normally the EventEnvelope of the original "
+                "channel, but perhaps not JSON at all (which may be why it is here), or only its "
+                "first bytes when `dlq_truncated` is set."
+            )
+        },
+        "headers": {
+            "type": "object",
+            "properties": properties,
+            "required": [name for name, (always, _, _) in DEAD_LETTER_HEADERS.items() if always],
+            "additionalProperties": {"type": "string", "description": "A header of the original record."},
+        },
+        "bindings": {
+            "kafka": {
+                "key": {"type": ["string", "null"], "description": "The original record's key, unchanged."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
 
 
 def _key_binding(wire: _Wire) -> dict[str, Any]:
@@ -217,7 +300,6 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
         messages[wire.topic] = _message(wire, refs)
         channels[wire.topic] = {
             "address": wire.topic,
-            "title": wire.topic,
             "description": f"{wire.role.capitalize()}: {name}, {wire.what}.",
             "messages": {name: {"$ref": f"#/components/messages/{wire.topic}"}},
         }
@@ -227,6 +309,27 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
             "messages": [{"$ref": f"#/channels/{wire.topic}/messages/{name}"}],
             "summary": f"{'Receive' if wire.action == 'receive' else 'Send'} {name} ({wire.what}).",
             "tags": [{"name": wire.role}],
+        }
+    for wire in wires:
+        if wire.action != "receive":
+            continue
+        letters = f"{wire.topic}{DEAD_LETTER_SUFFIX}"
+        if letters in channels:
+            raise DefinitionError(
+                profile.name, f"topic {letters!r} is the dead-letter topic of {wire.topic!r}"
+            )
+        messages[DEAD_LETTER] = _dead_letter_message()
+        channels[letters] = {
+            "address": letters,
+            "description": f"Dead letters of {wire.topic}: the records of it the consumer parked.",
+            "messages": {DEAD_LETTER: {"$ref": f"#/components/messages/{DEAD_LETTER}"}},
+        }
+        operations[f"send.{letters}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{letters}"},
+            "messages": [{"$ref": f"#/channels/{letters}/messages/{DEAD_LETTER}"}],
+            "summary": f"Park a record of {wire.topic} that can never be handled.",
+            "tags": [{"name": "dead-letter"}],
         }
     return {
         "asyncapi": ASYNCAPI_VERSION,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors as errors_module
-from .asyncapi import asyncapi_document, asyncapi_json
+from .asyncapi import DEAD_LETTER, asyncapi_document, asyncapi_json
 from .diagrams import (
     TransitionRow,
     edge_label,
@@ -720,7 +720,13 @@ def _key_cell(message: Mapping[str, Any]) -> str:
     location = kafka.get("x-key-location")
     if isinstance(location, str):
         return _code(location.removeprefix("$message.payload#/").replace("/", "."))
-    return "none" if kafka.get("key", {}).get("type") == "null" else "set by the profile"
+    return str(kafka.get("key", {}).get("description", "—"))
+
+
+def _headers_cell(message: Mapping[str, Any]) -> str:
+    if message["name"] == DEAD_LETTER:
+        return "[`dlq_*`](#dead-letters) and the original's"
+    return _codes(message.get("headers", {}).get("properties", ()))
 
 
 def render_asyncapi_page(profile: Profile | None = None) -> str:
@@ -733,10 +739,11 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
     sent: list[tuple[bool, Mapping[str, Any]]] = []
     for operation in document["operations"].values():
         topic = operation["channel"]["$ref"].removeprefix("#/channels/")
-        message = messages[topic]
-        if operation["action"] == "send":
-            sent.append((operation["tags"][0]["name"] == "event", message))
+        (ref,) = document["channels"][topic]["messages"].values()
+        message = messages[ref["$ref"].removeprefix("#/components/messages/")]
         name = message["name"]
+        if operation["action"] == "send" and name != DEAD_LETTER:
+            sent.append((operation["tags"][0]["name"] == "event", message))
         rows.append(
             [
                 operation["action"],
@@ -744,10 +751,11 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
                 operation["tags"][0]["name"],
                 f"[`{name}`](wire-contract.md#{_anchor(name)})" if name in documented else _code(name),
                 _key_cell(message),
-                _codes(message.get("headers", {}).get("properties", ())),
+                _headers_cell(message),
             ]
         )
     sample = max(sent, key=lambda pair: pair[0])[1]  # the first event (max keeps the first)
+    letter = messages[DEAD_LETTER]["headers"]
     headers = sample["headers"]["properties"]
     lines = [
         f"# AsyncAPI document of the `{profile.name}` profile",
@@ -771,12 +779,27 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
         "",
         "## Headers",
         "",
-        "Every record the service publishes carries these headers (UTF-8 text); the engine reads "
-        "no header of the records it consumes.",
+        "Every command and event the service publishes carries these headers (UTF-8 text); the "
+        "engine reads no header of the records it consumes.",
         "",
         *_table(
             ["header", "value"],
             ([_code(name), " ".join(str(spec["description"]).split())] for name, spec in headers.items()),
+        ),
+        "",
+        "## Dead letters",
+        "",
+        "A record of a consumed topic that can never be handled (not JSON, not valid, unknown, "
+        "too large, or a fact that waited too long) is parked unchanged on the topic's "
+        "dead-letter channel (`<topic>.DLQ`), same key and value, its own headers kept, with "
+        "these headers added:",
+        "",
+        *_table(
+            ["header", "always", "value"],
+            (
+                [_code(name), "yes" if name in letter["required"] else "no", str(spec["description"])]
+                for name, spec in letter["properties"].items()
+            ),
         ),
         "",
         "## One message in full",

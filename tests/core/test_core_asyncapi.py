@@ -17,7 +17,7 @@ import pytest
 from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile, huleedu_profile
-from pipeline_state.asyncapi import ENVELOPE_HEADERS, asyncapi_document, asyncapi_json
+from pipeline_state.asyncapi import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, asyncapi_document, asyncapi_json
 from pipeline_state.errors import DefinitionError
 from pipeline_state.events import TOPICS, Topic, WireModel
 from pipeline_state.outbound import Outgoing
@@ -118,14 +118,20 @@ def test_asyncapi_channels_are_exactly_the_profiles_topics() -> None:
         if profile.student_matching is not None:
             commands.add(profile.student_matching.topic)
         document = asyncapi_document(profile)
-        expected = {**inbound, **dict.fromkeys(commands | {str(e) for e in events}, "send")}
+        letters = {f"{topic}{DEAD_LETTER_SUFFIX}" for topic in inbound}
+        expected = {**inbound, **dict.fromkeys(commands | {str(e) for e in events} | letters, "send")}
         assert _sends(document) == expected, profile.name
-        assert list(document["channels"]) == sorted(inbound) + sorted(expected.keys() - inbound.keys())
+        assert list(document["channels"]) == [
+            *sorted(inbound),
+            *sorted(expected.keys() - inbound.keys() - letters),
+            *sorted(letters),
+        ]
         for topic, channel in document["channels"].items():
             assert channel["address"] == topic
             (message,) = channel["messages"].values()
             sent = resolve(document, message["$ref"])
             assert ("headers" in sent) == (expected[topic] == "send"), topic
+            assert (sent["name"] == "DeadLetter") == (topic in letters), topic
     # The results service's announcement is no event of the engine: not on the engine's wire.
     assert Topic.RESULTS_READY not in asyncapi_document()["channels"]
 

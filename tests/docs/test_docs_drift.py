@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from pipeline_state import HULEEDU_CATALOG, TOPICS, errors
-from pipeline_state.asyncapi import asyncapi_document
+from pipeline_state.asyncapi import DEAD_LETTER_HEADERS, asyncapi_document
 from pipeline_state.cli import main as cli_main
 from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
 from pipeline_state.docsgen import (
@@ -269,13 +269,19 @@ def test_docs_asyncapi_page_shows_every_operation_and_the_json_is_the_document()
     assert "[`asyncapi.json`](asyncapi.json)" in page
     for operation in document["operations"].values():
         topic = operation["channel"]["$ref"].removeprefix("#/channels/")
-        message = document["components"]["messages"][topic]
-        key = message["bindings"]["kafka"]["x-key-location"].removeprefix("$message.payload#/")
+        message = document["components"]["messages"]["DeadLetter" if topic.endswith(".DLQ") else topic]
         row = f"| {operation['action']} | `{topic}` | {operation['tags'][0]['name']} | "
         (line,) = [line for line in page.splitlines() if line.startswith(row)]
+        if topic.endswith(".DLQ"):
+            assert "`DeadLetter` | The original record's key, unchanged. | [`dlq_*`](#dead-letters)" in line
+            continue
+        key = message["bindings"]["kafka"]["x-key-location"].removeprefix("$message.payload#/")
         assert f"`{message['name']}`" in line
         assert f"| `{key.replace('/', '.')}` |" in line
         assert ("`event_id`, `event_type`, `correlation_id`" in line) == (operation["action"] == "send")
+    letters = page.split("## Dead letters", 1)[1].split("\n## ", 1)[0]
+    for name in DEAD_LETTER_HEADERS:
+        assert f"| `{name}` |" in letters
 
 
 def test_docs_error_reference_has_the_tree_and_every_error() -> None:
