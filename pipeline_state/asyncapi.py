@@ -13,10 +13,13 @@ to Kafka, from the same definitions the engine runs:
   model's JSON schema under ``components/schemas``;
 * the **Kafka key** in the message's Kafka binding: a string, with the payload field that
   holds it as an ``x-key-location`` runtime expression;
-* the **headers** of the records the service publishes (:data:`ENVELOPE_HEADERS`, repeating
-  envelope fields); inbound headers are not read, so inbound messages declare none;
+* the **headers** of the records the service publishes (repeating envelope fields); inbound
+  headers are not read, so inbound messages declare none;
 * a **dead-letter channel** ``<topic>.DLQ`` for each consumed topic, where the Kafka adapter
-  parks a record it can never handle, unchanged, with the :data:`DEAD_LETTER_HEADERS`.
+  parks a record it can never handle, unchanged, with headers that say why.
+
+What the Kafka adapter puts around a message (key binding, headers, dead letters) is
+described in :mod:`pipeline_state.asyncapi_kafka`.
 
 The document is plain JSON data, deterministic (channels, operations and schemas sorted), so
 the documentation site keeps a copy that a test re-renders and compares. Topic names are the
@@ -33,80 +36,24 @@ import attrs
 from pydantic.json_schema import models_json_schema
 
 from .announced import Announced, KeyKind, announced_events
+from .asyncapi_kafka import (
+    DEAD_LETTER,
+    DEAD_LETTER_SUFFIX,
+    dead_letter_message,
+    envelope_headers,
+    key_binding,
+)
 from .errors import DefinitionError
 from .events import TOPICS, EventEnvelope, WireModel
 from .profile import CommandSpec, Profile, check_profile, huleedu_profile
 
-__all__ = [
-    "ASYNCAPI_VERSION",
-    "DEAD_LETTER_HEADERS",
-    "DEAD_LETTER_SUFFIX",
-    "ENVELOPE_HEADERS",
-    "KAFKA_BINDING_VERSION",
-    "asyncapi_document",
-    "asyncapi_json",
-]
+__all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "asyncapi_json"]
 
 ASYNCAPI_VERSION = "3.0.0"
 """The AsyncAPI specification version of the document."""
 
-KAFKA_BINDING_VERSION = "0.5.0"
-"""The version of the AsyncAPI Kafka bindings used for keys."""
-
-ENVELOPE_HEADERS: tuple[str, ...] = ("event_id", "event_type", "correlation_id")
-"""The headers of every record the service publishes: each repeats the envelope field of the
-same name as UTF-8 text, so a consumer can route or deduplicate without parsing the value."""
-
-DEAD_LETTER_SUFFIX = ".DLQ"
-"""A consumed topic's dead-letter topic is the topic with this suffix (``<topic>.DLQ``)."""
-
-_COUNT = {"type": "string", "pattern": "^[0-9]+$"}
-DEAD_LETTER_HEADERS: Mapping[str, tuple[bool, Mapping[str, Any], str]] = {
-    "dlq_reason": (True, {"type": "string"}, "Why it was parked: the error's class and message."),
-    "dlq_error_type": (True, {"type": "string"}, "The error's class name."),
-    "dlq_original_topic": (True, {"type": "string"}, "The topic it was consumed from (prefix included)."),
-    "dlq_original_partition": (False, _COUNT, "Its partition (not for a fact that waited)."),
-    "dlq_original_offset": (False, _COUNT, "Its offset (not for a fact that waited)."),
-    "dlq_waited_for": (
-        False,
-        {"type": "string"},
-        "A fact that waited too long: what it waited for (`batch_registration`, "
-        "`batch_state:<status>`, `phase_dispatch:<phase>`).",
-    ),
-    "dlq_event_id": (False, {"type": "string"}, "A fact that waited too long: its event id."),
-    "dlq_error_field": (
-        False,
-        {"type": "string"},
-        "The offending field (a dotted path), when the error names one.",
-    ),
-    "dlq_consumer_group": (False, {"type": "string"}, "The consumer group that parked it."),
-    "dlq_truncated": (False, {"const": "1"}, "Set when the copy is cut short to fit the size limit."),
-    "dlq_original_size": (False, _COUNT, "A truncated copy: the original value's size in bytes."),
-    "dlq_original_sha256": (
-        False,
-        {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "A truncated copy: the hex SHA-256 of the original value.",
-    ),
-    "dlq_original_key_size": (False, _COUNT, "A truncated copy: the original key's size in bytes."),
-    "dlq_original_headers_dropped": (
-        False,
-        _COUNT,
-        "A truncated copy: how many of the original headers were left out.",
-    ),
-}
-"""The headers the Kafka adapter adds to a dead letter: name -> (always set, schema, meaning).
-The original record's own headers are kept beside them (except in a truncated copy)."""
-
-DEAD_LETTER = "DeadLetter"
-
 Action = Literal["receive", "send"]
 
-_KEY_WORDS: Mapping[KeyKind, str] = {
-    "batch": "the batch id",
-    "owner": "the id of the batch's owner",
-    "other": "a value chosen by the profile",
-    "none": "no key",
-}
 _ROLE_WORDS: Mapping[str, str] = {"fact": "A fact", "command": "A phase command", "event": "An event"}
 _SCHEMA_REF = "#/components/schemas/{model}"
 
@@ -169,72 +116,6 @@ def _schemas(wires: Sequence[_Wire]) -> tuple[dict[str, Any], dict[type[WireMode
     return {name: defs[name] for name in sorted(defs)}, by_model
 
 
-def _envelope_field(name: str) -> dict[str, Any]:
-    schema: dict[str, Any] = EventEnvelope.model_json_schema()["properties"][name]
-    return dict(schema)
-
-
-def _headers(topic: str) -> dict[str, Any]:
-    properties = {
-        name: {**_envelope_field(name), "description": f"The envelope's `{name}`, as UTF-8 text."}
-        for name in ENVELOPE_HEADERS
-    }
-    properties["event_type"]["const"] = topic
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(ENVELOPE_HEADERS),
-        "additionalProperties": False,
-    }
-
-
-def _dead_letter_message() -> dict[str, Any]:
-    """The message of every dead-letter channel: the parked record, with the headers that say why."""
-    properties = {
-        name: {**schema, "description": meaning} for name, (_, schema, meaning) in DEAD_LETTER_HEADERS.items()
-    }
-    return {
-        "name": DEAD_LETTER,
-        "title": "A record the consumer could not handle",
-        "summary": "The consumed record, parked with headers that say why.",
-        "contentType": "application/octet-stream",
-        "payload": {
-            "description": (
-                "The original value, byte for byte: normally the EventEnvelope of the original "
-                "channel, but perhaps not JSON at all (which may be why it is here), or only its "
-                "first bytes when `dlq_truncated` is set."
-            )
-        },
-        "headers": {
-            "type": "object",
-            "properties": properties,
-            "required": [name for name, (always, _, _) in DEAD_LETTER_HEADERS.items() if always],
-            "additionalProperties": {"type": "string", "description": "A header of the original record."},
-        },
-        "bindings": {
-            "kafka": {
-                "key": {"type": ["string", "null"], "description": "The original record's key, unchanged."},
-                "bindingVersion": KAFKA_BINDING_VERSION,
-            }
-        },
-    }
-
-
-def _key_binding(wire: _Wire) -> dict[str, Any]:
-    words = _KEY_WORDS[wire.key]
-    if wire.key_field is not None:
-        words += f" (the payload's `data.{wire.key_field}`)"
-    binding: dict[str, Any] = {
-        "key": {"type": "string", "description": f"The record key: {words}, as UTF-8."},
-        "bindingVersion": KAFKA_BINDING_VERSION,
-    }
-    if wire.key == "none":
-        binding["key"] = {"type": "null", "description": "The record has no key."}
-    elif wire.key_field is not None:
-        binding["x-key-location"] = f"$message.payload#/data/{wire.key_field}"
-    return binding
-
-
 def _message(wire: _Wire, refs: Mapping[type[WireModel], str]) -> dict[str, Any]:
     name = wire.model.__name__
     payload = {
@@ -256,12 +137,12 @@ def _message(wire: _Wire, refs: Mapping[type[WireModel], str]) -> dict[str, Any]
             "description": "The correlation id of the request this message belongs to.",
             "location": "$message.payload#/correlation_id",
         },
-        "bindings": {"kafka": _key_binding(wire)},
+        "bindings": {"kafka": key_binding(wire.key, wire.key_field)},
     }
     if wire.model.__doc__:
         message["description"] = " ".join(wire.model.__doc__.split())
     if wire.action == "send":
-        message["headers"] = _headers(wire.topic)
+        message["headers"] = envelope_headers(wire.topic)
     return message
 
 
@@ -318,7 +199,7 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
             raise DefinitionError(
                 profile.name, f"topic {letters!r} is the dead-letter topic of {wire.topic!r}"
             )
-        messages[DEAD_LETTER] = _dead_letter_message()
+        messages[DEAD_LETTER] = dead_letter_message()
         channels[letters] = {
             "address": letters,
             "description": f"Dead letters of {wire.topic}: the records of it the consumer parked.",

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from . import errors as errors_module
-from .asyncapi import DEAD_LETTER, asyncapi_document, asyncapi_json
+from .asyncapi import asyncapi_document, asyncapi_json
+from .asyncapi_kafka import DEAD_LETTER
 from .diagrams import (
     TransitionRow,
     edge_label,

@@ -17,7 +17,8 @@ import pytest
 from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile, huleedu_profile
-from pipeline_state.asyncapi import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, asyncapi_document, asyncapi_json
+from pipeline_state.asyncapi import asyncapi_document, asyncapi_json
+from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS
 from pipeline_state.errors import DefinitionError
 from pipeline_state.events import TOPICS, Topic, WireModel
 from pipeline_state.outbound import Outgoing

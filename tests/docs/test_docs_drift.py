@@ -16,7 +16,8 @@ import attrs
 import pytest
 
 from pipeline_state import HULEEDU_CATALOG, TOPICS, errors
-from pipeline_state.asyncapi import DEAD_LETTER_HEADERS, asyncapi_document
+from pipeline_state.asyncapi import asyncapi_document
+from pipeline_state.asyncapi_kafka import DEAD_LETTER_HEADERS
 from pipeline_state.cli import main as cli_main
 from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
 from pipeline_state.docsgen import (
