@@ -724,12 +724,6 @@ def _key_cell(message: Mapping[str, Any]) -> str:
     return str(kafka.get("key", {}).get("description", "—"))
 
 
-def _headers_cell(message: Mapping[str, Any]) -> str:
-    if message["name"] == DEAD_LETTER:
-        return "[`dlq_*`](#dead-letters) and the original's"
-    return _codes(message.get("headers", {}).get("properties", ()))
-
-
 def render_asyncapi_page(profile: Profile | None = None) -> str:
     """The page that shows the AsyncAPI document of ``profile``'s wire as tables."""
     profile = profile or huleedu_profile()
@@ -747,12 +741,10 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
             sent.append((operation["tags"][0]["name"] == "event", message))
         rows.append(
             [
-                operation["action"],
                 _code(topic),
-                operation["tags"][0]["name"],
+                f"{operation['action']} ({operation['tags'][0]['name']})",
                 f"[`{name}`](wire-contract.md#{_anchor(name)})" if name in documented else _code(name),
                 _key_cell(message),
-                _headers_cell(message),
             ]
         )
     sample = max(sent, key=lambda pair: pair[0])[1]  # the first event (max keeps the first)
@@ -773,10 +765,12 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
         "",
         "## Channels and operations",
         "",
-        "Facts are received; phase commands and the profile's events are sent. The key is the "
-        "record key's location in the value (the Kafka binding's `x-key-location`).",
+        "Facts are received; phase commands, the profile's events and dead letters are sent. The "
+        "key is the record key's location in the value (the Kafka binding's `x-key-location`). "
+        "Commands and events carry the [envelope headers](#headers), dead letters the "
+        "[`dlq_*` headers](#dead-letters).",
         "",
-        *_table(["action", "channel (topic)", "kind", "message (`data`)", "key", "headers"], rows),
+        *_table(["channel (topic)", "operation", "message (`data`)", "key"], rows),
         "",
         "## Headers",
         "",
