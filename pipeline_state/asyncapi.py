@@ -3,11 +3,11 @@
 :func:`asyncapi_document` describes everything a service of ``profile`` reads from and writes
 to Kafka, from the same definitions the engine runs:
 
-* one **channel** per topic, its address the topic name: the inbound topics the engine
-  consumes (a ``receive`` operation each), the phase command topics of the profile's
-  :class:`~pipeline_state.profile.CommandSpec`\\ s and the topics of the events its
-  :class:`~pipeline_state.outbound.Outbound` words (a ``send`` operation each; see
-  :mod:`pipeline_state.announced`);
+* one **channel** per topic, its address the topic name: the topics of the profile's
+  :class:`~pipeline_state.inbound.Inbound` (a ``receive`` operation each), the phase
+  command topics of its :class:`~pipeline_state.profile.CommandSpec`\\ s and the topics of
+  the events its :class:`~pipeline_state.outbound.Outbound` words (a ``send`` operation
+  each; see :mod:`pipeline_state.announced`);
 * one **message** per channel: the payload is the :class:`~pipeline_state.events.EventEnvelope`
   with ``event_type`` fixed to the topic and ``data`` the topic's pydantic model, every
   model's JSON schema under ``components/schemas``;
@@ -44,7 +44,7 @@ from .asyncapi_kafka import (
     key_binding,
 )
 from .errors import DefinitionError
-from .events import TOPICS, EventEnvelope, WireModel
+from .events import EventEnvelope, WireModel
 from .profile import CommandSpec, Profile, check_profile, huleedu_profile
 
 __all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "asyncapi_json"]
@@ -83,11 +83,10 @@ def _event(found: Announced) -> _Wire:
 
 def _wire_topics(profile: Profile) -> list[_Wire]:
     """Every topic of ``profile``'s wire, sorted by action and topic. The one place that
-    reads the topic registries: inbound topics, the profile's commands and its outbound."""
+    reads the topic registries: the profile's inbound topics, its commands and its outbound."""
     inbound = [
         _Wire(spec.topic, spec.model, "receive", "fact", "consumed by the engine", "batch", spec.key_field)
-        for spec in TOPICS.values()
-        if spec.direction == "in"
+        for spec in profile.inbound.specs.values()
     ]
     commands = [_command(phase, spec) for phase, spec in profile.phase_commands.items()]
     if profile.student_matching is not None:

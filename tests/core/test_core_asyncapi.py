@@ -20,7 +20,7 @@ from pipeline_state import InMemoryRuntime, Profile, huleedu_profile
 from pipeline_state.asyncapi import asyncapi_document, asyncapi_json
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS
 from pipeline_state.errors import DefinitionError
-from pipeline_state.events import TOPICS, Topic, WireModel
+from pipeline_state.events import Topic, WireModel
 from pipeline_state.outbound import Outgoing
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.asyncapi import WireChecker, refs_in, resolve
@@ -101,7 +101,6 @@ def _sends(document: dict[str, Any]) -> dict[str, str]:
 
 
 def test_asyncapi_channels_are_exactly_the_profiles_topics() -> None:
-    inbound = {t: "receive" for t, spec in TOPICS.items() if spec.direction == "in"}
     for profile, events in (
         (
             huleedu_profile(),
@@ -115,6 +114,7 @@ def test_asyncapi_channels_are_exactly_the_profiles_topics() -> None:
         ),
         (MEDIA, {"media.step.skipped.v1", "media.request.refused.v1", "media.release.report.v1"}),
     ):
+        inbound = dict.fromkeys(profile.inbound.names, "receive")
         commands = {spec.topic for spec in profile.phase_commands.values()}
         if profile.student_matching is not None:
             commands.add(profile.student_matching.topic)
@@ -210,7 +210,7 @@ async def test_asyncapi_describes_what_the_huleedu_engine_really_exchanges() -> 
 async def test_asyncapi_describes_what_a_custom_profile_really_sends() -> None:
     document = asyncapi_document(MEDIA)
     checker = WireChecker(document)
-    rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload")
+    rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload", profile=MEDIA)
     episodes = env.essay_ids("s1", 2)
     corr = str(uuid.uuid4())
     sent: list[dict[str, Any]] = []
@@ -223,6 +223,8 @@ async def test_asyncapi_describes_what_a_custom_profile_really_sends() -> None:
         env.outcome("s1", "thumbnails", corr, processed=episodes[:1], failed=episodes[1:]),
         env.request("s1", "preview"),
     ):
+        topic, envelope = delivery
+        checker.check(topic, action="receive", key=envelope["data"]["season_id"], value=envelope)
         sent += await rt.deliver(*delivery)
     for message in sent:
         checker.check(message["topic"], action="send", key=message["key"], value=_wire(message))
