@@ -14,6 +14,7 @@ from pipeline_state.errors import DuplicateEventError, InvalidMessageError
 from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.lifecycle import BATCH_LIFECYCLE
 from pipeline_state.ports import InboxEntry
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.service import HandleResult, PipelineService
 
 from .context import RequestContext
@@ -105,7 +106,14 @@ class Operations:
         ctx: RequestContext,
         correlation: str,
     ) -> HandleResult:
-        return await self.service.execute(payload, event_id=ctx.event_id, correlation_id=correlation)
+        # The HTTP bodies have the shape of HuleEdu's messages; they are read as engine
+        # inputs here, so the API serves whatever profile the service runs.
+        command = (
+            HULEEDU_INBOUND.decode(payload)
+            if isinstance(payload, BatchRegistrationRequestV1 | ClientBatchPipelineRequestV1)
+            else payload
+        )
+        return await self.service.execute(command, event_id=ctx.event_id, correlation_id=correlation)
 
     async def _entry(self, event_id: str) -> InboxEntry:
         entry = await self.service.store.inbox_entry(event_id)

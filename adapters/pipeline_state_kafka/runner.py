@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from pipeline_state.announced import announced_events
+from pipeline_state.events import OUTBOUND_TOPICS
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
@@ -273,10 +275,23 @@ class ServiceRunner:
         profile = self.service.profile if self.service is not None else self.settings.profile()
         return profile.inbound.names
 
+    def _outbound_topics(self) -> tuple[str, ...]:
+        """The topics the orchestrator writes: its profile's commands and announced events
+        (and, for the shipped profile, every outbound topic of its contract)."""
+        profile = self.service.profile if self.service is not None else self.settings.profile()
+        commands = [spec.topic for spec in profile.phase_commands.values()]
+        if profile.student_matching is not None:
+            commands.append(profile.student_matching.topic)
+        events = [a.topic for a in announced_events(profile.name, profile.outbound)]
+        contract = OUTBOUND_TOPICS if self.settings.profile_spec is None else ()
+        return tuple(dict.fromkeys([*contract, *commands, *events]))
+
     async def _create_topics(self) -> None:
         settings = self.settings
         consumed = [*self._inbound_topics(), *(t for plugin in self.plugins.values() for t in plugin.topics)]
-        topics = service_topics(settings.topic_prefix, inbound=dict.fromkeys(consumed))
+        topics = service_topics(
+            settings.topic_prefix, inbound=dict.fromkeys(consumed), outbound=self._outbound_topics()
+        )
         try:
             await ensure_topics(
                 settings.kafka,

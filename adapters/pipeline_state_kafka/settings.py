@@ -23,6 +23,7 @@ from pipeline_state.profile import (
     Profile,
     huleedu_profile,
 )
+from pipeline_state.profiles import load_profile
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 from .consumer import ConsumerSettings
@@ -102,6 +103,12 @@ def _acks(text: str) -> str | int:
 
 # variable -> (section, field, parser, description)
 ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
+    "PIPELINE_STATE_PROFILE": (
+        "serve",
+        "profile_spec",
+        str,
+        "the profile to serve, FILE.py:NAME or MODULE:NAME (default: the shipped HuleEdu profile)",
+    ),
     "PIPELINE_STATE_TOPIC_PREFIX": ("serve", "topic_prefix", str, "put before every topic name"),
     "PIPELINE_STATE_STORE_UPGRADE": (
         "serve",
@@ -254,6 +261,17 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
 }
 
 
+_LOADED: dict[str, Profile] = {}
+
+
+def _load_profile(spec: str) -> Profile:
+    """The profile ``spec`` names, loaded once per process (its module runs once)."""
+    profile = _LOADED.get(spec)
+    if profile is None:
+        profile = _LOADED[spec] = load_profile(spec)
+    return profile
+
+
 @attrs.frozen
 class ServeSettings:
     """Everything ``serve`` needs; build it with :meth:`from_args` or directly in code."""
@@ -292,6 +310,9 @@ class ServeSettings:
     phase_deadlines: tuple[tuple[str, float | None], ...] = ()
     phase_max_resends: int = DEFAULT_MAX_RESENDS
     strict_correlation: bool = False
+    profile_spec: str | None = None
+    """``--profile``: the profile to serve (``FILE.py:NAME`` or ``MODULE:NAME``); ``None``
+    serves the shipped HuleEdu profile."""
     http_insecure_no_auth: bool = False
     """``--insecure-no-auth``: serve HTTP scopes without a token open (loopback addresses only)."""
     consumer: ConsumerSettings | None = None
@@ -307,14 +328,29 @@ class ServeSettings:
         }
 
     def profile(self) -> Profile:
-        """The HuleEdu profile with this deployment's deadlines, re-sends and correlation rule;
-        raises :class:`SettingsError` naming the problem (an unknown phase, say)."""
+        """The profile to serve, with this deployment's deadlines, re-sends and correlation
+        rule. Without ``profile_spec``: the HuleEdu profile built from those settings. With
+        it: the named profile as its author built it, with ``phase_deadlines`` laid over its
+        own deadlines and ``strict_correlation`` turned on when set. Raises
+        :class:`SettingsError` naming the problem (an unknown phase, a profile that cannot
+        be loaded)."""
         try:
-            return huleedu_profile(
-                deadlines=dict(self.phase_deadlines),
-                default_deadline_seconds=self.phase_deadline_seconds,
-                max_resends=self.phase_max_resends,
-                strict_correlation=self.strict_correlation,
+            if self.profile_spec is None:
+                return huleedu_profile(
+                    deadlines=dict(self.phase_deadlines),
+                    default_deadline_seconds=self.phase_deadline_seconds,
+                    max_resends=self.phase_max_resends,
+                    strict_correlation=self.strict_correlation,
+                )
+            loaded = _load_profile(self.profile_spec)
+        except DefinitionError as exc:
+            variable = "PIPELINE_STATE_PROFILE" if self.profile_spec else "PIPELINE_STATE_PHASE_DEADLINES"
+            raise SettingsError(f"{variable}: {exc.problem}") from exc
+        try:
+            return attrs.evolve(
+                loaded,
+                deadlines={**loaded.deadlines, **dict(self.phase_deadlines)},
+                strict_correlation=loaded.strict_correlation or self.strict_correlation,
             )
         except DefinitionError as exc:
             raise SettingsError(f"PIPELINE_STATE_PHASE_DEADLINES: {exc.problem}") from exc
@@ -367,6 +403,8 @@ class ServeSettings:
             raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
         if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
             raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
+        if getattr(args, "profile", None):
+            sections["serve"]["profile_spec"] = args.profile
         settings = cls(
             kafka=kafka,
             store_url=getattr(args, "store", None) or DEFAULT_STORE,
