@@ -93,6 +93,8 @@ class Config:
     within: float = 180.0
     metrics: tuple[bool, ...] = (False, True)
     scrape_seconds: float = 1.0
+    record: Path | None = None
+    """With metrics on: write every scrape to ``<record>/<backend>.jsonl`` (``{"at", "text"}``)."""
 
 
 QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
@@ -196,16 +198,27 @@ def _correlations(out: Collector, topic: str) -> set[str]:
     return {str(r.data.get("correlation_id") or (r.value or {}).get("correlation_id")) for r in out.on(topic)}
 
 
-async def _scrape(port: int, every: float, measured: Measured) -> None:
-    """GET ``/metrics`` every ``every`` seconds, as a (very eager) Prometheus would."""
+async def _scrape(port: int, every: float, measured: Measured, record: Path | None) -> None:
+    """GET ``/metrics`` every ``every`` seconds, as a (very eager) Prometheus would; with
+    ``record``, append each text to that file (for ``pipeline_state_kafka.panel_svg``)."""
     import httpx
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-        while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(httpx.HTTPError):
-                answer = await http.get("/metrics")
-                measured.scrapes += answer.status_code == 200
+    began = time.monotonic()
+    sink = None if record is None else record.open("w", encoding="utf-8")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            while True:
+                await asyncio.sleep(every)
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.get("/metrics")
+                    if answer.status_code == 200:
+                        measured.scrapes += 1
+                        if sink is not None:
+                            entry = {"at": round(time.monotonic() - began, 3), "text": answer.text}
+                            sink.write(json.dumps(entry) + "\n")
+    finally:
+        if sink is not None:
+            sink.close()
 
 
 async def measure(
@@ -228,7 +241,10 @@ async def measure(
     port = free_port() if metrics else None
     serve = Serve(kafka, store_url, prefix, extra_env, http_port=port)
     measured = Measured(label, 0.0)
-    scraper = None if port is None else asyncio.create_task(_scrape(port, cfg.scrape_seconds, measured))
+    record = None if cfg.record is None else cfg.record / f"{backend}.jsonl"
+    scraper = (
+        None if port is None else asyncio.create_task(_scrape(port, cfg.scrape_seconds, measured, record))
+    )
     try:
         # Topics exist once serve has created them; the collector needs them.
         await _wait_topics(kafka, prefix, serve, cfg.within)
@@ -485,6 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="both",
         help="measure with the Prometheus metrics off, on, or both in the same run (default both)",
     )
+    parser.add_argument("--scrape-seconds", type=float, help="period of the /metrics scrapes (default 1)")
+    parser.add_argument(
+        "--record-metrics",
+        type=Path,
+        metavar="DIR",
+        help="with metrics on: keep every scrape in DIR/<backend>.jsonl",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -497,7 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = Config(
             cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
         )
-    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics])
+    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics)
+    if args.scrape_seconds:
+        cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
+    if cfg.record is not None:
+        cfg.record.mkdir(parents=True, exist_ok=True)
     unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")

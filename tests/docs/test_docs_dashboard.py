@@ -1,5 +1,6 @@
-"""The shipped Grafana dashboard is a fresh render of its panel list, and its queries cover
-every metric family the service exports (and name no other)."""
+"""The shipped Grafana dashboard is a fresh render of its panel list, its queries cover every
+metric family the service exports (and name no other), and the operations page shows each
+panel drawn from the run recorded next to it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from pipeline_state_kafka.dashboard import DASHBOARD_PATH, PANELS, render_dashboard
 from pipeline_state_kafka.metrics import FAMILIES
+from pipeline_state_kafka.panel_data import panel_series
+from pipeline_state_kafka.panel_svg import draw_panel, load_scrapes, panel_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,3 +38,21 @@ def test_docs_dashboard_panels_cover_every_family() -> None:
     assert len(set(ids)) == len(ids)
     places = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in dashboard["panels"]}
     assert len(places) == len(PANELS)  # no two panels on top of each other
+
+
+def test_docs_operations_page_shows_every_panel_drawn_from_the_recorded_run() -> None:
+    pytest.importorskip("pygal")
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    folder = ROOT / "docs" / "grafana" / "panels"
+    scrapes = load_scrapes(folder / "run.jsonl.gz")
+    assert scrapes[-1].at - scrapes[0].at > 5
+    for panel in PANELS:
+        name = panel_file(panel)
+        assert f"(grafana/panels/{name})" in page, name
+        assert (folder / name).read_text(encoding="utf-8").startswith("<?xml"), name
+        series = panel_series(panel, scrapes, rate_window=3)
+        drawn = draw_panel(panel, series).decode()
+        assert panel.title in drawn
+        if panel.title not in ("Dead letters",):  # nothing was dead-lettered in that run
+            assert series, panel.title
+            assert all(len(points) > 1 for points in series.values()), panel.title

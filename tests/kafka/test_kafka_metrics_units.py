@@ -11,10 +11,12 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pipeline_state_http import HttpSettings, create_app
+from pipeline_state_kafka.dashboard import PANELS
 from pipeline_state_kafka.gauges import StoreSampler
 from pipeline_state_kafka.handlers import Handled
 from pipeline_state_kafka.logs import configure_logging
 from pipeline_state_kafka.metrics import FAMILIES, ServiceMetrics
+from pipeline_state_kafka.panel_data import Scrape, evaluate, panel_series
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_state import InMemoryStore, PipelineService
@@ -122,3 +124,28 @@ def test_kafka_log_lines_are_json_off_a_terminal_with_the_current_trace(
     assert "span_id" not in outside
     with pytest.raises(ValueError, match="log format"):
         configure_logging("INFO", "xml")  # type: ignore[arg-type]
+
+
+async def test_kafka_panel_queries_evaluate_like_prometheus_over_real_scrapes() -> None:
+    ticks = Ticks()
+    metrics = ServiceMetrics(clock=ticks)
+    first = Scrape.parse(0.0, (await metrics.exposition()).decode())
+    for result, count in (("applied", 30), ("duplicate", 10)):
+        for _ in range(count):
+            metrics.handled("t", Handled(result=result), consumed_at=ticks.now)
+    for seconds in (0.002, 0.002, 0.004, 0.02):  # buckets 0.0025, 0.0025, 0.005, 0.025
+        metrics.unit_of_work(seconds)
+    second = Scrape.parse(10.0, (await metrics.exposition()).decode())
+    scrapes = [first, second]
+
+    rates = evaluate("sum by (result) (rate(pipeline_state_messages_total[1m]))", scrapes, 1)
+    assert rates == {frozenset({("result", "applied")}): 3.0, frozenset({("result", "duplicate")}): 1.0}
+    assert evaluate("rate(pipeline_state_messages_total[1m])", scrapes, 0) == {}  # one point: no rate
+    median = evaluate(
+        "histogram_quantile(0.5, sum by (le) (rate(pipeline_state_decision_seconds_bucket[5m])))", scrapes, 1
+    )
+    assert median == {frozenset(): pytest.approx(0.0025)}  # the 2nd of 4 falls at the top of the first bucket
+    (decision,) = (p for p in PANELS if p.title.startswith("Decision"))
+    assert set(panel_series(decision, scrapes)) == {"p50", "p95", "p99"}
+    with pytest.raises(ValueError, match="does not know"):
+        evaluate("avg(pipeline_state_active_runs)", scrapes, 1)
