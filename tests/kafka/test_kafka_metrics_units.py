@@ -149,3 +149,22 @@ async def test_kafka_panel_queries_evaluate_like_prometheus_over_real_scrapes() 
     assert set(panel_series(decision, scrapes)) == {"p50", "p95", "p99"}
     with pytest.raises(ValueError, match="does not know"):
         evaluate("avg(pipeline_state_active_runs)", scrapes, 1)
+
+
+async def test_kafka_an_app_without_metrics_has_no_metrics_route() -> None:
+    from pipeline_state_kafka import ServeSettings
+    from pipeline_state_kafka.web import build_http_app
+
+    store = InMemoryStore()
+    app = build_http_app(PipelineService(store), settings=HttpSettings(ops_token="ops"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        missing = await http.get("/metrics", headers={"Authorization": "Bearer ops"})
+    assert missing.status_code == 404
+    off = ServeSettings.from_args(
+        _Args(), {"PIPELINE_STATE_METRICS": "0", "PIPELINE_STATE_METRICS_STORE_SECONDS": "2"}
+    )
+    assert (off.metrics, off.metrics_store_seconds) == (False, 2.0)
+
+
+class _Args:
+    kafka = "127.0.0.1:9092"
