@@ -94,6 +94,8 @@ class Config:
     metrics: tuple[bool, ...] = (False, True)
     scrape_seconds: float = 1.0
     record: Path | None = None
+    poison: int = 0
+    """Records that are not JSON, sent among the steady outcomes (they are dead-lettered)."""
     """With metrics on: write every scrape to ``<record>/<backend>.jsonl`` (``{"at", "text"}``)."""
 
 
@@ -291,6 +293,8 @@ async def measure(
                 topic, envelope = env.outcome(b, "cj_assessment", corr2[b], processed=essays[b])
                 sent_at[corr2[b]] = time.monotonic()
                 await producer.send_and_wait(f"{prefix}{topic}", json.dumps(envelope).encode(), b.encode())
+                if cfg.poison and i % max(1, cfg.runs // cfg.poison) == 0:
+                    await producer.send_and_wait(f"{prefix}{topic}", b"not json", b.encode())
             wanted2 = set(corr2.values())
             await _wait(
                 lambda: wanted2 <= _correlations(out, Topic.PIPELINE_COMPLETED),
@@ -508,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="with metrics on: keep every scrape in DIR/<backend>.jsonl",
     )
+    parser.add_argument(
+        "--poison", type=int, default=0, help="also send about N records that are not JSON (dead-lettered)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -520,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = Config(
             cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
         )
-    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics)
+    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics, poison=args.poison)
     if args.scrape_seconds:
         cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
     if cfg.record is not None:
