@@ -29,7 +29,9 @@ from ._startup import start_with_retry
 from .consumer import InboundConsumer
 from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic, effective_limit
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
+from .gauges import StoreSampler
 from .handlers import Handled, service_batch_handler, service_handler
+from .metrics import MeteredPublisher, ServiceMetrics
 from .policy import Verdict, classify_send_error
 from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
@@ -67,6 +69,8 @@ class ServiceRunner:
         self.opened: OpenedStore | None = store
         self.service: PipelineService | None = None
         self.relay: RelayRunner | None = None
+        self.metrics: ServiceMetrics | None = None
+        """The Prometheus metrics (``settings.metrics``), once the store is open."""
         self._relays: list[RelayRunner] = []
         self._own_store = store is None
         self._service_factory = service_factory or (
@@ -164,6 +168,13 @@ class ServiceRunner:
         settings = self.settings
         service = self._service_factory(opened)
         self.service = service
+        metrics = self.metrics = (
+            ServiceMetrics(
+                StoreSampler(opened.store, opened.outbox, min_interval=settings.metrics_store_seconds)
+            )
+            if settings.metrics
+            else None
+        )
         context = ServeContext(
             settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix, settings
         )
@@ -185,6 +196,7 @@ class ServiceRunner:
             stats=self.stats,
             on_handled=self._wake_relay,
             batch_handler=service_batch_handler(service),
+            metrics=metrics,
         )
         intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
         relays = self._relays = [relay]
@@ -198,7 +210,9 @@ class ServiceRunner:
             intake.append(self._sweep(stop, service, dlq_producer))
         if settings.http is not None:
             results = self.plugins.get("results")
-            app = build_http_app(service, results=getattr(results and results.state, "store", None))
+            app = build_http_app(
+                service, results=getattr(results and results.state, "store", None), metrics=metrics
+            )
             if app is not None:
                 intake.append(serve_http(app, settings.http[0], settings.http[1], stop))
         relay_stop = asyncio.Event()
@@ -225,9 +239,10 @@ class ServiceRunner:
 
     def _relay(self, outbox: Outbox, producer: ProducerLike) -> RelayRunner:
         settings = self.settings
+        publisher = KafkaPublisher(producer, topic_prefix=settings.topic_prefix)
         relay = OutboxRelay(
             outbox,
-            KafkaPublisher(producer, topic_prefix=settings.topic_prefix),
+            publisher if self.metrics is None else MeteredPublisher(publisher, self.metrics),
             SystemClock(),
             batch_size=settings.relay_batch_size,
             max_attempts=settings.relay_max_attempts,
@@ -264,6 +279,7 @@ class ServiceRunner:
             stats=self.stats,
             on_handled=self._wake_relay,
             name=name,
+            metrics=self.metrics,
         )
         relay = None
         if plugin.outbox is not None and plugin.outbox is not context.outbox:
@@ -345,6 +361,8 @@ class ServiceRunner:
                 if classify_send_error(exc) is Verdict.RETRY:
                     raise  # the fact keeps waiting; the next sweep tries again
                 await writer.send(parked, error, minimal=True)
+            if self.metrics is not None:
+                self.metrics.dead_lettered(fact.topic, type(error).__name__)
             log.warning(
                 "dead-lettered a fact that waited too long: %s",
                 expired.reason,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from pipeline_state.errors import DefinitionError
+from pipeline_state.flags import parse_flag
 from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
 from pipeline_state.profile import (
     DEFAULT_MAX_RESENDS,
@@ -47,13 +48,7 @@ def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str,
     return (host.strip("[]") or default_host), int(port)
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean, got {text!r}")
+_bool = parse_flag
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -132,7 +127,19 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
     "PIPELINE_STATE_SUMMARY": ("serve", "summary", _choice("auto", "live", "plain", "off"), "summary mode"),
     "PIPELINE_STATE_SUMMARY_SECONDS": ("serve", "summary_seconds", float, "plain summary period"),
     "PIPELINE_STATE_LOG_LEVEL": ("serve", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
-    "PIPELINE_STATE_LOG_FORMAT": ("serve", "log_format", _choice("kv", "json"), "kv or json"),
+    "PIPELINE_STATE_LOG_FORMAT": (
+        "serve",
+        "log_format",
+        _choice("auto", "kv", "json"),
+        "auto (json unless stderr is a terminal), kv or json",
+    ),
+    "PIPELINE_STATE_METRICS": ("serve", "metrics", _bool, "keep Prometheus metrics, served at /metrics (1)"),
+    "PIPELINE_STATE_METRICS_STORE_SECONDS": (
+        "serve",
+        "metrics_store_seconds",
+        float,
+        "least time between two store readings for the metrics' gauges (10)",
+    ),
     "PIPELINE_STATE_RELAY_BATCH_SIZE": ("serve", "relay_batch_size", int, "rows per relay pass"),
     "PIPELINE_STATE_RELAY_MAX_ATTEMPTS": (
         "serve",
@@ -294,7 +301,11 @@ class ServeSettings:
     summary: Literal["auto", "live", "plain", "off"] = "auto"
     summary_seconds: float = 10.0
     log_level: str = "INFO"
-    log_format: Literal["kv", "json"] = "kv"
+    log_format: Literal["auto", "kv", "json"] = "auto"
+    metrics: bool = True
+    """Keep Prometheus metrics (:class:`~pipeline_state_kafka.metrics.ServiceMetrics`); with
+    ``--http`` they are served at ``/metrics``."""
+    metrics_store_seconds: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     relay_batch_size: int = 100
     relay_max_attempts: int = 10
     relay_idle_seconds: float = 0.5
@@ -403,6 +414,8 @@ class ServeSettings:
             raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
         if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
             raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
+        if sections["serve"].get("metrics_store_seconds", 0.0) < 0:
+            raise SettingsError("PIPELINE_STATE_METRICS_STORE_SECONDS: expected a number >= 0")
         if getattr(args, "profile", None):
             sections["serve"]["profile_spec"] = args.profile
         settings = cls(

@@ -232,6 +232,10 @@ class SqlStore:
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
         return await self._read(sql_outbox.parked_rows, limit)
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None, int]:
+        """Pending rows, when the oldest of them was written, and parked rows (one read)."""
+        return await self._read(sql_outbox.backlog)
+
     async def purge_published(self, before: datetime) -> int:
         """Delete outbox rows published before ``before`` (they are kept until then, for
         inspection); returns how many were deleted."""
