@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+from opentelemetry.trace import Span
 
 from .commands import Command, ExpireOverdue, OperatorCommand
 from .decide import Decision, decide, derive_id, outbox_event_id
@@ -45,6 +46,15 @@ from .memory import SystemClock
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
 from .profile import Profile, check_profile, huleedu_profile
+from .tracing import (
+    TraceContext,
+    current_trace_context,
+    entered,
+    finish,
+    handled,
+    handling,
+    inbound_span,
+)
 from .waiting import waits_for
 
 __all__ = [
@@ -288,16 +298,28 @@ class PipelineService:
         self.counters: Counter[str] = Counter()
 
     # -- entry points ---------------------------------------------------------------------
-    async def handle_message(self, topic: str, raw: bytes | str | Mapping[str, Any]) -> HandleResult:
+    async def handle_message(
+        self,
+        topic: str,
+        raw: bytes | str | Mapping[str, Any],
+        *,
+        trace: Mapping[str, str] | TraceContext | None = None,
+    ) -> HandleResult:
         """Parse one inbound message and handle it. Raises
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
         and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
-        An early fact is kept to wait (``result.waiting``) rather than rejected."""
-        command, data = _parsed(topic, raw, self.limits)
-        return await self.handle(command, topic=topic, raw=data)
+        An early fact is kept to wait (``result.waiting``) rather than rejected. ``trace``:
+        the message's W3C trace-context headers, continued by its span (see
+        :mod:`pipeline_state.tracing`); without them the current trace is."""
+        with handling(topic, trace) as span:
+            command, data = _parsed(topic, raw, self.limits)
+            return handled(span, topic, await self._handle(command, topic=topic, raw=data))
 
     async def handle_many(
-        self, messages: Sequence[InboundMessage]
+        self,
+        messages: Sequence[InboundMessage],
+        *,
+        traces: Sequence[Mapping[str, str] | TraceContext | None] = (),
     ) -> list[HandleResult | PipelineStateError]:
         """Handle ``(topic, raw)`` messages in order, committing them all in one unit of work.
 
@@ -316,22 +338,36 @@ class PipelineService:
         with :meth:`handle`, which retries from fresh reads. Store errors propagate
         (:class:`~pipeline_state.errors.StoreUnavailableError`: nothing of this call is
         lost by retrying it whole, the inbox makes redelivery harmless).
+
+        ``traces`` gives the messages' W3C trace-context headers by position; each message
+        gets its own span (see :mod:`pipeline_state.tracing`), ended once its work committed.
         """
         results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
+        spans = [inbound_span(m[0], traces[i] if i < len(traces) else None) for i, m in enumerate(messages)]
         pending: list[tuple[int, Command, str, bytes]] = []
-        for index, (topic, raw) in enumerate(messages):
-            try:
-                command, data = _parsed(topic, raw, self.limits)
-                pending.append((index, command, topic, data))
-            except (InvalidMessageError, BadCommandError) as exc:
-                results[index] = exc
-        commit_many = getattr(self.store, "commit_many", None)
-        if pending and (commit_many is None or not await self._batched(pending, results, commit_many)):
-            for index, command, topic, raw in pending:
+        try:
+            for index, (topic, raw) in enumerate(messages):
                 try:
-                    results[index] = await self.handle(command, topic=topic, raw=raw)
-                except _NEVER_APPLIES as exc:
+                    command, data = _parsed(topic, raw, self.limits)
+                    pending.append((index, command, topic, data))
+                except (InvalidMessageError, BadCommandError) as exc:
                     results[index] = exc
+            commit_many = getattr(self.store, "commit_many", None)
+            if pending and (
+                commit_many is None or not await self._batched(pending, results, commit_many, spans)
+            ):
+                for index, command, topic, raw in pending:
+                    try:
+                        with entered(spans[index]):
+                            results[index] = await self._handle(command, topic=topic, raw=raw)
+                    except _NEVER_APPLIES as exc:
+                        results[index] = exc
+        except BaseException as exc:
+            for span, (topic, _) in zip(spans, messages, strict=True):
+                finish(span, topic, exc)
+            raise
+        for span, (topic, _), result in zip(spans, messages, results, strict=True):
+            finish(span, topic, result)
         done = [r for r in results if r is not None]
         if len(done) != len(messages):  # pragma: no cover - every slot is filled above
             raise AssertionError("handle_many left a message without a result")
@@ -342,6 +378,7 @@ class PipelineService:
         pending: Sequence[tuple[int, Command, str, bytes]],
         results: list[HandleResult | PipelineStateError | None],
         commit_many: Callable[[Sequence[Change]], Awaitable[None]],
+        spans: Sequence[Span],
     ) -> bool:
         """Decide ``pending`` on one read per batch and commit them together; fill
         ``results`` and return ``True``, or ``False`` (nothing written, ``results`` of
@@ -360,7 +397,8 @@ class PipelineService:
             if batch_id not in batches:
                 batches[batch_id] = await self._read(batch_id)
             try:
-                steps = self._fold(command, topic, raw, batches[batch_id])
+                with entered(spans[index]):  # the outbox rows it emits carry its trace
+                    steps = self._fold(command, topic, raw, batches[batch_id])
             except _NEVER_APPLIES as exc:
                 outcome[index] = exc
                 continue
@@ -542,7 +580,13 @@ class PipelineService:
         """Handle one command in one unit of work (retried from a fresh read after a lost
         compare-and-set). With ``raw`` (the message as received) an early fact is kept to
         wait; without it, it is decided at once. Either way, when the change moves the
-        batch, its waiting facts are re-attempted in the same unit of work."""
+        batch, its waiting facts are re-attempted in the same unit of work. The work is one
+        span of the current trace (:mod:`pipeline_state.tracing`)."""
+        with handling(topic) as span:
+            return handled(span, topic, await self._handle(command, topic=topic, raw=raw))
+
+    async def _handle(self, command: Command, *, topic: str, raw: bytes | None) -> HandleResult:
+        """:meth:`handle` in the span of its caller."""
         batch_id = command.batch_id
         for attempt in range(1, self.max_attempts + 1):
             if await self.store.is_processed(command.event_id):
@@ -819,6 +863,7 @@ class PipelineService:
         stamp = now.isoformat()
         source = self.profile.source_service
         cause = command.event_id
+        trace = current_trace_context()  # the span handling the command: consumers continue it
         out = []
         for index, emit in enumerate(emits):
             event_id = outbox_event_id(cause, index)
@@ -833,7 +878,7 @@ class PipelineService:
                 "data": payload.__pydantic_serializer__.to_python(payload, mode="json"),
                 "metadata": {"causation_id": cause},
             }
-            out.append(OutboxMessage(event_id, emit.topic, emit.key, value))
+            out.append(OutboxMessage(event_id, emit.topic, emit.key, value, trace))
         return tuple(out)
 
 
