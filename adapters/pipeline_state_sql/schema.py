@@ -6,8 +6,9 @@
   queryable by batch and by completion time.
 * ``transitions``: the transition log (which entity moved from which state to which, on
   which event, with which correlation id, when).
-* ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
-  and a claim lease so several relays never publish the same row at once.
+* ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking),
+  a claim lease so several relays never publish the same row at once, and the W3C trace
+  context of the decision that wrote them.
 * ``inbox``: the ids of processed inbound events and what processing them did.
 * ``waiting``: early facts kept until their batch gets where they apply (the raw message
   as received, what it waits for, arrival time and order ``seq``).
@@ -137,6 +138,8 @@ OUTBOX = Table(
     Column("available_at", UtcDateTime, nullable=False),
     Column("claimed_until", UtcDateTime, nullable=True),
     Column("claimed_by", String(64), nullable=True),
+    # W3C trace-context headers of the decision that wrote the row (JSON object), or NULL.
+    Column("trace_context", Text, nullable=True),
     # The relay's scan: pending rows in id order (partial: published rows drop out).
     Index(
         "ix_outbox_pending",
