@@ -62,6 +62,7 @@ from .dlq import DeadLetterWriter, reason_of
 from .handlers import BatchHandler, Handled, MessageHandler
 from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
+from .tracing import attached, dead_lettered, trace_headers
 
 __all__ = ["ConsumerSettings", "InboundConsumer", "merge_by_timestamp"]
 
@@ -361,7 +362,7 @@ class InboundConsumer:
         assert self.batch_handler is not None
         items = [(self._topic(r), r.value if r.value is not None else b"") for r in records]
         try:
-            results = await self.batch_handler(items)
+            results = await self.batch_handler(items, [trace_headers(r.headers) for r in records])
             if len(results) != len(items):
                 raise RuntimeError(f"the batch handler returned {len(results)} results for {len(items)}")
         except Exception as exc:
@@ -388,7 +389,8 @@ class InboundConsumer:
         self.stats.consumed += 1
         try:
             topic = self._topic(record)
-            handled = await self.handler(topic, record.value if record.value is not None else b"")
+            with attached(record.headers):  # the handler's span continues the record's trace
+                handled = await self.handler(topic, record.value if record.value is not None else b"")
         except Exception as exc:
             return await self._failed(record, exc)
         self._done(record, topic, handled)
@@ -476,6 +478,7 @@ class InboundConsumer:
         if not await self._park(record, error, context):
             return False
         self.stats.dead_lettered += 1
+        dead_lettered(self._topic(record), record.headers, error)
         log.warning("dead-lettered: %s", _safe_reason(error), extra=context)
         return True
 

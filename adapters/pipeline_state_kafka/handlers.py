@@ -13,6 +13,7 @@ import attrs
 
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state.tracing import TraceContext
 
 __all__ = ["BatchHandler", "Handled", "MessageHandler", "service_batch_handler", "service_handler"]
 
@@ -37,9 +38,12 @@ class Handled:
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
 
 
-BatchHandler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[Handled | PipelineStateError]]]
+BatchHandler = Callable[
+    [Sequence[tuple[str, bytes]], Sequence[TraceContext]], Awaitable[list[Handled | PipelineStateError]]
+]
 """Handles several records in one unit of work: one entry per record, in order, either what it
-did or the library error that record alone raised (bad input); store errors propagate."""
+did or the library error that record alone raised (bad input); store errors propagate. The
+second argument gives each record's trace-context headers, by position."""
 
 
 def _summary(result: HandleResult) -> Handled:
@@ -63,8 +67,10 @@ def service_batch_handler(service: PipelineService) -> BatchHandler:
     """Hands a partition's records to ``service.handle_many``: all their effects commit in one
     transaction (one fsync), with the results of handling them one by one."""
 
-    async def handle(records: Sequence[tuple[str, bytes]]) -> list[Handled | PipelineStateError]:
-        results = await service.handle_many(records)
+    async def handle(
+        records: Sequence[tuple[str, bytes]], traces: Sequence[TraceContext] = ()
+    ) -> list[Handled | PipelineStateError]:
+        results = await service.handle_many(records, traces=traces)
         return [r if isinstance(r, PipelineStateError) else _summary(r) for r in results]
 
     return handle
