@@ -342,32 +342,37 @@ class PipelineService:
         ``traces`` gives the messages' W3C trace-context headers by position; each message
         gets its own span (see :mod:`pipeline_state.tracing`), ended once its work committed.
         """
-        results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
         spans = [inbound_span(m[0], traces[i] if i < len(traces) else None) for i, m in enumerate(messages)]
-        pending: list[tuple[int, Command, str, bytes]] = []
         try:
-            for index, (topic, raw) in enumerate(messages):
-                try:
-                    command, data = _parsed(topic, raw, self.limits)
-                    pending.append((index, command, topic, data))
-                except (InvalidMessageError, BadCommandError) as exc:
-                    results[index] = exc
-            commit_many = getattr(self.store, "commit_many", None)
-            if pending and (
-                commit_many is None or not await self._batched(pending, results, commit_many, spans)
-            ):
-                for index, command, topic, raw in pending:
-                    try:
-                        with entered(spans[index]):
-                            results[index] = await self._handle(command, topic=topic, raw=raw)
-                    except _NEVER_APPLIES as exc:
-                        results[index] = exc
+            done = await self._handle_many(messages, spans)
         except BaseException as exc:
             for span, (topic, _) in zip(spans, messages, strict=True):
                 finish(span, topic, exc)
             raise
-        for span, (topic, _), result in zip(spans, messages, results, strict=True):
+        for span, (topic, _), result in zip(spans, messages, done, strict=True):
             finish(span, topic, result)
+        return done
+
+    async def _handle_many(
+        self, messages: Sequence[InboundMessage], spans: Sequence[Span]
+    ) -> list[HandleResult | PipelineStateError]:
+        """:meth:`handle_many`, each message's work in its span of ``spans``."""
+        results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
+        pending: list[tuple[int, Command, str, bytes]] = []
+        for index, (topic, raw) in enumerate(messages):
+            try:
+                command, data = _parsed(topic, raw, self.limits)
+                pending.append((index, command, topic, data))
+            except (InvalidMessageError, BadCommandError) as exc:
+                results[index] = exc
+        commit_many = getattr(self.store, "commit_many", None)
+        if pending and (commit_many is None or not await self._batched(pending, results, commit_many, spans)):
+            for index, command, topic, raw in pending:
+                try:
+                    with entered(spans[index]):
+                        results[index] = await self._handle(command, topic=topic, raw=raw)
+                except _NEVER_APPLIES as exc:
+                    results[index] = exc
         done = [r for r in results if r is not None]
         if len(done) != len(messages):  # pragma: no cover - every slot is filled above
             raise AssertionError("handle_many left a message without a result")
