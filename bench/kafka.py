@@ -1,6 +1,6 @@
 """The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
 
-``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres]``
+``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres] [--traced sqlite]``
 
 For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
 PostgreSQL when ``PIPELINE_STATE_TEST_POSTGRES`` is set, and ``memory://`` as the baseline
@@ -19,6 +19,12 @@ events and consumes the outbound topics, as the surrounding services would.
    (spellcheck pruned, CJ dispatched); the N CJ outcomes are produced at a steady rate
    (``--rate``, well below capacity), and for each run the latency from just before its
    last outcome was produced to its completion event being consumed here is recorded.
+
+Tracing cost (issue 15, point 6): each backend named by ``--traced`` (default ``sqlite``) is
+measured a second time, in the same run, with OpenTelemetry on in the serve process (the SDK
+with an in-memory exporter: every span is recorded and exported, nothing leaves the
+process); its rows are ``<figure>[<backend>+traces]`` with the untraced figures of the same
+backend as baseline, and a target of at most 5% overhead.
 
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
 ``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
@@ -40,7 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +79,18 @@ SERVE_ENV = {
     "PIPELINE_STATE_RELAY_IDLE_SECONDS": "0.2",
 }
 
+TRACED = "+traces"
+"""The suffix of a backend measured with tracing on."""
+
+TRACED_SERVE = (
+    "import sys\n"
+    "from pipeline_state.testing.spans import span_capture\n"
+    "span_capture().recording().__enter__()  # SDK on, every span recorded into memory\n"
+    "from pipeline_state.cli import main\n"
+    "sys.exit(main())\n"
+)
+"""``serve`` with the OpenTelemetry SDK and an in-memory exporter (``python -c``)."""
+
 
 @dataclass(frozen=True)
 class Config:
@@ -80,6 +98,7 @@ class Config:
     rate: float = 200.0
     backends: tuple[str, ...] = ("memory", "sqlite", "postgres")
     within: float = 180.0
+    traced: tuple[str, ...] = ("sqlite",)
 
 
 QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
@@ -100,12 +119,13 @@ class Measured:
 class Serve:
     """A ``pipeline-state serve`` child process; its stderr is kept for error reports."""
 
-    def __init__(self, kafka: str, store_url: str, prefix: str, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self, kafka: str, store_url: str, prefix: str, extra_env: dict[str, str], *, traced: bool = False
+    ) -> None:
         env = {**os.environ, **SERVE_ENV, "PIPELINE_STATE_TOPIC_PREFIX": prefix, **extra_env}
         command = [
             sys.executable,
-            "-m",
-            "pipeline_state.cli",
+            *(("-c", TRACED_SERVE) if traced else ("-m", "pipeline_state.cli")),
             "serve",
             "--kafka",
             kafka,
@@ -172,7 +192,7 @@ async def measure(
     essays = {b: env.essay_ids(b, 3) for b in batches}
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
     await producer.start()
-    serve = Serve(kafka, store_url, prefix, extra_env)
+    serve = Serve(kafka, store_url, prefix, extra_env, traced=backend.endswith(TRACED))
     try:
         # Topics exist once serve has created them; the collector needs them.
         await _wait_topics(kafka, prefix, serve, cfg.within)
@@ -316,12 +336,14 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
     results: dict[str, Measured] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
-            for backend in cfg.backends:
+            plan = [*cfg.backends, *(f"{b}{TRACED}" for b in cfg.traced if b in cfg.backends)]
+            for backend in plan:
                 extra: dict[str, str] = {}
-                if backend == "memory":
+                kind = backend.removesuffix(TRACED)
+                if kind == "memory":
                     url = "memory://"
-                elif backend == "sqlite":
-                    url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+                elif kind == "sqlite":
+                    url = f"sqlite+aiosqlite:///{Path(tmp) / f'bench-{len(results)}.db'}"
                 else:
                     pg = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
                     if not pg:
@@ -334,7 +356,7 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
                 try:
                     results[backend] = await measure(kafka, backend, url, extra, cfg, log)
                 finally:
-                    if backend == "postgres":
+                    if kind == "postgres":
                         with contextlib.suppress(Exception):
                             await _postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
     finally:
@@ -345,20 +367,28 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
 
 def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
     rows: list[Row] = []
-    base = results.get("memory")
     for backend, m in results.items():
+        traced = backend.endswith(TRACED)
         durable = backend != "memory"
+        base = results.get(backend.removesuffix(TRACED) if traced else "memory")
+        against = "tracing off" if traced else "the in-memory store"
+        throughput_target: Target | None = None
+        if traced:
+            throughput_target = Target("ratio", ">=", 0.95, "≤ 5% slower")
+        elif backend == "sqlite":
+            throughput_target = Target("value", ">=", 500, "≥ 500 ev/s")
         ratio = None if base is None or not durable else m.outcomes_per_s / base.outcomes_per_s
         rows.append(
             Row(
                 f"outcomes_per_s[{backend}]",
-                f"phase outcome events/s through serve with the {backend} store ({2 * cfg.runs} events)",
+                f"phase outcome events/s through serve with the {backend.removesuffix(TRACED)} store"
+                f"{', tracing on (in-memory exporter)' if traced else ''} ({2 * cfg.runs} events)",
                 m.outcomes_per_s,
                 "ev/s",
                 baseline=None if not durable or base is None else base.outcomes_per_s,
-                baseline_description="the same through serve with the in-memory store",
+                baseline_description=f"the same through serve with {against}",
                 ratio=ratio,
-                target=Target("value", ">=", 500, "≥ 500 ev/s") if backend == "sqlite" else None,
+                target=throughput_target,
             )
         )
         for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):
@@ -371,14 +401,21 @@ def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
                     value,
                     "ms",
                     baseline=None if not durable or base is None else base.percentile(q),
-                    baseline_description="the same with the in-memory store",
+                    baseline_description=f"the same with {against}",
                     ratio=None if not durable or base is None else value / base.percentile(q),
-                    target=None if target is None else Target("value", "<=", target, "≤ 250 ms"),
+                    target=_latency_target(q, target, traced=traced),
                     spread=f"min {min(m.latencies_ms):.1f} ms, max {max(m.latencies_ms):.1f} ms, "
                     f"mean {statistics.fmean(m.latencies_ms):.1f} ms",
                 )
             )
     return rows
+
+
+def _latency_target(q: float, bound_ms: float | None, *, traced: bool) -> Target | None:
+    """Traced: the median within 5% of tracing off; otherwise the absolute bound, if any."""
+    if traced:
+        return Target("ratio", "<=", 1.05, "≤ 5% slower") if q == 0.5 else None
+    return None if bound_ms is None else Target("value", "<=", bound_ms, f"≤ {bound_ms:.0f} ms")
 
 
 def run(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
@@ -396,20 +433,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="runs (batches) per backend (default 1000)")
     parser.add_argument("--rate", type=float, help="outcomes/s while measuring latency (default 200)")
     parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres")
+    parser.add_argument(
+        "--traced",
+        help="backends measured again with tracing on (in-memory exporter); default sqlite, 'none' for none",
+    )
     parser.add_argument("--kafka", help="use this broker (HOST:PORT) instead of starting one")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
     if args.runs:
-        cfg = Config(args.runs, cfg.rate, cfg.backends, cfg.within)
+        cfg = replace(cfg, runs=args.runs)
     if args.rate:
-        cfg = Config(cfg.runs, args.rate, cfg.backends, cfg.within)
+        cfg = replace(cfg, rate=args.rate)
     if args.backends:
-        cfg = Config(
-            cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
-        )
-    unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
+        cfg = replace(cfg, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
+    if args.traced:
+        names = tuple(b.strip() for b in args.traced.split(",") if b.strip() and b.strip() != "none")
+        cfg = replace(cfg, traced=names)
+    unknown = (set(cfg.backends) | set(cfg.traced)) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
     env = environment()
