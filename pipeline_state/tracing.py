@@ -15,10 +15,13 @@ it, even when the row is published after a restart or a failed attempt.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextvars import Token
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import attrs
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -95,13 +98,35 @@ def inbound_span(topic: str, carrier: Mapping[str, str] | TraceContext | None = 
     return _TRACER.start_span(f"process {topic}", context=continued(carrier), kind=SpanKind.CONSUMER)
 
 
-@contextlib.contextmanager
-def handling(topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> Iterator[Span]:
+class handling:
     """:func:`inbound_span` made current for the body and ended after it; an exception that
-    escapes is recorded on the span (status ``ERROR``) and propagates."""
-    span = inbound_span(topic, carrier)
-    with trace.use_span(span, end_on_exit=True):
-        yield span
+    escapes is recorded on the span (status ``ERROR``) and propagates.
+
+    A class rather than a generator: without an SDK (and no trace to continue) it costs a
+    placeholder span and one validity check, nothing is attached to the context.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> None:
+        self._span = inbound_span(topic, carrier)
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        span = self._span
+        if span.get_span_context().is_valid:
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        span = self._span
+        if self._token is not None:
+            otel_context.detach(self._token)
+        if error is not None:
+            record_error(span, error)
+        span.end()
 
 
 def entered(span: Span) -> contextlib.AbstractContextManager[object]:

@@ -3,8 +3,10 @@ batched and one-by-one consumer paths, dead letters, and the ``OTEL_*`` rules of
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -19,6 +21,7 @@ from opentelemetry.trace import StatusCode
 from pipeline_state_kafka import SettingsError
 from pipeline_state_kafka.codec import encode_message
 from pipeline_state_kafka.otel import requested_exporters, tracer_provider
+from pipeline_state_kafka.serve import serve_main
 from pipeline_state_kafka.tracing import trace_headers
 
 from pipeline_state.ports import OutboxMessage
@@ -169,3 +172,18 @@ def test_serve_otlp_exporter_sends_spans_to_the_configured_endpoint() -> None:
     names = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert names["service.name"] == "ps-test"
     assert [s.name for s in resource.scope_spans[0].spans] == ["exported"]
+
+
+def test_serve_main_stops_with_status_2_when_otel_asks_for_what_it_cannot_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    args = argparse.Namespace(kafka="127.0.0.1:9", store="memory://", http=None, group_id="g", consumers=[])
+    try:
+        assert serve_main(args) == 2
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert "OTEL_TRACES_EXPORTER: unsupported exporter 'zipkin'" in capsys.readouterr().err
