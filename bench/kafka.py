@@ -82,12 +82,17 @@ SERVE_ENV = {
 TRACED = "+traces"
 """The suffix of a backend measured with tracing on."""
 
+SPANS_RECORDED = "spans recorded: "
+
 TRACED_SERVE = (
     "import sys\n"
     "from pipeline_state.testing.spans import span_capture\n"
-    "span_capture().recording().__enter__()  # SDK on, every span recorded into memory\n"
+    "capture = span_capture()\n"
+    "capture.sample()  # SDK on, every span recorded into memory\n"
     "from pipeline_state.cli import main\n"
-    "sys.exit(main())\n"
+    "code = main()\n"
+    f"print('{SPANS_RECORDED}' + str(len(capture.spans())), file=sys.stderr)\n"
+    "sys.exit(code)\n"
 )
 """``serve`` with the OpenTelemetry SDK and an in-memory exporter (``python -c``)."""
 
@@ -109,6 +114,7 @@ class Measured:
     backend: str
     outcomes_per_s: float
     latencies_ms: list[float] = field(default_factory=list)
+    spans: int | None = None
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -137,7 +143,8 @@ class Serve:
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         self.errors: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
 
     def _drain(self) -> None:
         assert self.process.stderr is not None
@@ -153,10 +160,19 @@ class Serve:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(timeout=30)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.wait(timeout=10)
+        code = self.process.wait(timeout=10)
+        self._reader.join(timeout=5)  # its last lines (the traced serve's span count)
+        return code
+
+    def spans_recorded(self) -> int | None:
+        """How many spans a traced serve recorded (read once it stopped)."""
+        for line in reversed(self.errors):
+            if line.startswith(SPANS_RECORDED):
+                return int(line.removeprefix(SPANS_RECORDED))
+        return None
 
 
 async def _wait(predicate: Callable[[], bool], serve: Serve, within: float, what: str) -> None:
@@ -251,12 +267,14 @@ async def measure(
                 for r in out.on(Topic.PIPELINE_COMPLETED)
                 if r.data["correlation_id"] in sent_at
             ]
-            return Measured(backend, throughput, latencies)
+            measured = Measured(backend, throughput, latencies)
     finally:
         code = serve.stop()
         await producer.stop()
         if code != 0:
             log(f"{backend}: serve exited with {code}")
+    measured.spans = serve.spans_recorded()
+    return measured
 
 
 async def _wait_topics(kafka: str, prefix: str, serve: Serve, within: float) -> None:
@@ -389,6 +407,7 @@ def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
                 baseline_description=f"the same through serve with {against}",
                 ratio=ratio,
                 target=throughput_target,
+                notes=() if m.spans is None else (f"{m.spans} spans recorded by the traced serve",),
             )
         )
         for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):

@@ -58,17 +58,20 @@ class SpanCapture:
         self.exporter = exporter
         self._switch = switch
 
+    def sample(self, on: bool = True) -> None:
+        """Sample every span from now on (``on``), or none; see :meth:`recording`."""
+        if self._switch is not None:
+            self._switch.on = on
+
     @contextlib.contextmanager
     def recording(self) -> Iterator[SpanCapture]:
         """Record and keep every span started in the body (earlier ones are cleared)."""
         self.exporter.clear()
-        if self._switch is not None:
-            self._switch.on = True
+        self.sample(True)
         try:
             yield self
         finally:
-            if self._switch is not None:
-                self._switch.on = False
+            self.sample(False)
 
     def spans(self) -> list[ReadableSpan]:
         """The finished spans recorded so far, in the order they ended."""
