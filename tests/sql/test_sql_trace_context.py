@@ -1,5 +1,5 @@
 """The trace context of outbox rows in SQL: stored with the decision, read back by a relay of a
-later process, kept through a failed attempt, and added by migration 0004 to older rows."""
+later process, kept through a failed attempt, and added by a migration to older rows."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_trace_context_column_round_trip_and_garbage_is_no_context() -> None:
     assert decode_trace_context('{"traceparent": 7}') == ()
 
 
-async def test_migration_0004_keeps_older_outbox_rows_without_context(tmp_path: Path) -> None:
+async def test_migration_keeps_older_outbox_rows_without_trace_context(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     url = f"sqlite+aiosqlite:///{path}"
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0003")  # Alembic runs its own loop
