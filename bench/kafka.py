@@ -23,7 +23,7 @@ events and consumes the outbound topics, as the surrounding services would.
 Tracing cost (issue 15, point 6): each backend named by ``--traced`` (default ``sqlite``) is
 measured a second time, in the same run, with OpenTelemetry on in the serve process (the SDK
 with an in-memory exporter: every span is recorded and exported, nothing leaves the
-process); its rows are ``<figure>[<backend>+traces]`` with the untraced figures of the same
+process); its rows are ``<figure>[<backend>,traces]`` with the untraced figures of the same
 backend as baseline, and a target of at most 5% overhead.
 
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
@@ -79,7 +79,7 @@ SERVE_ENV = {
     "PIPELINE_STATE_RELAY_IDLE_SECONDS": "0.2",
 }
 
-TRACED = "+traces"
+TRACED = ",traces"
 """The suffix of a backend measured with tracing on."""
 
 SPANS_RECORDED = "spans recorded: "

@@ -33,7 +33,7 @@ def test_kafka_bench_quick_mode_runs_and_prints_its_table(broker: LocalBroker) -
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for backend in ("memory", "sqlite", "sqlite+traces"):  # tracing on vs off in the same run
+    for backend in ("memory", "sqlite", "sqlite,traces"):  # tracing on vs off in the same run
         for figure in ("outcomes_per_s", "completion_p50", "completion_p99"):
             assert f"{figure}[{backend}]" in done.stdout
     assert "PASS" in done.stdout or "MISS" in done.stdout
