@@ -478,8 +478,8 @@ class InboundConsumer:
         if not await self._park(record, error, context):
             return False
         self.stats.dead_lettered += 1
-        dead_lettered(self._topic(record), record.headers, error)
         log.warning("dead-lettered: %s", _safe_reason(error), extra=context)
+        dead_lettered(self._topic(record), record.headers, error)  # a span in the record's trace
         return True
 
     async def _park(self, record: RecordLike, error: Exception, context: dict[str, Any]) -> bool:

@@ -6,9 +6,8 @@
   queryable by batch and by completion time.
 * ``transitions``: the transition log (which entity moved from which state to which, on
   which event, with which correlation id, when).
-* ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking),
-  a claim lease so several relays never publish the same row at once, and the W3C trace
-  context of the decision that wrote them.
+* ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
+  and a claim lease so several relays never publish the same row at once.
 * ``inbox``: the ids of processed inbound events and what processing them did.
 * ``waiting``: early facts kept until their batch gets where they apply (the raw message
   as received, what it waits for, arrival time and order ``seq``).
