@@ -22,6 +22,7 @@ __all__ = [
     "DEAD_LETTER_SUFFIX",
     "ENVELOPE_HEADERS",
     "KAFKA_BINDING_VERSION",
+    "TRACE_HEADERS",
     "dead_letter_message",
     "envelope_headers",
     "key_binding",
@@ -33,6 +34,15 @@ KAFKA_BINDING_VERSION = "0.5.0"
 ENVELOPE_HEADERS: tuple[str, ...] = ("event_id", "event_type", "correlation_id")
 """The headers of every command and event the service publishes: each repeats the envelope field of the
 same name as UTF-8 text, so a consumer can route or deduplicate without parsing the value."""
+
+TRACE_HEADERS: Mapping[str, str] = {
+    "traceparent": (
+        "W3C trace context of the span that published the record (set when OpenTelemetry "
+        "tracing is on), so a consumer continues the trace of the decision that emitted it."
+    ),
+    "tracestate": "W3C vendor trace state, when the trace carries one.",
+}
+"""Optional headers: the W3C trace context the adapter adds when tracing is on."""
 
 DEAD_LETTER_SUFFIX = ".DLQ"
 """A consumed topic's dead-letter topic is the topic with this suffix (``<topic>.DLQ``)."""
@@ -91,12 +101,15 @@ def _envelope_field(name: str) -> dict[str, Any]:
 
 
 def envelope_headers(topic: str) -> dict[str, Any]:
-    """The headers of a command or event published on ``topic`` (:data:`ENVELOPE_HEADERS`)."""
+    """The headers of a command or event published on ``topic`` (:data:`ENVELOPE_HEADERS`,
+    and the optional :data:`TRACE_HEADERS`)."""
     properties = {
         name: {**_envelope_field(name), "description": f"The envelope's `{name}`, as UTF-8 text."}
         for name in ENVELOPE_HEADERS
     }
     properties["event_type"]["const"] = topic
+    for name, meaning in TRACE_HEADERS.items():
+        properties[name] = {"type": "string", "description": meaning}
     return {
         "type": "object",
         "properties": properties,

@@ -18,7 +18,7 @@ from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile, huleedu_profile
 from pipeline_state.asyncapi import asyncapi_document, asyncapi_json
-from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS
+from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, TRACE_HEADERS
 from pipeline_state.errors import DefinitionError
 from pipeline_state.events import Topic, WireModel
 from pipeline_state.outbound import Outgoing
@@ -147,7 +147,9 @@ def test_asyncapi_messages_show_the_envelope_the_model_the_key_and_the_headers()
     kafka = notification["bindings"]["kafka"]
     assert kafka["x-key-location"] == "$message.payload#/data/teacher_id"
     assert "owner" in kafka["key"]["description"]
-    assert list(notification["headers"]["properties"]) == list(ENVELOPE_HEADERS)
+    headers = notification["headers"]
+    assert list(headers["properties"]) == [*ENVELOPE_HEADERS, *TRACE_HEADERS]
+    assert headers["required"] == list(ENVELOPE_HEADERS)  # the trace context only when tracing is on
     assert notification["headers"]["properties"]["event_type"]["const"] == Topic.TEACHER_NOTIFICATION.value
     registered = document["components"]["messages"][Topic.ESSAYS_REGISTERED.value]
     assert registered["bindings"]["kafka"]["x-key-location"] == "$message.payload#/data/entity_id"

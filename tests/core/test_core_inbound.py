@@ -4,13 +4,9 @@ profile of ``examples/custom_catalog.py`` has a wire of its own, and the engine 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import attrs
 import pytest
+from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile
 from pipeline_state.commands import Command
@@ -32,20 +28,7 @@ from pipeline_state.profile import CommandSpec, huleedu_profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.testing import Envelopes
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
-
-
-def _media() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("media_inbound_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_inbound_example"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-EXAMPLE_MODULE = _media()
+EXAMPLE_MODULE = load_example("custom_catalog")
 MEDIA: Profile = EXAMPLE_MODULE.MEDIA
 
 CORRELATION = "7b1f3c52-34a4-4a55-9a8e-0d4f1f0e6a11"

@@ -4,13 +4,9 @@ notifications - or that there are none. The HuleEdu wording is pinned by ``tests
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import attrs
 import pytest
+from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile
 from pipeline_state.errors import DefinitionError
@@ -18,25 +14,13 @@ from pipeline_state.profile import huleedu_profile
 from pipeline_state.profiles.huleedu import HULEEDU_OUTBOUND
 from pipeline_state.testing import Envelopes
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
-
-
-def _media() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("media_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_example"] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_shipped_profile_speaks_huleedu() -> None:
     assert huleedu_profile().outbound is HULEEDU_OUTBOUND
 
 
 async def test_a_profile_of_its_own_emits_only_its_own_events() -> None:
-    media = _media()
+    media = load_example("custom_catalog")
     profile: Profile = media.MEDIA
     rt, env = InMemoryRuntime(profile), Envelopes(profile=profile)
     episodes = env.essay_ids("s1", 2)

@@ -4,8 +4,6 @@ publishes the media commands and the release report, and consumes nothing of Hul
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,8 @@ from kafka_harness import ServeProcess
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
-from pipeline_state import InMemoryRuntime, Profile
+from pipeline_state import InMemoryRuntime
+from pipeline_state.profiles import load_profile
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka
@@ -22,18 +21,7 @@ pytestmark = pytest.mark.kafka
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 
 
-def _media() -> Profile:
-    spec = importlib.util.spec_from_file_location("media_serve_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_serve_example"] = module
-    spec.loader.exec_module(module)
-    profile: Profile = module.MEDIA
-    return profile
-
-
-MEDIA = _media()
+MEDIA = load_profile(f"{EXAMPLE}:MEDIA")
 MEDIA_OUT = [
     *(spec.topic for spec in MEDIA.phase_commands.values()),
     "media.release.report.v1",

@@ -5,30 +5,17 @@ replays through the real service in memory and on SQLite exactly as decided."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path as FilePath
 
 import pytest
 from paths_support import Trace, check_steps, replay_memory, replay_tree_sqlite
 
-from pipeline_state import Profile
+from pipeline_state.profiles import load_profile
 from pipeline_state.testing.paths import Exploration, coverage, explore
 
 __all__: list[str] = []
 
 EXAMPLE = FilePath(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
-
-
-def _media() -> Profile:
-    spec = importlib.util.spec_from_file_location("media_paths_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_paths_example"] = module
-    spec.loader.exec_module(module)
-    profile: Profile = module.MEDIA
-    return profile
 
 
 # What the media wire cannot ask for: it has no group (so no student path and no cancel
@@ -52,7 +39,7 @@ UNREACHABLE = {
 
 @pytest.fixture(scope="module")
 def media_exploration() -> Exploration:
-    return explore(_media(), intake_profile=None)
+    return explore(load_profile(f"{EXAMPLE}:MEDIA"), intake_profile=None)
 
 
 def test_the_media_profile_is_explored_to_the_end(media_exploration: Exploration) -> None:

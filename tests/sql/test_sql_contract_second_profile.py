@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,23 +11,13 @@ import pytest
 from pipeline_state_sql import open_store
 
 from pipeline_state import InMemoryStore, Profile
+from pipeline_state.profiles import load_profile
 from pipeline_state.testing.contract import ContractStore, StoreContract
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 
 
-def _media() -> Profile:
-    spec = importlib.util.spec_from_file_location("media_contract_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_contract_example"] = module
-    spec.loader.exec_module(module)
-    profile: Profile = module.MEDIA
-    return profile
-
-
-MEDIA = _media()
+MEDIA = load_profile(f"{EXAMPLE}:MEDIA")
 
 
 class _Media(StoreContract):

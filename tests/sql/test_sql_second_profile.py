@@ -3,32 +3,20 @@ inbound wire waits, survives a restart and completes its runs on SQLite and Post
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pipeline_state_sql import SqlStore
 
-from pipeline_state import ManualClock, PipelineService, Profile
+from pipeline_state import ManualClock, PipelineService
+from pipeline_state.profiles import load_profile
 from pipeline_state.testing import Envelopes
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 StoreMaker = Callable[[], Awaitable[SqlStore]]
 
 
-def _media_profile() -> Profile:
-    spec = importlib.util.spec_from_file_location("media_sql_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["media_sql_example"] = module
-    spec.loader.exec_module(module)
-    profile: Profile = module.MEDIA
-    return profile
-
-
-MEDIA = _media_profile()
+MEDIA = load_profile(f"{EXAMPLE}:MEDIA")
 
 
 async def test_the_media_wire_waits_survives_a_restart_and_completes(make_store: StoreMaker) -> None:
