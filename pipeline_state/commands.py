@@ -20,6 +20,7 @@ __all__ = [
     "OperatorCommand",
     "Payload",
     "RecordPhaseCompletion",
+    "RepublishOutbox",
     "RetryPhase",
 ]
 
@@ -79,7 +80,28 @@ class RecordPhaseCompletion:
     success: bool
 
 
-OperatorCommand = CancelRun | RetryPhase | ExpireOverdue | ArchiveBatch | CancelBatch | RecordPhaseCompletion
+@attrs.frozen
+class RepublishOutbox:
+    """Deliver parked outbox rows of a batch again, with their own event ids.
+
+    ``event_ids`` name the rows; the decision re-queues them (unparked, attempts reset) and
+    records the request on the batch's transition log. Ids the store no longer holds are
+    skipped.
+    """
+
+    batch_id: str
+    event_ids: tuple[str, ...]
+
+
+OperatorCommand = (
+    CancelRun
+    | RetryPhase
+    | ExpireOverdue
+    | ArchiveBatch
+    | CancelBatch
+    | RecordPhaseCompletion
+    | RepublishOutbox
+)
 Payload = WireModel | OperatorCommand
 
 
@@ -89,11 +111,14 @@ class Command:
 
     ``event_id`` is the inbox key (a redelivered id has no effect) and the seed of every
     id the decision derives (run id, outgoing event ids), so a retry is deterministic.
+    ``requested_by`` names who asked for it when a person did (an operator's command): it
+    is written on every transition log row the command makes (``None`` for messages).
     """
 
     payload: Payload
     event_id: str
     correlation_id: str
+    requested_by: str | None = None
 
     @property
     def batch_id(self) -> str:
