@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -75,13 +77,27 @@ def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """No log lines of the libraries (the driver's retries, say) while an operator command
+    runs: it reports its outcome on standard output and its error on one line."""
+    root = logging.getLogger()
+    silent = logging.NullHandler()
+    root.addHandler(silent)
+    try:
+        yield
+    finally:
+        root.removeHandler(silent)
+
+
 def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
     """The ``func`` of an operator subcommand: run its coroutine, and turn an error into its
     exit code and one line on standard error (see :mod:`pipeline_state.ops.exits`)."""
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return int(asyncio.run(command.runner()(args)))
+            with _quiet_libraries():
+                return int(asyncio.run(command.runner()(args)))
         except ImportError as exc:  # an extra is not installed
             error_line(
                 f"'{' '.join(command.words)}' needs the adapters: pip install 'pipeline-state[all]' ({exc})"

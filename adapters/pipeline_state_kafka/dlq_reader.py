@@ -55,7 +55,11 @@ async def read_dead_letters(
         request_timeout_ms=request_ms,
         client_id="pipeline-state-dlq-reinject",
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # a consumer that failed to start still holds its client
+        raise
     try:
         untyped: Any = consumer
         parts = await assign_from_start(consumer, [topic])
