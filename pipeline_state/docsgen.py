@@ -59,6 +59,7 @@ __all__ = [
     "REGENERATE_COMMAND",
     "VERDICT_MEANINGS",
     "main",
+    "render_cli_page",
     "render_errors_page",
     "render_lifecycles_page",
     "render_pages",
@@ -712,11 +713,21 @@ def render_errors_page() -> str:
 
 # --------------------------------------------------------------------------- files
 
+
+def render_cli_page() -> str:
+    """The command-line reference: exit codes, environment and every operator command."""
+    from .cli import build_parser
+    from .ops.reference import cli_reference_lines
+
+    return _page(cli_reference_lines(build_parser()))
+
+
 _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/lifecycles.md": render_lifecycles_page,
     "reference/pipelines.md": render_pipelines_page,
     "reference/wire-contract.md": render_wire_contract_page,
     "reference/errors.md": render_errors_page,
+    "reference/cli.md": render_cli_page,
 }
 
 

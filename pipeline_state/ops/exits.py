@@ -25,7 +25,7 @@ from pipeline_state.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["ExitCode", "OperatorError", "exit_code_of", "expected", "one_line"]
+__all__ = ["MEANINGS", "ExitCode", "OperatorError", "exit_code_of", "expected", "one_line"]
 
 
 class ExitCode(enum.IntEnum):
@@ -36,6 +36,16 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     NOT_FOUND = 3
     UNREACHABLE = 4
+
+
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done, or already done (a repeated command is a duplicate)",
+    ExitCode.REFUSED: "denied or refused by the engine: the batch's state does not allow it",
+    ExitCode.USAGE: "usage or bad input: unknown option, malformed id, unknown topic or phase",
+    ExitCode.NOT_FOUND: "not found: no such batch, run or outbox row",
+    ExitCode.UNREACHABLE: "the store or the broker cannot be reached",
+}
+"""What each exit code means (the command-line reference prints this table)."""
 
 
 class OperatorError(Exception):

@@ -26,6 +26,7 @@ from .exits import ExitCode, OperatorError
 
 __all__ = [
     "OPERATOR_ENV",
+    "SCHEMA_ENV",
     "STORE_ENV",
     "action_event_id",
     "add_actor_arguments",
@@ -38,6 +39,9 @@ __all__ = [
 STORE_ENV = "PIPELINE_STATE_STORE"
 """The environment variable read when ``--store`` is not given."""
 
+SCHEMA_ENV = "PIPELINE_STATE_STORE_SCHEMA"
+"""The environment variable read when ``--schema`` is not given (serve reads it too)."""
+
 OPERATOR_ENV = "PIPELINE_STATE_OPERATOR"
 """The environment variable read when ``--as`` is not given (before the login name)."""
 
@@ -48,10 +52,16 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """``--store URL`` (default ``$PIPELINE_STATE_STORE``), ``--schema`` and ``--profile``."""
     parser.add_argument(
         "--store",
+        metavar="URL",
         default=os.environ.get(STORE_ENV),
         help=f"SQLAlchemy URL of the store, as for serve (default ${STORE_ENV})",
     )
-    parser.add_argument("--schema", help="PostgreSQL schema of the store (as PIPELINE_STATE_STORE_SCHEMA)")
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=os.environ.get(SCHEMA_ENV),
+        help=f"PostgreSQL schema of the store, as for serve (default ${SCHEMA_ENV})",
+    )
     parser.add_argument(
         "--profile",
         metavar="SPEC",
@@ -59,16 +69,19 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_actor_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--as NAME`` (who asks) and ``--event-id`` (the idempotency key)."""
+def add_actor_arguments(parser: argparse.ArgumentParser, *, event_id: bool = True) -> None:
+    """``--as NAME`` (who asks) and, with ``event_id``, ``--event-id`` (the idempotency key)."""
     parser.add_argument(
         "--as",
         dest="actor",
         metavar="NAME",
         help=f"who asks, recorded on the transition log (default ${OPERATOR_ENV} or the login name)",
     )
+    if not event_id:
+        return
     parser.add_argument(
         "--event-id",
+        metavar="ID",
         help="idempotency key of this action (default: derived from the action and its arguments)",
     )
 

@@ -54,23 +54,35 @@ def _acts(parser: argparse.ArgumentParser) -> None:
 
 
 def _batch_show(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("batch_id", metavar="BATCH")
+    parser.add_argument("batch_id", metavar="BATCH", help="the batch id")
     parser.add_argument(
-        "--log-limit", type=int, default=1000, help="at most this many transition log rows (default 1000)"
+        "--log-limit",
+        type=int,
+        metavar="N",
+        default=1000,
+        help="at most this many transition log rows (default 1000)",
     )
     _reads(parser)
 
 
 def _stalled(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--older-than", type=float, default=3600.0, help="seconds without progress (default 3600)"
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        default=3600.0,
+        help="seconds without progress (default 3600)",
     )
-    parser.add_argument("--limit", type=int, default=100, help="at most this many runs (default 100)")
+    parser.add_argument(
+        "--limit", type=int, metavar="N", default=100, help="at most this many runs (default 100)"
+    )
     _reads(parser)
 
 
 def _parked(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")
+    parser.add_argument(
+        "--limit", type=int, metavar="N", default=100, help="at most this many rows (default 100)"
+    )
     _reads(parser)
 
 
@@ -80,42 +92,54 @@ def _republish(parser: argparse.ArgumentParser) -> None:
 
 
 def _cancel(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("batch_id", metavar="BATCH")
-    parser.add_argument("--run", help="the run to cancel (default: the active run); refused if not active")
-    parser.add_argument("--reason", help="why (recorded on the run)")
+    parser.add_argument("batch_id", metavar="BATCH", help="the batch id")
+    parser.add_argument(
+        "--run", metavar="RUN", help="the run to cancel (default: the active run); refused if not active"
+    )
+    parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the run)")
     _acts(parser)
 
 
 def _retry(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("batch_id", metavar="BATCH")
-    parser.add_argument("phase", metavar="PHASE")
-    parser.add_argument("--reason", help="why (recorded on the new run)")
+    parser.add_argument("batch_id", metavar="BATCH", help="the batch id")
+    parser.add_argument("phase", metavar="PHASE", help="the phase to run again (a phase of the profile)")
+    parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the new run)")
     _acts(parser)
 
 
 def _archive(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("batch_id", metavar="BATCH")
+    parser.add_argument("batch_id", metavar="BATCH", help="the batch id")
     _acts(parser)
 
 
 def _reinject(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka",
+        metavar="HOST:PORT",
         default=os.environ.get("PIPELINE_STATE_KAFKA"),
         help="bootstrap servers, HOST:PORT (default $PIPELINE_STATE_KAFKA)",
     )
-    parser.add_argument("--topic", required=True, help="the contract topic whose .DLQ to read")
+    parser.add_argument(
+        "--topic", required=True, metavar="TOPIC", help="the contract topic whose .DLQ to read"
+    )
     parser.add_argument(
         "--topic-prefix",
+        metavar="PREFIX",
         default=os.environ.get("PIPELINE_STATE_TOPIC_PREFIX", ""),
         help="put before the topic name, as serve does (default $PIPELINE_STATE_TOPIC_PREFIX)",
     )
-    parser.add_argument("--limit", type=int, help="re-inject at most this many letters (duplicates aside)")
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)"
+        "--limit", type=int, metavar="N", help="re-inject at most this many letters (duplicates aside)"
     )
-    parser.add_argument("--as", dest="actor", metavar="NAME", help="who asks (default: the login name)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=10.0,
+        help="seconds to wait for the broker (default 10)",
+    )
     _reads(parser)
+    add_actor_arguments(parser, event_id=False)
 
 
 GROUPS: dict[str, str] = {
@@ -146,7 +170,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(("outbox", "republish"), "deliver parked outbox rows again", "outbox:republish", _republish),
     Subcommand(
         ("dlq", "reinject"),
-        "re-inject dead letters of <topic>.DLQ through the engine",
+        "re-inject the dead letters of a topic (TOPIC.DLQ) through the engine",
         "dlq:reinject",
         _reinject,
     ),
