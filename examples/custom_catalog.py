@@ -7,17 +7,23 @@ same engine then prunes, dispatches in parallel, expires a phase deadline, skips
 of a failed phase and completes every run exactly once. The profile's own ``Outbound`` words
 what the engine announces: a release report on the media topics instead of the education
 platform's completion event, skip and refusal events of its own, and no registration event
-or owner notifications. The inbound messages (registration, pipeline request, phase outcome)
-keep the library's wire contract.
+or owner notifications. Its inbound wire is its own too: the profile's ``Inbound`` reads a
+season opened by a producer, its source files uploaded, a release request and a step's
+report as the engine's inputs, and writes them back for tests and demos.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from pipeline_state import BatchState, Catalog, CommandSpec, Denial, InMemoryRuntime, Profile, Run
 from pipeline_state.events import PhaseInitiateCommand, WireModel
+from pipeline_state.inbound import Inbound, InboundTopic
+from pipeline_state.inputs import ContentReady, PhaseOutcome, RegisterBatch, RequestPipeline
+from pipeline_state.model import ItemRef
 from pipeline_state.outbound import Notice, Outgoing, RunSummary
 from pipeline_state.testing import Envelopes
 
@@ -61,6 +67,110 @@ class RequestRefusedV1(WireModel):
     season_id: str
     pipeline: str
     why: str
+
+
+class SeasonOpenedV1(WireModel):
+    """A producer opened a season of ``episodes`` episodes."""
+
+    season_id: str
+    producer_id: str
+    episodes: list[str]
+    language: str = "en"
+
+
+class SourceFile(WireModel):
+    episode_id: str
+    uri: str
+
+
+class SourcesUploadedV1(WireModel):
+    """Every episode's source file is uploaded."""
+
+    season_id: str
+    files: list[SourceFile]
+
+
+class ReleaseRequestedV1(WireModel):
+    """Run one of the catalog's pipelines (``preview`` or ``release``) on a season."""
+
+    season_id: str
+    pipeline: str
+    requested_by: str
+
+
+class StepFinishedV1(WireModel):
+    """A worker's report on one step: files it produced, episodes it could not do."""
+
+    season_id: str
+    step: str
+    result: Literal["completed_successfully", "completed_with_failures", "failed_critically"]
+    produced: list[SourceFile] = Field(default_factory=list)
+    failed_episodes: list[str] = Field(default_factory=list)
+    run_id: str
+
+
+def _files(refs: tuple[ItemRef, ...]) -> list[dict[str, str | None]]:
+    return [{"episode_id": r.essay_id, "uri": r.text_storage_id} for r in refs]
+
+
+def _refs(files: list[SourceFile]) -> tuple[ItemRef, ...]:
+    return tuple(ItemRef(f.episode_id, f.uri) for f in files)
+
+
+MEDIA_INBOUND = Inbound(
+    (
+        InboundTopic(
+            "media.season.opened.v1",
+            SeasonOpenedV1,
+            RegisterBatch,
+            lambda p: RegisterBatch(
+                p.season_id, p.producer_id, len(p.episodes), tuple(p.episodes), "MEDIA", p.language
+            ),
+            lambda r: {
+                "season_id": r.batch_id,
+                "producer_id": r.owner,
+                "episodes": list(r.item_ids or ()),
+                "language": r.language,
+            },
+            key_field="season_id",
+        ),
+        InboundTopic(
+            "media.sources.uploaded.v1",
+            SourcesUploadedV1,
+            ContentReady,
+            lambda p: ContentReady(p.season_id, _refs(p.files)),
+            lambda c: {"season_id": c.batch_id, "files": _files(c.items)},
+            key_field="season_id",
+        ),
+        InboundTopic(
+            "media.release.requested.v1",
+            ReleaseRequestedV1,
+            RequestPipeline,
+            lambda p: RequestPipeline(p.season_id, p.pipeline, p.requested_by),
+            lambda r: {"season_id": r.batch_id, "pipeline": r.pipeline, "requested_by": r.requested_by},
+            key_field="season_id",
+        ),
+        InboundTopic(
+            "media.step.finished.v1",
+            StepFinishedV1,
+            PhaseOutcome,
+            lambda p: PhaseOutcome(
+                p.season_id, p.step, p.result, _refs(p.produced), tuple(p.failed_episodes), p.run_id
+            ),
+            lambda o: {
+                "season_id": o.batch_id,
+                "step": o.phase,
+                "result": o.status,
+                "produced": _files(o.processed),
+                "failed_episodes": list(o.failed),
+                "run_id": o.correlation_id,
+            },
+            key_field="season_id",
+        ),
+    )
+)
+"""What the media orchestrator consumes: four topics of its own, no student matching (every
+season is ready once its sources are uploaded) and no validation step."""
 
 
 class MediaOutbound:
@@ -123,6 +233,7 @@ MEDIA = Profile(
     },
     source_service="media_orchestrator",
     outbound=MediaOutbound(),
+    inbound=MEDIA_INBOUND,
 )
 PHASE_OF = {spec.topic: phase for phase, spec in MEDIA.phase_commands.items()}
 
@@ -164,7 +275,7 @@ async def run(rt: InMemoryRuntime, env: Envelopes, pipeline: str, *, stall: str 
 
 
 async def main() -> None:
-    rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload")
+    rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload", profile=MEDIA)
     episodes = env.essay_ids("season-1", 3)
     await rt.deliver(*env.register("season-1", essays=3, course_code="MEDIA", prompt=None))
     await rt.deliver(*env.provisioned("season-1", episodes))

@@ -1,8 +1,9 @@
 """Commands: what :func:`pipeline_state.decide.decide` is asked to do.
 
 A :class:`Command` pairs a payload with the identity of the message that carried it. The
-payload is either an inbound wire model (from :mod:`pipeline_state.events`) or one of the
-operator commands below, which have no Kafka topic (cancel, retry, expire, archive).
+payload is an engine input (:mod:`pipeline_state.inputs`, what an inbound message means) or
+one of the operator commands below, which have no Kafka topic (cancel, retry, expire,
+archive).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 from .events import WireModel
+from .inputs import EngineInput
 
 __all__ = [
     "ArchiveBatch",
@@ -102,7 +104,9 @@ OperatorCommand = (
     | RecordPhaseCompletion
     | RepublishOutbox
 )
-Payload = WireModel | OperatorCommand
+Payload = EngineInput | OperatorCommand | WireModel
+"""What a command carries: an engine input, an operator command, or a payload of the
+profile's inbound wire (read as its engine input by :func:`~pipeline_state.decide.decide`)."""
 
 
 @attrs.frozen

@@ -15,7 +15,16 @@ import attrs
 
 from .lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, PhaseStatus, RunStatus
 
-__all__ = ["BatchState", "EssayRef", "PhaseRun", "Run", "completed_outputs", "evolve", "next_deadline"]
+__all__ = [
+    "BatchState",
+    "EssayRef",
+    "ItemRef",
+    "PhaseRun",
+    "Run",
+    "completed_outputs",
+    "evolve",
+    "next_deadline",
+]
 
 
 @attrs.frozen(slots=True, cache_hash=False)
@@ -24,6 +33,11 @@ class EssayRef:
 
     essay_id: str
     text_storage_id: str | None = None
+
+
+ItemRef = EssayRef
+"""An item of a batch and where its (possibly processed) content is stored; the engine's
+name for :class:`EssayRef`, whose field names stay those of the stored state."""
 
 
 @attrs.frozen(slots=True)

@@ -44,7 +44,6 @@ from pydantic.fields import FieldInfo
 from .catalog import HULEEDU_CATALOG, Catalog, Step
 from .errors import DefinitionError
 from .events import (
-    INBOUND_TOPICS,
     MAX_ESSAYS_PER_BATCH,
     MAX_ID_LENGTH,
     MAX_ITEM_ID_LENGTH,
@@ -57,7 +56,9 @@ from .events import (
     WireModel,
 )
 from .guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from .inbound import Inbound
 from .outbound import Outbound
+from .profiles.huleedu.inbound import HULEEDU_INBOUND
 from .profiles.huleedu.outbound import HULEEDU_OUTBOUND
 
 __all__ = [
@@ -301,7 +302,7 @@ class Profile:
       :data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS` for student
       matching), forbids a field the engine passes, or refuses ``None`` for ``class_id``;
     * two phases share a command topic, or the student-matching command uses a phase's; a
-      command topic is an inbound topic (:data:`~pipeline_state.events.INBOUND_TOPICS`) or
+      command topic is one the profile consumes (its ``inbound``) or
       the topic of one of the engine's own events (:data:`ENGINE_EVENT_TOPICS`);
     * a catalog phase has no command, or a command names a phase the catalog does not have;
     * a deadline, ``max_resends``, ``max_parallel``, ``max_items_per_batch`` or
@@ -326,6 +327,9 @@ class Profile:
     max_items_per_batch: int = MAX_ESSAYS_PER_BATCH
     outbound: Outbound = HULEEDU_OUTBOUND
     """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`)."""
+    inbound: Inbound = HULEEDU_INBOUND
+    """What the profile's service consumes and how each message reads as an engine input
+    (see :mod:`pipeline_state.inbound`)."""
     measure_above_items: int = attrs.field(init=False, default=0)
     """Commands of more items than this are measured before they are built (derived)."""
 
@@ -438,6 +442,8 @@ class Profile:
                 raise DefinitionError(
                     name, f"outbound ({_kind(self.outbound)}) has no callable {method}(...): see Outbound"
                 )
+        if not isinstance(self.inbound, Inbound):
+            raise DefinitionError(name, f"inbound must be an Inbound, got {_kind(self.inbound)}")
 
     def _check_topics(self) -> None:
         """Each command on a topic of its own, none on a topic the engine reads or writes."""
@@ -462,7 +468,7 @@ class Profile:
                 )
             owners[matching.topic] = "student_matching"
         for topic, owner in owners.items():
-            if topic in INBOUND_TOPICS:
+            if topic in self.inbound:
                 raise DefinitionError(
                     self.name,
                     f"the command of {owner} uses {topic!r}, an inbound topic the engine "

@@ -39,7 +39,9 @@ from .errors import (
     InvalidMessageError,
     PipelineStateError,
 )
-from .events import TOPICS, ClientBatchPipelineRequestV1, WireModel, parse_message
+from .events import WireModel
+from .inbound import Inbound
+from .inputs import EngineInput, RequestPipeline
 from .intake import DEFAULT_LIMITS, IntakeLimits
 from .memory import SystemClock
 from .model import BatchState, evolve
@@ -158,11 +160,13 @@ _RESUME_LIMIT = 1000
 """At most this many waiting facts of one batch are re-attempted per change."""
 
 
-def _command(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits) -> Command:
-    """Parse an inbound message within ``limits`` into the command it carries (raises
-    :class:`~pipeline_state.errors.InvalidMessageError`)."""
-    envelope, payload = parse_message(topic, raw, limits=limits)
-    return Command(payload, str(envelope.event_id), str(envelope.correlation_id))
+def _command(
+    inbound: Inbound, topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits
+) -> Command:
+    """Parse an inbound message within ``limits`` into the command it carries, its payload
+    read as an engine input (raises :class:`~pipeline_state.errors.InvalidMessageError`)."""
+    envelope, value = inbound.parse(topic, raw, limits=limits)
+    return Command(value, str(envelope.event_id), str(envelope.correlation_id))
 
 
 def _raw_bytes(topic: str, raw: bytes | str | Mapping[str, Any]) -> bytes:
@@ -181,31 +185,28 @@ def _raw_bytes(topic: str, raw: bytes | str | Mapping[str, Any]) -> bytes:
         ) from exc
 
 
-def _parsed(topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits) -> tuple[Command, bytes]:
+def _parsed(
+    inbound: Inbound, topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits
+) -> tuple[Command, bytes]:
     """The command ``raw`` carries and its bytes, parsed within ``limits``."""
     data = _raw_bytes(topic, raw)
-    return _command(topic, data, limits), data
+    return _command(inbound, topic, data, limits), data
 
 
-def _readiness(facts: Iterable[WaitingFact]) -> list[str]:
+def _readiness(facts: Iterable[WaitingFact], inbound: Inbound) -> list[str]:
     """What the waiting facts other than pipeline requests wait for: a request waits with
     its batch's waiting readiness facts, never because other requests wait."""
-    return [f.waits_for for f in facts if not _is_request(f.topic)]
+    return [f.waits_for for f in facts if not inbound.is_request(f.topic)]
 
 
-def _others_waiting(command: Command, facts: list[WaitingFact]) -> list[str] | tuple[()]:
+def _others_waiting(command: Command, facts: list[WaitingFact], inbound: Inbound) -> list[str] | tuple[()]:
     """What :func:`~pipeline_state.waiting.waits_for` reads of the batch's other waiting
     ``facts`` for ``command``: only a pipeline request reads them (their readiness reasons,
     requests left out, so ``command``'s own fact among ``facts`` changes nothing); for any
     other command the list is never built (re-attempting W facts stays linear in W)."""
-    if facts and isinstance(command.payload, ClientBatchPipelineRequestV1):
-        return _readiness(facts)
+    if facts and isinstance(command.payload, RequestPipeline):
+        return _readiness(facts, inbound)
     return ()
-
-
-def _is_request(topic: str) -> bool:
-    spec = TOPICS.get(topic)
-    return spec is not None and spec.model is ClientBatchPipelineRequestV1
 
 
 def _result_label(decision: Decision) -> str:
@@ -293,7 +294,7 @@ class PipelineService:
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
         and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
         An early fact is kept to wait (``result.waiting``) rather than rejected."""
-        command, data = _parsed(topic, raw, self.limits)
+        command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
         return await self.handle(command, topic=topic, raw=data)
 
     async def handle_many(
@@ -321,7 +322,7 @@ class PipelineService:
         pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
             try:
-                command, data = _parsed(topic, raw, self.limits)
+                command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
                 pending.append((index, command, topic, data))
             except (InvalidMessageError, BadCommandError) as exc:
                 results[index] = exc
@@ -381,14 +382,17 @@ class PipelineService:
 
     async def execute(
         self,
-        payload: OperatorCommand | WireModel,
+        payload: OperatorCommand | EngineInput | WireModel,
         *,
         event_id: str | None = None,
         correlation_id: str | None = None,
     ) -> HandleResult:
-        """Run an operator command (cancel, retry, ...) or a payload that arrived by another
-        route (HTTP). ``event_id`` is the idempotency key; a new one is made when absent.
-        Such a command never waits: it applies, or is ignored, denied or rejected now."""
+        """Run an operator command (cancel, retry, ...), or an engine input or a payload of
+        the profile's inbound wire that arrived by another route (HTTP). ``event_id`` is the
+        idempotency key; a new one is made when absent. Such a command never waits: it
+        applies, or is ignored, denied or rejected now."""
+        if isinstance(payload, WireModel):
+            payload = self.profile.inbound.decode(payload)
         command = Command(payload, event_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4()))
         return await self.handle(command, topic=f"operator.{type(payload).__name__}")
 
@@ -508,10 +512,10 @@ class PipelineService:
     async def _deny_expired(self, fact: WaitingFact) -> bool:
         """Answer an expired pipeline request with its denial; ``False`` for other facts."""
         try:
-            command = _command(fact.topic, fact.raw, self.limits)
+            command = _command(self.profile.inbound, fact.topic, fact.raw, self.limits)
         except InvalidMessageError:
             return False
-        if not isinstance(command.payload, ClientBatchPipelineRequestV1):
+        if not isinstance(command.payload, RequestPipeline):
             return False
         for attempt in range(1, self.max_attempts + 1):
             batch = await self._read(fact.batch_id)
@@ -598,7 +602,7 @@ class PipelineService:
         state = batch.state
         reason = None
         if raw is not None:
-            others = _others_waiting(command, batch.waiting)
+            others = _others_waiting(command, batch.waiting, self.profile.inbound)
             reason = waits_for(state, command, self.profile, waiting=others)
         if reason is not None:
             step = self._deferred(command, topic, raw or b"", state, reason)
@@ -632,12 +636,14 @@ class PipelineService:
                 command = commands.get(fact.event_id)
                 if command is None:
                     try:
-                        command = commands[fact.event_id] = _command(fact.topic, fact.raw, self.limits)
+                        command = commands[fact.event_id] = _command(
+                            self.profile.inbound, fact.topic, fact.raw, self.limits
+                        )
                     except InvalidMessageError as exc:  # stored by an older version, say
                         steps.append(self._rejected(fact, batch.state, exc))
                         batch.waiting.remove(fact)
                         continue
-                others = _others_waiting(command, batch.waiting)
+                others = _others_waiting(command, batch.waiting, self.profile.inbound)
                 reason = waits_for(batch.state, command, self.profile, waiting=others, deferred=True)
                 if reason is not None:
                     now_waiting[fact.event_id] = reason

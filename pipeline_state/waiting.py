@@ -33,15 +33,15 @@ from collections.abc import Collection, Iterable
 from .commands import Command
 from .decide.intake import PROVISION_TRIGGERS, provision_trigger
 from .decide.progress import OUTCOME_TRIGGERS
-from .events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    StudentAssociationsConfirmedV1,
-    WireModel,
+from .events import WireModel
+from .inputs import (
+    ContentReady,
+    EngineInput,
+    GroupConfirmed,
+    ItemsReady,
+    PhaseOutcome,
+    RequestPipeline,
+    ValidationFailed,
 )
 from .lifecycle import BATCH_LIFECYCLE, PHASE_LIFECYCLE, BatchStatus, Lifecycle
 from .model import BatchState
@@ -59,18 +59,11 @@ _PHASE = "phase_dispatch:"
 
 # The batch triggers an inbound fact fires (provisioning depends on the batch: see _trigger).
 _BATCH_TRIGGERS: dict[type, str] = {
-    StudentAssociationsConfirmedV1: "confirm_associations",
-    BatchEssaysReady: "essays_ready",
-    BatchValidationErrorsV1: "fail_critically",
+    GroupConfirmed: "confirm_associations",
+    ItemsReady: "essays_ready",
+    ValidationFailed: "fail_critically",
 }
-_WAITING_FACTS = (
-    BatchContentProvisioningCompletedV1,
-    StudentAssociationsConfirmedV1,
-    BatchEssaysReady,
-    BatchValidationErrorsV1,
-    ELSBatchPhaseOutcomeV1,
-    ClientBatchPipelineRequestV1,
-)
+_WAITING_FACTS = (ContentReady, GroupConfirmed, ItemsReady, ValidationFailed, PhaseOutcome, RequestPipeline)
 
 
 def _reachable(lifecycle: Lifecycle, start: str, excluded: Collection[str] = ()) -> set[str]:
@@ -127,10 +120,10 @@ def _excluded(state: BatchState, profile: Profile) -> tuple[str, ...]:
     return _EXCLUDED[provision_trigger(state, profile)]
 
 
-def _trigger(state: BatchState, payload: WireModel, profile: Profile) -> str | None:
-    if isinstance(payload, BatchContentProvisioningCompletedV1):
+def _trigger(state: BatchState, payload: EngineInput, profile: Profile) -> str | None:
+    if isinstance(payload, ContentReady):
         return provision_trigger(state, profile)
-    if isinstance(payload, BatchValidationErrorsV1) and not payload.error_summary.critical_failure:
+    if isinstance(payload, ValidationFailed) and not payload.critical:
         return None  # ignored whatever the state
     return _BATCH_TRIGGERS.get(type(payload))
 
@@ -158,15 +151,22 @@ def waits_for(
     not know, or one whose correlation id belongs to an earlier run of the batch.
     """
     payload = command.payload
-    if isinstance(payload, BatchRegistrationRequestV1) or not isinstance(payload, _WAITING_FACTS):
-        return None
+    if not isinstance(payload, _WAITING_FACTS):
+        if not isinstance(payload, WireModel):
+            return None
+        try:  # a payload of the profile's inbound wire, read as its engine input
+            payload = profile.inbound.decode(payload)
+        except TypeError:
+            return None
+        if not isinstance(payload, _WAITING_FACTS):
+            return None
     if state is None:
-        if isinstance(payload, ELSBatchPhaseOutcomeV1) and not profile.is_phase(payload.phase_name):
+        if isinstance(payload, PhaseOutcome) and not profile.is_phase(payload.phase):
             return None
         return REGISTRATION
-    if isinstance(payload, ClientBatchPipelineRequestV1):
+    if isinstance(payload, RequestPipeline):
         return _request_waits(state, profile, waiting, deferred)
-    if isinstance(payload, ELSBatchPhaseOutcomeV1):
+    if isinstance(payload, PhaseOutcome):
         return _outcome_waits(state, payload, profile)
     trigger = _trigger(state, payload, profile)
     if trigger is None:
@@ -189,11 +189,11 @@ def _request_waits(state: BatchState, profile: Profile, waiting: Iterable[str], 
     return None
 
 
-def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: Profile) -> str | None:
-    if not profile.is_phase(payload.phase_name):
+def _outcome_waits(state: BatchState, payload: PhaseOutcome, profile: Profile) -> str | None:
+    if not profile.is_phase(payload.phase):
         return None
     run = state.active_run
-    correlation = str(payload.correlation_id)
+    correlation = payload.correlation_id
     if run is None:
         # No run yet: early while the batch can still start one (ready, or on its way),
         # unless the outcome belongs to an archived run.
@@ -203,15 +203,15 @@ def _outcome_waits(state: BatchState, payload: ELSBatchPhaseOutcomeV1, profile: 
             _BATCH.early(state.status.value, "start_run", _excluded(state, profile)) is not None
         )
         return RUN_START if can_start else None
-    phase = run.phase(payload.phase_name)
+    phase = run.phase(payload.phase)
     if phase is None:
         return None
-    trigger = OUTCOME_TRIGGERS.get(payload.phase_status)
+    trigger = OUTCOME_TRIGGERS.get(payload.status)
     if trigger is None or _PHASE_OF_RUN.early(phase.status.value, trigger) is None:
         return None
     if correlation != run.correlation_id and _stale(state, correlation):
         return None  # an earlier run's outcome: stale, never early
-    return _PHASE + payload.phase_name
+    return _PHASE + payload.phase
 
 
 def _stale(state: BatchState, correlation: str) -> bool:

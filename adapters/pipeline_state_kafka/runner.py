@@ -17,7 +17,6 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.events import INBOUND_TOPICS
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
@@ -126,7 +125,7 @@ class ServiceRunner:
         A broker that does not answer DescribeConfigs keeps the configured limit (logged)."""
         settings = self.settings
         configured = settings.dlq_max_message_bytes
-        topics = [dlq_topic(f"{settings.topic_prefix}{t}") for t in INBOUND_TOPICS]
+        topics = [dlq_topic(f"{settings.topic_prefix}{t}") for t in self._inbound_topics()]
         admin = new_admin(settings.kafka, request_timeout_ms=5_000)
         try:
             await asyncio.wait_for(admin.start(), timeout=10)
@@ -178,7 +177,7 @@ class ServiceRunner:
         self.relay = relay
         dlq_producer = await self._dead_letter_producer()
         consumer = InboundConsumer(
-            settings.consumer_settings(),
+            attrs.evolve(settings.consumer_settings(), topics=service.profile.inbound.names),
             service_handler(service),
             self._dead_letters(dlq_producer, settings.group_id),
             stats=self.stats,
@@ -269,9 +268,14 @@ class ServiceRunner:
             relay = self._relay(plugin.outbox, producer)
         return consumer, relay
 
+    def _inbound_topics(self) -> tuple[str, ...]:
+        """The topics the orchestrator consumes: its profile's inbound topics."""
+        profile = self.service.profile if self.service is not None else self.settings.profile()
+        return profile.inbound.names
+
     async def _create_topics(self) -> None:
         settings = self.settings
-        consumed = [*INBOUND_TOPICS, *(t for plugin in self.plugins.values() for t in plugin.topics)]
+        consumed = [*self._inbound_topics(), *(t for plugin in self.plugins.values() for t in plugin.topics)]
         topics = service_topics(settings.topic_prefix, inbound=dict.fromkeys(consumed))
         try:
             await ensure_topics(

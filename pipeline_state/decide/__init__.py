@@ -14,6 +14,11 @@ them by concern: :mod:`~pipeline_state.decide.intake` (registration and readines
 engine: dispatch, outcomes, deadlines) and :mod:`~pipeline_state.decide.completion` (a
 run's end, cancellation, archiving).
 
+Inbound messages reach it as engine inputs (:mod:`pipeline_state.inputs`): the service
+reads them through the profile's :class:`~pipeline_state.inbound.Inbound`, and a command
+whose payload is still a wire model of the profile's inbound topics is read the same way
+here, so callers may pass either.
+
 Inbound events that do not fit the current state (duplicates, stale or out-of-order
 messages) are *ignored with a reason*: at-least-once delivery makes them normal. Input that
 can never be valid (unknown batch, unknown phase) raises a
@@ -36,14 +41,14 @@ from pipeline_state.commands import (
     RepublishOutbox,
     RetryPhase,
 )
-from pipeline_state.events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    StudentAssociationsConfirmedV1,
+from pipeline_state.inputs import (
+    ContentReady,
+    GroupConfirmed,
+    ItemsReady,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    ValidationFailed,
 )
 from pipeline_state.model import BatchState
 from pipeline_state.profile import Profile
@@ -74,13 +79,13 @@ __all__ = [
 
 HANDLERS = HandlerRegistry()
 """The handler of every input :func:`decide` accepts."""
-HANDLERS.register(BatchRegistrationRequestV1, register)
-HANDLERS.register(BatchContentProvisioningCompletedV1, provisioned)
-HANDLERS.register(StudentAssociationsConfirmedV1, associations)
-HANDLERS.register(BatchEssaysReady, essays_ready)
-HANDLERS.register(BatchValidationErrorsV1, validation_errors)
-HANDLERS.register(ClientBatchPipelineRequestV1, request)
-HANDLERS.register(ELSBatchPhaseOutcomeV1, outcome)
+HANDLERS.register(RegisterBatch, register)
+HANDLERS.register(ContentReady, provisioned)
+HANDLERS.register(GroupConfirmed, associations)
+HANDLERS.register(ItemsReady, essays_ready)
+HANDLERS.register(ValidationFailed, validation_errors)
+HANDLERS.register(RequestPipeline, request)
+HANDLERS.register(PhaseOutcome, outcome)
 HANDLERS.register(CancelRun, cancel_run)
 HANDLERS.register(RetryPhase, retry_phase)
 HANDLERS.register(ExpireOverdue, expire)

@@ -11,8 +11,8 @@ import attrs
 
 from pipeline_state.catalog import Pipeline, Plan, Step
 from pipeline_state.commands import RetryPhase
-from pipeline_state.events import ClientBatchPipelineRequestV1
 from pipeline_state.guards import AdmissionRequest, Denial
+from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus, Verdict
 from pipeline_state.model import BatchState, Run, evolve
 from pipeline_state.outbound import Notice
@@ -54,19 +54,19 @@ class Admission:
 
 
 # -- handlers ----------------------------------------------------------------------------
-def request(inputs: Inputs, p: ClientBatchPipelineRequestV1) -> Decision:
+def request(inputs: Inputs, p: RequestPipeline) -> Decision:
     """A pipeline request: a run starts, or a denial is emitted (even for an unknown batch)."""
 
     def resolve(session: Session, admission: Admission) -> Plan | Denial:
-        if p.requested_pipeline not in session.profile.catalog:
-            return Denial("unknown_pipeline", f"no pipeline named {p.requested_pipeline!r}")
-        return session.profile.catalog.plan(p.requested_pipeline, session.recorded().keys())
+        if p.pipeline not in session.profile.catalog:
+            return Denial("unknown_pipeline", f"no pipeline named {p.pipeline!r}")
+        return session.profile.catalog.plan(p.pipeline, session.recorded().keys())
 
     admission = Admission(
-        p.user_id,
-        p.requested_pipeline,
+        p.requested_by,
+        p.pipeline,
         resolve,
-        prompt=p.prompt_payload,
+        prompt=p.prompt,
         is_retry=p.is_retry,
         retry_reason=p.retry_reason,
     )

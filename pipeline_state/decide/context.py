@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline_state.commands import Command
-from pipeline_state.events import BatchRegistrationRequestV1
 from pipeline_state.guards import Denial
+from pipeline_state.inputs import RegisterBatch
 from pipeline_state.model import BatchState, EssayRef, completed_outputs, evolve
 from pipeline_state.profile import Profile
 
@@ -95,7 +95,7 @@ class BatchCtx:
         *,
         items: tuple[EssayRef, ...] = (),
         admission: Admission | None = None,
-        registration: BatchRegistrationRequestV1 | None = None,
+        registration: RegisterBatch | None = None,
         fresh: BatchState | None = None,
     ) -> None:
         self.session = session

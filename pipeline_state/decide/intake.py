@@ -4,16 +4,9 @@ pipelines (or end it), and the item checks they pass."""
 from __future__ import annotations
 
 from pipeline_state.errors import BatchConflictError, ItemMismatchError
-from pipeline_state.events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    EssayProcessingInputRefV1,
-    StudentAssociationsConfirmedV1,
-)
+from pipeline_state.inputs import ContentReady, GroupConfirmed, ItemsReady, RegisterBatch, ValidationFailed
 from pipeline_state.lifecycle import BatchStatus, Verdict
-from pipeline_state.model import BatchState, EssayRef, evolve
+from pipeline_state.model import BatchState, ItemRef, evolve
 from pipeline_state.profile import Profile
 
 from . import machines
@@ -39,40 +32,26 @@ __all__ = [
 ]
 
 
-def refs(items: list[EssayProcessingInputRefV1]) -> tuple[EssayRef, ...]:
-    return tuple(EssayRef(i.essay_id, i.text_storage_id) for i in items)
-
-
-def _language(course_code: str, language: str | None) -> str:
-    if language:
-        return language
-    return "sv" if course_code.upper().startswith("SV") else "en"
-
-
 # -- handlers ----------------------------------------------------------------------------
-def register(inputs: Inputs, p: BatchRegistrationRequestV1) -> Decision:
+def register(inputs: Inputs, p: RegisterBatch) -> Decision:
     """A registration creates the batch; the same one again is ignored, a different one
     under the same id raises :class:`BatchConflictError`."""
     now = inputs.now
-    essay_ids = (
-        tuple(p.essay_ids)
-        if p.essay_ids
-        else tuple(derive_id(p.batch_id, "essay", str(i)) for i in range(p.expected_essay_count))
-    )
+    item_ids = p.item_ids or tuple(derive_id(p.batch_id, "essay", str(i)) for i in range(p.expected_items))
     fresh = BatchState(
         batch_id=p.batch_id,
         status=BatchStatus.AWAITING_CONTENT_VALIDATION,
         version=1,
-        user_id=p.user_id,
+        user_id=p.owner,
         course_code=p.course_code,
-        expected_essay_count=p.expected_essay_count,
-        essay_ids=essay_ids,
+        expected_essay_count=p.expected_items,
+        essay_ids=item_ids,
         created_at=now,
         updated_at=now,
         org_id=p.org_id,
-        class_id=p.class_id,
-        language=_language(p.course_code, p.language),
-        prompt_ref=p.student_prompt_ref,
+        class_id=p.group_id,
+        language=p.language,
+        prompt_ref=p.prompt_ref,
     )
     state = inputs.state
     if state is not None:
@@ -87,7 +66,7 @@ def register(inputs: Inputs, p: BatchRegistrationRequestV1) -> Decision:
     return Decision(session.state, tuple(journal.emits), tuple(journal.moves))
 
 
-def _check_same_registration(state: BatchState, fresh: BatchState, p: BatchRegistrationRequestV1) -> None:
+def _check_same_registration(state: BatchState, fresh: BatchState, p: RegisterBatch) -> None:
     same = (
         state.user_id,
         state.course_code,
@@ -100,12 +79,12 @@ def _check_same_registration(state: BatchState, fresh: BatchState, p: BatchRegis
         fresh.expected_essay_count,
         fresh.org_id,
         fresh.class_id,
-    ) and (p.essay_ids is None or state.essay_ids == fresh.essay_ids)
+    ) and (p.item_ids is None or state.essay_ids == fresh.essay_ids)
     if not same:
         raise BatchConflictError(p.batch_id)
 
 
-def _readiness(inputs: Inputs, trigger: str, items: tuple[EssayRef, ...] = ()) -> Decision:
+def _readiness(inputs: Inputs, trigger: str, items: tuple[ItemRef, ...] = ()) -> Decision:
     session = Session(inputs.profile, inputs.command, inputs.now, inputs.require_state())
     fired = machines.fire_batch(BatchCtx(session, items=items), trigger)
     if isinstance(fired, machines.Refused):
@@ -124,26 +103,26 @@ def provision_trigger(state: BatchState, profile: Profile) -> str:
     return PROVISION_TRIGGERS[0] if content_only else PROVISION_TRIGGERS[1]
 
 
-def provisioned(inputs: Inputs, p: BatchContentProvisioningCompletedV1) -> Decision:
+def provisioned(inputs: Inputs, p: ContentReady) -> Decision:
     """Content provisioned: a guest batch is ready at once; a batch with a class waits for
     student validation - unless the profile has no student matching, whose batches all take
     the content-only path (nothing would ever confirm their students)."""
     trigger = provision_trigger(inputs.require_state(), inputs.profile)
-    return _readiness(inputs, trigger, refs(p.essays_for_processing))
+    return _readiness(inputs, trigger, p.items)
 
 
-def associations(inputs: Inputs, p: StudentAssociationsConfirmedV1) -> Decision:
+def associations(inputs: Inputs, p: GroupConfirmed) -> Decision:
     return _readiness(inputs, "confirm_associations")
 
 
-def essays_ready(inputs: Inputs, p: BatchEssaysReady) -> Decision:
-    return _readiness(inputs, "essays_ready", refs(p.ready_essays))
+def essays_ready(inputs: Inputs, p: ItemsReady) -> Decision:
+    return _readiness(inputs, "essays_ready", p.items)
 
 
-def validation_errors(inputs: Inputs, p: BatchValidationErrorsV1) -> Decision:
+def validation_errors(inputs: Inputs, p: ValidationFailed) -> Decision:
     """Critical validation errors end the batch (and its run); others change nothing."""
     state = inputs.require_state()
-    if not p.error_summary.critical_failure:
+    if not p.critical:
         return Decision(state, ignored="non_critical_validation_errors")
     session = Session(inputs.profile, inputs.command, inputs.now, state)
     fired = machines.fire_batch(BatchCtx(session), "fail_critically")
@@ -158,11 +137,11 @@ def items_within_limit(ctx: BatchCtx) -> str | None:
     p = ctx.registration
     assert p is not None
     limit = ctx.session.profile.max_items_per_batch
-    if p.expected_essay_count > limit:
+    if p.expected_items > limit:
         raise ItemMismatchError(
             "too_many_items",
             batch_id=p.batch_id,
-            detail=f"{p.expected_essay_count} essays, the profile allows {limit}",
+            detail=f"{p.expected_items} essays, the profile allows {limit}",
         )
     return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline_state.commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state.errors import UnknownPipelineError
-from pipeline_state.events import ELSBatchPhaseOutcomeV1
+from pipeline_state.inputs import PhaseOutcome
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state.model import PhaseRun, Run
 
@@ -12,7 +12,6 @@ from . import machines
 from .admission import plan_order_for
 from .context import PhaseCtx, RunCtx, Session
 from .ids import derive_id
-from .intake import refs
 from .journal import CORRELATION_MISMATCH, Decision
 from .registry import Inputs
 from .run import RunEngine, apply_phase, fan_in
@@ -38,7 +37,7 @@ def _session(inputs: Inputs) -> Session:
     return Session(inputs.profile, inputs.command, inputs.now, inputs.require_state())
 
 
-def outcome(inputs: Inputs, p: ELSBatchPhaseOutcomeV1) -> Decision:
+def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     """Apply a phase outcome to the active run.
 
     Addressing: an outcome whose correlation id is an archived run's is ignored
@@ -52,27 +51,27 @@ def outcome(inputs: Inputs, p: ELSBatchPhaseOutcomeV1) -> Decision:
     were not sent to the phase, twice, or both processed and failed.
     """
     session = _session(inputs)
-    if not inputs.profile.is_phase(p.phase_name):
-        raise UnknownPipelineError(p.phase_name, batch_id=p.batch_id, kind="phase")
+    if not inputs.profile.is_phase(p.phase):
+        raise UnknownPipelineError(p.phase, batch_id=p.batch_id, kind="phase")
     engine = RunEngine.of(session)
     if engine is None:
         return session.finish(ignored="no_active_run")
-    trigger = OUTCOME_TRIGGERS[p.phase_status]
+    trigger = OUTCOME_TRIGGERS[p.status]
     note = None
-    if p.phase_name in engine.phases:
-        corr = str(p.correlation_id)
+    if p.phase in engine.phases:
+        corr = p.correlation_id
         if corr != engine.run.correlation_id:
             if session.profile.strict_correlation or any(
                 r.correlation_id == corr for r in session.state.history
             ):
                 return session.finish(ignored="stale_run")
             note = CORRELATION_MISMATCH
-    outputs = refs(p.processed_essays)
-    failed = tuple(p.failed_essay_ids)
+    outputs = p.processed
+    failed = p.failed
     changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_essay_ids": failed}
     if trigger == "fail":
         changes["error"] = "failed_critically"
-    ctx = PhaseCtx(engine, p.phase_name, changes, note=note, outputs=outputs, failed=failed)
+    ctx = PhaseCtx(engine, p.phase, changes, note=note, outputs=outputs, failed=failed)
     fired = engine.fire_phase(ctx, trigger)
     if isinstance(fired, machines.Refused):
         return session.finish(ignored=fired.reason)

@@ -66,15 +66,25 @@ class HandlerRegistry:
     ) -> Decision:
         payload = command.payload
         kind = type(payload)
-        handler = self._handlers.get(kind) or self._inherited_cache.get(kind) or self._inherited(kind)
+        handler = self._handlers.get(kind) or self._inherited_cache.get(kind)
+        if handler is None:
+            handler = self._inherited(kind)
+            if handler is None:
+                # A wire model of the profile's inbound topics: read it as its engine input.
+                try:
+                    payload = profile.inbound.decode(payload)
+                except TypeError:
+                    raise TypeError(f"decide() has no handler for {kind.__name__}") from None
+                command = Command(payload, command.event_id, command.correlation_id)
+                handler = self._handlers[type(payload)]
         return handler(Inputs(state, command, profile, now), payload)
 
-    def _inherited(self, kind: type) -> Handler[Any]:
-        """The handler of the nearest registered base class of ``kind`` (an adapter may
-        subclass a wire model), remembered for the next time."""
+    def _inherited(self, kind: type) -> Handler[Any] | None:
+        """The handler of the nearest registered base class of ``kind`` (a caller may
+        subclass an input or command), remembered for the next time."""
         for base in kind.__mro__[1:]:
             handler = self._handlers.get(base)
             if handler is not None:
                 self._inherited_cache[kind] = handler
                 return handler
-        raise TypeError(f"decide() has no handler for {kind.__name__}")
+        return None

@@ -20,12 +20,12 @@ import attrs
 from pipeline_state.commands import Command
 from pipeline_state.decide import derive_id
 from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
-from pipeline_state.events import INBOUND_TOPICS, parse_message
+from pipeline_state.profile import Profile
 from pipeline_state.service import PipelineService
 
 from .exits import ExitCode, OperatorError, one_line
 from .output import emit
-from .session import open_service, operator_name
+from .session import open_service, operator_name, profile_of
 
 __all__ = ["reinject"]
 
@@ -44,10 +44,10 @@ class Reinjected:
     error: str | None = None
 
 
-def _dlq_name(args: argparse.Namespace) -> str:
-    if args.topic not in INBOUND_TOPICS:
-        known = ", ".join(INBOUND_TOPICS)
-        raise OperatorError(ExitCode.USAGE, f"--topic {args.topic!r} is not an inbound topic ({known})")
+def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
+    if args.topic not in profile.inbound:
+        known = ", ".join(profile.inbound.names)
+        raise OperatorError(ExitCode.USAGE, f"--topic {args.topic!r} is not a consumed topic ({known})")
     from pipeline_state_kafka.dlq import dlq_topic
 
     return f"{args.topic_prefix}{dlq_topic(args.topic)}"
@@ -66,7 +66,7 @@ async def _one(service: PipelineService, topic: str, letter: Any, actor: str) ->
     raw: bytes = letter.value or b""
     where = {"partition": letter.partition, "offset": letter.offset}
     try:
-        envelope, payload = parse_message(topic, raw, limits=service.limits)
+        envelope, payload = service.profile.inbound.parse(topic, raw, limits=service.limits)
     except InvalidMessageError as exc:
         return Reinjected(**where, event_id=None, batch_id=None, result="failed", error=one_line(exc))
     event_id = await _event_id(service, str(envelope.event_id))
@@ -88,12 +88,13 @@ async def reinject(args: argparse.Namespace) -> int:
     if not args.kafka:
         raise OperatorError(ExitCode.USAGE, "--kafka is required (or set $PIPELINE_STATE_KAFKA)")
     actor = operator_name(args.actor)
-    name = _dlq_name(args)
+    profile = profile_of(args)
+    name = _dlq_name(args, profile)
     from pipeline_state_kafka.dlq_reader import read_dead_letters
 
     done: list[Reinjected] = []
     attempted = 0
-    async with open_service(args) as service:
+    async with open_service(args, profile=profile) as service:
         letters = read_dead_letters(args.kafka, name, patience=args.timeout)
         async with contextlib.aclosing(letters):
             async for letter in letters:

@@ -33,6 +33,7 @@ __all__ = [
     "add_store_arguments",
     "open_service",
     "operator_name",
+    "profile_of",
     "run_command",
 ]
 
@@ -113,7 +114,9 @@ def action_event_id(given: str | None, action: str, *parts: str) -> str:
     return derive_id(_EVENT_NAMESPACE, action, *parts)
 
 
-def _profile(spec: str | None) -> Profile:
+def profile_of(args: argparse.Namespace) -> Profile:
+    """The profile ``--profile`` names (default: HuleEdu's)."""
+    spec: str | None = getattr(args, "profile", None)
     if spec is None:
         return huleedu_profile()
     from pipeline_state.demo.any_profile import load_profile
@@ -142,7 +145,9 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 @contextlib.asynccontextmanager
-async def open_service(args: argparse.Namespace) -> AsyncIterator[PipelineService]:
+async def open_service(
+    args: argparse.Namespace, *, profile: Profile | None = None
+) -> AsyncIterator[PipelineService]:
     """A :class:`PipelineService` on the store ``args.store`` names, closed afterwards.
 
     A SQLite file must exist (an operator command never creates an empty store) and is
@@ -151,7 +156,7 @@ async def open_service(args: argparse.Namespace) -> AsyncIterator[PipelineServic
     url: str | None = args.store
     if not url:
         raise OperatorError(ExitCode.USAGE, f"--store is required (or set ${STORE_ENV})")
-    profile = _profile(getattr(args, "profile", None))
+    profile = profile_of(args) if profile is None else profile
     try:
         from pipeline_state_sql import open_store
     except ImportError as exc:

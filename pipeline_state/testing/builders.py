@@ -5,11 +5,13 @@ Used by tests, the demo and the stateful harness; handy in a service's own tests
     env = Envelopes()
     await rt.deliver(*env.register("b1", user_id="t1", essays=3))
 
-The inbound topics are the library's wire contract, whatever the profile; the phase names
-and command topics are the profile's. Give ``Envelopes`` a profile to answer the phase
-commands the engine emits (:meth:`Envelopes.phase_of`, :meth:`Envelopes.answer`) without
-spelling out its topics; item ids are derived from the batch id unless given
-(``register(..., item_ids=[...])``).
+Messages are written in the wire of the profile given (default: the shipped HuleEdu
+profile): the builders make an engine input (:mod:`pipeline_state.inputs`) and the
+profile's :class:`~pipeline_state.inbound.Inbound` encodes it (:meth:`Envelopes.send`), so
+the same test reads for any profile; for HuleEdu's own wire they write the fields the
+platform's services send. ``Envelopes`` also answers the phase commands the engine emits
+(:meth:`Envelopes.phase_of`, :meth:`Envelopes.answer`) without spelling out their topics;
+item ids are derived from the batch id unless given (``register(..., item_ids=[...])``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline_state.events import Topic
+from pipeline_state.inputs import (
+    ContentReady,
+    EngineInput,
+    GroupConfirmed,
+    ItemsReady,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    ValidationFailed,
+)
+from pipeline_state.model import ItemRef
 from pipeline_state.profile import HULEEDU_PHASE_COMMANDS, Profile
+from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
 
 __all__ = ["Envelopes", "essay_refs"]
 
@@ -30,6 +44,10 @@ Delivery = tuple[str, dict[str, Any]]
 def essay_refs(essay_ids: Iterable[str], suffix: str = "text") -> list[dict[str, str]]:
     """``[{essay_id, text_storage_id}]`` for the given ids."""
     return [{"essay_id": e, "text_storage_id": f"{e}-{suffix}"} for e in essay_ids]
+
+
+def _item_refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
+    return tuple(ItemRef(i, f"{i}-{suffix}") for i in ids)
 
 
 class Envelopes:
@@ -50,6 +68,14 @@ class Envelopes:
         self.timestamp = timestamp or datetime(2025, 1, 1, tzinfo=UTC)
         self.profile = profile
         self._phase_topics: dict[str, str] | None = None
+        self._inbound = HULEEDU_INBOUND if profile is None else profile.inbound
+        self._native = self._inbound is HULEEDU_INBOUND
+
+    def send(self, value: EngineInput, **kw: Any) -> Delivery:
+        """The message of the profile's wire that carries ``value`` (``TypeError`` when the
+        profile consumes no input of its kind)."""
+        topic, data = self._inbound.encode(value)
+        return self.wrap(topic, data, **kw)
 
     def wrap(
         self,
@@ -92,6 +118,12 @@ class Envelopes:
         both to build a registration whose count and ids disagree)."""
         ids = list(item_ids) if item_ids is not None else None
         count = essays if essays is not None else (len(ids) if ids is not None else 3)
+        if not self._native:
+            named = tuple(ids if ids is not None else self.essay_ids(batch_id, count))
+            value = RegisterBatch(
+                batch_id, user_id, count, named, course_code, "en", group_id=class_id, prompt_ref=prompt
+            )
+            return self.send(value, **kw)
         data = {
             "batch_id": batch_id,
             "expected_essay_count": count,
@@ -104,6 +136,8 @@ class Envelopes:
         return self.wrap(Topic.BATCH_REGISTER.value, data, **kw)
 
     def provisioned(self, batch_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
+        if not self._native:
+            return self.send(ContentReady(batch_id, _item_refs(essay_ids, "text")), **kw)
         data = {
             "batch_id": batch_id,
             "provisioned_count": len(essay_ids),
@@ -113,6 +147,8 @@ class Envelopes:
         return self.wrap(Topic.CONTENT_PROVISIONED.value, data, **kw)
 
     def associations(self, batch_id: str, class_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
+        if not self._native:
+            return self.send(GroupConfirmed(batch_id, class_id), **kw)
         data = {
             "batch_id": batch_id,
             "class_id": class_id,
@@ -122,10 +158,14 @@ class Envelopes:
         return self.wrap(Topic.ASSOCIATIONS_CONFIRMED.value, data, **kw)
 
     def essays_ready(self, batch_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
+        if not self._native:
+            return self.send(ItemsReady(batch_id, _item_refs(essay_ids, "text")), **kw)
         data = {"batch_id": batch_id, "ready_essays": essay_refs(essay_ids)}
         return self.wrap(Topic.ESSAYS_READY.value, data, **kw)
 
     def validation_errors(self, batch_id: str, *, critical: bool = True, **kw: Any) -> Delivery:
+        if not self._native:
+            return self.send(ValidationFailed(batch_id, critical), **kw)
         data = {"batch_id": batch_id, "error_summary": {"total_errors": 1, "critical_failure": critical}}
         return self.wrap(Topic.VALIDATION_ERRORS.value, data, **kw)
 
@@ -140,6 +180,9 @@ class Envelopes:
         **kw: Any,
     ) -> Delivery:
         corr = correlation_id or str(uuid.uuid4())
+        if not self._native:
+            value = RequestPipeline(batch_id, pipeline, user_id, prompt=prompt_payload)
+            return self.send(value, correlation_id=corr, **kw)
         data = {
             "batch_id": batch_id,
             "requested_pipeline": pipeline,
@@ -168,6 +211,10 @@ class Envelopes:
                 if not failed
                 else ("completed_with_failures" if processed else "failed_critically")
             )
+        if not self._native:
+            refs = _item_refs(processed, suffix or phase)
+            value = PhaseOutcome(batch_id, phase, status, refs, tuple(failed), correlation_id)  # type: ignore[arg-type]
+            return self.send(value, correlation_id=correlation_id, **kw)
         data = {
             "batch_id": batch_id,
             "phase_name": phase,

@@ -36,10 +36,12 @@ OPERATOR_COMMANDS = (
 )
 
 
-def test_every_inbound_model_and_operator_command_has_a_handler() -> None:
-    inbound = {TOPICS[topic].model for topic in INBOUND_TOPICS}
-    assert set(HANDLERS.kinds) >= inbound | set(OPERATOR_COMMANDS)
-    assert set(HANDLERS.kinds) - inbound - set(OPERATOR_COMMANDS) == set()
+def test_every_inbound_topic_and_operator_command_has_a_handler() -> None:
+    inbound = huleedu_profile().inbound
+    assert {t: e.model for t, e in inbound.topics.items()} == {t: TOPICS[t].model for t in INBOUND_TOPICS}
+    kinds = {entry.kind for entry in inbound.topics.values()}
+    assert len(kinds) == len(INBOUND_TOPICS)
+    assert set(HANDLERS.kinds) == kinds | set(OPERATOR_COMMANDS)
 
 
 def test_a_type_cannot_be_registered_twice() -> None:
