@@ -205,6 +205,23 @@ def test_batch_archive_is_terminal_once_and_refused_while_processing(db: Databas
     assert cli("batch", "archive", "nope").code == 3
 
 
+def test_who_asks_comes_from_the_environment_and_event_ids_can_be_given(
+    db: Database, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(db, active=["b1"])
+    monkeypatch.setenv("PIPELINE_STATE_OPERATOR", "on-call")
+
+    done = cli("run", "cancel", "b1", "--event-id", "ticket-4711", "--json")
+    assert (done.code, done.json["event_id"], done.json["requested_by"]) == (0, "ticket-4711", "on-call")
+    again = cli("run", "cancel", "b1", "--event-id", "ticket-4711", "--json")
+    assert (again.code, again.json["result"], again.json["original"]) == (0, "duplicate", "applied")
+    rows = cli("batch", "show", "b1", "--json").json["transitions"]
+    assert {t["requested_by"] for t in rows if t["event_id"] == "ticket-4711"} == {"on-call"}
+
+    assert cli("run", "cancel", "b1", "--as", "").code == 2
+    assert cli("run", "cancel", "b1", "--event-id", "x" * 300).code == 2
+
+
 async def _park_commands(store: SqlStore) -> list[OutboxRow]:
     """Have a relay give up on every pending row: they are parked with their last error."""
     now = datetime.now(UTC)
