@@ -3,7 +3,9 @@
 Each is an operator command handled by :class:`~pipeline_state.service.PipelineService`:
 the inbox dedupes it, :func:`~pipeline_state.decide.decide` decides it and the transition
 log records it with who asked. Its event id is derived from the action and what it acts on,
-so running the same command again is a duplicate (answered with what the first did):
+so running the same command again is a duplicate (answered with what the first did).
+With ``--api URL``, ``run cancel`` and ``phase retry`` go through a running service's HTTP
+API instead (:mod:`~pipeline_state.ops.remote`), keyed the same way:
 
 * ``run cancel``: the batch and the run cancelled (the active run, or ``--run``);
 * ``phase retry``: the batch, the phase and the last finished run before the retry (a
@@ -18,9 +20,10 @@ import argparse
 from pipeline_state.commands import ArchiveBatch, CancelRun, RetryPhase
 from pipeline_state.model import BatchState, Run
 
+from . import remote
 from .exits import ExitCode, OperatorError
 from .output import emit
-from .results import outcome_of
+from .results import ActionOutcome, outcome_of
 from .session import action_event_id, open_service, operator_name, run_command
 
 __all__ = ["archive_batch", "cancel_run", "retry_phase"]
@@ -36,6 +39,8 @@ def _latest_run(state: BatchState) -> Run | None:
 async def cancel_run(args: argparse.Namespace) -> int:
     """``run cancel BATCH [--run RUN] [--reason TEXT]``."""
     actor = operator_name(args.actor)
+    if args.api:
+        return _print(await remote.cancel_via_api(args, actor), args)
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
         target = args.run or _run_id(_latest_run(state))
@@ -57,6 +62,10 @@ async def cancel_run(args: argparse.Namespace) -> int:
             service, payload, event_id=event_id, actor=actor, correlation_id=correlation
         )
         outcome = await outcome_of(service, "run cancel", result, actor=actor, run_id=target)
+    return _print(outcome, args)
+
+
+def _print(outcome: ActionOutcome, args: argparse.Namespace) -> int:
     emit(outcome.as_dict(), as_json=args.json, text=lambda: [outcome.line()])
     return outcome.exit_code
 
@@ -68,6 +77,8 @@ def _run_id(run: Run | None) -> str | None:
 async def retry_phase(args: argparse.Namespace) -> int:
     """``phase retry BATCH PHASE [--reason TEXT]``."""
     actor = operator_name(args.actor)
+    if args.api:
+        return _print(await remote.retry_via_api(args, actor), args)
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
         if not service.profile.is_phase(args.phase):
@@ -77,8 +88,7 @@ async def retry_phase(args: argparse.Namespace) -> int:
         payload = RetryPhase(args.batch_id, args.phase, actor, args.reason)
         result = await run_command(service, payload, event_id=event_id, actor=actor, correlation_id=None)
         outcome = await outcome_of(service, "phase retry", result, actor=actor)
-    emit(outcome.as_dict(), as_json=args.json, text=lambda: [outcome.line()])
-    return outcome.exit_code
+    return _print(outcome, args)
 
 
 async def archive_batch(args: argparse.Namespace) -> int:
@@ -90,5 +100,4 @@ async def archive_batch(args: argparse.Namespace) -> int:
         payload = ArchiveBatch(args.batch_id)
         result = await run_command(service, payload, event_id=event_id, actor=actor, correlation_id=None)
         outcome = await outcome_of(service, "batch archive", result, actor=actor)
-    emit(outcome.as_dict(), as_json=args.json, text=lambda: [outcome.line()])
-    return outcome.exit_code
+    return _print(outcome, args)

@@ -7,7 +7,7 @@ code  meaning
 1     denied or refused by the engine (the batch's state does not allow it)
 2     usage or bad input (unknown option, malformed id, unknown topic or phase)
 3     not found (no such batch, run or outbox row)
-4     the store or the broker cannot be reached
+4     the store, the broker or the service's HTTP API cannot be reached
 ====  ==========================================================================
 """
 
@@ -43,7 +43,7 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.REFUSED: "denied or refused by the engine: the batch's state does not allow it",
     ExitCode.USAGE: "usage or bad input: unknown option, malformed id, unknown topic or phase",
     ExitCode.NOT_FOUND: "not found: no such batch, run or outbox row",
-    ExitCode.UNREACHABLE: "the store or the broker cannot be reached",
+    ExitCode.UNREACHABLE: "the store, the broker or the service's HTTP API cannot be reached",
 }
 """What each exit code means (the command-line reference prints this table)."""
 
@@ -68,22 +68,28 @@ def exit_code_of(error: BaseException) -> ExitCode:
         return ExitCode.UNREACHABLE
     if isinstance(error, InvalidMessageError):
         return ExitCode.USAGE
+    status = getattr(error, "status_code", None)  # an HTTP API's answer
+    if status in (401, 403):
+        return ExitCode.USAGE
+    if status == 404:
+        return ExitCode.NOT_FOUND
     if isinstance(error, IllegalTransitionError | BadCommandError | PipelineStateError):
         return ExitCode.REFUSED
-    return ExitCode.UNREACHABLE if _is_broker_error(error) else ExitCode.REFUSED
+    return ExitCode.UNREACHABLE if _is_transport_error(error) else ExitCode.REFUSED
 
 
 def expected(error: BaseException) -> bool:
     """Whether ``error`` is a failure an operator command reports on one line (anything
     else is a bug and keeps its traceback)."""
-    return isinstance(error, OperatorError | PipelineStateError | OSError | TimeoutError) or _is_broker_error(
-        error
-    )
+    return isinstance(
+        error, OperatorError | PipelineStateError | OSError | TimeoutError
+    ) or _is_transport_error(error)
 
 
-def _is_broker_error(error: BaseException) -> bool:
-    """Whether ``error`` is aiokafka's (the broker is down or refused the connection)."""
-    return type(error).__module__.startswith("aiokafka")
+def _is_transport_error(error: BaseException) -> bool:
+    """Whether ``error`` is the Kafka client's or the HTTP client's (the broker or the
+    service is down or refused the connection)."""
+    return type(error).__module__.startswith(("aiokafka", "httpx"))
 
 
 def one_line(error: BaseException) -> str:

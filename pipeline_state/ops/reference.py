@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Iterable, Sequence
 
 from .exits import MEANINGS
+from .remote import API_ENV, TOKEN_ENV
 from .session import OPERATOR_ENV, SCHEMA_ENV, STORE_ENV
 from .table import GROUPS, SUBCOMMANDS
 
@@ -21,6 +22,8 @@ _ENVIRONMENT = (
     (SCHEMA_ENV, "`--schema`: the PostgreSQL schema of the store, as serve reads it"),
     ("PIPELINE_STATE_KAFKA", "`--kafka` of `dlq reinject`"),
     ("PIPELINE_STATE_TOPIC_PREFIX", "`--topic-prefix` of `dlq reinject` (as serve reads it)"),
+    (API_ENV, "`--api` of `run cancel` and `phase retry`: the running service's HTTP API"),
+    (TOKEN_ENV, "the bearer token (public API scope) sent with `--api`; never a command-line argument"),
 )
 
 

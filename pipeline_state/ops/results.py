@@ -17,7 +17,8 @@ __all__ = ["ActionOutcome", "outcome_of"]
 class ActionOutcome:
     """What one action did: the inbox result of its event (``applied``, ``denied:<reason>``,
     ``ignored:<reason>``, ``deferred:<what>``), or, for a repeat, ``duplicate`` with the
-    first run's result in ``original``."""
+    first run's result in ``original``; ``accepted`` when a running service's HTTP API took
+    it (it answers a repeat the same way)."""
 
     action: str
     batch_id: str
@@ -34,7 +35,7 @@ class ActionOutcome:
         """0 when applied (or a repeat of an applied action); 1 when the engine denied or
         ignored it."""
         effective = self.original if self.result == "duplicate" else self.result
-        if effective is None or effective == "applied" or effective.startswith("deferred:"):
+        if effective is None or effective in ("applied", "accepted") or effective.startswith("deferred:"):
             return ExitCode.OK
         return ExitCode.REFUSED
 

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from .output import add_json_argument
+from .remote import add_api_argument
 from .session import add_actor_arguments, add_store_arguments
 
 __all__ = ["GROUPS", "SUBCOMMANDS", "Subcommand"]
@@ -98,6 +99,7 @@ def _cancel(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the run)")
     _acts(parser)
+    add_api_argument(parser)
 
 
 def _retry(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +107,7 @@ def _retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("phase", metavar="PHASE", help="the phase to run again (a phase of the profile)")
     parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the new run)")
     _acts(parser)
+    add_api_argument(parser)
 
 
 def _archive(parser: argparse.ArgumentParser) -> None:
