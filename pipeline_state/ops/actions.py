@@ -22,6 +22,7 @@ from pipeline_state.model import BatchState, Run
 
 from . import remote
 from .exits import ExitCode, OperatorError
+from .keys import cancel_key, cancel_target, check_active, retry_key
 from .output import emit
 from .results import ActionOutcome, outcome_of
 from .session import action_event_id, open_service, operator_name, run_command
@@ -43,19 +44,11 @@ async def cancel_run(args: argparse.Namespace) -> int:
         return _print(await remote.cancel_via_api(args, actor), args)
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
-        target = args.run or _run_id(_latest_run(state))
-        if target is None:
-            raise OperatorError(ExitCode.REFUSED, f"batch {args.batch_id} has no run to cancel")
-        event_id = action_event_id(args.event_id, "run-cancel", args.batch_id, target)
+        target = cancel_target(args.batch_id, args.run, _run_id(_latest_run(state)))
+        event_id = cancel_key(args.event_id, args.batch_id, target)
         active = state.active_run
         if not await service.store.is_processed(event_id):
-            if active is None:
-                raise OperatorError(ExitCode.REFUSED, f"batch {args.batch_id} has no active run")
-            if active.run_id != target:
-                raise OperatorError(
-                    ExitCode.NOT_FOUND,
-                    f"run {target} is not the active run of batch {args.batch_id} (active: {active.run_id})",
-                )
+            check_active(args.batch_id, target, _run_id(active))
         correlation = active.correlation_id if active is not None else None
         payload = CancelRun(args.batch_id, actor, args.reason)
         result = await run_command(
@@ -83,8 +76,8 @@ async def retry_phase(args: argparse.Namespace) -> int:
         state = await service.get_batch(args.batch_id)
         if not service.profile.is_phase(args.phase):
             raise OperatorError(ExitCode.USAGE, f"the profile has no phase named {args.phase!r}")
-        finished = state.history[-1].run_id if state.history else "-"
-        event_id = action_event_id(args.event_id, "phase-retry", args.batch_id, args.phase, finished)
+        finished = state.history[-1].run_id if state.history else None
+        event_id = retry_key(args.event_id, args.batch_id, args.phase, finished)
         payload = RetryPhase(args.batch_id, args.phase, actor, args.reason)
         result = await run_command(service, payload, event_id=event_id, actor=actor, correlation_id=None)
         outcome = await outcome_of(service, "phase retry", result, actor=actor)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .exits import ExitCode, OperatorError
+from .keys import cancel_key, cancel_target, check_active, retry_key
 from .results import ActionOutcome
-from .session import action_event_id
 
 __all__ = ["API_ENV", "TOKEN_ENV", "add_api_argument", "cancel_via_api", "retry_via_api"]
 
@@ -70,16 +70,11 @@ async def cancel_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
     async with _client(args) as client:
         snapshot = await client.get_batch(args.batch_id)
         latest = snapshot.active_run or (snapshot.history[-1] if snapshot.history else None)
-        target = args.run or (None if latest is None else latest.run_id)
-        if target is None:
-            raise OperatorError(ExitCode.REFUSED, f"batch {args.batch_id} has no run to cancel")
+        target = cancel_target(args.batch_id, args.run, None if latest is None else latest.run_id)
         active = snapshot.active_run
-        if active is not None and active.run_id != target:
-            raise OperatorError(
-                ExitCode.NOT_FOUND,
-                f"run {target} is not the active run of batch {args.batch_id} (active: {active.run_id})",
-            )
-        key = action_event_id(args.event_id, "run-cancel", args.batch_id, target)
+        if active is not None:  # without one, the service answers a repeat or refuses
+            check_active(args.batch_id, target, active.run_id)
+        key = cancel_key(args.event_id, args.batch_id, target)
         answer = await client.cancel(args.batch_id, user_id=actor, reason=args.reason, idempotency_key=key)
     return _outcome("run cancel", args, key, actor, answer.run_id)
 
@@ -88,8 +83,8 @@ async def retry_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
     """Retry a phase through ``POST .../retry`` (a denial raises and exits 1)."""
     async with _client(args) as client:
         snapshot = await client.get_batch(args.batch_id)
-        finished = snapshot.history[-1].run_id if snapshot.history else "-"
-        key = action_event_id(args.event_id, "phase-retry", args.batch_id, args.phase, finished)
+        finished = snapshot.history[-1].run_id if snapshot.history else None
+        key = retry_key(args.event_id, args.batch_id, args.phase, finished)
         answer = await client.retry_phase(
             args.batch_id, args.phase, user_id=actor, retry_reason=args.reason, idempotency_key=key
         )
