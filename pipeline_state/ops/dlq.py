@@ -6,7 +6,8 @@ the inbox dedupes, the transition log records it with who asked, and the outbox 
 writes are published by the running relay). It keeps its own event id, so a letter that
 was re-injected before, or that the consumer handled after all, is a duplicate; a fact
 that waited too long (its inbox says ``dead_lettered:...``) gets an id derived from its own.
-A letter that still cannot apply is reported and left in the dead-letter topic.
+A letter that still cannot apply is reported and left in the dead-letter topic, and so is a
+truncated copy (a record too large for the dead-letter topic), which cannot be replayed.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ async def _event_id(service: PipelineService, original: str) -> str:
 async def _one(service: PipelineService, topic: str, letter: Any, actor: str) -> Reinjected:
     raw: bytes = letter.value or b""
     where = {"partition": letter.partition, "offset": letter.offset}
+    if letter.headers.get("dlq_truncated") == "1":
+        size, digest = (
+            letter.headers.get("dlq_original_size", "?"),
+            letter.headers.get("dlq_original_sha256", "?"),
+        )
+        error = f"a truncated copy (the original had {size} bytes, sha256 {digest}): replay the original"
+        return Reinjected(**where, event_id=None, batch_id=None, result="failed", error=error)
     try:
         envelope, payload = service.profile.inbound.parse(topic, raw, limits=service.limits)
     except InvalidMessageError as exc:

@@ -44,12 +44,15 @@ async def _cli(*argv: str) -> Ran:
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
-async def _letters(producer: ProducerLike, prefix: str, values: list[tuple[str, bytes]]) -> None:
-    """Dead-letter ``(key, value)`` records of the registration topic, as the consumer does."""
+async def _letters(
+    producer: ProducerLike, prefix: str, values: list[tuple[str, bytes]], *, truncated: bool = False
+) -> None:
+    """Dead-letter ``(key, value)`` records of the registration topic, as the consumer does
+    (``truncated``: the minimal copy the consumer sends when the broker refused the full one)."""
     writer = DeadLetterWriter(producer, group_id=f"{prefix}group")
     for key, value in values:
         record = ParkedFact(topic=f"{prefix}{REGISTER}", key=key.encode(), value=value, partition=0, offset=7)
-        await writer.send(record, StoreUnavailableError("the disk was full"))
+        await writer.send(record, StoreUnavailableError("the disk was full"), minimal=truncated)
 
 
 async def _log(url: str, batch_id: str) -> list[TransitionRecord]:
@@ -77,6 +80,7 @@ async def test_dead_letters_are_reinjected_through_the_engine_once(
             ("k", json.dumps(second[1]).encode()),
         ],
     )
+    await _letters(producer, prefix, [("k", json.dumps(env.register("b3")[1]).encode())], truncated=True)
     base = ["--kafka", broker.bootstrap, "--topic", REGISTER, "--topic-prefix", prefix, "--store", url]
 
     partly = await _cli("dlq", "reinject", *base, "--limit", "2", "--as", "erin", "--json")
@@ -96,11 +100,12 @@ async def test_dead_letters_are_reinjected_through_the_engine_once(
 
     assert rest.code == 1
     lines = rest.out.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert lines[0].endswith("batch b1  duplicate")
     assert " failed: " in lines[1]
     assert lines[2].endswith("batch b2  applied")
-    assert lines[3].endswith(": 1 applied, 1 duplicate, 1 failed")
+    assert "failed: a truncated copy" in lines[3]  # cannot be replayed: the original is needed
+    assert lines[4].endswith(": 1 applied, 1 duplicate, 2 failed")
     assert [(r.trigger, r.requested_by) for r in await _log(url, "b2")] == [("register", "erin")]
     assert len(await _log(url, "b1")) == 1  # the repeat changed nothing
 
