@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from . import errors as errors_module
+from .asyncapi import asyncapi_document, asyncapi_json
+from .asyncapi_kafka import DEAD_LETTER
 from .diagrams import (
     TransitionRow,
     edge_label,
@@ -59,6 +61,7 @@ __all__ = [
     "REGENERATE_COMMAND",
     "VERDICT_MEANINGS",
     "main",
+    "render_asyncapi_page",
     "render_cli_page",
     "render_errors_page",
     "render_lifecycles_page",
@@ -711,6 +714,100 @@ def render_errors_page() -> str:
     return _page(lines)
 
 
+# --------------------------------------------------------------------------- asyncapi
+
+
+def _key_cell(message: Mapping[str, Any]) -> str:
+    kafka: Mapping[str, Any] = message.get("bindings", {}).get("kafka", {})
+    location = kafka.get("x-key-location")
+    if isinstance(location, str):
+        return _code(location.removeprefix("$message.payload#/").replace("/", "."))
+    return str(kafka.get("key", {}).get("description", "—"))
+
+
+def render_asyncapi_page(profile: Profile | None = None) -> str:
+    """The page that shows the AsyncAPI document of ``profile``'s wire as tables."""
+    profile = profile or huleedu_profile()
+    document = asyncapi_document(profile)
+    messages: Mapping[str, Mapping[str, Any]] = document["components"]["messages"]
+    documented = {spec.model.__name__ for spec in TOPICS.values()}
+    rows = []
+    sent: list[tuple[bool, Mapping[str, Any]]] = []
+    for operation in document["operations"].values():
+        topic = operation["channel"]["$ref"].removeprefix("#/channels/")
+        (ref,) = document["channels"][topic]["messages"].values()
+        message = messages[ref["$ref"].removeprefix("#/components/messages/")]
+        name = message["name"]
+        if operation["action"] == "send" and name != DEAD_LETTER:
+            sent.append((operation["tags"][0]["name"] == "event", message))
+        rows.append(
+            [
+                _code(topic),
+                f"{operation['action']} ({operation['tags'][0]['name']})",
+                f"[`{name}`](wire-contract.md#{_anchor(name)})" if name in documented else _code(name),
+                _key_cell(message),
+            ]
+        )
+    sample = max(sent, key=lambda pair: pair[0])[1]  # the first event (max keeps the first)
+    letter = messages[DEAD_LETTER]["headers"]
+    headers = sample["headers"]["properties"]
+    lines = [
+        f"# AsyncAPI document of the `{profile.name}` profile",
+        "",
+        "The Kafka wire of a service, as an [AsyncAPI 3.0.0](https://www.asyncapi.com/docs/reference/"
+        "specification/v3.0.0) document generated from the code by "
+        "[`asyncapi_document`][pipeline_state.asyncapi.asyncapi_document]: download it as "
+        "[`asyncapi.json`](asyncapi.json), or fetch it from a running service at `GET /asyncapi.json` "
+        "(API token). Channels are topics (a deployment's topic prefix goes before each); each "
+        "channel's message is an [`EventEnvelope`](wire-contract.md#eventenvelope) whose `data` is "
+        "the channel's pydantic model, every model's JSON schema under `components/schemas`. A test "
+        "validates the document against the official AsyncAPI 3.0.0 JSON Schema and checks the "
+        "records the engine really sends against it.",
+        "",
+        "## Channels and operations",
+        "",
+        "Facts are received; phase commands, the profile's events and dead letters are sent. The "
+        "key is the record key's location in the value (the Kafka binding's `x-key-location`). "
+        "Commands and events carry the [envelope headers](#headers), dead letters the "
+        "[`dlq_*` headers](#dead-letters).",
+        "",
+        *_table(["channel (topic)", "operation", "message (`data`)", "key"], rows),
+        "",
+        "## Headers",
+        "",
+        "Every command and event the service publishes carries these headers (UTF-8 text); the "
+        "engine reads no header of the records it consumes.",
+        "",
+        *_table(
+            ["header", "value"],
+            ([_code(name), " ".join(str(spec["description"]).split())] for name, spec in headers.items()),
+        ),
+        "",
+        "## Dead letters",
+        "",
+        "A record of a consumed topic that can never be handled (not JSON, not valid, unknown, "
+        "too large, or a fact that waited too long) is parked unchanged on the topic's "
+        "dead-letter channel (`<topic>.DLQ`), same key and value, its own headers kept, with "
+        "these headers added:",
+        "",
+        *_table(
+            ["header", "always", "value"],
+            (
+                [_code(name), "yes" if name in letter["required"] else "no", str(spec["description"])]
+                for name, spec in letter["properties"].items()
+            ),
+        ),
+        "",
+        "## One message in full",
+        "",
+        f"The message of `{sample['name']}`, as the document declares it:",
+        "",
+        *_fence("json", json.dumps(sample, indent=2, ensure_ascii=False)),
+        "",
+    ]
+    return _page(lines)
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -727,12 +824,15 @@ _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/pipelines.md": render_pipelines_page,
     "reference/wire-contract.md": render_wire_contract_page,
     "reference/errors.md": render_errors_page,
+    "reference/asyncapi.md": render_asyncapi_page,
+    "reference/asyncapi.json": asyncapi_json,
     "reference/cli.md": render_cli_page,
 }
 
 
 def render_pages() -> dict[str, str]:
-    """Every generated page: path relative to the docs folder -> Markdown text."""
+    """Every generated page: path relative to the docs folder -> Markdown text (or, for
+    ``.json`` files, the JSON document a page links to)."""
     return {path: render() for path, render in _RENDERERS.items()}
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pipeline_state.results.ports import ResultsStore
 from pipeline_state.service import PipelineService
 
+from .asyncapi_route import build_asyncapi_router
 from .handlers import ApiRoute
 from .ops_routes import build_ops_router
 from .routes import build_router
@@ -41,13 +42,15 @@ def install(
     prefix: str = "",
     results: ResultsStore | None = None,
 ) -> None:
-    """Mount the API's routes under ``prefix`` on ``app`` and limit the bodies they receive;
-    with a ``results`` store, the results routes too. Each route needs the token of its
-    scope (see :class:`HttpSettings`); with no token configured, a scope is closed."""
+    """Mount the API's routes (``/asyncapi.json`` included) under ``prefix`` on ``app`` and
+    limit the bodies they receive; with a ``results`` store, the results routes too. Each
+    route needs the token of its scope (see :class:`HttpSettings`); with no token
+    configured, a scope is closed."""
     settings = settings or HttpSettings()
     _warn_about_scopes(settings)
     app.include_router(build_router(service, settings=settings, results=results), prefix=prefix)
     app.include_router(build_ops_router(service, settings=settings), prefix=prefix)
+    app.include_router(build_asyncapi_router(service, settings=settings), prefix=prefix)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

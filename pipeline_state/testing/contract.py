@@ -27,13 +27,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import pytest
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
+from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
 from pipeline_state.ports import (
     BatchingStore,
@@ -46,6 +47,10 @@ from pipeline_state.ports import (
     TransitionRecord,
     WaitingFact,
 )
+from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.service import PipelineService
+
+from .builders import Envelopes
 
 __all__ = ["T0", "ContractStore", "StoreContract", "make_state", "message", "with_deadline"]
 
@@ -179,6 +184,13 @@ class StoreContract:
         raise NotImplementedError("override the store fixture with a factory for your backend")
         return  # pragma: no cover
 
+    @pytest.fixture
+    def profile(self) -> Profile:
+        """The profile whose runs :meth:`test_every_state_of_the_profiles_runs_round_trips`
+        drives through the store (default: the shipped HuleEdu profile); override it to hold
+        the store to your own profile's states."""
+        return huleedu_profile()
+
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     async def seed(
@@ -205,6 +217,37 @@ class StoreContract:
         state = with_deadline(make_state("b1"), T0 + timedelta(seconds=60))
         await store.commit(Change("b1", None, state, T0))
         assert await store.load("b1") == state
+
+    async def test_every_state_of_the_profiles_runs_round_trips(
+        self, store: ContractStore, profile: Profile
+    ) -> None:
+        """Each pipeline of the profile's catalog runs once on one batch through a
+        :class:`~pipeline_state.service.PipelineService` on the store (one item failing
+        every phase that receives it): every state committed loads back equal, and the
+        batch ends ready with one ended run per pipeline in its history."""
+        service = PipelineService(store, profile=profile, clock=ManualClock(T0))
+        env = Envelopes(profile=profile)
+        items = env.essay_ids("whole-1", 3)
+
+        async def handled(delivery: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+            result = await service.handle_message(*delivery)
+            assert await store.load("whole-1") == result.state
+            return [m.as_dict() for m in result.all_messages]
+
+        await handled(env.register("whole-1", item_ids=items))
+        await handled(env.provisioned("whole-1", items))
+        for pipeline in profile.catalog.names:
+            pending = await handled(env.request("whole-1", pipeline, prompt_payload={"prompt_ref": "p"}))
+            while pending:
+                message = pending.pop(0)
+                if env.phase_of(message) is not None:
+                    sent = {item["essay_id"] for item in message["value"]["data"]["essays_to_process"]}
+                    pending += await handled(env.answer(message, failed=sent & {items[0]}))
+        state = await store.load("whole-1")
+        assert state is not None
+        assert state.active_run is None
+        assert state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION
+        assert [run.pipeline_name for run in state.history] == list(profile.catalog.names)
 
     async def test_insert_of_existing_batch_conflicts(self, store: ContractStore) -> None:
         first = await self.seed(store, "b1")

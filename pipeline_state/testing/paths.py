@@ -65,21 +65,23 @@ from pipeline_state.commands import (
 )
 from pipeline_state.decide import Decision, Move, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import (
-    MAX_ESSAYS_PER_BATCH,
-    MAX_ITEM_ID_LENGTH,
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    StudentAssociationsConfirmedV1,
-    Topic,
+from pipeline_state.events import MAX_ESSAYS_PER_BATCH, MAX_ITEM_ID_LENGTH
+from pipeline_state.inbound import Inbound
+from pipeline_state.inputs import (
+    ContentReady,
+    EngineInput,
+    GroupConfirmed,
+    ItemsReady,
+    OutcomeStatus,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    ValidationFailed,
 )
 from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
 from pipeline_state.memory import ManualClock
-from pipeline_state.model import BatchState, EssayRef, completed_outputs
+from pipeline_state.model import BatchState, ItemRef, completed_outputs
+from pipeline_state.outbound import RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound, huleedu_profile
 from pipeline_state.service import HandleResult, PipelineService
 
@@ -132,7 +134,11 @@ _CLASS = "class-1"
 _PROMPT = "prompt-1"
 _UNKNOWN_PIPELINE = "no_such_pipeline"
 _UNKNOWN_PHASE = "no_such_phase"
-_OUTCOME_STATUSES = ("completed_successfully", "completed_with_failures", "failed_critically")
+_OUTCOME_STATUSES: tuple[OutcomeStatus, ...] = (
+    "completed_successfully",
+    "completed_with_failures",
+    "failed_critically",
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -393,32 +399,24 @@ def _essay_ids(batch_id: str, count: int, *, long: bool) -> list[str]:
     return ids
 
 
-def _refs(ids: Iterable[str], suffix: str) -> list[dict[str, str]]:
-    out = []
-    for essay in ids:
-        text = f"{essay[: MAX_ITEM_ID_LENGTH - len(suffix) - 1]}-{suffix}"
-        out.append({"essay_id": essay, "text_storage_id": text})
-    return out
+def _refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
+    return tuple(ItemRef(i, f"{i[: MAX_ITEM_ID_LENGTH - len(suffix) - 1]}-{suffix}") for i in ids)
 
 
 def _registration(
     batch_id: str, count: int, *, guest: bool, ids: Sequence[str] | None = None
-) -> BatchRegistrationRequestV1:
-    return BatchRegistrationRequestV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "expected_essay_count": count,
-            "essay_ids": list(ids) if ids is not None else _essay_ids(batch_id, count, long=False),
-            "user_id": _USER,
-            "class_id": None if guest else _CLASS,
-            "course_code": "ENG5",
-            "student_prompt_ref": None if guest else _PROMPT,
-        }
+) -> RegisterBatch:
+    named = tuple(ids) if ids is not None else tuple(_essay_ids(batch_id, count, long=False))
+    return RegisterBatch(
+        batch_id,
+        _USER,
+        count,
+        named,
+        "ENG5",
+        "en",
+        group_id=None if guest else _CLASS,
+        prompt_ref=None if guest else _PROMPT,
     )
-
-
-def _wire(topic: Topic) -> str:
-    return topic.value
 
 
 def _operator(payload: object) -> str:
@@ -428,24 +426,26 @@ def _operator(payload: object) -> str:
 def _outcome(
     batch_id: str,
     phase: str,
-    status: str,
+    status: OutcomeStatus,
     correlation_id: str,
     processed: Sequence[str],
     failed: Sequence[str],
-) -> ELSBatchPhaseOutcomeV1:
-    return ELSBatchPhaseOutcomeV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "phase_name": phase,
-            "phase_status": status,
-            "processed_essays": _refs(processed, phase),
-            "failed_essay_ids": list(failed),
-            "correlation_id": correlation_id,
-        }
-    )
+) -> PhaseOutcome:
+    return PhaseOutcome(batch_id, phase, status, _refs(processed, phase), tuple(failed), correlation_id)
 
 
-def _split(status: str, inputs: Sequence[EssayRef]) -> tuple[list[str], list[str]]:
+def _carried(inbound: Inbound, value: EngineInput) -> tuple[str, EngineInput] | None:
+    """The topic that carries ``value`` on the profile's wire and the input the engine reads
+    from it (the wire may drop what it cannot say, a group say); ``None`` when the profile
+    consumes no input of its kind."""
+    topic = inbound.topic_of(type(value))
+    if topic is None:
+        return None
+    _, data = inbound.encode(value)
+    return topic, inbound.decode(inbound.topics[topic].model.model_validate(data))
+
+
+def _split(status: str, inputs: Sequence[ItemRef]) -> tuple[list[str], list[str]]:
     """Processed and failed essays of an outcome: all, the first half (rounded down: one
     essay in, none out), or none."""
     ids = [e.essay_id for e in inputs]
@@ -473,62 +473,31 @@ def inputs_for(
     def add(label: str, payload: Payload, topic: str, *, at: datetime = tick, **kw: Any) -> None:
         out.append(Input(label, payload, topic, at, **kw))
 
-    registered = _wire(Topic.BATCH_REGISTER)
-    add("register_guest", _registration(batch_id, _ESSAYS, guest=True), registered)
-    add("register_regular", _registration(batch_id, _ESSAYS, guest=False), registered)
+    def arrive(label: str, value: EngineInput, **kw: Any) -> None:
+        """``value`` as the profile's wire carries it, if the profile consumes its kind."""
+        carried = _carried((kw.get("profile") or profile).inbound, value)
+        if carried is not None:
+            add(label, carried[1], carried[0], **kw)
+
+    arrive("register_guest", _registration(batch_id, _ESSAYS, guest=True))
+    arrive("register_regular", _registration(batch_id, _ESSAYS, guest=False))
     if state is None:
         too_many = profile.max_items_per_batch + 1
         if too_many <= MAX_ESSAYS_PER_BATCH:  # beyond it, the wire model itself refuses
-            add("register_too_many", _registration(batch_id, too_many, guest=True), registered)
+            arrive("register_too_many", _registration(batch_id, too_many, guest=True))
         legacy = None if intake_profile is None else _legacy_count(profile, intake_profile)
         if legacy is not None:
             ids = _essay_ids(batch_id, legacy, long=True)
             legacy_registration = _registration(batch_id, legacy, guest=True, ids=ids)
-            add("register_legacy", legacy_registration, registered, profile=intake_profile)
+            arrive("register_legacy", legacy_registration, profile=intake_profile)
     essays = list(state.essay_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
-    provisioned = BatchContentProvisioningCompletedV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "provisioned_count": len(essays),
-            "expected_count": len(essays),
-            "essays_for_processing": _refs(essays, "text"),
-        }
-    )
-    add("provision", provisioned, _wire(Topic.CONTENT_PROVISIONED))
-    empty = BatchContentProvisioningCompletedV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "provisioned_count": 0,
-            "expected_count": len(essays),
-            "essays_for_processing": [],
-        }
-    )
-    add("provision_empty", empty, _wire(Topic.CONTENT_PROVISIONED))
-    stranger = BatchContentProvisioningCompletedV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "provisioned_count": 1,
-            "expected_count": 1,
-            "essays_for_processing": _refs(["unregistered-essay"], "text"),
-        }
-    )
-    add("provision_unregistered", stranger, _wire(Topic.CONTENT_PROVISIONED))
-    associations = StudentAssociationsConfirmedV1.model_validate(
-        {
-            "batch_id": batch_id,
-            "class_id": _CLASS,
-            "associations": [{"essay_id": e, "student_id": f"student-{e[:40]}"} for e in essays],
-        }
-    )
-    add("associations", associations, _wire(Topic.ASSOCIATIONS_CONFIRMED))
-    ready = BatchEssaysReady.model_validate({"batch_id": batch_id, "ready_essays": _refs(essays, "text")})
-    add("essays_ready", ready, _wire(Topic.ESSAYS_READY))
-    for critical in (True, False):
-        errors = BatchValidationErrorsV1.model_validate(
-            {"batch_id": batch_id, "error_summary": {"total_errors": 1, "critical_failure": critical}}
-        )
-        label = "validation_errors_critical" if critical else "validation_errors_non_critical"
-        add(label, errors, _wire(Topic.VALIDATION_ERRORS))
+    arrive("provision", ContentReady(batch_id, _refs(essays, "text")))
+    arrive("provision_empty", ContentReady(batch_id, ()))
+    arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-essay"], "text")))
+    arrive("associations", GroupConfirmed(batch_id, _CLASS))
+    arrive("essays_ready", ItemsReady(batch_id, _refs(essays, "text")))
+    arrive("validation_errors_critical", ValidationFailed(batch_id, critical=True))
+    arrive("validation_errors_non_critical", ValidationFailed(batch_id, critical=False))
 
     pipelines = [*profile.catalog.names, _UNKNOWN_PIPELINE]
     for pipeline in pipelines:
@@ -536,23 +505,14 @@ def inputs_for(
         if state is not None and state.prompt_ref is None and pipeline != _UNKNOWN_PIPELINE:
             prompts.append({"prompt_ref": _PROMPT})
         for prompt in prompts:
-            request = ClientBatchPipelineRequestV1.model_validate(
-                {
-                    "batch_id": batch_id,
-                    "requested_pipeline": pipeline,
-                    "user_id": _USER,
-                    "prompt_payload": prompt,
-                }
-            )
             label = f"request:{pipeline}" + ("+prompt" if prompt else "")
-            add(label, request, _wire(Topic.PIPELINE_REQUEST))
+            arrive(label, RequestPipeline(batch_id, pipeline, _USER, prompt=prompt))
 
     run = None if state is None else state.active_run
-    outcome_topic = _wire(Topic.PHASE_OUTCOME)
     if run is None:
         first = profile.catalog.phases[0]
         stray = _outcome(batch_id, first, "completed_successfully", _id("stray"), [], [])
-        add(f"outcome:{first}:no_run", stray, outcome_topic, correlation_id=_id("stray"))
+        arrive(f"outcome:{first}:no_run", stray, correlation_id=_id("stray"))
     else:
         corr = run.correlation_id
         first_active = next((p for p in run.phases if p.is_active), None)
@@ -561,21 +521,21 @@ def inputs_for(
             for status in statuses:
                 processed, failed = _split(status, phase.inputs)
                 payload = _outcome(batch_id, phase.name, status, corr, processed, failed)
-                add(f"outcome:{phase.name}:{status}", payload, outcome_topic, correlation_id=corr)
+                arrive(f"outcome:{phase.name}:{status}", payload, correlation_id=corr)
         if first_active is not None:
             name = first_active.name
             foreign = _id("foreign", now.isoformat())
             processed, failed = _split("completed_successfully", first_active.inputs)
             payload = _outcome(batch_id, name, "completed_successfully", foreign, processed, failed)
-            add(f"outcome:{name}:foreign_correlation", payload, outcome_topic, correlation_id=foreign)
+            arrive(f"outcome:{name}:foreign_correlation", payload, correlation_id=foreign)
             unsent = _outcome(batch_id, name, "completed_successfully", corr, ["never-sent-essay"], [])
-            add(f"outcome:{name}:unsent_items", unsent, outcome_topic, correlation_id=corr)
+            arrive(f"outcome:{name}:unsent_items", unsent, correlation_id=corr)
             if state is not None and state.history:
                 stale = state.history[-1].correlation_id
                 payload = _outcome(batch_id, name, "completed_successfully", stale, processed, failed)
-                add(f"outcome:{name}:stale", payload, outcome_topic, correlation_id=stale)
+                arrive(f"outcome:{name}:stale", payload, correlation_id=stale)
     unknown_phase = _outcome(batch_id, _UNKNOWN_PHASE, "completed_successfully", _id("unknown"), [], [])
-    add("outcome:unknown_phase", unknown_phase, outcome_topic, correlation_id=_id("unknown"))
+    arrive("outcome:unknown_phase", unknown_phase, correlation_id=_id("unknown"))
 
     deadlines = [] if run is None else [p.deadline_at for p in run.phases if p.is_active and p.deadline_at]
     corr_of_run = None if run is None else run.correlation_id
@@ -696,6 +656,16 @@ def _statuses(state: BatchState | None) -> dict[tuple[str, str], str]:
     return out
 
 
+def _completion_topics(profile: Profile, state: BatchState) -> tuple[str, ...]:
+    """The topics of the events the profile's outbound emits when a run of ``state`` ends
+    (asked of the outbound for the batch's last archived run, as the engine does)."""
+    if not state.history:
+        return ()
+    run = state.history[-1]
+    summary = RunSummary(run, 0, 0, 0.0, run.completed_at or START)
+    return tuple(o.topic for o in profile.outbound.completed(state, summary))
+
+
 def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -> list[str]:
     """What must hold of every decision, whatever the input (``<name>: <detail>``):
 
@@ -749,8 +719,9 @@ def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -
     if run is not None and not any(p.is_active for p in run.phases):
         problems.append(f"run_without_active_phase: {dict(run.phase_statuses)}")
     ended = sum(1 for m in moves if m.entity == "run" and m.source != ABSENT and m.dest != "active")
-    completions = sum(1 for e in decision.emits if e.topic == Topic.PIPELINE_COMPLETED.value)
-    if completions != ended:
+    per_run = _completion_topics(profile, after)
+    completions = sum(1 for e in decision.emits if e.topic in per_run)
+    if completions != ended * len(per_run):
         problems.append(f"completions: {completions} completion events for {ended} runs ended")
     command_topics = {spec.topic for spec in profile.phase_commands.values()}
     commands = sum(1 for e in decision.emits if e.topic in command_topics)
@@ -796,10 +767,7 @@ def _successors(ctx: _Context, path: Path, crashes: list[Crash] | None) -> Itera
     ):
         event_id = _id("event", depth, item.label)
         correlation_id = item.correlation_id or _id("correlation", depth, item.label)
-        payload = item.payload
-        if isinstance(payload, ClientBatchPipelineRequestV1):
-            payload = payload.model_copy(update={"client_correlation_id": uuid.UUID(correlation_id)})
-        command = Command(payload, event_id, correlation_id)
+        command = Command(item.payload, event_id, correlation_id)
         profile = item.profile or ctx.profile
         try:
             decision = decide(state, command, profile=profile, now=item.now)

@@ -7,8 +7,12 @@ Not a test module: ``conftest.py`` puts this folder on ``sys.path`` so the test 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -16,9 +20,22 @@ import attrs
 from pipeline_state import BatchState, InMemoryRuntime, Topic
 from pipeline_state.testing import Envelopes
 
-__all__ = ["Flow", "Message", "Started", "datas", "new_id", "one", "refs", "topics"]
+__all__ = ["Flow", "Message", "Started", "datas", "load_example", "new_id", "one", "refs", "topics"]
 
 Message = dict[str, Any]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """The module ``examples/<name>.py``, imported (as ``_example_<name>``)."""
+    spec = importlib.util.spec_from_file_location(f"_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    return module
 
 
 def new_id() -> str:

@@ -8,15 +8,11 @@ readiness path (``test_STRAND_...``, the end-to-end test of the engine's side of
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import attrs
 import pytest
-from core_flow import Flow, datas, topics
+from core_flow import Flow, datas, load_example, topics
 from hypothesis import given, settings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -41,8 +37,6 @@ from pipeline_state.profile import (
 )
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.strategies import catalogs, profile_for
-
-ROOT = Path(__file__).resolve().parents[2]
 
 CATALOG = Catalog.from_dict(
     {"pipelines": {"p": {"steps": [{"name": "extract"}, {"name": "score", "depends_on": ["extract"]}]}}}
@@ -93,17 +87,6 @@ def rejects(*culprits: str, **changes: Any) -> DefinitionError:
     for culprit in culprits:
         assert culprit in message, f"{culprit!r} not named in: {message}"
     return caught.value
-
-
-def load_example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the shipped profiles still build ------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline_state.asyncapi import asyncapi_json
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
@@ -23,6 +25,7 @@ REQUIRED_PAGES = (
     "reference/pipelines.md",
     "reference/wire-contract.md",
     "reference/errors.md",
+    "reference/asyncapi.md",
     "adapters/index.md",
     "adapters/sql.md",
     "adapters/kafka.md",
@@ -54,6 +57,12 @@ def test_docs_every_required_page_is_built(built_site: Any) -> None:
         assert (DOCS / page).is_file(), page
         html = _html(built_site, page)
         assert "<h1" in html, f"{page} has no title"
+
+
+def test_docs_site_ships_the_asyncapi_document_its_page_links_to(built_site: Any) -> None:
+    shipped = (built_site.path / "reference" / "asyncapi.json").read_text(encoding="utf-8")
+    assert shipped == asyncapi_json()
+    assert 'href="../asyncapi.json"' in _html(built_site, "reference/asyncapi.md")
 
 
 def test_docs_diagrams_are_mermaid_blocks_for_the_offline_renderer(built_site: Any) -> None:

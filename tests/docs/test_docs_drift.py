@@ -8,6 +8,7 @@ that regenerates it.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import attrs
 import pytest
 
 from pipeline_state import HULEEDU_CATALOG, TOPICS, errors
+from pipeline_state.asyncapi import asyncapi_document
+from pipeline_state.asyncapi_kafka import DEAD_LETTER_HEADERS, ENVELOPE_HEADERS
 from pipeline_state.cli import main as cli_main
 from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
 from pipeline_state.docsgen import (
@@ -260,6 +263,30 @@ def test_docs_wire_contract_lists_every_topic_and_field() -> None:
         assert f"| `{field}` |" in page.split("## Envelope", 1)[1].split("## Inbound", 1)[0]
 
 
+def test_docs_asyncapi_page_shows_every_operation_and_the_json_is_the_document() -> None:
+    document = asyncapi_document()
+    assert json.loads(PAGES["reference/asyncapi.json"]) == document
+    page = PAGES["reference/asyncapi.md"]
+    assert "[`asyncapi.json`](asyncapi.json)" in page
+    for operation in document["operations"].values():
+        topic = operation["channel"]["$ref"].removeprefix("#/channels/")
+        message = document["components"]["messages"]["DeadLetter" if topic.endswith(".DLQ") else topic]
+        row = f"| `{topic}` | {operation['action']} ({operation['tags'][0]['name']}) | "
+        (line,) = [line for line in page.splitlines() if line.startswith(row)]
+        assert f"`{message['name']}`" in line
+        if topic.endswith(".DLQ"):
+            assert line.endswith("| The original record's key, unchanged. |")
+            continue
+        key = message["bindings"]["kafka"]["x-key-location"].removeprefix("$message.payload#/")
+        assert line.endswith(f"| `{key.replace('/', '.')}` |")
+    headers = page.split("## Headers", 1)[1].split("\n## ", 1)[0]
+    for name in ENVELOPE_HEADERS:
+        assert f"| `{name}` |" in headers
+    letters = page.split("## Dead letters", 1)[1].split("\n## ", 1)[0]
+    for name in DEAD_LETTER_HEADERS:
+        assert f"| `{name}` |" in letters
+
+
 def test_docs_error_reference_has_the_tree_and_every_error() -> None:
     page = PAGES["reference/errors.md"]
     assert "PipelineStateError\n├── DefinitionError" in page
@@ -269,6 +296,8 @@ def test_docs_error_reference_has_the_tree_and_every_error() -> None:
 
 def test_docs_generated_pages_start_with_the_banner() -> None:
     for page, text in PAGES.items():
+        if page.endswith(".json"):  # a document a page links to: JSON has no comments
+            continue
         assert text.startswith("<!-- Generated from the code by"), page
         assert REGENERATE_COMMAND in text.splitlines()[0]
 

@@ -74,7 +74,7 @@ def test_every_route_is_in_the_scope_its_path_says() -> None:
             assert scopes == {Scope.INTERNAL}, where
         elif path in OPERATOR_VIEWS:
             assert scopes == {Scope.API, Scope.OPS}, where
-        elif path.startswith("/v1/") or path in ("/openapi.json", "/docs", "/redoc"):
+        elif path.startswith("/v1/") or path in ("/openapi.json", "/asyncapi.json", "/docs", "/redoc"):
             assert scopes == {Scope.API}, where
         else:
             raise AssertionError(f"{where}: no scope rule covers this route")

@@ -21,18 +21,19 @@ from sqlalchemy.engine import make_url
 from pipeline_state import InMemoryStore, ManualClock, PipelineService, snapshot
 from pipeline_state.commands import CancelRun, ExpireOverdue, RetryPhase
 from pipeline_state.decide import Decision
-from pipeline_state.events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    StudentAssociationsConfirmedV1,
-    Topic,
+from pipeline_state.events import Topic
+from pipeline_state.inputs import (
+    ContentReady,
+    GroupConfirmed,
+    ItemsReady,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    ValidationFailed,
 )
 from pipeline_state.ports import TransitionRecord
 from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.testing.paths import START, Path, Step, replay
 from pipeline_state.testing.reference import Expectation, ReferenceModel
 
@@ -240,37 +241,36 @@ def _feed(model: ReferenceModel, step: Step) -> Expectation | None:
     payload = step.command.payload
     if step.label in _UNMODELLED or step.label.startswith("record:"):
         return None
-    if isinstance(payload, BatchRegistrationRequestV1):
-        return model.register(event_id, payload.model_dump(mode="json"))
+    if isinstance(payload, RegisterBatch):  # the reference model reads HuleEdu's registration
+        return model.register(event_id, HULEEDU_INBOUND.encode(payload)[1])
     batch = model.batches.get(step.command.batch_id)
-    if isinstance(payload, BatchContentProvisioningCompletedV1):
-        return model.provision(event_id, payload.batch_id, _refs(payload.essays_for_processing))
-    if isinstance(payload, StudentAssociationsConfirmedV1):
+    if isinstance(payload, ContentReady):
+        return model.provision(event_id, payload.batch_id, _refs(payload.items))
+    if isinstance(payload, GroupConfirmed):
         return model.confirm_associations(event_id, payload.batch_id)
-    if isinstance(payload, BatchEssaysReady):
-        return model.essays_ready(event_id, payload.batch_id, _refs(payload.ready_essays))
-    if isinstance(payload, BatchValidationErrorsV1):
-        critical = payload.error_summary.critical_failure
-        if critical and batch is not None and batch.active is not None:
+    if isinstance(payload, ItemsReady):
+        return model.essays_ready(event_id, payload.batch_id, _refs(payload.items))
+    if isinstance(payload, ValidationFailed):
+        if payload.critical and batch is not None and batch.active is not None:
             return None  # a critical failure during a run is not modelled
-        return model.validation_errors(event_id, payload.batch_id, critical=critical)
-    if isinstance(payload, ClientBatchPipelineRequestV1):
+        return model.validation_errors(event_id, payload.batch_id, critical=payload.critical)
+    if isinstance(payload, RequestPipeline):
         return model.request(
             event_id,
             payload.batch_id,
-            payload.requested_pipeline,
+            payload.pipeline,
             step.command.correlation_id,
-            prompt=bool(payload.prompt_payload),
+            prompt=bool(payload.prompt),
         )
-    if isinstance(payload, ELSBatchPhaseOutcomeV1):
+    if isinstance(payload, PhaseOutcome):
         return model.outcome(
             event_id,
             payload.batch_id,
-            payload.phase_name,
-            str(payload.correlation_id),
-            payload.phase_status,
-            _refs(payload.processed_essays),
-            list(payload.failed_essay_ids),
+            payload.phase,
+            payload.correlation_id,
+            payload.status,
+            _refs(payload.processed),
+            list(payload.failed),
         )
     if isinstance(payload, ExpireOverdue):
         return model.expire()
