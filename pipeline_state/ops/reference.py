@@ -22,6 +22,11 @@ _ENVIRONMENT = (
     (SCHEMA_ENV, "`--schema`: the PostgreSQL schema of the store, as serve reads it"),
     ("PIPELINE_STATE_KAFKA", "`--kafka` of `dlq reinject`"),
     ("PIPELINE_STATE_TOPIC_PREFIX", "`--topic-prefix` of `dlq reinject` (as serve reads it)"),
+    (
+        "PIPELINE_STATE_PHASE_DEADLINES",
+        "read as serve reads it, with serve's other settings (re-sends, correlation rule, intake "
+        "limits): a retried phase gets the deployment's deadline",
+    ),
     (API_ENV, "`--api` of `run cancel` and `phase retry`: the running service's HTTP API"),
     (TOKEN_ENV, "the bearer token (public API scope) sent with `--api`; never a command-line argument"),
 )

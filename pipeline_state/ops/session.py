@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from pipeline_state.commands import Command, OperatorCommand
 from pipeline_state.decide import derive_id
 from pipeline_state.errors import DefinitionError, StoreUnavailableError
 from pipeline_state.events import MAX_ID_LENGTH
+from pipeline_state.intake import DEFAULT_LIMITS, IntakeLimits
 from pipeline_state.profile import Profile, huleedu_profile
 from pipeline_state.service import HandleResult, PipelineService
 
@@ -28,9 +31,11 @@ __all__ = [
     "OPERATOR_ENV",
     "SCHEMA_ENV",
     "STORE_ENV",
+    "Deployment",
     "action_event_id",
     "add_actor_arguments",
     "add_store_arguments",
+    "deployment",
     "open_service",
     "operator_name",
     "profile_of",
@@ -66,7 +71,8 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         metavar="SPEC",
-        help="the profile serve runs (FILE.py:NAME or MODULE:NAME; default: HuleEdu)",
+        help="the profile (FILE.py:NAME or MODULE:NAME; default: HuleEdu's, with serve's settings "
+        "from the environment)",
     )
 
 
@@ -114,11 +120,38 @@ def action_event_id(given: str | None, action: str, *parts: str) -> str:
     return derive_id(_EVENT_NAMESPACE, action, *parts)
 
 
+@attrs.frozen
+class Deployment:
+    """What ``serve`` reads from the environment that an operator command must share: the
+    profile (its phase deadlines, re-sends and correlation rule) and the intake limits."""
+
+    profile: Profile
+    limits: IntakeLimits = DEFAULT_LIMITS
+
+
+def deployment() -> Deployment:
+    """The HuleEdu profile and intake limits as ``serve`` builds them from the same
+    environment (``PIPELINE_STATE_PHASE_DEADLINES``, ``PIPELINE_STATE_MAX_MESSAGE_BYTES``...);
+    the defaults when the Kafka adapter, which owns those settings, is not installed."""
+    try:
+        from pipeline_state_kafka.settings import ServeSettings, SettingsError
+    except ImportError:
+        return Deployment(huleedu_profile())
+    # serve's settings need a bootstrap address; an operator command never contacts it.
+    placeholder = argparse.Namespace(kafka=os.environ.get("PIPELINE_STATE_KAFKA") or "localhost:9092")
+    try:
+        settings = ServeSettings.from_args(placeholder)
+    except SettingsError as exc:
+        raise OperatorError(ExitCode.USAGE, f"serve's settings in the environment: {exc}") from exc
+    return Deployment(settings.profile(), settings.intake_limits())
+
+
 def profile_of(args: argparse.Namespace) -> Profile:
-    """The profile ``--profile`` names (default: HuleEdu's)."""
+    """The profile ``--profile`` names (default: the one ``serve`` runs, see
+    :func:`deployment`)."""
     spec: str | None = getattr(args, "profile", None)
     if spec is None:
-        return huleedu_profile()
+        return deployment().profile
     from pipeline_state.demo.any_profile import load_profile
 
     try:
@@ -173,7 +206,7 @@ async def open_service(
     except (OSError, TimeoutError) as exc:
         raise StoreUnavailableError(f"cannot open the store: {exc}") from exc
     try:
-        yield PipelineService(store, profile=profile)
+        yield PipelineService(store, profile=profile, limits=deployment().limits)
     finally:
         await store.close()
 

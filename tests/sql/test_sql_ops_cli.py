@@ -158,9 +158,12 @@ def test_run_cancel_is_decided_logged_with_who_asked_and_idempotent(db: Database
     assert idle.err.count("\n") == 1
 
 
-def test_phase_retry_starts_a_run_as_the_operator_and_a_repeat_is_a_duplicate(db: Database, cli: Cli) -> None:
+def test_phase_retry_starts_a_run_as_the_operator_and_a_repeat_is_a_duplicate(
+    db: Database, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(db, active=["b1"], ready=["b2"])
     assert cli("run", "cancel", "b1", "--as", "alice").code == 0
+    monkeypatch.setenv("PIPELINE_STATE_PHASE_DEADLINES", "spellcheck=77")  # as serve is configured
 
     retried = cli("phase", "retry", "b1", "spellcheck", "--as", "bob", "--reason", "fixed", "--json")
     assert retried.code == 0, retried.err
@@ -170,6 +173,9 @@ def test_phase_retry_starts_a_run_as_the_operator_and_a_repeat_is_a_duplicate(db
     assert active["run_id"] == retried.json["run_id"]
     assert (active["requested_by"], active["is_retry"]) == ("bob", True)
     assert list(active["phases"]) == ["spellcheck"]
+    (phase,) = active["phase_details"]
+    dispatched, deadline = (datetime.fromisoformat(phase[k]) for k in ("dispatched_at", "deadline_at"))
+    assert (deadline - dispatched).total_seconds() == 77  # serve's deadline, not the default
     logged = {t["requested_by"] for t in doc["transitions"] if t["event_id"] == retried.json["event_id"]}
     assert logged == {"bob"}
 
@@ -185,6 +191,10 @@ def test_phase_retry_starts_a_run_as_the_operator_and_a_repeat_is_a_duplicate(db
     unknown = cli("phase", "retry", "b2", "no_such_phase")
     assert unknown.code == 2
     assert "no_such_phase" in unknown.err
+    monkeypatch.setenv("PIPELINE_STATE_PHASE_DEADLINES", "no_such_phase=5")
+    misconfigured = cli("phase", "retry", "b2", "spellcheck")
+    assert misconfigured.code == 2
+    assert "PIPELINE_STATE_PHASE_DEADLINES" in misconfigured.err
 
 
 def test_batch_archive_is_terminal_once_and_refused_while_processing(db: Database, cli: Cli) -> None:
