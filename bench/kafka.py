@@ -1,6 +1,6 @@
 """The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
 
-``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres]``
+``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres] [--metrics both|off|on]``
 
 For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
 PostgreSQL when ``PIPELINE_STATE_TEST_POSTGRES`` is set, and ``memory://`` as the baseline
@@ -19,6 +19,13 @@ events and consumes the outbound topics, as the surrounding services would.
    (spellcheck pruned, CJ dispatched); the N CJ outcomes are produced at a steady rate
    (``--rate``, well below capacity), and for each run the latency from just before its
    last outcome was produced to its completion event being consumed here is recorded.
+
+Observability cost (issue 15): every backend is measured twice in the same run, with the
+Prometheus metrics off (``PIPELINE_STATE_METRICS=0``: the rows ``<figure>[<backend>]``) and on
+(the rows ``<figure>[<backend>,metrics]``, whose baseline and ratio are the same backend with
+metrics off): ``serve --http`` then keeps every family and this process scrapes ``/metrics``
+every ``--scrape-seconds`` (1 s, far more often than a Prometheus would) while it measures.
+``--metrics off`` or ``on`` measures one of the two only.
 
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
 ``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
@@ -40,19 +47,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this folder is sys.path[0] and bench/http.py would shadow the stdlib
+# ``http`` (prometheus-client imports it): use the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(_HERE.parent))
 
-from pipeline_state_kafka import ProducerSettings, create_producer
-from pipeline_state_kafka.testing import Collector, LocalBroker
+from pipeline_state_kafka import ProducerSettings, create_producer  # noqa: E402
+from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
-from bench._util import Row, Target, environment, report
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from bench._util import Row, Target, environment, report  # noqa: E402
+from pipeline_state.events import OUTBOUND_TOPICS, Topic  # noqa: E402
+from pipeline_state.testing import Envelopes  # noqa: E402
 
 __all__ = ["FIGURES", "QUICK", "Config", "main", "run"]
 
@@ -80,9 +91,17 @@ class Config:
     rate: float = 200.0
     backends: tuple[str, ...] = ("memory", "sqlite", "postgres")
     within: float = 180.0
+    metrics: tuple[bool, ...] = (False, True)
+    scrape_seconds: float = 1.0
+    record: Path | None = None
+    poison: int = 0
+    """Records that are not JSON, sent among the steady outcomes (they are dead-lettered)."""
+    """With metrics on: write every scrape to ``<record>/<backend>.jsonl`` (``{"at", "text"}``)."""
 
 
 QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
+
+METRICS_CHOICES: dict[str, tuple[bool, ...]] = {"both": (False, True), "off": (False,), "on": (True,)}
 
 
 @dataclass
@@ -90,6 +109,7 @@ class Measured:
     backend: str
     outcomes_per_s: float
     latencies_ms: list[float] = field(default_factory=list)
+    scrapes: int = 0
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -100,8 +120,23 @@ class Measured:
 class Serve:
     """A ``pipeline-state serve`` child process; its stderr is kept for error reports."""
 
-    def __init__(self, kafka: str, store_url: str, prefix: str, extra_env: dict[str, str]) -> None:
-        env = {**os.environ, **SERVE_ENV, "PIPELINE_STATE_TOPIC_PREFIX": prefix, **extra_env}
+    def __init__(
+        self,
+        kafka: str,
+        store_url: str,
+        prefix: str,
+        extra_env: dict[str, str],
+        *,
+        http_port: int | None = None,
+    ) -> None:
+        metrics = "0" if http_port is None else "1"
+        env = {
+            **os.environ,
+            **SERVE_ENV,
+            "PIPELINE_STATE_TOPIC_PREFIX": prefix,
+            "PIPELINE_STATE_METRICS": metrics,
+            **extra_env,
+        }
         command = [
             sys.executable,
             "-m",
@@ -113,6 +148,8 @@ class Serve:
             store_url,
         ]
         command += ["--group-id", f"{prefix}group"]
+        if http_port is not None:  # metrics on, served where the bench scrapes them
+            command += ["--http", f"127.0.0.1:{http_port}", "--insecure-no-auth"]
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
@@ -163,21 +200,58 @@ def _correlations(out: Collector, topic: str) -> set[str]:
     return {str(r.data.get("correlation_id") or (r.value or {}).get("correlation_id")) for r in out.on(topic)}
 
 
+async def _scrape(port: int, every: float, measured: Measured, record: Path | None) -> None:
+    """GET ``/metrics`` every ``every`` seconds, as a (very eager) Prometheus would; with
+    ``record``, append each text to that file (for ``pipeline_state_kafka.panel_svg``)."""
+    import httpx
+
+    began = time.monotonic()
+    sink = None if record is None else record.open("w", encoding="utf-8")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            while True:
+                await asyncio.sleep(every)
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.get("/metrics")
+                    if answer.status_code == 200:
+                        measured.scrapes += 1
+                        if sink is not None:
+                            entry = {"at": round(time.monotonic() - began, 3), "text": answer.text}
+                            sink.write(json.dumps(entry) + "\n")
+    finally:
+        if sink is not None:
+            sink.close()
+
+
 async def measure(
-    kafka: str, backend: str, store_url: str, extra_env: dict[str, str], cfg: Config, log: Log
+    kafka: str,
+    backend: str,
+    store_url: str,
+    extra_env: dict[str, str],
+    cfg: Config,
+    log: Log,
+    *,
+    metrics: bool = False,
 ) -> Measured:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = Envelopes(source_service="bench")
+    label = f"{backend},metrics" if metrics else backend
     batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
     essays = {b: env.essay_ids(b, 3) for b in batches}
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
     await producer.start()
-    serve = Serve(kafka, store_url, prefix, extra_env)
+    port = free_port() if metrics else None
+    serve = Serve(kafka, store_url, prefix, extra_env, http_port=port)
+    measured = Measured(label, 0.0)
+    record = None if cfg.record is None else cfg.record / f"{backend}.jsonl"
+    scraper = (
+        None if port is None else asyncio.create_task(_scrape(port, cfg.scrape_seconds, measured, record))
+    )
     try:
         # Topics exist once serve has created them; the collector needs them.
         await _wait_topics(kafka, prefix, serve, cfg.within)
         async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
-            log(f"{backend}: set-up of {cfg.runs} batches")
+            log(f"{label}: set-up of {cfg.runs} batches")
             await _send(producer, prefix, [env.register(b, essays=3) for b in batches])
             await _wait(
                 lambda: len(out.on(Topic.ESSAYS_REGISTERED)) >= cfg.runs, serve, cfg.within, "registrations"
@@ -187,7 +261,7 @@ async def measure(
                 producer, prefix, out, serve, env, batches, "nlp", Topic.SPELLCHECK, cfg
             )
 
-            log(f"{backend}: {2 * cfg.runs} outcome events at once")
+            log(f"{label}: {2 * cfg.runs} outcome events at once")
             outcomes: list[Delivery] = []
             for b in batches:
                 outcomes.append(env.outcome(b, "spellcheck", corr[b], processed=essays[b]))
@@ -206,7 +280,7 @@ async def measure(
             )
             throughput = 2 * cfg.runs / (done - started)
 
-            log(f"{backend}: completion latency over {cfg.runs} runs at {cfg.rate:.0f} outcomes/s")
+            log(f"{label}: completion latency over {cfg.runs} runs at {cfg.rate:.0f} outcomes/s")
             corr2 = await _request_all(
                 producer, prefix, out, serve, env, batches, "cj_assessment", Topic.CJ_ASSESSMENT, cfg
             )
@@ -219,6 +293,8 @@ async def measure(
                 topic, envelope = env.outcome(b, "cj_assessment", corr2[b], processed=essays[b])
                 sent_at[corr2[b]] = time.monotonic()
                 await producer.send_and_wait(f"{prefix}{topic}", json.dumps(envelope).encode(), b.encode())
+                if cfg.poison and i % max(1, cfg.runs // cfg.poison) == 0:
+                    await producer.send_and_wait(f"{prefix}{topic}", b"not json", b.encode())
             wanted2 = set(corr2.values())
             await _wait(
                 lambda: wanted2 <= _correlations(out, Topic.PIPELINE_COMPLETED),
@@ -231,12 +307,19 @@ async def measure(
                 for r in out.on(Topic.PIPELINE_COMPLETED)
                 if r.data["correlation_id"] in sent_at
             ]
-            return Measured(backend, throughput, latencies)
+            measured.outcomes_per_s, measured.latencies_ms = throughput, latencies
+            if scraper is not None:
+                log(f"{label}: /metrics scraped {measured.scrapes} times while measuring")
+            return measured
     finally:
+        if scraper is not None:
+            scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraper
         code = serve.stop()
         await producer.stop()
         if code != 0:
-            log(f"{backend}: serve exited with {code}")
+            log(f"{label}: serve exited with {code}")
 
 
 async def _wait_topics(kafka: str, prefix: str, serve: Serve, within: float) -> None:
@@ -306,6 +389,28 @@ async def _postgres_schema(url: str, action: str, schema: str) -> None:
         await engine.dispose()
 
 
+async def _measure_fresh(
+    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, metrics: bool
+) -> Measured:
+    """:func:`measure` on a store of its own (a new SQLite file, a new PostgreSQL schema)."""
+    extra: dict[str, str] = {}
+    if backend == "memory":
+        url = "memory://"
+    elif backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        url = os.environ["PIPELINE_STATE_TEST_POSTGRES"]
+        schema = f"bench_kafka_{uuid.uuid4().hex[:8]}"
+        await _postgres_schema(url, "create", schema)
+        extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
+    try:
+        return await measure(kafka, backend, url, extra, cfg, log, metrics=metrics)
+    finally:
+        if backend == "postgres":
+            with contextlib.suppress(Exception):
+                await _postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
+
+
 async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
     broker: LocalBroker | None = None
     if kafka is None:
@@ -317,26 +422,12 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
     try:
         with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
             for backend in cfg.backends:
-                extra: dict[str, str] = {}
-                if backend == "memory":
-                    url = "memory://"
-                elif backend == "sqlite":
-                    url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-                else:
-                    pg = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
-                    if not pg:
-                        log("postgres: PIPELINE_STATE_TEST_POSTGRES is not set, skipped")
-                        continue
-                    url = pg
-                    schema = f"bench_kafka_{uuid.uuid4().hex[:8]}"
-                    await _postgres_schema(pg, "create", schema)
-                    extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
-                try:
-                    results[backend] = await measure(kafka, backend, url, extra, cfg, log)
-                finally:
-                    if backend == "postgres":
-                        with contextlib.suppress(Exception):
-                            await _postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
+                if backend == "postgres" and not os.environ.get("PIPELINE_STATE_TEST_POSTGRES"):
+                    log("postgres: PIPELINE_STATE_TEST_POSTGRES is not set, skipped")
+                    continue
+                for metrics in cfg.metrics:  # a fresh store for each measurement
+                    found = await _measure_fresh(kafka, backend, Path(tmp), cfg, log, metrics=metrics)
+                    results[found.backend] = found
     finally:
         if broker is not None:
             broker.stop()
@@ -345,34 +436,45 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
 
 def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
     rows: list[Row] = []
-    base = results.get("memory")
-    for backend, m in results.items():
-        durable = backend != "memory"
-        ratio = None if base is None or not durable else m.outcomes_per_s / base.outcomes_per_s
+    for label, m in results.items():
+        backend, _, observed = label.partition(",")
+        if observed:  # metrics on: compared with the same backend, metrics off
+            base = results.get(backend)
+            against, overhead = "the same backend with metrics off", True
+        else:
+            base = None if backend == "memory" else results.get("memory")
+            against, overhead = "the same through serve with the in-memory store", False
+        ratio = None if base is None else m.outcomes_per_s / base.outcomes_per_s
+        throughput_target = None
+        if overhead:
+            throughput_target = Target("ratio", ">=", 0.95, "≤ 5 % slower")
+        elif backend == "sqlite":
+            throughput_target = Target("value", ">=", 500, "≥ 500 ev/s")
         rows.append(
             Row(
-                f"outcomes_per_s[{backend}]",
-                f"phase outcome events/s through serve with the {backend} store ({2 * cfg.runs} events)",
+                f"outcomes_per_s[{label}]",
+                f"phase outcome events/s through serve with the {backend} store ({2 * cfg.runs} events)"
+                + (f", metrics kept and scraped every {cfg.scrape_seconds:g} s" if overhead else ""),
                 m.outcomes_per_s,
                 "ev/s",
-                baseline=None if not durable or base is None else base.outcomes_per_s,
-                baseline_description="the same through serve with the in-memory store",
+                baseline=None if base is None else base.outcomes_per_s,
+                baseline_description=against,
                 ratio=ratio,
-                target=Target("value", ">=", 500, "≥ 500 ev/s") if backend == "sqlite" else None,
+                target=throughput_target,
             )
         )
         for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):
             value = m.percentile(q)
             rows.append(
                 Row(
-                    f"{name}[{backend}]",
+                    f"{name}[{label}]",
                     f"last outcome produced -> completion consumed, {len(m.latencies_ms)} runs, "
                     f"{cfg.rate:.0f} outcomes/s",
                     value,
                     "ms",
-                    baseline=None if not durable or base is None else base.percentile(q),
-                    baseline_description="the same with the in-memory store",
-                    ratio=None if not durable or base is None else value / base.percentile(q),
+                    baseline=None if base is None else base.percentile(q),
+                    baseline_description=against,
+                    ratio=None if base is None else value / base.percentile(q),
                     target=None if target is None else Target("value", "<=", target, "≤ 250 ms"),
                     spread=f"min {min(m.latencies_ms):.1f} ms, max {max(m.latencies_ms):.1f} ms, "
                     f"mean {statistics.fmean(m.latencies_ms):.1f} ms",
@@ -397,6 +499,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="outcomes/s while measuring latency (default 200)")
     parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres")
     parser.add_argument("--kafka", help="use this broker (HOST:PORT) instead of starting one")
+    parser.add_argument(
+        "--metrics",
+        choices=sorted(METRICS_CHOICES),
+        default="both",
+        help="measure with the Prometheus metrics off, on, or both in the same run (default both)",
+    )
+    parser.add_argument("--scrape-seconds", type=float, help="period of the /metrics scrapes (default 1)")
+    parser.add_argument(
+        "--record-metrics",
+        type=Path,
+        metavar="DIR",
+        help="with metrics on: keep every scrape in DIR/<backend>.jsonl",
+    )
+    parser.add_argument(
+        "--poison", type=int, default=0, help="also send about N records that are not JSON (dead-lettered)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -409,6 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = Config(
             cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
         )
+    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics, poison=args.poison)
+    if args.scrape_seconds:
+        cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
+    if cfg.record is not None:
+        cfg.record.mkdir(parents=True, exist_ok=True)
     unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")

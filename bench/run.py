@@ -17,11 +17,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a package
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script, this folder is sys.path[0] and bench/http.py would shadow the stdlib
+# ``http`` (prometheus-client imports it): use the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(_HERE.parent))
 
-from bench import core
-from bench._util import environment, report
+from bench import core  # noqa: E402
+from bench._util import environment, report  # noqa: E402
 
 __all__ = ["main", "suites"]
 

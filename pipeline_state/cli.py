@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--group-id", default="pipeline-state", help="Kafka consumer group")
     serve.add_argument("--consumers", nargs="*", default=[], help="extra consumers to run (results)")
     serve.add_argument(
+        "--profile",
+        help="the profile to serve, FILE.py:NAME or MODULE:NAME (default: the shipped HuleEdu profile)",
+    )
+    serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="with --http: serve without tokens (loopback addresses only, local development)",

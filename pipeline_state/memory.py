@@ -408,6 +408,13 @@ class InMemoryStore:
         self._check()
         return [r for r in self._outbox.values() if r.parked][:limit]
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None, int]:
+        """Pending rows, when the oldest of them was written, and parked rows."""
+        self._check()
+        pending = [r.created_at for r in self._outbox.values() if r.published_at is None and not r.parked]
+        parked = sum(1 for r in self._outbox.values() if r.parked)
+        return len(pending), min(pending, default=None), parked
+
 
 Subscriber = Callable[[OutboxMessage], Awaitable[None]]
 

@@ -13,6 +13,7 @@ from pipeline_state.service import PipelineService
 
 from .asyncapi_route import build_asyncapi_router
 from .handlers import ApiRoute
+from .metrics_routes import MetricsSource, build_metrics_router
 from .ops_routes import build_ops_router
 from .routes import build_router
 from .security import BodyLimitMiddleware, require_scopes
@@ -41,16 +42,20 @@ def install(
     settings: HttpSettings | None = None,
     prefix: str = "",
     results: ResultsStore | None = None,
+    metrics: MetricsSource | None = None,
 ) -> None:
     """Mount the API's routes (``/asyncapi.json`` included) under ``prefix`` on ``app`` and
-    limit the bodies they receive; with a ``results`` store, the results routes too. Each
-    route needs the token of its scope (see :class:`HttpSettings`); with no token
+    limit the bodies they receive; with a ``results`` store, the results routes too, and
+    with ``metrics``, ``/metrics``. Each route needs the token of its scope (see
+    :class:`HttpSettings`); with no token
     configured, a scope is closed."""
     settings = settings or HttpSettings()
     _warn_about_scopes(settings)
     app.include_router(build_router(service, settings=settings, results=results), prefix=prefix)
     app.include_router(build_ops_router(service, settings=settings), prefix=prefix)
     app.include_router(build_asyncapi_router(service, settings=settings), prefix=prefix)
+    if metrics is not None:
+        app.include_router(build_metrics_router(metrics, settings=settings), prefix=prefix)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -83,9 +88,11 @@ def create_app(
     *,
     settings: HttpSettings | None = None,
     results: ResultsStore | None = None,
+    metrics: MetricsSource | None = None,
 ) -> FastAPI:
-    """A FastAPI application serving the API for ``service`` (see the package README) and,
-    given a ``results`` store, its results read model under ``/v1/results``.
+    """A FastAPI application serving the API for ``service`` (see the package README),
+    given a ``results`` store, its results read model under ``/v1/results``, and given
+    ``metrics``, their Prometheus text at ``/metrics``.
 
     Secure by default: every route but ``/healthz`` (the OpenAPI schema and docs pages
     included) needs the bearer token of its scope, and a scope without a token in
@@ -100,6 +107,6 @@ def create_app(
         redoc_url=None,
     )
     setattr(app.state, SETTINGS_STATE, settings)
-    install(app, service, settings=settings, results=results)
+    install(app, service, settings=settings, results=results, metrics=metrics)
     app.include_router(_docs_router(app, settings))
     return app

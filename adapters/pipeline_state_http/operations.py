@@ -14,6 +14,7 @@ from pipeline_state.errors import DuplicateEventError, InvalidMessageError
 from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.lifecycle import BATCH_LIFECYCLE
 from pipeline_state.ports import InboxEntry
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.service import HandleResult, PipelineService
 
 from .context import RequestContext
@@ -111,9 +112,16 @@ class Operations:
         """Run ``payload`` with the request's event id; an operator command that names its
         user is recorded on the transition log as asked by them."""
         if requested_by is not None and isinstance(payload, CancelRun | RetryPhase):
-            command = Command(payload, ctx.event_id, correlation, requested_by=requested_by)
-            return await self.service.handle(command, topic=f"operator.{type(payload).__name__}")
-        return await self.service.execute(payload, event_id=ctx.event_id, correlation_id=correlation)
+            asked = Command(payload, ctx.event_id, correlation, requested_by=requested_by)
+            return await self.service.handle(asked, topic=f"operator.{type(payload).__name__}")
+        # The HTTP bodies have the shape of HuleEdu's messages; they are read as engine
+        # inputs here, so the API serves whatever profile the service runs.
+        command = (
+            HULEEDU_INBOUND.decode(payload)
+            if isinstance(payload, BatchRegistrationRequestV1 | ClientBatchPipelineRequestV1)
+            else payload
+        )
+        return await self.service.execute(command, event_id=ctx.event_id, correlation_id=correlation)
 
     async def _entry(self, event_id: str) -> InboxEntry:
         entry = await self.service.store.inbox_entry(event_id)

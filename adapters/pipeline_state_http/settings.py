@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from pipeline_state.flags import parse_flag
+
 __all__ = ["ENVIRONMENT", "TOKEN_VARIABLES", "HttpSettings", "Scope", "read_token_file"]
 
 
@@ -35,8 +37,15 @@ ENVIRONMENT: Mapping[str, str] = {
     "PIPELINE_STATE_HTTP_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
     "PIPELINE_STATE_HTTP_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
     "PIPELINE_STATE_HTTP_MAX_BODY_BYTES": "max_body_bytes",
+    "PIPELINE_STATE_HTTP_PUBLIC_METRICS": "public_metrics",
 }
 """The environment variables of :meth:`HttpSettings.from_environ` besides the tokens."""
+
+
+_flag = parse_flag
+
+
+_KINDS: Mapping[str, Any] = {"max_body_bytes": int, "public_metrics": _flag}
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -76,7 +85,8 @@ class HttpSettings:
     opens the scopes that have no token instead (local development and tests only).
     ``public_status_page`` lets browsers load ``GET /v1/batches/{id}/status`` without a token
     (a browser cannot send one on navigation); the page shows batch data, so only enable it
-    on a trusted network.
+    on a trusted network. ``public_metrics`` serves ``GET /metrics`` without a token (it
+    takes the operations token otherwise), for a scraper that cannot send one.
 
     Limits: ``max_body_bytes`` bounds request bodies (413 beyond); a body still incomplete
     ``body_timeout_seconds`` after its headers answers 408; a connection that has not sent a
@@ -96,6 +106,7 @@ class HttpSettings:
     max_page_size: int = attrs.field(default=100, validator=_positive)
     default_page_size: int = attrs.field(default=20, validator=_positive)
     public_status_page: bool = False
+    public_metrics: bool = False
     status_refresh_seconds: int = attrs.field(default=5, validator=attrs.validators.ge(0))
     title: str = "pipeline-state"
 
@@ -136,7 +147,7 @@ class HttpSettings:
         for variable, field in ENVIRONMENT.items():
             text = env.get(variable, "")
             if text:
-                kind = int if field == "max_body_bytes" else float
+                kind = _KINDS.get(field, float)
                 try:
                     values[field] = kind(text)
                 except ValueError as exc:

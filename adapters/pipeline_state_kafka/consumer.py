@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -60,6 +61,7 @@ from ._kafka import (
 from ._startup import start_with_retry
 from .dlq import DeadLetterWriter, reason_of
 from .handlers import BatchHandler, Handled, MessageHandler
+from .metrics import ServiceMetrics
 from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
 
@@ -214,7 +216,8 @@ class InboundConsumer:
 
     ``dead_letters`` parks poison records; ``on_handled`` is called after each successful
     unit of work (the service uses it to wake the relay). ``consumer_factory`` builds the
-    underlying aiokafka consumer (tests and embedders may pass their own).
+    underlying aiokafka consumer (tests and embedders may pass their own). ``metrics``
+    counts what each unit of work did and exports the consumer lag (:meth:`lag`).
     """
 
     def __init__(
@@ -229,8 +232,14 @@ class InboundConsumer:
         consumer_factory: Callable[[ConsumerSettings], ConsumerLike] | None = None,
         name: str = "inbound",
         batch_handler: BatchHandler | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self._clock = metrics.clock if metrics is not None else time.monotonic
+        self._lag: dict[tuple[str, int], int] = {}
+        if metrics is not None:
+            metrics.watch_lag(self.lag)
         self.handler = handler
         self.batch_handler = batch_handler
         self.dead_letters = dead_letters
@@ -256,6 +265,8 @@ class InboundConsumer:
             async with self._lock:  # ...and commits its progress before the partitions move
                 gone = {(tp.topic, tp.partition) for tp in parts}
                 self._unexpected = {k: v for k, v in self._unexpected.items() if (k[0], k[1]) not in gone}
+                for topic, partition in gone:
+                    self._lag.pop((self._bare(topic), partition), None)
         finally:
             self._yielding = False
         if parts:
@@ -335,7 +346,31 @@ class InboundConsumer:
         )
         await self._commit(consumer, book.commit)
         self._seek(consumer, book.seek)
+        self._note_lag(consumer, batch, book.seek)
         return retry
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end of each partition, as of its last fetch: the partition's
+        high watermark minus the position of its first record not handled yet."""
+        return dict(self._lag)
+
+    def _note_lag(
+        self,
+        consumer: ConsumerLike,
+        batch: Mapping[TopicPartition, Sequence[RecordLike]],
+        unhandled: Mapping[TopicPartition, int],
+    ) -> None:
+        highwater = getattr(consumer, "highwater", None)
+        if highwater is None:
+            return
+        for tp, records in batch.items():
+            try:
+                end = highwater(tp)
+            except Exception:  # the partition moved away meanwhile
+                continue
+            if records and isinstance(end, int):
+                position = unhandled.get(tp, records[-1].offset + 1)
+                self._lag[(self._bare(tp.topic), tp.partition)] = max(0, end - position)
 
     async def _sequence(self, records: Sequence[RecordLike], stop: asyncio.Event) -> tuple[int, bool]:
         """Handle ``records`` in order; returns how many (a prefix) are done and whether the
@@ -360,6 +395,7 @@ class InboundConsumer:
         classifies each failure against its own record."""
         assert self.batch_handler is not None
         items = [(self._topic(r), r.value if r.value is not None else b"") for r in records]
+        started = self._clock()
         try:
             results = await self.batch_handler(items)
             if len(results) != len(items):
@@ -367,17 +403,22 @@ class InboundConsumer:
         except Exception as exc:
             log.info("batched unit of work failed, handling one by one: %s", _safe_reason(exc))
             return None
+        if self.metrics is not None:
+            self.metrics.unit_of_work(self._clock() - started)
         for index, (record, (topic, _), result) in enumerate(zip(records, items, results, strict=True)):
             self.stats.consumed += 1
             if isinstance(result, Exception):
                 if not await self._failed(record, result):
                     return index, True
             else:
-                self._done(record, topic, result)
+                self._done(record, topic, result, started)
         return len(records), False
 
     def _topic(self, record: RecordLike) -> str:
-        topic = record.topic
+        return self._bare(record.topic)
+
+    def _bare(self, topic: str) -> str:
+        """The contract topic of a Kafka topic (the prefix taken off)."""
         prefix = self.settings.topic_prefix
         if prefix and topic.startswith(prefix):
             topic = topic[len(prefix) :]
@@ -386,21 +427,26 @@ class InboundConsumer:
     async def _one(self, record: RecordLike) -> bool:
         """Handle one record; ``False`` means retry it later (do not commit past it)."""
         self.stats.consumed += 1
+        started = self._clock()
         try:
             topic = self._topic(record)
             handled = await self.handler(topic, record.value if record.value is not None else b"")
         except Exception as exc:
             return await self._failed(record, exc)
-        self._done(record, topic, handled)
+        if self.metrics is not None:
+            self.metrics.unit_of_work(self._clock() - started)
+        self._done(record, topic, handled, started)
         return True
 
-    def _done(self, record: RecordLike, topic: str, handled: Handled) -> None:
+    def _done(self, record: RecordLike, topic: str, handled: Handled, started: float) -> None:
         """Count and log a handled record; the unit of work is committed, so nothing here may
         undo it: a failing log line or hook is logged and otherwise ignored."""
         try:
             if self._unexpected:
                 self._unexpected.pop((record.topic, record.partition, record.offset), None)
             self._count(handled)
+            if self.metrics is not None:
+                self.metrics.handled(topic, handled, consumed_at=started)
             log.info(
                 "handled %s",
                 topic,
@@ -476,6 +522,8 @@ class InboundConsumer:
         if not await self._park(record, error, context):
             return False
         self.stats.dead_lettered += 1
+        if self.metrics is not None:
+            self.metrics.dead_lettered(self._topic(record), type(error).__name__)
         log.warning("dead-lettered: %s", _safe_reason(error), extra=context)
         return True
 

@@ -12,9 +12,17 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 
 from pipeline_state.errors import PipelineStateError
+from pipeline_state.profile import ENGINE_EVENT_TOPICS
 from pipeline_state.service import HandleResult, PipelineService
 
-__all__ = ["BatchHandler", "Handled", "MessageHandler", "service_batch_handler", "service_handler"]
+__all__ = [
+    "COMPLETION_TOPICS",
+    "BatchHandler",
+    "Handled",
+    "MessageHandler",
+    "service_batch_handler",
+    "service_handler",
+]
 
 
 @attrs.frozen
@@ -24,7 +32,9 @@ class Handled:
     ``result`` is ``applied``, ``duplicate``, ``deferred:<what it waits for>`` (an early
     fact kept in the waiting set), ``ignored:<reason>`` or ``denied:<reason>``; ``emitted``
     counts the outbox messages the unit of work committed (with those of the waiting facts
-    it let apply).
+    it let apply). ``completions`` are the event ids of the run completions among them
+    (the metrics time them until the relay publishes them); ``cas_retries`` counts the
+    times the unit of work lost a compare-and-set race and was decided again.
     """
 
     event_id: str | None = None
@@ -32,6 +42,8 @@ class Handled:
     correlation_id: str | None = None
     result: str = "applied"
     emitted: int = 0
+    completions: tuple[str, ...] = ()
+    cas_retries: int = 0
 
 
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
@@ -42,10 +54,23 @@ BatchHandler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[Handled | 
 did or the library error that record alone raised (bad input); store errors propagate."""
 
 
+COMPLETION_TOPICS: frozenset[str] = frozenset(
+    topic for topic, event in ENGINE_EVENT_TOPICS.items() if event == "completed"
+)
+"""The topics of the run completions the engine emits."""
+
+
 def _summary(result: HandleResult) -> Handled:
     # emitted counts the rows of the waiting facts this change let apply too (relay wake-up)
+    messages = result.all_messages
     return Handled(
-        result.event_id, result.batch_id, result.correlation_id, result.label, len(result.all_messages)
+        result.event_id,
+        result.batch_id,
+        result.correlation_id,
+        result.label,
+        len(messages),
+        tuple(m.event_id for m in messages if m.topic in COMPLETION_TOPICS),
+        max(0, result.attempts - 1),
     )
 
 

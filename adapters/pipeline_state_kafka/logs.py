@@ -1,66 +1,110 @@
-"""Structured log lines for the service: ``key=value`` (default) or JSON, one per record.
+"""Structured log lines for the service: JSON (one object per line) or logfmt ``key=value``.
 
-Every field passed with ``extra=`` is written (``batch_id``, ``correlation_id``,
-``event_id``, ``topic``, ``partition``, ``offset``...), so a batch's story can be found with
-a grep on its id::
+The library logs through the standard :mod:`logging` module; :func:`configure_logging`
+puts a :class:`structlog.stdlib.ProcessorFormatter` on stderr that turns each record into
+one structured line. Every field passed with ``extra=`` is written (``batch_id``,
+``correlation_id``, ``event_id``, ``topic``, ``partition``, ``offset``...), so a batch's story
+can be found with a grep on its id. When an OpenTelemetry span is current (see
+:func:`trace_context`), the line carries its ``trace_id`` and ``span_id`` too, so a log
+line leads to its trace. ``fmt="auto"`` (the default of ``serve``) writes JSON unless stderr
+is a terminal::
 
-    ts=2025-01-01T10:00:00.120Z level=INFO logger=pipeline_state_kafka.consumer msg="handled
-    huleedu.els.batch.phase.outcome.v1" batch_id=b1 correlation_id=1f0... result=applied emitted=2
+    {"ts": "2025-01-01T10:00:00.120Z", "level": "INFO", "logger": "pipeline_state_kafka.consumer",
+     "msg": "handled huleedu.els.batch.phase.outcome.v1", "batch_id": "b1",
+     "correlation_id": "1f0...", "event_id": "9c2...", "result": "applied", "emitted": 2,
+     "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-__all__ = ["JsonFormatter", "KeyValueFormatter", "configure_logging"]
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
-_FIRST = ("batch_id", "correlation_id", "event_id")
+__all__ = ["JsonFormatter", "KeyValueFormatter", "configure_logging", "trace_context"]
+
+LogFormat = Literal["auto", "kv", "json"]
+
+_FIRST = ("ts", "level", "logger", "msg", "batch_id", "correlation_id", "event_id")
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ts": datetime.fromtimestamp(record.created, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
-        "level": record.levelname,
-        "logger": record.name,
-        "msg": record.getMessage(),
+def trace_context() -> dict[str, str]:
+    """The ``trace_id`` and ``span_id`` (lowercase hex, as in W3C ``traceparent``) of the
+    current OpenTelemetry span; empty when no valid span is current."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id),
+        "span_id": trace.format_span_id(context.span_id),
     }
-    extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
-    for name in _FIRST:
-        if extras.get(name) is not None:
-            out[name] = extras.pop(name)
-    out.update((k, v) for k, v in extras.items() if v is not None)
-    if record.exc_info and record.exc_info[1] is not None:
-        error = record.exc_info[1]
-        out["error"] = f"{type(error).__name__}: {error}"
-    return out
 
 
-def _text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
-    if text == "" or any(c in text for c in ' "=\n\t'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+def _record_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """``ts`` (when the record was made, UTC, milliseconds), ``level`` and ``logger``."""
+    record: logging.LogRecord = event["_record"]
+    event["ts"] = (
+        datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+    event["level"] = record.levelname
+    event["logger"] = record.name
+    return event
 
 
-class KeyValueFormatter(logging.Formatter):
-    """``key=value`` pairs; values with spaces, quotes or ``=`` are JSON-quoted."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{k}={_text(v)}" for k, v in _fields(record).items())
+def _add_trace(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    event.update(trace_context())
+    return event
 
 
-class JsonFormatter(logging.Formatter):
+def _error_summary(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """``error``: the exception's class and message, when the record carries one."""
+    info = event.pop("exc_info", None)
+    if isinstance(info, tuple) and info[1] is not None:
+        event["error"] = f"{type(info[1]).__name__}: {info[1]}"
+    return event
+
+
+def _tidy(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Drop empty fields and private ones; the fixed fields first."""
+    fields = {k: v for k, v in event.items() if v is not None and not k.startswith("_")}
+    ordered = {k: fields.pop(k) for k in _FIRST if k in fields}
+    ordered.update(fields)
+    return ordered
+
+
+def _chain() -> list[Processor]:
+    return [
+        structlog.stdlib.ExtraAdder(),
+        _record_fields,
+        _add_trace,
+        _error_summary,
+        structlog.processors.EventRenamer("msg"),
+    ]
+
+
+class JsonFormatter(structlog.stdlib.ProcessorFormatter):
     """One JSON object per line."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+    def __init__(self) -> None:
+        super().__init__(
+            foreign_pre_chain=_chain(),
+            processors=[_tidy, structlog.processors.JSONRenderer(default=str, ensure_ascii=False)],
+        )
+
+
+class KeyValueFormatter(structlog.stdlib.ProcessorFormatter):
+    """logfmt ``key=value`` pairs; values with spaces or quotes are quoted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            foreign_pre_chain=_chain(),
+            processors=[_tidy, structlog.processors.LogfmtRenderer()],
+        )
 
 
 class _CurrentStderr(logging.StreamHandler[TextIO]):
@@ -71,10 +115,21 @@ class _CurrentStderr(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
-def configure_logging(level: str | int = "INFO", fmt: Literal["kv", "json"] = "kv") -> logging.Handler:
-    """Route the library's loggers to stderr as structured lines; returns the handler."""
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure_logging(level: str | int = "INFO", fmt: LogFormat = "auto") -> logging.Handler:
+    """Route the library's loggers to stderr as structured lines; returns the handler.
+    ``fmt="auto"`` writes JSON unless stderr is a terminal (then ``key=value``)."""
+    if fmt not in ("auto", "kv", "json"):
+        raise ValueError(f"log format must be auto, kv or json, got {fmt!r}")
+    json_lines = fmt == "json" or (fmt == "auto" and not _is_terminal(sys.stderr))
     handler = _CurrentStderr(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _CurrentStderr)]:
         root.removeHandler(old)

@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from pipeline_state.announced import announced_events
+from pipeline_state.events import OUTBOUND_TOPICS
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
@@ -27,7 +29,9 @@ from ._startup import start_with_retry
 from .consumer import InboundConsumer
 from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic, effective_limit
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
+from .gauges import StoreSampler
 from .handlers import Handled, service_batch_handler, service_handler
+from .metrics import MeteredPublisher, ServiceMetrics
 from .policy import Verdict, classify_send_error
 from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
@@ -65,6 +69,8 @@ class ServiceRunner:
         self.opened: OpenedStore | None = store
         self.service: PipelineService | None = None
         self.relay: RelayRunner | None = None
+        self.metrics: ServiceMetrics | None = None
+        """The Prometheus metrics (``settings.metrics``), once the store is open."""
         self._relays: list[RelayRunner] = []
         self._own_store = store is None
         self._service_factory = service_factory or (
@@ -162,6 +168,13 @@ class ServiceRunner:
         settings = self.settings
         service = self._service_factory(opened)
         self.service = service
+        metrics = self.metrics = (
+            ServiceMetrics(
+                StoreSampler(opened.store, opened.outbox, min_interval=settings.metrics_store_seconds)
+            )
+            if settings.metrics
+            else None
+        )
         context = ServeContext(
             settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix, settings
         )
@@ -183,6 +196,7 @@ class ServiceRunner:
             stats=self.stats,
             on_handled=self._wake_relay,
             batch_handler=service_batch_handler(service),
+            metrics=metrics,
         )
         intake: list[Coroutine[Any, Any, None]] = [consumer.run(stop)]
         relays = self._relays = [relay]
@@ -196,7 +210,9 @@ class ServiceRunner:
             intake.append(self._sweep(stop, service, dlq_producer))
         if settings.http is not None:
             results = self.plugins.get("results")
-            app = build_http_app(service, results=getattr(results and results.state, "store", None))
+            app = build_http_app(
+                service, results=getattr(results and results.state, "store", None), metrics=metrics
+            )
             if app is not None:
                 intake.append(serve_http(app, settings.http[0], settings.http[1], stop))
         relay_stop = asyncio.Event()
@@ -223,9 +239,10 @@ class ServiceRunner:
 
     def _relay(self, outbox: Outbox, producer: ProducerLike) -> RelayRunner:
         settings = self.settings
+        publisher = KafkaPublisher(producer, topic_prefix=settings.topic_prefix)
         relay = OutboxRelay(
             outbox,
-            KafkaPublisher(producer, topic_prefix=settings.topic_prefix),
+            publisher if self.metrics is None else MeteredPublisher(publisher, self.metrics),
             SystemClock(),
             batch_size=settings.relay_batch_size,
             max_attempts=settings.relay_max_attempts,
@@ -262,6 +279,7 @@ class ServiceRunner:
             stats=self.stats,
             on_handled=self._wake_relay,
             name=name,
+            metrics=self.metrics,
         )
         relay = None
         if plugin.outbox is not None and plugin.outbox is not context.outbox:
@@ -273,10 +291,23 @@ class ServiceRunner:
         profile = self.service.profile if self.service is not None else self.settings.profile()
         return profile.inbound.names
 
+    def _outbound_topics(self) -> tuple[str, ...]:
+        """The topics the orchestrator writes: its profile's commands and announced events
+        (and, for the shipped profile, every outbound topic of its contract)."""
+        profile = self.service.profile if self.service is not None else self.settings.profile()
+        commands = [spec.topic for spec in profile.phase_commands.values()]
+        if profile.student_matching is not None:
+            commands.append(profile.student_matching.topic)
+        events = [a.topic for a in announced_events(profile.name, profile.outbound)]
+        contract = OUTBOUND_TOPICS if self.settings.profile_spec is None else ()
+        return tuple(dict.fromkeys([*contract, *commands, *events]))
+
     async def _create_topics(self) -> None:
         settings = self.settings
         consumed = [*self._inbound_topics(), *(t for plugin in self.plugins.values() for t in plugin.topics)]
-        topics = service_topics(settings.topic_prefix, inbound=dict.fromkeys(consumed))
+        topics = service_topics(
+            settings.topic_prefix, inbound=dict.fromkeys(consumed), outbound=self._outbound_topics()
+        )
         try:
             await ensure_topics(
                 settings.kafka,
@@ -330,6 +361,8 @@ class ServiceRunner:
                 if classify_send_error(exc) is Verdict.RETRY:
                     raise  # the fact keeps waiting; the next sweep tries again
                 await writer.send(parked, error, minimal=True)
+            if self.metrics is not None:
+                self.metrics.dead_lettered(fact.topic, type(error).__name__)
             log.warning(
                 "dead-lettered a fact that waited too long: %s",
                 expired.reason,

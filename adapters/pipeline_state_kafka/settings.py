@@ -16,6 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from pipeline_state.errors import DefinitionError
+from pipeline_state.flags import parse_flag
 from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
 from pipeline_state.profile import (
     DEFAULT_MAX_RESENDS,
@@ -23,6 +24,7 @@ from pipeline_state.profile import (
     Profile,
     huleedu_profile,
 )
+from pipeline_state.profiles import load_profile
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 from .consumer import ConsumerSettings
@@ -46,13 +48,7 @@ def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str,
     return (host.strip("[]") or default_host), int(port)
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected a boolean, got {text!r}")
+_bool = parse_flag
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -102,6 +98,12 @@ def _acks(text: str) -> str | int:
 
 # variable -> (section, field, parser, description)
 ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
+    "PIPELINE_STATE_PROFILE": (
+        "serve",
+        "profile_spec",
+        str,
+        "the profile to serve, FILE.py:NAME or MODULE:NAME (default: the shipped HuleEdu profile)",
+    ),
     "PIPELINE_STATE_TOPIC_PREFIX": ("serve", "topic_prefix", str, "put before every topic name"),
     "PIPELINE_STATE_STORE_UPGRADE": (
         "serve",
@@ -125,7 +127,19 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
     "PIPELINE_STATE_SUMMARY": ("serve", "summary", _choice("auto", "live", "plain", "off"), "summary mode"),
     "PIPELINE_STATE_SUMMARY_SECONDS": ("serve", "summary_seconds", float, "plain summary period"),
     "PIPELINE_STATE_LOG_LEVEL": ("serve", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
-    "PIPELINE_STATE_LOG_FORMAT": ("serve", "log_format", _choice("kv", "json"), "kv or json"),
+    "PIPELINE_STATE_LOG_FORMAT": (
+        "serve",
+        "log_format",
+        _choice("auto", "kv", "json"),
+        "auto (json unless stderr is a terminal), kv or json",
+    ),
+    "PIPELINE_STATE_METRICS": ("serve", "metrics", _bool, "keep Prometheus metrics, served at /metrics (1)"),
+    "PIPELINE_STATE_METRICS_STORE_SECONDS": (
+        "serve",
+        "metrics_store_seconds",
+        float,
+        "least time between two store readings for the metrics' gauges (10)",
+    ),
     "PIPELINE_STATE_RELAY_BATCH_SIZE": ("serve", "relay_batch_size", int, "rows per relay pass"),
     "PIPELINE_STATE_RELAY_MAX_ATTEMPTS": (
         "serve",
@@ -254,6 +268,17 @@ ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
 }
 
 
+_LOADED: dict[str, Profile] = {}
+
+
+def _load_profile(spec: str) -> Profile:
+    """The profile ``spec`` names, loaded once per process (its module runs once)."""
+    profile = _LOADED.get(spec)
+    if profile is None:
+        profile = _LOADED[spec] = load_profile(spec)
+    return profile
+
+
 @attrs.frozen
 class ServeSettings:
     """Everything ``serve`` needs; build it with :meth:`from_args` or directly in code."""
@@ -276,7 +301,11 @@ class ServeSettings:
     summary: Literal["auto", "live", "plain", "off"] = "auto"
     summary_seconds: float = 10.0
     log_level: str = "INFO"
-    log_format: Literal["kv", "json"] = "kv"
+    log_format: Literal["auto", "kv", "json"] = "auto"
+    metrics: bool = True
+    """Keep Prometheus metrics (:class:`~pipeline_state_kafka.metrics.ServiceMetrics`); with
+    ``--http`` they are served at ``/metrics``."""
+    metrics_store_seconds: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     relay_batch_size: int = 100
     relay_max_attempts: int = 10
     relay_idle_seconds: float = 0.5
@@ -292,6 +321,9 @@ class ServeSettings:
     phase_deadlines: tuple[tuple[str, float | None], ...] = ()
     phase_max_resends: int = DEFAULT_MAX_RESENDS
     strict_correlation: bool = False
+    profile_spec: str | None = None
+    """``--profile``: the profile to serve (``FILE.py:NAME`` or ``MODULE:NAME``); ``None``
+    serves the shipped HuleEdu profile."""
     http_insecure_no_auth: bool = False
     """``--insecure-no-auth``: serve HTTP scopes without a token open (loopback addresses only)."""
     consumer: ConsumerSettings | None = None
@@ -307,14 +339,29 @@ class ServeSettings:
         }
 
     def profile(self) -> Profile:
-        """The HuleEdu profile with this deployment's deadlines, re-sends and correlation rule;
-        raises :class:`SettingsError` naming the problem (an unknown phase, say)."""
+        """The profile to serve, with this deployment's deadlines, re-sends and correlation
+        rule. Without ``profile_spec``: the HuleEdu profile built from those settings. With
+        it: the named profile as its author built it, with ``phase_deadlines`` laid over its
+        own deadlines and ``strict_correlation`` turned on when set. Raises
+        :class:`SettingsError` naming the problem (an unknown phase, a profile that cannot
+        be loaded)."""
         try:
-            return huleedu_profile(
-                deadlines=dict(self.phase_deadlines),
-                default_deadline_seconds=self.phase_deadline_seconds,
-                max_resends=self.phase_max_resends,
-                strict_correlation=self.strict_correlation,
+            if self.profile_spec is None:
+                return huleedu_profile(
+                    deadlines=dict(self.phase_deadlines),
+                    default_deadline_seconds=self.phase_deadline_seconds,
+                    max_resends=self.phase_max_resends,
+                    strict_correlation=self.strict_correlation,
+                )
+            loaded = _load_profile(self.profile_spec)
+        except DefinitionError as exc:
+            variable = "PIPELINE_STATE_PROFILE" if self.profile_spec else "PIPELINE_STATE_PHASE_DEADLINES"
+            raise SettingsError(f"{variable}: {exc.problem}") from exc
+        try:
+            return attrs.evolve(
+                loaded,
+                deadlines={**loaded.deadlines, **dict(self.phase_deadlines)},
+                strict_correlation=loaded.strict_correlation or self.strict_correlation,
             )
         except DefinitionError as exc:
             raise SettingsError(f"PIPELINE_STATE_PHASE_DEADLINES: {exc.problem}") from exc
@@ -367,6 +414,10 @@ class ServeSettings:
             raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
         if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
             raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
+        if sections["serve"].get("metrics_store_seconds", 0.0) < 0:
+            raise SettingsError("PIPELINE_STATE_METRICS_STORE_SECONDS: expected a number >= 0")
+        if getattr(args, "profile", None):
+            sections["serve"]["profile_spec"] = args.profile
         settings = cls(
             kafka=kafka,
             store_url=getattr(args, "store", None) or DEFAULT_STORE,

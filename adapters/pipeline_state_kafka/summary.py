@@ -16,15 +16,12 @@ from typing import Any, TextIO
 
 import attrs
 
-from pipeline_state.errors import StoreError
-from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.ports import Outbox, Store
 
+from .gauges import ACTIVE_RUNS_LIMIT, read_store
 from .stats import ServiceStats
 
 __all__ = ["Sample", "Summary"]
-
-ACTIVE_RUNS_LIMIT = 1000
 
 
 @attrs.frozen
@@ -73,37 +70,18 @@ class Summary:
         consumed = self.stats.consumed
         rate = (consumed - consumed_then) / (now - then) if now > then else 0.0
         self._last = (now, consumed)
-        depth: int | None
-        active: int | None
-        try:
-            depth = await self.outbox.pending_count()
-            active = len(
-                await self.store.list_batches(BatchStatus.PROCESSING_PIPELINES, limit=ACTIVE_RUNS_LIMIT)
-            )
-        except StoreError:
-            depth = active = None
-        waiting = await self._waiting()
+        reading = await read_store(self.store, self.outbox)
         return Sample(
             consumed,
             rate,
             self.stats.dead_lettered,
             self.stats.retries,
             self.stats.published,
-            depth,
-            active,
+            reading.outbox_pending,
+            reading.active_runs,
             now - self.stats.started_at,
-            waiting,
+            reading.waiting,
         )
-
-    async def _waiting(self) -> int | None:
-        count = getattr(self.store, "count_waiting", None)
-        if count is None:
-            return None
-        try:
-            value = await count()
-        except StoreError:
-            return None
-        return value if isinstance(value, int) else None
 
     async def run_plain(self, stop: asyncio.Event, seconds: float, out: TextIO | None = None) -> None:
         """Print a summary line every ``seconds`` until stopped, and a last one."""

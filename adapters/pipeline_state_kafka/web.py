@@ -98,10 +98,13 @@ def http_settings_in_effect(http: Any | None) -> Iterator[None]:
         _IN_EFFECT.reset(token)
 
 
-def build_http_app(service: PipelineService, *, results: Any = None, settings: Any = None) -> Any | None:
+def build_http_app(
+    service: PipelineService, *, results: Any = None, settings: Any = None, metrics: Any = None
+) -> Any | None:
     """The HTTP adapter's app for ``service`` (with the ``results`` read model's routes when a
-    results store is given), or ``None`` when the adapter is not installed. ``settings``
-    (an ``HttpSettings``) defaults to those in effect, else to the environment's."""
+    results store is given, and ``/metrics`` when ``metrics`` are), or ``None`` when the
+    adapter is not installed. ``settings`` (an ``HttpSettings``) defaults to those in
+    effect, else to the environment's."""
     module = _http_module()
     if module is None:
         return None
@@ -113,9 +116,12 @@ def build_http_app(service: PipelineService, *, results: Any = None, settings: A
         settings = _IN_EFFECT.get()
     if settings is None:
         settings = module.HttpSettings.from_environ()
+    options: dict[str, Any] = {"settings": settings}
     if results is not None:
-        return create_app(service, settings=settings, results=results)
-    return create_app(service, settings=settings)
+        options["results"] = results
+    if metrics is not None:
+        options["metrics"] = metrics
+    return create_app(service, **options)
 
 
 async def serve_http(app: Any, host: str, port: int, stop: asyncio.Event) -> None:

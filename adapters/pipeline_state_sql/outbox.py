@@ -178,6 +178,14 @@ def count_pending(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(OUTBOX).where(_pending())).scalar_one())
 
 
+def backlog(conn: Connection) -> tuple[int, datetime | None, int]:
+    """Pending rows, when the oldest of them was written, and parked rows."""
+    pending = count_pending(conn)
+    oldest = conn.execute(select(func.min(OUTBOX.c.created_at)).where(_pending())).scalar_one()
+    parked = conn.execute(select(func.count()).select_from(OUTBOX).where(OUTBOX.c.parked == true()))
+    return pending, oldest, int(parked.scalar_one())
+
+
 def parked_rows(conn: Connection, limit: int) -> list[OutboxRow]:
     """Parked rows, oldest first."""
     statement = select(*ROW_COLUMNS).where(OUTBOX.c.parked == true()).order_by(OUTBOX.c.id).limit(limit)

@@ -239,6 +239,10 @@ class SqlStore:
             check_id(event_id, "event id")
         return await self._read(sql_outbox.rows_by_event_id, list(event_ids))
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None, int]:
+        """Pending rows, when the oldest of them was written, and parked rows (one read)."""
+        return await self._read(sql_outbox.backlog)
+
     async def purge_published(self, before: datetime) -> int:
         """Delete outbox rows published before ``before`` (they are kept until then, for
         inspection); returns how many were deleted."""

@@ -11,15 +11,12 @@ run is left active.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import random
 import sys
-from pathlib import Path
-from typing import Any
 
 from pipeline_state.errors import DefinitionError
-from pipeline_state.profile import Profile, check_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles import load_profile
 from pipeline_state.runtime import InMemoryRuntime
 from pipeline_state.testing.builders import Envelopes
 
@@ -28,37 +25,6 @@ __all__ = ["load_profile", "run_profile_demo"]
 ITEMS_PER_BATCH = 3
 LOSS_RATE = 0.2
 """How often a simulated worker loses one item of a command it answers."""
-
-
-def load_profile(spec: str) -> Profile:
-    """The profile ``spec`` names (``file.py:NAME`` or ``module:NAME``).
-
-    Raises:
-        DefinitionError: the spec is malformed, names nothing, or not a profile.
-    """
-    where, _, name = spec.rpartition(":")
-    if not where or not name:
-        raise DefinitionError("profile", f"{spec!r}: expected FILE.py:NAME or MODULE:NAME")
-    try:
-        if where.endswith(".py"):
-            path = Path(where)
-            module_name = f"_pipeline_state_profile_{abs(hash(path.resolve()))}"
-            loader_spec = importlib.util.spec_from_file_location(module_name, path)
-            if loader_spec is None or loader_spec.loader is None or not path.is_file():
-                raise DefinitionError("profile", f"{spec!r}: no such file {where}")
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[module_name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ImportError as exc:
-        raise DefinitionError("profile", f"{spec!r}: cannot import {where}: {exc}") from None
-    if not hasattr(module, name):
-        raise DefinitionError("profile", f"{spec!r}: {where} has no {name}")
-    found: Any = getattr(module, name)
-    if callable(found) and not isinstance(found, Profile):
-        found = found()
-    return check_profile(found)
 
 
 async def _play(profile: Profile, *, seed: int, batches: int) -> list[str]:

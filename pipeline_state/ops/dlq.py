@@ -26,7 +26,7 @@ from pipeline_state.service import PipelineService
 
 from .exits import ExitCode, OperatorError, one_line
 from .output import emit
-from .session import open_service, operator_name, profile_of
+from .session import deployment, open_service, operator_name
 
 __all__ = ["reinject"]
 
@@ -96,13 +96,13 @@ async def reinject(args: argparse.Namespace) -> int:
     if not args.kafka:
         raise OperatorError(ExitCode.USAGE, "--kafka is required (or set $PIPELINE_STATE_KAFKA)")
     actor = operator_name(args.actor)
-    profile = profile_of(args)
-    name = _dlq_name(args, profile)
+    settings = deployment(args)
+    name = _dlq_name(args, settings.profile)
     from pipeline_state_kafka.dlq_reader import read_dead_letters
 
     done: list[Reinjected] = []
     attempted = 0
-    async with open_service(args, profile=profile) as service:
+    async with open_service(args, settings=settings) as service:
         letters = read_dead_letters(args.kafka, name, patience=args.timeout)
         async with contextlib.aclosing(letters):
             async for letter in letters:

@@ -22,6 +22,7 @@ _ENVIRONMENT = (
     (SCHEMA_ENV, "`--schema`: the PostgreSQL schema of the store, as serve reads it"),
     ("PIPELINE_STATE_KAFKA", "`--kafka` of `dlq reinject`"),
     ("PIPELINE_STATE_TOPIC_PREFIX", "`--topic-prefix` of `dlq reinject` (as serve reads it)"),
+    ("PIPELINE_STATE_PROFILE", "`--profile` when not given, as for serve"),
     (
         "PIPELINE_STATE_PHASE_DEADLINES",
         "read as serve reads it, with serve's other settings (re-sends, correlation rule, intake "

@@ -38,7 +38,6 @@ __all__ = [
     "deployment",
     "open_service",
     "operator_name",
-    "profile_of",
     "run_command",
 ]
 
@@ -71,8 +70,8 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         metavar="SPEC",
-        help="the profile (FILE.py:NAME or MODULE:NAME; default: HuleEdu's, with serve's settings "
-        "from the environment)",
+        help="the profile serve runs (FILE.py:NAME or MODULE:NAME; default $PIPELINE_STATE_PROFILE, "
+        "else HuleEdu's), with serve's settings from the environment",
     )
 
 
@@ -129,30 +128,27 @@ class Deployment:
     limits: IntakeLimits = DEFAULT_LIMITS
 
 
-def deployment() -> Deployment:
-    """The HuleEdu profile and intake limits as ``serve`` builds them from the same
-    environment (``PIPELINE_STATE_PHASE_DEADLINES``, ``PIPELINE_STATE_MAX_MESSAGE_BYTES``...);
-    the defaults when the Kafka adapter, which owns those settings, is not installed."""
+def deployment(args: argparse.Namespace) -> Deployment:
+    """The profile (``--profile``, else ``$PIPELINE_STATE_PROFILE``, else HuleEdu's) and the
+    intake limits as ``serve`` builds them from the same flag and environment (phase
+    deadlines, re-sends, correlation rule, message bounds); without the Kafka adapter, which
+    owns those settings, the profile as loaded and the default limits."""
+    spec: str | None = getattr(args, "profile", None)
     try:
         from pipeline_state_kafka.settings import ServeSettings, SettingsError
     except ImportError:
-        return Deployment(huleedu_profile())
+        return Deployment(_loaded(spec) if spec else huleedu_profile())
     # serve's settings need a bootstrap address; an operator command never contacts it.
-    placeholder = argparse.Namespace(kafka=os.environ.get("PIPELINE_STATE_KAFKA") or "localhost:9092")
+    kafka = os.environ.get("PIPELINE_STATE_KAFKA") or "localhost:9092"
     try:
-        settings = ServeSettings.from_args(placeholder)
+        settings = ServeSettings.from_args(argparse.Namespace(kafka=kafka, profile=spec))
     except SettingsError as exc:
-        raise OperatorError(ExitCode.USAGE, f"serve's settings in the environment: {exc}") from exc
+        raise OperatorError(ExitCode.USAGE, f"serve's settings: {exc}") from exc
     return Deployment(settings.profile(), settings.intake_limits())
 
 
-def profile_of(args: argparse.Namespace) -> Profile:
-    """The profile ``--profile`` names (default: the one ``serve`` runs, see
-    :func:`deployment`)."""
-    spec: str | None = getattr(args, "profile", None)
-    if spec is None:
-        return deployment().profile
-    from pipeline_state.demo.any_profile import load_profile
+def _loaded(spec: str) -> Profile:
+    from pipeline_state.profiles import load_profile
 
     try:
         return load_profile(spec)
@@ -179,7 +175,7 @@ def _sqlite_file(url: str) -> Path | None:
 
 @contextlib.asynccontextmanager
 async def open_service(
-    args: argparse.Namespace, *, profile: Profile | None = None
+    args: argparse.Namespace, *, settings: Deployment | None = None
 ) -> AsyncIterator[PipelineService]:
     """A :class:`PipelineService` on the store ``args.store`` names, closed afterwards.
 
@@ -189,7 +185,7 @@ async def open_service(
     url: str | None = args.store
     if not url:
         raise OperatorError(ExitCode.USAGE, f"--store is required (or set ${STORE_ENV})")
-    profile = profile_of(args) if profile is None else profile
+    settings = deployment(args) if settings is None else settings
     try:
         from pipeline_state_sql import open_store
     except ImportError as exc:
@@ -206,7 +202,7 @@ async def open_service(
     except (OSError, TimeoutError) as exc:
         raise StoreUnavailableError(f"cannot open the store: {exc}") from exc
     try:
-        yield PipelineService(store, profile=profile, limits=deployment().limits)
+        yield PipelineService(store, profile=settings.profile, limits=settings.limits)
     finally:
         await store.close()
 

@@ -199,6 +199,8 @@ def test_kafka_serve_profile_takes_the_deployment_deadlines_resends_and_correlat
         ({}, {"PIPELINE_STATE_MAX_MESSAGE_BYTES": "1"}),
         ({}, {"PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES": "100"}),
         ({}, {"PIPELINE_STATE_WAITING_WINDOW_SECONDS": "0"}),
+        ({}, {"PIPELINE_STATE_METRICS": "maybe"}),
+        ({}, {"PIPELINE_STATE_METRICS_STORE_SECONDS": "-1"}),
         ({"http": "no-port"}, {}),
         ({"kafka": "broker"}, {}),
     ],

@@ -229,6 +229,9 @@ def test_who_asks_comes_from_the_environment_and_event_ids_can_be_given(
     assert {t["requested_by"] for t in rows if t["event_id"] == "ticket-4711"} == {"on-call"}
 
     assert cli("run", "cancel", "b1", "--as", "").code == 2
+    unknown_profile = cli("batch", "show", "b1", "--profile", "no_such_module:PROFILE")
+    assert unknown_profile.code == 2
+    assert "no_such_module" in unknown_profile.err
     assert cli("run", "cancel", "b1", "--event-id", "x" * 300).code == 2
 
 
