@@ -1,6 +1,7 @@
 """The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
 
-``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres] [--metrics both|off|on]``
+``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres]
+[--metrics both|off|on] [--traced sqlite]``
 
 For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
 PostgreSQL when ``PIPELINE_STATE_TEST_POSTGRES`` is set, and ``memory://`` as the baseline
@@ -26,6 +27,12 @@ Prometheus metrics off (``PIPELINE_STATE_METRICS=0``: the rows ``<figure>[<backe
 metrics off): ``serve --http`` then keeps every family and this process scrapes ``/metrics``
 every ``--scrape-seconds`` (1 s, far more often than a Prometheus would) while it measures.
 ``--metrics off`` or ``on`` measures one of the two only.
+
+Tracing cost (issue 15, point 6): each backend named by ``--traced`` (default ``sqlite``) is
+measured once more in the same run, metrics off, with OpenTelemetry on in the serve process
+(the SDK with an in-memory exporter: every span is recorded and exported, nothing leaves the
+process); its rows are ``<figure>[<backend>,traces]``, compared with the same backend with
+tracing (and metrics) off, and a target of at most 5% overhead.
 
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
 ``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
@@ -85,6 +92,21 @@ SERVE_ENV = {
 }
 
 
+SPANS_RECORDED = "spans recorded: "
+
+TRACED_SERVE = (
+    "import sys\n"
+    "from pipeline_state.testing.spans import span_capture\n"
+    "capture = span_capture()\n"
+    "capture.sample()  # SDK on, every span recorded into memory\n"
+    "from pipeline_state.cli import main\n"
+    "code = main()\n"
+    f"print('{SPANS_RECORDED}' + str(len(capture.spans())), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+"""``serve`` with the OpenTelemetry SDK and an in-memory exporter (``python -c``)."""
+
+
 @dataclass(frozen=True)
 class Config:
     runs: int = 1000
@@ -94,9 +116,11 @@ class Config:
     metrics: tuple[bool, ...] = (False, True)
     scrape_seconds: float = 1.0
     record: Path | None = None
+    """With metrics on: write every scrape to ``<record>/<backend>.jsonl`` (``{"at", "text"}``)."""
     poison: int = 0
     """Records that are not JSON, sent among the steady outcomes (they are dead-lettered)."""
-    """With metrics on: write every scrape to ``<record>/<backend>.jsonl`` (``{"at", "text"}``)."""
+    traced: tuple[str, ...] = ("sqlite",)
+    """Backends measured once more with tracing on (metrics off)."""
 
 
 QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
@@ -110,6 +134,7 @@ class Measured:
     outcomes_per_s: float
     latencies_ms: list[float] = field(default_factory=list)
     scrapes: int = 0
+    spans: int | None = None
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -128,6 +153,7 @@ class Serve:
         extra_env: dict[str, str],
         *,
         http_port: int | None = None,
+        traced: bool = False,
     ) -> None:
         metrics = "0" if http_port is None else "1"
         env = {
@@ -139,8 +165,7 @@ class Serve:
         }
         command = [
             sys.executable,
-            "-m",
-            "pipeline_state.cli",
+            *(("-c", TRACED_SERVE) if traced else ("-m", "pipeline_state.cli")),
             "serve",
             "--kafka",
             kafka,
@@ -154,7 +179,8 @@ class Serve:
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         self.errors: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
 
     def _drain(self) -> None:
         assert self.process.stderr is not None
@@ -170,10 +196,19 @@ class Serve:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(timeout=30)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.wait(timeout=10)
+        code = self.process.wait(timeout=10)
+        self._reader.join(timeout=5)  # its last lines (the traced serve's span count)
+        return code
+
+    def spans_recorded(self) -> int | None:
+        """How many spans a traced serve recorded (read once it stopped)."""
+        for line in reversed(self.errors):
+            if line.startswith(SPANS_RECORDED):
+                return int(line.removeprefix(SPANS_RECORDED))
+        return None
 
 
 async def _wait(predicate: Callable[[], bool], serve: Serve, within: float, what: str) -> None:
@@ -231,17 +266,19 @@ async def measure(
     cfg: Config,
     log: Log,
     *,
-    metrics: bool = False,
+    variant: str = "",
 ) -> Measured:
+    """``variant``: ``""`` (metrics and tracing off), ``"metrics"`` or ``"traces"``."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = Envelopes(source_service="bench")
-    label = f"{backend},metrics" if metrics else backend
+    metrics = variant == "metrics"
+    label = f"{backend},{variant}" if variant else backend
     batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
     essays = {b: env.essay_ids(b, 3) for b in batches}
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
     await producer.start()
     port = free_port() if metrics else None
-    serve = Serve(kafka, store_url, prefix, extra_env, http_port=port)
+    serve = Serve(kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces")
     measured = Measured(label, 0.0)
     record = None if cfg.record is None else cfg.record / f"{backend}.jsonl"
     scraper = (
@@ -317,6 +354,7 @@ async def measure(
             with contextlib.suppress(asyncio.CancelledError):
                 await scraper
         code = serve.stop()
+        measured.spans = serve.spans_recorded()  # the returned figures, completed after the stop
         await producer.stop()
         if code != 0:
             log(f"{label}: serve exited with {code}")
@@ -390,7 +428,7 @@ async def _postgres_schema(url: str, action: str, schema: str) -> None:
 
 
 async def _measure_fresh(
-    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, metrics: bool
+    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, variant: str
 ) -> Measured:
     """:func:`measure` on a store of its own (a new SQLite file, a new PostgreSQL schema)."""
     extra: dict[str, str] = {}
@@ -404,7 +442,7 @@ async def _measure_fresh(
         await _postgres_schema(url, "create", schema)
         extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
     try:
-        return await measure(kafka, backend, url, extra, cfg, log, metrics=metrics)
+        return await measure(kafka, backend, url, extra, cfg, log, variant=variant)
     finally:
         if backend == "postgres":
             with contextlib.suppress(Exception):
@@ -425,8 +463,11 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
                 if backend == "postgres" and not os.environ.get("PIPELINE_STATE_TEST_POSTGRES"):
                     log("postgres: PIPELINE_STATE_TEST_POSTGRES is not set, skipped")
                     continue
-                for metrics in cfg.metrics:  # a fresh store for each measurement
-                    found = await _measure_fresh(kafka, backend, Path(tmp), cfg, log, metrics=metrics)
+                variants = ["metrics" if on else "" for on in cfg.metrics]
+                if backend in cfg.traced:
+                    variants.append("traces")
+                for variant in variants:  # a fresh store for each measurement
+                    found = await _measure_fresh(kafka, backend, Path(tmp), cfg, log, variant=variant)
                     results[found.backend] = found
     finally:
         if broker is not None:
@@ -438,9 +479,9 @@ def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
     rows: list[Row] = []
     for label, m in results.items():
         backend, _, observed = label.partition(",")
-        if observed:  # metrics on: compared with the same backend, metrics off
+        if observed:  # metrics or tracing on: compared with the same backend, both off
             base = results.get(backend)
-            against, overhead = "the same backend with metrics off", True
+            against, overhead = f"the same backend with {observed} off", True
         else:
             base = None if backend == "memory" else results.get("memory")
             against, overhead = "the same through serve with the in-memory store", False
@@ -454,13 +495,19 @@ def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
             Row(
                 f"outcomes_per_s[{label}]",
                 f"phase outcome events/s through serve with the {backend} store ({2 * cfg.runs} events)"
-                + (f", metrics kept and scraped every {cfg.scrape_seconds:g} s" if overhead else ""),
+                + (
+                    f", metrics kept and scraped every {cfg.scrape_seconds:g} s"
+                    if observed == "metrics"
+                    else ""
+                )
+                + (", tracing on (in-memory exporter)" if observed == "traces" else ""),
                 m.outcomes_per_s,
                 "ev/s",
                 baseline=None if base is None else base.outcomes_per_s,
                 baseline_description=against,
                 ratio=ratio,
                 target=throughput_target,
+                notes=() if m.spans is None else (f"{m.spans} spans recorded by the traced serve",),
             )
         )
         for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):
@@ -515,24 +562,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--poison", type=int, default=0, help="also send about N records that are not JSON (dead-lettered)"
     )
+    parser.add_argument(
+        "--traced",
+        help="backends measured again with tracing on (in-memory exporter); default sqlite, 'none' for none",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
     if args.runs:
-        cfg = Config(args.runs, cfg.rate, cfg.backends, cfg.within)
+        cfg = replace(cfg, runs=args.runs)
     if args.rate:
-        cfg = Config(cfg.runs, args.rate, cfg.backends, cfg.within)
+        cfg = replace(cfg, rate=args.rate)
     if args.backends:
-        cfg = Config(
-            cfg.runs, cfg.rate, tuple(b.strip() for b in args.backends.split(",") if b.strip()), cfg.within
-        )
+        cfg = replace(cfg, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
     cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics, poison=args.poison)
     if args.scrape_seconds:
         cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
     if cfg.record is not None:
         cfg.record.mkdir(parents=True, exist_ok=True)
-    unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
+    if args.traced:
+        names = tuple(b.strip() for b in args.traced.split(",") if b.strip() and b.strip() != "none")
+        cfg = replace(cfg, traced=names)
+    unknown = (set(cfg.backends) | set(cfg.traced)) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
     env = environment()

@@ -34,12 +34,19 @@ __all__ = [
 
 @attrs.frozen
 class OutboxMessage:
-    """A message to publish: ``value`` is the JSON-compatible envelope dict."""
+    """A message to publish: ``value`` is the JSON-compatible envelope dict.
+
+    ``trace_context`` holds the W3C trace-context headers (``traceparent``, maybe
+    ``tracestate``) of the span that emitted it, kept on the outbox row so the publish and
+    the receiver continue that trace (see :mod:`pipeline_state.tracing`); empty when no
+    trace was active. It is delivery metadata: messages that differ only in it are equal.
+    """
 
     event_id: str
     topic: str
     key: str | None
     value: Mapping[str, Any]
+    trace_context: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The ``{"topic", "key", "value"}`` shape the runtime returns."""

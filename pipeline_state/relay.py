@@ -5,6 +5,10 @@ Transport-agnostic: it reads an :class:`~pipeline_state.ports.Outbox` and writes
 with, go out in order per key, are marked published once the transport confirms, and are
 retried with exponential backoff; after ``max_attempts`` failures a row is parked with its
 last error for an operator to inspect.
+
+Each publish attempt is a producer span in the trace stored on its row (the decision that
+emitted it, see :mod:`pipeline_state.tracing`), and the transport is handed that span's
+trace context, so a retry after a failure or a restart still continues the decision's trace.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import attrs
 
 from .errors import PipelineStateError, StoreUnavailableError
 from .ports import Clock, Outbox, OutboxRow, Publisher
+from .tracing import for_publish, publish_span, record_published
 
 __all__ = ["OutboxRelay", "RelayReport"]
 
@@ -80,11 +85,19 @@ class OutboxRelay:
         rows = await self.outbox.claim(self.clock.now(), self.batch_size)
         if not rows:
             return _IDLE
-        results: Sequence[BaseException | None]
+        spans = [publish_span(r.message) for r in rows]
+        results: Sequence[BaseException | None] = ()
         try:
-            results = await self.publisher.publish([r.message for r in rows])
-        except (PipelineStateError, OSError) as exc:
-            results = [exc] * len(rows)
+            try:
+                results = await self.publisher.publish(
+                    [for_publish(r.message, span) for r, span in zip(rows, spans, strict=True)]
+                )
+            except (PipelineStateError, OSError) as exc:
+                results = [exc] * len(rows)
+        finally:
+            for index, (row, span) in enumerate(zip(rows, spans, strict=True)):
+                error = results[index] if index < len(results) else RuntimeError("not published")
+                record_published(span, error, row.attempts + 1)
         if len(results) != len(rows):
             raise RuntimeError("the publisher returned a result count that differs from the messages")
         if results.count(None) == len(rows):  # the usual case: everything went out

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
+from opentelemetry.trace import Span
 
 from .commands import Command, ExpireOverdue, OperatorCommand
 from .decide import Decision, decide, derive_id, outbox_event_id
@@ -47,6 +48,16 @@ from .memory import SystemClock
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
 from .profile import Profile, check_profile, huleedu_profile
+from .tracing import (
+    TraceContext,
+    current_trace_context,
+    entered,
+    finish,
+    handled,
+    handling,
+    inbound_span,
+    with_span_ids,
+)
 from .waiting import waits_for
 
 __all__ = [
@@ -87,6 +98,9 @@ class HandleResult:
     correlation_id: str | None = None
     waiting: str | None = None
     resumed: tuple[HandleResult | PipelineStateError, ...] = ()
+    span_ids: tuple[str, str] | None = attrs.field(default=None, eq=False)
+    """The ``(trace_id, span_id)`` of the span the message was handled in (lowercase hex),
+    when it had a valid one; a log line of the unit of work carries them."""
 
     @property
     def ignored(self) -> str | None:
@@ -289,16 +303,28 @@ class PipelineService:
         self.counters: Counter[str] = Counter()
 
     # -- entry points ---------------------------------------------------------------------
-    async def handle_message(self, topic: str, raw: bytes | str | Mapping[str, Any]) -> HandleResult:
+    async def handle_message(
+        self,
+        topic: str,
+        raw: bytes | str | Mapping[str, Any],
+        *,
+        trace: Mapping[str, str] | TraceContext | None = None,
+    ) -> HandleResult:
         """Parse one inbound message and handle it. Raises
         :class:`~pipeline_state.errors.InvalidMessageError` for input that breaks the contract
         and :class:`~pipeline_state.errors.BadCommandError` for input that can never apply.
-        An early fact is kept to wait (``result.waiting``) rather than rejected."""
-        command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
-        return await self.handle(command, topic=topic, raw=data)
+        An early fact is kept to wait (``result.waiting``) rather than rejected. ``trace``:
+        the message's W3C trace-context headers, continued by its span (see
+        :mod:`pipeline_state.tracing`); without them the current trace is."""
+        with handling(topic, trace) as span:
+            command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
+            return handled(span, topic, await self._handle(command, topic=topic, raw=data))
 
     async def handle_many(
-        self, messages: Sequence[InboundMessage]
+        self,
+        messages: Sequence[InboundMessage],
+        *,
+        traces: Sequence[Mapping[str, str] | TraceContext | None] = (),
     ) -> list[HandleResult | PipelineStateError]:
         """Handle ``(topic, raw)`` messages in order, committing them all in one unit of work.
 
@@ -317,7 +343,27 @@ class PipelineService:
         with :meth:`handle`, which retries from fresh reads. Store errors propagate
         (:class:`~pipeline_state.errors.StoreUnavailableError`: nothing of this call is
         lost by retrying it whole, the inbox makes redelivery harmless).
+
+        ``traces`` gives the messages' W3C trace-context headers by position; each message
+        gets its own span (see :mod:`pipeline_state.tracing`), ended once its work committed.
         """
+        spans = [inbound_span(m[0], traces[i] if i < len(traces) else None) for i, m in enumerate(messages)]
+        try:
+            done = await self._handle_many(messages, spans)
+        except BaseException as exc:
+            for span, (topic, _) in zip(spans, messages, strict=True):
+                finish(span, topic, exc)
+            raise
+        out: list[HandleResult | PipelineStateError] = []
+        for span, (topic, _), result in zip(spans, messages, done, strict=True):
+            finish(span, topic, result)
+            out.append(with_span_ids(span, result) if isinstance(result, HandleResult) else result)
+        return out
+
+    async def _handle_many(
+        self, messages: Sequence[InboundMessage], spans: Sequence[Span]
+    ) -> list[HandleResult | PipelineStateError]:
+        """:meth:`handle_many`, each message's work in its span of ``spans``."""
         results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
         pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
@@ -327,10 +373,11 @@ class PipelineService:
             except (InvalidMessageError, BadCommandError) as exc:
                 results[index] = exc
         commit_many = getattr(self.store, "commit_many", None)
-        if pending and (commit_many is None or not await self._batched(pending, results, commit_many)):
+        if pending and (commit_many is None or not await self._batched(pending, results, commit_many, spans)):
             for index, command, topic, raw in pending:
                 try:
-                    results[index] = await self.handle(command, topic=topic, raw=raw)
+                    with entered(spans[index]):
+                        results[index] = await self._handle(command, topic=topic, raw=raw)
                 except _NEVER_APPLIES as exc:
                     results[index] = exc
         done = [r for r in results if r is not None]
@@ -343,6 +390,7 @@ class PipelineService:
         pending: Sequence[tuple[int, Command, str, bytes]],
         results: list[HandleResult | PipelineStateError | None],
         commit_many: Callable[[Sequence[Change]], Awaitable[None]],
+        spans: Sequence[Span],
     ) -> bool:
         """Decide ``pending`` on one read per batch and commit them together; fill
         ``results`` and return ``True``, or ``False`` (nothing written, ``results`` of
@@ -361,7 +409,8 @@ class PipelineService:
             if batch_id not in batches:
                 batches[batch_id] = await self._read(batch_id)
             try:
-                steps = self._fold(command, topic, raw, batches[batch_id])
+                with entered(spans[index]):  # the outbox rows it emits carry its trace
+                    steps = self._fold(command, topic, raw, batches[batch_id])
             except _NEVER_APPLIES as exc:
                 outcome[index] = exc
                 continue
@@ -546,7 +595,13 @@ class PipelineService:
         """Handle one command in one unit of work (retried from a fresh read after a lost
         compare-and-set). With ``raw`` (the message as received) an early fact is kept to
         wait; without it, it is decided at once. Either way, when the change moves the
-        batch, its waiting facts are re-attempted in the same unit of work."""
+        batch, its waiting facts are re-attempted in the same unit of work. The work is one
+        span of the current trace (:mod:`pipeline_state.tracing`)."""
+        with handling(topic) as span:
+            return handled(span, topic, await self._handle(command, topic=topic, raw=raw))
+
+    async def _handle(self, command: Command, *, topic: str, raw: bytes | None) -> HandleResult:
+        """:meth:`handle` in the span of its caller."""
         batch_id = command.batch_id
         for attempt in range(1, self.max_attempts + 1):
             if await self.store.is_processed(command.event_id):
@@ -825,6 +880,7 @@ class PipelineService:
         stamp = now.isoformat()
         source = self.profile.source_service
         cause = command.event_id
+        trace = current_trace_context()  # the span handling the command: consumers continue it
         out = []
         for index, emit in enumerate(emits):
             event_id = outbox_event_id(cause, index)
@@ -839,7 +895,7 @@ class PipelineService:
                 "data": payload.__pydantic_serializer__.to_python(payload, mode="json"),
                 "metadata": {"causation_id": cause},
             }
-            out.append(OutboxMessage(event_id, emit.topic, emit.key, value))
+            out.append(OutboxMessage(event_id, emit.topic, emit.key, value, trace))
         return tuple(out)
 
 

@@ -3,7 +3,8 @@
 A record's value is the JSON envelope exactly as the service wrote it (``event_id`` kept),
 its key is the contract key (``batch_id``, or ``teacher_id`` for notifications) as UTF-8, and
 three headers repeat the envelope's ``event_id``, ``event_type`` and ``correlation_id`` so a
-consumer can route or deduplicate without parsing the value.
+consumer can route or deduplicate without parsing the value. The message's W3C trace context
+(``traceparent``, maybe ``tracestate``) follows, so the consumer continues its trace.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def encode_message(message: OutboxMessage, *, topic_prefix: str = "") -> KafkaRe
         field = value.get(name)
         if field is not None:
             headers.append((name, str(field).encode()))
+    headers.extend((name, text.encode()) for name, text in message.trace_context)
     return KafkaRecord(
         topic=f"{topic_prefix}{message.topic}",
         key=None if message.key is None else message.key.encode(),

@@ -64,6 +64,7 @@ from .handlers import BatchHandler, Handled, MessageHandler
 from .metrics import ServiceMetrics
 from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
+from .tracing import attached, dead_lettered, trace_headers
 
 __all__ = ["ConsumerSettings", "InboundConsumer", "merge_by_timestamp"]
 
@@ -397,7 +398,7 @@ class InboundConsumer:
         items = [(self._topic(r), r.value if r.value is not None else b"") for r in records]
         started = self._clock()
         try:
-            results = await self.batch_handler(items)
+            results = await self.batch_handler(items, [trace_headers(r.headers) for r in records])
             if len(results) != len(items):
                 raise RuntimeError(f"the batch handler returned {len(results)} results for {len(items)}")
         except Exception as exc:
@@ -430,7 +431,8 @@ class InboundConsumer:
         started = self._clock()
         try:
             topic = self._topic(record)
-            handled = await self.handler(topic, record.value if record.value is not None else b"")
+            with attached(record.headers):  # the handler's span continues the record's trace
+                handled = await self.handler(topic, record.value if record.value is not None else b"")
         except Exception as exc:
             return await self._failed(record, exc)
         if self.metrics is not None:
@@ -459,6 +461,7 @@ class InboundConsumer:
                     "emitted": handled.emitted,
                     "partition": record.partition,
                     "offset": record.offset,
+                    **_span_fields(handled.span_ids),
                 },
             )
             if self.on_handled is not None:
@@ -525,6 +528,7 @@ class InboundConsumer:
         if self.metrics is not None:
             self.metrics.dead_lettered(self._topic(record), type(error).__name__)
         log.warning("dead-lettered: %s", _safe_reason(error), extra=context)
+        dead_lettered(self._topic(record), record.headers, error)  # a span in the record's trace
         return True
 
     async def _park(self, record: RecordLike, error: Exception, context: dict[str, Any]) -> bool:
@@ -594,6 +598,12 @@ def _name(tp: TopicPartition) -> str:
 
 def _names(parts: Iterable[TopicPartition]) -> str:
     return ",".join(sorted(_name(tp) for tp in parts))
+
+
+def _span_fields(ids: tuple[str, str] | None) -> dict[str, str]:
+    """The ``trace_id`` and ``span_id`` a "handled" line carries: those of the record's own
+    span, which has ended by the time the line is written."""
+    return {} if ids is None else {"trace_id": ids[0], "span_id": ids[1]}
 
 
 def _safe_reason(error: BaseException, limit: int = 1000) -> str:

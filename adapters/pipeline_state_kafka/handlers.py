@@ -14,6 +14,7 @@ import attrs
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.profile import ENGINE_EVENT_TOPICS
 from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state.tracing import TraceContext
 
 __all__ = [
     "COMPLETION_TOPICS",
@@ -44,14 +45,19 @@ class Handled:
     emitted: int = 0
     completions: tuple[str, ...] = ()
     cas_retries: int = 0
+    span_ids: tuple[str, str] | None = None
+    """``(trace_id, span_id)`` of the span the record was handled in, if it had one."""
 
 
 MessageHandler = Callable[[str, bytes], Awaitable[Handled]]
 
 
-BatchHandler = Callable[[Sequence[tuple[str, bytes]]], Awaitable[list[Handled | PipelineStateError]]]
+BatchHandler = Callable[
+    [Sequence[tuple[str, bytes]], Sequence[TraceContext]], Awaitable[list[Handled | PipelineStateError]]
+]
 """Handles several records in one unit of work: one entry per record, in order, either what it
-did or the library error that record alone raised (bad input); store errors propagate."""
+did or the library error that record alone raised (bad input); store errors propagate. The
+second argument gives each record's trace-context headers, by position."""
 
 
 COMPLETION_TOPICS: frozenset[str] = frozenset(
@@ -71,6 +77,7 @@ def _summary(result: HandleResult) -> Handled:
         len(messages),
         tuple(m.event_id for m in messages if m.topic in COMPLETION_TOPICS),
         max(0, result.attempts - 1),
+        result.span_ids,
     )
 
 
@@ -88,8 +95,10 @@ def service_batch_handler(service: PipelineService) -> BatchHandler:
     """Hands a partition's records to ``service.handle_many``: all their effects commit in one
     transaction (one fsync), with the results of handling them one by one."""
 
-    async def handle(records: Sequence[tuple[str, bytes]]) -> list[Handled | PipelineStateError]:
-        results = await service.handle_many(records)
+    async def handle(
+        records: Sequence[tuple[str, bytes]], traces: Sequence[TraceContext] = ()
+    ) -> list[Handled | PipelineStateError]:
+        results = await service.handle_many(records, traces=traces)
         return [r if isinstance(r, PipelineStateError) else _summary(r) for r in results]
 
     return handle

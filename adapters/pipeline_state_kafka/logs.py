@@ -57,7 +57,9 @@ def _record_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 def _add_trace(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event.update(trace_context())
+    """The current span's ids, unless the line names the span it is about already."""
+    if "trace_id" not in event:
+        event.update(trace_context())
     return event
 
 

@@ -4,8 +4,9 @@
 settings (flags plus ``PIPELINE_STATE_*`` variables, see
 :mod:`pipeline_state_kafka.settings`), sets up structured logging on stderr, opens the
 store, runs :class:`~pipeline_state_kafka.runner.ServiceRunner` and shows a summary (a live
-table on a terminal, ``summary ...`` lines on stdout otherwise). The first SIGINT or SIGTERM
-shuts down cleanly (exit status 0); a second one aborts at once (status 130).
+table on a terminal, ``summary ...`` lines on stdout otherwise); it installs the OpenTelemetry
+SDK when the ``OTEL_*`` variables ask for traces (:mod:`pipeline_state_kafka.otel`). The first
+SIGINT or SIGTERM shuts down cleanly (exit status 0); a second one aborts at once (status 130).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pipeline_state.errors import PipelineStateError
 
 from ._kafka import KafkaError
 from .logs import configure_logging
+from .otel import tracing_from
 from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError
 from .stores import open_store
@@ -47,7 +49,12 @@ def serve_main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(serve(settings))
+        # the SDK and an exporter when the OTEL_* variables ask for traces (see .otel)
+        with tracing_from():
+            return asyncio.run(serve(settings))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_ABORTED
 

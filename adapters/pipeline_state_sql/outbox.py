@@ -17,6 +17,7 @@ claimed again (at-least-once delivery, with the original ``event_id`` for dedupl
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +47,8 @@ __all__ = [
     "ROW_COLUMNS",
     "claim_rows",
     "count_pending",
+    "decode_trace_context",
+    "encode_trace_context",
     "mark_failed",
     "mark_published",
     "parked_rows",
@@ -65,7 +68,27 @@ ROW_COLUMNS = (
     OUTBOX.c.last_error,
     OUTBOX.c.parked,
     OUTBOX.c.published_at,
+    OUTBOX.c.trace_context,
 )
+
+
+def encode_trace_context(context: tuple[tuple[str, str], ...]) -> str | None:
+    """The ``trace_context`` column of a message's trace-context headers (``NULL``: none)."""
+    return json.dumps(dict(context), separators=(",", ":")) if context else None
+
+
+def decode_trace_context(text: str | None) -> tuple[tuple[str, str], ...]:
+    """The headers stored by :func:`encode_trace_context`; anything unreadable is no context
+    (a trace is never a reason to hold a message back)."""
+    if not text:
+        return ()
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(decoded, dict):
+        return ()
+    return tuple((k, v) for k, v in decoded.items() if isinstance(k, str) and isinstance(v, str))
 
 
 def _pending() -> Any:
@@ -83,7 +106,9 @@ def row_to_outbox(row: Row[Any] | Any) -> OutboxRow:
         )
     return OutboxRow(
         id=int(row.id),
-        message=OutboxMessage(row.event_id, row.topic, row.key, value),
+        message=OutboxMessage(
+            row.event_id, row.topic, row.key, value, decode_trace_context(row.trace_context)
+        ),
         created_at=row.created_at,
         attempts=int(row.attempts),
         last_error=row.last_error,

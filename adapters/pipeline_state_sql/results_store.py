@@ -215,6 +215,7 @@ def _append_outbox(conn: Connection, change: ResultsChange) -> None:
                 "available_at": change.at,
                 "attempts": 0,
                 "parked": False,
+                "trace_context": sql_outbox.encode_trace_context(m.trace_context),
             }
             for m in change.outbox
         ],

@@ -138,6 +138,8 @@ OUTBOX = Table(
     Column("available_at", UtcDateTime, nullable=False),
     Column("claimed_until", UtcDateTime, nullable=True),
     Column("claimed_by", String(64), nullable=True),
+    # W3C trace-context headers of the decision that wrote the row (JSON object), or NULL.
+    Column("trace_context", Text, nullable=True),
     # The relay's scan: pending rows in id order (partial: published rows drop out).
     Index(
         "ix_outbox_pending",

@@ -42,6 +42,7 @@ from pipeline_state.model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, encode_state
+from .outbox import encode_trace_context
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 
 __all__ = ["ArchivedCount", "write_change", "write_changes"]
@@ -190,6 +191,7 @@ def _outbox_rows(change: Change) -> list[dict[str, Any]]:
             "available_at": change.at,
             "attempts": 0,
             "parked": False,
+            "trace_context": encode_trace_context(m.trace_context),
         }
         for m in change.outbox
     ]

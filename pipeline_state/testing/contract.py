@@ -391,6 +391,20 @@ class StoreContract:
         )
         assert rows[0].id < rows[1].id
 
+    async def test_rows_keep_their_trace_context_through_a_failed_attempt(self, store: ContractStore) -> None:
+        context = (
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", "k=v"),
+        )
+        await self.enqueue(
+            store, attrs.evolve(message("m1", "k1"), trace_context=context), message("m2", "k2")
+        )
+        first = await store.claim(T0 + timedelta(seconds=1))
+        assert [r.message.trace_context for r in first] == [context, ()]
+        await store.mark_failed(first[0].id, "boom", T0, retry_at=T0 + timedelta(seconds=2), park=False)
+        [again] = await store.claim(T0 + timedelta(seconds=3))
+        assert (again.message.event_id, again.message.trace_context) == ("m1", context)
+
     async def test_claim_keeps_order_per_key(self, store: ContractStore) -> None:
         await self.enqueue(store, message("a1", "a"), message("b1", "b"))
         await self.enqueue(store, message("a2", "a"), message("n1", None))

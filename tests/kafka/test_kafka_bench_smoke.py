@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,10 @@ def test_kafka_bench_quick_mode_runs_and_prints_its_table(broker: LocalBroker) -
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for backend in ("memory", "sqlite"):
+    for backend in ("memory", "sqlite", "sqlite,traces"):  # tracing on vs off in the same run
         for figure in ("outcomes_per_s", "completion_p50", "completion_p99"):
             assert f"{figure}[{backend}]" in done.stdout
     assert "PASS" in done.stdout or "MISS" in done.stdout
+    recorded = re.search(r"(\d+) spans recorded by the traced serve", done.stdout)
+    assert recorded is not None  # tracing was really on in the traced run
+    assert int(recorded.group(1)) > 0

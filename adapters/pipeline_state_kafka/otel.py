@@ -1,0 +1,119 @@
+"""Turning on the OpenTelemetry SDK for ``serve``, from the standard ``OTEL_*`` variables.
+
+The library itself only uses ``opentelemetry-api`` (no-op until a provider is installed).
+``serve`` installs the SDK when the environment asks for traces, and only then:
+
+* ``OTEL_SDK_DISABLED=true``: never;
+* ``OTEL_TRACES_EXPORTER``: a comma-separated list of ``otlp`` (OTLP over HTTP/protobuf) and
+  ``console`` (spans as JSON on stdout); ``none`` turns tracing off;
+* without ``OTEL_TRACES_EXPORTER``: ``otlp`` when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, otherwise nothing.
+
+The exporter, the batch span processor and the sampler read their own variables
+(``OTEL_EXPORTER_OTLP_*``, ``OTEL_BSP_*``, ``OTEL_TRACES_SAMPLER``); ``OTEL_SERVICE_NAME``
+defaults to ``pipeline-state``. The SDK and the exporter come with the ``otel`` extra
+(``pip install 'pipeline-state[otel]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+
+from .settings import SettingsError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+__all__ = ["DEFAULT_SERVICE_NAME", "EXPORTERS", "requested_exporters", "tracer_provider", "tracing_from"]
+
+DEFAULT_SERVICE_NAME = "pipeline-state"
+EXPORTERS = ("otlp", "console")
+"""The values of ``OTEL_TRACES_EXPORTER`` that ``serve`` understands (besides ``none``)."""
+
+_OTLP_PROTOCOLS = ("http/protobuf", "")
+
+
+def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The span exporters ``env`` asks for (empty: leave tracing off); raises
+    :class:`~pipeline_state_kafka.settings.SettingsError` for a value it cannot honour."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return ()
+    listed = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    if not listed:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return ("otlp",) if endpoint and endpoint.strip() else ()
+    names = tuple(dict.fromkeys(n.strip().lower() for n in listed.split(",") if n.strip()))
+    if "none" in names:
+        return ()
+    unknown = [n for n in names if n not in EXPORTERS]
+    if unknown:
+        raise SettingsError(
+            f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use {', '.join(EXPORTERS)} or none)"
+        )
+    if "otlp" in names:
+        protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        if protocol.strip() not in _OTLP_PROTOCOLS:
+            raise SettingsError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported, not {protocol!r}"
+            )
+    return names
+
+
+def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
+    """An SDK tracer provider exporting to what ``env`` asks for, or ``None`` (tracing off).
+
+    Raises :class:`~pipeline_state_kafka.settings.SettingsError` when the SDK is missing.
+    """
+    names = requested_exporters(env)
+    if not names:
+        return None
+    try:
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise SettingsError(
+            "OTEL_* asks for traces but opentelemetry-sdk is not installed: "
+            "pip install 'pipeline-state[otel]'"
+        ) from exc
+    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+    return provider
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise SettingsError(
+            "OTEL_* asks for OTLP traces but opentelemetry-exporter-otlp-proto-http is not installed: "
+            "pip install 'pipeline-state[otel]'"
+        ) from exc
+    return OTLPSpanExporter()  # endpoint, headers, timeout: from OTEL_EXPORTER_OTLP_*
+
+
+@contextlib.contextmanager
+def tracing_from(env: Mapping[str, str] | None = None) -> Iterator[TracerProvider | None]:
+    """Install :func:`tracer_provider` of ``env`` (default: the process environment) as the
+    global provider for the body, then flush and shut it down."""
+    provider = tracer_provider(os.environ if env is None else env)
+    if provider is None:
+        yield None
+        return
+    trace.set_tracer_provider(provider)
+    try:
+        yield provider
+    finally:
+        provider.shutdown()
