@@ -53,6 +53,7 @@ from .lifecycle import (
     Verdict,
 )
 from .profile import Profile, huleedu_profile
+from .profile_reference import render_profile_page
 
 __all__ = [
     "ABSENT_LABEL",
@@ -826,6 +827,7 @@ _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/errors.md": render_errors_page,
     "reference/asyncapi.md": render_asyncapi_page,
     "reference/asyncapi.json": asyncapi_json,
+    "reference/profile.md": lambda: _page([render_profile_page(huleedu_profile())]),
     "reference/cli.md": render_cli_page,
 }
 
