@@ -1,23 +1,32 @@
-"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``paths``, ``serve`` and ``stalled``.
+"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``paths``, ``serve`` and the
+operator commands (``batch show``, ``runs stalled``, ``outbox parked``, ``outbox republish``,
+``dlq reinject``, ``run cancel``, ``phase retry``, ``batch archive``).
 
 Each subcommand lives in its own module and is imported only when used, so ``demo`` and
-``diagram`` work without the optional adapter dependencies.
+``diagram`` work without the optional adapter dependencies. The operator commands are
+built from one table (:data:`pipeline_state.ops.SUBCOMMANDS`); their exit codes are those of
+:class:`pipeline_state.ops.ExitCode`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
+from . import __version__
 from .catalog import Catalog
 from .diagrams import lifecycle_mermaid, pipeline_mermaid
 from .errors import PipelineStateError
 from .lifecycle import LIFECYCLES
+from .ops import SUBCOMMANDS, ExitCode, Subcommand
+from .ops.exits import exit_code_of, expected, one_line
+from .ops.output import error_line
+from .ops.table import GROUPS
 from .profile import huleedu_profile
 
 __all__ = ["main"]
@@ -68,62 +77,82 @@ def _serve(args: argparse.Namespace) -> int:
     return code
 
 
-async def _stalled_runs(url: str, older_than: float, limit: int) -> list[Any]:
-    from pipeline_state_kafka.stores import open_store
-
-    opened = await open_store(url)
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """No log lines of the libraries (the driver's retries, say) while an operator command
+    runs: it reports its outcome on standard output and its error on one line."""
+    root = logging.getLogger()
+    silent = logging.NullHandler()
+    root.addHandler(silent)
     try:
-        runs: list[Any] = await opened.store.stalled_runs(datetime.now(UTC), older_than, limit=limit)
-        return runs
+        yield
     finally:
-        await opened.close()
+        root.removeHandler(silent)
 
 
-def _stalled(args: argparse.Namespace) -> int:
-    try:
-        import pipeline_state_kafka.stores  # noqa: F401 - the adapters' store opener
-    except ImportError as exc:  # the adapters are not installed
-        print(f"'stalled' needs the sql extra: pip install 'pipeline-state[all]' ({exc})", file=sys.stderr)
-        return 2
-    if args.older_than < 0:
-        print("error: --older-than must be >= 0", file=sys.stderr)
-        return 2
-    runs = asyncio.run(_stalled_runs(args.store, args.older_than, args.limit))
-    if args.json:
-        rows = [
-            {
-                "batch_id": r.batch_id,
-                "run_id": r.run_id,
-                "pipeline": r.pipeline_name,
-                "accepted_at": r.accepted_at.isoformat(),
-                "last_change_at": r.last_change_at.isoformat(),
-                "active_phases": list(r.active_phases),
-                "parked": [
-                    {"event_id": p.message.event_id, "topic": p.message.topic, "last_error": p.last_error}
-                    for p in r.parked
-                ],
-            }
-            for r in runs
-        ]
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not runs:
-        print(f"no run without progress for more than {args.older_than:g}s")
-        return 0
-    for r in runs:
-        parked = f", {len(r.parked)} parked outbox row(s)" if r.parked else ""
-        print(
-            f"{r.batch_id}  run {r.run_id}  {r.pipeline_name}  last change {r.last_change_at.isoformat()}"
-            f"  open: {', '.join(r.active_phases) or '-'}{parked}"
-        )
-    return 0
+def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
+    """The ``func`` of an operator subcommand: run its coroutine, and turn an error into its
+    exit code and one line on standard error (see :mod:`pipeline_state.ops.exits`)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with _quiet_libraries():
+                return int(asyncio.run(command.runner()(args)))
+        except ImportError as exc:  # an extra is not installed
+            error_line(
+                f"'{' '.join(command.words)}' needs the adapters: pip install 'pipeline-state[all]' ({exc})"
+            )
+            return ExitCode.USAGE
+        except Exception as exc:
+            if not expected(exc):
+                raise
+            error_line(one_line(exc))
+            return exit_code_of(exc)
+
+    return run
+
+
+_DESCRIPTION = "Batch-processing pipelines as explicit state machines: play, draw, serve and operate them."
+_EPILOG = (
+    "Operator commands exit 0 when done (or already done), 1 when the engine refuses, 2 on bad "
+    "usage or input, 3 when something is not found and 4 when the store or broker is unreachable."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (``pipeline-state ...: error: ...``), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _versioned(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--version", action="version", version=f"pipeline-state {__version__}")
+    return parser
+
+
+def _add_operator_commands(sub: Any) -> None:
+    """Add the rows of :data:`~pipeline_state.ops.SUBCOMMANDS` (and their aliases) to ``sub``."""
+    groups: dict[str, Any] = {}
+    for command in SUBCOMMANDS:
+        for words in (command.words, *command.aliases):
+            *group_words, leaf = words
+            target = sub
+            for word in group_words:
+                if word not in groups:
+                    group = _versioned(sub.add_parser(word, help=GROUPS.get(word, f"{word} commands")))
+                    groups[word] = group.add_subparsers(dest=f"{word}_command", required=True)
+                target = groups[word]
+            parser = _versioned(target.add_parser(leaf, help=command.help, description=command.help))
+            command.configure(parser)
+            parser.set_defaults(func=_operator(command))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline-state", description=__doc__)
+    parser = _versioned(_Parser(prog="pipeline-state", description=_DESCRIPTION, epilog=_EPILOG))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="play the whole platform in memory and show the flow")
+    demo = _versioned(sub.add_parser("demo", help="play the whole platform in memory and show the flow"))
     demo.add_argument("--seed", type=int, default=7, help="seed of the simulated services' failures")
     demo.add_argument("--batches", type=int, default=2, help="how many batches to run (1-20)")
     demo.add_argument("--plain", action="store_true", help="plain text instead of rich tables")
@@ -134,16 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    diagram = sub.add_parser("diagram", help="print a Mermaid diagram generated from the definitions")
+    diagram = _versioned(
+        sub.add_parser("diagram", help="print a Mermaid diagram generated from the definitions")
+    )
     diagram.add_argument("what", help="batch | run | phase | pipelines | <pipeline name>")
     diagram.add_argument("--highlight", nargs="*", help="states to highlight (lifecycles only)")
     diagram.add_argument("--catalog", help="a TOML or YAML catalog instead of the HuleEdu profile")
     diagram.set_defaults(func=_diagram)
 
-    paths = sub.add_parser(
-        "paths",
-        help="generate input paths through the engine; exit 1 naming any declared transition none reaches",
-    )
+    paths_help = "generate input paths through the engine; exit 1 naming any declared transition none reaches"
+    paths = _versioned(sub.add_parser("paths", help=paths_help))
     paths.add_argument("--max-depth", type=int, help="longest input sequence the search extends (default 24)")
     paths.add_argument("--json", action="store_true", help="print JSON instead of text")
     paths.add_argument(
@@ -151,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     paths.set_defaults(func=_paths)
 
-    serve = sub.add_parser("serve", help="run the Kafka consumer and outbox relay")
+    serve = _versioned(sub.add_parser("serve", help="run the Kafka consumer and outbox relay"))
     serve.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT")
     serve.add_argument("--store", default="sqlite+aiosqlite:///pipeline_state.db", help="SQLAlchemy URL")
     serve.add_argument("--http", help="also serve the HTTP API on HOST:PORT")
@@ -168,14 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    stalled = sub.add_parser("stalled", help="list active runs without progress, oldest first")
-    stalled.add_argument("--store", required=True, help="SQLAlchemy URL of the store (as for serve)")
-    stalled.add_argument(
-        "--older-than", type=float, default=3600.0, help="seconds without progress (default 3600)"
-    )
-    stalled.add_argument("--limit", type=int, default=100, help="at most this many runs (default 100)")
-    stalled.add_argument("--json", action="store_true", help="print JSON instead of text")
-    stalled.set_defaults(func=_stalled)
+    _add_operator_commands(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "OperatorCommand",
     "Payload",
     "RecordPhaseCompletion",
+    "RepublishOutbox",
     "RetryPhase",
 ]
 
@@ -81,7 +82,28 @@ class RecordPhaseCompletion:
     success: bool
 
 
-OperatorCommand = CancelRun | RetryPhase | ExpireOverdue | ArchiveBatch | CancelBatch | RecordPhaseCompletion
+@attrs.frozen
+class RepublishOutbox:
+    """Deliver parked outbox rows of a batch again, with their own event ids.
+
+    ``event_ids`` name the rows; the decision re-queues them (unparked, attempts reset) and
+    records the request on the batch's transition log. Ids the store no longer holds are
+    skipped.
+    """
+
+    batch_id: str
+    event_ids: tuple[str, ...]
+
+
+OperatorCommand = (
+    CancelRun
+    | RetryPhase
+    | ExpireOverdue
+    | ArchiveBatch
+    | CancelBatch
+    | RecordPhaseCompletion
+    | RepublishOutbox
+)
 Payload = EngineInput | OperatorCommand | WireModel
 """What a command carries: an engine input, an operator command, or a payload of the
 profile's inbound wire (read as its engine input by :func:`~pipeline_state.decide.decide`)."""
@@ -93,11 +115,14 @@ class Command:
 
     ``event_id`` is the inbox key (a redelivered id has no effect) and the seed of every
     id the decision derives (run id, outgoing event ids), so a retry is deterministic.
+    ``requested_by`` names who asked for it when a person did (an operator's command): it
+    is written on every transition log row the command makes (``None`` for messages).
     """
 
     payload: Payload
     event_id: str
     correlation_id: str
+    requested_by: str | None = None
 
     @property
     def batch_id(self) -> str:

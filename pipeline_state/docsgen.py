@@ -63,6 +63,7 @@ __all__ = [
     "VERDICT_MEANINGS",
     "main",
     "render_asyncapi_page",
+    "render_cli_page",
     "render_errors_page",
     "render_lifecycles_page",
     "render_pages",
@@ -810,6 +811,15 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
 
 # --------------------------------------------------------------------------- files
 
+
+def render_cli_page() -> str:
+    """The command-line reference: exit codes, environment and every operator command."""
+    from .cli import build_parser
+    from .ops.reference import cli_reference_lines
+
+    return _page(cli_reference_lines(build_parser()))
+
+
 _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/lifecycles.md": render_lifecycles_page,
     "reference/pipelines.md": render_pipelines_page,
@@ -818,6 +828,7 @@ _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/asyncapi.md": render_asyncapi_page,
     "reference/asyncapi.json": asyncapi_json,
     "reference/profile.md": lambda: _page([render_profile_page(huleedu_profile())]),
+    "reference/cli.md": render_cli_page,
 }
 
 

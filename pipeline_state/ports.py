@@ -93,6 +93,8 @@ class TransitionRecord:
     at: datetime
     note: str | None = None
     """A flag the decision attached to this move (e.g. ``correlation_mismatch``)."""
+    requested_by: str | None = None
+    """Who asked for the command that made this move, when a person did (an operator)."""
 
 
 @attrs.frozen

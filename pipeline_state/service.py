@@ -904,8 +904,8 @@ def _log_rows(
 ) -> tuple[TransitionRecord, ...]:
     """The transition log rows of ``decision``'s moves. The fields go by position, in
     declaration order (batch, entity, name, trigger, source, dest, run, event, correlation,
-    at, note): a third cheaper than by keyword, and there is one row per move."""
-    event_id, correlation_id = command.event_id, command.correlation_id
+    at, note, requested by): a third cheaper than by keyword, and there is one row per move."""
+    event_id, correlation_id, requested_by = command.event_id, command.correlation_id, command.requested_by
     return tuple(
         TransitionRecord(
             batch_id,
@@ -919,6 +919,7 @@ def _log_rows(
             correlation_id,
             now,
             m.note,
+            requested_by,
         )
         for m in decision.moves
     )

@@ -9,7 +9,7 @@ stored facts, see :mod:`pipeline_state_http.replay`.
 
 from __future__ import annotations
 
-from pipeline_state.commands import CancelRun, RecordPhaseCompletion, RetryPhase
+from pipeline_state.commands import CancelRun, Command, RecordPhaseCompletion, RetryPhase
 from pipeline_state.errors import DuplicateEventError, InvalidMessageError
 from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.lifecycle import BATCH_LIFECYCLE
@@ -68,11 +68,12 @@ class Operations:
 
     async def retry_phase(self, batch_id: str, body: RetryPhaseBody, ctx: RequestContext) -> PipelineAccepted:
         command = RetryPhase(batch_id, body.phase_name, body.user_id, body.retry_reason)
-        result = await self._run(command, ctx, ctx.correlation_id)
+        result = await self._run(command, ctx, ctx.correlation_id, requested_by=body.user_id)
         return await self._accepted(result, batch_id, ctx)
 
     async def cancel(self, batch_id: str, body: CancelBody, ctx: RequestContext) -> CancelAccepted:
-        result = await self._run(CancelRun(batch_id, body.user_id, body.reason), ctx, ctx.correlation_id)
+        payload = CancelRun(batch_id, body.user_id, body.reason)
+        result = await self._run(payload, ctx, ctx.correlation_id, requested_by=body.user_id or None)
         if result.duplicate:
             entry = await self._entry(ctx.event_id)
             run = run_of_cancellation(await self.service.store.load(batch_id), entry.processed_at)
@@ -105,7 +106,14 @@ class Operations:
         | RecordPhaseCompletion,
         ctx: RequestContext,
         correlation: str,
+        *,
+        requested_by: str | None = None,
     ) -> HandleResult:
+        """Run ``payload`` with the request's event id; an operator command that names its
+        user is recorded on the transition log as asked by them."""
+        if requested_by is not None and isinstance(payload, CancelRun | RetryPhase):
+            asked = Command(payload, ctx.event_id, correlation, requested_by=requested_by)
+            return await self.service.handle(asked, topic=f"operator.{type(payload).__name__}")
         # The HTTP bodies have the shape of HuleEdu's messages; they are read as engine
         # inputs here, so the API serves whatever profile the service runs.
         command = (

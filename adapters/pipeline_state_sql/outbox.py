@@ -54,6 +54,7 @@ __all__ = [
     "parked_rows",
     "purge_published",
     "row_to_outbox",
+    "rows_by_event_id",
 ]
 
 ROW_COLUMNS = (
@@ -213,6 +214,15 @@ def backlog(conn: Connection) -> tuple[int, datetime | None, int]:
 def parked_rows(conn: Connection, limit: int) -> list[OutboxRow]:
     """Parked rows, oldest first."""
     statement = select(*ROW_COLUMNS).where(OUTBOX.c.parked == true()).order_by(OUTBOX.c.id).limit(limit)
+    return [row_to_outbox(r) for r in conn.execute(statement)]
+
+
+def rows_by_event_id(conn: Connection, event_ids: Sequence[str]) -> list[OutboxRow]:
+    """The rows (parked, pending or published and not purged yet) with these event ids, in
+    row order; ids without a row are left out."""
+    if not event_ids:
+        return []
+    statement = select(*ROW_COLUMNS).where(OUTBOX.c.event_id.in_(list(event_ids))).order_by(OUTBOX.c.id)
     return [row_to_outbox(r) for r in conn.execute(statement)]
 
 

@@ -221,6 +221,7 @@ def transition_log(conn: Connection, batch_id: str, *, limit: int) -> list[Trans
             correlation_id=row.correlation_id,
             at=row.at,
             note=row.note,
+            requested_by=row.requested_by,
         )
         for row in conn.execute(statement)
     ]

@@ -5,7 +5,7 @@
 * ``runs``: archived runs, one row per run in a batch's history (position ``seq``),
   queryable by batch and by completion time.
 * ``transitions``: the transition log (which entity moved from which state to which, on
-  which event, with which correlation id, when).
+  which event, with which correlation id, when, and who asked when an operator did).
 * ``outbox``: messages to publish, with delivery bookkeeping (attempts, backoff, parking)
   and a claim lease so several relays never publish the same row at once.
 * ``inbox``: the ids of processed inbound events and what processing them did.
@@ -117,6 +117,7 @@ TRANSITIONS = Table(
     Column("correlation_id", String(ID), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("note", String(200), nullable=True),
+    Column("requested_by", String(ID), nullable=True),
     Index("ix_transitions_batch_id_id", "batch_id", "id"),
     sqlite_autoincrement=True,
 )

@@ -232,6 +232,13 @@ class SqlStore:
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
         return await self._read(sql_outbox.parked_rows, limit)
 
+    async def outbox_rows(self, event_ids: Sequence[str]) -> list[OutboxRow]:
+        """The outbox rows with these event ids (any state), in row order; unknown ids are
+        left out."""
+        for event_id in event_ids:
+            check_id(event_id, "event id")
+        return await self._read(sql_outbox.rows_by_event_id, list(event_ids))
+
     async def outbox_backlog(self) -> tuple[int, datetime | None, int]:
         """Pending rows, when the oldest of them was written, and parked rows (one read)."""
         return await self._read(sql_outbox.backlog)

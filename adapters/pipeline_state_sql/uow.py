@@ -174,6 +174,7 @@ def _log_rows(change: Change) -> list[dict[str, Any]]:
             "correlation_id": t.correlation_id,
             "at": t.at,
             "note": t.note,
+            "requested_by": t.requested_by,
         }
         for t in change.transitions
     ]

@@ -38,6 +38,7 @@ from pipeline_state.commands import (
     Command,
     ExpireOverdue,
     RecordPhaseCompletion,
+    RepublishOutbox,
     RetryPhase,
 )
 from pipeline_state.inputs import (
@@ -58,6 +59,7 @@ from .completion import archive, cancel_batch, cancel_run
 from .ids import derive_id, outbox_event_id
 from .intake import associations, essays_ready, provisioned, register, validation_errors
 from .journal import CORRELATION_MISMATCH, Decision, Emit, Move
+from .outbox import republish_outbox
 from .progress import expire, outcome, record_completion
 from .registry import HandlerRegistry, Inputs
 
@@ -90,6 +92,7 @@ HANDLERS.register(ExpireOverdue, expire)
 HANDLERS.register(ArchiveBatch, archive)
 HANDLERS.register(CancelBatch, cancel_batch)
 HANDLERS.register(RecordPhaseCompletion, record_completion)
+HANDLERS.register(RepublishOutbox, republish_outbox)
 
 
 def decide(state: BatchState | None, command: Command, *, profile: Profile, now: datetime) -> Decision:

@@ -32,6 +32,7 @@ OPERATOR_COMMANDS = (
     commands.ArchiveBatch,
     commands.CancelBatch,
     commands.RecordPhaseCompletion,
+    commands.RepublishOutbox,
 )
 
 

@@ -20,6 +20,7 @@ from pipeline_state import (
     BatchConflictError,
     BatchNotFoundError,
     IllegalTransitionError,
+    InMemoryStore,
     InvalidMessageError,
     PipelineService,
     StoreUnavailableError,
@@ -64,8 +65,14 @@ async def test_a_whole_flow_through_the_client(
     assert recorded.outcome == "applied"
     retry = await client.retry_phase("b1", "nlp", user_id="teacher-1", retry_reason="again")
     assert retry.resolved_pipeline == ["nlp"]
-    cancelled = await client.cancel("b1", reason="enough")
+    cancelled = await client.cancel("b1", user_id="operator-7", reason="enough")
     assert cancelled.run_id == retry.run_id
+    # Who asked is on the transition log rows of the retry and the cancel (issue 15.3).
+    store = service.store
+    assert isinstance(store, InMemoryStore)
+    asked = {(r.trigger, r.requested_by) for r in store.transitions("b1") if r.requested_by}
+    assert ("start_run", "teacher-1") in asked
+    assert ("cancel_run", "operator-7") in asked
     assert await client.healthy()
 
 

@@ -1,0 +1,130 @@
+"""Re-inject dead-lettered records from ``<topic>.DLQ`` after a fix.
+
+Each dead letter is handled like a record consumed from its topic, through
+:class:`~pipeline_state.service.PipelineService` against the store (so ``decide`` decides,
+the inbox dedupes, the transition log records it with who asked, and the outbox rows it
+writes are published by the running relay). It keeps its own event id, so a letter that
+was re-injected before, or that the consumer handled after all, is a duplicate; a fact
+that waited too long (its inbox says ``dead_lettered:...``) gets an id derived from its own.
+A letter that still cannot apply is reported and left in the dead-letter topic, and so is a
+truncated copy (a record too large for the dead-letter topic), which cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Any
+
+import attrs
+
+from pipeline_state.commands import Command
+from pipeline_state.decide import derive_id
+from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
+from pipeline_state.profile import Profile
+from pipeline_state.service import PipelineService
+
+from .exits import ExitCode, OperatorError, one_line
+from .output import emit
+from .session import deployment, open_service, operator_name
+
+__all__ = ["reinject"]
+
+_STILL_FAILING = (InvalidMessageError, BadCommandError, IllegalTransitionError)
+
+
+@attrs.frozen
+class Reinjected:
+    """What re-injecting one dead letter did."""
+
+    partition: int
+    offset: int
+    event_id: str | None
+    batch_id: str | None
+    result: str
+    error: str | None = None
+
+
+def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
+    if args.topic not in profile.inbound:
+        known = ", ".join(profile.inbound.names)
+        raise OperatorError(ExitCode.USAGE, f"--topic {args.topic!r} is not a consumed topic ({known})")
+    from pipeline_state_kafka.dlq import dlq_topic
+
+    return f"{args.topic_prefix}{dlq_topic(args.topic)}"
+
+
+async def _event_id(service: PipelineService, original: str) -> str:
+    """The original id, or one derived from it when the store dead-lettered that id itself
+    (a fact that waited too long: its inbox entry closes the original)."""
+    entry = await service.store.inbox_entry(original)
+    if entry is not None and entry.result.startswith("dead_lettered:"):
+        return derive_id("operator", "dlq-reinject", original)
+    return original
+
+
+async def _one(service: PipelineService, topic: str, letter: Any, actor: str) -> Reinjected:
+    raw: bytes = letter.value or b""
+    where = {"partition": letter.partition, "offset": letter.offset}
+    if letter.headers.get("dlq_truncated") == "1":
+        size, digest = (
+            letter.headers.get("dlq_original_size", "?"),
+            letter.headers.get("dlq_original_sha256", "?"),
+        )
+        error = f"a truncated copy (the original had {size} bytes, sha256 {digest}): replay the original"
+        return Reinjected(**where, event_id=None, batch_id=None, result="failed", error=error)
+    try:
+        envelope, payload = service.profile.inbound.parse(topic, raw, limits=service.limits)
+    except InvalidMessageError as exc:
+        return Reinjected(**where, event_id=None, batch_id=None, result="failed", error=one_line(exc))
+    event_id = await _event_id(service, str(envelope.event_id))
+    command = Command(payload, event_id, str(envelope.correlation_id), requested_by=actor)
+    batch_id = command.batch_id
+    try:
+        result = await service.handle(command, topic=topic, raw=raw)
+    except _STILL_FAILING as exc:
+        return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=one_line(exc))
+    return Reinjected(**where, event_id=event_id, batch_id=batch_id, result=result.label)
+
+
+async def reinject(args: argparse.Namespace) -> int:
+    """``dlq reinject --kafka HOST:PORT --topic T [--limit N]``."""
+    if args.limit is not None and args.limit < 1:
+        raise OperatorError(ExitCode.USAGE, "--limit must be >= 1")
+    if args.timeout <= 0:
+        raise OperatorError(ExitCode.USAGE, "--timeout must be > 0")
+    if not args.kafka:
+        raise OperatorError(ExitCode.USAGE, "--kafka is required (or set $PIPELINE_STATE_KAFKA)")
+    actor = operator_name(args.actor)
+    settings = deployment(args)
+    name = _dlq_name(args, settings.profile)
+    from pipeline_state_kafka.dlq_reader import read_dead_letters
+
+    done: list[Reinjected] = []
+    attempted = 0
+    async with open_service(args, settings=settings) as service:
+        letters = read_dead_letters(args.kafka, name, patience=args.timeout)
+        async with contextlib.aclosing(letters):
+            async for letter in letters:
+                outcome = await _one(service, args.topic, letter, actor)
+                done.append(outcome)
+                attempted += outcome.result != "duplicate"
+                if args.limit is not None and attempted >= args.limit:
+                    break
+    failed = [d for d in done if d.result == "failed"]
+    doc = {"topic": name, "letters": [attrs.asdict(d) for d in done], "failed": len(failed)}
+
+    def text() -> list[str]:
+        lines = [
+            f"{name}[{d.partition}]@{d.offset}  {d.event_id or '-'}  batch {d.batch_id or '-'}  {d.result}"
+            + (f": {d.error}" if d.error else "")
+            for d in done
+        ]
+        counts: dict[str, int] = {}
+        for d in done:
+            counts[d.result.partition(":")[0]] = counts.get(d.result.partition(":")[0], 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no dead letter"
+        return [*lines, f"{name}: {summary}"]
+
+    emit(doc, as_json=args.json, text=text)
+    return ExitCode.REFUSED if failed else ExitCode.OK

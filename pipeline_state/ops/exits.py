@@ -1,0 +1,98 @@
+"""Exit codes of the operator commands and the one-line error that goes with each.
+
+====  ==========================================================================
+code  meaning
+====  ==========================================================================
+0     done (or already done: a repeated command is a duplicate)
+1     denied or refused by the engine (the batch's state does not allow it)
+2     usage or bad input (unknown option, malformed id, unknown topic or phase)
+3     not found (no such batch, run or outbox row)
+4     the store, the broker or the service's HTTP API cannot be reached
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pipeline_state.errors import (
+    BadCommandError,
+    BatchNotFoundError,
+    IllegalTransitionError,
+    InvalidMessageError,
+    PipelineStateError,
+    PublishError,
+    StoreUnavailableError,
+)
+
+__all__ = ["MEANINGS", "ExitCode", "OperatorError", "exit_code_of", "expected", "one_line"]
+
+
+class ExitCode(enum.IntEnum):
+    """What an operator command's exit status means (see the module docstring)."""
+
+    OK = 0
+    REFUSED = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    UNREACHABLE = 4
+
+
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done, or already done (a repeated command is a duplicate)",
+    ExitCode.REFUSED: "denied or refused by the engine: the batch's state does not allow it",
+    ExitCode.USAGE: "usage or bad input: unknown option, malformed id, unknown topic or phase",
+    ExitCode.NOT_FOUND: "not found: no such batch, run or outbox row",
+    ExitCode.UNREACHABLE: "the store, the broker or the service's HTTP API cannot be reached",
+}
+"""What each exit code means (the command-line reference prints this table)."""
+
+
+class OperatorError(Exception):
+    """A failure of an operator command that carries its own exit code."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def exit_code_of(error: BaseException) -> ExitCode:
+    """The exit code of ``error``: operator errors carry theirs; the library's errors map by
+    kind (not found, unreachable, bad input, refused); anything else is an outage of the
+    store or broker only when it is a connection error (``OSError``, ``TimeoutError``)."""
+    if isinstance(error, OperatorError):
+        return error.code
+    if isinstance(error, BatchNotFoundError):
+        return ExitCode.NOT_FOUND
+    if isinstance(error, StoreUnavailableError | PublishError | OSError | TimeoutError):
+        return ExitCode.UNREACHABLE
+    if isinstance(error, InvalidMessageError):
+        return ExitCode.USAGE
+    status = getattr(error, "status_code", None)  # an HTTP API's answer
+    if status in (401, 403):
+        return ExitCode.USAGE
+    if status == 404:
+        return ExitCode.NOT_FOUND
+    if isinstance(error, IllegalTransitionError | BadCommandError | PipelineStateError):
+        return ExitCode.REFUSED
+    return ExitCode.UNREACHABLE if _is_transport_error(error) else ExitCode.REFUSED
+
+
+def expected(error: BaseException) -> bool:
+    """Whether ``error`` is a failure an operator command reports on one line (anything
+    else is a bug and keeps its traceback)."""
+    return isinstance(
+        error, OperatorError | PipelineStateError | OSError | TimeoutError
+    ) or _is_transport_error(error)
+
+
+def _is_transport_error(error: BaseException) -> bool:
+    """Whether ``error`` is the Kafka client's or the HTTP client's (the broker or the
+    service is down or refused the connection)."""
+    return type(error).__module__.startswith(("aiokafka", "httpx"))
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (newlines folded), never empty."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__

@@ -1,0 +1,91 @@
+"""``run cancel`` and ``phase retry`` through a running service's HTTP API (``--api URL``).
+
+For a deployment whose store the operator cannot reach (or an in-memory one), the action
+goes to the service's own routes with the public token (``$PIPELINE_STATE_API_TOKEN``, never
+a command-line argument). The service runs the same command through its engine; the
+``Idempotency-Key`` is derived like the event id of the store route (the action, the batch
+and the run it acts on), so a repeat is answered with what the first did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .exits import ExitCode, OperatorError
+from .keys import cancel_key, cancel_target, check_active, retry_key
+from .results import ActionOutcome
+
+__all__ = ["API_ENV", "TOKEN_ENV", "add_api_argument", "cancel_via_api", "retry_via_api"]
+
+API_ENV = "PIPELINE_STATE_API"
+"""The environment variable read when ``--api`` is not given."""
+
+TOKEN_ENV = "PIPELINE_STATE_API_TOKEN"
+"""The environment variable holding the bearer token of the API's public scope."""
+
+
+def add_api_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api",
+        metavar="URL",
+        default=os.environ.get(API_ENV),
+        help=f"act through the running service's HTTP API instead of the store (default ${API_ENV}; "
+        f"token in ${TOKEN_ENV})",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[Any]:
+    try:
+        from pipeline_state_http import PipelineStateClient
+    except ImportError as exc:
+        raise OperatorError(
+            ExitCode.USAGE, f"--api needs the http extra: pip install 'pipeline-state[http]' ({exc})"
+        ) from exc
+    if not str(args.api).startswith(("http://", "https://")):
+        raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL, got {args.api!r}")
+    async with PipelineStateClient(args.api, token=os.environ.get(TOKEN_ENV)) as client:
+        yield client
+
+
+def _outcome(
+    action: str, args: argparse.Namespace, key: str, actor: str, run_id: str | None
+) -> ActionOutcome:
+    return ActionOutcome(
+        action=action,
+        batch_id=args.batch_id,
+        event_id=key,
+        requested_by=actor,
+        result="accepted",
+        run_id=run_id,
+    )
+
+
+async def cancel_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
+    """Cancel the active run (or ``--run``, which must be it) through ``POST .../cancel``."""
+    async with _client(args) as client:
+        snapshot = await client.get_batch(args.batch_id)
+        latest = snapshot.active_run or (snapshot.history[-1] if snapshot.history else None)
+        target = cancel_target(args.batch_id, args.run, None if latest is None else latest.run_id)
+        active = snapshot.active_run
+        if active is not None:  # without one, the service answers a repeat or refuses
+            check_active(args.batch_id, target, active.run_id)
+        key = cancel_key(args.event_id, args.batch_id, target)
+        answer = await client.cancel(args.batch_id, user_id=actor, reason=args.reason, idempotency_key=key)
+    return _outcome("run cancel", args, key, actor, answer.run_id)
+
+
+async def retry_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
+    """Retry a phase through ``POST .../retry`` (a denial raises and exits 1)."""
+    async with _client(args) as client:
+        snapshot = await client.get_batch(args.batch_id)
+        finished = snapshot.history[-1].run_id if snapshot.history else None
+        key = retry_key(args.event_id, args.batch_id, args.phase, finished)
+        answer = await client.retry_phase(
+            args.batch_id, args.phase, user_id=actor, retry_reason=args.reason, idempotency_key=key
+        )
+    return _outcome("phase retry", args, key, actor, answer.run_id)

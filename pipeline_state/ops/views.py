@@ -1,0 +1,155 @@
+"""Read-only views of the store: one batch in full, and the runs that stopped moving."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from pipeline_state.model import BatchState, PhaseRun, Run
+from pipeline_state.ports import StalledRun, TransitionRecord
+from pipeline_state.snapshot import snapshot
+
+from .exits import ExitCode, OperatorError
+from .output import emit
+from .session import open_service, store_call
+
+__all__ = ["show_batch", "stalled_runs"]
+
+
+def _phase(phase: PhaseRun) -> dict[str, Any]:
+    return {
+        "name": phase.name,
+        "status": phase.status.value,
+        "dispatched_at": phase.dispatched_at,
+        "deadline_at": phase.deadline_at,
+        "finished_at": phase.finished_at,
+        "inputs": len(phase.inputs),
+        "outputs": len(phase.outputs),
+        "failed": len(phase.failed_essay_ids),
+        "resends": phase.resends,
+        "error": phase.error,
+    }
+
+
+def _with_details(view: dict[str, Any], run: Run) -> dict[str, Any]:
+    """A run of :func:`~pipeline_state.snapshot.snapshot`, plus who started it and each
+    phase's figures."""
+    return view | {
+        "requested_by": run.requested_by,
+        "is_retry": run.is_retry,
+        "phase_details": [_phase(p) for p in run.phases],
+    }
+
+
+def _transition(record: TransitionRecord) -> dict[str, Any]:
+    row = attrs.asdict(record)
+    row.pop("batch_id")
+    return row
+
+
+def batch_document(state: BatchState, log: list[TransitionRecord]) -> dict[str, Any]:
+    """What ``batch show`` prints: the batch as the HTTP API shows it
+    (:func:`~pipeline_state.snapshot.snapshot`), with who started each run, each phase's
+    figures, and the transition log."""
+    doc = snapshot(state)
+    if state.active_run is not None:
+        doc["active_run"] = _with_details(doc["active_run"], state.active_run)
+    doc["history"] = [_with_details(v, r) for v, r in zip(doc["history"], state.history, strict=True)]
+    return doc | {
+        "expected_essay_count": state.expected_essay_count,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "transitions": [_transition(t) for t in log],
+    }
+
+
+def _batch_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"batch {doc['batch_id']}  {doc['status']}  version {doc['version']}  owner {doc['user_id']}",
+        f"  essays {doc['essay_count']}/{doc['expected_essay_count']}  created {_at(doc['created_at'])}"
+        f"  last change {_at(doc['updated_at'])}",
+    ]
+    active = doc["active_run"]
+    lines.append("active run: -" if active is None else f"active run: {_run_line(active)}")
+    if active is not None:
+        lines += [f"    {name}: {status}" for name, status in active["phases"].items()]
+    lines.append(f"history: {len(doc['history'])} run(s)")
+    lines += [f"  {_run_line(r)}" for r in doc["history"]]
+    lines.append(f"transition log: {len(doc['transitions'])} row(s)")
+    for t in doc["transitions"]:
+        by = f"  by {t['requested_by']}" if t["requested_by"] else ""
+        note = f"  [{t['note']}]" if t["note"] else ""
+        source = t["source"] or "-"
+        lines.append(
+            f"  {_at(t['at'])}  {t['entity']} {t['name']}: {source} -{t['trigger']}-> {t['dest']}{by}{note}"
+        )
+    return lines
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    status = run.get("final_status", "active")
+    ended = f" -> {run['completed_at']}" if run.get("completed_at") else ""
+    started = f"by {run['requested_by']}  {run['accepted_at']}{ended}"
+    return f"{run['run_id']}  {run['pipeline_name']}  {status}  {started}"
+
+
+def _at(value: datetime | None) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+async def show_batch(args: argparse.Namespace) -> int:
+    """``batch show BATCH``: state, active run, history and transition log."""
+    if args.log_limit < 0:
+        raise OperatorError(ExitCode.USAGE, "--log-limit must be >= 0")
+    async with open_service(args) as service:
+        state = await service.get_batch(args.batch_id)
+        log: list[TransitionRecord] = []
+        if args.log_limit:
+            log = await store_call(service.store, "transitions")(args.batch_id, limit=args.log_limit)
+    doc = batch_document(state, log)
+    emit(doc, as_json=args.json, text=lambda: _batch_lines(doc))
+    return ExitCode.OK
+
+
+def _stalled(run: StalledRun) -> dict[str, Any]:
+    return {
+        "batch_id": run.batch_id,
+        "run_id": run.run_id,
+        "pipeline": run.pipeline_name,
+        "accepted_at": run.accepted_at,
+        "last_change_at": run.last_change_at,
+        "active_phases": list(run.active_phases),
+        "parked": [
+            {"event_id": p.message.event_id, "topic": p.message.topic, "last_error": p.last_error}
+            for p in run.parked
+        ],
+    }
+
+
+def _stalled_line(run: StalledRun) -> str:
+    parked = f", {len(run.parked)} parked outbox row(s)" if run.parked else ""
+    return (
+        f"{run.batch_id}  run {run.run_id}  {run.pipeline_name}  last change {run.last_change_at.isoformat()}"
+        f"  open: {', '.join(run.active_phases) or '-'}{parked}"
+    )
+
+
+async def stalled_runs(args: argparse.Namespace) -> int:
+    """``runs stalled`` (alias ``stalled``): active runs without progress, oldest first."""
+    if args.older_than < 0:
+        raise OperatorError(ExitCode.USAGE, "--older-than must be >= 0")
+    if args.limit < 1:
+        raise OperatorError(ExitCode.USAGE, "--limit must be >= 1")
+    async with open_service(args) as service:
+        runs = await service.store.stalled_runs(datetime.now(UTC), args.older_than, limit=args.limit)
+
+    def text() -> list[str]:
+        if not runs:
+            return [f"no run without progress for more than {args.older_than:g}s"]
+        return [_stalled_line(r) for r in runs]
+
+    emit([_stalled(r) for r in runs], as_json=args.json, text=text)
+    return ExitCode.OK
