@@ -37,6 +37,7 @@ from pipeline_state import (
     parse_message,
 )
 from pipeline_state.commands import Command
+from pipeline_state.profile import Profile
 
 from ._util import Row, Sample, Stopwatch, Target, per_call_ns, traced
 from ._workload import Delivery, OutcomeWorkload, Seeder, batch_ids, iter_batch_ids, outcomes
@@ -115,9 +116,10 @@ def _phase_machine() -> Machine:
     )
 
 
-def _command(delivery: Delivery) -> Command:
-    envelope, payload = parse_message(*delivery)
-    return Command(payload, str(envelope.event_id), str(envelope.correlation_id))
+def _command(delivery: Delivery, profile: Profile) -> Command:
+    """The command the service hands ``decide``: the payload read as the profile's engine input."""
+    envelope, value = profile.inbound.parse(*delivery)
+    return Command(value, str(envelope.event_id), str(envelope.correlation_id))
 
 
 def _representative_outcomes(seeder: Seeder, essays: int) -> tuple[BatchState, Command, BatchState, Command]:
@@ -128,7 +130,7 @@ def _representative_outcomes(seeder: Seeder, essays: int) -> tuple[BatchState, C
         (topic, _json(env))
         for topic, env in outcomes(seeder.envelopes, active, correlation_id, fail_one=False)
     )
-    spell_cmd, cj_cmd = _command(spell), _command(cj)
+    spell_cmd, cj_cmd = _command(spell, seeder.profile), _command(cj, seeder.profile)
     dispatched = decide(active, spell_cmd, profile=seeder.profile, now=seeder.now)
     completed = decide(dispatched.state, cj_cmd, profile=seeder.profile, now=seeder.now)
     if dispatched.state is None or completed.state is None or completed.state.active_run is not None:

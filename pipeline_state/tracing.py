@@ -93,9 +93,37 @@ def current_trace_context() -> TraceContext:
     return carrier_of(trace.get_current_span())
 
 
+_UNKNOWN = object()
+_ENVIRONMENT_READ = False
+
+
+def _no_sdk() -> bool:
+    """Whether no tracer provider is installed (the API's proxy is still the global one): a
+    span could then only pass a trace through, never record one.
+
+    ``trace.get_tracer_provider()`` reads the environment on every call until a provider is
+    set (it may name one in ``OTEL_PYTHON_TRACER_PROVIDER``), which costs microseconds per
+    message; so it is asked once, and afterwards the API's global is looked at directly (a
+    provider set later in code is seen at once)."""
+    global _ENVIRONMENT_READ
+    if not _ENVIRONMENT_READ:
+        trace.get_tracer_provider()  # installs a provider the environment names, if any
+        _ENVIRONMENT_READ = True
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:  # an API without that global: ask it, the slow way
+        return type(trace.get_tracer_provider()) is trace.ProxyTracerProvider
+    return provider is None
+
+
 def inbound_span(topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> Span:
     """A started consumer span for one inbound message of ``topic`` (end it after the unit of
-    work committed). It continues ``carrier``'s trace, or the current one without it."""
+    work committed). It continues ``carrier``'s trace, or the current one without it.
+
+    Without an SDK and with no trace to continue this is the invalid placeholder span,
+    returned without asking the tracer (what it would return too): the common case of a
+    service that does not trace costs one type check and one context lookup."""
+    if not carrier and _no_sdk() and not trace.get_current_span().get_span_context().is_valid:
+        return trace.INVALID_SPAN
     return _TRACER.start_span(f"process {topic}", context=continued(carrier), kind=SpanKind.CONSUMER)
 
 
@@ -166,14 +194,17 @@ def finish(span: Span, topic: str, outcome: HandleResult | BaseException | None)
 def for_publish(message: OutboxMessage, span: Span) -> OutboxMessage:
     """``message`` carrying ``span``'s trace context, for the transport to send along."""
     context = carrier_of(span)
-    if context == message.trace_context:
+    if context == message.trace_context or not (context or message.trace_context):
         return message
     return attrs.evolve(message, trace_context=context)
 
 
 def publish_span(message: OutboxMessage) -> Span:
     """A started producer span for the relay's publish of ``message``, in the trace of the
-    decision that emitted it (its stored :attr:`~pipeline_state.ports.OutboxMessage.trace_context`)."""
+    decision that emitted it (its stored :attr:`~pipeline_state.ports.OutboxMessage.trace_context`).
+    A message that carries no trace, without an SDK, gets the invalid placeholder span."""
+    if not message.trace_context and _no_sdk():
+        return trace.INVALID_SPAN
     span = _TRACER.start_span(
         f"publish {message.topic}",
         context=continued(message.trace_context) or Context(),
