@@ -96,15 +96,22 @@ SPANS_RECORDED = "spans recorded: "
 
 TRACED_SERVE = (
     "import sys\n"
-    "from pipeline_state.testing.spans import span_capture\n"
-    "capture = span_capture()\n"
-    "capture.sample()  # SDK on, every span recorded into memory\n"
+    "from opentelemetry import trace\n"
+    "from opentelemetry.sdk.trace import TracerProvider\n"
+    "from opentelemetry.sdk.trace.export import BatchSpanProcessor\n"
+    "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+    "exporter = InMemorySpanExporter()\n"
+    "provider = TracerProvider()  # every span sampled and exported, as serve's own SDK set-up does\n"
+    "provider.add_span_processor(BatchSpanProcessor(exporter))\n"
+    "trace.set_tracer_provider(provider)\n"
     "from pipeline_state.cli import main\n"
     "code = main()\n"
-    f"print('{SPANS_RECORDED}' + str(len(capture.spans())), file=sys.stderr)\n"
+    "provider.force_flush()\n"
+    f"print('{SPANS_RECORDED}' + str(len(exporter.get_finished_spans())), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
-"""``serve`` with the OpenTelemetry SDK and an in-memory exporter (``python -c``)."""
+"""``serve`` with the OpenTelemetry SDK as ``serve`` sets it up for an exporter (a batch span
+processor, every span sampled), exporting to memory (``python -c``)."""
 
 
 @dataclass(frozen=True)
