@@ -102,6 +102,7 @@ __all__ = [
     "TransitionKey",
     "Violation",
     "abstract_key",
+    "completion_topics",
     "coverage",
     "declared_transitions",
     "engine_invariants",
@@ -656,13 +657,14 @@ def _statuses(state: BatchState | None) -> dict[tuple[str, str], str]:
     return out
 
 
-def _completion_topics(profile: Profile, state: BatchState) -> tuple[str, ...]:
-    """The topics of the events the profile's outbound emits when a run of ``state`` ends
-    (asked of the outbound for the batch's last archived run, as the engine does)."""
+def completion_topics(profile: Profile, state: BatchState) -> tuple[str, ...]:
+    """The topics of the events the profile's outbound emits when a run of ``state`` ends, one
+    per event (asked of the outbound for the batch's last archived run, as the engine asks
+    it); ``()`` for a batch with no ended run."""
     if not state.history:
         return ()
     run = state.history[-1]
-    summary = RunSummary(run, 0, 0, 0.0, run.completed_at or START)
+    summary = RunSummary(run, 0, 0, 0.0, run.completed_at or state.updated_at)
     return tuple(o.topic for o in profile.outbound.completed(state, summary))
 
 
@@ -719,7 +721,7 @@ def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -
     if run is not None and not any(p.is_active for p in run.phases):
         problems.append(f"run_without_active_phase: {dict(run.phase_statuses)}")
     ended = sum(1 for m in moves if m.entity == "run" and m.source != ABSENT and m.dest != "active")
-    per_run = _completion_topics(profile, after)
+    per_run = completion_topics(profile, after)
     completions = sum(1 for e in decision.emits if e.topic in per_run)
     if completions != ended * len(per_run):
         problems.append(f"completions: {completions} completion events for {ended} runs ended")

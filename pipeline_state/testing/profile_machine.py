@@ -42,11 +42,11 @@ from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState
-from pipeline_state.outbound import RunSummary
 from pipeline_state.profile import Profile, huleedu_profile
 from pipeline_state.runtime import InMemoryRuntime
 
 from .builders import Delivery, Envelopes
+from .paths import completion_topics
 
 __all__ = ["ProfileMachine"]
 
@@ -92,11 +92,6 @@ class ProfileMachine(RuleBasedStateMachine):
 
     def _state(self, batch_id: str) -> BatchState | None:
         return self._run(self.rt.store.load(batch_id))
-
-    def _completion_topics(self, state: BatchState) -> tuple[str, ...]:
-        run = state.history[-1]
-        summary = RunSummary(run, 0, 0, 0.0, run.completed_at or state.updated_at)
-        return tuple(o.topic for o in self.rt.service.profile.outbound.completed(state, summary))
 
     # -- rules ------------------------------------------------------------------------------
     @rule(items=st.integers(min_value=1, max_value=3), provision_now=st.booleans())
@@ -166,8 +161,9 @@ class ProfileMachine(RuleBasedStateMachine):
             run_ids = [run.run_id for run in state.history]
             assert len(set(run_ids)) == len(run_ids), run_ids
             if state.history:
-                for topic in set(self._completion_topics(state)):
-                    per_run = self._completion_topics(state).count(topic)
+                per_event = completion_topics(self.rt.service.profile, state)
+                for topic in set(per_event):
+                    per_run = per_event.count(topic)
                     seen = self.published[(batch_id, topic)]
                     assert seen == per_run * len(state.history), (batch_id, topic, seen, len(state.history))
             if state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION and state.history:
