@@ -8,6 +8,7 @@ all together in memory.
 from __future__ import annotations
 
 from .catalog import HULEEDU_CATALOG, Catalog, Pipeline, Plan, Step
+from .clock import ManualClock, SystemClock
 from .commands import (
     ArchiveBatch,
     CancelBatch,
@@ -60,7 +61,7 @@ from .lifecycle import (
     define_lifecycle,
 )
 from .machine import SharedMachine
-from .memory import InMemoryBus, InMemoryStore, ManualClock, SystemClock
+from .memory import InMemoryBus, InMemoryStore
 from .model import BatchState, EssayRef, PhaseRun, Run
 from .ports import (
     BatchingStore,

@@ -9,7 +9,7 @@ Definitions are validated when they are built (:class:`~pipeline_state.errors.Ca
 duplicate steps, unknown dependencies, self-dependencies, cycles, bad deadlines, unknown keys,
 and one phase declared with different dependencies in two pipelines.
 
-Steps are kept in *plan order*: a topological order computed with Kahn's algorithm where,
+Steps are kept in *plan order*: a topological order (:class:`graphlib.TopologicalSorter`) where,
 among the steps whose dependencies are satisfied, the one declared first goes first. The
 order depends only on the declaration, never on set or hash order, so resolving the same
 request always gives the same plan.
@@ -35,6 +35,7 @@ ships as ``pipeline_state/profiles/huleedu.toml`` (see :func:`load_packaged_prof
 
 from __future__ import annotations
 
+import graphlib
 import heapq
 import math
 import os
@@ -158,52 +159,37 @@ def _plan_order(pipeline: str, steps: tuple[Step, ...]) -> tuple[Step, ...]:
                     step=step.name,
                 )
 
-    # Kahn's algorithm; the heap holds declaration positions, so among the ready steps
-    # the one declared first is always taken first.
-    waiting = [len(step.depends_on) for step in steps]
-    dependents: list[list[int]] = [[] for _ in steps]
-    for position, step in enumerate(steps):
-        for dep in step.depends_on:
-            dependents[index[dep]].append(position)
-    ready = [position for position, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    ordered: list[Step] = []
-    while ready:
-        position = heapq.heappop(ready)
-        ordered.append(steps[position])
-        for child in dependents[position]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, child)
-    if len(ordered) != len(steps):
-        cycle = _find_cycle(steps, index, waiting)
+    # graphlib sorts and finds cycles; the heap holds declaration positions, so among the
+    # ready steps the one declared first is always taken first.
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for step in steps:
+        sorter.add(step.name, *step.depends_on)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = _cycle_path(exc.args[1], index)
         path = " -> ".join([*cycle, cycle[0]])
         raise CatalogError(
             f"dependency cycle: {path} (each step depends on the next)", pipeline=pipeline, step=cycle[0]
-        )
+        ) from None
+    ready: list[int] = []
+    ordered: list[Step] = []
+    while sorter.is_active():
+        for name in sorter.get_ready():
+            heapq.heappush(ready, index[name])
+        position = heapq.heappop(ready)
+        ordered.append(steps[position])
+        sorter.done(steps[position].name)
     return tuple(ordered)
 
 
-def _find_cycle(steps: tuple[Step, ...], index: Mapping[str, int], waiting: list[int]) -> list[str]:
-    """Return the steps of one dependency cycle among the steps Kahn's algorithm left over.
-
-    Every left-over step has at least one left-over dependency, so walking "first left-over
-    dependency" from any left-over step must loop. The walk starts at the first declared
-    left-over step and the cycle is rotated to start at its first declared member, so the
-    message is deterministic.
-    """
-    left = [position for position, count in enumerate(waiting) if count > 0]
-    on_path: dict[int, int] = {}
-    path: list[int] = []
-    current = left[0]
-    while current not in on_path:
-        on_path[current] = len(path)
-        path.append(current)
-        current = next(index[dep] for dep in steps[current].depends_on if waiting[index[dep]] > 0)
-    cycle = path[on_path[current] :]
-    start = cycle.index(min(cycle))
-    cycle = cycle[start:] + cycle[:start]
-    return [steps[position].name for position in cycle]
+def _cycle_path(found: list[str], index: Mapping[str, int]) -> list[str]:
+    """The steps of the cycle :class:`graphlib.CycleError` reports (each a dependency of the
+    next, first and last the same) as a dependency path (each step depends on the next),
+    rotated to start at its first declared member, so the message is deterministic."""
+    cycle = list(reversed(found[1:]))
+    start = min(range(len(cycle)), key=lambda i: index[cycle[i]])
+    return cycle[start:] + cycle[:start]
 
 
 @attrs.frozen

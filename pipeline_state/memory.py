@@ -12,11 +12,12 @@ import heapq
 import operator
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
+from .clock import ManualClock, SystemClock
 from .errors import (
     ConcurrencyConflictError,
     DuplicateEventError,
@@ -43,36 +44,6 @@ _inbox_row = operator.attrgetter("topic", "batch_id", "result", "processed_at")
 """An inbox entry as the store keeps it (its event id is the key)."""
 _transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionRecord)))
 """A transition record as the store keeps it: its fields in order (``TransitionRecord(*row)``)."""
-
-
-class SystemClock:
-    """The real UTC clock."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-class ManualClock:
-    """A clock that only moves when told to; starts at a fixed instant by default."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2025, 1, 1, tzinfo=UTC)
-        if self._now.tzinfo is None:
-            raise ValueError("ManualClock needs a timezone-aware start")
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, seconds: float) -> datetime:
-        if seconds < 0:
-            raise ValueError("a clock cannot go backwards")
-        self._now += timedelta(seconds=seconds)
-        return self._now
-
-    def set(self, instant: datetime) -> None:
-        if instant < self._now:
-            raise ValueError("a clock cannot go backwards")
-        self._now = instant
 
 
 class InMemoryStore:

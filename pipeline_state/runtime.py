@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .clock import ManualClock
 from .commands import OperatorCommand
 from .events import WireModel
-from .memory import InMemoryBus, InMemoryStore, ManualClock
+from .memory import InMemoryBus, InMemoryStore
 from .profile import Profile, huleedu_profile
 from .relay import OutboxRelay
 from .service import HandleResult, PipelineService

@@ -17,7 +17,6 @@ a pipeline request into its denial, anything else into a dead letter naming what
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -29,6 +28,7 @@ from typing import Any
 import attrs
 from opentelemetry.trace import Span
 
+from .clock import SystemClock
 from .commands import Command, ExpireOverdue, OperatorCommand
 from .decide import Decision, decide, derive_id, outbox_event_id
 from .errors import (
@@ -44,10 +44,10 @@ from .events import WireModel
 from .inbound import Inbound
 from .inputs import EngineInput, RequestPipeline
 from .intake import DEFAULT_LIMITS, IntakeLimits
-from .memory import SystemClock
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
 from .profile import Profile, check_profile, huleedu_profile
+from .retry import Retrying
 from .tracing import (
     TraceContext,
     current_trace_context,
@@ -543,19 +543,14 @@ class PipelineService:
     async def resume_waiting(self, batch_id: str) -> list[HandleResult | PipelineStateError]:
         """Re-attempt the waiting facts of ``batch_id`` now (in arrival order, as a change of
         the batch does); returns the results of those that left the waiting set."""
-        for attempt in range(1, self.max_attempts + 1):
-            batch = await self._read(batch_id)
-            steps = _with_rewaits(self._resume(batch), batch)
-            if not steps:
-                return []
-            try:
+        async for attempt in self._attempts():
+            with attempt:
+                batch = await self._read(batch_id)
+                steps = _with_rewaits(self._resume(batch), batch)
+                if not steps:
+                    return []
                 await self._commit([s.change for s in steps])
-            except ConcurrencyConflictError:
-                if attempt == self.max_attempts:
-                    raise
-                await asyncio.sleep(0)
-                continue
-            return [self._result(s, attempt) for s in steps]
+                return [self._result(s, attempt.number) for s in steps]
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _deny_expired(self, fact: WaitingFact) -> bool:
@@ -566,28 +561,24 @@ class PipelineService:
             return False
         if not isinstance(command.payload, RequestPipeline):
             return False
-        for attempt in range(1, self.max_attempts + 1):
-            batch = await self._read(fact.batch_id)
-            if all(w.event_id != fact.event_id for w in batch.waiting):
-                return True  # resolved meanwhile
-            step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
-            try:
+        async for attempt in self._attempts():
+            with attempt:
+                batch = await self._read(fact.batch_id)
+                if all(w.event_id != fact.event_id for w in batch.waiting):
+                    return True  # resolved meanwhile
+                step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
                 await self._commit([step.change])
-            except ConcurrencyConflictError:
-                if attempt == self.max_attempts:
-                    raise
-                continue
-            self.counters["waiting_denied"] += 1
-            log.warning(
-                "pipeline request %s for batch %s waited %gs for %s: %s",
-                fact.event_id,
-                fact.batch_id,
-                self.waiting_window_seconds,
-                fact.waits_for,
-                step.change.inbox.result if step.change.inbox else "?",
-                extra={"batch_id": fact.batch_id, "correlation_id": command.correlation_id},
-            )
-            return True
+                self.counters["waiting_denied"] += 1
+                log.warning(
+                    "pipeline request %s for batch %s waited %gs for %s: %s",
+                    fact.event_id,
+                    fact.batch_id,
+                    self.waiting_window_seconds,
+                    fact.waits_for,
+                    step.change.inbox.result if step.change.inbox else "?",
+                    extra={"batch_id": fact.batch_id, "correlation_id": command.correlation_id},
+                )
+                return True
         return True  # pragma: no cover
 
     # -- the unit of work -----------------------------------------------------------------
@@ -603,23 +594,31 @@ class PipelineService:
     async def _handle(self, command: Command, *, topic: str, raw: bytes | None) -> HandleResult:
         """:meth:`handle` in the span of its caller."""
         batch_id = command.batch_id
-        for attempt in range(1, self.max_attempts + 1):
-            if await self.store.is_processed(command.event_id):
-                return self._duplicate(command, attempt)
-            batch = await self._read(batch_id)
-            steps = self._fold(command, topic, raw, batch)
-            try:
-                await self._commit([s.change for s in steps])
-            except DuplicateEventError:
-                return self._duplicate(command, attempt)
-            except ConcurrencyConflictError:
-                if attempt == self.max_attempts:
-                    raise
-                log.debug("version conflict on %s, retrying from a fresh read", batch_id)
-                await asyncio.sleep(0)
-                continue
-            return self._committed(steps, attempt)
+        async for attempt in self._attempts(batch_id):
+            with attempt:
+                if await self.store.is_processed(command.event_id):
+                    return self._duplicate(command, attempt.number)
+                batch = await self._read(batch_id)
+                steps = self._fold(command, topic, raw, batch)
+                try:
+                    await self._commit([s.change for s in steps])
+                except DuplicateEventError:
+                    return self._duplicate(command, attempt.number)
+                return self._committed(steps, attempt.number)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempts(self, batch_id: str | None = None) -> Retrying:
+        """The attempts of one unit of work: a lost compare-and-set is retried at once from
+        a fresh read, at most :attr:`max_attempts` times in all."""
+
+        def conflict(_error: BaseException, _number: int) -> None:
+            log.debug("version conflict on %s, retrying from a fresh read", batch_id)
+
+        return Retrying(
+            on=ConcurrencyConflictError,
+            attempts=self.max_attempts,
+            on_retry=None if batch_id is None else conflict,
+        )
 
     @staticmethod
     def _duplicate(command: Command, attempt: int) -> HandleResult:

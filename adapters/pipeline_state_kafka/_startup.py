@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
+
+from pipeline_state.retry import Backoff, Retrying
 
 from ._kafka import KafkaError
 
@@ -23,24 +23,20 @@ async def start_with_retry(
     *,
     interval: float = 0.5,
 ) -> bool:
-    """Call ``start`` until it succeeds; ``False`` when ``stop`` was set first.
+    """Call ``start`` until it succeeds (every ``interval`` seconds, see
+    :mod:`pipeline_state.retry`); ``False`` when ``stop`` was set first.
 
     Raises the last connection error once ``within`` seconds have passed.
     """
-    deadline = time.monotonic() + within
-    while True:
-        if stop is not None and stop.is_set():
-            return False
-        try:
+
+    def retrying(exc: BaseException, _number: int) -> None:
+        log.warning("%s not reachable yet, retrying: %s: %s", what, type(exc).__name__, exc)
+
+    attempts = Retrying(
+        on=(KafkaError, OSError), within=within, backoff=Backoff.fixed(interval), stop=stop, on_retry=retrying
+    )
+    async for attempt in attempts:
+        with attempt:
             await start()
-        except (KafkaError, OSError) as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.warning("%s not reachable yet, retrying: %s: %s", what, type(exc).__name__, exc)
-            if stop is None:
-                await asyncio.sleep(interval)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
-            continue
-        return True
+            return True
+    return False

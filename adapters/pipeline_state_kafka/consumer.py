@@ -46,6 +46,7 @@ import attrs
 
 from pipeline_state.events import INBOUND_TOPICS
 from pipeline_state.intake import decode_json
+from pipeline_state.retry import Backoff, pause
 
 from ._kafka import (
     CommitFailedError,
@@ -584,12 +585,8 @@ class InboundConsumer:
 
     async def _backoff(self, stop: asyncio.Event) -> None:
         self._failures += 1
-        delay = min(
-            self.settings.retry_max_seconds,
-            self.settings.retry_base_seconds * 2 ** min(self._failures - 1, 32),
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+        backoff = Backoff(self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        await pause(backoff.delay(self._failures), stop)
 
 
 def _name(tp: TopicPartition) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from pipeline_state.errors import StoreError
 from pipeline_state.relay import OutboxRelay, RelayReport
+from pipeline_state.retry import pause
 
 from .stats import ServiceStats
 
@@ -116,9 +117,10 @@ class RelayRunner:
         return total
 
     async def _sleep(self, stop: asyncio.Event, seconds: float, *, wakeable: bool) -> None:
-        waiters = [asyncio.ensure_future(stop.wait())]
-        if wakeable:
-            waiters.append(asyncio.ensure_future(self._wake.wait()))
+        if not wakeable:  # the back-off after a failed pass (pipeline_state.retry)
+            await pause(seconds, stop)
+            return
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -3,7 +3,7 @@
 :class:`Platform` is a small discrete-event loop around an
 :class:`~pipeline_state.runtime.InMemoryRuntime`. Messages wait in a queue ordered by their
 due time on the simulated clock. Each step takes the earliest one, moves the runtime's
-:class:`~pipeline_state.memory.ManualClock` to its due time, delivers it to the runtime when
+:class:`~pipeline_state.clock.ManualClock` to its due time, delivers it to the runtime when
 its topic is an inbound one, and hands it, and everything the delivery emitted, to the
 services subscribed to those topics. A service answers with :class:`Reply` objects that are
 queued after the service's simulated working time. Observers (:meth:`Platform.watch`, the

@@ -12,7 +12,6 @@ cache-invalidation hook is called.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,10 +19,11 @@ from typing import Any
 
 import attrs
 
+from pipeline_state.clock import SystemClock
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, UnknownTopicError
 from pipeline_state.events import parse_message
-from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
+from pipeline_state.retry import Retrying
 
 from .announce import announcement
 from .memory import NoopCacheInvalidator
@@ -134,56 +134,56 @@ class ResultsService:
     # -- the unit of work -----------------------------------------------------------------
     async def handle(self, fact: ResultsFact) -> ResultsHandled:
         """Project one fact (see :func:`~pipeline_state.results.projection.fact_from_message`)."""
-        for attempt in range(1, self.max_attempts + 1):
-            if await self.store.inbox_entry(fact.event_id) is not None:
-                return self._handled(fact, "duplicate", attempts=attempt)
-            before = await self.store.load(fact.batch_id)
-            now = self.clock.now()
-            after = await self._with_owner(apply_fact(before, fact))
-            due = pending_announcements(after)
-            messages = self._announce(after, due, now)
-            after = mark_announced(after, (r.run_id for r in due))
-            label = _label(before, after, fact)
-            changed = label != "unchanged"
-            stored = None
-            if changed:
-                version = 1 if before is None else before.version + 1
-                stored = attrs.evolve(after, version=version, updated_at=now)
-            change = ResultsChange(
-                batch_id=fact.batch_id,
-                expected_version=None if before is None else before.version,
-                batch=stored,
-                at=now,
-                inbox=InboxEntry(fact.event_id, fact.event_type, fact.batch_id, label, now),
-                outbox=messages,
-                class_deltas=class_deltas(before, after) if changed else (),
-            )
-            try:
-                await self.store.commit(change)
-            except DuplicateEventError:
-                return self._handled(fact, "duplicate", attempts=attempt)
-            except ConcurrencyConflictError:
-                if attempt == self.max_attempts:
-                    raise
-                log.debug("results version conflict on %s, retrying from a fresh read", fact.batch_id)
-                await asyncio.sleep(0)
-                continue
-            cache_error = await self._invalidate(before, after) if changed else None
-            if label == "superseded":
-                log.info(
-                    "completion of an older run of batch %s kept in its history only",
-                    fact.batch_id,
-                    extra={"batch_id": fact.batch_id, "correlation_id": fact.correlation_id},
+
+        def conflict(_error: BaseException, _number: int) -> None:
+            log.debug("results version conflict on %s, retrying from a fresh read", fact.batch_id)
+
+        retrying = Retrying(on=ConcurrencyConflictError, attempts=self.max_attempts, on_retry=conflict)
+        async for attempt in retrying:
+            with attempt:
+                if await self.store.inbox_entry(fact.event_id) is not None:
+                    return self._handled(fact, "duplicate", attempts=attempt.number)
+                before = await self.store.load(fact.batch_id)
+                now = self.clock.now()
+                after = await self._with_owner(apply_fact(before, fact))
+                due = pending_announcements(after)
+                messages = self._announce(after, due, now)
+                after = mark_announced(after, (r.run_id for r in due))
+                label = _label(before, after, fact)
+                changed = label != "unchanged"
+                stored = None
+                if changed:
+                    version = 1 if before is None else before.version + 1
+                    stored = attrs.evolve(after, version=version, updated_at=now)
+                change = ResultsChange(
+                    batch_id=fact.batch_id,
+                    expected_version=None if before is None else before.version,
+                    batch=stored,
+                    at=now,
+                    inbox=InboxEntry(fact.event_id, fact.event_type, fact.batch_id, label, now),
+                    outbox=messages,
+                    class_deltas=class_deltas(before, after) if changed else (),
                 )
-            return self._handled(
-                fact,
-                label,
-                results=stored or before,
-                messages=messages,
-                announced=tuple(r.run_id for r in due),
-                attempts=attempt,
-                cache_error=cache_error,
-            )
+                try:
+                    await self.store.commit(change)
+                except DuplicateEventError:
+                    return self._handled(fact, "duplicate", attempts=attempt.number)
+                cache_error = await self._invalidate(before, after) if changed else None
+                if label == "superseded":
+                    log.info(
+                        "completion of an older run of batch %s kept in its history only",
+                        fact.batch_id,
+                        extra={"batch_id": fact.batch_id, "correlation_id": fact.correlation_id},
+                    )
+                return self._handled(
+                    fact,
+                    label,
+                    results=stored or before,
+                    messages=messages,
+                    announced=tuple(r.run_id for r in due),
+                    attempts=attempt.number,
+                    cache_error=cache_error,
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _with_owner(self, batch: BatchResults) -> BatchResults:

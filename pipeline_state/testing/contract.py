@@ -32,9 +32,9 @@ from typing import Any, Protocol
 import attrs
 import pytest
 
+from pipeline_state.clock import ManualClock
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
 from pipeline_state.ports import (
     BatchingStore,

@@ -68,11 +68,11 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from pipeline_state.clock import ManualClock
 from pipeline_state.commands import CancelRun, Command, RetryPhase
 from pipeline_state.decide import decide
 from pipeline_state.errors import BatchNotFoundError, PipelineStateError
 from pipeline_state.events import TOPICS, ClientBatchPipelineRequestV1, EventEnvelope, Topic, WireModel
-from pipeline_state.memory import ManualClock
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
 from pipeline_state.runtime import InMemoryRuntime

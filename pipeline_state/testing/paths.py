@@ -28,7 +28,7 @@ A :class:`Path` is concrete and replayable: each :class:`Step` holds the
 :class:`~pipeline_state.commands.Command`, the ``now`` it runs at, the topic it arrives on
 and what ``decide`` answered (decision, moves, state after, or the error raised).
 :func:`replay` drives a path through a :class:`~pipeline_state.service.PipelineService`
-whose clock is a :class:`~pipeline_state.memory.ManualClock`.
+whose clock is a :class:`~pipeline_state.clock.ManualClock`.
 
 Two transitions need conditions the shipped profile never meets. A phase is *aborted*
 when its command would exceed ``max_command_bytes``; a valid profile guarantees it never
@@ -53,6 +53,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from pipeline_state.clock import ManualClock
 from pipeline_state.commands import (
     ArchiveBatch,
     CancelBatch,
@@ -79,7 +80,6 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
-from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState, ItemRef, completed_outputs
 from pipeline_state.outbound import RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound, huleedu_profile

@@ -36,11 +36,11 @@ from typing import Any, ClassVar, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from pipeline_state.clock import ManualClock
 from pipeline_state.commands import CancelRun, Command
 from pipeline_state.decide import decide
 from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState
 from pipeline_state.profile import Profile, huleedu_profile
 from pipeline_state.runtime import InMemoryRuntime
