@@ -1,35 +1,34 @@
-"""The ``pipeline-state`` command line: ``demo``, ``diagram``, ``paths``, ``serve`` and the
-operator commands (``batch show``, ``runs stalled``, ``outbox parked``, ``outbox republish``,
-``dlq reinject``, ``run cancel``, ``phase retry``, ``batch archive``).
+"""The ``pipeline-state`` command line: ``demo``, ``diagram`` and ``paths`` here, and the
+commands of installed packages, found through the ``pipeline_state.commands`` entry points
+(:data:`COMMANDS_GROUP`): ``serve`` and the operator commands (``batch show``, ``runs
+stalled``, ``outbox parked``, ``outbox republish``, ``dlq reinject``, ``run cancel``,
+``phase retry``, ``batch archive``) come from the composition root,
+:mod:`pipeline_state_service`. The core never imports an adapter.
 
 Each subcommand lives in its own module and is imported only when used, so ``demo`` and
-``diagram`` work without the optional adapter dependencies. The operator commands are
-built from one table (:data:`pipeline_state.ops.SUBCOMMANDS`); their exit codes are those of
-:class:`pipeline_state.ops.ExitCode`.
+``diagram`` work without the optional adapter dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any, NoReturn, Protocol
 
 from . import __version__
 from .catalog import Catalog
 from .diagrams import lifecycle_mermaid, pipeline_mermaid
 from .errors import PipelineStateError
 from .lifecycle import LIFECYCLES
-from .ops import SUBCOMMANDS, ExitCode, Subcommand
-from .ops.exits import exit_code_of, expected, one_line
-from .ops.output import error_line
-from .ops.table import GROUPS
 from .profile import huleedu_profile
 
-__all__ = ["main"]
+__all__ = ["COMMANDS_GROUP", "CommandPlugin", "build_parser", "command_plugins", "main", "versioned"]
+
+COMMANDS_GROUP = "pipeline_state.commands"
+"""The entry-point group through which installed packages add subcommands (``serve`` and
+the operator commands come from :mod:`pipeline_state_service` this way)."""
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -66,52 +65,6 @@ def _paths(args: argparse.Namespace) -> int:
     return paths_command(sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        from pipeline_state_kafka.serve import serve_main
-    except ImportError as exc:  # the kafka/sql extras are not installed
-        hint = "pip install 'pipeline-state[all]'"
-        print(f"'serve' needs the kafka and sql extras: {hint} ({exc})", file=sys.stderr)
-        return 2
-    code: int = serve_main(args)
-    return code
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """No log lines of the libraries (the driver's retries, say) while an operator command
-    runs: it reports its outcome on standard output and its error on one line."""
-    root = logging.getLogger()
-    silent = logging.NullHandler()
-    root.addHandler(silent)
-    try:
-        yield
-    finally:
-        root.removeHandler(silent)
-
-
-def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
-    """The ``func`` of an operator subcommand: run its coroutine, and turn an error into its
-    exit code and one line on standard error (see :mod:`pipeline_state.ops.exits`)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            with _quiet_libraries():
-                return int(asyncio.run(command.runner()(args)))
-        except ImportError as exc:  # an extra is not installed
-            error_line(
-                f"'{' '.join(command.words)}' needs the adapters: pip install 'pipeline-state[all]' ({exc})"
-            )
-            return ExitCode.USAGE
-        except Exception as exc:
-            if not expected(exc):
-                raise
-            error_line(one_line(exc))
-            return exit_code_of(exc)
-
-    return run
-
-
 _DESCRIPTION = "Batch-processing pipelines as explicit state machines: play, draw, serve and operate them."
 _EPILOG = (
     "Operator commands exit 0 when done (or already done), 1 when the engine refuses, 2 on bad "
@@ -123,36 +76,43 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors on one line (``pipeline-state ...: error: ...``), exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")  # ExitCode.USAGE of the commands
 
 
-def _versioned(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def versioned(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with ``--version`` (every subcommand has it; command plugins use this too)."""
     parser.add_argument("--version", action="version", version=f"pipeline-state {__version__}")
     return parser
 
 
-def _add_operator_commands(sub: Any) -> None:
-    """Add the rows of :data:`~pipeline_state.ops.SUBCOMMANDS` (and their aliases) to ``sub``."""
-    groups: dict[str, Any] = {}
-    for command in SUBCOMMANDS:
-        for words in (command.words, *command.aliases):
-            *group_words, leaf = words
-            target = sub
-            for word in group_words:
-                if word not in groups:
-                    group = _versioned(sub.add_parser(word, help=GROUPS.get(word, f"{word} commands")))
-                    groups[word] = group.add_subparsers(dest=f"{word}_command", required=True)
-                target = groups[word]
-            parser = _versioned(target.add_parser(leaf, help=command.help, description=command.help))
-            command.configure(parser)
-            parser.set_defaults(func=_operator(command))
+class CommandPlugin(Protocol):
+    """What a ``pipeline_state.commands`` entry point loads (a module or an object): it adds
+    its subcommands (each parser with a ``func`` default returning the exit code) and gives
+    the lines of the command-line reference page for them."""
+
+    def add_commands(self, sub: Any) -> None: ...
+
+    def reference_lines(self, parser: argparse.ArgumentParser) -> list[str]: ...
+
+
+def command_plugins() -> list[CommandPlugin]:
+    """The command plugins of the installed packages (entry-point group
+    :data:`COMMANDS_GROUP`), in the order of their entry-point names. One that cannot be
+    loaded (an extra it needs is missing) is left out: its commands are then unknown."""
+    plugins: list[CommandPlugin] = []
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: (e.name, e.value)):
+        try:
+            plugins.append(entry.load())
+        except ImportError as exc:
+            print(f"pipeline-state: commands of {entry.name!r} unavailable: {exc}", file=sys.stderr)
+    return plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _versioned(_Parser(prog="pipeline-state", description=_DESCRIPTION, epilog=_EPILOG))
+    parser = versioned(_Parser(prog="pipeline-state", description=_DESCRIPTION, epilog=_EPILOG))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = _versioned(sub.add_parser("demo", help="play the whole platform in memory and show the flow"))
+    demo = versioned(sub.add_parser("demo", help="play the whole platform in memory and show the flow"))
     demo.add_argument("--seed", type=int, default=7, help="seed of the simulated services' failures")
     demo.add_argument("--batches", type=int, default=2, help="how many batches to run (1-20)")
     demo.add_argument("--plain", action="store_true", help="plain text instead of rich tables")
@@ -163,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    diagram = _versioned(
+    diagram = versioned(
         sub.add_parser("diagram", help="print a Mermaid diagram generated from the definitions")
     )
     diagram.add_argument("what", help="batch | run | phase | pipelines | <pipeline name>")
@@ -172,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.set_defaults(func=_diagram)
 
     paths_help = "generate input paths through the engine; exit 1 naming any declared transition none reaches"
-    paths = _versioned(sub.add_parser("paths", help=paths_help))
+    paths = versioned(sub.add_parser("paths", help=paths_help))
     paths.add_argument("--max-depth", type=int, help="longest input sequence the search extends (default 24)")
     paths.add_argument("--json", action="store_true", help="print JSON instead of text")
     paths.add_argument(
@@ -180,24 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     paths.set_defaults(func=_paths)
 
-    serve = _versioned(sub.add_parser("serve", help="run the Kafka consumer and outbox relay"))
-    serve.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT")
-    serve.add_argument("--store", default="sqlite+aiosqlite:///pipeline_state.db", help="SQLAlchemy URL")
-    serve.add_argument("--http", help="also serve the HTTP API on HOST:PORT")
-    serve.add_argument("--group-id", default="pipeline-state", help="Kafka consumer group")
-    serve.add_argument("--consumers", nargs="*", default=[], help="extra consumers to run (results)")
-    serve.add_argument(
-        "--profile",
-        help="the profile to serve, FILE.py:NAME or MODULE:NAME (default: the shipped HuleEdu profile)",
-    )
-    serve.add_argument(
-        "--insecure-no-auth",
-        action="store_true",
-        help="with --http: serve without tokens (loopback addresses only, local development)",
-    )
-    serve.set_defaults(func=_serve)
-
-    _add_operator_commands(sub)
+    for plugin in command_plugins():
+        plugin.add_commands(sub)
     return parser
 
 

@@ -814,10 +814,11 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
 
 def render_cli_page() -> str:
     """The command-line reference: exit codes, environment and every operator command."""
-    from .cli import build_parser
-    from .ops.reference import cli_reference_lines
+    from .cli import build_parser, command_plugins
 
-    return _page(cli_reference_lines(build_parser()))
+    parser = build_parser()
+    lines = [line for plugin in command_plugins() for line in plugin.reference_lines(parser)]
+    return _page(lines or ["# Command line", "", "No command plugin is installed.", ""])
 
 
 _RENDERERS: Mapping[str, Callable[[], str]] = {

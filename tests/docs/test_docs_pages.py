@@ -49,7 +49,7 @@ def test_docs_navigation_lists_every_page() -> None:
     assert pages == listed
 
 
-@pytest.mark.parametrize("adapter", ["sql", "kafka", "http"])
+@pytest.mark.parametrize("adapter", ["sql", "kafka", "http", "service"])
 def test_docs_adapter_page_includes_the_package_readme_when_there_is_one(adapter: str) -> None:
     """An adapter's README is its configuration reference: the site includes it, not a copy."""
     readme = ROOT / "adapters" / f"pipeline_state_{adapter}" / "README.md"

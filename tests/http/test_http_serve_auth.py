@@ -15,9 +15,14 @@ import httpx
 import pytest
 
 pytest.importorskip("pipeline_state_kafka")
-from pipeline_state_kafka.serve import serve_main
-from pipeline_state_kafka.settings import ServeSettings, SettingsError
-from pipeline_state_kafka.web import build_http_app, http_serve_settings, http_settings_in_effect, is_loopback
+from pipeline_state_service.serve import serve_main
+from pipeline_state_service.settings import ServeSettings, SettingsError
+from pipeline_state_service.web import (
+    build_http_app,
+    http_serve_settings,
+    http_settings_in_effect,
+    is_loopback,
+)
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 
@@ -179,11 +184,11 @@ def test_every_http_variable_is_documented() -> None:
     from pipeline_state_http.settings import ENVIRONMENT, TOKEN_VARIABLES
 
     root = Path(__file__).resolve().parents[2]
-    kafka = (root / "adapters" / "pipeline_state_kafka" / "README.md").read_text()
+    service = (root / "adapters" / "pipeline_state_service" / "README.md").read_text()
     http = (root / "adapters" / "pipeline_state_http" / "README.md").read_text()
     operations = (root / "docs" / "operations.md").read_text()
     for variable in [*TOKEN_VARIABLES.values(), *ENVIRONMENT]:
-        for name, text in (("kafka README", kafka), ("http README", http)):
+        for name, text in (("service README", service), ("http README", http)):
             assert f"`{variable}`" in text, (variable, name)
         assert f"`{variable}`" in operations, (variable, "docs/operations.md")
-    assert "`--insecure-no-auth`" in kafka
+    assert "`--insecure-no-auth`" in service

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from pipeline_state_kafka import ConsumerSettings, ServeSettings, ServiceRunner
-from pipeline_state_kafka.stores import OpenedStore
+from pipeline_state_kafka import ConsumerSettings
+from pipeline_state_service import ServeSettings, ServiceRunner
+from pipeline_state_service.stores import OpenedStore
 
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.memory import InMemoryStore

@@ -21,9 +21,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from pipeline_state_kafka import OpenedStore, ProducerLike, ServeSettings
+from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.dlq import dlq_topic
 from pipeline_state_kafka.testing import Collected, Collector
+from pipeline_state_service import OpenedStore, ServeSettings
 from sqlalchemy.engine import make_url
 
 from pipeline_state import PipelineService, huleedu_profile

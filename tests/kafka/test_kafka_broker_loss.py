@@ -19,14 +19,9 @@ from pathlib import Path
 import attrs
 import pytest
 from kafka_harness import fast_settings, running_runner
-from pipeline_state_kafka import (
-    ProducerSettings,
-    ServiceRunner,
-    create_producer,
-    ensure_topics,
-    service_topics,
-)
+from pipeline_state_kafka import ProducerSettings, create_producer, ensure_topics, service_topics
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
+from pipeline_state_service import ServiceRunner
 from proof_harness import (
     PHASE_OF_TOPIC,
     WATCHED_TOPICS,

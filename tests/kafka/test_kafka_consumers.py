@@ -8,14 +8,9 @@ import uuid
 import attrs
 import pytest
 from kafka_harness import fast_settings, running, wait_until
-from pipeline_state_kafka import (
-    ConsumerPlugin,
-    Handled,
-    ProducerLike,
-    ServeContext,
-    register_consumer,
-)
+from pipeline_state_kafka import Handled, ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
+from pipeline_state_service import ConsumerPlugin, ServeContext, register_consumer
 
 from pipeline_state.events import OUTBOUND_TOPICS, Topic, parse_message
 from pipeline_state.lifecycle import BatchStatus

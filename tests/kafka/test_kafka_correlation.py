@@ -24,8 +24,9 @@ from typing import Any
 import attrs
 import pytest
 from kafka_harness import ServeProcess, fast_settings, running_runner
-from pipeline_state_kafka import ProducerLike, ServiceRunner
+from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
+from pipeline_state_service import ServiceRunner
 from proof_harness import (
     PHASE_OF_TOPIC,
     WATCHED_TOPICS,

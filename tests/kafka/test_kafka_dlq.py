@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from kafka_harness import fast_settings, running, wait_status, wait_until
-from pipeline_state_kafka import OpenedStore, ProducerLike, dlq_topic
+from pipeline_state_kafka import ProducerLike, dlq_topic
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
+from pipeline_state_service import OpenedStore
 
 from pipeline_state.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.lifecycle import BatchStatus

@@ -15,8 +15,9 @@ from typing import Any
 import attrs
 import pytest
 from kafka_harness import ServeProcess, fast_settings, running, wait_until
-from pipeline_state_kafka import ProducerLike, ProducerSettings, Summary, create_producer, dlq_topic
+from pipeline_state_kafka import ProducerLike, ProducerSettings, create_producer, dlq_topic
 from pipeline_state_kafka.testing import Collector, LocalBroker
+from pipeline_state_service import Summary
 
 from pipeline_state.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes

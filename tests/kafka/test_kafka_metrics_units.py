@@ -14,9 +14,9 @@ from pipeline_state_http import HttpSettings, create_app
 from pipeline_state_kafka.dashboard import PANELS
 from pipeline_state_kafka.gauges import StoreSampler
 from pipeline_state_kafka.handlers import Handled
-from pipeline_state_kafka.logs import configure_logging
 from pipeline_state_kafka.metrics import FAMILIES, ServiceMetrics
 from pipeline_state_kafka.panel_data import Scrape, evaluate, panel_series
+from pipeline_state_service.logs import configure_logging
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_state import InMemoryStore, PipelineService
@@ -152,8 +152,8 @@ async def test_kafka_panel_queries_evaluate_like_prometheus_over_real_scrapes() 
 
 
 async def test_kafka_an_app_without_metrics_has_no_metrics_route() -> None:
-    from pipeline_state_kafka import ServeSettings
-    from pipeline_state_kafka.web import build_http_app
+    from pipeline_state_service import ServeSettings
+    from pipeline_state_service.web import build_http_app
 
     store = InMemoryStore()
     app = build_http_app(PipelineService(store), settings=HttpSettings(ops_token="ops"))

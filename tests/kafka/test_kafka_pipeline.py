@@ -9,8 +9,9 @@ from typing import Any
 import attrs
 import pytest
 from kafka_harness import fast_settings, running, running_runner, wait_status
-from pipeline_state_kafka import OpenedStore, ProducerLike, ServiceRunner
+from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
+from pipeline_state_service import OpenedStore, ServiceRunner
 
 from pipeline_state import Catalog, InMemoryRuntime, PipelineService, huleedu_profile
 from pipeline_state.events import OUTBOUND_TOPICS, Topic

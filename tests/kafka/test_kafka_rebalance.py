@@ -10,8 +10,9 @@ import uuid
 import attrs
 import pytest
 from kafka_harness import SlowCommits, fast_settings, running, wait_until
-from pipeline_state_kafka import OpenedStore, ProducerLike
+from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
+from pipeline_state_service import OpenedStore
 
 from pipeline_state.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.lifecycle import BatchStatus

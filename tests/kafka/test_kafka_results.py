@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -15,23 +16,22 @@ from typing import Any
 import attrs
 import pytest
 from kafka_harness import fast_settings, running, wait_status, wait_until
-from pipeline_state_kafka import (
+from pipeline_state_kafka import ProducerLike, dlq_topic
+from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
+from pipeline_state_service import (
     MEMORY_URL,
     RESULTS_CONSUMER,
     OpenedResultsStore,
-    ProducerLike,
     ResultsConsumer,
     ServeContext,
     ServeSettings,
     UnknownConsumerError,
-    dlq_topic,
     open_results_consumer,
     open_results_store,
     register_results_store,
     resolve_consumer,
     results_factory,
 )
-from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.cli import build_parser
@@ -255,20 +255,26 @@ async def test_kafka_results_store_follows_the_store_url(
 
     import pipeline_state_sql
 
-    # Until the SQL adapter ships its results store, a SQL URL falls back to memory, loudly.
-    monkeypatch.delattr(pipeline_state_sql, "open_results_store", raising=False)
-    with caplog.at_level(logging.WARNING, logger="pipeline_state_kafka.results"):
-        sql = await open_results_store("postgresql+asyncpg://app@db/results", schema="s1")
+    # Without the sql extra (the SQL adapter cannot be imported), a SQL URL falls back to
+    # memory, loudly.
+    with monkeypatch.context() as without_sql:
+        without_sql.setitem(sys.modules, "pipeline_state_sql", None)
+        with caplog.at_level(logging.WARNING, logger="pipeline_state_kafka.results"):
+            sql = await open_results_store("postgresql+asyncpg://app@db/results", schema="s1")
     assert isinstance(sql.store, InMemoryResultsStore)
     assert (sql.url, sql.fallback, sql.durable) == ("postgresql+asyncpg://app@db/results", True, False)
-    assert "no SQL results store yet" in caplog.text
+    assert "no SQL results store (" in caplog.text
 
     # When it exists, it is asked with the store options.
     seen: list[tuple[str, dict[str, Any]]] = []
 
+    class ClosableResults(InMemoryResultsStore):  # the SQL results store's shape: it closes
+        async def close(self) -> None:
+            return None
+
     async def sql_results(url: str, **options: Any) -> InMemoryResultsStore:
         seen.append((url, options))
-        return InMemoryResultsStore()
+        return ClosableResults()
 
     monkeypatch.setattr(pipeline_state_sql, "open_results_store", sql_results, raising=False)
     durable = await open_results_store("sqlite+aiosqlite:///r.db", upgrade=True, schema=None)
@@ -366,7 +372,7 @@ async def test_kafka_results_store_opens_the_real_sql_results_store(tmp_path: Pa
 async def test_kafka_serve_http_app_serves_the_results_routes() -> None:
     import httpx
     from pipeline_state_http import HttpSettings
-    from pipeline_state_kafka.web import build_http_app
+    from pipeline_state_service.web import build_http_app
 
     from pipeline_state import InMemoryStore, PipelineService
 

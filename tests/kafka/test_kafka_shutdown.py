@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 from kafka_harness import SlowCommits, fast_settings, running, wait_until
-from pipeline_state_kafka import OpenedStore, ProducerLike, ServiceRunner, ServiceStats, Summary
+from pipeline_state_kafka import ProducerLike, ServiceStats
 from pipeline_state_kafka.testing import LocalBroker, send_envelopes
+from pipeline_state_service import OpenedStore, ServiceRunner, Summary
 
 from pipeline_state.memory import InMemoryStore
 from pipeline_state.testing import Envelopes

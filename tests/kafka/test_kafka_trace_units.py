@@ -18,11 +18,11 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import StatusCode
-from pipeline_state_kafka import SettingsError
 from pipeline_state_kafka.codec import encode_message
-from pipeline_state_kafka.otel import requested_exporters, tracer_provider
-from pipeline_state_kafka.serve import serve_main
 from pipeline_state_kafka.tracing import trace_headers
+from pipeline_state_service import SettingsError
+from pipeline_state_service.otel import requested_exporters, tracer_provider
+from pipeline_state_service.serve import serve_main
 
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.testing import Envelopes

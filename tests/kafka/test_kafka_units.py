@@ -11,27 +11,30 @@ from collections.abc import Iterator
 
 import attrs
 import pipeline_state_kafka
+import pipeline_state_service
 import pytest
 from pipeline_state_kafka import (
-    ENVIRONMENT,
-    ConsumerPlugin,
     ErrorPolicy,
     Handled,
+    Verdict,
+    dead_letter,
+    decode_value,
+    encode_message,
+    header,
+    service_topics,
+)
+from pipeline_state_service import (
+    ENVIRONMENT,
+    ConsumerPlugin,
     JsonFormatter,
     KeyValueFormatter,
     Sample,
     ServeSettings,
     SettingsError,
     UnknownConsumerError,
-    Verdict,
-    dead_letter,
-    decode_value,
-    encode_message,
-    header,
     register_consumer,
     resolve_consumer,
     serve_main,
-    service_topics,
 )
 
 from pipeline_state.errors import (
@@ -211,7 +214,7 @@ def test_kafka_bad_settings_are_rejected(overrides: dict[str, object], env: dict
 
 
 def test_kafka_every_environment_variable_is_documented() -> None:
-    readme = (pipeline_state_kafka.__file__.rsplit("/", 1)[0]) + "/README.md"
+    readme = (pipeline_state_service.__file__.rsplit("/", 1)[0]) + "/README.md"
     with open(readme) as handle:
         text = handle.read()
     missing = [name for name in ENVIRONMENT if f"`{name}`" not in text]
@@ -316,13 +319,14 @@ async def _plugin(context: object) -> ConsumerPlugin:
     return ConsumerPlugin(topics=("x.v1",), handler=handle)
 
 
-def test_kafka_extra_consumers_resolve_by_registry_or_module_path() -> None:
+def test_kafka_extra_consumers_resolve_by_registry_or_entry_point_only() -> None:
     register_consumer("units-probe", _plugin)
     assert resolve_consumer("units-probe") is _plugin
-    by_path: object = resolve_consumer("pipeline_state_kafka:serve_main")
-    assert by_path is serve_main
     with pytest.raises(UnknownConsumerError, match="units-probe"):
         resolve_consumer("no-such-consumer")
+    # Discovery is by entry points only: a module path is never imported.
+    with pytest.raises(UnknownConsumerError, match="known consumers"):
+        resolve_consumer("pipeline_state_service:serve_main")
     with pytest.raises(UnknownConsumerError):
         resolve_consumer("no_such_module:thing")
 

@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import attrs
+from pipeline_state_kafka.consumer import ConsumerSettings
+from pipeline_state_kafka.dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
+from pipeline_state_kafka.publisher import ProducerSettings
 
 from pipeline_state.errors import DefinitionError
 from pipeline_state.flags import parse_flag
@@ -26,10 +29,6 @@ from pipeline_state.profile import (
 )
 from pipeline_state.profiles import load_profile
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
-
-from .consumer import ConsumerSettings
-from .dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
-from .publisher import ProducerSettings
 
 __all__ = ["ENVIRONMENT", "ServeSettings", "SettingsError", "parse_host_port"]
 
@@ -330,7 +329,7 @@ class ServeSettings:
     producer: ProducerSettings | None = None
 
     def store_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~pipeline_state_kafka.stores.open_store`."""
+        """Keyword arguments of :func:`~pipeline_state_service.stores.open_store`."""
         return {
             "upgrade": self.store_upgrade,
             "schema": self.store_schema,

@@ -41,7 +41,7 @@ _OTLP_PROTOCOLS = ("http/protobuf", "")
 
 def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     """The span exporters ``env`` asks for (empty: leave tracing off); raises
-    :class:`~pipeline_state_kafka.settings.SettingsError` for a value it cannot honour."""
+    :class:`~pipeline_state_service.settings.SettingsError` for a value it cannot honour."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return ()
     listed = env.get("OTEL_TRACES_EXPORTER", "").strip()
@@ -68,7 +68,7 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
 def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
     """An SDK tracer provider exporting to what ``env`` asks for, or ``None`` (tracing off).
 
-    Raises :class:`~pipeline_state_kafka.settings.SettingsError` when the SDK is missing.
+    Raises :class:`~pipeline_state_service.settings.SettingsError` when the SDK is missing.
     """
     names = requested_exporters(env)
     if not names:

@@ -28,7 +28,7 @@ Configure = Callable[[argparse.ArgumentParser], None]
 @attrs.frozen
 class Subcommand:
     """One operator command: ``words`` on the command line, ``target`` the
-    ``module:function`` (in :mod:`pipeline_state.ops`) it runs."""
+    ``module:function`` (in :mod:`pipeline_state_service.ops`) it runs."""
 
     words: tuple[str, ...]
     help: str
@@ -39,7 +39,7 @@ class Subcommand:
     def runner(self) -> Callable[[argparse.Namespace], Coroutine[Any, Any, int]]:
         """The coroutine function that runs the command (its module imported now)."""
         module_name, _, function = self.target.partition(":")
-        module = importlib.import_module(f"pipeline_state.ops.{module_name}")
+        module = importlib.import_module(f"pipeline_state_service.ops.{module_name}")
         found: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = getattr(module, function)
         return found
 

@@ -3,7 +3,7 @@
 Access control: :func:`http_serve_settings` reads the HTTP adapter's settings from the
 environment (``PIPELINE_STATE_HTTP_API_TOKEN``, ``..._INTERNAL_TOKEN`` and ``..._OPS_TOKEN``,
 or a ``..._FILE`` variant of each naming a file that holds the token, plus the HTTP limits)
-and refuses, with :class:`~pipeline_state_kafka.settings.SettingsError`, to serve without a
+and refuses, with :class:`~pipeline_state_service.settings.SettingsError`, to serve without a
 token for every scope unless ``--insecure-no-auth`` was given, which is itself refused on an
 address that is not a loopback address. ``serve`` calls it before anything starts and puts
 the result in effect (:func:`http_settings_in_effect`) for :func:`build_http_app`. An app
@@ -20,29 +20,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import importlib
 import ipaddress
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
+from pipeline_state.results import ResultsStore
 from pipeline_state.service import PipelineService
 
 from .settings import ServeSettings, SettingsError
+
+if TYPE_CHECKING:  # the http extra is optional: imported where used
+    from fastapi import FastAPI
+    from pipeline_state_http import HttpSettings
+    from pipeline_state_http.metrics_routes import MetricsSource
 
 __all__ = ["build_http_app", "http_serve_settings", "http_settings_in_effect", "is_loopback", "serve_http"]
 
 log = logging.getLogger("pipeline_state_kafka.http")
 
-_IN_EFFECT: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_state_http_settings", default=None)
+_IN_EFFECT: contextvars.ContextVar[HttpSettings | None] = contextvars.ContextVar(
+    "pipeline_state_http_settings", default=None
+)
 
 
-def _http_module() -> Any | None:
+def _http_installed() -> bool:
+    """Whether the HTTP adapter (the http extra) can be imported; a warning when not."""
     try:
-        return importlib.import_module("pipeline_state_http")
+        import pipeline_state_http  # noqa: F401
     except ImportError as exc:
         log.warning("--http given but the HTTP adapter cannot be imported: %s", exc)
-        return None
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -55,17 +64,18 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def http_serve_settings(settings: ServeSettings, environ: Mapping[str, str] | None = None) -> Any | None:
+def http_serve_settings(
+    settings: ServeSettings, environ: Mapping[str, str] | None = None
+) -> HttpSettings | None:
     """The HTTP adapter's ``HttpSettings`` for ``serve --http`` (``None`` without ``--http`` or
     without the adapter). Raises :class:`SettingsError` when a token (or its file) is
     unusable, when a scope has no token and ``--insecure-no-auth`` was not given, and when
     ``--insecure-no-auth`` is given for an address that is not a loopback address."""
     if settings.http is None:
         return None
-    module = _http_module()
-    if module is None:
+    if not _http_installed():
         return None
-    from pipeline_state_http.settings import TOKEN_VARIABLES
+    from pipeline_state_http.settings import TOKEN_VARIABLES, HttpSettings
 
     host = settings.http[0]
     insecure = settings.http_insecure_no_auth
@@ -75,7 +85,7 @@ def http_serve_settings(settings: ServeSettings, environ: Mapping[str, str] | No
             "loopback address (127.0.0.1, ::1, localhost); set the tokens to serve on other addresses"
         )
     try:
-        http = module.HttpSettings.from_environ(environ, insecure_no_auth=insecure)
+        http = HttpSettings.from_environ(environ, insecure_no_auth=insecure)
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
     missing = [variable for scope, variable in TOKEN_VARIABLES.items() if http.token(scope) is None]
@@ -89,7 +99,7 @@ def http_serve_settings(settings: ServeSettings, environ: Mapping[str, str] | No
 
 
 @contextlib.contextmanager
-def http_settings_in_effect(http: Any | None) -> Iterator[None]:
+def http_settings_in_effect(http: HttpSettings | None) -> Iterator[None]:
     """Make ``http`` (an ``HttpSettings``) what :func:`build_http_app` uses in this context."""
     token = _IN_EFFECT.set(http)
     try:
@@ -99,32 +109,28 @@ def http_settings_in_effect(http: Any | None) -> Iterator[None]:
 
 
 def build_http_app(
-    service: PipelineService, *, results: Any = None, settings: Any = None, metrics: Any = None
-) -> Any | None:
+    service: PipelineService,
+    *,
+    results: ResultsStore | None = None,
+    settings: HttpSettings | None = None,
+    metrics: MetricsSource | None = None,
+) -> FastAPI | None:
     """The HTTP adapter's app for ``service`` (with the ``results`` read model's routes when a
     results store is given, and ``/metrics`` when ``metrics`` are), or ``None`` when the
-    adapter is not installed. ``settings`` (an ``HttpSettings``) defaults to those in
-    effect, else to the environment's."""
-    module = _http_module()
-    if module is None:
+    adapter is not installed. ``settings`` defaults to those in effect, else to the
+    environment's."""
+    if not _http_installed():
         return None
-    create_app = getattr(module, "create_app", None)
-    if create_app is None:
-        log.warning("--http given but pipeline_state_http provides no create_app")
-        return None
+    from pipeline_state_http import HttpSettings, create_app
+
     if settings is None:
         settings = _IN_EFFECT.get()
     if settings is None:
-        settings = module.HttpSettings.from_environ()
-    options: dict[str, Any] = {"settings": settings}
-    if results is not None:
-        options["results"] = results
-    if metrics is not None:
-        options["metrics"] = metrics
-    return create_app(service, **options)
+        settings = HttpSettings.from_environ()
+    return create_app(service, settings=settings, results=results, metrics=metrics)
 
 
-async def serve_http(app: Any, host: str, port: int, stop: asyncio.Event) -> None:
+async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully."""
     import uvicorn
     from pipeline_state_http.server import uvicorn_config

@@ -16,6 +16,22 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import attrs
+from pipeline_state_kafka import KafkaError, ProducerLike, RecordLike, new_admin, start_with_retry
+from pipeline_state_kafka.consumer import InboundConsumer
+from pipeline_state_kafka.dlq import (
+    DeadLetterWriter,
+    ParkedFact,
+    WaitedTooLongError,
+    dlq_topic,
+    effective_limit,
+)
+from pipeline_state_kafka.gauges import StoreSampler
+from pipeline_state_kafka.handlers import Handled, service_batch_handler, service_handler
+from pipeline_state_kafka.metrics import MeteredPublisher, ServiceMetrics
+from pipeline_state_kafka.policy import Verdict, classify_send_error
+from pipeline_state_kafka.publisher import KafkaPublisher, create_producer
+from pipeline_state_kafka.stats import ServiceStats
+from pipeline_state_kafka.topics import ensure_topics, service_topics
 
 from pipeline_state.announced import announced_events
 from pipeline_state.clock import SystemClock
@@ -24,21 +40,10 @@ from pipeline_state.ports import Outbox
 from pipeline_state.relay import OutboxRelay
 from pipeline_state.service import ExpiredFact, PipelineService
 
-from ._kafka import KafkaError, ProducerLike, RecordLike, new_admin
-from ._startup import start_with_retry
-from .consumer import InboundConsumer
-from .dlq import DeadLetterWriter, ParkedFact, WaitedTooLongError, dlq_topic, effective_limit
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
-from .gauges import StoreSampler
-from .handlers import Handled, service_batch_handler, service_handler
-from .metrics import MeteredPublisher, ServiceMetrics
-from .policy import Verdict, classify_send_error
-from .publisher import KafkaPublisher, create_producer
 from .relay_runner import RelayRunner, tcp_probe
 from .settings import ServeSettings
-from .stats import ServiceStats
 from .stores import OpenedStore, open_store
-from .topics import ensure_topics, service_topics
 from .web import build_http_app, serve_http
 
 __all__ = ["ServiceRunner"]

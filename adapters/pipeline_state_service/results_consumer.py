@@ -1,7 +1,7 @@
 """``serve --consumers results``: the results projection as a consumer beside the orchestrator.
 
 :func:`open_results_consumer` (the built-in ``results`` consumer) opens the results store for
-the ``--store`` URL (:func:`~pipeline_state_kafka.results_stores.open_results_store`) and
+the ``--store`` URL (:func:`~pipeline_state_service.results_stores.open_results_store`) and
 runs a :class:`~pipeline_state.results.ResultsService` on the topics it consumes (phase
 outcomes, completions, registrations) in its own consumer group (``<group-id>.results``):
 
@@ -18,7 +18,7 @@ outcomes, completions, registrations) in its own consumer group (``<group-id>.re
 
 :func:`results_factory` builds the same consumer with another clock, cache hook, retention
 or store opener (register it under a name of your own with
-:func:`~pipeline_state_kafka.extensions.register_consumer`).
+:func:`~pipeline_state_service.extensions.register_consumer`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import logging
 from datetime import timedelta
 
 import attrs
+from pipeline_state_kafka.handlers import Handled, MessageHandler
 
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.events import Topic
@@ -43,7 +44,6 @@ from pipeline_state.results import (
 )
 
 from .extensions import ConsumerFactory, ConsumerPlugin, ServeContext
-from .handlers import Handled, MessageHandler
 from .results_stores import OpenedResultsStore, OutboxResultsStore, ResultsStoreOpener, open_results_store
 from .settings import ServeSettings
 
@@ -126,7 +126,7 @@ def results_factory(
     """A factory of the results consumer. Left out, ``retention`` and ``purge_seconds``
     come from the serve settings (``PIPELINE_STATE_RESULTS_*``), ``clock`` is the system
     clock, ``cache`` the no-op hook and ``store_opener``
-    :func:`~pipeline_state_kafka.results_stores.open_results_store`."""
+    :func:`~pipeline_state_service.results_stores.open_results_store`."""
     opener = store_opener or open_results_store
 
     async def build(context: ServeContext) -> ConsumerPlugin:

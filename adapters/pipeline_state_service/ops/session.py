@@ -135,7 +135,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
     owns those settings, the profile as loaded and the default limits."""
     spec: str | None = getattr(args, "profile", None)
     try:
-        from pipeline_state_kafka.settings import ServeSettings, SettingsError
+        from pipeline_state_service.settings import ServeSettings, SettingsError
     except ImportError:
         return Deployment(_loaded(spec) if spec else huleedu_profile())
     # serve's settings need a bootstrap address; an operator command never contacts it.

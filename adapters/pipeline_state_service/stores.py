@@ -9,8 +9,6 @@ tables first. The service only sees the :class:`~pipeline_state.ports.Store` and
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,28 +72,8 @@ async def open_store(
 
 async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
     try:
-        module: Any = importlib.import_module("pipeline_state_sql")
+        from pipeline_state_sql import open_store as open_sql_store
     except ImportError as exc:  # the sql extra is not installed
         raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
-    opener = getattr(module, "open_store", None)
-    if opener is None:
-        raise StoreUnavailableError("pipeline_state_sql does not provide open_store(url)")
-    opened: Any = opener(url, **options)
-    if inspect.isawaitable(opened):
-        opened = await opened
-    store: Any = opened
-    if not isinstance(store, Store) or not isinstance(store, Outbox):
-        raise StoreUnavailableError(
-            f"pipeline_state_sql.open_store returned {type(store).__name__}, not a store"
-        )
-    closer: Any = (
-        getattr(store, "close", None) or getattr(store, "aclose", None) or getattr(store, "dispose", None)
-    )
-
-    async def close() -> None:
-        if closer is not None:
-            result = closer()
-            if inspect.isawaitable(result):
-                await result
-
-    return OpenedStore(store, store, close, url)
+    store = await open_sql_store(url, **options)
+    return OpenedStore(store, store, store.close, url)

@@ -5,7 +5,7 @@ the inbox dedupes it, :func:`~pipeline_state.decide.decide` decides it and the t
 log records it with who asked. Its event id is derived from the action and what it acts on,
 so running the same command again is a duplicate (answered with what the first did).
 With ``--api URL``, ``run cancel`` and ``phase retry`` go through a running service's HTTP
-API instead (:mod:`~pipeline_state.ops.remote`), keyed the same way:
+API instead (:mod:`~pipeline_state_service.ops.remote`), keyed the same way:
 
 * ``run cancel``: the batch and the run cancelled (the active run, or ``--run``);
 * ``phase retry``: the batch, the phase and the last finished run before the retry (a

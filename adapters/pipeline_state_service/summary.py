@@ -15,11 +15,10 @@ import time
 from typing import Any, TextIO
 
 import attrs
+from pipeline_state_kafka.gauges import ACTIVE_RUNS_LIMIT, read_store
+from pipeline_state_kafka.stats import ServiceStats
 
 from pipeline_state.ports import Outbox, Store
-
-from .gauges import ACTIVE_RUNS_LIMIT, read_store
-from .stats import ServiceStats
 
 __all__ = ["Sample", "Summary"]
 

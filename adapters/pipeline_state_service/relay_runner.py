@@ -20,11 +20,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from pipeline_state_kafka.stats import ServiceStats
+
 from pipeline_state.errors import StoreError
 from pipeline_state.relay import OutboxRelay, RelayReport
 from pipeline_state.retry import pause
-
-from .stats import ServiceStats
 
 __all__ = ["RelayRunner", "tcp_probe"]
 

@@ -2,10 +2,10 @@
 
 ``serve_main(args)`` is what the CLI calls with the parsed ``serve`` flags. It reads the
 settings (flags plus ``PIPELINE_STATE_*`` variables, see
-:mod:`pipeline_state_kafka.settings`), sets up structured logging on stderr, opens the
-store, runs :class:`~pipeline_state_kafka.runner.ServiceRunner` and shows a summary (a live
+:mod:`pipeline_state_service.settings`), sets up structured logging on stderr, opens the
+store, runs :class:`~pipeline_state_service.runner.ServiceRunner` and shows a summary (a live
 table on a terminal, ``summary ...`` lines on stdout otherwise); it installs the OpenTelemetry
-SDK when the ``OTEL_*`` variables ask for traces (:mod:`pipeline_state_kafka.otel`). The first
+SDK when the ``OTEL_*`` variables ask for traces (:mod:`pipeline_state_service.otel`). The first
 SIGINT or SIGTERM shuts down cleanly (exit status 0); a second one aborts at once (status 130).
 """
 
@@ -19,9 +19,10 @@ import signal
 import sys
 from typing import TextIO
 
+from pipeline_state_kafka import KafkaError
+
 from pipeline_state.errors import PipelineStateError
 
-from ._kafka import KafkaError
 from .logs import configure_logging
 from .otel import tracing_from
 from .runner import ServiceRunner

@@ -4,8 +4,10 @@ A consumer is contributed by a factory: an async callable that receives a
 :class:`ServeContext` and returns a :class:`ConsumerPlugin` (topics, a
 :data:`~pipeline_state_kafka.handlers.MessageHandler`, optionally its own outbox to relay).
 ``NAME`` is looked up, in order, in the registry filled by :func:`register_consumer`, among
-the consumers this package ships (:data:`BUILTIN_CONSUMERS`: ``results``), in the
-``pipeline_state.consumers`` entry-point group, and finally read as ``module:attribute``.
+the consumers this package ships (:data:`BUILTIN_CONSUMERS`: ``results``) and in the
+``pipeline_state.consumers`` entry-point group: an installed package contributes a consumer
+by declaring an entry point there (discovery is by entry points only; a ``module:attribute``
+name is not imported).
 Each plugin consumes in its own group (``<group-id>.<name>``) with the same commit and
 dead-letter rules as the orchestrator; its background ``tasks`` run until the stop.
 """
@@ -13,19 +15,18 @@ dead-letter rules as the orchestrator; its background ``tasks`` run until the st
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
 import attrs
+from pipeline_state_kafka.handlers import MessageHandler
 
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.ports import Outbox, Store
 from pipeline_state.service import PipelineService
 
-from .handlers import MessageHandler
 from .settings import ServeSettings
 
 __all__ = [
@@ -43,9 +44,10 @@ __all__ = [
 ENTRY_POINT_GROUP = "pipeline_state.consumers"
 
 BUILTIN_CONSUMERS: Mapping[str, str] = MappingProxyType(
-    {"results": "pipeline_state_kafka.results_consumer:open_results_consumer"}
+    {"results": "pipeline_state_service.results_consumer:open_results_consumer"}
 )
-"""Consumers shipped with this package: name -> ``module:factory`` (imported when asked for)."""
+"""Consumers shipped with this package: name -> where its factory lives (imported when asked
+for)."""
 
 
 class UnknownConsumerError(PipelineStateError):
@@ -81,7 +83,7 @@ class ConsumerPlugin:
     run beside the consumer until the stop (periodic maintenance); one that raises stops
     the service like a failed consumer. ``state`` is whatever the plugin exposes to
     embedders and tests (the results consumer: its read model and queries);
-    :attr:`~pipeline_state_kafka.runner.ServiceRunner.plugins` holds the plugins by name.
+    :attr:`~pipeline_state_service.runner.ServiceRunner.plugins` holds the plugins by name.
     """
 
     topics: tuple[str, ...]
@@ -108,24 +110,16 @@ def resolve_consumer(name: str) -> ConsumerFactory:
     """The factory of ``name``; raises :class:`UnknownConsumerError`."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name in BUILTIN_CONSUMERS:
-        return _load(name, BUILTIN_CONSUMERS[name])
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name == name:
-            loaded: ConsumerFactory = entry.load()
-            return loaded
-    if ":" not in name:
-        known = sorted(
-            {*_REGISTRY, *BUILTIN_CONSUMERS, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))}
-        )
-        raise UnknownConsumerError(name, f"known consumers: {', '.join(known) or 'none'}")
-    return _load(name, name)
+    if name == "results":
+        from .results_consumer import open_results_consumer
 
-
-def _load(name: str, path: str) -> ConsumerFactory:
-    module_name, _, attribute = path.partition(":")
-    try:
-        factory: ConsumerFactory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownConsumerError(name, str(exc)) from exc
-    return factory
+        return open_results_consumer
+    found = [entry for entry in entry_points(group=ENTRY_POINT_GROUP) if entry.name == name]
+    if found:
+        try:
+            loaded: ConsumerFactory = found[0].load()
+        except (ImportError, AttributeError) as exc:
+            raise UnknownConsumerError(name, str(exc)) from exc
+        return loaded
+    known = sorted({*_REGISTRY, *BUILTIN_CONSUMERS, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))})
+    raise UnknownConsumerError(name, f"known consumers: {', '.join(known) or 'none'}")

@@ -5,8 +5,8 @@ beside the pipeline's own state:
 
 * ``memory://``: :class:`~pipeline_state.results.InMemoryResultsStore` (lost at exit);
 * any SQL URL (``sqlite+aiosqlite://...``, ``postgresql+asyncpg://...``): the SQL adapter's
-  results store, ``pipeline_state_sql.open_results_store(url, **options)``, once that
-  adapter provides it. Until then the read model is kept in memory and a warning says so;
+  results store, ``pipeline_state_sql.open_results_store(url, **options)``. Without the sql
+  extra the read model is kept in memory and a warning says so;
 * any scheme registered with :func:`register_results_store` (checked first).
 
 The opened store is a :class:`~pipeline_state.results.ports.ResultsStore` that is also an
@@ -15,15 +15,12 @@ The opened store is a :class:`~pipeline_state.results.ports.ResultsStore` that i
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import Outbox
 from pipeline_state.results import InMemoryResultsStore, ResultsStore
 
@@ -33,16 +30,12 @@ __all__ = [
     "OpenedResultsStore",
     "OutboxResultsStore",
     "ResultsStoreOpener",
-    "SqlResultsStoreMissing",
     "open_results_store",
     "register_results_store",
     "url_scheme",
 ]
 
 log = logging.getLogger("pipeline_state_kafka.results")
-
-SQL_OPENER = "open_results_store"
-"""The function of ``pipeline_state_sql`` that opens a SQL results store, when it exists."""
 
 
 @runtime_checkable
@@ -76,10 +69,6 @@ ResultsStoreOpener = Callable[..., Awaitable[OpenedResultsStore]]
 """``async (url, **options) -> OpenedResultsStore``."""
 
 
-class SqlResultsStoreMissing(LookupError):
-    """The SQL adapter (or its results store) is not available."""
-
-
 def url_scheme(url: str) -> str:
     """The database part of a URL's scheme: ``postgresql+asyncpg://x`` -> ``postgresql``,
     ``memory://`` -> ``memory``."""
@@ -103,38 +92,6 @@ def register_results_store(scheme: str, opener: ResultsStoreOpener) -> None:
     _OPENERS[scheme] = opener
 
 
-def _sql_opener() -> Callable[..., Any]:
-    try:
-        module: Any = importlib.import_module("pipeline_state_sql")
-    except ImportError as exc:
-        raise SqlResultsStoreMissing(f"the SQL adapter cannot be imported ({exc})") from exc
-    opener = getattr(module, SQL_OPENER, None)
-    if opener is None:
-        raise SqlResultsStoreMissing(f"pipeline_state_sql has no {SQL_OPENER}() yet")
-    if not callable(opener):
-        raise SqlResultsStoreMissing(f"pipeline_state_sql.{SQL_OPENER} is not callable")
-    return opener  # type: ignore[no-any-return]
-
-
-async def _open_sql(url: str, opener: Callable[..., Any], options: dict[str, Any]) -> OpenedResultsStore:
-    opened: Any = opener(url, **options)
-    if inspect.isawaitable(opened):
-        opened = await opened
-    if not isinstance(opened, ResultsStore) or not isinstance(opened, Outbox):
-        raise StoreUnavailableError(
-            f"pipeline_state_sql.{SQL_OPENER} returned {type(opened).__name__}, not a results store"
-        )
-    closer: Any = getattr(opened, "close", None) or getattr(opened, "aclose", None)
-
-    async def close() -> None:
-        if closer is not None:
-            result = closer()
-            if inspect.isawaitable(result):
-                await result
-
-    return OpenedResultsStore(opened, close, url)
-
-
 async def open_results_store(url: str, **options: Any) -> OpenedResultsStore:
     """The results store for the ``--store`` URL ``url`` (see the module docstring).
 
@@ -147,14 +104,15 @@ async def open_results_store(url: str, **options: Any) -> OpenedResultsStore:
     if opener is not None:
         return await opener(url, **given)
     try:
-        sql = _sql_opener()
-    except SqlResultsStoreMissing as exc:
+        from pipeline_state_sql import open_results_store as open_sql_results_store
+    except ImportError as exc:  # the sql extra is not installed
         log.warning(
-            "no SQL results store yet (%s): the results read model of %s is kept in memory "
+            "no SQL results store (%s): the results read model of %s is kept in memory "
             "and lost when the process exits",
             exc,
             scheme,
         )
         memory = await _open_memory(MEMORY_URL, **given)
         return attrs.evolve(memory, url=url, fallback=True)
-    return await _open_sql(url, sql, given)
+    opened = await open_sql_results_store(url, **given)
+    return OpenedResultsStore(opened, opened.close, url)
