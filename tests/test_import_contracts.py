@@ -59,38 +59,40 @@ def _config_with(tmp_path: Path, contract: str) -> Path:
     return config
 
 
+BROKEN = [
+    pytest.param(
+        # The same layers upside down (the core on top): the service imports the core, which
+        # a lower layer may not; the linter names the importing modules.
+        "upside down",
+        '"pipeline_state", "pipeline_state_service"',
+        [
+            "pipeline_state_service is not allowed to import pipeline_state:",
+            "- pipeline_state_service.extensions -> pipeline_state.service",
+        ],
+        id="core-on-top",
+    ),
+    pytest.param(
+        # The composition root declared a sibling of the Kafka adapter (the shape of an
+        # adapter that imports another adapter): it does import it, so the contract fails.
+        "service as a sibling",
+        '"pipeline_state_service | pipeline_state_kafka", "pipeline_state"',
+        ["pipeline_state_service is not allowed to import pipeline_state_kafka"],
+        id="adapter-imports-a-sibling",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "layers", "said"), BROKEN)
 def test_a_broken_contract_fails_and_names_the_import(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, layers: str, said: list[str]
 ) -> None:
-    """The same layers upside down (the core on top) must break: the service imports the
-    core, which a lower layer may not, and the linter names the importing modules."""
-    upside_down = _config_with(
-        tmp_path,
-        '[[tool.importlinter.contracts]]\nname = "upside down"\ntype = "layers"\n'
-        'layers = ["pipeline_state", "pipeline_state_service"]\n',
-    )
-    code, out = _run(upside_down, capsys)
+    contract = f'[[tool.importlinter.contracts]]\nname = "{name}"\ntype = "layers"\nlayers = [{layers}]\n'
+    code, out = _run(_config_with(tmp_path, contract), capsys)
     assert code == 1, out
-    assert "upside down BROKEN" in out
+    assert f"{name} BROKEN" in out
     assert "Contracts: 0 kept, 1 broken." in out
-    assert "pipeline_state_service is not allowed to import pipeline_state:" in out
-    assert "- pipeline_state_service.extensions -> pipeline_state.service" in out
-
-
-def test_an_adapter_importing_a_sibling_would_break_the_layers(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The composition root does import the Kafka adapter; declared as a sibling of it (the
-    shape of an adapter that imports another adapter), the layers contract fails."""
-    siblings = _config_with(
-        tmp_path,
-        '[[tool.importlinter.contracts]]\nname = "service as a sibling"\ntype = "layers"\n'
-        'layers = ["pipeline_state_service | pipeline_state_kafka", "pipeline_state"]\n',
-    )
-    code, out = _run(siblings, capsys)
-    assert code == 1, out
-    assert "service as a sibling BROKEN" in out
-    assert "pipeline_state_service is not allowed to import pipeline_state_kafka" in out
+    for line in said:
+        assert line in out
 
 
 def render_layers() -> list[str]:
