@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 
 import attrs
 
-from pipeline_state import BatchState, Change, InMemoryStore, Profile, decide, huleedu_profile
+from pipeline_state import BatchState, Change, InMemoryStore, Profile, decide
 from pipeline_state.commands import Command
-from pipeline_state.events import parse_payload
+from pipeline_state.profiles.huleedu.events import parse_payload
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing.builders import Envelopes
 
 __all__ = ["PIPELINE", "Delivery", "OutcomeWorkload", "Seeder", "batch_ids", "iter_batch_ids", "outcomes"]

@@ -7,7 +7,7 @@ all together in memory.
 
 from __future__ import annotations
 
-from .catalog import HULEEDU_CATALOG, Catalog, Pipeline, Plan, Step
+from .catalog import Catalog, Pipeline, Plan, Step
 from .commands import (
     ArchiveBatch,
     CancelBatch,
@@ -36,7 +36,6 @@ from .errors import (
     UnknownPipelineError,
     UnknownTopicError,
 )
-from .events import TOPICS, EventEnvelope, Topic, parse_message
 from .guards import (
     AdmissionGuard,
     AdmissionRequest,
@@ -74,20 +73,20 @@ from .ports import (
     Store,
     TransitionRecord,
 )
-from .profile import CommandSpec, Profile, huleedu_profile
+from .profile import CommandSpec, Profile
+from .profiles import default_profile, load_profile
 from .relay import OutboxRelay, RelayReport
 from .runtime import InMemoryRuntime
 from .service import HandleResult, InboundMessage, PipelineService
 from .snapshot import snapshot
+from .wire import EventEnvelope, TopicSpec, WireModel
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BATCH_LIFECYCLE",
-    "HULEEDU_CATALOG",
     "PHASE_LIFECYCLE",
     "RUN_LIFECYCLE",
-    "TOPICS",
     "AdmissionGuard",
     "AdmissionRequest",
     "ArchiveBatch",
@@ -156,14 +155,15 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SystemClock",
-    "Topic",
+    "TopicSpec",
     "Transition",
     "TransitionRecord",
     "UnknownPipelineError",
     "UnknownTopicError",
+    "WireModel",
     "decide",
+    "default_profile",
     "define_lifecycle",
-    "huleedu_profile",
-    "parse_message",
+    "load_profile",
     "snapshot",
 ]

@@ -24,11 +24,11 @@ from typing import Literal
 import attrs
 
 from .errors import DefinitionError
-from .events import WireModel
 from .guards import Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
 from .model import BatchState, EssayRef, PhaseRun, Run
 from .outbound import Notice, Outbound, Outgoing, RunSummary
+from .wire import WireModel
 
 __all__ = ["Announced", "KeyKind", "announced_events"]
 

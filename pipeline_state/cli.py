@@ -27,7 +27,7 @@ from .ops import SUBCOMMANDS, ExitCode, Subcommand
 from .ops.exits import exit_code_of, expected, one_line
 from .ops.output import error_line
 from .ops.table import GROUPS
-from .profile import huleedu_profile
+from .profiles import default_profile
 
 __all__ = ["main"]
 
@@ -36,7 +36,7 @@ def _diagram(args: argparse.Namespace) -> int:
     if args.what in LIFECYCLES:
         print(lifecycle_mermaid(LIFECYCLES[args.what], highlight=args.highlight or ()))
         return 0
-    catalog = Catalog.from_file(args.catalog) if args.catalog else huleedu_profile().catalog
+    catalog = Catalog.from_file(args.catalog) if args.catalog else default_profile().catalog
     if args.what == "pipelines":
         for name in catalog.names:
             print(f"%% pipeline {name}\n{pipeline_mermaid(catalog.get(name))}")

@@ -32,8 +32,8 @@ from datetime import timedelta
 import attrs
 
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import Topic
 from pipeline_state.ports import Clock
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.results import (
     CacheInvalidator,
     ResultsQueries,

@@ -18,9 +18,9 @@ from typing import Any
 import attrs
 
 from pipeline_state.announced import announced_events
-from pipeline_state.events import OUTBOUND_TOPICS
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Outbox
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS
 from pipeline_state.relay import OutboxRelay
 from pipeline_state.service import ExpiredFact, PipelineService
 

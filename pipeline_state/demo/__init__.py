@@ -15,7 +15,7 @@ import asyncio
 import sys
 from typing import IO
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 from .platform import Platform, standard_services
 from .render import Renderer

@@ -1,5 +1,6 @@
-"""Profiles: the shipped ones (:mod:`.huleedu`) and :func:`load_profile`, which finds one
-named on a command line (``pipeline-state demo --profile``, ``pipeline-state serve
+"""Profiles: the shipped ones (:mod:`.huleedu`), :func:`default_profile`, the one used
+wherever none is given (runtime, ``serve``, demo, docs), and :func:`load_profile`, which finds
+one named on a command line (``pipeline-state demo --profile``, ``pipeline-state serve
 --profile``)."""
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from pipeline_state.errors import DefinitionError
 if TYPE_CHECKING:
     from pipeline_state.profile import Profile
 
-__all__ = ["load_profile"]
+__all__ = ["DEFAULT_PROFILE", "default_profile", "load_profile"]
+
+DEFAULT_PROFILE = "pipeline_state.profiles.huleedu:huleedu_profile"
+"""The profile used wherever none is given, as :func:`load_profile` reads it."""
+
+
+def default_profile() -> Profile:
+    """A new instance of the default profile (:data:`DEFAULT_PROFILE`) with its defaults."""
+    from .huleedu.profile import huleedu_profile
+
+    return huleedu_profile()
 
 
 def load_profile(spec: str) -> Profile:

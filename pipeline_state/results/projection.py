@@ -18,15 +18,14 @@ from datetime import UTC, datetime
 import attrs
 
 from pipeline_state.errors import UnknownTopicError
-from pipeline_state.events import (
+from pipeline_state.lifecycle import PhaseStatus
+from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     ELSBatchPhaseOutcomeV1,
-    EventEnvelope,
     Topic,
-    WireModel,
 )
-from pipeline_state.lifecycle import PhaseStatus
+from pipeline_state.wire import EventEnvelope, WireModel
 
 from .model import BatchResults, ClassDelta, Owner, PhaseOutcome, PhaseResultView, RunCompletion
 

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import attrs
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 __all__ = ["DEFAULT_RETENTION", "RetentionPolicy"]
 

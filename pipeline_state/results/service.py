@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, UnknownTopicError
-from pipeline_state.events import parse_message
 from pipeline_state.memory import SystemClock
 from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
+from pipeline_state.profiles.huleedu.events import parse_message
 
 from .announce import announcement
 from .memory import NoopCacheInvalidator

@@ -47,7 +47,8 @@ from pipeline_state.ports import (
     TransitionRecord,
     WaitingFact,
 )
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import PipelineService
 
 from .builders import Envelopes

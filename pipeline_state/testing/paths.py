@@ -65,7 +65,6 @@ from pipeline_state.commands import (
 )
 from pipeline_state.decide import Decision, Move, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH, MAX_ITEM_ID_LENGTH
 from pipeline_state.inbound import Inbound
 from pipeline_state.inputs import (
     ContentReady,
@@ -82,8 +81,10 @@ from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchS
 from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState, ItemRef, completed_outputs
 from pipeline_state.outbound import RunSummary
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound, huleedu_profile
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state.wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
 
 __all__ = [
     "BATCH_ID",
@@ -484,7 +485,7 @@ def inputs_for(
     arrive("register_regular", _registration(batch_id, _ESSAYS, guest=False))
     if state is None:
         too_many = profile.max_items_per_batch + 1
-        if too_many <= MAX_ESSAYS_PER_BATCH:  # beyond it, the wire model itself refuses
+        if too_many <= MAX_ITEMS_PER_BATCH:  # beyond it, the wire model itself refuses
             arrive("register_too_many", _registration(batch_id, too_many, guest=True))
         legacy = None if intake_profile is None else _legacy_count(profile, intake_profile)
         if legacy is not None:

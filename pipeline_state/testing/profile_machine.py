@@ -42,7 +42,8 @@ from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.memory import ManualClock
 from pipeline_state.model import BatchState
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.runtime import InMemoryRuntime
 
 from .builders import Delivery, Envelopes

@@ -4,7 +4,7 @@ Three families:
 
 * **Payloads and envelopes.** ``registration_data``, ``provisioning_data``, ...,
   ``outcome_data`` draw valid ``data`` dicts for each inbound topic; :func:`envelopes` wraps
-  one in a valid :class:`~pipeline_state.events.EventEnvelope` dict; :func:`inbound_messages`
+  one in a valid :class:`~pipeline_state.wire.EventEnvelope` dict; :func:`inbound_messages`
   draws a ``(topic, envelope)`` pair for any inbound topic.
 * **Catalogs and profiles.** :func:`catalog_data` draws the dict format of a random valid
   catalog (a DAG of phases, pipelines closed under ``depends_on``, optional deadlines);
@@ -39,7 +39,11 @@ from pipeline_state.commands import (
 )
 from pipeline_state.decide import Decision, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import (
+from pipeline_state.guards import PromptGuard
+from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.model import BatchState
+from pipeline_state.profile import CommandSpec, Profile
+from pipeline_state.profiles.huleedu.events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
     BatchRegistrationRequestV1,
@@ -50,12 +54,9 @@ from pipeline_state.events import (
     StudentAssociationsConfirmedV1,
     StudentMatchingInitiateCommandV1,
     Topic,
-    WireModel,
 )
-from pipeline_state.guards import PromptGuard
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
-from pipeline_state.profile import HULEEDU_PHASE_COMMANDS, CommandSpec, Profile
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.wire import WireModel
 
 __all__ = [
     "HULEEDU_DEADLINE_CATALOG",
@@ -419,7 +420,7 @@ def profile_for(
 
     ``topics`` (phase name: command topic) puts each phase's command on the topic given
     instead (the model stays: the HuleEdu one for a HuleEdu phase name,
-    :class:`~pipeline_state.events.PhaseInitiateCommand` otherwise). It must name every
+    :class:`~pipeline_state.profiles.huleedu.events.PhaseInitiateCommand` otherwise). It must name every
     phase of the catalog and no other (``ValueError`` otherwise); the profile then checks
     the topics as any profile's (:class:`~pipeline_state.errors.DefinitionError` for two
     phases on one topic, or a topic the engine reads or writes itself)."""

@@ -10,17 +10,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_state import Command, DefinitionError, PipelineService, decide, parse_message
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH, MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, Topic
+from pipeline_state import Command, DefinitionError, PipelineService, decide
 from pipeline_state.memory import InMemoryStore, ManualClock
 from pipeline_state.model import EssayRef, evolve
-from pipeline_state.profile import (
-    COMMAND_OVERHEAD_BYTES,
-    DEFAULT_MAX_COMMAND_BYTES,
-    command_size_bound,
-    huleedu_profile,
-)
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
+from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic, parse_message
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
 
 KAFKA_DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

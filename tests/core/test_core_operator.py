@@ -12,8 +12,8 @@ from pipeline_state import (
     IllegalTransitionError,
     RecordPhaseCompletion,
     RetryPhase,
-    Topic,
 )
+from pipeline_state.profiles.huleedu.events import Topic
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value
 DENIED = Topic.PIPELINE_DENIED.value

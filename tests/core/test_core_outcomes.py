@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, datas, one, topics
 
-from pipeline_state import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 SKIPPED = Topic.PHASE_SKIPPED.value
 COMPLETED = Topic.PIPELINE_COMPLETED.value

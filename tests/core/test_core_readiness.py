@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from core_flow import Flow, one, topics
 
-from pipeline_state import BatchConflictError, InMemoryRuntime, Topic
+from pipeline_state import BatchConflictError, InMemoryRuntime
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 REGISTERED = Topic.ESSAYS_REGISTERED.value

@@ -14,9 +14,9 @@ from pipeline_state.demo import play
 from pipeline_state.demo.platform import Platform
 from pipeline_state.demo.render import Renderer
 from pipeline_state.demo.results import ResultsDesk
-from pipeline_state.events import Topic
 from pipeline_state.memory import InMemoryBus
 from pipeline_state.ports import OutboxMessage
+from pipeline_state.profiles.huleedu.events import Topic
 
 
 def demo_output(capsys: pytest.CaptureFixture[str]) -> str:

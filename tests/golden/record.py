@@ -69,13 +69,15 @@ from pipeline_state.commands import (
     RetryPhase,
 )
 from pipeline_state.errors import ItemMismatchError, PipelineStateError
-from pipeline_state.events import TOPICS, Topic, WireModel
 from pipeline_state.guards import AdmissionGuard, InMemoryCreditLedger, RateLimitGuard
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import TOPICS, Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import ExpiredFact, HandleResult
+from pipeline_state.wire import WireModel
 
 __all__ = [
     "DATA_DIR",
@@ -131,7 +133,7 @@ _STEP_KEYS = (
 def build_profile(spec: Mapping[str, Any]) -> Profile:
     """The shipped HuleEdu profile with the overrides ``spec`` names (``{}``: as shipped).
 
-    Keys: the keyword arguments of :func:`~pipeline_state.profile.huleedu_profile`
+    Keys: the keyword arguments of :func:`~pipeline_state.profiles.huleedu.profile.huleedu_profile`
     (``max_parallel``, ``max_resends``, ``strict_correlation``, ``deadlines``,
     ``default_deadline_seconds``), plus ``credits`` (balances of an in-memory credit
     ledger) and ``rate_limit`` (``[max_runs, window_seconds]``)."""

@@ -26,7 +26,7 @@ from pipeline_state import (
     StoreUnavailableError,
     UnknownPipelineError,
 )
-from pipeline_state.events import BatchRegistrationRequestV1
+from pipeline_state.profiles.huleedu.events import BatchRegistrationRequestV1
 
 from .conftest import BASE, MakeReady, Outcome
 

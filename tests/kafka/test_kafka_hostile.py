@@ -18,7 +18,7 @@ from kafka_harness import ServeProcess, fast_settings, running, wait_until
 from pipeline_state_kafka import ProducerLike, ProducerSettings, Summary, create_producer, dlq_topic
 from pipeline_state_kafka.testing import Collector, LocalBroker
 
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

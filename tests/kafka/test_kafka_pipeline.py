@@ -12,9 +12,10 @@ from kafka_harness import fast_settings, running, running_runner, wait_status
 from pipeline_state_kafka import OpenedStore, ProducerLike, ServiceRunner
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
-from pipeline_state import Catalog, InMemoryRuntime, PipelineService, huleedu_profile
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state import Catalog, InMemoryRuntime, PipelineService
 from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from pipeline_state import InMemoryStore, ManualClock, PipelineService, snapshot
 from pipeline_state.commands import CancelRun, ExpireOverdue, RetryPhase
 from pipeline_state.decide import Decision
-from pipeline_state.events import Topic
 from pipeline_state.inputs import (
     ContentReady,
     GroupConfirmed,
@@ -34,6 +33,7 @@ from pipeline_state.inputs import (
 from pipeline_state.ports import TransitionRecord
 from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing.paths import START, Path, Step, replay
 from pipeline_state.testing.reference import Expectation, ReferenceModel
 

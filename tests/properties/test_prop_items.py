@@ -8,10 +8,15 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_state import Command, decide, parse_message
+from pipeline_state import Command, decide
 from pipeline_state.errors import ItemMismatchError
-from pipeline_state.events import BatchPipelineCompletedV1, ELSBatchPhaseOutcomeV1, Topic
-from pipeline_state.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.events import (
+    BatchPipelineCompletedV1,
+    ELSBatchPhaseOutcomeV1,
+    Topic,
+    parse_message,
+)
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.strategies import EngineTrace, engine_traces, profile_specs
 

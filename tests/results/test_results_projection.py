@@ -6,7 +6,8 @@ import attrs
 import pytest
 from results_events import T0, Delivery, at, completion, outcome, registered, uid
 
-from pipeline_state import Topic, UnknownTopicError, parse_message
+from pipeline_state import UnknownTopicError
+from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.results import (
     BatchResults,
     ClassDelta,

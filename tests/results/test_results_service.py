@@ -14,10 +14,10 @@ from pipeline_state import (
     InvalidMessageError,
     ManualClock,
     StoreUnavailableError,
-    Topic,
     UnknownTopicError,
 )
 from pipeline_state.decide import derive_id
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.results import (
     BatchResults,
     InMemoryResultsStore,

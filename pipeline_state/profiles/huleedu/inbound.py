@@ -10,17 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline_state.events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    EssayProcessingInputRefV1,
-    StudentAssociationsConfirmedV1,
-    Topic,
-)
 from pipeline_state.inbound import Inbound, InboundTopic
 from pipeline_state.inputs import (
     ContentReady,
@@ -32,6 +21,17 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
+from pipeline_state.profiles.huleedu.events import (
+    BatchContentProvisioningCompletedV1,
+    BatchEssaysReady,
+    BatchRegistrationRequestV1,
+    BatchValidationErrorsV1,
+    ClientBatchPipelineRequestV1,
+    ELSBatchPhaseOutcomeV1,
+    EssayProcessingInputRefV1,
+    StudentAssociationsConfirmedV1,
+    Topic,
+)
 
 __all__ = ["HULEEDU_INBOUND", "default_language"]
 
@@ -187,4 +187,4 @@ HULEEDU_INBOUND = Inbound(
     )
 )
 """The HuleEdu platform's inbound wire (its topic names and payload models are in
-:mod:`pipeline_state.events`)."""
+:mod:`pipeline_state.profiles.huleedu.events`)."""

@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pipeline_state.events import (
+from pipeline_state.guards import Denial
+from pipeline_state.lifecycle import RunStatus
+from pipeline_state.model import BatchState, Run
+from pipeline_state.outbound import Notice, Outgoing, RunSummary
+from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     PhaseSkippedV1,
@@ -16,10 +20,6 @@ from pipeline_state.events import (
     TeacherNotificationRequestedV1,
     Topic,
 )
-from pipeline_state.guards import Denial
-from pipeline_state.lifecycle import RunStatus
-from pipeline_state.model import BatchState, Run
-from pipeline_state.outbound import Notice, Outgoing, RunSummary
 
 __all__ = ["HULEEDU_OUTBOUND", "HuleEduOutbound"]
 
