@@ -50,9 +50,9 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo.any_profile import run_profile_demo
 
         return run_profile_demo(args.profile, seed=args.seed, batches=args.batches)
-    from .demo import run_demo
+    from .profiles import run_default_demo
 
-    code: int = run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
+    code: int = run_default_demo(seed=args.seed, batches=args.batches, plain=args.plain)
     return code
 
 

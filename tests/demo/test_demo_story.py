@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 
 from pipeline_state import Catalog, InMemoryRuntime
-from pipeline_state.demo import play, run_demo
-from pipeline_state.demo.platform import Message, PhaseService, Platform, Reply, SimulationError
-from pipeline_state.demo.render import Renderer, short_topic
-from pipeline_state.demo.verify import Checks
+from pipeline_state.profiles.huleedu.demo import play, run_demo
+from pipeline_state.profiles.huleedu.demo.platform import (
+    Message,
+    PhaseService,
+    Platform,
+    Reply,
+    SimulationError,
+)
+from pipeline_state.profiles.huleedu.demo.render import Renderer, short_topic
+from pipeline_state.profiles.huleedu.demo.verify import Checks
 from pipeline_state.profiles.huleedu.events import (
     EssayProcessingInputRefV1,
     NlpInitiateCommandV2,

@@ -390,9 +390,9 @@ class _LoggingRuntime(InMemoryRuntime):
 
 async def _demo_steps(scenario: Scenario) -> tuple[list[Line], list[list[str]]]:
     """The demo's inbound messages as steps, and the event ids each delivery emitted live."""
-    from pipeline_state.demo import play
-    from pipeline_state.demo.platform import Platform
-    from pipeline_state.demo.render import Renderer
+    from pipeline_state.profiles.huleedu.demo import play
+    from pipeline_state.profiles.huleedu.demo.platform import Platform
+    from pipeline_state.profiles.huleedu.demo.render import Renderer
 
     runtime = _LoggingRuntime()
     platform = Platform(scenario.seed, runtime=runtime)

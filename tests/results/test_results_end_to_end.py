@@ -15,7 +15,7 @@ import pytest
 
 from pipeline_state import CancelRun, InMemoryRuntime, OutboxMessage, OutboxRelay
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.results import (
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     RecordingCacheInvalidator,
     ResultsQueries,

@@ -17,7 +17,7 @@ from results_events import Delivery, at, completion, outcome, registered, uid
 
 from pipeline_state import ManualClock
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
-from pipeline_state.results import (
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsService,
     batch_view,

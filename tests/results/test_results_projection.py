@@ -8,7 +8,7 @@ from results_events import T0, Delivery, at, completion, outcome, registered, ui
 
 from pipeline_state import UnknownTopicError
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
-from pipeline_state.results import (
+from pipeline_state.profiles.huleedu.results import (
     BatchResults,
     ClassDelta,
     Owner,
@@ -22,7 +22,7 @@ from pipeline_state.results import (
     pending_announcements,
     project,
 )
-from pipeline_state.results.projection import mark_announced
+from pipeline_state.profiles.huleedu.results.projection import mark_announced
 
 
 def fact(delivery: Delivery) -> ResultsFact:

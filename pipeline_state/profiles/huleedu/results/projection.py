@@ -1,8 +1,8 @@
 """The projection: pure functions from consumed events to the results read model.
 
 Each consumed message becomes one :class:`ResultsFact`; :func:`apply_fact` merges it into a
-batch's :class:`~pipeline_state.results.model.BatchResults` by the winner rules listed in
-:mod:`pipeline_state.results.model`. The merge is commutative, associative and idempotent,
+batch's :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults` by the winner rules listed in
+:mod:`pipeline_state.profiles.huleedu.results.model`. The merge is commutative, associative and idempotent,
 so :func:`project` gives the same read model for the same facts in any order.
 
 The other functions derive what a unit of work writes besides the batch: the runs whose

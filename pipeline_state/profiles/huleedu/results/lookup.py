@@ -1,4 +1,4 @@
-"""An :class:`~pipeline_state.results.ports.OwnerLookup` that reads the pipeline's own store.
+"""An :class:`~pipeline_state.profiles.huleedu.results.ports.OwnerLookup` that reads the pipeline's own store.
 
 When the results consumer runs beside the pipeline service it can read a batch's owner and
 class from the batch state instead of waiting for the registration event.
