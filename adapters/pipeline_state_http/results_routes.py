@@ -4,8 +4,8 @@
 :class:`~pipeline_state.profiles.huleedu.results.ResultsQueries` over a
 :class:`~pipeline_state.profiles.huleedu.results.ResultsStore`;
 :func:`~pipeline_state_http.routes.build_router` adds it when given a results store.
-The routes sit under ``/v1/results`` behind the same bearer token as the other ``/v1`` routes; an unknown batch or class answers 404
-``results_not_found``.
+The routes sit under ``/v1/results`` behind the same bearer token as the other ``/v1`` routes;
+an unknown batch or class answers 404 ``results_not_found``.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
