@@ -103,7 +103,7 @@ def outcomes(
 ) -> list[tuple[str, dict[str, object]]]:
     """The spellcheck then CJ outcome envelopes of one run; with ``fail_one`` spellcheck
     fails the last essay (partial success) and CJ gets the others."""
-    essays = [ref.essay_id for ref in state.essays]
+    essays = [ref.item_id for ref in state.items]
     failed = essays[-1:] if fail_one else []
     passed = [e for e in essays if e not in failed]
     spell = envelopes.outcome(state.batch_id, "spellcheck", correlation_id, processed=passed, failed=failed)

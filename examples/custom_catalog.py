@@ -111,7 +111,7 @@ class StepFinishedV1(WireModel):
 
 
 def _files(refs: tuple[ItemRef, ...]) -> list[dict[str, str | None]]:
-    return [{"episode_id": r.essay_id, "uri": r.text_storage_id} for r in refs]
+    return [{"episode_id": r.item_id, "uri": r.content_ref} for r in refs]
 
 
 def _refs(files: list[SourceFile]) -> tuple[ItemRef, ...]:

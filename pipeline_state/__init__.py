@@ -60,7 +60,7 @@ from .lifecycle import (
 )
 from .machine import SharedMachine
 from .memory import InMemoryBus, InMemoryStore, ManualClock, SystemClock
-from .model import BatchState, EssayRef, PhaseRun, Run
+from .model import BatchState, ItemRef, PhaseRun, Run
 from .ports import (
     BatchingStore,
     Change,
@@ -113,7 +113,6 @@ __all__ = [
     "Denial",
     "DuplicateEventError",
     "Emit",
-    "EssayRef",
     "EventEnvelope",
     "ExpireOverdue",
     "HandleResult",
@@ -125,6 +124,7 @@ __all__ = [
     "InboundMessage",
     "InboxEntry",
     "InvalidMessageError",
+    "ItemRef",
     "Lifecycle",
     "ManualClock",
     "Move",

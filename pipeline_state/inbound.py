@@ -91,7 +91,7 @@ class Inbound:
         limits: IntakeLimits = DEFAULT_LIMITS,
     ) -> tuple[EventEnvelope, EngineInput]:
         """Decode and validate a message received on ``topic`` (see
-        :func:`~pipeline_state.profiles.huleedu.events.parse_message`) and return its envelope and input."""
+        :func:`~pipeline_state.wire.parse_message`) and return its envelope and input."""
         envelope, payload = parse_message(topic, raw, topics=self.specs, limits=limits)
         return envelope, self.topics[topic].decode(payload)
 

@@ -44,7 +44,7 @@ def dry_run(
     correlation_id: str,
 ) -> Decision:
     """What a request for ``pipeline`` would decide now; nothing is committed."""
-    user = user_id or (state.user_id if state is not None else "anonymous")
+    user = user_id or (state.owner if state is not None else "anonymous")
     data = {
         "batch_id": batch_id,
         "requested_pipeline": pipeline,

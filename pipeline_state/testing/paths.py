@@ -233,10 +233,10 @@ def abstract_key(state: BatchState | None) -> StateKey:
     recorded = tuple(sorted((name, len(out)) for name, out in completed_outputs(state.history).items()))
     return StateKey(
         state.status.value,
-        state.is_guest if state.status in _READINESS_PATH else False,
+        (not state.has_group) if state.status in _READINESS_PATH else False,
         state.prompt_ref is not None,
-        len(state.essay_ids),
-        len(state.essays),
+        len(state.item_ids),
+        len(state.items),
         run_key,
         recorded,
         bool(state.history),
@@ -450,7 +450,7 @@ def _carried(inbound: Inbound, value: EngineInput) -> tuple[str, EngineInput] | 
 def _split(status: str, inputs: Sequence[ItemRef]) -> tuple[list[str], list[str]]:
     """Processed and failed essays of an outcome: all, the first half (rounded down: one
     essay in, none out), or none."""
-    ids = [e.essay_id for e in inputs]
+    ids = [e.item_id for e in inputs]
     if status == "completed_successfully":
         return ids, []
     if status == "completed_with_failures":
@@ -492,7 +492,7 @@ def inputs_for(
             ids = _essay_ids(batch_id, legacy, long=True)
             legacy_registration = _registration(batch_id, legacy, guest=True, ids=ids)
             arrive("register_legacy", legacy_registration, profile=intake_profile)
-    essays = list(state.essay_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
+    essays = list(state.item_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
     arrive("provision", ContentReady(batch_id, _refs(essays, "text")))
     arrive("provision_empty", ContentReady(batch_id, ()))
     arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-essay"], "text")))

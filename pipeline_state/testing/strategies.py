@@ -549,7 +549,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
     if state is None:
         data = draw(registration_data(batch_id, max_essays=4))
         return _command(draw, _wire(BatchRegistrationRequestV1, data))
-    essay_ids = list(state.essay_ids)
+    essay_ids = list(state.item_ids)
     choice = draw(st.sampled_from(_weighted_choices(state)))
     if choice == "rare":
         # Terminal or conflicting inputs: rare, so that most traces get to run pipelines.
@@ -559,7 +559,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
     if choice == "provision":
         payload = _wire(BatchContentProvisioningCompletedV1, draw(provisioning_data(batch_id, essay_ids)))
     elif choice == "associations":
-        data = draw(associations_data(batch_id, state.class_id or "class-x", essay_ids))
+        data = draw(associations_data(batch_id, state.group_id or "class-x", essay_ids))
         payload = _wire(StudentAssociationsConfirmedV1, data)
     elif choice == "essays_ready":
         payload = _wire(BatchEssaysReady, draw(essays_ready_data(batch_id, essay_ids)))
@@ -577,7 +577,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
         assert run is not None
         candidates = [p for p in run.phases if p.is_active] if choice == "outcome" else list(run.phases)
         target = draw(st.sampled_from(candidates or list(run.phases)))
-        ids = [e.essay_id for e in target.inputs] or essay_ids
+        ids = [e.item_id for e in target.inputs] or essay_ids
         data = draw(outcome_data(batch_id, target.name, run.correlation_id, ids))
         payload = _wire(ELSBatchPhaseOutcomeV1, data)
     elif choice == "outcome_stale":

@@ -176,4 +176,4 @@ def test_decide_reads_a_wire_payload_of_the_profile_as_its_input() -> None:
     via_input = decide(None, Command(payload, "e1", "c1"), profile=MEDIA, now=now)
     assert via_wire.state == via_input.state
     assert via_wire.state is not None
-    assert via_wire.state.essay_ids == ("s1-e0", "s1-e1")
+    assert via_wire.state.item_ids == ("s1-e0", "s1-e1")

@@ -78,7 +78,7 @@ async def test_without_explicit_ids_the_content_services_ids_are_accepted(flow: 
     await flow.rt.deliver(*flow.env.provisioned("b1", ["content-1", "content-2"]))
 
     state = await flow.state("b1")
-    assert [e.essay_id for e in state.essays] == ["content-1", "content-2"]
+    assert [e.item_id for e in state.items] == ["content-1", "content-2"]
 
 
 async def test_provisioning_unregistered_ids_is_refused(flow: Flow) -> None:

@@ -83,7 +83,7 @@ async def test_explicit_item_ids_are_the_batch_items() -> None:
     with pytest.raises(ItemMismatchError, match="unregistered_items"):
         await flow.rt.deliver(*flow.env.provisioned("b1", ["b1-e0", "b1-e1"]))
     await flow.rt.deliver(*flow.env.provisioned("b1", ids))
-    assert [e.essay_id for e in (await flow.state("b1")).essays] == ids
+    assert [e.item_id for e in (await flow.state("b1")).items] == ids
 
 
 # --- Envelopes: any profile's phases ---------------------------------------------------------

@@ -449,7 +449,7 @@ async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on
     assert Topic.STUDENT_MATCHING.value not in topics(out)
     state = await flow.state("b1")
     assert state.status.value == "ready_for_pipeline_execution", state.status
-    assert state.class_id == "class-7"
+    assert state.group_id == "class-7"
     started = await flow.start("b1", "nlp")
     [command] = datas(started.out, Topic.SPELLCHECK.value)
     assert [e["essay_id"] for e in command["essays_to_process"]] == ["b1-e0", "b1-e1"]

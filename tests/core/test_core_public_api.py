@@ -18,7 +18,7 @@ CURATED = {
     "Catalog", "Pipeline", "Plan", "Step", "CommandSpec", "Profile", "default_profile", "load_profile",
     # commands, decisions and state
     "ArchiveBatch", "CancelBatch", "CancelRun", "Command", "ExpireOverdue", "RecordPhaseCompletion",
-    "RetryPhase", "Decision", "Emit", "Move", "decide", "BatchState", "EssayRef", "PhaseRun", "Run",
+    "RetryPhase", "Decision", "Emit", "Move", "decide", "BatchState", "ItemRef", "PhaseRun", "Run",
     # guards
     "AdmissionGuard", "AdmissionRequest", "CreditLedger", "CreditsGuard", "Denial", "InMemoryCreditLedger",
     "PromptGuard", "RateLimitGuard",

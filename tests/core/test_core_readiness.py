@@ -85,7 +85,7 @@ async def test_guest_batch_becomes_ready_on_provisioning(flow: Flow, env: Envelo
     assert out == []
     state = await flow.state("b1")
     assert state.status.value == "ready_for_pipeline_execution"
-    assert [e.essay_id for e in state.essays] == ["b1-e0", "b1-e1"]
+    assert [e.item_id for e in state.items] == ["b1-e0", "b1-e1"]
 
 
 async def test_regular_batch_goes_through_student_validation(flow: Flow, env: Envelopes) -> None:

@@ -706,7 +706,7 @@ class Walker:
         return self.readiness(what, batch_id)
 
     def early_readiness(self, state: BatchState) -> Line:
-        path = ["provision"] if state.is_guest else ["provision", "associations", "essays_ready"]
+        path = ["provision"] if not state.has_group else ["provision", "associations", "essays_ready"]
         later = path[path.index(self.next_readiness(state)) + 1 :]
         what = self.rng.choice([*later, "request"])
         if what == "request":
@@ -746,7 +746,7 @@ class Walker:
         if not active:
             return self.tick(state)
         phase = self.rng.choice(active)
-        essays = [e.essay_id for e in phase.inputs]
+        essays = [e.item_id for e in phase.inputs]
         return self.outcome(state.batch_id, phase.name, run.correlation_id, essays, kind)
 
     def tick(self, state: BatchState) -> Line:
@@ -769,7 +769,7 @@ class Walker:
         run = state.active_run
         assert run is not None
         b = state.batch_id
-        ids = [e.essay_id for e in state.essays]
+        ids = [e.item_id for e in state.items]
         what = rng.choice(
             [
                 "premature",
@@ -808,10 +808,10 @@ class Walker:
         if what == "stale" and state.history:
             corr = rng.choice(state.history).correlation_id
             phase = rng.choice(active or list(run.phases))
-            return self.outcome(b, phase.name, corr, [e.essay_id for e in phase.inputs] or ids)
+            return self.outcome(b, phase.name, corr, [e.item_id for e in phase.inputs] or ids)
         if what == "foreign" and active:
             phase = rng.choice(active)
-            return self.outcome(b, phase.name, self.new_id(), [e.essay_id for e in phase.inputs])
+            return self.outcome(b, phase.name, self.new_id(), [e.item_id for e in phase.inputs])
         if what == "cancel_run":
             return self.execute("CancelRun", batch_id=b, user_id="teacher-1", reason="teacher cancelled")
         if what == "record_active":
@@ -821,7 +821,7 @@ class Walker:
             )
         if what == "bad_items" and active:
             phase = rng.choice(active)
-            essays = [e.essay_id for e in phase.inputs]
+            essays = [e.item_id for e in phase.inputs]
             return self.outcome(
                 b, phase.name, run.correlation_id, essays, "completed_successfully", extra=["intruder-e9"]
             )
@@ -829,7 +829,7 @@ class Walker:
             return self.outcome(b, "no_such_phase", run.correlation_id, ids)
         if what == "burst" and active:
             phase = rng.choice(active)
-            first = self.outcome(b, phase.name, run.correlation_id, [e.essay_id for e in phase.inputs])
+            first = self.outcome(b, phase.name, run.correlation_id, [e.item_id for e in phase.inputs])
             second = self.request(b)
             messages = [
                 [first["topic"], first["message"]],

@@ -26,9 +26,9 @@ class StoreOwnerLookup:
         if state is None:
             return None
         return Owner(
-            user_id=state.user_id,
-            class_id=state.class_id,
-            expected_essays=state.expected_essay_count,
+            user_id=state.owner,
+            class_id=state.group_id,
+            expected_essays=state.expected_items,
             observed_at=state.created_at,
             event_id=derive_id("owner", batch_id),
         )
