@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 
 import attrs
 
-from pipeline_state import BatchState, Change, InMemoryStore, Profile, decide, huleedu_profile
+from pipeline_state import BatchState, Change, InMemoryStore, Profile, decide
 from pipeline_state.commands import Command
-from pipeline_state.events import parse_payload
+from pipeline_state.profiles.huleedu.events import parse_payload
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing.builders import Envelopes
 
 __all__ = ["PIPELINE", "Delivery", "OutcomeWorkload", "Seeder", "batch_ids", "iter_batch_ids", "outcomes"]
@@ -102,7 +103,7 @@ def outcomes(
 ) -> list[tuple[str, dict[str, object]]]:
     """The spellcheck then CJ outcome envelopes of one run; with ``fail_one`` spellcheck
     fails the last essay (partial success) and CJ gets the others."""
-    essays = [ref.essay_id for ref in state.essays]
+    essays = [ref.item_id for ref in state.items]
     failed = essays[-1:] if fail_one else []
     passed = [e for e in essays if e not in failed]
     spell = envelopes.outcome(state.batch_id, "spellcheck", correlation_id, processed=passed, failed=failed)

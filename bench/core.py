@@ -28,16 +28,10 @@ from dataclasses import dataclass, replace
 
 from transitions import Machine
 
-from pipeline_state import (
-    PHASE_LIFECYCLE,
-    BatchState,
-    InMemoryRuntime,
-    ManualClock,
-    decide,
-    parse_message,
-)
+from pipeline_state import PHASE_LIFECYCLE, BatchState, InMemoryRuntime, ManualClock, decide
 from pipeline_state.commands import Command
 from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import parse_message
 
 from ._util import Row, Sample, Stopwatch, Target, per_call_ns, traced
 from ._workload import Delivery, OutcomeWorkload, Seeder, batch_ids, iter_batch_ids, outcomes

@@ -69,7 +69,7 @@ from pipeline_state_kafka import ProducerSettings, create_producer  # noqa: E402
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
-from pipeline_state.events import OUTBOUND_TOPICS, Topic  # noqa: E402
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
 from pipeline_state.testing import Envelopes  # noqa: E402
 
 __all__ = ["FIGURES", "QUICK", "Config", "main", "run"]

@@ -20,12 +20,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline_state import BatchState, Catalog, CommandSpec, Denial, InMemoryRuntime, Profile, Run
-from pipeline_state.events import PhaseInitiateCommand, WireModel
 from pipeline_state.inbound import Inbound, InboundTopic
 from pipeline_state.inputs import ContentReady, PhaseOutcome, RegisterBatch, RequestPipeline
 from pipeline_state.model import ItemRef
 from pipeline_state.outbound import Notice, Outgoing, RunSummary
+from pipeline_state.profiles.huleedu.events import PhaseInitiateCommand
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import WireModel
 
 
 class TranscodeCommand(PhaseInitiateCommand):
@@ -110,7 +111,7 @@ class StepFinishedV1(WireModel):
 
 
 def _files(refs: tuple[ItemRef, ...]) -> list[dict[str, str | None]]:
-    return [{"episode_id": r.essay_id, "uri": r.text_storage_id} for r in refs]
+    return [{"episode_id": r.item_id, "uri": r.content_ref} for r in refs]
 
 
 def _refs(files: list[SourceFile]) -> tuple[ItemRef, ...]:

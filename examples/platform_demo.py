@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline_state.demo import run_demo
+from pipeline_state.profiles.huleedu.demo import run_demo
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ all together in memory.
 
 from __future__ import annotations
 
-from .catalog import HULEEDU_CATALOG, Catalog, Pipeline, Plan, Step
+from .catalog import Catalog, Pipeline, Plan, Step
 from .clock import ManualClock, SystemClock
 from .commands import (
     ArchiveBatch,
@@ -37,7 +37,6 @@ from .errors import (
     UnknownPipelineError,
     UnknownTopicError,
 )
-from .events import TOPICS, EventEnvelope, Topic, parse_message
 from .guards import (
     AdmissionGuard,
     AdmissionRequest,
@@ -62,7 +61,7 @@ from .lifecycle import (
 )
 from .machine import SharedMachine
 from .memory import InMemoryBus, InMemoryStore
-from .model import BatchState, EssayRef, PhaseRun, Run
+from .model import BatchState, ItemRef, PhaseRun, Run
 from .ports import (
     BatchingStore,
     Change,
@@ -75,20 +74,20 @@ from .ports import (
     Store,
     TransitionRecord,
 )
-from .profile import CommandSpec, Profile, huleedu_profile
+from .profile import CommandSpec, Profile
+from .profiles import default_profile, load_profile
 from .relay import OutboxRelay, RelayReport
 from .runtime import InMemoryRuntime
 from .service import HandleResult, InboundMessage, PipelineService
 from .snapshot import snapshot
+from .wire import EventEnvelope, TopicSpec, WireModel
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BATCH_LIFECYCLE",
-    "HULEEDU_CATALOG",
     "PHASE_LIFECYCLE",
     "RUN_LIFECYCLE",
-    "TOPICS",
     "AdmissionGuard",
     "AdmissionRequest",
     "ArchiveBatch",
@@ -115,7 +114,6 @@ __all__ = [
     "Denial",
     "DuplicateEventError",
     "Emit",
-    "EssayRef",
     "EventEnvelope",
     "ExpireOverdue",
     "HandleResult",
@@ -127,6 +125,7 @@ __all__ = [
     "InboundMessage",
     "InboxEntry",
     "InvalidMessageError",
+    "ItemRef",
     "Lifecycle",
     "ManualClock",
     "Move",
@@ -157,14 +156,15 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SystemClock",
-    "Topic",
+    "TopicSpec",
     "Transition",
     "TransitionRecord",
     "UnknownPipelineError",
     "UnknownTopicError",
+    "WireModel",
     "decide",
+    "default_profile",
     "define_lifecycle",
-    "huleedu_profile",
-    "parse_message",
+    "load_profile",
     "snapshot",
 ]

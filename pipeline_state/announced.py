@@ -24,11 +24,11 @@ from typing import Literal
 import attrs
 
 from .errors import DefinitionError
-from .events import WireModel
 from .guards import Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .model import BatchState, EssayRef, PhaseRun, Run
+from .model import BatchState, ItemRef, PhaseRun, Run
 from .outbound import Notice, Outbound, Outgoing, RunSummary
+from .wire import WireModel
 
 __all__ = ["Announced", "KeyKind", "announced_events"]
 
@@ -54,7 +54,7 @@ class Announced:
 
 def _samples() -> tuple[BatchState, Run, Sequence[RunSummary]]:
     """A registered batch, its finished run, and the run's summaries (clean and with failures)."""
-    essays = (EssayRef("sample-item-1", "sample-text-1"), EssayRef("sample-item-2", "sample-text-2"))
+    essays = (ItemRef("sample-item-1", "sample-text-1"), ItemRef("sample-item-2", "sample-text-2"))
     phase = PhaseRun(
         "sample-phase",
         (),
@@ -80,15 +80,15 @@ def _samples() -> tuple[BatchState, Run, Sequence[RunSummary]]:
         batch_id=_BATCH,
         status=BatchStatus.READY_FOR_PIPELINE_EXECUTION,
         version=1,
-        user_id=_OWNER,
-        course_code="SAMPLE",
-        expected_essay_count=len(essays),
-        essay_ids=tuple(e.essay_id for e in essays),
+        owner=_OWNER,
+        category="SAMPLE",
+        expected_items=len(essays),
+        item_ids=tuple(e.item_id for e in essays),
         created_at=_AT,
         updated_at=_AT,
         org_id="sample-org-id",
-        class_id="sample-class-id",
-        essays=essays,
+        group_id="sample-class-id",
+        items=essays,
         history=(run,),
     )
     failed = attrs.evolve(run, status=RunStatus.COMPLETED_WITH_FAILURES)

@@ -8,7 +8,7 @@ to Kafka, from the same definitions the engine runs:
   command topics of its :class:`~pipeline_state.profile.CommandSpec`\\ s and the topics of
   the events its :class:`~pipeline_state.outbound.Outbound` words (a ``send`` operation
   each; see :mod:`pipeline_state.announced`);
-* one **message** per channel: the payload is the :class:`~pipeline_state.events.EventEnvelope`
+* one **message** per channel: the payload is the :class:`~pipeline_state.wire.EventEnvelope`
   with ``event_type`` fixed to the topic and ``data`` the topic's pydantic model, every
   model's JSON schema under ``components/schemas``;
 * the **Kafka key** in the message's Kafka binding: a string, with the payload field that
@@ -44,8 +44,9 @@ from .asyncapi_kafka import (
     key_binding,
 )
 from .errors import DefinitionError
-from .events import EventEnvelope, WireModel
-from .profile import CommandSpec, Profile, check_profile, huleedu_profile
+from .profile import CommandSpec, Profile, check_profile
+from .profiles import default_profile
+from .wire import EventEnvelope, WireModel
 
 __all__ = ["ASYNCAPI_VERSION", "asyncapi_document", "asyncapi_json"]
 
@@ -169,7 +170,7 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
     :class:`~pipeline_state.errors.DefinitionError` when ``profile`` is not a profile, or
     when one topic would carry two kinds of message.
     """
-    profile = huleedu_profile() if profile is None else check_profile(profile)
+    profile = default_profile() if profile is None else check_profile(profile)
     wires = _wire_topics(profile)
     schemas, refs = _schemas(wires)
     channels: dict[str, Any] = {}

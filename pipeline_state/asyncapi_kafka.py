@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .announced import KeyKind
-from .events import EventEnvelope
+from .wire import EventEnvelope
 
 __all__ = [
     "DEAD_LETTER",

@@ -1,7 +1,7 @@
 """Pipeline catalog: which steps a pipeline runs, in which order, and what to prune.
 
 A *catalog* maps pipeline names to :class:`Pipeline` definitions. A pipeline is a DAG of
-:class:`Step` s (a step is a *phase*: ``spellcheck``, ``nlp``, ...) whose edges are the
+:class:`Step` s (a step is a *phase*: ``ingest``, ``transcode``, ...) whose edges are the
 ``depends_on`` lists. Everything here is pure data: no I/O except the explicit loaders, no
 state machine, no clock.
 
@@ -17,9 +17,9 @@ request always gives the same plan.
 The dict format (also the shape of TOML and YAML catalog files)::
 
     {"pipelines": {
-        "cj_assessment": {"steps": [
-            {"name": "spellcheck"},
-            {"name": "cj_assessment", "depends_on": ["spellcheck"], "deadline_seconds": 600},
+        "reindex": {"steps": [
+            {"name": "ingest"},
+            {"name": "index", "depends_on": ["ingest"], "deadline_seconds": 600},
         ]},
     }}
 
@@ -29,8 +29,9 @@ plan order, ``depends_on`` and ``deadline_seconds`` only when set), so
 ``Catalog.from_dict(catalog.to_dict()) == catalog``; the dict holds only strings, numbers
 and lists, ready for JSON, TOML or YAML.
 
-:data:`HULEEDU_CATALOG` is the default HuleEdu profile (CONTRACT section 2); the same data
-ships as ``pipeline_state/profiles/huleedu.toml`` (see :func:`load_packaged_profile_catalog`).
+The shipped profiles' catalogs live with them under :mod:`pipeline_state.profiles`; their
+data also ships as ``pipeline_state/profiles/<name>.toml`` (see
+:func:`load_packaged_profile_catalog`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ import yaml
 from pipeline_state.errors import CatalogError, UnknownPipelineError
 
 __all__ = [
-    "HULEEDU_CATALOG",
     "Catalog",
     "Pipeline",
     "Plan",
@@ -531,41 +531,3 @@ def load_packaged_profile_catalog(name: str) -> Catalog:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CatalogError(f"cannot parse TOML catalog {source!r}: {exc}") from exc
     return _from_loaded(data, source)
-
-
-# --------------------------------------------------------------------------- HuleEdu profile
-
-_HULEEDU_PROFILE: Mapping[str, Any] = {
-    "pipelines": {
-        "cj_assessment": {
-            "steps": [
-                {"name": "spellcheck"},
-                {"name": "cj_assessment", "depends_on": ["spellcheck"]},
-            ]
-        },
-        "nlp": {
-            "steps": [
-                {"name": "spellcheck"},
-                {"name": "nlp", "depends_on": ["spellcheck"]},
-            ]
-        },
-        "ai_feedback": {
-            "steps": [
-                {"name": "spellcheck"},
-                {"name": "nlp", "depends_on": ["spellcheck"]},
-                {"name": "ai_feedback", "depends_on": ["spellcheck", "nlp"]},
-            ]
-        },
-        "comprehensive": {
-            "steps": [
-                {"name": "spellcheck"},
-                {"name": "cj_assessment", "depends_on": ["spellcheck"]},
-                {"name": "nlp", "depends_on": ["spellcheck"]},
-                {"name": "ai_feedback", "depends_on": ["spellcheck", "nlp"]},
-            ]
-        },
-    }
-}
-
-HULEEDU_CATALOG: Catalog = Catalog.from_dict(_HULEEDU_PROFILE)
-"""The HuleEdu profile's pipelines (CONTRACT section 2)."""

@@ -22,7 +22,7 @@ from .catalog import Catalog
 from .diagrams import lifecycle_mermaid, pipeline_mermaid
 from .errors import PipelineStateError
 from .lifecycle import LIFECYCLES
-from .profile import huleedu_profile
+from .profiles import default_profile
 
 __all__ = ["COMMANDS_GROUP", "CommandPlugin", "build_parser", "command_plugins", "main", "versioned"]
 
@@ -35,7 +35,7 @@ def _diagram(args: argparse.Namespace) -> int:
     if args.what in LIFECYCLES:
         print(lifecycle_mermaid(LIFECYCLES[args.what], highlight=args.highlight or ()))
         return 0
-    catalog = Catalog.from_file(args.catalog) if args.catalog else huleedu_profile().catalog
+    catalog = Catalog.from_file(args.catalog) if args.catalog else default_profile().catalog
     if args.what == "pipelines":
         for name in catalog.names:
             print(f"%% pipeline {name}\n{pipeline_mermaid(catalog.get(name))}")
@@ -49,9 +49,9 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo.any_profile import run_profile_demo
 
         return run_profile_demo(args.profile, seed=args.seed, batches=args.batches)
-    from .demo import run_demo
+    from .profiles import run_default_demo
 
-    code: int = run_demo(seed=args.seed, batches=args.batches, plain=args.plain)
+    code: int = run_default_demo(seed=args.seed, batches=args.batches, plain=args.plain)
     return code
 
 

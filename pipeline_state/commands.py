@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import attrs
 
-from .events import WireModel
 from .inputs import EngineInput
+from .wire import WireModel
 
 __all__ = [
     "ArchiveBatch",

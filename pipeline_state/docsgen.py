@@ -3,7 +3,7 @@
 The pages under ``docs/reference/`` that describe states, transitions, pipelines, the wire
 contract and the error tree are *generated*: they are rendered from the same definitions
 the engine runs (:data:`~pipeline_state.lifecycle.LIFECYCLES`, the HuleEdu profile's
-catalog, :data:`~pipeline_state.events.TOPICS` and the pydantic models' JSON schemas,
+catalog, :data:`~pipeline_state.profiles.huleedu.events.TOPICS` and the pydantic models' JSON schemas,
 :mod:`pipeline_state.errors`), so they cannot drift from it. A test re-renders them and
 fails when a committed page differs.
 
@@ -38,7 +38,6 @@ from .diagrams import (
     state_groups,
     transition_rows,
 )
-from .events import TOPICS, EventEnvelope, TopicSpec, WireModel
 from .lifecycle import (
     ABSENT,
     LIFECYCLES,
@@ -52,8 +51,11 @@ from .lifecycle import (
     Transition,
     Verdict,
 )
-from .profile import Profile, huleedu_profile
+from .profile import Profile
 from .profile_reference import render_profile_page
+from .profiles import default_profile
+from .profiles.huleedu.events import TOPICS
+from .wire import EventEnvelope, TopicSpec, WireModel
 
 __all__ = [
     "ABSENT_LABEL",
@@ -429,13 +431,14 @@ def render_lifecycles_page(lifecycles: Mapping[str, Lifecycle] = LIFECYCLES) -> 
 
 def render_pipelines_page(profile: Profile | None = None) -> str:
     """The page with a DAG and a step table for every pipeline of ``profile``'s catalog."""
-    profile = profile or huleedu_profile()
+    profile = profile or default_profile()
     catalog = profile.catalog
     lines = [
         f"# Pipelines of the `{profile.name}` profile",
         "",
         "Each pipeline is a DAG of phases declared as data in the profile's catalog "
-        "([`HULEEDU_CATALOG`][pipeline_state.catalog.HULEEDU_CATALOG] for the shipped profile). "
+        "([`HULEEDU_CATALOG`][pipeline_state.profiles.huleedu.catalog.HULEEDU_CATALOG] "
+        "for the shipped profile). "
         "The diagrams are rendered by [`pipeline_mermaid`][pipeline_state.diagrams.pipeline_mermaid] "
         "(also `pipeline-state diagram pipelines`); an arrow points from a phase to the phases "
         "that depend on it. Steps are listed in *plan order*: the deterministic order in which "
@@ -580,9 +583,10 @@ def render_wire_contract_page(topics: Mapping[str, TopicSpec] = TOPICS) -> str:
         "",
         "Every Kafka message value is a JSON [`EventEnvelope`](#eventenvelope) whose `data` is "
         "the payload of its topic. The tables are rendered from "
-        "[`TOPICS`][pipeline_state.events.TOPICS] and the pydantic models' JSON schemas "
+        "[`TOPICS`][pipeline_state.profiles.huleedu.events.TOPICS] and the pydantic models' JSON schemas "
         "(`model_json_schema()`), so they list exactly what "
-        "[`parse_message`][pipeline_state.events.parse_message] accepts and what the engine emits. "
+        "[`parse_message`][pipeline_state.profiles.huleedu.events.parse_message] accepts "
+        "and what the engine emits. "
         "Unknown extra fields are ignored on input. The message key is the value of the topic's "
         "key field (`batch_id` for batch events, `teacher_id` for notifications), which keeps "
         "every batch's messages in order on one partition.",
@@ -728,7 +732,7 @@ def _key_cell(message: Mapping[str, Any]) -> str:
 
 def render_asyncapi_page(profile: Profile | None = None) -> str:
     """The page that shows the AsyncAPI document of ``profile``'s wire as tables."""
-    profile = profile or huleedu_profile()
+    profile = profile or default_profile()
     document = asyncapi_document(profile)
     messages: Mapping[str, Mapping[str, Any]] = document["components"]["messages"]
     documented = {spec.model.__name__ for spec in TOPICS.values()}
@@ -828,7 +832,7 @@ _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/errors.md": render_errors_page,
     "reference/asyncapi.md": render_asyncapi_page,
     "reference/asyncapi.json": asyncapi_json,
-    "reference/profile.md": lambda: _page([render_profile_page(huleedu_profile())]),
+    "reference/profile.md": lambda: _page([render_profile_page(default_profile())]),
     "reference/cli.md": render_cli_page,
 }
 

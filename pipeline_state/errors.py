@@ -192,7 +192,7 @@ class PublishError(PipelineStateError):
 
 
 class ItemMismatchError(BadCommandError):
-    """A message names items (essays) it may not name: more than were registered, ids that
+    """A message names items it may not name: more than were registered, ids that
     were not registered, ids that were not sent to the phase, or one id both processed and
     failed. Nothing changes; the Kafka consumer dead-letters the raw message (it can be
     re-injected once corrected) and HTTP answers 4xx.

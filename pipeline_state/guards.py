@@ -103,7 +103,7 @@ class CreditsGuard:
     default_cost: int = 1
 
     def check(self, request: AdmissionRequest) -> Denial | None:
-        essays = len(request.batch.essays)
+        essays = len(request.batch.items)
         cost = sum(self.cost_per_essay.get(s.name, self.default_cost) * essays for s in request.plan.to_run)
         balance = self.ledger.available(request.user_id, request.batch.org_id)
         if cost <= balance:

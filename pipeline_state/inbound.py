@@ -19,9 +19,9 @@ import attrs
 from pydantic import ValidationError
 
 from .errors import DefinitionError, InvalidMessageError
-from .events import EventEnvelope, TopicSpec, WireModel, parse_message
 from .inputs import EngineInput, RequestPipeline
 from .intake import DEFAULT_LIMITS, IntakeLimits
+from .wire import EventEnvelope, TopicSpec, WireModel, parse_message
 
 __all__ = ["Inbound", "InboundTopic"]
 
@@ -91,7 +91,7 @@ class Inbound:
         limits: IntakeLimits = DEFAULT_LIMITS,
     ) -> tuple[EventEnvelope, EngineInput]:
         """Decode and validate a message received on ``topic`` (see
-        :func:`~pipeline_state.events.parse_message`) and return its envelope and input."""
+        :func:`~pipeline_state.wire.parse_message`) and return its envelope and input."""
         envelope, payload = parse_message(topic, raw, topics=self.specs, limits=limits)
         return envelope, self.topics[topic].decode(payload)
 

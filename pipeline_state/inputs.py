@@ -60,7 +60,7 @@ class RegisterBatch:
     owner: str
     expected_items: int
     item_ids: tuple[str, ...] | None
-    course_code: str
+    category: str
     language: str
     org_id: str | None = None
     group_id: str | None = None

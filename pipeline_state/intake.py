@@ -20,8 +20,8 @@ Limits travel with the code that parses: :class:`~pipeline_state.service.Pipelin
 takes ``limits=`` and ``pipeline-state serve`` builds them from
 ``PIPELINE_STATE_MAX_MESSAGE_BYTES`` and ``PIPELINE_STATE_MAX_JSON_DEPTH``. The defaults
 (``DEFAULT_MAX_MESSAGE_BYTES`` = 1 MiB, ``DEFAULT_MAX_JSON_DEPTH`` = 32) fit the contract:
-the deepest envelope path is ``data.essays_for_processing[i].essay_id`` (depth 3), and the
-free-form ``metadata`` and ``prompt_payload`` objects get the rest.
+the deepest path of the default profile's envelopes is an item id inside a list of items
+(depth 3), and free-form objects such as ``metadata`` get the rest.
 """
 
 from __future__ import annotations

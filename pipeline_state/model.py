@@ -17,7 +17,6 @@ from .lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, Ph
 
 __all__ = [
     "BatchState",
-    "EssayRef",
     "ItemRef",
     "PhaseRun",
     "Run",
@@ -28,16 +27,11 @@ __all__ = [
 
 
 @attrs.frozen(slots=True, cache_hash=False)
-class EssayRef:
-    """An essay and the storage id of its (possibly processed) text."""
+class ItemRef:
+    """An item of a batch and where its (possibly processed) content is stored."""
 
-    essay_id: str
-    text_storage_id: str | None = None
-
-
-ItemRef = EssayRef
-"""An item of a batch and where its (possibly processed) content is stored; the engine's
-name for :class:`EssayRef`, whose field names stay those of the stored state."""
+    item_id: str
+    content_ref: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -51,9 +45,9 @@ class PhaseRun:
     dispatched_at: datetime | None = None
     deadline_at: datetime | None = None
     finished_at: datetime | None = None
-    inputs: tuple[EssayRef, ...] = ()
-    outputs: tuple[EssayRef, ...] = ()
-    failed_essay_ids: tuple[str, ...] = ()
+    inputs: tuple[ItemRef, ...] = ()
+    outputs: tuple[ItemRef, ...] = ()
+    failed_item_ids: tuple[str, ...] = ()
     error: str | None = None
     command_event_id: str | None = None
     """Outbox event id of the command that started the phase (re-sent with the same id)."""
@@ -135,23 +129,25 @@ class BatchState:
     batch_id: str
     status: BatchStatus
     version: int
-    user_id: str
-    course_code: str
-    expected_essay_count: int
-    essay_ids: tuple[str, ...]
+    owner: str
+    category: str
+    """A short code the profile's commands carry (a course, a catalogue section...)."""
+    expected_items: int
+    item_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
     org_id: str | None = None
-    class_id: str | None = None
+    group_id: str | None = None
     language: str = "en"
     prompt_ref: str | None = None
-    essays: tuple[EssayRef, ...] = ()
+    items: tuple[ItemRef, ...] = ()
     active_run: Run | None = None
     history: tuple[Run, ...] = ()
 
     @property
-    def is_guest(self) -> bool:
-        return self.class_id is None
+    def has_group(self) -> bool:
+        """Whether the batch was registered with a group (its items belong to its members)."""
+        return self.group_id is not None
 
     def runs(self) -> Iterator[Run]:
         """Archived runs, oldest first, then the active run if any."""
@@ -160,10 +156,10 @@ class BatchState:
             yield self.active_run
 
 
-def completed_outputs(history: tuple[Run, ...]) -> dict[str, tuple[EssayRef, ...]]:
-    """Phases completed (fully or partially) in earlier runs, with the processed essays of
+def completed_outputs(history: tuple[Run, ...]) -> dict[str, tuple[ItemRef, ...]]:
+    """Phases completed (fully or partially) in earlier runs, with the processed items of
     their last successful execution. This is what pruning and forwarding read."""
-    done: dict[str, tuple[EssayRef, ...]] = {}
+    done: dict[str, tuple[ItemRef, ...]] = {}
     for run in history:
         for phase in run.phases:
             if phase.is_done:

@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-from .events import WireModel
 from .guards import Denial
 from .model import BatchState, Run
+from .wire import WireModel
 
 __all__ = ["Notice", "Outbound", "Outgoing", "RunSummary"]
 

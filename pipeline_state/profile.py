@@ -3,11 +3,12 @@
 A :class:`Profile` names the pipelines (a :class:`~pipeline_state.catalog.Catalog`), the
 command each phase is started with, the admission guards, the dispatch policy and the
 limits the engine keeps: phase deadlines and re-sends, the size of the commands it builds
-and how strictly it matches correlation ids. :func:`huleedu_profile` builds the default
-profile shipped with the library.
+and how strictly it matches correlation ids. The shipped profiles live in
+:mod:`pipeline_state.profiles`; :func:`pipeline_state.profiles.default_profile` builds the
+default one.
 
 **Commands that can always be published.** A phase command carries its items inline
-(``essays_to_process``). Every inbound id and list is bounded (:mod:`pipeline_state.events`),
+(``essays_to_process``). Every inbound id and list is bounded (:mod:`pipeline_state.wire`),
 so the largest command a profile can build is known in advance: :func:`command_size_bound`
 of ``max_items_per_batch`` items. Building a profile checks that it fits
 ``max_command_bytes`` (default :data:`DEFAULT_MAX_COMMAND_BYTES`, under the producer's
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -41,32 +42,21 @@ import attrs
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from .catalog import HULEEDU_CATALOG, Catalog, Step
+from .catalog import Catalog, Step
 from .errors import DefinitionError
-from .events import (
-    MAX_ESSAYS_PER_BATCH,
-    MAX_ID_LENGTH,
-    MAX_ITEM_ID_LENGTH,
-    AIFeedbackInitiateCommandV1,
-    CJAssessmentInitiateCommandV1,
-    NlpInitiateCommandV2,
-    SpellcheckInitiateCommandV1,
-    StudentMatchingInitiateCommandV1,
-    Topic,
-    WireModel,
-)
-from .guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from .guards import AdmissionGuard
 from .inbound import Inbound
 from .outbound import Outbound
+from .profiles.huleedu.events import Topic
 from .profiles.huleedu.inbound import HULEEDU_INBOUND
 from .profiles.huleedu.outbound import HULEEDU_OUTBOUND
+from .wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel
 
 __all__ = [
     "COMMAND_OVERHEAD_BYTES",
     "DEFAULT_MAX_COMMAND_BYTES",
     "DEFAULT_MAX_RESENDS",
     "ENGINE_EVENT_TOPICS",
-    "HULEEDU_DEFAULT_DEADLINE_SECONDS",
     "ITEM_REF_MAX_BYTES",
     "MATCHING_COMMAND_FIELDS",
     "PHASE_COMMAND_FIELDS",
@@ -74,7 +64,6 @@ __all__ = [
     "Profile",
     "check_profile",
     "command_size_bound",
-    "huleedu_profile",
 ]
 
 DEFAULT_MAX_COMMAND_BYTES = 900_000
@@ -89,15 +78,11 @@ code) at their bounds, four bytes per character: about 4.5 kB, rounded up."""
 
 ITEM_REF_MAX_BYTES = len('{"essay_id":"","text_storage_id":""},') + 2 * MAX_ITEM_ID_LENGTH * 4
 """The most one item of ``essays_to_process`` takes as UTF-8 JSON: two ids of
-:data:`~pipeline_state.events.MAX_ITEM_ID_LENGTH` characters, at most 4 bytes each (ids hold
+:data:`~pipeline_state.wire.MAX_ITEM_ID_LENGTH` characters, at most 4 bytes each (ids hold
 no control characters, the only ones JSON escapes to more)."""
 
 DEFAULT_MAX_RESENDS = 2
 """How many times an overdue phase's command is re-sent before the phase fails."""
-
-HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
-"""Deadline of every phase of the shipped HuleEdu profile (one hour); with
-:data:`DEFAULT_MAX_RESENDS` re-sends a silent phase fails after three hours."""
 
 
 def command_size_bound(items: int) -> int:
@@ -109,7 +94,7 @@ PHASE_COMMAND_FIELDS: frozenset[str] = frozenset(
     {"batch_id", "essays_to_process", "language", "course_code", "class_id"}
 )
 """The fields the engine fills in every phase command, and nothing else: a command model
-may declare any of them (the others are dropped, :class:`~pipeline_state.events.WireModel`
+may declare any of them (the others are dropped, :class:`~pipeline_state.wire.WireModel`
 ignores unknown fields), and every other field it declares needs a default. ``class_id`` is
 ``None`` for a batch registered without a class."""
 
@@ -137,8 +122,8 @@ _NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
 class CommandSpec:
     """The topic and payload model of the command that starts a phase.
 
-    ``model`` is a :class:`~pipeline_state.events.WireModel` subclass (usually of
-    :class:`~pipeline_state.events.PhaseInitiateCommand`) whose required fields are among
+    ``model`` is a :class:`~pipeline_state.wire.WireModel` subclass (usually of
+    :class:`~pipeline_state.wire.PhaseInitiateCommand`) whose required fields are among
     those the engine fills (:data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS`
     for the student-matching command); :class:`Profile` checks it when built.
     """
@@ -232,7 +217,7 @@ def _check_command(
         raise DefinitionError(
             profile,
             f"the model of {where}, {model.__qualname__}, must derive from "
-            "pipeline_state.events.WireModel (frozen, ignores the fields it does not declare), "
+            "pipeline_state.wire.WireModel (frozen, ignores the fields it does not declare), "
             "usually through PhaseInitiateCommand",
         )
     fields = [
@@ -296,7 +281,7 @@ class Profile:
     * a setting has the wrong type: ``name`` or ``source_service`` not a short string,
       ``catalog`` not a :class:`~pipeline_state.catalog.Catalog`, a ``phase_commands`` value
       or ``student_matching`` not a :class:`CommandSpec`, a command model that is not a
-      :class:`~pipeline_state.events.WireModel` class, a guard without a callable ``check``
+      :class:`~pipeline_state.wire.WireModel` class, a guard without a callable ``check``
       (or a guard class instead of an instance);
     * a command model requires a field the engine cannot fill (it fills exactly
       :data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS` for student
@@ -324,7 +309,7 @@ class Profile:
     default_deadline_seconds: float | None = None
     max_resends: int = DEFAULT_MAX_RESENDS
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
-    max_items_per_batch: int = MAX_ESSAYS_PER_BATCH
+    max_items_per_batch: int = MAX_ITEMS_PER_BATCH
     outbound: Outbound = HULEEDU_OUTBOUND
     """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`)."""
     inbound: Inbound = HULEEDU_INBOUND
@@ -368,10 +353,10 @@ class Profile:
                 self.name, f"max_resends must be a whole number >= 0, got {self.max_resends!r}"
             )
         items = self.max_items_per_batch
-        if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= MAX_ESSAYS_PER_BATCH:
+        if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= MAX_ITEMS_PER_BATCH:
             raise DefinitionError(
                 self.name,
-                f"max_items_per_batch must be between 1 and {MAX_ESSAYS_PER_BATCH} (the wire bound), "
+                f"max_items_per_batch must be between 1 and {MAX_ITEMS_PER_BATCH} (the wire bound), "
                 f"got {items!r}",
             )
         limit = self.max_command_bytes
@@ -522,68 +507,13 @@ def check_profile(obj: object) -> Profile:
     if isinstance(obj, Profile):
         return obj
     if isinstance(obj, Catalog):
+        from .profiles import DEFAULT_PROFILE  # it imports this module
+
+        factory = DEFAULT_PROFILE.replace(":", ".")
         hint = (
             ": a Catalog only holds the pipelines; wrap it in a profile, "
-            "Profile(name=..., catalog=catalog, phase_commands=...) or huleedu_profile(catalog=catalog)"
+            f"Profile(name=..., catalog=catalog, phase_commands=...) or {factory}(catalog=catalog)"
         )
     else:
-        hint = ": build one with Profile(...) or huleedu_profile()"
+        hint = ": build one with Profile(...) or pipeline_state.profiles.default_profile()"
     raise DefinitionError("profile", f"expected a pipeline_state.Profile, got {_kind(obj)}{hint}")
-
-
-HULEEDU_PHASE_COMMANDS: Mapping[str, CommandSpec] = {
-    "spellcheck": CommandSpec(Topic.SPELLCHECK.value, SpellcheckInitiateCommandV1),
-    "cj_assessment": CommandSpec(Topic.CJ_ASSESSMENT.value, CJAssessmentInitiateCommandV1),
-    "nlp": CommandSpec(Topic.NLP.value, NlpInitiateCommandV2),
-    "ai_feedback": CommandSpec(Topic.AI_FEEDBACK.value, AIFeedbackInitiateCommandV1),
-}
-
-
-def huleedu_profile(
-    *,
-    max_parallel: int | None = None,
-    credits: CreditLedger | None = None,
-    extra_guards: Sequence[AdmissionGuard] = (),
-    catalog: Catalog = HULEEDU_CATALOG,
-    deadlines: Mapping[str, float | None] | None = None,
-    default_deadline_seconds: float | None = HULEEDU_DEFAULT_DEADLINE_SECONDS,
-    max_resends: int = DEFAULT_MAX_RESENDS,
-    strict_correlation: bool = False,
-    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
-    max_items_per_batch: int = MAX_ESSAYS_PER_BATCH,
-) -> Profile:
-    """The HuleEdu profile: its four pipelines, phase commands and the prompt guard.
-
-    ``catalog`` may be any catalog over (some of) the four HuleEdu phases; the profile
-    declares the commands of the phases it has.
-
-    ``max_parallel=1`` gives the original platform's strictly sequential dispatch;
-    ``credits`` adds a :class:`~pipeline_state.guards.CreditsGuard` over that ledger.
-    Every phase has a deadline: :data:`HULEEDU_DEFAULT_DEADLINE_SECONDS` unless the catalog
-    step sets one, and ``deadlines={"cj_assessment": 7200}`` overrides both per phase for a
-    deployment (``None`` for a phase: no deadline). ``default_deadline_seconds=None`` opts
-    out of the default (only the catalog's and ``deadlines``' remain: a silent worker then
-    blocks its batch until an operator cancels the run). See :class:`Profile` for the rest.
-    """
-    # Only the catalog's phases: a profile declares no command for a phase it cannot run.
-    phases = set(catalog.phases) if isinstance(catalog, Catalog) else set()
-    commands = {phase: spec for phase, spec in HULEEDU_PHASE_COMMANDS.items() if phase in phases}
-    guards: list[AdmissionGuard] = [PromptGuard()]
-    if credits is not None:
-        guards.append(CreditsGuard(credits))
-    guards.extend(extra_guards)
-    return Profile(
-        name="huleedu",
-        catalog=catalog,
-        phase_commands=commands,
-        student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
-        guards=tuple(guards),
-        max_parallel=max_parallel,
-        source_service="batch_orchestrator_service",
-        strict_correlation=strict_correlation,
-        deadlines=deadlines or {},
-        default_deadline_seconds=default_deadline_seconds,
-        max_resends=max_resends,
-        max_command_bytes=max_command_bytes,
-        max_items_per_batch=max_items_per_batch,
-    )

@@ -16,12 +16,13 @@ from typing import Any
 
 from .clock import ManualClock
 from .commands import OperatorCommand
-from .events import WireModel
 from .memory import InMemoryBus, InMemoryStore
-from .profile import Profile, huleedu_profile
+from .profile import Profile
+from .profiles import default_profile
 from .relay import OutboxRelay
 from .service import HandleResult, PipelineService
 from .snapshot import snapshot
+from .wire import WireModel
 
 __all__ = ["InMemoryRuntime"]
 
@@ -39,7 +40,7 @@ class InMemoryRuntime:
         self.clock = clock or ManualClock()
         self.store = InMemoryStore()
         self.bus = InMemoryBus()
-        self.service = PipelineService(self.store, profile=profile or huleedu_profile(), clock=self.clock)
+        self.service = PipelineService(self.store, profile=profile or default_profile(), clock=self.clock)
         self.relay = OutboxRelay(self.store, self.bus, self.clock)
 
     async def deliver(self, topic: str, envelope: Mapping[str, Any] | str | bytes) -> list[Message]:

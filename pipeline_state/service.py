@@ -40,13 +40,13 @@ from .errors import (
     InvalidMessageError,
     PipelineStateError,
 )
-from .events import WireModel
 from .inbound import Inbound
 from .inputs import EngineInput, RequestPipeline
 from .intake import DEFAULT_LIMITS, IntakeLimits
 from .model import BatchState, evolve
 from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
-from .profile import Profile, check_profile, huleedu_profile
+from .profile import Profile, check_profile
+from .profiles import default_profile
 from .retry import Retrying
 from .tracing import (
     TraceContext,
@@ -59,6 +59,7 @@ from .tracing import (
     with_span_ids,
 )
 from .waiting import waits_for
+from .wire import WireModel
 
 __all__ = [
     "DEFAULT_WAITING_WINDOW_SECONDS",
@@ -294,7 +295,7 @@ class PipelineService:
         if waiting_window_seconds <= 0:
             raise ValueError("waiting_window_seconds must be positive")
         self.store = store
-        self.profile = huleedu_profile() if profile is None else check_profile(profile)
+        self.profile = default_profile() if profile is None else check_profile(profile)
         self.clock: Clock = clock or SystemClock()
         self.max_attempts = max_attempts
         self.waiting_window_seconds = waiting_window_seconds

@@ -42,9 +42,9 @@ def snapshot(state: BatchState) -> dict[str, Any]:
         "batch_id": state.batch_id,
         "status": state.status.value,
         "version": state.version,
-        "user_id": state.user_id,
-        "class_id": state.class_id,
-        "essay_count": len(state.essays),
+        "user_id": state.owner,
+        "class_id": state.group_id,
+        "essay_count": len(state.items),
         "active_run": active,
         "history": [run_view(r) for r in state.history],
     }

@@ -33,7 +33,6 @@ from collections.abc import Collection, Iterable
 from .commands import Command
 from .decide.intake import PROVISION_TRIGGERS, provision_trigger
 from .decide.progress import OUTCOME_TRIGGERS
-from .events import WireModel
 from .inputs import (
     ContentReady,
     EngineInput,
@@ -46,6 +45,7 @@ from .inputs import (
 from .lifecycle import BATCH_LIFECYCLE, PHASE_LIFECYCLE, BatchStatus, Lifecycle
 from .model import BatchState
 from .profile import Profile
+from .wire import WireModel
 
 __all__ = ["REGISTRATION", "RUN_START", "waits_for"]
 

@@ -31,7 +31,7 @@ from pipeline_state.errors import (
     StoreUnavailableError,
     UnknownPipelineError,
 )
-from pipeline_state.events import BatchRegistrationRequestV1
+from pipeline_state.profiles.huleedu.events import BatchRegistrationRequestV1
 
 from .errors import HttpApiError, PipelineDeniedError, UnauthorizedError
 from .schemas import (

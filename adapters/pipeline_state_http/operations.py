@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from pipeline_state.commands import CancelRun, Command, RecordPhaseCompletion, RetryPhase
 from pipeline_state.errors import DuplicateEventError, InvalidMessageError
-from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.lifecycle import BATCH_LIFECYCLE
 from pipeline_state.ports import InboxEntry
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
+from pipeline_state.profiles.huleedu.events import (
+    BatchRegistrationRequestV1,
+    ClientBatchPipelineRequestV1,
+    parse_payload,
+)
 from pipeline_state.service import HandleResult, PipelineService
 
 from .context import RequestContext

@@ -15,8 +15,8 @@ from typing import Any
 from pipeline_state.commands import Command
 from pipeline_state.decide import Decision, decide
 from pipeline_state.errors import BatchNotFoundError
-from pipeline_state.events import ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.model import BatchState, completed_outputs
+from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.service import PipelineService
 
 from .errors import PipelineDeniedError
@@ -44,7 +44,7 @@ def dry_run(
     correlation_id: str,
 ) -> Decision:
     """What a request for ``pipeline`` would decide now; nothing is committed."""
-    user = user_id or (state.user_id if state is not None else "anonymous")
+    user = user_id or (state.owner if state is not None else "anonymous")
     data = {
         "batch_id": batch_id,
         "requested_pipeline": pipeline,

@@ -1,10 +1,11 @@
 """The results routes: read-only views of the results read model (issue 6).
 
-:func:`build_results_router` serves :class:`~pipeline_state.results.ResultsQueries` over a
-:class:`~pipeline_state.results.ResultsStore`; :func:`~pipeline_state_http.routes.build_router`
-adds it when given a results store. The routes sit under ``/v1/results`` behind the same
-bearer token as the other ``/v1`` routes; an unknown batch or class answers 404
-``results_not_found``.
+:func:`build_results_router` serves
+:class:`~pipeline_state.profiles.huleedu.results.ResultsQueries` over a
+:class:`~pipeline_state.profiles.huleedu.results.ResultsStore`;
+:func:`~pipeline_state_http.routes.build_router` adds it when given a results store.
+The routes sit under ``/v1/results`` behind the same bearer token as the other ``/v1`` routes;
+an unknown batch or class answers 404 ``results_not_found``.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
@@ -15,8 +16,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, params
 from fastapi.responses import JSONResponse
 
-from pipeline_state.results.ports import ResultsStore
-from pipeline_state.results.queries import ResultsQueries
+from pipeline_state.profiles.huleedu.results.ports import ResultsStore
+from pipeline_state.profiles.huleedu.results.queries import ResultsQueries
 
 from .context import correlation_only
 from .handlers import ApiRoute

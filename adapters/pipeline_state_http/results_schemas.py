@@ -1,8 +1,8 @@
-"""Response models of the results routes: the JSON views of :mod:`pipeline_state.results.views`
-as pydantic models, so they appear in the OpenAPI schema.
+"""Response models of the results routes: the JSON views of
+:mod:`pipeline_state.profiles.huleedu.results.views` as pydantic models, so they appear in the OpenAPI schema.
 
 Each model mirrors one view function field for field (the tests compare the two), and
-``GET /v1/results/...`` answers exactly what :class:`~pipeline_state.results.ResultsQueries`
+``GET /v1/results/...`` answers exactly what :class:`~pipeline_state.profiles.huleedu.results.ResultsQueries`
 returns.
 """
 

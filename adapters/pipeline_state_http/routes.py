@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from pipeline_state.errors import StoreUnavailableError
-from pipeline_state.results.ports import ResultsStore
+from pipeline_state.profiles.huleedu.results.ports import ResultsStore
 from pipeline_state.service import PipelineService
 from pipeline_state.snapshot import run_view, snapshot
 

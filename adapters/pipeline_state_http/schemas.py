@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
+from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
 
 from .ids import IdField, MaybeEmptyIdField
 

@@ -104,7 +104,7 @@ def _phase_rows(run: Run) -> list[list[str]]:
 
 
 def _phase_row(phase: PhaseRun) -> list[str]:
-    counts = f"{len(phase.inputs)} in / {len(phase.outputs)} out / {len(phase.failed_essay_ids)} failed"
+    counts = f"{len(phase.inputs)} in / {len(phase.outputs)} out / {len(phase.failed_item_ids)} failed"
     return [
         f'<td data-phase="{escape(phase.name)}">{escape(phase.name)}</td>',
         _status_cell(phase.status.value),
@@ -177,7 +177,7 @@ def render_status_page(
 <div id="live">
 <h1>Batch <code>{batch_id}</code></h1>
 <p class="meta">status <span class="badge" id="batch-status" data-status="{status}">{status}</span>
- · version {state.version} · owner <code>{escape(state.user_id)}</code> · {len(state.essays)} essays
+ · version {state.version} · owner <code>{escape(state.owner)}</code> · {len(state.items)} essays
  · updated {escape(_when(state.updated_at))}</p>
 <h2>Batch lifecycle</h2>
 <div class="diagram">{batch_svg}</div>

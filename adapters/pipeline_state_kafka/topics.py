@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from pipeline_state.events import INBOUND_TOPICS, OUTBOUND_TOPICS
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS
 
 from ._kafka import TOPIC_ALREADY_EXISTS, new_admin
 from .dlq import dlq_topic

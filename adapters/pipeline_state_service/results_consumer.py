@@ -2,7 +2,7 @@
 
 :func:`open_results_consumer` (the built-in ``results`` consumer) opens the results store for
 the ``--store`` URL (:func:`~pipeline_state_service.results_stores.open_results_store`) and
-runs a :class:`~pipeline_state.results.ResultsService` on the topics it consumes (phase
+runs a :class:`~pipeline_state.profiles.huleedu.results.ResultsService` on the topics it consumes (phase
 outcomes, completions, registrations) in its own consumer group (``<group-id>.results``):
 
 * each record is one unit of work of the service (read model, class deltas, inbox entry and
@@ -13,7 +13,7 @@ outcomes, completions, registrations) in its own consumer group (``<group-id>.re
   and the ``batch_results_ready`` teacher notification, once per completed run;
 * the owner of a batch comes from its registration event or, when the results consumer
   runs beside the pipeline, from the pipeline's own store
-  (:class:`~pipeline_state.results.StoreOwnerLookup`);
+  (:class:`~pipeline_state.profiles.huleedu.results.StoreOwnerLookup`);
 * every ``results_purge_seconds`` the inbox forgets event ids older than their retention.
 
 :func:`results_factory` builds the same consumer with another clock, cache hook, retention
@@ -33,9 +33,9 @@ import attrs
 from pipeline_state_kafka.handlers import Handled, MessageHandler
 
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import Topic
 from pipeline_state.ports import Clock
-from pipeline_state.results import (
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.results import (
     CacheInvalidator,
     ResultsQueries,
     ResultsService,

@@ -3,13 +3,13 @@
 The results store is chosen by the scheme of the ``--store`` URL, so the read model lives
 beside the pipeline's own state:
 
-* ``memory://``: :class:`~pipeline_state.results.InMemoryResultsStore` (lost at exit);
+* ``memory://``: :class:`~pipeline_state.profiles.huleedu.results.InMemoryResultsStore` (lost at exit);
 * any SQL URL (``sqlite+aiosqlite://...``, ``postgresql+asyncpg://...``): the SQL adapter's
   results store, ``pipeline_state_sql.open_results_store(url, **options)``. Without the sql
   extra the read model is kept in memory and a warning says so;
 * any scheme registered with :func:`register_results_store` (checked first).
 
-The opened store is a :class:`~pipeline_state.results.ports.ResultsStore` that is also an
+The opened store is a :class:`~pipeline_state.profiles.huleedu.results.ports.ResultsStore` that is also an
 :class:`~pipeline_state.ports.Outbox`: the relay publishes its announcements.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from pipeline_state.ports import Outbox
-from pipeline_state.results import InMemoryResultsStore, ResultsStore
+from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsStore
 
 from .stores import MEMORY_URL
 

@@ -35,8 +35,8 @@ from pipeline_state_kafka.topics import ensure_topics, service_topics
 
 from pipeline_state.announced import announced_events
 from pipeline_state.clock import SystemClock
-from pipeline_state.events import OUTBOUND_TOPICS
 from pipeline_state.ports import Outbox
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS
 from pipeline_state.relay import OutboxRelay
 from pipeline_state.service import ExpiredFact, PipelineService
 

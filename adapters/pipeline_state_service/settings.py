@@ -21,13 +21,9 @@ from pipeline_state_kafka.publisher import ProducerSettings
 from pipeline_state.errors import DefinitionError
 from pipeline_state.flags import parse_flag
 from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
-from pipeline_state.profile import (
-    DEFAULT_MAX_RESENDS,
-    HULEEDU_DEFAULT_DEADLINE_SECONDS,
-    Profile,
-    huleedu_profile,
-)
+from pipeline_state.profile import DEFAULT_MAX_RESENDS, Profile
 from pipeline_state.profiles import load_profile
+from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 __all__ = ["ENVIRONMENT", "ServeSettings", "SettingsError", "parse_host_port"]

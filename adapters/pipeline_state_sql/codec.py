@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,8 +62,8 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _ref(ref: EssayRef) -> list[str | None]:
-    return [ref.essay_id, ref.text_storage_id]
+def _ref(ref: ItemRef) -> list[str | None]:
+    return [ref.item_id, ref.content_ref]
 
 
 def _phase(phase: PhaseRun) -> Document:
@@ -77,7 +77,7 @@ def _phase(phase: PhaseRun) -> Document:
         "finished_at": _time(phase.finished_at),
         "inputs": [_ref(r) for r in phase.inputs],
         "outputs": [_ref(r) for r in phase.outputs],
-        "failed_essay_ids": list(phase.failed_essay_ids),
+        "failed_essay_ids": list(phase.failed_item_ids),
         "error": phase.error,
         "command_event_id": phase.command_event_id,
         "resends": phase.resends,
@@ -109,17 +109,17 @@ def encode_state(state: BatchState) -> Document:
         "batch_id": state.batch_id,
         "status": state.status.value,
         "version": state.version,
-        "user_id": state.user_id,
-        "course_code": state.course_code,
-        "expected_essay_count": state.expected_essay_count,
-        "essay_ids": list(state.essay_ids),
+        "user_id": state.owner,
+        "course_code": state.category,
+        "expected_essay_count": state.expected_items,
+        "essay_ids": list(state.item_ids),
         "created_at": _time(state.created_at),
         "updated_at": _time(state.updated_at),
         "org_id": state.org_id,
-        "class_id": state.class_id,
+        "class_id": state.group_id,
         "language": state.language,
         "prompt_ref": state.prompt_ref,
-        "essays": [_ref(r) for r in state.essays],
+        "essays": [_ref(r) for r in state.items],
         "active_run": None if state.active_run is None else _run(state.active_run),
         "history": [_run(r) for r in state.history],
     }
@@ -196,7 +196,7 @@ def _enum(doc: Mapping[str, Any], name: str, kind: Callable[[str], _T]) -> _T:
         raise _Bad(f"field {name!r} has an unknown value {value!r}") from None
 
 
-def _refs(doc: Mapping[str, Any], name: str) -> tuple[EssayRef, ...]:
+def _refs(doc: Mapping[str, Any], name: str) -> tuple[ItemRef, ...]:
     out = []
     for item in _get(doc, name, list):
         if (
@@ -206,7 +206,7 @@ def _refs(doc: Mapping[str, Any], name: str) -> tuple[EssayRef, ...]:
             or not (item[1] is None or isinstance(item[1], str))
         ):
             raise _Bad(f"field {name!r} holds a malformed essay reference {item!r}")
-        out.append(EssayRef(item[0], item[1]))
+        out.append(ItemRef(item[0], item[1]))
     return tuple(out)
 
 
@@ -228,7 +228,7 @@ def _decode_phase(value: object) -> PhaseRun:
         finished_at=_parse_time(doc, "finished_at"),
         inputs=_refs(doc, "inputs"),
         outputs=_refs(doc, "outputs"),
-        failed_essay_ids=_strings(doc, "failed_essay_ids"),
+        failed_item_ids=_strings(doc, "failed_essay_ids"),
         error=_opt(doc, "error", str),
         # Added with phase re-sends (issue 11.4): rows written before lack them.
         command_event_id=_opt(doc, "command_event_id", str) if "command_event_id" in doc else None,
@@ -278,17 +278,17 @@ def decode_state(batch_id: str, document: object) -> BatchState:
             batch_id=_get(doc, "batch_id", str),
             status=_enum(doc, "status", BatchStatus),
             version=_get(doc, "version", int),
-            user_id=_get(doc, "user_id", str),
-            course_code=_get(doc, "course_code", str),
-            expected_essay_count=_get(doc, "expected_essay_count", int),
-            essay_ids=_strings(doc, "essay_ids"),
+            owner=_get(doc, "user_id", str),
+            category=_get(doc, "course_code", str),
+            expected_items=_get(doc, "expected_essay_count", int),
+            item_ids=_strings(doc, "essay_ids"),
             created_at=_req_time(doc, "created_at"),
             updated_at=_req_time(doc, "updated_at"),
             org_id=_opt(doc, "org_id", str),
-            class_id=_opt(doc, "class_id", str),
+            group_id=_opt(doc, "class_id", str),
             language=_get(doc, "language", str),
             prompt_ref=_opt(doc, "prompt_ref", str),
-            essays=_refs(doc, "essays"),
+            items=_refs(doc, "essays"),
             active_run=None if active is None else _decode_run(active),
             history=tuple(_decode_run(r) for r in _get(doc, "history", list)),
         )

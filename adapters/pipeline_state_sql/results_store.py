@@ -1,7 +1,8 @@
-"""``SqlResultsStore``: the results read model (:class:`~pipeline_state.results.ResultsStore`)
+"""``SqlResultsStore``: the results read model
+(:class:`~pipeline_state.profiles.huleedu.results.ResultsStore`)
 and its outbox in SQL, on SQLite or PostgreSQL.
 
-One :class:`~pipeline_state.results.ResultsChange` is written in one transaction:
+One :class:`~pipeline_state.profiles.huleedu.results.ResultsChange` is written in one transaction:
 
 1. compare-and-set of the ``results_batches`` row: ``INSERT`` when ``expected_version`` is
    ``None`` (a conflict when the row exists), else ``UPDATE ... WHERE version = :read``;
@@ -40,9 +41,9 @@ from pipeline_state.errors import (
     StoreError,
 )
 from pipeline_state.ports import InboxEntry, OutboxRow
-from pipeline_state.results.codec import batch_from_document, batch_to_document
-from pipeline_state.results.model import BatchResults, ClassDelta, ClassResults
-from pipeline_state.results.ports import ResultsChange
+from pipeline_state.profiles.huleedu.results.codec import batch_from_document, batch_to_document
+from pipeline_state.profiles.huleedu.results.model import BatchResults, ClassDelta, ClassResults
+from pipeline_state.profiles.huleedu.results.ports import ResultsChange
 
 from . import outbox as sql_outbox
 from .engine import create_engine
@@ -301,7 +302,7 @@ def _translated(batch_id: str | None = None) -> Iterator[None]:
 class SqlResultsStore:
     """The results read model, its inbox and its outbox in SQL.
 
-    Implements :class:`~pipeline_state.results.ResultsStore` and
+    Implements :class:`~pipeline_state.profiles.huleedu.results.ResultsStore` and
     :class:`~pipeline_state.ports.Outbox` (the adapter's ``outbox`` table, so a
     :class:`~pipeline_state.relay.OutboxRelay` publishes the announcements). The engine
     should come from :func:`~pipeline_state_sql.engine.create_engine` and the schema exist

@@ -10,7 +10,7 @@ from datetime import datetime
 from pipeline_state.commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state.errors import IllegalTransitionError
 from pipeline_state.lifecycle import ABSENT, PhaseStatus, Verdict
-from pipeline_state.model import EssayRef, Run, evolve
+from pipeline_state.model import ItemRef, Run, evolve
 from pipeline_state.outbound import Notice, RunSummary
 
 from . import machines
@@ -35,14 +35,14 @@ __all__ = [
 ]
 
 
-def run_summary(run: Run, recorded: Mapping[str, tuple[EssayRef, ...]], now: datetime) -> RunSummary:
+def run_summary(run: Run, recorded: Mapping[str, tuple[ItemRef, ...]], now: datetime) -> RunSummary:
     """The facts of the finished ``run``: an item succeeded when it came out of the final
     step (a pruned final step's recorded outputs count); it failed when it entered a phase of
     the run and did not."""
     final = run.phase(run.final_step)
     out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
-    successful = {e.essay_id for e in out}
-    entered = {e.essay_id for p in run.phases for e in p.inputs} | successful
+    successful = {e.item_id for e in out}
+    entered = {e.item_id for p in run.phases for e in p.inputs} | successful
     duration = max(0.0, (now - run.accepted_at).total_seconds())
     return RunSummary(run, len(successful), len(entered - successful), duration, now)
 

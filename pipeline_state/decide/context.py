@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline_state.commands import Command
 from pipeline_state.guards import Denial
 from pipeline_state.inputs import RegisterBatch
-from pipeline_state.model import BatchState, EssayRef, completed_outputs, evolve
+from pipeline_state.model import BatchState, ItemRef, completed_outputs, evolve
 from pipeline_state.profile import Profile
 
 from .journal import Decision, Journal
@@ -40,13 +40,13 @@ class Session:
         self.state = state
         self.journal = Journal(command.correlation_id)
         self.run: RunEngine | None = None
-        self._recorded: dict[str, tuple[EssayRef, ...]] | None = None
+        self._recorded: dict[str, tuple[ItemRef, ...]] | None = None
 
     @property
     def batch_id(self) -> str:
         return self.state.batch_id
 
-    def recorded(self) -> dict[str, tuple[EssayRef, ...]]:
+    def recorded(self) -> dict[str, tuple[ItemRef, ...]]:
         """Outputs of the latest successful execution of each phase, before this decision."""
         if self._recorded is None:
             self._recorded = completed_outputs(self.state.history)
@@ -93,7 +93,7 @@ class BatchCtx:
         self,
         session: Session,
         *,
-        items: tuple[EssayRef, ...] = (),
+        items: tuple[ItemRef, ...] = (),
         admission: Admission | None = None,
         registration: RegisterBatch | None = None,
         fresh: BatchState | None = None,
@@ -128,7 +128,7 @@ class PhaseCtx:
         *,
         note: str | None = None,
         skip_reason: str = "",
-        outputs: tuple[EssayRef, ...] = (),
+        outputs: tuple[ItemRef, ...] = (),
         failed: tuple[str, ...] = (),
     ) -> None:
         self.engine = engine
@@ -138,6 +138,6 @@ class PhaseCtx:
         self.skip_reason = skip_reason
         self.outputs = outputs
         self.failed = failed
-        self.inputs: tuple[EssayRef, ...] | None = None
+        self.inputs: tuple[ItemRef, ...] | None = None
         self.payload: dict[str, Any] | None = None
         """The command's field values (``prepare_command``); ``None``: too large to send."""

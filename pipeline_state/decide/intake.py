@@ -42,14 +42,14 @@ def register(inputs: Inputs, p: RegisterBatch) -> Decision:
         batch_id=p.batch_id,
         status=BatchStatus.AWAITING_CONTENT_VALIDATION,
         version=1,
-        user_id=p.owner,
-        course_code=p.course_code,
-        expected_essay_count=p.expected_items,
-        essay_ids=item_ids,
+        owner=p.owner,
+        category=p.category,
+        expected_items=p.expected_items,
+        item_ids=item_ids,
         created_at=now,
         updated_at=now,
         org_id=p.org_id,
-        class_id=p.group_id,
+        group_id=p.group_id,
         language=p.language,
         prompt_ref=p.prompt_ref,
     )
@@ -68,18 +68,18 @@ def register(inputs: Inputs, p: RegisterBatch) -> Decision:
 
 def _check_same_registration(state: BatchState, fresh: BatchState, p: RegisterBatch) -> None:
     same = (
-        state.user_id,
-        state.course_code,
-        state.expected_essay_count,
+        state.owner,
+        state.category,
+        state.expected_items,
         state.org_id,
-        state.class_id,
+        state.group_id,
     ) == (
-        fresh.user_id,
-        fresh.course_code,
-        fresh.expected_essay_count,
+        fresh.owner,
+        fresh.category,
+        fresh.expected_items,
         fresh.org_id,
-        fresh.class_id,
-    ) and (p.item_ids is None or state.essay_ids == fresh.essay_ids)
+        fresh.group_id,
+    ) and (p.item_ids is None or state.item_ids == fresh.item_ids)
     if not same:
         raise BatchConflictError(p.batch_id)
 
@@ -97,9 +97,9 @@ PROVISION_TRIGGERS = ("provision_guest", "provision_regular")
 
 
 def provision_trigger(state: BatchState, profile: Profile) -> str:
-    """The readiness path of ``state`` under ``profile``: content only for a guest batch, or
+    """The readiness path of ``state`` under ``profile``: content only for a batch without a group, or
     for every batch when the profile has no student matching; else content, then students."""
-    content_only = state.is_guest or profile.student_matching is None
+    content_only = not state.has_group or profile.student_matching is None
     return PROVISION_TRIGGERS[0] if content_only else PROVISION_TRIGGERS[1]
 
 
@@ -150,7 +150,7 @@ def _explicit_essay_ids(state: BatchState) -> frozenset[str] | None:
     """The essay ids the registration named, or ``None`` when it named none (the engine then
     derived slot ids ``derive_id(batch_id, "essay", i)``, and the content service's own ids
     are accepted: only their number is checked)."""
-    ids = state.essay_ids
+    ids = state.item_ids
     if not ids or ids[0] == derive_id(state.batch_id, "essay", "0"):
         return None
     return frozenset(ids)
@@ -161,15 +161,15 @@ def items_registered(ctx: BatchCtx) -> str | None:
     ``expected_essay_count``, each once, and only the registration's ``essay_ids`` when it
     named them. Raises :class:`ItemMismatchError` otherwise."""
     state = ctx.session.state
-    ids = [e.essay_id for e in ctx.items]
+    ids = [e.item_id for e in ctx.items]
     twice = duplicates(ids)
     if twice:
         raise ItemMismatchError("duplicate_items", batch_id=state.batch_id, ids=twice)
-    if len(ids) > state.expected_essay_count:
+    if len(ids) > state.expected_items:
         raise ItemMismatchError(
             "too_many_items",
             batch_id=state.batch_id,
-            detail=f"{len(ids)} essays named, {state.expected_essay_count} registered",
+            detail=f"{len(ids)} essays named, {state.expected_items} registered",
         )
     registered = _explicit_essay_ids(state)
     if registered is not None:
@@ -186,7 +186,7 @@ def announce_registration(ctx: BatchCtx) -> None:
 
 
 def keep_items(ctx: BatchCtx) -> None:
-    ctx.session.state = evolve(ctx.session.state, essays=ctx.items)
+    ctx.session.state = evolve(ctx.session.state, items=ctx.items)
 
 
 def request_matching(ctx: BatchCtx) -> None:
@@ -197,7 +197,7 @@ def request_matching(ctx: BatchCtx) -> None:
     state = session.state
     data = {
         "batch_id": state.batch_id,
-        "class_id": state.class_id,
-        "essays_to_process": [wire_ref(e) for e in state.essays],
+        "class_id": state.group_id,
+        "essays_to_process": [wire_ref(e) for e in state.items],
     }
     session.journal.emit_lazy(matching.topic, state.batch_id, matching.model, data)

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import attrs
 
-from pipeline_state.events import WireModel
 from pipeline_state.guards import Denial
 from pipeline_state.model import BatchState
 from pipeline_state.outbound import Outgoing
+from pipeline_state.wire import WireModel
 
 __all__ = ["CORRELATION_MISMATCH", "Decision", "Emit", "Journal", "Move"]
 

@@ -68,7 +68,7 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
             note = CORRELATION_MISMATCH
     outputs = p.processed
     failed = p.failed
-    changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_essay_ids": failed}
+    changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_item_ids": failed}
     if trigger == "fail":
         changes["error"] = "failed_critically"
     ctx = PhaseCtx(engine, p.phase, changes, note=note, outputs=outputs, failed=failed)
@@ -105,8 +105,8 @@ def expire(inputs: Inputs, p: ExpireOverdue) -> Decision:
             continue  # not overdue (held)
         if chosen.dest == PhaseStatus.FAILED:
             # No outcome came: every item the phase was given counts as failed.
-            failed = tuple(e.essay_id for e in phase.inputs)
-            ctx.changes = {"finished_at": now, "error": "timeout", "outputs": (), "failed_essay_ids": failed}
+            failed = tuple(e.item_id for e in phase.inputs)
+            ctx.changes = {"finished_at": now, "error": "timeout", "outputs": (), "failed_item_ids": failed}
             failed_any = True
         else:
             ctx.changes = {"resends": phase.resends + 1, "deadline_at": engine.deadline(phase)}
@@ -134,7 +134,7 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
             changes = {"finished_at": now, "outputs": phase.inputs if phase is not None else ()}
             trigger = "mark_succeeded"
         else:
-            changes = {"finished_at": now, "error": "reported_failed", "outputs": (), "failed_essay_ids": ()}
+            changes = {"finished_at": now, "error": "reported_failed", "outputs": (), "failed_item_ids": ()}
             trigger = "mark_failed"
         fired = engine.fire_phase(PhaseCtx(engine, p.phase_name, changes), trigger)
         if isinstance(fired, machines.Refused):
@@ -149,7 +149,7 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
     deps = [session.recorded().get(d) for d in sorted(step.depends_on, key=order.index)]
     # Each dependency's latest recorded outputs, merged as a run's fan-in merges them.
     recorded = [d for d in deps if d is not None]
-    outputs = session.state.essays if not deps else fan_in(recorded) if len(recorded) == len(deps) else ()
+    outputs = session.state.items if not deps else fan_in(recorded) if len(recorded) == len(deps) else ()
     run_id = derive_id(session.command.event_id, "run")
     manual = PhaseRun(
         p.phase_name,

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline_state.catalog import Plan
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
 from pipeline_state.lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
-from pipeline_state.model import EssayRef, PhaseRun, Run, evolve
+from pipeline_state.model import ItemRef, PhaseRun, Run, evolve
 from pipeline_state.outbound import Notice, RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
 
@@ -25,16 +25,16 @@ _PENDING = PhaseStatus.PENDING_DEPENDENCIES
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 
 
-def wire_ref(ref: EssayRef) -> dict[str, str | None]:
+def wire_ref(ref: ItemRef) -> dict[str, str | None]:
     """An item reference as the wire models validate it."""
-    return {"essay_id": ref.essay_id, "text_storage_id": ref.text_storage_id}
+    return {"essay_id": ref.item_id, "text_storage_id": ref.content_ref}
 
 
-def fan_in(outputs: Sequence[tuple[EssayRef, ...]]) -> tuple[EssayRef, ...]:
+def fan_in(outputs: Sequence[tuple[ItemRef, ...]]) -> tuple[ItemRef, ...]:
     """The merge of several dependencies' outputs (given in plan order): the items that
     succeeded in every one, with the refs of the last."""
-    survivors = set.intersection(*({e.essay_id for e in out} for out in outputs))
-    return tuple(e for e in outputs[-1] if e.essay_id in survivors)
+    survivors = set.intersection(*({e.item_id for e in out} for out in outputs))
+    return tuple(e for e in outputs[-1] if e.item_id in survivors)
 
 
 def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
@@ -113,7 +113,7 @@ class RunEngine:
         machines.require(machines.RUN.fire(ctx, self.run.status, trigger, apply_run), self.session.batch_id)
 
     # -- what a phase gets -----------------------------------------------------------------
-    def dependency_outputs(self, dep: str) -> tuple[EssayRef, ...] | None:
+    def dependency_outputs(self, dep: str) -> tuple[ItemRef, ...] | None:
         """Outputs of a dependency: from this run, else the recorded (pruned) execution.
         ``None`` while the dependency has not finished in this run."""
         phase = self.phases.get(dep)
@@ -123,15 +123,15 @@ class RunEngine:
             return phase.outputs
         return None if not phase.is_terminal else ()
 
-    def inputs_for(self, phase: PhaseRun) -> tuple[EssayRef, ...] | None:
+    def inputs_for(self, phase: PhaseRun) -> tuple[ItemRef, ...] | None:
         depends_on = phase.depends_on
         if not depends_on:
-            return self.session.state.essays
+            return self.session.state.items
         if len(depends_on) == 1:
             return self.dependency_outputs(depends_on[0])
         order = {name: i for i, name in enumerate(self.plan_order())}
         deps = sorted(phase.depends_on, key=lambda d: order.get(d, -1))
-        outputs: list[tuple[EssayRef, ...]] = []
+        outputs: list[tuple[ItemRef, ...]] = []
         for dep in deps:
             out = self.dependency_outputs(dep)
             if out is None:
@@ -146,7 +146,7 @@ class RunEngine:
         seconds = phase.deadline_seconds
         return self.session.now + timedelta(seconds=seconds) if seconds else None
 
-    def phase_command(self, spec: CommandSpec, inputs: tuple[EssayRef, ...]) -> dict[str, Any] | None:
+    def phase_command(self, spec: CommandSpec, inputs: tuple[ItemRef, ...]) -> dict[str, Any] | None:
         """The field values of the command that starts a phase over ``inputs``; ``None``
         when it would exceed the profile's ``max_command_bytes`` (measured, by building it,
         only when the item count allows it)."""
@@ -155,8 +155,8 @@ class RunEngine:
             "batch_id": state.batch_id,
             "essays_to_process": [wire_ref(e) for e in inputs],
             "language": state.language,
-            "course_code": state.course_code,
-            "class_id": state.class_id,
+            "course_code": state.category,
+            "class_id": state.group_id,
         }
         profile = self.session.profile
         if len(inputs) > profile.measure_above_items:
@@ -265,9 +265,9 @@ def items_sent(ctx: PhaseCtx) -> str | None:
     """An outcome may only name items sent to its phase, each once, none both processed and
     failed; so a phase's figures never exceed its inputs. Raises :class:`ItemMismatchError`."""
     phase = ctx.engine.phases[ctx.name]
-    processed = [e.essay_id for e in ctx.outputs]
+    processed = [e.item_id for e in ctx.outputs]
     failed = ctx.failed
-    sent = {e.essay_id for e in phase.inputs}
+    sent = {e.item_id for e in phase.inputs}
     named = {*processed, *failed}
     if len(named) == len(processed) + len(failed) and named <= sent:
         return None  # each named once, none twice or both, all sent: the usual case
@@ -327,12 +327,12 @@ def send_command(ctx: PhaseCtx) -> None:
     engine = ctx.engine
     session = engine.session
     if ctx.payload is None:
-        failed = tuple(e.essay_id for e in ctx.inputs or ())
+        failed = tuple(e.item_id for e in ctx.inputs or ())
         changes = {
             "finished_at": session.now,
             "error": "command_too_large",
             "outputs": (),
-            "failed_essay_ids": failed,
+            "failed_item_ids": failed,
         }
         engine.must_fire(PhaseCtx(engine, ctx.name, changes), "abort")
         return

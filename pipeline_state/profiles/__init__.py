@@ -1,5 +1,6 @@
-"""Profiles: the shipped ones (:mod:`.huleedu`) and :func:`load_profile`, which finds one
-named on a command line (``pipeline-state demo --profile``, ``pipeline-state serve
+"""Profiles: the shipped ones (:mod:`.huleedu`), :func:`default_profile`, the one used
+wherever none is given (runtime, ``serve``, demo, docs), and :func:`load_profile`, which finds
+one named on a command line (``pipeline-state demo --profile``, ``pipeline-state serve
 --profile``)."""
 
 from __future__ import annotations
@@ -15,7 +16,25 @@ from pipeline_state.errors import DefinitionError
 if TYPE_CHECKING:
     from pipeline_state.profile import Profile
 
-__all__ = ["load_profile"]
+__all__ = ["DEFAULT_PROFILE", "default_profile", "load_profile", "run_default_demo"]
+
+DEFAULT_PROFILE = "pipeline_state.profiles.huleedu:huleedu_profile"
+"""The profile used wherever none is given, as :func:`load_profile` reads it."""
+
+
+def default_profile() -> Profile:
+    """A new instance of the default profile (:data:`DEFAULT_PROFILE`) with its defaults."""
+    from .huleedu.profile import huleedu_profile
+
+    return huleedu_profile()
+
+
+def run_default_demo(*, seed: int = 7, batches: int = 2, plain: bool = False) -> int:
+    """Play the default profile's own demo story (``pipeline-state demo``) and print it;
+    returns its exit code (0 when every expectation held)."""
+    from .huleedu.demo import run_demo
+
+    return run_demo(seed=seed, batches=batches, plain=plain)
 
 
 def load_profile(spec: str) -> Profile:

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline_state.events import Topic
 from pipeline_state.inputs import (
     ContentReady,
     EngineInput,
@@ -33,8 +32,10 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
-from pipeline_state.profile import HULEEDU_PHASE_COMMANDS, Profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
 
 __all__ = ["Envelopes", "essay_refs"]
 

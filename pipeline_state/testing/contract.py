@@ -35,7 +35,7 @@ import pytest
 from pipeline_state.clock import ManualClock
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
 from pipeline_state.ports import (
     BatchingStore,
     Change,
@@ -47,7 +47,8 @@ from pipeline_state.ports import (
     TransitionRecord,
     WaitingFact,
 )
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import PipelineService
 
 from .builders import Envelopes
@@ -77,18 +78,18 @@ def make_state(
     user_id: str = "teacher-1",
 ) -> BatchState:
     """A registered batch with two essays and no run."""
-    essays = (EssayRef(f"{batch_id}-e0", f"{batch_id}-e0-text"), EssayRef(f"{batch_id}-e1", None))
+    essays = (ItemRef(f"{batch_id}-e0", f"{batch_id}-e0-text"), ItemRef(f"{batch_id}-e1", None))
     return BatchState(
         batch_id=batch_id,
         status=status,
         version=version,
-        user_id=user_id,
-        course_code="ENG5",
-        expected_essay_count=2,
-        essay_ids=tuple(e.essay_id for e in essays),
+        owner=user_id,
+        category="ENG5",
+        expected_items=2,
+        item_ids=tuple(e.item_id for e in essays),
         created_at=T0,
         updated_at=T0,
-        essays=essays,
+        items=essays,
     )
 
 
@@ -101,9 +102,9 @@ def _phase(name: str, status: PhaseStatus, *, deadline_at: datetime | None = Non
         dispatched_at=T0,
         deadline_at=deadline_at,
         finished_at=None if status in (PhaseStatus.DISPATCH_INITIATED,) else T0,
-        inputs=(EssayRef("e0", "t0"),),
-        outputs=(EssayRef("e0", "t0-out"),) if status is PhaseStatus.COMPLETED_SUCCESSFULLY else (),
-        failed_essay_ids=("e1",) if status is PhaseStatus.FAILED else (),
+        inputs=(ItemRef("e0", "t0"),),
+        outputs=(ItemRef("e0", "t0-out"),) if status is PhaseStatus.COMPLETED_SUCCESSFULLY else (),
+        failed_item_ids=("e1",) if status is PhaseStatus.FAILED else (),
         error="timeout" if status is PhaseStatus.FAILED else None,
     )
 
@@ -115,7 +116,7 @@ def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState
         run_id=f"{state.batch_id}-run-0",
         pipeline_name="nlp",
         correlation_id="corr-0",
-        requested_by=state.user_id,
+        requested_by=state.owner,
         accepted_at=T0,
         final_step="nlp",
         phases=(_phase("spellcheck", PhaseStatus.COMPLETED_SUCCESSFULLY), _phase("nlp", PhaseStatus.FAILED)),
@@ -127,7 +128,7 @@ def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState
         run_id=f"{state.batch_id}-run-1",
         pipeline_name="cj_assessment",
         correlation_id="corr-1",
-        requested_by=state.user_id,
+        requested_by=state.owner,
         accepted_at=T0 + timedelta(seconds=6),
         final_step="cj_assessment",
         phases=(

@@ -72,12 +72,13 @@ from pipeline_state.clock import ManualClock
 from pipeline_state.commands import CancelRun, Command, RetryPhase
 from pipeline_state.decide import decide
 from pipeline_state.errors import BatchNotFoundError, PipelineStateError
-from pipeline_state.events import TOPICS, ClientBatchPipelineRequestV1, EventEnvelope, Topic, WireModel
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import TOPICS, ClientBatchPipelineRequestV1, Topic
 from pipeline_state.runtime import InMemoryRuntime
 from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
 from pipeline_state.snapshot import snapshot
+from pipeline_state.wire import EventEnvelope, WireModel
 
 from .builders import Envelopes
 from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep

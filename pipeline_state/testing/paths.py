@@ -66,7 +66,6 @@ from pipeline_state.commands import (
 )
 from pipeline_state.decide import Decision, Move, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH, MAX_ITEM_ID_LENGTH
 from pipeline_state.inbound import Inbound
 from pipeline_state.inputs import (
     ContentReady,
@@ -82,8 +81,10 @@ from pipeline_state.inputs import (
 from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
 from pipeline_state.model import BatchState, ItemRef, completed_outputs
 from pipeline_state.outbound import RunSummary
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound, huleedu_profile
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state.wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
 
 __all__ = [
     "BATCH_ID",
@@ -232,10 +233,10 @@ def abstract_key(state: BatchState | None) -> StateKey:
     recorded = tuple(sorted((name, len(out)) for name, out in completed_outputs(state.history).items()))
     return StateKey(
         state.status.value,
-        state.is_guest if state.status in _READINESS_PATH else False,
+        (not state.has_group) if state.status in _READINESS_PATH else False,
         state.prompt_ref is not None,
-        len(state.essay_ids),
-        len(state.essays),
+        len(state.item_ids),
+        len(state.items),
         run_key,
         recorded,
         bool(state.history),
@@ -449,7 +450,7 @@ def _carried(inbound: Inbound, value: EngineInput) -> tuple[str, EngineInput] | 
 def _split(status: str, inputs: Sequence[ItemRef]) -> tuple[list[str], list[str]]:
     """Processed and failed essays of an outcome: all, the first half (rounded down: one
     essay in, none out), or none."""
-    ids = [e.essay_id for e in inputs]
+    ids = [e.item_id for e in inputs]
     if status == "completed_successfully":
         return ids, []
     if status == "completed_with_failures":
@@ -484,14 +485,14 @@ def inputs_for(
     arrive("register_regular", _registration(batch_id, _ESSAYS, guest=False))
     if state is None:
         too_many = profile.max_items_per_batch + 1
-        if too_many <= MAX_ESSAYS_PER_BATCH:  # beyond it, the wire model itself refuses
+        if too_many <= MAX_ITEMS_PER_BATCH:  # beyond it, the wire model itself refuses
             arrive("register_too_many", _registration(batch_id, too_many, guest=True))
         legacy = None if intake_profile is None else _legacy_count(profile, intake_profile)
         if legacy is not None:
             ids = _essay_ids(batch_id, legacy, long=True)
             legacy_registration = _registration(batch_id, legacy, guest=True, ids=ids)
             arrive("register_legacy", legacy_registration, profile=intake_profile)
-    essays = list(state.essay_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
+    essays = list(state.item_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
     arrive("provision", ContentReady(batch_id, _refs(essays, "text")))
     arrive("provision_empty", ContentReady(batch_id, ()))
     arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-essay"], "text")))

@@ -42,7 +42,8 @@ from pipeline_state.decide import decide
 from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.runtime import InMemoryRuntime
 
 from .builders import Delivery, Envelopes
@@ -172,7 +173,7 @@ class ProfileMachine(RuleBasedStateMachine):
     def _unblocked(self, state: BatchState) -> None:
         profile = self.rt.service.profile
         pipeline = profile.catalog.names[0]
-        request = RequestPipeline(state.batch_id, pipeline, state.user_id, prompt={"prompt_ref": "p"})
+        request = RequestPipeline(state.batch_id, pipeline, state.owner, prompt={"prompt_ref": "p"})
         now = self.rt.clock.now()
         decision = decide(state, Command(request, "probe", "probe"), profile=profile, now=now)
         assert decision.denial is None, f"{state.batch_id} is ready but refuses a request: {decision.denial}"

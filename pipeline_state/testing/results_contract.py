@@ -4,7 +4,7 @@ Subclass :class:`ResultsStoreContract` in a test module (name the subclass ``Tes
 override the ``store`` fixture with a factory for a fresh, empty store of your backend::
 
     import pytest
-    from pipeline_state.results import InMemoryResultsStore
+    from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
     from pipeline_state.testing.results_contract import ResultsStoreContract
 
     class TestInMemoryResultsStore(ResultsStoreContract):
@@ -12,7 +12,7 @@ override the ``store`` fixture with a factory for a fresh, empty store of your b
         async def store(self):
             return InMemoryResultsStore()
 
-The tests pin what :class:`~pipeline_state.results.ports.ResultsStore` documents: read models
+The tests pin what :class:`~pipeline_state.profiles.huleedu.results.ports.ResultsStore` documents: read models
 round-trip with their version, compare-and-set on the version (checked even when there is
 nothing to write), inbox deduplication and per-type purging, all-or-nothing commits, class
 deltas added up into class summaries, listings by teacher and class, and the outbox rules a
@@ -30,7 +30,7 @@ import pytest
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry, Outbox, OutboxMessage, OutboxRow
-from pipeline_state.results.model import (
+from pipeline_state.profiles.huleedu.results.model import (
     BatchResults,
     ClassDelta,
     ClassResults,
@@ -39,7 +39,7 @@ from pipeline_state.results.model import (
     PhaseResultView,
     RunCompletion,
 )
-from pipeline_state.results.ports import ResultsChange, ResultsStore
+from pipeline_state.profiles.huleedu.results.ports import ResultsChange, ResultsStore
 
 __all__ = ["T0", "ContractResultsStore", "ResultsStoreContract", "sample_batch"]
 

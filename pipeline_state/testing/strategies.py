@@ -4,7 +4,7 @@ Three families:
 
 * **Payloads and envelopes.** ``registration_data``, ``provisioning_data``, ...,
   ``outcome_data`` draw valid ``data`` dicts for each inbound topic; :func:`envelopes` wraps
-  one in a valid :class:`~pipeline_state.events.EventEnvelope` dict; :func:`inbound_messages`
+  one in a valid :class:`~pipeline_state.wire.EventEnvelope` dict; :func:`inbound_messages`
   draws a ``(topic, envelope)`` pair for any inbound topic.
 * **Catalogs and profiles.** :func:`catalog_data` draws the dict format of a random valid
   catalog (a DAG of phases, pipelines closed under ``depends_on``, optional deadlines);
@@ -39,7 +39,11 @@ from pipeline_state.commands import (
 )
 from pipeline_state.decide import Decision, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import (
+from pipeline_state.guards import PromptGuard
+from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.model import BatchState
+from pipeline_state.profile import CommandSpec, Profile
+from pipeline_state.profiles.huleedu.events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
     BatchRegistrationRequestV1,
@@ -50,12 +54,9 @@ from pipeline_state.events import (
     StudentAssociationsConfirmedV1,
     StudentMatchingInitiateCommandV1,
     Topic,
-    WireModel,
 )
-from pipeline_state.guards import PromptGuard
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
-from pipeline_state.profile import HULEEDU_PHASE_COMMANDS, CommandSpec, Profile
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.wire import WireModel
 
 __all__ = [
     "HULEEDU_DEADLINE_CATALOG",
@@ -419,7 +420,7 @@ def profile_for(
 
     ``topics`` (phase name: command topic) puts each phase's command on the topic given
     instead (the model stays: the HuleEdu one for a HuleEdu phase name,
-    :class:`~pipeline_state.events.PhaseInitiateCommand` otherwise). It must name every
+    :class:`~pipeline_state.profiles.huleedu.events.PhaseInitiateCommand` otherwise). It must name every
     phase of the catalog and no other (``ValueError`` otherwise); the profile then checks
     the topics as any profile's (:class:`~pipeline_state.errors.DefinitionError` for two
     phases on one topic, or a topic the engine reads or writes itself)."""
@@ -548,7 +549,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
     if state is None:
         data = draw(registration_data(batch_id, max_essays=4))
         return _command(draw, _wire(BatchRegistrationRequestV1, data))
-    essay_ids = list(state.essay_ids)
+    essay_ids = list(state.item_ids)
     choice = draw(st.sampled_from(_weighted_choices(state)))
     if choice == "rare":
         # Terminal or conflicting inputs: rare, so that most traces get to run pipelines.
@@ -558,7 +559,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
     if choice == "provision":
         payload = _wire(BatchContentProvisioningCompletedV1, draw(provisioning_data(batch_id, essay_ids)))
     elif choice == "associations":
-        data = draw(associations_data(batch_id, state.class_id or "class-x", essay_ids))
+        data = draw(associations_data(batch_id, state.group_id or "class-x", essay_ids))
         payload = _wire(StudentAssociationsConfirmedV1, data)
     elif choice == "essays_ready":
         payload = _wire(BatchEssaysReady, draw(essays_ready_data(batch_id, essay_ids)))
@@ -576,7 +577,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
         assert run is not None
         candidates = [p for p in run.phases if p.is_active] if choice == "outcome" else list(run.phases)
         target = draw(st.sampled_from(candidates or list(run.phases)))
-        ids = [e.essay_id for e in target.inputs] or essay_ids
+        ids = [e.item_id for e in target.inputs] or essay_ids
         data = draw(outcome_data(batch_id, target.name, run.correlation_id, ids))
         payload = _wire(ELSBatchPhaseOutcomeV1, data)
     elif choice == "outcome_stale":

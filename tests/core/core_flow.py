@@ -17,7 +17,8 @@ from typing import Any
 
 import attrs
 
-from pipeline_state import BatchState, InMemoryRuntime, Topic
+from pipeline_state import BatchState, InMemoryRuntime
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 __all__ = ["Flow", "Message", "Started", "datas", "load_example", "new_id", "one", "refs", "topics"]

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, Message, one, topics
 
-from pipeline_state import (
-    InMemoryCreditLedger,
-    InMemoryRuntime,
-    Profile,
-    RateLimitGuard,
-    Topic,
-    huleedu_profile,
-)
+from pipeline_state import InMemoryCreditLedger, InMemoryRuntime, Profile, RateLimitGuard
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 DENIED = Topic.PIPELINE_DENIED.value

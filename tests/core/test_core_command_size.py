@@ -10,17 +10,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_state import Command, DefinitionError, PipelineService, decide, parse_message
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH, MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, Topic
+from pipeline_state import Command, DefinitionError, PipelineService, decide
 from pipeline_state.memory import InMemoryStore, ManualClock
-from pipeline_state.model import EssayRef, evolve
-from pipeline_state.profile import (
-    COMMAND_OVERHEAD_BYTES,
-    DEFAULT_MAX_COMMAND_BYTES,
-    command_size_bound,
-    huleedu_profile,
-)
+from pipeline_state.model import ItemRef, evolve
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
+from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic, parse_message
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
 
 KAFKA_DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -101,8 +98,8 @@ def test_a_command_too_large_fails_its_phase_and_the_run_completes() -> None:
     state, _ = _fold(profile, [env.register("b1", essays=2), env.provisioned("b1", env.essay_ids("b1", 2))])
     assert state is not None
     # A state stored before the bounds existed: 30,000 essays.
-    legacy = tuple(EssayRef(f"essay-{i:05d}", f"text-{i:05d}") for i in range(30_000))
-    state = evolve(state, essays=legacy, expected_essay_count=30_000)
+    legacy = tuple(ItemRef(f"essay-{i:05d}", f"text-{i:05d}") for i in range(30_000))
+    state = evolve(state, items=legacy, expected_items=30_000)
     topic, value = env.request("b1", "nlp", prompt_payload={"prompt_ref": "p"})
     envelope, payload = parse_message(topic, value)
 
@@ -123,7 +120,7 @@ def test_a_command_too_large_fails_its_phase_and_the_run_completes() -> None:
     spell = run.phase("spellcheck")
     assert spell is not None
     assert (spell.status.value, spell.error) == ("failed", "command_too_large")
-    assert len(spell.failed_essay_ids) == 30_000
+    assert len(spell.failed_item_ids) == 30_000
     assert run.phase_statuses["nlp"] == "skipped_due_to_dependency_failure"
     completed = next(e.payload for e in decision.emits if e.topic == Topic.PIPELINE_COMPLETED.value)
     assert completed.failed_essay_count == 30_000  # type: ignore[attr-defined]
@@ -134,8 +131,8 @@ def test_a_large_but_fitting_legacy_command_is_measured_and_sent() -> None:
     profile = huleedu_profile()
     state, _ = _fold(profile, [env.register("b1", essays=2), env.provisioned("b1", env.essay_ids("b1", 2))])
     assert state is not None
-    legacy = tuple(EssayRef(f"e{i}", None) for i in range(profile.measure_above_items + 1))
-    state = evolve(state, essays=legacy)
+    legacy = tuple(ItemRef(f"e{i}", None) for i in range(profile.measure_above_items + 1))
+    state = evolve(state, items=legacy)
     topic, value = env.request("b1", "nlp", prompt_payload={"prompt_ref": "p"})
     envelope, payload = parse_message(topic, value)
 

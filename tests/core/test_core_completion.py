@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from core_flow import Flow, datas, one, topics
 
-from pipeline_state import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value
 NOTIFY = Topic.TEACHER_NOTIFICATION.value

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from core_flow import Flow, one, topics
 
-from pipeline_state import Catalog, InMemoryRuntime, Topic, huleedu_profile
+from pipeline_state import Catalog, InMemoryRuntime
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 CATALOG = Catalog.from_dict(

@@ -8,16 +8,9 @@ from typing import Any
 import pytest
 from core_flow import new_id
 
-from pipeline_state import (
-    BatchNotFoundError,
-    BatchState,
-    Command,
-    Decision,
-    Topic,
-    decide,
-    huleedu_profile,
-    parse_message,
-)
+from pipeline_state import BatchNotFoundError, BatchState, Command, Decision, decide
+from pipeline_state.profiles.huleedu.events import Topic, parse_message
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 PROFILE = huleedu_profile()

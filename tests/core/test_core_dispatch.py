@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from core_flow import Flow, Message, datas, new_id, one, refs, topics
 
-from pipeline_state import InMemoryRuntime, RetryPhase, Topic, huleedu_profile
+from pipeline_state import InMemoryRuntime, RetryPhase
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 SPELL = Topic.SPELLCHECK.value

@@ -21,8 +21,8 @@ from pipeline_state import (
     PipelineService,
     PipelineStateError,
     StoreUnavailableError,
-    Topic,
 )
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.testing import Envelopes
 

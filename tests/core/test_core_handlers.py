@@ -12,7 +12,9 @@ from pipeline_state import commands
 from pipeline_state.commands import CancelRun, Command, ExpireOverdue, RetryPhase
 from pipeline_state.decide import HANDLERS, HandlerRegistry, decide
 from pipeline_state.errors import CorruptStateError, IllegalTransitionError
-from pipeline_state.events import (
+from pipeline_state.lifecycle import BatchStatus, PhaseStatus
+from pipeline_state.model import BatchState, evolve
+from pipeline_state.profiles.huleedu.events import (
     INBOUND_TOPICS,
     TOPICS,
     BatchRegistrationRequestV1,
@@ -20,9 +22,7 @@ from pipeline_state.events import (
     ELSBatchPhaseOutcomeV1,
     parse_payload,
 )
-from pipeline_state.lifecycle import BatchStatus, PhaseStatus
-from pipeline_state.model import BatchState, evolve
-from pipeline_state.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing.builders import Envelopes
 
 OPERATOR_COMMANDS = (

@@ -12,7 +12,6 @@ from pipeline_state import InMemoryRuntime, Profile
 from pipeline_state.commands import Command
 from pipeline_state.decide import decide
 from pipeline_state.errors import DefinitionError, InvalidMessageError, UnknownTopicError
-from pipeline_state.events import INBOUND_TOPICS, PhaseInitiateCommand, WireModel
 from pipeline_state.inbound import Inbound, InboundTopic
 from pipeline_state.inputs import (
     ContentReady,
@@ -24,9 +23,12 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
-from pipeline_state.profile import CommandSpec, huleedu_profile
+from pipeline_state.profile import CommandSpec
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import WireModel
 
 EXAMPLE_MODULE = load_example("custom_catalog")
 MEDIA: Profile = EXAMPLE_MODULE.MEDIA
@@ -174,4 +176,4 @@ def test_decide_reads_a_wire_payload_of_the_profile_as_its_input() -> None:
     via_input = decide(None, Command(payload, "e1", "c1"), profile=MEDIA, now=now)
     assert via_wire.state == via_input.state
     assert via_wire.state is not None
-    assert via_wire.state.essay_ids == ("s1-e0", "s1-e1")
+    assert via_wire.state.item_ids == ("s1-e0", "s1-e1")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, new_id, one, refs
 
-from pipeline_state import BadCommandError, InvalidMessageError, Topic, parse_message
+from pipeline_state import BadCommandError, InvalidMessageError
 from pipeline_state.errors import ItemMismatchError
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH
+from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic, parse_message
 
 
 async def _register_without_ids(flow: Flow, batch_id: str, essays: int) -> None:
@@ -78,7 +78,7 @@ async def test_without_explicit_ids_the_content_services_ids_are_accepted(flow: 
     await flow.rt.deliver(*flow.env.provisioned("b1", ["content-1", "content-2"]))
 
     state = await flow.state("b1")
-    assert [e.essay_id for e in state.essays] == ["content-1", "content-2"]
+    assert [e.item_id for e in state.items] == ["content-1", "content-2"]
 
 
 async def test_provisioning_unregistered_ids_is_refused(flow: Flow) -> None:
@@ -191,7 +191,8 @@ async def test_a_duplicate_outcome_for_a_finished_phase_is_still_ignored(flow: F
 
 
 async def test_registration_above_the_profiles_item_limit_is_refused() -> None:
-    from pipeline_state import InMemoryRuntime, huleedu_profile
+    from pipeline_state import InMemoryRuntime
+    from pipeline_state.profiles.huleedu.profile import huleedu_profile
     from pipeline_state.testing import Envelopes
 
     flow = Flow(InMemoryRuntime(huleedu_profile(max_items_per_batch=2)), Envelopes())

@@ -11,19 +11,16 @@ from core_flow import Flow, datas, one
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from pipeline_state import (
-    HULEEDU_CATALOG,
-    Catalog,
-    CommandSpec,
-    DefinitionError,
-    InMemoryRuntime,
-    Profile,
+from pipeline_state import Catalog, CommandSpec, DefinitionError, InMemoryRuntime, Profile
+from pipeline_state.errors import InvalidMessageError, ItemMismatchError
+from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
+from pipeline_state.profiles.huleedu.events import (
+    ELSBatchPhaseOutcomeV1,
+    PhaseInitiateCommand,
     Topic,
     parse_message,
 )
-from pipeline_state.errors import InvalidMessageError, ItemMismatchError
-from pipeline_state.events import ELSBatchPhaseOutcomeV1, PhaseInitiateCommand
-from pipeline_state.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.harness import PipelineMachine
 from pipeline_state.testing.strategies import ProfileSpec, profile_for
@@ -86,7 +83,7 @@ async def test_explicit_item_ids_are_the_batch_items() -> None:
     with pytest.raises(ItemMismatchError, match="unregistered_items"):
         await flow.rt.deliver(*flow.env.provisioned("b1", ["b1-e0", "b1-e1"]))
     await flow.rt.deliver(*flow.env.provisioned("b1", ids))
-    assert [e.essay_id for e in (await flow.state("b1")).essays] == ids
+    assert [e.item_id for e in (await flow.state("b1")).items] == ids
 
 
 # --- Envelopes: any profile's phases ---------------------------------------------------------

@@ -12,8 +12,8 @@ from pipeline_state import (
     IllegalTransitionError,
     RecordPhaseCompletion,
     RetryPhase,
-    Topic,
 )
+from pipeline_state.profiles.huleedu.events import Topic
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value
 DENIED = Topic.PIPELINE_DENIED.value
@@ -191,5 +191,5 @@ async def test_a_recorded_completion_takes_the_items_every_dependency_completed(
     recorded = (await flow.state("b1")).history[-1]
     assert recorded.pipeline_name == "manual:ai_feedback"
     (phase,) = recorded.phases
-    assert [e.essay_id for e in phase.outputs] == ids[:1]
-    assert [e.essay_id for e in phase.inputs] == ids[:1]
+    assert [e.item_id for e in phase.outputs] == ids[:1]
+    assert [e.item_id for e in phase.inputs] == ids[:1]

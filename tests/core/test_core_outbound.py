@@ -10,8 +10,8 @@ from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile
 from pipeline_state.errors import DefinitionError
-from pipeline_state.profile import huleedu_profile
 from pipeline_state.profiles.huleedu import HULEEDU_OUTBOUND
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 
 

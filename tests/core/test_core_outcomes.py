@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, datas, one, topics
 
-from pipeline_state import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 SKIPPED = Topic.PHASE_SKIPPED.value
 COMPLETED = Topic.PIPELINE_COMPLETED.value
@@ -40,9 +40,9 @@ async def test_outcome_status_maps_and_real_counts_are_recorded(
     spell = run.phase("spellcheck")
     assert spell is not None
     assert spell.status.value == phase_status
-    assert [e.essay_id for e in spell.outputs] == ids[:processed]
-    assert spell.failed_essay_ids == tuple(ids[processed:])
-    assert len(spell.failed_essay_ids) == failed
+    assert [e.item_id for e in spell.outputs] == ids[:processed]
+    assert spell.failed_item_ids == tuple(ids[processed:])
+    assert len(spell.failed_item_ids) == failed
     assert spell.duration_seconds == 7.0
 
 

@@ -16,27 +16,19 @@ from core_flow import Flow, datas, load_example, topics
 from hypothesis import given, settings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from pipeline_state import (
-    HULEEDU_CATALOG,
-    Catalog,
-    CommandSpec,
-    DefinitionError,
-    InMemoryRuntime,
-    Profile,
-    PromptGuard,
-    Topic,
-    huleedu_profile,
-)
-from pipeline_state.events import INBOUND_TOPICS, PhaseInitiateCommand, WireModel
+from pipeline_state import Catalog, CommandSpec, DefinitionError, InMemoryRuntime, Profile, PromptGuard
 from pipeline_state.profile import (
     ENGINE_EVENT_TOPICS,
-    HULEEDU_PHASE_COMMANDS,
     MATCHING_COMMAND_FIELDS,
     PHASE_COMMAND_FIELDS,
     check_profile,
 )
+from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, huleedu_profile
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.strategies import catalogs, profile_for
+from pipeline_state.wire import WireModel
 
 CATALOG = Catalog.from_dict(
     {"pipelines": {"p": {"steps": [{"name": "extract"}, {"name": "score", "depends_on": ["extract"]}]}}}
@@ -457,7 +449,7 @@ async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on
     assert Topic.STUDENT_MATCHING.value not in topics(out)
     state = await flow.state("b1")
     assert state.status.value == "ready_for_pipeline_execution", state.status
-    assert state.class_id == "class-7"
+    assert state.group_id == "class-7"
     started = await flow.start("b1", "nlp")
     [command] = datas(started.out, Topic.SPELLCHECK.value)
     assert [e["essay_id"] for e in command["essays_to_process"]] == ["b1-e0", "b1-e1"]
@@ -490,7 +482,8 @@ async def test_a_class_batch_under_a_profile_with_matching_still_waits_for_its_s
 
 
 def test_the_service_refuses_a_catalog_where_a_profile_belongs() -> None:
-    from pipeline_state import HULEEDU_CATALOG, InMemoryStore, PipelineService
+    from pipeline_state import InMemoryStore, PipelineService
+    from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 
     with pytest.raises(DefinitionError, match="Catalog"):
         PipelineService(InMemoryStore(), profile=HULEEDU_CATALOG)  # type: ignore[arg-type]

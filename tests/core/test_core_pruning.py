@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, datas, one, refs, topics
 
-from pipeline_state import CancelRun, Topic
+from pipeline_state import CancelRun
+from pipeline_state.profiles.huleedu.events import Topic
 
 SPELL = Topic.SPELLCHECK.value
 NLP = Topic.NLP.value

@@ -15,15 +15,15 @@ CURATED = {
     "BATCH_LIFECYCLE", "PHASE_LIFECYCLE", "RUN_LIFECYCLE", "BatchStatus", "Lifecycle", "PhaseStatus",
     "PipelineExecutionStatus", "RunStatus", "SharedMachine", "Transition", "define_lifecycle",
     # catalog and profile
-    "HULEEDU_CATALOG", "Catalog", "Pipeline", "Plan", "Step", "CommandSpec", "Profile", "huleedu_profile",
+    "Catalog", "Pipeline", "Plan", "Step", "CommandSpec", "Profile", "default_profile", "load_profile",
     # commands, decisions and state
     "ArchiveBatch", "CancelBatch", "CancelRun", "Command", "ExpireOverdue", "RecordPhaseCompletion",
-    "RetryPhase", "Decision", "Emit", "Move", "decide", "BatchState", "EssayRef", "PhaseRun", "Run",
+    "RetryPhase", "Decision", "Emit", "Move", "decide", "BatchState", "ItemRef", "PhaseRun", "Run",
     # guards
     "AdmissionGuard", "AdmissionRequest", "CreditLedger", "CreditsGuard", "Denial", "InMemoryCreditLedger",
     "PromptGuard", "RateLimitGuard",
-    # wire contract
-    "TOPICS", "EventEnvelope", "Topic", "parse_message",
+    # the generic wire (a profile's topics and models live with the profile)
+    "EventEnvelope", "TopicSpec", "WireModel",
     # ports, adapters in memory, service, relay, runtime
     "Change", "Clock", "InboxEntry", "Outbox", "OutboxMessage", "OutboxRow", "Publisher", "Store",
     "TransitionRecord", "BatchingStore", "InboundMessage", "InMemoryBus", "InMemoryStore",

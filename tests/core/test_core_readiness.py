@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from core_flow import Flow, one, topics
 
-from pipeline_state import BatchConflictError, InMemoryRuntime, Topic
+from pipeline_state import BatchConflictError, InMemoryRuntime
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 REGISTERED = Topic.ESSAYS_REGISTERED.value
@@ -84,7 +85,7 @@ async def test_guest_batch_becomes_ready_on_provisioning(flow: Flow, env: Envelo
     assert out == []
     state = await flow.state("b1")
     assert state.status.value == "ready_for_pipeline_execution"
-    assert [e.essay_id for e in state.essays] == ["b1-e0", "b1-e1"]
+    assert [e.item_id for e in state.items] == ["b1-e0", "b1-e1"]
 
 
 async def test_regular_batch_goes_through_student_validation(flow: Flow, env: Envelopes) -> None:

@@ -17,8 +17,8 @@ from pipeline_state import (
     InvalidMessageError,
     PipelineService,
     StoreUnavailableError,
-    Topic,
 )
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 

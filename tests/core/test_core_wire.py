@@ -12,16 +12,19 @@ import pytest
 from core_flow import Flow, Message, new_id
 
 from pipeline_state import (
-    TOPICS,
     EventEnvelope,
     InMemoryRuntime,
     InvalidMessageError,
     PipelineStateError,
-    Topic,
     UnknownTopicError,
+)
+from pipeline_state.profiles.huleedu.events import (
+    TOPICS,
+    BatchRegistrationRequestV1,
+    ELSBatchPhaseOutcomeV1,
+    Topic,
     parse_message,
 )
-from pipeline_state.events import BatchRegistrationRequestV1, ELSBatchPhaseOutcomeV1
 from pipeline_state.testing import Envelopes
 
 REGISTER = Topic.BATCH_REGISTER.value

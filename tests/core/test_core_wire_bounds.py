@@ -10,17 +10,15 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import InvalidMessageError, parse_message
-from pipeline_state.events import (
+from pipeline_state import InvalidMessageError
+from pipeline_state.profiles.huleedu.events import (
     MAX_ESSAYS_PER_BATCH,
-    MAX_FREE_TEXT_LENGTH,
-    MAX_ID_LENGTH,
-    MAX_ITEM_ID_LENGTH,
     MAX_PROMPT_PAYLOAD_BYTES,
-    MAX_SHORT_TEXT_LENGTH,
     Topic,
+    parse_message,
 )
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import MAX_FREE_TEXT_LENGTH, MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_SHORT_TEXT_LENGTH
 
 ENV = Envelopes()
 CORR = "0b0e5a53-6c51-4a8c-9a0e-2f0f3c1d7e11"

@@ -113,7 +113,7 @@ def test_demo_plays_any_profile_named_by_file(capsys: pytest.CaptureFixture[str]
 
 
 def test_demo_plays_a_profile_factory_named_by_module(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["demo", "--profile", "pipeline_state.profile:huleedu_profile", "--batches", "1"])
+    code = main(["demo", "--profile", "pipeline_state.profiles.huleedu:huleedu_profile", "--batches", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "demo-1  comprehensive" in out
@@ -125,7 +125,7 @@ def test_demo_plays_a_profile_factory_named_by_module(capsys: pytest.CaptureFixt
         ("no-colon", "expected FILE.py:NAME or MODULE:NAME"),
         ("no_such_module_xyz:P", "cannot import no_such_module_xyz"),
         ("pipeline_state.profile:NOPE", "has no NOPE"),
-        ("pipeline_state.catalog:HULEEDU_CATALOG", "got Catalog"),
+        ("pipeline_state.profiles.huleedu:HULEEDU_CATALOG", "got Catalog"),
     ],
 )
 def test_demo_refuses_a_spec_that_names_no_profile(

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 import pytest
 
 from pipeline_state.cli import main
-from pipeline_state.demo import play
-from pipeline_state.demo.platform import Platform
-from pipeline_state.demo.render import Renderer
-from pipeline_state.demo.results import ResultsDesk
-from pipeline_state.events import Topic
 from pipeline_state.memory import InMemoryBus
 from pipeline_state.ports import OutboxMessage
+from pipeline_state.profiles.huleedu.demo import play
+from pipeline_state.profiles.huleedu.demo.platform import Platform
+from pipeline_state.profiles.huleedu.demo.render import Renderer
+from pipeline_state.profiles.huleedu.demo.results import ResultsDesk
+from pipeline_state.profiles.huleedu.events import Topic
 
 
 def demo_output(capsys: pytest.CaptureFixture[str]) -> str:

@@ -9,17 +9,24 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import Catalog, InMemoryRuntime, huleedu_profile
-from pipeline_state.demo import play, run_demo
-from pipeline_state.demo.platform import Message, PhaseService, Platform, Reply, SimulationError
-from pipeline_state.demo.render import Renderer, short_topic
-from pipeline_state.demo.verify import Checks
-from pipeline_state.events import (
+from pipeline_state import Catalog, InMemoryRuntime
+from pipeline_state.profiles.huleedu.demo import play, run_demo
+from pipeline_state.profiles.huleedu.demo.platform import (
+    Message,
+    PhaseService,
+    Platform,
+    Reply,
+    SimulationError,
+)
+from pipeline_state.profiles.huleedu.demo.render import Renderer, short_topic
+from pipeline_state.profiles.huleedu.demo.verify import Checks
+from pipeline_state.profiles.huleedu.events import (
     EssayProcessingInputRefV1,
     NlpInitiateCommandV2,
     SpellcheckInitiateCommandV1,
     Topic,
 )
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 
 # nlp no longer depends on spellcheck: a run of nlp does not prune it, and nlp receives the
 # batch's original content. The demo must notice.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_state.profile import huleedu_profile
 from pipeline_state.profile_reference import render_profile_page
 from pipeline_state.profiles import load_profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 

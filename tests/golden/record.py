@@ -69,13 +69,15 @@ from pipeline_state.commands import (
     RetryPhase,
 )
 from pipeline_state.errors import ItemMismatchError, PipelineStateError
-from pipeline_state.events import TOPICS, Topic, WireModel
 from pipeline_state.guards import AdmissionGuard, InMemoryCreditLedger, RateLimitGuard
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.profile import Profile, huleedu_profile
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import TOPICS, Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import ExpiredFact, HandleResult
+from pipeline_state.wire import WireModel
 
 __all__ = [
     "DATA_DIR",
@@ -131,7 +133,7 @@ _STEP_KEYS = (
 def build_profile(spec: Mapping[str, Any]) -> Profile:
     """The shipped HuleEdu profile with the overrides ``spec`` names (``{}``: as shipped).
 
-    Keys: the keyword arguments of :func:`~pipeline_state.profile.huleedu_profile`
+    Keys: the keyword arguments of :func:`~pipeline_state.profiles.huleedu.profile.huleedu_profile`
     (``max_parallel``, ``max_resends``, ``strict_correlation``, ``deadlines``,
     ``default_deadline_seconds``), plus ``credits`` (balances of an in-memory credit
     ledger) and ``rate_limit`` (``[max_runs, window_seconds]``)."""
@@ -388,9 +390,9 @@ class _LoggingRuntime(InMemoryRuntime):
 
 async def _demo_steps(scenario: Scenario) -> tuple[list[Line], list[list[str]]]:
     """The demo's inbound messages as steps, and the event ids each delivery emitted live."""
-    from pipeline_state.demo import play
-    from pipeline_state.demo.platform import Platform
-    from pipeline_state.demo.render import Renderer
+    from pipeline_state.profiles.huleedu.demo import play
+    from pipeline_state.profiles.huleedu.demo.platform import Platform
+    from pipeline_state.profiles.huleedu.demo.render import Renderer
 
     runtime = _LoggingRuntime()
     platform = Platform(scenario.seed, runtime=runtime)
@@ -704,7 +706,7 @@ class Walker:
         return self.readiness(what, batch_id)
 
     def early_readiness(self, state: BatchState) -> Line:
-        path = ["provision"] if state.is_guest else ["provision", "associations", "essays_ready"]
+        path = ["provision"] if not state.has_group else ["provision", "associations", "essays_ready"]
         later = path[path.index(self.next_readiness(state)) + 1 :]
         what = self.rng.choice([*later, "request"])
         if what == "request":
@@ -744,7 +746,7 @@ class Walker:
         if not active:
             return self.tick(state)
         phase = self.rng.choice(active)
-        essays = [e.essay_id for e in phase.inputs]
+        essays = [e.item_id for e in phase.inputs]
         return self.outcome(state.batch_id, phase.name, run.correlation_id, essays, kind)
 
     def tick(self, state: BatchState) -> Line:
@@ -767,7 +769,7 @@ class Walker:
         run = state.active_run
         assert run is not None
         b = state.batch_id
-        ids = [e.essay_id for e in state.essays]
+        ids = [e.item_id for e in state.items]
         what = rng.choice(
             [
                 "premature",
@@ -806,10 +808,10 @@ class Walker:
         if what == "stale" and state.history:
             corr = rng.choice(state.history).correlation_id
             phase = rng.choice(active or list(run.phases))
-            return self.outcome(b, phase.name, corr, [e.essay_id for e in phase.inputs] or ids)
+            return self.outcome(b, phase.name, corr, [e.item_id for e in phase.inputs] or ids)
         if what == "foreign" and active:
             phase = rng.choice(active)
-            return self.outcome(b, phase.name, self.new_id(), [e.essay_id for e in phase.inputs])
+            return self.outcome(b, phase.name, self.new_id(), [e.item_id for e in phase.inputs])
         if what == "cancel_run":
             return self.execute("CancelRun", batch_id=b, user_id="teacher-1", reason="teacher cancelled")
         if what == "record_active":
@@ -819,7 +821,7 @@ class Walker:
             )
         if what == "bad_items" and active:
             phase = rng.choice(active)
-            essays = [e.essay_id for e in phase.inputs]
+            essays = [e.item_id for e in phase.inputs]
             return self.outcome(
                 b, phase.name, run.correlation_id, essays, "completed_successfully", extra=["intruder-e9"]
             )
@@ -827,7 +829,7 @@ class Walker:
             return self.outcome(b, "no_such_phase", run.correlation_id, ids)
         if what == "burst" and active:
             phase = rng.choice(active)
-            first = self.outcome(b, phase.name, run.correlation_id, [e.essay_id for e in phase.inputs])
+            first = self.outcome(b, phase.name, run.correlation_id, [e.item_id for e in phase.inputs])
             second = self.request(b)
             messages = [
                 [first["topic"], first["message"]],

@@ -13,14 +13,8 @@ import httpx
 import pytest
 from pipeline_state_http import HttpSettings, PipelineStateClient, create_app
 
-from pipeline_state import (
-    InMemoryBus,
-    InMemoryStore,
-    ManualClock,
-    OutboxRelay,
-    PipelineService,
-    huleedu_profile,
-)
+from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay, PipelineService
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing.builders import Envelopes
 
 BASE = "http://pipeline-state.test"

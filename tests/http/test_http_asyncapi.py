@@ -7,8 +7,10 @@ import httpx
 from fastapi import FastAPI
 from pipeline_state_http import HttpSettings, create_app, install
 
-from pipeline_state import Catalog, InMemoryStore, PipelineService, Topic, huleedu_profile
+from pipeline_state import Catalog, InMemoryStore, PipelineService
 from pipeline_state.asyncapi import asyncapi_document
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 
 from .conftest import API_TOKEN, BASE, OPS_TOKEN, TOKENS, bearer
 

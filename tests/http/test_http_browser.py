@@ -23,7 +23,7 @@ import uvicorn
 from pipeline_state_http import HttpSettings, create_app
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
-from pipeline_state.events import ClientBatchPipelineRequestV1
+from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1
 from pipeline_state.testing.builders import Envelopes
 
 from .conftest import TOKENS

@@ -26,7 +26,7 @@ from pipeline_state import (
     StoreUnavailableError,
     UnknownPipelineError,
 )
-from pipeline_state.events import BatchRegistrationRequestV1
+from pipeline_state.profiles.huleedu.events import BatchRegistrationRequestV1
 
 from .conftest import BASE, MakeReady, Outcome
 
@@ -43,7 +43,7 @@ async def test_a_whole_flow_through_the_client(
 
     env = Envelopes()
     state = await service.get_batch("b1")
-    await service.handle_message(*env.provisioned("b1", list(state.essay_ids)))
+    await service.handle_message(*env.provisioned("b1", list(state.item_ids)))
     assert (await client.preflight("b1", "nlp")).resolved_pipeline == ["spellcheck", "nlp"]
     corr = str(uuid.uuid4())
     accepted = await client.request_pipeline("b1", "nlp", user_id="teacher-1", correlation_id=corr)
@@ -53,8 +53,8 @@ async def test_a_whole_flow_through_the_client(
     assert isinstance(snap, BatchSnapshot)
     assert snap.active_run is not None
     assert snap.active_run.run_id == accepted.run_id
-    await outcome("b1", "spellcheck", corr, processed=list(state.essay_ids))
-    await outcome("b1", "nlp", corr, processed=list(state.essay_ids))
+    await outcome("b1", "spellcheck", corr, processed=list(state.item_ids))
+    await outcome("b1", "nlp", corr, processed=list(state.item_ids))
     page = await client.history("b1", limit=5)
     assert [r.final_status for r in page.items] == ["completed_successfully"]
     assert "flowchart LR" in await client.diagram("b1", view="phases")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from pipeline_state import PipelineService, Topic
+from pipeline_state import PipelineService
+from pipeline_state.profiles.huleedu.events import Topic
 
 from .conftest import MakeReady, Outbox, Outcome
 

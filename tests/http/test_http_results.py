@@ -1,5 +1,5 @@
 """The results routes: a pipeline run by the real engine reaches the results read model
-through :class:`~pipeline_state.results.ResultsService`, and ``/v1/results/...`` serves it.
+through :class:`~pipeline_state.profiles.huleedu.results.ResultsService`, and ``/v1/results/...`` serves it.
 
 The results service consumes what the engine publishes (registration and completion, through
 the runtime's bus) and the same phase-outcome envelopes the engine is handed. The routes are
@@ -28,8 +28,9 @@ from pipeline_state_http.results_schemas import (
 from pipeline_state_sql.results_store import SqlResultsStore, open_results_store
 from schemathesis.checks import not_a_server_error
 
-from pipeline_state import InMemoryRuntime, OutboxMessage, Topic
-from pipeline_state.results import (
+from pipeline_state import InMemoryRuntime, OutboxMessage
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsQueries,
     ResultsService,

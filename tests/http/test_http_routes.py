@@ -7,8 +7,9 @@ import uuid
 import httpx
 import pytest
 
-from pipeline_state import InMemoryCreditLedger, PipelineService, RateLimitGuard, Topic, huleedu_profile
-from pipeline_state.events import MAX_ESSAYS_PER_BATCH
+from pipeline_state import InMemoryCreditLedger, PipelineService, RateLimitGuard
+from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.snapshot import snapshot
 
 from .conftest import TOKENS, MakeReady, Outbox, Outcome, authed_client

@@ -14,8 +14,8 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state.asyncapi import asyncapi_document
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX
-from pipeline_state.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.lifecycle import BatchStatus
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.asyncapi import WireChecker
 

@@ -36,8 +36,8 @@ from proof_harness import (
     wait_completed,
 )
 
-from pipeline_state.events import Topic
 from pipeline_state.ports import Store
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -16,7 +16,7 @@ from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state import InMemoryRuntime
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

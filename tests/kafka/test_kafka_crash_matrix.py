@@ -37,7 +37,7 @@ from proof_harness import (
     wait_completed,
 )
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

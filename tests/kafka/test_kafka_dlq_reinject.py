@@ -19,8 +19,8 @@ from pipeline_state_kafka.testing import LocalBroker
 from pipeline_state_sql import open_store
 
 from pipeline_state.errors import StoreUnavailableError
-from pipeline_state.events import Topic
 from pipeline_state.ports import TransitionRecord
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -19,7 +19,7 @@ from pipeline_state_kafka import ProducerLike, ProducerSettings, create_producer
 from pipeline_state_kafka.testing import Collector, LocalBroker
 from pipeline_state_service import Summary
 
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -30,7 +30,6 @@ from pipeline_state.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from pipeline_state.events import INBOUND_TOPICS, TOPICS, EventEnvelope, Topic, parse_message
 from pipeline_state.intake import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -41,8 +40,10 @@ from pipeline_state.intake import (
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.memory import InMemoryStore
 from pipeline_state.ports import Change
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, TOPICS, Topic, parse_message
 from pipeline_state.service import PipelineService
 from pipeline_state.testing import Envelopes
+from pipeline_state.wire import EventEnvelope
 
 MEASURED = b'{"event_id":' + b"[" * 100000 + b"]" * 100000 + b"}"
 """The record of issue 10.1 that raised RecursionError and killed ``serve``."""

@@ -18,7 +18,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, free_port, send
 from prometheus_client.parser import text_string_to_metric_families
 from proof_harness import PHASE_OF_TOPIC, WATCHED_TOPICS, Workers, completed
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

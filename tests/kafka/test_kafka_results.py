@@ -35,9 +35,9 @@ from pipeline_state_service import (
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.cli import build_parser
-from pipeline_state.events import Topic
 from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.results import InMemoryResultsStore
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,7 @@ from kafka_harness import ServeProcess, wait_until
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port, send_envelopes
 
-from pipeline_state.events import OUTBOUND_TOPICS, Topic
+from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

@@ -46,9 +46,9 @@ from pipeline_state.errors import (
     StoreUnavailableError,
     UnknownTopicError,
 )
-from pipeline_state.events import INBOUND_TOPICS, OUTBOUND_TOPICS
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS
 
 
 @attrs.frozen

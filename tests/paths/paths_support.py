@@ -21,7 +21,6 @@ from sqlalchemy.engine import make_url
 from pipeline_state import InMemoryStore, ManualClock, PipelineService, snapshot
 from pipeline_state.commands import CancelRun, ExpireOverdue, RetryPhase
 from pipeline_state.decide import Decision
-from pipeline_state.events import Topic
 from pipeline_state.inputs import (
     ContentReady,
     GroupConfirmed,
@@ -31,9 +30,11 @@ from pipeline_state.inputs import (
     RequestPipeline,
     ValidationFailed,
 )
+from pipeline_state.model import ItemRef
 from pipeline_state.ports import TransitionRecord
 from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing.paths import START, Path, Step, replay
 from pipeline_state.testing.reference import Expectation, ReferenceModel
 
@@ -229,7 +230,13 @@ def reference_for(profile: Profile) -> ReferenceModel:
 
 
 def _refs(items: Any) -> dict[str, str | None]:
-    return {e.essay_id: e.text_storage_id for e in items}
+    """Item id -> content reference, for the engine's ``ItemRef`` s and the reference model's
+    wire refs alike."""
+    pairs = (
+        (e.item_id, e.content_ref) if isinstance(e, ItemRef) else (e.essay_id, e.text_storage_id)
+        for e in items
+    )
+    return dict(pairs)
 
 
 _UNMODELLED = ("register_too_many", "register_legacy", "cancel_batch", "archive")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-from pipeline_state.profile import huleedu_profile
 from pipeline_state.profiles import load_profile
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing.profile_machine import ProfileMachine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"

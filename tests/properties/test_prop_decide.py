@@ -15,17 +15,16 @@ from hypothesis import strategies as st
 
 from pipeline_state import Catalog, Command, Decision, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.events import (
+from pipeline_state.model import BatchState
+from pipeline_state.profile import Profile
+from pipeline_state.profiles.huleedu.events import (
     TOPICS,
     BatchPipelineCompletedV1,
     ELSBatchPhaseOutcomeV1,
     PhaseInitiateCommand,
     PhaseSkippedV1,
-    WireModel,
     parse_message,
 )
-from pipeline_state.model import BatchState
-from pipeline_state.profile import Profile
 from pipeline_state.testing.reference import plan_order
 from pipeline_state.testing.strategies import (
     EngineTrace,
@@ -36,6 +35,7 @@ from pipeline_state.testing.strategies import (
     inbound_messages,
     profile_specs,
 )
+from pipeline_state.wire import WireModel
 
 __all__: list[str] = []
 

@@ -8,10 +8,15 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_state import Command, decide, parse_message
+from pipeline_state import Command, decide
 from pipeline_state.errors import ItemMismatchError
-from pipeline_state.events import BatchPipelineCompletedV1, ELSBatchPhaseOutcomeV1, Topic
-from pipeline_state.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.events import (
+    BatchPipelineCompletedV1,
+    ELSBatchPhaseOutcomeV1,
+    Topic,
+    parse_message,
+)
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.strategies import EngineTrace, engine_traces, profile_specs
 
@@ -41,7 +46,7 @@ def test_prop_completion_figures_never_exceed_the_batchs_items(trace: EngineTrac
         for emit in step.decision.emits:
             if emit.topic == Topic.PIPELINE_COMPLETED.value:
                 assert isinstance(emit.payload, BatchPipelineCompletedV1)
-                _check_figures(emit.payload, len(step.decision.state.essays))
+                _check_figures(emit.payload, len(step.decision.state.items))
 
 
 @FAST
@@ -97,7 +102,7 @@ def test_prop_an_outcome_over_any_items_is_refused_or_keeps_figures_real(
     assert decision.state is not None
     phase = (decision.state.active_run or decision.state.history[-1]).phase("spellcheck")
     assert phase is not None
-    assert len(phase.outputs) + len(phase.failed_essay_ids) <= essays
+    assert len(phase.outputs) + len(phase.failed_item_ids) <= essays
     for emit in decision.emits:
         if isinstance(emit.payload, BatchPipelineCompletedV1):
             _check_figures(emit.payload, essays)

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipeline_state import ManualClock
-from pipeline_state.results import InMemoryResultsStore, RecordingCacheInvalidator, ResultsService
+from pipeline_state.profiles.huleedu.results import (
+    InMemoryResultsStore,
+    RecordingCacheInvalidator,
+    ResultsService,
+)
 
 # The test modules import their message builders from results_events.py next to this file.
 _HERE = str(Path(__file__).resolve().parent)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipeline_state import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import essay_refs
 
 __all__ = ["T0", "Delivery", "at", "completion", "new_id", "outcome", "registered", "uid", "wrap"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_state.results import InMemoryResultsStore
+from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
 from pipeline_state.testing.results_contract import ContractResultsStore, ResultsStoreContract
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import CancelRun, InMemoryRuntime, OutboxMessage, OutboxRelay, Topic
-from pipeline_state.results import (
+from pipeline_state import CancelRun, InMemoryRuntime, OutboxMessage, OutboxRelay
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     RecordingCacheInvalidator,
     ResultsQueries,

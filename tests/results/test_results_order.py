@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from results_events import Delivery, at, completion, outcome, registered, uid
 
-from pipeline_state import ManualClock, Topic, parse_message
-from pipeline_state.results import (
+from pipeline_state import ManualClock
+from pipeline_state.profiles.huleedu.events import Topic, parse_message
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsService,
     batch_view,

@@ -6,8 +6,9 @@ import attrs
 import pytest
 from results_events import T0, Delivery, at, completion, outcome, registered, uid
 
-from pipeline_state import Topic, UnknownTopicError, parse_message
-from pipeline_state.results import (
+from pipeline_state import UnknownTopicError
+from pipeline_state.profiles.huleedu.events import Topic, parse_message
+from pipeline_state.profiles.huleedu.results import (
     BatchResults,
     ClassDelta,
     Owner,
@@ -21,7 +22,7 @@ from pipeline_state.results import (
     pending_announcements,
     project,
 )
-from pipeline_state.results.projection import mark_announced
+from pipeline_state.profiles.huleedu.results.projection import mark_announced
 
 
 def fact(delivery: Delivery) -> ResultsFact:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-import pipeline_state.results as results
+import pipeline_state.profiles.huleedu.results as results
 
 CURATED = {
     # read model and facts
@@ -45,7 +45,7 @@ def test_results_imports_no_driver() -> None:
                     raise ImportError(f"blocked: {name}")
                 return None
         sys.meta_path.insert(0, Block())
-        import pipeline_state.results
+        import pipeline_state.profiles.huleedu.results
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ import pytest
 from results_events import at, completion, outcome, registered, uid
 
 from pipeline_state import CorruptStateError
-from pipeline_state.results import (
+from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsQueries,
     ResultsService,

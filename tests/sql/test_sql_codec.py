@@ -22,7 +22,7 @@ from pipeline_state_sql.engine import dumps, loads
 
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, EssayRef, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
 from pipeline_state.testing.contract import make_state, with_deadline
 from pipeline_state.testing.strategies import batch_states
 
@@ -32,7 +32,7 @@ maybe_text = st.none() | text
 # Aware datetimes in several offsets, to microseconds: the codec keeps the instant and offset.
 zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
 times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=zones)
-refs = st.builds(EssayRef, ids, st.none() | ids)
+refs = st.builds(ItemRef, ids, st.none() | ids)
 phases = st.builds(
     PhaseRun,
     name=ids,
@@ -44,7 +44,7 @@ phases = st.builds(
     finished_at=st.none() | times,
     inputs=st.lists(refs, max_size=3).map(tuple),
     outputs=st.lists(refs, max_size=3).map(tuple),
-    failed_essay_ids=st.lists(ids, max_size=3).map(tuple),
+    failed_item_ids=st.lists(ids, max_size=3).map(tuple),
     error=maybe_text,
     command_event_id=st.none() | ids,
     resends=st.integers(0, 5),
@@ -70,17 +70,17 @@ states = st.builds(
     batch_id=ids,
     status=st.sampled_from(BatchStatus),
     version=st.integers(min_value=1, max_value=2**31 - 1),
-    user_id=text,
-    course_code=text,
-    expected_essay_count=st.integers(min_value=0, max_value=10_000),
-    essay_ids=st.lists(ids, max_size=5).map(tuple),
+    owner=text,
+    category=text,
+    expected_items=st.integers(min_value=0, max_value=10_000),
+    item_ids=st.lists(ids, max_size=5).map(tuple),
     created_at=times,
     updated_at=times,
     org_id=maybe_text,
-    class_id=maybe_text,
+    group_id=maybe_text,
     language=text,
     prompt_ref=maybe_text,
-    essays=st.lists(refs, max_size=4).map(tuple),
+    items=st.lists(refs, max_size=4).map(tuple),
     active_run=st.none() | runs,
     history=st.lists(runs, max_size=2).map(tuple),
 )
@@ -190,7 +190,7 @@ def test_lenient_reader_marks_text_that_is_not_json() -> None:
 
 
 def test_document_layout_is_explicit() -> None:
-    state = attrs.evolve(make_state("b1"), class_id="c1")
+    state = attrs.evolve(make_state("b1"), group_id="c1")
     doc = encode_state(state)
     assert doc["status"] == "ready_for_pipeline_execution"
     assert doc["essays"] == [["b1-e0", "b1-e0-text"], ["b1-e1", None]]

@@ -18,9 +18,9 @@ from pipeline_state import (
     OutboxRelay,
     PipelineService,
     RunStatus,
-    Topic,
     snapshot,
 )
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 
 C1 = "11111111-1111-4111-8111-111111111111"

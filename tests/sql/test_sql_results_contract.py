@@ -13,7 +13,13 @@ from sqlalchemy import update
 
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.ports import Outbox
-from pipeline_state.results import BatchResults, ClassDelta, ClassResults, ResultsChange, ResultsStore
+from pipeline_state.profiles.huleedu.results import (
+    BatchResults,
+    ClassDelta,
+    ClassResults,
+    ResultsChange,
+    ResultsStore,
+)
 from pipeline_state.testing.results_contract import (
     T0,
     ContractResultsStore,

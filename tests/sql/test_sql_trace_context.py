@@ -19,7 +19,8 @@ from pipeline_state_sql.outbox import decode_trace_context, encode_trace_context
 from pipeline_state_sql.schema import OUTBOX
 from sqlalchemy import create_engine, insert, select
 
-from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService, Topic
+from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.contract import T0
 from pipeline_state.testing.spans import SpanCapture, span_capture

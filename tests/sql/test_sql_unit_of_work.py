@@ -25,8 +25,8 @@ from pipeline_state import (
     StoreError,
     StoreUnavailableError,
 )
-from pipeline_state.events import Topic
 from pipeline_state.ports import Change, InboxEntry, TransitionRecord
+from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.contract import T0, make_state, message, with_deadline
 

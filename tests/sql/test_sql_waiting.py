@@ -123,7 +123,7 @@ async def test_a_nul_id_through_the_service_is_bad_input_not_an_outage(sql_store
 async def test_postgres_rejection_of_data_is_translated(pg_store: SqlStore) -> None:
     """What passes the id checks but PostgreSQL still refuses (a NUL inside a JSON
     document) is translated at the adapter boundary, with the driver error as cause."""
-    state = attrs.evolve(make_state("b1"), course_code="EN\x00G")
+    state = attrs.evolve(make_state("b1"), category="EN\x00G")
     with pytest.raises(RejectedDataError) as caught:
         await pg_store.commit(Change("b1", None, state, T0))
     assert caught.value.__cause__ is not None

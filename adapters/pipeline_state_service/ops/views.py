@@ -28,7 +28,7 @@ def _phase(phase: PhaseRun) -> dict[str, Any]:
         "finished_at": phase.finished_at,
         "inputs": len(phase.inputs),
         "outputs": len(phase.outputs),
-        "failed": len(phase.failed_essay_ids),
+        "failed": len(phase.failed_item_ids),
         "resends": phase.resends,
         "error": phase.error,
     }
@@ -59,7 +59,7 @@ def batch_document(state: BatchState, log: list[TransitionRecord]) -> dict[str, 
         doc["active_run"] = _with_details(doc["active_run"], state.active_run)
     doc["history"] = [_with_details(v, r) for v, r in zip(doc["history"], state.history, strict=True)]
     return doc | {
-        "expected_essay_count": state.expected_essay_count,
+        "expected_essay_count": state.expected_items,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
         "transitions": [_transition(t) for t in log],

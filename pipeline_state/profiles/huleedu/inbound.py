@@ -10,17 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline_state.events import (
-    BatchContentProvisioningCompletedV1,
-    BatchEssaysReady,
-    BatchRegistrationRequestV1,
-    BatchValidationErrorsV1,
-    ClientBatchPipelineRequestV1,
-    ELSBatchPhaseOutcomeV1,
-    EssayProcessingInputRefV1,
-    StudentAssociationsConfirmedV1,
-    Topic,
-)
 from pipeline_state.inbound import Inbound, InboundTopic
 from pipeline_state.inputs import (
     ContentReady,
@@ -32,6 +21,17 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
+from pipeline_state.profiles.huleedu.events import (
+    BatchContentProvisioningCompletedV1,
+    BatchEssaysReady,
+    BatchRegistrationRequestV1,
+    BatchValidationErrorsV1,
+    ClientBatchPipelineRequestV1,
+    ELSBatchPhaseOutcomeV1,
+    EssayProcessingInputRefV1,
+    StudentAssociationsConfirmedV1,
+    Topic,
+)
 
 __all__ = ["HULEEDU_INBOUND", "default_language"]
 
@@ -50,9 +50,9 @@ def _refs(items: Iterable[EssayProcessingInputRefV1]) -> tuple[ItemRef, ...]:
 
 def _wire_refs(items: Iterable[ItemRef]) -> list[dict[str, Any]]:
     return [
-        {"essay_id": i.essay_id}
-        if i.text_storage_id is None
-        else {"essay_id": i.essay_id, "text_storage_id": i.text_storage_id}
+        {"essay_id": i.item_id}
+        if i.content_ref is None
+        else {"essay_id": i.item_id, "text_storage_id": i.content_ref}
         for i in items
     ]
 
@@ -67,7 +67,7 @@ def _register(p: BatchRegistrationRequestV1) -> RegisterBatch:
         owner=p.user_id,
         expected_items=p.expected_essay_count,
         item_ids=None if p.essay_ids is None else tuple(p.essay_ids),
-        course_code=p.course_code,
+        category=p.course_code,
         language=default_language(p.course_code, p.language),
         org_id=p.org_id,
         group_id=p.class_id,
@@ -83,7 +83,7 @@ def _registration(r: RegisterBatch) -> Mapping[str, Any]:
         user_id=r.owner,
         org_id=r.org_id,
         class_id=r.group_id,
-        course_code=r.course_code,
+        course_code=r.category,
         language=r.language,
         student_prompt_ref=r.prompt_ref,
     )
@@ -187,4 +187,4 @@ HULEEDU_INBOUND = Inbound(
     )
 )
 """The HuleEdu platform's inbound wire (its topic names and payload models are in
-:mod:`pipeline_state.events`)."""
+:mod:`pipeline_state.profiles.huleedu.events`)."""

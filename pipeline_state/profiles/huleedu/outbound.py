@@ -8,7 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pipeline_state.events import (
+from pipeline_state.guards import Denial
+from pipeline_state.lifecycle import RunStatus
+from pipeline_state.model import BatchState, Run
+from pipeline_state.outbound import Notice, Outgoing, RunSummary
+from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     PhaseSkippedV1,
@@ -16,10 +20,6 @@ from pipeline_state.events import (
     TeacherNotificationRequestedV1,
     Topic,
 )
-from pipeline_state.guards import Denial
-from pipeline_state.lifecycle import RunStatus
-from pipeline_state.model import BatchState, Run
-from pipeline_state.outbound import Notice, Outgoing, RunSummary
 
 __all__ = ["HULEEDU_OUTBOUND", "HuleEduOutbound"]
 
@@ -30,7 +30,7 @@ def _teacher(
     state: BatchState, kind: str, priority: _Priority, action: bool, payload: dict[str, Any], corr: str
 ) -> Outgoing:
     data = {
-        "teacher_id": state.user_id,
+        "teacher_id": state.owner,
         "notification_type": kind,
         "category": "batch_progress",
         "priority": priority,
@@ -39,9 +39,7 @@ def _teacher(
         "correlation_id": corr,
         "batch_id": state.batch_id,
     }
-    return Outgoing(
-        Topic.TEACHER_NOTIFICATION.value, state.user_id, TeacherNotificationRequestedV1, data, corr
-    )
+    return Outgoing(Topic.TEACHER_NOTIFICATION.value, state.owner, TeacherNotificationRequestedV1, data, corr)
 
 
 class HuleEduOutbound:
@@ -50,12 +48,12 @@ class HuleEduOutbound:
     def registered(self, state: BatchState) -> Sequence[Outgoing]:
         data = {
             "entity_id": state.batch_id,
-            "expected_essay_count": state.expected_essay_count,
-            "essay_ids": list(state.essay_ids),
-            "user_id": state.user_id,
+            "expected_essay_count": state.expected_items,
+            "essay_ids": list(state.item_ids),
+            "user_id": state.owner,
             "org_id": state.org_id,
-            "class_id": state.class_id,
-            "course_code": state.course_code,
+            "class_id": state.group_id,
+            "course_code": state.category,
         }
         return (Outgoing(Topic.ESSAYS_REGISTERED.value, state.batch_id, BatchEssaysRegistered, data),)
 
@@ -97,7 +95,7 @@ class HuleEduOutbound:
                 p.name: {
                     "status": p.status.value,
                     "successful": len(p.outputs),
-                    "failed": len(p.failed_essay_ids),
+                    "failed": len(p.failed_item_ids),
                     "duration_seconds": p.duration_seconds,
                 }
                 for p in run.phases

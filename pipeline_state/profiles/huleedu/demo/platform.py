@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from pipeline_state.events import (
+from pipeline_state.profiles.huleedu.events import (
     INBOUND_TOPICS,
     TOPICS,
     BatchContentProvisioningCompletedV1,
@@ -39,9 +39,9 @@ from pipeline_state.events import (
     StudentAssociationsConfirmedV1,
     StudentMatchingInitiateCommandV1,
     Topic,
-    WireModel,
 )
 from pipeline_state.runtime import InMemoryRuntime
+from pipeline_state.wire import WireModel
 
 __all__ = [
     "ClassManagementService",
@@ -390,7 +390,7 @@ class Platform:
         correlation_id: str | None = None,
         at: float | None = None,
     ) -> Message:
-        """Wrap ``payload`` in an :class:`~pipeline_state.events.EventEnvelope` dict."""
+        """Wrap ``payload`` in an :class:`~pipeline_state.wire.EventEnvelope` dict."""
         stamp = self.started + timedelta(seconds=self.now if at is None else at)
         data = payload.model_dump(mode="json")
         value = {

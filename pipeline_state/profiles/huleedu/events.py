@@ -1,8 +1,8 @@
-"""Wire contract: pydantic models of every event, the envelope and the topic registry.
+"""The HuleEdu wire contract: pydantic models of every payload and the topic registry.
 
-Every Kafka message value is a JSON :class:`EventEnvelope` whose ``data`` holds one of the
-payload models below. Unknown extra fields are ignored on input. :func:`parse_message`
-turns raw bytes, text or a mapping into a validated envelope and payload, raising
+Every Kafka message value is a JSON :class:`~pipeline_state.wire.EventEnvelope` whose
+``data`` holds one of the payload models below. Unknown extra fields are ignored on input.
+:func:`parse_message` turns raw bytes, text or a mapping into a validated envelope and payload, raising
 :class:`~pipeline_state.errors.InvalidMessageError` that names the topic and the field.
 """
 
@@ -10,25 +10,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
-import attrs
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    StringConstraints,
     TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from .errors import InvalidMessageError, UnknownTopicError
-from .intake import DEFAULT_LIMITS, IntakeLimits, decode_json
+from pipeline_state import wire
+from pipeline_state.errors import UnknownTopicError
+from pipeline_state.intake import DEFAULT_LIMITS, IntakeLimits
+from pipeline_state.wire import (
+    MAX_FREE_TEXT_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_ITEM_ID_LENGTH,
+    MAX_ITEMS_PER_BATCH,
+    MAX_SHORT_TEXT_LENGTH,
+    EventEnvelope,
+    FreeText,
+    Id,
+    ItemId,
+    ShortText,
+    TopicSpec,
+    WireModel,
+)
 
 __all__ = [
     "INBOUND_TOPICS",
@@ -76,43 +87,12 @@ __all__ = [
 ]
 
 
-class WireModel(BaseModel):
-    """Base of every payload: immutable, ignores unknown fields."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
-
-
 NonEmpty = Field(min_length=1)
 
-# --- bounds of inbound input -------------------------------------------------------------
-# Every inbound id, text and list is bounded, so one message cannot make the service build
-# unbounded state, and every phase command built from bounded input fits the producer's
-# size limit (see ``pipeline_state.profile.command_size_bound``). Ids reject C0 control
-# characters (NUL included) and lone surrogates: no store can keep them alike (PostgreSQL
-# refuses NUL, UTF-8 cannot encode a lone surrogate), and without control characters one
-# character of an id takes at most 4 bytes of UTF-8 JSON.
+# --- bounds of HuleEdu input (the generic ones are in pipeline_state.wire) ---------------
 
-MAX_ESSAYS_PER_BATCH = 1_000
-"""Upper bound on a batch's essays (and on every inbound list of items): a registration,
-provisioning, essays-ready or outcome naming more is invalid input. With item ids of at most
-:data:`MAX_ITEM_ID_LENGTH` characters, a phase command of this many essays is at most about
-850 kB, under the producer's default 1 MiB request limit (it was 10,000 before, which cannot
-fit: 10,000 UUID pairs alone are 1.09 MB)."""
-
-MAX_ID_LENGTH = 200
-"""Upper bound (characters) on every id: batch, user, organisation, class, student, phase
-and pipeline names. UUIDs take 36; platform ids (e-mail addresses included) fit. It equals
-the width of the SQL store's id columns, so an id the wire accepts is one every store keeps."""
-
-MAX_ITEM_ID_LENGTH = 100
-"""Upper bound (characters) on the ids repeated once per item in phase commands: essay ids
-and text storage ids (UUIDs take 36, storage keys such as ``essays/<uuid>.txt`` about 50)."""
-
-MAX_SHORT_TEXT_LENGTH = 64
-"""Upper bound (characters) on short codes: ``course_code`` and ``language``."""
-
-MAX_FREE_TEXT_LENGTH = 10_000
-"""Upper bound (characters) on free text: ``retry_reason``, ``essay_instructions``."""
+MAX_ESSAYS_PER_BATCH = MAX_ITEMS_PER_BATCH
+"""Upper bound on a batch's essays (and on every inbound list of essays)."""
 
 MAX_PROMPT_PAYLOAD_BYTES = 64 * 1024
 """Upper bound on a pipeline request's ``prompt_payload``, as compact UTF-8 JSON."""
@@ -120,24 +100,6 @@ MAX_PROMPT_PAYLOAD_BYTES = 64 * 1024
 MAX_PROMPT_PAYLOAD_DEPTH = 8
 """Upper bound on the nesting of a pipeline request's ``prompt_payload`` (the object itself
 is depth 1)."""
-
-_NO_CONTROL = r"^[^\x00-\x1f]*$"
-_NO_NUL = r"^[^\x00]*$"
-
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL)]
-"""A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
-(NUL included) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8
-whenever a constraint applies)."""
-
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=_NO_CONTROL)]
-"""An essay id or text storage id: as :data:`Id`, at most :data:`MAX_ITEM_ID_LENGTH`."""
-
-ShortText = Annotated[str, StringConstraints(max_length=MAX_SHORT_TEXT_LENGTH, pattern=_NO_CONTROL)]
-"""A short code (course code, language) without control characters or lone surrogates."""
-
-FreeText = Annotated[str, StringConstraints(max_length=MAX_FREE_TEXT_LENGTH, pattern=_NO_NUL)]
-"""Free text of at most :data:`MAX_FREE_TEXT_LENGTH` characters, without NUL or lone surrogates
-(line breaks allowed)."""
 
 
 def _json_depth(value: Any, limit: int) -> int:
@@ -404,39 +366,6 @@ class BatchResultsReadyV1(WireModel):
 # --- envelope and registry -------------------------------------------------------------
 
 
-class EventEnvelope(WireModel):
-    """The JSON value of every message."""
-
-    event_id: UUID
-    event_type: Id
-    event_timestamp: datetime
-    source_service: Id
-    schema_version: int = 1
-    correlation_id: UUID
-    data: dict[str, Any]
-    metadata: dict[str, Any] | None = None
-
-    @field_validator("event_timestamp")
-    @classmethod
-    def _aware_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # 9999-12-31T23:59-23:59 has no UTC datetime
-            raise ValueError("event_timestamp is out of the representable range in UTC") from None
-
-
-@attrs.frozen
-class TopicSpec:
-    """What travels on a topic: its payload model, direction and the field used as key."""
-
-    topic: str
-    model: type[WireModel]
-    direction: Literal["in", "out"]
-    key_field: str
-
-
 def _spec(topic: Topic, model: type[WireModel], direction: Literal["in", "out"], key: str) -> TopicSpec:
     return TopicSpec(topic.value, model, direction, key)
 
@@ -468,26 +397,6 @@ INBOUND_TOPICS: tuple[str, ...] = tuple(t for t, s in TOPICS.items() if s.direct
 OUTBOUND_TOPICS: tuple[str, ...] = tuple(t for t, s in TOPICS.items() if s.direction == "out")
 
 
-def _first_error(topic: str, exc: ValidationError, prefix: str) -> InvalidMessageError:
-    err = exc.errors(include_url=False)[0]
-    path = ".".join(str(part) for part in err.get("loc", ()))
-    field = f"{prefix}{path}" if path else (prefix.rstrip(".") or None)
-    return InvalidMessageError(topic, err.get("msg", "invalid value"), field=field)
-
-
-def parse_payload(topic: str, data: Mapping[str, Any], *, model: type[WireModel] | None = None) -> WireModel:
-    """Validate ``data`` against the payload model of ``topic``."""
-    if model is None:
-        spec = TOPICS.get(topic)
-        if spec is None:
-            raise UnknownTopicError(topic)
-        model = spec.model
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _first_error(topic, exc, "data.") from exc
-
-
 def parse_message(
     topic: str,
     raw: bytes | bytearray | str | Mapping[str, Any],
@@ -496,29 +405,15 @@ def parse_message(
     inbound_only: bool = True,
     limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> tuple[EventEnvelope, WireModel]:
-    """Decode and validate one message received on ``topic``.
+    """:func:`pipeline_state.wire.parse_message` on the HuleEdu topics unless ``topics`` is given."""
+    return wire.parse_message(topic, raw, topics=topics, inbound_only=inbound_only, limits=limits)
 
-    Raw input (bytes or text) is bounded before it is parsed: at most
-    ``limits.max_message_bytes`` bytes and ``limits.max_json_depth`` levels of nesting
-    (:data:`pipeline_state.intake.DEFAULT_LIMITS` unless given). Raises
-    :class:`UnknownTopicError` for a topic that is not registered (or not inbound when
-    ``inbound_only``), and :class:`InvalidMessageError` naming the field for anything else:
-    no input makes it raise another error.
-    """
-    spec = topics.get(topic)
-    if spec is None or (inbound_only and spec.direction != "in"):
-        raise UnknownTopicError(topic)
-    decoded = decode_json(topic, raw, limits) if isinstance(raw, bytes | bytearray | str) else raw
-    if not isinstance(decoded, Mapping):
-        raise InvalidMessageError(topic, "the envelope must be a JSON object")
-    try:
-        envelope = EventEnvelope.model_validate(decoded)
-        if envelope.event_type != topic:
-            raise InvalidMessageError(
-                topic, f"event_type {envelope.event_type!r} does not match the topic", field="event_type"
-            )
-        return envelope, parse_payload(topic, envelope.data, model=spec.model)
-    except ValidationError as exc:
-        raise _first_error(topic, exc, "") from exc
-    except (RecursionError, MemoryError, UnicodeError, OverflowError) as exc:
-        raise InvalidMessageError(topic, f"message cannot be validated: {type(exc).__name__}") from exc
+
+def parse_payload(topic: str, data: Mapping[str, Any], *, model: type[WireModel] | None = None) -> WireModel:
+    """Validate ``data`` against the payload model of the HuleEdu ``topic`` (or ``model``)."""
+    if model is None:
+        spec = TOPICS.get(topic)
+        if spec is None:
+            raise UnknownTopicError(topic)
+        model = spec.model
+    return wire.parse_payload(topic, data, model=model)

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 from .platform import Delivery, Job, Message
 

@@ -16,7 +16,11 @@ from typing import Any, Literal
 
 import attrs
 
-from pipeline_state.events import BatchRegistrationRequestV1, ClientBatchPipelineRequestV1, Topic
+from pipeline_state.profiles.huleedu.events import (
+    BatchRegistrationRequestV1,
+    ClientBatchPipelineRequestV1,
+    Topic,
+)
 
 from .platform import Delivery, Message, Platform
 from .render import Chapter, Renderer

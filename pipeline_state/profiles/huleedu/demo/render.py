@@ -22,7 +22,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 from .platform import Delivery, Message
 

@@ -1,8 +1,8 @@
 """The projection: pure functions from consumed events to the results read model.
 
 Each consumed message becomes one :class:`ResultsFact`; :func:`apply_fact` merges it into a
-batch's :class:`~pipeline_state.results.model.BatchResults` by the winner rules listed in
-:mod:`pipeline_state.results.model`. The merge is commutative, associative and idempotent,
+batch's :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults` by the winner rules listed in
+:mod:`pipeline_state.profiles.huleedu.results.model`. The merge is commutative, associative and idempotent,
 so :func:`project` gives the same read model for the same facts in any order.
 
 The other functions derive what a unit of work writes besides the batch: the runs whose
@@ -18,15 +18,14 @@ from datetime import UTC, datetime
 import attrs
 
 from pipeline_state.errors import UnknownTopicError
-from pipeline_state.events import (
+from pipeline_state.lifecycle import PhaseStatus
+from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     ELSBatchPhaseOutcomeV1,
-    EventEnvelope,
     Topic,
-    WireModel,
 )
-from pipeline_state.lifecycle import PhaseStatus
+from pipeline_state.wire import EventEnvelope, WireModel
 
 from .model import BatchResults, ClassDelta, Owner, PhaseOutcome, PhaseResultView, RunCompletion
 

@@ -1,4 +1,4 @@
-"""An :class:`~pipeline_state.results.ports.OwnerLookup` that reads the pipeline's own store.
+"""An :class:`~pipeline_state.profiles.huleedu.results.ports.OwnerLookup` that reads the pipeline's own store.
 
 When the results consumer runs beside the pipeline service it can read a batch's owner and
 class from the batch state instead of waiting for the registration event.
@@ -26,9 +26,9 @@ class StoreOwnerLookup:
         if state is None:
             return None
         return Owner(
-            user_id=state.user_id,
-            class_id=state.class_id,
-            expected_essays=state.expected_essay_count,
+            user_id=state.owner,
+            class_id=state.group_id,
+            expected_essays=state.expected_items,
             observed_at=state.created_at,
             event_id=derive_id("owner", batch_id),
         )

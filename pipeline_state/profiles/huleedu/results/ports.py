@@ -4,11 +4,11 @@ A SQL :class:`ResultsStore` maps onto four tables (the in-memory one keeps the s
 
 * ``results_batches``: one row per batch, ``batch_id`` primary key, ``version`` for
   compare-and-set, the indexed columns ``status``, ``user_id`` and ``class_id`` (read from the
-  :class:`~pipeline_state.results.model.BatchResults` properties) and the document from
-  :func:`pipeline_state.results.codec.batch_to_document`;
+  :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults` properties) and the document from
+  :func:`pipeline_state.profiles.huleedu.results.codec.batch_to_document`;
 * ``results_classes``: one row per class (``batch_count``, ``essays_succeeded``,
   ``essays_failed``, counts per status), changed only by adding
-  :class:`~pipeline_state.results.model.ClassDelta` values (``SET n = n + :delta``), so
+  :class:`~pipeline_state.profiles.huleedu.results.model.ClassDelta` values (``SET n = n + :delta``), so
   concurrent commits of two batches of one class never lose an update;
 * ``results_inbox``: ``event_id`` primary key, ``event_type`` (the topic), ``batch_id``,
   ``result``, ``processed_at``, indexed on ``(event_type, processed_at)`` for retention;
@@ -105,7 +105,7 @@ class ResultsStore(Protocol):
 @runtime_checkable
 class CacheInvalidator(Protocol):
     """Drops cached results views. Called after a commit that changed a read model, with the
-    keys of :func:`pipeline_state.results.projection.cache_keys`. It may raise; the service
+    keys of :func:`pipeline_state.profiles.huleedu.results.projection.cache_keys`. It may raise; the service
     logs the error and reports it, the commit stands (cached views should expire anyway)."""
 
     async def invalidate(self, keys: Sequence[str]) -> None: ...

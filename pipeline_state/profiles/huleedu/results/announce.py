@@ -13,14 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from pipeline_state.decide import derive_id
-from pipeline_state.events import (
+from pipeline_state.ports import OutboxMessage
+from pipeline_state.profiles.huleedu.events import (
     BatchResultsReadyV1,
     PhaseResult,
     TeacherNotificationRequestedV1,
     Topic,
-    WireModel,
 )
-from pipeline_state.ports import OutboxMessage
+from pipeline_state.wire import WireModel
 
 from .model import BatchResults, RunCompletion
 

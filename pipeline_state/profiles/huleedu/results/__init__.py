@@ -12,10 +12,12 @@ and a ``batch_results_ready`` teacher notification::
     await OutboxRelay(store, publisher, clock).drain()   # publish the announcements
     view = await ResultsQueries(store).batch_json(batch_id)
 
-Pure parts: :mod:`~pipeline_state.results.model` (values), :mod:`~pipeline_state.results.projection`
-(merge rules), :mod:`~pipeline_state.results.announce` (messages). Shell:
-:mod:`~pipeline_state.results.service`. Ports and in-memory adapters:
-:mod:`~pipeline_state.results.ports`, :mod:`~pipeline_state.results.memory`. Stores are checked
+Pure parts: :mod:`~pipeline_state.profiles.huleedu.results.model` (values),
+:mod:`~pipeline_state.profiles.huleedu.results.projection` (merge rules),
+:mod:`~pipeline_state.profiles.huleedu.results.announce` (messages). Shell:
+:mod:`~pipeline_state.profiles.huleedu.results.service`.
+Ports and in-memory adapters: :mod:`~pipeline_state.profiles.huleedu.results.ports`,
+:mod:`~pipeline_state.profiles.huleedu.results.memory`. Stores are checked
 by :mod:`pipeline_state.testing.results_contract`.
 """
 

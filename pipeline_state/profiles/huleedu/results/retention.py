@@ -1,7 +1,7 @@
 """How long the results inbox remembers processed event ids, per event type.
 
 The inbox turns a redelivered event id into a no-op. Entries older than their type's
-retention are purged by :meth:`pipeline_state.results.service.ResultsService.purge_inbox`,
+retention are purged by :meth:`pipeline_state.profiles.huleedu.results.service.ResultsService.purge_inbox`,
 driven by the injected clock. A repeat arriving after its entry was purged is still
 harmless: merging a fact twice changes nothing and a run is announced only once (the read
 model records announced runs).
@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import attrs
 
-from pipeline_state.events import Topic
+from pipeline_state.profiles.huleedu.events import Topic
 
 __all__ = ["DEFAULT_RETENTION", "RetentionPolicy"]
 

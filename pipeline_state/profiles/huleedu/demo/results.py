@@ -1,8 +1,8 @@
 """The demo's result aggregator: the results projection watching the simulated bus.
 
 :class:`ResultsDesk` is what a results service of the platform would run: a
-:class:`~pipeline_state.results.ResultsService` over an
-:class:`~pipeline_state.results.InMemoryResultsStore`, fed every message on the topics it
+:class:`~pipeline_state.profiles.huleedu.results.ResultsService` over an
+:class:`~pipeline_state.profiles.huleedu.results.InMemoryResultsStore`, fed every message on the topics it
 consumes (registrations and completions the orchestrator emits, the phase outcomes the
 processing services send), with an :class:`~pipeline_state.relay.OutboxRelay` that publishes
 its announcements (``BatchResultsReadyV1`` and the ``batch_results_ready`` notification) to a
@@ -18,8 +18,8 @@ import attrs
 
 from pipeline_state.memory import InMemoryBus
 from pipeline_state.ports import Clock
+from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsQueries, ResultsService
 from pipeline_state.relay import OutboxRelay
-from pipeline_state.results import InMemoryResultsStore, ResultsQueries, ResultsService
 
 from .platform import Message
 

@@ -28,7 +28,7 @@ Event timestamps decide (the producers' clocks), never arrival order.
 Where the owner comes from: ``BatchPipelineCompletedV1`` and ``ELSBatchPhaseOutcomeV1`` carry
 the batch id only. The owner (teacher ``user_id``) and ``class_id`` come from the batch
 registration fact (``BatchEssaysRegistered`` on ``huleedu.batch.essays.registered.v1``) or
-from an :class:`~pipeline_state.results.ports.OwnerLookup`; they fill in whenever known, in
+from an :class:`~pipeline_state.profiles.huleedu.results.ports.OwnerLookup`; they fill in whenever known, in
 any order with the other events.
 """
 

@@ -2,7 +2,7 @@
 
 For every consumed message :class:`ResultsService` checks the results inbox, loads the
 batch's read model, merges the event's fact, fills in the owner from an
-:class:`~pipeline_state.results.ports.OwnerLookup` when still unknown, and, for every
+:class:`~pipeline_state.profiles.huleedu.results.ports.OwnerLookup` when still unknown, and, for every
 completed run not yet announced whose owner is known, writes ``BatchResultsReadyV1`` and a
 ``batch_results_ready`` teacher notification to the outbox. Read model, class deltas,
 outbox rows and the inbox entry commit together under compare-and-set on the batch version;
@@ -21,8 +21,8 @@ import attrs
 
 from pipeline_state.clock import SystemClock
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, UnknownTopicError
-from pipeline_state.events import parse_message
 from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
+from pipeline_state.profiles.huleedu.events import parse_message
 from pipeline_state.retry import Retrying
 
 from .announce import announcement
@@ -43,7 +43,7 @@ from .retention import RetentionPolicy
 
 __all__ = ["DEFAULT_SOURCE_SERVICE", "ResultsHandled", "ResultsService"]
 
-log = logging.getLogger("pipeline_state.results")
+log = logging.getLogger("pipeline_state.profiles.huleedu.results")
 
 DEFAULT_SOURCE_SERVICE = "result_aggregator_service"
 
@@ -86,7 +86,7 @@ def _label(before: BatchResults | None, after: BatchResults, fact: ResultsFact) 
 
 
 class ResultsService:
-    """Projects consumed events into a :class:`~pipeline_state.results.ports.ResultsStore`.
+    """Projects consumed events into a :class:`~pipeline_state.profiles.huleedu.results.ports.ResultsStore`.
 
     ``max_attempts`` bounds retries after a lost compare-and-set; the last
     :class:`~pipeline_state.errors.ConcurrencyConflictError` propagates if all fail.
@@ -133,7 +133,8 @@ class ResultsService:
 
     # -- the unit of work -----------------------------------------------------------------
     async def handle(self, fact: ResultsFact) -> ResultsHandled:
-        """Project one fact (see :func:`~pipeline_state.results.projection.fact_from_message`)."""
+        """Project one fact (see
+        :func:`~pipeline_state.profiles.huleedu.results.projection.fact_from_message`)."""
 
         def conflict(_error: BaseException, _number: int) -> None:
             log.debug("results version conflict on %s, retrying from a fresh read", fact.batch_id)

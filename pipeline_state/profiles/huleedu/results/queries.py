@@ -1,7 +1,7 @@
 """Read-side queries: results for a batch, for a class and for a teacher.
 
-:class:`ResultsQueries` wraps a :class:`~pipeline_state.results.ports.ResultsStore` and
-returns read-model values, or their JSON views (:mod:`pipeline_state.results.views`) for an
+:class:`ResultsQueries` wraps a :class:`~pipeline_state.profiles.huleedu.results.ports.ResultsStore` and
+returns read-model values, or their JSON views (:mod:`pipeline_state.profiles.huleedu.results.views`) for an
 HTTP adapter. ``None`` means "not found" (a 404).
 """
 

@@ -1,0 +1,85 @@
+"""The HuleEdu profile: its pipelines, phase commands, guards and deadlines (see
+:func:`huleedu_profile`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pipeline_state.catalog import Catalog
+from pipeline_state.guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from pipeline_state.profile import DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_RESENDS, CommandSpec, Profile
+from pipeline_state.wire import MAX_ITEMS_PER_BATCH
+
+from .catalog import HULEEDU_CATALOG
+from .events import (
+    AIFeedbackInitiateCommandV1,
+    CJAssessmentInitiateCommandV1,
+    NlpInitiateCommandV2,
+    SpellcheckInitiateCommandV1,
+    StudentMatchingInitiateCommandV1,
+    Topic,
+)
+
+__all__ = ["HULEEDU_DEFAULT_DEADLINE_SECONDS", "HULEEDU_PHASE_COMMANDS", "huleedu_profile"]
+
+HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
+"""Deadline of every phase of the shipped HuleEdu profile (one hour); with
+:data:`DEFAULT_MAX_RESENDS` re-sends a silent phase fails after three hours."""
+
+
+HULEEDU_PHASE_COMMANDS: Mapping[str, CommandSpec] = {
+    "spellcheck": CommandSpec(Topic.SPELLCHECK.value, SpellcheckInitiateCommandV1),
+    "cj_assessment": CommandSpec(Topic.CJ_ASSESSMENT.value, CJAssessmentInitiateCommandV1),
+    "nlp": CommandSpec(Topic.NLP.value, NlpInitiateCommandV2),
+    "ai_feedback": CommandSpec(Topic.AI_FEEDBACK.value, AIFeedbackInitiateCommandV1),
+}
+
+
+def huleedu_profile(
+    *,
+    max_parallel: int | None = None,
+    credits: CreditLedger | None = None,
+    extra_guards: Sequence[AdmissionGuard] = (),
+    catalog: Catalog = HULEEDU_CATALOG,
+    deadlines: Mapping[str, float | None] | None = None,
+    default_deadline_seconds: float | None = HULEEDU_DEFAULT_DEADLINE_SECONDS,
+    max_resends: int = DEFAULT_MAX_RESENDS,
+    strict_correlation: bool = False,
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+    max_items_per_batch: int = MAX_ITEMS_PER_BATCH,
+) -> Profile:
+    """The HuleEdu profile: its four pipelines, phase commands and the prompt guard.
+
+    ``catalog`` may be any catalog over (some of) the four HuleEdu phases; the profile
+    declares the commands of the phases it has.
+
+    ``max_parallel=1`` gives the original platform's strictly sequential dispatch;
+    ``credits`` adds a :class:`~pipeline_state.guards.CreditsGuard` over that ledger.
+    Every phase has a deadline: :data:`HULEEDU_DEFAULT_DEADLINE_SECONDS` unless the catalog
+    step sets one, and ``deadlines={"cj_assessment": 7200}`` overrides both per phase for a
+    deployment (``None`` for a phase: no deadline). ``default_deadline_seconds=None`` opts
+    out of the default (only the catalog's and ``deadlines``' remain: a silent worker then
+    blocks its batch until an operator cancels the run). See :class:`Profile` for the rest.
+    """
+    # Only the catalog's phases: a profile declares no command for a phase it cannot run.
+    phases = set(catalog.phases) if isinstance(catalog, Catalog) else set()
+    commands = {phase: spec for phase, spec in HULEEDU_PHASE_COMMANDS.items() if phase in phases}
+    guards: list[AdmissionGuard] = [PromptGuard()]
+    if credits is not None:
+        guards.append(CreditsGuard(credits))
+    guards.extend(extra_guards)
+    return Profile(
+        name="huleedu",
+        catalog=catalog,
+        phase_commands=commands,
+        student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
+        guards=tuple(guards),
+        max_parallel=max_parallel,
+        source_service="batch_orchestrator_service",
+        strict_correlation=strict_correlation,
+        deadlines=deadlines or {},
+        default_deadline_seconds=default_deadline_seconds,
+        max_resends=max_resends,
+        max_command_bytes=max_command_bytes,
+        max_items_per_batch=max_items_per_batch,
+    )
