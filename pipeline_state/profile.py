@@ -8,10 +8,10 @@ and how strictly it matches correlation ids. The shipped profiles live in
 default one.
 
 **Commands that can always be published.** A phase command carries its items inline
-(``essays_to_process``). Every inbound id and list is bounded (:mod:`pipeline_state.wire`),
-so the largest command a profile can build is known in advance: :func:`command_size_bound`
-of ``max_items_per_batch`` items. Building a profile checks that it fits
-``max_command_bytes`` (default :data:`DEFAULT_MAX_COMMAND_BYTES`, under the producer's
+(under the name its model declares, see :class:`CommandFields`). Every inbound id and list
+is bounded (:mod:`pipeline_state.wire`), so the largest command a profile can build is known
+in advance: :func:`command_size_bound` of ``max_items_per_batch`` items. Building a profile
+checks that it fits ``max_command_bytes`` (default :data:`DEFAULT_MAX_COMMAND_BYTES`, under the producer's
 1 MiB request limit) and raises :class:`~pipeline_state.errors.DefinitionError` naming the
 numbers otherwise. As defense in depth (a state stored before the bounds existed), the
 engine measures a command whose item count could exceed the limit before emitting it, and a
@@ -46,23 +46,20 @@ from .catalog import Catalog, Step
 from .errors import DefinitionError
 from .guards import AdmissionGuard
 from .inbound import Inbound
+from .model import ItemRef
 from .outbound import Outbound
-from .profiles.huleedu.events import Topic
-from .profiles.huleedu.inbound import HULEEDU_INBOUND
-from .profiles.huleedu.outbound import HULEEDU_OUTBOUND
 from .wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel
 
 __all__ = [
     "COMMAND_OVERHEAD_BYTES",
     "DEFAULT_MAX_COMMAND_BYTES",
     "DEFAULT_MAX_RESENDS",
-    "ENGINE_EVENT_TOPICS",
-    "ITEM_REF_MAX_BYTES",
-    "MATCHING_COMMAND_FIELDS",
-    "PHASE_COMMAND_FIELDS",
+    "ENGINE_COMMAND_FIELDS",
+    "CommandFields",
     "CommandSpec",
     "Profile",
     "check_profile",
+    "command_fields",
     "command_size_bound",
 ]
 
@@ -76,44 +73,66 @@ COMMAND_OVERHEAD_BYTES = 8_192
 timestamp, source, metadata) and every other field (batch id, class id, language, course
 code) at their bounds, four bytes per character: about 4.5 kB, rounded up."""
 
-ITEM_REF_MAX_BYTES = len('{"essay_id":"","text_storage_id":""},') + 2 * MAX_ITEM_ID_LENGTH * 4
-"""The most one item of ``essays_to_process`` takes as UTF-8 JSON: two ids of
-:data:`~pipeline_state.wire.MAX_ITEM_ID_LENGTH` characters, at most 4 bytes each (ids hold
-no control characters, the only ones JSON escapes to more)."""
-
 DEFAULT_MAX_RESENDS = 2
 """How many times an overdue phase's command is re-sent before the phase fails."""
 
 
-def command_size_bound(items: int) -> int:
-    """The most bytes a phase command of ``items`` items can take (see the module)."""
-    return COMMAND_OVERHEAD_BYTES + items * ITEM_REF_MAX_BYTES
+@attrs.frozen
+class CommandFields:
+    """The names under which the engine fills a command it builds, and the keys of each item
+    in the command's list of items.
+
+    A command model declares its names as a class attribute ``command_fields`` (subclasses
+    inherit it); a model without one gets the engine's own names (:data:`ENGINE_COMMAND_FIELDS`).
+    The engine fills exactly :attr:`phase` in a phase command and :attr:`matching` in the
+    group-matching command; ``group_id`` is ``None`` for a batch registered without a group.
+    """
+
+    batch_id: str = "batch_id"
+    items: str = "items"
+    item_id: str = "item_id"
+    content_ref: str = "content_ref"
+    language: str = "language"
+    category: str = "category"
+    group_id: str = "group_id"
+
+    @property
+    def phase(self) -> frozenset[str]:
+        """The fields of a phase command."""
+        return frozenset({self.batch_id, self.items, self.language, self.category, self.group_id})
+
+    @property
+    def matching(self) -> frozenset[str]:
+        """The fields of the group-matching command."""
+        return frozenset({self.batch_id, self.group_id, self.items})
+
+    @property
+    def item_ref_max_bytes(self) -> int:
+        """The most one item of the list takes as UTF-8 JSON: two ids of
+        :data:`~pipeline_state.wire.MAX_ITEM_ID_LENGTH` characters, at most 4 bytes each (ids
+        hold no control characters, the only ones JSON escapes to more)."""
+        return len(f'{{"{self.item_id}":"","{self.content_ref}":""}},') + 2 * MAX_ITEM_ID_LENGTH * 4
+
+    def item(self, ref: ItemRef) -> dict[str, str | None]:
+        """One item of the list, as the command models validate it."""
+        return {self.item_id: ref.item_id, self.content_ref: ref.content_ref}
 
 
-PHASE_COMMAND_FIELDS: frozenset[str] = frozenset(
-    {"batch_id", "essays_to_process", "language", "course_code", "class_id"}
-)
-"""The fields the engine fills in every phase command, and nothing else: a command model
-may declare any of them (the others are dropped, :class:`~pipeline_state.wire.WireModel`
-ignores unknown fields), and every other field it declares needs a default. ``class_id`` is
-``None`` for a batch registered without a class."""
+ENGINE_COMMAND_FIELDS = CommandFields()
+"""The engine's own names, for command models that declare none."""
 
-MATCHING_COMMAND_FIELDS: frozenset[str] = frozenset({"batch_id", "class_id", "essays_to_process"})
-"""The fields the engine fills in the student-matching command (``class_id`` is always set:
-only a batch with a class is matched)."""
 
-ENGINE_EVENT_TOPICS: Mapping[str, str] = MappingProxyType(
-    {
-        Topic.ESSAYS_REGISTERED.value: "registered",
-        Topic.PHASE_SKIPPED.value: "skipped",
-        Topic.PIPELINE_DENIED.value: "denied",
-        Topic.PIPELINE_COMPLETED.value: "completed",
-        Topic.TEACHER_NOTIFICATION.value: "notification",
-        Topic.RESULTS_READY.value: "results",
-    }
-)
-"""The topics of the events the engine emits itself (topic: which event); no command may
-use one."""
+def command_fields(model: type[WireModel]) -> CommandFields:
+    """The names ``model`` declares (its ``command_fields`` class attribute), else the engine's."""
+    found = getattr(model, "command_fields", None)
+    return found if isinstance(found, CommandFields) else ENGINE_COMMAND_FIELDS
+
+
+def command_size_bound(items: int, fields: CommandFields = ENGINE_COMMAND_FIELDS) -> int:
+    """The most bytes a phase command of ``items`` items can take (see the module), its items
+    named as ``fields`` names them."""
+    return COMMAND_OVERHEAD_BYTES + items * fields.item_ref_max_bytes
+
 
 _NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
 
@@ -122,10 +141,10 @@ _NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
 class CommandSpec:
     """The topic and payload model of the command that starts a phase.
 
-    ``model`` is a :class:`~pipeline_state.wire.WireModel` subclass (usually of
-    :class:`~pipeline_state.wire.PhaseInitiateCommand`) whose required fields are among
-    those the engine fills (:data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS`
-    for the student-matching command); :class:`Profile` checks it when built.
+    ``model`` is a :class:`~pipeline_state.wire.WireModel` subclass whose required fields are
+    among those the engine fills, under the names the model declares (:class:`CommandFields`:
+    :attr:`~CommandFields.phase`, or :attr:`~CommandFields.matching` for the group-matching
+    command); :class:`Profile` checks it when built.
     """
 
     topic: str
@@ -200,11 +219,9 @@ def _input_keys(name: str, field: FieldInfo, config: Mapping[str, Any]) -> froze
     return frozenset(keys)
 
 
-def _check_command(
-    profile: str, where: str, spec: object, fills: frozenset[str], *, class_may_be_none: bool
-) -> CommandSpec:
-    """``spec`` if it is a command the engine can build from the fields ``fills`` (with
-    ``class_id`` possibly ``None`` when ``class_may_be_none``)."""
+def _check_command(profile: str, where: str, spec: object, *, matching: bool) -> CommandSpec:
+    """``spec`` if it is a command the engine can build: a phase command, or the
+    group-matching command when ``matching`` (whose group is never ``None``)."""
     if not isinstance(spec, CommandSpec):
         raise DefinitionError(profile, f"{where} must be a CommandSpec(topic, model), got {_kind(spec)}")
     _check_text(profile, f"the topic of {where}", spec.topic)
@@ -220,6 +237,8 @@ def _check_command(
             "pipeline_state.wire.WireModel (frozen, ignores the fields it does not declare), "
             "usually through PhaseInitiateCommand",
         )
+    names = command_fields(model)
+    fills = names.matching if matching else names.phase
     fields = [
         (name, field, _input_keys(name, field, model.model_config))
         for name, field in model.model_fields.items()
@@ -242,14 +261,14 @@ def _check_command(
                 f"the model of {where}, {model.__qualname__}, forbids extra fields but does not "
                 f"declare {undeclared}, which the engine always passes: drop extra='forbid'",
             )
-    if class_may_be_none:
+    if not matching:
         for name, field, keys in fields:
-            if "class_id" in keys and not _accepts_none(field):
+            if names.group_id in keys and not _accepts_none(field):
                 raise DefinitionError(
                     profile,
                     f"the model of {where}, {model.__qualname__}, does not accept None for "
-                    f"{name!r}, but the engine fills it with the batch's class_id, None for a "
-                    "batch registered without a class: declare it `str | None`",
+                    f"{name!r}, but the engine fills it with the batch's group ({names.group_id}), "
+                    "None for a batch registered without one: declare it `str | None`",
                 )
     return spec
 
@@ -284,11 +303,11 @@ class Profile:
       :class:`~pipeline_state.wire.WireModel` class, a guard without a callable ``check``
       (or a guard class instead of an instance);
     * a command model requires a field the engine cannot fill (it fills exactly
-      :data:`PHASE_COMMAND_FIELDS`, or :data:`MATCHING_COMMAND_FIELDS` for student
-      matching), forbids a field the engine passes, or refuses ``None`` for ``class_id``;
+      :attr:`CommandFields.phase`, or :attr:`CommandFields.matching` for group matching),
+      forbids a field the engine passes, or refuses ``None`` for the group;
     * two phases share a command topic, or the student-matching command uses a phase's; a
       command topic is one the profile consumes (its ``inbound``) or
-      the topic of one of the engine's own events (:data:`ENGINE_EVENT_TOPICS`);
+      the topic of one of the events the profile announces (:meth:`event_topics`);
     * a catalog phase has no command, or a command names a phase the catalog does not have;
     * a deadline, ``max_resends``, ``max_parallel``, ``max_items_per_batch`` or
       ``max_command_bytes`` is out of range (see the module).
@@ -310,9 +329,10 @@ class Profile:
     max_resends: int = DEFAULT_MAX_RESENDS
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     max_items_per_batch: int = MAX_ITEMS_PER_BATCH
-    outbound: Outbound = HULEEDU_OUTBOUND
-    """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`)."""
-    inbound: Inbound = HULEEDU_INBOUND
+    outbound: Outbound = attrs.field(factory=lambda: _default_wire()[1])
+    """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`);
+    the default profile's wording unless given."""
+    inbound: Inbound = attrs.field(factory=lambda: _default_wire()[0])
     """What the profile's service consumes and how each message reads as an engine input
     (see :mod:`pipeline_state.inbound`)."""
     measure_above_items: int = attrs.field(init=False, default=0)
@@ -365,18 +385,20 @@ class Profile:
                 self.name,
                 f"max_command_bytes must be a whole number above {COMMAND_OVERHEAD_BYTES}, got {limit!r}",
             )
-        worst = command_size_bound(items)
+        per_item = max(
+            (command_fields(spec.model).item_ref_max_bytes for spec in self.phase_commands.values()),
+            default=ENGINE_COMMAND_FIELDS.item_ref_max_bytes,
+        )
+        worst = COMMAND_OVERHEAD_BYTES + items * per_item
         if worst > limit:
-            fits = (limit - COMMAND_OVERHEAD_BYTES) // ITEM_REF_MAX_BYTES
+            fits = (limit - COMMAND_OVERHEAD_BYTES) // per_item
             raise DefinitionError(
                 self.name,
                 f"a phase command of max_items_per_batch={items} items may take up to {worst} bytes "
-                f"({COMMAND_OVERHEAD_BYTES} + {items} x {ITEM_REF_MAX_BYTES}), more than "
+                f"({COMMAND_OVERHEAD_BYTES} + {items} x {per_item}), more than "
                 f"max_command_bytes={limit}: allow at most {fits} items or raise max_command_bytes",
             )
-        object.__setattr__(
-            self, "measure_above_items", (limit - COMMAND_OVERHEAD_BYTES) // ITEM_REF_MAX_BYTES
-        )
+        object.__setattr__(self, "measure_above_items", (limit - COMMAND_OVERHEAD_BYTES) // per_item)
 
     def _check_types(self) -> None:
         """The settings' types, the commands' models and the guards (see the class)."""
@@ -397,16 +419,10 @@ class Profile:
         for phase, spec in commands.items():
             if not isinstance(phase, str):
                 raise DefinitionError(name, f"phase_commands keys must be phase names, got {_kind(phase)}")
-            _check_command(name, f"phase {phase!r}", spec, PHASE_COMMAND_FIELDS, class_may_be_none=True)
+            _check_command(name, f"phase {phase!r}", spec, matching=False)
         object.__setattr__(self, "phase_commands", MappingProxyType(dict(commands)))
         if self.student_matching is not None:
-            _check_command(
-                name,
-                "student_matching",
-                self.student_matching,
-                MATCHING_COMMAND_FIELDS,
-                class_may_be_none=False,
-            )
+            _check_command(name, "student_matching", self.student_matching, matching=True)
         guards: object = self.guards
         if not isinstance(guards, tuple | list):
             raise DefinitionError(name, f"guards must be a tuple of admission guards, got {_kind(guards)}")
@@ -452,6 +468,7 @@ class Profile:
                     f"of {other}: give it a topic of its own",
                 )
             owners[matching.topic] = "student_matching"
+        events = self.event_topics()
         for topic, owner in owners.items():
             if topic in self.inbound:
                 raise DefinitionError(
@@ -459,13 +476,25 @@ class Profile:
                     f"the command of {owner} uses {topic!r}, an inbound topic the engine "
                     "consumes: it would read its own commands back",
                 )
-            event = ENGINE_EVENT_TOPICS.get(topic)
+            event = events.get(topic)
             if event is not None:
                 raise DefinitionError(
                     self.name,
                     f"the command of {owner} uses {topic!r}, the topic of the engine's own "
                     f"{event} event: consumers of that event would receive it",
                 )
+
+    def event_topics(self) -> Mapping[str, str]:
+        """The topics of the events the profile announces, each with what it announces: the
+        outbound's ``event_topics`` mapping when it declares one (it may name topics other
+        services of the profile write to), else what
+        :func:`~pipeline_state.announced.announced_events` finds it writes."""
+        declared = getattr(self.outbound, "event_topics", None)
+        if isinstance(declared, Mapping):
+            return declared
+        from .announced import announced_events  # it imports the engine's model
+
+        return {a.topic: a.announces[0].split(":")[0] for a in announced_events(self.name, self.outbound)}
 
     @property
     def student_validation(self) -> bool:
@@ -491,6 +520,12 @@ class Profile:
         if step.deadline_seconds is not None:
             return step.deadline_seconds
         return self.default_deadline_seconds
+
+
+def _default_wire() -> tuple[Inbound, Outbound]:
+    from .profiles import default_wire  # the shipped profiles build on this module
+
+    return default_wire()
 
 
 _OUTBOUND_METHODS = ("registered", "phase_skipped", "denied", "completed", "notify")

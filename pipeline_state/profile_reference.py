@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .announced import announced_events
-from .profile import MATCHING_COMMAND_FIELDS, PHASE_COMMAND_FIELDS, Profile
+from .profile import Profile, command_fields
 
 __all__ = ["render_profile_page"]
 
@@ -68,7 +68,7 @@ def _readiness(profile: Profile) -> list[str]:
             "Every batch takes the **content-only** path: it is ready for pipelines once its "
             "content is provisioned (`ContentReady`).",
         ]
-    fields = sorted(set(matching.model.model_fields) & MATCHING_COMMAND_FIELDS)
+    fields = sorted(set(matching.model.model_fields) & command_fields(matching.model).matching)
     return [
         "A batch registered without a group is ready once its content is provisioned. A batch "
         f"with a group first asks for its items to be matched: the engine sends `{matching.model.__name__}` "
@@ -89,7 +89,7 @@ def _commands(profile: Profile) -> list[str]:
     rows = []
     for phase in profile.catalog.phases:
         spec = profile.phase_commands[phase]
-        filled = sorted(set(spec.model.model_fields) & PHASE_COMMAND_FIELDS)
+        filled = sorted(set(spec.model.model_fields) & command_fields(spec.model).phase)
         rows.append([_code(phase), _code(spec.topic), f"`{spec.model.__name__}`", _codes(filled)])
     return _table(["phase", "command topic", "model", "fields the engine fills"], rows)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pipeline_state.catalog import Catalog, Pipeline, Plan, Step, load_packaged_profile_catalog
 from pipeline_state.errors import CatalogError, DefinitionError, UnknownPipelineError
 from pipeline_state.profiles.huleedu.catalog import _HULEEDU_PROFILE, HULEEDU_CATALOG
-from pipeline_state.testing.strategies import catalogs
+from pipeline_state.profiles.huleedu.testing.strategies import catalogs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

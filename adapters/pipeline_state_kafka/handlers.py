@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.profile import ENGINE_EVENT_TOPICS
+from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
 from pipeline_state.service import HandleResult, PipelineService
 from pipeline_state.tracing import TraceContext
 

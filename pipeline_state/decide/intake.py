@@ -7,14 +7,14 @@ from pipeline_state.errors import BatchConflictError, ItemMismatchError
 from pipeline_state.inputs import ContentReady, GroupConfirmed, ItemsReady, RegisterBatch, ValidationFailed
 from pipeline_state.lifecycle import BatchStatus, Verdict
 from pipeline_state.model import BatchState, ItemRef, evolve
-from pipeline_state.profile import Profile
+from pipeline_state.profile import Profile, command_fields
 
 from . import machines
 from .context import BatchCtx, Session
 from .ids import derive_id
 from .journal import Decision
 from .registry import Inputs
-from .run import duplicates, wire_ref
+from .run import duplicates
 
 __all__ = [
     "PROVISION_TRIGGERS",
@@ -195,9 +195,10 @@ def request_matching(ctx: BatchCtx) -> None:
     if matching is None:
         return
     state = session.state
+    names = command_fields(matching.model)
     data = {
-        "batch_id": state.batch_id,
-        "class_id": state.group_id,
-        "essays_to_process": [wire_ref(e) for e in state.items],
+        names.batch_id: state.batch_id,
+        names.group_id: state.group_id,
+        names.items: [names.item(e) for e in state.items],
     }
     session.journal.emit_lazy(matching.topic, state.batch_id, matching.model, data)

@@ -12,22 +12,17 @@ from pipeline_state.errors import CorruptStateError, ItemMismatchError
 from pipeline_state.lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
 from pipeline_state.model import ItemRef, PhaseRun, Run, evolve
 from pipeline_state.outbound import Notice, RunSummary
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
 
 from . import machines
 from .context import PhaseCtx, RunCtx, Session
 from .ids import outbox_event_id
 from .journal import Move
 
-__all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "fan_in", "wire_ref"]
+__all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "fan_in"]
 
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
-
-
-def wire_ref(ref: ItemRef) -> dict[str, str | None]:
-    """An item reference as the wire models validate it."""
-    return {"essay_id": ref.item_id, "text_storage_id": ref.content_ref}
 
 
 def fan_in(outputs: Sequence[tuple[ItemRef, ...]]) -> tuple[ItemRef, ...]:
@@ -151,12 +146,13 @@ class RunEngine:
         when it would exceed the profile's ``max_command_bytes`` (measured, by building it,
         only when the item count allows it)."""
         state = self.session.state
+        names = command_fields(spec.model)
         data = {
-            "batch_id": state.batch_id,
-            "essays_to_process": [wire_ref(e) for e in inputs],
-            "language": state.language,
-            "course_code": state.category,
-            "class_id": state.group_id,
+            names.batch_id: state.batch_id,
+            names.items: [names.item(e) for e in inputs],
+            names.language: state.language,
+            names.category: state.category,
+            names.group_id: state.group_id,
         }
         profile = self.session.profile
         if len(inputs) > profile.measure_above_items:

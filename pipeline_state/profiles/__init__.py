@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 from pipeline_state.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from pipeline_state.inbound import Inbound
+    from pipeline_state.outbound import Outbound
     from pipeline_state.profile import Profile
 
-__all__ = ["DEFAULT_PROFILE", "default_profile", "load_profile", "run_default_demo"]
+__all__ = ["DEFAULT_PROFILE", "default_profile", "default_wire", "load_profile", "run_default_demo"]
 
 DEFAULT_PROFILE = "pipeline_state.profiles.huleedu:huleedu_profile"
 """The profile used wherever none is given, as :func:`load_profile` reads it."""
@@ -27,6 +29,14 @@ def default_profile() -> Profile:
     from .huleedu.profile import huleedu_profile
 
     return huleedu_profile()
+
+
+def default_wire() -> tuple[Inbound, Outbound]:
+    """The default profile's inbound and outbound wire: what a :class:`Profile` built without
+    its own consumes and emits."""
+    from .huleedu import HULEEDU_INBOUND, HULEEDU_OUTBOUND
+
+    return HULEEDU_INBOUND, HULEEDU_OUTBOUND
 
 
 def run_default_demo(*, seed: int = 7, batches: int = 2, plain: bool = False) -> int:

@@ -1,11 +1,12 @@
-"""Test kit shipped with the library: message builders, a reference model, Hypothesis
-strategies, a stateful harness, the contract suites adapters must pass, and generated
-paths through the engine (``paths``: shortest and simple input sequences, transition
-coverage).
+"""Test kit shipped with the library, for any profile: message builders driven by the
+profile (:class:`Envelopes`), the store contract suite adapters must pass
+(:mod:`.contract`), generated paths through the engine (``paths``: shortest and simple input
+sequences, transition coverage), a stateful test for any profile (:mod:`.profile_machine`)
+and span helpers (:mod:`.spans`).
 
-The Hypothesis-based parts (``strategies``, ``harness``) are imported on first use, so the
-builders and the reference model work without the ``testing`` extra installed; ``paths``
-needs no extra and is imported on first use too.
+The default profile's own kit (its reference model, strategies, stateful harness and the
+results store contract) lives with it under :mod:`pipeline_state.profiles`. ``paths`` is
+imported on first use.
 """
 
 from __future__ import annotations
@@ -14,23 +15,8 @@ import importlib
 from typing import Any
 
 from .builders import Envelopes, essay_refs
-from .reference import ReferenceModel
 
 _LAZY = {
-    "PipelineMachine": "harness",
-    "EngineUnderTest": "harness",
-    "EngineFactory": "harness",
-    "check_outgoing": "harness",
-    "ProfileSpec": "strategies",
-    "profile_specs": "strategies",
-    "catalogs": "strategies",
-    "catalog_data": "strategies",
-    "batch_states": "strategies",
-    "engine_traces": "strategies",
-    "commands_for": "strategies",
-    "inbound_messages": "strategies",
-    "envelopes": "strategies",
-    "outcome_data": "strategies",
     "Exploration": "paths",
     "TransitionKey": "paths",
     "coverage": "paths",
@@ -41,7 +27,7 @@ _LAZY = {
     "simple_paths": "paths",
 }
 
-__all__ = ["Envelopes", "ReferenceModel", "essay_refs", *_LAZY]
+__all__ = ["Envelopes", "essay_refs", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -82,6 +82,7 @@ from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchS
 from pipeline_state.model import BatchState, ItemRef, completed_outputs
 from pipeline_state.outbound import RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound
+from pipeline_state.profiles.huleedu.events import HULEEDU_COMMAND_FIELDS
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.service import HandleResult, PipelineService
 from pipeline_state.wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
@@ -381,7 +382,9 @@ def exploration_profile() -> Profile:
     one re-send of an overdue command (the search stays small; both ``expire``
     alternatives are still taken)."""
     return huleedu_profile(
-        max_items_per_batch=_ESSAYS, max_command_bytes=command_size_bound(_ESSAYS), max_resends=1
+        max_items_per_batch=_ESSAYS,
+        max_command_bytes=command_size_bound(_ESSAYS, HULEEDU_COMMAND_FIELDS),
+        max_resends=1,
     )
 
 

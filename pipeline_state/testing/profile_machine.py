@@ -20,7 +20,7 @@ d. a redelivered message is a duplicate and publishes nothing.
 At teardown every command still open is answered (and the sweeper run) until no run is
 active: every accepted run completes exactly once.
 
-The HuleEdu profile has the fuller :class:`~pipeline_state.testing.harness.PipelineMachine`
+The HuleEdu profile has the fuller :class:`~pipeline_state.profiles.huleedu.testing.harness.PipelineMachine`
 with a reference model; this machine holds any profile to the promises above::
 
     TestMyProfile = ProfileMachine.for_profile(MY_PROFILE).TestCase

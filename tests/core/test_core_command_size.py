@@ -14,7 +14,12 @@ from pipeline_state import Command, DefinitionError, PipelineService, decide
 from pipeline_state.memory import InMemoryStore, ManualClock
 from pipeline_state.model import ItemRef, evolve
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
-from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic, parse_message
+from pipeline_state.profiles.huleedu.events import (
+    HULEEDU_COMMAND_FIELDS,
+    MAX_ESSAYS_PER_BATCH,
+    Topic,
+    parse_message,
+)
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
 from pipeline_state.wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
@@ -35,7 +40,7 @@ def _fold(profile, deliveries):  # type: ignore[no-untyped-def]
 
 
 def test_the_default_limits_fit_the_producers_default_request_size() -> None:
-    worst = command_size_bound(MAX_ESSAYS_PER_BATCH)
+    worst = command_size_bound(MAX_ESSAYS_PER_BATCH, HULEEDU_COMMAND_FIELDS)
     assert worst <= DEFAULT_MAX_COMMAND_BYTES < KAFKA_DEFAULT_MAX_REQUEST_SIZE
     assert huleedu_profile().measure_above_items >= MAX_ESSAYS_PER_BATCH
 
@@ -45,7 +50,7 @@ def test_a_profile_whose_worst_command_does_not_fit_is_refused_naming_the_number
         huleedu_profile(max_command_bytes=100_000)
     text = str(caught.value)
     assert "max_command_bytes=100000" in text
-    assert str(command_size_bound(MAX_ESSAYS_PER_BATCH)) in text
+    assert str(command_size_bound(MAX_ESSAYS_PER_BATCH, HULEEDU_COMMAND_FIELDS)) in text
     assert "allow at most 109 items" in text
     huleedu_profile(max_command_bytes=100_000, max_items_per_batch=109)
     with pytest.raises(DefinitionError):
@@ -83,7 +88,11 @@ async def test_the_largest_valid_command_encodes_within_the_bound() -> None:
     for message in commands:
         encoded = json.dumps(message.value, separators=(",", ":"), ensure_ascii=False).encode()
         assert len(message.value["data"]["essays_to_process"]) == MAX_ESSAYS_PER_BATCH
-        assert len(encoded) <= command_size_bound(MAX_ESSAYS_PER_BATCH) <= DEFAULT_MAX_COMMAND_BYTES
+        assert (
+            len(encoded)
+            <= command_size_bound(MAX_ESSAYS_PER_BATCH, HULEEDU_COMMAND_FIELDS)
+            <= DEFAULT_MAX_COMMAND_BYTES
+        )
         assert (
             len(encoded)
             - len(json.dumps(message.value["data"]["essays_to_process"], ensure_ascii=False).encode())

@@ -17,17 +17,18 @@ from hypothesis import given, settings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from pipeline_state import Catalog, CommandSpec, DefinitionError, InMemoryRuntime, Profile, PromptGuard
-from pipeline_state.profile import (
-    ENGINE_EVENT_TOPICS,
-    MATCHING_COMMAND_FIELDS,
-    PHASE_COMMAND_FIELDS,
-    check_profile,
-)
+from pipeline_state.profile import check_profile
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
-from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, huleedu_profile
+from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
+from pipeline_state.profiles.huleedu.profile import (
+    HULEEDU_PHASE_COMMANDS,
+    MATCHING_COMMAND_FIELDS,
+    PHASE_COMMAND_FIELDS,
+    huleedu_profile,
+)
+from pipeline_state.profiles.huleedu.testing.strategies import catalogs, profile_for
 from pipeline_state.testing import Envelopes
-from pipeline_state.testing.strategies import catalogs, profile_for
 from pipeline_state.wire import WireModel
 
 CATALOG = Catalog.from_dict(

@@ -35,8 +35,8 @@ from pipeline_state.ports import TransitionRecord
 from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.testing.reference import Expectation, ReferenceModel
 from pipeline_state.testing.paths import START, Path, Step, replay
-from pipeline_state.testing.reference import Expectation, ReferenceModel
 
 __all__ = [
     "StepTrace",

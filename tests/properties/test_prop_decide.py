@@ -1,6 +1,6 @@
 """Property tests of the pure core: ``decide`` over states the engine reaches.
 
-States come from :func:`pipeline_state.testing.strategies.engine_traces` (random commands
+States come from :func:`pipeline_state.profiles.huleedu.testing.strategies.engine_traces` (random commands
 folded through ``decide`` from an empty store, over the HuleEdu pipelines with deadlines or
 a random catalog, parallel or sequential); the next command from ``commands_for``.
 """
@@ -25,8 +25,8 @@ from pipeline_state.profiles.huleedu.events import (
     PhaseSkippedV1,
     parse_message,
 )
-from pipeline_state.testing.reference import plan_order
-from pipeline_state.testing.strategies import (
+from pipeline_state.profiles.huleedu.testing.reference import plan_order
+from pipeline_state.profiles.huleedu.testing.strategies import (
     EngineTrace,
     TraceStep,
     catalog_data,

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from pipeline_state import decide
 from pipeline_state.lifecycle import ABSENT, LIFECYCLES
-from pipeline_state.testing.strategies import EngineTrace, engine_traces
+from pipeline_state.profiles.huleedu.testing.strategies import EngineTrace, engine_traces
 
 DECLARED = {
     (name, trigger, source, t.dest)

@@ -1,5 +1,5 @@
 """The stateful property test: random interleavings against the engine, checked against the
-reference model after every step (see :mod:`pipeline_state.testing.harness` for the rules
+reference model after every step (see :mod:`pipeline_state.profiles.huleedu.testing.harness` for the rules
 and the invariants a-i, waiting facts and their expiry included).
 
 Bounded for CI: a few hundred examples of 40 steps run in well under a minute; under
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService, Profile
-from pipeline_state.testing.harness import EngineUnderTest, PipelineMachine
-from pipeline_state.testing.strategies import HULEEDU_DEADLINE_CATALOG, ProfileSpec
+from pipeline_state.profiles.huleedu.testing.harness import EngineUnderTest, PipelineMachine
+from pipeline_state.profiles.huleedu.testing.strategies import HULEEDU_DEADLINE_CATALOG, ProfileSpec
 
 __all__ = ["TestPipelineMachine", "TestSequentialServiceMachine"]
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
-from pipeline_state.testing.results_contract import ContractResultsStore, ResultsStoreContract
+from pipeline_state.profiles.huleedu.testing.results_contract import (
+    ContractResultsStore,
+    ResultsStoreContract,
+)
 
 
 class TestInMemoryResultsStoreContract(ResultsStoreContract):

@@ -16,7 +16,7 @@ from pipeline_state.profiles.huleedu.results import (
     batch_from_document,
     batch_to_document,
 )
-from pipeline_state.testing.results_contract import sample_batch
+from pipeline_state.profiles.huleedu.testing.results_contract import sample_batch
 
 
 @pytest.fixture

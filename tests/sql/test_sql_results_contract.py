@@ -20,7 +20,7 @@ from pipeline_state.profiles.huleedu.results import (
     ResultsChange,
     ResultsStore,
 )
-from pipeline_state.testing.results_contract import (
+from pipeline_state.profiles.huleedu.testing.results_contract import (
     T0,
     ContractResultsStore,
     ResultsStoreContract,

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
 from pipeline_state import wire
 from pipeline_state.errors import UnknownTopicError
 from pipeline_state.intake import DEFAULT_LIMITS, IntakeLimits
+from pipeline_state.profile import CommandFields
 from pipeline_state.wire import (
     MAX_FREE_TEXT_LENGTH,
     MAX_ID_LENGTH,
@@ -42,6 +43,7 @@ from pipeline_state.wire import (
 )
 
 __all__ = [
+    "HULEEDU_COMMAND_FIELDS",
     "INBOUND_TOPICS",
     "MAX_ESSAYS_PER_BATCH",
     "MAX_FREE_TEXT_LENGTH",
@@ -269,8 +271,20 @@ class BatchEssaysRegistered(WireModel):
     course_code: str
 
 
+HULEEDU_COMMAND_FIELDS = CommandFields(
+    items="essays_to_process",
+    item_id="essay_id",
+    content_ref="text_storage_id",
+    category="course_code",
+    group_id="class_id",
+)
+"""The names the engine fills HuleEdu's commands under (their models declare them)."""
+
+
 class PhaseInitiateCommand(WireModel):
     """Base of the commands that start a processing phase."""
+
+    command_fields: ClassVar[CommandFields] = HULEEDU_COMMAND_FIELDS
 
     batch_id: str
     essays_to_process: list[EssayProcessingInputRefV1]

@@ -5,7 +5,8 @@ notification table)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pipeline_state.guards import Denial
@@ -21,7 +22,7 @@ from pipeline_state.profiles.huleedu.events import (
     Topic,
 )
 
-__all__ = ["HULEEDU_OUTBOUND", "HuleEduOutbound"]
+__all__ = ["ENGINE_EVENT_TOPICS", "HULEEDU_OUTBOUND", "HuleEduOutbound"]
 
 _Priority = Literal["low", "high", "immediate"]
 
@@ -42,8 +43,27 @@ def _teacher(
     return Outgoing(Topic.TEACHER_NOTIFICATION.value, state.owner, TeacherNotificationRequestedV1, data, corr)
 
 
+ENGINE_EVENT_TOPICS: Mapping[str, str] = MappingProxyType(
+    {
+        Topic.ESSAYS_REGISTERED.value: "registered",
+        Topic.PHASE_SKIPPED.value: "skipped",
+        Topic.PIPELINE_DENIED.value: "denied",
+        Topic.PIPELINE_COMPLETED.value: "completed",
+        Topic.TEACHER_NOTIFICATION.value: "notification",
+        Topic.RESULTS_READY.value: "results",
+    }
+)
+"""The topics of the events the HuleEdu profile announces (topic: which event), the results
+service's included; no command may use one."""
+
+
 class HuleEduOutbound:
     """:class:`~pipeline_state.outbound.Outbound` of the HuleEdu wire contract."""
+
+    @property
+    def event_topics(self) -> Mapping[str, str]:
+        """See :meth:`pipeline_state.profile.Profile.event_topics`."""
+        return ENGINE_EVENT_TOPICS
 
     def registered(self, state: BatchState) -> Sequence[Outgoing]:
         data = {

@@ -12,6 +12,7 @@ from pipeline_state.wire import MAX_ITEMS_PER_BATCH
 
 from .catalog import HULEEDU_CATALOG
 from .events import (
+    HULEEDU_COMMAND_FIELDS,
     AIFeedbackInitiateCommandV1,
     CJAssessmentInitiateCommandV1,
     NlpInitiateCommandV2,
@@ -20,7 +21,22 @@ from .events import (
     Topic,
 )
 
-__all__ = ["HULEEDU_DEFAULT_DEADLINE_SECONDS", "HULEEDU_PHASE_COMMANDS", "huleedu_profile"]
+__all__ = [
+    "HULEEDU_DEFAULT_DEADLINE_SECONDS",
+    "HULEEDU_PHASE_COMMANDS",
+    "MATCHING_COMMAND_FIELDS",
+    "PHASE_COMMAND_FIELDS",
+    "huleedu_profile",
+]
+
+PHASE_COMMAND_FIELDS: frozenset[str] = HULEEDU_COMMAND_FIELDS.phase
+"""The fields the engine fills in every HuleEdu phase command, and nothing else: a command
+model may declare any of them, and every other field it declares needs a default.
+``class_id`` is ``None`` for a batch registered without a class."""
+
+MATCHING_COMMAND_FIELDS: frozenset[str] = HULEEDU_COMMAND_FIELDS.matching
+"""The fields the engine fills in the student-matching command (``class_id`` is always set:
+only a batch with a class is matched)."""
 
 HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 """Deadline of every phase of the shipped HuleEdu profile (one hour); with

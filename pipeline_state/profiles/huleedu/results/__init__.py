@@ -18,7 +18,7 @@ Pure parts: :mod:`~pipeline_state.profiles.huleedu.results.model` (values),
 :mod:`~pipeline_state.profiles.huleedu.results.service`.
 Ports and in-memory adapters: :mod:`~pipeline_state.profiles.huleedu.results.ports`,
 :mod:`~pipeline_state.profiles.huleedu.results.memory`. Stores are checked
-by :mod:`pipeline_state.testing.results_contract`.
+by :mod:`pipeline_state.profiles.huleedu.testing.results_contract`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ A SQL :class:`ResultsStore` maps onto four tables (the in-memory one keeps the s
   :class:`~pipeline_state.ports.Outbox` can be drained by
   :class:`~pipeline_state.relay.OutboxRelay` (the pipeline's outbox table fits as is).
 
-Every implementation must pass :class:`pipeline_state.testing.results_contract.ResultsStoreContract`.
+Every implementation must pass
+:class:`pipeline_state.profiles.huleedu.testing.results_contract.ResultsStoreContract`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :class:`PipelineMachine` is a Hypothesis ``RuleBasedStateMachine``. Each example draws a
 profile (the HuleEdu pipelines with deadlines, or a random catalog; parallel or strictly
 sequential dispatch), builds the engine under test through :meth:`PipelineMachine.make_engine`
-and a :class:`~pipeline_state.testing.reference.ReferenceModel`, then interleaves at random:
+and a :class:`~pipeline_state.profiles.huleedu.testing.reference.ReferenceModel`, then interleaves at random:
 registrations (guest and regular), provisioning and readiness, pipeline requests (valid,
 unknown, for unknown batches, while a run is active), phase outcomes (success, partial,
 failure, redelivered with the same ``event_id``, replayed with a fresh one, stale
@@ -78,9 +78,9 @@ from pipeline_state.profiles.huleedu.events import TOPICS, ClientBatchPipelineRe
 from pipeline_state.runtime import InMemoryRuntime
 from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
 from pipeline_state.snapshot import snapshot
+from pipeline_state.testing.builders import Envelopes
 from pipeline_state.wire import EventEnvelope, WireModel
 
-from .builders import Envelopes
 from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep
 from .strategies import (
     OUTCOME_KINDS,

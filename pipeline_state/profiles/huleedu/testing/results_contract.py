@@ -5,7 +5,7 @@ override the ``store`` fixture with a factory for a fresh, empty store of your b
 
     import pytest
     from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
-    from pipeline_state.testing.results_contract import ResultsStoreContract
+    from pipeline_state.profiles.huleedu.testing.results_contract import ResultsStoreContract
 
     class TestInMemoryResultsStore(ResultsStoreContract):
         @pytest.fixture
