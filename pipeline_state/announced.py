@@ -54,15 +54,15 @@ class Announced:
 
 def _samples() -> tuple[BatchState, Run, Sequence[RunSummary]]:
     """A registered batch, its finished run, and the run's summaries (clean and with failures)."""
-    essays = (ItemRef("sample-item-1", "sample-text-1"), ItemRef("sample-item-2", "sample-text-2"))
+    items = (ItemRef("sample-item-1", "sample-text-1"), ItemRef("sample-item-2", "sample-text-2"))
     phase = PhaseRun(
         "sample-phase",
         (),
         status=PhaseStatus.COMPLETED_SUCCESSFULLY,
         dispatched_at=_AT,
         finished_at=_AT,
-        inputs=essays,
-        outputs=essays,
+        inputs=items,
+        outputs=items,
     )
     run = Run(
         run_id="sample-run-id",
@@ -82,19 +82,19 @@ def _samples() -> tuple[BatchState, Run, Sequence[RunSummary]]:
         version=1,
         owner=_OWNER,
         category="SAMPLE",
-        expected_items=len(essays),
-        item_ids=tuple(e.item_id for e in essays),
+        expected_items=len(items),
+        item_ids=tuple(e.item_id for e in items),
         created_at=_AT,
         updated_at=_AT,
         org_id="sample-org-id",
         group_id="sample-class-id",
-        items=essays,
+        items=items,
         history=(run,),
     )
     failed = attrs.evolve(run, status=RunStatus.COMPLETED_WITH_FAILURES)
     summaries = (
-        RunSummary(run, len(essays), 0, 1.0, _AT),
-        RunSummary(failed, len(essays) - 1, 1, 1.0, _AT),
+        RunSummary(run, len(items), 0, 1.0, _AT),
+        RunSummary(failed, len(items) - 1, 1, 1.0, _AT),
     )
     return state, run, summaries
 

@@ -59,11 +59,12 @@ class AdmissionGuard(Protocol):
 class PromptGuard:
     """Denies ``prompt_not_attached`` when a phase that needs a prompt would run without one.
 
-    A prompt counts as attached when the batch was registered with ``student_prompt_ref``,
-    an earlier request attached one, or this request carries ``prompt_payload``.
+    A prompt counts as attached when the batch was registered with a prompt reference, an
+    earlier request attached one, or this request carries ``prompt_payload``. ``phases`` are
+    the phases that need one (none by default: the profile names them).
     """
 
-    phases: frozenset[str] = frozenset({"nlp", "cj_assessment", "ai_feedback"})
+    phases: frozenset[str] = frozenset()
 
     def check(self, request: AdmissionRequest) -> Denial | None:
         if request.batch.prompt_ref is not None or request.prompt_payload:
@@ -94,17 +95,17 @@ class InMemoryCreditLedger:
 
 @attrs.frozen
 class CreditsGuard:
-    """Denies ``insufficient_credits`` when the essays the plan would process cost more than
-    the ledger holds. Cost = essays x credits per phase (``default_cost`` when unlisted);
+    """Denies ``insufficient_credits`` when the items the plan would process cost more than
+    the ledger holds. Cost = items x credits per phase (``default_cost`` when unlisted);
     pruned phases cost nothing."""
 
     ledger: CreditLedger
-    cost_per_essay: Mapping[str, int] = attrs.field(factory=dict)
+    cost_per_item: Mapping[str, int] = attrs.field(factory=dict)
     default_cost: int = 1
 
     def check(self, request: AdmissionRequest) -> Denial | None:
-        essays = len(request.batch.items)
-        cost = sum(self.cost_per_essay.get(s.name, self.default_cost) * essays for s in request.plan.to_run)
+        items = len(request.batch.items)
+        cost = sum(self.cost_per_item.get(s.name, self.default_cost) * items for s in request.plan.to_run)
         balance = self.ledger.available(request.user_id, request.batch.org_id)
         if cost <= balance:
             return None

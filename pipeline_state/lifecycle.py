@@ -720,7 +720,7 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
     ),
     effects=(
         Effect("prepare_command", "build the phase's command over its inputs"),
-        Effect("prepare_skip", "record why the phase is skipped (no_essays_to_process)"),
+        Effect("prepare_skip", "record why the phase is skipped (no_items_to_process)"),
         Effect("send_command", "emit the command with a deadline, or abort the phase when it is too large"),
         Effect("resend_command", "publish the same command again (same event id), with a fresh deadline"),
         Effect("announce_skip", "emit a skip event for the phase"),
@@ -751,7 +751,7 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
             before="prepare_skip",
             after=("announce_skip", "skip_dependents"),
             doc="no item to process (its dependencies left none, or the batch has none): skipped "
-            "with no_essays_to_process, and its dependents with it",
+            "with no_items_to_process, and its dependents with it",
         ),
         Transition(
             "skip_dependency_failed",

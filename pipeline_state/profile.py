@@ -329,6 +329,9 @@ class Profile:
     max_resends: int = DEFAULT_MAX_RESENDS
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     max_items_per_batch: int = MAX_ITEMS_PER_BATCH
+    item_kind: str = "item"
+    """The word in the ids the engine derives for the items of a registration that names
+    none (``derive_id(batch_id, item_kind, index)``); changing it changes those ids."""
     outbound: Outbound = attrs.field(factory=lambda: _default_wire()[1])
     """How the profile words what the engine announces (see :mod:`pipeline_state.outbound`);
     the default profile's wording unless given."""
@@ -404,6 +407,7 @@ class Profile:
         """The settings' types, the commands' models and the guards (see the class)."""
         name = self.name
         _check_text(name, "source_service", self.source_service)
+        _check_text(name, "item_kind", self.item_kind)
         if not isinstance(self.catalog, Catalog):
             hint = " (build it with Catalog.from_dict)" if isinstance(self.catalog, Mapping) else ""
             raise DefinitionError(name, f"catalog must be a Catalog, got {_kind(self.catalog)}{hint}")

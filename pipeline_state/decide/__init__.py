@@ -57,7 +57,7 @@ from . import machines
 from .admission import request, retry_phase
 from .completion import archive, cancel_batch, cancel_run
 from .ids import derive_id, outbox_event_id
-from .intake import associations, essays_ready, provisioned, register, validation_errors
+from .intake import associations, items_ready, provisioned, register, validation_errors
 from .journal import CORRELATION_MISMATCH, Decision, Emit, Move
 from .outbox import republish_outbox
 from .progress import expire, outcome, record_completion
@@ -82,7 +82,7 @@ HANDLERS = HandlerRegistry()
 HANDLERS.register(RegisterBatch, register)
 HANDLERS.register(ContentReady, provisioned)
 HANDLERS.register(GroupConfirmed, associations)
-HANDLERS.register(ItemsReady, essays_ready)
+HANDLERS.register(ItemsReady, items_ready)
 HANDLERS.register(ValidationFailed, validation_errors)
 HANDLERS.register(RequestPipeline, request)
 HANDLERS.register(PhaseOutcome, outcome)

@@ -20,7 +20,7 @@ __all__ = [
     "PROVISION_TRIGGERS",
     "announce_registration",
     "associations",
-    "essays_ready",
+    "items_ready",
     "items_registered",
     "items_within_limit",
     "keep_items",
@@ -37,7 +37,8 @@ def register(inputs: Inputs, p: RegisterBatch) -> Decision:
     """A registration creates the batch; the same one again is ignored, a different one
     under the same id raises :class:`BatchConflictError`."""
     now = inputs.now
-    item_ids = p.item_ids or tuple(derive_id(p.batch_id, "essay", str(i)) for i in range(p.expected_items))
+    kind = inputs.profile.item_kind
+    item_ids = p.item_ids or tuple(derive_id(p.batch_id, kind, str(i)) for i in range(p.expected_items))
     fresh = BatchState(
         batch_id=p.batch_id,
         status=BatchStatus.AWAITING_CONTENT_VALIDATION,
@@ -115,7 +116,7 @@ def associations(inputs: Inputs, p: GroupConfirmed) -> Decision:
     return _readiness(inputs, "confirm_associations")
 
 
-def essays_ready(inputs: Inputs, p: ItemsReady) -> Decision:
+def items_ready(inputs: Inputs, p: ItemsReady) -> Decision:
     return _readiness(inputs, "essays_ready", p.items)
 
 
@@ -146,12 +147,12 @@ def items_within_limit(ctx: BatchCtx) -> str | None:
     return None
 
 
-def _explicit_essay_ids(state: BatchState) -> frozenset[str] | None:
-    """The essay ids the registration named, or ``None`` when it named none (the engine then
-    derived slot ids ``derive_id(batch_id, "essay", i)``, and the content service's own ids
+def _explicit_item_ids(state: BatchState, kind: str) -> frozenset[str] | None:
+    """The item ids the registration named, or ``None`` when it named none (the engine then
+    derived slot ids ``derive_id(batch_id, kind, i)``, and the content service's own ids
     are accepted: only their number is checked)."""
     ids = state.item_ids
-    if not ids or ids[0] == derive_id(state.batch_id, "essay", "0"):
+    if not ids or ids[0] == derive_id(state.batch_id, kind, "0"):
         return None
     return frozenset(ids)
 
@@ -169,9 +170,9 @@ def items_registered(ctx: BatchCtx) -> str | None:
         raise ItemMismatchError(
             "too_many_items",
             batch_id=state.batch_id,
-            detail=f"{len(ids)} essays named, {state.expected_items} registered",
+            detail=f"{len(ids)} items named, {state.expected_items} registered",
         )
-    registered = _explicit_essay_ids(state)
+    registered = _explicit_item_ids(state, ctx.session.profile.item_kind)
     if registered is not None:
         unknown = tuple(i for i in ids if i not in registered)
         if unknown:

@@ -254,7 +254,7 @@ def below_parallel_limit(ctx: PhaseCtx) -> str | None:
 
 
 def has_inputs(ctx: PhaseCtx) -> str | None:
-    return None if ctx.inputs else "no_essays_to_process"
+    return None if ctx.inputs else "no_items_to_process"
 
 
 def items_sent(ctx: PhaseCtx) -> str | None:
@@ -352,8 +352,8 @@ def announce_skip(ctx: PhaseCtx) -> None:
 
 
 def prepare_skip(ctx: PhaseCtx) -> None:
-    ctx.changes = _skipped(ctx.engine, "no_essays_to_process")
-    ctx.skip_reason = "no_essays_to_process"
+    ctx.changes = _skipped(ctx.engine, "no_items_to_process")
+    ctx.skip_reason = "no_items_to_process"
 
 
 def skip_dependents(ctx: PhaseCtx) -> None:

@@ -67,7 +67,7 @@ async def test_provisioning_beyond_the_registered_count_is_refused_without_expli
     error = await _refused(flow, flow.env.provisioned("b1", ["x1", "x2", "x3"]))
 
     assert error.reason == "too_many_items"
-    assert "3 essays named, 2 registered" in str(error)
+    assert "3 items named, 2 registered" in str(error)
 
 
 async def test_without_explicit_ids_the_content_services_ids_are_accepted(flow: Flow) -> None:

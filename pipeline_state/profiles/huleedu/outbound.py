@@ -57,6 +57,10 @@ ENGINE_EVENT_TOPICS: Mapping[str, str] = MappingProxyType(
 service's included; no command may use one."""
 
 
+_SKIP_REASONS: Mapping[str, str] = MappingProxyType({"no_items_to_process": "no_essays_to_process"})
+"""The engine's skip reasons as the HuleEdu contract words them."""
+
+
 class HuleEduOutbound:
     """:class:`~pipeline_state.outbound.Outbound` of the HuleEdu wire contract."""
 
@@ -81,7 +85,7 @@ class HuleEduOutbound:
         data = {
             "batch_id": state.batch_id,
             "phase_name": phase,
-            "skip_reason": reason,
+            "skip_reason": _SKIP_REASONS.get(reason, reason),
             "correlation_id": run.correlation_id,
             "run_id": run.run_id,
         }

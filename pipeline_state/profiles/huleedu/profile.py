@@ -26,6 +26,7 @@ __all__ = [
     "HULEEDU_PHASE_COMMANDS",
     "MATCHING_COMMAND_FIELDS",
     "PHASE_COMMAND_FIELDS",
+    "PROMPT_PHASES",
     "huleedu_profile",
 ]
 
@@ -37,6 +38,9 @@ model may declare any of them, and every other field it declares needs a default
 MATCHING_COMMAND_FIELDS: frozenset[str] = HULEEDU_COMMAND_FIELDS.matching
 """The fields the engine fills in the student-matching command (``class_id`` is always set:
 only a batch with a class is matched)."""
+
+PROMPT_PHASES: frozenset[str] = frozenset({"nlp", "cj_assessment", "ai_feedback"})
+"""The HuleEdu phases that need a prompt (its :class:`~pipeline_state.guards.PromptGuard`)."""
 
 HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 """Deadline of every phase of the shipped HuleEdu profile (one hour); with
@@ -80,7 +84,7 @@ def huleedu_profile(
     # Only the catalog's phases: a profile declares no command for a phase it cannot run.
     phases = set(catalog.phases) if isinstance(catalog, Catalog) else set()
     commands = {phase: spec for phase, spec in HULEEDU_PHASE_COMMANDS.items() if phase in phases}
-    guards: list[AdmissionGuard] = [PromptGuard()]
+    guards: list[AdmissionGuard] = [PromptGuard(PROMPT_PHASES)]
     if credits is not None:
         guards.append(CreditsGuard(credits))
     guards.extend(extra_guards)
@@ -98,4 +102,5 @@ def huleedu_profile(
         max_resends=max_resends,
         max_command_bytes=max_command_bytes,
         max_items_per_batch=max_items_per_batch,
+        item_kind="essay",
     )

@@ -55,7 +55,7 @@ from pipeline_state.profiles.huleedu.events import (
     StudentMatchingInitiateCommandV1,
     Topic,
 )
-from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, PROMPT_PHASES
 from pipeline_state.wire import WireModel
 
 __all__ = [
@@ -434,7 +434,7 @@ def profile_for(
         catalog=catalog,
         phase_commands=commands,
         student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
-        guards=(PromptGuard(),),
+        guards=(PromptGuard(PROMPT_PHASES),),
         max_parallel=max_parallel,
         source_service="batch_orchestrator_service",
         max_resends=max_resends,
