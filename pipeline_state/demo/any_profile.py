@@ -45,7 +45,7 @@ async def _play(profile: Profile, *, seed: int, batches: int) -> list[str]:
                 message = pending.pop(0)
                 if env.phase_of(message) is None:
                     continue
-                sent = [item["essay_id"] for item in message["value"]["data"]["essays_to_process"]]
+                sent = env.sent_item_ids(message)
                 lost = [rng.choice(sent)] if sent and rng.random() < LOSS_RATE else []
                 pending += await rt.deliver(*env.answer(message, failed=lost))
             state = await rt.service.get_batch(batch_id)

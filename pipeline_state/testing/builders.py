@@ -32,7 +32,7 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
-from pipeline_state.profile import Profile
+from pipeline_state.profile import Profile, command_fields
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
@@ -239,6 +239,17 @@ class Envelopes:
         emitted) is, or ``None`` for any other message."""
         return self.phase_topics().get(message["topic"])
 
+    def sent_item_ids(self, message: Mapping[str, Any]) -> list[str]:
+        """The ids of the items the phase command ``message`` sent, read under the names its
+        model declares (:class:`~pipeline_state.profile.CommandFields`). Raises ``ValueError``
+        for a message that is not a phase command of the profile."""
+        phase = self.phase_of(message)
+        if phase is None:
+            raise ValueError(f"{message.get('topic')!r} is not the command topic of a phase of the profile")
+        commands = self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
+        names = command_fields(commands[phase].model)
+        return [item[names.item_id] for item in message["value"]["data"][names.items]]
+
     def answer(
         self,
         message: Mapping[str, Any],
@@ -259,7 +270,7 @@ class Envelopes:
         value = message["value"]
         data = value["data"]
         failing = set(failed)
-        sent = [item["essay_id"] for item in data["essays_to_process"]]
+        sent = self.sent_item_ids(message)
         unsent = sorted(failing.difference(sent))
         if unsent:
             raise ValueError(f"failed names items the {phase} command did not send: {unsent}")

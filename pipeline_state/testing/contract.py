@@ -48,7 +48,7 @@ from pipeline_state.ports import (
     WaitingFact,
 )
 from pipeline_state.profile import Profile
-from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles import default_profile
 from pipeline_state.service import PipelineService
 
 from .builders import Envelopes
@@ -75,10 +75,10 @@ def make_state(
     *,
     version: int = 1,
     status: BatchStatus = BatchStatus.READY_FOR_PIPELINE_EXECUTION,
-    user_id: str = "teacher-1",
+    user_id: str = "owner-1",
 ) -> BatchState:
-    """A registered batch with two essays and no run."""
-    essays = (ItemRef(f"{batch_id}-e0", f"{batch_id}-e0-text"), ItemRef(f"{batch_id}-e1", None))
+    """A registered batch with two items and no run."""
+    items = (ItemRef(f"{batch_id}-e0", f"{batch_id}-e0-text"), ItemRef(f"{batch_id}-e1", None))
     return BatchState(
         batch_id=batch_id,
         status=status,
@@ -86,17 +86,17 @@ def make_state(
         owner=user_id,
         category="ENG5",
         expected_items=2,
-        item_ids=tuple(e.item_id for e in essays),
+        item_ids=tuple(e.item_id for e in items),
         created_at=T0,
         updated_at=T0,
-        items=essays,
+        items=items,
     )
 
 
 def _phase(name: str, status: PhaseStatus, *, deadline_at: datetime | None = None) -> PhaseRun:
     return PhaseRun(
         name=name,
-        depends_on=() if name == "spellcheck" else ("spellcheck",),
+        depends_on=() if name == "ingest" else ("ingest",),
         status=status,
         deadline_seconds=None if deadline_at is None else 60.0,
         dispatched_at=T0,
@@ -114,31 +114,31 @@ def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState
     no deadline), with one archived run in its history."""
     archived = Run(
         run_id=f"{state.batch_id}-run-0",
-        pipeline_name="nlp",
+        pipeline_name="index",
         correlation_id="corr-0",
         requested_by=state.owner,
         accepted_at=T0,
-        final_step="nlp",
-        phases=(_phase("spellcheck", PhaseStatus.COMPLETED_SUCCESSFULLY), _phase("nlp", PhaseStatus.FAILED)),
+        final_step="index",
+        phases=(_phase("ingest", PhaseStatus.COMPLETED_SUCCESSFULLY), _phase("index", PhaseStatus.FAILED)),
         status=RunStatus.FAILED_CRITICALLY,
         completed_at=T0 + timedelta(seconds=5),
-        plan=("spellcheck", "nlp"),
+        plan=("ingest", "index"),
     )
     active = Run(
         run_id=f"{state.batch_id}-run-1",
-        pipeline_name="cj_assessment",
+        pipeline_name="transcode",
         correlation_id="corr-1",
         requested_by=state.owner,
         accepted_at=T0 + timedelta(seconds=6),
-        final_step="cj_assessment",
+        final_step="transcode",
         phases=(
-            _phase("spellcheck", PhaseStatus.DISPATCH_INITIATED, deadline_at=deadline_at),
-            _phase("cj_assessment", PhaseStatus.PENDING_DEPENDENCIES),
+            _phase("ingest", PhaseStatus.DISPATCH_INITIATED, deadline_at=deadline_at),
+            _phase("transcode", PhaseStatus.PENDING_DEPENDENCIES),
         ),
         pruned=(),
         is_retry=True,
         retry_reason="again",
-        plan=("spellcheck", "cj_assessment"),
+        plan=("ingest", "transcode"),
     )
     return attrs.evolve(
         state, status=BatchStatus.PROCESSING_PIPELINES, active_run=active, history=(archived,)
@@ -188,9 +188,9 @@ class StoreContract:
     @pytest.fixture
     def profile(self) -> Profile:
         """The profile whose runs :meth:`test_every_state_of_the_profiles_runs_round_trips`
-        drives through the store (default: the shipped HuleEdu profile); override it to hold
+        drives through the store (default: the default profile); override it to hold
         the store to your own profile's states."""
-        return huleedu_profile()
+        return default_profile()
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -242,7 +242,7 @@ class StoreContract:
             while pending:
                 message = pending.pop(0)
                 if env.phase_of(message) is not None:
-                    sent = {item["essay_id"] for item in message["value"]["data"]["essays_to_process"]}
+                    sent = set(env.sent_item_ids(message))
                     pending += await handled(env.answer(message, failed=sent & {items[0]}))
         state = await store.load("whole-1")
         assert state is not None
@@ -696,9 +696,9 @@ class StoreContract:
         stalled = await store.stalled_runs(now, 85)
         assert [s.batch_id for s in stalled] == ["s2", "s1"]
         first = stalled[0]
-        assert (first.run_id, first.pipeline_name, first.last_change_at) == ("s2-run-1", "cj_assessment", T0)
+        assert (first.run_id, first.pipeline_name, first.last_change_at) == ("s2-run-1", "transcode", T0)
         assert first.accepted_at == T0 + timedelta(seconds=6)
-        assert first.active_phases == ("spellcheck", "cj_assessment")
+        assert first.active_phases == ("ingest", "transcode")
         assert first.parked == ()
         assert [r.message.event_id for r in stalled[1].parked] == ["cmd-s1"]
         assert [s.batch_id for s in await store.stalled_runs(now, 0, limit=2)] == ["s2", "s1"]

@@ -43,7 +43,7 @@ from pipeline_state.inputs import RequestPipeline
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState
 from pipeline_state.profile import Profile
-from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles import default_profile
 from pipeline_state.runtime import InMemoryRuntime
 
 from .builders import Delivery, Envelopes
@@ -56,14 +56,14 @@ Message = dict[str, Any]
 
 
 class ProfileMachine(RuleBasedStateMachine):
-    """The stateful test; :meth:`for_profile` pins the profile (default: HuleEdu's)."""
+    """The stateful test; :meth:`for_profile` pins the profile (default: the default profile)."""
 
     profile: ClassVar[Profile | None] = None
 
     def __init__(self) -> None:
         super().__init__()
         self._loop = asyncio.new_event_loop()
-        profile = self.profile or huleedu_profile()
+        profile = self.profile or default_profile()
         self.rt = InMemoryRuntime(profile, clock=ManualClock())
         self.env = Envelopes(profile=profile)
         self.batches: list[str] = []
@@ -124,7 +124,7 @@ class ProfileMachine(RuleBasedStateMachine):
     @rule(data=st.data(), how=st.sampled_from(["all", "lose_one", "fail"]))
     def answer(self, data: st.DataObject, how: str) -> None:
         message = self.open_commands.pop(data.draw(st.integers(0, len(self.open_commands) - 1)))
-        sent = [item["essay_id"] for item in message["value"]["data"]["essays_to_process"]]
+        sent = self.env.sent_item_ids(message)
         failed = {"all": [], "lose_one": sent[:1], "fail": sent}[how]
         self._deliver(self.env.answer(message, failed=failed))
 

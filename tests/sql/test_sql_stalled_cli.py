@@ -34,7 +34,7 @@ def test_stalled_lists_runs_without_progress(sqlite_url: str, capsys: pytest.Cap
     rows = json.loads(capsys.readouterr().out)
     assert [r["batch_id"] for r in rows] == ["stuck"]
     assert rows[0]["run_id"] == "stuck-run-1"
-    assert rows[0]["active_phases"] == ["spellcheck", "cj_assessment"]
+    assert rows[0]["active_phases"] == ["ingest", "transcode"]
 
     assert main(["stalled", "--store", sqlite_url, "--older-than", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
