@@ -90,8 +90,8 @@ def _wire_topics(profile: Profile) -> list[_Wire]:
         for spec in profile.inbound.specs.values()
     ]
     commands = [_command(phase, spec) for phase, spec in profile.phase_commands.items()]
-    if profile.student_matching is not None:
-        commands.append(_command("student_matching", profile.student_matching))
+    if profile.group_matching is not None:
+        commands.append(_command("group_matching", profile.group_matching))
     events = [_event(found) for found in announced_events(profile.name, profile.outbound)]
     wires = sorted([*inbound, *commands, *events], key=lambda w: (w.action, w.topic))
     seen: dict[str, _Wire] = {}
@@ -164,7 +164,7 @@ def _info(profile: Profile) -> dict[str, Any]:
 
 
 def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
-    """The AsyncAPI 3.0.0 document of ``profile``'s wire (the HuleEdu profile by default).
+    """The AsyncAPI 3.0.0 document of ``profile``'s wire (the default profile by default).
 
     Pure and deterministic (see the module). Raises
     :class:`~pipeline_state.errors.DefinitionError` when ``profile`` is not a profile, or

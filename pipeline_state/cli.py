@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagram.add_argument("what", help="batch | run | phase | pipelines | <pipeline name>")
     diagram.add_argument("--highlight", nargs="*", help="states to highlight (lifecycles only)")
-    diagram.add_argument("--catalog", help="a TOML or YAML catalog instead of the HuleEdu profile")
+    diagram.add_argument("--catalog", help="a TOML or YAML catalog instead of the default profile's")
     diagram.set_defaults(func=_diagram)
 
     paths_help = "generate input paths through the engine; exit 1 naming any declared transition none reaches"

@@ -70,7 +70,7 @@ headers and batch framing."""
 
 COMMAND_OVERHEAD_BYTES = 8_192
 """What a phase command may take besides its item list, at most: the envelope (ids, topic,
-timestamp, source, metadata) and every other field (batch id, class id, language, course
+timestamp, source, metadata) and every other field (batch id, group id, language, category
 code) at their bounds, four bytes per character: about 4.5 kB, rounded up."""
 
 DEFAULT_MAX_RESENDS = 2
@@ -289,9 +289,9 @@ class Profile:
 
     ``strict_correlation``: an outcome whose correlation id belongs to no run of the batch
     is ignored as ``stale_run`` (the old rule) instead of being applied to the active run
-    and flagged ``correlation_mismatch``. ``student_matching``: the command that asks for
-    the students of a batch registered with a class; without it every batch takes the
-    content-only readiness path (see :attr:`student_validation`). The other settings are
+    and flagged ``correlation_mismatch``. ``group_matching``: the command that asks for
+    the members of a batch registered with a group; without it every batch takes the
+    content-only readiness path (see :attr:`group_validation`). The other settings are
     described in the module.
 
     Building a profile raises :class:`~pipeline_state.errors.DefinitionError`, naming the
@@ -299,13 +299,13 @@ class Profile:
 
     * a setting has the wrong type: ``name`` or ``source_service`` not a short string,
       ``catalog`` not a :class:`~pipeline_state.catalog.Catalog`, a ``phase_commands`` value
-      or ``student_matching`` not a :class:`CommandSpec`, a command model that is not a
+      or ``group_matching`` not a :class:`CommandSpec`, a command model that is not a
       :class:`~pipeline_state.wire.WireModel` class, a guard without a callable ``check``
       (or a guard class instead of an instance);
     * a command model requires a field the engine cannot fill (it fills exactly
       :attr:`CommandFields.phase`, or :attr:`CommandFields.matching` for group matching),
       forbids a field the engine passes, or refuses ``None`` for the group;
-    * two phases share a command topic, or the student-matching command uses a phase's; a
+    * two phases share a command topic, or the group-matching command uses a phase's; a
       command topic is one the profile consumes (its ``inbound``) or
       the topic of one of the events the profile announces (:meth:`event_topics`);
     * a catalog phase has no command, or a command names a phase the catalog does not have;
@@ -319,7 +319,7 @@ class Profile:
     name: str
     catalog: Catalog
     phase_commands: Mapping[str, CommandSpec]
-    student_matching: CommandSpec | None = None
+    group_matching: CommandSpec | None = None
     guards: tuple[AdmissionGuard, ...] = ()
     max_parallel: int | None = attrs.field(default=None, validator=_check_max_parallel)
     source_service: str = "pipeline-state"
@@ -425,8 +425,8 @@ class Profile:
                 raise DefinitionError(name, f"phase_commands keys must be phase names, got {_kind(phase)}")
             _check_command(name, f"phase {phase!r}", spec, matching=False)
         object.__setattr__(self, "phase_commands", MappingProxyType(dict(commands)))
-        if self.student_matching is not None:
-            _check_command(name, "student_matching", self.student_matching, matching=True)
+        if self.group_matching is not None:
+            _check_command(name, "group_matching", self.group_matching, matching=True)
         guards: object = self.guards
         if not isinstance(guards, tuple | list):
             raise DefinitionError(name, f"guards must be a tuple of admission guards, got {_kind(guards)}")
@@ -462,16 +462,16 @@ class Profile:
                     "a worker could not tell their commands apart; give each phase its own topic",
                 )
         owners = {topic: f"phase {phase!r}" for topic, phase in phase_on.items()}
-        matching = self.student_matching
+        matching = self.group_matching
         if matching is not None:
             other = owners.get(matching.topic)
             if other is not None:
                 raise DefinitionError(
                     self.name,
-                    f"the student_matching command uses {matching.topic!r}, the command topic "
+                    f"the group_matching command uses {matching.topic!r}, the command topic "
                     f"of {other}: give it a topic of its own",
                 )
-            owners[matching.topic] = "student_matching"
+            owners[matching.topic] = "group_matching"
         events = self.event_topics()
         for topic, owner in owners.items():
             if topic in self.inbound:
@@ -501,17 +501,17 @@ class Profile:
         return {a.topic: a.announces[0].split(":")[0] for a in announced_events(self.name, self.outbound)}
 
     @property
-    def student_validation(self) -> bool:
-        """Whether a batch registered with a class waits for student validation: ``True``
-        exactly when the profile has ``student_matching``.
+    def group_validation(self) -> bool:
+        """Whether a batch registered with a group waits for group validation: ``True``
+        exactly when the profile has ``group_matching``.
 
         With it, content provisioning of such a batch sends the matching command and the
-        batch waits (``awaiting_student_validation``) for the associations and the ready
-        items. Without it nothing would ever confirm the students, so every batch takes the
+        batch waits (in the lifecycle's group-validation state) for the associations and the
+        ready items. Without it nothing would ever confirm the members, so every batch takes the
         content-only readiness path: provisioning makes it ready for pipelines at once,
-        class or not. A batch registered without a class is content-only in every profile.
+        group or not. A batch registered without a group is content-only in every profile.
         """
-        return self.student_matching is not None
+        return self.group_matching is not None
 
     def is_phase(self, name: str) -> bool:
         return name in self.phase_commands

@@ -62,7 +62,7 @@ def _limits(profile: Profile) -> list[str]:
 
 
 def _readiness(profile: Profile) -> list[str]:
-    matching = profile.student_matching
+    matching = profile.group_matching
     if matching is None:
         return [
             "Every batch takes the **content-only** path: it is ready for pipelines once its "

@@ -1,7 +1,7 @@
 """Which inbound facts are *early*: they cannot apply yet, but will once their batch moves on.
 
 Kafka orders records within a partition, never across topics, so a batch's facts can arrive
-before the facts they follow: provisioning before registration, essays-ready before the
+before the facts they follow: provisioning before registration, items-ready before the
 associations, a phase outcome before the phase was dispatched. Such a fact is not wrong, it
 is early; :class:`~pipeline_state.service.PipelineService` keeps it in the store's waiting
 set and re-attempts it each time its batch changes.
@@ -16,7 +16,7 @@ source states are no longer reachable is late (a duplicate, or out of place) and
 :func:`waits_for` is pure; it names what a fact waits for:
 
 * ``batch_registration``: any fact but a registration, for a batch not registered yet;
-* ``batch_state:<status>``: a readiness fact (provisioning, associations, essays ready, a
+* ``batch_state:<status>``: a readiness fact (provisioning, associations, items ready, a
   critical validation error) for a batch in an earlier state, or a pipeline request for a
   batch whose readiness facts wait (or that was itself waiting for the registration);
 * ``run_start``: an outcome for a batch with no active run that can still start one (its

@@ -301,8 +301,8 @@ class ServiceRunner:
         (and, for the shipped profile, every outbound topic of its contract)."""
         profile = self.service.profile if self.service is not None else self.settings.profile()
         commands = [spec.topic for spec in profile.phase_commands.values()]
-        if profile.student_matching is not None:
-            commands.append(profile.student_matching.topic)
+        if profile.group_matching is not None:
+            commands.append(profile.group_matching.topic)
         events = [a.topic for a in announced_events(profile.name, profile.outbound)]
         contract = OUTBOUND_TOPICS if self.settings.profile_spec is None else ()
         return tuple(dict.fromkeys([*contract, *commands, *events]))

@@ -94,20 +94,20 @@ def _readiness(inputs: Inputs, trigger: str, items: tuple[ItemRef, ...] = ()) ->
 
 
 PROVISION_TRIGGERS = ("provision_guest", "provision_regular")
-"""The two readiness paths a provisioned batch can take (content only; content, then students)."""
+"""The two readiness paths a provisioned batch can take (content only; content, then group members)."""
 
 
 def provision_trigger(state: BatchState, profile: Profile) -> str:
     """The readiness path of ``state`` under ``profile``: content only for a batch without a group, or
-    for every batch when the profile has no student matching; else content, then students."""
-    content_only = not state.has_group or profile.student_matching is None
+    for every batch when the profile has no group matching; else content, then members."""
+    content_only = not state.has_group or profile.group_matching is None
     return PROVISION_TRIGGERS[0] if content_only else PROVISION_TRIGGERS[1]
 
 
 def provisioned(inputs: Inputs, p: ContentReady) -> Decision:
-    """Content provisioned: a guest batch is ready at once; a batch with a class waits for
-    student validation - unless the profile has no student matching, whose batches all take
-    the content-only path (nothing would ever confirm their students)."""
+    """Content provisioned: a batch without a group is ready at once; one with a group waits
+    for group validation - unless the profile has no group matching, whose batches all take
+    the content-only path (nothing would ever confirm their members)."""
     trigger = provision_trigger(inputs.require_state(), inputs.profile)
     return _readiness(inputs, trigger, p.items)
 
@@ -142,7 +142,7 @@ def items_within_limit(ctx: BatchCtx) -> str | None:
         raise ItemMismatchError(
             "too_many_items",
             batch_id=p.batch_id,
-            detail=f"{p.expected_items} essays, the profile allows {limit}",
+            detail=f"{p.expected_items} items, the profile allows {limit}",
         )
     return None
 
@@ -159,7 +159,7 @@ def _explicit_item_ids(state: BatchState, kind: str) -> frozenset[str] | None:
 
 def items_registered(ctx: BatchCtx) -> str | None:
     """Readiness facts may only name registered items: no more than the registration's
-    ``expected_essay_count``, each once, and only the registration's ``essay_ids`` when it
+    ``expected_items``, each once, and only the registration's ``item_ids`` when it
     named them. Raises :class:`ItemMismatchError` otherwise."""
     state = ctx.session.state
     ids = [e.item_id for e in ctx.items]
@@ -192,7 +192,7 @@ def keep_items(ctx: BatchCtx) -> None:
 
 def request_matching(ctx: BatchCtx) -> None:
     session = ctx.session
-    matching = session.profile.student_matching
+    matching = session.profile.group_matching
     if matching is None:
         return
     state = session.state

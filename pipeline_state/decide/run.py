@@ -278,7 +278,7 @@ def items_sent(ctx: PhaseCtx) -> str | None:
             batch_id=batch_id,
             ids=unsent,
             phase=phase.name,
-            detail=f"{len(sent)} essays were sent to it",
+            detail=f"{len(sent)} items were sent to it",
         )
     done = set(processed)
     both = tuple(i for i in ctx.failed if i in done)

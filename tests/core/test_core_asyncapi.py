@@ -118,8 +118,8 @@ def test_asyncapi_channels_are_exactly_the_profiles_topics() -> None:
     ):
         inbound = dict.fromkeys(profile.inbound.names, "receive")
         commands = {spec.topic for spec in profile.phase_commands.values()}
-        if profile.student_matching is not None:
-            commands.add(profile.student_matching.topic)
+        if profile.group_matching is not None:
+            commands.add(profile.group_matching.topic)
         document = asyncapi_document(profile)
         letters = {f"{topic}{DEAD_LETTER_SUFFIX}" for topic in inbound}
         expected = {**inbound, **dict.fromkeys(commands | {str(e) for e in events} | letters, "send")}

@@ -65,7 +65,7 @@ def build(**changes: Any) -> Profile:
         "name": "checked",
         "catalog": CATALOG,
         "phase_commands": commands(),
-        "student_matching": CommandSpec("test.match.v1", MatchCommand),
+        "group_matching": CommandSpec("test.match.v1", MatchCommand),
         "guards": (PromptGuard(),),
     }
     kwargs.update(changes)
@@ -94,7 +94,7 @@ def test_the_shipped_huleedu_profile_builds_and_checks() -> None:
     profile = huleedu_profile()
     assert check_profile(profile) is profile
     assert dict(profile.phase_commands) == dict(HULEEDU_PHASE_COMMANDS)
-    assert profile.student_validation
+    assert profile.group_validation
 
 
 def test_huleedu_profile_over_part_of_its_catalog_declares_only_those_commands() -> None:
@@ -115,7 +115,7 @@ def test_the_media_example_profile_builds() -> None:
     profile = media.MEDIA
     assert check_profile(profile) is profile
     assert set(profile.phase_commands) == set(profile.catalog.phases)
-    assert not profile.student_validation
+    assert not profile.group_validation
 
 
 def test_profile_for_builds_over_the_huleedu_catalog() -> None:
@@ -221,14 +221,14 @@ def test_a_command_topic_must_be_a_short_string(topic: object) -> None:
 
 @pytest.mark.parametrize("matching", ["test.match.v1", MatchCommand, {"topic": "test.match.v1"}])
 def test_student_matching_must_be_a_command_spec_or_none(matching: object) -> None:
-    rejects("student_matching", "CommandSpec", type(matching).__name__, student_matching=matching)
+    rejects("group_matching", "CommandSpec", type(matching).__name__, group_matching=matching)
 
 
 def test_student_matching_model_is_checked_too() -> None:
     class Plain(BaseModel):
         batch_id: str
 
-    rejects("student_matching", "Plain", "WireModel", student_matching=CommandSpec("test.match.v1", Plain))  # type: ignore[arg-type]
+    rejects("group_matching", "Plain", "WireModel", group_matching=CommandSpec("test.match.v1", Plain))  # type: ignore[arg-type]
 
 
 def test_a_guard_needs_a_callable_check() -> None:
@@ -309,10 +309,10 @@ def test_the_matching_command_may_only_require_what_matching_fills() -> None:
         language: str  # filled in phase commands, not in the matching command
 
     rejects(
-        "student_matching",
+        "group_matching",
         "MatchWithLanguage",
         "language",
-        student_matching=CommandSpec("test.match.v1", MatchWithLanguage),
+        group_matching=CommandSpec("test.match.v1", MatchWithLanguage),
     )
     assert {"batch_id", "class_id", "essays_to_process"} == MATCHING_COMMAND_FIELDS
     assert MATCHING_COMMAND_FIELDS < PHASE_COMMAND_FIELDS
@@ -367,10 +367,10 @@ def test_two_phases_on_one_topic_are_rejected() -> None:
 
 def test_the_matching_command_on_a_phase_topic_is_rejected() -> None:
     rejects(
-        "student_matching",
+        "group_matching",
         "'score'",
         "test.score.v1",
-        student_matching=CommandSpec("test.score.v1", MatchCommand),
+        group_matching=CommandSpec("test.score.v1", MatchCommand),
     )
 
 
@@ -386,7 +386,7 @@ def test_a_phase_topic_that_is_inbound_is_rejected(topic: str) -> None:
 
 @pytest.mark.parametrize("topic", INBOUND_TOPICS)
 def test_a_matching_topic_that_is_inbound_is_rejected(topic: str) -> None:
-    rejects("student_matching", topic, "inbound", student_matching=CommandSpec(topic, MatchCommand))
+    rejects("group_matching", topic, "inbound", group_matching=CommandSpec(topic, MatchCommand))
 
 
 @pytest.mark.parametrize(("topic", "event"), ENGINE_EVENT_TOPICS.items())
@@ -397,7 +397,7 @@ def test_a_command_topic_of_an_engine_event_is_rejected(topic: str, event: str) 
         f"{event} event",
         phase_commands=commands(score=CommandSpec(topic, ScoreCommand)),
     )
-    rejects("student_matching", topic, f"{event} event", student_matching=CommandSpec(topic, MatchCommand))
+    rejects("group_matching", topic, f"{event} event", group_matching=CommandSpec(topic, MatchCommand))
 
 
 def test_the_engine_event_topics_are_the_six_outbound_events() -> None:
@@ -431,9 +431,9 @@ def test_a_catalog_phase_without_a_command_is_rejected() -> None:
 
 
 def test_student_validation_follows_student_matching() -> None:
-    assert build().student_validation
-    assert not build(student_matching=None).student_validation
-    assert not attrs.evolve(huleedu_profile(), student_matching=None).student_validation
+    assert build().group_validation
+    assert not build(group_matching=None).group_validation
+    assert not attrs.evolve(huleedu_profile(), group_matching=None).group_validation
 
 
 # STRAND: the engine's side of "readiness paths that can strand a batch" (issue 13.4). Under a
@@ -441,7 +441,7 @@ def test_student_validation_follows_student_matching() -> None:
 # path (provisioning makes it ready), instead of waiting in awaiting_student_validation for
 # associations nothing will ever ask for. The change is in pipeline_state/decide/intake.py.
 async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on_content() -> None:
-    profile = attrs.evolve(huleedu_profile(), student_matching=None)
+    profile = attrs.evolve(huleedu_profile(), group_matching=None)
     flow = Flow(InMemoryRuntime(profile), Envelopes())
 
     await flow.register("b1", essays=2, class_id="class-7")
@@ -494,7 +494,7 @@ async def test_STRAND_early_associations_do_not_wait_for_a_path_the_profile_neve
     # The waiting rules read the same readiness path as decide: under a profile without
     # student matching, associations for a class batch can never apply, so they are not held
     # as early facts (they used to wait for a provision_regular that would never fire).
-    profile = attrs.evolve(huleedu_profile(), student_matching=None)
+    profile = attrs.evolve(huleedu_profile(), group_matching=None)
     flow = Flow(InMemoryRuntime(profile), Envelopes())
     await flow.register("b1", essays=2, class_id="class-7")
     ids = flow.env.essay_ids("b1", 2)

@@ -92,7 +92,7 @@ def huleedu_profile(
         name="huleedu",
         catalog=catalog,
         phase_commands=commands,
-        student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
+        group_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
         guards=tuple(guards),
         max_parallel=max_parallel,
         source_service="batch_orchestrator_service",

@@ -433,7 +433,7 @@ def profile_for(
         name="generated",
         catalog=catalog,
         phase_commands=commands,
-        student_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
+        group_matching=CommandSpec(Topic.STUDENT_MATCHING.value, StudentMatchingInitiateCommandV1),
         guards=(PromptGuard(PROMPT_PHASES),),
         max_parallel=max_parallel,
         source_service="batch_orchestrator_service",
