@@ -2,7 +2,8 @@
 
 A custom catalog (built with ``Catalog.from_dict``) declares the pipelines of a video
 publishing service, and a custom :class:`~pipeline_state.Profile` names the command that
-starts each phase (``PhaseInitiateCommand`` subclasses on the service's own topics). The
+starts each phase (its own command models, on the service's own topics, which declare the
+names the engine fills them under: ``episodes``, each an ``episode_id`` and a ``source_uri``). The
 same engine then prunes, dispatches in parallel, expires a phase deadline, skips dependents
 of a failed phase and completes every run exactly once. The profile's own ``Outbound`` words
 what the engine announces: a release report on the media topics instead of the education
@@ -15,7 +16,7 @@ report as the engine's inputs, and writes them back for tests and demos.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,26 +25,47 @@ from pipeline_state.inbound import Inbound, InboundTopic
 from pipeline_state.inputs import ContentReady, PhaseOutcome, RegisterBatch, RequestPipeline
 from pipeline_state.model import ItemRef
 from pipeline_state.outbound import Notice, Outgoing, RunSummary
-from pipeline_state.profiles.huleedu.events import PhaseInitiateCommand
+from pipeline_state.profile import CommandFields
 from pipeline_state.testing import Envelopes
 from pipeline_state.wire import WireModel
 
+MEDIA_COMMAND_FIELDS = CommandFields(
+    items="episodes", item_id="episode_id", content_ref="source_uri", category="channel", group_id="series_id"
+)
+"""The names the engine fills the media commands under."""
 
-class TranscodeCommand(PhaseInitiateCommand):
-    """Start transcoding: ``essays_to_process`` carries the episodes and their source files."""
+
+class EpisodeRef(WireModel):
+    """One episode of a command and where its (possibly processed) file is."""
+
+    episode_id: str
+    source_uri: str | None = None
 
 
-class ThumbnailsCommand(PhaseInitiateCommand):
+class StepCommand(WireModel):
+    """Base of the media commands: the engine fills the season id and its episodes."""
+
+    command_fields: ClassVar[CommandFields] = MEDIA_COMMAND_FIELDS
+
+    batch_id: str
+    episodes: list[EpisodeRef]
+
+
+class TranscodeCommand(StepCommand):
+    """Start transcoding: ``episodes`` carries the episodes and their source files."""
+
+
+class ThumbnailsCommand(StepCommand):
     """Render thumbnails from the transcoded files."""
 
 
-class CaptionsCommand(PhaseInitiateCommand):
+class CaptionsCommand(StepCommand):
     """Write captions; the engine fills ``language`` from the batch."""
 
     language: str
 
 
-class PublishCommand(PhaseInitiateCommand):
+class PublishCommand(StepCommand):
     """Publish the episodes that came through thumbnails and captions."""
 
 
@@ -243,7 +265,7 @@ def show(messages: list[dict[str, Any]]) -> None:
     for message in messages:
         topic, data = message["topic"], message["value"]["data"]
         if topic in PHASE_OF:
-            print(f"  -> {topic} ({len(data['essays_to_process'])} episodes)")
+            print(f"  -> {topic} ({len(data['episodes'])} episodes)")
         elif topic == "media.step.skipped.v1":
             print(f"  -> skipped {data['step']}: {data['why']}")
         elif topic == "media.release.report.v1":
@@ -267,7 +289,7 @@ async def run(rt: InMemoryRuntime, env: Envelopes, pipeline: str, *, stall: str 
             rt.clock.advance(60)  # the captions service never answers: its deadline passes
             out = await rt.expire_overdue()
         else:
-            ids = [e["essay_id"] for e in message["value"]["data"]["essays_to_process"]]
+            ids = env.sent_item_ids(message)
             out = await rt.deliver(
                 *env.outcome("season-1", phase, message["value"]["correlation_id"], processed=ids)
             )

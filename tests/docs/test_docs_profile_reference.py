@@ -18,10 +18,7 @@ def test_the_media_profile_page_shows_its_own_wire() -> None:
     assert "Every batch takes the **content-only** path" in page
     for topic in ("media.season.opened.v1", "media.step.finished.v1", "media.release.report.v1"):
         assert f"| `{topic}` |" in page
-    assert (
-        "| `media.captions.start.v1` | `CaptionsCommand` | `batch_id`, `essays_to_process`, `language` |"
-        in page
-    )
+    assert "| `media.captions.start.v1` | `CaptionsCommand` | `batch_id`, `episodes`, `language` |" in page
     assert "huleedu." not in page
     assert "None: every request the lifecycle allows starts a run." in page
 
