@@ -2,7 +2,8 @@
 
 The library only uses ``opentelemetry-api``. Until an application installs an SDK tracer
 provider every tracer is a no-op: a span is a non-recording placeholder and no attribute is
-ever computed (each helper checks :meth:`~opentelemetry.trace.Span.is_recording` first).
+ever computed (each helper checks :meth:`~opentelemetry.trace.Span.is_recording` first, and
+a publish span, whose few attributes are given when it starts, first checks for an SDK).
 
 The trace context travels the W3C way (``traceparent`` and ``tracestate``, written and read
 by opentelemetry's :class:`TraceContextTextMapPropagator`). The service stamps it on every
@@ -253,15 +254,18 @@ def publish_span(message: OutboxMessage, attempt: int | None = None) -> Span:
 
     Its attributes are given when it starts (the SDK checks them once): the destination,
     the message id and, with ``attempt``, which publish attempt this is."""
-    if not message.trace_context and _no_sdk():
+    no_sdk = _no_sdk()
+    if no_sdk and not message.trace_context:
         return trace.INVALID_SPAN
-    attributes: dict[str, AttributeValue] = {
-        "messaging.operation.type": "send",
-        "messaging.destination.name": message.topic,
-        "messaging.message.id": message.event_id,
-    }
-    if attempt is not None:
-        attributes["pipeline_state.publish.attempt"] = attempt
+    attributes: dict[str, AttributeValue] | None = None
+    if not no_sdk:  # without an SDK the span only passes the trace on: nothing to record
+        attributes = {
+            "messaging.operation.type": "send",
+            "messaging.destination.name": message.topic,
+            "messaging.message.id": message.event_id,
+        }
+        if attempt is not None:
+            attributes["pipeline_state.publish.attempt"] = attempt
     return _TRACER.start_span(
         f"publish {message.topic}",
         context=continued(message.trace_context) or Context(),
