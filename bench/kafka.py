@@ -1,6 +1,6 @@
 """The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
 
-``python bench/kafka.py [--quick] [--runs N] [--backends memory,sqlite,postgres]
+``python bench/kafka.py [--quick] [--runs N] [--rounds R] [--backends memory,sqlite,postgres]
 [--metrics both|off|on] [--traced sqlite]``
 
 For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
@@ -21,18 +21,26 @@ events and consumes the outbound topics, as the surrounding services would.
    (``--rate``, well below capacity), and for each run the latency from just before its
    last outcome was produced to its completion event being consumed here is recorded.
 
-Observability cost (issue 15): every backend is measured twice in the same run, with the
-Prometheus metrics off (``PIPELINE_STATE_METRICS=0``: the rows ``<figure>[<backend>]``) and on
-(the rows ``<figure>[<backend>,metrics]``, whose baseline and ratio are the same backend with
-metrics off): ``serve --http`` then keeps every family and this process scrapes ``/metrics``
-every ``--scrape-seconds`` (1 s, far more often than a Prometheus would) while it measures.
-``--metrics off`` or ``on`` measures one of the two only.
+Observability cost (issue 15, point 6): every backend is measured with the Prometheus
+metrics off (``PIPELINE_STATE_METRICS=0``: the rows ``<figure>[<backend>]``) and on (the rows
+``<figure>[<backend>,metrics]``): ``serve --http`` then keeps every family and this process
+scrapes ``/metrics`` every ``--scrape-seconds`` (1 s, far more often than a Prometheus would)
+while it measures. ``--metrics off`` or ``on`` measures one of the two only. Each backend named
+by ``--traced`` (default ``sqlite``) is also measured with OpenTelemetry on in the serve
+process, metrics off (the rows ``<figure>[<backend>,traces]``): the SDK as ``serve`` sets it up
+(a batch span processor, every span sampled) with an in-memory exporter (nothing leaves the
+process; each exported batch is counted, then let go, as a network exporter lets it go once
+sent).
 
-Tracing cost (issue 15, point 6): each backend named by ``--traced`` (default ``sqlite``) is
-measured once more in the same run, metrics off, with OpenTelemetry on in the serve process
-(the SDK with an in-memory exporter: every span is recorded and exported, nothing leaves the
-process); its rows are ``<figure>[<backend>,traces]``, compared with the same backend with
-tracing (and metrics) off, and a target of at most 5% overhead.
+A backend measured in more than one mode is measured in ``--rounds`` interleaved rounds (off,
+metrics, traces, off, metrics, traces, ...), each serve on a fresh store. Throughput is the
+median over the rounds, and the ratio of a mode to "off" is the median of the ratios within
+each round, with every round's ratio printed (their spread says how far one round can be
+trusted: on a shared machine one figure can move by 30 %). Latencies are pooled over the
+rounds. ``serve_cpu_per_outcome`` is the CPU time (user + system) of the serve process per
+outcome while the outcomes are handled (read from ``/proc``, so Linux only): it does not
+count the time serve waits for a core, so it shows the cost of metrics or tracing even when
+other processes make the throughput noisy. The target for both: at most 5 % overhead.
 
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
 ``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
@@ -74,7 +82,7 @@ from pipeline_state.testing import Envelopes  # noqa: E402
 
 __all__ = ["FIGURES", "QUICK", "Config", "main", "run"]
 
-FIGURES = ("outcomes_per_s", "completion_p50", "completion_p99")
+FIGURES = ("outcomes_per_s", "serve_cpu_per_outcome", "completion_p50", "completion_p99")
 
 Log = Callable[[str], None]
 Delivery = tuple[str, dict[str, Any]]
@@ -100,14 +108,22 @@ TRACED_SERVE = (
     "from opentelemetry.sdk.trace import TracerProvider\n"
     "from opentelemetry.sdk.trace.export import BatchSpanProcessor\n"
     "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-    "exporter = InMemorySpanExporter()\n"
+    "class Exporter(InMemorySpanExporter):\n"
+    "    # keeps the batch last exported (every span counted): holding every span of the run\n"
+    "    # would add garbage-collection work that no real exporter causes\n"
+    "    count = 0\n"
+    "    def export(self, spans):\n"
+    "        self.count += len(spans)\n"
+    "        self.clear()\n"
+    "        return super().export(spans)\n"
+    "exporter = Exporter()\n"
     "provider = TracerProvider()  # every span sampled and exported, as serve's own SDK set-up does\n"
     "provider.add_span_processor(BatchSpanProcessor(exporter))\n"
     "trace.set_tracer_provider(provider)\n"
     "from pipeline_state.cli import main\n"
     "code = main()\n"
     "provider.force_flush()\n"
-    f"print('{SPANS_RECORDED}' + str(len(exporter.get_finished_spans())), file=sys.stderr)\n"
+    f"print('{SPANS_RECORDED}' + str(exporter.count), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 """``serve`` with the OpenTelemetry SDK as ``serve`` sets it up for an exporter (a batch span
@@ -128,9 +144,11 @@ class Config:
     """Records that are not JSON, sent among the steady outcomes (they are dead-lettered)."""
     traced: tuple[str, ...] = ("sqlite",)
     """Backends measured once more with tracing on (metrics off)."""
+    rounds: int = 3
+    """Interleaved rounds of the modes of a backend measured in more than one."""
 
 
-QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0)
+QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0, rounds=1)
 
 METRICS_CHOICES: dict[str, tuple[bool, ...]] = {"both": (False, True), "off": (False,), "on": (True,)}
 
@@ -142,11 +160,17 @@ class Measured:
     latencies_ms: list[float] = field(default_factory=list)
     scrapes: int = 0
     spans: int | None = None
+    cpu_us_per_outcome: float | None = None
+    """CPU time of the serve process per outcome while the outcomes were handled."""
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-        return ordered[index]
+        return _percentile(self.latencies_ms, q)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
 
 
 class Serve:
@@ -209,6 +233,15 @@ class Serve:
         code = self.process.wait(timeout=10)
         self._reader.join(timeout=5)  # its last lines (the traced serve's span count)
         return code
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the serve process so far (``None`` without ``/proc``)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name: field 3 onwards
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def spans_recorded(self) -> int | None:
         """How many spans a traced serve recorded (read once it stopped)."""
@@ -274,12 +307,15 @@ async def measure(
     log: Log,
     *,
     variant: str = "",
+    title: str = "",
 ) -> Measured:
-    """``variant``: ``""`` (metrics and tracing off), ``"metrics"`` or ``"traces"``."""
+    """``variant``: ``""`` (metrics and tracing off), ``"metrics"`` or ``"traces"``;
+    ``title``: how the log lines name this measurement (default: its label)."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = Envelopes(source_service="bench")
     metrics = variant == "metrics"
     label = f"{backend},{variant}" if variant else backend
+    title = title or label
     batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
     essays = {b: env.essay_ids(b, 3) for b in batches}
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
@@ -295,7 +331,7 @@ async def measure(
         # Topics exist once serve has created them; the collector needs them.
         await _wait_topics(kafka, prefix, serve, cfg.within)
         async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
-            log(f"{label}: set-up of {cfg.runs} batches")
+            log(f"{title}: set-up of {cfg.runs} batches")
             await _send(producer, prefix, [env.register(b, essays=3) for b in batches])
             await _wait(
                 lambda: len(out.on(Topic.ESSAYS_REGISTERED)) >= cfg.runs, serve, cfg.within, "registrations"
@@ -305,12 +341,13 @@ async def measure(
                 producer, prefix, out, serve, env, batches, "nlp", Topic.SPELLCHECK, cfg
             )
 
-            log(f"{label}: {2 * cfg.runs} outcome events at once")
+            log(f"{title}: {2 * cfg.runs} outcome events at once")
             outcomes: list[Delivery] = []
             for b in batches:
                 outcomes.append(env.outcome(b, "spellcheck", corr[b], processed=essays[b]))
                 outcomes.append(env.outcome(b, "nlp", corr[b], processed=essays[b]))
             wanted = set(corr.values())
+            cpu_before = serve.cpu_seconds()
             started = time.monotonic()
             await _send(producer, prefix, outcomes)
             await _wait(
@@ -319,12 +356,15 @@ async def measure(
                 cfg.within,
                 "completions",
             )
+            cpu_after = serve.cpu_seconds()
+            if cpu_before is not None and cpu_after is not None:
+                measured.cpu_us_per_outcome = (cpu_after - cpu_before) * 1e6 / (2 * cfg.runs)
             done = max(
                 r.received_at for r in out.on(Topic.PIPELINE_COMPLETED) if r.data["correlation_id"] in wanted
             )
             throughput = 2 * cfg.runs / (done - started)
 
-            log(f"{label}: completion latency over {cfg.runs} runs at {cfg.rate:.0f} outcomes/s")
+            log(f"{title}: completion latency over {cfg.runs} runs at {cfg.rate:.0f} outcomes/s")
             corr2 = await _request_all(
                 producer, prefix, out, serve, env, batches, "cj_assessment", Topic.CJ_ASSESSMENT, cfg
             )
@@ -353,7 +393,7 @@ async def measure(
             ]
             measured.outcomes_per_s, measured.latencies_ms = throughput, latencies
             if scraper is not None:
-                log(f"{label}: /metrics scraped {measured.scrapes} times while measuring")
+                log(f"{title}: /metrics scraped {measured.scrapes} times while measuring")
             return measured
     finally:
         if scraper is not None:
@@ -364,7 +404,7 @@ async def measure(
         measured.spans = serve.spans_recorded()  # the returned figures, completed after the stop
         await producer.stop()
         if code != 0:
-            log(f"{label}: serve exited with {code}")
+            log(f"{title}: serve exited with {code}")
 
 
 async def _wait_topics(kafka: str, prefix: str, serve: Serve, within: float) -> None:
@@ -435,7 +475,7 @@ async def _postgres_schema(url: str, action: str, schema: str) -> None:
 
 
 async def _measure_fresh(
-    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, variant: str
+    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, variant: str, title: str = ""
 ) -> Measured:
     """:func:`measure` on a store of its own (a new SQLite file, a new PostgreSQL schema)."""
     extra: dict[str, str] = {}
@@ -449,7 +489,7 @@ async def _measure_fresh(
         await _postgres_schema(url, "create", schema)
         extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
     try:
-        return await measure(kafka, backend, url, extra, cfg, log, variant=variant)
+        return await measure(kafka, backend, url, extra, cfg, log, variant=variant, title=title)
     finally:
         if backend == "postgres":
             with contextlib.suppress(Exception):
@@ -463,7 +503,7 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
         broker.start()
         kafka = broker.bootstrap
         log(f"local broker on {kafka}")
-    results: dict[str, Measured] = {}
+    results: dict[str, list[Measured]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
             for backend in cfg.backends:
@@ -473,31 +513,69 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
                 variants = ["metrics" if on else "" for on in cfg.metrics]
                 if backend in cfg.traced:
                     variants.append("traces")
-                for variant in variants:  # a fresh store for each measurement
-                    found = await _measure_fresh(kafka, backend, Path(tmp), cfg, log, variant=variant)
-                    results[found.backend] = found
+                rounds = max(1, cfg.rounds) if len(variants) > 1 else 1
+                for index in range(rounds):  # interleaved: off, metrics, traces, off, ...
+                    for variant in variants:  # a fresh store for each measurement
+                        label = f"{backend},{variant}" if variant else backend
+                        title = f"{label} (round {index + 1}/{rounds})" if rounds > 1 else label
+                        found = await _measure_fresh(
+                            kafka, backend, Path(tmp), cfg, log, variant=variant, title=title
+                        )
+                        results.setdefault(found.backend, []).append(found)
     finally:
         if broker is not None:
             broker.stop()
     return _rows(results, cfg)
 
 
-def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
+def _ratios(top: Sequence[float | None], bottom: Sequence[float | None]) -> list[float]:
+    """Round by round ratios (rounds where either figure is missing are left out)."""
+    return [t / b for t, b in zip(top, bottom, strict=False) if t is not None and b]
+
+
+def _pooled(measured: Sequence[Measured], q: float) -> float:
+    """The ``q`` percentile of the latencies of every round together."""
+    return _percentile([x for m in measured for x in m.latencies_ms], q)
+
+
+def _per_round(values: Sequence[float], unit: str, ratios: Sequence[float] = ()) -> str:
+    text = f"n={len(values)} rounds: {', '.join(f'{v:,.0f}' for v in values)} {unit}"
+    if ratios:
+        text += f"; ratio per round {', '.join(f'{r:.2f}x' for r in ratios)}"
+        if len(ratios) > 1:
+            text += f" (spread {max(ratios) - min(ratios):.2f})"
+    return text
+
+
+def _rows(results: dict[str, list[Measured]], cfg: Config) -> list[Row]:
     rows: list[Row] = []
-    for label, m in results.items():
+    for label, ms in results.items():
         backend, _, observed = label.partition(",")
         if observed:  # metrics or tracing on: compared with the same backend, both off
             base = results.get(backend)
-            against, overhead = f"the same backend with {observed} off", True
+            against = (
+                f"the same backend with {observed} off, in the same rounds (ratio: median of the rounds')"
+            )
+            overhead = True
         else:
             base = None if backend == "memory" else results.get("memory")
             against, overhead = "the same through serve with the in-memory store", False
-        ratio = None if base is None else m.outcomes_per_s / base.outcomes_per_s
+        throughput = statistics.median(m.outcomes_per_s for m in ms)
+        base_throughput = None if base is None else statistics.median(m.outcomes_per_s for m in base)
+        if base is None or base_throughput is None:
+            ratio = None
+            ratios: list[float] = []
+        elif overhead:
+            ratios = _ratios([m.outcomes_per_s for m in ms], [m.outcomes_per_s for m in base])
+            ratio = statistics.median(ratios)
+        else:
+            ratios, ratio = [], throughput / base_throughput
         throughput_target = None
         if overhead:
             throughput_target = Target("ratio", ">=", 0.95, "≤ 5 % slower")
         elif backend == "sqlite":
             throughput_target = Target("value", ">=", 500, "≥ 500 ev/s")
+        spans = [m.spans for m in ms if m.spans is not None]
         rows.append(
             Row(
                 f"outcomes_per_s[{label}]",
@@ -507,31 +585,64 @@ def _rows(results: dict[str, Measured], cfg: Config) -> list[Row]:
                     if observed == "metrics"
                     else ""
                 )
-                + (", tracing on (in-memory exporter)" if observed == "traces" else ""),
-                m.outcomes_per_s,
+                + (", tracing on (in-memory exporter)" if observed == "traces" else "")
+                + (f", median of {len(ms)} rounds" if len(ms) > 1 else ""),
+                throughput,
                 "ev/s",
-                baseline=None if base is None else base.outcomes_per_s,
+                baseline=base_throughput,
                 baseline_description=against,
                 ratio=ratio,
                 target=throughput_target,
-                notes=() if m.spans is None else (f"{m.spans} spans recorded by the traced serve",),
+                spread=_per_round([m.outcomes_per_s for m in ms], "ev/s", ratios) if len(ms) > 1 else "",
+                notes=(f"{sum(spans)} spans recorded by the traced serve",) if spans else (),
             )
         )
+        cpu = [m.cpu_us_per_outcome for m in ms]
+        if all(c is not None for c in cpu):
+            values = [c for c in cpu if c is not None]
+            base_cpu = None if base is None else [m.cpu_us_per_outcome for m in base]
+            base_values = [c for c in base_cpu or () if c is not None]
+            cpu_ratios = _ratios(values, base_values) if overhead and base_values else []
+            cpu_ratio = statistics.median(cpu_ratios) if cpu_ratios else None
+            if cpu_ratio is None and base_values:
+                cpu_ratio = statistics.median(values) / statistics.median(base_values)
+            rows.append(
+                Row(
+                    f"serve_cpu_per_outcome[{label}]",
+                    "CPU time (user + system) of the serve process per outcome event while the "
+                    f"{2 * cfg.runs} outcomes were handled"
+                    + (f", median of {len(ms)} rounds" if len(ms) > 1 else ""),
+                    statistics.median(values),
+                    "µs",
+                    baseline=statistics.median(base_values) if base_values else None,
+                    baseline_description=against,
+                    ratio=cpu_ratio,
+                    target=Target("ratio", "<=", 1.05, "≤ 5 % more") if overhead else None,
+                    spread=_per_round(values, "µs", cpu_ratios) if len(ms) > 1 else "",
+                )
+            )
         for name, q, target in (("completion_p50", 0.5, None), ("completion_p99", 0.99, 250.0)):
-            value = m.percentile(q)
+            value = _pooled(ms, q)
+            base_value = None if base is None else _pooled(base, q)
+            pooled = [x for m in ms for x in m.latencies_ms]
+            spread = (
+                f"min {min(pooled):.1f} ms, max {max(pooled):.1f} ms, mean {statistics.fmean(pooled):.1f} ms"
+            )
+            if len(ms) > 1:
+                spread += "; per round " + ", ".join(f"{m.percentile(q):.0f}" for m in ms) + " ms"
             rows.append(
                 Row(
                     f"{name}[{label}]",
-                    f"last outcome produced -> completion consumed, {len(m.latencies_ms)} runs, "
-                    f"{cfg.rate:.0f} outcomes/s",
+                    f"last outcome produced -> completion consumed, {len(pooled)} runs"
+                    + (f" ({len(ms)} rounds pooled)" if len(ms) > 1 else "")
+                    + f", {cfg.rate:.0f} outcomes/s",
                     value,
                     "ms",
-                    baseline=None if base is None else base.percentile(q),
+                    baseline=base_value,
                     baseline_description=against,
-                    ratio=None if base is None else value / base.percentile(q),
+                    ratio=None if base_value is None else value / base_value,
                     target=None if target is None else Target("value", "<=", target, "≤ 250 ms"),
-                    spread=f"min {min(m.latencies_ms):.1f} ms, max {max(m.latencies_ms):.1f} ms, "
-                    f"mean {statistics.fmean(m.latencies_ms):.1f} ms",
+                    spread=spread,
                 )
             )
     return rows
@@ -549,7 +660,13 @@ def _log(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/kafka.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 runs, memory and SQLite: shows it runs")
-    parser.add_argument("--runs", type=int, help="runs (batches) per backend (default 1000)")
+    parser.add_argument("--runs", type=int, help="runs (batches) per measurement (default 1000)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds of the modes (off, metrics, traces) of a backend measured in "
+        "more than one (default 3, 1 with --quick)",
+    )
     parser.add_argument("--rate", type=float, help="outcomes/s while measuring latency (default 200)")
     parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres")
     parser.add_argument("--kafka", help="use this broker (HOST:PORT) instead of starting one")
@@ -579,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = QUICK if args.quick else Config()
     if args.runs:
         cfg = replace(cfg, runs=args.runs)
+    if args.rounds:
+        cfg = replace(cfg, rounds=args.rounds)
     if args.rate:
         cfg = replace(cfg, rate=args.rate)
     if args.backends:

@@ -85,7 +85,7 @@ class OutboxRelay:
         rows = await self.outbox.claim(self.clock.now(), self.batch_size)
         if not rows:
             return _IDLE
-        spans = [publish_span(r.message) for r in rows]
+        spans = [publish_span(r.message, r.attempts + 1) for r in rows]
         results: Sequence[BaseException | None] = ()
         try:
             try:
@@ -95,9 +95,9 @@ class OutboxRelay:
             except (PipelineStateError, OSError) as exc:
                 results = [exc] * len(rows)
         finally:
-            for index, (row, span) in enumerate(zip(rows, spans, strict=True)):
+            for index, span in enumerate(spans):
                 error = results[index] if index < len(results) else RuntimeError("not published")
-                record_published(span, error, row.attempts + 1)
+                record_published(span, error)
         if len(results) != len(rows):
             raise RuntimeError("the publisher returned a result count that differs from the messages")
         if results.count(None) == len(rows):  # the usual case: everything went out

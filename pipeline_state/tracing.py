@@ -2,7 +2,8 @@
 
 The library only uses ``opentelemetry-api``. Until an application installs an SDK tracer
 provider every tracer is a no-op: a span is a non-recording placeholder and no attribute is
-ever computed (each helper checks :meth:`~opentelemetry.trace.Span.is_recording` first).
+ever computed (each helper checks :meth:`~opentelemetry.trace.Span.is_recording` first, and
+a publish span, whose few attributes are given when it starts, first checks for an SDK).
 
 The trace context travels the W3C way (``traceparent`` and ``tracestate``, written and read
 by opentelemetry's :class:`TraceContextTextMapPropagator`). The service stamps it on every
@@ -10,23 +11,32 @@ outbox message a decision emits (:attr:`~pipeline_state.ports.OutboxMessage.trac
 kept on the outbox row), the relay's publish span continues it and hands its own context to
 the transport, so the consumer of a command continues the trace of the decision that emitted
 it, even when the row is published after a restart or a failed attempt.
+
+With an SDK every message costs about two or three spans (its own, the publishes of what it
+emitted), so the helpers keep the work around each span small: the ``traceparent`` header
+is formatted straight from the span context, and read back without the propagator's
+generic machinery when it is the usual version-00 header (anything else still goes
+through :class:`TraceContextTextMapPropagator`, whose output and verdicts the fast paths
+reproduce exactly); a publish span gets all its attributes when it starts (one validation
+by the SDK); making a span current is one context attach, nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
+import re
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import attrs
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
+
+from .model import evolve
 
 if TYPE_CHECKING:
     from .decide.journal import Move
@@ -71,21 +81,51 @@ def tracer() -> trace.Tracer:
     return _TRACER
 
 
+_TRACEPARENT = "traceparent"
+_TRACESTATE = "tracestate"
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version-00 ``traceparent`` exactly as written (the common case, read without the propagator)."""
+
+
 def continued(carrier: Mapping[str, str] | TraceContext | None) -> Context | None:
     """The context that continues the trace named by ``carrier`` (``None``: continue the
-    current one). A malformed ``traceparent`` is ignored, as the W3C rules say."""
+    current one). A malformed ``traceparent`` is ignored, as the W3C rules say.
+
+    A lone version-00 ``traceparent`` (what this library writes) is read directly; any
+    other carrier goes through :class:`TraceContextTextMapPropagator`, and the result is
+    the same either way."""
     if not carrier:
         return None
+    if type(carrier) is tuple and len(carrier) == 1 and carrier[0][0] == _TRACEPARENT:
+        parent = _parent(carrier[0][1])
+        if parent is not None:
+            return parent
     return _PROPAGATOR.extract(carrier if isinstance(carrier, Mapping) else dict(carrier))
 
 
+def _parent(traceparent: str) -> Context | None:
+    """What the W3C propagator extracts from a well-formed version-00 ``traceparent`` (with
+    no ``tracestate``), or ``None`` for anything else (the propagator then decides)."""
+    match = _VERSION_00.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not (trace_id and span_id):  # all-zero ids: invalid, the propagator says so
+        return None
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
+
+
 def carrier_of(span: Span) -> TraceContext:
-    """The trace-context headers that make a receiver continue ``span``'s trace."""
-    if not span.get_span_context().is_valid:
+    """The trace-context headers that make a receiver continue ``span``'s trace: what
+    :class:`TraceContextTextMapPropagator` injects for it, formatted directly."""
+    context = span.get_span_context()
+    if not context.is_valid:
         return _NONE
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-    return tuple(carrier.items())
+    traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    if context.trace_state:
+        return ((_TRACEPARENT, traceparent), (_TRACESTATE, context.trace_state.to_header()))
+    return ((_TRACEPARENT, traceparent),)
 
 
 def current_trace_context() -> TraceContext:
@@ -127,18 +167,17 @@ def inbound_span(topic: str, carrier: Mapping[str, str] | TraceContext | None = 
     return _TRACER.start_span(f"process {topic}", context=continued(carrier), kind=SpanKind.CONSUMER)
 
 
-class handling:
-    """:func:`inbound_span` made current for the body and ended after it; an exception that
-    escapes is recorded on the span (status ``ERROR``) and propagates.
+class entered:
+    """Make ``span`` current for the body without ending it (a placeholder span that
+    continues no trace is left out: there is nothing to propagate).
 
-    A class rather than a generator: without an SDK (and no trace to continue) it costs a
-    placeholder span and one validity check, nothing is attached to the context.
-    """
+    Only the context is switched: an exception from the body is not recorded here, the
+    caller ends the span with the outcome (:func:`finish`)."""
 
     __slots__ = ("_span", "_token")
 
-    def __init__(self, topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> None:
-        self._span = inbound_span(topic, carrier)
+    def __init__(self, span: Span) -> None:
+        self._span = span
         self._token: Token[Context] | None = None
 
     def __enter__(self) -> Span:
@@ -150,20 +189,30 @@ class handling:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        span = self._span
         if self._token is not None:
             otel_context.detach(self._token)
+
+
+class handling(entered):
+    """:func:`inbound_span` made current for the body and ended after it; an exception that
+    escapes is recorded on the span (status ``ERROR``) and propagates.
+
+    A class rather than a generator: without an SDK (and no trace to continue) it costs a
+    placeholder span and one validity check, nothing is attached to the context.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> None:
+        super().__init__(inbound_span(topic, carrier))
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(kind, error, tb)
         if error is not None:
-            record_error(span, error)
-        span.end()
-
-
-def entered(span: Span) -> contextlib.AbstractContextManager[object]:
-    """Make ``span`` current without ending it (a placeholder span that continues no trace
-    is left out: there is nothing to propagate)."""
-    if span.get_span_context().is_valid:
-        return trace.use_span(span)
-    return contextlib.nullcontext()
+            record_error(self._span, error)
+        self._span.end()
 
 
 def handled(span: Span, topic: str, result: HandleResult) -> HandleResult:
@@ -178,8 +227,7 @@ def with_span_ids(span: Span, result: HandleResult) -> HandleResult:
     context = span.get_span_context()
     if not context.is_valid:
         return result
-    ids = (trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id))
-    return attrs.evolve(result, span_ids=ids)
+    return evolve(result, span_ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"))
 
 
 def finish(span: Span, topic: str, outcome: HandleResult | BaseException | None) -> None:
@@ -194,37 +242,44 @@ def finish(span: Span, topic: str, outcome: HandleResult | BaseException | None)
 def for_publish(message: OutboxMessage, span: Span) -> OutboxMessage:
     """``message`` carrying ``span``'s trace context, for the transport to send along."""
     context = carrier_of(span)
-    if context == message.trace_context or not (context or message.trace_context):
+    if context == message.trace_context:
         return message
-    return attrs.evolve(message, trace_context=context)
+    return evolve(message, trace_context=context)
 
 
-def publish_span(message: OutboxMessage) -> Span:
+def publish_span(message: OutboxMessage, attempt: int | None = None) -> Span:
     """A started producer span for the relay's publish of ``message``, in the trace of the
     decision that emitted it (its stored :attr:`~pipeline_state.ports.OutboxMessage.trace_context`).
-    A message that carries no trace, without an SDK, gets the invalid placeholder span."""
-    if not message.trace_context and _no_sdk():
+    A message that carries no trace, without an SDK, gets the invalid placeholder span.
+
+    Its attributes are given when it starts (the SDK checks them once): the destination,
+    the message id and, with ``attempt``, which publish attempt this is."""
+    no_sdk = _no_sdk()
+    if no_sdk and not message.trace_context:
         return trace.INVALID_SPAN
-    span = _TRACER.start_span(
+    attributes: dict[str, AttributeValue] | None = None
+    if not no_sdk:  # without an SDK the span only passes the trace on: nothing to record
+        attributes = {
+            "messaging.operation.type": "send",
+            "messaging.destination.name": message.topic,
+            "messaging.message.id": message.event_id,
+        }
+        if attempt is not None:
+            attributes["pipeline_state.publish.attempt"] = attempt
+    return _TRACER.start_span(
         f"publish {message.topic}",
         context=continued(message.trace_context) or Context(),
         kind=SpanKind.PRODUCER,
+        attributes=attributes,
     )
-    if span.is_recording():
-        span.set_attributes(
-            {
-                "messaging.operation.type": "send",
-                "messaging.destination.name": message.topic,
-                "messaging.message.id": message.event_id,
-            }
-        )
-    return span
 
 
-def record_published(span: Span, error: BaseException | None, attempts: int) -> None:
-    """End a publish span with the transport's verdict (``error`` ``None``: acknowledged)."""
+def record_published(span: Span, error: BaseException | None, attempts: int | None = None) -> None:
+    """End a publish span with the transport's verdict (``error`` ``None``: acknowledged);
+    ``attempts``: the attempt number, when :func:`publish_span` was not given it."""
     if span.is_recording():
-        span.set_attribute("pipeline_state.publish.attempt", attempts)
+        if attempts is not None:
+            span.set_attribute("pipeline_state.publish.attempt", attempts)
         if error is not None:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))

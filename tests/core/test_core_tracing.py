@@ -223,3 +223,37 @@ def test_without_an_sdk_nothing_is_recorded_and_a_caller_trace_passes_through() 
     assert out["plain"]
     assert all(context == [] for context in out["plain"])
     assert out["passed"] == ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]
+
+
+async def test_a_message_that_never_applies_in_handle_many_is_recorded_once_on_its_span(
+    spans: SpanCapture,
+) -> None:
+    """Making a span current records nothing: the error is recorded once, when the span ends
+    with it (not also by the context switch around the decision)."""
+    rt, env = InMemoryRuntime(), Envelopes()
+    ghost = env.outcome("ghost", "astrology", str(uuid.uuid4()))  # unknown batch and phase
+    results = await rt.service.handle_many([ghost, env.register("b1", essays=2)])
+
+    assert type(results[0]).__name__ == "BatchNotFoundError"
+    assert isinstance(results[1], HandleResult)
+    failed = _only(spans, f"process {ghost[0]}")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["exception"]
+    registered = _only(spans, f"process {Topic.BATCH_REGISTER.value}")
+    assert registered.status.status_code is StatusCode.UNSET
+    assert not registered.events
+
+
+async def test_a_publish_span_has_its_attributes_from_the_start(spans: SpanCapture) -> None:
+    rt, env = InMemoryRuntime(), Envelopes()
+    result = await rt.service.handle_message(*env.register("b1", essays=2))
+    await rt.relay.drain()
+    (message,) = result.messages
+    publish = _only(spans, f"publish {message.topic}")
+    assert dict(publish.attributes or {}) == {
+        "messaging.operation.type": "send",
+        "messaging.destination.name": message.topic,
+        "messaging.message.id": message.event_id,
+        "pipeline_state.publish.attempt": 1,
+    }
+    assert publish.status.status_code is StatusCode.UNSET

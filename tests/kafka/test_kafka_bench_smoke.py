@@ -33,10 +33,52 @@ def test_kafka_bench_quick_mode_runs_and_prints_its_table(broker: LocalBroker) -
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    figures = ["outcomes_per_s", "completion_p50", "completion_p99"]
+    if Path("/proc/self/stat").exists():  # the serve's CPU time is read there
+        figures.append("serve_cpu_per_outcome")
     for backend in ("memory", "sqlite", "sqlite,traces"):  # tracing on vs off in the same run
-        for figure in ("outcomes_per_s", "completion_p50", "completion_p99"):
+        for figure in figures:
             assert f"{figure}[{backend}]" in done.stdout
     assert "PASS" in done.stdout or "MISS" in done.stdout
     recorded = re.search(r"(\d+) spans recorded by the traced serve", done.stdout)
     assert recorded is not None  # tracing was really on in the traced run
     assert int(recorded.group(1)) > 0
+
+
+def test_kafka_bench_rows_take_the_median_of_the_rounds_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The observability rows of several interleaved rounds (no broker: made-up figures)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.kafka import Config, Measured, _rows
+
+    def measured(label: str, per_s: float, cpu: float, latencies: list[float]) -> Measured:
+        return Measured(label, per_s, latencies, cpu_us_per_outcome=cpu)
+
+    results = {
+        "memory": [measured("memory", 900, 1000, [10.0])],
+        "sqlite": [
+            measured("sqlite", v, c, [20.0, 30.0]) for v, c in ((400, 2000), (500, 2100), (450, 2000))
+        ],
+        "sqlite,traces": [
+            measured("sqlite,traces", v, c, [25.0, 300.0]) for v, c in ((380, 2100), (490, 2150), (400, 2200))
+        ],
+    }
+    rows = {row.figure: row for row in _rows(results, Config(runs=10, rounds=3))}
+
+    traced = rows["outcomes_per_s[sqlite,traces]"]
+    assert traced.value == 400  # the median over the rounds
+    assert traced.baseline == 450
+    assert traced.ratio == pytest.approx(0.95)  # the rounds' ratios: 0.95, 0.98, 0.889
+    assert "ratio per round 0.95x, 0.98x, 0.89x" in traced.spread
+    assert traced.result == "PASS"
+    cpu = rows["serve_cpu_per_outcome[sqlite,traces]"]
+    assert cpu.value == 2150
+    assert cpu.ratio == pytest.approx(1.05)  # the rounds' ratios: 1.05, 1.024, 1.10
+    assert cpu.result == "PASS"
+    p99 = rows["completion_p99[sqlite,traces]"]
+    assert p99.value == 300.0  # pooled over the rounds
+    assert p99.ratio == pytest.approx(300.0 / 30.0)
+    assert p99.result == "MISS"
+    plain = rows["outcomes_per_s[sqlite]"]
+    assert (plain.value, plain.baseline, plain.ratio) == (450, 900, 0.5)  # against memory: medians
+    assert rows["serve_cpu_per_outcome[sqlite]"].target is None
+    assert "outcomes_per_s[memory]" in rows
