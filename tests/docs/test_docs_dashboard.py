@@ -8,11 +8,12 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from pipeline_state_kafka.dashboard import DASHBOARD_PATH, PANELS, render_dashboard
 from pipeline_state_kafka.metrics import FAMILIES
 from pipeline_state_kafka.panel_data import panel_series
 from pipeline_state_kafka.panel_svg import draw_panel, load_scrapes, panel_file
+
+from tests.optional import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_docs_dashboard_panels_cover_every_family() -> None:
 
 
 def test_docs_operations_page_shows_every_panel_drawn_from_the_recorded_run() -> None:
-    pytest.importorskip("pygal")
+    require("pygal")
     page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     folder = ROOT / "docs" / "grafana" / "panels"
     scrapes = load_scrapes(folder / "run.jsonl.gz")

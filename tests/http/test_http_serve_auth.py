@@ -14,19 +14,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("pipeline_state_kafka")
-from pipeline_state_service.serve import serve_main
-from pipeline_state_service.settings import ServeSettings, SettingsError
-from pipeline_state_service.web import (
+from tests.optional import require
+
+require("pipeline_state_kafka")
+from pipeline_state_service.serve import serve_main  # noqa: E402 (after require)
+from pipeline_state_service.settings import ServeSettings, SettingsError  # noqa: E402 (after require)
+from pipeline_state_service.web import (  # noqa: E402 (after require)
     build_http_app,
     http_serve_settings,
     http_settings_in_effect,
     is_loopback,
 )
 
-from pipeline_state import InMemoryStore, ManualClock, PipelineService
+from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402 (after require)
 
-from .conftest import BASE, bearer
+from .conftest import BASE, bearer  # noqa: E402 (after require)
 
 VARIABLES = tuple(f"PIPELINE_STATE_HTTP_{scope}_TOKEN" for scope in ("API", "INTERNAL", "OPS"))
 FULL = dict(zip(VARIABLES, ("a-tok", "i-tok", "o-tok"), strict=True))

@@ -11,11 +11,12 @@ from pipeline_state_http import HttpSettings, PipelineDeniedError, PipelineState
 
 from pipeline_state import ManualClock, PipelineService
 from pipeline_state.testing.builders import Envelopes
+from tests.optional import require
 
 from .conftest import API_TOKEN, BASE, INTERNAL_TOKEN, TOKENS, authed_client
 
-pytest.importorskip("aiosqlite")
-from pipeline_state_sql import SqlStore, open_store
+require("aiosqlite")
+from pipeline_state_sql import SqlStore, open_store  # noqa: E402 (after require)
 
 
 @pytest.fixture

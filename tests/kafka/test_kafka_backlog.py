@@ -39,6 +39,7 @@ from proof_harness import (
 from pipeline_state.ports import Store
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -234,7 +235,7 @@ async def test_kafka_backlog_drains_in_memory(
 async def test_kafka_backlog_drains_on_sqlite(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path, order: str
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     await _drain_backlog("sqlite", order=order, broker=broker, prefix=prefix, producer=producer, tmp=tmp_path)
 
 
@@ -243,7 +244,7 @@ async def test_kafka_backlog_drains_on_sqlite(
 async def test_kafka_backlog_drains_on_postgres(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path, order: str
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     url = postgres_url()
     async with postgres_schema(url) as schema:
         await _drain_backlog(

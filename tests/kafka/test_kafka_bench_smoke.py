@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from pipeline_state_kafka.testing import LocalBroker
 
+from tests.optional import require
+
 pytestmark = pytest.mark.kafka
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_kafka_bench_quick_mode_runs_and_prints_its_table(broker: LocalBroker) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     done = subprocess.run(
         [
             sys.executable,

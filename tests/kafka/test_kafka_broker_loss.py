@@ -37,6 +37,7 @@ from proof_harness import (
 from pipeline_state.lifecycle import RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -63,7 +64,7 @@ def _phase(record: Collected) -> str:
 async def test_kafka_broker_loss_every_in_flight_run_completes_or_fails_at_its_deadline(
     own_broker: LocalBroker, prefix: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     broker = own_broker
     env = Envelopes()
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"

@@ -39,6 +39,7 @@ from proof_harness import (
 from pipeline_state.lifecycle import BatchStatus, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -97,7 +98,7 @@ async def _open_store(store_url: str) -> Any:
 async def test_kafka_foreign_correlation_completes_and_earlier_runs_correlation_does_not(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     env = Envelopes()
     foreign: dict[str, str] = {}
 
@@ -191,7 +192,7 @@ RESENDS = 2
 async def test_kafka_silent_worker_fails_the_run_at_its_deadline_and_the_next_request_is_accepted(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     env = Envelopes()
     corr_1, corr_2 = str(uuid.uuid4()), str(uuid.uuid4())
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"

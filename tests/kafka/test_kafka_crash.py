@@ -18,6 +18,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state import InMemoryRuntime
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -27,7 +28,7 @@ BATCHES = ("k1", "k2", "k3")
 async def test_kafka_kill_between_commit_and_relay_loses_and_duplicates_nothing(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     env = Envelopes()
     reference = InMemoryRuntime()

@@ -39,6 +39,7 @@ from proof_harness import (
 
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -80,7 +81,7 @@ def _seed() -> int:
 async def test_kafka_crash_matrix_every_run_completes_once(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_sql")
+    require("pipeline_state_sql")
     started = time.monotonic()
     rng = random.Random(_seed())
     env = Envelopes()

@@ -15,6 +15,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, free_port, send
 
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
+from tests.optional import require
 
 pytestmark = pytest.mark.kafka
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.kafka
 async def test_kafka_serve_runs_http_with_consumer_and_relay_and_stops_on_sigint(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pipeline_state_http")
+    require("pipeline_state_http")
     port = free_port()
     token_file = tmp_path / "internal-token"
     token_file.write_text("internal-secret\n")
