@@ -32,7 +32,7 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.model import ItemRef
-from pipeline_state.profile import Profile, command_fields
+from pipeline_state.profile import CommandSpec, Profile, command_fields
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
@@ -230,9 +230,11 @@ class Envelopes:
     def phase_topics(self) -> Mapping[str, str]:
         """Command topic: phase name, for the profile given (default: HuleEdu's)."""
         if self._phase_topics is None:
-            commands = self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
-            self._phase_topics = {spec.topic: phase for phase, spec in commands.items()}
+            self._phase_topics = {spec.topic: phase for phase, spec in self._commands().items()}
         return self._phase_topics
+
+    def _commands(self) -> Mapping[str, CommandSpec]:
+        return self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
 
     def phase_of(self, message: Mapping[str, Any]) -> str | None:
         """The phase whose command ``message`` (one ``{"topic", "key", "value"}`` the engine
@@ -246,8 +248,7 @@ class Envelopes:
         phase = self.phase_of(message)
         if phase is None:
             raise ValueError(f"{message.get('topic')!r} is not the command topic of a phase of the profile")
-        commands = self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
-        names = command_fields(commands[phase].model)
+        names = command_fields(self._commands()[phase].model)
         return [item[names.item_id] for item in message["value"]["data"][names.items]]
 
     def answer(
