@@ -1,170 +1,166 @@
 """pipeline-state: an explicit, tested state machine for batch processing pipelines.
 
-The pure core (lifecycles, catalog, ``decide``) has no I/O; :class:`PipelineService` is the
-shell that loads, decides and commits through the ports; :class:`InMemoryRuntime` wires it
-all together in memory.
+The top level holds what a service author uses: :class:`PipelineService` (load, decide,
+commit) and :class:`InMemoryRuntime` (all of it in memory), the profile and catalog a
+deployment declares, the wire it reads, the in-memory adapters, and the main errors (the
+whole tree is in :mod:`pipeline_state.errors`). What adapters implement and exchange is in
+:mod:`pipeline_state.ports`; the test kit is :mod:`pipeline_state.testing`. The generated
+page ``docs/reference/api.md`` lists all three, and a test compares it with what imports.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import types as _types
+import warnings as _warnings
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from .catalog import Catalog, Pipeline, Plan, Step
+from .asyncapi import asyncapi_document
+from .catalog import Catalog, Pipeline, Step
 from .clock import ManualClock, SystemClock
-from .commands import (
-    ArchiveBatch,
-    CancelBatch,
-    CancelRun,
-    Command,
-    ExpireOverdue,
-    RecordPhaseCompletion,
-    RetryPhase,
-)
-from .decide import Decision, Emit, Move, decide
+from .commands import ArchiveBatch, CancelBatch, CancelRun, RetryPhase
 from .errors import (
     BadCommandError,
-    BatchConflictError,
-    BatchNotFoundError,
-    CatalogError,
-    ConcurrencyConflictError,
-    CorruptStateError,
     DefinitionError,
-    DuplicateEventError,
     IllegalTransitionError,
     InvalidMessageError,
     PipelineStateError,
-    PublishError,
-    StoreError,
     StoreUnavailableError,
-    UnknownPipelineError,
-    UnknownTopicError,
 )
-from .guards import (
-    AdmissionGuard,
-    AdmissionRequest,
-    CreditLedger,
-    CreditsGuard,
-    Denial,
-    InMemoryCreditLedger,
-    PromptGuard,
-    RateLimitGuard,
-)
-from .lifecycle import (
-    BATCH_LIFECYCLE,
-    PHASE_LIFECYCLE,
-    RUN_LIFECYCLE,
-    BatchStatus,
-    Lifecycle,
-    PhaseStatus,
-    PipelineExecutionStatus,
-    RunStatus,
-    Transition,
-    define_lifecycle,
-)
-from .machine import SharedMachine
+from .guards import CreditsGuard, InMemoryCreditLedger, PromptGuard, RateLimitGuard
+from .inbound import Inbound, InboundTopic
+from .lifecycle import BatchStatus
 from .memory import InMemoryBus, InMemoryStore
-from .model import BatchState, ItemRef, PhaseRun, Run
-from .ports import (
-    BatchingStore,
-    Change,
-    Clock,
-    InboxEntry,
-    Outbox,
-    OutboxMessage,
-    OutboxRow,
-    Publisher,
-    Store,
-    TransitionRecord,
-)
 from .profile import CommandSpec, Profile
 from .profiles import default_profile, load_profile
 from .relay import OutboxRelay, RelayReport
 from .runtime import InMemoryRuntime
 from .service import HandleResult, InboundMessage, PipelineService
-from .snapshot import snapshot
-from .wire import EventEnvelope, TopicSpec, WireModel
+from .wire import EventEnvelope, WireModel
 
 __version__ = "0.1.0.dev0"
+"""The version of the installed library."""
 
 __all__ = [
-    "BATCH_LIFECYCLE",
-    "PHASE_LIFECYCLE",
-    "RUN_LIFECYCLE",
-    "AdmissionGuard",
-    "AdmissionRequest",
     "ArchiveBatch",
     "BadCommandError",
-    "BatchConflictError",
-    "BatchNotFoundError",
-    "BatchState",
     "BatchStatus",
-    "BatchingStore",
     "CancelBatch",
     "CancelRun",
     "Catalog",
-    "CatalogError",
-    "Change",
-    "Clock",
-    "Command",
     "CommandSpec",
-    "ConcurrencyConflictError",
-    "CorruptStateError",
-    "CreditLedger",
     "CreditsGuard",
-    "Decision",
     "DefinitionError",
-    "Denial",
-    "DuplicateEventError",
-    "Emit",
     "EventEnvelope",
-    "ExpireOverdue",
     "HandleResult",
     "IllegalTransitionError",
     "InMemoryBus",
     "InMemoryCreditLedger",
     "InMemoryRuntime",
     "InMemoryStore",
+    "Inbound",
     "InboundMessage",
-    "InboxEntry",
+    "InboundTopic",
     "InvalidMessageError",
-    "ItemRef",
-    "Lifecycle",
     "ManualClock",
-    "Move",
-    "Outbox",
-    "OutboxMessage",
     "OutboxRelay",
-    "OutboxRow",
-    "PhaseRun",
-    "PhaseStatus",
     "Pipeline",
-    "PipelineExecutionStatus",
     "PipelineService",
     "PipelineStateError",
-    "Plan",
     "Profile",
     "PromptGuard",
-    "PublishError",
-    "Publisher",
     "RateLimitGuard",
-    "RecordPhaseCompletion",
     "RelayReport",
     "RetryPhase",
-    "Run",
-    "RunStatus",
-    "SharedMachine",
     "Step",
-    "Store",
-    "StoreError",
     "StoreUnavailableError",
     "SystemClock",
-    "TopicSpec",
-    "Transition",
-    "TransitionRecord",
-    "UnknownPipelineError",
-    "UnknownTopicError",
     "WireModel",
-    "decide",
+    "__version__",
+    "asyncapi_document",
     "default_profile",
-    "define_lifecycle",
     "load_profile",
-    "snapshot",
 ]
+
+# Names that left the top level, and the module that holds them now. They resolve for one
+# more release, with a DeprecationWarning; they are in neither ``__all__`` nor ``dir()``.
+_MOVED: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "AdmissionGuard",
+            "AdmissionRequest",
+            "BatchState",
+            "BatchingStore",
+            "Change",
+            "Clock",
+            "CreditLedger",
+            "Denial",
+            "InboxEntry",
+            "ItemRef",
+            "Outbox",
+            "OutboxMessage",
+            "OutboxRow",
+            "PhaseRun",
+            "PhaseStatus",
+            "Publisher",
+            "Run",
+            "RunStatus",
+            "Store",
+            "TransitionRecord",
+        ),
+        "pipeline_state.ports",
+    ),
+    **dict.fromkeys(
+        (
+            "BatchConflictError",
+            "BatchNotFoundError",
+            "CatalogError",
+            "ConcurrencyConflictError",
+            "CorruptStateError",
+            "DuplicateEventError",
+            "PublishError",
+            "StoreError",
+            "UnknownPipelineError",
+            "UnknownTopicError",
+        ),
+        "pipeline_state.errors",
+    ),
+    **dict.fromkeys(
+        (
+            "BATCH_LIFECYCLE",
+            "PHASE_LIFECYCLE",
+            "RUN_LIFECYCLE",
+            "Lifecycle",
+            "PipelineExecutionStatus",
+            "Transition",
+            "define_lifecycle",
+        ),
+        "pipeline_state.lifecycle",
+    ),
+    **dict.fromkeys(("Command", "ExpireOverdue", "RecordPhaseCompletion"), "pipeline_state.commands"),
+    **dict.fromkeys(("Decision", "Emit", "Move", "decide"), "pipeline_state.decide"),
+    "Plan": "pipeline_state.catalog",
+    "SharedMachine": "pipeline_state.machine",
+    "TopicSpec": "pipeline_state.wire",
+    "snapshot": "pipeline_state.snapshot",
+}
+
+
+# ``decide`` and ``snapshot`` are also the names of their modules, which the import system
+# binds here: unbind them, so the old function names resolve through ``__getattr__`` as
+# they did (until the implementation modules are renamed with a leading underscore).
+for _shadowed in ("decide", "snapshot"):
+    if isinstance(globals().get(_shadowed), _types.ModuleType):
+        del globals()[_shadowed]
+
+if not _TYPE_CHECKING:  # type checkers see only ``__all__``: an old name is an error there
+
+    def __getattr__(name: str) -> object:
+        home = _MOVED.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        _warnings.warn(
+            f"pipeline_state.{name} has moved: import it with `from {home} import {name}` "
+            "(the old name goes in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_importlib.import_module(home), name)

@@ -1,8 +1,19 @@
-"""Ports: the small interfaces the service needs from the outside world.
+"""Ports: what adapters implement, and the values they exchange with the engine.
 
-Adapters implement these Protocols (the in-memory ones in :mod:`pipeline_state.memory`,
-SQL and Kafka ones in their own packages). Every adapter must pass the shipped contract
-suite in :mod:`pipeline_state.testing.contract`.
+The Protocols are small and state behaviour and the errors they raise: a :class:`Store`
+(and its :class:`Outbox` side) keeps batch state, inbox and outbox in units of work, a
+:class:`Publisher` is a transport, a :class:`Clock` a time source, a :class:`CreditLedger`
+and an :class:`AdmissionGuard` decide admission, and a profile's :class:`Outbound` words
+what the engine announces. The values that cross them are here too: the stored batch state
+(:class:`BatchState`, :class:`Run`, :class:`PhaseRun`, :class:`ItemRef` and their
+statuses), a unit of work (:class:`Change` and its records), the engine inputs a profile's
+inbound reader returns and the facts its outbound receives.
+
+The in-memory adapters are :class:`~pipeline_state.InMemoryStore`,
+:class:`~pipeline_state.InMemoryBus` and the clocks; SQL, Kafka and HTTP ones live in their
+own packages. Every store must pass the shipped contract suite,
+:class:`~pipeline_state.testing.StoreContract`. Errors an adapter raises are in
+:mod:`pipeline_state.errors`.
 """
 
 from __future__ import annotations
@@ -13,21 +24,59 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .lifecycle import BatchStatus
-from .model import BatchState
+from .guards import AdmissionGuard, AdmissionRequest, CreditLedger, Denial
+from .inputs import (
+    ContentReady,
+    EngineInput,
+    GroupConfirmed,
+    ItemsReady,
+    OutcomeStatus,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    ValidationFailed,
+)
+from .lifecycle import BatchStatus, PhaseStatus, RunStatus
+from .model import BatchState, ItemRef, PhaseRun, Run
+from .outbound import Notice, Outbound, Outgoing, RunSummary
+from .profile import CommandFields
 
 __all__ = [
+    "AdmissionGuard",
+    "AdmissionRequest",
+    "BatchState",
     "BatchingStore",
     "Change",
     "Clock",
+    "CommandFields",
+    "ContentReady",
+    "CreditLedger",
+    "Denial",
+    "EngineInput",
+    "GroupConfirmed",
     "InboxEntry",
+    "ItemRef",
+    "ItemsReady",
+    "Notice",
+    "Outbound",
     "Outbox",
     "OutboxMessage",
     "OutboxRow",
+    "OutcomeStatus",
+    "Outgoing",
+    "PhaseOutcome",
+    "PhaseRun",
+    "PhaseStatus",
     "Publisher",
+    "RegisterBatch",
+    "RequestPipeline",
+    "Run",
+    "RunStatus",
+    "RunSummary",
     "StalledRun",
     "Store",
     "TransitionRecord",
+    "ValidationFailed",
     "WaitingFact",
 ]
 
