@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors as errors_module
+from .api_reference import render_api_page
 from .asyncapi import asyncapi_document, asyncapi_json
 from .asyncapi_kafka import DEAD_LETTER
 from .diagrams import (
@@ -834,6 +835,7 @@ _RENDERERS: Mapping[str, Callable[[], str]] = {
     "reference/asyncapi.json": asyncapi_json,
     "reference/profile.md": lambda: _page([render_profile_page(default_profile())]),
     "reference/cli.md": render_cli_page,
+    "reference/api.md": lambda: _page(render_api_page()),
 }
 
 
