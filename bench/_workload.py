@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 
 import attrs
 
-from pipeline_state import BatchState, Change, InMemoryStore, Profile, decide
+from pipeline_state import InMemoryStore, Profile
 from pipeline_state.commands import Command
+from pipeline_state.decide import decide
+from pipeline_state.ports import BatchState, Change
 from pipeline_state.profiles.huleedu.events import parse_payload
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 __all__ = ["PIPELINE", "Delivery", "OutcomeWorkload", "Seeder", "batch_ids", "iter_batch_ids", "outcomes"]
 

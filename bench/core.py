@@ -28,9 +28,11 @@ from dataclasses import dataclass, replace
 
 from transitions import Machine
 
-from pipeline_state import PHASE_LIFECYCLE, BatchState, InMemoryRuntime, ManualClock, decide
+from pipeline_state import InMemoryRuntime, ManualClock, Profile
 from pipeline_state.commands import Command
-from pipeline_state.profile import Profile
+from pipeline_state.decide import decide
+from pipeline_state.lifecycle import PHASE_LIFECYCLE
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import parse_message
 
 from ._util import Row, Sample, Stopwatch, Target, per_call_ns, traced

@@ -86,7 +86,7 @@ def serve(fd: int, batches: int) -> None:
     from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock, PipelineService
-    from pipeline_state.testing.builders import Envelopes
+    from pipeline_state.testing import Envelopes
 
     service = PipelineService(InMemoryStore(keep_transitions=False), clock=ManualClock())
 

@@ -58,8 +58,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
-from pipeline_state.model import BatchState, next_deadline  # noqa: E402
-from pipeline_state.ports import Change  # noqa: E402
+from pipeline_state.model import next_deadline  # noqa: E402
+from pipeline_state.ports import BatchState, Change  # noqa: E402
 from pipeline_state.testing import Envelopes  # noqa: E402
 
 __all__ = [

@@ -20,14 +20,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline_state import BatchState, Catalog, CommandSpec, Denial, InMemoryRuntime, Profile, Run
-from pipeline_state.inbound import Inbound, InboundTopic
-from pipeline_state.inputs import ContentReady, PhaseOutcome, RegisterBatch, RequestPipeline
-from pipeline_state.model import ItemRef
-from pipeline_state.outbound import Notice, Outgoing, RunSummary
-from pipeline_state.profile import CommandFields
+from pipeline_state import Catalog, CommandSpec, Inbound, InboundTopic, InMemoryRuntime, Profile, WireModel
+from pipeline_state.ports import (
+    BatchState,
+    CommandFields,
+    ContentReady,
+    Denial,
+    ItemRef,
+    Notice,
+    Outgoing,
+    PhaseOutcome,
+    RegisterBatch,
+    RequestPipeline,
+    Run,
+    RunSummary,
+)
 from pipeline_state.testing import Envelopes
-from pipeline_state.wire import WireModel
 
 MEDIA_COMMAND_FIELDS = CommandFields(
     items="episodes", item_id="episode_id", content_ref="source_uri", category="channel", group_id="series_id"

@@ -17,7 +17,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline_state.catalog import Catalog, Pipeline, Plan, Step, load_packaged_profile_catalog
+from pipeline_state import Catalog, Pipeline, Step
+from pipeline_state.catalog import Plan, load_packaged_profile_catalog
 from pipeline_state.errors import CatalogError, DefinitionError, UnknownPipelineError
 from pipeline_state.profiles.huleedu.catalog import _HULEEDU_PROFILE, HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.testing.strategies import catalogs
@@ -586,7 +587,7 @@ def test_plan_order_is_independent_of_the_hash_seed() -> None:
     script = textwrap.dedent(
         """
         import json, random
-        from pipeline_state.catalog import Catalog
+        from pipeline_state import Catalog
         rng = random.Random(1234)
         names = [f"step_{rng.randrange(10**6)}_{i}" for i in range(40)]
         steps = [{"name": n, "depends_on": rng.sample(names[:i], k=min(i, rng.randrange(4)))}

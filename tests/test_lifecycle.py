@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from pipeline_state import BatchStatus
 from pipeline_state.errors import DefinitionError
 from pipeline_state.lifecycle import (
     ABSENT,
@@ -16,19 +17,17 @@ from pipeline_state.lifecycle import (
     PHASE_LIFECYCLE,
     PHASE_TERMINAL,
     RUN_LIFECYCLE,
-    BatchStatus,
     Effect,
     Guard,
     Lifecycle,
-    PhaseStatus,
     PipelineExecutionStatus,
     Refusal,
     Refusals,
-    RunStatus,
     Transition,
     Verdict,
     define_lifecycle,
 )
+from pipeline_state.ports import PhaseStatus, RunStatus
 
 T = Transition
 VALID_STATES = ("a", "b", "c")

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from transitions import Machine, MachineError
 
+from pipeline_state import BatchStatus
 from pipeline_state.errors import DefinitionError, IllegalTransitionError
 from pipeline_state.lifecycle import (
     ABSENT,
     PHASE_TERMINAL,
-    BatchStatus,
     Effect,
     Guard,
     Lifecycle,

@@ -17,7 +17,8 @@ from typing import Any
 
 import attrs
 
-from pipeline_state import BatchState, InMemoryRuntime
+from pipeline_state import InMemoryRuntime
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 

@@ -16,16 +16,15 @@ import jsonschema_rs
 import pytest
 from core_flow import load_example
 
-from pipeline_state import InMemoryRuntime, Profile
+from pipeline_state import InMemoryRuntime, Profile, WireModel
 from pipeline_state.asyncapi import asyncapi_document, asyncapi_json
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, TRACE_HEADERS
 from pipeline_state.errors import DefinitionError
-from pipeline_state.outbound import Outgoing
+from pipeline_state.ports import Outgoing
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.asyncapi import WireChecker, refs_in, resolve
-from pipeline_state.wire import WireModel
+from pipeline_state.testing import Envelopes, WireChecker
+from pipeline_state.testing.asyncapi import refs_in, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "tests" / "schemas" / "asyncapi-3.0.0.json"

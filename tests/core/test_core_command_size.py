@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_state import Command, DefinitionError, PipelineService, decide
-from pipeline_state.memory import InMemoryStore, ManualClock
-from pipeline_state.model import ItemRef, evolve
+from pipeline_state import DefinitionError, InMemoryStore, ManualClock, PipelineService
+from pipeline_state.commands import Command
+from pipeline_state.decide import decide
+from pipeline_state.model import evolve
+from pipeline_state.ports import ItemRef
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
 from pipeline_state.profiles.huleedu.events import (
     HULEEDU_COMMAND_FIELDS,

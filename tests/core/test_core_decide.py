@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 from core_flow import new_id
 
-from pipeline_state import BatchNotFoundError, BatchState, Command, Decision, decide
+from pipeline_state.commands import Command
+from pipeline_state.decide import Decision, decide
+from pipeline_state.errors import BatchNotFoundError
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes

@@ -14,7 +14,8 @@ import attrs
 import pytest
 
 from pipeline_state import (
-    Change,
+    HandleResult,
+    InboundMessage,
     InMemoryStore,
     InvalidMessageError,
     ManualClock,
@@ -22,8 +23,8 @@ from pipeline_state import (
     PipelineStateError,
     StoreUnavailableError,
 )
+from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.testing import Envelopes
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")

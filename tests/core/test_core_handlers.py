@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_state import commands
-from pipeline_state.commands import CancelRun, Command, ExpireOverdue, RetryPhase
+from pipeline_state import BatchStatus, CancelRun, RetryPhase, commands
+from pipeline_state.commands import Command, ExpireOverdue
 from pipeline_state.decide import HANDLERS, HandlerRegistry, decide
 from pipeline_state.errors import CorruptStateError, IllegalTransitionError
-from pipeline_state.lifecycle import BatchStatus, PhaseStatus
-from pipeline_state.model import BatchState, evolve
+from pipeline_state.model import evolve
+from pipeline_state.ports import BatchState, PhaseStatus
 from pipeline_state.profiles.huleedu.events import (
     INBOUND_TOPICS,
     TOPICS,
@@ -23,7 +23,7 @@ from pipeline_state.profiles.huleedu.events import (
     parse_payload,
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 OPERATOR_COMMANDS = (
     commands.CancelRun,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, new_id, one
 
-from pipeline_state import CancelBatch, CancelRun, UnknownPipelineError
+from pipeline_state import CancelBatch, CancelRun
+from pipeline_state.errors import UnknownPipelineError
 from pipeline_state.profiles.huleedu.events import Topic
 
 

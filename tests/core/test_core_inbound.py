@@ -8,27 +8,24 @@ import attrs
 import pytest
 from core_flow import load_example
 
-from pipeline_state import InMemoryRuntime, Profile
+from pipeline_state import CommandSpec, Inbound, InboundTopic, InMemoryRuntime, Profile, WireModel
 from pipeline_state.commands import Command
 from pipeline_state.decide import decide
 from pipeline_state.errors import DefinitionError, InvalidMessageError, UnknownTopicError
-from pipeline_state.inbound import Inbound, InboundTopic
-from pipeline_state.inputs import (
+from pipeline_state.ports import (
     ContentReady,
     GroupConfirmed,
+    ItemRef,
     ItemsReady,
     PhaseOutcome,
     RegisterBatch,
     RequestPipeline,
     ValidationFailed,
 )
-from pipeline_state.model import ItemRef
-from pipeline_state.profile import CommandSpec
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes
-from pipeline_state.wire import WireModel
 
 EXAMPLE_MODULE = load_example("custom_catalog")
 MEDIA: Profile = EXAMPLE_MODULE.MEDIA

@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, datas, new_id, one, refs, topics
 
-from pipeline_state import (
-    ArchiveBatch,
-    CancelBatch,
-    CancelRun,
-    IllegalTransitionError,
-    RecordPhaseCompletion,
-    RetryPhase,
-)
+from pipeline_state import ArchiveBatch, CancelBatch, CancelRun, IllegalTransitionError, RetryPhase
+from pipeline_state.commands import RecordPhaseCompletion
 from pipeline_state.profiles.huleedu.events import Topic
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value

@@ -16,7 +16,15 @@ from core_flow import Flow, datas, load_example, topics
 from hypothesis import given, settings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from pipeline_state import Catalog, CommandSpec, DefinitionError, InMemoryRuntime, Profile, PromptGuard
+from pipeline_state import (
+    Catalog,
+    CommandSpec,
+    DefinitionError,
+    InMemoryRuntime,
+    Profile,
+    PromptGuard,
+    WireModel,
+)
 from pipeline_state.profile import check_profile
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
@@ -29,7 +37,6 @@ from pipeline_state.profiles.huleedu.profile import (
 )
 from pipeline_state.profiles.huleedu.testing.strategies import catalogs, profile_for
 from pipeline_state.testing import Envelopes
-from pipeline_state.wire import WireModel
 
 CATALOG = Catalog.from_dict(
     {"pipelines": {"p": {"steps": [{"name": "extract"}, {"name": "score", "depends_on": ["extract"]}]}}}

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from core_flow import Flow, one, topics
 
-from pipeline_state import BatchConflictError, InMemoryRuntime
+from pipeline_state import InMemoryRuntime
+from pipeline_state.errors import BatchConflictError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from core_flow import Flow, new_id
 
-from pipeline_state import (
-    Change,
-    InMemoryBus,
-    InMemoryStore,
-    ManualClock,
-    OutboxMessage,
-    OutboxRelay,
-)
+from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay
+from pipeline_state.ports import Change, OutboxMessage
 
 
 def _message(key: str, n: int) -> OutboxMessage:

@@ -8,10 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline_state.commands import ArchiveBatch, Command, RepublishOutbox
+from pipeline_state import ArchiveBatch, InMemoryStore, ManualClock, PipelineService
+from pipeline_state.commands import Command, RepublishOutbox
 from pipeline_state.errors import BadCommandError, BatchNotFoundError
-from pipeline_state.memory import InMemoryStore, ManualClock
-from pipeline_state.service import PipelineService
 from pipeline_state.testing import Envelopes
 
 

@@ -10,14 +10,14 @@ from core_flow import Flow, new_id
 
 from pipeline_state import (
     CancelBatch,
-    Change,
-    ConcurrencyConflictError,
     InMemoryRuntime,
     InMemoryStore,
     InvalidMessageError,
     PipelineService,
     StoreUnavailableError,
 )
+from pipeline_state.errors import ConcurrencyConflictError
+from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from core_flow import Flow
 
-from pipeline_state import BatchNotFoundError, InMemoryRuntime
+from pipeline_state import InMemoryRuntime
+from pipeline_state.errors import BatchNotFoundError
 
 TOP = {"batch_id", "status", "version", "active_run", "history"}
 ACTIVE = {"run_id", "pipeline_name", "correlation_id", "phases"}

@@ -12,18 +12,8 @@ from datetime import datetime
 
 from core_flow import Flow, new_id
 
-from pipeline_state import (
-    Change,
-    InboxEntry,
-    InMemoryBus,
-    InMemoryStore,
-    ManualClock,
-    OutboxMessage,
-    OutboxRelay,
-    OutboxRow,
-    TransitionRecord,
-)
-from pipeline_state.ports import WaitingFact
+from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay
+from pipeline_state.ports import Change, InboxEntry, OutboxMessage, OutboxRow, TransitionRecord, WaitingFact
 
 
 def _message(key: str, topic: str = "test.topic") -> OutboxMessage:

@@ -19,8 +19,8 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
+from pipeline_state import HandleResult
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.service import HandleResult
 from pipeline_state.tracing import TraceContext, carrier_of, continued, for_publish, with_span_ids
 
 W3C = TraceContextTextMapPropagator()

@@ -18,12 +18,10 @@ from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from pipeline_state import InMemoryRuntime
+from pipeline_state import HandleResult, InboundMessage, InMemoryRuntime
 from pipeline_state.errors import InvalidMessageError
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.service import HandleResult, InboundMessage
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.spans import SpanCapture, span_capture
+from pipeline_state.testing import Envelopes, SpanCapture, span_capture
 from pipeline_state.tracing import continued
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import InMemoryRuntime, InMemoryStore, ManualClock, PipelineService
+from pipeline_state import HandleResult, InMemoryRuntime, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.commands import Command
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
-from pipeline_state.service import ExpiredFact, HandleResult
+from pipeline_state.service import ExpiredFact
 from pipeline_state.testing import Envelopes
 from pipeline_state.waiting import waits_for
 

@@ -11,13 +11,8 @@ from typing import Any
 import pytest
 from core_flow import Flow, Message, new_id
 
-from pipeline_state import (
-    EventEnvelope,
-    InMemoryRuntime,
-    InvalidMessageError,
-    PipelineStateError,
-    UnknownTopicError,
-)
+from pipeline_state import EventEnvelope, InMemoryRuntime, InvalidMessageError, PipelineStateError
+from pipeline_state.errors import UnknownTopicError
 from pipeline_state.profiles.huleedu.events import (
     TOPICS,
     BatchRegistrationRequestV1,

@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from pipeline_state import errors
+from pipeline_state import EventEnvelope, errors
 from pipeline_state.asyncapi import asyncapi_document
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_HEADERS, ENVELOPE_HEADERS
 from pipeline_state.cli import main as cli_main
@@ -32,7 +32,6 @@ from pipeline_state.docsgen import (
 from pipeline_state.lifecycle import ABSENT, LIFECYCLES, Lifecycle, Refusal, Refusals, Verdict
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import TOPICS
-from pipeline_state.wire import EventEnvelope
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

@@ -59,25 +59,26 @@ from typing import Any
 import attrs
 from pipeline_state_kafka.codec import encode_message
 
-from pipeline_state import InMemoryRuntime, ManualClock
-from pipeline_state.commands import (
+from pipeline_state import (
     ArchiveBatch,
+    BatchStatus,
     CancelBatch,
     CancelRun,
-    ExpireOverdue,
-    RecordPhaseCompletion,
+    HandleResult,
+    InMemoryCreditLedger,
+    InMemoryRuntime,
+    ManualClock,
+    Profile,
+    RateLimitGuard,
     RetryPhase,
+    WireModel,
 )
+from pipeline_state.commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state.errors import ItemMismatchError, PipelineStateError
-from pipeline_state.guards import AdmissionGuard, InMemoryCreditLedger, RateLimitGuard
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
-from pipeline_state.ports import OutboxMessage
-from pipeline_state.profile import Profile
+from pipeline_state.ports import AdmissionGuard, BatchState, OutboxMessage
 from pipeline_state.profiles.huleedu.events import TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.service import ExpiredFact, HandleResult
-from pipeline_state.wire import WireModel
+from pipeline_state.service import ExpiredFact
 
 __all__ = [
     "DATA_DIR",

@@ -15,7 +15,7 @@ from pipeline_state_http import HttpSettings, PipelineStateClient, create_app
 
 from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 BASE = "http://pipeline-state.test"
 

@@ -24,7 +24,7 @@ from pipeline_state_http import HttpSettings, create_app
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 from .conftest import TOKENS
 

@@ -17,15 +17,13 @@ from pipeline_state_http import (
 )
 
 from pipeline_state import (
-    BatchConflictError,
-    BatchNotFoundError,
     IllegalTransitionError,
     InMemoryStore,
     InvalidMessageError,
     PipelineService,
     StoreUnavailableError,
-    UnknownPipelineError,
 )
+from pipeline_state.errors import BatchConflictError, BatchNotFoundError, UnknownPipelineError
 from pipeline_state.profiles.huleedu.events import BatchRegistrationRequestV1
 
 from .conftest import BASE, MakeReady, Outcome
@@ -39,7 +37,7 @@ async def test_a_whole_flow_through_the_client(
     )
     registered = await client.register(reg, idempotency_key="reg-1")
     assert registered.status == "awaiting_content_validation"
-    from pipeline_state.testing.builders import Envelopes
+    from pipeline_state.testing import Envelopes
 
     env = Envelopes()
     state = await service.get_batch("b1")

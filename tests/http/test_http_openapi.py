@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 from .conftest import API_TOKEN, INTERNAL_TOKEN, OPS_TOKEN, TOKENS, bearer
 from .serving import served

@@ -13,7 +13,7 @@ from pipeline_state_http import HttpSettings
 
 from pipeline_state import PipelineService
 from pipeline_state.cli import main
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 from .conftest import API_TOKEN, TOKENS
 from .serving import served

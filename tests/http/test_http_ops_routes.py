@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from pipeline_state import ManualClock, PipelineService
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 
 OPS = {"Authorization": "Bearer test-ops-token"}  # the ops token of tests/http/conftest.py
 

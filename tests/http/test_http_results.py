@@ -28,7 +28,8 @@ from pipeline_state_http.results_schemas import (
 from pipeline_state_sql.results_store import SqlResultsStore, open_results_store
 from schemathesis.checks import not_a_server_error
 
-from pipeline_state import InMemoryRuntime, OutboxMessage
+from pipeline_state import InMemoryRuntime
+from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,

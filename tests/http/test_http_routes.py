@@ -215,7 +215,7 @@ async def test_credit_and_rate_limit_denials_are_402_and_429(make_ready: MakeRea
     from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock
-    from pipeline_state.testing.builders import Envelopes
+    from pipeline_state.testing import Envelopes
 
     ledger = InMemoryCreditLedger({"teacher-1": 3})
     profile = huleedu_profile(credits=ledger, extra_guards=[RateLimitGuard(max_runs=1, window_seconds=3600)])

@@ -16,7 +16,7 @@ from pipeline_state_http.settings import Scope
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.errors import BadCommandError, CorruptStateError, RejectedDataError
-from pipeline_state.model import BatchState
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
 
 from .conftest import BASE, MakeReady, bearer

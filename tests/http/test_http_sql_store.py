@@ -10,7 +10,7 @@ import pytest
 from pipeline_state_http import HttpSettings, PipelineDeniedError, PipelineStateClient, create_app
 
 from pipeline_state import ManualClock, PipelineService
-from pipeline_state.testing.builders import Envelopes
+from pipeline_state.testing import Envelopes
 from tests.optional import require
 
 from .conftest import API_TOKEN, BASE, INTERNAL_TOKEN, TOKENS, authed_client

@@ -25,8 +25,7 @@ from pipeline_state_kafka import (
 )
 from pipeline_state_kafka._kafka import MessageSizeTooLargeError, TopicPartition, topic_partition
 
-from pipeline_state.memory import InMemoryStore
-from pipeline_state.service import PipelineService
+from pipeline_state import InMemoryStore, PipelineService
 
 __all__ = ["FakeRecord", "LogConsumer", "MemoryProducer", "drain", "new_consumer"]
 

@@ -22,8 +22,7 @@ from pipeline_state_kafka import ConsumerSettings
 from pipeline_state_service import ServeSettings, ServiceRunner
 from pipeline_state_service.stores import OpenedStore
 
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.memory import InMemoryStore
+from pipeline_state import BatchStatus, InMemoryStore
 from pipeline_state.ports import Change
 
 __all__ = [

@@ -27,9 +27,8 @@ from pipeline_state_kafka.testing import Collected, Collector
 from pipeline_state_service import OpenedStore, ServeSettings
 from sqlalchemy.engine import make_url
 
-from pipeline_state import PipelineService
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
+from pipeline_state import BatchStatus, PipelineService
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile

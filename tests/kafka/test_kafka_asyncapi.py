@@ -12,12 +12,11 @@ from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.dlq import ParkedFact, WaitedTooLongError, dead_letter
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
+from pipeline_state import BatchStatus
 from pipeline_state.asyncapi import asyncapi_document
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX
-from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.asyncapi import WireChecker
+from pipeline_state.testing import Envelopes, WireChecker
 
 pytestmark = pytest.mark.kafka
 

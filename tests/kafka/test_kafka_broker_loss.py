@@ -34,7 +34,7 @@ from proof_harness import (
     wait_completed,
 )
 
-from pipeline_state.lifecycle import RunStatus
+from pipeline_state.ports import RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 from tests.optional import require

@@ -15,7 +15,7 @@ from kafka_harness import fast_settings, running, wait_status, wait_until
 from pipeline_state_kafka import ProducerSettings, create_producer, ensure_topics, service_topics
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
-from pipeline_state.lifecycle import BatchStatus
+from pipeline_state import BatchStatus
 from pipeline_state.ports import Outbox
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes

@@ -12,7 +12,7 @@ from pipeline_state_kafka import Handled, ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state_service import ConsumerPlugin, ServeContext, register_consumer
 
-from pipeline_state.lifecycle import BatchStatus
+from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic, parse_message
 from pipeline_state.testing import Envelopes
 

@@ -36,7 +36,8 @@ from proof_harness import (
     wait_completed,
 )
 
-from pipeline_state.lifecycle import BatchStatus, RunStatus
+from pipeline_state import BatchStatus
+from pipeline_state.ports import RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.testing import Envelopes
 from tests.optional import require

@@ -12,8 +12,7 @@ from pipeline_state_kafka import ProducerLike, dlq_topic
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore
 
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.memory import InMemoryStore
+from pipeline_state import BatchStatus, InMemoryStore
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 

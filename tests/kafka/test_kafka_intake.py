@@ -24,6 +24,7 @@ from pipeline_state_kafka import DeadLetterWriter, ErrorPolicy, Handled, Inbound
 from pipeline_state_kafka._kafka import KafkaError, MessageSizeTooLargeError, topic_partition
 from pipeline_state_kafka.consumer import ConsumerSettings, bookkeeping, lanes, merge_by_timestamp, settle
 
+from pipeline_state import BatchStatus, EventEnvelope, InMemoryStore, PipelineService
 from pipeline_state.errors import (
     InvalidMessageError,
     RejectedDataError,
@@ -37,13 +38,9 @@ from pipeline_state.intake import (
     decode_json,
     json_depth,
 )
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.memory import InMemoryStore
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, TOPICS, Topic, parse_message
-from pipeline_state.service import PipelineService
 from pipeline_state.testing import Envelopes
-from pipeline_state.wire import EventEnvelope
 
 MEASURED = b'{"event_id":' + b"[" * 100000 + b"]" * 100000 + b"}"
 """The record of issue 10.1 that raised RecursionError and killed ``serve``."""

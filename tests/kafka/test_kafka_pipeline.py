@@ -13,8 +13,7 @@ from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore, ServiceRunner
 
-from pipeline_state import Catalog, InMemoryRuntime, PipelineService
-from pipeline_state.lifecycle import BatchStatus
+from pipeline_state import BatchStatus, Catalog, InMemoryRuntime, PipelineService
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.testing import Envelopes

@@ -14,7 +14,7 @@ from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore
 
-from pipeline_state.lifecycle import BatchStatus
+from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.testing import Envelopes
 

@@ -33,9 +33,8 @@ from pipeline_state_service import (
     results_factory,
 )
 
-from pipeline_state import InMemoryStore, ManualClock, PipelineService
+from pipeline_state import BatchStatus, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.cli import build_parser
-from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
 from pipeline_state.testing import Envelopes

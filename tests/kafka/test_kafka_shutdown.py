@@ -11,7 +11,7 @@ from pipeline_state_kafka import ProducerLike, ServiceStats
 from pipeline_state_kafka.testing import LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore, ServiceRunner, Summary
 
-from pipeline_state.memory import InMemoryStore
+from pipeline_state import InMemoryStore
 from pipeline_state.testing import Envelopes
 
 pytestmark = pytest.mark.kafka

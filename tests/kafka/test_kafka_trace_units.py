@@ -25,8 +25,7 @@ from pipeline_state_service.otel import requested_exporters, tracer_provider
 from pipeline_state_service.serve import serve_main
 
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.spans import SpanCapture, span_capture
+from pipeline_state.testing import Envelopes, SpanCapture, span_capture
 
 CLIENT = trace.get_tracer("tests.client")
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

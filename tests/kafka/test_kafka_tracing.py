@@ -20,10 +20,9 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
 
-from pipeline_state.lifecycle import BatchStatus
+from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.spans import SpanCapture, span_capture
+from pipeline_state.testing import Envelopes, SpanCapture, span_capture
 
 pytestmark = pytest.mark.kafka
 

@@ -37,6 +37,7 @@ from pipeline_state_service import (
     serve_main,
 )
 
+from pipeline_state import Profile
 from pipeline_state.errors import (
     BatchNotFoundError,
     ConcurrencyConflictError,
@@ -47,7 +48,6 @@ from pipeline_state.errors import (
     UnknownTopicError,
 )
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_state.testing.paths import Exploration, explore
+from pipeline_state.testing import Exploration, explore
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:

@@ -18,25 +18,26 @@ from pipeline_state_sql import SqlStore, create_engine, create_or_upgrade
 from pipeline_state_sql.driver import lean_creator
 from sqlalchemy.engine import make_url
 
-from pipeline_state import InMemoryStore, ManualClock, PipelineService, snapshot
-from pipeline_state.commands import CancelRun, ExpireOverdue, RetryPhase
+from pipeline_state import CancelRun, InMemoryStore, ManualClock, PipelineService, Profile, RetryPhase
+from pipeline_state.commands import ExpireOverdue
 from pipeline_state.decide import Decision
-from pipeline_state.inputs import (
+from pipeline_state.ports import (
     ContentReady,
     GroupConfirmed,
+    ItemRef,
     ItemsReady,
     PhaseOutcome,
     RegisterBatch,
     RequestPipeline,
+    TransitionRecord,
     ValidationFailed,
 )
-from pipeline_state.model import ItemRef
-from pipeline_state.ports import TransitionRecord
-from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.reference import Expectation, ReferenceModel
-from pipeline_state.testing.paths import START, Path, Step, replay
+from pipeline_state.snapshot import snapshot
+from pipeline_state.testing import START, replay
+from pipeline_state.testing.paths import Path, Step
 
 __all__ = [
     "StepTrace",

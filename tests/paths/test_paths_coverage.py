@@ -10,14 +10,14 @@ import attrs
 
 from pipeline_state.decide import Move
 from pipeline_state.lifecycle import ABSENT, LIFECYCLES
-from pipeline_state.testing.paths import (
+from pipeline_state.testing import (
     Exploration,
     TransitionKey,
-    abstract_key,
     coverage,
     declared_transitions,
     engine_invariants,
 )
+from pipeline_state.testing.paths import abstract_key
 
 __all__: list[str] = []
 

@@ -16,7 +16,8 @@ from pathlib import Path as FilePath
 
 from paths_support import Trace, check_steps, reference_problems, replay_memory, replay_tree_sqlite
 
-from pipeline_state.testing.paths import Exploration, Path, abstract_key, maximal_paths, simple_paths
+from pipeline_state.testing import Exploration, simple_paths
+from pipeline_state.testing.paths import Path, abstract_key, maximal_paths
 
 __all__: list[str] = []
 

@@ -11,7 +11,7 @@ import pytest
 from paths_support import Trace, check_steps, replay_memory, replay_tree_sqlite
 
 from pipeline_state.profiles import load_profile
-from pipeline_state.testing.paths import Exploration, coverage, explore
+from pipeline_state.testing import Exploration, coverage, explore
 
 __all__: list[str] = []
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing.profile_machine import ProfileMachine
+from pipeline_state.testing import ProfileMachine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 

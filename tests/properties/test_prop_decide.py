@@ -13,10 +13,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_state import Catalog, Command, Decision, decide
+from pipeline_state import Catalog, Profile, WireModel
+from pipeline_state.commands import Command
+from pipeline_state.decide import Decision, decide
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.model import BatchState
-from pipeline_state.profile import Profile
+from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import (
     TOPICS,
     BatchPipelineCompletedV1,
@@ -35,7 +36,6 @@ from pipeline_state.profiles.huleedu.testing.strategies import (
     inbound_messages,
     profile_specs,
 )
-from pipeline_state.wire import WireModel
 
 __all__: list[str] = []
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import CancelRun, InMemoryRuntime, OutboxMessage, OutboxRelay
+from pipeline_state import CancelRun, InMemoryRuntime, OutboxRelay
+from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,

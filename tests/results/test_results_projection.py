@@ -6,7 +6,7 @@ import attrs
 import pytest
 from results_events import T0, Delivery, at, completion, outcome, registered, uid
 
-from pipeline_state import UnknownTopicError
+from pipeline_state.errors import UnknownTopicError
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.results import (
     BatchResults,

@@ -8,7 +8,7 @@ import attrs
 import pytest
 from results_events import at, completion, outcome, registered, uid
 
-from pipeline_state import CorruptStateError
+from pipeline_state.errors import CorruptStateError
 from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsQueries,

@@ -20,11 +20,11 @@ from pipeline_state_sql.codec import (
 )
 from pipeline_state_sql.engine import dumps, loads
 
+from pipeline_state import BatchStatus
 from pipeline_state.errors import CorruptStateError
-from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
+from pipeline_state.ports import BatchState, ItemRef, PhaseRun, PhaseStatus, Run, RunStatus
 from pipeline_state.profiles.huleedu.testing.strategies import batch_states
-from pipeline_state.testing.contract import make_state, with_deadline
+from pipeline_state.testing import make_state, with_deadline
 
 text = st.text(max_size=12)
 ids = st.text(alphabet="abcdefghij0123456789-_", min_size=1, max_size=12)

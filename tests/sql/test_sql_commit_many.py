@@ -14,17 +14,16 @@ from pipeline_state_sql import SqlStore, create_engine
 from sqlalchemy import text
 
 from pipeline_state import (
-    Change,
+    HandleResult,
+    InboundMessage,
     InMemoryStore,
     ManualClock,
     PipelineService,
     PipelineStateError,
-    StoreError,
 )
-from pipeline_state.ports import BatchingStore, InboxEntry
-from pipeline_state.service import HandleResult, InboundMessage
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.contract import T0, make_state, message, with_deadline
+from pipeline_state.errors import StoreError
+from pipeline_state.ports import BatchingStore, Change, InboxEntry
+from pipeline_state.testing import T0, Envelopes, make_state, message, with_deadline
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 

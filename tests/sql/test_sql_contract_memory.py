@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline_state import InMemoryStore
-from pipeline_state.testing.contract import ContractStore, StoreContract
+from pipeline_state.testing import ContractStore, StoreContract
 
 
 class TestInMemoryStoreContract(StoreContract):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pipeline_state_sql import open_store
 
-from pipeline_state.testing.contract import ContractStore, StoreContract
+from pipeline_state.testing import ContractStore, StoreContract
 
 pytestmark = pytest.mark.postgres
 

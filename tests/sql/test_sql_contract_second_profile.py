@@ -12,7 +12,7 @@ from pipeline_state_sql import open_store
 
 from pipeline_state import InMemoryStore, Profile
 from pipeline_state.profiles import load_profile
-from pipeline_state.testing.contract import ContractStore, StoreContract
+from pipeline_state.testing import ContractStore, StoreContract
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 

@@ -12,10 +12,10 @@ import pytest
 from pipeline_state_sql import SqlStore, open_store
 from sqlalchemy import text
 
-from pipeline_state import CorruptStateError, PipelineService, StoreError, StoreUnavailableError
+from pipeline_state import PipelineService, StoreUnavailableError
+from pipeline_state.errors import CorruptStateError, StoreError
 from pipeline_state.ports import Change
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.contract import T0, make_state, message
+from pipeline_state.testing import T0, Envelopes, make_state, message
 
 
 async def _corrupt(store: SqlStore, batch_id: str, document: str) -> None:

@@ -14,13 +14,12 @@ from pipeline_state import (
     InMemoryBus,
     InMemoryRuntime,
     ManualClock,
-    OutboxMessage,
     OutboxRelay,
     PipelineService,
-    RunStatus,
-    snapshot,
 )
+from pipeline_state.ports import OutboxMessage, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.snapshot import snapshot
 from pipeline_state.testing import Envelopes
 
 C1 = "11111111-1111-4111-8111-111111111111"

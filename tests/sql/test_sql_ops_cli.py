@@ -14,9 +14,9 @@ import attrs
 import pytest
 from pipeline_state_sql import SqlStore, open_store
 
+from pipeline_state import PipelineService
 from pipeline_state.cli import main
 from pipeline_state.ports import OutboxRow
-from pipeline_state.service import PipelineService
 from pipeline_state.testing import Envelopes
 
 

@@ -9,7 +9,7 @@ from pipeline_state_sql import SqlStore
 
 from pipeline_state import InMemoryStore
 from pipeline_state.ports import Change
-from pipeline_state.testing.contract import T0, message
+from pipeline_state.testing import T0, message
 
 
 async def _check_backlog(store: SqlStore | InMemoryStore) -> None:

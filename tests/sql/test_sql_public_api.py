@@ -8,7 +8,7 @@ import pkgutil
 import pipeline_state_sql
 from pipeline_state_sql import SqlStore
 
-from pipeline_state import Outbox, Store
+from pipeline_state.ports import Outbox, Store
 
 EXPECTED = {
     "METADATA",

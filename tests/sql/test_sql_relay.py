@@ -13,9 +13,10 @@ from pipeline_state_sql import SqlStore
 from pipeline_state_sql.schema import OUTBOX
 from sqlalchemy import insert
 
-from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PublishError
+from pipeline_state import InMemoryBus, ManualClock, OutboxRelay
+from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage
-from pipeline_state.testing.contract import T0, message
+from pipeline_state.testing import T0, message
 
 
 class RecordingPublisher:

@@ -12,7 +12,7 @@ from pipeline_state_sql import open_store
 
 from pipeline_state.cli import main
 from pipeline_state.ports import Change
-from pipeline_state.testing.contract import T0, make_state, with_deadline
+from pipeline_state.testing import T0, make_state, with_deadline
 
 
 async def _seed(url: str) -> None:

@@ -21,9 +21,7 @@ from sqlalchemy import create_engine, insert, select
 
 from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.contract import T0
-from pipeline_state.testing.spans import SpanCapture, span_capture
+from pipeline_state.testing import T0, Envelopes, SpanCapture, span_capture
 from pipeline_state.tracing import continued
 
 

@@ -17,18 +17,11 @@ from pipeline_state_sql import METADATA, SqlStore
 from sqlalchemy import Connection, event, select
 from sqlalchemy import exc as sa_exc
 
-from pipeline_state import (
-    ConcurrencyConflictError,
-    DuplicateEventError,
-    ManualClock,
-    PipelineService,
-    StoreError,
-    StoreUnavailableError,
-)
+from pipeline_state import ManualClock, PipelineService, StoreUnavailableError
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreError
 from pipeline_state.ports import Change, InboxEntry, TransitionRecord
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.contract import T0, make_state, message, with_deadline
+from pipeline_state.testing import T0, Envelopes, make_state, message, with_deadline
 
 CORR = "9b0c4d8e-1111-4222-8333-444455556666"
 

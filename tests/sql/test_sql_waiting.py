@@ -13,11 +13,10 @@ from pipeline_state_sql import SqlStore
 from pipeline_state_sql.errors import translate
 from sqlalchemy import exc as sa_exc
 
-from pipeline_state import ManualClock, PipelineService, StoreError
-from pipeline_state.errors import RejectedDataError
+from pipeline_state import ManualClock, PipelineService
+from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import Change, InboxEntry, TransitionRecord
-from pipeline_state.testing import Envelopes
-from pipeline_state.testing.contract import T0, make_state
+from pipeline_state.testing import T0, Envelopes, make_state
 
 StoreMaker = Callable[[], Awaitable[SqlStore]]
 
