@@ -14,8 +14,9 @@ are needed only by the names that use them.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from pipeline_state.lazy import lazy_attribute
 
 from .builders import Envelopes, essay_refs
 
@@ -87,12 +88,7 @@ __all__ = [
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> object:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-        globals()[name] = value
-        return value
+        return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:

@@ -9,8 +9,9 @@ imported on first use, so the reference model works without the ``testing`` extr
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from pipeline_state.lazy import lazy_attribute
 
 _LAZY = {
     "ReferenceModel": "reference",
@@ -35,9 +36,4 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _LAZY, name)
