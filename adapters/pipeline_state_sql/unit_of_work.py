@@ -34,7 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Connection, Insert, Table, bindparam, insert, select, update
+import attrs
+from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
@@ -97,6 +98,39 @@ def _no_columns(_change: Any) -> dict[str, Any]:
     return {}
 
 
+@attrs.frozen
+class _Statements:
+    """The engine's statements, built once: building one costs several times what
+    executing it does."""
+
+    update: Update
+    touch_at_read: Update
+    touch_any: Update
+    stored_version: Select[Any]
+    inbox_row: Select[Any]
+    update_inbox: Update
+    insert_outbox: Insert
+
+    @classmethod
+    def of(cls, documents: Table, key: str, inbox: Table, outbox: Table) -> _Statements:
+        c = documents.c
+        by_id = c[key] == bindparam("b_id")
+        at_read = c.version == bindparam("b_read")
+        by_event = inbox.c.event_id == bindparam("e_id")
+        return cls(
+            update=update(documents).where(by_id, at_read),
+            touch_at_read=update(documents).where(by_id, at_read).values(version=c.version),
+            touch_any=update(documents).where(by_id).values(version=c.version),
+            stored_version=select(c.version).where(by_id),
+            inbox_row=select(inbox).where(by_event),
+            update_inbox=update(inbox)
+            .where(by_event)
+            .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
+            insert_outbox=insert(outbox),
+        )
+
+
+@attrs.frozen
 class UnitOfWork(Generic[C]):
     """Writes changes of type ``C`` (see the module doc).
 
@@ -105,49 +139,27 @@ class UnitOfWork(Generic[C]):
     checked all the same) and ``columns`` the columns of its row, written on insert and
     update (``version`` included), ``created`` those written on insert only. ``inbox``
     holds processed event ids (``event_id``, ``batch_id``, ``result``, ``processed_at`` and
-    the topic in the column ``topic_column``); ``outbox`` is the outbox table. Statements
-    are built once, here: building one costs several times what executing it does.
+    the topic in the column ``topic_column``); ``outbox`` is the outbox table.
     """
 
-    def __init__(
-        self,
-        *,
-        documents: Table,
-        document: Callable[[C], Versioned | None],
-        columns: Callable[[C], dict[str, Any]],
-        created: Callable[[C], dict[str, Any]] = _no_columns,
-        inbox: Table,
-        topic_column: str = "topic",
-        outbox: Table = OUTBOX,
-        key: str = "batch_id",
-    ) -> None:
-        self.documents = documents
-        self.document = document
-        self.columns = columns
-        self.created = created
-        self.inbox = inbox
-        self.topic_column = topic_column
-        self.outbox = outbox
-        self.key = key
-        c = documents.c
-        by_id = c[key] == bindparam("b_id")
-        at_read = c.version == bindparam("b_read")
-        self._update = update(documents).where(by_id, at_read)
-        self._touch_at_read = update(documents).where(by_id, at_read).values(version=c.version)
-        self._touch_any = update(documents).where(by_id).values(version=c.version)
-        self._stored_version = select(c.version).where(by_id)
-        self._inbox_row = select(inbox).where(inbox.c.event_id == bindparam("e_id"))
-        self._update_inbox = (
-            update(inbox)
-            .where(inbox.c.event_id == bindparam("e_id"))
-            .values(result=bindparam("i_result"), processed_at=bindparam("i_at"))
-        )
-        self._insert_outbox = insert(outbox)
+    documents: Table
+    document: Callable[[C], Versioned | None]
+    columns: Callable[[C], dict[str, Any]]
+    inbox: Table
+    created: Callable[[C], dict[str, Any]] = _no_columns
+    topic_column: str = "topic"
+    outbox: Table = OUTBOX
+    key: str = "batch_id"
+    _sql: _Statements = attrs.field(init=False)
+
+    @_sql.default
+    def _build(self) -> _Statements:
+        return _Statements.of(self.documents, self.key, self.inbox, self.outbox)
 
     # -- the document -------------------------------------------------------------------------
     def stored_version(self, conn: Connection, batch_id: str) -> int | None:
         """The version stored under ``batch_id`` (``None``: no row)."""
-        return conn.execute(self._stored_version, {"b_id": batch_id}).scalar()
+        return conn.execute(self._sql.stored_version, {"b_id": batch_id}).scalar()
 
     def conflict(self, conn: Connection, change: C) -> ConcurrencyConflictError:
         """The error of ``change`` losing its compare-and-set, naming the stored version."""
@@ -163,13 +175,14 @@ class UnitOfWork(Generic[C]):
         expected = change.expected_version
         if document is not None and (document.batch_id != batch_id or document.version <= (expected or 0)):
             raise self.conflict(conn, change)
+        sql = self._sql
         if document is None:
             # Nothing to write, but the decision was taken on a read: verify it with a no-op
             # UPDATE (a write, so SQLite takes the write lock and PostgreSQL the row lock).
             if expected is None:
-                touched = conn.execute(self._touch_any, {"b_id": batch_id}).rowcount
+                touched = conn.execute(sql.touch_any, {"b_id": batch_id}).rowcount
             else:
-                touched = conn.execute(self._touch_at_read, {"b_id": batch_id, "b_read": expected}).rowcount
+                touched = conn.execute(sql.touch_at_read, {"b_id": batch_id, "b_read": expected}).rowcount
             if touched != (0 if expected is None else 1):
                 raise self.conflict(conn, change)
             return
@@ -179,7 +192,7 @@ class UnitOfWork(Generic[C]):
                 raise self.conflict(conn, change)
             return
         params = {"b_id": batch_id, "b_read": expected, **self.columns(change)}
-        if conn.execute(self._update, params).rowcount != 1:
+        if conn.execute(sql.update, params).rowcount != 1:
             raise self.conflict(conn, change)
 
     # -- the inbox ----------------------------------------------------------------------------
@@ -201,7 +214,7 @@ class UnitOfWork(Generic[C]):
             return
         if entry.event_id == replaces:
             params = {"e_id": entry.event_id, "i_result": entry.result, "i_at": entry.processed_at}
-            conn.execute(self._update_inbox, params)
+            conn.execute(self._sql.update_inbox, params)
             return
         statement = insert_ignoring_conflicts(conn.dialect.name, self.inbox)
         if conn.execute(statement, self.inbox_row(entry)).rowcount != 1:
@@ -209,7 +222,7 @@ class UnitOfWork(Generic[C]):
 
     def inbox_entry(self, conn: Connection, event_id: str) -> InboxEntry | None:
         """The inbox record of ``event_id``."""
-        row = conn.execute(self._inbox_row, {"e_id": event_id}).first()
+        row = conn.execute(self._sql.inbox_row, {"e_id": event_id}).first()
         if row is None:
             return None
         topic = getattr(row, self.topic_column)
@@ -260,7 +273,7 @@ class UnitOfWork(Generic[C]):
         module doc); ``replaces`` names an event whose inbox row ``change.inbox`` updates."""
         self.compare_and_set(conn, change)
         self.record_inbox(conn, change.inbox, replaces=replaces)
-        _insert_rows(conn, self._insert_outbox, self.outbox_rows(change))
+        _insert_rows(conn, self._sql.insert_outbox, self.outbox_rows(change))
         if then is not None:
             then(conn, change)
 
@@ -284,7 +297,7 @@ class UnitOfWork(Generic[C]):
         inbox: list[tuple[int, dict[str, Any]]] = []
         seen: set[str] = set()
         repeated: tuple[int, str] | None = None
-        added: dict[Insert, list[dict[str, Any]]] = {self._insert_outbox: []}
+        added: dict[Insert, list[dict[str, Any]]] = {self._sql.insert_outbox: []}
         for position, change in enumerate(changes):
             try:
                 self.compare_and_set(conn, change)
@@ -300,7 +313,7 @@ class UnitOfWork(Generic[C]):
                 else:
                     seen.add(entry.event_id)
                     inbox.append((position, self.inbox_row(entry)))
-            added[self._insert_outbox].extend(self.outbox_rows(change))
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change))
             for statement, more in () if rows is None else rows(conn, change):
                 added.setdefault(statement, []).extend(more)
         duplicate = _earliest(self._first_duplicate(conn, inbox), repeated)
