@@ -2,7 +2,8 @@
 
 :class:`UnitOfWork` is parametrised by the table of versioned documents, the inbox table
 (and the column an :class:`~pipeline_state.ports.InboxEntry`'s topic goes to) and how a
-change's document becomes that table's row; the pipeline store (:mod:`.uow`) and the
+change's document becomes that table's row (the shapes of
+:mod:`pipeline_state.unit_of_work`); the pipeline store (:mod:`.uow`) and the
 results store (:mod:`.results_store`) are two instances. Its writes run inside a
 transaction the caller opened and roll nothing back themselves: any exception leaves the
 transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
@@ -31,51 +32,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
-from pipeline_state.ports import InboxEntry, OutboxMessage
+from pipeline_state.ports import InboxEntry
+from pipeline_state.unit_of_work import Versioned, VersionedChange
 
 from .outbox import encode_trace_context
 from .schema import OUTBOX
 
-__all__ = ["Rows", "UnitOfWork", "Versioned", "VersionedChange", "insert_ignoring_conflicts"]
-
-
-class Versioned(Protocol):
-    """A stored document: the key it is stored under and its version."""
-
-    @property
-    def batch_id(self) -> str: ...
-
-    @property
-    def version(self) -> int: ...
-
-
-class VersionedChange(Protocol):
-    """What every unit of work writes: a compare-and-set on ``expected_version``, an inbox
-    entry and outbox messages (:class:`~pipeline_state.ports.Change` and the results
-    service's ``ResultsChange`` are two)."""
-
-    @property
-    def batch_id(self) -> str: ...
-
-    @property
-    def expected_version(self) -> int | None: ...
-
-    @property
-    def at(self) -> datetime: ...
-
-    @property
-    def inbox(self) -> InboxEntry | None: ...
-
-    @property
-    def outbox(self) -> Sequence[OutboxMessage]: ...
+__all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
 
 
 C = TypeVar("C", bound=VersionedChange)
