@@ -24,28 +24,23 @@ two) outside a transaction. Driver errors become the library's errors
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline_state.errors import CorruptStateError, StoreError
-from pipeline_state.ports import InboxEntry, OutboxRow
+from pipeline_state.errors import CorruptStateError
+from pipeline_state.ports import InboxEntry
 from pipeline_state.profiles.huleedu.results.codec import batch_from_document, batch_to_document
 from pipeline_state.profiles.huleedu.results.model import BatchResults, ClassResults
 from pipeline_state.profiles.huleedu.results.ports import ResultsChange
 
-from . import outbox as sql_outbox
 from .engine import create_engine
-from .errors import DRIVER_ERRORS, translate
-from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+from .lane_store import LaneStore, translated
 from .migrate import create_or_upgrade
 from .schema import RESULTS_BATCHES, RESULTS_CLASS_STATUS, RESULTS_CLASSES, RESULTS_INBOX
 from .unit_of_work import UnitOfWork
@@ -216,17 +211,7 @@ def _list(
 
 
 # -- the store --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _translated(batch_id: str | None = None) -> Iterator[None]:
-    try:
-        yield
-    except StoreError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, batch_id=batch_id) from exc
-
-
-class SqlResultsStore:
+class SqlResultsStore(LaneStore):
     """The results read model, its inbox and its outbox in SQL.
 
     Implements :class:`~pipeline_state.profiles.huleedu.results.ResultsStore` and
@@ -234,44 +219,18 @@ class SqlResultsStore:
     :class:`~pipeline_state.relay.OutboxRelay` publishes the announcements). The engine
     should come from :func:`~pipeline_state_sql.engine.create_engine` and the schema exist
     (:func:`~pipeline_state_sql.migrate.create_or_upgrade`). ``lease`` is how long a claimed
-    outbox row stays reserved. :meth:`close` disposes the engine when the store owns it.
+    outbox row stays reserved. :meth:`close` disposes the engine when the store owns it. The
+    lanes, the error translation and the outbox port are
+    :class:`~pipeline_state_sql.lane_store.LaneStore`'s.
     """
-
-    def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
-        self.engine = engine
-        self.lease = timedelta(seconds=lease)
-        self.owner = uuid.uuid4().hex[:16]
-        self._owns_engine = owns_engine
-        self._readers, self._writers = reader_writer_lanes(engine)
-
-    async def close(self) -> None:
-        """Close the store's connections; dispose the engine if this store created it."""
-        await self._readers.close()
-        await self._writers.close()
-        if self._owns_engine:
-            await self.engine.dispose()
-
-    async def _read(
-        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _R:
-        with _translated():
-            return await self._readers.run(outside_transaction, fn, *args, **kwargs)
-
-    async def _write(
-        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _R:
-        with _translated():
-            return await self._writers.run(in_transaction, fn, *args, **kwargs)
 
     # -- ResultsStore ---------------------------------------------------------------------
     async def load(self, batch_id: str) -> BatchResults | None:
         return await self._read(_load, batch_id)
 
     async def commit(self, change: ResultsChange) -> None:
-        with _translated(change.batch_id):
-            await self._writers.run(in_transaction, write_results_change, change)
+        with translated(change.batch_id):
+            await self._write(write_results_change, change)
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         return await self._read(RESULTS.inbox_entry, event_id)
@@ -279,7 +238,8 @@ class SqlResultsStore:
     async def purge_inbox(self, cutoffs: Mapping[str, datetime]) -> int:
         if not cutoffs:
             return 0
-        return await self._write(_purge, dict(cutoffs))
+        with translated():
+            return await self._write(_purge, dict(cutoffs))
 
     async def class_results(self, class_id: str) -> ClassResults | None:
         return await self._read(_class_results, class_id)
@@ -293,24 +253,6 @@ class SqlResultsStore:
         offset: int = 0,
     ) -> list[BatchResults]:
         return await self._read(_list, user_id, class_id, limit, offset)
-
-    # -- Outbox ---------------------------------------------------------------------------
-    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
-
-    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
-        await self._write(sql_outbox.mark_published, row_ids, now)
-
-    async def mark_failed(
-        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
-    ) -> None:
-        await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
-
-    async def pending_count(self) -> int:
-        return await self._read(sql_outbox.count_pending)
-
-    async def parked(self, limit: int = 100) -> list[OutboxRow]:
-        return await self._read(sql_outbox.parked_rows, limit)
 
 
 async def open_results_store(
