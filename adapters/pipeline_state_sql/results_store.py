@@ -110,9 +110,7 @@ def _batch(change: ResultsChange) -> BatchResults | None:
     return change.batch
 
 
-def _batch_columns(change: ResultsChange) -> dict[str, Any]:
-    batch = change.batch
-    assert batch is not None  # the engine asks only for a change with a new read model
+def _batch_columns(batch: BatchResults, change: ResultsChange) -> dict[str, Any]:
     return {
         "version": batch.version,
         "status": batch.status,
@@ -123,7 +121,7 @@ def _batch_columns(change: ResultsChange) -> dict[str, Any]:
     }
 
 
-RESULTS: UnitOfWork[ResultsChange] = UnitOfWork(
+RESULTS: UnitOfWork[ResultsChange, BatchResults] = UnitOfWork(
     documents=RESULTS_BATCHES,
     document=_batch,
     columns=_batch_columns,

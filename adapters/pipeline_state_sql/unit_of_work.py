@@ -49,6 +49,7 @@ __all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
 
 
 C = TypeVar("C", bound=VersionedChange)
+D = TypeVar("D", bound=Versioned)
 
 Rows = Iterable[tuple[Insert, list[dict[str, Any]]]]
 """Rows a change adds beyond its document, inbox and outbox: ``(INSERT statement, rows)``."""
@@ -64,7 +65,7 @@ def insert_ignoring_conflicts(dialect: str, table: Table) -> Insert:
     raise NotImplementedError(f"unsupported dialect {dialect!r}")
 
 
-def _no_columns(_change: Any) -> dict[str, Any]:
+def _no_columns(_document: Any, _change: Any) -> dict[str, Any]:
     return {}
 
 
@@ -101,22 +102,22 @@ class _Statements:
 
 
 @attrs.frozen
-class UnitOfWork(Generic[C]):
-    """Writes changes of type ``C`` (see the module doc).
+class UnitOfWork(Generic[C, D]):
+    """Writes changes of type ``C`` carrying documents of type ``D`` (see the module doc).
 
     ``documents`` holds one versioned document per ``key`` (with a ``version`` column);
     ``document`` gives a change's new document (``None``: nothing to write, the version is
-    checked all the same) and ``columns`` the columns of its row, written on insert and
-    update (``version`` included), ``created`` those written on insert only. ``inbox``
+    checked all the same), ``columns(document, change)`` the columns of its row written on
+    insert and update (``version`` included), ``created`` those written on insert only. ``inbox``
     holds processed event ids (``event_id``, ``batch_id``, ``result``, ``processed_at`` and
     the topic in the column ``topic_column``); ``outbox`` is the outbox table.
     """
 
     documents: Table
-    document: Callable[[C], Versioned | None]
-    columns: Callable[[C], dict[str, Any]]
+    document: Callable[[C], D | None]
+    columns: Callable[[D, C], dict[str, Any]]
     inbox: Table
-    created: Callable[[C], dict[str, Any]] = _no_columns
+    created: Callable[[D, C], dict[str, Any]] = _no_columns
     topic_column: str = "topic"
     outbox: Table = OUTBOX
     key: str = "batch_id"
@@ -157,11 +158,11 @@ class UnitOfWork(Generic[C]):
                 raise self.conflict(conn, change)
             return
         if expected is None:
-            row = {self.key: batch_id, **self.created(change), **self.columns(change)}
+            row = {self.key: batch_id, **self.created(document, change), **self.columns(document, change)}
             if conn.execute(insert_ignoring_conflicts(conn.dialect.name, self.documents), row).rowcount != 1:
                 raise self.conflict(conn, change)
             return
-        params = {"b_id": batch_id, "b_read": expected, **self.columns(change)}
+        params = {"b_id": batch_id, "b_read": expected, **self.columns(document, change)}
         if conn.execute(sql.update, params).rowcount != 1:
             raise self.conflict(conn, change)
 

@@ -50,9 +50,7 @@ ArchivedCount = Callable[[str, int], int | None]
 """Looks up how many runs the stored state at ``(batch_id, version)`` had archived, if known."""
 
 
-def _state_columns(change: Change) -> dict[str, Any]:
-    state = change.state
-    assert state is not None  # the engine asks only for a change with a new state
+def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
     return {
         "status": state.status.value,
         "version": state.version,
@@ -62,16 +60,15 @@ def _state_columns(change: Change) -> dict[str, Any]:
     }
 
 
-def _created(change: Change) -> dict[str, Any]:
-    assert change.state is not None
-    return {"created_at": change.state.created_at}
+def _created(state: BatchState, _change: Change) -> dict[str, Any]:
+    return {"created_at": state.created_at}
 
 
 def _state(change: Change) -> BatchState | None:
     return change.state
 
 
-PIPELINE: UnitOfWork[Change] = UnitOfWork(
+PIPELINE: UnitOfWork[Change, BatchState] = UnitOfWork(
     documents=BATCHES, document=_state, columns=_state_columns, created=_created, inbox=INBOX
 )
 """The engine on the pipeline's tables."""
