@@ -32,7 +32,7 @@ from .lane_store import LaneStore, translated
 from .migrate import create_or_upgrade
 from .queries import ArchivedRun
 from .schema import ID
-from .uow import write_change, write_changes
+from .uow import PIPELINE, write_change, write_changes
 
 __all__ = ["SqlStore", "open_store"]
 
@@ -148,7 +148,7 @@ class SqlStore(LaneStore):
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         check_id(event_id, "event id")
-        return await self._read(queries.inbox_entry, event_id)
+        return await self._read(PIPELINE.inbox_entry, event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         return await self._read(queries.overdue_batch_ids, now, limit)
