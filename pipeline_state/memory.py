@@ -20,11 +20,11 @@ import attrs
 from .clock import ManualClock, SystemClock
 from .errors import (
     ConcurrencyConflictError,
-    DuplicateEventError,
     PublishError,
     StoreUnavailableError,
 )
 from .lifecycle import BatchStatus
+from .memory_unit_of_work import MemoryUnitOfWork, Versions
 from .model import BatchState, next_deadline
 from .ports import (
     Change,
@@ -40,10 +40,12 @@ __all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
 
 
 _row_id = operator.attrgetter("id")
-_inbox_row = operator.attrgetter("topic", "batch_id", "result", "processed_at")
-"""An inbox entry as the store keeps it (its event id is the key)."""
 _transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionRecord)))
 """A transition record as the store keeps it: its fields in order (``TransitionRecord(*row)``)."""
+
+
+def _new_state(change: Change) -> BatchState | None:
+    return change.state
 
 
 class InMemoryStore:
@@ -65,10 +67,11 @@ class InMemoryStore:
         self.available = True
         self.lease = timedelta(seconds=lease_seconds)
         self._leases: dict[int, datetime] = {}
-        self._batches: dict[str, BatchState] = {}
-        # Rows kept as plain tuples of strings and datetimes: the garbage collector stops
-        # tracking such tuples, so a long-lived inbox and log cost it nothing.
-        self._inbox: dict[str, tuple[str, str, str, datetime]] = {}
+        # States and inbox in the shared engine; the log, like its inbox, in plain tuples of
+        # strings and datetimes (the garbage collector stops tracking such tuples).
+        self._work: MemoryUnitOfWork[Change, BatchState] = MemoryUnitOfWork(_new_state, self._append)
+        self._batches = self._work.documents
+        self._inbox = self._work.inbox
         self._deadlines: dict[str, datetime] = {}
         self._transitions: list[tuple[Any, ...]] | None = [] if keep_transitions else None
         self._outbox: dict[int, OutboxRow] = {}
@@ -95,8 +98,7 @@ class InMemoryStore:
 
     async def commit(self, change: Change) -> None:
         self._check()
-        current = self._batches.get(change.batch_id)
-        self._validate(change, {change.batch_id: None if current is None else current.version}, set())
+        self._validate(change, self._work.versions((change,)), set())
         self._apply(change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
@@ -105,27 +107,19 @@ class InMemoryStore:
         checked against a simulated view of versions and inbox ids before anything is
         applied, so a conflict or duplicate anywhere writes nothing."""
         self._check()
-        versions = self._versions_of(changes)
+        versions = self._work.versions(changes)
         seen: set[str] = set()
         for change in changes:
             self._validate(change, versions, seen)
         for change in changes:
             self._apply(change)
 
-    def _versions_of(self, changes: Sequence[Change]) -> dict[str, int | None]:
-        """The stored version of every batch ``changes`` touch (``None``: absent)."""
-        out: dict[str, int | None] = {}
-        for change in changes:
-            current = self._batches.get(change.batch_id)
-            out[change.batch_id] = None if current is None else current.version
-        return out
-
-    def _validate(self, change: Change, versions: dict[str, int | None], seen: set[str]) -> None:
-        """Check ``change`` against ``versions`` and the inbox (plus the ids in ``seen``),
-        then advance the simulated view as if it were applied. Raises as ``commit`` does."""
+    def _validate(self, change: Change, versions: Versions, seen: set[str]) -> None:
+        """Check ``change`` against ``versions`` and the inbox (plus the ids in ``seen``)
+        with the engine, then its waiting facts, and advance the simulated view as if it
+        were applied. Raises as ``commit`` does."""
         actual = versions[change.batch_id]
-        if actual != change.expected_version:
-            raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
+        self._work.check(change, versions, seen, replaces=change.resolves)
         if change.resolves is not None:
             # Waiting now, or kept by an earlier change of the sequence; not resolved since.
             marker = f"resolved\x00{change.resolves}"
@@ -135,31 +129,19 @@ class InMemoryStore:
             seen.add(marker)
         if change.waiting is not None:
             seen.add(f"kept\x00{change.waiting.event_id}")
-        if change.inbox is not None and change.inbox.event_id != change.resolves:
-            event_id = change.inbox.event_id
-            if event_id in self._inbox or event_id in seen:
-                raise DuplicateEventError(event_id)
-            seen.add(event_id)
-        if change.state is not None:
-            if change.state.version <= (actual or 0):
-                raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
-            versions[change.batch_id] = change.state.version
 
     def _apply(self, change: Change) -> None:
-        """Write a validated ``change`` (no checks, no awaits)."""
+        """Write a validated ``change`` (no checks, no awaits): state, inbox entry and outbox
+        messages with the engine, then the deadline, the log and the waiting set."""
+        self._work.apply(change)
         if change.state is not None:
-            self._batches[change.batch_id] = change.state
             deadline = next_deadline(change.state)
             if deadline is None:
                 self._deadlines.pop(change.batch_id, None)
             else:
                 self._deadlines[change.batch_id] = deadline
-        if change.inbox is not None:
-            self._inbox[change.inbox.event_id] = _inbox_row(change.inbox)
         if self._transitions is not None and change.transitions:
             self._transitions.extend(map(_transition_row, change.transitions))
-        for message in change.outbox:
-            self._add_row(message, change.at)
         if change.resolves is not None:
             self._drop_waiting(change.resolves)
         if change.waiting is not None:
@@ -203,6 +185,10 @@ class InMemoryStore:
             if message is not None:
                 self._add_row(message, now)
 
+    def _append(self, messages: Sequence[OutboxMessage], at: datetime) -> None:
+        for message in messages:
+            self._add_row(message, at)
+
     def _add_row(self, message: OutboxMessage, at: datetime) -> None:
         row_id = self._next_row
         self._next_row += 1
@@ -233,8 +219,7 @@ class InMemoryStore:
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         self._check()
-        row = self._inbox.get(event_id)
-        return None if row is None else InboxEntry(event_id, *row)
+        return self._work.inbox_entry(event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         self._check()

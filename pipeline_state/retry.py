@@ -9,8 +9,9 @@ or the last failure, propagates. The loop ends without an attempt when ``stop`` 
         with attempt:
             return await unit_of_work()
 
-Users: the compare-and-set loops of :class:`~pipeline_state.service.PipelineService` and
-the default profile's results service (retry from a fresh read at once),
+Users: the one unit-of-work loop (:func:`~pipeline_state.unit_of_work.conflict_retries`)
+of :class:`~pipeline_state.service.PipelineService` and the default profile's results
+service (retry from a fresh read at once),
 the Kafka adapter's client start-up (a fixed interval until a deadline), its consumer's
 back-off after a failed fetch or record (:meth:`Backoff.delay` and :func:`pause`) and the
 relay runner's wait for the broker. The relay's per-row ``retry_at`` is stored state, not a

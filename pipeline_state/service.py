@@ -17,6 +17,7 @@ a pipeline request into its denial, anything else into a dead letter naming what
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -58,6 +59,7 @@ from .tracing import (
     inbound_span,
     with_span_ids,
 )
+from .unit_of_work import conflict_retries, run_unit_of_work
 from .waiting import waits_for
 from .wire import WireModel
 
@@ -593,33 +595,31 @@ class PipelineService:
             return handled(span, topic, await self._handle(command, topic=topic, raw=raw))
 
     async def _handle(self, command: Command, *, topic: str, raw: bytes | None) -> HandleResult:
-        """:meth:`handle` in the span of its caller."""
+        """:meth:`handle` in the span of its caller: one unit of work
+        (:func:`~pipeline_state.unit_of_work.run_unit_of_work`)."""
         batch_id = command.batch_id
-        async for attempt in self._attempts(batch_id):
-            with attempt:
-                if await self.store.is_processed(command.event_id):
-                    return self._duplicate(command, attempt.number)
-                batch = await self._read(batch_id)
-                steps = self._fold(command, topic, raw, batch)
-                try:
-                    await self._commit([s.change for s in steps])
-                except DuplicateEventError:
-                    return self._duplicate(command, attempt.number)
-                return self._committed(steps, attempt.number)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def decide() -> list[_Staged]:
+            return self._fold(command, topic, raw, await self._read(batch_id))
+
+        async def commit(steps: list[_Staged]) -> None:
+            await self._commit([s.change for s in steps])
+
+        async def committed(steps: list[_Staged], attempt: int) -> HandleResult:
+            return self._committed(steps, attempt)
+
+        return await run_unit_of_work(
+            self._attempts(batch_id),
+            processed=functools.partial(self.store.is_processed, command.event_id),
+            decide=decide,
+            commit=commit,
+            committed=committed,
+            duplicate=functools.partial(self._duplicate, command),
+        )
 
     def _attempts(self, batch_id: str | None = None) -> Retrying:
-        """The attempts of one unit of work: a lost compare-and-set is retried at once from
-        a fresh read, at most :attr:`max_attempts` times in all."""
-
-        def conflict(_error: BaseException, _number: int) -> None:
-            log.debug("version conflict on %s, retrying from a fresh read", batch_id)
-
-        return Retrying(
-            on=ConcurrencyConflictError,
-            attempts=self.max_attempts,
-            on_retry=None if batch_id is None else conflict,
-        )
+        """The attempts of one unit of work (:func:`~pipeline_state.unit_of_work.conflict_retries`)."""
+        return conflict_retries(self.max_attempts, log, "version conflict", batch_id)
 
     @staticmethod
     def _duplicate(command: Command, attempt: int) -> HandleResult:

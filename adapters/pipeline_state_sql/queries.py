@@ -2,8 +2,10 @@
 
 Plain functions on a (synchronous) SQLAlchemy :class:`~sqlalchemy.Connection`, run by
 :class:`~pipeline_state_sql.store.SqlStore` through ``run_sync``; each is a single indexed
-statement. Stored documents are decoded with :mod:`pipeline_state_sql.codec`, so a
-corrupted row raises :class:`~pipeline_state.errors.CorruptStateError` naming its batch.
+statement (an inbox entry is read by the unit-of-work engine,
+:meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.inbox_entry`). Stored documents are
+decoded with :mod:`pipeline_state_sql.codec`, so a corrupted row raises
+:class:`~pipeline_state.errors.CorruptStateError` naming its batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, exists, func, select, true
 
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState, Run
-from pipeline_state.ports import InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
+from pipeline_state.ports import OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
 from .codec import decode_run, decode_state
 from .outbox import ROW_COLUMNS, row_to_outbox
@@ -28,7 +30,6 @@ __all__ = [
     "batch_history",
     "count_waiting",
     "forget_waiting",
-    "inbox_entry",
     "is_processed",
     "list_states",
     "list_waiting",
@@ -53,7 +54,6 @@ class ArchivedRun:
 # The hot statements are built once (building costs more than executing).
 _LOAD = select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id"))
 _SEEN = select(INBOX.c.event_id).where(INBOX.c.event_id == bindparam("e_id"))
-_INBOX_ROW = select(INBOX).where(INBOX.c.event_id == bindparam("e_id"))
 # One statement, whether or not the batch row exists: its state and whether facts wait.
 _LOAD_WITH_WAITING = select(
     select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
@@ -171,14 +171,6 @@ def overdue_batch_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
 def is_processed(conn: Connection, event_id: str) -> bool:
     """Whether the inbox holds ``event_id``."""
     return conn.execute(_SEEN, {"e_id": event_id}).first() is not None
-
-
-def inbox_entry(conn: Connection, event_id: str) -> InboxEntry | None:
-    """The inbox record of ``event_id``."""
-    row = conn.execute(_INBOX_ROW, {"e_id": event_id}).first()
-    if row is None:
-        return None
-    return InboxEntry(row.event_id, row.topic, row.batch_id, row.result, row.processed_at)
 
 
 def batch_history(conn: Connection, batch_id: str) -> list[Run]:

@@ -2,7 +2,9 @@
 (:class:`~pipeline_state.profiles.huleedu.results.ResultsStore`)
 and its outbox in SQL, on SQLite or PostgreSQL.
 
-One :class:`~pipeline_state.profiles.huleedu.results.ResultsChange` is written in one transaction:
+One :class:`~pipeline_state.profiles.huleedu.results.ResultsChange` is written in one
+transaction by the generic engine (:class:`~pipeline_state_sql.unit_of_work.UnitOfWork`, the
+instance :data:`RESULTS`) on the ``results_batches`` and ``results_inbox`` tables:
 
 1. compare-and-set of the ``results_batches`` row: ``INSERT`` when ``expected_version`` is
    ``None`` (a conflict when the row exists), else ``UPDATE ... WHERE version = :read``;
@@ -22,51 +24,35 @@ two) outside a transaction. Driver errors become the library's errors
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline_state.errors import (
-    ConcurrencyConflictError,
-    CorruptStateError,
-    DuplicateEventError,
-    StoreError,
-)
-from pipeline_state.ports import InboxEntry, OutboxRow
+from pipeline_state.errors import CorruptStateError
+from pipeline_state.ports import InboxEntry
 from pipeline_state.profiles.huleedu.results.codec import batch_from_document, batch_to_document
-from pipeline_state.profiles.huleedu.results.model import BatchResults, ClassDelta, ClassResults
+from pipeline_state.profiles.huleedu.results.model import BatchResults, ClassResults
 from pipeline_state.profiles.huleedu.results.ports import ResultsChange
 
-from . import outbox as sql_outbox
 from .engine import create_engine
-from .errors import DRIVER_ERRORS, translate
-from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+from .lane_store import LaneStore, translated
 from .migrate import create_or_upgrade
-from .schema import OUTBOX, RESULTS_BATCHES, RESULTS_CLASS_STATUS, RESULTS_CLASSES, RESULTS_INBOX
+from .schema import RESULTS_BATCHES, RESULTS_CLASS_STATUS, RESULTS_CLASSES, RESULTS_INBOX
+from .unit_of_work import UnitOfWork
 
-__all__ = ["SqlResultsStore", "open_results_store", "write_results_change"]
+__all__ = ["RESULTS", "SqlResultsStore", "open_results_store", "write_results_change"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 # -- statements (built once) ----------------------------------------------------------------
 _B = RESULTS_BATCHES.c
-_BY_ID = _B.batch_id == bindparam("b_id")
-_AT_READ = _B.version == bindparam("b_read")
-_UPDATE_BATCH = update(RESULTS_BATCHES).where(_BY_ID, _AT_READ)
-_TOUCH_AT_READ = update(RESULTS_BATCHES).where(_BY_ID, _AT_READ).values(version=_B.version)
-_TOUCH_ANY = update(RESULTS_BATCHES).where(_BY_ID).values(version=_B.version)
-_STORED_VERSION = select(_B.version).where(_BY_ID)
-_LOAD = select(_B.batch_id, _B.version, _B.updated_at, _B.document).where(_BY_ID)
-_INBOX_ROW = select(RESULTS_INBOX).where(RESULTS_INBOX.c.event_id == bindparam("e_id"))
+_LOAD = select(_B.batch_id, _B.version, _B.updated_at, _B.document).where(_B.batch_id == bindparam("b_id"))
 _C, _S = RESULTS_CLASSES.c, RESULTS_CLASS_STATUS.c
 # One statement, so the counts and the statuses come from the same commit.
 _CLASS = (
@@ -81,7 +67,6 @@ _PURGE = delete(RESULTS_INBOX).where(
     RESULTS_INBOX.c.event_type == bindparam("e_type"),
     RESULTS_INBOX.c.processed_at < bindparam("cutoff", type_=RESULTS_INBOX.c.processed_at.type),
 )
-_INSERT_OUTBOX = insert(OUTBOX)
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
@@ -90,12 +75,6 @@ def _dialect_insert(dialect: str, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"unsupported dialect {dialect!r}")
-
-
-@functools.cache
-def _insert_ignoring_conflicts(dialect: str, table: Table) -> Insert:
-    statement: Insert = _dialect_insert(dialect, table).on_conflict_do_nothing()
-    return statement
 
 
 @functools.cache
@@ -127,61 +106,34 @@ def _add_to_class_status(dialect: str) -> Insert:
 
 
 # -- the unit of work -------------------------------------------------------------------------
-def _stored_version(conn: Connection, batch_id: str) -> int | None:
-    return conn.execute(_STORED_VERSION, {"b_id": batch_id}).scalar()
+def _batch(change: ResultsChange) -> BatchResults | None:
+    return change.batch
 
 
-def _batch_values(batch: BatchResults, at: datetime) -> dict[str, Any]:
+def _batch_columns(batch: BatchResults, change: ResultsChange) -> dict[str, Any]:
     return {
         "version": batch.version,
         "status": batch.status,
         "user_id": batch.user_id,
         "class_id": batch.class_id,
         "document": batch_to_document(batch),
-        "updated_at": batch.updated_at or at,
+        "updated_at": batch.updated_at or change.at,
     }
 
 
-def _compare_and_set(conn: Connection, change: ResultsChange) -> None:
-    batch_id, batch, expected = change.batch_id, change.batch, change.expected_version
-    if batch is not None and (batch.batch_id != batch_id or batch.version <= (expected or 0)):
-        raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
-    if batch is None:
-        if expected is None:
-            touched = conn.execute(_TOUCH_ANY, {"b_id": batch_id}).rowcount
-        else:
-            touched = conn.execute(_TOUCH_AT_READ, {"b_id": batch_id, "b_read": expected}).rowcount
-        if touched != (0 if expected is None else 1):
-            raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
-        return
-    values = _batch_values(batch, change.at)
-    if expected is None:
-        row = {"batch_id": batch_id, **values}
-        statement = _insert_ignoring_conflicts(conn.dialect.name, RESULTS_BATCHES)
-        if conn.execute(statement, row).rowcount != 1:
-            raise ConcurrencyConflictError(batch_id, None, _stored_version(conn, batch_id))
-        return
-    if conn.execute(_UPDATE_BATCH, {"b_id": batch_id, "b_read": expected, **values}).rowcount != 1:
-        raise ConcurrencyConflictError(batch_id, expected, _stored_version(conn, batch_id))
+RESULTS: UnitOfWork[ResultsChange, BatchResults] = UnitOfWork(
+    documents=RESULTS_BATCHES,
+    document=_batch,
+    columns=_batch_columns,
+    inbox=RESULTS_INBOX,
+    topic_column="event_type",
+)
+"""The engine on the results tables (announcements go to the shared ``outbox``)."""
 
 
-def _record_inbox(conn: Connection, entry: InboxEntry | None) -> None:
-    if entry is None:
-        return
-    row = {
-        "event_id": entry.event_id,
-        "event_type": entry.topic,
-        "batch_id": entry.batch_id,
-        "result": entry.result,
-        "processed_at": entry.processed_at,
-    }
-    if conn.execute(_insert_ignoring_conflicts(conn.dialect.name, RESULTS_INBOX), row).rowcount != 1:
-        raise DuplicateEventError(entry.event_id)
-
-
-def _apply_deltas(conn: Connection, deltas: Sequence[ClassDelta]) -> None:
+def _apply_deltas(conn: Connection, change: ResultsChange) -> None:
     dialect = conn.dialect.name
-    for delta in deltas:
+    for delta in change.class_deltas:
         if delta.is_empty:
             continue
         conn.execute(
@@ -193,43 +145,18 @@ def _apply_deltas(conn: Connection, deltas: Sequence[ClassDelta]) -> None:
                 "essays_failed": delta.essays_failed,
             },
         )
-        for status, change in delta.by_status:
-            if change:
+        for status, count in delta.by_status:
+            if count:
                 conn.execute(
                     _add_to_class_status(dialect),
-                    {"class_id": delta.class_id, "status": status, "batches": change},
+                    {"class_id": delta.class_id, "status": status, "batches": count},
                 )
-
-
-def _append_outbox(conn: Connection, change: ResultsChange) -> None:
-    if not change.outbox:
-        return
-    conn.execute(
-        _INSERT_OUTBOX,
-        [
-            {
-                "event_id": m.event_id,
-                "topic": m.topic,
-                "key": m.key,
-                "envelope": dict(m.value),
-                "created_at": change.at,
-                "available_at": change.at,
-                "attempts": 0,
-                "parked": False,
-                "trace_context": sql_outbox.encode_trace_context(m.trace_context),
-            }
-            for m in change.outbox
-        ],
-    )
 
 
 def write_results_change(conn: Connection, change: ResultsChange) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc);
     an exception leaves the transaction to be rolled back whole."""
-    _compare_and_set(conn, change)
-    _record_inbox(conn, change.inbox)
-    _apply_deltas(conn, change.class_deltas)
-    _append_outbox(conn, change)
+    RESULTS.write(conn, change, _apply_deltas)
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -245,13 +172,6 @@ def _decode(batch_id: str, document: Any, version: int, updated_at: datetime) ->
 def _load(conn: Connection, batch_id: str) -> BatchResults | None:
     row = conn.execute(_LOAD, {"b_id": batch_id}).first()
     return None if row is None else _decode(row.batch_id, row.document, row.version, row.updated_at)
-
-
-def _inbox_entry(conn: Connection, event_id: str) -> InboxEntry | None:
-    row = conn.execute(_INBOX_ROW, {"e_id": event_id}).first()
-    if row is None:
-        return None
-    return InboxEntry(row.event_id, row.event_type, row.batch_id, row.result, row.processed_at)
 
 
 def _purge(conn: Connection, cutoffs: Mapping[str, datetime]) -> int:
@@ -289,17 +209,7 @@ def _list(
 
 
 # -- the store --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _translated(batch_id: str | None = None) -> Iterator[None]:
-    try:
-        yield
-    except StoreError:
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, batch_id=batch_id) from exc
-
-
-class SqlResultsStore:
+class SqlResultsStore(LaneStore):
     """The results read model, its inbox and its outbox in SQL.
 
     Implements :class:`~pipeline_state.profiles.huleedu.results.ResultsStore` and
@@ -307,52 +217,27 @@ class SqlResultsStore:
     :class:`~pipeline_state.relay.OutboxRelay` publishes the announcements). The engine
     should come from :func:`~pipeline_state_sql.engine.create_engine` and the schema exist
     (:func:`~pipeline_state_sql.migrate.create_or_upgrade`). ``lease`` is how long a claimed
-    outbox row stays reserved. :meth:`close` disposes the engine when the store owns it.
+    outbox row stays reserved. :meth:`close` disposes the engine when the store owns it. The
+    lanes, the error translation and the outbox port are
+    :class:`~pipeline_state_sql.lane_store.LaneStore`'s.
     """
-
-    def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
-        self.engine = engine
-        self.lease = timedelta(seconds=lease)
-        self.owner = uuid.uuid4().hex[:16]
-        self._owns_engine = owns_engine
-        self._readers, self._writers = reader_writer_lanes(engine)
-
-    async def close(self) -> None:
-        """Close the store's connections; dispose the engine if this store created it."""
-        await self._readers.close()
-        await self._writers.close()
-        if self._owns_engine:
-            await self.engine.dispose()
-
-    async def _read(
-        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _R:
-        with _translated():
-            return await self._readers.run(outside_transaction, fn, *args, **kwargs)
-
-    async def _write(
-        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _R:
-        with _translated():
-            return await self._writers.run(in_transaction, fn, *args, **kwargs)
 
     # -- ResultsStore ---------------------------------------------------------------------
     async def load(self, batch_id: str) -> BatchResults | None:
         return await self._read(_load, batch_id)
 
     async def commit(self, change: ResultsChange) -> None:
-        with _translated(change.batch_id):
-            await self._writers.run(in_transaction, write_results_change, change)
+        with translated(change.batch_id):
+            await self._write(write_results_change, change)
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
-        return await self._read(_inbox_entry, event_id)
+        return await self._read(RESULTS.inbox_entry, event_id)
 
     async def purge_inbox(self, cutoffs: Mapping[str, datetime]) -> int:
         if not cutoffs:
             return 0
-        return await self._write(_purge, dict(cutoffs))
+        with translated():
+            return await self._write(_purge, dict(cutoffs))
 
     async def class_results(self, class_id: str) -> ClassResults | None:
         return await self._read(_class_results, class_id)
@@ -366,24 +251,6 @@ class SqlResultsStore:
         offset: int = 0,
     ) -> list[BatchResults]:
         return await self._read(_list, user_id, class_id, limit, offset)
-
-    # -- Outbox ---------------------------------------------------------------------------
-    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
-
-    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
-        await self._write(sql_outbox.mark_published, row_ids, now)
-
-    async def mark_failed(
-        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
-    ) -> None:
-        await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
-
-    async def pending_count(self) -> int:
-        return await self._read(sql_outbox.count_pending)
-
-    async def parked(self, limit: int = 100) -> list[OutboxRow]:
-        return await self._read(sql_outbox.parked_rows, limit)
 
 
 async def open_results_store(

@@ -13,17 +13,14 @@ whatever else the database refuses as invalid data is translated into the same e
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline_state.errors import RejectedDataError, StoreError
+from pipeline_state.errors import RejectedDataError
 from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.model import BatchState, Run
 from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
@@ -31,12 +28,11 @@ from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, Tran
 from . import outbox as sql_outbox
 from . import queries
 from .engine import create_engine
-from .errors import DRIVER_ERRORS, translate
-from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+from .lane_store import LaneStore, translated
 from .migrate import create_or_upgrade
 from .queries import ArchivedRun
 from .schema import ID
-from .uow import write_change, write_changes
+from .uow import PIPELINE, write_change, write_changes
 
 __all__ = ["SqlStore", "open_store"]
 
@@ -83,12 +79,12 @@ def _check_change(change: Change) -> None:
         check_id(change.waiting.event_id, "event id", batch_id=batch_id)
 
 
-class SqlStore:
+class SqlStore(LaneStore):
     """Durable batch state, history, transition log, outbox and inbox in SQL.
 
     Implements :class:`~pipeline_state.ports.BatchingStore` (a
     :class:`~pipeline_state.ports.Store` with ``commit_many``) and
-    :class:`~pipeline_state.ports.Outbox`.
+    :class:`~pipeline_state.ports.Outbox` (on :class:`~pipeline_state_sql.lane_store.LaneStore`).
     ``lease`` is how long a claimed outbox row stays reserved for the relay that claimed it
     (after that another relay may claim it again). The engine should come from
     :func:`~pipeline_state_sql.engine.create_engine`; the schema must exist (see
@@ -97,41 +93,10 @@ class SqlStore:
     """
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
-        self.engine = engine
-        self.lease = timedelta(seconds=lease)
-        self.owner = uuid.uuid4().hex[:16]
-        self._owns_engine = owns_engine
-        self._readers, self._writers = reader_writer_lanes(engine)
+        super().__init__(engine, lease=lease, owns_engine=owns_engine)
         # Runs archived by the stored state at (batch_id, version): states are immutable per
         # version, so a hit spares the unit of work a count of the batch's runs.
         self._archived: dict[tuple[str, int], int] = {}
-
-    async def close(self) -> None:
-        """Close the store's connections; dispose the engine if this store created it."""
-        await self._readers.close()
-        await self._writers.close()
-        if self._owns_engine:
-            await self.engine.dispose()
-
-    # -- plumbing ---------------------------------------------------------------------------
-    async def _read(
-        self,
-        fn: Callable[Concatenate[Connection, _P], _R],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _R:
-        with _translated():
-            return await self._readers.run(outside_transaction, fn, *args, **kwargs)
-
-    async def _write(
-        self,
-        fn: Callable[Concatenate[Connection, _P], _R],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _R:
-        return await self._writers.run(in_transaction, fn, *args, **kwargs)
 
     def _remember(self, state: BatchState) -> None:
         if len(self._archived) >= _CACHE_LIMIT:
@@ -158,7 +123,7 @@ class SqlStore:
 
     async def commit(self, change: Change) -> None:
         _check_change(change)
-        with _translated(change.batch_id):
+        with translated(change.batch_id):
             await self._write(write_change, change, self._archived_before)
         if change.state is not None:
             self._remember(change.state)
@@ -171,7 +136,7 @@ class SqlStore:
         for change in changes:
             _check_change(change)
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
-        with _translated(changes[0].batch_id):
+        with translated(changes[0].batch_id):
             await self._write(write_changes, changes, self._archived_before)
         for change in changes:
             if change.state is not None:
@@ -183,7 +148,7 @@ class SqlStore:
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         check_id(event_id, "event id")
-        return await self._read(queries.inbox_entry, event_id)
+        return await self._read(PIPELINE.inbox_entry, event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         return await self._read(queries.overdue_batch_ids, now, limit)
@@ -205,33 +170,13 @@ class SqlStore:
         return await self._read(queries.count_waiting)
 
     async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
-        with _translated():
+        with translated():
             return await self._write(queries.forget_waiting, event_ids, result[:200], now)
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
         return await self._read(queries.stalled_runs, now, older_than, limit=limit)
 
-    # -- Outbox -----------------------------------------------------------------------------
-    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        with _translated():
-            return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
-
-    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
-        with _translated():
-            await self._write(sql_outbox.mark_published, row_ids, now)
-
-    async def mark_failed(
-        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
-    ) -> None:
-        with _translated():
-            await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
-
-    async def pending_count(self) -> int:
-        return await self._read(sql_outbox.count_pending)
-
-    async def parked(self, limit: int = 100) -> list[OutboxRow]:
-        return await self._read(sql_outbox.parked_rows, limit)
-
+    # -- Outbox (beyond the port, which LaneStore implements) --------------------------------
     async def outbox_rows(self, event_ids: Sequence[str]) -> list[OutboxRow]:
         """The outbox rows with these event ids (any state), in row order; unknown ids are
         left out."""
@@ -246,7 +191,7 @@ class SqlStore:
     async def purge_published(self, before: datetime) -> int:
         """Delete outbox rows published before ``before`` (they are kept until then, for
         inspection); returns how many were deleted."""
-        with _translated():
+        with translated():
             return await self._write(sql_outbox.purge_published, before)
 
     # -- queries ----------------------------------------------------------------------------
@@ -265,19 +210,6 @@ class SqlStore:
         """The transition log of a batch, in writing order."""
         check_id(batch_id, "batch id")
         return await self._read(queries.transition_log, batch_id, limit=limit)
-
-
-@contextlib.contextmanager
-def _translated(batch_id: str | None = None) -> Iterator[None]:
-    """Driver errors raised inside become the library's errors (``raise ... from``)."""
-    try:
-        yield
-    except (StoreError, RejectedDataError):
-        raise
-    except DRIVER_ERRORS as exc:
-        raise translate(exc, batch_id=batch_id) from exc
-    except UnicodeEncodeError as exc:  # a lone surrogate the driver could not encode
-        raise RejectedDataError(f"a value cannot be encoded: {exc.reason}", batch_id=batch_id) from exc
 
 
 async def open_store(

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreUnavailableError
+from pipeline_state.errors import StoreUnavailableError
+from pipeline_state.memory_unit_of_work import MemoryUnitOfWork
 from pipeline_state.ports import InboxEntry, OutboxRow
 
 from ._outbox import MemoryOutbox
@@ -22,19 +23,26 @@ from .ports import ResultsChange
 __all__ = ["InMemoryResultsStore", "NoopCacheInvalidator", "RecordingCacheInvalidator"]
 
 
+def _new_batch(change: ResultsChange) -> BatchResults | None:
+    return change.batch
+
+
 class InMemoryResultsStore:
     """Read models, class summaries, inbox and outbox in dictionaries.
 
     ``commit`` checks everything before it writes and never awaits in between, so it is
-    atomic with respect to other coroutines.
+    atomic with respect to other coroutines (the read models, inbox and outbox go through
+    the shared engine, :class:`~pipeline_state.memory_unit_of_work.MemoryUnitOfWork`).
     """
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:
         self.available = True
-        self._batches: dict[str, BatchResults] = {}
-        self._classes: dict[str, ClassResults] = {}
-        self._inbox: dict[str, InboxEntry] = {}
         self._outbox = MemoryOutbox(lease_seconds=lease_seconds)
+        self._work: MemoryUnitOfWork[ResultsChange, BatchResults] = MemoryUnitOfWork(
+            _new_batch, self._outbox.append
+        )
+        self._batches = self._work.documents
+        self._classes: dict[str, ClassResults] = {}
 
     def _check(self) -> None:
         if not self.available:
@@ -47,39 +55,18 @@ class InMemoryResultsStore:
 
     async def commit(self, change: ResultsChange) -> None:
         self._check()
-        current = self._batches.get(change.batch_id)
-        actual = None if current is None else current.version
-        if actual != change.expected_version:
-            raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
-        if change.batch is not None and (
-            change.batch.batch_id != change.batch_id or change.batch.version <= (actual or 0)
-        ):
-            raise ConcurrencyConflictError(change.batch_id, change.expected_version, actual)
-        if change.inbox is not None and change.inbox.event_id in self._inbox:
-            raise DuplicateEventError(change.inbox.event_id)
-        if change.batch is not None:
-            self._batches[change.batch_id] = change.batch
+        self._work.commit(change)
         for delta in change.class_deltas:
             summary = self._classes.get(delta.class_id, ClassResults(delta.class_id))
             self._classes[delta.class_id] = summary.apply(delta)
-        if change.inbox is not None:
-            self._inbox[change.inbox.event_id] = change.inbox
-        self._outbox.append(change.outbox, change.at)
 
     async def inbox_entry(self, event_id: str) -> InboxEntry | None:
         self._check()
-        return self._inbox.get(event_id)
+        return self._work.inbox_entry(event_id)
 
     async def purge_inbox(self, cutoffs: Mapping[str, datetime]) -> int:
         self._check()
-        gone = [
-            e.event_id
-            for e in self._inbox.values()
-            if e.topic in cutoffs and e.processed_at < cutoffs[e.topic]
-        ]
-        for event_id in gone:
-            del self._inbox[event_id]
-        return len(gone)
+        return self._work.purge_inbox(cutoffs)
 
     async def class_results(self, class_id: str) -> ClassResults | None:
         self._check()
@@ -127,7 +114,7 @@ class InMemoryResultsStore:
 
     # -- inspection -----------------------------------------------------------------------
     def inbox_size(self) -> int:
-        return len(self._inbox)
+        return len(self._work.inbox)
 
     def outbox_rows(self) -> list[OutboxRow]:
         """Outbox rows not yet published, oldest first."""

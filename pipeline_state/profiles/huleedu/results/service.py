@@ -12,6 +12,7 @@ cache-invalidation hook is called.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,10 +21,10 @@ from typing import Any
 import attrs
 
 from pipeline_state.clock import SystemClock
-from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, UnknownTopicError
+from pipeline_state.errors import UnknownTopicError
 from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
 from pipeline_state.profiles.huleedu.events import parse_message
-from pipeline_state.retry import Retrying
+from pipeline_state.unit_of_work import conflict_retries, run_unit_of_work
 
 from .announce import announcement
 from .memory import NoopCacheInvalidator
@@ -74,6 +75,18 @@ class ResultsHandled:
     @property
     def duplicate(self) -> bool:
         return self.result == "duplicate"
+
+
+@attrs.frozen
+class _Projected:
+    """One fact projected on a fresh read: the read model before and after, the inbox
+    label, the runs announced and the change that commits it all."""
+
+    before: BatchResults | None
+    after: BatchResults
+    label: str
+    announced: tuple[str, ...]
+    change: ResultsChange
 
 
 def _label(before: BatchResults | None, after: BatchResults, fact: ResultsFact) -> str:
@@ -134,58 +147,75 @@ class ResultsService:
     # -- the unit of work -----------------------------------------------------------------
     async def handle(self, fact: ResultsFact) -> ResultsHandled:
         """Project one fact (see
-        :func:`~pipeline_state.profiles.huleedu.results.projection.fact_from_message`)."""
+        :func:`~pipeline_state.profiles.huleedu.results.projection.fact_from_message`) in one
+        unit of work (:func:`~pipeline_state.unit_of_work.run_unit_of_work`)."""
 
-        def conflict(_error: BaseException, _number: int) -> None:
-            log.debug("results version conflict on %s, retrying from a fresh read", fact.batch_id)
+        async def decide() -> _Projected:
+            return await self._project(fact)
 
-        retrying = Retrying(on=ConcurrencyConflictError, attempts=self.max_attempts, on_retry=conflict)
-        async for attempt in retrying:
-            with attempt:
-                if await self.store.inbox_entry(fact.event_id) is not None:
-                    return self._handled(fact, "duplicate", attempts=attempt.number)
-                before = await self.store.load(fact.batch_id)
-                now = self.clock.now()
-                after = await self._with_owner(apply_fact(before, fact))
-                due = pending_announcements(after)
-                messages = self._announce(after, due, now)
-                after = mark_announced(after, (r.run_id for r in due))
-                label = _label(before, after, fact)
-                changed = label != "unchanged"
-                stored = None
-                if changed:
-                    version = 1 if before is None else before.version + 1
-                    stored = attrs.evolve(after, version=version, updated_at=now)
-                change = ResultsChange(
-                    batch_id=fact.batch_id,
-                    expected_version=None if before is None else before.version,
-                    batch=stored,
-                    at=now,
-                    inbox=InboxEntry(fact.event_id, fact.event_type, fact.batch_id, label, now),
-                    outbox=messages,
-                    class_deltas=class_deltas(before, after) if changed else (),
-                )
-                try:
-                    await self.store.commit(change)
-                except DuplicateEventError:
-                    return self._handled(fact, "duplicate", attempts=attempt.number)
-                cache_error = await self._invalidate(before, after) if changed else None
-                if label == "superseded":
-                    log.info(
-                        "completion of an older run of batch %s kept in its history only",
-                        fact.batch_id,
-                        extra={"batch_id": fact.batch_id, "correlation_id": fact.correlation_id},
-                    )
-                return self._handled(
-                    fact,
-                    label,
-                    results=stored or before,
-                    messages=messages,
-                    announced=tuple(r.run_id for r in due),
-                    attempts=attempt.number,
-                    cache_error=cache_error,
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
+        async def committed(projected: _Projected, attempt: int) -> ResultsHandled:
+            return await self._committed(fact, projected, attempt)
+
+        return await run_unit_of_work(
+            conflict_retries(self.max_attempts, log, "results version conflict", fact.batch_id),
+            processed=functools.partial(self._processed, fact.event_id),
+            decide=decide,
+            commit=self._commit,
+            committed=committed,
+            duplicate=functools.partial(self._handled, fact, "duplicate"),
+        )
+
+    async def _processed(self, event_id: str) -> bool:
+        return await self.store.inbox_entry(event_id) is not None
+
+    async def _project(self, fact: ResultsFact) -> _Projected:
+        """Read the batch's read model and project ``fact`` onto it: what to commit."""
+        before = await self.store.load(fact.batch_id)
+        now = self.clock.now()
+        after = await self._with_owner(apply_fact(before, fact))
+        due = pending_announcements(after)
+        messages = self._announce(after, due, now)
+        after = mark_announced(after, (r.run_id for r in due))
+        label = _label(before, after, fact)
+        changed = label != "unchanged"
+        stored = None
+        if changed:
+            version = 1 if before is None else before.version + 1
+            stored = attrs.evolve(after, version=version, updated_at=now)
+        change = ResultsChange(
+            batch_id=fact.batch_id,
+            expected_version=None if before is None else before.version,
+            batch=stored,
+            at=now,
+            inbox=InboxEntry(fact.event_id, fact.event_type, fact.batch_id, label, now),
+            outbox=messages,
+            class_deltas=class_deltas(before, after) if changed else (),
+        )
+        return _Projected(before, after, label, tuple(r.run_id for r in due), change)
+
+    async def _commit(self, projected: _Projected) -> None:
+        await self.store.commit(projected.change)
+
+    async def _committed(self, fact: ResultsFact, projected: _Projected, attempt: int) -> ResultsHandled:
+        """After the commit: the cache hook, the log line and what handling did."""
+        before, after, label = projected.before, projected.after, projected.label
+        stored = projected.change.batch
+        cache_error = await self._invalidate(before, after) if stored is not None else None
+        if label == "superseded":
+            log.info(
+                "completion of an older run of batch %s kept in its history only",
+                fact.batch_id,
+                extra={"batch_id": fact.batch_id, "correlation_id": fact.correlation_id},
+            )
+        return self._handled(
+            fact,
+            label,
+            results=stored or before,
+            messages=projected.change.outbox,
+            announced=projected.announced,
+            attempts=attempt,
+            cache_error=cache_error,
+        )
 
     async def _with_owner(self, batch: BatchResults) -> BatchResults:
         if batch.owner is not None or self.owners is None:
@@ -217,11 +247,11 @@ class ResultsService:
     def _handled(
         fact: ResultsFact,
         result: str,
+        attempts: int = 1,
         *,
         results: BatchResults | None = None,
         messages: tuple[OutboxMessage, ...] = (),
         announced: tuple[str, ...] = (),
-        attempts: int = 1,
         cache_error: str | None = None,
     ) -> ResultsHandled:
         return ResultsHandled(

@@ -1,0 +1,107 @@
+"""``LaneStore``: what both SQL stores are built on: lanes, error translation, the outbox port.
+
+A store keeps long-lived connections (:mod:`.lanes`): writes run in one transaction on a
+writing lane, single-statement reads without one on a reading lane. Driver errors become
+the library's errors at this boundary (:func:`translated`, :mod:`pipeline_state_sql.errors`).
+The :class:`~pipeline_state.ports.Outbox` port is the shared ``outbox`` table
+(:mod:`.outbox`), claimed for ``lease`` seconds under the store's own ``owner`` id. The
+pipeline store (:class:`~pipeline_state_sql.store.SqlStore`) and the results store
+(:class:`~pipeline_state_sql.results_store.SqlResultsStore`) are both lane stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline_state.errors import RejectedDataError, StoreError
+from pipeline_state.ports import OutboxRow
+
+from . import outbox as sql_outbox
+from .errors import DRIVER_ERRORS, translate
+from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+
+__all__ = ["LaneStore", "translated"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextlib.contextmanager
+def translated(batch_id: str | None = None) -> Iterator[None]:
+    """Driver errors raised inside become the library's errors (``raise ... from``)."""
+    try:
+        yield
+    except (StoreError, RejectedDataError):
+        raise
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, batch_id=batch_id) from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate the driver could not encode
+        raise RejectedDataError(f"a value cannot be encoded: {exc.reason}", batch_id=batch_id) from exc
+
+
+class LaneStore:
+    """Reading and writing lanes on ``engine`` and the outbox port (see the module doc).
+
+    ``lease`` is how long a claimed outbox row stays reserved for the relay that claimed it
+    (after that another relay may claim it again). :meth:`close` disposes the engine when
+    the store owns it.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        self.engine = engine
+        self.lease = timedelta(seconds=lease)
+        self.owner = uuid.uuid4().hex[:16]
+        self._owns_engine = owns_engine
+        self._readers, self._writers = reader_writer_lanes(engine)
+
+    async def close(self) -> None:
+        """Close the store's connections; dispose the engine if this store created it."""
+        await self._readers.close()
+        await self._writers.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _read(
+        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        """``fn`` on a reading lane, outside a transaction, errors translated."""
+        with translated():
+            return await self._readers.run(outside_transaction, fn, *args, **kwargs)
+
+    async def _write(
+        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        """``fn`` in one transaction on a writing lane (errors untranslated: the caller
+        translates them naming what it writes, see :func:`translated`)."""
+        return await self._writers.run(in_transaction, fn, *args, **kwargs)
+
+    # -- Outbox -----------------------------------------------------------------------------
+    async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        with translated():
+            return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
+
+    async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
+        with translated():
+            await self._write(sql_outbox.mark_published, row_ids, now)
+
+    async def mark_failed(
+        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+    ) -> None:
+        with translated():
+            await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
+
+    async def pending_count(self) -> int:
+        return await self._read(sql_outbox.count_pending)
+
+    async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        return await self._read(sql_outbox.parked_rows, limit)

@@ -1,0 +1,303 @@
+"""The one unit-of-work engine: a versioned document, its inbox and the outbox in one transaction.
+
+:class:`UnitOfWork` is parametrised by the table of versioned documents, the inbox table
+(and the column an :class:`~pipeline_state.ports.InboxEntry`'s topic goes to) and how a
+change's document becomes that table's row (the shapes of
+:mod:`pipeline_state.unit_of_work`); the pipeline store (:mod:`.uow`) and the
+results store (:mod:`.results_store`) are two instances. Its writes run inside a
+transaction the caller opened and roll nothing back themselves: any exception leaves the
+transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
+
+1. compare-and-sets the document row: ``INSERT`` when ``expected_version`` is ``None`` (a
+   conflict when the row exists), otherwise ``UPDATE ... WHERE <key> = :id AND version =
+   :read``; with no new document it still runs a no-op ``UPDATE ... SET version =
+   version WHERE <key> = :id [AND version = :read]`` (which also takes the row lock), so a
+   decision taken on a stale read never commits. A new document of another key, or whose
+   version does not grow, and an unexpected row count raise
+   :class:`~pipeline_state.errors.ConcurrencyConflictError`;
+2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
+   processed already: :class:`~pipeline_state.errors.DuplicateEventError`), or *updates*
+   the row of the event a change replaces (a waiting fact re-attempted);
+3. appends the outbox rows;
+4. runs what else the change writes (the caller's ``then``).
+
+:meth:`UnitOfWork.write_many` runs the compare-and-sets one per change, in order, then
+writes the inbox, outbox and the caller's rows of all changes with one statement per table.
+
+Statements are ordered so the row lock on the document is taken first: two writers of the
+same document serialise on it, and the loser sees a changed version.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import attrs
+from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
+from pipeline_state.ports import InboxEntry
+from pipeline_state.unit_of_work import Versioned, VersionedChange
+
+from .outbox import encode_trace_context
+from .schema import OUTBOX
+
+__all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
+
+
+C = TypeVar("C", bound=VersionedChange)
+D = TypeVar("D", bound=Versioned)
+
+Rows = Iterable[tuple[Insert, list[dict[str, Any]]]]
+"""Rows a change adds beyond its document, inbox and outbox: ``(INSERT statement, rows)``."""
+
+
+@functools.cache
+def insert_ignoring_conflicts(dialect: str, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table`` on ``dialect``."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported dialect {dialect!r}")
+
+
+def _no_columns(_document: Any, _change: Any) -> dict[str, Any]:
+    return {}
+
+
+@attrs.frozen
+class _Statements:
+    """The engine's statements, built once: building one costs several times what
+    executing it does."""
+
+    update: Update
+    touch_at_read: Update
+    touch_any: Update
+    stored_version: Select[Any]
+    inbox_row: Select[Any]
+    update_inbox: Update
+    insert_outbox: Insert
+
+    @classmethod
+    def of(cls, documents: Table, key: str, inbox: Table, outbox: Table) -> _Statements:
+        c = documents.c
+        by_id = c[key] == bindparam("b_id")
+        at_read = c.version == bindparam("b_read")
+        by_event = inbox.c.event_id == bindparam("e_id")
+        return cls(
+            update=update(documents).where(by_id, at_read),
+            touch_at_read=update(documents).where(by_id, at_read).values(version=c.version),
+            touch_any=update(documents).where(by_id).values(version=c.version),
+            stored_version=select(c.version).where(by_id),
+            inbox_row=select(inbox).where(by_event),
+            update_inbox=update(inbox)
+            .where(by_event)
+            .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
+            insert_outbox=insert(outbox),
+        )
+
+
+@attrs.frozen
+class UnitOfWork(Generic[C, D]):
+    """Writes changes of type ``C`` carrying documents of type ``D`` (see the module doc).
+
+    ``documents`` holds one versioned document per ``key`` (with a ``version`` column);
+    ``document`` gives a change's new document (``None``: nothing to write, the version is
+    checked all the same), ``columns(document, change)`` the columns of its row written on
+    insert and update (``version`` included), ``created`` those written on insert only. ``inbox``
+    holds processed event ids (``event_id``, ``batch_id``, ``result``, ``processed_at`` and
+    the topic in the column ``topic_column``); ``outbox`` is the outbox table.
+    """
+
+    documents: Table
+    document: Callable[[C], D | None]
+    columns: Callable[[D, C], dict[str, Any]]
+    inbox: Table
+    created: Callable[[D, C], dict[str, Any]] = _no_columns
+    topic_column: str = "topic"
+    outbox: Table = OUTBOX
+    key: str = "batch_id"
+    _sql: _Statements = attrs.field(init=False)
+
+    @_sql.default
+    def _build(self) -> _Statements:
+        return _Statements.of(self.documents, self.key, self.inbox, self.outbox)
+
+    # -- the document -------------------------------------------------------------------------
+    def stored_version(self, conn: Connection, batch_id: str) -> int | None:
+        """The version stored under ``batch_id`` (``None``: no row)."""
+        return conn.execute(self._sql.stored_version, {"b_id": batch_id}).scalar()
+
+    def conflict(self, conn: Connection, change: C) -> ConcurrencyConflictError:
+        """The error of ``change`` losing its compare-and-set, naming the stored version."""
+        batch_id = change.batch_id
+        return ConcurrencyConflictError(
+            batch_id, change.expected_version, self.stored_version(conn, batch_id)
+        )
+
+    def compare_and_set(self, conn: Connection, change: C) -> None:
+        """Step 1 of the module doc."""
+        batch_id = change.batch_id
+        document = self.document(change)
+        expected = change.expected_version
+        if document is not None and (document.batch_id != batch_id or document.version <= (expected or 0)):
+            raise self.conflict(conn, change)
+        sql = self._sql
+        if document is None:
+            # Nothing to write, but the decision was taken on a read: verify it with a no-op
+            # UPDATE (a write, so SQLite takes the write lock and PostgreSQL the row lock).
+            if expected is None:
+                touched = conn.execute(sql.touch_any, {"b_id": batch_id}).rowcount
+            else:
+                touched = conn.execute(sql.touch_at_read, {"b_id": batch_id, "b_read": expected}).rowcount
+            if touched != (0 if expected is None else 1):
+                raise self.conflict(conn, change)
+            return
+        if expected is None:
+            row = {self.key: batch_id, **self.created(document, change), **self.columns(document, change)}
+            if conn.execute(insert_ignoring_conflicts(conn.dialect.name, self.documents), row).rowcount != 1:
+                raise self.conflict(conn, change)
+            return
+        params = {"b_id": batch_id, "b_read": expected, **self.columns(document, change)}
+        if conn.execute(sql.update, params).rowcount != 1:
+            raise self.conflict(conn, change)
+
+    # -- the inbox ----------------------------------------------------------------------------
+    def inbox_row(self, entry: InboxEntry) -> dict[str, Any]:
+        return {
+            "event_id": entry.event_id,
+            self.topic_column: entry.topic,
+            "batch_id": entry.batch_id,
+            "result": entry.result,
+            "processed_at": entry.processed_at,
+        }
+
+    def record_inbox(
+        self, conn: Connection, entry: InboxEntry | None, *, replaces: str | None = None
+    ) -> None:
+        """Step 2 of the module doc: insert ``entry`` (or update its row, when it is the
+        entry of ``replaces``)."""
+        if entry is None:
+            return
+        if entry.event_id == replaces:
+            params = {"e_id": entry.event_id, "i_result": entry.result, "i_at": entry.processed_at}
+            conn.execute(self._sql.update_inbox, params)
+            return
+        statement = insert_ignoring_conflicts(conn.dialect.name, self.inbox)
+        if conn.execute(statement, self.inbox_row(entry)).rowcount != 1:
+            raise DuplicateEventError(entry.event_id)
+
+    def inbox_entry(self, conn: Connection, event_id: str) -> InboxEntry | None:
+        """The inbox record of ``event_id``."""
+        row = conn.execute(self._sql.inbox_row, {"e_id": event_id}).first()
+        if row is None:
+            return None
+        topic = getattr(row, self.topic_column)
+        return InboxEntry(row.event_id, topic, row.batch_id, row.result, row.processed_at)
+
+    def _first_duplicate(
+        self, conn: Connection, rows: list[tuple[int, dict[str, Any]]]
+    ) -> tuple[int, str] | None:
+        """Insert the inbox ``rows`` in one statement; the first (position, id) not inserted."""
+        if not rows:
+            return None
+        inbox = self.inbox
+        statement = insert_ignoring_conflicts(conn.dialect.name, inbox).returning(inbox.c.event_id)
+        inserted = set(conn.execute(statement, [row for _, row in rows]).scalars())
+        for position, row in rows:
+            if row["event_id"] not in inserted:
+                return position, row["event_id"]
+        return None
+
+    # -- the outbox ---------------------------------------------------------------------------
+    def outbox_rows(self, change: C) -> list[dict[str, Any]]:
+        at = change.at
+        return [
+            {
+                "event_id": m.event_id,
+                "topic": m.topic,
+                "key": m.key,
+                "envelope": dict(m.value),
+                "created_at": at,
+                "available_at": at,
+                "attempts": 0,
+                "parked": False,
+                "trace_context": encode_trace_context(m.trace_context),
+            }
+            for m in change.outbox
+        ]
+
+    # -- units of work ------------------------------------------------------------------------
+    def write(
+        self,
+        conn: Connection,
+        change: C,
+        then: Callable[[Connection, C], None] | None = None,
+        *,
+        replaces: str | None = None,
+    ) -> None:
+        """Write ``change`` on ``conn`` inside the caller's transaction (steps 1 to 4 of the
+        module doc); ``replaces`` names an event whose inbox row ``change.inbox`` updates."""
+        self.compare_and_set(conn, change)
+        self.record_inbox(conn, change.inbox, replaces=replaces)
+        _insert_rows(conn, self._sql.insert_outbox, self.outbox_rows(change))
+        if then is not None:
+            then(conn, change)
+
+    def write_many(
+        self,
+        conn: Connection,
+        changes: Sequence[C],
+        rows: Callable[[Connection, C], Rows] | None = None,
+    ) -> None:
+        """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
+
+        The compare-and-sets run one per change, in order, so a later change of the same
+        document is checked against the version an earlier one wrote; ``rows(conn,
+        change)`` is asked right after each (under its row lock) for the rows the change
+        adds. The inbox, outbox and those rows of all changes are then written with one
+        statement per table, in the order of the changes (outbox ids follow that order).
+        The error raised is the one :meth:`write` would have raised first, change after
+        change: a conflict of change ``k`` wins unless an earlier change's inbox id (or one
+        repeated earlier in the sequence) was processed already.
+        """
+        inbox: list[tuple[int, dict[str, Any]]] = []
+        seen: set[str] = set()
+        repeated: tuple[int, str] | None = None
+        added: dict[Insert, list[dict[str, Any]]] = {self._sql.insert_outbox: []}
+        for position, change in enumerate(changes):
+            try:
+                self.compare_and_set(conn, change)
+            except ConcurrencyConflictError:
+                duplicate = _earliest(self._first_duplicate(conn, inbox), repeated)
+                if duplicate is not None:
+                    raise DuplicateEventError(duplicate[1]) from None
+                raise
+            entry = change.inbox
+            if entry is not None:
+                if entry.event_id in seen:
+                    repeated = repeated or (position, entry.event_id)
+                else:
+                    seen.add(entry.event_id)
+                    inbox.append((position, self.inbox_row(entry)))
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change))
+            for statement, more in () if rows is None else rows(conn, change):
+                added.setdefault(statement, []).extend(more)
+        duplicate = _earliest(self._first_duplicate(conn, inbox), repeated)
+        if duplicate is not None:
+            raise DuplicateEventError(duplicate[1])
+        for statement, collected in added.items():
+            _insert_rows(conn, statement, collected)
+
+
+def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(statement, rows)
+
+
+def _earliest(*found: tuple[int, str] | None) -> tuple[int, str] | None:
+    return min((f for f in found if f is not None), default=None)
