@@ -1,0 +1,29 @@
+"""Stored documents: JSON objects written with a schema number, read through cattrs.
+
+* :class:`DocumentCodec`: one kind of stored document (an attrs class, its :class:`Layout`
+  and its :class:`Schema`), encoded and decoded;
+* :class:`Layout`: stored keys that differ from the model's names, fields not stored, values
+  with a form of their own;
+* :class:`Schema`: the layout number written, and the registry of upgrade steps that bring
+  older documents to it on read.
+
+The SQL store's state documents (:mod:`pipeline_state_sql.codec`) and the results read model
+(:mod:`pipeline_state.profiles.huleedu.results.codec`) are both built on it.
+"""
+
+from __future__ import annotations
+
+from .codec import DocumentCodec
+from .converter import Invalid, Layout, make_converter
+from .schema import Document, Schema, UnknownSchemaError, Upgrade
+
+__all__ = [
+    "Document",
+    "DocumentCodec",
+    "Invalid",
+    "Layout",
+    "Schema",
+    "UnknownSchemaError",
+    "Upgrade",
+    "make_converter",
+]
