@@ -15,9 +15,10 @@ whose document changed. Lines keep the order of keys as written (the order of a 
 writes them). A later release must read each document back unchanged and, from a
 batch restored from one, handle the next input as the recording release did.
 
-Record (only when the stored format changes on purpose, with a migration)::
+Record (only when the stored format changes on purpose, with a migration, or to add a
+scenario: name it, so the files recorded by earlier releases stay as they are)::
 
-    .venv/bin/python -m tests.golden.results
+    .venv/bin/python -m tests.golden.results [SCENARIO ...]
 """
 
 from __future__ import annotations
@@ -34,18 +35,11 @@ from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, Result
 from pipeline_state.profiles.huleedu.results.codec import batch_to_document
 from pipeline_state.profiles.huleedu.results.projection import CONSUMED_TOPICS
 from tests.golden.record import DATA_DIR, START, load_lines
-from tests.golden.stored import _release
+from tests.golden.stored import STORED_SCENARIOS, write_recording
 
 RESULTS_DIR = DATA_DIR / "results"
-RESULTS_SCENARIOS = (
-    "demo-seed7-batches2",
-    "directed-cancel-and-failures",
-    "directed-deadlines",
-    "directed-denials-and-duplicates",
-    "directed-fan-in-and-pruning",
-    "walk-24",
-    "walk-39",
-)
+RESULTS_SCENARIOS = (*STORED_SCENARIOS, "walk-24", "walk-39")
+"""The stories of the golden state rows, and two walks that complete many runs."""
 
 Line = dict[str, Any]
 
@@ -102,15 +96,11 @@ async def results_lines(name: str) -> list[Line]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    del argv
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    release = _release()
-    for name in RESULTS_SCENARIOS:
+    """Record the scenarios named in ``argv`` (all of them when none is named)."""
+    names = list(argv if argv is not None else sys.argv[1:]) or RESULTS_SCENARIOS
+    for name in names:
         lines = asyncio.run(results_lines(name))
-        with (RESULTS_DIR / f"{name}.jsonl").open("w", encoding="utf-8") as out:
-            out.write(json.dumps({"scenario": name, "written_by": release}) + "\n")
-            for line in lines:
-                out.write(json.dumps(line) + "\n")
+        write_recording(RESULTS_DIR / f"{name}.jsonl", name, lines, sort_keys=False)
         print(f"{name}: {len(lines)} inputs, {sum(len(x['documents']) for x in lines)} documents")
     return 0
 

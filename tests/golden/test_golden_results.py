@@ -19,14 +19,15 @@ import pytest
 
 from pipeline_state.profiles.huleedu.results.codec import batch_from_document, batch_to_document
 from pipeline_state.profiles.huleedu.results.ports import ResultsChange
+from tests.golden.record import load_lines
 from tests.golden.results import RESULTS_DIR, RESULTS_SCENARIOS, ResultsDriver, results_lines
 
 Line = dict[str, Any]
 
 
 def _recorded(name: str) -> tuple[Line, list[Line]]:
-    lines = [json.loads(line) for line in (RESULTS_DIR / f"{name}.jsonl").read_text().splitlines()]
-    return lines[0], lines[1:]
+    header, *lines = load_lines(RESULTS_DIR / f"{name}.jsonl")
+    return header, lines
 
 
 def test_every_results_scenario_is_recorded_with_documents() -> None:
