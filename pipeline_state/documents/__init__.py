@@ -7,8 +7,9 @@
 * :class:`Schema`: the layout number written, and the registry of upgrade steps that bring
   older documents to it on read.
 
-The SQL store's state documents (:mod:`pipeline_state_sql.codec`) and the results read model
-(:mod:`pipeline_state.profiles.huleedu.results.codec`) are both built on it.
+The SQL store's state documents (:mod:`pipeline_state_sql.codec`) and the shipped profile's
+results read model are both built on it (see the documentation page *Stored state and its
+schema*).
 """
 
 from __future__ import annotations
