@@ -7,16 +7,16 @@
 * :class:`Schema`: the layout number written, and the registry of upgrade steps that bring
   older documents to it on read.
 
-The SQL store's state documents (:mod:`pipeline_state_sql.codec`) and the shipped profile's
+The SQL store's state documents (``pipeline_state_sql.codec``) and the shipped profile's
 results read model are both built on it (see the documentation page *Stored state and its
 schema*).
 """
 
 from __future__ import annotations
 
-from .codec import DocumentCodec
-from .converter import Invalid, Layout, make_converter
-from .schema import Document, Schema, UnknownSchemaError, Upgrade
+from ._codec import DocumentCodec
+from ._converter import Invalid, Layout, make_converter
+from ._schema import Document, Schema, UnknownSchemaError, Upgrade
 
 __all__ = [
     "Document",

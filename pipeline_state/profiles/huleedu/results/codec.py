@@ -4,7 +4,7 @@
 holds the facts of a batch, not its ``version`` or ``updated_at`` (stores keep those in
 their own columns); :func:`batch_from_document` reads it back and raises
 :class:`~pipeline_state.errors.CorruptStateError` for a document it cannot read. Both are
-a :class:`~pipeline_state.documents.DocumentCodec` of
+a ``pipeline_state.documents.DocumentCodec`` of
 :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults`, whose stored keys are
 its field names; :data:`RESULTS_SCHEMA` holds the layout number and the upgrade steps from
 older layouts (none yet).

@@ -2,7 +2,7 @@
 
 :class:`DocumentCodec` writes a value as a JSON-compatible dict stamped with the schema
 number, and reads a stored document back: the document is brought to the current layout
-(:meth:`~pipeline_state.documents.schema.Schema.upgrade`) and structured by a cattrs function
+(:meth:`~pipeline_state.documents.Schema.upgrade`) and structured by a cattrs function
 generated once for the class. A document it cannot read raises
 :class:`~pipeline_state.errors.CorruptStateError` naming the batch and the field, found by
 structuring the document a second time in cattrs' detailed mode (only on that error path,
@@ -24,8 +24,8 @@ from cattrs.errors import (
 
 from pipeline_state.errors import CorruptStateError
 
-from .converter import Invalid, Layout, make_converter
-from .schema import Document, Schema, UnknownSchemaError
+from ._converter import Invalid, Layout, make_converter
+from ._schema import Document, Schema, UnknownSchemaError
 
 __all__ = ["DocumentCodec"]
 
