@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import attrs
-
 from pipeline_state.documents import Document, DocumentCodec, Layout, Schema
+from pipeline_state.model import evolve
 
 from .model import BatchResults
 
@@ -49,4 +48,4 @@ def batch_from_document(
     """The read model stored as ``document``, with the store's ``version`` and ``updated_at``."""
     batch_id = str(document.get("batch_id", "?")) if isinstance(document, Mapping) else "?"
     batch = _RESULTS.decode(document, batch_id)
-    return attrs.evolve(batch, version=version, updated_at=updated_at)
+    return evolve(batch, version=version, updated_at=updated_at)
