@@ -1,7 +1,8 @@
 """A cattrs converter for stored JSON documents, strict about what it reads.
 
 :func:`make_converter` builds a :class:`cattrs.Converter` that writes attrs classes as JSON
-objects (tuples as lists, enums as their values, datetimes as ISO-8601 text) and reads them
+objects (tuples as lists, frozensets as sorted lists, enums as their values, datetimes as
+ISO-8601 text) and reads them
 back checking every value: a number where text belongs, a bool where a number belongs, a
 datetime without a timezone, an unknown enum value or a string where a list belongs raise
 :class:`Invalid` instead of being coerced. A :class:`Layout` says how the model's classes
@@ -192,6 +193,33 @@ def _tuple(kind: Any, converter: Converter) -> Callable[[object, object], tuple[
     return items
 
 
+def _is_frozenset(kind: Any) -> bool:
+    return get_origin(kind) is frozenset
+
+
+def _frozenset(kind: Any, converter: Converter) -> Callable[[object, object], frozenset[Any]]:
+    item_kind = get_args(kind)[0]
+    item = converter.get_structure_hook(item_kind)
+
+    def structure(value: object, _: object) -> frozenset[Any]:
+        if type(value) is not list:
+            raise Invalid(f"should be list, got {_kind(value)}")
+        return frozenset([item(element, item_kind) for element in value])
+
+    return structure
+
+
+def _unstructure_frozenset(kind: Any, converter: Converter) -> Callable[[Any], list[Any]]:
+    item = converter.get_unstructure_hook(get_args(kind)[0])
+    if item == identity:
+        return sorted
+
+    def unstructure(value: Any) -> list[Any]:
+        return sorted([item(element) for element in value])
+
+    return unstructure
+
+
 def _unstructure_tuple(kind: Any, converter: Converter) -> Callable[[Any], list[Any]]:
     item = converter.get_unstructure_hook(get_args(kind)[0])
     if item == identity:
@@ -242,6 +270,9 @@ def make_converter(layout: Layout, *, detailed: bool = False) -> Converter:
     converter.register_unstructure_hook(datetime | None, _maybe_isoformat)
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple)
     converter.register_unstructure_hook_factory(_is_homogeneous_tuple, _unstructure_tuple)
+    # A set is stored as a sorted list: the same set is always the same bytes.
+    converter.register_structure_hook_factory(_is_frozenset, _frozenset)
+    converter.register_unstructure_hook_factory(_is_frozenset, _unstructure_frozenset)
 
     def structure_class(cls: type, converter: Converter) -> Callable[[object, object], Any]:
         generated: Callable[..., Any] = make_dict_structure_fn_from_attrs(

@@ -224,3 +224,21 @@ def test_upgrades_run_before_the_document_is_read() -> None:
 def test_utc_times_keep_their_offset() -> None:
     box = attrs.evolve(BOX, packed_at=datetime(2025, 6, 1, tzinfo=UTC))
     assert CODEC.encode(box)["packed_at"] == "2025-06-01T00:00:00+00:00"
+
+
+@attrs.frozen
+class Tagged:
+    tags: frozenset[str]
+    colours: frozenset[Colour] = frozenset()
+
+
+def test_a_set_is_stored_as_a_sorted_list() -> None:
+    codec = DocumentCodec(Tagged, layout=Layout(), schema=Schema(version=1))
+    value = Tagged(frozenset({"b", "c", "a"}), frozenset({Colour.RED, Colour.BLUE}))
+    doc = codec.encode(value)
+    assert doc == {"schema": 1, "tags": ["a", "b", "c"], "colours": ["blue", "red"]}
+    assert codec.decode(doc, "x") == value
+    with pytest.raises(CorruptStateError, match="field 'tags' should be list, got str"):
+        codec.decode({"schema": 1, "tags": "abc", "colours": []}, "x")
+    with pytest.raises(CorruptStateError, match="field 'colours' has an unknown value 'green'"):
+        codec.decode({"schema": 1, "tags": [], "colours": ["green"]}, "x")
