@@ -209,24 +209,16 @@ def _frozenset(kind: Any, converter: Converter) -> Callable[[object, object], fr
     return structure
 
 
-def _unstructure_frozenset(kind: Any, converter: Converter) -> Callable[[Any], list[Any]]:
+def _unstructure_items(kind: Any, converter: Converter) -> Callable[[Any], list[Any]]:
+    """A tuple as a list; a frozenset as a sorted list (the same set, the same bytes)."""
     item = converter.get_unstructure_hook(get_args(kind)[0])
+    ordered = _is_frozenset(kind)
     if item == identity:
-        return sorted
+        return sorted if ordered else list
 
     def unstructure(value: Any) -> list[Any]:
-        return sorted([item(element) for element in value])
-
-    return unstructure
-
-
-def _unstructure_tuple(kind: Any, converter: Converter) -> Callable[[Any], list[Any]]:
-    item = converter.get_unstructure_hook(get_args(kind)[0])
-    if item == identity:
-        return list
-
-    def unstructure(value: Any) -> list[Any]:
-        return [item(element) for element in value]
+        items = [item(element) for element in value]
+        return sorted(items) if ordered else items
 
     return unstructure
 
@@ -269,10 +261,10 @@ def make_converter(layout: Layout, *, detailed: bool = False) -> Converter:
     converter.register_unstructure_hook_factory(_is_optional, _unstructure_optional)
     converter.register_unstructure_hook(datetime | None, _maybe_isoformat)
     converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple)
-    converter.register_unstructure_hook_factory(_is_homogeneous_tuple, _unstructure_tuple)
-    # A set is stored as a sorted list: the same set is always the same bytes.
     converter.register_structure_hook_factory(_is_frozenset, _frozenset)
-    converter.register_unstructure_hook_factory(_is_frozenset, _unstructure_frozenset)
+    converter.register_unstructure_hook_factory(
+        lambda kind: _is_homogeneous_tuple(kind) or _is_frozenset(kind), _unstructure_items
+    )
 
     def structure_class(cls: type, converter: Converter) -> Callable[[object, object], Any]:
         generated: Callable[..., Any] = make_dict_structure_fn_from_attrs(
