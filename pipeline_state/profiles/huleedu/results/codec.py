@@ -47,5 +47,7 @@ def batch_from_document(
 ) -> BatchResults:
     """The read model stored as ``document``, with the store's ``version`` and ``updated_at``."""
     batch_id = str(document.get("batch_id", "?")) if isinstance(document, Mapping) else "?"
+    if isinstance(document, Mapping) and type(document) is not dict:
+        document = dict(document)  # any mapping, as before; the codec reads JSON objects
     batch = _RESULTS.decode(document, batch_id)
     return evolve(batch, version=version, updated_at=updated_at)
