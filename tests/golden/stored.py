@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline_state_sql.codec import encode_state
@@ -74,16 +75,20 @@ def _release() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def write_recording(path: Path, name: str, lines: Sequence[Line], *, sort_keys: bool = True) -> None:
+    """Write ``lines`` to ``path`` after a header naming the scenario and the release."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        out.write(json.dumps({"scenario": name, "written_by": _release()}) + "\n")
+        for line in lines:
+            out.write(json.dumps(line, sort_keys=sort_keys) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
-    STORED_DIR.mkdir(parents=True, exist_ok=True)
-    release = _release()
     for name in STORED_SCENARIOS:
         rows = asyncio.run(documents_after_each_step(name))
-        with (STORED_DIR / f"{name}.jsonl").open("w", encoding="utf-8") as out:
-            out.write(json.dumps({"scenario": name, "written_by": release}) + "\n")
-            for row in rows:
-                out.write(json.dumps(row, sort_keys=True) + "\n")
+        write_recording(STORED_DIR / f"{name}.jsonl", name, rows)
         print(f"{name}: {len(rows)} documents")
     return 0
 

@@ -12,11 +12,13 @@ stored field names did not move.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pipeline_state_sql.codec import decode_state, encode_state
 
+from pipeline_state.model import BatchState
 from pipeline_state.ports import Change
 from tests.golden.record import DATA_DIR, Driver, load_lines
 from tests.golden.stored import STORED_DIR, STORED_SCENARIOS, documents_after_each_step, scenario_lines
@@ -85,11 +87,16 @@ def test_there_are_restorable_steps_to_check() -> None:
     assert sum(len(_restorable_steps(name)) for name in STORED_SCENARIOS) >= 20
 
 
-@pytest.mark.parametrize("name", STORED_SCENARIOS)
-async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str) -> None:
+async def replay_from_stored_rows(
+    name: str, decode: Callable[[str, Row], BatchState]
+) -> list[tuple[str, Row, BatchState]]:
+    """For each restorable step of ``name``: a fresh runtime holding only the batch decoded
+    (by ``decode``) from its row before the step plays the step, which must give the recorded
+    result and messages. Returns (where, the row after the step, the batch's state now)."""
+    played = []
     for header, before, step, recorded, after in _restorable_steps(name):
         driver = Driver(header["profile"])
-        state = decode_state(before["batch_id"], before["document"])
+        state = decode(before["batch_id"], before["document"])
         await driver.rt.store.commit(Change(state.batch_id, None, state, state.updated_at))
         line = await driver.step(step)
         where = f"{name} step {after['step']} ({before['batch_id']})"
@@ -97,4 +104,11 @@ async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str)
         assert line["out"] == recorded["out"], where
         now = await driver.rt.store.load(state.batch_id)
         assert now is not None
+        played.append((where, after, now))
+    return played
+
+
+@pytest.mark.parametrize("name", STORED_SCENARIOS)
+async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str) -> None:
+    for where, after, now in await replay_from_stored_rows(name, decode_state):
         assert encode_state(now) == after["document"], where

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 
 import attrs
 import pytest
@@ -140,3 +141,11 @@ def test_unreadable_document_is_corrupt_state(mangle: object) -> None:
     with pytest.raises(CorruptStateError) as info:
         batch_from_document(document)
     assert info.value.batch_id == "b1"
+
+
+def test_document_may_be_any_mapping_and_must_be_a_mapping() -> None:
+    batch = sample_batch("b1", in_progress=True)
+    document = json.loads(json.dumps(batch_to_document(batch)))
+    assert batch_from_document(MappingProxyType(document)) == batch
+    with pytest.raises(CorruptStateError, match="results document should be an object, got list"):
+        batch_from_document([document])  # type: ignore[arg-type]

@@ -211,3 +211,38 @@ def test_phase_rows_written_before_resends_load_with_defaults() -> None:
     old = decode_run("b1", doc).phases[0]
     assert (old.command_event_id, old.resends) == (None, 0)
     assert attrs.evolve(old, command_event_id="ev-1", resends=2) == phase
+
+
+def test_document_keys_keep_their_order() -> None:
+    # The store writes the document's JSON text as built (no sorted keys): the order of the
+    # keys is part of the stored bytes.
+    state = with_deadline(make_state("b1"), datetime(2025, 1, 1, 1, tzinfo=UTC))
+    doc = encode_state(state)
+    assert list(doc) == [
+        "schema", "batch_id", "status", "version", "user_id", "course_code",
+        "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
+        "language", "prompt_ref", "essays", "active_run", "history",
+    ]  # fmt: skip
+    assert list(doc["history"][0]) == [
+        "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
+        "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",
+    ]  # fmt: skip
+    assert list(doc["active_run"]["phases"][0]) == [
+        "name", "depends_on", "status", "deadline_seconds", "dispatched_at", "deadline_at",
+        "finished_at", "inputs", "outputs", "failed_essay_ids", "error", "command_event_id", "resends",
+    ]  # fmt: skip
+    assert next(iter(encode_run(state.history[0]))) == "schema"
+
+
+def test_values_are_plain_json_types() -> None:
+    doc = encode_state(with_deadline(make_state("b1"), datetime(2025, 1, 1, 1, tzinfo=UTC)))
+    assert type(doc["status"]) is str
+    assert type(doc["active_run"]["phases"][0]["status"]) is str
+    assert type(doc["essay_ids"]) is list
+
+
+def test_a_stored_field_with_a_default_must_be_present() -> None:
+    doc = _document()
+    del doc["language"]
+    with pytest.raises(CorruptStateError, match="missing field 'language'"):
+        decode_state("b1", doc)
