@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .builders import Envelopes, essay_refs
+from .builders import Envelopes, item_refs
 
 _LAZY = {
     "Exploration": "paths",
@@ -27,7 +27,7 @@ _LAZY = {
     "simple_paths": "paths",
 }
 
-__all__ = ["Envelopes", "essay_refs", *_LAZY]
+__all__ = ["Envelopes", "item_refs", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
