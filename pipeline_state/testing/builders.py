@@ -143,7 +143,9 @@ class Envelopes:
         """The content of ``item_ids`` is stored (refs ``<id>-text``)."""
         return self.send(ContentReady(batch_id, item_refs(item_ids, "text")), **kw)
 
-    def group_confirmed(self, batch_id: str, group_id: str, item_ids: Sequence[str] = (), **kw: Any) -> Delivery:
+    def group_confirmed(
+        self, batch_id: str, group_id: str, item_ids: Sequence[str] = (), **kw: Any
+    ) -> Delivery:
         """The items of the batch are matched to the members of ``group_id`` (``item_ids``
         are the matched items, for a wire that lists them)."""
         return self.send(GroupConfirmed(batch_id, group_id), **kw)

@@ -40,7 +40,9 @@ def assert_denied(
     assert note["correlation_id"] == corr
 
 
-async def test_unknown_batch_is_denied_without_creating_state(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+async def test_unknown_batch_is_denied_without_creating_state(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     # Issue 11: the request first waits for the registration; when its window passes
     # without one, it is denied batch_not_found (never silent).
     topic, value = env.request("ghost", "nlp", requested_by="t1")

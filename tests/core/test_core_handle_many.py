@@ -23,8 +23,8 @@ from pipeline_state import (
     StoreUnavailableError,
 )
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import HandleResult, InboundMessage
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 PIPELINES = ("nlp", "cj_assessment", "ai_feedback", "comprehensive")

@@ -21,9 +21,9 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.profiles.huleedu.testing.harness import PipelineMachine
 from pipeline_state.profiles.huleedu.testing.strategies import ProfileSpec, profile_for
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import Envelopes
 
 CATALOG = Catalog.from_dict(

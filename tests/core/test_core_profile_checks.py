@@ -27,8 +27,8 @@ from pipeline_state.profiles.huleedu.profile import (
     PHASE_COMMAND_FIELDS,
     huleedu_profile,
 )
-from pipeline_state.profiles.huleedu.testing.strategies import catalogs, profile_for
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.profiles.huleedu.testing.strategies import catalogs, profile_for
 from pipeline_state.testing import Envelopes
 from pipeline_state.wire import WireModel
 

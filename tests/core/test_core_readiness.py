@@ -31,7 +31,9 @@ async def test_registration_emits_batch_essays_registered_with_essay_ids(flow: F
     assert state.version == 1
 
 
-async def test_registration_without_essay_ids_derives_them(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+async def test_registration_without_essay_ids_derives_them(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     topic, value = env.register("b1", items=2)
     value["data"]["essay_ids"] = None
     out = await rt.deliver(topic, value)

@@ -11,8 +11,8 @@ import pytest
 from pipeline_state.commands import ArchiveBatch, Command, RepublishOutbox
 from pipeline_state.errors import BadCommandError, BatchNotFoundError
 from pipeline_state.memory import InMemoryStore, ManualClock
-from pipeline_state.service import PipelineService
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import PipelineService
 
 
 async def _ready(service: PipelineService, env: HuleEduEnvelopes, batch_id: str) -> None:

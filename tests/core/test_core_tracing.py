@@ -21,8 +21,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pipeline_state import InMemoryRuntime
 from pipeline_state.errors import InvalidMessageError
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.testing.spans import SpanCapture, span_capture
 from pipeline_state.tracing import continued
 

@@ -13,8 +13,8 @@ import pytest
 from pipeline_state import InMemoryRuntime, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.commands import Command
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
-from pipeline_state.service import ExpiredFact, HandleResult
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import ExpiredFact, HandleResult
 from pipeline_state.waiting import waits_for
 
 Delivery = tuple[str, dict[str, Any]]
@@ -139,7 +139,9 @@ async def test_request_waits_with_waiting_readiness_facts(rt: InMemoryRuntime, e
     assert await inbox(rt, request) == "applied"
 
 
-async def test_early_readiness_facts_apply_in_arrival_order(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+async def test_early_readiness_facts_apply_in_arrival_order(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     ids = env.item_ids("b1", 2)
     await rt.deliver(*env.register("b1", items=2, group_id="class-7"))
     before = await rt.service.get_batch("b1")
@@ -241,7 +243,9 @@ async def test_expired_fact_is_handed_over_for_the_dlq_then_forgotten(
     assert rt.service.counters["waiting_dead_lettered"] == 1
 
 
-async def test_sweep_writes_the_dead_letter_before_forgetting(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+async def test_sweep_writes_the_dead_letter_before_forgetting(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     first, second = env.provisioned("g1", ["e1"]), env.outcome("g2", "spellcheck", str(uuid.uuid4()))
     await rt.deliver(*first)
     await rt.deliver(*second)
@@ -367,7 +371,9 @@ async def test_an_outcome_before_its_batch_and_run_waits_for_the_run(
     }
 
 
-async def test_an_outcome_of_an_archived_run_does_not_wait(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+async def test_an_outcome_of_an_archived_run_does_not_wait(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     ids = env.item_ids("b1", 1)
     await rt.deliver(*env.register("b1", items=1))
     await rt.deliver(*env.provisioned("b1", ids))

@@ -75,7 +75,9 @@ class Platform:
         await self.deliver(*self.env.group_confirmed(batch_id, CLASS, ids))
         await self.deliver(*self.env.items_ready(batch_id, ids))
         corr = str(uuid.uuid4())
-        await self.deliver(*self.env.request(batch_id, "cj_assessment", requested_by=TEACHER, correlation_id=corr))
+        await self.deliver(
+            *self.env.request(batch_id, "cj_assessment", requested_by=TEACHER, correlation_id=corr)
+        )
         self.rt.clock.advance(3)
         self.env.timestamp = self.rt.clock.now()
         await self.deliver(*self.env.outcome(batch_id, "spellcheck", corr, processed=ids))

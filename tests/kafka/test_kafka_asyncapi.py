@@ -43,7 +43,10 @@ async def test_kafka_records_match_the_asyncapi_document(
         await wait_status(runner, "b1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await send_envelopes(
             producer,
-            [env.request("b1", "nlp", requested_by="teacher-7", correlation_id=corr), env.request("b1", "nope")],
+            [
+                env.request("b1", "nlp", requested_by="teacher-7", correlation_id=corr),
+                env.request("b1", "nope"),
+            ],
             topic_prefix=prefix,
         )
         await send_envelopes(

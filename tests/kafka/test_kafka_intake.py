@@ -41,8 +41,8 @@ from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.memory import InMemoryStore
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, TOPICS, Topic, parse_message
-from pipeline_state.service import PipelineService
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import PipelineService
 from pipeline_state.wire import EventEnvelope
 
 MEASURED = b'{"event_id":' + b"[" * 100000 + b"]" * 100000 + b"}"

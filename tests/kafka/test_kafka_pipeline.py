@@ -60,7 +60,7 @@ async def test_kafka_whole_pipeline_emits_commands_skips_completion_and_notifica
         await drive.deliver(env.register("b1", items=3, group_id="c1", owner="teacher-7"))
         await drive.deliver(env.provisioned("b1", ids))
         await drive.deliver(env.group_confirmed("b1", "c1", ids))
-        await wait_status(runner, "b1", BatchStatus.STUDENT_VALIDATION_COMPLETED)
+        await wait_status(runner, "b1", BatchStatus.GROUP_VALIDATION_COMPLETED)
         await drive.deliver(env.items_ready("b1", ids))
         await wait_status(runner, "b1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         # The ai_feedback pipeline: spellcheck -> nlp -> ai_feedback, one essay failing in nlp.
@@ -70,7 +70,9 @@ async def test_kafka_whole_pipeline_emits_commands_skips_completion_and_notifica
         await drive.deliver(env.outcome("b1", "ai_feedback", corr, processed=ids[:2]))
         # A second request prunes spellcheck (completed by the first run).
         corr2 = str(uuid.uuid4())
-        await drive.deliver(env.request("b1", "cj_assessment", requested_by="teacher-7", correlation_id=corr2))
+        await drive.deliver(
+            env.request("b1", "cj_assessment", requested_by="teacher-7", correlation_id=corr2)
+        )
 
         got = out.records
         assert runner.stats.dead_lettered == 0

@@ -17,8 +17,8 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.profiles.huleedu.testing.strategies import EngineTrace, engine_traces, profile_specs
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.profiles.huleedu.testing.strategies import EngineTrace, engine_traces, profile_specs
 
 __all__: list[str] = []
 

@@ -59,9 +59,7 @@ class Platform:
 
     async def ready_class_batch(self, batch_id: str, class_id: str, essays: int) -> list[str]:
         ids = self.env.item_ids(batch_id, essays)
-        await self.deliver(
-            *self.env.register(batch_id, owner="teacher-7", group_id=class_id, items=essays)
-        )
+        await self.deliver(*self.env.register(batch_id, owner="teacher-7", group_id=class_id, items=essays))
         await self.deliver(*self.env.provisioned(batch_id, ids))
         await self.deliver(*self.env.group_confirmed(batch_id, class_id, ids))
         await self.deliver(*self.env.items_ready(batch_id, ids))

@@ -22,8 +22,8 @@ from pipeline_state import (
     StoreError,
 )
 from pipeline_state.ports import BatchingStore, InboxEntry
-from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import HandleResult, InboundMessage
 from pipeline_state.testing.contract import T0, make_state, message, with_deadline
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")

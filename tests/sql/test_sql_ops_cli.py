@@ -16,8 +16,8 @@ from pipeline_state_sql import SqlStore, open_store
 
 from pipeline_state.cli import main
 from pipeline_state.ports import OutboxRow
-from pipeline_state.service import PipelineService
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.service import PipelineService
 
 
 class Database(Protocol):

@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
 from pipeline_state.testing.builders import Delivery, Envelopes
-
-from ..events import Topic
-from ..inbound import HULEEDU_INBOUND
 
 __all__ = ["HuleEduEnvelopes", "essay_refs"]
 
@@ -76,7 +75,9 @@ class HuleEduEnvelopes(Envelopes):
             data["language"] = language
         return self.wrap(Topic.BATCH_REGISTER.value, data, **kw)
 
-    def group_confirmed(self, batch_id: str, group_id: str, item_ids: Sequence[str] = (), **kw: Any) -> Delivery:
+    def group_confirmed(
+        self, batch_id: str, group_id: str, item_ids: Sequence[str] = (), **kw: Any
+    ) -> Delivery:
         if not self._native:
             return super().group_confirmed(batch_id, group_id, item_ids, **kw)
         data = {

@@ -75,10 +75,10 @@ from pipeline_state.errors import BatchNotFoundError, PipelineStateError
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu.events import TOPICS, ClientBatchPipelineRequestV1, Topic
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.runtime import InMemoryRuntime
 from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
 from pipeline_state.snapshot import snapshot
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.wire import EventEnvelope, WireModel
 
 from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep
