@@ -1002,11 +1002,17 @@ def paths_command(
     show_paths: bool = False,
     lifecycles: Mapping[str, Lifecycle] = LIFECYCLES,
     exploration: Exploration | None = None,
+    profile: Profile | None = None,
 ) -> int:
-    """``pipeline-state paths``: explore (unless ``exploration`` is given), then print the
-    transition coverage of ``lifecycles`` (see :func:`print_coverage`); returns the exit code."""
+    """``pipeline-state paths``: explore (unless ``exploration`` is given) the default
+    exploration or ``profile`` as it is (``pipeline-state paths --profile SPEC``: no legacy
+    intake), then print the transition coverage of ``lifecycles`` (see
+    :func:`print_coverage`); returns the exit code."""
     if exploration is None:
-        exploration = explore(max_depth=max_depth)
+        if profile is None:
+            exploration = explore(max_depth=max_depth)
+        else:
+            exploration = explore(profile, intake_profile=None, max_depth=max_depth)
     result = coverage(exploration, lifecycles)
     return print_coverage(result, out, as_json=as_json, exploration=exploration, show_paths=show_paths)
 
