@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument(
         "--profile",
         metavar="SPEC",
-        help="explore any profile instead (FILE.py:NAME or MODULE:NAME: a Profile or a function returning one)",
+        help="explore any profile instead (FILE.py:NAME or MODULE:NAME: a Profile or a function making one)",
     )
     paths.set_defaults(func=_paths)
 
