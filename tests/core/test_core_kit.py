@@ -1,4 +1,4 @@
-"""The test kit takes any profile (issue 13.6): ``HuleEduEnvelopes`` sets item ids and answers the
+"""The test kit takes any profile (issue 13.6): ``Envelopes`` sets item ids and answers the
 phase commands of any profile, ``profile_for`` / ``ProfileSpec`` put each phase on the
 topic given, and a catalog travels as its dict (``Catalog.to_dict``)."""
 
@@ -53,7 +53,7 @@ def media_profile() -> Profile:
     )
 
 
-# --- HuleEduEnvelopes: item ids ---------------------------------------------------------------------
+# --- Envelopes: item ids -------------------------------------------------------------------------------
 
 
 def test_register_takes_explicit_item_ids() -> None:
@@ -87,7 +87,7 @@ async def test_explicit_item_ids_are_the_batch_items() -> None:
     assert [e.item_id for e in (await flow.state("b1")).items] == ids
 
 
-# --- HuleEduEnvelopes: any profile's phases ---------------------------------------------------------
+# --- Envelopes: any profile's phases -----------------------------------------------------------------
 
 
 def test_outcome_takes_any_phase_name() -> None:
