@@ -27,7 +27,7 @@ from pipeline_state.decide import decide
 from pipeline_state.ports import BatchState, Change
 from pipeline_state.profiles.huleedu.events import parse_payload
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 __all__ = ["PIPELINE", "Delivery", "OutcomeWorkload", "Seeder", "batch_ids", "iter_batch_ids", "outcomes"]
 
@@ -53,7 +53,7 @@ class Seeder:
     def __init__(self, profile: Profile | None = None, now: datetime | None = None) -> None:
         self.profile = profile or huleedu_profile()
         self.now = now or datetime(2025, 1, 1, tzinfo=UTC)
-        self.envelopes = Envelopes(timestamp=self.now)
+        self.envelopes = HuleEduEnvelopes(timestamp=self.now)
 
     def _decide(self, state: BatchState | None, delivery: tuple[str, dict[str, object]]) -> BatchState:
         topic, envelope = delivery
@@ -69,9 +69,9 @@ class Seeder:
     def ready(self, batch_id: str, essays: int) -> BatchState:
         """A guest batch registered with ``essays`` essays and provisioned: ready, no history."""
         env = self.envelopes
-        state = self._decide(None, env.register(batch_id, essays=essays))
+        state = self._decide(None, env.register(batch_id, items=essays))
         # Fresh id strings, as a second message would carry them.
-        return self._decide(state, env.provisioned(batch_id, env.essay_ids(batch_id, essays)))
+        return self._decide(state, env.provisioned(batch_id, env.item_ids(batch_id, essays)))
 
     def start_run(self, ready: BatchState, correlation_id: str, *, version: int | None = None) -> BatchState:
         """``ready`` with an accepted run of :data:`PIPELINE` (spellcheck dispatched).
@@ -101,7 +101,7 @@ class Seeder:
 
 
 def outcomes(
-    envelopes: Envelopes, state: BatchState, correlation_id: str, *, fail_one: bool
+    envelopes: HuleEduEnvelopes, state: BatchState, correlation_id: str, *, fail_one: bool
 ) -> list[tuple[str, dict[str, object]]]:
     """The spellcheck then CJ outcome envelopes of one run; with ``fail_one`` spellcheck
     fails the last essay (partial success) and CJ gets the others."""

@@ -461,8 +461,8 @@ def _setup_deliveries(seeder: Seeder, count: int, essays: int) -> list[Delivery]
     out: list[Delivery] = []
     for batch_id in batch_ids(count, "svc"):
         for topic, envelope in (
-            env.register(batch_id, essays=essays),
-            env.provisioned(batch_id, env.essay_ids(batch_id, essays)),
+            env.register(batch_id, items=essays),
+            env.provisioned(batch_id, env.item_ids(batch_id, essays)),
         ):
             out.append((topic, _json(envelope)))
     return out

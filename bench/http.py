@@ -86,16 +86,16 @@ def serve(fd: int, batches: int) -> None:
     from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock, PipelineService
-    from pipeline_state.testing import Envelopes
+    from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
     service = PipelineService(InMemoryStore(keep_transitions=False), clock=ManualClock())
 
     async def seed() -> None:
-        env = Envelopes()
+        env = HuleEduEnvelopes()
         for i in range(batches):
             batch_id = f"b{i}"
-            await service.handle_message(*env.register(batch_id, essays=5))
-            await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 5)))
+            await service.handle_message(*env.register(batch_id, items=5))
+            await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 5)))
 
     asyncio.run(seed())
     # Loopback only, and the bench measures the routes, not the token check: no tokens.

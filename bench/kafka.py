@@ -78,7 +78,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # no
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
-from pipeline_state.testing import Envelopes  # noqa: E402
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
 __all__ = ["FIGURES", "QUICK", "Config", "main", "run"]
 
@@ -312,12 +312,12 @@ async def measure(
     """``variant``: ``""`` (metrics and tracing off), ``"metrics"`` or ``"traces"``;
     ``title``: how the log lines name this measurement (default: its label)."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    env = Envelopes(source_service="bench")
+    env = HuleEduEnvelopes(source_service="bench")
     metrics = variant == "metrics"
     label = f"{backend},{variant}" if variant else backend
     title = title or label
     batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
-    essays = {b: env.essay_ids(b, 3) for b in batches}
+    essays = {b: env.item_ids(b, 3) for b in batches}
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
     await producer.start()
     port = free_port() if metrics else None
@@ -332,7 +332,7 @@ async def measure(
         await _wait_topics(kafka, prefix, serve, cfg.within)
         async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
             log(f"{title}: set-up of {cfg.runs} batches")
-            await _send(producer, prefix, [env.register(b, essays=3) for b in batches])
+            await _send(producer, prefix, [env.register(b, items=3) for b in batches])
             await _wait(
                 lambda: len(out.on(Topic.ESSAYS_REGISTERED)) >= cfg.runs, serve, cfg.within, "registrations"
             )
@@ -431,7 +431,7 @@ async def _request_all(
     prefix: str,
     out: Collector,
     serve: Serve,
-    env: Envelopes,
+    env: HuleEduEnvelopes,
     batches: Sequence[str],
     pipeline: str,
     dispatched: str,

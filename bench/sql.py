@@ -58,9 +58,9 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
-from pipeline_state.model import next_deadline  # noqa: E402
-from pipeline_state.ports import BatchState, Change  # noqa: E402
-from pipeline_state.testing import Envelopes  # noqa: E402
+from pipeline_state.model import BatchState, next_deadline  # noqa: E402
+from pipeline_state.ports import Change  # noqa: E402
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
 __all__ = [
     "FIGURES",
@@ -107,9 +107,9 @@ async def _template() -> BatchState:
     """A batch running ``comprehensive``, its spellcheck phase dispatched (made by the engine)."""
     store = InMemoryStore()
     service = PipelineService(store, clock=ManualClock())
-    env = Envelopes()
-    essays = env.essay_ids("tpl", ESSAYS)
-    await service.handle_message(*env.register("tpl", essays=ESSAYS))
+    env = HuleEduEnvelopes()
+    essays = env.item_ids("tpl", ESSAYS)
+    await service.handle_message(*env.register("tpl", items=ESSAYS))
     await service.handle_message(*env.provisioned("tpl", essays))
     await service.handle_message(*env.request("tpl", "comprehensive", correlation_id=CORRELATION))
     state = await store.load("tpl")
@@ -130,8 +130,8 @@ class Workload:
     async def build(cls, count: int, prefix: str = "act") -> Workload:
         template = await _template()
         states = tuple(attrs.evolve(template, batch_id=f"{prefix}{i:07d}") for i in range(count))
-        env = Envelopes()
-        essays = env.essay_ids("tpl", ESSAYS)
+        env = HuleEduEnvelopes()
+        essays = env.item_ids("tpl", ESSAYS)
         deliveries = tuple(
             env.outcome(s.batch_id, "spellcheck", CORRELATION, processed=essays, event_id=str(uuid.uuid4()))
             for s in states

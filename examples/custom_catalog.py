@@ -307,8 +307,8 @@ async def run(rt: InMemoryRuntime, env: Envelopes, pipeline: str, *, stall: str 
 
 async def main() -> None:
     rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload", profile=MEDIA)
-    episodes = env.essay_ids("season-1", 3)
-    await rt.deliver(*env.register("season-1", essays=3, course_code="MEDIA", prompt=None))
+    episodes = env.item_ids("season-1", 3)
+    await rt.deliver(*env.register("season-1", items=3, category="MEDIA", prompt=None))
     await rt.deliver(*env.provisioned("season-1", episodes))
     # transcode, then thumbnails and captions in parallel; captions times out, publish is skipped
     await run(rt, env, "release", stall="captions")

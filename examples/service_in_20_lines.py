@@ -14,8 +14,8 @@ from pipeline_state.testing import Envelopes
 async def main() -> None:
     rt, env = InMemoryRuntime(), Envelopes(source_service="my_service")
     phase_of = {spec.topic: name for name, spec in rt.service.profile.phase_commands.items()}
-    essays = env.essay_ids("b1", 4)
-    await rt.deliver(*env.register("b1", essays=4))  # a guest batch (no class) ...
+    essays = env.item_ids("b1", 4)
+    await rt.deliver(*env.register("b1", items=4))  # a guest batch (no class) ...
     await rt.deliver(*env.provisioned("b1", essays))  # ... is ready once its content is stored
     pending = await rt.deliver(*env.request("b1", "cj_assessment"))
     while pending:

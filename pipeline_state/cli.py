@@ -62,7 +62,14 @@ def _paths(args: argparse.Namespace) -> int:
         print("error: --max-depth must be >= 1", file=sys.stderr)
         return 2
     depth = DEFAULT_MAX_DEPTH if args.max_depth is None else args.max_depth
-    return paths_command(sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths)
+    profile = None
+    if args.profile is not None:
+        from .profiles import load_profile
+
+        profile = load_profile(args.profile)
+    return paths_command(
+        sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths, profile=profile
+    )
 
 
 _DESCRIPTION = "Batch-processing pipelines as explicit state machines: play, draw, serve and operate them."
@@ -137,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--json", action="store_true", help="print JSON instead of text")
     paths.add_argument(
         "--show-paths", action="store_true", help="print the shortest input sequence of each transition"
+    )
+    paths.add_argument(
+        "--profile",
+        metavar="SPEC",
+        help="explore any profile instead (FILE.py:NAME or MODULE:NAME: a Profile or a function making one)",
     )
     paths.set_defaults(func=_paths)
 

@@ -2,9 +2,10 @@
 
 The pages under ``docs/reference/`` that describe states, transitions, pipelines, the wire
 contract and the error tree are *generated*: they are rendered from the same definitions
-the engine runs (:data:`~pipeline_state.lifecycle.LIFECYCLES`, the HuleEdu profile's
-catalog, :data:`~pipeline_state.profiles.huleedu.events.TOPICS` and the pydantic models' JSON schemas,
-:mod:`pipeline_state.errors`), so they cannot drift from it. A test re-renders them and
+the engine runs (:data:`~pipeline_state.lifecycle.LIFECYCLES`, the default profile's
+catalog, its wire contract (:class:`WireContract`, from
+:func:`~pipeline_state.profiles.default_wire_contract`) and the pydantic models' JSON
+schemas, :mod:`pipeline_state.errors`), so they cannot drift from it. A test re-renders them and
 fails when a committed page differs.
 
 Regenerate them from the repository root with::
@@ -26,6 +27,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from . import errors as errors_module
 from .api_reference import render_api_page
@@ -54,8 +57,7 @@ from .lifecycle import (
 )
 from .profile import Profile
 from .profile_reference import render_profile_page
-from .profiles import default_profile
-from .profiles.huleedu.events import TOPICS
+from .profiles import default_profile, default_wire_contract
 from .wire import EventEnvelope, TopicSpec, WireModel
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "GENERATED_BANNER",
     "REGENERATE_COMMAND",
     "VERDICT_MEANINGS",
+    "WireContract",
     "main",
     "render_asyncapi_page",
     "render_cli_page",
@@ -92,7 +95,8 @@ _LIFECYCLE_TITLES: Mapping[str, str] = {
 }
 _LIFECYCLE_INTROS: Mapping[str, str] = {
     "batch": (
-        "A batch is registered, validated (content, then students for a regular class batch), "
+        "A batch is registered, validated (its content, then, for a batch with a group, the "
+        "matching of its items to the group's members), "
         "and then alternates between `ready_for_pipeline_execution` and "
         "`processing_pipelines`, one run at a time, until it is archived, cancelled or fails "
         "critically."
@@ -438,8 +442,7 @@ def render_pipelines_page(profile: Profile | None = None) -> str:
         f"# Pipelines of the `{profile.name}` profile",
         "",
         "Each pipeline is a DAG of phases declared as data in the profile's catalog "
-        "([`HULEEDU_CATALOG`][pipeline_state.profiles.huleedu.catalog.HULEEDU_CATALOG] "
-        "for the shipped profile). "
+        "(a [`Catalog`][pipeline_state.catalog.Catalog]). "
         "The diagrams are rendered by [`pipeline_mermaid`][pipeline_state.diagrams.pipeline_mermaid] "
         "(also `pipeline-state diagram pipelines`); an arrow points from a phase to the phases "
         "that depend on it. Steps are listed in *plan order*: the deterministic order in which "
@@ -577,19 +580,34 @@ def _collect_defs(schema: Mapping[str, Any], into: dict[str, Mapping[str, Any]],
             raise ValueError(f"two different JSON schemas named {name!r} (seen again in {owner})")
 
 
-def render_wire_contract_page(topics: Mapping[str, TopicSpec] = TOPICS) -> str:
-    """The page listing every topic, the envelope and each payload's fields."""
+@attrs.frozen
+class WireContract:
+    """What a profile's wire-contract page is rendered from: its topics, and the Markdown
+    that names where they are declared (``source``), what parses them (``parser``) and
+    which fields key its messages (``keys``)."""
+
+    topics: Mapping[str, TopicSpec]
+    source: str
+    parser: str
+    keys: str
+
+
+def render_wire_contract_page(contract: WireContract | None = None) -> str:
+    """The page listing every topic of ``contract`` (default: the default profile's), the
+    envelope and each payload's fields."""
+    contract = contract or default_wire_contract()
+    topics = contract.topics
     lines = [
         "# Wire contract",
         "",
         "Every Kafka message value is a JSON [`EventEnvelope`](#eventenvelope) whose `data` is "
         "the payload of its topic. The tables are rendered from "
-        "[`TOPICS`][pipeline_state.profiles.huleedu.events.TOPICS] and the pydantic models' JSON schemas "
+        f"{contract.source} and the pydantic models' JSON schemas "
         "(`model_json_schema()`), so they list exactly what "
-        "[`parse_message`][pipeline_state.profiles.huleedu.events.parse_message] accepts "
+        f"{contract.parser} accepts "
         "and what the engine emits. "
         "Unknown extra fields are ignored on input. The message key is the value of the topic's "
-        "key field (`batch_id` for batch events, `teacher_id` for notifications), which keeps "
+        f"key field ({contract.keys}), which keeps "
         "every batch's messages in order on one partition.",
         "",
         "## Topics",
@@ -736,7 +754,7 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
     profile = profile or default_profile()
     document = asyncapi_document(profile)
     messages: Mapping[str, Mapping[str, Any]] = document["components"]["messages"]
-    documented = {spec.model.__name__ for spec in TOPICS.values()}
+    documented = {spec.model.__name__ for spec in default_wire_contract().topics.values()}
     rows = []
     sent: list[tuple[bool, Mapping[str, Any]]] = []
     for operation in document["operations"].values():

@@ -26,6 +26,7 @@ from pipeline_state.errors import DefinitionError
 __all__ = [
     "ABSENT",
     "BATCH_LIFECYCLE",
+    "ITEMS_READY",
     "LIFECYCLES",
     "PHASE_ACTIVE",
     "PHASE_DONE",
@@ -52,11 +53,17 @@ class BatchStatus(StrEnum):
 
     The first eight members are the states of :data:`BATCH_LIFECYCLE`; the last five are
     legacy values that other services may still send and that must parse.
+
+    The two group-validation states (a batch waits for its items to be matched to the
+    members of its group) keep the values the shipped profile first stored and sent them
+    under: stored rows, denial details and handling results carry them byte for byte, and
+    one engine-wide value per state keeps the stores profile-agnostic (see "Define your
+    own domain" in the docs).
     """
 
     AWAITING_CONTENT_VALIDATION = "awaiting_content_validation"
-    AWAITING_STUDENT_VALIDATION = "awaiting_student_validation"
-    STUDENT_VALIDATION_COMPLETED = "student_validation_completed"
+    AWAITING_GROUP_VALIDATION = "awaiting_student_validation"
+    GROUP_VALIDATION_COMPLETED = "student_validation_completed"
     READY_FOR_PIPELINE_EXECUTION = "ready_for_pipeline_execution"
     PROCESSING_PIPELINES = "processing_pipelines"
     FAILED_CRITICALLY = "failed_critically"
@@ -96,7 +103,7 @@ class PhaseStatus(StrEnum):
 
 
 PipelineExecutionStatus = PhaseStatus
-"""The HuleEdu name of :class:`PhaseStatus`."""
+"""The wire contract's name of :class:`PhaseStatus`."""
 
 PHASE_TERMINAL: frozenset[PhaseStatus] = frozenset(
     {
@@ -461,8 +468,8 @@ def _check_refusals(
 _B = BatchStatus
 _BATCH_STATES = (
     _B.AWAITING_CONTENT_VALIDATION,
-    _B.AWAITING_STUDENT_VALIDATION,
-    _B.STUDENT_VALIDATION_COMPLETED,
+    _B.AWAITING_GROUP_VALIDATION,
+    _B.GROUP_VALIDATION_COMPLETED,
     _B.READY_FOR_PIPELINE_EXECUTION,
     _B.PROCESSING_PIPELINES,
     _B.FAILED_CRITICALLY,
@@ -473,6 +480,11 @@ _BATCH_FINAL = (_B.FAILED_CRITICALLY, _B.CANCELLED, _B.ARCHIVED)
 _BATCH_OPEN = tuple(s for s in _BATCH_STATES if s not in _BATCH_FINAL)
 _UNEXPECTED = Refusals(Refusal(Verdict.IGNORE, "unexpected:{trigger} in {state}"))
 _ITEMS_REGISTERED = "items_registered"
+
+ITEMS_READY: Final = "essays_ready"
+"""The batch trigger of :class:`~pipeline_state.inputs.ItemsReady` (a grouped batch's items
+passed validation). Its name is the one the shipped profile's handling results first
+carried (``ignored:unexpected:<trigger> in <state>``), kept byte for byte."""
 
 BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
     "batch",
@@ -515,7 +527,7 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
     effects=(
         Effect("announce_registration", "emit the registration event"),
         Effect("keep_items", "keep the items the fact names"),
-        Effect("request_matching", "send the profile's student-matching command"),
+        Effect("request_matching", "send the profile's group-matching command"),
         Effect("attach_prompt", "keep the prompt reference the request carries"),
         Effect("accept_run", "create the run (run: accept)"),
         Effect("cancel_active_run", "cancel the active run, if any (run: cancel)"),
@@ -539,15 +551,15 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
         Transition(
             "provision_regular",
             _B.AWAITING_CONTENT_VALIDATION,
-            _B.AWAITING_STUDENT_VALIDATION,
+            _B.AWAITING_GROUP_VALIDATION,
             guards=_ITEMS_REGISTERED,
             before="keep_items",
             after="request_matching",
         ),
-        Transition("confirm_associations", _B.AWAITING_STUDENT_VALIDATION, _B.STUDENT_VALIDATION_COMPLETED),
+        Transition("confirm_associations", _B.AWAITING_GROUP_VALIDATION, _B.GROUP_VALIDATION_COMPLETED),
         Transition(
-            "essays_ready",
-            _B.STUDENT_VALIDATION_COMPLETED,
+            ITEMS_READY,
+            _B.GROUP_VALIDATION_COMPLETED,
             _B.READY_FOR_PIPELINE_EXECUTION,
             guards=_ITEMS_REGISTERED,
             before="keep_items",
@@ -582,7 +594,7 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
         "provision_guest": _UNEXPECTED,
         "provision_regular": _UNEXPECTED,
         "confirm_associations": _UNEXPECTED,
-        "essays_ready": _UNEXPECTED,
+        ITEMS_READY: _UNEXPECTED,
         "fail_critically": _UNEXPECTED,
         "start_run": Refusals(
             Refusal(Verdict.DENY, "batch_not_ready", "the batch is {state}"),
@@ -594,9 +606,9 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             },
         ),
     },
-    doc="A batch: content validation, student validation, then runs one at a time until it ends.",
+    doc="A batch: content validation, group validation, then runs one at a time until it ends.",
 )
-"""Lifecycle of a batch: content validation, student validation, then runs until it ends."""
+"""Lifecycle of a batch: content validation, group validation, then runs until it ends."""
 
 _R = RunStatus
 _RUN_ENDED = ("emit_completion", "notify_completion", "archive_run")
@@ -819,9 +831,10 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
     },
     doc=(
         "One phase of a run: planned, dispatched (its command re-sent while no outcome comes, up "
-        "to the profile's max_resends), then one terminal outcome. No HuleEdu input reports that "
-        "a worker started a phase, so in_progress and skipped_by_user_config are wire values "
-        "only: they parse and count as active or terminal, but the engine never enters them."
+        "to the profile's max_resends), then one terminal outcome. No input of the shipped "
+        "profile reports that a worker started a phase, so in_progress and "
+        "skipped_by_user_config are wire values only: they parse and count as active or "
+        "terminal, but the engine never enters them."
     ),
 )
 """Lifecycle of one phase of a run: planned, dispatched (its command re-sent while no

@@ -48,6 +48,7 @@ from .guards import AdmissionGuard
 from .inbound import Inbound
 from .model import ItemRef
 from .outbound import Outbound
+from .snapshot import ViewNames
 from .wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel
 
 __all__ = [
@@ -338,6 +339,9 @@ class Profile:
     inbound: Inbound = attrs.field(factory=lambda: _default_wire()[0])
     """What the profile's service consumes and how each message reads as an engine input
     (see :mod:`pipeline_state.inbound`)."""
+    view_names: ViewNames = attrs.field(factory=ViewNames)
+    """The keys the batch view (:func:`~pipeline_state.snapshot.snapshot`: the runtime's
+    and the HTTP API's) gives the owner, the group and the number of items."""
     measure_above_items: int = attrs.field(init=False, default=0)
     """Commands of more items than this are measured before they are built (derived)."""
 
@@ -408,6 +412,8 @@ class Profile:
         name = self.name
         _check_text(name, "source_service", self.source_service)
         _check_text(name, "item_kind", self.item_kind)
+        if not isinstance(self.view_names, ViewNames):
+            raise DefinitionError(name, f"view_names must be a ViewNames, got {_kind(self.view_names)}")
         if not isinstance(self.catalog, Catalog):
             hint = " (build it with Catalog.from_dict)" if isinstance(self.catalog, Mapping) else ""
             raise DefinitionError(name, f"catalog must be a Catalog, got {_kind(self.catalog)}{hint}")

@@ -57,6 +57,11 @@ def _limits(profile: Profile) -> list[str]:
             "phases of a run dispatched at once",
         ],
         ["`strict_correlation`", str(profile.strict_correlation).lower(), "outcomes of no known run ignored"],
+        [
+            "`view_names`",
+            _codes((profile.view_names.owner, profile.view_names.group_id, profile.view_names.items)),
+            "keys of the owner, the group and the item count in the batch view (`snapshot`)",
+        ],
     ]
     return _table(["setting", "value", "what it does"], rows)
 

@@ -1,12 +1,37 @@
-"""JSON-serialisable views of batch state (the runtime's and the HTTP API's shape)."""
+"""JSON-serialisable views of batch state (the runtime's and the HTTP API's shape).
+
+The view names the batch's owner, group and number of items under the keys its profile
+chooses (:class:`ViewNames`, :attr:`~pipeline_state.profile.Profile.view_names`);
+the other keys are the engine's.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import attrs
 
 from .model import BatchState, Run
 
-__all__ = ["run_view", "snapshot"]
+__all__ = ["ViewNames", "run_view", "snapshot"]
+
+
+@attrs.frozen
+class ViewNames:
+    """The keys a batch's view (:func:`snapshot`) gives its owner, its group and its
+    number of items."""
+
+    owner: str = "owner"
+    group_id: str = "group_id"
+    items: str = "item_count"
+
+
+@functools.cache
+def _default_names() -> ViewNames:
+    from .profiles import default_profile
+
+    return default_profile().view_names
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -25,8 +50,11 @@ def run_view(run: Run) -> dict[str, Any]:
     }
 
 
-def snapshot(state: BatchState) -> dict[str, Any]:
-    """The batch as a JSON-serialisable dict: status, version, active run and history."""
+def snapshot(state: BatchState, names: ViewNames | None = None) -> dict[str, Any]:
+    """The batch as a JSON-serialisable dict: status, version, owner, group, number of
+    items, active run and history; ``names`` (default: the default profile's) keys the
+    owner, group and count."""
+    keys = _default_names() if names is None else names
     run = state.active_run
     active = None
     if run is not None:
@@ -42,9 +70,9 @@ def snapshot(state: BatchState) -> dict[str, Any]:
         "batch_id": state.batch_id,
         "status": state.status.value,
         "version": state.version,
-        "user_id": state.owner,
-        "class_id": state.group_id,
-        "essay_count": len(state.items),
+        keys.owner: state.owner,
+        keys.group_id: state.group_id,
+        keys.items: len(state.items),
         "active_run": active,
         "history": [run_view(r) for r in state.history],
     }

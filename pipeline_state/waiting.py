@@ -42,7 +42,7 @@ from .inputs import (
     RequestPipeline,
     ValidationFailed,
 )
-from .lifecycle import BATCH_LIFECYCLE, PHASE_LIFECYCLE, BatchStatus, Lifecycle
+from .lifecycle import BATCH_LIFECYCLE, ITEMS_READY, PHASE_LIFECYCLE, BatchStatus, Lifecycle
 from .model import BatchState
 from .profile import Profile
 from .wire import WireModel
@@ -60,7 +60,7 @@ _PHASE = "phase_dispatch:"
 # The batch triggers an inbound fact fires (provisioning depends on the batch: see _trigger).
 _BATCH_TRIGGERS: dict[type, str] = {
     GroupConfirmed: "confirm_associations",
-    ItemsReady: "essays_ready",
+    ItemsReady: ITEMS_READY,
     ValidationFailed: "fail_critically",
 }
 _WAITING_FACTS = (ContentReady, GroupConfirmed, ItemsReady, ValidationFailed, PhaseOutcome, RequestPipeline)

@@ -169,7 +169,7 @@ def build_router(
         summary="The batch snapshot",
     )
     async def get_batch(batch_id: BatchId, correlation: Correlation) -> dict[str, Any]:
-        return snapshot(await service.get_batch(batch_id))
+        return snapshot(await service.get_batch(batch_id), service.profile.view_names)
 
     @api.get(
         "/v1/batches/{batch_id}/history",

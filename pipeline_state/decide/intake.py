@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline_state.errors import BatchConflictError, ItemMismatchError
 from pipeline_state.inputs import ContentReady, GroupConfirmed, ItemsReady, RegisterBatch, ValidationFailed
-from pipeline_state.lifecycle import BatchStatus, Verdict
+from pipeline_state.lifecycle import ITEMS_READY, BatchStatus, Verdict
 from pipeline_state.model import BatchState, ItemRef, evolve
 from pipeline_state.profile import Profile, command_fields
 
@@ -117,7 +117,7 @@ def associations(inputs: Inputs, p: GroupConfirmed) -> Decision:
 
 
 def items_ready(inputs: Inputs, p: ItemsReady) -> Decision:
-    return _readiness(inputs, "essays_ready", p.items)
+    return _readiness(inputs, ITEMS_READY, p.items)
 
 
 def validation_errors(inputs: Inputs, p: ValidationFailed) -> Decision:

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Any
 from pipeline_state.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from pipeline_state.docsgen import WireContract
     from pipeline_state.inbound import Inbound
     from pipeline_state.outbound import Outbound
     from pipeline_state.profile import Profile
 
-__all__ = ["DEFAULT_PROFILE", "default_profile", "default_wire", "load_profile", "run_default_demo"]
+__all__ = [
+    "DEFAULT_PROFILE",
+    "default_profile",
+    "default_wire",
+    "default_wire_contract",
+    "load_profile",
+    "run_default_demo",
+]
 
 DEFAULT_PROFILE = "pipeline_state.profiles.huleedu:huleedu_profile"
 """The profile used wherever none is given, as :func:`load_profile` reads it."""
@@ -37,6 +45,13 @@ def default_wire() -> tuple[Inbound, Outbound]:
     from .huleedu import HULEEDU_INBOUND, HULEEDU_OUTBOUND
 
     return HULEEDU_INBOUND, HULEEDU_OUTBOUND
+
+
+def default_wire_contract() -> WireContract:
+    """What the documentation's wire-contract page describes: the default profile's topics."""
+    from .huleedu.wire_contract import HULEEDU_WIRE_CONTRACT
+
+    return HULEEDU_WIRE_CONTRACT
 
 
 def run_default_demo(*, seed: int = 7, batches: int = 2, plain: bool = False) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from pipeline_state.lazy import lazy_attribute
 
-from .builders import Envelopes, essay_refs
+from .builders import Envelopes, item_refs
 
 if TYPE_CHECKING:
     from .asyncapi import WireChecker
@@ -75,8 +75,8 @@ __all__ = [
     "coverage",
     "declared_transitions",
     "engine_invariants",
-    "essay_refs",
     "explore",
+    "item_refs",
     "make_state",
     "message",
     "replay",

@@ -1,17 +1,17 @@
-"""Builders of valid inbound envelopes.
+"""Builders of valid inbound envelopes, for any profile.
 
 Used by tests, the demo and the stateful harness; handy in a service's own tests too::
 
-    env = Envelopes()
-    await rt.deliver(*env.register("b1", user_id="t1", essays=3))
+    env = Envelopes(profile=my_profile)
+    await rt.deliver(*env.register("b1", owner="o1", items=3))
 
-Messages are written in the wire of the profile given (default: the shipped HuleEdu
-profile): the builders make an engine input (:mod:`pipeline_state.inputs`) and the
-profile's :class:`~pipeline_state.inbound.Inbound` encodes it (:meth:`Envelopes.send`), so
-the same test reads for any profile; for HuleEdu's own wire they write the fields the
-platform's services send. ``Envelopes`` also answers the phase commands the engine emits
-(:meth:`Envelopes.phase_of`, :meth:`Envelopes.answer`) without spelling out their topics;
-item ids are derived from the batch id unless given (``register(..., item_ids=[...])``).
+Each builder makes an engine input (:mod:`pipeline_state.inputs`) and the profile's
+:class:`~pipeline_state.inbound.Inbound` encodes it (:meth:`Envelopes.send`), so the same
+test reads for any profile (default: :func:`~pipeline_state.profiles.default_profile`).
+``Envelopes`` also answers the phase commands the engine emits (:meth:`Envelopes.phase_of`,
+:meth:`Envelopes.answer`) without spelling out their topics; item ids are derived from the
+batch id unless given (``register(..., item_ids=[...])``). A profile's own kit may subclass
+it to write its services' exact payloads (the shipped profile's does).
 """
 
 from __future__ import annotations
@@ -33,30 +33,33 @@ from pipeline_state.inputs import (
 )
 from pipeline_state.model import ItemRef
 from pipeline_state.profile import CommandSpec, Profile, command_fields
-from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.profiles.huleedu.inbound import HULEEDU_INBOUND
-from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.profiles import default_profile
 
-__all__ = ["Envelopes", "essay_refs"]
+__all__ = ["Delivery", "Envelopes", "item_refs"]
 
 Delivery = tuple[str, dict[str, Any]]
+"""A message to deliver: ``(topic, envelope dict)``."""
 
 
-def essay_refs(essay_ids: Iterable[str], suffix: str = "text") -> list[dict[str, str]]:
-    """``[{essay_id, text_storage_id}]`` for the given ids."""
-    return [{"essay_id": e, "text_storage_id": f"{e}-{suffix}"} for e in essay_ids]
-
-
-def _item_refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
+def item_refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
+    """An :class:`~pipeline_state.model.ItemRef` per id, its ref ``<id>-<suffix>``."""
     return tuple(ItemRef(i, f"{i}-{suffix}") for i in ids)
 
 
 class Envelopes:
-    """Makes ``(topic, envelope dict)`` pairs; ids are random unless given.
+    """Makes ``(topic, envelope dict)`` pairs in the wire of ``profile``; ids are random
+    unless given.
 
-    ``profile`` (default: the shipped HuleEdu profile) tells which topics carry which
-    phase's command, for :meth:`phase_of` and :meth:`answer`.
+    ``profile`` (default: the default profile) tells how each input is written and which
+    topics carry which phase's command, for :meth:`phase_of` and :meth:`answer`.
     """
+
+    DEFAULT_OWNER = "owner-1"
+    """Owner of registrations and requester of requests that do not name one."""
+    DEFAULT_CATEGORY = "category-1"
+    """Category of registrations that do not name one."""
+    DEFAULT_LANGUAGE = "en"
+    """Language of registrations that do not name one."""
 
     def __init__(
         self,
@@ -67,15 +70,13 @@ class Envelopes:
     ) -> None:
         self.source_service = source_service
         self.timestamp = timestamp or datetime(2025, 1, 1, tzinfo=UTC)
-        self.profile = profile
+        self.profile = profile if profile is not None else default_profile()
         self._phase_topics: dict[str, str] | None = None
-        self._inbound = HULEEDU_INBOUND if profile is None else profile.inbound
-        self._native = self._inbound is HULEEDU_INBOUND
 
     def send(self, value: EngineInput, **kw: Any) -> Delivery:
         """The message of the profile's wire that carries ``value`` (``TypeError`` when the
         profile consumes no input of its kind)."""
-        topic, data = self._inbound.encode(value)
+        topic, data = self.profile.inbound.encode(value)
         return self.wrap(topic, data, **kw)
 
     def wrap(
@@ -98,101 +99,84 @@ class Envelopes:
         }
 
     @staticmethod
-    def essay_ids(batch_id: str, count: int) -> list[str]:
+    def item_ids(batch_id: str, count: int) -> list[str]:
         """The item ids :meth:`register` derives: ``<batch_id>-e0``, ``<batch_id>-e1``, ..."""
         return [f"{batch_id}-e{i}" for i in range(count)]
+
+    def registered_ids(self, batch_id: str, items: int | None, item_ids: Sequence[str] | None) -> list[str]:
+        """The ids a registration names: ``item_ids`` when given, else ``items`` (default 3)
+        derived ids."""
+        if item_ids is not None:
+            return list(item_ids)
+        return self.item_ids(batch_id, 3 if items is None else items)
 
     def register(
         self,
         batch_id: str,
         *,
-        user_id: str = "teacher-1",
-        essays: int | None = None,
+        owner: str | None = None,
+        items: int | None = None,
         item_ids: Sequence[str] | None = None,
-        class_id: str | None = None,
-        course_code: str = "ENG5",
+        group_id: str | None = None,
+        category: str | None = None,
+        language: str | None = None,
         prompt: str | None = "prompt-1",
         **kw: Any,
     ) -> Delivery:
-        """A registration of ``essays`` items (default 3) with the ids :meth:`essay_ids`
-        derives, or of exactly ``item_ids`` (``essays`` then defaults to their number; give
+        """A registration of ``items`` items (default 3) with the ids :meth:`item_ids`
+        derives, or of exactly ``item_ids`` (``items`` then defaults to their number; give
         both to build a registration whose count and ids disagree)."""
-        ids = list(item_ids) if item_ids is not None else None
-        count = essays if essays is not None else (len(ids) if ids is not None else 3)
-        if not self._native:
-            named = tuple(ids if ids is not None else self.essay_ids(batch_id, count))
-            value = RegisterBatch(
-                batch_id, user_id, count, named, course_code, "en", group_id=class_id, prompt_ref=prompt
-            )
-            return self.send(value, **kw)
-        data = {
-            "batch_id": batch_id,
-            "expected_essay_count": count,
-            "essay_ids": ids if ids is not None else self.essay_ids(batch_id, count),
-            "user_id": user_id,
-            "class_id": class_id,
-            "course_code": course_code,
-            "student_prompt_ref": prompt,
-        }
-        return self.wrap(Topic.BATCH_REGISTER.value, data, **kw)
+        named = self.registered_ids(batch_id, items, item_ids)
+        value = RegisterBatch(
+            batch_id,
+            owner or self.DEFAULT_OWNER,
+            len(named) if items is None else items,
+            tuple(named),
+            category or self.DEFAULT_CATEGORY,
+            language or self.DEFAULT_LANGUAGE,
+            group_id=group_id,
+            prompt_ref=prompt,
+        )
+        return self.send(value, **kw)
 
-    def provisioned(self, batch_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
-        if not self._native:
-            return self.send(ContentReady(batch_id, _item_refs(essay_ids, "text")), **kw)
-        data = {
-            "batch_id": batch_id,
-            "provisioned_count": len(essay_ids),
-            "expected_count": len(essay_ids),
-            "essays_for_processing": essay_refs(essay_ids),
-        }
-        return self.wrap(Topic.CONTENT_PROVISIONED.value, data, **kw)
+    def provisioned(self, batch_id: str, item_ids: Sequence[str], **kw: Any) -> Delivery:
+        """The content of ``item_ids`` is stored (refs ``<id>-text``)."""
+        return self.send(ContentReady(batch_id, item_refs(item_ids, "text")), **kw)
 
-    def associations(self, batch_id: str, class_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
-        if not self._native:
-            return self.send(GroupConfirmed(batch_id, class_id), **kw)
-        data = {
-            "batch_id": batch_id,
-            "class_id": class_id,
-            "associations": [{"essay_id": e, "student_id": f"student-{e}"} for e in essay_ids],
-            "timeout_triggered": False,
-        }
-        return self.wrap(Topic.ASSOCIATIONS_CONFIRMED.value, data, **kw)
+    def group_confirmed(
+        self, batch_id: str, group_id: str, item_ids: Sequence[str] = (), **kw: Any
+    ) -> Delivery:
+        """The items of the batch are matched to the members of ``group_id`` (``item_ids``
+        are the matched items, for a wire that lists them)."""
+        return self.send(GroupConfirmed(batch_id, group_id), **kw)
 
-    def essays_ready(self, batch_id: str, essay_ids: Sequence[str], **kw: Any) -> Delivery:
-        if not self._native:
-            return self.send(ItemsReady(batch_id, _item_refs(essay_ids, "text")), **kw)
-        data = {"batch_id": batch_id, "ready_essays": essay_refs(essay_ids)}
-        return self.wrap(Topic.ESSAYS_READY.value, data, **kw)
+    def items_ready(self, batch_id: str, item_ids: Sequence[str], **kw: Any) -> Delivery:
+        """``item_ids`` passed validation (refs ``<id>-text``)."""
+        return self.send(ItemsReady(batch_id, item_refs(item_ids, "text")), **kw)
 
     def validation_errors(self, batch_id: str, *, critical: bool = True, **kw: Any) -> Delivery:
-        if not self._native:
-            return self.send(ValidationFailed(batch_id, critical), **kw)
-        data = {"batch_id": batch_id, "error_summary": {"total_errors": 1, "critical_failure": critical}}
-        return self.wrap(Topic.VALIDATION_ERRORS.value, data, **kw)
+        return self.send(ValidationFailed(batch_id, critical), **kw)
 
     def request(
         self,
         batch_id: str,
         pipeline: str,
         *,
-        user_id: str = "teacher-1",
+        requested_by: str | None = None,
         correlation_id: str | None = None,
         prompt_payload: dict[str, Any] | None = None,
         **kw: Any,
     ) -> Delivery:
         corr = correlation_id or str(uuid.uuid4())
-        if not self._native:
-            value = RequestPipeline(batch_id, pipeline, user_id, prompt=prompt_payload)
-            return self.send(value, correlation_id=corr, **kw)
-        data = {
-            "batch_id": batch_id,
-            "requested_pipeline": pipeline,
-            "client_correlation_id": corr,
-            "user_id": user_id,
-            "is_retry": False,
-            "prompt_payload": prompt_payload,
-        }
-        return self.wrap(Topic.PIPELINE_REQUEST.value, data, correlation_id=corr, **kw)
+        value = RequestPipeline(batch_id, pipeline, requested_by or self.DEFAULT_OWNER, prompt=prompt_payload)
+        return self.send(value, correlation_id=corr, **kw)
+
+    @staticmethod
+    def outcome_status(processed: Sequence[str], failed: Sequence[str]) -> str:
+        """The status an outcome of ``processed`` and ``failed`` items reports by default."""
+        if not failed:
+            return "completed_successfully"
+        return "completed_with_failures" if processed else "failed_critically"
 
     def outcome(
         self,
@@ -206,35 +190,20 @@ class Envelopes:
         suffix: str | None = None,
         **kw: Any,
     ) -> Delivery:
-        if status is None:
-            status = (
-                "completed_successfully"
-                if not failed
-                else ("completed_with_failures" if processed else "failed_critically")
-            )
-        if not self._native:
-            refs = _item_refs(processed, suffix or phase)
-            value = PhaseOutcome(batch_id, phase, status, refs, tuple(failed), correlation_id)  # type: ignore[arg-type]
-            return self.send(value, correlation_id=correlation_id, **kw)
-        data = {
-            "batch_id": batch_id,
-            "phase_name": phase,
-            "phase_status": status,
-            "processed_essays": essay_refs(processed, suffix or phase),
-            "failed_essay_ids": list(failed),
-            "correlation_id": correlation_id,
-        }
-        return self.wrap(Topic.PHASE_OUTCOME.value, data, correlation_id=correlation_id, **kw)
+        status = status or self.outcome_status(processed, failed)
+        refs = item_refs(processed, suffix or phase)
+        value = PhaseOutcome(batch_id, phase, status, refs, tuple(failed), correlation_id)  # type: ignore[arg-type]
+        return self.send(value, correlation_id=correlation_id, **kw)
 
     # -- answering the engine's phase commands ------------------------------------------------
     def phase_topics(self) -> Mapping[str, str]:
-        """Command topic: phase name, for the profile given (default: HuleEdu's)."""
+        """Command topic: phase name, for the profile given."""
         if self._phase_topics is None:
             self._phase_topics = {spec.topic: phase for phase, spec in self._commands().items()}
         return self._phase_topics
 
     def _commands(self) -> Mapping[str, CommandSpec]:
-        return self.profile.phase_commands if self.profile is not None else HULEEDU_PHASE_COMMANDS
+        return self.profile.phase_commands
 
     def phase_of(self, message: Mapping[str, Any]) -> str | None:
         """The phase whose command ``message`` (one ``{"topic", "key", "value"}`` the engine

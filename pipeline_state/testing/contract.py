@@ -228,7 +228,7 @@ class StoreContract:
         batch ends ready with one ended run per pipeline in its history."""
         service = PipelineService(store, profile=profile, clock=ManualClock(T0))
         env = Envelopes(profile=profile)
-        items = env.essay_ids("whole-1", 3)
+        items = env.item_ids("whole-1", 3)
 
         async def handled(delivery: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
             result = await service.handle_message(*delivery)

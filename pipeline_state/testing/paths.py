@@ -6,7 +6,7 @@ the real, pure :func:`~pipeline_state.decide.decide` rather than read off a diag
 
 * a *node* is an **abstract state** (:class:`StateKey`): the batch status, guest or
   regular, whether a prompt is attached, how many items it registered and holds, the
-  active run's phases (status, re-sends, how many essays came out) and which phases have
+  active run's phases (status, re-sends, how many items came out) and which phases have
   recorded outputs. Ids and times are left out, so the search is finite;
 * an *edge* is one input from an **alphabet** derived from the profile and its catalog
   (:func:`inputs_for`): registrations, readiness facts, a request for every pipeline, the
@@ -34,7 +34,7 @@ Two transitions need conditions the shipped profile never meets. A phase is *abo
 when its command would exceed ``max_command_bytes``; a valid profile guarantees it never
 does for a batch it registered, so the default exploration profile
 (:func:`exploration_profile`) keeps two items per batch and the smallest command limit,
-and an ``intake_profile`` (default: the shipped HuleEdu profile) registers a *legacy*
+and an ``intake_profile`` (default: the default profile) registers a *legacy*
 batch of long item ids, as a state stored before the bounds existed would be (that step
 is decided, and replayed, under the intake profile). A run is
 *recorded* by :class:`~pipeline_state.commands.RecordPhaseCompletion` on an idle batch,
@@ -81,9 +81,8 @@ from pipeline_state.inputs import (
 from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
 from pipeline_state.model import BatchState, ItemRef, completed_outputs
 from pipeline_state.outbound import RunSummary
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_size_bound
-from pipeline_state.profiles.huleedu.events import HULEEDU_COMMAND_FIELDS
-from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_fields, command_size_bound
+from pipeline_state.profiles import default_profile
 from pipeline_state.service import HandleResult, PipelineService
 from pipeline_state.wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
 
@@ -128,12 +127,12 @@ step runs when the earliest deadline has passed)."""
 DEFAULT_MAX_DEPTH = 24
 """Breadth-first search stops extending paths of this many steps."""
 
-_ESSAYS = 2
-"""Essays of a generated (non-legacy) batch."""
+_ITEMS = 2
+"""Items of a generated (non-legacy) batch."""
 
 _IDS = uuid.UUID("2f0b8f55-6f1e-4d55-9a39-5a2b1f1e7c11")
-_USER = "teacher-1"
-_CLASS = "class-1"
+_OWNER = "owner-1"
+_GROUP = "group-1"
 _PROMPT = "prompt-1"
 _UNKNOWN_PIPELINE = "no_such_pipeline"
 _UNKNOWN_PHASE = "no_such_phase"
@@ -184,7 +183,7 @@ class StateKey:
     guest: bool = False
     prompt: bool = False
     items: int = 0
-    essays: int = 0
+    held: int = 0
     run: tuple[str, tuple[tuple[str, str, int, int], ...]] | None = None
     recorded: tuple[tuple[str, int], ...] = ()
     history: bool = False
@@ -195,7 +194,7 @@ class StateKey:
         text = self.status
         if self.status in _READINESS_PATH:
             text += " guest" if self.guest else " regular"
-        text += f"{' prompt' if self.prompt else ''} items={self.items} essays={self.essays}"
+        text += f"{' prompt' if self.prompt else ''} items={self.items} held={self.held}"
         if self.run is not None:
             pipeline, phases = self.run
             shown = ", ".join(f"{p}={s}" + (f"+{r}" if r else "") for p, s, r, _ in phases)
@@ -208,8 +207,8 @@ class StateKey:
 _READINESS_PATH = frozenset(
     {
         BatchStatus.AWAITING_CONTENT_VALIDATION,
-        BatchStatus.AWAITING_STUDENT_VALIDATION,
-        BatchStatus.STUDENT_VALIDATION_COMPLETED,
+        BatchStatus.AWAITING_GROUP_VALIDATION,
+        BatchStatus.GROUP_VALIDATION_COMPLETED,
     }
 )
 
@@ -376,20 +375,21 @@ class Crash:
 # --- the alphabet ------------------------------------------------------------------------
 
 
-def exploration_profile() -> Profile:
-    """The HuleEdu profile with two items per batch and the smallest command limit that
-    allows them (commands of more items are measured, so a legacy batch can abort), and
-    one re-send of an overdue command (the search stays small; both ``expire``
-    alternatives are still taken)."""
-    return huleedu_profile(
-        max_items_per_batch=_ESSAYS,
-        max_command_bytes=command_size_bound(_ESSAYS, HULEEDU_COMMAND_FIELDS),
-        max_resends=1,
+def exploration_profile(profile: Profile | None = None) -> Profile:
+    """``profile`` (default: the default profile) with two items per batch and the smallest
+    command limit that allows them in every phase command (commands of more items are
+    measured, so a legacy batch can abort), and one re-send of an overdue command (the
+    search stays small; both ``expire`` alternatives are still taken)."""
+    base = default_profile() if profile is None else profile
+    bound = max(
+        (command_size_bound(_ITEMS, command_fields(spec.model)) for spec in base.phase_commands.values()),
+        default=command_size_bound(_ITEMS),
     )
+    return attrs.evolve(base, max_items_per_batch=_ITEMS, max_command_bytes=bound, max_resends=1)
 
 
 def _legacy_count(profile: Profile, intake: Profile) -> int | None:
-    """How many long-id essays make a command exceed ``profile.max_command_bytes`` (each
+    """How many long-id items make a command exceed ``profile.max_command_bytes`` (each
     item takes more than ``2 * MAX_ITEM_ID_LENGTH`` bytes), if ``intake`` accepts them."""
     count = (profile.max_command_bytes - COMMAND_OVERHEAD_BYTES) // (2 * MAX_ITEM_ID_LENGTH) + 1
     if count <= profile.max_items_per_batch or count > intake.max_items_per_batch:
@@ -397,7 +397,7 @@ def _legacy_count(profile: Profile, intake: Profile) -> int | None:
     return count
 
 
-def _essay_ids(batch_id: str, count: int, *, long: bool) -> list[str]:
+def _item_ids(batch_id: str, count: int, *, long: bool) -> list[str]:
     ids = [f"{batch_id}-e{i}" for i in range(count)]
     if long:
         ids = [f"{e}-".ljust(MAX_ITEM_ID_LENGTH, "x") for e in ids]
@@ -411,15 +411,15 @@ def _refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
 def _registration(
     batch_id: str, count: int, *, guest: bool, ids: Sequence[str] | None = None
 ) -> RegisterBatch:
-    named = tuple(ids) if ids is not None else tuple(_essay_ids(batch_id, count, long=False))
+    named = tuple(ids) if ids is not None else tuple(_item_ids(batch_id, count, long=False))
     return RegisterBatch(
         batch_id,
-        _USER,
+        _OWNER,
         count,
         named,
-        "ENG5",
+        "category-1",
         "en",
-        group_id=None if guest else _CLASS,
+        group_id=None if guest else _GROUP,
         prompt_ref=None if guest else _PROMPT,
     )
 
@@ -451,8 +451,8 @@ def _carried(inbound: Inbound, value: EngineInput) -> tuple[str, EngineInput] | 
 
 
 def _split(status: str, inputs: Sequence[ItemRef]) -> tuple[list[str], list[str]]:
-    """Processed and failed essays of an outcome: all, the first half (rounded down: one
-    essay in, none out), or none."""
+    """Processed and failed items of an outcome: all, the first half (rounded down: one
+    item in, none out), or none."""
     ids = [e.item_id for e in inputs]
     if status == "completed_successfully":
         return ids, []
@@ -484,23 +484,23 @@ def inputs_for(
         if carried is not None:
             add(label, carried[1], carried[0], **kw)
 
-    arrive("register_guest", _registration(batch_id, _ESSAYS, guest=True))
-    arrive("register_regular", _registration(batch_id, _ESSAYS, guest=False))
+    arrive("register_guest", _registration(batch_id, _ITEMS, guest=True))
+    arrive("register_regular", _registration(batch_id, _ITEMS, guest=False))
     if state is None:
         too_many = profile.max_items_per_batch + 1
         if too_many <= MAX_ITEMS_PER_BATCH:  # beyond it, the wire model itself refuses
             arrive("register_too_many", _registration(batch_id, too_many, guest=True))
         legacy = None if intake_profile is None else _legacy_count(profile, intake_profile)
         if legacy is not None:
-            ids = _essay_ids(batch_id, legacy, long=True)
+            ids = _item_ids(batch_id, legacy, long=True)
             legacy_registration = _registration(batch_id, legacy, guest=True, ids=ids)
             arrive("register_legacy", legacy_registration, profile=intake_profile)
-    essays = list(state.item_ids) if state is not None else _essay_ids(batch_id, _ESSAYS, long=False)
-    arrive("provision", ContentReady(batch_id, _refs(essays, "text")))
+    items = list(state.item_ids) if state is not None else _item_ids(batch_id, _ITEMS, long=False)
+    arrive("provision", ContentReady(batch_id, _refs(items, "text")))
     arrive("provision_empty", ContentReady(batch_id, ()))
-    arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-essay"], "text")))
-    arrive("associations", GroupConfirmed(batch_id, _CLASS))
-    arrive("essays_ready", ItemsReady(batch_id, _refs(essays, "text")))
+    arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-item"], "text")))
+    arrive("group_confirmed", GroupConfirmed(batch_id, _GROUP))
+    arrive("items_ready", ItemsReady(batch_id, _refs(items, "text")))
     arrive("validation_errors_critical", ValidationFailed(batch_id, critical=True))
     arrive("validation_errors_non_critical", ValidationFailed(batch_id, critical=False))
 
@@ -511,7 +511,7 @@ def inputs_for(
             prompts.append({"prompt_ref": _PROMPT})
         for prompt in prompts:
             label = f"request:{pipeline}" + ("+prompt" if prompt else "")
-            arrive(label, RequestPipeline(batch_id, pipeline, _USER, prompt=prompt))
+            arrive(label, RequestPipeline(batch_id, pipeline, _OWNER, prompt=prompt))
 
     run = None if state is None else state.active_run
     if run is None:
@@ -533,7 +533,7 @@ def inputs_for(
             processed, failed = _split("completed_successfully", first_active.inputs)
             payload = _outcome(batch_id, name, "completed_successfully", foreign, processed, failed)
             arrive(f"outcome:{name}:foreign_correlation", payload, correlation_id=foreign)
-            unsent = _outcome(batch_id, name, "completed_successfully", corr, ["never-sent-essay"], [])
+            unsent = _outcome(batch_id, name, "completed_successfully", corr, ["never-sent-item"], [])
             arrive(f"outcome:{name}:unsent_items", unsent, correlation_id=corr)
             if state is not None and state.history:
                 stale = state.history[-1].correlation_id
@@ -549,14 +549,14 @@ def inputs_for(
         at = max(tick, min(d for d in deadlines if d is not None))
         add("expire_overdue", expire, _operator(expire), at=at, correlation_id=corr_of_run)
     add("expire_early", expire, _operator(expire), correlation_id=corr_of_run)
-    cancel_run = CancelRun(batch_id, _USER, "paths")
+    cancel_run = CancelRun(batch_id, _OWNER, "paths")
     add("cancel_run", cancel_run, _operator(cancel_run), correlation_id=corr_of_run)
     cancel_batch = CancelBatch(batch_id, "paths")
     add("cancel_batch", cancel_batch, _operator(cancel_batch), correlation_id=corr_of_run)
     archive = ArchiveBatch(batch_id)
     add("archive", archive, _operator(archive))
     for phase_name in profile.catalog.phases:
-        retry = RetryPhase(batch_id, phase_name, _USER, "paths")
+        retry = RetryPhase(batch_id, phase_name, _OWNER, "paths")
         add(f"retry:{phase_name}", retry, _operator(retry))
     for phase_name in profile.catalog.phases:
         for success in (True, False):
@@ -845,7 +845,7 @@ def explore(
     """Breadth-first search of the engine from an unregistered batch (see the module).
 
     ``profile`` defaults to :func:`exploration_profile` and ``intake_profile`` (the
-    profile a legacy registration is decided under) to the shipped HuleEdu profile when
+    profile a legacy registration is decided under) to the default profile when
     ``profile`` is defaulted too; pass ``intake_profile=None`` with your own ``profile`` to
     leave legacy batches out. ``check`` is run on every edge (default
     :func:`engine_invariants`); ``Exploration.violations`` keeps the first path per problem.
@@ -853,7 +853,7 @@ def explore(
     if profile is None:
         profile = exploration_profile()
         if intake_profile is None:
-            intake_profile = huleedu_profile()
+            intake_profile = default_profile()
     ctx = _Context(profile, intake_profile, batch_id)
     root = Path(profile)
     states: dict[StateKey, Path] = {root.key: root}
@@ -905,7 +905,7 @@ def simple_paths(
     if profile is None:
         profile = exploration_profile()
         if intake_profile is None:
-            intake_profile = huleedu_profile()
+            intake_profile = default_profile()
     ctx = _Context(profile, intake_profile, batch_id)
     count = 0
     root = Path(profile)
@@ -1002,11 +1002,17 @@ def paths_command(
     show_paths: bool = False,
     lifecycles: Mapping[str, Lifecycle] = LIFECYCLES,
     exploration: Exploration | None = None,
+    profile: Profile | None = None,
 ) -> int:
-    """``pipeline-state paths``: explore (unless ``exploration`` is given), then print the
-    transition coverage of ``lifecycles`` (see :func:`print_coverage`); returns the exit code."""
+    """``pipeline-state paths``: explore (unless ``exploration`` is given) the default
+    exploration or ``profile`` as it is (``pipeline-state paths --profile SPEC``: no legacy
+    intake), then print the transition coverage of ``lifecycles`` (see
+    :func:`print_coverage`); returns the exit code."""
     if exploration is None:
-        exploration = explore(max_depth=max_depth)
+        if profile is None:
+            exploration = explore(max_depth=max_depth)
+        else:
+            exploration = explore(profile, intake_profile=None, max_depth=max_depth)
     result = coverage(exploration, lifecycles)
     return print_coverage(result, out, as_json=as_json, exploration=exploration, show_paths=show_paths)
 

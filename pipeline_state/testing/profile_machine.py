@@ -20,7 +20,7 @@ d. a redelivered message is a duplicate and publishes nothing.
 At teardown every command still open is answered (and the sweeper run) until no run is
 active: every accepted run completes exactly once.
 
-The HuleEdu profile has the fuller :class:`~pipeline_state.profiles.huleedu.testing.harness.PipelineMachine`
+The shipped profile's own kit (under :mod:`pipeline_state.profiles`) has a fuller machine
 with a reference model; this machine holds any profile to the promises above::
 
     TestMyProfile = ProfileMachine.for_profile(MY_PROFILE).TestCase
@@ -98,7 +98,7 @@ class ProfileMachine(RuleBasedStateMachine):
     @rule(items=st.integers(min_value=1, max_value=3), provision_now=st.booleans())
     def register(self, items: int, provision_now: bool) -> None:
         batch_id = f"b{len(self.batches) + 1}"
-        ids = self.env.essay_ids(batch_id, items)
+        ids = self.env.item_ids(batch_id, items)
         self._deliver(self.env.register(batch_id, item_ids=ids))
         self.batches.append(batch_id)
         if provision_now:

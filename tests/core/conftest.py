@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_state import InMemoryRuntime
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 # The test modules import their shared helpers from core_flow.py next to this file.
 _HERE = str(Path(__file__).resolve().parent)
@@ -21,8 +21,8 @@ __all__: list[str] = []
 
 
 @pytest.fixture
-def env() -> Envelopes:
-    return Envelopes()
+def env() -> HuleEduEnvelopes:
+    return HuleEduEnvelopes()
 
 
 @pytest.fixture
@@ -31,5 +31,5 @@ def rt() -> InMemoryRuntime:
 
 
 @pytest.fixture
-def flow(rt: InMemoryRuntime, env: Envelopes) -> Flow:
+def flow(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> Flow:
     return Flow(rt, env)

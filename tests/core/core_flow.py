@@ -20,7 +20,7 @@ import attrs
 from pipeline_state import InMemoryRuntime
 from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 __all__ = ["Flow", "Message", "Started", "datas", "load_example", "new_id", "one", "refs", "topics"]
 
@@ -79,17 +79,17 @@ class Started:
 class Flow:
     """Drives one runtime with builder envelopes."""
 
-    def __init__(self, rt: InMemoryRuntime, env: Envelopes) -> None:
+    def __init__(self, rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
         self.rt = rt
         self.env = env
 
-    async def register(self, batch_id: str = "b1", *, essays: int = 3, **kw: Any) -> list[Message]:
-        return await self.rt.deliver(*self.env.register(batch_id, essays=essays, **kw))
+    async def register(self, batch_id: str = "b1", *, items: int = 3, **kw: Any) -> list[Message]:
+        return await self.rt.deliver(*self.env.register(batch_id, items=items, **kw))
 
-    async def ready(self, batch_id: str = "b1", *, essays: int = 3, **kw: Any) -> list[str]:
+    async def ready(self, batch_id: str = "b1", *, items: int = 3, **kw: Any) -> list[str]:
         """Register a guest batch and provision its content; returns the essay ids."""
-        await self.register(batch_id, essays=essays, **kw)
-        ids = self.env.essay_ids(batch_id, essays)
+        await self.register(batch_id, items=items, **kw)
+        ids = self.env.item_ids(batch_id, items)
         await self.rt.deliver(*self.env.provisioned(batch_id, ids))
         state = await self.state(batch_id)
         assert state.status.value == "ready_for_pipeline_execution", state.status

@@ -8,7 +8,7 @@ from core_flow import Flow, Message, one, topics
 from pipeline_state import InMemoryCreditLedger, InMemoryRuntime, Profile, RateLimitGuard
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 DENIED = Topic.PIPELINE_DENIED.value
 NOTIFY = Topic.TEACHER_NOTIFICATION.value
@@ -40,10 +40,12 @@ def assert_denied(
     assert note["correlation_id"] == corr
 
 
-async def test_unknown_batch_is_denied_without_creating_state(rt: InMemoryRuntime, env: Envelopes) -> None:
+async def test_unknown_batch_is_denied_without_creating_state(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     # Issue 11: the request first waits for the registration; when its window passes
     # without one, it is denied batch_not_found (never silent).
-    topic, value = env.request("ghost", "nlp", user_id="t1")
+    topic, value = env.request("ghost", "nlp", requested_by="t1")
 
     assert await rt.deliver(topic, value) == []
     rt.clock.advance(rt.service.waiting_window_seconds + 1)
@@ -71,10 +73,10 @@ async def test_active_run_is_denied_pipeline_already_active(flow: Flow) -> None:
 
 
 @pytest.mark.parametrize("class_id", [None, "class-7"])
-async def test_batch_not_ready_is_denied(flow: Flow, env: Envelopes, class_id: str | None) -> None:
-    await flow.register("b1", class_id=class_id)
+async def test_batch_not_ready_is_denied(flow: Flow, env: HuleEduEnvelopes, class_id: str | None) -> None:
+    await flow.register("b1", group_id=class_id)
     if class_id is not None:
-        await flow.rt.deliver(*env.provisioned("b1", env.essay_ids("b1", 3)))
+        await flow.rt.deliver(*env.provisioned("b1", env.item_ids("b1", 3)))
     before = await flow.state("b1")
 
     out = await flow.request("b1", "nlp")
@@ -113,7 +115,7 @@ async def test_prompt_payload_on_the_request_attaches_a_prompt(flow: Flow) -> No
 
 
 def _flow(profile: Profile) -> Flow:
-    return Flow(InMemoryRuntime(profile), Envelopes())
+    return Flow(InMemoryRuntime(profile), HuleEduEnvelopes())
 
 
 async def test_insufficient_credits_is_denied() -> None:

@@ -23,6 +23,7 @@ from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import Outgoing
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import Envelopes, WireChecker
 from pipeline_state.testing.asyncapi import refs_in, resolve
 
@@ -174,21 +175,21 @@ def _wire(message: dict[str, Any]) -> dict[str, Any]:
 
 async def test_asyncapi_describes_what_the_huleedu_engine_really_exchanges() -> None:
     checker = WireChecker(asyncapi_document())
-    rt, env = InMemoryRuntime(), Envelopes()
-    ids = env.essay_ids("b1", 3)
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+    ids = env.item_ids("b1", 3)
     corr, corr2 = str(uuid.uuid4()), str(uuid.uuid4())
     inputs = [
-        env.register("b1", essays=3, class_id="c1", user_id="teacher-7"),
+        env.register("b1", items=3, group_id="c1", owner="teacher-7"),
         env.provisioned("b1", ids),
-        env.associations("b1", "c1", ids),
-        env.essays_ready("b1", ids),
-        env.request("b1", "no_such_pipeline", user_id="teacher-7"),
-        env.request("b1", "ai_feedback", user_id="teacher-7", correlation_id=corr),
+        env.group_confirmed("b1", "c1", ids),
+        env.items_ready("b1", ids),
+        env.request("b1", "no_such_pipeline", requested_by="teacher-7"),
+        env.request("b1", "ai_feedback", requested_by="teacher-7", correlation_id=corr),
         env.outcome("b1", "spellcheck", corr, processed=ids),
         env.outcome("b1", "nlp", corr, processed=ids[:2], failed=ids[2:]),
         env.outcome("b1", "ai_feedback", corr, processed=ids[:2]),
-        env.request("b1", "nlp", user_id="teacher-7", correlation_id=corr2),
-        env.register("b2", essays=1),
+        env.request("b1", "nlp", requested_by="teacher-7", correlation_id=corr2),
+        env.register("b2", items=1),
         env.validation_errors("b2"),
     ]
     sent: list[dict[str, Any]] = []
@@ -214,11 +215,11 @@ async def test_asyncapi_describes_what_a_custom_profile_really_sends() -> None:
     document = asyncapi_document(MEDIA)
     checker = WireChecker(document)
     rt, env = InMemoryRuntime(MEDIA), Envelopes(source_service="media_upload", profile=MEDIA)
-    episodes = env.essay_ids("s1", 2)
+    episodes = env.item_ids("s1", 2)
     corr = str(uuid.uuid4())
     sent: list[dict[str, Any]] = []
     for delivery in (
-        env.register("s1", essays=2, course_code="MEDIA", prompt=None),
+        env.register("s1", items=2, category="MEDIA", prompt=None),
         env.provisioned("s1", episodes),
         env.request("s1", "preview", correlation_id=corr),
         env.request("s1", "no_such_pipeline"),
@@ -242,8 +243,8 @@ async def test_asyncapi_describes_what_a_custom_profile_really_sends() -> None:
 
 async def test_asyncapi_checker_notices_records_the_document_does_not_allow() -> None:
     checker = WireChecker(asyncapi_document())
-    env = Envelopes()
-    topic, envelope = env.register("b1", essays=2)
+    env = HuleEduEnvelopes()
+    topic, envelope = env.register("b1", items=2)
     checker.check(topic, action="receive", key="b1", value=envelope)
     (out,) = await InMemoryRuntime().deliver(topic, envelope)
     sent, value = out["topic"], _wire(out)

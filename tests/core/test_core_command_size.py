@@ -23,7 +23,7 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
 
 KAFKA_DEFAULT_MAX_REQUEST_SIZE = 1_048_576
@@ -61,12 +61,12 @@ def test_a_profile_whose_worst_command_does_not_fit_is_refused_naming_the_number
 
 async def test_the_largest_valid_command_encodes_within_the_bound() -> None:
     # Worst case: every id at its bound in 4-byte characters, the most essays per batch.
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     big = "😀"
     batch_id = big * MAX_ID_LENGTH
     essays = [f"{i:04d}" + big * (MAX_ITEM_ID_LENGTH - 4) for i in range(MAX_ESSAYS_PER_BATCH)]
     service = PipelineService(InMemoryStore(), clock=ManualClock())
-    register = env.register(batch_id, essays=MAX_ESSAYS_PER_BATCH)  # a guest batch: ready once provisioned
+    register = env.register(batch_id, items=MAX_ESSAYS_PER_BATCH)  # a guest batch: ready once provisioned
     register[1]["data"].update(essay_ids=essays, course_code=big * 64, language=big * 64)  # type: ignore[union-attr]
     await service.handle_message(*register)
     provisioned = env.provisioned(batch_id, essays)
@@ -104,9 +104,9 @@ async def test_the_largest_valid_command_encodes_within_the_bound() -> None:
 
 def test_a_command_too_large_fails_its_phase_and_the_run_completes() -> None:
     # Measured: a 30,000-essay batch's command was parked and its run stayed active for ever.
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     profile = huleedu_profile()
-    state, _ = _fold(profile, [env.register("b1", essays=2), env.provisioned("b1", env.essay_ids("b1", 2))])
+    state, _ = _fold(profile, [env.register("b1", items=2), env.provisioned("b1", env.item_ids("b1", 2))])
     assert state is not None
     # A state stored before the bounds existed: 30,000 essays.
     legacy = tuple(ItemRef(f"essay-{i:05d}", f"text-{i:05d}") for i in range(30_000))
@@ -138,9 +138,9 @@ def test_a_command_too_large_fails_its_phase_and_the_run_completes() -> None:
 
 
 def test_a_large_but_fitting_legacy_command_is_measured_and_sent() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     profile = huleedu_profile()
-    state, _ = _fold(profile, [env.register("b1", essays=2), env.provisioned("b1", env.essay_ids("b1", 2))])
+    state, _ = _fold(profile, [env.register("b1", items=2), env.provisioned("b1", env.item_ids("b1", 2))])
     assert state is not None
     legacy = tuple(ItemRef(f"e{i}", None) for i in range(profile.measure_above_items + 1))
     state = evolve(state, items=legacy)

@@ -15,7 +15,7 @@ NOTIFY = Topic.TEACHER_NOTIFICATION.value
 
 
 async def test_completion_carries_every_field(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=4)
+    ids = await flow.ready("b1", items=4)
     accepted = flow.rt.clock.now()
     started = await flow.start("b1", "nlp")
     corr = started.correlation_id

@@ -15,11 +15,11 @@ from pipeline_state.decide import CORRELATION_MISMATCH, decide, derive_id, outbo
 from pipeline_state.model import evolve
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 
 def _flow(**profile: object) -> Flow:
-    return Flow(InMemoryRuntime(huleedu_profile(**profile)), Envelopes())  # type: ignore[arg-type]
+    return Flow(InMemoryRuntime(huleedu_profile(**profile)), HuleEduEnvelopes())  # type: ignore[arg-type]
 
 
 # -- correlation --------------------------------------------------------------------------
@@ -228,13 +228,13 @@ async def test_a_re_sent_phase_still_takes_its_outcome() -> None:
 
 def test_a_phase_dispatched_before_event_ids_were_recorded_times_out_at_once() -> None:
     profile = huleedu_profile()
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     Cmd = Command
     now = datetime(2025, 1, 1, tzinfo=UTC)
     state = None
     for topic, value in (
-        env.register("b1", essays=1),
-        env.provisioned("b1", env.essay_ids("b1", 1)),
+        env.register("b1", items=1),
+        env.provisioned("b1", env.item_ids("b1", 1)),
         env.request("b1", "nlp"),
     ):
         envelope, payload = parse_message(topic, value)

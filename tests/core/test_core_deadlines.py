@@ -10,7 +10,7 @@ from core_flow import Flow, one, topics
 from pipeline_state import Catalog, InMemoryRuntime
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 CATALOG = Catalog.from_dict(
     {
@@ -27,7 +27,7 @@ CATALOG = Catalog.from_dict(
 
 
 def _flow() -> Flow:
-    return Flow(InMemoryRuntime(huleedu_profile(catalog=CATALOG, max_resends=0)), Envelopes())
+    return Flow(InMemoryRuntime(huleedu_profile(catalog=CATALOG, max_resends=0)), HuleEduEnvelopes())
 
 
 async def test_nothing_expires_before_the_deadline() -> None:
@@ -121,7 +121,7 @@ async def test_only_overdue_phases_fail_and_parallel_branches_go_on() -> None:
             }
         }
     )
-    flow = Flow(InMemoryRuntime(huleedu_profile(catalog=catalog, max_resends=0)), Envelopes())
+    flow = Flow(InMemoryRuntime(huleedu_profile(catalog=catalog, max_resends=0)), HuleEduEnvelopes())
     ids = await flow.ready("b1")
     corr = (await flow.start("b1", "comprehensive")).correlation_id
     await flow.outcome("b1", "spellcheck", corr, processed=ids)

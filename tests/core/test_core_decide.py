@@ -14,7 +14,7 @@ from pipeline_state.errors import BatchNotFoundError
 from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 PROFILE = huleedu_profile()
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -29,16 +29,16 @@ def run(state: BatchState | None, delivery: tuple[str, dict[str, Any]]) -> Decis
     return decide(state, command(delivery), profile=PROFILE, now=NOW)
 
 
-def ready_state(env: Envelopes) -> BatchState:
+def ready_state(env: HuleEduEnvelopes) -> BatchState:
     registered = run(None, env.register("b1")).state
     assert registered is not None
-    ready = run(registered, env.provisioned("b1", env.essay_ids("b1", 3))).state
+    ready = run(registered, env.provisioned("b1", env.item_ids("b1", 3))).state
     assert ready is not None
     return ready
 
 
 def test_registration_creates_version_one_and_emits_one_event() -> None:
-    decision = run(None, Envelopes().register("b1"))
+    decision = run(None, HuleEduEnvelopes().register("b1"))
 
     assert decision.state is not None
     assert decision.state.version == 1
@@ -49,7 +49,7 @@ def test_registration_creates_version_one_and_emits_one_event() -> None:
 
 
 def test_same_input_gives_the_same_decision() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = ready_state(env)
     request = command(env.request("b1", "comprehensive"))
 
@@ -63,10 +63,10 @@ def test_same_input_gives_the_same_decision() -> None:
 
 
 def test_ignored_input_returns_the_same_state_object_and_a_reason() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = ready_state(env)
 
-    decision = run(state, env.essays_ready("b1", env.essay_ids("b1", 3)))
+    decision = run(state, env.items_ready("b1", env.item_ids("b1", 3)))
 
     assert decision.state is state
     assert not decision.changed
@@ -75,7 +75,7 @@ def test_ignored_input_returns_the_same_state_object_and_a_reason() -> None:
 
 
 def test_denial_is_a_decision_with_events_but_no_change() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = ready_state(env)
 
     decision = run(state, env.request("b1", "astrology"))
@@ -91,7 +91,7 @@ def test_denial_is_a_decision_with_events_but_no_change() -> None:
 
 
 def test_request_for_an_unknown_batch_is_denied_without_state() -> None:
-    decision = run(None, Envelopes().request("ghost", "nlp"))
+    decision = run(None, HuleEduEnvelopes().request("ghost", "nlp"))
 
     assert decision.state is None
     assert decision.denial is not None
@@ -100,11 +100,11 @@ def test_request_for_an_unknown_batch_is_denied_without_state() -> None:
 
 def test_anything_else_for_an_unknown_batch_raises() -> None:
     with pytest.raises(BatchNotFoundError):
-        run(None, Envelopes().outcome("ghost", "nlp", new_id(), processed=["e1"]))
+        run(None, HuleEduEnvelopes().outcome("ghost", "nlp", new_id(), processed=["e1"]))
 
 
 def test_run_id_derives_from_the_request_event_id() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = ready_state(env)
     event_id = new_id()
 
@@ -117,7 +117,7 @@ def test_run_id_derives_from_the_request_event_id() -> None:
 
 
 def test_time_comes_only_from_now() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = ready_state(env)
     later = datetime(2030, 1, 1, tzinfo=UTC)
 

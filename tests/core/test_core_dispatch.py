@@ -8,7 +8,7 @@ from core_flow import Flow, Message, datas, new_id, one, refs, topics
 from pipeline_state import InMemoryRuntime, RetryPhase
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 SPELL = Topic.SPELLCHECK.value
 CJ = Topic.CJ_ASSESSMENT.value
@@ -57,7 +57,7 @@ async def test_independent_steps_are_dispatched_in_parallel(flow: Flow) -> None:
 
 
 async def test_max_parallel_one_is_strictly_sequential() -> None:
-    flow = Flow(InMemoryRuntime(huleedu_profile(max_parallel=1)), Envelopes())
+    flow = Flow(InMemoryRuntime(huleedu_profile(max_parallel=1)), HuleEduEnvelopes())
     ids = await flow.ready("b1")
     started = await flow.start("b1", "comprehensive")
     corr = started.correlation_id
@@ -76,7 +76,7 @@ async def test_max_parallel_one_is_strictly_sequential() -> None:
 
 
 async def test_dependent_receives_only_the_successful_outputs_of_its_dependency(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=4)
+    ids = await flow.ready("b1", items=4)
     started = await flow.start("b1", "nlp")
 
     out = await flow.outcome(
@@ -90,7 +90,7 @@ async def test_several_dependencies_intersect_with_refs_of_the_last_in_plan_orde
     # Within one run nlp only gets what spellcheck processed, and an outcome may only name
     # essays sent to its phase (issue 10.3), so the dependencies' outputs can differ only
     # across runs: spellcheck is retried after nlp, and ai_feedback gets both recorded.
-    ids = await flow.ready("b1", essays=4)
+    ids = await flow.ready("b1", items=4)
     first = (await flow.start("b1", "nlp")).correlation_id
     await flow.outcome("b1", "spellcheck", first, processed=ids[:3], failed=ids[3:], suffix="spell")
     await flow.outcome("b1", "nlp", first, processed=ids[1:3], failed=ids[:1], suffix="nlp")
@@ -130,7 +130,7 @@ async def test_correlation_id_flows_to_everything_the_run_emits(flow: Flow) -> N
 async def test_a_root_phase_with_no_essays_is_skipped_not_sent_empty(flow: Flow) -> None:
     # Content provisioning may name no essays at all (every upload failed): no worker gets
     # an empty command; the root is skipped like any phase left without items.
-    await flow.register("b1", essays=2)
+    await flow.register("b1", items=2)
     await flow.rt.deliver(*flow.env.provisioned("b1", []))
     assert (await flow.state("b1")).status.value == "ready_for_pipeline_execution"
 

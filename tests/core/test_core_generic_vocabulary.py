@@ -24,25 +24,15 @@ VOCABULARY = re.compile(
 )
 
 REMAINING = {
-    "decide/intake.py": 1,
-    "demo/any_profile.py": 1,
-    "docsgen.py": 8,
-    "lifecycle.py": 14,
-    "snapshot.py": 2,
-    "testing/__init__.py": 2,
-    "testing/builders.py": 46,
-    "testing/contract.py": 1,
-    "testing/paths.py": 31,
-    "testing/profile_machine.py": 2,
-    "waiting.py": 1,
+    # The values of BatchStatus.AWAITING_GROUP_VALIDATION and GROUP_VALIDATION_COMPLETED and
+    # the name of the ItemsReady trigger (ITEMS_READY): strings the shipped profile's stored
+    # rows, denial details and handling results carry byte for byte (tests/golden), and that
+    # the profile-agnostic stores read and write as they are.
+    "lifecycle.py": 3,
 }
 """Module (relative to ``pipeline_state/``) -> lines that still use the education vocabulary."""
 
-IMPORTS_OF_THE_PROFILE = {
-    "docsgen.py",
-    "testing/builders.py",
-    "testing/paths.py",
-}
+IMPORTS_OF_THE_PROFILE: set[str] = set()
 """Modules outside ``profiles/`` that still import the shipped profile's package; the others
 reach the default profile only through :func:`pipeline_state.profiles.default_profile`."""
 

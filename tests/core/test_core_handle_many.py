@@ -25,7 +25,7 @@ from pipeline_state import (
 )
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 PIPELINES = ("nlp", "cj_assessment", "ai_feedback", "comprehensive")
@@ -36,12 +36,12 @@ def workload(rng: random.Random, batches: int = 3, bad: bool = True) -> list[Inb
     """Random inbound traffic over a few batches: each batch's story (register, provision,
     requests, outcomes of random phases) interleaved with the others, plus redeliveries of
     earlier messages, invalid messages and events for an unknown batch."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stories: list[list[InboundMessage]] = []
     for n in range(batches):
         batch_id = f"b{n}"
-        ids = env.essay_ids(batch_id, 2)
-        story: list[InboundMessage] = [env.register(batch_id, essays=2), env.provisioned(batch_id, ids)]
+        ids = env.item_ids(batch_id, 2)
+        story: list[InboundMessage] = [env.register(batch_id, items=2), env.provisioned(batch_id, ids)]
         for _ in range(rng.randint(1, 3)):
             corr = str(uuid.UUID(int=rng.getrandbits(128)))
             story.append(env.request(batch_id, rng.choice(PIPELINES), correlation_id=corr))
@@ -148,9 +148,9 @@ async def test_batched_equals_one_by_one(seed: int) -> None:
 
 
 async def test_duplicates_and_bad_messages_get_their_slot() -> None:
-    env = Envelopes()
-    register = env.register("b1", essays=2)
-    ids = env.essay_ids("b1", 2)
+    env = HuleEduEnvelopes()
+    register = env.register("b1", items=2)
+    ids = env.item_ids("b1", 2)
     calls: list[InboundMessage] = [
         register,
         (Topic.BATCH_REGISTER.value, b"{not json"),
@@ -269,7 +269,7 @@ async def test_store_without_commit_many_is_handled_one_by_one() -> None:
 
 
 async def test_store_outage_propagates_and_writes_nothing() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     store = InMemoryStore()
     svc = service(store)
     store.available = False

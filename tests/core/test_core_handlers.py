@@ -23,7 +23,7 @@ from pipeline_state.profiles.huleedu.events import (
     parse_payload,
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 OPERATOR_COMMANDS = (
     commands.CancelRun,
@@ -81,11 +81,11 @@ CORR = "5f0c1d2e-3a4b-4c5d-8e6f-708192a3b4c5"
 def _running(batch_id: str = "b1") -> tuple[BatchState, str]:
     """A ready guest batch with an nlp run whose spellcheck is dispatched."""
     profile = huleedu_profile()
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state: BatchState | None = None
-    ids = env.essay_ids(batch_id, 2)
+    ids = env.item_ids(batch_id, 2)
     for topic, message in (
-        env.register(batch_id, essays=2),
+        env.register(batch_id, items=2),
         env.provisioned(batch_id, ids),
         env.request(batch_id, "nlp", prompt_payload={"prompt_ref": "p1"}),
     ):

@@ -25,6 +25,7 @@ from pipeline_state.ports import (
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import Envelopes
 
 EXAMPLE_MODULE = load_example("custom_catalog")
@@ -47,7 +48,7 @@ HULEEDU_INPUTS = (
 @pytest.mark.parametrize("value", HULEEDU_INPUTS, ids=lambda v: type(v).__name__)
 def test_huleedu_inputs_survive_the_wire_both_ways(value: object) -> None:
     topic, data = HULEEDU_INBOUND.encode(value)  # type: ignore[arg-type]
-    envelope = Envelopes().wrap(topic, data)[1]
+    envelope = HuleEduEnvelopes().wrap(topic, data)[1]
     _, read = HULEEDU_INBOUND.parse(topic, envelope)
     assert read == value
 
@@ -55,7 +56,7 @@ def test_huleedu_inputs_survive_the_wire_both_ways(value: object) -> None:
 def test_huleedu_reads_the_language_from_the_course_code_when_the_wire_has_none() -> None:
     topic = "huleedu.commands.batch.register.v1"
     data = {"batch_id": "b", "expected_essay_count": 1, "user_id": "t", "course_code": "sv2"}
-    _, value = HULEEDU_INBOUND.parse(topic, Envelopes().wrap(topic, data)[1])
+    _, value = HULEEDU_INBOUND.parse(topic, HuleEduEnvelopes().wrap(topic, data)[1])
     assert isinstance(value, RegisterBatch)
     assert value.language == "sv"
 
@@ -123,12 +124,12 @@ def test_encode_refuses_what_the_wire_cannot_carry() -> None:
 
 async def test_the_media_profile_runs_on_its_own_wire() -> None:
     rt, env = InMemoryRuntime(MEDIA), Envelopes(profile=MEDIA)
-    episodes = env.essay_ids("s1", 2)
+    episodes = env.item_ids("s1", 2)
     registration = env.register("s1", item_ids=episodes)
     assert registration[0] == "media.season.opened.v1"
     assert registration[1]["data"] == {
         "season_id": "s1",
-        "producer_id": "teacher-1",
+        "producer_id": "owner-1",
         "episodes": episodes,
         "language": "en",
     }
@@ -158,7 +159,7 @@ async def test_the_media_profile_runs_on_its_own_wire() -> None:
 async def test_each_profile_consumes_only_its_own_topics() -> None:
     media, huleedu = InMemoryRuntime(MEDIA), InMemoryRuntime()
     with pytest.raises(UnknownTopicError):
-        await media.service.handle_message(*Envelopes().register("b1"))
+        await media.service.handle_message(*HuleEduEnvelopes().register("b1"))
     with pytest.raises(UnknownTopicError):
         await huleedu.service.handle_message(*Envelopes(profile=MEDIA).register("s1"))
 
@@ -167,8 +168,8 @@ def test_decide_reads_a_wire_payload_of_the_profile_as_its_input() -> None:
     from datetime import UTC, datetime
 
     now = datetime(2025, 1, 1, tzinfo=UTC)
-    _, payload = MEDIA.inbound.parse(*Envelopes(profile=MEDIA).register("s1", essays=2))
-    wire = EXAMPLE_MODULE.SeasonOpenedV1(season_id="s1", producer_id="teacher-1", episodes=["s1-e0", "s1-e1"])
+    _, payload = MEDIA.inbound.parse(*Envelopes(profile=MEDIA).register("s1", items=2))
+    wire = EXAMPLE_MODULE.SeasonOpenedV1(season_id="s1", producer_id="owner-1", episodes=["s1-e0", "s1-e1"])
     via_wire = decide(None, Command(wire, "e1", "c1"), profile=MEDIA, now=now)
     via_input = decide(None, Command(payload, "e1", "c1"), profile=MEDIA, now=now)
     assert via_wire.state == via_input.state

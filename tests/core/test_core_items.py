@@ -14,7 +14,7 @@ from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic, 
 
 
 async def _register_without_ids(flow: Flow, batch_id: str, essays: int) -> None:
-    topic, value = flow.env.register(batch_id, essays=essays)
+    topic, value = flow.env.register(batch_id, items=essays)
     value["data"]["essay_ids"] = None  # type: ignore[index]
     await flow.rt.deliver(topic, value)
 
@@ -40,7 +40,7 @@ async def _refused(
 
 async def test_provisioning_more_essays_than_registered_is_refused(flow: Flow) -> None:
     # Measured: provisioning 30,000 essays for a batch registered with 2 was applied.
-    await flow.register("b1", essays=2)
+    await flow.register("b1", items=2)
     too_many = [f"b1-e{i}" for i in range(3)]
 
     error = await _refused(flow, flow.env.provisioned("b1", too_many))
@@ -50,7 +50,7 @@ async def test_provisioning_more_essays_than_registered_is_refused(flow: Flow) -
 
 
 async def test_provisioning_of_30000_essays_is_invalid_on_the_wire(flow: Flow) -> None:
-    await flow.register("b1", essays=2)
+    await flow.register("b1", items=2)
     topic, value = flow.env.provisioned("b1", [f"e{i}" for i in range(30_000)])
     value["data"].update(provisioned_count=2, expected_count=2)  # type: ignore[union-attr]
 
@@ -82,7 +82,7 @@ async def test_without_explicit_ids_the_content_services_ids_are_accepted(flow: 
 
 
 async def test_provisioning_unregistered_ids_is_refused(flow: Flow) -> None:
-    await flow.register("b1", essays=2)
+    await flow.register("b1", items=2)
 
     error = await _refused(flow, flow.env.provisioned("b1", ["b1-e0", "intruder"]))
 
@@ -90,7 +90,7 @@ async def test_provisioning_unregistered_ids_is_refused(flow: Flow) -> None:
 
 
 async def test_provisioning_an_essay_twice_is_refused(flow: Flow) -> None:
-    await flow.register("b1", essays=2)
+    await flow.register("b1", items=2)
 
     error = await _refused(flow, flow.env.provisioned("b1", ["b1-e0", "b1-e0"]))
 
@@ -98,18 +98,18 @@ async def test_provisioning_an_essay_twice_is_refused(flow: Flow) -> None:
 
 
 async def test_essays_ready_naming_unregistered_ids_is_refused(flow: Flow) -> None:
-    await flow.register("b1", essays=2, class_id="class-1")
-    ids = flow.env.essay_ids("b1", 2)
+    await flow.register("b1", items=2, group_id="class-1")
+    ids = flow.env.item_ids("b1", 2)
     await flow.rt.deliver(*flow.env.provisioned("b1", ids))
-    await flow.rt.deliver(*flow.env.associations("b1", "class-1", ids))
+    await flow.rt.deliver(*flow.env.group_confirmed("b1", "class-1", ids))
 
-    error = await _refused(flow, flow.env.essays_ready("b1", [*ids, "b1-e7"]))
+    error = await _refused(flow, flow.env.items_ready("b1", [*ids, "b1-e7"]))
 
     assert error.reason in ("too_many_items", "unregistered_items")
 
 
 async def test_items_are_checked_only_when_the_fact_would_apply(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     topic, value = flow.env.provisioned("b1", [*ids, "intruder"])
 
     assert await flow.rt.deliver(topic, value) == []  # a late provisioning: ignored, not refused
@@ -123,7 +123,7 @@ async def test_items_are_checked_only_when_the_fact_would_apply(flow: Flow) -> N
 async def test_outcome_naming_essays_never_sent_is_refused_and_counts_stay_real(flow: Flow) -> None:
     # Measured: a spellcheck outcome naming 500 essays never sent was applied; the next
     # command carried 502 essays and the completion reported 502 successes for 2 essays.
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     corr = (await flow.start("b1", "nlp")).correlation_id
     forged = [*ids, *(f"forged-{i}" for i in range(500))]
 
@@ -141,7 +141,7 @@ async def test_outcome_naming_essays_never_sent_is_refused_and_counts_stay_real(
 
 
 async def test_failed_ids_never_sent_are_refused(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     corr = (await flow.start("b1", "nlp")).correlation_id
 
     error = await _refused(
@@ -152,7 +152,7 @@ async def test_failed_ids_never_sent_are_refused(flow: Flow) -> None:
 
 
 async def test_an_essay_both_processed_and_failed_is_refused(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     corr = (await flow.start("b1", "nlp")).correlation_id
 
     error = await _refused(flow, flow.env.outcome("b1", "spellcheck", corr, processed=ids, failed=ids[:1]))
@@ -161,7 +161,7 @@ async def test_an_essay_both_processed_and_failed_is_refused(flow: Flow) -> None
 
 
 async def test_an_essay_named_twice_in_an_outcome_is_refused(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     corr = (await flow.start("b1", "nlp")).correlation_id
 
     error = await _refused(flow, flow.env.outcome("b1", "spellcheck", corr, processed=[ids[0], ids[0]]))
@@ -170,7 +170,7 @@ async def test_an_essay_named_twice_in_an_outcome_is_refused(flow: Flow) -> None
 
 
 async def test_a_dependent_phase_may_only_name_what_its_dependency_passed_on(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=3)
+    ids = await flow.ready("b1", items=3)
     corr = (await flow.start("b1", "nlp")).correlation_id
     await flow.outcome("b1", "spellcheck", corr, processed=ids[:2], failed=ids[2:])
 
@@ -180,7 +180,7 @@ async def test_a_dependent_phase_may_only_name_what_its_dependency_passed_on(flo
 
 
 async def test_a_duplicate_outcome_for_a_finished_phase_is_still_ignored(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     corr = (await flow.start("b1", "nlp")).correlation_id
     await flow.outcome("b1", "spellcheck", corr, processed=ids)
     topic, value = flow.env.outcome("b1", "spellcheck", corr, processed=[*ids, "forged"])
@@ -193,21 +193,21 @@ async def test_a_duplicate_outcome_for_a_finished_phase_is_still_ignored(flow: F
 async def test_registration_above_the_profiles_item_limit_is_refused() -> None:
     from pipeline_state import InMemoryRuntime
     from pipeline_state.profiles.huleedu.profile import huleedu_profile
-    from pipeline_state.testing import Envelopes
+    from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
-    flow = Flow(InMemoryRuntime(huleedu_profile(max_items_per_batch=2)), Envelopes())
+    flow = Flow(InMemoryRuntime(huleedu_profile(max_items_per_batch=2)), HuleEduEnvelopes())
 
     with pytest.raises(ItemMismatchError) as caught:
-        await flow.register("b1", essays=3)
+        await flow.register("b1", items=3)
 
     assert caught.value.reason == "too_many_items"
     assert flow.rt.store.batch_count() == 0
-    await flow.register("b2", essays=2)
+    await flow.register("b2", items=2)
 
 
 async def test_outcome_for_an_unknown_batch_names_nothing_new(flow: Flow) -> None:
     # Guard: the item check needs a phase's inputs; nothing else reads item lists.
-    ids = await flow.ready("b1", essays=1)
+    ids = await flow.ready("b1", items=1)
     corr = (await flow.start("b1", "nlp")).correlation_id
     assert new_id() != corr
     out = await flow.outcome("b1", "spellcheck", corr, processed=ids)

@@ -21,6 +21,7 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.profiles.huleedu.testing.harness import PipelineMachine
 from pipeline_state.profiles.huleedu.testing.strategies import ProfileSpec, profile_for
 from pipeline_state.testing import Envelopes
@@ -52,31 +53,31 @@ def media_profile() -> Profile:
     )
 
 
-# --- Envelopes: item ids ---------------------------------------------------------------------
+# --- Envelopes: item ids -------------------------------------------------------------------------------
 
 
 def test_register_takes_explicit_item_ids() -> None:
-    env = Envelopes()
-    topic, envelope = env.register("s1", item_ids=["ep-a", "ep-b"], course_code="MEDIA")
+    env = HuleEduEnvelopes()
+    topic, envelope = env.register("s1", item_ids=["ep-a", "ep-b"], category="MEDIA")
     _, payload = parse_message(topic, envelope)
     assert payload.essay_ids == ["ep-a", "ep-b"]  # type: ignore[attr-defined]
     assert payload.expected_essay_count == 2  # type: ignore[attr-defined]
 
 
 def test_register_derives_ids_by_default_as_before() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     assert env.register("b1")[1]["data"]["essay_ids"] == ["b1-e0", "b1-e1", "b1-e2"]
-    assert env.register("b1", essays=2)[1]["data"]["essay_ids"] == env.essay_ids("b1", 2)
+    assert env.register("b1", items=2)[1]["data"]["essay_ids"] == env.item_ids("b1", 2)
 
 
 def test_register_can_build_a_count_that_disagrees_with_the_ids() -> None:
-    topic, envelope = Envelopes().register("b1", essays=3, item_ids=["x", "y"])
+    topic, envelope = HuleEduEnvelopes().register("b1", items=3, item_ids=["x", "y"])
     with pytest.raises(InvalidMessageError, match="expected_essay_count"):
         parse_message(topic, envelope)
 
 
 async def test_explicit_item_ids_are_the_batch_items() -> None:
-    flow = Flow(InMemoryRuntime(), Envelopes())
+    flow = Flow(InMemoryRuntime(), HuleEduEnvelopes())
     ids = ["essay-α", "essay-β"]
     out = await flow.rt.deliver(*flow.env.register("b1", item_ids=ids))
     assert one(out, Topic.ESSAYS_REGISTERED.value)["essay_ids"] == ids
@@ -86,11 +87,11 @@ async def test_explicit_item_ids_are_the_batch_items() -> None:
     assert [e.item_id for e in (await flow.state("b1")).items] == ids
 
 
-# --- Envelopes: any profile's phases ---------------------------------------------------------
+# --- Envelopes: any profile's phases -----------------------------------------------------------------
 
 
 def test_outcome_takes_any_phase_name() -> None:
-    topic, envelope = Envelopes().outcome(
+    topic, envelope = HuleEduEnvelopes().outcome(
         "s1", "transcode", "00000000-0000-4000-8000-000000000001", processed=["ep-a"], failed=["ep-b"]
     )
     _, payload = parse_message(topic, envelope)
@@ -105,16 +106,16 @@ def test_phase_of_knows_the_profile_topics_and_defaults_to_huleedu() -> None:
     for phase, topic in TOPICS.items():
         assert media.phase_of({"topic": topic}) == phase
     assert media.phase_of({"topic": Topic.SPELLCHECK.value}) is None
-    assert Envelopes().phase_of({"topic": Topic.SPELLCHECK.value}) == "spellcheck"
-    assert Envelopes().phase_of({"topic": TOPICS["ingest"]}) is None
-    assert dict(Envelopes().phase_topics()) == {s.topic: p for p, s in HULEEDU_PHASE_COMMANDS.items()}
+    assert HuleEduEnvelopes().phase_of({"topic": Topic.SPELLCHECK.value}) == "spellcheck"
+    assert HuleEduEnvelopes().phase_of({"topic": TOPICS["ingest"]}) is None
+    assert dict(HuleEduEnvelopes().phase_topics()) == {s.topic: p for p, s in HULEEDU_PHASE_COMMANDS.items()}
 
 
 async def test_answer_drives_a_custom_profile_through_fan_in_to_completion() -> None:
     profile = media_profile()
     rt, env = InMemoryRuntime(profile), Envelopes(profile=profile)
     ids = ["ep-1", "ep-2", "ep-3"]
-    await rt.deliver(*env.register("s1", item_ids=ids, course_code="MEDIA", prompt=None))
+    await rt.deliver(*env.register("s1", item_ids=ids, category="MEDIA", prompt=None))
     await rt.deliver(*env.provisioned("s1", ids))
 
     pending = await rt.deliver(*env.request("s1", "publish"))

@@ -80,7 +80,7 @@ async def test_retry_phase_runs_a_completed_phase_again(flow: Flow) -> None:
 
 
 async def test_retry_of_a_phase_with_several_dependencies_uses_their_recorded_outputs(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=4)
+    ids = await flow.ready("b1", items=4)
     corr = (await flow.start("b1", "ai_feedback")).correlation_id
     await flow.outcome("b1", "spellcheck", corr, processed=ids[:3], failed=ids[3:], suffix="spell")
     await flow.outcome("b1", "nlp", corr, processed=ids[1:3], failed=ids[:1], suffix="nlp")
@@ -172,7 +172,7 @@ async def test_a_recorded_completion_takes_the_items_every_dependency_completed(
     # Found by the path generator: the record took its last dependency's outputs even where an
     # earlier dependency's latest execution had lost an item; a run's fan-in takes the items
     # that succeeded in every dependency (refs from the last), and so does a record now.
-    ids = await flow.ready("b1", essays=2)
+    ids = await flow.ready("b1", items=2)
     for phase in ("spellcheck", "nlp"):
         await flow.rt.execute(RecordPhaseCompletion("b1", phase, success=True))
     retried = await flow.rt.execute(RetryPhase("b1", "spellcheck", user_id="u1"))

@@ -23,8 +23,8 @@ async def test_a_profile_of_its_own_emits_only_its_own_events() -> None:
     media = load_example("custom_catalog")
     profile: Profile = media.MEDIA
     rt, env = InMemoryRuntime(profile), Envelopes(profile=profile)
-    episodes = env.essay_ids("s1", 2)
-    assert await rt.deliver(*env.register("s1", essays=2)) == []  # no registration event
+    episodes = env.item_ids("s1", 2)
+    assert await rt.deliver(*env.register("s1", items=2)) == []  # no registration event
     await rt.deliver(*env.provisioned("s1", episodes))
     out = await rt.deliver(*env.request("s1", "preview"))
     seen = list(out)

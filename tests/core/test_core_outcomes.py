@@ -47,7 +47,7 @@ async def test_outcome_status_maps_and_real_counts_are_recorded(
 
 
 async def test_partial_success_forwards_only_processed_essays_and_counts_them(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=4)
+    ids = await flow.ready("b1", items=4)
     started = await flow.start("b1", "nlp")
     corr = started.correlation_id
 

@@ -35,6 +35,7 @@ from pipeline_state.profiles.huleedu.profile import (
     PHASE_COMMAND_FIELDS,
     huleedu_profile,
 )
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.profiles.huleedu.testing.strategies import catalogs, profile_for
 from pipeline_state.testing import Envelopes
 
@@ -449,10 +450,10 @@ def test_student_validation_follows_student_matching() -> None:
 # associations nothing will ever ask for. The change is in pipeline_state/decide/intake.py.
 async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on_content() -> None:
     profile = attrs.evolve(huleedu_profile(), group_matching=None)
-    flow = Flow(InMemoryRuntime(profile), Envelopes())
+    flow = Flow(InMemoryRuntime(profile), HuleEduEnvelopes())
 
-    await flow.register("b1", essays=2, class_id="class-7")
-    out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.essay_ids("b1", 2)))
+    await flow.register("b1", items=2, group_id="class-7")
+    out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.item_ids("b1", 2)))
 
     assert Topic.STUDENT_MATCHING.value not in topics(out)
     state = await flow.state("b1")
@@ -467,7 +468,7 @@ async def test_STRAND_a_class_batch_of_the_media_example_runs_its_pipeline() -> 
     media = load_example("custom_catalog")
     env = Envelopes(profile=media.MEDIA)
     rt = InMemoryRuntime(media.MEDIA)
-    await rt.deliver(*env.register("s1", item_ids=["ep-1", "ep-2"], class_id="channel-1", prompt=None))
+    await rt.deliver(*env.register("s1", item_ids=["ep-1", "ep-2"], group_id="channel-1", prompt=None))
     await rt.deliver(*env.provisioned("s1", ["ep-1", "ep-2"]))
     assert (await rt.service.get_batch("s1")).status.value == "ready_for_pipeline_execution"
 
@@ -482,9 +483,9 @@ async def test_STRAND_a_class_batch_of_the_media_example_runs_its_pipeline() -> 
 
 
 async def test_a_class_batch_under_a_profile_with_matching_still_waits_for_its_students() -> None:
-    flow = Flow(InMemoryRuntime(huleedu_profile()), Envelopes())
-    await flow.register("b1", essays=2, class_id="class-7")
-    out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.essay_ids("b1", 2)))
+    flow = Flow(InMemoryRuntime(huleedu_profile()), HuleEduEnvelopes())
+    await flow.register("b1", items=2, group_id="class-7")
+    out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.item_ids("b1", 2)))
     assert Topic.STUDENT_MATCHING.value in topics(out)
     assert (await flow.state("b1")).status.value == "awaiting_student_validation"
 
@@ -502,11 +503,11 @@ async def test_STRAND_early_associations_do_not_wait_for_a_path_the_profile_neve
     # student matching, associations for a class batch can never apply, so they are not held
     # as early facts (they used to wait for a provision_regular that would never fire).
     profile = attrs.evolve(huleedu_profile(), group_matching=None)
-    flow = Flow(InMemoryRuntime(profile), Envelopes())
-    await flow.register("b1", essays=2, class_id="class-7")
-    ids = flow.env.essay_ids("b1", 2)
+    flow = Flow(InMemoryRuntime(profile), HuleEduEnvelopes())
+    await flow.register("b1", items=2, group_id="class-7")
+    ids = flow.env.item_ids("b1", 2)
 
-    await flow.rt.deliver(*flow.env.associations("b1", "class-7", ids))
+    await flow.rt.deliver(*flow.env.group_confirmed("b1", "class-7", ids))
 
     assert await flow.rt.service.store.list_waiting("b1") == []
     await flow.rt.deliver(*flow.env.provisioned("b1", ids))

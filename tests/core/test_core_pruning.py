@@ -24,7 +24,7 @@ async def _cj_done(flow: Flow, ids: list[str], *, spell_ok: int) -> None:
 
 
 async def test_completed_phase_is_pruned_and_its_outputs_forwarded(flow: Flow) -> None:
-    ids = await flow.ready("b1", essays=3)
+    ids = await flow.ready("b1", items=3)
     await _cj_done(flow, ids, spell_ok=2)
 
     started = await flow.start("b1", "nlp")

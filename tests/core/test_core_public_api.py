@@ -159,12 +159,12 @@ def test_core_imports_and_runs_with_io_libraries_blocked() -> None:
 
         import pipeline_state
         from pipeline_state import InMemoryRuntime
-        from pipeline_state.testing import Envelopes
+        from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
         async def main():
-            rt, env = InMemoryRuntime(), Envelopes()
-            ids = env.essay_ids("b1", 2)
-            await rt.deliver(*env.register("b1", essays=2))
+            rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+            ids = env.item_ids("b1", 2)
+            await rt.deliver(*env.register("b1", items=2))
             await rt.deliver(*env.provisioned("b1", ids))
             corr = "6a1f6c33-3f7b-4d58-9a49-7b2b4a0e5c11"
             await rt.deliver(*env.request("b1", "nlp", correlation_id=corr))

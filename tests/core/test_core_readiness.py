@@ -10,14 +10,14 @@ from core_flow import Flow, one, topics
 from pipeline_state import InMemoryRuntime
 from pipeline_state.errors import BatchConflictError
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 REGISTERED = Topic.ESSAYS_REGISTERED.value
 MATCHING = Topic.STUDENT_MATCHING.value
 
 
 async def test_registration_emits_batch_essays_registered_with_essay_ids(flow: Flow) -> None:
-    out = await flow.register("b1", essays=3, user_id="t9", class_id="class-7")
+    out = await flow.register("b1", items=3, owner="t9", group_id="class-7")
 
     assert topics(out) == [REGISTERED]
     assert out[0]["key"] == "b1"
@@ -32,8 +32,10 @@ async def test_registration_emits_batch_essays_registered_with_essay_ids(flow: F
     assert state.version == 1
 
 
-async def test_registration_without_essay_ids_derives_them(rt: InMemoryRuntime, env: Envelopes) -> None:
-    topic, value = env.register("b1", essays=2)
+async def test_registration_without_essay_ids_derives_them(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
+    topic, value = env.register("b1", items=2)
     value["data"]["essay_ids"] = None
     out = await rt.deliver(topic, value)
 
@@ -42,7 +44,7 @@ async def test_registration_without_essay_ids_derives_them(rt: InMemoryRuntime, 
     assert len(set(ids)) == 2
 
 
-async def test_identical_registration_is_ignored(flow: Flow, env: Envelopes) -> None:
+async def test_identical_registration_is_ignored(flow: Flow, env: HuleEduEnvelopes) -> None:
     await flow.register("b1")
     topic, value = env.register("b1")
 
@@ -56,14 +58,14 @@ async def test_identical_registration_is_ignored(flow: Flow, env: Envelopes) -> 
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param({"user_id": "someone-else"}, id="user"),
-        pytest.param({"class_id": "class-2"}, id="class"),
-        pytest.param({"course_code": "SV1"}, id="course"),
-        pytest.param({"essays": 4}, id="count"),
+        pytest.param({"owner": "someone-else"}, id="user"),
+        pytest.param({"group_id": "class-2"}, id="class"),
+        pytest.param({"category": "SV1"}, id="course"),
+        pytest.param({"items": 4}, id="count"),
     ],
 )
 async def test_conflicting_registration_raises_and_changes_nothing(
-    flow: Flow, env: Envelopes, change: dict[str, Any]
+    flow: Flow, env: HuleEduEnvelopes, change: dict[str, Any]
 ) -> None:
     await flow.register("b1")
     before = await flow.state("b1")
@@ -78,8 +80,8 @@ async def test_conflicting_registration_raises_and_changes_nothing(
     assert await flow.rt.store.pending_count() == 0
 
 
-async def test_guest_batch_becomes_ready_on_provisioning(flow: Flow, env: Envelopes) -> None:
-    await flow.register("b1", essays=2)
+async def test_guest_batch_becomes_ready_on_provisioning(flow: Flow, env: HuleEduEnvelopes) -> None:
+    await flow.register("b1", items=2)
 
     out = await flow.rt.deliver(*env.provisioned("b1", ["b1-e0", "b1-e1"]))
 
@@ -89,8 +91,8 @@ async def test_guest_batch_becomes_ready_on_provisioning(flow: Flow, env: Envelo
     assert [e.item_id for e in state.items] == ["b1-e0", "b1-e1"]
 
 
-async def test_regular_batch_goes_through_student_validation(flow: Flow, env: Envelopes) -> None:
-    await flow.register("b1", essays=2, class_id="class-7")
+async def test_regular_batch_goes_through_student_validation(flow: Flow, env: HuleEduEnvelopes) -> None:
+    await flow.register("b1", items=2, group_id="class-7")
     ids = ["b1-e0", "b1-e1"]
 
     out = await flow.rt.deliver(*env.provisioned("b1", ids))
@@ -103,10 +105,10 @@ async def test_regular_batch_goes_through_student_validation(flow: Flow, env: En
     assert [e["essay_id"] for e in command["essays_to_process"]] == ids
     assert (await flow.state("b1")).status.value == "awaiting_student_validation"
 
-    assert await flow.rt.deliver(*env.associations("b1", "class-7", ids)) == []
+    assert await flow.rt.deliver(*env.group_confirmed("b1", "class-7", ids)) == []
     assert (await flow.state("b1")).status.value == "student_validation_completed"
 
-    assert await flow.rt.deliver(*env.essays_ready("b1", ids)) == []
+    assert await flow.rt.deliver(*env.items_ready("b1", ids)) == []
     assert (await flow.state("b1")).status.value == "ready_for_pipeline_execution"
     await flow.start("b1", "nlp")
 
@@ -122,22 +124,22 @@ async def test_regular_batch_goes_through_student_validation(flow: Flow, env: En
     ],
 )
 async def test_out_of_order_readiness_events_are_ignored(
-    flow: Flow, env: Envelopes, class_id: str | None, steps: int, late: str
+    flow: Flow, env: HuleEduEnvelopes, class_id: str | None, steps: int, late: str
 ) -> None:
     ids = ["b1-e0", "b1-e1"]
-    await flow.register("b1", essays=2, class_id=class_id)
+    await flow.register("b1", items=2, group_id=class_id)
     path = [
         env.provisioned("b1", ids),
-        env.associations("b1", "class-7", ids),
-        env.essays_ready("b1", ids),
+        env.group_confirmed("b1", "class-7", ids),
+        env.items_ready("b1", ids),
     ]
     for delivery in path[:steps]:
         await flow.rt.deliver(*delivery)
     before = await flow.state("b1")
     messages = {
         "provisioned": env.provisioned("b1", ids),
-        "associations": env.associations("b1", "class-7", ids),
-        "essays_ready": env.essays_ready("b1", ids),
+        "associations": env.group_confirmed("b1", "class-7", ids),
+        "essays_ready": env.items_ready("b1", ids),
     }
     topic, value = messages[late]
 
@@ -149,7 +151,7 @@ async def test_out_of_order_readiness_events_are_ignored(
     assert result.startswith("ignored:unexpected:")
 
 
-async def test_critical_validation_error_fails_the_batch_for_good(flow: Flow, env: Envelopes) -> None:
+async def test_critical_validation_error_fails_the_batch_for_good(flow: Flow, env: HuleEduEnvelopes) -> None:
     await flow.register("b1")
 
     assert await flow.rt.deliver(*env.validation_errors("b1", critical=True)) == []
@@ -162,7 +164,7 @@ async def test_critical_validation_error_fails_the_batch_for_good(flow: Flow, en
     assert (await flow.state("b1")).status.value == "failed_critically"
 
 
-async def test_critical_validation_error_during_a_run_closes_it(flow: Flow, env: Envelopes) -> None:
+async def test_critical_validation_error_during_a_run_closes_it(flow: Flow, env: HuleEduEnvelopes) -> None:
     await flow.ready("b1")
     started = await flow.start("b1", "nlp")
 
@@ -177,7 +179,7 @@ async def test_critical_validation_error_during_a_run_closes_it(flow: Flow, env:
     assert state.history[-1].phase_statuses == {"spellcheck": "cancelled", "nlp": "cancelled"}
 
 
-async def test_non_critical_validation_errors_are_ignored(flow: Flow, env: Envelopes) -> None:
+async def test_non_critical_validation_errors_are_ignored(flow: Flow, env: HuleEduEnvelopes) -> None:
     await flow.register("b1")
     topic, value = env.validation_errors("b1", critical=False)
 
@@ -188,7 +190,7 @@ async def test_non_critical_validation_errors_are_ignored(flow: Flow, env: Envel
     assert await flow.inbox_result(value["event_id"]) == "ignored:non_critical_validation_errors"
 
 
-async def test_readiness_event_for_unknown_batch_waits(rt: InMemoryRuntime, env: Envelopes) -> None:
+async def test_readiness_event_for_unknown_batch_waits(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
     # Issue 11: an early fact waits for its batch's registration (it used to raise).
     topic, value = env.provisioned("ghost", ["e1"])
     assert await rt.deliver(topic, value) == []

@@ -11,17 +11,17 @@ import pytest
 from pipeline_state import ArchiveBatch, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.commands import Command, RepublishOutbox
 from pipeline_state.errors import BadCommandError, BatchNotFoundError
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 
-async def _ready(service: PipelineService, env: Envelopes, batch_id: str) -> None:
-    await service.handle_message(*env.register(batch_id, essays=1))
-    await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 1)))
+async def _ready(service: PipelineService, env: HuleEduEnvelopes, batch_id: str) -> None:
+    await service.handle_message(*env.register(batch_id, items=1))
+    await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 1)))
 
 
 async def test_an_operator_command_writes_who_asked_on_its_log_rows() -> None:
     store = InMemoryStore()
-    service, env = PipelineService(store), Envelopes()
+    service, env = PipelineService(store), HuleEduEnvelopes()
     await _ready(service, env, "b1")
 
     command = Command(ArchiveBatch("b1"), "archive-1", "corr-1", requested_by="alice")
@@ -40,7 +40,7 @@ async def test_an_operator_command_writes_who_asked_on_its_log_rows() -> None:
 async def test_republish_requeues_parked_rows_and_logs_a_move_that_keeps_progress_time() -> None:
     clock = ManualClock()
     store = InMemoryStore()
-    service, env = PipelineService(store, clock=clock), Envelopes()
+    service, env = PipelineService(store, clock=clock), HuleEduEnvelopes()
     await _ready(service, env, "b1")
     (row,) = await store.claim(clock.now())
     await store.mark_failed(row.id, "down", clock.now(), retry_at=clock.now() + timedelta(hours=1), park=True)
@@ -73,7 +73,7 @@ async def test_republish_requeues_parked_rows_and_logs_a_move_that_keeps_progres
 
 
 async def test_republish_needs_a_known_batch_and_at_least_one_row() -> None:
-    service, env = PipelineService(InMemoryStore()), Envelopes()
+    service, env = PipelineService(InMemoryStore()), HuleEduEnvelopes()
     with pytest.raises(BatchNotFoundError):
         await service.handle(Command(RepublishOutbox("nope", ("x",)), "e1", "c"), topic="operator.x")
     await _ready(service, env, "b1")

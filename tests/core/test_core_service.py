@@ -19,7 +19,7 @@ from pipeline_state import (
 from pipeline_state.errors import ConcurrencyConflictError
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 
 class RacingStore(InMemoryStore):
@@ -66,8 +66,8 @@ async def test_lost_race_is_retried_from_a_fresh_read() -> None:
     store = RacingStore()
     rt = InMemoryRuntime()
     service = PipelineService(store, profile=rt.service.profile, clock=rt.clock)
-    env = Envelopes()
-    ids = env.essay_ids("b1", 3)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 3)
     for delivery in (env.register("b1"), env.provisioned("b1", ids)):
         await service.handle_message(*delivery)
     corr = new_id()
@@ -103,7 +103,7 @@ async def test_persistent_conflict_gives_up_after_max_attempts() -> None:
     service = PipelineService(AlwaysLosing(), max_attempts=3)
 
     with pytest.raises(ConcurrencyConflictError):
-        await service.handle_message(*Envelopes().register("b1"))
+        await service.handle_message(*HuleEduEnvelopes().register("b1"))
 
 
 async def test_store_unavailable_raises_and_writes_nothing(flow: Flow) -> None:
@@ -168,7 +168,7 @@ async def test_a_decoded_message_is_bounded_like_raw_bytes(depth: int) -> None:
     nested: dict[str, object] = {}
     for _ in range(depth):
         nested = {"n": nested}
-    topic, envelope = Envelopes().register("b1", essays=1)
+    topic, envelope = HuleEduEnvelopes().register("b1", items=1)
     service = PipelineService(InMemoryStore())
     with pytest.raises(InvalidMessageError):
         await service.handle_message(topic, {**envelope, "metadata": nested})

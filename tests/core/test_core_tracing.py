@@ -21,7 +21,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pipeline_state import HandleResult, InboundMessage, InMemoryRuntime
 from pipeline_state.errors import InvalidMessageError
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes, SpanCapture, span_capture
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import SpanCapture, span_capture
 from pipeline_state.tracing import continued
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +51,9 @@ def _only(capture: SpanCapture, name: str) -> ReadableSpan:
     return found[0]
 
 
-async def _ready(rt: InMemoryRuntime, env: Envelopes, batch_id: str = "b1") -> list[str]:
-    ids = env.essay_ids(batch_id, 2)
-    await rt.deliver(*env.register(batch_id, essays=2))
+async def _ready(rt: InMemoryRuntime, env: HuleEduEnvelopes, batch_id: str = "b1") -> list[str]:
+    ids = env.item_ids(batch_id, 2)
+    await rt.deliver(*env.register(batch_id, items=2))
     await rt.deliver(*env.provisioned(batch_id, ids))
     return ids
 
@@ -60,7 +61,7 @@ async def _ready(rt: InMemoryRuntime, env: Envelopes, batch_id: str = "b1") -> l
 async def test_a_request_span_continues_the_caller_and_its_commands_continue_it(
     spans: SpanCapture,
 ) -> None:
-    rt, env = InMemoryRuntime(), Envelopes()
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
     await _ready(rt, env)
     topic, request = env.request("b1", "ai_feedback")
     with CLIENT.start_as_current_span("client") as client:
@@ -115,7 +116,7 @@ async def test_a_request_span_continues_the_caller_and_its_commands_continue_it(
 async def test_the_span_names_the_result_and_its_reason(
     spans: SpanCapture, send: str, result: str, reason: str | None
 ) -> None:
-    rt, env = InMemoryRuntime(), Envelopes()
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
     ids = await _ready(rt, env)
     delivery = {
         "again": env.provisioned("b1", ids, event_id=str(uuid.uuid4())),
@@ -132,7 +133,7 @@ async def test_the_span_names_the_result_and_its_reason(
 
 
 async def test_handle_many_gives_each_message_its_own_span_and_context(spans: SpanCapture) -> None:
-    rt, env = InMemoryRuntime(), Envelopes()
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
     await _ready(rt, env, "b1")
     await _ready(rt, env, "b2")
     requests: list[InboundMessage] = [
@@ -182,7 +183,7 @@ def test_without_an_sdk_nothing_is_recorded_and_a_caller_trace_passes_through() 
         import pipeline_state.tracing as tracing
         from opentelemetry import trace
         from pipeline_state import InMemoryRuntime
-        from pipeline_state.testing import Envelopes
+        from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
         def refuse(*args):
             raise AssertionError("attributes built without an SDK")
@@ -190,13 +191,13 @@ def test_without_an_sdk_nothing_is_recorded_and_a_caller_trace_passes_through() 
         tracing.result_attributes = refuse
 
         async def main():
-            rt, env = InMemoryRuntime(), Envelopes()
-            ids = env.essay_ids("b1", 2)
-            await rt.deliver(*env.register("b1", essays=2))
+            rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+            ids = env.item_ids("b1", 2)
+            await rt.deliver(*env.register("b1", items=2))
             await rt.deliver(*env.provisioned("b1", ids))
             plain = await rt.service.handle_message(*env.request("b1", "ai_feedback"))
-            await rt.deliver(*env.register("b2", essays=2))
-            await rt.deliver(*env.provisioned("b2", env.essay_ids("b2", 2)))
+            await rt.deliver(*env.register("b2", items=2))
+            await rt.deliver(*env.provisioned("b2", env.item_ids("b2", 2)))
             parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
             passed = await rt.service.handle_message(
                 *env.request("b2", "ai_feedback"), trace={"traceparent": parent}
@@ -228,9 +229,9 @@ async def test_a_message_that_never_applies_in_handle_many_is_recorded_once_on_i
 ) -> None:
     """Making a span current records nothing: the error is recorded once, when the span ends
     with it (not also by the context switch around the decision)."""
-    rt, env = InMemoryRuntime(), Envelopes()
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
     ghost = env.outcome("ghost", "astrology", str(uuid.uuid4()))  # unknown batch and phase
-    results = await rt.service.handle_many([ghost, env.register("b1", essays=2)])
+    results = await rt.service.handle_many([ghost, env.register("b1", items=2)])
 
     assert type(results[0]).__name__ == "BatchNotFoundError"
     assert isinstance(results[1], HandleResult)
@@ -243,8 +244,8 @@ async def test_a_message_that_never_applies_in_handle_many_is_recorded_once_on_i
 
 
 async def test_a_publish_span_has_its_attributes_from_the_start(spans: SpanCapture) -> None:
-    rt, env = InMemoryRuntime(), Envelopes()
-    result = await rt.service.handle_message(*env.register("b1", essays=2))
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+    result = await rt.service.handle_message(*env.register("b1", items=2))
     await rt.relay.drain()
     (message,) = result.messages
     publish = _only(spans, f"publish {message.topic}")

@@ -13,8 +13,8 @@ import pytest
 from pipeline_state import HandleResult, InMemoryRuntime, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.commands import Command
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.service import ExpiredFact
-from pipeline_state.testing import Envelopes
 from pipeline_state.waiting import waits_for
 
 Delivery = tuple[str, dict[str, Any]]
@@ -36,9 +36,9 @@ async def status(rt: InMemoryRuntime, batch_id: str) -> str:
 
 # -- what waits -------------------------------------------------------------------------------
 async def test_provisioning_before_registration_waits_then_applies(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
-    ids = env.essay_ids("b1", 2)
+    ids = env.item_ids("b1", 2)
     provisioned = env.provisioned("b1", ids)
 
     result = await rt.service.handle_message(*provisioned)
@@ -61,7 +61,7 @@ async def test_provisioning_before_registration_waits_then_applies(
     assert again.duplicate
     assert await rt.store.count_waiting() == 1
 
-    registered = await rt.service.handle_message(*env.register("b1", essays=2))
+    registered = await rt.service.handle_message(*env.register("b1", items=2))
 
     assert [r.label for r in registered.resumed if isinstance(r, HandleResult)] == ["applied"]
     assert await status(rt, "b1") == "ready_for_pipeline_execution"
@@ -69,14 +69,14 @@ async def test_provisioning_before_registration_waits_then_applies(
     assert await rt.store.count_waiting() == 0
 
 
-async def test_shuffled_story_starts_the_run(rt: InMemoryRuntime, env: Envelopes) -> None:
+async def test_shuffled_story_starts_the_run(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
     """Request, then provisioning, then registration (the measured backlog, shuffled):
     the request waits with the readiness fact and the run starts."""
-    ids = env.essay_ids("b1", 2)
+    ids = env.item_ids("b1", 2)
     request = env.request("b1", "nlp")
     assert await rt.deliver(*request) == []
     assert await rt.deliver(*env.provisioned("b1", ids)) == []
-    out = await rt.deliver(*env.register("b1", essays=2))
+    out = await rt.deliver(*env.register("b1", items=2))
 
     assert await status(rt, "b1") == "processing_pipelines"
     assert await inbox(rt, request) == "applied"
@@ -88,14 +88,14 @@ async def test_shuffled_story_starts_the_run(rt: InMemoryRuntime, env: Envelopes
 
 
 async def test_request_registration_then_provisioning_still_starts(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
     """A request that arrived before its batch existed keeps waiting while the batch can
     still become ready."""
-    ids = env.essay_ids("b1", 2)
+    ids = env.item_ids("b1", 2)
     request = env.request("b1", "nlp")
     await rt.deliver(*request)
-    await rt.deliver(*env.register("b1", essays=2))
+    await rt.deliver(*env.register("b1", items=2))
     assert await inbox(rt, request) == "deferred:batch_registration"
     assert await rt.store.count_waiting() == 1
 
@@ -106,9 +106,9 @@ async def test_request_registration_then_provisioning_still_starts(
 
 
 async def test_request_for_a_known_batch_simply_not_ready_is_denied_now(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
-    await rt.deliver(*env.register("b1", essays=2))
+    await rt.deliver(*env.register("b1", items=2))
     request = env.request("b1", "nlp")
 
     out = await rt.deliver(*request)
@@ -119,10 +119,10 @@ async def test_request_for_a_known_batch_simply_not_ready_is_denied_now(
     assert await rt.store.count_waiting() == 0
 
 
-async def test_request_waits_with_waiting_readiness_facts(rt: InMemoryRuntime, env: Envelopes) -> None:
-    ids = env.essay_ids("b1", 2)
-    await rt.deliver(*env.register("b1", essays=2, class_id="class-7"))
-    ready = env.essays_ready("b1", ids)
+async def test_request_waits_with_waiting_readiness_facts(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+    ids = env.item_ids("b1", 2)
+    await rt.deliver(*env.register("b1", items=2, group_id="class-7"))
+    ready = env.items_ready("b1", ids)
     await rt.deliver(*ready)  # early: the batch awaits content validation
     request = env.request("b1", "nlp")
 
@@ -132,19 +132,21 @@ async def test_request_waits_with_waiting_readiness_facts(rt: InMemoryRuntime, e
 
     await rt.deliver(*env.provisioned("b1", ids))
     assert await status(rt, "b1") == "awaiting_student_validation"
-    await rt.deliver(*env.associations("b1", "class-7", ids))
+    await rt.deliver(*env.group_confirmed("b1", "class-7", ids))
 
     assert await status(rt, "b1") == "processing_pipelines"
     assert await inbox(rt, ready) == "applied"
     assert await inbox(rt, request) == "applied"
 
 
-async def test_early_readiness_facts_apply_in_arrival_order(rt: InMemoryRuntime, env: Envelopes) -> None:
-    ids = env.essay_ids("b1", 2)
-    await rt.deliver(*env.register("b1", essays=2, class_id="class-7"))
+async def test_early_readiness_facts_apply_in_arrival_order(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
+    ids = env.item_ids("b1", 2)
+    await rt.deliver(*env.register("b1", items=2, group_id="class-7"))
     before = await rt.service.get_batch("b1")
-    ready = env.essays_ready("b1", ids)
-    associations = env.associations("b1", "class-7", ids)
+    ready = env.items_ready("b1", ids)
+    associations = env.group_confirmed("b1", "class-7", ids)
     await rt.deliver(*ready)
     await rt.deliver(*associations)
     state = await rt.service.get_batch("b1")
@@ -163,10 +165,10 @@ async def test_early_readiness_facts_apply_in_arrival_order(rt: InMemoryRuntime,
 
 
 async def test_outcome_for_a_phase_not_dispatched_yet_waits_for_the_dispatch(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
-    ids = env.essay_ids("b1", 2)
-    await rt.deliver(*env.register("b1", essays=2))
+    ids = env.item_ids("b1", 2)
+    await rt.deliver(*env.register("b1", items=2))
     await rt.deliver(*env.provisioned("b1", ids))
     corr = str(uuid.uuid4())
     await rt.deliver(*env.request("b1", "nlp", correlation_id=corr))
@@ -185,7 +187,7 @@ async def test_outcome_for_a_phase_not_dispatched_yet_waits_for_the_dispatch(
     assert len(rt.bus.messages(Topic.PIPELINE_COMPLETED.value)) == 1
 
 
-def test_waits_for_reads_the_lifecycles(env: Envelopes) -> None:
+def test_waits_for_reads_the_lifecycles(env: HuleEduEnvelopes) -> None:
     profile = InMemoryRuntime().service.profile
     assert waits_for(None, command(env.register("b1")), profile) is None
     assert waits_for(None, command(env.validation_errors("b1")), profile) == "batch_registration"
@@ -194,17 +196,17 @@ def test_waits_for_reads_the_lifecycles(env: Envelopes) -> None:
     assert waits_for(None, command(unknown_phase), profile) is None
 
 
-async def test_late_or_impossible_facts_do_not_wait(rt: InMemoryRuntime, env: Envelopes) -> None:
-    ids = env.essay_ids("b1", 2)
-    await rt.deliver(*env.register("b1", essays=2))  # a guest batch
+async def test_late_or_impossible_facts_do_not_wait(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
+    ids = env.item_ids("b1", 2)
+    await rt.deliver(*env.register("b1", items=2))  # a guest batch
     await rt.deliver(*env.provisioned("b1", ids))
     profile = rt.service.profile
     ready = await rt.service.get_batch("b1")
     # The source state of these triggers is behind the batch, or never on its path.
     for late in (
         env.provisioned("b1", ids),
-        env.associations("b1", "c", ids),
-        env.essays_ready("b1", ids),
+        env.group_confirmed("b1", "c", ids),
+        env.items_ready("b1", ids),
         env.validation_errors("b1", critical=False),
     ):
         assert waits_for(ready, command(late), profile) is None
@@ -219,7 +221,7 @@ async def test_late_or_impossible_facts_do_not_wait(rt: InMemoryRuntime, env: En
 
 # -- expiry -----------------------------------------------------------------------------------
 async def test_expired_fact_is_handed_over_for_the_dlq_then_forgotten(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
     provisioned = env.provisioned("ghost", ["e1"])
     await rt.deliver(*provisioned)
@@ -241,7 +243,9 @@ async def test_expired_fact_is_handed_over_for_the_dlq_then_forgotten(
     assert rt.service.counters["waiting_dead_lettered"] == 1
 
 
-async def test_sweep_writes_the_dead_letter_before_forgetting(rt: InMemoryRuntime, env: Envelopes) -> None:
+async def test_sweep_writes_the_dead_letter_before_forgetting(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
     first, second = env.provisioned("g1", ["e1"]), env.outcome("g2", "spellcheck", str(uuid.uuid4()))
     await rt.deliver(*first)
     await rt.deliver(*second)
@@ -266,11 +270,11 @@ async def test_sweep_writes_the_dead_letter_before_forgetting(rt: InMemoryRuntim
 
 
 async def test_expired_request_for_a_registered_batch_is_denied_not_ready(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
     request = env.request("b1", "nlp")
     await rt.deliver(*request)
-    await rt.deliver(*env.register("b1", essays=2))
+    await rt.deliver(*env.register("b1", items=2))
     rt.clock.advance(rt.service.waiting_window_seconds + 1)
 
     report = await rt.service.sweep_waiting(_never)
@@ -282,7 +286,7 @@ async def test_expired_request_for_a_registered_batch_is_denied_not_ready(
     assert denied.value["data"]["denial_reason"] == "batch_not_ready"
 
 
-async def test_sweep_resumes_a_fact_whose_wakeup_was_missed(env: Envelopes) -> None:
+async def test_sweep_resumes_a_fact_whose_wakeup_was_missed(env: HuleEduEnvelopes) -> None:
     """A fact stored while another writer moved its batch (a race between processes) is
     re-attempted by the sweep, before anything expires."""
     store = InMemoryStore()
@@ -291,7 +295,7 @@ async def test_sweep_resumes_a_fact_whose_wakeup_was_missed(env: Envelopes) -> N
     await service.handle_message(*env.provisioned("b1", ["b1-e0"]))
     # Another process registers the batch without seeing the waiting fact.
     blind = PipelineService(_Blind(store), clock=clock)
-    await blind.handle_message(*env.register("b1", essays=1))
+    await blind.handle_message(*env.register("b1", items=1))
     assert await store.count_waiting() == 1
 
     report = await service.sweep_waiting(_never)
@@ -321,10 +325,10 @@ class _Blind(InMemoryStore):
 
 # -- correlation flag -------------------------------------------------------------------------
 async def test_correlation_mismatch_is_counted_logged_and_noted(
-    rt: InMemoryRuntime, env: Envelopes, caplog: pytest.LogCaptureFixture
+    rt: InMemoryRuntime, env: HuleEduEnvelopes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ids = env.essay_ids("b1", 2)
-    await rt.deliver(*env.register("b1", essays=2))
+    ids = env.item_ids("b1", 2)
+    await rt.deliver(*env.register("b1", items=2))
     await rt.deliver(*env.provisioned("b1", ids))
     await rt.deliver(*env.request("b1", "nlp"))
     foreign = env.outcome("b1", "spellcheck", str(uuid.uuid4()), processed=ids)
@@ -342,15 +346,15 @@ async def test_correlation_mismatch_is_counted_logged_and_noted(
 
 # -- found by review --------------------------------------------------------------------------
 async def test_an_outcome_before_its_batch_and_run_waits_for_the_run(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
     """The outcome waited for the registration, then was ignored as ``no_active_run`` the
     moment the batch existed: the successful outcome was lost and the run timed out."""
-    ids = env.essay_ids("b1", 2)
+    ids = env.item_ids("b1", 2)
     corr = str(uuid.uuid4())
     outcome = env.outcome("b1", "spellcheck", corr, processed=ids)
     assert (await rt.service.handle_message(*outcome)).waiting == "batch_registration"
-    await rt.deliver(*env.register("b1", essays=2))
+    await rt.deliver(*env.register("b1", items=2))
     assert [f.waits_for for f in await rt.store.list_waiting()] == ["run_start"]
     await rt.deliver(*env.provisioned("b1", ids))
     started = await rt.service.handle_message(*env.request("b1", "nlp", correlation_id=corr))
@@ -367,9 +371,11 @@ async def test_an_outcome_before_its_batch_and_run_waits_for_the_run(
     }
 
 
-async def test_an_outcome_of_an_archived_run_does_not_wait(rt: InMemoryRuntime, env: Envelopes) -> None:
-    ids = env.essay_ids("b1", 1)
-    await rt.deliver(*env.register("b1", essays=1))
+async def test_an_outcome_of_an_archived_run_does_not_wait(
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
+) -> None:
+    ids = env.item_ids("b1", 1)
+    await rt.deliver(*env.register("b1", items=1))
     await rt.deliver(*env.provisioned("b1", ids))
     corr = str(uuid.uuid4())
     await rt.deliver(*env.request("b1", "nlp", correlation_id=corr))
@@ -380,13 +386,13 @@ async def test_an_outcome_of_an_archived_run_does_not_wait(rt: InMemoryRuntime, 
     assert late.ignored is not None
 
 
-async def test_a_waiting_fact_names_what_it_waits_for_now(rt: InMemoryRuntime, env: Envelopes) -> None:
+async def test_a_waiting_fact_names_what_it_waits_for_now(rt: InMemoryRuntime, env: HuleEduEnvelopes) -> None:
     """The reason was the one of the first deferral: associations that waited for the
     registration still said so (and would be dead-lettered so) once the batch existed."""
-    ids = env.essay_ids("b1", 2)
-    associations = env.associations("b1", "c1", ids)
+    ids = env.item_ids("b1", 2)
+    associations = env.group_confirmed("b1", "c1", ids)
     assert (await rt.service.handle_message(*associations)).waiting == "batch_registration"
-    await rt.deliver(*env.register("b1", essays=2, class_id="c1"))
+    await rt.deliver(*env.register("b1", items=2, group_id="c1"))
     (fact,) = await rt.store.list_waiting()
     assert fact.waits_for == "batch_state:awaiting_student_validation"
     rt.clock.advance(rt.service.waiting_window_seconds + 1)
@@ -403,12 +409,12 @@ async def test_a_waiting_fact_names_what_it_waits_for_now(rt: InMemoryRuntime, e
 
 
 async def test_waiting_requests_do_not_hold_back_a_request_for_a_batch_simply_not_ready(
-    rt: InMemoryRuntime, env: Envelopes
+    rt: InMemoryRuntime, env: HuleEduEnvelopes
 ) -> None:
-    ids = env.essay_ids("b1", 2)
+    ids = env.item_ids("b1", 2)
     for _ in range(2):
         assert (await rt.service.handle_message(*env.request("b1", "nlp"))).waiting == "batch_registration"
-    await rt.deliver(*env.register("b1", essays=2, class_id="c1"))  # regular: needs students
+    await rt.deliver(*env.register("b1", items=2, group_id="c1"))  # regular: needs students
     await rt.deliver(*env.provisioned("b1", ids))
     third = await rt.service.handle_message(*env.request("b1", "nlp"))
     assert third.waiting is None

@@ -20,14 +20,14 @@ from pipeline_state.profiles.huleedu.events import (
     Topic,
     parse_message,
 )
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 REGISTER = Topic.BATCH_REGISTER.value
 OUTCOME = Topic.PHASE_OUTCOME.value
 
 
 def _register_value() -> dict[str, Any]:
-    return Envelopes().register("b1")[1]
+    return HuleEduEnvelopes().register("b1")[1]
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -82,7 +82,7 @@ def test_invalid_message_names_topic_and_field(change: Callable[[dict[str, Any]]
 
 
 def test_nested_payload_field_is_named() -> None:
-    topic, value = Envelopes().outcome("b1", "nlp", new_id(), processed=["e1", "e2"])
+    topic, value = HuleEduEnvelopes().outcome("b1", "nlp", new_id(), processed=["e1", "e2"])
     del value["data"]["processed_essays"][1]["essay_id"]
 
     with pytest.raises(InvalidMessageError) as caught:
@@ -127,7 +127,7 @@ def test_extra_fields_are_ignored_everywhere() -> None:
     value = _register_value()
     value["partition_hint"] = 7
     value["data"]["favourite_colour"] = "green"
-    topic, outcome = Envelopes().outcome("b1", "nlp", new_id(), processed=["e1"])
+    topic, outcome = HuleEduEnvelopes().outcome("b1", "nlp", new_id(), processed=["e1"])
     outcome["data"]["processed_essays"][0]["word_count"] = 120
 
     envelope, payload = parse_message(REGISTER, json.dumps(value).encode())
@@ -144,7 +144,7 @@ def test_extra_fields_are_ignored_everywhere() -> None:
 @pytest.mark.parametrize("form", ["dict", "str", "bytes"])
 async def test_runtime_accepts_dict_text_and_bytes(form: str) -> None:
     rt = InMemoryRuntime()
-    topic, value = Envelopes().register("b1")
+    topic, value = HuleEduEnvelopes().register("b1")
     raw: Any = {"dict": value, "str": json.dumps(value), "bytes": json.dumps(value).encode()}[form]
 
     out = await rt.deliver(topic, raw)
@@ -176,7 +176,7 @@ async def _whole_flow(rt: InMemoryRuntime, ids_from: list[str] | None = None) ->
     def next_id() -> str:
         return next(counter) if ids_from is not None else new_id()
 
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     out: list[Message] = []
 
     async def send(delivery: tuple[str, dict[str, Any]]) -> None:
@@ -184,11 +184,11 @@ async def _whole_flow(rt: InMemoryRuntime, ids_from: list[str] | None = None) ->
         value["event_id"] = next_id()
         out.extend(await rt.deliver(topic, value))
 
-    essays = env.essay_ids("b1", 3)
-    await send(env.register("b1", class_id="class-7"))
+    essays = env.item_ids("b1", 3)
+    await send(env.register("b1", group_id="class-7"))
     await send(env.provisioned("b1", essays))
-    await send(env.associations("b1", "class-7", essays))
-    await send(env.essays_ready("b1", essays))
+    await send(env.group_confirmed("b1", "class-7", essays))
+    await send(env.items_ready("b1", essays))
     # denied: unknown_pipeline (a request for an unknown batch would wait for its registration)
     await send(env.request("b1", "no_such_pipeline"))
     corr = next_id()

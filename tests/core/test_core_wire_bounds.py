@@ -17,10 +17,10 @@ from pipeline_state.profiles.huleedu.events import (
     Topic,
     parse_message,
 )
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.wire import MAX_FREE_TEXT_LENGTH, MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_SHORT_TEXT_LENGTH
 
-ENV = Envelopes()
+ENV = HuleEduEnvelopes()
 CORR = "0b0e5a53-6c51-4a8c-9a0e-2f0f3c1d7e11"
 VALID: dict[str, tuple[str, dict[str, Any]]] = {
     "register": (
@@ -42,8 +42,8 @@ VALID: dict[str, tuple[str, dict[str, Any]]] = {
         )[1],
     ),
     "provisioned": ENV.provisioned("b1", ["e1"]),
-    "associations": ENV.associations("b1", "c1", ["e1"]),
-    "essays_ready": ENV.essays_ready("b1", ["e1"]),
+    "associations": ENV.group_confirmed("b1", "c1", ["e1"]),
+    "essays_ready": ENV.items_ready("b1", ["e1"]),
     "validation": ENV.validation_errors("b1"),
     "request": ENV.request("b1", "nlp", prompt_payload={"prompt_ref": "p"}),
     "outcome": ENV.outcome("b1", "spellcheck", CORR, processed=["e1"], failed=["e2"]),

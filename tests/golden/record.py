@@ -433,8 +433,8 @@ _SENDERS = {
 }
 _NOT_READY = (
     BatchStatus.AWAITING_CONTENT_VALIDATION,
-    BatchStatus.AWAITING_STUDENT_VALIDATION,
-    BatchStatus.STUDENT_VALIDATION_COMPLETED,
+    BatchStatus.AWAITING_GROUP_VALIDATION,
+    BatchStatus.GROUP_VALIDATION_COMPLETED,
 )
 _OUTCOME_KINDS = ("completed_successfully", "completed_with_failures", "failed_critically")
 
@@ -688,8 +688,8 @@ class Walker:
     def next_readiness(state: BatchState) -> str:
         return {
             BatchStatus.AWAITING_CONTENT_VALIDATION: "provision",
-            BatchStatus.AWAITING_STUDENT_VALIDATION: "associations",
-            BatchStatus.STUDENT_VALIDATION_COMPLETED: "essays_ready",
+            BatchStatus.AWAITING_GROUP_VALIDATION: "associations",
+            BatchStatus.GROUP_VALIDATION_COMPLETED: "essays_ready",
         }[state.status]
 
     def early_fact(self, batch_id: str) -> Line:

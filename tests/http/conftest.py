@@ -15,7 +15,7 @@ from pipeline_state_http import HttpSettings, PipelineStateClient, create_app
 
 from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 BASE = "http://pipeline-state.test"
 
@@ -85,11 +85,11 @@ async def client(app) -> AsyncIterator[PipelineStateClient]:  # type: ignore[no-
 @pytest.fixture
 def make_ready(service: PipelineService) -> MakeReady:
     """Register a guest batch and provision its essays: it ends ready for pipelines."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
 
     async def ready(batch_id: str, *, essays: int = 3, prompt: str | None = "prompt-1") -> str:
-        await service.handle_message(*env.register(batch_id, essays=essays, prompt=prompt))
-        await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, essays)))
+        await service.handle_message(*env.register(batch_id, items=essays, prompt=prompt))
+        await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, essays)))
         return batch_id
 
     return ready
@@ -116,12 +116,12 @@ def outbox(service: PipelineService, clock: ManualClock) -> Outbox:
 @pytest.fixture
 def outcome(service: PipelineService) -> Outcome:
     """Report a phase outcome for a run (by its correlation id), as the phase's service would."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
 
     async def report(
         batch_id: str, phase: str, correlation_id: str, *, essays: int = 3, **kw: object
     ) -> None:
-        processed = kw.pop("processed", env.essay_ids(batch_id, essays))
+        processed = kw.pop("processed", env.item_ids(batch_id, essays))
         await service.handle_message(
             *env.outcome(batch_id, phase, correlation_id, processed=processed, **kw)  # type: ignore[arg-type]
         )

@@ -24,7 +24,7 @@ from pipeline_state_http import HttpSettings, create_app
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 from .conftest import TOKENS
 
@@ -57,9 +57,9 @@ def chromium() -> str:
 
 
 async def _seed(service: PipelineService) -> str:
-    env = Envelopes()
-    await service.handle_message(*env.register("b1", essays=3))
-    await service.handle_message(*env.provisioned("b1", env.essay_ids("b1", 3)))
+    env = HuleEduEnvelopes()
+    await service.handle_message(*env.register("b1", items=3))
+    await service.handle_message(*env.provisioned("b1", env.item_ids("b1", 3)))
     first = await service.execute(
         ClientBatchPipelineRequestV1(batch_id="b1", requested_pipeline="nlp", user_id="t")
     )
@@ -67,7 +67,7 @@ async def _seed(service: PipelineService) -> str:
     assert first.state.active_run is not None
     corr = first.state.active_run.correlation_id
     for phase in ("spellcheck", "nlp"):
-        await service.handle_message(*env.outcome("b1", phase, corr, processed=env.essay_ids("b1", 3)))
+        await service.handle_message(*env.outcome("b1", phase, corr, processed=env.item_ids("b1", 3)))
     second = await service.execute(
         ClientBatchPipelineRequestV1(batch_id="b1", requested_pipeline="comprehensive", user_id="t")
     )
@@ -75,7 +75,7 @@ async def _seed(service: PipelineService) -> str:
     assert second.state.active_run is not None
     corr = second.state.active_run.correlation_id
     await service.handle_message(
-        *env.outcome("b1", "cj_assessment", corr, processed=env.essay_ids("b1", 2), failed=["b1-e2"])
+        *env.outcome("b1", "cj_assessment", corr, processed=env.item_ids("b1", 2), failed=["b1-e2"])
     )
     return "b1"
 

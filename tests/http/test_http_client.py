@@ -37,9 +37,9 @@ async def test_a_whole_flow_through_the_client(
     )
     registered = await client.register(reg, idempotency_key="reg-1")
     assert registered.status == "awaiting_content_validation"
-    from pipeline_state.testing import Envelopes
+    from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     state = await service.get_batch("b1")
     await service.handle_message(*env.provisioned("b1", list(state.item_ids)))
     assert (await client.preflight("b1", "nlp")).resolved_pipeline == ["spellcheck", "nlp"]

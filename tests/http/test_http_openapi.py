@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 from .conftest import API_TOKEN, INTERNAL_TOKEN, OPS_TOKEN, TOKENS, bearer
 from .serving import served
@@ -33,11 +33,11 @@ KNOWN = ("ready", "busy", "done", "fresh")
 
 
 async def _seed(service: PipelineService) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     for batch_id in KNOWN:
-        await service.handle_message(*env.register(batch_id, essays=2))
+        await service.handle_message(*env.register(batch_id, items=2))
         if batch_id != "fresh":
-            await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 2)))
+            await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 2)))
     for batch_id in ("busy", "done"):
         request = ClientBatchPipelineRequestV1(batch_id=batch_id, requested_pipeline="nlp", user_id="t")
         result = await service.execute(request)
@@ -46,7 +46,7 @@ async def _seed(service: PipelineService) -> None:
     state = await service.get_batch("done")
     assert state.active_run is not None
     for phase in ("spellcheck", "nlp"):
-        out = env.outcome("done", phase, state.active_run.correlation_id, processed=env.essay_ids("done", 2))
+        out = env.outcome("done", phase, state.active_run.correlation_id, processed=env.item_ids("done", 2))
         await service.handle_message(*out)
 
 

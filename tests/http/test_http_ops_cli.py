@@ -13,17 +13,17 @@ from pipeline_state_http import HttpSettings
 
 from pipeline_state import PipelineService
 from pipeline_state.cli import main
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 from .conftest import API_TOKEN, TOKENS
 from .serving import served
 
 
 async def _seed(service: PipelineService) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     for batch_id in ("b1", "b2"):
-        await service.handle_message(*env.register(batch_id, essays=2))
-        await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 2)))
+        await service.handle_message(*env.register(batch_id, items=2))
+        await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 2)))
     assert (await service.handle_message(*env.request("b1", "nlp"))).label == "applied"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from pipeline_state import ManualClock, PipelineService
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 OPS = {"Authorization": "Bearer test-ops-token"}  # the ops token of tests/http/conftest.py
 
@@ -13,8 +13,8 @@ OPS = {"Authorization": "Bearer test-ops-token"}  # the ops token of tests/http/
 async def test_waiting_facts_are_listed_and_counted(
     http: httpx.AsyncClient, service: PipelineService
 ) -> None:
-    env = Envelopes()
-    early = env.provisioned("b1", env.essay_ids("b1", 2))
+    env = HuleEduEnvelopes()
+    early = env.provisioned("b1", env.item_ids("b1", 2))
     await service.handle_message(*early)
     await service.handle_message(*env.request("b2", "nlp"))
 
@@ -36,11 +36,11 @@ async def test_waiting_facts_are_listed_and_counted(
 async def test_stalled_runs_are_listed_oldest_first(
     http: httpx.AsyncClient, service: PipelineService, clock: ManualClock
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     for batch_id in ("old", "new"):
         for delivery in (
-            env.register(batch_id, essays=2),
-            env.provisioned(batch_id, env.essay_ids(batch_id, 2)),
+            env.register(batch_id, items=2),
+            env.provisioned(batch_id, env.item_ids(batch_id, 2)),
         ):
             await service.handle_message(*delivery)
         await service.handle_message(*env.request(batch_id, "nlp"))

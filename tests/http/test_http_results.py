@@ -37,7 +37,7 @@ from pipeline_state.profiles.huleedu.results import (
     ResultsService,
     ResultsStore,
 )
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 from .conftest import API_TOKEN, BASE, TOKENS, authed_client, bearer
 
@@ -52,7 +52,7 @@ class Platform:
 
     def __init__(self, results: ResultsStore) -> None:
         self.rt = InMemoryRuntime()
-        self.env = Envelopes()
+        self.env = HuleEduEnvelopes()
         self.store = results
         self.results = ResultsService(results, clock=self.rt.clock)
         for topic in LISTENED:
@@ -70,13 +70,15 @@ class Platform:
     async def complete_run(self, batch_id: str, *, essays: int = 4) -> None:
         """Register a class batch and run ``cj_assessment`` on it to completion (one essay
         fails in ``cj_assessment``)."""
-        ids = self.env.essay_ids(batch_id, essays)
-        await self.deliver(*self.env.register(batch_id, user_id=TEACHER, class_id=CLASS, essays=essays))
+        ids = self.env.item_ids(batch_id, essays)
+        await self.deliver(*self.env.register(batch_id, owner=TEACHER, group_id=CLASS, items=essays))
         await self.deliver(*self.env.provisioned(batch_id, ids))
-        await self.deliver(*self.env.associations(batch_id, CLASS, ids))
-        await self.deliver(*self.env.essays_ready(batch_id, ids))
+        await self.deliver(*self.env.group_confirmed(batch_id, CLASS, ids))
+        await self.deliver(*self.env.items_ready(batch_id, ids))
         corr = str(uuid.uuid4())
-        await self.deliver(*self.env.request(batch_id, "cj_assessment", user_id=TEACHER, correlation_id=corr))
+        await self.deliver(
+            *self.env.request(batch_id, "cj_assessment", requested_by=TEACHER, correlation_id=corr)
+        )
         self.rt.clock.advance(3)
         self.env.timestamp = self.rt.clock.now()
         await self.deliver(*self.env.outcome(batch_id, "spellcheck", corr, processed=ids))

@@ -215,15 +215,15 @@ async def test_credit_and_rate_limit_denials_are_402_and_429(make_ready: MakeRea
     from pipeline_state_http import HttpSettings, create_app
 
     from pipeline_state import InMemoryStore, ManualClock
-    from pipeline_state.testing import Envelopes
+    from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
     ledger = InMemoryCreditLedger({"teacher-1": 3})
     profile = huleedu_profile(credits=ledger, extra_guards=[RateLimitGuard(max_runs=1, window_seconds=3600)])
     service = PipelineService(InMemoryStore(), profile=profile, clock=ManualClock())
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     for batch_id in ("poor", "busy"):
-        await service.handle_message(*env.register(batch_id, essays=3))
-        await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 3)))
+        await service.handle_message(*env.register(batch_id, items=3))
+        await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 3)))
     app = create_app(service, settings=HttpSettings(**TOKENS))
     async with authed_client(app, "http://t") as http:
         # 3 essays x 2 phases = 6 credits > 3

@@ -10,7 +10,7 @@ import pytest
 from pipeline_state_http import HttpSettings, PipelineDeniedError, PipelineStateClient, create_app
 
 from pipeline_state import ManualClock, PipelineService
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 from .conftest import API_TOKEN, BASE, INTERNAL_TOKEN, TOKENS, authed_client
@@ -30,7 +30,7 @@ async def sql_service(tmp_path: Path) -> AsyncIterator[PipelineService]:
 
 async def test_the_api_on_the_sqlite_store(sql_service: PipelineService) -> None:
     app = create_app(sql_service, settings=HttpSettings(**TOKENS))
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     transport = httpx.ASGITransport(app=app)
     tokens = {"token": API_TOKEN, "internal_token": INTERNAL_TOKEN}
     async with (

@@ -32,7 +32,7 @@ from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 __all__ = [
     "DEFAULT_POSTGRES",
@@ -160,7 +160,7 @@ class Workers:
         prefix: str,
         producer: ProducerLike,
         *,
-        env: Envelopes | None = None,
+        env: HuleEduEnvelopes | None = None,
         answer: Callable[[Collected], bool] | None = None,
         correlation: Callable[[Collected], str] | None = None,
         delay: Callable[[], float] | None = None,
@@ -168,7 +168,7 @@ class Workers:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.producer = producer
-        self.env = env or Envelopes(source_service="proof-workers")
+        self.env = env or HuleEduEnvelopes(source_service="proof-workers")
         self.answer = answer or (lambda _record: True)
         self.correlation = correlation or (lambda record: str(record.envelope.get("correlation_id")))
         self.delay = delay or (lambda: 0.0)

@@ -16,7 +16,8 @@ from pipeline_state import BatchStatus
 from pipeline_state.asyncapi import asyncapi_document
 from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes, WireChecker
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import WireChecker
 
 pytestmark = pytest.mark.kafka
 
@@ -25,24 +26,27 @@ async def test_kafka_records_match_the_asyncapi_document(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
     checker = WireChecker(asyncapi_document())
-    env = Envelopes()
-    ids = env.essay_ids("b1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 2)
     corr = str(uuid.uuid4())
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,
         Collector(broker.bootstrap, [*INBOUND_TOPICS, *OUTBOUND_TOPICS], topic_prefix=prefix) as seen,
     ):
         for delivery in (
-            env.register("b1", essays=2, class_id="c1", user_id="teacher-7"),
+            env.register("b1", items=2, group_id="c1", owner="teacher-7"),
             env.provisioned("b1", ids),
-            env.associations("b1", "c1", ids),
-            env.essays_ready("b1", ids),
+            env.group_confirmed("b1", "c1", ids),
+            env.items_ready("b1", ids),
         ):
             await send_envelopes(producer, [delivery], topic_prefix=prefix)
         await wait_status(runner, "b1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await send_envelopes(
             producer,
-            [env.request("b1", "nlp", user_id="teacher-7", correlation_id=corr), env.request("b1", "nope")],
+            [
+                env.request("b1", "nlp", requested_by="teacher-7", correlation_id=corr),
+                env.request("b1", "nope"),
+            ],
             topic_prefix=prefix,
         )
         await send_envelopes(
@@ -83,7 +87,7 @@ async def test_kafka_dead_letters_match_the_asyncapi_document(
     checker = WireChecker(asyncapi_document())
     register, outcome = Topic.BATCH_REGISTER.value, Topic.PHASE_OUTCOME.value
     letters = [f"{register}{DEAD_LETTER_SUFFIX}", f"{outcome}{DEAD_LETTER_SUFFIX}"]
-    topic, envelope = Envelopes().outcome("b9", "spellcheck", str(uuid.uuid4()))
+    topic, envelope = HuleEduEnvelopes().outcome("b9", "spellcheck", str(uuid.uuid4()))
     envelope["data"]["phase_status"] = "exploded"
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,

@@ -38,7 +38,7 @@ from proof_harness import (
 
 from pipeline_state.ports import Store
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -55,7 +55,7 @@ def _seed() -> int:
     return seed
 
 
-def backlog(env: Envelopes, batch_ids: list[str], *, order: str, rng: random.Random) -> list[Stamped]:
+def backlog(env: HuleEduEnvelopes, batch_ids: list[str], *, order: str, rng: random.Random) -> list[Stamped]:
     """Each batch's register -> provisioning -> request, with record timestamps in that
     logical order (and in batch order on each topic, as each producing service emits them).
 
@@ -69,10 +69,10 @@ def backlog(env: Envelopes, batch_ids: list[str], *, order: str, rng: random.Ran
     streams: list[list[Stamped]] = [[] for _ in range(topics)]
     base = int(time.time() * 1000)
     for i, batch_id in enumerate(batch_ids):
-        essays = env.essay_ids(batch_id, 2)
+        essays = env.item_ids(batch_id, 2)
         corr = str(uuid.uuid4())
         logical = [
-            env.register(batch_id, essays=2),
+            env.register(batch_id, items=2),
             env.provisioned(batch_id, essays),
             env.request(batch_id, PIPELINE, correlation_id=corr),
             env.outcome(batch_id, "spellcheck", corr, processed=essays),
@@ -167,7 +167,7 @@ async def _drain_backlog(
     schema: str | None = None,
 ) -> None:
     rng = random.Random(_seed())
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     batch_ids = [f"bl{i:03d}" for i in range(BATCHES)]
     service = Service(kind, broker, prefix, tmp, schema)
 

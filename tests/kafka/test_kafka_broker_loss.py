@@ -36,7 +36,7 @@ from proof_harness import (
 
 from pipeline_state.ports import RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -66,7 +66,7 @@ async def test_kafka_broker_loss_every_in_flight_run_completes_or_fails_at_its_d
 ) -> None:
     require("pipeline_state_sql")
     broker = own_broker
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     corr = {b: str(uuid.uuid4()) for b in BATCHES}
     base = fast_settings(broker.bootstrap, prefix, store_url=store_url)
@@ -96,7 +96,7 @@ async def test_kafka_broker_loss_every_in_flight_run_completes_or_fails_at_its_d
         await workers.start()
         inputs = []
         for b in BATCHES:
-            inputs += [env.register(b, essays=2), env.provisioned(b, env.essay_ids(b, 2))]
+            inputs += [env.register(b, items=2), env.provisioned(b, env.item_ids(b, 2))]
         await send_envelopes(producer, inputs, topic_prefix=prefix)
         await send_envelopes(
             producer, [env.request(b, "nlp", correlation_id=corr[b]) for b in BATCHES], topic_prefix=prefix

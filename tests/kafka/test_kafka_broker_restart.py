@@ -18,15 +18,15 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state import BatchStatus
 from pipeline_state.ports import Outbox
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
 
 async def test_kafka_relay_survives_a_broker_restart(own_broker: LocalBroker, prefix: str) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     broker = own_broker
-    ids = env.essay_ids("x1", 2)
+    ids = env.item_ids("x1", 2)
     corr = str(uuid.uuid4())
     base = fast_settings(broker.bootstrap, prefix)
     settings = attrs.evolve(
@@ -42,7 +42,7 @@ async def test_kafka_relay_survives_a_broker_restart(own_broker: LocalBroker, pr
             assert runner.service is not None
             outbox = runner.opened.outbox
             async with Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as before:
-                await send_envelopes(producer, [env.register("x1", essays=2)], topic_prefix=prefix)
+                await send_envelopes(producer, [env.register("x1", items=2)], topic_prefix=prefix)
                 await before.wait_for(lambda c: bool(c.on(Topic.ESSAYS_REGISTERED)), what="registration")
                 await send_envelopes(producer, [env.provisioned("x1", ids)], topic_prefix=prefix)
                 await wait_status(runner, "x1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)

@@ -14,7 +14,7 @@ from pipeline_state_service import ConsumerPlugin, ServeContext, register_consum
 
 from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic, parse_message
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.kafka
 async def test_kafka_many_batches_keep_their_order_and_complete_once(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     batches = [f"m{i:02d}" for i in range(12)]
-    essays = {b: env.essay_ids(b, 2) for b in batches}
+    essays = {b: env.item_ids(b, 2) for b in batches}
     corr = {b: str(uuid.uuid4()) for b in batches}
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,
@@ -32,7 +32,7 @@ async def test_kafka_many_batches_keep_their_order_and_complete_once(
     ):
         assert runner.opened is not None
         store = runner.opened.store
-        await send_envelopes(producer, [env.register(b, essays=2) for b in batches], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register(b, items=2) for b in batches], topic_prefix=prefix)
         await out.wait_for(lambda c: len(c.on(Topic.ESSAYS_REGISTERED)) == len(batches), what="registrations")
         await send_envelopes(producer, [env.provisioned(b, essays[b]) for b in batches], topic_prefix=prefix)
 
@@ -101,12 +101,12 @@ async def test_kafka_serve_runs_an_extra_consumer(
 
     name = f"completions-{uuid.uuid4().hex[:6]}"
     register_consumer(name, completions)
-    env = Envelopes()
-    ids = env.essay_ids("e1", 1)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("e1", 1)
     corr = str(uuid.uuid4())
     settings = attrs.evolve(fast_settings(broker.bootstrap, prefix), consumers=(name,))
     async with running(settings) as runner:
-        await send_envelopes(producer, [env.register("e1", essays=1)], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register("e1", items=1)], topic_prefix=prefix)
         await wait_until(lambda: runner.stats.handled >= 1, what="registration")
         await send_envelopes(producer, [env.provisioned("e1", ids)], topic_prefix=prefix)
         await wait_until(lambda: runner.stats.handled >= 2, what="provisioning")

@@ -39,7 +39,7 @@ from proof_harness import (
 from pipeline_state import BatchStatus
 from pipeline_state.ports import RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -76,10 +76,10 @@ async def rig(
         serve.close()
 
 
-async def _ready_batch(producer: ProducerLike, prefix: str, env: Envelopes, batch_id: str) -> None:
+async def _ready_batch(producer: ProducerLike, prefix: str, env: HuleEduEnvelopes, batch_id: str) -> None:
     await send_envelopes(
         producer,
-        [env.register(batch_id, essays=2), env.provisioned(batch_id, env.essay_ids(batch_id, 2))],
+        [env.register(batch_id, items=2), env.provisioned(batch_id, env.item_ids(batch_id, 2))],
         topic_prefix=prefix,
     )
 
@@ -100,7 +100,7 @@ async def test_kafka_foreign_correlation_completes_and_earlier_runs_correlation_
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
     require("pipeline_state_sql")
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     foreign: dict[str, str] = {}
 
     def correlation(command: Collected) -> str:
@@ -194,7 +194,7 @@ async def test_kafka_silent_worker_fails_the_run_at_its_deadline_and_the_next_re
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
     require("pipeline_state_sql")
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     corr_1, corr_2 = str(uuid.uuid4()), str(uuid.uuid4())
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     settings = attrs.evolve(fast_settings(broker.bootstrap, prefix, store_url=store_url), sweep_seconds=0.5)

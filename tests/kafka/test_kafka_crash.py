@@ -17,7 +17,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state import InMemoryRuntime
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -30,11 +30,11 @@ async def test_kafka_kill_between_commit_and_relay_loses_and_duplicates_nothing(
 ) -> None:
     require("pipeline_state_sql")
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     reference = InMemoryRuntime()
     expected: list[dict[str, Any]] = []
     corr = {b: str(uuid.uuid4()) for b in BATCHES}
-    essays = {b: env.essay_ids(b, 2) for b in BATCHES}
+    essays = {b: env.item_ids(b, 2) for b in BATCHES}
 
     async def deliver(serve: ServeProcess, deliveries: list[tuple[str, dict[str, Any]]]) -> None:
         for delivery in deliveries:
@@ -53,7 +53,7 @@ async def test_kafka_kill_between_commit_and_relay_loses_and_duplicates_nothing(
     first = process("first", PIPELINE_STATE_RELAY="0").start()
     try:
         await first.wait_ready()
-        await deliver(first, [env.register(b, essays=2) for b in BATCHES])
+        await deliver(first, [env.register(b, items=2) for b in BATCHES])
         await deliver(first, [env.provisioned(b, essays[b]) for b in BATCHES])
         await deliver(first, [env.request(b, "nlp", correlation_id=corr[b]) for b in BATCHES])
     finally:

@@ -38,7 +38,7 @@ from proof_harness import (
 )
 
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -84,7 +84,7 @@ async def test_kafka_crash_matrix_every_run_completes_once(
     require("pipeline_state_sql")
     started = time.monotonic()
     rng = random.Random(_seed())
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     store_url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     batch_ids = [f"cm{i:03d}" for i in range(BATCHES)]
     groups: list[list[str]] = [[] for _ in range(CYCLES)]
@@ -104,7 +104,7 @@ async def test_kafka_crash_matrix_every_run_completes_once(
             return
         facts, requests = [], []
         for batch_id in group:
-            facts += [env.register(batch_id, essays=2), env.provisioned(batch_id, env.essay_ids(batch_id, 2))]
+            facts += [env.register(batch_id, items=2), env.provisioned(batch_id, env.item_ids(batch_id, 2))]
             requests.append(env.request(batch_id, PIPELINE))
         # The consumer keeps time order within one fetch, not across fetches of different
         # partitions: a request fetched before its batch's provisioning (registered, not yet

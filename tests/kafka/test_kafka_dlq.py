@@ -14,7 +14,7 @@ from pipeline_state_service import OpenedStore
 
 from pipeline_state import BatchStatus, InMemoryStore
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -34,7 +34,7 @@ def _envelope_bytes(delivery: tuple[str, dict[str, Any]]) -> bytes:
 async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_processed(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     register_topic = f"{prefix}{Topic.BATCH_REGISTER}"
     outcome_topic = f"{prefix}{Topic.PHASE_OUTCOME}"
     async with (
@@ -43,9 +43,9 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
         Collector(broker.bootstrap, [dlq_topic(t) for t in INBOUND], topic_prefix=prefix) as dlq,
     ):
         # A live batch with an active run, so outcome errors are about the outcome itself.
-        await send_envelopes(producer, [env.register("p1", essays=2)], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register("p1", items=2)], topic_prefix=prefix)
         await out.wait_for(lambda c: bool(c.on(Topic.ESSAYS_REGISTERED)))
-        await send_envelopes(producer, [env.provisioned("p1", env.essay_ids("p1", 2))], topic_prefix=prefix)
+        await send_envelopes(producer, [env.provisioned("p1", env.item_ids("p1", 2))], topic_prefix=prefix)
         await wait_status(runner, "p1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         corr = "4f7f6a43-3c1e-4a53-9a0e-6b1c6f1e0a11"
         await send_envelopes(producer, [env.request("p1", "nlp", correlation_id=corr)], topic_prefix=prefix)
@@ -61,7 +61,7 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
             (
                 register_topic,
                 "p1",
-                _envelope_bytes(env.register("p1", essays=3)),  # p1 has 2 essays
+                _envelope_bytes(env.register("p1", items=3)),  # p1 has 2 essays
                 "BatchConflictError",
                 None,
             ),
@@ -80,8 +80,8 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
         early = env.outcome("nope", "spellcheck", corr)
         await _send_raw(producer, outcome_topic, "nope", _envelope_bytes(early))
         # The very next messages on the same partitions (same keys) are processed.
-        ids = env.essay_ids("p1", 2)
-        await _send_raw(producer, register_topic, "p2", _envelope_bytes(env.register("p2", essays=1)))
+        ids = env.item_ids("p1", 2)
+        await _send_raw(producer, register_topic, "p2", _envelope_bytes(env.register("p2", items=1)))
         await _send_raw(
             producer,
             outcome_topic,
@@ -118,14 +118,14 @@ async def test_kafka_poison_messages_are_dead_lettered_and_the_next_message_is_p
 async def test_kafka_transient_store_failure_is_retried_without_commit_and_never_dead_lettered(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     memory = InMemoryStore()
     opened = OpenedStore(memory, memory)
     settings = fast_settings(broker.bootstrap, prefix)
     async with Collector(broker.bootstrap, [dlq_topic(t) for t in INBOUND], topic_prefix=prefix) as dlq:
         async with running(settings, store=opened) as first:
             memory.available = False  # the database goes away
-            await send_envelopes(producer, [env.register("t1", essays=2)], topic_prefix=prefix)
+            await send_envelopes(producer, [env.register("t1", items=2)], topic_prefix=prefix)
             await wait_until(lambda: first.stats.retries >= 3, what="retries while the store is down")
             assert first.stats.handled == 0
         # Stopped while the store was still down: the offset must not have been committed,

@@ -21,7 +21,7 @@ from pipeline_state_sql import open_store
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import TransitionRecord
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -68,8 +68,8 @@ async def test_dead_letters_are_reinjected_through_the_engine_once(
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
     await (await open_store(url)).close()  # the deployment's store (created by serve)
-    env = Envelopes()
-    first, second = env.register("b1", essays=2), env.register("b2", essays=1)
+    env = HuleEduEnvelopes()
+    first, second = env.register("b1", items=2), env.register("b2", items=1)
     # One key, so the three letters share a partition and keep their order.
     await _letters(
         producer,

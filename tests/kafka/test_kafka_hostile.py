@@ -20,7 +20,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker
 from pipeline_state_service import Summary
 
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -42,7 +42,7 @@ def _bytes(delivery: tuple[str, dict[str, Any]]) -> bytes:
 async def test_kafka_serve_survives_the_measured_recursion_record_and_serves_the_next(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     serve = ServeProcess(broker.bootstrap, "memory://", prefix, log_file=tmp_path / "serve.log").start()
     try:
         await serve.wait_ready()
@@ -75,7 +75,7 @@ async def test_kafka_serve_survives_the_measured_recursion_record_and_serves_the
 async def test_kafka_record_too_large_for_the_dlq_is_dead_lettered_truncated_and_the_next_is_handled(
     broker: LocalBroker, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     big_producer = create_producer(
         ProducerSettings(broker.bootstrap, client_id="tests-big", max_request_size=4 * 1024 * 1024)
     )
@@ -116,7 +116,7 @@ async def test_kafka_record_too_large_for_the_dlq_is_dead_lettered_truncated_and
 async def test_kafka_dlq_size_limit_is_a_setting(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     poison = env.register("mid")
     poison[1]["data"]["expected_essay_count"] = "many"
     poison[1]["metadata"] = {"pad": "y" * 200_000}
@@ -143,8 +143,8 @@ async def test_kafka_fact_that_waited_too_long_is_dead_lettered_with_what_it_wai
     """Issue 11.2, Kafka side: an early fact waits (counted in the live summary); once the
     waiting window passed, the sweeper parks it on ``<topic>.DLQ`` naming what it waited
     for, and it leaves the waiting set."""
-    env = Envelopes()
-    provisioning = env.provisioned("w1", env.essay_ids("w1", 2))
+    env = HuleEduEnvelopes()
+    provisioning = env.provisioned("w1", env.item_ids("w1", 2))
     raw = _bytes(provisioning)
     settings = attrs.evolve(
         fast_settings(broker.bootstrap, prefix), sweep_seconds=0.2, waiting_window_seconds=2.0

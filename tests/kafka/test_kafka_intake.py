@@ -40,7 +40,7 @@ from pipeline_state.intake import (
 )
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, TOPICS, Topic, parse_message
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 MEASURED = b'{"event_id":' + b"[" * 100000 + b"]" * 100000 + b"}"
 """The record of issue 10.1 that raised RecursionError and killed ``serve``."""
@@ -72,7 +72,7 @@ def test_kafka_intake_measured_recursion_record_is_an_invalid_message() -> None:
 
 def test_kafka_intake_size_and_depth_are_bounded_with_documented_defaults() -> None:
     assert (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_JSON_DEPTH) == (1024 * 1024, 32)
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     topic, envelope = env.register("b1")
     # The envelope is depth 1, so metadata may nest 31 levels more; 32 is one too many.
     envelope["metadata"] = {"x": _nested(30)}  # envelope + metadata object + 30 lists = 32
@@ -140,7 +140,7 @@ def test_kafka_intake_json_depth_is_exact_for_valid_json(value: Any, ascii_only:
 
 
 async def test_kafka_intake_measured_record_is_dead_lettered_and_the_next_record_is_handled() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stop = asyncio.Event()
     source = LogConsumer(stop)
     source.append(OUTCOME, MEASURED, key=b"p1")
@@ -283,7 +283,7 @@ def test_kafka_dead_letter_too_large_is_truncated_with_size_and_digest() -> None
 async def test_kafka_dead_letter_refused_by_the_broker_is_sent_minimal_not_retried_for_ever() -> None:
     """The DLQ producer refuses anything above 64 KiB while the writer believes 1 MiB fits
     (a broker with a lower limit than configured): the letter is re-sent minimal once."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stop = asyncio.Event()
     source = LogConsumer(stop)
     big = b"y" * 300_000
@@ -337,7 +337,7 @@ class RejectingStore(InMemoryStore):
 
 @pytest.mark.parametrize("batched", [True, False])
 async def test_kafka_rejected_data_is_dead_lettered_at_once_with_its_reason(batched: bool) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stop = asyncio.Event()
     source = LogConsumer(stop)
     source.append(REGISTER, _bytes(env.register("reject-me")), key=b"a")
@@ -354,12 +354,12 @@ async def test_kafka_rejected_data_is_dead_lettered_at_once_with_its_reason(batc
 
 # -- hostile records, generated ---------------------------------------------------------------
 
-_ENV = Envelopes()
+_ENV = HuleEduEnvelopes()
 _VALID: dict[str, tuple[str, dict[str, Any]]] = {
     Topic.BATCH_REGISTER: _ENV.register("fz"),
     Topic.CONTENT_PROVISIONED: _ENV.provisioned("fz", ["fz-e0"]),
-    Topic.ASSOCIATIONS_CONFIRMED: _ENV.associations("fz", "c1", ["fz-e0"]),
-    Topic.ESSAYS_READY: _ENV.essays_ready("fz", ["fz-e0"]),
+    Topic.ASSOCIATIONS_CONFIRMED: _ENV.group_confirmed("fz", "c1", ["fz-e0"]),
+    Topic.ESSAYS_READY: _ENV.items_ready("fz", ["fz-e0"]),
     Topic.VALIDATION_ERRORS: _ENV.validation_errors("fz"),
     Topic.PIPELINE_REQUEST: _ENV.request("fz", "nlp"),
     Topic.PHASE_OUTCOME: _ENV.outcome("fz", "spellcheck", str(uuid.uuid4()), processed=["fz-e0"]),
@@ -428,7 +428,7 @@ def test_kafka_intake_fuzz_every_hostile_record_gets_an_outcome_and_the_next_is_
     records: list[tuple[str, bytes]], batched: bool
 ) -> None:
     async def scenario() -> None:
-        env = Envelopes()
+        env = HuleEduEnvelopes()
         stop = asyncio.Event()
         source = LogConsumer(stop, max_fetches=200)
         for index, (topic, value) in enumerate(records):
@@ -525,7 +525,7 @@ def test_kafka_settle_commits_each_partition_up_to_its_first_unhandled_record() 
 async def test_kafka_records_of_one_fetch_are_handled_in_timestamp_order_across_topics() -> None:
     """Issue 11.1: registration, provisioning and request of a batch on three topics, fetched
     together with the request's partition first: handled in time order, the run starts."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     for batched in (True, False):
         stop = asyncio.Event()
         source = LogConsumer(stop)
@@ -533,7 +533,7 @@ async def test_kafka_records_of_one_fetch_are_handled_in_timestamp_order_across_
         source.append(Topic.PIPELINE_REQUEST.value, _bytes(env.request(batch_id, "nlp")), timestamp=300)
         source.append(
             Topic.CONTENT_PROVISIONED.value,
-            _bytes(env.provisioned(batch_id, env.essay_ids(batch_id, 3))),
+            _bytes(env.provisioned(batch_id, env.item_ids(batch_id, 3))),
             timestamp=200,
         )
         source.append(REGISTER, _bytes(env.register(batch_id)), timestamp=100)
@@ -573,7 +573,7 @@ class FlakyStore(InMemoryStore):
 
 
 async def test_kafka_transient_failure_midway_commits_the_prefix_and_seeks_every_partition_back() -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stop = asyncio.Event()
     source = LogConsumer(stop)
     # Two topics, interleaved in time: r0 (t=0) p0 (t=1) r1 (t=2) p1 (t=3) ...

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proof_harness import PHASE_OF_TOPIC, WATCHED_TOPICS, Workers, completed
 
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -71,7 +71,7 @@ async def test_kafka_serve_metrics_follow_the_runs_behind_the_ops_token(
     serve = ServeProcess(broker.bootstrap, store, prefix, env=TOKENS, log_file=tmp_path / "serve.log")
     serve.command += ["--http", f"127.0.0.1:{port}"]
     serve.start()
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     batch_ids = ["m1", "m2"]
     requests: dict[str, str] = {}
     try:
@@ -91,13 +91,13 @@ async def test_kafka_serve_metrics_follow_the_runs_behind_the_ops_token(
             ):
                 refused = await http.get("/metrics", headers=bad)
                 assert refused.status_code == 401, bad
-            registration = env.register("m1", essays=2)
+            registration = env.register("m1", items=2)
             for batch_id in batch_ids:
-                essays = env.essay_ids(batch_id, 2)
+                essays = env.item_ids(batch_id, 2)
                 corr = str(uuid.uuid4())
                 request = env.request(batch_id, "nlp", correlation_id=corr)
                 requests[batch_id] = request[1]["event_id"]
-                first = registration if batch_id == "m1" else env.register(batch_id, essays=2)
+                first = registration if batch_id == "m1" else env.register(batch_id, items=2)
                 await send_envelopes(
                     producer, [first, env.provisioned(batch_id, essays), request], topic_prefix=prefix
                 )

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_state import InMemoryStore, PipelineService
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 TRACE_ID, SPAN_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
 
@@ -42,8 +42,8 @@ async def test_kafka_store_gauges_are_read_at_a_bounded_rate() -> None:
     sampler = StoreSampler(store, store, min_interval=10.0, clock=ticks)
     metrics = ServiceMetrics(sampler)
     service = PipelineService(store)
-    env = Envelopes()
-    await service.handle_message(*env.register("g1", essays=2))
+    env = HuleEduEnvelopes()
+    await service.handle_message(*env.register("g1", items=2))
     for _ in range(5):
         await metrics.exposition()
     assert sampler.readings == 1

@@ -16,7 +16,7 @@ from pipeline_state_service import OpenedStore, ServiceRunner
 from pipeline_state import BatchStatus, Catalog, InMemoryRuntime, PipelineService
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -47,8 +47,8 @@ class Driver:
 async def test_kafka_whole_pipeline_emits_commands_skips_completion_and_notifications(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
-    ids = env.essay_ids("b1", 3)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 3)
     corr = str(uuid.uuid4())
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,
@@ -56,20 +56,22 @@ async def test_kafka_whole_pipeline_emits_commands_skips_completion_and_notifica
     ):
         drive = Driver(producer, prefix, out)
         # Registration of a class batch, provisioning, student matching, readiness.
-        await drive.deliver(env.register("b1", essays=3, class_id="c1", user_id="teacher-7"))
+        await drive.deliver(env.register("b1", items=3, group_id="c1", owner="teacher-7"))
         await drive.deliver(env.provisioned("b1", ids))
-        await drive.deliver(env.associations("b1", "c1", ids))
-        await wait_status(runner, "b1", BatchStatus.STUDENT_VALIDATION_COMPLETED)
-        await drive.deliver(env.essays_ready("b1", ids))
+        await drive.deliver(env.group_confirmed("b1", "c1", ids))
+        await wait_status(runner, "b1", BatchStatus.GROUP_VALIDATION_COMPLETED)
+        await drive.deliver(env.items_ready("b1", ids))
         await wait_status(runner, "b1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         # The ai_feedback pipeline: spellcheck -> nlp -> ai_feedback, one essay failing in nlp.
-        await drive.deliver(env.request("b1", "ai_feedback", user_id="teacher-7", correlation_id=corr))
+        await drive.deliver(env.request("b1", "ai_feedback", requested_by="teacher-7", correlation_id=corr))
         await drive.deliver(env.outcome("b1", "spellcheck", corr, processed=ids))
         await drive.deliver(env.outcome("b1", "nlp", corr, processed=ids[:2], failed=ids[2:]))
         await drive.deliver(env.outcome("b1", "ai_feedback", corr, processed=ids[:2]))
         # A second request prunes spellcheck (completed by the first run).
         corr2 = str(uuid.uuid4())
-        await drive.deliver(env.request("b1", "cj_assessment", user_id="teacher-7", correlation_id=corr2))
+        await drive.deliver(
+            env.request("b1", "cj_assessment", requested_by="teacher-7", correlation_id=corr2)
+        )
 
         got = out.records
         assert runner.stats.dead_lettered == 0
@@ -126,14 +128,14 @@ async def test_kafka_whole_pipeline_emits_commands_skips_completion_and_notifica
 async def test_kafka_denied_request_is_published_not_dropped(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,
         Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
     ):
         drive = Driver(producer, prefix, out)
-        await drive.deliver(env.register("g1", essays=2))
-        await drive.deliver(env.provisioned("g1", env.essay_ids("g1", 2)))
+        await drive.deliver(env.register("g1", items=2))
+        await drive.deliver(env.provisioned("g1", env.item_ids("g1", 2)))
         await wait_status(runner, "g1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await drive.deliver(env.request("g1", "no_such_pipeline"))
         (denied,) = out.on(Topic.PIPELINE_DENIED)
@@ -163,7 +165,7 @@ async def test_kafka_deadline_sweeper_fails_an_overdue_phase_and_completes_the_r
     def service(opened: OpenedStore) -> PipelineService:
         return PipelineService(opened.store, profile=huleedu_profile(catalog=catalog))
 
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     corr = str(uuid.uuid4())
     settings = attrs.evolve(fast_settings(broker.bootstrap, prefix), sweep_seconds=0.2)
     runner = ServiceRunner(settings, service_factory=service)
@@ -171,9 +173,9 @@ async def test_kafka_deadline_sweeper_fails_an_overdue_phase_and_completes_the_r
         running_runner(runner),
         Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
     ):
-        await send_envelopes(producer, [env.register("d1", essays=1)], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register("d1", items=1)], topic_prefix=prefix)
         await out.wait_for(lambda c: bool(c.on(Topic.ESSAYS_REGISTERED)), what="registration")
-        await send_envelopes(producer, [env.provisioned("d1", env.essay_ids("d1", 1))], topic_prefix=prefix)
+        await send_envelopes(producer, [env.provisioned("d1", env.item_ids("d1", 1))], topic_prefix=prefix)
         await wait_status(runner, "d1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await send_envelopes(producer, [env.request("d1", "nlp", correlation_id=corr)], topic_prefix=prefix)
         await out.wait_for(lambda c: bool(c.on(Topic.SPELLCHECK)), what="the spellcheck command")

@@ -16,7 +16,7 @@ from pipeline_state_service import OpenedStore
 
 from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -24,20 +24,20 @@ pytestmark = pytest.mark.kafka
 async def test_kafka_second_member_joins_while_records_flow(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     memory = SlowCommits()
     shared = OpenedStore(memory, memory)
     settings = fast_settings(broker.bootstrap, prefix)
     # One record per fetch: units of work stay small, so some are in flight when the member joins.
     settings = attrs.evolve(settings, consumer=attrs.evolve(settings.consumer, max_records=1))
     batches = [f"j{i:02d}" for i in range(16)]
-    essays = {b: env.essay_ids(b, 1) for b in batches}
+    essays = {b: env.item_ids(b, 1) for b in batches}
     corr = {b: str(uuid.uuid4()) for b in batches}
     async with (
         running(settings, store=shared) as first,
         Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
     ):
-        await send_envelopes(producer, [env.register(b, essays=1) for b in batches], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register(b, items=1) for b in batches], topic_prefix=prefix)
         await out.wait_for(lambda c: len(c.on(Topic.ESSAYS_REGISTERED)) == len(batches), what="registrations")
         await send_envelopes(producer, [env.provisioned(b, essays[b]) for b in batches], topic_prefix=prefix)
 

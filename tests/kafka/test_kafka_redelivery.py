@@ -10,7 +10,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -18,14 +18,14 @@ pytestmark = pytest.mark.kafka
 async def test_kafka_event_delivered_three_times_has_one_effect(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
-    ids = env.essay_ids("r1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("r1", 2)
     corr = "0b5e2a59-8d0e-4f57-9d7a-2f1de0b2b001"
     async with (
         running(fast_settings(broker.bootstrap, prefix)) as runner,
         Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
     ):
-        register = env.register("r1", essays=2)
+        register = env.register("r1", items=2)
         await send_envelopes(producer, [register] * 3, topic_prefix=prefix)
         await wait_until(lambda: runner.stats.handled == 3, what="three deliveries handled")
         await send_envelopes(producer, [env.provisioned("r1", ids)], topic_prefix=prefix)

@@ -37,7 +37,7 @@ from pipeline_state import BatchStatus, InMemoryStore, ManualClock, PipelineServ
 from pipeline_state.cli import build_parser
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -72,9 +72,9 @@ def _serve_settings(bootstrap: str, prefix: str) -> ServeSettings:
 async def test_kafka_results_consumer_announces_every_run_once_and_keeps_the_read_model(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     guest, regular = f"g-{uuid.uuid4().hex[:6]}", f"c-{uuid.uuid4().hex[:6]}"
-    g_ids, c_ids = env.essay_ids(guest, 3), env.essay_ids(regular, 3)
+    g_ids, c_ids = env.item_ids(guest, 3), env.item_ids(regular, 3)
     c1, c2, c3 = (str(uuid.uuid4()) for _ in range(3))
 
     async def send(*deliveries: tuple[str, dict[str, Any]]) -> None:
@@ -92,23 +92,23 @@ async def test_kafka_results_consumer_announces_every_run_once_and_keeps_the_rea
 
         # Two batches made ready: a guest batch, and a regular one that goes through matching.
         await send(
-            env.register(guest, user_id="teacher-a", essays=3),
-            env.register(regular, user_id="teacher-b", essays=3, class_id="class-x"),
+            env.register(guest, owner="teacher-a", items=3),
+            env.register(regular, owner="teacher-b", items=3, group_id="class-x"),
         )
         await wait_status(runner, guest, BatchStatus.AWAITING_CONTENT_VALIDATION)
         await wait_status(runner, regular, BatchStatus.AWAITING_CONTENT_VALIDATION)
         await send(env.provisioned(guest, g_ids), env.provisioned(regular, c_ids))
-        await wait_status(runner, regular, BatchStatus.AWAITING_STUDENT_VALIDATION)
-        await send(env.associations(regular, "class-x", c_ids))
-        await wait_status(runner, regular, BatchStatus.STUDENT_VALIDATION_COMPLETED)
-        await send(env.essays_ready(regular, c_ids))
+        await wait_status(runner, regular, BatchStatus.AWAITING_GROUP_VALIDATION)
+        await send(env.group_confirmed(regular, "class-x", c_ids))
+        await wait_status(runner, regular, BatchStatus.GROUP_VALIDATION_COMPLETED)
+        await send(env.items_ready(regular, c_ids))
         await wait_status(runner, regular, BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await wait_status(runner, guest, BatchStatus.READY_FOR_PIPELINE_EXECUTION)
 
         # Guest: cj_assessment with one essay failing. Regular: nlp whose spellcheck fails.
         await send(
-            env.request(guest, "cj_assessment", user_id="teacher-a", correlation_id=c1),
-            env.request(regular, "nlp", user_id="teacher-b", correlation_id=c2),
+            env.request(guest, "cj_assessment", requested_by="teacher-a", correlation_id=c1),
+            env.request(regular, "nlp", requested_by="teacher-b", correlation_id=c2),
         )
         await wait_status(runner, guest, BatchStatus.PROCESSING_PIPELINES)
         await wait_status(runner, regular, BatchStatus.PROCESSING_PIPELINES)
@@ -120,7 +120,7 @@ async def test_kafka_results_consumer_announces_every_run_once_and_keeps_the_rea
         await out.wait_for(lambda c: len(c.on(COMPLETED)) == 2, what="two completions")
         await wait_status(runner, guest, BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         # Guest again: nlp, spellcheck pruned.
-        await send(env.request(guest, "nlp", user_id="teacher-a", correlation_id=c3))
+        await send(env.request(guest, "nlp", requested_by="teacher-a", correlation_id=c3))
         await wait_status(runner, guest, BatchStatus.PROCESSING_PIPELINES)
         await send(env.outcome(guest, "nlp", c3, processed=g_ids))
         await out.wait_for(
@@ -204,7 +204,7 @@ async def test_kafka_results_consumer_announces_every_run_once_and_keeps_the_rea
         retries = runner.stats.retries
         results.store.available = False
         try:
-            await send(env.register(later, user_id="teacher-c", essays=2))
+            await send(env.register(later, owner="teacher-c", items=2))
             await wait_until(lambda: runner.stats.retries > retries, what="a retry")
             assert await runner.opened.store.load(later) is not None  # type: ignore[union-attr]
         finally:
@@ -301,7 +301,7 @@ async def test_kafka_results_inbox_is_purged_by_retention_from_the_settings() ->
     store = consumer.store
     assert isinstance(store, InMemoryResultsStore)
 
-    env = Envelopes(timestamp=clock.now())
+    env = HuleEduEnvelopes(timestamp=clock.now())
     corr = str(uuid.uuid4())
     registration = env.wrap(
         REGISTERED,

@@ -34,7 +34,7 @@ async def test_serve_runs_the_profile_it_is_given(
     broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
 ) -> None:
     env, reference = Envelopes(profile=MEDIA), InMemoryRuntime(MEDIA)
-    episodes = env.essay_ids("s1", 2)
+    episodes = env.item_ids("s1", 2)
     serve = ServeProcess(
         broker.bootstrap,
         f"sqlite+aiosqlite:///{tmp_path / 'media.db'}",

@@ -14,7 +14,7 @@ from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port, send_envelopes
 
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.optional import require
 
 pytestmark = pytest.mark.kafka
@@ -35,8 +35,8 @@ async def test_kafka_serve_runs_http_with_consumer_and_relay_and_stops_on_sigint
     serve = ServeProcess(broker.bootstrap, "memory://", prefix, env=tokens, log_file=tmp_path / "serve.log")
     serve.command += ["--http", f"127.0.0.1:{port}"]
     serve.start()
-    env = Envelopes()
-    ids = env.essay_ids("h1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("h1", 2)
     try:
         await serve.wait_ready()
         async with (

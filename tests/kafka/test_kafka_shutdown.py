@@ -12,7 +12,7 @@ from pipeline_state_kafka.testing import LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore, ServiceRunner, Summary
 
 from pipeline_state import InMemoryStore
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.kafka
 async def test_kafka_stop_finishes_the_unit_of_work_and_commits_its_offset(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     store = SlowCommits()
     opened = OpenedStore(store, store)
     settings = fast_settings(broker.bootstrap, prefix)
@@ -29,7 +29,7 @@ async def test_kafka_stop_finishes_the_unit_of_work_and_commits_its_offset(
     task = asyncio.create_task(runner.run(stop))
     await asyncio.wait_for(runner.ready.wait(), timeout=30)
     store.delay = 0.5
-    await send_envelopes(producer, [env.register("s1", essays=1)], topic_prefix=prefix)
+    await send_envelopes(producer, [env.register("s1", items=1)], topic_prefix=prefix)
     await asyncio.wait_for(store.committing.wait(), timeout=15)
     stop.set()  # while the unit of work is in the middle of its commit
     await asyncio.wait_for(task, timeout=30)
@@ -40,7 +40,7 @@ async def test_kafka_stop_finishes_the_unit_of_work_and_commits_its_offset(
 
     store.delay = 0.0
     async with running(settings, store=opened) as second:
-        await send_envelopes(producer, [env.register("s2", essays=1)], topic_prefix=prefix)
+        await send_envelopes(producer, [env.register("s2", items=1)], topic_prefix=prefix)
         await wait_until(lambda: second.stats.handled >= 1, what="the next record")
         await asyncio.sleep(0.3)
         assert second.stats.handled == 1  # s2 only: s1 was not delivered again

@@ -25,7 +25,8 @@ from pipeline_state_service.otel import requested_exporters, tracer_provider
 from pipeline_state_service.serve import serve_main
 
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.testing import Envelopes, SpanCapture, span_capture
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import SpanCapture, span_capture
 
 CLIENT = trace.get_tracer("tests.client")
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -48,12 +49,12 @@ def test_kafka_record_carries_the_message_trace_context_and_reads_it_back() -> N
     assert "traceparent" not in dict(plain.headers)
 
 
-def _traced(env: Envelopes, source: LogConsumer, batch_id: str) -> int:
+def _traced(env: HuleEduEnvelopes, source: LogConsumer, batch_id: str) -> int:
     """Append a registration of ``batch_id`` sent inside a client span; its span id."""
     with CLIENT.start_as_current_span(f"client {batch_id}") as client:
         carrier: dict[str, str] = {}
         inject(carrier)
-    topic, envelope = env.register(batch_id, essays=1)
+    topic, envelope = env.register(batch_id, items=1)
     source.append(
         topic,
         json.dumps(envelope).encode(),
@@ -67,7 +68,7 @@ def _traced(env: Envelopes, source: LogConsumer, batch_id: str) -> int:
 async def test_kafka_consumer_continues_each_record_trace(spans: SpanCapture, batched: bool) -> None:
     stop = asyncio.Event()
     source = LogConsumer(stop)
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     parents = {f"b{i}": _traced(env, source, f"b{i}") for i in range(3)}
     consumer, _, _ = new_consumer(source, batched=batched, partition_concurrency=1)
     await drain(consumer, source)
@@ -82,7 +83,7 @@ async def test_kafka_consumer_continues_each_record_trace(spans: SpanCapture, ba
 async def test_kafka_dead_lettered_record_gets_a_span_in_its_trace(spans: SpanCapture) -> None:
     stop = asyncio.Event()
     source = LogConsumer(stop)
-    topic = Envelopes().register("b1")[0]
+    topic = HuleEduEnvelopes().register("b1")[0]
     source.append(topic, b"not json", key=b"b1", headers=(("traceparent", PARENT.encode()),))
     consumer, _, producer = new_consumer(source)
     await drain(consumer, source)

@@ -22,7 +22,8 @@ from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send
 
 from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic
-from pipeline_state.testing import Envelopes, SpanCapture, span_capture
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import SpanCapture, span_capture
 
 pytestmark = pytest.mark.kafka
 
@@ -74,8 +75,8 @@ async def test_kafka_spans_of_a_run_form_one_trace_through_the_broker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="pipeline_state_kafka.consumer")
-    env = Envelopes()
-    ids = env.essay_ids("b1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 2)
     corr = str(uuid.uuid4())
     settings = fast_settings(broker.bootstrap, prefix, store_url=f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     async with (
@@ -83,7 +84,7 @@ async def test_kafka_spans_of_a_run_form_one_trace_through_the_broker(
         Collector(broker.bootstrap, OUTBOUND_TOPICS, topic_prefix=prefix) as out,
     ):
         await send_envelopes(
-            producer, [env.register("b1", essays=2), env.provisioned("b1", ids)], topic_prefix=prefix
+            producer, [env.register("b1", items=2), env.provisioned("b1", ids)], topic_prefix=prefix
         )
         await wait_status(runner, "b1", BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         spans.exporter.clear()

@@ -58,7 +58,7 @@ def test_every_shortest_path_agrees_with_the_reference_model(exploration: Explor
             described[kind] = described.get(kind, 0) + 1
     # Not vacuous: most steps are described, and every kind of input the model knows.
     assert sum(described.values()) * 2 > total, described
-    for kind in ("register_guest", "register_regular", "provision", "associations", "essays_ready"):
+    for kind in ("register_guest", "register_regular", "provision", "group_confirmed", "items_ready"):
         assert described.get(kind), kind
     for kind in ("request", "outcome", "expire_overdue", "expire_early", "cancel_run", "retry"):
         assert described.get(kind), kind

@@ -18,8 +18,8 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.profiles.huleedu.testing.strategies import EngineTrace, engine_traces, profile_specs
-from pipeline_state.testing import Envelopes
 
 __all__: list[str] = []
 
@@ -61,10 +61,10 @@ def test_prop_an_outcome_over_any_items_is_refused_or_keeps_figures_real(
     essays: int, processed: list[str], failed: list[str], status: str
 ) -> None:
     profile = huleedu_profile()
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     ids = [f"e{i}" for i in range(essays)]
     state = None
-    register = env.register("b1", essays=essays)
+    register = env.register("b1", items=essays)
     register[1]["data"]["essay_ids"] = ids  # type: ignore[index]
     deliveries = [
         register,

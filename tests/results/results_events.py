@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import essay_refs
+from pipeline_state.profiles.huleedu.testing.envelopes import essay_refs
 
 __all__ = ["T0", "Delivery", "at", "completion", "new_id", "outcome", "registered", "uid", "wrap"]
 

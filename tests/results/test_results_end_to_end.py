@@ -22,7 +22,7 @@ from pipeline_state.profiles.huleedu.results import (
     ResultsQueries,
     ResultsService,
 )
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 OUTCOME = Topic.PHASE_OUTCOME.value
 READY = Topic.RESULTS_READY.value
@@ -35,7 +35,7 @@ class Platform:
 
     def __init__(self) -> None:
         self.rt = InMemoryRuntime()
-        self.env = Envelopes()
+        self.env = HuleEduEnvelopes()
         self.store = InMemoryResultsStore()
         self.cache = RecordingCacheInvalidator()
         self.results = ResultsService(self.store, clock=self.rt.clock, cache=self.cache)
@@ -59,19 +59,17 @@ class Platform:
         return out
 
     async def ready_class_batch(self, batch_id: str, class_id: str, essays: int) -> list[str]:
-        ids = self.env.essay_ids(batch_id, essays)
-        await self.deliver(
-            *self.env.register(batch_id, user_id="teacher-7", class_id=class_id, essays=essays)
-        )
+        ids = self.env.item_ids(batch_id, essays)
+        await self.deliver(*self.env.register(batch_id, owner="teacher-7", group_id=class_id, items=essays))
         await self.deliver(*self.env.provisioned(batch_id, ids))
-        await self.deliver(*self.env.associations(batch_id, class_id, ids))
-        await self.deliver(*self.env.essays_ready(batch_id, ids))
+        await self.deliver(*self.env.group_confirmed(batch_id, class_id, ids))
+        await self.deliver(*self.env.items_ready(batch_id, ids))
         return ids
 
     async def start(self, batch_id: str, pipeline: str) -> str:
         corr = str(uuid.uuid4())
         out = await self.deliver(
-            *self.env.request(batch_id, pipeline, user_id="teacher-7", correlation_id=corr)
+            *self.env.request(batch_id, pipeline, requested_by="teacher-7", correlation_id=corr)
         )
         assert Topic.PIPELINE_DENIED.value not in [m["topic"] for m in out]
         return corr
@@ -175,8 +173,8 @@ async def test_pipelines_reach_the_read_model_and_are_announced(platform: Platfo
 
 async def test_cancelled_run_and_redelivered_completion(platform: Platform) -> None:
     p = platform
-    await p.deliver(*p.env.register("g1", user_id="teacher-7", essays=2))
-    await p.deliver(*p.env.provisioned("g1", p.env.essay_ids("g1", 2)))
+    await p.deliver(*p.env.register("g1", owner="teacher-7", items=2))
+    await p.deliver(*p.env.provisioned("g1", p.env.item_ids("g1", 2)))
     await p.start("g1", "ai_feedback")
     await p.rt.execute(CancelRun("g1", user_id="teacher-7", reason="changed my mind"))
 

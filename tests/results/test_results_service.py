@@ -21,7 +21,7 @@ from pipeline_state.profiles.huleedu.results import (
     RetentionPolicy,
     StoreOwnerLookup,
 )
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 READY = Topic.RESULTS_READY.value
 NOTIFY = Topic.TEACHER_NOTIFICATION.value
@@ -295,7 +295,7 @@ async def test_bad_input_is_refused_and_writes_nothing(
     results: ResultsService, store: InMemoryResultsStore
 ) -> None:
     with pytest.raises(UnknownTopicError):
-        await results.handle_message(*Envelopes().register("b1"))
+        await results.handle_message(*HuleEduEnvelopes().register("b1"))
     with pytest.raises(InvalidMessageError):
         await results.handle_message(Topic.PIPELINE_COMPLETED.value, b"{not json")
     topic, value = completion("b1", "r1", "corr-1")
@@ -319,7 +319,7 @@ async def test_owner_comes_from_the_pipeline_store_when_given_a_lookup(
     store: InMemoryResultsStore, clock: ManualClock
 ) -> None:
     rt = InMemoryRuntime()
-    await rt.deliver(*Envelopes().register("b1", user_id="t3", class_id="k9"))
+    await rt.deliver(*HuleEduEnvelopes().register("b1", owner="t3", group_id="k9"))
     results = ResultsService(store, clock=clock, owners=StoreOwnerLookup(rt.store))
     handled = await results.handle_message(*completion("b1", "r1", "corr-1"))
     assert handled.announced == ("r1",)

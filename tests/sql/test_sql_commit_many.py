@@ -23,7 +23,8 @@ from pipeline_state import (
 )
 from pipeline_state.errors import StoreError
 from pipeline_state.ports import BatchingStore, Change, InboxEntry
-from pipeline_state.testing import T0, Envelopes, make_state, message, with_deadline
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, make_state, message, with_deadline
 
 PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 
@@ -31,11 +32,11 @@ PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 def traffic(rng: random.Random, batches: int) -> list[InboundMessage]:
     """Each batch registered, provisioned, then requests and outcomes of random phases,
     interleaved, with redeliveries and an invalid message now and then."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     stories: list[list[InboundMessage]] = []
     for n in range(batches):
-        ids = env.essay_ids(f"b{n}", 2)
-        story: list[InboundMessage] = [env.register(f"b{n}", essays=2), env.provisioned(f"b{n}", ids)]
+        ids = env.item_ids(f"b{n}", 2)
+        story: list[InboundMessage] = [env.register(f"b{n}", items=2), env.provisioned(f"b{n}", ids)]
         for _ in range(2):
             corr = str(uuid.UUID(int=rng.getrandbits(128)))
             story.append(

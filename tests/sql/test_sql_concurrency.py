@@ -24,7 +24,7 @@ from sqlalchemy import select
 from pipeline_state import HandleResult, InMemoryStore, ManualClock, PipelineService
 from pipeline_state.ports import BatchState, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.postgres
 
@@ -38,15 +38,15 @@ def _copy_with_fresh_id(delivery: Delivery) -> Delivery:
     return topic, {**envelope, "event_id": str(uuid.uuid4())}
 
 
-def _plan(env: Envelopes) -> tuple[list[Delivery], list[list[Delivery]]]:
+def _plan(env: HuleEduEnvelopes) -> tuple[list[Delivery], list[list[Delivery]]]:
     """Setup deliveries (serial) and the rounds of outcomes (each round concurrent)."""
     setup: list[Delivery] = []
     spell, middle, final, again = [], [], [], []
     for batch_id in BATCHES:
-        essays = env.essay_ids(batch_id, 3)
+        essays = env.item_ids(batch_id, 3)
         corr = str(uuid.uuid4())
         setup += [
-            env.register(batch_id, essays=3),
+            env.register(batch_id, items=3),
             env.provisioned(batch_id, essays),
             env.request(batch_id, "comprehensive", correlation_id=corr),
         ]
@@ -85,7 +85,7 @@ async def _worker(service: PipelineService, share: list[Delivery]) -> list[Handl
 
 
 async def test_concurrent_workers_equal_a_serial_run(pg: Any) -> None:
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     setup, rounds = _plan(env)
     clock = ManualClock()
 

@@ -15,7 +15,8 @@ from sqlalchemy import text
 from pipeline_state import PipelineService, StoreUnavailableError
 from pipeline_state.errors import CorruptStateError, StoreError
 from pipeline_state.ports import Change
-from pipeline_state.testing import T0, Envelopes, make_state, message
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, make_state, message
 
 
 async def _corrupt(store: SqlStore, batch_id: str, document: str) -> None:
@@ -49,7 +50,7 @@ async def test_corrupted_state_row_names_the_batch(sql_store: SqlStore, document
     # The service refuses to decide on it rather than overwrite it.
     service = PipelineService(sql_store)
     with pytest.raises(CorruptStateError, match="b2"):
-        await service.handle_message(*Envelopes().validation_errors("b2"))
+        await service.handle_message(*HuleEduEnvelopes().validation_errors("b2"))
 
 
 async def test_state_that_is_not_json_names_the_batch(sqlite_store: SqlStore) -> None:

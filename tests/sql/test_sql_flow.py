@@ -19,8 +19,8 @@ from pipeline_state import (
 )
 from pipeline_state.ports import OutboxMessage, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.snapshot import snapshot
-from pipeline_state.testing import Envelopes
 
 C1 = "11111111-1111-4111-8111-111111111111"
 C2 = "22222222-2222-4222-8222-222222222222"
@@ -31,21 +31,21 @@ Script = list[tuple[str, Any]]
 
 def _script() -> Script:
     """Deliveries (and one operator command) with fixed ids, so both runs see the same input."""
-    env = Envelopes()
+    env = HuleEduEnvelopes()
     n = iter(range(1, 1000))
 
     def eid() -> str:
         return f"00000000-0000-4000-8000-{next(n):012d}"
 
-    b1 = env.essay_ids("b1", 3)
-    b2 = env.essay_ids("b2", 2)
+    b1 = env.item_ids("b1", 3)
+    b2 = env.item_ids("b2", 2)
     outcome_cj = env.outcome("b1", "cj_assessment", C1, processed=b1[:2], event_id=eid())
     return [
-        ("msg", env.register("b1", essays=3, event_id=eid())),
+        ("msg", env.register("b1", items=3, event_id=eid())),
         ("msg", env.provisioned("b1", b1, event_id=eid())),
-        ("msg", env.register("b2", essays=2, class_id="class-9", event_id=eid())),
+        ("msg", env.register("b2", items=2, group_id="class-9", event_id=eid())),
         ("msg", env.provisioned("b2", b2, event_id=eid())),
-        ("msg", env.associations("b2", "class-9", b2, event_id=eid())),
+        ("msg", env.group_confirmed("b2", "class-9", b2, event_id=eid())),
         ("msg", env.request("b1", "comprehensive", correlation_id=C1, event_id=eid())),
         ("msg", env.request("b1", "nlp", event_id=eid())),  # denied: a run is active
         ("msg", env.outcome("b1", "spellcheck", C1, processed=b1[:2], failed=b1[2:], event_id=eid())),

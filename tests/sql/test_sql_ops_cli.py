@@ -17,7 +17,7 @@ from pipeline_state_sql import SqlStore, open_store
 from pipeline_state import PipelineService
 from pipeline_state.cli import main
 from pipeline_state.ports import OutboxRow
-from pipeline_state.testing import Envelopes
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 
 class Database(Protocol):
@@ -55,9 +55,9 @@ class Cli:
         return Ran(code, captured.out, captured.err)
 
 
-async def _ready(service: PipelineService, env: Envelopes, batch_id: str) -> None:
-    await service.handle_message(*env.register(batch_id, essays=2))
-    await service.handle_message(*env.provisioned(batch_id, env.essay_ids(batch_id, 2)))
+async def _ready(service: PipelineService, env: HuleEduEnvelopes, batch_id: str) -> None:
+    await service.handle_message(*env.register(batch_id, items=2))
+    await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 2)))
 
 
 async def _with_store(db: Database, work: Any) -> Any:
@@ -72,7 +72,7 @@ def _seed(db: Database, *, active: Sequence[str] = (), ready: Sequence[str] = ()
     """Drive batches through the real service: ``active`` get an ``nlp`` run, ``ready`` wait."""
 
     async def seed(store: SqlStore) -> None:
-        service, env = PipelineService(store), Envelopes()
+        service, env = PipelineService(store), HuleEduEnvelopes()
         for batch_id in (*active, *ready):
             await _ready(service, env, batch_id)
         for batch_id in active:

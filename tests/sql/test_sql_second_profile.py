@@ -21,7 +21,7 @@ MEDIA = load_profile(f"{EXAMPLE}:MEDIA")
 
 async def test_the_media_wire_waits_survives_a_restart_and_completes(make_store: StoreMaker) -> None:
     env, clock = Envelopes(profile=MEDIA), ManualClock()
-    episodes = env.essay_ids("s1", 3)
+    episodes = env.item_ids("s1", 3)
     store = await make_store()
     service = PipelineService(store, profile=MEDIA, clock=clock)
     request = env.request("s1", "release")

@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, insert, select
 
 from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import T0, Envelopes, SpanCapture, span_capture
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, SpanCapture, span_capture
 from pipeline_state.tracing import continued
 
 
@@ -43,11 +44,11 @@ def _ids(span: ReadableSpan) -> tuple[int, int]:
 async def test_a_row_published_by_a_later_relay_after_a_failed_attempt_continues_its_decision(
     make_store: Any, spans: SpanCapture
 ) -> None:
-    env, clock = Envelopes(), ManualClock(T0)
+    env, clock = HuleEduEnvelopes(), ManualClock(T0)
     writer: SqlStore = await make_store()
     service = PipelineService(writer, clock=clock)
-    ids = env.essay_ids("b1", 2)
-    await service.handle_message(*env.register("b1", essays=2))
+    ids = env.item_ids("b1", 2)
+    await service.handle_message(*env.register("b1", items=2))
     await service.handle_message(*env.provisioned("b1", ids))
     bus = InMemoryBus()
     await OutboxRelay(writer, bus, clock).drain()  # what came before is out

@@ -21,7 +21,8 @@ from pipeline_state import ManualClock, PipelineService, StoreUnavailableError
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreError
 from pipeline_state.ports import Change, InboxEntry, TransitionRecord
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.testing import T0, Envelopes, make_state, message, with_deadline
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, make_state, message, with_deadline
 
 CORR = "9b0c4d8e-1111-4222-8333-444455556666"
 
@@ -87,10 +88,10 @@ class FaultInjector:
             self._fire()
 
 
-async def _batch_with_run_about_to_complete(service: PipelineService, env: Envelopes) -> Any:
-    essays = env.essay_ids("b1", 2)
+async def _batch_with_run_about_to_complete(service: PipelineService, env: HuleEduEnvelopes) -> Any:
+    essays = env.item_ids("b1", 2)
     for delivery in (
-        env.register("b1", essays=2),
+        env.register("b1", items=2),
         env.provisioned("b1", essays),
         env.request("b1", "nlp", correlation_id=CORR),
         env.outcome("b1", "spellcheck", CORR, processed=essays),
@@ -112,7 +113,7 @@ async def test_failure_after_any_statement_leaves_nothing_half_written(
     sql_store: SqlStore, backend: str, make_error: Callable[[], BaseException]
 ) -> None:
     service = PipelineService(sql_store, clock=ManualClock())
-    final_outcome = await _batch_with_run_about_to_complete(service, Envelopes())
+    final_outcome = await _batch_with_run_about_to_complete(service, HuleEduEnvelopes())
     before = await dump(sql_store)
     injector = FaultInjector(sql_store, make_error)
     expected = StoreUnavailableError if isinstance(make_error(), sa_exc.OperationalError) else InjectedFault

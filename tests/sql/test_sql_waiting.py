@@ -16,14 +16,15 @@ from sqlalchemy import exc as sa_exc
 from pipeline_state import ManualClock, PipelineService
 from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import Change, InboxEntry, TransitionRecord
-from pipeline_state.testing import T0, Envelopes, make_state
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, make_state
 
 StoreMaker = Callable[[], Awaitable[SqlStore]]
 
 
 async def test_early_facts_wait_in_the_store_and_survive_a_restart(make_store: StoreMaker) -> None:
-    env = Envelopes()
-    ids = env.essay_ids("b1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 2)
     clock = ManualClock()
     store = await make_store()
     service = PipelineService(store, clock=clock)
@@ -41,7 +42,7 @@ async def test_early_facts_wait_in_the_store_and_survive_a_restart(make_store: S
         request[1]["event_id"],
         provisioned[1]["event_id"],
     ]
-    registered = await service.handle_message(*env.register("b1", essays=2))
+    registered = await service.handle_message(*env.register("b1", items=2))
 
     assert len(registered.resumed) == 2
     state = await service.get_batch("b1")
@@ -55,11 +56,11 @@ async def test_early_facts_wait_in_the_store_and_survive_a_restart(make_store: S
 
 
 async def test_outcome_before_dispatch_waits_on_sql(sql_store: SqlStore) -> None:
-    env = Envelopes()
-    ids = env.essay_ids("b1", 2)
+    env = HuleEduEnvelopes()
+    ids = env.item_ids("b1", 2)
     service = PipelineService(sql_store, clock=ManualClock())
     corr = str(uuid.uuid4())
-    for delivery in (env.register("b1", essays=2), env.provisioned("b1", ids)):
+    for delivery in (env.register("b1", items=2), env.provisioned("b1", ids)):
         await service.handle_message(*delivery)
     await service.handle_message(*env.request("b1", "nlp", correlation_id=corr))
     nlp = env.outcome("b1", "nlp", corr, processed=ids, suffix="spellcheck")

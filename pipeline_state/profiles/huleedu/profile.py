@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pipeline_state.catalog import Catalog
 from pipeline_state.guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
 from pipeline_state.profile import DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_RESENDS, CommandSpec, Profile
+from pipeline_state.snapshot import ViewNames
 from pipeline_state.wire import MAX_ITEMS_PER_BATCH
 
 from .catalog import HULEEDU_CATALOG
@@ -24,6 +25,7 @@ from .events import (
 __all__ = [
     "HULEEDU_DEFAULT_DEADLINE_SECONDS",
     "HULEEDU_PHASE_COMMANDS",
+    "HULEEDU_VIEW_NAMES",
     "MATCHING_COMMAND_FIELDS",
     "PHASE_COMMAND_FIELDS",
     "PROMPT_PHASES",
@@ -46,6 +48,9 @@ HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 """Deadline of every phase of the shipped HuleEdu profile (one hour); with
 :data:`DEFAULT_MAX_RESENDS` re-sends a silent phase fails after three hours."""
 
+
+HULEEDU_VIEW_NAMES = ViewNames(owner="user_id", group_id="class_id", items="essay_count")
+"""The keys of the batch view of the HuleEdu HTTP API (``BatchSnapshot``)."""
 
 HULEEDU_PHASE_COMMANDS: Mapping[str, CommandSpec] = {
     "spellcheck": CommandSpec(Topic.SPELLCHECK.value, SpellcheckInitiateCommandV1),
@@ -103,4 +108,5 @@ def huleedu_profile(
         max_command_bytes=max_command_bytes,
         max_items_per_batch=max_items_per_batch,
         item_kind="essay",
+        view_names=HULEEDU_VIEW_NAMES,
     )

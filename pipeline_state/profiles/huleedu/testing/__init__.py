@@ -1,6 +1,7 @@
 """The HuleEdu profile's own test kit: Hypothesis strategies of its wire data and of whole
 engine traces (:mod:`.strategies`), a reference model of its behaviour (:mod:`.reference`),
-the stateful harness that compares the two (:mod:`.harness`) and the contract suite of its
+the stateful harness that compares the two (:mod:`.harness`), envelope builders writing
+its services' payloads (:mod:`.envelopes`) and the contract suite of its
 results read model's stores (:mod:`.results_contract`).
 
 The generic kit, for any profile, is :mod:`pipeline_state.testing`. Everything here is
@@ -14,6 +15,8 @@ from typing import Any
 from pipeline_state.lazy import lazy_attribute
 
 _LAZY = {
+    "HuleEduEnvelopes": "envelopes",
+    "essay_refs": "envelopes",
     "ReferenceModel": "reference",
     "PipelineMachine": "harness",
     "EngineUnderTest": "harness",

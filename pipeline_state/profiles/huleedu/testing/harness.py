@@ -75,10 +75,10 @@ from pipeline_state.errors import BatchNotFoundError, PipelineStateError
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu.events import TOPICS, ClientBatchPipelineRequestV1, Topic
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.runtime import InMemoryRuntime
 from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
 from pipeline_state.snapshot import snapshot
-from pipeline_state.testing.builders import Envelopes
 from pipeline_state.wire import EventEnvelope, WireModel
 
 from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep
@@ -178,7 +178,7 @@ class PipelineMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.engine: EngineUnderTest | None = None
         self.clock = ManualClock()
-        self.envelopes = Envelopes(source_service="harness")
+        self.envelopes = HuleEduEnvelopes(source_service="harness")
         self.healthy = False
         self._counter = 0
         self.registrations: dict[str, dict[str, Any]] = {}
@@ -925,7 +925,7 @@ class PipelineMachine(RuleBasedStateMachine):
             )
         elif step == "associations":
             class_id = self.registrations.get(batch_id, {}).get("class_id") or "class-x"
-            _, envelope = self.envelopes.associations(batch_id, class_id, essay_ids)
+            _, envelope = self.envelopes.group_confirmed(batch_id, class_id, essay_ids)
             self._deliver(
                 f"associations {batch_id}",
                 Topic.ASSOCIATIONS_CONFIRMED.value,

@@ -525,8 +525,8 @@ def _wire(model: type[WireModel], data: Data) -> WireModel:
 
 _READINESS_STEP = {
     BatchStatus.AWAITING_CONTENT_VALIDATION: "provision",
-    BatchStatus.AWAITING_STUDENT_VALIDATION: "associations",
-    BatchStatus.STUDENT_VALIDATION_COMPLETED: "essays_ready",
+    BatchStatus.AWAITING_GROUP_VALIDATION: "associations",
+    BatchStatus.GROUP_VALIDATION_COMPLETED: "essays_ready",
 }
 
 
