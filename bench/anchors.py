@@ -410,7 +410,7 @@ async def _round(
             rate = await _timed(
                 functools.partial(floor.run, cfg.commits),
                 ServerCpu(url, names["ps"]),
-                counted,
+                None,  # asyncpg directly: nothing for SQLAlchemy to count
                 samples[label],
             )
         finally:

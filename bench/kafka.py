@@ -332,6 +332,17 @@ async def _wait(predicate: Callable[[], bool], serve: Served, within: float, wha
         await asyncio.sleep(0.01)
 
 
+async def _wait_completions(out: Collector, wanted: set[str], serve: Served, within: float) -> None:
+    """Wait until a completion of every correlation id of ``wanted`` was consumed."""
+    try:
+        await _wait(
+            lambda: wanted <= _correlations(out, Topic.PIPELINE_COMPLETED), serve, within, "completions"
+        )
+    except TimeoutError as exc:
+        missing = sorted(wanted - _correlations(out, Topic.PIPELINE_COMPLETED))
+        raise TimeoutError(f"{exc}: {len(missing)} of {len(wanted)} runs, e.g. {missing[:3]}") from None
+
+
 async def _send(producer: Any, prefix: str, deliveries: Sequence[Delivery]) -> None:
     futures = [
         await producer.send(
@@ -432,12 +443,7 @@ async def measure(
             cpu_before = serve.cpu_seconds()
             started = time.monotonic()
             await _send(producer, prefix, outcomes)
-            await _wait(
-                lambda: wanted <= _correlations(out, Topic.PIPELINE_COMPLETED),
-                serve,
-                cfg.within,
-                "completions",
-            )
+            await _wait_completions(out, wanted, serve, cfg.within)
             cpu_after = serve.cpu_seconds()
             if cpu_before is not None and cpu_after is not None:
                 measured.cpu_us_per_outcome = (cpu_after - cpu_before) * 1e6 / (2 * cfg.runs)
@@ -462,12 +468,7 @@ async def measure(
                 if cfg.poison and i % max(1, cfg.runs // cfg.poison) == 0:
                     await producer.send_and_wait(f"{prefix}{topic}", b"not json", b.encode())
             wanted2 = set(corr2.values())
-            await _wait(
-                lambda: wanted2 <= _correlations(out, Topic.PIPELINE_COMPLETED),
-                serve,
-                cfg.within,
-                "completions",
-            )
+            await _wait_completions(out, wanted2, serve, cfg.within)
             latencies = [
                 (r.received_at - sent_at[r.data["correlation_id"]]) * 1000
                 for r in out.on(Topic.PIPELINE_COMPLETED)
