@@ -62,7 +62,7 @@ from pipeline_state_sql import SqlStore, create_engine, create_or_upgrade  # noq
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 
-from bench._util import Row, Target, environment, report  # noqa: E402
+from bench._util import Row, Target, headline_and_report  # noqa: E402
 from pipeline_state import PipelineService  # noqa: E402
 from pipeline_state.testing import Envelopes  # noqa: E402
 
@@ -618,16 +618,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         why = "--no-dbos" if args.no_dbos else "dbos is not installed (pip install -e '.[bench]')"
         _log(f"{why}: the DBOS rows are left out")
         cfg = replace(cfg, dbos=False)
-    env = environment()
-    print(
-        f"pipeline-state anchors benchmark - Python {env['python']}, {env['cpu_count']} cores, "
-        f"load average {env['load_average']}"
-        + (" - QUICK MODE, figures not meaningful" if args.quick else "")
-    )
-    return report(
+    return headline_and_report(
+        "anchors benchmark",
         "anchors (issue 16, point 4)",
         lambda: run(cfg, _log, url, args.database),
-        env,
         quick=args.quick,
         json_path=args.json,
         fail_on_miss=args.fail_on_miss,

@@ -91,7 +91,7 @@ from pipeline_state_kafka import (  # noqa: E402
 )
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
-from bench._util import Row, Target, environment, report  # noqa: E402
+from bench._util import Row, Target, headline_and_report  # noqa: E402
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
 from pipeline_state.testing import Envelopes  # noqa: E402
 
@@ -893,16 +893,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = (set(cfg.backends) | set(cfg.traced)) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
-    env = environment()
-    print(
-        f"pipeline-state Kafka benchmark - Python {env['python']}, {env['cpu_count']} cores, "
-        f"load average {env['load_average']}"
-        + (" - QUICK MODE, figures not meaningful" if args.quick else "")
-    )
-    return report(
+    return headline_and_report(
+        "Kafka benchmark",
         "kafka (issue 4, benchmark)",
         lambda: run(cfg, _log, args.kafka),
-        env,
         quick=args.quick,
         json_path=args.json,
         fail_on_miss=args.fail_on_miss,
