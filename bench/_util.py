@@ -30,6 +30,7 @@ __all__ = [
     "Target",
     "Traced",
     "environment",
+    "headline_and_report",
     "per_call_ns",
     "render_table",
     "report",
@@ -279,3 +280,22 @@ def report(
         json_path.write_text(rows_to_json(rows, {**env, "quick": quick, "seconds": round(elapsed, 1)}))
     missed = [row.figure for row in rows if row.result == "MISS"]
     return 1 if fail_on_miss and missed else 0
+
+
+def headline_and_report(
+    name: str,
+    title: str,
+    measure: Callable[[], Sequence[Row]],
+    *,
+    quick: bool,
+    json_path: Path | None,
+    fail_on_miss: bool,
+) -> int:
+    """Print the suite's first line (``pipeline-state <name>``, Python, cores, load average),
+    then :func:`report` ``measure``'s table under ``title``."""
+    env = environment()
+    print(
+        f"pipeline-state {name} - Python {env['python']}, {env['cpu_count']} cores, "
+        f"load average {env['load_average']}" + (" - QUICK MODE, figures not meaningful" if quick else "")
+    )
+    return report(title, measure, env, quick=quick, json_path=json_path, fail_on_miss=fail_on_miss)

@@ -1,7 +1,7 @@
 """The Kafka benchmark (issue 4): ``pipeline-state serve`` against a real broker.
 
 ``python bench/kafka.py [--quick] [--runs N] [--rounds R] [--backends memory,sqlite,postgres]
-[--metrics both|off|on] [--traced sqlite]``
+[--metrics both|off|on] [--traced sqlite] [--serves 1,2]``
 
 For each store backend a real ``pipeline-state serve`` process is started (SQLite file,
 PostgreSQL when ``PIPELINE_STATE_TEST_POSTGRES`` is set, and ``memory://`` as the baseline
@@ -42,6 +42,16 @@ outcome while the outcomes are handled (read from ``/proc``, so Linux only): it 
 count the time serve waits for a core, so it shows the cost of metrics or tracing even when
 other processes make the throughput noisy. The target for both: at most 5 % overhead.
 
+Scale-out (issue 16, point 6): ``--serves 1,2`` also measures PostgreSQL with one and with two
+``serve`` processes in one consumer group sharing one schema (topics made beforehand with 4
+partitions each; the timed part starts once the broker describes the group as stable with
+every member in it). The rows ``scale_out_outcomes_per_s[postgres,N serves]`` give the
+throughput of 1. and the latency of 3. above, ``scale_out_cpu_per_outcome`` the CPU of the
+serve processes together per outcome, each against the smallest count in the same rounds.
+On two cores the processes share the CPU with the broker, PostgreSQL and this process: the
+ratio is information, not a target. ``--backends none --traced none --metrics off --serves
+1,2`` measures only that.
+
 Nothing here is a test assertion; ``tests/kafka/test_kafka_bench_smoke.py`` only runs
 ``--quick``. The exit status is 0 unless ``--fail-on-miss`` is given and a target is missed.
 """
@@ -73,10 +83,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if __package__ in (None, ""):
     sys.path.insert(0, str(_HERE.parent))
 
-from pipeline_state_kafka import ProducerSettings, create_producer  # noqa: E402
+from pipeline_state_kafka import (  # noqa: E402
+    ProducerSettings,
+    create_producer,
+    ensure_topics,
+    service_topics,
+)
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
-from bench._util import Row, Target, environment, report  # noqa: E402
+from bench._util import Row, Target, headline_and_report  # noqa: E402
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
@@ -146,9 +161,15 @@ class Config:
     """Backends measured once more with tracing on (metrics off)."""
     rounds: int = 3
     """Interleaved rounds of the modes of a backend measured in more than one."""
+    serves: tuple[int, ...] = ()
+    """Scale-out: numbers of ``serve`` processes sharing one consumer group and one PostgreSQL
+    schema, each measured (metrics and tracing off) in ``rounds`` interleaved rounds."""
 
 
 QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0, rounds=1)
+
+SCALE_OUT_PARTITIONS = 4
+"""Partitions of each topic in the scale-out measurements (serve's default)."""
 
 METRICS_CHOICES: dict[str, tuple[bool, ...]] = {"both": (False, True), "off": (False,), "on": (True,)}
 
@@ -251,13 +272,75 @@ class Serve:
         return None
 
 
-async def _wait(predicate: Callable[[], bool], serve: Serve, within: float, what: str) -> None:
+class ServeGroup:
+    """Several ``serve`` processes in one consumer group, on one store (scale-out), seen as
+    one: :meth:`check` fails when any exits, CPU times add up."""
+
+    def __init__(self, members: Sequence[Serve]) -> None:
+        self.members = list(members)
+
+    def check(self) -> None:
+        for member in self.members:
+            member.check()
+
+    def stop(self) -> int:
+        codes = [member.stop() for member in self.members]
+        return next((c for c in codes if c != 0), 0)
+
+    def cpu_seconds(self) -> float | None:
+        times = [member.cpu_seconds() for member in self.members]
+        return None if any(t is None for t in times) else sum(t for t in times if t is not None)
+
+    def spans_recorded(self) -> int | None:
+        return None
+
+
+Served = Serve | ServeGroup
+
+
+async def _wait_group(kafka: str, group: str, members: int, serve: Served, within: float) -> None:
+    """Wait until the broker describes ``group`` as stable with ``members`` members (each
+    ``serve`` process is one), so no rebalance falls in the timed part."""
+    from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            described: Any = await admin.describe_consumer_groups([group])
+            state, joined = "", 0
+            for response in described:
+                for found in response.groups:
+                    state, joined = str(found[2]), len(found[5])
+            if state == "Stable" and joined == members:
+                return
+            serve.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group}: {joined} of {members} members joined ({state})")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def _wait(predicate: Callable[[], bool], serve: Served, within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         serve.check()
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def _wait_completions(out: Collector, wanted: set[str], serve: Served, within: float) -> None:
+    """Wait until a completion of every correlation id of ``wanted`` was consumed."""
+    try:
+        await _wait(
+            lambda: wanted <= _correlations(out, Topic.PIPELINE_COMPLETED), serve, within, "completions"
+        )
+    except TimeoutError as exc:
+        missing = sorted(wanted - _correlations(out, Topic.PIPELINE_COMPLETED))
+        raise TimeoutError(f"{exc}: {len(missing)} of {len(wanted)} runs, e.g. {missing[:3]}") from None
 
 
 async def _send(producer: Any, prefix: str, deliveries: Sequence[Delivery]) -> None:
@@ -308,9 +391,11 @@ async def measure(
     *,
     variant: str = "",
     title: str = "",
+    serves: int = 1,
 ) -> Measured:
     """``variant``: ``""`` (metrics and tracing off), ``"metrics"`` or ``"traces"``;
-    ``title``: how the log lines name this measurement (default: its label)."""
+    ``title``: how the log lines name this measurement (default: its label); ``serves``:
+    how many ``serve`` processes share the consumer group and the store."""
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     env = HuleEduEnvelopes(source_service="bench")
     metrics = variant == "metrics"
@@ -321,7 +406,13 @@ async def measure(
     producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
     await producer.start()
     port = free_port() if metrics else None
-    serve = Serve(kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces")
+    serve: Served
+    if serves == 1:
+        serve = Serve(kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces")
+    else:  # topics made first: the members would race to create them
+        await ensure_topics(kafka, service_topics(prefix), partitions=SCALE_OUT_PARTITIONS)
+        env_vars = {**extra_env, "PIPELINE_STATE_TOPIC_PARTITIONS": str(SCALE_OUT_PARTITIONS)}
+        serve = ServeGroup([Serve(kafka, store_url, prefix, env_vars) for _ in range(serves)])
     measured = Measured(label, 0.0)
     record = None if cfg.record is None else cfg.record / f"{backend}.jsonl"
     scraper = (
@@ -330,6 +421,8 @@ async def measure(
     try:
         # Topics exist once serve has created them; the collector needs them.
         await _wait_topics(kafka, prefix, serve, cfg.within)
+        if serves > 1:
+            await _wait_group(kafka, f"{prefix}group", serves, serve, cfg.within)
         async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
             log(f"{title}: set-up of {cfg.runs} batches")
             await _send(producer, prefix, [env.register(b, items=3) for b in batches])
@@ -350,12 +443,7 @@ async def measure(
             cpu_before = serve.cpu_seconds()
             started = time.monotonic()
             await _send(producer, prefix, outcomes)
-            await _wait(
-                lambda: wanted <= _correlations(out, Topic.PIPELINE_COMPLETED),
-                serve,
-                cfg.within,
-                "completions",
-            )
+            await _wait_completions(out, wanted, serve, cfg.within)
             cpu_after = serve.cpu_seconds()
             if cpu_before is not None and cpu_after is not None:
                 measured.cpu_us_per_outcome = (cpu_after - cpu_before) * 1e6 / (2 * cfg.runs)
@@ -380,12 +468,7 @@ async def measure(
                 if cfg.poison and i % max(1, cfg.runs // cfg.poison) == 0:
                     await producer.send_and_wait(f"{prefix}{topic}", b"not json", b.encode())
             wanted2 = set(corr2.values())
-            await _wait(
-                lambda: wanted2 <= _correlations(out, Topic.PIPELINE_COMPLETED),
-                serve,
-                cfg.within,
-                "completions",
-            )
+            await _wait_completions(out, wanted2, serve, cfg.within)
             latencies = [
                 (r.received_at - sent_at[r.data["correlation_id"]]) * 1000
                 for r in out.on(Topic.PIPELINE_COMPLETED)
@@ -407,7 +490,7 @@ async def measure(
             log(f"{title}: serve exited with {code}")
 
 
-async def _wait_topics(kafka: str, prefix: str, serve: Serve, within: float) -> None:
+async def _wait_topics(kafka: str, prefix: str, serve: Served, within: float) -> None:
     from pipeline_state_kafka._kafka import new_consumer
 
     probe = new_consumer(kafka, group_id=None)
@@ -430,7 +513,7 @@ async def _request_all(
     producer: Any,
     prefix: str,
     out: Collector,
-    serve: Serve,
+    serve: Served,
     env: HuleEduEnvelopes,
     batches: Sequence[str],
     pipeline: str,
@@ -475,7 +558,15 @@ async def _postgres_schema(url: str, action: str, schema: str) -> None:
 
 
 async def _measure_fresh(
-    kafka: str, backend: str, tmp: Path, cfg: Config, log: Log, *, variant: str, title: str = ""
+    kafka: str,
+    backend: str,
+    tmp: Path,
+    cfg: Config,
+    log: Log,
+    *,
+    variant: str,
+    title: str = "",
+    serves: int = 1,
 ) -> Measured:
     """:func:`measure` on a store of its own (a new SQLite file, a new PostgreSQL schema)."""
     extra: dict[str, str] = {}
@@ -489,7 +580,9 @@ async def _measure_fresh(
         await _postgres_schema(url, "create", schema)
         extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
     try:
-        return await measure(kafka, backend, url, extra, cfg, log, variant=variant, title=title)
+        return await measure(
+            kafka, backend, url, extra, cfg, log, variant=variant, title=title, serves=serves
+        )
     finally:
         if backend == "postgres":
             with contextlib.suppress(Exception):
@@ -522,10 +615,86 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
                             kafka, backend, Path(tmp), cfg, log, variant=variant, title=title
                         )
                         results.setdefault(found.backend, []).append(found)
+            scale = await _scale_out(kafka, Path(tmp), cfg, log)
     finally:
         if broker is not None:
             broker.stop()
-    return _rows(results, cfg)
+    return _rows(results, cfg) + _scale_rows(scale, cfg)
+
+
+async def _scale_out(kafka: str, tmp: Path, cfg: Config, log: Log) -> dict[int, list[Measured]]:
+    """Each count of ``cfg.serves`` on PostgreSQL, in interleaved rounds."""
+    found: dict[int, list[Measured]] = {}
+    if not cfg.serves:
+        return found
+    if not os.environ.get("PIPELINE_STATE_TEST_POSTGRES"):
+        log("scale-out: PIPELINE_STATE_TEST_POSTGRES is not set, skipped")
+        return found
+    rounds = max(1, cfg.rounds)
+    for index in range(rounds):
+        for serves in cfg.serves:
+            title = f"postgres x{serves} serve (round {index + 1}/{rounds})"
+            measured = await _measure_fresh(
+                kafka, "postgres", tmp, cfg, log, variant="", title=title, serves=serves
+            )
+            found.setdefault(serves, []).append(measured)
+    return found
+
+
+def _scale_rows(found: dict[int, list[Measured]], cfg: Config) -> list[Row]:
+    """Throughput and CPU per outcome with each number of serve processes, against the
+    smallest number measured (information: on 2 cores the processes share the CPU with the
+    broker, PostgreSQL and this process)."""
+    if not found:
+        return []
+    least = min(found)
+    base = found[least]
+    rows: list[Row] = []
+    for serves, ms in sorted(found.items()):
+        label = f"postgres,{serves} serve{'s' if serves > 1 else ''}"
+        against = f"the same with {least} serve process{'es' if least > 1 else ''}, same rounds"
+        is_base = serves == least
+        ratios = [] if is_base else _ratios([m.outcomes_per_s for m in ms], [m.outcomes_per_s for m in base])
+        pooled = [x for m in ms for x in m.latencies_ms]
+        latency = (
+            f"completion p50 {_percentile(pooled, 0.5):.0f} ms, p99 {_percentile(pooled, 0.99):.0f} ms "
+            f"over {len(pooled)} runs at {cfg.rate:.0f} outcomes/s"
+            if pooled
+            else ""
+        )
+        rows.append(
+            Row(
+                f"scale_out_outcomes_per_s[{label}]",
+                f"phase outcome events/s through {serves} serve process(es) in one consumer group on "
+                f"one PostgreSQL schema ({2 * cfg.runs} events, topics of {SCALE_OUT_PARTITIONS} "
+                f"partitions), median of {len(ms)} round(s)",
+                statistics.median(m.outcomes_per_s for m in ms),
+                "ev/s",
+                baseline=None if is_base else statistics.median(m.outcomes_per_s for m in base),
+                baseline_description=against,
+                ratio=statistics.median(ratios) if ratios else None,
+                spread=_per_round([m.outcomes_per_s for m in ms], "ev/s", ratios),
+                notes=(latency,) if latency else (),
+            )
+        )
+        cpu = [m.cpu_us_per_outcome for m in ms if m.cpu_us_per_outcome is not None]
+        base_cpu = [m.cpu_us_per_outcome for m in base if m.cpu_us_per_outcome is not None]
+        if cpu:
+            rows.append(
+                Row(
+                    f"scale_out_cpu_per_outcome[{label}]",
+                    "CPU time (user + system) of the serve processes together per outcome event",
+                    statistics.median(cpu),
+                    "µs",
+                    baseline=None if is_base or not base_cpu else statistics.median(base_cpu),
+                    baseline_description=against,
+                    ratio=None
+                    if is_base or not base_cpu
+                    else statistics.median(cpu) / statistics.median(base_cpu),
+                    spread=_per_round(cpu, "µs"),
+                )
+            )
+    return rows
 
 
 def _ratios(top: Sequence[float | None], bottom: Sequence[float | None]) -> list[float]:
@@ -668,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "more than one (default 3, 1 with --quick)",
     )
     parser.add_argument("--rate", type=float, help="outcomes/s while measuring latency (default 200)")
-    parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres")
+    parser.add_argument("--backends", help="comma-separated: memory,sqlite,postgres (or none)")
     parser.add_argument("--kafka", help="use this broker (HOST:PORT) instead of starting one")
     parser.add_argument(
         "--metrics",
@@ -690,10 +859,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--traced",
         help="backends measured again with tracing on (in-memory exporter); default sqlite, 'none' for none",
     )
+    parser.add_argument(
+        "--serves",
+        help="scale-out: comma-separated numbers of serve processes sharing one group and one "
+        "PostgreSQL schema, e.g. 1,2 (needs PIPELINE_STATE_TEST_POSTGRES)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
+    if args.serves:
+        counts = tuple(int(n) for n in args.serves.split(",") if n.strip())
+        if not counts or min(counts) < 1:
+            parser.error("--serves takes numbers of processes, each at least 1")
+        cfg = replace(cfg, serves=counts)
     if args.runs:
         cfg = replace(cfg, runs=args.runs)
     if args.rounds:
@@ -701,7 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rate:
         cfg = replace(cfg, rate=args.rate)
     if args.backends:
-        cfg = replace(cfg, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
+        listed = (b.strip() for b in args.backends.split(","))
+        cfg = replace(cfg, backends=tuple(b for b in listed if b and b != "none"))
     cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics, poison=args.poison)
     if args.scrape_seconds:
         cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
@@ -713,16 +893,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = (set(cfg.backends) | set(cfg.traced)) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
-    env = environment()
-    print(
-        f"pipeline-state Kafka benchmark - Python {env['python']}, {env['cpu_count']} cores, "
-        f"load average {env['load_average']}"
-        + (" - QUICK MODE, figures not meaningful" if args.quick else "")
-    )
-    return report(
+    return headline_and_report(
+        "Kafka benchmark",
         "kafka (issue 4, benchmark)",
         lambda: run(cfg, _log, args.kafka),
-        env,
         quick=args.quick,
         json_path=args.json,
         fail_on_miss=args.fail_on_miss,

@@ -11,7 +11,10 @@
   rolled back when returned to the pool unless a transaction is still open (each driver
   call costs a hop to aiosqlite's thread; a rollback with nothing to undo is one).
 * **PostgreSQL** (``postgresql+asyncpg://...``): ``schema`` sets the ``search_path`` of
-  every connection, which is how the tests give each test its own schema.
+  every connection, which is how the tests give each test its own schema. The pool holds
+  up to :data:`POSTGRES_POOL_SIZE` connections (SQLAlchemy's default is 5): a store lends
+  half of them to units of work and half to reads, so that many units of work can commit
+  at once (opened as concurrency needs them; pass ``pool_size`` to change it).
 
 Both install a lenient JSON reader: text that is not JSON comes back as
 :class:`~pipeline_state_sql.codec.UnreadableDocument`, so the store can name the batch whose
@@ -31,7 +34,12 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 from .codec import UnreadableDocument
 from .driver import lean_creator
 
-__all__ = ["create_engine", "dumps", "is_postgres", "is_sqlite", "loads"]
+__all__ = ["POSTGRES_POOL_SIZE", "create_engine", "dumps", "is_postgres", "is_sqlite", "loads"]
+
+POSTGRES_POOL_SIZE = 16
+"""The default pool size on PostgreSQL: 8 writing and 8 reading connections per store. With
+SQLAlchemy's 5, a store had 2 writing connections and 8 concurrent callers committed two at
+a time (issue 16, point 4)."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -90,6 +98,8 @@ def create_engine(
         engine = create_async_engine(parsed, **kwargs)
         _configure_sqlite(engine, busy_timeout=busy_timeout, synchronous=synchronous)
         return engine
+    if backend == "postgresql" and "poolclass" not in kwargs:  # another pool may not take a size
+        kwargs.setdefault("pool_size", POSTGRES_POOL_SIZE)
     if backend == "postgresql" and schema is not None:
         connect_args = dict(kwargs.pop("connect_args", {}))
         settings = dict(connect_args.get("server_settings", {}))

@@ -84,3 +84,28 @@ def test_kafka_bench_rows_take_the_median_of_the_rounds_ratios(monkeypatch: pyte
     assert (plain.value, plain.baseline, plain.ratio) == (450, 900, 0.5)  # against memory: medians
     assert rows["serve_cpu_per_outcome[sqlite]"].target is None
     assert "outcomes_per_s[memory]" in rows
+
+
+@pytest.mark.postgres
+def test_kafka_bench_scale_out_mode_measures_one_and_two_serves(broker: LocalBroker) -> None:
+    """``--serves 1,2``: two serve processes in one group on one PostgreSQL schema are
+    measured against one (the figures are information, never checked)."""
+    require("pipeline_state_sql")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from proof_harness import postgres_url
+
+    postgres_url()  # fails under CI=true when PostgreSQL is missing
+    command = [sys.executable, str(ROOT / "bench" / "kafka.py"), "--quick", "--runs", "8"]
+    only_scale_out = ["--backends", "none", "--traced", "none", "--metrics", "off", "--serves", "1,2"]
+    done = subprocess.run(
+        [*command, "--kafka", broker.bootstrap, *only_scale_out],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for label in ("postgres,1 serve", "postgres,2 serves"):
+        assert f"scale_out_outcomes_per_s[{label}]" in done.stdout
+    assert "the same with 1 serve process" in done.stdout
+    assert "load average" in done.stdout.splitlines()[0]
