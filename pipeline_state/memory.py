@@ -25,7 +25,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .lifecycle import BatchStatus
-from .model import BatchState, next_deadline
+from .model import BatchState, Run, evolve, next_deadline
 from .ports import (
     Change,
     InboxEntry,
@@ -66,6 +66,7 @@ class InMemoryStore:
         self.lease = timedelta(seconds=lease_seconds)
         self._leases: dict[int, datetime] = {}
         self._batches: dict[str, BatchState] = {}
+        self._history: dict[str, list[Run]] = {}
         # Rows kept as plain tuples of strings and datetimes: the garbage collector stops
         # tracking such tuples, so a long-lived inbox and log cost it nothing.
         self._inbox: dict[str, tuple[str, str, str, datetime]] = {}
@@ -92,6 +93,11 @@ class InMemoryStore:
     async def load(self, batch_id: str) -> BatchState | None:
         self._check()
         return self._batches.get(batch_id)
+
+    async def history(self, batch_id: str) -> list[Run]:
+        """The archived runs of a batch, oldest first."""
+        self._check()
+        return list(self._history.get(batch_id, ()))
 
     async def commit(self, change: Change) -> None:
         self._check()
@@ -148,12 +154,16 @@ class InMemoryStore:
     def _apply(self, change: Change) -> None:
         """Write a validated ``change`` (no checks, no awaits)."""
         if change.state is not None:
-            self._batches[change.batch_id] = change.state
-            deadline = next_deadline(change.state)
+            state = change.state
+            # What the SQL store does too: the archived runs live in the history, not the state.
+            self._batches[change.batch_id] = evolve(state, history=()) if state.history else state
+            deadline = next_deadline(state)
             if deadline is None:
                 self._deadlines.pop(change.batch_id, None)
             else:
                 self._deadlines[change.batch_id] = deadline
+        if change.archived:
+            self._history.setdefault(change.batch_id, []).extend(change.archived)
         if change.inbox is not None:
             self._inbox[change.inbox.event_id] = _inbox_row(change.inbox)
         if self._transitions is not None and change.transitions:

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from .lifecycle import BatchStatus
-from .model import BatchState
+from .model import BatchState, Run
 
 __all__ = [
     "BatchingStore",
@@ -168,7 +168,9 @@ class Change:
     enough): the store updates that fact's ``waits_for`` in place, keeping its arrival order;
     ids no longer waiting are skipped. ``republish`` lists outbox event ids to
     deliver again with the same event id: their rows are re-queued (unpublished, unparked,
-    attempts reset, due at ``at``); ids the store no longer holds are skipped.
+    attempts reset, due at ``at``); ids the store no longer holds are skipped. ``archived``
+    lists the runs this change archived, oldest first: the store appends them to the batch's
+    history (:meth:`Store.batch_history`), which the state itself does not carry.
     """
 
     batch_id: str
@@ -182,6 +184,7 @@ class Change:
     resolves: str | None = None
     rewaits: tuple[tuple[str, str], ...] = ()
     republish: tuple[str, ...] = ()
+    archived: tuple[Run, ...] = ()
 
 
 @runtime_checkable
@@ -195,6 +198,10 @@ class Store(Protocol):
 
     async def load(self, batch_id: str) -> BatchState | None:
         """The current state of a batch, or ``None`` when it does not exist."""
+        ...
+
+    async def history(self, batch_id: str) -> list[Run]:
+        """The archived runs of a batch, oldest first (``Change.archived`` of its commits)."""
         ...
 
     async def commit(self, change: Change) -> None:

@@ -8,9 +8,20 @@ layout a stored row has. A document that is not valid JSON, lacks a field, holds
 type or carries an unknown schema number raises
 :class:`~pipeline_state.errors.CorruptStateError` naming the batch.
 
-Archived runs are stored in the same layout (:func:`encode_run`, :func:`decode_run`).
+Archived runs are stored one row each, in the run layout (:func:`encode_run`,
+:func:`decode_run`, :data:`RUN_SCHEMA_VERSION`).
 
-Fields added to layout 1 later are optional when read, so rows written before them load
+Layouts of the batch document:
+
+* **2** (written now): no archived run in the document; ``past`` holds what decisions keep
+  of them (:class:`~pipeline_state.model.Past`: each run's correlation id and acceptance
+  time, and the latest outputs of every phase completed earlier), so an event neither
+  decodes nor rewrites the batch's history.
+* **1**: every archived run in full under ``history``. Read as layout 2: ``past`` is derived
+  from ``history`` (whose runs the ``runs`` table also holds); the row is written as layout
+  2 by the batch's next change.
+
+Fields added to a layout later are optional when read, so rows written before them load
 with the model's defaults: a phase's ``command_event_id`` (``None``) and ``resends`` (0).
 """
 
@@ -22,9 +33,10 @@ from typing import Any, TypeVar
 
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, Past, PastRun, PhaseRun, Run
 
 __all__ = [
+    "RUN_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "UnreadableDocument",
     "decode_run",
@@ -33,9 +45,12 @@ __all__ = [
     "encode_state",
 ]
 
-SCHEMA_VERSION = 1
-"""The layout number written into every document; bump it (and teach the decoder the old
-layout) whenever the layout changes."""
+SCHEMA_VERSION = 2
+"""The layout number written into every batch document; bump it (and teach the decoder the
+old layout) whenever the layout changes."""
+READABLE_SCHEMAS = (1, 2)
+RUN_SCHEMA_VERSION = 1
+"""The layout number of an archived run's document (the ``runs`` table)."""
 
 Document = dict[str, Any]
 _T = TypeVar("_T")
@@ -121,13 +136,20 @@ def encode_state(state: BatchState) -> Document:
         "prompt_ref": state.prompt_ref,
         "essays": [_ref(r) for r in state.items],
         "active_run": None if state.active_run is None else _run(state.active_run),
-        "history": [_run(r) for r in state.history],
+        "past": _past(state.past),
+    }
+
+
+def _past(past: Past) -> Document:
+    return {
+        "runs": [[r.correlation_id, _time(r.accepted_at)] for r in past.runs],
+        "recorded": [[name, [_ref(r) for r in refs]] for name, refs in past.recorded],
     }
 
 
 def encode_run(run: Run) -> Document:
     """The JSON-compatible document of one archived run (with ``schema``)."""
-    return {"schema": SCHEMA_VERSION, **_run(run)}
+    return {"schema": RUN_SCHEMA_VERSION, **_run(run)}
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -255,10 +277,29 @@ def _decode_run(value: object) -> Run:
     )
 
 
-def _check_schema(doc: Mapping[str, Any]) -> None:
+def _check_schema(doc: Mapping[str, Any], readable: tuple[int, ...] = READABLE_SCHEMAS) -> int:
     schema = doc.get("schema")
-    if schema != SCHEMA_VERSION or isinstance(schema, bool):
-        raise _Bad(f"unknown schema version {schema!r} (this version reads {SCHEMA_VERSION})")
+    if schema not in readable or isinstance(schema, bool):
+        known = ", ".join(map(str, readable))
+        raise _Bad(f"unknown schema version {schema!r} (this version reads {known})")
+    return int(schema)
+
+
+def _decode_past(doc: Mapping[str, Any], schema: int) -> Past:
+    if schema == 1:  # layout 1: the archived runs in full
+        return Past.of(tuple(_decode_run(r) for r in _get(doc, "history", list)))
+    past = _object(doc.get("past"), "past")
+    runs = []
+    for entry in _get(past, "runs", list):
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise _Bad("past runs must be [correlation_id, accepted_at] pairs")
+        runs.append(PastRun(entry[0], _req_time({"accepted_at": entry[1]}, "accepted_at")))
+    recorded = []
+    for entry in _get(past, "recorded", list):
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise _Bad("past recorded outputs must be [phase, items] pairs")
+        recorded.append((entry[0], _refs({"items": entry[1]}, "items")))
+    return Past(tuple(runs), tuple(recorded))
 
 
 def decode_state(batch_id: str, document: object) -> BatchState:
@@ -272,7 +313,7 @@ def decode_state(batch_id: str, document: object) -> BatchState:
         if isinstance(document, UnreadableDocument):
             raise _Bad("the stored document is not valid JSON")
         doc = _object(document, "the stored document")
-        _check_schema(doc)
+        schema = _check_schema(doc)
         active = doc.get("active_run")
         state = BatchState(
             batch_id=_get(doc, "batch_id", str),
@@ -290,7 +331,7 @@ def decode_state(batch_id: str, document: object) -> BatchState:
             prompt_ref=_opt(doc, "prompt_ref", str),
             items=_refs(doc, "essays"),
             active_run=None if active is None else _decode_run(active),
-            history=tuple(_decode_run(r) for r in _get(doc, "history", list)),
+            past=_decode_past(doc, schema),
         )
     except _Bad as exc:
         raise CorruptStateError(batch_id, str(exc)) from None
@@ -305,7 +346,7 @@ def decode_run(batch_id: str, document: object) -> Run:
         if isinstance(document, UnreadableDocument):
             raise _Bad("the stored run document is not valid JSON")
         doc = _object(document, "the stored run document")
-        _check_schema(doc)
+        _check_schema(doc, (RUN_SCHEMA_VERSION,))
         return _decode_run(doc)
     except _Bad as exc:
         raise CorruptStateError(batch_id, str(exc)) from None

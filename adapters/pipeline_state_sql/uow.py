@@ -12,8 +12,8 @@ itself: any exception leaves the transaction to be rolled back whole. In order, 
    unexpected row count raises :class:`~pipeline_state.errors.ConcurrencyConflictError`;
 2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
    processed already: :class:`~pipeline_state.errors.DuplicateEventError`);
-3. appends the transition log rows, the outbox rows and the runs newly added to the
-   batch's history;
+3. appends the transition log rows, the outbox rows and the runs the change archived
+   (``change.archived``, at the positions ``state.past`` counts);
 4. keeps a deferred fact in ``waiting`` (``change.waiting``), or removes the waiting fact a
    change re-attempts (``change.resolves``: exactly one row, else another writer resolved
    it first: :class:`~pipeline_state.errors.ConcurrencyConflictError`) and *updates* its
@@ -31,10 +31,10 @@ same batch serialise on it, and the loser sees a changed version.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Insert, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
@@ -45,10 +45,7 @@ from .codec import encode_run, encode_state
 from .outbox import encode_trace_context
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 
-__all__ = ["ArchivedCount", "write_change", "write_changes"]
-
-ArchivedCount = Callable[[str, int], int | None]
-"""Looks up how many runs the stored state at ``(batch_id, version)`` had archived, if known."""
+__all__ = ["write_change", "write_changes"]
 
 # Statements are built once: building one costs several times what executing it does.
 _BY_ID = BATCHES.c.batch_id == bindparam("b_id")
@@ -57,7 +54,6 @@ _UPDATE_STATE = update(BATCHES).where(_BY_ID, _AT_READ)
 _TOUCH_AT_READ = update(BATCHES).where(_BY_ID, _AT_READ).values(version=BATCHES.c.version)
 _TOUCH_ANY = update(BATCHES).where(_BY_ID).values(version=BATCHES.c.version)
 _STORED_VERSION = select(BATCHES.c.version).where(_BY_ID)
-_COUNT_RUNS = select(func.count()).select_from(RUNS).where(RUNS.c.batch_id == bindparam("b_id"))
 _INSERT_LOG = insert(TRANSITIONS)
 _INSERT_OUTBOX = insert(OUTBOX)
 _INSERT_RUNS = insert(RUNS)
@@ -197,20 +193,15 @@ def _outbox_rows(change: Change) -> list[dict[str, Any]]:
     ]
 
 
-def _run_rows(conn: Connection, change: Change, archived_before: ArchivedCount) -> list[dict[str, Any]]:
+def _run_rows(change: Change) -> list[dict[str, Any]]:
     state = change.state
-    if state is None or not state.history:
+    if state is None or not change.archived:
         return []
-    before = (
-        0 if change.expected_version is None else archived_before(state.batch_id, change.expected_version)
-    )
-    if before is None:
-        # Unknown: count under the row lock taken by the compare-and-set.
-        before = int(conn.execute(_COUNT_RUNS, {"b_id": state.batch_id}).scalar_one())
+    first = state.past.count - len(change.archived)  # the runs archived before this change
     return [
         {
             "batch_id": state.batch_id,
-            "seq": before + offset,
+            "seq": first + offset,
             "run_id": run.run_id,
             "pipeline_name": run.pipeline_name,
             "final_status": run.status.value,
@@ -219,7 +210,7 @@ def _run_rows(conn: Connection, change: Change, archived_before: ArchivedCount) 
             "completed_at": run.completed_at,
             "document": encode_run(run),
         }
-        for offset, run in enumerate(state.history[before:])
+        for offset, run in enumerate(change.archived)
     ]
 
 
@@ -260,30 +251,21 @@ def _special(change: Change) -> bool:
     )
 
 
-def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
+def write_change(conn: Connection, change: Change) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
     _compare_and_set(conn, change)
     _record_inbox(conn, change)
     _insert_rows(conn, _INSERT_LOG, _log_rows(change))
     _insert_rows(conn, _INSERT_OUTBOX, _outbox_rows(change))
-    _insert_rows(conn, _INSERT_RUNS, _run_rows(conn, change, archived_before))
+    _insert_rows(conn, _INSERT_RUNS, _run_rows(change))
     if _special(change):
         _waiting_rows(conn, change)
 
 
-def _one_by_one(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
-    """``changes`` written in order with :func:`write_change` (the number of archived runs
-    of a state written earlier in the sequence is known without asking the database)."""
-    written: dict[tuple[str, int], int] = {}
-
-    def known(batch_id: str, version: int) -> int | None:
-        count = written.get((batch_id, version))
-        return count if count is not None else archived_before(batch_id, version)
-
+def _one_by_one(conn: Connection, changes: Sequence[Change]) -> None:
+    """``changes`` written in order with :func:`write_change`."""
     for change in changes:
-        write_change(conn, change, known)
-        if change.state is not None:
-            written[(change.batch_id, change.state.version)] = len(change.state.history)
+        write_change(conn, change)
 
 
 def _first_duplicate(conn: Connection, inbox: list[tuple[int, dict[str, Any]]]) -> tuple[int, str] | None:
@@ -302,7 +284,7 @@ def _earliest(*found: tuple[int, str] | None) -> tuple[int, str] | None:
     return min((f for f in found if f is not None), default=None)
 
 
-def write_changes(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
+def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
     """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
 
     The compare-and-sets run one per change, in order, so a later change of the same batch
@@ -311,18 +293,11 @@ def write_changes(conn: Connection, changes: Sequence[Change], archived_before: 
     the order of the changes (outbox ids follow that order). The error raised is the one
     :func:`write_change` would have raised first, change after change: a conflict of
     change ``k`` wins unless an earlier change's inbox id (or one repeated earlier in the
-    sequence) was processed already. The number of archived runs of a state written
-    earlier in the sequence is known without asking the database.
+    sequence) was processed already.
     """
     if len(changes) == 1 or any(_special(c) for c in changes):
-        _one_by_one(conn, changes, archived_before)
+        _one_by_one(conn, changes)
         return
-    written: dict[tuple[str, int], int] = {}
-
-    def known(batch_id: str, version: int) -> int | None:
-        count = written.get((batch_id, version))
-        return count if count is not None else archived_before(batch_id, version)
-
     inbox: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
     repeated: tuple[int, str] | None = None
@@ -346,9 +321,7 @@ def write_changes(conn: Connection, changes: Sequence[Change], archived_before: 
                 inbox.append((position, row))
         log.extend(_log_rows(change))
         outbox.extend(_outbox_rows(change))
-        runs.extend(_run_rows(conn, change, known))
-        if change.state is not None:
-            written[(change.batch_id, change.state.version)] = len(change.state.history)
+        runs.extend(_run_rows(change))
     duplicate = _earliest(_first_duplicate(conn, inbox), repeated)
     if duplicate is not None:
         raise DuplicateEventError(duplicate[1])
