@@ -416,12 +416,12 @@ async def inbox_results(
 def assert_all_ready(states: Mapping[str, BatchState | None], *, runs: int = 1) -> None:
     """Every batch is back to ``ready_for_pipeline_execution`` with ``runs`` archived runs."""
     wrong = {
-        b: (None if s is None else (s.status.value, s.active_run is not None, len(s.history)))
+        b: (None if s is None else (s.status.value, s.active_run is not None, s.past.count))
         for b, s in states.items()
         if s is None
         or s.status is not BatchStatus.READY_FOR_PIPELINE_EXECUTION
         or s.active_run is not None
-        or len(s.history) != runs
+        or s.past.count != runs
     }
     assert not wrong, f"batches not ready with {runs} archived run(s): {wrong}"
 
