@@ -16,6 +16,15 @@ Figures, each against a baseline measured in the same run:
 * ``scale_sqlite``: service cost per event with 1,000,000 stored batches against the same
   with 1,000 (SQLite, ``synchronous=NORMAL``). The large file is built with one bulk INSERT of
   pre-encoded state documents. Target: <= 1.5x.
+* ``scale_postgres``: the same on PostgreSQL (``synchronous_commit=off`` for the measured
+  sessions, as NORMAL for SQLite: the commit's fsync would hide what the size of the table
+  costs), built by ``COPY``. Target (issue 16, point 5): <= 1.3x.
+* ``history_sqlite`` / ``history_postgres``: service cost per event on batches that archived
+  200 runs against the same on batches that archived one (same settings as ``scale_*``).
+  Every archived run is a copy, with its own ids, of a real finished ``nlp`` run; the state
+  documents are seeded as the store writes them (the runs themselves, kept one row each in
+  the ``runs`` table, are not read by an event and are not seeded).
+  Target (issue 16, point 5): <= 1.2x: history must not be rewritten or re-read per event.
 
 Each event is a spellcheck outcome for a batch running ``comprehensive``: it dispatches CJ
 and NLP (two outbox rows, four transition rows). Every repetition uses fresh databases
@@ -58,7 +67,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
-from pipeline_state.model import BatchState, next_deadline  # noqa: E402
+from pipeline_state.lifecycle import RunStatus  # noqa: E402
+from pipeline_state.model import BatchState, Past, Run, next_deadline  # noqa: E402
 from pipeline_state.ports import Change  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
@@ -83,6 +93,9 @@ FIGURES = (
     "relay_postgres_batch1",
     "relay_postgres_batch100",
     "scale_sqlite",
+    "scale_postgres",
+    "history_sqlite",
+    "history_postgres",
 )
 Log = Callable[[str], None]
 
@@ -118,6 +131,23 @@ async def _template() -> BatchState:
     return state
 
 
+async def _finished_run() -> Run:
+    """A real finished run: ``nlp`` (spellcheck, then NLP) driven to completion by the engine."""
+    store = InMemoryStore()
+    service = PipelineService(store, clock=ManualClock())
+    env = HuleEduEnvelopes()
+    essays = env.item_ids("old", ESSAYS)
+    corr = "5e1f0000-0000-4000-8000-0000000000ff"
+    await service.handle_message(*env.register("old", items=ESSAYS))
+    await service.handle_message(*env.provisioned("old", essays))
+    await service.handle_message(*env.request("old", "nlp", correlation_id=corr))
+    for phase in ("spellcheck", "nlp"):
+        await service.handle_message(*env.outcome("old", phase, corr, processed=essays))
+    [run] = await store.history("old")
+    assert run.status is RunStatus.COMPLETED_SUCCESSFULLY
+    return run
+
+
 @attrs.frozen
 class Workload:
     """``count`` batches with an active run and one spellcheck outcome delivery for each."""
@@ -127,8 +157,16 @@ class Workload:
     changes: tuple[Change, ...]
 
     @classmethod
-    async def build(cls, count: int, prefix: str = "act") -> Workload:
+    async def build(cls, count: int, prefix: str = "act", *, history: int = 0) -> Workload:
+        """``count`` batches; with ``history``, each has that many archived runs."""
         template = await _template()
+        if history:
+            finished = await _finished_run()
+            runs = tuple(
+                attrs.evolve(finished, run_id=f"old-run-{n}", correlation_id=str(uuid.UUID(int=n + 1)))
+                for n in range(history)
+            )
+            template = attrs.evolve(template, past=Past.of(runs))
         states = tuple(attrs.evolve(template, batch_id=f"{prefix}{i:07d}") for i in range(count))
         env = HuleEduEnvelopes()
         essays = env.item_ids("tpl", ESSAYS)
@@ -212,12 +250,29 @@ def bulk_insert_sqlite(path: Path, states: Sequence[BatchState], *, filler: int 
         conn.close()
 
 
-async def bulk_insert_postgres(url: str, schema: str, states: Sequence[BatchState]) -> None:
+async def bulk_insert_postgres(
+    url: str, schema: str, states: Sequence[BatchState], *, filler: int = 0
+) -> None:
+    """``COPY`` ``states`` and ``filler`` extra ready batches (pre-encoded) into ``batches``."""
+
+    def rows() -> Any:
+        for state in states:
+            yield _batch_row(state)
+        if filler:
+            template = attrs.evolve(
+                states[0], active_run=None, status=states[0].status.READY_FOR_PIPELINE_EXECUTION
+            )
+            head, tail = dumps(encode_state(template)).split(f'"{template.batch_id}"', 1)
+            status, stamp = template.status.value, template.updated_at
+            for i in range(filler):
+                batch_id = f"fill{i:07d}"
+                yield (batch_id, status, 1, f'{head}"{batch_id}"{tail}', None, stamp, stamp)
+
     conn = await asyncpg.connect(pg_dsn(url), server_settings={"search_path": schema})
     try:
         await conn.copy_records_to_table(
             "batches",
-            records=[_batch_row(s) for s in states],
+            records=rows(),
             columns=[
                 "batch_id",
                 "status",
@@ -498,8 +553,12 @@ async def seed(db: Database, states: Sequence[BatchState], *, filler: int = 0) -
         bulk_insert_sqlite(db.path, states, filler=filler)
     else:
         assert db.schema is not None
-        assert filler == 0
-        await bulk_insert_postgres(db.url, db.schema, states)
+        await bulk_insert_postgres(db.url, db.schema, states, filler=filler)
+        conn = await asyncpg.connect(pg_dsn(db.url), server_settings={"search_path": db.schema})
+        try:
+            await conn.execute("ANALYZE batches")  # as autovacuum would after a bulk load
+        finally:
+            await conn.close()
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -540,11 +599,14 @@ class Config:
     small: int = 1000
     big: int = 1_000_000
     scale_events: int = 300
+    history: int = 200
     relay_rows: int = 2000
     postgres: bool = True
 
 
-QUICK = Config(events=40, warmup=10, repetitions=1, small=200, big=2000, scale_events=40, relay_rows=100)
+QUICK = Config(
+    events=40, warmup=10, repetitions=1, small=200, big=2000, scale_events=40, history=20, relay_rows=100
+)
 
 
 async def _durable(
@@ -628,70 +690,146 @@ def _durable_row(
     )
 
 
-async def _scale(cfg: Config, workdir: Path, log: Log) -> Row:
-    """Service cost per event with ``big`` stored batches against ``small`` (SQLite, NORMAL)."""
-    active = cfg.scale_events * cfg.repetitions + cfg.warmup
+_UNSYNCED = {
+    "sqlite": "SQLite file, WAL, synchronous=NORMAL",
+    "postgres": "PostgreSQL, synchronous_commit=off",
+}
+
+
+def _unsynced(db: Database) -> dict[str, Any]:
+    """Store options without an fsync per commit (SQLite ``NORMAL``, PostgreSQL
+    ``synchronous_commit=off``): both sides of a cost-growth figure would pay the same fsync,
+    which would hide what the size of the table or of the history costs."""
+    if db.path is not None:
+        return {"synchronous": "NORMAL"}
+    return {"connect_args": {"server_settings": {"synchronous_commit": "off"}}}
+
+
+async def _side_by_side(
+    cfg: Config, log: Log, label: str, sides: dict[str, tuple[Database, Workload]]
+) -> dict[str, list[float]]:
+    """Service cost per event (us) of each side, per repetition.
+
+    Small slices alternate which side goes first, so drift in the machine's load falls on
+    both alike."""
+    costs: dict[str, list[float]] = {name: [] for name in sides}
+    stores = {
+        name: await open_store(db.url, schema=db.schema, upgrade=False, **_unsynced(db))
+        for name, (db, _) in sides.items()
+    }
+    try:
+        services = {name: PipelineService(store, clock=ManualClock()) for name, store in stores.items()}
+        for name, (_, work) in sides.items():
+            await _timed(services[name], work.deliveries[: cfg.warmup])
+        slices = 5
+        step = cfg.scale_events // slices
+        names = list(sides)
+        for rep in range(cfg.repetitions):
+            seconds = dict.fromkeys(names, 0.0)
+            lo = cfg.warmup + rep * cfg.scale_events
+            for k in range(slices):
+                for name in names if (rep * slices + k) % 2 == 0 else reversed(names):
+                    part = sides[name][1].deliveries[lo + k * step : lo + (k + 1) * step]
+                    seconds[name] += await _timed(services[name], part)
+            for name in names:
+                costs[name].append(seconds[name] / (step * slices) * 1e6)
+            log(
+                f"{label} rep {rep + 1}: "
+                + " vs ".join(f"{costs[n][-1]:,.0f} us" for n in names)
+                + " per event"
+            )
+    finally:
+        for store in stores.values():
+            await store.close()
+    return costs
+
+
+def _active(cfg: Config) -> int:
+    return cfg.scale_events * cfg.repetitions + cfg.warmup
+
+
+async def _scale(cfg: Config, workdir: Path, log: Log, backend: str = "sqlite", pg: str | None = None) -> Row:
+    """Service cost per event with ``big`` stored batches against ``small``."""
+    active = _active(cfg)
     if active > cfg.small:
         raise ValueError(f"{active} active batches do not fit in the small store of {cfg.small}")
     work = await Workload.build(active, prefix="s-")
-    costs: dict[str, list[float]] = {"small": [], "big": []}
-    async with fresh_database("sqlite", workdir) as small, fresh_database("sqlite", workdir) as big:
-        assert small.path is not None
-        assert big.path is not None
-        log(f"building the stores: {cfg.small:,} and {cfg.big:,} batches")
+    async with (
+        fresh_database(backend, workdir, pg) as small,
+        fresh_database(backend, workdir, pg) as big,
+    ):
+        log(f"building the {backend} stores: {cfg.small:,} and {cfg.big:,} batches")
         started = time.perf_counter()
         await seed(small, work.states, filler=cfg.small - active)
         await seed(big, work.states, filler=cfg.big - active)
-        log(
-            f"stores built in {time.perf_counter() - started:.1f} s ({big.path.stat().st_size / 1e6:,.0f} MB)"
+        log(f"stores built in {time.perf_counter() - started:.1f} s")
+        costs = await _side_by_side(
+            cfg, log, f"scale {backend}", {"small": (small, work), "big": (big, work)}
         )
-        stores = {
-            name: await open_store(db.url, upgrade=False, synchronous="NORMAL")
-            for name, db in (("small", small), ("big", big))
-        }
-        try:
-            services = {name: PipelineService(store, clock=ManualClock()) for name, store in stores.items()}
-            for service in services.values():
-                await _timed(service, work.deliveries[: cfg.warmup])
-            # Small slices, alternating which store goes first, so drift in the machine's
-            # load falls on both sides alike.
-            slices = 5
-            for rep in range(cfg.repetitions):
-                seconds = {"small": 0.0, "big": 0.0}
-                lo = cfg.warmup + rep * cfg.scale_events
-                step = cfg.scale_events // slices
-                for k in range(slices):
-                    part = work.deliveries[lo + k * step : lo + (k + 1) * step]
-                    for name in ("small", "big") if (rep * slices + k) % 2 == 0 else ("big", "small"):
-                        seconds[name] += await _timed(services[name], part)
-                for name in costs:
-                    costs[name].append(seconds[name] / (step * slices) * 1e6)
-                small_us, big_us = costs["small"][-1], costs["big"][-1]
-                log(f"scale rep {rep + 1}: {small_us:,.0f} us vs {big_us:,.0f} us per event")
-        finally:
-            for store in stores.values():
-                await store.close()
     ratios = [b / s for b, s in zip(costs["big"], costs["small"], strict=True)]
+    what = _UNSYNCED[backend]
+    how, target = ("one bulk INSERT", 1.5) if backend == "sqlite" else ("COPY", 1.3)
     return Row(
-        figure="scale_sqlite",
+        figure=f"scale_{backend}",
         description=(
-            f"service cost per outcome event with {cfg.big:,} stored batches (SQLite file, WAL, "
-            "synchronous=NORMAL; built by one bulk INSERT of pre-encoded state documents)"
+            f"service cost per outcome event with {cfg.big:,} stored batches ({what}; built by "
+            f"{how} of pre-encoded state documents)"
         ),
         value=statistics.median(costs["big"]),
         unit="us/ev",
         baseline=statistics.median(costs["small"]),
         baseline_description=f"the same events with {cfg.small:,} stored batches",
         ratio=statistics.median(ratios),
-        target=Target("ratio", "<=", 1.5, "<= 1.5x"),
+        target=Target("ratio", "<=", target, f"<= {target}x"),
         spread=f"ratios {', '.join(f'{r:.2f}' for r in ratios)}",
     )
 
 
-def run(cfg: Config, log: Log) -> list[Row]:
+async def _history(cfg: Config, workdir: Path, log: Log, backend: str, pg: str | None = None) -> Row:
+    """Service cost per event on batches with ``cfg.history`` archived runs against one."""
+    active = _active(cfg)
+    short = await Workload.build(active, prefix="h1-", history=1)
+    long = await Workload.build(active, prefix="hn-", history=cfg.history)
+    async with (
+        fresh_database(backend, workdir, pg) as one,
+        fresh_database(backend, workdir, pg) as many,
+    ):
+        log(f"building the {backend} stores: {active:,} batches with 1 and with {cfg.history} archived runs")
+        await seed(one, short.states)
+        await seed(many, long.states)
+        costs = await _side_by_side(
+            cfg, log, f"history {backend}", {"one": (one, short), "many": (many, long)}
+        )
+    ratios = [m / o for m, o in zip(costs["many"], costs["one"], strict=True)]
+    what = (
+        "SQLite file, WAL, synchronous=NORMAL"
+        if backend == "sqlite"
+        else "PostgreSQL, synchronous_commit=off"
+    )
+    return Row(
+        figure=f"history_{backend}",
+        description=(
+            f"service cost per outcome event on batches whose history holds {cfg.history} "
+            f"archived runs ({what})"
+        ),
+        value=statistics.median(costs["many"]),
+        unit="us/ev",
+        baseline=statistics.median(costs["one"]),
+        baseline_description="the same events on batches with one archived run",
+        ratio=statistics.median(ratios),
+        target=Target("ratio", "<=", 1.2, "<= 1.2x"),
+        spread=f"ratios {', '.join(f'{r:.2f}' for r in ratios)}",
+    )
+
+
+def run(cfg: Config, log: Log, only: Sequence[str] = ()) -> list[Row]:
     """Every figure of the SQL benchmark, in :data:`FIGURES` order (PostgreSQL ones only
-    when a server is reachable)."""
+    when a server is reachable); with ``only``, the figures whose names start with one of
+    its entries."""
     from bench import relay  # here: bench/relay.py imports this module
+
+    def wanted(*figures: str) -> bool:
+        return not only or any(f.startswith(tuple(only)) for f in figures)
 
     pg, why = postgres_url() if cfg.postgres else (None, "disabled by --no-postgres")
     if pg is None:
@@ -699,25 +837,35 @@ def run(cfg: Config, log: Log) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ps-bench-sql-") as tmp:
         workdir = Path(tmp)
-        service, raw = asyncio.run(_durable(cfg, "sqlite", workdir, None, "FULL", log))
-        rows.append(_durable_row("durable_sqlite", "SQLite (file, WAL, synchronous=FULL)", service, raw))
-        service, raw = asyncio.run(_durable(cfg, "sqlite", workdir, None, "NORMAL", log))
-        rows.append(
-            _durable_row(
-                "durable_sqlite_normal",
-                "SQLite (file, WAL, synchronous=NORMAL)",
-                service,
-                raw,
-                targeted=False,
+        if wanted("durable_sqlite"):
+            service, raw = asyncio.run(_durable(cfg, "sqlite", workdir, None, "FULL", log))
+            rows.append(_durable_row("durable_sqlite", "SQLite (file, WAL, synchronous=FULL)", service, raw))
+        if wanted("durable_sqlite_normal"):
+            service, raw = asyncio.run(_durable(cfg, "sqlite", workdir, None, "NORMAL", log))
+            rows.append(
+                _durable_row(
+                    "durable_sqlite_normal",
+                    "SQLite (file, WAL, synchronous=NORMAL)",
+                    service,
+                    raw,
+                    targeted=False,
+                )
             )
-        )
-        if pg is not None:
+        if pg is not None and wanted("durable_postgres"):
             service, raw = asyncio.run(_durable(cfg, "postgres", workdir, pg, "FULL", log))
             rows.append(_durable_row("durable_postgres", "PostgreSQL (asyncpg)", service, raw))
-        rows.extend(
-            relay.run(relay.Config(cfg.relay_rows, cfg.repetitions), log, workdir=workdir, postgres=pg)
-        )
-        rows.append(asyncio.run(_scale(cfg, workdir, log)))
+        if wanted("relay_"):
+            rows.extend(
+                relay.run(relay.Config(cfg.relay_rows, cfg.repetitions), log, workdir=workdir, postgres=pg)
+            )
+        if wanted("scale_sqlite"):
+            rows.append(asyncio.run(_scale(cfg, workdir, log)))
+        if wanted("history_sqlite"):
+            rows.append(asyncio.run(_history(cfg, workdir, log, "sqlite")))
+        if pg is not None and wanted("scale_postgres"):
+            rows.append(asyncio.run(_scale(cfg, workdir, log, "postgres", pg)))
+        if pg is not None and wanted("history_postgres"):
+            rows.append(asyncio.run(_history(cfg, workdir, log, "postgres", pg)))
     order = {name: i for i, name in enumerate(FIGURES)}
     return sorted(rows, key=lambda r: order.get(r.figure, len(order)))
 
@@ -731,13 +879,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows it runs, figures meaningless")
     parser.add_argument("--events", type=int, help="timed outcome events per repetition (default 2,000)")
     parser.add_argument("--repetitions", type=int, help="repetitions of each figure (default 3)")
-    parser.add_argument("--big", type=int, help="batches in the large SQLite store (default 1,000,000)")
+    parser.add_argument("--big", type=int, help="batches in the large stores (default 1,000,000)")
+    parser.add_argument("--history", type=int, help="archived runs per batch for history_* (default 200)")
+    parser.add_argument(
+        "--only",
+        metavar="PREFIXES",
+        help="comma-separated figure-name prefixes to measure (e.g. scale,history); default all",
+    )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite figures only")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
-    for name in ("events", "repetitions", "big"):
+    for name in ("events", "repetitions", "big", "history"):
         if getattr(args, name) is not None:
             cfg = replace(cfg, **{name: getattr(args, name)})
     if args.no_postgres:
@@ -750,7 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     return report(
         "sql (issue 3, benchmark)",
-        lambda: run(cfg, _log),
+        lambda: run(cfg, _log, only=tuple(filter(None, (args.only or "").split(",")))),
         env,
         quick=args.quick,
         json_path=args.json,

@@ -26,7 +26,7 @@ import attrs
 from .errors import DefinitionError
 from .guards import Denial
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .model import BatchState, ItemRef, PhaseRun, Run
+from .model import BatchState, ItemRef, Past, PhaseRun, Run
 from .outbound import Notice, Outbound, Outgoing, RunSummary
 from .wire import WireModel
 
@@ -90,6 +90,7 @@ def _samples() -> tuple[BatchState, Run, Sequence[RunSummary]]:
         group_id="sample-class-id",
         items=items,
         history=(run,),
+        past=Past.of((run,)),
     )
     failed = attrs.evolve(run, status=RunStatus.COMPLETED_WITH_FAILURES)
     summaries = (

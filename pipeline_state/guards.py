@@ -122,7 +122,9 @@ class RateLimitGuard:
 
     def check(self, request: AdmissionRequest) -> Denial | None:
         since = request.now - timedelta(seconds=self.window_seconds)
-        recent = sum(1 for run in request.batch.runs() if run.accepted_at > since)
+        batch = request.batch
+        recent = sum(1 for run in batch.past.runs if run.accepted_at > since)
+        recent += batch.active_run is not None and batch.active_run.accepted_at > since
         if recent < self.max_runs:
             return None
         return Denial(

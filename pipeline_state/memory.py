@@ -25,7 +25,7 @@ from .errors import (
 )
 from .lifecycle import BatchStatus
 from .memory_unit_of_work import MemoryUnitOfWork, Versions
-from .model import BatchState, next_deadline
+from .model import BatchState, Run, evolve, next_deadline
 from .ports import (
     Change,
     InboxEntry,
@@ -45,7 +45,9 @@ _transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionR
 
 
 def _new_state(change: Change) -> BatchState | None:
-    return change.state
+    state = change.state
+    # What the SQL store does too: the archived runs live in the history, not in the state.
+    return evolve(state, history=()) if state is not None and state.history else state
 
 
 class InMemoryStore:
@@ -72,6 +74,7 @@ class InMemoryStore:
         self._work: MemoryUnitOfWork[Change, BatchState] = MemoryUnitOfWork(_new_state, self._append)
         self._batches = self._work.documents
         self._inbox = self._work.inbox
+        self._history: dict[str, list[Run]] = {}  # archived runs (Change.archived), per batch
         self._deadlines: dict[str, datetime] = {}
         self._transitions: list[tuple[Any, ...]] | None = [] if keep_transitions else None
         self._outbox: dict[int, OutboxRow] = {}
@@ -95,6 +98,11 @@ class InMemoryStore:
     async def load(self, batch_id: str) -> BatchState | None:
         self._check()
         return self._batches.get(batch_id)
+
+    async def history(self, batch_id: str) -> list[Run]:
+        """The archived runs of a batch, oldest first."""
+        self._check()
+        return list(self._history.get(batch_id, ()))
 
     async def commit(self, change: Change) -> None:
         self._check()
@@ -140,6 +148,8 @@ class InMemoryStore:
                 self._deadlines.pop(change.batch_id, None)
             else:
                 self._deadlines[change.batch_id] = deadline
+        if change.archived:
+            self._history.setdefault(change.batch_id, []).extend(change.archived)
         if self._transitions is not None and change.transitions:
             self._transitions.extend(map(_transition_row, change.transitions))
         if change.resolves is not None:

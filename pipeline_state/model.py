@@ -1,4 +1,5 @@
-"""State as immutable value objects: a batch, its active run, its phases and its history.
+"""State as immutable value objects: a batch, its active run, its phases and what decisions
+keep of its history.
 
 Nothing here changes in place; :mod:`pipeline_state.decide` builds new values with
 :func:`attrs.evolve`. Timestamps are timezone-aware UTC datetimes from the injected clock.
@@ -18,6 +19,8 @@ from .lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, Ph
 __all__ = [
     "BatchState",
     "ItemRef",
+    "Past",
+    "PastRun",
     "PhaseRun",
     "Run",
     "completed_outputs",
@@ -123,8 +126,66 @@ class Run:
 
 
 @attrs.frozen(slots=True)
+class PastRun:
+    """What decisions keep of one archived run: whose outcomes are stale, when it was accepted."""
+
+    correlation_id: str
+    accepted_at: datetime
+
+
+@attrs.frozen(slots=True)
+class Past:
+    """What decisions need of a batch's archived runs, without the runs themselves.
+
+    The runs are kept by the store (one row each in the SQL store's ``runs`` table) and read
+    only to show them; a decision reads this summary, so the cost of an event does not grow
+    with the batch's history. ``recorded`` holds, per phase completed (fully or partially)
+    in an earlier run, the processed items of its latest successful execution: what pruning
+    and forwarding read.
+    """
+
+    runs: tuple[PastRun, ...] = ()
+    recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many runs the batch has archived."""
+        return len(self.runs)
+
+    def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
+        return dict(self.recorded)
+
+    def is_archived(self, correlation_id: str) -> bool:
+        """Whether ``correlation_id`` is the correlation id of an archived run."""
+        return any(r.correlation_id == correlation_id for r in self.runs)
+
+    def after(self, run: Run) -> Past:
+        """This summary with ``run`` archived too."""
+        recorded = dict(self.recorded)
+        for phase in run.phases:
+            if phase.is_done:
+                recorded.pop(phase.name, None)  # re-inserted: the order says which came last
+                recorded[phase.name] = phase.outputs
+        return Past((*self.runs, PastRun(run.correlation_id, run.accepted_at)), tuple(recorded.items()))
+
+    @classmethod
+    def of(cls, history: tuple[Run, ...]) -> Past:
+        """The summary of ``history`` (archived runs, oldest first)."""
+        past = cls()
+        for run in history:
+            past = past.after(run)
+        return past
+
+
+@attrs.frozen(slots=True)
 class BatchState:
-    """The whole state of one batch: registration data, lifecycle status, active run, history."""
+    """The whole state of one batch: registration data, lifecycle status, active run and
+    what decisions keep of its archived runs (``past``).
+
+    ``history`` holds the archived runs themselves, oldest first, only in a state read to be
+    shown (:meth:`~pipeline_state.service.PipelineService.get_batch`); a state loaded for a
+    decision carries ``()``, stores never write it, and decisions never read it.
+    """
 
     batch_id: str
     status: BatchStatus
@@ -143,6 +204,7 @@ class BatchState:
     items: tuple[ItemRef, ...] = ()
     active_run: Run | None = None
     history: tuple[Run, ...] = ()
+    past: Past = Past()
 
     @property
     def has_group(self) -> bool:
@@ -150,7 +212,7 @@ class BatchState:
         return self.group_id is not None
 
     def runs(self) -> Iterator[Run]:
-        """Archived runs, oldest first, then the active run if any."""
+        """Archived runs (``history``: only in a state read to be shown), then the active run."""
         yield from self.history
         if self.active_run is not None:
             yield self.active_run

@@ -37,7 +37,7 @@ from .inputs import (
     ValidationFailed,
 )
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .model import BatchState, ItemRef, PhaseRun, Run
+from .model import BatchState, ItemRef, Past, PastRun, PhaseRun, Run
 from .outbound import Notice, Outbound, Outgoing, RunSummary
 from .profile import CommandFields
 
@@ -64,6 +64,8 @@ __all__ = [
     "OutboxRow",
     "OutcomeStatus",
     "Outgoing",
+    "Past",
+    "PastRun",
     "PhaseOutcome",
     "PhaseRun",
     "PhaseStatus",
@@ -217,7 +219,9 @@ class Change:
     enough): the store updates that fact's ``waits_for`` in place, keeping its arrival order;
     ids no longer waiting are skipped. ``republish`` lists outbox event ids to
     deliver again with the same event id: their rows are re-queued (unpublished, unparked,
-    attempts reset, due at ``at``); ids the store no longer holds are skipped.
+    attempts reset, due at ``at``); ids the store no longer holds are skipped. ``archived``
+    lists the runs this change archived, oldest first: the store appends them to the batch's
+    history (:meth:`Store.batch_history`), which the state itself does not carry.
     """
 
     batch_id: str
@@ -231,6 +235,7 @@ class Change:
     resolves: str | None = None
     rewaits: tuple[tuple[str, str], ...] = ()
     republish: tuple[str, ...] = ()
+    archived: tuple[Run, ...] = ()
 
 
 @runtime_checkable
@@ -244,6 +249,10 @@ class Store(Protocol):
 
     async def load(self, batch_id: str) -> BatchState | None:
         """The current state of a batch, or ``None`` when it does not exist."""
+        ...
+
+    async def history(self, batch_id: str) -> list[Run]:
+        """The archived runs of a batch, oldest first (``Change.archived`` of its commits)."""
         ...
 
     async def commit(self, change: Change) -> None:

@@ -463,10 +463,20 @@ class PipelineService:
         return results
 
     async def get_batch(self, batch_id: str) -> BatchState:
-        state = await self.store.load(batch_id)
+        """The batch as it is shown: its state with its archived runs (``history``) read from
+        the store's history (decisions never read them); :class:`BatchNotFoundError` when
+        there is no such batch."""
+        state = await self.shown_batch(batch_id)
         if state is None:
             raise BatchNotFoundError(batch_id)
         return state
+
+    async def shown_batch(self, batch_id: str) -> BatchState | None:
+        """:meth:`get_batch`, or ``None`` when there is no such batch."""
+        state = await self.store.load(batch_id)
+        if state is None or not state.past.runs:
+            return state
+        return evolve(state, history=tuple(await self.store.history(batch_id)))
 
     # -- waiting facts --------------------------------------------------------------------
     async def waiting_count(self) -> int:
@@ -795,6 +805,7 @@ class PipelineService:
             transitions=_log_rows(command, batch_id, decision, now),
             resolves=resolves,
             republish=decision.resend,
+            archived=decision.archived,
         )
         return decision, change
 

@@ -216,5 +216,5 @@ def _outcome_waits(state: BatchState, payload: PhaseOutcome, profile: Profile) -
 
 def _stale(state: BatchState, correlation: str) -> bool:
     """Whether ``correlation`` belongs to an archived run of the batch (a scan of its
-    history: only asked when the answer matters)."""
-    return any(r.correlation_id == correlation for r in state.history)
+    summary: only asked when the answer matters)."""
+    return state.past.is_archived(correlation)

@@ -23,7 +23,7 @@ from pipeline_state.service import HandleResult, PipelineService
 
 from .context import RequestContext
 from .errors import PipelineDeniedError
-from .replay import denial_of, find_run, run_of_cancellation, run_of_event
+from .replay import decided_run, denial_of, run_of_cancellation, run_of_event
 from .schemas import (
     CancelAccepted,
     CancelBody,
@@ -80,7 +80,7 @@ class Operations:
         result = await self._run(payload, ctx, ctx.correlation_id, requested_by=body.user_id or None)
         if result.duplicate:
             entry = await self._entry(ctx.event_id)
-            run = run_of_cancellation(await self.service.store.load(batch_id), entry.processed_at)
+            run = run_of_cancellation(await self.service.shown_batch(batch_id), entry.processed_at)
             run_id = None if run is None else run.run_id
         else:
             run_id = None if result.decision is None else result.decision.run_id
@@ -93,7 +93,7 @@ class Operations:
         result = await self._run(command, ctx, ctx.correlation_id)
         if result.duplicate:
             outcome = (await self._entry(ctx.event_id)).result
-            run = run_of_event(await self.service.store.load(body.batch_id), ctx.event_id)
+            run = run_of_event(await self.service.shown_batch(body.batch_id), ctx.event_id)
             run_id = None if run is None else run.run_id
         else:
             outcome = "applied" if result.ignored is None else f"ignored:{result.ignored}"
@@ -139,13 +139,13 @@ class Operations:
             denial = denial_of(entry)
             if denial is not None:
                 raise denial
-            run = run_of_event(await self.service.store.load(batch_id), ctx.event_id)
+            run = run_of_event(await self.service.shown_batch(batch_id), ctx.event_id)
         else:
             decision = result.decision
             assert decision is not None
             if decision.denial is not None:
                 raise PipelineDeniedError(decision.denial.reason, decision.denial.detail, batch_id=batch_id)
-            run = find_run(decision.state, decision.run_id)
+            run = decided_run(decision)
         if run is None:
             raise DuplicateEventError(ctx.event_id)
         return PipelineAccepted(

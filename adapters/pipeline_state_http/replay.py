@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline_state.decide import derive_id
+from pipeline_state.decide import Decision, derive_id
 from pipeline_state.lifecycle import RunStatus
 from pipeline_state.model import BatchState, Run
 from pipeline_state.ports import InboxEntry
 
 from .errors import PipelineDeniedError
 
-__all__ = ["denial_of", "find_run", "run_of_cancellation", "run_of_event"]
+__all__ = ["decided_run", "denial_of", "find_run", "run_of_cancellation", "run_of_event"]
 
 
 def find_run(state: BatchState | None, run_id: str | None) -> Run | None:
@@ -26,6 +26,13 @@ def find_run(state: BatchState | None, run_id: str | None) -> Run | None:
     if state is None or run_id is None:
         return None
     return next((run for run in state.runs() if run.run_id == run_id), None)
+
+
+def decided_run(decision: Decision) -> Run | None:
+    """The run a decision accepted or affected: still active, or archived by the decision
+    itself (a run pruned whole completes at once)."""
+    archived = (run for run in decision.archived if run.run_id == decision.run_id)
+    return find_run(decision.state, decision.run_id) or next(archived, None)
 
 
 def run_of_event(state: BatchState | None, event_id: str) -> Run | None:

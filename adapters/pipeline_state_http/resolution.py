@@ -15,12 +15,12 @@ from typing import Any
 from pipeline_state.commands import Command
 from pipeline_state.decide import Decision, decide
 from pipeline_state.errors import BatchNotFoundError
-from pipeline_state.model import BatchState, completed_outputs
+from pipeline_state.model import BatchState
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1, parse_payload
 from pipeline_state.service import PipelineService
 
 from .errors import PipelineDeniedError
-from .replay import find_run
+from .replay import decided_run
 from .schemas import (
     AdmissionView,
     AnalysisSummary,
@@ -73,7 +73,7 @@ async def preflight(
     )
     if decision.denial is not None:
         raise PipelineDeniedError(decision.denial.reason, decision.denial.detail, batch_id=batch_id)
-    run = find_run(decision.state, decision.run_id)
+    run = decided_run(decision)
     assert run is not None, "an accepted request always starts a run"
     return PreflightResult(resolved_pipeline=[p.name for p in run.phases], skipped_phases=list(run.pruned))
 
@@ -89,7 +89,7 @@ async def define_pipeline(service: PipelineService, request: DefineRequest) -> D
     if request.requested_pipeline not in catalog:
         detail = f"no pipeline named {request.requested_pipeline!r}"
         raise PipelineDeniedError("unknown_pipeline", detail, batch_id=request.batch_id)
-    recorded = completed_outputs(state.history)
+    recorded = state.past.recorded_outputs()
     plan = catalog.plan(request.requested_pipeline, recorded.keys())
     metadata = request.batch_metadata or {}
     prompt = metadata.get("prompt_payload")

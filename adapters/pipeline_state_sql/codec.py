@@ -2,17 +2,29 @@
 
 :func:`encode_state` turns a :class:`~pipeline_state.model.BatchState` into a
 JSON-compatible ``dict`` carrying a ``schema`` field; :func:`decode_state` turns it back.
-Archived runs are stored in the same layout (:func:`encode_run`, :func:`decode_run`). A
-document that is not valid JSON, lacks a field, holds a wrong type or carries a schema
-number this release cannot read raises :class:`~pipeline_state.errors.CorruptStateError`
-naming the batch.
+Archived runs are stored one row each, in the run layout (:func:`encode_run`,
+:func:`decode_run`, :data:`RUN_SCHEMA`). A document that is not valid JSON, lacks a field,
+holds a wrong type or carries a schema number this release cannot read raises
+:class:`~pipeline_state.errors.CorruptStateError` naming the batch.
 
-The layout is the model's attrs classes with three differences (:data:`STATE_LAYOUT`):
+Layouts of the batch document (:data:`STATE_SCHEMA`):
+
+* **2** (written now): no archived run in the document. ``past`` holds what decisions keep
+  of them (:class:`~pipeline_state.model.Past`: each run as ``[correlation_id,
+  accepted_at]`` and, per phase completed earlier, ``[phase, outputs]``), so an event
+  neither decodes nor rewrites the batch's history;
+* **1**: every archived run in full under ``history``. Read through the upgrade step
+  :func:`past_from_history` (the ``runs`` table holds those runs too); the row is written in
+  layout 2 by the batch's next change.
+
+The layout is the model's attrs classes with these differences (:data:`STATE_LAYOUT`):
 
 * the stored keys keep the names the state had before it was renamed into generic words
   (``user_id`` for :attr:`~pipeline_state.model.BatchState.owner`, ``essays`` for
   ``items``...), so rows written by earlier releases load;
 * an :class:`~pipeline_state.model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
+* a :class:`~pipeline_state.model.PastRun` is stored as ``[correlation_id, accepted_at]``;
+* :attr:`~pipeline_state.model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
 
@@ -23,13 +35,17 @@ written by an earlier release still load, write back unchanged and decide the sa
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cattrs import Converter
 
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
-from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
+from pipeline_state.lifecycle import PHASE_DONE
+from pipeline_state.model import BatchState, ItemRef, Past, PastRun, PhaseRun, Run
 
 __all__ = [
+    "RUN_SCHEMA",
     "SCHEMA_VERSION",
     "STATE_LAYOUT",
     "STATE_SCHEMA",
@@ -38,14 +54,47 @@ __all__ = [
     "decode_state",
     "encode_run",
     "encode_state",
+    "past_from_history",
 ]
 
-STATE_SCHEMA = Schema(version=1)
-"""The layout number written into every state and run document, and the upgrade steps
-from older layouts (none yet)."""
+_DONE = frozenset(status.value for status in PHASE_DONE)
+
+
+def past_from_history(document: Document) -> Document:
+    """Layout 1 -> 2: the archived runs under ``history`` become their summary, ``past``
+    (each run's correlation id and acceptance time, in order; per phase completed in them,
+    the outputs of its latest successful execution, a phase completed again moving last).
+    Raises :class:`~pipeline_state.documents.Invalid` naming what a malformed history lacks."""
+    history = document.pop("history", None)
+    if type(history) is not list:
+        raise Invalid(f"field 'history' should be list, got {type(history).__name__}")
+    recorded: dict[object, object] = {}
+    for index, run in enumerate(history):
+        phases = run.get("phases") if type(run) is dict else None
+        if type(phases) is not list:
+            raise Invalid(
+                f"field 'phases' should be list, got {type(phases).__name__} (at history[{index}].phases)"
+            )
+        for phase in phases:
+            if type(phase) is dict and phase.get("status") in _DONE:
+                recorded.pop(phase.get("name"), None)
+                recorded[phase.get("name")] = phase.get("outputs")
+    document["past"] = {
+        "runs": [[run.get("correlation_id"), run.get("accepted_at")] for run in history],
+        "recorded": [[name, outputs] for name, outputs in recorded.items()],
+    }
+    return document
+
+
+STATE_SCHEMA = Schema(version=2, upgrades={1: past_from_history})
+"""The layout number written into every batch document, and the upgrade steps from older
+layouts."""
 
 SCHEMA_VERSION = STATE_SCHEMA.version
-"""The layout number written into every document."""
+"""The layout number written into every batch document."""
+
+RUN_SCHEMA = Schema(version=1)
+"""The layout number of an archived run's document (the ``runs`` table)."""
 
 
 class UnreadableDocument(str):
@@ -79,6 +128,56 @@ def _item_refs_as_pairs(converter: Converter) -> None:
     converter.register_unstructure_hook_func(lambda kind: kind == tuple[ItemRef, ...], _pairs)
 
 
+def _past_as_pairs(converter: Converter) -> None:
+    """``past`` by hand, whatever the layout does with item references elsewhere: runs as
+    ``[correlation_id, accepted_at]``, recorded outputs as ``[phase, [[item_id, content_ref]...]]``."""
+    read_time = converter.get_structure_hook(datetime)
+
+    def run(value: object, index: int) -> PastRun:
+        if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
+            raise Invalid(
+                f"holds a malformed archived run {value!r} (want [correlation_id, accepted_at]) "
+                f"(at past.runs[{index}])"
+            )
+        try:
+            return PastRun(value[0], read_time(value[1], datetime))
+        except Invalid as exc:
+            raise Invalid(f"{exc} (at past.runs[{index}][1])") from None
+
+    def recorded(value: object, index: int) -> tuple[str, tuple[ItemRef, ...]]:
+        if (
+            type(value) is not list
+            or len(value) != 2
+            or type(value[0]) is not str
+            or type(value[1]) is not list
+        ):
+            raise Invalid(f"holds a malformed recorded output {value!r} (at past.recorded[{index}])")
+        try:
+            return value[0], tuple(_item_ref(ref, None) for ref in value[1])
+        except Invalid as exc:
+            raise Invalid(f"{exc} (at past.recorded[{index}])") from None
+
+    def structure(value: object, _: object) -> Past:
+        if type(value) is not dict:
+            raise Invalid(f"should be an object, got {type(value).__name__}")
+        runs, outputs = value.get("runs"), value.get("recorded")
+        if type(runs) is not list or type(outputs) is not list:
+            raise Invalid("should hold the lists 'runs' and 'recorded'")
+        return Past(
+            tuple(run(entry, i) for i, entry in enumerate(runs)),
+            tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
+        )
+
+    converter.register_structure_hook(Past, structure)
+    converter.register_unstructure_hook(
+        Past,
+        lambda past: {
+            "runs": [[run.correlation_id, run.accepted_at.isoformat()] for run in past.runs],
+            "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
+        },
+    )
+
+
 STATE_LAYOUT = Layout(
     renames={
         BatchState: {
@@ -91,14 +190,16 @@ STATE_LAYOUT = Layout(
         },
         PhaseRun: {"failed_item_ids": "failed_essay_ids"},
     },
+    # Shown only: the runs are in the history (the runs table), the state keeps ``past``.
+    omit={BatchState: frozenset({"history"})},
     # Added to layout 1 with phase re-sends (issue 11.4): rows written before lack them.
     optional={PhaseRun: frozenset({"command_event_id", "resends"})},
-    hooks=(_item_refs_as_pairs,),
+    hooks=(_item_refs_as_pairs, _past_as_pairs),
 )
 """How the state's classes are laid out in a stored document (see the module doc)."""
 
 _STATE = DocumentCodec(BatchState, layout=STATE_LAYOUT, schema=STATE_SCHEMA)
-_RUN = DocumentCodec(Run, layout=STATE_LAYOUT, schema=STATE_SCHEMA, what="the stored run document")
+_RUN = DocumentCodec(Run, layout=STATE_LAYOUT, schema=RUN_SCHEMA, what="the stored run document")
 
 
 def encode_state(state: BatchState) -> Document:
@@ -107,7 +208,7 @@ def encode_state(state: BatchState) -> Document:
 
 
 def encode_run(run: Run) -> Document:
-    """The JSON-compatible document of one archived run (with ``schema``)."""
+    """The JSON-compatible document of one archived run (with ``schema``: :data:`RUN_SCHEMA`)."""
     return _RUN.encode(run)
 
 

@@ -39,8 +39,6 @@ __all__ = ["SqlStore", "open_store"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-_CACHE_LIMIT = 50_000
-
 
 def check_id(value: str, what: str = "id", *, batch_id: str | None = None) -> None:
     """Raise :class:`~pipeline_state.errors.RejectedDataError` unless ``value`` fits an id
@@ -94,39 +92,20 @@ class SqlStore(LaneStore):
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
-        # Runs archived by the stored state at (batch_id, version): states are immutable per
-        # version, so a hit spares the unit of work a count of the batch's runs.
-        self._archived: dict[tuple[str, int], int] = {}
-
-    def _remember(self, state: BatchState) -> None:
-        if len(self._archived) >= _CACHE_LIMIT:
-            self._archived.clear()
-        self._archived[(state.batch_id, state.version)] = len(state.history)
-
-    def _archived_before(self, batch_id: str, version: int) -> int | None:
-        return self._archived.get((batch_id, version))
 
     # -- Store ------------------------------------------------------------------------------
     async def load(self, batch_id: str) -> BatchState | None:
         check_id(batch_id, "batch id")
-        state = await self._read(queries.load_state, batch_id)
-        if state is not None:
-            self._remember(state)
-        return state
+        return await self._read(queries.load_state, batch_id)
 
     async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
         check_id(batch_id, "batch id")
-        state, waiting = await self._read(queries.load_with_waiting, batch_id)
-        if state is not None:
-            self._remember(state)
-        return state, waiting
+        return await self._read(queries.load_with_waiting, batch_id)
 
     async def commit(self, change: Change) -> None:
         _check_change(change)
         with translated(change.batch_id):
-            await self._write(write_change, change, self._archived_before)
-        if change.state is not None:
-            self._remember(change.state)
+            await self._write(write_change, change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
@@ -137,10 +116,7 @@ class SqlStore(LaneStore):
             _check_change(change)
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
         with translated(changes[0].batch_id):
-            await self._write(write_changes, changes, self._archived_before)
-        for change in changes:
-            if change.state is not None:
-                self._remember(change.state)
+            await self._write(write_changes, changes)
 
     async def is_processed(self, event_id: str) -> bool:
         check_id(event_id, "event id")

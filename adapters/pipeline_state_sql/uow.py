@@ -14,8 +14,8 @@ transaction to be rolled back whole. In order, it
    unexpected row count raises :class:`~pipeline_state.errors.ConcurrencyConflictError`;
 2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
    processed already: :class:`~pipeline_state.errors.DuplicateEventError`);
-3. appends the outbox rows, the transition log rows and the runs newly added to the
-   batch's history;
+3. appends the outbox rows, the transition log rows and the runs the change archived
+   (``change.archived``, at the positions ``state.past`` counts);
 4. keeps a deferred fact in ``waiting`` (``change.waiting``), or removes the waiting fact a
    change re-attempts (``change.resolves``: exactly one row, else another writer resolved
    it first: :class:`~pipeline_state.errors.ConcurrencyConflictError`) and *updates* its
@@ -32,10 +32,10 @@ same batch serialise on it, and the loser sees a changed version.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, update
 
 from pipeline_state.model import BatchState, next_deadline
 from pipeline_state.ports import Change
@@ -44,10 +44,7 @@ from .codec import encode_run, encode_state
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
 
-__all__ = ["PIPELINE", "ArchivedCount", "write_change", "write_changes"]
-
-ArchivedCount = Callable[[str, int], int | None]
-"""Looks up how many runs the stored state at ``(batch_id, version)`` had archived, if known."""
+__all__ = ["PIPELINE", "write_change", "write_changes"]
 
 
 def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
@@ -74,7 +71,6 @@ PIPELINE: UnitOfWork[Change, BatchState] = UnitOfWork(
 """The engine on the pipeline's tables."""
 
 # Statements are built once: building one costs several times what executing it does.
-_COUNT_RUNS = select(func.count()).select_from(RUNS).where(RUNS.c.batch_id == bindparam("b_id"))
 _INSERT_LOG = insert(TRANSITIONS)
 _INSERT_RUNS = insert(RUNS)
 _INSERT_WAITING = insert(WAITING)
@@ -115,20 +111,15 @@ def _log_rows(change: Change) -> list[dict[str, Any]]:
     ]
 
 
-def _run_rows(conn: Connection, change: Change, archived_before: ArchivedCount) -> list[dict[str, Any]]:
+def _run_rows(change: Change) -> list[dict[str, Any]]:
     state = change.state
-    if state is None or not state.history:
+    if state is None or not change.archived:
         return []
-    before = (
-        0 if change.expected_version is None else archived_before(state.batch_id, change.expected_version)
-    )
-    if before is None:
-        # Unknown: count under the row lock taken by the compare-and-set.
-        before = int(conn.execute(_COUNT_RUNS, {"b_id": state.batch_id}).scalar_one())
+    first = state.past.count - len(change.archived)  # the runs archived before this change
     return [
         {
             "batch_id": state.batch_id,
-            "seq": before + offset,
+            "seq": first + offset,
             "run_id": run.run_id,
             "pipeline_name": run.pipeline_name,
             "final_status": run.status.value,
@@ -137,13 +128,13 @@ def _run_rows(conn: Connection, change: Change, archived_before: ArchivedCount) 
             "completed_at": run.completed_at,
             "document": encode_run(run),
         }
-        for offset, run in enumerate(state.history[before:])
+        for offset, run in enumerate(change.archived)
     ]
 
 
-def _rows(conn: Connection, change: Change, archived_before: ArchivedCount) -> Rows:
+def _rows(_conn: Connection, change: Change) -> Rows:
     """The rows of step 3 beyond the outbox's."""
-    return ((_INSERT_LOG, _log_rows(change)), (_INSERT_RUNS, _run_rows(conn, change, archived_before)))
+    return ((_INSERT_LOG, _log_rows(change)), (_INSERT_RUNS, _run_rows(change)))
 
 
 def _waiting_rows(conn: Connection, change: Change) -> None:
@@ -176,11 +167,11 @@ def _special(change: Change) -> bool:
     )
 
 
-def write_change(conn: Connection, change: Change, archived_before: ArchivedCount) -> None:
+def write_change(conn: Connection, change: Change) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
 
     def then(conn: Connection, change: Change) -> None:
-        for statement, rows in _rows(conn, change, archived_before):
+        for statement, rows in _rows(conn, change):
             if rows:
                 conn.execute(statement, rows)
         if _special(change):
@@ -189,38 +180,13 @@ def write_change(conn: Connection, change: Change, archived_before: ArchivedCoun
     PIPELINE.write(conn, change, then, replaces=change.resolves)
 
 
-class _Known:
-    """The number of archived runs of a state written earlier in a sequence of changes,
-    known without asking the database (else ``archived_before``'s answer)."""
-
-    def __init__(self, archived_before: ArchivedCount) -> None:
-        self._archived_before = archived_before
-        self._written: dict[tuple[str, int], int] = {}
-
-    def __call__(self, batch_id: str, version: int) -> int | None:
-        count = self._written.get((batch_id, version))
-        return count if count is not None else self._archived_before(batch_id, version)
-
-    def wrote(self, change: Change) -> None:
-        if change.state is not None:
-            self._written[(change.batch_id, change.state.version)] = len(change.state.history)
-
-
-def write_changes(conn: Connection, changes: Sequence[Change], archived_before: ArchivedCount) -> None:
+def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
     """Write ``changes`` in order on ``conn`` inside the caller's one transaction, with
     :meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_many` (one statement per
     table; the error raised is the one :func:`write_change` would have raised first,
     change after change), or change by change when one has a step 4."""
-    known = _Known(archived_before)
     if len(changes) == 1 or any(_special(c) for c in changes):
         for change in changes:
-            write_change(conn, change, known)
-            known.wrote(change)
+            write_change(conn, change)
         return
-
-    def rows(conn: Connection, change: Change) -> Rows:
-        added = _rows(conn, change, known)
-        known.wrote(change)
-        return added
-
-    PIPELINE.write_many(conn, changes, rows)
+    PIPELINE.write_many(conn, changes, _rows)

@@ -68,7 +68,8 @@ def archive_run(ctx: RunCtx) -> None:
     session, engine = ctx.session, ctx.engine
     finished = engine.finished
     assert finished is not None
-    session.state = evolve(session.state, active_run=None, history=(*session.state.history, finished))
+    session.state = evolve(session.state, active_run=None, past=session.state.past.after(finished))
+    session.archived.append(finished)
     engine.close()
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline_state.commands import Command
 from pipeline_state.guards import Denial
 from pipeline_state.inputs import RegisterBatch
-from pipeline_state.model import BatchState, ItemRef, completed_outputs, evolve
+from pipeline_state.model import BatchState, ItemRef, Run, evolve
 from pipeline_state.profile import Profile
 
 from .journal import Decision, Journal
@@ -30,7 +30,17 @@ __all__ = ["BatchCtx", "PhaseCtx", "RunCtx", "Session"]
 class Session:
     """One decision in progress. Only :mod:`pipeline_state.decide` builds and reads it."""
 
-    __slots__ = ("_recorded", "command", "journal", "now", "original", "profile", "run", "state")
+    __slots__ = (
+        "_recorded",
+        "archived",
+        "command",
+        "journal",
+        "now",
+        "original",
+        "profile",
+        "run",
+        "state",
+    )
 
     def __init__(self, profile: Profile, command: Command, now: datetime, state: BatchState) -> None:
         self.profile = profile
@@ -41,6 +51,7 @@ class Session:
         self.journal = Journal(command.correlation_id)
         self.run: RunEngine | None = None
         self._recorded: dict[str, tuple[ItemRef, ...]] | None = None
+        self.archived: list[Run] = []
 
     @property
     def batch_id(self) -> str:
@@ -49,7 +60,7 @@ class Session:
     def recorded(self) -> dict[str, tuple[ItemRef, ...]]:
         """Outputs of the latest successful execution of each phase, before this decision."""
         if self._recorded is None:
-            self._recorded = completed_outputs(self.state.history)
+            self._recorded = self.state.past.recorded_outputs()
         return self._recorded
 
     def finish(
@@ -81,6 +92,7 @@ class Session:
             run_id,
             tuple(journal.flags),
             tuple(journal.resend),
+            tuple(self.archived),
         )
 
 

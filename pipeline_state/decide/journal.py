@@ -9,7 +9,7 @@ from typing import Any, Literal
 import attrs
 
 from pipeline_state.guards import Denial
-from pipeline_state.model import BatchState
+from pipeline_state.model import BatchState, Run
 from pipeline_state.outbound import Outgoing
 from pipeline_state.wire import WireModel
 
@@ -104,7 +104,8 @@ class Decision:
     accepted or affected. ``flags`` name what was doubtful about an applied input
     (``correlation_mismatch``: count it, log a warning). ``resend`` lists the outbox event
     ids of commands already written that must be published again (an overdue phase's
-    command, re-sent with its own event id).
+    command, re-sent with its own event id). ``archived`` holds the runs this decision
+    archived (the state keeps only their summary, ``state.past``): the store keeps them.
     """
 
     state: BatchState | None
@@ -115,6 +116,7 @@ class Decision:
     run_id: str | None = None
     flags: tuple[str, ...] = ()
     resend: tuple[str, ...] = ()
+    archived: tuple[Run, ...] = ()
 
     @property
     def changed(self) -> bool:

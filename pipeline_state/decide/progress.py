@@ -61,9 +61,7 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     if p.phase in engine.phases:
         corr = p.correlation_id
         if corr != engine.run.correlation_id:
-            if session.profile.strict_correlation or any(
-                r.correlation_id == corr for r in session.state.history
-            ):
+            if session.profile.strict_correlation or session.state.past.is_archived(corr):
                 return session.finish(ignored="stale_run")
             note = CORRELATION_MISMATCH
     outputs = p.processed

@@ -61,7 +61,7 @@ class DocumentCodec(Generic[T]):
             )
         try:
             current = self.schema.upgrade(document)
-        except UnknownSchemaError as exc:
+        except (UnknownSchemaError, Invalid) as exc:  # an upgrade step names what it cannot read
             raise CorruptStateError(batch_id, str(exc)) from None
         try:
             value: T = self._structure(current, self.cls)

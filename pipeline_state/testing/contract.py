@@ -35,7 +35,7 @@ import pytest
 from pipeline_state.clock import ManualClock
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, ItemRef, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.ports import (
     BatchingStore,
     Change,
@@ -53,7 +53,15 @@ from pipeline_state.service import PipelineService
 
 from .builders import Envelopes
 
-__all__ = ["T0", "ContractStore", "StoreContract", "make_state", "message", "with_deadline"]
+__all__ = [
+    "T0",
+    "ContractStore",
+    "StoreContract",
+    "archived_run",
+    "make_state",
+    "message",
+    "with_deadline",
+]
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 """The instant the contract's states and changes are stamped with."""
@@ -109,14 +117,13 @@ def _phase(name: str, status: PhaseStatus, *, deadline_at: datetime | None = Non
     )
 
 
-def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState:
-    """``state`` processing a run whose active phase is due at ``deadline_at`` (``None``:
-    no deadline), with one archived run in its history."""
-    archived = Run(
-        run_id=f"{state.batch_id}-run-0",
+def archived_run(batch_id: str, owner: str = "owner-1") -> Run:
+    """A finished run of ``batch_id`` (``index``, failed critically after ``ingest``)."""
+    return Run(
+        run_id=f"{batch_id}-run-0",
         pipeline_name="index",
         correlation_id="corr-0",
-        requested_by=state.owner,
+        requested_by=owner,
         accepted_at=T0,
         final_step="index",
         phases=(_phase("ingest", PhaseStatus.COMPLETED_SUCCESSFULLY), _phase("index", PhaseStatus.FAILED)),
@@ -124,6 +131,13 @@ def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState
         completed_at=T0 + timedelta(seconds=5),
         plan=("ingest", "index"),
     )
+
+
+def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState:
+    """``state`` processing a run whose active phase is due at ``deadline_at`` (``None``:
+    no deadline), having archived one run (:func:`archived_run`: in ``past``, not in the
+    state's ``history``)."""
+    archived = archived_run(state.batch_id, state.owner)
     active = Run(
         run_id=f"{state.batch_id}-run-1",
         pipeline_name="transcode",
@@ -141,7 +155,7 @@ def with_deadline(state: BatchState, deadline_at: datetime | None) -> BatchState
         plan=("ingest", "transcode"),
     )
     return attrs.evolve(
-        state, status=BatchStatus.PROCESSING_PIPELINES, active_run=active, history=(archived,)
+        state, status=BatchStatus.PROCESSING_PIPELINES, active_run=active, past=Past.of((archived,))
     )
 
 
@@ -248,7 +262,22 @@ class StoreContract:
         assert state is not None
         assert state.active_run is None
         assert state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION
-        assert [run.pipeline_name for run in state.history] == list(profile.catalog.names)
+        assert state.history == ()
+        assert [run.pipeline_name for run in await store.history("whole-1")] == list(profile.catalog.names)
+        assert state.past.count == len(profile.catalog.names)
+
+    async def test_archived_runs_go_to_the_history_not_to_the_state(self, store: ContractStore) -> None:
+        state = with_deadline(make_state("h1"), None)
+        first = archived_run("h1")
+        await store.commit(Change("h1", None, state, T0, archived=(first,)))
+        second = attrs.evolve(first, run_id="h1-run-9", correlation_id="corr-9")
+        # A state handed over with its history (as get_batch shows it): the store drops it.
+        v2 = attrs.evolve(state, version=2, past=state.past.after(second), history=(first, second))
+        await store.commit(Change("h1", 1, v2, T0, archived=(second,)))
+        loaded = await store.load("h1")
+        assert loaded == attrs.evolve(v2, history=())
+        assert await store.history("h1") == [first, second]
+        assert await store.history("unknown") == []
 
     async def test_insert_of_existing_batch_conflicts(self, store: ContractStore) -> None:
         first = await self.seed(store, "b1")

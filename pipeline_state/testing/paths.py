@@ -79,7 +79,7 @@ from pipeline_state.inputs import (
     ValidationFailed,
 )
 from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
-from pipeline_state.model import BatchState, ItemRef, completed_outputs
+from pipeline_state.model import BatchState, ItemRef, Run
 from pipeline_state.outbound import RunSummary
 from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_fields, command_size_bound
 from pipeline_state.profiles import default_profile
@@ -230,7 +230,7 @@ def abstract_key(state: BatchState | None) -> StateKey:
     if run is not None:
         phases = tuple((p.name, p.status.value, p.resends, len(p.outputs)) for p in run.phases)
         run_key = (run.pipeline_name, phases)
-    recorded = tuple(sorted((name, len(out)) for name, out in completed_outputs(state.history).items()))
+    recorded = tuple(sorted((name, len(out)) for name, out in state.past.recorded))
     return StateKey(
         state.status.value,
         (not state.has_group) if state.status in _READINESS_PATH else False,
@@ -239,7 +239,7 @@ def abstract_key(state: BatchState | None) -> StateKey:
         len(state.items),
         run_key,
         recorded,
-        bool(state.history),
+        bool(state.past.runs),
     )
 
 
@@ -535,8 +535,8 @@ def inputs_for(
             arrive(f"outcome:{name}:foreign_correlation", payload, correlation_id=foreign)
             unsent = _outcome(batch_id, name, "completed_successfully", corr, ["never-sent-item"], [])
             arrive(f"outcome:{name}:unsent_items", unsent, correlation_id=corr)
-            if state is not None and state.history:
-                stale = state.history[-1].correlation_id
+            if state is not None and state.past.runs:
+                stale = state.past.runs[-1].correlation_id
                 payload = _outcome(batch_id, name, "completed_successfully", stale, processed, failed)
                 arrive(f"outcome:{name}:stale", payload, correlation_id=stale)
     unknown_phase = _outcome(batch_id, _UNKNOWN_PHASE, "completed_successfully", _id("unknown"), [], [])
@@ -661,13 +661,9 @@ def _statuses(state: BatchState | None) -> dict[tuple[str, str], str]:
     return out
 
 
-def completion_topics(profile: Profile, state: BatchState) -> tuple[str, ...]:
-    """The topics of the events the profile's outbound emits when a run of ``state`` ends, one
-    per event (asked of the outbound for the batch's last archived run, as the engine asks
-    it); ``()`` for a batch with no ended run."""
-    if not state.history:
-        return ()
-    run = state.history[-1]
+def completion_topics(profile: Profile, state: BatchState, run: Run) -> tuple[str, ...]:
+    """The topics of the events the profile's outbound emits when ``run`` of ``state`` ends,
+    one per event (asked of the outbound as the engine asks it)."""
     summary = RunSummary(run, 0, 0, 0.0, run.completed_at or state.updated_at)
     return tuple(o.topic for o in profile.outbound.completed(state, summary))
 
@@ -725,7 +721,8 @@ def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -
     if run is not None and not any(p.is_active for p in run.phases):
         problems.append(f"run_without_active_phase: {dict(run.phase_statuses)}")
     ended = sum(1 for m in moves if m.entity == "run" and m.source != ABSENT and m.dest != "active")
-    per_run = completion_topics(profile, after)
+    archived = decision.archived[-1] if decision.archived else None
+    per_run = () if archived is None else completion_topics(profile, after, archived)
     completions = sum(1 for e in decision.emits if e.topic in per_run)
     if completions != ended * len(per_run):
         problems.append(f"completions: {completions} completion events for {ended} runs ended")
@@ -736,8 +733,8 @@ def engine_invariants(before: BatchState | None, step: Step, profile: Profile) -
     if commands > len(dispatches):
         problems.append(f"commands: {commands} phase commands for {len(dispatches)} dispatch moves")
     phases = {} if run is None else {p.name: p for p in run.phases}
-    if run is None and after.history:
-        phases = {p.name: p for p in after.history[-1].phases}
+    if run is None and archived is not None:
+        phases = {p.name: p for p in archived.phases}
     for move in dispatches:
         phase = phases.get(move.name)
         if phase is not None and not phase.inputs:

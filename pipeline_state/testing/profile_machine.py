@@ -159,15 +159,17 @@ class ProfileMachine(RuleBasedStateMachine):
             assert state is not None
             processing = state.status is BatchStatus.PROCESSING_PIPELINES
             assert processing == (state.active_run is not None), (state.status, state.active_run)
-            run_ids = [run.run_id for run in state.history]
+            history = self._run(self.rt.store.history(batch_id))
+            assert len(history) == state.past.count, (batch_id, len(history), state.past.count)
+            run_ids = [run.run_id for run in history]
             assert len(set(run_ids)) == len(run_ids), run_ids
-            if state.history:
-                per_event = completion_topics(self.rt.service.profile, state)
+            if history:
+                per_event = completion_topics(self.rt.service.profile, state, history[-1])
                 for topic in set(per_event):
                     per_run = per_event.count(topic)
                     seen = self.published[(batch_id, topic)]
-                    assert seen == per_run * len(state.history), (batch_id, topic, seen, len(state.history))
-            if state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION and state.history:
+                    assert seen == per_run * len(history), (batch_id, topic, seen, len(history))
+            if state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION and history:
                 self._unblocked(state)
 
     def _unblocked(self, state: BatchState) -> None:
@@ -180,7 +182,7 @@ class ProfileMachine(RuleBasedStateMachine):
         after = decision.state
         assert after is not None
         # Accepted: the run is active, or every phase was pruned and it completed at once.
-        assert after.active_run is not None or len(after.history) == len(state.history) + 1
+        assert after.active_run is not None or after.past.count == state.past.count + 1
 
     def teardown(self) -> None:
         try:

@@ -126,7 +126,7 @@ def test_a_command_too_large_fails_its_phase_and_the_run_completes() -> None:
     assert Topic.PIPELINE_COMPLETED.value in topics
     assert decision.state is not None
     assert decision.state.active_run is None
-    run = decision.state.history[-1]
+    run = decision.archived[-1]
     assert run.status.value == "failed_critically"
     spell = run.phase("spellcheck")
     assert spell is not None

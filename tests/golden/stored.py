@@ -1,16 +1,18 @@
 """Golden stored rows: the documents the SQL store writes for each batch, recorded by one
-release and kept in ``tests/golden/data/stored/`` so that every later release is checked
-against them (``test_golden_stored.py``).
+release and kept in ``tests/golden/data/stored/layout-<N>/`` (``N``: the document layout,
+``pipeline_state_sql.codec.SCHEMA_VERSION``) so that every later release is checked against
+them (``test_golden_stored.py``).
 
 For each recorded scenario (the demo's story and the directed stories of
 :mod:`tests.golden.record`) the recorder plays the stored steps on a fresh in-memory runtime
 and, after each step, writes the SQL codec's document of every batch whose document changed:
 ``{"step": N, "batch_id": ..., "document": {...}}``, after a header naming the release that
-wrote them. The rows are what a deployment has in its ``batches`` table; a later release must
-read each of them back unchanged and, starting from one, decide the next input as the
-recording release did.
+wrote them. The rows are what a deployment has in its ``batches`` table; a later release must read
+each of them (the current layout back unchanged, an older one migrated as documented) and,
+starting from one, decide the next input as the recording release did.
 
-Record (only when the stored format changes on purpose, with a migration)::
+Record the current layout (only when the stored format changes on purpose, with a
+migration; the folders of older layouts stay as their release wrote them)::
 
     .venv/bin/python -m tests.golden.stored
 """
@@ -25,11 +27,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline_state_sql.codec import encode_state
+from pipeline_state_sql.codec import SCHEMA_VERSION, encode_state
 
 from tests.golden.record import DATA_DIR, Driver, load_lines
 
 STORED_DIR = DATA_DIR / "stored"
+LAYOUTS = (1, 2)
+"""Layouts of which rows are kept: 1 (written by ``dc9d2c6``), 2 (the current one)."""
 STORED_SCENARIOS = (
     "demo-seed7-batches2",
     "directed-cancel-and-failures",
@@ -84,11 +88,16 @@ def write_recording(path: Path, name: str, lines: Sequence[Line], *, sort_keys: 
             out.write(json.dumps(line, sort_keys=sort_keys) + "\n")
 
 
+def layout_dir(layout: int) -> Path:
+    """Where the rows of document layout ``layout`` are kept."""
+    return STORED_DIR / f"layout-{layout}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     del argv
     for name in STORED_SCENARIOS:
         rows = asyncio.run(documents_after_each_step(name))
-        write_recording(STORED_DIR / f"{name}.jsonl", name, rows)
+        write_recording(layout_dir(SCHEMA_VERSION) / f"{name}.jsonl", name, rows)
         print(f"{name}: {len(rows)} documents")
     return 0
 

@@ -1,14 +1,15 @@
 """A change of stored layout, played on the golden rows (issue 14, point 5): how a later
-release moves the state documents to layout 2 without losing a row written in layout 1.
+release moves the state documents to a new layout without losing a row of an older one.
 
-The change shown here is the one ``docs/stored-state.md`` walks through: layout 2 stores
-the batch's items under ``items`` and each item reference as an object
-``{"item_id": ..., "content_ref": ...}`` instead of the pair ``[item_id, content_ref]``.
-The release makes it with two edits, both copied below: a new :data:`LAYOUT_2` (the renamed
-key dropped from the renames, the pair hook dropped) and a :data:`SCHEMA_2` whose step 1
-rewrites a layout-1 document. Every golden row, written by an earlier release in layout 1,
-must then decode to the same state through the layout-2 codec, and a batch restored from one
-must decide its next input as recorded.
+The real move from layout 1 to 2 (the archived runs out of the document, ``past`` in) is
+checked by ``test_golden_stored.py``. The change shown here is the made-up one
+``docs/stored-state.md`` walks through: layout 3 stores the batch's items under ``items``
+and each item reference as an object ``{"item_id": ..., "content_ref": ...}`` instead of
+the pair ``[item_id, content_ref]``. The release makes it with two edits, both copied
+below: a new :data:`LAYOUT_3` (the renamed key dropped from the renames, the pair hook
+dropped) and a :data:`SCHEMA_3` whose step 2 rewrites a layout-2 document (step 1 stays).
+Every golden row, of layout 1 or 2, must then decode to the same state through the layout-3
+codec, and a batch restored from one must decide its next input as recorded.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pipeline_state_sql.codec import STATE_LAYOUT, STATE_SCHEMA, decode_state, e
 
 from pipeline_state.documents import Document, DocumentCodec, Schema
 from pipeline_state.model import BatchState
-from tests.golden.stored import STORED_SCENARIOS
-from tests.golden.test_golden_stored import _stored, replay_from_stored_rows
+from tests.golden.stored import LAYOUTS, STORED_SCENARIOS
+from tests.golden.test_golden_stored import _migrated, _stored, replay_from_stored_rows
 
 
 def _refs_as_objects(refs: list[list[Any]]) -> list[dict[str, Any]]:
@@ -31,57 +32,57 @@ def _refs_as_objects(refs: list[list[Any]]) -> list[dict[str, Any]]:
 
 
 def items_as_objects(doc: Document) -> Document:
-    """Step 1 -> 2: ``essays`` becomes ``items``; every item reference becomes an object."""
+    """Step 2 -> 3: ``essays`` becomes ``items``; every item reference becomes an object."""
     doc["items"] = _refs_as_objects(doc.pop("essays"))
-    runs = [*doc["history"], *([doc["active_run"]] if doc["active_run"] is not None else [])]
-    for run in runs:
+    for run in [doc["active_run"]] if doc["active_run"] is not None else []:
         for phase in run["phases"]:
             phase["inputs"] = _refs_as_objects(phase["inputs"])
             phase["outputs"] = _refs_as_objects(phase["outputs"])
     return doc
 
 
-SCHEMA_2 = Schema(version=2, upgrades={**STATE_SCHEMA.upgrades, STATE_SCHEMA.version: items_as_objects})
-LAYOUT_2 = attrs.evolve(
+SCHEMA_3 = Schema(version=3, upgrades={**STATE_SCHEMA.upgrades, STATE_SCHEMA.version: items_as_objects})
+LAYOUT_3 = attrs.evolve(
     STATE_LAYOUT,
     renames={
         **STATE_LAYOUT.renames,
         BatchState: {k: v for k, v in STATE_LAYOUT.renames[BatchState].items() if k != "items"},
     },
-    hooks=(),
+    hooks=(STATE_LAYOUT.hooks[1],),  # ``past`` keeps its own form; item references change
 )
-STATE_2 = DocumentCodec(BatchState, layout=LAYOUT_2, schema=SCHEMA_2)
+STATE_3 = DocumentCodec(BatchState, layout=LAYOUT_3, schema=SCHEMA_3)
 
 
-def test_the_current_release_writes_layout_1_and_layout_2_is_new() -> None:
-    assert STATE_SCHEMA.version == 1
-    assert SCHEMA_2.oldest == 1
+def test_the_current_release_writes_layout_2_and_layout_3_is_new() -> None:
+    assert STATE_SCHEMA.version == 2
+    assert SCHEMA_3.oldest == 1
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
-def test_layout_1_rows_decode_to_the_same_state_through_layout_2(name: str) -> None:
-    _, rows = _stored(name)
+def test_stored_rows_decode_to_the_same_state_through_layout_3(name: str, layout: int) -> None:
+    _, rows = _stored(name, layout)
     for row in rows:
-        where = f"{name} step {row['step']} {row['batch_id']}"
+        where = f"layout {layout}: {name} step {row['step']} {row['batch_id']}"
         kept = copy.deepcopy(row["document"])
-        state = STATE_2.decode(row["document"], row["batch_id"])
+        state = STATE_3.decode(row["document"], row["batch_id"])
         assert row["document"] == kept, f"{where}: the stored row was changed"
         assert state == decode_state(row["batch_id"], row["document"]), where
-        # Written back in layout 2, and read back from it, still the same state.
-        written = STATE_2.encode(state)
-        assert written["schema"] == 2, where
+        # Written back in layout 3, and read back from it, still the same state.
+        written = STATE_3.encode(state)
+        assert written["schema"] == 3, where
         assert "essays" not in written, where
         assert all(set(ref) == {"item_id", "content_ref"} for ref in written["items"]), where
-        assert STATE_2.decode(written, row["batch_id"]) == state, where
-        # The layout-1 document of the same state is the stored row, byte for byte.
-        assert encode_state(state) == row["document"], where
+        assert STATE_3.decode(written, row["batch_id"]) == state, where
+        # The current layout's document of the same state is the stored row, migrated.
+        assert encode_state(state) == _migrated(row["document"]), where
 
 
-def test_layout_2_is_really_different() -> None:
-    _, rows = _stored("directed-fan-in-and-pruning")
+def test_layout_3_is_really_different() -> None:
+    _, rows = _stored("directed-fan-in-and-pruning", 2)
     row = next(r for r in rows if r["document"]["active_run"] and r["document"]["essays"])
     state = decode_state(row["batch_id"], row["document"])
-    written = STATE_2.encode(state)
+    written = STATE_3.encode(state)
     phase = written["active_run"]["phases"][0]
     assert phase["inputs"]
     assert isinstance(phase["inputs"][0], dict)
@@ -91,8 +92,9 @@ def test_layout_2_is_really_different() -> None:
     }
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
-async def test_a_batch_restored_through_layout_2_decides_as_recorded(name: str) -> None:
-    played = await replay_from_stored_rows(name, lambda batch_id, doc: STATE_2.decode(doc, batch_id))
+async def test_a_batch_restored_through_layout_3_decides_as_recorded(name: str, layout: int) -> None:
+    played = await replay_from_stored_rows(name, layout, lambda batch_id, doc: STATE_3.decode(doc, batch_id))
     for where, after, now in played:
-        assert now == STATE_2.decode(after["document"], after["batch_id"]), where
+        assert now == STATE_3.decode(after["document"], after["batch_id"]), where

@@ -1,12 +1,16 @@
-"""Golden stored rows (issue 14, point 5): the documents an earlier release wrote to the SQL
-store load unchanged in this one, and a batch restored from one decides its next input as
-that release did.
+"""Golden stored rows (issue 14, point 5): the documents earlier releases wrote to the SQL
+store load in this one, and a batch restored from one decides its next input as that
+release did.
 
-``data/stored/<scenario>.jsonl`` holds, for the demo's story and the directed stories, the
-document of each batch after each step, as written by the release named in its header (see
-:mod:`tests.golden.stored`). They were recorded before the engine's state was renamed into
-generic words (``items``, ``owner``, ``group_id``...), so these tests are what shows that the
-stored field names did not move.
+``data/stored/layout-<N>/<scenario>.jsonl`` holds, for the demo's story and the directed
+stories, the document of each batch after each step, as written by the release named in its
+header (see :mod:`tests.golden.stored`):
+
+* layout 1, written by ``dc9d2c6``, before the engine's state was renamed into generic words
+  (``items``, ``owner``, ``group_id``...): the stored field names did not move. Its documents
+  carry every archived run in full (``history``); read now, they are migrated to layout 2 as
+  the codec documents it, which :func:`_migrated` restates from the stored JSON alone;
+* layout 2, the current one: read and written back unchanged.
 """
 
 from __future__ import annotations
@@ -16,40 +20,86 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pipeline_state_sql.codec import decode_state, encode_state
+from pipeline_state_sql.codec import SCHEMA_VERSION, decode_state, encode_state
 
 from pipeline_state.model import BatchState
 from pipeline_state.ports import Change
 from tests.golden.record import DATA_DIR, Driver, load_lines
-from tests.golden.stored import STORED_DIR, STORED_SCENARIOS, documents_after_each_step, scenario_lines
+from tests.golden.stored import (
+    LAYOUTS,
+    STORED_SCENARIOS,
+    documents_after_each_step,
+    layout_dir,
+    scenario_lines,
+)
 
 Row = dict[str, Any]
+DONE = ("completed_successfully", "completed_with_partial_success")
 
 
-def _stored(name: str) -> tuple[Row, list[Row]]:
-    lines = [json.loads(line) for line in (STORED_DIR / f"{name}.jsonl").read_text().splitlines()]
+def _stored(name: str, layout: int) -> tuple[Row, list[Row]]:
+    text = (layout_dir(layout) / f"{name}.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
     return lines[0], lines[1:]
 
 
-def test_every_stored_scenario_is_recorded_by_an_earlier_release() -> None:
+def _migrated(document: Row) -> Row:
+    """``document`` in layout 2: a layout-1 document keeps every field but ``history``,
+    whose runs become their summary (correlation id and acceptance time, in order) and the
+    latest outputs of each phase they completed (a phase completed again moves last)."""
+    if document["schema"] == 2:
+        return document
+    assert document["schema"] == 1
+    recorded: dict[str, Any] = {}
+    for run in document["history"]:
+        for phase in run["phases"]:
+            if phase["status"] in DONE:
+                recorded.pop(phase["name"], None)
+                recorded[phase["name"]] = phase["outputs"]
+    kept = {key: value for key, value in document.items() if key != "history"}
+    past = {
+        "runs": [[run["correlation_id"], run["accepted_at"]] for run in document["history"]],
+        "recorded": [[name, outputs] for name, outputs in recorded.items()],
+    }
+    return {**kept, "schema": 2, "past": past}
+
+
+def test_the_current_layout_is_the_last_kept() -> None:
+    assert LAYOUTS[-1] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_stored_scenario_is_recorded_by_a_release(layout: int) -> None:
     for name in STORED_SCENARIOS:
-        header, rows = _stored(name)
+        header, rows = _stored(name, layout)
         assert header["scenario"] == name
         assert header["written_by"], name
         assert rows, name
+        assert {row["document"]["schema"] for row in rows} == {layout}, name
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
-def test_stored_rows_load_and_write_back_unchanged(name: str) -> None:
-    _, rows = _stored(name)
+def test_stored_rows_load_and_write_back_in_the_current_layout(name: str, layout: int) -> None:
+    _, rows = _stored(name, layout)
     for row in rows:
         state = decode_state(row["batch_id"], row["document"])
-        assert encode_state(state) == row["document"], f"{name} step {row['step']} {row['batch_id']}"
+        written = encode_state(state)
+        where = f"layout {layout}: {name} step {row['step']} {row['batch_id']}"
+        assert written == _migrated(row["document"]), where
+        assert decode_state(row["batch_id"], written) == state, where
 
 
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
-async def test_this_release_writes_the_rows_the_recording_release_wrote(name: str) -> None:
-    _, rows = _stored(name)
+def test_the_layout_1_rows_migrate_to_the_rows_layout_2_was_recorded_with(name: str) -> None:
+    _, old = _stored(name, 1)
+    _, new = _stored(name, 2)
+    assert [{**row, "document": _migrated(row["document"])} for row in old] == new
+
+
+@pytest.mark.parametrize("name", STORED_SCENARIOS)
+async def test_this_release_writes_the_rows_of_the_current_layout(name: str) -> None:
+    _, rows = _stored(name, SCHEMA_VERSION)
     assert await documents_after_each_step(name) == rows
 
 
@@ -65,12 +115,12 @@ def _restorable(result: Row) -> bool:
     )
 
 
-def _restorable_steps(name: str) -> list[tuple[Row, Row, Row, Row, Row]]:
+def _restorable_steps(name: str, layout: int) -> list[tuple[Row, Row, Row, Row, Row]]:
     """(header, previous row, step, its recorded result line, next row) for each delivery of
     one message to a batch that has a stored row before and after it."""
     header, steps = scenario_lines(name)
     recorded = [line for line in load_lines(DATA_DIR / f"{name}.jsonl")[1:] if "op" in line]
-    _, rows = _stored(name)
+    _, rows = _stored(name, layout)
     found = []
     for index, step in enumerate(steps):
         if step["op"] != "deliver" or not _restorable(recorded[index]["result"]):
@@ -83,23 +133,25 @@ def _restorable_steps(name: str) -> list[tuple[Row, Row, Row, Row, Row]]:
     return found
 
 
-def test_there_are_restorable_steps_to_check() -> None:
-    assert sum(len(_restorable_steps(name)) for name in STORED_SCENARIOS) >= 20
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_there_are_restorable_steps_to_check(layout: int) -> None:
+    assert sum(len(_restorable_steps(name, layout)) for name in STORED_SCENARIOS) >= 20
 
 
 async def replay_from_stored_rows(
-    name: str, decode: Callable[[str, Row], BatchState]
+    name: str, layout: int, decode: Callable[[str, Row], BatchState]
 ) -> list[tuple[str, Row, BatchState]]:
     """For each restorable step of ``name``: a fresh runtime holding only the batch decoded
-    (by ``decode``) from its row before the step plays the step, which must give the recorded
-    result and messages. Returns (where, the row after the step, the batch's state now)."""
+    (by ``decode``) from its row of ``layout`` before the step plays the step, which must give
+    the recorded result and messages. Returns (where, the row after the step, the batch's
+    state now)."""
     played = []
-    for header, before, step, recorded, after in _restorable_steps(name):
+    for header, before, step, recorded, after in _restorable_steps(name, layout):
         driver = Driver(header["profile"])
         state = decode(before["batch_id"], before["document"])
         await driver.rt.store.commit(Change(state.batch_id, None, state, state.updated_at))
         line = await driver.step(step)
-        where = f"{name} step {after['step']} ({before['batch_id']})"
+        where = f"layout {layout}: {name} step {after['step']} ({before['batch_id']})"
         assert line["result"] == recorded["result"], where
         assert line["out"] == recorded["out"], where
         now = await driver.rt.store.load(state.batch_id)
@@ -108,7 +160,8 @@ async def replay_from_stored_rows(
     return played
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
-async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str) -> None:
-    for where, after, now in await replay_from_stored_rows(name, decode_state):
-        assert encode_state(now) == after["document"], where
+async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str, layout: int) -> None:
+    for where, after, now in await replay_from_stored_rows(name, layout, decode_state):
+        assert encode_state(now) == _migrated(after["document"]), where

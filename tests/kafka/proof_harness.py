@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.dlq import dlq_topic
@@ -376,12 +377,19 @@ def assert_nothing_dead_lettered(out: Collector) -> None:
 async def load_states(
     store_url: str, batch_ids: Iterable[str], *, schema: str | None = None
 ) -> dict[str, BatchState | None]:
-    """The stored state of each batch, read through a store of its own (SQL stores only)."""
+    """The stored state of each batch with its archived runs (``history``, as
+    ``PipelineService.get_batch`` shows it), read through a store of its own (SQL stores only)."""
     from pipeline_state_sql import open_store
 
     store = await open_store(store_url, schema=schema, upgrade=False)
     try:
-        return {b: await store.load(b) for b in batch_ids}
+        states: dict[str, BatchState | None] = {}
+        for b in batch_ids:
+            state = await store.load(b)
+            history = tuple(await store.history(b))
+            assert state is None or len(history) == state.past.count, (b, len(history))
+            states[b] = None if state is None else attrs.evolve(state, history=history)
+        return states
     finally:
         await store.close()
 
@@ -407,12 +415,12 @@ async def inbox_results(
 def assert_all_ready(states: Mapping[str, BatchState | None], *, runs: int = 1) -> None:
     """Every batch is back to ``ready_for_pipeline_execution`` with ``runs`` archived runs."""
     wrong = {
-        b: (None if s is None else (s.status.value, s.active_run is not None, len(s.history)))
+        b: (None if s is None else (s.status.value, s.active_run is not None, s.past.count))
         for b, s in states.items()
         if s is None
         or s.status is not BatchStatus.READY_FOR_PIPELINE_EXECUTION
         or s.active_run is not None
-        or len(s.history) != runs
+        or s.past.count != runs
     }
     assert not wrong, f"batches not ready with {runs} archived run(s): {wrong}"
 

@@ -230,9 +230,10 @@ async def test_kafka_silent_worker_fails_the_run_at_its_deadline_and_the_next_re
         state = await store.load("dl")
         assert state is not None
         assert state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION
-        spellcheck = next(p for p in state.history[0].phases if p.name == "spellcheck")
+        [first] = await store.history("dl")
+        spellcheck = next(p for p in first.phases if p.name == "spellcheck")
         assert spellcheck.error == "timeout", spellcheck
-        assert state.history[0].status is RunStatus.FAILED_CRITICALLY
+        assert first.status is RunStatus.FAILED_CRITICALLY
 
         # The batch is unblocked: the next request is accepted and runs.
         await send_envelopes(producer, [env.request("dl", "nlp", correlation_id=corr_2)], topic_prefix=prefix)
@@ -251,7 +252,7 @@ async def test_kafka_silent_worker_fails_the_run_at_its_deadline_and_the_next_re
         state = await store.load("dl")
         assert state is not None
         assert state.status is BatchStatus.READY_FOR_PIPELINE_EXECUTION
-        assert [r.status for r in state.history] == [
+        assert [r.status for r in await store.history("dl")] == [
             RunStatus.FAILED_CRITICALLY,
             RunStatus.COMPLETED_SUCCESSFULLY,
         ]

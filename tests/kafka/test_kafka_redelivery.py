@@ -62,4 +62,5 @@ async def test_kafka_event_delivered_three_times_has_one_effect(
         assert runner.opened is not None
         state = await runner.opened.store.load("r1")
         assert state is not None
-        assert len(state.history) == 1
+        assert state.past.count == 1
+        assert len(await runner.opened.store.history("r1")) == 1

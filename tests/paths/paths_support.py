@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from pipeline_state import CancelRun, InMemoryStore, ManualClock, PipelineService, Profile, RetryPhase
 from pipeline_state.commands import ExpireOverdue
 from pipeline_state.decide import Decision
+from pipeline_state.model import BatchState, Run, evolve
 from pipeline_state.ports import (
     ContentReady,
     GroupConfirmed,
@@ -94,7 +95,7 @@ async def _trace_step(
     else:
         assert again.result is not None
         redelivered = again.result.label
-    loaded = await service.store.load(step.command.batch_id)
+    loaded = await service.shown_batch(step.command.batch_id)
     state = None if loaded is None else snapshot(loaded)
     return StepTrace(step.label, verdict, messages, decision, state, redelivered)
 
@@ -186,13 +187,15 @@ def check_steps(path: Path, trace: Trace, where: str) -> None:
     """The service did what ``decide`` said each step would: same verdict, same decision,
     same state; a redelivered step changed nothing; the log holds exactly the moves."""
     expected_log: list[tuple[Any, ...]] = []
+    archived: list[Run] = []
     for index, (step, seen) in enumerate(zip(path.steps, trace.steps, strict=True)):
         label = f"{where}: step {index + 1} ({step.label}) of\n{path.describe()}\n"
         assert seen.verdict == step.verdict, f"{label}verdict {seen.verdict}, decide said {step.verdict}"
         if step.decision is not None:
             assert seen.decision == step.decision, f"{label}the service decided otherwise than decide"
             assert [m[1] for m in seen.messages] == [e.topic for e in step.decision.emits], label
-        expected = None if step.state is None else snapshot(step.state)
+        archived += () if step.decision is None else step.decision.archived
+        expected = None if step.state is None else snapshot(_shown(step.state, archived))
         assert seen.state == expected, f"{label}state {seen.state} != {expected}"
         duplicate = seen.verdict if seen.verdict.startswith("raised:") else "duplicate"
         assert seen.redelivered == duplicate, f"{label}redelivered: {seen.redelivered}, want {duplicate}"
@@ -309,6 +312,7 @@ def reference_problems(path: Path) -> tuple[int, list[str]]:
     previous: datetime = START
     problems: list[str] = []
     described = 0
+    archived: list[Run] = []
     for index, step in enumerate(path.steps):
         model.advance_clock((step.now - previous).total_seconds())
         previous = step.now
@@ -324,6 +328,7 @@ def reference_problems(path: Path) -> tuple[int, list[str]]:
             )
             break
         decision = step.decision
+        archived += () if decision is None else decision.archived
         emits = () if decision is None else decision.emits
         dispatched = sorted(
             (command_phase[e.topic], _sorted_refs(getattr(e.payload, "essays_to_process", ())))
@@ -342,7 +347,7 @@ def reference_problems(path: Path) -> tuple[int, list[str]]:
         resent = 0 if decision is None else len(decision.resend)
         if resent != len(expected.resent):
             problems.append(f"{where}: re-sent {resent}, reference {expected.resent}")
-        problems.extend(f"{where}: {p}" for p in _same_view(model, step, path.profile))
+        problems.extend(f"{where}: {p}" for p in _same_view(model, step, path.profile, archived))
         if problems:
             break
     return described, problems
@@ -352,8 +357,13 @@ def _sorted_refs(items: Any) -> tuple[tuple[str, str | None], ...]:
     return tuple(sorted(_refs(items).items()))
 
 
-def _same_view(model: ReferenceModel, step: Step, profile: Profile) -> list[str]:
-    state = step.state
+def _shown(state: BatchState, archived: list[Run]) -> BatchState:
+    """``state`` as the service shows it: with the runs archived along the path so far."""
+    return evolve(state, history=tuple(archived))
+
+
+def _same_view(model: ReferenceModel, step: Step, profile: Profile, archived: list[Run]) -> list[str]:
+    state = None if step.state is None else _shown(step.state, archived)
     if state is None:
         return [] if not model.batches else ["the reference knows a batch the engine does not"]
     if state.batch_id not in model.batches:

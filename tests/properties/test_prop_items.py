@@ -101,7 +101,7 @@ def test_prop_an_outcome_over_any_items_is_refused_or_keeps_figures_real(
         )
         return
     assert decision.state is not None
-    phase = (decision.state.active_run or decision.state.history[-1]).phase("spellcheck")
+    phase = (decision.state.active_run or decision.archived[-1]).phase("spellcheck")
     assert phase is not None
     assert len(phase.outputs) + len(phase.failed_item_ids) <= essays
     for emit in decision.emits:

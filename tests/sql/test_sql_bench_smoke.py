@@ -15,8 +15,15 @@ SQLITE_FIGURES = (
     "relay_sqlite_batch1",
     "relay_sqlite_batch100",
     "scale_sqlite",
+    "history_sqlite",
 )
-POSTGRES_FIGURES = ("durable_postgres", "relay_postgres_batch1", "relay_postgres_batch100")
+POSTGRES_FIGURES = (
+    "durable_postgres",
+    "relay_postgres_batch1",
+    "relay_postgres_batch100",
+    "scale_postgres",
+    "history_postgres",
+)
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,8 +49,14 @@ def test_sql_bench_runs_in_quick_mode(postgres_url: Any) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     figures = _figures(done.stdout)
     assert set(figures) == {*SQLITE_FIGURES, *POSTGRES_FIGURES}, done.stdout
-    for name in ("durable_sqlite", "durable_postgres", "scale_sqlite"):
+    for name in ("durable_sqlite", "durable_postgres", "scale_sqlite", "scale_postgres", "history_postgres"):
         assert figures[name] in ("PASS", "MISS")
+
+
+def test_sql_bench_measures_only_the_figures_asked_for() -> None:
+    done = _run("sql.py", "--no-postgres", "--only", "history,scale")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(_figures(done.stdout)) == {"scale_sqlite", "history_sqlite"}, done.stdout
 
 
 def test_relay_bench_runs_on_its_own() -> None:

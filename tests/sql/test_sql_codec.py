@@ -22,9 +22,11 @@ from pipeline_state_sql.engine import dumps, loads
 
 from pipeline_state import BatchStatus
 from pipeline_state.errors import CorruptStateError
-from pipeline_state.ports import BatchState, ItemRef, PhaseRun, PhaseStatus, Run, RunStatus
+from pipeline_state.lifecycle import PhaseStatus, RunStatus
+from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.profiles.huleedu.testing.strategies import batch_states
 from pipeline_state.testing import make_state, with_deadline
+from pipeline_state.testing.contract import archived_run
 
 text = st.text(max_size=12)
 ids = st.text(alphabet="abcdefghij0123456789-_", min_size=1, max_size=12)
@@ -82,7 +84,7 @@ states = st.builds(
     prompt_ref=maybe_text,
     items=st.lists(refs, max_size=4).map(tuple),
     active_run=st.none() | runs,
-    history=st.lists(runs, max_size=2).map(tuple),
+    past=st.lists(runs, max_size=2).map(lambda rs: Past.of(tuple(rs))),
 )
 
 
@@ -99,8 +101,8 @@ def test_any_state_round_trips(state: BatchState) -> None:
     back = decode_state(state.batch_id, _stored(document))
     assert back == state
     # Same instants and the same offsets, not only equal datetimes.
-    assert [r.accepted_at.utcoffset() for r in back.history] == [
-        r.accepted_at.utcoffset() for r in state.history
+    assert [r.accepted_at.utcoffset() for r in back.past.runs] == [
+        r.accepted_at.utcoffset() for r in state.past.runs
     ]
     assert encode_state(back) == document
 
@@ -123,6 +125,24 @@ def _document() -> dict[str, Any]:
 
 def _broken(change: Any) -> dict[str, Any]:
     doc = json.loads(json.dumps(_document()))
+    change(doc)
+    return doc
+
+
+def _layout_1(state: BatchState, history: tuple[Run, ...]) -> dict[str, Any]:
+    """``state`` as layout 1 stored it: every archived run in full under ``history``."""
+    doc = json.loads(json.dumps(encode_state(state)))
+    del doc["past"]
+    runs = [encode_run(run) for run in history]
+    for run in runs:
+        del run["schema"]
+    doc.update(schema=1, history=json.loads(json.dumps(runs)))
+    return doc
+
+
+def _broken_1(change: Any) -> dict[str, Any]:
+    state = with_deadline(make_state("b1"), None)
+    doc = _layout_1(state, (archived_run("b1"),))
     change(doc)
     return doc
 
@@ -159,9 +179,30 @@ def _broken(change: Any) -> dict[str, Any]:
             id="bad-ref",
         ),
         pytest.param(
-            _broken(lambda d: d["history"][0].update(phases="none")),
+            _broken(lambda d: d["active_run"].update(phases="none")),
             "field 'phases' should be list",
             id="nested",
+        ),
+        pytest.param(
+            _broken_1(lambda d: d["history"][0].update(phases="none")),
+            "field 'phases' should be list",
+            id="nested-layout-1",
+        ),
+        pytest.param(_broken(lambda d: d.pop("past")), "missing field 'past'", id="no-past"),
+        pytest.param(
+            _broken(lambda d: d["past"]["runs"].append(["corr-9"])),
+            "malformed archived run ['corr-9'] (want [correlation_id, accepted_at]) (at past.runs[1])",
+            id="bad-past-run",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"]["runs"].append(["corr-9", "yesterday"])),
+            "not an ISO-8601 time",
+            id="bad-past-time",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"]["recorded"].append(["ingest", [["e0"]]])),
+            "malformed essay reference",
+            id="bad-past-outputs",
         ),
         pytest.param(_broken(lambda d: d.update(batch_id="b2")), "describes batch 'b2'", id="other-batch"),
     ],
@@ -175,7 +216,7 @@ def test_bad_documents_raise_corrupt_state_naming_the_batch(document: Any, reaso
 
 
 def test_bad_run_document_names_the_batch() -> None:
-    doc = encode_run(with_deadline(make_state("b1"), None).history[0])
+    doc = encode_run(archived_run("b1"))
     doc["schema"] = 2
     with pytest.raises(CorruptStateError, match="unknown schema version 2") as info:
         decode_run("b7", doc)
@@ -196,7 +237,34 @@ def test_document_layout_is_explicit() -> None:
     assert doc["essays"] == [["b1-e0", "b1-e0-text"], ["b1-e1", None]]
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
-    assert doc["history"] == []
+    assert "history" not in doc
+    assert doc["past"] == {"runs": [], "recorded": []}
+    run = archived_run("b1")
+    doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
+    assert doc["past"] == {
+        "runs": [["corr-0", "2025-01-01T00:00:00+00:00"]],
+        "recorded": [["ingest", [["e0", "t0-out"]]]],
+    }
+
+
+def test_a_layout_1_document_reads_as_layout_2_with_its_history_summed_up() -> None:
+    # Layout 1 kept every archived run in the batch document; the runs table holds them too.
+    first = archived_run("b1")
+    second = attrs.evolve(
+        first,
+        run_id="b1-run-7",
+        correlation_id="corr-7",
+        phases=(attrs.evolve(first.phases[0], outputs=(ItemRef("e1", "t1"),)),),
+    )
+    state = with_deadline(make_state("b1"), None)
+    current = attrs.evolve(state, past=Past.of((first, second)))
+    old = _layout_1(current, (first, second))
+    back = decode_state("b1", _stored(old))
+    assert back == current
+    assert back.past.is_archived("corr-7")
+    assert back.past.recorded_outputs() == {"ingest": (ItemRef("e1", "t1"),)}
+    assert encode_state(back)["schema"] == SCHEMA_VERSION == 2
+    assert "history" not in encode_state(back)
 
 
 def test_phase_rows_written_before_resends_load_with_defaults() -> None:
@@ -221,17 +289,17 @@ def test_document_keys_keep_their_order() -> None:
     assert list(doc) == [
         "schema", "batch_id", "status", "version", "user_id", "course_code",
         "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
-        "language", "prompt_ref", "essays", "active_run", "history",
+        "language", "prompt_ref", "essays", "active_run", "past",
     ]  # fmt: skip
-    assert list(doc["history"][0]) == [
-        "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
+    assert list(doc["past"]) == ["runs", "recorded"]
+    assert list(encode_run(archived_run("b1"))) == [
+        "schema", "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
         "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",
     ]  # fmt: skip
     assert list(doc["active_run"]["phases"][0]) == [
         "name", "depends_on", "status", "deadline_seconds", "dispatched_at", "deadline_at",
         "finished_at", "inputs", "outputs", "failed_essay_ids", "error", "command_event_id", "resends",
     ]  # fmt: skip
-    assert next(iter(encode_run(state.history[0]))) == "schema"
 
 
 def test_values_are_plain_json_types() -> None:

@@ -8,23 +8,25 @@ import attrs
 from pipeline_state_sql import SqlStore
 from pipeline_state_sql.schema import OUTBOX
 
-from pipeline_state import BatchStatus
-from pipeline_state.ports import Change, RunStatus
-from pipeline_state.testing import T0, make_state, message, with_deadline
+from pipeline_state import BatchStatus, RunStatus
+from pipeline_state.model import Past
+from pipeline_state.ports import Change
+from pipeline_state.testing import T0, make_state, message
+from pipeline_state.testing.contract import archived_run
 
 
 async def _archive(store: SqlStore, batch_id: str, completed: list[int]) -> None:
     """A batch whose history holds one run completed at T0+s for each s in ``completed``."""
-    template = with_deadline(make_state(batch_id), None).history[0]
+    template = archived_run(batch_id)
     runs = tuple(
         attrs.evolve(template, run_id=f"{batch_id}-r{i}", completed_at=T0 + timedelta(seconds=s))
         for i, s in enumerate(completed)
     )
-    state = attrs.evolve(make_state(batch_id), history=runs[:1])
-    await store.commit(Change(batch_id, None, state, T0))
-    for version, count in enumerate(range(2, len(runs) + 1), start=2):
-        state = attrs.evolve(state, version=version, history=runs[:count])
-        await store.commit(Change(batch_id, version - 1, state, T0))
+    state = attrs.evolve(make_state(batch_id), past=Past.of(runs[:1]))
+    await store.commit(Change(batch_id, None, state, T0, archived=runs[:1]))
+    for version, run in enumerate(runs[1:], start=2):
+        state = attrs.evolve(state, version=version, past=state.past.after(run))
+        await store.commit(Change(batch_id, version - 1, state, T0, archived=(run,)))
 
 
 async def test_history_and_runs_by_completion_time(sql_store: SqlStore) -> None:

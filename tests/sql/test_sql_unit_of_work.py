@@ -23,6 +23,7 @@ from pipeline_state.ports import Change, InboxEntry, TransitionRecord
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import T0, make_state, message, with_deadline
+from pipeline_state.testing.contract import archived_run
 
 CORR = "9b0c4d8e-1111-4222-8333-444455556666"
 
@@ -167,19 +168,21 @@ async def test_lost_race_raises_conflict_and_writes_nothing(make_store: Any) -> 
 
 async def test_transitions_and_archived_runs_are_written(make_store: Any) -> None:
     store = await make_store()
-    # A batch with one archived run, inserted: its history goes to the runs table.
+    # A batch with one archived run, inserted: the run goes to the runs table.
     state = with_deadline(make_state("b1"), None)
-    await store.commit(Change("b1", None, state, T0))
-    # Another store (no cached knowledge of the stored state) archives the active run.
+    first = archived_run("b1")
+    await store.commit(Change("b1", None, state, T0, archived=(first,)))
+    # Another store archives the active run: its position comes from the state's summary.
     other = await make_store()
     assert state.active_run is not None
     finished = attrs.evolve(state.active_run, status=state.active_run.status.CANCELLED, completed_at=T0)
-    v2 = attrs.evolve(state, version=2, active_run=None, history=(*state.history, finished))
+    v2 = attrs.evolve(state, version=2, active_run=None, past=state.past.after(finished))
     log = Change(
         "b1",
         1,
         v2,
         T0,
+        archived=(finished,),
         transitions=(
             _record("b1", "run", finished.run_id, "cancel", "active", "cancelled"),
             _record(
@@ -188,13 +191,13 @@ async def test_transitions_and_archived_runs_are_written(make_store: Any) -> Non
         ),
     )
     await other.commit(log)
-    assert await store.history("b1") == list(v2.history)
+    assert await store.history("b1") == [first, finished]
     assert await store.transitions("b1") == list(log.transitions)
-    # The same store again, now with the stored state known from its own commit.
     third_run = attrs.evolve(finished, run_id="manual-1")
-    v3 = attrs.evolve(v2, version=3, history=(*v2.history, third_run))
-    await other.commit(Change("b1", 2, v3, T0))
-    assert [r.run_id for r in await store.history("b1")] == [r.run_id for r in v3.history]
+    v3 = attrs.evolve(v2, version=3, past=v2.past.after(third_run))
+    await other.commit(Change("b1", 2, v3, T0, archived=(third_run,)))
+    assert [r.run_id for r in await store.history("b1")] == ["b1-run-0", finished.run_id, "manual-1"]
+    assert (await store.load("b1")) == v3
 
 
 def _record(batch_id: str, entity: str, name: str, trigger: str, source: str, dest: str) -> TransitionRecord:
