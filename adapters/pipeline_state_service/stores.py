@@ -9,6 +9,7 @@ tables first. The service only sees the :class:`~pipeline_state.ports.Store` and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,8 +73,21 @@ async def open_store(
 
 async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
     try:
-        from pipeline_state_sql import open_store as open_sql_store
+        import pipeline_state_sql
     except ImportError as exc:  # the sql extra is not installed
         raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
-    store = await open_sql_store(url, **options)
-    return OpenedStore(store, store, store.close, url)
+    settings = pipeline_state_sql.Settings.from_environ({}, store_url=url, **sql_fields(options))
+    resources = contextlib.AsyncExitStack()
+    store = await resources.enter_async_context(pipeline_state_sql.open(settings))
+    return OpenedStore(store, store, resources.aclose, url)
+
+
+def sql_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """:func:`open_store`'s options as fields of the SQL adapter's settings."""
+    names = {
+        "upgrade": "store_upgrade",
+        "schema": "store_schema",
+        "lease": "outbox_lease_seconds",
+        "synchronous": "sqlite_synchronous",
+    }
+    return {names[key]: value for key, value in options.items()}
