@@ -39,6 +39,7 @@ from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SEC
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 from .errors import SettingsError
+from .stores import SQL_FIELDS
 
 __all__ = ["ENVIRONMENT", "SETTINGS_MODELS", "ServeSettings", "Settings", "SettingsError", "parse_host_port"]
 
@@ -286,12 +287,7 @@ class ServeSettings:
 
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~pipeline_state_service.stores.open_store`."""
-        return {
-            "upgrade": self.store_upgrade,
-            "schema": self.store_schema,
-            "lease": self.outbox_lease_seconds,
-            "synchronous": self.sqlite_synchronous,
-        }
+        return {option: getattr(self, field) for option, field in SQL_FIELDS.items()}
 
     def profile(self) -> Profile:
         """The profile to serve, with this deployment's deadlines, re-sends and correlation

@@ -10,7 +10,7 @@ tables first. The service only sees the :class:`~pipeline_state.ports.Store` and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -82,12 +82,15 @@ async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
     return OpenedStore(store, store, resources.aclose, url)
 
 
-def sql_fields(options: dict[str, Any]) -> dict[str, Any]:
+SQL_FIELDS: Mapping[str, str] = {
+    "upgrade": "store_upgrade",
+    "schema": "store_schema",
+    "lease": "outbox_lease_seconds",
+    "synchronous": "sqlite_synchronous",
+}
+"""Each option of :func:`open_store` and the field of the SQL adapter's settings it sets."""
+
+
+def sql_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`open_store`'s options as fields of the SQL adapter's settings."""
-    names = {
-        "upgrade": "store_upgrade",
-        "schema": "store_schema",
-        "lease": "outbox_lease_seconds",
-        "synchronous": "sqlite_synchronous",
-    }
-    return {names[key]: value for key, value in options.items()}
+    return {SQL_FIELDS[key]: value for key, value in options.items()}

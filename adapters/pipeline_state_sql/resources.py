@@ -16,8 +16,9 @@ Without settings, they are read from the ``PIPELINE_STATE_*`` variables; keyword
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 from .results_store import SqlResultsStore, open_results_store
 from .settings import Settings
@@ -26,31 +27,37 @@ from .store import SqlStore, open_store
 __all__ = ["open", "open_results"]
 
 
-def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
-    if settings is None:
-        return Settings.from_environ(**overrides)
-    return settings.replace(**overrides) if overrides else settings
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Closable)
 
 
 @contextlib.asynccontextmanager
-async def open(settings: Settings | None = None, **overrides: Any) -> AsyncIterator[SqlStore]:
+async def _opened(
+    opener: Callable[..., Awaitable[_S]], settings: Settings | None, overrides: dict[str, Any]
+) -> AsyncIterator[_S]:
+    if settings is None:
+        settings = Settings.from_environ(**overrides)
+    elif overrides:
+        settings = settings.replace(**overrides)
+    store = await opener(settings.store_url, **settings.store_options())
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def open(settings: Settings | None = None, **overrides: Any) -> AbstractAsyncContextManager[SqlStore]:
     """A :class:`~pipeline_state_sql.store.SqlStore` on a new engine, its schema created or
     upgraded first when ``store_upgrade`` is on; closed (engine disposed) when the block ends."""
-    chosen = _settings(settings, overrides)
-    store = await open_store(chosen.store_url, **chosen.store_options())
-    try:
-        yield store
-    finally:
-        await store.close()
+    return _opened(open_store, settings, overrides)
 
 
-@contextlib.asynccontextmanager
-async def open_results(settings: Settings | None = None, **overrides: Any) -> AsyncIterator[SqlResultsStore]:
+def open_results(
+    settings: Settings | None = None, **overrides: Any
+) -> AbstractAsyncContextManager[SqlResultsStore]:
     """The results read model's :class:`~pipeline_state_sql.results_store.SqlResultsStore`,
     opened and closed like :func:`open`."""
-    chosen = _settings(settings, overrides)
-    store = await open_results_store(chosen.store_url, **chosen.store_options())
-    try:
-        yield store
-    finally:
-        await store.close()
+    return _opened(open_results_store, settings, overrides)
