@@ -1,6 +1,6 @@
 """Settings of the Kafka adapter: bootstrap servers, topics, consumer, producer, dead letters.
 
-Read from ``PIPELINE_STATE_*`` variables (see :class:`~pipeline_state._settings.EnvironmentSettings`)
+Read from ``PIPELINE_STATE_*`` variables (see ``pipeline_state._settings.EnvironmentSettings``)
 or given in code. :meth:`Settings.consumer_settings` and :meth:`Settings.producer_settings`
 give the options of :class:`~pipeline_state_kafka.consumer.InboundConsumer` and of the
 producer; :func:`~pipeline_state_kafka.resources.open` starts a producer from them. The

@@ -1,6 +1,6 @@
 """Settings of the SQL adapter: the store's URL, schema, migrations, SQLite durability, lease.
 
-Read from ``PIPELINE_STATE_*`` variables (see :class:`~pipeline_state._settings.EnvironmentSettings`)
+Read from ``PIPELINE_STATE_*`` variables (see ``pipeline_state._settings.EnvironmentSettings``)
 or given in code; :func:`~pipeline_state_sql.resources.open` opens a store from them. The
 package README's table of variables is generated from this model.
 """
