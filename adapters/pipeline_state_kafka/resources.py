@@ -4,7 +4,7 @@
 
     from pipeline_state_kafka import Settings, open
 
-    async with open(Settings(kafka_bootstrap_servers="127.0.0.1:9092")) as kafka:
+    async with open(Settings(kafka="127.0.0.1:9092")) as kafka:
         relay = OutboxRelay(store, kafka.publisher, SystemClock())
         ...
     # the producer is flushed and stopped here

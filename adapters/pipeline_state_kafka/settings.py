@@ -44,7 +44,7 @@ class Settings(EnvironmentSettings):
 
     error: ClassVar[type[Exception]] = KafkaSettingsError
 
-    kafka_bootstrap_servers: str | None = Field(
+    kafka: str | None = Field(
         default=None,
         description="bootstrap servers, `HOST:PORT[,HOST:PORT]` (`serve --kafka` overrides it; one of "
         "the two is required)",
@@ -129,10 +129,10 @@ class Settings(EnvironmentSettings):
     kafka_linger_ms: int = Field(default=0, ge=0, description="producer batching delay")
 
     def bootstrap_servers(self) -> str:
-        """``kafka_bootstrap_servers``; raises :class:`KafkaSettingsError` when it is not set."""
-        if not self.kafka_bootstrap_servers:
-            raise KafkaSettingsError(f"{self.variable('kafka_bootstrap_servers')}: not set (or give --kafka)")
-        return self.kafka_bootstrap_servers
+        """``kafka``; raises :class:`KafkaSettingsError` when it is not set."""
+        if not self.kafka:
+            raise KafkaSettingsError(f"{self.variable('kafka')}: not set (or give --kafka)")
+        return self.kafka
 
     def consumer_settings(self, *, group_id: str = "pipeline-state", **options: Any) -> ConsumerSettings:
         """The options of :class:`~pipeline_state_kafka.consumer.InboundConsumer` (``options``:

@@ -74,12 +74,10 @@ def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
 
 def _add_serve(sub: Any) -> None:
     serve = versioned(sub.add_parser("serve", help="run the Kafka consumer and outbox relay"))
-    serve.add_argument(
-        "--kafka", help="bootstrap servers, HOST:PORT (default: PIPELINE_STATE_KAFKA_BOOTSTRAP_SERVERS)"
-    )
+    serve.add_argument("--kafka", help="bootstrap servers, HOST:PORT (default: PIPELINE_STATE_KAFKA)")
     serve.add_argument(
         "--store",
-        help="memory:// or a SQLAlchemy URL (default: PIPELINE_STATE_STORE_URL, "
+        help="memory:// or a SQLAlchemy URL (default: PIPELINE_STATE_STORE, "
         "else sqlite+aiosqlite:///pipeline_state.db)",
     )
     serve.add_argument("--http", help="also serve the HTTP API on HOST:PORT")

@@ -115,7 +115,7 @@ async def open_results_store(url: str, **options: Any) -> OpenedResultsStore:
         )
         memory = await _open_memory(MEMORY_URL, **given)
         return attrs.evolve(memory, url=url, fallback=True)
-    settings = pipeline_state_sql.Settings.from_environ({}, store_url=url, **sql_fields(given))
+    settings = pipeline_state_sql.Settings.from_environ({}, store=url, **sql_fields(given))
     resources = contextlib.AsyncExitStack()
     opened = await resources.enter_async_context(pipeline_state_sql.open_results(settings))
     return OpenedResultsStore(opened, resources.aclose, url)

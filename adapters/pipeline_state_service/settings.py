@@ -334,7 +334,7 @@ class ServeSettings:
         """The Kafka adapter's settings of this deployment (for :func:`pipeline_state_kafka.open`)."""
         return KafkaSettings.from_environ(
             {},
-            kafka_bootstrap_servers=self.kafka,
+            kafka=self.kafka,
             topic_prefix=self.topic_prefix,
             kafka_startup_timeout_seconds=self.consumer_settings().startup_timeout_seconds,
         )
@@ -347,10 +347,8 @@ class ServeSettings:
         :class:`SettingsError` naming the flag or variable whose value is unusable."""
         try:
             own = Settings.from_environ(environ)
-            sql = SqlSettings.from_environ(environ, **_given(store_url=getattr(args, "store", None)))
-            kafka = KafkaSettings.from_environ(
-                environ, **_given(kafka_bootstrap_servers=getattr(args, "kafka", None))
-            )
+            sql = SqlSettings.from_environ(environ, **_given(store=getattr(args, "store", None)))
+            kafka = KafkaSettings.from_environ(environ, **_given(kafka=getattr(args, "kafka", None)))
             bootstrap = kafka.bootstrap_servers()
         except (SqlSettingsError, KafkaSettingsError) as exc:
             raise SettingsError(str(exc)) from exc
@@ -359,7 +357,7 @@ class ServeSettings:
         http = getattr(args, "http", None)
         settings = cls(
             kafka=bootstrap,
-            store_url=sql.store_url,
+            store_url=sql.store,
             http=None if not http else parse_host_port(http),
             group_id=group_id,
             consumers=tuple(getattr(args, "consumers", None) or ()),

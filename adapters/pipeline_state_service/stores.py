@@ -76,7 +76,7 @@ async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
         import pipeline_state_sql
     except ImportError as exc:  # the sql extra is not installed
         raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
-    settings = pipeline_state_sql.Settings.from_environ({}, store_url=url, **sql_fields(options))
+    settings = pipeline_state_sql.Settings.from_environ({}, store=url, **sql_fields(options))
     resources = contextlib.AsyncExitStack()
     store = await resources.enter_async_context(pipeline_state_sql.open(settings))
     return OpenedStore(store, store, resources.aclose, url)

@@ -8,7 +8,7 @@ production database. Both implement the :class:`~pipeline_state.ports.Store` and
     from pipeline_state_sql import Settings, open
 
     # creates or upgrades the schema, closes the store when the block ends
-    async with open(Settings(store_url="sqlite+aiosqlite:///state.db")) as store:
+    async with open(Settings(store="sqlite+aiosqlite:///state.db")) as store:
         service = PipelineService(store)
         relay = OutboxRelay(store, publisher, clock)
         ...

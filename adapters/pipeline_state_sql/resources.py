@@ -4,7 +4,7 @@
 
     from pipeline_state_sql import Settings, open
 
-    async with open(Settings(store_url="sqlite+aiosqlite:///state.db")) as store:
+    async with open(Settings(store="sqlite+aiosqlite:///state.db")) as store:
         service = PipelineService(store)
         ...
     # the store's connections are closed and its engine disposed here
@@ -42,7 +42,7 @@ async def _opened(
         settings = Settings.from_environ(**overrides)
     elif overrides:
         settings = settings.replace(**overrides)
-    store = await opener(settings.store_url, **settings.store_options())
+    store = await opener(settings.store, **settings.store_options())
     try:
         yield store
     finally:

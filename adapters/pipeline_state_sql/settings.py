@@ -30,11 +30,11 @@ def _upper(value: Any) -> Any:
 
 
 class Settings(EnvironmentSettings):
-    """How the SQL store is opened (``serve --store URL`` overrides ``store_url``)."""
+    """How the SQL store is opened (``serve --store URL`` overrides ``store``)."""
 
     error: ClassVar[type[Exception]] = SqlSettingsError
 
-    store_url: str = Field(
+    store: str = Field(
         default=DEFAULT_STORE_URL,
         min_length=1,
         description="SQLAlchemy URL of the store: a SQLite file (`sqlite+aiosqlite:///path.db`) or "

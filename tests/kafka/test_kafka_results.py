@@ -274,11 +274,11 @@ async def test_kafka_results_store_follows_the_store_url(
 
     @contextlib.asynccontextmanager
     async def sql_results(settings: pipeline_state_sql.Settings) -> AsyncIterator[InMemoryResultsStore]:
-        seen.append((settings.store_url, settings.store_options()))
+        seen.append((settings.store, settings.store_options()))
         try:
             yield InMemoryResultsStore()
         finally:
-            closed.append(settings.store_url)
+            closed.append(settings.store)
 
     monkeypatch.setattr(pipeline_state_sql, "open_results", sql_results)
     durable = await open_results_store("sqlite+aiosqlite:///r.db", upgrade=False, schema=None, lease=4.0)

@@ -36,7 +36,7 @@ README = Path(pipeline_state_kafka.__file__).parent / "README.md"
 def test_kafka_settings_read_the_variables_deployments_set() -> None:
     settings = Settings.from_environ(
         {
-            "PIPELINE_STATE_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+            "PIPELINE_STATE_KAFKA": "k1:9092,k2:9092",
             "PIPELINE_STATE_TOPIC_PREFIX": "dev.",
             "PIPELINE_STATE_KAFKA_CLIENT_ID": "orchestrator",
             "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": "latest",
@@ -69,7 +69,7 @@ def test_kafka_settings_read_the_variables_deployments_set() -> None:
     assert (producer.acks, producer.enable_idempotence, producer.client_id) == (1, True, "orchestrator")
     assert (producer.request_timeout_ms, producer.linger_ms) == (2500, 5)
     assert (settings.create_topics, settings.dlq_max_message_bytes) == (False, 65536)
-    defaults = Settings.from_environ({}, kafka_bootstrap_servers="h:9092")
+    defaults = Settings.from_environ({}, kafka="h:9092")
     assert defaults.producer_settings().acks == "all"
     assert defaults.producer_settings().enable_idempotence is False
     assert defaults.consumer_settings().max_records == 500
@@ -98,7 +98,7 @@ def test_a_wrong_kafka_value_is_the_adapters_error_naming_the_variable(
 
 
 def test_kafka_settings_without_bootstrap_servers_say_which_variable() -> None:
-    with pytest.raises(KafkaSettingsError, match="PIPELINE_STATE_KAFKA_BOOTSTRAP_SERVERS: not set"):
+    with pytest.raises(KafkaSettingsError, match="PIPELINE_STATE_KAFKA: not set"):
         Settings.from_environ({}).producer_settings()
 
 
@@ -106,9 +106,7 @@ async def test_kafka_open_publishes_through_the_broker_and_stops_the_producer(
     broker: LocalBroker, prefix: str
 ) -> None:
     await ensure_topics(broker.bootstrap, [f"{prefix}settings.probe"], partitions=1)
-    settings = Settings.from_environ(
-        {"PIPELINE_STATE_TOPIC_PREFIX": prefix}, kafka_bootstrap_servers=broker.bootstrap
-    )
+    settings = Settings.from_environ({"PIPELINE_STATE_TOPIC_PREFIX": prefix}, kafka=broker.bootstrap)
     event_id = str(uuid.uuid4())
     message = OutboxMessage(event_id, "settings.probe", "b1", {"event_id": event_id, "data": {"n": 1}})
     async with Collector(broker.bootstrap, ["settings.probe"], topic_prefix=prefix) as seen:
@@ -125,7 +123,7 @@ async def test_kafka_open_stops_the_producer_when_the_block_fails(broker: LocalB
     used: list[object] = []
 
     async def failing() -> None:
-        async with open(Settings.from_environ({}, kafka_bootstrap_servers=broker.bootstrap)) as kafka:
+        async with open(Settings.from_environ({}, kafka=broker.bootstrap)) as kafka:
             assert kafka.started
             assert not _stopped(kafka.producer)
             used.append(kafka.producer)

@@ -38,8 +38,8 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 def test_serve_reads_every_package_s_variables_and_flags_win() -> None:
     env = {
-        "PIPELINE_STATE_KAFKA_BOOTSTRAP_SERVERS": "env-broker:9092",
-        "PIPELINE_STATE_STORE_URL": "sqlite+aiosqlite:///env.db",
+        "PIPELINE_STATE_KAFKA": "env-broker:9092",
+        "PIPELINE_STATE_STORE": "sqlite+aiosqlite:///env.db",
         "PIPELINE_STATE_PROFILE": "no_such_module:profile",
         "PIPELINE_STATE_STORE_SCHEMA": "tenant",
         "PIPELINE_STATE_OUTBOX_LEASE_SECONDS": "9",
@@ -66,13 +66,11 @@ def test_serve_reads_every_package_s_variables_and_flags_win() -> None:
     variables = ServeSettings.from_args(_parse(), env)
     assert (variables.kafka, variables.store_url) == ("env-broker:9092", "sqlite+aiosqlite:///env.db")
     assert variables.consumer_settings().bootstrap_servers == "env-broker:9092"
-    assert variables.kafka_settings().kafka_bootstrap_servers == "env-broker:9092"
+    assert variables.kafka_settings().kafka == "env-broker:9092"
 
 
 def test_serve_without_a_broker_names_the_flag_and_the_variable() -> None:
-    with pytest.raises(
-        SettingsError, match="PIPELINE_STATE_KAFKA_BOOTSTRAP_SERVERS: not set \\(or give --kafka\\)"
-    ):
+    with pytest.raises(SettingsError, match="PIPELINE_STATE_KAFKA: not set \\(or give --kafka\\)"):
         ServeSettings.from_args(_parse(), {})
 
 

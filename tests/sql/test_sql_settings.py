@@ -39,7 +39,7 @@ def test_sql_settings_read_the_variables_deployments_set() -> None:
             "PIPELINE_STATE_STORE_SCHEMA": "tenant_a",
             "PIPELINE_STATE_SQLITE_SYNCHRONOUS": "normal",
             "PIPELINE_STATE_OUTBOX_LEASE_SECONDS": "12.5",
-            "PIPELINE_STATE_STORE_URL": "postgresql+asyncpg://app@db/pipelines",
+            "PIPELINE_STATE_STORE": "postgresql+asyncpg://app@db/pipelines",
             "PIPELINE_STATE_UNRELATED": "ignored",
         }
     )
@@ -49,9 +49,9 @@ def test_sql_settings_read_the_variables_deployments_set() -> None:
         "lease": 12.5,
         "synchronous": "NORMAL",
     }
-    assert settings.store_url == "postgresql+asyncpg://app@db/pipelines"
+    assert settings.store == "postgresql+asyncpg://app@db/pipelines"
     defaults = Settings.from_environ({"PIPELINE_STATE_STORE_SCHEMA": ""})  # empty: unset
-    assert (defaults.store_url, defaults.store_upgrade, defaults.store_schema) == (
+    assert (defaults.store, defaults.store_upgrade, defaults.store_schema) == (
         "sqlite+aiosqlite:///pipeline_state.db",
         True,
         None,
@@ -105,14 +105,14 @@ async def _service_round_trip(store: SqlStore) -> None:
 
 async def test_sql_open_creates_uses_and_closes_a_sqlite_store(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
-    async with open(Settings.from_environ({}, store_url=url)) as opened:
+    async with open(Settings.from_environ({}, store=url)) as opened:
         assert isinstance(opened, SqlStore)
         await _service_round_trip(opened)
         assert await migrate.current_revision(opened.engine) == migrate.head_revision()
         assert opened.engine.pool.checkedin() + opened.engine.pool.checkedout() > 0  # connections kept
     assert await _closed(opened)
     # the rows outlive the store: a new one reads them
-    async with open(store_url=url, store_upgrade=False) as again:
+    async with open(store=url, store_upgrade=False) as again:
         assert (await again.load("b1")) is not None
 
 
@@ -121,7 +121,7 @@ async def test_sql_open_closes_the_store_when_the_block_fails(tmp_path: Path) ->
     used: list[SqlStore] = []
 
     async def failing() -> None:
-        async with open(store_url=url) as opened:
+        async with open(store=url) as opened:
             await _service_round_trip(opened)
             used.append(opened)
             raise RuntimeError("boom")
@@ -133,7 +133,7 @@ async def test_sql_open_closes_the_store_when_the_block_fails(tmp_path: Path) ->
 
 async def test_sql_open_against_postgres_uses_the_schema_and_closes(pg: Database) -> None:
     settings = Settings.from_environ(
-        {"PIPELINE_STATE_STORE_SCHEMA": pg.schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}, store_url=pg.url
+        {"PIPELINE_STATE_STORE_SCHEMA": pg.schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}, store=pg.url
     )
     async with open(settings) as opened:
         await _service_round_trip(opened)
@@ -149,7 +149,7 @@ async def test_sql_open_against_postgres_uses_the_schema_and_closes(pg: Database
 
 async def test_sql_open_without_upgrade_finds_no_tables(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-    async with open(store_url=url, store_upgrade=False) as opened:
+    async with open(store=url, store_upgrade=False) as opened:
         with pytest.raises(StoreError):
             await opened.load("b1")
 
