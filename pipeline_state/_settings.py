@@ -52,9 +52,11 @@ class _MappingSource(EnvSettingsSource):
 
 
 class EnvironmentSettings(BaseSettings):
-    """Settings read from ``PIPELINE_STATE_<FIELD>`` variables (empty ones count as unset),
-    then from keyword arguments, which win. No ``.env`` file and no secrets directory are
-    read: a deployment sets variables."""
+    """Settings read from ``PIPELINE_STATE_<FIELD>`` variables of ``os.environ`` (empty ones
+    count as unset), then from keyword arguments, which win; :meth:`from_environ` reads a
+    given mapping instead. No ``.env`` file and no secrets directory are read: a deployment
+    sets variables. A value that does not parse raises :attr:`error` naming the variable,
+    however the settings are built."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -67,6 +69,14 @@ class EnvironmentSettings(BaseSettings):
     error: ClassVar[type[Exception]] = PipelineStateError
     """What :meth:`from_environ` raises for a value that does not parse (each adapter sets
     its own error class)."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise type(self).error(type(self).describe(exc)) from exc
+        except SettingsError as exc:  # a source could not read a value at all
+            raise type(self).error(f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)) from exc
 
     @classmethod
     def settings_customise_sources(
@@ -87,10 +97,6 @@ class EnvironmentSettings(BaseSettings):
         token = _ENVIRON.set(environ)
         try:
             return cls(**overrides)
-        except ValidationError as exc:
-            raise cls.error(cls.describe(exc)) from exc
-        except SettingsError as exc:  # a source could not read a value at all
-            raise cls.error(f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)) from exc
         finally:
             _ENVIRON.reset(token)
 

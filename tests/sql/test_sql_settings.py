@@ -69,6 +69,11 @@ def test_sql_settings_read_os_environ_by_default(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "3")
     assert Settings().outbox_lease_seconds == 3.0
     assert Settings.from_environ().outbox_lease_seconds == 3.0
+    monkeypatch.setenv("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "0")
+    with pytest.raises(SqlSettingsError, match=r"^PIPELINE_STATE_OUTBOX_LEASE_SECONDS: "):
+        Settings()
+    with pytest.raises(SqlSettingsError, match=r"^PIPELINE_STATE_STORE_UPGRADE: expected a boolean"):
+        Settings(outbox_lease_seconds=1, store_upgrade="sometimes")
 
 
 @pytest.mark.parametrize(
