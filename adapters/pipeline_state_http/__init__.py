@@ -1,5 +1,9 @@
 """HTTP adapter: an ASGI (FastAPI) router, a typed httpx client and a live status page.
 
+Shaped like the other adapters: :class:`Settings` (the ``PIPELINE_STATE_HTTP_*`` variables),
+:func:`open` (the app served while an ``async with`` block runs), the errors of
+:mod:`~pipeline_state_http.errors`, and this curated ``__all__``.
+
 >>> from pipeline_state import InMemoryStore, PipelineService
 >>> from pipeline_state_http import HttpSettings, create_app
 >>> app = create_app(PipelineService(InMemoryStore()), settings=HttpSettings())
@@ -9,54 +13,46 @@
 
 from __future__ import annotations
 
+# Re-exported for existing code (``name as name``), outside the curated list below.
 from .app import create_app, install
-from .client import PipelineStateClient, error_from_response
+from .client import PipelineStateClient
+from .client import error_from_response as error_from_response
+from .errors import DEFAULT_DENIAL_STATUS as DEFAULT_DENIAL_STATUS
+from .errors import DENIAL_STATUS as DENIAL_STATUS
 from .errors import (
-    DEFAULT_DENIAL_STATUS,
-    DENIAL_STATUS,
     HttpApiError,
+    HttpSettingsError,
     PipelineDeniedError,
     UnauthorizedError,
-    denial_status,
 )
-from .routes import build_router
-from .schemas import (
-    BatchSnapshot,
-    CancelAccepted,
-    DefineResponse,
-    DenialBody,
-    ErrorBody,
-    Health,
-    HistoryPage,
-    PhaseRecorded,
-    PipelineAccepted,
-    PreflightResult,
-    RegisterAccepted,
-)
-from .settings import HttpSettings
+from .errors import denial_status as denial_status
+from .resources import open
+from .routes import build_router as build_router
+from .schemas import BatchSnapshot as BatchSnapshot
+from .schemas import CancelAccepted as CancelAccepted
+from .schemas import DefineResponse as DefineResponse
+from .schemas import DenialBody as DenialBody
+from .schemas import ErrorBody as ErrorBody
+from .schemas import Health as Health
+from .schemas import HistoryPage as HistoryPage
+from .schemas import PhaseRecorded as PhaseRecorded
+from .schemas import PipelineAccepted as PipelineAccepted
+from .schemas import PreflightResult as PreflightResult
+from .schemas import RegisterAccepted as RegisterAccepted
+from .server import HttpServer
+from .settings import HttpSettings, Settings
 
+# What a user of the adapter imports (the README's "Public names" lists the same).
 __all__ = [
-    "DEFAULT_DENIAL_STATUS",
-    "DENIAL_STATUS",
-    "BatchSnapshot",
-    "CancelAccepted",
-    "DefineResponse",
-    "DenialBody",
-    "ErrorBody",
-    "Health",
-    "HistoryPage",
     "HttpApiError",
+    "HttpServer",
     "HttpSettings",
-    "PhaseRecorded",
-    "PipelineAccepted",
+    "HttpSettingsError",
     "PipelineDeniedError",
     "PipelineStateClient",
-    "PreflightResult",
-    "RegisterAccepted",
+    "Settings",
     "UnauthorizedError",
-    "build_router",
     "create_app",
-    "denial_status",
-    "error_from_response",
     "install",
+    "open",
 ]

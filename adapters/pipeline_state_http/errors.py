@@ -1,12 +1,13 @@
 """Errors of the HTTP adapter and the one table that maps denial reasons to status codes.
 
-The adapter adds three errors to the library's tree (see :mod:`pipeline_state.errors`)::
+The adapter adds four errors to the library's tree (see :mod:`pipeline_state.errors`)::
 
     PipelineStateError
     ├── BadCommandError
     │   └── PipelineDeniedError      a pipeline or retry request was refused (reason, detail)
-    └── HttpApiError                 an HTTP answer the client has no library error for
-        └── UnauthorizedError            401: a missing or wrong bearer token
+    ├── HttpApiError                 an HTTP answer the client has no library error for
+    │   └── UnauthorizedError            401: a missing or wrong bearer token
+    └── HttpSettingsError            a setting is unusable (also a ValueError)
 
 On the server, :class:`PipelineDeniedError` is raised by the routes and turned into the
 status of :data:`DENIAL_STATUS`; on the client, every error answer is turned back into the
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_DENIAL_STATUS",
     "DENIAL_STATUS",
     "HttpApiError",
+    "HttpSettingsError",
     "PipelineDeniedError",
     "UnauthorizedError",
     "denial_status",
@@ -77,3 +79,9 @@ class HttpApiError(PipelineStateError):
 
 class UnauthorizedError(HttpApiError):
     """The bearer token was missing or wrong."""
+
+
+class HttpSettingsError(PipelineStateError, ValueError):
+    """A setting of the HTTP adapter (a ``PIPELINE_STATE_HTTP_*`` variable, a token file, or
+    a value given to :class:`~pipeline_state_http.settings.HttpSettings`) is unusable; the
+    message names it."""

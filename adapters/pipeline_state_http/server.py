@@ -14,15 +14,19 @@ and a few hundred such clients hold the server (slowloris). :func:`timeout_proto
   connection whatever the route did (a body no route reads cannot hold it either).
 
 :func:`uvicorn_config` builds the server configuration for an app made by
-:func:`~pipeline_state_http.app.create_app`, with the timeouts of its settings.
+:func:`~pipeline_state_http.app.create_app`, with the timeouts of its settings;
+:func:`serving` runs that server while an ``async with`` block runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
+import attrs
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,7 +34,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .app import SETTINGS_STATE
 from .settings import HttpSettings
 
-__all__ = ["BODY_GRACE_SECONDS", "TimeoutH11Protocol", "timeout_protocol", "uvicorn_config"]
+__all__ = [
+    "BODY_GRACE_SECONDS",
+    "HttpServer",
+    "TimeoutH11Protocol",
+    "serving",
+    "timeout_protocol",
+    "uvicorn_config",
+]
 
 log = logging.getLogger("pipeline_state_http.server")
 
@@ -123,3 +134,60 @@ def uvicorn_config(
         settings = getattr(getattr(app, "state", None), SETTINGS_STATE, None) or HttpSettings()
     protocol = timeout_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds)
     return uvicorn.Config(app, host=host, port=port, http=protocol, **options)
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM to its host process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@attrs.frozen
+class HttpServer:
+    """A running server (what :func:`serving` and :func:`~pipeline_state_http.open` yield):
+    the app, the address it listens on (``port`` is the bound one, also when ``0`` was asked
+    for) and the task serving it, which ends early only when the server failed."""
+
+    app: Any
+    host: str
+    port: int
+    task: asyncio.Task[None]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+async def _serve(server: uvicorn.Server, host: str, port: int) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits when it cannot bind or start the app
+        raise OSError(f"the HTTP server could not start on {host}:{port}") from exc
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, settings: HttpSettings | None = None, **options: Any
+) -> AsyncIterator[HttpServer]:
+    """Serve ``app`` with uvicorn (see :func:`uvicorn_config`) on ``host:port`` while the block
+    runs, then shut it down gracefully (requests in progress finish). Raises :class:`OSError`
+    when the server cannot start (the address is taken, the app's start-up failed)."""
+    options = {"log_config": None, "access_log": False, "lifespan": "on"} | options
+    server = _QuietServer(uvicorn_config(app, host, port, settings=settings, **options))
+    task: asyncio.Task[None] = asyncio.create_task(_serve(server, host, port), name=f"http {host}:{port}")
+    try:
+        while not server.started and not task.done():
+            await asyncio.wait({task}, timeout=0.01)
+        if not server.started:
+            await task  # the start-up error propagates
+            raise OSError(f"the HTTP server on {host}:{port} stopped before it started")
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        yield HttpServer(app, host, int(bound), task)
+    finally:
+        server.should_exit = True
+        if not task.cancelled():  # a failure of the server, at start or later, propagates
+            await task
+    log.info("HTTP server on %s:%s stopped", host, port)

@@ -1,4 +1,12 @@
-"""Settings of the HTTP adapter: tokens, limits, timeouts and the status page's behaviour."""
+"""Settings of the HTTP adapter: tokens, limits, timeouts and the status page's behaviour.
+
+:class:`HttpSettings` is what an app is built with (:func:`~pipeline_state_http.app.create_app`),
+given in code. :class:`Settings` is the pydantic-settings model of the adapter's
+``PIPELINE_STATE_HTTP_*`` variables (the tokens, each also from a ``_FILE``, and the limits);
+:meth:`Settings.http_settings` turns it into :class:`HttpSettings`, and
+:meth:`HttpSettings.from_environ` does both. The package README's table of variables is
+generated from :class:`Settings`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,17 @@ import enum
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import attrs
+from pydantic import BeforeValidator, Field, model_validator
 
+from pipeline_state._settings import EnvironmentSettings
 from pipeline_state.flags import parse_flag
 
-__all__ = ["ENVIRONMENT", "TOKEN_VARIABLES", "HttpSettings", "Scope", "read_token_file"]
+from .errors import HttpSettingsError
+
+__all__ = ["ENVIRONMENT", "TOKEN_VARIABLES", "HttpSettings", "Scope", "Settings", "read_token_file"]
 
 
 class Scope(enum.StrEnum):
@@ -33,19 +45,13 @@ TOKEN_VARIABLES: Mapping[Scope, str] = {
 }
 """The environment variable of each scope's token; ``<variable>_FILE`` names a file holding it."""
 
-ENVIRONMENT: Mapping[str, str] = {
+ENVIRONMENT: Mapping[str, str] = {  # the same names as the fields of Settings, upper-cased
     "PIPELINE_STATE_HTTP_HEADER_TIMEOUT_SECONDS": "header_timeout_seconds",
     "PIPELINE_STATE_HTTP_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
     "PIPELINE_STATE_HTTP_MAX_BODY_BYTES": "max_body_bytes",
     "PIPELINE_STATE_HTTP_PUBLIC_METRICS": "public_metrics",
 }
 """The environment variables of :meth:`HttpSettings.from_environ` besides the tokens."""
-
-
-_flag = parse_flag
-
-
-_KINDS: Mapping[str, Any] = {"max_body_bytes": int, "public_metrics": _flag}
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -134,26 +140,13 @@ class HttpSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HttpSettings:
-        """Settings from ``PIPELINE_STATE_HTTP_*`` variables (default: ``os.environ``), then
-        ``overrides``. Each token comes from its variable of :data:`TOKEN_VARIABLES` or from
-        the file named by ``<variable>_FILE``; raises :class:`ValueError` on an unreadable or
-        empty file, on both forms set at once, or on a value that does not parse."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for scope, variable in TOKEN_VARIABLES.items():
-            token = token_from_environ(env, variable)
-            if token is not None:
-                values[f"{scope.value}_token"] = token
-        for variable, field in ENVIRONMENT.items():
-            text = env.get(variable, "")
-            if text:
-                kind = _KINDS.get(field, float)
-                try:
-                    values[field] = kind(text)
-                except ValueError as exc:
-                    raise ValueError(f"{variable}: {exc}") from exc
-        values.update(overrides)
-        return cls(**values)
+        """Settings from ``PIPELINE_STATE_HTTP_*`` variables (default: ``os.environ``, read by
+        :class:`Settings`), then ``overrides``. Each token comes from its variable of
+        :data:`TOKEN_VARIABLES` or from the file named by ``<variable>_FILE``; raises
+        :class:`~pipeline_state_http.errors.HttpSettingsError` (a :class:`ValueError`) on an
+        unreadable or empty file, on both forms set at once, or on a value that does not
+        parse."""
+        return Settings.from_environ(environ).http_settings(**overrides)
 
 
 def token_from_environ(environ: Mapping[str, str], variable: str) -> str | None:
@@ -170,3 +163,86 @@ def token_from_environ(environ: Mapping[str, str], variable: str) -> str | None:
             raise ValueError(f"{variable}: the token has surrounding spaces")
         return value
     return None
+
+
+def _flag(value: Any) -> Any:
+    return parse_flag(value) if isinstance(value, str) else value
+
+
+def _token_field(scope: Scope, meaning: str) -> Any:
+    return Field(
+        default=None, repr=False, description=f"bearer token of {meaning}; unset: the scope is closed"
+    )
+
+
+def _file_field(scope: Scope) -> Any:
+    return Field(
+        default=None,
+        description=f"a file holding the `{scope.value}` token instead (one trailing newline removed; an "
+        "unreadable or empty file, or a token set both ways, is refused)",
+    )
+
+
+class Settings(EnvironmentSettings):
+    """The HTTP adapter's ``PIPELINE_STATE_HTTP_*`` variables (see :class:`HttpSettings` for
+    what each setting does, and :meth:`http_settings`)."""
+
+    error: ClassVar[type[Exception]] = HttpSettingsError
+
+    http_api_token: str | None = _token_field(Scope.API, "the public API: `/v1/*`, `/openapi.json`, `/docs`")
+    http_api_token_file: str | None = _file_field(Scope.API)
+    http_internal_token: str | None = _token_field(
+        Scope.INTERNAL, "`/internal/*` (calls from other services)"
+    )
+    http_internal_token_file: str | None = _file_field(Scope.INTERNAL)
+    http_ops_token: str | None = _token_field(
+        Scope.OPS, "the operations routes (the diagram and status views also take the API token)"
+    )
+    http_ops_token_file: str | None = _file_field(Scope.OPS)
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a connection whose request head is not complete this long after it opened (or "
+        "after the previous answer) is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a request body not complete this long after its head answers 408",
+    )
+    http_max_body_bytes: int = Field(default=256 * 1024, gt=0, description="larger request bodies answer 413")
+    http_public_metrics: Annotated[bool, BeforeValidator(_flag)] = Field(
+        default=False,
+        description="`1` serves `/metrics` without a token (otherwise it takes the operations token)",
+    )
+
+    @model_validator(mode="after")
+    def _tokens_usable(self) -> Settings:
+        for scope in Scope:
+            self._token(scope)  # a token with spaces, both forms, an unreadable file: refused here
+        return self
+
+    def _token(self, scope: Scope) -> str | None:
+        variable = TOKEN_VARIABLES[scope]
+        value: str | None = getattr(self, f"http_{scope.value}_token")
+        path: str | None = getattr(self, f"http_{scope.value}_token_file")
+        return token_from_environ({variable: value or "", f"{variable}_FILE": path or ""}, variable)
+
+    def http_settings(self, **overrides: Any) -> HttpSettings:
+        """The :class:`HttpSettings` of these variables, with ``overrides`` (its field names)."""
+        values: dict[str, Any] = {
+            "header_timeout_seconds": self.http_header_timeout_seconds,
+            "body_timeout_seconds": self.http_body_timeout_seconds,
+            "max_body_bytes": self.http_max_body_bytes,
+            "public_metrics": self.http_public_metrics,
+        }
+        for scope in Scope:
+            token = self._token(scope)
+            if token is not None:
+                values[f"{scope.value}_token"] = token
+        try:
+            return HttpSettings(**(values | overrides))
+        except ValueError as exc:
+            raise HttpSettingsError(str(exc)) from exc

@@ -12,62 +12,43 @@ The process that wires it all together (``pipeline-state serve``: settings, stor
 HTTP mount, relay, results consumers, plugins) is the composition root,
 :mod:`pipeline_state_service`. This package imports only the core and aiokafka.
 
-See the package README for delivery guarantees, the dead-letter format and every option.
+Its settings (:class:`Settings`, the ``PIPELINE_STATE_KAFKA_*`` and topic variables) and
+:func:`open` (a started producer and its publisher, stopped when the block ends) are shaped
+like the other adapters'. See the package README for delivery guarantees, the dead-letter
+format and every variable.
 """
 
 from __future__ import annotations
 
-from ._kafka import ConsumerLike, KafkaError, ProducerLike, RecordLike, new_admin
-from ._startup import start_with_retry
-from .codec import (
-    HEADER_CORRELATION_ID,
-    HEADER_EVENT_ID,
-    HEADER_EVENT_TYPE,
-    KafkaRecord,
-    decode_value,
-    encode_message,
-    header,
-)
+from ._kafka import KafkaError, ProducerLike
 from .consumer import ConsumerSettings, InboundConsumer
-from .dlq import DLQ_SUFFIX, DeadLetter, DeadLetterWriter, dead_letter, dlq_topic
-from .handlers import BatchHandler, Handled, MessageHandler, service_batch_handler, service_handler
-from .policy import ErrorPolicy, Verdict
+from .dlq import DeadLetterWriter, dlq_topic
+from .errors import KafkaSettingsError, WaitedTooLongError
+from .handlers import service_batch_handler, service_handler
 from .publisher import KafkaPublisher, ProducerSettings, create_producer
-from .stats import ServiceStats
+from .resources import KafkaTransport, open
+from .settings import Settings
 from .topics import ensure_topics, service_topics
 
+# What a user of the adapter imports (the README's "Public names" lists the same); the rest
+# lives in the modules (``pipeline_state_kafka.codec``, ``.dlq``, ``.policy``, ...).
 __all__ = [
-    "DLQ_SUFFIX",
-    "HEADER_CORRELATION_ID",
-    "HEADER_EVENT_ID",
-    "HEADER_EVENT_TYPE",
-    "BatchHandler",
-    "ConsumerLike",
     "ConsumerSettings",
-    "DeadLetter",
     "DeadLetterWriter",
-    "ErrorPolicy",
-    "Handled",
     "InboundConsumer",
     "KafkaError",
     "KafkaPublisher",
-    "KafkaRecord",
-    "MessageHandler",
+    "KafkaSettingsError",
+    "KafkaTransport",
     "ProducerLike",
     "ProducerSettings",
-    "RecordLike",
-    "ServiceStats",
-    "Verdict",
+    "Settings",
+    "WaitedTooLongError",
     "create_producer",
-    "dead_letter",
-    "decode_value",
     "dlq_topic",
-    "encode_message",
     "ensure_topics",
-    "header",
-    "new_admin",
+    "open",
     "service_batch_handler",
     "service_handler",
     "service_topics",
-    "start_with_retry",
 ]

@@ -37,6 +37,7 @@ import hashlib
 import attrs
 
 from ._kafka import Headers, ProducerLike, RecordLike
+from .errors import WaitedTooLongError
 
 __all__ = [
     "DEFAULT_DLQ_MAX_MESSAGE_BYTES",
@@ -65,16 +66,6 @@ RECORD_OVERHEAD = 512
 
 REASON_BYTES = 1000
 HEADER_BYTES = 256
-
-
-class WaitedTooLongError(Exception):
-    """A fact that waited for its batch longer than the waiting window (issue 11.2): the
-    reason of its dead letter, naming what it waited for."""
-
-    def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
-        self.waits_for = waits_for
-        self.event_id = event_id
-        super().__init__(reason)
 
 
 @attrs.frozen

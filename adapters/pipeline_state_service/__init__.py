@@ -17,6 +17,11 @@ command line through the ``pipeline_state.commands`` entry point
   its store opened by :func:`open_results_store`.
 * :mod:`pipeline_state_service.ops`: the operator commands (``batch show``, ``dlq
   reinject``, ...).
+
+Shaped like the adapters it wires: :class:`Settings` (its own ``PIPELINE_STATE_*``
+variables; :class:`ServeSettings` composes them with the adapters' settings and the flags),
+the errors of :mod:`~pipeline_state_service.errors`, and a curated ``__all__``; its stores
+are opened with the SQL adapter's ``open`` and the Kafka producer with the Kafka adapter's.
 """
 
 from __future__ import annotations
@@ -25,39 +30,35 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .extensions import (
-        BUILTIN_CONSUMERS,
-        BackgroundTask,
-        ConsumerFactory,
-        ConsumerPlugin,
-        ServeContext,
-        UnknownConsumerError,
-        register_consumer,
-        resolve_consumer,
-    )
-    from .logs import JsonFormatter, KeyValueFormatter, configure_logging
-    from .relay_runner import RelayRunner, tcp_probe
-    from .results_consumer import (
-        RESULTS_CONSUMER,
-        ResultsConsumer,
-        open_results_consumer,
-        purge_periodically,
-        results_factory,
-        results_handler,
-    )
-    from .results_stores import (
-        OpenedResultsStore,
-        OutboxResultsStore,
-        ResultsStoreOpener,
-        open_results_store,
-        register_results_store,
-        url_scheme,
-    )
+    from .errors import OperatorError, SettingsError, UnknownConsumerError
+    from .extensions import BUILTIN_CONSUMERS as BUILTIN_CONSUMERS
+    from .extensions import BackgroundTask as BackgroundTask
+    from .extensions import ConsumerFactory as ConsumerFactory
+    from .extensions import ConsumerPlugin, ServeContext, register_consumer
+    from .extensions import resolve_consumer as resolve_consumer
+    from .logs import JsonFormatter as JsonFormatter
+    from .logs import KeyValueFormatter as KeyValueFormatter
+    from .logs import configure_logging as configure_logging
+    from .relay_runner import RelayRunner as RelayRunner
+    from .relay_runner import tcp_probe as tcp_probe
+    from .results_consumer import RESULTS_CONSUMER as RESULTS_CONSUMER
+    from .results_consumer import ResultsConsumer as ResultsConsumer
+    from .results_consumer import open_results_consumer as open_results_consumer
+    from .results_consumer import purge_periodically as purge_periodically
+    from .results_consumer import results_factory as results_factory
+    from .results_consumer import results_handler as results_handler
+    from .results_stores import OpenedResultsStore, open_results_store, register_results_store
+    from .results_stores import OutboxResultsStore as OutboxResultsStore
+    from .results_stores import ResultsStoreOpener as ResultsStoreOpener
+    from .results_stores import url_scheme as url_scheme
     from .runner import ServiceRunner
-    from .serve import serve, serve_main
-    from .settings import ENVIRONMENT, ServeSettings, SettingsError
-    from .stores import MEMORY_URL, OpenedStore, open_store
-    from .summary import Sample, Summary
+    from .serve import serve as serve
+    from .serve import serve_main
+    from .settings import ENVIRONMENT, ServeSettings, Settings
+    from .stores import MEMORY_URL as MEMORY_URL
+    from .stores import OpenedStore, open_store
+    from .summary import Sample as Sample
+    from .summary import Summary as Summary
 
 # Imported when first used, so that ``pipeline_state_service.cli`` (loaded by the core's
 # command line for every command, ``demo`` included) works without the adapters' extras.
@@ -67,7 +68,9 @@ _WHERE = {
     "ConsumerFactory": "extensions",
     "ConsumerPlugin": "extensions",
     "ServeContext": "extensions",
-    "UnknownConsumerError": "extensions",
+    "OperatorError": "errors",
+    "SettingsError": "errors",
+    "UnknownConsumerError": "errors",
     "register_consumer": "extensions",
     "resolve_consumer": "extensions",
     "JsonFormatter": "logs",
@@ -92,7 +95,7 @@ _WHERE = {
     "serve_main": "serve",
     "ENVIRONMENT": "settings",
     "ServeSettings": "settings",
-    "SettingsError": "settings",
+    "Settings": "settings",
     "MEMORY_URL": "stores",
     "OpenedStore": "stores",
     "open_store": "stores",
@@ -108,41 +111,23 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
+# What a user of the composition root imports (the README's "Public names" lists the same);
+# every other name of ``_WHERE`` stays importable from here for existing code.
 __all__ = [
-    "BUILTIN_CONSUMERS",
     "ENVIRONMENT",
-    "MEMORY_URL",
-    "RESULTS_CONSUMER",
-    "BackgroundTask",
-    "ConsumerFactory",
     "ConsumerPlugin",
-    "JsonFormatter",
-    "KeyValueFormatter",
     "OpenedResultsStore",
     "OpenedStore",
-    "OutboxResultsStore",
-    "RelayRunner",
-    "ResultsConsumer",
-    "ResultsStoreOpener",
-    "Sample",
+    "OperatorError",
     "ServeContext",
     "ServeSettings",
     "ServiceRunner",
+    "Settings",
     "SettingsError",
-    "Summary",
     "UnknownConsumerError",
-    "configure_logging",
-    "open_results_consumer",
     "open_results_store",
     "open_store",
-    "purge_periodically",
     "register_consumer",
     "register_results_store",
-    "resolve_consumer",
-    "results_factory",
-    "results_handler",
-    "serve",
     "serve_main",
-    "tcp_probe",
-    "url_scheme",
 ]

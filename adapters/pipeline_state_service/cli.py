@@ -74,8 +74,12 @@ def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
 
 def _add_serve(sub: Any) -> None:
     serve = versioned(sub.add_parser("serve", help="run the Kafka consumer and outbox relay"))
-    serve.add_argument("--kafka", required=True, help="bootstrap servers, HOST:PORT")
-    serve.add_argument("--store", default="sqlite+aiosqlite:///pipeline_state.db", help="SQLAlchemy URL")
+    serve.add_argument("--kafka", help="bootstrap servers, HOST:PORT (default: PIPELINE_STATE_KAFKA)")
+    serve.add_argument(
+        "--store",
+        help="memory:// or a SQLAlchemy URL (default: PIPELINE_STATE_STORE, "
+        "else sqlite+aiosqlite:///pipeline_state.db)",
+    )
     serve.add_argument("--http", help="also serve the HTTP API on HOST:PORT")
     serve.add_argument("--group-id", default="pipeline-state", help="Kafka consumer group")
     serve.add_argument("--consumers", nargs="*", default=[], help="extra consumers to run (results)")

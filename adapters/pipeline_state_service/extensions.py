@@ -23,10 +23,10 @@ from typing import Any
 import attrs
 from pipeline_state_kafka.handlers import MessageHandler
 
-from pipeline_state.errors import PipelineStateError
 from pipeline_state.ports import Outbox, Store
 from pipeline_state.service import PipelineService
 
+from .errors import UnknownConsumerError
 from .settings import ServeSettings
 
 __all__ = [
@@ -48,14 +48,6 @@ BUILTIN_CONSUMERS: Mapping[str, str] = MappingProxyType(
 )
 """Consumers shipped with this package: name -> where its factory lives (imported when asked
 for)."""
-
-
-class UnknownConsumerError(PipelineStateError):
-    """``--consumers`` names a consumer that no registry, entry point or module provides."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        super().__init__(f"unknown consumer {name!r}: {reason}")
 
 
 @attrs.frozen

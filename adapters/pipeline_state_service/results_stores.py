@@ -15,6 +15,7 @@ The opened store is a :class:`~pipeline_state.profiles.huleedu.results.ports.Res
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
@@ -24,7 +25,7 @@ import attrs
 from pipeline_state.ports import Outbox
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsStore
 
-from .stores import MEMORY_URL
+from .stores import MEMORY_URL, sql_fields
 
 __all__ = [
     "OpenedResultsStore",
@@ -104,7 +105,7 @@ async def open_results_store(url: str, **options: Any) -> OpenedResultsStore:
     if opener is not None:
         return await opener(url, **given)
     try:
-        from pipeline_state_sql import open_results_store as open_sql_results_store
+        import pipeline_state_sql
     except ImportError as exc:  # the sql extra is not installed
         log.warning(
             "no SQL results store (%s): the results read model of %s is kept in memory "
@@ -114,5 +115,7 @@ async def open_results_store(url: str, **options: Any) -> OpenedResultsStore:
         )
         memory = await _open_memory(MEMORY_URL, **given)
         return attrs.evolve(memory, url=url, fallback=True)
-    opened = await open_sql_results_store(url, **given)
-    return OpenedResultsStore(opened, opened.close, url)
+    settings = pipeline_state_sql.Settings.from_environ({}, store=url, **sql_fields(given))
+    resources = contextlib.AsyncExitStack()
+    opened = await resources.enter_async_context(pipeline_state_sql.open_results(settings))
+    return OpenedResultsStore(opened, resources.aclose, url)

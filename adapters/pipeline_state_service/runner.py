@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import attrs
-from pipeline_state_kafka import KafkaError, ProducerLike, RecordLike, new_admin, start_with_retry
+from pipeline_state_kafka import KafkaError, ProducerLike
+from pipeline_state_kafka import open as open_kafka
+from pipeline_state_kafka._kafka import RecordLike, new_admin
 from pipeline_state_kafka.consumer import InboundConsumer
 from pipeline_state_kafka.dlq import (
     DeadLetterWriter,
@@ -49,6 +51,12 @@ from .web import build_http_app, serve_http
 __all__ = ["ServiceRunner"]
 
 log = logging.getLogger("pipeline_state_kafka.service")
+
+
+async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
+    """Run one step of the shutdown; a failing step does not stop the next ones."""
+    with contextlib.suppress(Exception):
+        await close()
 
 
 class ServiceRunner:
@@ -97,21 +105,23 @@ class ServiceRunner:
         settings = self.settings
         opened = self.opened or await open_store(settings.store_url, **settings.store_options())
         self.opened = opened
-        if self._own_store:
-            self._cleanups.append(opened.close)
-        producer = create_producer(settings.producer_settings())
-        self._cleanups.insert(0, producer.stop)  # also closes a producer that never connected
-        try:
-            if not await start_with_retry(
-                producer.start, "kafka producer", settings.consumer_settings().startup_timeout_seconds, stop
-            ):
-                return
-            await self._run_started(stop, opened, producer)
-        finally:
-            for cleanup in self._cleanups:
-                with contextlib.suppress(Exception):
-                    await cleanup()
-            self._cleanups.clear()
+        async with contextlib.AsyncExitStack() as resources:
+            if self._own_store:
+                resources.push_async_callback(_quietly, opened.close)  # closed last
+            transport = await resources.enter_async_context(
+                open_kafka(
+                    settings.kafka_settings(),
+                    producer=settings.producer_settings(),
+                    stop=stop,
+                )
+            )
+            try:
+                if transport.started:
+                    await self._run_started(stop, opened, transport.producer)
+            finally:
+                for cleanup in self._cleanups:  # before the producer and the store
+                    await _quietly(cleanup)
+                self._cleanups.clear()
 
     async def _dead_letter_producer(self) -> ProducerLike:
         """A producer of its own for dead letters, sized to the DLQ limit checked against the

@@ -1,23 +1,35 @@
 """Settings of ``pipeline-state serve``: command-line flags plus ``PIPELINE_STATE_*`` variables.
 
 The flags name what every deployment sets (``--kafka``, ``--store``, ``--http``,
-``--group-id``, ``--consumers``); tuning lives in environment variables, listed in
-:data:`ENVIRONMENT` with their defaults (the package README repeats the table).
+``--group-id``, ``--consumers``); tuning lives in environment variables. Each adapter reads
+the variables of its technology with its own pydantic-settings model
+(:class:`pipeline_state_sql.Settings`, :class:`pipeline_state_kafka.Settings`, and
+:class:`pipeline_state_http.Settings` with ``--http``); :class:`Settings` here reads the
+service's own (profile, deadlines, relay, sweeper, summary, logs, metrics, intake limits).
+:meth:`ServeSettings.from_args` composes them, flags over variables, into the one
+:class:`ServeSettings` that ``serve`` runs with. :data:`ENVIRONMENT` lists every variable
+(the package READMEs' tables are generated from the models).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import attrs
+from pipeline_state_kafka import KafkaSettingsError
+from pipeline_state_kafka import Settings as KafkaSettings
 from pipeline_state_kafka.consumer import ConsumerSettings
 from pipeline_state_kafka.dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
 from pipeline_state_kafka.publisher import ProducerSettings
+from pipeline_state_sql import Settings as SqlSettings
+from pipeline_state_sql import SqlSettingsError
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import NoDecode
 
+from pipeline_state._settings import EnvironmentSettings
 from pipeline_state.errors import DefinitionError
 from pipeline_state.flags import parse_flag
 from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
@@ -26,13 +38,12 @@ from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
 from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
-__all__ = ["ENVIRONMENT", "ServeSettings", "SettingsError", "parse_host_port"]
+from .errors import SettingsError
+from .stores import SQL_FIELDS
+
+__all__ = ["ENVIRONMENT", "SETTINGS_MODELS", "ServeSettings", "Settings", "SettingsError", "parse_host_port"]
 
 DEFAULT_STORE = "sqlite+aiosqlite:///pipeline_state.db"
-
-
-class SettingsError(ValueError):
-    """A flag or environment variable has an unusable value."""
 
 
 def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -43,32 +54,34 @@ def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str,
     return (host.strip("[]") or default_host), int(port)
 
 
-_bool = parse_flag
+def _flag(value: Any) -> Any:
+    return parse_flag(value) if isinstance(value, str) else value
 
 
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
-        return text
-
-    return parse
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
 
-def _seconds_or_none(text: str) -> float | None:
+def _seconds_or_none(value: Any) -> float | None:
     """A positive number of seconds, or ``none``/``0`` for no deadline."""
-    if text.strip().lower() in ("none", "0", "0.0"):
+    if value is None:
         return None
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a positive number of seconds or none, got {text!r}")
-    return value
+    if isinstance(value, str) and value.strip().lower() in ("none", "0", "0.0"):
+        return None
+    seconds = float(value)
+    if seconds == 0:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a positive number of seconds or none, got {value!r}")
+    return seconds
 
 
-def _phase_deadlines(text: str) -> tuple[tuple[str, float | None], ...]:
+def _phase_deadlines(value: Any) -> Any:
     """``phase=seconds`` pairs separated by commas (``phase=none``: that phase has none)."""
+    if not isinstance(value, str):
+        return value
     pairs: list[tuple[str, float | None]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in filter(None, (part.strip() for part in value.split(","))):
         phase, sep, seconds = item.partition("=")
         if not sep or not phase.strip():
             raise ValueError(f"expected phase=seconds, got {item!r}")
@@ -76,191 +89,139 @@ def _phase_deadlines(text: str) -> tuple[tuple[str, float | None], ...]:
     return tuple(pairs)
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
-    return value
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-def _acks(text: str) -> str | int:
-    if text == "all":
-        return text
-    if text in ("0", "1"):
-        return int(text)
-    raise ValueError(f"expected all, 0 or 1, got {text!r}")
+class Settings(EnvironmentSettings):
+    """The service's own ``PIPELINE_STATE_*`` variables (the adapters read theirs)."""
+
+    error: ClassVar[type[Exception]] = SettingsError
+
+    profile: str | None = Field(
+        default=None,
+        description="the profile to serve, `FILE.py:NAME` or `MODULE:NAME` (a `Profile` or a function "
+        "returning one; `--profile` overrides it): its inbound topics are consumed, its commands and "
+        "events produced; `PIPELINE_STATE_PHASE_DEADLINES` and `PIPELINE_STATE_STRICT_CORRELATION` still "
+        "apply, the other `PIPELINE_STATE_PHASE_*` settings only to the shipped profile",
+        json_schema_extra={"shown_default": "the shipped HuleEdu profile"},
+    )
+    relay: Flag = Field(
+        default=True, description="`0` runs without relay (rows stay pending; for maintenance and tests)"
+    )
+    sweep_seconds: Seconds = Field(
+        default=5.0,
+        description="period of the sweeper: overdue phases (`expire_overdue`), then waiting facts "
+        "(`sweep_waiting`: re-attempted, and dead-lettered once they waited too long); `0` turns it off",
+    )
+    waiting_window_seconds: float = Field(
+        default=DEFAULT_WAITING_WINDOW_SECONDS,
+        gt=0,
+        allow_inf_nan=False,
+        description="how long an early fact waits for its batch before the sweeper dead-letters it (a "
+        "waiting pipeline request is denied instead)",
+    )
+    phase_deadline_seconds: Annotated[float | None, BeforeValidator(_seconds_or_none)] = Field(
+        default=HULEEDU_DEFAULT_DEADLINE_SECONDS,
+        description="deadline of every phase without one of its own; `none` opts out (a silent worker "
+        "then blocks its batch until an operator cancels the run)",
+    )
+    phase_deadlines: Annotated[
+        tuple[tuple[str, float | None], ...], NoDecode, BeforeValidator(_phase_deadlines)
+    ] = Field(
+        default=(),
+        description="per-phase deadlines for this deployment, `cj_assessment=7200,nlp=none`; they "
+        "override the default and the catalog's `deadline_seconds`; an unknown phase stops `serve` at "
+        "start",
+    )
+    phase_max_resends: int = Field(
+        default=DEFAULT_MAX_RESENDS,
+        ge=0,
+        description="how often an overdue phase's command is re-sent (same `event_id`) before the phase "
+        "fails with `timeout`",
+    )
+    strict_correlation: Flag = Field(
+        default=False,
+        description="ignore (`stale_run`) an outcome whose correlation id belongs to no run of its batch, "
+        "instead of applying it to the active run and flagging `correlation_mismatch`",
+    )
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        description="largest inbound message value accepted; a larger one is dead-lettered "
+        "(`InvalidMessageError`)",
+    )
+    max_json_depth: int = Field(
+        default=DEFAULT_MAX_JSON_DEPTH,
+        description="deepest JSON nesting of an inbound message (the envelope is level 1); a deeper one "
+        "is dead-lettered before it is parsed",
+    )
+    summary: Literal["auto", "live", "plain", "off"] = Field(
+        default="auto",
+        description="`live` (rich table), `plain` (lines on stdout), `off`; `auto`: live on a terminal",
+    )
+    summary_seconds: Seconds = Field(default=10.0, description="period of the plain summary lines")
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+    ] = Field(
+        default="INFO", description="`DEBUG`, `INFO` (one line per record handled), `WARNING` or `ERROR`"
+    )
+    log_format: Literal["auto", "kv", "json"] = Field(
+        default="auto",
+        description="`json` (one object per line, with `trace_id` and `span_id` when a span is current), "
+        "`kv` (logfmt `key=value`), or `auto`: `json` unless stderr is a terminal",
+    )
+    metrics: Flag = Field(
+        default=True,
+        description="keep Prometheus metrics (`pipeline_state_*` families, see `docs/operations.md`); "
+        "with `--http` they are served at `/metrics` (operations token)",
+    )
+    metrics_store_seconds: Seconds = Field(
+        default=10.0,
+        description="the gauges read from the store (outbox, active runs, waiting facts) are read again "
+        "at most this often, however often `/metrics` is scraped",
+    )
+    relay_batch_size: int = Field(default=100, ge=1, description="rows per relay pass")
+    relay_max_attempts: int = Field(
+        default=10, ge=1, description="failed publications before a row is parked"
+    )
+    relay_idle_seconds: Seconds = Field(default=0.5, description="relay poll period when nothing wakes it")
+    relay_linger_seconds: Seconds = Field(
+        default=0.005,
+        description="after a wake-up, wait this long so one pass takes the rows of several units of work",
+    )
+    shutdown_seconds: Seconds = Field(
+        default=15.0, description="bound on the relay's final flush at shutdown"
+    )
+    results_purge_seconds: Seconds = Field(
+        default=600.0,
+        description="`--consumers results`: period of the results inbox purge; `0` turns it off",
+    )
+    results_completion_retention_hours: float = Field(
+        default=72.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="`--consumers results`: how long the results inbox remembers a completion's "
+        "`event_id` (outcomes 24 h, registrations 72 h)",
+    )
+
+    @model_validator(mode="after")
+    def _intake_limits(self) -> Settings:
+        try:
+            IntakeLimits(self.max_message_bytes, self.max_json_depth)
+        except ValueError as exc:
+            raise ValueError(
+                f"intake limits (PIPELINE_STATE_MAX_MESSAGE_BYTES, ..._MAX_JSON_DEPTH): {exc}"
+            ) from exc
+        return self
 
 
-# variable -> (section, field, parser, description)
-ENVIRONMENT: Mapping[str, tuple[str, str, Callable[[str], Any], str]] = {
-    "PIPELINE_STATE_PROFILE": (
-        "serve",
-        "profile_spec",
-        str,
-        "the profile to serve, FILE.py:NAME or MODULE:NAME (default: the shipped HuleEdu profile)",
-    ),
-    "PIPELINE_STATE_TOPIC_PREFIX": ("serve", "topic_prefix", str, "put before every topic name"),
-    "PIPELINE_STATE_STORE_UPGRADE": (
-        "serve",
-        "store_upgrade",
-        _bool,
-        "create/migrate the SQL schema at start",
-    ),
-    "PIPELINE_STATE_STORE_SCHEMA": ("serve", "store_schema", str, "PostgreSQL schema of the store"),
-    "PIPELINE_STATE_SQLITE_SYNCHRONOUS": (
-        "serve",
-        "sqlite_synchronous",
-        _choice("OFF", "NORMAL", "FULL", "EXTRA"),
-        "SQLite synchronous level (the SQL adapter's default: FULL)",
-    ),
-    "PIPELINE_STATE_OUTBOX_LEASE_SECONDS": ("serve", "outbox_lease_seconds", float, "relay claim lease"),
-    "PIPELINE_STATE_RELAY": ("serve", "relay_enabled", _bool, "run the outbox relay (1) or not (0)"),
-    "PIPELINE_STATE_CREATE_TOPICS": ("serve", "create_topics", _bool, "create missing topics at start"),
-    "PIPELINE_STATE_TOPIC_PARTITIONS": ("serve", "topic_partitions", int, "partitions of created topics"),
-    "PIPELINE_STATE_REPLICATION_FACTOR": ("serve", "replication_factor", int, "replicas of created topics"),
-    "PIPELINE_STATE_SWEEP_SECONDS": ("serve", "sweep_seconds", float, "deadline sweeper period (0: off)"),
-    "PIPELINE_STATE_SUMMARY": ("serve", "summary", _choice("auto", "live", "plain", "off"), "summary mode"),
-    "PIPELINE_STATE_SUMMARY_SECONDS": ("serve", "summary_seconds", float, "plain summary period"),
-    "PIPELINE_STATE_LOG_LEVEL": ("serve", "log_level", str.upper, "DEBUG, INFO, WARNING or ERROR"),
-    "PIPELINE_STATE_LOG_FORMAT": (
-        "serve",
-        "log_format",
-        _choice("auto", "kv", "json"),
-        "auto (json unless stderr is a terminal), kv or json",
-    ),
-    "PIPELINE_STATE_METRICS": ("serve", "metrics", _bool, "keep Prometheus metrics, served at /metrics (1)"),
-    "PIPELINE_STATE_METRICS_STORE_SECONDS": (
-        "serve",
-        "metrics_store_seconds",
-        float,
-        "least time between two store readings for the metrics' gauges (10)",
-    ),
-    "PIPELINE_STATE_RELAY_BATCH_SIZE": ("serve", "relay_batch_size", int, "rows per relay pass"),
-    "PIPELINE_STATE_RELAY_MAX_ATTEMPTS": (
-        "serve",
-        "relay_max_attempts",
-        int,
-        "failures before a row is parked",
-    ),
-    "PIPELINE_STATE_RELAY_IDLE_SECONDS": (
-        "serve",
-        "relay_idle_seconds",
-        float,
-        "relay poll period when idle",
-    ),
-    "PIPELINE_STATE_RELAY_LINGER_SECONDS": (
-        "serve",
-        "relay_linger_seconds",
-        float,
-        "delay after a wake-up, to relay several units of work in one pass",
-    ),
-    "PIPELINE_STATE_SHUTDOWN_SECONDS": ("serve", "shutdown_seconds", float, "bound on the final relay flush"),
-    "PIPELINE_STATE_RESULTS_PURGE_SECONDS": (
-        "serve",
-        "results_purge_seconds",
-        float,
-        "period of the results inbox purge (0: off)",
-    ),
-    "PIPELINE_STATE_RESULTS_COMPLETION_RETENTION_HOURS": (
-        "serve",
-        "results_completion_retention_hours",
-        float,
-        "how long the results inbox remembers completion event ids",
-    ),
-    "PIPELINE_STATE_MAX_MESSAGE_BYTES": (
-        "serve",
-        "max_message_bytes",
-        int,
-        "largest inbound message accepted, bytes (1048576); larger ones are dead-lettered",
-    ),
-    "PIPELINE_STATE_MAX_JSON_DEPTH": (
-        "serve",
-        "max_json_depth",
-        int,
-        "deepest JSON nesting of an inbound message (32); deeper ones are dead-lettered",
-    ),
-    "PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES": (
-        "serve",
-        "dlq_max_message_bytes",
-        int,
-        "size limit of a dead letter, bytes (1048576; lowered to the broker's limit at start)",
-    ),
-    "PIPELINE_STATE_WAITING_WINDOW_SECONDS": (
-        "serve",
-        "waiting_window_seconds",
-        float,
-        "how long an early fact waits for its batch before it is dead-lettered (900)",
-    ),
-    "PIPELINE_STATE_PHASE_DEADLINE_SECONDS": (
-        "serve",
-        "phase_deadline_seconds",
-        _seconds_or_none,
-        "deadline of every phase without its own (3600; none: no default deadline)",
-    ),
-    "PIPELINE_STATE_PHASE_DEADLINES": (
-        "serve",
-        "phase_deadlines",
-        _phase_deadlines,
-        "per-phase deadlines, e.g. cj_assessment=7200,nlp=none (override the default and the catalog)",
-    ),
-    "PIPELINE_STATE_PHASE_MAX_RESENDS": (
-        "serve",
-        "phase_max_resends",
-        _count,
-        "times an overdue phase's command is re-sent (same event id) before the phase fails (2)",
-    ),
-    "PIPELINE_STATE_STRICT_CORRELATION": (
-        "serve",
-        "strict_correlation",
-        _bool,
-        "ignore outcomes whose correlation id belongs to no run instead of applying them (off)",
-    ),
-    "PIPELINE_STATE_KAFKA_CLIENT_ID": ("both", "client_id", str, "Kafka client id"),
-    "PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET": (
-        "consumer",
-        "auto_offset_reset",
-        _choice("earliest", "latest"),
-        "where a new group starts",
-    ),
-    "PIPELINE_STATE_KAFKA_STARTUP_TIMEOUT_SECONDS": (
-        "consumer",
-        "startup_timeout_seconds",
-        float,
-        "how long to retry reaching the broker at start",
-    ),
-    "PIPELINE_STATE_KAFKA_MAX_RECORDS": ("consumer", "max_records", int, "records per fetch"),
-    "PIPELINE_STATE_KAFKA_POLL_TIMEOUT_MS": ("consumer", "poll_timeout_ms", int, "fetch wait per loop turn"),
-    "PIPELINE_STATE_KAFKA_FETCH_MAX_WAIT_MS": ("consumer", "fetch_max_wait_ms", int, "broker fetch wait"),
-    "PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS": (
-        "consumer",
-        "session_timeout_ms",
-        int,
-        "group session timeout",
-    ),
-    "PIPELINE_STATE_KAFKA_HEARTBEAT_MS": ("consumer", "heartbeat_interval_ms", int, "group heartbeat period"),
-    "PIPELINE_STATE_KAFKA_MAX_POLL_INTERVAL_MS": (
-        "consumer",
-        "max_poll_interval_ms",
-        int,
-        "max work per fetch",
-    ),
-    "PIPELINE_STATE_KAFKA_METADATA_MAX_AGE_MS": ("consumer", "metadata_max_age_ms", int, "metadata refresh"),
-    "PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY": (
-        "consumer",
-        "partition_concurrency",
-        int,
-        "lanes (by batch key) of one fetch handled at once",
-    ),
-    "PIPELINE_STATE_KAFKA_ACKS": ("producer", "acks", _acks, "producer acks: all, 1 or 0"),
-    "PIPELINE_STATE_KAFKA_IDEMPOTENCE": ("producer", "enable_idempotence", _bool, "idempotent producer"),
-    "PIPELINE_STATE_KAFKA_REQUEST_TIMEOUT_MS": (
-        "producer",
-        "request_timeout_ms",
-        int,
-        "producer send timeout",
-    ),
-    "PIPELINE_STATE_KAFKA_LINGER_MS": ("producer", "linger_ms", int, "producer batching delay"),
+SETTINGS_MODELS: tuple[type[EnvironmentSettings], ...] = (KafkaSettings, SqlSettings, Settings)
+"""The models whose variables ``serve`` reads (besides the HTTP adapter's, with ``--http``)."""
+
+ENVIRONMENT: Mapping[str, str] = {
+    variable: meaning for model in SETTINGS_MODELS for variable, meaning in model.variables().items()
 }
+"""Every variable ``serve`` reads besides the HTTP adapter's, with its meaning."""
 
 
 _LOADED: dict[str, Profile] = {}
@@ -326,12 +287,7 @@ class ServeSettings:
 
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~pipeline_state_service.stores.open_store`."""
-        return {
-            "upgrade": self.store_upgrade,
-            "schema": self.store_schema,
-            "lease": self.outbox_lease_seconds,
-            "synchronous": self.sqlite_synchronous,
-        }
+        return {option: getattr(self, field) for option, field in SQL_FIELDS.items()}
 
     def profile(self) -> Profile:
         """The profile to serve, with this deployment's deadlines, re-sends and correlation
@@ -374,55 +330,57 @@ class ServeSettings:
     def producer_settings(self) -> ProducerSettings:
         return attrs.evolve(self.producer or ProducerSettings(self.kafka), bootstrap_servers=self.kafka)
 
+    def kafka_settings(self) -> KafkaSettings:
+        """The Kafka adapter's settings of this deployment (for :func:`pipeline_state_kafka.open`)."""
+        return KafkaSettings.from_environ(
+            {},
+            kafka=self.kafka,
+            topic_prefix=self.topic_prefix,
+            kafka_startup_timeout_seconds=self.consumer_settings().startup_timeout_seconds,
+        )
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
-        """Settings from the parsed ``serve`` flags and ``environ`` (default: ``os.environ``)."""
-        env = os.environ if environ is None else environ
-        sections: dict[str, dict[str, Any]] = {"serve": {}, "consumer": {}, "producer": {}}
-        for variable, (section, field, parse, _) in ENVIRONMENT.items():
-            text = env.get(variable)
-            if text is None or text == "":
-                continue
-            try:
-                value = parse(text)
-            except ValueError as exc:
-                raise SettingsError(f"{variable}: {exc}") from exc
-            targets = ("consumer", "producer") if section == "both" else (section,)
-            for target in targets:
-                sections[target][field] = value
-        kafka = str(args.kafka)
-        parse_host_port(kafka.split(",")[0])
+        """Settings from the parsed ``serve`` flags over the variables of ``environ`` (default:
+        ``os.environ``): the SQL and Kafka adapters' :class:`~pipeline_state_sql.Settings` and
+        :class:`~pipeline_state_kafka.Settings`, and this package's :class:`Settings`. Raises
+        :class:`SettingsError` naming the flag or variable whose value is unusable."""
         try:
-            consumer = ConsumerSettings(kafka, **sections["consumer"])
-            producer = ProducerSettings(kafka, **sections["producer"])
-        except (TypeError, ValueError) as exc:
+            own = Settings.from_environ(environ)
+            sql = SqlSettings.from_environ(environ, **_given(store=getattr(args, "store", None)))
+            kafka = KafkaSettings.from_environ(environ, **_given(kafka=getattr(args, "kafka", None)))
+            bootstrap = kafka.bootstrap_servers()
+        except (SqlSettingsError, KafkaSettingsError) as exc:
             raise SettingsError(str(exc)) from exc
+        parse_host_port(bootstrap.split(",")[0])
+        group_id = getattr(args, "group_id", None) or "pipeline-state"
         http = getattr(args, "http", None)
-        try:
-            IntakeLimits(
-                sections["serve"].get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES),
-                sections["serve"].get("max_json_depth", DEFAULT_MAX_JSON_DEPTH),
-            )
-        except ValueError as exc:
-            raise SettingsError(f"intake limits: {exc}") from exc
-        if sections["serve"].get("dlq_max_message_bytes", DEFAULT_DLQ_MAX_MESSAGE_BYTES) < 4096:
-            raise SettingsError("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES: expected at least 4096")
-        if sections["serve"].get("waiting_window_seconds", DEFAULT_WAITING_WINDOW_SECONDS) <= 0:
-            raise SettingsError("PIPELINE_STATE_WAITING_WINDOW_SECONDS: expected a positive number")
-        if sections["serve"].get("metrics_store_seconds", 0.0) < 0:
-            raise SettingsError("PIPELINE_STATE_METRICS_STORE_SECONDS: expected a number >= 0")
-        if getattr(args, "profile", None):
-            sections["serve"]["profile_spec"] = args.profile
         settings = cls(
-            kafka=kafka,
-            store_url=getattr(args, "store", None) or DEFAULT_STORE,
+            kafka=bootstrap,
+            store_url=sql.store,
             http=None if not http else parse_host_port(http),
-            group_id=getattr(args, "group_id", None) or "pipeline-state",
+            group_id=group_id,
             consumers=tuple(getattr(args, "consumers", None) or ()),
             http_insecure_no_auth=bool(getattr(args, "insecure_no_auth", False)),
-            consumer=consumer,
-            producer=producer,
-            **sections["serve"],
+            consumer=kafka.consumer_settings(group_id=group_id),
+            producer=kafka.producer_settings(),
+            topic_prefix=kafka.topic_prefix,
+            create_topics=kafka.create_topics,
+            topic_partitions=kafka.topic_partitions,
+            replication_factor=kafka.replication_factor,
+            dlq_max_message_bytes=kafka.dlq_max_message_bytes,
+            store_upgrade=sql.store_upgrade,
+            store_schema=sql.store_schema,
+            outbox_lease_seconds=sql.outbox_lease_seconds,
+            sqlite_synchronous=sql.sqlite_synchronous,
+            profile_spec=getattr(args, "profile", None) or own.profile,
+            relay_enabled=own.relay,
+            **own.model_dump(exclude={"profile", "relay"}),
         )
         settings.profile()  # an unusable deadline setting fails here, before anything starts
         return settings
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags that were given (``None``: not given, the variable or default applies)."""
+    return {name: value for name, value in values.items() if value is not None}

@@ -9,7 +9,8 @@ tables first. The service only sees the :class:`~pipeline_state.ports.Store` and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -72,8 +73,24 @@ async def open_store(
 
 async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
     try:
-        from pipeline_state_sql import open_store as open_sql_store
+        import pipeline_state_sql
     except ImportError as exc:  # the sql extra is not installed
         raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
-    store = await open_sql_store(url, **options)
-    return OpenedStore(store, store, store.close, url)
+    settings = pipeline_state_sql.Settings.from_environ({}, store=url, **sql_fields(options))
+    resources = contextlib.AsyncExitStack()
+    store = await resources.enter_async_context(pipeline_state_sql.open(settings))
+    return OpenedStore(store, store, resources.aclose, url)
+
+
+SQL_FIELDS: Mapping[str, str] = {
+    "upgrade": "store_upgrade",
+    "schema": "store_schema",
+    "lease": "outbox_lease_seconds",
+    "synchronous": "sqlite_synchronous",
+}
+"""Each option of :func:`open_store` and the field of the SQL adapter's settings it sets."""
+
+
+def sql_fields(options: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`open_store`'s options as fields of the SQL adapter's settings."""
+    return {SQL_FIELDS[key]: value for key, value in options.items()}

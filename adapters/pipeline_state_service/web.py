@@ -10,9 +10,8 @@ the result in effect (:func:`http_settings_in_effect`) for :func:`build_http_app
 built without settings in effect reads the environment and keeps every scope without a
 token closed.
 
-uvicorn normally installs its own SIGINT/SIGTERM handlers and re-raises the signal when it
-stops; here the service owns signals and stops uvicorn itself, so the server is told not to.
-The server times each request's head and body (see :mod:`pipeline_state_http.server`).
+The server is the HTTP adapter's (:func:`pipeline_state_http.server.serving`): it leaves
+signals to the service, which stops it, and times each request's head and body.
 """
 
 from __future__ import annotations
@@ -131,26 +130,14 @@ def build_http_app(
 
 
 async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully."""
-    import uvicorn
-    from pipeline_state_http.server import uvicorn_config
+    """Serve ``app`` on ``host:port`` until ``stop`` is set, then shut down gracefully (the
+    HTTP adapter's :func:`~pipeline_state_http.server.serving`); raises :class:`OSError` when
+    the server cannot start."""
+    from pipeline_state_http.server import serving
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    config = uvicorn_config(app, host, port, log_config=None, access_log=False, lifespan="on")
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(), name="http")
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        stopper.cancel()
+    async with serving(app, host, port) as server:
+        stopper = asyncio.create_task(stop.wait())
         try:
-            await task
-        except SystemExit as exc:  # uvicorn exits when it cannot bind or start the app
-            raise OSError(f"the HTTP server could not start on {host}:{port}") from exc
-    log.info("HTTP server on %s:%s stopped", host, port)
+            await asyncio.wait({server.task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()

@@ -11,6 +11,11 @@
 * anything else from the driver → :class:`~pipeline_state.errors.StoreError`.
 
 The original exception is kept as ``__cause__`` (``raise ... from exc``).
+
+The adapter's own error joins the library's tree::
+
+    PipelineStateError
+    └── SqlSettingsError (also a ValueError)   a setting of the SQL adapter is unusable
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from sqlalchemy import exc as sa_exc
 
 from pipeline_state.errors import (
     ConcurrencyConflictError,
+    PipelineStateError,
     RejectedDataError,
     StoreError,
     StoreUnavailableError,
 )
 
-__all__ = ["DRIVER_ERRORS", "translate"]
+__all__ = ["DRIVER_ERRORS", "SqlSettingsError", "translate"]
+
+
+class SqlSettingsError(PipelineStateError, ValueError):
+    """A setting of the SQL adapter (a ``PIPELINE_STATE_*`` variable or an argument of
+    :class:`~pipeline_state_sql.settings.Settings`) has an unusable value; the message names
+    the variable."""
+
 
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 """What :func:`translate` handles; anything else propagates unchanged."""

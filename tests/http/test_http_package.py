@@ -11,29 +11,17 @@ from pipeline_state import InMemoryStore, PipelineService
 from .conftest import TOKENS, MakeReady, authed_client
 
 EXPECTED = {
-    "DEFAULT_DENIAL_STATUS",
-    "DENIAL_STATUS",
-    "BatchSnapshot",
-    "CancelAccepted",
-    "DefineResponse",
-    "DenialBody",
-    "ErrorBody",
-    "Health",
-    "HistoryPage",
     "HttpApiError",
+    "HttpServer",
     "HttpSettings",
-    "PhaseRecorded",
-    "PipelineAccepted",
+    "HttpSettingsError",
     "PipelineDeniedError",
     "PipelineStateClient",
-    "PreflightResult",
-    "RegisterAccepted",
+    "Settings",
     "UnauthorizedError",
-    "build_router",
     "create_app",
-    "denial_status",
-    "error_from_response",
     "install",
+    "open",
 }
 
 

@@ -8,7 +8,8 @@ import uuid
 import attrs
 import pytest
 from kafka_harness import fast_settings, running, wait_until
-from pipeline_state_kafka import Handled, ProducerLike
+from pipeline_state_kafka import ProducerLike
+from pipeline_state_kafka.handlers import Handled
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state_service import ConsumerPlugin, ServeContext, register_consumer
 

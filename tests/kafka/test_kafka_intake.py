@@ -20,9 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from intake_kit import FakeRecord, LogConsumer, MemoryProducer, drain, new_consumer
-from pipeline_state_kafka import DeadLetterWriter, ErrorPolicy, Handled, InboundConsumer, Verdict, dead_letter
+from pipeline_state_kafka import DeadLetterWriter, InboundConsumer
 from pipeline_state_kafka._kafka import KafkaError, MessageSizeTooLargeError, topic_partition
 from pipeline_state_kafka.consumer import ConsumerSettings, bookkeeping, lanes, merge_by_timestamp, settle
+from pipeline_state_kafka.dlq import dead_letter
+from pipeline_state_kafka.handlers import Handled
+from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 
 from pipeline_state import BatchStatus, EventEnvelope, InMemoryStore, PipelineService
 from pipeline_state.errors import (

@@ -5,10 +5,12 @@ inbox purge, settings)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -264,21 +266,28 @@ async def test_kafka_results_store_follows_the_store_url(
     assert (sql.url, sql.fallback, sql.durable) == ("postgresql+asyncpg://app@db/results", True, False)
     assert "no SQL results store (" in caplog.text
 
-    # When it exists, it is asked with the store options.
+    # When it exists, it is opened (its ``open_results`` context) with the store options,
+    # and closed when the opened store is.
     seen: list[tuple[str, dict[str, Any]]] = []
+    closed: list[str] = []
 
-    class ClosableResults(InMemoryResultsStore):  # the SQL results store's shape: it closes
-        async def close(self) -> None:
-            return None
+    @contextlib.asynccontextmanager
+    async def sql_results(settings: pipeline_state_sql.Settings) -> AsyncIterator[InMemoryResultsStore]:
+        seen.append((settings.store, settings.store_options()))
+        try:
+            yield InMemoryResultsStore()
+        finally:
+            closed.append(settings.store)
 
-    async def sql_results(url: str, **options: Any) -> InMemoryResultsStore:
-        seen.append((url, options))
-        return ClosableResults()
-
-    monkeypatch.setattr(pipeline_state_sql, "open_results_store", sql_results, raising=False)
-    durable = await open_results_store("sqlite+aiosqlite:///r.db", upgrade=True, schema=None)
+    monkeypatch.setattr(pipeline_state_sql, "open_results", sql_results)
+    durable = await open_results_store("sqlite+aiosqlite:///r.db", upgrade=False, schema=None, lease=4.0)
     assert (durable.fallback, durable.durable) == (False, True)
-    assert seen == [("sqlite+aiosqlite:///r.db", {"upgrade": True})]
+    assert seen == [
+        ("sqlite+aiosqlite:///r.db", {"upgrade": False, "schema": None, "lease": 4.0, "synchronous": "FULL"})
+    ]
+    assert closed == []
+    await durable.close()
+    assert closed == ["sqlite+aiosqlite:///r.db"]
 
     # A scheme registered by hand wins.
     mine = InMemoryResultsStore()

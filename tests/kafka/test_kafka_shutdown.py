@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 from kafka_harness import SlowCommits, fast_settings, running, wait_until
-from pipeline_state_kafka import ProducerLike, ServiceStats
+from pipeline_state_kafka import ProducerLike
+from pipeline_state_kafka.stats import ServiceStats
 from pipeline_state_kafka.testing import LocalBroker, send_envelopes
 from pipeline_state_service import OpenedStore, ServiceRunner, Summary
 

@@ -13,16 +13,11 @@ import attrs
 import pipeline_state_kafka
 import pipeline_state_service
 import pytest
-from pipeline_state_kafka import (
-    ErrorPolicy,
-    Handled,
-    Verdict,
-    dead_letter,
-    decode_value,
-    encode_message,
-    header,
-    service_topics,
-)
+from pipeline_state_kafka import service_topics
+from pipeline_state_kafka.codec import decode_value, encode_message, header
+from pipeline_state_kafka.dlq import dead_letter
+from pipeline_state_kafka.handlers import Handled
+from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 from pipeline_state_service import (
     ENVIRONMENT,
     ConsumerPlugin,

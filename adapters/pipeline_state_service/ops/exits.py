@@ -24,6 +24,7 @@ from pipeline_state.errors import (
     PublishError,
     StoreUnavailableError,
 )
+from pipeline_state_service.errors import OperatorError
 
 __all__ = ["MEANINGS", "ExitCode", "OperatorError", "exit_code_of", "expected", "one_line"]
 
@@ -46,14 +47,6 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.UNREACHABLE: "the store, the broker or the service's HTTP API cannot be reached",
 }
 """What each exit code means (the command-line reference prints this table)."""
-
-
-class OperatorError(Exception):
-    """A failure of an operator command that carries its own exit code."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 def exit_code_of(error: BaseException) -> ExitCode:

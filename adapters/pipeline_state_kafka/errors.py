@@ -1,0 +1,31 @@
+"""The Kafka adapter's errors, in the library's tree (:mod:`pipeline_state.errors`)::
+
+    PipelineStateError
+    ├── KafkaSettingsError (also a ValueError)   a setting of the Kafka adapter is unusable
+    └── WaitedTooLongError                       a fact waited for its batch past the window
+
+Failures of the broker itself surface as :class:`~pipeline_state.errors.PublishError` (the
+relay) or as aiokafka's own errors (:data:`~pipeline_state_kafka.KafkaError`).
+"""
+
+from __future__ import annotations
+
+from pipeline_state.errors import PipelineStateError
+
+__all__ = ["KafkaSettingsError", "WaitedTooLongError"]
+
+
+class KafkaSettingsError(PipelineStateError, ValueError):
+    """A setting of the Kafka adapter (a ``PIPELINE_STATE_*`` variable or an argument of
+    :class:`~pipeline_state_kafka.settings.Settings`) has an unusable value; the message
+    names the variable."""
+
+
+class WaitedTooLongError(PipelineStateError):
+    """A fact that waited for its batch longer than the waiting window (issue 11.2): the
+    reason of its dead letter, naming what it waited for."""
+
+    def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
+        self.waits_for = waits_for
+        self.event_id = event_id
+        super().__init__(reason)

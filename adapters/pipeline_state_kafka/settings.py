@@ -1,0 +1,169 @@
+"""Settings of the Kafka adapter: bootstrap servers, topics, consumer, producer, dead letters.
+
+Read from ``PIPELINE_STATE_*`` variables (see ``pipeline_state._settings.EnvironmentSettings``)
+or given in code. :meth:`Settings.consumer_settings` and :meth:`Settings.producer_settings`
+give the options of :class:`~pipeline_state_kafka.consumer.InboundConsumer` and of the
+producer; :func:`~pipeline_state_kafka.resources.open` starts a producer from them. The
+package README's table of variables is generated from this model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field
+
+from pipeline_state._settings import EnvironmentSettings
+from pipeline_state.flags import parse_flag
+
+from .consumer import ConsumerSettings
+from .dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
+from .errors import KafkaSettingsError
+from .publisher import ProducerSettings
+
+__all__ = ["Settings"]
+
+
+def _flag(value: Any) -> Any:
+    return parse_flag(value) if isinstance(value, str) else value
+
+
+def _acks(value: Any) -> Any:
+    if value in ("0", "1"):
+        return int(value)
+    if isinstance(value, str) and value != "all":
+        raise ValueError(f"expected all, 0 or 1, got {value!r}")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class Settings(EnvironmentSettings):
+    """How the Kafka transport reaches the broker and names, creates and reads topics."""
+
+    error: ClassVar[type[Exception]] = KafkaSettingsError
+
+    kafka: str | None = Field(
+        default=None,
+        description="bootstrap servers, `HOST:PORT[,HOST:PORT]` (`serve --kafka` overrides it; one of "
+        "the two is required)",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description="put before every topic name (an environment or tenant namespace); stripped "
+        "before the service sees the topic",
+    )
+    create_topics: Flag = Field(
+        default=True, description="create missing inbound, dead-letter and outbound topics at start"
+    )
+    topic_partitions: int = Field(default=4, ge=1, description="partitions of topics it creates")
+    replication_factor: int = Field(default=1, ge=1, description="replication factor of topics it creates")
+    dlq_max_message_bytes: int = Field(
+        default=DEFAULT_DLQ_MAX_MESSAGE_BYTES,
+        ge=4096,
+        description="size limit of a dead letter (the DLQ producer's `max_request_size`); lowered at "
+        "start to the broker's `message.max.bytes`/topic `max.message.bytes` when those are known and "
+        "smaller; larger letters are truncated copies",
+    )
+    kafka_client_id: str = Field(
+        default="pipeline-state", min_length=1, description="Kafka client id of the consumer and producer"
+    )
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a group without committed offsets starts"
+    )
+    kafka_startup_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="how long to keep trying to reach the broker at start (then exit 1)",
+    )
+    kafka_max_records: int = Field(
+        default=500, ge=1, description="records per fetch (one offset commit per fetch)"
+    )
+    kafka_poll_timeout_ms: int = Field(
+        default=200,
+        ge=0,
+        description="longest wait for records per loop turn (bounds the reaction to a stop)",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        description="how long the broker may hold a fetch; Apache Kafka answers as soon as data arrives, "
+        "some brokers always wait this long, so it bounds latency there",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1, description="group session timeout: how fast a dead member's partitions move"
+    )
+    kafka_heartbeat_ms: int = Field(
+        default=3_000, ge=1, description="group heartbeat period (below a third of the session timeout)"
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        default=300_000,
+        ge=1,
+        description="longest time between fetches before the member is considered stuck",
+    )
+    kafka_metadata_max_age_ms: int = Field(
+        default=30_000, ge=0, description="metadata refresh period (how soon re-created topics are seen)"
+    )
+    kafka_partition_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="lanes of one fetch handled at once: the fetch's records, in timestamp order, are "
+        "split by key (batch id) into this many lanes, so one batch's records stay in time order in one "
+        "lane while other batches commit concurrently",
+    )
+    kafka_acks: Annotated[Literal["all", 0, 1], BeforeValidator(_acks)] = Field(
+        default="all", description="producer acknowledgements: `all`, `1` or `0`"
+    )
+    kafka_idempotence: Flag = Field(
+        default=False,
+        description="idempotent producer; off because some Kafka-protocol brokers (the Tansu test "
+        "broker) reject it; turn it on against Apache Kafka",
+    )
+    kafka_request_timeout_ms: int = Field(
+        default=10_000,
+        ge=1,
+        description="how long a producer send waits for the broker before the relay counts a failure",
+    )
+    kafka_linger_ms: int = Field(default=0, ge=0, description="producer batching delay")
+
+    def bootstrap_servers(self) -> str:
+        """``kafka``; raises :class:`KafkaSettingsError` when it is not set."""
+        if not self.kafka:
+            raise KafkaSettingsError(f"{self.variable('kafka')}: not set (or give --kafka)")
+        return self.kafka
+
+    def consumer_settings(self, *, group_id: str = "pipeline-state", **options: Any) -> ConsumerSettings:
+        """The options of :class:`~pipeline_state_kafka.consumer.InboundConsumer` (``options``:
+        other fields of :class:`~pipeline_state_kafka.consumer.ConsumerSettings`)."""
+        return ConsumerSettings(
+            self.bootstrap_servers(),
+            group_id=group_id,
+            topic_prefix=self.topic_prefix,
+            client_id=self.kafka_client_id,
+            auto_offset_reset=self.kafka_auto_offset_reset,
+            max_records=self.kafka_max_records,
+            poll_timeout_ms=self.kafka_poll_timeout_ms,
+            fetch_max_wait_ms=self.kafka_fetch_max_wait_ms,
+            session_timeout_ms=self.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self.kafka_heartbeat_ms,
+            max_poll_interval_ms=self.kafka_max_poll_interval_ms,
+            metadata_max_age_ms=self.kafka_metadata_max_age_ms,
+            partition_concurrency=self.kafka_partition_concurrency,
+            startup_timeout_seconds=self.kafka_startup_timeout_seconds,
+            **options,
+        )
+
+    def producer_settings(self, **options: Any) -> ProducerSettings:
+        """The options of the producer (``options``: other fields of
+        :class:`~pipeline_state_kafka.publisher.ProducerSettings`)."""
+        return ProducerSettings(
+            self.bootstrap_servers(),
+            client_id=self.kafka_client_id,
+            acks=self.kafka_acks,
+            enable_idempotence=self.kafka_idempotence,
+            request_timeout_ms=self.kafka_request_timeout_ms,
+            linger_ms=self.kafka_linger_ms,
+            **options,
+        )
