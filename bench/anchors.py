@@ -348,7 +348,7 @@ class Pipelines:
         """Every run completed and was archived (after the timing)."""
         for batch_id, _ in batches:
             state = await self.store.load(batch_id)
-            if state is None or state.active_run is not None or len(state.history) != 1:
+            if state is None or state.active_run is not None or state.past.count != 1:
                 raise RuntimeError(f"{batch_id}: the run did not complete")
 
 

@@ -65,7 +65,9 @@ def past_from_history(document: Document) -> Document:
     (each run's correlation id and acceptance time, in order; per phase completed in them,
     the outputs of its latest successful execution, a phase completed again moving last).
     Raises :class:`~pipeline_state.documents.Invalid` naming what a malformed history lacks."""
-    history = document.pop("history", None)
+    if "history" not in document:
+        raise Invalid("missing field 'history'")
+    history = document.pop("history")
     if type(history) is not list:
         raise Invalid(f"field 'history' should be list, got {type(history).__name__}")
     recorded: dict[object, object] = {}

@@ -104,7 +104,7 @@ async def _closed(store: SqlStore) -> bool:
 async def _service_round_trip(store: SqlStore) -> None:
     service = PipelineService(store)
     envelopes = Envelopes()
-    await service.handle_message(*envelopes.register("b1", essays=2))
+    await service.handle_message(*envelopes.register("b1", items=2))
     assert (await store.load("b1")) is not None
 
 
