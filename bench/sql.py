@@ -70,6 +70,7 @@ from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: 
 from pipeline_state.lifecycle import RunStatus  # noqa: E402
 from pipeline_state.model import BatchState, Past, Run, next_deadline  # noqa: E402
 from pipeline_state.ports import Change  # noqa: E402
+from pipeline_state.profiles import default_profile  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
 __all__ = [
@@ -166,7 +167,8 @@ class Workload:
                 attrs.evolve(finished, run_id=f"old-run-{n}", correlation_id=str(uuid.UUID(int=n + 1)))
                 for n in range(history)
             )
-            template = attrs.evolve(template, past=Past.of(runs))
+            # As the engine keeps it: the acceptance times its rate limits count (none here).
+            template = attrs.evolve(template, past=Past.of(runs, remember=default_profile().runs_remembered))
         states = tuple(attrs.evolve(template, batch_id=f"{prefix}{i:07d}") for i in range(count))
         env = HuleEduEnvelopes()
         essays = env.item_ids("tpl", ESSAYS)

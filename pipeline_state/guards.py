@@ -120,10 +120,16 @@ class RateLimitGuard:
     max_runs: int
     window_seconds: float
 
+    @property
+    def runs_remembered(self) -> int:
+        """The archived runs whose acceptance time a batch must keep for this guard: its
+        ``max_runs`` latest (if that many fell in the window, the latest did)."""
+        return self.max_runs
+
     def check(self, request: AdmissionRequest) -> Denial | None:
         since = request.now - timedelta(seconds=self.window_seconds)
         batch = request.batch
-        recent = sum(1 for run in batch.past.runs if run.accepted_at > since)
+        recent = sum(1 for accepted_at in batch.past.accepted if accepted_at > since)
         recent += batch.active_run is not None and batch.active_run.accepted_at > since
         if recent < self.max_runs:
             return None

@@ -20,7 +20,6 @@ __all__ = [
     "BatchState",
     "ItemRef",
     "Past",
-    "PastRun",
     "PhaseRun",
     "Run",
     "completed_outputs",
@@ -126,54 +125,59 @@ class Run:
 
 
 @attrs.frozen(slots=True)
-class PastRun:
-    """What decisions keep of one archived run: whose outcomes are stale, when it was accepted."""
-
-    correlation_id: str
-    accepted_at: datetime
-
-
-@attrs.frozen(slots=True)
 class Past:
     """What decisions need of a batch's archived runs, without the runs themselves.
 
     The runs are kept by the store (one row each in the SQL store's ``runs`` table) and read
     only to show them; a decision reads this summary, so the cost of an event does not grow
-    with the batch's history. ``recorded`` holds, per phase completed (fully or partially)
-    in an earlier run, the processed items of its latest successful execution: what pruning
-    and forwarding read.
+    with the batch's history beyond one correlation id per archived run:
+
+    * ``correlations``: every archived run's correlation id, oldest first (an outcome that
+      carries one is stale);
+    * ``accepted``: when the latest archived runs were accepted, oldest first: as many as
+      the profile's rate limits can count (:attr:`~pipeline_state.profile.Profile.runs_remembered`),
+      all of them when the summary was derived from a full history;
+    * ``recorded``: per phase completed (fully or partially) in an earlier run, the processed
+      items of its latest successful execution, the latest last: what pruning and forwarding
+      read.
     """
 
-    runs: tuple[PastRun, ...] = ()
+    correlations: tuple[str, ...] = ()
+    accepted: tuple[datetime, ...] = ()
     recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
 
     @property
     def count(self) -> int:
         """How many runs the batch has archived."""
-        return len(self.runs)
+        return len(self.correlations)
 
     def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
         return dict(self.recorded)
 
     def is_archived(self, correlation_id: str) -> bool:
         """Whether ``correlation_id`` is the correlation id of an archived run."""
-        return any(r.correlation_id == correlation_id for r in self.runs)
+        return correlation_id in self.correlations
 
-    def after(self, run: Run) -> Past:
-        """This summary with ``run`` archived too."""
+    def after(self, run: Run, *, remember: int | None = None) -> Past:
+        """This summary with ``run`` archived too, keeping the acceptance times of the latest
+        ``remember`` archived runs (``None``: all)."""
         recorded = dict(self.recorded)
         for phase in run.phases:
             if phase.is_done:
                 recorded.pop(phase.name, None)  # re-inserted: the order says which came last
                 recorded[phase.name] = phase.outputs
-        return Past((*self.runs, PastRun(run.correlation_id, run.accepted_at)), tuple(recorded.items()))
+        accepted = (*self.accepted, run.accepted_at)
+        if remember is not None:
+            accepted = accepted[len(accepted) - remember :] if remember > 0 else ()
+        return Past((*self.correlations, run.correlation_id), accepted, tuple(recorded.items()))
 
     @classmethod
-    def of(cls, history: tuple[Run, ...]) -> Past:
-        """The summary of ``history`` (archived runs, oldest first)."""
+    def of(cls, history: tuple[Run, ...], *, remember: int | None = None) -> Past:
+        """The summary of ``history`` (archived runs, oldest first), keeping the acceptance
+        times of the latest ``remember`` runs (``None``: all)."""
         past = cls()
         for run in history:
-            past = past.after(run)
+            past = past.after(run, remember=remember)
         return past
 
 

@@ -37,7 +37,7 @@ from .inputs import (
     ValidationFailed,
 )
 from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .model import BatchState, ItemRef, Past, PastRun, PhaseRun, Run
+from .model import BatchState, ItemRef, Past, PhaseRun, Run
 from .outbound import Notice, Outbound, Outgoing, RunSummary
 from .profile import CommandFields
 
@@ -65,7 +65,6 @@ __all__ = [
     "OutcomeStatus",
     "Outgoing",
     "Past",
-    "PastRun",
     "PhaseOutcome",
     "PhaseRun",
     "PhaseStatus",

@@ -507,6 +507,14 @@ class Profile:
         return {a.topic: a.announces[0].split(":")[0] for a in announced_events(self.name, self.outbound)}
 
     @property
+    def runs_remembered(self) -> int:
+        """How many acceptance times of archived runs a batch's summary keeps
+        (:attr:`~pipeline_state.model.Past.accepted`): the most any of the profile's guards
+        counts (a guard that counts past runs says how many with a ``runs_remembered``
+        attribute, as :class:`~pipeline_state.guards.RateLimitGuard` does); 0 without one."""
+        return max((int(getattr(guard, "runs_remembered", 0)) for guard in self.guards), default=0)
+
+    @property
     def group_validation(self) -> bool:
         """Whether a batch registered with a group waits for group validation: ``True``
         exactly when the profile has ``group_matching``.

@@ -474,7 +474,7 @@ class PipelineService:
     async def shown_batch(self, batch_id: str) -> BatchState | None:
         """:meth:`get_batch`, or ``None`` when there is no such batch."""
         state = await self.store.load(batch_id)
-        if state is None or not state.past.runs:
+        if state is None or not state.past.correlations:
             return state
         return evolve(state, history=tuple(await self.store.history(batch_id)))
 

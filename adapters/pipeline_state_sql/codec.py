@@ -10,9 +10,9 @@ holds a wrong type or carries a schema number this release cannot read raises
 Layouts of the batch document (:data:`STATE_SCHEMA`):
 
 * **2** (written now): no archived run in the document. ``past`` holds what decisions keep
-  of them (:class:`~pipeline_state.model.Past`: each run as ``[correlation_id,
-  accepted_at]`` and, per phase completed earlier, ``[phase, outputs]``), so an event
-  neither decodes nor rewrites the batch's history;
+  of them (:class:`~pipeline_state.model.Past`: every run's correlation id, the acceptance
+  times the profile's rate limits need and, per phase completed earlier, its latest
+  outputs), so an event neither decodes nor rewrites the batch's history;
 * **1**: every archived run in full under ``history``. Read through the upgrade step
   :func:`past_from_history` (the ``runs`` table holds those runs too); the row is written in
   layout 2 by the batch's next change.
@@ -23,7 +23,8 @@ The layout is the model's attrs classes with these differences (:data:`STATE_LAY
   (``user_id`` for :attr:`~pipeline_state.model.BatchState.owner`, ``essays`` for
   ``items``...), so rows written by earlier releases load;
 * an :class:`~pipeline_state.model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
-* a :class:`~pipeline_state.model.PastRun` is stored as ``[correlation_id, accepted_at]``;
+* :class:`~pipeline_state.model.Past` is stored as ``{"correlations": [...], "accepted":
+  [...], "recorded": [[phase, [item references]]...]}``;
 * :attr:`~pipeline_state.model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
@@ -42,7 +43,7 @@ from cattrs import Converter
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.lifecycle import PHASE_DONE
-from pipeline_state.model import BatchState, ItemRef, Past, PastRun, PhaseRun, Run
+from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 
 __all__ = [
     "RUN_SCHEMA",
@@ -62,7 +63,7 @@ _DONE = frozenset(status.value for status in PHASE_DONE)
 
 def past_from_history(document: Document) -> Document:
     """Layout 1 -> 2: the archived runs under ``history`` become their summary, ``past``
-    (each run's correlation id and acceptance time, in order; per phase completed in them,
+    (every run's correlation id and acceptance time, in order; per phase completed in them,
     the outputs of its latest successful execution, a phase completed again moving last).
     Raises :class:`~pipeline_state.documents.Invalid` naming what a malformed history lacks."""
     if "history" not in document:
@@ -82,7 +83,8 @@ def past_from_history(document: Document) -> Document:
                 recorded.pop(phase.get("name"), None)
                 recorded[phase.get("name")] = phase.get("outputs")
     document["past"] = {
-        "runs": [[run.get("correlation_id"), run.get("accepted_at")] for run in history],
+        "correlations": [run.get("correlation_id") for run in history],
+        "accepted": [run.get("accepted_at") for run in history],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
     }
     return document
@@ -130,21 +132,27 @@ def _item_refs_as_pairs(converter: Converter) -> None:
     converter.register_unstructure_hook_func(lambda kind: kind == tuple[ItemRef, ...], _pairs)
 
 
-def _past_as_pairs(converter: Converter) -> None:
-    """``past`` by hand, whatever the layout does with item references elsewhere: runs as
-    ``[correlation_id, accepted_at]``, recorded outputs as ``[phase, [[item_id, content_ref]...]]``."""
+def _past_by_hand(converter: Converter) -> None:
+    """``past`` read and written by hand, whatever the layout does with item references
+    elsewhere: ``{"correlations": [...], "accepted": [...], "recorded": [[phase, [[item_id,
+    content_ref]...]]...]}``."""
     read_time = converter.get_structure_hook(datetime)
 
-    def run(value: object, index: int) -> PastRun:
-        if type(value) is not list or len(value) != 2 or type(value[0]) is not str:
-            raise Invalid(
-                f"holds a malformed archived run {value!r} (want [correlation_id, accepted_at]) "
-                f"(at past.runs[{index}])"
-            )
-        try:
-            return PastRun(value[0], read_time(value[1], datetime))
-        except Invalid as exc:
-            raise Invalid(f"{exc} (at past.runs[{index}][1])") from None
+    def texts(value: object, key: str) -> tuple[str, ...]:
+        if type(value) is not list or any(type(item) is not str for item in value):
+            raise Invalid(f"field '{key}' should be a list of str (at past.{key})")
+        return tuple(value)
+
+    def times(value: object) -> tuple[datetime, ...]:
+        if type(value) is not list:
+            raise Invalid(f"field 'accepted' should be list, got {type(value).__name__} (at past.accepted)")
+        out = []
+        for index, item in enumerate(value):
+            try:
+                out.append(read_time(item, datetime))
+            except Invalid as exc:
+                raise Invalid(f"field 'accepted' {exc} (at past.accepted[{index}])") from None
+        return tuple(out)
 
     def recorded(value: object, index: int) -> tuple[str, tuple[ItemRef, ...]]:
         if (
@@ -162,11 +170,12 @@ def _past_as_pairs(converter: Converter) -> None:
     def structure(value: object, _: object) -> Past:
         if type(value) is not dict:
             raise Invalid(f"should be an object, got {type(value).__name__}")
-        runs, outputs = value.get("runs"), value.get("recorded")
-        if type(runs) is not list or type(outputs) is not list:
-            raise Invalid("should hold the lists 'runs' and 'recorded'")
+        outputs = value.get("recorded")
+        if type(outputs) is not list:
+            raise Invalid("field 'recorded' should be list (at past.recorded)")
         return Past(
-            tuple(run(entry, i) for i, entry in enumerate(runs)),
+            texts(value.get("correlations"), "correlations"),
+            times(value.get("accepted")),
             tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
         )
 
@@ -174,7 +183,8 @@ def _past_as_pairs(converter: Converter) -> None:
     converter.register_unstructure_hook(
         Past,
         lambda past: {
-            "runs": [[run.correlation_id, run.accepted_at.isoformat()] for run in past.runs],
+            "correlations": list(past.correlations),
+            "accepted": [moment.isoformat() for moment in past.accepted],
             "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
         },
     )
@@ -196,7 +206,7 @@ STATE_LAYOUT = Layout(
     omit={BatchState: frozenset({"history"})},
     # Added to layout 1 with phase re-sends (issue 11.4): rows written before lack them.
     optional={PhaseRun: frozenset({"command_event_id", "resends"})},
-    hooks=(_item_refs_as_pairs, _past_as_pairs),
+    hooks=(_item_refs_as_pairs, _past_by_hand),
 )
 """How the state's classes are laid out in a stored document (see the module doc)."""
 

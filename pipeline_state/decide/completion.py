@@ -68,7 +68,8 @@ def archive_run(ctx: RunCtx) -> None:
     session, engine = ctx.session, ctx.engine
     finished = engine.finished
     assert finished is not None
-    session.state = evolve(session.state, active_run=None, past=session.state.past.after(finished))
+    past = session.state.past.after(finished, remember=session.profile.runs_remembered)
+    session.state = evolve(session.state, active_run=None, past=past)
     session.archived.append(finished)
     engine.close()
 

@@ -239,7 +239,7 @@ def abstract_key(state: BatchState | None) -> StateKey:
         len(state.items),
         run_key,
         recorded,
-        bool(state.past.runs),
+        bool(state.past.correlations),
     )
 
 
@@ -535,8 +535,8 @@ def inputs_for(
             arrive(f"outcome:{name}:foreign_correlation", payload, correlation_id=foreign)
             unsent = _outcome(batch_id, name, "completed_successfully", corr, ["never-sent-item"], [])
             arrive(f"outcome:{name}:unsent_items", unsent, correlation_id=corr)
-            if state is not None and state.past.runs:
-                stale = state.past.runs[-1].correlation_id
+            if state is not None and state.past.correlations:
+                stale = state.past.correlations[-1]
                 payload = _outcome(batch_id, name, "completed_successfully", stale, processed, failed)
                 arrive(f"outcome:{name}:stale", payload, correlation_id=stale)
     unknown_phase = _outcome(batch_id, _UNKNOWN_PHASE, "completed_successfully", _id("unknown"), [], [])

@@ -101,8 +101,8 @@ def test_any_state_round_trips(state: BatchState) -> None:
     back = decode_state(state.batch_id, _stored(document))
     assert back == state
     # Same instants and the same offsets, not only equal datetimes.
-    assert [r.accepted_at.utcoffset() for r in back.past.runs] == [
-        r.accepted_at.utcoffset() for r in state.past.runs
+    assert [moment.utcoffset() for moment in back.past.accepted] == [
+        moment.utcoffset() for moment in state.past.accepted
     ]
     assert encode_state(back) == document
 
@@ -190,12 +190,12 @@ def _broken_1(change: Any) -> dict[str, Any]:
         ),
         pytest.param(_broken(lambda d: d.pop("past")), "missing field 'past'", id="no-past"),
         pytest.param(
-            _broken(lambda d: d["past"]["runs"].append(["corr-9"])),
-            "malformed archived run ['corr-9'] (want [correlation_id, accepted_at]) (at past.runs[1])",
-            id="bad-past-run",
+            _broken(lambda d: d["past"]["correlations"].append(9)),
+            "field 'correlations' should be a list of str (at past.correlations)",
+            id="bad-past-correlation",
         ),
         pytest.param(
-            _broken(lambda d: d["past"]["runs"].append(["corr-9", "yesterday"])),
+            _broken(lambda d: d["past"]["accepted"].append("yesterday")),
             "not an ISO-8601 time",
             id="bad-past-time",
         ),
@@ -238,11 +238,12 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert "history" not in doc
-    assert doc["past"] == {"runs": [], "recorded": []}
+    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": []}
     run = archived_run("b1")
     doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
     assert doc["past"] == {
-        "runs": [["corr-0", "2025-01-01T00:00:00+00:00"]],
+        "correlations": ["corr-0"],
+        "accepted": ["2025-01-01T00:00:00+00:00"],
         "recorded": [["ingest", [["e0", "t0-out"]]]],
     }
 
@@ -291,7 +292,7 @@ def test_document_keys_keep_their_order() -> None:
         "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
         "language", "prompt_ref", "essays", "active_run", "past",
     ]  # fmt: skip
-    assert list(doc["past"]) == ["runs", "recorded"]
+    assert list(doc["past"]) == ["correlations", "accepted", "recorded"]
     assert list(encode_run(archived_run("b1"))) == [
         "schema", "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
         "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",

@@ -581,7 +581,7 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
         data = draw(outcome_data(batch_id, target.name, run.correlation_id, ids))
         payload = _wire(ELSBatchPhaseOutcomeV1, data)
     elif choice == "outcome_stale":
-        old = [r.correlation_id for r in state.past.runs]
+        old = list(state.past.correlations)
         stale = draw(st.sampled_from(old) if old else _uuid_strings())
         phase_name = draw(st.sampled_from(profile.catalog.phases))
         payload = _wire(ELSBatchPhaseOutcomeV1, draw(outcome_data(batch_id, phase_name, stale, essay_ids)))
