@@ -25,6 +25,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "pipeline_state.ports",
     "pipeline_state.testing",
     "pipeline_state.errors",
+    "pipeline_state.documents",
 )
 """The modules whose ``__all__`` is the public API, in the order the page shows them."""
 
@@ -40,6 +41,9 @@ _INTROS = {
     "checker. Names other than the builders are imported on first use.",
     "pipeline_state.errors": "The whole error tree (see [Errors](errors.md)); the top level "
     "re-exports the errors a service author handles most.",
+    "pipeline_state.documents": "Stored documents for store adapters: a strict cattrs "
+    "converter, layouts, schema versions with their upgrade steps (see "
+    "[Stored state](../stored-state.md)).",
 }
 
 ApiRow = tuple[str, str, str, str]
