@@ -2,7 +2,7 @@
 
 Set-up must not dominate a run, so batches are not fed through the whole service one
 message at a time: :class:`Seeder` decides each batch's registration, provisioning and
-run request with the library's own :func:`~pipeline_state.decide` (the same function the
+run request with the library's own :func:`~pipeline_state._decide` (the same function the
 service calls) and commits the resulting state to the store in one compare-and-set. The
 states are exactly those the service would hold; only the inbox and transition log of
 the set-up messages are missing.
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 import attrs
 
 from pipeline_state import InMemoryStore, Profile
-from pipeline_state.commands import Command
-from pipeline_state.decide import decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import decide
 from pipeline_state.ports import BatchState, Change
 from pipeline_state.profiles.huleedu.events import parse_payload
 from pipeline_state.profiles.huleedu.profile import huleedu_profile

@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from transitions import Machine
 
 from pipeline_state import InMemoryRuntime, ManualClock, Profile
-from pipeline_state.commands import Command
-from pipeline_state.decide import decide
-from pipeline_state.lifecycle import PHASE_LIFECYCLE
+from pipeline_state._commands import Command
+from pipeline_state._decide import decide
+from pipeline_state._lifecycle import PHASE_LIFECYCLE
 from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import parse_message
 

@@ -135,7 +135,7 @@ TRACED_SERVE = (
     "provider = TracerProvider()  # every span sampled and exported, as serve's own SDK set-up does\n"
     "provider.add_span_processor(BatchSpanProcessor(exporter))\n"
     "trace.set_tracer_provider(provider)\n"
-    "from pipeline_state.cli import main\n"
+    "from pipeline_state._cli import main\n"
     "code = main()\n"
     "provider.force_flush()\n"
     f"print('{SPANS_RECORDED}' + str(exporter.count), file=sys.stderr)\n"
@@ -217,7 +217,7 @@ class Serve:
         }
         command = [
             sys.executable,
-            *(("-c", TRACED_SERVE) if traced else ("-m", "pipeline_state.cli")),
+            *(("-c", TRACED_SERVE) if traced else ("-m", "pipeline_state._cli")),
             "serve",
             "--kafka",
             kafka,

@@ -1,6 +1,6 @@
 """The outbox relay benchmark (issue 3): ``python bench/relay.py [--quick] [--rows N]``.
 
-Rows/s the :class:`~pipeline_state.relay.OutboxRelay` moves from the SQL outbox (SQLite file
+Rows/s the :class:`~pipeline_state._relay.OutboxRelay` moves from the SQL outbox (SQLite file
 and, when reachable, PostgreSQL) to a transport that accepts every message at once, with
 batches of 1 and of 100 rows per claim. Each pass is a claim (one UPDATE ... RETURNING,
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and a mark-published UPDATE, each in its own

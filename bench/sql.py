@@ -10,7 +10,7 @@ Figures, each against a baseline measured in the same run:
   is fsynced) and, for information, at ``NORMAL`` (WAL without an fsync per commit: not
   durable against a power cut, but it shows the CPU cost of the path). Target: >= 0.5x the
   raw driver (on the durable figures).
-* ``relay_*``: rows/s the :class:`~pipeline_state.relay.OutboxRelay` moves from the SQL
+* ``relay_*``: rows/s the :class:`~pipeline_state._relay.OutboxRelay` moves from the SQL
   outbox to a transport that accepts everything at once, with batches of 1 and of 100
   (see ``bench/relay.py``).
 * ``scale_sqlite``: service cost per event with 1,000,000 stored batches against the same
@@ -67,8 +67,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
-from pipeline_state.lifecycle import RunStatus  # noqa: E402
-from pipeline_state.model import BatchState, Past, Run, next_deadline  # noqa: E402
+from pipeline_state._lifecycle import RunStatus  # noqa: E402
+from pipeline_state._model import BatchState, Past, Run, next_deadline  # noqa: E402
 from pipeline_state.ports import Change  # noqa: E402
 from pipeline_state.profiles import default_profile  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402

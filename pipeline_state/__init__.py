@@ -13,10 +13,19 @@ import types as _types
 import warnings as _warnings
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from .asyncapi import asyncapi_document
-from .catalog import Catalog, Pipeline, Step
-from .clock import ManualClock, SystemClock
-from .commands import ArchiveBatch, CancelBatch, CancelRun, RetryPhase
+from ._asyncapi import asyncapi_document
+from ._catalog import Catalog, Pipeline, Step
+from ._clock import ManualClock, SystemClock
+from ._commands import ArchiveBatch, CancelBatch, CancelRun, RetryPhase
+from ._guards import CreditsGuard, InMemoryCreditLedger, PromptGuard, RateLimitGuard
+from ._inbound import Inbound, InboundTopic
+from ._lifecycle import BatchStatus
+from ._memory import InMemoryBus, InMemoryStore
+from ._profile import CommandSpec, Profile
+from ._relay import OutboxRelay, RelayReport
+from ._runtime import InMemoryRuntime
+from ._service import HandleResult, InboundMessage, PipelineService
+from ._wire import EventEnvelope, WireModel
 from .errors import (
     BadCommandError,
     DefinitionError,
@@ -25,16 +34,7 @@ from .errors import (
     PipelineStateError,
     StoreUnavailableError,
 )
-from .guards import CreditsGuard, InMemoryCreditLedger, PromptGuard, RateLimitGuard
-from .inbound import Inbound, InboundTopic
-from .lifecycle import BatchStatus
-from .memory import InMemoryBus, InMemoryStore
-from .profile import CommandSpec, Profile
 from .profiles import default_profile, load_profile
-from .relay import OutboxRelay, RelayReport
-from .runtime import InMemoryRuntime
-from .service import HandleResult, InboundMessage, PipelineService
-from .wire import EventEnvelope, WireModel
 
 __version__ = "0.1.0.dev0"
 """The version of the installed library."""
@@ -133,14 +133,14 @@ _MOVED: dict[str, str] = {
             "Transition",
             "define_lifecycle",
         ),
-        "pipeline_state.lifecycle",
+        "pipeline_state._lifecycle",
     ),
-    **dict.fromkeys(("Command", "ExpireOverdue", "RecordPhaseCompletion"), "pipeline_state.commands"),
-    **dict.fromkeys(("Decision", "Emit", "Move", "decide"), "pipeline_state.decide"),
-    "Plan": "pipeline_state.catalog",
-    "SharedMachine": "pipeline_state.machine",
-    "TopicSpec": "pipeline_state.wire",
-    "snapshot": "pipeline_state.snapshot",
+    **dict.fromkeys(("Command", "ExpireOverdue", "RecordPhaseCompletion"), "pipeline_state._commands"),
+    **dict.fromkeys(("Decision", "Emit", "Move", "decide"), "pipeline_state._decide"),
+    "Plan": "pipeline_state._catalog",
+    "SharedMachine": "pipeline_state._machine",
+    "TopicSpec": "pipeline_state._wire",
+    "snapshot": "pipeline_state._snapshot",
 }
 
 

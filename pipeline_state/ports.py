@@ -24,8 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .guards import AdmissionGuard, AdmissionRequest, CreditLedger, Denial
-from .inputs import (
+from ._guards import AdmissionGuard, AdmissionRequest, CreditLedger, Denial
+from ._inputs import (
     ContentReady,
     EngineInput,
     GroupConfirmed,
@@ -36,10 +36,10 @@ from .inputs import (
     RequestPipeline,
     ValidationFailed,
 )
-from .lifecycle import BatchStatus, PhaseStatus, RunStatus
-from .model import BatchState, ItemRef, Past, PhaseRun, Run
-from .outbound import Notice, Outbound, Outgoing, RunSummary
-from .profile import CommandFields
+from ._lifecycle import BatchStatus, PhaseStatus, RunStatus
+from ._model import BatchState, ItemRef, Past, PhaseRun, Run
+from ._outbound import Notice, Outbound, Outgoing, RunSummary
+from ._profile import CommandFields
 
 __all__ = [
     "AdmissionGuard",
@@ -88,7 +88,7 @@ class OutboxMessage:
 
     ``trace_context`` holds the W3C trace-context headers (``traceparent``, maybe
     ``tracestate``) of the span that emitted it, kept on the outbox row so the publish and
-    the receiver continue that trace (see :mod:`pipeline_state.tracing`); empty when no
+    the receiver continue that trace (see :mod:`pipeline_state._tracing`); empty when no
     trace was active. It is delivery metadata: messages that differ only in it are equal.
     """
 
@@ -154,7 +154,7 @@ class WaitingFact:
     ``raw`` is the message exactly as it was received (so it can be dead-lettered
     unchanged); ``waits_for`` names what it waits for (``batch_registration``,
     ``batch_state:<status>``, ``phase_dispatch:<phase>``, see
-    :func:`pipeline_state.waiting.waits_for`). ``seq`` is the arrival order the store
+    :func:`pipeline_state._waiting.waits_for`). ``seq`` is the arrival order the store
     assigned (``0`` before it is stored); facts are re-attempted in that order.
     """
 
@@ -315,7 +315,7 @@ class Store(Protocol):
 class BatchingStore(Store, Protocol):
     """A :class:`Store` that can also commit several units of work in one transaction.
 
-    Optional: :meth:`~pipeline_state.service.PipelineService.handle_many` uses it when the
+    Optional: :meth:`~pipeline_state._service.PipelineService.handle_many` uses it when the
     store has it and falls back to one :meth:`Store.commit` per message otherwise.
     """
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline_state.catalog: definitions, validation, loading, plan order, pruning."""
+"""Tests for pipeline_state._catalog: definitions, validation, loading, plan order, pruning."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline_state import Catalog, Pipeline, Step
-from pipeline_state.catalog import Plan, load_packaged_profile_catalog
+from pipeline_state._catalog import Plan, load_packaged_profile_catalog
 from pipeline_state.errors import CatalogError, DefinitionError, UnknownPipelineError
 from pipeline_state.profiles.huleedu.catalog import _HULEEDU_PROFILE, HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.testing.strategies import catalogs

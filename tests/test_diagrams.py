@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline_state.diagrams import (
+from pipeline_state._diagrams import (
     edge_label,
     lifecycle_mermaid,
     pipeline_mermaid,
@@ -24,7 +24,7 @@ from pipeline_state.diagrams import (
     transition_rows,
     transition_table,
 )
-from pipeline_state.lifecycle import (
+from pipeline_state._lifecycle import (
     ABSENT,
     BATCH_LIFECYCLE,
     LIFECYCLES,
@@ -451,8 +451,8 @@ def test_pipeline_statuses_label_and_style_the_steps() -> None:
 
 def test_output_does_not_depend_on_hash_seed() -> None:
     code = (
-        "from pipeline_state.diagrams import lifecycle_mermaid\n"
-        "from pipeline_state.lifecycle import LIFECYCLES\n"
+        "from pipeline_state._diagrams import lifecycle_mermaid\n"
+        "from pipeline_state._lifecycle import LIFECYCLES\n"
         "for lc in LIFECYCLES.values():\n"
         "    print(lifecycle_mermaid(lc, highlight=lc.final, effects=True))\n"
     )

@@ -67,7 +67,7 @@ BROKEN = [
         '"pipeline_state", "pipeline_state_service"',
         [
             "pipeline_state_service is not allowed to import pipeline_state:",
-            "- pipeline_state_service.extensions -> pipeline_state.service",
+            "- pipeline_state_service.extensions -> pipeline_state._service",
         ],
         id="core-on-top",
     ),

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 import pytest
 
 from pipeline_state import BatchStatus
-from pipeline_state.errors import DefinitionError
-from pipeline_state.lifecycle import (
+from pipeline_state._lifecycle import (
     ABSENT,
     BATCH_LIFECYCLE,
     LIFECYCLES,
@@ -27,6 +26,7 @@ from pipeline_state.lifecycle import (
     Verdict,
     define_lifecycle,
 )
+from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import PhaseStatus, RunStatus
 
 T = Transition

@@ -15,8 +15,7 @@ import pytest
 from transitions import Machine, MachineError
 
 from pipeline_state import BatchStatus
-from pipeline_state.errors import DefinitionError, IllegalTransitionError
-from pipeline_state.lifecycle import (
+from pipeline_state._lifecycle import (
     ABSENT,
     PHASE_TERMINAL,
     Effect,
@@ -26,7 +25,7 @@ from pipeline_state.lifecycle import (
     Verdict,
     define_lifecycle,
 )
-from pipeline_state.machine import (
+from pipeline_state._machine import (
     BATCH_MACHINE,
     PHASE_MACHINE,
     RUN_MACHINE,
@@ -35,6 +34,7 @@ from pipeline_state.machine import (
     Refused,
     SharedMachine,
 )
+from pipeline_state.errors import DefinitionError, IllegalTransitionError
 
 MACHINES = (BATCH_MACHINE, RUN_MACHINE, PHASE_MACHINE)
 UNKNOWN_STATE = "no_such_state"

@@ -8,8 +8,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from pipeline_state._service import PipelineService
 from pipeline_state.profiles.huleedu.results.ports import ResultsStore
-from pipeline_state.service import PipelineService
 
 from .asyncapi_route import build_asyncapi_router
 from .handlers import ApiRoute

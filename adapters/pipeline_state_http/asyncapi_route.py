@@ -1,6 +1,6 @@
 """``GET /asyncapi.json``: the AsyncAPI 3.0.0 document of the service's Kafka wire.
 
-The document is :func:`pipeline_state.asyncapi.asyncapi_document` of the service's profile,
+The document is :func:`pipeline_state._asyncapi.asyncapi_document` of the service's profile,
 built once when the routes are built (a profile cannot change). Like ``/openapi.json`` it
 needs the API token: every route but ``/healthz`` is behind a token of its scope.
 """
@@ -10,8 +10,8 @@ needs the API token: every route but ``/healthz`` is behind a token of its scope
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from pipeline_state.asyncapi import asyncapi_document
-from pipeline_state.service import PipelineService
+from pipeline_state._asyncapi import asyncapi_document
+from pipeline_state._service import PipelineService
 
 from .handlers import ApiRoute
 from .security import require_scopes

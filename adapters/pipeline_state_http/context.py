@@ -19,7 +19,7 @@ import attrs
 from fastapi import Header
 from starlette.requests import Request
 
-from pipeline_state.decide import derive_id
+from pipeline_state._decide import derive_id
 
 __all__ = ["RequestContext", "correlation_only", "event_id_for", "request_context"]
 

@@ -18,11 +18,11 @@ from typing import Literal
 
 import attrs
 
-from pipeline_state.catalog import Catalog
-from pipeline_state.diagrams import StepLike, lifecycle_mermaid, pipeline_mermaid
+from pipeline_state._catalog import Catalog
+from pipeline_state._diagrams import StepLike, lifecycle_mermaid, pipeline_mermaid
+from pipeline_state._lifecycle import BATCH_LIFECYCLE, RUN_LIFECYCLE
+from pipeline_state._model import BatchState, Run
 from pipeline_state.errors import UnknownPipelineError
-from pipeline_state.lifecycle import BATCH_LIFECYCLE, RUN_LIFECYCLE
-from pipeline_state.model import BatchState, Run
 
 __all__ = ["PRUNED", "DiagramView", "RunDag", "batch_mermaid", "mermaid_text", "run_dag", "shown_run"]
 

@@ -1,6 +1,6 @@
 """Ids in paths, queries and bodies: checked before anything reaches the store.
 
-An id is 1 to :data:`~pipeline_state.wire.MAX_ID_LENGTH` (200) characters, with no
+An id is 1 to :data:`~pipeline_state._wire.MAX_ID_LENGTH` (200) characters, with no
 control character (NUL included) and no lone surrogate, the rule of the wire models' ids:
 no store keeps those alike (PostgreSQL refuses NUL in text, and a lone surrogate is not
 valid UTF-8). A bad id answers 422 ``validation_error`` naming the field; the store is
@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import Field
 
-from pipeline_state.wire import MAX_ID_LENGTH
+from pipeline_state._wire import MAX_ID_LENGTH
 
 __all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "BatchId", "IdField", "MaybeEmptyIdField", "id_path"]
 

@@ -1,7 +1,7 @@
 """The mutating requests, mapped onto the core's commands through :class:`PipelineService`.
 
 Each method runs one command with the request's event id and correlation id and turns the
-:class:`~pipeline_state.service.HandleResult` into the answer model. A denial raises
+:class:`~pipeline_state._service.HandleResult` into the answer model. A denial raises
 :class:`~pipeline_state_http.errors.PipelineDeniedError`; library errors propagate to the
 error handler. A duplicate result (same Idempotency-Key and body) is answered from the
 stored facts, see :mod:`pipeline_state_http.replay`.
@@ -9,9 +9,10 @@ stored facts, see :mod:`pipeline_state_http.replay`.
 
 from __future__ import annotations
 
-from pipeline_state.commands import CancelRun, Command, RecordPhaseCompletion, RetryPhase
+from pipeline_state._commands import CancelRun, Command, RecordPhaseCompletion, RetryPhase
+from pipeline_state._lifecycle import BATCH_LIFECYCLE
+from pipeline_state._service import HandleResult, PipelineService
 from pipeline_state.errors import DuplicateEventError, InvalidMessageError
-from pipeline_state.lifecycle import BATCH_LIFECYCLE
 from pipeline_state.ports import InboxEntry
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import (
@@ -19,7 +20,6 @@ from pipeline_state.profiles.huleedu.events import (
     ClientBatchPipelineRequestV1,
     parse_payload,
 )
-from pipeline_state.service import HandleResult, PipelineService
 
 from .context import RequestContext
 from .errors import PipelineDeniedError

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from pipeline_state.service import PipelineService
+from pipeline_state._service import PipelineService
 
 from .handlers import ApiRoute
 from .security import require_scopes

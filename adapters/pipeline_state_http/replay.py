@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline_state.decide import Decision, derive_id
-from pipeline_state.lifecycle import RunStatus
-from pipeline_state.model import BatchState, Run
+from pipeline_state._decide import Decision, derive_id
+from pipeline_state._lifecycle import RunStatus
+from pipeline_state._model import BatchState, Run
 from pipeline_state.ports import InboxEntry
 
 from .errors import PipelineDeniedError

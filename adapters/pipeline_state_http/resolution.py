@@ -1,7 +1,7 @@
 """Questions answered without changing anything: preflight and the conductor's define call.
 
-Both run the core's own :func:`~pipeline_state.decide.decide` on the loaded state with a
-throw-away command and read the :class:`~pipeline_state.decide.Decision` without
+Both run the core's own :func:`~pipeline_state._decide.decide` on the loaded state with a
+throw-away command and read the :class:`~pipeline_state._decide.Decision` without
 committing it, so they apply exactly the admission checks, guards, resolution and pruning
 a real request would get at this moment.
 """
@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline_state.commands import Command
-from pipeline_state.decide import Decision, decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import Decision, decide
+from pipeline_state._model import BatchState
+from pipeline_state._service import PipelineService
 from pipeline_state.errors import BatchNotFoundError
-from pipeline_state.model import BatchState
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1, parse_payload
-from pipeline_state.service import PipelineService
 
 from .errors import PipelineDeniedError
 from .replay import decided_run

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline_state.service import PipelineService
+from pipeline_state._service import PipelineService
 
 from .app import create_app
 from .server import HttpServer, serving

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from pipeline_state._service import PipelineService
+from pipeline_state._snapshot import run_view, snapshot
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.profiles.huleedu.results.ports import ResultsStore
-from pipeline_state.service import PipelineService
-from pipeline_state.snapshot import run_view, snapshot
 
 from .context import RequestContext, correlation_only, request_context
 from .diagram import DiagramView, batch_mermaid

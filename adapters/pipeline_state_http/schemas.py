@@ -176,7 +176,7 @@ class RunView(_Answer):
 
 
 class BatchSnapshot(_Answer):
-    """The batch as :func:`pipeline_state.snapshot.snapshot` shows it (history oldest first)."""
+    """The batch as :func:`pipeline_state._snapshot.snapshot` shows it (history oldest first)."""
 
     batch_id: str
     status: str

@@ -19,8 +19,8 @@ from typing import Annotated, Any, ClassVar
 import attrs
 from pydantic import BeforeValidator, Field, model_validator
 
+from pipeline_state._flags import parse_flag
 from pipeline_state._settings import EnvironmentSettings
-from pipeline_state.flags import parse_flag
 
 from .errors import HttpSettingsError
 

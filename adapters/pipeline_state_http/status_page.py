@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
 
-from pipeline_state.catalog import Catalog
-from pipeline_state.lifecycle import BATCH_LIFECYCLE
-from pipeline_state.model import BatchState, PhaseRun, Run
+from pipeline_state._catalog import Catalog
+from pipeline_state._lifecycle import BATCH_LIFECYCLE
+from pipeline_state._model import BatchState, PhaseRun, Run
 
 from .diagram import PRUNED, batch_mermaid, run_dag, shown_run
 from .svg import lifecycle_svg, phase_class, phases_svg

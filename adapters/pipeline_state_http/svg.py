@@ -13,8 +13,8 @@ from html import escape
 
 import attrs
 
-from pipeline_state.diagrams import StepLike
-from pipeline_state.lifecycle import PHASE_ACTIVE, PHASE_DONE, Lifecycle, PhaseStatus
+from pipeline_state._diagrams import StepLike
+from pipeline_state._lifecycle import PHASE_ACTIVE, PHASE_DONE, Lifecycle, PhaseStatus
 
 __all__ = ["STYLES", "Edge", "Node", "lifecycle_svg", "phase_class", "phases_svg", "render_graph"]
 

@@ -1,7 +1,7 @@
 """Kafka adapter (aiokafka): the transport, nothing else.
 
 * :class:`InboundConsumer` hands each inbound record to a handler (for the orchestrator,
-  :func:`service_handler` over a :class:`~pipeline_state.service.PipelineService`), commits
+  :func:`service_handler` over a :class:`~pipeline_state._service.PipelineService`), commits
   offsets only after the unit of work committed, and parks poison records on
   ``<topic>.DLQ``.
 * :class:`KafkaPublisher` is the :class:`~pipeline_state.ports.Publisher` the outbox relay

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from pipeline_state.retry import Backoff, Retrying
+from pipeline_state._retry import Backoff, Retrying
 
 from ._kafka import KafkaError
 
@@ -24,7 +24,7 @@ async def start_with_retry(
     interval: float = 0.5,
 ) -> bool:
     """Call ``start`` until it succeeds (every ``interval`` seconds, see
-    :mod:`pipeline_state.retry`); ``False`` when ``stop`` was set first.
+    :mod:`pipeline_state._retry`); ``False`` when ``stop`` was set first.
 
     Raises the last connection error once ``within`` seconds have passed.
     """

@@ -44,9 +44,9 @@ from typing import Any, Literal
 
 import attrs
 
-from pipeline_state.intake import decode_json
+from pipeline_state._intake import decode_json
+from pipeline_state._retry import Backoff, pause
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS
-from pipeline_state.retry import Backoff, pause
 
 from ._kafka import (
     CommitFailedError,

@@ -5,7 +5,7 @@ waiting facts.
 new one only when it is older than its minimum interval, so a scraper polling ``/metrics``
 often does not turn into as many queries. Each part of a reading is read on its own: a
 store that cannot answer one of them (or an outbox without
-:meth:`outbox_backlog <pipeline_state.memory.InMemoryStore.outbox_backlog>`) leaves that
+:meth:`outbox_backlog <pipeline_state._memory.InMemoryStore.outbox_backlog>`) leaves that
 part ``None`` and the others are still read.
 """
 
@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from pipeline_state._lifecycle import BatchStatus
 from pipeline_state.errors import StoreError
-from pipeline_state.lifecycle import BatchStatus
 from pipeline_state.ports import Outbox, Store
 
 __all__ = ["ACTIVE_RUNS_LIMIT", "StoreReading", "StoreSampler", "read_store"]

@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
+from pipeline_state._service import HandleResult, PipelineService
+from pipeline_state._tracing import TraceContext
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
-from pipeline_state.service import HandleResult, PipelineService
-from pipeline_state.tracing import TraceContext
 
 __all__ = [
     "COMPLETION_TOPICS",

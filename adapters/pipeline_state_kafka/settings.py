@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
+from pipeline_state._flags import parse_flag
 from pipeline_state._settings import EnvironmentSettings
-from pipeline_state.flags import parse_flag
 
 from .consumer import ConsumerSettings
 from .dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES

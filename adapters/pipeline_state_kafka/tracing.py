@@ -1,7 +1,7 @@
 """Trace context in Kafka records: read on the way in, marked on dead letters.
 
 The W3C ``traceparent`` (and ``tracestate``) headers of an inbound record name the trace its
-unit of work continues (see :mod:`pipeline_state.tracing`); the outbox relay writes them on
+unit of work continues (see :mod:`pipeline_state._tracing`); the outbox relay writes them on
 every record it publishes (:func:`~pipeline_state_kafka.codec.encode_message`). A record the
 consumer dead-letters gets a short span in its trace saying so.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from opentelemetry import context as otel_context
 
-from pipeline_state.tracing import TraceContext, continued, inbound_span, record_error
+from pipeline_state._tracing import TraceContext, continued, inbound_span, record_error
 
 from ._kafka import Headers
 

@@ -1,6 +1,6 @@
 """The commands this package adds to ``pipeline-state``: ``serve`` and the operator commands.
 
-The core's command line (:mod:`pipeline_state.cli`) finds this module through the
+The core's command line (:mod:`pipeline_state._cli`) finds this module through the
 ``pipeline_state.commands`` entry point and calls :func:`add_commands`; it never imports an
 adapter. Nothing here imports an adapter either until a command runs, so ``demo`` and
 ``diagram`` work without the optional dependencies.
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline_state.cli import versioned
+from pipeline_state._cli import versioned
 
 from .ops import SUBCOMMANDS, ExitCode, Subcommand
 from .ops.exits import exit_code_of, expected, one_line

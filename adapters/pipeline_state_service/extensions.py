@@ -23,8 +23,8 @@ from typing import Any
 import attrs
 from pipeline_state_kafka.handlers import MessageHandler
 
+from pipeline_state._service import PipelineService
 from pipeline_state.ports import Outbox, Store
-from pipeline_state.service import PipelineService
 
 from .errors import UnknownConsumerError
 from .settings import ServeSettings

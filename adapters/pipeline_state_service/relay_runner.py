@@ -1,4 +1,4 @@
-"""Runs :class:`~pipeline_state.relay.OutboxRelay` passes with low latency and a bounded flush.
+"""Runs :class:`~pipeline_state._relay.OutboxRelay` passes with low latency and a bounded flush.
 
 The relay itself is transport-agnostic; this loop decides *when* it runs: immediately again
 while passes publish, otherwise after ``idle_seconds`` or as soon as :meth:`RelayRunner.wake`
@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from pipeline_state_kafka.stats import ServiceStats
 
+from pipeline_state._relay import OutboxRelay, RelayReport
+from pipeline_state._retry import pause
 from pipeline_state.errors import StoreError
-from pipeline_state.relay import OutboxRelay, RelayReport
-from pipeline_state.retry import pause
 
 __all__ = ["RelayRunner", "tcp_probe"]
 
@@ -117,7 +117,7 @@ class RelayRunner:
         return total
 
     async def _sleep(self, stop: asyncio.Event, seconds: float, *, wakeable: bool) -> None:
-        if not wakeable:  # the back-off after a failed pass (pipeline_state.retry)
+        if not wakeable:  # the back-off after a failed pass (pipeline_state._retry)
             await pause(seconds, stop)
             return
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]

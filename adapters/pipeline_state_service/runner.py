@@ -1,6 +1,6 @@
 """The orchestrator process: consumer, outbox relay, deadline sweeper and HTTP in one loop.
 
-:class:`ServiceRunner` wires a :class:`~pipeline_state.service.PipelineService` over an
+:class:`ServiceRunner` wires a :class:`~pipeline_state._service.PipelineService` over an
 opened store to Kafka and runs until its stop event is set. Shutdown goes in this order:
 stop fetching (the consumer finishes the unit of work in hand and commits its offsets),
 stop the sweeper and the HTTP server, then flush the relay (bounded) and close the producer
@@ -35,12 +35,12 @@ from pipeline_state_kafka.publisher import KafkaPublisher, create_producer
 from pipeline_state_kafka.stats import ServiceStats
 from pipeline_state_kafka.topics import ensure_topics, service_topics
 
-from pipeline_state.announced import announced_events
-from pipeline_state.clock import SystemClock
+from pipeline_state._announced import announced_events
+from pipeline_state._clock import SystemClock
+from pipeline_state._relay import OutboxRelay
+from pipeline_state._service import ExpiredFact, PipelineService
 from pipeline_state.ports import Outbox
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS
-from pipeline_state.relay import OutboxRelay
-from pipeline_state.service import ExpiredFact, PipelineService
 
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
 from .relay_runner import RelayRunner, tcp_probe

@@ -29,14 +29,14 @@ from pipeline_state_sql import SqlSettingsError
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
+from pipeline_state._flags import parse_flag
+from pipeline_state._intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
+from pipeline_state._profile import DEFAULT_MAX_RESENDS, Profile
+from pipeline_state._service import DEFAULT_WAITING_WINDOW_SECONDS
 from pipeline_state._settings import EnvironmentSettings
 from pipeline_state.errors import DefinitionError
-from pipeline_state.flags import parse_flag
-from pipeline_state.intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
-from pipeline_state.profile import DEFAULT_MAX_RESENDS, Profile
 from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
-from pipeline_state.service import DEFAULT_WAITING_WINDOW_SECONDS
 
 from .errors import SettingsError
 from .stores import SQL_FIELDS

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
+from pipeline_state._memory import InMemoryStore
 from pipeline_state.errors import StoreUnavailableError
-from pipeline_state.memory import InMemoryStore
 from pipeline_state.ports import Outbox, Store
 
 __all__ = ["MEMORY_URL", "OpenedStore", "open_store"]

@@ -24,8 +24,8 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from pipeline_state._service import PipelineService
 from pipeline_state.profiles.huleedu.results import ResultsStore
-from pipeline_state.service import PipelineService
 
 from .settings import ServeSettings, SettingsError
 

@@ -1,6 +1,6 @@
 """The stored form of batch state: a versioned JSON document, encoded and decoded by cattrs.
 
-:func:`encode_state` turns a :class:`~pipeline_state.model.BatchState` into a
+:func:`encode_state` turns a :class:`~pipeline_state._model.BatchState` into a
 JSON-compatible ``dict`` carrying a ``schema`` field; :func:`decode_state` turns it back.
 Archived runs are stored one row each, in the run layout (:func:`encode_run`,
 :func:`decode_run`, :data:`RUN_SCHEMA`). A document that is not valid JSON, lacks a field,
@@ -10,7 +10,7 @@ holds a wrong type or carries a schema number this release cannot read raises
 Layouts of the batch document (:data:`STATE_SCHEMA`):
 
 * **2** (written now): no archived run in the document. ``past`` holds what decisions keep
-  of them (:class:`~pipeline_state.model.Past`: every run's correlation id, the acceptance
+  of them (:class:`~pipeline_state._model.Past`: every run's correlation id, the acceptance
   times the profile's rate limits need and, per phase completed earlier, its latest
   outputs), so an event neither decodes nor rewrites the batch's history;
 * **1**: every archived run in full under ``history``. Read through the upgrade step
@@ -20,12 +20,12 @@ Layouts of the batch document (:data:`STATE_SCHEMA`):
 The layout is the model's attrs classes with these differences (:data:`STATE_LAYOUT`):
 
 * the stored keys keep the names the state had before it was renamed into generic words
-  (``user_id`` for :attr:`~pipeline_state.model.BatchState.owner`, ``essays`` for
+  (``user_id`` for :attr:`~pipeline_state._model.BatchState.owner`, ``essays`` for
   ``items``...), so rows written by earlier releases load;
-* an :class:`~pipeline_state.model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
-* :class:`~pipeline_state.model.Past` is stored as ``{"correlations": [...], "accepted":
+* an :class:`~pipeline_state._model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
+* :class:`~pipeline_state._model.Past` is stored as ``{"correlations": [...], "accepted":
   [...], "recorded": [[phase, [item references]]...]}``;
-* :attr:`~pipeline_state.model.BatchState.history` is not stored (only shown);
+* :attr:`~pipeline_state._model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
 
@@ -40,10 +40,10 @@ from datetime import datetime
 
 from cattrs import Converter
 
+from pipeline_state._lifecycle import PHASE_DONE
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
-from pipeline_state.lifecycle import PHASE_DONE
-from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 
 __all__ = [
     "RUN_SCHEMA",

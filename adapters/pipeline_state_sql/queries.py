@@ -17,8 +17,8 @@ from typing import Any
 import attrs
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, true, update
 
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState, Run
+from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._model import BatchState, Run
 from pipeline_state.ports import OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
 from .codec import decode_run, decode_state

@@ -214,7 +214,7 @@ class SqlResultsStore(LaneStore):
 
     Implements :class:`~pipeline_state.profiles.huleedu.results.ResultsStore` and
     :class:`~pipeline_state.ports.Outbox` (the adapter's ``outbox`` table, so a
-    :class:`~pipeline_state.relay.OutboxRelay` publishes the announcements). The engine
+    :class:`~pipeline_state._relay.OutboxRelay` publishes the announcements). The engine
     should come from :func:`~pipeline_state_sql.engine.create_engine` and the schema exist
     (:func:`~pipeline_state_sql.migrate.create_or_upgrade`). ``lease`` is how long a claimed
     outbox row stays reserved. :meth:`close` disposes the engine when the store owns it. The

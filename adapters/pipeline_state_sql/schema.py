@@ -40,7 +40,7 @@ from sqlalchemy import (
     text,
 )
 
-from pipeline_state.wire import MAX_ID_LENGTH
+from pipeline_state._wire import MAX_ID_LENGTH
 
 from .columns import JSON_DOCUMENT, ROW_ID, UtcDateTime
 

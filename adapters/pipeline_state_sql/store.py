@@ -20,9 +20,9 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._model import BatchState, Run
 from pipeline_state.errors import RejectedDataError
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState, Run
 from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
 from . import outbox as sql_outbox

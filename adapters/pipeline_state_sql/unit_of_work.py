@@ -3,7 +3,7 @@
 :class:`UnitOfWork` is parametrised by the table of versioned documents, the inbox table
 (and the column an :class:`~pipeline_state.ports.InboxEntry`'s topic goes to) and how a
 change's document becomes that table's row (the shapes of
-:mod:`pipeline_state.unit_of_work`); the pipeline store (:mod:`.uow`) and the
+:mod:`pipeline_state._unit_of_work`); the pipeline store (:mod:`.uow`) and the
 results store (:mod:`.results_store`) are two instances. Its writes run inside a
 transaction the caller opened and roll nothing back themselves: any exception leaves the
 transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
@@ -38,9 +38,9 @@ import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
-from pipeline_state.unit_of_work import Versioned, VersionedChange
 
 from .outbox import encode_trace_context
 from .schema import OUTBOX

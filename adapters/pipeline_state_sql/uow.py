@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, update
 
-from pipeline_state.model import BatchState, next_deadline
+from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, encode_state

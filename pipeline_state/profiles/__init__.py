@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from pipeline_state.errors import DefinitionError
 
 if TYPE_CHECKING:
-    from pipeline_state.docsgen import WireContract
-    from pipeline_state.inbound import Inbound
-    from pipeline_state.outbound import Outbound
-    from pipeline_state.profile import Profile
+    from pipeline_state._docsgen import WireContract
+    from pipeline_state._inbound import Inbound
+    from pipeline_state._outbound import Outbound
+    from pipeline_state._profile import Profile
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -87,7 +87,7 @@ def load_profile(spec: str) -> Profile:
         raise DefinitionError("profile", f"{spec!r}: cannot import {where}: {exc}") from None
     if not hasattr(module, name):
         raise DefinitionError("profile", f"{spec!r}: {where} has no {name}")
-    from pipeline_state.profile import Profile, check_profile  # it imports this package
+    from pipeline_state._profile import Profile, check_profile  # it imports this package
 
     found: Any = getattr(module, name)
     if callable(found) and not isinstance(found, Profile):

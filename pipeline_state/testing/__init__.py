@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline_state.lazy import lazy_attribute
+from pipeline_state._lazy import lazy_attribute
 
 from .builders import Envelopes, item_refs
 

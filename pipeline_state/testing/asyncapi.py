@@ -1,6 +1,6 @@
 """Checking real Kafka records against an AsyncAPI document of pipeline-state.
 
-:class:`WireChecker` takes a document made by :func:`pipeline_state.asyncapi.asyncapi_document`
+:class:`WireChecker` takes a document made by :func:`pipeline_state._asyncapi.asyncapi_document`
 (or served at ``/asyncapi.json``) and checks a record as a consumer would see it: the topic
 has a channel with an operation of the expected action, the value matches the channel's
 message payload (JSON Schema validation, formats included, with ``jsonschema-rs``, an extra

@@ -5,8 +5,8 @@ Used by tests, the demo and the stateful harness; handy in a service's own tests
     env = Envelopes(profile=my_profile)
     await rt.deliver(*env.register("b1", owner="o1", items=3))
 
-Each builder makes an engine input (:mod:`pipeline_state.inputs`) and the profile's
-:class:`~pipeline_state.inbound.Inbound` encodes it (:meth:`Envelopes.send`), so the same
+Each builder makes an engine input (:mod:`pipeline_state._inputs`) and the profile's
+:class:`~pipeline_state._inbound.Inbound` encodes it (:meth:`Envelopes.send`), so the same
 test reads for any profile (default: :func:`~pipeline_state.profiles.default_profile`).
 ``Envelopes`` also answers the phase commands the engine emits (:meth:`Envelopes.phase_of`,
 :meth:`Envelopes.answer`) without spelling out their topics; item ids are derived from the
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline_state.inputs import (
+from pipeline_state._inputs import (
     ContentReady,
     EngineInput,
     GroupConfirmed,
@@ -31,8 +31,8 @@ from pipeline_state.inputs import (
     RequestPipeline,
     ValidationFailed,
 )
-from pipeline_state.model import ItemRef
-from pipeline_state.profile import CommandSpec, Profile, command_fields
+from pipeline_state._model import ItemRef
+from pipeline_state._profile import CommandSpec, Profile, command_fields
 from pipeline_state.profiles import default_profile
 
 __all__ = ["Delivery", "Envelopes", "item_refs"]
@@ -42,7 +42,7 @@ Delivery = tuple[str, dict[str, Any]]
 
 
 def item_refs(ids: Iterable[str], suffix: str) -> tuple[ItemRef, ...]:
-    """An :class:`~pipeline_state.model.ItemRef` per id, its ref ``<id>-<suffix>``."""
+    """An :class:`~pipeline_state._model.ItemRef` per id, its ref ``<id>-<suffix>``."""
     return tuple(ItemRef(i, f"{i}-{suffix}") for i in ids)
 
 
@@ -212,7 +212,7 @@ class Envelopes:
 
     def sent_item_ids(self, message: Mapping[str, Any]) -> list[str]:
         """The ids of the items the phase command ``message`` sent, read under the names its
-        model declares (:class:`~pipeline_state.profile.CommandFields`). Raises ``ValueError``
+        model declares (:class:`~pipeline_state._profile.CommandFields`). Raises ``ValueError``
         for a message that is not a phase command of the profile."""
         phase = self.phase_of(message)
         if phase is None:

@@ -32,10 +32,12 @@ from typing import Any, Protocol
 import attrs
 import pytest
 
-from pipeline_state.clock import ManualClock
+from pipeline_state._clock import ManualClock
+from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
+from pipeline_state._profile import Profile
+from pipeline_state._service import PipelineService
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
-from pipeline_state.lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.ports import (
     BatchingStore,
     Change,
@@ -47,9 +49,7 @@ from pipeline_state.ports import (
     TransitionRecord,
     WaitingFact,
 )
-from pipeline_state.profile import Profile
 from pipeline_state.profiles import default_profile
-from pipeline_state.service import PipelineService
 
 from .builders import Envelopes
 
@@ -237,7 +237,7 @@ class StoreContract:
         self, store: ContractStore, profile: Profile
     ) -> None:
         """Each pipeline of the profile's catalog runs once on one batch through a
-        :class:`~pipeline_state.service.PipelineService` on the store (one item failing
+        :class:`~pipeline_state._service.PipelineService` on the store (one item failing
         every phase that receives it): every state committed loads back equal, and the
         batch ends ready with one ended run per pipeline in its history."""
         service = PipelineService(store, profile=profile, clock=ManualClock(T0))

@@ -2,7 +2,7 @@
 
 The engine is explored from an unregistered batch, the way XState's graph tools walk a
 machine (``getShortestPaths``, ``getSimplePaths``), except that each edge is computed by
-the real, pure :func:`~pipeline_state.decide.decide` rather than read off a diagram:
+the real, pure :func:`~pipeline_state._decide.decide` rather than read off a diagram:
 
 * a *node* is an **abstract state** (:class:`StateKey`): the batch status, guest or
   regular, whether a prompt is attached, how many items it registered and holds, the
@@ -25,10 +25,10 @@ fired with the transitions the lifecycles declare (each source and each guarded
 alternative apart; ``ABSENT`` is ``""``) and names those no path reaches.
 
 A :class:`Path` is concrete and replayable: each :class:`Step` holds the
-:class:`~pipeline_state.commands.Command`, the ``now`` it runs at, the topic it arrives on
+:class:`~pipeline_state._commands.Command`, the ``now`` it runs at, the topic it arrives on
 and what ``decide`` answered (decision, moves, state after, or the error raised).
-:func:`replay` drives a path through a :class:`~pipeline_state.service.PipelineService`
-whose clock is a :class:`~pipeline_state.clock.ManualClock`.
+:func:`replay` drives a path through a :class:`~pipeline_state._service.PipelineService`
+whose clock is a :class:`~pipeline_state._clock.ManualClock`.
 
 Two transitions need conditions the shipped profile never meets. A phase is *aborted*
 when its command would exceed ``max_command_bytes``; a valid profile guarantees it never
@@ -37,7 +37,7 @@ does for a batch it registered, so the default exploration profile
 and an ``intake_profile`` (default: the default profile) registers a *legacy*
 batch of long item ids, as a state stored before the bounds existed would be (that step
 is decided, and replayed, under the intake profile). A run is
-*recorded* by :class:`~pipeline_state.commands.RecordPhaseCompletion` on an idle batch,
+*recorded* by :class:`~pipeline_state._commands.RecordPhaseCompletion` on an idle batch,
 which the alphabet sends for every phase.
 """
 
@@ -53,8 +53,8 @@ from typing import Any, TextIO
 
 import attrs
 
-from pipeline_state.clock import ManualClock
-from pipeline_state.commands import (
+from pipeline_state._clock import ManualClock
+from pipeline_state._commands import (
     ArchiveBatch,
     CancelBatch,
     CancelRun,
@@ -64,10 +64,9 @@ from pipeline_state.commands import (
     RecordPhaseCompletion,
     RetryPhase,
 )
-from pipeline_state.decide import Decision, Move, decide
-from pipeline_state.errors import PipelineStateError
-from pipeline_state.inbound import Inbound
-from pipeline_state.inputs import (
+from pipeline_state._decide import Decision, Move, decide
+from pipeline_state._inbound import Inbound
+from pipeline_state._inputs import (
     ContentReady,
     EngineInput,
     GroupConfirmed,
@@ -78,13 +77,14 @@ from pipeline_state.inputs import (
     RequestPipeline,
     ValidationFailed,
 )
-from pipeline_state.lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
-from pipeline_state.model import BatchState, ItemRef, Run
-from pipeline_state.outbound import RunSummary
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, Profile, command_fields, command_size_bound
+from pipeline_state._lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
+from pipeline_state._model import BatchState, ItemRef, Run
+from pipeline_state._outbound import RunSummary
+from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, Profile, command_fields, command_size_bound
+from pipeline_state._service import HandleResult, PipelineService
+from pipeline_state._wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
+from pipeline_state.errors import PipelineStateError
 from pipeline_state.profiles import default_profile
-from pipeline_state.service import HandleResult, PipelineService
-from pipeline_state.wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
 
 __all__ = [
     "BATCH_ID",
@@ -154,8 +154,8 @@ def _id(*parts: object) -> str:
 
 @attrs.frozen(order=True)
 class TransitionKey:
-    """A transition as the lifecycles declare it and as a :class:`~pipeline_state.decide.Move`
-    logs it: ``source`` is ``""`` (:data:`~pipeline_state.lifecycle.ABSENT`) for a creation."""
+    """A transition as the lifecycles declare it and as a :class:`~pipeline_state._decide.Move`
+    logs it: ``source`` is ``""`` (:data:`~pipeline_state._lifecycle.ABSENT`) for a creation."""
 
     lifecycle: str
     trigger: str
@@ -261,7 +261,7 @@ class Input:
 
 @attrs.frozen(eq=False)
 class Step:
-    """One input of a path and what :func:`~pipeline_state.decide.decide` answered.
+    """One input of a path and what :func:`~pipeline_state._decide.decide` answered.
 
     ``decision`` is ``None`` when ``decide`` raised; ``error`` then names the error class
     and ``detail`` its message. ``state`` is the batch after the step (unchanged after an

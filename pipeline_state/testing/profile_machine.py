@@ -2,7 +2,7 @@
 
 :class:`ProfileMachine` is a Hypothesis ``RuleBasedStateMachine`` that drives a profile's own
 wire (written by :class:`~pipeline_state.testing.builders.Envelopes` from engine inputs)
-through an :class:`~pipeline_state.runtime.InMemoryRuntime`, interleaving at random:
+through an :class:`~pipeline_state._runtime.InMemoryRuntime`, interleaving at random:
 registrations with provisioning now or later, pipeline requests (of the catalog, unknown, on
 a batch already running), answers to the phase commands the engine emitted (every item
 processed, one lost, the phase failed), redeliveries of any message already handled, clock
@@ -13,7 +13,7 @@ a. the batch is ``processing_pipelines`` exactly when it has an active run;
 b. every run that ended is in the history once (unique run ids), and the events the
    profile's outbound emits when a run ends were published exactly once per ended run;
 c. a batch left ready by a completed run accepts a new request (asked of the pure
-   :func:`~pipeline_state.decide.decide` on the stored state): a completed pipeline always
+   :func:`~pipeline_state._decide.decide` on the stored state): a completed pipeline always
    unblocks the next;
 d. a redelivered message is a duplicate and publishes nothing.
 
@@ -36,15 +36,15 @@ from typing import Any, ClassVar, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pipeline_state.clock import ManualClock
-from pipeline_state.commands import CancelRun, Command
-from pipeline_state.decide import decide
-from pipeline_state.inputs import RequestPipeline
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
-from pipeline_state.profile import Profile
+from pipeline_state._clock import ManualClock
+from pipeline_state._commands import CancelRun, Command
+from pipeline_state._decide import decide
+from pipeline_state._inputs import RequestPipeline
+from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._model import BatchState
+from pipeline_state._profile import Profile
+from pipeline_state._runtime import InMemoryRuntime
 from pipeline_state.profiles import default_profile
-from pipeline_state.runtime import InMemoryRuntime
 
 from .builders import Delivery, Envelopes
 from .paths import completion_topics

@@ -17,8 +17,8 @@ import pytest
 from core_flow import load_example
 
 from pipeline_state import InMemoryRuntime, Profile, WireModel
-from pipeline_state.asyncapi import asyncapi_document, asyncapi_json
-from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, TRACE_HEADERS
+from pipeline_state._asyncapi import asyncapi_document, asyncapi_json
+from pipeline_state._asyncapi_kafka import DEAD_LETTER_SUFFIX, ENVELOPE_HEADERS, TRACE_HEADERS
 from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import Outgoing
 from pipeline_state.profiles.huleedu.events import Topic

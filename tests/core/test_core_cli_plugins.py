@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline_state import cli
+from pipeline_state import _cli as cli
 
 
 def _only(monkeypatch: pytest.MonkeyPatch, *entries: EntryPoint) -> None:
@@ -64,7 +64,7 @@ def test_building_the_parser_imports_no_adapter() -> None:
     script = textwrap.dedent(
         """
         import sys
-        from pipeline_state.cli import build_parser
+        from pipeline_state._cli import build_parser
         build_parser()
         adapters = ("pipeline_state_sql", "pipeline_state_kafka", "pipeline_state_http")
         drivers = ("sqlalchemy", "aiokafka", "fastapi")

@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline_state import DefinitionError, InMemoryStore, ManualClock, PipelineService
-from pipeline_state.commands import Command
-from pipeline_state.decide import decide
-from pipeline_state.model import evolve
+from pipeline_state._commands import Command
+from pipeline_state._decide import decide
+from pipeline_state._model import evolve
+from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
+from pipeline_state._wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
 from pipeline_state.ports import ItemRef
-from pipeline_state.profile import COMMAND_OVERHEAD_BYTES, DEFAULT_MAX_COMMAND_BYTES, command_size_bound
 from pipeline_state.profiles.huleedu.events import (
     HULEEDU_COMMAND_FIELDS,
     MAX_ESSAYS_PER_BATCH,
@@ -24,7 +25,6 @@ from pipeline_state.profiles.huleedu.events import (
 )
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH
 
 KAFKA_DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

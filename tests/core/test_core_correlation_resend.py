@@ -10,9 +10,9 @@ import pytest
 from core_flow import Flow, new_id, one
 
 from pipeline_state import CancelRun, Catalog, DefinitionError, InMemoryRuntime
-from pipeline_state.commands import Command, ExpireOverdue
-from pipeline_state.decide import CORRELATION_MISMATCH, decide, derive_id, outbox_event_id
-from pipeline_state.model import evolve
+from pipeline_state._commands import Command, ExpireOverdue
+from pipeline_state._decide import CORRELATION_MISMATCH, decide, derive_id, outbox_event_id
+from pipeline_state._model import evolve
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes

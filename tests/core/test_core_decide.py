@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from core_flow import new_id
 
-from pipeline_state.commands import Command
-from pipeline_state.decide import Decision, decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import Decision, decide
 from pipeline_state.errors import BatchNotFoundError
 from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import Topic, parse_message

@@ -14,12 +14,12 @@ import attrs
 import pytest
 
 from pipeline_state import DefinitionError, InMemoryRuntime, Profile
-from pipeline_state.profile import command_fields, command_size_bound
+from pipeline_state._profile import command_fields, command_size_bound
+from pipeline_state._snapshot import ViewNames, snapshot
 from pipeline_state.profiles import default_profile
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.snapshot import ViewNames, snapshot
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.paths import exploration_profile
 

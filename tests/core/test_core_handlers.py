@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline_state import BatchStatus, CancelRun, RetryPhase, commands
-from pipeline_state.commands import Command, ExpireOverdue
-from pipeline_state.decide import HANDLERS, HandlerRegistry, decide
+from pipeline_state import BatchStatus, CancelRun, RetryPhase
+from pipeline_state import _commands as commands
+from pipeline_state._commands import Command, ExpireOverdue
+from pipeline_state._decide import HANDLERS, HandlerRegistry, decide
+from pipeline_state._model import evolve
 from pipeline_state.errors import CorruptStateError, IllegalTransitionError
-from pipeline_state.model import evolve
 from pipeline_state.ports import BatchState, PhaseStatus
 from pipeline_state.profiles.huleedu.events import (
     INBOUND_TOPICS,

@@ -9,8 +9,8 @@ import pytest
 from core_flow import load_example
 
 from pipeline_state import CommandSpec, Inbound, InboundTopic, InMemoryRuntime, Profile, WireModel
-from pipeline_state.commands import Command
-from pipeline_state.decide import decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import decide
 from pipeline_state.errors import DefinitionError, InvalidMessageError, UnknownTopicError
 from pipeline_state.ports import (
     ContentReady,

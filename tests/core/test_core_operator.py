@@ -6,7 +6,7 @@ import pytest
 from core_flow import Flow, datas, new_id, one, refs, topics
 
 from pipeline_state import ArchiveBatch, CancelBatch, CancelRun, IllegalTransitionError, RetryPhase
-from pipeline_state.commands import RecordPhaseCompletion
+from pipeline_state._commands import RecordPhaseCompletion
 from pipeline_state.profiles.huleedu.events import Topic
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value

@@ -25,7 +25,7 @@ from pipeline_state import (
     PromptGuard,
     WireModel,
 )
-from pipeline_state.profile import check_profile
+from pipeline_state._profile import check_profile
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
 from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
@@ -447,7 +447,7 @@ def test_student_validation_follows_student_matching() -> None:
 # STRAND: the engine's side of "readiness paths that can strand a batch" (issue 13.4). Under a
 # profile without student matching a batch registered with a class must take the content-only
 # path (provisioning makes it ready), instead of waiting in awaiting_student_validation for
-# associations nothing will ever ask for. The change is in pipeline_state/decide/intake.py.
+# associations nothing will ever ask for. The change is in pipeline_state/_decide/intake.py.
 async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on_content() -> None:
     profile = attrs.evolve(huleedu_profile(), group_matching=None)
     flow = Flow(InMemoryRuntime(profile), HuleEduEnvelopes())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import pipeline_state
-from pipeline_state.api_reference import PUBLIC_MODULES, defined_in, kind_of, summary_of
+from pipeline_state._api_reference import PUBLIC_MODULES, defined_in, kind_of, summary_of
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "api.md"
 _SECTION = re.compile(r"^## `([\w.]+)`$")
@@ -77,9 +77,9 @@ def test_the_api_page_lists_exactly_what_imports() -> None:
 TAMPERED = [
     (("| `PipelineService` |", "| `PipelineServices` |"), "PipelineServices: does not import"),
     (("| `Catalog` | class |", "| `Catalog` | protocol |"), "a class, listed as a protocol"),
-    (("`pipeline_state.relay` | Publishes", "`pipeline_state.memory` | Publishes"), "OutboxRelay: does"),
+    (("`pipeline_state._relay` | Publishes", "`pipeline_state._memory` | Publishes"), "OutboxRelay: does"),
     (("The real UTC clock.", "A clock."), "SystemClock: its docstring no longer says"),
-    (("## `pipeline_state.errors`", "## `pipeline_state.decide`"), "sections"),
+    (("## `pipeline_state.errors`", "## `pipeline_state._decide`"), "sections"),
     (("| `Store` | protocol |", "| `Stores` | protocol |"), "ports.Store: in __all__, not listed"),
 ]
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from pipeline_state import ArchiveBatch, InMemoryStore, ManualClock, PipelineService
-from pipeline_state.commands import Command, RepublishOutbox
+from pipeline_state._commands import Command, RepublishOutbox
 from pipeline_state.errors import BadCommandError, BatchNotFoundError
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 

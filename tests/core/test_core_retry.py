@@ -1,4 +1,4 @@
-"""The one retry helper (:mod:`pipeline_state.retry`): attempts, deadline, stop, back-off."""
+"""The one retry helper (:mod:`pipeline_state._retry`): attempts, deadline, stop, back-off."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from pipeline_state._retry import Backoff, Retrying, pause
 from pipeline_state.errors import ConcurrencyConflictError
-from pipeline_state.retry import Backoff, Retrying, pause
 
 
 async def _run(retrying: Retrying, outcomes: list[BaseException | None]) -> tuple[list[int], str]:

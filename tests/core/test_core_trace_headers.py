@@ -1,7 +1,7 @@
 """The tracing fast paths agree with OpenTelemetry's W3C propagator (issue 15, point 6).
 
-:func:`~pipeline_state.tracing.carrier_of` formats ``traceparent`` and ``tracestate`` straight
-from a span context, and :func:`~pipeline_state.tracing.continued` reads a lone version-00
+:func:`~pipeline_state._tracing.carrier_of` formats ``traceparent`` and ``tracestate`` straight
+from a span context, and :func:`~pipeline_state._tracing.continued` reads a lone version-00
 ``traceparent`` without the propagator: for any span context and any header, malformed ones
 included, the result must be exactly the propagator's.
 """
@@ -20,8 +20,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 
 from pipeline_state import HandleResult
+from pipeline_state._tracing import TraceContext, carrier_of, continued, for_publish, with_span_ids
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.tracing import TraceContext, carrier_of, continued, for_publish, with_span_ids
 
 W3C = TraceContextTextMapPropagator()
 

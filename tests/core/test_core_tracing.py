@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pipeline_state import HandleResult, InboundMessage, InMemoryRuntime
+from pipeline_state._tracing import continued
 from pipeline_state.errors import InvalidMessageError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import SpanCapture, span_capture
-from pipeline_state.tracing import continued
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = trace.get_tracer("tests.client")
@@ -180,7 +180,7 @@ def test_without_an_sdk_nothing_is_recorded_and_a_caller_trace_passes_through() 
     script = textwrap.dedent(
         """
         import asyncio, json
-        import pipeline_state.tracing as tracing
+        import pipeline_state._tracing as tracing
         from opentelemetry import trace
         from pipeline_state import InMemoryRuntime
         from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes

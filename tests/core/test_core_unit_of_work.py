@@ -1,4 +1,4 @@
-"""The one unit-of-work loop both services run (:mod:`pipeline_state.unit_of_work`)."""
+"""The one unit-of-work loop both services run (:mod:`pipeline_state._unit_of_work`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from pipeline_state._unit_of_work import conflict_retries, run_unit_of_work
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreUnavailableError
-from pipeline_state.unit_of_work import conflict_retries, run_unit_of_work
 
 log = logging.getLogger("tests.unit_of_work")
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from pipeline_state import HandleResult, InMemoryRuntime, InMemoryStore, ManualClock, PipelineService
-from pipeline_state.commands import Command
+from pipeline_state._commands import Command
+from pipeline_state._service import ExpiredFact
+from pipeline_state._waiting import waits_for
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.service import ExpiredFact
-from pipeline_state.waiting import waits_for
 
 Delivery = tuple[str, dict[str, Any]]
 

@@ -11,6 +11,12 @@ from typing import Any
 import pytest
 
 from pipeline_state import InvalidMessageError
+from pipeline_state._wire import (
+    MAX_FREE_TEXT_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_ITEM_ID_LENGTH,
+    MAX_SHORT_TEXT_LENGTH,
+)
 from pipeline_state.profiles.huleedu.events import (
     MAX_ESSAYS_PER_BATCH,
     MAX_PROMPT_PAYLOAD_BYTES,
@@ -18,7 +24,6 @@ from pipeline_state.profiles.huleedu.events import (
     parse_message,
 )
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.wire import MAX_FREE_TEXT_LENGTH, MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_SHORT_TEXT_LENGTH
 
 ENV = HuleEduEnvelopes()
 CORR = "0b0e5a53-6c51-4a8c-9a0e-2f0f3c1d7e11"

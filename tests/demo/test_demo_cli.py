@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 
 SCRIPT = Path(sys.executable).parent / "pipeline-state"
 
@@ -124,7 +124,7 @@ def test_demo_plays_a_profile_factory_named_by_module(capsys: pytest.CaptureFixt
     [
         ("no-colon", "expected FILE.py:NAME or MODULE:NAME"),
         ("no_such_module_xyz:P", "cannot import no_such_module_xyz"),
-        ("pipeline_state.profile:NOPE", "has no NOPE"),
+        ("pipeline_state._profile:NOPE", "has no NOPE"),
         ("pipeline_state.profiles.huleedu:HULEEDU_CATALOG", "got Catalog"),
     ],
 )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from pipeline_state import InMemoryBus
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.demo import play
 from pipeline_state.profiles.huleedu.demo.platform import Platform

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from pipeline_state.diagrams import lifecycle_mermaid, state_groups
-from pipeline_state.lifecycle import ABSENT, LIFECYCLES, Lifecycle, Transition, define_lifecycle
+from pipeline_state._diagrams import lifecycle_mermaid, state_groups
+from pipeline_state._lifecycle import ABSENT, LIFECYCLES, Lifecycle, Transition, define_lifecycle
 
 ROOT = Path(__file__).resolve().parents[2]
 JAVASCRIPTS = ROOT / "docs" / "javascripts"

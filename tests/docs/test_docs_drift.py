@@ -16,11 +16,11 @@ import attrs
 import pytest
 
 from pipeline_state import EventEnvelope, errors
-from pipeline_state.asyncapi import asyncapi_document
-from pipeline_state.asyncapi_kafka import DEAD_LETTER_HEADERS, ENVELOPE_HEADERS
-from pipeline_state.cli import main as cli_main
-from pipeline_state.diagrams import lifecycle_mermaid, pipeline_mermaid
-from pipeline_state.docsgen import (
+from pipeline_state._asyncapi import asyncapi_document
+from pipeline_state._asyncapi_kafka import DEAD_LETTER_HEADERS, ENVELOPE_HEADERS
+from pipeline_state._cli import main as cli_main
+from pipeline_state._diagrams import lifecycle_mermaid, pipeline_mermaid
+from pipeline_state._docsgen import (
     ABSENT_LABEL,
     ELSEWHERE_LABEL,
     REGENERATE_COMMAND,
@@ -29,7 +29,7 @@ from pipeline_state.docsgen import (
     render_pages,
     stale_pages,
 )
-from pipeline_state.lifecycle import ABSENT, LIFECYCLES, Lifecycle, Refusal, Refusals, Verdict
+from pipeline_state._lifecycle import ABSENT, LIFECYCLES, Lifecycle, Refusal, Refusals, Verdict
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import TOPICS
 

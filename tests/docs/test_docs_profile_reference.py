@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline_state.profile_reference import render_profile_page
+from pipeline_state._profile_reference import render_profile_page
 from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 

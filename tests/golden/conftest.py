@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 
-import pipeline_state.tracing
+import pipeline_state._tracing
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
@@ -22,4 +22,4 @@ def _wire_without_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
     installed the SDK earlier in the process (the tracing tests do: a provider can only be
     installed once) would add ``traceparent`` headers, which the contract does not fix and
     the tracing tests check on their own; the library's tracer is a no-op here."""
-    monkeypatch.setattr(pipeline_state.tracing, "_TRACER", trace.NoOpTracer())
+    monkeypatch.setattr(pipeline_state._tracing, "_TRACER", trace.NoOpTracer())

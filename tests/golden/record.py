@@ -73,12 +73,12 @@ from pipeline_state import (
     RetryPhase,
     WireModel,
 )
-from pipeline_state.commands import ExpireOverdue, RecordPhaseCompletion
+from pipeline_state._commands import ExpireOverdue, RecordPhaseCompletion
+from pipeline_state._service import ExpiredFact
 from pipeline_state.errors import ItemMismatchError, PipelineStateError
 from pipeline_state.ports import AdmissionGuard, BatchState, OutboxMessage
 from pipeline_state.profiles.huleedu.events import TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.service import ExpiredFact
 
 __all__ = [
     "DATA_DIR",

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from pipeline_state.clock import ManualClock
+from pipeline_state._clock import ManualClock
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsService
 from pipeline_state.profiles.huleedu.results.codec import batch_to_document
 from pipeline_state.profiles.huleedu.results.projection import CONSUMED_TOPICS

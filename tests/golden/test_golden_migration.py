@@ -21,8 +21,8 @@ import attrs
 import pytest
 from pipeline_state_sql.codec import STATE_LAYOUT, STATE_SCHEMA, decode_state, encode_state
 
+from pipeline_state._model import BatchState
 from pipeline_state.documents import Document, DocumentCodec, Schema
-from pipeline_state.model import BatchState
 from tests.golden.stored import LAYOUTS, STORED_SCENARIOS
 from tests.golden.test_golden_stored import _migrated, _stored, replay_from_stored_rows
 

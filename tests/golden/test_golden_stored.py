@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pipeline_state_sql.codec import SCHEMA_VERSION, decode_state, encode_state
 
-from pipeline_state.model import BatchState
+from pipeline_state._model import BatchState
 from pipeline_state.ports import Change
 from tests.golden.record import DATA_DIR, Driver, load_lines
 from tests.golden.stored import (

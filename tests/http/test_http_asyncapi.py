@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pipeline_state_http import HttpSettings, create_app, install
 
 from pipeline_state import Catalog, InMemoryStore, PipelineService
-from pipeline_state.asyncapi import asyncapi_document
+from pipeline_state._asyncapi import asyncapi_document
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 

@@ -12,7 +12,7 @@ import pytest
 from pipeline_state_http import HttpSettings
 
 from pipeline_state import PipelineService
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 from .conftest import API_TOKEN, TOKENS

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from pipeline_state import InMemoryCreditLedger, PipelineService, RateLimitGuard
+from pipeline_state._snapshot import snapshot
 from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.snapshot import snapshot
 
 from .conftest import TOKENS, MakeReady, Outbox, Outcome, authed_client
 

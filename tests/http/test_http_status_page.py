@@ -9,7 +9,7 @@ import httpx
 from pipeline_state_http.svg import lifecycle_svg, phase_class, phases_svg
 
 from pipeline_state import Pipeline, Step
-from pipeline_state.lifecycle import BATCH_LIFECYCLE
+from pipeline_state._lifecycle import BATCH_LIFECYCLE
 
 from .conftest import MakeReady, Outcome
 

@@ -162,7 +162,7 @@ async def wait_status(
 
 
 class ServeProcess:
-    """``python -m pipeline_state.cli serve ...`` as a child process with JSON logs on stderr.
+    """``python -m pipeline_state._cli serve ...`` as a child process with JSON logs on stderr.
 
     Log lines are parsed as they arrive; :meth:`wait_log` waits for one that matches.
     """
@@ -179,7 +179,7 @@ class ServeProcess:
         self.command = [
             sys.executable,
             "-m",
-            "pipeline_state.cli",
+            "pipeline_state._cli",
             "serve",
             "--kafka",
             bootstrap,

@@ -13,8 +13,8 @@ from pipeline_state_kafka.dlq import ParkedFact, WaitedTooLongError, dead_letter
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state import BatchStatus
-from pipeline_state.asyncapi import asyncapi_document
-from pipeline_state.asyncapi_kafka import DEAD_LETTER_SUFFIX
+from pipeline_state._asyncapi import asyncapi_document
+from pipeline_state._asyncapi_kafka import DEAD_LETTER_SUFFIX
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import WireChecker

@@ -36,8 +36,8 @@ class Ran:
 
 
 async def _cli(*argv: str) -> Ran:
-    """``python -m pipeline_state.cli ...`` in a child process (its real exit code)."""
-    command = [sys.executable, "-m", "pipeline_state.cli", *argv]
+    """``python -m pipeline_state._cli ...`` in a child process (its real exit code)."""
+    command = [sys.executable, "-m", "pipeline_state._cli", *argv]
     done = await asyncio.to_thread(
         subprocess.run, command, env=dict(os.environ), capture_output=True, text=True, timeout=120
     )

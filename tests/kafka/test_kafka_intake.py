@@ -28,18 +28,18 @@ from pipeline_state_kafka.handlers import Handled
 from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 
 from pipeline_state import BatchStatus, EventEnvelope, InMemoryStore, PipelineService
-from pipeline_state.errors import (
-    InvalidMessageError,
-    RejectedDataError,
-    StoreError,
-    StoreUnavailableError,
-)
-from pipeline_state.intake import (
+from pipeline_state._intake import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     IntakeLimits,
     decode_json,
     json_depth,
+)
+from pipeline_state.errors import (
+    InvalidMessageError,
+    RejectedDataError,
+    StoreError,
+    StoreUnavailableError,
 )
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, TOPICS, Topic, parse_message

@@ -36,7 +36,7 @@ from pipeline_state_service import (
 )
 
 from pipeline_state import BatchStatus, InMemoryStore, ManualClock, PipelineService
-from pipeline_state.cli import build_parser
+from pipeline_state._cli import build_parser
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes

@@ -19,9 +19,10 @@ from pipeline_state_sql.driver import lean_creator
 from sqlalchemy.engine import make_url
 
 from pipeline_state import CancelRun, InMemoryStore, ManualClock, PipelineService, Profile, RetryPhase
-from pipeline_state.commands import ExpireOverdue
-from pipeline_state.decide import Decision
-from pipeline_state.model import BatchState, Run, evolve
+from pipeline_state._commands import ExpireOverdue
+from pipeline_state._decide import Decision
+from pipeline_state._model import BatchState, Run, evolve
+from pipeline_state._snapshot import snapshot
 from pipeline_state.ports import (
     ContentReady,
     GroupConfirmed,
@@ -36,7 +37,6 @@ from pipeline_state.ports import (
 from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.reference import Expectation, ReferenceModel
-from pipeline_state.snapshot import snapshot
 from pipeline_state.testing import START, replay
 from pipeline_state.testing.paths import Path, Step
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from pipeline_state.cli import main
-from pipeline_state.lifecycle import LIFECYCLES, PHASE_LIFECYCLE, Lifecycle, Transition, define_lifecycle
+from pipeline_state._cli import main
+from pipeline_state._lifecycle import LIFECYCLES, PHASE_LIFECYCLE, Lifecycle, Transition, define_lifecycle
 from pipeline_state.ports import PhaseStatus
 from pipeline_state.testing import Exploration, declared_transitions
 from pipeline_state.testing.paths import paths_command

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_paths_second_profile import EXAMPLE, UNREACHABLE
 
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 
 __all__: list[str] = []
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.decide import Move
-from pipeline_state.lifecycle import ABSENT, LIFECYCLES
+from pipeline_state._decide import Move
+from pipeline_state._lifecycle import ABSENT, LIFECYCLES
 from pipeline_state.testing import (
     Exploration,
     TransitionKey,

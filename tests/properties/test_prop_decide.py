@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline_state import Catalog, Profile, WireModel
-from pipeline_state.commands import Command
-from pipeline_state.decide import Decision, decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import Decision, decide
 from pipeline_state.errors import PipelineStateError
 from pipeline_state.ports import BatchState
 from pipeline_state.profiles.huleedu.events import (

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_state.commands import Command
-from pipeline_state.decide import decide
+from pipeline_state._commands import Command
+from pipeline_state._decide import decide
 from pipeline_state.errors import ItemMismatchError
 from pipeline_state.profiles.huleedu.events import (
     BatchPipelineCompletedV1,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from pipeline_state.decide import decide
-from pipeline_state.lifecycle import ABSENT, LIFECYCLES
+from pipeline_state._decide import decide
+from pipeline_state._lifecycle import ABSENT, LIFECYCLES
 from pipeline_state.profiles.huleedu.testing.strategies import EngineTrace, engine_traces
 
 DECLARED = {

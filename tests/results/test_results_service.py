@@ -9,7 +9,7 @@ import pytest
 from results_events import at, completion, outcome, registered, uid
 
 from pipeline_state import InMemoryRuntime, InvalidMessageError, ManualClock, StoreUnavailableError
-from pipeline_state.decide import derive_id
+from pipeline_state._decide import derive_id
 from pipeline_state.errors import ConcurrencyConflictError, UnknownTopicError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (

@@ -21,9 +21,9 @@ from pipeline_state_sql.codec import (
 from pipeline_state_sql.engine import dumps, loads
 
 from pipeline_state import BatchStatus
+from pipeline_state._lifecycle import PhaseStatus, RunStatus
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.errors import CorruptStateError
-from pipeline_state.lifecycle import PhaseStatus, RunStatus
-from pipeline_state.model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.profiles.huleedu.testing.strategies import batch_states
 from pipeline_state.testing import make_state, with_deadline
 from pipeline_state.testing.contract import archived_run

@@ -21,8 +21,8 @@ from pipeline_state_sql import SqlStore, open_store
 from pipeline_state_sql.schema import OUTBOX
 from sqlalchemy import select
 
-from pipeline_state import HandleResult, InMemoryStore, ManualClock, PipelineService, RunStatus
-from pipeline_state.model import Run
+from pipeline_state import HandleResult, InMemoryStore, ManualClock, PipelineService
+from pipeline_state.ports import Run, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 

@@ -18,10 +18,10 @@ from pipeline_state import (
     OutboxRelay,
     PipelineService,
 )
+from pipeline_state._snapshot import snapshot
 from pipeline_state.ports import OutboxMessage, RunStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.snapshot import snapshot
 
 C1 = "11111111-1111-4111-8111-111111111111"
 C2 = "22222222-2222-4222-8222-222222222222"

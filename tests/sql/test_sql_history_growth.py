@@ -5,7 +5,7 @@ cost several times one on a batch with one, because the stored state document ca
 archived run, so each event decoded and rewrote the whole history (~350 kB for 200 runs of
 the bench's workload) although the ``runs`` table already kept them one row each.
 
-The document now keeps a summary (:class:`~pipeline_state.model.Past`): every archived run's
+The document now keeps a summary (:class:`~pipeline_state._model.Past`): every archived run's
 correlation id, the acceptance times the profile's rate limits count (none for the default
 profile) and the latest outputs per phase; the document written for an event on a batch with
 many archived runs grows by one correlation id per run.
@@ -18,8 +18,8 @@ from pipeline_state_sql import SqlStore
 from sqlalchemy import text
 
 from pipeline_state import ManualClock, PipelineService
-from pipeline_state.lifecycle import RunStatus
-from pipeline_state.model import BatchState, Past, Run
+from pipeline_state._lifecycle import RunStatus
+from pipeline_state._model import BatchState, Past, Run
 from pipeline_state.ports import Change
 from pipeline_state.testing import Envelopes
 

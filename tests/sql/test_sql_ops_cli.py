@@ -15,7 +15,7 @@ import pytest
 from pipeline_state_sql import SqlStore, open_store
 
 from pipeline_state import PipelineService
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 from pipeline_state.ports import OutboxRow
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 

@@ -8,9 +8,9 @@ import attrs
 from pipeline_state_sql import SqlStore
 from pipeline_state_sql.schema import OUTBOX
 
-from pipeline_state import BatchStatus, RunStatus
-from pipeline_state.model import Past
-from pipeline_state.ports import Change
+from pipeline_state import BatchStatus
+from pipeline_state._model import Past
+from pipeline_state.ports import Change, RunStatus
 from pipeline_state.testing import T0, make_state, message
 from pipeline_state.testing.contract import archived_run
 

@@ -22,8 +22,8 @@ from pipeline_state_sql import errors as sql_errors
 from pipeline_state_sql import settings as sql_settings
 from sqlalchemy import text
 
+from pipeline_state._service import PipelineService
 from pipeline_state.errors import PipelineStateError, StoreError
-from pipeline_state.service import PipelineService
 from pipeline_state.testing import Envelopes
 from tests.public_names import assert_public_names
 

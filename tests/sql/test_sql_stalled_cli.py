@@ -10,7 +10,7 @@ import attrs
 import pytest
 from pipeline_state_sql import open_store
 
-from pipeline_state.cli import main
+from pipeline_state._cli import main
 from pipeline_state.ports import Change
 from pipeline_state.testing import T0, make_state, with_deadline
 

@@ -20,10 +20,10 @@ from pipeline_state_sql.schema import OUTBOX
 from sqlalchemy import create_engine, insert, select
 
 from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
+from pipeline_state._tracing import continued
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import T0, SpanCapture, span_capture
-from pipeline_state.tracing import continued
 
 
 @pytest.fixture

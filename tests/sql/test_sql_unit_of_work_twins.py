@@ -1,7 +1,7 @@
 """The in-memory and SQL unit-of-work engines answer the same change the same way.
 
 Both stores of each kind (the pipeline's batch states, the results read models) are built
-on one engine per technology (:mod:`pipeline_state.memory_unit_of_work`,
+on one engine per technology (:mod:`pipeline_state._memory_unit_of_work`,
 :mod:`pipeline_state_sql.unit_of_work`). Changes that break two rules at once show the
 order of the checks: the compare-and-set first, then the inbox, on every engine.
 """
@@ -15,8 +15,8 @@ import pytest
 from pipeline_state_sql import open_store
 from pipeline_state_sql.results_store import open_results_store
 
+from pipeline_state._memory import InMemoryStore
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
-from pipeline_state.memory import InMemoryStore
 from pipeline_state.ports import Change, InboxEntry
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsChange
 from pipeline_state.profiles.huleedu.testing.results_contract import sample_batch

@@ -7,9 +7,9 @@
 * :mod:`~pipeline_state_service.ops.table`: the table the parser is built from;
 * :mod:`~pipeline_state_service.ops.exits`: exit codes and one-line errors.
 
-Every action is a command that :class:`~pipeline_state.service.PipelineService` handles:
+Every action is a command that :class:`~pipeline_state._service.PipelineService` handles:
 deduplicated by the inbox under an event id derived from the action and its arguments,
-decided by :func:`~pipeline_state.decide.decide` and written on the transition log with
+decided by :func:`~pipeline_state._decide.decide` and written on the transition log with
 who asked (``--as``).
 """
 

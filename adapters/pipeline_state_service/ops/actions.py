@@ -1,7 +1,7 @@
 """Actions on a batch through the engine: cancel its run, retry a phase, archive it.
 
-Each is an operator command handled by :class:`~pipeline_state.service.PipelineService`:
-the inbox dedupes it, :func:`~pipeline_state.decide.decide` decides it and the transition
+Each is an operator command handled by :class:`~pipeline_state._service.PipelineService`:
+the inbox dedupes it, :func:`~pipeline_state._decide.decide` decides it and the transition
 log records it with who asked. Its event id is derived from the action and what it acts on,
 so running the same command again is a duplicate (answered with what the first did).
 With ``--api URL``, ``run cancel`` and ``phase retry`` go through a running service's HTTP
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline_state.commands import ArchiveBatch, CancelRun, RetryPhase
-from pipeline_state.model import BatchState, Run
+from pipeline_state._commands import ArchiveBatch, CancelRun, RetryPhase
+from pipeline_state._model import BatchState, Run
 
 from . import remote
 from .exits import ExitCode, OperatorError

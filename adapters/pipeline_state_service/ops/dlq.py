@@ -1,7 +1,7 @@
 """Re-inject dead-lettered records from ``<topic>.DLQ`` after a fix.
 
 Each dead letter is handled like a record consumed from its topic, through
-:class:`~pipeline_state.service.PipelineService` against the store (so ``decide`` decides,
+:class:`~pipeline_state._service.PipelineService` against the store (so ``decide`` decides,
 the inbox dedupes, the transition log records it with who asked, and the outbox rows it
 writes are published by the running relay). It keeps its own event id, so a letter that
 was re-injected before, or that the consumer handled after all, is a duplicate; a fact
@@ -18,11 +18,11 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.commands import Command
-from pipeline_state.decide import derive_id
+from pipeline_state._commands import Command
+from pipeline_state._decide import derive_id
+from pipeline_state._profile import Profile
+from pipeline_state._service import PipelineService
 from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
-from pipeline_state.profile import Profile
-from pipeline_state.service import PipelineService
 
 from .exits import ExitCode, OperatorError, one_line
 from .output import emit

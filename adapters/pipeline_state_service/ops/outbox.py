@@ -1,7 +1,7 @@
 """Parked outbox rows: list them, and deliver them again through the engine.
 
 A row is parked when the relay gave up publishing it. ``outbox republish`` runs a
-:class:`~pipeline_state.commands.RepublishOutbox` command per batch: ``decide`` records it on
+:class:`~pipeline_state._commands.RepublishOutbox` command per batch: ``decide`` records it on
 the batch's transition log (with who asked) and the store re-queues the rows, unparked, with
 their own event ids, for the running relay to publish. Its event id is derived from the
 batch, its version and the rows, so the same command run twice at once is one action; run
@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline_state.commands import RepublishOutbox
+from pipeline_state._commands import RepublishOutbox
 from pipeline_state.ports import OutboxRow, Store
 
 from .exits import ExitCode, OperatorError

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.service import HandleResult, PipelineService
+from pipeline_state._service import HandleResult, PipelineService
 
 from .exits import ExitCode
 

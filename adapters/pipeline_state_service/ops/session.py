@@ -17,14 +17,14 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.commands import Command, OperatorCommand
-from pipeline_state.decide import derive_id
+from pipeline_state._commands import Command, OperatorCommand
+from pipeline_state._decide import derive_id
+from pipeline_state._intake import DEFAULT_LIMITS, IntakeLimits
+from pipeline_state._profile import Profile
+from pipeline_state._service import HandleResult, PipelineService
+from pipeline_state._wire import MAX_ID_LENGTH
 from pipeline_state.errors import DefinitionError, StoreUnavailableError
-from pipeline_state.intake import DEFAULT_LIMITS, IntakeLimits
-from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
-from pipeline_state.service import HandleResult, PipelineService
-from pipeline_state.wire import MAX_ID_LENGTH
 
 from .exits import ExitCode, OperatorError
 

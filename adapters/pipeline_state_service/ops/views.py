@@ -8,9 +8,9 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.model import BatchState, PhaseRun, Run
+from pipeline_state._model import BatchState, PhaseRun, Run
+from pipeline_state._snapshot import snapshot
 from pipeline_state.ports import StalledRun, TransitionRecord
-from pipeline_state.snapshot import snapshot
 
 from .exits import ExitCode, OperatorError
 from .output import emit
@@ -35,7 +35,7 @@ def _phase(phase: PhaseRun) -> dict[str, Any]:
 
 
 def _with_details(view: dict[str, Any], run: Run) -> dict[str, Any]:
-    """A run of :func:`~pipeline_state.snapshot.snapshot`, plus who started it and each
+    """A run of :func:`~pipeline_state._snapshot.snapshot`, plus who started it and each
     phase's figures."""
     return view | {
         "requested_by": run.requested_by,
@@ -52,7 +52,7 @@ def _transition(record: TransitionRecord) -> dict[str, Any]:
 
 def batch_document(state: BatchState, log: list[TransitionRecord]) -> dict[str, Any]:
     """What ``batch show`` prints: the batch as the HTTP API shows it
-    (:func:`~pipeline_state.snapshot.snapshot`), with who started each run, each phase's
+    (:func:`~pipeline_state._snapshot.snapshot`), with who started each run, each phase's
     figures, and the transition log."""
     doc = snapshot(state)
     if state.active_run is not None:

@@ -3,7 +3,7 @@
 engine inputs (:mod:`.inbound`), how it words the events the engine emits (:mod:`.outbound`)
 and the profile factory (:func:`huleedu_profile`, in :mod:`.profile`).
 
-:func:`huleedu_profile` is imported on first use: :mod:`pipeline_state.profile` reads this
+:func:`huleedu_profile` is imported on first use: :mod:`pipeline_state._profile` reads this
 package's wire while it is being imported itself.
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline_state.catalog import Catalog
+from pipeline_state._catalog import Catalog
 
 __all__ = ["HULEEDU_CATALOG"]
 

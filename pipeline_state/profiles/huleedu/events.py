@@ -1,6 +1,6 @@
 """The HuleEdu wire contract: pydantic models of every payload and the topic registry.
 
-Every Kafka message value is a JSON :class:`~pipeline_state.wire.EventEnvelope` whose
+Every Kafka message value is a JSON :class:`~pipeline_state._wire.EventEnvelope` whose
 ``data`` holds one of the payload models below. Unknown extra fields are ignored on input.
 :func:`parse_message` turns raw bytes, text or a mapping into a validated envelope and payload, raising
 :class:`~pipeline_state.errors.InvalidMessageError` that names the topic and the field.
@@ -23,11 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline_state import wire
-from pipeline_state.errors import UnknownTopicError
-from pipeline_state.intake import DEFAULT_LIMITS, IntakeLimits
-from pipeline_state.profile import CommandFields
-from pipeline_state.wire import (
+from pipeline_state import _wire as wire
+from pipeline_state._intake import DEFAULT_LIMITS, IntakeLimits
+from pipeline_state._profile import CommandFields
+from pipeline_state._wire import (
     MAX_FREE_TEXT_LENGTH,
     MAX_ID_LENGTH,
     MAX_ITEM_ID_LENGTH,
@@ -41,6 +40,7 @@ from pipeline_state.wire import (
     TopicSpec,
     WireModel,
 )
+from pipeline_state.errors import UnknownTopicError
 
 __all__ = [
     "HULEEDU_COMMAND_FIELDS",
@@ -91,7 +91,7 @@ __all__ = [
 
 NonEmpty = Field(min_length=1)
 
-# --- bounds of HuleEdu input (the generic ones are in pipeline_state.wire) ---------------
+# --- bounds of HuleEdu input (the generic ones are in pipeline_state._wire) ---------------
 
 MAX_ESSAYS_PER_BATCH = MAX_ITEMS_PER_BATCH
 """Upper bound on a batch's essays (and on every inbound list of essays)."""
@@ -419,7 +419,7 @@ def parse_message(
     inbound_only: bool = True,
     limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> tuple[EventEnvelope, WireModel]:
-    """:func:`pipeline_state.wire.parse_message` on the HuleEdu topics unless ``topics`` is given."""
+    """:func:`pipeline_state._wire.parse_message` on the HuleEdu topics unless ``topics`` is given."""
     return wire.parse_message(topic, raw, topics=topics, inbound_only=inbound_only, limits=limits)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline_state.inbound import Inbound, InboundTopic
-from pipeline_state.inputs import (
+from pipeline_state._inbound import Inbound, InboundTopic
+from pipeline_state._inputs import (
     ContentReady,
     GroupConfirmed,
     ItemsReady,
@@ -20,7 +20,7 @@ from pipeline_state.inputs import (
     RequestPipeline,
     ValidationFailed,
 )
-from pipeline_state.model import ItemRef
+from pipeline_state._model import ItemRef
 from pipeline_state.profiles.huleedu.events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pipeline_state.guards import Denial
-from pipeline_state.lifecycle import RunStatus
-from pipeline_state.model import BatchState, Run
-from pipeline_state.outbound import Notice, Outgoing, RunSummary
+from pipeline_state._guards import Denial
+from pipeline_state._lifecycle import RunStatus
+from pipeline_state._model import BatchState, Run
+from pipeline_state._outbound import Notice, Outgoing, RunSummary
 from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
@@ -62,11 +62,11 @@ _SKIP_REASONS: Mapping[str, str] = MappingProxyType({"no_items_to_process": "no_
 
 
 class HuleEduOutbound:
-    """:class:`~pipeline_state.outbound.Outbound` of the HuleEdu wire contract."""
+    """:class:`~pipeline_state._outbound.Outbound` of the HuleEdu wire contract."""
 
     @property
     def event_topics(self) -> Mapping[str, str]:
-        """See :meth:`pipeline_state.profile.Profile.event_topics`."""
+        """See :meth:`pipeline_state._profile.Profile.event_topics`."""
         return ENGINE_EVENT_TOPICS
 
     def registered(self, state: BatchState) -> Sequence[Outgoing]:

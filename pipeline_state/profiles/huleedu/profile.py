@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pipeline_state.catalog import Catalog
-from pipeline_state.guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
-from pipeline_state.profile import DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_RESENDS, CommandSpec, Profile
-from pipeline_state.snapshot import ViewNames
-from pipeline_state.wire import MAX_ITEMS_PER_BATCH
+from pipeline_state._catalog import Catalog
+from pipeline_state._guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from pipeline_state._profile import DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_RESENDS, CommandSpec, Profile
+from pipeline_state._snapshot import ViewNames
+from pipeline_state._wire import MAX_ITEMS_PER_BATCH
 
 from .catalog import HULEEDU_CATALOG
 from .events import (
@@ -42,7 +42,7 @@ MATCHING_COMMAND_FIELDS: frozenset[str] = HULEEDU_COMMAND_FIELDS.matching
 only a batch with a class is matched)."""
 
 PROMPT_PHASES: frozenset[str] = frozenset({"nlp", "cj_assessment", "ai_feedback"})
-"""The HuleEdu phases that need a prompt (its :class:`~pipeline_state.guards.PromptGuard`)."""
+"""The HuleEdu phases that need a prompt (its :class:`~pipeline_state._guards.PromptGuard`)."""
 
 HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 """Deadline of every phase of the shipped HuleEdu profile (one hour); with
@@ -79,7 +79,7 @@ def huleedu_profile(
     declares the commands of the phases it has.
 
     ``max_parallel=1`` gives the original platform's strictly sequential dispatch;
-    ``credits`` adds a :class:`~pipeline_state.guards.CreditsGuard` over that ledger.
+    ``credits`` adds a :class:`~pipeline_state._guards.CreditsGuard` over that ledger.
     Every phase has a deadline: :data:`HULEEDU_DEFAULT_DEADLINE_SECONDS` unless the catalog
     step sets one, and ``deadlines={"cj_assessment": 7200}`` overrides both per phase for a
     deployment (``None`` for a phase: no deadline). ``default_deadline_seconds=None`` opts

@@ -1,9 +1,9 @@
 """The HuleEdu wire contract as the documentation's reference page shows it
-(:func:`pipeline_state.docsgen.render_wire_contract_page`)."""
+(:func:`pipeline_state._docsgen.render_wire_contract_page`)."""
 
 from __future__ import annotations
 
-from pipeline_state.docsgen import WireContract
+from pipeline_state._docsgen import WireContract
 
 from .events import TOPICS
 

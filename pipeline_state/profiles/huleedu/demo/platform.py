@@ -1,9 +1,9 @@
 """The simulated platform: the downstream services of HuleEdu, in memory, driven by a seed.
 
 :class:`Platform` is a small discrete-event loop around an
-:class:`~pipeline_state.runtime.InMemoryRuntime`. Messages wait in a queue ordered by their
+:class:`~pipeline_state._runtime.InMemoryRuntime`. Messages wait in a queue ordered by their
 due time on the simulated clock. Each step takes the earliest one, moves the runtime's
-:class:`~pipeline_state.clock.ManualClock` to its due time, delivers it to the runtime when
+:class:`~pipeline_state._clock.ManualClock` to its due time, delivers it to the runtime when
 its topic is an inbound one, and hands it, and everything the delivery emitted, to the
 services subscribed to those topics. A service answers with :class:`Reply` objects that are
 queued after the service's simulated working time. Observers (:meth:`Platform.watch`, the
@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from pipeline_state._runtime import InMemoryRuntime
+from pipeline_state._wire import WireModel
 from pipeline_state.profiles.huleedu.events import (
     INBOUND_TOPICS,
     TOPICS,
@@ -40,8 +42,6 @@ from pipeline_state.profiles.huleedu.events import (
     StudentMatchingInitiateCommandV1,
     Topic,
 )
-from pipeline_state.runtime import InMemoryRuntime
-from pipeline_state.wire import WireModel
 
 __all__ = [
     "ClassManagementService",
@@ -390,7 +390,7 @@ class Platform:
         correlation_id: str | None = None,
         at: float | None = None,
     ) -> Message:
-        """Wrap ``payload`` in an :class:`~pipeline_state.wire.EventEnvelope` dict."""
+        """Wrap ``payload`` in an :class:`~pipeline_state._wire.EventEnvelope` dict."""
         stamp = self.started + timedelta(seconds=self.now if at is None else at)
         data = payload.model_dump(mode="json")
         value = {

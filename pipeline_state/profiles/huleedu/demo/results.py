@@ -4,7 +4,7 @@
 :class:`~pipeline_state.profiles.huleedu.results.ResultsService` over an
 :class:`~pipeline_state.profiles.huleedu.results.InMemoryResultsStore`, fed every message on the topics it
 consumes (registrations and completions the orchestrator emits, the phase outcomes the
-processing services send), with an :class:`~pipeline_state.relay.OutboxRelay` that publishes
+processing services send), with an :class:`~pipeline_state._relay.OutboxRelay` that publishes
 its announcements (``BatchResultsReadyV1`` and the ``batch_results_ready`` notification) to a
 bus of its own. It shares the platform's simulated clock.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.memory import InMemoryBus
+from pipeline_state._memory import InMemoryBus
+from pipeline_state._relay import OutboxRelay
 from pipeline_state.ports import Clock
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsQueries, ResultsService
-from pipeline_state.relay import OutboxRelay
 
 from .platform import Message
 

@@ -12,7 +12,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pipeline_state.decide import derive_id
+from pipeline_state._decide import derive_id
+from pipeline_state._wire import WireModel
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.events import (
     BatchResultsReadyV1,
@@ -20,7 +21,6 @@ from pipeline_state.profiles.huleedu.events import (
     TeacherNotificationRequestedV1,
     Topic,
 )
-from pipeline_state.wire import WireModel
 
 from .model import BatchResults, RunCompletion
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pipeline_state._model import evolve
 from pipeline_state.documents import Document, DocumentCodec, Layout, Schema
-from pipeline_state.model import evolve
 
 from .model import BatchResults
 

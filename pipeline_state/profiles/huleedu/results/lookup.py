@@ -6,7 +6,7 @@ class from the batch state instead of waiting for the registration event.
 
 from __future__ import annotations
 
-from pipeline_state.decide import derive_id
+from pipeline_state._decide import derive_id
 from pipeline_state.ports import Store
 
 from .model import Owner

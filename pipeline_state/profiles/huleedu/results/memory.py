@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from pipeline_state._memory_unit_of_work import MemoryUnitOfWork
 from pipeline_state.errors import StoreUnavailableError
-from pipeline_state.memory_unit_of_work import MemoryUnitOfWork
 from pipeline_state.ports import InboxEntry, OutboxRow
 
 from ._outbox import MemoryOutbox
@@ -32,7 +32,7 @@ class InMemoryResultsStore:
 
     ``commit`` checks everything before it writes and never awaits in between, so it is
     atomic with respect to other coroutines (the read models, inbox and outbox go through
-    the shared engine, :class:`~pipeline_state.memory_unit_of_work.MemoryUnitOfWork`).
+    the shared engine, :class:`~pipeline_state._memory_unit_of_work.MemoryUnitOfWork`).
     """
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:

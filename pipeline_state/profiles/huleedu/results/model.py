@@ -40,7 +40,7 @@ from enum import StrEnum
 
 import attrs
 
-from pipeline_state.lifecycle import PHASE_DONE
+from pipeline_state._lifecycle import PHASE_DONE
 
 __all__ = [
     "BatchResults",

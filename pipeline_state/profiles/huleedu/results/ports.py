@@ -14,7 +14,7 @@ A SQL :class:`ResultsStore` maps onto four tables (the in-memory one keeps the s
   ``result``, ``processed_at``, indexed on ``(event_type, processed_at)`` for retention;
 * the outbox: rows of :class:`~pipeline_state.ports.OutboxMessage`; a store that is also an
   :class:`~pipeline_state.ports.Outbox` can be drained by
-  :class:`~pipeline_state.relay.OutboxRelay` (the pipeline's outbox table fits as is).
+  :class:`~pipeline_state._relay.OutboxRelay` (the pipeline's outbox table fits as is).
 
 Every implementation must pass
 :class:`pipeline_state.profiles.huleedu.testing.results_contract.ResultsStoreContract`.

@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 
 import attrs
 
+from pipeline_state._lifecycle import PhaseStatus
+from pipeline_state._wire import EventEnvelope, WireModel
 from pipeline_state.errors import UnknownTopicError
-from pipeline_state.lifecycle import PhaseStatus
 from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     ELSBatchPhaseOutcomeV1,
     Topic,
 )
-from pipeline_state.wire import EventEnvelope, WireModel
 
 from .model import BatchResults, ClassDelta, Owner, PhaseOutcome, PhaseResultView, RunCompletion
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import attrs
 
-from pipeline_state.clock import SystemClock
+from pipeline_state._clock import SystemClock
+from pipeline_state._unit_of_work import conflict_retries, run_unit_of_work
 from pipeline_state.errors import UnknownTopicError
 from pipeline_state.ports import Clock, InboxEntry, OutboxMessage
 from pipeline_state.profiles.huleedu.events import parse_message
-from pipeline_state.unit_of_work import conflict_retries, run_unit_of_work
 
 from .announce import announcement
 from .memory import NoopCacheInvalidator
@@ -148,7 +148,7 @@ class ResultsService:
     async def handle(self, fact: ResultsFact) -> ResultsHandled:
         """Project one fact (see
         :func:`~pipeline_state.profiles.huleedu.results.projection.fact_from_message`) in one
-        unit of work (:func:`~pipeline_state.unit_of_work.run_unit_of_work`)."""
+        unit of work (:func:`~pipeline_state._unit_of_work.run_unit_of_work`)."""
 
         async def decide() -> _Projected:
             return await self._project(fact)

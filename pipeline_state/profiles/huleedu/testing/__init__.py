@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_state.lazy import lazy_attribute
+from pipeline_state._lazy import lazy_attribute
 
 _LAZY = {
     "HuleEduEnvelopes": "envelopes",

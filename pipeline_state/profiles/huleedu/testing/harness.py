@@ -68,18 +68,18 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from pipeline_state.clock import ManualClock
-from pipeline_state.commands import CancelRun, Command, RetryPhase
-from pipeline_state.decide import decide
+from pipeline_state._clock import ManualClock
+from pipeline_state._commands import CancelRun, Command, RetryPhase
+from pipeline_state._decide import decide
+from pipeline_state._profile import Profile
+from pipeline_state._runtime import InMemoryRuntime
+from pipeline_state._service import ExpiredFact, HandleResult, PipelineService
+from pipeline_state._snapshot import snapshot
+from pipeline_state._wire import EventEnvelope, WireModel
 from pipeline_state.errors import BatchNotFoundError, PipelineStateError
 from pipeline_state.ports import OutboxMessage
-from pipeline_state.profile import Profile
 from pipeline_state.profiles.huleedu.events import TOPICS, ClientBatchPipelineRequestV1, Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.runtime import InMemoryRuntime
-from pipeline_state.service import ExpiredFact, HandleResult, PipelineService
-from pipeline_state.snapshot import snapshot
-from pipeline_state.wire import EventEnvelope, WireModel
 
 from .reference import Completion, Dispatch, Expectation, ReferenceModel, Refs, Sweep
 from .strategies import (

@@ -4,14 +4,14 @@ Three families:
 
 * **Payloads and envelopes.** ``registration_data``, ``provisioning_data``, ...,
   ``outcome_data`` draw valid ``data`` dicts for each inbound topic; :func:`envelopes` wraps
-  one in a valid :class:`~pipeline_state.wire.EventEnvelope` dict; :func:`inbound_messages`
+  one in a valid :class:`~pipeline_state._wire.EventEnvelope` dict; :func:`inbound_messages`
   draws a ``(topic, envelope)`` pair for any inbound topic.
 * **Catalogs and profiles.** :func:`catalog_data` draws the dict format of a random valid
   catalog (a DAG of phases, pipelines closed under ``depends_on``, optional deadlines);
   :func:`catalogs` builds it; :class:`ProfileSpec` pairs catalog data with a dispatch policy
-  and builds the :class:`~pipeline_state.profile.Profile` (:func:`profile_specs`).
+  and builds the :class:`~pipeline_state._profile.Profile` (:func:`profile_specs`).
 * **Reachable states.** :func:`engine_traces` folds random commands through
-  :func:`~pipeline_state.decide.decide` from an empty store, so every state it yields is one
+  :func:`~pipeline_state._decide.decide` from an empty store, so every state it yields is one
   the engine can reach; :func:`batch_states` keeps the last state, :func:`commands_for`
   draws a plausible next command for a state (applied, ignored, denied or bad).
 
@@ -27,8 +27,8 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from pipeline_state.catalog import Catalog
-from pipeline_state.commands import (
+from pipeline_state._catalog import Catalog
+from pipeline_state._commands import (
     ArchiveBatch,
     CancelBatch,
     CancelRun,
@@ -37,12 +37,13 @@ from pipeline_state.commands import (
     Payload,
     RetryPhase,
 )
-from pipeline_state.decide import Decision, decide
+from pipeline_state._decide import Decision, decide
+from pipeline_state._guards import PromptGuard
+from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._model import BatchState
+from pipeline_state._profile import CommandSpec, Profile
+from pipeline_state._wire import WireModel
 from pipeline_state.errors import PipelineStateError
-from pipeline_state.guards import PromptGuard
-from pipeline_state.lifecycle import BatchStatus
-from pipeline_state.model import BatchState
-from pipeline_state.profile import CommandSpec, Profile
 from pipeline_state.profiles.huleedu.events import (
     BatchContentProvisioningCompletedV1,
     BatchEssaysReady,
@@ -56,7 +57,6 @@ from pipeline_state.profiles.huleedu.events import (
     Topic,
 )
 from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, PROMPT_PHASES
-from pipeline_state.wire import WireModel
 
 __all__ = [
     "HULEEDU_DEADLINE_CATALOG",
@@ -402,7 +402,7 @@ def catalog_data(
 
 
 def catalogs(**kwargs: Any) -> st.SearchStrategy[Catalog]:
-    """Random valid :class:`~pipeline_state.catalog.Catalog` s (see :func:`catalog_data`)."""
+    """Random valid :class:`~pipeline_state._catalog.Catalog` s (see :func:`catalog_data`)."""
     return catalog_data(**kwargs).map(Catalog.from_dict)
 
 
@@ -456,7 +456,7 @@ class ProfileSpec:
     """Catalog data (dict format), a dispatch policy, how many times an overdue command is
     re-sent, the correlation rule and, optionally, the command topic of each phase
     (``topics``, see :func:`profile_for`): the input of both the engine's
-    :class:`~pipeline_state.profile.Profile` and the reference model."""
+    :class:`~pipeline_state._profile.Profile` and the reference model."""
 
     catalog: Mapping[str, Any]
     max_parallel: int | None = None

@@ -1,0 +1,222 @@
+"""Admission: a pipeline request or a phase retry becomes a run, or a denial that is never
+silent. The batch's ``start_run`` trigger carries the rules: its refusals (unknown batch,
+active run, not ready) and its guards (the plan resolves, the profile's guards admit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from pipeline_state._catalog import Pipeline, Plan, Step
+from pipeline_state._commands import RetryPhase
+from pipeline_state._guards import AdmissionRequest, Denial
+from pipeline_state._inputs import RequestPipeline
+from pipeline_state._lifecycle import BatchStatus, Verdict
+from pipeline_state._model import BatchState, Run, evolve
+from pipeline_state._outbound import Notice
+from pipeline_state._profile import Profile
+
+from . import machines
+from .context import BatchCtx, Session
+from .ids import derive_id
+from .journal import Decision
+from .registry import Inputs
+from .run import RunEngine
+
+__all__ = [
+    "Admission",
+    "accept_run",
+    "admitted",
+    "attach_prompt",
+    "no_active_run",
+    "plan_order_for",
+    "plan_resolved",
+    "request",
+    "retry_phase",
+]
+
+
+@attrs.define(slots=True)
+class Admission:
+    """A request to start a run, as the ``start_run`` guards and effects see it."""
+
+    user_id: str
+    requested: str
+    resolve: Callable[[Session, Admission], Plan | Denial]
+    prompt: Mapping[str, Any] | None = None
+    is_retry: bool = False
+    retry_reason: str | None = None
+    plan_order: tuple[str, ...] | None = None
+    plan: Plan | None = None
+    denial: Denial | None = None
+
+
+# -- handlers ----------------------------------------------------------------------------
+def request(inputs: Inputs, p: RequestPipeline) -> Decision:
+    """A pipeline request: a run starts, or a denial is emitted (even for an unknown batch)."""
+
+    def resolve(session: Session, admission: Admission) -> Plan | Denial:
+        if p.pipeline not in session.profile.catalog:
+            return Denial("unknown_pipeline", f"no pipeline named {p.pipeline!r}")
+        return session.profile.catalog.plan(p.pipeline, session.recorded().keys())
+
+    admission = Admission(
+        p.requested_by,
+        p.pipeline,
+        resolve,
+        prompt=p.prompt,
+        is_retry=p.is_retry,
+        retry_reason=p.retry_reason,
+    )
+    return _start(inputs, admission)
+
+
+def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
+    """Run one phase again over its dependencies' recorded outputs."""
+
+    def resolve(session: Session, admission: Admission) -> Plan | Denial:
+        profile = session.profile
+        if not profile.is_phase(p.phase_name):
+            return Denial("unknown_pipeline", f"no phase named {p.phase_name!r}")
+        step = profile.catalog.step_definition(p.phase_name)
+        missing = [d for d in step.depends_on if d not in session.recorded()]
+        if missing:
+            return Denial("dependencies_not_completed", f"run {missing} first")
+        admission.plan_order = plan_order_for(profile, p.phase_name, step)
+        return Plan(pipeline=_retry_pipeline(profile, p.phase_name), to_run=(step,), pruned=())
+
+    admission = Admission(p.user_id, p.phase_name, resolve, is_retry=True, retry_reason=p.retry_reason)
+    inputs.require_state()
+    return _start(inputs, admission)
+
+
+def _start(inputs: Inputs, admission: Admission) -> Decision:
+    state = inputs.state
+    absent = state is None
+    if state is None:
+        # Admission rule 1: never silent, even for an unknown batch.
+        now = inputs.now
+        status = BatchStatus.AWAITING_CONTENT_VALIDATION
+        state = BatchState(inputs.command.batch_id, status, 0, admission.user_id, "", 0, (), now, now)
+    session = Session(inputs.profile, inputs.command, inputs.now, state)
+    fired = machines.fire_batch(BatchCtx(session, admission=admission), "start_run", absent=absent)
+    if isinstance(fired, machines.Refused):
+        assert fired.verdict is Verdict.DENY
+        denial = admission.denial if fired.guard is not None else Denial(fired.reason, fired.detail)
+        assert denial is not None
+        decision = deny(session, admission.user_id, admission.requested, denial)
+        return attrs.evolve(decision, state=None) if absent else decision
+    engine = session.run
+    assert engine is not None
+    engine.settle()
+    return session.finish(run_id=engine.run.run_id)
+
+
+def deny(session: Session, user_id: str, requested: str, denial: Denial) -> Decision:
+    """A denial is never silent: the profile's denial events and notice, nothing else."""
+    state, outbound = session.state, session.profile.outbound
+    session.journal.emit_all(outbound.denied(state, user_id, requested, denial))
+    notice = Notice(
+        "request_denied", state, session.command.correlation_id, requested=requested, denial=denial
+    )
+    session.journal.emit_all(outbound.notify(notice))
+    return session.finish(denial=denial)
+
+
+def plan_order_for(profile: Profile, phase: str, step: Step) -> tuple[str, ...]:
+    """``phase`` and its dependencies in the plan order of the first pipeline holding it."""
+    for name in profile.catalog.names:
+        pipeline = profile.catalog.get(name)
+        if phase in pipeline.step_names:
+            wanted = {phase, *step.depends_on}
+            return tuple(s for s in pipeline.step_names if s in wanted)
+    return (*step.depends_on, phase)
+
+
+def _retry_pipeline(profile: Profile, phase: str) -> Pipeline:
+    """A pipeline of ``phase`` and its transitive dependencies (so it validates); only
+    ``phase`` runs, its dependencies feed it their recorded outputs. ``phase`` is the only
+    sink, hence the final step."""
+    steps: dict[str, Step] = {}
+    todo = [phase]
+    while todo:
+        name = todo.pop()
+        if name not in steps:
+            steps[name] = profile.catalog.step_definition(name)
+            todo.extend(steps[name].depends_on)
+    return Pipeline(name=phase, steps=tuple(steps.values()))
+
+
+# -- guards of start_run ------------------------------------------------------------------------
+def _admission(ctx: BatchCtx) -> Admission:
+    assert ctx.admission is not None
+    return ctx.admission
+
+
+def no_active_run(ctx: BatchCtx) -> str | None:
+    if ctx.session.state.active_run is None:
+        return None
+    _admission(ctx).denial = Denial("pipeline_already_active", "the batch has an active run")
+    return "pipeline_already_active"
+
+
+def plan_resolved(ctx: BatchCtx) -> str | None:
+    admission = _admission(ctx)
+    resolved = admission.resolve(ctx.session, admission)
+    if isinstance(resolved, Denial):
+        admission.denial = resolved
+        return resolved.reason
+    admission.plan = resolved
+    return None
+
+
+def admitted(ctx: BatchCtx) -> str | None:
+    admission = _admission(ctx)
+    session = ctx.session
+    assert admission.plan is not None
+    request = AdmissionRequest(
+        batch=session.state,
+        plan=admission.plan,
+        user_id=admission.user_id,
+        prompt_payload=admission.prompt,
+        now=session.now,
+    )
+    for guard in session.profile.guards:
+        denial = guard.check(request)
+        if denial is not None:
+            admission.denial = denial
+            return denial.reason
+    return None
+
+
+# -- effects of start_run ---------------------------------------------------------------------
+def attach_prompt(ctx: BatchCtx) -> None:
+    prompt = _admission(ctx).prompt
+    session = ctx.session
+    if prompt and session.state.prompt_ref is None:
+        ref = prompt.get("prompt_ref") or prompt.get("assignment_id") or "inline"
+        session.state = evolve(session.state, prompt_ref=str(ref))
+
+
+def accept_run(ctx: BatchCtx) -> None:
+    admission = _admission(ctx)
+    session = ctx.session
+    plan = admission.plan
+    assert plan is not None
+    run_id = derive_id(session.command.event_id, "run")
+    run = Run(
+        run_id=run_id,
+        pipeline_name=admission.requested,
+        correlation_id=session.command.correlation_id,
+        requested_by=admission.user_id,
+        accepted_at=session.now,
+        final_step=plan.pipeline.final_step,
+        phases=(),
+        pruned=plan.pruned,
+        is_retry=admission.is_retry,
+        retry_reason=admission.retry_reason,
+        plan=admission.plan_order if admission.plan_order is not None else plan.pipeline.step_names,
+    )
+    RunEngine.accept(session, run, plan)

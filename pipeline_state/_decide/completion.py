@@ -1,0 +1,139 @@
+"""How a run ends: its completion event (exactly once), the owner's notification, its
+archiving into the batch's history and the batch's release. These are the effects of every
+run transition that leaves ``active``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from pipeline_state._commands import ArchiveBatch, CancelBatch, CancelRun
+from pipeline_state._lifecycle import ABSENT, PhaseStatus, Verdict
+from pipeline_state._model import ItemRef, Run, evolve
+from pipeline_state._outbound import Notice, RunSummary
+from pipeline_state.errors import IllegalTransitionError
+
+from . import machines
+from .context import BatchCtx, RunCtx, Session
+from .journal import Decision
+from .registry import Inputs
+from .run import RunEngine
+
+__all__ = [
+    "all_succeeded",
+    "archive",
+    "archive_run",
+    "cancel_active_run",
+    "cancel_batch",
+    "cancel_run",
+    "emit_completion",
+    "fail_active_run",
+    "final_step_done",
+    "notify_completion",
+    "release_batch",
+    "run_summary",
+]
+
+
+def run_summary(run: Run, recorded: Mapping[str, tuple[ItemRef, ...]], now: datetime) -> RunSummary:
+    """The facts of the finished ``run``: an item succeeded when it came out of the final
+    step (a pruned final step's recorded outputs count); it failed when it entered a phase of
+    the run and did not."""
+    final = run.phase(run.final_step)
+    out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
+    successful = {e.item_id for e in out}
+    entered = {e.item_id for p in run.phases for e in p.inputs} | successful
+    duration = max(0.0, (now - run.accepted_at).total_seconds())
+    return RunSummary(run, len(successful), len(entered - successful), duration, now)
+
+
+def emit_completion(ctx: RunCtx) -> None:
+    session, engine = ctx.session, ctx.engine
+    finished = engine.finished
+    assert finished is not None
+    summary = engine.summary = run_summary(finished, session.recorded(), session.now)
+    session.journal.emit_all(session.profile.outbound.completed(session.state, summary))
+
+
+def notify_completion(ctx: RunCtx) -> None:
+    session, summary = ctx.session, ctx.engine.summary
+    assert summary is not None
+    notice = Notice(
+        "run_finished", session.state, summary.run.correlation_id, run=summary.run, summary=summary
+    )
+    session.journal.emit_all(session.profile.outbound.notify(notice))
+
+
+def archive_run(ctx: RunCtx) -> None:
+    session, engine = ctx.session, ctx.engine
+    finished = engine.finished
+    assert finished is not None
+    past = session.state.past.after(finished, remember=session.profile.runs_remembered)
+    session.state = evolve(session.state, active_run=None, past=past)
+    session.archived.append(finished)
+    engine.close()
+
+
+def release_batch(ctx: RunCtx) -> None:
+    machines.require(machines.fire_batch(BatchCtx(ctx.session), "finish_run"), ctx.session.batch_id)
+
+
+# -- guards of a run's finish ----------------------------------------------------------------
+def all_succeeded(ctx: RunCtx) -> str | None:
+    phases = ctx.engine.phases.values()
+    return (
+        None if all(p.status is PhaseStatus.COMPLETED_SUCCESSFULLY for p in phases) else "not_all_succeeded"
+    )
+
+
+def final_step_done(ctx: RunCtx) -> str | None:
+    final = ctx.engine.phases.get(ctx.engine.run.final_step)
+    return "final_step_not_done" if final is not None and not final.is_done else None
+
+
+# -- a batch ends or releases its run -------------------------------------------------------------
+def cancel_active_run(ctx: BatchCtx) -> None:
+    engine = RunEngine.of(ctx.session)
+    if engine is not None:
+        engine.close_run("cancel")
+
+
+def fail_active_run(ctx: BatchCtx) -> None:
+    engine = RunEngine.of(ctx.session)
+    if engine is not None:
+        engine.close_run("fail")
+
+
+# -- operator handlers ------------------------------------------------------------------------
+def _session(inputs: Inputs) -> Session:
+    return Session(inputs.profile, inputs.command, inputs.now, inputs.require_state())
+
+
+def cancel_run(inputs: Inputs, p: CancelRun) -> Decision:
+    """Cancel the active run (batch: ``cancel_run``); without one, the run lifecycle's
+    refusal of ``cancel`` raises :class:`~pipeline_state.errors.IllegalTransitionError`."""
+    session = _session(inputs)
+    engine = RunEngine.of(session)
+    if engine is None:
+        lifecycle = machines.RUN.lifecycle
+        assert lifecycle.refusal(ABSENT, "cancel").verdict is Verdict.REJECT
+        status = session.state.status.value
+        raise IllegalTransitionError(lifecycle.name, status, "cancel", batch_id=session.batch_id)
+    run_id = engine.run.run_id
+    fired = machines.fire_batch(BatchCtx(session), "cancel_run")
+    machines.require(fired, session.batch_id)
+    return session.finish(run_id=run_id)
+
+
+def cancel_batch(inputs: Inputs, p: CancelBatch) -> Decision:
+    """Cancel the batch, and its active run first (batch: ``cancel``)."""
+    session = _session(inputs)
+    machines.require(machines.fire_batch(BatchCtx(session), "cancel"), session.batch_id)
+    return session.finish()
+
+
+def archive(inputs: Inputs, p: ArchiveBatch) -> Decision:
+    """Archive a ready batch (batch: ``archive``)."""
+    session = _session(inputs)
+    machines.require(machines.fire_batch(BatchCtx(session), "archive"), session.batch_id)
+    return session.finish()

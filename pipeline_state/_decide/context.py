@@ -1,0 +1,155 @@
+"""The contexts guards and effects run on.
+
+A :class:`Session` is one decision in progress: its inputs (profile, command, time), the
+batch as it evolves, the run engine when a run is open, and the journal. Each lifecycle
+fires on a small context of its own that adds what the input brought: items for the batch,
+an admission for a request, the phase and its changes for a phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline_state._commands import Command
+from pipeline_state._guards import Denial
+from pipeline_state._inputs import RegisterBatch
+from pipeline_state._model import BatchState, ItemRef, Run, evolve
+from pipeline_state._profile import Profile
+
+from .journal import Decision, Journal
+
+if TYPE_CHECKING:
+    from .admission import Admission
+    from .run import RunEngine
+
+__all__ = ["BatchCtx", "PhaseCtx", "RunCtx", "Session"]
+
+
+class Session:
+    """One decision in progress. Only :mod:`pipeline_state._decide` builds and reads it."""
+
+    __slots__ = (
+        "_recorded",
+        "archived",
+        "command",
+        "journal",
+        "now",
+        "original",
+        "profile",
+        "run",
+        "state",
+    )
+
+    def __init__(self, profile: Profile, command: Command, now: datetime, state: BatchState) -> None:
+        self.profile = profile
+        self.command = command
+        self.now = now
+        self.original = state
+        self.state = state
+        self.journal = Journal(command.correlation_id)
+        self.run: RunEngine | None = None
+        self._recorded: dict[str, tuple[ItemRef, ...]] | None = None
+        self.archived: list[Run] = []
+
+    @property
+    def batch_id(self) -> str:
+        return self.state.batch_id
+
+    def recorded(self) -> dict[str, tuple[ItemRef, ...]]:
+        """Outputs of the latest successful execution of each phase, before this decision."""
+        if self._recorded is None:
+            self._recorded = self.state.past.recorded_outputs()
+        return self._recorded
+
+    def finish(
+        self,
+        *,
+        ignored: str | None = None,
+        denial: Denial | None = None,
+        run_id: str | None = None,
+        progress: bool = True,
+    ) -> Decision:
+        """The decision. ``progress=False`` keeps the batch's ``updated_at`` (the time of its
+        last progress, which the stalled-runs view reads): a re-sent command changes the
+        state but moves nothing forward."""
+        journal = self.journal
+        engine, self.run = self.run, None  # no session <-> engine cycle left for the collector
+        if not journal.moves:
+            return Decision(self.original, tuple(journal.emits), (), ignored, denial, run_id)
+        changes: dict[str, Any] = {"version": self.original.version + 1}
+        if progress:
+            changes["updated_at"] = self.now
+        if engine is not None:
+            changes["active_run"] = engine.snapshot()
+        return Decision(
+            evolve(self.state, **changes),
+            tuple(journal.emits),
+            tuple(journal.moves),
+            None,
+            denial,
+            run_id,
+            tuple(journal.flags),
+            tuple(journal.resend),
+            tuple(self.archived),
+        )
+
+
+class BatchCtx:
+    """A batch trigger and what its input brought."""
+
+    __slots__ = ("admission", "fresh", "items", "registration", "session")
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        items: tuple[ItemRef, ...] = (),
+        admission: Admission | None = None,
+        registration: RegisterBatch | None = None,
+        fresh: BatchState | None = None,
+    ) -> None:
+        self.session = session
+        self.items = items
+        self.admission = admission
+        self.registration = registration
+        self.fresh = fresh
+
+
+class RunCtx:
+    """A run trigger: the engine of the run it moves."""
+
+    __slots__ = ("engine", "session")
+
+    def __init__(self, session: Session, engine: RunEngine) -> None:
+        self.session = session
+        self.engine = engine
+
+
+class PhaseCtx:
+    """A phase trigger: which phase, the field changes its move makes, and what it carries."""
+
+    __slots__ = ("changes", "engine", "failed", "inputs", "name", "note", "outputs", "payload", "skip_reason")
+
+    def __init__(
+        self,
+        engine: RunEngine,
+        name: str,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        note: str | None = None,
+        skip_reason: str = "",
+        outputs: tuple[ItemRef, ...] = (),
+        failed: tuple[str, ...] = (),
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.changes: dict[str, Any] = dict(changes or {})
+        self.note = note
+        self.skip_reason = skip_reason
+        self.outputs = outputs
+        self.failed = failed
+        self.inputs: tuple[ItemRef, ...] | None = None
+        self.payload: dict[str, Any] | None = None
+        """The command's field values (``prepare_command``); ``None``: too large to send."""

@@ -1,0 +1,189 @@
+"""A run's progress: worker outcomes, deadlines, and phases an operator records."""
+
+from __future__ import annotations
+
+from pipeline_state._commands import ExpireOverdue, RecordPhaseCompletion
+from pipeline_state._inputs import PhaseOutcome
+from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
+from pipeline_state._model import PhaseRun, Run
+from pipeline_state.errors import UnknownPipelineError
+
+from . import machines
+from .admission import plan_order_for
+from .context import PhaseCtx, RunCtx, Session
+from .ids import derive_id
+from .journal import CORRELATION_MISMATCH, Decision
+from .registry import Inputs
+from .run import RunEngine, apply_phase, fan_in
+
+__all__ = [
+    "OUTCOME_TRIGGERS",
+    "batch_idle",
+    "dependencies_recorded",
+    "expire",
+    "outcome",
+    "record_completion",
+]
+
+OUTCOME_TRIGGERS = {
+    "completed_successfully": "succeed",
+    "completed_with_failures": "partially_succeed",
+    "failed_critically": "fail",
+}
+"""The phase trigger of each outcome status a worker reports."""
+
+
+def _session(inputs: Inputs) -> Session:
+    return Session(inputs.profile, inputs.command, inputs.now, inputs.require_state())
+
+
+def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
+    """Apply a phase outcome to the active run.
+
+    Addressing: an outcome whose correlation id is an archived run's is ignored
+    (``stale_run``); one whose id belongs to no run of the batch is applied to the active run
+    and flagged ``correlation_mismatch`` (on its phase move and in ``Decision.flags``),
+    since workers have been seen to lose correlation ids - unless the profile has
+    ``strict_correlation``, which ignores it as ``stale_run``. The phase lifecycle then
+    decides: its refusals (``phase_not_in_run``, ``duplicate_outcome``,
+    ``phase_not_dispatched``) and its ``items_sent`` guard, which raises
+    :class:`~pipeline_state.errors.ItemMismatchError` when the outcome names items that
+    were not sent to the phase, twice, or both processed and failed.
+    """
+    session = _session(inputs)
+    if not inputs.profile.is_phase(p.phase):
+        raise UnknownPipelineError(p.phase, batch_id=p.batch_id, kind="phase")
+    engine = RunEngine.of(session)
+    if engine is None:
+        return session.finish(ignored="no_active_run")
+    trigger = OUTCOME_TRIGGERS[p.status]
+    note = None
+    if p.phase in engine.phases:
+        corr = p.correlation_id
+        if corr != engine.run.correlation_id:
+            if session.profile.strict_correlation or session.state.past.is_archived(corr):
+                return session.finish(ignored="stale_run")
+            note = CORRELATION_MISMATCH
+    outputs = p.processed
+    failed = p.failed
+    changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_item_ids": failed}
+    if trigger == "fail":
+        changes["error"] = "failed_critically"
+    ctx = PhaseCtx(engine, p.phase, changes, note=note, outputs=outputs, failed=failed)
+    fired = engine.fire_phase(ctx, trigger)
+    if isinstance(fired, machines.Refused):
+        return session.finish(ignored=fired.reason)
+    if note is not None:
+        session.journal.flags.append(note)
+    run_id = engine.run.run_id
+    engine.settle()
+    return session.finish(run_id=run_id)
+
+
+def expire(inputs: Inputs, p: ExpireOverdue) -> Decision:
+    """The sweeper: each active phase past its deadline has its command re-sent (same outbox
+    event id, in ``Decision.resend``; a fresh deadline) while it has been re-sent fewer than
+    the profile's ``max_resends`` times, and then fails with ``timeout`` - the two guarded
+    alternatives of the phase trigger ``expire``. A phase dispatched before commands' event
+    ids were recorded fails at once."""
+    session = _session(inputs)
+    engine = RunEngine.of(session)
+    if engine is None:
+        return session.finish(ignored="no_active_run")
+    now = session.now
+    run_id = engine.run.run_id
+    moved = failed_any = False
+    for name in list(engine.phases):
+        phase = engine.phases[name]
+        if not phase.is_active:
+            continue
+        ctx = PhaseCtx(engine, name)
+        chosen = machines.PHASE.select(ctx, phase.status.value, "expire")
+        if isinstance(chosen, machines.Refused):
+            continue  # not overdue (held)
+        if chosen.dest == PhaseStatus.FAILED:
+            # No outcome came: every item the phase was given counts as failed.
+            failed = tuple(e.item_id for e in phase.inputs)
+            ctx.changes = {"finished_at": now, "error": "timeout", "outputs": (), "failed_item_ids": failed}
+            failed_any = True
+        else:
+            ctx.changes = {"resends": phase.resends + 1, "deadline_at": engine.deadline(phase)}
+        machines.PHASE.take(ctx, chosen, apply_phase)
+        moved = True
+    if not moved:
+        return session.finish(ignored="nothing_overdue")
+    engine.settle()
+    # Re-sends alone are no progress: the run keeps showing as stalled while nobody answers.
+    return session.finish(run_id=run_id, progress=failed_any)
+
+
+def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
+    """An operator reports a phase done (or failed) outside the engine: on the active run's
+    phase (``mark_succeeded`` / ``mark_failed``), or, on an idle batch, as a run of its own
+    (run: ``record``) whose outputs later runs reuse."""
+    session = _session(inputs)
+    if not inputs.profile.is_phase(p.phase_name):
+        raise UnknownPipelineError(p.phase_name, batch_id=p.batch_id, kind="phase")
+    engine = RunEngine.of(session)
+    now = session.now
+    if engine is not None:
+        phase = engine.phases.get(p.phase_name)
+        if p.success:
+            changes = {"finished_at": now, "outputs": phase.inputs if phase is not None else ()}
+            trigger = "mark_succeeded"
+        else:
+            changes = {"finished_at": now, "error": "reported_failed", "outputs": (), "failed_item_ids": ()}
+            trigger = "mark_failed"
+        fired = engine.fire_phase(PhaseCtx(engine, p.phase_name, changes), trigger)
+        if isinstance(fired, machines.Refused):
+            return session.finish(ignored=fired.reason)
+        run_id = engine.run.run_id
+        engine.settle()
+        return session.finish(run_id=run_id)
+    if not p.success:
+        return session.finish(ignored="failure_outside_run")
+    step = session.profile.catalog.step_definition(p.phase_name)
+    order = plan_order_for(session.profile, p.phase_name, step)
+    deps = [session.recorded().get(d) for d in sorted(step.depends_on, key=order.index)]
+    # Each dependency's latest recorded outputs, merged as a run's fan-in merges them.
+    recorded = [d for d in deps if d is not None]
+    outputs = session.state.items if not deps else fan_in(recorded) if len(recorded) == len(deps) else ()
+    run_id = derive_id(session.command.event_id, "run")
+    manual = PhaseRun(
+        p.phase_name,
+        step.depends_on,
+        PhaseStatus.COMPLETED_SUCCESSFULLY,
+        dispatched_at=now,
+        finished_at=now,
+        inputs=outputs,
+        outputs=outputs,
+    )
+    record = Run(
+        run_id=run_id,
+        pipeline_name=f"manual:{p.phase_name}",
+        correlation_id=session.command.correlation_id,
+        requested_by="operator",
+        accepted_at=now,
+        final_step=p.phase_name,
+        phases=(manual,),
+        status=RunStatus.COMPLETED_SUCCESSFULLY,
+        completed_at=now,
+    )
+    fired = RunEngine.record(session, record)
+    if isinstance(fired, machines.Refused):
+        return session.finish(ignored=fired.reason)
+    return session.finish(run_id=run_id)
+
+
+# -- guards of the run's record ---------------------------------------------------------------
+def batch_idle(ctx: RunCtx) -> str | None:
+    status = ctx.session.state.status
+    if status is BatchStatus.READY_FOR_PIPELINE_EXECUTION:
+        return None
+    return f"unexpected:record_phase_completion in {status.value}"
+
+
+def dependencies_recorded(ctx: RunCtx) -> str | None:
+    (phase,) = ctx.engine.run.phases
+    recorded = ctx.session.recorded()
+    return None if all(d in recorded for d in phase.depends_on) else "dependencies_not_completed"

@@ -1,0 +1,276 @@
+"""State as immutable value objects: a batch, its active run, its phases and what decisions
+keep of its history.
+
+Nothing here changes in place; :mod:`pipeline_state._decide` builds new values with
+:func:`attrs.evolve`. Timestamps are timezone-aware UTC datetimes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import attrs
+
+from ._lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, PhaseStatus, RunStatus
+
+__all__ = [
+    "BatchState",
+    "ItemRef",
+    "Past",
+    "PhaseRun",
+    "Run",
+    "completed_outputs",
+    "evolve",
+    "next_deadline",
+]
+
+
+@attrs.frozen(slots=True, cache_hash=False)
+class ItemRef:
+    """An item of a batch and where its (possibly processed) content is stored."""
+
+    item_id: str
+    content_ref: str | None = None
+
+
+@attrs.frozen(slots=True)
+class PhaseRun:
+    """One phase (step) of a run, with its execution status and real counts."""
+
+    name: str
+    depends_on: tuple[str, ...]
+    status: PhaseStatus = PhaseStatus.PENDING_DEPENDENCIES
+    deadline_seconds: float | None = None
+    dispatched_at: datetime | None = None
+    deadline_at: datetime | None = None
+    finished_at: datetime | None = None
+    inputs: tuple[ItemRef, ...] = ()
+    outputs: tuple[ItemRef, ...] = ()
+    failed_item_ids: tuple[str, ...] = ()
+    error: str | None = None
+    command_event_id: str | None = None
+    """Outbox event id of the command that started the phase (re-sent with the same id)."""
+    resends: int = 0
+    """How many times the command was re-sent after the phase's deadline passed."""
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in PHASE_ACTIVE
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in PHASE_TERMINAL
+
+    @property
+    def is_done(self) -> bool:
+        """Completed successfully or with partial success."""
+        return self.status in PHASE_DONE
+
+    @property
+    def duration_seconds(self) -> float:
+        if self.dispatched_at is None or self.finished_at is None:
+            return 0.0
+        return max(0.0, (self.finished_at - self.dispatched_at).total_seconds())
+
+
+@attrs.frozen(slots=True)
+class Run:
+    """One accepted pipeline request on one batch; archived into history once finished."""
+
+    run_id: str
+    pipeline_name: str
+    correlation_id: str
+    requested_by: str
+    accepted_at: datetime
+    final_step: str
+    phases: tuple[PhaseRun, ...]
+    pruned: tuple[str, ...] = ()
+    status: RunStatus = RunStatus.ACTIVE
+    completed_at: datetime | None = None
+    is_retry: bool = False
+    retry_reason: str | None = None
+    plan: tuple[str, ...] = ()
+    """Every step of the resolved pipeline in plan order, pruned ones included."""
+
+    def phase(self, name: str) -> PhaseRun | None:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        return None
+
+    @property
+    def phase_statuses(self) -> Mapping[str, str]:
+        return MappingProxyType({p.name: p.status.value for p in self.phases})
+
+    @property
+    def completed_phases(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.phases if p.is_done)
+
+    @property
+    def skipped_phases(self) -> tuple[str, ...]:
+        """Phases that did not run: pruned ones first, then those skipped after a failure."""
+        skipped = tuple(
+            p.name
+            for p in self.phases
+            if p.status in (PhaseStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE, PhaseStatus.SKIPPED_BY_USER_CONFIG)
+        )
+        return self.pruned + skipped
+
+    @property
+    def is_finished(self) -> bool:
+        return all(p.is_terminal for p in self.phases)
+
+
+@attrs.frozen(slots=True)
+class Past:
+    """What decisions need of a batch's archived runs, without the runs themselves.
+
+    The runs are kept by the store (one row each in the SQL store's ``runs`` table) and read
+    only to show them; a decision reads this summary, so the cost of an event does not grow
+    with the batch's history beyond one correlation id per archived run:
+
+    * ``correlations``: every archived run's correlation id, oldest first (an outcome that
+      carries one is stale);
+    * ``accepted``: when the latest archived runs were accepted, oldest first: as many as
+      the profile's rate limits can count (:attr:`~pipeline_state._profile.Profile.runs_remembered`),
+      all of them when the summary was derived from a full history;
+    * ``recorded``: per phase completed (fully or partially) in an earlier run, the processed
+      items of its latest successful execution, the latest last: what pruning and forwarding
+      read.
+    """
+
+    correlations: tuple[str, ...] = ()
+    accepted: tuple[datetime, ...] = ()
+    recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many runs the batch has archived."""
+        return len(self.correlations)
+
+    def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
+        return dict(self.recorded)
+
+    def is_archived(self, correlation_id: str) -> bool:
+        """Whether ``correlation_id`` is the correlation id of an archived run."""
+        return correlation_id in self.correlations
+
+    def after(self, run: Run, *, remember: int | None = None) -> Past:
+        """This summary with ``run`` archived too, keeping the acceptance times of the latest
+        ``remember`` archived runs (``None``: all)."""
+        recorded = dict(self.recorded)
+        for phase in run.phases:
+            if phase.is_done:
+                recorded.pop(phase.name, None)  # re-inserted: the order says which came last
+                recorded[phase.name] = phase.outputs
+        accepted = (*self.accepted, run.accepted_at)
+        if remember is not None:
+            accepted = accepted[len(accepted) - remember :] if remember > 0 else ()
+        return Past((*self.correlations, run.correlation_id), accepted, tuple(recorded.items()))
+
+    @classmethod
+    def of(cls, history: tuple[Run, ...], *, remember: int | None = None) -> Past:
+        """The summary of ``history`` (archived runs, oldest first), keeping the acceptance
+        times of the latest ``remember`` runs (``None``: all)."""
+        past = cls()
+        for run in history:
+            past = past.after(run, remember=remember)
+        return past
+
+
+@attrs.frozen(slots=True)
+class BatchState:
+    """The whole state of one batch: registration data, lifecycle status, active run and
+    what decisions keep of its archived runs (``past``).
+
+    ``history`` holds the archived runs themselves, oldest first, only in a state read to be
+    shown (:meth:`~pipeline_state._service.PipelineService.get_batch`); a state loaded for a
+    decision carries ``()``, stores never write it, and decisions never read it.
+    """
+
+    batch_id: str
+    status: BatchStatus
+    version: int
+    owner: str
+    category: str
+    """A short code the profile's commands carry (a course, a catalogue section...)."""
+    expected_items: int
+    item_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    org_id: str | None = None
+    group_id: str | None = None
+    language: str = "en"
+    prompt_ref: str | None = None
+    items: tuple[ItemRef, ...] = ()
+    active_run: Run | None = None
+    history: tuple[Run, ...] = ()
+    past: Past = Past()
+
+    @property
+    def has_group(self) -> bool:
+        """Whether the batch was registered with a group (its items belong to its members)."""
+        return self.group_id is not None
+
+    def runs(self) -> Iterator[Run]:
+        """Archived runs (``history``: only in a state read to be shown), then the active run."""
+        yield from self.history
+        if self.active_run is not None:
+            yield self.active_run
+
+
+def completed_outputs(history: tuple[Run, ...]) -> dict[str, tuple[ItemRef, ...]]:
+    """Phases completed (fully or partially) in earlier runs, with the processed items of
+    their last successful execution. This is what pruning and forwarding read."""
+    done: dict[str, tuple[ItemRef, ...]] = {}
+    for run in history:
+        for phase in run.phases:
+            if phase.is_done:
+                done[phase.name] = phase.outputs
+    return done
+
+
+def next_deadline(state: BatchState) -> datetime | None:
+    """The earliest deadline among the active phases of the active run, if any."""
+    if state.active_run is None:
+        return None
+    deadlines = [p.deadline_at for p in state.active_run.phases if p.is_active and p.deadline_at is not None]
+    return min(deadlines) if deadlines else None
+
+
+_T = TypeVar("_T")
+_UNSET: Any = object()
+_EVOLVERS: dict[type, Any] = {}
+
+
+def _compile_evolver(cls: type) -> Any:
+    """Compile ``evolve`` for one attrs class of this module: a new instance whose slots are
+    set straight from the old one's, with the changes (no ``__init__``, whose frozen-class
+    ``setattr`` costs twice as much; attrs.evolve also looks the fields up and builds a
+    kwargs dict on every call). Only for classes without validators, converters or
+    ``__attrs_post_init__``: the values were checked when the instance was first built."""
+    fields = attrs.fields(cls)
+    if any(not f.init or f.alias != f.name or f.validator or f.converter for f in fields):
+        raise TypeError(f"{cls.__name__}: use attrs.evolve")
+    if hasattr(cls, "__attrs_post_init__") or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: use attrs.evolve")
+    params = ", ".join(f"{f.name}=_UNSET" for f in fields)
+    body = "".join(
+        f"    set_{f.name}(new, inst.{f.name} if {f.name} is _UNSET else {f.name})\n" for f in fields
+    )
+    namespace: dict[str, Any] = {"_UNSET": _UNSET, "make": object.__new__, "cls": cls}
+    namespace.update({f"set_{f.name}": cls.__dict__[f.name].__set__ for f in fields})
+    exec(f"def evolve(inst, *, {params}):\n    new = make(cls)\n{body}    return new\n", namespace)
+    _EVOLVERS[cls] = namespace["evolve"]
+    return namespace["evolve"]
+
+
+def evolve(inst: _T, **changes: Any) -> _T:
+    """:func:`attrs.evolve` for the value objects of this module, about twice as fast.
+    An unknown field name raises ``TypeError`` as attrs.evolve does."""
+    fn = _EVOLVERS.get(type(inst)) or _compile_evolver(type(inst))
+    result: _T = fn(inst, **changes)
+    return result

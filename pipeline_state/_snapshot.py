@@ -1,0 +1,78 @@
+"""JSON-serialisable views of batch state (the runtime's and the HTTP API's shape).
+
+The view names the batch's owner, group and number of items under the keys its profile
+chooses (:class:`ViewNames`, :attr:`~pipeline_state._profile.Profile.view_names`);
+the other keys are the engine's.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import attrs
+
+from ._model import BatchState, Run
+
+__all__ = ["ViewNames", "run_view", "snapshot"]
+
+
+@attrs.frozen
+class ViewNames:
+    """The keys a batch's view (:func:`snapshot`) gives its owner, its group and its
+    number of items."""
+
+    owner: str = "owner"
+    group_id: str = "group_id"
+    items: str = "item_count"
+
+
+@functools.cache
+def _default_names() -> ViewNames:
+    from .profiles import default_profile
+
+    return default_profile().view_names
+
+
+def run_view(run: Run) -> dict[str, Any]:
+    """One archived run as the snapshot's history shows it."""
+    return {
+        "run_id": run.run_id,
+        "pipeline_name": run.pipeline_name,
+        "correlation_id": run.correlation_id,
+        "final_status": run.status.value,
+        "completed_phases": list(run.completed_phases),
+        "skipped_phases": list(run.skipped_phases),
+        "phases": dict(run.phase_statuses),
+        "accepted_at": run.accepted_at.isoformat(),
+        "completed_at": None if run.completed_at is None else run.completed_at.isoformat(),
+        "is_retry": run.is_retry,
+    }
+
+
+def snapshot(state: BatchState, names: ViewNames | None = None) -> dict[str, Any]:
+    """The batch as a JSON-serialisable dict: status, version, owner, group, number of
+    items, active run and history; ``names`` (default: the default profile's) keys the
+    owner, group and count."""
+    keys = _default_names() if names is None else names
+    run = state.active_run
+    active = None
+    if run is not None:
+        active = {
+            "run_id": run.run_id,
+            "pipeline_name": run.pipeline_name,
+            "correlation_id": run.correlation_id,
+            "phases": dict(run.phase_statuses),
+            "skipped_phases": list(run.pruned),
+            "accepted_at": run.accepted_at.isoformat(),
+        }
+    return {
+        "batch_id": state.batch_id,
+        "status": state.status.value,
+        "version": state.version,
+        keys.owner: state.owner,
+        keys.group_id: state.group_id,
+        keys.items: len(state.items),
+        "active_run": active,
+        "history": [run_view(r) for r in state.history],
+    }
