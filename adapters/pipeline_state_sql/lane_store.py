@@ -15,19 +15,21 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import OutboxRow
 
 from . import outbox as sql_outbox
+from .engine import create_engine
 from .errors import DRIVER_ERRORS, translate
 from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+from .migrate import create_or_upgrade
 
-__all__ = ["LaneStore", "translated"]
+__all__ = ["LaneStore", "open_on_new_engine", "translated"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -105,3 +107,28 @@ class LaneStore:
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
         return await self._read(sql_outbox.parked_rows, limit)
+
+
+_Store = TypeVar("_Store", bound=LaneStore)
+
+
+async def open_on_new_engine(
+    cls: type[_Store],
+    url: str | URL,
+    *,
+    upgrade: bool = True,
+    schema: str | None = None,
+    lease: float = 30.0,
+    **engine_options: Any,
+) -> _Store:
+    """A ``cls`` store on a new engine for ``url`` that it owns (closed with its ``close``),
+    after :func:`~pipeline_state_sql.migrate.create_or_upgrade` unless ``upgrade`` is false;
+    the engine is disposed again if the upgrade fails."""
+    engine = create_engine(url, schema=schema, **engine_options)
+    try:
+        if upgrade:
+            await create_or_upgrade(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return cls(engine, lease=lease, owns_engine=True)

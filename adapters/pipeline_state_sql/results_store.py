@@ -39,9 +39,7 @@ from pipeline_state.profiles.huleedu.results.codec import batch_from_document, b
 from pipeline_state.profiles.huleedu.results.model import BatchResults, ClassResults
 from pipeline_state.profiles.huleedu.results.ports import ResultsChange
 
-from .engine import create_engine
-from .lane_store import LaneStore, translated
-from .migrate import create_or_upgrade
+from .lane_store import LaneStore, open_on_new_engine, translated
 from .schema import RESULTS_BATCHES, RESULTS_CLASS_STATUS, RESULTS_CLASSES, RESULTS_INBOX
 from .unit_of_work import UnitOfWork
 
@@ -264,11 +262,6 @@ async def open_results_store(
     """A :class:`SqlResultsStore` on a new engine for ``url`` (closed with
     :meth:`SqlResultsStore.close`); like :func:`~pipeline_state_sql.store.open_store`, it
     creates or upgrades the schema first unless ``upgrade`` is ``False``."""
-    engine = create_engine(url, schema=schema, **engine_options)
-    try:
-        if upgrade:
-            await create_or_upgrade(engine)
-    except BaseException:
-        await engine.dispose()
-        raise
-    return SqlResultsStore(engine, lease=lease, owns_engine=True)
+    return await open_on_new_engine(
+        SqlResultsStore, url, upgrade=upgrade, schema=schema, lease=lease, **engine_options
+    )

@@ -27,9 +27,7 @@ from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, Tran
 
 from . import outbox as sql_outbox
 from . import queries
-from .engine import create_engine
-from .lane_store import LaneStore, translated
-from .migrate import create_or_upgrade
+from .lane_store import LaneStore, open_on_new_engine, translated
 from .queries import ArchivedRun
 from .schema import ID
 from .uow import PIPELINE, write_change, write_changes
@@ -204,11 +202,6 @@ async def open_store(
     deployment step. ``schema`` and ``engine_options`` go to
     :func:`~pipeline_state_sql.engine.create_engine`.
     """
-    engine = create_engine(url, schema=schema, **engine_options)
-    try:
-        if upgrade:
-            await create_or_upgrade(engine)
-    except BaseException:
-        await engine.dispose()
-        raise
-    return SqlStore(engine, lease=lease, owns_engine=True)
+    return await open_on_new_engine(
+        SqlStore, url, upgrade=upgrade, schema=schema, lease=lease, **engine_options
+    )
