@@ -8,8 +8,8 @@ README's table of variables shows (:func:`variables_table`, regenerated from the
 a value that does not parse raises the adapter's own error (:attr:`EnvironmentSettings.error`,
 a :class:`~pipeline_state.errors.PipelineStateError`) naming the variable.
 
-Only the adapters import this module: it needs ``pydantic-settings``, which their extras
-install; the core itself reads no environment.
+Only the adapters import this module (``pydantic-settings`` is a dependency of the core all
+the same, so every module of the package imports); the core itself reads no environment.
 """
 
 from __future__ import annotations
