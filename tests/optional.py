@@ -1,13 +1,23 @@
-"""Optional parts of the project a test needs: skipped when absent on a developer's machine,
-a failure under ``CI=true``, where the ``dev`` extra installs every one of them."""
+"""Optional parts of the project a test needs (packages and services): skipped when absent on
+a developer's machine, a failure under ``CI=true``, where the ``dev`` extra installs every
+package and ``.ci/run`` starts every service."""
 
 from __future__ import annotations
 
 import importlib
 import os
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(message: str) -> NoReturn:
+    """A test cannot run for want of ``message``: ``pytest.fail`` under ``CI=true``, else
+    ``pytest.skip``."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required under CI=true: {message}")
+    pytest.skip(message)
 
 
 def require(module: str) -> ModuleType:
@@ -15,6 +25,4 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{module} is required under CI=true (the dev extra installs it): {exc}")
-        pytest.skip(f"{module} is not installed: {exc}")
+        unavailable(f"{module} is not installed (the dev extra installs it): {exc}")

