@@ -22,7 +22,6 @@ __all__ = [
     "Past",
     "PhaseRun",
     "Run",
-    "completed_outputs",
     "evolve",
     "next_deadline",
 ]
@@ -220,17 +219,6 @@ class BatchState:
         yield from self.history
         if self.active_run is not None:
             yield self.active_run
-
-
-def completed_outputs(history: tuple[Run, ...]) -> dict[str, tuple[ItemRef, ...]]:
-    """Phases completed (fully or partially) in earlier runs, with the processed items of
-    their last successful execution. This is what pruning and forwarding read."""
-    done: dict[str, tuple[ItemRef, ...]] = {}
-    for run in history:
-        for phase in run.phases:
-            if phase.is_done:
-                done[phase.name] = phase.outputs
-    return done
 
 
 def next_deadline(state: BatchState) -> datetime | None:
