@@ -55,15 +55,13 @@ class BatchStatus(StrEnum):
     legacy values that other services may still send and that must parse.
 
     The two group-validation states (a batch waits for its items to be matched to the
-    members of its group) keep the values the shipped profile first stored and sent them
-    under: stored rows, denial details and handling results carry them byte for byte, and
-    one engine-wide value per state keeps the stores profile-agnostic (see "Define your
-    own domain" in the docs).
+    members of its group) carry the engine's names; a profile whose wire knew them by
+    other names gives those in :attr:`~pipeline_state._profile.Profile.state_names`.
     """
 
     AWAITING_CONTENT_VALIDATION = "awaiting_content_validation"
-    AWAITING_GROUP_VALIDATION = "awaiting_student_validation"
-    GROUP_VALIDATION_COMPLETED = "student_validation_completed"
+    AWAITING_GROUP_VALIDATION = "awaiting_group_validation"
+    GROUP_VALIDATION_COMPLETED = "group_validation_completed"
     READY_FOR_PIPELINE_EXECUTION = "ready_for_pipeline_execution"
     PROCESSING_PIPELINES = "processing_pipelines"
     FAILED_CRITICALLY = "failed_critically"
@@ -481,10 +479,9 @@ _BATCH_OPEN = tuple(s for s in _BATCH_STATES if s not in _BATCH_FINAL)
 _UNEXPECTED = Refusals(Refusal(Verdict.IGNORE, "unexpected:{trigger} in {state}"))
 _ITEMS_REGISTERED = "items_registered"
 
-ITEMS_READY: Final = "essays_ready"
+ITEMS_READY: Final = "items_ready"
 """The batch trigger of :class:`~pipeline_state._inputs.ItemsReady` (a grouped batch's items
-passed validation). Its name is the one the shipped profile's handling results first
-carried (``ignored:unexpected:<trigger> in <state>``), kept byte for byte."""
+passed validation)."""
 
 BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
     "batch",

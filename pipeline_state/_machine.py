@@ -35,6 +35,7 @@ from pipeline_state._lifecycle import (
     Verdict,
     define_lifecycle,
 )
+from pipeline_state._names import StateNames
 from pipeline_state.errors import DefinitionError, IllegalTransitionError
 
 __all__ = [
@@ -253,14 +254,17 @@ class BoundMachine(Generic[C]):
     def __init__(self, lifecycle: Lifecycle, table: dict[tuple[str, str], tuple[Option[C], ...]]) -> None:
         self.lifecycle = lifecycle
         self._table = table
-        self._refusals: dict[tuple[str, str], Refused] = {}
+        self._refusals: dict[tuple[str, str, StateNames | None], Refused] = {}
 
-    def select(self, ctx: C, state: str, trigger: str) -> Option[C] | Refused:
+    def select(
+        self, ctx: C, state: str, trigger: str, names: StateNames | None = None
+    ) -> Option[C] | Refused:
         """The first alternative of ``trigger`` from ``state`` whose guards hold on ``ctx``,
-        or why none does. Runs guards only."""
+        or why none does. Runs guards only. A refusal the definition words with the state
+        or the trigger uses their ``names`` (a profile's, see :class:`StateNames`)."""
         options = self._table.get((state, trigger))
         if options is None:
-            return self._refused(state, trigger)
+            return self._refused(state, trigger, names)
         refusal: tuple[str, str] | None = None
         for option in options:
             for name, guard in option.guards:
@@ -276,11 +280,16 @@ class BoundMachine(Generic[C]):
         return Refused(self.lifecycle.name, state, trigger, verdict, reason, guard_name)
 
     def fire(
-        self, ctx: C, state: str, trigger: str, apply: Callable[[C, Option[C]], Any]
+        self,
+        ctx: C,
+        state: str,
+        trigger: str,
+        apply: Callable[[C, Option[C]], Any],
+        names: StateNames | None = None,
     ) -> Option[C] | Refused:
         """Fire ``trigger``: select an alternative, run its ``before`` effects, ``apply`` the
         move (the caller changes and logs the entity), run its ``after`` effects."""
-        chosen = self.select(ctx, state, trigger)
+        chosen = self.select(ctx, state, trigger, names)
         if isinstance(chosen, Refused):
             return chosen
         self.take(ctx, chosen, apply)
@@ -295,13 +304,16 @@ class BoundMachine(Generic[C]):
         for effect in option.after:
             effect(ctx)
 
-    def _refused(self, state: str, trigger: str) -> Refused:
-        key = (state, trigger)
+    def _refused(self, state: str, trigger: str, names: StateNames | None) -> Refused:
+        key = (state, trigger, names or None)
         cached = self._refusals.get(key)
         if cached is None:
             declared: Refusal = self.lifecycle.refusal(state, trigger)
-            reason = declared.reason.format(trigger=trigger, state=state)
-            detail = declared.detail.format(trigger=trigger, state=state)
+            shown_trigger, shown_state = (
+                (trigger, state) if not names else (names.show(trigger), names.show(state))
+            )
+            reason = declared.reason.format(trigger=shown_trigger, state=shown_state)
+            detail = declared.detail.format(trigger=shown_trigger, state=shown_state)
             cached = Refused(self.lifecycle.name, state, trigger, declared.verdict, reason, None, detail)
             if len(self._refusals) < 4096:  # unknown states and triggers must not grow it for ever
                 self._refusals[key] = cached

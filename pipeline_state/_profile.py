@@ -45,7 +45,9 @@ from pydantic.fields import FieldInfo
 from ._catalog import Catalog, Step
 from ._guards import AdmissionGuard
 from ._inbound import Inbound
+from ._lifecycle import BATCH_LIFECYCLE, BatchStatus
 from ._model import ItemRef
+from ._names import StateNames
 from ._outbound import Outbound
 from ._snapshot import ViewNames
 from ._wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel
@@ -134,6 +136,9 @@ def command_size_bound(items: int, fields: CommandFields = ENGINE_COMMAND_FIELDS
     named as ``fields`` names them."""
     return COMMAND_OVERHEAD_BYTES + items * fields.item_ref_max_bytes
 
+
+_BATCH_NAMES = frozenset((*(s.value for s in BatchStatus), *BATCH_LIFECYCLE.triggers))
+"""The names :attr:`Profile.state_names` may rename: batch statuses and batch triggers."""
 
 _NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
 
@@ -342,6 +347,10 @@ class Profile:
     view_names: ViewNames = attrs.field(factory=ViewNames)
     """The keys the batch view (:func:`~pipeline_state._snapshot.snapshot`: the runtime's
     and the HTTP API's) gives the owner, the group and the number of items."""
+    state_names: StateNames = attrs.field(factory=StateNames, converter=StateNames)
+    """The profile's names for batch states and triggers its wire knew by other names
+    (:class:`~pipeline_state._names.StateNames`; a mapping converts): refusal reasons and
+    details, waiting-fact keys and batch views show them."""
     measure_above_items: int = attrs.field(init=False, default=0)
     """Commands of more items than this are measured before they are built (derived)."""
 
@@ -414,6 +423,7 @@ class Profile:
         _check_text(name, "item_kind", self.item_kind)
         if not isinstance(self.view_names, ViewNames):
             raise DefinitionError(name, f"view_names must be a ViewNames, got {_kind(self.view_names)}")
+        self.state_names.check(name, _BATCH_NAMES)
         if not isinstance(self.catalog, Catalog):
             hint = " (build it with Catalog.from_dict)" if isinstance(self.catalog, Mapping) else ""
             raise DefinitionError(name, f"catalog must be a Catalog, got {_kind(self.catalog)}{hint}")

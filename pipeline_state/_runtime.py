@@ -72,7 +72,11 @@ class InMemoryRuntime:
 
     async def snapshot(self, batch_id: str) -> dict[str, Any]:
         """The batch as a JSON-serialisable dict; raises BatchNotFoundError when unknown."""
-        return snapshot(await self.service.get_batch(batch_id), self.service.profile.view_names)
+        return snapshot(
+            await self.service.get_batch(batch_id),
+            self.service.profile.view_names,
+            self.service.profile.state_names,
+        )
 
     async def _emitted(self, result: HandleResult) -> list[Message]:
         """The rows ``result`` wrote (its own, then those of the waiting facts it resumed),

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from ._model import BatchState, Run
+from ._names import StateNames
 
 __all__ = ["ViewNames", "run_view", "snapshot"]
 
@@ -34,6 +35,13 @@ def _default_names() -> ViewNames:
     return default_profile().view_names
 
 
+@functools.cache
+def _default_states() -> StateNames:
+    from .profiles import default_profile
+
+    return default_profile().state_names
+
+
 def run_view(run: Run) -> dict[str, Any]:
     """One archived run as the snapshot's history shows it."""
     return {
@@ -50,11 +58,15 @@ def run_view(run: Run) -> dict[str, Any]:
     }
 
 
-def snapshot(state: BatchState, names: ViewNames | None = None) -> dict[str, Any]:
+def snapshot(
+    state: BatchState, names: ViewNames | None = None, states: StateNames | None = None
+) -> dict[str, Any]:
     """The batch as a JSON-serialisable dict: status, version, owner, group, number of
     items, active run and history; ``names`` (default: the default profile's) keys the
-    owner, group and count."""
+    owner, group and count; the status shows under its name in ``states`` (default: the
+    default profile's :attr:`~pipeline_state._profile.Profile.state_names`)."""
     keys = _default_names() if names is None else names
+    shown = _default_states() if states is None else states
     run = state.active_run
     active = None
     if run is not None:
@@ -68,7 +80,7 @@ def snapshot(state: BatchState, names: ViewNames | None = None) -> dict[str, Any
         }
     return {
         "batch_id": state.batch_id,
-        "status": state.status.value,
+        "status": shown.show(state.status.value),
         "version": state.version,
         keys.owner: state.owner,
         keys.group_id: state.group_id,

@@ -18,7 +18,8 @@ source states are no longer reachable is late (a duplicate, or out of place) and
 * ``batch_registration``: any fact but a registration, for a batch not registered yet;
 * ``batch_state:<status>``: a readiness fact (provisioning, associations, items ready, a
   critical validation error) for a batch in an earlier state, or a pipeline request for a
-  batch whose readiness facts wait (or that was itself waiting for the registration);
+  batch whose readiness facts wait (or that was itself waiting for the registration); the
+  status as the profile names it (:attr:`~pipeline_state._profile.Profile.state_names`);
 * ``run_start``: an outcome for a batch with no active run that can still start one (its
   correlation id belongs to no archived run: the request that starts the run is itself
   waiting, or was fetched later);
@@ -172,7 +173,7 @@ def waits_for(
     if trigger is None:
         return None
     source = _BATCH.early(state.status.value, trigger, _excluded(state, profile))
-    return None if source is None else _STATE + source
+    return None if source is None else _STATE + profile.state_names.show(source)
 
 
 def _request_waits(state: BatchState, profile: Profile, waiting: Iterable[str], deferred: bool) -> str | None:
@@ -185,7 +186,7 @@ def _request_waits(state: BatchState, profile: Profile, waiting: Iterable[str], 
     if ready is None or state.status is BatchStatus.PROCESSING_PIPELINES:
         return None
     if deferred or _readiness_waits(waiting):
-        return _STATE + ready
+        return _STATE + profile.state_names.show(ready)
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -28,6 +28,7 @@ from pipeline_state._lifecycle import (
 )
 from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import PhaseStatus, RunStatus
+from pipeline_state.profiles.huleedu.profile import HULEEDU_STATE_NAMES
 
 T = Transition
 VALID_STATES = ("a", "b", "c")
@@ -173,19 +174,28 @@ def test_lifecycle_helpers() -> None:
     assert not PHASE_LIFECYCLE.is_final("dispatch_initiated")
 
 
-def moves(lifecycle: Lifecycle) -> dict[tuple[str, str], str | tuple[str, ...]]:
-    """``(trigger, source) -> dest``; guarded alternatives give their dests in order."""
+def _same(name: str) -> str:
+    return name
+
+
+def moves(
+    lifecycle: Lifecycle, show: Callable[[str], str] = _same
+) -> dict[tuple[str, str], str | tuple[str, ...]]:
+    """``(trigger, source) -> dest``; guarded alternatives give their dests in order; every
+    state and trigger under its name ``show`` gives."""
     table: dict[tuple[str, str], str | tuple[str, ...]] = {}
     for t in lifecycle.transitions:
         for s in t.sources:
-            dests = tuple(a.dest for a in lifecycle.alternatives(s, t.trigger))
-            table[(t.trigger, s)] = dests[0] if len(dests) == 1 else dests
+            dests = tuple(show(a.dest) for a in lifecycle.alternatives(s, t.trigger))
+            table[(show(t.trigger), show(s))] = dests[0] if len(dests) == 1 else dests
     return table
 
 
-def guards(lifecycle: Lifecycle) -> dict[tuple[str, str], tuple[str, ...]]:
-    """``(trigger, dest) -> guards`` of every transition."""
-    return {(t.trigger, t.dest): t.guards for t in lifecycle.transitions if t.guards}
+def guards(
+    lifecycle: Lifecycle, show: Callable[[str], str] = _same
+) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(trigger, dest) -> guards`` of every transition (names as ``show`` gives them)."""
+    return {(show(t.trigger), show(t.dest)): t.guards for t in lifecycle.transitions if t.guards}
 
 
 BATCH_OPEN = (
@@ -198,9 +208,10 @@ BATCH_OPEN = (
 
 
 def test_batch_lifecycle_is_exactly_the_contract() -> None:
-    lc = BATCH_LIFECYCLE
+    # The contract words the lifecycle as the shipped profile shows it (its state names).
+    lc, show = BATCH_LIFECYCLE, HULEEDU_STATE_NAMES.show
     assert lc.name == "batch"
-    assert lc.states == (*BATCH_OPEN, "failed_critically", "cancelled", "archived")
+    assert tuple(map(show, lc.states)) == (*BATCH_OPEN, "failed_critically", "cancelled", "archived")
     assert lc.initial == "awaiting_content_validation"
     assert lc.final == {"failed_critically", "cancelled", "archived"}
     expected: dict[tuple[str, str], str | tuple[str, ...]] = {
@@ -217,8 +228,8 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
     for state in BATCH_OPEN:
         expected[("fail_critically", state)] = "failed_critically"
         expected[("cancel", state)] = "cancelled"
-    assert moves(lc) == expected
-    assert guards(lc) == {
+    assert moves(lc, show) == expected
+    assert guards(lc, show) == {
         ("register", "awaiting_content_validation"): ("items_within_limit",),
         ("provision_guest", "ready_for_pipeline_execution"): ("items_registered",),
         ("provision_regular", "awaiting_student_validation"): ("items_registered",),
@@ -399,7 +410,8 @@ def test_guarded_alternatives_and_creation_build() -> None:
 
 
 def test_batch_status_wire_values() -> None:
-    assert [s.value for s in BatchStatus] == [
+    # The contract's values are the shipped profile's names of the statuses.
+    assert [HULEEDU_STATE_NAMES.show(s.value) for s in BatchStatus] == [
         "awaiting_content_validation",
         "awaiting_student_validation",
         "student_validation_completed",
@@ -416,13 +428,11 @@ def test_batch_status_wire_values() -> None:
     ]
     assert BatchStatus("ready_for_pipeline_execution") is BatchStatus.READY_FOR_PIPELINE_EXECUTION
     assert isinstance(BatchStatus.READY_FOR_PIPELINE_EXECUTION, str)
-    # The group-validation states have the engine's names and keep their stored values.
-    stored = {
-        "AWAITING_GROUP_VALIDATION": "awaiting_student_validation",
-        "GROUP_VALIDATION_COMPLETED": "student_validation_completed",
-    }
+    # The engine's own values are its member names; the profile renames two of them.
     for status in BatchStatus:
-        assert status.value == stored.get(status.name, status.name.lower())
+        assert status.value == status.name.lower()
+    renamed = {s for s in BatchStatus if HULEEDU_STATE_NAMES.show(s.value) != s.value}
+    assert renamed == {BatchStatus.AWAITING_GROUP_VALIDATION, BatchStatus.GROUP_VALIDATION_COMPLETED}
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from pipeline_state._machine import (
     Refused,
     SharedMachine,
 )
+from pipeline_state._names import StateNames
 from pipeline_state.errors import DefinitionError, IllegalTransitionError
 
 MACHINES = (BATCH_MACHINE, RUN_MACHINE, PHASE_MACHINE)
@@ -193,10 +194,20 @@ def test_bind_requires_exactly_the_declared_names() -> None:
 
 
 def test_refusal_reasons_name_the_trigger_and_state() -> None:
-    refused = bound(BATCH_MACHINE).select(Case(frozenset()), "cancelled", "essays_ready")
+    machine = bound(BATCH_MACHINE)
+    refused = machine.select(Case(frozenset()), "cancelled", "items_ready")
     assert refused == Refused(
-        "batch", "cancelled", "essays_ready", Verdict.IGNORE, "unexpected:essays_ready in cancelled"
+        "batch", "cancelled", "items_ready", Verdict.IGNORE, "unexpected:items_ready in cancelled"
     )
+    # A profile's names word the reason; the refusal still names the engine's trigger and state.
+    names = StateNames({"items_ready": "essays_ready", "cancelled": "called_off"})
+    shown = machine.select(Case(frozenset()), "cancelled", "items_ready", names)
+    assert shown == Refused(
+        "batch", "cancelled", "items_ready", Verdict.IGNORE, "unexpected:essays_ready in called_off"
+    )
+    # Cached per names: the engine's wording is not overwritten by the profile's, nor back.
+    again = machine.select(Case(frozenset()), "cancelled", "items_ready")
+    assert again == refused
     rejected = bound(BATCH_MACHINE).select(Case(frozenset()), "archived", "cancel")
     assert isinstance(rejected, Refused)
     assert rejected.verdict is Verdict.REJECT

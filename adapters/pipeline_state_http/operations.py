@@ -53,7 +53,8 @@ class Operations:
         if applied:
             status = BATCH_LIFECYCLE.initial
         else:
-            status = (await self.service.get_batch(payload.batch_id)).status.value
+            state = await self.service.get_batch(payload.batch_id)
+            status = self.service.profile.state_names.show(state.status.value)
         return RegisterAccepted(batch_id=payload.batch_id, correlation_id=ctx.correlation_id, status=status)
 
     async def request_pipeline(

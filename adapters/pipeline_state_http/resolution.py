@@ -114,7 +114,7 @@ async def define_pipeline(service: PipelineService, request: DefineRequest) -> D
         pipeline_steps=list(plan.pipeline.step_names),
         pruned_phases=list(plan.pruned),
         completed_phases=[phase for phase in catalog.phases if phase in recorded],
-        batch_status=state.status.value,
+        batch_status=service.profile.state_names.show(state.status.value),
         active_run_id=None if state.active_run is None else state.active_run.run_id,
         admission=admission,
         correlation_id=correlation,

@@ -169,7 +169,9 @@ def build_router(
         summary="The batch snapshot",
     )
     async def get_batch(batch_id: BatchId, correlation: Correlation) -> dict[str, Any]:
-        return snapshot(await service.get_batch(batch_id), service.profile.view_names)
+        return snapshot(
+            await service.get_batch(batch_id), service.profile.view_names, service.profile.state_names
+        )
 
     @api.get(
         "/v1/batches/{batch_id}/history",

@@ -22,6 +22,9 @@ The layout is the model's attrs classes with these differences (:data:`STATE_LAY
 * the stored keys keep the names the state had before it was renamed into generic words
   (``user_id`` for :attr:`~pipeline_state._model.BatchState.owner`, ``essays`` for
   ``items``...), so rows written by earlier releases load;
+* a :class:`~pipeline_state._lifecycle.BatchStatus` is stored under the value it had when
+  it was first stored (:func:`stored_status`: the two group-validation states keep the
+  shipped profile's words, as the ``status`` column does), and reads from either;
 * an :class:`~pipeline_state._model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
 * :class:`~pipeline_state._model.Past` is stored as ``{"correlations": [...], "accepted":
   [...], "recorded": [[phase, [item references]]...]}``;
@@ -40,7 +43,7 @@ from datetime import datetime
 
 from cattrs import Converter
 
-from pipeline_state._lifecycle import PHASE_DONE
+from pipeline_state._lifecycle import PHASE_DONE, BatchStatus
 from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
@@ -56,6 +59,7 @@ __all__ = [
     "encode_run",
     "encode_state",
     "past_from_history",
+    "stored_status",
 ]
 
 _DONE = frozenset(status.value for status in PHASE_DONE)
@@ -109,6 +113,36 @@ class UnreadableDocument(str):
     """
 
     __slots__ = ()
+
+
+_STORED_STATUS: dict[BatchStatus, str] = {
+    BatchStatus.AWAITING_GROUP_VALIDATION: "awaiting_student_validation",
+    BatchStatus.GROUP_VALIDATION_COMPLETED: "student_validation_completed",
+}
+"""Batch statuses whose stored value is not the engine's: the value rows have held since
+the first release (before the engine spoke in generic words)."""
+
+_STATUS_OF_STORED: dict[str, BatchStatus] = {
+    **{status.value: status for status in BatchStatus},
+    **{stored: status for status, stored in _STORED_STATUS.items()},
+}
+
+
+def stored_status(status: BatchStatus) -> str:
+    """The value ``status`` is stored under (in documents and the ``status`` column)."""
+    return _STORED_STATUS.get(status, status.value)
+
+
+def _status(value: object, _: object) -> BatchStatus:
+    found = _STATUS_OF_STORED.get(value) if isinstance(value, str) else None
+    if found is None:
+        raise Invalid(f"has an unknown value {value!r}")
+    return found
+
+
+def _statuses_as_stored(converter: Converter) -> None:
+    converter.register_structure_hook(BatchStatus, _status)
+    converter.register_unstructure_hook(BatchStatus, stored_status)
 
 
 def _item_ref(value: object, _: object) -> ItemRef:
@@ -206,7 +240,7 @@ STATE_LAYOUT = Layout(
     omit={BatchState: frozenset({"history"})},
     # Added to layout 1 with phase re-sends (issue 11.4): rows written before lack them.
     optional={PhaseRun: frozenset({"command_event_id", "resends"})},
-    hooks=(_item_refs_as_pairs, _past_by_hand),
+    hooks=(_item_refs_as_pairs, _past_by_hand, _statuses_as_stored),
 )
 """How the state's classes are laid out in a stored document (see the module doc)."""
 

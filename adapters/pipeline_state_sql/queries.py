@@ -21,7 +21,7 @@ from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
 from pipeline_state.ports import OutboxRow, StalledRun, TransitionRecord, WaitingFact
 
-from .codec import decode_run, decode_state
+from .codec import decode_run, decode_state, stored_status
 from .outbox import ROW_COLUMNS, row_to_outbox
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 
@@ -152,7 +152,7 @@ def list_states(conn: Connection, status: BatchStatus | None, *, limit: int, off
     """Batches (only those in ``status`` when given), ordered by batch id."""
     statement = select(BATCHES.c.batch_id, BATCHES.c.state)
     if status is not None:
-        statement = statement.where(BATCHES.c.status == status.value)
+        statement = statement.where(BATCHES.c.status == stored_status(status))
     statement = statement.order_by(BATCHES.c.batch_id).limit(limit).offset(offset)
     return [decode_state(row.batch_id, row.state) for row in conn.execute(statement)]
 

@@ -40,7 +40,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, update
 from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
-from .codec import encode_run, encode_state
+from .codec import encode_run, encode_state, stored_status
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
 
@@ -49,7 +49,7 @@ __all__ = ["PIPELINE", "write_change", "write_changes"]
 
 def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
     return {
-        "status": state.status.value,
+        "status": stored_status(state.status),
         "version": state.version,
         "state": encode_state(state),
         "next_deadline_at": next_deadline(state),

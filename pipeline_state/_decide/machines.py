@@ -64,7 +64,7 @@ def fire_batch(ctx: BatchCtx, trigger: str, *, absent: bool = False) -> Option[B
     """Fire a batch ``trigger`` from the batch's status, or from ``ABSENT`` when the batch
     does not exist yet (``absent``, or a registration's fresh state in ``ctx``)."""
     source = ABSENT if absent or ctx.fresh is not None else ctx.session.state.status.value
-    return BATCH.fire(ctx, source, trigger, _apply_batch)
+    return BATCH.fire(ctx, source, trigger, _apply_batch, ctx.session.profile.state_names)
 
 
 def require(fired: Option[Any] | Refused, batch_id: str | None) -> None:

@@ -23,13 +23,7 @@ VOCABULARY = re.compile(
     re.IGNORECASE,
 )
 
-REMAINING = {
-    # The values of BatchStatus.AWAITING_GROUP_VALIDATION and GROUP_VALIDATION_COMPLETED and
-    # the name of the ItemsReady trigger (ITEMS_READY): strings the shipped profile's stored
-    # rows, denial details and handling results carry byte for byte (tests/golden), and that
-    # the profile-agnostic stores read and write as they are.
-    "_lifecycle.py": 3,
-}
+REMAINING: dict[str, int] = {}
 """Module (relative to ``pipeline_state/``) -> lines that still use the education vocabulary."""
 
 IMPORTS_OF_THE_PROFILE: set[str] = set()

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from pipeline_state import (
+    BatchStatus,
     Catalog,
     CommandSpec,
     DefinitionError,
@@ -487,7 +488,7 @@ async def test_a_class_batch_under_a_profile_with_matching_still_waits_for_its_s
     await flow.register("b1", items=2, group_id="class-7")
     out = await flow.rt.deliver(*flow.env.provisioned("b1", flow.env.item_ids("b1", 2)))
     assert Topic.STUDENT_MATCHING.value in topics(out)
-    assert (await flow.state("b1")).status.value == "awaiting_student_validation"
+    assert (await flow.state("b1")).status is BatchStatus.AWAITING_GROUP_VALIDATION
 
 
 def test_the_service_refuses_a_catalog_where_a_profile_belongs() -> None:

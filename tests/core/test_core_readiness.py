@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from core_flow import Flow, one, topics
 
-from pipeline_state import InMemoryRuntime
+from pipeline_state import BatchStatus, InMemoryRuntime
 from pipeline_state.errors import BatchConflictError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
@@ -103,10 +103,10 @@ async def test_regular_batch_goes_through_student_validation(flow: Flow, env: Hu
     assert command["batch_id"] == "b1"
     assert command["class_id"] == "class-7"
     assert [e["essay_id"] for e in command["essays_to_process"]] == ids
-    assert (await flow.state("b1")).status.value == "awaiting_student_validation"
+    assert (await flow.state("b1")).status is BatchStatus.AWAITING_GROUP_VALIDATION
 
     assert await flow.rt.deliver(*env.group_confirmed("b1", "class-7", ids)) == []
-    assert (await flow.state("b1")).status.value == "student_validation_completed"
+    assert (await flow.state("b1")).status is BatchStatus.GROUP_VALIDATION_COMPLETED
 
     assert await flow.rt.deliver(*env.items_ready("b1", ids)) == []
     assert (await flow.state("b1")).status.value == "ready_for_pipeline_execution"

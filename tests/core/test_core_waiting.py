@@ -31,7 +31,8 @@ async def inbox(rt: InMemoryRuntime, delivery: Delivery) -> str | None:
 
 
 async def status(rt: InMemoryRuntime, batch_id: str) -> str:
-    return (await rt.service.get_batch(batch_id)).status.value
+    """The batch's status as the profile names it (the HuleEdu wire's words)."""
+    return rt.service.profile.state_names.show((await rt.service.get_batch(batch_id)).status.value)
 
 
 # -- what waits -------------------------------------------------------------------------------
@@ -161,7 +162,8 @@ async def test_early_readiness_facts_apply_in_arrival_order(
     ]
     assert await status(rt, "b1") == "ready_for_pipeline_execution"
     log = [(t.trigger, t.event_id) for t in rt.store.transitions("b1")]
-    assert [t for t, _ in log] == ["register", "provision_regular", "confirm_associations", "essays_ready"]
+    # The transition log keeps the engine's trigger names.
+    assert [t for t, _ in log] == ["register", "provision_regular", "confirm_associations", "items_ready"]
 
 
 async def test_outcome_for_a_phase_not_dispatched_yet_waits_for_the_dispatch(

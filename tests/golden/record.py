@@ -349,13 +349,14 @@ class Driver:
         return [wire_record(m) for m in rows]
 
     async def end(self) -> Line:
-        """Every batch's status and the waiting set, after the last step."""
+        """Every batch's status (as the profile names it) and the waiting set, after the last step."""
         store = self.rt.store
+        names = self.rt.service.profile.state_names
         batches = await store.list_batches(limit=10_000)
         waiting = await store.list_waiting(limit=10_000)
         return {
             "end": {
-                "batches": {b.batch_id: b.status.value for b in batches},
+                "batches": {b.batch_id: names.show(b.status.value) for b in batches},
                 "waiting": [[f.event_id, f.batch_id, f.waits_for] for f in waiting],
             }
         }

@@ -48,7 +48,8 @@ LAYOUT_3 = attrs.evolve(
         **STATE_LAYOUT.renames,
         BatchState: {k: v for k, v in STATE_LAYOUT.renames[BatchState].items() if k != "items"},
     },
-    hooks=(STATE_LAYOUT.hooks[1],),  # ``past`` keeps its own form; item references change
+    # ``past`` and the statuses keep their own form; item references change
+    hooks=STATE_LAYOUT.hooks[1:],
 )
 STATE_3 = DocumentCodec(BatchState, layout=LAYOUT_3, schema=SCHEMA_3)
 

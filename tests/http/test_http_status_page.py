@@ -85,13 +85,9 @@ def test_lifecycle_svg_places_back_edges_as_arcs_and_marks_the_current_state() -
     assert current == ["processing_pipelines"]
     rects = {g.get("data-name"): g.find("s:rect", ns) for g in root.findall("s:g", ns)}
     x = {name: float(r.get("x", 0)) for name, r in rects.items() if r is not None}
-    # Columns follow the lifecycle: content validation, student validation, ready, processing.
-    assert (
-        x["awaiting_content_validation"]
-        < x["awaiting_student_validation"]
-        < x["student_validation_completed"]
-    )
-    assert x["student_validation_completed"] < x["ready_for_pipeline_execution"] < x["processing_pipelines"]
+    # Columns follow the lifecycle: content validation, group validation, ready, processing.
+    assert x["awaiting_content_validation"] < x["awaiting_group_validation"] < x["group_validation_completed"]
+    assert x["group_validation_completed"] < x["ready_for_pipeline_execution"] < x["processing_pipelines"]
     labels = [t.text for t in root.findall("s:text", ns)]
     assert "finish_run" in labels
     assert "start_run" in labels

@@ -18,20 +18,20 @@ __all__: list[str] = []
 EXAMPLE = FilePath(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 
 
-# What the media wire cannot ask for: it has no group (so no student path and no cancel
+# What the media wire cannot ask for: it has no group (so no group path and no cancel
 # from its states), no validation errors (no critical failure of batch or run), and its
 # commands always fit (no abort).
 UNREACHABLE = {
-    "batch: provision_regular awaiting_content_validation -> awaiting_student_validation",
-    "batch: confirm_associations awaiting_student_validation -> student_validation_completed",
-    "batch: essays_ready student_validation_completed -> ready_for_pipeline_execution",
+    "batch: provision_regular awaiting_content_validation -> awaiting_group_validation",
+    "batch: confirm_associations awaiting_group_validation -> group_validation_completed",
+    "batch: items_ready group_validation_completed -> ready_for_pipeline_execution",
     "batch: fail_critically awaiting_content_validation -> failed_critically",
-    "batch: fail_critically awaiting_student_validation -> failed_critically",
-    "batch: fail_critically student_validation_completed -> failed_critically",
+    "batch: fail_critically awaiting_group_validation -> failed_critically",
+    "batch: fail_critically group_validation_completed -> failed_critically",
     "batch: fail_critically ready_for_pipeline_execution -> failed_critically",
     "batch: fail_critically processing_pipelines -> failed_critically",
-    "batch: cancel awaiting_student_validation -> cancelled",
-    "batch: cancel student_validation_completed -> cancelled",
+    "batch: cancel awaiting_group_validation -> cancelled",
+    "batch: cancel group_validation_completed -> cancelled",
     "run: fail active -> failed_critically",
     "phase: abort dispatch_initiated -> failed",
 }

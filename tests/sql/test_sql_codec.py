@@ -17,6 +17,7 @@ from pipeline_state_sql.codec import (
     decode_state,
     encode_run,
     encode_state,
+    stored_status,
 )
 from pipeline_state_sql.engine import dumps, loads
 
@@ -315,3 +316,27 @@ def test_a_stored_field_with_a_default_must_be_present() -> None:
     del doc["language"]
     with pytest.raises(CorruptStateError, match="missing field 'language'"):
         decode_state("b1", doc)
+
+
+@pytest.mark.parametrize(
+    ("status", "stored"),
+    [
+        (BatchStatus.AWAITING_GROUP_VALIDATION, "awaiting_student_validation"),
+        (BatchStatus.GROUP_VALIDATION_COMPLETED, "student_validation_completed"),
+        (BatchStatus.READY_FOR_PIPELINE_EXECUTION, "ready_for_pipeline_execution"),
+    ],
+)
+def test_statuses_keep_the_values_rows_have_always_held(status: BatchStatus, stored: str) -> None:
+    # The engine renamed the group-validation states; rows keep their first values, and a
+    # document holding the engine's value (written by hand, say) reads as well.
+    state = make_state("b1", status=status)
+    document = encode_state(state)
+    assert document["status"] == stored == stored_status(status)
+    assert decode_state("b1", document) == state
+    assert decode_state("b1", {**document, "status": status.value}) == state
+
+
+def test_an_unknown_stored_status_is_corruption_naming_the_batch() -> None:
+    document = {**encode_state(make_state("b1")), "status": "waiting_for_godot"}
+    with pytest.raises(CorruptStateError, match=r"b1.*waiting_for_godot"):
+        decode_state("b1", document)

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import attrs
 from pipeline_state_sql import SqlStore
-from pipeline_state_sql.schema import OUTBOX
+from pipeline_state_sql.schema import BATCHES, OUTBOX
+from sqlalchemy import select
 
 from pipeline_state import BatchStatus
 from pipeline_state._model import Past
@@ -60,6 +61,19 @@ async def test_listing_and_outbox_depth(sql_store: SqlStore) -> None:
     await sql_store.mark_failed(rows[1].id, "bad", T0, retry_at=T0, park=True)
     assert await sql_store.pending_count() == 3
     assert [r.message.event_id for r in await sql_store.parked()] == ["m1"]
+
+
+async def test_listing_by_a_renamed_status_finds_rows_of_its_stored_value(sql_store: SqlStore) -> None:
+    # The status column holds the value rows have always held ("awaiting_student_validation"
+    # for the engine's awaiting_group_validation); listing by the engine's status finds them.
+    waiting = BatchStatus.AWAITING_GROUP_VALIDATION
+    await sql_store.commit(Change("b1", None, make_state("b1", status=waiting), T0))
+    await sql_store.commit(Change("b2", None, make_state("b2"), T0))
+    assert [s.batch_id for s in await sql_store.list_batches(waiting)] == ["b1"]
+    assert (await sql_store.load("b1")).status is waiting  # type: ignore[union-attr]
+    async with sql_store.engine.connect() as conn:
+        stored = (await conn.execute(select(BATCHES.c.status).where(BATCHES.c.batch_id == "b1"))).scalar_one()
+    assert stored == "awaiting_student_validation"
 
 
 async def test_purge_published_keeps_pending_and_recent_rows(sql_store: SqlStore) -> None:

@@ -77,6 +77,6 @@ async def outcome_of(
         result=result.label,
         original=original,
         run_id=run_id,
-        status=None if state is None else state.status.value,
+        status=None if state is None else service.profile.state_names.show(state.status.value),
         detail=detail,
     )

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from pipeline_state._catalog import Catalog
 from pipeline_state._guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
+from pipeline_state._lifecycle import ITEMS_READY, BatchStatus
+from pipeline_state._names import StateNames
 from pipeline_state._profile import DEFAULT_MAX_COMMAND_BYTES, DEFAULT_MAX_RESENDS, CommandSpec, Profile
 from pipeline_state._snapshot import ViewNames
 from pipeline_state._wire import MAX_ITEMS_PER_BATCH
@@ -25,6 +27,7 @@ from .events import (
 __all__ = [
     "HULEEDU_DEFAULT_DEADLINE_SECONDS",
     "HULEEDU_PHASE_COMMANDS",
+    "HULEEDU_STATE_NAMES",
     "HULEEDU_VIEW_NAMES",
     "MATCHING_COMMAND_FIELDS",
     "PHASE_COMMAND_FIELDS",
@@ -50,6 +53,17 @@ HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 
 
 HULEEDU_VIEW_NAMES = ViewNames(owner="user_id", group_id="class_id", items="essay_count")
+
+HULEEDU_STATE_NAMES = StateNames(
+    {
+        BatchStatus.AWAITING_GROUP_VALIDATION: "awaiting_student_validation",
+        BatchStatus.GROUP_VALIDATION_COMPLETED: "student_validation_completed",
+        ITEMS_READY: "essays_ready",
+    }
+)
+"""The HuleEdu wire's names of the group-validation states and of the items-ready trigger:
+its services know the statuses by these values, and its denials and handling results have
+always carried them."""
 """The keys of the batch view of the HuleEdu HTTP API (``BatchSnapshot``)."""
 
 HULEEDU_PHASE_COMMANDS: Mapping[str, CommandSpec] = {
@@ -109,4 +123,5 @@ def huleedu_profile(
         max_items_per_batch=max_items_per_batch,
         item_kind="essay",
         view_names=HULEEDU_VIEW_NAMES,
+        state_names=HULEEDU_STATE_NAMES,
     )

@@ -56,7 +56,7 @@ from pipeline_state.profiles.huleedu.events import (
     StudentMatchingInitiateCommandV1,
     Topic,
 )
-from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, PROMPT_PHASES
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, HULEEDU_STATE_NAMES, PROMPT_PHASES
 
 __all__ = [
     "HULEEDU_DEADLINE_CATALOG",
@@ -439,6 +439,7 @@ def profile_for(
         source_service="batch_orchestrator_service",
         max_resends=max_resends,
         strict_correlation=strict_correlation,
+        state_names=HULEEDU_STATE_NAMES,
     )
 
 
