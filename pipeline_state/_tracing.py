@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -72,13 +72,13 @@ TraceContext = tuple[tuple[str, str], ...]
 empty when there is no valid span to continue."""
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_TRACER = trace.get_tracer(TRACER_NAME)
+_NO_OP = trace.NoOpTracer()
 _NONE: TraceContext = ()
 
 
 def tracer() -> trace.Tracer:
-    """The library's tracer (a proxy: it follows the global provider once one is set)."""
-    return _TRACER
+    """The library's tracer: the installed provider's, or a no-op one while none is."""
+    return _sdk_tracer() or _NO_OP
 
 
 _TRACEPARENT = "traceparent"
@@ -135,24 +135,37 @@ def current_trace_context() -> TraceContext:
 
 _UNKNOWN = object()
 _ENVIRONMENT_READ = False
+_RESOLVED: tuple[object, trace.Tracer | None] = (None, None)
+"""The provider the library's tracer was last taken from, and that tracer."""
 
 
-def _no_sdk() -> bool:
-    """Whether no tracer provider is installed (the API's proxy is still the global one): a
-    span could then only pass a trace through, never record one.
+def _sdk_tracer() -> trace.Tracer | None:
+    """The installed tracer provider's tracer for the library, or ``None`` when no provider
+    is installed (the API's proxy is still the global one): a span could then only pass a
+    trace through, never record one.
 
     ``trace.get_tracer_provider()`` reads the environment on every call until a provider is
     set (it may name one in ``OTEL_PYTHON_TRACER_PROVIDER``), which costs microseconds per
     message; so it is asked once, and afterwards the API's global is looked at directly (a
-    provider set later in code is seen at once)."""
-    global _ENVIRONMENT_READ
+    provider set later in code is seen at once). The tracer is taken from the provider once
+    and kept while that provider is installed (no proxy lookup per span)."""
+    global _ENVIRONMENT_READ, _RESOLVED
     if not _ENVIRONMENT_READ:
         trace.get_tracer_provider()  # installs a provider the environment names, if any
         _ENVIRONMENT_READ = True
     provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
     if provider is _UNKNOWN:  # an API without that global: ask it, the slow way
-        return type(trace.get_tracer_provider()) is trace.ProxyTracerProvider
-    return provider is None
+        provider = trace.get_tracer_provider()
+        if type(provider) is trace.ProxyTracerProvider:
+            return None
+    elif provider is None:
+        return None
+    known, tracer = _RESOLVED
+    if provider is known and tracer is not None:
+        return tracer
+    tracer = cast(trace.TracerProvider, provider).get_tracer(TRACER_NAME)
+    _RESOLVED = (provider, tracer)
+    return tracer
 
 
 def inbound_span(topic: str, carrier: Mapping[str, str] | TraceContext | None = None) -> Span:
@@ -162,9 +175,12 @@ def inbound_span(topic: str, carrier: Mapping[str, str] | TraceContext | None = 
     Without an SDK and with no trace to continue this is the invalid placeholder span,
     returned without asking the tracer (what it would return too): the common case of a
     service that does not trace costs one type check and one context lookup."""
-    if not carrier and _no_sdk() and not trace.get_current_span().get_span_context().is_valid:
-        return trace.INVALID_SPAN
-    return _TRACER.start_span(f"process {topic}", context=continued(carrier), kind=SpanKind.CONSUMER)
+    sdk = _sdk_tracer()
+    if sdk is None:
+        if not carrier and not trace.get_current_span().get_span_context().is_valid:
+            return trace.INVALID_SPAN
+        sdk = _NO_OP  # passes the trace it continues on, records nothing
+    return sdk.start_span(f"process {topic}", context=continued(carrier), kind=SpanKind.CONSUMER)
 
 
 class entered:
@@ -254,19 +270,21 @@ def publish_span(message: OutboxMessage, attempt: int | None = None) -> Span:
 
     Its attributes are given when it starts (the SDK checks them once): the destination,
     the message id and, with ``attempt``, which publish attempt this is."""
-    no_sdk = _no_sdk()
-    if no_sdk and not message.trace_context:
-        return trace.INVALID_SPAN
-    attributes: dict[str, AttributeValue] | None = None
-    if not no_sdk:  # without an SDK the span only passes the trace on: nothing to record
-        attributes = {
-            "messaging.operation.type": "send",
-            "messaging.destination.name": message.topic,
-            "messaging.message.id": message.event_id,
-        }
-        if attempt is not None:
-            attributes["pipeline_state.publish.attempt"] = attempt
-    return _TRACER.start_span(
+    sdk = _sdk_tracer()
+    if sdk is None:  # without an SDK the span only passes the trace on: nothing to record
+        if not message.trace_context:
+            return trace.INVALID_SPAN
+        return _NO_OP.start_span(
+            f"publish {message.topic}", context=continued(message.trace_context) or Context()
+        )
+    attributes: dict[str, AttributeValue] = {
+        "messaging.operation.type": "send",
+        "messaging.destination.name": message.topic,
+        "messaging.message.id": message.event_id,
+    }
+    if attempt is not None:
+        attributes["pipeline_state.publish.attempt"] = attempt
+    return sdk.start_span(
         f"publish {message.topic}",
         context=continued(message.trace_context) or Context(),
         kind=SpanKind.PRODUCER,
