@@ -302,3 +302,26 @@ def test_the_library_traces_with_the_provider_installed_when_it_starts_a_span() 
         "reused": True,
         "recorded": ["process t"],
     }
+
+
+async def test_a_process_span_carries_the_asked_for_attributes_and_no_others(spans: SpanCapture) -> None:
+    """Issue 15's attributes (batch and run ids, topic, trigger, source and destination
+    states, result) and what a reader needs besides (message id, emitted count, every
+    move): each attribute is a validation by the SDK, so nothing else rides along (the
+    correlation id is on the unit of work's log line, with the span's ids)."""
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+    await _ready(rt, env)
+    await rt.service.handle_message(*env.request("b1", "ai_feedback"))
+    handled = _only(spans, f"process {Topic.PIPELINE_REQUEST.value}")
+    assert set(handled.attributes or {}) == {
+        "messaging.destination.name",
+        "messaging.message.id",
+        "pipeline_state.batch_id",
+        "pipeline_state.run_id",
+        "pipeline_state.result",
+        "pipeline_state.trigger",
+        "pipeline_state.source_state",
+        "pipeline_state.dest_state",
+        "pipeline_state.moves",
+        "pipeline_state.emitted",
+    }
