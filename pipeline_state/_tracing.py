@@ -116,13 +116,31 @@ def _parent(traceparent: str) -> Context | None:
     return trace.set_span_in_context(NonRecordingSpan(parent), Context())
 
 
+_FLAGS = tuple(f"{flags:02x}" for flags in range(256))
+"""The ``traceparent`` text of each trace-flags byte."""
+
+
+def _hex_ids(context: SpanContext) -> tuple[str, str, str] | None:
+    """The trace id, span id and flags of a valid ``context`` as ``traceparent`` writes them
+    (lowercase hex, 32, 16 and 2 digits), ``None`` for an invalid one.
+
+    A span context is a 6-tuple (trace id, span id, remote, flags, state, valid): unpacked
+    once rather than read through its properties, and the ids turned to hex by ``bytes.hex``
+    (a fraction of what a width-padded ``format`` of a 128-bit integer costs)."""
+    trace_id, span_id, _remote, flags, _state, valid = context
+    if not valid:
+        return None
+    return trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex(), _FLAGS[flags]
+
+
 def carrier_of(span: Span) -> TraceContext:
     """The trace-context headers that make a receiver continue ``span``'s trace: what
     :class:`TraceContextTextMapPropagator` injects for it, formatted directly."""
     context = span.get_span_context()
-    if not context.is_valid:
+    ids = _hex_ids(context)
+    if ids is None:
         return _NONE
-    traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    traceparent = f"00-{ids[0]}-{ids[1]}-{ids[2]}"
     if context.trace_state:
         return ((_TRACEPARENT, traceparent), (_TRACESTATE, context.trace_state.to_header()))
     return ((_TRACEPARENT, traceparent),)
@@ -240,10 +258,10 @@ def handled(span: Span, topic: str, result: HandleResult) -> HandleResult:
 def with_span_ids(span: Span, result: HandleResult) -> HandleResult:
     """``result`` carrying ``span``'s trace and span ids (``HandleResult.span_ids``), so what
     is logged after the span ended still names it; ``result`` itself without a valid span."""
-    context = span.get_span_context()
-    if not context.is_valid:
+    ids = _hex_ids(span.get_span_context())
+    if ids is None:
         return result
-    return evolve(result, span_ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"))
+    return evolve(result, span_ids=ids[:2])
 
 
 def finish(span: Span, topic: str, outcome: HandleResult | BaseException | None) -> None:
