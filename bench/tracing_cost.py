@@ -1,5 +1,6 @@
 """Tracing's cost in process (issue 15, point 6): ``python bench/tracing_cost.py [--quick]
-[--rounds R] [--batches N] [--backends memory,sqlite] [--profile BACKEND]``.
+[--rounds R] [--batches N] [--unit N] [--backends memory,sqlite] [--split | --breakdown |
+--profile BACKEND | --once MODE]``.
 
 What ``serve`` does per inbound record, without the broker: the service's
 :meth:`~pipeline_state.PipelineService.handle_many` in units of ``--unit`` (25) messages, as
@@ -23,8 +24,19 @@ time spent waiting for a core) per outcome, the median over the rounds, and the 
 on/off is the median of the rounds' ratios. CPU time of one process doing a fixed amount of
 work moves by a few per cent on a shared machine, where the end-to-end figures of
 ``bench/kafka.py`` (three processes and a broker on the same cores) move by tens: this is the
-figure that resolves 5 %. ``--profile BACKEND`` runs one traced round under :mod:`cProfile`
-and prints what tracing calls per outcome and where its time goes.
+figure that resolves 5 % (on a quiet machine: under a load of 8 on two cores its rounds
+moved by 20 % too).
+
+Where the time goes: ``--split`` measures four modes the same way (no SDK; the SDK with a
+sampler that records nothing, so only the library's work around placeholder spans and the
+propagation of the trace context; every span recorded, no span processor; recorded and
+exported); ``--breakdown`` times each piece alone (an SDK span, an attribute, the batch
+processor and exporter, each library helper); ``--profile BACKEND`` runs one traced round
+under :mod:`cProfile` and prints what tracing calls per outcome. ``--once MODE`` runs one
+round of one mode and prints nothing, for an instruction count that no other load on the
+machine changes: ``valgrind --tool=cachegrind --cache-sim=no python bench/tracing_cost.py
+--once on --batches 150 --backends memory`` minus the same with ``--once off``, divided by
+the 300 outcomes, is the work tracing adds per outcome.
 
 Switching the SDK on and off in one process sets OpenTelemetry's global provider directly
 (the API lets code set it only once); nothing else here depends on the API's internals.
@@ -428,6 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="BACKEND", help="profile one traced round instead")
     parser.add_argument("--breakdown", action="store_true", help="time each piece of a span alone instead")
     parser.add_argument(
+        "--once",
+        choices=MODES,
+        help="run one round of one mode on the first backend and print nothing (to count its "
+        "instructions: valgrind --tool=cachegrind --cache-sim=no python bench/tracing_cost.py --once on)",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="measure the modes off, unsampled, unexported, on in interleaved rounds instead",
@@ -449,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     if args.profile:
         print(profile(cfg, args.profile))
+        return 0
+    if args.once:
+        with tempfile.TemporaryDirectory(prefix="tracing-once-") as tmp:
+            asyncio.run(one_round(cfg, cfg.backends[0], Path(tmp), "once", args.once))
         return 0
     if args.split:
         for backend in cfg.backends:
