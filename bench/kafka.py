@@ -47,8 +47,9 @@ and this process share (one round's ratio moves by 0.25 to 0.6). So the run star
 the broker, with the in-process figure of ``bench/tracing_cost.py`` (the rows
 ``tracing_cpu_per_outcome[memory]`` and ``[sqlite]``): the service's CPU time per outcome
 with the SDK on and off, in one process, in ``--in-process-rounds`` (default 9) interleaved
-rounds; its per-round ratios move by a few per cent, and that is the figure that says
-whether tracing stays within 5 %. ``--in-process-rounds 0`` leaves it out.
+rounds. One process doing a fixed amount of work with nothing of the bench beside it, its
+rounds move far less (bench/README.md has figures), and on a quiet machine that is the figure
+that says whether tracing stays within 5 %. ``--in-process-rounds 0`` leaves it out.
 
 Scale-out (issue 16, point 6): ``--serves 1,2`` also measures PostgreSQL with one and with two
 ``serve`` processes in one consumer group sharing one schema (topics made beforehand with 4
