@@ -91,16 +91,28 @@ def continued(carrier: Mapping[str, str] | TraceContext | None) -> Context | Non
     """The context that continues the trace named by ``carrier`` (``None``: continue the
     current one). A malformed ``traceparent`` is ignored, as the W3C rules say.
 
-    A lone version-00 ``traceparent`` (what this library writes) is read directly; any
-    other carrier goes through :class:`TraceContextTextMapPropagator`, and the result is
-    the same either way."""
+    A lone version-00 ``traceparent`` (what this library writes) is read directly, and the
+    last one read is kept: the outbox rows of one decision carry the same one and the relay
+    publishes them one after the other. Any other carrier goes through
+    :class:`TraceContextTextMapPropagator`, and the result is the same either way."""
+    global _LAST_READ
     if not carrier:
         return None
     if type(carrier) is tuple and len(carrier) == 1 and carrier[0][0] == _TRACEPARENT:
-        parent = _parent(carrier[0][1])
-        if parent is not None:
-            return parent
+        traceparent = carrier[0][1]
+        last, parent = _LAST_READ
+        if traceparent != last:
+            parent = _parent(traceparent)
+            if parent is None:
+                return _PROPAGATOR.extract(dict(carrier))
+            _LAST_READ = (traceparent, parent)
+        return parent
     return _PROPAGATOR.extract(carrier if isinstance(carrier, Mapping) else dict(carrier))
+
+
+_LAST_READ: tuple[str | None, Context | None] = (None, None)
+"""The last ``traceparent`` :func:`continued` read directly, and the context it read (a
+context is never changed in place: sharing it is safe)."""
 
 
 def _parent(traceparent: str) -> Context | None:
