@@ -42,6 +42,15 @@ outcome while the outcomes are handled (read from ``/proc``, so Linux only): it 
 count the time serve waits for a core, so it shows the cost of metrics or tracing even when
 other processes make the throughput noisy. The target for both: at most 5 % overhead.
 
+Those end-to-end figures cannot resolve 5 % on a machine whose cores the broker, the serve
+and this process share (one round's ratio moves by 0.25 to 0.6). So the run starts, before
+the broker, with the in-process figure of ``bench/tracing_cost.py`` (the rows
+``tracing_cpu_per_outcome[memory]`` and ``[sqlite]``): the service's CPU time per outcome
+with the SDK on and off, in one process, in ``--in-process-rounds`` (default 9) interleaved
+rounds. One process doing a fixed amount of work with nothing of the bench beside it, its
+rounds move far less (bench/README.md has figures), and on a quiet machine that is the figure
+that says whether tracing stays within 5 %. ``--in-process-rounds 0`` leaves it out.
+
 Scale-out (issue 16, point 6): ``--serves 1,2`` also measures PostgreSQL with one and with two
 ``serve`` processes in one consumer group sharing one schema (topics made beforehand with 4
 partitions each; the timed part starts once the broker describes the group as stable with
@@ -91,6 +100,7 @@ from pipeline_state_kafka import (  # noqa: E402
 )
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
+from bench import tracing_cost  # noqa: E402
 from bench._util import Row, Target, headline_and_report  # noqa: E402
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
@@ -164,9 +174,14 @@ class Config:
     serves: tuple[int, ...] = ()
     """Scale-out: numbers of ``serve`` processes sharing one consumer group and one PostgreSQL
     schema, each measured (metrics and tracing off) in ``rounds`` interleaved rounds."""
+    in_process: tracing_cost.Config | None = field(default_factory=tracing_cost.Config)
+    """The in-process tracing figure (``bench/tracing_cost.py``), measured first, before the
+    broker starts; ``None``: not measured (nor when no backend is traced)."""
 
 
-QUICK = Config(runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0, rounds=1)
+QUICK = Config(
+    runs=40, rate=100.0, backends=("memory", "sqlite"), within=60.0, rounds=1, in_process=tracing_cost.QUICK
+)
 
 SCALE_OUT_PARTITIONS = 4
 """Partitions of each topic in the scale-out measurements (serve's default)."""
@@ -590,6 +605,10 @@ async def _measure_fresh(
 
 
 async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
+    in_process: list[Row] = []
+    if cfg.in_process is not None and cfg.traced:  # first: nothing else of the bench runs yet
+        log("tracing cost in process (bench/tracing_cost.py), before the broker starts")
+        in_process = await tracing_cost.run_async(cfg.in_process, log)
     broker: LocalBroker | None = None
     if kafka is None:
         broker = LocalBroker()
@@ -619,7 +638,7 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
     finally:
         if broker is not None:
             broker.stop()
-    return _rows(results, cfg) + _scale_rows(scale, cfg)
+    return _rows(results, cfg) + _scale_rows(scale, cfg) + in_process
 
 
 async def _scale_out(kafka: str, tmp: Path, cfg: Config, log: Log) -> dict[int, list[Measured]]:
@@ -864,10 +883,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scale-out: comma-separated numbers of serve processes sharing one group and one "
         "PostgreSQL schema, e.g. 1,2 (needs PIPELINE_STATE_TEST_POSTGRES)",
     )
+    parser.add_argument(
+        "--in-process-rounds",
+        type=int,
+        help="rounds of the in-process tracing figure (bench/tracing_cost.py, default 9); 0: skip it",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
+    if args.in_process_rounds is not None:
+        rounds = args.in_process_rounds
+        cfg = replace(
+            cfg, in_process=replace(cfg.in_process, rounds=rounds) if rounds > 0 and cfg.in_process else None
+        )
     if args.serves:
         counts = tuple(int(n) for n in args.serves.split(",") if n.strip())
         if not counts or min(counts) < 1:

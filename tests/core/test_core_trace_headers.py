@@ -157,6 +157,20 @@ def test_continued_reads_any_header_as_the_w3c_propagator_does(
     assert _view(continued(dict(carrier))) == _view(expected)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=8), st.lists(headers, min_size=3, max_size=3)
+)
+def test_continued_reads_a_header_again_as_it_read_it_the_first_time(
+    order: list[int], choices: list[str]
+) -> None:
+    """The last header read directly is kept (the rows of one decision share it): reading
+    headers in any order, repeats included, still gives what the propagator reads."""
+    for index in order:
+        carrier: TraceContext = (("traceparent", choices[index]),)
+        assert _view(continued(carrier)) == _view(W3C.extract(dict(carrier)))
+
+
 def test_continued_without_a_carrier_continues_the_current_trace() -> None:
     assert continued(None) is None
     assert continued(()) is None

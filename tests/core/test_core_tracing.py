@@ -256,3 +256,72 @@ async def test_a_publish_span_has_its_attributes_from_the_start(spans: SpanCaptu
         "pipeline_state.publish.attempt": 1,
     }
     assert publish.status.status_code is StatusCode.UNSET
+
+
+def test_the_library_traces_with_the_provider_installed_when_it_starts_a_span() -> None:
+    """No provider: a no-op tracer and placeholder spans. Once an SDK provider is installed,
+    that provider's tracer, taken once and reused (no proxy between it and each span)."""
+    script = textwrap.dedent(
+        """
+        import json
+        import pipeline_state._tracing as tracing
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        before = tracing.tracer()
+        placeholder = tracing.inbound_span("t")
+        provider = TracerProvider()
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        after = tracing.tracer()
+        span = tracing.inbound_span("t")
+        span.end()
+        print(json.dumps({
+            "before": type(before).__name__,
+            "placeholder": placeholder is trace.INVALID_SPAN,
+            "after": type(after).__module__,
+            "reused": tracing.tracer() is after,
+            "recorded": [s.name for s in exporter.get_finished_spans()],
+        }))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'adapters'}"}
+    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {
+        "before": "NoOpTracer",
+        "placeholder": True,
+        "after": "opentelemetry.sdk.trace",
+        "reused": True,
+        "recorded": ["process t"],
+    }
+
+
+async def test_a_process_span_carries_the_asked_for_attributes_and_no_others(spans: SpanCapture) -> None:
+    """Issue 15's attributes (batch and run ids, topic, trigger, source and destination
+    states, result) and what a reader needs besides (message id, emitted count, every
+    move): each attribute is a validation by the SDK, so nothing else rides along (the
+    correlation id is on the unit of work's log line, with the span's ids)."""
+    rt, env = InMemoryRuntime(), HuleEduEnvelopes()
+    await _ready(rt, env)
+    await rt.service.handle_message(*env.request("b1", "ai_feedback"))
+    handled = _only(spans, f"process {Topic.PIPELINE_REQUEST.value}")
+    assert set(handled.attributes or {}) == {
+        "messaging.destination.name",
+        "messaging.message.id",
+        "pipeline_state.batch_id",
+        "pipeline_state.run_id",
+        "pipeline_state.result",
+        "pipeline_state.trigger",
+        "pipeline_state.source_state",
+        "pipeline_state.dest_state",
+        "pipeline_state.moves",
+        "pipeline_state.emitted",
+    }

@@ -21,5 +21,9 @@ def _wire_without_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The recordings pin the wire of a service without an OpenTelemetry SDK. A test that
     installed the SDK earlier in the process (the tracing tests do: a provider can only be
     installed once) would add ``traceparent`` headers, which the contract does not fix and
-    the tracing tests check on their own; the library's tracer is a no-op here."""
-    monkeypatch.setattr(pipeline_state._tracing, "_TRACER", trace.NoOpTracer())
+    the tracing tests check on their own; the library sees no tracer provider here."""
+    monkeypatch.setattr(pipeline_state._tracing, "_sdk_tracer", _no_provider)
+
+
+def _no_provider() -> trace.Tracer | None:
+    return None
