@@ -33,6 +33,7 @@ __all__ = [
     "is_processed",
     "list_states",
     "list_waiting",
+    "load_for_event",
     "load_state",
     "load_with_waiting",
     "overdue_batch_ids",
@@ -59,6 +60,13 @@ _LOAD_WITH_WAITING = select(
     select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
     exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
 )
+# One statement for the start of a unit of work: whether the inbox holds the event, the
+# batch's state and whether facts of it wait (the state is not decoded for a duplicate).
+_LOAD_FOR_EVENT = select(
+    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+    select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
+)
 
 
 def load_state(conn: Connection, batch_id: str) -> BatchState | None:
@@ -73,6 +81,17 @@ def load_with_waiting(conn: Connection, batch_id: str) -> tuple[BatchState | Non
     document = row.state
     state = None if document is None else decode_state(batch_id, document)
     return state, bool(row.waiting)
+
+
+def load_for_event(conn: Connection, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+    """Whether the inbox holds ``event_id``, and (when it does not) the stored state of
+    ``batch_id`` (or ``None``) and whether facts of it wait: one statement."""
+    row = conn.execute(_LOAD_FOR_EVENT, {"b_id": batch_id, "e_id": event_id}).one()
+    if row.processed:
+        return True, None, False
+    document = row.state
+    state = None if document is None else decode_state(batch_id, document)
+    return False, state, bool(row.waiting)
 
 
 def _fact(row: Any) -> WaitingFact:

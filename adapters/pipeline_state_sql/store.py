@@ -100,6 +100,15 @@ class SqlStore(LaneStore):
         check_id(batch_id, "batch id")
         return await self._read(queries.load_with_waiting, batch_id)
 
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+        """Whether the inbox holds ``event_id`` and, when it does not, the state of
+        ``batch_id`` (or ``None``) and whether facts of it wait: the reads that start a unit
+        of work, in one statement (:meth:`is_processed` and :meth:`load_with_waiting`
+        together; a processed event gives ``(True, None, False)``)."""
+        check_id(batch_id, "batch id")
+        check_id(event_id, "event id")
+        return await self._read(queries.load_for_event, batch_id, event_id)
+
     async def commit(self, change: Change) -> None:
         _check_change(change)
         with translated(change.batch_id):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
@@ -42,6 +42,7 @@ from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
+from . import one_statement
 from .outbox import encode_trace_context
 from .schema import OUTBOX
 
@@ -139,12 +140,20 @@ class UnitOfWork(Generic[C, D]):
             batch_id, change.expected_version, self.stored_version(conn, batch_id)
         )
 
+    def _cannot_follow(self, change: C, document: D | None) -> bool:
+        """Whether ``document`` cannot be ``change``'s new document (another key, or a
+        version that does not grow): a conflict before anything is sent."""
+        expected = change.expected_version
+        return document is not None and (
+            document.batch_id != change.batch_id or document.version <= (expected or 0)
+        )
+
     def compare_and_set(self, conn: Connection, change: C) -> None:
         """Step 1 of the module doc."""
         batch_id = change.batch_id
         document = self.document(change)
         expected = change.expected_version
-        if document is not None and (document.batch_id != batch_id or document.version <= (expected or 0)):
+        if self._cannot_follow(change, document):
             raise self.conflict(conn, change)
         sql = self._sql
         if document is None:
@@ -248,6 +257,58 @@ class UnitOfWork(Generic[C, D]):
         if then is not None:
             then(conn, change)
 
+    def write_rows(self, conn: Connection, change: C, rows: Rows = ()) -> None:
+        """:meth:`write` ``change`` with ``rows`` as what else it writes (inserted after its
+        outbox rows, table after table). On PostgreSQL the whole unit of work is one
+        statement (:mod:`.one_statement`): one round trip instead of one per step, with
+        the same outcome and the same errors."""
+        if conn.dialect.name != "postgresql":
+            self.write(conn, change, lambda c, _change: _insert_all(c, rows))
+            return
+        document = self.document(change)
+        if self._cannot_follow(change, document):
+            raise self.conflict(conn, change)
+        expected = change.expected_version
+        scalars: dict[str, Any] = {"d:" + self.key: change.batch_id, "d:read": expected}
+        mode: one_statement.Mode
+        document_columns: tuple[str, ...] = ()
+        if document is None:
+            mode = "touch_any" if expected is None else "touch_at_read"
+        else:
+            columns = self.columns(document, change)
+            if expected is None:
+                mode, columns = "insert", {**self.created(document, change), **columns}
+            else:
+                mode = "update"
+            document_columns = tuple(columns)
+            scalars.update(("d:" + name, value) for name, value in columns.items())
+        inbox_columns: tuple[str, ...] = ()
+        if change.inbox is not None:
+            row = self.inbox_row(change.inbox)
+            inbox_columns = tuple(row)
+            scalars.update(("i:" + name, value) for name, value in row.items())
+        tables: list[tuple[Table, list[dict[str, Any]]]] = []
+        outbox = self.outbox_rows(change)
+        if outbox:
+            tables.append((self.outbox, outbox))
+        tables.extend((cast(Table, statement.table), list(more)) for statement, more in rows if more)
+        statement = one_statement.plan(
+            conn.dialect,
+            self.documents,
+            self.key,
+            mode,
+            document_columns,
+            self.inbox if change.inbox is not None else None,
+            inbox_columns,
+            tuple((table, tuple(more[0])) for table, more in tables),
+        )
+        counted, inserted = one_statement.run(conn, statement, scalars, tables)
+        if counted != statement.document_ok:
+            raise self.conflict(conn, change)
+        if inserted != 1:
+            assert change.inbox is not None
+            raise DuplicateEventError(change.inbox.event_id)
+
     def write_many(
         self,
         conn: Connection,
@@ -292,6 +353,11 @@ class UnitOfWork(Generic[C, D]):
             raise DuplicateEventError(duplicate[1])
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)
+
+
+def _insert_all(conn: Connection, rows: Rows) -> None:
+    for statement, more in rows:
+        _insert_rows(conn, statement, list(more))
 
 
 def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

@@ -168,7 +168,12 @@ def _special(change: Change) -> bool:
 
 
 def write_change(conn: Connection, change: Change) -> None:
-    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
+    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc):
+    one statement on PostgreSQL unless it has a step 4
+    (:meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_rows`)."""
+    if not _special(change):
+        PIPELINE.write_rows(conn, change, list(_rows(conn, change)))
+        return
 
     def then(conn: Connection, change: Change) -> None:
         for statement, rows in _rows(conn, change):
