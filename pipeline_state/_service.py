@@ -191,6 +191,22 @@ def _event_reader(store: object) -> _EventReader | None:
     return reader
 
 
+_EventsReader = Callable[
+    [Sequence[tuple[str, str]]],
+    Awaitable[tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]],
+]
+"""A store's ``load_for_events(pairs)``: for ``(batch id, event id)`` pairs, the event ids
+the inbox holds, and for each batch with an event it does not hold, its state and whether
+facts of it wait, in one read (optional: see :func:`_events_reader`)."""
+
+
+def _events_reader(store: object) -> _EventsReader | None:
+    """The store's ``load_for_events``, when it has one (the SQL store): :meth:`PipelineService.handle_many`
+    then reads every inbox check and batch of its messages at once."""
+    reader: _EventsReader | None = getattr(store, "load_for_events", None)
+    return reader
+
+
 def _command(
     inbound: Inbound, topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits
 ) -> Command:
@@ -417,10 +433,18 @@ class PipelineService:
         staged: list[tuple[int, list[_Staged]]] = []
         outcome: dict[int, HandleResult | PipelineStateError] = {}
         load_for_event = _event_reader(self.store)
+        load_for_events = _events_reader(self.store)
+        processed: frozenset[str] | None = None
+        if load_for_events is not None:  # every inbox check and batch in one read
+            processed, read = await load_for_events([(c.batch_id, c.event_id) for _, c, _, _ in pending])
+            for batch_id, (state, has_waiting) in read.items():
+                batches[batch_id] = await self._with_waiting(batch_id, state, has_waiting)
         for index, command, topic, raw in pending:
             batch_id = command.batch_id
             if command.event_id in seen:
                 duplicate = True
+            elif processed is not None:
+                duplicate = command.event_id in processed
             elif batch_id in batches or load_for_event is None:
                 duplicate = await self.store.is_processed(command.event_id)
             else:  # the batch's first message: its inbox check and the batch in one read

@@ -34,7 +34,7 @@ serialised; JSON travels as text and is cast in the statement).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -183,3 +183,144 @@ def run(conn: Connection, statement: Plan, scalars: dict[str, Any], tables: Rows
     counted and the inbox rows inserted (1 when there is no inbox row)."""
     row = conn.exec_driver_sql(statement.sql, statement.parameters(scalars, tables)).one()
     return int(row[0]), int(row[1])
+
+
+# -- several changes (commit_many) --------------------------------------------------------
+
+Group = Literal["update", "insert", "touch", "inbox"] | int
+"""Where an array parameter's values come from: the documents updated, inserted or touched,
+the inbox rows, or the further table at that index."""
+
+
+@attrs.frozen
+class ManyPlan:
+    """One statement writing several changes of distinct documents (see :func:`plan_many`)."""
+
+    sql: str
+    _arrays: tuple[tuple[Group, _Column], ...]
+
+    def parameters(
+        self, keys: int, inbox: int, groups: Mapping[Group, Sequence[dict[str, Any]]]
+    ) -> tuple[Any, ...]:
+        """The parameters: the expected counts, then one array per column of each group."""
+        out: list[Any] = [keys, inbox]
+        for group, column in self._arrays:
+            out.append([column.value(row[column.key]) for row in groups[group]])
+        return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_many(
+    dialect: Dialect,
+    documents: Table,
+    key: str,
+    updated: tuple[str, ...] | None,
+    inserted: tuple[str, ...] | None,
+    touched: bool,
+    inbox: Table | None,
+    inbox_columns: tuple[str, ...],
+    tables: tuple[tuple[Table, tuple[str, ...]], ...],
+) -> ManyPlan:
+    """The statement writing several changes, at most one document row each: the rows of
+    ``updated`` (``key``, the version read as ``read``, and these columns) compare-and-set
+    by ``UPDATE``, those of ``inserted`` (``key`` and these columns) by ``INSERT``, and
+    ``touched`` ones (``key``, ``read``) by a no-op ``UPDATE``; then, only when every
+    document row counted (``$1`` of them), the inbox rows, and only when all of those were
+    inserted (``$2``), the rows of ``tables``. It returns the keys of the documents written
+    and the inbox event ids inserted."""
+    q = dialect.identifier_preparer
+    arrays: list[tuple[Group, _Column]] = []
+    key_sql, version = q.quote(key), q.quote("version")
+    doc = q.format_table(documents)
+
+    def unnest(group: Group, described: Sequence[_Column]) -> str:
+        """``unnest(...) WITH ORDINALITY AS u(c0, ..., n)`` over one array per column (the
+        arrays follow ``$1`` and ``$2``, the expected counts)."""
+        first = len(arrays) + 3
+        arrays.extend((group, column) for column in described)
+        placeholders = ", ".join(f"${first + n}::{c.param_type}[]" for n, c in enumerate(described))
+        aliases = ", ".join(f"c{n}" for n in range(len(described)))
+        return f"unnest({placeholders}) WITH ORDINALITY AS u({aliases}, n)"
+
+    def columns_of(table: Table, names: Sequence[str]) -> list[_Column]:
+        return [_column(table.c[name], dialect) for name in names]
+
+    by_key = columns_of(documents, (key,))
+    at_read = [attrs.evolve(_column(documents.c.version, dialect), key="read")]
+
+    def read(table: Table, columns: Sequence[str], offset: int = 0) -> list[str]:
+        out = []
+        for n, name in enumerate(columns):
+            c = _column(table.c[name], dialect)
+            cell = f"u.c{n + offset}"
+            out.append(f"{cell}::{c.sql_type}" if c.param_type != c.sql_type else cell)
+        return out
+
+    parts: list[str] = []
+    written: list[str] = []
+    if updated is not None:
+        source = unnest("update", by_key + at_read + columns_of(documents, updated))
+        sets = ", ".join(
+            f"{q.quote(name)} = {cell}"
+            for name, cell in zip(updated, read(documents, updated, 2), strict=True)
+        )
+        parts.append(
+            f"du AS (UPDATE {doc} AS x SET {sets} FROM {source}"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+        )
+        written.append("SELECT k FROM du")
+    if inserted is not None:
+        source = unnest("insert", columns_of(documents, (key, *inserted)))
+        names = ", ".join(q.quote(c) for c in (key, *inserted))
+        cells = ", ".join(read(documents, (key, *inserted)))
+        parts.append(
+            f"dn AS (INSERT INTO {doc} ({names}) SELECT {cells} FROM {source} ORDER BY u.n"
+            f" ON CONFLICT DO NOTHING RETURNING {key_sql} AS k)"
+        )
+        written.append("SELECT k FROM dn")
+    if touched:
+        source = unnest("touch", by_key + at_read)
+        parts.append(
+            f"dt AS (UPDATE {doc} AS x SET {version} = x.{version} FROM {source}"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+        )
+        written.append("SELECT k FROM dt")
+    counted = " + ".join(f"(SELECT count(*) FROM {w.rsplit(' ', 1)[1]})" for w in written)
+    ok = f"({counted}) = $1::INTEGER"
+    if inbox is not None:
+        source = unnest("inbox", columns_of(inbox, inbox_columns))
+        names = ", ".join(q.quote(c) for c in inbox_columns)
+        cells = ", ".join(read(inbox, inbox_columns))
+        event = q.quote("event_id")
+        parts.append(
+            f"i AS (INSERT INTO {q.format_table(inbox)} ({names}) SELECT {cells} FROM {source}"
+            f" WHERE {ok} ORDER BY u.n ON CONFLICT DO NOTHING RETURNING {event} AS e)"
+        )
+        ok += " AND (SELECT count(*) FROM i) = $2::INTEGER"
+    for index, (table, columns) in enumerate(tables):
+        source = unnest(index, columns_of(table, columns))
+        names = ", ".join(q.quote(c) for c in columns)
+        cells = ", ".join(read(table, columns))
+        parts.append(
+            f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {cells} FROM {source}"
+            f" WHERE {ok} ORDER BY u.n)"
+        )
+    inserted_ids = "ARRAY(SELECT e FROM i)" if inbox is not None else "ARRAY[]::TEXT[]"
+    # $1 and $2 are named here too, so they have a type whatever else the statement has.
+    sql = (
+        f"WITH {', '.join(parts)} SELECT ARRAY({' UNION ALL '.join(written)}), {inserted_ids},"
+        " $1::INTEGER, $2::INTEGER"
+    )
+    return ManyPlan(sql, tuple(arrays))
+
+
+def run_many(
+    conn: Connection,
+    statement: ManyPlan,
+    keys: int,
+    inbox: int,
+    groups: Mapping[Group, Sequence[dict[str, Any]]],
+) -> tuple[set[str], set[str]]:
+    """Send ``statement``: the keys of the documents written and the inbox ids inserted."""
+    row = conn.exec_driver_sql(statement.sql, statement.parameters(keys, inbox, groups)).one()
+    return set(row[0]), set(row[1])

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
@@ -82,6 +82,7 @@ class _Statements:
     inbox_row: Select[Any]
     update_inbox: Update
     insert_outbox: Insert
+    inbox_ids: Select[Any]
 
     @classmethod
     def of(cls, documents: Table, key: str, inbox: Table, outbox: Table) -> _Statements:
@@ -99,6 +100,7 @@ class _Statements:
             .where(by_event)
             .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
             insert_outbox=insert(outbox),
+            inbox_ids=select(inbox.c.event_id).where(inbox.c.event_id.in_(bindparam("ids", expanding=True))),
         )
 
 
@@ -309,6 +311,94 @@ class UnitOfWork(Generic[C, D]):
             assert change.inbox is not None
             raise DuplicateEventError(change.inbox.event_id)
 
+    def write_many_rows(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> None:
+        """:meth:`write_many` with ``rows(change)`` as what else each change writes (asked
+        before anything is sent, not under the row lock). On PostgreSQL, when the changes of
+        each document follow one another (each expects the version the one before wrote),
+        as a decision fold makes them, all of them are one statement
+        (:func:`~pipeline_state_sql.one_statement.plan_many`): one compare-and-set per
+        document, whatever the number of its changes, and the same errors as
+        :meth:`write_many`; other sequences run :meth:`write_many`."""
+        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows):
+            self.write_many(conn, changes, lambda _conn, change: rows(change))
+
+    def _many_in_one(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> bool:
+        """:meth:`write_many_rows` in one statement; ``False`` (nothing sent) when the
+        sequence does not have that shape."""
+        chains: dict[str, list[C]] = {}
+        for change in changes:
+            chains.setdefault(change.batch_id, []).append(change)
+        inbox = [self.inbox_row(c.inbox) for c in changes if c.inbox is not None]
+        if len({row["event_id"] for row in inbox}) != len(inbox):
+            return False  # an event twice: write_many tells which is the duplicate
+        groups: dict[one_statement.Group, list[dict[str, Any]]] = {"update": [], "insert": [], "touch": []}
+        for batch_id, chain in chains.items():
+            row = self._chain_row(batch_id, chain)
+            if row is None:
+                return False
+            groups[row[0]].append(row[1])
+        tables: dict[Table, list[dict[str, Any]]] = {}
+        for change in changes:
+            tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
+            for insert_rows, more in rows(change):
+                tables.setdefault(cast(Table, insert_rows.table), []).extend(more)
+        filled = [(table, more) for table, more in tables.items() if more]
+        shapes = [_shape(more) for _, more in filled]
+        doc_shapes = {g: _shape(groups[g]) for g in ("update", "insert")}
+        inbox_shape = _shape(inbox)
+        if None in shapes or None in doc_shapes.values() or inbox_shape is None:
+            return False  # rows of one table with different columns: the statements
+        groups.update({"inbox": inbox})
+        groups.update({index: more for index, (_, more) in enumerate(filled)})
+        plan = one_statement.plan_many(
+            conn.dialect,
+            self.documents,
+            self.key,
+            _columns(doc_shapes["update"], 2) if groups["update"] else None,
+            _columns(doc_shapes["insert"], 1) if groups["insert"] else None,
+            bool(groups["touch"]),
+            self.inbox if inbox else None,
+            inbox_shape,
+            tuple((table, shape or ()) for (table, _), shape in zip(filled, shapes, strict=True)),
+        )
+        written, inserted = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
+        if len(written) != len(chains):
+            failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
+            earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
+            held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
+            duplicate = next((event_id for event_id in earlier if event_id in held), None)
+            if duplicate is not None:
+                raise DuplicateEventError(duplicate)
+            raise self.conflict(conn, changes[failed])
+        if len(inserted) != len(inbox):
+            raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
+        return True
+
+    def _chain_row(
+        self, batch_id: str, chain: Sequence[C]
+    ) -> tuple[Literal["update", "insert", "touch"], dict[str, Any]] | None:
+        """The one document row that writes ``chain`` (the changes of ``batch_id``, in
+        order): ``("update" | "insert" | "touch", row)``, or ``None`` when the changes do
+        not follow one another (or begin with nothing to insert where no row may exist)."""
+        first = chain[0]
+        version = first.expected_version
+        last: tuple[D, C] | None = None
+        for change in chain:
+            document = self.document(change)
+            if change.expected_version != version or self._cannot_follow(change, document):
+                return None
+            if document is not None:
+                last, version = (document, change), document.version
+        if first.expected_version is None:
+            created = self.document(first)
+            if created is None or last is None:
+                return None
+            columns = {**self.created(created, first), **self.columns(*last)}
+            return "insert", {self.key: batch_id, **columns}
+        if last is None:
+            return "touch", {self.key: batch_id, "read": first.expected_version}
+        return "update", {self.key: batch_id, "read": first.expected_version, **self.columns(*last)}
+
     def write_many(
         self,
         conn: Connection,
@@ -353,6 +443,19 @@ class UnitOfWork(Generic[C, D]):
             raise DuplicateEventError(duplicate[1])
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)
+
+
+def _shape(rows: Sequence[dict[str, Any]]) -> tuple[str, ...] | None:
+    """The columns all ``rows`` fill (``()`` for none), or ``None`` when they differ."""
+    shapes = {tuple(row) for row in rows}
+    if len(shapes) > 1:
+        return None
+    return shapes.pop() if shapes else ()
+
+
+def _columns(shape: tuple[str, ...] | None, skip: int) -> tuple[str, ...]:
+    """A document row's columns past its key (and the version read)."""
+    return () if shape is None else shape[skip:]
 
 
 def _insert_all(conn: Connection, rows: Rows) -> None:

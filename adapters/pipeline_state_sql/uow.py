@@ -132,9 +132,13 @@ def _run_rows(change: Change) -> list[dict[str, Any]]:
     ]
 
 
-def _rows(_conn: Connection, change: Change) -> Rows:
+def _change_rows(change: Change) -> Rows:
     """The rows of step 3 beyond the outbox's."""
     return ((_INSERT_LOG, _log_rows(change)), (_INSERT_RUNS, _run_rows(change)))
+
+
+def _rows(_conn: Connection, change: Change) -> Rows:
+    return _change_rows(change)
 
 
 def _waiting_rows(conn: Connection, change: Change) -> None:
@@ -194,4 +198,4 @@ def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
         for change in changes:
             write_change(conn, change)
         return
-    PIPELINE.write_many(conn, changes, _rows)
+    PIPELINE.write_many_rows(conn, changes, _change_rows)

@@ -109,20 +109,36 @@ async def test_a_duplicate_is_one_read(counting: Counting) -> None:
     assert trips == 1
 
 
-async def test_handle_many_reads_each_batch_once_with_its_inbox_check(counting: Counting) -> None:
+async def test_handle_many_reads_once_and_writes_once(counting: Counting, backend: str) -> None:
+    """A partition fetch's worth of outcomes: one read for all of them; on PostgreSQL one
+    statement writes them all (two changes of each batch: one compare-and-set per batch)."""
     service, env = PipelineService(counting.store), Envelopes()
-    batches = [(f"b{i}", f"c{i:07d}-0000-4000-8000-000000000000") for i in range(4)]
-    for batch_id, correlation_id in batches:
-        await _running(service, env, batch_id, correlation_id)
-    counting.take()
-    outcomes = [env.outcome(b, "spellcheck", c, processed=env.item_ids(b, 3)) for b, c in batches]
-    results = await service.handle_many(outcomes)
-    assert all(not isinstance(r, Exception) and r.decision is not None for r in results)
-    statements, _ = counting.take()
-    # One read per batch (inbox check included), one compare-and-set each, one COMMIT.
-    assert statements["SELECT"] == len(batches)
-    assert statements["UPDATE"] == len(batches)
-    assert statements["COMMIT"] == 1
+    for tag in ("warm", "b"):  # the first call prepares the statements (PostgreSQL)
+        batches = [(f"{tag}{i}", f"c{i:07d}-0000-4000-8000-00000000000{len(tag)}") for i in range(4)]
+        for batch_id, correlation_id in batches:
+            await _running(service, env, batch_id, correlation_id)
+        counting.take()
+        outcomes = [
+            env.outcome(b, phase, c, processed=env.item_ids(b, 3))
+            for b, c in batches
+            for phase in ("spellcheck", "nlp")
+        ]
+        results = await service.handle_many(outcomes)
+        for result in results:
+            assert not isinstance(result, Exception)
+            assert result.decision is not None
+        statements, trips = counting.take()
+        # One read for all (the inbox checks and the batches), one COMMIT.
+        assert statements["SELECT"] == 1
+        assert statements["COMMIT"] == 1
+        if tag == "warm":
+            continue
+        if backend == "postgres":
+            assert statements == Counter(SELECT=1, WITH=1, COMMIT=1)
+            assert trips == 4  # the read; BEGIN, the statement, COMMIT
+        else:  # one compare-and-set per change, the inbox rows in one INSERT
+            assert statements["UPDATE"] == len(outcomes)
+            assert trips == len(outcomes) + 3  # the read, the UPDATEs, the inbox, COMMIT
 
 
 async def test_outbox_ids_follow_change_order_and_a_duplicate_writes_nothing(sql_store: SqlStore) -> None:
@@ -148,3 +164,15 @@ async def test_load_for_event_answers_both_reads(sql_store: SqlStore) -> None:
     await sql_store.commit(Change("b1", None, state, T0, inbox=InboxEntry("e1", "t", "b1", "applied", T0)))
     assert await sql_store.load_for_event("b1", "e1") == (True, None, False)
     assert await sql_store.load_for_event("b1", "e2") == (False, state, False)
+
+
+async def test_load_for_events_answers_every_read_of_a_fetch(sql_store: SqlStore) -> None:
+    assert await sql_store.load_for_events([]) == (frozenset(), {})
+    b1, b2 = make_state("b1"), make_state("b2")
+    await sql_store.commit(Change("b1", None, b1, T0, inbox=InboxEntry("e1", "t", "b1", "applied", T0)))
+    await sql_store.commit(Change("b2", None, b2, T0, inbox=InboxEntry("e2", "t", "b2", "applied", T0)))
+    pairs = [("b1", "e1"), ("b2", "e2"), ("b2", "e3"), ("b3", "e4"), ("b1", "e1")]
+    processed, read = await sql_store.load_for_events(pairs)
+    assert processed == {"e1", "e2"}
+    # b1's only event was processed: it is not read; b3 is not stored.
+    assert read == {"b2": (b2, False), "b3": (None, False)}
