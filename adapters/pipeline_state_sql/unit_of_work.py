@@ -24,6 +24,10 @@ transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
 :meth:`UnitOfWork.write_many` runs the compare-and-sets one per change, in order, then
 writes the inbox, outbox and the caller's rows of all changes with one statement per table.
 
+:meth:`UnitOfWork.write_rows` and :meth:`UnitOfWork.write_many_rows` are the same with the
+caller's rows given as data: on PostgreSQL each is then one statement
+(:mod:`.one_statement`), with the same outcome and the same errors.
+
 Statements are ordered so the row lock on the document is taken first: two writers of the
 same document serialise on it, and the loser sees a changed version.
 """

@@ -26,6 +26,10 @@ transaction to be rolled back whole. In order, it
 rows of steps 2 and 3 of all changes with one statement per table (a sequence with a change
 of step 4, which is rare, is written change by change).
 
+On PostgreSQL, steps 1 to 3 of a change are one statement, and so are those of all the
+changes of :func:`write_changes` when each batch's changes follow one another
+(:mod:`pipeline_state_sql.one_statement`).
+
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
 """
