@@ -176,3 +176,17 @@ async def test_load_for_events_answers_every_read_of_a_fetch(sql_store: SqlStore
     assert processed == {"e1", "e2"}
     # b1's only event was processed: it is not read; b3 is not stored.
     assert read == {"b2": (b2, False), "b3": (None, False)}
+
+
+@pytest.mark.postgres
+def test_the_statements_bench_prints_both_databases(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench/statements.py`` runs end to end (its counts are asserted above, not here)."""
+    from bench import statements
+
+    assert statements.main(["--runs", "2", "--postgres", postgres_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for database in ("sqlite", "postgresql"):
+        for way in ("handle_message", "handle_many"):
+            assert any(line.split()[:2] == [database, way] and "round trips" in line for line in lines), lines
