@@ -177,6 +177,36 @@ _RESUME_LIMIT = 1000
 """At most this many waiting facts of one batch are re-attempted per change."""
 
 
+_EventReader = Callable[[str, str], Awaitable[tuple[bool, BatchState | None, bool]]]
+"""A store's ``load_for_event(batch_id, event_id)``: whether the inbox holds the event and,
+when it does not, the batch's state and whether facts of it wait, in one read (optional:
+see :func:`_event_reader`)."""
+
+
+def _event_reader(store: object) -> _EventReader | None:
+    """The store's ``load_for_event``, when it has one (the SQL store: the two reads that
+    start a unit of work, the inbox check and the batch, in one statement); ``None``: the
+    service asks :meth:`~pipeline_state.ports.Store.is_processed`, then reads the batch."""
+    reader: _EventReader | None = getattr(store, "load_for_event", None)
+    return reader
+
+
+_EventsReader = Callable[
+    [Sequence[tuple[str, str]]],
+    Awaitable[tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]],
+]
+"""A store's ``load_for_events(pairs)``: for ``(batch id, event id)`` pairs, the event ids
+the inbox holds, and for each batch with an event it does not hold, its state and whether
+facts of it wait, in one read (optional: see :func:`_events_reader`)."""
+
+
+def _events_reader(store: object) -> _EventsReader | None:
+    """The store's ``load_for_events``, when it has one (the SQL store): :meth:`PipelineService.handle_many`
+    then reads every inbox check and batch of its messages at once."""
+    reader: _EventsReader | None = getattr(store, "load_for_events", None)
+    return reader
+
+
 def _command(
     inbound: Inbound, topic: str, raw: bytes | str | Mapping[str, Any], limits: IntakeLimits
 ) -> Command:
@@ -402,9 +432,26 @@ class PipelineService:
         seen: set[str] = set()
         staged: list[tuple[int, list[_Staged]]] = []
         outcome: dict[int, HandleResult | PipelineStateError] = {}
+        load_for_event = _event_reader(self.store)
+        load_for_events = _events_reader(self.store)
+        processed: frozenset[str] | None = None
+        if load_for_events is not None:  # every inbox check and batch in one read
+            processed, read = await load_for_events([(c.batch_id, c.event_id) for _, c, _, _ in pending])
+            for batch_id, (state, has_waiting) in read.items():
+                batches[batch_id] = await self._with_waiting(batch_id, state, has_waiting)
         for index, command, topic, raw in pending:
             batch_id = command.batch_id
-            if command.event_id in seen or await self.store.is_processed(command.event_id):
+            if command.event_id in seen:
+                duplicate = True
+            elif processed is not None:
+                duplicate = command.event_id in processed
+            elif batch_id in batches or load_for_event is None:
+                duplicate = await self.store.is_processed(command.event_id)
+            else:  # the batch's first message: its inbox check and the batch in one read
+                duplicate, state, has_waiting = await load_for_event(batch_id, command.event_id)
+                if not duplicate:
+                    batches[batch_id] = await self._with_waiting(batch_id, state, has_waiting)
+            if duplicate:
                 outcome[index] = HandleResult(
                     command.event_id, batch_id, None, duplicate=True, correlation_id=command.correlation_id
                 )
@@ -608,9 +655,20 @@ class PipelineService:
         """:meth:`handle` in the span of its caller: one unit of work
         (:func:`~pipeline_state._unit_of_work.run_unit_of_work`)."""
         batch_id = command.batch_id
+        load_for_event = _event_reader(self.store)
+        read: list[_Batch] = []  # the batch read with this attempt's inbox check, if any
+
+        async def processed() -> bool:
+            if load_for_event is None:
+                return await self.store.is_processed(command.event_id)
+            seen, state, has_waiting = await load_for_event(batch_id, command.event_id)
+            if not seen:
+                read.append(await self._with_waiting(batch_id, state, has_waiting))
+            return seen
 
         async def decide() -> list[_Staged]:
-            return self._fold(command, topic, raw, await self._read(batch_id))
+            batch = read.pop() if read else await self._read(batch_id)
+            return self._fold(command, topic, raw, batch)
 
         async def commit(steps: list[_Staged]) -> None:
             await self._commit([s.change for s in steps])
@@ -620,7 +678,7 @@ class PipelineService:
 
         return await run_unit_of_work(
             self._attempts(batch_id),
-            processed=functools.partial(self.store.is_processed, command.event_id),
+            processed=processed,
             decide=decide,
             commit=commit,
             committed=committed,
@@ -645,6 +703,10 @@ class PipelineService:
     async def _read(self, batch_id: str) -> _Batch:
         """The batch's state and, only when it has any, its waiting facts."""
         state, has_waiting = await self.store.load_with_waiting(batch_id)
+        return await self._with_waiting(batch_id, state, has_waiting)
+
+    async def _with_waiting(self, batch_id: str, state: BatchState | None, has_waiting: bool) -> _Batch:
+        """The batch of ``state``, with its waiting facts read when ``has_waiting``."""
         waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
         return _Batch(state, waiting)
 

@@ -8,9 +8,10 @@ whose cursors do all three in one hop: the sqlite3 cursor is created, executed, 
 closed on the worker thread, and its description, row count, last row id and rows come
 back together.
 
-One more saving: a plain ``INSERT`` (no ``RETURNING``, no conflict clause) run with
-``executemany`` inside a transaction has nothing to report but its row count, which is the
-number of rows given (a plain INSERT inserts them all or fails). Such statements are queued
+One more saving: a plain ``INSERT`` (no ``RETURNING``, no conflict clause) run inside a
+transaction, with ``executemany`` or ``execute``, has nothing to report but its row count,
+which is the number of rows given (a plain INSERT inserts them all or fails; its last row
+id is not reported, ``None``). Such statements are queued
 and sent in the same hop as the next statement, or the ``COMMIT``: same transaction, same
 order, and an error still fails the transaction (reported by that next call). A rollback
 or close drops the queue, as the database would have dropped the rows. Outside a
@@ -95,17 +96,26 @@ class LeanCursor:
         return self
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> LeanCursor:
-        return await self._call(sql, () if parameters is None else parameters, False)
+        row = () if parameters is None else parameters
+        if self._deferred(sql, [row]):
+            return self
+        return await self._call(sql, row, False)
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> LeanCursor:
-        connection = self._connection
-        if connection.isolation_level is not None and _deferrable(sql):
-            connection._conn  # noqa: B018 - raises ValueError once closed, as aiosqlite does
-            rows = list(parameters)
-            connection._queue.append((sql, rows))
-            self.description, self.rowcount, self.lastrowid, self._rows = None, len(rows), None, []
+        rows = list(parameters)
+        if self._deferred(sql, rows):
             return self
-        return await self._call(sql, parameters, True)
+        return await self._call(sql, rows, True)
+
+    def _deferred(self, sql: str, rows: list[Any]) -> bool:
+        """Queue a plain INSERT of ``rows`` inside a transaction (see the module doc)."""
+        connection = self._connection
+        if connection.isolation_level is None or not _deferrable(sql):
+            return False
+        connection._conn  # noqa: B018 - raises ValueError once closed, as aiosqlite does
+        connection._queue.append((sql, rows))
+        self.description, self.rowcount, self.lastrowid, self._rows = None, len(rows), None, []
+        return True
 
     async def fetchone(self) -> Any:
         return self._rows.pop(0) if self._rows else None

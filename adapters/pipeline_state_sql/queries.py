@@ -15,7 +15,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import Connection, bindparam, delete, exists, func, select, true, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    true,
+    union_all,
+    update,
+)
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
@@ -33,6 +47,8 @@ __all__ = [
     "is_processed",
     "list_states",
     "list_waiting",
+    "load_for_event",
+    "load_for_events",
     "load_state",
     "load_with_waiting",
     "overdue_batch_ids",
@@ -59,6 +75,29 @@ _LOAD_WITH_WAITING = select(
     select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
     exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
 )
+# One statement for the start of a unit of work: whether the inbox holds the event, the
+# batch's state and whether facts of it wait (the state is not decoded for a duplicate).
+_LOAD_FOR_EVENT = select(
+    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+    select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
+)
+
+# The same for several events at once (a partition fetch): one statement, one row per
+# stored batch asked for ("b", batch id, state), per event the inbox holds ("i", event id)
+# and per batch with waiting facts ("w", batch id). The batches come first: the column's
+# type (and so its decoding) is the state's.
+_B_IDS: BindParameter[Any] = bindparam("b_ids", expanding=True)
+_NO_STATE = cast(null(), BATCHES.c.state.type)  # typed: PostgreSQL would make NULL text
+_LOAD_FOR_EVENTS = union_all(
+    select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), BATCHES.c.state).where(
+        BATCHES.c.batch_id.in_(_B_IDS)
+    ),
+    select(literal("i"), INBOX.c.event_id, _NO_STATE).where(
+        INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))
+    ),
+    select(literal("w"), WAITING.c.batch_id, _NO_STATE).where(WAITING.c.batch_id.in_(_B_IDS)).distinct(),
+)
 
 
 def load_state(conn: Connection, batch_id: str) -> BatchState | None:
@@ -73,6 +112,46 @@ def load_with_waiting(conn: Connection, batch_id: str) -> tuple[BatchState | Non
     document = row.state
     state = None if document is None else decode_state(batch_id, document)
     return state, bool(row.waiting)
+
+
+def load_for_event(conn: Connection, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+    """Whether the inbox holds ``event_id``, and (when it does not) the stored state of
+    ``batch_id`` (or ``None``) and whether facts of it wait: one statement."""
+    row = conn.execute(_LOAD_FOR_EVENT, {"b_id": batch_id, "e_id": event_id}).one()
+    if row.processed:
+        return True, None, False
+    document = row.state
+    state = None if document is None else decode_state(batch_id, document)
+    return False, state, bool(row.waiting)
+
+
+def load_for_events(
+    conn: Connection, events: Sequence[tuple[str, str]]
+) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
+    """For ``(batch id, event id)`` pairs: the event ids the inbox holds, and for each batch
+    with an event it does not hold, its stored state (or ``None``) and whether facts of it
+    wait; one statement (:func:`load_for_event` for many)."""
+    if not events:
+        return frozenset(), {}
+    batch_ids = list(dict.fromkeys(b for b, _ in events))
+    event_ids = list(dict.fromkeys(e for _, e in events))
+    documents: dict[str, Any] = {}
+    processed: set[str] = set()
+    waiting: set[str] = set()
+    for kind, key, document in conn.execute(_LOAD_FOR_EVENTS, {"b_ids": batch_ids, "e_ids": event_ids}):
+        if kind == "b":
+            documents[key] = document
+        elif kind == "i":
+            processed.add(key)
+        else:
+            waiting.add(key)
+    wanted = dict.fromkeys(b for b, e in events if e not in processed)
+    read = {}
+    for batch_id in wanted:
+        document = documents.get(batch_id)
+        state = None if document is None else decode_state(batch_id, document)
+        read[batch_id] = (state, batch_id in waiting)
+    return frozenset(processed), read
 
 
 def _fact(row: Any) -> WaitingFact:

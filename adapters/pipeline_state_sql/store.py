@@ -100,6 +100,26 @@ class SqlStore(LaneStore):
         check_id(batch_id, "batch id")
         return await self._read(queries.load_with_waiting, batch_id)
 
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+        """Whether the inbox holds ``event_id`` and, when it does not, the state of
+        ``batch_id`` (or ``None``) and whether facts of it wait: the reads that start a unit
+        of work, in one statement (:meth:`is_processed` and :meth:`load_with_waiting`
+        together; a processed event gives ``(True, None, False)``)."""
+        check_id(batch_id, "batch id")
+        check_id(event_id, "event id")
+        return await self._read(queries.load_for_event, batch_id, event_id)
+
+    async def load_for_events(
+        self, events: Sequence[tuple[str, str]]
+    ) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
+        """:meth:`load_for_event` for several ``(batch id, event id)`` pairs in one
+        statement: the event ids the inbox holds, and for each batch with an event it does
+        not hold, its state (or ``None``) and whether facts of it wait."""
+        for batch_id, event_id in events:
+            check_id(batch_id, "batch id")
+            check_id(event_id, "event id")
+        return await self._read(queries.load_for_events, list(events))
+
     async def commit(self, change: Change) -> None:
         _check_change(change)
         with translated(change.batch_id):

@@ -24,6 +24,10 @@ transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
 :meth:`UnitOfWork.write_many` runs the compare-and-sets one per change, in order, then
 writes the inbox, outbox and the caller's rows of all changes with one statement per table.
 
+:meth:`UnitOfWork.write_rows` and :meth:`UnitOfWork.write_many_rows` are the same with the
+caller's rows given as data: on PostgreSQL each is then one statement
+(:mod:`.one_statement`), with the same outcome and the same errors.
+
 Statements are ordered so the row lock on the document is taken first: two writers of the
 same document serialise on it, and the loser sees a changed version.
 """
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
@@ -42,6 +46,7 @@ from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
+from . import one_statement
 from .outbox import encode_trace_context
 from .schema import OUTBOX
 
@@ -81,6 +86,7 @@ class _Statements:
     inbox_row: Select[Any]
     update_inbox: Update
     insert_outbox: Insert
+    inbox_ids: Select[Any]
 
     @classmethod
     def of(cls, documents: Table, key: str, inbox: Table, outbox: Table) -> _Statements:
@@ -98,6 +104,7 @@ class _Statements:
             .where(by_event)
             .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
             insert_outbox=insert(outbox),
+            inbox_ids=select(inbox.c.event_id).where(inbox.c.event_id.in_(bindparam("ids", expanding=True))),
         )
 
 
@@ -139,12 +146,20 @@ class UnitOfWork(Generic[C, D]):
             batch_id, change.expected_version, self.stored_version(conn, batch_id)
         )
 
+    def _cannot_follow(self, change: C, document: D | None) -> bool:
+        """Whether ``document`` cannot be ``change``'s new document (another key, or a
+        version that does not grow): a conflict before anything is sent."""
+        expected = change.expected_version
+        return document is not None and (
+            document.batch_id != change.batch_id or document.version <= (expected or 0)
+        )
+
     def compare_and_set(self, conn: Connection, change: C) -> None:
         """Step 1 of the module doc."""
         batch_id = change.batch_id
         document = self.document(change)
         expected = change.expected_version
-        if document is not None and (document.batch_id != batch_id or document.version <= (expected or 0)):
+        if self._cannot_follow(change, document):
             raise self.conflict(conn, change)
         sql = self._sql
         if document is None:
@@ -248,6 +263,146 @@ class UnitOfWork(Generic[C, D]):
         if then is not None:
             then(conn, change)
 
+    def write_rows(self, conn: Connection, change: C, rows: Rows = ()) -> None:
+        """:meth:`write` ``change`` with ``rows`` as what else it writes (inserted after its
+        outbox rows, table after table). On PostgreSQL the whole unit of work is one
+        statement (:mod:`.one_statement`): one round trip instead of one per step, with
+        the same outcome and the same errors."""
+        if conn.dialect.name != "postgresql":
+            self.write(conn, change, lambda c, _change: _insert_all(c, rows))
+            return
+        document = self.document(change)
+        if self._cannot_follow(change, document):
+            raise self.conflict(conn, change)
+        expected = change.expected_version
+        scalars: dict[str, Any] = {"d:" + self.key: change.batch_id, "d:read": expected}
+        mode: one_statement.Mode
+        document_columns: tuple[str, ...] = ()
+        if document is None:
+            mode = "touch_any" if expected is None else "touch_at_read"
+        else:
+            columns = self.columns(document, change)
+            if expected is None:
+                mode, columns = "insert", {**self.created(document, change), **columns}
+            else:
+                mode = "update"
+            document_columns = tuple(columns)
+            scalars.update(("d:" + name, value) for name, value in columns.items())
+        inbox_columns: tuple[str, ...] = ()
+        if change.inbox is not None:
+            row = self.inbox_row(change.inbox)
+            inbox_columns = tuple(row)
+            scalars.update(("i:" + name, value) for name, value in row.items())
+        tables: list[tuple[Table, list[dict[str, Any]]]] = []
+        outbox = self.outbox_rows(change)
+        if outbox:
+            tables.append((self.outbox, outbox))
+        tables.extend((cast(Table, statement.table), list(more)) for statement, more in rows if more)
+        statement = one_statement.plan(
+            conn.dialect,
+            self.documents,
+            self.key,
+            mode,
+            document_columns,
+            self.inbox if change.inbox is not None else None,
+            inbox_columns,
+            tuple((table, tuple(more[0])) for table, more in tables),
+        )
+        counted, inserted = one_statement.run(conn, statement, scalars, tables)
+        if counted != statement.document_ok:
+            raise self.conflict(conn, change)
+        if inserted != 1:
+            assert change.inbox is not None
+            raise DuplicateEventError(change.inbox.event_id)
+
+    def write_many_rows(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> None:
+        """:meth:`write_many` with ``rows(change)`` as what else each change writes (asked
+        before anything is sent, not under the row lock). On PostgreSQL, when the changes of
+        each document follow one another (each expects the version the one before wrote),
+        as a decision fold makes them, all of them are one statement
+        (:func:`~pipeline_state_sql.one_statement.plan_many`): one compare-and-set per
+        document, whatever the number of its changes, and the same errors as
+        :meth:`write_many`; other sequences run :meth:`write_many`."""
+        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows):
+            self.write_many(conn, changes, lambda _conn, change: rows(change))
+
+    def _many_in_one(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> bool:
+        """:meth:`write_many_rows` in one statement; ``False`` (nothing sent) when the
+        sequence does not have that shape."""
+        chains: dict[str, list[C]] = {}
+        for change in changes:
+            chains.setdefault(change.batch_id, []).append(change)
+        inbox = [self.inbox_row(c.inbox) for c in changes if c.inbox is not None]
+        if len({row["event_id"] for row in inbox}) != len(inbox):
+            return False  # an event twice: write_many tells which is the duplicate
+        groups: dict[one_statement.Group, list[dict[str, Any]]] = {"update": [], "insert": [], "touch": []}
+        for batch_id, chain in chains.items():
+            row = self._chain_row(batch_id, chain)
+            if row is None:
+                return False
+            groups[row[0]].append(row[1])
+        tables: dict[Table, list[dict[str, Any]]] = {}
+        for change in changes:
+            tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
+            for insert_rows, more in rows(change):
+                tables.setdefault(cast(Table, insert_rows.table), []).extend(more)
+        filled = [(table, more) for table, more in tables.items() if more]
+        shapes = [_shape(more) for _, more in filled]
+        doc_shapes = {g: _shape(groups[g]) for g in ("update", "insert")}
+        inbox_shape = _shape(inbox)
+        if None in shapes or None in doc_shapes.values() or inbox_shape is None:
+            return False  # rows of one table with different columns: the statements
+        groups.update({"inbox": inbox})
+        groups.update({index: more for index, (_, more) in enumerate(filled)})
+        plan = one_statement.plan_many(
+            conn.dialect,
+            self.documents,
+            self.key,
+            _columns(doc_shapes["update"], 2) if groups["update"] else None,
+            _columns(doc_shapes["insert"], 1) if groups["insert"] else None,
+            bool(groups["touch"]),
+            self.inbox if inbox else None,
+            inbox_shape,
+            tuple((table, shape or ()) for (table, _), shape in zip(filled, shapes, strict=True)),
+        )
+        written, inserted = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
+        if len(written) != len(chains):
+            failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
+            earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
+            held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
+            duplicate = next((event_id for event_id in earlier if event_id in held), None)
+            if duplicate is not None:
+                raise DuplicateEventError(duplicate)
+            raise self.conflict(conn, changes[failed])
+        if len(inserted) != len(inbox):
+            raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
+        return True
+
+    def _chain_row(
+        self, batch_id: str, chain: Sequence[C]
+    ) -> tuple[Literal["update", "insert", "touch"], dict[str, Any]] | None:
+        """The one document row that writes ``chain`` (the changes of ``batch_id``, in
+        order): ``("update" | "insert" | "touch", row)``, or ``None`` when the changes do
+        not follow one another (or begin with nothing to insert where no row may exist)."""
+        first = chain[0]
+        version = first.expected_version
+        last: tuple[D, C] | None = None
+        for change in chain:
+            document = self.document(change)
+            if change.expected_version != version or self._cannot_follow(change, document):
+                return None
+            if document is not None:
+                last, version = (document, change), document.version
+        if first.expected_version is None:
+            created = self.document(first)
+            if created is None or last is None:
+                return None
+            columns = {**self.created(created, first), **self.columns(*last)}
+            return "insert", {self.key: batch_id, **columns}
+        if last is None:
+            return "touch", {self.key: batch_id, "read": first.expected_version}
+        return "update", {self.key: batch_id, "read": first.expected_version, **self.columns(*last)}
+
     def write_many(
         self,
         conn: Connection,
@@ -292,6 +447,24 @@ class UnitOfWork(Generic[C, D]):
             raise DuplicateEventError(duplicate[1])
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)
+
+
+def _shape(rows: Sequence[dict[str, Any]]) -> tuple[str, ...] | None:
+    """The columns all ``rows`` fill (``()`` for none), or ``None`` when they differ."""
+    shapes = {tuple(row) for row in rows}
+    if len(shapes) > 1:
+        return None
+    return shapes.pop() if shapes else ()
+
+
+def _columns(shape: tuple[str, ...] | None, skip: int) -> tuple[str, ...]:
+    """A document row's columns past its key (and the version read)."""
+    return () if shape is None else shape[skip:]
+
+
+def _insert_all(conn: Connection, rows: Rows) -> None:
+    for statement, more in rows:
+        _insert_rows(conn, statement, list(more))
 
 
 def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

@@ -26,6 +26,10 @@ transaction to be rolled back whole. In order, it
 rows of steps 2 and 3 of all changes with one statement per table (a sequence with a change
 of step 4, which is rare, is written change by change).
 
+On PostgreSQL, steps 1 to 3 of a change are one statement, and so are those of all the
+changes of :func:`write_changes` when each batch's changes follow one another
+(:mod:`pipeline_state_sql.one_statement`).
+
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
 """
@@ -132,9 +136,13 @@ def _run_rows(change: Change) -> list[dict[str, Any]]:
     ]
 
 
-def _rows(_conn: Connection, change: Change) -> Rows:
+def _change_rows(change: Change) -> Rows:
     """The rows of step 3 beyond the outbox's."""
     return ((_INSERT_LOG, _log_rows(change)), (_INSERT_RUNS, _run_rows(change)))
+
+
+def _rows(_conn: Connection, change: Change) -> Rows:
+    return _change_rows(change)
 
 
 def _waiting_rows(conn: Connection, change: Change) -> None:
@@ -168,7 +176,12 @@ def _special(change: Change) -> bool:
 
 
 def write_change(conn: Connection, change: Change) -> None:
-    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
+    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc):
+    one statement on PostgreSQL unless it has a step 4
+    (:meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_rows`)."""
+    if not _special(change):
+        PIPELINE.write_rows(conn, change, list(_rows(conn, change)))
+        return
 
     def then(conn: Connection, change: Change) -> None:
         for statement, rows in _rows(conn, change):
@@ -189,4 +202,4 @@ def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
         for change in changes:
             write_change(conn, change)
         return
-    PIPELINE.write_many(conn, changes, _rows)
+    PIPELINE.write_many_rows(conn, changes, _change_rows)

@@ -21,7 +21,7 @@ from pipeline_state import (
     PipelineService,
     PipelineStateError,
 )
-from pipeline_state.errors import StoreError
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreError
 from pipeline_state.ports import BatchingStore, Change, InboxEntry
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import T0, make_state, message, with_deadline
@@ -144,3 +144,53 @@ async def test_failure_in_the_middle_writes_nothing(sqlite_url: str, sqlite_stor
     await sqlite_store.commit_many(changes)
     assert [await sqlite_store.is_processed(f"in-{n}") for n in (1, 2, 3)] == [True, True, True]
     assert await sqlite_store.pending_count() == 2
+
+
+async def test_errors_found_by_the_database_are_those_of_one_by_one(sql_store: SqlStore) -> None:
+    """Sequences whose chains are consistent but which the database refuses (on PostgreSQL,
+    one statement for all: the counts it returns tell which error ``commit`` one change
+    after another would have raised first); nothing is written either way."""
+    b1, b2 = make_state("b1"), make_state("b2")
+    await sql_store.commit(Change("b1", None, b1, T0, inbox=InboxEntry("seen", "t", "b1", "applied", T0)))
+    await sql_store.commit(Change("b2", None, b2, T0))
+    before = (await sql_store.load("b1"), await sql_store.load("b2"), await sql_store.pending_count())
+
+    def change(batch_id: str, expected: int | None, version: int, event_id: str) -> Change:
+        state = attrs.evolve(b1 if batch_id == "b1" else make_state(batch_id), version=version)
+        outbox = (message(f"m-{event_id}", batch_id),)
+        return Change(
+            batch_id,
+            expected,
+            state,
+            T0,
+            outbox=outbox,
+            inbox=InboxEntry(event_id, "t", batch_id, "applied", T0),
+        )
+
+    # b2 is at version 1, not 5: a conflict on b2, after b1's change went through.
+    with pytest.raises(ConcurrencyConflictError) as conflict:
+        await sql_store.commit_many([change("b1", 1, 2, "e1"), change("b2", 5, 6, "e2")])
+    assert (conflict.value.batch_id, conflict.value.expected, conflict.value.actual) == ("b2", 5, 1)
+    # The same, but b1's event was processed: that duplicate comes first.
+    with pytest.raises(DuplicateEventError) as duplicate:
+        await sql_store.commit_many([change("b1", 1, 2, "seen"), change("b2", 5, 6, "e2")])
+    assert duplicate.value.event_id == "seen"
+    # Every compare-and-set holds, but the second change's event was processed.
+    with pytest.raises(DuplicateEventError) as later:
+        await sql_store.commit_many([change("b2", 1, 2, "e2"), change("b1", 1, 2, "seen")])
+    assert later.value.event_id == "seen"
+    # A batch inserted that exists already.
+    with pytest.raises(ConcurrencyConflictError) as exists:
+        await sql_store.commit_many([change("b3", None, 1, "e3"), change("b2", None, 1, "e4")])
+    assert (exists.value.batch_id, exists.value.expected, exists.value.actual) == ("b2", None, 1)
+    assert (await sql_store.load("b1"), await sql_store.load("b2"), await sql_store.pending_count()) == before
+    assert await sql_store.load("b3") is None
+    for event_id in ("e1", "e2", "e3", "e4"):
+        assert not await sql_store.is_processed(event_id)
+    # And the same sequence, once it is right, goes through whole.
+    await sql_store.commit_many(
+        [change("b3", None, 1, "e3"), change("b1", 1, 2, "e1"), change("b3", 1, 2, "e5")]
+    )
+    assert (await sql_store.load("b3")).version == 2  # type: ignore[union-attr]
+    rows = await sql_store.outbox_rows(["m-e5", "m-e1", "m-e3"])
+    assert [r.message.event_id for r in sorted(rows, key=lambda r: r.id)] == ["m-e3", "m-e1", "m-e5"]

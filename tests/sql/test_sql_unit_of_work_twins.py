@@ -22,7 +22,14 @@ from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, Result
 from pipeline_state.profiles.huleedu.testing.results_contract import sample_batch
 from pipeline_state.testing.contract import T0, make_state
 
-KINDS = ["memory-pipeline", "sql-pipeline", "memory-results", "sql-results"]
+KINDS = [
+    "memory-pipeline",
+    "sql-pipeline",
+    pytest.param("postgres-pipeline", marks=pytest.mark.postgres),
+    "memory-results",
+    "sql-results",
+    pytest.param("postgres-results", marks=pytest.mark.postgres),
+]
 
 
 def _pipeline(
@@ -54,8 +61,16 @@ async def engine(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterat
     elif kind == "memory-results":
         yield InMemoryResultsStore(), _results
     else:
-        store: Any = await (open_store if kind == "sql-pipeline" else open_results_store)(sqlite_url)
-        yield store, _pipeline if kind == "sql-pipeline" else _results
+        pipeline = kind.endswith("-pipeline")
+        opener: Any = open_store if pipeline else open_results_store
+        if kind.startswith("postgres"):
+            # On PostgreSQL the pipeline's unit of work is one statement: the order of its
+            # checks is the statement's.
+            pg = request.getfixturevalue("pg")
+            store: Any = await opener(pg.url, schema=pg.schema)
+        else:
+            store = await opener(sqlite_url)
+        yield store, _pipeline if pipeline else _results
         await store.close()
 
 

@@ -1,0 +1,326 @@
+"""PostgreSQL: a whole unit of work in one statement (data-modifying ``WITH`` queries).
+
+The unit of work (:mod:`.unit_of_work`) writes a change as a compare-and-set of its
+document, an inbox row, outbox rows and the rows the caller adds (the pipeline's log and
+archived runs): four statements, each a round trip to the server. On PostgreSQL
+:func:`write` sends them as one statement::
+
+    WITH d AS (UPDATE documents SET ... WHERE key = $1 AND version = $2 RETURNING 1),
+         i AS (INSERT INTO inbox (...) SELECT $3, ... WHERE (SELECT count(*) FROM d) = 1
+               ON CONFLICT DO NOTHING RETURNING 1),
+         t1 AS (INSERT INTO outbox (...) SELECT ... FROM unnest($7::..[], ...) WITH ORDINALITY
+                AS u(..., n) WHERE (SELECT count(*) FROM d) = 1 AND EXISTS (SELECT FROM i)
+                ORDER BY u.n),
+         t2 AS (...)
+    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM i)
+
+The compare-and-set runs first (the main query reads ``d`` first, so the row lock on the
+document is taken before anything else is written, as with separate statements), the inbox
+row is inserted only when it succeeded, and the other rows only when both did: a duplicate
+event inserts nothing (its outbox event ids, which a redelivery repeats, never collide).
+The counts returned tell the caller what happened, and :func:`write` raises what the
+statements one by one would have raised: :class:`~pipeline_state.errors.ConcurrencyConflictError`
+when the compare-and-set failed, else :class:`~pipeline_state.errors.DuplicateEventError`
+when the inbox holds the event; the caller's transaction is then rolled back whole, as before.
+
+Each table's rows travel as one array per column (``unnest`` keeps their order, ``ORDER BY``
+the ordinality makes it explicit, so row ids follow it). The statement text depends only on
+which parts a change has (document mode, inbox row, which tables get rows) and the column
+names, so a few texts are built once each and asyncpg reuses their prepared statements.
+Values go through each column type's own bind processing (aware UTC times, JSON documents
+serialised; JSON travels as text and is cast in the statement).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+from sqlalchemy import JSON, Column, Connection, Dialect, Table
+
+__all__ = ["Mode", "Plan", "Rows", "plan"]
+
+Mode = Literal["insert", "update", "touch_at_read", "touch_any"]
+"""How the document is compare-and-set: ``insert`` (no row expected), ``update`` (the row at
+the version read), ``touch_at_read`` (no new document; the row at the version read must
+exist) and ``touch_any`` (no new document, no version read: no row may exist)."""
+
+Rows = Sequence[tuple[Table, Sequence[dict[str, Any]]]]
+"""Rows to insert after the inbox row, table by table, each table's rows in order."""
+
+_Convert = Callable[[Any], Any]
+
+
+@attrs.frozen
+class _Column:
+    """How one column's values are sent: the SQL type of the parameter and of an array of
+    them, the expression that reads it back (JSON is sent as text and cast), and the
+    value conversion (the type's bind processing)."""
+
+    key: str
+    """The column's name (the key of its value in a row)."""
+    name: str
+    """The column's name, quoted."""
+    sql_type: str
+    param_type: str
+    convert: _Convert | None
+
+    def value(self, value: Any) -> Any:
+        return value if self.convert is None or value is None else self.convert(value)
+
+
+def _column(column: Column[Any], dialect: Dialect) -> _Column:
+    impl = column.type.dialect_impl(dialect)
+    sql_type = column.type.compile(dialect=dialect)
+    is_json = isinstance(impl, JSON) or isinstance(getattr(impl, "impl", None), JSON)
+    return _Column(
+        key=column.name,
+        name=dialect.identifier_preparer.quote(column.name),
+        sql_type=sql_type,
+        param_type="TEXT" if is_json else sql_type,
+        convert=impl.bind_processor(dialect),
+    )
+
+
+@attrs.frozen
+class Plan:
+    """One statement text and how a change's values become its positional parameters."""
+
+    sql: str
+    document_ok: int
+    """The rows the compare-and-set must count (``touch_any``: 0, else 1)."""
+    _scalars: tuple[tuple[str, _Column], ...]
+    _arrays: tuple[tuple[int, _Column], ...]
+
+    def parameters(self, scalars: dict[str, Any], tables: Rows) -> tuple[Any, ...]:
+        """The parameters: the named scalars, then each table's columns as arrays."""
+        out: list[Any] = [column.value(scalars[name]) for name, column in self._scalars]
+        for index, column in self._arrays:
+            out.append([column.value(row[column.key]) for row in tables[index][1]])
+        return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def plan(
+    dialect: Dialect,
+    documents: Table,
+    key: str,
+    mode: Mode,
+    document_columns: tuple[str, ...],
+    inbox: Table | None,
+    inbox_columns: tuple[str, ...],
+    tables: tuple[tuple[Table, tuple[str, ...]], ...],
+) -> Plan:
+    """The statement of a unit of work of this shape (see the module doc). Scalars are named
+    ``d:<column>`` (the document row), ``d:read`` (the version read), ``i:<column>`` (the
+    inbox row); ``tables`` gives each further table and the columns its rows fill."""
+    q = dialect.identifier_preparer
+    scalars: list[tuple[str, _Column]] = []
+
+    def param(name: str, column: Column[Any]) -> str:
+        described = _column(column, dialect)
+        scalars.append((name, described))
+        cast = f"${len(scalars)}::{described.param_type}"
+        return f"{cast}::{described.sql_type}" if described.param_type != described.sql_type else cast
+
+    doc = q.format_table(documents)
+    key_sql = q.quote(key)
+    key_param = param("d:" + key, documents.c[key])
+    by_key = f"{key_sql} = {key_param}"
+    at_read = ""
+    if mode in ("update", "touch_at_read"):
+        at_read = f"{q.quote('version')} = {param('d:read', documents.c.version)}"
+    if mode == "insert":
+        names = ", ".join(q.quote(c) for c in document_columns)
+        values = ", ".join(param("d:" + c, documents.c[c]) for c in document_columns)
+        first = f"INSERT INTO {doc} ({key_sql}, {names}) VALUES ({key_param}, {values})"
+        first += " ON CONFLICT DO NOTHING RETURNING 1"
+    elif mode == "update":
+        sets = ", ".join(f"{q.quote(c)} = {param('d:' + c, documents.c[c])}" for c in document_columns)
+        first = f"UPDATE {doc} SET {sets} WHERE {by_key} AND {at_read} RETURNING 1"
+    else:
+        version = q.quote("version")
+        where = by_key if mode == "touch_any" else f"{by_key} AND {at_read}"
+        first = f"UPDATE {doc} SET {version} = {version} WHERE {where} RETURNING 1"
+    document_ok = 0 if mode == "touch_any" else 1
+    ok = f"(SELECT count(*) FROM d) = {document_ok}"
+    parts = [f"d AS ({first})"]
+    if inbox is not None:
+        names = ", ".join(q.quote(c) for c in inbox_columns)
+        values = ", ".join(param("i:" + c, inbox.c[c]) for c in inbox_columns)
+        parts.append(
+            f"i AS (INSERT INTO {q.format_table(inbox)} ({names}) SELECT {values} WHERE {ok}"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+        )
+        ok += " AND EXISTS (SELECT FROM i)"
+    arrays: list[tuple[int, _Column]] = []
+    for index, (table, columns) in enumerate(tables):
+        described = [_column(table.c[c], dialect) for c in columns]
+        unnest: list[str] = []
+        for column in described:
+            arrays.append((index, column))
+            unnest.append(f"${len(scalars) + len(arrays)}::{column.param_type}[]")
+        names = ", ".join(c.name for c in described)
+        aliases = ", ".join(f"c{n}" for n in range(len(described)))
+        read = ", ".join(
+            f"u.c{n}::{c.sql_type}" if c.param_type != c.sql_type else f"u.c{n}"
+            for n, c in enumerate(described)
+        )
+        parts.append(
+            f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {read}"
+            f" FROM unnest({', '.join(unnest)}) WITH ORDINALITY AS u({aliases}, n)"
+            f" WHERE {ok} ORDER BY u.n)"
+        )
+    inserted = "(SELECT count(*) FROM i)" if inbox is not None else "1"
+    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}"
+    return Plan(sql, document_ok, tuple(scalars), tuple(arrays))
+
+
+def run(conn: Connection, statement: Plan, scalars: dict[str, Any], tables: Rows) -> tuple[int, int]:
+    """Send ``statement`` with these values on ``conn``: the rows the compare-and-set
+    counted and the inbox rows inserted (1 when there is no inbox row)."""
+    row = conn.exec_driver_sql(statement.sql, statement.parameters(scalars, tables)).one()
+    return int(row[0]), int(row[1])
+
+
+# -- several changes (commit_many) --------------------------------------------------------
+
+Group = Literal["update", "insert", "touch", "inbox"] | int
+"""Where an array parameter's values come from: the documents updated, inserted or touched,
+the inbox rows, or the further table at that index."""
+
+
+@attrs.frozen
+class ManyPlan:
+    """One statement writing several changes of distinct documents (see :func:`plan_many`)."""
+
+    sql: str
+    _arrays: tuple[tuple[Group, _Column], ...]
+
+    def parameters(
+        self, keys: int, inbox: int, groups: Mapping[Group, Sequence[dict[str, Any]]]
+    ) -> tuple[Any, ...]:
+        """The parameters: the expected counts, then one array per column of each group."""
+        out: list[Any] = [keys, inbox]
+        for group, column in self._arrays:
+            out.append([column.value(row[column.key]) for row in groups[group]])
+        return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_many(
+    dialect: Dialect,
+    documents: Table,
+    key: str,
+    updated: tuple[str, ...] | None,
+    inserted: tuple[str, ...] | None,
+    touched: bool,
+    inbox: Table | None,
+    inbox_columns: tuple[str, ...],
+    tables: tuple[tuple[Table, tuple[str, ...]], ...],
+) -> ManyPlan:
+    """The statement writing several changes, at most one document row each: the rows of
+    ``updated`` (``key``, the version read as ``read``, and these columns) compare-and-set
+    by ``UPDATE``, those of ``inserted`` (``key`` and these columns) by ``INSERT``, and
+    ``touched`` ones (``key``, ``read``) by a no-op ``UPDATE``; then, only when every
+    document row counted (``$1`` of them), the inbox rows, and only when all of those were
+    inserted (``$2``), the rows of ``tables``. It returns the keys of the documents written
+    and the inbox event ids inserted."""
+    q = dialect.identifier_preparer
+    arrays: list[tuple[Group, _Column]] = []
+    key_sql, version = q.quote(key), q.quote("version")
+    doc = q.format_table(documents)
+
+    def unnest(group: Group, described: Sequence[_Column]) -> str:
+        """``unnest(...) WITH ORDINALITY AS u(c0, ..., n)`` over one array per column (the
+        arrays follow ``$1`` and ``$2``, the expected counts)."""
+        first = len(arrays) + 3
+        arrays.extend((group, column) for column in described)
+        placeholders = ", ".join(f"${first + n}::{c.param_type}[]" for n, c in enumerate(described))
+        aliases = ", ".join(f"c{n}" for n in range(len(described)))
+        return f"unnest({placeholders}) WITH ORDINALITY AS u({aliases}, n)"
+
+    def columns_of(table: Table, names: Sequence[str]) -> list[_Column]:
+        return [_column(table.c[name], dialect) for name in names]
+
+    by_key = columns_of(documents, (key,))
+    at_read = [attrs.evolve(_column(documents.c.version, dialect), key="read")]
+
+    def read(table: Table, columns: Sequence[str], offset: int = 0) -> list[str]:
+        out = []
+        for n, name in enumerate(columns):
+            c = _column(table.c[name], dialect)
+            cell = f"u.c{n + offset}"
+            out.append(f"{cell}::{c.sql_type}" if c.param_type != c.sql_type else cell)
+        return out
+
+    parts: list[str] = []
+    written: list[str] = []
+    if updated is not None:
+        source = unnest("update", by_key + at_read + columns_of(documents, updated))
+        sets = ", ".join(
+            f"{q.quote(name)} = {cell}"
+            for name, cell in zip(updated, read(documents, updated, 2), strict=True)
+        )
+        parts.append(
+            f"du AS (UPDATE {doc} AS x SET {sets} FROM {source}"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+        )
+        written.append("SELECT k FROM du")
+    if inserted is not None:
+        source = unnest("insert", columns_of(documents, (key, *inserted)))
+        names = ", ".join(q.quote(c) for c in (key, *inserted))
+        cells = ", ".join(read(documents, (key, *inserted)))
+        parts.append(
+            f"dn AS (INSERT INTO {doc} ({names}) SELECT {cells} FROM {source} ORDER BY u.n"
+            f" ON CONFLICT DO NOTHING RETURNING {key_sql} AS k)"
+        )
+        written.append("SELECT k FROM dn")
+    if touched:
+        source = unnest("touch", by_key + at_read)
+        parts.append(
+            f"dt AS (UPDATE {doc} AS x SET {version} = x.{version} FROM {source}"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+        )
+        written.append("SELECT k FROM dt")
+    counted = " + ".join(f"(SELECT count(*) FROM {w.rsplit(' ', 1)[1]})" for w in written)
+    ok = f"({counted}) = $1::INTEGER"
+    if inbox is not None:
+        source = unnest("inbox", columns_of(inbox, inbox_columns))
+        names = ", ".join(q.quote(c) for c in inbox_columns)
+        cells = ", ".join(read(inbox, inbox_columns))
+        event = q.quote("event_id")
+        parts.append(
+            f"i AS (INSERT INTO {q.format_table(inbox)} ({names}) SELECT {cells} FROM {source}"
+            f" WHERE {ok} ORDER BY u.n ON CONFLICT DO NOTHING RETURNING {event} AS e)"
+        )
+        ok += " AND (SELECT count(*) FROM i) = $2::INTEGER"
+    for index, (table, columns) in enumerate(tables):
+        source = unnest(index, columns_of(table, columns))
+        names = ", ".join(q.quote(c) for c in columns)
+        cells = ", ".join(read(table, columns))
+        parts.append(
+            f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {cells} FROM {source}"
+            f" WHERE {ok} ORDER BY u.n)"
+        )
+    inserted_ids = "ARRAY(SELECT e FROM i)" if inbox is not None else "ARRAY[]::TEXT[]"
+    # $1 and $2 are named here too, so they have a type whatever else the statement has.
+    sql = (
+        f"WITH {', '.join(parts)} SELECT ARRAY({' UNION ALL '.join(written)}), {inserted_ids},"
+        " $1::INTEGER, $2::INTEGER"
+    )
+    return ManyPlan(sql, tuple(arrays))
+
+
+def run_many(
+    conn: Connection,
+    statement: ManyPlan,
+    keys: int,
+    inbox: int,
+    groups: Mapping[Group, Sequence[dict[str, Any]]],
+) -> tuple[set[str], set[str]]:
+    """Send ``statement``: the keys of the documents written and the inbox ids inserted."""
+    row = conn.exec_driver_sql(statement.sql, statement.parameters(keys, inbox, groups)).one()
+    return set(row[0]), set(row[1])
