@@ -21,12 +21,15 @@ from pipeline_state import (
     Catalog,
     CommandSpec,
     DefinitionError,
+    Inbound,
     InMemoryRuntime,
     Profile,
     PromptGuard,
     WireModel,
 )
 from pipeline_state._profile import check_profile
+from pipeline_state.ports import ContentReady, GroupConfirmed, ItemsReady
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
 from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
@@ -443,6 +446,39 @@ def test_student_validation_follows_student_matching() -> None:
     assert build().group_validation
     assert not build(group_matching=None).group_validation
     assert not attrs.evolve(huleedu_profile(), group_matching=None).group_validation
+
+
+def _huleedu_inbound_without(*kinds: type) -> Inbound:
+    return Inbound(t for t in HULEEDU_INBOUND.topics.values() if t.kind not in kinds)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [(GroupConfirmed,), (ItemsReady,), (GroupConfirmed, ItemsReady)],
+    ids=lambda kinds: "+".join(k.__name__ for k in kinds),
+)
+def test_STRAND_group_matching_without_an_input_that_ends_group_validation_is_rejected(
+    kinds: tuple[type, ...],
+) -> None:
+    # A batch with a group waits in awaiting_group_validation for GroupConfirmed, then for
+    # ItemsReady: a profile that matches groups but consumes neither would strand it there.
+    inbound = _huleedu_inbound_without(*kinds)
+    names = [kind.__name__ for kind in kinds]
+    error = rejects("group_matching", *names, "awaiting_group_validation", inbound=inbound)
+    assert error.definition == "checked"
+    with pytest.raises(DefinitionError, match="waits in awaiting_student_validation"):  # its own word
+        attrs.evolve(huleedu_profile(), inbound=inbound)
+    build(group_matching=None, inbound=inbound)  # every batch takes the content-only path: fine
+
+
+def test_STRAND_an_inbound_without_content_ready_is_rejected() -> None:
+    for matching in (None, CommandSpec("test.match.v1", MatchCommand)):
+        rejects(
+            "ContentReady",
+            "awaiting_content_validation",
+            group_matching=matching,
+            inbound=_huleedu_inbound_without(ContentReady),
+        )
 
 
 # STRAND: the engine's side of "readiness paths that can strand a batch" (issue 13.4). Under a
