@@ -501,13 +501,22 @@ async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on
     assert [e["essay_id"] for e in command["essays_to_process"]] == ["b1-e0", "b1-e1"]
 
 
-async def test_STRAND_a_class_batch_of_the_media_example_runs_its_pipeline() -> None:
+async def test_STRAND_a_series_batch_of_the_media_example_is_ready_on_content_and_runs() -> None:
+    # The media wire carries a season's series, the batch's group; the media profile has no
+    # group matching, so a season of a series takes the content-only path like any other.
     media = load_example("custom_catalog")
     env = Envelopes(profile=media.MEDIA)
     rt = InMemoryRuntime(media.MEDIA)
-    await rt.deliver(*env.register("s1", item_ids=["ep-1", "ep-2"], group_id="channel-1", prompt=None))
-    await rt.deliver(*env.provisioned("s1", ["ep-1", "ep-2"]))
-    assert (await rt.service.get_batch("s1")).status.value == "ready_for_pipeline_execution"
+    registration = env.register("s1", item_ids=["ep-1", "ep-2"], group_id="series-1", prompt=None)
+    assert registration[1]["data"]["series_id"] == "series-1"  # on the media wire
+    await rt.deliver(*registration)
+    assert (await rt.service.get_batch("s1")).group_id == "series-1"
+    out = await rt.deliver(*env.provisioned("s1", ["ep-1", "ep-2"]))
+    assert out == []  # no matching command: the profile has none
+    state = await rt.service.get_batch("s1")
+    assert state.status.value == "ready_for_pipeline_execution"
+    assert state.group_id == "series-1"
+    assert (await rt.snapshot("s1"))["group_id"] == "series-1"
 
     pending = await rt.deliver(*env.request("s1", "preview"))
     while any(env.phase_of(m) for m in pending):

@@ -31,8 +31,10 @@ def _served(profile: Profile) -> tuple[PipelineService, httpx.AsyncClient]:
     return service, authed_client(create_app(service, settings=HttpSettings(**TOKENS)))
 
 
-async def _ready(service: PipelineService, env: Envelopes, season: str, episodes: list[str]) -> None:
-    await service.handle_message(*env.register(season, item_ids=episodes, prompt=None))
+async def _ready(
+    service: PipelineService, env: Envelopes, season: str, episodes: list[str], series: str | None = None
+) -> None:
+    await service.handle_message(*env.register(season, item_ids=episodes, group_id=series, prompt=None))
     await service.handle_message(*env.provisioned(season, episodes))
 
 
@@ -41,7 +43,7 @@ async def test_the_media_profile_batch_view_over_http_follows_its_wire() -> None
     env = Envelopes(profile=MEDIA)
     episodes = ["ep-1", "ep-2"]
     async with http:
-        await _ready(service, env, "s1", episodes)
+        await _ready(service, env, "s1", episodes, series="series-1")
         answer = await http.get("/v1/batches/s1")
         assert answer.status_code == 200, answer.text
         view = answer.json()
@@ -50,7 +52,7 @@ async def test_the_media_profile_batch_view_over_http_follows_its_wire() -> None
             "status": "ready_for_pipeline_execution",
             "version": 2,
             "owner": "owner-1",
-            "group_id": None,
+            "group_id": "series-1",
             "item_count": 2,
             "active_run": None,
             "history": [],
