@@ -603,13 +603,25 @@ def check_profile(obj: object) -> Profile:
     if isinstance(obj, Profile):
         return obj
     if isinstance(obj, Catalog):
-        from .profiles import DEFAULT_PROFILE  # it imports this module
-
-        factory = DEFAULT_PROFILE.replace(":", ".")
-        hint = (
-            ": a Catalog only holds the pipelines; wrap it in a profile, "
-            f"Profile(name=..., catalog=catalog, phase_commands=...) or {factory}(catalog=catalog)"
-        )
+        hint = _catalog_hint(obj)
     else:
         hint = ": build one with Profile(...) or pipeline_state.profiles.default_profile()"
     raise DefinitionError("profile", f"expected a pipeline_state.Profile, got {_kind(obj)}{hint}")
+
+
+def _catalog_hint(catalog: Catalog) -> str:
+    """How to make a profile of ``catalog``: a :class:`Profile` with a command per phase, or
+    the default profile's factory when the default profile has a command for every phase."""
+    from .profiles import DEFAULT_PROFILE, default_profile  # they import this module
+
+    phases = list(catalog.phases)
+    wrap = (
+        ": a Catalog only holds the pipelines; wrap it in a profile, Profile(name=..., "
+        f"catalog=catalog, phase_commands={{phase: CommandSpec(topic, Model)}}) for its phases {phases}"
+    )
+    factory = DEFAULT_PROFILE.replace(":", ".")
+    known = default_profile().phase_commands
+    foreign = [phase for phase in phases if phase not in known]
+    if foreign:
+        return f"{wrap} (the default profile, {factory}, has no command for {foreign})"
+    return f"{wrap}, or {factory}(catalog=catalog)"

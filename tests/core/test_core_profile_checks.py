@@ -163,6 +163,28 @@ def test_check_profile_rejects_a_catalog_where_a_profile_belongs() -> None:
     assert caught.value.definition == "profile"
 
 
+def test_check_profile_hints_at_a_profile_of_its_own_for_a_catalog_of_other_phases() -> None:
+    # CATALOG's phases (extract, score) are not HuleEdu's: huleedu_profile(catalog=...) would
+    # fail for it, so the hint says to build a Profile with a command for each of them.
+    with pytest.raises(DefinitionError) as caught:
+        check_profile(CATALOG)
+    message = str(caught.value)
+    assert "huleedu_profile(catalog=catalog)" not in message
+    assert "Profile(name=..., catalog=catalog, phase_commands=" in message
+    assert "['extract', 'score']" in message
+    assert "has no command for ['extract', 'score']" in message
+    media = load_example("custom_catalog").CATALOG
+    with pytest.raises(
+        DefinitionError, match=r"no command for \['transcode', 'thumbnails', 'captions', 'publish'\]"
+    ):
+        check_profile(media)
+    # The hint it gives for a catalog of HuleEdu phases works.
+    partial = Catalog.from_dict({"pipelines": {"nlp": {"steps": [{"name": "spellcheck"}]}}})
+    with pytest.raises(DefinitionError, match=r"huleedu_profile\(catalog=catalog\)"):
+        check_profile(partial)
+    assert check_profile(huleedu_profile(catalog=partial)).catalog == partial
+
+
 @pytest.mark.parametrize("obj", [None, "huleedu", {"name": "huleedu"}, huleedu_profile])
 def test_check_profile_rejects_anything_else_naming_its_type(obj: object) -> None:
     with pytest.raises(DefinitionError, match=type(obj).__name__):
