@@ -143,3 +143,32 @@ async def _drain(service: PipelineService) -> list[Any]:
     bus = InMemoryBus()
     await OutboxRelay(service.store, bus, service.clock).drain()  # type: ignore[arg-type]
     return list(bus.messages())
+
+
+async def test_the_request_bodies_serve_the_media_profile_as_engine_inputs() -> None:
+    # The bodies keep the shipped profile's wording and are read as the engine's inputs:
+    # a registration over HTTP opens a season the media wire then provisions and runs.
+    service, http = _served(MEDIA)
+    env = Envelopes(profile=MEDIA)
+    body = {
+        "batch_id": "s1",
+        "expected_essay_count": 2,
+        "essay_ids": ["ep-1", "ep-2"],
+        "user_id": "producer-7",
+        "course_code": "MEDIA",
+        "class_id": "series-1",
+    }
+    async with http:
+        registered = await http.post("/v1/batches/register", json=body)
+        assert registered.status_code == 202, registered.text
+        await service.handle_message(*env.provisioned("s1", ["ep-1", "ep-2"]))
+        view = (await http.get("/v1/batches/s1")).json()
+        assert (view["owner"], view["group_id"], view["item_count"]) == ("producer-7", "series-1", 2)
+        assert view["status"] == "ready_for_pipeline_execution"
+        accepted = await http.post(
+            "/v1/batches/s1/pipelines", json={"requested_pipeline": "preview", "user_id": "producer-7"}
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["resolved_pipeline"] == ["transcode", "thumbnails"]
+    [command] = [m.as_dict() for m in await _drain(service) if env.phase_of(m.as_dict()) == "transcode"]
+    assert [e["episode_id"] for e in command["value"]["data"]["episodes"]] == ["ep-1", "ep-2"]
