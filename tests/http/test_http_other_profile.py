@@ -13,13 +13,13 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-from pipeline_state_http import HttpSettings, create_app
+from pipeline_state_http import HttpApiError, HttpSettings, PipelineStateClient, create_app
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService, Profile, ViewNames
 from pipeline_state.profiles import load_profile
 from pipeline_state.testing import Envelopes
 
-from .conftest import TOKENS, authed_client
+from .conftest import API_TOKEN, BASE, TOKENS, authed_client
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_catalog.py"
 MEDIA = load_profile(f"{EXAMPLE}:MEDIA")
@@ -172,3 +172,16 @@ async def test_the_request_bodies_serve_the_media_profile_as_engine_inputs() -> 
         assert accepted.json()["resolved_pipeline"] == ["transcode", "thumbnails"]
     [command] = [m.as_dict() for m in await _drain(service) if env.phase_of(m.as_dict()) == "transcode"]
     assert [e["episode_id"] for e in command["value"]["data"]["episodes"]] == ["ep-1", "ep-2"]
+
+
+async def test_the_client_reads_the_view_of_any_profile() -> None:
+    service = PipelineService(InMemoryStore(), profile=MEDIA, clock=ManualClock())
+    await _ready(service, Envelopes(profile=MEDIA), "s1", ["ep-1"], series="series-1")
+    transport = httpx.ASGITransport(app=create_app(service, settings=HttpSettings(**TOKENS)))
+    async with PipelineStateClient(BASE, token=API_TOKEN, transport=transport) as client:
+        view = await client.get_batch_view("s1")
+        assert view == await _snapshot(service, "s1")
+        assert (view["owner"], view["group_id"], view["item_count"]) == ("owner-1", "series-1", 1)
+        with pytest.raises(HttpApiError) as caught:
+            await client.get_batch("s1")  # a BatchSnapshot has the shipped profile's keys
+        assert caught.value.error == "unexpected_answer"
