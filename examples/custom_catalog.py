@@ -101,12 +101,14 @@ class RequestRefusedV1(WireModel):
 
 
 class SeasonOpenedV1(WireModel):
-    """A producer opened a season of ``episodes`` episodes."""
+    """A producer opened a season of ``episodes`` episodes, in a series (the batch's group)
+    or none."""
 
     season_id: str
     producer_id: str
     episodes: list[str]
     language: str = "en"
+    series_id: str | None = None
 
 
 class SourceFile(WireModel):
@@ -155,13 +157,20 @@ MEDIA_INBOUND = Inbound(
             SeasonOpenedV1,
             RegisterBatch,
             lambda p: RegisterBatch(
-                p.season_id, p.producer_id, len(p.episodes), tuple(p.episodes), "MEDIA", p.language
+                p.season_id,
+                p.producer_id,
+                len(p.episodes),
+                tuple(p.episodes),
+                "MEDIA",
+                p.language,
+                group_id=p.series_id,
             ),
             lambda r: {
                 "season_id": r.batch_id,
                 "producer_id": r.owner,
                 "episodes": list(r.item_ids or ()),
                 "language": r.language,
+                **({} if r.group_id is None else {"series_id": r.group_id}),
             },
             key_field="season_id",
         ),
@@ -200,8 +209,8 @@ MEDIA_INBOUND = Inbound(
         ),
     )
 )
-"""What the media orchestrator consumes: four topics of its own, no student matching (every
-season is ready once its sources are uploaded) and no validation step."""
+"""What the media orchestrator consumes: four topics of its own, no group matching (every
+season, in a series or not, is ready once its sources are uploaded) and no validation step."""
 
 
 class MediaOutbound:

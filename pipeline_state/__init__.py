@@ -21,10 +21,12 @@ from ._guards import CreditsGuard, InMemoryCreditLedger, PromptGuard, RateLimitG
 from ._inbound import Inbound, InboundTopic
 from ._lifecycle import BatchStatus
 from ._memory import InMemoryBus, InMemoryStore
+from ._names import StateNames
 from ._profile import CommandSpec, Profile
 from ._relay import OutboxRelay, RelayReport
 from ._runtime import InMemoryRuntime
 from ._service import HandleResult, InboundMessage, PipelineService
+from ._snapshot import ViewNames
 from ._wire import EventEnvelope, WireModel
 from .errors import (
     BadCommandError,
@@ -70,9 +72,11 @@ __all__ = [
     "RateLimitGuard",
     "RelayReport",
     "RetryPhase",
+    "StateNames",
     "Step",
     "StoreUnavailableError",
     "SystemClock",
+    "ViewNames",
     "WireModel",
     "__version__",
     "asyncapi_document",

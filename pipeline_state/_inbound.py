@@ -11,12 +11,13 @@ and demos use it to write messages of any profile's wire.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
@@ -25,12 +26,34 @@ from .errors import DefinitionError, InvalidMessageError
 
 __all__ = ["Inbound", "InboundTopic"]
 
+_ENGINE_INPUTS: tuple[type, ...] = typing.get_args(EngineInput)
+
+
+def _shown(value: object) -> str:
+    """``type value`` for a message, the value cut short."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _field_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The names and string aliases of ``model``'s fields."""
+    keys = set(model.model_fields)
+    for field in model.model_fields.values():
+        keys.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return frozenset(keys)
+
 
 @attrs.frozen
 class InboundTopic:
     """One consumed topic: payload ``model``, the ``key_field`` its messages are keyed by,
     ``decode`` (validated payload -> engine input), and ``encode`` (engine input -> the
-    payload's field values, for test kits and demos) with the ``kind`` of input it takes."""
+    payload's field values, for test kits and demos) with the ``kind`` of input it takes.
+
+    Building it checks each part and raises :class:`~pipeline_state.errors.DefinitionError`
+    naming the topic when the topic is not a non-empty string, ``model`` is not a pydantic
+    model class, ``kind`` is not one of the engine's inputs (:mod:`pipeline_state._inputs`),
+    ``decode`` or ``encode`` is not callable, or ``key_field`` is not a field of ``model``.
+    """
 
     topic: str
     model: type[WireModel]
@@ -39,13 +62,43 @@ class InboundTopic:
     encode: Callable[[Any], Mapping[str, Any]]
     key_field: str = "batch_id"
 
+    def __attrs_post_init__(self) -> None:
+        topic: object = self.topic
+        if not isinstance(topic, str) or not topic.strip():
+            raise DefinitionError(
+                "inbound", f"an inbound topic must be a non-empty string, got {_shown(topic)}"
+            )
+
+        def fail(problem: str) -> DefinitionError:
+            return DefinitionError("inbound", f"topic {topic!r}: {problem}")
+
+        model: object = self.model
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            raise fail(f"the model must be a pydantic model class, got {_shown(model)}")
+        if self.kind not in _ENGINE_INPUTS:
+            inputs = ", ".join(k.__name__ for k in _ENGINE_INPUTS)
+            raise fail(f"the kind must be one of the engine's inputs ({inputs}), got {_shown(self.kind)}")
+        for part, does in (
+            ("decode", "payload -> engine input"),
+            ("encode", "engine input -> payload fields"),
+        ):
+            if not callable(getattr(self, part)):
+                raise fail(f"{part} must be callable ({does}), got {_shown(getattr(self, part))}")
+        key: object = self.key_field
+        if not isinstance(key, str) or key not in _field_keys(model):
+            raise fail(
+                f"key_field {key!r} is not a field of {model.__qualname__} "
+                f"(its fields: {sorted(model.model_fields)}): messages are keyed by that field"
+            )
+
 
 class Inbound:
     """The topics a profile's service consumes, by topic, model and input kind.
 
-    Building it checks that no topic, payload model or input kind appears twice (the
-    engine must know which model a topic carries and which topic writes an input), and
-    raises :class:`~pipeline_state.errors.DefinitionError` otherwise.
+    Building it checks that it lists at least one topic and that no topic, payload model or
+    input kind appears twice (the engine must know which model a topic carries and which
+    topic writes an input), and raises :class:`~pipeline_state.errors.DefinitionError`
+    otherwise; each :class:`InboundTopic` checked its own parts when it was built.
     """
 
     __slots__ = ("_by_kind", "_by_model", "specs", "topics")
@@ -68,6 +121,10 @@ class Inbound:
                     name = key if isinstance(key, str) else key.__name__
                     raise DefinitionError("inbound", f"the {what} {name} is listed twice")
                 index[key] = entry  # type: ignore[index]
+        if not by_topic:
+            raise DefinitionError(
+                "inbound", "it lists no topic: a service that consumes nothing never registers a batch"
+            )
         self.topics: Mapping[str, InboundTopic] = MappingProxyType(by_topic)
         self.specs: Mapping[str, TopicSpec] = MappingProxyType(
             {t: TopicSpec(t, e.model, "in", e.key_field) for t, e in by_topic.items()}

@@ -45,6 +45,7 @@ from pydantic.fields import FieldInfo
 from ._catalog import Catalog, Step
 from ._guards import AdmissionGuard
 from ._inbound import Inbound
+from ._inputs import ContentReady, GroupConfirmed, ItemsReady
 from ._lifecycle import BATCH_LIFECYCLE, BatchStatus
 from ._model import ItemRef
 from ._names import StateNames
@@ -315,6 +316,11 @@ class Profile:
       command topic is one the profile consumes (its ``inbound``) or
       the topic of one of the events the profile announces (:meth:`event_topics`);
     * a catalog phase has no command, or a command names a phase the catalog does not have;
+    * a readiness path would strand a batch: the ``inbound`` consumes no
+      :class:`~pipeline_state._inputs.ContentReady`, or the profile has ``group_matching``
+      but its ``inbound`` carries no :class:`~pipeline_state._inputs.GroupConfirmed` or no
+      :class:`~pipeline_state._inputs.ItemsReady` (a batch with a group would wait for it
+      forever);
     * a deadline, ``max_resends``, ``max_parallel``, ``max_items_per_batch`` or
       ``max_command_bytes`` is out of range (see the module).
 
@@ -361,6 +367,7 @@ class Profile:
                 "profile", f"a profile's name must be a non-empty string, got {_kind(name)}"
             )
         self._check_types()
+        self._check_readiness()
         catalog_phases = set(self.catalog.phases)
         missing = [phase for phase in self.catalog.phases if phase not in self.phase_commands]
         if missing:
@@ -466,6 +473,32 @@ class Profile:
         if not isinstance(self.inbound, Inbound):
             raise DefinitionError(name, f"inbound must be an Inbound, got {_kind(self.inbound)}")
 
+    def _check_readiness(self) -> None:
+        """Every readiness path the profile's batches can take has an inbound topic for each
+        of its steps, so that no batch waits for an input its service never consumes."""
+        if self.inbound.topic_of(ContentReady) is None:
+            waits = self.state_names.show(BatchStatus.AWAITING_CONTENT_VALIDATION.value)
+            raise DefinitionError(
+                self.name,
+                f"the inbound consumes no topic carrying ContentReady: every batch would wait in "
+                f"{waits} forever; add an InboundTopic whose kind is ContentReady",
+            )
+        if self.group_matching is None:
+            return
+        missing = [
+            kind.__name__ for kind in (GroupConfirmed, ItemsReady) if self.inbound.topic_of(kind) is None
+        ]
+        if missing:
+            waits = self.state_names.show(BatchStatus.AWAITING_GROUP_VALIDATION.value)
+            raise DefinitionError(
+                self.name,
+                f"group_matching is set, so a batch registered with a group waits in {waits} "
+                f"until GroupConfirmed and then ItemsReady arrive, but the inbound consumes no topic "
+                f"carrying {' or '.join(missing)}: such a batch would never be ready; add an "
+                f"InboundTopic of kind {' and one of kind '.join(missing)}, or drop group_matching "
+                "(every batch then takes the content-only path)",
+            )
+
     def _check_topics(self) -> None:
         """Each command on a topic of its own, none on a topic the engine reads or writes."""
         phase_on: dict[str, str] = {}
@@ -570,13 +603,25 @@ def check_profile(obj: object) -> Profile:
     if isinstance(obj, Profile):
         return obj
     if isinstance(obj, Catalog):
-        from .profiles import DEFAULT_PROFILE  # it imports this module
-
-        factory = DEFAULT_PROFILE.replace(":", ".")
-        hint = (
-            ": a Catalog only holds the pipelines; wrap it in a profile, "
-            f"Profile(name=..., catalog=catalog, phase_commands=...) or {factory}(catalog=catalog)"
-        )
+        hint = _catalog_hint(obj)
     else:
         hint = ": build one with Profile(...) or pipeline_state.profiles.default_profile()"
     raise DefinitionError("profile", f"expected a pipeline_state.Profile, got {_kind(obj)}{hint}")
+
+
+def _catalog_hint(catalog: Catalog) -> str:
+    """How to make a profile of ``catalog``: a :class:`Profile` with a command per phase, or
+    the default profile's factory when the default profile has a command for every phase."""
+    from .profiles import DEFAULT_PROFILE, default_profile  # they import this module
+
+    phases = list(catalog.phases)
+    wrap = (
+        ": a Catalog only holds the pipelines; wrap it in a profile, Profile(name=..., "
+        f"catalog=catalog, phase_commands={{phase: CommandSpec(topic, Model)}}) for its phases {phases}"
+    )
+    factory = DEFAULT_PROFILE.replace(":", ".")
+    known = default_profile().phase_commands
+    foreign = [phase for phase in phases if phase not in known]
+    if foreign:
+        return f"{wrap} (the default profile, {factory}, has no command for {foreign})"
+    return f"{wrap}, or {factory}(catalog=catalog)"

@@ -255,8 +255,25 @@ class PipelineStateClient:
         return self._parse(response, PipelineAccepted)
 
     async def get_batch(self, batch_id: str) -> BatchSnapshot:
-        response = await self._send("GET", f"/v1/batches/{_seg(batch_id)}", batch_id=batch_id)
-        return self._parse(response, BatchSnapshot)
+        """The batch's view as a :class:`BatchSnapshot`: the shipped profile's keys (a server
+        running a profile with other ``view_names`` answers a view this model does not fit:
+        :class:`HttpApiError` ``unexpected_answer``; use :meth:`get_batch_view`)."""
+        return self._parse(await self._get_batch(batch_id), BatchSnapshot)
+
+    async def get_batch_view(self, batch_id: str) -> dict[str, Any]:
+        """The batch's view as the server answers it, under any profile: the engine's keys
+        and the owner, group and item-count keys of the server profile's ``view_names``."""
+        response = await self._get_batch(batch_id)
+        try:
+            view = response.json()
+        except ValueError as exc:
+            raise HttpApiError(response.status_code, "unexpected_answer", str(exc)) from exc
+        if not isinstance(view, dict):
+            raise HttpApiError(response.status_code, "unexpected_answer", "the view is not a JSON object")
+        return view
+
+    async def _get_batch(self, batch_id: str) -> httpx.Response:
+        return await self._send("GET", f"/v1/batches/{_seg(batch_id)}", batch_id=batch_id)
 
     async def history(self, batch_id: str, *, limit: int | None = None, offset: int = 0) -> HistoryPage:
         params: dict[str, int] = {"offset": offset}

@@ -17,6 +17,7 @@ from pipeline_state._decide import Decision, decide
 from pipeline_state._model import BatchState
 from pipeline_state._service import PipelineService
 from pipeline_state.errors import BatchNotFoundError
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.events import ClientBatchPipelineRequestV1, parse_payload
 
 from .errors import PipelineDeniedError
@@ -53,7 +54,8 @@ def dry_run(
         "prompt_payload": None if prompt_payload is None else dict(prompt_payload),
     }
     payload = parse_payload("http", data, model=ClientBatchPipelineRequestV1)
-    command = Command(payload, str(uuid.uuid4()), correlation_id)
+    # Read as the engine's input (as Operations does), so any profile's service answers.
+    command = Command(HULEEDU_INBOUND.decode(payload), str(uuid.uuid4()), correlation_id)
     return decide(state, command, profile=service.profile, now=service.clock.now())
 
 

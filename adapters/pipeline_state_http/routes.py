@@ -27,7 +27,6 @@ from .operations import Operations
 from .resolution import define_pipeline, preflight
 from .results_routes import build_results_router
 from .schemas import (
-    BatchSnapshot,
     CancelAccepted,
     CancelBody,
     DefineRequest,
@@ -45,6 +44,7 @@ from .schemas import (
     RegisterAccepted,
     RegistrationBody,
     RetryPhaseBody,
+    batch_snapshot_model,
 )
 from .security import require_scopes
 from .settings import HttpSettings, Scope
@@ -164,7 +164,8 @@ def build_router(
 
     @api.get(
         "/v1/batches/{batch_id}",
-        response_model=BatchSnapshot,
+        # Its owner, group and item-count keys are the profile's (Profile.view_names).
+        response_model=batch_snapshot_model(service.profile.view_names),
         responses=_errors(*_COMMON, (404, ErrorBody)),
         summary="The batch snapshot",
     )

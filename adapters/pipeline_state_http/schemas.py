@@ -6,12 +6,15 @@ like the wire models they mirror.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from pipeline_state import ViewNames
 from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
+from pipeline_state.profiles.huleedu.profile import HULEEDU_VIEW_NAMES
 
 from .ids import IdField, MaybeEmptyIdField
 
@@ -39,6 +42,7 @@ __all__ = [
     "RegistrationBody",
     "RetryPhaseBody",
     "RunView",
+    "batch_snapshot_model",
 ]
 
 
@@ -186,6 +190,39 @@ class BatchSnapshot(_Answer):
     essay_count: int
     active_run: ActiveRunView | None
     history: list[RunView]
+
+
+def batch_snapshot_model(names: ViewNames) -> type[_Answer]:
+    """The response model of a batch's view under a profile's ``names``
+    (:attr:`~pipeline_state.Profile.view_names`): :class:`BatchSnapshot` for the shipped
+    profile's names, else a model of the same shape whose owner, group and item-count keys
+    are the profile's (named ``BatchSnapshot`` too, so the API's schema reads the same)."""
+    if names == HULEEDU_VIEW_NAMES:
+        return BatchSnapshot
+    return _profile_snapshot(names)
+
+
+@functools.cache
+def _profile_snapshot(names: ViewNames) -> type[_Answer]:
+    # The keys are the profile's, which need not be Python names: each is an alias of a
+    # field of the engine's name. In BatchSnapshot's order, so both schemas read alike.
+    fields: dict[str, Any] = {
+        "batch_id": (str, ...),
+        "status": (str, ...),
+        "version": (int, ...),
+        "owner": (str, Field(alias=names.owner, description="the batch's owner")),
+        "group_id": (str | None, Field(alias=names.group_id, description="the batch's group, if any")),
+        "items": (int, Field(alias=names.items, description="how many items the batch holds")),
+        "active_run": (ActiveRunView | None, ...),
+        "history": (list[RunView], ...),
+    }
+    return create_model(
+        "BatchSnapshot",
+        __base__=_Answer,
+        __doc__=BatchSnapshot.__doc__,
+        __module__=__name__,
+        **fields,
+    )
 
 
 class HistoryPage(_Answer):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import attrs
 import pytest
 from core_flow import load_example
+from pydantic import Field
 
 from pipeline_state import CommandSpec, Inbound, InboundTopic, InMemoryRuntime, Profile, WireModel
 from pipeline_state._commands import Command
@@ -97,6 +98,67 @@ def test_an_inbound_that_would_be_ambiguous_is_a_definition_error(
 ) -> None:
     with pytest.raises(DefinitionError, match=message):
         Inbound(entries)  # type: ignore[arg-type]
+
+
+def _decode(p: _Opened) -> GroupConfirmed:
+    return GroupConfirmed(p.batch_id, "g")
+
+
+def _encode(g: GroupConfirmed) -> dict[str, str]:
+    return {"batch_id": g.batch_id}
+
+
+class _Keyed(WireModel):
+    season: str = Field(alias="season_id")
+
+
+@pytest.mark.parametrize(
+    ("changes", "culprits"),
+    [
+        ({"decode": "GroupConfirmed"}, ["decode must be callable", "str"]),
+        ({"encode": None}, ["encode must be callable", "NoneType"]),
+        ({"model": dict}, ["pydantic model class", "type"]),
+        ({"model": _Opened(batch_id="b")}, ["pydantic model class", "_Opened"]),
+        ({"model": "_Opened"}, ["pydantic model class", "str"]),
+        ({"kind": str}, ["one of the engine's inputs", "RegisterBatch", "str"]),
+        ({"kind": Command}, ["one of the engine's inputs", "Command"]),
+        ({"key_field": "season_id"}, ["key_field 'season_id'", "_Opened", "['batch_id']"]),
+        ({"key_field": None}, ["key_field None", "_Opened"]),
+    ],
+)
+def test_an_inbound_topic_is_checked_when_built_naming_the_topic(
+    changes: dict[str, object], culprits: list[str]
+) -> None:
+    parts: dict[str, object] = {
+        "topic": "t.opened.v1",
+        "model": _Opened,
+        "kind": GroupConfirmed,
+        "decode": _decode,
+        "encode": _encode,
+    }
+    parts.update(changes)
+    with pytest.raises(DefinitionError) as caught:
+        InboundTopic(**parts)  # type: ignore[arg-type]
+    assert caught.value.definition == "inbound"
+    message = str(caught.value)
+    for culprit in ["'t.opened.v1'", *culprits]:
+        assert culprit in message, f"{culprit!r} not named in: {message}"
+
+
+@pytest.mark.parametrize("topic", [None, "", "  ", 7])
+def test_an_inbound_topic_name_must_be_a_non_empty_string(topic: object) -> None:
+    with pytest.raises(DefinitionError, match="an inbound topic must be a non-empty string"):
+        InboundTopic(topic, _Opened, GroupConfirmed, _decode, _encode)  # type: ignore[arg-type]
+
+
+def test_an_inbound_topic_may_be_keyed_by_a_field_alias() -> None:
+    keyed = InboundTopic("t", _Keyed, GroupConfirmed, _decode, _encode, key_field="season_id")
+    assert InboundTopic("t", _Keyed, GroupConfirmed, _decode, _encode, key_field="season") != keyed
+
+
+def test_an_empty_inbound_is_a_definition_error() -> None:
+    with pytest.raises(DefinitionError, match="lists no topic"):
+        Inbound(())
 
 
 def test_a_profile_checks_its_inbound() -> None:

@@ -21,12 +21,15 @@ from pipeline_state import (
     Catalog,
     CommandSpec,
     DefinitionError,
+    Inbound,
     InMemoryRuntime,
     Profile,
     PromptGuard,
     WireModel,
 )
 from pipeline_state._profile import check_profile
+from pipeline_state.ports import ContentReady, GroupConfirmed, ItemsReady
+from pipeline_state.profiles.huleedu import HULEEDU_INBOUND
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS, PhaseInitiateCommand, Topic
 from pipeline_state.profiles.huleedu.outbound import ENGINE_EVENT_TOPICS
@@ -158,6 +161,28 @@ def test_check_profile_rejects_a_catalog_where_a_profile_belongs() -> None:
     assert "Catalog" in message
     assert "huleedu_profile(catalog=catalog)" in message
     assert caught.value.definition == "profile"
+
+
+def test_check_profile_hints_at_a_profile_of_its_own_for_a_catalog_of_other_phases() -> None:
+    # CATALOG's phases (extract, score) are not HuleEdu's: huleedu_profile(catalog=...) would
+    # fail for it, so the hint says to build a Profile with a command for each of them.
+    with pytest.raises(DefinitionError) as caught:
+        check_profile(CATALOG)
+    message = str(caught.value)
+    assert "huleedu_profile(catalog=catalog)" not in message
+    assert "Profile(name=..., catalog=catalog, phase_commands=" in message
+    assert "['extract', 'score']" in message
+    assert "has no command for ['extract', 'score']" in message
+    media = load_example("custom_catalog").CATALOG
+    with pytest.raises(
+        DefinitionError, match=r"no command for \['transcode', 'thumbnails', 'captions', 'publish'\]"
+    ):
+        check_profile(media)
+    # The hint it gives for a catalog of HuleEdu phases works.
+    partial = Catalog.from_dict({"pipelines": {"nlp": {"steps": [{"name": "spellcheck"}]}}})
+    with pytest.raises(DefinitionError, match=r"huleedu_profile\(catalog=catalog\)"):
+        check_profile(partial)
+    assert check_profile(huleedu_profile(catalog=partial)).catalog == partial
 
 
 @pytest.mark.parametrize("obj", [None, "huleedu", {"name": "huleedu"}, huleedu_profile])
@@ -445,6 +470,39 @@ def test_student_validation_follows_student_matching() -> None:
     assert not attrs.evolve(huleedu_profile(), group_matching=None).group_validation
 
 
+def _huleedu_inbound_without(*kinds: type) -> Inbound:
+    return Inbound(t for t in HULEEDU_INBOUND.topics.values() if t.kind not in kinds)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [(GroupConfirmed,), (ItemsReady,), (GroupConfirmed, ItemsReady)],
+    ids=lambda kinds: "+".join(k.__name__ for k in kinds),
+)
+def test_STRAND_group_matching_without_an_input_that_ends_group_validation_is_rejected(
+    kinds: tuple[type, ...],
+) -> None:
+    # A batch with a group waits in awaiting_group_validation for GroupConfirmed, then for
+    # ItemsReady: a profile that matches groups but consumes neither would strand it there.
+    inbound = _huleedu_inbound_without(*kinds)
+    names = [kind.__name__ for kind in kinds]
+    error = rejects("group_matching", *names, "awaiting_group_validation", inbound=inbound)
+    assert error.definition == "checked"
+    with pytest.raises(DefinitionError, match="waits in awaiting_student_validation"):  # its own word
+        attrs.evolve(huleedu_profile(), inbound=inbound)
+    build(group_matching=None, inbound=inbound)  # every batch takes the content-only path: fine
+
+
+def test_STRAND_an_inbound_without_content_ready_is_rejected() -> None:
+    for matching in (None, CommandSpec("test.match.v1", MatchCommand)):
+        rejects(
+            "ContentReady",
+            "awaiting_content_validation",
+            group_matching=matching,
+            inbound=_huleedu_inbound_without(ContentReady),
+        )
+
+
 # STRAND: the engine's side of "readiness paths that can strand a batch" (issue 13.4). Under a
 # profile without student matching a batch registered with a class must take the content-only
 # path (provisioning makes it ready), instead of waiting in awaiting_student_validation for
@@ -465,13 +523,22 @@ async def test_STRAND_a_class_batch_under_a_profile_without_matching_is_ready_on
     assert [e["essay_id"] for e in command["essays_to_process"]] == ["b1-e0", "b1-e1"]
 
 
-async def test_STRAND_a_class_batch_of_the_media_example_runs_its_pipeline() -> None:
+async def test_STRAND_a_series_batch_of_the_media_example_is_ready_on_content_and_runs() -> None:
+    # The media wire carries a season's series, the batch's group; the media profile has no
+    # group matching, so a season of a series takes the content-only path like any other.
     media = load_example("custom_catalog")
     env = Envelopes(profile=media.MEDIA)
     rt = InMemoryRuntime(media.MEDIA)
-    await rt.deliver(*env.register("s1", item_ids=["ep-1", "ep-2"], group_id="channel-1", prompt=None))
-    await rt.deliver(*env.provisioned("s1", ["ep-1", "ep-2"]))
-    assert (await rt.service.get_batch("s1")).status.value == "ready_for_pipeline_execution"
+    registration = env.register("s1", item_ids=["ep-1", "ep-2"], group_id="series-1", prompt=None)
+    assert registration[1]["data"]["series_id"] == "series-1"  # on the media wire
+    await rt.deliver(*registration)
+    assert (await rt.service.get_batch("s1")).group_id == "series-1"
+    out = await rt.deliver(*env.provisioned("s1", ["ep-1", "ep-2"]))
+    assert out == []  # no matching command: the profile has none
+    state = await rt.service.get_batch("s1")
+    assert state.status.value == "ready_for_pipeline_execution"
+    assert state.group_id == "series-1"
+    assert (await rt.snapshot("s1"))["group_id"] == "series-1"
 
     pending = await rt.deliver(*env.request("s1", "preview"))
     while any(env.phase_of(m) for m in pending):
