@@ -6,6 +6,25 @@ with, go out in order per key, are marked published once the transport confirms,
 retried with exponential backoff; after ``max_attempts`` failures a row is parked with its
 last error for an operator to inspect.
 
+**Hand-off.** A store that writes the outbox rows of its own process's units of work
+already leased to this relay (the SQL store's ``attach_relay``) gives them to
+:meth:`OutboxRelay.hand_off` once committed; a pass publishes them with no claim statement,
+together with whatever the claim found when one is due. Rows a commit could not lease
+(another process's or a failed older row of their key holds them back, they have no key,
+they were re-queued) are left to the claim, which keeps each key's order.
+
+**Order per key within a pass.** A pass may hold several rows of one key (handed-off rows,
+in id order). They go out in *waves*: each wave holds at most one row per key and is
+published only after the previous wave was acknowledged; once a row fails, the later rows
+of its key in the pass are not published but given back to the claim (their lease is
+released), and handed-off rows of that key that arrive while the failed row may still be
+pending are given back too, so no row overtakes an older one of its key.
+
+**Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
+may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
+``UPDATE`` marks the rows of several passes (a crash before it re-publishes them after the
+lease, with their original ``event_id``).
+
 Each publish attempt is a producer span in the trace stored on its row (the decision that
 emitted it, see :mod:`pipeline_state._tracing`), and the transport is handed that span's
 trace context, so a retry after a failure or a restart still continues the decision's trace.
@@ -17,7 +36,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -25,7 +45,7 @@ from ._tracing import for_publish, publish_span, record_published
 from .errors import PipelineStateError, StoreUnavailableError
 from .ports import Clock, Outbox, OutboxRow, Publisher
 
-__all__ = ["OutboxRelay", "RelayReport"]
+__all__ = ["OutboxRelay", "RelayReport", "ReleasingOutbox"]
 
 log = logging.getLogger("pipeline_state.relay")
 
@@ -52,8 +72,23 @@ class RelayReport:
 _IDLE = RelayReport()
 
 
+@runtime_checkable
+class ReleasingOutbox(Outbox, Protocol):
+    """An outbox that can give rows handed off to its relay back to the claim."""
+
+    async def release(self, row_ids: Sequence[int]) -> None: ...
+
+
+def _row_id(row: OutboxRow) -> int:
+    return row.id
+
+
 class OutboxRelay:
-    """Publishes outbox rows; run :meth:`run_once` in a loop or :meth:`run` until stopped."""
+    """Publishes outbox rows; run :meth:`run_once` in a loop or :meth:`run` until stopped.
+
+    ``lease_seconds`` is the outbox's lease on rows (how long a failed row's key is held back
+    from hand-off: see the module doc).
+    """
 
     def __init__(
         self,
@@ -65,6 +100,7 @@ class OutboxRelay:
         max_attempts: int = 5,
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,
+        lease_seconds: float = 30.0,
     ) -> None:
         if batch_size < 1 or max_attempts < 1:
             raise ValueError("batch_size and max_attempts must be at least 1")
@@ -75,16 +111,130 @@ class OutboxRelay:
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
+        self.lease = timedelta(seconds=lease_seconds)
+        self.claim_due = True
+        """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
+        commit left rows to the claim, and after a claim that filled a batch)."""
+        self._handed: list[OutboxRow] = []
+        self._handed_ids: set[int] = set()
+        self._held: dict[str, tuple[int, datetime]] = {}
+        self._unmarked: list[int] = []
+
+    # -- hand-off -------------------------------------------------------------------------------
+    def hand_off(self, rows: Sequence[OutboxRow], poll: bool = False) -> None:
+        """Rows just committed under this relay's lease, in id order (published by the next
+        pass without a claim); ``poll``: the commit also left rows to the claim."""
+        for row in rows:
+            if row.id not in self._handed_ids:
+                self._handed_ids.add(row.id)
+                self._handed.append(row)
+        if poll:
+            self.claim_due = True
+
+    @property
+    def handed(self) -> int:
+        """Rows handed off and not taken by a pass yet."""
+        return len(self._handed)
+
+    @property
+    def unmarked(self) -> int:
+        """Rows published and not marked yet (see :meth:`flush_marks`)."""
+        return len(self._unmarked)
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait before the next try after ``attempts`` failures."""
         return float(min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1)))
 
-    async def run_once(self) -> RelayReport:
-        """Claim one batch of due rows and publish them."""
-        rows = await self.outbox.claim(self.clock.now(), self.batch_size)
-        if not rows:
-            return _IDLE
+    async def run_once(self, *, claim: bool = True, mark: bool = True) -> RelayReport:
+        """One pass: the rows handed off (up to ``batch_size``) and, with ``claim``, one batch of
+        due rows claimed from the outbox, published in order per key; with ``mark``, the rows
+        published (by this pass and earlier unmarked ones) are marked before returning."""
+        handed = self._take_handed()
+        rows = handed
+        if claim:
+            self.claim_due = False
+            claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
+            if len(claimed) >= self.batch_size:
+                self.claim_due = True  # a full batch: more rows are probably due
+            known = {r.id for r in handed}
+            rows = sorted([*handed, *(r for r in claimed if r.id not in known)], key=_row_id)
+        report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
+        if mark:
+            await self.flush_marks()
+        return report
+
+    async def flush_marks(self) -> None:
+        """Mark the rows published and not marked yet, with one statement."""
+        if not self._unmarked:
+            return
+        ids = list(self._unmarked)
+        await self.outbox.mark_published(ids, self.clock.now())
+        del self._unmarked[: len(ids)]
+
+    def _take_handed(self) -> list[OutboxRow]:
+        taken, self._handed = self._handed[: self.batch_size], self._handed[self.batch_size :]
+        for row in taken:
+            self._handed_ids.discard(row.id)
+        return taken
+
+    def _held_back(self, row: OutboxRow, now: datetime) -> bool:
+        """A handed-off row whose key had a row fail here, older than it, within the lease."""
+        key = row.message.key
+        if key is None or key not in self._held:
+            return False
+        failed_id, until = self._held[key]
+        if until <= now:
+            del self._held[key]
+            return False
+        return row.id > failed_id
+
+    async def _publish(self, rows: list[OutboxRow], handed: set[int]) -> RelayReport:
+        """Publish ``rows`` (in id order) in waves of one row per key (see the module doc)."""
+        now = self.clock.now()
+        published: list[int] = []
+        give_back: list[int] = []
+        stopped: set[str | None] = set()
+        failed = parked = 0
+        pending = rows
+        while pending:
+            wave: list[OutboxRow] = []
+            later: list[OutboxRow] = []
+            seen: set[str | None] = set()
+            for row in pending:
+                key = row.message.key
+                if key in stopped or (row.id in handed and self._held_back(row, now)):
+                    give_back.append(row.id)  # leased to this relay: back to the claim
+                elif key in seen:
+                    later.append(row)
+                else:
+                    seen.add(key)
+                    wave.append(row)
+            pending = later
+            if not wave:
+                continue
+            results = await self._send(wave)
+            for row, error in zip(wave, results, strict=True):
+                key = row.message.key
+                if error is None:
+                    published.append(row.id)
+                    if key is not None and self._held.get(key, (None,))[0] == row.id:
+                        del self._held[key]  # the row that held its key back went out
+                    continue
+                park = row.attempts + 1 >= self.max_attempts
+                await self._fail(row, error, park=park)
+                failed += 1
+                parked += int(park)
+                stopped.add(key)
+                if key is not None and not park:
+                    self._held[key] = (row.id, now + self.lease)
+        self._unmarked.extend(published)
+        if give_back and isinstance(self.outbox, ReleasingOutbox):
+            await self.outbox.release(give_back)
+            self.claim_due = True
+        return RelayReport(len(published), failed, parked)
+
+    async def _send(self, rows: list[OutboxRow]) -> Sequence[BaseException | None]:
+        """Publish ``rows`` in one call; one result per row (each attempt a producer span)."""
         spans = [publish_span(r.message, r.attempts + 1) for r in rows]
         results: Sequence[BaseException | None] = ()
         try:
@@ -100,22 +250,7 @@ class OutboxRelay:
                 record_published(span, error)
         if len(results) != len(rows):
             raise RuntimeError("the publisher returned a result count that differs from the messages")
-        if results.count(None) == len(rows):  # the usual case: everything went out
-            await self.outbox.mark_published([r.id for r in rows], self.clock.now())
-            return RelayReport(len(rows))
-        published: list[int] = []
-        failed = parked = 0
-        for row, error in zip(rows, results, strict=True):
-            if error is None:
-                published.append(row.id)
-                continue
-            park = row.attempts + 1 >= self.max_attempts
-            await self._fail(row, error, park=park)
-            failed += 1
-            parked += int(park)
-        if published:
-            await self.outbox.mark_published(published, self.clock.now())
-        return RelayReport(len(published), failed, parked)
+        return results
 
     async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> None:
         now = self.clock.now()

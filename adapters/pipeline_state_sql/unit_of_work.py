@@ -18,7 +18,8 @@ transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
 2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
    processed already: :class:`~pipeline_state.errors.DuplicateEventError`), or *updates*
    the row of the event a change replaces (a waiting fact re-attempted);
-3. appends the outbox rows;
+3. appends the outbox rows (under the relay's lease when an
+   :class:`~pipeline_state_sql.outbox.OutboxLease` is given: hand-off, see :mod:`.outbox`);
 4. runs what else the change writes (the caller's ``then``).
 
 :meth:`UnitOfWork.write_many` runs the compare-and-sets one per change, in order, then
@@ -42,7 +43,7 @@ from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
-from .outbox import encode_trace_context
+from .outbox import OutboxLease, encode_trace_context, insert_leased
 from .schema import OUTBOX
 
 __all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
@@ -214,10 +215,11 @@ class UnitOfWork(Generic[C, D]):
         return None
 
     # -- the outbox ---------------------------------------------------------------------------
-    def outbox_rows(self, change: C) -> list[dict[str, Any]]:
+    def outbox_rows(self, change: C, lease: OutboxLease | None = None) -> list[dict[str, Any]]:
         at = change.at
         return [
             {
+                **({} if lease is None else lease.columns(m.key)),
                 "event_id": m.event_id,
                 "topic": m.topic,
                 "key": m.key,
@@ -239,12 +241,13 @@ class UnitOfWork(Generic[C, D]):
         then: Callable[[Connection, C], None] | None = None,
         *,
         replaces: str | None = None,
+        lease: OutboxLease | None = None,
     ) -> None:
         """Write ``change`` on ``conn`` inside the caller's transaction (steps 1 to 4 of the
         module doc); ``replaces`` names an event whose inbox row ``change.inbox`` updates."""
         self.compare_and_set(conn, change)
         self.record_inbox(conn, change.inbox, replaces=replaces)
-        _insert_rows(conn, self._sql.insert_outbox, self.outbox_rows(change))
+        self._insert_outbox(conn, [change], self.outbox_rows(change, lease), lease)
         if then is not None:
             then(conn, change)
 
@@ -253,6 +256,7 @@ class UnitOfWork(Generic[C, D]):
         conn: Connection,
         changes: Sequence[C],
         rows: Callable[[Connection, C], Rows] | None = None,
+        lease: OutboxLease | None = None,
     ) -> None:
         """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
 
@@ -284,14 +288,23 @@ class UnitOfWork(Generic[C, D]):
                 else:
                     seen.add(entry.event_id)
                     inbox.append((position, self.inbox_row(entry)))
-            added[self._sql.insert_outbox].extend(self.outbox_rows(change))
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change, lease))
             for statement, more in () if rows is None else rows(conn, change):
                 added.setdefault(statement, []).extend(more)
         duplicate = _earliest(self._first_duplicate(conn, inbox), repeated)
         if duplicate is not None:
             raise DuplicateEventError(duplicate[1])
+        self._insert_outbox(conn, changes, added.pop(self._sql.insert_outbox), lease)
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)
+
+    def _insert_outbox(
+        self, conn: Connection, changes: Sequence[C], rows: list[dict[str, Any]], lease: OutboxLease | None
+    ) -> None:
+        if lease is None:
+            _insert_rows(conn, self._sql.insert_outbox, rows)
+        else:
+            insert_leased(conn, rows, [(m, c.at) for c in changes for m in c.outbox], lease)
 
 
 def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:

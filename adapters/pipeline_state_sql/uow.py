@@ -41,6 +41,7 @@ from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, encode_state
+from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
 
@@ -167,8 +168,9 @@ def _special(change: Change) -> bool:
     )
 
 
-def write_change(conn: Connection, change: Change) -> None:
-    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc)."""
+def write_change(conn: Connection, change: Change, lease: OutboxLease | None = None) -> None:
+    """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc);
+    ``lease``: its outbox rows are written for the relay of this process (hand-off)."""
 
     def then(conn: Connection, change: Change) -> None:
         for statement, rows in _rows(conn, change):
@@ -177,16 +179,16 @@ def write_change(conn: Connection, change: Change) -> None:
         if _special(change):
             _waiting_rows(conn, change)
 
-    PIPELINE.write(conn, change, then, replaces=change.resolves)
+    PIPELINE.write(conn, change, then, replaces=change.resolves, lease=lease)
 
 
-def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
+def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLease | None = None) -> None:
     """Write ``changes`` in order on ``conn`` inside the caller's one transaction, with
     :meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_many` (one statement per
     table; the error raised is the one :func:`write_change` would have raised first,
     change after change), or change by change when one has a step 4."""
     if len(changes) == 1 or any(_special(c) for c in changes):
         for change in changes:
-            write_change(conn, change)
+            write_change(conn, change, lease)
         return
-    PIPELINE.write_many(conn, changes, _rows)
+    PIPELINE.write_many(conn, changes, _rows, lease)
