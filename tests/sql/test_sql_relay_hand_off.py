@@ -93,7 +93,8 @@ async def test_handed_off_rows_are_published_without_a_claim(make_store: Any) ->
     assert report.published == 3
     assert transport.calls == [["a1", "b1"], ["a2"]]  # a2 only after a1 was acknowledged
     # One statement in all: the rows are marked published together; nothing claimed them.
-    assert len(sent) == 1 and sent[0].startswith("UPDATE outbox SET published_at"), sent
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("UPDATE outbox SET published_at"), sent
     assert await store.pending_count() == 0
     assert await store.claim(T0 + timedelta(days=1)) == []
 
@@ -105,7 +106,8 @@ async def test_the_unit_of_work_writes_the_rows_leased_in_its_own_insert(make_st
     with statements(store) as sent:
         await commit(store, message("a1", "a"), message("b1", "b"), tag="1")
     outbox_writes = [s for s in sent if "outbox" in s.split(" WHERE ")[0]]
-    assert len(outbox_writes) == 1 and outbox_writes[0].startswith("INSERT INTO outbox"), outbox_writes
+    assert len(outbox_writes) == 1, outbox_writes
+    assert outbox_writes[0].startswith("INSERT INTO outbox"), outbox_writes
     assert [r.message.event_id for r in inbox.rows] == ["a1", "b1"]
     assert inbox.polls == 0
     # Leased to this store's relay: another relay's claim does not take them...
@@ -145,7 +147,8 @@ async def test_a_handed_row_never_overtakes_an_older_failing_row_of_its_key(make
 
     # Written while p1 backs off (not under a lease): left to the claim, which holds it back.
     await commit(store, message("k3", "k"), tag="3")
-    assert relay.handed == 0 and relay.claim_due
+    assert relay.handed == 0
+    assert relay.claim_due
     assert (await relay.run_once()).published == 0
 
     transport.failing.clear()
@@ -195,7 +198,8 @@ async def test_rows_without_a_key_and_requeued_rows_are_left_to_the_claim(make_s
     inbox = Inbox()
     store.attach_relay(inbox, ManualClock(T0))
     await commit(store, message("n1", None), message("a1", "a"), tag="1")
-    assert [r.message.event_id for r in inbox.rows] == ["a1"] and inbox.polls == 1
+    assert [r.message.event_id for r in inbox.rows] == ["a1"]
+    assert inbox.polls == 1
     assert [r.message.event_id for r in await store.claim(T0)] == ["n1"]
 
 
