@@ -136,6 +136,10 @@ def install() -> None:
     for cls in outboxes:
         cls.claim = _timed("claim", cls.claim)
         cls.mark_published = _timed("mark_published", cls.mark_published)
+        if hasattr(cls, "release"):
+            cls.release = _timed("release", cls.release)
+        if hasattr(cls, "mark_failed"):
+            cls.mark_failed = _timed("mark_failed", cls.mark_failed)
 
 
 def _write() -> None:

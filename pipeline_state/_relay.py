@@ -13,12 +13,14 @@ together with whatever the claim found when one is due. Rows a commit could not 
 (another process's or a failed older row of their key holds them back, they have no key,
 they were re-queued) are left to the claim, which keeps each key's order.
 
-**Order per key within a pass.** A pass may hold several rows of one key (handed-off rows,
-in id order). They go out in *waves*: each wave holds at most one row per key and is
-published only after the previous wave was acknowledged; once a row fails, the later rows
-of its key in the pass are not published but given back to the claim (their lease is
-released), and handed-off rows of that key that arrive while the failed row may still be
-pending are given back too, so no row overtakes an older one of its key.
+**Order per key.** Rows handed off may hold several rows of one key (in id order). A pass
+publishes one *wave*: the oldest row of each key, in one publish call; a key's later rows
+wait, first in line, for the next pass, which the runner starts at once (no claim, no
+poll interval), so a key's rows go out one wave after the other, each once the previous
+one was acknowledged, and a long run of one key never holds back the rows of other keys.
+Once a row fails, the handed-off rows of its key that are newer than it (those waiting
+and those that arrive while it may still be pending) are not published but given back to
+the claim (their lease is released), so no row overtakes an older one of its key.
 
 **Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
 may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
@@ -150,7 +152,7 @@ class OutboxRelay:
         due rows claimed from the outbox, published in order per key; with ``mark``, the rows
         published (by this pass and earlier unmarked ones) are marked before returning."""
         handed = self._take_handed()
-        rows = handed
+        rows = sorted(handed, key=_row_id)
         if claim:
             self.claim_due = False
             claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
@@ -189,44 +191,41 @@ class OutboxRelay:
         return row.id > failed_id
 
     async def _publish(self, rows: list[OutboxRow], handed: set[int]) -> RelayReport:
-        """Publish ``rows`` (in id order) in waves of one row per key (see the module doc)."""
+        """Publish one wave of ``rows`` (in id order): the oldest row of each key; a key's later
+        handed-off rows wait, first in line, for the next wave (see the module doc)."""
         now = self.clock.now()
-        published: list[int] = []
+        wave: list[OutboxRow] = []
+        later: list[OutboxRow] = []
         give_back: list[int] = []
-        stopped: set[str | None] = set()
+        seen: set[str | None] = set()
+        for row in rows:
+            key = row.message.key
+            if row.id in handed and self._held_back(row, now):
+                give_back.append(row.id)  # leased to this relay: back to the claim
+            elif key in seen:
+                later.append(row)
+            else:
+                seen.add(key)
+                wave.append(row)
+        if later:  # only handed-off rows: a claim returns one row per key
+            self._handed[:0] = later
+            self._handed_ids.update(r.id for r in later)
+        published: list[int] = []
         failed = parked = 0
-        pending = rows
-        while pending:
-            wave: list[OutboxRow] = []
-            later: list[OutboxRow] = []
-            seen: set[str | None] = set()
-            for row in pending:
-                key = row.message.key
-                if key in stopped or (row.id in handed and self._held_back(row, now)):
-                    give_back.append(row.id)  # leased to this relay: back to the claim
-                elif key in seen:
-                    later.append(row)
-                else:
-                    seen.add(key)
-                    wave.append(row)
-            pending = later
-            if not wave:
+        results = await self._send(wave) if wave else []
+        for row, error in zip(wave, results, strict=True):
+            key = row.message.key
+            if error is None:
+                published.append(row.id)
+                if key is not None and self._held.get(key, (None,))[0] == row.id:
+                    del self._held[key]  # the row that held its key back went out
                 continue
-            results = await self._send(wave)
-            for row, error in zip(wave, results, strict=True):
-                key = row.message.key
-                if error is None:
-                    published.append(row.id)
-                    if key is not None and self._held.get(key, (None,))[0] == row.id:
-                        del self._held[key]  # the row that held its key back went out
-                    continue
-                park = row.attempts + 1 >= self.max_attempts
-                await self._fail(row, error, park=park)
-                failed += 1
-                parked += int(park)
-                stopped.add(key)
-                if key is not None and not park:
-                    self._held[key] = (row.id, now + self.lease)
+            park = row.attempts + 1 >= self.max_attempts
+            await self._fail(row, error, park=park)
+            failed += 1
+            parked += int(park)
+            if key is not None and not park:
+                self._held[key] = (row.id, now + self.lease)
         self._unmarked.extend(published)
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)

@@ -89,9 +89,13 @@ async def test_handed_off_rows_are_published_without_a_claim(make_store: Any) ->
     await commit(store, message("a1", "a"), message("b1", "b"), message("a2", "a"), tag="1")
     assert relay.handed == 3
     with statements(store) as sent:
-        report = await relay.run_once(claim=False)
-    assert report.published == 3
+        passes = 0
+        while relay.handed:
+            await relay.run_once(claim=False, mark=False)
+            passes += 1
+        await relay.flush_marks()
     assert transport.calls == [["a1", "b1"], ["a2"]]  # a2 only after a1 was acknowledged
+    assert passes == 2
     # One statement in all: the rows are marked published together; nothing claimed them.
     assert len(sent) == 1, sent
     assert sent[0].startswith("UPDATE outbox SET published_at"), sent
@@ -143,7 +147,9 @@ async def test_a_handed_row_never_overtakes_an_older_failing_row_of_its_key(make
     assert relay.handed == 3
     report = await relay.run_once(claim=False)
     assert (report.published, report.failed) == (1, 1)
-    assert transport.published == ["o1"]  # k2 was given back to the claim, not published
+    assert relay.handed == 1  # k2 waits for the next wave...
+    assert (await relay.run_once(claim=False)).published == 0
+    assert transport.published == ["o1"]  # ...which gives it back to the claim, unpublished
 
     # Written while p1 backs off (not under a lease): left to the claim, which holds it back.
     await commit(store, message("k3", "k"), tag="3")
@@ -179,17 +185,22 @@ async def test_a_row_handed_late_is_held_back_by_a_row_of_its_key_that_failed(ma
     assert transport.published == ["p1", "k2"]
 
 
-async def test_several_rows_of_one_key_go_out_in_one_pass(make_store: Any) -> None:
+async def test_several_rows_of_one_key_go_out_wave_after_wave_without_a_claim(make_store: Any) -> None:
     store = await make_store()
     transport = Transport()
     relay = OutboxRelay(store, transport, ManualClock(T0))
     attach(store, relay)
     for i in range(5):
         await commit(store, message(f"t{i}", "teacher-1"), message(f"b{i}", f"batch-{i}"), tag=str(i))
-    report = await relay.run_once(claim=False)
-    assert report.published == 10
+    with statements(store) as sent:
+        while relay.handed:
+            await relay.run_once(claim=False, mark=False)
+        await relay.flush_marks()
     assert [e for e in transport.published if e.startswith("t")] == [f"t{i}" for i in range(5)]
-    assert len(transport.calls) == 5  # one wave per teacher row; every batch row in the first
+    # One wave per teacher row, every batch row in the first; no claim between the waves.
+    assert transport.calls[0] == ["t0", *(f"b{i}" for i in range(5))]
+    assert transport.calls[1:] == [[f"t{i}"] for i in range(1, 5)]
+    assert len(sent) == 1, sent
     assert await store.pending_count() == 0
 
 
