@@ -115,7 +115,24 @@ def _add(name: str, seconds: float) -> None:
     entry[1] += seconds
 
 
+def _counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapped(self: Any, rows: Sequence[Any], poll: bool = False) -> Any:
+        _add(name, 0.0)
+        if poll:
+            _add(f"{name}_poll", 0.0)
+        _add(f"{name}_rows", 0.0)
+        totals[f"{name}_rows"][0] += len(rows) - 1
+        return fn(self, rows, poll)
+
+    return wrapped
+
+
 def install() -> None:
+    from pipeline_state._relay import OutboxRelay
+
+    if hasattr(OutboxRelay, "hand_off"):
+        OutboxRelay.hand_off = _counted("hand_off", OutboxRelay.hand_off)  # type: ignore[method-assign]
     PipelineService.handle_many = _handler(PipelineService.handle_many)  # type: ignore[method-assign]
     PipelineService.handle_message = _handler(PipelineService.handle_message)  # type: ignore[method-assign]
     KafkaPublisher.publish = _publish(KafkaPublisher.publish)  # type: ignore[method-assign]

@@ -567,7 +567,17 @@ def _stage_rows(results: dict[str, list[Measured]]) -> list[Row]:
                     spread=f"p99 {_percentile(values, 0.99):.1f} ms, mean {statistics.fmean(values):.1f} ms",
                 )
             )
-        for call in ("commit", "claim", "mark_published", "release", "mark_failed", "publish"):
+        for call in (
+            "commit",
+            "claim",
+            "mark_published",
+            "release",
+            "mark_failed",
+            "publish",
+            "hand_off",
+            "hand_off_poll",
+            "hand_off_rows",
+        ):
             counted = [m.totals[call] for m in ms if call in m.totals]
             if counted:
                 calls = sum(c[0] for c in counted)

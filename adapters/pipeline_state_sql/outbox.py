@@ -15,9 +15,10 @@ claimed again (at-least-once delivery, with the original ``event_id`` for dedupl
 
 **Hand-off** (:class:`OutboxLease`): a unit of work of a process whose relay takes rows in
 memory writes its outbox rows already leased to that relay (``claimed_by``, ``claimed_until``)
-with ``INSERT ... RETURNING id, event_id, <blocked>``, where ``<blocked>`` says whether an
-older pending row of the same key is *not* under this relay's unexpired lease (a row of
-another process, one backing off after a failure, one whose lease ran out). Such rows, and
+with ``INSERT ... RETURNING id, event_id, <blocked>``, where ``<blocked>`` says whether the
+newest older pending row of the same key is *not* under this relay's unexpired lease (a row
+of another process, one backing off after a failure, one whose lease ran out, or one left
+to the claim for one of these reasons). Such rows, and
 rows without a key, are released again in the same transaction (:func:`release_rows`): they
 go through the claim, which keeps their key's order. The others are handed to the relay
 after the commit, with no claim statement; if the process dies first, their lease expires
@@ -216,14 +217,19 @@ class OutboxLease:
         return {"claimed_by": self.owner, "claimed_until": self.until}
 
 
-# "An older pending row of this key is not under this row's (the relay's) unexpired lease":
-# correlated with the row being inserted, so it needs no parameter (a multi-row INSERT
-# repeats its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
+# "The newest older pending row of this key is not under this row's (the relay's) unexpired
+# lease": one probe of ix_outbox_pending_key, however many rows of the key are pending. The
+# newest one is enough: a row written while an older one of its key was not the relay's was
+# itself left to the claim, so the newest tells; the one gap (a row of the relay's failed
+# after newer ones were handed over) the relay closes itself (see pipeline_state._relay).
+# Correlated with the row being inserted, so it needs no parameter (a multi-row INSERT repeats
+# its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
 _BLOCKED = literal_column(
-    "EXISTS (SELECT 1 FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
+    "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
+    " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
+    " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
     " AND older.published_at IS NULL AND older.parked = false"
-    " AND (older.claimed_by = outbox.claimed_by AND older.claimed_until > outbox.available_at)"
-    " IS NOT TRUE)",
+    " ORDER BY older.id DESC LIMIT 1), false)",
     Boolean,
 ).label("blocked")
 LEASED_INSERT: Insert = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.event_id, _BLOCKED)
