@@ -14,6 +14,7 @@ SQLITE_FIGURES = (
     "durable_sqlite_normal",
     "relay_sqlite_batch1",
     "relay_sqlite_batch100",
+    "relay_sqlite_handoff",
     "scale_sqlite",
     "history_sqlite",
 )
@@ -21,6 +22,7 @@ POSTGRES_FIGURES = (
     "durable_postgres",
     "relay_postgres_batch1",
     "relay_postgres_batch100",
+    "relay_postgres_handoff",
     "scale_postgres",
     "history_postgres",
 )
