@@ -13,14 +13,14 @@ together with whatever the claim found when one is due. Rows a commit could not 
 (another process's or a failed older row of their key holds them back, they have no key,
 they were re-queued) are left to the claim, which keeps each key's order.
 
-**Order per key.** Rows handed off may hold several rows of one key (in id order). A pass
-publishes one *wave*: the oldest row of each key, in one publish call; a key's later rows
-wait, first in line, for the next pass, which the runner starts at once (no claim, no
-poll interval), so a key's rows go out one wave after the other, each once the previous
-one was acknowledged, and a long run of one key never holds back the rows of other keys.
-Once a row fails, the handed-off rows of its key that are newer than it (those waiting
-and those that arrive while it may still be pending) are not published but given back to
-the claim (their lease is released), so no row overtakes an older one of its key.
+**Order per key.** Handed-off rows wait in one queue per key. A pass publishes one *wave*:
+the oldest waiting row of each key (for up to ``batch_size`` keys, those handed first), in
+one publish call; the runner starts the next pass at once (no claim, no poll interval), so
+a key's rows go out one wave after the other, each once the previous one was acknowledged,
+and a long run of one key never holds back the rows of other keys. Once a row fails, the
+handed-off rows of its key that are newer than it (those waiting and those that arrive
+while it may still be pending) are not published but given back to the claim (their lease
+is released), so no row overtakes an older one of its key.
 
 **Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
 may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
@@ -35,6 +35,7 @@ trace context, so a retry after a failure or a restart still continues the decis
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -117,7 +118,7 @@ class OutboxRelay:
         self.claim_due = True
         """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
         commit left rows to the claim, and after a claim that filled a batch)."""
-        self._handed: list[OutboxRow] = []
+        self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
         self._handed_ids: set[int] = set()
         self._held: dict[str, tuple[int, datetime]] = {}
         self._unmarked: list[int] = []
@@ -129,14 +130,14 @@ class OutboxRelay:
         for row in rows:
             if row.id not in self._handed_ids:
                 self._handed_ids.add(row.id)
-                self._handed.append(row)
+                self._queues.setdefault(row.message.key, collections.deque()).append(row)
         if poll:
             self.claim_due = True
 
     @property
     def handed(self) -> int:
         """Rows handed off and not taken by a pass yet."""
-        return len(self._handed)
+        return len(self._handed_ids)
 
     @property
     def unmarked(self) -> int:
@@ -174,10 +175,33 @@ class OutboxRelay:
         del self._unmarked[: len(ids)]
 
     def _take_handed(self) -> list[OutboxRow]:
-        taken, self._handed = self._handed[: self.batch_size], self._handed[self.batch_size :]
-        for row in taken:
+        """The oldest handed-off row of each key, for up to ``batch_size`` keys (the keys whose
+        rows were handed first): a long run of one key never holds back the others."""
+        taken: list[OutboxRow] = []
+        queues = self._queues
+        for key in list(queues):
+            if len(taken) >= self.batch_size:
+                break
+            queue = queues[key]
+            row = queue.popleft()
+            if not queue:
+                del queues[key]
             self._handed_ids.discard(row.id)
+            taken.append(row)
         return taken
+
+    def _give_back_key(self, key: str, failed_id: int) -> list[int]:
+        """The handed-off rows of ``key`` newer than the row that failed, taken out of the queue."""
+        queue = self._queues.pop(key, None)
+        if not queue:
+            return []
+        back = [r for r in queue if r.id > failed_id]
+        kept = collections.deque(r for r in queue if r.id <= failed_id)
+        if kept:
+            self._queues[key] = kept
+        for row in back:
+            self._handed_ids.discard(row.id)
+        return [r.id for r in back]
 
     def _held_back(self, row: OutboxRow, now: datetime) -> bool:
         """A handed-off row whose key had a row fail here, older than it, within the lease."""
@@ -207,9 +231,9 @@ class OutboxRelay:
             else:
                 seen.add(key)
                 wave.append(row)
-        if later:  # only handed-off rows: a claim returns one row per key
-            self._handed[:0] = later
-            self._handed_ids.update(r.id for r in later)
+        for row in reversed(later):  # handed-off rows (a claim returns one row per key)
+            self._handed_ids.add(row.id)
+            self._queues.setdefault(row.message.key, collections.deque()).appendleft(row)
         published: list[int] = []
         failed = parked = 0
         results = await self._send(wave) if wave else []
@@ -226,6 +250,7 @@ class OutboxRelay:
             parked += int(park)
             if key is not None and not park:
                 self._held[key] = (row.id, now + self.lease)
+                give_back.extend(self._give_back_key(key, row.id))
         self._unmarked.extend(published)
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)
