@@ -14,10 +14,15 @@ together with whatever the claim found when one is due. Rows a commit could not 
 they were re-queued) are left to the claim, which keeps each key's order.
 
 **Order per key.** Handed-off rows wait in one queue per key. A pass publishes one *wave*:
-the oldest waiting row of each key (for up to ``batch_size`` keys, those handed first), in
+the oldest waiting row of each key (for up to ``batch_size`` rows, keys handed first), in
 one publish call; the runner starts the next pass at once (no claim, no poll interval), so
 a key's rows go out one wave after the other, each once the previous one was acknowledged,
-and a long run of one key never holds back the rows of other keys. Once a row fails, the
+and a long run of one key never holds back the rows of other keys. ``rows_per_key`` above
+1 lets a wave carry up to that many rows of one key, in order, for a transport that keeps
+the order of one call's messages per key (the Kafka publisher: one request in flight per
+connection, a failed batch retried before the next is sent); a later row of a key can then
+overtake an earlier one of the same call only when the transport gave the earlier one up
+for good after its own retries while accepting the later one. Once a row fails, the
 handed-off rows of its key that are newer than it (those waiting and those that arrive
 while it may still be pending) are not published but given back to the claim (their lease
 is released), so no row overtakes an older one of its key.
@@ -104,9 +109,10 @@ class OutboxRelay:
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,
         lease_seconds: float = 30.0,
+        rows_per_key: int = 1,
     ) -> None:
-        if batch_size < 1 or max_attempts < 1:
-            raise ValueError("batch_size and max_attempts must be at least 1")
+        if batch_size < 1 or max_attempts < 1 or rows_per_key < 1:
+            raise ValueError("batch_size, max_attempts and rows_per_key must be at least 1")
         self.outbox = outbox
         self.publisher = publisher
         self.clock = clock
@@ -115,6 +121,7 @@ class OutboxRelay:
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
         self.lease = timedelta(seconds=lease_seconds)
+        self.rows_per_key = rows_per_key
         self.claim_due = True
         """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
         commit left rows to the claim, and after a claim that filled a batch)."""
@@ -180,14 +187,17 @@ class OutboxRelay:
         taken: list[OutboxRow] = []
         queues = self._queues
         for key in list(queues):
-            if len(taken) >= self.batch_size:
-                break
             queue = queues[key]
-            row = queue.popleft()
+            for _ in range(self.rows_per_key):
+                if not queue or len(taken) >= self.batch_size:
+                    break
+                row = queue.popleft()
+                self._handed_ids.discard(row.id)
+                taken.append(row)
             if not queue:
                 del queues[key]
-            self._handed_ids.discard(row.id)
-            taken.append(row)
+            if len(taken) >= self.batch_size:
+                break
         return taken
 
     def _give_back_key(self, key: str, failed_id: int) -> list[int]:
@@ -215,21 +225,22 @@ class OutboxRelay:
         return row.id > failed_id
 
     async def _publish(self, rows: list[OutboxRow], handed: set[int]) -> RelayReport:
-        """Publish one wave of ``rows`` (in id order): the oldest row of each key; a key's later
-        handed-off rows wait, first in line, for the next wave (see the module doc)."""
+        """Publish one wave of ``rows`` (in id order): the oldest ``rows_per_key`` rows of each
+        key; a key's later handed-off rows wait, first in line, for the next wave (see the
+        module doc)."""
         now = self.clock.now()
         wave: list[OutboxRow] = []
         later: list[OutboxRow] = []
         give_back: list[int] = []
-        seen: set[str | None] = set()
+        seen: dict[str | None, int] = {}
         for row in rows:
             key = row.message.key
             if row.id in handed and self._held_back(row, now):
                 give_back.append(row.id)  # leased to this relay: back to the claim
-            elif key in seen:
+            elif seen.get(key, 0) >= self.rows_per_key:
                 later.append(row)
             else:
-                seen.add(key)
+                seen[key] = seen.get(key, 0) + 1
                 wave.append(row)
         for row in reversed(later):  # handed-off rows (a claim returns one row per key)
             self._handed_ids.add(row.id)
@@ -249,7 +260,8 @@ class OutboxRelay:
             failed += 1
             parked += int(park)
             if key is not None and not park:
-                self._held[key] = (row.id, now + self.lease)
+                if key not in self._held or row.id < self._held[key][0]:
+                    self._held[key] = (row.id, now + self.lease)
                 give_back.extend(self._give_back_key(key, row.id))
         self._unmarked.extend(published)
         if give_back and isinstance(self.outbox, ReleasingOutbox):

@@ -280,6 +280,9 @@ class ServiceRunner:
             batch_size=settings.relay_batch_size,
             max_attempts=settings.relay_max_attempts,
             lease_seconds=getattr(outbox, "lease", timedelta(seconds=30)).total_seconds(),
+            # The Kafka publisher keeps the order of one call's messages per key: a key's
+            # handed-off rows need not go one acknowledged wave at a time.
+            rows_per_key=settings.relay_batch_size,
         )
         return RelayRunner(
             relay,

@@ -203,6 +203,18 @@ async def test_several_rows_of_one_key_go_out_wave_after_wave_without_a_claim(ma
     assert await store.pending_count() == 0
 
 
+async def test_a_transport_that_keeps_key_order_takes_a_key_s_rows_in_one_wave(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0), rows_per_key=100)
+    attach(store, relay)
+    for i in range(5):
+        await commit(store, message(f"t{i}", "teacher-1"), message(f"b{i}", f"batch-{i}"), tag=str(i))
+    await relay.run_once(claim=False)
+    assert transport.calls == [["t0", "b0", "t1", "b1", "t2", "b2", "t3", "b3", "t4", "b4"]]
+    assert await store.pending_count() == 0
+
+
 async def test_rows_without_a_key_and_requeued_rows_are_left_to_the_claim(make_store: Any) -> None:
     store = await make_store()
     inbox = Inbox()
