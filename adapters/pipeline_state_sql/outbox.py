@@ -224,17 +224,22 @@ class OutboxLease:
 # after newer ones were handed over) the relay closes itself (see pipeline_state._relay).
 # Correlated with the row being inserted, so it needs no parameter (a multi-row INSERT repeats
 # its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
-_BLOCKED = literal_column(
-    "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
-    " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
-    " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
-    " AND older.published_at IS NULL AND older.parked = false"
-    " ORDER BY older.id DESC LIMIT 1), false)",
-    Boolean,
-).label("blocked")
-LEASED_INSERT: Insert = insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.event_id, _BLOCKED)
-"""Insert outbox rows written under an :class:`OutboxLease`; returns each row's id, event id
-and whether an older pending row of its key holds it back."""
+@functools.cache
+def leased_insert(dialect: str) -> Insert:
+    """Insert outbox rows written under an :class:`OutboxLease`; returns each row's id, event
+    id and whether an older pending row of its key holds it back. The pending condition is
+    spelled as in ``ix_outbox_pending_key``'s own ``WHERE``, so the partial index serves it."""
+    pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
+    blocked = literal_column(
+        "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
+        " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
+        " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
+        f" AND older.published_at IS NULL AND {pending}"
+        " ORDER BY older.id DESC LIMIT 1), false)",
+        Boolean,
+    ).label("blocked")
+    return insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.event_id, blocked)
+
 
 _RELEASE = (
     update(OUTBOX)
@@ -260,7 +265,7 @@ def insert_leased(
         return
     by_event = {message.event_id: (message, at) for message, at in messages}
     blocked: list[int] = []
-    for row_id, event_id, held in conn.execute(LEASED_INSERT, rows):
+    for row_id, event_id, held in conn.execute(leased_insert(conn.dialect.name), rows):
         message, at = by_event[event_id]
         if message.key is None:
             continue
