@@ -66,6 +66,8 @@ __all__ = [
     "count_pending",
     "decode_trace_context",
     "encode_trace_context",
+    "insert_leased",
+    "leased_insert",
     "mark_failed",
     "mark_published",
     "parked_rows",
