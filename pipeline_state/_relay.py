@@ -156,7 +156,7 @@ class OutboxRelay:
         return float(min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1)))
 
     async def run_once(self, *, claim: bool = True, mark: bool = True) -> RelayReport:
-        """One pass: the rows handed off (up to ``batch_size``) and, with ``claim``, one batch of
+        """One pass: rows handed off (see :meth:`_take_handed`) and, with ``claim``, one batch of
         due rows claimed from the outbox, published in order per key; with ``mark``, the rows
         published (by this pass and earlier unmarked ones) are marked before returning."""
         handed = self._take_handed()
@@ -182,8 +182,9 @@ class OutboxRelay:
         del self._unmarked[: len(ids)]
 
     def _take_handed(self) -> list[OutboxRow]:
-        """The oldest handed-off row of each key, for up to ``batch_size`` keys (the keys whose
-        rows were handed first): a long run of one key never holds back the others."""
+        """The oldest ``rows_per_key`` handed-off rows of each key, up to ``batch_size`` rows
+        (keys whose rows were handed first first): a long run of one key never holds back
+        the others."""
         taken: list[OutboxRow] = []
         queues = self._queues
         for key in list(queues):
