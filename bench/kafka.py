@@ -177,6 +177,9 @@ class Config:
     in_process: tracing_cost.Config | None = field(default_factory=tracing_cost.Config)
     """The in-process tracing figure (``bench/tracing_cost.py``), measured first, before the
     broker starts; ``None``: not measured (nor when no backend is traced)."""
+    probe: bool = False
+    """Run serve with timing probes (``bench/_probe_serve.py``) and report where the completion
+    latency goes, stage by stage (issue 16)."""
 
 
 QUICK = Config(
@@ -198,6 +201,11 @@ class Measured:
     spans: int | None = None
     cpu_us_per_outcome: float | None = None
     """CPU time of the serve process per outcome while the outcomes were handled."""
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    """With ``--probe``: each stage of the completion latency, per run of the latency part."""
+    totals: dict[str, list[float]] = field(default_factory=dict)
+    """With ``--probe``: calls and seconds of the store's commits, claims and marks, and of
+    the publisher, over the whole measurement."""
 
     def percentile(self, q: float) -> float:
         return _percentile(self.latencies_ms, q)
@@ -221,6 +229,7 @@ class Serve:
         *,
         http_port: int | None = None,
         traced: bool = False,
+        probe: Path | None = None,
     ) -> None:
         metrics = "0" if http_port is None else "1"
         env = {
@@ -230,9 +239,15 @@ class Serve:
             "PIPELINE_STATE_METRICS": metrics,
             **extra_env,
         }
+        runner: tuple[str, ...] = ("-m", "pipeline_state._cli")
+        if traced:
+            runner = ("-c", TRACED_SERVE)
+        elif probe is not None:
+            env["PIPELINE_STATE_BENCH_PROBE"] = str(probe)
+            runner = (str(_HERE / "_probe_serve.py"),)
         command = [
             sys.executable,
-            *(("-c", TRACED_SERVE) if traced else ("-m", "pipeline_state._cli")),
+            *runner,
             "serve",
             "--kafka",
             kafka,
@@ -422,8 +437,11 @@ async def measure(
     await producer.start()
     port = free_port() if metrics else None
     serve: Served
+    probe = Path(tempfile.mkstemp(prefix="probe-", suffix=".json")[1]) if cfg.probe and not variant else None
     if serves == 1:
-        serve = Serve(kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces")
+        serve = Serve(
+            kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces", probe=probe
+        )
     else:  # topics made first: the members would race to create them
         await ensure_topics(kafka, service_topics(prefix), partitions=SCALE_OUT_PARTITIONS)
         env_vars = {**extra_env, "PIPELINE_STATE_TOPIC_PARTITIONS": str(SCALE_OUT_PARTITIONS)}
@@ -490,6 +508,11 @@ async def measure(
                 if r.data["correlation_id"] in sent_at
             ]
             measured.outcomes_per_s, measured.latencies_ms = throughput, latencies
+            consumed = {
+                r.data["correlation_id"]: r.received_at
+                for r in out.on(Topic.PIPELINE_COMPLETED)
+                if r.data["correlation_id"] in sent_at
+            }
             if scraper is not None:
                 log(f"{title}: /metrics scraped {measured.scrapes} times while measuring")
             return measured
@@ -500,9 +523,90 @@ async def measure(
                 await scraper
         code = serve.stop()
         measured.spans = serve.spans_recorded()  # the returned figures, completed after the stop
+        if probe is not None:
+            with contextlib.suppress(OSError, ValueError, NameError):
+                _read_probe(measured, probe, sent_at, consumed)
+            probe.unlink(missing_ok=True)
         await producer.stop()
         if code != 0:
             log(f"{title}: serve exited with {code}")
+
+
+STAGES = (
+    ("fetch", "sent", "handle", "outcome produced -> serve starts handling it (broker, consumer fetch wait)"),
+    ("decide", "handle", "commit", "handling -> its commit starts (decode, load, decide)"),
+    ("commit", "commit", "committed", "the unit of work's transaction"),
+    (
+        "to_relay",
+        "committed",
+        "publish",
+        "committed -> the relay's publish call starts (wake, linger, claim)",
+    ),
+    ("publish", "publish", "acked", "the publish call (broker acknowledgement)"),
+    ("consume", "acked", "consumed", "acknowledged -> consumed by the bench (downstream fetch)"),
+)
+"""The stages of the completion latency that ``--probe`` reports: (name, from, to, what)."""
+
+
+def _read_probe(
+    measured: Measured, probe: Path, sent_at: dict[str, float], consumed: dict[str, float]
+) -> None:
+    """Each stage's duration per run of the latency part, from the probe's times (the same
+    system-wide monotonic clock as this process's)."""
+    found = json.loads(probe.read_text())
+    measured.totals = found.get("totals", {})
+    for corr, times in found.get("completions", {}).items():
+        if corr not in sent_at or corr not in consumed:
+            continue
+        points = {**times, "sent": sent_at[corr], "consumed": consumed[corr]}
+        for name, start, end, _ in STAGES:
+            if start in points and end in points:
+                measured.stages_ms.setdefault(name, []).append((points[end] - points[start]) * 1000)
+
+
+def _stage_rows(results: dict[str, list[Measured]]) -> list[Row]:
+    """With ``--probe``: the p50 and p99 of each stage of the completion latency, and the
+    store's and publisher's calls over the whole measurement."""
+    rows: list[Row] = []
+    for label, ms in results.items():
+        for name, _, _, what in STAGES:
+            values = [v for m in ms for v in m.stages_ms.get(name, [])]
+            if not values:
+                continue
+            rows.append(
+                Row(
+                    f"stage_{name}[{label}]",
+                    f"completion latency stage: {what}, {len(values)} runs",
+                    _percentile(values, 0.5),
+                    "ms",
+                    spread=f"p99 {_percentile(values, 0.99):.1f} ms, mean {statistics.fmean(values):.1f} ms",
+                )
+            )
+        for call in (
+            "commit",
+            "claim",
+            "mark_published",
+            "release",
+            "mark_failed",
+            "publish",
+            "hand_off",
+            "hand_off_poll",
+            "hand_off_rows",
+        ):
+            counted = [m.totals[call] for m in ms if call in m.totals]
+            if counted:
+                calls = sum(c[0] for c in counted)
+                seconds = sum(c[1] for c in counted)
+                rows.append(
+                    Row(
+                        f"calls_{call}[{label}]",
+                        f"{call} calls in the whole measurement (set-up included) and their mean duration",
+                        calls,
+                        "calls",
+                        spread=f"mean {seconds * 1e6 / max(calls, 1):,.0f} µs, {seconds:.2f} s in all",
+                    )
+                )
+    return rows
 
 
 async def _wait_topics(kafka: str, prefix: str, serve: Served, within: float) -> None:
@@ -638,7 +742,7 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
     finally:
         if broker is not None:
             broker.stop()
-    return _rows(results, cfg) + _scale_rows(scale, cfg) + in_process
+    return _rows(results, cfg) + _stage_rows(results) + _scale_rows(scale, cfg) + in_process
 
 
 async def _scale_out(kafka: str, tmp: Path, cfg: Config, log: Log) -> dict[int, list[Measured]]:
@@ -888,6 +992,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="rounds of the in-process tracing figure (bench/tracing_cost.py, default 9); 0: skip it",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="run serve with timing probes and report where the completion latency goes",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -911,7 +1020,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backends:
         listed = (b.strip() for b in args.backends.split(","))
         cfg = replace(cfg, backends=tuple(b for b in listed if b and b != "none"))
-    cfg = replace(cfg, metrics=METRICS_CHOICES[args.metrics], record=args.record_metrics, poison=args.poison)
+    cfg = replace(
+        cfg,
+        metrics=METRICS_CHOICES[args.metrics],
+        record=args.record_metrics,
+        poison=args.poison,
+        probe=args.probe,
+    )
     if args.scrape_seconds:
         cfg = replace(cfg, scrape_seconds=args.scrape_seconds)
     if cfg.record is not None:

@@ -6,6 +6,11 @@ batches of 1 and of 100 rows per claim. Each pass is a claim (one UPDATE ... RET
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and a mark-published UPDATE, each in its own
 transaction; rows have distinct keys, so order per key never holds a claim back. The
 batch-of-100 figure is compared with the batch-of-1 figure of the same database.
+
+Hand-off (issue 16): the same rows committed by a store attached to the relay
+(``SqlStore.attach_relay``), so they are written leased to it and handed over in memory;
+the relay then publishes them 100 per pass with no claim, and one ``UPDATE`` marks each
+pass's rows (``relay_<db>_handoff``, compared with the batch-of-100 claim figure).
 """
 
 from __future__ import annotations
@@ -94,18 +99,49 @@ async def relay_rows_per_s(db: Database, rows: int, batch_size: int) -> float:
         await store.close()
 
 
+async def handoff_rows_per_s(db: Database, rows: int) -> float:
+    """Commit ``rows`` rows under the relay's lease (handed to it in memory), then time the
+    relay publishing them, 100 rows a pass, without a claim."""
+    store = await open_store(db.url, schema=db.schema, upgrade=False, synchronous="NORMAL")
+    try:
+        transport = NullTransport()
+        relay = OutboxRelay(store, transport, ManualClock(T0), batch_size=100)
+        store.attach_relay(relay.hand_off, relay.clock)
+        for start in range(0, rows, 500):
+            chunk = tuple(_message(i) for i in range(start, min(rows, start + 500)))
+            await store.commit(Change(f"fill-{start}", None, None, T0, outbox=chunk))
+        if relay.handed != rows:
+            raise RuntimeError(f"{relay.handed} of {rows} rows were handed off")
+        started = time.perf_counter()
+        published = 0
+        while relay.handed:
+            published += (await relay.run_once(claim=False)).published
+        elapsed = time.perf_counter() - started
+        if published != rows or transport.count != rows or await store.pending_count():
+            raise RuntimeError(f"the relay published {published} of {rows} rows")
+        return rows / elapsed
+    finally:
+        await store.close()
+
+
 async def _measure(
     cfg: Config, backend: str, workdir: Path, pg: str | None, log: Log
 ) -> dict[int, list[float]]:
-    rates: dict[int, list[float]] = {1: [], 100: []}
+    rates: dict[int, list[float]] = {1: [], 100: [], 0: []}  # 0: hand-off
     for rep in range(cfg.repetitions):
-        for size in (1, 100) if rep % 2 == 0 else (100, 1):
+        for size in (1, 100, 0) if rep % 2 == 0 else (0, 100, 1):
             # Batch 1 moves fewer rows: each row costs two transactions.
             rows = max(20, cfg.rows // 10) if size == 1 else cfg.rows
             async with fresh_database(backend, workdir, pg) as db:
-                rates[size].append(await relay_rows_per_s(db, rows, size))
-        one, hundred = rates[1][-1], rates[100][-1]
-        log(f"relay {backend} rep {rep + 1}: {one:,.0f} rows/s (1), {hundred:,.0f} rows/s (100)")
+                if size:
+                    rates[size].append(await relay_rows_per_s(db, rows, size))
+                else:
+                    rates[0].append(await handoff_rows_per_s(db, rows))
+        one, hundred, handed = rates[1][-1], rates[100][-1], rates[0][-1]
+        log(
+            f"relay {backend} rep {rep + 1}: {one:,.0f} rows/s (1), {hundred:,.0f} rows/s (100), "
+            f"{handed:,.0f} rows/s (hand-off)"
+        )
     return rates
 
 
@@ -136,6 +172,20 @@ def run(cfg: Config, log: Log, *, workdir: Path, postgres: str | None) -> list[R
                 baseline_description=f"relay_{backend}_batch1",
                 ratio=hundred / one,
                 spread=f"{', '.join(f'{r:,.0f}' for r in rates[100])}",
+            )
+        )
+        handed = statistics.median(rates[0])
+        rows.append(
+            Row(
+                figure=f"relay_{backend}_handoff",
+                description=f"outbox rows/s published by the relay from {what}, handed off in memory "
+                "by the commits, 100 rows a pass, no claim",
+                value=handed,
+                unit="rows/s",
+                baseline=hundred,
+                baseline_description=f"relay_{backend}_batch100",
+                ratio=handed / hundred,
+                spread=f"{', '.join(f'{r:,.0f}' for r in rates[0])}",
             )
         )
     return rows

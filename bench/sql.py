@@ -93,6 +93,8 @@ FIGURES = (
     "relay_sqlite_batch100",
     "relay_postgres_batch1",
     "relay_postgres_batch100",
+    "relay_sqlite_handoff",
+    "relay_postgres_handoff",
     "scale_sqlite",
     "scale_postgres",
     "history_sqlite",

@@ -6,6 +6,32 @@ with, go out in order per key, are marked published once the transport confirms,
 retried with exponential backoff; after ``max_attempts`` failures a row is parked with its
 last error for an operator to inspect.
 
+**Hand-off.** A store that writes the outbox rows of its own process's units of work
+already leased to this relay (the SQL store's ``attach_relay``) gives them to
+:meth:`OutboxRelay.hand_off` once committed; a pass publishes them with no claim statement,
+together with whatever the claim found when one is due. Rows a commit could not lease
+(another process's or a failed older row of their key holds them back, they have no key,
+they were re-queued) are left to the claim, which keeps each key's order.
+
+**Order per key.** Handed-off rows wait in one queue per key. A pass publishes one *wave*:
+the oldest waiting row of each key (for up to ``batch_size`` rows, keys handed first), in
+one publish call; the runner starts the next pass at once (no claim, no poll interval), so
+a key's rows go out one wave after the other, each once the previous one was acknowledged,
+and a long run of one key never holds back the rows of other keys. ``rows_per_key`` above
+1 lets a wave carry up to that many rows of one key, in order, for a transport that keeps
+the order of one call's messages per key (the Kafka publisher: one request in flight per
+connection, a failed batch retried before the next is sent); a later row of a key can then
+overtake an earlier one of the same call only when the transport gave the earlier one up
+for good after its own retries while accepting the later one. Once a row fails, the
+handed-off rows of its key that are newer than it (those waiting and those that arrive
+while it may still be pending) are not published but given back to the claim (their lease
+is released), so no row overtakes an older one of its key.
+
+**Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
+may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
+``UPDATE`` marks the rows of several passes (a crash before it re-publishes them after the
+lease, with their original ``event_id``).
+
 Each publish attempt is a producer span in the trace stored on its row (the decision that
 emitted it, see :mod:`pipeline_state._tracing`), and the transport is handed that span's
 trace context, so a retry after a failure or a restart still continues the decision's trace.
@@ -14,10 +40,12 @@ trace context, so a retry after a failure or a restart still continues the decis
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -25,7 +53,7 @@ from ._tracing import for_publish, publish_span, record_published
 from .errors import PipelineStateError, StoreUnavailableError
 from .ports import Clock, Outbox, OutboxRow, Publisher
 
-__all__ = ["OutboxRelay", "RelayReport"]
+__all__ = ["OutboxRelay", "RelayReport", "ReleasingOutbox"]
 
 log = logging.getLogger("pipeline_state.relay")
 
@@ -52,8 +80,23 @@ class RelayReport:
 _IDLE = RelayReport()
 
 
+@runtime_checkable
+class ReleasingOutbox(Outbox, Protocol):
+    """An outbox that can give rows handed off to its relay back to the claim."""
+
+    async def release(self, row_ids: Sequence[int]) -> None: ...
+
+
+def _row_id(row: OutboxRow) -> int:
+    return row.id
+
+
 class OutboxRelay:
-    """Publishes outbox rows; run :meth:`run_once` in a loop or :meth:`run` until stopped."""
+    """Publishes outbox rows; run :meth:`run_once` in a loop or :meth:`run` until stopped.
+
+    ``lease_seconds`` is the outbox's lease on rows (how long a failed row's key is held back
+    from hand-off: see the module doc).
+    """
 
     def __init__(
         self,
@@ -65,9 +108,11 @@ class OutboxRelay:
         max_attempts: int = 5,
         base_backoff: float = 0.5,
         max_backoff: float = 60.0,
+        lease_seconds: float = 30.0,
+        rows_per_key: int = 1,
     ) -> None:
-        if batch_size < 1 or max_attempts < 1:
-            raise ValueError("batch_size and max_attempts must be at least 1")
+        if batch_size < 1 or max_attempts < 1 or rows_per_key < 1:
+            raise ValueError("batch_size, max_attempts and rows_per_key must be at least 1")
         self.outbox = outbox
         self.publisher = publisher
         self.clock = clock
@@ -75,16 +120,158 @@ class OutboxRelay:
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
+        self.lease = timedelta(seconds=lease_seconds)
+        self.rows_per_key = rows_per_key
+        self.claim_due = True
+        """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
+        commit left rows to the claim, and after a claim that filled a batch)."""
+        self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
+        self._handed_ids: set[int] = set()
+        self._held: dict[str, tuple[int, datetime]] = {}
+        self._unmarked: list[int] = []
+
+    # -- hand-off -------------------------------------------------------------------------------
+    def hand_off(self, rows: Sequence[OutboxRow], poll: bool = False) -> None:
+        """Rows just committed under this relay's lease, in id order (published by the next
+        pass without a claim); ``poll``: the commit also left rows to the claim."""
+        for row in rows:
+            if row.id not in self._handed_ids:
+                self._handed_ids.add(row.id)
+                self._queues.setdefault(row.message.key, collections.deque()).append(row)
+        if poll:
+            self.claim_due = True
+
+    @property
+    def handed(self) -> int:
+        """Rows handed off and not taken by a pass yet."""
+        return len(self._handed_ids)
+
+    @property
+    def unmarked(self) -> int:
+        """Rows published and not marked yet (see :meth:`flush_marks`)."""
+        return len(self._unmarked)
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait before the next try after ``attempts`` failures."""
         return float(min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1)))
 
-    async def run_once(self) -> RelayReport:
-        """Claim one batch of due rows and publish them."""
-        rows = await self.outbox.claim(self.clock.now(), self.batch_size)
-        if not rows:
-            return _IDLE
+    async def run_once(self, *, claim: bool = True, mark: bool = True) -> RelayReport:
+        """One pass: rows handed off (see :meth:`_take_handed`) and, with ``claim``, one batch of
+        due rows claimed from the outbox, published in order per key; with ``mark``, the rows
+        published (by this pass and earlier unmarked ones) are marked before returning."""
+        handed = self._take_handed()
+        rows = sorted(handed, key=_row_id)
+        if claim:
+            self.claim_due = False
+            claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
+            if len(claimed) >= self.batch_size:
+                self.claim_due = True  # a full batch: more rows are probably due
+            known = {r.id for r in handed}
+            rows = sorted([*handed, *(r for r in claimed if r.id not in known)], key=_row_id)
+        report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
+        if mark:
+            await self.flush_marks()
+        return report
+
+    async def flush_marks(self) -> None:
+        """Mark the rows published and not marked yet, with one statement."""
+        if not self._unmarked:
+            return
+        ids = list(self._unmarked)
+        await self.outbox.mark_published(ids, self.clock.now())
+        del self._unmarked[: len(ids)]
+
+    def _take_handed(self) -> list[OutboxRow]:
+        """The oldest ``rows_per_key`` handed-off rows of each key, up to ``batch_size`` rows
+        (keys whose rows were handed first first): a long run of one key never holds back
+        the others."""
+        taken: list[OutboxRow] = []
+        queues = self._queues
+        for key in list(queues):
+            queue = queues[key]
+            for _ in range(self.rows_per_key):
+                if not queue or len(taken) >= self.batch_size:
+                    break
+                row = queue.popleft()
+                self._handed_ids.discard(row.id)
+                taken.append(row)
+            if not queue:
+                del queues[key]
+            if len(taken) >= self.batch_size:
+                break
+        return taken
+
+    def _give_back_key(self, key: str, failed_id: int) -> list[int]:
+        """The handed-off rows of ``key`` newer than the row that failed, taken out of the queue."""
+        queue = self._queues.pop(key, None)
+        if not queue:
+            return []
+        back = [r for r in queue if r.id > failed_id]
+        kept = collections.deque(r for r in queue if r.id <= failed_id)
+        if kept:
+            self._queues[key] = kept
+        for row in back:
+            self._handed_ids.discard(row.id)
+        return [r.id for r in back]
+
+    def _held_back(self, row: OutboxRow, now: datetime) -> bool:
+        """A handed-off row whose key had a row fail here, older than it, within the lease."""
+        key = row.message.key
+        if key is None or key not in self._held:
+            return False
+        failed_id, until = self._held[key]
+        if until <= now:
+            del self._held[key]
+            return False
+        return row.id > failed_id
+
+    async def _publish(self, rows: list[OutboxRow], handed: set[int]) -> RelayReport:
+        """Publish one wave of ``rows`` (in id order): the oldest ``rows_per_key`` rows of each
+        key; a key's later handed-off rows wait, first in line, for the next wave (see the
+        module doc)."""
+        now = self.clock.now()
+        wave: list[OutboxRow] = []
+        later: list[OutboxRow] = []
+        give_back: list[int] = []
+        seen: dict[str | None, int] = {}
+        for row in rows:
+            key = row.message.key
+            if row.id in handed and self._held_back(row, now):
+                give_back.append(row.id)  # leased to this relay: back to the claim
+            elif seen.get(key, 0) >= self.rows_per_key:
+                later.append(row)
+            else:
+                seen[key] = seen.get(key, 0) + 1
+                wave.append(row)
+        for row in reversed(later):  # handed-off rows (a claim returns one row per key)
+            self._handed_ids.add(row.id)
+            self._queues.setdefault(row.message.key, collections.deque()).appendleft(row)
+        published: list[int] = []
+        failed = parked = 0
+        results = await self._send(wave) if wave else []
+        for row, error in zip(wave, results, strict=True):
+            key = row.message.key
+            if error is None:
+                published.append(row.id)
+                if key is not None and self._held.get(key, (None,))[0] == row.id:
+                    del self._held[key]  # the row that held its key back went out
+                continue
+            park = row.attempts + 1 >= self.max_attempts
+            await self._fail(row, error, park=park)
+            failed += 1
+            parked += int(park)
+            if key is not None and not park:
+                if key not in self._held or row.id < self._held[key][0]:
+                    self._held[key] = (row.id, now + self.lease)
+                give_back.extend(self._give_back_key(key, row.id))
+        self._unmarked.extend(published)
+        if give_back and isinstance(self.outbox, ReleasingOutbox):
+            await self.outbox.release(give_back)
+            self.claim_due = True
+        return RelayReport(len(published), failed, parked)
+
+    async def _send(self, rows: list[OutboxRow]) -> Sequence[BaseException | None]:
+        """Publish ``rows`` in one call; one result per row (each attempt a producer span)."""
         spans = [publish_span(r.message, r.attempts + 1) for r in rows]
         results: Sequence[BaseException | None] = ()
         try:
@@ -100,22 +287,7 @@ class OutboxRelay:
                 record_published(span, error)
         if len(results) != len(rows):
             raise RuntimeError("the publisher returned a result count that differs from the messages")
-        if results.count(None) == len(rows):  # the usual case: everything went out
-            await self.outbox.mark_published([r.id for r in rows], self.clock.now())
-            return RelayReport(len(rows))
-        published: list[int] = []
-        failed = parked = 0
-        for row, error in zip(rows, results, strict=True):
-            if error is None:
-                published.append(row.id)
-                continue
-            park = row.attempts + 1 >= self.max_attempts
-            await self._fail(row, error, park=park)
-            failed += 1
-            parked += int(park)
-        if published:
-            await self.outbox.mark_published(published, self.clock.now())
-        return RelayReport(len(published), failed, parked)
+        return results
 
     async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> None:
         now = self.clock.now()

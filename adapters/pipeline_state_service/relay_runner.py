@@ -3,7 +3,15 @@
 The relay itself is transport-agnostic; this loop decides *when* it runs: immediately again
 while passes publish, otherwise after ``idle_seconds`` or as soon as :meth:`RelayRunner.wake`
 is called (the consumer calls it after a unit of work wrote outbox rows), then after
-``linger_seconds`` more so that one claim takes the rows of several units of work. While the store
+``linger_seconds`` more so that one claim takes the rows of several units of work.
+
+With ``hand_off`` (the store hands this process's committed rows to the relay in memory,
+:meth:`RelayRunner.hand_off`), a wake publishes the handed rows at once, with no linger and
+no claim; the claim runs only when it is due: every ``idle_seconds`` (rows of other
+processes, expired leases, back-offs), when a commit left rows to it, and again after a full
+batch. Published rows are marked with one statement at most ``mark_seconds`` after the first
+of them went out (or once a batch of them waits, or when nothing else is to be done), so
+one ``UPDATE`` marks the rows of several passes. While the store
 or broker is down, rows stay pending with their retry count and backoff, and the loop keeps
 trying; on stop it flushes what is due once more, bounded by ``flush_timeout_seconds``.
 
@@ -18,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 
 from pipeline_state_kafka.stats import ServiceStats
 
 from pipeline_state._relay import OutboxRelay, RelayReport
 from pipeline_state._retry import pause
 from pipeline_state.errors import StoreError
+from pipeline_state.ports import OutboxRow
 
 __all__ = ["RelayRunner", "tcp_probe"]
 
@@ -44,6 +54,8 @@ class RelayRunner:
         flush_timeout_seconds: float = 15.0,
         stats: ServiceStats | None = None,
         probe: Callable[[], Awaitable[bool]] | None = None,
+        hand_off: bool = False,
+        mark_seconds: float = 0.02,
     ) -> None:
         self.relay = relay
         self.probe = probe
@@ -52,16 +64,33 @@ class RelayRunner:
         self.error_backoff_seconds = error_backoff_seconds
         self.flush_timeout_seconds = flush_timeout_seconds
         self.stats = stats or ServiceStats()
+        self.hand_offs = hand_off
+        self.mark_seconds = mark_seconds
         self._wake = asyncio.Event()
+        self._last_claim = -math.inf
+        self._first_unmarked: float | None = None
 
     def wake(self) -> None:
         """Run a pass now (new outbox rows were committed)."""
         self._wake.set()
 
-    async def pass_once(self) -> RelayReport:
+    def hand_off(self, rows: Sequence[OutboxRow], poll: bool) -> None:
+        """Rows a commit of this process wrote under the relay's lease: published by the next
+        pass, which runs now (``poll``: the commit also left rows to the claim)."""
+        self.relay.hand_off(rows, poll)
+        self._wake.set()
+
+    async def pass_once(self, *, claim: bool = True, mark: bool = True) -> RelayReport:
         """One relay pass, counted; store errors are logged and reported as an empty pass."""
+        loop = asyncio.get_running_loop()
         try:
-            report = await self.relay.run_once()
+            if claim:
+                self._last_claim = loop.time()
+            report = await self.relay.run_once(claim=claim, mark=mark)
+            if mark:
+                self._first_unmarked = None
+            elif self.relay.unmarked and self._first_unmarked is None:
+                self._first_unmarked = loop.time()
         except StoreError as exc:
             log.warning("outbox unavailable, retrying: %s: %s", type(exc).__name__, exc)
             return RelayReport(failed=1)
@@ -74,19 +103,52 @@ class RelayRunner:
             log.debug("relay pass: %s published", report.published)
         return report
 
+    async def flush_marks(self) -> None:
+        """Mark the rows published so far (store errors logged; they are tried again)."""
+        try:
+            await self.relay.flush_marks()
+        except StoreError as exc:
+            log.warning("outbox unavailable, retrying: %s: %s", type(exc).__name__, exc)
+            return
+        self._first_unmarked = None
+
+    def _claim_due(self) -> bool:
+        if not self.hand_offs:
+            return True  # every pass claims (a wake means rows were committed)
+        if self.relay.claim_due:
+            return True
+        return asyncio.get_running_loop().time() - self._last_claim >= self.idle_seconds
+
+    def _mark_wait(self) -> float | None:
+        """Seconds until the published rows must be marked (``None``: none to mark)."""
+        if not self.relay.unmarked:
+            return None
+        if self.relay.unmarked >= self.relay.batch_size or self._first_unmarked is None:
+            return 0.0
+        return max(0.0, self._first_unmarked + self.mark_seconds - asyncio.get_running_loop().time())
+
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, then flush (bounded)."""
         while not stop.is_set():
             self._wake.clear()
-            report = await self.pass_once()
-            if report.published >= self.relay.batch_size and not report.failed:
-                continue  # a full pass: more rows are probably due
+            report = await self.pass_once(claim=self._claim_due(), mark=not self.hand_offs)
             if report.failed and not report.published:
+                await self.flush_marks()
                 await self._until_reachable(stop)
                 continue
+            if not report.failed and (self.relay.handed or self.relay.claim_due):
+                continue  # handed rows queued, or a full claim: more rows are due now
             wait = self.error_backoff_seconds if report.failed else self.idle_seconds
+            if self.hand_offs:
+                mark = self._mark_wait()
+                if mark is not None and mark <= 0:
+                    await self.flush_marks()
+                elif mark is not None:
+                    wait = min(wait, mark)
+                next_claim = self._last_claim + self.idle_seconds - asyncio.get_running_loop().time()
+                wait = min(wait, max(0.0, next_claim))
             await self._sleep(stop, wait, wakeable=not report.failed)
-            if self._wake.is_set() and self.linger_seconds > 0 and not stop.is_set():
+            if self._wake.is_set() and not self.hand_offs and self.linger_seconds > 0 and not stop.is_set():
                 # Let the units of work in flight commit too: one claim for several of them.
                 await self._sleep(stop, self.linger_seconds, wakeable=False)
         await self.flush()
@@ -103,12 +165,13 @@ class RelayRunner:
         total = RelayReport()
         try:
             async with asyncio.timeout(self.flush_timeout_seconds):
+                await self.flush_marks()
                 while True:
                     report = await self.pass_once()
                     total = RelayReport(
                         *(a + b for a, b in zip(_fields(total), _fields(report), strict=True))
                     )
-                    if not report.published or report.failed:
+                    if (not report.published and not self.relay.handed) or report.failed:
                         break
         except TimeoutError:
             log.warning(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -236,6 +237,8 @@ class ServiceRunner:
             if settings.relay_enabled
             else []
         )
+        if relay_tasks:
+            self._attach(opened.outbox, relay)
         intake_tasks = [asyncio.create_task(c) for c in intake]
         ready = asyncio.create_task(self._mark_ready(consumer, stop))
         try:
@@ -248,9 +251,24 @@ class ServiceRunner:
                 raise failed[0].exception()  # type: ignore[misc]
         finally:
             ready.cancel()
+            self._detach(opened.outbox)
             relay_stop.set()
             await asyncio.gather(*relay_tasks, return_exceptions=True)
             log.info("stopped", extra=self.stats.as_dict())
+
+    def _attach(self, outbox: Outbox, runner: RelayRunner) -> None:
+        """Have the store hand the rows its commits write to ``runner`` in memory (when it
+        can: the SQL store), so they go out without a claim (see
+        :mod:`pipeline_state._relay`)."""
+        attach = getattr(outbox, "attach_relay", None)
+        if attach is not None and self.settings.relay_hand_off:
+            attach(runner.hand_off, runner.relay.clock)
+            runner.hand_offs = True
+
+    def _detach(self, outbox: Outbox) -> None:
+        detach = getattr(outbox, "detach_relay", None)
+        if detach is not None:
+            detach()
 
     def _relay(self, outbox: Outbox, producer: ProducerLike) -> RelayRunner:
         settings = self.settings
@@ -261,6 +279,10 @@ class ServiceRunner:
             SystemClock(),
             batch_size=settings.relay_batch_size,
             max_attempts=settings.relay_max_attempts,
+            lease_seconds=getattr(outbox, "lease", timedelta(seconds=30)).total_seconds(),
+            # The Kafka publisher keeps the order of one call's messages per key: a key's
+            # handed-off rows need not go one acknowledged wave at a time.
+            rows_per_key=settings.relay_batch_size,
         )
         return RelayRunner(
             relay,

@@ -187,7 +187,13 @@ class Settings(EnvironmentSettings):
     relay_idle_seconds: Seconds = Field(default=0.5, description="relay poll period when nothing wakes it")
     relay_linger_seconds: Seconds = Field(
         default=0.005,
-        description="after a wake-up, wait this long so one pass takes the rows of several units of work",
+        description="after a wake-up, wait this long so one pass takes the rows of several units of work "
+        "(passes that claim; rows handed off in memory go at once)",
+    )
+    relay_hand_off: Flag = Field(
+        default=True,
+        description="the SQL store hands the rows its commits write to this process's relay in memory "
+        "(published without a claim); `0`: every row goes through the claim",
     )
     shutdown_seconds: Seconds = Field(
         default=15.0, description="bound on the relay's final flush at shutdown"
@@ -266,6 +272,7 @@ class ServeSettings:
     relay_max_attempts: int = 10
     relay_idle_seconds: float = 0.5
     relay_linger_seconds: float = 0.005
+    relay_hand_off: bool = True
     shutdown_seconds: float = 15.0
     results_purge_seconds: float = 600.0
     results_completion_retention_hours: float = 72.0

@@ -12,6 +12,17 @@ all pending rows, so a row whose transaction committed late is still published.
 
 A relay that dies holding a lease loses it when the lease expires; its rows are then
 claimed again (at-least-once delivery, with the original ``event_id`` for deduplication).
+
+**Hand-off** (:class:`OutboxLease`): a unit of work of a process whose relay takes rows in
+memory writes its outbox rows already leased to that relay (``claimed_by``, ``claimed_until``)
+with ``INSERT ... RETURNING id, event_id, <blocked>``, where ``<blocked>`` says whether the
+newest older pending row of the same key is *not* under this relay's unexpired lease (a row
+of another process, one backing off after a failure, one whose lease ran out, or one left
+to the claim for one of these reasons). Such rows, and
+rows without a key, are released again in the same transaction (:func:`release_rows`): they
+go through the claim, which keeps their key's order. The others are handed to the relay
+after the commit, with no claim statement; if the process dies first, their lease expires
+and any relay claims them (same ``event_id``).
 """
 
 from __future__ import annotations
@@ -22,8 +33,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 from sqlalchemy import (
+    Boolean,
     Connection,
+    Insert,
     Row,
     and_,
     bindparam,
@@ -31,6 +45,8 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    insert,
+    literal_column,
     or_,
     select,
     true,
@@ -45,14 +61,18 @@ from .schema import OUTBOX
 
 __all__ = [
     "ROW_COLUMNS",
+    "OutboxLease",
     "claim_rows",
     "count_pending",
     "decode_trace_context",
     "encode_trace_context",
+    "insert_leased",
+    "leased_insert",
     "mark_failed",
     "mark_published",
     "parked_rows",
     "purge_published",
+    "release_rows",
     "row_to_outbox",
     "rows_by_event_id",
 ]
@@ -173,6 +193,99 @@ _FAILED = (
         claimed_by=None,
     )
 )
+
+
+@attrs.define
+class OutboxLease:
+    """How a unit of work writes its outbox rows for the relay of its own process (see the
+    module doc), and, once written, which rows it handed over.
+
+    ``owner`` is the relay's lease owner id, ``until`` the end of the lease. After the
+    transaction, ``handed`` holds the rows written under the lease (to be given to the relay
+    once committed, in id order) and ``poll`` is true when some rows were written without
+    it (the claim must look for them).
+    """
+
+    owner: str
+    until: datetime
+    handed: list[OutboxRow] = attrs.Factory(list)
+    poll: bool = False
+
+    def columns(self, key: str | None) -> dict[str, Any]:
+        """The lease columns of a new row with ``key`` (rows without a key go to the claim)."""
+        if key is None:
+            self.poll = True
+            return {"claimed_by": None, "claimed_until": None}
+        return {"claimed_by": self.owner, "claimed_until": self.until}
+
+
+# "The newest older pending row of this key is not under this row's (the relay's) unexpired
+# lease": one probe of ix_outbox_pending_key, however many rows of the key are pending. The
+# newest one is enough: a row written while an older one of its key was not the relay's was
+# itself left to the claim, so the newest tells; the one gap (a row of the relay's failed
+# after newer ones were handed over) the relay closes itself (see pipeline_state._relay).
+# Correlated with the row being inserted, so it needs no parameter (a multi-row INSERT repeats
+# its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
+@functools.cache
+def leased_insert(dialect: str) -> Insert:
+    """Insert outbox rows written under an :class:`OutboxLease`; returns each row's id, event
+    id and whether an older pending row of its key holds it back. The pending condition is
+    spelled as in ``ix_outbox_pending_key``'s own ``WHERE``, so the partial index serves it."""
+    pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
+    blocked = literal_column(
+        "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
+        " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
+        " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
+        f" AND older.published_at IS NULL AND {pending}"
+        " ORDER BY older.id DESC LIMIT 1), false)",
+        Boolean,
+    ).label("blocked")
+    return insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.event_id, blocked)
+
+
+_RELEASE = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id.in_(bindparam("ids", expanding=True)),
+        OUTBOX.c.claimed_by == bindparam("owner"),
+        OUTBOX.c.published_at.is_(None),
+    )
+    .values(claimed_until=None, claimed_by=None)
+)
+
+
+def insert_leased(
+    conn: Connection,
+    rows: list[dict[str, Any]],
+    messages: Sequence[tuple[OutboxMessage, datetime]],
+    lease: OutboxLease,
+) -> None:
+    """Insert ``rows`` (each with :meth:`OutboxLease.columns`) and record in ``lease`` the
+    rows handed to the relay; rows held back by an older row of their key are released
+    at once (one more statement, only then)."""
+    if not rows:
+        return
+    by_event = {message.event_id: (message, at) for message, at in messages}
+    blocked: list[int] = []
+    for row_id, event_id, held in conn.execute(leased_insert(conn.dialect.name), rows):
+        message, at = by_event[event_id]
+        if message.key is None:
+            continue
+        if held:
+            blocked.append(int(row_id))
+        else:
+            lease.handed.append(OutboxRow(id=int(row_id), message=message, created_at=at))
+    if blocked:
+        # A key's rows after a blocked one are blocked too (the same older row holds them).
+        release_rows(conn, blocked, lease.owner)
+        lease.poll = True
+    lease.handed.sort(key=lambda r: r.id)
+
+
+def release_rows(conn: Connection, row_ids: Sequence[int], owner: str) -> None:
+    """Take ``owner``'s lease off unpublished rows: the claim may take them again."""
+    if row_ids:
+        conn.execute(_RELEASE, {"ids": list(row_ids), "owner": owner})
 
 
 def claim_rows(

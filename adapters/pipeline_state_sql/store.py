@@ -13,7 +13,7 @@ whatever else the database refuses as invalid data is translated into the same e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,16 +23,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
 from pipeline_state.errors import RejectedDataError
-from pipeline_state.ports import Change, InboxEntry, OutboxRow, StalledRun, TransitionRecord, WaitingFact
+from pipeline_state.ports import (
+    Change,
+    Clock,
+    InboxEntry,
+    OutboxRow,
+    StalledRun,
+    TransitionRecord,
+    WaitingFact,
+)
 
 from . import outbox as sql_outbox
 from . import queries
 from .lane_store import LaneStore, open_on_new_engine, translated
+from .outbox import OutboxLease
 from .queries import ArchivedRun
 from .schema import ID
 from .uow import PIPELINE, write_change, write_changes
 
-__all__ = ["SqlStore", "open_store"]
+__all__ = ["HandOff", "SqlStore", "open_store"]
+
+HandOff = Callable[[Sequence[OutboxRow], bool], None]
+"""Takes the rows a commit wrote under the relay's lease (in id order) and whether rows were
+written that only the claim will find (see :meth:`SqlStore.attach_relay`)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -90,6 +103,38 @@ class SqlStore(LaneStore):
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
+        self._hand_off: tuple[HandOff, Clock] | None = None
+
+    # -- hand-off to the relay of this process ----------------------------------------------
+    def attach_relay(self, hand_off: HandOff, clock: Clock) -> None:
+        """From now on, commits write their outbox rows leased to this store's ``owner`` (until
+        ``clock.now()`` plus the lease) and, once committed, give them to ``hand_off``: the
+        relay of this process publishes them without claiming them (see
+        :mod:`pipeline_state_sql.outbox`). Rows held back by an older row of their key, rows
+        without a key and re-queued rows are left to the claim (``hand_off``'s flag says so).
+        """
+        self._hand_off = (hand_off, clock)
+
+    def detach_relay(self) -> None:
+        """Stop handing rows off: commits leave every row to the claim again."""
+        self._hand_off = None
+
+    async def release(self, row_ids: Sequence[int]) -> None:
+        """Take this store's lease off unpublished rows (a relay gives back rows it was handed
+        and will not publish): the claim may take them at once."""
+        with translated():
+            await self._write(sql_outbox.release_rows, row_ids, self.owner)
+
+    def _outbox_lease(self, changes: Sequence[Change]) -> OutboxLease | None:
+        if self._hand_off is None or not any(c.outbox or c.republish for c in changes):
+            return None
+        lease = OutboxLease(self.owner, self._hand_off[1].now() + self.lease)
+        lease.poll = any(c.republish for c in changes)  # re-queued rows: found by the claim
+        return lease
+
+    def _committed(self, lease: OutboxLease | None) -> None:
+        if lease is not None and self._hand_off is not None and (lease.handed or lease.poll):
+            self._hand_off[0](lease.handed, lease.poll)
 
     # -- Store ------------------------------------------------------------------------------
     async def load(self, batch_id: str) -> BatchState | None:
@@ -122,8 +167,10 @@ class SqlStore(LaneStore):
 
     async def commit(self, change: Change) -> None:
         _check_change(change)
+        lease = self._outbox_lease((change,))
         with translated(change.batch_id):
-            await self._write(write_change, change)
+            await self._write(write_change, change, lease)
+        self._committed(lease)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
@@ -133,8 +180,10 @@ class SqlStore(LaneStore):
         for change in changes:
             _check_change(change)
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
+        lease = self._outbox_lease(changes)
         with translated(changes[0].batch_id):
-            await self._write(write_changes, changes)
+            await self._write(write_changes, changes, lease)
+        self._committed(lease)
 
     async def is_processed(self, event_id: str) -> bool:
         check_id(event_id, "event id")

@@ -18,7 +18,8 @@ transaction to be rolled back whole. :meth:`UnitOfWork.write`, in order,
 2. records the inbox row (``ON CONFLICT DO NOTHING``; zero rows means the event was
    processed already: :class:`~pipeline_state.errors.DuplicateEventError`), or *updates*
    the row of the event a change replaces (a waiting fact re-attempted);
-3. appends the outbox rows;
+3. appends the outbox rows (under the relay's lease when an
+   :class:`~pipeline_state_sql.outbox.OutboxLease` is given: hand-off, see :mod:`.outbox`);
 4. runs what else the change writes (the caller's ``then``).
 
 :meth:`UnitOfWork.write_many` runs the compare-and-sets one per change, in order, then
@@ -47,7 +48,7 @@ from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
 from . import one_statement
-from .outbox import encode_trace_context
+from .outbox import OutboxLease, encode_trace_context, insert_leased
 from .schema import OUTBOX
 
 __all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
@@ -229,10 +230,11 @@ class UnitOfWork(Generic[C, D]):
         return None
 
     # -- the outbox ---------------------------------------------------------------------------
-    def outbox_rows(self, change: C) -> list[dict[str, Any]]:
+    def outbox_rows(self, change: C, lease: OutboxLease | None = None) -> list[dict[str, Any]]:
         at = change.at
         return [
             {
+                **({} if lease is None else lease.columns(m.key)),
                 "event_id": m.event_id,
                 "topic": m.topic,
                 "key": m.key,
@@ -254,22 +256,27 @@ class UnitOfWork(Generic[C, D]):
         then: Callable[[Connection, C], None] | None = None,
         *,
         replaces: str | None = None,
+        lease: OutboxLease | None = None,
     ) -> None:
         """Write ``change`` on ``conn`` inside the caller's transaction (steps 1 to 4 of the
         module doc); ``replaces`` names an event whose inbox row ``change.inbox`` updates."""
         self.compare_and_set(conn, change)
         self.record_inbox(conn, change.inbox, replaces=replaces)
-        _insert_rows(conn, self._sql.insert_outbox, self.outbox_rows(change))
+        self._insert_outbox(conn, [change], self.outbox_rows(change, lease), lease)
         if then is not None:
             then(conn, change)
 
-    def write_rows(self, conn: Connection, change: C, rows: Rows = ()) -> None:
+    def write_rows(
+        self, conn: Connection, change: C, rows: Rows = (), lease: OutboxLease | None = None
+    ) -> None:
         """:meth:`write` ``change`` with ``rows`` as what else it writes (inserted after its
         outbox rows, table after table). On PostgreSQL the whole unit of work is one
         statement (:mod:`.one_statement`): one round trip instead of one per step, with
-        the same outcome and the same errors."""
+        the same outcome and the same errors. With a ``lease`` (rows handed to this
+        process's relay), the outbox rows follow in a second statement, the leased insert
+        (:func:`~pipeline_state_sql.outbox.insert_leased`), which returns their ids."""
         if conn.dialect.name != "postgresql":
-            self.write(conn, change, lambda c, _change: _insert_all(c, rows))
+            self.write(conn, change, lambda c, _change: _insert_all(c, rows), lease=lease)
             return
         document = self.document(change)
         if self._cannot_follow(change, document):
@@ -294,8 +301,8 @@ class UnitOfWork(Generic[C, D]):
             inbox_columns = tuple(row)
             scalars.update(("i:" + name, value) for name, value in row.items())
         tables: list[tuple[Table, list[dict[str, Any]]]] = []
-        outbox = self.outbox_rows(change)
-        if outbox:
+        outbox = self.outbox_rows(change, lease)
+        if outbox and lease is None:
             tables.append((self.outbox, outbox))
         tables.extend((cast(Table, statement.table), list(more)) for statement, more in rows if more)
         statement = one_statement.plan(
@@ -314,8 +321,16 @@ class UnitOfWork(Generic[C, D]):
         if inserted != 1:
             assert change.inbox is not None
             raise DuplicateEventError(change.inbox.event_id)
+        if outbox and lease is not None:
+            self._insert_outbox(conn, [change], outbox, lease)
 
-    def write_many_rows(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> None:
+    def write_many_rows(
+        self,
+        conn: Connection,
+        changes: Sequence[C],
+        rows: Callable[[C], Rows],
+        lease: OutboxLease | None = None,
+    ) -> None:
         """:meth:`write_many` with ``rows(change)`` as what else each change writes (asked
         before anything is sent, not under the row lock). On PostgreSQL, when the changes of
         each document follow one another (each expects the version the one before wrote),
@@ -323,10 +338,12 @@ class UnitOfWork(Generic[C, D]):
         (:func:`~pipeline_state_sql.one_statement.plan_many`): one compare-and-set per
         document, whatever the number of its changes, and the same errors as
         :meth:`write_many`; other sequences run :meth:`write_many`."""
-        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows):
-            self.write_many(conn, changes, lambda _conn, change: rows(change))
+        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows, lease):
+            self.write_many(conn, changes, lambda _conn, change: rows(change), lease)
 
-    def _many_in_one(self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows]) -> bool:
+    def _many_in_one(
+        self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
+    ) -> bool:
         """:meth:`write_many_rows` in one statement; ``False`` (nothing sent) when the
         sequence does not have that shape."""
         chains: dict[str, list[C]] = {}
@@ -342,8 +359,12 @@ class UnitOfWork(Generic[C, D]):
                 return False
             groups[row[0]].append(row[1])
         tables: dict[Table, list[dict[str, Any]]] = {}
+        leased: list[dict[str, Any]] = []
         for change in changes:
-            tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
+            if lease is None:
+                tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
+            else:
+                leased.extend(self.outbox_rows(change, lease))
             for insert_rows, more in rows(change):
                 tables.setdefault(cast(Table, insert_rows.table), []).extend(more)
         filled = [(table, more) for table, more in tables.items() if more]
@@ -376,6 +397,9 @@ class UnitOfWork(Generic[C, D]):
             raise self.conflict(conn, changes[failed])
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
+        if leased:
+            assert lease is not None
+            self._insert_outbox(conn, changes, leased, lease)
         return True
 
     def _chain_row(
@@ -408,6 +432,7 @@ class UnitOfWork(Generic[C, D]):
         conn: Connection,
         changes: Sequence[C],
         rows: Callable[[Connection, C], Rows] | None = None,
+        lease: OutboxLease | None = None,
     ) -> None:
         """Write ``changes`` in order on ``conn`` inside the caller's one transaction.
 
@@ -439,14 +464,23 @@ class UnitOfWork(Generic[C, D]):
                 else:
                     seen.add(entry.event_id)
                     inbox.append((position, self.inbox_row(entry)))
-            added[self._sql.insert_outbox].extend(self.outbox_rows(change))
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change, lease))
             for statement, more in () if rows is None else rows(conn, change):
                 added.setdefault(statement, []).extend(more)
         duplicate = _earliest(self._first_duplicate(conn, inbox), repeated)
         if duplicate is not None:
             raise DuplicateEventError(duplicate[1])
+        self._insert_outbox(conn, changes, added.pop(self._sql.insert_outbox), lease)
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)
+
+    def _insert_outbox(
+        self, conn: Connection, changes: Sequence[C], rows: list[dict[str, Any]], lease: OutboxLease | None
+    ) -> None:
+        if lease is None:
+            _insert_rows(conn, self._sql.insert_outbox, rows)
+        else:
+            insert_leased(conn, rows, [(m, c.at) for c in changes for m in c.outbox], lease)
 
 
 def _shape(rows: Sequence[dict[str, Any]]) -> tuple[str, ...] | None:

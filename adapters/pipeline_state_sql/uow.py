@@ -45,6 +45,7 @@ from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, encode_state, stored_status
+from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
 
@@ -175,12 +176,13 @@ def _special(change: Change) -> bool:
     )
 
 
-def write_change(conn: Connection, change: Change) -> None:
+def write_change(conn: Connection, change: Change, lease: OutboxLease | None = None) -> None:
     """Write ``change`` on ``conn`` inside the caller's transaction (see the module doc):
     one statement on PostgreSQL unless it has a step 4
-    (:meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_rows`)."""
+    (:meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_rows`); ``lease``: its
+    outbox rows are written for the relay of this process (hand-off)."""
     if not _special(change):
-        PIPELINE.write_rows(conn, change, list(_rows(conn, change)))
+        PIPELINE.write_rows(conn, change, list(_rows(conn, change)), lease)
         return
 
     def then(conn: Connection, change: Change) -> None:
@@ -190,16 +192,16 @@ def write_change(conn: Connection, change: Change) -> None:
         if _special(change):
             _waiting_rows(conn, change)
 
-    PIPELINE.write(conn, change, then, replaces=change.resolves)
+    PIPELINE.write(conn, change, then, replaces=change.resolves, lease=lease)
 
 
-def write_changes(conn: Connection, changes: Sequence[Change]) -> None:
+def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLease | None = None) -> None:
     """Write ``changes`` in order on ``conn`` inside the caller's one transaction, with
     :meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_many` (one statement per
     table; the error raised is the one :func:`write_change` would have raised first,
     change after change), or change by change when one has a step 4."""
     if len(changes) == 1 or any(_special(c) for c in changes):
         for change in changes:
-            write_change(conn, change)
+            write_change(conn, change, lease)
         return
-    PIPELINE.write_many_rows(conn, changes, _change_rows)
+    PIPELINE.write_many_rows(conn, changes, _change_rows, lease)

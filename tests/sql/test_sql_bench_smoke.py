@@ -14,6 +14,7 @@ SQLITE_FIGURES = (
     "durable_sqlite_normal",
     "relay_sqlite_batch1",
     "relay_sqlite_batch100",
+    "relay_sqlite_handoff",
     "scale_sqlite",
     "history_sqlite",
 )
@@ -21,6 +22,7 @@ POSTGRES_FIGURES = (
     "durable_postgres",
     "relay_postgres_batch1",
     "relay_postgres_batch100",
+    "relay_postgres_handoff",
     "scale_postgres",
     "history_postgres",
 )
@@ -62,4 +64,8 @@ def test_sql_bench_measures_only_the_figures_asked_for() -> None:
 def test_relay_bench_runs_on_its_own() -> None:
     done = _run("relay.py", "--no-postgres")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert set(_figures(done.stdout)) == {"relay_sqlite_batch1", "relay_sqlite_batch100"}
+    assert set(_figures(done.stdout)) == {
+        "relay_sqlite_batch1",
+        "relay_sqlite_batch100",
+        "relay_sqlite_handoff",
+    }

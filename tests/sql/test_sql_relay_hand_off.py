@@ -1,0 +1,259 @@
+"""Hand-off: rows a commit wrote go to the relay of the same process in memory, already
+leased to it, and are published with no claim statement (issue 16). Against a real SQLite
+file and PostgreSQL: statements counted, a crash between commit and publish, per-key order
+behind an older failing row, several rows of one key in one pass."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from pipeline_state_service.relay_runner import RelayRunner
+from pipeline_state_sql import SqlStore
+from sqlalchemy import event
+
+from pipeline_state import ManualClock, OutboxRelay
+from pipeline_state.errors import PublishError
+from pipeline_state.ports import Change, OutboxMessage, OutboxRow
+from pipeline_state.testing import T0, message
+
+
+class Transport:
+    """Records each publish call (a wave); fails every message of the topics in ``failing``."""
+
+    def __init__(self, failing: Sequence[str] = ()) -> None:
+        self.calls: list[list[str]] = []
+        self.failing = set(failing)
+
+    @property
+    def published(self) -> list[str]:
+        return [e for call in self.calls for e in call]
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+        results: list[BaseException | None] = []
+        sent: list[str] = []
+        for m in messages:
+            if m.topic in self.failing:
+                results.append(PublishError(f"broker rejected {m.topic}"))
+            else:
+                sent.append(m.event_id)
+                results.append(None)
+        self.calls.append(sent)
+        return results
+
+
+class Inbox:
+    """Stands where the relay's hand-off is: keeps what commits hand over."""
+
+    def __init__(self) -> None:
+        self.rows: list[OutboxRow] = []
+        self.polls = 0
+
+    def __call__(self, rows: Sequence[OutboxRow], poll: bool) -> None:
+        self.rows.extend(rows)
+        self.polls += int(poll)
+
+
+async def commit(store: SqlStore, *messages: OutboxMessage, tag: str) -> None:
+    await store.commit(Change(f"handoff-{tag}", None, None, T0, outbox=messages))
+
+
+@contextmanager
+def statements(store: SqlStore) -> Iterator[list[str]]:
+    """The SQL statements the store's engine sends while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def attach(store: SqlStore, relay: OutboxRelay) -> None:
+    store.attach_relay(relay.hand_off, relay.clock)
+
+
+async def test_handed_off_rows_are_published_without_a_claim(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    attach(store, relay)
+    await commit(store, message("a1", "a"), message("b1", "b"), message("a2", "a"), tag="1")
+    assert relay.handed == 3
+    with statements(store) as sent:
+        passes = 0
+        while relay.handed:
+            await relay.run_once(claim=False, mark=False)
+            passes += 1
+        await relay.flush_marks()
+    assert transport.calls == [["a1", "b1"], ["a2"]]  # a2 only after a1 was acknowledged
+    assert passes == 2
+    # One statement in all: the rows are marked published together; nothing claimed them.
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("UPDATE outbox SET published_at"), sent
+    assert await store.pending_count() == 0
+    assert await store.claim(T0 + timedelta(days=1)) == []
+
+
+async def test_the_unit_of_work_writes_the_rows_leased_in_its_own_insert(make_store: Any) -> None:
+    store = await make_store()
+    inbox = Inbox()
+    store.attach_relay(inbox, ManualClock(T0))
+    with statements(store) as sent:
+        await commit(store, message("a1", "a"), message("b1", "b"), tag="1")
+    outbox_writes = [s for s in sent if "outbox" in s.split(" WHERE ")[0]]
+    assert len(outbox_writes) == 1, outbox_writes
+    assert outbox_writes[0].startswith("INSERT INTO outbox"), outbox_writes
+    assert [r.message.event_id for r in inbox.rows] == ["a1", "b1"]
+    assert inbox.polls == 0
+    # Leased to this store's relay: another relay's claim does not take them...
+    other = await make_store()
+    assert await other.claim(T0 + timedelta(seconds=29)) == []
+
+
+async def test_a_crash_between_commit_and_publish_is_recovered_after_the_lease(make_store: Any) -> None:
+    crashed = await make_store()
+    lost = Inbox()  # the process dies before its relay publishes what it was handed
+    crashed.attach_relay(lost, ManualClock(T0))
+    await commit(crashed, message("m1", "a"), message("m2", "b"), message("m3", "a"), tag="1")
+    assert [r.message.event_id for r in lost.rows] == ["m1", "m2", "m3"]
+
+    survivor = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(survivor, transport, ManualClock(T0 + timedelta(seconds=29)))
+    assert (await relay.run_once()).published == 0  # still under the dead process's lease
+    relay.clock = ManualClock(T0 + timedelta(seconds=30))
+    assert (await relay.drain()).published == 3
+    assert transport.published == ["m1", "m2", "m3"]  # the same event ids, key order kept
+    assert await survivor.pending_count() == 0
+
+
+async def test_a_handed_row_never_overtakes_an_older_failing_row_of_its_key(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport(failing=["poison"])
+    clock = ManualClock(T0)
+    relay = OutboxRelay(store, transport, clock, base_backoff=10.0)
+    attach(store, relay)
+    await commit(store, message("p1", "k", "poison"), message("o1", "other"), tag="1")
+    await commit(store, message("k2", "k"), tag="2")  # p1 was under this relay's lease: handed
+    assert relay.handed == 3
+    report = await relay.run_once(claim=False)
+    assert (report.published, report.failed) == (1, 1)
+    assert relay.handed == 0  # k2 was waiting for the next wave: given back to the claim
+    assert transport.published == ["o1"]
+
+    # Written while p1 backs off (not under a lease): left to the claim, which holds it back.
+    await commit(store, message("k3", "k"), tag="3")
+    assert relay.handed == 0
+    assert relay.claim_due
+    assert (await relay.run_once()).published == 0
+
+    transport.failing.clear()
+    clock.advance(10)
+    await relay.drain()
+    assert transport.published == ["o1", "p1", "k2", "k3"]
+    assert await store.pending_count() == 0
+
+
+async def test_a_row_handed_late_is_held_back_by_a_row_of_its_key_that_failed(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport(failing=["poison"])
+    clock = ManualClock(T0)
+    relay = OutboxRelay(store, transport, clock, base_backoff=10.0)
+    held = Inbox()  # commits hand over here; the test passes the rows on one by one
+    store.attach_relay(held, clock)
+    await commit(store, message("p1", "k", "poison"), tag="1")
+    await commit(store, message("k2", "k"), tag="2")  # committed before p1 failed
+    first, second = held.rows
+    relay.hand_off([first])
+    assert (await relay.run_once(claim=False)).failed == 1
+    relay.hand_off([second])  # arrives after the failure
+    assert (await relay.run_once(claim=False)).published == 0
+    assert transport.published == []
+    transport.failing.clear()
+    clock.advance(10)
+    await relay.drain()
+    assert transport.published == ["p1", "k2"]
+
+
+async def test_several_rows_of_one_key_go_out_wave_after_wave_without_a_claim(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    attach(store, relay)
+    for i in range(5):
+        await commit(store, message(f"t{i}", "teacher-1"), message(f"b{i}", f"batch-{i}"), tag=str(i))
+    with statements(store) as sent:
+        while relay.handed:
+            await relay.run_once(claim=False, mark=False)
+        await relay.flush_marks()
+    assert [e for e in transport.published if e.startswith("t")] == [f"t{i}" for i in range(5)]
+    # One wave per teacher row, every batch row in the first; no claim between the waves.
+    assert transport.calls[0] == ["t0", *(f"b{i}" for i in range(5))]
+    assert transport.calls[1:] == [[f"t{i}"] for i in range(1, 5)]
+    assert len(sent) == 1, sent
+    assert await store.pending_count() == 0
+
+
+async def test_a_transport_that_keeps_key_order_takes_a_key_s_rows_in_one_wave(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0), rows_per_key=100)
+    attach(store, relay)
+    for i in range(5):
+        await commit(store, message(f"t{i}", "teacher-1"), message(f"b{i}", f"batch-{i}"), tag=str(i))
+    await relay.run_once(claim=False)
+    assert transport.calls == [["t0", "b0", "t1", "b1", "t2", "b2", "t3", "b3", "t4", "b4"]]
+    assert await store.pending_count() == 0
+
+
+async def test_rows_without_a_key_and_requeued_rows_are_left_to_the_claim(make_store: Any) -> None:
+    store = await make_store()
+    inbox = Inbox()
+    store.attach_relay(inbox, ManualClock(T0))
+    await commit(store, message("n1", None), message("a1", "a"), tag="1")
+    assert [r.message.event_id for r in inbox.rows] == ["a1"]
+    assert inbox.polls == 1
+    assert [r.message.event_id for r in await store.claim(T0)] == ["n1"]
+
+
+async def test_the_runner_publishes_handed_rows_at_once_and_marks_them_together(make_store: Any) -> None:
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    runner = RelayRunner(relay, idle_seconds=60.0, hand_off=True, mark_seconds=2.0)
+    store.attach_relay(runner.hand_off, relay.clock)
+    stop = asyncio.Event()
+    with statements(store) as sent:
+        task = asyncio.create_task(runner.run(stop))
+        for _ in range(500):  # the first pass claims (nothing is pending yet)
+            if any("claimed_until" in s for s in sent):
+                break
+            await asyncio.sleep(0.01)
+        sent.clear()
+        for i in range(3):
+            await commit(store, message(f"m{i}", f"k{i}"), tag=str(i))
+            for _ in range(1000):  # published before the next commit, well before any claim
+                if len(transport.published) > i:
+                    break
+                await asyncio.sleep(0.001)
+        assert transport.published == ["m0", "m1", "m2"]
+        for _ in range(1000):
+            if await store.pending_count() == 0:
+                break
+            await asyncio.sleep(0.01)
+        relay_statements = [s for s in sent if s.startswith("UPDATE outbox")]
+        stop.set()
+        await task
+    assert not any("SELECT" in s for s in relay_statements), relay_statements  # no claim
+    assert len(relay_statements) == 1, relay_statements  # one mark for the three commits
+    assert relay_statements[0].startswith("UPDATE outbox SET published_at")
+    assert await store.pending_count() == 0
