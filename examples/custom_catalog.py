@@ -3,14 +3,16 @@
 A custom catalog (built with ``Catalog.from_dict``) declares the pipelines of a video
 publishing service, and a custom :class:`~pipeline_state.Profile` names the command that
 starts each phase (its own command models, on the service's own topics, which declare the
-names the engine fills them under: ``episodes``, each an ``episode_id`` and a ``source_uri``). The
-same engine then prunes, dispatches in parallel, expires a phase deadline, skips dependents
-of a failed phase and completes every run exactly once. The profile's own ``Outbound`` words
-what the engine announces: a release report on the media topics instead of the education
-platform's completion event, skip and refusal events of its own, and no registration event
-or owner notifications. Its inbound wire is its own too: the profile's ``Inbound`` reads a
-season opened by a producer, its source files uploaded, a release request and a step's
-report as the engine's inputs, and writes them back for tests and demos.
+names the engine fills them under: ``episodes``, each an ``episode_id`` and a ``source_uri``;
+``publish``, which waits for two steps, also lists the file each of them produced, as the
+profile's default fan-in merge does). The same engine then prunes, dispatches in parallel,
+expires a phase deadline, skips dependents of a failed phase and completes every run
+exactly once. The profile's own ``Outbound`` words what the engine announces: a release
+report on the media topics instead of the education platform's completion event, skip and
+refusal events of its own, and no registration event or owner notifications. Its inbound
+wire is its own too: the profile's ``Inbound`` reads a season opened by a producer, its
+source files uploaded, a release request and a step's report as the engine's inputs, and
+writes them back for tests and demos.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, Literal
 
+import attrs
 from pydantic import Field
 
 from pipeline_state import Catalog, CommandSpec, Inbound, InboundTopic, InMemoryRuntime, Profile, WireModel
@@ -73,8 +76,28 @@ class CaptionsCommand(StepCommand):
     language: str
 
 
+class StepFile(WireModel):
+    """Where one step left an episode's file."""
+
+    step: str
+    source_uri: str | None = None
+
+
+class PublishedEpisode(EpisodeRef):
+    """An episode to publish, with the file each step it waited for produced."""
+
+    sources: list[StepFile] = Field(default_factory=list)
+
+
 class PublishCommand(StepCommand):
-    """Publish the episodes that came through thumbnails and captions."""
+    """Publish the episodes that came through thumbnails and captions: for each, the file
+    each of them produced (``sources``, in plan order: thumbnails, then captions)."""
+
+    command_fields: ClassVar[CommandFields] = attrs.evolve(
+        MEDIA_COMMAND_FIELDS, dependency_refs="sources", dependency="step"
+    )
+
+    episodes: list[PublishedEpisode]  # type: ignore[assignment]
 
 
 class ReleaseReportV1(WireModel):
@@ -272,6 +295,9 @@ MEDIA = Profile(
         "publish": CommandSpec("media.publish.start.v1", PublishCommand),
     },
     source_service="media_orchestrator",
+    # publish lists two more files per episode: a season is bounded so that its largest
+    # command still fits the default max_command_bytes (the profile checks it when built)
+    max_items_per_batch=500,
     outbound=MediaOutbound(),
     inbound=MEDIA_INBOUND,
 )

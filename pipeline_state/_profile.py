@@ -32,17 +32,19 @@ each with a fresh deadline, and then fails the phase with ``timeout``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from ._catalog import Catalog, Step
+from ._fan_in import EVERY_DEPENDENCY, DependencyRef, FanIn
 from ._guards import AdmissionGuard
 from ._inbound import Inbound
 from ._inputs import ContentReady, GroupConfirmed, ItemsReady
@@ -99,6 +101,12 @@ class CommandFields:
     language: str = "language"
     category: str = "category"
     group_id: str = "group_id"
+    dependency_refs: str | None = None
+    """The key, in each item of a fan-in phase's command, of the list of its dependencies'
+    refs (see :mod:`pipeline_state._fan_in`); ``None``: the model has no such list."""
+    dependency: str = "phase"
+    """The key of a dependency's phase name in each entry of that list (its ref is under
+    :attr:`content_ref`)."""
 
     @property
     def phase(self) -> frozenset[str]:
@@ -117,9 +125,25 @@ class CommandFields:
         hold no control characters, the only ones JSON escapes to more)."""
         return len(f'{{"{self.item_id}":"","{self.content_ref}":""}},') + 2 * MAX_ITEM_ID_LENGTH * 4
 
+    def listed_refs_max_bytes(self, dependencies: Sequence[str]) -> int:
+        """The most the list of ``dependencies``' refs adds to one item as UTF-8 JSON (0
+        when the model declares no :attr:`dependency_refs`)."""
+        if self.dependency_refs is None:
+            return 0
+        entry = len(f'{{"{self.dependency}":,"{self.content_ref}":""}},') + MAX_ITEM_ID_LENGTH * 4
+        names = sum(len(json.dumps(phase).encode()) for phase in dependencies)
+        return len(f',"{self.dependency_refs}":[]') + len(dependencies) * entry + names
+
     def item(self, ref: ItemRef) -> dict[str, str | None]:
         """One item of the list, as the command models validate it."""
         return {self.item_id: ref.item_id, self.content_ref: ref.content_ref}
+
+    def listing(self, ref: ItemRef, refs: Sequence[DependencyRef]) -> dict[str, Any]:
+        """One item of a fan-in phase's list that also lists its dependencies' ``refs``
+        (under :attr:`dependency_refs`, which must be set)."""
+        assert self.dependency_refs is not None
+        listed = [{self.dependency: r.phase, self.content_ref: r.content_ref} for r in refs]
+        return {self.item_id: ref.item_id, self.content_ref: ref.content_ref, self.dependency_refs: listed}
 
 
 ENGINE_COMMAND_FIELDS = CommandFields()
@@ -280,6 +304,28 @@ def _check_command(profile: str, where: str, spec: object, *, matching: bool) ->
     return spec
 
 
+def _item_model(model: type[WireModel], names: CommandFields) -> type[BaseModel] | None:
+    """The model of the items of ``model``'s list (:attr:`CommandFields.items`), if it has
+    one (a list of dicts has none)."""
+    for name, field in model.model_fields.items():
+        if names.items in _input_keys(name, field, model.model_config):
+            todo: list[object] = [field.annotation]
+            while todo:
+                found = todo.pop()
+                if isinstance(found, type) and issubclass(found, BaseModel):
+                    return found
+                todo.extend(get_args(found))
+    return None
+
+
+def _field_for(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field of ``model`` that ``key`` fills, if any."""
+    for name, field in model.model_fields.items():
+        if key in _input_keys(name, field, model.model_config):
+            return field
+    return None
+
+
 def _accepts_none(field: FieldInfo) -> bool:
     try:
         TypeAdapter(field.rebuild_annotation()).validate_python(None)
@@ -321,6 +367,10 @@ class Profile:
       but its ``inbound`` carries no :class:`~pipeline_state._inputs.GroupConfirmed` or no
       :class:`~pipeline_state._inputs.ItemsReady` (a batch with a group would wait for it
       forever);
+    * ``fan_in`` is not a merge policy, or it lists the dependencies' refs and a fan-in
+      phase's command model declares no place for them
+      (:attr:`CommandFields.dependency_refs`), or a model declares one its items lack or
+      require;
     * a deadline, ``max_resends``, ``max_parallel``, ``max_items_per_batch`` or
       ``max_command_bytes`` is out of range (see the module).
 
@@ -357,6 +407,11 @@ class Profile:
     """The profile's names for batch states and triggers its wire knew by other names
     (:class:`~pipeline_state._names.StateNames`; a mapping converts): refusal reasons and
     details, waiting-fact keys and batch views show them."""
+    fan_in: FanIn = EVERY_DEPENDENCY
+    """How a phase with several dependencies gets their refs, item by item (a merge policy,
+    see :mod:`pipeline_state._fan_in`): by default its command lists every dependency's ref,
+    which its model must have room for (:attr:`CommandFields.dependency_refs`);
+    :data:`~pipeline_state._fan_in.LAST_DEPENDENCY` carries only the last one's."""
     measure_above_items: int = attrs.field(init=False, default=0)
     """Commands of more items than this are measured before they are built (derived)."""
 
@@ -380,6 +435,7 @@ class Profile:
                 f"(the catalog's phases are {list(self.catalog.phases)})",
             )
         self._check_topics()
+        self._check_fan_in()
         unknown = [phase for phase in self.deadlines if phase not in self.catalog.phases]
         if unknown:
             raise DefinitionError(self.name, f"deadlines name phases that are not in the catalog: {unknown}")
@@ -409,7 +465,7 @@ class Profile:
                 f"max_command_bytes must be a whole number above {COMMAND_OVERHEAD_BYTES}, got {limit!r}",
             )
         per_item = max(
-            (command_fields(spec.model).item_ref_max_bytes for spec in self.phase_commands.values()),
+            (self._item_max_bytes(phase, spec) for phase, spec in self.phase_commands.items()),
             default=ENGINE_COMMAND_FIELDS.item_ref_max_bytes,
         )
         worst = COMMAND_OVERHEAD_BYTES + items * per_item
@@ -422,6 +478,70 @@ class Profile:
                 f"max_command_bytes={limit}: allow at most {fits} items or raise max_command_bytes",
             )
         object.__setattr__(self, "measure_above_items", (limit - COMMAND_OVERHEAD_BYTES) // per_item)
+
+    def fan_in_phases(self) -> tuple[str, ...]:
+        """The catalog's phases with several dependencies, in first-seen order."""
+        catalog = self.catalog
+        return tuple(p for p in catalog.phases if len(catalog.step_definition(p).depends_on) > 1)
+
+    def _item_max_bytes(self, phase: str, spec: CommandSpec) -> int:
+        """The most one item of ``phase``'s command takes (its dependencies' refs included
+        when the merge lists them)."""
+        names = command_fields(spec.model)
+        depends_on = self.catalog.step_definition(phase).depends_on
+        listed = (
+            names.listed_refs_max_bytes(depends_on) if self.fan_in.lists_refs and len(depends_on) > 1 else 0
+        )
+        return names.item_ref_max_bytes + listed
+
+    def _check_fan_in(self) -> None:
+        """The merge policy, and room for what it lists in the commands of fan-in phases."""
+        name, policy = self.name, self.fan_in
+        if isinstance(policy, type):
+            raise DefinitionError(
+                name,
+                f"fan_in is the class {policy.__qualname__}, not a merge policy: "
+                f"pass an instance ({policy.__qualname__}())",
+            )
+        lists = getattr(policy, "lists_refs", None)
+        if not callable(getattr(policy, "merge", None)) or not isinstance(lists, bool):
+            raise DefinitionError(
+                name,
+                f"fan_in ({_kind(policy)}) must have a bool lists_refs and a callable merge(item) "
+                "returning a Merged: see pipeline_state._fan_in (EVERY_DEPENDENCY, LAST_DEPENDENCY)",
+            )
+        for phase, spec in self.phase_commands.items():
+            names = command_fields(spec.model)
+            if names.dependency_refs is None:
+                continue
+            item = _item_model(spec.model, names)
+            field = None if item is None else _field_for(item, names.dependency_refs)
+            if item is not None and field is None:
+                raise DefinitionError(
+                    name,
+                    f"the model of phase {phase!r}, {spec.model.__qualname__}, declares "
+                    f"dependency_refs={names.dependency_refs!r}, but its items "
+                    f"({item.__qualname__}) have no such field: the listed refs would be dropped",
+                )
+            if field is not None and field.is_required():
+                raise DefinitionError(
+                    name,
+                    f"the model of phase {phase!r}, {spec.model.__qualname__}, requires "
+                    f"{names.dependency_refs!r} in each item, which the engine fills only in the "
+                    "commands of fan-in phases: give it a default (an empty list)",
+                )
+        if not lists:
+            return
+        for phase in self.fan_in_phases():
+            model = self.phase_commands[phase].model
+            if command_fields(model).dependency_refs is None:
+                raise DefinitionError(
+                    name,
+                    f"phase {phase!r} has several dependencies and fan_in={_kind(policy)} lists each "
+                    f"one's ref, but its model {model.__qualname__} declares no place for them: set "
+                    "dependency_refs in its command_fields (CommandFields) and give its items that "
+                    "field, or choose fan_in=LAST_DEPENDENCY (one ref per item, the last dependency's)",
+                )
 
     def _check_types(self) -> None:
         """The settings' types, the commands' models and the guards (see the class)."""

@@ -42,6 +42,10 @@ def _first_line(doc: str | None) -> str:
     return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
 
 
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
 def _limits(profile: Profile) -> list[str]:
     deadlines = ", ".join(f"`{p}`: {_seconds(s)}" for p, s in sorted(profile.deadlines.items())) or "—"
     rows = [
@@ -57,6 +61,13 @@ def _limits(profile: Profile) -> list[str]:
             "phases of a run dispatched at once",
         ],
         ["`strict_correlation`", str(profile.strict_correlation).lower(), "outcomes of no known run ignored"],
+        [
+            "`fan_in`",
+            f"`{type(profile.fan_in).__name__}`",
+            "what the command of a phase with several dependencies "
+            f"({_codes(profile.fan_in_phases())}) carries for each item: "
+            + _lower_first(_first_line(type(profile.fan_in).__doc__).rstrip(".")),
+        ],
         [
             "`view_names`",
             _codes((profile.view_names.owner, profile.view_names.group_id, profile.view_names.items)),

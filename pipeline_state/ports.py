@@ -6,8 +6,9 @@ The Protocols are small and state behaviour and the errors they raise: a :class:
 and an :class:`AdmissionGuard` decide admission, and a profile's :class:`Outbound` words
 what the engine announces. The values that cross them are here too: the stored batch state
 (:class:`BatchState`, :class:`Run`, :class:`PhaseRun`, :class:`ItemRef` and their
-statuses), a unit of work (:class:`Change` and its records), the engine inputs a profile's
-inbound reader returns and the facts its outbound receives.
+statuses), what a fan-in merge policy (:class:`FanIn`) receives and returns, a unit of
+work (:class:`Change` and its records), the engine inputs a profile's inbound reader
+returns and the facts its outbound receives.
 
 The in-memory adapters are :class:`~pipeline_state.InMemoryStore`,
 :class:`~pipeline_state.InMemoryBus` and the clocks; SQL, Kafka and HTTP ones live in their
@@ -24,6 +25,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ._fan_in import (
+    EVERY_DEPENDENCY,
+    LAST_DEPENDENCY,
+    DependencyRef,
+    EveryDependency,
+    FanIn,
+    FanInItem,
+    LastDependency,
+    Merged,
+)
 from ._guards import AdmissionGuard, AdmissionRequest, CreditLedger, Denial
 from ._inputs import (
     ContentReady,
@@ -42,6 +53,8 @@ from ._outbound import Notice, Outbound, Outgoing, RunSummary
 from ._profile import CommandFields
 
 __all__ = [
+    "EVERY_DEPENDENCY",
+    "LAST_DEPENDENCY",
     "AdmissionGuard",
     "AdmissionRequest",
     "BatchState",
@@ -52,11 +65,17 @@ __all__ = [
     "ContentReady",
     "CreditLedger",
     "Denial",
+    "DependencyRef",
     "EngineInput",
+    "EveryDependency",
+    "FanIn",
+    "FanInItem",
     "GroupConfirmed",
     "InboxEntry",
     "ItemRef",
     "ItemsReady",
+    "LastDependency",
+    "Merged",
     "Notice",
     "Outbound",
     "Outbox",

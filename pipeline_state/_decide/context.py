@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline_state._commands import Command
+from pipeline_state._fan_in import DependencyRef
 from pipeline_state._guards import Denial
 from pipeline_state._inputs import RegisterBatch
 from pipeline_state._model import BatchState, ItemRef, Run, evolve
@@ -130,7 +131,18 @@ class RunCtx:
 class PhaseCtx:
     """A phase trigger: which phase, the field changes its move makes, and what it carries."""
 
-    __slots__ = ("changes", "engine", "failed", "inputs", "name", "note", "outputs", "payload", "skip_reason")
+    __slots__ = (
+        "changes",
+        "engine",
+        "failed",
+        "inputs",
+        "listed",
+        "name",
+        "note",
+        "outputs",
+        "payload",
+        "skip_reason",
+    )
 
     def __init__(
         self,
@@ -151,5 +163,7 @@ class PhaseCtx:
         self.outputs = outputs
         self.failed = failed
         self.inputs: tuple[ItemRef, ...] | None = None
+        self.listed: Mapping[str, tuple[DependencyRef, ...]] = {}
+        """The dependency refs a fan-in phase's command lists, item by item (``inputs_ready``)."""
         self.payload: dict[str, Any] | None = None
         """The command's field values (``prepare_command``); ``None``: too large to send."""

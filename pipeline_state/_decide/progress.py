@@ -144,10 +144,18 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
         return session.finish(ignored="failure_outside_run")
     step = session.profile.catalog.step_definition(p.phase_name)
     order = plan_order_for(session.profile, p.phase_name, step)
-    deps = [session.recorded().get(d) for d in sorted(step.depends_on, key=order.index)]
+    names = sorted(step.depends_on, key=order.index)
+    deps = [session.recorded().get(d) for d in names]
     # Each dependency's latest recorded outputs, merged as a run's fan-in merges them.
     recorded = [d for d in deps if d is not None]
-    outputs = session.state.items if not deps else fan_in(recorded) if len(recorded) == len(deps) else ()
+    if not deps:
+        outputs = session.state.items
+    elif len(recorded) < len(deps):
+        outputs = ()
+    elif len(recorded) == 1:
+        outputs = recorded[0]
+    else:
+        outputs = fan_in(session.profile.fan_in, names, recorded)
     run_id = derive_id(session.command.event_id, "run")
     manual = PhaseRun(
         p.phase_name,

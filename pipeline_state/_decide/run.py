@@ -3,11 +3,12 @@ cancellation - the guards and effects of the phase lifecycle and of a run's star
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline_state._catalog import Plan
+from pipeline_state._fan_in import DependencyRef, FanIn, gather
 from pipeline_state._lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
 from pipeline_state._model import ItemRef, PhaseRun, Run, evolve
 from pipeline_state._outbound import Notice, RunSummary
@@ -25,11 +26,13 @@ _PENDING = PhaseStatus.PENDING_DEPENDENCIES
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 
 
-def fan_in(outputs: Sequence[tuple[ItemRef, ...]]) -> tuple[ItemRef, ...]:
-    """The merge of several dependencies' outputs (given in plan order): the items that
-    succeeded in every one, with the refs of the last."""
-    survivors = set.intersection(*({e.item_id for e in out} for out in outputs))
-    return tuple(e for e in outputs[-1] if e.item_id in survivors)
+def fan_in(
+    policy: FanIn, dependencies: Sequence[str], outputs: Sequence[tuple[ItemRef, ...]]
+) -> tuple[ItemRef, ...]:
+    """The inputs of a phase fed by several ``dependencies`` (plan order) whose ``outputs``
+    are given in the same order: the items that succeeded in every one, each with the ref
+    the profile's ``policy`` merges (see :func:`~pipeline_state._fan_in.gather`)."""
+    return gather(policy, dependencies, outputs)[0]
 
 
 def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
@@ -118,12 +121,17 @@ class RunEngine:
             return phase.outputs
         return None if not phase.is_terminal else ()
 
-    def inputs_for(self, phase: PhaseRun) -> tuple[ItemRef, ...] | None:
+    def inputs_for(
+        self, phase: PhaseRun
+    ) -> tuple[tuple[ItemRef, ...], Mapping[str, tuple[DependencyRef, ...]]] | None:
+        """The items ``phase`` gets and, for a fan-in, the dependency refs its command lists
+        for each (see :mod:`pipeline_state._fan_in`); ``None`` while a dependency runs."""
         depends_on = phase.depends_on
         if not depends_on:
-            return self.session.state.items
+            return self.session.state.items, {}
         if len(depends_on) == 1:
-            return self.dependency_outputs(depends_on[0])
+            out = self.dependency_outputs(depends_on[0])
+            return None if out is None else (out, {})
         order = {name: i for i, name in enumerate(self.plan_order())}
         deps = sorted(phase.depends_on, key=lambda d: order.get(d, -1))
         outputs: list[tuple[ItemRef, ...]] = []
@@ -132,7 +140,7 @@ class RunEngine:
             if out is None:
                 return None
             outputs.append(out)
-        return fan_in(outputs)
+        return gather(self.session.profile.fan_in, deps, outputs)
 
     def plan_order(self) -> tuple[str, ...]:
         return self.run.plan or self.run.pruned + tuple(self.phases)
@@ -141,15 +149,27 @@ class RunEngine:
         seconds = phase.deadline_seconds
         return self.session.now + timedelta(seconds=seconds) if seconds else None
 
-    def phase_command(self, spec: CommandSpec, inputs: tuple[ItemRef, ...]) -> dict[str, Any] | None:
-        """The field values of the command that starts a phase over ``inputs``; ``None``
-        when it would exceed the profile's ``max_command_bytes`` (measured, by building it,
-        only when the item count allows it)."""
+    def phase_command(
+        self,
+        spec: CommandSpec,
+        inputs: tuple[ItemRef, ...],
+        listed: Mapping[str, tuple[DependencyRef, ...]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The field values of the command that starts a phase over ``inputs``, each item
+        with the dependency refs ``listed`` for it (a fan-in's, when the model has room for
+        them); ``None`` when it would exceed the profile's ``max_command_bytes`` (measured,
+        by building it, only when the item count allows it)."""
         state = self.session.state
         names = command_fields(spec.model)
+        if listed and names.dependency_refs is not None:
+            items = [
+                names.listing(e, listed[e.item_id]) if e.item_id in listed else names.item(e) for e in inputs
+            ]
+        else:
+            items = [names.item(e) for e in inputs]
         data = {
             names.batch_id: state.batch_id,
-            names.items: [names.item(e) for e in inputs],
+            names.items: items,
             names.language: state.language,
             names.category: state.category,
             names.group_id: state.group_id,
@@ -242,8 +262,12 @@ def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
 # -- phase guards --------------------------------------------------------------------------
 def inputs_ready(ctx: PhaseCtx) -> str | None:
     engine = ctx.engine
-    ctx.inputs = engine.inputs_for(engine.phases[ctx.name])
-    return "dependencies_running" if ctx.inputs is None else None
+    gathered = engine.inputs_for(engine.phases[ctx.name])
+    if gathered is None:
+        ctx.inputs = None
+        return "dependencies_running"
+    ctx.inputs, ctx.listed = gathered
+    return None
 
 
 def below_parallel_limit(ctx: PhaseCtx) -> str | None:
@@ -306,7 +330,7 @@ def prepare_command(ctx: PhaseCtx) -> None:
     inputs = ctx.inputs
     assert inputs is not None
     spec = session.profile.phase_commands[ctx.name]
-    ctx.payload = engine.phase_command(spec, inputs)
+    ctx.payload = engine.phase_command(spec, inputs, ctx.listed)
     if ctx.payload is None:
         # Never build a command the producer would refuse: the phase fails at once.
         ctx.changes = {"dispatched_at": session.now, "inputs": inputs}

@@ -331,7 +331,13 @@ class _OnAnInboundTopic(_TwoModelsOnOneTopic):
 
 
 def _media_with(outbound: object) -> Profile:
-    return Profile(name="m", catalog=MEDIA.catalog, phase_commands=MEDIA.phase_commands, outbound=outbound)  # type: ignore[arg-type]
+    return Profile(
+        name="m",
+        catalog=MEDIA.catalog,
+        phase_commands=MEDIA.phase_commands,
+        max_items_per_batch=MEDIA.max_items_per_batch,
+        outbound=outbound,  # type: ignore[arg-type]
+    )
 
 
 def test_asyncapi_refuses_what_it_cannot_describe() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline_state import Catalog, CommandSpec, DefinitionError, InMemoryRuntime, Profile
 from pipeline_state.errors import InvalidMessageError, ItemMismatchError
+from pipeline_state.ports import LAST_DEPENDENCY
 from pipeline_state.profiles.huleedu.catalog import HULEEDU_CATALOG
 from pipeline_state.profiles.huleedu.events import (
     ELSBatchPhaseOutcomeV1,
@@ -50,6 +51,7 @@ def media_profile() -> Profile:
         catalog=CATALOG,
         phase_commands={phase: CommandSpec(topic, PhaseInitiateCommand) for phase, topic in TOPICS.items()},
         source_service="media_orchestrator",
+        fan_in=LAST_DEPENDENCY,  # PhaseInitiateCommand holds one ref per item
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pipeline_state._catalog import Catalog
+from pipeline_state._fan_in import LAST_DEPENDENCY, FanIn
 from pipeline_state._guards import AdmissionGuard, CreditLedger, CreditsGuard, PromptGuard
 from pipeline_state._lifecycle import ITEMS_READY, BatchStatus
 from pipeline_state._names import StateNames
@@ -26,6 +27,7 @@ from .events import (
 
 __all__ = [
     "HULEEDU_DEFAULT_DEADLINE_SECONDS",
+    "HULEEDU_FAN_IN",
     "HULEEDU_PHASE_COMMANDS",
     "HULEEDU_STATE_NAMES",
     "HULEEDU_VIEW_NAMES",
@@ -51,6 +53,13 @@ HULEEDU_DEFAULT_DEADLINE_SECONDS = 3_600.0
 """Deadline of every phase of the shipped HuleEdu profile (one hour); with
 :data:`DEFAULT_MAX_RESENDS` re-sends a silent phase fails after three hours."""
 
+
+HULEEDU_FAN_IN: FanIn = LAST_DEPENDENCY
+"""How a HuleEdu fan-in phase (``ai_feedback`` after ``spellcheck`` and ``nlp``) gets its
+dependencies' refs: the last dependency's, in plan order, for each essay that succeeded in
+every one. HuleEdu's commands carry one text ref per essay (``essays_to_process`` holds one
+``text_storage_id`` each, a shape the wire contract fixes), so they have no room to list
+each dependency's, and the last one's is what the platform has always sent."""
 
 HULEEDU_VIEW_NAMES = ViewNames(owner="user_id", group_id="class_id", items="essay_count")
 
@@ -124,4 +133,5 @@ def huleedu_profile(
         item_kind="essay",
         view_names=HULEEDU_VIEW_NAMES,
         state_names=HULEEDU_STATE_NAMES,
+        fan_in=HULEEDU_FAN_IN,
     )

@@ -56,7 +56,12 @@ from pipeline_state.profiles.huleedu.events import (
     StudentMatchingInitiateCommandV1,
     Topic,
 )
-from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS, HULEEDU_STATE_NAMES, PROMPT_PHASES
+from pipeline_state.profiles.huleedu.profile import (
+    HULEEDU_FAN_IN,
+    HULEEDU_PHASE_COMMANDS,
+    HULEEDU_STATE_NAMES,
+    PROMPT_PHASES,
+)
 
 __all__ = [
     "HULEEDU_DEADLINE_CATALOG",
@@ -416,7 +421,9 @@ def profile_for(
 ) -> Profile:
     """A profile over ``catalog``: HuleEdu commands for HuleEdu phase names, a generic
     ``test.<phase>.initiate.command.v1`` command for the others, and the prompt guard.
-    Deadlines are the catalog's only (no default deadline).
+    Deadlines are the catalog's only (no default deadline); fan-in merges as HuleEdu's does
+    (:data:`~pipeline_state.profiles.huleedu.profile.HULEEDU_FAN_IN`: its commands carry one
+    ref per item).
 
     ``topics`` (phase name: command topic) puts each phase's command on the topic given
     instead (the model stays: the HuleEdu one for a HuleEdu phase name,
@@ -440,6 +447,7 @@ def profile_for(
         max_resends=max_resends,
         strict_correlation=strict_correlation,
         state_names=HULEEDU_STATE_NAMES,
+        fan_in=HULEEDU_FAN_IN,
     )
 
 
