@@ -10,7 +10,9 @@ default one.
 **Commands that can always be published.** A phase command carries its items inline
 (under the name its model declares, see :class:`CommandFields`). Every inbound id and list
 is bounded (:mod:`pipeline_state._wire`), so the largest command a profile can build is known
-in advance: :func:`command_size_bound` of ``max_items_per_batch`` items. Building a profile
+in advance: :meth:`Profile.largest_command_bytes` of ``max_items_per_batch`` items
+(:func:`command_size_bound` for a model's items, plus the dependency refs a fan-in command
+lists, see :mod:`pipeline_state._fan_in`). Building a profile
 checks that it fits ``max_command_bytes`` (default :data:`DEFAULT_MAX_COMMAND_BYTES`, under the producer's
 1 MiB request limit) and raises :class:`~pipeline_state.errors.DefinitionError` naming the
 numbers otherwise. As defense in depth (a state stored before the bounds existed), the
@@ -464,11 +466,8 @@ class Profile:
                 self.name,
                 f"max_command_bytes must be a whole number above {COMMAND_OVERHEAD_BYTES}, got {limit!r}",
             )
-        per_item = max(
-            (self._item_max_bytes(phase, spec) for phase, spec in self.phase_commands.items()),
-            default=ENGINE_COMMAND_FIELDS.item_ref_max_bytes,
-        )
-        worst = COMMAND_OVERHEAD_BYTES + items * per_item
+        per_item = self.item_max_bytes()
+        worst = self.largest_command_bytes(items)
         if worst > limit:
             fits = (limit - COMMAND_OVERHEAD_BYTES) // per_item
             raise DefinitionError(
@@ -484,15 +483,26 @@ class Profile:
         catalog = self.catalog
         return tuple(p for p in catalog.phases if len(catalog.step_definition(p).depends_on) > 1)
 
-    def _item_max_bytes(self, phase: str, spec: CommandSpec) -> int:
-        """The most one item of ``phase``'s command takes (its dependencies' refs included
-        when the merge lists them)."""
-        names = command_fields(spec.model)
+    def item_max_bytes(self, phase: str | None = None) -> int:
+        """The most one item of ``phase``'s command takes as UTF-8 JSON, its dependencies'
+        refs included when the merge lists them (see :mod:`pipeline_state._fan_in`); without
+        ``phase``, the most over every phase."""
+        if phase is None:
+            return max(
+                (self.item_max_bytes(p) for p in self.phase_commands),
+                default=ENGINE_COMMAND_FIELDS.item_ref_max_bytes,
+            )
+        names = command_fields(self.phase_commands[phase].model)
         depends_on = self.catalog.step_definition(phase).depends_on
         listed = (
             names.listed_refs_max_bytes(depends_on) if self.fan_in.lists_refs and len(depends_on) > 1 else 0
         )
         return names.item_ref_max_bytes + listed
+
+    def largest_command_bytes(self, items: int) -> int:
+        """The most bytes a phase command of ``items`` items of this profile can take (see
+        the module): what ``max_command_bytes`` must allow for batches of that many."""
+        return COMMAND_OVERHEAD_BYTES + items * self.item_max_bytes()
 
     def _check_fan_in(self) -> None:
         """The merge policy, and room for what it lists in the commands of fan-in phases."""

@@ -80,7 +80,7 @@ from pipeline_state._inputs import (
 from pipeline_state._lifecycle import ABSENT, BATCH_LIFECYCLE, LIFECYCLES, BatchStatus, Lifecycle, PhaseStatus
 from pipeline_state._model import BatchState, ItemRef, Run
 from pipeline_state._outbound import RunSummary
-from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, Profile, command_fields, command_size_bound
+from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, Profile
 from pipeline_state._service import HandleResult, PipelineService
 from pipeline_state._wire import MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH
 from pipeline_state.errors import PipelineStateError
@@ -381,10 +381,7 @@ def exploration_profile(profile: Profile | None = None) -> Profile:
     measured, so a legacy batch can abort), and one re-send of an overdue command (the
     search stays small; both ``expire`` alternatives are still taken)."""
     base = default_profile() if profile is None else profile
-    bound = max(
-        (command_size_bound(_ITEMS, command_fields(spec.model)) for spec in base.phase_commands.values()),
-        default=command_size_bound(_ITEMS),
-    )
+    bound = base.largest_command_bytes(_ITEMS)
     return attrs.evolve(base, max_items_per_batch=_ITEMS, max_command_bytes=bound, max_resends=1)
 
 

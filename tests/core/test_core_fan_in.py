@@ -30,6 +30,7 @@ from pipeline_state.ports import (
 )
 from pipeline_state.profiles.huleedu.profile import HULEEDU_FAN_IN, huleedu_profile
 from pipeline_state.testing import Envelopes
+from pipeline_state.testing.paths import exploration_profile
 
 EXAMPLE = load_example("custom_catalog")
 MEDIA: Profile = EXAMPLE.MEDIA
@@ -261,3 +262,12 @@ def test_the_size_bound_counts_the_listed_refs() -> None:
         json.dumps(item, separators=(",", ":"))
     )
     assert measured <= listed
+
+
+def test_the_exploration_profile_of_a_listing_profile_fits_its_fan_in_commands() -> None:
+    explored = exploration_profile(MEDIA)
+    assert explored.max_items_per_batch == 2
+    assert explored.max_command_bytes == MEDIA.largest_command_bytes(2)
+    assert MEDIA.largest_command_bytes(2) > attrs.evolve(MEDIA, fan_in=LAST_DEPENDENCY).largest_command_bytes(
+        2
+    )
