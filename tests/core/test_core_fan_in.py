@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 from core_flow import datas, load_example
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import Field
 
 from pipeline_state import CommandSpec, DefinitionError, InMemoryRuntime, Profile, RetryPhase, WireModel
@@ -271,3 +273,30 @@ def test_the_exploration_profile_of_a_listing_profile_fits_its_fan_in_commands()
     assert MEDIA.largest_command_bytes(2) > attrs.evolve(MEDIA, fan_in=LAST_DEPENDENCY).largest_command_bytes(
         2
     )
+
+
+_IDS = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+@st.composite
+def _outputs(draw: st.DrawFn) -> tuple[tuple[str, ...], tuple[tuple[ItemRef, ...], ...]]:
+    """Two to four dependencies, each with the refs of some items (each item once)."""
+    deps = tuple(f"dep{i}" for i in range(draw(st.integers(2, 4))))
+    outputs = tuple(tuple(ItemRef(i, f"{i}@{d}") for i in draw(st.lists(_IDS, unique=True))) for d in deps)
+    return deps, outputs
+
+
+@given(_outputs())
+def test_gather_lists_each_dependency_ref_of_every_surviving_item(
+    drawn: tuple[tuple[str, ...], tuple[tuple[ItemRef, ...], ...]],
+) -> None:
+    deps, outputs = drawn
+    inputs, listed = gather(EVERY_DEPENDENCY, deps, outputs)
+    survivors = set.intersection(*({e.item_id for e in out} for out in outputs))
+    assert [e.item_id for e in inputs] == [e.item_id for e in outputs[-1] if e.item_id in survivors]
+    assert set(listed) == survivors
+    for ref in inputs:
+        assert ref.content_ref == f"{ref.item_id}@{deps[-1]}"
+        assert listed[ref.item_id] == tuple(DependencyRef(d, f"{ref.item_id}@{d}") for d in deps)
+    # the last dependency's merge gives the same items and refs, and lists none
+    assert gather(LAST_DEPENDENCY, deps, outputs) == (inputs, {})
