@@ -214,11 +214,11 @@ def test_a_fan_in_command_without_room_for_the_list_is_refused() -> None:
 
 def test_a_fan_in_policy_must_be_one() -> None:
     with pytest.raises(DefinitionError, match="the class EveryDependency"):
-        attrs.evolve(MEDIA, fan_in=type(EVERY_DEPENDENCY))
+        attrs.evolve(MEDIA, fan_in=type(EVERY_DEPENDENCY))  # type: ignore[arg-type]
     with pytest.raises(DefinitionError, match="lists_refs and a callable merge"):
-        attrs.evolve(MEDIA, fan_in=lambda item: item)
+        attrs.evolve(MEDIA, fan_in=lambda item: item)  # type: ignore[arg-type]
     with pytest.raises(DefinitionError, match="lists_refs and a callable merge"):
-        attrs.evolve(MEDIA, fan_in="last")
+        attrs.evolve(MEDIA, fan_in="last")  # type: ignore[arg-type]
 
 
 LISTING = CommandFields(items="episodes", item_id="episode_id", content_ref="uri", dependency_refs="from")
