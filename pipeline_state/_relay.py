@@ -156,7 +156,7 @@ class OutboxRelay:
         return float(min(self.max_backoff, self.base_backoff * 2 ** max(0, attempts - 1)))
 
     async def run_once(self, *, claim: bool = True, mark: bool = True) -> RelayReport:
-        """One pass: rows handed off (see :meth:`_take_handed`) and, with ``claim``, one batch of
+        """One pass: rows handed off (see :meth:`hand_off`) and, with ``claim``, one batch of
         due rows claimed from the outbox, published in order per key; with ``mark``, the rows
         published (by this pass and earlier unmarked ones) are marked before returning."""
         handed = self._take_handed()
