@@ -354,13 +354,7 @@ def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:
 
     lines += [f"### States of the {name} lifecycle", "", *_states_table(lifecycle), ""]
     legacy = _not_states(lifecycle)
-    if legacy and name == "batch":
-        lines += [
-            "Other `BatchStatus` values are accepted on the wire (other services may still send "
-            f"them) but no transition enters them: {_codes(legacy)}.",
-            "",
-        ]
-    elif legacy:
+    if legacy:
         lines += [
             f"Wire values that are not states of this lifecycle: {_codes(legacy)}. They parse and "
             "count as active or terminal where the status sets say so, but the engine never "

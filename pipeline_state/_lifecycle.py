@@ -49,14 +49,13 @@ __all__ = [
 
 
 class BatchStatus(StrEnum):
-    """Status of a batch (wire values).
-
-    The first eight members are the states of :data:`BATCH_LIFECYCLE`; the last five are
-    legacy values that other services may still send and that must parse.
+    """Status of a batch: the states of :data:`BATCH_LIFECYCLE`.
 
     The two group-validation states (a batch waits for its items to be matched to the
     members of its group) carry the engine's names; a profile whose wire knew them by
-    other names gives those in :attr:`~pipeline_state._profile.Profile.state_names`.
+    other names gives those in :attr:`~pipeline_state._profile.Profile.state_names`. Values
+    a profile's wire carries beyond these (statuses of older services) belong to the
+    profile's own wire models, not to the engine.
     """
 
     AWAITING_CONTENT_VALIDATION = "awaiting_content_validation"
@@ -67,12 +66,6 @@ class BatchStatus(StrEnum):
     FAILED_CRITICALLY = "failed_critically"
     CANCELLED = "cancelled"
     ARCHIVED = "archived"
-    # Legacy values: parse, but no lifecycle state uses them.
-    CONTENT_INGESTION_FAILED = "content_ingestion_failed"
-    AWAITING_PIPELINE_CONFIGURATION = "awaiting_pipeline_configuration"
-    VALIDATION_TIMEOUT_PROCESSED = "validation_timeout_processed"
-    COMPLETED_SUCCESSFULLY = "completed_successfully"
-    COMPLETED_WITH_FAILURES = "completed_with_failures"
 
 
 class RunStatus(StrEnum):

@@ -28,6 +28,8 @@ from pipeline_state._lifecycle import (
 )
 from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import PhaseStatus, RunStatus
+from pipeline_state._machine import BATCH_MACHINE
+from pipeline_state.profiles.huleedu.events import HuleEduBatchStatus
 from pipeline_state.profiles.huleedu.profile import HULEEDU_STATE_NAMES
 
 T = Transition
@@ -410,8 +412,9 @@ def test_guarded_alternatives_and_creation_build() -> None:
 
 
 def test_batch_status_wire_values() -> None:
-    # The contract's values are the shipped profile's names of the statuses.
-    assert [HULEEDU_STATE_NAMES.show(s.value) for s in BatchStatus] == [
+    # The contract's values are the shipped profile's wire enum: the engine's states under
+    # the profile's names, then five legacy values.
+    contract = [
         "awaiting_content_validation",
         "awaiting_student_validation",
         "student_validation_completed",
@@ -426,9 +429,13 @@ def test_batch_status_wire_values() -> None:
         "completed_successfully",
         "completed_with_failures",
     ]
+    assert [s.value for s in HuleEduBatchStatus] == contract
+    assert [HULEEDU_STATE_NAMES.show(s.value) for s in BatchStatus] == contract[:8]
     assert BatchStatus("ready_for_pipeline_execution") is BatchStatus.READY_FOR_PIPELINE_EXECUTION
     assert isinstance(BatchStatus.READY_FOR_PIPELINE_EXECUTION, str)
-    # The engine's own values are its member names; the profile renames two of them.
+    # The engine's statuses are exactly its lifecycle's states, valued by their names; the
+    # profile renames two of them.
+    assert tuple(BatchStatus) == BATCH_LIFECYCLE.states
     for status in BatchStatus:
         assert status.value == status.name.lower()
     renamed = {s for s in BatchStatus if HULEEDU_STATE_NAMES.show(s.value) != s.value}
@@ -446,9 +453,12 @@ def test_batch_status_wire_values() -> None:
     ],
 )
 def test_legacy_batch_statuses_parse_but_are_not_lifecycle_states(legacy: str) -> None:
-    status = BatchStatus(legacy)
-    assert status.value == legacy
+    # They are the HuleEdu wire's, not the engine's: they parse there, and no state has them.
+    assert HuleEduBatchStatus(legacy).value == legacy
     assert legacy not in BATCH_LIFECYCLE.states
+    with pytest.raises(ValueError):
+        BatchStatus(legacy)
+    assert BATCH_MACHINE.allowed_triggers(legacy) == ()
 
 
 def test_run_status_wire_values() -> None:

@@ -67,6 +67,7 @@ __all__ = [
     "CompletionMetadata",
     "ELSBatchPhaseOutcomeV1",
     "EssayProcessingInputRefV1",
+    "HuleEduBatchStatus",
     "EventEnvelope",
     "Id",
     "ItemId",
@@ -139,6 +140,28 @@ class Topic(StrEnum):
     PIPELINE_COMPLETED = "huleedu.batch.pipeline.completed.v1"
     TEACHER_NOTIFICATION = "huleedu.notification.teacher.requested.v1"
     RESULTS_READY = "huleedu.ras.batch.results.ready.v1"
+
+
+class HuleEduBatchStatus(StrEnum):
+    """The batch statuses of the HuleEdu wire (its ``BatchStatus``): the engine's states
+    under the profile's names (:data:`~pipeline_state.profiles.huleedu.profile.HULEEDU_STATE_NAMES`)
+    and five values its older services still send, which must parse although no transition
+    of the engine enters them."""
+
+    AWAITING_CONTENT_VALIDATION = "awaiting_content_validation"
+    AWAITING_STUDENT_VALIDATION = "awaiting_student_validation"
+    STUDENT_VALIDATION_COMPLETED = "student_validation_completed"
+    READY_FOR_PIPELINE_EXECUTION = "ready_for_pipeline_execution"
+    PROCESSING_PIPELINES = "processing_pipelines"
+    FAILED_CRITICALLY = "failed_critically"
+    CANCELLED = "cancelled"
+    ARCHIVED = "archived"
+    # Legacy values: parse, but no engine state has them.
+    CONTENT_INGESTION_FAILED = "content_ingestion_failed"
+    AWAITING_PIPELINE_CONFIGURATION = "awaiting_pipeline_configuration"
+    VALIDATION_TIMEOUT_PROCESSED = "validation_timeout_processed"
+    COMPLETED_SUCCESSFULLY = "completed_successfully"
+    COMPLETED_WITH_FAILURES = "completed_with_failures"
 
 
 class EssayProcessingInputRefV1(WireModel):
