@@ -26,9 +26,9 @@ from pipeline_state._lifecycle import (
     Verdict,
     define_lifecycle,
 )
+from pipeline_state._machine import BATCH_MACHINE
 from pipeline_state.errors import DefinitionError
 from pipeline_state.ports import PhaseStatus, RunStatus
-from pipeline_state._machine import BATCH_MACHINE
 from pipeline_state.profiles.huleedu.events import HuleEduBatchStatus
 from pipeline_state.profiles.huleedu.profile import HULEEDU_STATE_NAMES
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from transitions import Machine, MachineError
 
-from pipeline_state import BatchStatus
 from pipeline_state._lifecycle import (
     ABSENT,
     PHASE_TERMINAL,
