@@ -456,7 +456,7 @@ def test_legacy_batch_statuses_parse_but_are_not_lifecycle_states(legacy: str) -
     # They are the HuleEdu wire's, not the engine's: they parse there, and no state has them.
     assert HuleEduBatchStatus(legacy).value == legacy
     assert legacy not in BATCH_LIFECYCLE.states
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not a valid BatchStatus"):
         BatchStatus(legacy)
     assert BATCH_MACHINE.allowed_triggers(legacy) == ()
 
