@@ -48,7 +48,6 @@ from ._lifecycle import (
     PHASE_ACTIVE,
     PHASE_DONE,
     PHASE_TERMINAL,
-    BatchStatus,
     Lifecycle,
     PhaseStatus,
     Refusals,
@@ -324,13 +323,11 @@ def _refusals_table(lifecycle: Lifecycle) -> list[str]:
 
 
 def _not_states(lifecycle: Lifecycle) -> list[str]:
-    """Wire values of the lifecycle's status enum that are not states of it."""
-    values: tuple[str, ...] = ()
-    if lifecycle.name == "batch":
-        values = tuple(status.value for status in BatchStatus)
-    elif lifecycle.name == "phase":
-        values = tuple(status.value for status in PhaseStatus)
-    return [value for value in values if value not in lifecycle.states]
+    """Wire values of the lifecycle's status enum that are not states of it (only the
+    phase enum has any: ``BatchStatus`` is exactly the batch lifecycle's states)."""
+    if lifecycle.name != "phase":
+        return []
+    return [status.value for status in PhaseStatus if status.value not in lifecycle.states]
 
 
 def _lifecycle_section(lifecycle: Lifecycle) -> list[str]:

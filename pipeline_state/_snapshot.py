@@ -29,17 +29,12 @@ class ViewNames:
 
 
 @functools.cache
-def _default_names() -> ViewNames:
+def _default_names() -> tuple[ViewNames, StateNames]:
+    """The default profile's view keys and state names (read once)."""
     from .profiles import default_profile
 
-    return default_profile().view_names
-
-
-@functools.cache
-def _default_states() -> StateNames:
-    from .profiles import default_profile
-
-    return default_profile().state_names
+    profile = default_profile()
+    return profile.view_names, profile.state_names
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -65,8 +60,9 @@ def snapshot(
     items, active run and history; ``names`` (default: the default profile's) keys the
     owner, group and count; the status shows under its name in ``states`` (default: the
     default profile's :attr:`~pipeline_state._profile.Profile.state_names`)."""
-    keys = _default_names() if names is None else names
-    shown = _default_states() if states is None else states
+    default_keys, default_states = _default_names()
+    keys = default_keys if names is None else names
+    shown = default_states if states is None else states
     run = state.active_run
     active = None
     if run is not None:

@@ -64,8 +64,8 @@ def _register(profile: Profile, batch_id: str, items: int) -> RegisterBatch:
     """The one registration of ``batch_id`` (the same each time it is drawn: registering a
     batch again with other data is a conflict, not an input to explore). Under a profile that
     matches groups, a batch whose id ends in an even digit has a group."""
-    grouped = profile.group_matching is not None and batch_id[-1:] in "02468"
-    group = _GROUP if grouped and batch_id[-1:] else None
+    grouped = profile.group_matching is not None and batch_id[-1:] in tuple("02468")
+    group = _GROUP if grouped else None
     return RegisterBatch(
         batch_id,
         _OWNER,
