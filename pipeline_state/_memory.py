@@ -247,6 +247,26 @@ class InMemoryStore:
         self._check()
         return self._batches.get(batch_id), batch_id in self._waiting_by_batch
 
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+        """:meth:`is_processed` and :meth:`load_with_waiting` in one call
+        (:class:`~pipeline_state.ports.EventReadingStore`)."""
+        self._check()
+        if event_id in self._inbox:
+            return True, None, False
+        return False, self._batches.get(batch_id), batch_id in self._waiting_by_batch
+
+    async def load_for_events(
+        self, events: Sequence[tuple[str, str]]
+    ) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
+        """:meth:`load_for_event` for several pairs
+        (:meth:`~pipeline_state.ports.EventReadingStore.load_for_events`)."""
+        self._check()
+        processed = frozenset(e for _, e in events if e in self._inbox)
+        read = {
+            b: (self._batches.get(b), b in self._waiting_by_batch) for b, e in events if e not in processed
+        }
+        return processed, read
+
     async def list_waiting(
         self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
     ) -> list[WaitingFact]:

@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from opentelemetry.trace import Span
@@ -60,7 +60,16 @@ from .errors import (
     InvalidMessageError,
     PipelineStateError,
 )
-from .ports import Change, Clock, InboxEntry, OutboxMessage, Store, TransitionRecord, WaitingFact
+from .ports import (
+    Change,
+    Clock,
+    EventReadingStore,
+    InboxEntry,
+    OutboxMessage,
+    Store,
+    TransitionRecord,
+    WaitingFact,
+)
 from .profiles import default_profile
 
 __all__ = [
@@ -177,34 +186,16 @@ _RESUME_LIMIT = 1000
 """At most this many waiting facts of one batch are re-attempted per change."""
 
 
-_EventReader = Callable[[str, str], Awaitable[tuple[bool, BatchState | None, bool]]]
-"""A store's ``load_for_event(batch_id, event_id)``: whether the inbox holds the event and,
-when it does not, the batch's state and whether facts of it wait, in one read (optional:
-see :func:`_event_reader`)."""
-
-
-def _event_reader(store: object) -> _EventReader | None:
-    """The store's ``load_for_event``, when it has one (the SQL store: the two reads that
-    start a unit of work, the inbox check and the batch, in one statement); ``None``: the
-    service asks :meth:`~pipeline_state.ports.Store.is_processed`, then reads the batch."""
-    reader: _EventReader | None = getattr(store, "load_for_event", None)
-    return reader
-
-
-_EventsReader = Callable[
-    [Sequence[tuple[str, str]]],
-    Awaitable[tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]],
-]
-"""A store's ``load_for_events(pairs)``: for ``(batch id, event id)`` pairs, the event ids
-the inbox holds, and for each batch with an event it does not hold, its state and whether
-facts of it wait, in one read (optional: see :func:`_events_reader`)."""
-
-
-def _events_reader(store: object) -> _EventsReader | None:
-    """The store's ``load_for_events``, when it has one (the SQL store): :meth:`PipelineService.handle_many`
-    then reads every inbox check and batch of its messages at once."""
-    reader: _EventsReader | None = getattr(store, "load_for_events", None)
-    return reader
+def _event_reader(store: object) -> EventReadingStore | None:
+    """``store`` when it has the optional one-read loads of
+    :class:`~pipeline_state.ports.EventReadingStore` (the SQL store: the inbox check and
+    the batch in one statement); ``None``: the service asks
+    :meth:`~pipeline_state.ports.Store.is_processed`, then reads the batch. Checked by the
+    two methods' presence (an ``isinstance`` against the protocol would test every member
+    of :class:`~pipeline_state.ports.Store` on each message)."""
+    if callable(getattr(store, "load_for_event", None)) and callable(getattr(store, "load_for_events", None)):
+        return cast("EventReadingStore", store)
+    return None
 
 
 def _command(
@@ -432,11 +423,11 @@ class PipelineService:
         seen: set[str] = set()
         staged: list[tuple[int, list[_Staged]]] = []
         outcome: dict[int, HandleResult | PipelineStateError] = {}
-        load_for_event = _event_reader(self.store)
-        load_for_events = _events_reader(self.store)
+        reads = _event_reader(self.store)
         processed: frozenset[str] | None = None
-        if load_for_events is not None:  # every inbox check and batch in one read
-            processed, read = await load_for_events([(c.batch_id, c.event_id) for _, c, _, _ in pending])
+        if reads is not None:  # every inbox check and batch in one read
+            pairs = [(c.batch_id, c.event_id) for _, c, _, _ in pending]
+            processed, read = await reads.load_for_events(pairs)
             for batch_id, (state, has_waiting) in read.items():
                 batches[batch_id] = await self._with_waiting(batch_id, state, has_waiting)
         for index, command, topic, raw in pending:
@@ -445,12 +436,8 @@ class PipelineService:
                 duplicate = True
             elif processed is not None:
                 duplicate = command.event_id in processed
-            elif batch_id in batches or load_for_event is None:
+            else:
                 duplicate = await self.store.is_processed(command.event_id)
-            else:  # the batch's first message: its inbox check and the batch in one read
-                duplicate, state, has_waiting = await load_for_event(batch_id, command.event_id)
-                if not duplicate:
-                    batches[batch_id] = await self._with_waiting(batch_id, state, has_waiting)
             if duplicate:
                 outcome[index] = HandleResult(
                     command.event_id, batch_id, None, duplicate=True, correlation_id=command.correlation_id
@@ -655,13 +642,13 @@ class PipelineService:
         """:meth:`handle` in the span of its caller: one unit of work
         (:func:`~pipeline_state._unit_of_work.run_unit_of_work`)."""
         batch_id = command.batch_id
-        load_for_event = _event_reader(self.store)
+        reads = _event_reader(self.store)
         read: list[_Batch] = []  # the batch read with this attempt's inbox check, if any
 
         async def processed() -> bool:
-            if load_for_event is None:
+            if reads is None:
                 return await self.store.is_processed(command.event_id)
-            seen, state, has_waiting = await load_for_event(batch_id, command.event_id)
+            seen, state, has_waiting = await reads.load_for_event(batch_id, command.event_id)
             if not seen:
                 read.append(await self._with_waiting(batch_id, state, has_waiting))
             return seen

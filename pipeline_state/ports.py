@@ -67,6 +67,7 @@ __all__ = [
     "Denial",
     "DependencyRef",
     "EngineInput",
+    "EventReadingStore",
     "EveryDependency",
     "FanIn",
     "FanInItem",
@@ -349,6 +350,33 @@ class BatchingStore(Store, Protocol):
         :class:`~pipeline_state.errors.DuplicateEventError` (or any other error) nothing
         is written and the error propagates. An empty sequence does nothing.
         """
+        ...
+
+
+@runtime_checkable
+class EventReadingStore(Store, Protocol):
+    """A :class:`Store` that reads what starts a unit of work in one round trip.
+
+    Optional: :class:`~pipeline_state._service.PipelineService` uses these reads when the
+    store has them (the SQL store does: one statement each) and otherwise asks
+    :meth:`Store.is_processed`, then :meth:`Store.load_with_waiting`. Both must answer
+    exactly what those calls would answer at the same moment.
+    """
+
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+        """Whether the inbox holds ``event_id`` and, when it does not, the state of
+        ``batch_id`` (``None``: no such batch) and whether facts of it wait. A processed
+        event gives ``(True, None, False)``: its batch is not read."""
+        ...
+
+    async def load_for_events(
+        self, events: Sequence[tuple[str, str]]
+    ) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
+        """:meth:`load_for_event` for several ``(batch id, event id)`` pairs at once: the
+        event ids among them that the inbox holds, and, for each batch with at least one
+        event the inbox does not hold, its state (or ``None``) and whether facts of it
+        wait. Batches whose events were all processed are left out; an empty sequence
+        gives ``(frozenset(), {})``."""
         ...
 
 

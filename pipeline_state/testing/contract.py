@@ -41,6 +41,7 @@ from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import (
     BatchingStore,
     Change,
+    EventReadingStore,
     InboxEntry,
     Outbox,
     OutboxMessage,
@@ -75,6 +76,14 @@ def _batching(store: ContractStore) -> BatchingStore:
     """``store`` as a :class:`BatchingStore`; skips the test when it has no ``commit_many``."""
     if not isinstance(store, BatchingStore):
         pytest.skip(f"{type(store).__name__} has no commit_many (optional)")
+    return store
+
+
+def _event_reading(store: ContractStore) -> EventReadingStore:
+    """``store`` as an :class:`EventReadingStore`; skips the test when it has not the
+    one-read loads."""
+    if not isinstance(store, EventReadingStore):
+        pytest.skip(f"{type(store).__name__} has no load_for_event / load_for_events (optional)")
     return store
 
 
@@ -591,6 +600,35 @@ class StoreContract:
         assert await store.inbox_entry("old") == _inbox("old", "b0")
         await batching.commit_many([])
         assert await store.load("b1") is None
+
+    # -- the one-read loads (optional) ------------------------------------------------------
+    async def test_load_for_event_answers_the_inbox_check_and_the_batch(self, store: ContractStore) -> None:
+        reads = _event_reading(store)
+        assert await reads.load_for_event("b1", "e1") == (False, None, False)
+        state = await self.seed(store, "b1")
+        await store.commit(_deferral(_fact("w1", "b1"), expected=1))
+        assert await reads.load_for_event("b1", "e1") == (False, state, True)
+        assert await reads.load_for_event("b1", "w1") == (True, None, False)  # processed: not read
+        assert await reads.load_for_event("b2", "w1") == (True, None, False)
+        # The same answers as the two reads it replaces.
+        assert await store.is_processed("w1")
+        assert not await store.is_processed("e1")
+        assert await store.load_with_waiting("b1") == (state, True)
+
+    async def test_load_for_events_answers_every_pair_at_once(self, store: ContractStore) -> None:
+        reads = _event_reading(store)
+        assert await reads.load_for_events([]) == (frozenset(), {})
+        b1, b2 = await self.seed(store, "b1"), await self.seed(store, "b2")
+        await store.commit(Change("b1", 1, attrs.evolve(b1, version=2), T0, inbox=_inbox("e1", "b1")))
+        await store.commit(_deferral(_fact("w1", "b2"), expected=1))
+        b1 = attrs.evolve(b1, version=2)
+        pairs = [("b1", "e1"), ("b2", "w1"), ("b2", "e3"), ("b3", "e4"), ("b1", "e1")]
+        processed, read = await reads.load_for_events(pairs)
+        assert processed == {"e1", "w1"}
+        # b1's only event was processed, so it is not read; b3 is not stored.
+        assert read == {"b2": (b2, True), "b3": (None, False)}
+        processed, read = await reads.load_for_events([("b1", "e5")])
+        assert (processed, read) == (frozenset(), {"b1": (b1, False)})
 
     # -- waiting facts ----------------------------------------------------------------------
     async def test_waiting_fact_is_kept_with_its_inbox_entry(self, store: ContractStore) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -323,6 +324,16 @@ class _Blind(InMemoryStore):
 
     async def load_with_waiting(self, batch_id: str) -> tuple[Any, bool]:
         return await self.load(batch_id), False
+
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, Any, bool]:
+        seen, state, _ = await super().load_for_event(batch_id, event_id)
+        return seen, state, False
+
+    async def load_for_events(
+        self, events: Sequence[tuple[str, str]]
+    ) -> tuple[frozenset[str], dict[str, Any]]:
+        processed, read = await super().load_for_events(events)
+        return processed, {b: (state, False) for b, (state, _) in read.items()}
 
 
 # -- correlation flag -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ checked before the store, and user text escaped wherever it is rendered."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import quote
 
 import httpx
@@ -292,6 +292,18 @@ class BrokenStore(InMemoryStore):
         if batch_id.startswith("boom"):
             raise self.failure
         return await super().load_with_waiting(batch_id)
+
+    async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+        if batch_id.startswith("boom"):
+            raise self.failure
+        return await super().load_for_event(batch_id, event_id)
+
+    async def load_for_events(
+        self, events: Sequence[tuple[str, str]]
+    ) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
+        if any(batch_id.startswith("boom") for batch_id, _ in events):
+            raise self.failure
+        return await super().load_for_events(events)
 
 
 @pytest.mark.parametrize(
