@@ -361,12 +361,8 @@ class UnitOfWork(Generic[C, D]):
                 return False
             groups[row[0]].append(row[1])
         tables: dict[Table, list[dict[str, Any]]] = {}
-        leased: list[dict[str, Any]] = []
-        for change in changes:
-            if lease is None:
-                tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
-            else:
-                leased.extend(self.outbox_rows(change, lease))
+        for change in changes:  # the outbox first: the leased rows' ids are returned
+            tables.setdefault(self.outbox, []).extend(self.outbox_rows(change, lease))
             for insert_rows, more in rows(change):
                 tables.setdefault(cast(Table, insert_rows.table), []).extend(more)
         filled = [(table, more) for table, more in tables.items() if more]
@@ -387,8 +383,9 @@ class UnitOfWork(Generic[C, D]):
             self.inbox if inbox else None,
             inbox_shape,
             tuple((table, shape or ()) for (table, _), shape in zip(filled, shapes, strict=True)),
+            _leased_returning() if lease is not None and tables[self.outbox] else (),
         )
-        written, inserted = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
+        written, inserted, returned = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
         if len(written) != len(chains):
             failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
             earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
@@ -399,9 +396,8 @@ class UnitOfWork(Generic[C, D]):
             raise self.conflict(conn, changes[failed])
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
-        if leased:
-            assert lease is not None
-            self._insert_outbox(conn, changes, leased, lease)
+        if lease is not None and tables[self.outbox]:
+            take_leased(conn, returned, [(m, c.at) for c in changes for m in c.outbox], lease)
         return True
 
     def _chain_row(

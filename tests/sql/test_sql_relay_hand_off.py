@@ -18,7 +18,7 @@ from sqlalchemy import event
 from pipeline_state import ManualClock, OutboxRelay
 from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage, OutboxRow
-from pipeline_state.testing import T0, message
+from pipeline_state.testing import T0, make_state, message
 
 
 class Transport:
@@ -123,6 +123,26 @@ async def test_the_unit_of_work_writes_the_rows_leased_in_its_own_insert(make_st
     # Leased to this store's relay: another relay's claim does not take them...
     other = await make_store()
     assert await other.claim(T0 + timedelta(seconds=29)) == []
+
+
+async def test_commit_many_writes_the_rows_leased_in_its_own_statement(make_store: Any) -> None:
+    store = await make_store()
+    inbox = Inbox()
+    store.attach_relay(inbox, ManualClock(T0))
+    changes = [
+        Change("many-1", None, make_state("many-1"), T0, outbox=(message("m1", "k1"), message("m2", "k2"))),
+        Change("many-2", None, make_state("many-2"), T0, outbox=(message("m3", "k1"),)),
+    ]
+    with statements(store) as sent:
+        await store.commit_many(changes)
+    assert [r.message.event_id for r in inbox.rows] == ["m1", "m2", "m3"]
+    assert [r.id for r in inbox.rows] == sorted(r.id for r in inbox.rows)
+    assert inbox.polls == 0
+    if store.engine.dialect.name == "postgresql":  # the documents and the leased rows at once
+        assert len(sent) == 1, sent
+        assert sent[0].startswith("WITH "), sent
+    other = await make_store()
+    assert await other.claim(T0 + timedelta(seconds=29)) == []  # leased to this store's relay
 
 
 async def test_a_crash_between_commit_and_publish_is_recovered_after_the_lease(make_store: Any) -> None:
