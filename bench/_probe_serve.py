@@ -35,6 +35,8 @@ from pipeline_state.profiles.huleedu.events import Topic  # noqa: E402
 _handling: contextvars.ContextVar[float | None] = contextvars.ContextVar("handling", default=None)
 completions: dict[str, dict[str, float]] = {}
 totals: dict[str, list[float]] = {}  # name -> [calls, seconds]
+spans: list[tuple[str, float, float]] = []
+"""Finer probes, each call as (name, began, seconds): the bench keeps those of the latency part."""
 
 
 def _correlation(value: Any) -> str | None:
@@ -109,6 +111,109 @@ def _publish(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def _spanned(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a coroutine function) with each call kept in :data:`spans`."""
+
+    @functools.wraps(fn)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        began = time.monotonic()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            spans.append((name, began, time.monotonic() - began))
+
+    return wrapped
+
+
+def _lanes() -> None:
+    """Each lane operation split into the wait for a lane (slot and connection) and the
+    ``run_sync`` call (the statements, in a greenlet, and any wait for the event loop)."""
+    from pipeline_state_sql import lanes
+
+    def run_sync(conn_cls: Any) -> None:
+        original = conn_cls.run_sync
+
+        @functools.wraps(original)
+        async def wrapped(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            began = time.monotonic()
+            spans.append(("lane_wait", _lane_entered.get() or began, began - (_lane_entered.get() or began)))
+            try:
+                return await original(self, fn, *args, **kwargs)
+            finally:
+                inner = args[0] if args else None
+                kind = getattr(inner, "__name__", "?")
+                spans.append((f"run_sync:{kind}", began, time.monotonic() - began))
+
+        conn_cls.run_sync = wrapped
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    run_sync(AsyncConnection)
+    original_run: Any = lanes.Lanes.run
+
+    @functools.wraps(original_run)
+    async def run(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _lane_entered.set(time.monotonic())
+        try:
+            return await original_run(self, fn, *args, **kwargs)
+        finally:
+            _lane_entered.reset(token)
+
+    lanes.Lanes.run = run  # type: ignore[method-assign]
+
+
+_lane_entered: contextvars.ContextVar[float | None] = contextvars.ContextVar("lane", default=None)
+
+
+async def _loop_lag() -> None:
+    """How late the event loop wakes a 1 ms sleep (kept as ``loop_lag`` spans)."""
+    import asyncio
+
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(0.001)
+        spans.append(("loop_lag", began, time.monotonic() - began - 0.001))
+
+
+def _round_trips() -> None:
+    """Each PostgreSQL round trip of the store (``BEGIN``, a statement, ``COMMIT``) from the
+    call to its result: the server's time, the wire and the wait for the event loop."""
+    try:
+        from asyncpg.transaction import Transaction  # type: ignore[import-untyped]
+        from sqlalchemy.dialects.postgresql import asyncpg as adapter
+    except ImportError:
+        return
+    adapter.AsyncAdapt_asyncpg_connection._start_transaction = _spanned(  # type: ignore[method-assign]
+        "rt_begin", adapter.AsyncAdapt_asyncpg_connection._start_transaction
+    )
+    adapter.AsyncAdapt_asyncpg_cursor._prepare_and_execute = _spanned(  # type: ignore[method-assign]
+        "rt_statement", adapter.AsyncAdapt_asyncpg_cursor._prepare_and_execute
+    )
+    Transaction.commit = _spanned("rt_commit", Transaction.commit)
+
+
+def _consumer() -> None:
+    from pipeline_state_kafka import consumer
+
+    cls = consumer.InboundConsumer
+    cls._commit = _spanned("offset_commit", cls._commit)  # type: ignore[method-assign]
+    cls._process = _spanned("process_fetch", cls._process)  # type: ignore[method-assign]
+    original_run = cls.run
+
+    @functools.wraps(original_run)
+    async def run(self: Any, stop: Any) -> Any:
+        import asyncio
+
+        lag = asyncio.get_running_loop().create_task(_loop_lag()) if self.name == "inbound" else None
+        try:
+            return await original_run(self, stop)
+        finally:
+            if lag is not None:
+                lag.cancel()
+
+    cls.run = run  # type: ignore[method-assign]
+
+
 def _add(name: str, seconds: float) -> None:
     entry = totals.setdefault(name, [0, 0.0])
     entry[0] += 1
@@ -147,6 +252,13 @@ def install() -> None:
         outboxes: list[type[Any]] = [InMemoryStore, LaneStore]
     except ImportError:
         outboxes = [InMemoryStore]
+    if os.environ.get("PIPELINE_STATE_BENCH_PROBE_FINE"):  # they cost time of their own
+        _lanes()
+        _round_trips()
+        _consumer()
+    if len(stores) > 1 and os.environ.get("PIPELINE_STATE_BENCH_PROBE_FINE"):
+        stores[1].load_for_event = _spanned("load_for_event", stores[1].load_for_event)
+        stores[1].load_for_events = _spanned("load_for_events", stores[1].load_for_events)
     for cls in stores:
         cls.commit = _commit(cls.commit, many=False)
         cls.commit_many = _commit(cls.commit_many, many=True)
@@ -162,7 +274,7 @@ def install() -> None:
 def _write() -> None:
     target = os.environ.get("PIPELINE_STATE_BENCH_PROBE")
     if target:
-        Path(target).write_text(json.dumps({"completions": completions, "totals": totals}))
+        Path(target).write_text(json.dumps({"completions": completions, "totals": totals, "spans": spans}))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,6 @@ SERVE_ENV = {
     "PIPELINE_STATE_SWEEP_SECONDS": "0",
     "PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS": "3000",
     "PIPELINE_STATE_KAFKA_HEARTBEAT_MS": "500",
-    "PIPELINE_STATE_KAFKA_FETCH_MAX_WAIT_MS": "10",
     "PIPELINE_STATE_KAFKA_POLL_TIMEOUT_MS": "100",
     "PIPELINE_STATE_RELAY_IDLE_SECONDS": "0.2",
 }
@@ -177,6 +176,15 @@ class Config:
     in_process: tracing_cost.Config | None = field(default_factory=tracing_cost.Config)
     """The in-process tracing figure (``bench/tracing_cost.py``), measured first, before the
     broker starts; ``None``: not measured (nor when no backend is traced)."""
+    fetch_wait_ms: int = 10
+    """``fetch_max_wait_ms`` of serve's consumer and of the bench's collector (every backend
+    alike): how long the broker may hold an empty fetch (see "Completion latency on
+    PostgreSQL" in ``bench/README.md``: the bench's broker waits the whole time)."""
+    linger_ms: int = 2
+    """``linger_ms`` of the bench's producer (the upstream service)."""
+    probe_fine: bool = False
+    """With ``probe``: also the finer probes (lane waits, each PostgreSQL round trip, reads,
+    offset commits, event-loop lag), which slow serve down a little themselves."""
     probe: bool = False
     """Run serve with timing probes (``bench/_probe_serve.py``) and report where the completion
     latency goes, stage by stage (issue 16)."""
@@ -206,6 +214,9 @@ class Measured:
     totals: dict[str, list[float]] = field(default_factory=dict)
     """With ``--probe``: calls and seconds of the store's commits, claims and marks, and of
     the publisher, over the whole measurement."""
+    spans_ms: dict[str, list[float]] = field(default_factory=dict)
+    """With ``--probe``: the finer probes' calls during the latency part (lane waits, the
+    statements' ``run_sync``, reads, offset commits, fetch processing, event-loop lag)."""
 
     def percentile(self, q: float) -> float:
         return _percentile(self.latencies_ms, q)
@@ -230,6 +241,7 @@ class Serve:
         http_port: int | None = None,
         traced: bool = False,
         probe: Path | None = None,
+        probe_fine: bool = False,
     ) -> None:
         metrics = "0" if http_port is None else "1"
         env = {
@@ -244,6 +256,8 @@ class Serve:
             runner = ("-c", TRACED_SERVE)
         elif probe is not None:
             env["PIPELINE_STATE_BENCH_PROBE"] = str(probe)
+            if probe_fine:
+                env["PIPELINE_STATE_BENCH_PROBE_FINE"] = "1"
             runner = (str(_HERE / "_probe_serve.py"),)
         command = [
             sys.executable,
@@ -433,14 +447,22 @@ async def measure(
     title = title or label
     batches = [f"{backend}-{i:05d}" for i in range(cfg.runs)]
     essays = {b: env.item_ids(b, 3) for b in batches}
-    producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=2))
+    producer = create_producer(ProducerSettings(kafka, client_id="bench", linger_ms=cfg.linger_ms))
+    extra_env = {"PIPELINE_STATE_KAFKA_FETCH_MAX_WAIT_MS": str(cfg.fetch_wait_ms), **extra_env}
     await producer.start()
     port = free_port() if metrics else None
     serve: Served
     probe = Path(tempfile.mkstemp(prefix="probe-", suffix=".json")[1]) if cfg.probe and not variant else None
     if serves == 1:
         serve = Serve(
-            kafka, store_url, prefix, extra_env, http_port=port, traced=variant == "traces", probe=probe
+            kafka,
+            store_url,
+            prefix,
+            extra_env,
+            http_port=port,
+            traced=variant == "traces",
+            probe=probe,
+            probe_fine=cfg.probe_fine,
         )
     else:  # topics made first: the members would race to create them
         await ensure_topics(kafka, service_topics(prefix), partitions=SCALE_OUT_PARTITIONS)
@@ -456,7 +478,9 @@ async def measure(
         await _wait_topics(kafka, prefix, serve, cfg.within)
         if serves > 1:
             await _wait_group(kafka, f"{prefix}group", serves, serve, cfg.within)
-        async with Collector(kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=10) as out:
+        async with Collector(
+            kafka, OUTBOUND_TOPICS, topic_prefix=prefix, fetch_max_wait_ms=cfg.fetch_wait_ms
+        ) as out:
             log(f"{title}: set-up of {cfg.runs} batches")
             await _send(producer, prefix, [env.register(b, items=3) for b in batches])
             await _wait(
@@ -555,6 +579,11 @@ def _read_probe(
     system-wide monotonic clock as this process's)."""
     found = json.loads(probe.read_text())
     measured.totals = found.get("totals", {})
+    if sent_at and consumed:
+        first, last = min(sent_at.values()), max(consumed.values())
+        for name, began, seconds in found.get("spans", []):
+            if first <= began <= last:
+                measured.spans_ms.setdefault(name, []).append(seconds * 1000)
     for corr, times in found.get("completions", {}).items():
         if corr not in sent_at or corr not in consumed:
             continue
@@ -580,6 +609,21 @@ def _stage_rows(results: dict[str, list[Measured]]) -> list[Row]:
                     _percentile(values, 0.5),
                     "ms",
                     spread=f"p99 {_percentile(values, 0.99):.1f} ms, mean {statistics.fmean(values):.1f} ms",
+                )
+            )
+        spanned: dict[str, list[float]] = {}
+        for m in ms:
+            for name, values in m.spans_ms.items():
+                spanned.setdefault(name, []).extend(values)
+        for name, values in sorted(spanned.items()):
+            rows.append(
+                Row(
+                    f"span_{name}[{label}]",
+                    f"probe {name} during the latency part: p50 (mean, p99, calls)",
+                    _percentile(values, 0.5),
+                    "ms",
+                    spread=f"mean {statistics.fmean(values):.2f} ms, p99 {_percentile(values, 0.99):.2f} ms, "
+                    f"{len(values)} calls",
                 )
             )
         for call in (
@@ -997,6 +1041,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run serve with timing probes and report where the completion latency goes",
     )
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        help="fetch_max_wait_ms of serve's consumer and of the bench's collector (default 10)",
+    )
+    parser.add_argument("--linger-ms", type=int, help="linger_ms of the bench's producer (default 2)")
+    parser.add_argument(
+        "--probe-fine",
+        action="store_true",
+        help="with --probe: also probe lane waits, round trips, offset commits and event-loop lag",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -1017,6 +1072,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, rounds=args.rounds)
     if args.rate:
         cfg = replace(cfg, rate=args.rate)
+    if args.fetch_wait_ms is not None:
+        cfg = replace(cfg, fetch_wait_ms=args.fetch_wait_ms)
+    if args.linger_ms is not None:
+        cfg = replace(cfg, linger_ms=args.linger_ms)
     if args.backends:
         listed = (b.strip() for b in args.backends.split(","))
         cfg = replace(cfg, backends=tuple(b for b in listed if b and b != "none"))
@@ -1025,7 +1084,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics=METRICS_CHOICES[args.metrics],
         record=args.record_metrics,
         poison=args.poison,
-        probe=args.probe,
+        probe=args.probe or args.probe_fine,
+        probe_fine=args.probe_fine,
     )
     if args.scrape_seconds:
         cfg = replace(cfg, scrape_seconds=args.scrape_seconds)

@@ -12,7 +12,10 @@ batches go concurrently. Each lane is handed to the batch handler as one unit of
 transaction), or record by record when there is no batch handler or the lane as a whole
 failed. Only then are the partitions' next offsets committed: a partition's offset never
 moves past a record that was not handled (records after it that were handled come again
-and are absorbed by the inbox).
+and are absorbed by the inbox). The offset commit (a broker round trip) goes on behind the
+next fetch's work rather than before it: one commit is in flight at a time, and offsets that
+come due meanwhile go in the next one (a partition's later offset replaces its earlier
+one), so commits stay in order; a rebalance and the stop wait for it.
 
 Every failure while handling a record ends in a defined outcome (see
 :class:`~pipeline_state_kafka.policy.ErrorPolicy`): poison records go to ``<topic>.DLQ``
@@ -255,6 +258,8 @@ class InboundConsumer:
         self._failures = 0
         self._yielding = False
         self._consumer: ConsumerLike | None = None
+        self._due: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
         self._topic_order = settings.kafka_topics()
         self.ready = asyncio.Event()
         """Set once partitions have been assigned for the first time."""
@@ -265,6 +270,7 @@ class InboundConsumer:
         self._yielding = True  # the sequence in flight stops after its current unit of work...
         try:
             async with self._lock:  # ...and commits its progress before the partitions move
+                await self._committed()
                 gone = {(tp.topic, tp.partition) for tp in parts}
                 self._unexpected = {k: v for k, v in self._unexpected.items() if (k[0], k[1]) not in gone}
                 for topic, partition in gone:
@@ -326,6 +332,7 @@ class InboundConsumer:
                 else:
                     self._failures = 0
         finally:
+            await self._committed()
             self._consumer = None
             with contextlib.suppress(Exception):
                 await leave_group(consumer)
@@ -346,7 +353,7 @@ class InboundConsumer:
         book = settle(
             batch, (r for lane, (done, _) in zip(split, outcomes, strict=True) for r in lane[done:])
         )
-        await self._commit(consumer, book.commit)
+        self._commit_behind(consumer, book.commit)
         self._seek(consumer, book.seek)
         self._note_lag(consumer, batch, book.seek)
         return retry
@@ -557,6 +564,28 @@ class InboundConsumer:
             log.error("could not write the dead letter, will retry: %s", _safe_reason(exc), extra=context)
             return False
         return True
+
+    def _commit_behind(self, consumer: ConsumerLike, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` without making the next fetch's work wait for the broker: after
+        the commit in flight, together with any offsets that come due meanwhile."""
+        if not offsets:
+            return
+        self._due.update(offsets)
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.get_running_loop().create_task(self._commit_due(consumer))
+
+    async def _commit_due(self, consumer: ConsumerLike) -> None:
+        while self._due:
+            offsets, self._due = self._due, {}
+            await self._commit(consumer, offsets)
+
+    async def _committed(self) -> None:
+        """Wait until every offset that came due is committed (or its commit failed)."""
+        task = self._committing
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        self._committing = None
 
     async def _commit(self, consumer: ConsumerLike, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:

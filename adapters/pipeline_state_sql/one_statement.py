@@ -91,6 +91,8 @@ class Plan:
     sql: str
     document_ok: int
     """The rows the compare-and-set must count (``touch_any``: 0, else 1)."""
+    returns: int
+    """How many expressions the first further table's rows return (see :func:`plan`)."""
     _scalars: tuple[tuple[str, _Column], ...]
     _arrays: tuple[tuple[int, _Column], ...]
 
@@ -112,10 +114,14 @@ def plan(
     inbox: Table | None,
     inbox_columns: tuple[str, ...],
     tables: tuple[tuple[Table, tuple[str, ...]], ...],
+    returning: tuple[str, ...] = (),
 ) -> Plan:
     """The statement of a unit of work of this shape (see the module doc). Scalars are named
     ``d:<column>`` (the document row), ``d:read`` (the version read), ``i:<column>`` (the
-    inbox row); ``tables`` gives each further table and the columns its rows fill."""
+    inbox row); ``tables`` gives each further table and the columns its rows fill.
+    ``returning``: SQL expressions over the rows inserted into the first of ``tables`` (the
+    outbox written under the relay's lease: id, event id, held back), returned as one array
+    each, in the order of the first expression (the row id)."""
     q = dialect.identifier_preparer
     scalars: list[tuple[str, _Column]] = []
 
@@ -168,21 +174,31 @@ def plan(
             f"u.c{n}::{c.sql_type}" if c.param_type != c.sql_type else f"u.c{n}"
             for n, c in enumerate(described)
         )
+        returns = ""
+        if index == 0 and returning:
+            returns = " RETURNING " + ", ".join(f"{e} AS r{n}" for n, e in enumerate(returning))
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {read}"
             f" FROM unnest({', '.join(unnest)}) WITH ORDINALITY AS u({aliases}, n)"
-            f" WHERE {ok} ORDER BY u.n)"
+            f" WHERE {ok} ORDER BY u.n{returns})"
         )
     inserted = "(SELECT count(*) FROM i)" if inbox is not None else "1"
-    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}"
-    return Plan(sql, document_ok, tuple(scalars), tuple(arrays))
+    returned = "".join(
+        f", ARRAY(SELECT r{n} FROM t0 ORDER BY r0)" for n in range(len(returning) if tables else 0)
+    )
+    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}"
+    return Plan(sql, document_ok, len(returning) if tables else 0, tuple(scalars), tuple(arrays))
 
 
-def run(conn: Connection, statement: Plan, scalars: dict[str, Any], tables: Rows) -> tuple[int, int]:
+def run(
+    conn: Connection, statement: Plan, scalars: dict[str, Any], tables: Rows
+) -> tuple[int, int, list[tuple[Any, ...]]]:
     """Send ``statement`` with these values on ``conn``: the rows the compare-and-set
-    counted and the inbox rows inserted (1 when there is no inbox row)."""
+    counted, the inbox rows inserted (1 when there is no inbox row) and what the rows of the
+    first further table returned (one tuple per row; none unless the plan returns some)."""
     row = conn.exec_driver_sql(statement.sql, statement.parameters(scalars, tables)).one()
-    return int(row[0]), int(row[1])
+    returned = list(zip(*row[2 : 2 + statement.returns], strict=True)) if statement.returns else []
+    return int(row[0]), int(row[1]), returned
 
 
 # -- several changes (commit_many) --------------------------------------------------------
@@ -197,6 +213,8 @@ class ManyPlan:
     """One statement writing several changes of distinct documents (see :func:`plan_many`)."""
 
     sql: str
+    returns: int
+    """How many expressions the first further table's rows return (see :func:`plan_many`)."""
     _arrays: tuple[tuple[Group, _Column], ...]
 
     def parameters(
@@ -220,14 +238,16 @@ def plan_many(
     inbox: Table | None,
     inbox_columns: tuple[str, ...],
     tables: tuple[tuple[Table, tuple[str, ...]], ...],
+    returning: tuple[str, ...] = (),
 ) -> ManyPlan:
     """The statement writing several changes, at most one document row each: the rows of
     ``updated`` (``key``, the version read as ``read``, and these columns) compare-and-set
     by ``UPDATE``, those of ``inserted`` (``key`` and these columns) by ``INSERT``, and
     ``touched`` ones (``key``, ``read``) by a no-op ``UPDATE``; then, only when every
     document row counted (``$1`` of them), the inbox rows, and only when all of those were
-    inserted (``$2``), the rows of ``tables``. It returns the keys of the documents written
-    and the inbox event ids inserted."""
+    inserted (``$2``), the rows of ``tables``. It returns the keys of the documents written,
+    the inbox event ids inserted and, as :func:`plan` does, what ``returning`` reads of the
+    rows of the first of ``tables``."""
     q = dialect.identifier_preparer
     arrays: list[tuple[Group, _Column]] = []
     key_sql, version = q.quote(key), q.quote("version")
@@ -301,17 +321,23 @@ def plan_many(
         source = unnest(index, columns_of(table, columns))
         names = ", ".join(q.quote(c) for c in columns)
         cells = ", ".join(read(table, columns))
+        returns = ""
+        if index == 0 and returning:
+            returns = " RETURNING " + ", ".join(f"{e} AS r{n}" for n, e in enumerate(returning))
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {cells} FROM {source}"
-            f" WHERE {ok} ORDER BY u.n)"
+            f" WHERE {ok} ORDER BY u.n{returns})"
         )
+    returned = "".join(
+        f", ARRAY(SELECT r{n} FROM t0 ORDER BY r0)" for n in range(len(returning) if tables else 0)
+    )
     inserted_ids = "ARRAY(SELECT e FROM i)" if inbox is not None else "ARRAY[]::TEXT[]"
     # $1 and $2 are named here too, so they have a type whatever else the statement has.
     sql = (
         f"WITH {', '.join(parts)} SELECT ARRAY({' UNION ALL '.join(written)}), {inserted_ids},"
-        " $1::INTEGER, $2::INTEGER"
+        f" $1::INTEGER, $2::INTEGER{returned}"
     )
-    return ManyPlan(sql, tuple(arrays))
+    return ManyPlan(sql, len(returning) if tables else 0, tuple(arrays))
 
 
 def run_many(
@@ -320,7 +346,9 @@ def run_many(
     keys: int,
     inbox: int,
     groups: Mapping[Group, Sequence[dict[str, Any]]],
-) -> tuple[set[str], set[str]]:
-    """Send ``statement``: the keys of the documents written and the inbox ids inserted."""
+) -> tuple[set[str], set[str], list[tuple[Any, ...]]]:
+    """Send ``statement``: the keys of the documents written, the inbox ids inserted and what
+    the rows of the first further table returned (none unless the plan returns some)."""
     row = conn.exec_driver_sql(statement.sql, statement.parameters(keys, inbox, groups)).one()
-    return set(row[0]), set(row[1])
+    returned = list(zip(*row[4 : 4 + statement.returns], strict=True)) if statement.returns else []
+    return set(row[0]), set(row[1]), returned

@@ -18,7 +18,8 @@ memory writes its outbox rows already leased to that relay (``claimed_by``, ``cl
 with ``INSERT ... RETURNING id, event_id, <blocked>``, where ``<blocked>`` says whether the
 newest older pending row of the same key is *not* under this relay's unexpired lease (a row
 of another process, one backing off after a failure, one whose lease ran out, or one left
-to the claim for one of these reasons). Such rows, and
+to the claim for one of these reasons); on PostgreSQL a single change's unit of work writes
+them in its one statement, which returns the same (:mod:`.one_statement`). Such rows, and
 rows without a key, are released again in the same transaction (:func:`release_rows`): they
 go through the claim, which keeps their key's order. The others are handed to the relay
 after the commit, with no claim statement; if the process dies first, their lease expires
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +63,7 @@ from .schema import OUTBOX
 __all__ = [
     "ROW_COLUMNS",
     "OutboxLease",
+    "blocked_sql",
     "claim_rows",
     "count_pending",
     "decode_trace_context",
@@ -75,6 +77,7 @@ __all__ = [
     "release_rows",
     "row_to_outbox",
     "rows_by_event_id",
+    "take_leased",
 ]
 
 ROW_COLUMNS = (
@@ -226,20 +229,25 @@ class OutboxLease:
 # after newer ones were handed over) the relay closes itself (see pipeline_state._relay).
 # Correlated with the row being inserted, so it needs no parameter (a multi-row INSERT repeats
 # its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
-@functools.cache
-def leased_insert(dialect: str) -> Insert:
-    """Insert outbox rows written under an :class:`OutboxLease`; returns each row's id, event
-    id and whether an older pending row of its key holds it back. The pending condition is
-    spelled as in ``ix_outbox_pending_key``'s own ``WHERE``, so the partial index serves it."""
+def blocked_sql(dialect: str) -> str:
+    """Whether an older pending row of its key holds back the outbox row just inserted (the
+    row is ``outbox``). The pending condition is spelled as in ``ix_outbox_pending_key``'s own
+    ``WHERE``, so the partial index serves it."""
     pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
-    blocked = literal_column(
+    return (
         "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
         " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
         " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
         f" AND older.published_at IS NULL AND {pending}"
-        " ORDER BY older.id DESC LIMIT 1), false)",
-        Boolean,
-    ).label("blocked")
+        " ORDER BY older.id DESC LIMIT 1), false)"
+    )
+
+
+@functools.cache
+def leased_insert(dialect: str) -> Insert:
+    """Insert outbox rows written under an :class:`OutboxLease`; returns each row's id, event
+    id and whether an older pending row of its key holds it back (:func:`blocked_sql`)."""
+    blocked = literal_column(blocked_sql(dialect), Boolean).label("blocked")
     return insert(OUTBOX).returning(OUTBOX.c.id, OUTBOX.c.event_id, blocked)
 
 
@@ -263,11 +271,22 @@ def insert_leased(
     """Insert ``rows`` (each with :meth:`OutboxLease.columns`) and record in ``lease`` the
     rows handed to the relay; rows held back by an older row of their key are released
     at once (one more statement, only then)."""
-    if not rows:
-        return
+    if rows:
+        take_leased(conn, conn.execute(leased_insert(conn.dialect.name), rows), messages, lease)
+
+
+def take_leased(
+    conn: Connection,
+    inserted: Iterable[Sequence[Any]],
+    messages: Sequence[tuple[OutboxMessage, datetime]],
+    lease: OutboxLease,
+) -> None:
+    """Record in ``lease`` the rows handed to the relay among the leased rows ``inserted``
+    (each ``(id, event id, blocked)``, see :func:`leased_insert`); rows held back by an older
+    row of their key are released at once (one more statement, only then)."""
     by_event = {message.event_id: (message, at) for message, at in messages}
     blocked: list[int] = []
-    for row_id, event_id, held in conn.execute(leased_insert(conn.dialect.name), rows):
+    for row_id, event_id, held in inserted:
         message, at = by_event[event_id]
         if message.key is None:
             continue

@@ -48,7 +48,7 @@ from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
 from . import one_statement
-from .outbox import OutboxLease, encode_trace_context, insert_leased
+from .outbox import OutboxLease, blocked_sql, encode_trace_context, insert_leased, take_leased
 from .schema import OUTBOX
 
 __all__ = ["Rows", "UnitOfWork", "insert_ignoring_conflicts"]
@@ -273,8 +273,9 @@ class UnitOfWork(Generic[C, D]):
         outbox rows, table after table). On PostgreSQL the whole unit of work is one
         statement (:mod:`.one_statement`): one round trip instead of one per step, with
         the same outcome and the same errors. With a ``lease`` (rows handed to this
-        process's relay), the outbox rows follow in a second statement, the leased insert
-        (:func:`~pipeline_state_sql.outbox.insert_leased`), which returns their ids."""
+        process's relay), the outbox rows are written leased in the same statement, which
+        returns their ids and whether an older row of their key holds them back
+        (:func:`~pipeline_state_sql.outbox.take_leased`)."""
         if conn.dialect.name != "postgresql":
             self.write(conn, change, lambda c, _change: _insert_all(c, rows), lease=lease)
             return
@@ -302,7 +303,7 @@ class UnitOfWork(Generic[C, D]):
             scalars.update(("i:" + name, value) for name, value in row.items())
         tables: list[tuple[Table, list[dict[str, Any]]]] = []
         outbox = self.outbox_rows(change, lease)
-        if outbox and lease is None:
+        if outbox:
             tables.append((self.outbox, outbox))
         tables.extend((cast(Table, statement.table), list(more)) for statement, more in rows if more)
         statement = one_statement.plan(
@@ -314,15 +315,16 @@ class UnitOfWork(Generic[C, D]):
             self.inbox if change.inbox is not None else None,
             inbox_columns,
             tuple((table, tuple(more[0])) for table, more in tables),
+            _leased_returning() if outbox and lease is not None else (),
         )
-        counted, inserted = one_statement.run(conn, statement, scalars, tables)
+        counted, inserted, returned = one_statement.run(conn, statement, scalars, tables)
         if counted != statement.document_ok:
             raise self.conflict(conn, change)
         if inserted != 1:
             assert change.inbox is not None
             raise DuplicateEventError(change.inbox.event_id)
         if outbox and lease is not None:
-            self._insert_outbox(conn, [change], outbox, lease)
+            take_leased(conn, returned, [(m, change.at) for m in change.outbox], lease)
 
     def write_many_rows(
         self,
@@ -359,12 +361,8 @@ class UnitOfWork(Generic[C, D]):
                 return False
             groups[row[0]].append(row[1])
         tables: dict[Table, list[dict[str, Any]]] = {}
-        leased: list[dict[str, Any]] = []
-        for change in changes:
-            if lease is None:
-                tables.setdefault(self.outbox, []).extend(self.outbox_rows(change))
-            else:
-                leased.extend(self.outbox_rows(change, lease))
+        for change in changes:  # the outbox first: the leased rows' ids are returned
+            tables.setdefault(self.outbox, []).extend(self.outbox_rows(change, lease))
             for insert_rows, more in rows(change):
                 tables.setdefault(cast(Table, insert_rows.table), []).extend(more)
         filled = [(table, more) for table, more in tables.items() if more]
@@ -385,8 +383,9 @@ class UnitOfWork(Generic[C, D]):
             self.inbox if inbox else None,
             inbox_shape,
             tuple((table, shape or ()) for (table, _), shape in zip(filled, shapes, strict=True)),
+            _leased_returning() if lease is not None and tables[self.outbox] else (),
         )
-        written, inserted = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
+        written, inserted, returned = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
         if len(written) != len(chains):
             failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
             earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
@@ -397,9 +396,8 @@ class UnitOfWork(Generic[C, D]):
             raise self.conflict(conn, changes[failed])
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
-        if leased:
-            assert lease is not None
-            self._insert_outbox(conn, changes, leased, lease)
+        if lease is not None and tables[self.outbox]:
+            take_leased(conn, returned, [(m, c.at) for c in changes for m in c.outbox], lease)
         return True
 
     def _chain_row(
@@ -481,6 +479,12 @@ class UnitOfWork(Generic[C, D]):
             _insert_rows(conn, self._sql.insert_outbox, rows)
         else:
             insert_leased(conn, rows, [(m, c.at) for c in changes for m in c.outbox], lease)
+
+
+def _leased_returning() -> tuple[str, ...]:
+    """What the outbox rows written under a lease return in the one statement (PostgreSQL):
+    as :func:`~pipeline_state_sql.outbox.leased_insert` does."""
+    return ("outbox.id", "outbox.event_id", blocked_sql("postgresql"))
 
 
 def _shape(rows: Sequence[dict[str, Any]]) -> tuple[str, ...] | None:

@@ -18,7 +18,7 @@ from sqlalchemy import event
 from pipeline_state import ManualClock, OutboxRelay
 from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage, OutboxRow
-from pipeline_state.testing import T0, message
+from pipeline_state.testing import T0, make_state, message
 
 
 class Transport:
@@ -109,14 +109,40 @@ async def test_the_unit_of_work_writes_the_rows_leased_in_its_own_insert(make_st
     store.attach_relay(inbox, ManualClock(T0))
     with statements(store) as sent:
         await commit(store, message("a1", "a"), message("b1", "b"), tag="1")
-    outbox_writes = [s for s in sent if "outbox" in s.split(" WHERE ")[0]]
+    outbox_writes = [s for s in sent if "INSERT INTO outbox" in s or s.startswith("UPDATE outbox")]
     assert len(outbox_writes) == 1, outbox_writes
-    assert outbox_writes[0].startswith("INSERT INTO outbox"), outbox_writes
+    assert "UPDATE outbox" not in outbox_writes[0], outbox_writes
+    if store.engine.dialect.name == "postgresql":
+        # The whole unit of work, its leased outbox rows included, is one statement.
+        assert sent == outbox_writes, sent
+        assert sent[0].startswith("WITH d AS ("), sent
+    else:
+        assert outbox_writes[0].startswith("INSERT INTO outbox"), outbox_writes
     assert [r.message.event_id for r in inbox.rows] == ["a1", "b1"]
     assert inbox.polls == 0
     # Leased to this store's relay: another relay's claim does not take them...
     other = await make_store()
     assert await other.claim(T0 + timedelta(seconds=29)) == []
+
+
+async def test_commit_many_writes_the_rows_leased_in_its_own_statement(make_store: Any) -> None:
+    store = await make_store()
+    inbox = Inbox()
+    store.attach_relay(inbox, ManualClock(T0))
+    changes = [
+        Change("many-1", None, make_state("many-1"), T0, outbox=(message("m1", "k1"), message("m2", "k2"))),
+        Change("many-2", None, make_state("many-2"), T0, outbox=(message("m3", "k1"),)),
+    ]
+    with statements(store) as sent:
+        await store.commit_many(changes)
+    assert [r.message.event_id for r in inbox.rows] == ["m1", "m2", "m3"]
+    assert [r.id for r in inbox.rows] == sorted(r.id for r in inbox.rows)
+    assert inbox.polls == 0
+    if store.engine.dialect.name == "postgresql":  # the documents and the leased rows at once
+        assert len(sent) == 1, sent
+        assert sent[0].startswith("WITH "), sent
+    other = await make_store()
+    assert await other.claim(T0 + timedelta(seconds=29)) == []  # leased to this store's relay
 
 
 async def test_a_crash_between_commit_and_publish_is_recovered_after_the_lease(make_store: Any) -> None:

@@ -1,0 +1,107 @@
+"""The offset commit goes on behind the next fetch's work (issue 16, completion latency).
+
+A fetch's records are handled, then its offsets are committed: a broker round trip that the
+records of the next fetch used to wait for. Now the next fetch is handled while the commit is
+in flight; one commit is in flight at a time, offsets that come due meanwhile go together in
+the next one, in order, and the stop and a rebalance wait for them. The record source is
+:class:`intake_kit.LogConsumer` (no broker); its commit refuses an offset that goes backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+
+from intake_kit import LogConsumer, MemoryProducer, drain
+from pipeline_state_kafka import DeadLetterWriter, InboundConsumer
+from pipeline_state_kafka._kafka import TopicPartition
+from pipeline_state_kafka.consumer import ConsumerSettings
+from pipeline_state_kafka.handlers import Handled
+
+TOPIC = "huleedu.essay.spellcheck.completed.v1"
+
+
+class SlowCommits(LogConsumer):
+    """Each offset commit waits until ``release`` is set (at most ``hold`` seconds)."""
+
+    def __init__(self, stop: asyncio.Event, hold: float) -> None:
+        super().__init__(stop)
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.hold = hold
+        self.calls: list[dict[TopicPartition, int]] = []
+        self.in_flight = 0
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        self.in_flight += 1
+        assert self.in_flight == 1, "two offset commits in flight at once"
+        try:
+            self.calls.append(dict(offsets or {}))
+            self.started.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.hold)
+            await super().commit(offsets)
+        finally:
+            self.in_flight -= 1
+
+
+def _consumer(source: LogConsumer, seen: list[bytes], all_seen: asyncio.Event) -> InboundConsumer:
+    async def handler(topic: str, raw: bytes) -> Handled:
+        seen.append(raw)
+        if len(seen) == len(source.logs[next(iter(source.logs))]):
+            all_seen.set()
+        return Handled(result="applied")
+
+    return InboundConsumer(
+        ConsumerSettings("127.0.0.1:1", max_records=1),
+        handler,
+        DeadLetterWriter(MemoryProducer()),
+        consumer_factory=lambda _s: source,
+    )
+
+
+async def test_kafka_next_fetch_is_handled_while_the_offset_commit_is_in_flight() -> None:
+    stop = asyncio.Event()
+    source = SlowCommits(stop, hold=5.0)
+    for n in range(4):
+        source.append(TOPIC, b"r%d" % n, key=b"k%d" % n)
+    seen: list[bytes] = []
+    handled_during_commit: list[bytes] = []
+    all_seen = asyncio.Event()
+    consumer = _consumer(source, seen, all_seen)
+
+    async def watch() -> None:
+        await source.started.wait()  # the first fetch's commit has started
+        await all_seen.wait()
+        handled_during_commit.extend(seen[1:])  # handled while that commit still waits
+        source.release.set()
+
+    watcher = asyncio.create_task(watch())
+    await drain(consumer, source, within=4.0)  # waiting 5 s for each commit would time out
+    await watcher
+    assert handled_during_commit == [b"r1", b"r2", b"r3"]
+    tp = next(iter(source.logs))
+    # The first commit carried the first record; the three fetches handled meanwhile went
+    # together in the second, and everything is committed by the time the run ends.
+    assert source.calls == [{tp: 1}, {tp: 4}]
+    assert source.committed == source.ends()
+
+
+async def test_kafka_a_rebalance_waits_for_the_offset_commit_in_flight() -> None:
+    stop = asyncio.Event()
+    source = SlowCommits(stop, hold=0.05)
+    source.append(TOPIC, b"r0", key=b"k0")
+    seen: list[bytes] = []
+    consumer = _consumer(source, seen, asyncio.Event())
+    revoked_at: list[dict[TopicPartition, int]] = []
+
+    async def stop_after_first_fetch() -> None:
+        await source.started.wait()
+        await consumer.partitions_revoked(list(source.logs))
+        revoked_at.append(dict(source.committed))  # what was committed when the hook returned
+
+    task = asyncio.create_task(stop_after_first_fetch())
+    await drain(consumer, source)
+    await task
+    assert revoked_at == [source.ends()]
