@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
@@ -47,7 +47,7 @@ from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
-from . import one_statement
+from . import one_statement, sqlite_many
 from .outbox import OutboxLease, encode_trace_context, insert_leased
 from .schema import OUTBOX
 
@@ -338,8 +338,63 @@ class UnitOfWork(Generic[C, D]):
         (:func:`~pipeline_state_sql.one_statement.plan_many`): one compare-and-set per
         document, whatever the number of its changes, and the same errors as
         :meth:`write_many`; other sequences run :meth:`write_many`."""
-        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows, lease):
-            self.write_many(conn, changes, lambda _conn, change: rows(change), lease)
+        dialect = conn.dialect.name
+        if dialect == "postgresql" and self._many_in_one(conn, changes, rows, lease):
+            return
+        if dialect == "sqlite" and self._many_sqlite(conn, changes, rows, lease):
+            return
+        self.write_many(conn, changes, lambda _conn, change: rows(change), lease)
+
+    def _many_sqlite(
+        self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
+    ) -> bool:
+        """:meth:`write_many_rows` on SQLite with the compare-and-sets of all documents in one
+        statement (:func:`~pipeline_state_sql.sqlite_many.update_many`), then the inbox,
+        outbox and other rows one statement per table, as :meth:`write_many` writes them;
+        ``False`` (nothing sent) unless every document's changes follow one another and
+        update a stored row, and no event repeats."""
+        chains: dict[str, list[C]] = {}
+        for change in changes:
+            chains.setdefault(change.batch_id, []).append(change)
+        inbox = [(p, self.inbox_row(c.inbox)) for p, c in enumerate(changes) if c.inbox is not None]
+        if len({row["event_id"] for _, row in inbox}) != len(inbox):
+            return False  # an event twice: write_many tells which is the duplicate
+        updates: list[dict[str, Any]] = []
+        for batch_id, chain in chains.items():
+            row = self._chain_row(batch_id, chain)
+            if row is None or row[0] != "update":
+                return False
+            updates.append(row[1])
+        shape = _shape(updates)
+        if shape is None:
+            return False
+        written = sqlite_many.update_many(conn, self.documents, self.key, _columns(shape, 2), updates)
+        if len(written) != len(chains):
+            self._raise_lost(conn, changes, written)
+        added: dict[Insert, list[dict[str, Any]]] = {self._sql.insert_outbox: []}
+        for change in changes:
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change, lease))
+            for statement, more in rows(change):
+                added.setdefault(statement, []).extend(more)
+        duplicate = self._first_duplicate(conn, inbox)
+        if duplicate is not None:
+            raise DuplicateEventError(duplicate[1])
+        self._insert_outbox(conn, changes, added.pop(self._sql.insert_outbox), lease)
+        for statement, collected in added.items():
+            _insert_rows(conn, statement, collected)
+        return True
+
+    def _raise_lost(self, conn: Connection, changes: Sequence[C], written: set[Any]) -> NoReturn:
+        """Raise what the changes one by one would have raised first when the documents not in
+        ``written`` lost their compare-and-set: a duplicate among the inbox ids of the changes
+        before the first lost one, else that change's conflict."""
+        failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
+        earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
+        held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
+        duplicate = next((event_id for event_id in earlier if event_id in held), None)
+        if duplicate is not None:
+            raise DuplicateEventError(duplicate)
+        raise self.conflict(conn, changes[failed])
 
     def _many_in_one(
         self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
@@ -388,13 +443,7 @@ class UnitOfWork(Generic[C, D]):
         )
         written, inserted = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
         if len(written) != len(chains):
-            failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
-            earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
-            held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
-            duplicate = next((event_id for event_id in earlier if event_id in held), None)
-            if duplicate is not None:
-                raise DuplicateEventError(duplicate)
-            raise self.conflict(conn, changes[failed])
+            self._raise_lost(conn, changes, written)
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
         if leased:
