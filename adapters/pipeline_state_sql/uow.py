@@ -44,7 +44,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, update
 from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
-from .codec import encode_run, encode_state, stored_status
+from .codec import encode_run, state_text, stored_status
 from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
@@ -56,7 +56,7 @@ def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
     return {
         "status": stored_status(state.status),
         "version": state.version,
-        "state": encode_state(state),
+        "state": state_text(state),
         "next_deadline_at": next_deadline(state),
         "updated_at": state.updated_at,
     }
