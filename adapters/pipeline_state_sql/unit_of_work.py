@@ -27,7 +27,12 @@ writes the inbox, outbox and the caller's rows of all changes with one statement
 
 :meth:`UnitOfWork.write_rows` and :meth:`UnitOfWork.write_many_rows` are the same with the
 caller's rows given as data: on PostgreSQL each is then one statement
-(:mod:`.one_statement`), with the same outcome and the same errors.
+(:mod:`.one_statement`), with the same outcome and the same errors. On SQLite,
+:meth:`UnitOfWork.write_many_rows` sends the compare-and-sets of all documents, and the
+check that the inbox holds none of the events, as one ``UPDATE``
+(:mod:`.sqlite_many`); the inbox, outbox and other rows follow as plain ``INSERT`` statements,
+which the driver sends with the ``COMMIT`` (only the leased outbox insert, which returns
+ids, is a round trip of its own).
 
 Statements are ordered so the row lock on the document is taken first: two writers of the
 same document serialise on it, and the loser sees a changed version.
@@ -87,6 +92,7 @@ class _Statements:
     inbox_row: Select[Any]
     update_inbox: Update
     insert_outbox: Insert
+    insert_inbox: Insert
     inbox_ids: Select[Any]
 
     @classmethod
@@ -105,6 +111,7 @@ class _Statements:
             .where(by_event)
             .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
             insert_outbox=insert(outbox),
+            insert_inbox=insert(inbox),
             inbox_ids=select(inbox.c.event_id).where(inbox.c.event_id.in_(bindparam("ids", expanding=True))),
         )
 
@@ -349,15 +356,21 @@ class UnitOfWork(Generic[C, D]):
         self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
     ) -> bool:
         """:meth:`write_many_rows` on SQLite with the compare-and-sets of all documents in one
-        statement (:func:`~pipeline_state_sql.sqlite_many.update_many`), then the inbox,
-        outbox and other rows one statement per table, as :meth:`write_many` writes them;
-        ``False`` (nothing sent) unless every document's changes follow one another and
-        update a stored row, and no event repeats."""
+        statement that also checks the inbox holds none of the events
+        (:func:`~pipeline_state_sql.sqlite_many.update_many`); the inbox rows then go in a
+        plain ``INSERT`` (sent with the next statement or the ``COMMIT``), the outbox and
+        other rows one statement per table, as :meth:`write_many` writes them. ``False``
+        (nothing sent) unless every document's changes follow one another and update a
+        stored row, and no event repeats. The errors are :meth:`write_many`'s."""
         chains: dict[str, list[C]] = {}
+        events: dict[str, list[str]] = {}
+        inbox: list[dict[str, Any]] = []
         for change in changes:
             chains.setdefault(change.batch_id, []).append(change)
-        inbox = [(p, self.inbox_row(c.inbox)) for p, c in enumerate(changes) if c.inbox is not None]
-        if len({row["event_id"] for _, row in inbox}) != len(inbox):
+            if change.inbox is not None:
+                events.setdefault(change.batch_id, []).append(change.inbox.event_id)
+                inbox.append(self.inbox_row(change.inbox))
+        if len({row["event_id"] for row in inbox}) != len(inbox):
             return False  # an event twice: write_many tells which is the duplicate
         updates: list[dict[str, Any]] = []
         for batch_id, chain in chains.items():
@@ -368,17 +381,26 @@ class UnitOfWork(Generic[C, D]):
         shape = _shape(updates)
         if shape is None:
             return False
-        written = sqlite_many.update_many(conn, self.documents, self.key, _columns(shape, 2), updates)
+        columns = _columns(shape, 2)
+        written = sqlite_many.update_many(
+            conn, self.documents, self.key, columns, updates, (self.inbox, events)
+        )
         if len(written) != len(chains):
-            self._raise_lost(conn, changes, written)
+            # A compare-and-set lost, or an event was processed: the rows not written again,
+            # without the inbox check, tell which error comes first.
+            rest = [row for row in updates if row[self.key] not in written]
+            written |= sqlite_many.update_many(conn, self.documents, self.key, columns, rest)
+            if len(written) != len(chains):
+                self._raise_lost(conn, changes, written)
+            ids = [row["event_id"] for row in inbox]
+            held = set(conn.execute(self._sql.inbox_ids, {"ids": ids}).scalars())
+            raise DuplicateEventError(next(event_id for event_id in ids if event_id in held))
         added: dict[Insert, list[dict[str, Any]]] = {self._sql.insert_outbox: []}
         for change in changes:
             added[self._sql.insert_outbox].extend(self.outbox_rows(change, lease))
             for statement, more in rows(change):
                 added.setdefault(statement, []).extend(more)
-        duplicate = self._first_duplicate(conn, inbox)
-        if duplicate is not None:
-            raise DuplicateEventError(duplicate[1])
+        _insert_rows(conn, self._sql.insert_inbox, inbox)
         self._insert_outbox(conn, changes, added.pop(self._sql.insert_outbox), lease)
         for statement, collected in added.items():
             _insert_rows(conn, statement, collected)

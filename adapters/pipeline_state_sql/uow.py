@@ -28,7 +28,9 @@ of step 4, which is rare, is written change by change).
 
 On PostgreSQL, steps 1 to 3 of a change are one statement, and so are those of all the
 changes of :func:`write_changes` when each batch's changes follow one another
-(:mod:`pipeline_state_sql.one_statement`).
+(:mod:`pipeline_state_sql.one_statement`). On SQLite, :func:`write_changes` (one change or
+several) then sends the compare-and-sets of all batches as one ``UPDATE``
+(:mod:`pipeline_state_sql.sqlite_many`) and the other rows with the ``COMMIT``.
 
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
@@ -200,7 +202,8 @@ def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLeas
     :meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_many` (one statement per
     table; the error raised is the one :func:`write_change` would have raised first,
     change after change), or change by change when one has a step 4."""
-    if len(changes) == 1 or any(_special(c) for c in changes):
+    # One change: PostgreSQL writes it in one statement (write_change); SQLite as many.
+    if (len(changes) == 1 and conn.dialect.name != "sqlite") or any(_special(c) for c in changes):
         for change in changes:
             write_change(conn, change, lease)
         return
