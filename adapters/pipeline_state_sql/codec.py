@@ -39,6 +39,7 @@ written by an earlier release still load, write back unchanged and decide the sa
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from cattrs import Converter
@@ -53,12 +54,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATE_LAYOUT",
     "STATE_SCHEMA",
+    "EncodedDocument",
     "UnreadableDocument",
     "decode_run",
     "decode_state",
+    "document_text",
     "encode_run",
     "encode_state",
     "past_from_history",
+    "state_text",
     "stored_status",
 ]
 
@@ -103,6 +107,18 @@ SCHEMA_VERSION = STATE_SCHEMA.version
 
 RUN_SCHEMA = Schema(version=1)
 """The layout number of an archived run's document (the ``runs`` table)."""
+
+
+class EncodedDocument(str):
+    """A document's JSON text, encoded already: the engine's JSON serializer
+    (:func:`~pipeline_state_sql.engine.dumps`) stores it as it is."""
+
+    __slots__ = ()
+
+
+def document_text(value: object) -> str:
+    """The stored JSON text of a document: compact, non-ASCII characters kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class UnreadableDocument(str):
@@ -251,6 +267,26 @@ _RUN = DocumentCodec(Run, layout=STATE_LAYOUT, schema=RUN_SCHEMA, what="the stor
 def encode_state(state: BatchState) -> Document:
     """The JSON-compatible document of ``state`` (with ``schema``: :data:`SCHEMA_VERSION`)."""
     return _STATE.encode(state)
+
+
+_TEXTS: dict[int, tuple[BatchState, EncodedDocument]] = {}
+_TEXTS_KEPT = 256
+
+
+def state_text(state: BatchState) -> EncodedDocument:
+    """The stored JSON text of ``state`` (:func:`encode_state`, then :func:`document_text`).
+
+    The texts of the last states asked for are kept by identity (each with its state, so an
+    id reused by a new object never matches): a store that wrote ``state`` asks again once
+    the transaction committed, to remember the text it wrote, without encoding twice."""
+    found = _TEXTS.get(id(state))
+    if found is not None and found[0] is state:
+        return found[1]
+    text = EncodedDocument(document_text(encode_state(state)))
+    _TEXTS[id(state)] = (state, text)
+    if len(_TEXTS) > _TEXTS_KEPT:
+        del _TEXTS[next(iter(_TEXTS))]
+    return text
 
 
 def encode_run(run: Run) -> Document:

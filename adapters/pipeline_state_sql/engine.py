@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 
-from .codec import UnreadableDocument
+from .codec import EncodedDocument, UnreadableDocument, document_text
 from .driver import lean_creator
 
 __all__ = ["POSTGRES_POOL_SIZE", "create_engine", "dumps", "is_postgres", "is_sqlite", "loads"]
@@ -45,8 +45,11 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON, as stored."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, as stored (an :class:`~pipeline_state_sql.codec.EncodedDocument` is
+    the JSON text already and is stored as it is)."""
+    if isinstance(value, EncodedDocument):
+        return value
+    return document_text(value)
 
 
 def loads(text: str) -> Any:

@@ -18,6 +18,7 @@ import attrs
 from sqlalchemy import (
     BindParameter,
     Connection,
+    Text,
     bindparam,
     cast,
     delete,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     null,
     select,
     true,
+    type_coerce,
     union_all,
     update,
 )
@@ -38,6 +40,7 @@ from pipeline_state.ports import OutboxRow, StalledRun, TransitionRecord, Waitin
 from .codec import decode_run, decode_state, stored_status
 from .outbox import ROW_COLUMNS, row_to_outbox
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
+from .state_cache import StateCache
 
 __all__ = [
     "ArchivedRun",
@@ -88,15 +91,31 @@ _LOAD_FOR_EVENT = select(
 # and per batch with waiting facts ("w", batch id). The batches come first: the column's
 # type (and so its decoding) is the state's.
 _B_IDS: BindParameter[Any] = bindparam("b_ids", expanding=True)
-_NO_STATE = cast(null(), BATCHES.c.state.type)  # typed: PostgreSQL would make NULL text
-_LOAD_FOR_EVENTS = union_all(
-    select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), BATCHES.c.state).where(
-        BATCHES.c.batch_id.in_(_B_IDS)
-    ),
-    select(literal("i"), INBOX.c.event_id, _NO_STATE).where(
-        INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))
-    ),
-    select(literal("w"), WAITING.c.batch_id, _NO_STATE).where(WAITING.c.batch_id.in_(_B_IDS)).distinct(),
+
+
+def _load_for_events(state: Any, no_state: Any) -> Any:
+    return union_all(
+        select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), state).where(
+            BATCHES.c.batch_id.in_(_B_IDS)
+        ),
+        select(literal("i"), INBOX.c.event_id, no_state).where(
+            INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))
+        ),
+        select(literal("w"), WAITING.c.batch_id, no_state).where(WAITING.c.batch_id.in_(_B_IDS)).distinct(),
+    )
+
+
+# typed NULL: PostgreSQL would make NULL text
+_LOAD_FOR_EVENTS = _load_for_events(BATCHES.c.state, cast(null(), BATCHES.c.state.type))
+
+# With a state cache (SQLite stores, :mod:`.state_cache`): the same reads, the state as the
+# stored text, decoded (or not) by the cache.
+_STATE_TEXT = type_coerce(BATCHES.c.state, Text).label("state")
+_LOAD_FOR_EVENTS_TEXT = _load_for_events(_STATE_TEXT, cast(null(), Text))
+_LOAD_FOR_EVENT_TEXT = select(
+    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+    select(_STATE_TEXT).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
 )
 
 
@@ -114,23 +133,34 @@ def load_with_waiting(conn: Connection, batch_id: str) -> tuple[BatchState | Non
     return state, bool(row.waiting)
 
 
-def load_for_event(conn: Connection, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
+def _decoded(batch_id: str, document: Any, states: StateCache | None) -> BatchState | None:
+    """The state in a read ``document`` (the stored text when ``states`` is given)."""
+    if document is None:
+        return None
+    if states is not None:
+        return states.decoded(batch_id, document)
+    return decode_state(batch_id, document)
+
+
+def load_for_event(
+    conn: Connection, batch_id: str, event_id: str, states: StateCache | None = None
+) -> tuple[bool, BatchState | None, bool]:
     """Whether the inbox holds ``event_id``, and (when it does not) the stored state of
-    ``batch_id`` (or ``None``) and whether facts of it wait: one statement."""
-    row = conn.execute(_LOAD_FOR_EVENT, {"b_id": batch_id, "e_id": event_id}).one()
+    ``batch_id`` (or ``None``) and whether facts of it wait: one statement. With ``states``
+    the document is read as text and decoded through that cache."""
+    statement = _LOAD_FOR_EVENT if states is None else _LOAD_FOR_EVENT_TEXT
+    row = conn.execute(statement, {"b_id": batch_id, "e_id": event_id}).one()
     if row.processed:
         return True, None, False
-    document = row.state
-    state = None if document is None else decode_state(batch_id, document)
-    return False, state, bool(row.waiting)
+    return False, _decoded(batch_id, row.state, states), bool(row.waiting)
 
 
 def load_for_events(
-    conn: Connection, events: Sequence[tuple[str, str]]
+    conn: Connection, events: Sequence[tuple[str, str]], states: StateCache | None = None
 ) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
     """For ``(batch id, event id)`` pairs: the event ids the inbox holds, and for each batch
     with an event it does not hold, its stored state (or ``None``) and whether facts of it
-    wait; one statement (:func:`load_for_event` for many)."""
+    wait; one statement (:func:`load_for_event` for many, ``states`` likewise)."""
     if not events:
         return frozenset(), {}
     batch_ids = list(dict.fromkeys(b for b, _ in events))
@@ -138,7 +168,8 @@ def load_for_events(
     documents: dict[str, Any] = {}
     processed: set[str] = set()
     waiting: set[str] = set()
-    for kind, key, document in conn.execute(_LOAD_FOR_EVENTS, {"b_ids": batch_ids, "e_ids": event_ids}):
+    statement = _LOAD_FOR_EVENTS if states is None else _LOAD_FOR_EVENTS_TEXT
+    for kind, key, document in conn.execute(statement, {"b_ids": batch_ids, "e_ids": event_ids}):
         if kind == "b":
             documents[key] = document
         elif kind == "i":
@@ -148,9 +179,7 @@ def load_for_events(
     wanted = dict.fromkeys(b for b, e in events if e not in processed)
     read = {}
     for batch_id in wanted:
-        document = documents.get(batch_id)
-        state = None if document is None else decode_state(batch_id, document)
-        read[batch_id] = (state, batch_id in waiting)
+        read[batch_id] = (_decoded(batch_id, documents.get(batch_id), states), batch_id in waiting)
     return frozenset(processed), read
 
 

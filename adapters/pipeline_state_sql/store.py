@@ -35,10 +35,13 @@ from pipeline_state.ports import (
 
 from . import outbox as sql_outbox
 from . import queries
+from .codec import state_text
+from .engine import is_sqlite
 from .lane_store import LaneStore, open_on_new_engine, translated
 from .outbox import OutboxLease
 from .queries import ArchivedRun
 from .schema import ID
+from .state_cache import StateCache
 from .uow import PIPELINE, write_change, write_changes
 
 __all__ = ["HandOff", "SqlStore", "open_store"]
@@ -98,12 +101,15 @@ class SqlStore(LaneStore):
     (after that another relay may claim it again). The engine should come from
     :func:`~pipeline_state_sql.engine.create_engine`; the schema must exist (see
     :func:`~pipeline_state_sql.migrate.create_or_upgrade`). :meth:`close` disposes the
-    engine when the store owns it.
+    engine when the store owns it. On SQLite the store keeps the states it committed and
+    read last, by their stored text (:mod:`pipeline_state_sql.state_cache`): a unit of work
+    reading a batch this process wrote last does not decode it again.
     """
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
         self._hand_off: tuple[HandOff, Clock] | None = None
+        self._states = StateCache() if is_sqlite(engine) else None
 
     # -- hand-off to the relay of this process ----------------------------------------------
     def attach_relay(self, hand_off: HandOff, clock: Clock) -> None:
@@ -132,7 +138,12 @@ class SqlStore(LaneStore):
         lease.poll = any(c.republish for c in changes)  # re-queued rows: found by the claim
         return lease
 
-    def _committed(self, lease: OutboxLease | None) -> None:
+    def _committed(self, changes: Sequence[Change], lease: OutboxLease | None) -> None:
+        states = self._states
+        if states is not None:
+            for change in changes:
+                if change.state is not None:
+                    states.written(change.state, state_text(change.state))
         if lease is not None and self._hand_off is not None and (lease.handed or lease.poll):
             self._hand_off[0](lease.handed, lease.poll)
 
@@ -152,7 +163,7 @@ class SqlStore(LaneStore):
         together; a processed event gives ``(True, None, False)``)."""
         check_id(batch_id, "batch id")
         check_id(event_id, "event id")
-        return await self._read(queries.load_for_event, batch_id, event_id)
+        return await self._read(queries.load_for_event, batch_id, event_id, self._states)
 
     async def load_for_events(
         self, events: Sequence[tuple[str, str]]
@@ -163,14 +174,14 @@ class SqlStore(LaneStore):
         for batch_id, event_id in events:
             check_id(batch_id, "batch id")
             check_id(event_id, "event id")
-        return await self._read(queries.load_for_events, list(events))
+        return await self._read(queries.load_for_events, list(events), self._states)
 
     async def commit(self, change: Change) -> None:
         _check_change(change)
         lease = self._outbox_lease((change,))
         with translated(change.batch_id):
             await self._write(write_change, change, lease)
-        self._committed(lease)
+        self._committed((change,), lease)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
@@ -183,7 +194,7 @@ class SqlStore(LaneStore):
         lease = self._outbox_lease(changes)
         with translated(changes[0].batch_id):
             await self._write(write_changes, changes, lease)
-        self._committed(lease)
+        self._committed(changes, lease)
 
     async def is_processed(self, event_id: str) -> bool:
         check_id(event_id, "event id")

@@ -27,7 +27,12 @@ writes the inbox, outbox and the caller's rows of all changes with one statement
 
 :meth:`UnitOfWork.write_rows` and :meth:`UnitOfWork.write_many_rows` are the same with the
 caller's rows given as data: on PostgreSQL each is then one statement
-(:mod:`.one_statement`), with the same outcome and the same errors.
+(:mod:`.one_statement`), with the same outcome and the same errors. On SQLite,
+:meth:`UnitOfWork.write_many_rows` sends the compare-and-sets of all documents, and the
+check that the inbox holds none of the events, as one ``UPDATE``
+(:mod:`.sqlite_many`); the inbox, outbox and other rows follow as plain ``INSERT`` statements,
+which the driver sends with the ``COMMIT`` (only the leased outbox insert, which returns
+ids, is a round trip of its own).
 
 Statements are ordered so the row lock on the document is taken first: two writers of the
 same document serialise on it, and the loser sees a changed version.
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
@@ -47,7 +52,7 @@ from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
-from . import one_statement
+from . import one_statement, sqlite_many
 from .outbox import OutboxLease, blocked_sql, encode_trace_context, insert_leased, take_leased
 from .schema import OUTBOX
 
@@ -87,6 +92,7 @@ class _Statements:
     inbox_row: Select[Any]
     update_inbox: Update
     insert_outbox: Insert
+    insert_inbox: Insert
     inbox_ids: Select[Any]
 
     @classmethod
@@ -105,6 +111,7 @@ class _Statements:
             .where(by_event)
             .values(result=bindparam("i_result"), processed_at=bindparam("i_at")),
             insert_outbox=insert(outbox),
+            insert_inbox=insert(inbox),
             inbox_ids=select(inbox.c.event_id).where(inbox.c.event_id.in_(bindparam("ids", expanding=True))),
         )
 
@@ -340,8 +347,78 @@ class UnitOfWork(Generic[C, D]):
         (:func:`~pipeline_state_sql.one_statement.plan_many`): one compare-and-set per
         document, whatever the number of its changes, and the same errors as
         :meth:`write_many`; other sequences run :meth:`write_many`."""
-        if conn.dialect.name != "postgresql" or not self._many_in_one(conn, changes, rows, lease):
-            self.write_many(conn, changes, lambda _conn, change: rows(change), lease)
+        dialect = conn.dialect.name
+        if dialect == "postgresql" and self._many_in_one(conn, changes, rows, lease):
+            return
+        if dialect == "sqlite" and self._many_sqlite(conn, changes, rows, lease):
+            return
+        self.write_many(conn, changes, lambda _conn, change: rows(change), lease)
+
+    def _many_sqlite(
+        self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
+    ) -> bool:
+        """:meth:`write_many_rows` on SQLite with the compare-and-sets of all documents in one
+        statement that also checks the inbox holds none of the events
+        (:func:`~pipeline_state_sql.sqlite_many.update_many`); the inbox rows then go in a
+        plain ``INSERT`` (sent with the next statement or the ``COMMIT``), the outbox and
+        other rows one statement per table, as :meth:`write_many` writes them. ``False``
+        (nothing sent) unless every document's changes follow one another and update a
+        stored row, and no event repeats. The errors are :meth:`write_many`'s."""
+        chains: dict[str, list[C]] = {}
+        events: dict[str, list[str]] = {}
+        inbox: list[dict[str, Any]] = []
+        for change in changes:
+            chains.setdefault(change.batch_id, []).append(change)
+            if change.inbox is not None:
+                events.setdefault(change.batch_id, []).append(change.inbox.event_id)
+                inbox.append(self.inbox_row(change.inbox))
+        if len({row["event_id"] for row in inbox}) != len(inbox):
+            return False  # an event twice: write_many tells which is the duplicate
+        updates: list[dict[str, Any]] = []
+        for batch_id, chain in chains.items():
+            row = self._chain_row(batch_id, chain)
+            if row is None or row[0] != "update":
+                return False
+            updates.append(row[1])
+        shape = _shape(updates)
+        if shape is None:
+            return False
+        columns = _columns(shape, 2)
+        written = sqlite_many.update_many(
+            conn, self.documents, self.key, columns, updates, (self.inbox, events)
+        )
+        if len(written) != len(chains):
+            # A compare-and-set lost, or an event was processed: the rows not written again,
+            # without the inbox check, tell which error comes first.
+            rest = [row for row in updates if row[self.key] not in written]
+            written |= sqlite_many.update_many(conn, self.documents, self.key, columns, rest)
+            if len(written) != len(chains):
+                self._raise_lost(conn, changes, written)
+            ids = [row["event_id"] for row in inbox]
+            held = set(conn.execute(self._sql.inbox_ids, {"ids": ids}).scalars())
+            raise DuplicateEventError(next(event_id for event_id in ids if event_id in held))
+        added: dict[Insert, list[dict[str, Any]]] = {self._sql.insert_outbox: []}
+        for change in changes:
+            added[self._sql.insert_outbox].extend(self.outbox_rows(change, lease))
+            for statement, more in rows(change):
+                added.setdefault(statement, []).extend(more)
+        _insert_rows(conn, self._sql.insert_inbox, inbox)
+        self._insert_outbox(conn, changes, added.pop(self._sql.insert_outbox), lease)
+        for statement, collected in added.items():
+            _insert_rows(conn, statement, collected)
+        return True
+
+    def _raise_lost(self, conn: Connection, changes: Sequence[C], written: set[Any]) -> NoReturn:
+        """Raise what the changes one by one would have raised first when the documents not in
+        ``written`` lost their compare-and-set: a duplicate among the inbox ids of the changes
+        before the first lost one, else that change's conflict."""
+        failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
+        earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
+        held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
+        duplicate = next((event_id for event_id in earlier if event_id in held), None)
+        if duplicate is not None:
+            raise DuplicateEventError(duplicate)
+        raise self.conflict(conn, changes[failed])
 
     def _many_in_one(
         self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
@@ -387,13 +464,7 @@ class UnitOfWork(Generic[C, D]):
         )
         written, inserted, returned = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
         if len(written) != len(chains):
-            failed = next(p for p, c in enumerate(changes) if c.batch_id not in written)
-            earlier = [c.inbox.event_id for c in changes[:failed] if c.inbox is not None]
-            held = set(conn.execute(self._sql.inbox_ids, {"ids": earlier}).scalars()) if earlier else set()
-            duplicate = next((event_id for event_id in earlier if event_id in held), None)
-            if duplicate is not None:
-                raise DuplicateEventError(duplicate)
-            raise self.conflict(conn, changes[failed])
+            self._raise_lost(conn, changes, written)
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
         if lease is not None and tables[self.outbox]:

@@ -28,7 +28,9 @@ of step 4, which is rare, is written change by change).
 
 On PostgreSQL, steps 1 to 3 of a change are one statement, and so are those of all the
 changes of :func:`write_changes` when each batch's changes follow one another
-(:mod:`pipeline_state_sql.one_statement`).
+(:mod:`pipeline_state_sql.one_statement`). On SQLite, :func:`write_changes` (one change or
+several) then sends the compare-and-sets of all batches as one ``UPDATE``
+(:mod:`pipeline_state_sql.sqlite_many`) and the other rows with the ``COMMIT``.
 
 Statements are ordered so the row lock on the batch is taken first: two writers of the
 same batch serialise on it, and the loser sees a changed version.
@@ -44,7 +46,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, update
 from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
-from .codec import encode_run, encode_state, stored_status
+from .codec import encode_run, state_text, stored_status
 from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
@@ -56,7 +58,7 @@ def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
     return {
         "status": stored_status(state.status),
         "version": state.version,
-        "state": encode_state(state),
+        "state": state_text(state),
         "next_deadline_at": next_deadline(state),
         "updated_at": state.updated_at,
     }
@@ -200,7 +202,8 @@ def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLeas
     :meth:`~pipeline_state_sql.unit_of_work.UnitOfWork.write_many` (one statement per
     table; the error raised is the one :func:`write_change` would have raised first,
     change after change), or change by change when one has a step 4."""
-    if len(changes) == 1 or any(_special(c) for c in changes):
+    # One change: PostgreSQL writes it in one statement (write_change); SQLite as many.
+    if (len(changes) == 1 and conn.dialect.name != "sqlite") or any(_special(c) for c in changes):
         for change in changes:
             write_change(conn, change, lease)
         return
