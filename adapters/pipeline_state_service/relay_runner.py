@@ -11,7 +11,8 @@ no claim; the claim runs only when it is due: every ``idle_seconds`` (rows of ot
 processes, expired leases, back-offs), when a commit left rows to it, and again after a full
 batch. Published rows are marked with one statement at most ``mark_seconds`` after the first
 of them went out (or once a batch of them waits, or when nothing else is to be done), so
-one ``UPDATE`` marks the rows of several passes. While the store
+one ``UPDATE`` marks the rows of several passes; that mark runs behind the loop (one at a
+time), so rows handed to the relay meanwhile are published without waiting for it. While the store
 or broker is down, rows stay pending with their retry count and backoff, and the loop keeps
 trying; on stop it flushes what is due once more, bounded by ``flush_timeout_seconds``.
 
@@ -69,6 +70,7 @@ class RelayRunner:
         self._wake = asyncio.Event()
         self._last_claim = -math.inf
         self._first_unmarked: float | None = None
+        self._marking: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Run a pass now (new outbox rows were committed)."""
@@ -104,13 +106,36 @@ class RelayRunner:
         return report
 
     async def flush_marks(self) -> None:
-        """Mark the rows published so far (store errors logged; they are tried again)."""
+        """Mark the rows published so far (store errors logged; they are tried again), after
+        the mark running behind the loop, if any (two marks never run at once)."""
+        await self._marks_settled()
+        await self._mark()
+
+    def _mark_behind(self) -> None:
+        """Start marking the rows published so far without waiting for it; nothing to do
+        while a mark is in flight (its end wakes the loop, which marks what came meanwhile)."""
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.get_running_loop().create_task(self._mark())
+            self._marking.add_done_callback(self._marked)
+
+    def _marked(self, task: asyncio.Task[None]) -> None:
+        if self.relay.unmarked and not task.cancelled():
+            self._wake.set()  # rows published while it ran are marked by the next pass
+
+    async def _marks_settled(self) -> None:
+        task, self._marking = self._marking, None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    async def _mark(self) -> None:
         try:
             await self.relay.flush_marks()
         except StoreError as exc:
             log.warning("outbox unavailable, retrying: %s: %s", type(exc).__name__, exc)
             return
-        self._first_unmarked = None
+        # Rows published while this mark ran wait for the next one, mark_seconds from now.
+        self._first_unmarked = asyncio.get_running_loop().time() if self.relay.unmarked else None
 
     def _claim_due(self) -> bool:
         if not self.hand_offs:
@@ -142,7 +167,7 @@ class RelayRunner:
             if self.hand_offs:
                 mark = self._mark_wait()
                 if mark is not None and mark <= 0:
-                    await self.flush_marks()
+                    self._mark_behind()
                 elif mark is not None:
                     wait = min(wait, mark)
                 next_claim = self._last_claim + self.idle_seconds - asyncio.get_running_loop().time()

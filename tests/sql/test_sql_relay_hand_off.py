@@ -6,7 +6,7 @@ behind an older failing row, several rows of one key in one pass."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -283,3 +283,53 @@ async def test_the_runner_publishes_handed_rows_at_once_and_marks_them_together(
     assert len(relay_statements) == 1, relay_statements  # one mark for the three commits
     assert relay_statements[0].startswith("UPDATE outbox SET published_at")
     assert await store.pending_count() == 0
+
+
+async def test_a_slow_mark_does_not_hold_back_rows_handed_meanwhile(make_store: Any) -> None:
+    """The runner marks published rows behind its loop: while one mark waits on the store,
+    rows handed to the relay are published at once, and marked by the next mark."""
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    runner = RelayRunner(relay, idle_seconds=60.0, hand_off=True, mark_seconds=0.0)
+    store.attach_relay(runner.hand_off, relay.clock)
+    gate = asyncio.Event()
+    marks: list[list[int]] = []
+    mark_published = store.mark_published
+
+    async def slow_mark(ids: Sequence[int], now: Any) -> None:
+        marks.append(list(ids))
+        await gate.wait()  # the store is slow to answer this mark
+        await mark_published(ids, now)
+
+    store.mark_published = slow_mark
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await commit(store, message("m0", "k0"), tag="0")
+        assert await _within(lambda: bool(marks))  # m0 published, its mark waits at the gate
+        await commit(store, message("m1", "k1"), tag="1")
+        assert await _within(lambda: "m1" in transport.published)
+        assert len(marks) == 1  # the first mark still waits
+        gate.set()
+        assert await _within(lambda: len(marks) == 2)
+        for _ in range(500):
+            if not await store.pending_count():
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        gate.set()
+        stop.set()
+        await task
+    assert transport.published == ["m0", "m1"]
+    assert len(marks) == 2  # m1 was marked by a second mark, not lost
+    assert await store.pending_count() == 0
+
+
+async def _within(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (polled every millisecond)."""
+    for _ in range(int(seconds * 1000)):
+        if condition():
+            return True
+        await asyncio.sleep(0.001)
+    return condition()
