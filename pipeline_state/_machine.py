@@ -84,13 +84,21 @@ class Refused:
 
 @attrs.frozen(slots=True)
 class Option(Generic[C]):
-    """One compiled alternative: the transition and its bound guards and effects."""
+    """One compiled alternative of a trigger from one state: the transition and its bound
+    guards and effects, with what applying the move needs worked out once, when bound:
+    the state it leaves (``source``), its ``trigger``, whether it ``creates`` the entity,
+    and ``status``, the destination as the binder's status type (``dest`` itself unless
+    :meth:`SharedMachine.bind` was given ``status``)."""
 
     transition: Transition
     dest: str
     guards: tuple[tuple[str, GuardFn[C]], ...]
     before: tuple[EffectFn[C], ...]
     after: tuple[EffectFn[C], ...]
+    source: str = ""
+    trigger: str = ""
+    creates: bool = False
+    status: Any = None
 
 
 class SharedMachine:
@@ -208,9 +216,14 @@ class SharedMachine:
         return self._allowed.get(state, ())
 
     def bind(
-        self, *, guards: Mapping[str, GuardFn[C]], effects: Mapping[str, EffectFn[C]]
+        self,
+        *,
+        guards: Mapping[str, GuardFn[C]],
+        effects: Mapping[str, EffectFn[C]],
+        status: Callable[[str], Any] | None = None,
     ) -> BoundMachine[C]:
-        """Tie every declared guard and effect to an implementation.
+        """Tie every declared guard and effect to an implementation; ``status`` converts a
+        state name to the value the binder stores (a status enum), once per alternative.
 
         Raises:
             DefinitionError: a declared guard or effect has no implementation, or an
@@ -235,6 +248,10 @@ class SharedMachine:
                     tuple((g, guards[g]) for g in t.guards),
                     tuple(effects[e] for e in t.before),
                     tuple(effects[e] for e in t.after),
+                    key[0],
+                    t.trigger,
+                    t.creates,
+                    t.dest if status is None else status(t.dest),
                 )
                 for t in options
             )

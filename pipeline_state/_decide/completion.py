@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pipeline_state._commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state._lifecycle import ABSENT, PhaseStatus, Verdict
-from pipeline_state._model import ItemRef, Run, evolve
+from pipeline_state._model import ItemRef, Run
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state.errors import IllegalTransitionError
 
@@ -69,7 +69,7 @@ def archive_run(ctx: RunCtx) -> None:
     finished = engine.finished
     assert finished is not None
     past = session.state.past.after(finished, remember=session.profile.runs_remembered)
-    session.state = evolve(session.state, active_run=None, past=past)
+    session.change(active_run=None, past=past)
     session.archived.append(finished)
     engine.close()
 

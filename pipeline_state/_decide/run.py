@@ -225,38 +225,29 @@ def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:
 
 def apply_phase(ctx: PhaseCtx, option: machines.PhaseOption) -> None:
     engine = ctx.engine
-    phase = engine.phases[ctx.name]
-    dest = PhaseStatus(option.dest)
-    engine.phases[ctx.name] = evolve(phase, status=dest, **ctx.changes)
-    engine.session.journal.move(
-        Move(
-            "phase",
-            ctx.name,
-            option.transition.trigger,
-            phase.status.value,
-            option.dest,
-            engine.run.run_id,
-            ctx.note,
-        )
+    name = ctx.name
+    engine.phases[name] = evolve(engine.phases[name], status=option.status, **ctx.changes)
+    engine.session.journal.moves.append(
+        Move("phase", name, option.trigger, option.source, option.dest, engine.run.run_id, ctx.note)
     )
 
 
 def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
     engine, session = ctx.engine, ctx.session
     run = engine.run
-    trigger = option.transition.trigger
-    if option.transition.creates:
-        if run.status.value != option.dest:
-            run = engine.run = evolve(run, status=RunStatus(option.dest))
-        session.journal.move(Move("run", run.run_id, trigger, ABSENT, option.dest, run.run_id))
+    if option.creates:
+        if run.status != option.status:
+            run = engine.run = evolve(run, status=option.status)
+        session.journal.moves.append(Move("run", run.run_id, option.trigger, ABSENT, option.dest, run.run_id))
         if run.status is not RunStatus.ACTIVE:
             engine.finished = run
         return
-    source = run.status.value
     engine.finished = evolve(
-        run, status=RunStatus(option.dest), phases=tuple(engine.phases.values()), completed_at=session.now
+        run, status=option.status, phases=tuple(engine.phases.values()), completed_at=session.now
     )
-    session.journal.move(Move("run", run.run_id, trigger, source, option.dest, run.run_id))
+    session.journal.moves.append(
+        Move("run", run.run_id, option.trigger, option.source, option.dest, run.run_id)
+    )
 
 
 # -- phase guards --------------------------------------------------------------------------
