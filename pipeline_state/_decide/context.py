@@ -188,7 +188,7 @@ class PhaseCtx:
         self,
         engine: RunEngine,
         name: str,
-        changes: Mapping[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
         *,
         note: str | None = None,
         skip_reason: str = "",
@@ -197,7 +197,8 @@ class PhaseCtx:
     ) -> None:
         self.engine = engine
         self.name = name
-        self.changes: dict[str, Any] = dict(changes or {})
+        self.changes: dict[str, Any] = {} if changes is None else changes
+        """The fields the move changes besides the status (the context owns the dict)."""
         self.note = note
         self.skip_reason = skip_reason
         self.outputs = outputs

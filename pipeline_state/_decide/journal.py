@@ -151,5 +151,10 @@ class Journal:
 
     def emit_all(self, events: Iterable[Outgoing]) -> None:
         """Record the events a profile's :class:`~pipeline_state._outbound.Outbound` worded."""
+        append, correlation_id = self.emits.append, self.correlation_id
         for event in events:
-            self.emit_lazy(event.topic, event.key, event.model, event.data, event.correlation_id)
+            append(
+                Emit.lazy(
+                    event.topic, event.key, event.model, event.data, event.correlation_id or correlation_id
+                )
+            )

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline_state._catalog import Plan
 from pipeline_state._fan_in import DependencyRef, FanIn, gather
 from pipeline_state._lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
-from pipeline_state._model import ItemRef, PhaseRun, Run, evolve
+from pipeline_state._model import ItemRef, PhaseRun, Run, all_terminal, evolve
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
@@ -58,8 +58,9 @@ class RunEngine:
     def __init__(self, session: Session, run: Run) -> None:
         self.session = session
         self.run = run
-        self.phases: dict[str, PhaseRun] = {p.name: p for p in run.phases}
+        self.phases: dict[str, PhaseRun] = {}
         for phase in run.phases:
+            self.phases[phase.name] = phase
             if phase.status not in _LIFECYCLE_STATES:
                 raise CorruptStateError(
                     session.batch_id,
@@ -166,7 +167,7 @@ class RunEngine:
                 names.listing(e, listed[e.item_id]) if e.item_id in listed else names.item(e) for e in inputs
             ]
         else:
-            items = [names.item(e) for e in inputs]
+            items = names.items_of(inputs)
         data = {
             names.batch_id: state.batch_id,
             names.items: items,
@@ -188,7 +189,7 @@ class RunEngine:
         while self.advance_due and self.session.run is self:
             self.advance_due = False
             self.dispatch_ready()
-            if all(p.is_terminal for p in self.phases.values()):
+            if all_terminal(self.phases.values()):
                 self.close_run("finish")
 
     def dispatch_ready(self) -> None:
