@@ -7,7 +7,7 @@ Nothing here changes in place; :mod:`pipeline_state._decide` builds new values w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ __all__ = [
     "Run",
     "all_terminal",
     "evolve",
+    "evolver",
     "next_deadline",
 ]
 
@@ -261,6 +262,13 @@ def _compile_evolver(cls: type) -> Any:
     exec(f"def evolve(inst, *, {params}):\n    new = make(cls)\n{body}    return new\n", namespace)
     _EVOLVERS[cls] = namespace["evolve"]
     return namespace["evolve"]
+
+
+def evolver(cls: type[_T]) -> Callable[..., _T]:
+    """The compiled :func:`evolve` of ``cls`` (a value class of this module), to call as
+    ``evolver(cls)(inst, **changes)``: for a hot path that knows the class, one call less."""
+    fn: Callable[..., _T] = _EVOLVERS.get(cls) or _compile_evolver(cls)
+    return fn
 
 
 def evolve(inst: _T, **changes: Any) -> _T:

@@ -17,7 +17,7 @@ from pipeline_state._fan_in import DependencyRef
 from pipeline_state._guards import Denial
 from pipeline_state._inputs import RegisterBatch
 from pipeline_state._lifecycle import BatchStatus
-from pipeline_state._model import BatchState, ItemRef, Run, evolve
+from pipeline_state._model import BatchState, ItemRef, Run, evolver
 from pipeline_state._profile import Profile
 
 from .journal import Decision, Journal
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .run import RunEngine
 
 __all__ = ["BatchCtx", "PhaseCtx", "RunCtx", "Session"]
+
+_evolve_state = evolver(BatchState)
 
 
 class Session:
@@ -71,7 +73,7 @@ class Session:
         changes = self._changes
         if changes is not None:
             self._changes = None
-            self._state = evolve(self._state, **changes)
+            self._state = _evolve_state(self._state, **changes)
         return self._state
 
     @state.setter
@@ -125,7 +127,7 @@ class Session:
         if engine is not None:
             changes["active_run"] = engine.snapshot()
         return Decision(
-            evolve(self._state, **changes),
+            _evolve_state(self._state, **changes),
             tuple(journal.emits),
             tuple(journal.moves),
             None,

@@ -61,7 +61,7 @@ def _apply_batch(ctx: BatchCtx, option: BatchOption) -> None:
 def fire_batch(ctx: BatchCtx, trigger: str, *, absent: bool = False) -> Option[BatchCtx] | Refused:
     """Fire a batch ``trigger`` from the batch's status, or from ``ABSENT`` when the batch
     does not exist yet (``absent``, or a registration's fresh state in ``ctx``)."""
-    source = ABSENT if absent or ctx.fresh is not None else ctx.session.status._value_
+    source = ABSENT if absent or ctx.fresh is not None else ctx.session.status.value
     return BATCH.fire(ctx, source, trigger, _apply_batch, ctx.session.profile.state_names)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline_state._catalog import Plan
 from pipeline_state._fan_in import DependencyRef, FanIn, gather
 from pipeline_state._lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
-from pipeline_state._model import ItemRef, PhaseRun, Run, all_terminal, evolve
+from pipeline_state._model import ItemRef, PhaseRun, Run, all_terminal, evolve, evolver
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
@@ -23,6 +23,8 @@ from .journal import Move
 __all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "fan_in"]
 
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
+_evolve_phase = evolver(PhaseRun)
+_evolve_run = evolver(Run)
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 
 
@@ -94,7 +96,7 @@ class RunEngine:
         return session.run
 
     def snapshot(self) -> Run:
-        return evolve(self.run, phases=tuple(self.phases.values()))
+        return _evolve_run(self.run, phases=tuple(self.phases.values()))
 
     def close(self) -> None:
         self.phases = {}
@@ -227,7 +229,7 @@ def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:
 def apply_phase(ctx: PhaseCtx, option: machines.PhaseOption) -> None:
     engine = ctx.engine
     name = ctx.name
-    engine.phases[name] = evolve(engine.phases[name], status=option.status, **ctx.changes)
+    engine.phases[name] = _evolve_phase(engine.phases[name], status=option.status, **ctx.changes)
     engine.session.journal.moves.append(
         Move("phase", name, option.trigger, option.source, option.dest, engine.run.run_id, ctx.note)
     )
@@ -243,7 +245,7 @@ def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
         if run.status is not RunStatus.ACTIVE:
             engine.finished = run
         return
-    engine.finished = evolve(
+    engine.finished = _evolve_run(
         run, status=option.status, phases=tuple(engine.phases.values()), completed_at=session.now
     )
     session.journal.moves.append(
