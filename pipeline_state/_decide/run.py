@@ -91,8 +91,10 @@ class RunEngine:
     @classmethod
     def of(cls, session: Session) -> RunEngine | None:
         """The engine of the batch's active run, if it has one (opened once per decision)."""
-        if session.run is None and session.state.active_run is not None:
-            session.run = cls(session, session.state.active_run)
+        if session.run is None:
+            active = session.state.active_run
+            if active is not None:
+                session.run = cls(session, active)
         return session.run
 
     def snapshot(self) -> Run:
