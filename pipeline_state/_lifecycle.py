@@ -13,6 +13,7 @@ status enums below, stored as plain ``str``.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -48,7 +49,20 @@ __all__ = [
 ]
 
 
-class BatchStatus(StrEnum):
+class _Status(StrEnum):
+    """A status enum whose ``value`` is read by a C-level getter.
+
+    ``Enum.value`` is a descriptor written in Python: every read costs a Python call, and
+    decisions, views and stores read statuses all the time. The value is the member's
+    stored ``_value_``, as ``Enum.value`` returns it (set on the class once it is built:
+    in the class body, the enum machinery would take it for a member).
+    """
+
+
+setattr(_Status, "value", property(operator.attrgetter("_value_")))  # noqa: B010
+
+
+class BatchStatus(_Status):
     """Status of a batch: the states of :data:`BATCH_LIFECYCLE`.
 
     The two group-validation states (a batch waits for its items to be matched to the
@@ -68,7 +82,7 @@ class BatchStatus(StrEnum):
     ARCHIVED = "archived"
 
 
-class RunStatus(StrEnum):
+class RunStatus(_Status):
     """Status of one pipeline run (wire values)."""
 
     ACTIVE = "active"
@@ -78,7 +92,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class PhaseStatus(StrEnum):
+class PhaseStatus(_Status):
     """Execution status of one phase (pipeline step) within a run (wire values)."""
 
     REQUESTED_BY_USER = "requested_by_user"

@@ -84,13 +84,21 @@ class Refused:
 
 @attrs.frozen(slots=True)
 class Option(Generic[C]):
-    """One compiled alternative: the transition and its bound guards and effects."""
+    """One compiled alternative of a trigger from one state: the transition and its bound
+    guards and effects, with what applying the move needs worked out once, when bound:
+    the state it leaves (``source``), its ``trigger``, whether it ``creates`` the entity,
+    and ``status``, the destination as the binder's status type (``dest`` itself unless
+    :meth:`SharedMachine.bind` was given ``status``)."""
 
     transition: Transition
     dest: str
     guards: tuple[tuple[str, GuardFn[C]], ...]
     before: tuple[EffectFn[C], ...]
     after: tuple[EffectFn[C], ...]
+    source: str = ""
+    trigger: str = ""
+    creates: bool = False
+    status: Any = None
 
 
 class SharedMachine:
@@ -208,9 +216,14 @@ class SharedMachine:
         return self._allowed.get(state, ())
 
     def bind(
-        self, *, guards: Mapping[str, GuardFn[C]], effects: Mapping[str, EffectFn[C]]
+        self,
+        *,
+        guards: Mapping[str, GuardFn[C]],
+        effects: Mapping[str, EffectFn[C]],
+        status: Callable[[str], Any] | None = None,
     ) -> BoundMachine[C]:
-        """Tie every declared guard and effect to an implementation.
+        """Tie every declared guard and effect to an implementation; ``status`` converts a
+        state name to the value the binder stores (a status enum), once per alternative.
 
         Raises:
             DefinitionError: a declared guard or effect has no implementation, or an
@@ -235,6 +248,10 @@ class SharedMachine:
                     tuple((g, guards[g]) for g in t.guards),
                     tuple(effects[e] for e in t.before),
                     tuple(effects[e] for e in t.after),
+                    key[0],
+                    t.trigger,
+                    t.creates,
+                    t.dest if status is None else status(t.dest),
                 )
                 for t in options
             )
@@ -262,6 +279,20 @@ class BoundMachine(Generic[C]):
         """The first alternative of ``trigger`` from ``state`` whose guards hold on ``ctx``,
         or why none does. Runs guards only. A refusal the definition words with the state
         or the trigger uses their ``names`` (a profile's, see :class:`StateNames`)."""
+        return self.fire(ctx, state, trigger, None, names)
+
+    def fire(
+        self,
+        ctx: C,
+        state: str,
+        trigger: str,
+        apply: Callable[[C, Option[C]], Any] | None,
+        names: StateNames | None = None,
+    ) -> Option[C] | Refused:
+        """Fire ``trigger``: select an alternative (as :meth:`select`), run its ``before``
+        effects, ``apply`` the move (the caller changes and logs the entity), run its
+        ``after`` effects. ``apply`` ``None``: select only. One call does it all: decisions
+        fire several triggers each."""
         options = self._table.get((state, trigger))
         if options is None:
             return self._refused(state, trigger, names)
@@ -273,36 +304,17 @@ class BoundMachine(Generic[C]):
                     refusal = (name, reason)
                     break
             else:
+                if apply is not None:
+                    for effect in option.before:
+                        effect(ctx)
+                    apply(ctx, option)
+                    for effect in option.after:
+                        effect(ctx)
                 return option
         assert refusal is not None
         guard_name, reason = refusal
         verdict = self.lifecycle.guards[guard_name].verdict
         return Refused(self.lifecycle.name, state, trigger, verdict, reason, guard_name)
-
-    def fire(
-        self,
-        ctx: C,
-        state: str,
-        trigger: str,
-        apply: Callable[[C, Option[C]], Any],
-        names: StateNames | None = None,
-    ) -> Option[C] | Refused:
-        """Fire ``trigger``: select an alternative, run its ``before`` effects, ``apply`` the
-        move (the caller changes and logs the entity), run its ``after`` effects."""
-        chosen = self.select(ctx, state, trigger, names)
-        if isinstance(chosen, Refused):
-            return chosen
-        self.take(ctx, chosen, apply)
-        return chosen
-
-    @staticmethod
-    def take(ctx: C, option: Option[C], apply: Callable[[C, Option[C]], Any]) -> None:
-        """Take an alternative :meth:`select` chose: ``before`` effects, the move, ``after``."""
-        for effect in option.before:
-            effect(ctx)
-        apply(ctx, option)
-        for effect in option.after:
-            effect(ctx)
 
     def _refused(self, state: str, trigger: str, names: StateNames | None) -> Refused:
         key = (state, trigger, names or None)

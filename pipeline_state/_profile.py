@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, get_args
 
@@ -139,6 +139,11 @@ class CommandFields:
     def item(self, ref: ItemRef) -> dict[str, str | None]:
         """One item of the list, as the command models validate it."""
         return {self.item_id: ref.item_id, self.content_ref: ref.content_ref}
+
+    def items_of(self, refs: Iterable[ItemRef]) -> list[dict[str, str | None]]:
+        """The list of ``refs``, each as :meth:`item` gives it (one call for the whole list)."""
+        item_id, content_ref = self.item_id, self.content_ref
+        return [{item_id: ref.item_id, content_ref: ref.content_ref} for ref in refs]
 
     def listing(self, ref: ItemRef, refs: Sequence[DependencyRef]) -> dict[str, Any]:
         """One item of a fan-in phase's list that also lists its dependencies' ``refs``

@@ -490,3 +490,14 @@ def test_phase_status_wire_values_and_groups() -> None:
     assert {"completed_successfully", "completed_with_partial_success"} == PHASE_DONE
     assert PHASE_DONE <= PHASE_TERMINAL
     assert not PHASE_ACTIVE & PHASE_TERMINAL
+
+
+@pytest.mark.parametrize("enum", [BatchStatus, RunStatus, PhaseStatus])
+def test_status_value_is_the_plain_wire_string(enum: type[BatchStatus | RunStatus | PhaseStatus]) -> None:
+    """``value`` reads the stored value directly (not through Enum's Python descriptor) and
+    gives exactly what Enum would: the plain ``str``, the member's own lookup key."""
+    for member in enum:
+        value = member.value
+        assert type(value) is str
+        assert value == member._value_ == str(member)
+        assert enum(value) is member

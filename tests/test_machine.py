@@ -308,3 +308,26 @@ def test_shared_machine_on_a_custom_lifecycle() -> None:
     assert m.allowed_triggers("closed") == ("open", "remove")
     assert "door" in repr(m)
     assert "door" in repr(door)
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.lifecycle.name)
+def test_bound_options_carry_what_applying_a_move_needs(machine: SharedMachine) -> None:
+    """Each bound alternative knows, once and for all, the state it leaves, its trigger,
+    whether it creates the entity and its destination as the binder's status value."""
+    lc = machine.lifecycle
+    plain = bound(machine)
+    converted = machine.bind(
+        guards={name: (lambda case: None) for name in lc.guards},
+        effects={name: (lambda case: None) for name in lc.effects},
+        status=lambda dest: ("status", dest),
+    )
+    for state in (ABSENT, *lc.states):
+        for trigger in machine.allowed_triggers(state):
+            failing: frozenset[str] = frozenset()
+            chosen = plain.select(Case(failing), state, trigger)
+            assert isinstance(chosen, Option)
+            assert (chosen.source, chosen.trigger, chosen.status) == (state, trigger, chosen.dest)
+            assert chosen.creates is chosen.transition.creates is (state == ABSENT)
+            other = converted.select(Case(failing), state, trigger)
+            assert isinstance(other, Option)
+            assert other.status == ("status", other.dest)

@@ -4,12 +4,12 @@ run transition that leaves ``active``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from pipeline_state._commands import ArchiveBatch, CancelBatch, CancelRun
-from pipeline_state._lifecycle import ABSENT, PhaseStatus, Verdict
-from pipeline_state._model import ItemRef, Run, evolve
+from pipeline_state._lifecycle import ABSENT, PHASE_DONE, PhaseStatus, Verdict
+from pipeline_state._model import ItemRef, Run
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state.errors import IllegalTransitionError
 
@@ -18,6 +18,8 @@ from .context import BatchCtx, RunCtx, Session
 from .journal import Decision
 from .registry import Inputs
 from .run import RunEngine
+
+_SUCCEEDED = PhaseStatus.COMPLETED_SUCCESSFULLY
 
 __all__ = [
     "all_succeeded",
@@ -35,23 +37,32 @@ __all__ = [
 ]
 
 
-def run_summary(run: Run, recorded: Mapping[str, tuple[ItemRef, ...]], now: datetime) -> RunSummary:
+def run_summary(
+    run: Run, recorded: Callable[[], Mapping[str, tuple[ItemRef, ...]]], now: datetime
+) -> RunSummary:
     """The facts of the finished ``run``: an item succeeded when it came out of the final
-    step (a pruned final step's recorded outputs count); it failed when it entered a phase of
-    the run and did not."""
-    final = run.phase(run.final_step)
-    out = recorded.get(run.final_step, ()) if final is None else (final.outputs if final.is_done else ())
+    step (a pruned final step's ``recorded`` outputs count: read only then); it failed when
+    it entered a phase of the run and did not."""
+    final_step = run.final_step
+    entered: set[str] = set()
+    out: tuple[ItemRef, ...] | None = None
+    for phase in run.phases:
+        entered.update([e.item_id for e in phase.inputs])
+        if phase.name == final_step:
+            out = phase.outputs if phase.status in PHASE_DONE else ()
+    if out is None:
+        out = recorded().get(final_step, ())
     successful = {e.item_id for e in out}
-    entered = {e.item_id for p in run.phases for e in p.inputs} | successful
-    duration = max(0.0, (now - run.accepted_at).total_seconds())
-    return RunSummary(run, len(successful), len(entered - successful), duration, now)
+    entered |= successful
+    seconds = (now - run.accepted_at).total_seconds()
+    return RunSummary(run, len(successful), len(entered) - len(successful), max(0.0, seconds), now)
 
 
 def emit_completion(ctx: RunCtx) -> None:
     session, engine = ctx.session, ctx.engine
     finished = engine.finished
     assert finished is not None
-    summary = engine.summary = run_summary(finished, session.recorded(), session.now)
+    summary = engine.summary = run_summary(finished, session.recorded, session.now)
     session.journal.emit_all(session.profile.outbound.completed(session.state, summary))
 
 
@@ -69,7 +80,7 @@ def archive_run(ctx: RunCtx) -> None:
     finished = engine.finished
     assert finished is not None
     past = session.state.past.after(finished, remember=session.profile.runs_remembered)
-    session.state = evolve(session.state, active_run=None, past=past)
+    session.change(active_run=None, past=past)
     session.archived.append(finished)
     engine.close()
 
@@ -80,10 +91,10 @@ def release_batch(ctx: RunCtx) -> None:
 
 # -- guards of a run's finish ----------------------------------------------------------------
 def all_succeeded(ctx: RunCtx) -> str | None:
-    phases = ctx.engine.phases.values()
-    return (
-        None if all(p.status is PhaseStatus.COMPLETED_SUCCESSFULLY for p in phases) else "not_all_succeeded"
-    )
+    for phase in ctx.engine.phases.values():
+        if phase.status is not _SUCCEEDED:
+            return "not_all_succeeded"
+    return None
 
 
 def final_step_done(ctx: RunCtx) -> str | None:

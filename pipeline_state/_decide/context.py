@@ -16,7 +16,8 @@ from pipeline_state._commands import Command
 from pipeline_state._fan_in import DependencyRef
 from pipeline_state._guards import Denial
 from pipeline_state._inputs import RegisterBatch
-from pipeline_state._model import BatchState, ItemRef, Run, evolve
+from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._model import BatchState, ItemRef, Run, evolver
 from pipeline_state._profile import Profile
 
 from .journal import Decision, Journal
@@ -27,20 +28,30 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchCtx", "PhaseCtx", "RunCtx", "Session"]
 
+_evolve_state = evolver(BatchState)
+
 
 class Session:
-    """One decision in progress. Only :mod:`pipeline_state._decide` builds and reads it."""
+    """One decision in progress. Only :mod:`pipeline_state._decide` builds and reads it.
+
+    Changes to the batch's own fields (its status, its active run and history summary when
+    a run ends) may be recorded with :meth:`change` instead of building a new state each
+    time: they are applied in one step when the state is next read (:attr:`state`) or the
+    decision is made (:meth:`finish`), so a completing outcome builds the batch once.
+    """
 
     __slots__ = (
+        "_changes",
         "_recorded",
+        "_state",
         "archived",
+        "batch_id",
         "command",
         "journal",
         "now",
         "original",
         "profile",
         "run",
-        "state",
     )
 
     def __init__(self, profile: Profile, command: Command, now: datetime, state: BatchState) -> None:
@@ -48,15 +59,44 @@ class Session:
         self.command = command
         self.now = now
         self.original = state
-        self.state = state
+        self._state = state
+        self._changes: dict[str, Any] | None = None
+        self.batch_id = state.batch_id
         self.journal = Journal(command.correlation_id)
         self.run: RunEngine | None = None
         self._recorded: dict[str, tuple[ItemRef, ...]] | None = None
         self.archived: list[Run] = []
 
     @property
-    def batch_id(self) -> str:
-        return self.state.batch_id
+    def state(self) -> BatchState:
+        """The batch as this decision has changed it so far."""
+        changes = self._changes
+        if changes is not None:
+            self._changes = None
+            self._state = _evolve_state(self._state, **changes)
+        return self._state
+
+    @state.setter
+    def state(self, state: BatchState) -> None:
+        self._changes = None
+        self._state = state
+        self.batch_id = state.batch_id
+
+    @property
+    def status(self) -> BatchStatus:
+        """The batch's status as this decision has changed it so far (reads no other field)."""
+        changes = self._changes
+        if changes is not None and "status" in changes:
+            status: BatchStatus = changes["status"]
+            return status
+        return self._state.status
+
+    def change(self, **changes: Any) -> None:
+        """Record changes to the batch's fields, applied when the state is next read."""
+        if self._changes is None:
+            self._changes = changes
+        else:
+            self._changes.update(changes)
 
     def recorded(self) -> dict[str, tuple[ItemRef, ...]]:
         """Outputs of the latest successful execution of each phase, before this decision."""
@@ -79,13 +119,15 @@ class Session:
         engine, self.run = self.run, None  # no session <-> engine cycle left for the collector
         if not journal.moves:
             return Decision(self.original, tuple(journal.emits), (), ignored, denial, run_id)
-        changes: dict[str, Any] = {"version": self.original.version + 1}
+        changes = self._changes or {}
+        self._changes = None
+        changes["version"] = self.original.version + 1
         if progress:
             changes["updated_at"] = self.now
         if engine is not None:
             changes["active_run"] = engine.snapshot()
         return Decision(
-            evolve(self.state, **changes),
+            _evolve_state(self._state, **changes),
             tuple(journal.emits),
             tuple(journal.moves),
             None,
@@ -148,7 +190,7 @@ class PhaseCtx:
         self,
         engine: RunEngine,
         name: str,
-        changes: Mapping[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
         *,
         note: str | None = None,
         skip_reason: str = "",
@@ -157,7 +199,8 @@ class PhaseCtx:
     ) -> None:
         self.engine = engine
         self.name = name
-        self.changes: dict[str, Any] = dict(changes or {})
+        self.changes: dict[str, Any] = {} if changes is None else changes
+        """The fields the move changes besides the status (the context owns the dict)."""
         self.note = note
         self.skip_reason = skip_reason
         self.outputs = outputs

@@ -12,17 +12,19 @@ _ID_NAMESPACE = uuid.UUID("6f1c1c2e-9a53-4b8e-8f3c-0d8c43f1b7a1")
 _NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+"""The RFC 4122 variant's first hex digit of a UUID, by the hash's digit in its place."""
+
+
 def derive_id(*parts: str) -> str:
     """A deterministic UUID (v5) from ``parts``: ids derived from an inbound event id are the
     same on every retry of that event.
 
-    Equal to ``str(uuid.uuid5(namespace, "\\x1f".join(parts)))``, computed without building
-    ``UUID`` objects (a third of the time: decide derives one per dispatched command)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    Equal to ``str(uuid.uuid5(namespace, "\\x1f".join(parts)))``, computed on the hash's hex
+    digits without building ``UUID`` objects or byte arrays (decide derives one per
+    dispatched command): the version digit is ``5``, the variant's digit is looked up."""
+    h = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def outbox_event_id(command_event_id: str, index: int) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from pipeline_state._lifecycle import ABSENT, BatchStatus
+from pipeline_state._lifecycle import ABSENT, BatchStatus, PhaseStatus, RunStatus
 from pipeline_state._machine import BATCH_MACHINE, PHASE_MACHINE, RUN_MACHINE, BoundMachine, Option, Refused
 from pipeline_state._model import evolve
 
@@ -46,24 +46,22 @@ Fired: TypeAlias = Option[BatchCtx] | Option[RunCtx] | Option[PhaseCtx] | Refuse
 
 def _apply_batch(ctx: BatchCtx, option: BatchOption) -> None:
     session = ctx.session
-    trigger = option.transition.trigger
-    if option.transition.creates:
+    if option.creates:
         assert ctx.fresh is not None
         fresh = ctx.fresh
-        if fresh.status.value != option.dest:
-            fresh = evolve(fresh, status=BatchStatus(option.dest))
+        if fresh.status != option.status:
+            fresh = evolve(fresh, status=option.status)
         session.state = fresh
-        session.journal.move(Move("batch", fresh.batch_id, trigger, ABSENT, option.dest))
+        session.journal.move(Move("batch", fresh.batch_id, option.trigger, ABSENT, option.dest))
         return
-    source = session.state.status
-    session.state = evolve(session.state, status=BatchStatus(option.dest))
-    session.journal.move(Move("batch", session.state.batch_id, trigger, source.value, option.dest))
+    session.change(status=option.status)
+    session.journal.move(Move("batch", session.batch_id, option.trigger, option.source, option.dest))
 
 
 def fire_batch(ctx: BatchCtx, trigger: str, *, absent: bool = False) -> Option[BatchCtx] | Refused:
     """Fire a batch ``trigger`` from the batch's status, or from ``ABSENT`` when the batch
     does not exist yet (``absent``, or a registration's fresh state in ``ctx``)."""
-    source = ABSENT if absent or ctx.fresh is not None else ctx.session.state.status.value
+    source = ABSENT if absent or ctx.fresh is not None else ctx.session.status.value
     return BATCH.fire(ctx, source, trigger, _apply_batch, ctx.session.profile.state_names)
 
 
@@ -92,6 +90,7 @@ BATCH: BoundMachine[BatchCtx] = BATCH_MACHINE.bind(
         "cancel_active_run": completion.cancel_active_run,
         "fail_active_run": completion.fail_active_run,
     },
+    status=BatchStatus,
 )
 """The batch lifecycle, bound."""
 
@@ -113,6 +112,7 @@ RUN: BoundMachine[RunCtx] = RUN_MACHINE.bind(
         "archive_run": completion.archive_run,
         "release_batch": completion.release_batch,
     },
+    status=RunStatus,
 )
 """The run lifecycle, bound."""
 
@@ -134,5 +134,6 @@ PHASE: BoundMachine[PhaseCtx] = PHASE_MACHINE.bind(
         "skip_dependents": run.skip_dependents,
         "advance": run.advance,
     },
+    status=PhaseStatus,
 )
 """The phase lifecycle, bound."""

@@ -90,31 +90,35 @@ def expire(inputs: Inputs, p: ExpireOverdue) -> Decision:
     engine = RunEngine.of(session)
     if engine is None:
         return session.finish(ignored="no_active_run")
-    now = session.now
     run_id = engine.run.run_id
     moved = failed_any = False
     for name in list(engine.phases):
         phase = engine.phases[name]
         if not phase.is_active:
             continue
-        ctx = PhaseCtx(engine, name)
-        chosen = machines.PHASE.select(ctx, phase.status.value, "expire")
-        if isinstance(chosen, machines.Refused):
+        fired = machines.PHASE.fire(PhaseCtx(engine, name), phase.status.value, "expire", _apply_expiry)
+        if isinstance(fired, machines.Refused):
             continue  # not overdue (held)
-        if chosen.dest == PhaseStatus.FAILED:
-            # No outcome came: every item the phase was given counts as failed.
-            failed = tuple(e.item_id for e in phase.inputs)
-            ctx.changes = {"finished_at": now, "error": "timeout", "outputs": (), "failed_item_ids": failed}
-            failed_any = True
-        else:
-            ctx.changes = {"resends": phase.resends + 1, "deadline_at": engine.deadline(phase)}
-        machines.PHASE.take(ctx, chosen, apply_phase)
         moved = True
+        failed_any = failed_any or fired.dest == PhaseStatus.FAILED
     if not moved:
         return session.finish(ignored="nothing_overdue")
     engine.settle()
     # Re-sends alone are no progress: the run keeps showing as stalled while nobody answers.
     return session.finish(run_id=run_id, progress=failed_any)
+
+
+def _apply_expiry(ctx: PhaseCtx, option: machines.PhaseOption) -> None:
+    """The move of an overdue phase: a re-send (a fresh deadline), or a failure when no
+    re-send is left (no outcome came: every item the phase was given counts as failed)."""
+    phase = ctx.engine.phases[ctx.name]
+    if option.dest == PhaseStatus.FAILED:
+        failed = tuple(e.item_id for e in phase.inputs)
+        now = ctx.engine.session.now
+        ctx.changes = {"finished_at": now, "error": "timeout", "outputs": (), "failed_item_ids": failed}
+    else:
+        ctx.changes = {"resends": phase.resends + 1, "deadline_at": ctx.engine.deadline(phase)}
+    apply_phase(ctx, option)
 
 
 def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:

@@ -21,7 +21,7 @@ __all__ = ["Handler", "HandlerRegistry", "Inputs"]
 P = TypeVar("P")
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=False)
 class Inputs:
     """What a handler decides on besides the payload: the batch (``None`` when unknown), the
     command, the profile and the time."""

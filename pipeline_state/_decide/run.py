@@ -10,7 +10,7 @@ from typing import Any
 from pipeline_state._catalog import Plan
 from pipeline_state._fan_in import DependencyRef, FanIn, gather
 from pipeline_state._lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunStatus
-from pipeline_state._model import ItemRef, PhaseRun, Run, evolve
+from pipeline_state._model import ItemRef, PhaseRun, Run, all_terminal, evolve, evolver
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
@@ -23,6 +23,8 @@ from .journal import Move
 __all__ = ["RunEngine", "apply_phase", "apply_run", "duplicates", "fan_in"]
 
 _PENDING = PhaseStatus.PENDING_DEPENDENCIES
+_evolve_phase = evolver(PhaseRun)
+_evolve_run = evolver(Run)
 _LIFECYCLE_STATES = frozenset(PHASE_LIFECYCLE.states)
 
 
@@ -58,8 +60,9 @@ class RunEngine:
     def __init__(self, session: Session, run: Run) -> None:
         self.session = session
         self.run = run
-        self.phases: dict[str, PhaseRun] = {p.name: p for p in run.phases}
+        self.phases: dict[str, PhaseRun] = {}
         for phase in run.phases:
+            self.phases[phase.name] = phase
             if phase.status not in _LIFECYCLE_STATES:
                 raise CorruptStateError(
                     session.batch_id,
@@ -88,12 +91,14 @@ class RunEngine:
     @classmethod
     def of(cls, session: Session) -> RunEngine | None:
         """The engine of the batch's active run, if it has one (opened once per decision)."""
-        if session.run is None and session.state.active_run is not None:
-            session.run = cls(session, session.state.active_run)
+        if session.run is None:
+            active = session.state.active_run
+            if active is not None:
+                session.run = cls(session, active)
         return session.run
 
     def snapshot(self) -> Run:
-        return evolve(self.run, phases=tuple(self.phases.values()))
+        return _evolve_run(self.run, phases=tuple(self.phases.values()))
 
     def close(self) -> None:
         self.phases = {}
@@ -166,7 +171,7 @@ class RunEngine:
                 names.listing(e, listed[e.item_id]) if e.item_id in listed else names.item(e) for e in inputs
             ]
         else:
-            items = [names.item(e) for e in inputs]
+            items = names.items_of(inputs)
         data = {
             names.batch_id: state.batch_id,
             names.items: items,
@@ -188,7 +193,7 @@ class RunEngine:
         while self.advance_due and self.session.run is self:
             self.advance_due = False
             self.dispatch_ready()
-            if all(p.is_terminal for p in self.phases.values()):
+            if all_terminal(self.phases.values()):
                 self.close_run("finish")
 
     def dispatch_ready(self) -> None:
@@ -225,38 +230,29 @@ def _skipped(engine: RunEngine, error: str) -> dict[str, Any]:
 
 def apply_phase(ctx: PhaseCtx, option: machines.PhaseOption) -> None:
     engine = ctx.engine
-    phase = engine.phases[ctx.name]
-    dest = PhaseStatus(option.dest)
-    engine.phases[ctx.name] = evolve(phase, status=dest, **ctx.changes)
-    engine.session.journal.move(
-        Move(
-            "phase",
-            ctx.name,
-            option.transition.trigger,
-            phase.status.value,
-            option.dest,
-            engine.run.run_id,
-            ctx.note,
-        )
+    name = ctx.name
+    engine.phases[name] = _evolve_phase(engine.phases[name], status=option.status, **ctx.changes)
+    engine.session.journal.moves.append(
+        Move("phase", name, option.trigger, option.source, option.dest, engine.run.run_id, ctx.note)
     )
 
 
 def apply_run(ctx: RunCtx, option: machines.RunOption) -> None:
     engine, session = ctx.engine, ctx.session
     run = engine.run
-    trigger = option.transition.trigger
-    if option.transition.creates:
-        if run.status.value != option.dest:
-            run = engine.run = evolve(run, status=RunStatus(option.dest))
-        session.journal.move(Move("run", run.run_id, trigger, ABSENT, option.dest, run.run_id))
+    if option.creates:
+        if run.status != option.status:
+            run = engine.run = evolve(run, status=option.status)
+        session.journal.moves.append(Move("run", run.run_id, option.trigger, ABSENT, option.dest, run.run_id))
         if run.status is not RunStatus.ACTIVE:
             engine.finished = run
         return
-    source = run.status.value
-    engine.finished = evolve(
-        run, status=RunStatus(option.dest), phases=tuple(engine.phases.values()), completed_at=session.now
+    engine.finished = _evolve_run(
+        run, status=option.status, phases=tuple(engine.phases.values()), completed_at=session.now
     )
-    session.journal.move(Move("run", run.run_id, trigger, source, option.dest, run.run_id))
+    session.journal.moves.append(
+        Move("run", run.run_id, option.trigger, option.source, option.dest, run.run_id)
+    )
 
 
 # -- phase guards --------------------------------------------------------------------------
