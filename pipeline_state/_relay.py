@@ -124,7 +124,8 @@ class OutboxRelay:
         self.rows_per_key = rows_per_key
         self.claim_due = True
         """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
-        commit left rows to the claim, and after a claim that filled a batch)."""
+        commit left rows to the claim, after a claim that filled a batch, and after a claim
+        whose rows were published: later rows of their keys may be due)."""
         self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
         self._handed_ids: set[int] = set()
         self._held: dict[str, tuple[int, datetime]] = {}
@@ -169,6 +170,11 @@ class OutboxRelay:
             known = {r.id for r in handed}
             rows = sorted([*handed, *(r for r in claimed if r.id not in known)], key=_row_id)
         report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
+        if claim and report.published and len(rows) > len(handed):
+            # A claim returns one row per key: the next rows of the keys it published may be
+            # due now, so claim again rather than wait (a backlog on one key drains at the
+            # pace of the broker, not one row per idle period).
+            self.claim_due = True
         if mark:
             await self.flush_marks()
         return report

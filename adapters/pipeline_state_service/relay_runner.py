@@ -161,8 +161,15 @@ class RelayRunner:
                 await self.flush_marks()
                 await self._until_reachable(stop)
                 continue
-            if not report.failed and (self.relay.handed or self.relay.claim_due):
-                continue  # handed rows queued, or a full claim: more rows are due now
+            if not report.failed and self.relay.handed:
+                continue  # handed rows queued: published now
+            if not report.failed and self.relay.claim_due:
+                if 0 < report.published < self.relay.batch_size and self.linger_seconds > 0:
+                    # Claims published rows, whose keys may hold more: claim again after the
+                    # linger, so a backlog on one key drains at about one row per linger
+                    # while steady traffic is not polled for without pause.
+                    await self._sleep(stop, self.linger_seconds, wakeable=False)
+                continue  # a full claim, or rows left to the claim: more rows are due now
             wait = self.error_backoff_seconds if report.failed else self.idle_seconds
             if self.hand_offs:
                 mark = self._mark_wait()

@@ -15,7 +15,7 @@ from pipeline_state_service.relay_runner import RelayRunner
 from pipeline_state_sql import SqlStore
 from sqlalchemy import event
 
-from pipeline_state import ManualClock, OutboxRelay
+from pipeline_state import InMemoryStore, ManualClock, OutboxRelay
 from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage, OutboxRow
 from pipeline_state.testing import T0, make_state, message
@@ -333,3 +333,38 @@ async def _within(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.001)
     return condition()
+
+
+async def _drains_one_key(store: Any, *, hand_off: bool, name: str = "n") -> list[str]:
+    """What a runner with a long idle period publishes of 30 rows of one key within a few
+    seconds (its first pass claims; every row after the first waits behind the one before)."""
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    runner = RelayRunner(relay, idle_seconds=60.0, hand_off=hand_off, mark_seconds=0.0)
+    if hand_off:
+        store.attach_relay(runner.hand_off, relay.clock)
+    for i in range(3):  # the backlog: rows of one key from three units of work
+        await commit(store, *(message(f"{name}{i}-{j}", "teacher-1") for j in range(10)), tag=f"{name}{i}")
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await _within(lambda: len(transport.published) >= 30)
+        published = list(transport.published)  # not what the flush at the stop sends
+    finally:
+        stop.set()
+        await task
+    return published
+
+
+async def test_a_backlog_on_one_key_drains_without_waiting_for_the_idle_period(make_store: Any) -> None:
+    """A claim hands out one row per key; the runner claims again at once while claims
+    publish, instead of one row of the key per idle period (60 s here)."""
+    for hand_off in (True, False):  # handed rows, and rows left to the claim
+        name = "h" if hand_off else "c"
+        published = await _drains_one_key(await make_store(), hand_off=hand_off, name=name)
+        assert published == [f"{name}{i}-{j}" for i in range(3) for j in range(10)], hand_off
+
+
+async def test_a_backlog_on_one_key_drains_on_the_memory_store_too() -> None:
+    published = await _drains_one_key(InMemoryStore(), hand_off=False)
+    assert published == [f"n{i}-{j}" for i in range(3) for j in range(10)]
