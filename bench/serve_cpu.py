@@ -45,21 +45,10 @@ from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids  # noqa: E402
+from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
 from pipeline_state._memory import InMemoryStore  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
-from pipeline_state.ports import OutboxMessage  # noqa: E402
-
-
-class Sink:
-    """A transport that accepts every message at once."""
-
-    def __init__(self) -> None:
-        self.published = 0
-
-    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
-        self.published += len(messages)
-        return [None] * len(messages)
 
 
 async def _open(backend: str, workdir: Path, name: str) -> Any:
