@@ -174,20 +174,29 @@ def plan(
             f"u.c{n}::{c.sql_type}" if c.param_type != c.sql_type else f"u.c{n}"
             for n, c in enumerate(described)
         )
-        returns = ""
-        if index == 0 and returning:
-            returns = " RETURNING " + ", ".join(f"{e} AS r{n}" for n, e in enumerate(returning))
+        returns = _returning(returning) if index == 0 else ""
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {read}"
             f" FROM unnest({', '.join(unnest)}) WITH ORDINALITY AS u({aliases}, n)"
             f" WHERE {ok} ORDER BY u.n{returns})"
         )
     inserted = "(SELECT count(*) FROM i)" if inbox is not None else "1"
-    returned = "".join(
-        f", ARRAY(SELECT r{n} FROM t0 ORDER BY r0)" for n in range(len(returning) if tables else 0)
-    )
+    returned = _returned(returning if tables else ())
     sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}"
     return Plan(sql, document_ok, len(returning) if tables else 0, tuple(scalars), tuple(arrays))
+
+
+def _returning(expressions: tuple[str, ...]) -> str:
+    """The ``RETURNING`` clause of the first further table's insert (empty for none)."""
+    if not expressions:
+        return ""
+    return " RETURNING " + ", ".join(f"{e} AS r{n}" for n, e in enumerate(expressions))
+
+
+def _returned(expressions: tuple[str, ...]) -> str:
+    """The final ``SELECT``'s columns carrying what that insert returned: one array per
+    expression, in row id order (the first expression)."""
+    return "".join(f", ARRAY(SELECT r{n} FROM t0 ORDER BY r0)" for n in range(len(expressions)))
 
 
 def run(
@@ -321,16 +330,12 @@ def plan_many(
         source = unnest(index, columns_of(table, columns))
         names = ", ".join(q.quote(c) for c in columns)
         cells = ", ".join(read(table, columns))
-        returns = ""
-        if index == 0 and returning:
-            returns = " RETURNING " + ", ".join(f"{e} AS r{n}" for n, e in enumerate(returning))
+        returns = _returning(returning) if index == 0 else ""
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {cells} FROM {source}"
             f" WHERE {ok} ORDER BY u.n{returns})"
         )
-    returned = "".join(
-        f", ARRAY(SELECT r{n} FROM t0 ORDER BY r0)" for n in range(len(returning) if tables else 0)
-    )
+    returned = _returned(returning if tables else ())
     inserted_ids = "ARRAY(SELECT e FROM i)" if inbox is not None else "ARRAY[]::TEXT[]"
     # $1 and $2 are named here too, so they have a type whatever else the statement has.
     sql = (
