@@ -172,8 +172,8 @@ class OutboxRelay:
         report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
         if claim and report.published and len(rows) > len(handed):
             # A claim returns one row per key: the next rows of the keys it published may be
-            # due now, so claim again rather than wait (a backlog on one key drains at the
-            # pace of the broker, not one row per idle period).
+            # due now, so a runner claims again rather than wait its idle period (a backlog
+            # on one key then drains a row per pass, not a row per idle period).
             self.claim_due = True
         if mark:
             await self.flush_marks()

@@ -70,7 +70,7 @@ class RelayRunner:
         self._wake = asyncio.Event()
         self._last_claim = -math.inf
         self._first_unmarked: float | None = None
-        self._marking: asyncio.Task[None] | None = None
+        self._marking: asyncio.Task[bool] | None = None
 
     def wake(self) -> None:
         """Run a pass now (new outbox rows were committed)."""
@@ -118,9 +118,15 @@ class RelayRunner:
             self._marking = asyncio.get_running_loop().create_task(self._mark())
             self._marking.add_done_callback(self._marked)
 
-    def _marked(self, task: asyncio.Task[None]) -> None:
-        if self.relay.unmarked and not task.cancelled():
+    def _marked(self, task: asyncio.Task[bool]) -> None:
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            log.error("marking published rows failed: %s", type(error).__name__, exc_info=error)
+            return
+        if task.result() and self.relay.unmarked:
             self._wake.set()  # rows published while it ran are marked by the next pass
+        # A failed mark does not wake the loop: it is tried again after the loop's wait.
 
     async def _marks_settled(self) -> None:
         task, self._marking = self._marking, None
@@ -128,14 +134,16 @@ class RelayRunner:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
 
-    async def _mark(self) -> None:
+    async def _mark(self) -> bool:
+        """Mark the rows published so far; ``False`` when the store failed (logged)."""
         try:
             await self.relay.flush_marks()
         except StoreError as exc:
             log.warning("outbox unavailable, retrying: %s: %s", type(exc).__name__, exc)
-            return
+            return False
         # Rows published while this mark ran wait for the next one, mark_seconds from now.
         self._first_unmarked = asyncio.get_running_loop().time() if self.relay.unmarked else None
+        return True
 
     def _claim_due(self) -> bool:
         if not self.hand_offs:

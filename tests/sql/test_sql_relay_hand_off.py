@@ -16,7 +16,7 @@ from pipeline_state_sql import SqlStore
 from sqlalchemy import event
 
 from pipeline_state import InMemoryStore, ManualClock, OutboxRelay
-from pipeline_state.errors import PublishError
+from pipeline_state.errors import PublishError, StoreUnavailableError
 from pipeline_state.ports import Change, OutboxMessage, OutboxRow
 from pipeline_state.testing import T0, make_state, message
 
@@ -368,3 +368,32 @@ async def test_a_backlog_on_one_key_drains_without_waiting_for_the_idle_period(m
 async def test_a_backlog_on_one_key_drains_on_the_memory_store_too() -> None:
     published = await _drains_one_key(InMemoryStore(), hand_off=False)
     assert published == [f"n{i}-{j}" for i in range(3) for j in range(10)]
+
+
+async def test_a_failing_mark_is_retried_after_the_wait_not_at_once(make_store: Any) -> None:
+    """A mark running behind the loop that fails (the store is down) does not wake the loop:
+    it is tried again after the loop's wait, not in a tight loop against the store."""
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    runner = RelayRunner(relay, idle_seconds=0.2, hand_off=True, mark_seconds=0.0)
+    store.attach_relay(runner.hand_off, relay.clock)
+    marks = 0
+
+    async def failing_mark(ids: Sequence[int], now: Any) -> None:
+        nonlocal marks
+        marks += 1
+        raise StoreUnavailableError("the outbox is unreachable")
+
+    store.mark_published = failing_mark
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await commit(store, message("f1", "k1"), tag="f1")
+        assert await _within(lambda: transport.published == ["f1"])
+        await asyncio.sleep(0.5)  # about two of the loop's waits
+    finally:
+        stop.set()
+        await task
+    assert 1 <= marks <= 6, marks  # once per wait, and once more when stopping
+    assert relay.unmarked == 1  # kept, to be marked when the store is back
