@@ -25,7 +25,15 @@ from typing import Protocol
 
 import attrs
 
-from pipeline_state._lifecycle import ABSENT, PHASE_ACTIVE, PHASE_DONE, Lifecycle, PhaseStatus, Transition
+from pipeline_state._lifecycle import (
+    ABSENT,
+    PHASE_ACTIVE,
+    PHASE_DONE,
+    PHASE_SKIPPED,
+    Lifecycle,
+    PhaseStatus,
+    Transition,
+)
 
 __all__ = [
     "PipelineLike",
@@ -79,7 +87,6 @@ _STATUS_STYLES: tuple[tuple[str, str], ...] = (
     ("skipped", "fill:#e5e7eb,stroke:#9ca3af,stroke-dasharray:4 2"),
 )
 _FAILED = frozenset({PhaseStatus.FAILED, PhaseStatus.CANCELLED})
-_SKIPPED = frozenset({PhaseStatus.SKIPPED_BY_USER_CONFIG, PhaseStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE})
 _PENDING = frozenset({PhaseStatus.REQUESTED_BY_USER, PhaseStatus.PENDING_DEPENDENCIES})
 
 
@@ -93,7 +100,7 @@ def _status_class(status: str) -> str | None:
         return "active"
     if status in _PENDING:
         return "pending"
-    if status in _SKIPPED:
+    if status in PHASE_SKIPPED:
         return "skipped"
     return None
 

@@ -32,6 +32,7 @@ __all__ = [
     "PHASE_ACTIVE",
     "PHASE_DONE",
     "PHASE_LIFECYCLE",
+    "PHASE_SKIPPED",
     "PHASE_TERMINAL",
     "RUN_LIFECYCLE",
     "BatchStatus",
@@ -129,6 +130,11 @@ PHASE_DONE: frozenset[PhaseStatus] = frozenset(
     {PhaseStatus.COMPLETED_SUCCESSFULLY, PhaseStatus.COMPLETED_WITH_PARTIAL_SUCCESS}
 )
 """Phase statuses whose outputs can be reused (a later run prunes such a step)."""
+
+PHASE_SKIPPED: frozenset[PhaseStatus] = frozenset(
+    {PhaseStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE, PhaseStatus.SKIPPED_BY_USER_CONFIG}
+)
+"""Phase statuses of a step that did not run."""
 
 
 ABSENT: Final = ""

@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._lifecycle import PHASE_ACTIVE, PHASE_DONE, PHASE_TERMINAL, BatchStatus, PhaseStatus, RunStatus
+from ._lifecycle import (
+    PHASE_ACTIVE,
+    PHASE_DONE,
+    PHASE_SKIPPED,
+    PHASE_TERMINAL,
+    BatchStatus,
+    PhaseStatus,
+    RunStatus,
+)
 
 __all__ = [
     "BatchState",
@@ -77,9 +85,6 @@ class PhaseRun:
         return max(0.0, (self.finished_at - self.dispatched_at).total_seconds())
 
 
-_SKIPPED = frozenset({PhaseStatus.SKIPPED_DUE_TO_DEPENDENCY_FAILURE, PhaseStatus.SKIPPED_BY_USER_CONFIG})
-
-
 def all_terminal(phases: Iterable[PhaseRun]) -> bool:
     """Whether every one of ``phases`` is terminal."""
     for phase in phases:  # noqa: SIM110 (a loop: no generator frame per call)
@@ -124,7 +129,7 @@ class Run:
     @property
     def skipped_phases(self) -> tuple[str, ...]:
         """Phases that did not run: pruned ones first, then those skipped after a failure."""
-        return self.pruned + tuple([p.name for p in self.phases if p.status in _SKIPPED])
+        return self.pruned + tuple([p.name for p in self.phases if p.status in PHASE_SKIPPED])
 
     @property
     def is_finished(self) -> bool:
