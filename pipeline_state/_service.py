@@ -30,6 +30,7 @@ import attrs
 from opentelemetry.trace import Span
 
 from ._clock import SystemClock
+from ._coalesce import Coalescer
 from ._commands import Command, ExpireOverdue, OperatorCommand
 from ._decide import Decision, decide, derive_id, outbox_event_id
 from ._inbound import Inbound
@@ -73,6 +74,7 @@ from .ports import (
 from .profiles import default_profile
 
 __all__ = [
+    "DEFAULT_GROUP_LIMIT",
     "DEFAULT_WAITING_WINDOW_SECONDS",
     "ExpiredFact",
     "HandleResult",
@@ -178,6 +180,14 @@ class WaitingSweep:
 
 InboundMessage = tuple[str, bytes | str | Mapping[str, Any]]
 """An inbound ``(topic, raw message)`` pair, as :meth:`PipelineService.handle_many` takes it."""
+
+_Queued = tuple[Command, str, bytes, Span]
+"""A :meth:`PipelineService.handle_message` call waiting for its group: the command, its
+topic, its bytes and the span its caller made for it."""
+
+DEFAULT_GROUP_LIMIT = 64
+"""At most this many concurrent :meth:`PipelineService.handle_message` calls are committed
+in one unit of work."""
 
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state._decide.decide` raises for input that cannot apply."""
@@ -303,6 +313,14 @@ class PipelineService:
     is how long an early fact waits for its batch before :meth:`sweep_waiting` expires it.
     ``counters`` counts ``deferred``, ``resumed``, ``correlation_mismatch``,
     ``waiting_denied`` and ``waiting_dead_lettered`` events of this process.
+
+    Concurrent :meth:`handle_message` calls commit together (group commit,
+    :mod:`pipeline_state._coalesce`): a call made while fewer than two units of work are in
+    flight is handled at once, so a lone caller is unchanged; calls made while two are wait
+    for one of them to end and are then decided and committed together, up to
+    ``group_limit`` (default :data:`DEFAULT_GROUP_LIMIT`) at a time, each with the result or
+    error it would have had alone, in arrival order. ``group_limit=1`` handles every call in
+    a unit of work of its own.
     """
 
     def __init__(
@@ -314,6 +332,7 @@ class PipelineService:
         max_attempts: int = 8,
         waiting_window_seconds: float = DEFAULT_WAITING_WINDOW_SECONDS,
         limits: IntakeLimits = DEFAULT_LIMITS,
+        group_limit: int = DEFAULT_GROUP_LIMIT,
     ) -> None:
         if waiting_window_seconds <= 0:
             raise ValueError("waiting_window_seconds must be positive")
@@ -325,6 +344,9 @@ class PipelineService:
         self.limits = limits
         """Size and nesting bounds checked on every raw inbound message before parsing."""
         self.counters: Counter[str] = Counter()
+        self._group: Coalescer[_Queued, HandleResult] | None = None
+        if group_limit > 1:
+            self._group = Coalescer(self._alone, self._together, limit=group_limit)
 
     # -- entry points ---------------------------------------------------------------------
     async def handle_message(
@@ -342,7 +364,39 @@ class PipelineService:
         :mod:`pipeline_state._tracing`); without them the current trace is."""
         with handling(topic, trace) as span:
             command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
-            return handled(span, topic, await self._handle(command, topic=topic, raw=data))
+            if self._group is None:
+                return handled(span, topic, await self._handle(command, topic=topic, raw=data))
+            return handled(span, topic, await self._group.submit((command, topic, data, span)))
+
+    async def _alone(self, item: _Queued) -> HandleResult:
+        """A :meth:`handle_message` call that found no other in flight (in its span)."""
+        command, topic, raw, _ = item
+        return await self._handle(command, topic=topic, raw=raw)
+
+    async def _together(self, items: Sequence[_Queued]) -> list[HandleResult | BaseException]:
+        """:meth:`handle_message` calls that queued while another was in flight: decided
+        in order and committed in one unit of work (:meth:`_batched`); if that loses a race
+        or fails, one by one. Each gets its own result or error."""
+        spans = [span for *_, span in items]
+        pending = [(index, command, topic, raw) for index, (command, topic, raw, _) in enumerate(items)]
+        results: list[HandleResult | PipelineStateError | None] = [None] * len(items)
+        commit_many = getattr(self.store, "commit_many", None)
+        together = False
+        if len(items) > 1 and commit_many is not None:
+            try:
+                together = await self._batched(pending, results, commit_many, spans)
+            except Exception:  # each message below meets the error (or not) on its own
+                log.debug("group commit of %d messages failed: one by one", len(items), exc_info=True)
+        if together:
+            return cast("list[HandleResult | BaseException]", results)
+        outcomes: list[HandleResult | BaseException] = []
+        for index, command, topic, raw in pending:
+            try:
+                with entered(spans[index]):
+                    outcomes.append(await self._handle(command, topic=topic, raw=raw))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def handle_many(
         self,

@@ -7,6 +7,10 @@ separate connection holds an EXCLUSIVE lock on ``batches`` while eight callers e
 a fact for their own batch: every unit of work that got a connection stops at its write and
 waits for the lock, in PostgreSQL (``pg_stat_activity``), so the number waiting at once is
 the number of units of work the store runs at once. Then the lock goes and all eight apply.
+
+The service is made with ``group_limit=1``: by default it would commit concurrent calls
+together (group commit, ``tests/core/test_core_group_commit.py``), in at most two units of
+work at once, which would leave the store's lanes untested.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ async def _waiting_writers(watcher: asyncpg.Connection, schema: str) -> int:
 async def test_sql_eight_callers_write_at_once_on_a_default_store(pg: Any) -> None:
     url, schema = pg.url, pg.schema
     store = await open_store(url, schema=schema, upgrade=True)
-    service = PipelineService(store)
+    service = PipelineService(store, group_limit=1)  # one unit of work per call: the lanes' test
     env = Envelopes()
     batches = [f"ov{i}" for i in range(CALLERS)]
     for batch_id in batches:
