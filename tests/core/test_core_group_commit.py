@@ -307,3 +307,46 @@ def test_a_coalescer_refuses_groups_of_fewer_than_two(limit: int) -> None:
         Coalescer(one, many, limit=limit)
     with pytest.raises(ValueError, match="in flight"):
         Coalescer(one, many, limit=2, slots=0)
+
+
+async def test_a_lone_queued_item_waits_for_the_unit_in_flight_and_groups_are_spread_evenly() -> None:
+    gates: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+    alone_seen: list[str] = []
+    groups: list[list[str]] = []
+
+    async def alone(item: str) -> str:
+        alone_seen.append(item)
+        if item in gates:
+            await gates[item].wait()
+        return item.upper()
+
+    async def together(items: Sequence[str]) -> list[str | BaseException]:
+        groups.append(list(items))
+        await asyncio.sleep(0)
+        return [item.upper() for item in items]
+
+    coalescer: Coalescer[str, str] = Coalescer(alone, together, limit=64)
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    a = asyncio.ensure_future(coalescer.submit("a"))
+    b = asyncio.ensure_future(coalescer.submit("b"))
+    await settle()
+    c = asyncio.ensure_future(coalescer.submit("c"))  # both slots taken: queued
+    await settle()
+    gates["b"].set()
+    assert await b == "B"
+    await settle()
+    # One item and another unit of work in flight: it waits for that one, not alone.
+    assert groups == []
+    later = [asyncio.ensure_future(coalescer.submit(x)) for x in "defghij"]
+    await settle()
+    # A slot is free, but items wait: newcomers queue behind them instead of going alone.
+    assert alone_seen == ["a", "b"]
+    gates["a"].set()
+    assert await a == "A"
+    assert [await f for f in (c, *later)] == list("CDEFGHIJ")
+    # Both slots freed: the eight queued items went out as two groups of four.
+    assert groups == [list("cdef"), list("ghij")]
