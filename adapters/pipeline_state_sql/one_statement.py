@@ -29,6 +29,10 @@ which parts a change has (document mode, inbox row, which tables get rows) and t
 names, so a few texts are built once each and asyncpg reuses their prepared statements.
 Values go through each column type's own bind processing (aware UTC times, JSON documents
 serialised; JSON travels as text and is cast in the statement).
+
+The statement also returns the id of its transaction (``txid_current_if_assigned()``, the
+``xmin`` of every row it wrote, kept in ``conn.info`` under :data:`WRITTEN_BY`): the store's
+state cache recognises the documents it wrote by it (:mod:`.state_cache`).
 """
 
 from __future__ import annotations
@@ -182,8 +186,21 @@ def plan(
         )
     inserted = "(SELECT count(*) FROM i)" if inbox is not None else "1"
     returned = _returned(returning if tables else ())
-    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}"
+    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}, {_XID}"
     return Plan(sql, document_ok, len(returning) if tables else 0, tuple(scalars), tuple(arrays))
+
+
+WRITTEN_BY = "pipeline_state_xid"
+"""``conn.info`` key: the transaction id (as the ``xmin`` of its rows reads) of the last
+one-statement unit of work sent on the connection, or ``None``."""
+
+# The transaction's id as a row's ``xmin`` shows it: its low 32 bits (``txid`` values carry
+# an epoch above them). NULL when the statement wrote nothing.
+_XID = "txid_current_if_assigned() % 4294967296"
+
+
+def _written_by(conn: Connection, xid: Any) -> None:
+    conn.info[WRITTEN_BY] = None if xid is None else str(xid)
 
 
 def _returning(expressions: tuple[str, ...]) -> str:
@@ -206,6 +223,7 @@ def run(
     counted, the inbox rows inserted (1 when there is no inbox row) and what the rows of the
     first further table returned (one tuple per row; none unless the plan returns some)."""
     row = conn.exec_driver_sql(statement.sql, statement.parameters(scalars, tables)).one()
+    _written_by(conn, row[-1])
     returned = list(zip(*row[2 : 2 + statement.returns], strict=True)) if statement.returns else []
     return int(row[0]), int(row[1]), returned
 
@@ -340,7 +358,7 @@ def plan_many(
     # $1 and $2 are named here too, so they have a type whatever else the statement has.
     sql = (
         f"WITH {', '.join(parts)} SELECT ARRAY({' UNION ALL '.join(written)}), {inserted_ids},"
-        f" $1::INTEGER, $2::INTEGER{returned}"
+        f" $1::INTEGER, $2::INTEGER{returned}, {_XID}"
     )
     return ManyPlan(sql, len(returning) if tables else 0, tuple(arrays))
 
@@ -355,5 +373,6 @@ def run_many(
     """Send ``statement``: the keys of the documents written, the inbox ids inserted and what
     the rows of the first further table returned (none unless the plan returns some)."""
     row = conn.exec_driver_sql(statement.sql, statement.parameters(keys, inbox, groups)).one()
+    _written_by(conn, row[-1])
     returned = list(zip(*row[4 : 4 + statement.returns], strict=True)) if statement.returns else []
     return set(row[0]), set(row[1]), returned

@@ -25,6 +25,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     null,
     select,
     true,
@@ -93,15 +94,21 @@ _LOAD_FOR_EVENT = select(
 _B_IDS: BindParameter[Any] = bindparam("b_ids", expanding=True)
 
 
-def _load_for_events(state: Any, no_state: Any) -> Any:
+def _load_for_events(state: Any, no_state: Any, stamp: Any = None) -> Any:
+    """The union read of several events; with ``stamp``, a fourth column: the stamp of each
+    batch row read (NULL in the other rows)."""
+    more: tuple[Any, ...] = () if stamp is None else (stamp,)
+    none: tuple[Any, ...] = () if stamp is None else (cast(null(), Text),)
     return union_all(
-        select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), state).where(
+        select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), state, *more).where(
             BATCHES.c.batch_id.in_(_B_IDS)
         ),
-        select(literal("i"), INBOX.c.event_id, no_state).where(
+        select(literal("i"), INBOX.c.event_id, no_state, *none).where(
             INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))
         ),
-        select(literal("w"), WAITING.c.batch_id, no_state).where(WAITING.c.batch_id.in_(_B_IDS)).distinct(),
+        select(literal("w"), WAITING.c.batch_id, no_state, *none)
+        .where(WAITING.c.batch_id.in_(_B_IDS))
+        .distinct(),
     )
 
 
@@ -115,6 +122,19 @@ _LOAD_FOR_EVENTS_TEXT = _load_for_events(_STATE_TEXT, cast(null(), Text))
 _LOAD_FOR_EVENT_TEXT = select(
     exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
     select(_STATE_TEXT).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
+)
+
+
+# With a stamped state cache (PostgreSQL stores): the document as text and the row's xmin,
+# which tells the cache whether it holds that row version (:mod:`.state_cache`).
+_STATE_AS_TEXT = cast(BATCHES.c.state, Text).label("state")
+_STAMP = literal_column(f"{BATCHES.name}.xmin::text", Text).label("stamp")
+_LOAD_FOR_EVENTS_STAMPED = _load_for_events(_STATE_AS_TEXT, cast(null(), Text), _STAMP)
+_LOAD_FOR_EVENT_STAMPED = select(
+    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+    select(_STATE_AS_TEXT).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
+    select(_STAMP).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("stamp"),
     exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
 )
 
@@ -133,12 +153,15 @@ def load_with_waiting(conn: Connection, batch_id: str) -> tuple[BatchState | Non
     return state, bool(row.waiting)
 
 
-def _decoded(batch_id: str, document: Any, states: StateCache | None) -> BatchState | None:
-    """The state in a read ``document`` (the stored text when ``states`` is given)."""
+def _decoded(
+    batch_id: str, document: Any, states: StateCache | None, stamp: str | None = None
+) -> BatchState | None:
+    """The state in a read ``document`` (the stored text when ``states`` is given, and the
+    row's ``stamp`` when that cache is stamped)."""
     if document is None:
         return None
     if states is not None:
-        return states.decoded(batch_id, document)
+        return states.decoded(batch_id, document, stamp)
     return decode_state(batch_id, document)
 
 
@@ -148,11 +171,15 @@ def load_for_event(
     """Whether the inbox holds ``event_id``, and (when it does not) the stored state of
     ``batch_id`` (or ``None``) and whether facts of it wait: one statement. With ``states``
     the document is read as text and decoded through that cache."""
-    statement = _LOAD_FOR_EVENT if states is None else _LOAD_FOR_EVENT_TEXT
+    if states is None:
+        statement = _LOAD_FOR_EVENT
+    else:
+        statement = _LOAD_FOR_EVENT_STAMPED if states.stamped else _LOAD_FOR_EVENT_TEXT
     row = conn.execute(statement, {"b_id": batch_id, "e_id": event_id}).one()
     if row.processed:
         return True, None, False
-    return False, _decoded(batch_id, row.state, states), bool(row.waiting)
+    stamp = row.stamp if states is not None and states.stamped else None
+    return False, _decoded(batch_id, row.state, states, stamp), bool(row.waiting)
 
 
 def load_for_events(
@@ -166,12 +193,18 @@ def load_for_events(
     batch_ids = list(dict.fromkeys(b for b, _ in events))
     event_ids = list(dict.fromkeys(e for _, e in events))
     documents: dict[str, Any] = {}
+    stamps: dict[str, str] = {}
     processed: set[str] = set()
     waiting: set[str] = set()
-    statement = _LOAD_FOR_EVENTS if states is None else _LOAD_FOR_EVENTS_TEXT
-    for kind, key, document in conn.execute(statement, {"b_ids": batch_ids, "e_ids": event_ids}):
+    if states is None:
+        statement = _LOAD_FOR_EVENTS
+    else:
+        statement = _LOAD_FOR_EVENTS_STAMPED if states.stamped else _LOAD_FOR_EVENTS_TEXT
+    for kind, key, document, *stamp in conn.execute(statement, {"b_ids": batch_ids, "e_ids": event_ids}):
         if kind == "b":
             documents[key] = document
+            if stamp:
+                stamps[key] = stamp[0]
         elif kind == "i":
             processed.add(key)
         else:
@@ -179,7 +212,8 @@ def load_for_events(
     wanted = dict.fromkeys(b for b, e in events if e not in processed)
     read = {}
     for batch_id in wanted:
-        read[batch_id] = (_decoded(batch_id, documents.get(batch_id), states), batch_id in waiting)
+        document = documents.get(batch_id)
+        read[batch_id] = (_decoded(batch_id, document, states, stamps.get(batch_id)), batch_id in waiting)
     return frozenset(processed), read
 
 

@@ -1,18 +1,25 @@
-"""The states a SQLite store wrote or read last, by the exact text of their stored document.
+"""The states a store wrote or read last, by what identifies their stored row version.
 
 Decoding a batch's document (JSON, then the state's classes) was the largest CPU share of a
-unit of work on SQLite, and in ``serve`` the state a unit of work reads is almost always the
-one this process committed a moment before. :class:`StateCache` keeps, per batch, the stored
-JSON text and the :class:`~pipeline_state._model.BatchState` it decodes to. A read that finds
-the very same text (compared whole, so a row another process or an operator rewrote never
-matches) takes the state from the cache instead of decoding it; a read of any other text
-decodes it (a corrupted row still raises
+unit of work, and in ``serve`` the state a unit of work reads is almost always the one this
+process committed a moment before. :class:`StateCache` keeps, per batch, what identifies the
+stored row version and the :class:`~pipeline_state._model.BatchState` it decodes to. A read
+that finds the very same row version takes the state from the cache instead of decoding it;
+a read of any other decodes it (a corrupted row still raises
 :class:`~pipeline_state.errors.CorruptStateError`) and keeps it. States are immutable, so the
 one committed can be handed out again, as the in-memory store does.
 
-Only SQLite stores use it: a SQLite row reads back with the text written
-(:func:`~pipeline_state_sql.codec.state_text`); PostgreSQL returns ``jsonb`` in its own
-normal form, so a cache of what was written would never match there.
+What identifies a row version depends on the database:
+
+* **SQLite**: the stored JSON text itself, compared whole (a SQLite row reads back with the
+  text written, :func:`~pipeline_state_sql.codec.state_text`), so a row another process or
+  an operator rewrote never matches.
+* **PostgreSQL** (``stamped``): ``jsonb`` reads back in its own normal form, not the text
+  written, so the row's ``xmin`` is compared instead: the id of the transaction that wrote
+  that row version, which every write of the row changes, whoever makes it (another
+  process, an operator, a migration). The unit of work returns its transaction's id
+  (:data:`~pipeline_state_sql.one_statement.WRITTEN_BY`), and the reads return each row's
+  ``xmin`` with its document as text, which is decoded only on a miss.
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ STATE_CACHE_SIZE = 2048
 
 
 class StateCache:
-    """Per batch id: the stored document's text and the state it decodes to."""
+    """Per batch id: what identifies the stored row version (its text, or with ``stamped``
+    its ``xmin``) and the state it decodes to."""
 
-    def __init__(self, size: int = STATE_CACHE_SIZE) -> None:
+    def __init__(self, size: int = STATE_CACHE_SIZE, *, stamped: bool = False) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
+        self.stamped = stamped
+        """Row versions are told apart by ``xmin`` (PostgreSQL), not by their text."""
         self._entries: dict[str, tuple[str, BatchState]] = {}
         self.hits = 0
         self.misses = 0
@@ -42,33 +52,37 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def decoded(self, batch_id: str, text: str) -> BatchState:
-        """The state stored as ``text`` for ``batch_id``: from the cache when it holds this
-        exact text, else decoded (and kept)."""
+    def decoded(self, batch_id: str, text: str, stamp: str | None = None) -> BatchState:
+        """The state stored as ``text`` for ``batch_id`` (a row version ``stamp`` names, in a
+        stamped cache): from the cache when it holds this row version, else decoded (and
+        kept)."""
+        key = text if stamp is None else stamp
         found = self._entries.get(batch_id)
-        if found is not None and found[0] == text:
+        if found is not None and found[0] == key:
             self.hits += 1
             return found[1]
         self.misses += 1
         state = decode_state(batch_id, loads(text))
-        self._keep(batch_id, text, state)
+        self._keep(batch_id, key, state)
         return state
 
-    def written(self, state: BatchState, text: str) -> None:
-        """``state`` was committed with the document ``text``. A state carrying archived runs
-        (``history``, only in states read to be shown) is not kept: a read never returns them."""
+    def written(self, state: BatchState, key: str) -> None:
+        """``state`` was committed as the row version ``key`` names (its text, or in a
+        stamped cache the writing transaction's id). A state carrying archived runs
+        (``history``, only in states read to be shown) is not kept: a read never returns
+        them."""
         if state.history:
             self._entries.pop(state.batch_id, None)
             return
-        self._keep(state.batch_id, text, state)
+        self._keep(state.batch_id, key, state)
 
     def forget(self) -> None:
         """Drop every entry."""
         self._entries.clear()
 
-    def _keep(self, batch_id: str, text: str, state: BatchState) -> None:
+    def _keep(self, batch_id: str, key: str, state: BatchState) -> None:
         entries = self._entries
         entries.pop(batch_id, None)  # re-inserted last: the newest entry
-        entries[batch_id] = (text, state)
+        entries[batch_id] = (key, state)
         if len(entries) > self.size:
             del entries[next(iter(entries))]

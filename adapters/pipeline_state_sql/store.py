@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,8 +37,9 @@ from pipeline_state.ports import (
 from . import outbox as sql_outbox
 from . import queries
 from .codec import state_text
-from .engine import is_sqlite
+from .engine import is_postgres, is_sqlite
 from .lane_store import LaneStore, open_on_new_engine, translated
+from .one_statement import WRITTEN_BY
 from .outbox import OutboxLease
 from .queries import ArchivedRun
 from .schema import ID
@@ -91,6 +93,24 @@ def _check_change(change: Change) -> None:
         check_id(change.waiting.event_id, "event id", batch_id=batch_id)
 
 
+_W = TypeVar("_W")
+
+
+def _stamped(
+    conn: Connection,
+    write: Callable[[Connection, _W, OutboxLease | None], None],
+    what: _W,
+    lease: OutboxLease | None,
+) -> str | None:
+    """``write(conn, what, lease)``, then the id of the transaction that wrote it when the
+    write said so (PostgreSQL's one statement, :data:`~pipeline_state_sql.one_statement.WRITTEN_BY`):
+    what the state cache knows the written row versions by."""
+    conn.info.pop(WRITTEN_BY, None)  # never a value left by an earlier unit of work
+    write(conn, what, lease)
+    stamp: str | None = conn.info.pop(WRITTEN_BY, None)
+    return stamp
+
+
 class SqlStore(LaneStore):
     """Durable batch state, history, transition log, outbox and inbox in SQL.
 
@@ -101,15 +121,20 @@ class SqlStore(LaneStore):
     (after that another relay may claim it again). The engine should come from
     :func:`~pipeline_state_sql.engine.create_engine`; the schema must exist (see
     :func:`~pipeline_state_sql.migrate.create_or_upgrade`). :meth:`close` disposes the
-    engine when the store owns it. On SQLite the store keeps the states it committed and
-    read last, by their stored text (:mod:`pipeline_state_sql.state_cache`): a unit of work
-    reading a batch this process wrote last does not decode it again.
+    engine when the store owns it. The store keeps the states it committed and read last
+    (:mod:`pipeline_state_sql.state_cache`), by their stored text on SQLite and by the row's
+    ``xmin`` on PostgreSQL: a unit of work reading a batch this process wrote last does not
+    decode it again, and a row written by anyone else is read as stored.
     """
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
         self._hand_off: tuple[HandOff, Clock] | None = None
-        self._states = StateCache() if is_sqlite(engine) else None
+        self._states: StateCache | None = None
+        if is_sqlite(engine):
+            self._states = StateCache()
+        elif is_postgres(engine):
+            self._states = StateCache(stamped=True)
 
     # -- hand-off to the relay of this process ----------------------------------------------
     def attach_relay(self, hand_off: HandOff, clock: Clock) -> None:
@@ -138,12 +163,12 @@ class SqlStore(LaneStore):
         lease.poll = any(c.republish for c in changes)  # re-queued rows: found by the claim
         return lease
 
-    def _committed(self, changes: Sequence[Change], lease: OutboxLease | None) -> None:
+    def _committed(self, changes: Sequence[Change], lease: OutboxLease | None, stamp: str | None) -> None:
         states = self._states
-        if states is not None:
-            for change in changes:
+        if states is not None and (stamp is not None or not states.stamped):
+            for change in changes:  # in order: a batch written twice keeps its last state
                 if change.state is not None:
-                    states.written(change.state, state_text(change.state))
+                    states.written(change.state, stamp or state_text(change.state))
         if lease is not None and self._hand_off is not None and (lease.handed or lease.poll):
             self._hand_off[0](lease.handed, lease.poll)
 
@@ -180,8 +205,8 @@ class SqlStore(LaneStore):
         _check_change(change)
         lease = self._outbox_lease((change,))
         with translated(change.batch_id):
-            await self._write(write_change, change, lease)
-        self._committed((change,), lease)
+            stamp = await self._write(_stamped, write_change, change, lease)
+        self._committed((change,), lease, stamp)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
@@ -193,8 +218,8 @@ class SqlStore(LaneStore):
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
         lease = self._outbox_lease(changes)
         with translated(changes[0].batch_id):
-            await self._write(write_changes, changes, lease)
-        self._committed(changes, lease)
+            stamp = await self._write(_stamped, write_changes, changes, lease)
+        self._committed(changes, lease, stamp)
 
     async def is_processed(self, event_id: str) -> bool:
         check_id(event_id, "event id")

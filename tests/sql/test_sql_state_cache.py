@@ -1,5 +1,6 @@
-"""SQLite stores: the state cache (reads of what this store wrote are not decoded again, a row
-written elsewhere is read as stored) and the compare-and-sets of a ``commit_many`` in one
+"""SQL stores: the state cache (reads of what this store wrote are not decoded again, a row
+written elsewhere or by hand is read as stored; SQLite by the stored text, PostgreSQL by the
+row's ``xmin``) and the compare-and-sets of a ``commit_many`` in one
 ``UPDATE`` (in chunks under SQLite's parameter limit, with the errors of one by one)."""
 
 from __future__ import annotations
@@ -18,44 +19,64 @@ from pipeline_state.ports import Change, InboxEntry
 from pipeline_state.testing import T0, make_state, message
 from pipeline_state.testing.contract import archived_run
 
+from .conftest import StoreMaker
+
 
 def _inbox(event_id: str, batch_id: str) -> InboxEntry:
     return InboxEntry(event_id, "t", batch_id, "applied", T0)
 
 
-async def test_the_state_committed_is_read_back_as_it_was(sqlite_store: SqlStore) -> None:
+async def test_the_state_committed_is_read_back_as_it_was(sql_store: SqlStore) -> None:
     state = make_state("b1")
-    await sqlite_store.commit(Change("b1", None, state, T0))
+    await sql_store.commit(Change("b1", None, state, T0))
     newer = attrs.evolve(state, version=2, owner="someone else")
-    await sqlite_store.commit_many([Change("b1", 1, newer, T0, inbox=_inbox("e1", "b1"))])
-    processed, read = await sqlite_store.load_for_events([("b1", "e2")])
+    await sql_store.commit_many([Change("b1", 1, newer, T0, inbox=_inbox("e1", "b1"))])
+    processed, read = await sql_store.load_for_events([("b1", "e2")])
     assert processed == frozenset()
     assert read["b1"][0] is newer  # the committed state itself, not decoded again
-    assert await sqlite_store.load_for_event("b1", "e3") == (False, newer, False)
+    assert await sql_store.load_for_event("b1", "e3") == (False, newer, False)
+    # Several batches in one commit_many, then one alone: each read back as committed.
+    others = [make_state(f"c{n}") for n in range(3)]
+    await sql_store.commit_many([Change(o.batch_id, None, o, T0) for o in others])
+    _, read = await sql_store.load_for_events([(o.batch_id, "e9") for o in others])
+    assert [read[o.batch_id][0] for o in others] == others
+    assert all(read[o.batch_id][0] is o for o in others)
 
 
-async def test_a_row_written_by_another_store_is_read_as_stored(
-    sqlite_url: str, sqlite_store: SqlStore
-) -> None:
+async def test_a_row_written_by_another_store_is_read_as_stored(make_store: StoreMaker, backend: str) -> None:
+    store = await make_store()
     state = make_state("b1")
-    await sqlite_store.commit(Change("b1", None, state, T0))
-    assert (await sqlite_store.load_for_event("b1", "e0"))[1] is state
-    other = await open_store(sqlite_url)
-    try:
-        theirs = attrs.evolve(state, version=2, owner="another process")
-        await other.commit(Change("b1", 1, theirs, T0))
-    finally:
-        await other.close()
-    _, read, _ = await sqlite_store.load_for_event("b1", "e1")
+    await store.commit(Change("b1", None, state, T0))
+    assert (await store.load_for_event("b1", "e0"))[1] is state
+    other = await make_store()
+    theirs = attrs.evolve(state, version=2, owner="another process")
+    await other.commit(Change("b1", 1, theirs, T0))
+    _, read, _ = await store.load_for_event("b1", "e1")
     assert read == theirs
-    assert (await sqlite_store.load_for_events([("b1", "e1")]))[1] == {"b1": (theirs, False)}
-    # A row rewritten by hand into something that is not JSON is still reported as corrupted.
-    async with sqlite_store.engine.begin() as conn:
-        await conn.execute(text("UPDATE batches SET state = 'not json' WHERE batch_id = 'b1'"))
+    assert (await store.load_for_events([("b1", "e1")]))[1] == {"b1": (theirs, False)}
+    # A row rewritten by hand, its version left as it was, is read as it now is.
+    by_hand = attrs.evolve(theirs, owner="an operator")
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE batches SET state = :doc WHERE batch_id = 'b1'").bindparams(doc=state_text(by_hand))
+            if backend == "sqlite"
+            else text("UPDATE batches SET state = CAST(:doc AS jsonb) WHERE batch_id = 'b1'").bindparams(
+                doc=state_text(by_hand)
+            )
+        )
+    assert (await store.load_for_event("b1", "e1"))[1] == by_hand
+    assert (await store.load_for_events([("b1", "e1")]))[1] == {"b1": (by_hand, False)}
+    # A row rewritten by hand into something that is not a state is still reported as corrupted.
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE batches SET state = 'not json' WHERE batch_id = 'b1'")
+            if backend == "sqlite"
+            else text("""UPDATE batches SET state = '{"layout": "no"}' WHERE batch_id = 'b1'""")
+        )
     with pytest.raises(CorruptStateError):
-        await sqlite_store.load_for_event("b1", "e1")
+        await store.load_for_event("b1", "e1")
     with pytest.raises(CorruptStateError):
-        await sqlite_store.load_for_events([("b1", "e1")])
+        await store.load_for_events([("b1", "e1")])
 
 
 def test_the_cache_keeps_the_newest_and_never_a_state_with_history() -> None:
