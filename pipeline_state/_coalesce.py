@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -40,12 +41,28 @@ R = TypeVar("R")
 log = logging.getLogger("pipeline_state.service")
 
 
+class _Lane(Generic[T, R]):
+    """What a coalescer holds for one event loop."""
+
+    __slots__ = ("busy", "queue", "tasks")
+
+    def __init__(self) -> None:
+        self.busy = 0
+        """Units of work in flight (alone or as a group)."""
+        self.queue: list[tuple[T, asyncio.Future[R]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        """The groups in flight (the loop keeps only weak references to tasks)."""
+
+
 class Coalescer(Generic[T, R]):
     """Runs ``alone(item)`` for a caller that finds a free slot and ``together(items)`` for
     the items queued while none was free. ``together`` returns one outcome per item, in
-    order: its result, or the exception its caller receives."""
+    order: its result, or the exception its caller receives.
 
-    __slots__ = ("_alone", "_busy", "_limit", "_loop", "_queue", "_slots", "_tasks", "_together")
+    Each event loop has its own slots and queue (a service used from several loops, one per
+    thread, groups the calls of each loop apart); they go with the loop."""
+
+    __slots__ = ("_alone", "_lanes", "_limit", "_other", "_slots", "_together")
 
     def __init__(
         self,
@@ -63,62 +80,70 @@ class Coalescer(Generic[T, R]):
         self._together = together
         self._limit = limit
         self._slots = slots
-        self._busy = 0
-        """Units of work in flight (alone or as a group)."""
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        """The groups in flight (the loop keeps only weak references to tasks)."""
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane[T, R]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._other: tuple[asyncio.AbstractEventLoop, _Lane[T, R]] | None = None
 
     async def submit(self, item: T) -> R:
         """``item``'s outcome, committed alone or with the items of other callers."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # first use, or the previous loop is gone with its queue
-            self._loop, self._busy, self._queue, self._tasks = loop, 0, [], set()
-        if self._busy < self._slots and not self._queue:
-            self._busy += 1
+        lane = self._lane(loop)
+        if lane.busy < self._slots and not lane.queue:
+            lane.busy += 1
             try:
                 return await self._alone(item)
             finally:
-                loop.call_soon(self._refill)
+                loop.call_soon(self._refill, lane)
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.append((item, future))
+        lane.queue.append((item, future))
         return await future
 
-    def _refill(self) -> None:
+    def _lane(self, loop: asyncio.AbstractEventLoop) -> _Lane[T, R]:
+        try:
+            lane = self._lanes.get(loop)
+            if lane is None:
+                lane = self._lanes[loop] = _Lane()
+            return lane
+        except TypeError:  # a loop that takes no weak reference: the last such loop's lane
+            if self._other is None or self._other[0] is not loop:
+                self._other = (loop, _Lane())
+            return self._other[1]
+
+    def _refill(self, lane: _Lane[T, R]) -> None:
         """A unit of work ended: its slot is free. The queued items go to groups in the free
         slots, spread evenly (two groups of four rather than one of eight when both slots are
         free, so that one is decided while the other is in the database). One item alone
         waits while another unit of work is in flight: that one takes it along when it ends."""
-        self._busy -= 1
-        waiting = len(self._queue)
-        if not waiting or (waiting == 1 and self._busy):
+        lane.busy -= 1
+        waiting = len(lane.queue)
+        if not waiting or (waiting == 1 and lane.busy):
             return
-        groups = min(self._slots - self._busy, waiting)
+        groups = min(self._slots - lane.busy, waiting)
         size = min(-(-waiting // groups), self._limit)
         loop = asyncio.get_running_loop()
         for _ in range(groups):
-            if not self._queue:
+            if not lane.queue:
                 break
-            group, self._queue = self._queue[:size], self._queue[size:]
-            self._busy += 1
+            group, lane.queue = lane.queue[:size], lane.queue[size:]
+            lane.busy += 1
             # A context of its own: the group is no caller's child (each item's work runs in
             # the span its caller made for it), and no caller's context variables leak into it.
-            task = loop.create_task(self._run(group), context=contextvars.Context())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = loop.create_task(self._run(lane, group), context=contextvars.Context())
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
 
-    async def _run(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _run(self, lane: _Lane[T, R], group: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             outcomes: Sequence[R | BaseException] = await self._together([item for item, _ in group])
         except Exception as exc:  # ``together`` reports errors per item: this is a defect of it
             log.exception("a group of %d items failed as a whole", len(group))
             outcomes = [exc] * len(group)
         except BaseException as exc:  # cancelled (the loop is closing): nobody is left to serve
-            for _, future in (*group, *self._queue):
+            for _, future in (*group, *lane.queue):
                 if not future.done():
                     future.set_exception(exc)
-            self._queue, self._busy = [], 0
+            lane.queue, lane.busy = [], 0
             raise
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if future.done():  # its caller stopped waiting
@@ -127,4 +152,4 @@ class Coalescer(Generic[T, R]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-        asyncio.get_running_loop().call_soon(self._refill)
+        asyncio.get_running_loop().call_soon(self._refill, lane)

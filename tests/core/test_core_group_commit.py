@@ -6,6 +6,7 @@ the business of the one call they concern."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -350,3 +351,34 @@ async def test_a_lone_queued_item_waits_for_the_unit_in_flight_and_groups_are_sp
     assert [await f for f in (c, *later)] == list("CDEFGHIJ")
     # Both slots freed: the eight queued items went out as two groups of four.
     assert groups == [list("cdef"), list("ghij")]
+
+
+def test_each_event_loop_groups_its_own_calls() -> None:
+    """A service used from two threads, each with its event loop, at the same time: each
+    loop's calls are queued and grouped apart, and every call gets its own answer."""
+
+    async def alone(item: str) -> str:
+        await asyncio.sleep(0.001)
+        return item.upper()
+
+    async def together(items: Sequence[str]) -> list[str | BaseException]:
+        await asyncio.sleep(0.001)
+        return [item.upper() for item in items]
+
+    coalescer: Coalescer[str, str] = Coalescer(alone, together, limit=64)
+    answers: dict[str, list[str]] = {}
+
+    def thread(name: str) -> None:
+        async def burst() -> list[str]:
+            items = [f"{name}{n}" for n in range(40)]
+            return list(await asyncio.gather(*(coalescer.submit(i) for i in items)))
+
+        answers[name] = asyncio.run(burst())
+
+    threads = [threading.Thread(target=thread, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads)
+    assert answers == {name: [f"{name.upper()}{n}" for n in range(40)] for name in ("a", "b")}
