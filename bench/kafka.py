@@ -856,7 +856,7 @@ def _scale_rows(found: dict[int, list[Measured]], cfg: Config) -> list[Row]:
                     baseline=None if is_base or not base_cpu else statistics.median(base_cpu),
                     baseline_description=against,
                     ratio=None
-                    if is_base or not base_cpu
+                    if is_base or not base_cpu or statistics.median(base_cpu) <= 0
                     else statistics.median(cpu) / statistics.median(base_cpu),
                     spread=_per_round(cpu, "µs"),
                 )
@@ -940,7 +940,8 @@ def _rows(results: dict[str, list[Measured]], cfg: Config) -> list[Row]:
             base_values = [c for c in base_cpu or () if c is not None]
             cpu_ratios = _ratios(values, base_values) if overhead and base_values else []
             cpu_ratio = statistics.median(cpu_ratios) if cpu_ratios else None
-            if cpu_ratio is None and base_values:
+            if cpu_ratio is None and base_values and statistics.median(base_values) > 0:
+                # (a short run can take less CPU than the clock's tick: no ratio then)
                 cpu_ratio = statistics.median(values) / statistics.median(base_values)
             rows.append(
                 Row(

@@ -88,6 +88,22 @@ def test_kafka_bench_rows_take_the_median_of_the_rounds_ratios(monkeypatch: pyte
     assert "outcomes_per_s[memory]" in rows
 
 
+def test_kafka_bench_rows_leave_out_a_ratio_to_no_cpu_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short run (``--quick``) can read no CPU time for the memory store's serve (below the
+    clock's tick): the durable stores' CPU rows then have no ratio instead of dividing by 0."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.kafka import Config, Measured, _rows
+
+    results = {
+        "memory": [Measured("memory", 900, [10.0], cpu_us_per_outcome=0.0)],
+        "sqlite": [Measured("sqlite", 400, [20.0], cpu_us_per_outcome=625.0)],
+    }
+    rows = {row.figure: row for row in _rows(results, Config(runs=8, rounds=1))}
+    cpu = rows["serve_cpu_per_outcome[sqlite]"]
+    assert cpu.value == 625.0
+    assert cpu.ratio is None
+
+
 @pytest.mark.postgres
 def test_kafka_bench_scale_out_mode_measures_one_and_two_serves(broker: LocalBroker) -> None:
     """``--serves 1,2``: two serve processes in one group on one PostgreSQL schema are
