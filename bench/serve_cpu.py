@@ -114,11 +114,13 @@ async def one_round(
         if skip:
             return 0.0
         gc.collect()
+        gc.freeze()  # as serve does before it consumes (unfrozen after the round)
         if profiler is not None:
             profiler.enable()
         started, main, times = time.process_time_ns(), time.thread_time_ns(), os.times()
         await _deliver(service, relay, deliveries, unit, hand_off)
         cpu = time.process_time_ns() - started
+        gc.unfreeze()
         main = time.thread_time_ns() - main
         system = os.times().system - times.system
         if verbose:
