@@ -59,7 +59,7 @@ from datetime import UTC, datetime  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiosqlite  # noqa: E402
-import asyncpg  # noqa: E402
+import asyncpg  # type: ignore[import-untyped]  # noqa: E402
 import attrs  # noqa: E402
 from pipeline_state_sql import create_engine, create_or_upgrade, encode_state, open_store  # noqa: E402
 from pipeline_state_sql.engine import dumps  # noqa: E402
@@ -572,7 +572,7 @@ async def service_seconds(
     db: Database, deliveries: Sequence[Delivery], *, warmup: int, synchronous: str = "FULL"
 ) -> float:
     """Seconds the service takes for ``deliveries[warmup:]`` (one transaction per event)."""
-    store = await open_store(db.url, schema=db.schema, upgrade=False, synchronous=synchronous)  # type: ignore[arg-type]
+    store = await open_store(db.url, schema=db.schema, upgrade=False, synchronous=synchronous)
     try:
         service = PipelineService(store, clock=ManualClock())
         await _timed(service, deliveries[:warmup])
@@ -632,7 +632,7 @@ async def _durable(
         ):
             await seed(mine, work.states)
             await seed(theirs, work.states)
-            store = await open_store(mine.url, schema=mine.schema, upgrade=False, synchronous=synchronous)  # type: ignore[arg-type]
+            store = await open_store(mine.url, schema=mine.schema, upgrade=False, synchronous=synchronous)
             raw: RawSqlite | RawPostgres
             if theirs.path is not None:
                 raw = RawSqlite(theirs.path, work.changes, synchronous=synchronous)
