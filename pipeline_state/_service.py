@@ -336,6 +336,8 @@ class PipelineService:
     ) -> None:
         if waiting_window_seconds <= 0:
             raise ValueError("waiting_window_seconds must be positive")
+        if group_limit < 1:
+            raise ValueError("group_limit must be at least 1 (1: no group commit)")
         self.store = store
         self.profile = default_profile() if profile is None else check_profile(profile)
         self.clock: Clock = clock or SystemClock()
@@ -369,7 +371,8 @@ class PipelineService:
             return handled(span, topic, await self._group.submit((command, topic, data, span)))
 
     async def _alone(self, item: _Queued) -> HandleResult:
-        """A :meth:`handle_message` call that found no other in flight (in its span)."""
+        """A :meth:`handle_message` call that found a unit of work free to start and nobody
+        queued: handled at once, in its own unit of work (in its span)."""
         command, topic, raw, _ = item
         return await self._handle(command, topic=topic, raw=raw)
 

@@ -296,6 +296,12 @@ def _check_spans(capture: SpanCapture, pairs: Sequence[tuple[int, HandleResult]]
         assert result.span_ids[1] == f"{span.context.span_id:016x}"
 
 
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_service_refuses_a_group_limit_below_one(limit: int) -> None:
+    with pytest.raises(ValueError, match="group_limit must be at least 1"):
+        PipelineService(InMemoryStore(), group_limit=limit)
+
+
 @pytest.mark.parametrize("limit", [1, 0, -3])
 def test_a_coalescer_refuses_groups_of_fewer_than_two(limit: int) -> None:
     async def one(item: int) -> int:
