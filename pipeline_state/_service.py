@@ -257,6 +257,14 @@ def _others_waiting(command: Command, facts: list[WaitingFact], inbound: Inbound
     return ()
 
 
+def _filled(results: list[HandleResult | BaseException | None]) -> list[HandleResult | BaseException]:
+    """``results`` once every slot holds a result or an error."""
+    done = [r for r in results if r is not None]
+    if len(done) != len(results):  # pragma: no cover - every slot is filled by the callers
+        raise AssertionError("a message was left without a result")
+    return done
+
+
 def _result_label(decision: Decision) -> str:
     if decision.denial is not None:
         return f"denied:{decision.denial.reason}"
@@ -382,7 +390,7 @@ class PipelineService:
         or fails, one by one. Each gets its own result or error."""
         spans = [span for *_, span in items]
         pending = [(index, command, topic, raw) for index, (command, topic, raw, _) in enumerate(items)]
-        results: list[HandleResult | PipelineStateError | None] = [None] * len(items)
+        results: list[HandleResult | BaseException | None] = [None] * len(items)
         commit_many = getattr(self.store, "commit_many", None)
         together = False
         if len(items) > 1 and commit_many is not None:
@@ -390,16 +398,9 @@ class PipelineService:
                 together = await self._batched(pending, results, commit_many, spans)
             except Exception:  # each message below meets the error (or not) on its own
                 log.debug("group commit of %d messages failed: one by one", len(items), exc_info=True)
-        if together:
-            return cast("list[HandleResult | BaseException]", results)
-        outcomes: list[HandleResult | BaseException] = []
-        for index, command, topic, raw in pending:
-            try:
-                with entered(spans[index]):
-                    outcomes.append(await self._handle(command, topic=topic, raw=raw))
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
+        if not together:
+            await self._one_by_one(pending, results, spans, Exception)
+        return _filled(results)
 
     async def handle_many(
         self,
@@ -445,7 +446,7 @@ class PipelineService:
         self, messages: Sequence[InboundMessage], spans: Sequence[Span]
     ) -> list[HandleResult | PipelineStateError]:
         """:meth:`handle_many`, each message's work in its span of ``spans``."""
-        results: list[HandleResult | PipelineStateError | None] = [None] * len(messages)
+        results: list[HandleResult | BaseException | None] = [None] * len(messages)
         pending: list[tuple[int, Command, str, bytes]] = []
         for index, (topic, raw) in enumerate(messages):
             try:
@@ -455,21 +456,29 @@ class PipelineService:
                 results[index] = exc
         commit_many = getattr(self.store, "commit_many", None)
         if pending and (commit_many is None or not await self._batched(pending, results, commit_many, spans)):
-            for index, command, topic, raw in pending:
-                try:
-                    with entered(spans[index]):
-                        results[index] = await self._handle(command, topic=topic, raw=raw)
-                except _NEVER_APPLIES as exc:
-                    results[index] = exc
-        done = [r for r in results if r is not None]
-        if len(done) != len(messages):  # pragma: no cover - every slot is filled above
-            raise AssertionError("handle_many left a message without a result")
-        return done
+            await self._one_by_one(pending, results, spans, _NEVER_APPLIES)
+        return cast("list[HandleResult | PipelineStateError]", _filled(results))
+
+    async def _one_by_one(
+        self,
+        pending: Sequence[tuple[int, Command, str, bytes]],
+        results: list[HandleResult | BaseException | None],
+        spans: Sequence[Span],
+        caught: type[Exception] | tuple[type[Exception], ...],
+    ) -> None:
+        """Handle ``pending`` in order, a unit of work each, each in its span; an error of
+        ``caught`` fills the message's slot of ``results``, any other propagates."""
+        for index, command, topic, raw in pending:
+            try:
+                with entered(spans[index]):
+                    results[index] = await self._handle(command, topic=topic, raw=raw)
+            except caught as exc:
+                results[index] = exc
 
     async def _batched(
         self,
         pending: Sequence[tuple[int, Command, str, bytes]],
-        results: list[HandleResult | PipelineStateError | None],
+        results: list[HandleResult | BaseException | None],
         commit_many: Callable[[Sequence[Change]], Awaitable[None]],
         spans: Sequence[Span],
     ) -> bool:
