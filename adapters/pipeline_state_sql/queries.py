@@ -79,13 +79,23 @@ _LOAD_WITH_WAITING = select(
     select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
     exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
 )
-# One statement for the start of a unit of work: whether the inbox holds the event, the
-# batch's state and whether facts of it wait (the state is not decoded for a duplicate).
-_LOAD_FOR_EVENT = select(
-    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
-    select(BATCHES.c.state).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
-    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
-)
+
+
+def _load_for_event(state: Any, stamp: Any = None) -> Any:
+    """One statement for the start of a unit of work: whether the inbox holds the event, the
+    batch's ``state`` and whether facts of it wait (the state is not decoded for a
+    duplicate); with ``stamp``, also the stamp of the batch row."""
+    of_batch = BATCHES.c.batch_id == bindparam("b_id")
+    stamped = () if stamp is None else (select(stamp).where(of_batch).scalar_subquery().label("stamp"),)
+    return select(
+        exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+        select(state).where(of_batch).scalar_subquery().label("state"),
+        *stamped,
+        exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
+    )
+
+
+_LOAD_FOR_EVENT = _load_for_event(BATCHES.c.state)
 
 # The same for several events at once (a partition fetch): one statement, one row per
 # stored batch asked for ("b", batch id, state), per event the inbox holds ("i", event id)
@@ -119,11 +129,7 @@ _LOAD_FOR_EVENTS = _load_for_events(BATCHES.c.state, cast(null(), BATCHES.c.stat
 # stored text, decoded (or not) by the cache.
 _STATE_TEXT = type_coerce(BATCHES.c.state, Text).label("state")
 _LOAD_FOR_EVENTS_TEXT = _load_for_events(_STATE_TEXT, cast(null(), Text))
-_LOAD_FOR_EVENT_TEXT = select(
-    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
-    select(_STATE_TEXT).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
-    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
-)
+_LOAD_FOR_EVENT_TEXT = _load_for_event(_STATE_TEXT)
 
 
 # With a stamped state cache (PostgreSQL stores): the document as text and the row's xmin,
@@ -131,12 +137,7 @@ _LOAD_FOR_EVENT_TEXT = select(
 _STATE_AS_TEXT = cast(BATCHES.c.state, Text).label("state")
 _STAMP = literal_column(f"{BATCHES.name}.xmin::text", Text).label("stamp")
 _LOAD_FOR_EVENTS_STAMPED = _load_for_events(_STATE_AS_TEXT, cast(null(), Text), _STAMP)
-_LOAD_FOR_EVENT_STAMPED = select(
-    exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
-    select(_STATE_AS_TEXT).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("state"),
-    select(_STAMP).where(BATCHES.c.batch_id == bindparam("b_id")).scalar_subquery().label("stamp"),
-    exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
-)
+_LOAD_FOR_EVENT_STAMPED = _load_for_event(_STATE_AS_TEXT, _STAMP)
 
 
 def load_state(conn: Connection, batch_id: str) -> BatchState | None:
