@@ -588,10 +588,26 @@ class InboundConsumer:
         self._committing = None
 
     async def _commit(self, consumer: ConsumerLike, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets``, for at most the group's session timeout.
+
+        aiokafka retries a retriable commit error (and waits for an unknown coordinator)
+        without end; a rebalance and the stop wait for the commit in flight, so an unbounded
+        commit could keep a member from ever leaving the group or exiting. Past the session
+        timeout the group has moved on anyway: the commit counts as failed, and the records
+        after the last committed offset come again and are absorbed by the inbox.
+        """
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
+            await asyncio.wait_for(consumer.commit(offsets), self.settings.session_timeout_ms / 1000)
+        except TimeoutError:
+            self.stats.commit_failures += 1
+            log.warning(
+                "offset commit gave up after %.1fs (records may be redelivered)",
+                self.settings.session_timeout_ms / 1000,
+                extra={"consumer": self.name},
+            )
+            return
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # The work is committed in the store; a redelivery is absorbed by the inbox.
             self.stats.commit_failures += 1

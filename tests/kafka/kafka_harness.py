@@ -268,10 +268,17 @@ class ServeProcess:
         self.process.wait(timeout=10)
 
     def signal(self, sig: signal.Signals, *, within: float = 30.0) -> int:
-        """Send ``sig`` and wait for the exit status."""
+        """Send ``sig`` and wait for the exit status; a member that does not exit in time
+        fails with the tail of its log (what it was doing when it stopped answering)."""
         assert self.process is not None
         self.process.send_signal(sig)
-        return self.process.wait(timeout=within)
+        try:
+            return self.process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"serve (pid {self.process.pid}) did not exit within {within:.0f}s of {sig.name}; "
+                f"its last lines:\n{self.tail(40)}"
+            ) from None
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

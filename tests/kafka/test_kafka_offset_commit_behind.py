@@ -105,3 +105,48 @@ async def test_kafka_a_rebalance_waits_for_the_offset_commit_in_flight() -> None
     await drain(consumer, source)
     await task
     assert revoked_at == [source.ends()]
+
+
+class StuckCommits(LogConsumer):
+    """An offset commit that never returns (aiokafka retries a retriable error, or waits
+    for an unknown coordinator, without end)."""
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_kafka_a_commit_that_never_returns_does_not_hold_a_rebalance_or_the_stop() -> None:
+    stop = asyncio.Event()
+    source = StuckCommits(stop)
+    source.append(TOPIC, b"r0", key=b"k0")
+    seen: list[bytes] = []
+    handled = asyncio.Event()
+
+    async def handler(topic: str, raw: bytes) -> Handled:
+        seen.append(raw)
+        handled.set()
+        return Handled(result="applied")
+
+    consumer = InboundConsumer(
+        ConsumerSettings("127.0.0.1:1", max_records=1, session_timeout_ms=200),
+        handler,
+        DeadLetterWriter(MemoryProducer()),
+        consumer_factory=lambda _s: source,
+    )
+    revoked = asyncio.Event()
+
+    async def revoke_once_handled() -> None:
+        await handled.wait()
+        # The commit of the first fetch is in flight and stuck; the rebalance waits for it,
+        # but not past the group's session timeout.
+        await asyncio.wait_for(consumer.partitions_revoked(list(source.logs)), timeout=2.0)
+        revoked.set()
+
+    task = asyncio.create_task(revoke_once_handled())
+    await drain(consumer, source, within=3.0)  # the stop waits for the commit likewise
+    await task
+    assert revoked.is_set()
+    assert seen == [b"r0"]
+    assert consumer.stats.commit_failures == 1
+    assert consumer.stats.offset_commits == 0
+    assert source.committed == {}
