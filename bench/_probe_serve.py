@@ -197,7 +197,7 @@ def _consumer() -> None:
 
     cls = consumer.InboundConsumer
     cls._commit = _spanned("offset_commit", cls._commit)  # type: ignore[method-assign]
-    cls._handle = _spanned("process_fetch", cls._handle)  # type: ignore[method-assign]
+    cls._process = _spanned("process_fetch", cls._process)  # type: ignore[method-assign]
     original_run = cls.run
 
     @functools.wraps(original_run)

@@ -17,15 +17,6 @@ next fetch's work rather than before it: one commit is in flight at a time, and 
 come due meanwhile go in the next one (a partition's later offset replaces its earlier
 one), so commits stay in order; a rebalance and the stop wait for it.
 
-The next fetch is asked for while a fetch's units of work are in flight, and its lanes start
-at once, each behind the same lane (the same keys) of the fetch before
-(:mod:`~pipeline_state_kafka.fetches`): records of other batches no longer wait for the
-slowest lane, and a batch's records are still handled one after the other. Two fetches are
-in flight at most, and they settle in order. When a fetch leaves records unhandled (a
-transient failure, a stop, a rebalance), the lanes behind its stopped ones do nothing, the
-fetches in flight settle, what the pending fetch brought is given back, and nothing is
-fetched before the seeks back are done.
-
 Every failure while handling a record ends in a defined outcome (see
 :class:`~pipeline_state_kafka.policy.ErrorPolicy`): poison records go to ``<topic>.DLQ``
 with the reason and are committed; on a transient error (store or broker unreachable) the
@@ -35,9 +26,8 @@ and the sequence is tried again after an exponential backoff. Nothing raised by 
 ``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``)
 propagates.
 
-Rebalances wait for the units of work in flight: the listener asks the lanes to stop
-after their current record and takes the lock the loop holds while any fetch is in flight,
-so the offsets of finished work
+Rebalances wait for the unit of work in flight: the listener asks the sequence to stop
+after its current record and takes the lock the loop holds, so the offsets of finished work
 are committed before partitions move to another member (records fetched but not handled
 are fetched again from the committed offsets). A stop request (the event given to
 :meth:`InboundConsumer.run`) ends fetching, lets the current unit of work finish, commits,
@@ -51,6 +41,7 @@ import contextlib
 import heapq
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -73,7 +64,6 @@ from ._kafka import (
 )
 from ._startup import start_with_retry
 from .dlq import DeadLetterWriter, reason_of
-from .fetches import Fetch, Settled, lane_buckets, stale
 from .handlers import BatchHandler, Handled, MessageHandler
 from .metrics import ServiceMetrics
 from .policy import ErrorPolicy, Verdict
@@ -218,12 +208,12 @@ def settle(
 def lanes(records: Sequence[RecordLike], count: int) -> list[list[RecordLike]]:
     """``records`` split into at most ``count`` lanes by key, each keeping their order: all
     records of one key (one batch) are in the same lane."""
-    return list(lane_buckets(records, count).values())
-
-
-FETCHES_IN_FLIGHT = 2
-"""Fetches handled at once: the records of the next fetch start while the last one's units
-of work commit (per key, still one after the other)."""
+    if count <= 1:
+        return [list(records)]
+    split: list[list[RecordLike]] = [[] for _ in range(count)]
+    for record in records:
+        split[zlib.crc32(record.key or b"") % count].append(record)
+    return [lane for lane in split if lane]
 
 
 class InboundConsumer:
@@ -264,8 +254,6 @@ class InboundConsumer:
         self.name = name
         self._factory = consumer_factory or (lambda s: new_consumer(s.bootstrap_servers, **s.options()))
         self._lock = asyncio.Lock()
-        self._holding = False  # the loop holds the lock while a fetch is in flight
-        self._in_flight: list[Fetch] = []
         self._unexpected: dict[tuple[str, int, int], int] = {}
         self._failures = 0
         self._yielding = False
@@ -307,60 +295,43 @@ class InboundConsumer:
         self.ready.set()
 
     # -- the loop --------------------------------------------------------------------------
-    @property
-    def in_flight(self) -> int:
-        """Fetches whose records are being handled (at most :data:`FETCHES_IN_FLIGHT`)."""
-        return len(self._in_flight)
-
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; then finish the units of work in hand, commit and
-        leave.
-
-        The next fetch is asked for while the records of the last one are handled, and its
-        records start at once, each lane behind the same lane of the fetch before (see
-        :mod:`~pipeline_state_kafka.fetches`); at most :data:`FETCHES_IN_FLIGHT` fetches are
-        handled at a time, and they settle in order.
-        """
+        """Consume until ``stop`` is set; then finish the unit of work, commit and leave."""
         consumer = self._factory(self.settings)
         self._consumer = consumer
         subscribe(consumer, self.settings.kafka_topics(), self)
-        fetching: asyncio.Task[Mapping[TopicPartition, Sequence[RecordLike]]] | None = None
         try:
             started = await start_with_retry(
                 consumer.start, "kafka consumer", self.settings.startup_timeout_seconds, stop
             )
             while started and not stop.is_set():
-                if fetching is None and len(self._in_flight) < FETCHES_IN_FLIGHT:
-                    fetching = asyncio.ensure_future(
-                        consumer.getmany(
-                            timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_records
-                        )
-                    )
-                oldest = self._in_flight[0].task if self._in_flight else None
-                await asyncio.wait(
-                    [t for t in (fetching, oldest) if t is not None], return_when=asyncio.FIRST_COMPLETED
-                )
-                if oldest is not None and oldest.done():
-                    fetching = await self._retire(consumer, fetching, stop)
-                    continue
-                assert fetching is not None
-                fetched, fetching = fetching, None
                 try:
-                    batch = fetched.result()
+                    batch = await consumer.getmany(
+                        timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_records
+                    )
                 except Exception as exc:
                     log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
                     await self._backoff(stop)
                     continue
-                if batch:
-                    await self._start(consumer, batch, stop)
-        except BaseException:
-            for fetch in self._in_flight:  # cancelled: what is in hand is cancelled with it
-                if fetch.task is not None:
-                    fetch.task.cancel()
-            raise
+                if not batch:
+                    continue
+                async with self._lock:
+                    try:
+                        retry = await self._process(consumer, batch, stop)
+                    except Exception as exc:  # a bug of this loop: never let it end the consumer
+                        log.error(
+                            "fetched records could not be processed, fetching them again: %s",
+                            _safe_reason(exc),
+                            extra={"consumer": self.name},
+                            exc_info=exc,
+                        )
+                        self._seek(consumer, {tp: recs[0].offset for tp, recs in batch.items() if recs})
+                        retry = True
+                if retry:
+                    await self._backoff(stop)
+                else:
+                    self._failures = 0
         finally:
-            with contextlib.suppress(Exception):
-                await self._drain(consumer, fetching, {})
             await self._committed()
             self._consumer = None
             with contextlib.suppress(Exception):
@@ -368,153 +339,24 @@ class InboundConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    async def _start(
+    async def _process(
         self,
         consumer: ConsumerLike,
         batch: Mapping[TopicPartition, Sequence[RecordLike]],
         stop: asyncio.Event,
-    ) -> None:
-        """Start handling ``batch`` in timestamp order, its lanes behind those of the fetch
-        in flight. The loop holds the rebalance lock while any fetch is in flight."""
-        if not self._holding:
-            await self._lock.acquire()
-            self._holding = True
-        before = self._in_flight[-1] if self._in_flight else None
-        merged = merge_by_timestamp(batch, self._topic_order)
-        fetch = Fetch.of(batch, lane_buckets(merged, self.settings.partition_concurrency))
-        fetch.task = asyncio.create_task(self._handle(consumer, fetch, before, stop))
-        self._in_flight.append(fetch)
-
-    async def _retire(
-        self,
-        consumer: ConsumerLike,
-        fetching: asyncio.Task[Mapping[TopicPartition, Sequence[RecordLike]]] | None,
-        stop: asyncio.Event,
-    ) -> asyncio.Task[Mapping[TopicPartition, Sequence[RecordLike]]] | None:
-        """Take the oldest fetch, which has settled. When it left records unhandled, the
-        fetches after it settle too (their lanes behind its stopped ones do nothing) and what
-        the pending fetch brought is given back, before anything is fetched again; then back
-        off if a record is to be tried again. Returns the pending fetch, if still wanted."""
-        settled = await self._settled(consumer, self._in_flight.pop(0))
-        retry = settled.retry
-        if not settled.complete:
-            retry = await self._drain(consumer, fetching, settled.seek) or retry
-            fetching = None
-        if not self._in_flight:
-            self._release()
-        if retry:
-            await self._backoff(stop)
-        elif settled.complete:
-            self._failures = 0
-        return fetching
-
-    async def _drain(
-        self,
-        consumer: ConsumerLike,
-        fetching: asyncio.Task[Mapping[TopicPartition, Sequence[RecordLike]]] | None,
-        sought: Mapping[TopicPartition, int],
     ) -> bool:
-        """Let every fetch in flight settle and give back what ``fetching`` brought (its
-        partitions seek back to its first records, but for those an earlier seek covers);
-        ``True`` when a record is to be tried again."""
-        retry = False
-        earliest = dict(sought)
-        for fetch in self._in_flight:
-            settled = await self._settled(consumer, fetch)
-            retry = retry or settled.retry
-            for tp, offset in settled.seek.items():
-                earliest[tp] = min(offset, earliest.get(tp, offset))
-        self._in_flight.clear()
-        self._release()
-        if fetching is not None:
-            if not fetching.done():
-                fetching.cancel()
-                await asyncio.wait([fetching])
-            if not fetching.cancelled() and fetching.exception() is None:
-                batch = fetching.result()
-                gone = stale(batch, earliest)
-                self._seek(consumer, {tp: rs[0].offset for tp, rs in batch.items() if rs and tp not in gone})
-        return retry
-
-    async def _settled(self, consumer: ConsumerLike, fetch: Fetch) -> Settled:
-        """How ``fetch`` ended; one whose task did not end normally (cancelled) is given back
-        whole: its partitions seek back to its first records. A ``BaseException`` that is
-        not an ``Exception`` raised while handling it (``KeyboardInterrupt``...) propagates."""
-        task = fetch.task
-        assert task is not None
-        await asyncio.wait([task])
-        if not task.cancelled():
-            error = task.exception()
-            if error is None:
-                return task.result()
-            if not isinstance(error, Exception):
-                raise error
-        fetch.abandon()
-        first = {tp: recs[0].offset for tp, recs in fetch.batch.items() if recs}
-        self._seek(consumer, first)
-        return Settled(complete=False, retry=True, seek=first)
-
-    def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._lock.release()
-
-    async def _handle(
-        self, consumer: ConsumerLike, fetch: Fetch, before: Fetch | None, stop: asyncio.Event
-    ) -> Settled:
-        """Handle the lanes of ``fetch``, then settle it once ``before`` has: commit behind
-        what was handled, seek back to what was not."""
-        retry = False
-        try:
-            outcomes = await asyncio.gather(
-                *(self._lane(fetch, bucket, records, before, stop) for bucket, records in fetch.lanes.items())
-            )
-            retry = any(again for _, again in outcomes)
-            lanes_done = zip(fetch.lanes.values(), outcomes, strict=True)
-            unhandled = [r for records, (done, _) in lanes_done for r in records[done:]]
-        except Exception as exc:  # a bug of this loop: never let it end the consumer
-            log.error(
-                "fetched records could not be processed, fetching them again: %s",
-                _safe_reason(exc),
-                extra={"consumer": self.name},
-                exc_info=exc,
-            )
-            fetch.abandon()
-            unhandled = [r for records in fetch.lanes.values() for r in records]
-            retry = True
-        sought: Mapping[TopicPartition, int] = {}
-        if before is not None and before.task is not None:
-            await asyncio.wait([before.task])  # settle in fetch order
-            if not before.task.cancelled() and before.task.exception() is None:
-                sought = before.task.result().seek
-        gone = stale(fetch.batch, sought)
-        kept = {(tp.topic, tp.partition) for tp in fetch.batch if tp not in gone}
-        view = {tp: records for tp, records in fetch.batch.items() if tp not in gone}
-        book = settle(view, (r for r in unhandled if (r.topic, r.partition) in kept))
+        """Handle one fetch in timestamp order; commit, seek back; ``True`` to back off."""
+        merged = merge_by_timestamp(batch, self._topic_order)
+        split = lanes(merged, self.settings.partition_concurrency)
+        outcomes = await asyncio.gather(*(self._sequence(lane, stop) for lane in split))
+        retry = any(again for _, again in outcomes)
+        book = settle(
+            batch, (r for lane, (done, _) in zip(split, outcomes, strict=True) for r in lane[done:])
+        )
         self._commit_behind(consumer, book.commit)
         self._seek(consumer, book.seek)
-        self._note_lag(consumer, view, book.seek)
-        return Settled(complete=not unhandled, retry=retry, seek=book.seek)
-
-    async def _lane(
-        self,
-        fetch: Fetch,
-        bucket: int,
-        records: Sequence[RecordLike],
-        before: Fetch | None,
-        stop: asyncio.Event,
-    ) -> tuple[int, bool]:
-        """Handle one lane once the same lane of the fetch before has ended; nothing when
-        that lane stopped early (its records, and so this lane's, come again)."""
-        done, again = 0, False
-        try:
-            previous = before.after(bucket) if before is not None else None
-            if previous is not None and not await asyncio.shield(previous):
-                return done, again
-            done, again = await self._sequence(records, stop)
-            return done, again
-        finally:
-            fetch.finish(bucket, done == len(records))
+        self._note_lag(consumer, batch, book.seek)
+        return retry
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end of each partition, as of its last fetch: the partition's
