@@ -31,7 +31,10 @@ after its current record and takes the lock the loop holds, so the offsets of fi
 are committed before partitions move to another member (records fetched but not handled
 are fetched again from the committed offsets). A stop request (the event given to
 :meth:`InboundConsumer.run`) ends fetching, lets the current unit of work finish, commits,
-and leaves the group.
+and leaves the group. Neither waits on the broker for ever: a fetch is given up when the
+stop comes (during a rebalance aiokafka's fetch waits for the new assignment whatever its
+timeout), and an offset commit and the consumer's own stop (which lets a group join in
+progress finish) each wait for at most the group's session timeout.
 """
 
 from __future__ import annotations
@@ -260,6 +263,7 @@ class InboundConsumer:
         self._consumer: ConsumerLike | None = None
         self._due: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
         self._topic_order = settings.kafka_topics()
         self.ready = asyncio.Event()
         """Set once partitions have been assigned for the first time."""
@@ -300,15 +304,14 @@ class InboundConsumer:
         consumer = self._factory(self.settings)
         self._consumer = consumer
         subscribe(consumer, self.settings.kafka_topics(), self)
+        stopped = asyncio.ensure_future(stop.wait())
         try:
             started = await start_with_retry(
                 consumer.start, "kafka consumer", self.settings.startup_timeout_seconds, stop
             )
             while started and not stop.is_set():
                 try:
-                    batch = await consumer.getmany(
-                        timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_records
-                    )
+                    batch = await self._fetch(consumer, stopped)
                 except Exception as exc:
                     log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
                     await self._backoff(stop)
@@ -332,12 +335,55 @@ class InboundConsumer:
                 else:
                     self._failures = 0
         finally:
+            stopped.cancel()
             await self._committed()
             self._consumer = None
             with contextlib.suppress(Exception):
                 await leave_group(consumer)
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await self._closed(consumer)
+
+    async def _fetch(
+        self, consumer: ConsumerLike, stopped: asyncio.Future[Any]
+    ) -> Mapping[TopicPartition, Sequence[RecordLike]]:
+        """The next records, or none once ``stopped`` is done.
+
+        aiokafka's ``getmany`` waits for the group's new assignment whatever its timeout while
+        a rebalance is in progress, and the broker holds a rebalance until every member has
+        rejoined (up to the rebalance timeout, minutes): a stop request must not wait for
+        that. A fetch given up is cancelled before it takes any record.
+        """
+        fetching = asyncio.ensure_future(
+            consumer.getmany(timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_records)
+        )
+        try:
+            await asyncio.wait([fetching, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.wait([fetching])
+        if fetching.cancelled():
+            return {}
+        return fetching.result()
+
+    async def _closed(self, consumer: ConsumerLike) -> None:
+        """Stop ``consumer``, waiting for at most the group's session timeout.
+
+        aiokafka's ``stop()`` first lets a group join in progress finish, and the broker holds
+        a join until every member has rejoined (up to the rebalance timeout, minutes): a
+        member told to stop during a rebalance could wait that long. The work is done and
+        its offsets committed by now; past the session timeout the group would drop this
+        member anyway, so the stop goes on in the background and :meth:`run` returns.
+        """
+        closing = self._closing = asyncio.ensure_future(consumer.stop())  # kept alive till it ends
+        closing.add_done_callback(_ignore_outcome)
+        done, _ = await asyncio.wait([closing], timeout=self.settings.session_timeout_ms / 1000)
+        if not done:
+            log.warning(
+                "the consumer did not leave its group within %.1fs (a rebalance in progress); "
+                "it goes on closing in the background",
+                self.settings.session_timeout_ms / 1000,
+                extra={"consumer": self.name},
+            )
 
     async def _process(
         self,
@@ -632,6 +678,12 @@ class InboundConsumer:
         self._failures += 1
         backoff = Backoff(self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         await pause(backoff.delay(self._failures), stop)
+
+
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    """Retrieve a finished stop's outcome: a failure to stop cleanly changes nothing now."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _name(tp: TopicPartition) -> str:

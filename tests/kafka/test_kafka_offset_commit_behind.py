@@ -3,17 +3,22 @@
 A fetch's records are handled, then its offsets are committed: a broker round trip that the
 records of the next fetch used to wait for. Now the next fetch is handled while the commit is
 in flight; one commit is in flight at a time, offsets that come due meanwhile go together in
-the next one, in order, and the stop and a rebalance wait for them. The record source is
-:class:`intake_kit.LogConsumer` (no broker); its commit refuses an offset that goes backwards.
+the next one, in order, and the stop and a rebalance wait for them - but not for ever: a
+commit, or the consumer's own stop, held by the broker ends after the group's session
+timeout, and a stop does not wait for a rebalance to assign partitions. The record source is
+:class:`intake_kit.LogConsumer` (no broker); its commit refuses an offset that goes
+backwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 
-from intake_kit import LogConsumer, MemoryProducer, drain
+import pytest
+from intake_kit import FakeRecord, LogConsumer, MemoryProducer, drain
 from pipeline_state_kafka import DeadLetterWriter, InboundConsumer
 from pipeline_state_kafka._kafka import TopicPartition
 from pipeline_state_kafka.consumer import ConsumerSettings
@@ -150,3 +155,73 @@ async def test_kafka_a_commit_that_never_returns_does_not_hold_a_rebalance_or_th
     assert consumer.stats.commit_failures == 1
     assert consumer.stats.offset_commits == 0
     assert source.committed == {}
+
+
+class StuckStop(LogConsumer):
+    """A consumer whose ``stop()`` never returns (aiokafka lets a group join in progress
+    finish first, and the broker holds a join until every member has rejoined)."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        super().__init__(stop)
+        self.stopping = False
+
+    async def stop(self) -> None:
+        self.stopping = True
+        await asyncio.Event().wait()
+
+
+async def test_kafka_a_consumer_stop_held_by_a_rebalance_does_not_hold_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = asyncio.Event()
+    source = StuckStop(stop)
+    source.append(TOPIC, b"r0", key=b"k0")
+    seen: list[bytes] = []
+
+    async def handler(topic: str, raw: bytes) -> Handled:
+        seen.append(raw)
+        return Handled(result="applied")
+
+    consumer = InboundConsumer(
+        ConsumerSettings("127.0.0.1:1", session_timeout_ms=200),
+        handler,
+        DeadLetterWriter(MemoryProducer()),
+        consumer_factory=lambda _s: source,
+    )
+    with caplog.at_level(logging.WARNING, logger="pipeline_state_kafka.consumer"):
+        await drain(consumer, source, within=2.0)  # waited for the stop without end before
+    assert source.stopping
+    assert seen == [b"r0"]
+    assert source.committed == source.ends()  # the work and its offsets were done first
+    assert any("did not leave its group" in r.getMessage() for r in caplog.records)
+
+
+class HeldByARebalance(LogConsumer):
+    """After the first fetch, ``getmany`` waits for an assignment that does not come, as
+    aiokafka's does (whatever its timeout) while the broker holds a rebalance."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        super().__init__(stop)
+        self.held = asyncio.Event()
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Mapping[TopicPartition, Sequence[FakeRecord]]:
+        if self.fetches:
+            self.held.set()
+            await asyncio.Event().wait()
+        return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_kafka_a_stop_during_a_rebalance_does_not_wait_for_the_new_assignment() -> None:
+    stop = asyncio.Event()
+    source = HeldByARebalance(stop)
+    source.append(TOPIC, b"r0", key=b"k0")
+    seen: list[bytes] = []
+    consumer = _consumer(source, seen, asyncio.Event())
+    run = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(source.held.wait(), timeout=2.0)  # the first fetch is handled
+    stop.set()  # SIGTERM while the group rebalances
+    await asyncio.wait_for(run, timeout=2.0)  # waited for the assignment without end before
+    assert seen == [b"r0"]
+    assert source.committed == source.ends()
