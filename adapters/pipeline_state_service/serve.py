@@ -7,6 +7,7 @@ store, runs :class:`~pipeline_state_service.runner.ServiceRunner` and shows a su
 table on a terminal, ``summary ...`` lines on stdout otherwise); it installs the OpenTelemetry
 SDK when the ``OTEL_*`` variables ask for traces (:mod:`pipeline_state_service.otel`). The first
 SIGINT or SIGTERM shuts down cleanly (exit status 0); a second one aborts at once (status 130).
+SIGUSR1 logs where every asyncio task waits (:mod:`pipeline_state_service.tasks`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from pipeline_state_kafka import KafkaError
@@ -30,6 +32,7 @@ from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError
 from .stores import open_store
 from .summary import Summary
+from .tasks import log_tasks
 from .web import http_serve_settings, http_settings_in_effect
 
 __all__ = ["serve", "serve_main"]
@@ -152,9 +155,18 @@ def _install_signals(stop: asyncio.Event, main: asyncio.Task[object] | None) -> 
             log.warning("%s received again: aborting", sig.name)
             main.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    def dump_tasks() -> None:  # where every task waits, for a process that seems stuck
+        log_tasks(log)
+
+    handlers: list[tuple[signal.Signals, Callable[..., object], tuple[object, ...]]] = [
+        (signal.SIGINT, on_signal, (signal.SIGINT,)),
+        (signal.SIGTERM, on_signal, (signal.SIGTERM,)),
+    ]
+    if hasattr(signal, "SIGUSR1"):
+        handlers.append((signal.SIGUSR1, dump_tasks, ()))
+    for sig, handler, args in handlers:
         try:
-            loop.add_signal_handler(sig, on_signal, sig)
+            loop.add_signal_handler(sig, handler, *args)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
             continue
         installed.append(sig)

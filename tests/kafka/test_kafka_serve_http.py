@@ -1,6 +1,6 @@
 """``serve --http``: the HTTP adapter runs in the same process as the consumer and relay
-(requests made over HTTP come out on Kafka), behind the tokens of the environment, and
-SIGINT stops it all with status 0."""
+(requests made over HTTP come out on Kafka), behind the tokens of the environment, SIGUSR1
+logs where every task waits, and SIGINT stops it all with status 0."""
 
 from __future__ import annotations
 
@@ -82,6 +82,16 @@ async def test_kafka_serve_runs_http_with_consumer_and_relay_and_stops_on_sigint
             (command,) = out.on(Topic.SPELLCHECK)
             assert command.key == "h1"
             assert [e["essay_id"] for e in command.data["essays_to_process"]] == ids
+        # SIGUSR1: where every task waits, the consumer's loop down to its fetch; serve goes on.
+        assert serve.process is not None
+        serve.process.send_signal(signal.SIGUSR1)
+        line = await serve.wait_log(
+            lambda r: "InboundConsumer.run" in str(r.get("msg", "")), what="the consumer's await chain"
+        )
+        assert line["level"] == "WARNING"
+        assert str(line["msg"]).startswith("task ")
+        assert " -> " in str(line["msg"])
+        assert serve.process.poll() is None
         assert serve.signal(signal.SIGINT) == 0
         assert any(r.get("msg") == "stopped" for r in serve.logs)
     finally:
