@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from intake_kit import FakeRecord, LogConsumer, MemoryProducer, drain
 from pipeline_state_kafka import DeadLetterWriter, InboundConsumer
-from pipeline_state_kafka._kafka import TopicPartition
+from pipeline_state_kafka._kafka import KafkaError, TopicPartition
 from pipeline_state_kafka.consumer import ConsumerSettings
 from pipeline_state_kafka.handlers import Handled
 
@@ -223,5 +223,34 @@ async def test_kafka_a_stop_during_a_rebalance_does_not_wait_for_the_new_assignm
     await asyncio.wait_for(source.held.wait(), timeout=2.0)  # the first fetch is handled
     stop.set()  # SIGTERM while the group rebalances
     await asyncio.wait_for(run, timeout=2.0)  # waited for the assignment without end before
+    assert seen == [b"r0"]
+    assert source.committed == source.ends()
+
+
+class FailsFirstFetch(LogConsumer):
+    """The first ``getmany`` fails (the broker went away for a moment)."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        super().__init__(stop)
+        self.failed = False
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Mapping[TopicPartition, Sequence[FakeRecord]]:
+        if not self.failed:
+            self.failed = True
+            raise KafkaError("the broker went away")
+        return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_kafka_a_failed_fetch_backs_off_and_fetches_again(caplog: pytest.LogCaptureFixture) -> None:
+    stop = asyncio.Event()
+    source = FailsFirstFetch(stop)
+    source.append(TOPIC, b"r0", key=b"k0")
+    seen: list[bytes] = []
+    consumer = _consumer(source, seen, asyncio.Event())
+    with caplog.at_level(logging.WARNING, logger="pipeline_state_kafka.consumer"):
+        await drain(consumer, source, within=2.0)
+    assert any(r.getMessage().startswith("fetch failed") for r in caplog.records)
     assert seen == [b"r0"]
     assert source.committed == source.ends()
