@@ -376,12 +376,12 @@ class InboundConsumer:
         """
         closing = self._closing = asyncio.ensure_future(consumer.stop())  # kept alive till it ends
         closing.add_done_callback(_ignore_outcome)
-        done, _ = await asyncio.wait([closing], timeout=self.settings.session_timeout_ms / 1000)
+        done, _ = await asyncio.wait([closing], timeout=self._patience)
         if not done:
             log.warning(
                 "the consumer did not leave its group within %.1fs (a rebalance in progress); "
                 "it goes on closing in the background",
-                self.settings.session_timeout_ms / 1000,
+                self._patience,
                 extra={"consumer": self.name},
             )
 
@@ -440,6 +440,12 @@ class InboundConsumer:
             if not await self._one(record):
                 return index, True
         return len(records), False
+
+    @property
+    def _patience(self) -> float:
+        """Seconds an offset commit or the consumer's stop may wait on the broker: the
+        group's session timeout, past which it would drop this member anyway."""
+        return self.settings.session_timeout_ms / 1000
 
     def _stopping(self, stop: asyncio.Event) -> bool:
         return stop.is_set() or self._yielding
@@ -645,12 +651,12 @@ class InboundConsumer:
         if not offsets:
             return
         try:
-            await asyncio.wait_for(consumer.commit(offsets), self.settings.session_timeout_ms / 1000)
+            await asyncio.wait_for(consumer.commit(offsets), self._patience)
         except TimeoutError:
             self.stats.commit_failures += 1
             log.warning(
                 "offset commit gave up after %.1fs (records may be redelivered)",
-                self.settings.session_timeout_ms / 1000,
+                self._patience,
                 extra={"consumer": self.name},
             )
             return

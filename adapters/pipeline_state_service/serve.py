@@ -155,21 +155,17 @@ def _install_signals(stop: asyncio.Event, main: asyncio.Task[object] | None) -> 
             log.warning("%s received again: aborting", sig.name)
             main.cancel()
 
-    def dump_tasks() -> None:  # where every task waits, for a process that seems stuck
-        log_tasks(log)
-
-    handlers: list[tuple[signal.Signals, Callable[..., object], tuple[object, ...]]] = [
-        (signal.SIGINT, on_signal, (signal.SIGINT,)),
-        (signal.SIGTERM, on_signal, (signal.SIGTERM,)),
-    ]
-    if hasattr(signal, "SIGUSR1"):
-        handlers.append((signal.SIGUSR1, dump_tasks, ()))
-    for sig, handler, args in handlers:
+    def add(sig: signal.Signals, handler: Callable[..., object], *args: object) -> None:
         try:
             loop.add_signal_handler(sig, handler, *args)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no support
-            continue
+            return
         installed.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        add(sig, on_signal, sig)
+    if hasattr(signal, "SIGUSR1"):  # where every task waits, for a process that seems stuck
+        add(signal.SIGUSR1, log_tasks, log)
     return installed
 
 

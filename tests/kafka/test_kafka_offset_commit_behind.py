@@ -51,7 +51,9 @@ class SlowCommits(LogConsumer):
             self.in_flight -= 1
 
 
-def _consumer(source: LogConsumer, seen: list[bytes], all_seen: asyncio.Event) -> InboundConsumer:
+def _consumer(
+    source: LogConsumer, seen: list[bytes], all_seen: asyncio.Event, *, session_timeout_ms: int = 10_000
+) -> InboundConsumer:
     async def handler(topic: str, raw: bytes) -> Handled:
         seen.append(raw)
         if len(seen) == len(source.logs[next(iter(source.logs))]):
@@ -59,7 +61,7 @@ def _consumer(source: LogConsumer, seen: list[bytes], all_seen: asyncio.Event) -
         return Handled(result="applied")
 
     return InboundConsumer(
-        ConsumerSettings("127.0.0.1:1", max_records=1),
+        ConsumerSettings("127.0.0.1:1", max_records=1, session_timeout_ms=session_timeout_ms),
         handler,
         DeadLetterWriter(MemoryProducer()),
         consumer_factory=lambda _s: source,
@@ -126,18 +128,7 @@ async def test_kafka_a_commit_that_never_returns_does_not_hold_a_rebalance_or_th
     source.append(TOPIC, b"r0", key=b"k0")
     seen: list[bytes] = []
     handled = asyncio.Event()
-
-    async def handler(topic: str, raw: bytes) -> Handled:
-        seen.append(raw)
-        handled.set()
-        return Handled(result="applied")
-
-    consumer = InboundConsumer(
-        ConsumerSettings("127.0.0.1:1", max_records=1, session_timeout_ms=200),
-        handler,
-        DeadLetterWriter(MemoryProducer()),
-        consumer_factory=lambda _s: source,
-    )
+    consumer = _consumer(source, seen, handled, session_timeout_ms=200)
     revoked = asyncio.Event()
 
     async def revoke_once_handled() -> None:
@@ -177,17 +168,7 @@ async def test_kafka_a_consumer_stop_held_by_a_rebalance_does_not_hold_the_run(
     source = StuckStop(stop)
     source.append(TOPIC, b"r0", key=b"k0")
     seen: list[bytes] = []
-
-    async def handler(topic: str, raw: bytes) -> Handled:
-        seen.append(raw)
-        return Handled(result="applied")
-
-    consumer = InboundConsumer(
-        ConsumerSettings("127.0.0.1:1", session_timeout_ms=200),
-        handler,
-        DeadLetterWriter(MemoryProducer()),
-        consumer_factory=lambda _s: source,
-    )
+    consumer = _consumer(source, seen, asyncio.Event(), session_timeout_ms=200)
     with caplog.at_level(logging.WARNING, logger="pipeline_state_kafka.consumer"):
         await drain(consumer, source, within=2.0)  # waited for the stop without end before
     assert source.stopping
