@@ -27,7 +27,7 @@ from pipeline_state.errors import StoreError
 
 from .engine import is_postgres
 
-__all__ = ["Lanes", "in_transaction", "outside_transaction", "reader_writer_lanes"]
+__all__ = ["Lanes", "alone", "in_transaction", "outside_transaction", "reader_writer_lanes"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -43,6 +43,34 @@ def in_transaction(
     """Run ``fn`` in a transaction on ``conn``: committed if it returns, else rolled back."""
     with conn.begin():
         return fn(conn, *args, **kwargs)
+
+
+def alone(
+    conn: Connection,
+    fn: Callable[Concatenate[Connection, _P], _R],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _R:
+    """Run ``fn`` on ``conn`` with the database connection in autocommit, then put it back:
+    each statement ``fn`` sends is a transaction of its own (no ``BEGIN``, no ``COMMIT``
+    round trip), so ``fn`` must send one statement that writes all it writes, as PostgreSQL's
+    one-statement unit of work does (:func:`pipeline_state_sql.uow.write_alone`).
+
+    The switch is the driver connection's ``autocommit`` attribute (asyncpg's adapter and
+    psycopg have it), not SQLAlchemy's isolation-level option: that option queues a reset
+    on the pooled connection every time it is set, and a lane keeps its connection open
+    for the store's lifetime."""
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    driver.autocommit = True
+    try:
+        return fn(conn, *args, **kwargs)
+    finally:
+        # Ends SQLAlchemy's own record of a transaction; the database has none open, so
+        # nothing is sent (what the statement wrote committed with it, or not at all).
+        conn.rollback()
+        driver.autocommit = False
 
 
 def outside_transaction(

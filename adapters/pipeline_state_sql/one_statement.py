@@ -30,6 +30,12 @@ names, so a few texts are built once each and asyncpg reuses their prepared stat
 Values go through each column type's own bind processing (aware UTC times, JSON documents
 serialised; JSON travels as text and is cast in the statement).
 
+Sent with the connection in autocommit (``refuse``, see :func:`plan`), the statement is
+also its own transaction: a final column raises an error when the counts are not the
+expected ones, which aborts the statement, so nothing of a refused unit of work is written
+(:class:`Refused`). The caller then runs it again in a transaction, where the counts tell
+which error it is. No ``BEGIN`` and no ``COMMIT``: one round trip instead of three.
+
 The statement also returns the id of its transaction (``txid_current_if_assigned()``, the
 ``xmin`` of every row it wrote, kept in ``conn.info`` under :data:`WRITTEN_BY`): the store's
 state cache recognises the documents it wrote by it (:mod:`.state_cache`).
@@ -43,8 +49,9 @@ from typing import Any, Literal
 
 import attrs
 from sqlalchemy import JSON, Column, Connection, Dialect, Table
+from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Mode", "Plan", "Rows", "plan"]
+__all__ = ["Mode", "Plan", "Refused", "Rows", "plan", "plan_many"]
 
 Mode = Literal["insert", "update", "touch_at_read", "touch_any"]
 """How the document is compare-and-set: ``insert`` (no row expected), ``update`` (the row at
@@ -55,6 +62,29 @@ Rows = Sequence[tuple[Table, Sequence[dict[str, Any]]]]
 """Rows to insert after the inbox row, table by table, each table's rows in order."""
 
 _Convert = Callable[[Any], Any]
+
+REFUSAL = "pipeline_state: unit of work refused"
+"""The text a refusing statement casts to an integer (see :func:`_refusal`): the error it
+raises (``22P02``, invalid text representation) carries it."""
+
+
+class Refused(Exception):
+    """A unit of work sent alone (autocommit) could not apply as it was decided (its
+    compare-and-set lost, or its event is in the inbox already): the statement aborted and
+    wrote nothing. Run it again in a transaction to learn which error it is."""
+
+
+def _refusal(ok: str, counted: str) -> str:
+    """A column that is 0 when ``ok`` holds and otherwise raises, aborting the statement: a
+    cast of :data:`REFUSAL` to an integer (it reads a count, so the planner cannot fold it
+    into a constant and raise before anything runs)."""
+    return f"CASE WHEN {ok} THEN 0 ELSE ('{REFUSAL}: ' || {counted})::INTEGER END"
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether ``error`` (raised by the driver) is a refusing statement's own."""
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlstate", None) == "22P02" and REFUSAL in str(orig)
 
 
 @attrs.frozen
@@ -97,6 +127,8 @@ class Plan:
     """The rows the compare-and-set must count (``touch_any``: 0, else 1)."""
     returns: int
     """How many expressions the first further table's rows return (see :func:`plan`)."""
+    refuses: bool
+    """Whether the statement aborts itself when its counts are not the expected ones."""
     _scalars: tuple[tuple[str, _Column], ...]
     _arrays: tuple[tuple[int, _Column], ...]
 
@@ -119,13 +151,16 @@ def plan(
     inbox_columns: tuple[str, ...],
     tables: tuple[tuple[Table, tuple[str, ...]], ...],
     returning: tuple[str, ...] = (),
+    refuse: bool = False,
 ) -> Plan:
     """The statement of a unit of work of this shape (see the module doc). Scalars are named
     ``d:<column>`` (the document row), ``d:read`` (the version read), ``i:<column>`` (the
     inbox row); ``tables`` gives each further table and the columns its rows fill.
     ``returning``: SQL expressions over the rows inserted into the first of ``tables`` (the
     outbox written under the relay's lease: id, event id, held back), returned as one array
-    each, in the order of the first expression (the row id)."""
+    each, in the order of the first expression (the row id). ``refuse``: the statement raises
+    (:class:`Refused` from :func:`run`) rather than return counts that are not the expected
+    ones, so that, sent in autocommit, it writes all or nothing."""
     q = dialect.identifier_preparer
     scalars: list[tuple[str, _Column]] = []
 
@@ -186,8 +221,9 @@ def plan(
         )
     inserted = "(SELECT count(*) FROM i)" if inbox is not None else "1"
     returned = _returned(returning if tables else ())
-    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}, {_XID}"
-    return Plan(sql, document_ok, len(returning) if tables else 0, tuple(scalars), tuple(arrays))
+    guard = f", {_refusal(ok, '(SELECT count(*) FROM d)')}" if refuse else ""
+    sql = f"WITH {', '.join(parts)} SELECT (SELECT count(*) FROM d), {inserted}{returned}, {_XID}{guard}"
+    return Plan(sql, document_ok, len(returning) if tables else 0, refuse, tuple(scalars), tuple(arrays))
 
 
 WRITTEN_BY = "pipeline_state_xid"
@@ -221,11 +257,22 @@ def run(
 ) -> tuple[int, int, list[tuple[Any, ...]]]:
     """Send ``statement`` with these values on ``conn``: the rows the compare-and-set
     counted, the inbox rows inserted (1 when there is no inbox row) and what the rows of the
-    first further table returned (one tuple per row; none unless the plan returns some)."""
-    row = conn.exec_driver_sql(statement.sql, statement.parameters(scalars, tables)).one()
-    _written_by(conn, row[-1])
+    first further table returned (one tuple per row; none unless the plan returns some);
+    :class:`Refused` when a refusing statement refused."""
+    row = _send(conn, statement.sql, statement.parameters(scalars, tables), statement.refuses)
+    _written_by(conn, row[2 + statement.returns])
     returned = list(zip(*row[2 : 2 + statement.returns], strict=True)) if statement.returns else []
     return int(row[0]), int(row[1]), returned
+
+
+def _send(conn: Connection, sql: str, parameters: tuple[Any, ...], refuses: bool) -> Any:
+    """The one row ``sql`` returns; :class:`Refused` when a refusing statement refused."""
+    try:
+        return conn.exec_driver_sql(sql, parameters).one()
+    except DBAPIError as exc:
+        if refuses and _refused(exc):
+            raise Refused(str(exc.orig)) from exc
+        raise
 
 
 # -- several changes (commit_many) --------------------------------------------------------
@@ -242,6 +289,8 @@ class ManyPlan:
     sql: str
     returns: int
     """How many expressions the first further table's rows return (see :func:`plan_many`)."""
+    refuses: bool
+    """Whether the statement aborts itself when its counts are not the expected ones."""
     _arrays: tuple[tuple[Group, _Column], ...]
 
     def parameters(
@@ -266,6 +315,7 @@ def plan_many(
     inbox_columns: tuple[str, ...],
     tables: tuple[tuple[Table, tuple[str, ...]], ...],
     returning: tuple[str, ...] = (),
+    refuse: bool = False,
 ) -> ManyPlan:
     """The statement writing several changes, at most one document row each: the rows of
     ``updated`` (``key``, the version read as ``read``, and these columns) compare-and-set
@@ -274,7 +324,8 @@ def plan_many(
     document row counted (``$1`` of them), the inbox rows, and only when all of those were
     inserted (``$2``), the rows of ``tables``. It returns the keys of the documents written,
     the inbox event ids inserted and, as :func:`plan` does, what ``returning`` reads of the
-    rows of the first of ``tables``."""
+    rows of the first of ``tables``; with ``refuse``, it raises instead when a count is not
+    the expected one (see :func:`plan`)."""
     q = dialect.identifier_preparer
     arrays: list[tuple[Group, _Column]] = []
     key_sql, version = q.quote(key), q.quote("version")
@@ -355,12 +406,13 @@ def plan_many(
         )
     returned = _returned(returning if tables else ())
     inserted_ids = "ARRAY(SELECT e FROM i)" if inbox is not None else "ARRAY[]::TEXT[]"
+    guard = f", {_refusal(ok, f'({counted})')}" if refuse else ""
     # $1 and $2 are named here too, so they have a type whatever else the statement has.
     sql = (
         f"WITH {', '.join(parts)} SELECT ARRAY({' UNION ALL '.join(written)}), {inserted_ids},"
-        f" $1::INTEGER, $2::INTEGER{returned}, {_XID}"
+        f" $1::INTEGER, $2::INTEGER{returned}, {_XID}{guard}"
     )
-    return ManyPlan(sql, len(returning) if tables else 0, tuple(arrays))
+    return ManyPlan(sql, len(returning) if tables else 0, refuse, tuple(arrays))
 
 
 def run_many(
@@ -371,8 +423,9 @@ def run_many(
     groups: Mapping[Group, Sequence[dict[str, Any]]],
 ) -> tuple[set[str], set[str], list[tuple[Any, ...]]]:
     """Send ``statement``: the keys of the documents written, the inbox ids inserted and what
-    the rows of the first further table returned (none unless the plan returns some)."""
-    row = conn.exec_driver_sql(statement.sql, statement.parameters(keys, inbox, groups)).one()
-    _written_by(conn, row[-1])
+    the rows of the first further table returned (none unless the plan returns some);
+    :class:`Refused` when a refusing statement refused."""
+    row = _send(conn, statement.sql, statement.parameters(keys, inbox, groups), statement.refuses)
+    _written_by(conn, row[4 + statement.returns])
     returned = list(zip(*row[4 : 4 + statement.returns], strict=True)) if statement.returns else []
     return set(row[0]), set(row[1]), returned

@@ -274,7 +274,13 @@ class UnitOfWork(Generic[C, D]):
             then(conn, change)
 
     def write_rows(
-        self, conn: Connection, change: C, rows: Rows = (), lease: OutboxLease | None = None
+        self,
+        conn: Connection,
+        change: C,
+        rows: Rows = (),
+        lease: OutboxLease | None = None,
+        *,
+        alone: bool = False,
     ) -> None:
         """:meth:`write` ``change`` with ``rows`` as what else it writes (inserted after its
         outbox rows, table after table). On PostgreSQL the whole unit of work is one
@@ -282,7 +288,11 @@ class UnitOfWork(Generic[C, D]):
         the same outcome and the same errors. With a ``lease`` (rows handed to this
         process's relay), the outbox rows are written leased in the same statement, which
         returns their ids and whether an older row of their key holds them back
-        (:func:`~pipeline_state_sql.outbox.take_leased`)."""
+        (:func:`~pipeline_state_sql.outbox.take_leased`). ``alone`` (PostgreSQL only): the
+        statement is sent on a connection in autocommit and refuses rather than write part of
+        the change (:class:`~pipeline_state_sql.one_statement.Refused`, nothing written)."""
+        if alone and conn.dialect.name != "postgresql":
+            raise ValueError("a unit of work is written alone on PostgreSQL only")
         if conn.dialect.name != "postgresql":
             self.write(conn, change, lambda c, _change: _insert_all(c, rows), lease=lease)
             return
@@ -323,6 +333,7 @@ class UnitOfWork(Generic[C, D]):
             inbox_columns,
             tuple((table, tuple(more[0])) for table, more in tables),
             _leased_returning() if outbox and lease is not None else (),
+            alone,
         )
         counted, inserted, returned = one_statement.run(conn, statement, scalars, tables)
         if counted != statement.document_ok:
@@ -420,11 +431,32 @@ class UnitOfWork(Generic[C, D]):
             raise DuplicateEventError(duplicate)
         raise self.conflict(conn, changes[failed])
 
+    def write_many_alone(
+        self,
+        conn: Connection,
+        changes: Sequence[C],
+        rows: Callable[[C], Rows],
+        lease: OutboxLease | None = None,
+    ) -> bool:
+        """:meth:`write_many_rows` as one statement sent on a PostgreSQL connection in
+        autocommit, which refuses rather than write part of the changes
+        (:class:`~pipeline_state_sql.one_statement.Refused`, nothing written); ``False``
+        (nothing sent) when the changes do not fit one statement."""
+        if conn.dialect.name != "postgresql":
+            raise ValueError("a unit of work is written alone on PostgreSQL only")
+        return self._many_in_one(conn, changes, rows, lease, alone=True)
+
     def _many_in_one(
-        self, conn: Connection, changes: Sequence[C], rows: Callable[[C], Rows], lease: OutboxLease | None
+        self,
+        conn: Connection,
+        changes: Sequence[C],
+        rows: Callable[[C], Rows],
+        lease: OutboxLease | None,
+        *,
+        alone: bool = False,
     ) -> bool:
         """:meth:`write_many_rows` in one statement; ``False`` (nothing sent) when the
-        sequence does not have that shape."""
+        sequence does not have that shape (``alone``: see :meth:`write_many_alone`)."""
         chains: dict[str, list[C]] = {}
         for change in changes:
             chains.setdefault(change.batch_id, []).append(change)
@@ -461,6 +493,7 @@ class UnitOfWork(Generic[C, D]):
             inbox_shape,
             tuple((table, shape or ()) for (table, _), shape in zip(filled, shapes, strict=True)),
             _leased_returning() if lease is not None and tables[self.outbox] else (),
+            alone,
         )
         written, inserted, returned = one_statement.run_many(conn, plan, len(chains), len(inbox), groups)
         if len(written) != len(chains):

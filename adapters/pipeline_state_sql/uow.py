@@ -28,7 +28,9 @@ of step 4, which is rare, is written change by change).
 
 On PostgreSQL, steps 1 to 3 of a change are one statement, and so are those of all the
 changes of :func:`write_changes` when each batch's changes follow one another
-(:mod:`pipeline_state_sql.one_statement`). On SQLite, :func:`write_changes` (one change or
+(:mod:`pipeline_state_sql.one_statement`). :func:`write_alone` sends that statement on a
+connection in autocommit (no ``BEGIN``, no ``COMMIT``: the statement is its own
+transaction), refusing rather than writing part of it. On SQLite, :func:`write_changes` (one change or
 several) then sends the compare-and-sets of all batches as one ``UPDATE``
 (:mod:`pipeline_state_sql.sqlite_many`) and the other rows with the ``COMMIT``.
 
@@ -51,7 +53,7 @@ from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
 
-__all__ = ["PIPELINE", "write_change", "write_changes"]
+__all__ = ["PIPELINE", "write_alone", "write_change", "write_changes"]
 
 
 def _state_columns(state: BatchState, _change: Change) -> dict[str, Any]:
@@ -208,3 +210,19 @@ def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLeas
             write_change(conn, change, lease)
         return
     PIPELINE.write_many_rows(conn, changes, _change_rows, lease)
+
+
+def write_alone(conn: Connection, changes: Sequence[Change], lease: OutboxLease | None = None) -> bool:
+    """Write ``changes`` on PostgreSQL as one statement that is its own transaction (``conn``
+    in autocommit, see :func:`pipeline_state_sql.lanes.alone`): ``True`` when it wrote them
+    all; ``False``, nothing sent, when they do not fit one statement (a change of step 4,
+    an event twice, changes of a batch that do not follow one another); and
+    :class:`~pipeline_state_sql.one_statement.Refused`, nothing written, when the database
+    refused it (a compare-and-set lost, an event already processed). After ``False`` or a
+    refusal, :func:`write_changes` in a transaction writes them or raises the exact error."""
+    if any(_special(c) for c in changes):
+        return False
+    if len(changes) == 1:
+        PIPELINE.write_rows(conn, changes[0], list(_change_rows(changes[0])), lease, alone=True)
+        return True
+    return PIPELINE.write_many_alone(conn, changes, _change_rows, lease)

@@ -2,10 +2,11 @@
 
 An outcome event handled by ``PipelineService.handle_message`` on the SQL store is
 
-* on PostgreSQL, two statements and four round trips: one read (the inbox check, the batch
+* on PostgreSQL, two statements and two round trips: one read (the inbox check, the batch
   and whether facts of it wait) and one statement writing the compare-and-set, the inbox,
-  outbox, log and archived rows, between ``BEGIN`` and ``COMMIT``
-  (:mod:`pipeline_state_sql.one_statement`); before, six statements and eight round trips;
+  outbox, log and archived rows, sent in autocommit: it is its own transaction
+  (:mod:`pipeline_state_sql.one_statement`); before, six statements and eight round trips,
+  then two statements and four (between ``BEGIN`` and ``COMMIT``);
 * on SQLite, the same read, then the compare-and-set and the inbox row, each a hop to
   aiosqlite's thread, and the other rows sent with the ``COMMIT``: four hops; before, five
   or six.
@@ -25,7 +26,7 @@ from pipeline_state_sql import SqlStore, open_store
 
 from bench._roundtrips import Statements, thread_hops, wire_turns
 from pipeline_state import PipelineService
-from pipeline_state.errors import DuplicateEventError
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import Change, InboxEntry
 from pipeline_state.testing import Envelopes
 from pipeline_state.testing.contract import T0, make_state, message
@@ -83,12 +84,12 @@ async def test_an_outcome_is_one_read_and_one_write(counting: Counting, backend:
             if batch_id == "warm":
                 continue
             assert statements["SELECT"] == 1, (phase, statements)
-            assert statements["COMMIT"] == 1, (phase, statements)
             if backend == "postgres":
-                # The read; BEGIN, the one statement, COMMIT.
-                assert statements == Counter(SELECT=1, WITH=1, COMMIT=1), (phase, statements)
-                assert trips == 4, (phase, trips)
+                # The read; the one statement, its own transaction: no BEGIN, no COMMIT.
+                assert statements == Counter(SELECT=1, WITH=1), (phase, statements)
+                assert trips == 2, (phase, trips)
             else:
+                assert statements["COMMIT"] == 1, (phase, statements)
                 # The compare-and-set, the inbox row, the log, outbox and runs rows.
                 assert statements["UPDATE"] == 1, (phase, statements)
                 assert statements["INSERT"] >= 2, (phase, statements)
@@ -128,15 +129,15 @@ async def test_handle_many_reads_once_and_writes_once(counting: Counting, backen
             assert not isinstance(result, Exception)
             assert result.decision is not None
         statements, trips = counting.take()
-        # One read for all (the inbox checks and the batches), one COMMIT.
+        # One read for all (the inbox checks and the batches), one transaction.
         assert statements["SELECT"] == 1
-        assert statements["COMMIT"] == 1
         if tag == "warm":
             continue
         if backend == "postgres":
-            assert statements == Counter(SELECT=1, WITH=1, COMMIT=1)
-            assert trips == 4  # the read; BEGIN, the statement, COMMIT
+            assert statements == Counter(SELECT=1, WITH=1)
+            assert trips == 2  # the read; the statement, in autocommit
         else:  # the compare-and-sets of all batches (and the inbox check) in one UPDATE
+            assert statements["COMMIT"] == 1
             assert statements["UPDATE"] == 1
             assert trips == 3  # the read, the UPDATE, COMMIT (the inbox, outbox, log rows with it)
 
@@ -190,3 +191,50 @@ def test_the_statements_bench_prints_both_databases(
     for database in ("sqlite", "postgresql"):
         for way in ("handle_message", "handle_many"):
             assert any(line.split()[:2] == [database, way] and "round trips" in line for line in lines), lines
+
+
+async def test_a_refused_write_writes_nothing_and_the_transaction_tells_why(
+    counting: Counting, backend: str
+) -> None:
+    """On PostgreSQL the one statement is sent alone (autocommit) and aborts itself when it
+    cannot apply as decided: nothing of it is written, and the same write in a transaction
+    raises the error the store always raised. SQLite writes in a transaction from the start."""
+    store = counting.store
+    state = make_state("b1")
+    await store.commit(Change("b1", None, state, T0, inbox=InboxEntry("in-1", "t", "b1", "applied", T0)))
+    outbox = (message("m1", "b1"), message("m2", "b1"))
+    stale = Change(
+        "b1",
+        5,
+        attrs.evolve(state, version=6),
+        T0,
+        outbox=outbox,
+        inbox=InboxEntry("in-2", "t", "b1", "applied", T0),
+    )
+    repeated = Change(
+        "b1",
+        1,
+        attrs.evolve(state, version=2),
+        T0,
+        outbox=outbox,
+        inbox=InboxEntry("in-1", "t", "b1", "applied", T0),
+    )
+    for change, error in ((stale, ConcurrencyConflictError), (repeated, DuplicateEventError)):
+        counting.take()
+        with pytest.raises(error):
+            await store.commit(change)
+        statements, _ = counting.take()
+        if backend == "postgres":
+            # Sent alone and refused, then in a transaction (which reads the stored version
+            # for a conflict's message).
+            assert statements["WITH"] == 2, statements
+        assert await store.load("b1") == state
+        assert not await store.is_processed("in-2")
+        assert await store.outbox_rows(["m1", "m2"]) == []
+    # The lane's connection is still good: the next write goes through, alone on PostgreSQL.
+    counting.take()
+    await store.commit(attrs.evolve(repeated, inbox=InboxEntry("in-3", "t", "b1", "applied", T0)))
+    statements, trips = counting.take()
+    assert (await store.load("b1")).version == 2  # type: ignore[union-attr]
+    if backend == "postgres":
+        assert (statements, trips) == (Counter(WITH=1), 1)

@@ -101,6 +101,36 @@ async def _batch_with_run_about_to_complete(service: PipelineService, env: HuleE
     return env.outcome("b1", "nlp", CORR, processed=essays, event_id="7f000000-0000-4000-8000-000000000001")
 
 
+@pytest.mark.postgres
+async def test_a_failure_after_the_one_statement_is_a_failure_after_commit(pg_store: SqlStore) -> None:
+    """On PostgreSQL the unit of work is one statement in autocommit: a failure right after it
+    (the connection dropped before the answer was read, the process killed) finds the whole
+    unit written, as a failure after a COMMIT does, and the event's redelivery is a duplicate
+    that writes nothing more."""
+    service = PipelineService(pg_store, clock=ManualClock())
+    final_outcome = await _batch_with_run_about_to_complete(service, HuleEduEnvelopes())
+    before = await dump(pg_store)
+
+    def fail_after_the_write(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("WITH"):
+            raise InjectedFault("after the one statement")
+
+    engine = pg_store.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", fail_after_the_write)
+    try:
+        with pytest.raises(InjectedFault):
+            await service.handle_message(*final_outcome)
+    finally:
+        event.remove(engine, "after_cursor_execute", fail_after_the_write)
+    written = await dump(pg_store)
+    assert len(written["runs"]) == 1
+    assert len(written["inbox"]) == len(before["inbox"]) + 1
+    assert len(written["outbox"]) > len(before["outbox"])
+    again = await service.handle_message(*final_outcome)
+    assert again.duplicate
+    assert await dump(pg_store) == written
+
+
 @pytest.mark.parametrize(
     "make_error",
     [
@@ -133,9 +163,11 @@ async def test_failure_after_any_statement_leaves_nothing_half_written(
         break
     else:  # pragma: no cover
         pytest.fail("the unit of work never completed")
-    # SQLite: UPDATE, then the inbox, log, outbox and runs INSERTs, then the COMMIT point.
-    # PostgreSQL: the one statement of the whole unit of work, then the COMMIT point.
-    assert failures == (6 if backend == "sqlite" else 2)
+    # Both: the read's end (the COMMIT point its lane passes), then SQLite: UPDATE, the inbox,
+    # log, outbox and runs INSERTs, the COMMIT point. PostgreSQL: nothing more; the one
+    # statement of the unit of work is its own transaction, so no point lies inside it (a
+    # failure after it is a failure after the COMMIT: the next test).
+    assert failures == (6 if backend == "sqlite" else 1)
     after = await dump(sql_store)
     assert len(after["runs"]) == 1
     assert len(after["inbox"]) == len(before["inbox"]) + 1
