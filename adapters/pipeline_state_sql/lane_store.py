@@ -24,9 +24,9 @@ from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import OutboxRow
 
 from . import outbox as sql_outbox
-from .engine import create_engine
+from .engine import create_engine, is_postgres
 from .errors import DRIVER_ERRORS, translate
-from .lanes import in_transaction, outside_transaction, reader_writer_lanes
+from .lanes import alone, in_transaction, outside_transaction, reader_writer_lanes
 from .migrate import create_or_upgrade
 
 __all__ = ["LaneStore", "open_on_new_engine", "translated"]
@@ -64,6 +64,7 @@ class LaneStore:
         self.owner = uuid.uuid4().hex[:16]
         self._owns_engine = owns_engine
         self._readers, self._writers = reader_writer_lanes(engine)
+        self._one_statement_alone = is_postgres(engine)
 
     async def close(self) -> None:
         """Close the store's connections; dispose the engine if this store created it."""
@@ -87,20 +88,32 @@ class LaneStore:
         translates them naming what it writes, see :func:`translated`)."""
         return await self._writers.run(in_transaction, fn, *args, **kwargs)
 
-    # -- Outbox -----------------------------------------------------------------------------
+    async def _write_one(
+        self, fn: Callable[Concatenate[Connection, _P], _R], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        """:meth:`_write` for an ``fn`` that sends one statement: on PostgreSQL that
+        statement is sent alone, in autocommit (:func:`~pipeline_state_sql.lanes.alone`),
+        one round trip instead of ``BEGIN``, the statement and ``COMMIT``."""
+        if self._one_statement_alone:
+            return await self._writers.run(alone, fn, *args, **kwargs)
+        return await self._writers.run(in_transaction, fn, *args, **kwargs)
+
+    # -- Outbox (each operation one statement) --------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         with translated():
-            return await self._write(sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner)
+            return await self._write_one(
+                sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner
+            )
 
     async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
         with translated():
-            await self._write(sql_outbox.mark_published, row_ids, now)
+            await self._write_one(sql_outbox.mark_published, row_ids, now)
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
     ) -> None:
         with translated():
-            await self._write(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
+            await self._write_one(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
 
     async def pending_count(self) -> int:
         return await self._read(sql_outbox.count_pending)

@@ -176,7 +176,7 @@ class SqlStore(LaneStore):
         """Take this store's lease off unpublished rows (a relay gives back rows it was handed
         and will not publish): the claim may take them at once."""
         with translated():
-            await self._write(sql_outbox.release_rows, row_ids, self.owner)
+            await self._write_one(sql_outbox.release_rows, row_ids, self.owner)
 
     def _outbox_lease(self, changes: Sequence[Change]) -> OutboxLease | None:
         if self._hand_off is None or not any(c.outbox or c.republish for c in changes):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import attrs
 import pytest
@@ -238,3 +239,27 @@ async def test_a_refused_write_writes_nothing_and_the_transaction_tells_why(
     assert (await store.load("b1")).version == 2  # type: ignore[union-attr]
     if backend == "postgres":
         assert (statements, trips) == (Counter(WITH=1), 1)
+
+
+async def test_the_relays_claim_and_mark_are_one_round_trip_each_on_postgres(
+    counting: Counting, backend: str
+) -> None:
+    """Each outbox operation of the relay is one statement; on PostgreSQL it is sent alone,
+    in autocommit (no ``BEGIN``, no ``COMMIT``)."""
+    store = counting.store
+    outbox = tuple(message(f"m{n}", f"key-{n}") for n in range(3))  # no key holds another back
+    await store.commit(Change("b1", None, make_state("b1"), T0, outbox=outbox))
+    # Prepares the statements (PostgreSQL prepares a statement text once per connection; an
+    # IN list of three ids is a text of its own).
+    await store.claim(T0)
+    await store.mark_published([-1, -2, -3], T0)
+    await store.mark_failed((await store.outbox_rows(["m0"]))[0].id, "boom", T0, retry_at=T0, park=False)
+    counting.take()
+    claimed = await store.claim(T0 + timedelta(minutes=5))
+    claim_trips = counting.take()[1]
+    await store.mark_published([row.id for row in claimed], T0 + timedelta(minutes=5))
+    mark_trips = counting.take()[1]
+    assert [row.message.event_id for row in claimed] == ["m0", "m1", "m2"]
+    assert await store.pending_count() == 0
+    if backend == "postgres":
+        assert (claim_trips, mark_trips) == (1, 1)
