@@ -65,12 +65,17 @@ def alone(
     assert driver is not None
     driver.autocommit = True
     try:
-        return fn(conn, *args, **kwargs)
-    finally:
-        # Ends SQLAlchemy's own record of a transaction; the database has none open, so
-        # nothing is sent (what the statement wrote committed with it, or not at all).
-        conn.rollback()
+        result = fn(conn, *args, **kwargs)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the caller's error matters, not this one's
+            conn.rollback()
         driver.autocommit = False
+        raise
+    # Ends SQLAlchemy's own record of a transaction; the database has none open, so nothing
+    # is sent (what the statement wrote committed with it).
+    conn.rollback()
+    driver.autocommit = False
+    return result
 
 
 def outside_transaction(

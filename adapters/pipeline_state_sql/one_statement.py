@@ -64,8 +64,8 @@ Rows = Sequence[tuple[Table, Sequence[dict[str, Any]]]]
 _Convert = Callable[[Any], Any]
 
 REFUSAL = "pipeline_state: unit of work refused"
-"""The text a refusing statement casts to an integer (see :func:`_refusal`): the error it
-raises (``22P02``, invalid text representation) carries it."""
+"""The text a refusing statement casts to an integer when its counts are not the expected
+ones: the error that raises (``22P02``, invalid text representation) carries it."""
 
 
 class Refused(Exception):

@@ -219,7 +219,10 @@ def write_alone(conn: Connection, changes: Sequence[Change], lease: OutboxLease 
     an event twice, changes of a batch that do not follow one another); and
     :class:`~pipeline_state_sql.one_statement.Refused`, nothing written, when the database
     refused it (a compare-and-set lost, an event already processed). After ``False`` or a
-    refusal, :func:`write_changes` in a transaction writes them or raises the exact error."""
+    refusal, :func:`write_changes` in a transaction writes them or raises the exact error.
+    With a ``lease``, leased rows that an older row of their key holds back are released by
+    a second statement after the first committed; should that one fail, they wait for the
+    lease to expire and are claimed then, as after a crash."""
     if any(_special(c) for c in changes):
         return False
     if len(changes) == 1:
