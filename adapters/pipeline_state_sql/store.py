@@ -44,7 +44,7 @@ from .codec import state_text
 from .engine import is_postgres, is_sqlite
 from .lane_store import LaneStore, open_on_new_engine, translated
 from .lanes import alone
-from .one_statement import WRITTEN_BY, Refused
+from .one_statement import WRITTEN_BY
 from .outbox import OutboxLease
 from .queries import ArchivedRun
 from .schema import ID
@@ -103,33 +103,18 @@ _W = TypeVar("_W")
 
 def _stamped(
     conn: Connection,
-    write: Callable[[Connection, _W, OutboxLease | None], None],
+    write: Callable[[Connection, _W, OutboxLease | None], _R],
     what: _W,
     lease: OutboxLease | None,
-) -> str | None:
-    """``write(conn, what, lease)``, then the id of the transaction that wrote it when the
-    write said so (PostgreSQL's one statement, :data:`~pipeline_state_sql.one_statement.WRITTEN_BY`):
-    what the state cache knows the written row versions by."""
+) -> tuple[_R, str | None]:
+    """``write(conn, what, lease)``'s result, and the id of the transaction that wrote it
+    when the write said so (PostgreSQL's one statement,
+    :data:`~pipeline_state_sql.one_statement.WRITTEN_BY`): what the state cache knows the
+    written row versions by."""
     conn.info.pop(WRITTEN_BY, None)  # never a value left by an earlier unit of work
-    write(conn, what, lease)
+    result = write(conn, what, lease)
     stamp: str | None = conn.info.pop(WRITTEN_BY, None)
-    return stamp
-
-
-def _stamped_alone(
-    conn: Connection, changes: Sequence[Change], lease: OutboxLease | None
-) -> tuple[bool, str | None]:
-    """:func:`~pipeline_state_sql.uow.write_alone` and the stamp of what it wrote (see
-    :func:`_stamped`): ``(False, None)`` when nothing was written (the changes do not fit
-    one statement, or the database refused it)."""
-    conn.info.pop(WRITTEN_BY, None)
-    try:
-        if not write_alone(conn, changes, lease):
-            return False, None
-    except Refused:
-        return False, None
-    stamp: str | None = conn.info.pop(WRITTEN_BY, None)
-    return True, stamp
+    return result, stamp
 
 
 class SqlStore(LaneStore):
@@ -151,7 +136,6 @@ class SqlStore(LaneStore):
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
         self._hand_off: tuple[HandOff, Clock] | None = None
-        self._alone = is_postgres(engine)  # commits try one statement in autocommit first
         self._states: StateCache | None = None
         if is_sqlite(engine):
             self._states = StateCache()
@@ -229,7 +213,7 @@ class SqlStore(LaneStore):
         with translated(change.batch_id):
             written, stamp = await self._write_alone((change,), lease)
             if not written:
-                stamp = await self._write(_stamped, write_change, change, lease)
+                _, stamp = await self._write(_stamped, write_change, change, lease)
         self._committed((change,), lease, stamp)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
@@ -244,7 +228,7 @@ class SqlStore(LaneStore):
         with translated(changes[0].batch_id):
             written, stamp = await self._write_alone(changes, lease)
             if not written:
-                stamp = await self._write(_stamped, write_changes, changes, lease)
+                _, stamp = await self._write(_stamped, write_changes, changes, lease)
         self._committed(changes, lease, stamp)
 
     async def _write_alone(
@@ -254,9 +238,9 @@ class SqlStore(LaneStore):
         whether it wrote them and the stamp of what it wrote; ``(False, None)`` when nothing
         was written (not PostgreSQL, not one statement, or refused: the caller writes them
         in a transaction)."""
-        if not self._alone:
+        if not self._one_statement_alone:
             return False, None
-        return await self._writers.run(alone, _stamped_alone, changes, lease)
+        return await self._writers.run(alone, _stamped, write_alone, changes, lease)
 
     async def is_processed(self, event_id: str) -> bool:
         check_id(event_id, "event id")

@@ -291,9 +291,9 @@ class UnitOfWork(Generic[C, D]):
         (:func:`~pipeline_state_sql.outbox.take_leased`). ``alone`` (PostgreSQL only): the
         statement is sent on a connection in autocommit and refuses rather than write part of
         the change (:class:`~pipeline_state_sql.one_statement.Refused`, nothing written)."""
-        if alone and conn.dialect.name != "postgresql":
-            raise ValueError("a unit of work is written alone on PostgreSQL only")
         if conn.dialect.name != "postgresql":
+            if alone:
+                raise ValueError("a unit of work is written alone on PostgreSQL only")
             self.write(conn, change, lambda c, _change: _insert_all(c, rows), lease=lease)
             return
         document = self.document(change)

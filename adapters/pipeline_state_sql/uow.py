@@ -49,6 +49,7 @@ from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
 
 from .codec import encode_run, state_text, stored_status
+from .one_statement import Refused
 from .outbox import OutboxLease
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .unit_of_work import Rows, UnitOfWork
@@ -215,17 +216,20 @@ def write_changes(conn: Connection, changes: Sequence[Change], lease: OutboxLeas
 def write_alone(conn: Connection, changes: Sequence[Change], lease: OutboxLease | None = None) -> bool:
     """Write ``changes`` on PostgreSQL as one statement that is its own transaction (``conn``
     in autocommit, see :func:`pipeline_state_sql.lanes.alone`): ``True`` when it wrote them
-    all; ``False``, nothing sent, when they do not fit one statement (a change of step 4,
-    an event twice, changes of a batch that do not follow one another); and
-    :class:`~pipeline_state_sql.one_statement.Refused`, nothing written, when the database
-    refused it (a compare-and-set lost, an event already processed). After ``False`` or a
-    refusal, :func:`write_changes` in a transaction writes them or raises the exact error.
+    all; ``False`` when nothing was written: they do not fit one statement (a change of
+    step 4, an event twice, changes of a batch that do not follow one another), or the
+    database refused the statement (a compare-and-set lost, an event already processed:
+    :class:`~pipeline_state_sql.one_statement.Refused`). After ``False``,
+    :func:`write_changes` in a transaction writes them or raises the exact error.
     With a ``lease``, leased rows that an older row of their key holds back are released by
     a second statement after the first committed; should that one fail, they wait for the
     lease to expire and are claimed then, as after a crash."""
     if any(_special(c) for c in changes):
         return False
-    if len(changes) == 1:
-        PIPELINE.write_rows(conn, changes[0], list(_change_rows(changes[0])), lease, alone=True)
-        return True
-    return PIPELINE.write_many_alone(conn, changes, _change_rows, lease)
+    try:
+        if len(changes) == 1:
+            PIPELINE.write_rows(conn, changes[0], list(_change_rows(changes[0])), lease, alone=True)
+            return True
+        return PIPELINE.write_many_alone(conn, changes, _change_rows, lease)
+    except Refused:
+        return False

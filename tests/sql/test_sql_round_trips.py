@@ -204,26 +204,18 @@ async def test_a_refused_write_writes_nothing_and_the_transaction_tells_why(
     state = make_state("b1")
     await store.commit(Change("b1", None, state, T0, inbox=InboxEntry("in-1", "t", "b1", "applied", T0)))
     outbox = (message("m1", "b1"), message("m2", "b1"))
-    stale = Change(
-        "b1",
-        5,
-        attrs.evolve(state, version=6),
-        T0,
-        outbox=outbox,
-        inbox=InboxEntry("in-2", "t", "b1", "applied", T0),
-    )
-    repeated = Change(
-        "b1",
-        1,
-        attrs.evolve(state, version=2),
-        T0,
-        outbox=outbox,
-        inbox=InboxEntry("in-1", "t", "b1", "applied", T0),
-    )
-    for change, error in ((stale, ConcurrencyConflictError), (repeated, DuplicateEventError)):
+
+    def change(expected: int, event_id: str) -> Change:
+        new = attrs.evolve(state, version=expected + 1)
+        return Change(
+            "b1", expected, new, T0, outbox=outbox, inbox=InboxEntry(event_id, "t", "b1", "applied", T0)
+        )
+
+    stale, repeated = change(5, "in-2"), change(1, "in-1")
+    for refused, error in ((stale, ConcurrencyConflictError), (repeated, DuplicateEventError)):
         counting.take()
         with pytest.raises(error):
-            await store.commit(change)
+            await store.commit(refused)
         statements, _ = counting.take()
         if backend == "postgres":
             # Sent alone and refused, then in a transaction (which reads the stored version
