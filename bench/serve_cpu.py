@@ -1,6 +1,7 @@
-"""CPU per outcome of what ``serve`` does, in process, on the memory store and on SQLite:
-``python bench/serve_cpu.py [--backends memory,sqlite] [--batches N] [--unit N] [--rounds R]
-[--profile BACKEND] [--once BACKEND [--skip]]``.
+"""CPU per outcome of what ``serve`` does, in process, on the memory store, SQLite and
+PostgreSQL: ``python bench/serve_cpu.py [--backends memory,sqlite,postgres] [--batches N]
+[--unit N] [--rounds R] [--profile BACKEND] [--once BACKEND [--skip]]`` (PostgreSQL from
+``PIPELINE_STATE_TEST_POSTGRES``, a new schema per round).
 
 The work of ``serve`` per inbound record without the broker, as ``serve`` wires it: the
 service's :meth:`~pipeline_state.PipelineService.handle_many` in units of ``--unit`` (25)
@@ -41,22 +42,46 @@ import pstats  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids  # noqa: E402
+from bench.kafka import _postgres_schema  # noqa: E402
 from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
 from pipeline_state._memory import InMemoryStore  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
 
+BACKENDS = ("memory", "sqlite", "postgres")
 
-async def _open(backend: str, workdir: Path, name: str) -> Any:
+
+async def _open(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """A fresh store of ``backend`` and what closes it (a PostgreSQL store gets a schema of
+    its own, dropped when it closes)."""
     if backend == "memory":
-        return InMemoryStore()
+        return InMemoryStore(), _nothing
     from pipeline_state_sql import open_store
 
-    return await open_store(f"sqlite+aiosqlite:///{workdir / name}.db")
+    if backend != "postgres":
+        sqlite = await open_store(f"sqlite+aiosqlite:///{workdir / name}.db")
+        return sqlite, sqlite.close
+    url = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
+    if not url:
+        raise SystemExit("postgres: set PIPELINE_STATE_TEST_POSTGRES to a PostgreSQL URL")
+    schema = f"serve_cpu_{uuid.uuid4().hex[:8]}"
+    await _postgres_schema(url, "create", schema)
+    postgres = await open_store(url, schema=schema)
+
+    async def close() -> None:
+        await postgres.close()
+        await _postgres_schema(url, "drop", schema)
+
+    return postgres, close
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _deliver(
@@ -96,7 +121,7 @@ async def one_round(
 ) -> float:
     """One round on a fresh store: CPU µs per outcome of the deliveries (0 with ``skip``)."""
     seeder = Seeder()
-    store = await _open(backend, workdir, name)
+    store, close = await _open(backend, workdir, name)
     try:
         ready = []
         for batch_id in batch_ids(batches, prefix=name):
@@ -137,9 +162,7 @@ async def one_round(
         await workload.check(store)
         return cpu / 1000 / len(deliveries)
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            await close()
+        await close()
 
 
 async def measure(backends: Sequence[str], batches: int, unit: int, rounds: int) -> dict[str, list[float]]:
@@ -163,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--unit", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", choices=("memory", "sqlite"))
-    parser.add_argument("--once", choices=("memory", "sqlite"))
+    parser.add_argument("--profile", choices=BACKENDS)
+    parser.add_argument("--once", choices=BACKENDS)
     parser.add_argument("--skip", action="store_true", help="with --once: everything but the deliveries")
     args = parser.parse_args(argv)
     if args.once:
@@ -184,8 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     found = asyncio.run(measure(args.backends.split(","), args.batches, args.unit, args.rounds))
     medians = {b: statistics.median(v) for b, v in found.items()}
     print("median CPU µs per outcome: " + ", ".join(f"{b} {m:.1f}" for b, m in medians.items()))
-    if "memory" in medians and "sqlite" in medians:
-        print(f"sqlite / memory: {medians['sqlite'] / medians['memory']:.2f}x")
+    for durable in ("sqlite", "postgres"):
+        if "memory" in medians and durable in medians:
+            print(f"{durable} / memory: {medians[durable] / medians['memory']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,16 @@ from .policy import ErrorPolicy, Verdict
 from .stats import ServiceStats
 from .tracing import attached, dead_lettered, trace_headers
 
-__all__ = ["ConsumerSettings", "InboundConsumer", "merge_by_timestamp"]
+__all__ = ["DEFAULT_PARTITION_CONCURRENCY", "ConsumerSettings", "InboundConsumer", "merge_by_timestamp"]
 
 log = logging.getLogger("pipeline_state_kafka.consumer")
 
 CONTEXT_MAX_BYTES = 64 * 1024
 """Records larger than this are not decoded again just to name their ids in a log line."""
+
+
+DEFAULT_PARTITION_CONCURRENCY = 4
+"""Lanes of one fetch handled at once when nothing else is set (see :class:`ConsumerSettings`)."""
 
 
 @attrs.frozen
@@ -93,7 +97,10 @@ class ConsumerSettings:
     waits about half of ``session_timeout_ms`` on some brokers. ``partition_concurrency``
     is how many lanes of one fetch are handled at once: the merged, time-ordered sequence is
     split by record key (the batch id) into that many lanes, so a batch's records stay in one
-    lane in time order while independent batches commit concurrently.
+    lane in time order while independent batches commit concurrently; ``None`` (the default)
+    is :data:`DEFAULT_PARTITION_CONCURRENCY` unless whoever wires the consumer knows better:
+    ``serve`` uses one lane on a store that admits one writer at a time (SQLite), where lanes
+    would only queue for the writer, each with a commit of its own.
     """
 
     bootstrap_servers: str
@@ -110,10 +117,19 @@ class ConsumerSettings:
     max_poll_interval_ms: int = 300_000
     metadata_max_age_ms: int = 30_000
     request_timeout_ms: int = 40_000
-    partition_concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    partition_concurrency: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
     retry_base_seconds: float = 0.1
     retry_max_seconds: float = 5.0
     startup_timeout_seconds: float = 30.0
+
+    @property
+    def lanes(self) -> int:
+        """How many lanes of a fetch are handled at once (``partition_concurrency`` or the
+        default)."""
+        given = self.partition_concurrency
+        return DEFAULT_PARTITION_CONCURRENCY if given is None else given
 
     def kafka_topics(self) -> list[str]:
         return [f"{self.topic_prefix}{t}" for t in self.topics]
@@ -393,7 +409,7 @@ class InboundConsumer:
     ) -> bool:
         """Handle one fetch in timestamp order; commit, seek back; ``True`` to back off."""
         merged = merge_by_timestamp(batch, self._topic_order)
-        split = lanes(merged, self.settings.partition_concurrency)
+        split = lanes(merged, self.settings.lanes)
         outcomes = await asyncio.gather(*(self._sequence(lane, stop) for lane in split))
         retry = any(again for _, again in outcomes)
         book = settle(

@@ -106,12 +106,13 @@ class Settings(EnvironmentSettings):
     kafka_metadata_max_age_ms: int = Field(
         default=30_000, ge=0, description="metadata refresh period (how soon re-created topics are seen)"
     )
-    kafka_partition_concurrency: int = Field(
-        default=4,
+    kafka_partition_concurrency: int | None = Field(
+        default=None,
         ge=1,
         description="lanes of one fetch handled at once: the fetch's records, in timestamp order, are "
         "split by key (batch id) into this many lanes, so one batch's records stay in time order in one "
-        "lane while other batches commit concurrently",
+        "lane while other batches commit concurrently; unset: 1 on a store with one writer at a time "
+        "(SQLite), else 4",
     )
     kafka_acks: Annotated[Literal["all", 0, 1], BeforeValidator(_acks)] = Field(
         default="all", description="producer acknowledgements: `all`, `1` or `0`"

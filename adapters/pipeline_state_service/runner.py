@@ -20,7 +20,7 @@ import attrs
 from pipeline_state_kafka import KafkaError, ProducerLike
 from pipeline_state_kafka import open as open_kafka
 from pipeline_state_kafka._kafka import RecordLike, new_admin
-from pipeline_state_kafka.consumer import InboundConsumer
+from pipeline_state_kafka.consumer import DEFAULT_PARTITION_CONCURRENCY, ConsumerSettings, InboundConsumer
 from pipeline_state_kafka.dlq import (
     DeadLetterWriter,
     ParkedFact,
@@ -60,6 +60,18 @@ async def _quietly(close: Callable[[], Awaitable[None]]) -> None:
         await close()
 
 
+def _with_lanes(settings: ConsumerSettings, store: object) -> ConsumerSettings:
+    """``settings`` with the lanes of a fetch fitted to ``store`` when they were not set: one
+    lane on a store whose database runs one write transaction at a time (SQLite), where
+    more lanes only queue for the writer, each committing on its own."""
+    if settings.partition_concurrency is not None:
+        return settings
+    writers = getattr(store, "concurrent_writers", None)
+    if writers is None:
+        return settings
+    return attrs.evolve(settings, partition_concurrency=max(1, min(writers, DEFAULT_PARTITION_CONCURRENCY)))
+
+
 class ServiceRunner:
     """Runs the orchestrator described by ``settings``.
 
@@ -83,6 +95,8 @@ class ServiceRunner:
         self.opened: OpenedStore | None = store
         self.service: PipelineService | None = None
         self.relay: RelayRunner | None = None
+        self.consumer: InboundConsumer | None = None
+        """The consumer of the service's inbound topics, once started."""
         self.metrics: ServiceMetrics | None = None
         """The Prometheus metrics (``settings.metrics``), once the store is open."""
         self._relays: list[RelayRunner] = []
@@ -205,8 +219,11 @@ class ServiceRunner:
         relay = self._relay(opened.outbox, producer)
         self.relay = relay
         dlq_producer = await self._dead_letter_producer()
-        consumer = InboundConsumer(
-            attrs.evolve(settings.consumer_settings(), topics=service.profile.inbound.names),
+        consumer = self.consumer = InboundConsumer(
+            _with_lanes(
+                attrs.evolve(settings.consumer_settings(), topics=service.profile.inbound.names),
+                opened.store,
+            ),
             service_handler(service),
             self._dead_letters(dlq_producer, settings.group_id),
             stats=self.stats,

@@ -66,6 +66,15 @@ class LaneStore:
         self._readers, self._writers = reader_writer_lanes(engine)
         self._one_statement_alone = is_postgres(engine)
 
+    @property
+    def concurrent_writers(self) -> int | None:
+        """How many write transactions the database runs at once, when it has a limit of its
+        own: 1 on SQLite (one writer at a time: concurrent units of work queue for it, each
+        with its own commit and ``fsync``), ``None`` on PostgreSQL. A consumer handling
+        several lanes of a fetch at once gains nothing from more lanes than this (see
+        ``pipeline_state_service``'s runner)."""
+        return None if is_postgres(self.engine) else 1
+
     async def close(self) -> None:
         """Close the store's connections; dispose the engine if this store created it."""
         await self._readers.close()
