@@ -456,5 +456,9 @@ class ServiceRunner:
             self.ready.set()
             log.info(
                 "ready",
-                extra={"group_id": self.settings.group_id, "topic_prefix": self.settings.topic_prefix},
+                extra={
+                    "group_id": self.settings.group_id,
+                    "topic_prefix": self.settings.topic_prefix,
+                    "lanes": consumer.settings.lanes,
+                },
             )

@@ -10,6 +10,7 @@ on a store whose database runs one write transaction at a time, unless told othe
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import attrs
@@ -35,11 +36,14 @@ async def _served_lanes(settings: ServeSettings) -> int:
 
 
 async def test_serve_on_sqlite_handles_each_fetch_in_one_lane(
-    broker: LocalBroker, prefix: str, tmp_path: Path
+    broker: LocalBroker, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = fast_settings(broker.bootstrap, prefix, store_url=f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     assert _lanes_of(settings) == DEFAULT_PARTITION_CONCURRENCY == 4  # not set: the store decides
-    assert await _served_lanes(settings) == 1
+    with caplog.at_level(logging.INFO, logger="pipeline_state_kafka.service"):
+        assert await _served_lanes(settings) == 1
+    ready = [r for r in caplog.records if r.getMessage() == "ready"]
+    assert [getattr(r, "lanes", None) for r in ready] == [1]  # the operator sees it too
 
 
 async def test_serve_keeps_several_lanes_where_writers_run_at_once(broker: LocalBroker, prefix: str) -> None:
