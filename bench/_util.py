@@ -32,6 +32,7 @@ __all__ = [
     "environment",
     "headline_and_report",
     "per_call_ns",
+    "postgres_schema",
     "render_table",
     "report",
     "rows_to_json",
@@ -299,3 +300,19 @@ def headline_and_report(
         f"load average {env['load_average']}" + (" - QUICK MODE, figures not meaningful" if quick else "")
     )
     return report(title, measure, env, quick=quick, json_path=json_path, fail_on_miss=fail_on_miss)
+
+
+async def postgres_schema(url: str, action: str, schema: str) -> None:
+    """Create (``action`` ``"create"``) or drop (anything else) the PostgreSQL ``schema`` at ``url``."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if action == "create":
+                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            else:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()

@@ -47,9 +47,11 @@ and this process share (one round's ratio moves by 0.25 to 0.6). So the run star
 the broker, with the in-process figure of ``bench/tracing_cost.py`` (the rows
 ``tracing_cpu_per_outcome[memory]`` and ``[sqlite]``): the service's CPU time per outcome
 with the SDK on and off, in one process, in ``--in-process-rounds`` (default 9) interleaved
-rounds. One process doing a fixed amount of work with nothing of the bench beside it, its
-rounds move far less (bench/README.md has figures), and on a quiet machine that is the figure
-that says whether tracing stays within 5 %. ``--in-process-rounds 0`` leaves it out.
+rounds, and, when metrics are measured, that of ``bench/metrics_cost.py`` (the rows
+``metrics_cpu_per_outcome[...]``: the same with ``serve``'s Prometheus metrics on and off).
+One process doing a fixed amount of work with nothing of the bench beside it, its rounds
+move far less (bench/README.md has figures), and on a quiet machine that is the figure that
+says whether tracing and metrics stay within 5 %. ``--in-process-rounds 0`` leaves both out.
 
 Scale-out (issue 16, point 6): ``--serves 1,2`` also measures PostgreSQL with one and with two
 ``serve`` processes in one consumer group sharing one schema (topics made beforehand with 4
@@ -100,8 +102,8 @@ from pipeline_state_kafka import (  # noqa: E402
 )
 from pipeline_state_kafka.testing import Collector, LocalBroker, free_port  # noqa: E402
 
-from bench import tracing_cost  # noqa: E402
-from bench._util import Row, Target, headline_and_report  # noqa: E402
+from bench import metrics_cost, tracing_cost  # noqa: E402
+from bench._util import Row, Target, headline_and_report, postgres_schema  # noqa: E402
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS, Topic  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402
 
@@ -705,21 +707,6 @@ async def _request_all(
     return corr
 
 
-async def _postgres_schema(url: str, action: str, schema: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            if action == "create":
-                await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            else:
-                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        await engine.dispose()
-
-
 async def _measure_fresh(
     kafka: str,
     backend: str,
@@ -740,7 +727,7 @@ async def _measure_fresh(
     else:
         url = os.environ["PIPELINE_STATE_TEST_POSTGRES"]
         schema = f"bench_kafka_{uuid.uuid4().hex[:8]}"
-        await _postgres_schema(url, "create", schema)
+        await postgres_schema(url, "create", schema)
         extra = {"PIPELINE_STATE_STORE_SCHEMA": schema, "PIPELINE_STATE_STORE_UPGRADE": "1"}
     try:
         return await measure(
@@ -749,7 +736,19 @@ async def _measure_fresh(
     finally:
         if backend == "postgres":
             with contextlib.suppress(Exception):
-                await _postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
+                await postgres_schema(url, "drop", extra["PIPELINE_STATE_STORE_SCHEMA"])
+
+
+def _metrics_in_process(tracing: tracing_cost.Config) -> metrics_cost.Config:
+    """The in-process metrics figure at the sizes of the in-process tracing figure."""
+    return metrics_cost.Config(
+        batches=tracing.batches,
+        rounds=tracing.rounds,
+        unit=tracing.unit,
+        essays=tracing.essays,
+        scrape_every=max(1, min(metrics_cost.Config.scrape_every, tracing.batches)),  # 2+ a round
+        backends=tracing.backends,
+    )
 
 
 async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row]:
@@ -757,6 +756,9 @@ async def run_async(cfg: Config, log: Log, kafka: str | None = None) -> list[Row
     if cfg.in_process is not None and cfg.traced:  # first: nothing else of the bench runs yet
         log("tracing cost in process (bench/tracing_cost.py), before the broker starts")
         in_process = await tracing_cost.run_async(cfg.in_process, log)
+    if cfg.in_process is not None and True in cfg.metrics:
+        log("metrics cost in process (bench/metrics_cost.py), before the broker starts")
+        in_process += await metrics_cost.run_async(_metrics_in_process(cfg.in_process), log)
     broker: LocalBroker | None = None
     if kafka is None:
         broker = LocalBroker()
@@ -1035,7 +1037,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--in-process-rounds",
         type=int,
-        help="rounds of the in-process tracing figure (bench/tracing_cost.py, default 9); 0: skip it",
+        help="rounds of the in-process tracing and metrics figures (bench/tracing_cost.py, "
+        "bench/metrics_cost.py, default 9); 0: skip them",
     )
     parser.add_argument(
         "--probe",

@@ -46,8 +46,8 @@ import uuid  # noqa: E402
 from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
+from bench._util import postgres_schema  # noqa: E402
 from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids  # noqa: E402
-from bench.kafka import _postgres_schema  # noqa: E402
 from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
 from pipeline_state._memory import InMemoryStore  # noqa: E402
@@ -56,9 +56,10 @@ from pipeline_state._relay import OutboxRelay  # noqa: E402
 BACKENDS = ("memory", "sqlite", "postgres")
 
 
-async def _open(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    """A fresh store of ``backend`` and what closes it (a PostgreSQL store gets a schema of
-    its own, dropped when it closes)."""
+async def fresh_store(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """A fresh store of ``backend`` (``memory``, ``sqlite``: a new file in ``workdir``,
+    ``postgres``: a new schema at ``PIPELINE_STATE_TEST_POSTGRES``) and what closes it (and
+    drops the schema)."""
     if backend == "memory":
         return InMemoryStore(), _nothing
     from pipeline_state_sql import open_store
@@ -70,12 +71,12 @@ async def _open(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[
     if not url:
         raise SystemExit("postgres: set PIPELINE_STATE_TEST_POSTGRES to a PostgreSQL URL")
     schema = f"serve_cpu_{uuid.uuid4().hex[:8]}"
-    await _postgres_schema(url, "create", schema)
+    await postgres_schema(url, "create", schema)
     postgres = await open_store(url, schema=schema)
 
     async def close() -> None:
         await postgres.close()
-        await _postgres_schema(url, "drop", schema)
+        await postgres_schema(url, "drop", schema)
 
     return postgres, close
 
@@ -92,14 +93,21 @@ async def _deliver(
         for result in await service.handle_many(chunk, traces=[()] * len(chunk)):
             if isinstance(result, BaseException):
                 raise result
-        if not hand_off:
-            await _drain(relay)
-            continue
-        while relay.handed:
-            await relay.run_once(claim=False, mark=False)
-        await relay.flush_marks()
-        if relay.claim_due:
-            await _drain(relay)
+        await after_unit(relay, hand_off)
+
+
+async def after_unit(relay: OutboxRelay, hand_off: bool) -> None:
+    """The relay's work after a unit of work, as ``serve`` does it: with the hand-off, passes
+    that publish the handed rows without claiming, one statement marking them, and a claim
+    pass when one is due; without it, claiming passes until nothing is left."""
+    if not hand_off:
+        await _drain(relay)
+        return
+    while relay.handed:
+        await relay.run_once(claim=False, mark=False)
+    await relay.flush_marks()
+    if relay.claim_due:
+        await _drain(relay)
 
 
 async def _drain(relay: OutboxRelay) -> None:
@@ -121,7 +129,7 @@ async def one_round(
 ) -> float:
     """One round on a fresh store: CPU µs per outcome of the deliveries (0 with ``skip``)."""
     seeder = Seeder()
-    store, close = await _open(backend, workdir, name)
+    store, close = await fresh_store(backend, workdir, name)
     try:
         ready = []
         for batch_id in batch_ids(batches, prefix=name):

@@ -97,6 +97,10 @@ FAMILIES: tuple[str, ...] = (
 """The family names (counters without their ``_total`` suffix, as the parser reports them)."""
 
 
+_COUNTED_CHILDREN = 1_024
+"""At most this many (topic, result) children are kept at hand (see ``ServiceMetrics``)."""
+
+
 def result_label(result: str) -> str:
     """The ``result`` label of a handled record: its kind, without the reason."""
     return result.partition(":")[0]
@@ -181,6 +185,9 @@ class ServiceMetrics:
         self._lag = _LagGauge()
         registry.register(self._lag)
         self._completions: OrderedDict[str, float] = OrderedDict()
+        self._counted: dict[tuple[str, str], Counter] = {}
+        """The ``pipeline_state_messages`` child of each (topic, result) seen: ``labels()``
+        validates and locks on every call, more than the increment itself costs."""
 
     # -- what the consumer and the relay report -----------------------------------------
     def watch_lag(self, source: LagSource) -> None:
@@ -193,7 +200,13 @@ class ServiceMetrics:
 
     def handled(self, topic: str, handled: Handled, *, consumed_at: float) -> None:
         """Count a handled record consumed at ``consumed_at`` (on :attr:`clock`)."""
-        self.messages.labels(topic, result_label(handled.result)).inc()
+        key = (topic, result_label(handled.result))
+        child = self._counted.get(key)
+        if child is None:
+            child = self.messages.labels(*key)
+            if len(self._counted) < _COUNTED_CHILDREN:  # topics and result kinds are few
+                self._counted[key] = child
+        child.inc()
         if handled.cas_retries:
             self.cas_retries.inc(handled.cas_retries)
         for event_id in handled.completions:

@@ -45,8 +45,9 @@ def test_kafka_bench_quick_mode_runs_and_prints_its_table(broker: LocalBroker) -
     recorded = re.search(r"(\d+) spans recorded by the traced serve", done.stdout)
     assert recorded is not None  # tracing was really on in the traced run
     assert int(recorded.group(1)) > 0
-    for backend in ("memory", "sqlite"):  # the in-process figure that resolves 5 %
+    for backend in ("memory", "sqlite"):  # the in-process figures that resolve 5 %
         assert f"tracing_cpu_per_outcome[{backend}]" in done.stdout
+        assert f"metrics_cpu_per_outcome[{backend}]" in done.stdout
 
 
 def test_kafka_bench_rows_take_the_median_of_the_rounds_ratios(monkeypatch: pytest.MonkeyPatch) -> None:

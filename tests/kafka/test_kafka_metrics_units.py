@@ -168,3 +168,31 @@ async def test_kafka_an_app_without_metrics_has_no_metrics_route() -> None:
 
 class _Args:
     kafka = "127.0.0.1:9092"
+
+
+async def test_kafka_records_are_counted_by_topic_and_result_kind_past_the_children_kept() -> None:
+    metrics = ServiceMetrics()
+    kinds = ("applied", "duplicate", "ignored:not_active", "ignored:stale", "denied:batch_not_ready")
+    for round_ in range(3):
+        for index, result in enumerate(kinds):
+            metrics.handled(
+                f"topic.{index % 2}", Handled(event_id=f"e{round_}{index}", result=result), consumed_at=1.0
+            )
+    for index in range(1_100):  # more (topic, result) pairs than the children kept at hand
+        metrics.handled(f"other.{index}", Handled(result="applied"), consumed_at=1.0)
+        metrics.handled(f"other.{index}", Handled(result="applied"), consumed_at=1.0)
+    text = (await metrics.exposition()).decode()
+    counted = {
+        (s.labels["topic"], s.labels["result"]): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "pipeline_state_messages"
+        for s in f.samples
+        if s.name == "pipeline_state_messages_total"
+    }
+    assert counted[("topic.0", "applied")] == 3
+    assert counted[("topic.1", "duplicate")] == 3
+    assert counted[("topic.0", "ignored")] == 3  # its reason is not a label
+    assert counted[("topic.1", "ignored")] == 3
+    assert counted[("topic.0", "denied")] == 3
+    assert all(counted[(f"other.{i}", "applied")] == 2 for i in range(1_100))
+    assert sum(counted.values()) == 15 + 2_200
