@@ -26,7 +26,9 @@ from pipeline_state.ports import Outbox, Store
 __all__ = ["ACTIVE_RUNS_LIMIT", "StoreReading", "StoreSampler", "read_store"]
 
 ACTIVE_RUNS_LIMIT = 1000
-"""At most this many active runs are loaded per reading (the count shows ``1000+`` beyond)."""
+"""At most this many active runs are loaded per reading of a store that cannot count them
+itself (the count shows ``1000+`` beyond); a store with ``active_runs()`` (the SQL store)
+answers with one aggregate query, exact, without loading a state."""
 
 T = TypeVar("T")
 
@@ -66,6 +68,13 @@ async def _backlog(outbox: Outbox, now: datetime) -> tuple[int | None, float | N
 
 
 async def _active(store: Store, now: datetime) -> tuple[int | None, float | None]:
+    summary: Any = getattr(store, "active_runs", None)
+    if summary is not None:  # one aggregate query (the SQL store): exact, nothing decoded
+        found: tuple[int, datetime | None] | None = await _or_none(summary)
+        if found is None:
+            return None, None
+        return found[0], _age(now, found[1])
+
     async def listed() -> list[Any]:
         return await store.list_batches(BatchStatus.PROCESSING_PIPELINES, limit=ACTIVE_RUNS_LIMIT)
 

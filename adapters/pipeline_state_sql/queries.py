@@ -11,7 +11,7 @@ decoded with :mod:`pipeline_state_sql.codec`, so a corrupted row raises
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    text,
     true,
     type_coerce,
     union_all,
@@ -241,6 +242,36 @@ def list_waiting(
         statement = statement.where(WAITING.c.arrived_at < arrived_before)
     statement = statement.order_by(WAITING.c.seq).limit(limit)
     return [_fact(row) for row in conn.execute(statement)]
+
+
+_ACTIVE_RUNS = {
+    # The active run's acceptance as the document stores it (ISO 8601 text with its offset),
+    # read as a time by the database: no state is decoded, whatever their number.
+    "postgresql": "SELECT count(*), min((state -> 'active_run' ->> 'accepted_at')::timestamptz)"
+    " FROM batches WHERE status = :status",
+    "sqlite": "SELECT count(*), min(julianday(json_extract(state, '$.active_run.accepted_at')))"
+    " FROM batches WHERE status = :status",
+}
+
+
+def active_runs(conn: Connection) -> tuple[int, datetime | None]:
+    """How many batches run a pipeline, and when the oldest of their runs was accepted: one
+    aggregate over the batches in that status (its index), no state read into Python."""
+    dialect = conn.dialect.name
+    statement = _ACTIVE_RUNS.get(dialect)
+    if statement is None:  # pragma: no cover - the store runs on SQLite and PostgreSQL only
+        raise NotImplementedError(f"no active-runs summary for {dialect}")
+    status = stored_status(BatchStatus.PROCESSING_PIPELINES)
+    count, oldest = conn.execute(text(statement), {"status": status}).one()
+    if oldest is None:
+        return int(count), None
+    if isinstance(oldest, datetime):
+        return int(count), oldest.astimezone(UTC)
+    # SQLite: a Julian day number, UTC (julianday converts the stored offset).
+    return int(count), datetime.fromtimestamp((float(oldest) - _UNIX_EPOCH_JULIAN_DAY) * 86_400.0, UTC)
+
+
+_UNIX_EPOCH_JULIAN_DAY = 2_440_587.5
 
 
 def count_waiting(conn: Connection) -> int:

@@ -269,6 +269,12 @@ class SqlStore(LaneStore):
     async def count_waiting(self) -> int:
         return await self._read(queries.count_waiting)
 
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        """How many batches run a pipeline now and when the oldest of those runs was accepted,
+        from one aggregate query: no batch state is loaded or decoded, however many there
+        are (the metrics' store gauges read this every few seconds)."""
+        return await self._read(queries.active_runs)
+
     async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
         with translated():
             return await self._write(queries.forget_waiting, event_ids, result[:200], now)
