@@ -746,7 +746,7 @@ def _metrics_in_process(tracing: tracing_cost.Config) -> metrics_cost.Config:
         rounds=tracing.rounds,
         unit=tracing.unit,
         essays=tracing.essays,
-        scrape_every=max(1, min(metrics_cost.Config.scrape_every, tracing.batches)),  # 2+ a round
+        scrape_every=max(1, min(metrics_cost.Config.scrape_every, tracing.batches)),  # 2+ scrapes a round
         backends=tracing.backends,
     )
 

@@ -244,6 +244,9 @@ def list_waiting(
     return [_fact(row) for row in conn.execute(statement)]
 
 
+_UNIX_EPOCH_JULIAN_DAY = 2_440_587.5
+"""The Julian day number of 1970-01-01T00:00:00Z (what SQLite's ``julianday`` counts in)."""
+
 _ACTIVE_RUNS = {
     # The active run's acceptance as the document stores it (ISO 8601 text with its offset),
     # read as a time by the database: no state is decoded, whatever their number.
@@ -269,9 +272,6 @@ def active_runs(conn: Connection) -> tuple[int, datetime | None]:
         return int(count), oldest.astimezone(UTC)
     # SQLite: a Julian day number, UTC (julianday converts the stored offset).
     return int(count), datetime.fromtimestamp((float(oldest) - _UNIX_EPOCH_JULIAN_DAY) * 86_400.0, UTC)
-
-
-_UNIX_EPOCH_JULIAN_DAY = 2_440_587.5
 
 
 def count_waiting(conn: Connection) -> int:
