@@ -102,8 +102,12 @@ async def serve(
                 },
             )
             _freeze_start_up()
-            with http_settings_in_effect(http):
-                await runner.run(stop)
+            ready = asyncio.create_task(_freeze_when_ready(runner))
+            try:
+                with http_settings_in_effect(http):
+                    await runner.run(stop)
+            finally:
+                ready.cancel()
         except (KafkaError, OSError, PipelineStateError) as exc:
             log.error("service failed: %s: %s", type(exc).__name__, exc)
             return EXIT_FAILED
@@ -128,6 +132,15 @@ def _freeze_start_up() -> None:
     collected first, so that none of it is kept for good."""
     gc.collect()
     gc.freeze()
+
+
+async def _freeze_when_ready(runner: ServiceRunner) -> None:
+    """Freeze once more when the service is ready: what the runner built after the first
+    freeze (the consumer, the producer, the HTTP server and its app, the modules they
+    imported: tens of thousands of objects with ``--http``) would otherwise be visited by
+    every full collection for the life of the process."""
+    await runner.ready.wait()
+    _freeze_start_up()
 
 
 async def _summary(
