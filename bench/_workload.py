@@ -15,12 +15,16 @@ completes the run) are delivered for each, as raw envelope bytes built beforehan
 from __future__ import annotations
 
 import json
+import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import attrs
 
+from bench._util import postgres_schema
 from pipeline_state import InMemoryStore, Profile
 from pipeline_state._commands import Command
 from pipeline_state._decide import decide
@@ -29,7 +33,16 @@ from pipeline_state.profiles.huleedu.events import parse_payload
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
-__all__ = ["PIPELINE", "Delivery", "OutcomeWorkload", "Seeder", "batch_ids", "iter_batch_ids", "outcomes"]
+__all__ = [
+    "PIPELINE",
+    "Delivery",
+    "OutcomeWorkload",
+    "Seeder",
+    "batch_ids",
+    "fresh_store",
+    "iter_batch_ids",
+    "outcomes",
+]
 
 PIPELINE = "cj_assessment"
 """The pipeline every workload run executes: spellcheck, then CJ assessment."""
@@ -137,6 +150,17 @@ class OutcomeWorkload:
         """Messages the deliveries must emit: the CJ command, then completion + notification."""
         return 3 * len(self.ready)
 
+    @classmethod
+    async def seeded(cls, seeder: Seeder, store: Any, ids: Sequence[str], essays: int) -> OutcomeWorkload:
+        """A workload of the batches ``ids``, each committed to ``store`` ready (``essays``
+        items, no run)."""
+        ready = []
+        for batch_id in ids:
+            state = seeder.ready(batch_id, essays)
+            await seeder.commit(store, state, None)
+            ready.append(state)
+        return cls(seeder, ready)
+
     async def prepare(self, store: InMemoryStore) -> list[Delivery]:
         spell: list[Delivery] = []
         cj: list[Delivery] = []
@@ -158,3 +182,32 @@ class OutcomeWorkload:
             state = await store.load(ready.batch_id)
             if state is None or state.active_run is not None or not state.past.correlations:
                 raise RuntimeError(f"the outcomes for {ready.batch_id} did not complete its run")
+
+
+async def fresh_store(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """A fresh store of ``backend`` (``memory``, ``sqlite``: a new file in ``workdir``,
+    ``postgres``: a new schema at ``PIPELINE_STATE_TEST_POSTGRES``) and what closes it (and
+    drops the schema)."""
+    if backend == "memory":
+        return InMemoryStore(), _nothing
+    from pipeline_state_sql import open_store
+
+    if backend != "postgres":
+        sqlite = await open_store(f"sqlite+aiosqlite:///{workdir / name}.db")
+        return sqlite, sqlite.close
+    url = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
+    if not url:
+        raise SystemExit("postgres: set PIPELINE_STATE_TEST_POSTGRES to a PostgreSQL URL")
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}".replace("-", "_")
+    await postgres_schema(url, "create", schema)
+    postgres = await open_store(url, schema=schema)
+
+    async def close() -> None:
+        await postgres.close()
+        await postgres_schema(url, "drop", schema)
+
+    return postgres, close
+
+
+async def _nothing() -> None:
+    return None

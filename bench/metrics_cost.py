@@ -59,8 +59,8 @@ from pipeline_state_kafka.metrics import MeteredPublisher, ServiceMetrics  # noq
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench._util import Row, Target, headline_and_report  # noqa: E402
-from bench._workload import OutcomeWorkload, Seeder, batch_ids  # noqa: E402
-from bench.serve_cpu import after_unit, fresh_store  # noqa: E402
+from bench._workload import OutcomeWorkload, Seeder, batch_ids, fresh_store  # noqa: E402
+from bench.serve_cpu import after_unit  # noqa: E402
 from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
@@ -116,12 +116,9 @@ async def one_round(
     seeder = Seeder()
     store, close = await fresh_store(backend, workdir, name)
     try:
-        ready = []
-        for batch_id in batch_ids(cfg.batches, prefix=name):
-            state = seeder.ready(batch_id, cfg.essays)
-            await seeder.commit(store, state, None)
-            ready.append(state)
-        workload = OutcomeWorkload(seeder, ready)
+        workload = await OutcomeWorkload.seeded(
+            seeder, store, batch_ids(cfg.batches, prefix=name), cfg.essays
+        )
         deliveries = await workload.prepare(store)
         service = PipelineService(store, profile=seeder.profile, clock=ManualClock(seeder.now))
         handler = service_batch_handler(service)

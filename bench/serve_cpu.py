@@ -42,47 +42,14 @@ import pstats  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
-from bench._util import postgres_schema  # noqa: E402
-from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids  # noqa: E402
+from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids, fresh_store  # noqa: E402
 from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
-from pipeline_state._memory import InMemoryStore  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
 
 BACKENDS = ("memory", "sqlite", "postgres")
-
-
-async def fresh_store(backend: str, workdir: Path, name: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    """A fresh store of ``backend`` (``memory``, ``sqlite``: a new file in ``workdir``,
-    ``postgres``: a new schema at ``PIPELINE_STATE_TEST_POSTGRES``) and what closes it (and
-    drops the schema)."""
-    if backend == "memory":
-        return InMemoryStore(), _nothing
-    from pipeline_state_sql import open_store
-
-    if backend != "postgres":
-        sqlite = await open_store(f"sqlite+aiosqlite:///{workdir / name}.db")
-        return sqlite, sqlite.close
-    url = os.environ.get("PIPELINE_STATE_TEST_POSTGRES")
-    if not url:
-        raise SystemExit("postgres: set PIPELINE_STATE_TEST_POSTGRES to a PostgreSQL URL")
-    schema = f"serve_cpu_{uuid.uuid4().hex[:8]}"
-    await postgres_schema(url, "create", schema)
-    postgres = await open_store(url, schema=schema)
-
-    async def close() -> None:
-        await postgres.close()
-        await postgres_schema(url, "drop", schema)
-
-    return postgres, close
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _deliver(
@@ -131,12 +98,7 @@ async def one_round(
     seeder = Seeder()
     store, close = await fresh_store(backend, workdir, name)
     try:
-        ready = []
-        for batch_id in batch_ids(batches, prefix=name):
-            state = seeder.ready(batch_id, 5)
-            await seeder.commit(store, state, None)
-            ready.append(state)
-        workload = OutcomeWorkload(seeder, ready)
+        workload = await OutcomeWorkload.seeded(seeder, store, batch_ids(batches, prefix=name), 5)
         deliveries = await workload.prepare(store)
         service = PipelineService(store, profile=seeder.profile, clock=ManualClock(seeder.now))
         sink = Sink()

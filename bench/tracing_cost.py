@@ -1,5 +1,5 @@
 """Tracing's cost in process (issue 15, point 6): ``python bench/tracing_cost.py [--quick]
-[--rounds R] [--batches N] [--unit N] [--backends memory,sqlite] [--split | --breakdown |
+[--rounds R] [--batches N] [--unit N] [--backends memory,sqlite,postgres] [--split | --breakdown |
 --profile BACKEND | --once MODE]``.
 
 What ``serve`` does per inbound record, without the broker: the service's
@@ -76,7 +76,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF  # noqa: E402
 
 from bench._util import Row, Target, headline_and_report  # noqa: E402
-from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids  # noqa: E402
+from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids, fresh_store  # noqa: E402
 from pipeline_state import HandleResult, ManualClock, PipelineService  # noqa: E402
 from pipeline_state._memory import InMemoryStore  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
@@ -157,20 +157,6 @@ class Results:
     outcomes: int = 0
 
 
-async def _open(backend: str, workdir: Path, name: str) -> object:
-    if backend == "memory":
-        return InMemoryStore()
-    from pipeline_state_sql import open_store
-
-    return await open_store(f"sqlite+aiosqlite:///{workdir / name}.db")
-
-
-async def _close(store: object) -> None:
-    close = getattr(store, "close", None)
-    if close is not None:
-        await close()
-
-
 MODES = ("off", "unsampled", "unexported", "on")
 """``off``: no SDK; ``unsampled``: the SDK with a sampler that records nothing (the library's
 work around placeholder spans); ``unexported``: every span recorded, no span processor;
@@ -193,18 +179,15 @@ async def one_round(cfg: Config, backend: str, workdir: Path, name: str, traced:
     exported); ``traced``: ``True`` (``on``), ``False`` (``off``) or one of :data:`MODES`."""
     mode = traced if isinstance(traced, str) else ("on" if traced else "off")
     seeder = Seeder()
-    store = await _open(backend, workdir, name)
+    store, close = await fresh_store(backend, workdir, name)
     try:
-        ready = []
-        for batch_id in batch_ids(cfg.batches, prefix=name):
-            state = seeder.ready(batch_id, cfg.essays)
-            await seeder.commit(store, state, None)  # type: ignore[arg-type]
-            ready.append(state)
-        workload = OutcomeWorkload(seeder, ready)
-        deliveries = await workload.prepare(store)  # type: ignore[arg-type]
-        service = PipelineService(store, profile=seeder.profile, clock=ManualClock(seeder.now))  # type: ignore[arg-type]
+        workload = await OutcomeWorkload.seeded(
+            seeder, store, batch_ids(cfg.batches, prefix=name), cfg.essays
+        )
+        deliveries = await workload.prepare(store)
+        service = PipelineService(store, profile=seeder.profile, clock=ManualClock(seeder.now))
         sink = Sink()
-        relay = OutboxRelay(store, sink, service.clock)  # type: ignore[arg-type]
+        relay = OutboxRelay(store, sink, service.clock)
         exporter = CountingExporter()
         provider = _provider(mode, exporter)
         with sdk_installed(provider):
@@ -220,10 +203,10 @@ async def one_round(cfg: Config, backend: str, workdir: Path, name: str, traced:
             provider.shutdown()
         if sink.published != workload.expected_messages:
             raise RuntimeError(f"expected {workload.expected_messages} published, got {sink.published}")
-        await workload.check(store)  # type: ignore[arg-type]
+        await workload.check(store)
         return Round(cpu / 1000 / len(deliveries), exporter.spans, exporter.attributes)
     finally:
-        await _close(store)
+        await close()
 
 
 async def _deliver(
@@ -440,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows it runs, figures meaningless")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 9)")
     parser.add_argument("--batches", type=int, help="batches per round, two outcomes each (default 400)")
-    parser.add_argument("--backends", help="memory,sqlite (default both)")
+    parser.add_argument("--backends", help="memory,sqlite,postgres (default memory,sqlite)")
     parser.add_argument("--unit", type=int, help="messages per handle_many call (default 25)")
     parser.add_argument("--profile", metavar="BACKEND", help="profile one traced round instead")
     parser.add_argument("--breakdown", action="store_true", help="time each piece of a span alone instead")
@@ -467,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, unit=args.unit)
     if args.backends:
         cfg = replace(cfg, backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
-    unknown = set(cfg.backends) - {"memory", "sqlite"}
+    unknown = set(cfg.backends) - {"memory", "sqlite", "postgres"}
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     if args.profile:
