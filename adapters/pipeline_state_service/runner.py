@@ -97,6 +97,8 @@ class ServiceRunner:
         self.relay: RelayRunner | None = None
         self.consumer: InboundConsumer | None = None
         """The consumer of the service's inbound topics, once started."""
+        self.extra_consumers: dict[str, InboundConsumer] = {}
+        """The consumers of ``settings.consumers`` by name, once started."""
         self.metrics: ServiceMetrics | None = None
         """The Prometheus metrics (``settings.metrics``), once the store is open."""
         self._relays: list[RelayRunner] = []
@@ -209,6 +211,7 @@ class ServiceRunner:
             settings.store_url, opened.store, opened.outbox, service, settings.topic_prefix, settings
         )
         self.plugins.clear()
+        self.extra_consumers.clear()
         for name in settings.consumers:
             plugin = await resolve_consumer(name)(context)
             if plugin.close is not None:
@@ -321,12 +324,15 @@ class ServiceRunner:
         producer: ProducerLike,
         dlq_producer: ProducerLike,
     ) -> tuple[InboundConsumer, RelayRunner | None]:
-        settings = attrs.evolve(
-            self.settings.consumer_settings(),
-            topics=plugin.topics,
-            group_id=f"{self.settings.group_id}.{name}",
+        settings = _with_lanes(
+            attrs.evolve(
+                self.settings.consumer_settings(),
+                topics=plugin.topics,
+                group_id=f"{self.settings.group_id}.{name}",
+            ),
+            plugin.outbox,  # the store the plugin writes (its lanes queue for its writers)
         )
-        consumer = InboundConsumer(
+        consumer = self.extra_consumers[name] = InboundConsumer(
             settings,
             plugin.handler,
             self._dead_letters(dlq_producer, settings.group_id),

@@ -65,6 +65,22 @@ async def test_lanes_set_by_the_deployment_win_over_the_store(
     assert await _served_lanes(settings) == 3
 
 
+async def test_an_extra_consumer_fits_its_lanes_to_the_store_it_writes(
+    broker: LocalBroker, prefix: str, tmp_path: Path
+) -> None:
+    # Before: the consumers of ``--consumers`` kept four lanes whatever their store, so the
+    # results consumer on SQLite queued four units of work for the one writer per fetch.
+    sqlite = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
+    settings = fast_settings(broker.bootstrap, prefix, store_url=sqlite, consumers=("results",))
+    async with running(settings) as runner:
+        assert runner.consumer is not None
+        assert runner.consumer.settings.lanes == 1
+        assert [(n, c.settings.lanes) for n, c in runner.extra_consumers.items()] == [("results", 1)]
+    on_memory = fast_settings(broker.bootstrap, f"{prefix}m.", consumers=("results",))
+    async with running(on_memory) as runner:
+        assert {n: c.settings.lanes for n, c in runner.extra_consumers.items()} == {"results": 4}
+
+
 async def test_the_stores_say_how_many_writers_their_database_runs_at_once(tmp_path: Path) -> None:
     sqlite = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
     try:
