@@ -242,6 +242,23 @@ class InMemoryStore:
         ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
         return [self._batches[b] for b in ids[offset : offset + limit]]
 
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        """How many batches run a pipeline and when the oldest run was accepted
+        (:class:`~pipeline_state.ports.RunCountingStore`): one pass, nothing sorted or
+        copied."""
+        self._check()
+        count = 0
+        oldest: datetime | None = None
+        processing = BatchStatus.PROCESSING_PIPELINES
+        for state in self._batches.values():
+            if state.status is not processing:
+                continue
+            count += 1
+            run = state.active_run
+            if run is not None and (oldest is None or run.accepted_at < oldest):
+                oldest = run.accepted_at
+        return count, oldest
+
     # -- waiting facts ----------------------------------------------------------------------
     async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
         self._check()

@@ -92,6 +92,7 @@ __all__ = [
     "RegisterBatch",
     "RequestPipeline",
     "Run",
+    "RunCountingStore",
     "RunStatus",
     "RunSummary",
     "StalledRun",
@@ -377,6 +378,23 @@ class EventReadingStore(Store, Protocol):
         event the inbox does not hold, its state (or ``None``) and whether facts of it
         wait. Batches whose events were all processed are left out; an empty sequence
         gives ``(frozenset(), {})``."""
+        ...
+
+
+@runtime_checkable
+class RunCountingStore(Store, Protocol):
+    """A :class:`Store` that counts its running batches without handing their states out.
+
+    Optional: the metrics' store gauges (``pipeline_state_active_runs``,
+    ``pipeline_state_oldest_active_run_age_seconds``) read it every few seconds when the
+    store has it (the memory and SQL stores do: the SQL store answers with one aggregate
+    query) and otherwise list at most a bounded number of running batches, so they can
+    only say "at least" past that bound.
+    """
+
+    async def active_runs(self) -> tuple[int, datetime | None]:
+        """How many batches are in ``processing_pipelines`` and when the oldest of their
+        active runs was accepted (``None`` when none is)."""
         ...
 
 

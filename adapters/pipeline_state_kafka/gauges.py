@@ -21,14 +21,15 @@ import attrs
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state.errors import StoreError
-from pipeline_state.ports import Outbox, Store
+from pipeline_state.ports import Outbox, RunCountingStore, Store
 
 __all__ = ["ACTIVE_RUNS_LIMIT", "StoreReading", "StoreSampler", "read_store"]
 
 ACTIVE_RUNS_LIMIT = 1000
 """At most this many active runs are loaded per reading of a store that cannot count them
-itself (the count shows ``1000+`` beyond); a store with ``active_runs()`` (the SQL store)
-answers with one aggregate query, exact, without loading a state."""
+itself (the count shows ``1000+`` beyond); a
+:class:`~pipeline_state.ports.RunCountingStore` (the memory and SQL stores) answers exactly,
+without handing a state out (the SQL store with one aggregate query)."""
 
 T = TypeVar("T")
 
@@ -43,6 +44,9 @@ class StoreReading:
     active_runs: int | None = None
     oldest_active_run_age_seconds: float | None = None
     waiting: int | None = None
+    active_runs_capped: bool = False
+    """``active_runs`` is the most a store that cannot count them was asked to list
+    (:data:`ACTIVE_RUNS_LIMIT`): there may be more."""
 
 
 async def _or_none(read: Callable[[], Awaitable[T]]) -> T | None:
@@ -67,22 +71,21 @@ async def _backlog(outbox: Outbox, now: datetime) -> tuple[int | None, float | N
     return pending, _age(now, oldest), parked
 
 
-async def _active(store: Store, now: datetime) -> tuple[int | None, float | None]:
-    summary: Any = getattr(store, "active_runs", None)
-    if summary is not None:  # one aggregate query (the SQL store): exact, nothing decoded
-        found: tuple[int, datetime | None] | None = await _or_none(summary)
+async def _active(store: Store, now: datetime) -> tuple[int | None, float | None, bool]:
+    if isinstance(store, RunCountingStore):  # exact, no state handed out (SQL: one query)
+        found = await _or_none(store.active_runs)
         if found is None:
-            return None, None
-        return found[0], _age(now, found[1])
+            return None, None, False
+        return found[0], _age(now, found[1]), False
 
     async def listed() -> list[Any]:
         return await store.list_batches(BatchStatus.PROCESSING_PIPELINES, limit=ACTIVE_RUNS_LIMIT)
 
     batches = await _or_none(listed)
     if batches is None:
-        return None, None
+        return None, None, False
     accepted = [b.active_run.accepted_at for b in batches if b.active_run is not None]
-    return len(batches), _age(now, min(accepted, default=None))
+    return len(batches), _age(now, min(accepted, default=None)), len(batches) >= ACTIVE_RUNS_LIMIT
 
 
 async def _waiting(store: Store) -> int | None:
@@ -97,8 +100,8 @@ async def read_store(store: Store, outbox: Outbox, now: datetime | None = None) 
     """One reading of ``store`` and ``outbox`` (ages relative to ``now``, default: now)."""
     now = now or datetime.now(UTC)
     pending, oldest, parked = await _backlog(outbox, now)
-    active, oldest_run = await _active(store, now)
-    return StoreReading(pending, oldest, parked, active, oldest_run, await _waiting(store))
+    active, oldest_run, capped = await _active(store, now)
+    return StoreReading(pending, oldest, parked, active, oldest_run, await _waiting(store), capped)
 
 
 class StoreSampler:

@@ -15,7 +15,7 @@ import time
 from typing import Any, TextIO
 
 import attrs
-from pipeline_state_kafka.gauges import ACTIVE_RUNS_LIMIT, read_store
+from pipeline_state_kafka.gauges import read_store
 from pipeline_state_kafka.stats import ServiceStats
 
 from pipeline_state.ports import Outbox, Store
@@ -36,16 +36,21 @@ class Sample:
     active_runs: int | None
     uptime: float
     waiting: int | None = None
+    active_runs_capped: bool = False
+    """``active_runs`` stopped at :data:`~pipeline_state_kafka.gauges.ACTIVE_RUNS_LIMIT` (a
+    store that cannot count them): shown as ``1000+``."""
+
+    @property
+    def shown_active_runs(self) -> str:
+        """``active_runs`` as shown: ``?`` unknown, ``1000+`` when capped."""
+        if self.active_runs is None:
+            return "?"
+        return f"{self.active_runs}+" if self.active_runs_capped else str(self.active_runs)
 
     def line(self) -> str:
         """The plain ``key=value`` summary line."""
         depth = "?" if self.outbox_depth is None else self.outbox_depth
-        if self.active_runs is None:
-            active: object = "?"
-        elif self.active_runs >= ACTIVE_RUNS_LIMIT:
-            active = f"{ACTIVE_RUNS_LIMIT}+"
-        else:
-            active = self.active_runs
+        active = self.shown_active_runs
         waiting = "?" if self.waiting is None else self.waiting
         return (
             f"summary consumed={self.consumed} consumed_per_s={self.rate:.1f} dlq={self.dead_lettered} "
@@ -80,6 +85,7 @@ class Summary:
             reading.active_runs,
             now - self.stats.started_at,
             reading.waiting,
+            reading.active_runs_capped,
         )
 
     async def run_plain(self, stop: asyncio.Event, seconds: float, out: TextIO | None = None) -> None:
@@ -109,9 +115,7 @@ class Summary:
         for name in (*columns, "waiting"):
             table.add_column(name, justify="right")
         depth = "?" if sample.outbox_depth is None else str(sample.outbox_depth)
-        active = "?" if sample.active_runs is None else str(sample.active_runs)
-        if sample.active_runs is not None and sample.active_runs >= ACTIVE_RUNS_LIMIT:
-            active = f"{ACTIVE_RUNS_LIMIT}+"
+        active = sample.shown_active_runs
         table.add_row(
             str(sample.consumed),
             f"{sample.rate:.1f}",

@@ -46,6 +46,7 @@ from pipeline_state.ports import (
     Outbox,
     OutboxMessage,
     OutboxRow,
+    RunCountingStore,
     Store,
     TransitionRecord,
     WaitingFact,
@@ -84,6 +85,14 @@ def _event_reading(store: ContractStore) -> EventReadingStore:
     one-read loads."""
     if not isinstance(store, EventReadingStore):
         pytest.skip(f"{type(store).__name__} has no load_for_event / load_for_events (optional)")
+    return store
+
+
+def _run_counting(store: ContractStore) -> RunCountingStore:
+    """``store`` as a :class:`RunCountingStore`; skips the test when it cannot count its
+    runs."""
+    if not isinstance(store, RunCountingStore):
+        pytest.skip(f"{type(store).__name__} has no active_runs (optional)")
     return store
 
 
@@ -629,6 +638,46 @@ class StoreContract:
         assert read == {"b2": (b2, True), "b3": (None, False)}
         processed, read = await reads.load_for_events([("b1", "e5")])
         assert (processed, read) == (frozenset(), {"b1": (b1, False)})
+
+    # -- counting the runs (optional) -------------------------------------------------------
+    async def test_active_runs_counts_the_running_batches_and_the_oldest_run(
+        self, store: ContractStore
+    ) -> None:
+        counting = _run_counting(store)
+        assert await counting.active_runs() == (0, None)
+        await self.seed(store, "idle")
+        for name, hours in (("late", 5), ("early", 2), ("middle", 3)):
+            state = with_deadline(make_state(name), None)
+            assert state.active_run is not None
+            run = attrs.evolve(state.active_run, accepted_at=T0 + timedelta(hours=hours, microseconds=5))
+            await store.commit(Change(name, None, attrs.evolve(state, active_run=run), T0))
+        await store.commit(Change("gone", None, make_state("gone", status=BatchStatus.CANCELLED), T0))
+        count, oldest = await counting.active_runs()
+        assert count == 3
+        assert oldest is not None
+        assert abs(oldest - (T0 + timedelta(hours=2, microseconds=5))) < timedelta(milliseconds=1)
+        # What listing the running batches would say.
+        listed = await store.list_batches(BatchStatus.PROCESSING_PIPELINES)
+        assert count == len(listed)
+        early = await store.load("early")
+        assert early is not None
+        await store.commit(
+            Change(
+                "early",
+                early.version,
+                attrs.evolve(
+                    early,
+                    active_run=None,
+                    status=BatchStatus.READY_FOR_PIPELINE_EXECUTION,
+                    version=early.version + 1,
+                ),
+                T0,
+            )
+        )
+        count, oldest = await counting.active_runs()
+        assert count == 2
+        assert oldest is not None
+        assert abs(oldest - (T0 + timedelta(hours=3, microseconds=5))) < timedelta(milliseconds=1)
 
     # -- waiting facts ----------------------------------------------------------------------
     async def test_waiting_fact_is_kept_with_its_inbox_entry(self, store: ContractStore) -> None:

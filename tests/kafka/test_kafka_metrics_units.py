@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
+import attrs
 import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pipeline_state_http import HttpSettings, create_app
 from pipeline_state_kafka.dashboard import PANELS
-from pipeline_state_kafka.gauges import StoreSampler
+from pipeline_state_kafka.gauges import ACTIVE_RUNS_LIMIT, StoreSampler, read_store
 from pipeline_state_kafka.handlers import Handled
 from pipeline_state_kafka.metrics import FAMILIES, ServiceMetrics
 from pipeline_state_kafka.panel_data import Scrape, evaluate, panel_series
+from pipeline_state_kafka.stats import ServiceStats
 from pipeline_state_service.logs import configure_logging
+from pipeline_state_service.summary import Summary
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_state import InMemoryStore, PipelineService
-from pipeline_state.ports import OutboxMessage
+from pipeline_state.ports import Change, OutboxMessage
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state.testing import T0, make_state, with_deadline
 
 TRACE_ID, SPAN_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
 
@@ -55,6 +60,24 @@ async def test_kafka_store_gauges_are_read_at_a_bounded_rate() -> None:
     assert values["pipeline_state_active_runs"] == 0
     with pytest.raises(ValueError, match="min_interval"):
         StoreSampler(store, store, min_interval=-1)
+
+
+async def test_kafka_the_memory_stores_gauges_count_every_active_run() -> None:
+    # Before: the memory store could not count its runs, so a reading listed at most
+    # ACTIVE_RUNS_LIMIT of them and the summary line said "1000+".
+    store = InMemoryStore()
+    count = ACTIVE_RUNS_LIMIT + 5
+    for i in range(count):
+        state = with_deadline(make_state(f"many-{i:05d}"), None)
+        assert state.active_run is not None
+        run = attrs.evolve(state.active_run, accepted_at=T0 + timedelta(seconds=i))
+        await store.commit(Change(state.batch_id, None, attrs.evolve(state, active_run=run), T0))
+    reading = await read_store(store, store, T0 + timedelta(hours=1))
+    assert reading.active_runs == count
+    assert not reading.active_runs_capped
+    assert reading.oldest_active_run_age_seconds == 3600.0
+    line = (await Summary(ServiceStats(), store, store).sample()).line()
+    assert f"active_runs={count} " in line
 
 
 async def test_kafka_each_service_has_a_registry_of_its_own() -> None:

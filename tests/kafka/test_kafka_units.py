@@ -283,6 +283,7 @@ def test_kafka_summary_line_names_rate_dlq_depth_and_active_runs() -> None:
         outbox_depth=5,
         active_runs=1000,
         uptime=3.2,
+        active_runs_capped=True,  # a store that cannot count its runs listed as many as allowed
     )
     line = sample.line()
     for part in (
@@ -294,6 +295,9 @@ def test_kafka_summary_line_names_rate_dlq_depth_and_active_runs() -> None:
         "published=300",
     ):
         assert part in line
+    # A store that counts (memory, SQL) is shown exactly, past the listing's limit too.
+    assert "active_runs=1000 " in attrs.evolve(sample, active_runs_capped=False).line()
+    assert "active_runs=1005 " in attrs.evolve(sample, active_runs=1005, active_runs_capped=False).line()
     unknown = attrs.evolve(sample, outbox_depth=None, active_runs=None).line()
     assert "outbox_depth=?" in unknown
     assert "active_runs=?" in unknown
