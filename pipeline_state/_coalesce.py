@@ -17,9 +17,12 @@ four taking turns, rather than one group of eight that leaves the CPU idle while
 one batch are serialised by the store's compare-and-set (the loser retries from a fresh
 read), as concurrent calls always were.
 
-A freed slot is filled on the event loop's next turn, not at once: the callers whose unit of
-work just ended are woken first and, if they come straight back (a consumer working through
-its messages), join the next group instead of one of them starting a unit of work alone.
+A slot freed while callers wait is filled on the event loop's next turn, not at once: the
+callers whose unit of work just ended are woken first and, if they come straight back (a
+consumer working through its messages), join the next group instead of one of them starting
+a unit of work alone. A slot freed while nobody waits is free at once, so a caller that
+works through its messages one after the other, without giving the loop a turn in between
+(an in-memory store), goes alone every time.
 A single queued item waits while another unit of work is in flight, and goes with the next
 group, rather than being committed alone.
 """
@@ -94,7 +97,10 @@ class Coalescer(Generic[T, R]):
             try:
                 return await self._alone(item)
             finally:
-                loop.call_soon(self._refill, lane)
+                if lane.queue:
+                    loop.call_soon(self._refill, lane)
+                else:  # nobody waits: the slot is free now, for this caller's next call too
+                    lane.busy -= 1
         future: asyncio.Future[R] = loop.create_future()
         lane.queue.append((item, future))
         return await future

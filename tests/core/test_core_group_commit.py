@@ -36,7 +36,9 @@ Outcome = HandleResult | PipelineStateError
 
 class CountingStore(InMemoryStore):
     """Records the size of every unit of work (1 for ``commit``, the changes of a
-    ``commit_many``) and can fail the next ``commit_many`` calls."""
+    ``commit_many``) and can fail the next ``commit_many`` calls. Its commits suspend once,
+    as a store's I/O does: concurrent callers overlap only while a commit is in flight (the
+    plain memory store never suspends, so its callers never overlap and never group)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,10 +46,12 @@ class CountingStore(InMemoryStore):
         self.fail_many = 0
 
     async def commit(self, change: Change) -> None:
+        await asyncio.sleep(0)
         self.units.append(1)
         await super().commit(change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
+        await asyncio.sleep(0)
         if self.fail_many:
             self.fail_many -= 1
             raise StoreUnavailableError("commit_many", "injected")
@@ -121,6 +125,28 @@ async def test_a_lone_caller_is_handled_alone() -> None:
     for message in story(env, "b1"):
         await svc.handle_message(*message)
     assert store.units == [1] * 7  # one ``commit`` each, no group
+
+
+async def test_a_caller_that_never_yields_goes_alone_every_time() -> None:
+    # Before: the slot a call freed was given back on the loop's next turn only, so a lone
+    # caller whose work never suspends (the in-memory store) found both slots taken on its
+    # third call, queued, and went as a "group" of one in a task of its own, every third call.
+    seen: list[str] = []
+    groups: list[list[str]] = []
+
+    async def alone(item: str) -> str:
+        seen.append(item)
+        return item.upper()
+
+    async def together(items: Sequence[str]) -> list[str | BaseException]:
+        groups.append(list(items))
+        return [item.upper() for item in items]
+
+    coalescer: Coalescer[str, str] = Coalescer(alone, together, limit=64)
+    items = [f"m{n}" for n in range(10)]
+    assert [await coalescer.submit(item) for item in items] == [item.upper() for item in items]
+    assert seen == items
+    assert groups == []
 
 
 async def test_group_limit_bounds_a_group_and_one_turns_grouping_off() -> None:
