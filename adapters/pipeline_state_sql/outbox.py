@@ -286,16 +286,22 @@ def take_leased(
     row of their key are released at once (one more statement, only then)."""
     by_event = {message.event_id: (message, at) for message, at in messages}
     blocked: list[int] = []
-    for row_id, event_id, held in inserted:
+    blocked_keys: set[str] = set()
+    # In id order: a key's rows after a blocked one of the same insert are blocked too (the
+    # same older row holds them). The database does not always say so itself: on SQLite a
+    # row of the statement sees the earlier rows of that statement, leased to this relay,
+    # and reads them as the newest older row of its key (PostgreSQL reads one snapshot).
+    for row_id, event_id, held in sorted(inserted, key=lambda row: int(row[0])):
         message, at = by_event[event_id]
-        if message.key is None:
+        key = message.key
+        if key is None:
             continue
-        if held:
+        if held or key in blocked_keys:
             blocked.append(int(row_id))
+            blocked_keys.add(key)
         else:
             lease.handed.append(OutboxRow(id=int(row_id), message=message, created_at=at))
     if blocked:
-        # A key's rows after a blocked one are blocked too (the same older row holds them).
         release_rows(conn, blocked, lease.owner)
         lease.poll = True
     lease.handed.sort(key=lambda r: r.id)

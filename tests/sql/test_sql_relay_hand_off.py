@@ -189,6 +189,66 @@ async def test_a_handed_row_never_overtakes_an_older_failing_row_of_its_key(make
     assert await store.pending_count() == 0
 
 
+async def _behind_a_row_of_another_process(make_store: Any) -> tuple[SqlStore, Transport, OutboxRelay]:
+    """A store with its relay attached, and a pending row of key ``k`` (``old``) written by
+    another process (another store on the database, no relay of ours): not this relay's."""
+    other = await make_store()
+    await other.commit(Change("handoff-other", None, None, T0, outbox=(message("old", "k"),)))
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    attach(store, relay)
+    return store, transport, relay
+
+
+async def test_every_row_of_one_insert_behind_an_older_row_of_its_key_is_left_to_the_claim(
+    make_store: Any,
+) -> None:
+    # Before, on SQLite: the second row of the insert read the first (leased to this relay)
+    # as the newest older row of its key, was handed over, and went out before "old".
+    store, transport, relay = await _behind_a_row_of_another_process(make_store)
+    await commit(store, message("new1", "k"), message("new2", "k"), message("x1", "x"), tag="1")
+    assert relay.handed == 1  # x1 only
+    await relay.run_once(claim=False)
+    assert transport.published == ["x1"]
+    await relay.drain()
+    assert transport.published == ["x1", "old", "new1", "new2"]
+
+
+async def test_every_row_of_a_group_commit_behind_an_older_row_of_its_key_is_left_to_the_claim(
+    make_store: Any,
+) -> None:
+    store, transport, relay = await _behind_a_row_of_another_process(make_store)
+    await store.commit_many(
+        [
+            Change("handoff-1", None, None, T0, outbox=(message("new1", "k"),)),
+            Change("handoff-2", None, None, T0, outbox=(message("new2", "k"),)),
+        ]
+    )
+    assert relay.handed == 0
+    await relay.run_once(claim=False)
+    assert transport.published == []
+    await relay.drain()
+    assert transport.published == ["old", "new1", "new2"]
+
+
+async def test_rows_behind_a_requeued_row_of_their_key_wait_for_it(make_store: Any) -> None:
+    # One process: a republished row is pending again and left to the claim; the rows a
+    # later unit of work writes on its key go after it.
+    store = await make_store()
+    transport = Transport()
+    relay = OutboxRelay(store, transport, ManualClock(T0))
+    attach(store, relay)
+    await commit(store, message("old", "k"), tag="1")
+    await relay.drain()
+    await store.commit(Change("handoff-1", None, None, T0, republish=("old",)))
+    await commit(store, message("new1", "k"), message("new2", "k"), tag="2")
+    await relay.run_once(claim=False)
+    assert transport.published == ["old"]
+    await relay.drain()
+    assert transport.published == ["old", "old", "new1", "new2"]
+
+
 async def test_a_row_handed_late_is_held_back_by_a_row_of_its_key_that_failed(make_store: Any) -> None:
     store = await make_store()
     transport = Transport(failing=["poison"])
