@@ -21,6 +21,8 @@ from starlette.requests import Request
 
 from pipeline_state._decide import derive_id
 
+from .security import route_path
+
 __all__ = ["RequestContext", "correlation_only", "event_id_for", "request_context"]
 
 
@@ -60,7 +62,8 @@ async def request_context(
     """The event id and correlation id of a mutating request."""
     if idempotency_key is not None:
         body = await request.body()
-        event_id = event_id_for(request.method, request.url.path, idempotency_key, body)
+        # The path the routes match: the same resource gets the same id under any root path.
+        event_id = event_id_for(request.method, route_path(request.scope), idempotency_key, body)
     else:
         event_id = str(uuid.uuid4())
     if x_correlation_id is not None:

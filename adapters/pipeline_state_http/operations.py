@@ -65,7 +65,9 @@ class Operations:
         correlation = ctx.correlation_id
         if not ctx.correlation_supplied and body.client_correlation_id is not None:
             correlation = str(body.client_correlation_id)
-        data = body.model_dump(mode="json") | {"batch_id": batch_id, "client_correlation_id": correlation}
+        # The fields as parsed, not ``model_dump``: its serializer has a depth limit of its own
+        # and raised on a deep ``prompt_payload`` (a 500) before the wire model's check (a 422).
+        data = dict(body) | {"batch_id": batch_id, "client_correlation_id": correlation}
         payload = parse_payload("http", data, model=ClientBatchPipelineRequestV1)
         assert isinstance(payload, ClientBatchPipelineRequestV1)
         result = await self._run(payload, ctx, correlation)

@@ -41,6 +41,7 @@ __all__ = [
     "Guard",
     "guard_scopes",
     "require_scopes",
+    "route_path",
     "route_table",
     "scope_guard",
     "tokens_match",
@@ -161,7 +162,7 @@ class BodyLimitMiddleware:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefixes):
+        if scope["type"] != "http" or not route_path(scope).startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
@@ -203,6 +204,16 @@ class BodyLimitMiddleware:
             return {"type": "http.request", "body": whole, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app's routes match: ``scope["path"]`` without the ``root_path`` an ASGI
+    server (``uvicorn --root-path``) or a parent app's mount put before it."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -13,6 +13,8 @@ from pipeline_state_http import HttpSettings, create_app
 from pipeline_state_http.routes import OPERATOR_VIEWS
 from pipeline_state_http.security import route_table, tokens_match
 from pipeline_state_http.settings import Scope
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.errors import BadCommandError, CorruptStateError, RejectedDataError
@@ -266,6 +268,74 @@ async def test_bodies_over_the_limit_are_413(http: httpx.AsyncClient, make_ready
         "/v1/batches/b1/pipelines", json={"requested_pipeline": "nlp", "user_id": "t"}, headers=bearer(API)
     )
     assert small.status_code == 202
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [9, 300])  # 300: within the 2,048-byte body limit
+async def test_a_deep_prompt_payload_is_422_on_the_pipeline_route(
+    http: httpx.AsyncClient, make_ready: MakeReady, depth: int
+) -> None:
+    # Before: from about 256 levels the route dumped the body with pydantic's serializer,
+    # whose own depth limit raised first: a 500 and a traceback in the log per request.
+    await make_ready("b1")
+    raw = f'{{"requested_pipeline": "nlp", "user_id": "t", "prompt_payload": {_nested(depth)}}}'
+    headers = {**bearer(API), "Content-Type": "application/json"}
+    dry = await http.post("/v1/batches/b1/pipelines/nlp/preflight", content=raw, headers=headers)
+    assert dry.status_code == 422
+    answer = await http.post("/v1/batches/b1/pipelines", content=raw, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "data.prompt_payload"
+    assert (await http.get("/v1/batches/b1", headers=bearer(API))).json()["active_run"] is None
+
+
+def _register_padded() -> dict[str, object]:
+    """A valid registration padded far past the 2,048-byte limit (unknown fields are ignored)."""
+    return {
+        "batch_id": "big",
+        "expected_essay_count": 1,
+        "user_id": "t",
+        "course_code": "ENG5",
+        "pad": "x" * 50_000,
+    }
+
+
+async def test_the_body_limit_holds_under_a_root_path_and_a_mount(app) -> None:  # type: ignore[no-untyped-def]
+    # Before: the limit matched ``scope["path"]``, which holds the root path an ASGI server
+    # (``uvicorn --root-path``) or a parent app's mount puts before the routes: a padded
+    # registration got 202 there, and the 408 of a slow body did not apply either.
+    behind_proxy = httpx.ASGITransport(app=app, root_path="/api")
+    mounted = httpx.ASGITransport(app=Starlette(routes=[Mount("/state", app=app)]))
+    for transport, prefix in ((behind_proxy, "/api"), (mounted, "/state")):
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+            assert (await http.get(f"{prefix}/v1/batches/nope", headers=bearer(API))).status_code == 404
+            answer = await http.post(
+                f"{prefix}/v1/batches/register", json=_register_padded(), headers=bearer(API)
+            )
+            assert answer.status_code == 413, answer.text[:200]
+            assert (await http.get(f"{prefix}/v1/batches/big", headers=bearer(API))).status_code == 404
+
+
+async def test_an_idempotency_key_names_the_same_request_under_any_root_path(
+    app, make_ready: MakeReady
+) -> None:  # type: ignore[no-untyped-def]
+    # The event id of a keyed request comes from the path the routes match: a retry that
+    # reaches the service through another root path is the same request, answered as the
+    # first (not a second pipeline request, refused while the first run is active).
+    await make_ready("k1")
+    body = {"requested_pipeline": "nlp", "user_id": "t"}
+    headers = {**bearer(API), "Idempotency-Key": "request-k1"}
+    answers = []
+    for transport, prefix in (
+        (httpx.ASGITransport(app=app), ""),
+        (httpx.ASGITransport(app=app, root_path="/api"), "/api"),
+    ):
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+            answers.append(await http.post(f"{prefix}/v1/batches/k1/pipelines", json=body, headers=headers))
+    assert [a.status_code for a in answers] == [202, 202], answers[1].text
+    assert answers[0].json() == answers[1].json()
 
 
 async def test_an_unreadable_content_length_is_400(http: httpx.AsyncClient) -> None:
