@@ -46,6 +46,7 @@ from pipeline_state.profiles.huleedu.results import (
 from .extensions import ConsumerFactory, ConsumerPlugin, ServeContext
 from .results_stores import OpenedResultsStore, OutboxResultsStore, ResultsStoreOpener, open_results_store
 from .settings import ServeSettings
+from .stores import shown_url
 
 __all__ = [
     "RESULTS_CONSUMER",
@@ -146,7 +147,7 @@ def results_factory(
         tasks = (functools.partial(purge_periodically, service, period),) if period > 0 else ()
         log.info(
             "results consumer ready to start",
-            extra={"store": opened.url, "durable": opened.durable, "purge_seconds": period},
+            extra={"store": shown_url(opened.url), "durable": opened.durable, "purge_seconds": period},
         )
         return ConsumerPlugin(
             topics=service.topics,

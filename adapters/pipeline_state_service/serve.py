@@ -30,7 +30,7 @@ from .logs import configure_logging
 from .otel import tracing_from
 from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError
-from .stores import open_store
+from .stores import open_store, shown_url
 from .summary import Summary
 from .tasks import log_tasks
 from .web import http_serve_settings, http_settings_in_effect
@@ -83,7 +83,7 @@ async def serve(
         try:
             opened = await open_store(settings.store_url, **settings.store_options())
         except PipelineStateError as exc:
-            log.error("cannot open the store %s: %s", settings.store_url, exc)
+            log.error("cannot open the store %s: %s", shown_url(settings.store_url), exc)
             return EXIT_FAILED
         runner = ServiceRunner(settings, store=opened)
         summary_stop = asyncio.Event()
@@ -95,7 +95,7 @@ async def serve(
                 "starting",
                 extra={
                     "kafka": settings.kafka,
-                    "store": opened.url,
+                    "store": opened.shown_url,
                     "group_id": settings.group_id,
                     "relay": settings.relay_enabled,
                     "http": None if settings.http is None else f"{settings.http[0]}:{settings.http[1]}",

@@ -19,7 +19,7 @@ from pipeline_state._memory import InMemoryStore
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import Outbox, Store
 
-__all__ = ["MEMORY_URL", "OpenedStore", "open_store"]
+__all__ = ["MEMORY_URL", "OpenedStore", "open_store", "shown_url"]
 
 MEMORY_URL = "memory://"
 
@@ -40,6 +40,24 @@ class OpenedStore:
     @property
     def durable(self) -> bool:
         return self.url != MEMORY_URL
+
+    @property
+    def shown_url(self) -> str:
+        """:attr:`url` as logs and messages show it (:func:`shown_url`)."""
+        return shown_url(self.url)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs and error messages may show it: a password it holds is ``***``. A URL
+    that does not parse is shown as its scheme only (whatever follows may be a secret)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        scheme, found, _ = url.partition("://")
+        return f"{scheme}://..." if found else "(not a URL)"
 
 
 async def open_store(

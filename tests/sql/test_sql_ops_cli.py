@@ -318,3 +318,25 @@ def test_usage_errors_unreachable_stores_and_version(
     for words in ((), ("batch",), ("batch", "show"), ("outbox", "republish"), ("dlq", "reinject"), ("demo",)):
         version = cli(*words, "--version")
         assert (version.code, version.out.strip()) == (0, "pipeline-state 0.1.0.dev0"), words
+
+
+def test_a_store_url_with_a_password_is_never_shown_with_it(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: a URL that did not parse was echoed whole (password included) and one with a
+    # port that is not a number escaped as a traceback; the password of a server that was
+    # down did not show, which this keeps checking.
+    cli = Cli(capsys, [])
+    for url in (
+        "postgres ql://admin:S3cretPw@127.0.0.1/db",  # a typo in the scheme
+        "postgresql+asyncpg://admin:S3cretPw@127.0.0.1:notaport/db",
+        "postgresql+asyncpg://admin:S3cretPw@127.0.0.1:1/nowhere",  # parses; nobody listens
+    ):
+        for json_out in ((), ("--json",)):
+            ran = cli("batch", "show", "b1", "--store", url, *json_out)
+            assert ran.code in (2, 4), ran.err
+            assert ran.err.count("\n") == 1, ran.err
+            assert "S3cretPw" not in ran.out + ran.err
+    typo = cli("batch", "show", "b1", "--store", "postgres ql://admin:S3cretPw@127.0.0.1/db")
+    assert typo.code == 2
+    assert "--store: not a database URL: postgres ql://..." in typo.err

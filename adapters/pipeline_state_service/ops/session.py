@@ -25,6 +25,7 @@ from pipeline_state._service import HandleResult, PipelineService
 from pipeline_state._wire import MAX_ID_LENGTH
 from pipeline_state.errors import DefinitionError, StoreUnavailableError
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state_service.stores import shown_url
 
 from .exits import ExitCode, OperatorError
 
@@ -164,8 +165,8 @@ def _sqlite_file(url: str) -> Path | None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise OperatorError(ExitCode.USAGE, f"--store: not a database URL: {url!r}") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise OperatorError(ExitCode.USAGE, f"--store: not a database URL: {shown_url(url)}") from exc
     if not parsed.drivername.startswith("sqlite"):
         return None
     database = parsed.database or ""
