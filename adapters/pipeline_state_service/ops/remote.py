@@ -4,7 +4,10 @@ For a deployment whose store the operator cannot reach (or an in-memory one), th
 goes to the service's own routes with the public token (``$PIPELINE_STATE_API_TOKEN``, never
 a command-line argument). The service runs the same command through its engine; the
 ``Idempotency-Key`` is derived like the event id of the store route (the action, the batch
-and the run it acts on), so a repeat is answered with what the first did.
+and the run it acts on), so a repeat is answered with what the first did. The service keys
+a request on that key and its body, which holds the operator and the reason: a repeat by
+another operator or with another reason is another request there (refused once the run has
+ended), where the store route answers it as a duplicate.
 """
 
 from __future__ import annotations
