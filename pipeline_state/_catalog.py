@@ -51,6 +51,7 @@ from typing import Any
 import attrs
 import yaml
 
+from pipeline_state._model import RECORDED_PIPELINE_PREFIX
 from pipeline_state.errors import CatalogError, UnknownPipelineError
 
 __all__ = [
@@ -74,6 +75,12 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
         )
     if not value.strip():
         raise CatalogError(f"{what} name must not be empty", pipeline=pipeline)
+    if what == "pipeline" and value.startswith(RECORDED_PIPELINE_PREFIX):
+        raise CatalogError(
+            f"pipeline name {value!r} begins with {RECORDED_PIPELINE_PREFIX!r}, which names the "
+            "runs an operator records",
+            pipeline=pipeline,
+        )
     return value
 
 

@@ -25,6 +25,7 @@ from ._lifecycle import (
 )
 
 __all__ = [
+    "RECORDED_PIPELINE_PREFIX",
     "BatchState",
     "ItemRef",
     "Past",
@@ -35,6 +36,10 @@ __all__ = [
     "evolver",
     "next_deadline",
 ]
+
+RECORDED_PIPELINE_PREFIX = "manual:"
+"""The pipeline name of a run that records a phase an operator reported done outside the
+engine begins with this (``manual:<phase>``); no catalog pipeline may."""
 
 
 @attrs.frozen(slots=True, cache_hash=False)
@@ -112,6 +117,12 @@ class Run:
     plan: tuple[str, ...] = ()
     """Every step of the resolved pipeline in plan order, pruned ones included."""
 
+    @property
+    def recorded(self) -> bool:
+        """Whether this run records a phase an operator reported done outside the engine
+        (``RecordPhaseCompletion`` on an idle batch): no pipeline request was accepted."""
+        return self.pipeline_name.startswith(RECORDED_PIPELINE_PREFIX)
+
     def phase(self, name: str) -> PhaseRun | None:
         for phase in self.phases:
             if phase.name == name:
@@ -178,7 +189,8 @@ class Past:
             if phase.status in PHASE_DONE:
                 recorded.pop(phase.name, None)  # re-inserted: the order says which came last
                 recorded[phase.name] = phase.outputs
-        accepted = (*self.accepted, run.accepted_at)
+        # A recorded run was no request: rate limits, which read these times, leave it out.
+        accepted = self.accepted if run.recorded else (*self.accepted, run.accepted_at)
         if remember is not None:
             accepted = accepted[len(accepted) - remember :] if remember > 0 else ()
         return Past((*self.correlations, run.correlation_id), accepted, tuple(recorded.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline_state._commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state._inputs import PhaseOutcome
 from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state._model import PhaseRun, Run
+from pipeline_state._model import RECORDED_PIPELINE_PREFIX, PhaseRun, Run
 from pipeline_state.errors import UnknownPipelineError
 
 from . import machines
@@ -135,8 +135,10 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
         if p.success:
             changes = {"finished_at": now, "outputs": phase.inputs if phase is not None else ()}
             trigger = "mark_succeeded"
-        else:
-            changes = {"finished_at": now, "error": "reported_failed", "outputs": (), "failed_item_ids": ()}
+        else:  # every item the phase was given failed (it was dispatched: see the lifecycle)
+            failed = () if phase is None else tuple(e.item_id for e in phase.inputs)
+            changes = {"finished_at": now, "error": "reported_failed", "outputs": ()}
+            changes["failed_item_ids"] = failed
             trigger = "mark_failed"
         fired = engine.fire_phase(PhaseCtx(engine, p.phase_name, changes), trigger)
         if isinstance(fired, machines.Refused):
@@ -172,7 +174,7 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
     )
     record = Run(
         run_id=run_id,
-        pipeline_name=f"manual:{p.phase_name}",
+        pipeline_name=f"{RECORDED_PIPELINE_PREFIX}{p.phase_name}",
         correlation_id=session.command.correlation_id,
         requested_by="operator",
         accepted_at=now,

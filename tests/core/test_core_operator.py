@@ -5,9 +5,21 @@ from __future__ import annotations
 import pytest
 from core_flow import Flow, datas, new_id, one, refs, topics
 
-from pipeline_state import ArchiveBatch, CancelBatch, CancelRun, IllegalTransitionError, RetryPhase
+from pipeline_state import (
+    ArchiveBatch,
+    CancelBatch,
+    CancelRun,
+    IllegalTransitionError,
+    InMemoryRuntime,
+    RateLimitGuard,
+    RetryPhase,
+)
+from pipeline_state._catalog import Catalog
 from pipeline_state._commands import RecordPhaseCompletion
+from pipeline_state.errors import CatalogError
 from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import huleedu_profile
+from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 COMPLETED = Topic.PIPELINE_COMPLETED.value
 DENIED = Topic.PIPELINE_DENIED.value
@@ -187,3 +199,51 @@ async def test_a_recorded_completion_takes_the_items_every_dependency_completed(
     (phase,) = recorded.phases
     assert [e.item_id for e in phase.outputs] == ids[:1]
     assert [e.item_id for e in phase.inputs] == ids[:1]
+
+
+async def test_an_operator_reported_failure_counts_every_item_the_phase_was_given(flow: Flow) -> None:
+    # Found by an attack: the failure recorded no failed items, so the completion event's
+    # phase_results said nlp handled nothing (0 successful, 0 failed) while the run's own
+    # figure counted the three essays sent to it as failed; a timeout counts them.
+    ids = await flow.ready("b1")
+    started = await flow.start("b1", "nlp")
+    await flow.outcome("b1", "spellcheck", started.correlation_id, processed=ids)
+    nlp_inputs = (await flow.state("b1")).active_run.phase("nlp").inputs  # type: ignore[union-attr]
+    assert [e.item_id for e in nlp_inputs] == ids
+
+    out = await flow.rt.execute(RecordPhaseCompletion("b1", "nlp", success=False))
+
+    completed = one(out, COMPLETED)
+    assert (completed["successful_essay_count"], completed["failed_essay_count"]) == (0, 3)
+    nlp = completed["phase_results"]["nlp"]
+    assert (nlp["status"], nlp["successful"], nlp["failed"]) == ("failed", 0, 3)
+    assert (await flow.state("b1")).history[-1].phase("nlp").failed_item_ids == tuple(ids)  # type: ignore[union-attr]
+
+
+async def test_a_recorded_completion_is_no_request_for_the_rate_limit() -> None:
+    # Found by an attack: the run that records an operator's report was counted as an
+    # accepted request, so the teacher's first request of the window was denied
+    # ``rate_limit_exceeded`` (with an action-required notification).
+    profile = huleedu_profile(extra_guards=[RateLimitGuard(max_runs=1, window_seconds=3600)])
+    flow = Flow(InMemoryRuntime(profile), HuleEduEnvelopes())
+    await flow.ready("b1")
+    await flow.rt.execute(RecordPhaseCompletion("b1", "spellcheck", success=True))
+    recorded = (await flow.state("b1")).history[-1]
+
+    first = await flow.request("b1", "nlp")
+    assert [m["value"]["data"]["denial_reason"] for m in first if m["topic"] == DENIED] == []
+    assert recorded.pipeline_name == "manual:spellcheck"
+    assert recorded.recorded
+    corr = (await flow.state("b1")).active_run.correlation_id  # type: ignore[union-attr]
+    ids = [e.item_id for e in (await flow.state("b1")).items]
+    await flow.outcome("b1", "nlp", corr, processed=ids)
+    # The limit still counts the requests: a second one in the window is denied.
+    second = await flow.request("b1", "nlp")
+    assert [m["value"]["data"]["denial_reason"] for m in second if m["topic"] == DENIED] == [
+        "rate_limit_exceeded"
+    ]
+
+
+def test_no_catalog_pipeline_may_take_the_recorded_runs_prefix() -> None:
+    with pytest.raises(CatalogError, match="manual:"):
+        Catalog.from_dict({"pipelines": {"manual:x": {"steps": [{"name": "a"}]}}})
