@@ -108,13 +108,19 @@ def decode_json(topic: str, raw: bytes | bytearray | str, limits: IntakeLimits =
             topic, f"JSON nested {depth} levels deep exceeds the limit of {limits.max_json_depth}"
         )
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except (UnicodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidMessageError(topic, f"not valid JSON: {_short(exc)}") from exc
     except RecursionError as exc:
         raise InvalidMessageError(topic, "JSON nested too deeply to parse") from exc
     except MemoryError as exc:
         raise InvalidMessageError(topic, "JSON too large to parse") from exc
+
+
+def _no_constant(token: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python's parser takes and JSON
+    (RFC 8259) does not: refused, so no such number reaches a state, a store or a message."""
+    raise ValueError(f"{token} is not a JSON number")
 
 
 def _short(error: BaseException, limit: int = 200) -> str:

@@ -46,6 +46,8 @@ def translated(batch_id: str | None = None) -> Iterator[None]:
         raise translate(exc, batch_id=batch_id) from exc
     except UnicodeEncodeError as exc:  # a lone surrogate the driver could not encode
         raise RejectedDataError(f"a value cannot be encoded: {exc.reason}", batch_id=batch_id) from exc
+    except OverflowError as exc:  # a number the driver cannot bind (SQLite: past 64 bits)
+        raise RejectedDataError(f"a value is out of range: {exc}", batch_id=batch_id) from exc
 
 
 class LaneStore:

@@ -169,6 +169,24 @@ def test_prompt_payload_is_bounded_in_size_and_depth() -> None:
     parse_message(*_with("request", ("prompt_payload",), {"a": {"b": [1, 2, {"c": "ok"}]}}))
 
 
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_numbers_json_does_not_have_are_invalid_input(token: str) -> None:
+    # Found by an attack: Python's parser takes NaN and Infinity, which are not JSON
+    # (RFC 8259); such a number reached the results read model and was published again
+    # as a bare ``Infinity`` token, which no other JSON parser reads.
+    topic, envelope = VALID["outcome"]
+    raw = json.dumps(envelope).replace('"phase_name"', f'"duration": {token}, "phase_name"', 1)
+    with pytest.raises(InvalidMessageError, match="not a JSON number"):
+        parse_message(topic, raw.encode())
+    with pytest.raises(InvalidMessageError) as caught:
+        parse_message(
+            *_with(
+                "request", ("prompt_payload",), {"weight": float(token.lower().replace("infinity", "inf"))}
+            )
+        )
+    assert caught.value.field == "data.prompt_payload"
+
+
 def test_envelope_source_service_is_an_id() -> None:
     topic, envelope = copy.deepcopy(VALID["validation"])
     envelope["source_service"] = "svc\x00"

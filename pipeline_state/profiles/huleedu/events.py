@@ -254,7 +254,7 @@ class ClientBatchPipelineRequestV1(WireModel):
         if _json_depth(value, MAX_PROMPT_PAYLOAD_DEPTH) > MAX_PROMPT_PAYLOAD_DEPTH:
             raise ValueError(f"prompt_payload is nested deeper than {MAX_PROMPT_PAYLOAD_DEPTH} levels")
         try:
-            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+            size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
         except (TypeError, ValueError, UnicodeEncodeError) as exc:
             raise ValueError(f"prompt_payload is not encodable JSON: {type(exc).__name__}") from None
         if size > MAX_PROMPT_PAYLOAD_BYTES:
