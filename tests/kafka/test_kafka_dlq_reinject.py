@@ -13,11 +13,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-from pipeline_state_kafka import ProducerLike
+from kafka_harness import fast_settings, running, wait_status
+from pipeline_state_kafka import ProducerLike, dlq_topic
 from pipeline_state_kafka.dlq import DeadLetterWriter, ParkedFact
-from pipeline_state_kafka.testing import LocalBroker
+from pipeline_state_kafka.testing import Collector, LocalBroker
 from pipeline_state_sql import open_store
 
+from pipeline_state import BatchStatus
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import TransitionRecord
 from pipeline_state.profiles.huleedu.events import Topic
@@ -137,3 +139,43 @@ async def test_reinject_errors_have_their_exit_codes(broker: LocalBroker, tmp_pa
         url,
     )
     assert (empty.code, empty.out.strip()) == (0, f"none.{REGISTER}.DLQ: no dead letter")
+
+
+async def test_a_fact_reinjected_too_early_applies_when_reinjected_again(
+    broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
+) -> None:
+    # Found by an attack: a provisioning that waited too long for its batch was re-injected
+    # before the batch was registered, waited under its derived id and was dead-lettered
+    # again; once the batch existed, re-injecting both letters said "duplicate" (the id was
+    # derived one level deep only): the fact was lost and the command exited 0.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+    await (await open_store(url)).close()
+    env = HuleEduEnvelopes()
+    provisioned = Topic.CONTENT_PROVISIONED.value
+    settings = attrs.evolve(
+        fast_settings(broker.bootstrap, prefix, store_url=url), sweep_seconds=0.2, waiting_window_seconds=1.0
+    )
+    command = ["dlq", "reinject", "--kafka", broker.bootstrap, "--topic", provisioned]
+    command += ["--topic-prefix", prefix, "--store", url, "--as", "erin", "--json"]
+    async with (
+        running(settings) as runner,
+        Collector(broker.bootstrap, [dlq_topic(provisioned)], topic_prefix=prefix) as dlq,
+    ):
+        fact = env.provisioned("w1", env.item_ids("w1", 2))[1]
+        await producer.send_and_wait(f"{prefix}{provisioned}", json.dumps(fact).encode(), b"w1")
+        await dlq.wait_for(lambda c: len(c.records) == 1, within=20, what="the first dead letter")
+        early = await _cli(*command)
+        assert early.code == 0, early.err
+        assert [d["result"] for d in json.loads(early.out)["letters"]] == ["deferred:batch_registration"]
+        await dlq.wait_for(lambda c: len(c.records) == 2, within=20, what="the second dead letter")
+
+        await producer.send_and_wait(
+            f"{prefix}{REGISTER}", json.dumps(env.register("w1", items=2)[1]).encode(), b"w1"
+        )
+        await wait_status(runner, "w1", BatchStatus.AWAITING_CONTENT_VALIDATION, within=20)
+        again = await _cli(*command)
+        assert again.code == 0, again.err
+        assert [d["result"] for d in json.loads(again.out)["letters"]] == ["applied", "duplicate"]
+        await wait_status(runner, "w1", BatchStatus.READY_FOR_PIPELINE_EXECUTION, within=10)
+        once_more = await _cli(*command)  # everything was applied: nothing more happens
+        assert [d["result"] for d in json.loads(once_more.out)["letters"]] == ["duplicate", "duplicate"]

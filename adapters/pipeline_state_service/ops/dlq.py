@@ -5,7 +5,8 @@ Each dead letter is handled like a record consumed from its topic, through
 the inbox dedupes, the transition log records it with who asked, and the outbox rows it
 writes are published by the running relay). It keeps its own event id, so a letter that
 was re-injected before, or that the consumer handled after all, is a duplicate; a fact
-that waited too long (its inbox says ``dead_lettered:...``) gets an id derived from its own.
+that waited too long (its inbox says ``dead_lettered:...``) gets an id derived from its own
+(and one derived from that when it was re-injected too early and dead-lettered again).
 A letter that still cannot apply is reported and left in the dead-letter topic, and so is a
 truncated copy (a record too large for the dead-letter topic), which cannot be replayed.
 """
@@ -54,13 +55,24 @@ def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
     return f"{args.topic_prefix}{dlq_topic(args.topic)}"
 
 
+_MAX_REINJECTIONS = 1_000
+"""How many times one fact may have been re-injected and dead-lettered again (a bound on the
+walk of :func:`_event_id`, which each such round lengthens by one)."""
+
+
 async def _event_id(service: PipelineService, original: str) -> str:
-    """The original id, or one derived from it when the store dead-lettered that id itself
-    (a fact that waited too long: its inbox entry closes the original)."""
-    entry = await service.store.inbox_entry(original)
-    if entry is not None and entry.result.startswith("dead_lettered:"):
-        return derive_id("operator", "dlq-reinject", original)
-    return original
+    """The id to handle a letter with: the original, or, when the store dead-lettered that
+    id itself (a fact that waited too long: its inbox entry closes it), one derived from it,
+    and so on while the derived id was dead-lettered too (re-injected too early, it waited
+    and was dead-lettered again). Each round of that gets an id of its own, so the fact
+    applies once its batch is ready, and is a duplicate after that."""
+    event_id = original
+    for _ in range(_MAX_REINJECTIONS):
+        entry = await service.store.inbox_entry(event_id)
+        if entry is None or not entry.result.startswith("dead_lettered:"):
+            return event_id
+        event_id = derive_id("operator", "dlq-reinject", event_id)
+    raise OperatorError(ExitCode.REFUSED, f"event {original} was dead-lettered after too many re-injections")
 
 
 async def _one(service: PipelineService, topic: str, letter: Any, actor: str) -> Reinjected:
