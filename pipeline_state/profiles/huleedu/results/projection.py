@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 import attrs
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline_state._lifecycle import PhaseStatus
-from pipeline_state._wire import EventEnvelope, WireModel
-from pipeline_state.errors import UnknownTopicError
+from pipeline_state._wire import EventEnvelope, Id, WireModel
+from pipeline_state.errors import InvalidMessageError, UnknownTopicError
 from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
@@ -77,6 +78,25 @@ def _utc(instant: datetime) -> datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+
+
+def _ids(topic: str, **ids: str | None) -> None:
+    """Check the ids a fact is keyed and grouped by with the wire's id rule (the models of
+    the library's own outbound topics type them as plain text): an id with a control
+    character, a lone surrogate or over :data:`~pipeline_state._wire.MAX_ID_LENGTH`
+    characters is invalid input here, as it is on the orchestrator's inbound topics, rather
+    than something each store keeps or refuses in its own way."""
+    for name, value in ids.items():
+        if value is None:
+            continue
+        try:
+            _ID.validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+            raise InvalidMessageError(topic, reason, field=f"data.{name}") from None
+
+
 def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -> ResultsFact:
     """The fact a parsed message states. Raises
     :class:`~pipeline_state.errors.UnknownTopicError` for a topic the projection does not
@@ -98,6 +118,7 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
         )
     elif topic == Topic.PIPELINE_COMPLETED.value and isinstance(payload, BatchPipelineCompletedV1):
         batch_id = payload.batch_id
+        _ids(topic, batch_id=batch_id, run_id=payload.run_id, pipeline_name=payload.pipeline_name)
         body = RunCompletion(
             run_id=payload.run_id,
             correlation_id=payload.correlation_id,
@@ -117,6 +138,7 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
         )
     elif topic == Topic.ESSAYS_REGISTERED.value and isinstance(payload, BatchEssaysRegistered):
         batch_id = payload.entity_id
+        _ids(topic, entity_id=batch_id, user_id=payload.user_id, class_id=payload.class_id)
         body = Owner(
             user_id=payload.user_id,
             class_id=payload.class_id,
