@@ -104,6 +104,9 @@ async def purge_periodically(service: ResultsService, period: float, stop: async
         except PipelineStateError as exc:
             log.warning("results inbox purge failed: %s: %s", type(exc).__name__, exc)
             continue
+        except Exception:  # a defect of the purge: it must not stop the service with it
+            log.exception("results inbox purge failed unexpectedly; trying again next period")
+            continue
         if purged:
             log.info("results inbox purge forgot %s event id(s)", purged, extra={"purged": purged})
 

@@ -45,6 +45,10 @@ __all__ = ["ENVIRONMENT", "SETTINGS_MODELS", "ServeSettings", "Settings", "Setti
 
 DEFAULT_STORE = "sqlite+aiosqlite:///pipeline_state.db"
 
+MAX_RETENTION_HOURS = 24 * 366 * 100
+"""The longest retention a setting accepts: a hundred years (further back than that, the
+times a purge computes leave the calendar)."""
+
 
 def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``"HOST:PORT"`` (or ``":PORT"``) as a pair; raises :class:`SettingsError`."""
@@ -205,6 +209,7 @@ class Settings(EnvironmentSettings):
     results_completion_retention_hours: float = Field(
         default=72.0,
         gt=0,
+        le=MAX_RETENTION_HOURS,
         allow_inf_nan=False,
         description="`--consumers results`: how long the results inbox remembers a completion's "
         "`event_id` (outcomes 24 h, registrations 72 h)",

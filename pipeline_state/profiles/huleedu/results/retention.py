@@ -51,5 +51,13 @@ class RetentionPolicy:
         return RetentionPolicy({**self.by_event_type, event_type: ttl})
 
     def cutoffs(self, now: datetime) -> dict[str, datetime]:
-        """For each event type, the instant before which its entries expire at ``now``."""
-        return {event_type: now - ttl for event_type, ttl in self.by_event_type.items()}
+        """For each event type, the instant before which its entries expire at ``now`` (the
+        earliest instant there is when the retention reaches back further)."""
+        return {event_type: _before(now, ttl) for event_type, ttl in self.by_event_type.items()}
+
+
+def _before(now: datetime, ttl: timedelta) -> datetime:
+    try:
+        return now - ttl
+    except OverflowError:  # back past year 1: nothing is that old
+        return datetime.min.replace(tzinfo=now.tzinfo)
