@@ -52,6 +52,7 @@ import attrs
 
 from pipeline_state._intake import decode_json
 from pipeline_state._retry import Backoff, pause
+from pipeline_state.errors import InvalidMessageError
 from pipeline_state.profiles.huleedu.events import INBOUND_TOPICS
 
 from ._kafka import (
@@ -66,7 +67,7 @@ from ._kafka import (
     subscribe,
 )
 from ._startup import start_with_retry
-from .dlq import DeadLetterWriter, reason_of
+from .dlq import DeadLetterWriter, ParkedFact, reason_of
 from .handlers import BatchHandler, Handled, MessageHandler
 from .metrics import ServiceMetrics
 from .policy import ErrorPolicy, Verdict
@@ -328,6 +329,21 @@ class InboundConsumer:
             while started and not stop.is_set():
                 try:
                     batch = await self._fetch(consumer, stopped)
+                except UnicodeDecodeError as exc:  # a record the client cannot read (see below)
+                    log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
+                    try:
+                        async with self._lock:
+                            found = await self._undecodable(consumer, stop)
+                    except Exception as again:  # a rebalance meanwhile, the broker away...
+                        log.warning(
+                            "could not find the undecodable record: %s",
+                            _safe_reason(again),
+                            extra={"consumer": self.name},
+                        )
+                        found = False
+                    if not found:
+                        await self._backoff(stop)
+                    continue
                 except Exception as exc:
                     log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
                     await self._backoff(stop)
@@ -380,6 +396,74 @@ class InboundConsumer:
         if fetching.cancelled():
             return {}
         return fetching.result()
+
+    async def _undecodable(self, consumer: ConsumerLike, stop: asyncio.Event) -> bool:
+        """Find and park a record the Kafka client cannot decode; ``True`` once one is parked.
+
+        aiokafka decodes each record's header names as UTF-8 while it hands records out, and a
+        record whose names are other bytes (legal on the wire) raises there, in ``getmany``:
+        every fetch that reached it failed, so nothing fetched with it was handled, for ever;
+        and the records a failed call had already taken from other partitions are passed
+        over by the next one (aiokafka moved their positions before the exception). So:
+        commit what is due, go back to the committed offsets (the inbox absorbs what comes
+        again; a partition with nothing committed goes back to its beginning when the group
+        reads from the earliest offset), then read each partition one record at a time,
+        handling what reads, up to the one that does not; park it (the letter, empty, names
+        its partition and offset: its bytes cannot be read through the client), commit past
+        it and go on. The normal fetch resumes after it; another such record is found the
+        same way.
+        """
+        await self._committed()
+        parts = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        if not parts:
+            return False
+        committed = await consumer.seek_to_committed(*parts)
+        fresh = [tp for tp in parts if not committed.get(tp)]
+        if fresh and self.settings.auto_offset_reset == "earliest":
+            await consumer.seek_to_beginning(*fresh)
+        for tp in parts:
+            expected = await consumer.position(tp)
+            read: list[RecordLike] = []
+            while not stop.is_set():
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=self.settings.poll_timeout_ms, max_records=1)
+                except UnicodeDecodeError as exc:
+                    if read and await self._process(consumer, {tp: read}, stop):
+                        return False  # a record before it must be tried again first
+                    return await self._park_undecodable(consumer, tp, expected, exc)
+                records = got.get(tp, ())
+                if not records:
+                    break
+                read.append(records[0])
+                expected = records[0].offset + 1
+                if len(read) >= self.settings.max_records:
+                    if await self._process(consumer, {tp: read}, stop):
+                        return False
+                    read = []
+            if read and await self._process(consumer, {tp: read}, stop):
+                return False
+        return False
+
+    async def _park_undecodable(
+        self, consumer: ConsumerLike, tp: TopicPartition, offset: int, error: UnicodeDecodeError
+    ) -> bool:
+        """Park the record at ``offset`` of ``tp`` by where it is; ``False`` when the dead
+        letter could not be written (the recovery runs again after the back-off)."""
+        # Its bytes cannot be read through the client: the letter is empty and says where it is.
+        record = ParkedFact(topic=tp.topic, key=None, value=b"", partition=tp.partition, offset=offset)
+        reason = InvalidMessageError(
+            self._bare(tp.topic), f"the Kafka client cannot decode the record ({_safe_reason(error)})"
+        )
+        context = {"consumer": self.name, "topic": tp.topic, "partition": tp.partition, "offset": offset}
+        if not await self._park(record, reason, context):
+            return False
+        self.stats.dead_lettered += 1
+        if self.metrics is not None:
+            self.metrics.dead_lettered(self._bare(tp.topic), type(reason).__name__)
+        log.warning("dead-lettered a record the client cannot decode", extra=context)
+        self._commit_behind(consumer, {tp: offset + 1})
+        self._seek(consumer, {tp: offset + 1})
+        return True
 
     async def _closed(self, consumer: ConsumerLike) -> None:
         """Stop ``consumer``, waiting for at most the group's session timeout.
