@@ -332,8 +332,7 @@ class InboundConsumer:
                 except UnicodeDecodeError as exc:  # a record the client cannot read (see below)
                     log.warning("fetch failed: %s", _safe_reason(exc), extra={"consumer": self.name})
                     try:
-                        async with self._lock:
-                            found = await self._undecodable(consumer, stop)
+                        found = await self._undecodable(consumer, stop)
                     except Exception as again:  # a rebalance meanwhile, the broker away...
                         log.warning(
                             "could not find the undecodable record: %s",
@@ -411,7 +410,9 @@ class InboundConsumer:
         handling what reads, up to the one that does not; park it (the letter, empty, names
         its partition and offset: its bytes cannot be read through the client), commit past
         it and go on. The normal fetch resumes after it; another such record is found the
-        same way.
+        same way. The lock is held only while records are handled or the letter written, as
+        in :meth:`run`: a rebalance meanwhile takes the partitions (the next step raises and
+        the search starts again after the back-off).
         """
         await self._committed()
         parts = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
@@ -428,21 +429,31 @@ class InboundConsumer:
                 try:
                     got = await consumer.getmany(tp, timeout_ms=self.settings.poll_timeout_ms, max_records=1)
                 except UnicodeDecodeError as exc:
-                    if read and await self._process(consumer, {tp: read}, stop):
+                    if read and await self._locked_process(consumer, {tp: read}, stop):
                         return False  # a record before it must be tried again first
-                    return await self._park_undecodable(consumer, tp, expected, exc)
+                    async with self._lock:
+                        return await self._park_undecodable(consumer, tp, expected, exc)
                 records = got.get(tp, ())
                 if not records:
                     break
                 read.append(records[0])
                 expected = records[0].offset + 1
                 if len(read) >= self.settings.max_records:
-                    if await self._process(consumer, {tp: read}, stop):
+                    if await self._locked_process(consumer, {tp: read}, stop):
                         return False
                     read = []
-            if read and await self._process(consumer, {tp: read}, stop):
+            if read and await self._locked_process(consumer, {tp: read}, stop):
                 return False
         return False
+
+    async def _locked_process(
+        self,
+        consumer: ConsumerLike,
+        batch: Mapping[TopicPartition, Sequence[RecordLike]],
+        stop: asyncio.Event,
+    ) -> bool:
+        async with self._lock:
+            return await self._process(consumer, batch, stop)
 
     async def _park_undecodable(
         self, consumer: ConsumerLike, tp: TopicPartition, offset: int, error: UnicodeDecodeError
