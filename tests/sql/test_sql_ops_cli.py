@@ -340,3 +340,26 @@ def test_a_store_url_with_a_password_is_never_shown_with_it(
     typo = cli("batch", "show", "b1", "--store", "postgres ql://admin:S3cretPw@127.0.0.1/db")
     assert typo.code == 2
     assert "--store: not a database URL: postgres ql://..." in typo.err
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ("runs", "stalled", "--older-than", "nan"),
+        ("runs", "stalled", "--older-than", "inf"),
+        ("runs", "stalled", "--older-than", "1e11"),
+        ("runs", "stalled", "--limit", "99999999999999999999"),
+        ("outbox", "parked", "--limit", "99999999999999999999"),
+        ("batch", "show", "b1", "--log-limit", "99999999999999999999"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(db: Database, cli: Cli, words: tuple[str, ...]) -> None:
+    # Found by an attack: NaN escaped as a traceback; infinity, 1e11 seconds and limits past
+    # 64 bits reached the driver, which refused them as data: exit 1 ("refused by the
+    # engine") with the driver's words ("query argument $1", "SQLite INTEGER").
+    _seed(db, active=["b1"])
+    ran = cli(*words, "--json")
+    assert ran.code == 2, ran.err
+    assert ran.err.count("\n") == 1
+    assert ran.err.startswith(f"error: {words[-2]} must be from ")
+    assert ran.out == ""

@@ -14,6 +14,7 @@ code  meaning
 from __future__ import annotations
 
 import enum
+import math
 
 from pipeline_state.errors import (
     BadCommandError,
@@ -26,7 +27,23 @@ from pipeline_state.errors import (
 )
 from pipeline_state_service.errors import OperatorError
 
-__all__ = ["MEANINGS", "ExitCode", "OperatorError", "exit_code_of", "expected", "one_line"]
+__all__ = [
+    "MAX_LIMIT",
+    "MAX_OLDER_THAN_SECONDS",
+    "MEANINGS",
+    "ExitCode",
+    "OperatorError",
+    "exit_code_of",
+    "expected",
+    "in_range",
+    "one_line",
+]
+
+MAX_LIMIT = 10_000
+"""The largest ``--limit``/``--log-limit`` an operator command takes."""
+
+MAX_OLDER_THAN_SECONDS = 10 * 365 * 86_400
+"""The longest ``--older-than`` (ten years, as the HTTP route's ``older_than``)."""
 
 
 class ExitCode(enum.IntEnum):
@@ -89,3 +106,11 @@ def one_line(error: BaseException) -> str:
     """``error``'s message on one line (newlines folded), never empty."""
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+def in_range(option: str, value: float, low: float, high: float) -> None:
+    """Raise the usage error of ``option`` unless ``value`` is a number from ``low`` to
+    ``high`` (NaN and infinities are not): checked before anything reaches the store, whose
+    driver would refuse it as a value of its own (and report it as a refusal, exit 1)."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise OperatorError(ExitCode.USAGE, f"{option} must be from {low:g} to {high:g}, got {value!r}")

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline_state._commands import RepublishOutbox
 from pipeline_state.ports import OutboxRow, Store
 
-from .exits import ExitCode, OperatorError
+from .exits import MAX_LIMIT, ExitCode, OperatorError, in_range
 from .output import emit
 from .results import ActionOutcome, outcome_of
 from .session import action_event_id, open_service, operator_name, run_command, store_call
@@ -60,8 +60,7 @@ async def _row(store: Store, row: OutboxRow) -> dict[str, Any]:
 
 async def list_parked(args: argparse.Namespace) -> int:
     """``outbox parked [--limit N]``: parked rows, oldest first."""
-    if args.limit < 1:
-        raise OperatorError(ExitCode.USAGE, "--limit must be >= 1")
+    in_range("--limit", args.limit, 1, MAX_LIMIT)
     async with open_service(args) as service:
         store = service.store
         rows = [await _row(store, r) for r in await store_call(store, "parked")(limit=args.limit)]

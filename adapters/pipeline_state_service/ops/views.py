@@ -12,7 +12,7 @@ from pipeline_state._model import BatchState, PhaseRun, Run
 from pipeline_state._snapshot import snapshot
 from pipeline_state.ports import StalledRun, TransitionRecord
 
-from .exits import ExitCode, OperatorError
+from .exits import MAX_LIMIT, MAX_OLDER_THAN_SECONDS, ExitCode, in_range
 from .output import emit
 from .session import open_service, store_call
 
@@ -102,8 +102,7 @@ def _at(value: datetime | None) -> str:
 
 async def show_batch(args: argparse.Namespace) -> int:
     """``batch show BATCH``: state, active run, history and transition log."""
-    if args.log_limit < 0:
-        raise OperatorError(ExitCode.USAGE, "--log-limit must be >= 0")
+    in_range("--log-limit", args.log_limit, 0, MAX_LIMIT)
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
         log: list[TransitionRecord] = []
@@ -139,10 +138,8 @@ def _stalled_line(run: StalledRun) -> str:
 
 async def stalled_runs(args: argparse.Namespace) -> int:
     """``runs stalled`` (alias ``stalled``): active runs without progress, oldest first."""
-    if args.older_than < 0:
-        raise OperatorError(ExitCode.USAGE, "--older-than must be >= 0")
-    if args.limit < 1:
-        raise OperatorError(ExitCode.USAGE, "--limit must be >= 1")
+    in_range("--older-than", args.older_than, 0, MAX_OLDER_THAN_SECONDS)
+    in_range("--limit", args.limit, 1, MAX_LIMIT)
     async with open_service(args) as service:
         runs = await service.store.stalled_runs(datetime.now(UTC), args.older_than, limit=args.limit)
 
