@@ -151,6 +151,11 @@ def test_run_cancel_is_decided_logged_with_who_asked_and_idempotent(db: Database
     assert again.json["original"] == "applied"
     assert again.json["event_id"] == done.json["event_id"]
     assert len(cli("batch", "show", "b1", "--json").json["transitions"]) == len(doc["transitions"])
+    # Repeated by someone else: still the one action, and it names who asked for it (found
+    # by an attack: the answer named the operator who repeated it, the log the first).
+    by_bob = cli("run", "cancel", "b1", "--as", "bob", "--json")
+    assert (by_bob.code, by_bob.json["result"]) == (0, "duplicate")
+    assert by_bob.json["requested_by"] == "alice"
 
     idle = cli("run", "cancel", "b2", "--as", "alice")
     assert idle.code == 1

@@ -61,9 +61,11 @@ async def outcome_of(
     """The outcome of ``result``; a duplicate is answered from the inbox and the batch now."""
     original = None
     detail = None
+    requested_by = actor
     if result.duplicate:
         entry = await service.store.inbox_entry(result.event_id)
         original = None if entry is None else entry.result
+        requested_by = await _first_requester(service, result) or actor
     elif result.decision is not None:
         run_id = result.decision.run_id or run_id
         if result.decision.denial is not None:
@@ -73,10 +75,22 @@ async def outcome_of(
         action=action,
         batch_id=result.batch_id,
         event_id=result.event_id,
-        requested_by=actor,
+        requested_by=requested_by,
         result=result.label,
         original=original,
         run_id=run_id,
         status=None if state is None else service.profile.state_names.show(state.status.value),
         detail=detail,
     )
+
+
+async def _first_requester(service: PipelineService, result: HandleResult) -> str | None:
+    """Who asked for the action a duplicate repeats, as its transition log rows say (the
+    repeat recorded nothing); ``None`` when the store keeps no log or the rows are gone."""
+    transitions = getattr(service.store, "transitions", None)
+    if transitions is None:
+        return None
+    for row in await transitions(result.batch_id):
+        if row.event_id == result.event_id and row.requested_by:
+            return str(row.requested_by)
+    return None
