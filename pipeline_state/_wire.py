@@ -15,12 +15,13 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import attrs
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter, ValidationError, field_validator
 
 from ._intake import DEFAULT_LIMITS, IntakeLimits, decode_json
 from .errors import InvalidMessageError, UnknownTopicError
 
 __all__ = [
+    "ID_ADAPTER",
     "MAX_FREE_TEXT_LENGTH",
     "MAX_ID_LENGTH",
     "MAX_ITEMS_PER_BATCH",
@@ -81,6 +82,9 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pa
 """A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
 (NUL included) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8
 whenever a constraint applies)."""
+
+ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
+"""Validates one value with the :data:`Id` rule (for an id outside a wire model)."""
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=_NO_CONTROL)]
 """An item id or content reference: as :data:`Id`, at most :data:`MAX_ITEM_ID_LENGTH`."""

@@ -55,6 +55,7 @@ from ._profile import CommandFields
 __all__ = [
     "EVERY_DEPENDENCY",
     "LAST_DEPENDENCY",
+    "MAX_STALLED_AGE_SECONDS",
     "AdmissionGuard",
     "AdmissionRequest",
     "BatchState",
@@ -186,6 +187,11 @@ class WaitingFact:
     waits_for: str
     arrived_at: datetime
     seq: int = 0
+
+
+MAX_STALLED_AGE_SECONDS = 10 * 365 * 86_400
+"""The largest ``older_than`` (seconds) a caller of :meth:`Store.stalled_runs` should pass
+(ten years): the operator command and the HTTP route refuse more as bad input."""
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from pipeline_state._service import PipelineService
+from pipeline_state.ports import MAX_STALLED_AGE_SECONDS
 
 from .handlers import ApiRoute
 from .security import require_scopes
@@ -102,7 +103,7 @@ def build_ops_router(service: PipelineService, *, settings: HttpSettings) -> API
         summary="Active runs without progress, oldest first",
     )
     async def stalled_runs(
-        older_than: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 3600.0,
+        older_than: Annotated[float, Query(ge=0, le=MAX_STALLED_AGE_SECONDS)] = 3600.0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> StalledRuns:
         runs = await service.store.stalled_runs(service.clock.now(), older_than, limit=limit)

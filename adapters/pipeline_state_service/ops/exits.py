@@ -29,7 +29,6 @@ from pipeline_state_service.errors import OperatorError
 
 __all__ = [
     "MAX_LIMIT",
-    "MAX_OLDER_THAN_SECONDS",
     "MEANINGS",
     "ExitCode",
     "OperatorError",
@@ -41,9 +40,6 @@ __all__ = [
 
 MAX_LIMIT = 10_000
 """The largest ``--limit``/``--log-limit`` an operator command takes."""
-
-MAX_OLDER_THAN_SECONDS = 10 * 365 * 86_400
-"""The longest ``--older-than`` (ten years, as the HTTP route's ``older_than``)."""
 
 
 class ExitCode(enum.IntEnum):

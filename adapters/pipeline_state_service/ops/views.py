@@ -10,9 +10,9 @@ import attrs
 
 from pipeline_state._model import BatchState, PhaseRun, Run
 from pipeline_state._snapshot import snapshot
-from pipeline_state.ports import StalledRun, TransitionRecord
+from pipeline_state.ports import MAX_STALLED_AGE_SECONDS, StalledRun, TransitionRecord
 
-from .exits import MAX_LIMIT, MAX_OLDER_THAN_SECONDS, ExitCode, in_range
+from .exits import MAX_LIMIT, ExitCode, in_range
 from .output import emit
 from .session import open_service, store_call
 
@@ -138,7 +138,7 @@ def _stalled_line(run: StalledRun) -> str:
 
 async def stalled_runs(args: argparse.Namespace) -> int:
     """``runs stalled`` (alias ``stalled``): active runs without progress, oldest first."""
-    in_range("--older-than", args.older_than, 0, MAX_OLDER_THAN_SECONDS)
+    in_range("--older-than", args.older_than, 0, MAX_STALLED_AGE_SECONDS)
     in_range("--limit", args.limit, 1, MAX_LIMIT)
     async with open_service(args) as service:
         runs = await service.store.stalled_runs(datetime.now(UTC), args.older_than, limit=args.limit)

@@ -17,7 +17,6 @@ from uuid import UUID
 
 from pydantic import (
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,6 +26,7 @@ from pipeline_state import _wire as wire
 from pipeline_state._intake import DEFAULT_LIMITS, IntakeLimits
 from pipeline_state._profile import CommandFields
 from pipeline_state._wire import (
+    ID_ADAPTER,
     MAX_FREE_TEXT_LENGTH,
     MAX_ID_LENGTH,
     MAX_ITEM_ID_LENGTH,
@@ -234,8 +234,6 @@ PROMPT_REF_KEYS = ("prompt_ref", "assignment_id")
 """Keys of ``prompt_payload`` whose value the engine keeps as the batch's prompt reference:
 each must be an :data:`Id` (it is stored, and ends up in an id-sized column)."""
 
-_ID: TypeAdapter[str] = TypeAdapter(Id)
-
 
 class ClientBatchPipelineRequestV1(WireModel):
     batch_id: Id
@@ -263,7 +261,7 @@ class ClientBatchPipelineRequestV1(WireModel):
             ref = value.get(key)
             if ref is not None:
                 try:
-                    _ID.validate_python(ref)
+                    ID_ADAPTER.validate_python(ref)
                 except ValidationError:
                     raise ValueError(
                         f"prompt_payload.{key} must be an id: a string of 1 to {MAX_ID_LENGTH} "

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 import attrs
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from pipeline_state._lifecycle import PhaseStatus
-from pipeline_state._wire import EventEnvelope, Id, WireModel
-from pipeline_state.errors import InvalidMessageError, UnknownTopicError
+from pipeline_state._wire import ID_ADAPTER, EventEnvelope, WireModel, first_error
+from pipeline_state.errors import UnknownTopicError
 from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
@@ -78,9 +78,6 @@ def _utc(instant: datetime) -> datetime:
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
-_ID: TypeAdapter[str] = TypeAdapter(Id)
-
-
 def _ids(topic: str, **ids: str | None) -> None:
     """Check the ids a fact is keyed and grouped by with the wire's id rule (the models of
     the library's own outbound topics type them as plain text): an id with a control
@@ -91,10 +88,9 @@ def _ids(topic: str, **ids: str | None) -> None:
         if value is None:
             continue
         try:
-            _ID.validate_python(value)
+            ID_ADAPTER.validate_python(value)
         except ValidationError as exc:
-            reason = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-            raise InvalidMessageError(topic, reason, field=f"data.{name}") from None
+            raise first_error(topic, exc, f"data.{name}") from None
 
 
 def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -> ResultsFact:
