@@ -59,6 +59,12 @@ _ROLE_WORDS: Mapping[str, str] = {"fact": "A fact", "command": "A phase command"
 _SCHEMA_REF = "#/components/schemas/{model}"
 
 
+def _token(key: str) -> str:
+    """``key`` as one JSON Pointer token of a ``$ref`` (RFC 6901: ``~`` is written ``~0``
+    and ``/`` ``~1``), so a topic holding either still names its own channel."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
 @attrs.frozen
 class _Wire:
     """One topic of the profile's wire, as the document shows it."""
@@ -182,12 +188,12 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
         channels[wire.topic] = {
             "address": wire.topic,
             "description": f"{wire.role.capitalize()}: {name}, {wire.what}.",
-            "messages": {name: {"$ref": f"#/components/messages/{wire.topic}"}},
+            "messages": {name: {"$ref": f"#/components/messages/{_token(wire.topic)}"}},
         }
         operations[f"{wire.action}.{wire.topic}"] = {
             "action": wire.action,
-            "channel": {"$ref": f"#/channels/{wire.topic}"},
-            "messages": [{"$ref": f"#/channels/{wire.topic}/messages/{name}"}],
+            "channel": {"$ref": f"#/channels/{_token(wire.topic)}"},
+            "messages": [{"$ref": f"#/channels/{_token(wire.topic)}/messages/{name}"}],
             "summary": f"{'Receive' if wire.action == 'receive' else 'Send'} {name} ({wire.what}).",
             "tags": [{"name": wire.role}],
         }
@@ -207,8 +213,8 @@ def asyncapi_document(profile: Profile | None = None) -> dict[str, Any]:
         }
         operations[f"send.{letters}"] = {
             "action": "send",
-            "channel": {"$ref": f"#/channels/{letters}"},
-            "messages": [{"$ref": f"#/channels/{letters}/messages/{DEAD_LETTER}"}],
+            "channel": {"$ref": f"#/channels/{_token(letters)}"},
+            "messages": [{"$ref": f"#/channels/{_token(letters)}/messages/{DEAD_LETTER}"}],
             "summary": f"Park a record of {wire.topic} that can never be handled.",
             "tags": [{"name": "dead-letter"}],
         }

@@ -6,8 +6,11 @@ A *catalog* maps pipeline names to :class:`Pipeline` definitions. A pipeline is 
 state machine, no clock.
 
 Definitions are validated when they are built (:class:`~pipeline_state.errors.CatalogError`):
-duplicate steps, unknown dependencies, self-dependencies, cycles, bad deadlines, unknown keys,
-and one phase declared with different dependencies in two pipelines.
+names the wire cannot carry (more than 200 characters, control characters, lone surrogates:
+a phase or pipeline name travels in every envelope as an id), duplicate steps, unknown
+dependencies, self-dependencies, cycles, bad deadlines (not positive, not finite, or longer
+than :data:`MAX_DEADLINE_SECONDS`), unknown keys, duplicate keys in a YAML file, and one phase
+declared with different dependencies in two pipelines.
 
 Steps are kept in *plan order*: a topological order (:class:`graphlib.TopologicalSorter`) where,
 among the steps whose dependencies are satisfied, the one declared first goes first. The
@@ -42,7 +45,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -52,9 +55,11 @@ import attrs
 import yaml
 
 from pipeline_state._model import RECORDED_PIPELINE_PREFIX
+from pipeline_state._wire import MAX_ID_LENGTH
 from pipeline_state.errors import CatalogError, UnknownPipelineError
 
 __all__ = [
+    "MAX_DEADLINE_SECONDS",
     "Catalog",
     "Pipeline",
     "Plan",
@@ -65,6 +70,23 @@ __all__ = [
 _STEP_KEYS = frozenset({"name", "depends_on", "deadline_seconds"})
 _PIPELINE_KEYS = frozenset({"steps"})
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+MAX_DEADLINE_SECONDS = 10 * 365 * 86_400
+"""The longest phase deadline a catalog or profile accepts (ten years): a deadline is a
+time of day computed when a phase is dispatched, and a longer one would leave the range of
+``datetime`` (a traceback on every request of the pipeline) long before it meant anything."""
+
+
+def check_deadline(value: object) -> str | None:
+    """Why ``value`` is not a usable deadline in seconds (``None`` when it is one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a positive number"
+    if not math.isfinite(value) or value <= 0:
+        return "must be a positive finite number"
+    if value > MAX_DEADLINE_SECONDS:
+        return f"must be at most {MAX_DEADLINE_SECONDS} seconds (ten years)"
+    return None
 
 
 def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str:
@@ -75,6 +97,12 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
         )
     if not value.strip():
         raise CatalogError(f"{what} name must not be empty", pipeline=pipeline)
+    if len(value) > MAX_ID_LENGTH or _CONTROL.search(value) or not _encodable(value):
+        raise CatalogError(
+            f"{what} name must be 1 to {MAX_ID_LENGTH} characters without control characters "
+            f"(it travels in every envelope as an id), got {value!r:.80}",
+            pipeline=pipeline,
+        )
     if what == "pipeline" and value.startswith(RECORDED_PIPELINE_PREFIX):
         raise CatalogError(
             f"pipeline name {value!r} begins with {RECORDED_PIPELINE_PREFIX!r}, which names the "
@@ -82,6 +110,15 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
             pipeline=pipeline,
         )
     return value
+
+
+def _encodable(value: str) -> bool:
+    """Whether ``value`` has no lone surrogate (UTF-8, so no store or wire, can carry one)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- definitions
@@ -92,7 +129,8 @@ class Step:
     """One step (phase) of a pipeline.
 
     ``depends_on`` names steps of the same pipeline that must complete first;
-    ``deadline_seconds`` is the optional time budget of an active phase (positive).
+    ``deadline_seconds`` is the optional time budget of an active phase (positive, at most
+    :data:`MAX_DEADLINE_SECONDS`).
     """
 
     name: str
@@ -121,16 +159,10 @@ class Step:
             seen.add(dep)
         deadline = self.deadline_seconds
         if deadline is not None:
-            if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+            problem = check_deadline(deadline)
+            if problem is not None:
                 raise CatalogError(
-                    f"step {self.name!r}: deadline_seconds must be a positive number, got {deadline!r}",
-                    step=self.name,
-                )
-            if not math.isfinite(deadline) or deadline <= 0:
-                raise CatalogError(
-                    f"step {self.name!r}: deadline_seconds must be a positive finite number, "
-                    f"got {deadline!r}",
-                    step=self.name,
+                    f"step {self.name!r}: deadline_seconds {problem}, got {deadline!r}", step=self.name
                 )
             object.__setattr__(self, "deadline_seconds", float(deadline))
 
@@ -437,10 +469,11 @@ class Catalog:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Catalog:
-        """Load a catalog from a YAML file (``yaml.safe_load``)."""
+        """Load a catalog from a YAML file (YAML's safe subset; a key given twice in one
+        mapping is refused, as TOML refuses it, rather than the last one silently kept)."""
         raw = _read_bytes(path)
         try:
-            data = yaml.safe_load(raw.decode("utf-8"))
+            data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
             raise CatalogError(f"cannot parse YAML catalog {os.fspath(path)!r}: {exc}") from exc
         return _from_loaded(data, path)
@@ -456,6 +489,26 @@ class Catalog:
         raise CatalogError(
             f"unsupported catalog file {os.fspath(path)!r}: expected a .toml, .yaml or .yml file"
         )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping naming one key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _parse_pipeline(name: object, raw: object) -> Pipeline:

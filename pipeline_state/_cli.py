@@ -38,7 +38,7 @@ def _diagram(args: argparse.Namespace) -> int:
     catalog = Catalog.from_file(args.catalog) if args.catalog else default_profile().catalog
     if args.what == "pipelines":
         for name in catalog.names:
-            print(f"%% pipeline {name}\n{pipeline_mermaid(catalog.get(name))}")
+            print(f"%% pipeline {' '.join(name.split())}\n{pipeline_mermaid(catalog.get(name))}")
         return 0
     print(pipeline_mermaid(catalog.get(args.what)))
     return 0

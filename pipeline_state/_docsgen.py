@@ -54,6 +54,11 @@ from ._lifecycle import (
     Transition,
     Verdict,
 )
+from ._markdown import anchor as _anchor
+from ._markdown import code as _code
+from ._markdown import codes as _codes
+from ._markdown import table as _table
+from ._markdown import unique_anchors
 from ._profile import Profile
 from ._profile_reference import render_profile_page
 from ._wire import EventEnvelope, TopicSpec, WireModel
@@ -129,27 +134,6 @@ VERDICT_MEANINGS: Mapping[Verdict, str] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _code(text: object) -> str:
-    """Inline code that survives a Markdown table cell."""
-    return f"`{str(text).replace('|', '&#124;')}`"
-
-
-def _codes(items: Iterable[object], empty: str = "—") -> str:
-    rendered = [_code(item) for item in items]
-    return ", ".join(rendered) if rendered else empty
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return lines
-
-
-def _anchor(name: str) -> str:
-    """A stable HTML id for a heading (lower case, ``-`` for anything not alphanumeric)."""
-    return re.sub(r"[^0-9a-z]+", "-", name.lower()).strip("-")
 
 
 def _fence(language: str, body: str) -> list[str]:
@@ -429,6 +413,7 @@ def render_pipelines_page(profile: Profile | None = None) -> str:
     """The page with a DAG and a step table for every pipeline of ``profile``'s catalog."""
     profile = profile or default_profile()
     catalog = profile.catalog
+    ids = unique_anchors(catalog.names, "pipeline")
     lines = [
         f"# Pipelines of the `{profile.name}` profile",
         "",
@@ -443,7 +428,7 @@ def render_pipelines_page(profile: Profile | None = None) -> str:
             ["pipeline", "steps in plan order", "final step"],
             (
                 [
-                    f"[{_code(name)}](#{_anchor(name)})",
+                    f"[{_code(name)}](#{ids[name]})",
                     _codes(catalog.get(name).step_names),
                     _code(catalog.get(name).final_step),
                 ]
@@ -455,7 +440,7 @@ def render_pipelines_page(profile: Profile | None = None) -> str:
     for name in catalog.names:
         pipeline = catalog.get(name)
         lines += [
-            f"## `{name}` {{ #{_anchor(name)} }}",
+            f"## {_code(name)} {{ #{ids[name]} }}",
             "",
             *_fence("mermaid", pipeline_mermaid(pipeline)),
             "",

@@ -14,8 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._catalog import Plan
+from ._catalog import MAX_DEADLINE_SECONDS, Plan, check_deadline
 from ._model import BatchState
+from .errors import DefinitionError
 
 __all__ = [
     "AdmissionGuard",
@@ -119,6 +120,18 @@ class RateLimitGuard:
 
     max_runs: int
     window_seconds: float
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.max_runs, bool) or not isinstance(self.max_runs, int) or self.max_runs < 1:
+            raise DefinitionError(
+                "RateLimitGuard", f"max_runs must be a whole number of at least 1, got {self.max_runs!r}"
+            )
+        if check_deadline(self.window_seconds) is not None:
+            raise DefinitionError(
+                "RateLimitGuard",
+                f"window_seconds must be a positive number of seconds, at most {MAX_DEADLINE_SECONDS} "
+                f"(ten years), got {self.window_seconds!r}",
+            )
 
     @property
     def runs_remembered(self) -> int:

@@ -35,7 +35,6 @@ each with a fresh deadline, and then fails the phase with ``timeout``.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -45,7 +44,7 @@ import attrs
 from pydantic import AliasChoices, BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from ._catalog import Catalog, Step
+from ._catalog import MAX_DEADLINE_SECONDS, Catalog, Step, check_deadline
 from ._fan_in import EVERY_DEPENDENCY, DependencyRef, FanIn
 from ._guards import AdmissionGuard
 from ._inbound import Inbound
@@ -203,16 +202,13 @@ def _check_max_parallel(_: object, __: attrs.Attribute[int | None], value: int |
 def _check_seconds(where: str, value: object) -> float | None:
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if check_deadline(value) is not None:
         raise DefinitionError(
-            "profile", f"{where} must be a positive number of seconds or None, got {value!r}"
+            "profile",
+            f"{where} must be a positive number of seconds, at most {MAX_DEADLINE_SECONDS} "
+            f"(ten years), or None, got {value!r}",
         )
-    return float(value)
+    return float(value)  # type: ignore[arg-type]  # check_deadline saw a number
 
 
 def _freeze(value: Mapping[str, float | None]) -> Mapping[str, float | None]:

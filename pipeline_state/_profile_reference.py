@@ -10,28 +10,13 @@ docs tests check it never drifts from the code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 from ._announced import announced_events
+from ._markdown import code as _code
+from ._markdown import codes as _codes
+from ._markdown import table as _table
 from ._profile import Profile, command_fields
 
 __all__ = ["render_profile_page"]
-
-
-def _code(text: object) -> str:
-    return f"`{text}`"
-
-
-def _codes(items: Iterable[object]) -> str:
-    return ", ".join(_code(i) for i in items) or "—"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
 
 
 def _seconds(value: float | None) -> str:

@@ -66,11 +66,13 @@ def load_profile(spec: str) -> Profile:
     """The profile ``spec`` names (``file.py:NAME`` or ``module:NAME``).
 
     Raises:
-        DefinitionError: the spec is malformed, names nothing, or not a profile.
+        DefinitionError: the spec is malformed, names nothing or not a profile, or its
+            module or factory raised (the error's class and message, on one line).
     """
     where, _, name = spec.rpartition(":")
     if not where or not name:
         raise DefinitionError("profile", f"{spec!r}: expected FILE.py:NAME or MODULE:NAME")
+    loading: str | None = None  # the name a file is loaded under, dropped again if it fails
     try:
         if where.endswith(".py"):
             path = Path(where)
@@ -80,16 +82,36 @@ def load_profile(spec: str) -> Profile:
                 raise DefinitionError("profile", f"{spec!r}: no such file {where}")
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[module_name] = module
+            loading = module_name
             loader_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
+    except DefinitionError:
+        raise
     except ImportError as exc:
+        _forget(loading)
         raise DefinitionError("profile", f"{spec!r}: cannot import {where}: {exc}") from None
+    except Exception as exc:  # the user's module failed: one line, not a traceback
+        _forget(loading)
+        raise DefinitionError("profile", f"{spec!r}: {where} failed to load: {_error(exc)}") from None
     if not hasattr(module, name):
         raise DefinitionError("profile", f"{spec!r}: {where} has no {name}")
     from pipeline_state._profile import Profile, check_profile  # it imports this package
 
     found: Any = getattr(module, name)
     if callable(found) and not isinstance(found, Profile):
-        found = found()
+        try:
+            found = found()
+        except Exception as exc:  # the user's factory failed
+            raise DefinitionError("profile", f"{spec!r}: {name}() failed: {_error(exc)}") from None
     return check_profile(found)
+
+
+def _forget(module_name: str | None) -> None:
+    if module_name is not None:
+        sys.modules.pop(module_name, None)
+
+
+def _error(exc: BaseException) -> str:
+    """``ErrorClass: message`` on one line."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
