@@ -233,7 +233,8 @@ class InMemoryStore:
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         self._check()
-        return sorted(b for b, at in self._deadlines.items() if at <= now)[:limit]
+        due = sorted((at, b) for b, at in self._deadlines.items() if at <= now)
+        return [b for _, b in due[:limit]]
 
     async def list_batches(
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0

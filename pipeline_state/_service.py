@@ -29,6 +29,7 @@ from typing import Any, cast
 import attrs
 from opentelemetry.trace import Span
 
+from ._catalog import MAX_DEADLINE_SECONDS, check_deadline
 from ._clock import SystemClock
 from ._coalesce import Coalescer
 from ._commands import Command, ExpireOverdue, OperatorCommand
@@ -60,6 +61,7 @@ from .errors import (
     IllegalTransitionError,
     InvalidMessageError,
     PipelineStateError,
+    WaitingLimitError,
 )
 from .ports import (
     Change,
@@ -192,8 +194,15 @@ in one unit of work."""
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state._decide.decide` raises for input that cannot apply."""
 
-_RESUME_LIMIT = 1000
-"""At most this many waiting facts of one batch are re-attempted per change."""
+MAX_WAITING_PER_BATCH = 1000
+"""At most this many facts of one batch wait; a further early fact of it is refused
+(:class:`~pipeline_state.errors.WaitingLimitError`), so every fact kept is re-attempted on
+each change of its batch."""
+
+_RESUME_LIMIT = 2 * MAX_WAITING_PER_BATCH
+"""How many waiting facts of a batch one change reads: more than may wait, so that the few
+that concurrent units of work on a batch not yet registered (no version to compare-and-set)
+may add past the limit are re-attempted too."""
 
 
 def _event_reader(store: object) -> EventReadingStore | None:
@@ -342,8 +351,11 @@ class PipelineService:
         limits: IntakeLimits = DEFAULT_LIMITS,
         group_limit: int = DEFAULT_GROUP_LIMIT,
     ) -> None:
-        if waiting_window_seconds <= 0:
-            raise ValueError("waiting_window_seconds must be positive")
+        if check_deadline(waiting_window_seconds) is not None:
+            raise ValueError(
+                f"waiting_window_seconds must be a positive number of seconds, at most "
+                f"{MAX_DEADLINE_SECONDS} (ten years), got {waiting_window_seconds!r}"
+            )
         if group_limit < 1:
             raise ValueError("group_limit must be at least 1 (1: no group commit)")
         self.store = store
@@ -785,6 +797,8 @@ class PipelineService:
             others = _others_waiting(command, batch.waiting, self.profile.inbound)
             reason = waits_for(state, command, self.profile, waiting=others)
         if reason is not None:
+            if len(batch.waiting) >= MAX_WAITING_PER_BATCH:
+                raise WaitingLimitError(batch_id=command.batch_id, limit=MAX_WAITING_PER_BATCH)
             step = self._deferred(command, topic, raw or b"", state, reason)
             if step.change.state is not None:
                 batch.state = step.change.state

@@ -49,6 +49,7 @@ __all__ = [
     "StoreUnavailableError",
     "UnknownPipelineError",
     "UnknownTopicError",
+    "WaitingLimitError",
 ]
 
 
@@ -224,3 +225,18 @@ class ItemMismatchError(BadCommandError):
         named = f": {shown}{more}" if ids else ""
         extra = f" ({detail})" if detail else ""
         super().__init__(f"batch {batch_id!r}{where}: {reason}{named}{extra}", batch_id=batch_id)
+
+
+class WaitingLimitError(BadCommandError):
+    """An early fact could not be kept waiting: its batch already has ``limit`` facts
+    waiting. Every fact that is kept is re-attempted whenever its batch changes; beyond the
+    limit (a flood of facts for one batch) a new one is refused at once rather than kept
+    where no change would look at it. Nothing changes; the Kafka consumer dead-letters the
+    raw message (re-inject it once the batch's waiting facts are resolved)."""
+
+    def __init__(self, *, batch_id: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"batch {batch_id!r} already has {limit} facts waiting for it; this one is not kept",
+            batch_id=batch_id,
+        )

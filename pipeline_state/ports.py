@@ -301,7 +301,9 @@ class Store(Protocol):
         ...
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
-        """Ids of batches whose active run has a phase deadline at or before ``now``."""
+        """Ids of batches whose active run has a phase deadline at or before ``now``, at most
+        ``limit``, the most overdue first (earliest deadline, then batch id), so a sweep that
+        cannot take them all serves the longest-waiting ones and none is passed over for ever."""
         ...
 
     async def list_batches(

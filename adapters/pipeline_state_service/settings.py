@@ -29,6 +29,7 @@ from pipeline_state_sql import SqlSettingsError
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
+from pipeline_state._catalog import MAX_DEADLINE_SECONDS
 from pipeline_state._flags import parse_flag
 from pipeline_state._intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
 from pipeline_state._profile import DEFAULT_MAX_RESENDS, Profile
@@ -75,8 +76,11 @@ def _seconds_or_none(value: Any) -> float | None:
     seconds = float(value)
     if seconds == 0:
         return None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected a positive number of seconds or none, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DEADLINE_SECONDS:
+        raise ValueError(
+            f"expected a positive number of seconds, at most {MAX_DEADLINE_SECONDS} (ten years), "
+            f"or none, got {value!r}"
+        )
     return seconds
 
 
@@ -121,6 +125,7 @@ class Settings(EnvironmentSettings):
     waiting_window_seconds: float = Field(
         default=DEFAULT_WAITING_WINDOW_SECONDS,
         gt=0,
+        le=MAX_DEADLINE_SECONDS,
         allow_inf_nan=False,
         description="how long an early fact waits for its batch before the sweeper dead-letters it (a "
         "waiting pipeline request is denied instead)",

@@ -58,7 +58,7 @@ from pipeline_state.errors import StoreError
 from pipeline_state.ports import OutboxMessage, OutboxRow
 
 from .columns import UtcDateTime
-from .schema import OUTBOX
+from .schema import BATCHES, OUTBOX
 
 __all__ = [
     "ROW_COLUMNS",
@@ -365,6 +365,18 @@ def rows_by_event_id(conn: Connection, event_ids: Sequence[str]) -> list[OutboxR
 
 
 def purge_published(conn: Connection, before: datetime) -> int:
-    """Delete rows published before ``before``; returns how many went."""
-    statement = delete(OUTBOX).where(OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < before)
+    """Delete rows published before ``before``, but those of a batch with a phase deadline
+    pending; returns how many went.
+
+    A phase whose deadline passes is re-sent by putting its command's row back in the queue
+    (same event id), and phase commands are keyed by their batch: the rows of a batch whose
+    active run still has a deadline are kept, so a re-send always finds its row."""
+    pending_deadline = (
+        select(BATCHES.c.batch_id)
+        .where(BATCHES.c.batch_id == OUTBOX.c.key, BATCHES.c.next_deadline_at.is_not(None))
+        .exists()
+    )
+    statement = delete(OUTBOX).where(
+        OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < before, ~pending_deadline
+    )
     return int(conn.execute(statement).rowcount)

@@ -332,11 +332,12 @@ def list_states(conn: Connection, status: BatchStatus | None, *, limit: int, off
 
 
 def overdue_batch_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
-    """Batches whose next phase deadline is at or before ``now``, by batch id."""
+    """Batches whose next phase deadline is at or before ``now``, the most overdue first
+    (earliest deadline, then batch id)."""
     statement = (
         select(BATCHES.c.batch_id)
         .where(BATCHES.c.next_deadline_at <= now)
-        .order_by(BATCHES.c.batch_id)
+        .order_by(BATCHES.c.next_deadline_at, BATCHES.c.batch_id)
         .limit(limit)
     )
     return list(conn.execute(statement).scalars())

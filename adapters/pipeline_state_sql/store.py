@@ -296,7 +296,8 @@ class SqlStore(LaneStore):
 
     async def purge_published(self, before: datetime) -> int:
         """Delete outbox rows published before ``before`` (they are kept until then, for
-        inspection); returns how many were deleted."""
+        inspection), except those of batches whose active run has a phase deadline pending (a
+        re-send puts its command's row back in the queue); returns how many were deleted."""
         with translated():
             return await self._write(sql_outbox.purge_published, before)
 

@@ -404,8 +404,10 @@ class StoreContract:
         assert await store.overdue_batches(T0 + timedelta(seconds=5)) == []
         assert await store.overdue_batches(T0 + timedelta(seconds=15)) == ["b-soon"]
         due = T0 + timedelta(seconds=20)
-        assert await store.overdue_batches(due) == ["a-later", "b-later", "b-soon"]
-        assert await store.overdue_batches(due, limit=2) == ["a-later", "b-later"]
+        # The most overdue first, then by id: a limited sweep never passes one over for ever.
+        assert await store.overdue_batches(due) == ["b-soon", "a-later", "b-later"]
+        assert await store.overdue_batches(due, limit=2) == ["b-soon", "a-later"]
+        assert await store.overdue_batches(due, limit=1) == ["b-soon"]
         # A new state without an active deadline leaves the sweep.
         done = attrs.evolve(soon, version=2, active_run=None, status=BatchStatus.READY_FOR_PIPELINE_EXECUTION)
         await store.commit(Change("b-soon", 1, done, T0))

@@ -488,17 +488,30 @@ class ReferenceModel:
 
     def expire(self) -> Expectation:
         """The sweeper at the current time: every overdue dispatched phase has its command
-        sent again (with a new deadline) up to ``max_resends`` times, then fails. A batch it
-        changed has its waiting facts re-attempted."""
+        sent again (with a new deadline) up to ``max_resends`` times, then fails. Batches go
+        the most overdue first (earliest deadline, then batch id). A batch it changed has its
+        waiting facts re-attempted."""
         expectation = Expectation("ignored")
-        for _, batch in sorted(self.batches.items()):
+        due: list[tuple[float, str, RefBatch]] = []
+        for batch_id, batch in self.batches.items():
             run = batch.active
             if run is None:
                 continue
-            overdue = [p for p in run.phases.values() if p.status == DISPATCHED and p.deadline_at is not None]
-            overdue = [p for p in overdue if p.deadline_at is not None and p.deadline_at <= self.now]
-            if not overdue:
-                continue
+            deadlines = [
+                p.deadline_at
+                for p in run.phases.values()
+                if p.status == DISPATCHED and p.deadline_at is not None
+            ]
+            if deadlines and min(deadlines) <= self.now:
+                due.append((min(deadlines), batch_id, batch))
+        for _, _, batch in sorted(due, key=lambda d: (d[0], d[1])):
+            run = batch.active
+            assert run is not None
+            overdue = [
+                p
+                for p in run.phases.values()
+                if p.status == DISPATCHED and p.deadline_at is not None and p.deadline_at <= self.now
+            ]
             expectation.kind = "applied"
             for phase in overdue:
                 if phase.resends < self.max_resends:
