@@ -7,12 +7,13 @@ import logging
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline_state._service import PipelineService
 from pipeline_state.profiles.huleedu.results.ports import ResultsStore
 
 from .asyncapi_route import build_asyncapi_router
-from .handlers import ApiRoute
+from .handlers import ApiRoute, http_error
 from .metrics_routes import MetricsSource, build_metrics_router
 from .ops_routes import build_ops_router
 from .routes import build_router
@@ -107,6 +108,9 @@ def create_app(
         redoc_url=None,
     )
     setattr(app.state, SETTINGS_STATE, settings)
+    # The router's own 404 and 405 answer the API's error body too (install() leaves an
+    # application it is given its own handlers).
+    app.add_exception_handler(StarletteHTTPException, http_error)
     install(app, service, settings=settings, results=results, metrics=metrics)
     app.include_router(_docs_router(app, settings))
     return app

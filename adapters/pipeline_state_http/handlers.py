@@ -121,6 +121,24 @@ def _library(exc: PipelineStateError) -> JSONResponse:
     return _json(status, ErrorBody(error=code, detail=str(exc), field=field, context=_context(exc)))
 
 
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
+"""The ``error`` of an HTTP-level error's body, by status (others: ``http_error``)."""
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The answer to an error the router raises itself (no route for the path, a method the
+    route does not take): the same ``{error, detail}`` body as every other error."""
+    response = error_response(exc)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     """The answer to ``exc``; unknown exceptions give a bare 500 (and are logged)."""
     if isinstance(exc, PipelineDeniedError):
@@ -130,9 +148,7 @@ def error_response(exc: BaseException) -> JSONResponse:
     if isinstance(exc, PipelineStateError):
         return _library(exc)
     if isinstance(exc, HTTPException):
-        code = {401: "unauthorized", 408: "request_timeout", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return _json(exc.status_code, ErrorBody(error=code, detail=str(exc.detail)), dict(exc.headers or {}))
     log.error("unhandled error answered 500", exc_info=exc)
     return _json(500, ErrorBody(error="internal_error", detail=_SERVER_DETAIL[500]))

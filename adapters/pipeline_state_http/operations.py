@@ -23,7 +23,7 @@ from pipeline_state.profiles.huleedu.events import (
 
 from .context import RequestContext
 from .errors import PipelineDeniedError
-from .replay import decided_run, denial_of, run_of_cancellation, run_of_event
+from .replay import decided_run, denial_of, logged_run_id, run_of_cancellation, run_of_event
 from .schemas import (
     CancelAccepted,
     CancelBody,
@@ -82,9 +82,11 @@ class Operations:
         payload = CancelRun(batch_id, body.user_id, body.reason)
         result = await self._run(payload, ctx, ctx.correlation_id, requested_by=body.user_id or None)
         if result.duplicate:
-            entry = await self._entry(ctx.event_id)
-            run = run_of_cancellation(await self.service.shown_batch(batch_id), entry.processed_at)
-            run_id = None if run is None else run.run_id
+            run_id = await logged_run_id(self.service.store, batch_id, ctx.event_id)
+            if run_id is None:
+                entry = await self._entry(ctx.event_id)
+                run = run_of_cancellation(await self.service.shown_batch(batch_id), entry.processed_at)
+                run_id = None if run is None else run.run_id
         else:
             run_id = None if result.decision is None else result.decision.run_id
         if run_id is None:
@@ -96,8 +98,10 @@ class Operations:
         result = await self._run(command, ctx, ctx.correlation_id)
         if result.duplicate:
             outcome = (await self._entry(ctx.event_id)).result
-            run = run_of_event(await self.service.shown_batch(body.batch_id), ctx.event_id)
-            run_id = None if run is None else run.run_id
+            run_id = await logged_run_id(self.service.store, body.batch_id, ctx.event_id)
+            if run_id is None:
+                run = run_of_event(await self.service.shown_batch(body.batch_id), ctx.event_id)
+                run_id = None if run is None else run.run_id
         else:
             outcome = "applied" if result.ignored is None else f"ignored:{result.ignored}"
             run_id = None if result.decision is None else result.decision.run_id

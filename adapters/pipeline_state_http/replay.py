@@ -3,12 +3,15 @@
 A repeated key and body reach the same inbox entry, so the core does nothing the second
 time and returns a duplicate result. The original answer is then rebuilt from stored
 facts: the inbox entry's result (``applied``, ``ignored:<why>``, ``denied:<reason>``) and
-the run, whose id is derived from the event id (``derive_id(event_id, "run")``) for
-accepted requests, or found by its completion time for a cancellation.
+the run the request moved, which the batch's transition log names by the request's event
+id; without a log, the run whose id is derived from the event id
+(``derive_id(event_id, "run")``) for accepted requests, or found by its completion time for a
+cancellation.
 """
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 
 from pipeline_state._decide import Decision, derive_id
@@ -18,7 +21,7 @@ from pipeline_state.ports import InboxEntry
 
 from .errors import PipelineDeniedError
 
-__all__ = ["decided_run", "denial_of", "find_run", "run_of_cancellation", "run_of_event"]
+__all__ = ["decided_run", "denial_of", "find_run", "logged_run_id", "run_of_cancellation", "run_of_event"]
 
 
 def find_run(state: BatchState | None, run_id: str | None) -> Run | None:
@@ -38,6 +41,21 @@ def decided_run(decision: Decision) -> Run | None:
 def run_of_event(state: BatchState | None, event_id: str) -> Run | None:
     """The run an accepted request (pipeline, retry, recorded completion) started."""
     return find_run(state, derive_id(event_id, "run"))
+
+
+async def logged_run_id(store: object, batch_id: str, event_id: str) -> str | None:
+    """The run ``event_id`` moved, as the first row of the batch's transition log that names
+    both says; ``None`` when the store keeps no log or no row names a run."""
+    transitions = getattr(store, "transitions", None)
+    if transitions is None:
+        return None
+    rows = transitions(batch_id)  # the memory store answers at once, the SQL store awaits
+    if inspect.isawaitable(rows):
+        rows = await rows
+    for row in rows:
+        if row.event_id == event_id and row.run_id is not None:
+            return str(row.run_id)
+    return None
 
 
 def denial_of(entry: InboxEntry) -> PipelineDeniedError | None:

@@ -29,7 +29,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, select
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
@@ -60,6 +72,21 @@ _CLASS = (
     )
     .where(_C.class_id == bindparam("c_id"))
     .order_by(_S.status)
+)
+# The columns one part of the class page leaves empty, cast to the other part's types (a
+# bare NULL would be text to PostgreSQL, and the result's types are the first part's).
+_NO_BATCH = (
+    cast(null(), _B.batch_id.type).label("batch_id"),
+    cast(null(), _B.version.type).label("version"),
+    cast(null(), _B.updated_at.type).label("updated_at"),
+    cast(null(), _B.document.type).label("document"),
+)
+_NO_CLASS = (
+    cast(null(), _C.batch_count.type).label("batch_count"),
+    cast(null(), _C.essays_succeeded.type).label("essays_succeeded"),
+    cast(null(), _C.essays_failed.type).label("essays_failed"),
+    cast(null(), _S.status.type).label("status"),
+    cast(null(), _S.batches.type).label("batches"),
 )
 _PURGE = delete(RESULTS_INBOX).where(
     RESULTS_INBOX.c.event_type == bindparam("e_type"),
@@ -194,6 +221,59 @@ def _class_results(conn: Connection, class_id: str) -> ClassResults | None:
     )
 
 
+def _class_page(
+    conn: Connection, class_id: str, limit: int, offset: int
+) -> tuple[ClassResults, list[BatchResults]] | None:
+    """The class summary and a page of its batches from one statement (one snapshot, even
+    under READ COMMITTED): the summary rows (part 0), then the page (part 1)."""
+    summary = (
+        _CLASS.with_only_columns(
+            literal(0).label("part"),
+            _C.batch_count,
+            _C.essays_succeeded,
+            _C.essays_failed,
+            _S.status,
+            _S.batches,
+            *_NO_BATCH,
+        )
+        .order_by(None)
+        .subquery()
+    )
+    page = (
+        select(_B.batch_id, _B.version, _B.updated_at, _B.document)
+        .where(_B.class_id == bindparam("c_id"))
+        .order_by(_B.batch_id)
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    pages = select(
+        literal(1).label("part"),
+        *_NO_CLASS,
+        page.c.batch_id,
+        page.c.version,
+        page.c.updated_at,
+        page.c.document,
+    )
+    both = union_all(select(summary), pages).subquery()
+    rows = conn.execute(
+        select(both).order_by(both.c.part, both.c.status, both.c.batch_id), {"c_id": class_id}
+    ).all()
+    head = [r for r in rows if r.part == 0]
+    if not head or head[0].batch_count <= 0:
+        return None
+    counts = tuple((str(r.status), int(r.batches)) for r in head if r.status is not None)
+    results = ClassResults(
+        class_id=class_id,
+        batch_count=int(head[0].batch_count),
+        by_status=counts,
+        essays_succeeded=int(head[0].essays_succeeded),
+        essays_failed=int(head[0].essays_failed),
+    )
+    batches = [_decode(r.batch_id, r.document, r.version, r.updated_at) for r in rows if r.part == 1]
+    return results, batches
+
+
 def _list(
     conn: Connection, user_id: str | None, class_id: str | None, limit: int, offset: int
 ) -> list[BatchResults]:
@@ -239,6 +319,11 @@ class SqlResultsStore(LaneStore):
 
     async def class_results(self, class_id: str) -> ClassResults | None:
         return await self._read(_class_results, class_id)
+
+    async def class_page(
+        self, class_id: str, *, limit: int = 100, offset: int = 0
+    ) -> tuple[ClassResults, list[BatchResults]] | None:
+        return await self._read(_class_page, class_id, limit, offset)
 
     async def list_batches(
         self,

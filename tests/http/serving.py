@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +80,21 @@ async def _store(backend: str, workdir: Path, pg_url: str | None) -> Any:
             await store.close()
         return
     assert pg_url is not None
-    url = pg_url
-    schema = f"ps_http_{uuid.uuid4().hex[:12]}"
-    await _pg_execute(url, f'CREATE SCHEMA "{schema}"')
-    try:
-        store = await open_store(url, schema=schema, upgrade=True)
+    async with pg_schema(pg_url) as schema:
+        store = await open_store(pg_url, schema=schema, upgrade=True)
         try:
             yield store
         finally:
             await store.close()
+
+
+@contextlib.asynccontextmanager
+async def pg_schema(url: str, prefix: str = "ps_http") -> AsyncIterator[str]:
+    """A new PostgreSQL schema's name, dropped with what it holds when the block ends."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _pg_execute(url, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
     finally:
         await _pg_execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 

@@ -18,7 +18,8 @@ CURATED = {
     # announcements
     "NOTIFICATION_CATEGORY", "NOTIFICATION_PRIORITY", "NOTIFICATION_TYPE", "announcement",
     # ports and adapters
-    "CacheInvalidator", "OwnerLookup", "ResultsChange", "ResultsStore", "InMemoryResultsStore",
+    "CacheInvalidator", "ClassPageStore", "OwnerLookup", "ResultsChange", "ResultsStore",
+    "InMemoryResultsStore",
     "NoopCacheInvalidator", "RecordingCacheInvalidator", "StoreOwnerLookup",
     # service, retention, queries, views, codec
     "ResultsHandled", "ResultsService", "DEFAULT_RETENTION", "RetentionPolicy", "ResultsQueries",

@@ -37,7 +37,7 @@ from .model import (
     ResultsStatus,
     RunCompletion,
 )
-from .ports import CacheInvalidator, OwnerLookup, ResultsChange, ResultsStore
+from .ports import CacheInvalidator, ClassPageStore, OwnerLookup, ResultsChange, ResultsStore
 from .projection import (
     CONSUMED_TOPICS,
     ResultsFact,
@@ -62,6 +62,7 @@ __all__ = [
     "BatchResults",
     "CacheInvalidator",
     "ClassDelta",
+    "ClassPageStore",
     "ClassResults",
     "InMemoryResultsStore",
     "NoopCacheInvalidator",

@@ -89,6 +89,15 @@ class InMemoryResultsStore:
         ]
         return found[offset : offset + limit]
 
+    async def class_page(
+        self, class_id: str, *, limit: int = 100, offset: int = 0
+    ) -> tuple[ClassResults, list[BatchResults]] | None:
+        """:meth:`class_results` and the class's page, read with nothing awaited between."""
+        summary = await self.class_results(class_id)
+        if summary is None:
+            return None
+        return summary, await self.list_batches(class_id=class_id, limit=limit, offset=offset)
+
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         self._check()

@@ -32,7 +32,7 @@ from pipeline_state.ports import InboxEntry, OutboxMessage
 
 from .model import BatchResults, ClassDelta, ClassResults, Owner
 
-__all__ = ["CacheInvalidator", "OwnerLookup", "ResultsChange", "ResultsStore"]
+__all__ = ["CacheInvalidator", "ClassPageStore", "OwnerLookup", "ResultsChange", "ResultsStore"]
 
 
 @attrs.frozen
@@ -100,6 +100,26 @@ class ResultsStore(Protocol):
         offset: int = 0,
     ) -> list[BatchResults]:
         """Read models (optionally only a teacher's and/or a class's), ordered by batch id."""
+        ...
+
+
+@runtime_checkable
+class ClassPageStore(Protocol):
+    """A results store that reads a class's summary and a page of its batches as one answer.
+
+    :meth:`ResultsStore.class_results` then :meth:`ResultsStore.list_batches` are two reads:
+    a batch committed between them makes the summary and the page disagree (a summary that
+    counts one batch next to a page of two). A store whose reads can interleave with commits
+    (the SQL stores) implements this so the class view is one moment;
+    :class:`~pipeline_state.profiles.huleedu.results.queries.ResultsQueries` uses it when the
+    store has it."""
+
+    async def class_page(
+        self, class_id: str, *, limit: int = 100, offset: int = 0
+    ) -> tuple[ClassResults, list[BatchResults]] | None:
+        """:meth:`ResultsStore.class_results` and the class's page of
+        :meth:`ResultsStore.list_batches`, read together; ``None`` when no batch belongs to
+        the class."""
         ...
 
 

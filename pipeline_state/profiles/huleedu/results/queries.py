@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .model import BatchResults, ClassResults
-from .ports import ResultsStore
+from .ports import ClassPageStore, ResultsStore
 from .views import batch_view, class_view, teacher_view
 
 __all__ = ["ResultsQueries"]
@@ -42,6 +42,9 @@ class ResultsQueries:
 
     async def class_json(self, class_id: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
         """``GET /v1/results/classes/{class_id}``."""
+        if isinstance(self.store, ClassPageStore):  # the summary and the page as one moment
+            page = await self.store.class_page(class_id, limit=limit, offset=offset)
+            return None if page is None else class_view(*page)
         summary = await self.class_summary(class_id)
         if summary is None:
             return None

@@ -39,7 +39,7 @@ from pipeline_state.profiles.huleedu.results.model import (
     PhaseResultView,
     RunCompletion,
 )
-from pipeline_state.profiles.huleedu.results.ports import ResultsChange, ResultsStore
+from pipeline_state.profiles.huleedu.results.ports import ClassPageStore, ResultsChange, ResultsStore
 
 __all__ = ["T0", "ContractResultsStore", "ResultsStoreContract", "sample_batch"]
 
@@ -328,6 +328,25 @@ class ResultsStoreContract:
         assert await store.list_batches(user_id="nobody") == []
         listed = await store.list_batches(user_id="t2")
         assert listed == [sample_batch("b", user_id="t2")]
+
+    async def test_class_page_is_the_summary_and_the_page_read_together(
+        self, store: ContractResultsStore
+    ) -> None:
+        """A store with the optional :class:`ClassPageStore` read answers the same as its two
+        reads on a quiet store (the race it closes: ``tests/http/test_http_results_race.py``)."""
+        if not isinstance(store, ClassPageStore):
+            pytest.skip("the store reads a class's summary and page apart (no class_page)")
+        assert await store.class_page("class-1") is None
+        for batch_id in ("c", "a", "b"):
+            await self.insert(store, sample_batch(batch_id, completed=batch_id != "b"))
+        await self.insert(store, sample_batch("d", class_id="class-2"))
+        summary = await store.class_results("class-1")
+        assert summary is not None
+        assert await store.class_page("class-1") == (summary, await store.list_batches(class_id="class-1"))
+        page = await store.class_page("class-1", limit=2, offset=1)
+        assert page is not None
+        assert (page[0], [b.batch_id for b in page[1]]) == (summary, ["b", "c"])
+        assert await store.class_page("class-1", offset=10) == (summary, [])
 
     # -- outbox ---------------------------------------------------------------------------
     async def test_outbox_rows_commit_with_the_read_model(self, store: ContractResultsStore) -> None:
