@@ -57,8 +57,12 @@ class Settings(EnvironmentSettings):
     create_topics: Flag = Field(
         default=True, description="create missing inbound, dead-letter and outbound topics at start"
     )
-    topic_partitions: int = Field(default=4, ge=1, description="partitions of topics it creates")
-    replication_factor: int = Field(default=1, ge=1, description="replication factor of topics it creates")
+    topic_partitions: int = Field(
+        default=4, ge=1, le=2**31 - 1, description="partitions of topics it creates"
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, le=2**15 - 1, description="replication factor of topics it creates"
+    )
     dlq_max_message_bytes: int = Field(
         default=DEFAULT_DLQ_MAX_MESSAGE_BYTES,
         ge=4096,

@@ -47,8 +47,9 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     listed = env.get("OTEL_TRACES_EXPORTER", "").strip()
     if not listed:
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        return ("otlp",) if endpoint and endpoint.strip() else ()
-    names = tuple(dict.fromkeys(n.strip().lower() for n in listed.split(",") if n.strip()))
+        names: tuple[str, ...] = ("otlp",) if endpoint and endpoint.strip() else ()
+    else:
+        names = tuple(dict.fromkeys(n.strip().lower() for n in listed.split(",") if n.strip()))
     if "none" in names:
         return ()
     unknown = [n for n in names if n not in EXPORTERS]
@@ -56,7 +57,7 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
         raise SettingsError(
             f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use {', '.join(EXPORTERS)} or none)"
         )
-    if "otlp" in names:
+    if "otlp" in names:  # asked for by name or by an endpoint alone: the protocol must be ours
         protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
         if protocol.strip() not in _OTLP_PROTOCOLS:
             raise SettingsError(
@@ -68,7 +69,8 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
 def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
     """An SDK tracer provider exporting to what ``env`` asks for, or ``None`` (tracing off).
 
-    Raises :class:`~pipeline_state_service.settings.SettingsError` when the SDK is missing.
+    Raises :class:`~pipeline_state_service.settings.SettingsError` when the SDK is missing
+    or refuses a setting (``OTEL_BSP_*``).
     """
     names = requested_exporters(env)
     if not names:
@@ -85,7 +87,12 @@ def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
     provider = TracerProvider(resource=resource)
     for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
+        exporter = _exporter(name)
+        try:  # the processor reads OTEL_BSP_* itself and refuses values out of its range
+            processor = BatchSpanProcessor(exporter)
+        except ValueError as exc:
+            raise SettingsError(f"OTEL_BSP_*: {exc}") from exc
+        provider.add_span_processor(processor)
     return provider
 
 

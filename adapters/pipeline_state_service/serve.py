@@ -19,18 +19,20 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
 
 from pipeline_state_kafka import KafkaError
 
 from pipeline_state.errors import PipelineStateError
 
+from .errors import UnknownConsumerError
+from .extensions import resolve_consumer
 from .logs import configure_logging
 from .otel import tracing_from
 from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError
-from .stores import open_store, shown_url
+from .stores import OpenedStore, open_store, shown_url
 from .summary import Summary
 from .tasks import log_tasks
 from .web import http_serve_settings, http_settings_in_effect
@@ -49,7 +51,9 @@ def serve_main(args: argparse.Namespace) -> int:
     """Run the service from parsed CLI flags; returns the process exit status."""
     try:
         settings = ServeSettings.from_args(args)
-    except SettingsError as exc:
+        for name in settings.consumers:  # a name nobody provides is a bad flag, found now
+            resolve_consumer(name)
+    except (SettingsError, UnknownConsumerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
@@ -81,10 +85,13 @@ async def serve(
             host = settings.http[0] if settings.http else "?"
             log.warning("--insecure-no-auth: HTTP routes without a token are open to anyone on %s", host)
         try:
-            opened = await open_store(settings.store_url, **settings.store_options())
+            opened = await _until_stopped(open_store(settings.store_url, **settings.store_options()), stop)
         except PipelineStateError as exc:
             log.error("cannot open the store %s: %s", shown_url(settings.store_url), exc)
             return EXIT_FAILED
+        if opened is None:  # stopped while the store was opening (a migration lock, a silent database)
+            log.info("stopped before the store was open")
+            return EXIT_OK
         runner = ServiceRunner(settings, store=opened)
         summary_stop = asyncio.Event()
         summary = asyncio.create_task(
@@ -154,6 +161,36 @@ async def _summary(
         await summary.run_live(stop)
     elif mode == "plain":
         await summary.run_plain(stop, settings.summary_seconds, out=stream)
+
+
+async def _until_stopped(
+    opening: Coroutine[Any, Any, OpenedStore], stop: asyncio.Event
+) -> OpenedStore | None:
+    """What ``opening`` returns, or ``None`` when ``stop`` is set first: opening is then
+    cancelled (a store it opened after all is closed again)."""
+    task = asyncio.ensure_future(opening)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # serve itself cancelled: do not leave the opening behind
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        late = await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():  # serve itself is aborted
+            raise
+        return None
+    except Exception:  # failed while being stopped: nothing to close
+        return None
+    await late.close()
+    return None
 
 
 def _install_signals(stop: asyncio.Event, main: asyncio.Task[object] | None) -> list[signal.Signals]:

@@ -26,6 +26,7 @@ from pipeline_state_kafka.dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
 from pipeline_state_kafka.publisher import ProducerSettings
 from pipeline_state_sql import Settings as SqlSettings
 from pipeline_state_sql import SqlSettingsError
+from pipeline_state_sql.engine import check_store_url
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import NoDecode
 
@@ -40,7 +41,7 @@ from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
 
 from .errors import SettingsError
-from .stores import SQL_FIELDS
+from .stores import SQL_FIELDS, is_memory_url
 
 __all__ = ["ENVIRONMENT", "SETTINGS_MODELS", "ServeSettings", "Settings", "SettingsError", "parse_host_port"]
 
@@ -54,7 +55,7 @@ times a purge computes leave the calendar)."""
 def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """``"HOST:PORT"`` (or ``":PORT"``) as a pair; raises :class:`SettingsError`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise SettingsError(f"expected HOST:PORT, got {text!r}")
     return (host.strip("[]") or default_host), int(port)
 
@@ -189,7 +190,7 @@ class Settings(EnvironmentSettings):
         description="the gauges read from the store (outbox, active runs, waiting facts) are read again "
         "at most this often, however often `/metrics` is scraped",
     )
-    relay_batch_size: int = Field(default=100, ge=1, description="rows per relay pass")
+    relay_batch_size: int = Field(default=100, ge=1, le=100_000, description="rows per relay pass")
     relay_max_attempts: int = Field(
         default=10, ge=1, description="failed publications before a row is parked"
     )
@@ -365,6 +366,8 @@ class ServeSettings:
         try:
             own = Settings.from_environ(environ)
             sql = SqlSettings.from_environ(environ, **_given(store=getattr(args, "store", None)))
+            if not is_memory_url(sql.store):
+                check_store_url(sql.store, schema=sql.store_schema)
             kafka = KafkaSettings.from_environ(environ, **_given(kafka=getattr(args, "kafka", None)))
             bootstrap = kafka.bootstrap_servers()
         except (SqlSettingsError, KafkaSettingsError) as exc:

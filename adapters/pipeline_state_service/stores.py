@@ -19,7 +19,7 @@ from pipeline_state._memory import InMemoryStore
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import Outbox, Store
 
-__all__ = ["MEMORY_URL", "OpenedStore", "open_store", "shown_url"]
+__all__ = ["MEMORY_URL", "OpenedStore", "is_memory_url", "open_store", "shown_url"]
 
 MEMORY_URL = "memory://"
 
@@ -60,6 +60,11 @@ def shown_url(url: str) -> str:
         return f"{scheme}://..." if found else "(not a URL)"
 
 
+def is_memory_url(url: str) -> bool:
+    """Whether ``url`` names the in-memory store (``memory://``)."""
+    return url.rstrip("/") in (MEMORY_URL.rstrip("/"), "memory:")
+
+
 async def open_store(
     url: str,
     *,
@@ -77,7 +82,7 @@ async def open_store(
     SQLite's ``PRAGMA synchronous`` (``FULL``: a commit survives a power cut; ``NORMAL``
     in WAL mode: it survives a crash of the process but not of the machine).
     """
-    if url.rstrip("/") in (MEMORY_URL.rstrip("/"), "memory:"):
+    if is_memory_url(url):
         memory = InMemoryStore(keep_transitions=False)
         return OpenedStore(memory, memory, url=MEMORY_URL)
     options: dict[str, Any] = {
@@ -94,9 +99,17 @@ async def _open_sql(url: str, options: dict[str, Any]) -> OpenedStore:
         import pipeline_state_sql
     except ImportError as exc:  # the sql extra is not installed
         raise StoreUnavailableError(f"the SQL store needs the sql extra ({exc})") from exc
+    from pipeline_state_sql.migrate import check_revision
+
     settings = pipeline_state_sql.Settings.from_environ({}, store=url, **sql_fields(options))
     resources = contextlib.AsyncExitStack()
     store = await resources.enter_async_context(pipeline_state_sql.open(settings))
+    if not settings.store_upgrade:  # migrations are a separate step: refuse a store not migrated
+        try:
+            await check_revision(store.engine)
+        except BaseException:
+            await resources.aclose()
+            raise
     return OpenedStore(store, store, resources.aclose, url)
 
 

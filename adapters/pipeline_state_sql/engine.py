@@ -28,11 +28,13 @@ from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
 
 from .codec import EncodedDocument, UnreadableDocument, document_text
 from .driver import lean_creator
+from .errors import SqlSettingsError
 
 __all__ = ["POSTGRES_POOL_SIZE", "create_engine", "dumps", "is_postgres", "is_sqlite", "loads"]
 
@@ -66,6 +68,39 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+_BACKENDS = {"sqlite": "sqlite+aiosqlite:///FILE.db", "postgresql": "postgresql+asyncpg://USER@HOST/DB"}
+
+
+def check_store_url(url: str | URL, *, schema: str | None = None) -> URL:
+    """``url`` parsed, when a store can be opened on it: a SQLite or PostgreSQL URL with an
+    asyncio driver (``schema`` only on PostgreSQL). Raises
+    :class:`~pipeline_state_sql.errors.SqlSettingsError` naming the problem; the message never
+    repeats the URL, which may hold a password."""
+    expected = f"expected {' or '.join(_BACKENDS.values())}"
+    try:
+        parsed = make_url(url.strip() if isinstance(url, str) else url)
+    except ArgumentError:
+        raise SqlSettingsError(f"the store URL is not a database URL: {expected}") from None
+    backend = parsed.get_backend_name()
+    if backend not in _BACKENDS:
+        raise SqlSettingsError(f"the store URL names the database {backend!r}: {expected}")
+    try:
+        dialect = parsed.get_dialect()
+    except (NoSuchModuleError, ImportError):
+        raise SqlSettingsError(
+            f"the store URL names the driver {parsed.get_driver_name()!r}, which is not installed "
+            f"or not known: {expected}"
+        ) from None
+    if not getattr(dialect, "is_async", False):
+        raise SqlSettingsError(
+            f"the store URL names the driver {parsed.get_driver_name()!r}, which is not an asyncio "
+            f"driver: {expected}"
+        )
+    if backend == "sqlite" and schema is not None:
+        raise SqlSettingsError("a store schema is a PostgreSQL option; SQLite has one schema per file")
+    return parsed
 
 
 def create_engine(

@@ -20,11 +20,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline_state._catalog import check_deadline
 from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import OutboxRow
 
 from . import outbox as sql_outbox
-from .engine import create_engine, is_postgres
+from .engine import check_store_url, create_engine, is_postgres
 from .errors import DRIVER_ERRORS, translate
 from .lanes import alone, in_transaction, outside_transaction, reader_writer_lanes
 from .migrate import create_or_upgrade
@@ -59,8 +60,8 @@ class LaneStore:
     """
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
-        if lease <= 0:
-            raise ValueError("lease must be positive")
+        if check_deadline(lease) is not None:
+            raise ValueError(f"lease must be a positive number of seconds, at most ten years, got {lease!r}")
         self.engine = engine
         self.lease = timedelta(seconds=lease)
         self.owner = uuid.uuid4().hex[:16]
@@ -148,6 +149,7 @@ async def open_on_new_engine(
     """A ``cls`` store on a new engine for ``url`` that it owns (closed with its ``close``),
     after :func:`~pipeline_state_sql.migrate.create_or_upgrade` unless ``upgrade`` is false;
     the engine is disposed again if the upgrade fails."""
+    check_store_url(url, schema=schema)
     engine = create_engine(url, schema=schema, **engine_options)
     try:
         if upgrade:

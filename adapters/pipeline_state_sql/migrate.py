@@ -14,12 +14,14 @@ pointing at the shipped scripts (``alembic_config(url)`` then ``alembic.command.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +33,7 @@ __all__ = [
     "MIGRATIONS",
     "VERSION_TABLE",
     "alembic_config",
+    "check_revision",
     "create_or_upgrade",
     "current_revision",
     "head_revision",
@@ -43,6 +46,8 @@ VERSION_TABLE = "pipeline_state_alembic_version"
 """The table in which the applied revision is recorded."""
 
 _LOCK_KEY = 0x70697065  # advisory lock id for migrations on PostgreSQL
+
+log = logging.getLogger("pipeline_state_sql.migrate")
 
 
 def alembic_config(url: str | None = None, *, connection: Connection | None = None) -> Config:
@@ -66,11 +71,38 @@ def head_revision() -> str:
 
 def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        taken = connection.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        if not taken.scalar():
+            log.info("waiting for another process's migration of the store (PostgreSQL advisory lock)")
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     elif connection.dialect.name == "sqlite":
         # The driver begins transactions only before DML: make the DDL transactional too.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    command.upgrade(alembic_config(connection=connection), revision)
+    try:
+        command.upgrade(alembic_config(connection=connection), revision)
+    except CommandError as exc:
+        raise StoreError(_unknown_revision(_current(connection), exc)) from exc
+
+
+def _unknown_revision(current: str | None, exc: Exception) -> str:
+    """Why a store could not be migrated: most often a schema written by a newer release."""
+    return (
+        f"the store's schema is at revision {current!r}, which this version cannot migrate "
+        f"(its newest is {head_revision()!r}; was the store written by a newer release?): {exc}"
+    )
+
+
+async def check_revision(engine: AsyncEngine) -> None:
+    """Raise :class:`~pipeline_state.errors.StoreError` unless the database is at this
+    version's newest revision: what a store opened without migrating must check before it is
+    used (a missing table would otherwise fail every unit of work)."""
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        raise StoreError(
+            f"the store's schema is at revision {current!r}, this version needs {head!r}: "
+            "migrate it first (PIPELINE_STATE_STORE_UPGRADE=1, or alembic upgrade with "
+            "pipeline_state_sql.migrate.alembic_config)"
+        )
 
 
 def _current(connection: Connection) -> str | None:

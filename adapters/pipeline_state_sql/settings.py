@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
+from pipeline_state._catalog import MAX_DEADLINE_SECONDS
 from pipeline_state._flags import parse_flag
 from pipeline_state._settings import EnvironmentSettings
 
@@ -56,6 +57,7 @@ class Settings(EnvironmentSettings):
     outbox_lease_seconds: float = Field(
         default=30.0,
         gt=0,
+        le=MAX_DEADLINE_SECONDS,
         allow_inf_nan=False,
         description="how long a relay's claim on outbox rows lasts before another relay may take them",
     )

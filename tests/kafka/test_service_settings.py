@@ -39,7 +39,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 def test_serve_reads_every_package_s_variables_and_flags_win() -> None:
     env = {
         "PIPELINE_STATE_KAFKA": "env-broker:9092",
-        "PIPELINE_STATE_STORE": "sqlite+aiosqlite:///env.db",
+        "PIPELINE_STATE_STORE": "postgresql+asyncpg://env-host/db",  # a schema is a PostgreSQL option
         "PIPELINE_STATE_PROFILE": "no_such_module:profile",
         "PIPELINE_STATE_STORE_SCHEMA": "tenant",
         "PIPELINE_STATE_OUTBOX_LEASE_SECONDS": "9",
@@ -64,7 +64,7 @@ def test_serve_reads_every_package_s_variables_and_flags_win() -> None:
     assert flags.producer_settings().linger_ms == 3
     env.pop("PIPELINE_STATE_PROFILE")
     variables = ServeSettings.from_args(_parse(), env)
-    assert (variables.kafka, variables.store_url) == ("env-broker:9092", "sqlite+aiosqlite:///env.db")
+    assert (variables.kafka, variables.store_url) == ("env-broker:9092", "postgresql+asyncpg://env-host/db")
     assert variables.consumer_settings().bootstrap_servers == "env-broker:9092"
     assert variables.kafka_settings().kafka == "env-broker:9092"
 
