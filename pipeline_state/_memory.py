@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+import threading
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -54,7 +55,9 @@ class InMemoryStore:
     """Batch state, inbox, transition log and outbox in dictionaries.
 
     Every ``commit`` and ``commit_many`` runs without awaiting in between, so it is atomic
-    with respect to other coroutines. ``claim`` hands out at most the oldest due row of each
+    with respect to other coroutines, and under a lock, so it is atomic with respect to other
+    threads too (a service used from several event loops, one per thread); claims and marks
+    of the outbox take the same lock. ``claim`` hands out at most the oldest due row of each
     key and leases it for ``lease_seconds``, so a second relay never gets a row that is on
     its way. Set :attr:`available` to ``False`` to make every call raise
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
@@ -67,6 +70,7 @@ class InMemoryStore:
         self, *, keep_transitions: bool = True, lease_seconds: float = 30.0, keep_published: int = 100_000
     ) -> None:
         self.available = True
+        self._lock = threading.Lock()
         self.lease = timedelta(seconds=lease_seconds)
         self._leases: dict[int, datetime] = {}
         # States and inbox in the shared engine; the log, like its inbox, in plain tuples of
@@ -106,8 +110,9 @@ class InMemoryStore:
 
     async def commit(self, change: Change) -> None:
         self._check()
-        self._validate(change, self._work.versions((change,)), set())
-        self._apply(change)
+        with self._lock:
+            self._validate(change, self._work.versions((change,)), set())
+            self._apply(change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order, all or nothing (see
@@ -115,12 +120,13 @@ class InMemoryStore:
         checked against a simulated view of versions and inbox ids before anything is
         applied, so a conflict or duplicate anywhere writes nothing."""
         self._check()
-        versions = self._work.versions(changes)
-        seen: set[str] = set()
-        for change in changes:
-            self._validate(change, versions, seen)
-        for change in changes:
-            self._apply(change)
+        with self._lock:
+            versions = self._work.versions(changes)
+            seen: set[str] = set()
+            for change in changes:
+                self._validate(change, versions, seen)
+            for change in changes:
+                self._apply(change)
 
     def _validate(self, change: Change, versions: Versions, seen: set[str]) -> None:
         """Check ``change`` against ``versions`` and the inbox (plus the ids in ``seen``)
@@ -345,6 +351,10 @@ class InMemoryStore:
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
         self._check()
+        with self._lock:
+            return self._claim(now, limit)
+
+    def _claim(self, now: datetime, limit: int) -> list[OutboxRow]:
         heads = self._heads
         claimed: list[OutboxRow] = []
         if not heads:
@@ -378,6 +388,10 @@ class InMemoryStore:
 
     async def mark_published(self, row_ids: Sequence[int], now: datetime) -> None:
         self._check()
+        with self._lock:
+            self._mark_published(row_ids)
+
+    def _mark_published(self, row_ids: Sequence[int]) -> None:
         published, keep = self._published, self._keep_published
         for row_id in row_ids:
             # Published rows are dropped: memory stays flat however long the process runs.
@@ -397,10 +411,11 @@ class InMemoryStore:
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
     ) -> None:
         self._check()
-        row = self._outbox[row_id]
-        self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
-        self._retry_at[row_id] = retry_at
-        self._leases.pop(row_id, None)
+        with self._lock:
+            row = self._outbox[row_id]
+            self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
+            self._retry_at[row_id] = retry_at
+            self._leases.pop(row_id, None)
 
     async def pending_count(self) -> int:
         self._check()

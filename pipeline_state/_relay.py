@@ -50,7 +50,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from ._tracing import for_publish, publish_span, record_published
-from .errors import PipelineStateError, StoreUnavailableError
+from .errors import StoreUnavailableError
 from .ports import Clock, Outbox, OutboxRow, Publisher
 
 __all__ = ["OutboxRelay", "RelayReport", "ReleasingOutbox"]
@@ -89,6 +89,25 @@ class ReleasingOutbox(Outbox, Protocol):
 
 def _row_id(row: OutboxRow) -> int:
     return row.id
+
+
+def _answer(publisher: Publisher, answer: object, count: int) -> Sequence[BaseException | None]:
+    """``answer`` if it is what :meth:`Publisher.publish` must return for ``count`` messages
+    (one ``None`` or exception per message, in order), else a :class:`TypeError` naming the
+    publisher: a publisher that breaks its contract is a bug to fix, not a failure to retry
+    (the messages may have gone out; their rows stay leased and go again after the lease)."""
+    if (
+        isinstance(answer, Sequence)
+        and not isinstance(answer, str | bytes)
+        and len(answer) == count
+        and all(entry is None or isinstance(entry, BaseException) for entry in answer)
+    ):
+        return answer
+    shown = repr(answer)
+    raise TypeError(
+        f"{type(publisher).__name__}.publish must return one None or exception per message "
+        f"({count}), in order; it returned {shown if len(shown) <= 80 else shown[:77] + '...'}"
+    )
 
 
 class OutboxRelay:
@@ -282,17 +301,17 @@ class OutboxRelay:
         results: Sequence[BaseException | None] = ()
         try:
             try:
-                results = await self.publisher.publish(
+                answer: object = await self.publisher.publish(
                     [for_publish(r.message, span) for r, span in zip(rows, spans, strict=True)]
                 )
-            except (PipelineStateError, OSError) as exc:
+            except Exception as exc:  # a transport's error, or a publisher that raised for one message
                 results = [exc] * len(rows)
+            else:
+                results = _answer(self.publisher, answer, len(rows))
         finally:
             for index, span in enumerate(spans):
                 error = results[index] if index < len(results) else RuntimeError("not published")
                 record_published(span, error)
-        if len(results) != len(rows):
-            raise RuntimeError("the publisher returned a result count that differs from the messages")
         return results
 
     async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> None:

@@ -57,6 +57,7 @@ from .errors import (
     BadCommandError,
     BatchNotFoundError,
     ConcurrencyConflictError,
+    CorruptStateError,
     DuplicateEventError,
     IllegalTransitionError,
     InvalidMessageError,
@@ -199,10 +200,28 @@ MAX_WAITING_PER_BATCH = 1000
 (:class:`~pipeline_state.errors.WaitingLimitError`), so every fact kept is re-attempted on
 each change of its batch."""
 
+_ONE_BATCH = (CorruptStateError, ConcurrencyConflictError, BadCommandError, IllegalTransitionError)
+"""What stops the deadline sweep of one batch, not of the others."""
+
 _RESUME_LIMIT = 2 * MAX_WAITING_PER_BATCH
 """How many waiting facts of a batch one change reads: more than may wait, so that the few
 that concurrent units of work on a batch not yet registered (no version to compare-and-set)
 may add past the limit are re-attempted too."""
+
+
+def _check_moved(state: BatchState | None, lost: ConcurrencyConflictError) -> None:
+    """After losing a compare-and-set that found the row at ``lost.actual``, a fresh read
+    must show a state at that version or later. One still at the version the lost write
+    expected means the stored state and its row's version disagree (a row put back or
+    edited by hand): every retry would lose again, for ever. That is a corrupt row, refused
+    as one (:class:`~pipeline_state.errors.CorruptStateError`, naming the batch)."""
+    if state is None or lost.actual is None or lost.expected is None or lost.actual == lost.expected:
+        return
+    if state.version == lost.expected:
+        raise CorruptStateError(
+            lost.batch_id,
+            f"the stored state says version {state.version}, but its row is at version {lost.actual}",
+        )
 
 
 def _event_reader(store: object) -> EventReadingStore | None:
@@ -231,6 +250,8 @@ def _raw_bytes(topic: str, raw: bytes | str | Mapping[str, Any]) -> bytes:
     is bounded and parsed like any record; one that cannot be encoded is invalid input)."""
     if isinstance(raw, bytes):
         return raw
+    if isinstance(raw, bytearray | memoryview):
+        return bytes(raw)
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogatepass")
     try:
@@ -358,6 +379,8 @@ class PipelineService:
             )
         if group_limit < 1:
             raise ValueError("group_limit must be at least 1 (1: no group commit)")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be a whole number of at least 1, got {max_attempts!r}")
         self.store = store
         self.profile = default_profile() if profile is None else check_profile(profile)
         self.clock: Clock = clock or SystemClock()
@@ -561,18 +584,34 @@ class PipelineService:
         return await self.handle(command, topic=f"operator.{type(payload).__name__}")
 
     async def expire_overdue(self, *, limit: int = 1000) -> list[HandleResult]:
-        """Fail the overdue phases of every batch whose deadline has passed."""
+        """Fail the overdue phases of every batch whose deadline has passed.
+
+        A batch that cannot be swept (its stored state is unreadable, it kept losing its
+        compare-and-set, the decision refused it) is logged and left for the next sweep; the
+        other batches are swept all the same. A store that cannot be reached stops the sweep."""
         now = self.clock.now()
         results = []
         for batch_id in await self.store.overdue_batches(now, limit):
-            event_id = derive_id("expire", batch_id, now.isoformat())
-            state = await self.store.load(batch_id)
-            run = None if state is None else state.active_run
-            # The sweep belongs to the run it expires: its log rows carry the run's correlation id.
-            correlation_id = run.correlation_id if run is not None else str(uuid.uuid4())
-            command = Command(ExpireOverdue(batch_id), event_id, correlation_id)
-            results.append(await self.handle(command, topic="operator.ExpireOverdue"))
+            try:
+                results.append(await self._expire(batch_id, now))
+            except _ONE_BATCH as exc:
+                log.error(
+                    "deadline sweep skipped batch %s: %s: %s",
+                    batch_id,
+                    type(exc).__name__,
+                    exc,
+                    extra={"batch_id": batch_id},
+                )
         return results
+
+    async def _expire(self, batch_id: str, now: datetime) -> HandleResult:
+        event_id = derive_id("expire", batch_id, now.isoformat())
+        state = await self.store.load(batch_id)
+        run = None if state is None else state.active_run
+        # The sweep belongs to the run it expires: its log rows carry the run's correlation id.
+        correlation_id = run.correlation_id if run is not None else str(uuid.uuid4())
+        command = Command(ExpireOverdue(batch_id), event_id, correlation_id)
+        return await self.handle(command, topic="operator.ExpireOverdue")
 
     async def get_batch(self, batch_id: str) -> BatchState:
         """The batch as it is shown: its state with its archived runs (``history``) read from
@@ -731,12 +770,20 @@ class PipelineService:
                 read.append(await self._with_waiting(batch_id, state, has_waiting))
             return seen
 
+        lost: list[ConcurrencyConflictError] = []  # this call's lost compare-and-sets
+
         async def decide() -> list[_Staged]:
             batch = read.pop() if read else await self._read(batch_id)
+            if lost:
+                _check_moved(batch.state, lost[-1])
             return self._fold(command, topic, raw, batch)
 
         async def commit(steps: list[_Staged]) -> None:
-            await self._commit([s.change for s in steps])
+            try:
+                await self._commit([s.change for s in steps])
+            except ConcurrencyConflictError as exc:
+                lost.append(exc)
+                raise
 
         async def committed(steps: list[_Staged], attempt: int) -> HandleResult:
             return self._committed(steps, attempt)

@@ -199,7 +199,8 @@ class ItemMismatchError(BadCommandError):
     re-injected once corrected) and HTTP answers 4xx.
 
     ``reason`` is a short code (``unregistered_items``, ``too_many_items``,
-    ``duplicate_items``, ``items_not_sent_to_phase``, ``processed_and_failed``); ``ids``
+    ``duplicate_items``, ``items_not_sent_to_phase``, ``processed_and_failed``; for a
+    registration also ``too_few_items``, ``bad_item_ids`` and ``item_count_mismatch``); ``ids``
     holds the offending ids (the message shows the first few), ``phase`` the phase of an
     outcome.
     """

@@ -38,6 +38,9 @@ def register(inputs: Inputs, p: RegisterBatch) -> Decision:
     under the same id raises :class:`BatchConflictError`."""
     now = inputs.now
     kind = inputs.profile.item_kind
+    # The guard checks it again on the transition; checked first so that an impossible count
+    # costs nothing (the engine numbers the items of a registration that names none).
+    check_registered_items(p, inputs.profile.max_items_per_batch)
     item_ids = p.item_ids or tuple(derive_id(p.batch_id, kind, str(i)) for i in range(p.expected_items))
     fresh = BatchState(
         batch_id=p.batch_id,
@@ -137,14 +140,42 @@ def validation_errors(inputs: Inputs, p: ValidationFailed) -> Decision:
 def items_within_limit(ctx: BatchCtx) -> str | None:
     p = ctx.registration
     assert p is not None
-    limit = ctx.session.profile.max_items_per_batch
-    if p.expected_items > limit:
-        raise ItemMismatchError(
-            "too_many_items",
-            batch_id=p.batch_id,
-            detail=f"{p.expected_items} items, the profile allows {limit}",
-        )
+    check_registered_items(p, ctx.session.profile.max_items_per_batch)
     return None
+
+
+def check_registered_items(p: RegisterBatch, limit: int) -> None:
+    """A registration's items must be possible: a whole number of them from 1 to the
+    profile's ``limit``, and when it names them, as many distinct ids (strings) as it counts.
+    Raises :class:`ItemMismatchError` otherwise (a batch that could never be provisioned is
+    not created)."""
+    count = p.expected_items
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ItemMismatchError(
+            "too_few_items", batch_id=p.batch_id, detail=f"expected_items must be at least 1, got {count!r}"
+        )
+    if count > limit:
+        raise ItemMismatchError(
+            "too_many_items", batch_id=p.batch_id, detail=f"{count} items, the profile allows {limit}"
+        )
+    ids = p.item_ids
+    if ids is None:
+        return
+    if not isinstance(ids, tuple) or not all(isinstance(i, str) and i for i in ids):
+        raise ItemMismatchError(
+            "bad_item_ids",
+            batch_id=p.batch_id,
+            detail=f"item_ids must be a tuple of non-empty strings, got {type(ids).__name__}",
+        )
+    twice = duplicates(ids)
+    if twice:
+        raise ItemMismatchError("duplicate_items", batch_id=p.batch_id, ids=twice)
+    if len(ids) != count:
+        raise ItemMismatchError(
+            "item_count_mismatch",
+            batch_id=p.batch_id,
+            detail=f"{len(ids)} item ids for {count} expected items",
+        )
 
 
 def _explicit_item_ids(state: BatchState, kind: str) -> frozenset[str] | None:

@@ -6,7 +6,7 @@ from pipeline_state._commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state._inputs import PhaseOutcome
 from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state._model import RECORDED_PIPELINE_PREFIX, PhaseRun, Run
-from pipeline_state.errors import UnknownPipelineError
+from pipeline_state.errors import BadCommandError, UnknownPipelineError
 
 from . import machines
 from .admission import plan_order_for
@@ -56,7 +56,12 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     engine = RunEngine.of(session)
     if engine is None:
         return session.finish(ignored="no_active_run")
-    trigger = OUTCOME_TRIGGERS[p.status]
+    trigger = OUTCOME_TRIGGERS.get(p.status)
+    if trigger is None:
+        raise BadCommandError(
+            f"unknown outcome status {p.status!r} (one of {', '.join(map(repr, OUTCOME_TRIGGERS))})",
+            batch_id=p.batch_id,
+        )
     note = None
     if p.phase in engine.phases:
         corr = p.correlation_id

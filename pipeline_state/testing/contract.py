@@ -744,6 +744,38 @@ class StoreContract:
         assert await store.load_with_waiting("b1") == (state, False)
         assert await store.inbox_entry("w1") == _inbox("w1", "b1", "ignored:late")
 
+    async def test_commit_many_carries_archived_runs_re_sends_and_rewaits(self, store: ContractStore) -> None:
+        """Every part of a change counts in ``commit_many`` as in ``commit``: the runs it
+        archives, the rows it re-queues and what its waiting facts wait for now (a group
+        commit or a resumed fact goes this way)."""
+        batching = _batching(store)
+        await self.enqueue(store, message("sent-1", "h1"))
+        rows = await store.claim(T0)
+        await store.mark_published([r.id for r in rows], T0)
+        await store.commit(_deferral(_fact("w1", "h1")))
+        state = with_deadline(make_state("h1"), None)
+        first = archived_run("h1")
+        later = T0 + timedelta(seconds=5)
+        await batching.commit_many(
+            [
+                Change("h1", None, state, later, inbox=_inbox("in-1", "h1"), archived=(first,)),
+                Change(
+                    "h1",
+                    1,
+                    attrs.evolve(state, version=2),
+                    later,
+                    inbox=_inbox("in-2", "h1"),
+                    republish=("sent-1",),
+                    rewaits=(("w1", "batch_state:ready"),),
+                ),
+            ]
+        )
+        assert await store.history("h1") == [first]
+        assert [(f.event_id, f.waits_for) for f in await store.list_waiting("h1")] == [
+            ("w1", "batch_state:ready")
+        ]
+        assert _ids(await store.claim(later)) == ["sent-1"]
+
     async def test_forget_waiting_records_the_result(self, store: ContractStore) -> None:
         await store.commit(_deferral(_fact("w1", "b1")))
         await store.commit(_deferral(_fact("w2", "b1")))

@@ -47,6 +47,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_batches_status_updated_at", table_name="batches")
-    with op.batch_alter_table("transitions") as batch:
+    # SQLite recreates the table: keep its AUTOINCREMENT (ids never handed out twice).
+    with op.batch_alter_table("transitions", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("note")
     op.drop_table("waiting")

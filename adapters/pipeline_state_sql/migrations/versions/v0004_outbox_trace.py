@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("outbox") as batch:
+    # SQLite recreates the table: keep its AUTOINCREMENT (ids never handed out twice).
+    with op.batch_alter_table("outbox", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("trace_context")

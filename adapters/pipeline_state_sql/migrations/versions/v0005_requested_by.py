@@ -24,5 +24,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("transitions") as batch:
+    # SQLite recreates the table: keep its AUTOINCREMENT (ids never handed out twice).
+    with op.batch_alter_table("transitions", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("requested_by")
