@@ -63,7 +63,10 @@ class InMemoryStore:
     :class:`~pipeline_state.errors.StoreUnavailableError`, as a down database would.
 
     Published rows are dropped, but their messages are remembered (the last
-    ``keep_published`` of them) so that a change's ``republish`` can queue them again.
+    ``keep_published`` of them) so that a change's ``republish`` can queue them again. A
+    message of a batch whose active run has a phase deadline pending is kept past that
+    bound until the batch has none (a phase's re-send queues its command again, and phase
+    commands are keyed by their batch), as the SQL store's ``purge_published`` keeps them.
     """
 
     def __init__(
@@ -93,6 +96,8 @@ class InMemoryStore:
         self._next_seq = 1
         self._published: OrderedDict[str, OutboxMessage] = OrderedDict()
         self._keep_published = keep_published
+        # Published messages past ``keep_published`` of batches with a deadline pending.
+        self._pinned: dict[str, dict[str, OutboxMessage]] = {}
 
     def _check(self) -> None:
         if not self.available:
@@ -152,6 +157,8 @@ class InMemoryStore:
             deadline = next_deadline(change.state)
             if deadline is None:
                 self._deadlines.pop(change.batch_id, None)
+                if self._pinned:
+                    self._pinned.pop(change.batch_id, None)
             else:
                 self._deadlines[change.batch_id] = deadline
         if change.archived:
@@ -169,7 +176,7 @@ class InMemoryStore:
             if still is not None:
                 self._keep_waiting(attrs.evolve(still, waits_for=waits_for))
         if change.republish:
-            self._requeue(change.republish, change.at)
+            self._requeue(change.republish, change.at, change.batch_id)
 
     def _keep_waiting(self, fact: WaitingFact) -> None:
         """Add ``fact`` to the waiting set, or replace it in place (arrival order kept)."""
@@ -186,7 +193,7 @@ class InMemoryStore:
             del self._waiting_by_batch[fact.batch_id]
         return True
 
-    def _requeue(self, event_ids: Sequence[str], now: datetime) -> None:
+    def _requeue(self, event_ids: Sequence[str], now: datetime, batch_id: str) -> None:
         """Deliver the messages ``event_ids`` again: an unpublished row is reset in place;
         a published one (remembered) gets a new row; unknown ids are skipped."""
         wanted = set(event_ids)
@@ -197,9 +204,18 @@ class InMemoryStore:
                 self._retry_at.pop(row_id, None)
                 self._leases.pop(row_id, None)
         for event_id in event_ids:
-            message = self._published.pop(event_id, None) if event_id in wanted else None
+            if event_id not in wanted:
+                continue
+            message = self._published.pop(event_id, None)
+            if message is None and self._pinned:
+                message = self._unpin(batch_id, event_id)
             if message is not None:
                 self._add_row(message, now)
+
+    def _unpin(self, batch_id: str, event_id: str) -> OutboxMessage | None:
+        """A published message of ``batch_id`` kept past the bound (see the class doc)."""
+        messages = self._pinned.get(batch_id)
+        return None if messages is None else messages.pop(event_id, None)
 
     def _append(self, messages: Sequence[OutboxMessage], at: datetime) -> None:
         for message in messages:
@@ -405,7 +421,9 @@ class InMemoryStore:
             if keep > 0:
                 published[message.event_id] = message
                 while len(published) > keep:
-                    published.popitem(last=False)
+                    event_id, old = published.popitem(last=False)
+                    if old.key is not None and old.key in self._deadlines:  # a re-send may need it
+                        self._pinned.setdefault(old.key, {})[event_id] = old
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool

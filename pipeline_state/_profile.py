@@ -109,6 +109,23 @@ class CommandFields:
     """The key of a dependency's phase name in each entry of that list (its ref is under
     :attr:`content_ref`)."""
 
+    def __attrs_post_init__(self) -> None:
+        """Refuse names under which one value would overwrite another: the command's own
+        fields, the keys of an item, and the keys of an entry of its dependencies' refs."""
+        for where, names in (
+            ("command fields", (self.batch_id, self.items, self.language, self.category, self.group_id)),
+            ("item keys", (self.item_id, self.content_ref, self.dependency_refs)),
+            ("dependency ref keys", (self.dependency, self.content_ref)),
+        ):
+            given = [n for n in names if n is not None]
+            if not all(isinstance(n, str) and n for n in given):
+                raise DefinitionError("command_fields", f"{where} must be non-empty strings, got {given!r}")
+            if len(set(given)) != len(given):
+                raise DefinitionError(
+                    "command_fields",
+                    f"{where} must be distinct names (one would overwrite another), got {given!r}",
+                )
+
     @property
     def phase(self) -> frozenset[str]:
         """The fields of a phase command."""

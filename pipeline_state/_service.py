@@ -203,6 +203,9 @@ each change of its batch."""
 _ONE_BATCH = (CorruptStateError, ConcurrencyConflictError, BadCommandError, IllegalTransitionError)
 """What stops the deadline sweep of one batch, not of the others."""
 
+_SWEEP_PAGES = 100
+"""At most this many pages of expired facts are dead-lettered by one waiting sweep."""
+
 _RESUME_LIMIT = 2 * MAX_WAITING_PER_BATCH
 """How many waiting facts of a batch one change reads: more than may wait, so that the few
 that concurrent units of work on a batch not yet registered (no version to compare-and-set)
@@ -691,17 +694,23 @@ class PipelineService:
         """One sweep of the waiting set, for a periodic task: re-attempt the batches of the
         oldest waiting facts (a safety net for a change made by another process while a
         fact was being deferred), then expire what waited too long (see
-        :meth:`expired_waiting`): ``await dead_letter(fact)`` for each, and only once it
-        returned, :meth:`forget_waiting` it. An exception from ``dead_letter`` propagates
+        :meth:`expired_waiting`), ``limit`` at a time for as long as pages come back full (at
+        most 100 of them), so that facts expire as fast as they arrive:
+        ``await dead_letter(fact)`` for each, and only once it returned,
+        :meth:`forget_waiting` it. An exception from ``dead_letter`` propagates
         and leaves that fact (and the rest) waiting for the next sweep."""
         resumed = 0
         for batch_id in dict.fromkeys(f.batch_id for f in await self.store.list_waiting(limit=limit)):
             resumed += len(await self.resume_waiting(batch_id))
         denied_before = self.counters["waiting_denied"]
         dead = 0
-        for expired in await self.expired_waiting(limit=limit):
-            await dead_letter(expired)
-            dead += await self.forget_waiting([expired.event_id])
+        for _ in range(_SWEEP_PAGES):  # a full page: more may have expired, take them now
+            page = await self.expired_waiting(limit=limit)
+            for expired in page:
+                await dead_letter(expired)
+                dead += await self.forget_waiting([expired.event_id])
+            if len(page) < limit:
+                break
         return WaitingSweep(resumed, self.counters["waiting_denied"] - denied_before, dead)
 
     async def resume_waiting(self, batch_id: str) -> list[HandleResult | PipelineStateError]:

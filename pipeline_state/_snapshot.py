@@ -27,6 +27,11 @@ class ViewNames:
     group_id: str = "group_id"
     items: str = "item_count"
 
+    @property
+    def items_word(self) -> str:
+        """What pages call the items, from the count's key: ``essay_count`` -> ``essays``."""
+        return self.items.removesuffix("_count") + "s"
+
 
 @functools.cache
 def _default_names() -> tuple[ViewNames, StateNames]:

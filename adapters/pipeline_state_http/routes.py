@@ -226,6 +226,7 @@ def build_router(
             title=settings.title,
             refresh_seconds=settings.status_refresh_seconds,
             history_limit=settings.max_page_size,
+            items=service.profile.view_names.items_word,
         )
         headers = {
             "Content-Security-Policy": rendered.csp,

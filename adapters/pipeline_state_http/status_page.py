@@ -130,7 +130,7 @@ def _history_rows(history: Sequence[Run], limit: int) -> list[list[str]]:
     ]
 
 
-def _run_section(run: Run, catalog: Catalog, active: bool) -> str:
+def _run_section(run: Run, catalog: Catalog, active: bool, items: str) -> str:
     dag = run_dag(run, catalog)
     heading = "Active run" if active else "Latest run"
     status = escape(run.status.value)
@@ -138,7 +138,7 @@ def _run_section(run: Run, catalog: Catalog, active: bool) -> str:
         dag.steps, dag.statuses, title=f"phases of run {run.run_id}", element_id="phases-diagram"
     )
     table = _table(
-        ["phase", "status", "dispatched", "finished", "essays", "error"], _phase_rows(run), table_id="phases"
+        ["phase", "status", "dispatched", "finished", items, "error"], _phase_rows(run), table_id="phases"
     )
     return (
         f"<h2>{heading}: {escape(run.pipeline_name)} "
@@ -150,14 +150,20 @@ def _run_section(run: Run, catalog: Catalog, active: bool) -> str:
 
 
 def render_status_page(
-    state: BatchState, catalog: Catalog, *, title: str, refresh_seconds: int, history_limit: int
+    state: BatchState,
+    catalog: Catalog,
+    *,
+    title: str,
+    refresh_seconds: int,
+    history_limit: int,
+    items: str = "items",
 ) -> StatusPage:
-    """The HTML page of ``state``."""
+    """The HTML page of ``state``; ``items`` is what the profile calls its items (``essays``)."""
     nonce = secrets.token_urlsafe(16)
     run = shown_run(state)
     batch_svg = lifecycle_svg(BATCH_LIFECYCLE, current=state.status.value, element_id="batch-diagram")
     run_html = (
-        _run_section(run, catalog, state.active_run is not None)
+        _run_section(run, catalog, state.active_run is not None, escape(items))
         if run is not None
         else '<h2>Runs</h2><p id="no-run">No pipeline has run on this batch yet.</p>'
     )
@@ -177,7 +183,7 @@ def render_status_page(
 <div id="live">
 <h1>Batch <code>{batch_id}</code></h1>
 <p class="meta">status <span class="badge" id="batch-status" data-status="{status}">{status}</span>
- · version {state.version} · owner <code>{escape(state.owner)}</code> · {len(state.items)} essays
+ · version {state.version} · owner <code>{escape(state.owner)}</code> · {len(state.items)} {escape(items)}
  · updated {escape(_when(state.updated_at))}</p>
 <h2>Batch lifecycle</h2>
 <div class="diagram">{batch_svg}</div>

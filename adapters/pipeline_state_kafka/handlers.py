@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
+from pipeline_state._announced import announced_events
+from pipeline_state._profile import Profile
 from pipeline_state._service import HandleResult, PipelineService
 from pipeline_state._tracing import TraceContext
 from pipeline_state.errors import PipelineStateError
@@ -21,6 +23,7 @@ __all__ = [
     "BatchHandler",
     "Handled",
     "MessageHandler",
+    "completion_topics",
     "service_batch_handler",
     "service_handler",
 ]
@@ -63,10 +66,17 @@ second argument gives each record's trace-context headers, by position."""
 COMPLETION_TOPICS: frozenset[str] = frozenset(
     topic for topic, event in ENGINE_EVENT_TOPICS.items() if event == "completed"
 )
-"""The topics of the run completions the engine emits."""
+"""The topics of the run completions the default (HuleEdu) profile emits; a handler takes its
+service's own (:func:`completion_topics`)."""
 
 
-def _summary(result: HandleResult) -> Handled:
+def completion_topics(profile: Profile) -> frozenset[str]:
+    """The topics on which ``profile``'s outbound announces run completions."""
+    announced = announced_events(profile.name, profile.outbound)
+    return frozenset(a.topic for a in announced if "completed" in a.announces)
+
+
+def _summary(result: HandleResult, completions: frozenset[str]) -> Handled:
     # emitted counts the rows of the waiting facts this change let apply too (relay wake-up)
     messages = result.all_messages
     return Handled(
@@ -75,7 +85,7 @@ def _summary(result: HandleResult) -> Handled:
         result.correlation_id,
         result.label,
         len(messages),
-        tuple(m.event_id for m in messages if m.topic in COMPLETION_TOPICS),
+        tuple(m.event_id for m in messages if m.topic in completions),
         max(0, result.attempts - 1),
         result.span_ids,
     )
@@ -83,10 +93,11 @@ def _summary(result: HandleResult) -> Handled:
 
 def service_handler(service: PipelineService) -> MessageHandler:
     """Hands records to ``service``: parse, then one unit of work (state, outbox, inbox)."""
+    completions = completion_topics(service.profile)
 
     async def handle(topic: str, raw: bytes) -> Handled:
         # parsed within the service's intake limits; an early fact waits (durably)
-        return _summary(await service.handle_message(topic, bytes(raw)))
+        return _summary(await service.handle_message(topic, bytes(raw)), completions)
 
     return handle
 
@@ -95,10 +106,12 @@ def service_batch_handler(service: PipelineService) -> BatchHandler:
     """Hands a partition's records to ``service.handle_many``: all their effects commit in one
     transaction (one fsync), with the results of handling them one by one."""
 
+    completions = completion_topics(service.profile)
+
     async def handle(
         records: Sequence[tuple[str, bytes]], traces: Sequence[TraceContext] = ()
     ) -> list[Handled | PipelineStateError]:
         results = await service.handle_many(records, traces=traces)
-        return [r if isinstance(r, PipelineStateError) else _summary(r) for r in results]
+        return [r if isinstance(r, PipelineStateError) else _summary(r, completions) for r in results]
 
     return handle

@@ -13,6 +13,7 @@ from pipeline_state._lifecycle import ABSENT, PHASE_LIFECYCLE, PhaseStatus, RunS
 from pipeline_state._model import ItemRef, PhaseRun, Run, all_terminal, evolve, evolver
 from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
+from pipeline_state._wire import MAX_ITEM_ID_LENGTH
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
 
 from . import machines
@@ -35,6 +36,21 @@ def fan_in(
     are given in the same order: the items that succeeded in every one, each with the ref
     the profile's ``policy`` merges (see :func:`~pipeline_state._fan_in.gather`)."""
     return gather(policy, dependencies, outputs)[0]
+
+
+def _long_refs(inputs: Sequence[ItemRef], listed: Mapping[str, tuple[DependencyRef, ...]] | None) -> bool:
+    """Whether a ref is longer than the profile's item-count bound assumes (its own wire may
+    not bound them as the default profile's does): the command is then measured whatever
+    its item count."""
+    for ref in inputs:
+        if len(ref.item_id) > MAX_ITEM_ID_LENGTH or len(ref.content_ref or "") > MAX_ITEM_ID_LENGTH:
+            return True
+    if listed:
+        for refs in listed.values():
+            for dep in refs:
+                if len(dep.content_ref or "") > MAX_ITEM_ID_LENGTH:
+                    return True
+    return False
 
 
 def duplicates(ids: Iterable[str]) -> tuple[str, ...]:
@@ -180,7 +196,7 @@ class RunEngine:
             names.group_id: state.group_id,
         }
         profile = self.session.profile
-        if len(inputs) > profile.measure_above_items:
+        if len(inputs) > profile.measure_above_items or _long_refs(inputs, listed):
             payload = spec.model.model_validate(data)
             size = COMMAND_OVERHEAD_BYTES + len(payload.__pydantic_serializer__.to_json(payload))
             if size > profile.max_command_bytes:

@@ -9,8 +9,10 @@ from typing import Any
 import attrs
 
 from pipeline_state._model import BatchState, PhaseRun, Run
-from pipeline_state._snapshot import snapshot
+from pipeline_state._profile import Profile
+from pipeline_state._snapshot import ViewNames, snapshot
 from pipeline_state.ports import MAX_STALLED_AGE_SECONDS, StalledRun, TransitionRecord
+from pipeline_state.profiles import default_profile
 
 from .exits import MAX_LIMIT, ExitCode, in_range
 from .output import emit
@@ -50,26 +52,32 @@ def _transition(record: TransitionRecord) -> dict[str, Any]:
     return row
 
 
-def batch_document(state: BatchState, log: list[TransitionRecord]) -> dict[str, Any]:
-    """What ``batch show`` prints: the batch as the HTTP API shows it
-    (:func:`~pipeline_state._snapshot.snapshot`), with who started each run, each phase's
-    figures, and the transition log."""
-    doc = snapshot(state)
+def batch_document(
+    state: BatchState, log: list[TransitionRecord], profile: Profile | None = None
+) -> dict[str, Any]:
+    """What ``batch show`` prints: the batch as the HTTP API shows it under ``profile``
+    (default: the default profile; :func:`~pipeline_state._snapshot.snapshot` with its view
+    keys and state names), with the expected item count (``expected_<items key>``), who
+    started each run, each phase's figures, and the transition log."""
+    profile = profile or default_profile()
+    names = profile.view_names
+    doc = snapshot(state, names, profile.state_names)
     if state.active_run is not None:
         doc["active_run"] = _with_details(doc["active_run"], state.active_run)
     doc["history"] = [_with_details(v, r) for v, r in zip(doc["history"], state.history, strict=True)]
     return doc | {
-        "expected_essay_count": state.expected_items,
+        f"expected_{names.items}": state.expected_items,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
         "transitions": [_transition(t) for t in log],
     }
 
 
-def _batch_lines(doc: dict[str, Any]) -> list[str]:
+def _batch_lines(doc: dict[str, Any], names: ViewNames) -> list[str]:
+    owner, items = doc[names.owner], doc[names.items]
     lines = [
-        f"batch {doc['batch_id']}  {doc['status']}  version {doc['version']}  owner {doc['user_id']}",
-        f"  essays {doc['essay_count']}/{doc['expected_essay_count']}  created {_at(doc['created_at'])}"
+        f"batch {doc['batch_id']}  {doc['status']}  version {doc['version']}  owner {owner}",
+        f"  {names.items_word} {items}/{doc[f'expected_{names.items}']}  created {_at(doc['created_at'])}"
         f"  last change {_at(doc['updated_at'])}",
     ]
     active = doc["active_run"]
@@ -108,8 +116,8 @@ async def show_batch(args: argparse.Namespace) -> int:
         log: list[TransitionRecord] = []
         if args.log_limit:
             log = await store_call(service.store, "transitions")(args.batch_id, limit=args.log_limit)
-    doc = batch_document(state, log)
-    emit(doc, as_json=args.json, text=lambda: _batch_lines(doc))
+    doc = batch_document(state, log, service.profile)
+    emit(doc, as_json=args.json, text=lambda: _batch_lines(doc, service.profile.view_names))
     return ExitCode.OK
 
 
