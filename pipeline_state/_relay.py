@@ -45,7 +45,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import attrs
 
@@ -96,18 +96,20 @@ def _answer(publisher: Publisher, answer: object, count: int) -> Sequence[BaseEx
     (one ``None`` or exception per message, in order), else a :class:`TypeError` naming the
     publisher: a publisher that breaks its contract is a bug to fix, not a failure to retry
     (the messages may have gone out; their rows stay leased and go again after the lease)."""
-    if (
-        isinstance(answer, Sequence)
-        and not isinstance(answer, str | bytes)
-        and len(answer) == count
-        and all(entry is None or isinstance(entry, BaseException) for entry in answer)
-    ):
-        return answer
+    sequence = isinstance(answer, list | tuple) or (
+        isinstance(answer, Sequence) and not isinstance(answer, str | bytes)
+    )
+    if sequence and _one_result_each(cast("Sequence[object]", answer), count):
+        return cast("Sequence[BaseException | None]", answer)
     shown = repr(answer)
     raise TypeError(
         f"{type(publisher).__name__}.publish must return one None or exception per message "
         f"({count}), in order; it returned {shown if len(shown) <= 80 else shown[:77] + '...'}"
     )
+
+
+def _one_result_each(answer: Sequence[object], count: int) -> bool:
+    return len(answer) == count and all(e is None or isinstance(e, BaseException) for e in answer)
 
 
 class OutboxRelay:
