@@ -853,3 +853,158 @@ class StoreContract:
         assert [r.message.event_id for r in stalled[1].parked] == ["cmd-s1"]
         assert [s.batch_id for s in await store.stalled_runs(now, 0, limit=2)] == ["s2", "s1"]
         assert await store.stalled_runs(now, 1000) == []
+
+    # -- every part of a change, in every shape the service writes it ---------------------------
+    # (each rule below was found missing by mutation testing: a store that broke it passed the
+    # contract and broke the engine's promise; tests/core/test_core_contract_mutants.py)
+    async def test_outbox_of_a_change_that_archives_a_run(self, store: ContractStore) -> None:
+        """A run's completion event is written with the change that archives the run."""
+        state = with_deadline(make_state("h1"), None)
+        done = attrs.evolve(
+            state, version=2, active_run=None, status=BatchStatus.READY_FOR_PIPELINE_EXECUTION
+        )
+        await store.commit(Change("h1", None, state, T0))
+        completion = message("done-1", "h1")
+        await store.commit(Change("h1", 1, done, T0, outbox=(completion,), archived=(archived_run("h1"),)))
+        assert _ids(await store.claim(T0)) == ["done-1"]
+
+    async def test_inbox_of_a_change_with_state_and_messages(self, store: ContractStore) -> None:
+        """The inbox entry of a change that writes a state and messages is recorded with them:
+        the event again is a duplicate that writes nothing."""
+        first = make_state("b1")
+        await store.commit(
+            Change("b1", None, first, T0, outbox=(message("m1", "b1"),), inbox=_inbox("in-1", "b1"))
+        )
+        again = Change(
+            "b1",
+            1,
+            attrs.evolve(first, version=2),
+            T0,
+            outbox=(message("m2", "b1"),),
+            inbox=_inbox("in-1", "b1"),
+        )
+        with pytest.raises(DuplicateEventError):
+            await store.commit(again)
+        assert await store.load("b1") == first
+        assert _ids(await store.claim(T0, limit=10)) == ["m1"]
+
+    async def test_a_fact_kept_with_a_state(self, store: ContractStore) -> None:
+        """A fact deferred on a known batch is kept by the change that moves the batch's
+        version on (what the service writes)."""
+        state = make_state("b1")
+        await store.commit(Change("b1", None, state, T0))
+        fact = _fact("w1", "b1")
+        bumped = attrs.evolve(state, version=2)
+        await store.commit(attrs.evolve(_deferral(fact, 1), state=bumped))
+        assert [f.event_id for f in await store.list_waiting("b1")] == ["w1"]
+        assert await store.load_with_waiting("b1") == (bumped, True)
+
+    async def test_republish_rewaits_and_resolves_with_a_state(self, store: ContractStore) -> None:
+        """``republish``, ``rewaits`` and ``resolves`` count in a change that writes a state
+        (a deadline's re-send, a resumed fact)."""
+        await self.enqueue(store, message("cmd-1", "b1"))
+        rows = await store.claim(T0)
+        await store.mark_published([r.id for r in rows], T0)
+        state = make_state("b1")
+        await store.commit(Change("b1", None, state, T0))
+        await store.commit(
+            attrs.evolve(_deferral(_fact("w1", "b1"), 1), state=attrs.evolve(state, version=2))
+        )
+        await store.commit(
+            attrs.evolve(_deferral(_fact("w2", "b1"), 2), state=attrs.evolve(state, version=3))
+        )
+        later = T0 + timedelta(seconds=5)
+        await store.commit(
+            Change(
+                "b1",
+                3,
+                attrs.evolve(state, version=4),
+                later,
+                inbox=_inbox("w1", "b1", "applied"),
+                resolves="w1",
+                rewaits=(("w2", "run_start"),),
+                republish=("cmd-1",),
+            )
+        )
+        assert [(f.event_id, f.waits_for) for f in await store.list_waiting("b1")] == [("w2", "run_start")]
+        assert _ids(await store.claim(later)) == ["cmd-1"]
+
+    async def test_resolves_without_a_state(self, store: ContractStore) -> None:
+        """A fact resolved by a change that writes no state leaves the waiting set."""
+        await store.commit(_deferral(_fact("w1", "b9")))
+        await store.commit(
+            Change("b9", None, None, T0, inbox=_inbox("w1", "b9", "ignored:late"), resolves="w1")
+        )
+        assert await store.list_waiting("b9") == []
+        assert await store.inbox_entry("w1") == _inbox("w1", "b9", "ignored:late")
+
+    async def test_a_deadline_added_by_an_update_and_the_earliest_of_two(self, store: ContractStore) -> None:
+        """A deadline that an update adds is swept, and a run with two phases due is overdue at
+        the earlier of their deadlines."""
+        await self.seed(store, "b1")
+        running = with_deadline(make_state("b1", version=2), T0 + timedelta(seconds=600))
+        run = running.active_run
+        assert run is not None
+        two = attrs.evolve(
+            run,
+            phases=(
+                run.phases[0],
+                _phase("transcode", PhaseStatus.DISPATCH_INITIATED, deadline_at=T0 + timedelta(seconds=60)),
+            ),
+        )
+        await store.commit(Change("b1", 1, attrs.evolve(running, active_run=two), T0))
+        assert await store.overdue_batches(T0 + timedelta(seconds=59)) == []
+        assert await store.overdue_batches(T0 + timedelta(seconds=60)) == ["b1"]
+
+    async def test_waiting_facts_come_back_in_arrival_order(self, store: ContractStore) -> None:
+        """Arrival order, not id order or time order: facts whose ids sort against their
+        arrival, arriving at the same instant."""
+        for event_id in ("w-c", "w-a", "w-b"):
+            await store.commit(_deferral(_fact(event_id, "b1")))
+        assert [f.event_id for f in await store.list_waiting("b1")] == ["w-c", "w-a", "w-b"]
+        assert [f.event_id for f in await store.list_waiting()] == ["w-c", "w-a", "w-b"]
+
+    async def test_list_waiting_honours_a_large_limit(self, store: ContractStore) -> None:
+        """The service reads up to 2,000 facts of a batch: a store returns what it is asked."""
+        for n in range(120):
+            await store.commit(_deferral(_fact(f"w{n:03}", "b1")))
+        assert len(await store.list_waiting("b1", limit=2000)) == 120
+
+    async def test_commit_many_keeps_every_fact_of_a_batch(self, store: ContractStore) -> None:
+        batching = _batching(store)
+        await batching.commit_many([_deferral(_fact("w1", "b1")), _deferral(_fact("w2", "b1"))])
+        assert [f.event_id for f in await store.list_waiting("b1")] == ["w1", "w2"]
+
+    async def test_batch_ids_differ_in_case(self, store: ContractStore) -> None:
+        """Ids are exact: ``b1`` and ``B1`` are two batches (no case-folding collation)."""
+        await self.seed(store, "b1")
+        assert await store.load("B1") is None
+        await self.seed(store, "B1")
+        assert (await store.load("B1")) == make_state("B1")
+
+    async def test_mark_published_marks_the_rows_it_names(self, store: ContractStore) -> None:
+        """Behind a parked row of its key, the row published is the one named: it never comes
+        back, and the parked row stays parked."""
+        await self.enqueue(store, message("poison", "k"), message("next", "k"))
+        (poison,) = await store.claim(T0)
+        await store.mark_failed(poison.id, "poison", T0, retry_at=T0, park=True)
+        (nxt,) = await store.claim(T0)
+        assert nxt.message.event_id == "next"
+        await store.mark_published([nxt.id], T0)
+        later = T0 + timedelta(days=1)
+        assert await store.claim(later) == []
+        assert _ids(await store.parked()) == ["poison"]
+
+    async def test_a_lease_ends(self, store: ContractStore) -> None:
+        """A row claimed by a relay that never marked it (it died) is claimed again once the
+        lease has passed (a day here: longer than any store's lease in these tests)."""
+        await self.enqueue(store, message("m1", "k"))
+        assert _ids(await store.claim(T0)) == ["m1"]
+        assert await store.claim(T0) == []
+        assert _ids(await store.claim(T0 + timedelta(days=1))) == ["m1"]
+
+    async def test_forget_waiting_skips_facts_no_longer_waiting(self, store: ContractStore) -> None:
+        await store.commit(_deferral(_fact("w1", "b9")))
+        await store.commit(Change("b9", None, None, T0, inbox=_inbox("w1", "b9", "applied"), resolves="w1"))
+        assert await store.forget_waiting(["w1"], "dead_lettered:x", T0 + timedelta(hours=1)) == 0
+        assert await store.inbox_entry("w1") == _inbox("w1", "b9", "applied")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import math
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 
 import attrs
 import pytest
+from contract_runner import contract_failures
 from core_flow import Flow, new_id
 
 from pipeline_state import (
@@ -35,9 +35,7 @@ from pipeline_state import (
 )
 from pipeline_state.errors import UnknownTopicError
 from pipeline_state.ports import Change, OutboxMessage, PhaseOutcome, RegisterBatch
-from pipeline_state.profiles import default_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from pipeline_state.testing import StoreContract
 
 COMPLETED = "huleedu.batch.pipeline.completed.v1"
 
@@ -411,28 +409,9 @@ class _DropsRequeuesInCommitMany(InMemoryStore):
         await super().commit_many([attrs.evolve(c, republish=(), rewaits=()) for c in changes])
 
 
-async def _contract_failures(factory: Any) -> list[str]:
-    """The StoreContract tests that fail against a fresh store from ``factory``."""
-    suite = StoreContract()
-    failed = []
-    for name, method in inspect.getmembers(StoreContract, inspect.iscoroutinefunction):
-        if not name.startswith("test_"):
-            continue
-        kwargs: dict[str, Any] = {"store": factory()}
-        if "profile" in inspect.signature(method).parameters:
-            kwargs["profile"] = default_profile()
-        try:
-            await getattr(suite, name)(**kwargs)
-        except pytest.skip.Exception:
-            continue
-        except BaseException:
-            failed.append(name)
-    return failed
-
-
 async def test_contract_passes_the_in_memory_store() -> None:
     """Held (control): The driver above runs the whole contract; InMemoryStore passes it."""
-    assert await _contract_failures(InMemoryStore) == []
+    assert await contract_failures(InMemoryStore) == []
 
 
 @pytest.mark.parametrize("broken", [_DropsArchivedInCommitMany, _DropsRequeuesInCommitMany])
@@ -446,4 +425,4 @@ async def test_contract_catches_a_commit_many_that_drops_part_of_a_change(broken
     waiting fact completes a run, and loses operator republishes/rewaits in the same paths.
     Correct: the contract has a commit_many test with each of these fields, so such a store
     fails it."""
-    assert await _contract_failures(broken), f"{broken.__name__} passes the whole StoreContract"
+    assert await contract_failures(broken), f"{broken.__name__} passes the whole StoreContract"

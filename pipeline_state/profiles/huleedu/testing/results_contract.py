@@ -369,6 +369,14 @@ class ResultsStoreContract:
         await store.mark_published([r.id for r in first], T0)
         assert _ids(await store.claim(T0)) == ["a2", "n2", "b2"]
 
+    async def test_a_lease_ends(self, store: ContractResultsStore) -> None:
+        """A row claimed by a relay that never marked it (it died) is claimed again once the
+        lease has passed (a day here: longer than any store's lease in these tests)."""
+        await self.enqueue(store, _message("a1", "a"))
+        assert _ids(await store.claim(T0)) == ["a1"]
+        assert await store.claim(T0) == []
+        assert _ids(await store.claim(T0 + timedelta(days=1))) == ["a1"]
+
     async def test_failed_row_backs_off_then_parks(self, store: ContractResultsStore) -> None:
         await self.enqueue(store, _message("a1", "a"))
         (a1,) = await store.claim(T0)
