@@ -29,21 +29,30 @@ __all__ = [
 
 @attrs.frozen
 class CancelRun:
-    """Cancel the active run of a batch; the batch returns to ready."""
+    """Cancel the active run of a batch; the batch returns to ready. With ``run_id``, only
+    that run: when another run (or none) is active by the time the command is decided, it
+    is refused (:class:`~pipeline_state.errors.BadCommandError`), never applied to a run the
+    caller did not name."""
 
     batch_id: str
     user_id: str | None = None
     reason: str | None = None
+    run_id: str | None = None
 
 
 @attrs.frozen
 class RetryPhase:
-    """Run one phase again in a new run, even if an earlier run completed it."""
+    """Run one phase again in a new run, even if an earlier run completed it. With
+    ``after_runs``, the number of archived runs the caller saw: when the batch has archived
+    another since, the retry is refused (:class:`~pipeline_state.errors.BadCommandError`),
+    so that a retry keyed on the last finished run the caller saw is never applied after a
+    different one."""
 
     batch_id: str
     phase_name: str
     user_id: str
     retry_reason: str | None = None
+    after_runs: int | None = None
 
 
 @attrs.frozen

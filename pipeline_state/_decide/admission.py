@@ -17,6 +17,7 @@ from pipeline_state._lifecycle import BatchStatus, Verdict
 from pipeline_state._model import BatchState, Run, evolve
 from pipeline_state._outbound import Notice
 from pipeline_state._profile import Profile
+from pipeline_state.errors import BadCommandError
 
 from . import machines
 from .context import BatchCtx, Session
@@ -88,7 +89,13 @@ def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
         return Plan(pipeline=_retry_pipeline(profile, p.phase_name), to_run=(step,), pruned=())
 
     admission = Admission(p.user_id, p.phase_name, resolve, is_retry=True, retry_reason=p.retry_reason)
-    inputs.require_state()
+    state = inputs.require_state()
+    if p.after_runs is not None and state.past.count != p.after_runs:
+        raise BadCommandError(
+            f"batch {state.batch_id} has archived {state.past.count} runs, the retry was asked "
+            f"after {p.after_runs}: look at the batch again",
+            batch_id=state.batch_id,
+        )
     return _start(inputs, admission)
 
 

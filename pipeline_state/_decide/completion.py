@@ -11,7 +11,7 @@ from pipeline_state._commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state._lifecycle import ABSENT, PHASE_DONE, PhaseStatus, Verdict
 from pipeline_state._model import ItemRef, Run
 from pipeline_state._outbound import Notice, RunSummary
-from pipeline_state.errors import IllegalTransitionError
+from pipeline_state.errors import BadCommandError, IllegalTransitionError
 
 from . import machines
 from .context import BatchCtx, RunCtx, Session
@@ -131,6 +131,11 @@ def cancel_run(inputs: Inputs, p: CancelRun) -> Decision:
         status = session.state.status.value
         raise IllegalTransitionError(lifecycle.name, status, "cancel", batch_id=session.batch_id)
     run_id = engine.run.run_id
+    if p.run_id is not None and p.run_id != run_id:
+        raise BadCommandError(
+            f"run {p.run_id} is not the active run of batch {session.batch_id} (active: {run_id})",
+            batch_id=session.batch_id,
+        )
     fired = machines.fire_batch(BatchCtx(session), "cancel_run")
     machines.require(fired, session.batch_id)
     return session.finish(run_id=run_id)

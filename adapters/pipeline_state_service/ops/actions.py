@@ -50,7 +50,7 @@ async def cancel_run(args: argparse.Namespace) -> int:
         if not await service.store.is_processed(event_id):
             check_active(args.batch_id, target, _run_id(active))
         correlation = active.correlation_id if active is not None else None
-        payload = CancelRun(args.batch_id, actor, args.reason)
+        payload = CancelRun(args.batch_id, actor, args.reason, run_id=target)  # only the run named
         result = await run_command(
             service, payload, event_id=event_id, actor=actor, correlation_id=correlation
         )
@@ -78,7 +78,8 @@ async def retry_phase(args: argparse.Namespace) -> int:
             raise OperatorError(ExitCode.USAGE, f"the profile has no phase named {args.phase!r}")
         finished = state.history[-1].run_id if state.history else None
         event_id = retry_key(args.event_id, args.batch_id, args.phase, finished)
-        payload = RetryPhase(args.batch_id, args.phase, actor, args.reason)
+        # refused if a run is archived before it commits: the key names the last run seen
+        payload = RetryPhase(args.batch_id, args.phase, actor, args.reason, after_runs=len(state.history))
         result = await run_command(service, payload, event_id=event_id, actor=actor, correlation_id=None)
         outcome = await outcome_of(service, "phase retry", result, actor=actor)
     return _print(outcome, args)
