@@ -475,7 +475,9 @@ class Catalog:
         try:
             data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise CatalogError(f"cannot parse YAML catalog {os.fspath(path)!r}: {exc}") from exc
+            raise CatalogError(
+                f"cannot parse YAML catalog {os.fspath(path)!r}: {' '.join(str(exc).split())}"
+            ) from exc
         return _from_loaded(data, path)
 
     @classmethod

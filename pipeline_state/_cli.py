@@ -12,6 +12,7 @@ Each subcommand lives in its own module and is imported only when used, so ``dem
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -21,7 +22,7 @@ from . import __version__
 from ._catalog import Catalog
 from ._diagrams import lifecycle_mermaid, pipeline_mermaid
 from ._lifecycle import LIFECYCLES
-from .errors import PipelineStateError
+from .errors import DefinitionError, PipelineStateError, UnknownPipelineError
 from .profiles import default_profile
 
 __all__ = ["COMMANDS_GROUP", "CommandPlugin", "build_parser", "command_plugins", "main", "versioned"]
@@ -32,6 +33,14 @@ the operator commands come from :mod:`pipeline_state_service` this way)."""
 
 
 def _diagram(args: argparse.Namespace) -> int:
+    try:
+        return _draw(args)
+    except (DefinitionError, UnknownPipelineError) as exc:  # a bad catalog or name: bad input
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _draw(args: argparse.Namespace) -> int:
     if args.what in LIFECYCLES:
         print(lifecycle_mermaid(LIFECYCLES[args.what], highlight=args.highlight or ()))
         return 0
@@ -44,7 +53,16 @@ def _diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_DEMO_BATCHES = 20
+"""The most batches ``demo`` plays (either story)."""
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if not 1 <= args.batches <= MAX_DEMO_BATCHES:
+        print(
+            f"error: --batches must be between 1 and {MAX_DEMO_BATCHES}, got {args.batches}", file=sys.stderr
+        )
+        return 2
     if args.profile is not None:
         from ._demo.any_profile import run_profile_demo
 
@@ -66,7 +84,11 @@ def _paths(args: argparse.Namespace) -> int:
     if args.profile is not None:
         from .profiles import load_profile
 
-        profile = load_profile(args.profile)
+        try:
+            profile = load_profile(args.profile)
+        except DefinitionError as exc:  # a bad spec is bad input (1 means a transition is unreachable)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return paths_command(
         sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths, profile=profile
     )
@@ -121,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = versioned(sub.add_parser("demo", help="play the whole platform in memory and show the flow"))
     demo.add_argument("--seed", type=int, default=7, help="seed of the simulated services' failures")
-    demo.add_argument("--batches", type=int, default=2, help="how many batches to run (1-20)")
+    demo.add_argument(
+        "--batches", type=int, default=2, help=f"how many batches to run (1-{MAX_DEMO_BATCHES})"
+    )
     demo.add_argument("--plain", action="store_true", help="plain text instead of rich tables")
     demo.add_argument(
         "--profile",
@@ -164,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineStateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not raise again
+        return 141
     return code
 
 

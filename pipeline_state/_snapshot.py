@@ -29,7 +29,7 @@ class ViewNames:
 
     @property
     def items_word(self) -> str:
-        """What pages call the items, from the count's key: ``essay_count`` -> ``essays``."""
+        """What pages call the items, from the count's key: ``item_count`` -> ``items``."""
         return self.items.removesuffix("_count") + "s"
 
 

@@ -184,8 +184,7 @@ def test_bad_profile_spec_gives_one_line_not_a_traceback(
     ``load_profile`` (pipeline_state/profiles/__init__.py) only turns ``ImportError`` into
     a DefinitionError, so everything else escapes ``main`` as a traceback (exit 1 from
     the interpreter). Correct: one ``error: ...`` line on stderr naming the spec and the
-    cause, and the documented bad-spec exit code (2 for demo, per run_profile_demo; the
-    code paths uses for a spec that names no profile, 1, for paths)."""
+    cause, and the bad-input exit code, 2."""
     module = tmp_path / f"{kind}.py"
     module.write_text(_BAD_MODULES[kind])
     try:
@@ -193,7 +192,7 @@ def test_bad_profile_spec_gives_one_line_not_a_traceback(
     except Exception as exc:
         pytest.fail(f"traceback instead of one line: {type(exc).__name__}: {exc}")
     err = capsys.readouterr().err
-    assert code == (2 if command == "demo" else 1)
+    assert code == 2  # a bad spec is bad input for both commands
     assert len(err.strip().splitlines()) == 1, err
     assert "PROFILE" in err, err
 

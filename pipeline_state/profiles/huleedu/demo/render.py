@@ -151,6 +151,16 @@ def _emitted(delivery: Delivery) -> Text:
     return text
 
 
+def _encodes(stream: IO[str], text: str) -> bool:
+    """Whether ``stream``'s encoding can write ``text`` (unknown encodings: assume UTF-8)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 class Renderer:
     """Writes the story to a console: rich (colours where the terminal has them) or plain.
 
@@ -158,6 +168,9 @@ class Renderer:
     """
 
     def __init__(self, *, plain: bool = False, file: IO[str] | None = None, width: int = 100) -> None:
+        # A stream that cannot encode the rich output's arrows and rules (an ASCII terminal,
+        # PYTHONIOENCODING=ascii) gets the plain story instead of an encoding error.
+        plain = plain or not _encodes(file or sys.stdout, "→·─━│")
         self.plain = plain
         self.file = file
         if plain:
