@@ -55,7 +55,7 @@ import attrs
 import yaml
 
 from pipeline_state._model import RECORDED_PIPELINE_PREFIX
-from pipeline_state._wire import MAX_ID_LENGTH
+from pipeline_state._wire import MAX_ID_LENGTH, is_id_text
 from pipeline_state.errors import CatalogError, UnknownPipelineError
 
 __all__ = [
@@ -70,12 +70,12 @@ __all__ = [
 _STEP_KEYS = frozenset({"name", "depends_on", "deadline_seconds"})
 _PIPELINE_KEYS = frozenset({"steps"})
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_CONTROL = re.compile(r"[\x00-\x1f]")
 
 MAX_DEADLINE_SECONDS = 10 * 365 * 86_400
-"""The longest phase deadline a catalog or profile accepts (ten years): a deadline is a
-time of day computed when a phase is dispatched, and a longer one would leave the range of
-``datetime`` (a traceback on every request of the pipeline) long before it meant anything."""
+"""The longest time span the engine accepts (ten years): a phase deadline, a waiting window,
+a rate limit's window, an outbox lease, the age of a stalled run. A span becomes a time of
+day (now plus it), and a longer one would leave the range of ``datetime`` (a traceback on
+every request that uses it) long before it meant anything."""
 
 
 def check_deadline(value: object) -> str | None:
@@ -97,7 +97,7 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
         )
     if not value.strip():
         raise CatalogError(f"{what} name must not be empty", pipeline=pipeline)
-    if len(value) > MAX_ID_LENGTH or _CONTROL.search(value) or not _encodable(value):
+    if not is_id_text(value):
         raise CatalogError(
             f"{what} name must be 1 to {MAX_ID_LENGTH} characters without control characters "
             f"(it travels in every envelope as an id), got {value!r:.80}",
@@ -110,15 +110,6 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
             pipeline=pipeline,
         )
     return value
-
-
-def _encodable(value: str) -> bool:
-    """Whether ``value`` has no lone surrogate (UTF-8, so no store or wire, can carry one)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- definitions

@@ -35,7 +35,6 @@ each with a fresh deadline, and then fails the phase with ``timeout``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, get_args
@@ -54,7 +53,7 @@ from ._model import ItemRef
 from ._names import StateNames
 from ._outbound import Outbound
 from ._snapshot import ViewNames
-from ._wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel
+from ._wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel, is_id_text
 from .errors import DefinitionError
 
 __all__ = [
@@ -188,8 +187,6 @@ def command_size_bound(items: int, fields: CommandFields = ENGINE_COMMAND_FIELDS
 _BATCH_NAMES = frozenset((*(s.value for s in BatchStatus), *BATCH_LIFECYCLE.triggers))
 """The names :attr:`Profile.state_names` may rename: batch statuses and batch triggers."""
 
-_NO_CONTROL = re.compile(r"[^\x00-\x1f]+")
-
 
 @attrs.frozen
 class CommandSpec:
@@ -244,7 +241,7 @@ def _check_text(profile: str, what: str, value: object) -> str:
     """``value`` if it can travel as an envelope id (1-200 characters, no control ones)."""
     if not isinstance(value, str):
         raise DefinitionError(profile, f"{what} must be a string, got {_kind(value)}")
-    if not value.strip() or len(value) > MAX_ID_LENGTH or not _NO_CONTROL.fullmatch(value):
+    if not value.strip() or not is_id_text(value):
         raise DefinitionError(
             profile,
             f"{what} must be 1 to {MAX_ID_LENGTH} characters without control characters "

@@ -9,6 +9,7 @@ that names the topic and the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -35,6 +36,7 @@ __all__ = [
     "TopicSpec",
     "WireModel",
     "first_error",
+    "is_id_text",
     "parse_message",
     "parse_payload",
 ]
@@ -85,6 +87,23 @@ whenever a constraint applies)."""
 
 ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 """Validates one value with the :data:`Id` rule (for an id outside a wire model)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+def is_id_text(value: str) -> bool:
+    """Whether ``value`` can travel as an :data:`Id` and be kept by every store: 1 to
+    :data:`MAX_ID_LENGTH` characters, no control character, no lone surrogate (what a
+    definition checks for the names it puts in envelopes: phases, pipelines, topics)."""
+    if not 0 < len(value) <= MAX_ID_LENGTH or _CONTROL.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_LENGTH, pattern=_NO_CONTROL)]
 """An item id or content reference: as :data:`Id`, at most :data:`MAX_ITEM_ID_LENGTH`."""

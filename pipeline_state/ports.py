@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from ._catalog import MAX_DEADLINE_SECONDS
 from ._fan_in import (
     EVERY_DEPENDENCY,
     LAST_DEPENDENCY,
@@ -189,9 +190,10 @@ class WaitingFact:
     seq: int = 0
 
 
-MAX_STALLED_AGE_SECONDS = 10 * 365 * 86_400
+MAX_STALLED_AGE_SECONDS = MAX_DEADLINE_SECONDS
 """The largest ``older_than`` (seconds) a caller of :meth:`Store.stalled_runs` should pass
-(ten years): the operator command and the HTTP route refuse more as bad input."""
+(ten years, the engine's longest time span): the operator command and the HTTP route refuse
+more as bad input."""
 
 
 @attrs.frozen
