@@ -32,6 +32,8 @@ from .ports import (
     InboxEntry,
     OutboxMessage,
     OutboxRow,
+    PurgeCutoffs,
+    Purged,
     StalledRun,
     TransitionRecord,
     WaitingFact,
@@ -43,6 +45,7 @@ __all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
 _row_id = operator.attrgetter("id")
 _transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionRecord)))
 """A transition record as the store keeps it: its fields in order (``TransitionRecord(*row)``)."""
+_LOGGED_AT = [f.name for f in attrs.fields(TransitionRecord)].index("at")
 
 
 def _new_state(change: Change) -> BatchState | None:
@@ -350,6 +353,45 @@ class InMemoryStore:
             StalledRun.of(s, [r for r in self._outbox.values() if r.parked and r.message.key == s.batch_id])
             for s in stalled
         ]
+
+    async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
+        """Forget inbox entries and transition log rows past their cutoffs (at most ``limit``
+        of each, oldest first), as :meth:`~pipeline_state.ports.PurgingStore.purge` says.
+
+        Published outbox rows are dropped here as soon as they are published (the last
+        ``keep_published`` messages stay for a re-send), so ``outbox`` is always 0."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self._check()
+        with self._lock:
+            return Purged(
+                inbox=self._purge_inbox(cutoffs.processed_before, limit),
+                transitions=self._purge_log(cutoffs.logged_before, limit),
+            )
+
+    def _purge_inbox(self, before: datetime | None, limit: int) -> int:
+        if before is None:
+            return 0
+        inbox, waiting = self._inbox, self._waiting
+        gone = sorted(
+            (row[3], event_id)
+            for event_id, row in inbox.items()
+            if row[3] < before and event_id not in waiting
+        )[:limit]
+        for _, event_id in gone:
+            del inbox[event_id]
+        return len(gone)
+
+    def _purge_log(self, before: datetime | None, limit: int) -> int:
+        rows = self._transitions
+        if before is None or not rows:
+            return 0
+        at = _LOGGED_AT
+        old = sorted(i for i, row in enumerate(rows) if row[at] < before)[:limit]
+        if old:
+            gone = set(old)
+            rows[:] = [row for i, row in enumerate(rows) if i not in gone]
+        return len(old)
 
     # -- inspection -----------------------------------------------------------------------
 

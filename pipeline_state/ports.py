@@ -52,6 +52,7 @@ from ._lifecycle import BatchStatus, PhaseStatus, RunStatus
 from ._model import BatchState, ItemRef, Past, PhaseRun, Run
 from ._outbound import Notice, Outbound, Outgoing, RunSummary
 from ._profile import CommandFields
+from ._retention import PurgeCutoffs, Purged, Retention, purge_expired
 
 __all__ = [
     "EVERY_DEPENDENCY",
@@ -91,8 +92,12 @@ __all__ = [
     "PhaseRun",
     "PhaseStatus",
     "Publisher",
+    "PurgeCutoffs",
+    "Purged",
+    "PurgingStore",
     "RegisterBatch",
     "RequestPipeline",
+    "Retention",
     "Run",
     "RunCountingStore",
     "RunStatus",
@@ -102,6 +107,7 @@ __all__ = [
     "TransitionRecord",
     "ValidationFailed",
     "WaitingFact",
+    "purge_expired",
 ]
 
 
@@ -405,6 +411,26 @@ class RunCountingStore(Store, Protocol):
     async def active_runs(self) -> tuple[int, datetime | None]:
         """How many batches are in ``processing_pipelines`` and when the oldest of their
         active runs was accepted (``None`` when none is)."""
+        ...
+
+
+@runtime_checkable
+class PurgingStore(Store, Protocol):
+    """A :class:`Store` that forgets bookkeeping rows past their retention.
+
+    Optional: ``serve`` purges a store that has it every ``purge_seconds`` (the memory and SQL
+    stores do); :func:`purge_expired` drives it in bounded rounds. Batch
+    states and archived runs are never purged.
+    """
+
+    async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
+        """Delete at most ``limit`` rows of each kind older than its cutoff, oldest first, in
+        one transaction, and say how many went.
+
+        Raises:
+            ValueError: ``limit`` below 1.
+            StoreUnavailableError: the store is down.
+        """
         ...
 
 

@@ -24,7 +24,6 @@ or store opener (register it under a name of your own with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from datetime import timedelta
@@ -32,7 +31,6 @@ from datetime import timedelta
 import attrs
 from pipeline_state_kafka.handlers import Handled, MessageHandler
 
-from pipeline_state.errors import PipelineStateError
 from pipeline_state.ports import Clock
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (
@@ -44,6 +42,7 @@ from pipeline_state.profiles.huleedu.results import (
 )
 
 from .extensions import ConsumerFactory, ConsumerPlugin, ServeContext
+from .periodic import every
 from .results_stores import OpenedResultsStore, OutboxResultsStore, ResultsStoreOpener, open_results_store
 from .settings import ServeSettings
 from .stores import shown_url
@@ -94,21 +93,13 @@ def results_handler(service: ResultsService) -> MessageHandler:
 async def purge_periodically(service: ResultsService, period: float, stop: asyncio.Event) -> None:
     """Every ``period`` seconds until ``stop``, purge the inbox; a failing purge is logged and
     tried again next period."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=period)
-        if stop.is_set():
-            return
-        try:
-            purged = await service.purge_inbox()
-        except PipelineStateError as exc:
-            log.warning("results inbox purge failed: %s: %s", type(exc).__name__, exc)
-            continue
-        except Exception:  # a defect of the purge: it must not stop the service with it
-            log.exception("results inbox purge failed unexpectedly; trying again next period")
-            continue
+
+    async def purge() -> None:
+        purged = await service.purge_inbox()
         if purged:
             log.info("results inbox purge forgot %s event id(s)", purged, extra={"purged": purged})
+
+    await every(period, stop, purge, what="results inbox purge", log=log)
 
 
 def _retention(settings: ServeSettings | None) -> RetentionPolicy:

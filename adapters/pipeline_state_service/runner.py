@@ -40,11 +40,12 @@ from pipeline_state._announced import announced_events
 from pipeline_state._clock import SystemClock
 from pipeline_state._relay import OutboxRelay
 from pipeline_state._service import ExpiredFact, PipelineService
-from pipeline_state.ports import Outbox
+from pipeline_state.ports import Outbox, PurgingStore
 from pipeline_state.profiles.huleedu.events import OUTBOUND_TOPICS
 
 from .extensions import ConsumerPlugin, ServeContext, resolve_consumer
 from .relay_runner import RelayRunner, tcp_probe
+from .retention import purge_store_periodically
 from .settings import ServeSettings
 from .stores import OpenedStore, open_store
 from .web import build_http_app, serve_http
@@ -244,6 +245,14 @@ class ServiceRunner:
                 relays.append(extra_relay)
         if settings.sweep_seconds > 0:
             intake.append(self._sweep(stop, service, dlq_producer))
+        if settings.purge_seconds > 0 and isinstance(opened.store, PurgingStore):
+            retention = settings.retention()
+            if not retention.keeps_everything:
+                intake.append(
+                    purge_store_periodically(
+                        opened.store, retention, service.clock, settings.purge_seconds, stop
+                    )
+                )
         if settings.http is not None:
             results = self.plugins.get("results")
             app = build_http_app(

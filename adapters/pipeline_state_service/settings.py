@@ -34,6 +34,7 @@ from pipeline_state._catalog import MAX_DEADLINE_SECONDS
 from pipeline_state._flags import parse_flag
 from pipeline_state._intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_BYTES, IntakeLimits
 from pipeline_state._profile import DEFAULT_MAX_RESENDS, Profile
+from pipeline_state._retention import DEFAULT_RETENTION, Retention
 from pipeline_state._service import DEFAULT_WAITING_WINDOW_SECONDS
 from pipeline_state._settings import EnvironmentSettings
 from pipeline_state.errors import DefinitionError
@@ -46,6 +47,25 @@ from .stores import SQL_FIELDS, is_memory_url
 __all__ = ["ENVIRONMENT", "SETTINGS_MODELS", "ServeSettings", "Settings", "SettingsError", "parse_host_port"]
 
 DEFAULT_STORE = "sqlite+aiosqlite:///pipeline_state.db"
+
+
+def _hours(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 3600
+
+
+DEFAULT_RETENTION_HOURS: tuple[float | None, float | None, float | None] = (
+    _hours(DEFAULT_RETENTION.published),
+    _hours(DEFAULT_RETENTION.inbox),
+    _hours(DEFAULT_RETENTION.transitions),
+)
+"""Published outbox rows, inbox entries, transition log rows: the library's default
+:class:`~pipeline_state.ports.Retention` in hours."""
+
+
+def retention_of(published: float | None, inbox: float | None, transitions: float | None) -> Retention:
+    """A :class:`~pipeline_state.ports.Retention` from three periods in hours (``None``: for ever)."""
+    return Retention(*(None if hours is None else hours * 3600 for hours in (published, inbox, transitions)))
+
 
 MAX_RETENTION_HOURS = 24 * 366 * 100
 """The longest retention a setting accepts: a hundred years (further back than that, the
@@ -68,21 +88,25 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+def _span_or_none(value: Any, unit: str, per_unit: int, nothing: str) -> float | None:
+    """A positive number of ``unit`` (``per_unit`` seconds each) up to ten years, or
+    ``none``/``0`` for ``nothing``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "0", "0.0")):
+        return None
+    amount = float(value)
+    if amount == 0:
+        return None
+    if not math.isfinite(amount) or amount < 0 or amount * per_unit > MAX_DEADLINE_SECONDS:
+        raise ValueError(
+            f"expected a positive number of {unit}, at most {MAX_DEADLINE_SECONDS // per_unit} (ten years), "
+            f"or none for {nothing}, got {value!r}"
+        )
+    return amount
+
+
 def _seconds_or_none(value: Any) -> float | None:
     """A positive number of seconds, or ``none``/``0`` for no deadline."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() in ("none", "0", "0.0"):
-        return None
-    seconds = float(value)
-    if seconds == 0:
-        return None
-    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DEADLINE_SECONDS:
-        raise ValueError(
-            f"expected a positive number of seconds, at most {MAX_DEADLINE_SECONDS} (ten years), "
-            f"or none, got {value!r}"
-        )
-    return seconds
+    return _span_or_none(value, "seconds", 1, "no deadline")
 
 
 def _phase_deadlines(value: Any) -> Any:
@@ -98,7 +122,13 @@ def _phase_deadlines(value: Any) -> Any:
     return tuple(pairs)
 
 
+def _hours_or_none(value: Any) -> float | None:
+    """A positive number of hours, or ``none``/``0`` to keep for ever."""
+    return _span_or_none(value, "hours", 3600, "for ever")
+
+
 Flag = Annotated[bool, BeforeValidator(_flag)]
+Hours = Annotated[float | None, BeforeValidator(_hours_or_none)]
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
@@ -208,6 +238,27 @@ class Settings(EnvironmentSettings):
     shutdown_seconds: Seconds = Field(
         default=15.0, description="bound on the relay's final flush at shutdown"
     )
+    purge_seconds: Seconds = Field(
+        default=600.0,
+        description="period of the store's retention purge (published outbox rows, inbox entries, "
+        "transition log, per the three `RETENTION_*` settings); `0` turns it off",
+    )
+    retention_published_hours: Hours = Field(
+        default=DEFAULT_RETENTION_HOURS[0],
+        description="how long a published outbox row is kept (those of a batch with a phase deadline "
+        "pending stay); `none` keeps them for ever",
+    )
+    retention_inbox_hours: Hours = Field(
+        default=DEFAULT_RETENTION_HOURS[1],
+        description="how long the inbox remembers a processed `event_id` (a redelivery of it is a "
+        "no-op until then): set it above the topics' retention and the longest dead-letter re-injection "
+        "delay; `none` keeps it for ever",
+    )
+    retention_transitions_hours: Hours = Field(
+        default=DEFAULT_RETENTION_HOURS[2],
+        description="how long a transition log row (the audit trail) is kept; at least the inbox's; "
+        "`none` (the default) keeps it for ever",
+    )
     results_purge_seconds: Seconds = Field(
         default=600.0,
         description="`--consumers results`: period of the results inbox purge; `0` turns it off",
@@ -220,6 +271,16 @@ class Settings(EnvironmentSettings):
         description="`--consumers results`: how long the results inbox remembers a completion's "
         "`event_id` (outcomes 24 h, registrations 72 h)",
     )
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        try:
+            retention_of(
+                self.retention_published_hours, self.retention_inbox_hours, self.retention_transitions_hours
+            )
+        except ValueError as exc:
+            raise ValueError(f"PIPELINE_STATE_RETENTION_TRANSITIONS_HOURS: {exc}") from exc
+        return self
 
     @model_validator(mode="after")
     def _intake_limits(self) -> Settings:
@@ -285,6 +346,10 @@ class ServeSettings:
     relay_linger_seconds: float = 0.005
     relay_hand_off: bool = True
     shutdown_seconds: float = 15.0
+    purge_seconds: float = 600.0
+    retention_published_hours: float | None = DEFAULT_RETENTION_HOURS[0]
+    retention_inbox_hours: float | None = DEFAULT_RETENTION_HOURS[1]
+    retention_transitions_hours: float | None = DEFAULT_RETENTION_HOURS[2]
     results_purge_seconds: float = 600.0
     results_completion_retention_hours: float = 72.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -334,6 +399,16 @@ class ServeSettings:
             )
         except DefinitionError as exc:
             raise SettingsError(f"PIPELINE_STATE_PHASE_DEADLINES: {exc.problem}") from exc
+
+    def retention(self) -> Retention:
+        """How long the store keeps its bookkeeping rows (:class:`~pipeline_state.ports.Retention`);
+        raises :class:`SettingsError` when the three periods do not fit together."""
+        try:
+            return retention_of(
+                self.retention_published_hours, self.retention_inbox_hours, self.retention_transitions_hours
+            )
+        except ValueError as exc:
+            raise SettingsError(f"PIPELINE_STATE_RETENTION_*: {exc}") from exc
 
     def intake_limits(self) -> IntakeLimits:
         """The bounds every inbound message is checked against before it is parsed."""

@@ -58,7 +58,8 @@ from pipeline_state.errors import StoreError
 from pipeline_state.ports import OutboxMessage, OutboxRow
 
 from .columns import UtcDateTime
-from .schema import BATCHES, OUTBOX
+from .retention import purgeable_published
+from .schema import OUTBOX
 
 __all__ = [
     "ROW_COLUMNS",
@@ -371,12 +372,4 @@ def purge_published(conn: Connection, before: datetime) -> int:
     A phase whose deadline passes is re-sent by putting its command's row back in the queue
     (same event id), and phase commands are keyed by their batch: the rows of a batch whose
     active run still has a deadline are kept, so a re-send always finds its row."""
-    pending_deadline = (
-        select(BATCHES.c.batch_id)
-        .where(BATCHES.c.batch_id == OUTBOX.c.key, BATCHES.c.next_deadline_at.is_not(None))
-        .exists()
-    )
-    statement = delete(OUTBOX).where(
-        OUTBOX.c.published_at.is_not(None), OUTBOX.c.published_at < before, ~pending_deadline
-    )
-    return int(conn.execute(statement).rowcount)
+    return int(conn.execute(delete(OUTBOX).where(purgeable_published(before))).rowcount)

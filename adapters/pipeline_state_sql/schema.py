@@ -168,6 +168,8 @@ INBOX = Table(
     Column("result", String(200), nullable=False),
     Column("processed_at", UtcDateTime, nullable=False),
     Index("ix_inbox_batch_id", "batch_id"),
+    # The retention purge: the oldest entries first.
+    Index("ix_inbox_processed_at", "processed_at"),
 )
 
 WAITING = Table(

@@ -33,6 +33,8 @@ from pipeline_state.ports import (
     Clock,
     InboxEntry,
     OutboxRow,
+    PurgeCutoffs,
+    Purged,
     StalledRun,
     TransitionRecord,
     WaitingFact,
@@ -40,6 +42,7 @@ from pipeline_state.ports import (
 
 from . import outbox as sql_outbox
 from . import queries
+from . import retention as sql_retention
 from .codec import state_text
 from .engine import is_postgres, is_sqlite
 from .lane_store import LaneStore, open_on_new_engine, translated
@@ -300,6 +303,15 @@ class SqlStore(LaneStore):
         re-send puts its command's row back in the queue); returns how many were deleted."""
         with translated():
             return await self._write(sql_outbox.purge_published, before)
+
+    async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
+        """Delete at most ``limit`` published outbox rows, inbox entries and transition log
+        rows older than their cutoffs, oldest first, in one transaction
+        (:class:`~pipeline_state.ports.PurgingStore`, :mod:`.retention`)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        with translated():
+            return await self._write(sql_retention.purge, cutoffs, limit)
 
     # -- queries ----------------------------------------------------------------------------
     async def history(self, batch_id: str) -> list[Run]:

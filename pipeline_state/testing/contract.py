@@ -46,6 +46,9 @@ from pipeline_state.ports import (
     Outbox,
     OutboxMessage,
     OutboxRow,
+    PurgeCutoffs,
+    Purged,
+    PurgingStore,
     RunCountingStore,
     Store,
     TransitionRecord,
@@ -93,6 +96,13 @@ def _run_counting(store: ContractStore) -> RunCountingStore:
     runs."""
     if not isinstance(store, RunCountingStore):
         pytest.skip(f"{type(store).__name__} has no active_runs (optional)")
+    return store
+
+
+def _purging(store: ContractStore) -> PurgingStore:
+    """``store`` as a :class:`PurgingStore`; skips the test when it cannot purge."""
+    if not isinstance(store, PurgingStore):
+        pytest.skip(f"{type(store).__name__} has no purge (optional)")
     return store
 
 
@@ -183,13 +193,13 @@ def message(event_id: str, key: str | None, topic: str = "contract.topic") -> Ou
     return OutboxMessage(event_id, topic, key, value)
 
 
-def _inbox(event_id: str, batch_id: str, result: str = "applied") -> InboxEntry:
-    return InboxEntry(event_id, "contract.in", batch_id, result, T0)
+def _inbox(event_id: str, batch_id: str, result: str = "applied", at: datetime = T0) -> InboxEntry:
+    return InboxEntry(event_id, "contract.in", batch_id, result, at)
 
 
-def _log(batch_id: str, event_id: str) -> TransitionRecord:
+def _log(batch_id: str, event_id: str, at: datetime = T0) -> TransitionRecord:
     return TransitionRecord(
-        batch_id, "batch", batch_id, "finish_run", "processing_pipelines", "ready", None, event_id, "c", T0
+        batch_id, "batch", batch_id, "finish_run", "processing_pipelines", "ready", None, event_id, "c", at
     )
 
 
@@ -1008,3 +1018,67 @@ class StoreContract:
         await store.commit(Change("b9", None, None, T0, inbox=_inbox("w1", "b9", "applied"), resolves="w1"))
         assert await store.forget_waiting(["w1"], "dead_lettered:x", T0 + timedelta(hours=1)) == 0
         assert await store.inbox_entry("w1") == _inbox("w1", "b9", "applied")
+
+    # -- retention (optional: PurgingStore) -----------------------------------------------
+    @staticmethod
+    async def processed(store: ContractStore, event_id: str, at: datetime, *, logged: bool = False) -> None:
+        """Record ``event_id`` as processed at ``at`` (and log one move then, with ``logged``)."""
+        log = (_log(f"p-{event_id}", event_id, at),) if logged else ()
+        await store.commit(
+            Change(f"p-{event_id}", None, None, at, inbox=_inbox(event_id, "b", at=at), transitions=log)
+        )
+
+    async def test_purge_forgets_inbox_entries_before_the_cutoff_but_waiting_facts(
+        self, store: ContractStore
+    ) -> None:
+        purging = _purging(store)
+        for n, seconds in enumerate((0, 1, 10)):
+            await self.processed(store, f"in-{n}", T0 + timedelta(seconds=seconds))
+        await store.commit(_deferral(_fact("w1", "b9")))
+        purged = await purging.purge(PurgeCutoffs(processed_before=T0 + timedelta(seconds=5)))
+        assert purged == Purged(inbox=2)
+        assert [await store.is_processed(e) for e in ("in-0", "in-1", "in-2", "w1")] == [
+            False,
+            False,
+            True,
+            True,
+        ]
+        assert await store.count_waiting() == 1
+        # Forgotten, an event id is new again: committing it is no duplicate.
+        await self.processed(store, "in-0", T0 + timedelta(seconds=20))
+        assert await store.is_processed("in-0")
+
+    async def test_purge_takes_the_oldest_first_up_to_the_limit(self, store: ContractStore) -> None:
+        purging = _purging(store)
+        for n, seconds in enumerate((3, 1, 2, 0)):  # written out of time order
+            await self.processed(store, f"in-{n}", T0 + timedelta(seconds=seconds), logged=True)
+        cutoffs = PurgeCutoffs(processed_before=T0 + timedelta(days=1), logged_before=T0 + timedelta(days=1))
+        assert await purging.purge(cutoffs, limit=2) == Purged(inbox=2, transitions=2)
+        assert [await store.is_processed(f"in-{n}") for n in range(4)] == [True, False, True, False]
+        assert await purging.purge(cutoffs, limit=2) == Purged(inbox=2, transitions=2)
+        assert await purging.purge(cutoffs, limit=2) == Purged()
+        with pytest.raises(ValueError, match="limit"):
+            await purging.purge(cutoffs, limit=0)
+
+    async def test_purge_forgets_log_rows_before_the_cutoff_only(self, store: ContractStore) -> None:
+        purging = _purging(store)
+        await self.processed(store, "old", T0, logged=True)
+        await self.processed(store, "new", T0 + timedelta(hours=1), logged=True)
+        assert await purging.purge(PurgeCutoffs(logged_before=T0 + timedelta(minutes=1))) == Purged(
+            transitions=1
+        )
+        assert await purging.purge(PurgeCutoffs(logged_before=T0 + timedelta(minutes=1))) == Purged()
+        # The inbox was not asked: both entries stay.
+        assert await store.is_processed("old")
+        assert await store.is_processed("new")
+
+    async def test_purge_without_cutoffs_keeps_everything(self, store: ContractStore) -> None:
+        purging = _purging(store)
+        await self.processed(store, "e1", T0, logged=True)
+        await self.enqueue(store, message("m1", "k"))
+        await store.mark_published([r.id for r in await store.claim(T0)], T0)
+        assert await purging.purge(PurgeCutoffs()) == Purged()
+        assert await store.is_processed("e1")
+        assert await purging.purge(PurgeCutoffs(logged_before=T0 + timedelta(days=1))) == Purged(
+            transitions=1
+        )

@@ -13,65 +13,15 @@ Held:
 
 from __future__ import annotations
 
-import uuid
-
 from pipeline_state_sql import SqlStore
-from sqlalchemy import text
 
-from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
-from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-
-RUNS = 60
-
-
-async def _counts(store: SqlStore) -> dict[str, int]:
-    out = {}
-    async with store.engine.connect() as conn:
-        for table in ("inbox", "transitions", "runs", "outbox", "batches", "waiting"):
-            out[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
-    return out
-
-
-async def _runs(sql_store: SqlStore) -> tuple[PipelineService, OutboxRelay, InMemoryBus, ManualClock, str]:
-    clock = ManualClock()
-    service = PipelineService(sql_store, clock=clock)
-    bus = InMemoryBus()
-    relay = OutboxRelay(sql_store, bus, clock)
-    sql_store.attach_relay(relay.hand_off, clock)  # as serve wires it
-    env = HuleEduEnvelopes()
-
-    async def deliver(delivery: tuple[str, dict]) -> None:
-        await service.handle_message(*delivery)
-        await relay.drain()
-
-    ids = env.item_ids("waiting", 1)
-    for delivery in (
-        env.register("waiting", items=1),
-        env.provisioned("waiting", ids),
-        env.request("waiting", "nlp"),
-    ):
-        await deliver(delivery)
-    [command] = bus.messages(Topic.SPELLCHECK.value)
-    for n in range(RUNS):
-        b = f"b{n}"
-        items = env.item_ids(b, 1)
-        corr = str(uuid.uuid4())
-        for delivery in (
-            env.register(b, items=1),
-            env.provisioned(b, items),
-            env.request(b, "nlp", correlation_id=corr),
-            env.outcome(b, "spellcheck", corr, processed=items),
-            env.outcome(b, "nlp", corr, processed=items),
-        ):
-            await deliver(delivery)
-    return service, relay, bus, clock, command.event_id
+from tests.sql.retention_kit import RUNS, finished_runs, table_counts
 
 
 async def test_purge_keeps_what_an_overdue_resend_needs(sql_store: SqlStore) -> None:
     """Held: ``purge_published`` deletes the finished batches' published rows and keeps the
     overdue batch's command, whose re-send reaches the bus with its event id."""
-    service, relay, bus, clock, command = await _runs(sql_store)
+    service, relay, bus, clock, command = await finished_runs(sql_store)
     clock.advance(1)
     purged = await sql_store.purge_published(clock.now())
     assert purged >= RUNS * 6  # the finished runs (6 rows each) and rows keyed by the teacher
@@ -88,13 +38,13 @@ async def test_purge_keeps_what_an_overdue_resend_needs(sql_store: SqlStore) -> 
 async def test_growth_per_run_without_a_purge(sql_store: SqlStore) -> None:
     """Held (a measurement): after ``RUNS`` whole runs and ``purge_published``, the outbox
     keeps only the waiting batch's rows, while the inbox (5 rows a run), the transition log
-    and the runs table (1 row a run) keep everything: no purge, retention setting or
-    command exists for them (the docs give rows per event, docs/operations.md "Capacity",
-    and nothing about removing them)."""
-    _service, _relay, _bus, clock, _command = await _runs(sql_store)
+    and the runs table (1 row a run) keep everything. When this was found no purge,
+    retention setting or command existed for them; the retention purge now does
+    (``test_sql_retention.py``), and the runs table (the batches' history) stays."""
+    _service, _relay, _bus, clock, _command = await finished_runs(sql_store)
     clock.advance(1)
     await sql_store.purge_published(clock.now())
-    counts = await _counts(sql_store)
+    counts = await table_counts(sql_store)
     assert counts["outbox"] == 2  # the waiting batch's registration and command
     assert counts["inbox"] == 5 * RUNS + 3
     assert counts["runs"] == RUNS
