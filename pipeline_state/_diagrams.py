@@ -137,7 +137,7 @@ def _label(text: str) -> str:
 def _front_matter(title: str | None) -> list[str]:
     if title is None:
         return []
-    return ["---", f"title: {json.dumps(' '.join(title.split()))}", "---"]
+    return ["---", f"title: {json.dumps(_label(title))}", "---"]
 
 
 def transition_table(lifecycle: Lifecycle) -> list[tuple[str, str, str]]:

@@ -27,6 +27,8 @@ the deepest path of the default profile's envelopes is an item id inside a list 
 from __future__ import annotations
 
 import json
+import math
+import re
 from itertools import accumulate
 from typing import Any
 
@@ -108,13 +110,56 @@ def decode_json(topic: str, raw: bytes | bytearray | str, limits: IntakeLimits =
             topic, f"JSON nested {depth} levels deep exceeds the limit of {limits.max_json_depth}"
         )
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (UnicodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidMessageError(topic, f"not valid JSON: {_short(exc)}") from exc
     except RecursionError as exc:
         raise InvalidMessageError(topic, "JSON nested too deeply to parse") from exc
     except MemoryError as exc:
         raise InvalidMessageError(topic, "JSON too large to parse") from exc
+    where = None if _SURROGATE_ESCAPE.search(data) is None else _lone_surrogate_at(value)
+    if where is not None:
+        raise InvalidMessageError(
+            topic, "a string holds a lone surrogate (\\ud800-\\udfff): not text", field=where or None
+        )
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape: the only way a lone surrogate gets into parsed JSON
+(the raw bytes are strict UTF-8). A pair of them is an ordinary character, so a match means
+"look at the strings", not "refuse"."""
+
+
+def _lone_surrogate_at(value: Any) -> str | None:
+    """The dotted path of the first string (key or value) in the parsed ``value`` that cannot
+    be UTF-8 encoded (``""`` for the top level), or ``None`` when every one can."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(item, dict):  # pushed in reverse: the first field in the text comes out first
+            for key, inner in reversed(item.items()):
+                stack.append((f"{path}.{key}" if path else str(key), inner))
+                stack.append((path, key))
+        elif isinstance(item, list):
+            stack.extend(
+                reversed([(f"{path}.{i}" if path else str(i), inner) for i, inner in enumerate(item)])
+            )
+    return None
+
+
+def _finite_float(token: str) -> float:
+    """A JSON number with a fraction or an exponent, refused when it leaves the float range
+    (``1e400`` would read as infinity, which JSON cannot carry back out)."""
+    number = float(token)
+    if not math.isfinite(number):
+        raise ValueError(f"{token[:40]} is outside the range of a JSON number")
+    return number
 
 
 def _no_constant(token: str) -> Any:

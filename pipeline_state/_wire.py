@@ -77,7 +77,7 @@ MAX_SHORT_TEXT_LENGTH = 64
 MAX_FREE_TEXT_LENGTH = 10_000
 """Upper bound (characters) on free text such as a retry's reason."""
 
-_NO_CONTROL = r"^[^\x00-\x1f]*$"
+_NO_CONTROL = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069]*$"
 _NO_NUL = r"^[^\x00]*$"
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL)]
@@ -89,7 +89,7 @@ ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 """Validates one value with the :data:`Id` rule (for an id outside a wire model)."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_CONTROL = re.compile(r"[\x00-\x1f\u202a-\u202e\u2066-\u2069]")
 
 
 def is_id_text(value: str) -> bool:

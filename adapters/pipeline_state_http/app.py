@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI must see the closures' real annotations.
 
+import html
 import logging
 
 from fastapi import APIRouter, FastAPI
@@ -75,11 +76,11 @@ def _docs_router(app: FastAPI, settings: HttpSettings) -> APIRouter:
 
     @router.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{html.escape(app.title)} - docs")
 
     @router.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{html.escape(app.title)} - ReDoc")
 
     return router
 

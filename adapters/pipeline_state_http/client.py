@@ -367,4 +367,5 @@ def _seg(value: str) -> str:
     """``value`` as one URL path segment."""
     from urllib.parse import quote
 
-    return quote(value, safe="")
+    # "." and ".." are dot segments a URL normalises away: send them encoded.
+    return quote(value, safe="") if value.strip(".") else value.replace(".", "%2E")

@@ -16,19 +16,34 @@ from pydantic import Field
 
 from pipeline_state._wire import MAX_ID_LENGTH
 
-__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "BatchId", "IdField", "MaybeEmptyIdField", "id_path"]
+__all__ = [
+    "BATCH_ID_PATTERN",
+    "ID_PATTERN",
+    "MAX_ID_LENGTH",
+    "BatchId",
+    "BatchIdField",
+    "IdField",
+    "MaybeEmptyIdField",
+    "id_path",
+]
 
 
-ID_PATTERN = r"^[^\x00-\x1f]*$"
-"""No C0 control character (pydantic also refuses lone surrogates wherever a pattern applies)."""
+ID_PATTERN = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069]*$"
+"""No C0 control character and no bidirectional embedding, override or isolate (which would
+turn the text after an id around on a page), as the wire's ids; pydantic also refuses lone
+surrogates wherever a pattern applies."""
+
+BATCH_ID_PATTERN = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069/]*$"
+"""An id that names a batch over HTTP has no ``/`` either: its pages' paths could not hold it
+(``%2F`` is decoded before the routes are matched)."""
 
 
-def id_path(description: str) -> object:
+def id_path(description: str, pattern: str = ID_PATTERN) -> object:
     """The ``Path(...)`` of an id path parameter."""
-    return Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=description)
+    return Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=pattern, description=description)
 
 
-BatchId = Annotated[str, id_path("the batch id")]
+BatchId = Annotated[str, id_path("the batch id", BATCH_ID_PATTERN)]
 """The ``{batch_id}`` path parameter."""
 
 IdField = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
@@ -36,3 +51,6 @@ IdField = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=I
 
 MaybeEmptyIdField = Annotated[str, Field(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
 """An id in a request body that may be empty."""
+
+BatchIdField = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=BATCH_ID_PATTERN)]
+"""A batch id in a request body (see :data:`BATCH_ID_PATTERN`)."""

@@ -210,7 +210,14 @@ def build_router(
     ) -> PlainTextResponse:
         state = await service.get_batch(batch_id)
         text = batch_mermaid(state, service.profile.catalog, view)
-        return PlainTextResponse(text, headers={**_NOSNIFF, "Content-Security-Policy": "default-src 'none'"})
+        return PlainTextResponse(
+            text,
+            headers={
+                **_NOSNIFF,
+                "Content-Security-Policy": "default-src 'none'",
+                "Cache-Control": "no-store",
+            },
+        )
 
     @page.get(
         "/v1/batches/{batch_id}/status",

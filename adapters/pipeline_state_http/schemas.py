@@ -16,7 +16,7 @@ from pipeline_state import ViewNames
 from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
 from pipeline_state.profiles.huleedu.profile import HULEEDU_VIEW_NAMES
 
-from .ids import IdField, MaybeEmptyIdField
+from .ids import BatchIdField, IdField, MaybeEmptyIdField
 
 __all__ = [
     "MAX_ESSAYS_PER_BATCH",
@@ -63,14 +63,17 @@ class _Answer(BaseModel):
 
 class RegistrationBody(BatchRegistrationRequestV1):
     """The body of a registration: ``BatchRegistrationRequestV1``, whose sizes are bounded by
-    ``MAX_ESSAYS_PER_BATCH`` so one small request cannot make the server build huge lists."""
+    ``MAX_ESSAYS_PER_BATCH`` so one small request cannot make the server build huge lists;
+    its batch id has no ``/`` (:data:`~pipeline_state_http.ids.BATCH_ID_PATTERN`)."""
+
+    batch_id: BatchIdField
 
 
 class PipelineRequestBody(_Body):
     """A pipeline request; the fields of ``ClientBatchPipelineRequestV1``. ``batch_id`` may be
     left out (the path names the batch) and must match the path when given."""
 
-    batch_id: IdField | None = None
+    batch_id: BatchIdField | None = None
     requested_pipeline: IdField
     client_correlation_id: UUID | None = None
     user_id: IdField
@@ -100,14 +103,14 @@ class RetryPhaseBody(_Body):
 class DefineRequest(_Body):
     """The original conductor's question: which phases should this request run?"""
 
-    batch_id: IdField
+    batch_id: BatchIdField
     requested_pipeline: IdField
     correlation_id: UUID
     batch_metadata: dict[str, Any] | None = None
 
 
 class PhaseCompletionBody(_Body):
-    batch_id: IdField
+    batch_id: BatchIdField
     phase_name: IdField
     success: bool
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -54,6 +55,14 @@ ENVIRONMENT: Mapping[str, str] = {  # the same names as the fields of Settings, 
 """The environment variables of :meth:`HttpSettings.from_environ` besides the tokens."""
 
 
+MAX_REFRESH_SECONDS = 2_147_483
+"""The longest refresh period of the status page: a browser's timer holds at most 2**31 - 1 ms,
+and a longer one fires at once (the page would reload itself in a loop)."""
+
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750 ``b64token``: the characters a bearer token may carry in an HTTP header."""
+
+
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
@@ -62,6 +71,11 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
 def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (not value or value != value.strip()):
         raise ValueError(f"{attribute.name} must be a non-empty string without surrounding spaces")
+    if value is not None and _TOKEN.fullmatch(value) is None:
+        raise ValueError(
+            f"{attribute.name} must be made of the characters a bearer token can carry in a header "
+            "(RFC 6750: ASCII letters, digits and - . _ ~ + /, then = padding)"
+        )
 
 
 def read_token_file(path: str | os.PathLike[str], *, variable: str = "token file") -> str:
@@ -113,7 +127,9 @@ class HttpSettings:
     default_page_size: int = attrs.field(default=20, validator=_positive)
     public_status_page: bool = False
     public_metrics: bool = False
-    status_refresh_seconds: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    status_refresh_seconds: int = attrs.field(
+        default=5, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_REFRESH_SECONDS)]
+    )
     title: str = "pipeline-state"
 
     def __attrs_post_init__(self) -> None:

@@ -181,9 +181,10 @@ def render_status_page(
 <title>{escape(title)} · batch {batch_id}</title><style>{_CSS}</style></head>
 <body>
 <div id="live">
-<h1>Batch <code>{batch_id}</code></h1>
+<h1>Batch <code><bdi>{batch_id}</bdi></code></h1>
 <p class="meta">status <span class="badge" id="batch-status" data-status="{status}">{status}</span>
- · version {state.version} · owner <code>{escape(state.owner)}</code> · {len(state.items)} {escape(items)}
+ · version {state.version} · owner <code><bdi>{escape(state.owner)}</bdi></code>
+ · {len(state.items)} {escape(items)}
  · updated {escape(_when(state.updated_at))}</p>
 <h2>Batch lifecycle</h2>
 <div class="diagram">{batch_svg}</div>

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -41,6 +41,16 @@ from pipeline_state._wire import (
     WireModel,
 )
 from pipeline_state.errors import UnknownTopicError
+
+MAX_REPORTED_COUNT = 1_000_000
+"""The most essays a completion reports in one count: far above what a batch may hold now
+(:data:`MAX_ITEMS_PER_BATCH`), room for states stored before that bound (tens of thousands),
+and small enough that no store's integer column overflows summing a class's batches."""
+
+ItemCount = Annotated[int, Field(ge=0, le=MAX_REPORTED_COUNT)]
+"""How many essays of one batch a completion reports: never negative, never absurd."""
+Duration = Annotated[float, Field(allow_inf_nan=False)]
+"""Seconds between two clock readings (negative when the clock stepped back), always finite."""
 
 __all__ = [
     "HULEEDU_COMMAND_FIELDS",
@@ -351,9 +361,9 @@ class PipelineDeniedV1(WireModel):
 
 class PhaseResult(WireModel):
     status: str
-    successful: int
-    failed: int
-    duration_seconds: float
+    successful: ItemCount
+    failed: ItemCount
+    duration_seconds: Duration
 
 
 class CompletionMetadata(WireModel):
@@ -368,10 +378,10 @@ class BatchPipelineCompletedV1(WireModel):
     run_id: str
     completed_phases: list[str]
     skipped_phases: list[str]
-    final_status: str
-    processing_duration_seconds: float
-    successful_essay_count: int
-    failed_essay_count: int
+    final_status: ShortText
+    processing_duration_seconds: Duration
+    successful_essay_count: ItemCount
+    failed_essay_count: ItemCount
     phase_results: dict[str, PhaseResult]
     correlation_id: str
     metadata: CompletionMetadata
