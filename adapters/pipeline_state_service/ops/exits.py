@@ -23,6 +23,7 @@ from pipeline_state.errors import (
     InvalidMessageError,
     PipelineStateError,
     PublishError,
+    RejectedDataError,
     StoreUnavailableError,
 )
 from pipeline_state_service.errors import OperatorError
@@ -72,7 +73,7 @@ def exit_code_of(error: BaseException) -> ExitCode:
         return ExitCode.NOT_FOUND
     if isinstance(error, StoreUnavailableError | PublishError | OSError | TimeoutError):
         return ExitCode.UNREACHABLE
-    if isinstance(error, InvalidMessageError):
+    if isinstance(error, InvalidMessageError | RejectedDataError):  # the operator's data
         return ExitCode.USAGE
     status = getattr(error, "status_code", None)  # an HTTP API's answer
     if status in (401, 403):
