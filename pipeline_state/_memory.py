@@ -180,6 +180,8 @@ class InMemoryStore:
                 self._keep_waiting(attrs.evolve(still, waits_for=waits_for))
         if change.republish:
             self._requeue(change.republish, change.at, change.batch_id)
+        if change.unpark:
+            self._unpark(change.unpark)
 
     def _keep_waiting(self, fact: WaitingFact) -> None:
         """Add ``fact`` to the waiting set, or replace it in place (arrival order kept)."""
@@ -214,6 +216,15 @@ class InMemoryStore:
                 message = self._unpin(batch_id, event_id)
             if message is not None:
                 self._add_row(message, now)
+
+    def _unpark(self, event_ids: Sequence[str]) -> None:
+        """Deliver the parked rows of ``event_ids`` again (rows not parked stay as they are)."""
+        wanted = set(event_ids)
+        for row_id, row in self._outbox.items():
+            if row.parked and row.message.event_id in wanted:
+                self._outbox[row_id] = attrs.evolve(row, attempts=0, last_error=None, parked=False)
+                self._retry_at.pop(row_id, None)
+                self._leases.pop(row_id, None)
 
     def _unpin(self, batch_id: str, event_id: str) -> OutboxMessage | None:
         """A published message of ``batch_id`` kept past the bound (see the class doc)."""

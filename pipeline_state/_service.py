@@ -991,6 +991,7 @@ class PipelineService:
             resolves=resolves,
             republish=decision.resend,
             archived=decision.archived,
+            unpark=decision.unpark,
         )
         return decision, change
 

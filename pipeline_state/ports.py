@@ -256,6 +256,10 @@ class Change:
     attempts reset, due at ``at``); ids the store no longer holds are skipped. ``archived``
     lists the runs this change archived, oldest first: the store appends them to the batch's
     history (:meth:`Store.batch_history`), which the state itself does not carry.
+    ``unpark`` lists outbox event ids an operator asked to deliver again: the rows of those
+    that are *parked* when the change commits are re-queued as ``republish`` does; any other
+    row (pending, published, unknown) is left as it is, so two requests, or one racing the
+    relay, never deliver a row twice.
     """
 
     batch_id: str
@@ -270,6 +274,7 @@ class Change:
     rewaits: tuple[tuple[str, str], ...] = ()
     republish: tuple[str, ...] = ()
     archived: tuple[Run, ...] = ()
+    unpark: tuple[str, ...] = ()
 
 
 @runtime_checkable

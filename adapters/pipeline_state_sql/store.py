@@ -166,7 +166,7 @@ class SqlStore(LaneStore):
             await self._write_one(sql_outbox.release_rows, row_ids, self.owner)
 
     def _outbox_lease(self, changes: Sequence[Change]) -> OutboxLease | None:
-        if self._hand_off is None or not any(c.outbox or c.republish for c in changes):
+        if self._hand_off is None or not any(c.outbox or c.republish or c.unpark for c in changes):
             return None
         lease = OutboxLease(self.owner, self._hand_off[1].now() + self.lease)
         lease.poll = any(c.republish for c in changes)  # re-queued rows: found by the claim

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, update
+from sqlalchemy import Connection, bindparam, delete, insert, true, update
 
 from pipeline_state._model import BatchState, next_deadline
 from pipeline_state.ports import Change
@@ -99,6 +99,9 @@ _REQUEUE = (
         claimed_by=None,
     )
 )
+
+_UNPARK = _REQUEUE.where(OUTBOX.c.parked == true())
+"""An operator's republish: only the rows still parked (``Change.unpark``)."""
 
 
 def _log_rows(change: Change) -> list[dict[str, Any]]:
@@ -170,6 +173,8 @@ def _waiting_rows(conn: Connection, change: Change) -> None:
         conn.execute(_REWAIT, [{"e_id": event_id, "w": waits_for} for event_id, waits_for in change.rewaits])
     if change.republish:
         conn.execute(_REQUEUE, {"ids": list(change.republish), "now": change.at})
+    if change.unpark:
+        conn.execute(_UNPARK, {"ids": list(change.unpark), "now": change.at})
 
 
 def _special(change: Change) -> bool:
@@ -178,6 +183,7 @@ def _special(change: Change) -> bool:
         or change.resolves is not None
         or bool(change.rewaits)
         or bool(change.republish)
+        or bool(change.unpark)
     )
 
 

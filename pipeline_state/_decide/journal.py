@@ -110,6 +110,9 @@ class Decision:
     ids of commands already written that must be published again (an overdue phase's
     command, re-sent with its own event id). ``archived`` holds the runs this decision
     archived (the state keeps only their summary, ``state.past``): the store keeps them.
+    ``unpark`` lists outbox event ids an operator asked to deliver again: the store re-queues
+    those rows that are still parked when it commits, and no other (a row another
+    operator's request already re-queued, or the relay published since, stays as it is).
     """
 
     state: BatchState | None
@@ -121,6 +124,7 @@ class Decision:
     flags: tuple[str, ...] = ()
     resend: tuple[str, ...] = ()
     archived: tuple[Run, ...] = ()
+    unpark: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:

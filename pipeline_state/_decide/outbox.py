@@ -1,12 +1,16 @@
 """An operator's request to deliver parked outbox rows again.
 
-The rows are named by event id and re-queued by the store (``Decision.resend``); the batch
+The rows are named by event id and re-queued by the store if they are still parked when it
+commits (``Decision.unpark``: two operators' requests, or one racing the relay, deliver a row
+once); the batch
 records the request as a ``republish_outbox`` move onto its own status, so the transition
 log says when, on which command and (with the command's ``requested_by``) who asked. The
 batch's last-progress time is kept: a re-delivery moves nothing forward.
 """
 
 from __future__ import annotations
+
+import attrs
 
 from pipeline_state._commands import RepublishOutbox
 from pipeline_state.errors import BadCommandError
@@ -29,5 +33,4 @@ def republish_outbox(inputs: Inputs, p: RepublishOutbox) -> Decision:
     session = Session(inputs.profile, inputs.command, inputs.now, state)
     status = state.status.value
     session.journal.move(Move("batch", state.batch_id, REPUBLISH_TRIGGER, status, status))
-    session.journal.resend.extend(dict.fromkeys(p.event_ids))
-    return session.finish(progress=False)
+    return attrs.evolve(session.finish(progress=False), unpark=tuple(dict.fromkeys(p.event_ids)))

@@ -1019,6 +1019,27 @@ class StoreContract:
         assert await store.forget_waiting(["w1"], "dead_lettered:x", T0 + timedelta(hours=1)) == 0
         assert await store.inbox_entry("w1") == _inbox("w1", "b9", "applied")
 
+    async def test_unpark_requeues_only_rows_still_parked(self, store: ContractStore) -> None:
+        """``Change.unpark`` (an operator's republish) delivers a parked row again and leaves a
+        pending, published or unknown one as it is: a second request, or one racing the
+        relay, never delivers a row twice."""
+        await self.enqueue(store, message("p1", "a"), message("d1", "b"))
+        for row in await store.claim(T0):
+            if row.message.event_id == "p1":
+                await store.mark_failed(row.id, "down", T0, retry_at=T0, park=True)
+            else:
+                await store.mark_published([row.id], T0)
+        unpark = Change("b9", None, None, T0, unpark=("p1", "d1", "unknown"))
+        await store.commit(unpark)
+        assert await store.parked() == []
+        assert _ids(await store.claim(T0)) == ["p1"]  # d1 stays published
+        await store.commit(Change("b9", None, None, T0, unpark=("p1",)))  # p1 is pending: left alone
+        (p1,) = await store.claim(T0 + timedelta(days=1))  # its lease ran out; still one row
+        await store.mark_published([p1.id], T0)
+        await store.commit(Change("b9", None, None, T0, unpark=("p1",)))  # published: left alone
+        assert await store.claim(T0 + timedelta(days=2)) == []
+        assert await store.pending_count() == 0
+
     # -- retention (optional: PurgingStore) -----------------------------------------------
     @staticmethod
     async def processed(store: ContractStore, event_id: str, at: datetime, *, logged: bool = False) -> None:

@@ -51,7 +51,8 @@ async def test_republish_requeues_parked_rows_and_logs_a_move_that_keeps_progres
     result = await service.handle(Command(payload, "rp-1", "c", requested_by="dave"), topic="operator.x")
 
     assert result.decision is not None
-    assert result.decision.resend == (row.message.event_id,)
+    # An operator's republish un-parks (only rows still parked), it is no phase re-send.
+    assert (result.decision.unpark, result.decision.resend) == ((row.message.event_id,), ())
     after = await service.get_batch("b1")
     assert (after.status, after.version, after.updated_at) == (
         before.status,
@@ -70,6 +71,30 @@ async def test_republish_requeues_parked_rows_and_logs_a_move_that_keeps_progres
     )
     again = await service.handle(Command(payload, "rp-1", "c", requested_by="dave"), topic="operator.x")
     assert again.duplicate
+
+
+async def test_a_second_operator_s_republish_never_delivers_a_row_again() -> None:
+    """Was a defect (found by an attack on ``outbox republish`` racing ``serve``): Bob read the
+    row as parked, Alice's republish applied and the relay published it, then Bob's (another
+    event id: the batch's version had moved) re-queued the *published* row and the
+    completion went out twice. Now a republish re-queues only rows still parked."""
+    clock = ManualClock()
+    store = InMemoryStore()
+    service, env = PipelineService(store, clock=clock), HuleEduEnvelopes()
+    await _ready(service, env, "b1")
+    (row,) = await store.claim(clock.now())
+    await store.mark_failed(row.id, "down", clock.now(), retry_at=clock.now() + timedelta(hours=1), park=True)
+    payload = RepublishOutbox("b1", (row.message.event_id,))
+
+    alice = await service.handle(Command(payload, "rp-alice", "c", requested_by="alice"), topic="operator.x")
+    (requeued,) = await store.claim(clock.now())
+    await store.mark_published([requeued.id], clock.now())
+    bob = await service.handle(Command(payload, "rp-bob", "c", requested_by="bob"), topic="operator.x")
+
+    assert (alice.label, bob.label) == ("applied", "applied")  # both asked; the log says so
+    assert await store.claim(clock.now() + timedelta(days=1)) == []
+    assert await store.pending_count() == 0
+    assert [r.requested_by for r in store.transitions("b1")[-2:]] == ["alice", "bob"]
 
 
 async def test_republish_needs_a_known_batch_and_at_least_one_row() -> None:
