@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from pipeline_state._flags import parse_flag
 from pipeline_state._settings import EnvironmentSettings
@@ -51,8 +51,11 @@ class Settings(EnvironmentSettings):
     )
     topic_prefix: str = Field(
         default="",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._-]*$",
         description="put before every topic name (an environment or tenant namespace); stripped "
-        "before the service sees the topic",
+        "before the service sees the topic; the characters of a Kafka topic name (ASCII letters, "
+        "digits, `.`, `_`, `-`), at most 100",
     )
     create_topics: Flag = Field(
         default=True, description="create missing inbound, dead-letter and outbound topics at start"
@@ -132,6 +135,16 @@ class Settings(EnvironmentSettings):
         description="how long a producer send waits for the broker before the relay counts a failure",
     )
     kafka_linger_ms: int = Field(default=0, ge=0, description="producer batching delay")
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Settings:
+        if self.kafka_heartbeat_ms >= self.kafka_session_timeout_ms:
+            raise ValueError(
+                f"PIPELINE_STATE_KAFKA_HEARTBEAT_MS: {self.kafka_heartbeat_ms} must be below the session "
+                f"timeout (PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS, {self.kafka_session_timeout_ms}), "
+                "a third of it or less"
+            )
+        return self
 
     def bootstrap_servers(self) -> str:
         """``kafka``; raises :class:`KafkaSettingsError` when it is not set."""

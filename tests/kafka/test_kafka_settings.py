@@ -84,6 +84,11 @@ def test_kafka_settings_read_the_variables_deployments_set() -> None:
         ("PIPELINE_STATE_KAFKA_IDEMPOTENCE", "perhaps", "expected a boolean"),
         ("PIPELINE_STATE_KAFKA_AUTO_OFFSET_RESET", "middle", "'earliest' or 'latest'"),
         ("PIPELINE_STATE_DLQ_MAX_MESSAGE_BYTES", "100", "greater than or equal to 4096"),
+        # Were unchecked: a heartbeat no shorter than the session lets the group drop a live
+        # member again and again; a prefix a topic name cannot hold failed only at the broker.
+        ("PIPELINE_STATE_KAFKA_HEARTBEAT_MS", "10000", "must be below the session timeout"),
+        ("PIPELINE_STATE_TOPIC_PREFIX", "dev/", "should match pattern"),
+        ("PIPELINE_STATE_TOPIC_PREFIX", "x" * 101, "at most 100 characters"),
     ],
 )
 def test_a_wrong_kafka_value_is_the_adapters_error_naming_the_variable(
