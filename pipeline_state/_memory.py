@@ -367,7 +367,10 @@ class InMemoryStore:
 
     async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
         """Forget inbox entries and transition log rows past their cutoffs (at most ``limit``
-        of each, oldest first), as :meth:`~pipeline_state.ports.PurgingStore.purge` says.
+        of each), as :meth:`~pipeline_state.ports.PurgingStore.purge` says. Both are kept in
+        the order they were written and walked from their start, so a round costs what it
+        deletes, not the size of the store; the oldest go first unless the clock went back
+        (then the rows behind a newer one wait until it expires).
 
         Published outbox rows are dropped here as soon as they are published (the last
         ``keep_published`` messages stay for a re-send), so ``outbox`` is always 0."""
@@ -384,12 +387,13 @@ class InMemoryStore:
         if before is None:
             return 0
         inbox, waiting = self._inbox, self._waiting
-        gone = sorted(
-            (row[3], event_id)
-            for event_id, row in inbox.items()
-            if row[3] < before and event_id not in waiting
-        )[:limit]
-        for _, event_id in gone:
+        gone: list[str] = []
+        for event_id, row in inbox.items():  # in the order of processing: the oldest first
+            if row[3] >= before or len(gone) == limit:
+                break
+            if event_id not in waiting:
+                gone.append(event_id)
+        for event_id in gone:
             del inbox[event_id]
         return len(gone)
 
@@ -397,12 +401,11 @@ class InMemoryStore:
         rows = self._transitions
         if before is None or not rows:
             return 0
-        at = _LOGGED_AT
-        old = sorted(i for i, row in enumerate(rows) if row[at] < before)[:limit]
-        if old:
-            gone = set(old)
-            rows[:] = [row for i, row in enumerate(rows) if i not in gone]
-        return len(old)
+        at, count, end = _LOGGED_AT, 0, min(limit, len(rows))
+        while count < end and rows[count][at] < before:  # appended in the order of the moves
+            count += 1
+        del rows[:count]
+        return count
 
     # -- inspection -----------------------------------------------------------------------
 

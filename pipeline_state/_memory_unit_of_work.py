@@ -99,8 +99,12 @@ class MemoryUnitOfWork(Generic[C, D]):
 
     # -- the inbox ----------------------------------------------------------------------------
     def record(self, entry: InboxEntry) -> None:
-        """Keep ``entry`` (replacing the entry of its event id, if any)."""
-        self.inbox[entry.event_id] = (entry.topic, entry.batch_id, entry.result, entry.processed_at)
+        """Keep ``entry`` (replacing the entry of its event id, if any, which moves to the end:
+        the inbox stays in the order of processing, which a purge walks from the oldest)."""
+        inbox = self.inbox
+        if entry.event_id in inbox:
+            del inbox[entry.event_id]
+        inbox[entry.event_id] = (entry.topic, entry.batch_id, entry.result, entry.processed_at)
 
     def inbox_entry(self, event_id: str) -> InboxEntry | None:
         row = self.inbox.get(event_id)

@@ -24,6 +24,7 @@ implements :class:`~pipeline_state.ports.PurgingStore`, in bounded rounds.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -151,11 +152,15 @@ async def purge_expired(
     (the rest waits for the next call); returns what went in all.
 
     Raises:
-        ValueError: ``rows_per_round`` or ``max_rounds`` below 1.
+        ValueError: ``rows_per_round`` or ``max_rounds`` not a whole number of at least 1,
+            or ``now`` naive (no time zone).
         StoreUnavailableError: the store is down (what earlier rounds deleted stays deleted).
     """
-    if rows_per_round < 1 or max_rounds < 1:
-        raise ValueError("rows_per_round and max_rounds must be at least 1")
+    for name, value in (("rows_per_round", rows_per_round), ("max_rounds", max_rounds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if now.tzinfo is None:
+        raise ValueError("purge_expired needs an aware now (a datetime with its time zone), got a naive one")
     total = Purged()
     if retention.keeps_everything:
         return total
@@ -165,4 +170,5 @@ async def purge_expired(
         total += purged
         if max(purged.outbox, purged.inbox, purged.transitions) < rows_per_round:
             break
+        await asyncio.sleep(0)  # a round is one transaction: let the service work between them
     return total

