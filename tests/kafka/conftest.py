@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pipeline_state_kafka import ProducerLike, ProducerSettings, create_producer
@@ -75,3 +76,12 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A migrated store on SQLite or PostgreSQL (own schema), for operator commands
+    racing ``serve`` (:class:`ops_kit.Db`)."""
+    from ops_kit import migrated  # next to this file, on the path once this module ran
+
+    yield from migrated(request.param, tmp_path)

@@ -11,168 +11,21 @@ and serve's state cache never serves a state the CLI changed.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import json
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-from kafka_harness import ServeProcess
+from ops_kit import Db, Ran, cli, deliver, seed_nlp_runs, serving, store_of
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 
 from pipeline_state import BatchStatus
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from tests.optional import require
 
 pytestmark = pytest.mark.kafka
-
-PG_DEFAULT = "postgresql+asyncpg://root@127.0.0.1:5432/test"
-
-
-@attrs.frozen
-class Db:
-    url: str
-    schema: str | None = None
-
-    @property
-    def args(self) -> list[str]:
-        return ["--store", self.url] + (["--schema", self.schema] if self.schema else [])
-
-
-def _in_thread(work: Any) -> Any:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, work).result(timeout=60)
-
-
-async def _pg_execute(url: str, sql: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _migrate(db: Db) -> None:
-    from pipeline_state_sql import create_engine, create_or_upgrade
-
-    engine = create_engine(db.url, schema=db.schema)
-    try:
-        await create_or_upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    require("pipeline_state_sql")
-    if request.param == "sqlite":
-        found = Db(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
-        _in_thread(_migrate(found))
-        yield found
-        return
-    url = os.environ.get("PIPELINE_STATE_TEST_POSTGRES", PG_DEFAULT)
-    schema = f"ps_att10_{uuid.uuid4().hex[:10]}"
-    _in_thread(_pg_execute(url, f'CREATE SCHEMA "{schema}"'))
-    try:
-        found = Db(url, schema)
-        _in_thread(_migrate(found))
-        yield found
-    finally:
-        _in_thread(_pg_execute(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-
-@contextlib.asynccontextmanager
-async def serving(broker: LocalBroker, db: Db, prefix: str, tmp_path: Path) -> AsyncIterator[ServeProcess]:
-    env = {"PIPELINE_STATE_STORE_SCHEMA": db.schema} if db.schema else {}
-    serve = ServeProcess(broker.bootstrap, db.url, prefix, env=env, log_file=tmp_path / "serve.log").start()
-    try:
-        await serve.wait_ready()
-        yield serve
-    finally:
-        serve.close()
-
-
-@contextlib.asynccontextmanager
-async def store_of(db: Db) -> AsyncIterator[Any]:
-    from pipeline_state_sql import open_store
-
-    store = await open_store(db.url, schema=db.schema, upgrade=False)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@attrs.frozen
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-async def cli(db: Db, *argv: str) -> Ran:
-    """``pipeline-state ARGV --store ...`` as a separate process."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline_state._cli",
-        *argv,
-        *db.args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PIPELINE_STATE_OPERATOR": "attacker10"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return Ran(proc.returncode, out.decode(), err.decode())
-
-
-async def deliver(
-    serve: ServeProcess, producer: ProducerLike, prefix: str, deliveries: list[tuple[str, dict[str, Any]]]
-) -> None:
-    await send_envelopes(producer, deliveries, topic_prefix=prefix)
-    await serve.wait_handled({d[1]["event_id"] for d in deliveries})
-
-
-async def seed_nlp_runs(
-    serve: ServeProcess,
-    producer: ProducerLike,
-    prefix: str,
-    env: HuleEduEnvelopes,
-    batches: list[str],
-    *,
-    spellcheck_done: bool = True,
-) -> dict[str, str]:
-    """Each batch registered, provisioned and running ``nlp`` (spellcheck already done when
-    ``spellcheck_done``): the next outcome is the run's last. Returns the correlation ids."""
-    corr = {b: str(uuid.uuid4()) for b in batches}
-    await deliver(serve, producer, prefix, [env.register(b, items=2) for b in batches])
-    await deliver(serve, producer, prefix, [env.provisioned(b, env.item_ids(b, 2)) for b in batches])
-    await deliver(serve, producer, prefix, [env.request(b, "nlp", correlation_id=corr[b]) for b in batches])
-    if spellcheck_done:
-        await deliver(
-            serve,
-            producer,
-            prefix,
-            [env.outcome(b, "spellcheck", corr[b], processed=env.item_ids(b, 2)) for b in batches],
-        )
-    return corr
 
 
 # ---------------------------------------------------------------------------------------------
