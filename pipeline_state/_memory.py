@@ -374,8 +374,8 @@ class InMemoryStore:
 
         Published outbox rows are dropped here as soon as they are published (the last
         ``keep_published`` messages stay for a re-send), so ``outbox`` is always 0."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number of at least 1, got {limit!r}")
         self._check()
         with self._lock:
             return Purged(

@@ -308,8 +308,8 @@ class SqlStore(LaneStore):
         """Delete at most ``limit`` published outbox rows, inbox entries and transition log
         rows older than their cutoffs, oldest first, in one transaction
         (:class:`~pipeline_state.ports.PurgingStore`, :mod:`.retention`)."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number of at least 1, got {limit!r}")
         with translated():
             return await self._write(sql_retention.purge, cutoffs, limit)
 

@@ -1078,8 +1078,9 @@ class StoreContract:
         assert [await store.is_processed(f"in-{n}") for n in range(4)] == [False, False, True, True]
         assert await purging.purge(cutoffs, limit=2) == Purged(inbox=2, transitions=2)
         assert await purging.purge(cutoffs, limit=2) == Purged()
-        with pytest.raises(ValueError, match="limit"):
-            await purging.purge(cutoffs, limit=0)
+        for bad in (0, 1.5, True):
+            with pytest.raises(ValueError, match="limit"):
+                await purging.purge(cutoffs, limit=bad)  # type: ignore[arg-type]
 
     async def test_purge_forgets_log_rows_before_the_cutoff_only(self, store: ContractStore) -> None:
         purging = _purging(store)
