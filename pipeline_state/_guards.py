@@ -142,8 +142,10 @@ class RateLimitGuard:
     def check(self, request: AdmissionRequest) -> Denial | None:
         since = request.now - timedelta(seconds=self.window_seconds)
         batch = request.batch
-        recent = sum(1 for accepted_at in batch.past.accepted if accepted_at > since)
-        recent += batch.active_run is not None and batch.active_run.accepted_at > since
+        now = request.now  # a run "accepted" after now was stamped by a clock that stepped back since
+        recent = sum(1 for accepted_at in batch.past.accepted if since < accepted_at <= now)
+        active = batch.active_run
+        recent += active is not None and since < active.accepted_at <= now
         if recent < self.max_runs:
             return None
         return Denial(

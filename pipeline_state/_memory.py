@@ -28,6 +28,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .ports import (
+    CLOCK_STEP_HORIZON_SECONDS,
     Change,
     InboxEntry,
     OutboxMessage,
@@ -45,6 +46,7 @@ __all__ = ["InMemoryBus", "InMemoryStore", "ManualClock", "SystemClock"]
 _row_id = operator.attrgetter("id")
 _transition_row = operator.attrgetter(*(f.name for f in attrs.fields(TransitionRecord)))
 """A transition record as the store keeps it: its fields in order (``TransitionRecord(*row)``)."""
+_CLOCK_STEP_HORIZON = timedelta(seconds=CLOCK_STEP_HORIZON_SECONDS)
 _LOGGED_AT = [f.name for f in attrs.fields(TransitionRecord)].index("at")
 
 
@@ -355,9 +357,13 @@ class InMemoryStore:
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
         self._check()
-        cutoff = now - timedelta(seconds=older_than)
+        cutoff, ahead = now - timedelta(seconds=older_than), now + _CLOCK_STEP_HORIZON
         stalled = sorted(
-            (s for s in self._batches.values() if s.active_run is not None and s.updated_at <= cutoff),
+            (
+                s
+                for s in self._batches.values()
+                if s.active_run is not None and not cutoff < s.updated_at <= ahead
+            ),
             key=lambda s: (s.updated_at, s.batch_id),
         )[:limit]
         return [
@@ -433,6 +439,7 @@ class InMemoryStore:
             return claimed
         kept: list[tuple[int, str | None]] = []
         lease_until = now + self.lease
+        horizon = now + max(self.lease, _CLOCK_STEP_HORIZON)
         outbox, retry_at, leases = self._outbox, self._retry_at, self._leases
         # Only the oldest unparked row of a key may go (an older row holds the rest back).
         while heads and len(claimed) < limit:
@@ -448,7 +455,11 @@ class InMemoryStore:
                     break
             else:
                 continue  # every row of the key is parked
-            if (retry_at and retry_at.get(head, now) > now) or (leases and leases.get(head, now) > now):
+            # Held until due and while leased, but not by a time so far ahead that a clock
+            # ahead of this one wrote it (CLOCK_STEP_HORIZON_SECONDS): that counts as passed.
+            if (retry_at and now < retry_at.get(head, now) <= horizon) or (
+                leases and now < leases.get(head, now) <= horizon
+            ):
                 continue
             leases[head] = lease_until
             claimed.append(row)

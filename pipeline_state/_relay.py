@@ -51,7 +51,7 @@ import attrs
 
 from ._tracing import for_publish, publish_span, record_published
 from .errors import StoreUnavailableError
-from .ports import Clock, Outbox, OutboxRow, Publisher
+from .ports import CLOCK_STEP_HORIZON_SECONDS, Clock, Outbox, OutboxRow, Publisher
 
 __all__ = ["OutboxRelay", "RelayReport", "ReleasingOutbox"]
 
@@ -134,6 +134,12 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1 or max_attempts < 1 or rows_per_key < 1:
             raise ValueError("batch_size, max_attempts and rows_per_key must be at least 1")
+        if not 0 <= base_backoff <= max_backoff <= CLOCK_STEP_HORIZON_SECONDS:
+            raise ValueError(
+                "backoffs must satisfy 0 <= base_backoff <= max_backoff <= "
+                f"{CLOCK_STEP_HORIZON_SECONDS:g} (an hour: a due time further ahead reads as a clock "
+                f"step), got {base_backoff} and {max_backoff}"
+            )
         self.outbox = outbox
         self.publisher = publisher
         self.clock = clock

@@ -55,6 +55,7 @@ from ._profile import CommandFields
 from ._retention import PurgeCutoffs, Purged, Retention, purge_expired
 
 __all__ = [
+    "CLOCK_STEP_HORIZON_SECONDS",
     "EVERY_DEPENDENCY",
     "LAST_DEPENDENCY",
     "MAX_STALLED_AGE_SECONDS",
@@ -109,6 +110,14 @@ __all__ = [
     "WaitingFact",
     "purge_expired",
 ]
+
+
+CLOCK_STEP_HORIZON_SECONDS = 3600.0
+"""How far ahead of the reader's clock an outbox row's due time or lease end may lie before a
+store takes it as written by a clock that was ahead (another process's, or this one's before
+it stepped back) and counts it as passed: a relay never backs off longer than this
+(:class:`~pipeline_state.OutboxRelay` ``max_backoff``), and a lease longer than this is
+judged against its own length instead."""
 
 
 @attrs.frozen

@@ -55,7 +55,7 @@ from sqlalchemy import (
 )
 
 from pipeline_state.errors import StoreError
-from pipeline_state.ports import OutboxMessage, OutboxRow
+from pipeline_state.ports import CLOCK_STEP_HORIZON_SECONDS, OutboxMessage, OutboxRow
 
 from .columns import UtcDateTime
 from .retention import purgeable_published
@@ -144,6 +144,7 @@ def row_to_outbox(row: Row[Any] | Any) -> OutboxRow:
 @functools.cache
 def _claim_statement(dialect: str) -> Any:
     now = bindparam("now", type_=UtcDateTime())
+    horizon = bindparam("horizon", type_=UtcDateTime())
 
     def older_pending(same_key: Any) -> Any:
         older = OUTBOX.alias("older")
@@ -163,8 +164,13 @@ def _claim_statement(dialect: str) -> Any:
         select(OUTBOX.c.id)
         .where(
             _pending(),
-            OUTBOX.c.available_at <= now,
-            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until <= now),
+            # Due, or due so far ahead that a clock ahead of ours wrote it (CLOCK_STEP_HORIZON).
+            or_(OUTBOX.c.available_at <= now, OUTBOX.c.available_at > horizon),
+            or_(
+                OUTBOX.c.claimed_until.is_(None),
+                OUTBOX.c.claimed_until <= now,
+                OUTBOX.c.claimed_until > horizon,
+            ),
             ~blocked,
         )
         .order_by(OUTBOX.c.id)
@@ -318,7 +324,8 @@ def claim_rows(
     conn: Connection, now: datetime, limit: int, *, lease: timedelta, owner: str
 ) -> list[OutboxRow]:
     """Claim up to ``limit`` due rows for ``lease`` (see the module doc), oldest first."""
-    params = {"now": now, "limit": limit, "lease_end": now + lease, "owner": owner}
+    horizon = now + max(lease, timedelta(seconds=CLOCK_STEP_HORIZON_SECONDS))
+    params = {"now": now, "horizon": horizon, "limit": limit, "lease_end": now + lease, "owner": owner}
     rows = [row_to_outbox(r) for r in conn.execute(_claim_statement(conn.dialect.name), params)]
     rows.sort(key=lambda r: r.id)
     return rows

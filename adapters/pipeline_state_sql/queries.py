@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     text,
     true,
@@ -37,7 +38,13 @@ from sqlalchemy import (
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
-from pipeline_state.ports import OutboxRow, StalledRun, TransitionRecord, WaitingFact
+from pipeline_state.ports import (
+    CLOCK_STEP_HORIZON_SECONDS,
+    OutboxRow,
+    StalledRun,
+    TransitionRecord,
+    WaitingFact,
+)
 
 from .codec import decode_run, decode_state, stored_status
 from .outbox import ROW_COLUMNS, row_to_outbox
@@ -295,15 +302,21 @@ def forget_waiting(conn: Connection, event_ids: Sequence[str], result: str, now:
     return len(gone)
 
 
+_CLOCK_STEP_HORIZON = timedelta(seconds=CLOCK_STEP_HORIZON_SECONDS)
+
+
 def stalled_runs(conn: Connection, now: datetime, older_than: float, *, limit: int) -> list[StalledRun]:
     """Processing batches not changed for ``older_than`` seconds, least recently changed
-    first, with the parked outbox rows keyed by each."""
+    first, with the parked outbox rows keyed by each; a batch last changed more than
+    :data:`~pipeline_state.ports.CLOCK_STEP_HORIZON_SECONDS` ahead of ``now`` (by a clock
+    that was ahead) counts as not changed since."""
     cutoff = now - timedelta(seconds=older_than)
     statement = (
         select(BATCHES.c.batch_id, BATCHES.c.state)
         .where(
             BATCHES.c.status == BatchStatus.PROCESSING_PIPELINES.value,
-            BATCHES.c.updated_at <= cutoff,
+            # Or changed "in the future": by a clock ahead of this one (see CLOCK_STEP_HORIZON).
+            or_(BATCHES.c.updated_at <= cutoff, BATCHES.c.updated_at > now + _CLOCK_STEP_HORIZON),
         )
         .order_by(BATCHES.c.updated_at, BATCHES.c.batch_id)
         .limit(limit)
