@@ -263,6 +263,8 @@ class OutboxRelay:
         key; a key's later handed-off rows wait, first in line, for the next wave (see the
         module doc)."""
         now = self.clock.now()
+        if self._held:  # forget keys whose hold has lapsed (their row parked, or went out elsewhere)
+            self._held = {key: held for key, held in self._held.items() if held[1] > now}
         wave: list[OutboxRow] = []
         later: list[OutboxRow] = []
         give_back: list[int] = []
@@ -297,6 +299,8 @@ class OutboxRelay:
                 if key not in self._held or row.id < self._held[key][0]:
                     self._held[key] = (row.id, now + self.lease)
                 give_back.extend(self._give_back_key(key, row.id))
+            elif key is not None and self._held.get(key, (None,))[0] == row.id:
+                del self._held[key]  # parked: it holds its key back no more
         self._unmarked.extend(published)
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)

@@ -241,10 +241,14 @@ def blocked_sql(dialect: str) -> str:
     row is ``outbox``). The pending condition is spelled as in ``ix_outbox_pending_key``'s own
     ``WHERE``, so the partial index serves it."""
     pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
+    # SQLite planned "older.key = outbox.key" inside RETURNING as a scan of older pending rows
+    # by id, filtered by key: a commit cost the whole backlog. A unary plus on the new row's
+    # side leaves it one way to read the term: a search of ix_outbox_pending_key (key, id).
+    same_key = "older.key = +outbox.key" if dialect == "sqlite" else "older.key = outbox.key"
     return (
         "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
         " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
-        " FROM outbox AS older WHERE older.key = outbox.key AND older.id < outbox.id"
+        f" FROM outbox AS older WHERE {same_key} AND older.id < outbox.id"
         f" AND older.published_at IS NULL AND {pending}"
         " ORDER BY older.id DESC LIMIT 1), false)"
     )
