@@ -271,6 +271,9 @@ def encode_state(state: BatchState) -> Document:
 
 _TEXTS: dict[int, tuple[BatchState, EncodedDocument]] = {}
 _TEXTS_KEPT = 256
+_TEXTS_BYTES = 4 * 1024 * 1024
+"""The memo's texts are a few seconds' worth of writes: 256 of them, and at most this much."""
+_texts_bytes = 0
 
 
 def state_text(state: BatchState) -> EncodedDocument:
@@ -282,10 +285,14 @@ def state_text(state: BatchState) -> EncodedDocument:
     found = _TEXTS.get(id(state))
     if found is not None and found[0] is state:
         return found[1]
+    global _texts_bytes
     text = EncodedDocument(document_text(encode_state(state)))
+    if len(text) > _TEXTS_BYTES // 16:
+        return text  # a large state is encoded again when asked again, not kept
     _TEXTS[id(state)] = (state, text)
-    if len(_TEXTS) > _TEXTS_KEPT:
-        del _TEXTS[next(iter(_TEXTS))]
+    _texts_bytes += len(text)
+    while len(_TEXTS) > _TEXTS_KEPT or _texts_bytes > _TEXTS_BYTES:
+        _texts_bytes -= len(_TEXTS.pop(next(iter(_TEXTS)))[1])
     return text
 
 

@@ -169,7 +169,7 @@ class SqlStore(LaneStore):
         if self._hand_off is None or not any(c.outbox or c.republish or c.unpark for c in changes):
             return None
         lease = OutboxLease(self.owner, self._hand_off[1].now() + self.lease)
-        lease.poll = any(c.republish for c in changes)  # re-queued rows: found by the claim
+        lease.poll = any(c.republish or c.unpark for c in changes)  # re-queued rows: found by the claim
         return lease
 
     def _committed(self, changes: Sequence[Change], lease: OutboxLease | None, stamp: str | None) -> None:
@@ -177,7 +177,8 @@ class SqlStore(LaneStore):
         if states is not None and (stamp is not None or not states.stamped):
             for change in changes:  # in order: a batch written twice keeps its last state
                 if change.state is not None:
-                    states.written(change.state, stamp or state_text(change.state))
+                    text = state_text(change.state)
+                    states.written(change.state, stamp or text, len(text))
         if lease is not None and self._hand_off is not None and (lease.handed or lease.poll):
             self._hand_off[0](lease.handed, lease.poll)
 
