@@ -82,8 +82,10 @@ _NO_NUL = r"^[^\x00]*$"
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL)]
 """A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
-(NUL included) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8
-whenever a constraint applies)."""
+(NUL included), bidirectional embeddings, overrides or isolates (U+202A-U+202E,
+U+2066-U+2069: they turn the text after an id around wherever it is shown) or lone
+surrogates (pydantic refuses a string it cannot encode as UTF-8 whenever a constraint
+applies)."""
 
 ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 """Validates one value with the :data:`Id` rule (for an id outside a wire model)."""
@@ -94,7 +96,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\u202a-\u202e\u2066-\u2069]")
 
 def is_id_text(value: str) -> bool:
     """Whether ``value`` can travel as an :data:`Id` and be kept by every store: 1 to
-    :data:`MAX_ID_LENGTH` characters, no control character, no lone surrogate (what a
+    :data:`MAX_ID_LENGTH` characters, no control or bidi character, no lone surrogate (what a
     definition checks for the names it puts in envelopes: phases, pipelines, topics)."""
     if not 0 < len(value) <= MAX_ID_LENGTH or _CONTROL.search(value):
         return False

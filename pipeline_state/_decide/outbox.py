@@ -2,10 +2,9 @@
 
 The rows are named by event id and re-queued by the store if they are still parked when it
 commits (``Decision.unpark``: two operators' requests, or one racing the relay, deliver a row
-once); the batch
-records the request as a ``republish_outbox`` move onto its own status, so the transition
-log says when, on which command and (with the command's ``requested_by``) who asked. The
-batch's last-progress time is kept: a re-delivery moves nothing forward.
+once); the batch records the request as a ``republish_outbox`` move onto its own status, so
+the transition log says when, on which command and (with the command's ``requested_by``) who
+asked. The batch's last-progress time is kept: a re-delivery moves nothing forward.
 """
 
 from __future__ import annotations
