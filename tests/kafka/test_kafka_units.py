@@ -121,6 +121,7 @@ def test_kafka_settings_from_flags_and_environment() -> None:
         "PIPELINE_STATE_TOPIC_PREFIX": "dev.",
         "PIPELINE_STATE_RELAY": "0",
         "PIPELINE_STATE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "PIPELINE_STATE_KAFKA_HEARTBEAT_MS": "1000",  # below the session timeout, as it must be
         "PIPELINE_STATE_KAFKA_IDEMPOTENCE": "true",
         "PIPELINE_STATE_KAFKA_ACKS": "1",
         "PIPELINE_STATE_KAFKA_CLIENT_ID": "orchestrator",
