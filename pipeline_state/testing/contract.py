@@ -1040,6 +1040,34 @@ class StoreContract:
         assert await store.claim(T0 + timedelta(days=2)) == []
         assert await store.pending_count() == 0
 
+    async def test_a_due_time_or_lease_far_ahead_of_the_clock_counts_as_passed(
+        self, store: ContractStore
+    ) -> None:
+        """``CLOCK_STEP_HORIZON_SECONDS``: a lease or retry due time more than an hour ahead of
+        the claimer's clock was written by a clock ahead of it (a crashed process's, or its
+        own before a backward step) and counts as passed; one within the hour holds."""
+        await self.enqueue(store, message("leased", "c"))
+        assert _ids(await store.claim(T0 + timedelta(days=365))) == ["leased"]  # a clock a year ahead
+        await self.enqueue(store, message("soon", "a"), message("far", "b"))
+        rows = {r.message.event_id: r for r in await store.claim(T0)}
+        assert sorted(rows) == ["far", "leased", "soon"]
+        await store.mark_failed(rows["soon"].id, "down", T0, retry_at=T0 + timedelta(minutes=30), park=False)
+        await store.mark_failed(rows["far"].id, "down", T0, retry_at=T0 + timedelta(days=365), park=False)
+        assert _ids(await store.claim(T0 + timedelta(seconds=1))) == ["far"]  # "leased" is leased now
+
+    async def test_stalled_runs_include_a_run_changed_far_ahead_of_the_clock(
+        self, store: ContractStore
+    ) -> None:
+        await self.seed(store, "b-ahead", running=True)
+        await self.seed(store, "b-soon", running=True)
+        for batch_id, ahead in (("b-ahead", timedelta(days=365)), ("b-soon", timedelta(minutes=10))):
+            state = await store.load(batch_id)
+            assert state is not None
+            moved = attrs.evolve(state, version=state.version + 1, updated_at=T0 + ahead)
+            await store.commit(Change(batch_id, state.version, moved, T0))
+        stalled = await store.stalled_runs(T0, 3600)
+        assert [s.batch_id for s in stalled] == ["b-ahead"]
+
     # -- retention (optional: PurgingStore) -----------------------------------------------
     @staticmethod
     async def processed(store: ContractStore, event_id: str, at: datetime, *, logged: bool = False) -> None:

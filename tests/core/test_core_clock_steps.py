@@ -13,7 +13,7 @@ nothing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from core_flow import Flow
@@ -22,28 +22,9 @@ from pipeline_state import InMemoryRuntime, RateLimitGuard
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-
-TRUE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-AHEAD = TRUE + timedelta(days=365)  # the skewed clock, one year ahead
+from tests.step_clock import AHEAD, TRUE, StepClock
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class StepClock:
-    """A clock (the ``Clock`` port) that can be stepped anywhere, backwards included."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def set(self, instant: datetime) -> None:
-        self._now = instant
-
-    def advance(self, seconds: float) -> datetime:
-        self._now += timedelta(seconds=seconds)
-        return self._now
 
 
 def _flow(clock: StepClock, **profile: object) -> Flow:

@@ -15,7 +15,7 @@ clocks in step.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,29 +25,11 @@ from pipeline_state.ports import Retention, purge_expired
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.step_clock import AHEAD, TRUE, StepClock
 
-TRUE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-AHEAD = TRUE + timedelta(days=365)
 BEHIND = TRUE - timedelta(minutes=5)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class StepClock:
-    """A clock (the ``Clock`` port) that can be stepped anywhere, backwards included."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def set(self, instant: datetime) -> None:
-        self._now = instant
-
-    def advance(self, seconds: float) -> datetime:
-        self._now += timedelta(seconds=seconds)
-        return self._now
 
 
 class Proc:
