@@ -10,6 +10,12 @@ long. The rows kept on purpose:
 
 The inbox is scanned through ``ix_inbox_processed_at``; the outbox and the transition log in
 id order, which is their order of writing.
+
+On PostgreSQL the rows a round picks are locked as they are picked, skipping those another
+transaction holds (``FOR UPDATE SKIP LOCKED``): purgers running at once share the rows out
+instead of queueing on each other's, and two sessions that plan the ``DELETE`` differently can
+no longer lock the same rows in opposite orders and deadlock. SQLite writes one at a time and
+needs no row locks (the clause is not rendered there).
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ def purgeable_published(before: datetime) -> ColumnElement[bool]:
 
 
 def _outbox(conn: Connection, before: datetime, limit: int) -> int:
-    oldest = select(OUTBOX.c.id).where(purgeable_published(before)).order_by(OUTBOX.c.id).limit(limit)
+    oldest = (
+        select(OUTBOX.c.id)
+        .where(purgeable_published(before))
+        .order_by(OUTBOX.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=OUTBOX)
+    )
     return int(conn.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(oldest.scalar_subquery()))).rowcount)
 
 
@@ -47,12 +59,19 @@ def _inbox(conn: Connection, before: datetime, limit: int) -> int:
         .where(INBOX.c.processed_at < before, ~waiting)
         .order_by(INBOX.c.processed_at)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=INBOX)
     )
     return int(conn.execute(delete(INBOX).where(INBOX.c.event_id.in_(oldest.scalar_subquery()))).rowcount)
 
 
 def _log(conn: Connection, before: datetime, limit: int) -> int:
-    oldest = select(TRANSITIONS.c.id).where(TRANSITIONS.c.at < before).order_by(TRANSITIONS.c.id).limit(limit)
+    oldest = (
+        select(TRANSITIONS.c.id)
+        .where(TRANSITIONS.c.at < before)
+        .order_by(TRANSITIONS.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=TRANSITIONS)
+    )
     statement = delete(TRANSITIONS).where(TRANSITIONS.c.id.in_(oldest.scalar_subquery()))
     return int(conn.execute(statement).rowcount)
 

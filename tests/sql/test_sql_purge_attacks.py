@@ -36,7 +36,7 @@ from pipeline_state_sql import (
     head_revision,
     open_store,
 )
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, event, inspect, text
 
 from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.ports import PurgeCutoffs, Purged, Retention, purge_expired
@@ -244,6 +244,70 @@ async def test_two_purgers_race_on_postgres(pg: Any) -> None:
         assert (total.inbox, total.transitions) == (6000, 6000), (a, b)
         counts = await _counts(writer)
         assert (counts["inbox"], counts["transitions"]) == (0, 0)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def _plan_with(store: SqlStore, setting: str) -> None:
+    """Every new connection of ``store`` runs ``setting`` first."""
+
+    @event.listens_for(store.engine.sync_engine, "connect")
+    def _set(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(setting)
+        cursor.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_purgers_planning_differently_never_deadlock_on_postgres(pg: Any) -> None:
+    """Was a defect: purgers deleting ``WHERE key IN (SELECT ... LIMIT n)`` at once picked the
+    same oldest rows, and two that locked them in different orders were killed by PostgreSQL
+    with "deadlock detected" (seen in CI). Each purger now locks the rows it picks, skipping
+    those another holds, so purgers share the work and never wait on each other."""
+    stores = [await open_store(pg.url, schema=pg.schema, upgrade=True) for _ in range(9)]
+    try:
+        # Two sessions can plan the same DELETE differently (statistics change under
+        # autovacuum between them), and so lock the same rows in different orders: half the
+        # purgers here plan it as a merge join (event id order), half as a hash join (the
+        # table's physical order).
+        for number, store in enumerate(stores[1:]):
+            _plan_with(store, "SET enable_hashjoin = off" if number % 2 else "SET enable_mergejoin = off")
+            await store.engine.dispose()
+        retention = Retention(published=DAY, inbox=DAY, transitions=DAY)
+        cutoffs = retention.cutoffs(ManualClock().now())
+
+        async def run(store: SqlStore) -> Purged:
+            total = Purged()
+            while True:
+                purged = await store.purge(cutoffs, limit=400)
+                if not (purged.inbox or purged.transitions):
+                    return total
+                total += purged
+
+        for _ in range(10):
+            async with stores[0].engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO inbox (event_id, topic, batch_id, result, processed_at) "
+                        "SELECT 'ev' || g, 't', 'b' || (g % 50), 'applied', timestamptz '2020-01-01' "
+                        "FROM generate_series(1, 8000) g"
+                    )
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO transitions (batch_id, entity, name, trigger, source, dest, "
+                        "run_id, event_id, correlation_id, at) "
+                        "SELECT 'b' || (g % 50), 'batch', 'b', 'x', 'a', 'b', NULL, "
+                        "'ev' || g, 'c', timestamptz '2020-01-01' FROM generate_series(1, 8000) g"
+                    )
+                )
+            parts = await asyncio.gather(*(run(store) for store in stores[1:]))
+            total = sum(parts, Purged())
+            assert (total.inbox, total.transitions) == (8000, 8000), parts
+            counts = await _counts(stores[0])
+            assert (counts["inbox"], counts["transitions"]) == (0, 0)
     finally:
         for store in stores:
             await store.close()
