@@ -13,6 +13,13 @@ together with whatever the claim found when one is due. Rows a commit could not 
 (another process's or a failed older row of their key holds them back, they have no key,
 they were re-queued) are left to the claim, which keeps each key's order.
 
+**Bound.** The hand-off holds at most ``max_handed`` rows (default :data:`MAX_HANDED`). A
+store asks :meth:`OutboxRelay.accepting` before it leases a commit's rows to the relay and,
+past the bound, leaves them to the claim; rows handed to a full relay all the same (a
+commit in flight when it filled) are kept by id only, and the next pass takes the lease
+off them. So a publish that hangs while the service goes on consuming costs the database
+a backlog, not this process's memory.
+
 **Order per key.** Handed-off rows wait in one queue per key. A pass publishes one *wave*:
 the oldest waiting row of each key (for up to ``batch_size`` rows, keys handed first), in
 one publish call; the runner starts the next pass at once (no claim, no poll interval), so
@@ -56,6 +63,10 @@ from .ports import CLOCK_STEP_HORIZON_SECONDS, Clock, Outbox, OutboxRow, Publish
 __all__ = ["OutboxRelay", "RelayReport", "ReleasingOutbox"]
 
 log = logging.getLogger("pipeline_state.relay")
+
+MAX_HANDED = 10_000
+"""The default bound of an :class:`OutboxRelay`'s hand-off: rows handed to it in memory and
+not published yet (see :meth:`OutboxRelay.hand_off`)."""
 
 
 @attrs.frozen
@@ -131,9 +142,12 @@ class OutboxRelay:
         max_backoff: float = 60.0,
         lease_seconds: float = 30.0,
         rows_per_key: int = 1,
+        max_handed: int = MAX_HANDED,
     ) -> None:
         if batch_size < 1 or max_attempts < 1 or rows_per_key < 1:
             raise ValueError("batch_size, max_attempts and rows_per_key must be at least 1")
+        if isinstance(max_handed, bool) or not isinstance(max_handed, int) or max_handed < 1:
+            raise ValueError(f"max_handed must be a whole number of at least 1, got {max_handed!r}")
         if not 0 <= base_backoff <= max_backoff <= CLOCK_STEP_HORIZON_SECONDS:
             raise ValueError(
                 "backoffs must satisfy 0 <= base_backoff <= max_backoff <= "
@@ -153,21 +167,41 @@ class OutboxRelay:
         """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
         commit left rows to the claim, after a claim that filled a batch, and after a claim
         whose rows were published: later rows of their keys may be due)."""
+        self.max_handed = max_handed
         self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
         self._handed_ids: set[int] = set()
+        self._overflow: list[int] = []  # rows refused by a full hand-off, to release (bounded too)
         self._held: dict[str, tuple[int, datetime]] = {}
         self._unmarked: list[int] = []
 
     # -- hand-off -------------------------------------------------------------------------------
     def hand_off(self, rows: Sequence[OutboxRow], poll: bool = False) -> None:
         """Rows just committed under this relay's lease, in id order (published by the next
-        pass without a claim); ``poll``: the commit also left rows to the claim."""
+        pass without a claim); ``poll``: the commit also left rows to the claim.
+
+        The hand-off holds at most ``max_handed`` rows: past that (a publish that hangs while
+        commits go on), a commit's rows are left to the claim instead, which keeps each
+        key's order. Their ids are kept (as many again) so the next pass takes the lease off
+        them; further ones wait for their lease to lapse."""
+        handed, queues = self._handed_ids, self._queues
         for row in rows:
-            if row.id not in self._handed_ids:
-                self._handed_ids.add(row.id)
-                self._queues.setdefault(row.message.key, collections.deque()).append(row)
+            if row.id in handed:
+                continue
+            if len(handed) >= self.max_handed:
+                if len(self._overflow) < self.max_handed:
+                    self._overflow.append(row.id)
+                self.claim_due = True
+                continue
+            handed.add(row.id)
+            queues.setdefault(row.message.key, collections.deque()).append(row)
         if poll:
             self.claim_due = True
+
+    def accepting(self) -> bool:
+        """Whether the hand-off takes more rows (it holds fewer than ``max_handed``): a store
+        that hands rows off asks before it leases a commit's rows to this relay, and leaves
+        them to the claim when not."""
+        return len(self._handed_ids) < self.max_handed
 
     @property
     def handed(self) -> int:
@@ -187,6 +221,8 @@ class OutboxRelay:
         """One pass: rows handed off (see :meth:`hand_off`) and, with ``claim``, one batch of
         due rows claimed from the outbox, published in order per key; with ``mark``, the rows
         published (by this pass and earlier unmarked ones) are marked before returning."""
+        if self._overflow:
+            await self._release_overflow()
         handed = self._take_handed()
         rows = sorted(handed, key=_row_id)
         if claim:
@@ -213,6 +249,13 @@ class OutboxRelay:
         ids = list(self._unmarked)
         await self.outbox.mark_published(ids, self.clock.now())
         del self._unmarked[: len(ids)]
+
+    async def _release_overflow(self) -> None:
+        """Give the rows a full hand-off refused back to the claim now (not after the lease)."""
+        ids, self._overflow = self._overflow, []
+        if isinstance(self.outbox, ReleasingOutbox):
+            await self.outbox.release(ids)
+        self.claim_due = True
 
     def _take_handed(self) -> list[OutboxRow]:
         """The oldest ``rows_per_key`` handed-off rows of each key, up to ``batch_size`` rows

@@ -291,7 +291,7 @@ class ServiceRunner:
         :mod:`pipeline_state._relay`)."""
         attach = getattr(outbox, "attach_relay", None)
         if attach is not None and self.settings.relay_hand_off:
-            attach(runner.hand_off, runner.relay.clock)
+            attach(runner.hand_off, runner.relay.clock, accepting=runner.relay.accepting)
             runner.hand_offs = True
 
     def _detach(self, outbox: Outbox) -> None:

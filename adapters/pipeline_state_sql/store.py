@@ -138,7 +138,7 @@ class SqlStore(LaneStore):
 
     def __init__(self, engine: AsyncEngine, *, lease: float = 30.0, owns_engine: bool = False) -> None:
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
-        self._hand_off: tuple[HandOff, Clock] | None = None
+        self._hand_off: tuple[HandOff, Clock, Callable[[], bool] | None] | None = None
         self._states: StateCache | None = None
         if is_sqlite(engine):
             self._states = StateCache()
@@ -146,14 +146,20 @@ class SqlStore(LaneStore):
             self._states = StateCache(stamped=True)
 
     # -- hand-off to the relay of this process ----------------------------------------------
-    def attach_relay(self, hand_off: HandOff, clock: Clock) -> None:
+    def attach_relay(
+        self, hand_off: HandOff, clock: Clock, *, accepting: Callable[[], bool] | None = None
+    ) -> None:
         """From now on, commits write their outbox rows leased to this store's ``owner`` (until
         ``clock.now()`` plus the lease) and, once committed, give them to ``hand_off``: the
         relay of this process publishes them without claiming them (see
         :mod:`pipeline_state_sql.outbox`). Rows held back by an older row of their key, rows
         without a key and re-queued rows are left to the claim (``hand_off``'s flag says so).
+        ``accepting`` (the relay's :meth:`~pipeline_state.OutboxRelay.accepting`) is asked
+        before each commit: when it says no (the relay holds as many handed rows as it
+        will), the commit's rows are left to the claim too, so a relay whose publishing
+        stalls does not gather rows in memory without bound.
         """
-        self._hand_off = (hand_off, clock)
+        self._hand_off = (hand_off, clock, accepting)
 
     def detach_relay(self) -> None:
         """Stop handing rows off: commits leave every row to the claim again."""
@@ -168,7 +174,10 @@ class SqlStore(LaneStore):
     def _outbox_lease(self, changes: Sequence[Change]) -> OutboxLease | None:
         if self._hand_off is None or not any(c.outbox or c.republish or c.unpark for c in changes):
             return None
-        lease = OutboxLease(self.owner, self._hand_off[1].now() + self.lease)
+        _, clock, accepting = self._hand_off
+        if accepting is not None and not accepting():
+            return None  # the relay is full: the rows go to the claim (see _committed)
+        lease = OutboxLease(self.owner, clock.now() + self.lease)
         lease.poll = any(c.republish or c.unpark for c in changes)  # re-queued rows: found by the claim
         return lease
 
@@ -179,7 +188,12 @@ class SqlStore(LaneStore):
                 if change.state is not None:
                     text = state_text(change.state)
                     states.written(change.state, stamp or text, len(text))
-        if lease is not None and self._hand_off is not None and (lease.handed or lease.poll):
+        if self._hand_off is None:
+            return
+        if lease is None:
+            if any(c.outbox or c.republish or c.unpark for c in changes):
+                self._hand_off[0]((), True)  # written for the claim: the relay must look
+        elif lease.handed or lease.poll:
             self._hand_off[0](lease.handed, lease.poll)
 
     # -- Store ------------------------------------------------------------------------------

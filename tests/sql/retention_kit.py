@@ -33,7 +33,7 @@ async def finished_runs(
     service = PipelineService(sql_store, clock=clock)
     bus = InMemoryBus()
     relay = OutboxRelay(sql_store, bus, clock)
-    sql_store.attach_relay(relay.hand_off, clock)  # as serve wires it
+    sql_store.attach_relay(relay.hand_off, clock, accepting=relay.accepting)  # as serve wires it
     env = HuleEduEnvelopes()
 
     async def deliver(delivery: tuple[str, dict]) -> None:
