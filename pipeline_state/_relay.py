@@ -16,9 +16,9 @@ they were re-queued) are left to the claim, which keeps each key's order.
 **Bound.** The hand-off holds at most ``max_handed`` rows (default :data:`MAX_HANDED`). A
 store asks :meth:`OutboxRelay.accepting` before it leases a commit's rows to the relay and,
 past the bound, leaves them to the claim; rows handed to a full relay all the same (a
-commit in flight when it filled) are kept by id only, and the next pass takes the lease
-off them. So a publish that hangs while the service goes on consuming costs the database
-a backlog, not this process's memory.
+commit under way when it filled) are kept by id only, hold their keys back as a failed row
+does, and the next pass takes the lease off them. So a publish that hangs while the service
+goes on consuming costs the database a backlog, not this process's memory.
 
 **Order per key.** Handed-off rows wait in one queue per key. A pass publishes one *wave*:
 the oldest waiting row of each key (for up to ``batch_size`` rows, keys handed first), in
@@ -170,7 +170,7 @@ class OutboxRelay:
         self.max_handed = max_handed
         self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
         self._handed_ids: set[int] = set()
-        self._overflow: list[int] = []  # rows refused by a full hand-off, to release (bounded too)
+        self._overflow: list[int] = []  # rows a full hand-off refused: their lease is taken off
         self._held: dict[str, tuple[int, datetime]] = {}
         self._unmarked: list[int] = []
 
@@ -179,17 +179,22 @@ class OutboxRelay:
         """Rows just committed under this relay's lease, in id order (published by the next
         pass without a claim); ``poll``: the commit also left rows to the claim.
 
-        The hand-off holds at most ``max_handed`` rows: past that (a publish that hangs while
-        commits go on), a commit's rows are left to the claim instead, which keeps each
-        key's order. Their ids are kept (as many again) so the next pass takes the lease off
-        them; further ones wait for their lease to lapse."""
+        The hand-off holds at most ``max_handed`` rows. A store asks :meth:`accepting`
+        before it leases a commit's rows, so only the rows of commits already under way
+        when it filled can come past the bound: they are left to the claim (the next pass
+        takes the lease off them, by id) and each holds its key back as a failed row does,
+        so a later row of its key handed meanwhile goes to the claim too, behind it."""
         handed, queues = self._handed_ids, self._queues
+        until: datetime | None = None
         for row in rows:
             if row.id in handed:
                 continue
             if len(handed) >= self.max_handed:
-                if len(self._overflow) < self.max_handed:
-                    self._overflow.append(row.id)
+                self._overflow.append(row.id)
+                key = row.message.key
+                if key is not None and (key not in self._held or row.id < self._held[key][0]):
+                    until = until or self.clock.now() + self.lease
+                    self._held[key] = (row.id, until)
                 self.claim_due = True
                 continue
             handed.add(row.id)
@@ -207,6 +212,11 @@ class OutboxRelay:
     def handed(self) -> int:
         """Rows handed off and not taken by a pass yet."""
         return len(self._handed_ids)
+
+    @property
+    def overflow(self) -> int:
+        """Rows a full hand-off refused whose lease the next pass takes off (see :meth:`hand_off`)."""
+        return len(self._overflow)
 
     @property
     def unmarked(self) -> int:
@@ -251,10 +261,16 @@ class OutboxRelay:
         del self._unmarked[: len(ids)]
 
     async def _release_overflow(self) -> None:
-        """Give the rows a full hand-off refused back to the claim now (not after the lease)."""
-        ids, self._overflow = self._overflow, []
+        """Give the rows a full hand-off refused back to the claim now (not after the lease),
+        a thousand ids per statement. If the store fails, the rest are kept for the next pass
+        (their keys stay held back meanwhile)."""
         if isinstance(self.outbox, ReleasingOutbox):
-            await self.outbox.release(ids)
+            while self._overflow:
+                chunk = self._overflow[:1000]
+                await self.outbox.release(chunk)
+                del self._overflow[: len(chunk)]
+        else:
+            self._overflow.clear()
         self.claim_due = True
 
     def _take_handed(self) -> list[OutboxRow]:

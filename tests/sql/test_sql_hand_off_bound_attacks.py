@@ -1,0 +1,164 @@
+"""The relay's hand-off bound under attack (max_handed, rows refused past it), against a real
+SQLite file and PostgreSQL: key order, nothing lost, memory bounded, two processes on one
+database. The first test was a defect (fixed; it failed before), the others held."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from pipeline_state_sql import SqlStore
+
+from pipeline_state import ManualClock, OutboxRelay
+from pipeline_state.errors import PublishError
+from pipeline_state.ports import Change, OutboxMessage
+from pipeline_state.testing import T0, message
+
+
+class Transport:
+    """Records what went out; fails the messages whose event id is in ``failing`` (once each
+    when ``once``); ``gate``: the first call waits for it (a hanging publish)."""
+
+    def __init__(
+        self,
+        failing: Sequence[str] = (),
+        *,
+        gate: asyncio.Event | None = None,
+        log: list[OutboxMessage] | None = None,
+    ) -> None:
+        self.published: list[OutboxMessage] = [] if log is None else log
+        self.failing = set(failing)
+        self.gate = gate
+        self.entered = asyncio.Event()
+        self.calls = 0
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+        self.calls += 1
+        self.entered.set()
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            await gate.wait()
+        results: list[BaseException | None] = []
+        for m in messages:
+            if m.event_id in self.failing:
+                self.failing.discard(m.event_id)
+                results.append(PublishError(f"broker refused {m.event_id}"))
+            else:
+                self.published.append(m)
+                results.append(None)
+        return results
+
+
+def order_broken(published: Sequence[OutboxMessage], rank: dict[str, int]) -> dict[str | None, list[str]]:
+    """The keys whose messages went out in another order than they were written (``rank``:
+    event id -> write order); a duplicate counts at its first publication."""
+    by_key: dict[str | None, list[str]] = defaultdict(list)
+    for m in published:
+        if m.event_id not in by_key[m.key]:
+            by_key[m.key].append(m.event_id)
+    return {k: ids for k, ids in by_key.items() if ids != sorted(ids, key=rank.__getitem__)}
+
+
+def attach(store: SqlStore, relay: OutboxRelay) -> None:
+    store.attach_relay(relay.hand_off, relay.clock, accepting=relay.accepting)  # as serve does
+
+
+@pytest.mark.timeout(120)
+async def test_rows_past_the_bound_hold_their_key_back_until_they_go_out(
+    make_store: Any,
+) -> None:
+    """Was a defect (found by an attack on the bound): one commit (its relay accepting when
+    it began) wrote more rows than the relay takes plus its overflow list kept: the rest
+    stayed leased to this relay, in nobody's memory, until the lease lapsed, and a later row
+    of such a key, written as 'not held back' (the newest older row of its key was under
+    this relay's lease), was handed off and went out first. Now every refused row is kept
+    by id and released, and holds its key back meanwhile."""
+    store: SqlStore = await make_store()
+    clock = ManualClock(T0)
+    transport = Transport()
+    relay = OutboxRelay(store, transport, clock, batch_size=50, max_handed=2)
+    attach(store, relay)
+    first = tuple(message(f"m{n}", f"k{n}") for n in range(6))  # one row per key
+    await store.commit(Change("overflow-0", None, None, T0, outbox=first))
+    assert relay.handed == 2
+    await relay.run_once()  # releases the overflow ids it kept; the rest stay leased to it
+    await store.commit(Change("overflow-1", None, None, T0, outbox=(message("late4", "k4"),)))
+    await relay.run_once()
+    clock.advance(31)  # past the lease: everything is claimable again
+    await relay.drain()
+    rank = {**{f"m{n}": n for n in range(6)}, "late4": 100}
+    assert {m.event_id for m in transport.published} == set(rank), "every row published"
+    assert await store.pending_count() == 0
+    assert order_broken(transport.published, rank) == {}, "order per key kept"
+
+
+def _one(n: int, key: str) -> Change:
+    return Change(f"grp-{n}", None, None, T0, outbox=(message(f"m{n}", key),))
+
+
+async def _settle(relay: OutboxRelay, store: SqlStore, clock: ManualClock, *others: OutboxRelay) -> None:
+    """Drain (the clock moving a second at a time) until nothing is pending; bounded."""
+    for _ in range(80):
+        for r in (relay, *others):
+            await r.drain()
+        if not await store.pending_count():
+            return
+        clock.advance(1)
+    raise AssertionError(f"{await store.pending_count()} rows still pending")
+
+
+@pytest.mark.timeout(120)
+async def test_hanging_publish_then_failure_with_grouped_commits_stays_bounded_and_ordered(
+    make_store: Any,
+) -> None:
+    store: SqlStore = await make_store()
+    clock = ManualClock(T0)
+    gate = asyncio.Event()
+    transport = Transport(failing=["m0", "m9"], gate=gate)
+    relay = OutboxRelay(store, transport, clock, batch_size=4, max_handed=3)
+    attach(store, relay)
+    for n in range(4):
+        await store.commit(_one(n, f"k{n % 3}"))
+    stuck = asyncio.ensure_future(relay.run_once(claim=False))
+    await transport.entered.wait()  # the wave (m0, m1, m2) hangs in the broker
+    for n in range(4, 80, 2):
+        await store.commit_many([_one(n, f"k{n % 3}"), _one(n + 1, f"k{(n + 1) % 3}")])
+        assert relay.handed <= 3, relay.handed
+        assert relay.overflow <= 3, relay.overflow
+    gate.set()
+    await stuck  # m0 failed: its key is held back, its handed rows given back to the claim
+    await _settle(relay, store, clock)
+    rank = {f"m{n}": n for n in range(80)}
+    assert sorted(m.event_id for m in transport.published) == sorted(rank), "each row once"
+    assert order_broken(transport.published, rank) == {}
+    assert relay.handed == 0
+    assert relay.overflow == 0
+
+
+@pytest.mark.timeout(120)
+async def test_two_processes_one_database_full_relays_failures_keep_key_order(
+    make_store: Any,
+) -> None:
+    clock = ManualClock(T0)
+    log: list[OutboxMessage] = []
+    stores: list[SqlStore] = [await make_store(), await make_store()]
+    relays = [
+        OutboxRelay(
+            s, Transport(failing=[f"m{n}" for n in (3, 10, 17)], log=log), clock, batch_size=3, max_handed=2
+        )
+        for s in stores
+    ]
+    for s, r in zip(stores, relays, strict=True):
+        attach(s, r)
+    for n in range(60):
+        which = (n // 3) % 2  # runs of three commits per process
+        await stores[which].commit(_one(n, f"k{n % 4}"))
+        if n % 5 == 4:
+            await relays[n % 2].run_once()
+    await _settle(relays[0], stores[0], clock, relays[1])
+    rank = {f"m{n}": n for n in range(60)}
+    assert {m.event_id for m in log} == set(rank)
+    assert order_broken(log, rank) == {}
