@@ -195,6 +195,7 @@ in one unit of work."""
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state._decide.decide` raises for input that cannot apply."""
 
+
 MAX_WAITING_PER_BATCH = 1000
 """At most this many facts of one batch wait; a further early fact of it is refused
 (:class:`~pipeline_state.errors.WaitingLimitError`), so every fact kept is re-attempted on
@@ -576,15 +577,17 @@ class PipelineService:
         *,
         event_id: str | None = None,
         correlation_id: str | None = None,
+        record_refusal: bool = False,
     ) -> HandleResult:
         """Run an operator command (cancel, retry, ...), or an engine input or a payload of
         the profile's inbound wire that arrived by another route (HTTP). ``event_id`` is the
         idempotency key; a new one is made when absent. Such a command never waits: it
-        applies, or is ignored, denied or rejected now."""
+        applies, or is ignored, denied or rejected now (``record_refusal``: see :meth:`handle`)."""
         if isinstance(payload, WireModel):
             payload = self.profile.inbound.decode(payload)
         command = Command(payload, event_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4()))
-        return await self.handle(command, topic=f"operator.{type(payload).__name__}")
+        topic = f"operator.{type(payload).__name__}"
+        return await self.handle(command, topic=topic, record_refusal=record_refusal)
 
     async def expire_overdue(self, *, limit: int = 1000) -> list[HandleResult]:
         """Fail the overdue phases of every batch whose deadline has passed.
@@ -755,16 +758,30 @@ class PipelineService:
         return True  # pragma: no cover
 
     # -- the unit of work -----------------------------------------------------------------
-    async def handle(self, command: Command, *, topic: str, raw: bytes | None = None) -> HandleResult:
+    async def handle(
+        self, command: Command, *, topic: str, raw: bytes | None = None, record_refusal: bool = False
+    ) -> HandleResult:
         """Handle one command in one unit of work (retried from a fresh read after a lost
         compare-and-set). With ``raw`` (the message as received) an early fact is kept to
         wait; without it, it is decided at once. Either way, when the change moves the
         batch, its waiting facts are re-attempted in the same unit of work. The work is one
-        span of the current trace (:mod:`pipeline_state._tracing`)."""
-        with handling(topic) as span:
-            return handled(span, topic, await self._handle(command, topic=topic, raw=raw))
+        span of the current trace (:mod:`pipeline_state._tracing`).
 
-    async def _handle(self, command: Command, *, topic: str, raw: bytes | None) -> HandleResult:
+        ``record_refusal``: a command the batch's state refuses
+        (:class:`~pipeline_state.errors.BadCommandError`,
+        :class:`~pipeline_state.errors.IllegalTransitionError`) is recorded in the inbox as
+        ``rejected:<error>`` before the error is raised, so a repeat of its event id is a
+        duplicate and never applies later, to a state the first attempt did not see. For an
+        event id a client chose as its idempotency key (HTTP's ``Idempotency-Key``); without
+        it a refusal records nothing and the same event id may apply once the state allows it
+        (the CLI's ids, derived from the action, name the intent, not one attempt)."""
+        with handling(topic) as span:
+            result = await self._handle(command, topic=topic, raw=raw, record_refusal=record_refusal)
+            return handled(span, topic, result)
+
+    async def _handle(
+        self, command: Command, *, topic: str, raw: bytes | None, record_refusal: bool = False
+    ) -> HandleResult:
         """:meth:`handle` in the span of its caller: one unit of work
         (:func:`~pipeline_state._unit_of_work.run_unit_of_work`)."""
         batch_id = command.batch_id
@@ -785,7 +802,7 @@ class PipelineService:
             batch = read.pop() if read else await self._read(batch_id)
             if lost:
                 _check_moved(batch.state, lost[-1])
-            return self._fold(command, topic, raw, batch)
+            return self._fold(command, topic, raw, batch, record_refusal=record_refusal)
 
         async def commit(steps: list[_Staged]) -> None:
             try:
@@ -842,10 +859,13 @@ class PipelineService:
         for change in changes:  # a store without commit_many: one unit of work per change
             await self.store.commit(change)
 
-    def _fold(self, command: Command, topic: str, raw: bytes | None, batch: _Batch) -> list[_Staged]:
+    def _fold(
+        self, command: Command, topic: str, raw: bytes | None, batch: _Batch, *, record_refusal: bool = False
+    ) -> list[_Staged]:
         """Decide ``command`` on ``batch`` (and advance ``batch`` as if committed): defer it
         when it is early, else decide it, then re-attempt the batch's waiting facts if it
         moved the batch. The one code path of :meth:`handle` and :meth:`handle_many`.
+        ``record_refusal``: see :meth:`handle`.
         Raises what :func:`~pipeline_state._decide.decide` raises for the command itself."""
         state = batch.state
         reason = None
@@ -861,7 +881,12 @@ class PipelineService:
             assert step.change.waiting is not None
             batch.waiting.append(step.change.waiting)
             return [step]
-        step = self._decided(command, topic, state)
+        try:
+            step = self._decided(command, topic, state)
+        except _NEVER_APPLIES as exc:
+            if not record_refusal:
+                raise
+            return [self._refused(command, topic, state, exc)]
         if step.change.state is not None:
             batch.state = step.change.state
         steps = [step]
@@ -948,6 +973,16 @@ class PipelineService:
             command.event_id, command.batch_id, command.correlation_id, topic, change, waiting=reason
         )
 
+    def _refused(
+        self, command: Command, topic: str, state: BatchState | None, error: PipelineStateError
+    ) -> _Staged:
+        """A command the batch's state refuses, recorded in the inbox as ``rejected:<error>``
+        (nothing else changes) and raised to its caller once committed: a repeat of its event
+        id (its idempotency key) is then a duplicate, and never applies later to a state the
+        first attempt did not see (a run started since, say)."""
+        change = self._rejection(command.event_id, topic, command.batch_id, state, error)
+        return _Staged(command.event_id, command.batch_id, command.correlation_id, topic, change, error=error)
+
     def _rejected(
         self,
         fact: WaitingFact,
@@ -957,19 +992,33 @@ class PipelineService:
     ) -> _Staged:
         """A waiting fact that turned out to never apply: it leaves the waiting set with
         ``rejected:<error>`` as its inbox result (the error is in its result)."""
-        now = self.clock.now()
         correlation = fact.event_id if command is None else command.correlation_id
-        change = Change(
-            batch_id=fact.batch_id,
+        change = self._rejection(
+            fact.event_id, fact.topic, fact.batch_id, state, error, resolves=fact.event_id
+        )
+        return _Staged(fact.event_id, fact.batch_id, correlation, fact.topic, change, error=error)
+
+    def _rejection(
+        self,
+        event_id: str,
+        topic: str,
+        batch_id: str,
+        state: BatchState | None,
+        error: PipelineStateError,
+        *,
+        resolves: str | None = None,
+    ) -> Change:
+        """The change that records ``error`` as the inbox result of ``event_id`` (``resolves``:
+        the waiting fact it ends) and nothing else, under compare-and-set on ``state``."""
+        now = self.clock.now()
+        return Change(
+            batch_id=batch_id,
             expected_version=None if state is None else state.version,
             state=None,
             at=now,
-            inbox=InboxEntry(
-                fact.event_id, fact.topic, fact.batch_id, f"rejected:{type(error).__name__}"[:200], now
-            ),
-            resolves=fact.event_id,
+            inbox=InboxEntry(event_id, topic, batch_id, f"rejected:{type(error).__name__}"[:200], now),
+            resolves=resolves,
         )
-        return _Staged(fact.event_id, fact.batch_id, correlation, fact.topic, change, error=error)
 
     def _unit_of_work(
         self, command: Command, topic: str, state: BatchState | None, *, resolves: str | None = None
@@ -996,8 +1045,13 @@ class PipelineService:
         return decision, change
 
     def _committed(self, steps: Sequence[_Staged], attempt: int) -> HandleResult:
-        """The result of the committed ``steps`` (the main command first)."""
-        result = self._result(steps[0], attempt)
+        """The result of the committed ``steps`` (the main command first); the error of a
+        refused operator command (recorded, see :meth:`_refused`)."""
+        first = steps[0]
+        if first.error is not None and first.change.resolves is None:
+            self.counters["refused"] += 1
+            raise first.error
+        result = self._result(first, attempt)
         assert isinstance(result, HandleResult)  # only a resumed fact can end in an error
         if len(steps) > 1:
             result = attrs.evolve(result, resumed=tuple(self._result(s, attempt) for s in steps[1:]))

@@ -219,10 +219,14 @@ class PipelineStateClient:
         *,
         user_id: str | None = None,
         reason: str | None = None,
+        run_id: str | None = None,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
     ) -> CancelAccepted:
-        body = {k: v for k, v in {"user_id": user_id, "reason": reason}.items() if v is not None}
+        """Cancel the active run; with ``run_id``, only if it is that run (the one the caller
+        saw): another active run refuses it (:class:`~pipeline_state.errors.BadCommandError`)."""
+        fields = {"user_id": user_id, "reason": reason, "run_id": run_id}
+        body = {k: v for k, v in fields.items() if v is not None}
         response = await self._send(
             "POST",
             f"/v1/batches/{_seg(batch_id)}/cancel",
@@ -239,12 +243,18 @@ class PipelineStateClient:
         *,
         user_id: str,
         retry_reason: str | None = None,
+        after_runs: int | None = None,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
     ) -> PipelineAccepted:
+        """Run ``phase_name`` again in a new run; with ``after_runs`` (the archived runs the
+        caller saw), refused once another run was archived since
+        (:class:`~pipeline_state.errors.BadCommandError`)."""
         body: dict[str, Any] = {"phase_name": phase_name, "user_id": user_id}
         if retry_reason is not None:
             body["retry_reason"] = retry_reason
+        if after_runs is not None:
+            body["after_runs"] = after_runs
         response = await self._send(
             "POST",
             f"/v1/batches/{_seg(batch_id)}/retry-phase",

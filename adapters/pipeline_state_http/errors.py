@@ -7,6 +7,8 @@ The adapter adds four errors to the library's tree (see :mod:`pipeline_state.err
     │   └── PipelineDeniedError      a pipeline or retry request was refused (reason, detail)
     ├── HttpApiError                 an HTTP answer the client has no library error for
     │   └── UnauthorizedError            401: a missing or wrong bearer token
+    ├── RefusedBeforeError           an operator request repeated (same Idempotency-Key)
+    │                                after the first was refused: answered as that refusal
     └── HttpSettingsError            a setting is unusable (also a ValueError)
 
 On the server, :class:`PipelineDeniedError` is raised by the routes and turned into the
@@ -27,6 +29,7 @@ __all__ = [
     "HttpApiError",
     "HttpSettingsError",
     "PipelineDeniedError",
+    "RefusedBeforeError",
     "UnauthorizedError",
     "denial_status",
 ]
@@ -79,6 +82,20 @@ class HttpApiError(PipelineStateError):
 
 class UnauthorizedError(HttpApiError):
     """The bearer token was missing or wrong."""
+
+
+class RefusedBeforeError(PipelineStateError):
+    """An operator request repeated with the Idempotency-Key of one the batch's state refused:
+    the core recorded the refusal (``rejected:<error>``) and does not decide the repeat, so
+    it is answered with the first answer's status and code (of the library error named
+    ``original``), never applied to a state the first request did not see."""
+
+    def __init__(self, original: str, *, batch_id: str | None = None) -> None:
+        self.original = original
+        self.batch_id = batch_id
+        super().__init__(
+            f"this request was refused when first made ({original}); send a new key to try again"
+        )
 
 
 class HttpSettingsError(PipelineStateError, ValueError):

@@ -44,7 +44,7 @@ from pipeline_state.errors import (
     UnknownPipelineError,
 )
 
-from .errors import PipelineDeniedError
+from .errors import PipelineDeniedError, RefusedBeforeError
 from .schemas import DenialBody, ErrorBody
 
 __all__ = ["CORRELATION_HEADER", "ApiRoute", "error_response"]
@@ -70,6 +70,9 @@ _LIBRARY: dict[type[BaseException], tuple[int, str]] = {
     PublishError: (503, "publish_error"),
     PipelineStateError: (500, "pipeline_state_error"),
 }
+
+_BY_NAME: dict[str, tuple[int, str]] = {t.__name__: answer for t, answer in _LIBRARY.items()}
+"""The status and code of each library error, by class name (a replayed refusal names one)."""
 
 _SERVER_DETAIL = {
     503: "the service cannot reach its store right now; retry later",
@@ -113,6 +116,10 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
 
 
 def _library(exc: PipelineStateError) -> JSONResponse:
+    if isinstance(exc, RefusedBeforeError):
+        status, code = _BY_NAME.get(exc.original, (409, "refused"))
+        context = {"batch_id": exc.batch_id, "refused_as": exc.original}
+        return _json(status, ErrorBody(error=code, detail=str(exc), context=context))
     status, code = next(_LIBRARY[t] for t in type(exc).__mro__ if t in _LIBRARY)
     if status >= 500:
         log.error("%s answered %d: %s", code, status, exc, exc_info=exc)

@@ -22,8 +22,8 @@ from pipeline_state.profiles.huleedu.events import (
 )
 
 from .context import RequestContext
-from .errors import PipelineDeniedError
-from .replay import decided_run, denial_of, logged_run_id, run_of_cancellation, run_of_event
+from .errors import PipelineDeniedError, RefusedBeforeError
+from .replay import decided_run, denial_of, logged_run, logged_run_id, run_of_cancellation, run_of_event
 from .schemas import (
     CancelAccepted,
     CancelBody,
@@ -36,6 +36,11 @@ from .schemas import (
 )
 
 __all__ = ["Operations"]
+
+_Payload = (
+    BatchRegistrationRequestV1 | ClientBatchPipelineRequestV1 | CancelRun | RetryPhase | RecordPhaseCompletion
+)
+"""What a mutating route runs: a message of the inbound wire or an operator command."""
 
 
 class Operations:
@@ -74,15 +79,19 @@ class Operations:
         return await self._accepted(result, batch_id, ctx)
 
     async def retry_phase(self, batch_id: str, body: RetryPhaseBody, ctx: RequestContext) -> PipelineAccepted:
-        command = RetryPhase(batch_id, body.phase_name, body.user_id, body.retry_reason)
+        command = RetryPhase(
+            batch_id, body.phase_name, body.user_id, body.retry_reason, after_runs=body.after_runs
+        )
         result = await self._run(command, ctx, ctx.correlation_id, requested_by=body.user_id)
         return await self._accepted(result, batch_id, ctx)
 
     async def cancel(self, batch_id: str, body: CancelBody, ctx: RequestContext) -> CancelAccepted:
-        payload = CancelRun(batch_id, body.user_id, body.reason)
+        payload = CancelRun(batch_id, body.user_id, body.reason, body.run_id)
         result = await self._run(payload, ctx, ctx.correlation_id, requested_by=body.user_id or None)
+        correlation = ctx.correlation_id
         if result.duplicate:
-            run_id = await logged_run_id(self.service.store, batch_id, ctx.event_id)
+            # The first answer's run and correlation id, as the log recorded them.
+            run_id, correlation = await logged_run(self.service.store, batch_id, ctx.event_id, correlation)
             if run_id is None:
                 entry = await self._entry(ctx.event_id)
                 run = run_of_cancellation(await self.service.shown_batch(batch_id), entry.processed_at)
@@ -91,7 +100,7 @@ class Operations:
             run_id = None if result.decision is None else result.decision.run_id
         if run_id is None:
             raise DuplicateEventError(ctx.event_id)
-        return CancelAccepted(run_id=run_id, correlation_id=ctx.correlation_id)
+        return CancelAccepted(run_id=run_id, correlation_id=correlation)
 
     async def record_completion(self, body: PhaseCompletionBody, ctx: RequestContext) -> PhaseRecorded:
         command = RecordPhaseCompletion(body.batch_id, body.phase_name, body.success)
@@ -110,21 +119,35 @@ class Operations:
     # -- helpers --------------------------------------------------------------------------
     async def _run(
         self,
-        payload: BatchRegistrationRequestV1
-        | ClientBatchPipelineRequestV1
-        | CancelRun
-        | RetryPhase
-        | RecordPhaseCompletion,
+        payload: _Payload,
         ctx: RequestContext,
         correlation: str,
         *,
         requested_by: str | None = None,
     ) -> HandleResult:
-        """Run ``payload`` with the request's event id; an operator command that names its
-        user is recorded on the transition log as asked by them."""
+        """Run ``payload`` with the request's event id (its Idempotency-Key: a refusal is
+        recorded under it); an operator command that names its user is recorded on the
+        transition log as asked by them. A repeat of a request the core refused (recorded as
+        ``rejected:<error>``) raises :class:`RefusedBeforeError`."""
         if requested_by is not None and isinstance(payload, CancelRun | RetryPhase):
             asked = Command(payload, ctx.event_id, correlation, requested_by=requested_by)
-            return await self.service.handle(asked, topic=f"operator.{type(payload).__name__}")
+            topic = f"operator.{type(payload).__name__}"
+            result = await self.service.handle(asked, topic=topic, record_refusal=True)
+        else:
+            result = await self._execute(payload, ctx, correlation)
+        if result.duplicate:
+            entry = await self.service.store.inbox_entry(ctx.event_id)
+            if entry is not None and entry.result.startswith("rejected:"):
+                raise RefusedBeforeError(entry.result.removeprefix("rejected:"), batch_id=entry.batch_id)
+        return result
+
+    async def _execute(
+        self,
+        payload: _Payload,
+        ctx: RequestContext,
+        correlation: str,
+    ) -> HandleResult:
+        """Run ``payload`` through :meth:`PipelineService.execute`."""
         # The HTTP bodies have the shape of HuleEdu's messages; they are read as engine
         # inputs here, so the API serves whatever profile the service runs.
         command = (
@@ -132,7 +155,9 @@ class Operations:
             if isinstance(payload, BatchRegistrationRequestV1 | ClientBatchPipelineRequestV1)
             else payload
         )
-        return await self.service.execute(command, event_id=ctx.event_id, correlation_id=correlation)
+        return await self.service.execute(
+            command, event_id=ctx.event_id, correlation_id=correlation, record_refusal=True
+        )
 
     async def _entry(self, event_id: str) -> InboxEntry:
         entry = await self.service.store.inbox_entry(event_id)

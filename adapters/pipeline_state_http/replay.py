@@ -21,7 +21,15 @@ from pipeline_state.ports import InboxEntry
 
 from .errors import PipelineDeniedError
 
-__all__ = ["decided_run", "denial_of", "find_run", "logged_run_id", "run_of_cancellation", "run_of_event"]
+__all__ = [
+    "decided_run",
+    "denial_of",
+    "find_run",
+    "logged_run",
+    "logged_run_id",
+    "run_of_cancellation",
+    "run_of_event",
+]
 
 
 def find_run(state: BatchState | None, run_id: str | None) -> Run | None:
@@ -46,16 +54,26 @@ def run_of_event(state: BatchState | None, event_id: str) -> Run | None:
 async def logged_run_id(store: object, batch_id: str, event_id: str) -> str | None:
     """The run ``event_id`` moved, as the first row of the batch's transition log that names
     both says; ``None`` when the store keeps no log or no row names a run."""
+    run_id, _ = await logged_run(store, batch_id, event_id, "")
+    return run_id
+
+
+async def logged_run(
+    store: object, batch_id: str, event_id: str, correlation_id: str
+) -> tuple[str | None, str]:
+    """The run ``event_id`` moved and the correlation id it was handled with, as the first
+    row of the batch's transition log that names both says; ``(None, correlation_id)`` when
+    the store keeps no log or no row names a run."""
     transitions = getattr(store, "transitions", None)
     if transitions is None:
-        return None
+        return None, correlation_id
     rows = transitions(batch_id)  # the memory store answers at once, the SQL store awaits
     if inspect.isawaitable(rows):
         rows = await rows
     for row in rows:
         if row.event_id == event_id and row.run_id is not None:
-            return str(row.run_id)
-    return None
+            return str(row.run_id), str(row.correlation_id)
+    return None, correlation_id
 
 
 def denial_of(entry: InboxEntry) -> PipelineDeniedError | None:

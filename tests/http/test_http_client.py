@@ -23,7 +23,12 @@ from pipeline_state import (
     PipelineService,
     StoreUnavailableError,
 )
-from pipeline_state.errors import BatchConflictError, BatchNotFoundError, UnknownPipelineError
+from pipeline_state.errors import (
+    BadCommandError,
+    BatchConflictError,
+    BatchNotFoundError,
+    UnknownPipelineError,
+)
 from pipeline_state.profiles.huleedu.events import BatchRegistrationRequestV1
 
 from .conftest import BASE, MakeReady, Outcome
@@ -141,3 +146,28 @@ async def test_ids_are_sent_as_one_path_segment(client: PipelineStateClient, mak
     await make_ready(odd)
     assert (await client.get_batch(odd)).batch_id == odd
     assert (await client.history(odd)).batch_id == odd
+
+
+async def test_cancel_and_retry_name_what_the_caller_saw(
+    client: PipelineStateClient, make_ready: MakeReady
+) -> None:
+    """``cancel(run_id=...)`` and ``retry_phase(after_runs=...)`` carry the run and the
+    archived-run count the caller saw (what ``run cancel --api`` and ``phase retry --api``
+    send): a cancel naming another run than the active one, and a retry after another run
+    was archived, are refused and change nothing; a repeat of the refused cancel's key
+    is refused again, with the same error."""
+    await make_ready("b1")
+    first = await client.request_pipeline("b1", "nlp", user_id="t")
+    await client.cancel("b1", run_id=first.run_id)
+    second = await client.request_pipeline("b1", "nlp", user_id="t")
+    with pytest.raises(BadCommandError):
+        await client.cancel("b1", run_id=first.run_id, idempotency_key="k-1")
+    with pytest.raises(BadCommandError):
+        await client.cancel("b1", run_id=first.run_id, idempotency_key="k-1")
+    assert (await client.get_batch("b1")).active_run.run_id == second.run_id  # type: ignore[union-attr]
+    await client.cancel("b1", run_id=second.run_id)
+    with pytest.raises(BadCommandError):
+        await client.retry_phase("b1", "spellcheck", user_id="t", after_runs=1)
+    assert (await client.get_batch("b1")).active_run is None
+    accepted = await client.retry_phase("b1", "spellcheck", user_id="t", after_runs=2)
+    assert accepted.resolved_pipeline == ["spellcheck"]

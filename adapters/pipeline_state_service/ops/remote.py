@@ -78,7 +78,11 @@ async def cancel_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
         if active is not None:  # without one, the service answers a repeat or refuses
             check_active(args.batch_id, target, active.run_id)
         key = cancel_key(args.event_id, args.batch_id, target)
-        answer = await client.cancel(args.batch_id, user_id=actor, reason=args.reason, idempotency_key=key)
+        # The run it means travels too: if another run became active since the check above,
+        # the service refuses the cancel rather than cancel that one.
+        answer = await client.cancel(
+            args.batch_id, user_id=actor, reason=args.reason, run_id=target, idempotency_key=key
+        )
     return _outcome("run cancel", args, key, actor, answer.run_id)
 
 
@@ -89,6 +93,11 @@ async def retry_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
         finished = snapshot.history[-1].run_id if snapshot.history else None
         key = retry_key(args.event_id, args.batch_id, args.phase, finished)
         answer = await client.retry_phase(
-            args.batch_id, args.phase, user_id=actor, retry_reason=args.reason, idempotency_key=key
+            args.batch_id,
+            args.phase,
+            user_id=actor,
+            retry_reason=args.reason,
+            after_runs=len(snapshot.history),
+            idempotency_key=key,
         )
     return _outcome("phase retry", args, key, actor, answer.run_id)
