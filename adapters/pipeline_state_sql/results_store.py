@@ -24,6 +24,7 @@ two) outside a transaction. Driver errors become the library's errors
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 from datetime import datetime
@@ -88,10 +89,23 @@ _NO_CLASS = (
     cast(null(), _S.status.type).label("status"),
     cast(null(), _S.batches.type).label("batches"),
 )
-_PURGE = delete(RESULTS_INBOX).where(
-    RESULTS_INBOX.c.event_type == bindparam("e_type"),
-    RESULTS_INBOX.c.processed_at < bindparam("cutoff", type_=RESULTS_INBOX.c.processed_at.type),
+PURGE_ROUND = 5_000
+"""At most this many results inbox entries of each event type go per purge transaction."""
+
+# The oldest expired entries of one event type, locked as they are picked, skipping those
+# another purger holds (PostgreSQL): purgers at once share the rows out, and two sessions
+# that plan the DELETE differently cannot lock the same rows in opposite orders (deadlock).
+_EXPIRED = (
+    select(RESULTS_INBOX.c.event_id)
+    .where(
+        RESULTS_INBOX.c.event_type == bindparam("e_type"),
+        RESULTS_INBOX.c.processed_at < bindparam("cutoff", type_=RESULTS_INBOX.c.processed_at.type),
+    )
+    .order_by(RESULTS_INBOX.c.processed_at)
+    .limit(bindparam("n"))
+    .with_for_update(skip_locked=True, of=RESULTS_INBOX)
 )
+_PURGE = delete(RESULTS_INBOX).where(RESULTS_INBOX.c.event_id.in_(_EXPIRED.scalar_subquery()))
 
 
 def _dialect_insert(dialect: str, table: Table) -> Any:
@@ -199,11 +213,15 @@ def _load(conn: Connection, batch_id: str) -> BatchResults | None:
     return None if row is None else _decode(row.batch_id, row.document, row.version, row.updated_at)
 
 
-def _purge(conn: Connection, cutoffs: Mapping[str, datetime]) -> int:
-    return sum(
-        int(conn.execute(_PURGE, {"e_type": event_type, "cutoff": cutoff}).rowcount)
-        for event_type, cutoff in sorted(cutoffs.items())
-    )
+def _purge_round(conn: Connection, cutoffs: Mapping[str, datetime]) -> tuple[int, bool]:
+    """One transaction of a purge: at most :data:`PURGE_ROUND` entries of each event type,
+    the oldest first; how many went, and whether a type may have more."""
+    total, more = 0, False
+    for event_type, cutoff in sorted(cutoffs.items()):
+        gone = int(conn.execute(_PURGE, {"e_type": event_type, "cutoff": cutoff, "n": PURGE_ROUND}).rowcount)
+        total += gone
+        more = more or gone >= PURGE_ROUND
+    return total, more
 
 
 def _class_results(conn: Connection, class_id: str) -> ClassResults | None:
@@ -312,10 +330,19 @@ class SqlResultsStore(LaneStore):
         return await self._read(RESULTS.inbox_entry, event_id)
 
     async def purge_inbox(self, cutoffs: Mapping[str, datetime]) -> int:
+        """Forget the entries of each event type in ``cutoffs`` processed before its cutoff,
+        in transactions of at most :data:`PURGE_ROUND` entries of each type (so the store is
+        never held for long; other work runs between them); returns how many went."""
         if not cutoffs:
             return 0
-        with translated():
-            return await self._write(_purge, dict(cutoffs))
+        total, more = 0, True
+        while more:
+            with translated():
+                gone, more = await self._write(_purge_round, dict(cutoffs))
+            total += gone
+            if more:
+                await asyncio.sleep(0)
+        return total
 
     async def class_results(self, class_id: str) -> ClassResults | None:
         return await self._read(_class_results, class_id)
