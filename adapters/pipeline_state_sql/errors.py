@@ -8,7 +8,10 @@
   a value too long for its column, an untranslatable character; ``23502``/``23514``, a
   NOT NULL or CHECK violation; any ``DataError``) →
   :class:`~pipeline_state.errors.RejectedDataError`: bad input, never an outage;
-* anything else from the driver → :class:`~pipeline_state.errors.StoreError`.
+* anything else from the driver → :class:`~pipeline_state.errors.StoreError`; the store
+  answers the outbox's unique event id refusing a row (:func:`outbox_event_taken`) that
+  the same inbound event wrote before as a
+  :class:`~pipeline_state.errors.DuplicateEventError` of that event.
 
 The original exception is kept as ``__cause__`` (``raise ... from exc``).
 
@@ -30,7 +33,7 @@ from pipeline_state.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["DRIVER_ERRORS", "SqlSettingsError", "translate"]
+__all__ = ["DRIVER_ERRORS", "SqlSettingsError", "outbox_event_taken", "translate"]
 
 
 class SqlSettingsError(PipelineStateError, ValueError):
@@ -82,6 +85,19 @@ def translate(error: BaseException, *, batch_id: str | None = None) -> StoreErro
     if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):
         return StoreUnavailableError(f"the database is unavailable{where}: {_first_line(error)}")
     return StoreError(f"the database rejected an operation{where}: {_first_line(error)}")
+
+
+def outbox_event_taken(error: BaseException) -> bool:
+    """Whether ``error`` is the outbox's unique event id refusing a row: the message was
+    written before, by an earlier handling of the same inbound event (whose inbox entry a
+    purge may have forgotten since; emitted event ids derive from the inbound one)."""
+    if not isinstance(error, sa_exc.IntegrityError):
+        return False
+    orig = error.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        if getattr(candidate, "constraint_name", None) == "uq_outbox_event_id":
+            return True
+    return "outbox.event_id" in str(orig) or "uq_outbox_event_id" in str(orig)
 
 
 def _rejected(error: BaseException, state: str | None) -> bool:

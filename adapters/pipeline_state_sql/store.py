@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
-from pipeline_state.errors import RejectedDataError
+from pipeline_state.errors import DuplicateEventError, RejectedDataError, StoreError
 from pipeline_state.ports import (
     Change,
     Clock,
@@ -45,6 +45,7 @@ from . import queries
 from . import retention as sql_retention
 from .codec import state_text
 from .engine import is_postgres, is_sqlite
+from .errors import outbox_event_taken
 from .lane_store import LaneStore, open_on_new_engine, translated
 from .lanes import alone
 from .one_statement import WRITTEN_BY
@@ -228,10 +229,13 @@ class SqlStore(LaneStore):
     async def commit(self, change: Change) -> None:
         _check_change(change)
         lease = self._outbox_lease((change,))
-        with translated(change.batch_id):
-            written, stamp = await self._write_alone((change,), lease)
-            if not written:
-                _, stamp = await self._write(_stamped, write_change, change, lease)
+        try:
+            with translated(change.batch_id):
+                written, stamp = await self._write_alone((change,), lease)
+                if not written:
+                    _, stamp = await self._write(_stamped, write_change, change, lease)
+        except StoreError as exc:
+            raise await self._emitted_before((change,), exc) from exc.__cause__
         self._committed((change,), lease, stamp)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
@@ -243,11 +247,36 @@ class SqlStore(LaneStore):
             _check_change(change)
         # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
         lease = self._outbox_lease(changes)
-        with translated(changes[0].batch_id):
-            written, stamp = await self._write_alone(changes, lease)
-            if not written:
-                _, stamp = await self._write(_stamped, write_changes, changes, lease)
+        try:
+            with translated(changes[0].batch_id):
+                written, stamp = await self._write_alone(changes, lease)
+                if not written:
+                    _, stamp = await self._write(_stamped, write_changes, changes, lease)
+        except StoreError as exc:
+            raise await self._emitted_before(changes, exc) from exc.__cause__
         self._committed(changes, lease, stamp)
+
+    async def _emitted_before(self, changes: Sequence[Change], error: StoreError) -> StoreError:
+        """``error``, or the :class:`~pipeline_state.errors.DuplicateEventError` it stands
+        for: the outbox's unique event id refused a row (:func:`.errors.outbox_event_taken`)
+        that the same inbound event wrote before (its inbox entry purged since, the outbox
+        rows kept longer: the service derives emitted ids from the inbound one, and the
+        stored envelope names it as ``metadata.causation_id``). Nothing was written; the
+        service answers a duplicate (in a group, it handles the changes one by one). A row
+        another event wrote with the same id stays the error it is."""
+        if not outbox_event_taken(error.__cause__ or error):
+            return error
+        cause_of = {m.event_id: c.inbox.event_id for c in changes if c.inbox is not None for m in c.outbox}
+        try:
+            stored = await self.outbox_rows(list(cause_of))
+        except StoreError:
+            return error
+        for row in stored:
+            metadata = row.message.value.get("metadata")
+            cause = metadata.get("causation_id") if isinstance(metadata, dict) else None
+            if cause is not None and cause == cause_of.get(row.message.event_id):
+                return DuplicateEventError(cause)
+        return error
 
     async def _write_alone(
         self, changes: Sequence[Change], lease: OutboxLease | None

@@ -15,6 +15,7 @@ import pytest
 from pipeline_state_sql import SqlStore
 from sqlalchemy import text
 
+from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
 from pipeline_state.ports import Change, InboxEntry, PurgeCutoffs, Purged, Retention, purge_expired
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
@@ -123,3 +124,47 @@ async def test_purge_takes_the_oldest_by_time_whatever_the_order_of_writing(sql_
 async def test_purge_refuses_a_limit_below_one(sql_store: SqlStore) -> None:
     with pytest.raises(ValueError, match="limit"):
         await sql_store.purge(PurgeCutoffs(), limit=0)
+
+
+async def test_a_redelivery_whose_outbox_rows_outlived_its_inbox_entry_is_a_duplicate(
+    sql_store: SqlStore,
+) -> None:
+    """Was a defect: with published outbox rows kept longer than inbox entries (kept for
+    ever, say), a client's pipeline request redelivered after its inbox entry was purged was
+    decided again and emitted the very event ids of its first handling: the outbox's unique
+    event id refused them and the commit failed with a plain StoreError (the consumer
+    retried it, then dead-lettered it). The store now answers it as the duplicate it is:
+    nothing written, nothing published, alone and in a group commit."""
+    clock = ManualClock()
+    service = PipelineService(sql_store, clock=clock)
+    bus = InMemoryBus()
+    relay = OutboxRelay(sql_store, bus, clock)
+    env = HuleEduEnvelopes()
+    requests = {}
+    for batch in ("r1", "r2"):
+        corr = str(uuid.uuid4())
+        items = env.item_ids(batch, 1)
+        requests[batch] = env.request(batch, "nlp", correlation_id=corr)
+        for delivery in (
+            env.register(batch, items=1),
+            env.provisioned(batch, items),
+            requests[batch],
+            env.outcome(batch, "spellcheck", corr, processed=items),
+            env.outcome(batch, "nlp", corr, processed=items),
+        ):
+            await service.handle_message(*delivery)
+            await relay.drain()
+    states = {b: await sql_store.load(b) for b in requests}
+    clock.advance(31 * DAY)
+    keep_published = Retention(published=None, inbox=30 * DAY)
+    assert (await purge_expired(sql_store, keep_published, clock.now())).inbox > 0
+    sent = bus.count()
+
+    alone = await service.handle_message(*requests["r1"])
+    assert alone.duplicate
+    other = env.register("r3", items=1)
+    grouped = await service.handle_many([requests["r2"], other])
+    assert [getattr(r, "duplicate", r) for r in grouped] == [True, False]
+    await relay.drain()
+    assert [m.key for m in bus.messages(since=sent)] == ["r3"]  # r3's registration only
+    assert {b: await sql_store.load(b) for b in requests} == states
