@@ -185,16 +185,16 @@ class OutboxRelay:
         takes the lease off them, by id) and each holds its key back as a failed row does,
         so a later row of its key handed meanwhile goes to the claim too, behind it."""
         handed, queues = self._handed_ids, self._queues
-        until: datetime | None = None
+        now: datetime | None = None
         for row in rows:
             if row.id in handed:
                 continue
             if len(handed) >= self.max_handed:
                 self._overflow.append(row.id)
                 key = row.message.key
-                if key is not None and (key not in self._held or row.id < self._held[key][0]):
-                    until = until or self.clock.now() + self.lease
-                    self._held[key] = (row.id, until)
+                if key is not None:
+                    now = now or self.clock.now()
+                    self._hold(key, row.id, now)
                 self.claim_due = True
                 continue
             handed.add(row.id)
@@ -306,6 +306,24 @@ class OutboxRelay:
             self._handed_ids.discard(row.id)
         return [r.id for r in back]
 
+    def _hold(self, key: str, row_id: int, now: datetime) -> None:
+        """Hold ``key``'s handed rows newer than row ``row_id`` back from hand-off for a lease
+        from ``now``, merged with a hold in force (the older row, the later end); a lapsed
+        hold counts as none."""
+        until = now + self.lease
+        held = self._held.get(key)
+        if held is None or held[1] <= now:
+            self._held[key] = (row_id, until)
+        else:
+            self._held[key] = (min(held[0], row_id), max(held[1], until))
+
+    def _release_hold(self, key: str | None, row_id: int) -> None:
+        """Row ``row_id`` went out or was parked: the hold it put on ``key`` ends, unless rows a
+        full hand-off refused still wait for their lease to be taken off (a merged hold may be
+        theirs too; it then lapses with its lease)."""
+        if key is not None and not self._overflow and self._held.get(key, (None,))[0] == row_id:
+            del self._held[key]
+
     def _held_back(self, row: OutboxRow, now: datetime) -> bool:
         """A handed-off row whose key had a row fail here, older than it, within the lease."""
         key = row.message.key
@@ -343,23 +361,22 @@ class OutboxRelay:
         published: list[int] = []
         failed = parked = 0
         results = await self._send(wave) if wave else []
+        after = self.clock.now() if wave else now  # a hold lasts a lease from the answer
         for row, error in zip(wave, results, strict=True):
             key = row.message.key
             if error is None:
                 published.append(row.id)
-                if key is not None and self._held.get(key, (None,))[0] == row.id:
-                    del self._held[key]  # the row that held its key back went out
+                self._release_hold(key, row.id)  # the row that held its key back went out
                 continue
             park = row.attempts + 1 >= self.max_attempts
             await self._fail(row, error, park=park)
             failed += 1
             parked += int(park)
             if key is not None and not park:
-                if key not in self._held or row.id < self._held[key][0]:
-                    self._held[key] = (row.id, now + self.lease)
+                self._hold(key, row.id, after)
                 give_back.extend(self._give_back_key(key, row.id))
-            elif key is not None and self._held.get(key, (None,))[0] == row.id:
-                del self._held[key]  # parked: it holds its key back no more
+            else:
+                self._release_hold(key, row.id)  # parked: it holds its key back no more
         self._unmarked.extend(published)
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)

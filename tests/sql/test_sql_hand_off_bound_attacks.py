@@ -162,3 +162,42 @@ async def test_two_processes_one_database_full_relays_failures_keep_key_order(
     rank = {f"m{n}": n for n in range(60)}
     assert {m.event_id for m in log} == set(rank)
     assert order_broken(log, rank) == {}
+
+
+@pytest.mark.timeout(120)
+async def test_a_failure_after_a_long_publish_keeps_the_key_held_for_a_refused_row(make_store: Any) -> None:
+    """Was a defect (found by a review): while a publish hung past the lease, a row of key K
+    was refused by the full hand-off and held K back; then an older row of K in the hanging
+    wave failed, and its hold, stamped from before the call (so already lapsed), replaced
+    the refused row's. A later row of K, handed off once the relay had room, then went out
+    before both. Holds now merge (the older row, the later end) and a failure's hold runs a
+    lease from the answer."""
+    store: SqlStore = await make_store()
+    clock = ManualClock(T0)
+    gate = asyncio.Event()
+    transport = Transport(failing=["k1", "j1"], gate=gate)
+    relay = OutboxRelay(store, transport, clock, batch_size=2, max_handed=3, base_backoff=1.0)
+    # Attached without ``accepting``: every row past the bound is refused by the relay (as a
+    # commit under way when it fills is, with serve's wiring).
+    store.attach_relay(relay.hand_off, relay.clock)
+    await store.commit(Change("hold-1", None, None, T0, outbox=(message("k1", "K"), message("j1", "J"))))
+    await store.commit(Change("hold-2", None, None, T0, outbox=(message("j2", "J"),)))
+    stuck = asyncio.ensure_future(relay.run_once(claim=False))  # the wave k1, j1 hangs
+    await transport.entered.wait()
+    clock.advance(20)
+    await store.commit(Change("hold-3", None, None, T0, outbox=(message("m1", "M"), message("m2", "M"))))
+    await store.commit(Change("hold-4", None, None, T0, outbox=(message("k2", "K"),)))
+    assert relay.handed == 3  # k2 came when the relay was full: refused, it holds K back
+    assert relay.overflow == 1
+    clock.advance(15)  # the call answers 35 s after it began: both rows failed
+    gate.set()
+    await stuck
+    await store.commit(Change("hold-5", None, None, T0, outbox=(message("k3", "K"),)))
+    for _ in range(40):
+        await relay.run_once()
+        if not await store.pending_count():
+            break
+        clock.advance(1)
+    rank = {"k1": 1, "j1": 2, "j2": 3, "m1": 4, "m2": 5, "k2": 6, "k3": 7}
+    assert sorted(m.event_id for m in transport.published) == sorted(rank)
+    assert order_broken(transport.published, rank) == {}
