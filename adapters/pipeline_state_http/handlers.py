@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pipeline_state import errors as library_errors
 from pipeline_state.errors import (
     BadCommandError,
     BatchConflictError,
@@ -71,8 +72,15 @@ _LIBRARY: dict[type[BaseException], tuple[int, str]] = {
     PipelineStateError: (500, "pipeline_state_error"),
 }
 
-_BY_NAME: dict[str, tuple[int, str]] = {t.__name__: answer for t, answer in _LIBRARY.items()}
-"""The status and code of each library error, by class name (a replayed refusal names one)."""
+
+def _answer_of(error_name: str) -> tuple[int, str]:
+    """The status and code of the library error called ``error_name`` (a replayed refusal
+    names one), found as for a raised one: along its class hierarchy."""
+    cls = getattr(library_errors, error_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PipelineStateError)):
+        return 409, "refused"
+    return next(_LIBRARY[t] for t in cls.__mro__ if t in _LIBRARY)
+
 
 _SERVER_DETAIL = {
     503: "the service cannot reach its store right now; retry later",
@@ -117,7 +125,7 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
 
 def _library(exc: PipelineStateError) -> JSONResponse:
     if isinstance(exc, RefusedBeforeError):
-        status, code = _BY_NAME.get(exc.original, (409, "refused"))
+        status, code = _answer_of(exc.original)
         context = {"batch_id": exc.batch_id, "refused_as": exc.original}
         return _json(status, ErrorBody(error=code, detail=str(exc), context=context))
     status, code = next(_LIBRARY[t] for t in type(exc).__mro__ if t in _LIBRARY)

@@ -125,16 +125,20 @@ class Operations:
         *,
         requested_by: str | None = None,
     ) -> HandleResult:
-        """Run ``payload`` with the request's event id (its Idempotency-Key: a refusal is
-        recorded under it); an operator command that names its user is recorded on the
-        transition log as asked by them. A repeat of a request the core refused (recorded as
-        ``rejected:<error>``) raises :class:`RefusedBeforeError`."""
+        """Run ``payload`` with the request's event id; an operator command that names its
+        user is recorded on the transition log as asked by them. A keyed cancel or retry the
+        state refuses is recorded under its key, and a repeat of it raises
+        :class:`RefusedBeforeError`."""
+        # Only an operator's keyed cancel or retry records a refusal: its intent is bound to
+        # the state the operator saw. A worker's or client's keyed request refused now (an
+        # early completion, a registration not arrived yet) may apply when repeated later.
+        record = ctx.idempotency_key is not None and isinstance(payload, CancelRun | RetryPhase)
         if requested_by is not None and isinstance(payload, CancelRun | RetryPhase):
             asked = Command(payload, ctx.event_id, correlation, requested_by=requested_by)
             topic = f"operator.{type(payload).__name__}"
-            result = await self.service.handle(asked, topic=topic, record_refusal=True)
+            result = await self.service.handle(asked, topic=topic, record_refusal=record)
         else:
-            result = await self._execute(payload, ctx, correlation)
+            result = await self._execute(payload, ctx, correlation, record)
         if result.duplicate:
             entry = await self.service.store.inbox_entry(ctx.event_id)
             if entry is not None and entry.result.startswith("rejected:"):
@@ -146,6 +150,7 @@ class Operations:
         payload: _Payload,
         ctx: RequestContext,
         correlation: str,
+        record_refusal: bool,
     ) -> HandleResult:
         """Run ``payload`` through :meth:`PipelineService.execute`."""
         # The HTTP bodies have the shape of HuleEdu's messages; they are read as engine
@@ -156,7 +161,7 @@ class Operations:
             else payload
         )
         return await self.service.execute(
-            command, event_id=ctx.event_id, correlation_id=correlation, record_refusal=True
+            command, event_id=ctx.event_id, correlation_id=correlation, record_refusal=record_refusal
         )
 
     async def _entry(self, event_id: str) -> InboxEntry:

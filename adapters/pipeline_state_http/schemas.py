@@ -91,8 +91,8 @@ class PreflightBody(_Body):
 
 class CancelBody(_Body):
     """Who cancels, why and, with ``run_id``, which run: the run the caller saw. When another
-    run (or none) is active by the time the cancel is decided, it is refused (409), never
-    applied to a run the caller did not name."""
+    run is active by the time the cancel is decided, it is refused (400 ``bad_command``;
+    409 ``illegal_transition`` when none is), never applied to a run the caller did not name."""
 
     user_id: MaybeEmptyIdField | None = None
     reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
@@ -102,7 +102,8 @@ class CancelBody(_Body):
 class RetryPhaseBody(_Body):
     """Which phase to run again, who asks and why. With ``after_runs``, the number of
     archived runs the caller saw: when the batch has archived another since, the retry is
-    refused (409), so a retry meant after one run is never applied after a different one."""
+    refused (400 ``bad_command``), so a retry meant after one run is never applied after a
+    different one."""
 
     phase_name: IdField
     user_id: IdField

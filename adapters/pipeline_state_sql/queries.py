@@ -290,19 +290,20 @@ def forget_waiting(conn: Connection, event_ids: Sequence[str], result: str, now:
     """Delete the waiting facts ``event_ids`` and record ``result`` as their inbox result (in
     the caller's transaction); returns how many were deleted.
 
-    On PostgreSQL the facts' inbox rows are locked first, in event id order: a unit of work
-    that resumes a fact writes its inbox row before it deletes the waiting one, so taking
-    the locks in that same order means the two wait for each other instead of deadlocking
-    (the one that comes second finds the fact gone: the sweep skips it, the unit of work
-    retries from a fresh read)."""
+    On PostgreSQL the facts' inbox rows are locked first, in the facts' arrival order: a
+    unit of work that resumes facts writes each one's inbox row before it deletes its waiting
+    row, in that same order, so the two wait for each other instead of deadlocking (the one
+    that comes second finds the fact gone: the sweep skips it, the unit of work retries from
+    a fresh read)."""
     ids = list(dict.fromkeys(event_ids))
     if not ids:
         return 0
     if conn.dialect.name == "postgresql":
         conn.execute(
             select(INBOX.c.event_id)
+            .join(WAITING, WAITING.c.event_id == INBOX.c.event_id)
             .where(INBOX.c.event_id.in_(ids))
-            .order_by(INBOX.c.event_id)
+            .order_by(WAITING.c.seq)
             .with_for_update(of=INBOX)
         )
     gone = list(

@@ -236,6 +236,26 @@ async def test_a_retry_naming_the_runs_it_saw_is_refused_after_another_run(
         assert bad.status_code == 422
 
 
+async def test_a_replayed_refusal_answers_the_status_of_the_error_it_recorded(
+    backend: str, tmp_path: Path
+) -> None:
+    """A keyed cancel naming another run than the active one is refused (400
+    ``bad_command``); its replay answers the same status and code, the recorded error named
+    in ``context.refused_as``, and the active run is untouched."""
+    async with world(backend, tmp_path) as w:
+        await w.ready("b1")
+        run = (await w.http.post("/v1/batches/b1/pipelines", json=NLP)).json()
+        body = {"run_id": "not-this-run"}
+        first = await w.http.post("/v1/batches/b1/cancel", json=body, headers=key("u-1"))
+        again = await w.http.post("/v1/batches/b1/cancel", json=body, headers=key("u-1"))
+        assert (first.status_code, first.json()["error"]) == (400, "bad_command"), first.text
+        assert (again.status_code, again.json()["error"]) == (400, "bad_command"), again.text
+        assert again.json()["context"]["refused_as"] == "BadCommandError"
+        state = await w.service.get_batch("b1")
+        assert state.active_run is not None
+        assert state.active_run.run_id == run["run_id"]
+
+
 # -------------------------------------------------------------------------------- held
 async def test_parallel_keyed_cancels_race_the_last_outcome(backend: str, tmp_path: Path) -> None:
     """Held: 6 copies of one keyed cancel racing the run's last outcome: the copies all
