@@ -51,7 +51,7 @@ import attrs
 from sqlalchemy import JSON, Column, Connection, Dialect, Table
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Mode", "Plan", "Refused", "Rows", "plan", "plan_many"]
+__all__ = ["Mode", "Plan", "Refused", "Rows", "leased_cells", "plan", "plan_many"]
 
 Mode = Literal["insert", "update", "touch_at_read", "touch_any"]
 """How the document is compare-and-set: ``insert`` (no row expected), ``update`` (the row at
@@ -209,10 +209,13 @@ def plan(
             unnest.append(f"${len(scalars) + len(arrays)}::{column.param_type}[]")
         names = ", ".join(c.name for c in described)
         aliases = ", ".join(f"c{n}" for n in range(len(described)))
-        read = ", ".join(
+        cells = [
             f"u.c{n}::{c.sql_type}" if c.param_type != c.sql_type else f"u.c{n}"
             for n, c in enumerate(described)
-        )
+        ]
+        if index == 0 and returning:
+            cells = leased_cells(q.format_table(table), list(columns), cells)
+        read = ", ".join(cells)
         returns = _returning(returning) if index == 0 else ""
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {read}"
@@ -237,6 +240,29 @@ _XID = "txid_current_if_assigned() % 4294967296"
 
 def _written_by(conn: Connection, xid: Any) -> None:
     conn.info[WRITTEN_BY] = None if xid is None else str(xid)
+
+
+def leased_cells(outbox: str, columns: list[str], cells: list[str]) -> list[str]:
+    """The cells of outbox rows written under the relay's lease, with the lease decided in
+    the insert itself: a row that an older pending row of its key holds back (the newest
+    such row is not under this lease, as :func:`~pipeline_state_sql.outbox.blocked_sql`
+    says) is written unleased. Written leased and released by a second statement, it was
+    for a moment this relay's in the eyes of a concurrent commit of its key, which then
+    handed its own row over to be published first. Every row the statement can see is older
+    than the rows it inserts (their ids come from the sequence after its snapshot)."""
+    at = {name: n for n, name in enumerate(columns)}
+    if not {"claimed_by", "claimed_until", "key", "available_at"} <= at.keys():
+        return cells
+    owner, key, available = cells[at["claimed_by"]], cells[at["key"]], cells[at["available_at"]]
+    blocked = (
+        f"COALESCE((SELECT (older.claimed_by = {owner} AND older.claimed_until > {available})"
+        f" IS NOT TRUE FROM {outbox} AS older WHERE older.key = {key}"
+        " AND older.published_at IS NULL AND NOT older.parked ORDER BY older.id DESC LIMIT 1), false)"
+    )
+    out = list(cells)
+    for name in ("claimed_by", "claimed_until"):
+        out[at[name]] = f"CASE WHEN {blocked} THEN NULL ELSE {cells[at[name]]} END"
+    return out
 
 
 def _returning(expressions: tuple[str, ...]) -> str:
@@ -398,7 +424,10 @@ def plan_many(
     for index, (table, columns) in enumerate(tables):
         source = unnest(index, columns_of(table, columns))
         names = ", ".join(q.quote(c) for c in columns)
-        cells = ", ".join(read(table, columns))
+        row_cells = read(table, columns)
+        if index == 0 and returning:
+            row_cells = leased_cells(q.format_table(table), list(columns), row_cells)
+        cells = ", ".join(row_cells)
         returns = _returning(returning) if index == 0 else ""
         parts.append(
             f"t{index} AS (INSERT INTO {q.format_table(table)} ({names}) SELECT {cells} FROM {source}"

@@ -1,6 +1,7 @@
-"""The relay's hand-off bound under attack (max_handed, rows refused past it), against a real
-SQLite file and PostgreSQL: key order, nothing lost, memory bounded, two processes on one
-database. The first test was a defect (fixed; it failed before), the others held."""
+"""The relay's hand-off under attack (its bound, rows refused past it, holds, the
+one-statement commit), against a real SQLite file and PostgreSQL: key order, nothing lost,
+memory bounded, two processes on one database. The tests whose docstring says "Was a defect"
+failed before their fix; the others held."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import pytest
-from pipeline_state_sql import SqlStore
+from pipeline_state_sql import SqlStore, open_store
+from sqlalchemy.engine import make_url
 
 from pipeline_state import ManualClock, OutboxRelay
 from pipeline_state.errors import PublishError
@@ -201,3 +204,76 @@ async def test_a_failure_after_a_long_publish_keeps_the_key_held_for_a_refused_r
     rank = {"k1": 1, "j1": 2, "j2": 3, "m1": 4, "m2": 5, "k2": 6, "k3": 7}
     assert sorted(m.event_id for m in transport.published) == sorted(rank)
     assert order_broken(transport.published, rank) == {}
+
+
+async def _pg_execute(url: str, sql: str) -> None:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_row_held_back_in_a_one_statement_commit_is_never_this_relay_s_even_for_a_moment(
+    pg: Any,
+) -> None:
+    """Was a defect (found by an attack): PostgreSQL writes a single change in one
+    autocommit statement, and wrote the rows an older row of their key holds back leased to
+    this relay, releasing them with a second statement. In between, a concurrent commit of
+    the same key on the store's other writing lane read the held-back row as "the newest
+    older row of my key is this relay's" and handed its own row off, which went out before
+    the older rows of its key (another process's row, then the held-back one). The lease is
+    now decided in the insert itself. A trigger that makes the release slow (pg_sleep)
+    widened the one-round-trip window so that the test failed every time before."""
+    process1: SqlStore = await open_store(pg.url, schema=pg.schema, upgrade=True)
+    process2: SqlStore = await open_store(pg.url, schema=pg.schema, upgrade=False)
+    try:
+        schema = pg.schema
+        await _pg_execute(
+            pg.url,
+            f"""
+            CREATE FUNCTION "{schema}".slow_release() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF OLD.event_id = 'b1' AND OLD.claimed_by IS NOT NULL AND NEW.claimed_by IS NULL
+                 AND NEW.published_at IS NULL THEN
+                PERFORM pg_sleep(1.5);
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER slow_release BEFORE UPDATE ON "{schema}".outbox
+              FOR EACH ROW EXECUTE FUNCTION "{schema}".slow_release();
+            """,
+        )
+        clock = ManualClock(T0)
+        log: list[OutboxMessage] = []  # both processes publish to one broker
+        sent1, sent2 = Transport(log=log), Transport(log=log)
+        relay1 = OutboxRelay(process1, sent1, clock)
+        relay2 = OutboxRelay(process2, sent2, clock)
+        attach(process1, relay1)
+        attach(process2, relay2)
+        # Process 2 wrote the first row of key K; its relay has it (not published yet).
+        await process2.commit(Change("p2", None, None, T0, outbox=(message("a", "K"),)))
+        assert relay2.handed == 1
+        # Process 1: two units of work of key K at about the same time, on two lanes.
+        first = asyncio.ensure_future(
+            process1.commit(Change("p1-b1", None, None, T0, outbox=(message("b1", "K"),)))
+        )
+        await asyncio.sleep(0.5)  # b1 committed; the statement releasing it is running
+        await asyncio.wait_for(
+            process1.commit(Change("p1-b2", None, None, T0, outbox=(message("b2", "K"),))), 10
+        )
+        await first
+        # Both relays run; process 1 first (its pass comes around first).
+        await relay1.run_once()
+        await relay2.run_once()
+        for _ in range(5):
+            await relay1.run_once()
+            await relay2.run_once()
+        assert await process1.pending_count() == 0
+        seen = [m.event_id for m in log]
+        assert seen == ["a", "b1", "b2"], f"key K went out as {seen}"
+    finally:
+        await process1.close()
+        await process2.close()
