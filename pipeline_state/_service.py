@@ -797,19 +797,39 @@ class PipelineService:
             return seen
 
         lost: list[ConcurrencyConflictError] = []  # this call's lost compare-and-sets
+        done: set[str] = set()  # resumed facts the store found handled before (see commit)
 
         async def decide() -> list[_Staged]:
             batch = read.pop() if read else await self._read(batch_id)
             if lost:
                 _check_moved(batch.state, lost[-1])
-            return self._fold(command, topic, raw, batch, record_refusal=record_refusal)
+            return self._fold(command, topic, raw, batch, record_refusal=record_refusal, done=done)
 
         async def commit(steps: list[_Staged]) -> None:
-            try:
-                await self._commit([s.change for s in steps])
-            except ConcurrencyConflictError as exc:
-                lost.append(exc)
-                raise
+            while True:
+                try:
+                    await self._commit([s.change for s in steps])
+                    return
+                except ConcurrencyConflictError as exc:
+                    lost.append(exc)
+                    raise
+                except DuplicateEventError as exc:
+                    # A waiting fact this command woke was handled before (a redelivery the
+                    # inbox purge forgot; the store knows it by the messages it emitted): it
+                    # ends as such, and the command is decided again without it. The command
+                    # itself being the duplicate is for run_unit_of_work to answer.
+                    fact = exc.event_id
+                    if (
+                        fact == command.event_id
+                        or fact in done
+                        or all(s.change.resolves != fact for s in steps)
+                    ):
+                        raise
+                    done.add(fact)
+                    batch = await self._read(batch_id)
+                    steps[:] = self._fold(
+                        command, topic, raw, batch, record_refusal=record_refusal, done=done
+                    )
 
         async def committed(steps: list[_Staged], attempt: int) -> HandleResult:
             return self._committed(steps, attempt)
@@ -860,12 +880,20 @@ class PipelineService:
             await self.store.commit(change)
 
     def _fold(
-        self, command: Command, topic: str, raw: bytes | None, batch: _Batch, *, record_refusal: bool = False
+        self,
+        command: Command,
+        topic: str,
+        raw: bytes | None,
+        batch: _Batch,
+        *,
+        record_refusal: bool = False,
+        done: frozenset[str] | set[str] = frozenset(),
     ) -> list[_Staged]:
         """Decide ``command`` on ``batch`` (and advance ``batch`` as if committed): defer it
         when it is early, else decide it, then re-attempt the batch's waiting facts if it
         moved the batch. The one code path of :meth:`handle` and :meth:`handle_many`.
-        ``record_refusal``: see :meth:`handle`.
+        ``record_refusal``: see :meth:`handle`; ``done``: waiting facts known to have been
+        handled before, which end as duplicates instead of being decided again.
         Raises what :func:`~pipeline_state._decide.decide` raises for the command itself."""
         state = batch.state
         reason = None
@@ -891,10 +919,10 @@ class PipelineService:
             batch.state = step.change.state
         steps = [step]
         if batch.waiting and step.decision is not None and step.decision.changed:
-            steps = _with_rewaits(steps + self._resume(batch), batch)
+            steps = _with_rewaits(steps + self._resume(batch, done), batch)
         return steps
 
-    def _resume(self, batch: _Batch) -> list[_Staged]:
+    def _resume(self, batch: _Batch, done: frozenset[str] | set[str] = frozenset()) -> list[_Staged]:
         """Re-attempt ``batch``'s waiting facts in arrival order against its state; each that
         no longer waits is decided (and leaves the waiting set). After a fact moves the
         batch, start again from the oldest. A fact that still waits, but now for something
@@ -908,6 +936,10 @@ class PipelineService:
             moved = False
             now_waiting = {}
             for fact in list(batch.waiting):
+                if fact.event_id in done:  # handled before: it leaves, as a duplicate
+                    steps.append(self._rejected(fact, batch.state, DuplicateEventError(fact.event_id)))
+                    batch.waiting.remove(fact)
+                    continue
                 command = commands.get(fact.event_id)
                 if command is None:
                     try:
