@@ -233,13 +233,15 @@ class OutboxRelay:
         published (by this pass and earlier unmarked ones) are marked before returning."""
         if self._overflow:
             await self._release_overflow()
+        claimed: list[OutboxRow] = []
+        if claim:  # before the handed rows are taken: a store that fails here takes none
+            self.claim_due = True
+            claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
+            # A full batch: more rows are probably due.
+            self.claim_due = len(claimed) >= self.batch_size
         handed = self._take_handed()
         rows = sorted(handed, key=_row_id)
         if claim:
-            self.claim_due = False
-            claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
-            if len(claimed) >= self.batch_size:
-                self.claim_due = True  # a full batch: more rows are probably due
             known = {r.id for r in handed}
             rows = sorted([*handed, *(r for r in claimed if r.id not in known)], key=_row_id)
         report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
@@ -359,7 +361,7 @@ class OutboxRelay:
             self._handed_ids.add(row.id)
             self._queues.setdefault(row.message.key, collections.deque()).appendleft(row)
         published: list[int] = []
-        failed = parked = 0
+        failures: list[tuple[OutboxRow, BaseException, bool]] = []
         results = await self._send(wave) if wave else []
         after = self.clock.now() if wave else now  # a hold lasts a lease from the answer
         for row, error in zip(wave, results, strict=True):
@@ -368,16 +370,18 @@ class OutboxRelay:
                 published.append(row.id)
                 self._release_hold(key, row.id)  # the row that held its key back went out
                 continue
-            park = row.attempts + 1 >= self.max_attempts
-            await self._fail(row, error, park=park)
-            failed += 1
-            parked += int(park)
-            if key is not None and not park:
+            # Held before the store hears of it: should marking the failure fail (the store
+            # out of reach), the key's newer rows still wait behind this one.
+            failures.append((row, error, row.attempts + 1 >= self.max_attempts))
+            if key is not None:
                 self._hold(key, row.id, after)
                 give_back.extend(self._give_back_key(key, row.id))
-            else:
-                self._release_hold(key, row.id)  # parked: it holds its key back no more
         self._unmarked.extend(published)
+        for row, error, park in failures:
+            await self._fail(row, error, park=park)
+            if park:
+                self._release_hold(row.message.key, row.id)  # parked: it holds its key back no more
+        failed, parked = len(failures), sum(1 for *_, park in failures if park)
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)
             self.claim_due = True

@@ -291,10 +291,15 @@ def take_leased(
     inserted: Iterable[Sequence[Any]],
     messages: Sequence[tuple[OutboxMessage, datetime]],
     lease: OutboxLease,
+    *,
+    written_unleased: bool = False,
 ) -> None:
     """Record in ``lease`` the rows handed to the relay among the leased rows ``inserted``
     (each ``(id, event id, blocked)``, see :func:`leased_insert`); rows held back by an older
-    row of their key are released at once (one more statement, only then)."""
+    row of their key are released at once (one more statement, only then), unless the insert
+    already wrote them unleased (``written_unleased``: PostgreSQL's one statement, see
+    :func:`~pipeline_state_sql.one_statement.leased_cells`): a statement more would only be
+    one more chance to fail after the commit, leaving the handed rows in no relay's hands."""
     by_event = {message.event_id: (message, at) for message, at in messages}
     blocked: list[int] = []
     blocked_keys: set[str] = set()
@@ -313,7 +318,8 @@ def take_leased(
         else:
             lease.handed.append(OutboxRow(id=int(row_id), message=message, created_at=at))
     if blocked:
-        release_rows(conn, blocked, lease.owner)
+        if not written_unleased:
+            release_rows(conn, blocked, lease.owner)
         lease.poll = True
     lease.handed.sort(key=lambda r: r.id)
 

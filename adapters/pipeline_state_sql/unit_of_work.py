@@ -342,7 +342,7 @@ class UnitOfWork(Generic[C, D]):
             assert change.inbox is not None
             raise DuplicateEventError(change.inbox.event_id)
         if outbox and lease is not None:
-            take_leased(conn, returned, [(m, change.at) for m in change.outbox], lease)
+            take_leased(conn, returned, [(m, change.at) for m in change.outbox], lease, written_unleased=True)
 
     def write_many_rows(
         self,
@@ -501,7 +501,8 @@ class UnitOfWork(Generic[C, D]):
         if len(inserted) != len(inbox):
             raise DuplicateEventError(next(r["event_id"] for r in inbox if r["event_id"] not in inserted))
         if lease is not None and tables[self.outbox]:
-            take_leased(conn, returned, [(m, c.at) for c in changes for m in c.outbox], lease)
+            messages = [(m, c.at) for c in changes for m in c.outbox]
+            take_leased(conn, returned, messages, lease, written_unleased=True)
         return True
 
     def _chain_row(
