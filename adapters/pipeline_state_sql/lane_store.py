@@ -24,6 +24,7 @@ from pipeline_state._catalog import check_deadline
 from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import OutboxRow
 
+from . import driver_threads
 from . import outbox as sql_outbox
 from .engine import check_store_url, create_engine, is_postgres
 from .errors import DRIVER_ERRORS, translate
@@ -150,11 +151,13 @@ async def open_on_new_engine(
     after :func:`~pipeline_state_sql.migrate.create_or_upgrade` unless ``upgrade`` is false;
     the engine is disposed again if the upgrade fails."""
     check_store_url(url, schema=schema)
+    threads = driver_threads.workers()
     engine = create_engine(url, schema=schema, **engine_options)
     try:
         if upgrade:
             await create_or_upgrade(engine)
     except BaseException:
         await engine.dispose()
+        await driver_threads.settle(threads)  # the caller may close its loop at once
         raise
     return cls(engine, lease=lease, owns_engine=True)

@@ -27,9 +27,17 @@ import asyncpg
 import pytest
 from pipeline_state_service.stores import open_store
 from pipeline_state_sql import Settings as SqlSettings
-from pipeline_state_sql import SqlSettingsError, create_engine, current_revision, head_revision
+from pipeline_state_sql import (
+    SqlSettingsError,
+    create_engine,
+    current_revision,
+    driver_threads,
+    head_revision,
+)
+from pipeline_state_sql import open_store as open_sql_store
 from sqlalchemy.engine import make_url
 
+from pipeline_state.errors import StoreError
 from tests.serve_process import assert_clean_failure, run_serve, serve_env
 
 
@@ -277,3 +285,15 @@ def test_a_hostile_store_schema_is_one_line(tmp_path: Path, pg: Any) -> None:
         result = run_serve(tmp_path, "--store", pg.url, PIPELINE_STATE_STORE_SCHEMA=schema)
         assert_clean_failure(result, (1,))
         assert "cannot open the store" in result.stderr
+
+
+async def test_a_sqlite_store_that_cannot_open_leaves_no_connection_thread_behind(tmp_path: Path) -> None:
+    """Was a defect (CI met it once): aiosqlite's thread of a connection that could not open
+    was still running when ``open_store`` raised, and answered through the event loop; a
+    process that gave up at once (``serve``'s one error line) closed its loop first, and
+    the thread died printing a traceback. ``open_store`` now lets those threads finish."""
+    before = driver_threads.workers()
+    for _ in range(5):
+        with pytest.raises(StoreError):
+            await open_sql_store(f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'x.db'}")
+        assert driver_threads.workers() - before == set()
