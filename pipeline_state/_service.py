@@ -195,7 +195,6 @@ in one unit of work."""
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state._decide.decide` raises for input that cannot apply."""
 
-
 MAX_WAITING_PER_BATCH = 1000
 """At most this many facts of one batch wait; a further early fact of it is refused
 (:class:`~pipeline_state.errors.WaitingLimitError`), so every fact kept is re-attempted on
@@ -1078,7 +1077,7 @@ class PipelineService:
 
     def _committed(self, steps: Sequence[_Staged], attempt: int) -> HandleResult:
         """The result of the committed ``steps`` (the main command first); the error of a
-        refused operator command (recorded, see :meth:`_refused`)."""
+        refused command whose refusal was recorded (see :meth:`_refused`)."""
         first = steps[0]
         if first.error is not None and first.change.resolves is None:
             self.counters["refused"] += 1

@@ -51,6 +51,8 @@ import attrs
 from sqlalchemy import JSON, Column, Connection, Dialect, Table
 from sqlalchemy.exc import DBAPIError
 
+from .outbox import held_back_sql
+
 __all__ = ["Mode", "Plan", "Refused", "Rows", "leased_cells", "plan", "plan_many"]
 
 Mode = Literal["insert", "update", "touch_at_read", "touch_any"]
@@ -214,7 +216,7 @@ def plan(
             for n, c in enumerate(described)
         ]
         if index == 0 and returning:
-            cells = leased_cells(q.format_table(table), list(columns), cells)
+            cells = leased_cells(list(columns), cells)
         read = ", ".join(cells)
         returns = _returning(returning) if index == 0 else ""
         parts.append(
@@ -242,11 +244,11 @@ def _written_by(conn: Connection, xid: Any) -> None:
     conn.info[WRITTEN_BY] = None if xid is None else str(xid)
 
 
-def leased_cells(outbox: str, columns: list[str], cells: list[str]) -> list[str]:
+def leased_cells(columns: list[str], cells: list[str]) -> list[str]:
     """The cells of outbox rows written under the relay's lease, with the lease decided in
     the insert itself: a row that an older pending row of its key holds back (the newest
-    such row is not under this lease, as :func:`~pipeline_state_sql.outbox.blocked_sql`
-    says) is written unleased. Written leased and released by a second statement, it was
+    such row is not under this lease: :func:`~pipeline_state_sql.outbox.held_back_sql`) is
+    written unleased. Written leased and released by a second statement, it was
     for a moment this relay's in the eyes of a concurrent commit of its key, which then
     handed its own row over to be published first. Every row the statement can see is older
     than the rows it inserts (their ids come from the sequence after its snapshot)."""
@@ -254,11 +256,7 @@ def leased_cells(outbox: str, columns: list[str], cells: list[str]) -> list[str]
     if not {"claimed_by", "claimed_until", "key", "available_at"} <= at.keys():
         return cells
     owner, key, available = cells[at["claimed_by"]], cells[at["key"]], cells[at["available_at"]]
-    blocked = (
-        f"COALESCE((SELECT (older.claimed_by = {owner} AND older.claimed_until > {available})"
-        f" IS NOT TRUE FROM {outbox} AS older WHERE older.key = {key}"
-        " AND older.published_at IS NULL AND NOT older.parked ORDER BY older.id DESC LIMIT 1), false)"
-    )
+    blocked = held_back_sql("postgresql", key, owner, available, older_than=None)
     out = list(cells)
     for name in ("claimed_by", "claimed_until"):
         out[at[name]] = f"CASE WHEN {blocked} THEN NULL ELSE {cells[at[name]]} END"
@@ -426,7 +424,7 @@ def plan_many(
         names = ", ".join(q.quote(c) for c in columns)
         row_cells = read(table, columns)
         if index == 0 and returning:
-            row_cells = leased_cells(q.format_table(table), list(columns), row_cells)
+            row_cells = leased_cells(list(columns), row_cells)
         cells = ", ".join(row_cells)
         returns = _returning(returning) if index == 0 else ""
         parts.append(

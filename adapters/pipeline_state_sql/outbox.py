@@ -69,6 +69,7 @@ __all__ = [
     "count_pending",
     "decode_trace_context",
     "encode_trace_context",
+    "held_back_sql",
     "insert_leased",
     "leased_insert",
     "mark_failed",
@@ -238,17 +239,24 @@ class OutboxLease:
 # its VALUES, never its RETURNING). ``IS NOT TRUE``: an unclaimed row (NULLs) blocks.
 def blocked_sql(dialect: str) -> str:
     """Whether an older pending row of its key holds back the outbox row just inserted (the
-    row is ``outbox``). The pending condition is spelled as in ``ix_outbox_pending_key``'s own
-    ``WHERE``, so the partial index serves it."""
-    pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
+    row is ``outbox``)."""
     # SQLite planned "older.key = outbox.key" inside RETURNING as a scan of older pending rows
     # by id, filtered by key: a commit cost the whole backlog. A unary plus on the new row's
     # side leaves it one way to read the term: a search of ix_outbox_pending_key (key, id).
-    same_key = "older.key = +outbox.key" if dialect == "sqlite" else "older.key = outbox.key"
+    key = "+outbox.key" if dialect == "sqlite" else "outbox.key"
+    return held_back_sql(dialect, key, "outbox.claimed_by", "outbox.available_at", older_than="outbox.id")
+
+
+def held_back_sql(dialect: str, key: str, owner: str, available_at: str, *, older_than: str | None) -> str:
+    """Whether a row of ``key``, leased to ``owner`` from ``available_at`` (SQL expressions),
+    is held back: the newest pending row of its key (older than the id ``older_than``; with
+    ``None``, any the statement sees) is not under that lease. The pending condition is
+    spelled as in ``ix_outbox_pending_key``'s own ``WHERE``, so the partial index serves it."""
+    pending = "older.parked = 0" if dialect == "sqlite" else "NOT older.parked"
+    older = "" if older_than is None else f" AND older.id < {older_than}"
     return (
-        "COALESCE((SELECT (older.claimed_by = outbox.claimed_by"
-        " AND older.claimed_until > outbox.available_at) IS NOT TRUE"
-        f" FROM outbox AS older WHERE {same_key} AND older.id < outbox.id"
+        f"COALESCE((SELECT (older.claimed_by = {owner} AND older.claimed_until > {available_at})"
+        f" IS NOT TRUE FROM outbox AS older WHERE older.key = {key}{older}"
         f" AND older.published_at IS NULL AND {pending}"
         " ORDER BY older.id DESC LIMIT 1), false)"
     )

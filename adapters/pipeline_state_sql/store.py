@@ -228,15 +228,7 @@ class SqlStore(LaneStore):
 
     async def commit(self, change: Change) -> None:
         _check_change(change)
-        lease = self._outbox_lease((change,))
-        try:
-            with translated(change.batch_id):
-                written, stamp = await self._write_alone((change,), lease)
-                if not written:
-                    _, stamp = await self._write(_stamped, write_change, change, lease)
-        except StoreError as exc:
-            raise await self._emitted_before((change,), exc) from exc.__cause__
-        self._committed((change,), lease, stamp)
+        await self._commit_changes((change,), write_change, change)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         """Commit ``changes`` in order in one transaction (one ``COMMIT``, one fsync on
@@ -245,13 +237,24 @@ class SqlStore(LaneStore):
             return
         for change in changes:
             _check_change(change)
-        # A PostgreSQL deadlock or serialization failure becomes a conflict on the first batch.
+        await self._commit_changes(changes, write_changes, changes)
+
+    async def _commit_changes(
+        self,
+        changes: Sequence[Change],
+        write: Callable[[Connection, Any, OutboxLease | None], None],
+        what: Change | Sequence[Change],
+    ) -> None:
+        """Write ``changes`` (one statement alone on PostgreSQL when they fit, else
+        ``write(conn, what, lease)`` in a transaction), then tell the state cache and the
+        relay. A PostgreSQL deadlock or serialization failure becomes a conflict on the first
+        batch."""
         lease = self._outbox_lease(changes)
         try:
             with translated(changes[0].batch_id):
                 written, stamp = await self._write_alone(changes, lease)
                 if not written:
-                    _, stamp = await self._write(_stamped, write_changes, changes, lease)
+                    _, stamp = await self._write(_stamped, write, what, lease)
         except StoreError as exc:
             raise await self._emitted_before(changes, exc) from exc.__cause__
         self._committed(changes, lease, stamp)

@@ -6,67 +6,15 @@ failed before their fix; the others held."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 import pytest
 from pipeline_state_sql import SqlStore, open_store
-from sqlalchemy.engine import make_url
 
 from pipeline_state import ManualClock, OutboxRelay
-from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage
 from pipeline_state.testing import T0, message
-
-
-class Transport:
-    """Records what went out; fails the messages whose event id is in ``failing`` (once each
-    when ``once``); ``gate``: the first call waits for it (a hanging publish)."""
-
-    def __init__(
-        self,
-        failing: Sequence[str] = (),
-        *,
-        gate: asyncio.Event | None = None,
-        log: list[OutboxMessage] | None = None,
-    ) -> None:
-        self.published: list[OutboxMessage] = [] if log is None else log
-        self.failing = set(failing)
-        self.gate = gate
-        self.entered = asyncio.Event()
-        self.calls = 0
-
-    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
-        self.calls += 1
-        self.entered.set()
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            await gate.wait()
-        results: list[BaseException | None] = []
-        for m in messages:
-            if m.event_id in self.failing:
-                self.failing.discard(m.event_id)
-                results.append(PublishError(f"broker refused {m.event_id}"))
-            else:
-                self.published.append(m)
-                results.append(None)
-        return results
-
-
-def order_broken(published: Sequence[OutboxMessage], rank: dict[str, int]) -> dict[str | None, list[str]]:
-    """The keys whose messages went out in another order than they were written (``rank``:
-    event id -> write order); a duplicate counts at its first publication."""
-    by_key: dict[str | None, list[str]] = defaultdict(list)
-    for m in published:
-        if m.event_id not in by_key[m.key]:
-            by_key[m.key].append(m.event_id)
-    return {k: ids for k, ids in by_key.items() if ids != sorted(ids, key=rank.__getitem__)}
-
-
-def attach(store: SqlStore, relay: OutboxRelay) -> None:
-    store.attach_relay(relay.hand_off, relay.clock, accepting=relay.accepting)  # as serve does
+from tests.sql.outbox_kit import Transport, attach, order_broken, pg_execute
 
 
 @pytest.mark.timeout(120)
@@ -206,15 +154,6 @@ async def test_a_failure_after_a_long_publish_keeps_the_key_held_for_a_refused_r
     assert order_broken(transport.published, rank) == {}
 
 
-async def _pg_execute(url: str, sql: str) -> None:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.mark.timeout(120)
 async def test_a_row_held_back_in_a_one_statement_commit_is_never_this_relay_s_even_for_a_moment(
     pg: Any,
@@ -231,7 +170,7 @@ async def test_a_row_held_back_in_a_one_statement_commit_is_never_this_relay_s_e
     process2: SqlStore = await open_store(pg.url, schema=pg.schema, upgrade=False)
     try:
         schema = pg.schema
-        await _pg_execute(
+        await pg_execute(
             pg.url,
             f"""
             CREATE FUNCTION "{schema}".slow_release() RETURNS trigger LANGUAGE plpgsql AS $$

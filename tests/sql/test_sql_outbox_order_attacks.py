@@ -15,92 +15,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from pipeline_state_sql import SqlStore, open_store
 from sqlalchemy.engine import make_url
 
 from pipeline_state import ManualClock, OutboxRelay
-from pipeline_state.errors import ConcurrencyConflictError, PublishError, StoreUnavailableError
+from pipeline_state.errors import ConcurrencyConflictError, StoreUnavailableError
 from pipeline_state.ports import Change, OutboxMessage
 from pipeline_state.testing import T0, make_state, message
-
-
-class Transport:
-    """Appends what went out to ``log``; fails the messages whose event id is in ``failing``
-    (once each); ``gate``: the first call waits for it (a hanging publish)."""
-
-    def __init__(
-        self,
-        log: list[OutboxMessage],
-        failing: Sequence[str] = (),
-        *,
-        gate: asyncio.Event | None = None,
-    ) -> None:
-        self.published = log
-        self.failing = set(failing)
-        self.gate = gate
-        self.entered = asyncio.Event()
-
-    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
-        self.entered.set()
-        if self.gate is not None:
-            gate, self.gate = self.gate, None
-            await gate.wait()
-        results: list[BaseException | None] = []
-        for m in messages:
-            if m.event_id in self.failing:
-                self.failing.discard(m.event_id)
-                results.append(PublishError(f"broker refused {m.event_id}"))
-            else:
-                self.published.append(m)
-                results.append(None)
-        return results
-
-
-def attach(store: SqlStore, relay: OutboxRelay) -> None:
-    store.attach_relay(relay.hand_off, relay.clock, accepting=relay.accepting)  # as serve does
-
-
-def first_order(published: Sequence[OutboxMessage]) -> dict[str | None, list[str]]:
-    """Each key's event ids in the order of their first publication."""
-    out: dict[str | None, list[str]] = {}
-    for m in published:
-        ids = out.setdefault(m.key, [])
-        if m.event_id not in ids:
-            ids.append(m.event_id)
-    return out
+from tests.sql.outbox_kit import Transport, attach, order_broken, pg_execute
 
 
 async def ids_of(store: SqlStore, event_ids: Sequence[str]) -> dict[str, int]:
     return {r.message.event_id: r.id for r in await store.outbox_rows(list(event_ids))}
 
 
-def broken_keys(published: Sequence[OutboxMessage], row_ids: dict[str, int]) -> dict[str | None, list[str]]:
-    """Keys (not None) whose rows first went out in another order than their ids."""
-    return {
-        key: ids
-        for key, ids in first_order(published).items()
-        if key is not None and ids != sorted(ids, key=row_ids.__getitem__)
-    }
-
-
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_dsn(url), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _slow_insert_trigger(url: str, schema: str, event_id: str, seconds: float) -> None:
     """A trigger that makes the insert of outbox row ``event_id`` take ``seconds`` (a slow
     unit of work: its statement holds what it locked meanwhile)."""
-    await _pg_execute(
+    await pg_execute(
         url,
         f"""
         CREATE FUNCTION "{schema}".slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -128,7 +61,7 @@ async def test_a_lock_wait_without_hand_off_keeps_order(pg: Any) -> None:
         await _slow_insert_trigger(pg.url, pg.schema, "x", 1.0)
         clock = ManualClock(T0)
         log: list[OutboxMessage] = []
-        relay1 = OutboxRelay(p1, Transport(log), clock)
+        relay1 = OutboxRelay(p1, Transport(log=log), clock)
         touch = asyncio.ensure_future(p2.commit(Change("B", 1, None, T0, outbox=(message("x", "K"),))))
         await asyncio.sleep(0.4)
         await p1.commit(Change("B", 1, make_state("B", version=2), T0, outbox=(message("y", "K"),)))
@@ -171,7 +104,7 @@ async def _store_with_outage(backend: str, database: Any, tmp_path: Path) -> tup
 
     class Terminated:
         async def __aenter__(self) -> None:
-            await _pg_execute(
+            await pg_execute(
                 database.url,
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'",
             )
@@ -196,7 +129,7 @@ async def test_a_failure_the_store_cannot_record_still_holds_its_key_back(
         clock = ManualClock(T0)
         log: list[OutboxMessage] = []
         gate = asyncio.Event()
-        transport = Transport(log, failing=["x"], gate=gate)
+        transport = Transport(failing=["x"], gate=gate, log=log)
         relay = OutboxRelay(store, transport, clock, base_backoff=1.0)
         attach(store, relay)
         await store.commit(Change("b-x", None, None, T0, outbox=(message("x", "K"),)))
@@ -296,7 +229,7 @@ async def test_a_claim_the_store_refuses_takes_no_handed_row_out_of_the_relay(
     try:
         clock = ManualClock(T0)
         log: list[OutboxMessage] = []
-        relay = OutboxRelay(store, Transport(log), clock)
+        relay = OutboxRelay(store, Transport(log=log), clock)
         attach(store, relay)
         await store.commit(Change("b-x", None, None, T0, outbox=(message("x", "K"),)))
         await store.commit(Change("b-y", None, None, T0, outbox=(message("y", "K"),)))
@@ -337,13 +270,13 @@ async def test_a_one_statement_commit_sends_nothing_after_it_committed(pg: Any) 
     try:
         clock = ManualClock(T0)
         log: list[OutboxMessage] = []
-        relay1 = OutboxRelay(p1, Transport(log), clock)
-        relay2 = OutboxRelay(p2, Transport(log), clock)
+        relay1 = OutboxRelay(p1, Transport(log=log), clock)
+        relay2 = OutboxRelay(p2, Transport(log=log), clock)
         attach(p1, relay1)
         attach(p2, relay2)
         await p2.commit(Change("p2", None, None, T0, outbox=(message("a0", "K1"),)))
         schema = pg.schema
-        await _pg_execute(
+        await pg_execute(
             pg.url,
             f"""
             CREATE FUNCTION "{schema}".drop_conn() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -361,7 +294,7 @@ async def test_a_one_statement_commit_sends_nothing_after_it_committed(pg: Any) 
             inbox=InboxEntry("in-1", "t.in", "p1", "applied", T0),
         )
         await p1.commit(change)  # one statement: no UPDATE of the outbox after it
-        await _pg_execute(pg.url, f'DROP TRIGGER drop_conn ON "{schema}".outbox')
+        await pg_execute(pg.url, f'DROP TRIGGER drop_conn ON "{schema}".outbox')
         with pytest.raises(DuplicateEventError):  # a retry finds it done
             await p1.commit(change)
         await p1.commit(Change("p1b", None, None, T0, outbox=(message("c1", "K2"),)))
@@ -372,7 +305,7 @@ async def test_a_one_statement_commit_sends_nothing_after_it_committed(pg: Any) 
                 break
             clock.advance(1)
         assert sorted(m.event_id for m in log) == ["a0", "a1", "b1", "c1"]
-        assert broken_keys(log, await ids_of(p1, ["a0", "a1", "b1", "c1"])) == {}
+        assert order_broken(log, await ids_of(p1, ["a0", "a1", "b1", "c1"])) == {}
     finally:
         await p1.close()
         await p2.close()
