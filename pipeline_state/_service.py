@@ -39,6 +39,7 @@ from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
 from ._model import BatchState, evolve
 from ._profile import Profile, check_profile
+from ._refusal import refusal_result
 from ._retry import Retrying
 from ._tracing import (
     TraceContext,
@@ -1047,7 +1048,7 @@ class PipelineService:
             expected_version=None if state is None else state.version,
             state=None,
             at=now,
-            inbox=InboxEntry(event_id, topic, batch_id, f"rejected:{type(error).__name__}"[:200], now),
+            inbox=InboxEntry(event_id, topic, batch_id, refusal_result(error), now),
             resolves=resolves,
         )
 

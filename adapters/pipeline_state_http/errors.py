@@ -88,11 +88,16 @@ class RefusedBeforeError(PipelineStateError):
     """An operator request repeated with the Idempotency-Key of one the batch's state refused:
     the core recorded the refusal (``rejected:<error>``) and does not decide the repeat, so
     it is answered with the first answer's status and code (of the library error named
-    ``original``), never applied to a state the first request did not see."""
+    ``original``) and what that error said was refused (``context``: an illegal
+    transition's lifecycle, state and trigger, say), never applied to a state the first
+    request did not see."""
 
-    def __init__(self, original: str, *, batch_id: str | None = None) -> None:
+    def __init__(
+        self, original: str, *, batch_id: str | None = None, context: Mapping[str, str] | None = None
+    ) -> None:
         self.original = original
         self.batch_id = batch_id
+        self.context = dict(context or {})
         super().__init__(
             f"this request was refused when first made ({original}); send a new key to try again"
         )

@@ -126,7 +126,7 @@ def _validation(exc: RequestValidationError) -> JSONResponse:
 def _library(exc: PipelineStateError) -> JSONResponse:
     if isinstance(exc, RefusedBeforeError):
         status, code = _answer_of(exc.original)
-        context = {"batch_id": exc.batch_id, "refused_as": exc.original}
+        context = {**exc.context, "batch_id": exc.batch_id, "refused_as": exc.original}
         return _json(status, ErrorBody(error=code, detail=str(exc), context=context))
     status, code = next(_LIBRARY[t] for t in type(exc).__mro__ if t in _LIBRARY)
     if status >= 500:

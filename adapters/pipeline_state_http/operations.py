@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pipeline_state._commands import CancelRun, Command, RecordPhaseCompletion, RetryPhase
 from pipeline_state._lifecycle import BATCH_LIFECYCLE
+from pipeline_state._refusal import read_refusal
 from pipeline_state._service import HandleResult, PipelineService
 from pipeline_state.errors import DuplicateEventError, InvalidMessageError
 from pipeline_state.ports import InboxEntry
@@ -141,8 +142,9 @@ class Operations:
             result = await self._execute(payload, ctx, correlation, record)
         if result.duplicate:
             entry = await self.service.store.inbox_entry(ctx.event_id)
-            if entry is not None and entry.result.startswith("rejected:"):
-                raise RefusedBeforeError(entry.result.removeprefix("rejected:"), batch_id=entry.batch_id)
+            refusal = None if entry is None else read_refusal(entry.result)
+            if entry is not None and refusal is not None:
+                raise RefusedBeforeError(refusal.error, batch_id=entry.batch_id, context=refusal.context)
         return result
 
     async def _execute(

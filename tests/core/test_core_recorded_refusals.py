@@ -8,7 +8,8 @@ import pytest
 from core_flow import Flow
 
 from pipeline_state import CancelRun, IllegalTransitionError
-from pipeline_state.errors import BatchNotFoundError
+from pipeline_state._refusal import RESULT_LIMIT, RecordedRefusal, read_refusal, refusal_result
+from pipeline_state.errors import BatchNotFoundError, UnknownPipelineError
 
 
 async def test_a_recorded_refusal_makes_the_repeat_a_duplicate_that_changes_nothing(flow: Flow) -> None:
@@ -19,7 +20,9 @@ async def test_a_recorded_refusal_makes_the_repeat_a_duplicate_that_changes_noth
         await service.execute(CancelRun("b1"), event_id="op-1", record_refusal=True)
     entry = await service.store.inbox_entry("op-1")
     assert entry is not None
-    assert entry.result == "rejected:IllegalTransitionError"
+    assert entry.result == (
+        "rejected:IllegalTransitionError?lifecycle=run&state=ready_for_pipeline_execution&trigger=cancel"
+    )
     assert await flow.state("b1") == before  # the batch itself is untouched
 
     started = await flow.start("b1", "nlp")
@@ -55,3 +58,19 @@ async def test_a_refusal_on_an_unknown_batch_is_recorded_and_the_batch_can_still
     await flow.ready("ghost")  # the inbox entry holds no state: registration goes on as usual
     assert (await flow.state("ghost")).status.value == "ready_for_pipeline_execution"
     assert service.counters["refused"] == 1
+
+
+def test_a_recorded_refusal_keeps_what_fits_and_never_cuts_a_value() -> None:
+    """The result names the error and what it refused, URL-encoded; a value that would not
+    fit in the result column is left out whole, and what is kept reads back exactly."""
+    short = refusal_result(IllegalTransitionError("run", "completed", "cancel&x=1"))
+    assert read_refusal(short) == RecordedRefusal(
+        "IllegalTransitionError", {"lifecycle": "run", "state": "completed", "trigger": "cancel&x=1"}
+    )
+    long = refusal_result(UnknownPipelineError("p" * 300, kind="phase"))
+    assert len(long) <= RESULT_LIMIT
+    assert read_refusal(long) == RecordedRefusal("UnknownPipelineError", {"kind": "phase"})
+    bare = refusal_result(BatchNotFoundError("b1"))
+    assert bare == "rejected:BatchNotFoundError"
+    assert read_refusal(bare) == RecordedRefusal("BatchNotFoundError", {})
+    assert read_refusal("applied") is None
