@@ -23,6 +23,17 @@ statements one by one would have raised: :class:`~pipeline_state.errors.Concurre
 when the compare-and-set failed, else :class:`~pipeline_state.errors.DuplicateEventError`
 when the inbox holds the event; the caller's transaction is then rolled back whole, as before.
 
+A compare-and-set also asks that the document row be the very row version its snapshot
+saw (``xmin = (SELECT xmin ... )``, the subquery read with the statement's snapshot). The
+statement takes its snapshot when it starts; when the row is locked by another writer, it
+waits, and once that writer committed it updates the row's newest version, but every other
+part of the statement still reads the old snapshot. A writer that emitted messages without
+a new document (a no-op ``UPDATE``, which keeps the version) left rows this statement
+cannot see: decided on that snapshot, the lease of its own outbox rows would let them
+overtake the other writer's older rows of the same key. With the check, the row version the
+wait ended on is not the one seen, the compare-and-set counts 0 rows, and the unit of work
+is decided again from a fresh read (:class:`~pipeline_state.errors.ConcurrencyConflictError`).
+
 Each table's rows travel as one array per column (``unnest`` keeps their order, ``ORDER BY``
 the ordinality makes it explicit, so row ids follow it). The statement text depends only on
 which parts a change has (document mode, inbox row, which tables get rows) and the column
@@ -179,6 +190,7 @@ def plan(
     at_read = ""
     if mode in ("update", "touch_at_read"):
         at_read = f"{q.quote('version')} = {param('d:read', documents.c.version)}"
+        at_read += f" AND xmin = (SELECT s.xmin FROM {doc} AS s WHERE s.{by_key})"
     if mode == "insert":
         names = ", ".join(q.quote(c) for c in document_columns)
         values = ", ".join(param("d:" + c, documents.c[c]) for c in document_columns)
@@ -369,6 +381,7 @@ def plan_many(
 
     by_key = columns_of(documents, (key,))
     at_read = [attrs.evolve(_column(documents.c.version, dialect), key="read")]
+    seen = f"x.xmin = (SELECT s.xmin FROM {doc} AS s WHERE s.{key_sql} = u.c0)"  # see the module doc
 
     def read(table: Table, columns: Sequence[str], offset: int = 0) -> list[str]:
         out = []
@@ -388,7 +401,7 @@ def plan_many(
         )
         parts.append(
             f"du AS (UPDATE {doc} AS x SET {sets} FROM {source}"
-            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 AND {seen} RETURNING x.{key_sql} AS k)"
         )
         written.append("SELECT k FROM du")
     if inserted is not None:
@@ -404,7 +417,7 @@ def plan_many(
         source = unnest("touch", by_key + at_read)
         parts.append(
             f"dt AS (UPDATE {doc} AS x SET {version} = x.{version} FROM {source}"
-            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 RETURNING x.{key_sql} AS k)"
+            f" WHERE x.{key_sql} = u.c0 AND x.{version} = u.c1 AND {seen} RETURNING x.{key_sql} AS k)"
         )
         written.append("SELECT k FROM dt")
     counted = " + ".join(f"(SELECT count(*) FROM {w.rsplit(' ', 1)[1]})" for w in written)

@@ -50,27 +50,58 @@ async def _slow_insert_trigger(url: str, schema: str, event_id: str, seconds: fl
 # -- 1. a one-statement unit of work that waited for the batch's row lock ----------------------
 
 
-@pytest.mark.postgres
-@pytest.mark.timeout(120)
-async def test_a_lock_wait_without_hand_off_keeps_order(pg: Any) -> None:
-    """The same race with no relay attached (every row to the claim): x, then y."""
+async def _lock_wait_race(pg: Any, *, hand_off: bool, together: bool = False) -> list[str]:
+    """Process 2 emits x of key K with no new document (its statement holds batch B's row
+    lock while it writes x, slowly); process 1 commits B, emitting y of K, meanwhile (its
+    statement waits for the lock), then, after a conflict, again from a fresh read, as the
+    service does. Returns the event ids in the order process 1's relay published them."""
     p1 = await open_store(pg.url, schema=pg.schema, upgrade=True)
     p2 = await open_store(pg.url, schema=pg.schema, upgrade=False)
     try:
         await p1.commit(Change("B", None, make_state("B", version=1), T0))
         await _slow_insert_trigger(pg.url, pg.schema, "x", 1.0)
-        clock = ManualClock(T0)
         log: list[OutboxMessage] = []
-        relay1 = OutboxRelay(p1, Transport(log=log), clock)
+        relay1 = OutboxRelay(p1, Transport(log=log), ManualClock(T0))
+        if hand_off:
+            attach(p1, relay1)
         touch = asyncio.ensure_future(p2.commit(Change("B", 1, None, T0, outbox=(message("x", "K"),))))
         await asyncio.sleep(0.4)
-        await p1.commit(Change("B", 1, make_state("B", version=2), T0, outbox=(message("y", "K"),)))
+        for _ in range(3):
+            try:
+                y = Change("B", 1, make_state("B", version=2), T0, outbox=(message("y", "K"),))
+                if together:  # group commit: one statement for several batches
+                    await p1.commit_many([y, Change("C", None, make_state("C", version=1), T0)])
+                else:
+                    await p1.commit(y)
+                break
+            except ConcurrencyConflictError:
+                await touch
         await touch
+        await relay1.run_once(claim=False)  # a runner's pass when no claim is due: handed rows only
         await relay1.drain()
-        assert [m.event_id for m in log] == ["x", "y"]
+        return [m.event_id for m in log]
     finally:
         await p1.close()
         await p2.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_lock_wait_without_hand_off_keeps_order(pg: Any) -> None:
+    """The same race with no relay attached (every row to the claim): x, then y."""
+    assert await _lock_wait_race(pg, hand_off=False) == ["x", "y"]
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("together", [False, True], ids=["commit", "commit_many"])
+async def test_a_lock_wait_with_hand_off_keeps_order(pg: Any, together: bool) -> None:
+    """Was a defect (fixed): process 1's one-statement commit, having waited for the lock,
+    went on with the snapshot it took before the wait, where x is not yet visible: y was
+    leased to process 1's relay and handed off, and went out before x. The compare-and-set
+    now also asks that the row be the one its snapshot saw (same ``xmin``): after such a
+    wait it is not, the commit is a conflict, and the unit of work is decided again."""
+    assert await _lock_wait_race(pg, hand_off=True, together=together) == ["x", "y"]
 
 
 # -- 2. the store fails while the relay records a failed publish -------------------------------
