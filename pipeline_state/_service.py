@@ -393,6 +393,9 @@ class PipelineService:
         self.limits = limits
         """Size and nesting bounds checked on every raw inbound message before parsing."""
         self.counters: Counter[str] = Counter()
+        self._unsettled: set[str] = set()
+        """Batches to look at again once this call's commits are done (see
+        :meth:`_settle_new_batches`)."""
         self._group: Coalescer[_Queued, HandleResult] | None = None
         if group_limit > 1:
             self._group = Coalescer(self._alone, self._together, limit=group_limit)
@@ -414,8 +417,12 @@ class PipelineService:
         with handling(topic, trace) as span:
             command, data = _parsed(self.profile.inbound, topic, raw, self.limits)
             if self._group is None:
-                return handled(span, topic, await self._handle(command, topic=topic, raw=data))
-            return handled(span, topic, await self._group.submit((command, topic, data, span)))
+                result = await self._handle(command, topic=topic, raw=data)
+            else:
+                result = await self._group.submit((command, topic, data, span))
+            if self._unsettled:
+                await self._settle_new_batches()
+            return handled(span, topic, result)
 
     async def _alone(self, item: _Queued) -> HandleResult:
         """A :meth:`handle_message` call that found a unit of work free to start and nobody
@@ -471,6 +478,8 @@ class PipelineService:
         spans = [inbound_span(m[0], traces[i] if i < len(traces) else None) for i, m in enumerate(messages)]
         try:
             done = await self._handle_many(messages, spans)
+            if self._unsettled:
+                await self._settle_new_batches()
         except BaseException as exc:
             for span, (topic, _) in zip(spans, messages, strict=True):
                 finish(span, topic, exc)
@@ -777,6 +786,8 @@ class PipelineService:
         (the CLI's ids, derived from the action, name the intent, not one attempt)."""
         with handling(topic) as span:
             result = await self._handle(command, topic=topic, raw=raw, record_refusal=record_refusal)
+            if self._unsettled:
+                await self._settle_new_batches()
             return handled(span, topic, result)
 
     async def _handle(
@@ -871,13 +882,37 @@ class PipelineService:
     async def _commit(self, changes: Sequence[Change]) -> None:
         if len(changes) == 1:
             await self.store.commit(changes[0])
-            return
-        commit_many = getattr(self.store, "commit_many", None)
-        if commit_many is not None:
+        elif (commit_many := getattr(self.store, "commit_many", None)) is not None:
             await commit_many(changes)
-            return
-        for change in changes:  # a store without commit_many: one unit of work per change
-            await self.store.commit(change)
+        else:
+            for change in changes:  # a store without commit_many: one unit of work per change
+                await self.store.commit(change)
+        for change in changes:
+            if change.expected_version is None and (change.state is not None or change.waiting is not None):
+                self._unsettled.add(change.batch_id)
+
+    async def _settle_new_batches(self) -> None:
+        """Resume the facts of batches that the commits of this process created, or kept a
+        fact for while they did not exist, if any wait once those commits are done.
+
+        A batch's creation and an early fact of it can be decided at the same moment (two
+        callers, two processes): the creation read no waiting fact and the fact read no
+        batch, so neither change resumes the other and no later change of the batch may come.
+        Each side looks again after its own commit; whichever looks last finds both. A store
+        error here is logged and left to :meth:`sweep_waiting`: what it would resume is kept."""
+        while self._unsettled:
+            batch_id = self._unsettled.pop()
+            try:
+                state, has_waiting = await self.store.load_with_waiting(batch_id)
+                if state is not None and has_waiting:
+                    await self.resume_waiting(batch_id)
+            except PipelineStateError as exc:
+                log.warning(
+                    "could not resume the waiting facts of new batch %s (left to the sweep): %s",
+                    batch_id,
+                    exc,
+                    extra={"batch_id": batch_id},
+                )
 
     def _fold(
         self,
