@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._announced import KeyKind
-from ._wire import EventEnvelope
+from ._wire import DEAD_LETTER_SUFFIX, EventEnvelope
 
 __all__ = [
     "DEAD_LETTER",
@@ -43,9 +43,6 @@ TRACE_HEADERS: Mapping[str, str] = {
     "tracestate": "W3C vendor trace state, when the trace carries one.",
 }
 """Optional headers: the W3C trace context the adapter adds when tracing is on."""
-
-DEAD_LETTER_SUFFIX = ".DLQ"
-"""A consumed topic's dead-letter topic is the topic with this suffix (``<topic>.DLQ``)."""
 
 _COUNT = {"type": "string", "pattern": "^[0-9]+$"}
 DEAD_LETTER_HEADERS: Mapping[str, tuple[bool, Mapping[str, Any], str]] = {

@@ -103,9 +103,10 @@ def _check_name(value: object, what: str, *, pipeline: str | None = None) -> str
             f"(it travels in every envelope as an id), got {value!r:.80}",
             pipeline=pipeline,
         )
-    if what == "pipeline" and value.startswith(RECORDED_PIPELINE_PREFIX):
+    if value.startswith(RECORDED_PIPELINE_PREFIX):
+        # A step's name too: retrying a phase runs a pipeline named after it.
         raise CatalogError(
-            f"pipeline name {value!r} begins with {RECORDED_PIPELINE_PREFIX!r}, which names the "
+            f"{what} name {value!r} begins with {RECORDED_PIPELINE_PREFIX!r}, which names the "
             "runs an operator records",
             pipeline=pipeline,
         )

@@ -16,9 +16,15 @@ from collections.abc import Mapping
 
 import attrs
 
+from ._wire import is_id_text
 from .errors import DefinitionError
 
-__all__ = ["StateNames"]
+__all__ = ["MAX_STATE_NAME_LENGTH", "StateNames"]
+
+MAX_STATE_NAME_LENGTH = 100
+"""Upper bound (characters) on a state's or trigger's shown name: it is written into
+waiting facts' keys (``batch_state:<name>``), whose stored width is the id's
+(:data:`~pipeline_state._wire.MAX_ID_LENGTH`)."""
 
 
 def _frozen_pairs(value: object) -> tuple[tuple[str, str], ...]:
@@ -33,6 +39,13 @@ def _frozen_pairs(value: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(engine, str) or not isinstance(shown, str) or not shown.strip():
             raise DefinitionError(
                 "state_names", f"names must be non-empty strings, got {engine!r} -> {shown!r}"
+            )
+        if len(shown) > MAX_STATE_NAME_LENGTH or not is_id_text(shown):
+            raise DefinitionError(
+                "state_names",
+                f"{engine!r} is shown as {shown!r:.80}: a shown name travels in envelopes and "
+                f"waiting facts' keys, so it must be 1 to {MAX_STATE_NAME_LENGTH} characters "
+                "without control or bidirectional-override characters",
             )
         pairs.append((str(engine), str(shown)))
     return tuple(sorted(pairs))

@@ -53,7 +53,14 @@ from ._model import ItemRef
 from ._names import StateNames
 from ._outbound import Outbound
 from ._snapshot import ViewNames
-from ._wire import MAX_ID_LENGTH, MAX_ITEM_ID_LENGTH, MAX_ITEMS_PER_BATCH, WireModel, is_id_text
+from ._wire import (
+    DEAD_LETTER_SUFFIX,
+    MAX_ID_LENGTH,
+    MAX_ITEM_ID_LENGTH,
+    MAX_ITEMS_PER_BATCH,
+    WireModel,
+    is_id_text,
+)
 from .errors import DefinitionError
 
 __all__ = [
@@ -575,6 +582,9 @@ class Profile:
         _check_text(name, "item_kind", self.item_kind)
         if not isinstance(self.view_names, ViewNames):
             raise DefinitionError(name, f"view_names must be a ViewNames, got {_kind(self.view_names)}")
+        problem = self.view_names.problem()
+        if problem is not None:
+            raise DefinitionError(name, f"view_names: {problem}")
         self.state_names.check(name, _BATCH_NAMES)
         if not isinstance(self.catalog, Catalog):
             hint = " (build it with Catalog.from_dict)" if isinstance(self.catalog, Mapping) else ""
@@ -667,6 +677,7 @@ class Profile:
                 )
             owners[matching.topic] = "group_matching"
         events = self.event_topics()
+        letters = {f"{topic}{DEAD_LETTER_SUFFIX}": topic for topic in self.inbound.topics}
         for topic, owner in owners.items():
             if topic in self.inbound:
                 raise DefinitionError(
@@ -674,12 +685,25 @@ class Profile:
                     f"the command of {owner} uses {topic!r}, an inbound topic the engine "
                     "consumes: it would read its own commands back",
                 )
+            if topic in letters:
+                raise DefinitionError(
+                    self.name,
+                    f"the command of {owner} uses {topic!r}, where the dead letters of the "
+                    f"consumed topic {letters[topic]!r} go: its workers would receive them",
+                )
             event = events.get(topic)
             if event is not None:
                 raise DefinitionError(
                     self.name,
                     f"the command of {owner} uses {topic!r}, the topic of the engine's own "
                     f"{event} event: consumers of that event would receive it",
+                )
+        for topic, event in events.items():
+            if topic in self.inbound or topic in letters:
+                raise DefinitionError(
+                    self.name,
+                    f"the {event} event goes to {topic!r}, a topic the engine consumes (or "
+                    "its dead letters): it would read its own events back",
                 )
 
     def event_topics(self) -> Mapping[str, str]:

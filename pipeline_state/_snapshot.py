@@ -15,7 +15,10 @@ import attrs
 from ._model import BatchState, Run
 from ._names import StateNames
 
-__all__ = ["ViewNames", "run_view", "snapshot"]
+__all__ = ["ENGINE_KEYS", "ViewNames", "run_view", "snapshot"]
+
+ENGINE_KEYS = frozenset({"batch_id", "status", "version", "active_run", "history"})
+"""The keys of a batch's view that the engine fills (:func:`snapshot`)."""
 
 
 @attrs.frozen
@@ -26,6 +29,20 @@ class ViewNames:
     owner: str = "owner"
     group_id: str = "group_id"
     items: str = "item_count"
+
+    def problem(self) -> str | None:
+        """Why these keys cannot key a view, or ``None``: each must be a name (letters,
+        digits and ``_``, not starting with a digit), the three distinct, and none one of the
+        engine's own keys (:data:`ENGINE_KEYS`), which it would overwrite."""
+        keys = {"owner": self.owner, "group_id": self.group_id, "items": self.items}
+        for field, key in keys.items():
+            if not isinstance(key, str) or not key.isidentifier() or not key.isascii() or len(key) > 64:
+                return f"{field} must be a name of 1 to 64 ASCII letters, digits and '_', got {key!r:.80}"
+            if key in ENGINE_KEYS:
+                return f"{field} {key!r} is a key the engine's view has already"
+        if len(set(keys.values())) < len(keys):
+            return f"the keys must differ, got {keys}"
+        return None
 
     @property
     def items_word(self) -> str:

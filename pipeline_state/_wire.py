@@ -22,6 +22,7 @@ from ._intake import DEFAULT_LIMITS, IntakeLimits, decode_json
 from .errors import InvalidMessageError, UnknownTopicError
 
 __all__ = [
+    "DEAD_LETTER_SUFFIX",
     "ID_ADAPTER",
     "MAX_FREE_TEXT_LENGTH",
     "MAX_ID_LENGTH",
@@ -61,6 +62,9 @@ MAX_ITEMS_PER_BATCH = 1_000
 is invalid. With item ids of at most :data:`MAX_ITEM_ID_LENGTH` characters, a phase command
 of this many items is at most about 850 kB, under the producer's default 1 MiB request limit
 (10,000 cannot fit: 10,000 UUID pairs alone are 1.09 MB)."""
+
+DEAD_LETTER_SUFFIX = ".DLQ"
+"""A consumed topic's dead-letter topic is the topic with this suffix (``<topic>.DLQ``)."""
 
 MAX_ID_LENGTH = 200
 """Upper bound (characters) on every id: batch, owner, organisation, group, phase and

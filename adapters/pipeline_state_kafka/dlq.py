@@ -36,6 +36,8 @@ import hashlib
 
 import attrs
 
+from pipeline_state._wire import DEAD_LETTER_SUFFIX
+
 from ._kafka import Headers, ProducerLike, RecordLike
 from .errors import WaitedTooLongError
 
@@ -52,7 +54,9 @@ __all__ = [
     "reason_of",
 ]
 
-DLQ_SUFFIX = ".DLQ"
+DLQ_SUFFIX = DEAD_LETTER_SUFFIX
+"""A consumed topic's dead-letter topic is the topic with this suffix (the core's rule: a
+profile may not send commands or events there)."""
 
 DEFAULT_DLQ_MAX_MESSAGE_BYTES = 1024 * 1024
 """Default size limit of a dead letter (key, value and headers), in bytes: Apache Kafka's

@@ -301,6 +301,7 @@ def test_asyncapi_refs_are_json_pointers_that_resolve() -> None:
         {"p": {"steps": []}},
         {"p": {"steps": [{"name": "a", "depends_on": ["nope"]}]}},
         {"manual:x": {"steps": [{"name": "a"}]}},
+        {"p": {"steps": [{"name": "manual:a"}]}},
         {"p": {"steps": [{"name": "a", "depends_on": "b"}, {"name": "b"}]}},
         {"p": {"steps": [{"name": "a", "deadline_seconds": float("nan")}]}},
         {"p": {"steps": [{"name": "a", "deadline_seconds": True}]}},
@@ -313,8 +314,9 @@ def test_asyncapi_refs_are_json_pointers_that_resolve() -> None:
 )
 def test_bad_catalogs_are_refused_at_load(pipelines: dict[str, Any]) -> None:
     """Held: cycles, self-dependency, duplicates, empty names, no steps, unknown deps, the
-    reserved ``manual:`` prefix, wrong types, bad deadlines, unknown keys and one phase
-    with two dependency sets are all refused with a CatalogError when loaded."""
+    reserved ``manual:`` prefix (of a pipeline or a step), wrong types, bad deadlines,
+    unknown keys and one phase with two dependency sets are all refused with a CatalogError
+    when loaded."""
     with pytest.raises(CatalogError):
         Catalog.from_dict({"pipelines": pipelines})
 
@@ -354,9 +356,9 @@ def test_large_dags_stay_bounded(shape: str) -> None:
 def _hostile_profile() -> Profile:
     steps = [
         {"name": 'ä|b"<x>', "deadline_seconds": 30},
-        {"name": "manual:y", "depends_on": ['ä|b"<x>']},
+        {"name": "y:manual", "depends_on": ['ä|b"<x>']},
         {"name": "--> %% {}", "depends_on": ['ä|b"<x>']},
-        {"name": "end", "depends_on": ["manual:y", "--> %% {}"]},
+        {"name": "end", "depends_on": ["y:manual", "--> %% {}"]},
     ]
     return _profile(
         {"dia`mond": {"steps": steps}, "short": {"steps": steps[:2]}},
@@ -369,7 +371,7 @@ def _hostile_profile() -> Profile:
 
 async def test_paths_of_a_hostile_named_diamond_agree_with_the_reference() -> None:
     """Held: on a custom diamond catalog whose valid names carry unicode, quotes, pipes,
-    ``manual:``, ``-->``, ``%%``, ``{}`` and a Mermaid keyword, the path generator explores
+    colons, ``-->``, ``%%``, ``{}`` and a Mermaid keyword, the path generator explores
     to the end with no crash or broken invariant, reaches everything but ``abort``, and
     every shortest path replays in memory as decided and agrees with the reference model."""
     exploration = explore(_hostile_profile(), intake_profile=None)

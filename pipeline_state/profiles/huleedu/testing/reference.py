@@ -305,12 +305,17 @@ class ReferenceModel:
     ) -> None:
         self.pipelines: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         self.deadlines: dict[str, float | None] = {}
+        """Each phase's deadline in the pipeline that declares it first (a retry's, as the
+        engine's retry pipeline takes that step)."""
+        self.step_deadlines: dict[tuple[str, str], float | None] = {}
+        """``(pipeline, phase)`` -> the deadline of the phase in that pipeline's run."""
         self.depends_on: dict[str, tuple[str, ...]] = {}
         for name, pipeline in catalog["pipelines"].items():
             steps = []
             for step in pipeline["steps"]:
                 deps = tuple(step.get("depends_on") or ())
                 steps.append((step["name"], deps))
+                self.step_deadlines[(name, step["name"])] = step.get("deadline_seconds")
                 if step["name"] not in self.depends_on:
                     self.depends_on[step["name"]] = deps
                     self.deadlines[step["name"]] = step.get("deadline_seconds")
@@ -716,7 +721,9 @@ class ReferenceModel:
             pipeline=pipeline,
             order=order,
             final_step=order[-1],
-            phases={name: RefPhase(name, deps[name], self.deadlines.get(name)) for name in to_run},
+            phases={
+                name: RefPhase(name, deps[name], self.step_deadlines.get((pipeline, name))) for name in to_run
+            },
             pruned=pruned,
             accepted_at=self.now,
         )
