@@ -25,6 +25,7 @@ from .ids import derive_id
 from .journal import Decision
 from .registry import Inputs
 from .run import RunEngine
+from .text import check_free_text
 
 __all__ = [
     "Admission",
@@ -100,6 +101,7 @@ def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
 
 
 def _start(inputs: Inputs, admission: Admission) -> Decision:
+    check_free_text(admission.retry_reason, "retry reason", inputs.command.batch_id)
     state = inputs.state
     absent = state is None
     if state is None:

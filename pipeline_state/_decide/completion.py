@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+import attrs
+
 from pipeline_state._commands import ArchiveBatch, CancelBatch, CancelRun
 from pipeline_state._lifecycle import ABSENT, PHASE_DONE, PhaseStatus, Verdict
 from pipeline_state._model import ItemRef, Run
@@ -15,9 +17,10 @@ from pipeline_state.errors import BadCommandError, IllegalTransitionError
 
 from . import machines
 from .context import BatchCtx, RunCtx, Session
-from .journal import Decision
+from .journal import NOTE_LENGTH, Decision
 from .registry import Inputs
 from .run import RunEngine
+from .text import check_free_text
 
 _SUCCEEDED = PhaseStatus.COMPLETED_SUCCESSFULLY
 
@@ -107,6 +110,21 @@ def cancel_active_run(ctx: BatchCtx) -> None:
     engine = RunEngine.of(ctx.session)
     if engine is not None:
         engine.close_run("cancel")
+        payload = ctx.session.command.payload
+        if isinstance(payload, CancelRun | CancelBatch) and payload.reason:
+            _note_reason(ctx.session, payload.reason)
+
+
+def _note_reason(session: Session, reason: str) -> None:
+    """Note the operator's ``reason`` on the run's ``cancel`` move (the transition log keeps
+    its first :data:`NOTE_LENGTH` characters)."""
+    moves = session.journal.moves
+    for index in range(len(moves) - 1, -1, -1):
+        move = moves[index]
+        if move.entity == "run" and move.trigger == "cancel":
+            note = reason if len(reason) <= NOTE_LENGTH else reason[: NOTE_LENGTH - 1] + "\u2026"
+            moves[index] = attrs.evolve(move, note=note)
+            return
 
 
 def fail_active_run(ctx: BatchCtx) -> None:
@@ -124,6 +142,7 @@ def cancel_run(inputs: Inputs, p: CancelRun) -> Decision:
     """Cancel the active run (batch: ``cancel_run``); without one, the run lifecycle's
     refusal of ``cancel`` raises :class:`~pipeline_state.errors.IllegalTransitionError`."""
     session = _session(inputs)
+    check_free_text(p.reason, "reason", session.batch_id)
     engine = RunEngine.of(session)
     if engine is None:
         lifecycle = machines.RUN.lifecycle
@@ -144,6 +163,7 @@ def cancel_run(inputs: Inputs, p: CancelRun) -> Decision:
 def cancel_batch(inputs: Inputs, p: CancelBatch) -> Decision:
     """Cancel the batch, and its active run first (batch: ``cancel``)."""
     session = _session(inputs)
+    check_free_text(p.reason, "reason", session.batch_id)
     machines.require(machines.fire_batch(BatchCtx(session), "cancel"), session.batch_id)
     return session.finish()
 

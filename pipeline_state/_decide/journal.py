@@ -13,7 +13,10 @@ from pipeline_state._model import BatchState, Run
 from pipeline_state._outbound import Outgoing
 from pipeline_state._wire import WireModel
 
-__all__ = ["CORRELATION_MISMATCH", "Decision", "Emit", "Journal", "Move"]
+__all__ = ["CORRELATION_MISMATCH", "NOTE_LENGTH", "Decision", "Emit", "Journal", "Move"]
+
+NOTE_LENGTH = 200
+"""The characters of a move's ``note`` the transition log keeps (its stored width)."""
 
 CORRELATION_MISMATCH = "correlation_mismatch"
 """The note and flag of a phase outcome whose correlation id belongs to no run of its batch,
@@ -83,7 +86,8 @@ class Emit:
 @attrs.frozen(slots=False)
 class Move:
     """One state move, for the transition log. ``note`` flags a move made on doubtful input
-    (``correlation_mismatch``). A creation move has the empty ``source``.
+    (``correlation_mismatch``) or gives the operator's reason for it (a run's ``cancel``). A
+    creation move has the empty ``source``.
 
     Like :class:`Decision`, a short-lived record without slots: a frozen class with slots
     writes each field through a wrapper call, one without writes its ``__dict__``, about a
