@@ -58,6 +58,8 @@ def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
         try:
             with _quiet_libraries():
                 return int(asyncio.run(command.runner()(args)))
+        except BrokenPipeError:  # stdout closed (``| head``): pipeline_state._cli.main stops quietly
+            raise
         except ImportError as exc:  # an extra is not installed
             error_line(
                 f"'{' '.join(command.words)}' needs the adapters: pip install 'pipeline-state[all]' ({exc})"

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 import pytest
+from pipeline_state_service.ops.keys import cancel_key
 from pipeline_state_sql import SqlStore, open_store
 
 from pipeline_state import PipelineService
@@ -227,11 +228,14 @@ def test_who_asks_comes_from_the_environment_and_event_ids_can_be_given(
     monkeypatch.setenv("PIPELINE_STATE_OPERATOR", "on-call")
 
     done = cli("run", "cancel", "b1", "--event-id", "ticket-4711", "--json")
-    assert (done.code, done.json["event_id"], done.json["requested_by"]) == (0, "ticket-4711", "on-call")
+    # The given key is scoped to the action and the batch (tests/sql/test_cli_ops_hostile.py).
+    scoped = cancel_key("ticket-4711", "b1", None, "any run")
+    assert (done.code, done.json["event_id"], done.json["requested_by"]) == (0, scoped, "on-call")
     again = cli("run", "cancel", "b1", "--event-id", "ticket-4711", "--json")
     assert (again.code, again.json["result"], again.json["original"]) == (0, "duplicate", "applied")
+    assert again.json["event_id"] == scoped
     rows = cli("batch", "show", "b1", "--json").json["transitions"]
-    assert {t["requested_by"] for t in rows if t["event_id"] == "ticket-4711"} == {"on-call"}
+    assert {t["requested_by"] for t in rows if t["event_id"] == scoped} == {"on-call"}
 
     assert cli("run", "cancel", "b1", "--as", "").code == 2
     unknown_profile = cli("batch", "show", "b1", "--profile", "no_such_module:PROFILE")

@@ -19,11 +19,14 @@ import math
 from pipeline_state.errors import (
     BadCommandError,
     BatchNotFoundError,
+    ConcurrencyConflictError,
+    DuplicateEventError,
     IllegalTransitionError,
     InvalidMessageError,
     PipelineStateError,
     PublishError,
     RejectedDataError,
+    StoreError,
     StoreUnavailableError,
 )
 from pipeline_state_service.errors import OperatorError
@@ -63,15 +66,23 @@ MEANINGS: dict[ExitCode, str] = {
 """What each exit code means (the command-line reference prints this table)."""
 
 
+_LOST_RACES = (ConcurrencyConflictError, DuplicateEventError)
+"""The store errors that report a race another writer won (refused, exit 1)."""
+
+
 def exit_code_of(error: BaseException) -> ExitCode:
     """The exit code of ``error``: operator errors carry theirs; the library's errors map by
-    kind (not found, unreachable, bad input, refused); anything else is an outage of the
-    store or broker only when it is a connection error (``OSError``, ``TimeoutError``)."""
+    kind (not found, unreachable, bad input, refused); a store error other than a lost race
+    (the database failed or refused the operation: the engine never decided) is the store's
+    failure, not a refusal; anything else is an outage of the store or broker only when it
+    is a connection error (``OSError``, ``TimeoutError``)."""
     if isinstance(error, OperatorError):
         return error.code
     if isinstance(error, BatchNotFoundError):
         return ExitCode.NOT_FOUND
     if isinstance(error, StoreUnavailableError | PublishError | OSError | TimeoutError):
+        return ExitCode.UNREACHABLE
+    if isinstance(error, StoreError) and not isinstance(error, _LOST_RACES):
         return ExitCode.UNREACHABLE
     if isinstance(error, InvalidMessageError | RejectedDataError):  # the operator's data
         return ExitCode.USAGE

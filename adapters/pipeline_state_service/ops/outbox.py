@@ -103,9 +103,9 @@ async def republish(args: argparse.Namespace) -> int:
         outcomes: list[ActionOutcome] = []
         for batch_id, ids in by_batch.items():
             state = await service.get_batch(batch_id)
-            event_id = action_event_id(
-                args.event_id, "outbox-republish", batch_id, str(state.version), *sorted(ids)
-            )
+            rows_named = sorted(ids)  # a given key: scoped to the batch and its rows
+            derived = (batch_id, str(state.version), *rows_named)
+            event_id = action_event_id(args.event_id, "outbox-republish", (batch_id, *rows_named), derived)
             payload = RepublishOutbox(batch_id, tuple(ids))
             result = await run_command(service, payload, event_id=event_id, actor=actor, correlation_id=None)
             outcomes.append(await outcome_of(service, "outbox republish", result, actor=actor))

@@ -1,15 +1,39 @@
 """How operator commands answer: a JSON document for scripts (``--json``) or short text
-lines for people, on standard output; errors go to standard error, one line each."""
+lines for people, on standard output; errors go to standard error, one line each.
+
+Text lines and error lines are printed through :func:`printable`: a value the store holds
+(who asked, a note, an error text: written by an older release or another client) cannot
+move the cursor, erase or add a line, or turn the text after it around on a terminal.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-__all__ = ["add_json_argument", "emit", "error_line"]
+__all__ = ["add_json_argument", "emit", "error_line", "printable"]
+
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+"""C0 and C1 control characters (escape sequences, line breaks, carriage returns), line and
+paragraph separators, bidirectional marks, embeddings, overrides and isolates, and lone
+surrogates (which no terminal encoding can print)."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character of ``_UNPRINTABLE`` shown as its escape
+    (``\\x1b``, ``\\u202e``), so one value prints as itself on one line."""
+    return _UNPRINTABLE.sub(_escaped, text)
 
 
 def add_json_argument(parser: Any) -> None:
@@ -37,9 +61,9 @@ def emit(
         print(json.dumps(document, indent=2, default=_default, ensure_ascii=False), file=stream)
         return
     for line in text():
-        print(line, file=stream)
+        print(printable(line), file=stream)
 
 
 def error_line(message: str, *, err: TextIO | None = None) -> None:
     """``error: <message>`` on standard error."""
-    print(f"error: {message}", file=err or sys.stderr)
+    print(f"error: {printable(message)}", file=err or sys.stderr)

@@ -8,6 +8,9 @@ and the run it acts on), so a repeat is answered with what the first did. The se
 a request on that key and its body, which holds the operator and the reason: a repeat by
 another operator or with another reason is another request there (refused once the run has
 ended), where the store route answers it as a duplicate.
+
+``--api`` is checked before anything is sent: an ``http(s)`` URL with a host and a port from
+1 to 65535, else a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .exits import ExitCode, OperatorError
-from .keys import cancel_key, cancel_target, check_active, retry_key
+from .keys import cancel_key, cancel_target, check_active, retry_key, retry_stage
 from .results import ActionOutcome
+from .session import deployment
 
-__all__ = ["API_ENV", "TOKEN_ENV", "add_api_argument", "cancel_via_api", "retry_via_api"]
+__all__ = ["API_ENV", "TOKEN_ENV", "add_api_argument", "api_url", "cancel_via_api", "retry_via_api"]
 
 API_ENV = "PIPELINE_STATE_API"
 """The environment variable read when ``--api`` is not given."""
@@ -49,10 +53,29 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Any]:
         raise OperatorError(
             ExitCode.USAGE, f"--api needs the http extra: pip install 'pipeline-state[http]' ({exc})"
         ) from exc
-    if not str(args.api).startswith(("http://", "https://")):
-        raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL, got {args.api!r}")
-    async with PipelineStateClient(args.api, token=os.environ.get(TOKEN_ENV)) as client:
+    async with PipelineStateClient(api_url(args.api), token=os.environ.get(TOKEN_ENV)) as client:
         yield client
+
+
+_MAX_PORT = 65535
+"""The largest TCP port."""
+
+
+def api_url(given: str) -> str:
+    """``given`` (``--api``) when it is an ``http(s)`` URL with a host and a usable port;
+    else a usage error, before any connection (a port the socket layer cannot take would
+    otherwise escape as a traceback, a URL httpx cannot parse look like an outage)."""
+    import httpx
+
+    try:
+        url = httpx.URL(given)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OperatorError(ExitCode.USAGE, f"--api is not a URL: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL with a host, got {given!r}")
+    if url.port is not None and not 0 < url.port <= _MAX_PORT:
+        raise OperatorError(ExitCode.USAGE, f"--api: the port must be from 1 to {_MAX_PORT}, got {url.port}")
+    return given
 
 
 def _outcome(
@@ -77,7 +100,7 @@ async def cancel_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
         active = snapshot.active_run
         if active is not None:  # without one, the service answers a repeat or refuses
             check_active(args.batch_id, target, active.run_id)
-        key = cancel_key(args.event_id, args.batch_id, target)
+        key = cancel_key(args.event_id, args.batch_id, args.run, target)
         # The run it means travels too: if another run became active since the check above,
         # the service refuses the cancel rather than cancel that one.
         answer = await client.cancel(
@@ -91,7 +114,8 @@ async def retry_via_api(args: argparse.Namespace, actor: str) -> ActionOutcome:
     async with _client(args) as client:
         snapshot = await client.get_batch(args.batch_id)
         finished = snapshot.history[-1].run_id if snapshot.history else None
-        key = retry_key(args.event_id, args.batch_id, args.phase, finished)
+        status = deployment(args).profile.state_names.read(snapshot.status)  # the engine's name
+        key = retry_key(args.event_id, args.batch_id, args.phase, finished, retry_stage(status))
         answer = await client.retry_phase(
             args.batch_id,
             args.phase,

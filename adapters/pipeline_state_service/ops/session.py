@@ -11,9 +11,9 @@ import argparse
 import contextlib
 import getpass
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,14 +22,18 @@ from pipeline_state._decide import derive_id
 from pipeline_state._intake import DEFAULT_LIMITS, IntakeLimits
 from pipeline_state._profile import Profile
 from pipeline_state._service import HandleResult, PipelineService
-from pipeline_state._wire import MAX_ID_LENGTH
-from pipeline_state.errors import DefinitionError, StoreUnavailableError
+from pipeline_state._wire import MAX_ID_LENGTH, is_id_text
+from pipeline_state.errors import DefinitionError, StoreError, StoreUnavailableError
 from pipeline_state.profiles.huleedu.profile import huleedu_profile
 from pipeline_state_service.stores import shown_url
 
-from .exits import ExitCode, OperatorError
+from .exits import ExitCode, OperatorError, one_line
+
+if TYPE_CHECKING:
+    from pipeline_state_sql import SqlStore
 
 __all__ = [
+    "MAX_REASON_LENGTH",
     "OPERATOR_ENV",
     "SCHEMA_ENV",
     "STORE_ENV",
@@ -40,6 +44,7 @@ __all__ = [
     "deployment",
     "open_service",
     "operator_name",
+    "reason_text",
     "run_command",
 ]
 
@@ -90,35 +95,83 @@ def add_actor_arguments(parser: argparse.ArgumentParser, *, event_id: bool = Tru
     parser.add_argument(
         "--event-id",
         metavar="ID",
-        help="idempotency key of this action (default: derived from the action and its arguments)",
+        help=(
+            "idempotency key of this action, scoped to the action and its arguments "
+            "(default: derived from the action and its arguments)"
+        ),
     )
 
 
+def _check_id(option: str, value: str) -> str:
+    """``value`` when it is an id by the wire's rule (:func:`~pipeline_state._wire.is_id_text`,
+    which the HTTP API's ``user_id`` follows too) and not blank: 1 to 200 characters, no
+    control character (NUL, line breaks, escape sequences), no bidirectional embedding,
+    override or isolate and no lone surrogate. Otherwise a usage error: printed by ``batch
+    show``, such a name could forge a line of the transition log or turn the text after it
+    around."""
+    if not value.strip() or not is_id_text(value):
+        raise OperatorError(
+            ExitCode.USAGE,
+            f"{option} must be 1 to {MAX_ID_LENGTH} characters, without control characters "
+            "(NUL, line breaks, escapes) or bidirectional controls",
+        )
+    return value
+
+
 def operator_name(given: str | None) -> str:
-    """Who asks: ``given``, else ``$PIPELINE_STATE_OPERATOR``, else the login name."""
+    """Who asks: ``given``, else ``$PIPELINE_STATE_OPERATOR``, else the login name (an id by
+    the wire's rule, see ``_check_id``)."""
     name = given if given is not None else os.environ.get(OPERATOR_ENV)
     if name is None:
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no login name (a container without a passwd entry)
             name = "unknown"
-    name = name.strip()
-    if not name or len(name) > MAX_ID_LENGTH or "\x00" in name:
-        raise OperatorError(ExitCode.USAGE, f"--as must be 1 to {MAX_ID_LENGTH} characters, without NUL")
-    return name
+    return _check_id("--as", name.strip())
 
 
-def action_event_id(given: str | None, action: str, *parts: str) -> str:
-    """``given`` (``--event-id``, checked), else a UUID derived from ``action`` and ``parts``:
-    the same action on the same arguments always gets the same id, so the inbox makes a
-    repeat a duplicate."""
+MAX_REASON_LENGTH = 2000
+"""The longest ``--reason`` of ``run cancel`` and ``phase retry``: the HTTP API's bound on the
+same text (``CancelBody.reason`` and ``RetryPhaseBody.retry_reason`` in
+:mod:`pipeline_state_http.schemas`; a test checks that both agree). It is not imported from
+there, so the store route needs no HTTP extra. A retry's reason stays in the batch's history
+for good."""
+
+
+def reason_text(given: str | None) -> str | None:
+    """``--reason`` when the HTTP API would take it too: at most :data:`MAX_REASON_LENGTH`
+    characters, without NUL or lone surrogates (line breaks allowed); else a usage error."""
+    if given is None:
+        return None
+    try:
+        given.encode("utf-8")
+    except UnicodeEncodeError:
+        usable = False
+    else:
+        usable = len(given) <= MAX_REASON_LENGTH and "\x00" not in given
+    if not usable:
+        raise OperatorError(
+            ExitCode.USAGE, f"--reason must be at most {MAX_REASON_LENGTH} characters, without NUL"
+        )
+    return given
+
+
+def action_event_id(
+    given: str | None, action: str, scope: Sequence[str], derived: Sequence[str] | None = None
+) -> str:
+    """The event id (idempotency key) of ``action``: the same action on the same arguments
+    always gets the same id, so the inbox makes a repeat a duplicate.
+
+    ``scope`` is what the command line names (the batch, a phase, a run, rows). With
+    ``given`` (``--event-id KEY``, an id by the wire's rule) the id is derived from
+    ``action``, ``scope`` and KEY: the same KEY given for another batch or another action is
+    another action, never a duplicate of this one. Without it, the id is derived from
+    ``action`` and ``derived`` (default: ``scope``), which adds to ``scope`` what the action
+    depends on in the batch (the run it cancels, the last finished run, ...)."""
     if given is not None:
-        if not given.strip() or len(given) > MAX_ID_LENGTH or "\x00" in given:
-            raise OperatorError(
-                ExitCode.USAGE, f"--event-id must be 1 to {MAX_ID_LENGTH} characters, without NUL"
-            )
-        return given
-    return derive_id(_EVENT_NAMESPACE, action, *parts)
+        key = _check_id("--event-id", given)
+        return derive_id(_EVENT_NAMESPACE, action, *scope, "event-id", key)
+    return derive_id(_EVENT_NAMESPACE, action, *(scope if derived is None else derived))
 
 
 @attrs.frozen
@@ -182,14 +235,32 @@ async def open_service(
     """A :class:`PipelineService` on the store ``args.store`` names, closed afterwards.
 
     A SQLite file must exist (an operator command never creates an empty store) and is
-    migrated like ``serve`` does; other databases are used as they are.
+    migrated like ``serve`` does; other databases are used as they are, once they are found
+    at this release's schema revision (see ``_open_store``).
     """
     url: str | None = args.store
     if not url:
         raise OperatorError(ExitCode.USAGE, f"--store is required (or set ${STORE_ENV})")
     settings = deployment(args) if settings is None else settings
+    store = await _open_store(url, args.schema)
     try:
-        from pipeline_state_sql import open_store
+        yield PipelineService(store, profile=settings.profile, limits=settings.limits)
+    finally:
+        await store.close()
+
+
+async def _open_store(url: str, schema: str | None) -> SqlStore:
+    """The SQL store at ``url``: an existing SQLite file is migrated first, any other
+    database checked to be at this release's schema revision, as ``serve`` checks a store it
+    does not migrate: a schema never migrated, or migrated by a newer release, is refused
+    before anything is written.
+
+    A URL or ``--schema`` the SQL adapter cannot use is a usage error (exit 2); a store that
+    cannot be reached, or is no store of this release (not a database, no such database or
+    role, another revision), exits 4 with one line."""
+    try:
+        from pipeline_state_sql import SqlSettingsError, open_store
+        from pipeline_state_sql.migrate import check_revision
     except ImportError as exc:
         raise OperatorError(
             ExitCode.USAGE, f"operator commands need the sql extra: pip install 'pipeline-state[sql]' ({exc})"
@@ -197,16 +268,35 @@ async def open_service(
     path = _sqlite_file(url)
     if path is not None and not path.is_file():
         raise OperatorError(ExitCode.UNREACHABLE, f"no SQLite store at {path}")
+    upgrade = path is not None
     try:
-        store = await open_store(url, upgrade=path is not None, schema=args.schema)
+        store = await open_store(url, upgrade=upgrade, schema=schema)
+    except (SqlSettingsError, ValueError) as exc:  # the URL, its driver, --schema on SQLite
+        raise OperatorError(ExitCode.USAGE, one_line(exc)) from exc
     except StoreUnavailableError:
         raise
     except (OSError, TimeoutError) as exc:
         raise StoreUnavailableError(f"cannot open the store: {exc}") from exc
+    except StoreError as exc:  # not a database, a failed migration
+        raise _unusable(url, schema, exc) from exc
+    if upgrade:
+        return store
     try:
-        yield PipelineService(store, profile=settings.profile, limits=settings.limits)
-    finally:
+        await check_revision(store.engine)
+    except BaseException as exc:
         await store.close()
+        if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailableError):
+            raise _unusable(url, schema, exc) from exc
+        raise
+    return store
+
+
+def _unusable(url: str, schema: str | None, error: StoreError) -> OperatorError:
+    """The error of a store that answers but cannot be used (exit 4), in the database's own
+    words when it has them (the driver's message, without SQLAlchemy's wrapping)."""
+    where = shown_url(url) + (f" (schema {schema})" if schema else "")
+    cause = getattr(error.__cause__, "orig", None) or error
+    return OperatorError(ExitCode.UNREACHABLE, f"cannot use the store {where}: {one_line(cause)}")
 
 
 async def run_command(

@@ -97,7 +97,11 @@ def _cancel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run", metavar="RUN", help="the run to cancel (default: the active run); refused if not active"
     )
-    parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the run)")
+    parser.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="why, at most 2000 characters (noted on the run's cancel in the transition log)",
+    )
     _acts(parser)
     add_api_argument(parser)
 
@@ -105,7 +109,9 @@ def _cancel(parser: argparse.ArgumentParser) -> None:
 def _retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("batch_id", metavar="BATCH", help="the batch id")
     parser.add_argument("phase", metavar="PHASE", help="the phase to run again (a phase of the profile)")
-    parser.add_argument("--reason", metavar="TEXT", help="why (recorded on the new run)")
+    parser.add_argument(
+        "--reason", metavar="TEXT", help="why, at most 2000 characters (recorded on the new run)"
+    )
     _acts(parser)
     add_api_argument(parser)
 

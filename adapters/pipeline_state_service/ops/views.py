@@ -74,6 +74,9 @@ def batch_document(
 
 
 def _batch_lines(doc: dict[str, Any], names: ViewNames) -> list[str]:
+    """The text of ``batch show``. The stored values in it (who asked, notes, ids) are
+    escaped when :func:`~pipeline_state_service.ops.output.emit` prints the lines, so a
+    name a store already holds cannot forge a line of the transition log."""
     owner, items = doc[names.owner], doc[names.items]
     lines = [
         f"batch {doc['batch_id']}  {doc['status']}  version {doc['version']}  owner {owner}",
