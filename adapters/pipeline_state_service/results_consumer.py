@@ -3,7 +3,8 @@
 :func:`open_results_consumer` (the built-in ``results`` consumer) opens the results store for
 the ``--store`` URL (:func:`~pipeline_state_service.results_stores.open_results_store`) and
 runs a :class:`~pipeline_state.profiles.huleedu.results.ResultsService` on the topics it consumes (phase
-outcomes, completions, registrations) in its own consumer group (``<group-id>.results``):
+outcomes, completions, registrations, the orchestrator's phase commands and skipped phases)
+in its own consumer group (``<group-id>.results``):
 
 * each record is one unit of work of the service (read model, class deltas, inbox entry and
   announcements committed together); the offset is committed after it;

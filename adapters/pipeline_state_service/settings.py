@@ -269,7 +269,7 @@ class Settings(EnvironmentSettings):
         le=MAX_RETENTION_HOURS,
         allow_inf_nan=False,
         description="`--consumers results`: how long the results inbox remembers a completion's "
-        "`event_id` (outcomes 24 h, registrations 72 h)",
+        "`event_id` (outcomes, phase commands and skipped phases 24 h, registrations 72 h)",
     )
 
     @model_validator(mode="after")

@@ -79,11 +79,14 @@ def _release() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def write_recording(path: Path, name: str, lines: Sequence[Line], *, sort_keys: bool = True) -> None:
-    """Write ``lines`` to ``path`` after a header naming the scenario and the release."""
+def write_recording(
+    path: Path, name: str, lines: Sequence[Line], *, sort_keys: bool = True, written_by: str | None = None
+) -> None:
+    """Write ``lines`` to ``path`` after a header naming the scenario and the release
+    (``written_by``; by default ``git describe`` of the working tree)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
-        out.write(json.dumps({"scenario": name, "written_by": _release()}) + "\n")
+        out.write(json.dumps({"scenario": name, "written_by": written_by or _release()}) + "\n")
         for line in lines:
             out.write(json.dumps(line, sort_keys=sort_keys) + "\n")
 

@@ -1,8 +1,9 @@
 """The results routes: a pipeline run by the real engine reaches the results read model
 through :class:`~pipeline_state.profiles.huleedu.results.ResultsService`, and ``/v1/results/...`` serves it.
 
-The results service consumes what the engine publishes (registration and completion, through
-the runtime's bus) and the same phase-outcome envelopes the engine is handed. The routes are
+The results service consumes what the engine publishes on the topics it consumes
+(registrations, phase commands, pruned-phase notices and completions, through the runtime's
+bus) and the same phase-outcome envelopes the engine is handed. The routes are
 queried through the app in process, on the in-memory results store and on the SQLite one.
 """
 
@@ -42,7 +43,6 @@ from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from .conftest import API_TOKEN, BASE, TOKENS, authed_client, bearer
 
 OUTCOME = Topic.PHASE_OUTCOME.value
-LISTENED = (Topic.ESSAYS_REGISTERED.value, Topic.PIPELINE_COMPLETED.value)
 TEACHER = "teacher-7"
 CLASS = "class-7"
 
@@ -55,8 +55,9 @@ class Platform:
         self.env = HuleEduEnvelopes()
         self.store = results
         self.results = ResultsService(results, clock=self.rt.clock)
-        for topic in LISTENED:
-            self.rt.bus.subscribe(topic, self._on_bus)
+        for topic in self.results.topics:  # the outcomes are handed over by deliver()
+            if topic != OUTCOME:
+                self.rt.bus.subscribe(topic, self._on_bus)
 
     async def _on_bus(self, message: OutboxMessage) -> None:
         await self.results.handle_message(message.topic, dict(message.value))
@@ -226,6 +227,43 @@ async def test_routes_on_the_sqlite_results_store(sqlite_results: SqlResultsStor
     assert [b["batch_id"] for b in teacher.json()["batches"]] == ["b1"]
     # The announcements went into the SQL outbox with the read model.
     assert await sqlite_results.pending_count() == 2
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_batch_known_only_from_worker_outcomes_is_404(backend: str, tmp_path: Path) -> None:
+    """An outcome for a batch the engine never registered (it waits, then dead-letters), and
+    one with a lost correlation id for a registered batch whose run completed: the first is
+    no batch (404, in no class or teacher listing), the second changes nothing shown."""
+    store: ResultsStore
+    if backend == "sqlite":
+        store = await open_results_store(f"sqlite+aiosqlite:///{tmp_path / 'results.db'}")
+    else:
+        store = InMemoryResultsStore()
+    try:
+        platform = Platform(store)
+        await platform.complete_run("b1")
+        platform.env.timestamp = platform.rt.clock.now()
+        await platform.deliver(
+            *platform.env.outcome("ghost", "spellcheck", str(uuid.uuid4()), processed=["x"])
+        )
+        platform.rt.clock.advance(5)
+        platform.env.timestamp = platform.rt.clock.now()
+        ids = platform.env.item_ids("b1", 4)
+        await platform.deliver(*platform.env.outcome("b1", "cj_assessment", str(uuid.uuid4()), processed=ids))
+        async with await _client(platform) as client:
+            ghost = await client.get("/v1/results/batches/ghost")
+            batch = await client.get("/v1/results/batches/b1")
+            klass = await client.get(f"/v1/results/classes/{CLASS}")
+        assert ghost.status_code == 404
+        assert ghost.json()["error"] == "results_not_found"
+        assert (batch.json()["status"], batch.json()["in_progress"]) == ("completed_with_failures", [])
+        assert (klass.json()["batch_count"], klass.json()["batches_by_status"]) == (
+            1,
+            {"completed_with_failures": 1},
+        )
+    finally:
+        if isinstance(store, SqlResultsStore):
+            await store.close()
 
 
 def _results_app() -> Any:

@@ -38,7 +38,7 @@ from pipeline_state_service import (
 from pipeline_state import BatchStatus, InMemoryStore, ManualClock, PipelineService
 from pipeline_state._cli import build_parser
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.profiles.huleedu.results import InMemoryResultsStore
+from pipeline_state.profiles.huleedu.results import CONSUMED_TOPICS, InMemoryResultsStore
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 pytestmark = pytest.mark.kafka
@@ -304,7 +304,8 @@ async def test_kafka_results_inbox_is_purged_by_retention_from_the_settings() ->
     settings = ServeSettings(kafka="h:9092", results_completion_retention_hours=1.0)
     factory = results_factory(clock=clock, purge_seconds=0.02)
     plugin = await factory(_context(settings))
-    assert set(plugin.topics) == {Topic.PHASE_OUTCOME.value, COMPLETED, REGISTERED}
+    assert set(plugin.topics) == set(CONSUMED_TOPICS)
+    assert {Topic.PHASE_OUTCOME.value, COMPLETED, REGISTERED} < set(plugin.topics)
     consumer = plugin.state
     assert isinstance(consumer, ResultsConsumer)
     store = consumer.store

@@ -12,9 +12,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline_state.profiles.huleedu.events import Topic
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
 from pipeline_state.profiles.huleedu.testing.envelopes import essay_refs
 
-__all__ = ["T0", "Delivery", "at", "completion", "new_id", "outcome", "registered", "uid", "wrap"]
+__all__ = [
+    "T0",
+    "Delivery",
+    "at",
+    "completion",
+    "dispatch",
+    "new_id",
+    "outcome",
+    "registered",
+    "skipped",
+    "uid",
+    "wrap",
+]
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -78,6 +91,47 @@ def registered(
         "course_code": "ENG5",
     }
     return wrap(Topic.ESSAYS_REGISTERED.value, data, when, event_id=event_id)
+
+
+def dispatch(
+    batch_id: str,
+    phase: str,
+    corr: str,
+    *,
+    items: Sequence[str] = ("e0", "e1"),
+    when: datetime = T0,
+    event_id: str | None = None,
+) -> Delivery:
+    """The engine's command starting ``phase`` of the run ``corr`` over ``items`` (its
+    dispatch), on the phase's command topic of the HuleEdu profile."""
+    data = {
+        "batch_id": batch_id,
+        "essays_to_process": essay_refs(items),
+        "language": "en",
+        "course_code": "ENG5",
+    }
+    return wrap(HULEEDU_PHASE_COMMANDS[phase].topic, data, when, event_id=event_id, corr=corr)
+
+
+def skipped(
+    batch_id: str,
+    phase: str,
+    corr: str,
+    *,
+    reason: str = "already_completed",
+    run_id: str | None = None,
+    when: datetime = T0,
+    event_id: str | None = None,
+) -> Delivery:
+    """The engine's notice that ``phase`` was skipped in the run ``corr`` (``PhaseSkippedV1``)."""
+    data = {
+        "batch_id": batch_id,
+        "phase_name": phase,
+        "skip_reason": reason,
+        "correlation_id": uid(corr),
+        "run_id": run_id,
+    }
+    return wrap(Topic.PHASE_SKIPPED.value, data, when, event_id=event_id, corr=corr)
 
 
 def outcome(

@@ -1,9 +1,10 @@
 """End to end in memory: pipelines driven to completion by the real engine reach the results
 read model, and their results are announced through the results outbox and relay.
 
-The results service is subscribed to the runtime's bus for the registration and completion
-events the engine publishes, and is handed the same inbound phase-outcome envelopes as the
-engine (as the result aggregator consumes them). The results outbox is relayed to the same bus.
+The results service is subscribed to the runtime's bus for every topic it consumes that the
+engine publishes (registrations, phase commands, pruned-phase notices, completions), and is
+handed the same inbound phase-outcome envelopes as the engine (as the result aggregator
+consumes them). The results outbox is relayed to the same bus.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 OUTCOME = Topic.PHASE_OUTCOME.value
 READY = Topic.RESULTS_READY.value
 NOTIFY = Topic.TEACHER_NOTIFICATION.value
-LISTENED = (Topic.ESSAYS_REGISTERED.value, Topic.PIPELINE_COMPLETED.value)
 
 
 class Platform:
@@ -41,8 +41,9 @@ class Platform:
         self.results = ResultsService(self.store, clock=self.rt.clock, cache=self.cache)
         self.relay = OutboxRelay(self.store, self.rt.bus, self.rt.clock)
         self.consumed: list[tuple[str, dict[str, Any]]] = []
-        for topic in LISTENED:
-            self.rt.bus.subscribe(topic, self._on_bus)
+        for topic in self.results.topics:  # the outcomes are handed over by deliver()
+            if topic != OUTCOME:
+                self.rt.bus.subscribe(topic, self._on_bus)
 
     async def _on_bus(self, message: OutboxMessage) -> None:
         await self.consume(message.topic, dict(message.value))

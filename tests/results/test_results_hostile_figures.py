@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from pipeline_state_http import HttpSettings, create_app
-from results_events import at, completion, outcome, registered
+from results_events import at, completion, dispatch, outcome, registered
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
 from pipeline_state.errors import InvalidMessageError, PipelineStateError, RejectedDataError
@@ -270,6 +270,7 @@ def _history() -> list[tuple[str, dict[str, Any]]]:
         outcome("a", "nlp", "ca2", when=at(15)),
         completion("a", "ra2", "ca2", when=at(20), pipeline="nlp", successful=3, failed=1),
         completion("b", "rb1", "cb1", when=at(12), final_status="failed_critically", successful=0, failed=3),
+        dispatch("c", "spellcheck", "cc1", when=at(25)),
         outcome("c", "spellcheck", "cc1", when=at(30), processed=("e0",), failed=("e1",)),
     ]
 
@@ -301,6 +302,7 @@ async def test_redelivery_after_the_inbox_purge_counts_nothing_twice_on_postgres
     assert announced == 2 * 3  # three completed runs
     before = await _summary(pg_store)
     assert before[0]["batch_count"] == 3
+    assert before[1]["c"]["status"] == "processing"  # the batch still in progress
     assert before[0]["essays_succeeded"] == 3
     assert before[0]["essays_failed"] == 4
     pending = await pg_store.pending_count()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pipeline_state_sql.results_store import open_results_store
-from results_events import at, completion, registered
+from results_events import at, completion, dispatch, registered, skipped
 
 from pipeline_state import ManualClock
 from pipeline_state.errors import InvalidMessageError
@@ -59,6 +59,28 @@ async def test_a_completion_with_a_bad_id_is_invalid_input(store: ResultsStore, 
     stored = await store.load("b1")
     assert stored is not None
     assert stored.completions == ()
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+async def test_a_dispatch_or_a_pruned_phase_with_a_bad_id_is_invalid_input(
+    store: ResultsStore, bad: str
+) -> None:
+    """The phase commands and pruned-phase notices the projection reads (the engine's own
+    outbound topics) are checked as the completions are."""
+    service = ResultsService(store, clock=ManualClock())
+    await service.handle_message(*_raw(registered("b1")))
+    with pytest.raises(InvalidMessageError) as caught:
+        await service.handle_message(*_raw(dispatch(bad, "nlp", "c1", when=at(1))))
+    assert caught.value.field == "data.batch_id"
+    with pytest.raises(InvalidMessageError) as caught:
+        await service.handle_message(*_raw(skipped(bad, "nlp", "c1", when=at(1))))
+    assert caught.value.field == "data.batch_id"
+    with pytest.raises(InvalidMessageError) as caught:
+        await service.handle_message(*_raw(skipped("b1", bad, "c1", when=at(1))))
+    assert caught.value.field == "data.phase_name"
+    stored = await store.load("b1")
+    assert stored is not None
+    assert (stored.dispatches, stored.pruned) == ((), ())
 
 
 def _raw(delivery: tuple[str, dict[str, object]]) -> tuple[str, str]:

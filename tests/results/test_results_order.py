@@ -1,9 +1,11 @@
 """Order independence: the same events of a batch in any order give the same read model.
 
-Scenarios hold a registration (or not), up to three runs with retried outcomes and
-completions (the last run possibly still in progress), ties in timestamps and redelivered
-messages. Each is replayed in Hypothesis-chosen permutations, through the pure projection and
-through the service with its store, and compared with the scenario in its original order.
+Scenarios hold a registration (or not), up to three runs with the engine's dispatches (some
+missing, some repeated with other figures), pruned-phase notices, retried outcomes (some
+naming more items than were sent, some with a lost correlation id) and completions (the last
+run possibly still in progress), ties in timestamps and redelivered messages. Each is
+replayed in Hypothesis-chosen permutations, through the pure projection and through the
+service with its store, and compared with the scenario in its original order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from results_events import Delivery, at, completion, outcome, registered, uid
+from results_events import Delivery, at, completion, dispatch, outcome, registered, skipped, uid
 
 from pipeline_state import ManualClock
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
@@ -42,7 +44,20 @@ def scenarios(draw: st.DrawFn) -> list[Delivery]:
     runs = draw(st.integers(0, 3))
     for i in range(runs):
         corr = f"corr-{i}"
+        if draw(st.booleans()):
+            reason = draw(st.sampled_from(["already_completed", "already_completed", "dependency_failed"]))
+            pruned = draw(st.sampled_from(PHASES))
+            messages.append(skipped("b1", pruned, corr, reason=reason, when=at(clock), event_id=f"skip-{i}"))
         for phase in draw(st.lists(st.sampled_from(PHASES), min_size=1, max_size=3, unique=True)):
+            for sent in range(draw(st.sampled_from([0, 1, 1, 1, 2]))):  # none, once, twice
+                clock += draw(st.integers(0, 2))
+                items = [f"e{k}" for k in range(draw(st.integers(0, 4)))]
+                messages.append(
+                    dispatch(
+                        "b1", phase, corr, items=items, when=at(clock), event_id=f"cmd-{i}-{phase}-{sent}"
+                    )
+                )
+            lost = draw(st.integers(0, 5)) == 0  # the worker lost the correlation id
             for attempt in range(draw(st.integers(1, 2))):
                 clock += draw(st.integers(0, 3))
                 ok = draw(st.integers(0, 3))
@@ -51,7 +66,7 @@ def scenarios(draw: st.DrawFn) -> list[Delivery]:
                     outcome(
                         "b1",
                         phase,
-                        corr,
+                        f"lost-{i}" if lost else corr,
                         processed=[f"e{k}" for k in range(ok)],
                         failed=[f"x{k}" for k in range(bad)],
                         when=at(clock),
@@ -152,8 +167,10 @@ def test_scenarios_cover_the_interesting_cases() -> None:
     """A fixed scenario with every kind of message, as a sanity check of the builders."""
     messages = [
         registered("b1", user_id="t1", class_id="k1", when=at(0)),
+        dispatch("b1", "spellcheck", "corr-0", when=at(0.5), event_id="s0"),
         outcome("b1", "spellcheck", "corr-0", when=at(1), event_id="o1"),
         completion("b1", "run-0", "corr-0", when=at(2), event_id="d0"),
+        dispatch("b1", "nlp", "corr-1", when=at(2.5), event_id="s1"),
         outcome("b1", "nlp", "corr-1", when=at(3), event_id="o2"),
     ]
     batch = project("b1", _facts(messages))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from results_events import T0, Delivery, at, completion, outcome, registered, uid
+from results_events import T0, Delivery, at, completion, dispatch, outcome, registered, skipped, uid
 
 from pipeline_state.errors import UnknownTopicError
 from pipeline_state.profiles.huleedu.events import Topic, parse_message
@@ -12,7 +12,9 @@ from pipeline_state.profiles.huleedu.results import (
     BatchResults,
     ClassDelta,
     Owner,
+    PhaseDispatch,
     PhaseOutcome,
+    PhasePruned,
     ResultsFact,
     RunCompletion,
     apply_fact,
@@ -101,17 +103,76 @@ def test_applying_a_fact_twice_changes_nothing() -> None:
     assert apply_fact(once, f) == once
 
 
-def test_latest_outcome_of_a_phase_wins_and_ties_break_on_content() -> None:
+def test_earliest_outcome_of_a_phase_wins_and_ties_break_on_content() -> None:
+    """The engine applies the first outcome of a phase in a run and ignores a repeat
+    (``duplicate_outcome``): the earliest wins (this test said the latest did, before the
+    read model followed the engine)."""
     first = fact(outcome("b1", "nlp", "c-1", processed=["e0"], failed=["e1"], when=at(1), event_id="a"))
     retry = fact(outcome("b1", "nlp", "c-1", processed=["e0", "e1"], when=at(2), event_id="b"))
+    sent = fact(dispatch("b1", "nlp", "c-1", items=["e0", "e1"], when=at(0)))
     for order in ([first, retry], [retry, first]):
         (only,) = project("b1", order).outcomes
-        assert (only.event_id, only.successful) == (uid("b"), 2)
+        assert (only.event_id, only.successful) == (uid("a"), 1)
+        (shown,) = project("b1", [sent, *order]).in_progress
+        assert (shown.event_id, shown.successful, shown.failed) == (uid("a"), 1, 1)
     # Same instant, different content: the content decides, not the arrival order.
     one = fact(outcome("b1", "nlp", "c-1", processed=["e0"], when=at(1)))
     two = fact(outcome("b1", "nlp", "c-1", processed=["e0", "e1"], when=at(1)))
     assert project("b1", [one, two]).outcomes == project("b1", [two, one]).outcomes
-    assert project("b1", [one, two]).outcomes[0].successful == 2
+    assert project("b1", [sent, one, two]).in_progress == project("b1", [two, sent, one]).in_progress
+    assert project("b1", [one, two]).outcomes[0].successful == 1
+
+
+def test_an_outcome_naming_more_items_than_sent_is_kept_but_never_shown() -> None:
+    """The engine refuses an outcome naming more items than the phase was sent and applies
+    the next one that fits: the read model keeps every outcome that could be the one shown
+    (the earliest, and each later one with fewer figures) and shows the earliest that fits
+    the dispatch, in any order of arrival."""
+    forged = fact(outcome("b1", "nlp", "c-1", processed=[f"x{i}" for i in range(9)], when=at(1)))
+    real = fact(outcome("b1", "nlp", "c-1", processed=["e0"], failed=["e1"], when=at(2), event_id="r"))
+    repeat = fact(outcome("b1", "nlp", "c-1", processed=["e0", "e1"], when=at(3)))
+    sent = fact(dispatch("b1", "nlp", "c-1", items=["e0", "e1"], when=at(0)))
+    expected = project("b1", [sent, forged, real, repeat])
+    assert [(o.successful, o.failed) for o in expected.outcomes] == [(9, 0), (1, 1)]
+    assert [(o.event_id, o.total) for o in expected.in_progress] == [(uid("r"), 2)]
+    for order in ([repeat, real, forged, sent], [real, sent, repeat, forged], [forged, repeat, sent, real]):
+        assert project("b1", order) == expected
+    # Without the dispatch nothing is shown; a dispatch sending one item admits none of them.
+    assert project("b1", [forged, real, repeat]).in_progress == ()
+    narrow = fact(dispatch("b1", "nlp", "c-1", items=["e0"], when=at(0)))
+    assert project("b1", [narrow, forged, real, repeat]).in_progress == ()
+    assert project("b1", [narrow, forged, real, repeat]).status == "processing"
+
+
+def test_dispatch_becomes_a_phase_dispatch_with_its_item_count() -> None:
+    f = fact(dispatch("b1", "cj_assessment", "c-1", items=["e0", "e1", "e2"], when=at(4), event_id="d"))
+    assert (f.batch_id, f.event_id, f.event_type) == ("b1", uid("d"), Topic.CJ_ASSESSMENT.value)
+    assert f.body == PhaseDispatch(uid("c-1"), "cj_assessment", 3, at(4), uid("d"))
+    assert f.correlation_id == uid("c-1")
+
+
+def test_skip_as_already_completed_becomes_a_pruned_phase_and_other_skips_nothing() -> None:
+    f = fact(skipped("b1", "spellcheck", "c-2", when=at(4), event_id="s"))
+    assert f.body == PhasePruned(uid("c-2"), "spellcheck", at(4), uid("s"))
+    other = fact(skipped("b1", "nlp", "c-2", reason="dependency_failed", when=at(4)))
+    assert other.body is None
+    assert apply_fact(None, other) == BatchResults("b1")
+    known = project("b1", [fact(registered("b1"))])
+    assert apply_fact(known, other) is known
+
+
+def test_the_earliest_dispatch_wins_and_a_completion_drops_its_runs_dispatches() -> None:
+    first = fact(dispatch("b1", "nlp", "c-1", items=["e0", "e1"], when=at(1), event_id="a"))
+    again = fact(dispatch("b1", "nlp", "c-1", items=["e0"], when=at(2), event_id="b"))
+    for order in ([first, again], [again, first]):
+        (only,) = project("b1", order).dispatches
+        assert (only.event_id, only.items) == (uid("a"), 2)
+    other = fact(dispatch("b1", "spellcheck", "c-2", when=at(20)))
+    done = fact(completion("b1", "r1", "c-1", when=at(10)))
+    for order in ([first, other, done], [done, other, first]):
+        batch = project("b1", order)
+        assert [(d.correlation_id, d.phase) for d in batch.dispatches] == [(uid("c-2"), "spellcheck")]
+        assert batch.status == "processing"
 
 
 def test_the_same_fact_under_a_new_event_id_changes_nothing() -> None:
@@ -158,13 +219,22 @@ def test_old_completion_does_not_overwrite_the_newer_run() -> None:
 def test_status_moves_from_registered_to_processing_to_the_final_status() -> None:
     batch = project("b1", [fact(registered("b1"))])
     assert batch.status == "registered"
+    batch = apply_fact(batch, fact(dispatch("b1", "spellcheck", "c-1", when=at(0.5))))
     batch = apply_fact(batch, fact(outcome("b1", "spellcheck", "c-1", when=at(1))))
     assert batch.status == "processing"
     batch = apply_fact(batch, fact(completion("b1", "r1", "c-1", final_status="cancelled", when=at(2))))
     assert batch.status == "cancelled"
-    # A newer run starts: processing again; an outcome older than the completion does not count.
+    # A newer run starts: processing again; an outcome older than the completion does not
+    # count, nor does the dispatch of a run older than it (its completion has not arrived).
     stale = apply_fact(batch, fact(outcome("b1", "nlp", "c-0", when=at(1))))
     assert stale.status == "cancelled"
+    stale = apply_fact(stale, fact(dispatch("b1", "nlp", "c-0", when=at(0.5))))
+    assert (stale.status, stale.in_progress) == ("cancelled", ())
+    # An outcome alone (a lost correlation id) is no run in progress.
+    lost = apply_fact(batch, fact(outcome("b1", "nlp", "c-lost", when=at(5))))
+    assert (lost.status, lost.in_progress) == ("cancelled", ())
+    batch = apply_fact(batch, fact(dispatch("b1", "nlp", "c-2", when=at(2.5))))
+    assert batch.status == "processing"  # dispatched, no outcome yet
     batch = apply_fact(batch, fact(outcome("b1", "nlp", "c-2", when=at(3))))
     assert batch.status == "processing"
     assert not batch.is_completed
@@ -181,6 +251,7 @@ def test_phases_keep_pruned_results_and_show_the_run_in_progress() -> None:
         [
             fact(completion("b1", "r1", "c-1", phases=run1, when=at(10))),
             fact(completion("b1", "r2", "c-2", pipeline="nlp", phases=run2, when=at(20))),
+            fact(dispatch("b1", "cj_assessment", "c-3", items=["e0", "e1", "e2"], when=at(25))),
             fact(outcome("b1", "cj_assessment", "c-3", processed=["e0"], when=at(30))),
         ],
     )

@@ -11,7 +11,7 @@ import pipeline_state.profiles.huleedu.results as results
 CURATED = {
     # read model and facts
     "BatchResults", "ClassDelta", "ClassResults", "Owner", "PhaseOutcome", "PhaseResultView",
-    "ResultsStatus", "RunCompletion", "ResultsFact",
+    "ResultsStatus", "RunCompletion", "ResultsFact", "PhaseDispatch", "PhasePruned",
     # projection
     "CONSUMED_TOPICS", "apply_fact", "cache_keys", "class_deltas", "fact_from_message",
     "pending_announcements", "project",

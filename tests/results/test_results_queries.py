@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import attrs
 import pytest
-from results_events import at, completion, outcome, registered, uid
+from results_events import at, completion, dispatch, outcome, registered, uid
 
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.profiles.huleedu.results import (
@@ -32,6 +32,7 @@ async def queries(results: ResultsService, store: InMemoryResultsStore) -> Resul
             successful=0, failed=3, duration=4.0, when=at(10),
         )
     )  # fmt: skip
+    await results.handle_message(*dispatch("b2", "spellcheck", "corr-2", items=["e0", "e1"], when=at(15)))
     await results.handle_message(*outcome("b2", "spellcheck", "corr-2", processed=["e0"], when=at(20)))
     return ResultsQueries(store)
 

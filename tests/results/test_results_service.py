@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from results_events import at, completion, outcome, registered, uid
+from results_events import at, completion, dispatch, outcome, registered, skipped, uid
 
 from pipeline_state import InMemoryRuntime, InvalidMessageError, ManualClock, StoreUnavailableError
 from pipeline_state._decide import derive_id
@@ -169,6 +169,7 @@ async def test_outcomes_update_progress_without_announcing(
     results: ResultsService, store: InMemoryResultsStore, cache: RecordingCacheInvalidator
 ) -> None:
     await results.handle_message(*registered("b1", user_id="t1", class_id="k1"))
+    await results.handle_message(*dispatch("b1", "spellcheck", "corr-1", items=["e0", "e1"]))
     handled = await results.handle_message(
         *outcome("b1", "spellcheck", "corr-1", processed=["e0"], failed=["e1"])
     )
@@ -327,3 +328,26 @@ async def test_owner_comes_from_the_pipeline_store_when_given_a_lookup(
     assert batch is not None
     assert (batch.user_id, batch.class_id) == ("t3", "k9")
     assert await StoreOwnerLookup(rt.store).owner("nope") is None
+
+
+def test_every_consumed_topic_has_a_default_retention() -> None:
+    """An event type without a retention is never purged: every topic the projection
+    consumes (the phase commands and pruned-phase notices included) has one."""
+    from pipeline_state.profiles.huleedu.results import CONSUMED_TOPICS, DEFAULT_RETENTION
+
+    assert set(DEFAULT_RETENTION) == set(CONSUMED_TOPICS) == set(ResultsService.topics)
+    assert DEFAULT_RETENTION[Topic.NLP.value] == timedelta(hours=24)
+    assert DEFAULT_RETENTION[Topic.PHASE_SKIPPED.value] == timedelta(hours=24)
+
+
+async def test_a_skip_for_another_reason_writes_nothing(
+    results: ResultsService, store: InMemoryResultsStore
+) -> None:
+    """A ``PhaseSkippedV1`` that is not ``already_completed`` states nothing the read model
+    keeps: ``unchanged``, and no read model is created for it (its event id is remembered)."""
+    handled = await results.handle_message(
+        *skipped("b9", "nlp", "c1", reason="dependency_failed", event_id="s")
+    )
+    assert (handled.result, handled.messages) == ("unchanged", ())
+    assert await store.load("b9") is None
+    assert await store.inbox_entry(uid("s")) is not None

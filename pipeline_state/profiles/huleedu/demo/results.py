@@ -18,6 +18,7 @@ import attrs
 
 from pipeline_state._memory import InMemoryBus
 from pipeline_state._relay import OutboxRelay
+from pipeline_state.errors import InvalidMessageError
 from pipeline_state.ports import Clock
 from pipeline_state.profiles.huleedu.results import InMemoryResultsStore, ResultsQueries, ResultsService
 
@@ -51,8 +52,14 @@ class ResultsDesk:
         return self.service.topics
 
     async def observe(self, message: Message) -> None:
-        """Project one message, then relay what that announced."""
-        handled = await self.service.handle_message(message.topic, dict(message.value))
+        """Project one message, then relay what that announced. A message that breaks the
+        wire contract is recorded as dead-lettered and changes nothing, as a consumer parks
+        it on the topic's dead-letter topic."""
+        try:
+            handled = await self.service.handle_message(message.topic, dict(message.value))
+        except InvalidMessageError as exc:
+            self.observed.append(Observed(message, f"dead_lettered:{exc.reason}"[:200], ()))
+            return
         await self.relay.drain()
         self.observed.append(Observed(message, handled.result, handled.announced))
 

@@ -1,8 +1,10 @@
 """Downstream results: the read model and notification projection of completed pipelines.
 
-The projection consumes ``ELSBatchPhaseOutcomeV1``, ``BatchPipelineCompletedV1`` and the
-registration fact ``BatchEssaysRegistered`` (owner and class), and keeps a read model per
-batch and per class that is the same whatever order a batch's events arrive in. Each
+The projection consumes ``ELSBatchPhaseOutcomeV1``, ``BatchPipelineCompletedV1``, the
+registration fact ``BatchEssaysRegistered`` (owner and class), the engine's phase commands
+(its dispatches: a run in progress) and ``PhaseSkippedV1`` (phases pruned as already
+completed), and keeps a read model per batch and per class that is the same whatever order
+a batch's events arrive in. Each
 completed run's results are announced once, through the outbox, as ``BatchResultsReadyV1``
 and a ``batch_results_ready`` teacher notification::
 
@@ -32,7 +34,9 @@ from .model import (
     ClassDelta,
     ClassResults,
     Owner,
+    PhaseDispatch,
     PhaseOutcome,
+    PhasePruned,
     PhaseResultView,
     ResultsStatus,
     RunCompletion,
@@ -68,7 +72,9 @@ __all__ = [
     "NoopCacheInvalidator",
     "Owner",
     "OwnerLookup",
+    "PhaseDispatch",
     "PhaseOutcome",
+    "PhasePruned",
     "PhaseResultView",
     "RecordingCacheInvalidator",
     "ResultsChange",

@@ -11,7 +11,9 @@ fact                        key                           winner when two share 
 ==========================  ============================  ===================================
 :class:`Owner`              the batch (one per batch)     the earliest ``observed_at``
 :class:`RunCompletion`      ``run_id``                    the latest ``completed_at``
-:class:`PhaseOutcome`       ``(correlation_id, phase)``   the latest ``observed_at``
+:class:`PhaseDispatch`      ``(correlation_id, phase)``   the earliest ``observed_at``
+:class:`PhaseOutcome`       ``(correlation_id, phase)``   the earliest ``observed_at`` (below)
+:class:`PhasePruned`        ``(correlation_id, phase)``   the earliest ``observed_at``
 announced run ids           ``run_id``                    set union
 ==========================  ============================  ===================================
 
@@ -19,11 +21,36 @@ Ties on the timestamp are broken on the fact's content, never on arrival order. 
 ``event_id`` records where it came from and is left out of equality: the same fact sent
 again under a new event id changes nothing.
 
-Normal form: an outcome whose ``correlation_id`` belongs to a completed run is dropped,
-because the completion's ``phase_results`` are the authoritative figures of that run (so a
-client that reuses a correlation id for a new run sees that run's progress only once it
-completes). A batch is ``processing`` while it has outcomes newer than its latest completion.
-Event timestamps decide (the producers' clocks), never arrival order.
+The engine is the authority on what happened; the read model shows what the engine decided,
+from the engine's own messages where it can:
+
+* a *run in progress* is known from the engine's dispatches (:class:`PhaseDispatch`, the
+  phase commands it sends), not from the outcomes workers report: the batch is
+  ``processing`` while it has a dispatch of a run not completed, stamped at or after its
+  latest completion (an older one belongs to a run whose completion has not arrived yet
+  while a later run's has: the later run is what the batch shows);
+* an outcome is shown (:attr:`BatchResults.in_progress`) only for a dispatched phase, as the
+  engine applies it: the *first* outcome of the phase in the run (the engine ignores a
+  repeat), among those whose figures (successful + failed) do not exceed the items the
+  command sent (the engine refuses an outcome naming items never sent). An outcome whose
+  phase has no dispatch (a lost or foreign correlation id, a batch the engine does not know)
+  is kept, because the dispatch may arrive later, but not shown. So that the choice never
+  depends on arrival order, a key keeps every outcome no earlier outcome with as few or
+  fewer figures rules out (the earliest, then each later one with strictly fewer figures):
+  whatever the dispatch says, the outcome to show is among them;
+* a phase the engine pruned as already completed (:class:`PhasePruned`: done in an earlier
+  run, or recorded by an operator) counts as completed from the run that pruned it on, with
+  the figures of its latest execution (none are invented).
+
+Normal form: the outcomes and dispatches whose ``correlation_id`` belongs to a completed run
+are dropped, because the completion's ``phase_results`` are the authoritative figures of
+that run (so a client that reuses a correlation id for a new run sees that run's progress
+only once it completes). Event timestamps decide (the producers' clocks), never arrival
+order; a dispatch and a completion are both stamped by the engine's clock.
+
+A read model that holds no owner, no completion, no dispatch and no pruned phase (only
+worker outcomes) is not a batch the engine is known to have: :attr:`BatchResults.is_known`
+is false, and the queries answer it as unknown.
 
 Where the owner comes from: ``BatchPipelineCompletedV1`` and ``ELSBatchPhaseOutcomeV1`` carry
 the batch id only. The owner (teacher ``user_id``) and ``class_id`` come from the batch
@@ -47,7 +74,9 @@ __all__ = [
     "ClassDelta",
     "ClassResults",
     "Owner",
+    "PhaseDispatch",
     "PhaseOutcome",
+    "PhasePruned",
     "PhaseResultView",
     "ResultsStatus",
     "RunCompletion",
@@ -64,9 +93,10 @@ def _content(attribute: attrs.Attribute[object], value: object) -> bool:
 class ResultsStatus(StrEnum):
     """Overall status of a batch in the read model (wire values).
 
-    ``registered``: only the owner is known; ``processing``: phase outcomes newer than the
-    latest completion exist. Otherwise the status is the latest completed run's
-    ``final_status`` (the other members, or any other value the completion carried).
+    ``registered``: no run has completed or started; ``processing``: the engine dispatched a
+    phase of a run not completed (at or after the latest completion). Otherwise the status is
+    the latest completed run's ``final_status`` (the other members, or any other value the
+    completion carried).
     """
 
     REGISTERED = "registered"
@@ -110,6 +140,34 @@ class PhaseResultView:
 
 
 @attrs.frozen
+class PhaseDispatch:
+    """The engine's dispatch of a phase in a run: the phase's initiate command, which the
+    engine sends once per phase and run under the run's correlation id (a re-send after a
+    deadline keeps its event id)."""
+
+    correlation_id: str
+    phase: str
+    items: int | None
+    """How many items the command sent the phase (``None``: not known, a dispatch inferred
+    when a layout-1 document was upgraded)."""
+    observed_at: datetime
+    event_id: str = attrs.field(eq=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.correlation_id, self.phase)
+
+    @property
+    def rank(self) -> tuple[datetime, bool, int]:
+        """The earliest wins; on a tie, a known item count before an unknown one."""
+        return (self.observed_at, self.items is None, self.items or 0)
+
+    def admits(self, outcome: PhaseOutcome) -> bool:
+        """Whether ``outcome``'s figures fit the items sent (any do when that is unknown)."""
+        return self.items is None or outcome.total <= self.items
+
+
+@attrs.frozen
 class PhaseOutcome:
     """One phase outcome reported while a run is in progress (``ELSBatchPhaseOutcomeV1``)."""
 
@@ -129,8 +187,32 @@ class PhaseOutcome:
     def rank(self) -> tuple[datetime, str, int, int]:
         return (self.observed_at, self.status, self.successful, self.failed)
 
+    @property
+    def total(self) -> int:
+        """The items the outcome names: successful and failed."""
+        return self.successful + self.failed
+
     def view(self) -> PhaseResultView:
         return PhaseResultView(self.phase, self.status, self.successful, self.failed, None)
+
+
+@attrs.frozen
+class PhasePruned:
+    """A phase the engine pruned from a run because it was completed before, by an earlier
+    run or recorded by an operator (``PhaseSkippedV1`` with ``skip_reason="already_completed"``)."""
+
+    correlation_id: str
+    phase: str
+    observed_at: datetime
+    event_id: str = attrs.field(eq=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.correlation_id, self.phase)
+
+    @property
+    def rank(self) -> tuple[datetime]:
+        return (self.observed_at,)
 
 
 @attrs.frozen
@@ -181,7 +263,14 @@ class BatchResults:
     completions: tuple[RunCompletion, ...] = ()
     """Completed runs in run order (:attr:`RunCompletion.order`), one per run id."""
     outcomes: tuple[PhaseOutcome, ...] = ()
-    """Outcomes of runs not (yet) completed, ordered by ``(correlation_id, phase)``."""
+    """Outcomes of runs not (yet) completed, ordered by ``(correlation_id, phase)`` then
+    rank: per key the earliest, then each later one with strictly fewer figures."""
+    dispatches: tuple[PhaseDispatch, ...] = ()
+    """The engine's dispatches of runs not (yet) completed, one per ``(correlation_id,
+    phase)``, ordered by it."""
+    pruned: tuple[PhasePruned, ...] = ()
+    """Phases the engine pruned as already completed, one per ``(correlation_id, phase)``,
+    ordered by it."""
     announced: tuple[str, ...] = ()
     """Run ids whose results were announced (``BatchResultsReadyV1``), sorted."""
     version: int = attrs.field(default=0, eq=False)
@@ -209,16 +298,43 @@ class BatchResults:
         return None
 
     @property
-    def in_progress(self) -> tuple[PhaseOutcome, ...]:
-        """Outcomes newer than the latest completion, oldest first: a run in progress."""
+    def running(self) -> tuple[PhaseDispatch, ...]:
+        """The dispatches of a run in progress, oldest first: of a correlation id no
+        completion has, stamped at or after the latest completion (an older one is of a run
+        whose completion has not arrived yet while a later run's has). A dispatch inferred
+        from a layout-1 outcome (its item count unknown) must be stamped after it, as layout 1
+        showed an outcome in progress only then."""
+        finished = {r.correlation_id for r in self.completions}
         latest = self.latest
-        newer = [o for o in self.outcomes if latest is None or o.observed_at > latest.completed_at]
-        return tuple(sorted(newer, key=lambda o: o.rank))
+        found = [
+            d
+            for d in self.dispatches
+            if d.correlation_id not in finished
+            and (
+                latest is None
+                or d.observed_at > latest.completed_at
+                or (d.items is not None and d.observed_at == latest.completed_at)
+            )
+        ]
+        return tuple(sorted(found, key=lambda d: d.rank))
+
+    @property
+    def in_progress(self) -> tuple[PhaseOutcome, ...]:
+        """The outcomes of a run in progress the engine applies, oldest first: for each
+        phase :attr:`running`, its earliest outcome whose figures fit the items the phase
+        was sent. Outcomes of a phase never dispatched are not shown."""
+        running = {d.key: d for d in self.running}
+        shown: dict[tuple[str, str], PhaseOutcome] = {}
+        for outcome in sorted(self.outcomes, key=lambda o: o.rank):
+            dispatch = running.get(outcome.key)
+            if dispatch is not None and outcome.key not in shown and dispatch.admits(outcome):
+                shown[outcome.key] = outcome
+        return tuple(shown.values())
 
     @property
     def status(self) -> str:
         """The overall status (a :class:`ResultsStatus` value or a completion's final status)."""
-        if self.in_progress:
+        if self.running:
             return ResultsStatus.PROCESSING.value
         latest = self.latest
         if latest is not None:
@@ -228,7 +344,14 @@ class BatchResults:
     @property
     def is_completed(self) -> bool:
         """Whether a run has completed and no newer run is in progress."""
-        return self.latest is not None and not self.in_progress
+        return self.latest is not None and not self.running
+
+    @property
+    def is_known(self) -> bool:
+        """Whether the engine is known to have this batch: its registration, a completed run,
+        a dispatch or a pruned phase was seen. A read model of worker outcomes alone (a batch
+        the engine never registered, a lost correlation id) is not answered as a batch."""
+        return self.owner is not None or bool(self.completions or self.dispatches or self.pruned)
 
     # -- figures --------------------------------------------------------------------------
     @property
@@ -246,8 +369,24 @@ class BatchResults:
 
     @property
     def completed_phases(self) -> tuple[str, ...]:
-        """Phases whose latest result is a success (full or partial)."""
-        return tuple(p.name for p in self.phases if p.is_done)
+        """Phases whose latest result is a success (full or partial), in the order of
+        :attr:`phases`; a phase the engine pruned as already completed counts as completed
+        from the run that pruned it on (a run in progress comes after the completed ones)."""
+        pruned: dict[str, list[str]] = {}
+        for fact in self.pruned:
+            pruned.setdefault(fact.correlation_id, []).append(fact.phase)
+        done: dict[str, bool] = {p.name: False for p in self.phases}
+        for run in self.completions:
+            for phase in run.phase_results:
+                done[phase.name] = phase.is_done
+            for name in pruned.pop(run.correlation_id, ()):
+                done[name] = True
+        for names in pruned.values():
+            for name in names:
+                done[name] = True
+        for outcome in self.in_progress:
+            done[outcome.phase] = outcome.view().is_done
+        return tuple(name for name, ok in done.items() if ok)
 
     @property
     def essays_succeeded(self) -> int:
@@ -262,6 +401,7 @@ class BatchResults:
     @property
     def last_activity_at(self) -> datetime | None:
         stamps = [r.completed_at for r in self.completions] + [o.observed_at for o in self.outcomes]
+        stamps += [d.observed_at for d in self.dispatches] + [p.observed_at for p in self.pruned]
         if self.owner is not None:
             stamps.append(self.owner.observed_at)
         return max(stamps) if stamps else None

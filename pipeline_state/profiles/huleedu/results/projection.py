@@ -1,5 +1,7 @@
 """The projection: pure functions from consumed events to the results read model.
 
+The projection consumes (:data:`CONSUMED_TOPICS`) the registrations, completions, phase
+commands and pruned-phase notices the engine emits and the phase outcomes the workers send.
 Each consumed message becomes one :class:`ResultsFact`; :func:`apply_fact` merges it into a
 batch's :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults` by the winner rules listed in
 :mod:`pipeline_state.profiles.huleedu.results.model`. The merge is commutative, associative and idempotent,
@@ -14,24 +16,40 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TypeVar
 
 import attrs
 from pydantic import ValidationError
 
 from pipeline_state._lifecycle import PhaseStatus
+from pipeline_state._profile import CommandSpec, command_fields
 from pipeline_state._wire import ID_ADAPTER, EventEnvelope, WireModel, first_error
-from pipeline_state.errors import UnknownTopicError
+from pipeline_state.errors import InvalidMessageError, UnknownTopicError
 from pipeline_state.profiles.huleedu.events import (
     BatchEssaysRegistered,
     BatchPipelineCompletedV1,
     ELSBatchPhaseOutcomeV1,
+    PhaseSkippedV1,
     Topic,
 )
+from pipeline_state.profiles.huleedu.profile import HULEEDU_PHASE_COMMANDS
 
-from .model import BatchResults, ClassDelta, Owner, PhaseOutcome, PhaseResultView, RunCompletion
+from .model import (
+    BatchResults,
+    ClassDelta,
+    Owner,
+    PhaseDispatch,
+    PhaseOutcome,
+    PhasePruned,
+    PhaseResultView,
+    RunCompletion,
+)
 
 __all__ = [
+    "ALREADY_COMPLETED",
     "CONSUMED_TOPICS",
+    "DISPATCH_TOPICS",
     "OUTCOME_STATUS",
     "ResultsFact",
     "apply_fact",
@@ -46,12 +64,24 @@ __all__ = [
     "teacher_cache_key",
 ]
 
+DISPATCH_TOPICS: Mapping[str, tuple[str, CommandSpec]] = MappingProxyType(
+    {spec.topic: (phase, spec) for phase, spec in HULEEDU_PHASE_COMMANDS.items()}
+)
+"""The topic of each phase command of the HuleEdu profile: the phase and its command."""
+
 CONSUMED_TOPICS: tuple[str, ...] = (
     Topic.PHASE_OUTCOME.value,
     Topic.PIPELINE_COMPLETED.value,
     Topic.ESSAYS_REGISTERED.value,
+    *DISPATCH_TOPICS,
+    Topic.PHASE_SKIPPED.value,
 )
-"""The topics the results projection consumes: phase outcomes, completions, registrations."""
+"""The topics the results projection consumes: phase outcomes, completions, registrations,
+the phase commands (the engine's dispatches) and pruned-phase notices."""
+
+ALREADY_COMPLETED = "already_completed"
+"""The ``skip_reason`` of a phase the engine pruned because it was completed before; a
+``PhaseSkippedV1`` with another reason states nothing the read model keeps."""
 
 OUTCOME_STATUS: Mapping[str, str] = {
     "completed_successfully": PhaseStatus.COMPLETED_SUCCESSFULLY.value,
@@ -60,18 +90,20 @@ OUTCOME_STATUS: Mapping[str, str] = {
 }
 """``ELSBatchPhaseOutcomeV1.phase_status`` to the phase execution status it records."""
 
-Body = Owner | RunCompletion | PhaseOutcome
+Body = Owner | RunCompletion | PhaseOutcome | PhaseDispatch | PhasePruned
 
 
 @attrs.frozen
 class ResultsFact:
-    """One consumed event as a fact about a batch."""
+    """One consumed event as a fact about a batch (``body`` ``None``: the event states
+    nothing the read model keeps, a phase skipped for another reason than
+    :data:`ALREADY_COMPLETED`)."""
 
     batch_id: str
     event_id: str
     event_type: str
     correlation_id: str
-    body: Body
+    body: Body | None
 
 
 def _utc(instant: datetime) -> datetime:
@@ -93,6 +125,19 @@ def _ids(topic: str, **ids: str | None) -> None:
             raise first_error(topic, exc, f"data.{name}") from None
 
 
+def _dispatched(topic: str, data: Mapping[str, object], spec: CommandSpec) -> tuple[str, int]:
+    """The batch id and the number of items of a phase command, read under the names its
+    model declares (:func:`~pipeline_state._profile.command_fields`), as the engine fills it."""
+    names = command_fields(spec.model)
+    batch_id, items = data.get(names.batch_id), data.get(names.items)
+    if not isinstance(batch_id, str):
+        raise InvalidMessageError(topic, "the batch id should be text", field=f"data.{names.batch_id}")
+    if not isinstance(items, list):
+        raise InvalidMessageError(topic, "the items should be a list", field=f"data.{names.items}")
+    _ids(topic, **{names.batch_id: batch_id})
+    return batch_id, len(items)
+
+
 def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -> ResultsFact:
     """The fact a parsed message states. Raises
     :class:`~pipeline_state.errors.UnknownTopicError` for a topic the projection does not
@@ -100,8 +145,19 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
     event_id = str(envelope.event_id)
     correlation_id = str(envelope.correlation_id)
     at = _utc(envelope.event_timestamp)
-    body: Body
-    if topic == Topic.PHASE_OUTCOME.value and isinstance(payload, ELSBatchPhaseOutcomeV1):
+    body: Body | None
+    dispatched = DISPATCH_TOPICS.get(topic)
+    if dispatched is not None and isinstance(payload, dispatched[1].model):
+        phase, spec = dispatched
+        batch_id, items = _dispatched(topic, envelope.data, spec)
+        body = PhaseDispatch(correlation_id, phase, items, at, event_id)
+    elif topic == Topic.PHASE_SKIPPED.value and isinstance(payload, PhaseSkippedV1):
+        batch_id = payload.batch_id
+        _ids(topic, batch_id=batch_id, phase_name=payload.phase_name, correlation_id=payload.correlation_id)
+        body = None
+        if payload.skip_reason == ALREADY_COMPLETED:
+            body = PhasePruned(payload.correlation_id, payload.phase_name, at, event_id)
+    elif topic == Topic.PHASE_OUTCOME.value and isinstance(payload, ELSBatchPhaseOutcomeV1):
         batch_id = payload.batch_id
         body = PhaseOutcome(
             correlation_id=str(payload.correlation_id),
@@ -162,19 +218,42 @@ def _merge_completion(runs: tuple[RunCompletion, ...], new: RunCompletion) -> tu
     return tuple(sorted(by_id.values(), key=lambda r: r.order))
 
 
-def _merge_outcome(outcomes: tuple[PhaseOutcome, ...], new: PhaseOutcome) -> tuple[PhaseOutcome, ...]:
-    by_key = {o.key: o for o in outcomes}
+K = TypeVar("K", PhaseDispatch, PhasePruned)
+
+
+def _merge_earliest(facts: tuple[K, ...], new: K) -> tuple[K, ...]:
+    """``facts`` with ``new``: per key, the one of the lowest rank."""
+    by_key = {f.key: f for f in facts}
     current = by_key.get(new.key)
-    if current is None or new.rank > current.rank:
+    if current is None or new.rank < current.rank:
         by_key[new.key] = new
-    return tuple(sorted(by_key.values(), key=lambda o: o.key))
+    return tuple(sorted(by_key.values(), key=lambda f: f.key))
+
+
+def _merge_outcome(outcomes: tuple[PhaseOutcome, ...], new: PhaseOutcome) -> tuple[PhaseOutcome, ...]:
+    """``outcomes`` with ``new``: per key, the earliest outcome and each later one with
+    strictly fewer figures (an outcome that an earlier one with as few or fewer figures
+    precedes is never the one the engine applies, whatever items the phase was sent)."""
+    if new in outcomes:
+        return outcomes
+    same = sorted([o for o in outcomes if o.key == new.key] + [new], key=lambda o: o.rank)
+    kept: list[PhaseOutcome] = []
+    for outcome in same:
+        if not kept or outcome.total < kept[-1].total:
+            kept.append(outcome)
+    others = [o for o in outcomes if o.key != new.key]
+    return tuple(sorted(others + kept, key=lambda o: (o.key, o.rank)))
 
 
 def _normal(batch: BatchResults) -> BatchResults:
-    """Drop the outcomes of completed runs: their completion holds the real figures."""
+    """Drop the outcomes and dispatches of completed runs: their completion holds the real
+    figures."""
     finished = {r.correlation_id for r in batch.completions}
-    kept = tuple(o for o in batch.outcomes if o.correlation_id not in finished)
-    return batch if len(kept) == len(batch.outcomes) else attrs.evolve(batch, outcomes=kept)
+    outcomes = tuple(o for o in batch.outcomes if o.correlation_id not in finished)
+    dispatches = tuple(d for d in batch.dispatches if d.correlation_id not in finished)
+    if len(outcomes) == len(batch.outcomes) and len(dispatches) == len(batch.dispatches):
+        return batch
+    return attrs.evolve(batch, outcomes=outcomes, dispatches=dispatches)
 
 
 def apply_fact(batch: BatchResults | None, fact: ResultsFact) -> BatchResults:
@@ -187,10 +266,16 @@ def apply_fact(batch: BatchResults | None, fact: ResultsFact) -> BatchResults:
     elif batch.batch_id != fact.batch_id:
         raise ValueError(f"fact about batch {fact.batch_id!r} applied to batch {batch.batch_id!r}")
     body = fact.body
+    if body is None:
+        return batch
     if isinstance(body, Owner):
         return attrs.evolve(batch, owner=_merge_owner(batch.owner, body))
     if isinstance(body, RunCompletion):
         return _normal(attrs.evolve(batch, completions=_merge_completion(batch.completions, body)))
+    if isinstance(body, PhaseDispatch):
+        return _normal(attrs.evolve(batch, dispatches=_merge_earliest(batch.dispatches, body)))
+    if isinstance(body, PhasePruned):
+        return attrs.evolve(batch, pruned=_merge_earliest(batch.pruned, body))
     return _normal(attrs.evolve(batch, outcomes=_merge_outcome(batch.outcomes, body)))
 
 

@@ -2,7 +2,10 @@
 
 :class:`ResultsQueries` wraps a :class:`~pipeline_state.profiles.huleedu.results.ports.ResultsStore` and
 returns read-model values, or their JSON views (:mod:`pipeline_state.profiles.huleedu.results.views`) for an
-HTTP adapter. ``None`` means "not found" (a 404).
+HTTP adapter. ``None`` means "not found" (a 404): a batch without a read model, or whose
+read model holds worker outcomes alone (not
+:attr:`~pipeline_state.profiles.huleedu.results.model.BatchResults.is_known`: no
+registration, completion, dispatch or pruned phase of it was seen).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ class ResultsQueries:
         self.store = store
 
     async def batch(self, batch_id: str) -> BatchResults | None:
-        return await self.store.load(batch_id)
+        """The read model of a batch the engine is known to have, else ``None``."""
+        batch = await self.store.load(batch_id)
+        return batch if batch is not None and batch.is_known else None
 
     async def class_summary(self, class_id: str) -> ClassResults | None:
         return await self.store.class_results(class_id)

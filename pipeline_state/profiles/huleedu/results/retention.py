@@ -17,6 +17,8 @@ import attrs
 
 from pipeline_state.profiles.huleedu.events import Topic
 
+from .projection import DISPATCH_TOPICS
+
 __all__ = ["DEFAULT_RETENTION", "RetentionPolicy"]
 
 DEFAULT_RETENTION: Mapping[str, timedelta] = MappingProxyType(
@@ -24,9 +26,12 @@ DEFAULT_RETENTION: Mapping[str, timedelta] = MappingProxyType(
         Topic.PIPELINE_COMPLETED.value: timedelta(hours=72),
         Topic.PHASE_OUTCOME.value: timedelta(hours=24),
         Topic.ESSAYS_REGISTERED.value: timedelta(hours=72),
+        **{topic: timedelta(hours=24) for topic in DISPATCH_TOPICS},
+        Topic.PHASE_SKIPPED.value: timedelta(hours=24),
     }
 )
-"""Completions 72 hours, phase outcomes 24 hours, registrations 72 hours."""
+"""Completions 72 hours, phase outcomes 24 hours, registrations 72 hours, phase commands
+(dispatches) and pruned-phase notices 24 hours: every topic the projection consumes."""
 
 
 def _frozen(value: Mapping[str, timedelta]) -> Mapping[str, timedelta]:

@@ -55,7 +55,8 @@ class ResultsHandled:
 
     ``result`` is ``applied`` (the read model changed), ``superseded`` (a completion older
     than the batch's latest: kept in its run history, the batch's results unchanged),
-    ``unchanged`` (the fact was already known) or ``duplicate`` (the event id was processed
+    ``unchanged`` (the fact was already known, or states nothing the read model keeps) or
+    ``duplicate`` (the event id was processed
     before: nothing was done). ``messages`` are the outbox rows written; ``cache_error`` is
     the error the cache hook raised, if any (the commit stands).
     """
@@ -90,8 +91,8 @@ class _Projected:
 
 
 def _label(before: BatchResults | None, after: BatchResults, fact: ResultsFact) -> str:
-    if before is not None and after == before:
-        return "unchanged"
+    if after == (before if before is not None else BatchResults(fact.batch_id)):
+        return "unchanged"  # nothing new (nothing at all: no read model is created)
     body = fact.body
     if isinstance(body, RunCompletion) and after.latest is not None and after.latest.run_id != body.run_id:
         return "superseded"

@@ -35,6 +35,7 @@ from pipeline_state.profiles.huleedu.results.model import (
     ClassDelta,
     ClassResults,
     Owner,
+    PhaseDispatch,
     PhaseOutcome,
     PhaseResultView,
     RunCompletion,
@@ -65,7 +66,7 @@ def sample_batch(
 ) -> BatchResults:
     """A read model with every kind of fact: an owner (unless ``user_id`` is ``None``), a
     completed ``cj_assessment`` run (2 essays succeeded, 1 failed) and, when
-    ``in_progress``, an outcome of a newer run."""
+    ``in_progress``, the engine's dispatch of a phase of a newer run and its outcome."""
     owner = None if user_id is None else Owner(user_id, class_id, 3, T0, f"{batch_id}-registered")
     run = RunCompletion(
         run_id=f"{batch_id}-run-1",
@@ -93,11 +94,19 @@ def sample_batch(
         observed_at=T0 + timedelta(seconds=30),
         event_id=f"{batch_id}-outcome-2",
     )
+    dispatch = PhaseDispatch(
+        correlation_id=f"{batch_id}-corr-2",
+        phase="nlp",
+        items=3,
+        observed_at=T0 + timedelta(seconds=25),
+        event_id=f"{batch_id}-dispatch-2",
+    )
     return BatchResults(
         batch_id=batch_id,
         owner=owner,
         completions=(run,) if completed else (),
         outcomes=(outcome,) if in_progress else (),
+        dispatches=(dispatch,) if in_progress else (),
         announced=(run.run_id,) if completed and owner is not None else (),
         version=version,
         updated_at=T0 + timedelta(seconds=version),
@@ -165,6 +174,7 @@ class ResultsStoreContract:
         assert (loaded.version, loaded.updated_at) == (1, T0 + timedelta(seconds=1))
         assert loaded.completions == batch.completions
         assert loaded.outcomes == batch.outcomes
+        assert loaded.dispatches == batch.dispatches
         assert loaded.status == "processing"
 
     async def test_guest_batch_without_owner_round_trips(self, store: ContractResultsStore) -> None:
@@ -402,5 +412,8 @@ class ResultsStoreContract:
         """The helper's read model means what the tests above assume."""
         batch = sample_batch("b1", in_progress=True)
         assert batch.status == "processing"
-        assert attrs.evolve(batch, outcomes=()).status == "completed_with_failures"
+        # Without the newer run (its dispatch and outcome), the completed run shows; the
+        # dispatch alone is a run in progress.
+        assert attrs.evolve(batch, outcomes=(), dispatches=()).status == "completed_with_failures"
+        assert attrs.evolve(batch, outcomes=()).status == "processing"
         assert sample_batch("b1", completed=False).status == "registered"
