@@ -40,6 +40,7 @@ from ._intake import DEFAULT_LIMITS, IntakeLimits
 from ._model import BatchState, evolve
 from ._profile import Profile, check_profile
 from ._refusal import refusal_result
+from ._replay import DEAD_LETTERED, unprocessed_replay_id
 from ._retry import Retrying
 from ._tracing import (
     TraceContext,
@@ -552,6 +553,10 @@ class PipelineService:
                 duplicate = command.event_id in processed
             else:
                 duplicate = await self.store.is_processed(command.event_id)
+            if duplicate and command.event_id not in seen:
+                replayed = await self._replayed(command)
+                if replayed is not None and replayed.event_id not in seen:
+                    command, duplicate = replayed, False
             if duplicate:
                 outcome[index] = HandleResult(
                     command.event_id, batch_id, None, duplicate=True, correlation_id=command.correlation_id
@@ -696,7 +701,7 @@ class PipelineService:
         if wanted:
             by_reason.setdefault("expired", []).extend(sorted(wanted))
         for reason, ids in by_reason.items():
-            removed += await self.store.forget_waiting(ids, f"dead_lettered:{reason}", now)
+            removed += await self.store.forget_waiting(ids, f"{DEAD_LETTERED}{reason}", now)
         self.counters["waiting_dead_lettered"] += removed
         return removed
 
@@ -800,12 +805,20 @@ class PipelineService:
         read: list[_Batch] = []  # the batch read with this attempt's inbox check, if any
 
         async def processed() -> bool:
+            nonlocal command
             if reads is None:
-                return await self.store.is_processed(command.event_id)
-            seen, state, has_waiting = await reads.load_for_event(batch_id, command.event_id)
+                seen = await self.store.is_processed(command.event_id)
+            else:
+                seen, state, has_waiting = await reads.load_for_event(batch_id, command.event_id)
+                if not seen:
+                    read.append(await self._with_waiting(batch_id, state, has_waiting))
             if not seen:
-                read.append(await self._with_waiting(batch_id, state, has_waiting))
-            return seen
+                return False
+            replayed = await self._replayed(command)
+            if replayed is None:
+                return True
+            command = replayed  # a dead-lettered fact replayed: handled under a derived id
+            return False
 
         lost: list[ConcurrencyConflictError] = []  # this call's lost compare-and-sets
         done: set[str] = set()  # resumed facts the store found handled before (see commit)
@@ -853,6 +866,16 @@ class PipelineService:
             committed=committed,
             duplicate=functools.partial(self._duplicate, command),
         )
+
+    async def _replayed(self, command: Command) -> Command | None:
+        """``command``, whose event id the inbox holds, under the id a replay of it is handled
+        with when that entry closed a dead-lettered fact (see :mod:`pipeline_state._replay`);
+        ``None`` when it is a duplicate."""
+        event_id = await unprocessed_replay_id(self.store, command.event_id)
+        if event_id is None or event_id == command.event_id:
+            return None
+        self.counters["replayed"] += 1
+        return attrs.evolve(command, event_id=event_id)
 
     def _attempts(self, batch_id: str | None = None) -> Retrying:
         """The attempts of one unit of work (:func:`~pipeline_state._unit_of_work.conflict_retries`)."""

@@ -275,6 +275,9 @@ class InboundConsumer:
         self._factory = consumer_factory or (lambda s: new_consumer(s.bootstrap_servers, **s.options()))
         self._lock = asyncio.Lock()
         self._unexpected: dict[tuple[str, int, int], int] = {}
+        self._parked: set[tuple[str, int, int]] = set()
+        """Positions dead-lettered that no commit covers yet: a record of one may come again
+        (another lane kept its partition's commit behind it) and is not dead-lettered twice."""
         self._failures = 0
         self._yielding = False
         self._consumer: ConsumerLike | None = None
@@ -294,6 +297,7 @@ class InboundConsumer:
                 await self._committed()
                 gone = {(tp.topic, tp.partition) for tp in parts}
                 self._unexpected = {k: v for k, v in self._unexpected.items() if (k[0], k[1]) not in gone}
+                self._parked = {k for k in self._parked if (k[0], k[1]) not in gone}
                 for topic, partition in gone:
                     self._lag.pop((self._bare(topic), partition), None)
         finally:
@@ -513,7 +517,26 @@ class InboundConsumer:
         self._commit_behind(consumer, book.commit)
         self._seek(consumer, book.seek)
         self._note_lag(consumer, batch, book.seek)
+        if self._parked:
+            self._forget_parked(batch, book.seek)
         return retry
+
+    def _forget_parked(
+        self, batch: Mapping[TopicPartition, Sequence[RecordLike]], unhandled: Mapping[TopicPartition, int]
+    ) -> None:
+        """Forget the dead-lettered positions of ``batch``'s partitions that will not come
+        again: those before the partition's first unhandled record (the commit covers them)."""
+        below = {(tp.topic, tp.partition): unhandled.get(tp) for tp in batch}
+        kept = set()
+        for key in self._parked:
+            part = (key[0], key[1])
+            if part not in below:
+                kept.add(key)  # a partition of another fetch
+                continue
+            first = below[part]
+            if first is not None and key[2] >= first:
+                kept.add(key)
+        self._parked = kept
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the end of each partition, as of its last fetch: the partition's
@@ -671,6 +694,12 @@ class InboundConsumer:
             return Verdict.UNEXPECTED
 
     async def _settle(self, record: RecordLike, error: Exception) -> bool:
+        position = (record.topic, record.partition, record.offset)
+        if position in self._parked:
+            # Fetched again after its dead letter was written (another lane held the
+            # partition's commit back): done with, not dead-lettered twice.
+            log.info("already dead-lettered, not written again", extra=_position(record))
+            return True
         verdict = self._classify(error)
         context = _context(record, error)
         if verdict is Verdict.RETRY:
@@ -695,6 +724,7 @@ class InboundConsumer:
             self._unexpected.pop(key, None)
         if not await self._park(record, error, context):
             return False
+        self._parked.add(position)
         self.stats.dead_lettered += 1
         if self.metrics is not None:
             self.metrics.dead_lettered(self._topic(record), type(error).__name__)

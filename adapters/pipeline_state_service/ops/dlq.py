@@ -20,8 +20,8 @@ from typing import Any
 import attrs
 
 from pipeline_state._commands import Command
-from pipeline_state._decide import derive_id
 from pipeline_state._profile import Profile
+from pipeline_state._replay import DEAD_LETTERED, MAX_REPLAYS, replay_id
 from pipeline_state._service import PipelineService
 from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
 
@@ -55,23 +55,19 @@ def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
     return f"{args.topic_prefix}{dlq_topic(args.topic)}"
 
 
-_MAX_REINJECTIONS = 1_000
-"""How many times one fact may have been re-injected and dead-lettered again (a bound on the
-walk of :func:`_event_id`, which each such round lengthens by one)."""
-
-
 async def _event_id(service: PipelineService, original: str) -> str:
     """The id to handle a letter with: the original, or, when the store dead-lettered that
-    id itself (a fact that waited too long: its inbox entry closes it), one derived from it,
-    and so on while the derived id was dead-lettered too (re-injected too early, it waited
-    and was dead-lettered again). Each round of that gets an id of its own, so the fact
-    applies once its batch is ready, and is a duplicate after that."""
+    id itself (a fact that waited too long: its inbox entry closes it), the id a replay of
+    it is handled under (:func:`~pipeline_state._replay.replay_id`, as the service derives
+    it for a letter produced back to its topic), and so on while that one was dead-lettered
+    too (re-injected too early). So the fact applies once its batch is ready, and is a
+    duplicate after that."""
     event_id = original
-    for _ in range(_MAX_REINJECTIONS):
+    for _ in range(MAX_REPLAYS):
         entry = await service.store.inbox_entry(event_id)
-        if entry is None or not entry.result.startswith("dead_lettered:"):
+        if entry is None or not entry.result.startswith(DEAD_LETTERED):
             return event_id
-        event_id = derive_id("operator", "dlq-reinject", event_id)
+        event_id = replay_id(event_id)
     raise OperatorError(ExitCode.REFUSED, f"event {original} was dead-lettered after too many re-injections")
 
 
