@@ -17,8 +17,11 @@ from ._names import StateNames
 
 __all__ = ["ENGINE_KEYS", "ViewNames", "run_view", "snapshot"]
 
-ENGINE_KEYS = frozenset({"batch_id", "status", "version", "active_run", "history"})
-"""The keys of a batch's view that the engine fills (:func:`snapshot`)."""
+ENGINE_KEYS = frozenset(
+    {"batch_id", "status", "version", "active_run", "history", "created_at", "updated_at", "transitions"}
+)
+"""The keys of a batch's view that the engine fills (:func:`snapshot`), and those the
+operator's ``batch show`` adds to it (with ``expected_<items key>``)."""
 
 
 @attrs.frozen
@@ -42,6 +45,9 @@ class ViewNames:
                 return f"{field} {key!r} is a key the engine's view has already"
         if len(set(keys.values())) < len(keys):
             return f"the keys must differ, got {keys}"
+        expected = f"expected_{self.items}"
+        if expected in (self.owner, self.group_id):
+            return f"{expected!r} is the key of the expected {self.items_word} (from items {self.items!r})"
         return None
 
     @property

@@ -81,21 +81,24 @@ MAX_SHORT_TEXT_LENGTH = 64
 MAX_FREE_TEXT_LENGTH = 10_000
 """Upper bound (characters) on free text such as a retry's reason."""
 
-_NO_CONTROL = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069]*$"
+_UNSHOWABLE = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""C0 and C1 controls and DEL (a C1 CSI starts a terminal escape as ESC [ does), the line and
+paragraph separators, the bidirectional marks, embeddings, overrides and isolates."""
+_NO_CONTROL = rf"^[^{_UNSHOWABLE}]*$"
 _NO_NUL = r"^[^\x00]*$"
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NO_CONTROL)]
 """A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
-(NUL included), bidirectional embeddings, overrides or isolates (U+202A-U+202E,
-U+2066-U+2069: they turn the text after an id around wherever it is shown) or lone
-surrogates (pydantic refuses a string it cannot encode as UTF-8 whenever a constraint
+(C0, DEL and C1, NUL included), line or paragraph separators, bidirectional marks,
+embeddings, overrides or isolates (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069:
+they turn the text after an id around wherever it is shown) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8 whenever a constraint
 applies)."""
 
 ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 """Validates one value with the :data:`Id` rule (for an id outside a wire model)."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(f"[{_UNSHOWABLE}]")
 
 
 def is_id_text(value: str) -> bool:

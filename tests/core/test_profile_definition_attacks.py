@@ -196,6 +196,8 @@ def test_a_command_topic_on_the_dead_letter_topic_of_a_consumed_topic_is_refused
         (ViewNames(items="version"), "'version'"),
         (ViewNames(owner="who", group_id="who"), "must differ"),
         (ViewNames(group_id="group id"), "group_id"),
+        (ViewNames(owner="created_at"), "'created_at'"),
+        (ViewNames(owner="expected_item_count"), "expected"),
     ],
 )
 def test_view_names_that_collide_with_the_engine_keys_are_refused(names: ViewNames, culprit: str) -> None:
