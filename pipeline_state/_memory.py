@@ -303,6 +303,12 @@ class InMemoryStore:
         self._check()
         return self._batches.get(batch_id), batch_id in self._waiting_by_batch
 
+    def was_dead_lettered(self, event_id: str) -> bool | None:
+        """Whether the inbox entry of ``event_id`` closes a fact the waiting sweep
+        dead-lettered (:mod:`pipeline_state._replay`); ``None`` when there is none."""
+        entry = self._inbox.get(event_id)
+        return None if entry is None else entry[2].startswith("dead_lettered:")
+
     async def load_for_event(self, batch_id: str, event_id: str) -> tuple[bool, BatchState | None, bool]:
         """:meth:`is_processed` and :meth:`load_with_waiting` in one call
         (:class:`~pipeline_state.ports.EventReadingStore`)."""

@@ -7,7 +7,12 @@ key and value produced back to the original topic). Under its own id the replay 
 duplicate of that inbox entry; it is handled under an id derived from it instead
 (:func:`replay_id`), the same whichever way it came back, so it applies once and a second
 replay is a duplicate. A replay that was dead-lettered again (replayed too early) derives
-once more, up to :data:`MAX_REPLAYS` rounds.
+once more, up to :data:`MAX_REPLAYS` rounds. A replay waits and resumes under its derived id
+(its message keeps the original one).
+
+The chain starts from the original's inbox entry: once the inbox retention purged it, a
+replay is handled under the original id again, like any message the inbox forgot (a fact
+that applied since is then a late one, and changes nothing).
 """
 
 from __future__ import annotations

@@ -67,6 +67,8 @@ from .errors import (
     WaitingLimitError,
 )
 from .ports import (
+    CLOCK_STEP_HORIZON_SECONDS,
+    MAX_STALLED_AGE_SECONDS,
     Change,
     Clock,
     EventReadingStore,
@@ -202,8 +204,21 @@ MAX_WAITING_PER_BATCH = 1000
 (:class:`~pipeline_state.errors.WaitingLimitError`), so every fact kept is re-attempted on
 each change of its batch."""
 
-_ONE_BATCH = (CorruptStateError, ConcurrencyConflictError, BadCommandError, IllegalTransitionError)
-"""What stops the deadline sweep of one batch, not of the others."""
+_ONE_BATCH = (
+    CorruptStateError,
+    ConcurrencyConflictError,
+    DuplicateEventError,
+    BadCommandError,
+    IllegalTransitionError,
+)
+"""What stops a sweep (deadlines, waiting facts) of one batch, not of the others."""
+
+_CLOCK_STEP_HORIZON = timedelta(seconds=CLOCK_STEP_HORIZON_SECONDS)
+"""A time stored more than this ahead of the reader's clock was written by a clock ahead."""
+
+_MAX_UNSWEPT = 10_000
+"""At most this many overdue batches that could not be swept are remembered, so that later
+deadline sweeps ask for them on top of their limit (see ``expire_overdue``)."""
 
 _SWEEP_PAGES = 100
 """At most this many pages of expired facts are dead-lettered by one waiting sweep."""
@@ -274,6 +289,10 @@ def _parsed(
     """The command ``raw`` carries and its bytes, parsed within ``limits``."""
     data = _raw_bytes(topic, raw)
     return _command(inbound, topic, data, limits), data
+
+
+def _log_unswept(what: str, batch_id: str, error: Exception) -> None:
+    log.error("%s %s: %s: %s", what, batch_id, type(error).__name__, error, extra={"batch_id": batch_id})
 
 
 def _readiness(facts: Iterable[WaitingFact], inbound: Inbound) -> list[str]:
@@ -397,6 +416,8 @@ class PipelineService:
         self._unsettled: set[str] = set()
         """Batches to look at again once this call's commits are done (see
         :meth:`_settle_new_batches`)."""
+        self._unswept: set[str] = set()
+        """Overdue batches the last deadline sweep could not sweep (see :meth:`expire_overdue`)."""
         self._group: Coalescer[_Queued, HandleResult] | None = None
         if group_limit > 1:
             self._group = Coalescer(self._alone, self._together, limit=group_limit)
@@ -579,6 +600,7 @@ class PipelineService:
             except (ConcurrencyConflictError, DuplicateEventError):
                 log.debug("batched commit of %d changes lost a race, handling one by one", len(changes))
                 return False
+            self._note_unsettled(changes)
         for index, steps in staged:
             outcome[index] = self._committed(steps, 1)
         for index, result in outcome.items():
@@ -608,10 +630,24 @@ class PipelineService:
 
         A batch that cannot be swept (its stored state is unreadable, it kept losing its
         compare-and-set, the decision refused it) is logged and left for the next sweep; the
-        other batches are swept all the same. A store that cannot be reached stops the sweep."""
+        other batches are swept all the same. Such batches take no slot of ``limit`` in later
+        sweeps (up to :data:`_MAX_UNSWEPT` of them are remembered and asked for on top), so
+        overdue batches that cannot be swept never keep the others from their deadlines. A
+        store that cannot be reached stops the sweep."""
         now = self.clock.now()
         results = []
-        for batch_id in await self.store.overdue_batches(now, limit):
+        unswept = self._unswept
+        overdue = await self.store.overdue_batches(now, limit + len(unswept))
+        if len(overdue) < limit + len(unswept):
+            # Runs changed "in the future" (a process whose clock was ahead accepted them):
+            # their deadlines may be that far ahead too; the phase guard ``overdue`` decides.
+            ahead = await self.store.stalled_runs(now, MAX_STALLED_AGE_SECONDS, limit=limit)
+            overdue = list(dict.fromkeys([*overdue, *(s.batch_id for s in ahead)]))
+        self._unswept = failed = unswept.intersection(overdue)
+        swept = 0
+        for batch_id in overdue:
+            if swept >= limit and batch_id not in failed:
+                continue  # the page asked for room for the batches that failed before
             try:
                 results.append(await self._expire(batch_id, now))
             except _ONE_BATCH as exc:
@@ -622,6 +658,11 @@ class PipelineService:
                     exc,
                     extra={"batch_id": batch_id},
                 )
+                if len(failed) < _MAX_UNSWEPT:
+                    failed.add(batch_id)
+                continue
+            failed.discard(batch_id)
+            swept += 1
         return results
 
     async def _expire(self, batch_id: str, now: datetime) -> HandleResult:
@@ -668,13 +709,33 @@ class PipelineService:
         """
         now = self.clock.now() if now is None else now
         cutoff = now - timedelta(seconds=self.waiting_window_seconds)
+        ahead = now + _CLOCK_STEP_HORIZON
         facts = await self.store.list_waiting(arrived_before=cutoff, limit=limit)
+        if len(facts) < limit:
+            # Stamped more than the horizon ahead: kept by a process whose clock was ahead
+            # (CLOCK_STEP_HORIZON_SECONDS), it would otherwise wait until that time comes.
+            # Such a fact reaches the oldest page (arrival order) within a window or two.
+            listed = {f.event_id for f in facts}
+            oldest = await self.store.list_waiting(limit=limit)
+            future = [f for f in oldest if f.arrived_at > ahead and f.event_id not in listed]
+            facts += future[: limit - len(facts)]
         expired: list[ExpiredFact] = []
         for batch_id in dict.fromkeys(f.batch_id for f in facts):
-            await self.resume_waiting(batch_id)
-            batch = await self._read(batch_id)
+            try:
+                await self.resume_waiting(batch_id)
+                batch = await self._read(batch_id)
+            except _ONE_BATCH as exc:
+                # Its facts can never apply to a batch that cannot be read: they expire as
+                # listed (their dead letters keep them for a replay once it is mended).
+                _log_unswept("waiting sweep could not read batch", batch_id, exc)
+                expired.extend(
+                    ExpiredFact(f, f"waited for {f.waits_for}; its batch cannot be read: {exc}")
+                    for f in facts
+                    if f.batch_id == batch_id
+                )
+                continue
             for fact in batch.waiting:
-                if fact.arrived_at >= cutoff:
+                if cutoff <= fact.arrived_at <= ahead:
                     continue
                 if await self._deny_expired(fact):
                     continue
@@ -682,6 +743,11 @@ class PipelineService:
                     f"waited {self.waiting_window_seconds:g}s for {fact.waits_for} "
                     f"(since {fact.arrived_at.isoformat()})"
                 )
+                if fact.arrived_at > ahead:
+                    reason = (
+                        f"waited for {fact.waits_for}, stamped {fact.arrived_at.isoformat()} by a "
+                        "clock ahead of this one"
+                    )
                 expired.append(ExpiredFact(fact, reason))
         return expired
 
@@ -718,7 +784,10 @@ class PipelineService:
         and leaves that fact (and the rest) waiting for the next sweep."""
         resumed = 0
         for batch_id in dict.fromkeys(f.batch_id for f in await self.store.list_waiting(limit=limit)):
-            resumed += len(await self.resume_waiting(batch_id))
+            try:
+                resumed += len(await self.resume_waiting(batch_id))
+            except _ONE_BATCH as exc:  # expired_waiting below deals with its facts
+                _log_unswept("waiting sweep could not re-attempt batch", batch_id, exc)
         denied_before = self.counters["waiting_denied"]
         dead = 0
         for _ in range(_SWEEP_PAGES):  # a full page: more may have expired, take them now
@@ -746,7 +815,7 @@ class PipelineService:
     async def _deny_expired(self, fact: WaitingFact) -> bool:
         """Answer an expired pipeline request with its denial; ``False`` for other facts."""
         try:
-            command = _command(self.profile.inbound, fact.topic, fact.raw, self.limits)
+            command = self._fact_command(fact)
         except InvalidMessageError:
             return False
         if not isinstance(command.payload, RequestPipeline):
@@ -871,6 +940,9 @@ class PipelineService:
         """``command``, whose event id the inbox holds, under the id a replay of it is handled
         with when that entry closed a dead-lettered fact (see :mod:`pipeline_state._replay`);
         ``None`` when it is a duplicate."""
+        seen = getattr(self.store, "was_dead_lettered", None)
+        if callable(seen) and seen(command.event_id) is False:
+            return None  # the inbox check just found a plain duplicate: no second read
         event_id = await unprocessed_replay_id(self.store, command.event_id)
         if event_id is None or event_id == command.event_id:
             return None
@@ -910,6 +982,11 @@ class PipelineService:
         else:
             for change in changes:  # a store without commit_many: one unit of work per change
                 await self.store.commit(change)
+        self._note_unsettled(changes)
+
+    def _note_unsettled(self, changes: Sequence[Change]) -> None:
+        """After ``changes`` committed: the batches they created, or kept a fact for while
+        they did not exist, to look at again (:meth:`_settle_new_batches`)."""
         for change in changes:
             if change.expected_version is None and (change.state is not None or change.waiting is not None):
                 self._unsettled.add(change.batch_id)
@@ -980,6 +1057,15 @@ class PipelineService:
             steps = _with_rewaits(steps + self._resume(batch, done), batch)
         return steps
 
+    def _fact_command(self, fact: WaitingFact) -> Command:
+        """The command of a waiting fact, under the fact's event id: a replayed dead letter
+        waits under the id derived for it (:mod:`pipeline_state._replay`), while its message
+        still carries the original one, which the inbox closed."""
+        command = _command(self.profile.inbound, fact.topic, fact.raw, self.limits)
+        if command.event_id != fact.event_id:
+            command = attrs.evolve(command, event_id=fact.event_id)
+        return command
+
     def _resume(self, batch: _Batch, done: frozenset[str] | set[str] = frozenset()) -> list[_Staged]:
         """Re-attempt ``batch``'s waiting facts in arrival order against its state; each that
         no longer waits is decided (and leaves the waiting set). After a fact moves the
@@ -1001,9 +1087,7 @@ class PipelineService:
                 command = commands.get(fact.event_id)
                 if command is None:
                     try:
-                        command = commands[fact.event_id] = _command(
-                            self.profile.inbound, fact.topic, fact.raw, self.limits
-                        )
+                        command = commands[fact.event_id] = self._fact_command(fact)
                     except InvalidMessageError as exc:  # stored by an older version, say
                         steps.append(self._rejected(fact, batch.state, exc))
                         batch.waiting.remove(fact)

@@ -10,6 +10,7 @@ decoded with :mod:`pipeline_state_sql.codec`, so a corrupted row raises
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Text,
     bindparam,
+    case,
     cast,
     delete,
     exists,
@@ -38,6 +40,8 @@ from sqlalchemy import (
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
+from pipeline_state._replay import DEAD_LETTERED
+from pipeline_state.errors import CorruptStateError
 from pipeline_state.ports import (
     CLOCK_STEP_HORIZON_SECONDS,
     OutboxRow,
@@ -50,6 +54,8 @@ from .codec import decode_run, decode_state, stored_status
 from .outbox import ROW_COLUMNS, row_to_outbox
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .state_cache import StateCache
+
+log = logging.getLogger("pipeline_state_sql.queries")
 
 __all__ = [
     "ArchivedRun",
@@ -95,8 +101,10 @@ def _load_for_event(state: Any, stamp: Any = None) -> Any:
     duplicate); with ``stamp``, also the stamp of the batch row."""
     of_batch = BATCHES.c.batch_id == bindparam("b_id")
     stamped = () if stamp is None else (select(stamp).where(of_batch).scalar_subquery().label("stamp"),)
+    of_event = INBOX.c.event_id == bindparam("e_id")
     return select(
-        exists().where(INBOX.c.event_id == bindparam("e_id")).label("processed"),
+        exists().where(of_event).label("processed"),
+        exists().where(of_event, INBOX.c.result.startswith(DEAD_LETTERED)).label("dead_lettered"),
         select(state).where(of_batch).scalar_subquery().label("state"),
         *stamped,
         exists().where(WAITING.c.batch_id == bindparam("b_id")).label("waiting"),
@@ -121,9 +129,13 @@ def _load_for_events(state: Any, no_state: Any, stamp: Any = None) -> Any:
         select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), state, *more).where(
             BATCHES.c.batch_id.in_(_B_IDS)
         ),
-        select(literal("i"), INBOX.c.event_id, no_state, *none).where(
-            INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))
-        ),
+        # "d": held as a fact the waiting sweep dead-lettered (pipeline_state._replay)
+        select(
+            case((INBOX.c.result.startswith(DEAD_LETTERED), literal("d")), else_=literal("i")),
+            INBOX.c.event_id,
+            no_state,
+            *none,
+        ).where(INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))),
         select(literal("w"), WAITING.c.batch_id, no_state, *none)
         .where(WAITING.c.batch_id.in_(_B_IDS))
         .distinct(),
@@ -176,34 +188,37 @@ def _decoded(
 
 def load_for_event(
     conn: Connection, batch_id: str, event_id: str, states: StateCache | None = None
-) -> tuple[bool, BatchState | None, bool]:
+) -> tuple[bool, BatchState | None, bool, bool]:
     """Whether the inbox holds ``event_id``, and (when it does not) the stored state of
-    ``batch_id`` (or ``None``) and whether facts of it wait: one statement. With ``states``
-    the document is read as text and decoded through that cache."""
+    ``batch_id`` (or ``None``) and whether facts of it wait, and whether the entry held
+    closes a fact the waiting sweep dead-lettered: one statement. With ``states`` the
+    document is read as text and decoded through that cache."""
     if states is None:
         statement = _LOAD_FOR_EVENT
     else:
         statement = _LOAD_FOR_EVENT_STAMPED if states.stamped else _LOAD_FOR_EVENT_TEXT
     row = conn.execute(statement, {"b_id": batch_id, "e_id": event_id}).one()
     if row.processed:
-        return True, None, False
+        return True, None, False, bool(row.dead_lettered)
     stamp = row.stamp if states is not None and states.stamped else None
-    return False, _decoded(batch_id, row.state, states, stamp), bool(row.waiting)
+    return False, _decoded(batch_id, row.state, states, stamp), bool(row.waiting), False
 
 
 def load_for_events(
     conn: Connection, events: Sequence[tuple[str, str]], states: StateCache | None = None
-) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]]]:
-    """For ``(batch id, event id)`` pairs: the event ids the inbox holds, and for each batch
-    with an event it does not hold, its stored state (or ``None``) and whether facts of it
-    wait; one statement (:func:`load_for_event` for many, ``states`` likewise)."""
+) -> tuple[frozenset[str], dict[str, tuple[BatchState | None, bool]], frozenset[str]]:
+    """For ``(batch id, event id)`` pairs: the event ids the inbox holds, for each batch
+    with an event it does not hold its stored state (or ``None``) and whether facts of it
+    wait, and which of the held entries close facts the waiting sweep dead-lettered; one
+    statement (:func:`load_for_event` for many, ``states`` likewise)."""
     if not events:
-        return frozenset(), {}
+        return frozenset(), {}, frozenset()
     batch_ids = list(dict.fromkeys(b for b, _ in events))
     event_ids = list(dict.fromkeys(e for _, e in events))
     documents: dict[str, Any] = {}
     stamps: dict[str, str] = {}
     processed: set[str] = set()
+    dead: set[str] = set()
     waiting: set[str] = set()
     if states is None:
         statement = _LOAD_FOR_EVENTS
@@ -216,6 +231,9 @@ def load_for_events(
                 stamps[key] = stamp[0]
         elif kind == "i":
             processed.add(key)
+        elif kind == "d":
+            processed.add(key)
+            dead.add(key)
         else:
             waiting.add(key)
     wanted = dict.fromkeys(b for b, e in events if e not in processed)
@@ -223,7 +241,7 @@ def load_for_events(
     for batch_id in wanted:
         document = documents.get(batch_id)
         read[batch_id] = (_decoded(batch_id, document, states, stamps.get(batch_id)), batch_id in waiting)
-    return frozenset(processed), read
+    return frozenset(processed), read, frozenset(dead)
 
 
 def _fact(row: Any) -> WaitingFact:
@@ -323,7 +341,8 @@ def stalled_runs(conn: Connection, now: datetime, older_than: float, *, limit: i
     """Processing batches not changed for ``older_than`` seconds, least recently changed
     first, with the parked outbox rows keyed by each; a batch last changed more than
     :data:`~pipeline_state.ports.CLOCK_STEP_HORIZON_SECONDS` ahead of ``now`` (by a clock
-    that was ahead) counts as not changed since."""
+    that was ahead) counts as not changed since. A batch whose stored state cannot be read
+    is logged (an error naming it) and left out, so that it hides none of the others."""
     cutoff = now - timedelta(seconds=older_than)
     statement = (
         select(BATCHES.c.batch_id, BATCHES.c.state)
@@ -335,7 +354,13 @@ def stalled_runs(conn: Connection, now: datetime, older_than: float, *, limit: i
         .order_by(BATCHES.c.updated_at, BATCHES.c.batch_id)
         .limit(limit)
     )
-    states = [decode_state(row.batch_id, row.state) for row in conn.execute(statement)]
+    states = []
+    for found in conn.execute(statement):
+        try:
+            states.append(decode_state(found.batch_id, found.state))
+        except CorruptStateError as exc:  # listed in the log, never hiding the others
+            where = {"batch_id": found.batch_id}
+            log.error("stalled run listing: batch %s cannot be read: %s", found.batch_id, exc, extra=where)
     parked: dict[str, list[OutboxRow]] = {}
     if states:
         rows = conn.execute(

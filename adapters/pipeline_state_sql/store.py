@@ -17,7 +17,7 @@ whatever else the database refuses as invalid data is translated into the same e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -104,6 +104,9 @@ def _check_change(change: Change) -> None:
 
 _W = TypeVar("_W")
 
+_HELD_LIMIT = 4096
+"""How many inbox checks :meth:`SqlStore.was_dead_lettered` remembers (each answered once)."""
+
 
 def _stamped(
     conn: Connection,
@@ -141,6 +144,8 @@ class SqlStore(LaneStore):
         super().__init__(engine, lease=lease, owns_engine=owns_engine)
         self._hand_off: tuple[HandOff, Clock, Callable[[], bool] | None] | None = None
         self._states: StateCache | None = None
+        self._dead_lettered_seen: dict[str, bool] = {}
+        """What the last inbox checks saw of held event ids (see :meth:`was_dead_lettered`)."""
         if is_sqlite(engine):
             self._states = StateCache()
         elif is_postgres(engine):
@@ -213,7 +218,11 @@ class SqlStore(LaneStore):
         together; a processed event gives ``(True, None, False)``)."""
         check_id(batch_id, "batch id")
         check_id(event_id, "event id")
-        return await self._read(queries.load_for_event, batch_id, event_id, self._states)
+        read = await self._read(queries.load_for_event, batch_id, event_id, self._states)
+        seen, state, waiting, dead = read
+        if seen:
+            self._held(((event_id, dead),))
+        return seen, state, waiting
 
     async def load_for_events(
         self, events: Sequence[tuple[str, str]]
@@ -224,7 +233,25 @@ class SqlStore(LaneStore):
         for batch_id, event_id in events:
             check_id(batch_id, "batch id")
             check_id(event_id, "event id")
-        return await self._read(queries.load_for_events, list(events), self._states)
+        processed, read, dead = await self._read(queries.load_for_events, list(events), self._states)
+        self._held((e, e in dead) for e in processed)
+        return processed, read
+
+    def _held(self, entries: Iterable[tuple[str, bool]]) -> None:
+        """Remember, for :meth:`was_dead_lettered`, what the last inbox checks saw."""
+        held = self._dead_lettered_seen
+        for event_id, dead in entries:
+            held[event_id] = dead
+        while len(held) > _HELD_LIMIT:
+            del held[next(iter(held))]
+
+    def was_dead_lettered(self, event_id: str) -> bool | None:
+        """Whether the inbox entry of ``event_id`` that the last :meth:`load_for_event` or
+        :meth:`load_for_events` found closes a fact the waiting sweep dead-lettered (the
+        service then handles a replay of it, :mod:`pipeline_state._replay`); ``None`` when no
+        such check is remembered (ask the inbox). Answered once per check: a plain
+        duplicate costs no second read."""
+        return self._dead_lettered_seen.pop(event_id, None)
 
     async def commit(self, change: Change) -> None:
         _check_change(change)

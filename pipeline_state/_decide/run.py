@@ -15,6 +15,7 @@ from pipeline_state._outbound import Notice, RunSummary
 from pipeline_state._profile import COMMAND_OVERHEAD_BYTES, CommandSpec, command_fields
 from pipeline_state._wire import MAX_ITEM_ID_LENGTH
 from pipeline_state.errors import CorruptStateError, ItemMismatchError
+from pipeline_state.ports import CLOCK_STEP_HORIZON_SECONDS
 
 from . import machines
 from .context import PhaseCtx, RunCtx, Session
@@ -324,8 +325,18 @@ def items_sent(ctx: PhaseCtx) -> str | None:
 
 
 def overdue(ctx: PhaseCtx) -> str | None:
-    deadline = ctx.engine.phases[ctx.name].deadline_at
-    return None if deadline is not None and deadline <= ctx.engine.session.now else "not_overdue"
+    """Past its deadline, or the deadline is further ahead than the phase's own span and
+    :data:`~pipeline_state.ports.CLOCK_STEP_HORIZON_SECONDS` allow: a process whose clock
+    was ahead set it, and it would block the batch until that time came."""
+    phase = ctx.engine.phases[ctx.name]
+    deadline = phase.deadline_at
+    if deadline is None:
+        return "not_overdue"
+    now = ctx.engine.session.now
+    if deadline <= now:
+        return None
+    span = timedelta(seconds=(phase.deadline_seconds or 0) + CLOCK_STEP_HORIZON_SECONDS)
+    return None if deadline > now + span else "not_overdue"
 
 
 def resends_left(ctx: PhaseCtx) -> str | None:

@@ -21,7 +21,6 @@ import attrs
 
 from pipeline_state._commands import Command
 from pipeline_state._profile import Profile
-from pipeline_state._replay import DEAD_LETTERED, MAX_REPLAYS, replay_id
 from pipeline_state._service import PipelineService
 from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
 
@@ -55,22 +54,6 @@ def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
     return f"{args.topic_prefix}{dlq_topic(args.topic)}"
 
 
-async def _event_id(service: PipelineService, original: str) -> str:
-    """The id to handle a letter with: the original, or, when the store dead-lettered that
-    id itself (a fact that waited too long: its inbox entry closes it), the id a replay of
-    it is handled under (:func:`~pipeline_state._replay.replay_id`, as the service derives
-    it for a letter produced back to its topic), and so on while that one was dead-lettered
-    too (re-injected too early). So the fact applies once its batch is ready, and is a
-    duplicate after that."""
-    event_id = original
-    for _ in range(MAX_REPLAYS):
-        entry = await service.store.inbox_entry(event_id)
-        if entry is None or not entry.result.startswith(DEAD_LETTERED):
-            return event_id
-        event_id = replay_id(event_id)
-    raise OperatorError(ExitCode.REFUSED, f"event {original} was dead-lettered after too many re-injections")
-
-
 async def _one(service: PipelineService, topic: str, letter: Any, actor: str) -> Reinjected:
     raw: bytes = letter.value or b""
     where = {"partition": letter.partition, "offset": letter.offset}
@@ -85,14 +68,16 @@ async def _one(service: PipelineService, topic: str, letter: Any, actor: str) ->
         envelope, payload = service.profile.inbound.parse(topic, raw, limits=service.limits)
     except InvalidMessageError as exc:
         return Reinjected(**where, event_id=None, batch_id=None, result="failed", error=one_line(exc))
-    event_id = await _event_id(service, str(envelope.event_id))
+    # A fact the waiting sweep dead-lettered is handled under the id its replay derives
+    # (pipeline_state._replay): the service finds it, and answers it in the result.
+    event_id = str(envelope.event_id)
     command = Command(payload, event_id, str(envelope.correlation_id), requested_by=actor)
     batch_id = command.batch_id
     try:
         result = await service.handle(command, topic=topic, raw=raw)
     except _STILL_FAILING as exc:
         return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=one_line(exc))
-    return Reinjected(**where, event_id=event_id, batch_id=batch_id, result=result.label)
+    return Reinjected(**where, event_id=result.event_id, batch_id=batch_id, result=result.label)
 
 
 async def reinject(args: argparse.Namespace) -> int:

@@ -53,12 +53,12 @@ class ResultsDesk:
 
     async def observe(self, message: Message) -> None:
         """Project one message, then relay what that announced. A message that breaks the
-        wire contract is recorded as dead-lettered and changes nothing, as a consumer parks
-        it on the topic's dead-letter topic."""
+        wire contract is recorded as ``invalid:<reason>`` and changes nothing (a consumer
+        parks it on the topic's dead-letter topic)."""
         try:
             handled = await self.service.handle_message(message.topic, dict(message.value))
         except InvalidMessageError as exc:
-            self.observed.append(Observed(message, f"dead_lettered:{exc.reason}"[:200], ()))
+            self.observed.append(Observed(message, f"invalid:{exc.reason}"[:200], ()))
             return
         await self.relay.drain()
         self.observed.append(Observed(message, handled.result, handled.announced))

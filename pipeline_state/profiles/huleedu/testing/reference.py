@@ -39,6 +39,7 @@ statuses are the wire strings of the contract.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -59,6 +60,19 @@ __all__ = [
     "WaitingRef",
     "plan_order",
 ]
+
+_IDS = uuid.UUID("6f1c1c2e-9a53-4b8e-8f3c-0d8c43f1b7a1")
+"""The namespace of the engine's derived ids (UUID v5 of their parts joined by ``\\x1f``)."""
+
+MAX_REPLAYS = 1_000
+"""How many times one fact may be replayed and dead-lettered again (the engine's bound)."""
+
+
+def replay_id(event_id: str) -> str:
+    """The id the replay of a dead-lettered fact ``event_id`` is handled under, as the
+    contract derives it (``operator``, ``dlq-reinject`` and the fact's id)."""
+    return str(uuid.uuid5(_IDS, "\x1f".join(("operator", "dlq-reinject", event_id))))
+
 
 Refs = dict[str, str | None]
 """Essays as ``{essay_id: text_storage_id}``."""
@@ -329,6 +343,9 @@ class ReferenceModel:
         """Waiting facts of every batch, in arrival order."""
         self.batches: dict[str, RefBatch] = {}
         self.seen: set[str] = set()
+        self.dead_lettered: set[str] = set()
+        """Event ids of facts the waiting sweep dead-lettered: a replay of one is handled
+        under a derived id (:mod:`pipeline_state._replay`)."""
         self.now = 0.0
 
     # -- views ----------------------------------------------------------------------------
@@ -374,6 +391,18 @@ class ReferenceModel:
     # -- inputs ---------------------------------------------------------------------------
     def _first_time(self, event_id: str) -> bool:
         return event_id not in self.seen
+
+    def _unprocessed(self, event_id: str) -> str | None:
+        """The id a fact arriving as ``event_id`` is handled under: its own when new; when
+        the waiting sweep dead-lettered it, the id its replay derives (again while that one
+        was dead-lettered too); ``None`` for a duplicate."""
+        for _ in range(MAX_REPLAYS):
+            if event_id not in self.seen:
+                return event_id
+            if event_id not in self.dead_lettered:
+                return None
+            event_id = replay_id(event_id)
+        return None
 
     def _done(self, event_id: str, expectation: Expectation) -> Expectation:
         if expectation.kind != "raised":
@@ -552,6 +581,7 @@ class ReferenceModel:
                 assert denial in ("batch_not_found", "batch_not_ready"), denial
                 sweep.denied.append((fact.event_id, denial))
             else:
+                self.dead_lettered.add(fact.event_id)
                 sweep.dead_letters.append(
                     DeadLetter(fact.event_id, fact.batch_id, fact.topic, fact.waits_for)
                 )
@@ -562,8 +592,10 @@ class ReferenceModel:
     ) -> Expectation:
         """A fact that may wait: a duplicate, kept waiting, or decided now (and then, if it
         changed its batch, the batch's waiting facts are re-attempted)."""
-        if not self._first_time(event_id):
+        replayed = self._unprocessed(event_id)
+        if replayed is None:
             return Expectation("ignored", duplicate=True)
+        event_id = replayed
         fact = WaitingRef(event_id, batch_id, kind, topic, "", self.now, args)
         reason = self._waits(fact, fresh=True)
         if reason is not None:
