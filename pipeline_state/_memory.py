@@ -305,7 +305,7 @@ class InMemoryStore:
 
     def was_dead_lettered(self, event_id: str) -> bool | None:
         """Whether the inbox entry of ``event_id`` closes a fact the waiting sweep
-        dead-lettered (:mod:`pipeline_state._replay`); ``None`` when there is none."""
+        dead-lettered (``pipeline_state._replay``); ``None`` when there is none."""
         entry = self._inbox.get(event_id)
         return None if entry is None else entry[2].startswith("dead_lettered:")
 

@@ -631,7 +631,7 @@ class PipelineService:
         A batch that cannot be swept (its stored state is unreadable, it kept losing its
         compare-and-set, the decision refused it) is logged and left for the next sweep; the
         other batches are swept all the same. Such batches take no slot of ``limit`` in later
-        sweeps (up to :data:`_MAX_UNSWEPT` of them are remembered and asked for on top), so
+        sweeps (up to 10,000 of them are remembered and asked for on top), so
         overdue batches that cannot be swept never keep the others from their deadlines. A
         store that cannot be reached stops the sweep."""
         now = self.clock.now()
@@ -938,7 +938,7 @@ class PipelineService:
 
     async def _replayed(self, command: Command) -> Command | None:
         """``command``, whose event id the inbox holds, under the id a replay of it is handled
-        with when that entry closed a dead-lettered fact (see :mod:`pipeline_state._replay`);
+        with when that entry closed a dead-lettered fact (see ``pipeline_state._replay``);
         ``None`` when it is a duplicate."""
         seen = getattr(self.store, "was_dead_lettered", None)
         if callable(seen) and seen(command.event_id) is False:
@@ -1059,7 +1059,7 @@ class PipelineService:
 
     def _fact_command(self, fact: WaitingFact) -> Command:
         """The command of a waiting fact, under the fact's event id: a replayed dead letter
-        waits under the id derived for it (:mod:`pipeline_state._replay`), while its message
+        waits under the id derived for it (``pipeline_state._replay``), while its message
         still carries the original one, which the inbox closed."""
         command = _command(self.profile.inbound, fact.topic, fact.raw, self.limits)
         if command.event_id != fact.event_id:

@@ -14,6 +14,7 @@ import attrs
 
 from ._model import BatchState, Run
 from ._names import StateNames
+from ._wire import is_id_text
 
 __all__ = ["ENGINE_KEYS", "ViewNames", "run_view", "snapshot"]
 
@@ -34,13 +35,17 @@ class ViewNames:
     items: str = "item_count"
 
     def problem(self) -> str | None:
-        """Why these keys cannot key a view, or ``None``: each must be a name (letters,
-        digits and ``_``, not starting with a digit), the three distinct, and none one of the
-        engine's own keys (:data:`ENGINE_KEYS`), which it would overwrite."""
+        """Why these keys cannot key a view, or ``None``: each must be 1 to 64 characters
+        that can be shown (the id rule, :func:`~pipeline_state._wire.is_id_text`; a key
+        need not be a Python name: JSON and the docs take any), the three distinct, and none
+        one of the engine's own keys (:data:`ENGINE_KEYS`), which it would overwrite."""
         keys = {"owner": self.owner, "group_id": self.group_id, "items": self.items}
         for field, key in keys.items():
-            if not isinstance(key, str) or not key.isidentifier() or not key.isascii() or len(key) > 64:
-                return f"{field} must be a name of 1 to 64 ASCII letters, digits and '_', got {key!r:.80}"
+            if not isinstance(key, str) or len(key) > 64 or not key.strip() or not is_id_text(key):
+                return (
+                    f"{field} must be 1 to 64 characters without control or bidirectional "
+                    f"characters, got {key!r:.80}"
+                )
             if key in ENGINE_KEYS:
                 return f"{field} {key!r} is a key the engine's view has already"
         if len(set(keys.values())) < len(keys):

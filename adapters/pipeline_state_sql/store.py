@@ -248,7 +248,7 @@ class SqlStore(LaneStore):
     def was_dead_lettered(self, event_id: str) -> bool | None:
         """Whether the inbox entry of ``event_id`` that the last :meth:`load_for_event` or
         :meth:`load_for_events` found closes a fact the waiting sweep dead-lettered (the
-        service then handles a replay of it, :mod:`pipeline_state._replay`); ``None`` when no
+        service then handles a replay of it, ``pipeline_state._replay``); ``None`` when no
         such check is remembered (ask the inbox). Answered once per check: a plain
         duplicate costs no second read."""
         return self._dead_lettered_seen.pop(event_id, None)

@@ -6,24 +6,28 @@ from __future__ import annotations
 from pipeline_state._wire import MAX_FREE_TEXT_LENGTH
 from pipeline_state.errors import BadCommandError
 
-__all__ = ["check_free_text"]
+__all__ = ["check_free_text", "free_text_problem"]
+
+
+def free_text_problem(value: str, limit: int = MAX_FREE_TEXT_LENGTH) -> str | None:
+    """Why ``value`` cannot be kept as free text, or ``None``: more than ``limit``
+    characters, a NUL (which PostgreSQL refuses) or a lone surrogate (which no store can
+    encode). Line breaks are free text's own."""
+    if len(value) > limit:
+        return f"is {len(value)} characters long, more than {limit}"
+    if "\x00" in value:
+        return "holds a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate"
+    return None
 
 
 def check_free_text(value: str | None, what: str, batch_id: str) -> None:
     """Raise :class:`~pipeline_state.errors.BadCommandError` unless ``value`` is ``None`` or
-    at most :data:`~pipeline_state._wire.MAX_FREE_TEXT_LENGTH` characters without a NUL
-    (which PostgreSQL refuses) or a lone surrogate (which no store can encode)."""
-    if value is None:
-        return
-    problem = None
-    if len(value) > MAX_FREE_TEXT_LENGTH:
-        problem = f"is {len(value)} characters long, more than {MAX_FREE_TEXT_LENGTH}"
-    elif "\x00" in value:
-        problem = "holds a NUL character"
-    else:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            problem = "holds a lone surrogate"
+    free text by :func:`free_text_problem` (at most
+    :data:`~pipeline_state._wire.MAX_FREE_TEXT_LENGTH` characters)."""
+    problem = None if value is None else free_text_problem(value)
     if problem is not None:
         raise BadCommandError(f"the {what} {problem}", batch_id=batch_id)

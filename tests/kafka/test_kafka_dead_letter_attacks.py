@@ -149,6 +149,11 @@ async def test_a_waited_fact_replayed_to_its_topic_as_documented_applies(
                 f"{runner.stats.duplicates}, inbox entry of its event id: "
                 f"{entry.result if entry else None}"
             )
+        # A second replay of the same letter is a duplicate: nothing applies twice.
+        duplicates, handled = runner.stats.duplicates, runner.stats.handled
+        await producer.send_and_wait(letter.headers["dlq_original_topic"], letter.raw, letter.key.encode())
+        await wait_until(lambda: runner.stats.handled > handled, what="the second replay handled")
+        assert runner.stats.duplicates == duplicates + 1
 
 
 async def test_hostile_headers_and_keys_are_dead_lettered_once_and_never_stop_serve(

@@ -19,6 +19,7 @@ import attrs
 
 from pipeline_state._commands import Command, OperatorCommand
 from pipeline_state._decide import derive_id
+from pipeline_state._decide.text import free_text_problem
 from pipeline_state._intake import DEFAULT_LIMITS, IntakeLimits
 from pipeline_state._profile import Profile
 from pipeline_state._service import HandleResult, PipelineService
@@ -139,20 +140,11 @@ for good."""
 
 
 def reason_text(given: str | None) -> str | None:
-    """``--reason`` when the HTTP API would take it too: at most :data:`MAX_REASON_LENGTH`
-    characters, without NUL or lone surrogates (line breaks allowed); else a usage error."""
-    if given is None:
-        return None
-    try:
-        given.encode("utf-8")
-    except UnicodeEncodeError:
-        usable = False
-    else:
-        usable = len(given) <= MAX_REASON_LENGTH and "\x00" not in given
-    if not usable:
-        raise OperatorError(
-            ExitCode.USAGE, f"--reason must be at most {MAX_REASON_LENGTH} characters, without NUL"
-        )
+    """``--reason`` when the HTTP API would take it too: free text of at most
+    :data:`MAX_REASON_LENGTH` characters (no NUL, no lone surrogate; line breaks allowed);
+    else a usage error."""
+    if given is not None and (problem := free_text_problem(given, MAX_REASON_LENGTH)) is not None:
+        raise OperatorError(ExitCode.USAGE, f"--reason {problem}")
     return given
 
 

@@ -345,7 +345,7 @@ class ReferenceModel:
         self.seen: set[str] = set()
         self.dead_lettered: set[str] = set()
         """Event ids of facts the waiting sweep dead-lettered: a replay of one is handled
-        under a derived id (:mod:`pipeline_state._replay`)."""
+        under a derived id (``pipeline_state._replay``)."""
         self.now = 0.0
 
     # -- views ----------------------------------------------------------------------------
