@@ -91,8 +91,8 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pa
 """A non-empty id of at most :data:`MAX_ID_LENGTH` characters, without control characters
 (C0, DEL and C1, NUL included), line or paragraph separators, bidirectional marks,
 embeddings, overrides or isolates (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069:
-they turn the text after an id around wherever it is shown) or lone surrogates (pydantic refuses a string it cannot encode as UTF-8 whenever a constraint
-applies)."""
+they turn the text after an id around wherever it is shown) or lone surrogates
+(pydantic refuses a string it cannot encode as UTF-8 whenever a constraint applies)."""
 
 ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 """Validates one value with the :data:`Id` rule (for an id outside a wire model)."""

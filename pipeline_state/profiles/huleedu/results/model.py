@@ -139,8 +139,20 @@ class PhaseResultView:
         return self.status in _DONE
 
 
+class _OfRunPhase:
+    """A fact about one phase of one run: keyed by ``(correlation_id, phase)``."""
+
+    __slots__ = ()
+    correlation_id: str
+    phase: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.correlation_id, self.phase)
+
+
 @attrs.frozen
-class PhaseDispatch:
+class PhaseDispatch(_OfRunPhase):
     """The engine's dispatch of a phase in a run: the phase's initiate command, which the
     engine sends once per phase and run under the run's correlation id (a re-send after a
     deadline keeps its event id)."""
@@ -154,10 +166,6 @@ class PhaseDispatch:
     event_id: str = attrs.field(eq=False)
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.correlation_id, self.phase)
-
-    @property
     def rank(self) -> tuple[datetime, bool, int]:
         """The earliest wins; on a tie, a known item count before an unknown one."""
         return (self.observed_at, self.items is None, self.items or 0)
@@ -168,7 +176,7 @@ class PhaseDispatch:
 
 
 @attrs.frozen
-class PhaseOutcome:
+class PhaseOutcome(_OfRunPhase):
     """One phase outcome reported while a run is in progress (``ELSBatchPhaseOutcomeV1``)."""
 
     correlation_id: str
@@ -178,10 +186,6 @@ class PhaseOutcome:
     failed: int
     observed_at: datetime
     event_id: str = attrs.field(eq=False)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.correlation_id, self.phase)
 
     @property
     def rank(self) -> tuple[datetime, str, int, int]:
@@ -197,7 +201,7 @@ class PhaseOutcome:
 
 
 @attrs.frozen
-class PhasePruned:
+class PhasePruned(_OfRunPhase):
     """A phase the engine pruned from a run because it was completed before, by an earlier
     run or recorded by an operator (``PhaseSkippedV1`` with ``skip_reason="already_completed"``)."""
 
@@ -205,10 +209,6 @@ class PhasePruned:
     phase: str
     observed_at: datetime
     event_id: str = attrs.field(eq=False)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.correlation_id, self.phase)
 
     @property
     def rank(self) -> tuple[datetime]:
