@@ -30,64 +30,35 @@ from pipeline_state_sql.results_store import SqlResultsStore, open_results_store
 from schemathesis.checks import not_a_server_error
 
 from pipeline_state import InMemoryRuntime
-from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
     ResultsQueries,
-    ResultsService,
     ResultsStore,
 )
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.results_platform import ResultsPlatform
 
 from .conftest import API_TOKEN, BASE, TOKENS, authed_client, bearer
 
-OUTCOME = Topic.PHASE_OUTCOME.value
 TEACHER = "teacher-7"
 CLASS = "class-7"
 
 
-class Platform:
+class Platform(ResultsPlatform):
     """The engine and a results consumer beside it, writing into ``results``."""
 
     def __init__(self, results: ResultsStore) -> None:
-        self.rt = InMemoryRuntime()
-        self.env = HuleEduEnvelopes()
-        self.store = results
-        self.results = ResultsService(results, clock=self.rt.clock)
-        for topic in self.results.topics:  # the outcomes are handed over by deliver()
-            if topic != OUTCOME:
-                self.rt.bus.subscribe(topic, self._on_bus)
-
-    async def _on_bus(self, message: OutboxMessage) -> None:
-        await self.results.handle_message(message.topic, dict(message.value))
-
-    async def deliver(self, topic: str, value: dict[str, Any]) -> list[dict[str, Any]]:
-        out = await self.rt.deliver(topic, value)
-        if topic == OUTCOME:
-            await self.results.handle_message(topic, value)
-        return out
+        super().__init__(results, owner=TEACHER)
 
     async def complete_run(self, batch_id: str, *, essays: int = 4) -> None:
         """Register a class batch and run ``cj_assessment`` on it to completion (one essay
         fails in ``cj_assessment``)."""
-        ids = self.env.item_ids(batch_id, essays)
-        await self.deliver(*self.env.register(batch_id, owner=TEACHER, group_id=CLASS, items=essays))
-        await self.deliver(*self.env.provisioned(batch_id, ids))
-        await self.deliver(*self.env.group_confirmed(batch_id, CLASS, ids))
-        await self.deliver(*self.env.items_ready(batch_id, ids))
-        corr = str(uuid.uuid4())
-        await self.deliver(
-            *self.env.request(batch_id, "cj_assessment", requested_by=TEACHER, correlation_id=corr)
-        )
+        ids = await self.ready_batch(batch_id, essays, class_id=CLASS)
+        corr = await self.start(batch_id, "cj_assessment")
         self.rt.clock.advance(3)
-        self.env.timestamp = self.rt.clock.now()
-        await self.deliver(*self.env.outcome(batch_id, "spellcheck", corr, processed=ids))
+        await self.outcome(batch_id, "spellcheck", corr, processed=ids)
         self.rt.clock.advance(5)
-        self.env.timestamp = self.rt.clock.now()
-        out = await self.deliver(
-            *self.env.outcome(batch_id, "cj_assessment", corr, processed=ids[:-1], failed=ids[-1:])
-        )
+        out = await self.outcome(batch_id, "cj_assessment", corr, processed=ids[:-1], failed=ids[-1:])
         assert Topic.PIPELINE_COMPLETED.value in [m["topic"] for m in out]
 
 

@@ -9,13 +9,11 @@ consumes them). The results outbox is relayed to the same bus.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
-from pipeline_state import CancelRun, InMemoryRuntime, OutboxRelay
-from pipeline_state.ports import OutboxMessage
+from pipeline_state import CancelRun, OutboxRelay
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.results import (
     InMemoryResultsStore,
@@ -23,64 +21,24 @@ from pipeline_state.profiles.huleedu.results import (
     ResultsQueries,
     ResultsService,
 )
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.results_platform import ResultsPlatform
 
-OUTCOME = Topic.PHASE_OUTCOME.value
 READY = Topic.RESULTS_READY.value
 NOTIFY = Topic.TEACHER_NOTIFICATION.value
 
 
-class Platform:
-    """The engine, the results consumer beside it, and every message the consumer saw."""
+class Platform(ResultsPlatform):
+    """The engine, the results consumer beside it (every message it saw in ``consumed``),
+    and the results outbox relayed to the engine's bus after each consumed message."""
 
     def __init__(self) -> None:
-        self.rt = InMemoryRuntime()
-        self.env = HuleEduEnvelopes()
-        self.store = InMemoryResultsStore()
         self.cache = RecordingCacheInvalidator()
-        self.results = ResultsService(self.store, clock=self.rt.clock, cache=self.cache)
+        super().__init__(owner="teacher-7", cache=self.cache)
         self.relay = OutboxRelay(self.store, self.rt.bus, self.rt.clock)
-        self.consumed: list[tuple[str, dict[str, Any]]] = []
-        for topic in self.results.topics:  # the outcomes are handed over by deliver()
-            if topic != OUTCOME:
-                self.rt.bus.subscribe(topic, self._on_bus)
-
-    async def _on_bus(self, message: OutboxMessage) -> None:
-        await self.consume(message.topic, dict(message.value))
 
     async def consume(self, topic: str, value: dict[str, Any]) -> None:
-        self.consumed.append((topic, value))
-        await self.results.handle_message(topic, value)
+        await super().consume(topic, value)
         await self.relay.drain()
-
-    async def deliver(self, topic: str, value: dict[str, Any]) -> list[dict[str, Any]]:
-        out = await self.rt.deliver(topic, value)
-        if topic == OUTCOME:
-            await self.consume(topic, value)
-        return out
-
-    async def ready_class_batch(self, batch_id: str, class_id: str, essays: int) -> list[str]:
-        ids = self.env.item_ids(batch_id, essays)
-        await self.deliver(*self.env.register(batch_id, owner="teacher-7", group_id=class_id, items=essays))
-        await self.deliver(*self.env.provisioned(batch_id, ids))
-        await self.deliver(*self.env.group_confirmed(batch_id, class_id, ids))
-        await self.deliver(*self.env.items_ready(batch_id, ids))
-        return ids
-
-    async def start(self, batch_id: str, pipeline: str) -> str:
-        corr = str(uuid.uuid4())
-        out = await self.deliver(
-            *self.env.request(batch_id, pipeline, requested_by="teacher-7", correlation_id=corr)
-        )
-        assert Topic.PIPELINE_DENIED.value not in [m["topic"] for m in out]
-        return corr
-
-    async def outcome(self, batch_id: str, phase: str, corr: str, **kw: Any) -> list[dict[str, Any]]:
-        self.env.timestamp = self.rt.clock.now()
-        return await self.deliver(*self.env.outcome(batch_id, phase, corr, **kw))
-
-    def published(self, topic: str) -> list[dict[str, Any]]:
-        return [dict(m.value) for m in self.rt.bus.messages(topic)]
 
 
 @pytest.fixture
@@ -90,7 +48,7 @@ def platform() -> Platform:
 
 async def test_pipelines_reach_the_read_model_and_are_announced(platform: Platform) -> None:
     p = platform
-    ids = await p.ready_class_batch("b1", "class-7", essays=4)
+    ids = await p.ready_batch("b1", essays=4, class_id="class-7")
 
     corr1 = await p.start("b1", "cj_assessment")
     p.rt.clock.advance(3)

@@ -10,74 +10,27 @@ decision.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from pipeline_state import CancelRun, InMemoryRuntime
+from pipeline_state import CancelRun
 from pipeline_state._commands import RecordPhaseCompletion
 from pipeline_state.errors import BatchNotFoundError, ItemMismatchError
 from pipeline_state.ports import OutboxMessage
 from pipeline_state.profiles.huleedu.events import Topic
-from pipeline_state.profiles.huleedu.results import (
-    InMemoryResultsStore,
-    ResultsQueries,
-    ResultsService,
-)
+from pipeline_state.profiles.huleedu.results import ResultsQueries
 from pipeline_state.profiles.huleedu.results.projection import DISPATCH_TOPICS
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.results_platform import ResultsPlatform
 
-OUTCOME = Topic.PHASE_OUTCOME.value
 COMPLETED = Topic.PIPELINE_COMPLETED.value
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Platform:
-    """The engine and the results consumer beside it (in memory)."""
-
-    def __init__(self) -> None:
-        self.rt = InMemoryRuntime()
-        self.env = HuleEduEnvelopes()
-        self.store = InMemoryResultsStore()
-        self.results = ResultsService(self.store, clock=self.rt.clock)
-        self.queries = ResultsQueries(self.store)
-        for topic in self.results.topics:  # the outcomes are handed over by deliver()
-            if topic != OUTCOME:
-                self.rt.bus.subscribe(topic, self._on_bus)
-
-    async def _on_bus(self, message: OutboxMessage) -> None:
-        await self.results.handle_message(message.topic, dict(message.value))
-
-    async def deliver(self, topic: str, value: dict[str, Any]) -> list[dict[str, Any]]:
-        out = await self.rt.deliver(topic, value)
-        if topic == OUTCOME:
-            await self.results.handle_message(topic, value)
-        return out
-
-    async def ready_batch(self, batch_id: str, essays: int = 3, class_id: str = "class-r") -> list[str]:
-        ids = self.env.item_ids(batch_id, essays)
-        await self.deliver(*self.env.register(batch_id, owner="teacher-r", group_id=class_id, items=essays))
-        await self.deliver(*self.env.provisioned(batch_id, ids))
-        await self.deliver(*self.env.group_confirmed(batch_id, class_id, ids))
-        await self.deliver(*self.env.items_ready(batch_id, ids))
-        return ids
-
-    async def start(self, batch_id: str, pipeline: str) -> str:
-        corr = str(uuid.uuid4())
-        out = await self.deliver(
-            *self.env.request(batch_id, pipeline, requested_by="teacher-r", correlation_id=corr)
-        )
-        assert Topic.PIPELINE_DENIED.value not in [m["topic"] for m in out]
-        return corr
-
-    async def outcome(
-        self, batch_id: str, phase: str, corr: str, *, stamp_offset: float = 0.0, **kw: Any
-    ) -> list[dict[str, Any]]:
-        """An outcome stamped by the worker at the engine's now plus ``stamp_offset`` seconds."""
-        self.env.timestamp = self.rt.clock.now() + timedelta(seconds=stamp_offset)
-        return await self.deliver(*self.env.outcome(batch_id, phase, corr, **kw))
+class Platform(ResultsPlatform):
+    """The engine and the results consumer beside it (in memory), with the two reads the
+    tests compare."""
 
     async def engine_status(self, batch_id: str) -> str:
         snap = await self.rt.snapshot(batch_id)
