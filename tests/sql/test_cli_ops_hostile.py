@@ -21,13 +21,13 @@ from typing import Any
 import asyncpg
 import attrs
 import pytest
-from pipeline_state_sql import SqlStore, open_store
+from pipeline_state_sql import SqlStore
 
 from pipeline_state import PipelineService
-from pipeline_state._cli import main
 from pipeline_state._commands import CancelRun, Command
 from pipeline_state.ports import OutboxRow
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.cli_kit import Cli, read, run_main, store_args, with_store
 
 COMPLETED = "huleedu.batch.pipeline.completed.v1"
 
@@ -36,52 +36,6 @@ COMPLETED = "huleedu.batch.pipeline.completed.v1"
 class Db:
     url: str
     schema: str | None = None
-
-
-@attrs.frozen
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def _main(argv: Sequence[str]) -> int:
-    try:
-        return main(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str], store_args: Sequence[str]) -> None:
-        self.capsys = capsys
-        self.store_args = list(store_args)
-
-    def __call__(self, *argv: str, store: bool = True) -> Ran:
-        self.capsys.readouterr()
-        code = _main([*argv, *(self.store_args if store else [])])
-        captured = self.capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-
-def _store_args(db: Any) -> list[str]:
-    return ["--store", db.url] + (["--schema", db.schema] if db.schema else [])
-
-
-async def _with_store(db: Any, work: Any) -> Any:
-    store = await open_store(db.url, schema=db.schema, upgrade=True)
-    try:
-        return await work(store)
-    finally:
-        await store.close()
-
-
-def _read(db: Any, work: Any) -> Any:
-    return asyncio.run(_with_store(db, work))
 
 
 def _seed(
@@ -98,7 +52,7 @@ def _seed(
         for batch_id in active:
             assert (await service.handle_message(*env.request(batch_id, "nlp"))).label == "applied"
 
-    _read(db, seed)
+    read(db, seed)
 
 
 def _provision(db: Any, batch_id: str) -> None:
@@ -106,7 +60,7 @@ def _provision(db: Any, batch_id: str) -> None:
         env = HuleEduEnvelopes()
         await PipelineService(store).handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 2)))
 
-    _read(db, work)
+    read(db, work)
 
 
 @pytest.fixture
@@ -116,7 +70,7 @@ def db(database: Any) -> Any:
 
 @pytest.fixture
 def cli(db: Any, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys, _store_args(db))
+    return Cli(capsys, store_args(db))
 
 
 # -- who asked ------------------------------------------------------------------------------------
@@ -191,7 +145,7 @@ def test_a_stored_name_with_control_characters_is_escaped_by_batch_show(
         command = Command(CancelRun("b1", user_id="x"), "evt-hostile", "corr-hostile", requested_by=actor)
         assert (await PipelineService(store).handle(command, topic="operator.CancelRun")).label == "applied"
 
-    _read(db, cancel_as)
+    read(db, cancel_as)
     shown = cli("batch", "show", "b1")
     assert shown.code == 0, shown.err
     assert not _forged(shown.out), shown.out
@@ -224,7 +178,7 @@ def test_a_retry_reason_longer_than_the_http_apis_bound_is_refused(db: Any, cli:
         runs = [r for r in (state.active_run, *await store.history("b1")) if r is not None]
         return max(len(r.retry_reason or "") for r in runs)
 
-    size = _read(db, stored_reason)
+    size = read(db, stored_reason)
     refused_or_bounded = ran.code == 2 or size <= 2000
     assert refused_or_bounded, f"a {size}-character retry reason was stored (exit {ran.code})"
     assert (ran.code, ran.out, size) == (2, "", 0), (ran.code, ran.err, size)
@@ -236,7 +190,7 @@ def test_a_retry_reason_longer_than_the_http_apis_bound_is_refused(db: Any, cli:
         assert (again.code, cancel.code) == (2, 2), (again.err, cancel.err)
     taken = cli("phase", "retry", "b1", "spellcheck", "--as", "alice", "--reason", "R" * 2000, "--json")
     assert (taken.code, taken.json["result"]) == (0, "applied"), taken.err
-    assert _read(db, stored_reason) == 2000
+    assert read(db, stored_reason) == 2000
 
 
 # -- idempotency keys ------------------------------------------------------------------------------
@@ -413,7 +367,7 @@ def test_a_postgres_store_of_a_newer_schema_revision_is_refused_unwritten(
     nothing written."""
     _seed(pg, active=["b1"])
     _bump_revision(pg, "ffff_written_by_a_newer_release")
-    cli = Cli(capsys, _store_args(pg))
+    cli = Cli(capsys, store_args(pg))
 
     done = cli("run", "cancel", "b1", "--as", "alice", "--json")
 
@@ -421,7 +375,7 @@ def test_a_postgres_store_of_a_newer_schema_revision_is_refused_unwritten(
         state = await store.load("b1")
         return state is not None and state.active_run is not None
 
-    still_active = asyncio.run(_with_store_no_upgrade(pg, active))
+    still_active = asyncio.run(with_store(pg, active, upgrade=False))
     answer = done.json["result"] if done.code == 0 else done.err.strip()
     why = f"exit {done.code} ({answer}); run still active: {still_active}"
     assert done.code != 0, why
@@ -432,20 +386,12 @@ def test_a_postgres_store_of_a_newer_schema_revision_is_refused_unwritten(
     assert cli("batch", "show", "b1").code == 4  # reads are refused too
 
 
-async def _with_store_no_upgrade(db: Any, work: Any) -> Any:
-    store = await open_store(db.url, schema=db.schema, upgrade=False)
-    try:
-        return await work(store)
-    finally:
-        await store.close()
-
-
 @pytest.mark.postgres
 def test_an_unmigrated_postgres_schema_exits_4(pg: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """Was a defect (fixed): an empty schema (never migrated) exited 1 ("refused by the
     engine") with SQLAlchemy's "(ProgrammingError) relation "batches" does not exist". Now
     the revision is checked on open: exit 4, one line saying the schema needs migrating."""
-    cli = Cli(capsys, _store_args(pg))
+    cli = Cli(capsys, store_args(pg))
     ran = cli("batch", "show", "b1", "--json")
     assert ran.err.count("\n") == 1, ran.err
     assert ran.code in (2, 4), f"exit {ran.code}: {ran.err.strip()}"
@@ -462,14 +408,14 @@ def test_a_postgres_store_without_its_revision_is_refused_unwritten(
     written without a check. Now exit 4, one line, the run stays active."""
     _seed(pg, active=["b1"])
     _bump_revision(pg, None)
-    done = Cli(capsys, _store_args(pg))("run", "cancel", "b1", "--as", "alice", "--json")
+    done = Cli(capsys, store_args(pg))("run", "cancel", "b1", "--as", "alice", "--json")
     assert (done.code, done.out, done.err.count("\n")) == (4, "", 1), done.err
 
     async def active(store: SqlStore) -> bool:
         state = await store.load("b1")
         return state is not None and state.active_run is not None
 
-    assert asyncio.run(_with_store_no_upgrade(pg, active))
+    assert asyncio.run(with_store(pg, active, upgrade=False))
 
 
 def test_a_closed_stdout_after_an_applied_action_stops_quietly(sqlite_url: str, tmp_path: Path) -> None:
@@ -509,7 +455,7 @@ def test_a_closed_stdout_after_an_applied_action_stops_quietly(sqlite_url: str, 
         state = await store.load("b1")
         return state is not None and state.active_run is not None
 
-    assert not _read(db, active)  # the cancel was applied
+    assert not read(db, active)  # the cancel was applied
     why = (
         f"exit {proc.returncode}, stderr {proc.stderr!r}: an applied action reported as an unreachable store"
     )
@@ -568,13 +514,13 @@ def test_concurrent_cancels_of_one_run_complete_it_once(db: Any, capsys: pytest.
     """Held: four operators' identical cancels at once (separate threads, separate engines):
     one cancels, the others are duplicates (or refused), and the run completes exactly once."""
     _seed(db, active=["b1"])
-    args = _store_args(db)
+    args = store_args(db)
     codes: list[int] = []
     gate = threading.Barrier(4)
 
     def one(name: str) -> None:
         gate.wait(timeout=30)
-        codes.append(_main(["run", "cancel", "b1", "--as", name, *args]))
+        codes.append(run_main(["run", "cancel", "b1", "--as", name, *args]))
 
     threads = [threading.Thread(target=one, args=(f"op{i}",)) for i in range(4)]
     for t in threads:
@@ -591,7 +537,7 @@ def test_concurrent_cancels_of_one_run_complete_it_once(db: Any, capsys: pytest.
         assert state is not None
         return sum(1 for r in rows if r.message.topic == COMPLETED), len(await store.history("b1"))
 
-    assert _read(db, completions) == (1, 1)
+    assert read(db, completions) == (1, 1)
 
 
 async def _all_rows(store: SqlStore) -> list[OutboxRow]:
@@ -620,8 +566,8 @@ def test_cancel_racing_the_last_outcome_completes_the_run_once(
             out[b] = state.active_run.correlation_id
         return out
 
-    correlations = _read(db, corr)
-    args = _store_args(db)
+    correlations = read(db, corr)
+    args = store_args(db)
     env = HuleEduEnvelopes()
 
     def outcomes() -> None:
@@ -632,11 +578,11 @@ def test_cancel_racing_the_last_outcome_completes_the_run_once(
                 await service.handle_message(*env.outcome(b, "spellcheck", correlations[b], processed=ids))
                 await service.handle_message(*env.outcome(b, "nlp", correlations[b], processed=ids))
 
-        _read(db, work)
+        read(db, work)
 
     def cancels() -> None:
         for b in batches:
-            _main(["run", "cancel", b, "--as", "ops", *args])
+            run_main(["run", "cancel", b, "--as", "ops", *args])
 
     threads = [threading.Thread(target=outcomes), threading.Thread(target=cancels)]
     for t in threads:
@@ -657,7 +603,7 @@ def test_cancel_racing_the_last_outcome_completes_the_run_once(
             ]
             assert len(done) == 1, (b, len(done))
 
-    _read(db, check)
+    read(db, check)
 
 
 async def _park_all(store: SqlStore) -> list[OutboxRow]:
@@ -678,15 +624,15 @@ def test_republishing_a_parked_row_twice_delivers_it_once(
     """Held: three operators republish one parked row at once: each exits 0, the row is
     delivered once, and a later republish finds nothing parked."""
     _seed(db, active=["b1"])
-    parked = _read(db, _park_all)
+    parked = read(db, _park_all)
     spell = next(r for r in parked if "spellcheck" in r.message.topic).message.event_id
-    args = _store_args(db)
+    args = store_args(db)
     codes: list[int] = []
     gate = threading.Barrier(3)
 
     def one(name: str) -> None:
         gate.wait(timeout=30)
-        codes.append(_main(["outbox", "republish", spell, "--as", name, *args]))
+        codes.append(run_main(["outbox", "republish", spell, "--as", name, *args]))
 
     threads = [threading.Thread(target=one, args=(f"op{i}",)) for i in range(3)]
     for t in threads:
@@ -699,10 +645,10 @@ def test_republishing_a_parked_row_twice_delivers_it_once(
     async def relay_and_again(store: SqlStore) -> list[str]:
         return [r.message.event_id for r in await _all_rows(store)]
 
-    assert _read(db, relay_and_again) == [spell]  # delivered once
+    assert read(db, relay_and_again) == [spell]  # delivered once
     again = Cli(capsys, args)("outbox", "republish", spell, "--as", "late", "--json")
     assert (again.code, again.json["republished"]) == (0, [])
-    assert _read(db, relay_and_again) == []
+    assert read(db, relay_and_again) == []
 
 
 def test_a_cancel_reason_is_recorded(db: Any, cli: Cli) -> None:

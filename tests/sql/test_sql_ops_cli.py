@@ -5,68 +5,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-import attrs
 import pytest
 from pipeline_state_service.ops.keys import cancel_key
-from pipeline_state_sql import SqlStore, open_store
+from pipeline_state_sql import SqlStore
 
 from pipeline_state import PipelineService
-from pipeline_state._cli import main
 from pipeline_state.ports import OutboxRow
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-
-
-class Database(Protocol):
-    """The ``database`` fixture of ``conftest.py``: a URL and, on PostgreSQL, a schema."""
-
-    url: str
-    schema: str | None
-
-
-@attrs.frozen
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-class Cli:
-    """Runs ``pipeline-state`` in this process against one store."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str], store_args: Sequence[str]) -> None:
-        self.capsys = capsys
-        self.store_args = list(store_args)
-
-    def __call__(self, *argv: str, store: bool = True) -> Ran:
-        self.capsys.readouterr()
-        try:
-            code = main([*argv, *(self.store_args if store else [])])
-        except SystemExit as exc:  # argparse: --version, usage errors
-            code = int(exc.code or 0)
-        captured = self.capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
+from tests.cli_kit import Cli, Database, read, store_args, with_store
 
 
 async def _ready(service: PipelineService, env: HuleEduEnvelopes, batch_id: str) -> None:
     await service.handle_message(*env.register(batch_id, items=2))
     await service.handle_message(*env.provisioned(batch_id, env.item_ids(batch_id, 2)))
-
-
-async def _with_store(db: Database, work: Any) -> Any:
-    store = await open_store(db.url, schema=db.schema, upgrade=True)
-    try:
-        return await work(store)
-    finally:
-        await store.close()
 
 
 def _seed(db: Database, *, active: Sequence[str] = (), ready: Sequence[str] = ()) -> None:
@@ -79,11 +34,7 @@ def _seed(db: Database, *, active: Sequence[str] = (), ready: Sequence[str] = ()
         for batch_id in active:
             assert (await service.handle_message(*env.request(batch_id, "nlp"))).label == "applied"
 
-    asyncio.run(_with_store(db, seed))
-
-
-def _read(db: Database, work: Any) -> Any:
-    return asyncio.run(_with_store(db, work))
+    asyncio.run(with_store(db, seed))
 
 
 @pytest.fixture
@@ -93,8 +44,7 @@ def db(database: Database) -> Database:
 
 @pytest.fixture
 def cli(db: Database, capsys: pytest.CaptureFixture[str]) -> Cli:
-    args = ["--store", db.url] + (["--schema", db.schema] if db.schema else [])
-    return Cli(capsys, args)
+    return Cli(capsys, store_args(db))
 
 
 def test_batch_show_prints_state_active_run_history_and_transition_log(db: Database, cli: Cli) -> None:
@@ -259,7 +209,7 @@ async def _park_commands(store: SqlStore) -> list[OutboxRow]:
 
 def test_outbox_parked_rows_are_listed_and_republished_through_the_engine(db: Database, cli: Cli) -> None:
     _seed(db, active=["b1"])
-    parked = _read(db, _park_commands)
+    parked = read(db, _park_commands)
     spell = next(r for r in parked if "spellcheck" in r.message.topic)
 
     listed = cli("outbox", "parked", "--json")
@@ -277,7 +227,7 @@ def test_outbox_parked_rows_are_listed_and_republished_through_the_engine(db: Da
     async def rows(store: SqlStore) -> list[OutboxRow]:
         return await store.outbox_rows([spell.message.event_id])
 
-    (row,) = _read(db, rows)
+    (row,) = read(db, rows)
     assert (row.parked, row.attempts, row.published_at) == (False, 0, None)  # queued for the relay
     logged = [
         t for t in cli("batch", "show", "b1", "--json").json["transitions"] if t["requested_by"] == "dave"
