@@ -26,6 +26,7 @@ from pipeline_state_kafka.testing import Collector, LocalBroker, send_envelopes
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from tests.cli_kit import Ran
 from tests.optional import require
 
 PG_DEFAULT = "postgresql+asyncpg://root@127.0.0.1:5432/test"
@@ -110,17 +111,6 @@ async def store_of(db: Db) -> AsyncIterator[Any]:
         yield store
     finally:
         await store.close()
-
-
-@attrs.frozen
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 async def cli(db: Db, *argv: str, actor: str = "operator-1", extra_env: dict[str, str] | None = None) -> Ran:
