@@ -79,7 +79,7 @@ def past_from_history(document: Document) -> Document:
     history = document.pop("history")
     if type(history) is not list:
         raise Invalid(f"field 'history' should be list, got {type(history).__name__}")
-    recorded: dict[object, object] = {}
+    recorded: dict[str, object] = {}
     for index, run in enumerate(history):
         phases = run.get("phases") if type(run) is dict else None
         if type(phases) is not list:
@@ -87,9 +87,18 @@ def past_from_history(document: Document) -> Document:
                 f"field 'phases' should be list, got {type(phases).__name__} (at history[{index}].phases)"
             )
         for phase in phases:
-            if type(phase) is dict and phase.get("status") in _DONE:
-                recorded.pop(phase.get("name"), None)
-                recorded[phase.get("name")] = phase.get("outputs")
+            if type(phase) is not dict:
+                continue
+            status, name = phase.get("status"), phase.get("name")
+            for field, value in (("status", status), ("name", name)):
+                if type(value) is not str:
+                    raise Invalid(
+                        f"field {field!r} should be str, got {type(value).__name__} "
+                        f"(at history[{index}].phases)"
+                    )
+            if status in _DONE:
+                recorded.pop(name, None)  # re-inserted: the order says which came last
+                recorded[name] = phase.get("outputs")
     document["past"] = {
         "correlations": [run.get("correlation_id") for run in history],
         "accepted": [run.get("accepted_at") for run in history],

@@ -63,6 +63,10 @@ class DocumentCodec(Generic[T]):
             current = self.schema.upgrade(document)
         except (UnknownSchemaError, Invalid) as exc:  # an upgrade step names what it cannot read
             raise CorruptStateError(batch_id, str(exc)) from None
+        except Exception as exc:  # a step met stored data it did not foresee: still this row's fault
+            raise CorruptStateError(
+                batch_id, f"{self.what} could not be upgraded ({type(exc).__name__}: {exc})"
+            ) from None
         try:
             value: T = self._structure(current, self.cls)
         except Exception:
