@@ -69,6 +69,16 @@ __all__ = [
 _DONE = frozenset(status.value for status in PHASE_DONE)
 
 
+def _phase_text(phase: dict[str, object], field: str, index: int) -> str:
+    """The text field ``field`` of an archived phase of the run at ``history[index]``."""
+    value = phase.get(field)
+    if type(value) is not str:
+        raise Invalid(
+            f"field {field!r} should be str, got {type(value).__name__} (at history[{index}].phases)"
+        )
+    return value
+
+
 def past_from_history(document: Document) -> Document:
     """Layout 1 -> 2: the archived runs under ``history`` become their summary, ``past``
     (every run's correlation id and acceptance time, in order; per phase completed in them,
@@ -89,13 +99,7 @@ def past_from_history(document: Document) -> Document:
         for phase in phases:
             if type(phase) is not dict:
                 continue
-            status, name = phase.get("status"), phase.get("name")
-            for field, value in (("status", status), ("name", name)):
-                if type(value) is not str:
-                    raise Invalid(
-                        f"field {field!r} should be str, got {type(value).__name__} "
-                        f"(at history[{index}].phases)"
-                    )
+            status, name = _phase_text(phase, "status", index), _phase_text(phase, "name", index)
             if status in _DONE:
                 recorded.pop(name, None)  # re-inserted: the order says which came last
                 recorded[name] = phase.get("outputs")
