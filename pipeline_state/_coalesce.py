@@ -24,7 +24,10 @@ a unit of work alone. A slot freed while nobody waits is free at once, so a call
 works through its messages one after the other, without giving the loop a turn in between
 (an in-memory store), goes alone every time.
 A single queued item waits while another unit of work is in flight, and goes with the next
-group, rather than being committed alone.
+group, rather than being committed alone - but not for longer than :data:`LONE_WAIT_SECONDS`:
+a unit of work that stays in flight (a row lock held elsewhere, a slow disk) must not hold
+back the calls of other batches while a slot is free. Past that wait, the free slot takes
+what is queued.
 """
 
 from __future__ import annotations
@@ -36,18 +39,22 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Coalescer"]
+__all__ = ["LONE_WAIT_SECONDS", "Coalescer"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("pipeline_state.service")
 
+LONE_WAIT_SECONDS = 0.01
+"""How long queued items wait for the unit of work in flight while a slot is free (a few
+commits on PostgreSQL): then the free slot takes them."""
+
 
 class _Lane(Generic[T, R]):
     """What a coalescer holds for one event loop."""
 
-    __slots__ = ("busy", "queue", "tasks")
+    __slots__ = ("busy", "queue", "tasks", "timer")
 
     def __init__(self) -> None:
         self.busy = 0
@@ -55,6 +62,8 @@ class _Lane(Generic[T, R]):
         self.queue: list[tuple[T, asyncio.Future[R]]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         """The groups in flight (the loop keeps only weak references to tasks)."""
+        self.timer: asyncio.TimerHandle | None = None
+        """The end of the queued items' wait while a slot is free, if one is set."""
 
 
 class Coalescer(Generic[T, R]):
@@ -103,6 +112,8 @@ class Coalescer(Generic[T, R]):
                     lane.busy -= 1
         future: asyncio.Future[R] = loop.create_future()
         lane.queue.append((item, future))
+        if lane.busy < self._slots:
+            self._wait_at_most(lane, loop)
         return await future
 
     def _lane(self, loop: asyncio.AbstractEventLoop) -> _Lane[T, R]:
@@ -120,14 +131,34 @@ class Coalescer(Generic[T, R]):
         """A unit of work ended: its slot is free. The queued items go to groups in the free
         slots, spread evenly (two groups of four rather than one of eight when both slots are
         free, so that one is decided while the other is in the database). One item alone
-        waits while another unit of work is in flight: that one takes it along when it ends."""
+        waits while another unit of work is in flight: that one takes it along when it ends,
+        or the free slot does after :data:`LONE_WAIT_SECONDS`."""
         lane.busy -= 1
         waiting = len(lane.queue)
-        if not waiting or (waiting == 1 and lane.busy):
+        if not waiting:
             return
+        loop = asyncio.get_running_loop()
+        if waiting == 1 and lane.busy:
+            self._wait_at_most(lane, loop)
+            return
+        self._fill(lane, loop)
+
+    def _wait_at_most(self, lane: _Lane[T, R], loop: asyncio.AbstractEventLoop) -> None:
+        """Queued items wait for the unit of work in flight while a slot is free: at most
+        :data:`LONE_WAIT_SECONDS`, then the free slots take them."""
+        if lane.timer is None:
+            lane.timer = loop.call_later(LONE_WAIT_SECONDS, self._waited, lane, loop)
+
+    def _waited(self, lane: _Lane[T, R], loop: asyncio.AbstractEventLoop) -> None:
+        lane.timer = None
+        if lane.queue and lane.busy < self._slots:
+            self._fill(lane, loop)
+
+    def _fill(self, lane: _Lane[T, R], loop: asyncio.AbstractEventLoop) -> None:
+        """The queued items to groups in the free slots, spread evenly."""
+        waiting = len(lane.queue)
         groups = min(self._slots - lane.busy, waiting)
         size = min(-(-waiting // groups), self._limit)
-        loop = asyncio.get_running_loop()
         for _ in range(groups):
             if not lane.queue:
                 break
@@ -150,6 +181,9 @@ class Coalescer(Generic[T, R]):
                 if not future.done():
                     future.set_exception(exc)
             lane.queue, lane.busy = [], 0
+            if lane.timer is not None:
+                lane.timer.cancel()
+                lane.timer = None
             raise
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if future.done():  # its caller stopped waiting

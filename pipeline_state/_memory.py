@@ -271,32 +271,35 @@ class InMemoryStore:
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
         self._check()
-        due = sorted((at, b) for b, at in self._deadlines.items() if at <= now)
-        return [b for _, b in due[:limit]]
+        with self._lock:  # other threads commit to these dictionaries
+            due = sorted((at, b) for b, at in self._deadlines.items() if at <= now)
+            return [b for _, b in due[:limit]]
 
     async def list_batches(
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
         self._check()
-        ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
-        return [self._batches[b] for b in ids[offset : offset + limit]]
+        with self._lock:  # other threads commit to these dictionaries
+            ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
+            return [self._batches[b] for b in ids[offset : offset + limit]]
 
     async def active_runs(self) -> tuple[int, datetime | None]:
         """How many batches run a pipeline and when the oldest run was accepted
         (:class:`~pipeline_state.ports.RunCountingStore`): one pass, nothing sorted or
         copied."""
         self._check()
-        count = 0
-        oldest: datetime | None = None
-        processing = BatchStatus.PROCESSING_PIPELINES
-        for state in self._batches.values():
-            if state.status is not processing:
-                continue
-            count += 1
-            run = state.active_run
-            if run is not None and (oldest is None or run.accepted_at < oldest):
-                oldest = run.accepted_at
-        return count, oldest
+        with self._lock:  # other threads commit to these dictionaries
+            count = 0
+            oldest: datetime | None = None
+            processing = BatchStatus.PROCESSING_PIPELINES
+            for state in self._batches.values():
+                if state.status is not processing:
+                    continue
+                count += 1
+                run = state.active_run
+                if run is not None and (oldest is None or run.accepted_at < oldest):
+                    oldest = run.accepted_at
+            return count, oldest
 
     # -- waiting facts ----------------------------------------------------------------------
     async def load_with_waiting(self, batch_id: str) -> tuple[BatchState | None, bool]:
@@ -333,18 +336,19 @@ class InMemoryStore:
         self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
     ) -> list[WaitingFact]:
         self._check()
-        if batch_id is None:
-            facts = self._waiting.values()
-        else:
-            facts = self._waiting_by_batch.get(batch_id, {}).values()
-        out: list[WaitingFact] = []
-        for fact in facts:
-            if len(out) >= limit:
-                break
-            if arrived_before is not None and fact.arrived_at >= arrived_before:
-                continue
-            out.append(fact)
-        return out
+        with self._lock:  # other threads commit to these dictionaries
+            if batch_id is None:
+                facts = self._waiting.values()
+            else:
+                facts = self._waiting_by_batch.get(batch_id, {}).values()
+            out: list[WaitingFact] = []
+            for fact in facts:
+                if len(out) >= limit:
+                    break
+                if arrived_before is not None and fact.arrived_at >= arrived_before:
+                    continue
+                out.append(fact)
+            return out
 
     async def count_waiting(self) -> int:
         self._check()
@@ -352,30 +356,34 @@ class InMemoryStore:
 
     async def forget_waiting(self, event_ids: Sequence[str], result: str, now: datetime) -> int:
         self._check()
-        removed = 0
-        for event_id in dict.fromkeys(event_ids):
-            fact = self._waiting.get(event_id)
-            if fact is None or not self._drop_waiting(event_id):
-                continue
-            removed += 1
-            self._inbox[event_id] = (fact.topic, fact.batch_id, result, now)
-        return removed
+        with self._lock:  # other threads commit to these dictionaries
+            removed = 0
+            for event_id in dict.fromkeys(event_ids):
+                fact = self._waiting.get(event_id)
+                if fact is None or not self._drop_waiting(event_id):
+                    continue
+                removed += 1
+                self._inbox[event_id] = (fact.topic, fact.batch_id, result, now)
+            return removed
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
         self._check()
-        cutoff, ahead = now - timedelta(seconds=older_than), now + _CLOCK_STEP_HORIZON
-        stalled = sorted(
-            (
-                s
-                for s in self._batches.values()
-                if s.active_run is not None and not cutoff < s.updated_at <= ahead
-            ),
-            key=lambda s: (s.updated_at, s.batch_id),
-        )[:limit]
-        return [
-            StalledRun.of(s, [r for r in self._outbox.values() if r.parked and r.message.key == s.batch_id])
-            for s in stalled
-        ]
+        with self._lock:  # other threads commit to these dictionaries
+            cutoff, ahead = now - timedelta(seconds=older_than), now + _CLOCK_STEP_HORIZON
+            stalled = sorted(
+                (
+                    s
+                    for s in self._batches.values()
+                    if s.active_run is not None and not cutoff < s.updated_at <= ahead
+                ),
+                key=lambda s: (s.updated_at, s.batch_id),
+            )[:limit]
+            return [
+                StalledRun.of(
+                    s, [r for r in self._outbox.values() if r.parked and r.message.key == s.batch_id]
+                )
+                for s in stalled
+            ]
 
     async def purge(self, cutoffs: PurgeCutoffs, *, limit: int = 5_000) -> Purged:
         """Forget inbox entries and transition log rows past their cutoffs (at most ``limit``
@@ -427,7 +435,8 @@ class InMemoryStore:
 
     def outbox_messages(self) -> list[OutboxMessage]:
         """Every message still in the outbox (unpublished or parked), oldest first."""
-        return [row.message for row in self._outbox.values()]
+        with self._lock:
+            return [row.message for row in self._outbox.values()]
 
     def batch_count(self) -> int:
         return len(self._batches)
@@ -510,20 +519,23 @@ class InMemoryStore:
 
     async def pending_count(self) -> int:
         self._check()
-        if not self._outbox:
-            return 0
-        return sum(1 for r in self._outbox.values() if r.published_at is None and not r.parked)
+        with self._lock:  # other threads commit to these dictionaries
+            if not self._outbox:
+                return 0
+            return sum(1 for r in self._outbox.values() if r.published_at is None and not r.parked)
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
         self._check()
-        return [r for r in self._outbox.values() if r.parked][:limit]
+        with self._lock:  # other threads commit to these dictionaries
+            return [r for r in self._outbox.values() if r.parked][:limit]
 
     async def outbox_backlog(self) -> tuple[int, datetime | None, int]:
         """Pending rows, when the oldest of them was written, and parked rows."""
         self._check()
-        pending = [r.created_at for r in self._outbox.values() if r.published_at is None and not r.parked]
-        parked = sum(1 for r in self._outbox.values() if r.parked)
-        return len(pending), min(pending, default=None), parked
+        with self._lock:  # other threads commit to these dictionaries
+            pending = [r.created_at for r in self._outbox.values() if r.published_at is None and not r.parked]
+            parked = sum(1 for r in self._outbox.values() if r.parked)
+            return len(pending), min(pending, default=None), parked
 
 
 Subscriber = Callable[[OutboxMessage], Awaitable[None]]

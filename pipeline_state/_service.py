@@ -378,8 +378,9 @@ class PipelineService:
 
     Concurrent :meth:`handle_message` calls commit together (group commit,
     :mod:`pipeline_state._coalesce`): a call made while fewer than two units of work are in
-    flight is handled at once, so a lone caller is unchanged; calls made while two are wait
-    for one of them to end and are then decided and committed together, up to
+    flight and none waits is handled at once, so a lone caller is unchanged; other calls wait
+    for a unit of work in flight to end (while a slot is free, at most
+    ``LONE_WAIT_SECONDS``, 10 ms) and are then decided and committed together, up to
     ``group_limit`` (default :data:`DEFAULT_GROUP_LIMIT`) at a time, each with the result or
     error it would have had alone, in arrival order. ``group_limit=1`` handles every call in
     a unit of work of its own.
@@ -1000,8 +1001,11 @@ class PipelineService:
         batch, so neither change resumes the other and no later change of the batch may come.
         Each side looks again after its own commit; whichever looks last finds both. A store
         error here is logged and left to :meth:`sweep_waiting`: what it would resume is kept."""
-        while self._unsettled:
-            batch_id = self._unsettled.pop()
+        while True:
+            try:  # another thread's service call may take the last one first
+                batch_id = self._unsettled.pop()
+            except KeyError:
+                return
             try:
                 state, has_waiting = await self.store.load_with_waiting(batch_id)
                 if state is not None and has_waiting:

@@ -29,8 +29,8 @@ from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import SpanCapture, span_capture
+from tests.group_kit import outcome_of, story
 
-PHASES = ("spellcheck", "nlp", "cj_assessment", "ai_feedback")
 Outcome = HandleResult | PipelineStateError
 
 
@@ -57,25 +57,6 @@ class CountingStore(InMemoryStore):
             raise StoreUnavailableError("commit_many", "injected")
         self.units.append(len(changes))
         await super().commit_many(changes)
-
-
-def story(env: HuleEduEnvelopes, batch_id: str) -> list[InboundMessage]:
-    """One batch from registration through a completed ``comprehensive`` run."""
-    ids = env.item_ids(batch_id, 2)
-    corr = str(uuid.uuid5(uuid.NAMESPACE_OID, batch_id))
-    return [
-        env.register(batch_id, items=2),
-        env.provisioned(batch_id, ids),
-        env.request(batch_id, "comprehensive", correlation_id=corr),
-        *(env.outcome(batch_id, phase, corr, processed=ids) for phase in PHASES),
-    ]
-
-
-async def outcome_of(svc: PipelineService, message: InboundMessage) -> Outcome:
-    try:
-        return await svc.handle_message(*message)
-    except PipelineStateError as exc:
-        return exc
 
 
 def comparable(result: Outcome) -> Any:
