@@ -62,7 +62,7 @@ def _headers(idempotency_key: str | None, correlation_id: str | None) -> dict[st
 def _body(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested JSON exhausts the parser's stack
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -207,7 +207,7 @@ class PipelineStateClient:
             body["prompt_payload"] = dict(prompt_payload)
         response = await self._send(
             "POST",
-            f"/v1/batches/{_seg(batch_id)}/pipelines/{_seg(pipeline)}/preflight",
+            f"/v1/batches/{_seg(batch_id)}/pipelines/{_seg(pipeline, 'path.pipeline')}/preflight",
             json=body,
             batch_id=batch_id,
         )
@@ -276,7 +276,7 @@ class PipelineStateClient:
         response = await self._get_batch(batch_id)
         try:
             view = response.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep to parse
             raise HttpApiError(response.status_code, "unexpected_answer", str(exc)) from exc
         if not isinstance(view, dict):
             raise HttpApiError(response.status_code, "unexpected_answer", "the view is not a JSON object")
@@ -298,11 +298,11 @@ class PipelineStateClient:
         response = await self._send(
             "GET", f"/v1/batches/{_seg(batch_id)}/diagram", params={"view": view}, batch_id=batch_id
         )
-        return response.text
+        return self._text(response)
 
     async def status_page(self, batch_id: str) -> str:
         response = await self._send("GET", f"/v1/batches/{_seg(batch_id)}/status", batch_id=batch_id)
-        return response.text
+        return self._text(response)
 
     # -- internal -------------------------------------------------------------------------
     async def define_pipeline(
@@ -366,6 +366,16 @@ class PipelineStateClient:
         return response
 
     @staticmethod
+    def _text(response: httpx.Response) -> str:
+        """The text of a 200 answer: any other one that is not an error (a redirect, which the
+        client does not follow, a 204 or a 304) has no view in it, and is refused rather than
+        returned as an empty diagram or page."""
+        if response.status_code != 200:
+            detail = f"expected 200 with the view, got {response.status_code}"
+            raise HttpApiError(response.status_code, "unexpected_answer", detail)
+        return response.text
+
+    @staticmethod
     def _parse(response: httpx.Response, model: type[M]) -> M:
         try:
             return model.model_validate_json(response.content)
@@ -373,9 +383,14 @@ class PipelineStateClient:
             raise HttpApiError(response.status_code, "unexpected_answer", str(exc)) from exc
 
 
-def _seg(value: str) -> str:
-    """``value`` as one URL path segment."""
+def _seg(value: str, field: str = "path.batch_id") -> str:
+    """``value`` as one URL path segment; raises :class:`InvalidMessageError` naming ``field``
+    when ``value`` holds ``/``: ASGI servers decode ``%2F`` before routing, so the request
+    would reach another route (``a/history``: the history of batch ``a``), never this id."""
     from urllib.parse import quote
+
+    if "/" in value:
+        raise InvalidMessageError("http", "a path id cannot contain '/'", field=field)
 
     # "." and ".." are dot segments a URL normalises away: send them encoded.
     return quote(value, safe="") if value.strip(".") else value.replace(".", "%2E")

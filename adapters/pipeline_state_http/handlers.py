@@ -175,13 +175,25 @@ Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 class ApiRoute(APIRoute):
     """A route whose errors are answered by :func:`error_response` and whose answers carry the
     request's correlation id (set by the correlation dependency) in ``X-Correlation-ID`` and
-    ``X-Content-Type-Options: nosniff`` (no browser guesses a type from user data)."""
+    ``X-Content-Type-Options: nosniff`` (no browser guesses a type from user data).
+
+    The route's token checks (:func:`~pipeline_state_http.security.route_guards`) run before
+    anything else: FastAPI reads and parses a JSON body before it solves the dependencies, so
+    without this a request with no token and a malformed body would be answered 422 (how its
+    body parses), not 401. The checks stay dependencies too (the OpenAPI schema shows them,
+    and a router used with another route class still checks tokens)."""
 
     def get_route_handler(self) -> Endpoint:
+        # Imported here: security imports this module (for error_response).
+        from .security import route_guards
+
         handler = super().get_route_handler()
+        guards = route_guards(self.dependencies)
 
         async def guarded(request: Request) -> Response:
             try:
+                for guard in guards:
+                    await guard(request)
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(exc)

@@ -1,7 +1,7 @@
 """Ids in paths, queries and bodies: checked before anything reaches the store.
 
 An id is 1 to :data:`~pipeline_state._wire.MAX_ID_LENGTH` (200) characters, with no
-control character (NUL included) and no lone surrogate, the rule of the wire models' ids:
+control, separator or bidi character (NUL included) and no lone surrogate, the rule of the wire models' ids:
 no store keeps those alike (PostgreSQL refuses NUL in text, and a lone surrogate is not
 valid UTF-8). A bad id answers 422 ``validation_error`` naming the field; the store is
 never asked.
@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import Field
 
-from pipeline_state._wire import MAX_ID_LENGTH
+from pipeline_state._wire import _UNSHOWABLE, MAX_ID_LENGTH
 
 __all__ = [
     "BATCH_ID_PATTERN",
@@ -28,12 +28,13 @@ __all__ = [
 ]
 
 
-ID_PATTERN = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069]*$"
-"""No C0 control character and no bidirectional embedding, override or isolate (which would
-turn the text after an id around on a page), as the wire's ids; pydantic also refuses lone
+ID_PATTERN = rf"^[^{_UNSHOWABLE}]*$"
+"""The wire's id rule (:data:`~pipeline_state._wire.Id`): no C0 or C1 control character or
+DEL, no line or paragraph separator, no bidirectional mark, embedding, override or isolate
+(which would turn the text after an id around on a page); pydantic also refuses lone
 surrogates wherever a pattern applies."""
 
-BATCH_ID_PATTERN = r"^[^\x00-\x1f\u202a-\u202e\u2066-\u2069/]*$"
+BATCH_ID_PATTERN = rf"^[^{_UNSHOWABLE}/]*$"
 """An id that names a batch over HTTP has no ``/`` either: its pages' paths could not hold it
 (``%2F`` is decoded before the routes are matched)."""
 

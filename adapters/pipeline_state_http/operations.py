@@ -24,7 +24,15 @@ from pipeline_state.profiles.huleedu.events import (
 
 from .context import RequestContext
 from .errors import PipelineDeniedError, RefusedBeforeError
-from .replay import decided_run, denial_of, logged_run, logged_run_id, run_of_cancellation, run_of_event
+from .replay import (
+    decided_run,
+    denial_of,
+    logged_correlation,
+    logged_run,
+    logged_run_id,
+    run_of_cancellation,
+    run_of_event,
+)
 from .schemas import (
     CancelAccepted,
     CancelBody,
@@ -52,8 +60,13 @@ class Operations:
 
     async def register(self, payload: BatchRegistrationRequestV1, ctx: RequestContext) -> RegisterAccepted:
         result = await self._run(payload, ctx, ctx.correlation_id)
+        correlation = ctx.correlation_id
         if result.duplicate:
             applied = (await self._entry(ctx.event_id)).result == "applied"
+            # The first answer's correlation id, as the log recorded it: a replay may carry
+            # another X-Correlation-ID (or none), which no event of this batch carries.
+            store = self.service.store
+            correlation = await logged_correlation(store, payload.batch_id, ctx.event_id, correlation)
         else:
             applied = result.ignored is None
         if applied:
@@ -61,7 +74,7 @@ class Operations:
         else:
             state = await self.service.get_batch(payload.batch_id)
             status = self.service.profile.state_names.show(state.status.value)
-        return RegisterAccepted(batch_id=payload.batch_id, correlation_id=ctx.correlation_id, status=status)
+        return RegisterAccepted(batch_id=payload.batch_id, correlation_id=correlation, status=status)
 
     async def request_pipeline(
         self, batch_id: str, body: PipelineRequestBody, ctx: RequestContext

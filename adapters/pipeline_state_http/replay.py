@@ -3,8 +3,8 @@
 A repeated key and body reach the same inbox entry, so the core does nothing the second
 time and returns a duplicate result. The original answer is then rebuilt from stored
 facts: the inbox entry's result (``applied``, ``ignored:<why>``, ``denied:<reason>``) and
-the run the request moved, which the batch's transition log names by the request's event
-id; without a log, the run whose id is derived from the event id
+the run the request moved and the correlation id it was handled with, which the batch's
+transition log names by the request's event id; without a log, the run whose id is derived from the event id
 (``derive_id(event_id, "run")``) for accepted requests, or found by its completion time for a
 cancellation.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import UTC, datetime
+from typing import Any
 
 from pipeline_state._decide import Decision, derive_id
 from pipeline_state._lifecycle import RunStatus
@@ -25,6 +26,7 @@ __all__ = [
     "decided_run",
     "denial_of",
     "find_run",
+    "logged_correlation",
     "logged_run",
     "logged_run_id",
     "run_of_cancellation",
@@ -64,16 +66,31 @@ async def logged_run(
     """The run ``event_id`` moved and the correlation id it was handled with, as the first
     row of the batch's transition log that names both says; ``(None, correlation_id)`` when
     the store keeps no log or no row names a run."""
-    transitions = getattr(store, "transitions", None)
-    if transitions is None:
-        return None, correlation_id
-    rows = transitions(batch_id)  # the memory store answers at once, the SQL store awaits
-    if inspect.isawaitable(rows):
-        rows = await rows
-    for row in rows:
+    for row in await _log(store, batch_id):
         if row.event_id == event_id and row.run_id is not None:
             return str(row.run_id), str(row.correlation_id)
     return None, correlation_id
+
+
+async def logged_correlation(store: object, batch_id: str, event_id: str, correlation_id: str) -> str:
+    """The correlation id ``event_id`` was handled with, as the first row of the batch's
+    transition log it moved says (a registration moves no run, so :func:`logged_run` finds
+    none); ``correlation_id`` when the store keeps no log or the event moved nothing."""
+    for row in await _log(store, batch_id):
+        if row.event_id == event_id:
+            return str(row.correlation_id)
+    return correlation_id
+
+
+async def _log(store: object, batch_id: str) -> list[Any]:
+    """The batch's transition log rows; empty when the store keeps no log."""
+    transitions = getattr(store, "transitions", None)
+    if transitions is None:
+        return []
+    rows = transitions(batch_id)  # the memory store answers at once, the SQL store awaits
+    if inspect.isawaitable(rows):
+        rows = await rows
+    return list(rows)
 
 
 def denial_of(entry: InboxEntry) -> PipelineDeniedError | None:

@@ -46,10 +46,13 @@ async def open(
     """Build the app for ``service`` (:func:`~pipeline_state_http.app.create_app`) and serve it
     on ``host:port`` (``0``: a free port, see :attr:`HttpServer.port`) until the block ends;
     ``server_options`` go to ``uvicorn.Config``. Raises :class:`OSError` when the server
-    cannot start."""
+    cannot start, and :class:`~pipeline_state_http.errors.HttpSettingsError` before anything
+    binds when the settings open a scope (insecure mode) and ``host`` is not a loopback
+    address (:meth:`HttpSettings.check_host`), as ``serve --http`` refuses it."""
     if settings is None:
         settings = Settings.from_environ()
     http = settings.http_settings() if isinstance(settings, Settings) else settings
+    http.check_host(host)
     app = create_app(service, settings=http, results=results, metrics=metrics)
     async with serving(app, host, port, settings=http, **server_options) as server:
         yield server

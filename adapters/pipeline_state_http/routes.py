@@ -109,8 +109,10 @@ def build_router(
         responses=_errors(*_COMMON, (409, ErrorBody)),
         summary="Register a batch",
     )
-    async def register(payload: RegistrationBody, ctx: Context) -> RegisterAccepted:
-        return await ops.register(payload, ctx)
+    async def register(request: Request, payload: RegistrationBody, ctx: Context) -> RegisterAccepted:
+        answer = await ops.register(payload, ctx)
+        request.state.correlation_id = answer.correlation_id  # a replay's is the first one's
+        return answer
 
     @api.post(
         "/v1/batches/{batch_id}/pipelines",

@@ -11,6 +11,10 @@ To put a router's routes in a scope::
 
     router = APIRouter(route_class=ApiRoute, dependencies=require_scopes(settings, Scope.OPS))
 
+The check runs before the request's body is read: :class:`~pipeline_state_http.handlers.ApiRoute`
+calls the route's guards (:func:`route_guards`) first, since FastAPI parses a JSON body before
+it solves a route's dependencies (a malformed body would answer 422 to anyone, token or not).
+
 The body limit is a small ASGI middleware: it refuses a declared ``Content-Length`` over the
 limit at once, otherwise reads the body up to the limit before the application sees it (so a
 chunked upload cannot get past it either), and answers 408 when the body is not complete
@@ -41,6 +45,7 @@ __all__ = [
     "Guard",
     "guard_scopes",
     "require_scopes",
+    "route_guards",
     "route_path",
     "route_table",
     "scope_guard",
@@ -135,12 +140,19 @@ def route_table(app: Any) -> list[tuple[str, str, frozenset[AccessScope]]]:
     )
 
 
+def route_guards(dependencies: Sequence[Any]) -> list[Guard]:
+    """The token checks (made by :func:`scope_guard`) among a route's ``dependencies`` (its
+    ``route.dependencies``); empty for an unguarded route."""
+    guards = (getattr(dependency, "dependency", None) for dependency in dependencies)
+    return [guard for guard in guards if guard is not None and hasattr(guard, "scopes")]
+
+
 def guard_scopes(dependencies: Sequence[Any]) -> frozenset[AccessScope]:
     """The scopes whose tokens open a route with these ``dependencies`` (its
     ``route.dependencies``); empty for an unguarded route."""
     found: set[AccessScope] = set()
-    for dependency in dependencies:
-        found.update(getattr(getattr(dependency, "dependency", None), "scopes", ()))
+    for guard in route_guards(dependencies):
+        found.update(getattr(guard, "scopes", ()))
     return frozenset(found)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
@@ -118,8 +119,9 @@ class TimeoutH11Protocol(H11Protocol):
 def timeout_protocol(header_timeout: float, body_timeout: float) -> type[TimeoutH11Protocol]:
     """A :class:`TimeoutH11Protocol` class with these timeouts (seconds), for
     ``uvicorn.Config(http=...)``."""
-    if header_timeout <= 0 or body_timeout <= 0:
-        raise ValueError("timeouts must be positive")
+    # NaN compares false with everything, so "<= 0" let it through: call_later(nan) fires at once.
+    if not all(math.isfinite(value) and value > 0 for value in (header_timeout, body_timeout)):
+        raise ValueError("timeouts must be positive and finite")
     attributes = {"header_timeout": float(header_timeout), "body_timeout": float(body_timeout)}
     return type("TimeoutH11Protocol", (TimeoutH11Protocol,), attributes)
 

@@ -11,6 +11,8 @@ generated from :class:`Settings`.
 from __future__ import annotations
 
 import enum
+import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,7 +27,15 @@ from pipeline_state._settings import EnvironmentSettings
 
 from .errors import HttpSettingsError
 
-__all__ = ["ENVIRONMENT", "TOKEN_VARIABLES", "HttpSettings", "Scope", "Settings", "read_token_file"]
+__all__ = [
+    "ENVIRONMENT",
+    "TOKEN_VARIABLES",
+    "HttpSettings",
+    "Scope",
+    "Settings",
+    "is_loopback",
+    "read_token_file",
+]
 
 
 class Scope(enum.StrEnum):
@@ -64,8 +74,21 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
+    # ``not value > 0`` also refuses NaN (``nan <= 0`` is False: a NaN timeout fired at
+    # once); an infinite limit or timeout is no limit. Compared, not ``math.isfinite``,
+    # which raises on an int too large for a float.
+    if not value > 0 or value == math.inf:
+        raise ValueError(f"{attribute.name} must be positive and finite, got {value}")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) only accepts local connections."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -147,6 +170,20 @@ class HttpSettings:
         if not self.insecure_no_auth:
             return ()
         return tuple(scope for scope in Scope if self.token(scope) is None)
+
+    def check_host(self, host: str) -> None:
+        """Refuse to serve these settings on ``host`` when a scope is open (insecure mode
+        without its token) and ``host`` is not a loopback address: the scope's routes, writes
+        included, would be open to the network. Raises
+        :class:`~pipeline_state_http.errors.HttpSettingsError` (a :class:`ValueError`)."""
+        opened = self.open_scopes()
+        if opened and not is_loopback(host):
+            names = ", ".join(scope.value for scope in opened)
+            raise HttpSettingsError(
+                f"insecure_no_auth is refused on {host!r}: the {names} routes would be open to anyone, "
+                "so only on a loopback address (127.0.0.1, ::1, localhost); set the tokens to serve "
+                "on other addresses"
+            )
 
     def closed_scopes(self) -> tuple[Scope, ...]:
         """The scopes no one may use: those without a token, outside insecure mode."""

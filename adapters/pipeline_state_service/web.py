@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import ipaddress
 import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -54,13 +53,12 @@ def _http_installed() -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address, or ``localhost``) only accepts local connections."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+    """Whether ``host`` (an address, or ``localhost``) only accepts local connections: the
+    HTTP adapter's rule (:func:`pipeline_state_http.settings.is_loopback`), which its own
+    ``open`` applies too; imported here, as the http extra is optional."""
+    from pipeline_state_http.settings import is_loopback as adapter_is_loopback
+
+    return adapter_is_loopback(host)
 
 
 def http_serve_settings(

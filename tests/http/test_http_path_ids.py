@@ -12,6 +12,8 @@ literal ``%2F``) round-trip through the client.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 from pipeline_state_http import HttpApiError, HttpSettings, PipelineStateClient, create_app
@@ -90,3 +92,16 @@ async def test_percent_encoded_specials_in_ids_round_trip() -> None:
             assert snap.batch_id == batch_id
             page = await client.status_page(batch_id)
             assert owner in page, batch_id
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\x7f", "\u200e", "\u061c"])
+async def test_a_path_id_follows_the_wire_id_rule(char: str) -> None:
+    """Was a defect (fixed): the path rule refused C0 controls and bidi embeddings but let
+    line separators, C1 controls, DEL and bidi marks through (the wire's ids refuse them):
+    ``/v1/batches/a%E2%80%A8b`` reached the store. Now 422 on the path parameter."""
+    _, app = _app()
+    path = "/v1/batches/" + quote(f"a{char}b", safe="")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as client:  # type: ignore[arg-type]
+        response = await client.get(path, headers={"Authorization": f"Bearer {API}"})
+    assert response.status_code == 422, response.text
+    assert "batch_id" in response.text
