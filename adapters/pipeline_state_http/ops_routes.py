@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from pipeline_state._service import PipelineService
+from pipeline_state._wire import MAX_ID_LENGTH, is_id_text
 from pipeline_state.ports import MAX_STALLED_AGE_SECONDS
 
 from .handlers import ApiRoute
@@ -69,6 +70,21 @@ class StalledRuns(BaseModel):
     runs: list[StalledRunView]
 
 
+def _filter_id(value: str | None) -> str | None:
+    """A batch id filter by the wire's id rule (:func:`~pipeline_state._wire.is_id_text`), as a
+    path id is checked (:mod:`.ids`): a 422 before the store is asked, not an answer that
+    depends on which store refuses what (NUL, control characters, separators, bidi marks)."""
+    if value is not None and not is_id_text(value):
+        raise ValueError(
+            f"a batch id is 1 to {MAX_ID_LENGTH} characters without control, separator or bidi characters"
+        )
+    return value
+
+
+_BatchIdFilter = Annotated[str | None, Query(max_length=MAX_ID_LENGTH), AfterValidator(_filter_id)]
+"""The optional ``batch_id`` query filter."""
+
+
 def build_ops_router(service: PipelineService, *, settings: HttpSettings) -> APIRouter:
     """The operational listings of ``service``'s store, behind the operations token."""
     router = APIRouter(
@@ -77,7 +93,7 @@ def build_ops_router(service: PipelineService, *, settings: HttpSettings) -> API
 
     @router.get("/v1/ops/waiting", response_model=WaitingFacts, summary="Facts waiting for their batch")
     async def waiting(
-        batch_id: Annotated[str | None, Query(max_length=200)] = None,
+        batch_id: _BatchIdFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> WaitingFacts:
         facts = await service.store.list_waiting(batch_id, limit=limit)

@@ -9,6 +9,7 @@ consumer dead-letters gets a short span in its trace saying so.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from opentelemetry import context as otel_context
@@ -22,13 +23,30 @@ __all__ = ["TRACE_HEADERS", "attached", "dead_lettered", "trace_headers"]
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 """The W3C trace-context header names."""
 
+log = logging.getLogger(__name__)
+
+
+def _w3c_text(name: str, raw: bytes) -> bool:
+    """Whether ``raw`` is printable ASCII (0x20-0x7e), all the W3C trace headers may hold;
+    a value that is not is logged as a bytes literal (ASCII, escapes shown), at most 200 bytes."""
+    if all(0x20 <= byte <= 0x7E for byte in raw):
+        return True
+    log.warning("dropped a %s header outside the W3C character set: %r", name, raw[:200])
+    return False
+
 
 def trace_headers(headers: Headers | None) -> TraceContext:
-    """The trace-context headers of a record as text pairs (empty when it has none)."""
+    """The trace-context headers of a record as text pairs (empty when it has none).
+
+    A value outside the W3C character set is dropped, not handed to the propagator: it could
+    not be valid, and OpenTelemetry's parser logs a malformed ``tracestate`` member verbatim,
+    so any producer could write terminal escapes through whatever handler shows its warnings."""
     if not headers:
         return ()
     return tuple(
-        (name, raw.decode("utf-8", "replace")) for name, raw in headers if name in TRACE_HEADERS and raw
+        (name, raw.decode("ascii"))
+        for name, raw in headers
+        if name in TRACE_HEADERS and raw and _w3c_text(name, raw)
     )
 
 

@@ -6,7 +6,10 @@ one structured line. Every field passed with ``extra=`` is written (``batch_id``
 ``correlation_id``, ``event_id``, ``topic``, ``partition``, ``offset``...), so a batch's story
 can be found with a grep on its id. When an OpenTelemetry span is current (see
 :func:`trace_context`), the line carries its ``trace_id`` and ``span_id`` too, so a log
-line leads to its trace. ``fmt="auto"`` (the default of ``serve``) writes JSON unless stderr
+line leads to its trace. Every text value is written through
+:func:`~pipeline_state_service.ops.output.printable`: an id read back from a refused record,
+or a header a library quotes, cannot move the cursor, add a line or turn the line around on
+the operator's terminal. ``fmt="auto"`` (the default of ``serve``) writes JSON unless stderr
 is a terminal::
 
     {"ts": "2025-01-01T10:00:00.120Z", "level": "INFO", "logger": "pipeline_state_kafka.consumer",
@@ -26,11 +29,17 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from .ops.output import printable
+
 __all__ = ["JsonFormatter", "KeyValueFormatter", "configure_logging", "trace_context"]
 
 LogFormat = Literal["auto", "kv", "json"]
 
 _FIRST = ("ts", "level", "logger", "msg", "batch_id", "correlation_id", "event_id")
+
+_FORMATTED = frozenset({"message", "asctime"})
+"""Record attributes :meth:`logging.Formatter.format` adds (another handler formatted the
+record first): the message and time again, not ``extra=`` fields."""
 
 
 def trace_context() -> dict[str, str]:
@@ -72,11 +81,24 @@ def _error_summary(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 def _tidy(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """Drop empty fields and private ones; the fixed fields first."""
-    fields = {k: v for k, v in event.items() if v is not None and not k.startswith("_")}
+    """Drop empty fields, private ones and what another formatter left; the fixed fields first."""
+    fields = {
+        k: v for k, v in event.items() if v is not None and not k.startswith("_") and k not in _FORMATTED
+    }
     ordered = {k: fields.pop(k) for k in _FIRST if k in fields}
     ordered.update(fields)
     return ordered
+
+
+def _printable(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Every value as text with its unshowable characters escaped (``\\x1b``, ``\\u2028``),
+    numbers, flags and ``None`` as they are: ids and messages can come from a hostile record,
+    and neither renderer escapes C1 controls, line separators or bidi marks (logfmt not even
+    ESC). Other text, non-ASCII letters included, is written as it is."""
+    return {
+        k: v if v is None or isinstance(v, int | float) else printable(v if isinstance(v, str) else str(v))
+        for k, v in event.items()
+    }
 
 
 def _chain() -> list[Processor]:
@@ -95,7 +117,11 @@ class JsonFormatter(structlog.stdlib.ProcessorFormatter):
     def __init__(self) -> None:
         super().__init__(
             foreign_pre_chain=_chain(),
-            processors=[_tidy, structlog.processors.JSONRenderer(default=str, ensure_ascii=False)],
+            processors=[
+                _tidy,
+                _printable,
+                structlog.processors.JSONRenderer(default=str, ensure_ascii=False),
+            ],
         )
 
 
@@ -105,7 +131,7 @@ class KeyValueFormatter(structlog.stdlib.ProcessorFormatter):
     def __init__(self) -> None:
         super().__init__(
             foreign_pre_chain=_chain(),
-            processors=[_tidy, structlog.processors.LogfmtRenderer()],
+            processors=[_tidy, _printable, structlog.processors.LogfmtRenderer()],
         )
 
 
