@@ -162,12 +162,17 @@ class Past:
       all of them when the summary was derived from a full history;
     * ``recorded``: per phase completed (fully or partially) in an earlier run, the processed
       items of its latest successful execution, the latest last: what pruning and forwarding
-      read.
+      read;
+    * ``runs``: the archived runs' ids, oldest first (a run's id derives from the event that
+      started it, so a request whose derived run id is here was handled already, its inbox
+      entry purged since). A batch the SQL store kept in layout 2 lacks the ids of the runs
+      it had archived by then.
     """
 
     correlations: tuple[str, ...] = ()
     accepted: tuple[datetime, ...] = ()
     recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
+    runs: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -193,7 +198,16 @@ class Past:
         accepted = self.accepted if run.recorded else (*self.accepted, run.accepted_at)
         if remember is not None:
             accepted = accepted[len(accepted) - remember :] if remember > 0 else ()
-        return Past((*self.correlations, run.correlation_id), accepted, tuple(recorded.items()))
+        return Past(
+            (*self.correlations, run.correlation_id),
+            accepted,
+            tuple(recorded.items()),
+            (*self.runs, run.run_id),
+        )
+
+    def started(self, run_id: str) -> bool:
+        """Whether ``run_id`` is the id of an archived run."""
+        return run_id in self.runs
 
     @classmethod
     def of(cls, history: tuple[Run, ...], *, remember: int | None = None) -> Past:

@@ -33,7 +33,7 @@ from ._catalog import MAX_DEADLINE_SECONDS, check_deadline
 from ._clock import SystemClock
 from ._coalesce import Coalescer
 from ._commands import Command, ExpireOverdue, OperatorCommand
-from ._decide import Decision, decide, derive_id, outbox_event_id
+from ._decide import ALREADY_HANDLED, Decision, decide, derive_id, outbox_event_id
 from ._inbound import Inbound
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
@@ -102,7 +102,10 @@ CORRELATION_MISMATCH = "correlation_mismatch"
 class HandleResult:
     """What handling one command did.
 
-    ``duplicate`` is true when the event id had been processed before (nothing was done);
+    ``duplicate`` is true when the event id had been processed before (nothing was done):
+    the inbox said so (``decision`` is ``None``), or the inbox had forgotten it and the state
+    knew it (a run-starting command whose run exists: ``decision`` says ``already_handled``,
+    and the inbox entry is written again);
     ``waiting`` names what the fact waits for when it was kept in the waiting set (nothing
     applied yet, ``decision`` is ``None``); otherwise ``decision`` is what was committed
     and ``messages`` the outbox rows written. ``resumed`` holds, in arrival order, the
@@ -1296,6 +1299,7 @@ class PipelineService:
             command.batch_id,
             decision,
             step.change.outbox,
+            duplicate=decision.ignored == ALREADY_HANDLED,
             attempts=attempt,
             correlation_id=command.correlation_id,
         )

@@ -27,7 +27,7 @@ The layout is the model's attrs classes with these differences (:data:`STATE_LAY
   shipped profile's words, as the ``status`` column does), and reads from either;
 * an :class:`~pipeline_state._model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
 * :class:`~pipeline_state._model.Past` is stored as ``{"correlations": [...], "accepted":
-  [...], "recorded": [[phase, [item references]]...]}``;
+  [...], "recorded": [[phase, [item references]]...], "runs": [...]}``;
 * :attr:`~pipeline_state._model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
@@ -107,11 +107,25 @@ def past_from_history(document: Document) -> Document:
         "correlations": [run.get("correlation_id") for run in history],
         "accepted": [run.get("accepted_at") for run in history],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
+        "runs": [run.get("run_id") for run in history],  # kept for layout 3 (see runs_remembered)
     }
     return document
 
 
-STATE_SCHEMA = Schema(version=2, upgrades={1: past_from_history})
+def runs_remembered(document: Document) -> Document:
+    """Layout 2 -> 3: the summary ``past`` also lists the archived runs' ids (``runs``), so a
+    run-starting request delivered again after the inbox purge is known. A layout-2 row did
+    not keep them: its runs archived by then are not listed (a row upgraded from layout 1
+    has them, taken from its history). Raises :class:`~pipeline_state.documents.Invalid`
+    when ``past`` is not an object."""
+    past = document.get("past")
+    if type(past) is not dict:
+        raise Invalid(f"field 'past' should be dict, got {type(past).__name__}")
+    past.setdefault("runs", [])
+    return document
+
+
+STATE_SCHEMA = Schema(version=3, upgrades={1: past_from_history, 2: runs_remembered})
 """The layout number written into every batch document, and the upgrade steps from older
 layouts."""
 
@@ -198,7 +212,7 @@ def _item_refs_as_pairs(converter: Converter) -> None:
 def _past_by_hand(converter: Converter) -> None:
     """``past`` read and written by hand, whatever the layout does with item references
     elsewhere: ``{"correlations": [...], "accepted": [...], "recorded": [[phase, [[item_id,
-    content_ref]...]]...]}``."""
+    content_ref]...]]...], "runs": [...]}``."""
     read_time = converter.get_structure_hook(datetime)
 
     def texts(value: object, key: str) -> tuple[str, ...]:
@@ -240,6 +254,7 @@ def _past_by_hand(converter: Converter) -> None:
             texts(value.get("correlations"), "correlations"),
             times(value.get("accepted")),
             tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
+            texts(value.get("runs"), "runs"),
         )
 
     converter.register_structure_hook(Past, structure)
@@ -249,6 +264,7 @@ def _past_by_hand(converter: Converter) -> None:
             "correlations": list(past.correlations),
             "accepted": [moment.isoformat() for moment in past.accepted],
             "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
+            "runs": list(past.runs),
         },
     )
 

@@ -58,12 +58,13 @@ from .admission import request, retry_phase
 from .completion import archive, cancel_batch, cancel_run
 from .ids import derive_id, outbox_event_id
 from .intake import associations, items_ready, provisioned, register, validation_errors
-from .journal import CORRELATION_MISMATCH, Decision, Emit, Move
+from .journal import ALREADY_HANDLED, CORRELATION_MISMATCH, Decision, Emit, Move
 from .outbox import republish_outbox
 from .progress import expire, outcome, record_completion
 from .registry import HandlerRegistry, Inputs
 
 __all__ = [
+    "ALREADY_HANDLED",
     "CORRELATION_MISMATCH",
     "HANDLERS",
     "Decision",

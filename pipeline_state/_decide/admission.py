@@ -21,8 +21,8 @@ from pipeline_state.errors import BadCommandError
 
 from . import machines
 from .context import BatchCtx, Session
-from .ids import derive_id
-from .journal import Decision
+from .ids import run_id_of
+from .journal import ALREADY_HANDLED, Decision
 from .registry import Inputs
 from .run import RunEngine
 from .text import check_free_text
@@ -109,6 +109,8 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
         now = inputs.now
         status = BatchStatus.AWAITING_CONTENT_VALIDATION
         state = BatchState(inputs.command.batch_id, status, 0, admission.user_id, "", 0, (), now, now)
+    elif _started_before(state, run_id_of(inputs.command.event_id)):
+        return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id_of(inputs.command.event_id))
     session = Session(inputs.profile, inputs.command, inputs.now, state)
     fired = machines.fire_batch(BatchCtx(session, admission=admission), "start_run", absent=absent)
     if isinstance(fired, machines.Refused):
@@ -121,6 +123,15 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
     assert engine is not None
     engine.settle()
     return session.finish(run_id=engine.run.run_id)
+
+
+def _started_before(state: BatchState, run_id: str) -> bool:
+    """Whether the command that starts run ``run_id`` (ids derive from the command's event id)
+    started it already: the run is active or archived. Its inbox entry was purged since and it
+    came again (a consumer reset, a late re-injection, an HTTP retry); deciding it anew would
+    start a second run under the same run id and emit under the first handling's event ids."""
+    active = state.active_run
+    return (active is not None and active.run_id == run_id) or state.past.started(run_id)
 
 
 def deny(session: Session, user_id: str, requested: str, denial: Denial) -> Decision:
@@ -214,7 +225,7 @@ def accept_run(ctx: BatchCtx) -> None:
     session = ctx.session
     plan = admission.plan
     assert plan is not None
-    run_id = derive_id(session.command.event_id, "run")
+    run_id = run_id_of(session.command.event_id)
     run = Run(
         run_id=run_id,
         pipeline_name=admission.requested,

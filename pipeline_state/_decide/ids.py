@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-__all__ = ["derive_id", "outbox_event_id"]
+__all__ = ["derive_id", "outbox_event_id", "run_id_of"]
 
 _ID_NAMESPACE = uuid.UUID("6f1c1c2e-9a53-4b8e-8f3c-0d8c43f1b7a1")
 _NAMESPACE_BYTES = _ID_NAMESPACE.bytes
@@ -31,3 +31,8 @@ def outbox_event_id(command_event_id: str, index: int) -> str:
     """The event id the service gives the ``index``-th emit of a decision on the command
     with ``command_event_id`` (see ``PipelineService._envelopes``)."""
     return derive_id(command_event_id, "out", str(index))
+
+
+def run_id_of(command_event_id: str) -> str:
+    """The id of the run the command with ``command_event_id`` starts, if it starts one."""
+    return derive_id(command_event_id, "run")

@@ -22,6 +22,12 @@ CORRELATION_MISMATCH = "correlation_mismatch"
 """The note and flag of a phase outcome whose correlation id belongs to no run of its batch,
 applied to the active run (unless the profile has ``strict_correlation``)."""
 
+ALREADY_HANDLED = "already_handled"
+"""Why a run-starting command (a pipeline request, a phase retry) is ignored when the run it
+starts (its id derives from the command's event id) is active or archived already: the same
+command, delivered again after the inbox purge forgot it. The service answers it as a
+duplicate."""
+
 
 class Emit:
     """An event to publish: topic, message key, payload and the correlation id it carries.

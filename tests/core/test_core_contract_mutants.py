@@ -548,14 +548,18 @@ async def scenario_silent_phase(store: InMemoryStore) -> list[str]:
     return completions(rt)
 
 
-async def scenario_redelivered_request(store: InMemoryStore) -> list[str]:
-    """A run answered in full, then its request redelivered (same event id)."""
+async def scenario_redelivered_request(store: InMemoryStore) -> tuple[list[str], bool]:
+    """A run answered in full, then its request redelivered (same event id): the
+    completions, and whether the inbox answered the redelivery as a duplicate (the state
+    would know it too, as ``already_handled``: its run is archived; then the result carries
+    that decision)."""
     rt, env = runtime_over(store), Envelopes()
     await ready_batch(rt, env)
     request = env.request("b1", "nlp")
     await answer_all(rt, env, await rt.deliver(*request))
-    await answer_all(rt, env, await rt.deliver(*request))
-    return completions(rt)
+    again = await rt.service.handle_message(*request)
+    await rt.relay.drain()
+    return completions(rt), again.duplicate and again.decision is None
 
 
 async def scenario_expired_request(store: InMemoryStore) -> list[str]:
@@ -816,10 +820,13 @@ async def test_gap_inbox_entry_of_a_change_with_state_and_messages() -> None:
         entry of a change that writes a state and outbox messages passes the contract (its inbox
         tests record entries only for changes without messages, apart from a resolve, which
     *replaces* an entry; the round trip never redelivers).
-        Over it a redelivered pipeline request starts the run again: two runs, two completions
-        for one request. Correct: the contract records and re-checks the inbox entry of a change
-        with state + outbox (redelivery -> DuplicateEventError, nothing written)."""
-    await _gap(InboxNotRecordedWithOutbox, scenario_redelivered_request, correct=["completed_successfully"])
+        Over it a redelivered pipeline request was decided again and started the run again:
+        two runs, two completions for one request (the state now ignores it too, as
+        ``already_handled``, but the inbox still does not answer it). Correct: the contract
+        records and re-checks the inbox entry of a change with state + outbox (redelivery ->
+        DuplicateEventError, nothing written)."""
+    correct = (["completed_successfully"], True)
+    await _gap(InboxNotRecordedWithOutbox, scenario_redelivered_request, correct=correct)
 
 
 async def test_gap_waiting_fact_deferred_on_a_registered_batch() -> None:

@@ -1,14 +1,18 @@
-"""A client's pipeline request redelivered after the retention purge forgot its
-inbox entry (documented: it is decided again and starts a new run). The new run must still be
-a *new* run: its run id and the event ids of what it emits must not be those of the first
-handling's run and messages.
+"""A run-starting request delivered again after the retention purge forgot its inbox entry
+(a consumer group reset to the earliest offset, a late re-injection, an HTTP retry past the
+inbox's retention).
 
-Known defect, not fixed yet: both tests are expected to fail (strict) until it is. The run id
-and the emitted event ids derive from the inbound event id alone
-(``pipeline_state/_decide/admission.py`` ``accept_run``, ``pipeline_state/_decide/ids.py``);
-the fix planned is to remember the archived runs' ids in the batch's summary (``Past``, a
-stored layout 3) and answer a request whose derived run id is among them as handled
-already.
+Was a defect (fixed): it was decided anew and started a second run under the first run's
+run id (both derive from the request's event id), emitting under the event ids of the first
+handling's messages: the history held two runs with one id, and when the first run had
+failed, the new run's phase command carried the very event id of the first one's, which a
+worker that drops repeated event ids drops (the run then waited for its deadline, and its
+re-sends reused that id too). Now the batch's summary lists its archived runs' ids
+(``Past.runs``) and such a request is answered as a duplicate (its decision ignored as
+``already_handled``): nothing emitted, nothing written but its inbox entry. The same
+holds while the run it started is active.
+
+The SQL stores run the same stories in ``tests/sql/test_sql_request_redelivered_after_purge.py``.
 """
 
 from __future__ import annotations
@@ -17,30 +21,66 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
-import pytest
+import attrs
 
-from pipeline_state import InMemoryBus, InMemoryStore, ManualClock, OutboxRelay, PipelineService
-from pipeline_state.ports import Retention, purge_expired
+from pipeline_state import (
+    HandleResult,
+    InMemoryBus,
+    InMemoryStore,
+    ManualClock,
+    OutboxRelay,
+    PipelineService,
+    RetryPhase,
+)
+from pipeline_state._commands import Command
+from pipeline_state._decide import ALREADY_HANDLED, decide
+from pipeline_state.ports import Retention, Store, purge_expired
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
 DAY = 86_400.0
 
-KNOWN_DEFECT = pytest.mark.xfail(
-    strict=True, reason="known defect: a request redelivered after the inbox purge reuses the first run's ids"
-)
+
+@attrs.define
+class Story:
+    """A batch whose first run ended (completed, or failed at spellcheck), the inbox purged
+    a month later; ``request`` is the message that started the run."""
+
+    service: PipelineService
+    store: Store
+    bus: InMemoryBus
+    relay: OutboxRelay
+    clock: ManualClock
+    request: tuple[str, dict[str, object]]
+
+    async def deliver(self, message: tuple[str, dict[str, object]]) -> object:
+        result = await self.service.handle_message(*message)
+        await self.relay.drain()
+        return result
+
+    def reused_ids(self) -> dict[str, list[str]]:
+        """Event ids carried by more than one distinct message."""
+        seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for m in self.bus.messages():
+            seen[m.event_id].add((m.topic, repr(m.value.get("data"))))
+        return {k: sorted(t for t, _ in v) for k, v in seen.items() if len(v) > 1}
 
 
-async def _first_run(
-    *, fail_spellcheck: bool
-) -> tuple[PipelineService, InMemoryStore, InMemoryBus, OutboxRelay, ManualClock, tuple]:
+def assert_already_handled(result: object) -> None:
+    """``result`` answers a duplicate the state recognised (the inbox had forgotten it)."""
+    assert isinstance(result, HandleResult)
+    assert result.duplicate
+    assert result.decision is not None
+    assert result.decision.ignored == ALREADY_HANDLED
+
+
+async def first_run(store: Store, *, fail_spellcheck: bool, purge: bool = True) -> Story:
     clock = ManualClock(datetime(2025, 3, 1, tzinfo=UTC))
-    store = InMemoryStore()
     service, bus = PipelineService(store, clock=clock), InMemoryBus()
-    relay = OutboxRelay(store, bus, clock)
+    story = Story(service, store, bus, OutboxRelay(store, bus, clock), clock, ("", {}))
     env, corr = HuleEduEnvelopes(), str(uuid.uuid4())
     items = env.item_ids("b1", 1)
-    request = env.request("b1", "nlp", correlation_id=corr)
+    story.request = env.request("b1", "nlp", correlation_id=corr)
     if fail_spellcheck:
         outcomes = [env.outcome("b1", "spellcheck", corr, status="failed_critically", failed=items)]
     else:
@@ -48,64 +88,92 @@ async def _first_run(
             env.outcome("b1", "spellcheck", corr, processed=items),
             env.outcome("b1", "nlp", corr, processed=items),
         ]
-    for delivery in (env.register("b1", items=1), env.provisioned("b1", items), request, *outcomes):
+    for delivery in (env.register("b1", items=1), env.provisioned("b1", items), story.request, *outcomes):
         clock.advance(1)
-        await service.handle_message(*delivery)
-        await relay.drain()
+        await story.deliver(delivery)
     assert len(bus.messages(Topic.PIPELINE_COMPLETED.value)) == 1
-    clock.advance(31 * DAY)
-    assert (await purge_expired(store, Retention(), clock.now())).inbox >= 3
-    return service, store, bus, relay, clock, request
+    if purge:
+        clock.advance(31 * DAY)
+        assert (await purge_expired(store, Retention(), clock.now())).inbox >= 3
+    return story
 
 
-def _reused_ids(bus: InMemoryBus) -> dict[str, list[str]]:
-    """Event ids carried by more than one distinct message (topic differs or payload differs)."""
-    seen: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for m in bus.messages():
-        seen[m.event_id].add((m.topic, repr(m.value.get("data"))))
-    return {k: sorted(t for t, _ in v) for k, v in seen.items() if len(v) > 1}
+async def check_a_completed_run_is_not_started_again(store: Store) -> None:
+    story = await first_run(store, fail_spellcheck=False)
+    sent = len(story.bus.messages())
+    result = await story.deliver(story.request)
+    assert_already_handled(result)
+    assert len(story.bus.messages()) == sent, "the redelivered request emitted"
+    history = await story.service.get_batch("b1")
+    assert len(history.history) == 1
+    assert history.active_run is None
+    assert not story.reused_ids()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known defect: a request redelivered after the inbox purge reuses the first run's ids"
-)
-async def test_request_redelivered_after_purge_gets_its_own_run_id_and_event_ids() -> None:
-    """The first run completed; 31 days later the inbox forgot the request and it is
-    delivered again. It starts a second run (every phase pruned, it completes at once, as
-    docs/operations.md "Retention" says) - but that run gets the very run id of the archived
-    first one (run_id = derive_id(request event id, "run")), and its PhaseSkipped events reuse
-    the event ids of the first handling's notification and spellcheck command (outbox ids
-    derive_id(request event id, "out", index)). Observed: history holds two runs with one run
-    id; two different messages went out under one event id (a consumer deduplicating by
-    event id drops the second). Expected: a fresh run id and fresh event ids (or the
-    redelivery recognised as the duplicate it is)."""
-    service, store, bus, relay, _clock, request = await _first_run(fail_spellcheck=False)
-    result = await service.handle_message(*request)
-    await relay.drain()
-    history = await store.history("b1")
-    run_ids = [r.run_id for r in history]
-    reused = _reused_ids(bus)
-    assert len(set(run_ids)) == len(run_ids), f"two archived runs share a run id: {run_ids}"
-    assert not reused, f"one event id named different messages: {reused}"
-    assert result.duplicate or len(history) == 2
+async def check_a_failed_run_is_not_started_again(store: Store) -> None:
+    story = await first_run(store, fail_spellcheck=True)
+    commands = story.bus.messages(Topic.SPELLCHECK.value)
+    assert len(commands) == 1
+    result = await story.deliver(story.request)
+    assert_already_handled(result)
+    assert story.bus.messages(Topic.SPELLCHECK.value) == commands
+    assert not story.reused_ids()
+    # A new request (its own event id) still starts a run, whose command has its own id.
+    fresh = HuleEduEnvelopes().request("b1", "nlp", correlation_id=str(uuid.uuid4()))
+    started = await story.deliver(fresh)
+    assert isinstance(started, HandleResult)
+    assert started.ignored is None
+    assert len({m.event_id for m in story.bus.messages(Topic.SPELLCHECK.value)}) == 2
+    assert not story.reused_ids()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="known defect: a request redelivered after the inbox purge reuses the first run's ids"
-)
-async def test_request_redelivered_after_purge_sends_its_command_under_a_new_event_id() -> None:
-    """The first run failed at spellcheck (nothing is pruned). The request, redelivered after
-    the purge, starts a second run whose spellcheck command carries the *same event id* as the
-    first run's command: a worker that deduplicates commands by event id (as the platform's do)
-    drops it, and the new run can only time out (its re-sends reuse that id too). Expected: the
-    second run's command has an event id of its own."""
-    service, _store, bus, relay, _clock, request = await _first_run(fail_spellcheck=True)
-    first = [m.event_id for m in bus.messages(Topic.SPELLCHECK.value)]
-    assert len(first) == 1
-    result = await service.handle_message(*request)
-    await relay.drain()
-    if result.duplicate:
-        return  # recognised as the duplicate it is: fine
-    commands = [m.event_id for m in bus.messages(Topic.SPELLCHECK.value)]
-    assert len(commands) == 2
-    assert commands[1] != commands[0], "the new run's spellcheck command reuses the old run's event id"
+async def check_a_retry_is_not_started_again(store: Store) -> None:
+    """An operator's retry of a phase starts a run too (its id derived from the retry's event
+    id): the same retry, again after the purge, is ignored as well."""
+    story = await first_run(store, fail_spellcheck=True, purge=False)
+    retry = RetryPhase("b1", "spellcheck", "ops", retry_reason="worker fixed")
+    first = await story.service.execute(retry, event_id="retry-1")
+    assert first.ignored is None
+    await story.relay.drain()
+    story.clock.advance(31 * DAY)
+    await purge_expired(story.store, Retention(), story.clock.now())
+    sent = len(story.bus.messages())
+    again = await story.service.execute(retry, event_id="retry-1")
+    assert_already_handled(again)
+    await story.relay.drain()
+    assert len(story.bus.messages()) == sent
+
+
+async def test_a_completed_run_is_not_started_again() -> None:
+    await check_a_completed_run_is_not_started_again(InMemoryStore())
+
+
+async def test_a_failed_run_is_not_started_again_and_a_new_request_still_is() -> None:
+    await check_a_failed_run_is_not_started_again(InMemoryStore())
+
+
+async def test_a_retry_is_not_started_again() -> None:
+    await check_a_retry_is_not_started_again(InMemoryStore())
+
+
+async def test_the_request_of_the_active_run_is_not_decided_again() -> None:
+    """The request of a run still active, decided again (its inbox entry gone): ignored, not
+    denied as ``pipeline_already_active`` (a denial emitted under the first handling's event
+    ids)."""
+    store = InMemoryStore()
+    clock = ManualClock(datetime(2025, 3, 1, tzinfo=UTC))
+    service = PipelineService(store, clock=clock)
+    env = HuleEduEnvelopes()
+    items = env.item_ids("b1", 1)
+    request = env.request("b1", "nlp", correlation_id=str(uuid.uuid4()))
+    for delivery in (env.register("b1", items=1), env.provisioned("b1", items), request):
+        await service.handle_message(*delivery)
+    state = await store.load("b1")
+    assert state is not None
+    assert state.active_run is not None
+    envelope, value = service.profile.inbound.parse(*request)
+    command = Command(value, str(envelope.event_id), str(envelope.correlation_id))
+    decision = decide(state, command, profile=service.profile, now=clock.now())
+    assert decision.ignored == ALREADY_HANDLED
+    assert decision.emits == ()
+    assert decision.state is state

@@ -10,7 +10,9 @@ header (see :mod:`tests.golden.stored`):
   (``items``, ``owner``, ``group_id``...): the stored field names did not move. Its documents
   carry every archived run in full (``history``); read now, they are migrated to layout 2 as
   the codec documents it, which :func:`_migrated` restates from the stored JSON alone;
-* layout 2, the current one: read and written back unchanged.
+* layout 2, whose ``past`` did not list the archived runs' ids: read, they get an empty
+  list (``runs_remembered``);
+* layout 3, the current one: read and written back unchanged.
 """
 
 from __future__ import annotations
@@ -43,13 +45,19 @@ def _stored(name: str, layout: int) -> tuple[Row, list[Row]]:
     return lines[0], lines[1:]
 
 
-def _migrated(document: Row) -> Row:
-    """``document`` in layout 2: a layout-1 document keeps every field but ``history``,
+def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
+    """``document`` in layout ``to``. A layout-1 document keeps every field but ``history``,
     whose runs become their summary (correlation ids and acceptance times, in order) and the
-    latest outputs of each phase they completed (a phase completed again moves last)."""
-    if document["schema"] == 2:
+    latest outputs of each phase they completed (a phase completed again moves last); in
+    layout 3 the summary also lists the runs' ids, which a layout-2 document did not keep
+    (an empty list)."""
+    layout = document["schema"]
+    if layout == to:
         return document
-    assert document["schema"] == 1
+    if layout == 2:
+        assert to == 3
+        return {**document, "schema": 3, "past": {**document["past"], "runs": []}}
+    assert layout == 1
     recorded: dict[str, Any] = {}
     for run in document["history"]:
         for phase in run["phases"]:
@@ -62,19 +70,25 @@ def _migrated(document: Row) -> Row:
         "accepted": [run["accepted_at"] for run in document["history"]],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
     }
-    return {**kept, "schema": 2, "past": past}
+    if to == 3:
+        past["runs"] = [run["run_id"] for run in document["history"]]
+    return {**kept, "schema": to, "past": past}
 
 
-def _same_keeping_fewer_times(written: Row, expected: Row) -> bool:
+def _same_keeping_fewer_times(written: Row, expected: Row, *, runs_known: bool = True) -> bool:
     """``written`` is ``expected`` except that its ``past.accepted`` may keep only the latest
     acceptance times (a decision keeps as many as the profile's rate limits count; a
-    document migrated from layout 1 keeps them all)."""
+    document migrated from layout 1 keeps them all). ``runs_known=False``: ``expected``
+    comes from a layout-2 row, which did not keep the archived runs' ids, and ``past.runs``
+    is not compared."""
     if "past" not in written or "past" not in expected:
         return written == expected
     kept, wanted = written["past"]["accepted"], expected["past"]["accepted"]
+    unknown = () if runs_known else ("runs",)
 
     def without_times(document: Row) -> Row:
-        return {**document, "past": {**document["past"], "accepted": None}}
+        past = {k: v for k, v in document["past"].items() if k not in unknown}
+        return {**document, "past": {**past, "accepted": None}}
 
     suffix = wanted[len(wanted) - len(kept) :] if kept else []
     return without_times(written) == without_times(expected) and kept == suffix
@@ -113,7 +127,22 @@ def test_the_layout_1_rows_migrate_to_the_rows_layout_2_was_recorded_with(name: 
     assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
     for before, after in zip(old, new, strict=True):
         where = f"{name} step {before['step']} {before['batch_id']}"
-        assert _same_keeping_fewer_times(after["document"], _migrated(before["document"])), where
+        assert _same_keeping_fewer_times(after["document"], _migrated(before["document"], to=2)), where
+
+
+@pytest.mark.parametrize("name", STORED_SCENARIOS)
+def test_the_layout_2_rows_migrate_to_the_layout_3_rows_but_for_the_run_ids(name: str) -> None:
+    _, old = _stored(name, 2)
+    _, new = _stored(name, 3)
+    assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
+    for before, after in zip(old, new, strict=True):
+        where = f"{name} step {before['step']} {before['batch_id']}"
+        migrated = _migrated(before["document"])
+        assert migrated["past"]["runs"] == [], where
+        assert _same_keeping_fewer_times(after["document"], migrated, runs_known=False), where
+        # Layout 3 lists every run archived: as many ids as correlation ids, all distinct.
+        runs = after["document"]["past"]["runs"]
+        assert len(runs) == len(set(runs)) == len(after["document"]["past"]["correlations"]), where
 
 
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
@@ -183,4 +212,5 @@ async def replay_from_stored_rows(
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
 async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str, layout: int) -> None:
     for where, after, now in await replay_from_stored_rows(name, layout, decode_state):
-        assert _same_keeping_fewer_times(encode_state(now), _migrated(after["document"])), where
+        expected = _migrated(after["document"])
+        assert _same_keeping_fewer_times(encode_state(now), expected, runs_known=layout != 2), where

@@ -239,17 +239,18 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert "history" not in doc
-    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": []}
+    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": [], "runs": []}
     run = archived_run("b1")
     doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
     assert doc["past"] == {
         "correlations": ["corr-0"],
         "accepted": ["2025-01-01T00:00:00+00:00"],
         "recorded": [["ingest", [["e0", "t0-out"]]]],
+        "runs": [run.run_id],
     }
 
 
-def test_a_layout_1_document_reads_as_layout_2_with_its_history_summed_up() -> None:
+def test_a_layout_1_document_reads_as_the_current_layout_with_its_history_summed_up() -> None:
     # Layout 1 kept every archived run in the batch document; the runs table holds them too.
     first = archived_run("b1")
     second = attrs.evolve(
@@ -265,7 +266,8 @@ def test_a_layout_1_document_reads_as_layout_2_with_its_history_summed_up() -> N
     assert back == current
     assert back.past.is_archived("corr-7")
     assert back.past.recorded_outputs() == {"ingest": (ItemRef("e1", "t1"),)}
-    assert encode_state(back)["schema"] == SCHEMA_VERSION == 2
+    assert back.past.runs == (first.run_id, "b1-run-7")  # layout 3 lists them, from the history
+    assert encode_state(back)["schema"] == SCHEMA_VERSION == 3
     assert "history" not in encode_state(back)
 
 
@@ -293,7 +295,7 @@ def test_document_keys_keep_their_order() -> None:
         "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
         "language", "prompt_ref", "essays", "active_run", "past",
     ]  # fmt: skip
-    assert list(doc["past"]) == ["correlations", "accepted", "recorded"]
+    assert list(doc["past"]) == ["correlations", "accepted", "recorded", "runs"]
     assert list(encode_run(archived_run("b1"))) == [
         "schema", "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
         "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",
@@ -340,3 +342,17 @@ def test_an_unknown_stored_status_is_corruption_naming_the_batch() -> None:
     document = {**encode_state(make_state("b1")), "status": "waiting_for_godot"}
     with pytest.raises(CorruptStateError, match=r"b1.*waiting_for_godot"):
         decode_state("b1", document)
+
+
+def test_a_layout_2_document_reads_with_no_run_ids() -> None:
+    """Layout 2 did not list the archived runs' ids: such a row reads with none (and writes
+    back in layout 3 with the ids of the runs archived from then on)."""
+    state = attrs.evolve(make_state("b1"), past=Past.of((archived_run("b1"),)))
+    doc = encode_state(state)
+    assert doc["past"]["runs"] == [archived_run("b1").run_id]
+    del doc["past"]["runs"]
+    back = decode_state("b1", {**doc, "schema": 2})
+    assert back.past.runs == ()
+    assert attrs.evolve(back, past=attrs.evolve(back.past, runs=state.past.runs)) == state
+    with pytest.raises(CorruptStateError, match=r"past\.runs"):
+        decode_state("b1", {**doc, "schema": 3})  # a layout-3 row must have them
