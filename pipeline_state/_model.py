@@ -26,6 +26,7 @@ from ._lifecycle import (
 
 __all__ = [
     "RECORDED_PIPELINE_PREFIX",
+    "RUN_KEY_LENGTH",
     "BatchState",
     "ItemRef",
     "Past",
@@ -35,6 +36,7 @@ __all__ = [
     "evolve",
     "evolver",
     "next_deadline",
+    "run_key",
 ]
 
 RECORDED_PIPELINE_PREFIX = "manual:"
@@ -147,6 +149,19 @@ class Run:
         return all_terminal(self.phases)
 
 
+RUN_KEY_LENGTH = 16
+"""Characters of a run id a batch's summary keeps (:func:`run_key`)."""
+
+
+def run_key(run_id: str) -> str:
+    """What :attr:`Past.runs` keeps of ``run_id``: its first :data:`RUN_KEY_LENGTH`
+    characters without dashes (60 bits of a derived id's hash). The summary is rewritten
+    with every event of its batch, so it keeps less than the id: two run ids of one batch
+    share a key only by a 1 in 2**60 chance per pair, and a request would then be taken
+    for the one that started the other run."""
+    return run_id.replace("-", "")[:RUN_KEY_LENGTH]
+
+
 @attrs.frozen(slots=True)
 class Past:
     """What decisions need of a batch's archived runs, without the runs themselves.
@@ -163,10 +178,10 @@ class Past:
     * ``recorded``: per phase completed (fully or partially) in an earlier run, the processed
       items of its latest successful execution, the latest last: what pruning and forwarding
       read;
-    * ``runs``: the archived runs' ids, oldest first (a run's id derives from the event that
-      started it, so a request whose derived run id is here was handled already, its inbox
-      entry purged since). A batch the SQL store kept in layout 2 lacks the ids of the runs
-      it had archived by then.
+    * ``runs``: the archived runs' keys (:func:`run_key`), oldest first. A run's id derives
+      from the event that started it, so a request whose derived run id has its key here was
+      handled already, its inbox entry purged since. A batch the SQL store kept in layout 2
+      lacks the keys of the runs it had archived by then.
     """
 
     correlations: tuple[str, ...] = ()
@@ -202,12 +217,12 @@ class Past:
             (*self.correlations, run.correlation_id),
             accepted,
             tuple(recorded.items()),
-            (*self.runs, run.run_id),
+            (*self.runs, run_key(run.run_id)),
         )
 
     def started(self, run_id: str) -> bool:
-        """Whether ``run_id`` is the id of an archived run."""
-        return run_id in self.runs
+        """Whether ``run_id`` is (its key is that of) the id of an archived run."""
+        return run_key(run_id) in self.runs
 
     @classmethod
     def of(cls, history: tuple[Run, ...], *, remember: int | None = None) -> Past:

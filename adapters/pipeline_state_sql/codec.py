@@ -27,7 +27,8 @@ The layout is the model's attrs classes with these differences (:data:`STATE_LAY
   shipped profile's words, as the ``status`` column does), and reads from either;
 * an :class:`~pipeline_state._model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
 * :class:`~pipeline_state._model.Past` is stored as ``{"correlations": [...], "accepted":
-  [...], "recorded": [[phase, [item references]]...], "runs": [...]}``;
+  [...], "recorded": [[phase, [item references]]...], "runs": "key,key..."}`` (the
+  archived runs' keys, :func:`~pipeline_state._model.run_key`, in one string);
 * :attr:`~pipeline_state._model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
@@ -45,7 +46,7 @@ from datetime import datetime
 from cattrs import Converter
 
 from pipeline_state._lifecycle import PHASE_DONE, BatchStatus
-from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run, run_key
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
 
@@ -107,13 +108,26 @@ def past_from_history(document: Document) -> Document:
         "correlations": [run.get("correlation_id") for run in history],
         "accepted": [run.get("accepted_at") for run in history],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
-        "runs": [run.get("run_id") for run in history],  # kept for layout 3 (see runs_remembered)
+        "runs": _run_keys(history),  # kept for layout 3 (see runs_remembered)
     }
     return document
 
 
+def _run_keys(history: list[object]) -> str:
+    """The keys (:func:`~pipeline_state._model.run_key`) of a layout-1 history's runs, as
+    layout 3 stores them."""
+    keys = []
+    for index, run in enumerate(history):
+        run_id = run.get("run_id") if type(run) is dict else None
+        if type(run_id) is not str:
+            raise Invalid(f"field 'run_id' should be str, got {type(run_id).__name__} (at history[{index}])")
+        keys.append(run_key(run_id))
+    return ",".join(keys)
+
+
 def runs_remembered(document: Document) -> Document:
-    """Layout 2 -> 3: the summary ``past`` also lists the archived runs' ids (``runs``), so a
+    """Layout 2 -> 3: the summary ``past`` also lists the archived runs' keys (``runs``, one
+    string, comma-separated: :func:`~pipeline_state._model.run_key` of each id), so a
     run-starting request delivered again after the inbox purge is known. A layout-2 row did
     not keep them: its runs archived by then are not listed (a row upgraded from layout 1
     has them, taken from its history). Raises :class:`~pipeline_state.documents.Invalid`
@@ -121,7 +135,7 @@ def runs_remembered(document: Document) -> Document:
     past = document.get("past")
     if type(past) is not dict:
         raise Invalid(f"field 'past' should be dict, got {type(past).__name__}")
-    past.setdefault("runs", [])
+    past.setdefault("runs", "")
     return document
 
 
@@ -212,13 +226,18 @@ def _item_refs_as_pairs(converter: Converter) -> None:
 def _past_by_hand(converter: Converter) -> None:
     """``past`` read and written by hand, whatever the layout does with item references
     elsewhere: ``{"correlations": [...], "accepted": [...], "recorded": [[phase, [[item_id,
-    content_ref]...]]...], "runs": [...]}``."""
+    content_ref]...]]...], "runs": "key,key..."}``."""
     read_time = converter.get_structure_hook(datetime)
 
     def texts(value: object, key: str) -> tuple[str, ...]:
         if type(value) is not list or any(type(item) is not str for item in value):
             raise Invalid(f"field '{key}' should be a list of str (at past.{key})")
         return tuple(value)
+
+    def keys(value: object) -> tuple[str, ...]:
+        if type(value) is not str:
+            raise Invalid(f"field 'runs' should be str, got {type(value).__name__} (at past.runs)")
+        return tuple(value.split(",")) if value else ()
 
     def times(value: object) -> tuple[datetime, ...]:
         if type(value) is not list:
@@ -254,7 +273,7 @@ def _past_by_hand(converter: Converter) -> None:
             texts(value.get("correlations"), "correlations"),
             times(value.get("accepted")),
             tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
-            texts(value.get("runs"), "runs"),
+            keys(value.get("runs")),
         )
 
     converter.register_structure_hook(Past, structure)
@@ -264,7 +283,7 @@ def _past_by_hand(converter: Converter) -> None:
             "correlations": list(past.correlations),
             "accepted": [moment.isoformat() for moment in past.accepted],
             "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
-            "runs": list(past.runs),
+            "runs": ",".join(past.runs),
         },
     )
 

@@ -56,7 +56,7 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
         return document
     if layout == 2:
         assert to == 3
-        return {**document, "schema": 3, "past": {**document["past"], "runs": []}}
+        return {**document, "schema": 3, "past": {**document["past"], "runs": ""}}
     assert layout == 1
     recorded: dict[str, Any] = {}
     for run in document["history"]:
@@ -70,8 +70,8 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
         "accepted": [run["accepted_at"] for run in document["history"]],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
     }
-    if to == 3:
-        past["runs"] = [run["run_id"] for run in document["history"]]
+    if to == 3:  # each run's key: its id's first 16 characters without dashes, comma-separated
+        past["runs"] = ",".join(run["run_id"].replace("-", "")[:16] for run in document["history"])
     return {**kept, "schema": to, "past": past}
 
 
@@ -138,10 +138,11 @@ def test_the_layout_2_rows_migrate_to_the_layout_3_rows_but_for_the_run_ids(name
     for before, after in zip(old, new, strict=True):
         where = f"{name} step {before['step']} {before['batch_id']}"
         migrated = _migrated(before["document"])
-        assert migrated["past"]["runs"] == [], where
+        assert migrated["past"]["runs"] == "", where
         assert _same_keeping_fewer_times(after["document"], migrated, runs_known=False), where
-        # Layout 3 lists every run archived: as many ids as correlation ids, all distinct.
-        runs = after["document"]["past"]["runs"]
+        # Layout 3 lists every run archived: as many keys as correlation ids, all distinct.
+        text = after["document"]["past"]["runs"]
+        runs = text.split(",") if text else []
         assert len(runs) == len(set(runs)) == len(after["document"]["past"]["correlations"]), where
 
 

@@ -23,7 +23,7 @@ from pipeline_state_sql.engine import dumps, loads
 
 from pipeline_state import BatchStatus
 from pipeline_state._lifecycle import PhaseStatus, RunStatus
-from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run, run_key
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.profiles.huleedu.testing.strategies import batch_states
 from pipeline_state.testing import make_state, with_deadline
@@ -239,14 +239,14 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert "history" not in doc
-    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": [], "runs": []}
+    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": [], "runs": ""}
     run = archived_run("b1")
     doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
     assert doc["past"] == {
         "correlations": ["corr-0"],
         "accepted": ["2025-01-01T00:00:00+00:00"],
         "recorded": [["ingest", [["e0", "t0-out"]]]],
-        "runs": [run.run_id],
+        "runs": run_key(run.run_id),
     }
 
 
@@ -266,7 +266,8 @@ def test_a_layout_1_document_reads_as_the_current_layout_with_its_history_summed
     assert back == current
     assert back.past.is_archived("corr-7")
     assert back.past.recorded_outputs() == {"ingest": (ItemRef("e1", "t1"),)}
-    assert back.past.runs == (first.run_id, "b1-run-7")  # layout 3 lists them, from the history
+    assert back.past.runs == (run_key(first.run_id), run_key("b1-run-7"))  # from the history
+    assert back.past.started("b1-run-7")
     assert encode_state(back)["schema"] == SCHEMA_VERSION == 3
     assert "history" not in encode_state(back)
 
@@ -349,7 +350,7 @@ def test_a_layout_2_document_reads_with_no_run_ids() -> None:
     back in layout 3 with the ids of the runs archived from then on)."""
     state = attrs.evolve(make_state("b1"), past=Past.of((archived_run("b1"),)))
     doc = encode_state(state)
-    assert doc["past"]["runs"] == [archived_run("b1").run_id]
+    assert doc["past"]["runs"] == run_key(archived_run("b1").run_id)
     del doc["past"]["runs"]
     back = decode_state("b1", {**doc, "schema": 2})
     assert back.past.runs == ()
