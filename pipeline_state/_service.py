@@ -32,12 +32,12 @@ from opentelemetry.trace import Span
 from ._catalog import MAX_DEADLINE_SECONDS, check_deadline
 from ._clock import SystemClock
 from ._coalesce import Coalescer
-from ._commands import Command, ExpireOverdue, OperatorCommand
+from ._commands import Command, ExpireOverdue, OperatorCommand, RecordPhaseCompletion, RetryPhase
 from ._decide import ALREADY_HANDLED, Decision, decide, derive_id, outbox_event_id
 from ._inbound import Inbound
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
-from ._model import BatchState, evolve
+from ._model import BatchState, evolve, run_key
 from ._profile import Profile, check_profile
 from ._refusal import refusal_result
 from ._replay import DEAD_LETTERED, unprocessed_replay_id
@@ -349,6 +349,11 @@ class _Staged:
     error: PipelineStateError | None = None
 
 
+_RUN_STARTING = (RequestPipeline, RetryPhase, RecordPhaseCompletion)
+"""Commands whose run, if they start one, is named after their event id (see
+``PipelineService._knowing_runs``)."""
+
+
 @attrs.define
 class _Batch:
     """What a fold knows of one batch: its state and its waiting facts (arrival order)."""
@@ -589,6 +594,7 @@ class PipelineService:
                 continue
             if batch_id not in batches:
                 batches[batch_id] = await self._read(batch_id)
+            await self._knowing_runs(command, batches[batch_id])
             try:
                 with entered(spans[index]):  # the outbox rows it emits carry its trace
                     steps = self._fold(command, topic, raw, batches[batch_id])
@@ -897,7 +903,7 @@ class PipelineService:
         done: set[str] = set()  # resumed facts the store found handled before (see commit)
 
         async def decide() -> list[_Staged]:
-            batch = read.pop() if read else await self._read(batch_id)
+            batch = await self._knowing_runs(command, read.pop() if read else await self._read(batch_id))
             if lost:
                 _check_moved(batch.state, lost[-1])
             return self._fold(command, topic, raw, batch, record_refusal=record_refusal, done=done)
@@ -977,6 +983,22 @@ class PipelineService:
         """The batch of ``state``, with its waiting facts read when ``has_waiting``."""
         waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
         return _Batch(state, waiting)
+
+    async def _knowing_runs(self, command: Command, batch: _Batch) -> _Batch:
+        """``batch``, its summary completed with the keys of its archived runs when ``command``
+        starts a run and the summary lacks some (a row stored in layout 2 kept none): the
+        store's history tells whether the command's run exists already (``already_handled``),
+        read only for this rare command and only until the batch is written again."""
+        state = batch.state
+        if (
+            state is None
+            or len(state.past.runs) >= state.past.count
+            or not isinstance(command.payload, _RUN_STARTING)
+        ):
+            return batch
+        keys = tuple(run_key(run.run_id) for run in await self.store.history(command.batch_id))
+        batch.state = attrs.evolve(state, past=attrs.evolve(state.past, runs=keys))
+        return batch
 
     async def _commit(self, changes: Sequence[Change]) -> None:
         if len(changes) == 1:

@@ -9,13 +9,17 @@ holds a wrong type or carries a schema number this release cannot read raises
 
 Layouts of the batch document (:data:`STATE_SCHEMA`):
 
-* **2** (written now): no archived run in the document. ``past`` holds what decisions keep
-  of them (:class:`~pipeline_state._model.Past`: every run's correlation id, the acceptance
-  times the profile's rate limits need and, per phase completed earlier, its latest
-  outputs), so an event neither decodes nor rewrites the batch's history;
-* **1**: every archived run in full under ``history``. Read through the upgrade step
-  :func:`past_from_history` (the ``runs`` table holds those runs too); the row is written in
-  layout 2 by the batch's next change.
+* **3** (written now): as layout 2, and ``past`` also keeps each archived run's key
+  (:func:`~pipeline_state._model.run_key`), by which a run-starting command delivered again
+  after the inbox purge is known. A layout-2 row reads through :func:`runs_remembered` with
+  no keys (the service then reads the batch's history for such a command);
+* **2**: no archived run in the document. ``past`` holds what decisions keep of them
+  (:class:`~pipeline_state._model.Past`: every run's correlation id, the acceptance times the
+  profile's rate limits need and, per phase completed earlier, its latest outputs), so an
+  event neither decodes nor rewrites the batch's history;
+* **1**: every archived run in full under ``history``. Read through the upgrade steps
+  :func:`past_from_history` (the ``runs`` table holds those runs too) and
+  :func:`runs_remembered`; the row is written in layout 3 by the batch's next change.
 
 The layout is the model's attrs classes with these differences (:data:`STATE_LAYOUT`):
 

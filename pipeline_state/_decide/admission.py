@@ -91,6 +91,9 @@ def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
 
     admission = Admission(p.user_id, p.phase_name, resolve, is_retry=True, retry_reason=p.retry_reason)
     state = inputs.require_state()
+    if started_before(state, run_id_of(inputs.command.event_id)):
+        # Before ``after_runs``: the retry's own run is one of those archived since.
+        return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id_of(inputs.command.event_id))
     if p.after_runs is not None and state.past.count != p.after_runs:
         raise BadCommandError(
             f"batch {state.batch_id} has archived {state.past.count} runs, the retry was asked "
@@ -109,7 +112,7 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
         now = inputs.now
         status = BatchStatus.AWAITING_CONTENT_VALIDATION
         state = BatchState(inputs.command.batch_id, status, 0, admission.user_id, "", 0, (), now, now)
-    elif _started_before(state, run_id_of(inputs.command.event_id)):
+    elif started_before(state, run_id_of(inputs.command.event_id)):
         return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id_of(inputs.command.event_id))
     session = Session(inputs.profile, inputs.command, inputs.now, state)
     fired = machines.fire_batch(BatchCtx(session, admission=admission), "start_run", absent=absent)
@@ -125,7 +128,7 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
     return session.finish(run_id=engine.run.run_id)
 
 
-def _started_before(state: BatchState, run_id: str) -> bool:
+def started_before(state: BatchState, run_id: str) -> bool:
     """Whether the command that starts run ``run_id`` (ids derive from the command's event id)
     started it already: the run is active or archived. Its inbox entry was purged since and it
     came again (a consumer reset, a late re-injection, an HTTP retry); deciding it anew would

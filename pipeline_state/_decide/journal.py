@@ -23,10 +23,10 @@ CORRELATION_MISMATCH = "correlation_mismatch"
 applied to the active run (unless the profile has ``strict_correlation``)."""
 
 ALREADY_HANDLED = "already_handled"
-"""Why a run-starting command (a pipeline request, a phase retry) is ignored when the run it
-starts (its id derives from the command's event id) is active or archived already: the same
-command, delivered again after the inbox purge forgot it. The service answers it as a
-duplicate."""
+"""Why a run-starting command (a pipeline request, a phase retry, a phase completion an
+operator records on an idle batch) is ignored when the run it starts (its id derives from
+the command's event id) is active or archived already: the same command, delivered again
+after the inbox purge forgot it. The service answers it as a duplicate."""
 
 
 class Emit:

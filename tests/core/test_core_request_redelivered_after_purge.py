@@ -32,7 +32,7 @@ from pipeline_state import (
     PipelineService,
     RetryPhase,
 )
-from pipeline_state._commands import Command
+from pipeline_state._commands import Command, RecordPhaseCompletion
 from pipeline_state._decide import ALREADY_HANDLED, decide
 from pipeline_state.ports import Retention, Store, purge_expired
 from pipeline_state.profiles.huleedu.events import Topic
@@ -129,19 +129,44 @@ async def check_a_failed_run_is_not_started_again(store: Store) -> None:
 
 async def check_a_retry_is_not_started_again(store: Store) -> None:
     """An operator's retry of a phase starts a run too (its id derived from the retry's event
-    id): the same retry, again after the purge, is ignored as well."""
+    id): the same retry, again after the purge, is a duplicate - also once its run completed
+    and was archived, though its ``after_runs`` (the runs archived when it was asked) no longer
+    matches (it was refused: a keyed client never got its first answer back)."""
     story = await first_run(store, fail_spellcheck=True, purge=False)
-    retry = RetryPhase("b1", "spellcheck", "ops", retry_reason="worker fixed")
-    first = await story.service.execute(retry, event_id="retry-1")
+    retry = RetryPhase("b1", "spellcheck", "ops", retry_reason="worker fixed", after_runs=1)
+    corr = str(uuid.uuid4())
+    first = await story.service.execute(retry, event_id="retry-1", correlation_id=corr)
     assert first.ignored is None
     await story.relay.drain()
+    env = HuleEduEnvelopes()
+    await story.deliver(env.outcome("b1", "spellcheck", corr, processed=env.item_ids("b1", 1)))
+    shown = await story.service.get_batch("b1")
+    assert shown.active_run is None
+    assert len(shown.history) == 2  # the retry's run archived: two runs now, after_runs was 1
     story.clock.advance(31 * DAY)
     await purge_expired(story.store, Retention(), story.clock.now())
     sent = len(story.bus.messages())
-    again = await story.service.execute(retry, event_id="retry-1")
+    again = await story.service.execute(retry, event_id="retry-1", correlation_id=corr)
     assert_already_handled(again)
     await story.relay.drain()
     assert len(story.bus.messages()) == sent
+    assert len((await story.service.get_batch("b1")).history) == 2
+
+
+async def check_a_recorded_completion_is_not_recorded_again(store: Store) -> None:
+    """An operator's report of a phase done outside the engine, on an idle batch, is archived
+    as a run of its own named after the report's event id: the same report, again after the
+    purge, is a duplicate, not a second recorded run."""
+    story = await first_run(store, fail_spellcheck=True, purge=False)
+    report = RecordPhaseCompletion("b1", "spellcheck", success=True)
+    first = await story.service.execute(report, event_id="report-1")
+    assert first.ignored is None
+    assert len((await story.service.get_batch("b1")).history) == 2
+    story.clock.advance(31 * DAY)
+    await purge_expired(story.store, Retention(), story.clock.now())
+    again = await story.service.execute(report, event_id="report-1")
+    assert_already_handled(again)
+    assert len((await story.service.get_batch("b1")).history) == 2
 
 
 async def test_a_completed_run_is_not_started_again() -> None:
@@ -154,6 +179,10 @@ async def test_a_failed_run_is_not_started_again_and_a_new_request_still_is() ->
 
 async def test_a_retry_is_not_started_again() -> None:
     await check_a_retry_is_not_started_again(InMemoryStore())
+
+
+async def test_a_recorded_completion_is_not_recorded_again() -> None:
+    await check_a_recorded_completion_is_not_recorded_again(InMemoryStore())
 
 
 async def test_the_request_of_the_active_run_is_not_decided_again() -> None:

@@ -4,12 +4,25 @@ the batch's summary (its archived runs' ids, layout 3) read back from the store.
 
 from __future__ import annotations
 
-from pipeline_state_sql import SqlStore
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import pytest
+from pipeline_state_sql import SqlStore
+from sqlalchemy import text
+
+from pipeline_state import PipelineService
+from pipeline_state._decide import ALREADY_HANDLED
+from pipeline_state.ports import Retention, purge_expired
+from tests.cli_kit import Cli, read, store_args
 from tests.core.test_core_request_redelivered_after_purge import (
     check_a_completed_run_is_not_started_again,
     check_a_failed_run_is_not_started_again,
+    check_a_recorded_completion_is_not_recorded_again,
     check_a_retry_is_not_started_again,
+    first_run,
 )
 
 
@@ -23,3 +36,63 @@ async def test_a_failed_run_is_not_started_again_and_a_new_request_still_is(sql_
 
 async def test_a_retry_is_not_started_again(sql_store: SqlStore) -> None:
     await check_a_retry_is_not_started_again(sql_store)
+
+
+async def test_a_recorded_completion_is_not_recorded_again(sql_store: SqlStore) -> None:
+    await check_a_recorded_completion_is_not_recorded_again(sql_store)
+
+
+async def test_a_row_stored_in_layout_2_still_knows_its_archived_runs(
+    make_store: Callable[[], Awaitable[SqlStore]], backend: str
+) -> None:
+    """A batch whose row was written in layout 2 (no run keys) by the release before: its
+    runs archived then are read from the store's history when a run-starting command comes,
+    so the redelivered request is a duplicate there too."""
+    store = await make_store()
+    story = await first_run(store, fail_spellcheck=False)
+    async with store.engine.begin() as conn:
+        (text_,) = (await conn.execute(text("SELECT state FROM batches WHERE batch_id = 'b1'"))).one()
+        document = json.loads(text_) if isinstance(text_, str) else dict(text_)
+        assert document["schema"] == 3
+        del document["past"]["runs"]
+        document["schema"] = 2
+        cast = "CAST(:d AS jsonb)" if backend == "postgres" else ":d"
+        await conn.execute(
+            text(f"UPDATE batches SET state = {cast} WHERE batch_id = 'b1'"), {"d": json.dumps(document)}
+        )
+    fresh = await make_store()  # no state cache in front of the row
+    service = PipelineService(fresh, clock=story.clock)
+    assert (await fresh.load("b1")).past.runs == ()  # type: ignore[union-attr]
+    again = await service.handle_message(*story.request)
+    assert again.duplicate
+    assert again.decision is not None
+    assert again.decision.ignored == ALREADY_HANDLED
+    assert len((await service.get_batch("b1")).history) == 1
+
+
+def test_the_cli_answers_a_repeated_retry_after_the_purge_as_done(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a defect (fixed, found in review): the same ``phase retry --event-id`` after the
+    inbox purge is a duplicate the state recognised; the CLI read its new inbox entry
+    (``ignored:already_handled``) as the first attempt's result and exited 1 (refused)."""
+    db = SimpleNamespace(url=sqlite_url, schema=None)
+
+    async def seed(store: SqlStore) -> None:
+        await first_run(store, fail_spellcheck=True, purge=False)
+
+    async def purge(store: SqlStore) -> None:
+        later = datetime.now(UTC) + timedelta(days=31)
+        assert (await purge_expired(store, Retention(), later)).inbox > 0
+
+    read(db, seed)
+    cli = Cli(capsys, store_args(db))
+    first = cli("phase", "retry", "b1", "spellcheck", "--as", "ops", "--event-id", "k1", "--json")
+    assert first.code == 0, first.err
+    assert first.json["result"] == "applied"
+    read(db, purge)
+    again = cli("phase", "retry", "b1", "spellcheck", "--as", "ops", "--event-id", "k1", "--json")
+    assert again.code == 0, again.err
+    assert again.json["result"] == "duplicate"
+    assert again.json["original"] == "applied"
+    assert again.json["run_id"] == first.json["run_id"]

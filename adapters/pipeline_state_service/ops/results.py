@@ -62,7 +62,12 @@ async def outcome_of(
     original = None
     detail = None
     requested_by = actor
-    if result.duplicate:
+    if result.duplicate and result.decision is not None:
+        # The inbox had forgotten it; the state knew its run (``already_handled``): the
+        # first attempt was applied and started that run.
+        original, run_id = "applied", result.decision.run_id or run_id
+        requested_by = await _first_requester(service, result) or actor
+    elif result.duplicate:
         entry = await service.store.inbox_entry(result.event_id)
         original = None if entry is None else entry.result
         requested_by = await _first_requester(service, result) or actor
