@@ -180,7 +180,9 @@ class Coalescer(Generic[T, R]):
             for _, future in (*group, *lane.queue):
                 if not future.done():
                     future.set_exception(exc)
-            lane.queue, lane.busy = [], 0
+            # Its own slot is free; other units in flight free theirs when they end.
+            lane.queue = []
+            lane.busy -= 1
             if lane.timer is not None:
                 lane.timer.cancel()
                 lane.timer = None

@@ -4,9 +4,11 @@ calls for other batches made while a slot is free."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
+from pipeline_state._coalesce import Coalescer
 from pipeline_state.ports import Change
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
@@ -66,3 +68,55 @@ async def test_one_slow_unit_does_not_stall_later_calls_while_a_slot_is_free() -
     store.gates["slow"].set()  # let everything finish before asserting
     await asyncio.wait_for(asyncio.gather(slow, c, *later), 5)
     assert stalled == 0, f"{stalled} of 4 calls for other batches waited for batch 'slow' with a slot free"
+
+
+async def test_a_cancelled_group_frees_only_its_own_slot() -> None:
+    """Was a defect (fixed, found in review): a group whose task was cancelled (the loop
+    closing, or anything cancelling it) set the count of units in flight to zero while
+    another unit was still in flight; when that one ended the count went below zero, and
+    from then on more than two units of work ran at once."""
+    in_flight: list[str] = []
+    most = 0
+    gates = {name: asyncio.Event() for name in ("a", "b", "c", "x", "y", "z")}
+
+    async def work(item: str) -> str:
+        nonlocal most
+        in_flight.append(item)
+        most = max(most, len(in_flight))
+        try:
+            await gates[item[0]].wait()
+        finally:
+            in_flight.remove(item)
+        return item
+
+    async def alone(item: str) -> str:
+        return await work(item)
+
+    async def together(items: Sequence[str]) -> list[str | BaseException]:
+        return [await work(item) for item in items]
+
+    coalescer: Coalescer[str, str] = Coalescer(alone, together, limit=8)
+    a = asyncio.ensure_future(coalescer.submit("a"))
+    b = asyncio.ensure_future(coalescer.submit("b"))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(coalescer.submit(item)) for item in ("c1", "c2")]
+    await asyncio.sleep(0)
+    gates["b"].set()
+    assert await b == "b"
+    for _ in range(5):
+        await asyncio.sleep(0)  # the queued pair went as a group in b's slot
+    group = next(iter(coalescer._lane(asyncio.get_running_loop()).tasks))
+    group.cancel()
+    for call in queued:
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+    gates["a"].set()
+    assert await a == "a"
+    most = 0
+    later = [asyncio.ensure_future(coalescer.submit(item)) for item in ("x", "y", "z")]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    for name in ("x", "y", "z"):
+        gates[name].set()
+    assert sorted(await asyncio.gather(*later)) == ["x", "y", "z"]
+    assert most <= 2, f"{most} units of work ran at once with two slots"
