@@ -116,13 +116,23 @@ class TimeoutH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def _seconds(value: float) -> float:
+    """``value`` as a timeout in seconds; :class:`ValueError` unless positive and finite.
+    NaN compares false with everything, so "<= 0" let it through (``call_later(nan)`` fires
+    at once); an int too large for a float is no timeout either."""
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"timeouts must be positive and finite, got {value!r:.40}")
+    return seconds
+
+
 def timeout_protocol(header_timeout: float, body_timeout: float) -> type[TimeoutH11Protocol]:
     """A :class:`TimeoutH11Protocol` class with these timeouts (seconds), for
     ``uvicorn.Config(http=...)``."""
-    # NaN compares false with everything, so "<= 0" let it through: call_later(nan) fires at once.
-    if not all(math.isfinite(value) and value > 0 for value in (header_timeout, body_timeout)):
-        raise ValueError("timeouts must be positive and finite")
-    attributes = {"header_timeout": float(header_timeout), "body_timeout": float(body_timeout)}
+    attributes = {"header_timeout": _seconds(header_timeout), "body_timeout": _seconds(body_timeout)}
     return type("TimeoutH11Protocol", (TimeoutH11Protocol,), attributes)
 
 

@@ -166,3 +166,14 @@ def test_serve_http_defaults_to_loopback_and_errors_never_echo_tokens(tmp_path: 
         with pytest.raises(HttpSettingsError) as raised:
             HttpSettings.from_environ(env)
         assert secret not in str(raised.value), str(raised.value)
+
+
+@pytest.mark.parametrize("value", [10**400, math.nan, math.inf, 0, -1.5])
+def test_the_server_refuses_a_timeout_it_cannot_use(value: float) -> None:
+    """Was a defect (fixed, found in review): an int too large for a float passed the check
+    and then raised ``OverflowError`` while the server was being made; every unusable
+    timeout is a ``ValueError`` saying so."""
+    with pytest.raises(ValueError, match="positive and finite"):
+        timeout_protocol(value, 1.0)
+    with pytest.raises(ValueError, match="positive and finite"):
+        timeout_protocol(1.0, value)
