@@ -323,9 +323,12 @@ def _filled(results: list[HandleResult | BaseException | None]) -> list[HandleRe
 
 
 def _result_label(decision: Decision) -> str:
+    """The inbox result of ``decision``. A run-starting command the state knew
+    (``already_handled``) is written again as ``applied``: what its first handling did, since
+    its run exists, and what a later repeat, answered by the inbox, reports."""
     if decision.denial is not None:
         return f"denied:{decision.denial.reason}"
-    if decision.ignored is not None:
+    if decision.ignored is not None and decision.ignored != ALREADY_HANDLED:
         return f"ignored:{decision.ignored}"
     return "applied"
 
@@ -996,7 +999,9 @@ class PipelineService:
             or not isinstance(command.payload, _RUN_STARTING)
         ):
             return batch
-        keys = tuple(run_key(run.run_id) for run in await self.store.history(command.batch_id))
+        stored = tuple(run_key(run.run_id) for run in await self.store.history(command.batch_id))
+        # The summary may know runs the store does not yet (archived earlier in this group).
+        keys = (*stored, *(key for key in state.past.runs if key not in stored))
         batch.state = attrs.evolve(state, past=attrs.evolve(state.past, runs=keys))
         return batch
 

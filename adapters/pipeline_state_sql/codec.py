@@ -50,7 +50,7 @@ from datetime import datetime
 from cattrs import Converter
 
 from pipeline_state._lifecycle import PHASE_DONE, BatchStatus
-from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run, run_key
+from pipeline_state._model import RUN_KEY_LENGTH, BatchState, ItemRef, Past, PhaseRun, Run, run_key
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
 
@@ -241,7 +241,10 @@ def _past_by_hand(converter: Converter) -> None:
     def keys(value: object) -> tuple[str, ...]:
         if type(value) is not str:
             raise Invalid(f"field 'runs' should be str, got {type(value).__name__} (at past.runs)")
-        return tuple(value.split(",")) if value else ()
+        found = tuple(value.split(",")) if value else ()
+        if any(not 0 < len(key) <= RUN_KEY_LENGTH for key in found):
+            raise Invalid(f"field 'runs' should hold keys of 1 to {RUN_KEY_LENGTH} characters (at past.runs)")
+        return found
 
     def times(value: object) -> tuple[datetime, ...]:
         if type(value) is not list:

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
-import pytest
 from pipeline_state_sql import SqlStore
 from sqlalchemy import text
 
 from pipeline_state import PipelineService
 from pipeline_state._decide import ALREADY_HANDLED
-from pipeline_state.ports import Retention, purge_expired
-from tests.cli_kit import Cli, read, store_args
 from tests.core.test_core_request_redelivered_after_purge import (
     check_a_completed_run_is_not_started_again,
     check_a_failed_run_is_not_started_again,
@@ -68,31 +63,3 @@ async def test_a_row_stored_in_layout_2_still_knows_its_archived_runs(
     assert again.decision is not None
     assert again.decision.ignored == ALREADY_HANDLED
     assert len((await service.get_batch("b1")).history) == 1
-
-
-def test_the_cli_answers_a_repeated_retry_after_the_purge_as_done(
-    sqlite_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Was a defect (fixed, found in review): the same ``phase retry --event-id`` after the
-    inbox purge is a duplicate the state recognised; the CLI read its new inbox entry
-    (``ignored:already_handled``) as the first attempt's result and exited 1 (refused)."""
-    db = SimpleNamespace(url=sqlite_url, schema=None)
-
-    async def seed(store: SqlStore) -> None:
-        await first_run(store, fail_spellcheck=True, purge=False)
-
-    async def purge(store: SqlStore) -> None:
-        later = datetime.now(UTC) + timedelta(days=31)
-        assert (await purge_expired(store, Retention(), later)).inbox > 0
-
-    read(db, seed)
-    cli = Cli(capsys, store_args(db))
-    first = cli("phase", "retry", "b1", "spellcheck", "--as", "ops", "--event-id", "k1", "--json")
-    assert first.code == 0, first.err
-    assert first.json["result"] == "applied"
-    read(db, purge)
-    again = cli("phase", "retry", "b1", "spellcheck", "--as", "ops", "--event-id", "k1", "--json")
-    assert again.code == 0, again.err
-    assert again.json["result"] == "duplicate"
-    assert again.json["original"] == "applied"
-    assert again.json["run_id"] == first.json["run_id"]

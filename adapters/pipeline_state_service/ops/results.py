@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
 from pipeline_state._service import HandleResult, PipelineService
+from pipeline_state.ports import TransitionRecord
 
 from .exits import ExitCode
 
@@ -62,15 +63,17 @@ async def outcome_of(
     original = None
     detail = None
     requested_by = actor
-    if result.duplicate and result.decision is not None:
-        # The inbox had forgotten it; the state knew its run (``already_handled``): the
-        # first attempt was applied and started that run.
-        original, run_id = "applied", result.decision.run_id or run_id
-        requested_by = await _first_requester(service, result) or actor
-    elif result.duplicate:
-        entry = await service.store.inbox_entry(result.event_id)
-        original = None if entry is None else entry.result
-        requested_by = await _first_requester(service, result) or actor
+    if result.duplicate:
+        rows = await _logged(service, result)
+        requested_by = next((row.requested_by for row in rows if row.requested_by), None) or actor
+        if result.decision is not None:
+            # The inbox had forgotten it; the state knew its run (``already_handled``): the
+            # first attempt was applied and started that run.
+            original, run_id = "applied", result.decision.run_id or run_id
+        else:
+            entry = await service.store.inbox_entry(result.event_id)
+            original = None if entry is None else entry.result
+            run_id = next((row.run_id for row in rows if row.run_id), None) or run_id
     elif result.decision is not None:
         run_id = result.decision.run_id or run_id
         if result.decision.denial is not None:
@@ -89,13 +92,12 @@ async def outcome_of(
     )
 
 
-async def _first_requester(service: PipelineService, result: HandleResult) -> str | None:
-    """Who asked for the action a duplicate repeats, as its transition log rows say (the
-    repeat recorded nothing); ``None`` when the store keeps no log or the rows are gone."""
+async def _logged(service: PipelineService, result: HandleResult) -> list[TransitionRecord]:
+    """The transition log rows of the action a duplicate repeats (who asked, the run it
+    moved; the repeat recorded nothing); empty when the store keeps no log or the rows are
+    gone."""
     transitions = getattr(service.store, "transitions", None)
     if transitions is None:
-        return None
-    for row in await transitions(result.batch_id):
-        if row.event_id == result.event_id and row.requested_by:
-            return str(row.requested_by)
-    return None
+        return []
+    rows = await transitions(result.batch_id)
+    return [cast(TransitionRecord, row) for row in rows if row.event_id == result.event_id]
