@@ -5,7 +5,9 @@ work that waited, in one unit of work.
 A caller that finds a free slot (at most ``slots`` units of work in flight) and nobody
 queued runs its own work at once, so a lone caller pays nothing for the grouping. Other
 callers queue; when a unit of work ends, the queued items go to groups in the free slots,
-spread evenly and at most ``limit`` to a group, each group a task of its own. Each caller
+spread evenly and at most ``limit`` to a group, each group a task of its own; with a
+``key`` (the service's: the batch), the items of one key go to one group, in arrival order,
+since groups in flight at the same moment may decide in either order. Each caller
 receives its own outcome: a result, or the exception raised for its item alone. A caller
 cancelled while it waits in the queue drops only its wait: its item may still be committed
 (as when a call is cancelled after its commit).
@@ -36,7 +38,7 @@ import asyncio
 import contextvars
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["LONE_WAIT_SECONDS", "Coalescer"]
@@ -74,7 +76,7 @@ class Coalescer(Generic[T, R]):
     Each event loop has its own slots and queue (a service used from several loops, one per
     thread, groups the calls of each loop apart); they go with the loop."""
 
-    __slots__ = ("_alone", "_lanes", "_limit", "_other", "_slots", "_together")
+    __slots__ = ("_alone", "_key", "_lanes", "_limit", "_other", "_slots", "_together")
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class Coalescer(Generic[T, R]):
         *,
         limit: int,
         slots: int = 2,
+        key: Callable[[T], Hashable] | None = None,
     ) -> None:
         if limit < 2:
             raise ValueError("a group holds at least two items")
@@ -92,6 +95,7 @@ class Coalescer(Generic[T, R]):
         self._together = together
         self._limit = limit
         self._slots = slots
+        self._key = key
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane[T, R]] = (
             weakref.WeakKeyDictionary()
         )
@@ -155,20 +159,51 @@ class Coalescer(Generic[T, R]):
             self._fill(lane, loop)
 
     def _fill(self, lane: _Lane[T, R], loop: asyncio.AbstractEventLoop) -> None:
-        """The queued items to groups in the free slots, spread evenly."""
+        """The queued items to groups in the free slots, spread evenly. When every caller
+        in the queue stopped waiting (their loop is ending: ``asyncio.run`` cancelled them),
+        nothing is started: a group started now would outlive the loop."""
+        if all(future.done() for _, future in lane.queue):
+            lane.queue = []
+            return
         waiting = len(lane.queue)
         groups = min(self._slots - lane.busy, waiting)
         size = min(-(-waiting // groups), self._limit)
-        for _ in range(groups):
-            if not lane.queue:
-                break
-            group, lane.queue = lane.queue[:size], lane.queue[size:]
+        for group in self._split(lane, groups, size):
             lane.busy += 1
             # A context of its own: the group is no caller's child (each item's work runs in
             # the span its caller made for it), and no caller's context variables leak into it.
             task = loop.create_task(self._run(lane, group), context=contextvars.Context())
             lane.tasks.add(task)
             task.add_done_callback(lane.tasks.discard)
+
+    def _split(self, lane: _Lane[T, R], groups: int, size: int) -> list[list[tuple[T, asyncio.Future[R]]]]:
+        """At most ``groups`` groups of about ``size`` items from the head of the queue, in
+        queue order; what does not fit stays queued. With a ``key``, the items of one key go
+        to one group (groups run at once: two of them holding one batch's messages would
+        decide them in either order), and once one of a key's items stays queued, so do its
+        later ones."""
+        key = self._key
+        if key is None or groups == 1:
+            taken = lane.queue[: groups * size]
+            lane.queue = lane.queue[groups * size :]
+            return [taken[i : i + size] for i in range(0, len(taken), size)]
+        out: list[list[tuple[T, asyncio.Future[R]]]] = [[] for _ in range(groups)]
+        owner: dict[Hashable, int | None] = {}  # None: that key's items stay queued
+        left: list[tuple[T, asyncio.Future[R]]] = []
+        for entry in lane.queue:
+            k = key(entry[0])
+            index = owner.get(k, -1)
+            if index == -1:
+                index = next((i for i, group in enumerate(out) if len(group) < size), None)
+            elif index is not None and len(out[index]) >= self._limit:
+                index = None
+            owner[k] = index
+            if index is None:
+                left.append(entry)
+            else:
+                out[index].append(entry)
+        lane.queue = left
+        return [group for group in out if group]
 
     async def _run(self, lane: _Lane[T, R], group: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

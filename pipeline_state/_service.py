@@ -357,6 +357,12 @@ _RUN_STARTING = (RequestPipeline, RetryPhase, RecordPhaseCompletion)
 ``PipelineService._knowing_runs``)."""
 
 
+def _batch_of(item: _Queued) -> object:
+    """The batch a queued message is about: the group commit keeps one batch's messages in
+    one group, in arrival order."""
+    return getattr(item[0].payload, "batch_id", None)
+
+
 @attrs.define
 class _Batch:
     """What a fold knows of one batch: its state and its waiting facts (arrival order)."""
@@ -432,7 +438,7 @@ class PipelineService:
         """Overdue batches the last deadline sweep could not sweep (see :meth:`expire_overdue`)."""
         self._group: Coalescer[_Queued, HandleResult] | None = None
         if group_limit > 1:
-            self._group = Coalescer(self._alone, self._together, limit=group_limit)
+            self._group = Coalescer(self._alone, self._together, limit=group_limit, key=_batch_of)
 
     # -- entry points ---------------------------------------------------------------------
     async def handle_message(
