@@ -16,6 +16,7 @@ from pipeline_state_http import resources as http_resources
 from pipeline_state_http.server import timeout_protocol
 
 from pipeline_state import InMemoryStore, ManualClock, PipelineService
+from tests.optional import require
 
 from .conftest import API_TOKEN, TOKENS
 from .serving import served
@@ -145,7 +146,7 @@ def test_environment_refuses_unusable_timeouts(variable: str, value: str) -> Non
 
 
 def test_serve_http_defaults_to_loopback_and_errors_never_echo_tokens(tmp_path: Any) -> None:
-    pytest.importorskip("pipeline_state_kafka")
+    require("pipeline_state_kafka")  # serve's settings live beside the Kafka adapter
     from pipeline_state_service.settings import SettingsError, parse_host_port
     from pipeline_state_service.web import is_loopback
 
