@@ -72,7 +72,7 @@ def request(inputs: Inputs, p: RequestPipeline) -> Decision:
         is_retry=p.is_retry,
         retry_reason=p.retry_reason,
     )
-    return _start(inputs, admission)
+    return handled_already(inputs) or _start(inputs, admission)
 
 
 def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
@@ -91,9 +91,9 @@ def retry_phase(inputs: Inputs, p: RetryPhase) -> Decision:
 
     admission = Admission(p.user_id, p.phase_name, resolve, is_retry=True, retry_reason=p.retry_reason)
     state = inputs.require_state()
-    if started_before(state, run_id_of(inputs.command.event_id)):
-        # Before ``after_runs``: the retry's own run is one of those archived since.
-        return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id_of(inputs.command.event_id))
+    handled = handled_already(inputs)  # before ``after_runs``: its run may be archived since
+    if handled is not None:
+        return handled
     if p.after_runs is not None and state.past.count != p.after_runs:
         raise BadCommandError(
             f"batch {state.batch_id} has archived {state.past.count} runs, the retry was asked "
@@ -112,8 +112,6 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
         now = inputs.now
         status = BatchStatus.AWAITING_CONTENT_VALIDATION
         state = BatchState(inputs.command.batch_id, status, 0, admission.user_id, "", 0, (), now, now)
-    elif started_before(state, run_id_of(inputs.command.event_id)):
-        return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id_of(inputs.command.event_id))
     session = Session(inputs.profile, inputs.command, inputs.now, state)
     fired = machines.fire_batch(BatchCtx(session, admission=admission), "start_run", absent=absent)
     if isinstance(fired, machines.Refused):
@@ -128,13 +126,20 @@ def _start(inputs: Inputs, admission: Admission) -> Decision:
     return session.finish(run_id=engine.run.run_id)
 
 
-def started_before(state: BatchState, run_id: str) -> bool:
-    """Whether the command that starts run ``run_id`` (ids derive from the command's event id)
-    started it already: the run is active or archived. Its inbox entry was purged since and it
-    came again (a consumer reset, a late re-injection, an HTTP retry); deciding it anew would
-    start a second run under the same run id and emit under the first handling's event ids."""
+def handled_already(inputs: Inputs) -> Decision | None:
+    """The decision on a run-starting command that started its run already (the run, named
+    after the command's event id, is active or archived): ignored as ``already_handled``.
+    Its inbox entry was purged since and it came again (a consumer reset, a late
+    re-injection, an HTTP retry); deciding it anew would start a second run under the same
+    run id and emit under the first handling's event ids. ``None`` for any other command."""
+    state = inputs.state
+    if state is None:
+        return None
+    run_id = run_id_of(inputs.command.event_id)
     active = state.active_run
-    return (active is not None and active.run_id == run_id) or state.past.started(run_id)
+    if (active is not None and active.run_id == run_id) or state.past.started(run_id):
+        return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id)
+    return None
 
 
 def deny(session: Session, user_id: str, requested: str, denial: Denial) -> Decision:

@@ -9,10 +9,10 @@ from pipeline_state._model import RECORDED_PIPELINE_PREFIX, PhaseRun, Run
 from pipeline_state.errors import BadCommandError, UnknownPipelineError
 
 from . import machines
-from .admission import plan_order_for, started_before
+from .admission import handled_already, plan_order_for
 from .context import PhaseCtx, RunCtx, Session
 from .ids import run_id_of
-from .journal import ALREADY_HANDLED, CORRELATION_MISMATCH, Decision
+from .journal import CORRELATION_MISMATCH, Decision
 from .registry import Inputs
 from .run import RunEngine, apply_phase, fan_in
 
@@ -133,9 +133,9 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
     session = _session(inputs)
     if not inputs.profile.is_phase(p.phase_name):
         raise UnknownPipelineError(p.phase_name, batch_id=p.batch_id, kind="phase")
-    run_id = run_id_of(session.command.event_id)
-    if started_before(session.state, run_id):  # its recorded run: the same report again
-        return Decision(session.state, ignored=ALREADY_HANDLED, run_id=run_id)
+    handled = handled_already(inputs)  # its recorded run: the same report again
+    if handled is not None:
+        return handled
     engine = RunEngine.of(session)
     now = session.now
     if engine is not None:
@@ -170,6 +170,7 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
         outputs = recorded[0]
     else:
         outputs = fan_in(session.profile.fan_in, names, recorded)
+    run_id = run_id_of(session.command.event_id)
     manual = PhaseRun(
         p.phase_name,
         step.depends_on,
