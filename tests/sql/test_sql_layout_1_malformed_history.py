@@ -61,6 +61,30 @@ async def _write(store: SqlStore, backend: str, batch: str, document: dict[str, 
         )
 
 
+async def _active_pair(make_store: Any, backend: str, *, bad: str, good: str) -> tuple[SqlStore, ManualClock]:
+    """Two batches with an active run each; ``bad`` archived one run before, and its row is
+    then rewritten in layout 1 with that run's first phase holding a list as its status."""
+    store = await make_store()
+    clock = ManualClock()
+    service = PipelineService(store, clock=clock)
+    env = HuleEduEnvelopes()
+    await _one_archived_run(service, clock, bad)
+    clock.advance(1)
+    await service.handle_message(*env.request(bad, "ai_feedback", correlation_id=str(uuid.uuid4())))
+    assert (await store.load(bad)).active_run is not None  # type: ignore[union-attr]
+    for delivery in (
+        env.register(good, items=1),
+        env.provisioned(good, env.item_ids(good, 1)),
+        env.request(good, "nlp", correlation_id=str(uuid.uuid4())),
+    ):
+        clock.advance(1)
+        await service.handle_message(*delivery)
+    document = await _layout_1(store, bad)
+    document["history"][0]["phases"][0]["status"] = ["completed_successfully"]
+    await _write(store, backend, bad, document)
+    return store, clock
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("status", ["completed_successfully"]), ("name", {"phase": "spellcheck"}), ("name", ["nlp"])],
@@ -101,24 +125,7 @@ async def test_one_layout_1_row_with_an_unhashable_phase_status_hides_no_other_s
     CorruptStateError only. The layout-1 row above raises a bare TypeError instead, so the
     whole listing fails and the operator sees no stalled run at all. Expected: ``good`` is
     listed, ``bad`` left out (logged)."""
-    store = await make_store()
-    clock = ManualClock()
-    service = PipelineService(store, clock=clock)
-    env = HuleEduEnvelopes()
-    await _one_archived_run(service, clock, "bad")
-    clock.advance(1)
-    await service.handle_message(*env.request("bad", "ai_feedback", correlation_id=str(uuid.uuid4())))
-    assert (await store.load("bad")).active_run is not None  # type: ignore[union-attr]
-    for delivery in (
-        env.register("good", items=1),
-        env.provisioned("good", env.item_ids("good", 1)),
-        env.request("good", "nlp", correlation_id=str(uuid.uuid4())),
-    ):
-        clock.advance(1)
-        await service.handle_message(*delivery)
-    document = await _layout_1(store, "bad")
-    document["history"][0]["phases"][0]["status"] = ["completed_successfully"]
-    await _write(store, backend, "bad", document)
+    _, clock = await _active_pair(make_store, backend, bad="bad", good="good")
     fresh = await make_store()
     clock.advance(600)
     stalled = await fresh.stalled_runs(clock.now(), 60)
@@ -133,23 +140,7 @@ async def test_one_layout_1_row_with_an_unhashable_phase_status_does_not_stop_th
     The tampered layout-1 row of ``a1`` raises a bare TypeError out of ``store.load``
     instead (codec.py:90-92), which aborts the whole sweep: ``b1``, overdue too, is never
     expired, on this sweep or any later one. Expected: ``b1`` swept, ``a1`` skipped."""
-    store = await make_store()
-    clock = ManualClock()
-    service = PipelineService(store, clock=clock)
-    env = HuleEduEnvelopes()
-    await _one_archived_run(service, clock, "a1")
-    clock.advance(1)
-    await service.handle_message(*env.request("a1", "ai_feedback", correlation_id=str(uuid.uuid4())))
-    for delivery in (
-        env.register("b1", items=1),
-        env.provisioned("b1", env.item_ids("b1", 1)),
-        env.request("b1", "nlp", correlation_id=str(uuid.uuid4())),
-    ):
-        clock.advance(1)
-        await service.handle_message(*delivery)
-    document = await _layout_1(store, "a1")
-    document["history"][0]["phases"][0]["status"] = ["completed_successfully"]
-    await _write(store, backend, "a1", document)
+    store, clock = await _active_pair(make_store, backend, bad="a1", good="b1")
     before = await store.load("b1")
     assert before is not None
     fresh = await make_store()
