@@ -180,7 +180,7 @@ class OutcomeWorkload:
         """Every workload batch is ready again with a finished run (the outcomes applied)."""
         for ready in self.ready:
             state = await store.load(ready.batch_id)
-            if state is None or state.active_run is not None or not state.past.correlations:
+            if state is None or state.active_run is not None or state.past.count == 0:
                 raise RuntimeError(f"the outcomes for {ready.batch_id} did not complete its run")
 
 

@@ -118,6 +118,11 @@ class InMemoryStore:
         self._check()
         return list(self._history.get(batch_id, ()))
 
+    async def archived_ids(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(run_id, correlation_id)`` of each archived run, oldest first."""
+        self._check()
+        return [(run.run_id, run.correlation_id) for run in self._history.get(batch_id, ())]
+
     async def commit(self, change: Change) -> None:
         self._check()
         with self._lock:

@@ -167,38 +167,59 @@ class Past:
     """What decisions need of a batch's archived runs, without the runs themselves.
 
     The runs are kept by the store (one row each in the SQL store's ``runs`` table) and read
-    only to show them; a decision reads this summary, so the cost of an event does not grow
-    with the batch's history beyond one correlation id per archived run:
+    only to show them; a decision reads this summary, whose size does not grow with the
+    batch's history but for the ids a store may leave out:
 
-    * ``correlations``: every archived run's correlation id, oldest first (an outcome that
-      carries one is stale);
+    * ``count``: how many runs the batch has archived;
     * ``accepted``: when the latest archived runs were accepted, oldest first: as many as
       the profile's rate limits can count (:attr:`~pipeline_state._profile.Profile.runs_remembered`),
       all of them when the summary was derived from a full history;
     * ``recorded``: per phase completed (fully or partially) in an earlier run, the processed
       items of its latest successful execution, the latest last: what pruning and forwarding
       read;
-    * ``runs``: the archived runs' keys (:func:`run_key`), oldest first. A run's id derives
-      from the event that started it, so a request whose derived run id has its key here was
-      handled already, its inbox entry purged since. A batch the SQL store kept in layout 2
-      lacks the keys of the runs it had archived by then.
+    * ``correlations`` and ``runs``: the archived runs' correlation ids and keys
+      (:func:`run_key`), oldest first, *when known* (:attr:`known`). An outcome carrying an
+      archived run's correlation id is stale; a run-starting command whose derived run id
+      has its key here was handled already, its inbox entry purged since. The memory store
+      keeps them; the SQL store does not write them (an event would rewrite every archived
+      run's ids) and the service looks them up in the store's history for the rare input
+      whose decision asks about them (:func:`~pipeline_state._decide.asks_archived_ids`).
+      They are what this copy of the summary knows of the store's history, not part of the
+      batch's state: two summaries are equal when they count the same runs with the same
+      acceptance times and outputs, whatever ids each lists.
     """
 
-    correlations: tuple[str, ...] = ()
+    count: int = 0
     accepted: tuple[datetime, ...] = ()
     recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
-    runs: tuple[str, ...] = ()
+    correlations: tuple[str, ...] = attrs.field(default=(), eq=False)
+    runs: tuple[str, ...] = attrs.field(default=(), eq=False)
 
     @property
-    def count(self) -> int:
-        """How many runs the batch has archived."""
-        return len(self.correlations)
+    def known(self) -> bool:
+        """Whether the summary lists every archived run's correlation id and key."""
+        return len(self.correlations) == self.count and len(self.runs) == self.count
+
+    def knowing(self, archived: Iterable[tuple[str, str]]) -> Past:
+        """This summary listing the ids of the archived runs ``archived`` (``(run id,
+        correlation id)`` pairs, oldest first, as the store keeps them), followed by the ids
+        it lists already that ``archived`` lacks (runs archived since the store was read)."""
+        pairs = list(archived)
+        keys = [run_key(run_id) for run_id, _ in pairs]
+        correlations = [correlation for _, correlation in pairs]
+        stored = set(keys)
+        for key, correlation in zip(self.runs, self.correlations, strict=False):
+            if key not in stored:
+                keys.append(key)
+                correlations.append(correlation)
+        return attrs.evolve(self, correlations=tuple(correlations), runs=tuple(keys))
 
     def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
         return dict(self.recorded)
 
     def is_archived(self, correlation_id: str) -> bool:
-        """Whether ``correlation_id`` is the correlation id of an archived run."""
+        """Whether ``correlation_id`` is the correlation id of an archived run (of those
+        listed: see :attr:`known`)."""
         return correlation_id in self.correlations
 
     def after(self, run: Run, *, remember: int | None = None) -> Past:
@@ -214,14 +235,16 @@ class Past:
         if remember is not None:
             accepted = accepted[len(accepted) - remember :] if remember > 0 else ()
         return Past(
-            (*self.correlations, run.correlation_id),
-            accepted,
-            tuple(recorded.items()),
-            (*self.runs, run_key(run.run_id)),
+            count=self.count + 1,
+            accepted=accepted,
+            recorded=tuple(recorded.items()),
+            correlations=(*self.correlations, run.correlation_id),
+            runs=(*self.runs, run_key(run.run_id)),
         )
 
     def started(self, run_id: str) -> bool:
-        """Whether ``run_id`` is (its key is that of) the id of an archived run."""
+        """Whether ``run_id`` is (its key is that of) the id of an archived run (of those
+        listed: see :attr:`known`)."""
         return run_key(run_id) in self.runs
 
     @classmethod

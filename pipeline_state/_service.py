@@ -32,12 +32,12 @@ from opentelemetry.trace import Span
 from ._catalog import MAX_DEADLINE_SECONDS, check_deadline
 from ._clock import SystemClock
 from ._coalesce import Coalescer
-from ._commands import Command, ExpireOverdue, OperatorCommand, RecordPhaseCompletion, RetryPhase
-from ._decide import ALREADY_HANDLED, Decision, decide, derive_id, outbox_event_id
+from ._commands import Command, ExpireOverdue, OperatorCommand
+from ._decide import ALREADY_HANDLED, Decision, asks_archived_ids, decide, derive_id, outbox_event_id
 from ._inbound import Inbound
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
-from ._model import BatchState, evolve, run_key
+from ._model import BatchState, evolve
 from ._profile import Profile, check_profile
 from ._refusal import refusal_result
 from ._replay import DEAD_LETTERED, unprocessed_replay_id
@@ -69,6 +69,7 @@ from .errors import (
 from .ports import (
     CLOCK_STEP_HORIZON_SECONDS,
     MAX_STALLED_AGE_SECONDS,
+    ArchiveIndexStore,
     Change,
     Clock,
     EventReadingStore,
@@ -352,11 +353,6 @@ class _Staged:
     error: PipelineStateError | None = None
 
 
-_RUN_STARTING = (RequestPipeline, RetryPhase, RecordPhaseCompletion)
-"""Commands whose run, if they start one, is named after their event id (see
-``PipelineService._knowing_runs``)."""
-
-
 def _batch_of(item: _Queued) -> object:
     """The batch a queued message is about: the group commit keeps one batch's messages in
     one group, in arrival order."""
@@ -603,7 +599,7 @@ class PipelineService:
                 continue
             if batch_id not in batches:
                 batches[batch_id] = await self._read(batch_id)
-            await self._knowing_runs(command, batches[batch_id])
+            await self._knowing_past(command, batches[batch_id])
             try:
                 with entered(spans[index]):  # the outbox rows it emits carry its trace
                     steps = self._fold(command, topic, raw, batches[batch_id])
@@ -705,7 +701,7 @@ class PipelineService:
     async def shown_batch(self, batch_id: str) -> BatchState | None:
         """:meth:`get_batch`, or ``None`` when there is no such batch."""
         state = await self.store.load(batch_id)
-        if state is None or not state.past.correlations:
+        if state is None or state.past.count == 0:
             return state
         return evolve(state, history=tuple(await self.store.history(batch_id)))
 
@@ -912,7 +908,7 @@ class PipelineService:
         done: set[str] = set()  # resumed facts the store found handled before (see commit)
 
         async def decide() -> list[_Staged]:
-            batch = await self._knowing_runs(command, read.pop() if read else await self._read(batch_id))
+            batch = await self._knowing_past(command, read.pop() if read else await self._read(batch_id))
             if lost:
                 _check_moved(batch.state, lost[-1])
             return self._fold(command, topic, raw, batch, record_refusal=record_refusal, done=done)
@@ -993,23 +989,28 @@ class PipelineService:
         waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
         return _Batch(state, waiting)
 
-    async def _knowing_runs(self, command: Command, batch: _Batch) -> _Batch:
-        """``batch``, its summary completed with the keys of its archived runs when ``command``
-        starts a run and the summary lacks some (a row stored in layout 2 kept none): the
-        store's history tells whether the command's run exists already (``already_handled``),
-        read only for this rare command and only until the batch is written again."""
+    async def _knowing_past(self, command: Command, batch: _Batch) -> _Batch:
+        """``batch``, its summary listing the ids of its archived runs when deciding
+        ``command`` may ask about them (:func:`~pipeline_state._decide.asks_archived_ids`)
+        and the summary lacks them (the SQL store does not write them): read from the
+        store's history for these rare inputs, so an ordinary event neither reads nor
+        rewrites ids that grow with the history."""
         state = batch.state
         if (
             state is None
-            or len(state.past.runs) >= state.past.count
-            or not isinstance(command.payload, _RUN_STARTING)
+            or state.past.known
+            or not asks_archived_ids(state, command.payload, resumes=bool(batch.waiting))
         ):
             return batch
-        stored = tuple(run_key(run.run_id) for run in await self.store.history(command.batch_id))
-        # The summary may know runs the store does not yet (archived earlier in this group).
-        keys = (*stored, *(key for key in state.past.runs if key not in stored))
-        batch.state = attrs.evolve(state, past=attrs.evolve(state.past, runs=keys))
+        batch.state = attrs.evolve(state, past=state.past.knowing(await self._archived_ids(command.batch_id)))
         return batch
+
+    async def _archived_ids(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(run id, correlation id)`` of each archived run of ``batch_id``, oldest first:
+        one light query on a store that has it, else from the runs themselves."""
+        if isinstance(self.store, ArchiveIndexStore):
+            return await self.store.archived_ids(batch_id)
+        return [(run.run_id, run.correlation_id) for run in await self.store.history(batch_id)]
 
     async def _commit(self, changes: Sequence[Change]) -> None:
         if len(changes) == 1:

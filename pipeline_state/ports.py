@@ -61,6 +61,7 @@ __all__ = [
     "MAX_STALLED_AGE_SECONDS",
     "AdmissionGuard",
     "AdmissionRequest",
+    "ArchiveIndexStore",
     "BatchState",
     "BatchingStore",
     "Change",
@@ -408,6 +409,25 @@ class EventReadingStore(Store, Protocol):
         event the inbox does not hold, its state (or ``None``) and whether facts of it
         wait. Batches whose events were all processed are left out; an empty sequence
         gives ``(frozenset(), {})``."""
+        ...
+
+
+@runtime_checkable
+class ArchiveIndexStore(Store, Protocol):
+    """A :class:`Store` that reads the ids of a batch's archived runs without the runs.
+
+    Optional: a store that does not keep those ids with the batch's state (the SQL store
+    writes only their count, :attr:`~pipeline_state._model.Past.count`) has the service look
+    them up before deciding an input that asks about them (a run-starting command, an
+    outcome of another run: :func:`~pipeline_state._decide.asks_archived_ids`). The service
+    uses this read when the store has it (the memory and SQL stores do; the SQL store
+    answers from the ``runs`` table's key columns) and otherwise reads
+    :meth:`Store.history`.
+    """
+
+    async def archived_ids(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(run_id, correlation_id)`` of each archived run of ``batch_id``, oldest first
+        (as :meth:`Store.history` orders them); ``[]`` for an unknown batch."""
         ...
 
 

@@ -9,17 +9,22 @@ holds a wrong type or carries a schema number this release cannot read raises
 
 Layouts of the batch document (:data:`STATE_SCHEMA`):
 
-* **3** (written now): as layout 2, and ``past`` also keeps each archived run's key
-  (:func:`~pipeline_state._model.run_key`), by which a run-starting command delivered again
-  after the inbox purge is known. A layout-2 row reads through :func:`runs_remembered` with
-  no keys (the service then reads the batch's history for such a command);
-* **2**: no archived run in the document. ``past`` holds what decisions keep of them
-  (:class:`~pipeline_state._model.Past`: every run's correlation id, the acceptance times the
-  profile's rate limits need and, per phase completed earlier, its latest outputs), so an
-  event neither decodes nor rewrites the batch's history;
+* **4** (written now): ``past`` keeps how many runs the batch archived (``count``), not their
+  ids: the ``runs`` table holds each run's id and correlation id, and the service looks them
+  up there for the rare input whose decision asks about them
+  (:func:`~pipeline_state._decide.asks_archived_ids`), so an event on a batch with a long
+  history reads and writes a document of the same size as on a new one. A layout-3 row reads
+  through :func:`runs_counted`;
+* **3**: as layout 2, and ``past`` also listed each archived run's key
+  (:func:`~pipeline_state._model.run_key`). A layout-2 row reads through
+  :func:`runs_remembered` with no keys;
+* **2**: no archived run in the document. ``past`` held what decisions keep of them
+  (:class:`~pipeline_state._model.Past`): every run's correlation id, the acceptance times
+  the profile's rate limits need and, per phase completed earlier, its latest outputs;
 * **1**: every archived run in full under ``history``. Read through the upgrade steps
-  :func:`past_from_history` (the ``runs`` table holds those runs too) and
-  :func:`runs_remembered`; the row is written in layout 3 by the batch's next change.
+  :func:`past_from_history` (the ``runs`` table holds those runs too),
+  :func:`runs_remembered` and :func:`runs_counted`; the row is written in layout 4 by the
+  batch's next change.
 
 The layout is the model's attrs classes with these differences (:data:`STATE_LAYOUT`):
 
@@ -30,9 +35,9 @@ The layout is the model's attrs classes with these differences (:data:`STATE_LAY
   it was first stored (:func:`stored_status`: the two group-validation states keep the
   shipped profile's words, as the ``status`` column does), and reads from either;
 * an :class:`~pipeline_state._model.ItemRef` is stored as the pair ``[item_id, content_ref]``;
-* :class:`~pipeline_state._model.Past` is stored as ``{"correlations": [...], "accepted":
-  [...], "recorded": [[phase, [item references]]...], "runs": "key,key..."}`` (the
-  archived runs' keys, :func:`~pipeline_state._model.run_key`, in one string);
+* :class:`~pipeline_state._model.Past` is stored as ``{"count": N, "accepted": [...],
+  "recorded": [[phase, [item references]]...]}``, nothing else (its lists of ids are not
+  stored);
 * :attr:`~pipeline_state._model.BatchState.history` is not stored (only shown);
 * every field must be present except a phase's ``command_event_id`` and ``resends``,
   added to layout 1 later: rows written before them load with the model's defaults.
@@ -143,7 +148,30 @@ def runs_remembered(document: Document) -> Document:
     return document
 
 
-STATE_SCHEMA = Schema(version=3, upgrades={1: past_from_history, 2: runs_remembered})
+def runs_counted(document: Document) -> Document:
+    """Layout 3 -> 4: the summary ``past`` keeps how many runs the batch archived
+    (``count``) instead of their correlation ids and keys: the ``runs`` table holds both,
+    and every event rewrote them. Raises :class:`~pipeline_state.documents.Invalid` when
+    ``past`` or its lists are malformed (keys of 1 to 16 characters, as many as correlation
+    ids, or none in a row upgraded from layout 2)."""
+    past = document.get("past")
+    if type(past) is not dict:
+        raise Invalid(f"field 'past' should be dict, got {type(past).__name__}")
+    correlations, runs = past.pop("correlations", None), past.pop("runs", None)
+    if type(correlations) is not list or any(type(item) is not str for item in correlations):
+        raise Invalid("field 'correlations' should be a list of str (at past.correlations)")
+    if type(runs) is not str:
+        raise Invalid(f"field 'runs' should be str, got {type(runs).__name__} (at past.runs)")
+    keys = runs.split(",") if runs else []
+    if any(not 0 < len(key) <= RUN_KEY_LENGTH for key in keys):
+        raise Invalid(f"field 'runs' should hold keys of 1 to {RUN_KEY_LENGTH} characters (at past.runs)")
+    if keys and len(keys) != len(correlations):
+        raise Invalid(f"field 'runs' holds {len(keys)} keys for {len(correlations)} runs (at past.runs)")
+    past["count"] = len(correlations)
+    return document
+
+
+STATE_SCHEMA = Schema(version=4, upgrades={1: past_from_history, 2: runs_remembered, 3: runs_counted})
 """The layout number written into every batch document, and the upgrade steps from older
 layouts."""
 
@@ -227,24 +255,14 @@ def _item_refs_as_pairs(converter: Converter) -> None:
     converter.register_unstructure_hook_func(lambda kind: kind == tuple[ItemRef, ...], _pairs)
 
 
+_PAST_FIELDS = frozenset({"count", "accepted", "recorded"})
+
+
 def _past_by_hand(converter: Converter) -> None:
     """``past`` read and written by hand, whatever the layout does with item references
-    elsewhere: ``{"correlations": [...], "accepted": [...], "recorded": [[phase, [[item_id,
-    content_ref]...]]...], "runs": "key,key..."}``."""
+    elsewhere: ``{"count": N, "accepted": [...], "recorded": [[phase, [[item_id,
+    content_ref]...]]...]}``."""
     read_time = converter.get_structure_hook(datetime)
-
-    def texts(value: object, key: str) -> tuple[str, ...]:
-        if type(value) is not list or any(type(item) is not str for item in value):
-            raise Invalid(f"field '{key}' should be a list of str (at past.{key})")
-        return tuple(value)
-
-    def keys(value: object) -> tuple[str, ...]:
-        if type(value) is not str:
-            raise Invalid(f"field 'runs' should be str, got {type(value).__name__} (at past.runs)")
-        found = tuple(value.split(",")) if value else ()
-        if any(not 0 < len(key) <= RUN_KEY_LENGTH for key in found):
-            raise Invalid(f"field 'runs' should hold keys of 1 to {RUN_KEY_LENGTH} characters (at past.runs)")
-        return found
 
     def times(value: object) -> tuple[datetime, ...]:
         if type(value) is not list:
@@ -273,24 +291,29 @@ def _past_by_hand(converter: Converter) -> None:
     def structure(value: object, _: object) -> Past:
         if type(value) is not dict:
             raise Invalid(f"should be an object, got {type(value).__name__}")
-        outputs = value.get("recorded")
+        if set(value) != _PAST_FIELDS:
+            raise Invalid(f"should hold the fields {sorted(_PAST_FIELDS)}, got {sorted(value)} (at past)")
+        count, outputs = value["count"], value["recorded"]
+        if type(count) is not int or count < 0:
+            raise Invalid(f"field 'count' should be a count of runs, got {count!r} (at past.count)")
         if type(outputs) is not list:
             raise Invalid("field 'recorded' should be list (at past.recorded)")
+        accepted = times(value["accepted"])
+        if len(accepted) > count:
+            raise Invalid(f"field 'accepted' holds {len(accepted)} times for {count} runs (at past.accepted)")
         return Past(
-            texts(value.get("correlations"), "correlations"),
-            times(value.get("accepted")),
-            tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
-            keys(value.get("runs")),
+            count=count,
+            accepted=accepted,
+            recorded=tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
         )
 
     converter.register_structure_hook(Past, structure)
     converter.register_unstructure_hook(
         Past,
         lambda past: {
-            "correlations": list(past.correlations),
+            "count": past.count,
             "accepted": [moment.isoformat() for moment in past.accepted],
             "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
-            "runs": ",".join(past.runs),
         },
     )
 

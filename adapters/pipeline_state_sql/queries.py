@@ -59,6 +59,7 @@ log = logging.getLogger("pipeline_state_sql.queries")
 
 __all__ = [
     "ArchivedRun",
+    "archived_ids",
     "batch_history",
     "count_waiting",
     "forget_waiting",
@@ -404,6 +405,15 @@ def batch_history(conn: Connection, batch_id: str) -> list[Run]:
     """The archived runs of ``batch_id``, oldest first."""
     statement = select(RUNS.c.document).where(RUNS.c.batch_id == batch_id).order_by(RUNS.c.seq)
     return [decode_run(batch_id, doc) for doc in conn.execute(statement).scalars()]
+
+
+def archived_ids(conn: Connection, batch_id: str) -> list[tuple[str, str]]:
+    """``(run_id, correlation_id)`` of each archived run of ``batch_id``, oldest first: the
+    key columns only, no document decoded."""
+    statement = (
+        select(RUNS.c.run_id, RUNS.c.correlation_id).where(RUNS.c.batch_id == batch_id).order_by(RUNS.c.seq)
+    )
+    return [(run_id, correlation_id) for run_id, correlation_id in conn.execute(statement)]
 
 
 def runs_completed_between(

@@ -393,6 +393,12 @@ class SqlStore(LaneStore):
         check_id(batch_id, "batch id")
         return await self._read(queries.batch_history, batch_id)
 
+    async def archived_ids(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(run_id, correlation_id)`` of each archived run, oldest first (the ``runs``
+        table's key columns; see :class:`~pipeline_state.ports.ArchiveIndexStore`)."""
+        check_id(batch_id, "batch id")
+        return await self._read(queries.archived_ids, batch_id)
+
     async def runs_completed_between(
         self, start: datetime, end: datetime, *, limit: int = 1000
     ) -> list[ArchivedRun]:

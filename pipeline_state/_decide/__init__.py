@@ -55,6 +55,7 @@ from pipeline_state._profile import Profile
 
 from . import machines
 from .admission import request, retry_phase
+from .archived import asks_archived_ids
 from .completion import archive, cancel_batch, cancel_run
 from .ids import derive_id, outbox_event_id
 from .intake import associations, items_ready, provisioned, register, validation_errors
@@ -72,6 +73,7 @@ __all__ = [
     "HandlerRegistry",
     "Inputs",
     "Move",
+    "asks_archived_ids",
     "decide",
     "derive_id",
     "machines",

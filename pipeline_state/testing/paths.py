@@ -239,7 +239,7 @@ def abstract_key(state: BatchState | None) -> StateKey:
         len(state.items),
         run_key,
         recorded,
-        bool(state.past.correlations),
+        state.past.count > 0,
     )
 
 

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
-from pipeline_state._model import BatchState, ItemRef, PhaseRun, Run, evolve, evolver
+from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run, evolve, evolver
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 PHASE = PhaseRun(
@@ -40,3 +40,39 @@ def test_evolver_builds_what_attrs_evolve_builds(inst: Any, changes: dict[str, A
 def test_evolver_refuses_an_unknown_field() -> None:
     with pytest.raises(TypeError):
         evolver(PhaseRun)(PHASE, no_such_field=1)
+
+
+def _run(n: int) -> Run:
+    at = datetime(2025, 1, 1, n, tzinfo=UTC)
+    return Run(
+        f"b1-run-{n}", "nlp", f"corr-{n}", "t1", at, "nlp", (), status=RunStatus.COMPLETED_SUCCESSFULLY
+    )
+
+
+def test_a_summary_counts_its_runs_and_lists_their_ids_while_it_knows_them() -> None:
+    full = Past.of((_run(0), _run(1)))
+    assert (full.count, full.correlations, full.runs) == (2, ("corr-0", "corr-1"), ("b1run0", "b1run1"))
+    assert full.known
+    assert full.is_archived("corr-1")
+    assert full.started("b1-run-0")
+    # As a store that does not keep the ids hands it out: the count, no ids; equal all the same.
+    counted = attrs.evolve(full, correlations=(), runs=())
+    assert counted == full
+    assert not counted.known
+    assert not counted.is_archived("corr-1")
+    # A run archived since: listed, counted, still not known in full.
+    later = counted.after(_run(2))
+    assert (later.count, later.correlations) == (3, ("corr-2",))
+    assert not later.known
+
+
+def test_knowing_lists_the_stored_runs_then_those_archived_since() -> None:
+    later = attrs.evolve(Past.of((_run(0), _run(1))), correlations=(), runs=()).after(_run(2))
+    # The store read before run 2 was archived (earlier in the same group commit) lacks it.
+    known = later.knowing([("b1-run-0", "corr-0"), ("b1-run-1", "corr-1")])
+    assert known.correlations == ("corr-0", "corr-1", "corr-2")
+    assert known.runs == ("b1run0", "b1run1", "b1run2")
+    assert known.known
+    # Read after: no run listed twice.
+    again = known.knowing([("b1-run-0", "corr-0"), ("b1-run-1", "corr-1"), ("b1-run-2", "corr-2")])
+    assert (again.correlations, again.runs) == (known.correlations, known.runs)

@@ -12,7 +12,12 @@ header (see :mod:`tests.golden.stored`):
   the codec documents it, which :func:`_migrated` restates from the stored JSON alone;
 * layout 2, whose ``past`` did not list the archived runs' ids: read, they get an empty
   list (``runs_remembered``);
-* layout 3, the current one: read and written back unchanged.
+* layout 3, whose ``past`` listed every archived run's correlation id and key: read, it
+  keeps their count (``runs_counted``);
+* layout 4, the current one: read and written back unchanged.
+
+A batch restored from a row is restored with its archived runs (the ``runs`` table of the
+deployment, which every layout had): a decision that asks about them reads them there.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 import pytest
 from pipeline_state_sql.codec import SCHEMA_VERSION, decode_state, encode_state
 
-from pipeline_state._model import BatchState
+from pipeline_state._model import BatchState, Run
 from pipeline_state.ports import Change
 from tests.golden.record import DATA_DIR, Driver, load_lines
 from tests.golden.stored import (
@@ -50,10 +55,19 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
     whose runs become their summary (correlation ids and acceptance times, in order) and the
     latest outputs of each phase they completed (a phase completed again moves last); in
     layout 3 the summary also lists the runs' ids, which a layout-2 document did not keep
-    (an empty list)."""
+    (an empty list); in layout 4 it counts the runs instead of listing their ids."""
     layout = document["schema"]
     if layout == to:
         return document
+    if to == 4:
+        base = _migrated(document, to=3) if layout < 3 else document
+        past = base["past"]
+        counted = {
+            "count": len(past["correlations"]),
+            "accepted": past["accepted"],
+            "recorded": past["recorded"],
+        }
+        return {**base, "schema": 4, "past": counted}
     if layout == 2:
         assert to == 3
         return {**document, "schema": 3, "past": {**document["past"], "runs": ""}}
@@ -70,7 +84,7 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
         "accepted": [run["accepted_at"] for run in document["history"]],
         "recorded": [[name, outputs] for name, outputs in recorded.items()],
     }
-    if to == 3:  # each run's key: its id's first 16 characters without dashes, comma-separated
+    if to >= 3:  # each run's key: its id's first 16 characters without dashes, comma-separated
         past["runs"] = ",".join(run["run_id"].replace("-", "")[:16] for run in document["history"])
     return {**kept, "schema": to, "past": past}
 
@@ -137,13 +151,26 @@ def test_the_layout_2_rows_migrate_to_the_layout_3_rows_but_for_the_run_ids(name
     assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
     for before, after in zip(old, new, strict=True):
         where = f"{name} step {before['step']} {before['batch_id']}"
-        migrated = _migrated(before["document"])
+        migrated = _migrated(before["document"], to=3)
         assert migrated["past"]["runs"] == "", where
         assert _same_keeping_fewer_times(after["document"], migrated, runs_known=False), where
         # Layout 3 lists every run archived: as many keys as correlation ids, all distinct.
         text = after["document"]["past"]["runs"]
         runs = text.split(",") if text else []
         assert len(runs) == len(set(runs)) == len(after["document"]["past"]["correlations"]), where
+
+
+@pytest.mark.parametrize("name", STORED_SCENARIOS)
+def test_the_layout_3_rows_migrate_to_the_layout_4_rows(name: str) -> None:
+    """Layout 4 counts the archived runs instead of listing their ids; the rest is the
+    layout-3 row as it was."""
+    _, old = _stored(name, 3)
+    _, new = _stored(name, 4)
+    assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
+    for before, after in zip(old, new, strict=True):
+        where = f"{name} step {before['step']} {before['batch_id']}"
+        assert after["document"] == _migrated(before["document"]), where
+        assert after["document"]["past"]["count"] == len(before["document"]["past"]["correlations"]), where
 
 
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
@@ -162,6 +189,19 @@ def _restorable(result: Row) -> bool:
         and not label.startswith("deferred")
         and not result.get("resumed")
     )
+
+
+async def _archived_after_each_step(name: str) -> list[dict[str, tuple[Run, ...]]]:
+    """Per step of ``name``: the archived runs of each batch after it (what the ``runs``
+    table held, which changes only with the batch's row), from a play of the recording."""
+    header, steps = scenario_lines(name)
+    driver = Driver(header["profile"])
+    after: list[dict[str, tuple[Run, ...]]] = []
+    for step in steps:
+        await driver.step(step)
+        batches = await driver.rt.store.list_batches(limit=10_000)
+        after.append({b.batch_id: tuple(await driver.rt.store.history(b.batch_id)) for b in batches})
+    return after
 
 
 def _restorable_steps(name: str, layout: int) -> list[tuple[Row, Row, Row, Row, Row]]:
@@ -191,14 +231,16 @@ async def replay_from_stored_rows(
     name: str, layout: int, decode: Callable[[str, Row], BatchState]
 ) -> list[tuple[str, Row, BatchState]]:
     """For each restorable step of ``name``: a fresh runtime holding only the batch decoded
-    (by ``decode``) from its row of ``layout`` before the step plays the step, which must give
-    the recorded result and messages. Returns (where, the row after the step, the batch's
-    state now)."""
+    (by ``decode``) from its row of ``layout`` before the step, and its archived runs, plays
+    the step, which must give the recorded result and messages. Returns (where, the row
+    after the step, the batch's state now)."""
     played = []
+    archived = await _archived_after_each_step(name)
     for header, before, step, recorded, after in _restorable_steps(name, layout):
         driver = Driver(header["profile"])
         state = decode(before["batch_id"], before["document"])
-        await driver.rt.store.commit(Change(state.batch_id, None, state, state.updated_at))
+        runs = archived[before["step"]][state.batch_id]
+        await driver.rt.store.commit(Change(state.batch_id, None, state, state.updated_at, archived=runs))
         line = await driver.step(step)
         where = f"layout {layout}: {name} step {after['step']} ({before['batch_id']})"
         assert line["result"] == recorded["result"], where
@@ -214,4 +256,4 @@ async def replay_from_stored_rows(
 async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str, layout: int) -> None:
     for where, after, now in await replay_from_stored_rows(name, layout, decode_state):
         expected = _migrated(after["document"])
-        assert _same_keeping_fewer_times(encode_state(now), expected, runs_known=layout != 2), where
+        assert _same_keeping_fewer_times(encode_state(now), expected), where

@@ -18,6 +18,7 @@ from pipeline_state.errors import CorruptStateError
 from pipeline_state.ports import Retention, purge_expired
 from tests.cli_kit import Cli, read, store_args
 from tests.core.test_core_request_redelivered_after_purge import first_run
+from tests.sql.layouts import as_layout
 
 
 async def _rewrite(store: SqlStore, backend: str, change: Callable[[dict], None]) -> dict:
@@ -40,13 +41,17 @@ async def _rewrite(store: SqlStore, backend: str, change: Callable[[dict], None]
 async def test_a_malformed_past_runs_string_is_corrupt_state(
     make_store: Callable[[], Awaitable[SqlStore]], backend: str, runs: str
 ) -> None:
-    """Was a defect (fixed): A layout-3 row whose ``past.runs`` holds empty keys (or fewer/more keys than the
-    with commas only) is malformed (a key is never empty): loading it must raise
-    CorruptStateError naming the batch, not hand the service empty keys."""
+    """Was a defect (fixed): A layout-3 row (as the release before this one wrote it) whose
+    ``past.runs`` holds empty keys (or a key too long, or is no string) is malformed (a key
+    is never empty): loading it must raise CorruptStateError naming the batch, not hand the
+    service empty keys."""
     store = await make_store()
     await first_run(store, fail_spellcheck=False, purge=False)  # one archived run
 
+    archived = await store.history("b1")
+
     def tamper(document: dict) -> None:
+        document.update(as_layout(document, 3, archived))  # as the release before wrote it
         document["past"]["runs"] = runs
 
     await _rewrite(store, backend, tamper)
@@ -64,9 +69,10 @@ async def test_layout_2_row_redelivered_request_in_a_group_and_twice(
     store = await make_store()
     story = await first_run(store, fail_spellcheck=False)
 
+    archived = await store.history("b1")
+
     def tamper(document: dict) -> None:
-        del document["past"]["runs"]
-        document["schema"] = 2
+        document.update(as_layout(document, 2, archived))
 
     await _rewrite(store, backend, tamper)
     fresh = await make_store()
@@ -152,9 +158,10 @@ async def test_a_layout_2_group_keeps_the_key_of_a_run_archived_earlier_in_the_g
     run_id = started.decision.run_id
     assert (await store.load("b1")).active_run is not None  # type: ignore[union-attr]
 
+    archived = await store.history("b1")
+
     def tamper(document: dict) -> None:
-        del document["past"]["runs"]
-        document["schema"] = 2
+        document.update(as_layout(document, 2, archived))
 
     await _rewrite(store, backend, tamper)
     story.clock.advance(31 * 86_400)

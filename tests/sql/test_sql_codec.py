@@ -101,6 +101,8 @@ def test_any_state_round_trips(state: BatchState) -> None:
     assert document["schema"] == SCHEMA_VERSION
     back = decode_state(state.batch_id, _stored(document))
     assert back == state
+    assert back.past.count == state.past.count
+    assert back.past.correlations == back.past.runs == ()  # ids are the runs table's
     # Same instants and the same offsets, not only equal datetimes.
     assert [moment.utcoffset() for moment in back.past.accepted] == [
         moment.utcoffset() for moment in state.past.accepted
@@ -138,6 +140,30 @@ def _layout_1(state: BatchState, history: tuple[Run, ...]) -> dict[str, Any]:
     for run in runs:
         del run["schema"]
     doc.update(schema=1, history=json.loads(json.dumps(runs)))
+    return doc
+
+
+def _layout_3(state: BatchState, history: tuple[Run, ...]) -> dict[str, Any]:
+    """``state`` as layout 3 stored it: ``past`` listing the archived runs' correlation ids
+    and keys."""
+    doc = json.loads(json.dumps(encode_state(state)))
+    past = doc["past"]
+    doc.update(
+        schema=3,
+        past={
+            "correlations": [run.correlation_id for run in history],
+            "accepted": past["accepted"],
+            "recorded": past["recorded"],
+            "runs": ",".join(run_key(run.run_id) for run in history),
+        },
+    )
+    return doc
+
+
+def _broken_3(change: Any) -> dict[str, Any]:
+    run = archived_run("b1")
+    doc = _layout_3(attrs.evolve(make_state("b1"), past=Past.of((run,))), (run,))
+    change(doc)
     return doc
 
 
@@ -191,9 +217,35 @@ def _broken_1(change: Any) -> dict[str, Any]:
         ),
         pytest.param(_broken(lambda d: d.pop("past")), "missing field 'past'", id="no-past"),
         pytest.param(
-            _broken(lambda d: d["past"]["correlations"].append(9)),
+            _broken_3(lambda d: d["past"]["correlations"].append(9)),
             "field 'correlations' should be a list of str (at past.correlations)",
-            id="bad-past-correlation",
+            id="bad-past-correlation-layout-3",
+        ),
+        pytest.param(
+            _broken_3(lambda d: d["past"].update(runs=d["past"]["runs"] + ",abc")),
+            "field 'runs' holds 2 keys for 1 runs (at past.runs)",
+            id="more-keys-than-runs-layout-3",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(count="2")),
+            "field 'count' should be a count of runs, got '2' (at past.count)",
+            id="bad-past-count",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(count=-1)), "a count of runs, got -1", id="negative-count"
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(count=True)), "a count of runs, got True", id="bool-count"
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(count=0)),
+            "field 'accepted' holds 1 times for 0 runs",
+            id="more-times-than-runs",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(correlations=["c1"])),
+            "should hold the fields ['accepted', 'count', 'recorded']",
+            id="ids-in-layout-4",
         ),
         pytest.param(
             _broken(lambda d: d["past"]["accepted"].append("yesterday")),
@@ -239,14 +291,13 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert "history" not in doc
-    assert doc["past"] == {"correlations": [], "accepted": [], "recorded": [], "runs": ""}
+    assert doc["past"] == {"count": 0, "accepted": [], "recorded": []}
     run = archived_run("b1")
     doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
     assert doc["past"] == {
-        "correlations": ["corr-0"],
+        "count": 1,
         "accepted": ["2025-01-01T00:00:00+00:00"],
         "recorded": [["ingest", [["e0", "t0-out"]]]],
-        "runs": run_key(run.run_id),
     }
 
 
@@ -264,11 +315,14 @@ def test_a_layout_1_document_reads_as_the_current_layout_with_its_history_summed
     old = _layout_1(current, (first, second))
     back = decode_state("b1", _stored(old))
     assert back == current
-    assert back.past.is_archived("corr-7")
+    assert back.past.count == 2
     assert back.past.recorded_outputs() == {"ingest": (ItemRef("e1", "t1"),)}
-    assert back.past.runs == (run_key(first.run_id), run_key("b1-run-7"))  # from the history
-    assert back.past.started("b1-run-7")
-    assert encode_state(back)["schema"] == SCHEMA_VERSION == 3
+    # The ids are the runs table's (tests/sql/test_sql_archived_ids.py): looked up, as listed.
+    known = back.past.knowing((r.run_id, r.correlation_id) for r in (first, second))
+    assert (known.correlations, known.runs) == (current.past.correlations, current.past.runs)
+    assert known.known
+    assert not back.past.known
+    assert encode_state(back)["schema"] == SCHEMA_VERSION == 4
     assert "history" not in encode_state(back)
 
 
@@ -296,7 +350,7 @@ def test_document_keys_keep_their_order() -> None:
         "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
         "language", "prompt_ref", "essays", "active_run", "past",
     ]  # fmt: skip
-    assert list(doc["past"]) == ["correlations", "accepted", "recorded", "runs"]
+    assert list(doc["past"]) == ["count", "accepted", "recorded"]
     assert list(encode_run(archived_run("b1"))) == [
         "schema", "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
         "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",
@@ -345,15 +399,17 @@ def test_an_unknown_stored_status_is_corruption_naming_the_batch() -> None:
         decode_state("b1", document)
 
 
-def test_a_layout_2_document_reads_with_no_run_ids() -> None:
-    """Layout 2 did not list the archived runs' ids: such a row reads with none (and writes
-    back in layout 3 with the ids of the runs archived from then on)."""
-    state = attrs.evolve(make_state("b1"), past=Past.of((archived_run("b1"),)))
-    doc = encode_state(state)
-    assert doc["past"]["runs"] == run_key(archived_run("b1").run_id)
-    del doc["past"]["runs"]
-    back = decode_state("b1", {**doc, "schema": 2})
-    assert back.past.runs == ()
-    assert attrs.evolve(back, past=attrs.evolve(back.past, runs=state.past.runs)) == state
+def test_layout_2_and_3_documents_read_with_their_runs_counted() -> None:
+    """Layouts 2 and 3 listed the archived runs' correlation ids (and, in layout 3, their
+    keys); such a row reads with the runs counted and no ids listed, and writes back in
+    layout 4. A layout-3 row without its keys is malformed."""
+    run = archived_run("b1")
+    state = attrs.evolve(make_state("b1"), past=Past.of((run,)))
+    three = _layout_3(state, (run,))
+    assert decode_state("b1", three) == state
+    two = {**three, "schema": 2, "past": {k: v for k, v in three["past"].items() if k != "runs"}}
+    back = decode_state("b1", two)
+    assert back == state
+    assert encode_state(back) == encode_state(state)
     with pytest.raises(CorruptStateError, match=r"past\.runs"):
-        decode_state("b1", {**doc, "schema": 3})  # a layout-3 row must have them
+        decode_state("b1", {**two, "schema": 3})  # a layout-3 row must have them

@@ -251,8 +251,8 @@ async def test_store_at_0001_mid_run_upgrades_and_completes_exactly_once(tmp_pat
         shown = await service.get_batch("b1")
         assert [r.correlation_id for r in shown.history] == [C1, C2]
         _, document = await _row(store, "b1")
-        assert document["schema"] == 3
+        assert document["schema"] == 4
         assert "history" not in document
-        assert len(document["past"]["runs"].split(",")) == 2  # both runs: the first from the history
+        assert document["past"]["count"] == 2  # both runs: the first from the history
     finally:
         await store.close()
