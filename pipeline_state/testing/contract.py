@@ -39,6 +39,7 @@ from pipeline_state._profile import Profile
 from pipeline_state._service import PipelineService
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import (
+    ArchiveIndexStore,
     BatchingStore,
     Change,
     EventReadingStore,
@@ -96,6 +97,13 @@ def _run_counting(store: ContractStore) -> RunCountingStore:
     runs."""
     if not isinstance(store, RunCountingStore):
         pytest.skip(f"{type(store).__name__} has no active_runs (optional)")
+    return store
+
+
+def _archive_indexing(store: ContractStore) -> ArchiveIndexStore:
+    """``store`` as an :class:`ArchiveIndexStore`; skips the test when it has no such read."""
+    if not isinstance(store, ArchiveIndexStore):
+        pytest.skip(f"{type(store).__name__} has no archived_ids (optional)")
     return store
 
 
@@ -304,8 +312,22 @@ class StoreContract:
         await store.commit(Change("h1", 1, v2, T0, archived=(second,)))
         loaded = await store.load("h1")
         assert loaded == attrs.evolve(v2, history=())
+        assert loaded is not None
+        assert loaded.past.count == 2  # a store may leave the runs' ids out, never their count
         assert await store.history("h1") == [first, second]
         assert await store.history("unknown") == []
+
+    async def test_archived_ids_are_those_of_the_history(self, store: ContractStore) -> None:
+        index = _archive_indexing(store)
+        state = with_deadline(make_state("h1"), None)
+        first = archived_run("h1")
+        second = attrs.evolve(first, run_id="h1-run-9", correlation_id="corr-9")
+        v1 = attrs.evolve(state, past=Past.of((first,)))
+        await store.commit(Change("h1", None, v1, T0, archived=(first,)))
+        v2 = attrs.evolve(v1, version=2, past=v1.past.after(second))
+        await store.commit(Change("h1", 1, v2, T0, archived=(second,)))
+        assert await index.archived_ids("h1") == [(first.run_id, "corr-0"), ("h1-run-9", "corr-9")]
+        assert await index.archived_ids("unknown") == []
 
     async def test_insert_of_existing_batch_conflicts(self, store: ContractStore) -> None:
         first = await self.seed(store, "b1")
