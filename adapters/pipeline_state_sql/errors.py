@@ -33,7 +33,7 @@ from pipeline_state.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["DRIVER_ERRORS", "SqlSettingsError", "outbox_event_taken", "translate"]
+__all__ = ["DRIVER_ERRORS", "SqlSettingsError", "outbox_event_taken", "run_position_taken", "translate"]
 
 
 class SqlSettingsError(PipelineStateError, ValueError):
@@ -91,13 +91,26 @@ def outbox_event_taken(error: BaseException) -> bool:
     """Whether ``error`` is the outbox's unique event id refusing a row: the message was
     written before, by an earlier handling of the same inbound event (whose inbox entry a
     purge may have forgotten since; emitted event ids derive from the inbound one)."""
+    return _constraint_refused(error, "uq_outbox_event_id", "outbox.event_id")
+
+
+def _constraint_refused(error: BaseException, name: str, sqlite_columns: str) -> bool:
+    """Whether ``error`` is the unique constraint ``name`` refusing a row (PostgreSQL names
+    the constraint; SQLite lists its columns, ``sqlite_columns``)."""
     if not isinstance(error, sa_exc.IntegrityError):
         return False
     orig = error.orig
     for candidate in (orig, getattr(orig, "__cause__", None)):
-        if getattr(candidate, "constraint_name", None) == "uq_outbox_event_id":
+        if getattr(candidate, "constraint_name", None) == name:
             return True
-    return "outbox.event_id" in str(orig) or "uq_outbox_event_id" in str(orig)
+    return sqlite_columns in str(orig) or name in str(orig)
+
+
+def run_position_taken(error: BaseException) -> bool:
+    """Whether ``error`` is the ``runs`` table's primary key refusing an archived run: its
+    position (``seq``, from the batch row's count of archived runs) is taken, so the row
+    counts fewer runs than the table holds."""
+    return _constraint_refused(error, "pk_runs", "runs.batch_id, runs.seq")
 
 
 def _rejected(error: BaseException, state: str | None) -> bool:

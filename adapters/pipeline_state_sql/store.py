@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline_state._lifecycle import BatchStatus
 from pipeline_state._model import BatchState, Run
-from pipeline_state.errors import DuplicateEventError, RejectedDataError, StoreError
+from pipeline_state.errors import CorruptStateError, DuplicateEventError, RejectedDataError, StoreError
 from pipeline_state.ports import (
     Change,
     Clock,
@@ -45,7 +45,7 @@ from . import queries
 from . import retention as sql_retention
 from .codec import state_text
 from .engine import is_postgres, is_sqlite
-from .errors import outbox_event_taken
+from .errors import outbox_event_taken, run_position_taken
 from .lane_store import LaneStore, open_on_new_engine, translated
 from .lanes import alone
 from .one_statement import WRITTEN_BY
@@ -294,6 +294,8 @@ class SqlStore(LaneStore):
         stored envelope names it as ``metadata.causation_id``). Nothing was written; the
         service answers a duplicate (in a group, it handles the changes one by one). A row
         another event wrote with the same id stays the error it is."""
+        if run_position_taken(error.__cause__ or error):
+            return await self._miscounted(changes, error)
         if not outbox_event_taken(error.__cause__ or error):
             return error
         cause_of = {m.event_id: c.inbox.event_id for c in changes if c.inbox is not None for m in c.outbox}
@@ -306,6 +308,26 @@ class SqlStore(LaneStore):
             cause = metadata.get("causation_id") if isinstance(metadata, dict) else None
             if cause is not None and cause == cause_of.get(row.message.event_id):
                 return DuplicateEventError(cause)
+        return error
+
+    async def _miscounted(self, changes: Sequence[Change], error: StoreError) -> StoreError:
+        """The :class:`~pipeline_state.errors.CorruptStateError` of the batch whose row counts
+        fewer archived runs than the ``runs`` table holds (restored from an older backup than
+        the table, edited by hand): the position of the run it archives is taken. Nothing was
+        written. ``error`` when no change's count disagrees any more (a concurrent writer)."""
+        for change in changes:
+            if change.state is None or not change.archived:
+                continue
+            counted = change.state.past.count - len(change.archived)
+            try:
+                held = len(await self.archived_ids(change.batch_id))
+            except StoreError:
+                return error
+            if held > counted:
+                return CorruptStateError(
+                    change.batch_id,
+                    f"the row counts {counted} archived runs, the runs table holds {held}",
+                )
         return error
 
     async def _write_alone(
