@@ -216,6 +216,7 @@ def _outcome_waits(state: BatchState, payload: PhaseOutcome, profile: Profile) -
 
 
 def _stale(state: BatchState, correlation: str) -> bool:
-    """Whether ``correlation`` belongs to an archived run of the batch (a scan of its
-    summary: only asked when the answer matters)."""
+    """Whether ``correlation`` belongs to an archived run of the batch (a scan of the ids its
+    summary lists, only asked when the answer matters; a store that keeps only their count
+    has them read before such an input is decided: :func:`~pipeline_state._decide.asks_archived_ids`)."""
     return state.past.is_archived(correlation)
