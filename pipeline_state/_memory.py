@@ -24,7 +24,9 @@ from ._memory_unit_of_work import MemoryUnitOfWork, Versions
 from ._model import BatchState, Run, evolve, next_deadline
 from .errors import (
     ConcurrencyConflictError,
+    DuplicateEventError,
     PublishError,
+    StoreError,
     StoreUnavailableError,
 )
 from .ports import (
@@ -90,6 +92,7 @@ class InMemoryStore:
         self._deadlines: dict[str, datetime] = {}
         self._transitions: list[tuple[Any, ...]] | None = [] if keep_transitions else None
         self._outbox: dict[int, OutboxRow] = {}
+        self._outbox_ids: dict[str, int] = {}  # the rows' event ids (unique, as the SQL store's)
         # Pending row ids of each key, oldest first, and a heap of (head row id, key): a claim
         # looks at the heads in age order instead of scanning rows held back by their key.
         self._by_key: dict[str | None, deque[int]] = {}
@@ -158,6 +161,28 @@ class InMemoryStore:
             seen.add(marker)
         if change.waiting is not None:
             seen.add(f"kept\x00{change.waiting.event_id}")
+        for message in change.outbox:
+            self._check_event_id(change, message.event_id, seen)
+
+    def _check_event_id(self, change: Change, event_id: str, seen: set[str]) -> None:
+        """An outbox row's event id is unique while the row is kept (the SQL store's unique
+        index): a message under an id still in the outbox is refused. When the inbound
+        event of ``change`` wrote it (its inbox entry purged since: emitted ids derive from
+        the inbound one), that is a :class:`~pipeline_state.errors.DuplicateEventError`;
+        under another event's id, a :class:`~pipeline_state.errors.StoreError`."""
+        marker = f"out\x00{event_id}"
+        row_id = self._outbox_ids.get(event_id)
+        if row_id is None and marker not in seen:
+            seen.add(marker)
+            return
+        cause = change.inbox.event_id if change.inbox is not None else None
+        if row_id is not None and cause is not None:
+            metadata = self._outbox[row_id].message.value.get("metadata")
+            if isinstance(metadata, dict) and metadata.get("causation_id") == cause:
+                raise DuplicateEventError(cause)
+        raise StoreError(
+            f"the outbox already holds a message with event id {event_id!r} (batch {change.batch_id!r})"
+        )
 
     def _apply(self, change: Change) -> None:
         """Write a validated ``change`` (no checks, no awaits): state, inbox entry and outbox
@@ -246,6 +271,7 @@ class InMemoryStore:
         row_id = self._next_row
         self._next_row += 1
         self._outbox[row_id] = OutboxRow(row_id, message, at)
+        self._outbox_ids[message.event_id] = row_id
         key = message.key
         queue = self._by_key.get(key)
         if queue is None:
@@ -504,6 +530,8 @@ class InMemoryStore:
             if row is None:
                 continue
             message = row.message
+            if self._outbox_ids.get(message.event_id) == row_id:
+                del self._outbox_ids[message.event_id]
             self._drop_row(row_id, message.key)
             if keep > 0:
                 published[message.event_id] = message

@@ -37,7 +37,7 @@ from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state._model import BatchState, ItemRef, Past, PhaseRun, Run
 from pipeline_state._profile import Profile
 from pipeline_state._service import PipelineService
-from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
+from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError, StoreError
 from pipeline_state.ports import (
     ArchiveIndexStore,
     BatchingStore,
@@ -1131,6 +1131,40 @@ class StoreContract:
         for bad in (0, 1.5, True):
             with pytest.raises(ValueError, match="limit"):
                 await purging.purge(cutoffs, limit=bad)  # type: ignore[arg-type]
+
+    async def test_an_event_emitted_again_by_the_same_inbound_event_is_a_duplicate(
+        self, store: ContractStore
+    ) -> None:
+        """The inbox forgot an inbound event (purged) while a message it emitted is still in
+        the outbox, unpublished: handled again, the same event emits the same id (emitted ids
+        derive from the inbound one), and the store answers a duplicate, writing nothing. A
+        message of another inbound event under a taken id is refused as a store error."""
+        purging = _purging(store)
+
+        def caused(event_id: str, cause: str) -> OutboxMessage:
+            value = {
+                "event_id": event_id,
+                "event_type": "contract.topic",
+                "metadata": {"causation_id": cause},
+            }
+            return OutboxMessage(event_id, "contract.topic", "d1", value)
+
+        state = make_state("d1")
+        await store.commit(Change("d1", None, state, T0, (caused("out-1", "in-1"),), _inbox("in-1", "d1")))
+        assert await purging.purge(PurgeCutoffs(processed_before=T0 + timedelta(days=1))) == Purged(inbox=1)
+        later = T0 + timedelta(days=2)
+        again = Change("d1", 1, attrs.evolve(state, version=2), later, (caused("out-1", "in-1"),))
+        with pytest.raises(DuplicateEventError):
+            await store.commit(attrs.evolve(again, inbox=_inbox("in-1", "d1", at=later)))
+        with pytest.raises(StoreError) as info:
+            await store.commit(
+                attrs.evolve(again, outbox=(caused("out-1", "in-2"),), inbox=_inbox("in-2", "d1"))
+            )
+        assert not isinstance(info.value, DuplicateEventError)
+        assert (await store.load("d1")).version == 1  # type: ignore[union-attr]
+        assert not await store.is_processed("in-1")
+        assert not await store.is_processed("in-2")
+        assert await store.pending_count() == 1
 
     async def test_purge_forgets_log_rows_before_the_cutoff_only(self, store: ContractStore) -> None:
         purging = _purging(store)
