@@ -152,8 +152,9 @@ def runs_counted(document: Document) -> Document:
     """Layout 3 -> 4: the summary ``past`` keeps how many runs the batch archived
     (``count``) instead of their correlation ids and keys: the ``runs`` table holds both,
     and every event rewrote them. Raises :class:`~pipeline_state.documents.Invalid` when
-    ``past`` or its lists are malformed (keys of 1 to 16 characters, as many as correlation
-    ids, or none in a row upgraded from layout 2)."""
+    ``past`` or its lists are malformed (keys of 1 to 16 characters, at most as many as
+    correlation ids: a row upgraded from layout 2 had none, and the runs it archived after
+    that upgrade added theirs one by one)."""
     past = document.get("past")
     if type(past) is not dict:
         raise Invalid(f"field 'past' should be dict, got {type(past).__name__}")
@@ -165,7 +166,7 @@ def runs_counted(document: Document) -> Document:
     keys = runs.split(",") if runs else []
     if any(not 0 < len(key) <= RUN_KEY_LENGTH for key in keys):
         raise Invalid(f"field 'runs' should hold keys of 1 to {RUN_KEY_LENGTH} characters (at past.runs)")
-    if keys and len(keys) != len(correlations):
+    if len(keys) > len(correlations):
         raise Invalid(f"field 'runs' holds {len(keys)} keys for {len(correlations)} runs (at past.runs)")
     past["count"] = len(correlations)
     return document

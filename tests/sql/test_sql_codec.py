@@ -413,3 +413,16 @@ def test_layout_2_and_3_documents_read_with_their_runs_counted() -> None:
     assert encode_state(back) == encode_state(state)
     with pytest.raises(CorruptStateError, match=r"past\.runs"):
         decode_state("b1", {**two, "schema": 3})  # a layout-3 row must have them
+
+
+def test_a_layout_3_row_listing_fewer_keys_than_runs_reads() -> None:
+    """A layout-2 row read by the release that wrote layout 3 got no keys; a run it archived
+    then added its own: that release wrote layout-3 rows with fewer keys than correlation
+    ids, which must keep loading (more keys than runs are refused above)."""
+    runs = (archived_run("b1"), attrs.evolve(archived_run("b1"), run_id="b1-run-7", correlation_id="corr-7"))
+    state = attrs.evolve(make_state("b1"), past=Past.of(runs))
+    partial = _layout_3(state, runs)
+    partial["past"]["runs"] = run_key("b1-run-7")
+    back = decode_state("b1", partial)
+    assert back == state
+    assert back.past.count == 2
