@@ -934,7 +934,7 @@ class PipelineService:
                     ):
                         raise
                     done.add(fact)
-                    batch = await self._read(batch_id)
+                    batch = await self._knowing_past(command, await self._read(batch_id))
                     steps[:] = self._fold(
                         command, topic, raw, batch, record_refusal=record_refusal, done=done
                     )
@@ -985,9 +985,15 @@ class PipelineService:
         return await self._with_waiting(batch_id, state, has_waiting)
 
     async def _with_waiting(self, batch_id: str, state: BatchState | None, has_waiting: bool) -> _Batch:
-        """The batch of ``state``, with its waiting facts read when ``has_waiting``."""
+        """The batch of ``state``, with its waiting facts read when ``has_waiting``; then the
+        ids of its archived runs too when its summary lacks them, since any decision that
+        re-attempts a waiting fact may ask about them (the sweeps, an expired request's
+        denial and a re-decision decide from this read alone)."""
         waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
-        return _Batch(state, waiting)
+        batch = _Batch(state, waiting)
+        if waiting and state is not None and state.past.count and not state.past.known:
+            batch.state = attrs.evolve(state, past=state.past.knowing(await self._archived_ids(batch_id)))
+        return batch
 
     async def _knowing_past(self, command: Command, batch: _Batch) -> _Batch:
         """``batch``, its summary listing the ids of its archived runs when deciding
