@@ -312,6 +312,14 @@ class Store(Protocol):
         version is not ``expected_version`` and
         :class:`~pipeline_state.errors.DuplicateEventError` when the inbox already holds
         the event id; in both cases nothing is written.
+
+        An outbox message's event id is unique among the rows the outbox keeps: a message
+        under an id still kept is refused, as a
+        :class:`~pipeline_state.errors.DuplicateEventError` of the inbox's event id when the
+        kept row was written by the same inbound event (its envelope's
+        ``metadata.causation_id``: the inbox entry was purged since, and emitted ids derive
+        from the inbound one), else as a :class:`~pipeline_state.errors.StoreError`; nothing
+        is written either way.
         """
         ...
 

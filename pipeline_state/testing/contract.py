@@ -314,6 +314,10 @@ class StoreContract:
         assert loaded == attrs.evolve(v2, history=())
         assert loaded is not None
         assert loaded.past.count == 2  # a store may leave the runs' ids out, never their count
+        # ... and lists them as committed or not at all (a decision trusts a full list).
+        assert loaded.past.correlations in ((), v2.past.correlations)
+        assert loaded.past.runs in ((), v2.past.runs)
+        assert loaded.past.known == (loaded.past.runs != ())
         assert await store.history("h1") == [first, second]
         assert await store.history("unknown") == []
 
