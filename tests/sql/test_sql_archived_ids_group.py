@@ -99,3 +99,12 @@ async def test_group_and_operator_repeats_decide_as_in_memory(make_store: StoreM
     sql = await _story(await make_store())
     memory = await _story(InMemoryStore())
     assert sql == memory
+    # ... and both decide as they should, not merely alike:
+    labels = [entry[0] for entry in sql[:-1]]
+    assert labels[4] == "duplicate"  # run 1's request, purged from the inbox: already handled
+    # outcomes of run 2 (archived earlier in the same group) and of run 1, while run 3 is active
+    assert labels[6:8] == ["ignored:stale_run", "ignored:stale_run"]
+    # after the purge: the recorded completion, run 1's and run 2's requests are known
+    assert labels[-4:-1] == ["duplicate", "duplicate", "duplicate"]
+    assert sql[-1][3] == 4  # four runs archived, none twice
+    assert len(set(sql[-1][1])) == 4
