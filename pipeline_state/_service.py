@@ -992,7 +992,7 @@ class PipelineService:
         waiting = await self.store.list_waiting(batch_id, limit=_RESUME_LIMIT) if has_waiting else []
         batch = _Batch(state, waiting)
         if waiting and state is not None and state.past.count and not state.past.known:
-            batch.state = attrs.evolve(state, past=state.past.knowing(await self._archived_ids(batch_id)))
+            await self._list_archived_ids(batch, state)
         return batch
 
     async def _knowing_past(self, command: Command, batch: _Batch) -> _Batch:
@@ -1008,15 +1008,18 @@ class PipelineService:
             or not asks_archived_ids(state, command.payload, resumes=bool(batch.waiting))
         ):
             return batch
-        batch.state = attrs.evolve(state, past=state.past.knowing(await self._archived_ids(command.batch_id)))
+        await self._list_archived_ids(batch, state)
         return batch
 
-    async def _archived_ids(self, batch_id: str) -> list[tuple[str, str]]:
-        """``(run id, correlation id)`` of each archived run of ``batch_id``, oldest first:
-        one light query on a store that has it, else from the runs themselves."""
+    async def _list_archived_ids(self, batch: _Batch, state: BatchState) -> None:
+        """``batch`` with ``state``, its summary listing the ``(run id, correlation id)`` of
+        each archived run: one light query on a store that has it, else from the runs
+        themselves."""
         if isinstance(self.store, ArchiveIndexStore):
-            return await self.store.archived_ids(batch_id)
-        return [(run.run_id, run.correlation_id) for run in await self.store.history(batch_id)]
+            archived = await self.store.archived_ids(state.batch_id)
+        else:
+            archived = [(run.run_id, run.correlation_id) for run in await self.store.history(state.batch_id)]
+        batch.state = attrs.evolve(state, past=state.past.knowing(archived))
 
     async def _commit(self, changes: Sequence[Change]) -> None:
         if len(changes) == 1:

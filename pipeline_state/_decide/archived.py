@@ -36,9 +36,9 @@ from pipeline_state._inputs import (
 )
 from pipeline_state._model import BatchState
 
-__all__ = ["RUN_STARTING", "asks_archived_ids"]
+__all__ = ["asks_archived_ids"]
 
-RUN_STARTING = (RequestPipeline, RetryPhase, RecordPhaseCompletion)
+_RUN_STARTING = (RequestPipeline, RetryPhase, RecordPhaseCompletion)
 """Commands whose run, if they start one, is named after their event id."""
 
 _NEVER_ASK = (
@@ -63,7 +63,7 @@ def asks_archived_ids(state: BatchState | None, payload: object, *, resumes: boo
     is taken to ask."""
     if state is None or state.past.count == 0:
         return False
-    if resumes or isinstance(payload, RUN_STARTING):
+    if resumes or isinstance(payload, _RUN_STARTING):
         return True
     if isinstance(payload, PhaseOutcome):
         run = state.active_run
