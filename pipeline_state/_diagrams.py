@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -270,6 +270,7 @@ def lifecycle_mermaid(
     title: str | None = None,
     effects: bool = False,
     group: bool = True,
+    show: Callable[[str], str] | None = None,
 ) -> str:
     """Draw ``lifecycle`` as a Mermaid ``stateDiagram-v2``.
 
@@ -283,7 +284,9 @@ def lifecycle_mermaid(
 
     ``highlight`` names states to mark with the ``current`` class; names that are not
     states of the lifecycle (for example legacy statuses) are ignored. ``title`` is
-    written as Mermaid front matter. Output follows declaration order.
+    written as Mermaid front matter. ``show`` gives the label of a state (a profile's
+    :attr:`~pipeline_state._profile.Profile.state_names`); states keep their names as ids.
+    Output follows declaration order.
     """
     groups = state_groups(lifecycle) if group else []
     ids = _ids(lifecycle.states, "s")
@@ -318,12 +321,13 @@ def lifecycle_mermaid(
             arrow(None, ids[state], "[*]", None)
 
     def declare(state: str) -> str:
-        return f'state "{_label(state)}" as {ids[state]}' if ids[state] != state else state
+        label = state if show is None else show(state)
+        return f'state "{_label(label)}" as {ids[state]}' if ids[state] != label else state
 
     def block(scope: int | None, pad: str) -> list[str]:
         members = [s for s in lifecycle.states if home[s] == scope]
         if scope is None:
-            out = [pad + declare(s) for s in members if ids[s] != s]
+            out = [pad + declare(s) for s in members if declare(s) != s]
         else:
             # Declared inside the composite, or Mermaid would place them outside it. Its
             # layout hangs the composite's own arrows on the first state declared in it:

@@ -19,7 +19,7 @@ import attrs
 from ._wire import is_id_text
 from .errors import DefinitionError
 
-__all__ = ["MAX_STATE_NAME_LENGTH", "StateNames"]
+__all__ = ["MAX_STATE_NAME_LENGTH", "NO_RENAMES", "StateNames"]
 
 MAX_STATE_NAME_LENGTH = 100
 """Upper bound (characters) on a state's or trigger's shown name: it is written into
@@ -95,3 +95,7 @@ class StateNames:
                     profile, f"state_names shows {engine!r} as {shown!r}, which already names {other!r}"
                 )
             seen[shown] = engine
+
+
+NO_RENAMES = StateNames()
+"""State names that rename nothing: every state and trigger shows as the engine names it."""

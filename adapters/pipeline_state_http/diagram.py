@@ -22,6 +22,7 @@ from pipeline_state._catalog import Catalog
 from pipeline_state._diagrams import StepLike, lifecycle_mermaid, pipeline_mermaid
 from pipeline_state._lifecycle import BATCH_LIFECYCLE, RUN_LIFECYCLE
 from pipeline_state._model import BatchState, Run
+from pipeline_state._names import NO_RENAMES, StateNames
 from pipeline_state.errors import UnknownPipelineError
 
 __all__ = ["PRUNED", "DiagramView", "RunDag", "batch_mermaid", "mermaid_text", "run_dag", "shown_run"]
@@ -79,13 +80,17 @@ def run_dag(run: Run, catalog: Catalog) -> RunDag:
     return RunDag(run.pipeline_name, trimmed, statuses)
 
 
-def batch_mermaid(state: BatchState, catalog: Catalog, view: DiagramView = "all") -> str:
+def batch_mermaid(
+    state: BatchState, catalog: Catalog, view: DiagramView = "all", state_names: StateNames = NO_RENAMES
+) -> str:
     """Mermaid text of the requested view(s); with ``all``, each diagram follows a ``%%``
-    comment line naming it."""
+    comment line naming it. Batch statuses show under the profile's ``state_names``."""
     parts: list[tuple[str, str]] = []
     if view in ("all", "batch"):
-        title = f"batch {state.batch_id}: {state.status.value}"
-        parts.append((title, lifecycle_mermaid(BATCH_LIFECYCLE, highlight=[state.status.value])))
+        status = state.status.value
+        title = f"batch {state.batch_id}: {state_names.show(status)}"
+        diagram = lifecycle_mermaid(BATCH_LIFECYCLE, highlight=[status], show=state_names.show)
+        parts.append((title, diagram))
     run = shown_run(state)
     if run is not None and view in ("all", "run"):
         title = f"run {run.run_id} ({run.pipeline_name}): {run.status.value}"

@@ -70,7 +70,7 @@ class Operations:
         else:
             applied = result.ignored is None
         if applied:
-            status = BATCH_LIFECYCLE.initial
+            status = self.service.profile.state_names.show(BATCH_LIFECYCLE.initial)
         else:
             state = await self.service.get_batch(payload.batch_id)
             status = self.service.profile.state_names.show(state.status.value)

@@ -211,7 +211,7 @@ def build_router(
         batch_id: BatchId, correlation: Correlation, view: Annotated[DiagramView, Query()] = "all"
     ) -> PlainTextResponse:
         state = await service.get_batch(batch_id)
-        text = batch_mermaid(state, service.profile.catalog, view)
+        text = batch_mermaid(state, service.profile.catalog, view, service.profile.state_names)
         return PlainTextResponse(
             text,
             headers={
@@ -236,6 +236,7 @@ def build_router(
             refresh_seconds=settings.status_refresh_seconds,
             history_limit=settings.max_page_size,
             items=service.profile.view_names.items_word,
+            state_names=service.profile.state_names,
         )
         headers = {
             "Content-Security-Policy": rendered.csp,

@@ -17,6 +17,7 @@ from html import escape
 from pipeline_state._catalog import Catalog
 from pipeline_state._lifecycle import BATCH_LIFECYCLE
 from pipeline_state._model import BatchState, PhaseRun, Run
+from pipeline_state._names import NO_RENAMES, StateNames
 
 from .diagram import PRUNED, batch_mermaid, run_dag, shown_run
 from .svg import lifecycle_svg, phase_class, phases_svg
@@ -157,11 +158,15 @@ def render_status_page(
     refresh_seconds: int,
     history_limit: int,
     items: str = "items",
+    state_names: StateNames = NO_RENAMES,
 ) -> StatusPage:
-    """The HTML page of ``state``; ``items`` is what the profile calls its items (``essays``)."""
+    """The HTML page of ``state``; ``items`` is what the profile calls its items (``essays``),
+    ``state_names`` its names of batch statuses."""
     nonce = secrets.token_urlsafe(16)
     run = shown_run(state)
-    batch_svg = lifecycle_svg(BATCH_LIFECYCLE, current=state.status.value, element_id="batch-diagram")
+    show = state_names.show
+    current = state.status.value
+    batch_svg = lifecycle_svg(BATCH_LIFECYCLE, current=current, element_id="batch-diagram", show=show)
     run_html = (
         _run_section(run, catalog, state.active_run is not None, escape(items))
         if run is not None
@@ -172,9 +177,9 @@ def render_status_page(
         _history_rows(state.history, history_limit),
         table_id="history",
     )
-    mermaid = escape(batch_mermaid(state, catalog))
+    mermaid = escape(batch_mermaid(state, catalog, state_names=state_names))
     batch_id = escape(state.batch_id)
-    status = escape(state.status.value)
+    status = escape(show(state.status.value))
     html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -8,7 +8,7 @@ each node is coloured by its status. All text is XML-escaped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 
 import attrs
@@ -250,23 +250,26 @@ def _node(node: Node, lines: Sequence[tuple[str, bool]], at: tuple[float, float]
     )
 
 
-def lifecycle_svg(lifecycle: Lifecycle, *, current: str | None, element_id: str) -> str:
+def lifecycle_svg(
+    lifecycle: Lifecycle, *, current: str | None, element_id: str, show: Callable[[str], str] = str
+) -> str:
     """A lifecycle's states and transitions, the ``current`` state highlighted. Triggers
-    allowed from three or more states are named in a caption instead of drawn."""
+    allowed from three or more states are named in a caption instead of drawn. ``show``
+    gives a state's label (a profile's state names; the lifecycle's own by default)."""
     nodes = []
     for state in lifecycle.states:
         css = "current" if state == current else ("final" if lifecycle.is_final(state) else "state")
-        nodes.append(Node(state, state, "current" if state == current else None, css))
+        nodes.append(Node(state, show(state), "current" if state == current else None, css))
     edges = [
         Edge(source, t.dest, t.trigger, faint=len(t.sources) >= 3)
         for t in lifecycle.transitions
         for source in t.sources
     ]
-    title = f"{lifecycle.name} lifecycle" + (f", current state {current}" if current else "")
+    title = f"{lifecycle.name} lifecycle" + (f", current state {show(current)}" if current else "")
     open_states = {state for state in lifecycle.states if not lifecycle.is_final(state)}
     wide = [
-        f"{t.trigger} → {t.dest} from "
-        + ("any non-final state" if set(t.sources) == open_states else ", ".join(t.sources))
+        f"{t.trigger} → {show(t.dest)} from "
+        + ("any non-final state" if set(t.sources) == open_states else ", ".join(map(show, t.sources)))
         for t in lifecycle.transitions
         if len(t.sources) >= 3
     ]
