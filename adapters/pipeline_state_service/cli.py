@@ -56,6 +56,9 @@ def _operator(command: Subcommand) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         try:
+            from .ops.session import check_id_arguments  # imported when a command runs
+
+            check_id_arguments(args)
             with _quiet_libraries():
                 return int(asyncio.run(command.runner()(args)))
         except BrokenPipeError:  # stdout closed (``| head``): pipeline_state._cli.main stops quietly

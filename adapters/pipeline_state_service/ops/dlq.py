@@ -24,11 +24,14 @@ from pipeline_state._profile import Profile
 from pipeline_state._service import PipelineService
 from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
 
-from .exits import ExitCode, OperatorError, one_line
+from .exits import ExitCode, OperatorError, in_range, one_line
 from .output import emit
 from .session import deployment, open_service, operator_name
 
-__all__ = ["reinject"]
+__all__ = ["MAX_TIMEOUT_SECONDS", "reinject"]
+
+MAX_TIMEOUT_SECONDS = 3600.0
+"""The longest ``--timeout``: an hour of waiting for a broker is a hung command."""
 
 _STILL_FAILING = (InvalidMessageError, BadCommandError, IllegalTransitionError)
 
@@ -84,8 +87,8 @@ async def reinject(args: argparse.Namespace) -> int:
     """``dlq reinject --kafka HOST:PORT --topic T [--limit N]``."""
     if args.limit is not None and args.limit < 1:
         raise OperatorError(ExitCode.USAGE, "--limit must be >= 1")
-    if args.timeout <= 0:
-        raise OperatorError(ExitCode.USAGE, "--timeout must be > 0")
+    # NaN and infinity are no timeouts: the reader waits ``int(timeout * 1000)`` ms per poll.
+    in_range("--timeout", args.timeout, 0.001, MAX_TIMEOUT_SECONDS)
     if not args.kafka:
         raise OperatorError(ExitCode.USAGE, "--kafka is required (or set $PIPELINE_STATE_KAFKA)")
     actor = operator_name(args.actor)

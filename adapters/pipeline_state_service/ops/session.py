@@ -42,6 +42,8 @@ __all__ = [
     "action_event_id",
     "add_actor_arguments",
     "add_store_arguments",
+    "check_id_argument",
+    "check_id_arguments",
     "deployment",
     "open_service",
     "operator_name",
@@ -103,7 +105,7 @@ def add_actor_arguments(parser: argparse.ArgumentParser, *, event_id: bool = Tru
     )
 
 
-def _check_id(option: str, value: str) -> str:
+def check_id_argument(option: str, value: str) -> str:
     """``value`` when it is an id by the wire's rule (:func:`~pipeline_state._wire.is_id_text`,
     which the HTTP API's ``user_id`` follows too) and not blank: 1 to 200 characters, no
     control character (NUL, line breaks, escape sequences), no bidirectional embedding,
@@ -119,16 +121,30 @@ def _check_id(option: str, value: str) -> str:
     return value
 
 
+_ID_ARGUMENTS = (("batch_id", "BATCH"), ("run", "--run"), ("event_ids", "EVENT_ID"))
+"""The id arguments of the operator commands (attribute, as the command line names it)."""
+
+
+def check_id_arguments(args: argparse.Namespace) -> None:
+    """Refuse a malformed id among the command's arguments as bad input (exit 2), before
+    anything is looked up: an id the wire could not carry names nothing, and must not be
+    answered "not found" (exit 3) or reach the store or an event id's derivation."""
+    for attribute, option in _ID_ARGUMENTS:
+        value = getattr(args, attribute, None)
+        for each in value if isinstance(value, list) else () if value is None else (value,):
+            check_id_argument(option, each)
+
+
 def operator_name(given: str | None) -> str:
     """Who asks: ``given``, else ``$PIPELINE_STATE_OPERATOR``, else the login name (an id by
-    the wire's rule, see ``_check_id``)."""
+    the wire's rule, see :func:`check_id_argument`)."""
     name = given if given is not None else os.environ.get(OPERATOR_ENV)
     if name is None:
         try:
             name = getpass.getuser()
         except (OSError, KeyError):  # no login name (a container without a passwd entry)
             name = "unknown"
-    return _check_id("--as", name.strip())
+    return check_id_argument("--as", name.strip())
 
 
 MAX_REASON_LENGTH = 2000
@@ -161,7 +177,7 @@ def action_event_id(
     ``action`` and ``derived`` (default: ``scope``), which adds to ``scope`` what the action
     depends on in the batch (the run it cancels, the last finished run, ...)."""
     if given is not None:
-        key = _check_id("--event-id", given)
+        key = check_id_argument("--event-id", given)
         return derive_id(_EVENT_NAMESPACE, action, *scope, "event-id", key)
     return derive_id(_EVENT_NAMESPACE, action, *(scope if derived is None else derived))
 
