@@ -25,6 +25,7 @@ from ._lifecycle import (
 )
 
 __all__ = [
+    "ALIASES_KEPT",
     "RECORDED_PIPELINE_PREFIX",
     "RUN_KEY_LENGTH",
     "BatchState",
@@ -153,6 +154,10 @@ RUN_KEY_LENGTH = 16
 """Characters of a run id a batch's summary keeps (:func:`run_key`)."""
 
 
+ALIASES_KEPT = 16
+"""How many of the latest ids :attr:`Past.answered` and :attr:`Past.reported` each keep."""
+
+
 def run_key(run_id: str) -> str:
     """What :attr:`Past.runs` keeps of ``run_id``: its first :data:`RUN_KEY_LENGTH`
     characters without dashes (60 bits of a derived id's hash). The summary is rewritten
@@ -186,7 +191,23 @@ class Past:
       whose decision asks about them (:func:`~pipeline_state._decide.asks_archived_ids`).
       They are what this copy of the summary knows of the store's history, not part of the
       batch's state: two summaries are equal when they count the same runs with the same
-      acceptance times and outputs, whatever ids each lists.
+      acceptance times and outputs, whatever ids each lists;
+    * ``answered``: ``(run key, correlation id)`` of each outcome applied to a run under a
+      correlation id that was not the run's (``correlation_mismatch``: a worker that lost
+      the run's id; only ids by the wire's rule), the latest :data:`ALIASES_KEPT`. Once
+      that run is no longer active, an outcome carrying such an id is stale, as one
+      carrying the run's own id is: the same
+      answer again (a worker's retry under a fresh event id, a redelivery after the inbox
+      purge) neither waits for nor moves a later run;
+    * ``reported``: the keys of the run ids derived from operator reports of a phase done
+      (``RecordPhaseCompletion``) that were applied to an active run's phase, the latest
+      :data:`ALIASES_KEPT`: the same report again, its inbox entry purged, was handled
+      already (on an idle batch a report starts a run named after it, which ``runs``
+      lists).
+
+    The last two are stored with the summary (they are few: at most one per phase of a
+    run, only for these rare inputs, :data:`ALIASES_KEPT` in all) and are part of the
+    batch's state.
     """
 
     count: int = 0
@@ -194,6 +215,8 @@ class Past:
     recorded: tuple[tuple[str, tuple[ItemRef, ...]], ...] = ()
     correlations: tuple[str, ...] = attrs.field(default=(), eq=False)
     runs: tuple[str, ...] = attrs.field(default=(), eq=False)
+    answered: tuple[tuple[str, str], ...] = ()
+    reported: tuple[str, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -217,10 +240,37 @@ class Past:
     def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
         return dict(self.recorded)
 
-    def is_archived(self, correlation_id: str) -> bool:
+    def is_archived(self, correlation_id: str, active_run_id: str | None = None) -> bool:
         """Whether ``correlation_id`` is the correlation id of an archived run (of those
-        listed: see :attr:`known`)."""
-        return correlation_id in self.correlations
+        listed: see :attr:`known`), or one an outcome applied to a run other than
+        ``active_run_id`` carried instead of that run's (:attr:`answered`)."""
+        if correlation_id in self.correlations:
+            return True
+        if not self.answered:
+            return False
+        active = None if active_run_id is None else run_key(active_run_id)
+        return any(key != active and correlation == correlation_id for key, correlation in self.answered)
+
+    def answering(self, run_id: str, correlation_id: str) -> Past:
+        """This summary remembering that an outcome carrying ``correlation_id`` was applied
+        to run ``run_id``, whose own correlation id is another (:attr:`answered`; an entry
+        seen again moves last, the latest kept)."""
+        entry = (run_key(run_id), correlation_id)
+        kept = tuple(e for e in self.answered if e != entry)
+        return attrs.evolve(self, answered=(*kept, entry)[-ALIASES_KEPT:])
+
+    def reporting(self, report_run_id: str) -> Past:
+        """This summary remembering that the report whose derived run id is
+        ``report_run_id`` was applied to the active run (:attr:`reported`; as
+        :meth:`answering`)."""
+        key = run_key(report_run_id)
+        kept = tuple(k for k in self.reported if k != key)
+        return attrs.evolve(self, reported=(*kept, key)[-ALIASES_KEPT:])
+
+    def reported_as(self, run_id: str) -> bool:
+        """Whether ``run_id`` is (its key is that of) the derived run id of a report applied
+        to a run's phase (:attr:`reported`): that report was handled, and started no run."""
+        return run_key(run_id) in self.reported
 
     def after(self, run: Run, *, remember: int | None = None) -> Past:
         """This summary with ``run`` archived too, keeping the acceptance times of the latest
@@ -240,6 +290,8 @@ class Past:
             recorded=tuple(recorded.items()),
             correlations=(*self.correlations, run.correlation_id),
             runs=(*self.runs, run_key(run.run_id)),
+            answered=self.answered,
+            reported=self.reported,
         )
 
     def started(self, run_id: str) -> bool:

@@ -210,13 +210,14 @@ def _outcome_waits(state: BatchState, payload: PhaseOutcome, profile: Profile) -
     trigger = OUTCOME_TRIGGERS.get(payload.status)
     if trigger is None or _PHASE_OF_RUN.early(phase.status.value, trigger) is None:
         return None
-    if correlation != run.correlation_id and _stale(state, correlation):
+    if correlation != run.correlation_id and _stale(state, correlation, run.run_id):
         return None  # an earlier run's outcome: stale, never early
     return _PHASE + payload.phase
 
 
-def _stale(state: BatchState, correlation: str) -> bool:
-    """Whether ``correlation`` belongs to an archived run of the batch (a scan of the ids its
+def _stale(state: BatchState, correlation: str, active_run_id: str | None = None) -> bool:
+    """Whether ``correlation`` belongs to an archived run of the batch, or to a run other
+    than ``active_run_id`` that an outcome carrying it answered (a scan of the ids its
     summary lists, only asked when the answer matters; a store that keeps only their count
     has them read before such an input is decided: :func:`~pipeline_state._decide.asks_archived_ids`)."""
-    return state.past.is_archived(correlation)
+    return state.past.is_archived(correlation, active_run_id)

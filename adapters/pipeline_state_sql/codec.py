@@ -55,7 +55,17 @@ from datetime import datetime
 from cattrs import Converter
 
 from pipeline_state._lifecycle import PHASE_DONE, BatchStatus
-from pipeline_state._model import RUN_KEY_LENGTH, BatchState, ItemRef, Past, PhaseRun, Run, run_key
+from pipeline_state._model import (
+    ALIASES_KEPT,
+    RUN_KEY_LENGTH,
+    BatchState,
+    ItemRef,
+    Past,
+    PhaseRun,
+    Run,
+    run_key,
+)
+from pipeline_state._wire import is_id_text
 from pipeline_state.documents import Document, DocumentCodec, Invalid, Layout, Schema
 from pipeline_state.errors import CorruptStateError
 
@@ -172,7 +182,24 @@ def runs_counted(document: Document) -> Document:
     return document
 
 
-STATE_SCHEMA = Schema(version=4, upgrades={1: past_from_history, 2: runs_remembered, 3: runs_counted})
+def aliases_kept(document: Document) -> Document:
+    """Layout 4 -> 5: the summary ``past`` also keeps ``answered`` (``[run key, correlation
+    id]`` of outcomes applied to a run under another correlation id) and ``reported`` (the
+    run keys of operator reports applied to an active run's phase); a layout-4 row knew none
+    (:class:`~pipeline_state._model.Past`). Raises :class:`~pipeline_state.documents.Invalid`
+    when ``past`` is not an object."""
+    past = document.get("past")
+    if type(past) is not dict:
+        raise Invalid(f"field 'past' should be dict, got {type(past).__name__}")
+    if "answered" in past or "reported" in past:
+        raise Invalid("a layout-4 row holds no 'answered' or 'reported' (at past)")
+    past.update(answered=[], reported=[])
+    return document
+
+
+STATE_SCHEMA = Schema(
+    version=5, upgrades={1: past_from_history, 2: runs_remembered, 3: runs_counted, 4: aliases_kept}
+)
 """The layout number written into every batch document, and the upgrade steps from older
 layouts."""
 
@@ -256,13 +283,14 @@ def _item_refs_as_pairs(converter: Converter) -> None:
     converter.register_unstructure_hook_func(lambda kind: kind == tuple[ItemRef, ...], _pairs)
 
 
-_PAST_FIELDS = frozenset({"count", "accepted", "recorded"})
+_PAST_FIELDS = frozenset({"count", "accepted", "recorded", "answered", "reported"})
 
 
 def _past_by_hand(converter: Converter) -> None:
     """``past`` read and written by hand, whatever the layout does with item references
     elsewhere: ``{"count": N, "accepted": [...], "recorded": [[phase, [[item_id,
-    content_ref]...]]...]}``."""
+    content_ref]...]]...], "answered": [[run_key, correlation_id]...], "reported":
+    [run_key...]}``."""
     read_time = converter.get_structure_hook(datetime)
 
     def times(value: object) -> tuple[datetime, ...]:
@@ -306,6 +334,10 @@ def _past_by_hand(converter: Converter) -> None:
             count=count,
             accepted=accepted,
             recorded=tuple(recorded(entry, i) for i, entry in enumerate(outputs)),
+            answered=tuple(
+                (key, correlation) for key, correlation in _aliases(value["answered"], "answered", 2)
+            ),
+            reported=tuple(key for (key,) in _aliases(value["reported"], "reported", 1)),
         )
 
     converter.register_structure_hook(Past, structure)
@@ -315,8 +347,31 @@ def _past_by_hand(converter: Converter) -> None:
             "count": past.count,
             "accepted": [moment.isoformat() for moment in past.accepted],
             "recorded": [[name, _pairs(refs)] for name, refs in past.recorded],
+            "answered": [[key, correlation] for key, correlation in past.answered],
+            "reported": list(past.reported),
         },
     )
+
+
+def _aliases(value: object, field: str, width: int) -> list[tuple[str, ...]]:
+    """The entries of ``past.answered`` (``width`` 2: ``[run key, correlation id]``) or
+    ``past.reported`` (``width`` 1: a run key), at most
+    :data:`~pipeline_state._model.ALIASES_KEPT` of them: a run key of 1 to 16 characters,
+    a correlation id by the wire's rule (the engine keeps no other)."""
+    if type(value) is not list or len(value) > ALIASES_KEPT:
+        raise Invalid(f"field {field!r} should be a list of at most {ALIASES_KEPT} entries (at past.{field})")
+    out = []
+    for index, entry in enumerate(value):
+        parts = entry if width > 1 and type(entry) is list else [entry]
+        if (
+            len(parts) != width
+            or any(type(part) is not str for part in parts)
+            or not 0 < len(parts[0]) <= RUN_KEY_LENGTH
+            or not all(is_id_text(part) for part in parts)
+        ):
+            raise Invalid(f"holds a malformed entry {entry!r:.80} (at past.{field}[{index}])")
+        out.append(tuple(parts))
+    return out
 
 
 STATE_LAYOUT = Layout(

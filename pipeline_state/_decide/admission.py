@@ -139,6 +139,8 @@ def handled_already(inputs: Inputs) -> Decision | None:
     active = state.active_run
     if (active is not None and active.run_id == run_id) or state.past.started(run_id):
         return Decision(state, ignored=ALREADY_HANDLED, run_id=run_id)
+    if state.past.reported_as(run_id):  # a report applied to a run's phase: it started none
+        return Decision(state, ignored=ALREADY_HANDLED)
     return None
 
 

@@ -6,6 +6,7 @@ from pipeline_state._commands import ExpireOverdue, RecordPhaseCompletion
 from pipeline_state._inputs import PhaseOutcome
 from pipeline_state._lifecycle import BatchStatus, PhaseStatus, RunStatus
 from pipeline_state._model import RECORDED_PIPELINE_PREFIX, PhaseRun, Run
+from pipeline_state._wire import is_id_text
 from pipeline_state.errors import BadCommandError, UnknownPipelineError
 
 from . import machines
@@ -63,12 +64,12 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
             batch_id=p.batch_id,
         )
     note = None
-    if p.phase in engine.phases:
-        corr = p.correlation_id
-        if corr != engine.run.correlation_id:
-            if session.profile.strict_correlation or session.state.past.is_archived(corr):
-                return session.finish(ignored="stale_run")
-            note = CORRELATION_MISMATCH
+    corr = p.correlation_id
+    if p.phase in engine.phases and corr != engine.run.correlation_id:
+        past = session.state.past
+        if session.profile.strict_correlation or past.is_archived(corr, engine.run.run_id):
+            return session.finish(ignored="stale_run")
+        note = CORRELATION_MISMATCH
     outputs = p.processed
     failed = p.failed
     changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_item_ids": failed}
@@ -78,9 +79,12 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     fired = engine.fire_phase(ctx, trigger)
     if isinstance(fired, machines.Refused):
         return session.finish(ignored=fired.reason)
+    run_id = engine.run.run_id
     if note is not None:
         session.journal.flags.append(note)
-    run_id = engine.run.run_id
+        # The same answer again, once this run is over, is stale: not one for a later run.
+        if is_id_text(corr):  # what a store keeps (a profile's ids may be looser)
+            session.change(past=session.state.past.answering(run_id, corr))
     engine.settle()
     return session.finish(run_id=run_id)
 
@@ -151,6 +155,8 @@ def record_completion(inputs: Inputs, p: RecordPhaseCompletion) -> Decision:
         fired = engine.fire_phase(PhaseCtx(engine, p.phase_name, changes), trigger)
         if isinstance(fired, machines.Refused):
             return session.finish(ignored=fired.reason)
+        # The same report again (its inbox entry purged) finds it handled, as on an idle batch.
+        session.change(past=session.state.past.reporting(run_id_of(inputs.command.event_id)))
         run_id = engine.run.run_id
         engine.settle()
         return session.finish(run_id=run_id)

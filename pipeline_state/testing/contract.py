@@ -308,12 +308,15 @@ class StoreContract:
         await store.commit(Change("h1", None, state, T0, archived=(first,)))
         second = attrs.evolve(first, run_id="h1-run-9", correlation_id="corr-9")
         # A state handed over with its history (as get_batch shows it): the store drops it.
-        v2 = attrs.evolve(state, version=2, past=state.past.after(second), history=(first, second))
+        # The ids outcomes and reports answered runs under are part of the state: kept.
+        past = state.past.after(second).answering(second.run_id, "lost-corr").reporting("report-run")
+        v2 = attrs.evolve(state, version=2, past=past, history=(first, second))
         await store.commit(Change("h1", 1, v2, T0, archived=(second,)))
         loaded = await store.load("h1")
         assert loaded == attrs.evolve(v2, history=())
         assert loaded is not None
         assert loaded.past.count == 2  # a store may leave the runs' ids out, never their count
+        assert (loaded.past.answered, loaded.past.reported) == (past.answered, past.reported)
         # ... and lists them as committed or not at all (a decision trusts a full list).
         assert loaded.past.correlations in ((), v2.past.correlations)
         assert loaded.past.runs in ((), v2.past.runs)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from pipeline_state import HandleResult, InMemoryStore, RetryPhase
 from pipeline_state._commands import RecordPhaseCompletion
 from pipeline_state._decide import ALREADY_HANDLED
-from pipeline_state.ports import Retention, purge_expired
+from pipeline_state.ports import Retention, Store, purge_expired
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.core.test_core_request_redelivered_after_purge import DAY, assert_already_handled, first_run
 
@@ -83,16 +81,16 @@ async def test_retry_with_new_event_id_after_its_twin_still_starts() -> None:
     assert len((await story.service.get_batch("b1")).history) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: a report applied to an active run names no run of its own to remember",
-)
 async def test_a_report_applied_to_an_active_run_redelivered_after_purge_records_no_new_run() -> None:
+    await a_report_applied_to_an_active_run_redelivered_after_purge(InMemoryStore())
+
+
+async def a_report_applied_to_an_active_run_redelivered_after_purge(store: Store) -> None:
     """An operator's report of a phase done, applied to the ACTIVE run's phase (no run of its
     own); the run then completes; the same report (same event id) delivered again after the
     inbox purge finds the batch idle: it must change nothing (it was handled), not archive
-    a second, recorded run named after it."""
-    store = InMemoryStore()
+    a second, recorded run named after it. Was a known defect (fixed): the summary now
+    remembers the reports applied to a run (``Past.reported``)."""
     story = await first_run(store, fail_spellcheck=True, purge=False)
     env, corr = HuleEduEnvelopes(), str(uuid.uuid4())
     items = env.item_ids("b1", 1)
@@ -112,3 +110,6 @@ async def test_a_report_applied_to_an_active_run_redelivered_after_purge_records
         again.decision,
         [r.pipeline_name for r in after.history],
     )
+    assert_already_handled(again)
+    assert again.decision is not None
+    assert again.decision.run_id is None  # the report started no run: it names none

@@ -32,8 +32,8 @@ from pipeline_state_sql.codec import SCHEMA_VERSION, encode_state
 from tests.golden.record import DATA_DIR, Driver, load_lines
 
 STORED_DIR = DATA_DIR / "stored"
-LAYOUTS = (1, 2, 3, 4)
-"""Layouts of which rows are kept: 1 (written by ``dc9d2c6``), 2, 3, 4 (the current one)."""
+LAYOUTS = (1, 2, 3, 4, 5)
+"""Layouts of which rows are kept: 1 (written by ``dc9d2c6``), 2, 3, 4, 5 (the current one)."""
 STORED_SCENARIOS = (
     "demo-seed7-batches2",
     "directed-cancel-and-failures",

@@ -55,10 +55,14 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
     whose runs become their summary (correlation ids and acceptance times, in order) and the
     latest outputs of each phase they completed (a phase completed again moves last); in
     layout 3 the summary also lists the runs' ids, which a layout-2 document did not keep
-    (an empty list); in layout 4 it counts the runs instead of listing their ids."""
+    (an empty list); in layout 4 it counts the runs instead of listing their ids; layout 5
+    adds the aliases a layout-4 document did not keep (empty lists)."""
     layout = document["schema"]
     if layout == to:
         return document
+    if to == 5:
+        base = _migrated(document, to=4)
+        return {**base, "schema": 5, "past": {**base["past"], "answered": [], "reported": []}}
     if to == 4:
         base = _migrated(document, to=3) if layout < 3 else document
         past = base["past"]
@@ -89,16 +93,19 @@ def _migrated(document: Row, to: int = SCHEMA_VERSION) -> Row:
     return {**kept, "schema": to, "past": past}
 
 
-def _same_keeping_fewer_times(written: Row, expected: Row, *, runs_known: bool = True) -> bool:
+def _same_keeping_fewer_times(
+    written: Row, expected: Row, *, runs_known: bool = True, aliases_known: bool = True
+) -> bool:
     """``written`` is ``expected`` except that its ``past.accepted`` may keep only the latest
     acceptance times (a decision keeps as many as the profile's rate limits count; a
     document migrated from layout 1 keeps them all). ``runs_known=False``: ``expected``
     comes from a layout-2 row, which did not keep the archived runs' ids, and ``past.runs``
-    is not compared."""
+    is not compared; ``aliases_known=False``: from a row older than layout 5, which did not
+    keep ``past.answered`` and ``past.reported``."""
     if "past" not in written or "past" not in expected:
         return written == expected
     kept, wanted = written["past"]["accepted"], expected["past"]["accepted"]
-    unknown = () if runs_known else ("runs",)
+    unknown = (() if runs_known else ("runs",)) + (() if aliases_known else ("answered", "reported"))
 
     def without_times(document: Row) -> Row:
         past = {k: v for k, v in document["past"].items() if k not in unknown}
@@ -169,8 +176,33 @@ def test_the_layout_3_rows_migrate_to_the_layout_4_rows(name: str) -> None:
     assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
     for before, after in zip(old, new, strict=True):
         where = f"{name} step {before['step']} {before['batch_id']}"
-        assert after["document"] == _migrated(before["document"]), where
+        assert after["document"] == _migrated(before["document"], to=4), where
         assert after["document"]["past"]["count"] == len(before["document"]["past"]["correlations"]), where
+
+
+@pytest.mark.parametrize("name", STORED_SCENARIOS)
+def test_the_layout_4_rows_migrate_to_the_layout_5_rows_but_for_the_aliases(name: str) -> None:
+    """Layout 5 keeps the ids outcomes and reports answered runs under (``past.answered``,
+    ``past.reported``), which layout 4 did not: a layout-4 row upgrades with none, the rest
+    is the layout-4 row as it was."""
+    _, old = _stored(name, 4)
+    _, new = _stored(name, 5)
+    assert [(row["step"], row["batch_id"]) for row in old] == [(row["step"], row["batch_id"]) for row in new]
+    for before, after in zip(old, new, strict=True):
+        where = f"{name} step {before['step']} {before['batch_id']}"
+        migrated = _migrated(before["document"])
+        assert (migrated["past"]["answered"], migrated["past"]["reported"]) == ([], []), where
+        aliases = {"answered": [], "reported": []}
+        assert {**after["document"], "past": {**after["document"]["past"], **aliases}} == migrated, where
+
+
+def test_a_recorded_mismatched_outcome_keeps_its_alias() -> None:
+    """The directed story of denials and duplicates applies an outcome under a correlation
+    id of no run (``correlation_mismatch``): from then on its batch's row keeps the pair."""
+    _, rows = _stored("directed-denials-and-duplicates", 5)
+    kept = [row["document"]["past"]["answered"] for row in rows if row["document"]["past"]["answered"]]
+    assert kept, "no row keeps an alias"
+    assert all(len(entry) == 2 for answered in kept for entry in answered)
 
 
 @pytest.mark.parametrize("name", STORED_SCENARIOS)
@@ -256,4 +288,4 @@ async def replay_from_stored_rows(
 async def test_a_batch_restored_from_a_stored_row_decides_as_recorded(name: str, layout: int) -> None:
     for where, after, now in await replay_from_stored_rows(name, layout, decode_state):
         expected = _migrated(after["document"])
-        assert _same_keeping_fewer_times(encode_state(now), expected), where
+        assert _same_keeping_fewer_times(encode_state(now), expected, aliases_known=layout >= 5), where

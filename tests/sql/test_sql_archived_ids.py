@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from pipeline_state_sql import SqlStore
+from pipeline_state_sql.codec import SCHEMA_VERSION
 from sqlalchemy import text
 
 from pipeline_state import HandleResult, InMemoryStore, PipelineService
@@ -123,9 +124,9 @@ async def test_an_outcome_of_the_active_run_reads_no_history(make_store: StoreMa
     async with fresh.engine.connect() as conn:
         raw = (await conn.execute(text("SELECT state FROM batches WHERE batch_id = 'b1'"))).scalar_one()
     document = json.loads(raw) if isinstance(raw, str) else raw
-    assert document["schema"] == 4
+    assert document["schema"] == SCHEMA_VERSION
     assert document["past"]["count"] == 2  # the first run and the one the outcome completed
-    assert set(document["past"]) == {"count", "accepted", "recorded"}
+    assert set(document["past"]) == {"count", "accepted", "recorded", "answered", "reported"}
 
 
 @pytest.mark.parametrize("archived", [0, 3])

@@ -244,8 +244,43 @@ def _broken_1(change: Any) -> dict[str, Any]:
         ),
         pytest.param(
             _broken(lambda d: d["past"].update(correlations=["c1"])),
-            "should hold the fields ['accepted', 'count', 'recorded']",
+            "should hold the fields ['accepted', 'answered', 'count', 'recorded', 'reported']",
             id="ids-in-layout-4",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(answered=[["k1"]])),
+            "malformed entry ['k1'] (at past.answered[0])",
+            id="answered-without-correlation",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(answered=[["k1", "c\u0000"]])),
+            "(at past.answered[0])",
+            id="answered-nul",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(reported=[7])),
+            "malformed entry 7 (at past.reported[0])",
+            id="reported-not-text",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(reported=["k"] * 17)),
+            "a list of at most 16 entries (at past.reported)",
+            id="reported-too-many",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(answered="k1")),
+            "a list of at most 16 entries (at past.answered)",
+            id="answered-not-a-list",
+        ),
+        pytest.param(
+            _broken(lambda d: d["past"].update(answered=[["0123456789abcdef0", "c"]])),
+            "(at past.answered[0])",
+            id="answered-long-key",
+        ),
+        pytest.param(
+            _broken(lambda d: d.update(schema=4)),
+            "a layout-4 row holds no 'answered' or 'reported'",
+            id="aliases-in-layout-4",
         ),
         pytest.param(
             _broken(lambda d: d["past"]["accepted"].append("yesterday")),
@@ -291,14 +326,21 @@ def test_document_layout_is_explicit() -> None:
     assert doc["created_at"] == "2025-01-01T00:00:00+00:00"
     assert doc["active_run"] is None
     assert "history" not in doc
-    assert doc["past"] == {"count": 0, "accepted": [], "recorded": []}
+    assert doc["past"] == {"count": 0, "accepted": [], "recorded": [], "answered": [], "reported": []}
     run = archived_run("b1")
     doc = encode_state(attrs.evolve(state, past=Past.of((run,))))
     assert doc["past"] == {
         "count": 1,
         "accepted": ["2025-01-01T00:00:00+00:00"],
         "recorded": [["ingest", [["e0", "t0-out"]]]],
+        "answered": [],
+        "reported": [],
     }
+    answered = Past.of((run,)).answering("b1-run-9", "lost-corr").reporting("report-run")
+    doc = encode_state(attrs.evolve(state, past=answered))
+    assert doc["past"]["answered"] == [[run_key("b1-run-9"), "lost-corr"]]
+    assert doc["past"]["reported"] == [run_key("report-run")]
+    assert decode_state("b1", doc).past == answered
 
 
 def test_a_layout_1_document_reads_as_the_current_layout_with_its_history_summed_up() -> None:
@@ -322,7 +364,7 @@ def test_a_layout_1_document_reads_as_the_current_layout_with_its_history_summed
     assert (known.correlations, known.runs) == (current.past.correlations, current.past.runs)
     assert known.known
     assert not back.past.known
-    assert encode_state(back)["schema"] == SCHEMA_VERSION == 4
+    assert encode_state(back)["schema"] == SCHEMA_VERSION == 5
     assert "history" not in encode_state(back)
 
 
@@ -350,7 +392,7 @@ def test_document_keys_keep_their_order() -> None:
         "expected_essay_count", "essay_ids", "created_at", "updated_at", "org_id", "class_id",
         "language", "prompt_ref", "essays", "active_run", "past",
     ]  # fmt: skip
-    assert list(doc["past"]) == ["count", "accepted", "recorded"]
+    assert list(doc["past"]) == ["count", "accepted", "recorded", "answered", "reported"]
     assert list(encode_run(archived_run("b1"))) == [
         "schema", "run_id", "pipeline_name", "correlation_id", "requested_by", "accepted_at", "final_step",
         "phases", "pruned", "status", "completed_at", "is_retry", "retry_reason", "plan",

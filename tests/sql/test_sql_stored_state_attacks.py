@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from alembic import command
 from pipeline_state_sql import SqlStore, alembic_config, create_engine, create_or_upgrade, open_store
+from pipeline_state_sql.codec import SCHEMA_VERSION
 from sqlalchemy import text
 
 from pipeline_state import InMemoryBus, ManualClock, OutboxRelay, PipelineService
@@ -251,7 +252,7 @@ async def test_store_at_0001_mid_run_upgrades_and_completes_exactly_once(tmp_pat
         shown = await service.get_batch("b1")
         assert [r.correlation_id for r in shown.history] == [C1, C2]
         _, document = await _row(store, "b1")
-        assert document["schema"] == 4
+        assert document["schema"] == SCHEMA_VERSION
         assert "history" not in document
         assert document["past"]["count"] == 2  # both runs: the first from the history
     finally:

@@ -158,6 +158,10 @@ class RefRun:
     pruned: list[str]
     accepted_at: float = 0.0
     final_status: str | None = None
+    answered: set[str] = field(default_factory=set)
+    """Correlation ids of no run that outcomes applied to this run carried (a worker that
+    lost the run's id): once the run is archived, they are as stale as its own. (The engine
+    keeps the latest 16 such ids of a batch; no story here comes near that bound.)"""
 
     def phase_statuses(self) -> dict[str, str]:
         return {name: phase.status for name, phase in self.phases.items()}
@@ -183,6 +187,10 @@ class RefBatch:
     history: list[RefRun] = field(default_factory=list)
     recorded: dict[str, Refs] = field(default_factory=dict)
     """Outputs of the last successful execution of each phase, in archived runs."""
+
+    def earlier_correlations(self) -> set[str]:
+        """The correlation ids of the archived runs, and those their outcomes came under."""
+        return {c for old in self.history for c in (old.correlation_id, *old.answered)}
 
 
 @dataclass
@@ -626,7 +634,7 @@ class ReferenceModel:
             return f"batch_state:{READY}" if readiness_waits or not fresh else None
         if fact.kind == "outcome":
             run = batch.active
-            stale = args["correlation_id"] in {old.correlation_id for old in batch.history}
+            stale = args["correlation_id"] in batch.earlier_correlations()
             if run is None:
                 path = _GUEST_PATH if batch.guest else _REGULAR_PATH
                 return "run_start" if not stale and batch.status in path else None
@@ -776,12 +784,12 @@ class ReferenceModel:
         run = batch.active
         if run is None or phase not in run.phases:
             return Expectation("ignored")
-        if run.correlation_id != correlation_id:
-            # An earlier run's id is stale; an id of no run of the batch is applied to the
-            # active run (workers lose correlation ids), unless the profile is strict.
-            earlier = {old.correlation_id for old in batch.history}
-            if self.strict_correlation or correlation_id in earlier:
-                return Expectation("ignored")
+        # An earlier run's id (or one an earlier run's outcome came under) is stale; an id of
+        # no run of the batch is applied to the active run (workers lose correlation ids),
+        # unless the profile is strict.
+        foreign = run.correlation_id != correlation_id
+        if foreign and (self.strict_correlation or correlation_id in batch.earlier_correlations()):
+            return Expectation("ignored")
         target = run.phases[phase]
         if target.status != DISPATCHED:
             return Expectation("ignored")
@@ -789,6 +797,8 @@ class ReferenceModel:
         named = [*processed, *failed]
         if len(set(failed)) != len(failed) or not set(named) <= sent or set(processed) & set(failed):
             return Expectation("raised")  # items not sent to the phase, or processed and failed
+        if foreign:
+            run.answered.add(correlation_id)
         target.status = _OUTCOME_STATUS[phase_status]
         target.outputs = dict(processed)
         target.failed = len(failed)

@@ -590,7 +590,8 @@ def commands_for(draw: st.DrawFn, profile: Profile, state: BatchState | None, ba
         data = draw(outcome_data(batch_id, target.name, run.correlation_id, ids))
         payload = _wire(ELSBatchPhaseOutcomeV1, data)
     elif choice == "outcome_stale":
-        old = list(state.past.correlations)
+        # An archived run's id, or one an earlier outcome was applied under (``answered``).
+        old = [*state.past.correlations, *(c for _, c in state.past.answered)]
         stale = draw(st.sampled_from(old) if old else _uuid_strings())
         phase_name = draw(st.sampled_from(profile.catalog.phases))
         payload = _wire(ELSBatchPhaseOutcomeV1, draw(outcome_data(batch_id, phase_name, stale, essay_ids)))
