@@ -192,18 +192,26 @@ def transition_rows(lifecycle: Lifecycle) -> list[TransitionRow]:
     return rows
 
 
-def edge_label(lifecycle: Lifecycle, transition: Transition, *, effects: bool = False) -> str:
+def edge_label(
+    lifecycle: Lifecycle,
+    transition: Transition,
+    *,
+    effects: bool = False,
+    show: Callable[[str], str] | None = None,
+) -> str:
     """The text of a transition's arrow, unescaped: ``trigger [guard, ...] / effect, ...``.
 
     An alternative tried after another of the same trigger from the same state is prefixed
     ``else``; guards are written in the order they are evaluated; effects (``before`` then
-    ``after``) only when ``effects`` is true.
+    ``after``) only when ``effects`` is true. ``show`` gives the trigger's name (a profile's
+    state names rename triggers too).
     """
     later = any(
         lifecycle.alternatives(source, transition.trigger).index(transition) > 0
         for source in transition.sources
     )
-    text = f"else {transition.trigger}" if later else transition.trigger
+    trigger = transition.trigger if show is None else show(transition.trigger)
+    text = f"else {trigger}" if later else trigger
     if transition.guards:
         text += f" [{', '.join(transition.guards)}]"
     if effects and transition.effects:
@@ -284,8 +292,9 @@ def lifecycle_mermaid(
 
     ``highlight`` names states to mark with the ``current`` class; names that are not
     states of the lifecycle (for example legacy statuses) are ignored. ``title`` is
-    written as Mermaid front matter. ``show`` gives the label of a state (a profile's
-    :attr:`~pipeline_state._profile.Profile.state_names`); states keep their names as ids.
+    written as Mermaid front matter. ``show`` gives the label of a state or trigger (a
+    profile's :attr:`~pipeline_state._profile.Profile.state_names`); states keep their
+    names as ids.
     Output follows declaration order.
     """
     groups = state_groups(lifecycle) if group else []
@@ -306,7 +315,7 @@ def lifecycle_mermaid(
     if not any(t.creates for t in lifecycle.transitions):
         arrow(None, "[*]", ids[lifecycle.initial], None)
     for t in lifecycle.transitions:
-        label = edge_label(lifecycle, t, effects=effects)
+        label = edge_label(lifecycle, t, effects=effects, show=show)
         index = by_sources.get(frozenset(t.sources))
         if t.creates:
             arrow(None, "[*]", ids[t.dest], label)
@@ -322,7 +331,7 @@ def lifecycle_mermaid(
 
     def declare(state: str) -> str:
         label = state if show is None else show(state)
-        return f'state "{_label(label)}" as {ids[state]}' if ids[state] != label else state
+        return state if label == state == ids[state] else f'state "{_label(label)}" as {ids[state]}'
 
     def block(scope: int | None, pad: str) -> list[str]:
         members = [s for s in lifecycle.states if home[s] == scope]

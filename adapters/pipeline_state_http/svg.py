@@ -255,20 +255,21 @@ def lifecycle_svg(
 ) -> str:
     """A lifecycle's states and transitions, the ``current`` state highlighted. Triggers
     allowed from three or more states are named in a caption instead of drawn. ``show``
-    gives a state's label (a profile's state names; the lifecycle's own by default)."""
+    gives a state's or trigger's label (a profile's state names; the lifecycle's own by
+    default)."""
     nodes = []
     for state in lifecycle.states:
         css = "current" if state == current else ("final" if lifecycle.is_final(state) else "state")
         nodes.append(Node(state, show(state), "current" if state == current else None, css))
     edges = [
-        Edge(source, t.dest, t.trigger, faint=len(t.sources) >= 3)
+        Edge(source, t.dest, show(t.trigger), faint=len(t.sources) >= 3)
         for t in lifecycle.transitions
         for source in t.sources
     ]
     title = f"{lifecycle.name} lifecycle" + (f", current state {show(current)}" if current else "")
     open_states = {state for state in lifecycle.states if not lifecycle.is_final(state)}
     wide = [
-        f"{t.trigger} → {show(t.dest)} from "
+        f"{show(t.trigger)} → {show(t.dest)} from "
         + ("any non-final state" if set(t.sources) == open_states else ", ".join(map(show, t.sources)))
         for t in lifecycle.transitions
         if len(t.sources) >= 3

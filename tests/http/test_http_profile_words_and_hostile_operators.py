@@ -71,6 +71,10 @@ async def test_the_status_page_and_diagram_show_the_profiles_status_name(
     diagram = (await http.get("/v1/batches/b1/diagram")).text
     assert diagram.startswith("%% batch b1: awaiting_student_validation\n"), diagram[:80]
     assert '"awaiting_student_validation"' in diagram  # the state's label; its id stays the engine's
+    assert "essays_ready" in diagram  # the profile's name of the trigger items_ready
+    assert "items_ready" not in diagram
+    assert "essays_ready" in shown
+    assert "items_ready" not in shown
 
 
 # -- hostile bodies: 4xx, nothing changed -----------------------------------------------------
@@ -98,9 +102,21 @@ async def test_held_hostile_bodies_are_4xx_and_change_nothing(
         ("/v1/batches/b1/retry-phase", b'{"phase_name":"nlp","user_id":"u","after_runs":-1}', json_ct),
         ("/v1/batches/b1/retry-phase", b'{"phase_name":"nlp","user_id":"u","after_runs":1e400}', json_ct),
         ("/v1/batches/b1/pipelines/nlp/preflight", b'{"prompt_payload":' + deep + b"}", json_ct),
-        ("/v1/batches/b1/pipelines", b'{"requested_pipeline":"nlp","user_id":"u","prompt_payload":' + deep + b"}", json_ct),
-        ("/internal/v1/phases/complete", b'{"batch_id":"b1","phase_name":"spellcheck","success":"maybe"}', json_ct),
-        ("/internal/v1/phases/complete", b'{"batch_id":"b1","phase_name":"../../etc","success":true}', json_ct),
+        (
+            "/v1/batches/b1/pipelines",
+            b'{"requested_pipeline":"nlp","user_id":"u","prompt_payload":' + deep + b"}",
+            json_ct,
+        ),
+        (
+            "/internal/v1/phases/complete",
+            b'{"batch_id":"b1","phase_name":"spellcheck","success":"maybe"}',
+            json_ct,
+        ),
+        (
+            "/internal/v1/phases/complete",
+            b'{"batch_id":"b1","phase_name":"../../etc","success":true}',
+            json_ct,
+        ),
     ]
     for path, content, headers in cases:
         answer = await http.post(path, content=content, headers=headers)
@@ -138,11 +154,14 @@ async def test_held_operator_routes_on_a_closed_or_unready_batch_change_nothing(
     done = await http.post(
         "/internal/v1/phases/complete", json={"batch_id": "b1", "phase_name": "spellcheck", "success": True}
     )
-    assert done.status_code == 200 and done.json()["outcome"].startswith("ignored:"), done.text
+    assert done.status_code == 200, done.text
+    assert done.json()["outcome"].startswith("ignored:"), done.text
     retry = await http.post("/v1/batches/b1/retry-phase", json={"phase_name": "spellcheck", "user_id": "u"})
-    assert retry.status_code == 409 and retry.json()["denial_reason"] == "batch_not_ready"
+    assert retry.status_code == 409
+    assert retry.json()["denial_reason"] == "batch_not_ready"
     cancel = await http.post("/v1/batches/b1/cancel", json={"user_id": "u"}, headers={"Idempotency-Key": "c"})
-    assert cancel.status_code == 409 and cancel.json()["error"] == "illegal_transition"
+    assert cancel.status_code == 409
+    assert cancel.json()["error"] == "illegal_transition"
     again = await http.post("/v1/batches/b1/cancel", json={"user_id": "u"}, headers={"Idempotency-Key": "c"})
     assert (again.status_code, again.json()["error"]) == (409, "illegal_transition")
     request = await http.post("/v1/batches/b1/pipelines", json={"requested_pipeline": "nlp", "user_id": "u"})
@@ -150,7 +169,11 @@ async def test_held_operator_routes_on_a_closed_or_unready_batch_change_nothing(
 
     after = await service.store.load("b1")
     assert after is not None
-    assert (after.status, after.history, after.active_run) == (before.status, before.history, before.active_run)
+    assert (after.status, after.history, after.active_run) == (
+        before.status,
+        before.history,
+        before.active_run,
+    )
 
 
 async def test_held_a_keyed_cancel_is_logged_once_with_who_asked(
@@ -162,7 +185,8 @@ async def test_held_a_keyed_cancel_is_logged_once_with_who_asked(
     ).json()["run_id"]
     body = {"user_id": "alice", "reason": "stuck", "run_id": run_id}
     answers = [
-        await http.post("/v1/batches/b1/cancel", json=body, headers={"Idempotency-Key": "t-1"}) for _ in range(3)
+        await http.post("/v1/batches/b1/cancel", json=body, headers={"Idempotency-Key": "t-1"})
+        for _ in range(3)
     ]
     assert {(a.status_code, a.json()["run_id"]) for a in answers} == {(202, run_id)}
     rows = [t for t in service.store.transitions("b1") if t.entity == "run" and t.trigger == "cancel"]  # type: ignore[attr-defined]

@@ -145,7 +145,7 @@ def _reinject(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECONDS",
         default=10.0,
-        help="seconds to wait for the broker (default 10)",
+        help="seconds to wait for the broker, 0.001 to 3600 (default 10)",
     )
     _reads(parser)
     add_actor_arguments(parser, event_id=False)
