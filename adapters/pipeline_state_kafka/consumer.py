@@ -276,6 +276,7 @@ class InboundConsumer:
         self._lock = asyncio.Lock()
         self._unexpected: dict[tuple[str, int, int], int] = {}
         self._parked: set[tuple[str, int, int]] = set()
+        self._miskeyed_topics: set[str] = set()  # warned of once each (see _check_key)
         """Positions dead-lettered that no commit covers yet: a record of one may come again
         (another lane kept its partition's commit behind it) and is not dead-lettered twice."""
         self._failures = 0
@@ -641,6 +642,7 @@ class InboundConsumer:
             if self._unexpected:
                 self._unexpected.pop((record.topic, record.partition, record.offset), None)
             self._count(handled)
+            self._check_key(record, topic, handled)
             if self.metrics is not None:
                 self.metrics.handled(topic, handled, consumed_at=started)
             log.info(
@@ -662,6 +664,29 @@ class InboundConsumer:
                 self.on_handled(record, handled)
         except Exception as exc:
             log.error("after handling a record: %s", _safe_reason(exc), extra=_position(record), exc_info=exc)
+
+    def _check_key(self, record: RecordLike, topic: str, handled: Handled) -> None:
+        """Count a record keyed otherwise than by its batch id, and warn once per topic while
+        fetches are split into lanes: lanes keep one key's records in order, so a batch whose
+        records carry several keys may have them handled out of order (a request decided
+        before its batch's provisioning of the same fetch, and denied)."""
+        batch_id, key = handled.batch_id, record.key
+        if batch_id is None or key is None or key == batch_id.encode():
+            return
+        self.stats.miskeyed += 1
+        lanes = self.settings.lanes
+        if lanes > 1 and topic not in self._miskeyed_topics:
+            self._miskeyed_topics.add(topic)
+            log.warning(
+                "records of %s are keyed otherwise than by their batch id (batch %s under key %r): "
+                "with %d lanes per fetch a batch's records may be handled out of order; key them by "
+                "batch id, or set PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY=1",
+                topic,
+                batch_id,
+                key[:80],
+                lanes,
+                extra=_position(record),
+            )
 
     def _count(self, handled: Handled) -> None:
         self.stats.handled += 1

@@ -27,6 +27,9 @@ class ServiceStats:
     publish_failures: int = 0
     parked: int = 0
     expired: int = 0
+    miskeyed: int = 0
+    """Records handled whose Kafka key is not their batch id (the contract keys batch events
+    by it; a fetch's lanes keep a batch's records in order only when they share a key)."""
     started_at: float = attrs.field(factory=time.monotonic)
 
     def as_dict(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+import attrs
 import pytest
 from kafka_harness import fast_settings, running
 from pipeline_state_kafka import ProducerLike, ensure_topics, service_topics
@@ -188,3 +189,67 @@ async def test_sigterm_mid_backlog_then_restart_keeps_waiting_facts_and_offsets(
         (r.headers.get("dlq_original_partition"), r.headers.get("dlq_original_offset"), r.topic) for r in dead
     ]
     assert len(positions) == len(set(positions)) == 2 * len(batch_ids), sorted(positions)
+
+
+def _twice_keyed(env: HuleEduEnvelopes, batch_ids: list[str], base: int) -> list[tuple[str, str, bytes, int]]:
+    """Each batch's registration, provisioning and request, every record produced twice: under
+    the batch id (the contract's key) and under another key (a producer keying otherwise)."""
+    records = []
+    for i, batch_id in enumerate(batch_ids):
+        lives = [env.register(batch_id, items=2), env.provisioned(batch_id, env.item_ids(batch_id, 2))]
+        lives.append(env.request(batch_id, "nlp", correlation_id=str(uuid.uuid4())))
+        for step, (topic, envelope) in enumerate(lives):
+            raw, ts = json.dumps(envelope).encode(), base + i * 10 + step
+            records += [(topic, batch_id, raw, ts), (topic, f"other-{i}-{step}", raw, ts)]
+    return records
+
+
+async def test_records_keyed_otherwise_are_counted(
+    broker: LocalBroker, prefix: str, producer: ProducerLike
+) -> None:
+    """The lanes of a fetch keep one key's records in order; a record whose key is not its
+    batch id is counted (``miskeyed``), and the consumer warns of its topic."""
+    batch_ids = ["mk0", "mk1"]
+    records = _twice_keyed(HuleEduEnvelopes(), batch_ids, int(time.time() * 1000) - 60_000)
+    _, (stats, waiting) = await _backlog_then_serve(
+        broker, prefix, producer, records, batch_ids, dead=0, workers=True
+    )
+    assert stats.miskeyed >= len(batch_ids), stats.as_dict()
+    assert waiting == {"all": 0}
+
+
+@pytest.mark.postgres
+async def test_one_lane_keeps_a_batchs_order_whatever_its_keys(
+    broker: LocalBroker, prefix: str, producer: ProducerLike
+) -> None:
+    """Found by an attack: on PostgreSQL, with four lanes, a request produced under another key
+    than its provisioning was decided first in its own lane and denied ``batch_not_ready``.
+    With ``PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY=1`` (the documented remedy for producers
+    that do not key by batch id) every run completes once and nothing is denied."""
+    from proof_harness import postgres_schema, postgres_url
+
+    batch_ids = [f"ol{i}" for i in range(6)]
+    records = _twice_keyed(HuleEduEnvelopes(), batch_ids, int(time.time() * 1000) - 60_000)
+    await ensure_topics(broker.bootstrap, service_topics(prefix))
+    futures = [await _raw(producer, f"{prefix}{t}", k, v, ts) for t, k, v, ts in records]
+    for f in futures:
+        await f
+    url = postgres_url()
+    async with postgres_schema(url) as schema:
+        settings = fast_settings(
+            broker.bootstrap, prefix, store_url=url, store_schema=schema, store_upgrade=True
+        )
+        settings = attrs.evolve(settings, consumer=attrs.evolve(settings.consumer, partition_concurrency=1))
+        async with (
+            Collector(broker.bootstrap, WATCHED_TOPICS, topic_prefix=prefix) as out,
+            Workers(broker.bootstrap, prefix, producer),
+            running(settings, within=20),
+        ):
+            await out.wait_for(
+                lambda c: all(b in completions_by_batch(c) for b in batch_ids),
+                within=15,
+                what="every completion",
+            )
+            await asyncio.sleep(1.0)
+    assert_one_completion_per_batch(out, batch_ids)
+    assert out.on(Topic.PIPELINE_DENIED) == []
