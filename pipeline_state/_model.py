@@ -157,6 +157,8 @@ RUN_KEY_LENGTH = 16
 ALIASES_KEPT = 16
 """How many of the latest ids :attr:`Past.answered` and :attr:`Past.reported` each keep."""
 
+_E = TypeVar("_E")
+
 
 def run_key(run_id: str) -> str:
     """What :attr:`Past.runs` keeps of ``run_id``: its first :data:`RUN_KEY_LENGTH`
@@ -165,6 +167,12 @@ def run_key(run_id: str) -> str:
     share a key only by a 1 in 2**60 chance per pair, and a request would then be taken
     for the one that started the other run."""
     return run_id.replace("-", "")[:RUN_KEY_LENGTH]
+
+
+def _latest(entries: tuple[_E, ...], entry: _E) -> tuple[_E, ...]:
+    """``entries`` with ``entry`` last (moved there if it was already in), the latest
+    :data:`ALIASES_KEPT` kept."""
+    return (*(e for e in entries if e != entry), entry)[-ALIASES_KEPT:]
 
 
 @attrs.frozen(slots=True)
@@ -255,17 +263,13 @@ class Past:
         """This summary remembering that an outcome carrying ``correlation_id`` was applied
         to run ``run_id``, whose own correlation id is another (:attr:`answered`; an entry
         seen again moves last, the latest kept)."""
-        entry = (run_key(run_id), correlation_id)
-        kept = tuple(e for e in self.answered if e != entry)
-        return attrs.evolve(self, answered=(*kept, entry)[-ALIASES_KEPT:])
+        return attrs.evolve(self, answered=_latest(self.answered, (run_key(run_id), correlation_id)))
 
     def reporting(self, report_run_id: str) -> Past:
         """This summary remembering that the report whose derived run id is
         ``report_run_id`` was applied to the active run (:attr:`reported`; as
         :meth:`answering`)."""
-        key = run_key(report_run_id)
-        kept = tuple(k for k in self.reported if k != key)
-        return attrs.evolve(self, reported=(*kept, key)[-ALIASES_KEPT:])
+        return attrs.evolve(self, reported=_latest(self.reported, run_key(report_run_id)))
 
     def reported_as(self, run_id: str) -> bool:
         """Whether ``run_id`` is (its key is that of) the derived run id of a report applied
