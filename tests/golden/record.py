@@ -976,7 +976,7 @@ class Walker:
         found = run.phase(phase)
         assert found is not None, f"{phase} is not in the run on {batch_id}"
         assert found.is_active, f"{phase} is not active on {batch_id}"
-        essays = [e.essay_id for e in found.inputs]
+        essays = [e.item_id for e in found.inputs]
         chosen = essays if processed is None else [essays[i] for i in processed]
         if kind == "failed_critically":
             chosen = []

@@ -53,3 +53,15 @@ async def test_wire_is_unchanged(name: str) -> None:
     problem = describe_difference(name, expected, actual)
     if problem is not None:
         pytest.fail(f"{problem}\n\n{REGENERATE_HINT}", pytrace=False)
+
+
+def test_the_recorder_plays_every_scenario_again_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    """The recorder that regenerates the files runs (its walks look at the engine's state,
+    so a change of the state's shape can break it without breaking the replay above) and,
+    in check mode, finds the same lines as stored. Was a defect (fixed): it raised
+    ``AttributeError`` on the renamed item reference since ``ItemRef`` replaced the essay
+    reference, so nobody could regenerate the recordings."""
+    from tests.golden.record import main
+
+    assert main(["--check"]) == 0, capsys.readouterr().err
+    assert f"{len(NAMES)} scenarios" in capsys.readouterr().out
