@@ -52,6 +52,13 @@ _CLOCK_STEP_HORIZON = timedelta(seconds=CLOCK_STEP_HORIZON_SECONDS)
 _LOGGED_AT = [f.name for f in attrs.fields(TransitionRecord)].index("at")
 
 
+def _leased(row: OutboxRow, until: datetime) -> OutboxRow:
+    """``row`` as a claim hands it out: with the end of its lease."""
+    return OutboxRow(
+        row.id, row.message, row.created_at, row.attempts, row.last_error, row.parked, row.published_at, until
+    )
+
+
 def _new_state(change: Change) -> BatchState | None:
     state = change.state
     # What the SQL store does too: the archived runs live in the history, not in the state.
@@ -508,7 +515,7 @@ class InMemoryStore:
             ):
                 continue
             leases[head] = lease_until
-            claimed.append(row)
+            claimed.append(_leased(row, lease_until))
         for entry in kept:
             heapq.heappush(heads, entry)
         if len(claimed) > 1:
@@ -545,7 +552,9 @@ class InMemoryStore:
     ) -> None:
         self._check()
         with self._lock:
-            row = self._outbox[row_id]
+            row = self._outbox.get(row_id)
+            if row is None:
+                return  # published (by another relay, after this one's lease ended): nothing to count
             self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
             self._retry_at[row_id] = retry_at
             self._leases.pop(row_id, None)

@@ -34,6 +34,15 @@ handed-off rows of its key that are newer than it (those waiting and those that 
 while it may still be pending) are not published but given back to the claim (their lease
 is released), so no row overtakes an older one of its key.
 
+**Leases.** A claimed or handed-off row is this relay's only until its lease ends
+(:attr:`~pipeline_state.ports.OutboxRow.leased_until`; when the store does not say, the
+relay's ``lease_seconds`` from the claim or the hand-off): after that another relay may
+claim and publish it. So a pass does not publish a row whose lease has ended (a publish
+that hung past the lease kept it waiting): it leaves it, and the newer handed-off rows of
+its key, to the claim; and a failure that comes back after the lease ended is not recorded
+(the row may be another relay's by then: its attempts, back-off and lease are not this
+relay's to change).
+
 **Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
 may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
 ``UPDATE`` marks the rows of several passes (a crash before it re-publishes them after the
@@ -119,6 +128,15 @@ def _answer(publisher: Publisher, answer: object, count: int) -> Sequence[BaseEx
     )
 
 
+def _leased(row: OutboxRow, until: datetime) -> OutboxRow:
+    """``row`` with the end of its lease: the store's, else ``until``."""
+    return row if row.leased_until is not None else attrs.evolve(row, leased_until=until)
+
+
+def _lease_ended(row: OutboxRow, now: datetime) -> bool:
+    return row.leased_until is not None and row.leased_until <= now
+
+
 def _one_result_each(answer: Sequence[object], count: int) -> bool:
     return len(answer) == count and all(e is None or isinstance(e, BaseException) for e in answer)
 
@@ -189,6 +207,9 @@ class OutboxRelay:
         for row in rows:
             if row.id in handed:
                 continue
+            if row.leased_until is None:  # the store does not say: a lease from now, at most
+                now = now or self.clock.now()
+                row = attrs.evolve(row, leased_until=now + self.lease)
             if len(handed) >= self.max_handed:
                 self._overflow.append(row.id)
                 key = row.message.key
@@ -236,14 +257,16 @@ class OutboxRelay:
         claimed: list[OutboxRow] = []
         if claim:  # before the handed rows are taken: a store that fails here takes none
             self.claim_due = True
-            claimed = await self.outbox.claim(self.clock.now(), self.batch_size)
+            claimed_at = self.clock.now()
+            claimed = await self.outbox.claim(claimed_at, self.batch_size)
             # A full batch: more rows are probably due.
             self.claim_due = len(claimed) >= self.batch_size
+            claimed = [_leased(row, claimed_at + self.lease) for row in claimed]
         handed = self._take_handed()
-        rows = sorted(handed, key=_row_id)
-        if claim:
-            known = {r.id for r in handed}
-            rows = sorted([*handed, *(r for r in claimed if r.id not in known)], key=_row_id)
+        if claimed:  # a handed row claimed again (its lease had ended) goes under the new lease
+            again = {r.id for r in claimed}
+            handed = [r for r in handed if r.id not in again]
+        rows = sorted([*handed, *claimed], key=_row_id)
         report = await self._publish(rows, {r.id for r in handed}) if rows else _IDLE
         if claim and report.published and len(rows) > len(handed):
             # A claim returns one row per key: the next rows of the keys it published may be
@@ -348,9 +371,22 @@ class OutboxRelay:
         later: list[OutboxRow] = []
         give_back: list[int] = []
         seen: dict[str | None, int] = {}
+        lapsed: set[str | None] = set()  # keys with a row whose lease ended before this pass
+        left = 0
         for row in rows:
             key = row.message.key
-            if row.id in handed and self._held_back(row, now):
+            if _lease_ended(row, now) or (key is not None and key in lapsed):
+                # Another relay may hold it now: not published here, nor the key's newer rows
+                # (still leased here: given back). A lapsed lease is not this relay's to release.
+                left += 1
+                if not _lease_ended(row, now):
+                    give_back.append(row.id)
+                if key is not None and key not in lapsed:
+                    newer = self._give_back_key(key, row.id)
+                    give_back.extend(newer)
+                    left += len(newer)
+                lapsed.add(key)
+            elif row.id in handed and self._held_back(row, now):
                 give_back.append(row.id)  # leased to this relay: back to the claim
             elif seen.get(key, 0) >= self.rows_per_key:
                 later.append(row)
@@ -377,11 +413,21 @@ class OutboxRelay:
                 self._hold(key, row.id, after)
                 give_back.extend(self._give_back_key(key, row.id))
         self._unmarked.extend(published)
+        parked = 0
         for row, error, park in failures:
-            await self._fail(row, error, park=park)
+            if not await self._fail(row, error, park=park):
+                continue
             if park:
+                parked += 1
                 self._release_hold(row.message.key, row.id)  # parked: it holds its key back no more
-        failed, parked = len(failures), sum(1 for *_, park in failures if park)
+        failed = len(failures)
+        if lapsed:
+            log.warning(
+                "%s outbox rows not published: their lease ended before this pass (a publish "
+                "outlasted it); left to the claim",
+                left,
+            )
+            self.claim_due = True
         if give_back and isinstance(self.outbox, ReleasingOutbox):
             await self.outbox.release(give_back)
             self.claim_due = True
@@ -406,10 +452,18 @@ class OutboxRelay:
                 record_published(span, error)
         return results
 
-    async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> None:
+    async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> bool:
+        """Record a failed attempt of ``row`` (``False``: not recorded, its lease had ended)."""
         now = self.clock.now()
-        retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
         text = f"{type(error).__name__}: {error}"
+        if _lease_ended(row, now):
+            log.warning(
+                "outbox row %s failed after its lease ended (%s); not counted here, left to the claim",
+                row.id,
+                text,
+            )
+            return False
+        retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
         await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
         if park:
             log.error(
@@ -421,6 +475,7 @@ class OutboxRelay:
             )
         else:
             log.warning("outbox row %s failed (attempt %s): %s", row.id, row.attempts + 1, text)
+        return True
 
     async def drain(self, *, max_passes: int = 1000) -> RelayReport:
         """Publish until nothing is due: stop after a pass that published nothing, or once

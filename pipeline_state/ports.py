@@ -153,6 +153,12 @@ class OutboxRow:
     last_error: str | None = None
     parked: bool = False
     published_at: datetime | None = None
+    leased_until: datetime | None = attrs.field(default=None, eq=False)
+    """When the lease under which the store handed this row to a relay ends (the claim's or
+    the hand-off's; ``None``: the store does not say, and the relay takes its own
+    ``lease_seconds`` from the claim or the hand-off). Past it another relay may claim the
+    row, so the relay neither publishes it nor records its failure (see
+    :class:`~pipeline_state._relay.OutboxRelay`). Not part of the row's equality."""
 
 
 @attrs.frozen

@@ -126,7 +126,9 @@ class LaneStore:
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
     ) -> None:
         with translated():
-            await self._write_one(sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park)
+            await self._write_one(
+                sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park, owner=self.owner
+            )
 
     async def pending_count(self) -> int:
         return await self._read(sql_outbox.count_pending)

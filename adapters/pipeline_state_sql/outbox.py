@@ -94,6 +94,7 @@ ROW_COLUMNS = (
     OUTBOX.c.parked,
     OUTBOX.c.published_at,
     OUTBOX.c.trace_context,
+    OUTBOX.c.claimed_until,
 )
 
 
@@ -139,6 +140,7 @@ def row_to_outbox(row: Row[Any] | Any) -> OutboxRow:
         last_error=row.last_error,
         parked=bool(row.parked),
         published_at=row.published_at,
+        leased_until=row.claimed_until,
     )
 
 
@@ -190,11 +192,19 @@ def _claim_statement(dialect: str) -> Any:
 _PUBLISHED = (
     update(OUTBOX)
     .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)), OUTBOX.c.published_at.is_(None))
-    .values(published_at=bindparam("now", type_=UtcDateTime()), claimed_until=None, claimed_by=None)
+    .values(
+        published_at=bindparam("now", type_=UtcDateTime()), claimed_until=None, claimed_by=None, parked=False
+    )
 )
+# Only while the failing relay still holds the row: once its lease ended another relay may
+# have claimed it (and be publishing it); that relay's lease and count are not to be touched.
 _FAILED = (
     update(OUTBOX)
-    .where(OUTBOX.c.id == bindparam("row_id"), OUTBOX.c.published_at.is_(None))
+    .where(
+        OUTBOX.c.id == bindparam("row_id"),
+        OUTBOX.c.published_at.is_(None),
+        OUTBOX.c.claimed_by == bindparam("owner"),
+    )
     .values(
         attempts=OUTBOX.c.attempts + 1,
         last_error=bindparam("error"),
@@ -324,7 +334,9 @@ def take_leased(
             blocked.append(int(row_id))
             blocked_keys.add(key)
         else:
-            lease.handed.append(OutboxRow(id=int(row_id), message=message, created_at=at))
+            lease.handed.append(
+                OutboxRow(id=int(row_id), message=message, created_at=at, leased_until=lease.until)
+            )
     if blocked:
         if not written_unleased:
             release_rows(conn, blocked, lease.owner)
@@ -356,10 +368,13 @@ def mark_published(conn: Connection, row_ids: Sequence[int], now: datetime) -> N
 
 
 def mark_failed(
-    conn: Connection, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+    conn: Connection, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool, owner: str
 ) -> None:
-    """Count a failed attempt, keep the error, release the claim; due again at ``retry_at``."""
-    conn.execute(_FAILED, {"row_id": row_id, "error": error, "park": park, "retry_at": retry_at})
+    """Count a failed attempt, keep the error, release the claim; due again at ``retry_at``.
+    Only while ``owner`` holds the row's claim: a failure that comes back after another
+    relay claimed the row (the lease ended) changes nothing."""
+    params = {"row_id": row_id, "error": error, "park": park, "retry_at": retry_at, "owner": owner}
+    conn.execute(_FAILED, params)
 
 
 def count_pending(conn: Connection) -> int:

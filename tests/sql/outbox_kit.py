@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from pipeline_state import OutboxRelay
 from pipeline_state.errors import PublishError
 from pipeline_state.ports import OutboxMessage
+from tests.relay_kit import first_order
 
 
 class Transport:
@@ -52,16 +53,6 @@ class Transport:
 
 def attach(store: SqlStore, relay: OutboxRelay) -> None:
     store.attach_relay(relay.hand_off, relay.clock, accepting=relay.accepting)  # as serve does
-
-
-def first_order(published: Sequence[OutboxMessage]) -> dict[str | None, list[str]]:
-    """Each key's event ids in the order of their first publication."""
-    out: dict[str | None, list[str]] = {}
-    for m in published:
-        ids = out.setdefault(m.key, [])
-        if m.event_id not in ids:
-            ids.append(m.event_id)
-    return out
 
 
 def order_broken(published: Sequence[OutboxMessage], rank: dict[str, int]) -> dict[str | None, list[str]]:

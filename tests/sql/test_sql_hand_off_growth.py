@@ -10,7 +10,6 @@ state cache keeps at most its size and an evicted batch reads back and takes wri
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -26,6 +25,7 @@ from pipeline_state._model import ItemRef
 from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage
 from pipeline_state.testing import T0, make_state, message
+from tests.relay_kit import relay_logs_off
 
 
 class Transport:
@@ -50,15 +50,8 @@ class Transport:
 
 @pytest.fixture(autouse=True)
 def _quiet_relay() -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in ("pipeline_state.relay", "pipeline_state_kafka.relay")]
-    before = [lg.disabled for lg in loggers]
-    for lg in loggers:
-        lg.disabled = True
-    try:
+    with relay_logs_off():
         yield
-    finally:
-        for lg, was in zip(loggers, before, strict=True):
-            lg.disabled = was
 
 
 @pytest.mark.timeout(120)

@@ -45,7 +45,7 @@ class MemoryOutbox:
             not_before = self._not_before.get(row_id)
             if not_before is not None and not_before > now:
                 continue  # leased to a relay, or backing off
-            claimed.append(row)
+            claimed.append(attrs.evolve(row, leased_until=now + self.lease))
             self._not_before[row_id] = now + self.lease
             if len(claimed) >= limit:
                 break
