@@ -60,6 +60,7 @@ from pipeline_state.errors import CatalogError, UnknownPipelineError
 
 __all__ = [
     "MAX_DEADLINE_SECONDS",
+    "MAX_STEP_NAME_LENGTH",
     "Catalog",
     "Pipeline",
     "Plan",
@@ -78,13 +79,23 @@ day (now plus it), and a longer one would leave the range of ``datetime`` (a tra
 every request that uses it) long before it meant anything."""
 
 
+MAX_STEP_NAME_LENGTH = 176
+"""The longest step (phase) name, in characters. A step's name is written, prefixed, where
+the stores keep at most :data:`~pipeline_state._wire.MAX_ID_LENGTH` (200) characters: the
+inbox result of an outcome that waits for its phase's dispatch
+(``deferred:phase_dispatch:<name>``, 24 characters more) and the pipeline name of a run an
+operator records (``manual:<name>``)."""
+
+
 def check_deadline(value: object) -> str | None:
     """Why ``value`` is not a usable deadline in seconds (``None`` when it is one)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "must be a positive number"
-    if not math.isfinite(value) or value <= 0:
+    if isinstance(value, float) and not math.isfinite(value):
         return "must be a positive finite number"
-    if value > MAX_DEADLINE_SECONDS:
+    if value <= 0:
+        return "must be a positive finite number"
+    if value > MAX_DEADLINE_SECONDS:  # an int of any size compares without becoming a float
         return f"must be at most {MAX_DEADLINE_SECONDS} seconds (ten years)"
     return None
 
@@ -131,6 +142,12 @@ class Step:
 
     def __attrs_post_init__(self) -> None:
         _check_name(self.name, "step")
+        if len(self.name) > MAX_STEP_NAME_LENGTH:
+            raise CatalogError(
+                f"step name must be at most {MAX_STEP_NAME_LENGTH} characters (the stores keep it "
+                f"prefixed in {MAX_ID_LENGTH}-character fields), got {len(self.name)}: {self.name!r:.80}",
+                step=self.name,
+            )
         if not isinstance(self.depends_on, tuple):
             raise CatalogError(
                 f"step {self.name!r}: depends_on must be a tuple of step names, "

@@ -74,12 +74,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _paths(args: argparse.Namespace) -> int:
-    from .testing.paths import DEFAULT_MAX_DEPTH, paths_command
+    from .testing.paths import DEFAULT_MAX_DEPTH, DEFAULT_MAX_STATES, paths_command
 
     if args.max_depth is not None and args.max_depth < 1:
         print("error: --max-depth must be >= 1", file=sys.stderr)
         return 2
+    if args.max_states is not None and args.max_states < 1:
+        print("error: --max-states must be >= 1", file=sys.stderr)
+        return 2
     depth = DEFAULT_MAX_DEPTH if args.max_depth is None else args.max_depth
+    states = DEFAULT_MAX_STATES if args.max_states is None else args.max_states
     profile = None
     if args.profile is not None:
         from .profiles import load_profile
@@ -90,7 +94,12 @@ def _paths(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return paths_command(
-        sys.stdout, max_depth=depth, as_json=args.json, show_paths=args.show_paths, profile=profile
+        sys.stdout,
+        max_depth=depth,
+        max_states=states,
+        as_json=args.json,
+        show_paths=args.show_paths,
+        profile=profile,
     )
 
 
@@ -165,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     paths_help = "generate input paths through the engine; exit 1 naming any declared transition none reaches"
     paths = versioned(sub.add_parser("paths", help=paths_help))
     paths.add_argument("--max-depth", type=int, help="longest input sequence the search extends (default 24)")
+    paths.add_argument(
+        "--max-states",
+        type=int,
+        help="abstract states the search keeps before it stops (default 100000; a big catalog needs a bound)",
+    )
     paths.add_argument("--json", action="store_true", help="print JSON instead of text")
     paths.add_argument(
         "--show-paths", action="store_true", help="print the shortest input sequence of each transition"

@@ -31,6 +31,10 @@ def _frozen_pairs(value: object) -> tuple[tuple[str, str], ...]:
     if isinstance(value, StateNames):
         return value.pairs
     if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        engines = [engine for engine, _ in value]
+        twice = sorted({e for e in engines if engines.count(e) > 1}, key=str)
+        if twice:
+            raise DefinitionError("state_names", f"names {twice} more than once (each may be shown one way)")
         value = dict(value)
     if not isinstance(value, Mapping):
         raise DefinitionError("state_names", f"expected a mapping of names, got {type(value).__name__}")
@@ -81,13 +85,14 @@ class StateNames:
     def check(self, profile: str, known: frozenset[str]) -> None:
         """Raise :class:`~pipeline_state.errors.DefinitionError` unless every renamed name is
         in ``known`` and every shown name is unique (neither another rename's nor a name
-        of ``known`` that is not renamed)."""
+        of ``known`` other than its own: a state shown under another state's engine name
+        would read as that state wherever both names appear, as in a transition log)."""
         unknown = sorted(engine for engine, _ in self.pairs if engine not in known)
         if unknown:
             raise DefinitionError(
                 profile, f"state_names renames {unknown}, which are not batch states or triggers"
             )
-        seen: dict[str, str] = {name: name for name in known if name not in self._shown}
+        seen: dict[str, str] = {name: name for name in known}
         for engine, shown in self.pairs:
             other = seen.get(shown)
             if other is not None and other != engine:

@@ -233,6 +233,10 @@ def _check_seconds(where: str, value: object) -> float | None:
 
 
 def _freeze(value: Mapping[str, float | None]) -> Mapping[str, float | None]:
+    if not isinstance(value, Mapping):
+        raise DefinitionError(
+            "profile", f"deadlines must be a mapping of phase name to seconds, got {_kind(value)}"
+        )
     return MappingProxyType(dict(value))
 
 
@@ -445,6 +449,7 @@ class Profile:
             raise DefinitionError(
                 "profile", f"a profile's name must be a non-empty string, got {_kind(name)}"
             )
+        _check_text("profile", "a profile's name (shown in titles, logs and documents)", name)
         self._check_types()
         self._check_readiness()
         catalog_phases = set(self.catalog.phases)

@@ -51,7 +51,7 @@ def _seconds(name: str) -> Callable[[Any, Any, Any], None]:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"retention {name} must be a number of seconds or None, got {value!r}")
-        if not math.isfinite(value) or value <= 0 or value > MAX_DEADLINE_SECONDS:
+        if not 0 < value <= MAX_DEADLINE_SECONDS or (isinstance(value, float) and not math.isfinite(value)):
             raise ValueError(
                 f"retention {name} must be more than 0 and at most {MAX_DEADLINE_SECONDS} seconds"
                 f" (ten years), or None to keep for ever; got {value!r}"

@@ -127,6 +127,10 @@ step runs when the earliest deadline has passed)."""
 DEFAULT_MAX_DEPTH = 24
 """Breadth-first search stops extending paths of this many steps."""
 
+DEFAULT_MAX_STATES = 100_000
+"""Breadth-first search stops keeping new abstract states once it holds this many (a big
+catalog has many more: the search is then cut, and says so)."""
+
 _ITEMS = 2
 """Items of a generated (non-legacy) batch."""
 
@@ -832,7 +836,7 @@ def explore(
     *,
     intake_profile: Profile | None = None,
     max_depth: int = DEFAULT_MAX_DEPTH,
-    max_states: int = 100_000,
+    max_states: int = DEFAULT_MAX_STATES,
     batch_id: str = BATCH_ID,
     check: Check | None = engine_invariants,
 ) -> Exploration:
@@ -936,10 +940,10 @@ def print_coverage(
     """Print ``result`` (text or JSON) to ``out``, with what ``exploration`` found (states,
     edges, crashes, broken invariants) and, with ``show_paths``, the shortest path of each
     declared transition. Returns the exit code of ``pipeline-state paths``: 1 when a
-    declared transition is unreachable or ``decide`` crashed, else 0."""
+    declared transition is unreachable, ``decide`` crashed or an invariant broke, else 0."""
     crashes = () if exploration is None else exploration.crashes
     violations = [] if exploration is None else list(exploration.violations.values())
-    code = 0 if result.complete and not crashes else 1
+    code = 0 if result.complete and not crashes and not violations else 1
     if as_json:
         data = result.as_json()
         if exploration is not None:
@@ -992,6 +996,7 @@ def paths_command(
     out: TextIO,
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    max_states: int = DEFAULT_MAX_STATES,
     as_json: bool = False,
     show_paths: bool = False,
     lifecycles: Mapping[str, Lifecycle] = LIFECYCLES,
@@ -1000,13 +1005,13 @@ def paths_command(
 ) -> int:
     """``pipeline-state paths``: explore (unless ``exploration`` is given) the default
     exploration or ``profile`` as it is (``pipeline-state paths --profile SPEC``: no legacy
-    intake), then print the transition coverage of ``lifecycles`` (see
-    :func:`print_coverage`); returns the exit code."""
+    intake), up to ``max_depth`` inputs and ``max_states`` abstract states, then print the
+    transition coverage of ``lifecycles`` (see :func:`print_coverage`); returns the exit code."""
     if exploration is None:
         if profile is None:
-            exploration = explore(max_depth=max_depth)
+            exploration = explore(max_depth=max_depth, max_states=max_states)
         else:
-            exploration = explore(profile, intake_profile=None, max_depth=max_depth)
+            exploration = explore(profile, intake_profile=None, max_depth=max_depth, max_states=max_states)
     result = coverage(exploration, lifecycles)
     return print_coverage(result, out, as_json=as_json, exploration=exploration, show_paths=show_paths)
 

@@ -14,7 +14,6 @@ import pytest
 from pipeline_state import (
     Catalog,
     CommandSpec,
-    DefinitionError,
     InMemoryRuntime,
     Profile,
 )
@@ -29,6 +28,7 @@ from pipeline_state.profiles.huleedu.events import (
 )
 from pipeline_state.profiles.huleedu.outbound import HULEEDU_OUTBOUND
 from pipeline_state.testing import Envelopes
+from tests.bakery_kit import refused
 
 DIAMOND = [
     {"name": "a"},
@@ -50,14 +50,6 @@ def build(pipelines: dict[str, list[dict[str, Any]]] | None = None, **kw: Any) -
     kw.setdefault("fan_in", LAST_DEPENDENCY)
     kw.setdefault("phase_commands", commands)
     return Profile(name=kw.pop("name", "prof"), catalog=cat, **kw)
-
-
-def refused(build_it: Any, *culprits: str) -> None:
-    with pytest.raises(DefinitionError) as caught:
-        build_it()
-    message = str(caught.value)
-    for culprit in culprits:
-        assert culprit in message, f"{culprit!r} not named in: {message}"
 
 
 # -- held: the catalog refuses broken graphs at construction -------------------------------------
