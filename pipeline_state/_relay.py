@@ -387,7 +387,11 @@ class OutboxRelay:
                     left += len(newer)
                 lapsed.add(key)
             elif row.id in handed and self._held_back(row, now):
-                give_back.append(row.id)  # leased to this relay: back to the claim
+                # Leased to this relay: back to the claim, with the key's newer handed rows
+                # (left here, they would go out once the hold ends, ahead of this one).
+                give_back.append(row.id)
+                if key is not None:
+                    give_back.extend(self._give_back_key(key, row.id))
             elif seen.get(key, 0) >= self.rows_per_key:
                 later.append(row)
             else:
