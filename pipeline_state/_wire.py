@@ -101,6 +101,17 @@ ID_ADAPTER: TypeAdapter[str] = TypeAdapter(Id)
 _CONTROL = re.compile(f"[{_UNSHOWABLE}]")
 
 
+def aware_utc(value: datetime, name: str) -> datetime:
+    """``value`` in UTC (a naive one read as UTC); ``ValueError`` naming ``name`` when it has
+    no UTC instant (9999-12-31T23:59-23:59 is past the last one ``datetime`` holds)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} is out of the representable range in UTC") from None
+
+
 def is_id_text(value: str) -> bool:
     """Whether ``value`` can travel as an :data:`Id` and be kept by every store: 1 to
     :data:`MAX_ID_LENGTH` characters, no control or bidi character, no lone surrogate (what a
@@ -143,12 +154,7 @@ class EventEnvelope(WireModel):
     @field_validator("event_timestamp")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # 9999-12-31T23:59-23:59 has no UTC datetime
-            raise ValueError("event_timestamp is out of the representable range in UTC") from None
+        return aware_utc(value, "event_timestamp")
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from pipeline_state._wire import (
     ShortText,
     TopicSpec,
     WireModel,
+    aware_utc,
 )
 from pipeline_state.errors import UnknownTopicError
 
@@ -294,7 +295,7 @@ class ELSBatchPhaseOutcomeV1(WireModel):
 
 class BatchEssaysRegistered(WireModel):
     entity_id: str
-    expected_essay_count: int
+    expected_essay_count: ItemCount
     essay_ids: list[str]
     user_id: str
     org_id: str | None = None
@@ -360,7 +361,7 @@ class PipelineDeniedV1(WireModel):
 
 
 class PhaseResult(WireModel):
-    status: str
+    status: ShortText
     successful: ItemCount
     failed: ItemCount
     duration_seconds: Duration
@@ -370,6 +371,11 @@ class CompletionMetadata(WireModel):
     entity_id: str
     entity_type: Literal["batch"] = "batch"
     timestamp: datetime
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return aware_utc(value, "timestamp")
 
 
 class BatchPipelineCompletedV1(WireModel):

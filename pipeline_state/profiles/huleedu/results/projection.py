@@ -14,7 +14,7 @@ No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TypeVar
@@ -125,6 +125,11 @@ def _ids(topic: str, **ids: str | None) -> None:
             raise first_error(topic, exc, f"data.{name}") from None
 
 
+def _names(topic: str, field: str, names: Sequence[str]) -> None:
+    """Check each phase name of the list ``field`` as :func:`_ids` checks an id."""
+    _ids(topic, **{f"{field}[{index}]": name for index, name in enumerate(names)})
+
+
 def _dispatched(topic: str, data: Mapping[str, object], spec: CommandSpec) -> tuple[str, int]:
     """The batch id and the number of items of a phase command, read under the names its
     model declares (:func:`~pipeline_state._profile.command_fields`), as the engine fills it."""
@@ -170,7 +175,16 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
         )
     elif topic == Topic.PIPELINE_COMPLETED.value and isinstance(payload, BatchPipelineCompletedV1):
         batch_id = payload.batch_id
-        _ids(topic, batch_id=batch_id, run_id=payload.run_id, pipeline_name=payload.pipeline_name)
+        _ids(
+            topic,
+            batch_id=batch_id,
+            run_id=payload.run_id,
+            pipeline_name=payload.pipeline_name,
+            correlation_id=payload.correlation_id,
+        )
+        _names(topic, "completed_phases", payload.completed_phases)
+        _names(topic, "skipped_phases", payload.skipped_phases)
+        _names(topic, "phase_results", list(payload.phase_results))
         body = RunCompletion(
             run_id=payload.run_id,
             correlation_id=payload.correlation_id,
@@ -245,12 +259,31 @@ def _merge_outcome(outcomes: tuple[PhaseOutcome, ...], new: PhaseOutcome) -> tup
     return tuple(sorted(others + kept, key=lambda o: (o.key, o.rank)))
 
 
+MAX_UNDISPATCHED_OUTCOMES = 64
+"""How many outcomes a batch keeps of phases whose dispatch it has not seen: an outcome read
+before its phase's command, or one the engine ignores (a worker that lost its run's
+correlation id, a phase the engine never sent). The earliest are kept, so a worker that
+keeps losing its run's id, or a flood on the outcome topic, cannot grow a batch's document
+(and the cost of every later fact of the batch) without bound."""
+
+
+def _bounded(
+    outcomes: tuple[PhaseOutcome, ...], dispatches: tuple[PhaseDispatch, ...]
+) -> tuple[PhaseOutcome, ...]:
+    sent = {d.key for d in dispatches}
+    waiting = [o for o in outcomes if o.key not in sent]
+    if len(waiting) <= MAX_UNDISPATCHED_OUTCOMES:
+        return outcomes
+    dropped = set(sorted(waiting, key=lambda o: (o.rank, o.key))[MAX_UNDISPATCHED_OUTCOMES:])
+    return tuple(o for o in outcomes if o not in dropped)
+
+
 def _normal(batch: BatchResults) -> BatchResults:
-    """Drop the outcomes and dispatches of completed runs: their completion holds the real
-    figures."""
+    """Drop the outcomes and dispatches of completed runs (their completion holds the real
+    figures), and the undispatched outcomes past :data:`MAX_UNDISPATCHED_OUTCOMES`."""
     finished = {r.correlation_id for r in batch.completions}
-    outcomes = tuple(o for o in batch.outcomes if o.correlation_id not in finished)
     dispatches = tuple(d for d in batch.dispatches if d.correlation_id not in finished)
+    outcomes = _bounded(tuple(o for o in batch.outcomes if o.correlation_id not in finished), dispatches)
     if len(outcomes) == len(batch.outcomes) and len(dispatches) == len(batch.dispatches):
         return batch
     return attrs.evolve(batch, outcomes=outcomes, dispatches=dispatches)
