@@ -22,7 +22,7 @@ import attrs
 from pipeline_state._commands import Command
 from pipeline_state._profile import Profile
 from pipeline_state._service import PipelineService
-from pipeline_state.errors import BadCommandError, IllegalTransitionError, InvalidMessageError
+from pipeline_state.errors import IllegalTransitionError, InvalidMessageError
 
 from .exits import ExitCode, OperatorError, in_range, one_line
 from .output import emit
@@ -33,7 +33,14 @@ __all__ = ["MAX_TIMEOUT_SECONDS", "reinject"]
 MAX_TIMEOUT_SECONDS = 3600.0
 """The longest ``--timeout``: an hour of waiting for a broker is a hung command."""
 
-_STILL_FAILING = (InvalidMessageError, BadCommandError, IllegalTransitionError)
+
+def _still_failing() -> tuple[type[BaseException], ...]:
+    """What makes one letter fail while the others go on: what the consumer dead-letters
+    (:data:`~pipeline_state_kafka.policy.DEFAULT_POISON`: bad input, a command that can never
+    apply, a stored batch it cannot read) and an illegal move."""
+    from pipeline_state_kafka.policy import DEFAULT_POISON
+
+    return (*DEFAULT_POISON, IllegalTransitionError)
 
 
 @attrs.frozen
@@ -57,7 +64,7 @@ def _dlq_name(args: argparse.Namespace, profile: Profile) -> str:
     return f"{args.topic_prefix}{dlq_topic(args.topic)}"
 
 
-async def _one(service: PipelineService, topic: str, letter: Any, actor: str) -> Reinjected:
+async def _one(service: PipelineService, topic: str, origin: str, letter: Any, actor: str) -> Reinjected:
     raw: bytes = letter.value or b""
     where = {"partition": letter.partition, "offset": letter.offset}
     if letter.headers.get("dlq_truncated") == "1":
@@ -76,9 +83,14 @@ async def _one(service: PipelineService, topic: str, letter: Any, actor: str) ->
     event_id = str(envelope.event_id)
     command = Command(payload, event_id, str(envelope.correlation_id), requested_by=actor)
     batch_id = command.batch_id
+    named = letter.headers.get("dlq_original_topic")
+    if named is not None and named != origin:
+        # A letter this deployment's consumer or sweeper wrote names the topic it re-injects.
+        error = f"a letter of {named!r}, not of {origin!r}: not re-injected here"
+        return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=error)
     try:
         result = await service.handle(command, topic=topic, raw=raw)
-    except _STILL_FAILING as exc:
+    except _still_failing() as exc:
         return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=one_line(exc))
     return Reinjected(**where, event_id=result.event_id, batch_id=batch_id, result=result.label)
 
@@ -98,15 +110,26 @@ async def reinject(args: argparse.Namespace) -> int:
 
     done: list[Reinjected] = []
     attempted = 0
-    async with open_service(args, settings=settings) as service:
-        letters = read_dead_letters(args.kafka, name, patience=args.timeout)
-        async with contextlib.aclosing(letters):
-            async for letter in letters:
-                outcome = await _one(service, args.topic, letter, actor)
-                done.append(outcome)
-                attempted += outcome.result != "duplicate"
-                if args.limit is not None and attempted >= args.limit:
-                    break
+    origin = f"{args.topic_prefix}{args.topic}"
+    try:
+        async with open_service(args, settings=settings) as service:
+            letters = read_dead_letters(args.kafka, name, patience=args.timeout)
+            async with contextlib.aclosing(letters):
+                async for letter in letters:
+                    outcome = await _one(service, args.topic, origin, letter, actor)
+                    done.append(outcome)
+                    attempted += outcome.result != "duplicate"
+                    if args.limit is not None and attempted >= args.limit:
+                        break
+    except Exception:
+        if done:  # what was re-injected before the store or broker failed (the error follows)
+            _report(args, name, done)
+        raise
+    return _report(args, name, done)
+
+
+def _report(args: argparse.Namespace, name: str, done: list[Reinjected]) -> int:
+    """Print what re-injecting ``done`` did; the exit code (1 when a letter failed)."""
     failed = [d for d in done if d.result == "failed"]
     doc = {"topic": name, "letters": [attrs.asdict(d) for d in done], "failed": len(failed)}
 
