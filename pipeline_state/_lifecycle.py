@@ -521,6 +521,13 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             "the batch holds no active run (only a state stored inconsistently could, when ready)",
         ),
         Guard(
+            "fresh_correlation",
+            Verdict.DENY,
+            "correlation_reused",
+            "the request's correlation id names no earlier run of the batch (that run's late "
+            "outcomes would be taken for the new run's)",
+        ),
+        Guard(
             "plan_resolved",
             Verdict.DENY,
             ("unknown_pipeline", "dependencies_not_completed"),
@@ -578,7 +585,7 @@ BATCH_LIFECYCLE: Lifecycle = define_lifecycle(
             "start_run",
             _B.READY_FOR_PIPELINE_EXECUTION,
             _B.PROCESSING_PIPELINES,
-            guards=("no_active_run", "plan_resolved", "admitted"),
+            guards=("no_active_run", "fresh_correlation", "plan_resolved", "admitted"),
             before="attach_prompt",
             after="accept_run",
         ),

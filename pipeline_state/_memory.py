@@ -467,9 +467,13 @@ class InMemoryStore:
 
     # -- inspection -----------------------------------------------------------------------
 
-    def transitions(self, batch_id: str | None = None) -> list[TransitionRecord]:
+    def transitions(
+        self, batch_id: str | None = None, *, event_id: str | None = None
+    ) -> list[TransitionRecord]:
+        """The transition log (of ``batch_id``; with ``event_id``, the rows that event wrote)."""
         rows = self._transitions or []
-        return [TransitionRecord(*r) for r in rows if batch_id is None or r[0] == batch_id]
+        records = [TransitionRecord(*r) for r in rows if batch_id is None or r[0] == batch_id]
+        return records if event_id is None else [r for r in records if r.event_id == event_id]
 
     def outbox_messages(self) -> list[OutboxMessage]:
         """Every message still in the outbox (unpublished or parked), oldest first."""

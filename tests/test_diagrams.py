@@ -206,7 +206,7 @@ def test_guard_labels_are_written_in_brackets_in_evaluation_order() -> None:
     batch = lifecycle_mermaid(BATCH_LIFECYCLE).splitlines()
     start = (
         "ready_for_pipeline_execution --> processing_pipelines: "
-        "start_run [no_active_run, plan_resolved, admitted]"
+        "start_run [no_active_run, fresh_correlation, plan_resolved, admitted]"
     )
     assert f"        {start}" in batch  # inside the composite of open states
     phase = lifecycle_mermaid(PHASE_LIFECYCLE)

@@ -236,7 +236,12 @@ def test_batch_lifecycle_is_exactly_the_contract() -> None:
         ("provision_guest", "ready_for_pipeline_execution"): ("items_registered",),
         ("provision_regular", "awaiting_student_validation"): ("items_registered",),
         ("essays_ready", "ready_for_pipeline_execution"): ("items_registered",),
-        ("start_run", "processing_pipelines"): ("no_active_run", "plan_resolved", "admitted"),
+        ("start_run", "processing_pipelines"): (
+            "no_active_run",
+            "fresh_correlation",
+            "plan_resolved",
+            "admitted",
+        ),
     }
     # The admission order of the contract: unknown batch, active run, not ready.
     assert lc.refusal(ABSENT, "start_run") == Refusal(Verdict.DENY, "batch_not_found", "no such batch")

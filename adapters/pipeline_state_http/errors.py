@@ -39,6 +39,7 @@ DENIAL_STATUS: Mapping[str, int] = MappingProxyType(
         "batch_not_found": 404,
         "batch_not_ready": 409,
         "pipeline_already_active": 409,
+        "correlation_reused": 409,
         "unknown_pipeline": 400,
         "prompt_not_attached": 400,
         "insufficient_credits": 402,

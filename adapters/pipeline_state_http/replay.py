@@ -66,7 +66,7 @@ async def logged_run(
     """The run ``event_id`` moved and the correlation id it was handled with, as the first
     row of the batch's transition log that names both says; ``(None, correlation_id)`` when
     the store keeps no log or no row names a run."""
-    for row in await _log(store, batch_id):
+    for row in await _log(store, batch_id, event_id):
         if row.event_id == event_id and row.run_id is not None:
             return str(row.run_id), str(row.correlation_id)
     return None, correlation_id
@@ -76,18 +76,23 @@ async def logged_correlation(store: object, batch_id: str, event_id: str, correl
     """The correlation id ``event_id`` was handled with, as the first row of the batch's
     transition log it moved says (a registration moves no run, so :func:`logged_run` finds
     none); ``correlation_id`` when the store keeps no log or the event moved nothing."""
-    for row in await _log(store, batch_id):
+    for row in await _log(store, batch_id, event_id):
         if row.event_id == event_id:
             return str(row.correlation_id)
     return correlation_id
 
 
-async def _log(store: object, batch_id: str) -> list[Any]:
-    """The batch's transition log rows; empty when the store keeps no log."""
+async def _log(store: object, batch_id: str, event_id: str) -> list[Any]:
+    """The batch's transition log rows that ``event_id`` wrote (all of them, for a store
+    whose ``transitions`` cannot select by event); empty when the store keeps no log. By
+    event: a store lists at most so many rows of a batch, the oldest, so a long log would
+    hide a recent event's rows."""
     transitions = getattr(store, "transitions", None)
     if transitions is None:
         return []
-    rows = transitions(batch_id)  # the memory store answers at once, the SQL store awaits
+    by_event = "event_id" in inspect.signature(transitions).parameters
+    # the memory store answers at once, the SQL store awaits
+    rows = transitions(batch_id, event_id=event_id) if by_event else transitions(batch_id)
     if inspect.isawaitable(rows):
         rows = await rows
     return list(rows)

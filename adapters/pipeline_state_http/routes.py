@@ -150,9 +150,11 @@ def build_router(
         summary="Cancel the active run",
     )
     async def cancel(
-        batch_id: BatchId, ctx: Context, body: Annotated[CancelBody | None, Body()] = None
+        request: Request, batch_id: BatchId, ctx: Context, body: Annotated[CancelBody | None, Body()] = None
     ) -> CancelAccepted:
-        return await ops.cancel(batch_id, body or CancelBody(), ctx)
+        answer = await ops.cancel(batch_id, body or CancelBody(), ctx)
+        request.state.correlation_id = answer.correlation_id  # a replay's is the first one's
+        return answer
 
     @api.post(
         "/v1/batches/{batch_id}/retry-phase",
@@ -161,8 +163,12 @@ def build_router(
         responses=_errors(*_COMMON, *_DENIALS),
         summary="Run one phase again in a new run",
     )
-    async def retry_phase(batch_id: BatchId, body: RetryPhaseBody, ctx: Context) -> PipelineAccepted:
-        return await ops.retry_phase(batch_id, body, ctx)
+    async def retry_phase(
+        request: Request, batch_id: BatchId, body: RetryPhaseBody, ctx: Context
+    ) -> PipelineAccepted:
+        answer = await ops.retry_phase(batch_id, body, ctx)
+        request.state.correlation_id = answer.correlation_id
+        return answer
 
     @api.get(
         "/v1/batches/{batch_id}",

@@ -432,11 +432,15 @@ def runs_completed_between(
     ]
 
 
-def transition_log(conn: Connection, batch_id: str, *, limit: int) -> list[TransitionRecord]:
-    """The transition log of ``batch_id`` in the order it was written."""
-    statement = (
-        select(TRANSITIONS).where(TRANSITIONS.c.batch_id == batch_id).order_by(TRANSITIONS.c.id).limit(limit)
-    )
+def transition_log(
+    conn: Connection, batch_id: str, *, limit: int, event_id: str | None = None
+) -> list[TransitionRecord]:
+    """The transition log of ``batch_id`` in the order it was written (with ``event_id``,
+    only the rows that event wrote)."""
+    statement = select(TRANSITIONS).where(TRANSITIONS.c.batch_id == batch_id)
+    if event_id is not None:
+        statement = statement.where(TRANSITIONS.c.event_id == event_id)
+    statement = statement.order_by(TRANSITIONS.c.id).limit(limit)
     return [
         TransitionRecord(
             batch_id=row.batch_id,

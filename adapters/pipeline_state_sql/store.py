@@ -427,10 +427,15 @@ class SqlStore(LaneStore):
         """Runs completed in ``[start, end)``, by completion time."""
         return await self._read(queries.runs_completed_between, start, end, limit=limit)
 
-    async def transitions(self, batch_id: str, *, limit: int = 10_000) -> list[TransitionRecord]:
-        """The transition log of a batch, in writing order."""
+    async def transitions(
+        self, batch_id: str, *, limit: int = 10_000, event_id: str | None = None
+    ) -> list[TransitionRecord]:
+        """The transition log of a batch, in writing order (the oldest ``limit`` rows; with
+        ``event_id``, only the rows that event wrote)."""
         check_id(batch_id, "batch id")
-        return await self._read(queries.transition_log, batch_id, limit=limit)
+        if event_id is not None:
+            check_id(event_id, "event id")
+        return await self._read(queries.transition_log, batch_id, limit=limit, event_id=event_id)
 
 
 async def open_store(

@@ -32,6 +32,7 @@ __all__ = [
     "accept_run",
     "admitted",
     "attach_prompt",
+    "fresh_correlation",
     "no_active_run",
     "plan_order_for",
     "plan_resolved",
@@ -190,6 +191,21 @@ def no_active_run(ctx: BatchCtx) -> str | None:
         return None
     _admission(ctx).denial = Denial("pipeline_already_active", "the batch has an active run")
     return "pipeline_already_active"
+
+
+def fresh_correlation(ctx: BatchCtx) -> str | None:
+    """A run's correlation id tells its outcomes from an earlier run's (``stale_run``): a
+    request under the correlation id of an archived run of the batch (or one an outcome was
+    applied under instead of its run's) is denied, not run under an id it would share."""
+    session = ctx.session
+    correlation = session.command.correlation_id
+    if not session.state.past.is_archived(correlation):
+        return None
+    _admission(ctx).denial = Denial(
+        "correlation_reused",
+        f"correlation id {correlation} names an earlier run of the batch: send the request under a new one",
+    )
+    return "correlation_reused"
 
 
 def plan_resolved(ctx: BatchCtx) -> str | None:

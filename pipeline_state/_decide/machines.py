@@ -78,6 +78,7 @@ BATCH: BoundMachine[BatchCtx] = BATCH_MACHINE.bind(
         "items_within_limit": intake.items_within_limit,
         "items_registered": intake.items_registered,
         "no_active_run": admission.no_active_run,
+        "fresh_correlation": admission.fresh_correlation,
         "plan_resolved": admission.plan_resolved,
         "admitted": admission.admitted,
     },

@@ -488,6 +488,8 @@ class ReferenceModel:
         if batch is None:
             return Expectation("raised")
         denial = self._admission(batch)
+        if denial is None and correlation_id in batch.earlier_correlations():
+            denial = "correlation_reused"
         if denial is None and phase not in self.phases:
             denial = "unknown_pipeline"
         if denial is None and any(dep not in batch.recorded for dep in self.depends_on[phase]):
@@ -743,6 +745,8 @@ class ReferenceModel:
     def _request(self, batch_id: str, pipeline: str, correlation_id: str, *, prompt: bool) -> Expectation:
         batch = self.batches.get(batch_id)
         denial = self._admission(batch)
+        if denial is None and batch is not None and correlation_id in batch.earlier_correlations():
+            denial = "correlation_reused"
         if denial is None and pipeline not in self.pipelines:
             denial = "unknown_pipeline"
         if denial is not None or batch is None:
