@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -133,6 +134,15 @@ def _leased(row: OutboxRow, until: datetime) -> OutboxRow:
     return row if row.leased_until is not None else attrs.evolve(row, leased_until=until)
 
 
+def _takes_lease(outbox: Outbox) -> bool:
+    """Whether ``outbox.mark_failed`` takes ``leased_until`` (and so tells a failure under
+    the lease the relay held from one under another relay's)."""
+    try:
+        return "leased_until" in inspect.signature(outbox.mark_failed).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a callable without a signature
+        return False
+
+
 def _lease_ended(row: OutboxRow, now: datetime) -> bool:
     return row.leased_until is not None and row.leased_until <= now
 
@@ -181,6 +191,7 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.lease = timedelta(seconds=lease_seconds)
         self.rows_per_key = rows_per_key
+        self._lease_checked = _takes_lease(outbox)
         self.claim_due = True
         """Whether the next pass of a runner should claim (set by :meth:`hand_off` when a
         commit left rows to the claim, after a claim that filled a batch, and after a claim
@@ -207,7 +218,9 @@ class OutboxRelay:
         for row in rows:
             if row.id in handed:
                 continue
-            if row.leased_until is None:  # the store does not say: a lease from now, at most
+            # The store does not say: a lease from now, which may overstate the store's (it
+            # began before the commit); a store that hands rows off should give the lease's end.
+            if row.leased_until is None:
                 now = now or self.clock.now()
                 row = attrs.evolve(row, leased_until=now + self.lease)
             if len(handed) >= self.max_handed:
@@ -457,9 +470,20 @@ class OutboxRelay:
         return results
 
     async def _fail(self, row: OutboxRow, error: BaseException, *, park: bool) -> bool:
-        """Record a failed attempt of ``row`` (``False``: not recorded, its lease had ended)."""
+        """Record a failed attempt of ``row`` (``False``: not recorded). An outbox that takes
+        the lease (``leased_until``) counts it only while the row is still held under that
+        lease, even when it ended (no other relay claimed the row since: a publish that
+        always outlasts the lease still gets its back-off and parks); with another, the
+        relay records no failure once the lease has ended."""
         now = self.clock.now()
         text = f"{type(error).__name__}: {error}"
+        if self._lease_checked and row.leased_until is not None:
+            retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
+            await self.outbox.mark_failed(  # type: ignore[call-arg]
+                row.id, text, now, retry_at=retry_at, park=park, leased_until=row.leased_until
+            )
+            self._log_failure(row, text, park)
+            return True
         if _lease_ended(row, now):
             log.warning(
                 "outbox row %s failed after its lease ended (%s); not counted here, left to the claim",
@@ -469,6 +493,10 @@ class OutboxRelay:
             return False
         retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
         await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
+        self._log_failure(row, text, park)
+        return True
+
+    def _log_failure(self, row: OutboxRow, text: str, park: bool) -> None:
         if park:
             log.error(
                 "parked outbox row %s (%s) after %s attempts: %s",
@@ -479,7 +507,6 @@ class OutboxRelay:
             )
         else:
             log.warning("outbox row %s failed (attempt %s): %s", row.id, row.attempts + 1, text)
-        return True
 
     async def drain(self, *, max_passes: int = 1000) -> RelayReport:
         """Publish until nothing is due: stop after a pass that published nothing, or once

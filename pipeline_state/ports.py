@@ -498,7 +498,12 @@ class Outbox(Protocol):
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
     ) -> None:
-        """Count a failed attempt; ``park`` takes the row out of delivery for good."""
+        """Count a failed attempt; ``park`` takes the row out of delivery for good.
+
+        An outbox may also take a keyword ``leased_until`` (the :attr:`OutboxRow.leased_until`
+        the failing relay was handed) and then count the failure only while the row is still
+        held under that lease; the relay passes it to an outbox that takes it (the shipped
+        stores do). Without it, the relay records no failure once the lease has ended."""
         ...
 
     async def pending_count(self) -> int:

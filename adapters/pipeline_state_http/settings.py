@@ -210,12 +210,23 @@ def token_from_environ(environ: Mapping[str, str], variable: str) -> str | None:
     if value and path:
         raise ValueError(f"set {variable} or {variable}_FILE, not both")
     if path:
-        return read_token_file(path, variable=f"{variable}_FILE")
+        return _header_token(read_token_file(path, variable=f"{variable}_FILE"), f"{variable}_FILE")
     if value:
         if value != value.strip():
             raise ValueError(f"{variable}: the token has surrounding spaces")
-        return value
+        return _header_token(value, variable)
     return None
+
+
+def _header_token(token: str, source: str) -> str:
+    """``token`` if a header can carry it (see :func:`_token`), else a ``ValueError`` naming
+    ``source``, the variable or file variable it came from, never the token itself."""
+    if _TOKEN.fullmatch(token) is None:
+        raise ValueError(
+            f"{source}: the token must be made of the characters a bearer token can carry in a "
+            "header (RFC 6750: ASCII letters, digits and - . _ ~ + /, then = padding)"
+        )
+    return token
 
 
 def _flag(value: Any) -> Any:

@@ -9,6 +9,7 @@ package README's table of variables is generated from this model.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -21,7 +22,7 @@ from .dlq import DEFAULT_DLQ_MAX_MESSAGE_BYTES
 from .errors import KafkaSettingsError
 from .publisher import ProducerSettings
 
-__all__ = ["Settings"]
+__all__ = ["MAX_MS", "TOPIC_PREFIX_PATTERN", "Settings", "check_bootstrap"]
 
 
 def _flag(value: Any) -> Any:
@@ -38,6 +39,33 @@ def _acks(value: Any) -> Any:
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
+MAX_MS = 2**31 - 1
+"""The longest time in milliseconds a Kafka client takes (a 32-bit signed integer on the wire
+and in the client's own structures: larger values fail in the client, at start or at the
+first fetch)."""
+
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9._-]*$"
+"""The characters a topic prefix may hold: those of a Kafka topic name."""
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")
+
+
+def check_bootstrap(value: str, name: str) -> str:
+    """``value`` if it is a list of ``HOST:PORT`` (1-65535) separated by commas, else
+    :class:`KafkaSettingsError` naming ``name`` (the entry is shown unless it holds an ``@``,
+    which may be a password)."""
+    for index, entry in enumerate(value.split(","), 1):
+        entry = entry.strip()
+        host, sep, port = entry.rpartition(":")
+        if sep and _HOST.match(host) and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            continue
+        shown = "(not shown: it holds an @)" if "@" in entry else repr(entry)
+        raise KafkaSettingsError(
+            f"{name}: entry {index} of {value.count(',') + 1} is not HOST:PORT (a port from 1 to 65535, "
+            f"no scheme, no credentials): {shown}"
+        )
+    return value
+
 
 class Settings(EnvironmentSettings):
     """How the Kafka transport reaches the broker and names, creates and reads topics."""
@@ -52,7 +80,7 @@ class Settings(EnvironmentSettings):
     topic_prefix: str = Field(
         default="",
         max_length=100,
-        pattern=r"^[A-Za-z0-9._-]*$",
+        pattern=TOPIC_PREFIX_PATTERN,
         description="put before every topic name (an environment or tenant namespace); stripped "
         "before the service sees the topic; the characters of a Kafka topic name (ASCII letters, "
         "digits, `.`, `_`, `-`), at most 100",
@@ -86,36 +114,49 @@ class Settings(EnvironmentSettings):
         description="how long to keep trying to reach the broker at start (then exit 1)",
     )
     kafka_max_records: int = Field(
-        default=500, ge=1, description="records per fetch (one offset commit per fetch)"
+        default=500, ge=1, le=100_000, description="records per fetch (one offset commit per fetch)"
     )
     kafka_poll_timeout_ms: int = Field(
         default=200,
+        le=MAX_MS,
         ge=0,
         description="longest wait for records per loop turn (bounds the reaction to a stop)",
     )
     kafka_fetch_max_wait_ms: int = Field(
         default=100,
+        le=MAX_MS,
         ge=0,
         description="how long the broker may hold a fetch; Apache Kafka answers as soon as data arrives, "
         "some brokers always wait this long, so it bounds latency there",
     )
     kafka_session_timeout_ms: int = Field(
-        default=10_000, ge=1, description="group session timeout: how fast a dead member's partitions move"
+        default=10_000,
+        le=MAX_MS,
+        ge=1,
+        description="group session timeout: how fast a dead member's partitions move",
     )
     kafka_heartbeat_ms: int = Field(
-        default=3_000, ge=1, description="group heartbeat period (below a third of the session timeout)"
+        default=3_000,
+        le=MAX_MS,
+        ge=1,
+        description="group heartbeat period (below a third of the session timeout)",
     )
     kafka_max_poll_interval_ms: int = Field(
         default=300_000,
+        le=MAX_MS,
         ge=1,
         description="longest time between fetches before the member is considered stuck",
     )
     kafka_metadata_max_age_ms: int = Field(
-        default=30_000, ge=0, description="metadata refresh period (how soon re-created topics are seen)"
+        default=30_000,
+        le=MAX_MS,
+        ge=0,
+        description="metadata refresh period (how soon re-created topics are seen)",
     )
     kafka_partition_concurrency: int | None = Field(
         default=None,
         ge=1,
+        le=256,
         description="lanes of one fetch handled at once: the fetch's records, in timestamp order, are "
         "split by key (batch id) into this many lanes, so one batch's records stay in time order in one "
         "lane while other batches commit concurrently; unset: 1 on a store with one writer at a time "
@@ -131,10 +172,11 @@ class Settings(EnvironmentSettings):
     )
     kafka_request_timeout_ms: int = Field(
         default=10_000,
+        le=MAX_MS,
         ge=1,
         description="how long a producer send waits for the broker before the relay counts a failure",
     )
-    kafka_linger_ms: int = Field(default=0, ge=0, description="producer batching delay")
+    kafka_linger_ms: int = Field(default=0, ge=0, le=MAX_MS, description="producer batching delay")
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> Settings:
@@ -150,7 +192,7 @@ class Settings(EnvironmentSettings):
         """``kafka``; raises :class:`KafkaSettingsError` when it is not set."""
         if not self.kafka:
             raise KafkaSettingsError(f"{self.variable('kafka')}: not set (or give --kafka)")
-        return self.kafka
+        return check_bootstrap(self.kafka, f"{self.variable('kafka')} (or --kafka)")
 
     def consumer_settings(self, *, group_id: str = "pipeline-state", **options: Any) -> ConsumerSettings:
         """The options of :class:`~pipeline_state_kafka.consumer.InboundConsumer` (``options``:

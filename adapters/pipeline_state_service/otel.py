@@ -18,6 +18,7 @@ defaults to ``pipeline-state``. The SDK and the exporter come with the ``otel`` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_SERVICE_NAME", "EXPORTERS", "requested_exporters", "tracer_provider", "tracing_from"]
 
+log = logging.getLogger("pipeline_state_service")
+
 DEFAULT_SERVICE_NAME = "pipeline-state"
 EXPORTERS = ("otlp", "console")
 """The values of ``OTEL_TRACES_EXPORTER`` that ``serve`` understands (besides ``none``)."""
@@ -42,8 +45,12 @@ _OTLP_PROTOCOLS = ("http/protobuf", "")
 def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     """The span exporters ``env`` asks for (empty: leave tracing off); raises
     :class:`~pipeline_state_service.settings.SettingsError` for a value it cannot honour."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower()
+    if disabled == "true":
         return ()
+    if disabled not in ("", "false"):
+        # The specification's boolean is "true" or not: anything else leaves the SDK on.
+        log.warning("OTEL_SDK_DISABLED=%r is not 'true': tracing stays on as asked otherwise", disabled[:40])
     listed = env.get("OTEL_TRACES_EXPORTER", "").strip()
     if not listed:
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -58,11 +65,12 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
             f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use {', '.join(EXPORTERS)} or none)"
         )
     if "otlp" in names:  # asked for by name or by an endpoint alone: the protocol must be ours
-        protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        if not env.get(variable):
+            variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = env.get(variable, "")
         if protocol.strip() not in _OTLP_PROTOCOLS:
-            raise SettingsError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported, not {protocol!r}"
-            )
+            raise SettingsError(f"{variable}: only http/protobuf is supported, not {protocol!r}")
     return names
 
 
@@ -70,7 +78,7 @@ def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
     """An SDK tracer provider exporting to what ``env`` asks for, or ``None`` (tracing off).
 
     Raises :class:`~pipeline_state_service.settings.SettingsError` when the SDK is missing
-    or refuses a setting (``OTEL_BSP_*``).
+    or refuses a setting (``OTEL_BSP_*``, the span limits ``OTEL_SPAN_*``/``OTEL_ATTRIBUTE_*``).
     """
     names = requested_exporters(env)
     if not names:
@@ -84,8 +92,13 @@ def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
             "OTEL_* asks for traces but opentelemetry-sdk is not installed: "
             "pip install 'pipeline-state[otel]'"
         ) from exc
+    except (ValueError, OverflowError) as exc:  # the SDK reads its limits when first imported
+        raise SettingsError(f"OTEL_* span limits: {' '.join(str(exc).split())[:200]}") from exc
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
-    provider = TracerProvider(resource=resource)
+    try:  # the provider reads OTEL_SPAN_*/OTEL_ATTRIBUTE_* limits itself and refuses bad ones
+        provider = TracerProvider(resource=resource)
+    except (ValueError, OverflowError) as exc:
+        raise SettingsError(f"OTEL_* span limits: {' '.join(str(exc).split())[:200]}") from exc
     for name in names:
         exporter = _exporter(name)
         try:  # the processor reads OTEL_BSP_* itself and refuses values out of its range

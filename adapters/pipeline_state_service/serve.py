@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -31,7 +32,7 @@ from .extensions import resolve_consumer
 from .logs import configure_logging
 from .otel import tracing_from
 from .runner import ServiceRunner
-from .settings import ServeSettings, SettingsError
+from .settings import ServeSettings, SettingsError, unknown_variables
 from .stores import OpenedStore, open_store, shown_url
 from .summary import Summary
 from .tasks import log_tasks
@@ -57,6 +58,12 @@ def serve_main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
+    unknown = unknown_variables(os.environ)
+    if unknown:  # most likely misspelt: each would otherwise be ignored without a word
+        log.warning(
+            "no setting reads %s: misspelt? (pipeline-state serve --help lists the variables)",
+            ", ".join(unknown),
+        )
     try:
         # the SDK and an exporter when the OTEL_* variables ask for traces (see .otel)
         with tracing_from():

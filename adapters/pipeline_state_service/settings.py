@@ -36,7 +36,7 @@ from pipeline_state._intake import DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_MESSAGE_B
 from pipeline_state._profile import DEFAULT_MAX_RESENDS, Profile
 from pipeline_state._retention import DEFAULT_RETENTION, Retention
 from pipeline_state._service import DEFAULT_WAITING_WINDOW_SECONDS
-from pipeline_state._settings import EnvironmentSettings
+from pipeline_state._settings import ENV_PREFIX, EnvironmentSettings
 from pipeline_state.errors import DefinitionError
 from pipeline_state.profiles import load_profile
 from pipeline_state.profiles.huleedu.profile import HULEEDU_DEFAULT_DEADLINE_SECONDS, huleedu_profile
@@ -118,6 +118,8 @@ def _phase_deadlines(value: Any) -> Any:
         phase, sep, seconds = item.partition("=")
         if not sep or not phase.strip():
             raise ValueError(f"expected phase=seconds, got {item!r}")
+        if any(phase.strip() == named for named, _ in pairs):
+            raise ValueError(f"phase {phase.strip()!r} is given twice")
         pairs.append((phase.strip(), _seconds_or_none(seconds)))
     return tuple(pairs)
 
@@ -199,7 +201,9 @@ class Settings(EnvironmentSettings):
         default="auto",
         description="`live` (rich table), `plain` (lines on stdout), `off`; `auto`: live on a terminal",
     )
-    summary_seconds: Seconds = Field(default=10.0, description="period of the plain summary lines")
+    summary_seconds: Seconds = Field(
+        default=10.0, gt=0, description="period of the plain summary lines (more than 0)"
+    )
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
     ] = Field(
@@ -300,6 +304,32 @@ ENVIRONMENT: Mapping[str, str] = {
     variable: meaning for model in SETTINGS_MODELS for variable, meaning in model.variables().items()
 }
 """Every variable ``serve`` reads besides the HTTP adapter's, with its meaning."""
+
+
+OTHER_VARIABLES = frozenset(
+    {
+        "PIPELINE_STATE_API",  # the operator commands' --api, --api-token, --as
+        "PIPELINE_STATE_API_TOKEN",
+        "PIPELINE_STATE_OPERATOR",
+    }
+)
+"""Variables of the operator commands, which ``serve`` does not read but may share an
+environment with."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``PIPELINE_STATE_*`` names of ``environ`` that no setting reads (a misspelt one
+    is otherwise ignored without a word): ``serve``'s, the HTTP adapter's (and their token
+    ``_FILE`` forms) and the operator commands'; ``PIPELINE_STATE_TEST_*`` (the test suite's)
+    are left out."""
+    from pipeline_state_http.settings import Settings as HttpEnvSettings
+
+    known = set(ENVIRONMENT) | set(HttpEnvSettings.variables()) | OTHER_VARIABLES
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(f"{ENV_PREFIX}TEST_")
+    )
 
 
 _LOADED: dict[str, Profile] = {}

@@ -47,6 +47,10 @@ class OpenedStore:
         return shown_url(self.url)
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "passfile", "sslpassword", "sslkey"})
+"""Query parameters of a store URL that may hold a secret (asyncpg reads a password there)."""
+
+
 def shown_url(url: str) -> str:
     """``url`` as logs and error messages may show it: a password it holds is ``***``. A URL
     that does not parse is shown as its scheme only (whatever follows may be a secret)."""
@@ -54,7 +58,9 @@ def shown_url(url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        secret = {k: "***" for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS}
+        return parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         scheme, found, _ = url.partition("://")
         return f"{scheme}://..." if found else "(not a URL)"

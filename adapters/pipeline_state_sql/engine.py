@@ -81,8 +81,10 @@ def check_store_url(url: str | URL, *, schema: str | None = None) -> URL:
     expected = f"expected {' or '.join(_BACKENDS.values())}"
     try:
         parsed = make_url(url.strip() if isinstance(url, str) else url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise SqlSettingsError(f"the store URL is not a database URL: {expected}") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise SqlSettingsError(f"the store URL's port must be from 1 to 65535, got {parsed.port}")
     backend = parsed.get_backend_name()
     if backend not in _BACKENDS:
         raise SqlSettingsError(f"the store URL names the database {backend!r}: {expected}")

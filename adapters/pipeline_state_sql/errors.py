@@ -79,7 +79,8 @@ def translate(error: BaseException, *, batch_id: str | None = None) -> StoreErro
     if _rejected(error, state):
         return RejectedDataError(_reason(error), batch_id=batch_id)
     if isinstance(error, OSError | TimeoutError):
-        return StoreUnavailableError(f"the database cannot be reached{where}: {error}")
+        reason = str(error) or type(error).__name__  # a bare TimeoutError says nothing
+        return StoreUnavailableError(f"the database cannot be reached{where}: {reason}")
     if isinstance(error, sa_exc.DBAPIError) and _unavailable(error):
         return StoreUnavailableError(f"the database is unavailable{where}: {_first_line(error)}")
     if isinstance(error, sa_exc.TimeoutError | sa_exc.DisconnectionError):

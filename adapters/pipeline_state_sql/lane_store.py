@@ -123,11 +123,25 @@ class LaneStore:
             await self._write_one(sql_outbox.mark_published, row_ids, now)
 
     async def mark_failed(
-        self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
+        self,
+        row_id: int,
+        error: str,
+        now: datetime,
+        *,
+        retry_at: datetime,
+        park: bool,
+        leased_until: datetime | None = None,
     ) -> None:
         with translated():
             await self._write_one(
-                sql_outbox.mark_failed, row_id, error, now, retry_at=retry_at, park=park, owner=self.owner
+                sql_outbox.mark_failed,
+                row_id,
+                error,
+                now,
+                retry_at=retry_at,
+                park=park,
+                owner=self.owner,
+                leased_until=leased_until,
             )
 
     async def pending_count(self) -> int:

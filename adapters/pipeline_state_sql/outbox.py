@@ -216,6 +216,9 @@ _FAILED = (
 )
 
 
+_FAILED_UNDER_LEASE = _FAILED.where(OUTBOX.c.claimed_until == bindparam("leased_until", type_=UtcDateTime()))
+
+
 @attrs.define
 class OutboxLease:
     """How a unit of work writes its outbox rows for the relay of its own process (see the
@@ -368,13 +371,25 @@ def mark_published(conn: Connection, row_ids: Sequence[int], now: datetime) -> N
 
 
 def mark_failed(
-    conn: Connection, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool, owner: str
+    conn: Connection,
+    row_id: int,
+    error: str,
+    now: datetime,
+    *,
+    retry_at: datetime,
+    park: bool,
+    owner: str,
+    leased_until: datetime | None = None,
 ) -> None:
     """Count a failed attempt, keep the error, release the claim; due again at ``retry_at``.
-    Only while ``owner`` holds the row's claim: a failure that comes back after another
-    relay claimed the row (the lease ended) changes nothing."""
+    Only while ``owner`` holds the row's claim (with ``leased_until``, the very lease the
+    failing relay was handed): a failure that comes back after another relay claimed the
+    row changes nothing."""
     params = {"row_id": row_id, "error": error, "park": park, "retry_at": retry_at, "owner": owner}
-    conn.execute(_FAILED, params)
+    if leased_until is None:
+        conn.execute(_FAILED, params)
+    else:
+        conn.execute(_FAILED_UNDER_LEASE, params | {"leased_until": leased_until})
 
 
 def count_pending(conn: Connection) -> int:

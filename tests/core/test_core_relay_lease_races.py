@@ -24,6 +24,7 @@ import pytest
 
 from pipeline_state import InMemoryStore, ManualClock, OutboxRelay, PipelineService
 from pipeline_state._commands import Command, RepublishOutbox
+from pipeline_state.errors import PublishError
 from pipeline_state.ports import Change, OutboxMessage
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import T0, message
@@ -202,3 +203,32 @@ async def test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds
     b_gate.set()
     await b
     assert [r.message.event_id for r in stolen] == [], "claimed while another relay's lease is held"
+
+
+class _OutlastsTheLease:
+    """A transport whose every send outlasts the lease, then fails."""
+
+    def __init__(self, clock: ManualClock, seconds: float) -> None:
+        self.clock, self.seconds, self.calls = clock, seconds, 0
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+        self.calls += 1
+        self.clock.advance(self.seconds)
+        raise PublishError("timed out")
+
+
+async def test_a_row_whose_every_publish_outlasts_the_lease_still_parks() -> None:
+    """Nobody else claimed the row: each failure is counted under the lease the relay held,
+    though it ended, so the row backs off and parks after ``max_attempts``. Was a defect
+    (of this session's lease check, found by a review): such a failure was not recorded, so
+    the row was tried again at once for ever and held its key back."""
+    store, clock = InMemoryStore(lease_seconds=5), ManualClock(T0)
+    await store.commit(Change("w", None, None, T0, outbox=(message("e1", "k"),)))
+    transport = _OutlastsTheLease(clock, 6)
+    relay = OutboxRelay(store, transport, clock, max_attempts=3)
+    for _ in range(10):
+        await relay.run_once()
+        clock.advance(120)  # past any back-off
+    [parked] = await store.parked()
+    assert parked.attempts == 3
+    assert transport.calls == 3

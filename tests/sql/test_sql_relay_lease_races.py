@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures
 import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from pipeline_state_sql import SqlStore
 from sqlalchemy.engine import make_url
 
 from pipeline_state import ManualClock, OutboxRelay, PipelineService
-from pipeline_state.errors import StoreError
+from pipeline_state.errors import PublishError, StoreError
 from pipeline_state.ports import Change, OutboxMessage, TransitionRecord
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from pipeline_state.testing import T0, message
@@ -384,3 +384,30 @@ async def test_a_handed_row_after_one_whose_lease_ended_waits_for_it(make_store:
     await b.drain()
     assert [m.event_id for m in pb.sent] == ["e1", "e2"]
     assert await sa.pending_count() == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_row_whose_every_publish_outlasts_the_lease_still_parks(make_store: StoreMaker) -> None:
+    """As on the memory store (tests/core/test_core_relay_lease_races.py): the failure counts
+    under the lease the relay held (``claimed_until``), so the row parks after
+    ``max_attempts``, while a failure under a lease another relay took since changes nothing
+    (``test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds``)."""
+    clock = ManualClock(T0)
+    store = await make_store()
+    await store.commit(Change("w", None, None, T0, outbox=(message("e1", "k"),)))
+    calls = 0
+
+    class OutlastsTheLease:
+        async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+            nonlocal calls
+            calls += 1
+            clock.advance(31)
+            raise PublishError("timed out")
+
+    relay = OutboxRelay(store, OutlastsTheLease(), clock, max_attempts=3)
+    for _ in range(10):
+        await relay.run_once()
+        clock.advance(120)
+    [parked] = await store.parked()
+    assert parked.attempts == 3
+    assert calls == 3

@@ -81,7 +81,8 @@ def test_sql_settings_read_os_environ_by_default(monkeypatch: pytest.MonkeyPatch
     [
         ("PIPELINE_STATE_STORE_UPGRADE", "maybe", "expected a boolean, got 'maybe'"),
         ("PIPELINE_STATE_SQLITE_SYNCHRONOUS", "fast", "'OFF', 'NORMAL', 'FULL' or 'EXTRA'"),
-        ("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "-1", "greater than 0"),
+        ("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "-1", "greater than or equal to 1"),
+        ("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "0.5", "greater than or equal to 1"),
         ("PIPELINE_STATE_OUTBOX_LEASE_SECONDS", "soon", "got 'soon'"),
     ],
 )

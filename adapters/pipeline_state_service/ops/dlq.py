@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 from typing import Any
 
 import attrs
@@ -103,6 +104,19 @@ async def reinject(args: argparse.Namespace) -> int:
     in_range("--timeout", args.timeout, 0.001, MAX_TIMEOUT_SECONDS)
     if not args.kafka:
         raise OperatorError(ExitCode.USAGE, "--kafka is required (or set $PIPELINE_STATE_KAFKA)")
+    from pipeline_state_kafka.errors import KafkaSettingsError
+    from pipeline_state_kafka.settings import TOPIC_PREFIX_PATTERN, check_bootstrap
+
+    try:
+        check_bootstrap(args.kafka, "--kafka (or $PIPELINE_STATE_KAFKA)")
+    except KafkaSettingsError as exc:
+        raise OperatorError(ExitCode.USAGE, str(exc)) from None
+    if len(args.topic_prefix) > 100 or not re.fullmatch(TOPIC_PREFIX_PATTERN, args.topic_prefix):
+        raise OperatorError(
+            ExitCode.USAGE,
+            f"--topic-prefix {args.topic_prefix[:100]!r}: the characters of a Kafka topic name "
+            "(ASCII letters, digits, '.', '_', '-'), at most 100, as serve takes it",
+        )
     actor = operator_name(args.actor)
     settings = deployment(args)
     name = _dlq_name(args, settings.profile)
