@@ -8,8 +8,7 @@ batch's :class:`~pipeline_state.profiles.huleedu.results.model.BatchResults` by 
 so :func:`project` gives the same read model for the same facts in any order, as long as a
 batch holds at most :data:`MAX_UNDISPATCHED_OUTCOMES` outcomes of phases whose dispatch it
 has not seen (past that bound the earliest are kept, and which those are can depend on the
-order: an outcome dropped before its dispatch came is not kept after it). An outcome of a
-phase the profile does not have is never shown and is not kept.
+order: an outcome dropped before its dispatch came is not kept after it).
 
 The other functions derive what a unit of work writes besides the batch: the runs whose
 results are due to be announced, the class summary deltas and the cache keys to invalidate.
@@ -72,8 +71,6 @@ DISPATCH_TOPICS: Mapping[str, tuple[str, CommandSpec]] = MappingProxyType(
     {spec.topic: (phase, spec) for phase, spec in HULEEDU_PHASE_COMMANDS.items()}
 )
 """The topic of each phase command of the HuleEdu profile: the phase and its command."""
-
-_PHASES = frozenset(phase for phase, _ in DISPATCH_TOPICS.values())
 
 CONSUMED_TOPICS: tuple[str, ...] = (
     Topic.PHASE_OUTCOME.value,
@@ -170,19 +167,14 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
             body = PhasePruned(payload.correlation_id, payload.phase_name, at, event_id)
     elif topic == Topic.PHASE_OUTCOME.value and isinstance(payload, ELSBatchPhaseOutcomeV1):
         batch_id = payload.batch_id
-        # A phase of no command is never dispatched: its outcome is never shown, nor kept.
-        body = (
-            None
-            if payload.phase_name not in _PHASES
-            else PhaseOutcome(
-                correlation_id=str(payload.correlation_id),
-                phase=payload.phase_name,
-                status=OUTCOME_STATUS[payload.phase_status],
-                successful=len(payload.processed_essays),
-                failed=len(payload.failed_essay_ids),
-                observed_at=at,
-                event_id=event_id,
-            )
+        body = PhaseOutcome(
+            correlation_id=str(payload.correlation_id),
+            phase=payload.phase_name,
+            status=OUTCOME_STATUS[payload.phase_status],
+            successful=len(payload.processed_essays),
+            failed=len(payload.failed_essay_ids),
+            observed_at=at,
+            event_id=event_id,
         )
     elif topic == Topic.PIPELINE_COMPLETED.value and isinstance(payload, BatchPipelineCompletedV1):
         batch_id = payload.batch_id
