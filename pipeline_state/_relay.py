@@ -39,9 +39,12 @@ is released), so no row overtakes an older one of its key.
 relay's ``lease_seconds`` from the claim or the hand-off): after that another relay may
 claim and publish it. So a pass does not publish a row whose lease has ended (a publish
 that hung past the lease kept it waiting): it leaves it, and the newer handed-off rows of
-its key, to the claim; and a failure that comes back after the lease ended is not recorded
-(the row may be another relay's by then: its attempts, back-off and lease are not this
-relay's to change).
+its key, to the claim. A failure is recorded under the lease the relay held: an outbox
+whose ``mark_failed`` takes ``leased_until`` (the shipped stores) counts it only while the
+row is still held under that lease, ended or not (once another relay claimed it, its
+attempts, back-off and lease are not this relay's to change; while nobody did, a row whose
+every publish outlasts the lease still backs off and parks); with another outbox, the relay
+records no failure once the lease has ended.
 
 **Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
 may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one

@@ -61,7 +61,7 @@ def serve_main(args: argparse.Namespace) -> int:
     unknown = unknown_variables(os.environ)
     if unknown:  # most likely misspelt: each would otherwise be ignored without a word
         log.warning(
-            "no setting reads %s: misspelt? (pipeline-state serve --help lists the variables)",
+            "no setting reads %s: misspelt? (docs/operations.md and the READMEs list the variables)",
             ", ".join(unknown),
         )
     try:

@@ -182,7 +182,7 @@ async def test_a_late_failure_on_a_row_another_relay_published_does_not_crash_th
     assert await store.pending_count() == 0
 
 
-async def test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds() -> None:
+async def test_a_late_failure_leaves_the_lease_of_a_row_another_relay_holds() -> None:
     """Relay A's publish hangs past its lease; relay B claims the row (a fresh lease) and is
     publishing it; A's publish then fails and A's ``mark_failed`` drops B's lease: once A's
     short back-off passes, a claim takes the row again while B's lease still runs."""

@@ -112,7 +112,7 @@ async def log_rows(service: PipelineService, batch_id: str) -> list[Any]:
 
 # =============================================================================== defects
 @pytest.mark.parametrize("route", ["cancel", "retry-phase"])
-async def test_replayed_cancel_or_retry_echoes_another_correlation_header(
+async def test_replayed_cancel_or_retry_echoes_the_first_correlation_header(
     backend: tuple[str, str | None], tmp_path: Path, route: str
 ) -> None:
     """A keyed cancel / retry-phase replayed with another X-Correlation-ID answers the first
@@ -205,7 +205,7 @@ async def test_a_request_under_an_earlier_runs_correlation_id_is_denied(
 
 
 @pytest.mark.parametrize("what", ["completion", "cancel"])
-async def test_replay_after_a_long_log_loses_the_first_answer(tmp_path: Path, what: str) -> None:
+async def test_replay_after_a_long_log_keeps_the_first_answer(tmp_path: Path, what: str) -> None:
     """The replay answer is rebuilt from the transition log, but the SQL store's
     ``transitions()`` returns only the *oldest* 10,000 rows of the batch (store.py, limit
     10_000, ``ORDER BY id``). On a batch with a long log (rows inserted here stand for

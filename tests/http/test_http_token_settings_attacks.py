@@ -26,7 +26,7 @@ GOOD = {
 @pytest.mark.parametrize(
     "token", ["s3cret tok", "s3cret\ntok", "s3cretT\u00f6k"], ids=["space", "newline", "non-ascii"]
 )
-def test_a_token_a_header_cannot_carry_is_refused_without_naming_its_variable(token: str) -> None:
+def test_a_token_a_header_cannot_carry_is_refused_naming_its_variable(token: str) -> None:
     """A token with an inner space, a line break or a non-ASCII letter is refused (good), but
     the one line ``serve`` prints is "cannot serve HTTP: api_token must be made of the
     characters a bearer token can carry ..." - ``api_token`` is the attribute of
@@ -39,7 +39,7 @@ def test_a_token_a_header_cannot_carry_is_refused_without_naming_its_variable(to
     assert "s3cret" not in str(refused.value)
 
 
-def test_a_token_file_holding_two_lines_is_refused_without_naming_the_file_variable(
+def test_a_token_file_holding_two_lines_is_refused_naming_the_file_variable(
     tmp_path: Path,
 ) -> None:
     """A mounted secret file with two lines (``tokA\\ntokB\\n``: one trailing newline is

@@ -45,7 +45,7 @@ def _from_env(**env: str) -> ServeSettings:
 # -- the bootstrap list ---------------------------------------------------------------------
 
 
-def test_a_bootstrap_entry_after_the_first_with_a_bad_port_is_a_traceback(tmp_path: Path) -> None:
+def test_a_bootstrap_entry_after_the_first_with_a_bad_port_is_refused_in_one_line(tmp_path: Path) -> None:
     """``--kafka 127.0.0.1:1,127.0.0.1:notaport``: only the first entry is checked
     (pipeline_state_service/settings.py:450, ``parse_host_port(bootstrap.split(",")[0])``),
     so the second reaches aiokafka / ``tcp_probe`` (relay_runner.py:244, ``int(port)``).
@@ -66,7 +66,7 @@ def test_a_bootstrap_entry_after_the_first_with_a_bad_port_is_a_traceback(tmp_pa
     ],
     ids=["port-99999", "empty-entry", "scheme", "credentials"],
 )
-def test_a_bootstrap_list_that_is_not_host_port_pairs_is_accepted(bootstrap: str) -> None:
+def test_a_bootstrap_list_that_is_not_host_port_pairs_is_refused(bootstrap: str) -> None:
     """Each of these is accepted by ``ServeSettings.from_args`` and fails only when the
     broker is dialled (status 1, "Unable to bootstrap"), and the credentials one prints the
     password in that error line and in the "starting kafka=..." log line. Expected: refused
@@ -95,7 +95,7 @@ def test_a_bootstrap_list_that_is_not_host_port_pairs_is_accepted(bootstrap: str
         ("PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY", BIG),  # lanes(): [[] for _ in range(n)] per fetch
     ],
 )
-def test_kafka_numbers_beyond_what_the_client_can_use_are_accepted(variable: str, value: str) -> None:
+def test_kafka_numbers_beyond_what_the_client_can_use_are_refused(variable: str, value: str) -> None:
     """The Kafka adapter's integer settings have a lower bound and no upper one
     (pipeline_state_kafka/settings.py:84-137; ``topic_partitions`` and
     ``replication_factor`` have one). Against a real broker (tried by hand with the test
@@ -113,7 +113,7 @@ def test_kafka_numbers_beyond_what_the_client_can_use_are_accepted(variable: str
     assert variable in str(refused.value)
 
 
-def test_a_huge_producer_linger_is_a_traceback(tmp_path: Path) -> None:
+def test_a_huge_producer_linger_is_refused(tmp_path: Path) -> None:
     """``PIPELINE_STATE_KAFKA_LINGER_MS=10**400`` (a value with an accidental unit suffix of
     zeros): accepted by the settings, then ``AIOKafkaProducer`` computes ``linger_ms / 1000``
     and raises ``OverflowError``, which ``serve`` (serve.py:124 catches KafkaError, OSError,
@@ -127,7 +127,7 @@ def test_a_huge_producer_linger_is_a_traceback(tmp_path: Path) -> None:
 # -- service settings ---------------------------------------------------------------------
 
 
-def test_a_zero_summary_period_floods_stdout(tmp_path: Path) -> None:
+def test_a_zero_summary_period_is_refused(tmp_path: Path) -> None:
     """``PIPELINE_STATE_SUMMARY=plain PIPELINE_STATE_SUMMARY_SECONDS=0`` is accepted
     (settings.py:202, ``Seconds`` is ``ge=0``; for the sweeper and the purge ``0`` means
     "off", for the summary it is not documented) and ``Summary.run_plain``
@@ -149,7 +149,7 @@ def test_a_zero_summary_period_floods_stdout(tmp_path: Path) -> None:
     assert refused or len(lines) <= 3, f"{len(lines)} summary lines in one start-up"
 
 
-def test_a_phase_named_twice_in_phase_deadlines_is_accepted() -> None:
+def test_a_phase_named_twice_in_phase_deadlines_is_refused() -> None:
     """``PIPELINE_STATE_PHASE_DEADLINES=nlp=5,nlp=none`` says two contradictory things about
     one phase; ``_phase_deadlines`` (settings.py:112-122) keeps both pairs and
     ``dict(...)`` in ``ServeSettings.profile`` silently keeps the last: nlp gets no deadline.
@@ -159,7 +159,7 @@ def test_a_phase_named_twice_in_phase_deadlines_is_accepted() -> None:
     assert "PIPELINE_STATE_PHASE_DEADLINES" in str(refused.value)
 
 
-def test_a_misspelt_variable_is_silently_ignored(tmp_path: Path) -> None:
+def test_a_misspelt_variable_is_named_in_a_warning(tmp_path: Path) -> None:
     """``PIPELINE_STATE_RELAY_MAX_ATTEMPT=3`` (``..._ATTEMPTS`` meant): every settings model
     is ``extra="ignore"`` (pipeline_state/_settings.py:64) and ``serve_main`` never looks at
     the variables no model reads, so the operator's setting is dropped without a word and
@@ -183,7 +183,7 @@ def test_a_misspelt_variable_is_silently_ignored(tmp_path: Path) -> None:
         ("OTEL_SPAN_EVENT_COUNT_LIMIT", "1e400"),
     ],
 )
-def test_a_span_limit_the_sdk_refuses_is_a_traceback(
+def test_a_span_limit_the_sdk_refuses_is_a_settings_error(
     variable: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With traces on, an ``OTEL_*_LIMIT`` value the SDK refuses raises ``ValueError`` from
@@ -204,9 +204,7 @@ def test_a_span_limit_the_sdk_refuses_is_a_traceback(
 
 
 @pytest.mark.parametrize("value", ["1", "yes", "on"])
-def test_otel_sdk_disabled_with_a_flag_word_is_silently_ignored(
-    value: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_otel_sdk_disabled_with_a_flag_word_warns(value: str, caplog: pytest.LogCaptureFixture) -> None:
     """``OTEL_SDK_DISABLED=1`` (the project's own flags take ``1``/``yes``/``on``): only
     ``true`` counts (otel.py:45), so tracing is turned on, with nothing said. The
     OpenTelemetry specification has values other than ``true``/``false`` mean false *with a
@@ -222,7 +220,7 @@ def test_otel_sdk_disabled_with_a_flag_word_is_silently_ignored(
     assert "OTEL_SDK_DISABLED" in refused or names == () or "OTEL_SDK_DISABLED" in caplog.text
 
 
-def test_the_traces_protocol_error_names_another_variable() -> None:
+def test_the_traces_protocol_error_names_the_variable_set() -> None:
     """``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc`` is refused (good), but the one line says
     ``OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is supported`` (otel.py:62-65), a
     variable the operator did not set. Expected: the line names the variable that holds the

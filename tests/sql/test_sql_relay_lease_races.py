@@ -274,7 +274,7 @@ async def test_rows_committed_to_a_stopped_or_full_relay_are_not_lost(make_store
 
 
 @pytest.mark.timeout(60)
-async def test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds(
+async def test_a_late_failure_leaves_the_lease_of_a_row_another_relay_holds(
     make_store: StoreMaker,
 ) -> None:
     """A's publish hangs past its lease; B claims the row (fresh lease) and is publishing it;
@@ -301,7 +301,7 @@ async def test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds
 
 
 @pytest.mark.timeout(60)
-async def test_a_late_park_marks_a_row_another_relay_published_as_parked(
+async def test_a_late_park_leaves_a_row_another_relay_published_unparked(
     make_store: StoreMaker,
 ) -> None:
     """A (``max_attempts=1``) hangs past its lease; B claims and publishes the row; A's
@@ -391,7 +391,7 @@ async def test_a_row_whose_every_publish_outlasts_the_lease_still_parks(make_sto
     """As on the memory store (tests/core/test_core_relay_lease_races.py): the failure counts
     under the lease the relay held (``claimed_until``), so the row parks after
     ``max_attempts``, while a failure under a lease another relay took since changes nothing
-    (``test_a_late_failure_mark_takes_the_lease_off_a_row_another_relay_holds``)."""
+    (``test_a_late_failure_leaves_the_lease_of_a_row_another_relay_holds``)."""
     clock = ManualClock(T0)
     store = await make_store()
     await store.commit(Change("w", None, None, T0, outbox=(message("e1", "k"),)))

@@ -58,7 +58,7 @@ def _cli(cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
 # -- store URLs -------------------------------------------------------------------------------
 
 
-def test_a_store_url_whose_port_is_not_a_number_is_a_traceback(tmp_path: Path) -> None:
+def test_a_store_url_whose_port_is_not_a_number_is_refused(tmp_path: Path) -> None:
     """``--store postgresql+asyncpg://u:PW@h:notaport/db``: SQLAlchemy's ``make_url`` raises
     ``ValueError`` (not ``ArgumentError``) for the port, and ``check_store_url``
     (pipeline_state_sql/engine.py:82-85) only catches ``ArgumentError``, so ``serve`` ends in a
@@ -73,7 +73,7 @@ def test_a_store_url_whose_port_is_not_a_number_is_a_traceback(tmp_path: Path) -
     assert SECRET not in result.stderr
 
 
-def test_a_store_url_with_a_port_out_of_range_is_a_traceback(tmp_path: Path) -> None:
+def test_a_store_url_with_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     """``--store postgresql+asyncpg://u:PW@127.0.0.1:99999/db`` is accepted by
     ``check_store_url`` (engine.py:76-103 never looks at the port); opening it raises
     ``OverflowError: connect(): port must be 0-65535`` from the socket, which is neither an
@@ -90,7 +90,7 @@ def test_a_store_url_with_a_port_out_of_range_is_a_traceback(tmp_path: Path) -> 
     assert SECRET not in ops.stderr
 
 
-def test_a_password_given_as_a_query_parameter_is_logged(tmp_path: Path) -> None:
+def test_a_password_given_as_a_query_parameter_is_hidden(tmp_path: Path) -> None:
     """asyncpg takes the password from the URL's query too
     (``postgresql+asyncpg://u@host/db?password=PW``); ``shown_url``
     (pipeline_state_service/stores.py:57, ``render_as_string(hide_password=True)``) only
@@ -105,7 +105,7 @@ def test_a_password_given_as_a_query_parameter_is_logged(tmp_path: Path) -> None
     assert SECRET not in result.stderr + result.stdout
 
 
-def test_a_database_that_never_answers_is_reported_with_an_empty_reason() -> None:
+def test_a_database_that_never_answers_is_reported_with_a_reason() -> None:
     """A store URL pointing at a port that accepts connections and never answers: ``serve``
     gives up after asyncpg's 60 s connect timeout (held: bounded, status 1), but its one line
     is "cannot open the store postgresql+asyncpg://u:***@127.0.0.1:PORT/db: the database cannot
@@ -140,7 +140,7 @@ async def _published_with_lease(tmp_path: Path, lease: float) -> int:
         await store.close()
 
 
-def test_an_outbox_lease_shorter_than_a_publish_publishes_nothing(tmp_path: Path) -> None:
+def test_an_outbox_lease_shorter_than_a_second_is_refused(tmp_path: Path) -> None:
     """``PIPELINE_STATE_OUTBOX_LEASE_SECONDS=0.0001`` is accepted (pipeline_state_sql/settings.py:57,
     ``gt=0``) and passed to the relay (``ServeSettings.outbox_lease_seconds``), but every row's
     lease has ended before the pass that would publish it, and the relay does not publish a
@@ -176,7 +176,7 @@ def test_an_outbox_lease_shorter_than_a_publish_publishes_nothing(tmp_path: Path
     ],
     ids=["parked", "stalled", "show"],
 )
-def test_a_400_digit_limit_is_a_traceback(tmp_path: Path, argv: tuple[str, ...]) -> None:
+def test_a_400_digit_limit_is_one_line(tmp_path: Path, argv: tuple[str, ...]) -> None:
     """``--limit`` / ``--log-limit`` with a 400-digit number: ``in_range``
     (pipeline_state_service/ops/exits.py:123) calls ``math.isfinite(value)`` first, which
     raises ``OverflowError: int too large to convert to float`` for such an int, so the
@@ -199,7 +199,7 @@ def _make_store(path: Path) -> str:
     return url
 
 
-def test_dlq_reinject_with_a_bad_second_bootstrap_entry_is_a_traceback(tmp_path: Path) -> None:
+def test_dlq_reinject_with_a_bad_second_bootstrap_entry_is_refused(tmp_path: Path) -> None:
     """``dlq reinject --kafka 127.0.0.1:1,127.0.0.1:notaport``: the command checks only that
     ``--kafka`` is set (ops/dlq.py:104) and hands the text to aiokafka, whose host parsing
     raises ``ValueError`` (a 40-line traceback, status 1). Expected: exit 2, one line."""
@@ -219,7 +219,7 @@ def test_dlq_reinject_with_a_bad_second_bootstrap_entry_is_a_traceback(tmp_path:
     assert_clean_failure(result, (2,))
 
 
-def test_dlq_reinject_takes_a_topic_prefix_serve_refuses(tmp_path: Path) -> None:
+def test_dlq_reinject_refuses_a_topic_prefix_serve_refuses(tmp_path: Path) -> None:
     """``dlq reinject --topic-prefix 'bad prefix!'``: ``serve`` refuses this prefix
     (``PIPELINE_STATE_TOPIC_PREFIX`` must be Kafka topic characters), the command takes it
     and goes to the broker (exit 4 "Unable to bootstrap" here; against a broker, a topic no
