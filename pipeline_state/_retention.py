@@ -25,7 +25,6 @@ implements :class:`~pipeline_state.ports.PurgingStore`, in bounded rounds.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,7 +50,7 @@ def _seconds(name: str) -> Callable[[Any, Any, Any], None]:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"retention {name} must be a number of seconds or None, got {value!r}")
-        if not 0 < value <= MAX_DEADLINE_SECONDS or (isinstance(value, float) and not math.isfinite(value)):
+        if not 0 < value <= MAX_DEADLINE_SECONDS:  # false for NaN and the infinities; no overflow
             raise ValueError(
                 f"retention {name} must be more than 0 and at most {MAX_DEADLINE_SECONDS} seconds"
                 f" (ten years), or None to keep for ever; got {value!r}"

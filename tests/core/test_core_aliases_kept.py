@@ -45,6 +45,23 @@ async def _ready_batch(
     return service, relay, bus, clock, ids
 
 
+async def _purge_and_start_a_run(
+    store: Store,
+    service: PipelineService,
+    relay: OutboxRelay,
+    bus: InMemoryBus,
+    clock: ManualClock,
+    env: HuleEduEnvelopes,
+) -> int:
+    """31 days on, the inbox purged, a new run started: the completions published so far."""
+    clock.advance(31 * DAY)
+    await purge_expired(store, Retention(), clock.now())
+    request = env.request("b1", "nlp", correlation_id=str(uuid.uuid4()))
+    assert (await service.handle_message(*request)).label == "applied"
+    await relay.drain()
+    return len(bus.messages(Topic.PIPELINE_COMPLETED.value))
+
+
 async def an_old_mismatched_outcome_redelivered_after_purge_is_stale(
     store: Store, runs: int = ALIASES_KEPT + 1
 ) -> None:
@@ -66,14 +83,7 @@ async def an_old_mismatched_outcome_redelivered_after_purge_is_stale(
         await relay.drain()
         clock.advance(60)
     assert first is not None
-    clock.advance(31 * DAY)
-    await purge_expired(store, Retention(), clock.now())
-    current = str(uuid.uuid4())
-    assert (
-        await service.handle_message(*env.request("b1", "nlp", correlation_id=current))
-    ).label == "applied"
-    await relay.drain()
-    completions = len(bus.messages(Topic.PIPELINE_COMPLETED.value))
+    completions = await _purge_and_start_a_run(store, service, relay, bus, clock, env)
 
     again = await service.handle_message(*first)
 
@@ -110,14 +120,7 @@ async def an_old_report_redelivered_after_purge_is_already_handled(
         assert (await service.get_batch("b1")).active_run is None
         await relay.drain()
         clock.advance(60)
-    clock.advance(31 * DAY)
-    await purge_expired(store, Retention(), clock.now())
-    current = str(uuid.uuid4())
-    assert (
-        await service.handle_message(*env.request("b1", "nlp", correlation_id=current))
-    ).label == "applied"
-    await relay.drain()
-    completions = len(bus.messages(Topic.PIPELINE_COMPLETED.value))
+    completions = await _purge_and_start_a_run(store, service, relay, bus, clock, env)
 
     again = await service.execute(
         RecordPhaseCompletion("b1", "spellcheck", success=False),

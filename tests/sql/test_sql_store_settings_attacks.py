@@ -199,23 +199,28 @@ def _make_store(path: Path) -> str:
     return url
 
 
-def test_dlq_reinject_with_a_bad_second_bootstrap_entry_is_refused(tmp_path: Path) -> None:
-    """``dlq reinject --kafka 127.0.0.1:1,127.0.0.1:notaport``: the command checks only that
-    ``--kafka`` is set (ops/dlq.py:104) and hands the text to aiokafka, whose host parsing
-    raises ``ValueError`` (a 40-line traceback, status 1). Expected: exit 2, one line."""
+def _reinject(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``dlq reinject`` of the outcome topic on a new SQLite store, with ``options``."""
     url = _make_store(tmp_path / "s.db")
-    result = _cli(
+    topic = "huleedu.els.batch.phase.outcome.v1"
+    return _cli(
         tmp_path,
         "dlq",
         "reinject",
         "--topic",
-        "huleedu.els.batch.phase.outcome.v1",
-        "--kafka",
-        "127.0.0.1:1,127.0.0.1:notaport",
+        topic,
+        *options,
         "--store",
         url,
         PIPELINE_STATE_KAFKA_STARTUP_TIMEOUT_SECONDS="0.5",
     )
+
+
+def test_dlq_reinject_with_a_bad_second_bootstrap_entry_is_refused(tmp_path: Path) -> None:
+    """``dlq reinject --kafka 127.0.0.1:1,127.0.0.1:notaport``: the command checks only that
+    ``--kafka`` is set (ops/dlq.py:104) and hands the text to aiokafka, whose host parsing
+    raises ``ValueError`` (a 40-line traceback, status 1). Expected: exit 2, one line."""
+    result = _reinject(tmp_path, "--kafka", "127.0.0.1:1,127.0.0.1:notaport")
     assert_clean_failure(result, (2,))
 
 
@@ -224,21 +229,7 @@ def test_dlq_reinject_refuses_a_topic_prefix_serve_refuses(tmp_path: Path) -> No
     (``PIPELINE_STATE_TOPIC_PREFIX`` must be Kafka topic characters), the command takes it
     and goes to the broker (exit 4 "Unable to bootstrap" here; against a broker, a topic no
     serve ever wrote). Expected: exit 2 naming ``--topic-prefix``."""
-    url = _make_store(tmp_path / "s.db")
-    result = _cli(
-        tmp_path,
-        "dlq",
-        "reinject",
-        "--topic",
-        "huleedu.els.batch.phase.outcome.v1",
-        "--kafka",
-        "127.0.0.1:1",
-        "--topic-prefix",
-        "bad prefix!",
-        "--store",
-        url,
-        PIPELINE_STATE_KAFKA_STARTUP_TIMEOUT_SECONDS="0.5",
-    )
+    result = _reinject(tmp_path, "--kafka", "127.0.0.1:1", "--topic-prefix", "bad prefix!")
     assert_clean_failure(result, (2,))
     assert "--topic-prefix" in result.stderr
 
