@@ -3,7 +3,8 @@
 :func:`create_engine` wraps :func:`sqlalchemy.ext.asyncio.create_async_engine`:
 
 * **SQLite** (``sqlite+aiosqlite:///path.db``): WAL journal, ``synchronous`` (``FULL`` by
-  default: a committed unit of work survives a power cut) and a busy timeout. The driver
+  default: a committed unit of work survives a power cut) and a busy timeout, which the
+  switch to WAL honours too (several processes may open one new file at once). The driver
   opens a transaction with ``BEGIN IMMEDIATE`` right before the first statement that
   writes, so a writer holds the write lock from its first statement (no deadlock from a
   read lock upgraded late) and no round trip is spent on a separate ``BEGIN``; a statement
@@ -23,7 +24,10 @@ row is corrupted instead of failing inside the driver.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
+import time
 from typing import Any, Literal
 
 from sqlalchemy import event
@@ -31,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState, StaticPool
+from sqlalchemy.util import await_
 
 from .codec import EncodedDocument, UnreadableDocument, document_text
 from .driver import lean_creator
@@ -149,6 +154,36 @@ def create_engine(
     return create_async_engine(parsed, **kwargs)
 
 
+_WAL_FIRST_PAUSE = 0.005
+_WAL_LONGEST_PAUSE = 0.1
+
+
+def _switch_to_wal(dbapi_connection: Any, timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``timeout`` seconds for other connections.
+
+    A file still in rollback-journal mode (a new one) is switched under its write lock, taken
+    while the switching connection already reads it; when another connection holds that
+    lock, SQLite refuses at once ("database is locked") instead of calling the busy handler,
+    since waiting could deadlock. So when several processes open one new file at the same
+    moment, all but one used to fail. The switch is tried again after short pauses, spent on
+    the event loop (the connect hook runs inside SQLAlchemy's greenlet), until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    pause = _WAL_FIRST_PAUSE
+    while True:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        finally:
+            cursor.close()
+        await_(asyncio.sleep(pause))
+        pause = min(pause * 2, _WAL_LONGEST_PAUSE)
+
+
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float, synchronous: Synchronous) -> None:
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ValueError(f"unknown synchronous level {synchronous!r}")
@@ -159,7 +194,11 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float, synchronous: 
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+        _switch_to_wal(dbapi_connection, busy_timeout)
+        cursor = dbapi_connection.cursor()
+        try:
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
