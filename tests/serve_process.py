@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-__all__ = ["WORK", "assert_clean_failure", "run_serve", "serve_env"]
+__all__ = ["WORK", "StderrLines", "assert_clean_failure", "run_serve", "serve_env"]
 
 WORK = Path(__file__).resolve().parents[1]
 """The checkout: what the process imports."""
@@ -55,3 +56,34 @@ def assert_clean_failure(result: subprocess.CompletedProcess[str], codes: tuple[
     """The process ended with one of ``codes`` and printed no traceback."""
     assert "Traceback" not in result.stderr, f"a traceback instead of one line:\n{result.stderr[-3000:]}"
     assert result.returncode in codes, (result.returncode, result.stderr[-2000:])
+
+
+class StderrLines:
+    """A child's stderr read on a thread, line by line: a test waits for a line (the child
+    got that far: its signal handlers are in place, say) instead of sleeping for a guessed
+    time, and still has the whole text once the child ended."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None, "start the process with stderr=subprocess.PIPE"
+        self._stream = process.stderr
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, within: float = 60.0) -> bool:
+        """Whether a line containing ``text`` came within ``within`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: any(text in line for line in self._lines), within)
+
+    def text(self, within: float = 10.0) -> str:
+        """Everything read; first waits up to ``within`` seconds for the stream to end."""
+        self._thread.join(within)
+        with self._changed:
+            return "".join(self._lines)

@@ -510,7 +510,7 @@ def ancestors(steps: list[dict[str, Any]], name: str) -> set[str]:
 
 
 @given(random_dags())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_plan_order_is_a_deterministic_topological_order(steps: list[dict[str, Any]]) -> None:
     pipeline = Catalog.from_dict(one_pipeline(*steps)).get("p")
     order = pipeline.step_names
@@ -529,7 +529,7 @@ def test_plan_order_is_a_deterministic_topological_order(steps: list[dict[str, A
 
 
 @given(random_dags())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_dependents_is_the_transitive_closure(steps: list[dict[str, Any]]) -> None:
     pipeline = Catalog.from_dict(one_pipeline(*steps)).get("p")
     order = pipeline.step_names
@@ -543,7 +543,7 @@ def test_dependents_is_the_transitive_closure(steps: list[dict[str, Any]]) -> No
 
 
 @given(random_dags(), st.data())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_pruning_partitions_the_plan(steps: list[dict[str, Any]], data: st.DataObject) -> None:
     pipeline = Catalog.from_dict(one_pipeline(*steps)).get("p")
     completed = data.draw(st.sets(st.sampled_from([s["name"] for s in steps] + ["elsewhere"])))
@@ -567,7 +567,7 @@ def random_cyclic_graphs(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @given(random_cyclic_graphs())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_back_edge_raises_cycle_error_listing_a_real_cycle(steps: list[dict[str, Any]]) -> None:
     with pytest.raises(CatalogError, match="cycle") as excinfo:
         Catalog.from_dict(one_pipeline(*steps))
@@ -680,7 +680,7 @@ def test_to_dict_writes_files_the_loaders_read_back(tmp_path: Path) -> None:
 
 
 @given(random_dags())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_to_dict_round_trips_random_dags(steps: list[dict[str, Any]]) -> None:
     catalog = Catalog.from_dict(one_pipeline(*steps))
     data = catalog.to_dict()
@@ -690,7 +690,7 @@ def test_to_dict_round_trips_random_dags(steps: list[dict[str, Any]]) -> None:
 
 
 @given(catalogs())
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 def test_to_dict_round_trips_generated_catalogs_with_deadlines(catalog: Catalog) -> None:
     again = Catalog.from_dict(catalog.to_dict())
     assert again == catalog

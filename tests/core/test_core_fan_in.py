@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 from core_flow import datas, load_example
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field
 
@@ -287,6 +287,7 @@ def _outputs(draw: st.DrawFn) -> tuple[tuple[str, ...], tuple[tuple[ItemRef, ...
 
 
 @given(_outputs())
+@settings(deadline=None)  # a loaded machine pauses longer than the default 200 ms
 def test_gather_lists_each_dependency_ref_of_every_surviving_item(
     drawn: tuple[tuple[str, ...], tuple[tuple[ItemRef, ...], ...]],
 ) -> None:

@@ -23,6 +23,7 @@ from pipeline_state import (
     PipelineService,
     PipelineStateError,
     StoreUnavailableError,
+    _coalesce,
 )
 from pipeline_state._coalesce import Coalescer
 from pipeline_state.ports import Change
@@ -323,7 +324,12 @@ def test_a_coalescer_refuses_groups_of_fewer_than_two(limit: int) -> None:
         Coalescer(one, many, limit=2, slots=0)
 
 
-async def test_a_lone_queued_item_waits_for_the_unit_in_flight_and_groups_are_spread_evenly() -> None:
+async def test_a_lone_queued_item_waits_for_the_unit_in_flight_and_groups_are_spread_evenly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The queue is looked at while the lone item waits: a process descheduled for the real
+    # 10 ms (a loaded CI machine) would find it gone out already.
+    monkeypatch.setattr(_coalesce, "LONE_WAIT_SECONDS", 30.0)
     gates: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
     alone_seen: list[str] = []
     groups: list[list[str]] = []

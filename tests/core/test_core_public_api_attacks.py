@@ -201,8 +201,9 @@ async def test_register_batch_over_the_item_limit_is_refused_before_any_work() -
     rt = InMemoryRuntime()
     started = time.monotonic()
     with pytest.raises(BadCommandError):
-        await rt.service.execute(RegisterBatch("h1", "o", 1_000_000, None, "ENG5", "en"))
-    assert time.monotonic() - started < 1.0, f"refusal took {time.monotonic() - started:.1f}s"
+        await rt.service.execute(RegisterBatch("h1", "o", 10_000_000, None, "ENG5", "en"))
+    # Constant time: milliseconds; the per-item work took ~25 s (room for a loaded machine).
+    assert time.monotonic() - started < 5.0, f"refusal took {time.monotonic() - started:.1f}s"
 
 
 async def test_phase_outcome_with_unknown_status_gets_a_typed_error(flow: Flow) -> None:

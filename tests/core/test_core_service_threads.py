@@ -54,7 +54,7 @@ def _in_two_threads(
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=15)
+            t.join(timeout=120)  # ~7 s: a switch forced at every list append
     finally:
         threading.setprofile(None)  # type: ignore[arg-type]
     assert not any(t.is_alive() for t in threads)

@@ -15,6 +15,10 @@ from .conftest import API_TOKEN, TOKENS
 from .serving import served, wait_closed
 
 HEADER_TIMEOUT, BODY_TIMEOUT = 1.0, 1.0
+SLACK = 5.0
+"""How long past its timeout a cut-off may come: the server runs in a thread of this process,
+which a loaded machine deschedules (seen at 2.3 s for a 1 s timeout); a connection never
+cut off would drip on for good."""
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +70,16 @@ def test_a_slowly_sent_request_head_is_cut_off(base_url: str) -> None:
         started = time.monotonic()
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         _drip(conn, b"X-Slow: " + b"a" * 100, every=0.2, until=HEADER_TIMEOUT + 1.0)
-        _, received = wait_closed(conn, within=HEADER_TIMEOUT + 2.0)
+        _, received = wait_closed(conn, within=HEADER_TIMEOUT + SLACK)
         elapsed = time.monotonic() - started
-    assert elapsed < HEADER_TIMEOUT + 2.0
+    assert elapsed < HEADER_TIMEOUT + SLACK
     assert received.startswith(b"HTTP/1.1 408 "), received
 
 
 def test_an_idle_connection_without_a_request_is_closed(base_url: str) -> None:
     with _connect(base_url) as conn:
         elapsed, received = wait_closed(conn, within=HEADER_TIMEOUT + 6.0)  # keep-alive is 5 s
-    assert elapsed < HEADER_TIMEOUT + 1.5
+    assert elapsed < HEADER_TIMEOUT + 3.0  # well before the keep-alive's 5 s
     assert received == b""
 
 
@@ -87,8 +91,8 @@ def test_the_head_of_a_second_request_on_a_kept_alive_connection_is_timed_too(ba
         started = time.monotonic()
         conn.sendall(b"GET /healthz HTTP/1.1\r\n")
         _drip(conn, b"Host: " + b"x" * 100, every=0.2, until=HEADER_TIMEOUT + 1.0)
-        _, received = wait_closed(conn, within=HEADER_TIMEOUT + 2.0)
-    assert time.monotonic() - started < HEADER_TIMEOUT + 2.0
+        _, received = wait_closed(conn, within=HEADER_TIMEOUT + SLACK)
+    assert time.monotonic() - started < HEADER_TIMEOUT + SLACK
     assert received.startswith(b"HTTP/1.1 408 "), received
 
 
@@ -103,8 +107,8 @@ def test_a_slowly_sent_body_is_refused_with_408(base_url: str) -> None:
         conn.sendall(head)
         started = time.monotonic()
         _drip(conn, body, every=0.2, until=BODY_TIMEOUT + 1.0)
-        _, received = wait_closed(conn, within=BODY_TIMEOUT + 3.0)
-    assert time.monotonic() - started < BODY_TIMEOUT + 3.0
+        _, received = wait_closed(conn, within=BODY_TIMEOUT + SLACK)
+    assert time.monotonic() - started < BODY_TIMEOUT + SLACK
     assert received.startswith(b"HTTP/1.1 408 "), received
     assert b"request_timeout" in received
     status = httpx.get(f"{base_url}/v1/batches/slow", headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -115,10 +119,10 @@ def test_a_slow_body_to_a_route_that_never_reads_it_is_cut_off(base_url: str) ->
     with _connect(base_url) as conn:
         conn.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         started = time.monotonic()
-        closed = _drip(conn, b"x" * 1000, every=0.2, until=BODY_TIMEOUT + 3.0)
+        closed = _drip(conn, b"x" * 1000, every=0.2, until=BODY_TIMEOUT + SLACK)
         if not closed:
-            wait_closed(conn, within=BODY_TIMEOUT + 3.0)
-    assert time.monotonic() - started < BODY_TIMEOUT + 3.5
+            wait_closed(conn, within=BODY_TIMEOUT + SLACK)
+    assert time.monotonic() - started < BODY_TIMEOUT + SLACK + 0.5
 
 
 def test_prompt_clients_are_served(base_url: str) -> None:

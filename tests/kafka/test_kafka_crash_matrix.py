@@ -59,8 +59,11 @@ KILL_AFTER = (0.3, 1.5)
 EARLY_KILL = 0.2
 """Share of the cycles killed during start-up (store opened, topics, group join) instead."""
 EARLY_KILL_AFTER = (0.8, 2.5)
-"""Seconds after the start an early kill comes (the interpreter needs ~1 s to import)."""
-BUDGET_SECONDS = 150.0
+"""Seconds after the start an early kill comes (the interpreter needs 1-3 s to import)."""
+BUDGET_SECONDS = 240.0
+"""The cycles' time in all: each is a start-up (2.5 s of imports on a loaded 2-core machine),
+a group rebalance, its life and a request's delay, 5-9 s measured (124 s for the 20), and
+stays under the suite's 300 s per test."""
 
 # Quicker group turnover than FAST_ENV: each cycle's new member replaces a killed one.
 CRASH_ENV = {

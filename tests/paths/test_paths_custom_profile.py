@@ -58,7 +58,7 @@ def test_paths_on_a_big_catalog_stops_at_max_states_and_says_it_was_cut(
     )
     started = time.monotonic()
     assert main(["paths", "--profile", f"{module}:chain", "--max-states", "40"]) == 1
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 60  # ~4 s; without the bound, hours
     out = capsys.readouterr().out
     assert "40 abstract states" in out
     assert "(cut by the bounds)" in out
@@ -97,7 +97,7 @@ def test_exploring_bakery_variants_never_crashes_or_breaks_an_invariant(
     exploration = explore(bakery(**settings), intake_profile=None, max_depth=12, max_states=3000)
     assert not exploration.crashes, exploration.crashes[0].error
     assert not exploration.violations, {k: v.detail for k, v in exploration.violations.items()}
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 60  # ~7 s on a loaded 2-core machine
 
 
 def _on_shipped_wire() -> Profile:

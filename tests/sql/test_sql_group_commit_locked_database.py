@@ -4,6 +4,7 @@ own outcome, nothing is half-applied, and the service groups again once the lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -24,14 +25,21 @@ async def test_locked_database_fails_each_caller_alone_and_recovers(tmp_path: Pa
         other.execute("BEGIN IMMEDIATE")
         messages = [env.register(f"b{n}", items=1) for n in range(10)]
 
+        refused = asyncio.Event()
+
         async def release_later() -> None:
-            await asyncio.sleep(0.25)
+            # Held until a caller has met the lock (not for a fixed time: on a loaded machine
+            # the callers' reads and decisions took longer than that, and none met it).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(refused.wait(), 10)
+            await asyncio.sleep(0.05)  # others meet it too
             other.execute("COMMIT")
 
         async def call(m: object) -> object:
             try:
                 return await svc.handle_message(*m)  # type: ignore[misc]
             except StoreUnavailableError as exc:
+                refused.set()
                 return exc
 
         releaser = asyncio.ensure_future(release_later())

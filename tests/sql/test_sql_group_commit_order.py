@@ -12,7 +12,7 @@ from typing import Any
 from pipeline_state_sql import SqlStore
 from sqlalchemy import text
 
-from pipeline_state import InboundMessage, InMemoryStore, ManualClock, PipelineService
+from pipeline_state import InboundMessage, InMemoryStore, ManualClock, PipelineService, _coalesce
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 from tests.group_kit import Outcome, comparable, outcome_of, story
 
@@ -69,6 +69,9 @@ async def split(
     store.commit_many = slow_first  # type: ignore[attr-defined]
     group._alone = gated_alone  # type: ignore[method-assign]
     group._together = spy  # type: ignore[method-assign]
+    # The queue is inspected while the lone item waits: with the real 10 ms wait a process
+    # descheduled that long (a loaded CI machine) sees the queue gone already.
+    lone_wait, _coalesce.LONE_WAIT_SECONDS = _coalesce.LONE_WAIT_SECONDS, 30.0
     try:
         a = asyncio.ensure_future(outcome_of(svc, env.register(f"{tag}a", items=1)))
         await asyncio.wait_for(entered[f"{tag}a"].wait(), 2)
@@ -89,6 +92,7 @@ async def split(
         await asyncio.wait_for(asyncio.gather(a, c), 5)
         got = list(await asyncio.wait_for(asyncio.gather(*queued), 10))
     finally:
+        _coalesce.LONE_WAIT_SECONDS = lone_wait
         group._alone = alone  # type: ignore[method-assign]
         group._together = together  # type: ignore[method-assign]
         store.commit_many = many  # type: ignore[attr-defined]

@@ -55,7 +55,7 @@ async def test_a_row_lock_on_one_batch_does_not_stall_calls_for_other_batches(pg
         pg_store.commit = commit  # type: ignore[method-assign]
         # 3. One unit in flight (waiting for the lock), one slot free: calls for other batches.
         later = [asyncio.ensure_future(svc.handle_message(*env.register(f"d{n}", items=1))) for n in range(3)]
-        _, pending = await asyncio.wait([c, *later], timeout=2.0)
+        _, pending = await asyncio.wait([c, *later], timeout=10.0)  # a stall lasts until the rollback
         stalled = len(pending)
         await tx.rollback()
         await asyncio.wait_for(asyncio.gather(stuck, c, *later), 10)

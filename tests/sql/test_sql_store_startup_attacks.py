@@ -38,7 +38,7 @@ from pipeline_state_sql import open_store as open_sql_store
 from sqlalchemy.engine import make_url
 
 from pipeline_state.errors import StoreError
-from tests.serve_process import assert_clean_failure, run_serve, serve_env
+from tests.serve_process import StderrLines, assert_clean_failure, run_serve, serve_env
 
 
 def _driver_dsn(url: str) -> str:
@@ -137,8 +137,12 @@ async def test_sigterm_while_the_start_up_migration_waits_stops_serve_promptly(
             stderr=subprocess.PIPE,
             text=True,
         )
-        await asyncio.sleep(3.0)  # well inside the migration's wait for the lock
-        assert process.poll() is None, process.communicate()[1][-2000:]
+        lines = StderrLines(process)
+        # Waiting for the lock: past the start-up, its signal handlers in place (a SIGTERM
+        # sent after a fixed sleep came before them on a loaded machine: killed, -15).
+        waiting = await asyncio.to_thread(lines.wait_for, "waiting for another process's migration")
+        assert waiting, lines.text(0)[-2000:]
+        assert process.poll() is None, lines.text()[-2000:]
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         try:
