@@ -13,6 +13,7 @@ process on a SQLite file:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 
 import attrs
 import pytest
-from kafka_harness import ServeProcess, fast_settings, running_runner
+from kafka_harness import ServeProcess, fast_settings, running_runner, wait_until
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.testing import Collected, Collector, LocalBroker, send_envelopes
 from pipeline_state_service import ServiceRunner
@@ -221,7 +222,15 @@ async def test_kafka_silent_worker_fails_the_run_at_its_deadline_and_the_next_re
         assert done.data["final_status"] == "failed_critically"
         assert done.data["phase_results"]["spellcheck"]["status"] == "failed"
         assert "nlp" not in done.data["completed_phases"]
-        copies = [c for c in workers.commands if c.data.get("batch_id") == "dl"]
+
+        def copies_of_dl() -> list[Any]:
+            return [c for c in workers.commands if c.data.get("batch_id") == "dl"]
+
+        # The workers read with a consumer of their own: the last re-send may reach them
+        # after the completion reached the collector.
+        with contextlib.suppress(TimeoutError):
+            await wait_until(lambda: len(copies_of_dl()) >= 1 + RESENDS, within=15, what="re-sends")
+        copies = copies_of_dl()
         assert {PHASE_OF_TOPIC[c.topic] for c in copies} == {"spellcheck"}
         assert len({c.event_id for c in copies}) == 1, "a re-sent command has a new event id"
         assert len(copies) >= 1 + RESENDS, f"{len(copies)} copies, expected {1 + RESENDS}"
