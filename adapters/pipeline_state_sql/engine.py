@@ -164,9 +164,10 @@ def _switch_to_wal(dbapi_connection: Any, timeout: float) -> None:
     A file still in rollback-journal mode (a new one) is switched under its write lock, taken
     while the switching connection already reads it; when another connection holds that
     lock, SQLite refuses at once ("database is locked") instead of calling the busy handler,
-    since waiting could deadlock. So when several processes open one new file at the same
-    moment, all but one used to fail. The switch is tried again after short pauses, spent on
-    the event loop (the connect hook runs inside SQLAlchemy's greenlet), until ``timeout``.
+    since waiting could deadlock. So when several processes opened one new file at the same
+    moment, now and then one of them failed. The switch is tried again after short pauses,
+    spent on the event loop (the connect hook runs inside SQLAlchemy's greenlet), until
+    ``timeout``.
     """
     deadline = time.monotonic() + timeout
     pause = _WAL_FIRST_PAUSE
