@@ -480,14 +480,8 @@ class OutboxRelay:
         relay records no failure once the lease has ended."""
         now = self.clock.now()
         text = f"{type(error).__name__}: {error}"
-        if self._lease_checked and row.leased_until is not None:
-            retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
-            await self.outbox.mark_failed(  # type: ignore[call-arg]
-                row.id, text, now, retry_at=retry_at, park=park, leased_until=row.leased_until
-            )
-            self._log_failure(row, text, park)
-            return True
-        if _lease_ended(row, now):
+        lease = row.leased_until if self._lease_checked else None
+        if lease is None and _lease_ended(row, now):
             log.warning(
                 "outbox row %s failed after its lease ended (%s); not counted here, left to the claim",
                 row.id,
@@ -495,11 +489,12 @@ class OutboxRelay:
             )
             return False
         retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
-        await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
-        self._log_failure(row, text, park)
-        return True
-
-    def _log_failure(self, row: OutboxRow, text: str, park: bool) -> None:
+        if lease is None:
+            await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
+        else:
+            await self.outbox.mark_failed(  # type: ignore[call-arg]
+                row.id, text, now, retry_at=retry_at, park=park, leased_until=lease
+            )
         if park:
             log.error(
                 "parked outbox row %s (%s) after %s attempts: %s",
@@ -510,6 +505,7 @@ class OutboxRelay:
             )
         else:
             log.warning("outbox row %s failed (attempt %s): %s", row.id, row.attempts + 1, text)
+        return True
 
     async def drain(self, *, max_passes: int = 1000) -> RelayReport:
         """Publish until nothing is due: stop after a pass that published nothing, or once

@@ -39,6 +39,14 @@ def test_a_token_a_header_cannot_carry_is_refused_naming_its_variable(token: str
     assert "s3cret" not in str(refused.value)
 
 
+def _from_token_file(tmp_path: Path, content: bytes) -> HttpSettings:
+    """The settings with the token given only as a file holding ``content``."""
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    env = {k: v for k, v in GOOD.items() if k != "PIPELINE_STATE_HTTP_API_TOKEN"}
+    return HttpSettings.from_environ({**env, "PIPELINE_STATE_HTTP_API_TOKEN_FILE": str(path)})
+
+
 def test_a_token_file_holding_two_lines_is_refused_naming_the_file_variable(
     tmp_path: Path,
 ) -> None:
@@ -46,20 +54,14 @@ def test_a_token_file_holding_two_lines_is_refused_naming_the_file_variable(
     removed, the inner one stays): refused, but as "api_token must be made of the characters
     ...": neither ``PIPELINE_STATE_HTTP_API_TOKEN_FILE`` nor the file is named (the same cause
     as above). Expected: the message names the ``_FILE`` variable."""
-    path = tmp_path / "token"
-    path.write_text("tokA\ntokB\n")
-    env = {k: v for k, v in GOOD.items() if k != "PIPELINE_STATE_HTTP_API_TOKEN"}
     with pytest.raises(ValueError, match="PIPELINE_STATE_HTTP_API_TOKEN_FILE") as refused:
-        HttpSettings.from_environ({**env, "PIPELINE_STATE_HTTP_API_TOKEN_FILE": str(path)})
+        _from_token_file(tmp_path, b"tokA\ntokB\n")
     assert "tokA" not in str(refused.value)
 
 
 def test_a_token_file_with_a_crlf_ending_is_read_as_the_token(tmp_path: Path) -> None:
     """Held: a secret file written on Windows (``TOKEN\\r\\n``) gives ``TOKEN``."""
-    path = tmp_path / "token"
-    path.write_bytes(b"api-token-from-file-0123\r\n")
-    env = {k: v for k, v in GOOD.items() if k != "PIPELINE_STATE_HTTP_API_TOKEN"}
-    settings = HttpSettings.from_environ({**env, "PIPELINE_STATE_HTTP_API_TOKEN_FILE": str(path)})
+    settings = _from_token_file(tmp_path, b"api-token-from-file-0123\r\n")
     assert settings.api_token == "api-token-from-file-0123"
 
 
@@ -68,11 +70,8 @@ def test_a_token_file_with_a_crlf_ending_is_read_as_the_token(tmp_path: Path) ->
 )
 def test_an_unusable_token_file_names_its_variable(tmp_path: Path, content: bytes) -> None:
     """Held: refused naming ``PIPELINE_STATE_HTTP_API_TOKEN_FILE``, the content not echoed."""
-    path = tmp_path / "token"
-    path.write_bytes(content)
-    env = {k: v for k, v in GOOD.items() if k != "PIPELINE_STATE_HTTP_API_TOKEN"}
     with pytest.raises(ValueError, match="PIPELINE_STATE_HTTP_API_TOKEN_FILE") as refused:
-        HttpSettings.from_environ({**env, "PIPELINE_STATE_HTTP_API_TOKEN_FILE": str(path)})
+        _from_token_file(tmp_path, content)
     assert "tok " not in str(refused.value)
 
 
