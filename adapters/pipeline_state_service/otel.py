@@ -74,6 +74,11 @@ def requested_exporters(env: Mapping[str, str]) -> tuple[str, ...]:
     return names
 
 
+def _span_limits_error(exc: Exception) -> SettingsError:
+    """The SDK's refusal of an ``OTEL_SPAN_*``/``OTEL_ATTRIBUTE_*`` limit, on one short line."""
+    return SettingsError(f"OTEL_* span limits: {' '.join(str(exc).split())[:200]}")
+
+
 def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
     """An SDK tracer provider exporting to what ``env`` asks for, or ``None`` (tracing off).
 
@@ -93,12 +98,12 @@ def tracer_provider(env: Mapping[str, str]) -> TracerProvider | None:
             "pip install 'pipeline-state[otel]'"
         ) from exc
     except (ValueError, OverflowError) as exc:  # the SDK reads its limits when first imported
-        raise SettingsError(f"OTEL_* span limits: {' '.join(str(exc).split())[:200]}") from exc
+        raise _span_limits_error(exc) from exc
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
     try:  # the provider reads OTEL_SPAN_*/OTEL_ATTRIBUTE_* limits itself and refuses bad ones
         provider = TracerProvider(resource=resource)
     except (ValueError, OverflowError) as exc:
-        raise SettingsError(f"OTEL_* span limits: {' '.join(str(exc).split())[:200]}") from exc
+        raise _span_limits_error(exc) from exc
     for name in names:
         exporter = _exporter(name)
         try:  # the processor reads OTEL_BSP_* itself and refuses values out of its range
