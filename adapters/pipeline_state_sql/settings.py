@@ -60,8 +60,8 @@ class Settings(EnvironmentSettings):
         le=MAX_DEADLINE_SECONDS,
         allow_inf_nan=False,
         description="how long a relay's claim on outbox rows lasts before another relay may take them "
-        "(at least 1 s: a relay neither publishes nor fails a row whose lease has ended, so a lease "
-        "shorter than a publish would publish nothing; keep it well above the producer's request timeout)",
+        "(at least 1 s: a relay does not publish a row whose lease has ended, so a lease shorter than a "
+        "publish would publish nothing; keep it well above the producer's request timeout)",
     )
 
     def store_options(self) -> dict[str, Any]:
