@@ -34,4 +34,3 @@ def _encodable(value: Any) -> Any:
 def pytest_report_to_serializable(report: Any) -> Generator[None, Any, Any]:
     serialized = yield
     return _encodable(serialized)
-
