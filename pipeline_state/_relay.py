@@ -39,12 +39,14 @@ is released), so no row overtakes an older one of its key.
 relay's ``lease_seconds`` from the claim or the hand-off): after that another relay may
 claim and publish it. So a pass does not publish a row whose lease has ended (a publish
 that hung past the lease kept it waiting): it leaves it, and the newer handed-off rows of
-its key, to the claim. A failure is recorded under the lease the relay held: an outbox
-whose ``mark_failed`` takes ``leased_until`` (the shipped stores) counts it only while the
-row is still held under that lease, ended or not (once another relay claimed it, its
-attempts, back-off and lease are not this relay's to change; while nobody did, a row whose
-every publish outlasts the lease still backs off and parks); with another outbox, the relay
-records no failure once the lease has ended.
+its key, to the claim, and holds the key back as after a failure (a row of the key handed
+over before the store hears that the newer rows were given back goes to the claim too). A
+failure is recorded under the lease the relay held: an outbox whose ``mark_failed`` takes
+``leased_until`` (the shipped stores) counts it only while the row is still held under
+that lease, ended or not (once another relay claimed it, its attempts, back-off and lease
+are not this relay's to change; while nobody did, a row whose every publish outlasts the
+lease still backs off and parks); with another outbox, the relay records no failure once
+the lease has ended.
 
 **Marking.** :meth:`OutboxRelay.run_once` marks the rows it published at once; a runner
 may pass ``mark=False`` and call :meth:`OutboxRelay.flush_marks` later, so one
@@ -401,6 +403,11 @@ class OutboxRelay:
                     newer = self._give_back_key(key, row.id)
                     give_back.extend(newer)
                     left += len(newer)
+                    # Until the rows given back are released (after the publish below), the
+                    # store reads them as leased here and hands over a newer row of the key
+                    # that a commit writes meanwhile: held as after a failure, that row goes
+                    # to the claim, behind this one.
+                    self._hold(key, row.id, now)
                 lapsed.add(key)
             elif row.id in handed and self._held_back(row, now):
                 # Leased to this relay: back to the claim, with the key's newer handed rows

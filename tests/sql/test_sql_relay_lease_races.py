@@ -13,7 +13,9 @@ parked and oldest figures are right.
 Were defects (fixed): a relay whose lease ran out during a slow publish records its failure on a row
 another relay now holds (its lease is dropped; with ``park`` the published row is counted
 and listed as parked); a relay publishes a handed-off row from memory after that row's
-lease ended, while another relay holds a fresh lease on it.
+lease ended, while another relay holds a fresh lease on it; a row handed over while the
+relay gave back the rows of its key behind a row whose lease had ended went out ahead of
+that row.
 """
 
 from __future__ import annotations
@@ -411,3 +413,56 @@ async def test_a_row_whose_every_publish_outlasts_the_lease_still_parks(make_sto
     [parked] = await store.parked()
     assert parked.attempts == 3
     assert calls == 3
+
+
+@pytest.mark.timeout(60)
+async def test_a_row_handed_over_while_a_lapsed_row_of_its_key_is_given_back_waits_behind_it(
+    make_store: StoreMaker,
+) -> None:
+    """Was a defect (seen once in CI, ``test_sql_instances_share_one_database``): a relay
+    whose pass finds a handed row past its lease leaves it to the claim and gives back the
+    key's newer rows, but takes their lease off only after its publish call. A commit in that
+    window read the newer row as still leased to this relay, so its own row of the key was
+    handed over, and the relay published it at its next pass, ahead of the lapsed row.
+    Expected: the key is held back as after a failed row, so that row goes to the claim and
+    out behind the lapsed one."""
+    clock = ManualClock(T0)
+    sa, sb = await make_store(), await make_store()
+    log: list[tuple[str, str]] = []
+    gate = asyncio.Event()
+    pa = Scripted(gate=gate, log=log, name="A")  # its first call waits for the gate
+    held = asyncio.Event()
+    pb = Scripted(gate=held, log=log, name="B")  # the same
+    a = OutboxRelay(sa, pa, clock)
+    b = OutboxRelay(sb, pb, clock)
+    attach(sa, a)
+    lease = a.lease.total_seconds()
+    assert sa.lease == a.lease  # the store leases what it writes for as long as the relay holds it
+
+    async def write(event_id: str, key: str) -> None:
+        await sa.commit(Change(f"w-{event_id}", None, None, T0, outbox=(message(event_id, key),)))
+
+    await write("k1", "k")  # handed to A, leased until T0 + lease
+    clock.advance(lease / 2)
+    await write("k2", "k")  # k1 is A's and current: handed too, leased half a lease longer
+    clock.advance(lease * 0.6)  # k1's lease has ended, k2's has not
+    await write("x1", "x")  # another key's row: A's next pass has something to publish
+    passing = asyncio.create_task(a.run_once(claim=False))
+    await asyncio.wait_for(pa.entered.wait(), 10)  # k1 left to the claim, k2 given back, x1 out
+    await write("k3", "k")  # written while A publishes x1, before k2's lease is taken off
+    gate.set()
+    await passing
+    # Another relay claims the lapsed row and is slow to publish it; A's next pass meanwhile.
+    claiming = asyncio.create_task(b.run_once())
+    await asyncio.wait_for(pb.entered.wait(), 10)
+    await a.run_once()
+    held.set()
+    await claiming
+    for _ in range(20):
+        await a.run_once()
+        await b.run_once()
+        clock.advance(lease)
+        if not await sa.pending_count() and not a.handed and not b.handed:
+            break
+    assert await sa.pending_count() == 0
+    assert first_order([message(e, e[0]) for _, e in log])["k"] == ["k1", "k2", "k3"], log
