@@ -37,7 +37,8 @@ def _encodable(value: Any) -> Any:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_report_to_serializable(report: Any) -> Generator[None, Any, Any]:
+def pytest_report_to_serializable() -> Generator[None, Any, Any]:
+    """A worker's report as xdist serialized it, its strings made encodable."""
     serialized = yield
     return _encodable(serialized)
 
