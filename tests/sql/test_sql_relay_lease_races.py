@@ -465,4 +465,5 @@ async def test_a_row_handed_over_while_a_lapsed_row_of_its_key_is_given_back_wai
         if not await sa.pending_count() and not a.handed and not b.handed:
             break
     assert await sa.pending_count() == 0
-    assert first_order([message(e, e[0]) for _, e in log])["k"] == ["k1", "k2", "k3"], log
+    first_out = list(dict.fromkeys(event_id for _, event_id in log))  # first publications
+    assert [e for e in first_out if e.startswith("k")] == ["k1", "k2", "k3"], log
