@@ -55,9 +55,10 @@ DEAD_LETTER_HEADERS: Mapping[str, tuple[bool, Mapping[str, Any], str]] = {
         False,
         {"type": "string"},
         "A fact that waited too long: what it waited for (`batch_registration`, "
-        "`batch_state:<status>`, `phase_dispatch:<phase>`).",
+        "`batch_state:<status>`, `phase_dispatch:<phase>`); one that waited, then could never "
+        "apply: `never_applies:<error class>: <message>`.",
     ),
-    "dlq_event_id": (False, {"type": "string"}, "A fact that waited too long: its event id."),
+    "dlq_event_id": (False, {"type": "string"}, "A fact that waited: its event id."),
     "dlq_error_field": (
         False,
         {"type": "string"},

@@ -168,6 +168,11 @@ class ExpiredFact:
     reason: str
 
     @property
+    def never_applies(self) -> bool:
+        """Whether the fact was found never to apply (rather than waiting too long)."""
+        return _marked(self.fact)
+
+    @property
     def event_id(self) -> str:
         return self.fact.event_id
 
@@ -202,6 +207,22 @@ in one unit of work."""
 
 _NEVER_APPLIES = (BadCommandError, IllegalTransitionError)
 """What :func:`~pipeline_state._decide.decide` raises for input that cannot apply."""
+
+NEVER_APPLIES = "never_applies:"
+"""The prefix of what a waiting fact "waits for" once it was found never to apply (its
+batch came, and the fact fails against it): ``never_applies:<ErrorClass>: <message>``. Such
+a fact is re-attempted no more and stays in the waiting set only until the next waiting
+sweep hands it to its dead letter (:meth:`PipelineService.sweep_waiting`)."""
+
+
+def _marked(fact: WaitingFact) -> bool:
+    """Whether ``fact`` was found never to apply (:data:`NEVER_APPLIES`)."""
+    return fact.waits_for.startswith(NEVER_APPLIES)
+
+
+_NEVER_APPLIES_ROOM = 200 - len(DEAD_LETTERED)
+"""The longest ``never_applies:`` mark: its ``dead_lettered:<mark>`` inbox result fits the
+stores' 200-character result column."""
 
 MAX_WAITING_PER_BATCH = 1000
 """At most this many facts of one batch wait; a further early fact of it is refused
@@ -730,10 +751,12 @@ class PipelineService:
             # Stamped more than the horizon ahead: kept by a process whose clock was ahead
             # (CLOCK_STEP_HORIZON_SECONDS), it would otherwise wait until that time comes.
             # Such a fact reaches the oldest page (arrival order) within a window or two.
+            # A fact found never to apply goes at once (it is among the oldest page, or
+            # reaches it, or the cutoff, within a window).
             listed = {f.event_id for f in facts}
             oldest = await self.store.list_waiting(limit=limit)
-            future = [f for f in oldest if f.arrived_at > ahead and f.event_id not in listed]
-            facts += future[: limit - len(facts)]
+            due = [f for f in oldest if (f.arrived_at > ahead or _marked(f)) and f.event_id not in listed]
+            facts += due[: limit - len(facts)]
         expired: list[ExpiredFact] = []
         for batch_id in dict.fromkeys(f.batch_id for f in facts):
             try:
@@ -750,6 +773,10 @@ class PipelineService:
                 )
                 continue
             for fact in batch.waiting:
+                if _marked(fact):  # the reason names the mark, as a waited fact's what it waited for
+                    reason = f"re-attempted once its batch was there: {fact.waits_for}"
+                    expired.append(ExpiredFact(fact, reason))
+                    continue
                 if cutoff <= fact.arrived_at <= ahead:
                     continue
                 if await self._deny_expired(fact):
@@ -1134,13 +1161,14 @@ class PipelineService:
                     steps.append(self._rejected(fact, batch.state, DuplicateEventError(fact.event_id)))
                     batch.waiting.remove(fact)
                     continue
+                if _marked(fact):
+                    continue  # kept for its dead letter only
                 command = commands.get(fact.event_id)
                 if command is None:
                     try:
                         command = commands[fact.event_id] = self._fact_command(fact)
                     except InvalidMessageError as exc:  # stored by an older version, say
-                        steps.append(self._rejected(fact, batch.state, exc))
-                        batch.waiting.remove(fact)
+                        steps.append(self._never_applies(fact, batch, exc))
                         continue
                 others = _others_waiting(command, batch.waiting, self.profile.inbound)
                 reason = waits_for(batch.state, command, self.profile, waiting=others, deferred=True)
@@ -1150,8 +1178,7 @@ class PipelineService:
                 try:
                     step = self._decided(command, fact.topic, batch.state, resolves=fact.event_id)
                 except _NEVER_APPLIES as exc:
-                    steps.append(self._rejected(fact, batch.state, exc, command))
-                    batch.waiting.remove(fact)
+                    steps.append(self._never_applies(fact, batch, exc, command))
                     continue
                 batch.waiting.remove(fact)
                 steps.append(step)
@@ -1207,6 +1234,33 @@ class PipelineService:
         change = self._rejection(command.event_id, topic, command.batch_id, state, error)
         return _Staged(command.event_id, command.batch_id, command.correlation_id, topic, change, error=error)
 
+    def _never_applies(
+        self,
+        fact: WaitingFact,
+        batch: _Batch,
+        error: PipelineStateError,
+        command: Command | None = None,
+    ) -> _Staged:
+        """A waiting fact that turned out never to apply: it stays in the waiting set, marked
+        ``never_applies:<error>`` (a rewait: its inbox entry still says it was deferred), so
+        that the next waiting sweep writes its dead letter before it forgets it, as the same
+        record consumed in order would have been dead-lettered. Nothing else changes."""
+        mark = f"{NEVER_APPLIES}{type(error).__name__}: {error}"
+        if len(mark) > _NEVER_APPLIES_ROOM:
+            mark = mark[: _NEVER_APPLIES_ROOM - 3] + "..."
+        index = batch.waiting.index(fact)
+        batch.waiting[index] = attrs.evolve(fact, waits_for=mark)
+        state = batch.state
+        change = Change(
+            batch_id=fact.batch_id,
+            expected_version=None if state is None else state.version,
+            state=None,
+            at=self.clock.now(),
+            rewaits=((fact.event_id, mark),),
+        )
+        correlation = fact.event_id if command is None else command.correlation_id
+        return _Staged(fact.event_id, fact.batch_id, correlation, fact.topic, change, error=error)
+
     def _rejected(
         self,
         fact: WaitingFact,
@@ -1214,8 +1268,8 @@ class PipelineService:
         error: PipelineStateError,
         command: Command | None = None,
     ) -> _Staged:
-        """A waiting fact that turned out to never apply: it leaves the waiting set with
-        ``rejected:<error>`` as its inbox result (the error is in its result)."""
+        """A waiting fact that leaves without applying (a duplicate of one handled before):
+        ``rejected:<error>`` becomes its inbox result (the error is in its result)."""
         correlation = fact.event_id if command is None else command.correlation_id
         change = self._rejection(
             fact.event_id, fact.topic, fact.batch_id, state, error, resolves=fact.event_id
@@ -1286,10 +1340,11 @@ class PipelineService:
         command, topic = step, step.topic
         if step.error is not None:
             log.error(
-                "waiting %s %s for batch %s can never apply: %s",
+                "waiting %s %s for batch %s can never apply%s: %s",
                 topic,
                 command.event_id,
                 command.batch_id,
+                " (kept for its dead letter)" if step.change.resolves is None else "",
                 step.error,
                 extra=_log_extra(step),
             )

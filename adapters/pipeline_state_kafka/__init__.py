@@ -23,7 +23,7 @@ from __future__ import annotations
 from ._kafka import KafkaError, ProducerLike
 from .consumer import ConsumerSettings, InboundConsumer
 from .dlq import DeadLetterWriter, dlq_topic
-from .errors import KafkaSettingsError, WaitedTooLongError
+from .errors import KafkaSettingsError, NeverAppliesError, WaitedTooLongError
 from .handlers import service_batch_handler, service_handler
 from .publisher import KafkaPublisher, ProducerSettings, create_producer
 from .resources import KafkaTransport, open
@@ -40,6 +40,7 @@ __all__ = [
     "KafkaPublisher",
     "KafkaSettingsError",
     "KafkaTransport",
+    "NeverAppliesError",
     "ProducerLike",
     "ProducerSettings",
     "Settings",

@@ -2,7 +2,8 @@
 
     PipelineStateError
     ├── KafkaSettingsError (also a ValueError)   a setting of the Kafka adapter is unusable
-    └── WaitedTooLongError                       a fact waited for its batch past the window
+    ├── WaitedTooLongError                       a fact waited for its batch past the window
+    └── NeverAppliesError                        a fact waited, then its batch refused it
 
 Failures of the broker itself surface as :class:`~pipeline_state.errors.PublishError` (the
 relay) or as aiokafka's own errors (:data:`~pipeline_state_kafka.KafkaError`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from pipeline_state.errors import PipelineStateError
 
-__all__ = ["KafkaSettingsError", "WaitedTooLongError"]
+__all__ = ["KafkaSettingsError", "NeverAppliesError", "WaitedTooLongError"]
 
 
 class KafkaSettingsError(PipelineStateError, ValueError):
@@ -24,6 +25,18 @@ class KafkaSettingsError(PipelineStateError, ValueError):
 class WaitedTooLongError(PipelineStateError):
     """A fact that waited for its batch longer than the waiting window (issue 11.2): the
     reason of its dead letter, naming what it waited for."""
+
+    def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
+        self.waits_for = waits_for
+        self.event_id = event_id
+        super().__init__(reason)
+
+
+class NeverAppliesError(PipelineStateError):
+    """A fact that waited for its batch and, once the batch was there, could never apply
+    (it names items the batch does not have, say): the reason of its dead letter, with the
+    error it failed with. The same record consumed in order is dead-lettered with that
+    error itself."""
 
     def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
         self.waits_for = waits_for

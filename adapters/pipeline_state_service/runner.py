@@ -28,6 +28,7 @@ from pipeline_state_kafka.dlq import (
     dlq_topic,
     effective_limit,
 )
+from pipeline_state_kafka.errors import NeverAppliesError
 from pipeline_state_kafka.gauges import StoreSampler
 from pipeline_state_kafka.handlers import Handled, service_batch_handler, service_handler
 from pipeline_state_kafka.metrics import MeteredPublisher, ServiceMetrics
@@ -423,7 +424,8 @@ class ServiceRunner:
         async def dead_letter(expired: ExpiredFact) -> None:
             fact = expired.fact
             parked = ParkedFact(f"{prefix}{fact.topic}", fact.batch_id.encode(), fact.raw)
-            error = WaitedTooLongError(expired.reason, waits_for=fact.waits_for, event_id=fact.event_id)
+            kind = NeverAppliesError if expired.never_applies else WaitedTooLongError
+            error = kind(expired.reason, waits_for=fact.waits_for, event_id=fact.event_id)
             try:
                 await writer.send(parked, error)
             except Exception as exc:
@@ -433,7 +435,8 @@ class ServiceRunner:
             if self.metrics is not None:
                 self.metrics.dead_lettered(fact.topic, type(error).__name__)
             log.warning(
-                "dead-lettered a fact that waited too long: %s",
+                "dead-lettered a fact that %s: %s",
+                "could never apply" if expired.never_applies else "waited too long",
                 expired.reason,
                 extra={
                     "topic": fact.topic,

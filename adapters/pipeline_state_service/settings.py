@@ -153,7 +153,8 @@ class Settings(EnvironmentSettings):
     sweep_seconds: Seconds = Field(
         default=5.0,
         description="period of the sweeper: overdue phases (`expire_overdue`), then waiting facts "
-        "(`sweep_waiting`: re-attempted, and dead-lettered once they waited too long); `0` turns it off",
+        "(`sweep_waiting`: re-attempted, and dead-lettered once they waited too long or were found never "
+        "to apply); `0` turns it off",
     )
     waiting_window_seconds: float = Field(
         default=DEFAULT_WAITING_WINDOW_SECONDS,

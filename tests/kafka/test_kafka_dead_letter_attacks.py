@@ -156,6 +156,41 @@ async def test_a_waited_fact_replayed_to_its_topic_as_documented_applies(
         assert runner.stats.duplicates == duplicates + 1
 
 
+async def test_a_poison_fact_consumed_before_its_registration_is_dead_lettered(
+    broker: LocalBroker, prefix: str, producer: ProducerLike
+) -> None:
+    """Was a defect (fixed): a provisioning naming three items for a batch registered with
+    two can never apply. Consumed after the registration it is dead-lettered at once
+    (``ItemMismatchError``); consumed *before* it, it waited, was re-attempted when the
+    registration applied, and ended as ``rejected:ItemMismatchError`` in the inbox with no
+    letter at all (found by an attack on the Kafka intake). Now the waiting sweep letters it
+    (``NeverAppliesError``, naming the error), long before the waiting window ends."""
+    env = HuleEduEnvelopes()
+    batch = "poison-early"
+    provisioning = env.provisioned(batch, env.item_ids(batch, 3))
+    settings = attrs.evolve(fast_settings(broker.bootstrap, prefix), sweep_seconds=0.2)
+    assert settings.waiting_window_seconds >= 60  # the letter cannot come from the window
+    async with (
+        running(settings) as runner,
+        Collector(broker.bootstrap, [dlq_topic(PROVISIONED)], topic_prefix=prefix) as dlq,
+    ):
+        await producer.send_and_wait(f"{prefix}{PROVISIONED}", _bytes(provisioning), batch.encode())
+        await wait_until(lambda: runner.stats.deferred == 1, what="the provisioning to wait")
+        await producer.send_and_wait(
+            f"{prefix}{REGISTER}", _bytes(env.register(batch, items=2)), batch.encode()
+        )
+        await dlq.wait_for(lambda c: len(c.records) == 1, within=30, what="the poison fact's letter")
+        (letter,) = dlq.records
+        assert letter.raw == _bytes(provisioning)
+        assert letter.headers["dlq_error_type"] == "NeverAppliesError"
+        assert "ItemMismatchError" in letter.headers["dlq_reason"]
+        assert letter.headers["dlq_waited_for"].startswith("never_applies:ItemMismatchError")
+        assert letter.headers["dlq_event_id"] == provisioning[1]["event_id"]
+        await wait_until(lambda: runner.stats.waiting_dead_lettered == 1, what="the sweep to count it")
+        assert runner.opened is not None
+        assert await runner.opened.store.count_waiting() == 0
+
+
 async def test_hostile_headers_and_keys_are_dead_lettered_once_and_never_stop_serve(
     broker: LocalBroker, prefix: str
 ) -> None:

@@ -159,6 +159,7 @@ def test_kafka_public_names_are_the_documented_ones() -> None:
             "KafkaPublisher": publisher.KafkaPublisher,
             "KafkaSettingsError": kafka_errors.KafkaSettingsError,
             "KafkaTransport": resources.KafkaTransport,
+            "NeverAppliesError": kafka_errors.NeverAppliesError,
             "ProducerLike": DriverProducerLike,
             "ProducerSettings": publisher.ProducerSettings,
             "Settings": kafka_settings.Settings,
@@ -173,3 +174,4 @@ def test_kafka_public_names_are_the_documented_ones() -> None:
         },
     )
     assert issubclass(kafka_errors.WaitedTooLongError, PipelineStateError)
+    assert issubclass(kafka_errors.NeverAppliesError, PipelineStateError)

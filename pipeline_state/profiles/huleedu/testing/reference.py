@@ -30,7 +30,9 @@ restated from the issue rather than from the engine:
 
 A fact that still waits more than ``waiting_window`` seconds after it arrived expires at the
 next :meth:`ReferenceModel.sweep_waiting`: a request into its denial, any other fact into a
-dead letter naming what it waited for.
+dead letter naming what it waited for. A fact re-attempted when its batch changed that
+turns out never to apply (it raises) stays in the waiting set, marked ``never_applies:``,
+is re-attempted no more, and goes to its dead letter at the next sweep, whatever its age.
 
 The pipelines come as the catalog's dict format (declaration order matters: plan order is
 "the first declared step whose dependencies are all placed"). Phase statuses and batch
@@ -46,6 +48,7 @@ from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_PROMPT_PHASES",
+    "NEVER_APPLIES",
     "REGISTRATION",
     "Completion",
     "DeadLetter",
@@ -99,6 +102,9 @@ TOPICS = {
 
 REGISTRATION = "batch_registration"
 """What a fact for a batch that is not registered yet waits for."""
+
+NEVER_APPLIES = "never_applies:"
+"""The prefix of what a fact found never to apply "waits for" (the engine adds the error)."""
 
 _GUEST_PATH = (AWAITING_CONTENT, READY)
 _REGULAR_PATH = (AWAITING_CONTENT, AWAITING_STUDENTS, STUDENTS_DONE, READY)
@@ -270,6 +276,11 @@ class WaitingRef:
     waits_for: str
     arrived_at: float
     args: dict[str, Any]
+
+    @property
+    def never_applies(self) -> bool:
+        """Found never to apply: kept only for its dead letter."""
+        return self.waits_for.startswith(NEVER_APPLIES)
 
 
 @dataclass
@@ -583,10 +594,10 @@ class ReferenceModel:
         for batch_id in dict.fromkeys(w.batch_id for w in self.waiting):
             sweep.resumed.extend(self._resume(batch_id))
         for fact in list(self.waiting):
-            if self.now - fact.arrived_at <= self.waiting_window:
+            if self.now - fact.arrived_at <= self.waiting_window and not fact.never_applies:
                 continue
             self.waiting.remove(fact)
-            if fact.kind == "request":
+            if fact.kind == "request" and not fact.never_applies:
                 denial = self._admission(self.batches.get(fact.batch_id))
                 assert denial in ("batch_not_found", "batch_not_ready"), denial
                 sweep.denied.append((fact.event_id, denial))
@@ -669,16 +680,21 @@ class ReferenceModel:
         moved = True
         while moved:
             moved = False
-            for fact in [w for w in self.waiting if w.batch_id == batch_id]:
+            for fact in [w for w in self.waiting if w.batch_id == batch_id and not w.never_applies]:
                 reason = self._waits(fact, fresh=False)
                 if reason is not None:
                     fact.waits_for = reason
                     continue
+                place = self.waiting.index(fact)
                 self.waiting.remove(fact)
                 expectation = self._decide(fact)
                 expectation.event_id = fact.event_id
                 expectation.batch_id = batch_id
                 out.append(expectation)
+                if expectation.kind == "raised":  # kept, in its place, for its dead letter
+                    fact.waits_for = NEVER_APPLIES
+                    self.waiting.insert(place, fact)
+                    continue
                 if expectation.kind == "applied":
                     moved = True
                     break
