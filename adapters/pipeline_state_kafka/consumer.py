@@ -276,9 +276,10 @@ class InboundConsumer:
         self._lock = asyncio.Lock()
         self._unexpected: dict[tuple[str, int, int], int] = {}
         self._parked: set[tuple[str, int, int]] = set()
-        self._miskeyed_topics: set[str] = set()  # warned of once each (see _check_key)
         """Positions dead-lettered that no commit covers yet: a record of one may come again
-        (another lane kept its partition's commit behind it) and is not dead-lettered twice."""
+        (another lane kept its partition's commit behind it, and a rebalance may hand the
+        partition back) and is not dead-lettered twice."""
+        self._miskeyed_topics: set[str] = set()  # warned of once each (see _check_key)
         self._failures = 0
         self._yielding = False
         self._consumer: ConsumerLike | None = None
@@ -298,7 +299,9 @@ class InboundConsumer:
                 await self._committed()
                 gone = {(tp.topic, tp.partition) for tp in parts}
                 self._unexpected = {k: v for k, v in self._unexpected.items() if (k[0], k[1]) not in gone}
-                self._parked = {k for k in self._parked if (k[0], k[1]) not in gone}
+                # Dead-lettered positions are kept: the commit may still sit behind them (another
+                # lane was retrying), and a partition handed back resumes from that commit. They
+                # are forgotten once a fetch of their partition shows the commit past them.
                 for topic, partition in gone:
                     self._lag.pop((self._bare(topic), partition), None)
         finally:

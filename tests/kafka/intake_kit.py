@@ -12,6 +12,7 @@ out (real-broker behaviour is tested in the other ``test_kafka_*`` modules).
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from pipeline_state_kafka._kafka import MessageSizeTooLargeError, TopicPartition
 
 from pipeline_state import InMemoryStore, PipelineService
 
-__all__ = ["FakeRecord", "LogConsumer", "MemoryProducer", "drain", "new_consumer"]
+__all__ = ["FakeRecord", "LogConsumer", "MemoryProducer", "drain", "keys_in_different_lanes", "new_consumer"]
 
 
 @attrs.frozen
@@ -190,3 +191,13 @@ def new_consumer(
 async def drain(consumer: InboundConsumer, source: LogConsumer, *, within: float = 30.0) -> None:
     """Run ``consumer`` over ``source`` until every record was read (bounded in time)."""
     await asyncio.wait_for(consumer.run(source.stop_event), timeout=within)
+
+
+def keys_in_different_lanes(lanes: int = 4) -> tuple[str, str]:
+    """Two batch ids whose records the consumer puts in different lanes (crc32 of the key)."""
+    first = "lane-a"
+    for n in range(100):
+        other = f"lane-b{n}"
+        if zlib.crc32(other.encode()) % lanes != zlib.crc32(first.encode()) % lanes:
+            return first, other
+    raise AssertionError("no two keys in different lanes")

@@ -11,11 +11,11 @@ failed before their fix; the other held.
 from __future__ import annotations
 
 import json
-import zlib
 from typing import Any
 
 import attrs
 import pytest
+from intake_kit import keys_in_different_lanes
 from kafka_harness import fast_settings, running, wait_status, wait_until
 from pipeline_state_kafka import ProducerLike, ProducerSettings, create_producer, dlq_topic
 from pipeline_state_kafka.testing import Collector, LocalBroker
@@ -37,16 +37,6 @@ def _bytes(delivery: tuple[str, dict[str, Any]]) -> bytes:
     return json.dumps(delivery[1]).encode()
 
 
-def _keys_in_different_lanes(lanes: int = 4) -> tuple[str, str]:
-    """Two batch ids whose records the consumer puts in different lanes (crc32 of the key)."""
-    first = "lane-a"
-    for n in range(100):
-        other = f"lane-b{n}"
-        if zlib.crc32(other.encode()) % lanes != zlib.crc32(first.encode()) % lanes:
-            return first, other
-    raise AssertionError("no two keys in different lanes")
-
-
 async def test_a_poison_record_is_dead_lettered_once_while_another_lane_retries(
     broker: LocalBroker, prefix: str, producer: ProducerLike
 ) -> None:
@@ -64,7 +54,7 @@ async def test_a_poison_record_is_dead_lettered_once_while_another_lane_retries(
     the letter and committing the offset. The consumer now remembers the positions it
     dead-lettered until a commit covers them, and writes no second letter."""
     env = HuleEduEnvelopes()
-    good_key, bad_key = _keys_in_different_lanes()
+    good_key, bad_key = keys_in_different_lanes()
     memory = InMemoryStore()
     opened = OpenedStore(memory, memory)
     settings = fast_settings(broker.bootstrap, prefix)  # memory store: 4 lanes
