@@ -57,11 +57,16 @@ def denial_status(reason: str) -> int:
 
 
 class PipelineDeniedError(BadCommandError):
-    """A pipeline (or phase retry) request was refused by admission; no state changed."""
+    """A pipeline (or phase retry) request was refused by admission; no state changed.
+    ``correlation_id``: the one the request was decided (and its denial published) under,
+    which the answer echoes; ``None``: the request's own."""
 
-    def __init__(self, reason: str, detail: str, *, batch_id: str | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str, *, batch_id: str | None = None, correlation_id: str | None = None
+    ) -> None:
         self.reason = reason
         self.detail = detail
+        self.correlation_id = correlation_id
         super().__init__(f"request denied: {reason} ({detail})", batch_id=batch_id)
 
     @property

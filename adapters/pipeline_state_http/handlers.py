@@ -197,6 +197,8 @@ class ApiRoute(APIRoute):
                 response = await handler(request)
             except Exception as exc:
                 response = error_response(exc)
+                if isinstance(exc, PipelineDeniedError) and exc.correlation_id is not None:
+                    request.state.correlation_id = exc.correlation_id  # what it was denied under
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             correlation = getattr(request.state, "correlation_id", None)
             if correlation is not None and CORRELATION_HEADER.lower() not in response.headers:

@@ -90,14 +90,14 @@ class Operations:
         payload = parse_payload("http", data, model=ClientBatchPipelineRequestV1)
         assert isinstance(payload, ClientBatchPipelineRequestV1)
         result = await self._run(payload, ctx, correlation)
-        return await self._accepted(result, batch_id, ctx)
+        return await self._accepted(result, batch_id, ctx, correlation)
 
     async def retry_phase(self, batch_id: str, body: RetryPhaseBody, ctx: RequestContext) -> PipelineAccepted:
         command = RetryPhase(
             batch_id, body.phase_name, body.user_id, body.retry_reason, after_runs=body.after_runs
         )
         result = await self._run(command, ctx, ctx.correlation_id, requested_by=body.user_id)
-        return await self._accepted(result, batch_id, ctx)
+        return await self._accepted(result, batch_id, ctx, ctx.correlation_id)
 
     async def cancel(self, batch_id: str, body: CancelBody, ctx: RequestContext) -> CancelAccepted:
         payload = CancelRun(batch_id, body.user_id, body.reason, body.run_id)
@@ -116,19 +116,26 @@ class Operations:
             raise DuplicateEventError(ctx.event_id)
         return CancelAccepted(run_id=run_id, correlation_id=correlation)
 
-    async def record_completion(self, body: PhaseCompletionBody, ctx: RequestContext) -> PhaseRecorded:
+    async def record_completion(
+        self, body: PhaseCompletionBody, ctx: RequestContext
+    ) -> tuple[PhaseRecorded, str]:
+        """The answer, and the correlation id the completion was recorded under (a replay: the
+        first answer's, which the log recorded)."""
         command = RecordPhaseCompletion(body.batch_id, body.phase_name, body.success)
         result = await self._run(command, ctx, ctx.correlation_id)
+        correlation = ctx.correlation_id
         if result.duplicate:
             outcome = (await self._entry(ctx.event_id)).result
-            run_id = await logged_run_id(self.service.store, body.batch_id, ctx.event_id)
+            store = self.service.store
+            correlation = await logged_correlation(store, body.batch_id, ctx.event_id, correlation)
+            run_id = await logged_run_id(store, body.batch_id, ctx.event_id)
             if run_id is None:
                 run = run_of_event(await self.service.shown_batch(body.batch_id), ctx.event_id)
                 run_id = None if run is None else run.run_id
         else:
             outcome = "applied" if result.ignored is None else f"ignored:{result.ignored}"
             run_id = None if result.decision is None else result.decision.run_id
-        return PhaseRecorded(outcome=outcome, run_id=run_id)
+        return PhaseRecorded(outcome=outcome, run_id=run_id), correlation
 
     # -- helpers --------------------------------------------------------------------------
     async def _run(
@@ -185,7 +192,11 @@ class Operations:
             raise DuplicateEventError(event_id)
         return entry
 
-    async def _accepted(self, result: HandleResult, batch_id: str, ctx: RequestContext) -> PipelineAccepted:
+    async def _accepted(
+        self, result: HandleResult, batch_id: str, ctx: RequestContext, correlation: str
+    ) -> PipelineAccepted:
+        """The answer of a run-starting request decided under ``correlation``: its run, or its
+        denial (which names ``correlation``, the id the denial was published under)."""
         if result.duplicate:
             entry = await self._entry(ctx.event_id)
             denial = denial_of(entry)
@@ -195,8 +206,11 @@ class Operations:
         else:
             decision = result.decision
             assert decision is not None
-            if decision.denial is not None:
-                raise PipelineDeniedError(decision.denial.reason, decision.denial.detail, batch_id=batch_id)
+            denied = decision.denial
+            if denied is not None:
+                raise PipelineDeniedError(
+                    denied.reason, denied.detail, batch_id=batch_id, correlation_id=correlation
+                )
             run = decided_run(decision)
         if run is None:
             raise DuplicateEventError(ctx.event_id)

@@ -268,8 +268,9 @@ def build_router(
         responses=_errors(*_COMMON, (400, ErrorBody), (404, ErrorBody)),
         summary="Record an out-of-band phase completion",
     )
-    async def phase_complete(body: PhaseCompletionBody, ctx: Context) -> PhaseRecorded:
-        return await ops.record_completion(body, ctx)
+    async def phase_complete(request: Request, body: PhaseCompletionBody, ctx: Context) -> PhaseRecorded:
+        answer, request.state.correlation_id = await ops.record_completion(body, ctx)
+        return answer  # echoing the first answer's correlation id on a replay
 
     @ops_router.get(
         "/healthz",
