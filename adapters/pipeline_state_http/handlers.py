@@ -48,7 +48,14 @@ from pipeline_state.errors import (
 from .errors import PipelineDeniedError, RefusedBeforeError
 from .schemas import DenialBody, ErrorBody
 
-__all__ = ["CORRELATION_HEADER", "ApiRoute", "error_response"]
+__all__ = [
+    "COMMON_ERRORS",
+    "CORRELATION_HEADER",
+    "ApiRoute",
+    "documented",
+    "documented_as_json",
+    "error_response",
+]
 
 log = logging.getLogger("pipeline_state_http")
 
@@ -80,6 +87,37 @@ def _answer_of(error_name: str) -> tuple[int, str]:
     if not (isinstance(cls, type) and issubclass(cls, PipelineStateError)):
         return 409, "refused"
     return next(_LIBRARY[t] for t in cls.__mro__ if t in _LIBRARY)
+
+
+COMMON_ERRORS: tuple[tuple[int, Any], ...] = (
+    (401, ErrorBody),
+    (408, ErrorBody),
+    (413, ErrorBody),
+    (422, ErrorBody),
+    (503, ErrorBody),
+)
+"""The error answers any route of the adapter may give (a missing token, a slow or large
+body, a malformed one, a store out of reach): each an :class:`ErrorBody`."""
+
+
+_COMPONENTS = "#/components/schemas/"
+
+
+def documented(*pairs: tuple[int, Any]) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses``: the model of each error answer's body by status (a later
+    pair of a status replaces an earlier; a union documents either body)."""
+    return {status: {"model": model} for status, model in pairs}
+
+
+def documented_as_json(*pairs: tuple[int, type[Any]]) -> dict[int | str, dict[str, Any]]:
+    """:func:`documented` for a route whose own answer is not JSON (a text view): FastAPI
+    files a model under the route's media type, but the error answers are JSON, so each
+    is documented as ``application/json`` by reference (the models are in every app's
+    components: the JSON routes use them)."""
+    return {
+        status: {"content": {"application/json": {"schema": {"$ref": _COMPONENTS + model.__name__}}}}
+        for status, model in pairs
+    }
 
 
 _SERVER_DETAIL = {

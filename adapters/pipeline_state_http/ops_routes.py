@@ -19,7 +19,7 @@ from pipeline_state._service import PipelineService
 from pipeline_state._wire import MAX_ID_LENGTH, is_id_text
 from pipeline_state.ports import MAX_STALLED_AGE_SECONDS
 
-from .handlers import ApiRoute
+from .handlers import COMMON_ERRORS, ApiRoute, documented
 from .security import require_scopes
 from .settings import HttpSettings, Scope
 
@@ -91,7 +91,12 @@ def build_ops_router(service: PipelineService, *, settings: HttpSettings) -> API
         route_class=ApiRoute, tags=["operations"], dependencies=require_scopes(settings, Scope.OPS)
     )
 
-    @router.get("/v1/ops/waiting", response_model=WaitingFacts, summary="Facts waiting for their batch")
+    @router.get(
+        "/v1/ops/waiting",
+        response_model=WaitingFacts,
+        responses=documented(*COMMON_ERRORS),
+        summary="Facts waiting for their batch",
+    )
     async def waiting(
         batch_id: _BatchIdFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -116,6 +121,7 @@ def build_ops_router(service: PipelineService, *, settings: HttpSettings) -> API
     @router.get(
         "/v1/ops/stalled-runs",
         response_model=StalledRuns,
+        responses=documented(*COMMON_ERRORS),
         summary="Active runs without progress, oldest first",
     )
     async def stalled_runs(

@@ -21,7 +21,7 @@ from pipeline_state.profiles.huleedu.results.ports import ResultsStore
 
 from .context import RequestContext, correlation_only, request_context
 from .diagram import DiagramView, batch_mermaid
-from .handlers import ApiRoute
+from .handlers import COMMON_ERRORS, ApiRoute, documented, documented_as_json
 from .ids import BatchId, id_path
 from .operations import Operations
 from .resolution import define_pipeline, preflight
@@ -59,17 +59,18 @@ Context = Annotated[RequestContext, Depends(request_context)]
 Correlation = Annotated[str, Depends(correlation_only)]
 
 
-def _errors(*pairs: tuple[int, type[Any]]) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": model} for status, model in pairs}
-
-
-_COMMON = ((401, ErrorBody), (408, ErrorBody), (413, ErrorBody), (422, ErrorBody), (503, ErrorBody))
-
 OPERATOR_VIEWS = ("/v1/batches/{batch_id}/diagram", "/v1/batches/{batch_id}/status")
 """Routes under ``/v1`` that operators use too: they take the API or the operations token."""
 
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+_VIEW_ERRORS = documented_as_json(*COMMON_ERRORS, (404, ErrorBody))
+"""The error answers of the text views: JSON, whatever the view's own media type."""
 _DENIALS = ((400, DenialBody), (402, DenialBody), (404, DenialBody), (409, DenialBody), (429, DenialBody))
+_EITHER = DenialBody | ErrorBody
+"""A status a denial and an error share."""
+_RETRY_ANSWERS = (*_DENIALS, (400, _EITHER), (404, _EITHER))
+"""A phase retry is denied as a request is, and answers an :class:`ErrorBody` with 404 for
+an unknown batch and with 400 for an ``after_runs`` the batch has moved past."""
 
 
 def build_router(
@@ -106,7 +107,7 @@ def build_router(
         "/v1/batches/register",
         status_code=202,
         response_model=RegisterAccepted,
-        responses=_errors(*_COMMON, (409, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (409, ErrorBody)),
         summary="Register a batch",
     )
     async def register(request: Request, payload: RegistrationBody, ctx: Context) -> RegisterAccepted:
@@ -118,7 +119,7 @@ def build_router(
         "/v1/batches/{batch_id}/pipelines",
         status_code=202,
         response_model=PipelineAccepted,
-        responses=_errors(*_COMMON, *_DENIALS),
+        responses=documented(*COMMON_ERRORS, *_DENIALS),
         summary="Request a pipeline run",
     )
     async def request_pipeline(
@@ -131,7 +132,7 @@ def build_router(
     @api.post(
         "/v1/batches/{batch_id}/pipelines/{pipeline}/preflight",
         response_model=PreflightResult,
-        responses=_errors(*_COMMON, *_DENIALS),
+        responses=documented(*COMMON_ERRORS, *_DENIALS),
         summary="Check and resolve a pipeline request without running it",
     )
     async def preflight_pipeline(
@@ -146,7 +147,7 @@ def build_router(
         "/v1/batches/{batch_id}/cancel",
         status_code=202,
         response_model=CancelAccepted,
-        responses=_errors(*_COMMON, (404, ErrorBody), (409, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (400, ErrorBody), (404, ErrorBody), (409, ErrorBody)),
         summary="Cancel the active run",
     )
     async def cancel(
@@ -160,7 +161,7 @@ def build_router(
         "/v1/batches/{batch_id}/retry-phase",
         status_code=202,
         response_model=PipelineAccepted,
-        responses=_errors(*_COMMON, *_DENIALS),
+        responses=documented(*COMMON_ERRORS, *_RETRY_ANSWERS),
         summary="Run one phase again in a new run",
     )
     async def retry_phase(
@@ -174,7 +175,7 @@ def build_router(
         "/v1/batches/{batch_id}",
         # Its owner, group and item-count keys are the profile's (Profile.view_names).
         response_model=batch_snapshot_model(service.profile.view_names),
-        responses=_errors(*_COMMON, (404, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (404, ErrorBody)),
         summary="The batch snapshot",
     )
     async def get_batch(batch_id: BatchId, correlation: Correlation) -> dict[str, Any]:
@@ -185,7 +186,7 @@ def build_router(
     @api.get(
         "/v1/batches/{batch_id}/history",
         response_model=HistoryPage,
-        responses=_errors(*_COMMON, (404, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (404, ErrorBody)),
         summary="Archived runs, newest first",
     )
     async def history(
@@ -210,7 +211,7 @@ def build_router(
     @views.get(
         "/v1/batches/{batch_id}/diagram",
         response_class=PlainTextResponse,
-        responses={**_errors(*_COMMON, (404, ErrorBody)), 200: {"content": {"text/plain": {}}}},
+        responses={**_VIEW_ERRORS, 200: {"content": {"text/plain": {}}}},
         summary="The batch's diagrams in Mermaid, current states highlighted",
     )
     async def diagram(
@@ -230,7 +231,7 @@ def build_router(
     @page.get(
         "/v1/batches/{batch_id}/status",
         response_class=HTMLResponse,
-        responses={**_errors(*_COMMON, (404, ErrorBody)), 200: {"content": {"text/html": {}}}},
+        responses={**_VIEW_ERRORS, 200: {"content": {"text/html": {}}}},
         summary="A live HTML status page",
     )
     async def status_page(batch_id: BatchId, correlation: Correlation) -> HTMLResponse:
@@ -255,7 +256,7 @@ def build_router(
     @internal.post(
         "/internal/v1/pipelines/define",
         response_model=DefineResponse,
-        responses=_errors(*_COMMON, (400, DenialBody), (404, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (400, _EITHER), (404, ErrorBody)),
         summary="Resolve a pipeline for a batch (the conductor's question)",
     )
     async def define(request: Request, body: DefineRequest) -> DefineResponse:
@@ -265,7 +266,7 @@ def build_router(
     @internal.post(
         "/internal/v1/phases/complete",
         response_model=PhaseRecorded,
-        responses=_errors(*_COMMON, (400, ErrorBody), (404, ErrorBody)),
+        responses=documented(*COMMON_ERRORS, (400, ErrorBody), (404, ErrorBody)),
         summary="Record an out-of-band phase completion",
     )
     async def phase_complete(request: Request, body: PhaseCompletionBody, ctx: Context) -> PhaseRecorded:
