@@ -132,7 +132,11 @@ class PhaseCompletionBody(_Body):
 class RegisterAccepted(_Answer):
     batch_id: str
     correlation_id: str
-    status: str = Field(description="the batch's lifecycle status after registration")
+    status: str = Field(
+        description="the lifecycle status the registration gave the batch (its first, the same "
+        "for a replay); early facts it let apply may have moved the batch on: read the batch "
+        "for its status now. A registration of a batch already registered: its status when answered"
+    )
 
 
 class PipelineAccepted(_Answer):
