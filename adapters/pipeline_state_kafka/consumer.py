@@ -672,9 +672,10 @@ class InboundConsumer:
         """Count a record keyed otherwise than by its batch id, and warn once per topic while
         fetches are split into lanes: lanes keep one key's records in order, so a batch whose
         records carry several keys may have them handled out of order (a request decided
-        before its batch's provisioning of the same fetch, and denied)."""
+        before its batch's provisioning of the same fetch, and denied). A record with no key
+        is one of them: it goes to the lane of the empty key."""
         batch_id, key = handled.batch_id, record.key
-        if batch_id is None or key is None or key == batch_id.encode():
+        if batch_id is None or key == batch_id.encode():
             return
         self.stats.miskeyed += 1
         lanes = self.settings.lanes
@@ -686,7 +687,7 @@ class InboundConsumer:
                 "batch id, or set PIPELINE_STATE_KAFKA_PARTITION_CONCURRENCY=1",
                 topic,
                 batch_id,
-                key[:80],
+                None if key is None else key[:80],
                 lanes,
                 extra=_position(record),
             )
