@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
-from ._wire import EventEnvelope, TopicSpec, WireModel, parse_message
+from ._wire import MAX_ID_LENGTH, EventEnvelope, TopicSpec, WireModel, is_id_text, parse_message
 from .errors import DefinitionError, InvalidMessageError
 
 __all__ = ["Inbound", "InboundTopic"]
@@ -50,7 +50,8 @@ class InboundTopic:
     payload's field values, for test kits and demos) with the ``kind`` of input it takes.
 
     Building it checks each part and raises :class:`~pipeline_state.errors.DefinitionError`
-    naming the topic when the topic is not a non-empty string, ``model`` is not a pydantic
+    naming the topic when the topic is not a non-empty string that an envelope can carry as
+    its event type (1 to 200 characters, no control ones), ``model`` is not a pydantic
     model class, ``kind`` is not one of the engine's inputs (:mod:`pipeline_state._inputs`),
     ``decode`` or ``encode`` is not callable, or ``key_field`` is not a field of ``model``.
     """
@@ -67,6 +68,13 @@ class InboundTopic:
         if not isinstance(topic, str) or not topic.strip():
             raise DefinitionError(
                 "inbound", f"an inbound topic must be a non-empty string, got {_shown(topic)}"
+            )
+        if not is_id_text(topic):
+            # Its messages name it as their event type, which an envelope bounds.
+            raise DefinitionError(
+                "inbound",
+                f"an inbound topic must be 1 to {MAX_ID_LENGTH} characters without control "
+                f"characters (its messages name it as their event type), got {topic!r:.80}",
             )
 
         def fail(problem: str) -> DefinitionError:

@@ -682,6 +682,8 @@ class Profile:
                 )
             owners[matching.topic] = "group_matching"
         events = self.event_topics()
+        for topic, announced in events.items():  # each travels as its envelopes' event type
+            _check_text(self.name, f"the topic of the {announced} event", topic)
         letters = {f"{topic}{DEAD_LETTER_SUFFIX}": topic for topic in self.inbound.topics}
         for topic, owner in owners.items():
             if topic in self.inbound:
