@@ -1,8 +1,9 @@
 """``pipeline-state dlq reinject`` end to end on the test broker (SQLite store, the CLI as a
 child process).
 
-Were defects (fixed): a letter whose batch the store cannot read stopped the whole command
-(exit 4, no report) and blocked every later letter; a letter naming another origin topic
+Were defects (fixed): a letter whose batch the store cannot read, or one failing with an
+unexpected store error, stopped the whole command (exit 4, no report) and blocked every
+later letter; a letter naming another origin topic
 (``dlq_original_topic``) was applied. Held: truncated copies refused by their header,
 ``--timeout`` respected, a ``dlq_waited_for`` letter re-injected by two operators at once
 while its original is produced back applies once.
@@ -24,11 +25,12 @@ import attrs
 import pytest
 from pipeline_state_kafka import ProducerLike
 from pipeline_state_kafka.dlq import DeadLetterWriter, ParkedFact, dead_letter
+from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 from pipeline_state_kafka.testing import LocalBroker
 from pipeline_state_sql import open_store
 
 from pipeline_state import PipelineService
-from pipeline_state.errors import InvalidMessageError, StoreUnavailableError
+from pipeline_state.errors import InvalidMessageError, StoreError, StoreUnavailableError
 from pipeline_state.profiles.huleedu.events import Topic
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
 
@@ -129,6 +131,39 @@ async def test_a_letter_of_a_corrupt_batch_fails_alone_and_the_next_letters_stil
     assert [(d["batch_id"], d["result"]) for d in letters] == [("c1", "failed"), ("c3", "applied")]
     assert "c1" in letters[0]["error"]
     assert await _status(url, "c3") is not None  # the letter after the corrupt one applied
+
+
+async def test_a_letter_that_fails_unexpectedly_again_fails_alone_and_the_next_letters_still_apply(
+    broker: LocalBroker, prefix: str, producer: ProducerLike, tmp_path: Path
+) -> None:
+    """A letter the consumer dead-lettered after repeated *unexpected* failures (a store error
+    that says neither "unavailable" nor "rejected": a rule a DBA added refuses the batch)
+    fails the same way when re-injected; it fails alone and the next letter applies
+    (docs/operations.md). Was a defect (found by an attack on the operator commands): the
+    command stopped there with exit 4 ("unreachable"; the store was up), so the letters after
+    it were blocked on every run."""
+    url = await _store(tmp_path)
+    with sqlite3.connect(tmp_path / "state.db") as db:  # the database refuses batch u1, for ever
+        db.execute(
+            "CREATE TRIGGER refuse_u1 BEFORE INSERT ON batches WHEN NEW.batch_id = 'u1' "
+            "BEGIN SELECT RAISE(ABORT, 'u1 is refused by a rule of the DBA'); END"
+        )
+    error = StoreError("the database rejected an operation (batch 'u1'): u1 is refused by a rule of the DBA")
+    # the premise: the consumer retries this error a few times, then dead-letters the record
+    assert ErrorPolicy().classify(error) is Verdict.UNEXPECTED
+    env = HuleEduEnvelopes()
+    writer = DeadLetterWriter(producer, group_id=f"{prefix}group")
+    for batch_id in ("u1", "u2"):
+        value = json.dumps(env.register(batch_id, items=1)[1]).encode()
+        await writer.send(ParkedFact(f"{prefix}{REGISTER}", b"k", value, partition=0, offset=1), error)
+
+    ran = await _cli(*_args(broker, prefix, url), "--json")
+
+    assert "Traceback" not in ran.err, ran.err[-2000:]
+    assert await _status(url, "u2") is not None, f"the letter after u1 was never re-injected: {ran}"
+    assert ran.code == 1, (ran.code, ran.err)
+    letters = ran.json["letters"]
+    assert [(d["batch_id"], d["result"]) for d in letters] == [("u1", "failed"), ("u2", "applied")]
 
 
 async def test_a_letter_whose_headers_name_another_origin_is_refused(

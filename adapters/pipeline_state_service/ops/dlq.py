@@ -35,13 +35,16 @@ MAX_TIMEOUT_SECONDS = 3600.0
 """The longest ``--timeout``: an hour of waiting for a broker is a hung command."""
 
 
-def _still_failing() -> tuple[type[BaseException], ...]:
-    """What makes one letter fail while the others go on: what the consumer dead-letters
-    (:data:`~pipeline_state_kafka.policy.DEFAULT_POISON`: bad input, a command that can never
-    apply, a stored batch it cannot read) and an illegal move."""
-    from pipeline_state_kafka.policy import DEFAULT_POISON
+def _fails_alone(error: Exception) -> bool:
+    """Whether ``error`` makes one letter fail while the others go on: whatever the consumer
+    would not retry, as it dead-letters it (bad input, a command that can never apply, a
+    stored batch it cannot read, and an error it dead-letters after repeated unexpected
+    failures: a rule of the database refusing the batch, say) and an illegal move. What the
+    consumer retries (the store or broker out of reach) stops the command: the letters after
+    it would fail the same way."""
+    from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 
-    return (*DEFAULT_POISON, IllegalTransitionError)
+    return isinstance(error, IllegalTransitionError) or ErrorPolicy().classify(error) is not Verdict.RETRY
 
 
 @attrs.frozen
@@ -91,7 +94,9 @@ async def _one(service: PipelineService, topic: str, origin: str, letter: Any, a
         return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=error)
     try:
         result = await service.handle(command, topic=topic, raw=raw)
-    except _still_failing() as exc:
+    except Exception as exc:
+        if not _fails_alone(exc):
+            raise
         return Reinjected(**where, event_id=event_id, batch_id=batch_id, result="failed", error=one_line(exc))
     return Reinjected(**where, event_id=result.event_id, batch_id=batch_id, result=result.label)
 
