@@ -27,6 +27,7 @@ from pipeline_state.errors import (
     RejectedDataError,
     StoreError,
     StoreUnavailableError,
+    UnknownPipelineError,
 )
 from pipeline_state_service.errors import OperatorError
 
@@ -84,6 +85,10 @@ def exit_code_of(error: BaseException) -> ExitCode:
     if isinstance(error, StoreError) and not isinstance(error, _LOST_RACES):
         return ExitCode.UNREACHABLE
     if isinstance(error, InvalidMessageError | RejectedDataError):  # the operator's data
+        return ExitCode.USAGE
+    # An unknown phase or pipeline is bad input, whichever way it comes back: raised by the
+    # engine, or as the HTTP API's denial ``unknown_pipeline``.
+    if isinstance(error, UnknownPipelineError) or getattr(error, "reason", None) == "unknown_pipeline":
         return ExitCode.USAGE
     status = getattr(error, "status_code", None)  # an HTTP API's answer
     if status in (401, 403):

@@ -72,7 +72,11 @@ def api_url(given: str) -> str:
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise OperatorError(ExitCode.USAGE, f"--api is not a URL: {exc}") from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL with a host, got {given!r}")
+        # Not the URL itself: it may carry a password (``https://user:password@host``).
+        got = f"a URL with scheme {url.scheme!r}" if url.scheme else "a URL with no scheme"
+        if url.scheme in ("http", "https"):
+            got = "a URL with no host"
+        raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL with a host, got {got}")
     if url.port is not None and not 0 < url.port <= _MAX_PORT:
         raise OperatorError(ExitCode.USAGE, f"--api: the port must be from 1 to {_MAX_PORT}, got {url.port}")
     return given

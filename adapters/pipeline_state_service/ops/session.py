@@ -295,6 +295,11 @@ async def _open_store(url: str, schema: str | None) -> SqlStore:
         await store.close()
         if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailableError):
             raise _unusable(url, schema, exc) from exc
+        if isinstance(exc, TypeError | ValueError):
+            # The first connection: the driver refuses an option of the URL's query
+            # (``?sslmode=`` is libpq's spelling, asyncpg takes ``ssl``) or cannot read it.
+            refused = f"the store URL {shown_url(url)} has an option the driver refuses: {one_line(exc)}"
+            raise OperatorError(ExitCode.USAGE, refused) from exc
         raise
     return store
 
