@@ -71,7 +71,8 @@ def build_results_router(
         return _not_found(f"batch {batch_id!r}") if view is None else view
 
     @router.get(
-        "/v1/results/classes/{class_id}",
+        # ``:path`` (here and for teachers): ids may hold a '/', which arrives decoded.
+        "/v1/results/classes/{class_id:path}",
         response_model=ClassResultsView,
         responses={**_ANSWERS, 404: {"model": ErrorBody}},
         summary="The results of a class and a page of its batches",
@@ -86,7 +87,7 @@ def build_results_router(
         return _not_found(f"class {class_id!r}") if view is None else view
 
     @router.get(
-        "/v1/results/teachers/{user_id}",
+        "/v1/results/teachers/{user_id:path}",
         response_model=TeacherResultsView,
         responses=_ANSWERS,
         summary="A page of a teacher's batch results",
