@@ -82,6 +82,10 @@ async def republish(args: argparse.Namespace) -> int:
     """``outbox republish EVENT_ID...``: re-queue parked rows through the engine."""
     actor = operator_name(args.actor)
     wanted = list(dict.fromkeys(args.event_ids))
+    if len(wanted) > MAX_LIMIT:  # as many as one `outbox parked --limit` lists at most
+        raise OperatorError(
+            ExitCode.USAGE, f"at most {MAX_LIMIT} event ids at a time, got {len(wanted)}: split them"
+        )
     async with open_service(args) as service:
         store = service.store
         rows = {r.message.event_id: r for r in await store_call(store, "outbox_rows")(wanted)}
