@@ -39,7 +39,7 @@ from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
 from ._model import BatchState, evolve
 from ._profile import Profile, check_profile
-from ._refusal import refusal_result
+from ._refusal import RESULT_LIMIT, refusal_result
 from ._replay import DEAD_LETTERED, unprocessed_replay_id
 from ._retry import Retrying
 from ._tracing import (
@@ -220,9 +220,9 @@ def _marked(fact: WaitingFact) -> bool:
     return fact.waits_for.startswith(NEVER_APPLIES)
 
 
-_NEVER_APPLIES_ROOM = 200 - len(DEAD_LETTERED)
+_NEVER_APPLIES_ROOM = RESULT_LIMIT - len(DEAD_LETTERED)
 """The longest ``never_applies:`` mark: its ``dead_lettered:<mark>`` inbox result fits the
-stores' 200-character result column."""
+stores' result column."""
 
 MAX_WAITING_PER_BATCH = 1000
 """At most this many facts of one batch wait; a further early fact of it is refused

@@ -22,9 +22,9 @@ class KafkaSettingsError(PipelineStateError, ValueError):
     names the variable."""
 
 
-class WaitedTooLongError(PipelineStateError):
-    """A fact that waited for its batch longer than the waiting window (issue 11.2): the
-    reason of its dead letter, naming what it waited for."""
+class _WaitedFactError(PipelineStateError):
+    """The reason of a waiting fact's dead letter: what it waited for and its event id
+    (``dlq_waited_for``, ``dlq_event_id``)."""
 
     def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
         self.waits_for = waits_for
@@ -32,13 +32,13 @@ class WaitedTooLongError(PipelineStateError):
         super().__init__(reason)
 
 
-class NeverAppliesError(PipelineStateError):
+class WaitedTooLongError(_WaitedFactError):
+    """A fact that waited for its batch longer than the waiting window (issue 11.2): the
+    reason of its dead letter, naming what it waited for."""
+
+
+class NeverAppliesError(_WaitedFactError):
     """A fact that waited for its batch and, once the batch was there, could never apply
     (it names items the batch does not have, say): the reason of its dead letter, with the
     error it failed with. The same record consumed in order is dead-lettered with that
     error itself."""
-
-    def __init__(self, reason: str, *, waits_for: str, event_id: str) -> None:
-        self.waits_for = waits_for
-        self.event_id = event_id
-        super().__init__(reason)

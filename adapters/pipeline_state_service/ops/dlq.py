@@ -23,7 +23,7 @@ import attrs
 from pipeline_state._commands import Command
 from pipeline_state._profile import Profile
 from pipeline_state._service import PipelineService
-from pipeline_state.errors import IllegalTransitionError, InvalidMessageError
+from pipeline_state.errors import InvalidMessageError
 
 from .exits import ExitCode, OperatorError, in_range, one_line
 from .output import emit
@@ -44,7 +44,7 @@ def _fails_alone(error: Exception) -> bool:
     it would fail the same way."""
     from pipeline_state_kafka.policy import ErrorPolicy, Verdict
 
-    return isinstance(error, IllegalTransitionError) or ErrorPolicy().classify(error) is not Verdict.RETRY
+    return ErrorPolicy().classify(error) is not Verdict.RETRY
 
 
 @attrs.frozen
