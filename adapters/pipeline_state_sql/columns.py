@@ -65,3 +65,6 @@ JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 
 ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 """An auto-incremented row id column type."""
+
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
+"""A count that sums many rows' figures: 64-bit (SQLite's ``INTEGER`` already is)."""

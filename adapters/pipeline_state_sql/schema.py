@@ -42,7 +42,7 @@ from sqlalchemy import (
 
 from pipeline_state._wire import MAX_ID_LENGTH
 
-from .columns import JSON_DOCUMENT, ROW_ID, UtcDateTime
+from .columns import COUNT, JSON_DOCUMENT, ROW_ID, UtcDateTime
 
 __all__ = [
     "BATCHES",
@@ -207,9 +207,10 @@ RESULTS_CLASSES = Table(
     "results_classes",
     METADATA,
     Column("class_id", String(ID), primary_key=True),
-    Column("batch_count", Integer, nullable=False),
-    Column("essays_succeeded", Integer, nullable=False),
-    Column("essays_failed", Integer, nullable=False),
+    # Sums over every batch of a class: 64-bit (migration 0007).
+    Column("batch_count", COUNT, nullable=False),
+    Column("essays_succeeded", COUNT, nullable=False),
+    Column("essays_failed", COUNT, nullable=False),
 )
 
 RESULTS_CLASS_STATUS = Table(
