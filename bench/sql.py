@@ -67,8 +67,9 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench._util import Row, Target, environment, report  # noqa: E402
 from pipeline_state import InMemoryStore, ManualClock, PipelineService  # noqa: E402
+from pipeline_state._deadline_index import next_deadline  # noqa: E402
 from pipeline_state._lifecycle import RunStatus  # noqa: E402
-from pipeline_state._model import BatchState, Past, Run, next_deadline  # noqa: E402
+from pipeline_state._model import BatchState, Past, Run  # noqa: E402
 from pipeline_state.ports import Change  # noqa: E402
 from pipeline_state.profiles import default_profile  # noqa: E402
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes  # noqa: E402

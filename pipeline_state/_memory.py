@@ -19,9 +19,10 @@ from typing import Any
 import attrs
 
 from ._clock import ManualClock, SystemClock
+from ._deadline_index import next_deadline
 from ._lifecycle import BatchStatus
 from ._memory_unit_of_work import MemoryUnitOfWork, Versions
-from ._model import BatchState, Run, evolve, next_deadline
+from ._model import BatchState, Run, evolve
 from .errors import (
     ConcurrencyConflictError,
     DuplicateEventError,

@@ -36,7 +36,6 @@ __all__ = [
     "all_terminal",
     "evolve",
     "evolver",
-    "next_deadline",
     "run_key",
 ]
 
@@ -352,14 +351,6 @@ class BatchState:
         yield from self.history
         if self.active_run is not None:
             yield self.active_run
-
-
-def next_deadline(state: BatchState) -> datetime | None:
-    """The earliest deadline among the active phases of the active run, if any."""
-    if state.active_run is None:
-        return None
-    deadlines = [p.deadline_at for p in state.active_run.phases if p.is_active and p.deadline_at is not None]
-    return min(deadlines) if deadlines else None
 
 
 _T = TypeVar("_T")

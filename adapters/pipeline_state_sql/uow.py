@@ -45,7 +45,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, true, update
 
-from pipeline_state._model import BatchState, next_deadline
+from pipeline_state._deadline_index import next_deadline
+from pipeline_state._model import BatchState
 from pipeline_state.ports import Change
 
 from .codec import encode_run, state_text, stored_status

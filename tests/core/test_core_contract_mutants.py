@@ -30,7 +30,7 @@ from pipeline_state import (
     PipelineService,
     PipelineStateError,
 )
-from pipeline_state._model import next_deadline
+from pipeline_state._deadline_index import next_deadline
 from pipeline_state.ports import Change, OutboxRow, WaitingFact
 
 # ---------------------------------------------------------------------------------------------
