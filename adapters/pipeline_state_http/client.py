@@ -44,6 +44,7 @@ from .schemas import (
     PreflightResult,
     RegisterAccepted,
 )
+from .settings import BEARER_TOKEN_RULE, is_bearer_token
 
 __all__ = ["PipelineStateClient"]
 
@@ -118,6 +119,9 @@ class PipelineStateClient:
     """The API as typed coroutines. Use as ``async with PipelineStateClient(url) as c: ...``.
 
     ``token`` is sent to ``/v1/*`` routes and ``internal_token`` to ``/internal/*`` routes.
+    A token a header cannot carry (a trailing newline, a space, a non-ASCII letter) is a
+    :class:`ValueError` here, which never shows the token; sent, the HTTP library's error
+    would quote the whole header.
     """
 
     def __init__(
@@ -129,6 +133,9 @@ class PipelineStateClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
     ) -> None:
+        for name, value in (("token", token), ("internal_token", internal_token)):
+            if value is not None and not is_bearer_token(value):
+                raise ValueError(f"{name} is not a bearer token: {BEARER_TOKEN_RULE} (value not shown)")
         self._token = token
         self._internal_token = internal_token
         self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout)

@@ -33,6 +33,7 @@ __all__ = [
     "HttpSettings",
     "Scope",
     "Settings",
+    "is_bearer_token",
     "is_loopback",
     "read_token_file",
 ]
@@ -72,6 +73,15 @@ and a longer one fires at once (the page would reload itself in a loop)."""
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 """RFC 6750 ``b64token``: the characters a bearer token may carry in an HTTP header."""
 
+BEARER_TOKEN_RULE = "ASCII letters, digits and - . _ ~ + /, then = padding (RFC 6750)"
+"""The characters :func:`is_bearer_token` takes, said for error messages."""
+
+
+def is_bearer_token(value: str) -> bool:
+    """Whether ``value`` can travel as ``Authorization: Bearer <value>`` (RFC 6750
+    ``b64token``: no spaces, control characters or non-ASCII letters)."""
+    return _TOKEN.fullmatch(value) is not None
+
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     # ``not value > 0`` also refuses NaN (``nan <= 0`` is False: a NaN timeout fired at
@@ -94,10 +104,10 @@ def is_loopback(host: str) -> bool:
 def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and (not value or value != value.strip()):
         raise ValueError(f"{attribute.name} must be a non-empty string without surrounding spaces")
-    if value is not None and _TOKEN.fullmatch(value) is None:
+    if value is not None and not is_bearer_token(value):
         raise ValueError(
             f"{attribute.name} must be made of the characters a bearer token can carry in a header "
-            "(RFC 6750: ASCII letters, digits and - . _ ~ + /, then = padding)"
+            f"({BEARER_TOKEN_RULE})"
         )
 
 

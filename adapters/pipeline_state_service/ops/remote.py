@@ -53,7 +53,15 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Any]:
         raise OperatorError(
             ExitCode.USAGE, f"--api needs the http extra: pip install 'pipeline-state[http]' ({exc})"
         ) from exc
-    async with PipelineStateClient(api_url(args.api), token=os.environ.get(TOKEN_ENV)) as client:
+    from pipeline_state_http.settings import BEARER_TOKEN_RULE, is_bearer_token
+
+    token = os.environ.get(TOKEN_ENV) or None  # set but empty: no token, as unset
+    if token is not None and not is_bearer_token(token):
+        # Never the value: it is the secret (a trailing newline is the usual slip).
+        raise OperatorError(
+            ExitCode.USAGE, f"${TOKEN_ENV} is not a bearer token: {BEARER_TOKEN_RULE} (value not shown)"
+        )
+    async with PipelineStateClient(api_url(args.api), token=token) as client:
         yield client
 
 
@@ -69,16 +77,17 @@ def api_url(given: str) -> str:
 
     try:
         url = httpx.URL(given)
+        host, port = url.host, url.port  # both decode: a bad IDNA label raises here
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise OperatorError(ExitCode.USAGE, f"--api is not a URL: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         # Not the URL itself: it may carry a password (``https://user:password@host``).
         got = f"a URL with scheme {url.scheme!r}" if url.scheme else "a URL with no scheme"
         if url.scheme in ("http", "https"):
             got = "a URL with no host"
         raise OperatorError(ExitCode.USAGE, f"--api must be an http(s) URL with a host, got {got}")
-    if url.port is not None and not 0 < url.port <= _MAX_PORT:
-        raise OperatorError(ExitCode.USAGE, f"--api: the port must be from 1 to {_MAX_PORT}, got {url.port}")
+    if port is not None and not 0 < port <= _MAX_PORT:
+        raise OperatorError(ExitCode.USAGE, f"--api: the port must be from 1 to {_MAX_PORT}, got {port}")
     return given
 
 
