@@ -30,6 +30,7 @@ from pipeline_state.errors import PipelineStateError
 from .errors import UnknownConsumerError
 from .extensions import resolve_consumer
 from .logs import configure_logging
+from .ops.exits import one_line
 from .otel import tracing_from
 from .runner import ServiceRunner
 from .settings import ServeSettings, SettingsError, unknown_variables
@@ -96,6 +97,15 @@ async def serve(
         except PipelineStateError as exc:
             log.error("cannot open the store %s: %s", shown_url(settings.store_url), exc)
             return EXIT_FAILED
+        except (TypeError, ValueError) as exc:
+            # The first connection: the driver refuses an option of the URL's query or
+            # cannot read it (``?timeout=abc``), as the operator commands say it.
+            log.error(
+                "the store URL %s has an option the driver refuses: %s",
+                shown_url(settings.store_url),
+                one_line(exc),
+            )
+            return EXIT_USAGE
         if opened is None:  # stopped while the store was opening (a migration lock, a silent database)
             log.info("stopped before the store was open")
             return EXIT_OK

@@ -59,6 +59,14 @@ def shown_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
+        if parsed.database is not None and "@" in parsed.database:
+            # The password held ``@`` and ``/`` unencoded: the parser read part of it as the
+            # host and the rest as the database. Nothing after the scheme can be trusted.
+            return f"{parsed.drivername}://..."
+        if parsed.host is not None and "@" in parsed.host:
+            # An unencoded ``@`` in the password (``%40`` meant): the parser split it at the
+            # first one, and the rest of the password reads as the host: it is not shown.
+            parsed = parsed.set(host=parsed.host.rpartition("@")[2])
         secret = {k: "***" for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS}
         return parsed.update_query_dict(secret).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
