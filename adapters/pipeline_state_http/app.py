@@ -35,6 +35,9 @@ def _warn_about_scopes(settings: HttpSettings) -> None:
         log.warning("no %s token configured: the %s routes refuse every request", scope.value, scope.value)
     for scope in settings.open_scopes():
         log.warning("insecure mode: the %s routes are open to anyone (no %s token)", scope.value, scope.value)
+    for scopes in settings.shared_tokens():
+        names = " and ".join(scope.value for scope in scopes)
+        log.warning("the %s scopes share one token: its holder opens the routes of each", names)
 
 
 def install(

@@ -111,11 +111,21 @@ def _token(_: object, attribute: attrs.Attribute[str | None], value: str | None)
         )
 
 
+MAX_TOKEN_FILE_BYTES = 65_536
+"""The largest token file read; a bearer token is a few hundred bytes at most."""
+
+
 def read_token_file(path: str | os.PathLike[str], *, variable: str = "token file") -> str:
     """The token stored in the file at ``path`` (one trailing newline removed); raises
     :class:`ValueError` when the file cannot be read or holds no token."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_TOKEN_FILE_BYTES + 1)  # a path to a device or log never ends
+        if len(data) > MAX_TOKEN_FILE_BYTES:
+            raise ValueError(
+                f"{variable}: {str(path)!r} holds more than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+            )
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{variable}: cannot read {str(path)!r}: {exc}") from exc
     token = text.removesuffix("\n").removesuffix("\r")
@@ -174,6 +184,17 @@ class HttpSettings:
         return {Scope.API: self.api_token, Scope.INTERNAL: self.internal_token, Scope.OPS: self.ops_token}[
             scope
         ]
+
+    def shared_tokens(self) -> tuple[tuple[Scope, ...], ...]:
+        """The groups of scopes configured with one token between them: each of those scopes'
+        routes opens to the holder of any of the others' (the public API token would record
+        phase completions on ``/internal/*``, say)."""
+        by_token: dict[str, list[Scope]] = {}
+        for scope in Scope:
+            token = self.token(scope)
+            if token is not None:
+                by_token.setdefault(token, []).append(scope)
+        return tuple(tuple(scopes) for scopes in by_token.values() if len(scopes) > 1)
 
     def open_scopes(self) -> tuple[Scope, ...]:
         """The scopes anyone may use: those without a token, in insecure mode only."""

@@ -66,8 +66,9 @@ def http_serve_settings(
 ) -> HttpSettings | None:
     """The HTTP adapter's ``HttpSettings`` for ``serve --http`` (``None`` without ``--http`` or
     without the adapter). Raises :class:`SettingsError` when a token (or its file) is
-    unusable, when a scope has no token and ``--insecure-no-auth`` was not given, and when
-    ``--insecure-no-auth`` is given for an address that is not a loopback address."""
+    unusable, when a scope has no token and ``--insecure-no-auth`` was not given, when two
+    scopes are given the same token, and when ``--insecure-no-auth`` is given for an
+    address that is not a loopback address."""
     if settings.http is None:
         return None
     if not _http_installed():
@@ -92,6 +93,9 @@ def http_serve_settings(
             f"serve --http needs a bearer token for every scope; set {names}, "
             "or give --insecure-no-auth for local development on a loopback address"
         )
+    for scopes in http.shared_tokens():
+        names = " and ".join(TOKEN_VARIABLES[scope] for scope in scopes)
+        raise SettingsError(f"{names} hold the same token: each scope needs its own (value not shown)")
     return http
 
 
