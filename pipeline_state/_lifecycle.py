@@ -636,7 +636,12 @@ RUN_LIFECYCLE: Lifecycle = define_lifecycle(
     final=(s for s in RunStatus if s is not _R.ACTIVE),
     guards=(
         Guard("all_succeeded", Verdict.HOLD, (), "every phase completed successfully"),
-        Guard("final_step_done", Verdict.HOLD, (), "the pipeline's final step produced outputs"),
+        Guard(
+            "final_step_done",
+            Verdict.HOLD,
+            (),
+            "the pipeline's final step completed, with or without failures, or was pruned as done before",
+        ),
         Guard(
             "batch_idle",
             Verdict.IGNORE,
