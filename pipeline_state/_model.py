@@ -282,7 +282,10 @@ class Past:
         for phase in run.phases:
             if phase.status in PHASE_DONE:
                 recorded.pop(phase.name, None)  # re-inserted: the order says which came last
-                recorded[phase.name] = phase.outputs
+                if phase.outputs:
+                    # A step done without outputs (every item failed) gave the later steps
+                    # nothing: it is not pruned, but runs again when a pipeline needs it.
+                    recorded[phase.name] = phase.outputs
         # A recorded run was no request: rate limits, which read these times, leave it out.
         accepted = self.accepted if run.recorded else (*self.accepted, run.accepted_at)
         if remember is not None:

@@ -49,7 +49,9 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     decides: its refusals (``phase_not_in_run``, ``duplicate_outcome``,
     ``phase_not_dispatched``) and its ``items_sent`` guard, which raises
     :class:`~pipeline_state.errors.ItemMismatchError` when the outcome names items that
-    were not sent to the phase, twice, or both processed and failed.
+    were not sent to the phase, twice, or both processed and failed. A
+    ``completed_successfully`` outcome that names failed items completes the phase with
+    failures (``partially_succeed``).
     """
     session = _session(inputs)
     if not inputs.profile.is_phase(p.phase):
@@ -63,6 +65,10 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
             f"unknown outcome status {p.status!r} (one of {', '.join(map(repr, OUTCOME_TRIGGERS))})",
             batch_id=p.batch_id,
         )
+    if trigger == "succeed" and p.failed:
+        # A success that names failed items is the partial success it reports: the run it
+        # belongs to does not end ``completed_successfully`` with items failed.
+        trigger = "partially_succeed"
     note = None
     corr = p.correlation_id
     if p.phase in engine.phases and corr != engine.run.correlation_id:

@@ -167,10 +167,13 @@ def fact_from_message(topic: str, envelope: EventEnvelope, payload: WireModel) -
             body = PhasePruned(payload.correlation_id, payload.phase_name, at, event_id)
     elif topic == Topic.PHASE_OUTCOME.value and isinstance(payload, ELSBatchPhaseOutcomeV1):
         batch_id = payload.batch_id
+        reported = payload.phase_status
+        if reported == "completed_successfully" and payload.failed_essay_ids:
+            reported = "completed_with_failures"  # as the engine applies it
         body = PhaseOutcome(
             correlation_id=str(payload.correlation_id),
             phase=payload.phase_name,
-            status=OUTCOME_STATUS[payload.phase_status],
+            status=OUTCOME_STATUS[reported],
             successful=len(payload.processed_essays),
             failed=len(payload.failed_essay_ids),
             observed_at=at,

@@ -820,6 +820,8 @@ class ReferenceModel:
         if foreign:
             run.answered.add(correlation_id)
         target.status = _OUTCOME_STATUS[phase_status]
+        if target.status == SUCCEEDED and failed:
+            target.status = _OUTCOME_STATUS["completed_with_failures"]  # a success naming failures
         target.outputs = dict(processed)
         target.failed = len(failed)
         target.finished_at = self.now
@@ -957,7 +959,10 @@ class ReferenceModel:
         )
         for name, phase in run.phases.items():
             if phase.status in DONE:
-                batch.recorded[name] = dict(phase.outputs)
+                if phase.outputs:
+                    batch.recorded[name] = dict(phase.outputs)
+                else:  # done without outputs: not pruned later
+                    batch.recorded.pop(name, None)
         batch.history.append(run)
         batch.active = None
         batch.status = READY
