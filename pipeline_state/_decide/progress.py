@@ -79,8 +79,15 @@ def outcome(inputs: Inputs, p: PhaseOutcome) -> Decision:
     outputs = p.processed
     failed = p.failed
     changes: dict[str, object] = {"finished_at": session.now, "outputs": outputs, "failed_item_ids": failed}
+    given = engine.phases.get(p.phase)
     if trigger == "fail":
         changes["error"] = "failed_critically"
+        if given is not None:
+            # A failed phase passes nothing on: every item it was given failed, whatever the
+            # outcome's lists say (they are still checked against what was sent), as when
+            # it times out or an operator reports it failed.
+            changes["outputs"] = ()
+            changes["failed_item_ids"] = tuple(e.item_id for e in given.inputs)
     ctx = PhaseCtx(engine, p.phase, changes, note=note, outputs=outputs, failed=failed)
     fired = engine.fire_phase(ctx, trigger)
     if isinstance(fired, machines.Refused):

@@ -67,3 +67,37 @@ async def test_a_partial_success_that_processed_nothing_is_not_pruned_for_ever(f
     spell = [m for m in started.out if m["topic"] == Topic.SPELLCHECK.value]
     done = [m["value"]["data"] for m in started.out if m["topic"] == COMPLETED]
     assert spell, f"spellcheck was not sent again; the run ended at once: {done}"
+
+
+async def test_a_phase_a_worker_failed_counts_every_item_it_was_given_as_failed(flow: Flow) -> None:
+    """Was a defect (found by an attack on pipeline DAGs).
+
+    Expected: a phase that ends ``failed`` passes no essay on, so its ``phase_results``
+    say 0 successful and every essay it was given failed - as a timeout and an operator's
+    reported failure already do (CHANGELOG: "counts every item the phase was given as
+    failed ... ``phase_results`` said the failed phase handled nothing"), and as the run's
+    ``failed_essay_count`` (3) says. Actual: for a worker's ``failed_critically`` the
+    figures are taken from the outcome's lists as given: naming nothing gives
+    ``{"status": "failed", "successful": 0, "failed": 0}``; naming two essays processed
+    and one failed gives ``successful: 2, failed: 1`` for a phase from which nothing went
+    on (``HuleEduOutbound.completed``, ``pipeline_state/profiles/huleedu/outbound.py:121``;
+    ``progress.outcome`` records ``outputs``/``failed_item_ids`` verbatim for ``fail``)."""
+    ids = await flow.ready("b1")
+    corr = (await flow.start("b1", "nlp")).correlation_id
+    out = await flow.outcome("b1", "spellcheck", corr, processed=[], failed=[], status="failed_critically")
+    done = one(out, COMPLETED)
+    assert done["final_status"] == "failed_critically"
+    assert _counts(done) == (0, 3)
+    spell = done["phase_results"]["spellcheck"]
+    assert spell["status"] == "failed"
+    assert (spell["successful"], spell["failed"]) == (0, 3), spell
+
+    ids = await flow.ready("b2")
+    corr = (await flow.start("b2", "nlp")).correlation_id
+    out = await flow.outcome(
+        "b2", "spellcheck", corr, processed=ids[:2], failed=ids[2:], status="failed_critically"
+    )
+    done = one(out, COMPLETED)
+    assert _counts(done) == (0, 3)
+    spell = done["phase_results"]["spellcheck"]
+    assert (spell["successful"], spell["failed"]) == (0, 3), spell

@@ -822,8 +822,12 @@ class ReferenceModel:
         target.status = _OUTCOME_STATUS[phase_status]
         if target.status == SUCCEEDED and failed:
             target.status = _OUTCOME_STATUS["completed_with_failures"]  # a success naming failures
-        target.outputs = dict(processed)
-        target.failed = len(failed)
+        if target.status == FAILED:  # nothing goes on: every item it was given failed
+            target.outputs = {}
+            target.failed = len(target.inputs or {})
+        else:
+            target.outputs = dict(processed)
+            target.failed = len(failed)
         target.finished_at = self.now
         expectation = Expectation("applied")
         self._advance(batch, expectation)
