@@ -128,8 +128,21 @@ def _ids(topic: str, **ids: str | None) -> None:
             raise first_error(topic, exc, f"data.{name}") from None
 
 
+MAX_PHASES_LISTED = 256
+"""The most phases a completion may list in each of ``completed_phases``, ``skipped_phases``
+and ``phase_results``: a pipeline's steps are far fewer, and the announcement each applied
+completion makes (``BatchResultsReadyV1``, which repeats them) must stay well within a
+producer's 1 MiB message: 14,000 listed phases in a 1 MiB completion made one the relay
+could never publish."""
+
+
 def _names(topic: str, field: str, names: Sequence[str]) -> None:
-    """Check each phase name of the list ``field`` as :func:`_ids` checks an id."""
+    """Check the number of phases in the list ``field`` (:data:`MAX_PHASES_LISTED`), then
+    each phase name as :func:`_ids` checks an id."""
+    if len(names) > MAX_PHASES_LISTED:
+        raise InvalidMessageError(
+            topic, f"lists {len(names)} phases, more than {MAX_PHASES_LISTED}", field=f"data.{field}"
+        )
     _ids(topic, **{f"{field}[{index}]": name for index, name in enumerate(names)})
 
 
