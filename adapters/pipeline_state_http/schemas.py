@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pipeline_state import ViewNames
+from pipeline_state._wire import FreeText
 from pipeline_state.profiles.huleedu.events import MAX_ESSAYS_PER_BATCH, BatchRegistrationRequestV1
 from pipeline_state.profiles.huleedu.profile import HULEEDU_VIEW_NAMES
 
@@ -78,7 +79,7 @@ class PipelineRequestBody(_Body):
     client_correlation_id: UUID | None = None
     user_id: IdField
     is_retry: bool = False
-    retry_reason: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
+    retry_reason: FreeText | None = None  # the wire message's bound, as over Kafka
     prompt_payload: dict[str, Any] | None = None
 
 
