@@ -20,7 +20,7 @@ from pipeline_state.profiles.huleedu.results.ports import ResultsStore
 from pipeline_state.profiles.huleedu.results.queries import ResultsQueries
 
 from .context import correlation_only
-from .handlers import ApiRoute
+from .handlers import COMMON_ERRORS, ApiRoute, documented
 from .ids import id_path
 from .results_schemas import BatchResultsView, ClassResultsView, TeacherResultsView
 from .schemas import ErrorBody
@@ -34,7 +34,8 @@ NOT_FOUND = "results_not_found"
 Correlation = Annotated[str, Depends(correlation_only)]
 Id = id_path("the id")
 
-_ANSWERS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 422, 503)}
+_ANSWERS = documented(*COMMON_ERRORS)
+"""Under ``/v1/``, the body limit answers these routes too (408, 413)."""
 
 
 def _not_found(what: str) -> JSONResponse:
@@ -63,7 +64,7 @@ def build_results_router(
     @router.get(
         "/v1/results/batches/{batch_id}",
         response_model=BatchResultsView,
-        responses={**_ANSWERS, 404: {"model": ErrorBody}},
+        responses=documented(*COMMON_ERRORS, (404, ErrorBody)),
         summary="The results of a batch",
     )
     async def batch_results(batch_id: Annotated[str, Id], correlation: Correlation) -> Any:
@@ -74,7 +75,7 @@ def build_results_router(
         # ``:path`` (here and for teachers): ids may hold a '/', which arrives decoded.
         "/v1/results/classes/{class_id:path}",
         response_model=ClassResultsView,
-        responses={**_ANSWERS, 404: {"model": ErrorBody}},
+        responses=documented(*COMMON_ERRORS, (404, ErrorBody)),
         summary="The results of a class and a page of its batches",
     )
     async def class_results(
