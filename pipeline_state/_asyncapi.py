@@ -13,8 +13,9 @@ to Kafka, from the same definitions the engine runs:
   model's JSON schema under ``components/schemas``;
 * the **Kafka key** in the message's Kafka binding: a string, with the payload field that
   holds it as an ``x-key-location`` runtime expression;
-* the **headers** of the records the service publishes (repeating envelope fields); inbound
-  headers are not read, so inbound messages declare none;
+* the **headers** of the records the service publishes (repeating envelope fields); of an
+  inbound record only the optional W3C trace headers are read (the consumer continues that
+  trace), and any other header is allowed;
 * a **dead-letter channel** ``<topic>.DLQ`` for each consumed topic, where the Kafka adapter
   parks a record it can never handle, unchanged, with headers that say why.
 
@@ -41,6 +42,7 @@ from ._asyncapi_kafka import (
     DEAD_LETTER_SUFFIX,
     dead_letter_message,
     envelope_headers,
+    inbound_headers,
     key_binding,
 )
 from ._profile import CommandSpec, Profile, check_profile
@@ -147,8 +149,7 @@ def _message(wire: _Wire, refs: Mapping[type[WireModel], str]) -> dict[str, Any]
     }
     if wire.model.__doc__:
         message["description"] = " ".join(wire.model.__doc__.split())
-    if wire.action == "send":
-        message["headers"] = envelope_headers(wire.topic)
+    message["headers"] = envelope_headers(wire.topic) if wire.action == "send" else inbound_headers()
     return message
 
 

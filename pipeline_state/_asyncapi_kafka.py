@@ -25,6 +25,7 @@ __all__ = [
     "TRACE_HEADERS",
     "dead_letter_message",
     "envelope_headers",
+    "inbound_headers",
     "key_binding",
 ]
 
@@ -113,6 +114,19 @@ def envelope_headers(topic: str) -> dict[str, Any]:
         "properties": properties,
         "required": list(ENVELOPE_HEADERS),
         "additionalProperties": False,
+    }
+
+
+def inbound_headers() -> dict[str, Any]:
+    """The headers of a record the service consumes: the optional :data:`TRACE_HEADERS`,
+    whose trace the consumer continues; any other header is allowed and not read (the
+    decision reads the value only)."""
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "description": meaning} for name, meaning in TRACE_HEADERS.items()
+        },
+        "additionalProperties": True,
     }
 
 

@@ -775,8 +775,9 @@ def render_asyncapi_page(profile: Profile | None = None) -> str:
         "",
         "## Headers",
         "",
-        "Every command and event the service publishes carries these headers (UTF-8 text); the "
-        "engine reads no header of the records it consumes.",
+        "Every command and event the service publishes carries these headers (UTF-8 text). Of "
+        "the records it consumes, the service reads only the optional `traceparent` and "
+        "`tracestate` (it continues that trace); any other header is allowed and ignored.",
         "",
         *_table(
             ["header", "value"],
