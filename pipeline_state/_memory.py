@@ -21,6 +21,7 @@ import attrs
 from ._clock import ManualClock, SystemClock
 from ._deadline_index import next_deadline
 from ._lifecycle import BatchStatus
+from ._limits import check_limit, check_offset
 from ._memory_unit_of_work import MemoryUnitOfWork, Versions
 from ._model import BatchState, Run, evolve
 from .errors import (
@@ -309,6 +310,7 @@ class InMemoryStore:
         return self._work.inbox_entry(event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
+        check_limit(limit)
         self._check()
         with self._lock:  # other threads commit to these dictionaries
             due = sorted((at, b) for b, at in self._deadlines.items() if at <= now)
@@ -317,6 +319,8 @@ class InMemoryStore:
     async def list_batches(
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
+        check_limit(limit)
+        check_offset(offset)
         self._check()
         with self._lock:  # other threads commit to these dictionaries
             ids = sorted(b for b, s in self._batches.items() if status is None or s.status is status)
@@ -374,6 +378,7 @@ class InMemoryStore:
     async def list_waiting(
         self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
     ) -> list[WaitingFact]:
+        check_limit(limit)
         self._check()
         with self._lock:  # other threads commit to these dictionaries
             if batch_id is None:
@@ -406,6 +411,7 @@ class InMemoryStore:
             return removed
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
+        check_limit(limit)
         self._check()
         with self._lock:  # other threads commit to these dictionaries
             cutoff, ahead = now - timedelta(seconds=older_than), now + _CLOCK_STEP_HORIZON
@@ -433,8 +439,7 @@ class InMemoryStore:
 
         Published outbox rows are dropped here as soon as they are published (the last
         ``keep_published`` messages stay for a re-send), so ``outbox`` is always 0."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number of at least 1, got {limit!r}")
+        check_limit(limit)
         self._check()
         with self._lock:
             return Purged(
@@ -486,6 +491,7 @@ class InMemoryStore:
 
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         self._check()
         with self._lock:
             return self._claim(now, limit)
@@ -581,6 +587,7 @@ class InMemoryStore:
             return sum(1 for r in self._outbox.values() if r.published_at is None and not r.parked)
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         self._check()
         with self._lock:  # other threads commit to these dictionaries
             return [r for r in self._outbox.values() if r.parked][:limit]

@@ -37,6 +37,7 @@ from ._decide import ALREADY_HANDLED, Decision, asks_archived_ids, decide, deriv
 from ._inbound import Inbound
 from ._inputs import EngineInput, RequestPipeline
 from ._intake import DEFAULT_LIMITS, IntakeLimits
+from ._limits import check_limit
 from ._model import BatchState, evolve
 from ._profile import Profile, check_profile
 from ._refusal import RESULT_LIMIT, refusal_result
@@ -670,6 +671,7 @@ class PipelineService:
         sweeps (up to 10,000 of them are remembered and asked for on top), so
         overdue batches that cannot be swept never keep the others from their deadlines. A
         store that cannot be reached stops the sweep."""
+        check_limit(limit)
         now = self.clock.now()
         results = []
         unswept = self._unswept
@@ -745,6 +747,7 @@ class PipelineService:
         then call :meth:`forget_waiting` with its event id. A crash in between dead-letters
         it again on the next sweep (at-least-once: the dead letter keeps the event id).
         """
+        check_limit(limit)
         now = self.clock.now() if now is None else now
         cutoff = now - timedelta(seconds=self.waiting_window_seconds)
         ahead = now + _CLOCK_STEP_HORIZON
@@ -826,6 +829,7 @@ class PipelineService:
         ``await dead_letter(fact)`` for each, and only once it returned,
         :meth:`forget_waiting` it. An exception from ``dead_letter`` propagates
         and leaves that fact (and the rest) waiting for the next sweep."""
+        check_limit(limit)
         resumed = 0
         for batch_id in dict.fromkeys(f.batch_id for f in await self.store.list_waiting(limit=limit)):
             try:

@@ -21,6 +21,7 @@ from sqlalchemy import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline_state._catalog import check_deadline
+from pipeline_state._limits import check_limit
 from pipeline_state.errors import RejectedDataError, StoreError
 from pipeline_state.ports import OutboxRow
 
@@ -113,6 +114,7 @@ class LaneStore:
 
     # -- Outbox (each operation one statement) --------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         with translated():
             return await self._write_one(
                 sql_outbox.claim_rows, now, limit, lease=self.lease, owner=self.owner
@@ -148,6 +150,7 @@ class LaneStore:
         return await self._read(sql_outbox.count_pending)
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         return await self._read(sql_outbox.parked_rows, limit)
 
 

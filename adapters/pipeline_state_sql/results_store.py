@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 
+from pipeline_state._limits import check_limit, check_offset
 from pipeline_state.errors import CorruptStateError
 from pipeline_state.ports import InboxEntry
 from pipeline_state.profiles.huleedu.results.codec import batch_from_document, batch_to_document
@@ -360,6 +361,8 @@ class SqlResultsStore(LaneStore):
         limit: int = 100,
         offset: int = 0,
     ) -> list[BatchResults]:
+        check_limit(limit)
+        check_offset(offset)
         return await self._read(_list, user_id, class_id, limit, offset)
 
 

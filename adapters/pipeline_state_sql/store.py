@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline_state._lifecycle import BatchStatus
+from pipeline_state._limits import check_limit, check_offset
 from pipeline_state._model import BatchState, Run
 from pipeline_state.errors import CorruptStateError, DuplicateEventError, RejectedDataError, StoreError
 from pipeline_state.ports import (
@@ -350,17 +351,21 @@ class SqlStore(LaneStore):
         return await self._read(PIPELINE.inbox_entry, event_id)
 
     async def overdue_batches(self, now: datetime, limit: int = 1000) -> list[str]:
+        check_limit(limit)
         return await self._read(queries.overdue_batch_ids, now, limit)
 
     async def list_batches(
         self, status: BatchStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[BatchState]:
+        check_limit(limit)
+        check_offset(offset)
         return await self._read(queries.list_states, status, limit=limit, offset=offset)
 
     # -- waiting facts ----------------------------------------------------------------------
     async def list_waiting(
         self, batch_id: str | None = None, *, limit: int = 100, arrived_before: datetime | None = None
     ) -> list[WaitingFact]:
+        check_limit(limit)
         if batch_id is not None:
             check_id(batch_id, "batch id")
         return await self._read(queries.list_waiting, batch_id, limit=limit, arrived_before=arrived_before)
@@ -379,6 +384,7 @@ class SqlStore(LaneStore):
             return await self._write(queries.forget_waiting, event_ids, result[:200], now)
 
     async def stalled_runs(self, now: datetime, older_than: float, *, limit: int = 100) -> list[StalledRun]:
+        check_limit(limit)
         return await self._read(queries.stalled_runs, now, older_than, limit=limit)
 
     # -- Outbox (beyond the port, which LaneStore implements) --------------------------------
@@ -404,8 +410,7 @@ class SqlStore(LaneStore):
         """Delete at most ``limit`` published outbox rows, inbox entries and transition log
         rows older than their cutoffs, oldest first, in one transaction
         (:class:`~pipeline_state.ports.PurgingStore`, :mod:`.retention`)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number of at least 1, got {limit!r}")
+        check_limit(limit)
         with translated():
             return await self._write(sql_retention.purge, cutoffs, limit)
 

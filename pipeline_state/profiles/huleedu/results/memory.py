@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from pipeline_state._limits import check_limit, check_offset
 from pipeline_state._memory_unit_of_work import MemoryUnitOfWork
 from pipeline_state.errors import StoreUnavailableError
 from pipeline_state.ports import InboxEntry, OutboxRow
@@ -81,6 +82,8 @@ class InMemoryResultsStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[BatchResults]:
+        check_limit(limit)
+        check_offset(offset)
         self._check()
         found = [
             b
@@ -100,6 +103,7 @@ class InMemoryResultsStore:
 
     # -- Outbox ---------------------------------------------------------------------------
     async def claim(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         self._check()
         return self._outbox.claim(now, limit)
 
@@ -118,6 +122,7 @@ class InMemoryResultsStore:
         return self._outbox.pending_count()
 
     async def parked(self, limit: int = 100) -> list[OutboxRow]:
+        check_limit(limit)
         self._check()
         return self._outbox.parked(limit)
 
