@@ -139,6 +139,10 @@ FreeText = Annotated[str, StringConstraints(max_length=MAX_FREE_TEXT_LENGTH, pat
 # --- envelope and registry -------------------------------------------------------------
 
 
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}):60(?:[.,]\d+)?((?:[Zz]|[+-]\d{2}:?\d{2})?)$")
+"""An RFC 3339 date-time in a leap second (``...:60``, any fraction), its zone kept."""
+
+
 class EventEnvelope(WireModel):
     """The JSON value of every message."""
 
@@ -150,6 +154,15 @@ class EventEnvelope(WireModel):
     correlation_id: UUID
     data: dict[str, Any]
     metadata: dict[str, Any] | None = None
+
+    @field_validator("event_timestamp", mode="before")
+    @classmethod
+    def _leap_second(cls, value: object) -> object:
+        # RFC 3339 allows second 60 (a leap second, as a clock that shows it writes it);
+        # ``datetime`` cannot hold it: read as the last microsecond of second 59.
+        if isinstance(value, str) and ":60" in value:
+            return _LEAP_SECOND.sub(r"\1:59.999999\2", value)
+        return value
 
     @field_validator("event_timestamp")
     @classmethod
