@@ -4,7 +4,11 @@ A batch's read model is not a record that events overwrite: it is a set of *fact
 kept under a key with a rule that picks a winner when two facts share the key. Everything a
 reader sees (overall status, per-phase results, essay counts) is a property computed from
 those facts. Because the winner rules are commutative, associative and idempotent, the
-same events give the same read model whatever order they arrive in.
+same events give the same read model whatever order they arrive in. One known exception,
+which the engine never produces: a run id completed under two correlation ids (a forged or
+buggy completion) replaces the first completion, and the dispatches and outcomes of the
+first's correlation id, dropped while it was finished, are kept if they arrive afterwards
+(``tests/results/test_results_run_under_two_correlations.py``, a strict xfail).
 
 ==========================  ============================  ===================================
 fact                        key                           winner when two share the key
