@@ -245,7 +245,9 @@ class Past:
         return attrs.evolve(self, correlations=tuple(correlations), runs=tuple(keys))
 
     def recorded_outputs(self) -> dict[str, tuple[ItemRef, ...]]:
-        return dict(self.recorded)
+        """The outputs of the latest completion of each step that let an item through (a
+        state stored before such steps were left out may still list one without)."""
+        return {name: refs for name, refs in self.recorded if refs}
 
     def is_archived(self, correlation_id: str, active_run_id: str | None = None) -> bool:
         """Whether ``correlation_id`` is the correlation id of an archived run (of those

@@ -101,3 +101,13 @@ async def test_a_phase_a_worker_failed_counts_every_item_it_was_given_as_failed(
     assert _counts(done) == (0, 3)
     spell = done["phase_results"]["spellcheck"]
     assert (spell["successful"], spell["failed"]) == (0, 3), spell
+
+
+def test_a_stored_past_listing_a_step_without_outputs_does_not_prune_it() -> None:
+    """A state stored before steps done without outputs were left out of ``Past.recorded``
+    may still list one: it is not among the recorded outputs that pruning reads."""
+    from pipeline_state._model import ItemRef, Past
+
+    ref = ItemRef("e1", "t1")
+    past = Past(recorded=(("spellcheck", ()), ("nlp", (ref,))))
+    assert past.recorded_outputs() == {"nlp": (ref,)}
