@@ -33,7 +33,7 @@ async def _play(profile: Profile, *, seed: int, batches: int) -> list[str]:
     problems: list[str] = []
     for b in range(batches):
         batch_id = f"demo-{b + 1}"
-        items = env.item_ids(batch_id, ITEMS_PER_BATCH)
+        items = env.item_ids(batch_id, min(ITEMS_PER_BATCH, profile.max_items_per_batch))
         await rt.deliver(*env.register(batch_id, item_ids=items))
         await rt.deliver(*env.provisioned(batch_id, items))
         for pipeline in profile.catalog.names:

@@ -485,8 +485,9 @@ def inputs_for(
         if carried is not None:
             add(label, carried[1], carried[0], **kw)
 
-    arrive("register_guest", _registration(batch_id, _ITEMS, guest=True))
-    arrive("register_regular", _registration(batch_id, _ITEMS, guest=False))
+    size = min(_ITEMS, profile.max_items_per_batch)  # a profile may allow fewer
+    arrive("register_guest", _registration(batch_id, size, guest=True))
+    arrive("register_regular", _registration(batch_id, size, guest=False))
     if state is None:
         too_many = profile.max_items_per_batch + 1
         if too_many <= MAX_ITEMS_PER_BATCH:  # beyond it, the wire model itself refuses
@@ -496,7 +497,7 @@ def inputs_for(
             ids = _item_ids(batch_id, legacy, long=True)
             legacy_registration = _registration(batch_id, legacy, guest=True, ids=ids)
             arrive("register_legacy", legacy_registration, profile=intake_profile)
-    items = list(state.item_ids) if state is not None else _item_ids(batch_id, _ITEMS, long=False)
+    items = list(state.item_ids) if state is not None else _item_ids(batch_id, size, long=False)
     arrive("provision", ContentReady(batch_id, _refs(items, "text")))
     arrive("provision_empty", ContentReady(batch_id, ()))
     arrive("provision_unregistered", ContentReady(batch_id, _refs(["unregistered-item"], "text")))

@@ -97,6 +97,7 @@ class ProfileMachine(RuleBasedStateMachine):
     # -- rules ------------------------------------------------------------------------------
     @rule(items=st.integers(min_value=1, max_value=3), provision_now=st.booleans())
     def register(self, items: int, provision_now: bool) -> None:
+        items = min(items, self.rt.service.profile.max_items_per_batch)  # a profile may allow fewer
         batch_id = f"b{len(self.batches) + 1}"
         ids = self.env.item_ids(batch_id, items)
         self._deliver(self.env.register(batch_id, item_ids=ids))
