@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._catalog import MAX_DEADLINE_SECONDS
+from ._limits import check_limit
 
 if TYPE_CHECKING:
     from .ports import PurgingStore
@@ -155,9 +156,8 @@ async def purge_expired(
             or ``now`` naive (no time zone).
         StoreUnavailableError: the store is down (what earlier rounds deleted stays deleted).
     """
-    for name, value in (("rows_per_round", rows_per_round), ("max_rounds", max_rounds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    check_limit(rows_per_round, "rows_per_round")
+    check_limit(max_rounds, "max_rounds")
     if now.tzinfo is None:
         raise ValueError("purge_expired needs an aware now (a datetime with its time zone), got a naive one")
     total = Purged()

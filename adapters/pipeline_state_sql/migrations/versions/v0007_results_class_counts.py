@@ -21,28 +21,17 @@ depends_on: str | None = None
 _COUNTS = ("batch_count", "essays_succeeded", "essays_failed")
 
 
-def upgrade() -> None:
+def _retype(old: sa.types.TypeEngine[int], new: sa.types.TypeEngine[int]) -> None:
     if op.get_context().dialect.name == "sqlite":
         return
     for column in _COUNTS:
-        op.alter_column(
-            "results_classes",
-            column,
-            existing_type=sa.Integer(),
-            type_=sa.BigInteger(),
-            existing_nullable=False,
-        )
+        op.alter_column("results_classes", column, existing_type=old, type_=new, existing_nullable=False)
+
+
+def upgrade() -> None:
+    _retype(sa.Integer(), sa.BigInteger())
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name == "sqlite":
-        return
     # Fails on PostgreSQL while a class's sums are above 2**31 - 1: nothing is cut short.
-    for column in _COUNTS:
-        op.alter_column(
-            "results_classes",
-            column,
-            existing_type=sa.BigInteger(),
-            type_=sa.Integer(),
-            existing_nullable=False,
-        )
+    _retype(sa.BigInteger(), sa.Integer())
