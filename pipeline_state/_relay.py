@@ -32,7 +32,10 @@ overtake an earlier one of the same call only when the transport gave the earlie
 for good after its own retries while accepting the later one. Once a row fails, the
 handed-off rows of its key that are newer than it (those waiting and those that arrive
 while it may still be pending) are not published but given back to the claim (their lease
-is released), so no row overtakes an older one of its key.
+is released), so no row overtakes an older one of its key. A row given back holds its key in
+turn (until its release is committed the store still reads it as leased here and hands over
+newer rows of its key): a key is held until every row that held it went out here or parked,
+or for a lease.
 
 **Leases.** A claimed or handed-off row is this relay's only until its lease ends
 (:attr:`~pipeline_state.ports.OutboxRow.leased_until`; when the store does not say, the
@@ -205,7 +208,7 @@ class OutboxRelay:
         self._queues: dict[str | None, collections.deque[OutboxRow]] = {}  # handed rows by key
         self._handed_ids: set[int] = set()
         self._overflow: list[int] = []  # rows a full hand-off refused: their lease is taken off
-        self._held: dict[str, tuple[int, datetime]] = {}
+        self._held: dict[str, tuple[set[int], datetime]] = {}  # key -> rows holding it, until
         self._unmarked: list[int] = []
 
     # -- hand-off -------------------------------------------------------------------------------
@@ -351,20 +354,25 @@ class OutboxRelay:
 
     def _hold(self, key: str, row_id: int, now: datetime) -> None:
         """Hold ``key``'s handed rows newer than row ``row_id`` back from hand-off for a lease
-        from ``now``, merged with a hold in force (the older row, the later end); a lapsed
-        hold counts as none."""
+        from ``now``, merged with a hold in force (its rows and this one, the later end); a
+        lapsed hold counts as none."""
         until = now + self.lease
         held = self._held.get(key)
         if held is None or held[1] <= now:
-            self._held[key] = (row_id, until)
+            self._held[key] = ({row_id}, until)
         else:
-            self._held[key] = (min(held[0], row_id), max(held[1], until))
+            held[0].add(row_id)
+            self._held[key] = (held[0], max(held[1], until))
 
     def _release_hold(self, key: str | None, row_id: int) -> None:
-        """Row ``row_id`` went out or was parked: the hold it put on ``key`` ends, unless rows a
-        full hand-off refused still wait for their lease to be taken off (a merged hold may be
-        theirs too; it then lapses with its lease)."""
-        if key is not None and not self._overflow and self._held.get(key, (None,))[0] == row_id:
+        """Row ``row_id`` went out or was parked: it holds ``key`` back no more. The hold ends
+        once none of the rows that put it holds it (others, such as a row given back to the
+        claim, keep it until they go out here or it lapses with its lease)."""
+        held = None if key is None else self._held.get(key)
+        if key is None or held is None:
+            return
+        held[0].discard(row_id)
+        if not held[0]:
             del self._held[key]
 
     def _held_back(self, row: OutboxRow, now: datetime) -> bool:
@@ -372,11 +380,11 @@ class OutboxRelay:
         key = row.message.key
         if key is None or key not in self._held:
             return False
-        failed_id, until = self._held[key]
+        holding, until = self._held[key]
         if until <= now:
             del self._held[key]
             return False
-        return row.id > failed_id
+        return row.id > min(holding)
 
     async def _publish(self, rows: list[OutboxRow], handed: set[int]) -> RelayReport:
         """Publish one wave of ``rows`` (in id order): the oldest ``rows_per_key`` rows of each
@@ -411,10 +419,15 @@ class OutboxRelay:
                 lapsed.add(key)
             elif row.id in handed and self._held_back(row, now):
                 # Leased to this relay: back to the claim, with the key's newer handed rows
-                # (left here, they would go out once the hold ends, ahead of this one).
+                # (left here, they would go out once the hold ends, ahead of this one). It
+                # holds the key itself: until its release is committed, the store reads it as
+                # leased here and hands over a newer row of the key that a commit writes
+                # meanwhile, which must go to the claim behind it, even once the row that held
+                # the key so far has gone out.
                 give_back.append(row.id)
                 if key is not None:
                     give_back.extend(self._give_back_key(key, row.id))
+                    self._hold(key, row.id, now)
             elif seen.get(key, 0) >= self.rows_per_key:
                 later.append(row)
             else:
