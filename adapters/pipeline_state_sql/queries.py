@@ -433,14 +433,17 @@ def runs_completed_between(
 
 
 def transition_log(
-    conn: Connection, batch_id: str, *, limit: int, event_id: str | None = None
+    conn: Connection, batch_id: str, *, limit: int, event_id: str | None = None, newest: bool = False
 ) -> list[TransitionRecord]:
     """The transition log of ``batch_id`` in the order it was written (with ``event_id``,
-    only the rows that event wrote)."""
+    only the rows that event wrote): the oldest ``limit`` rows, or with ``newest`` the newest."""
     statement = select(TRANSITIONS).where(TRANSITIONS.c.batch_id == batch_id)
     if event_id is not None:
         statement = statement.where(TRANSITIONS.c.event_id == event_id)
-    statement = statement.order_by(TRANSITIONS.c.id).limit(limit)
+    order = TRANSITIONS.c.id.desc() if newest else TRANSITIONS.c.id
+    rows = list(conn.execute(statement.order_by(order).limit(limit)))
+    if newest:
+        rows.reverse()
     return [
         TransitionRecord(
             batch_id=row.batch_id,
@@ -456,5 +459,5 @@ def transition_log(
             note=row.note,
             requested_by=row.requested_by,
         )
-        for row in conn.execute(statement)
+        for row in rows
     ]

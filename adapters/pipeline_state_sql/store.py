@@ -433,14 +433,16 @@ class SqlStore(LaneStore):
         return await self._read(queries.runs_completed_between, start, end, limit=limit)
 
     async def transitions(
-        self, batch_id: str, *, limit: int = 10_000, event_id: str | None = None
+        self, batch_id: str, *, limit: int = 10_000, event_id: str | None = None, newest: bool = False
     ) -> list[TransitionRecord]:
-        """The transition log of a batch, in writing order (the oldest ``limit`` rows; with
-        ``event_id``, only the rows that event wrote)."""
+        """The transition log of a batch, in writing order (the oldest ``limit`` rows, or with
+        ``newest`` the newest; with ``event_id``, only the rows that event wrote)."""
         check_id(batch_id, "batch id")
         if event_id is not None:
             check_id(event_id, "event id")
-        return await self._read(queries.transition_log, batch_id, limit=limit, event_id=event_id)
+        return await self._read(
+            queries.transition_log, batch_id, limit=limit, event_id=event_id, newest=newest
+        )
 
 
 async def open_store(

@@ -138,7 +138,7 @@ def check_id_arguments(args: argparse.Namespace) -> None:
 def operator_name(given: str | None) -> str:
     """Who asks: ``given``, else ``$PIPELINE_STATE_OPERATOR``, else the login name (an id by
     the wire's rule, see :func:`check_id_argument`)."""
-    name = given if given is not None else os.environ.get(OPERATOR_ENV)
+    name = given if given is not None else os.environ.get(OPERATOR_ENV) or None  # empty: unset
     if name is None:
         try:
             name = getpass.getuser()
@@ -258,10 +258,11 @@ async def open_service(
 
 
 async def _open_store(url: str, schema: str | None) -> SqlStore:
-    """The SQL store at ``url``: an existing SQLite file is migrated first, any other
-    database checked to be at this release's schema revision, as ``serve`` checks a store it
-    does not migrate: a schema never migrated, or migrated by a newer release, is refused
-    before anything is written.
+    """The SQL store at ``url``: an existing SQLite file is migrated first (unless
+    ``$PIPELINE_STATE_STORE_UPGRADE`` says migrations are a separate step, as for ``serve``),
+    any other database checked to be at this release's schema revision, as ``serve`` checks a
+    store it does not migrate: a schema never migrated, or migrated by a newer release, is
+    refused before anything is written.
 
     A URL or ``--schema`` the SQL adapter cannot use is a usage error (exit 2); a store that
     cannot be reached, or is no store of this release (not a database, no such database or
@@ -269,6 +270,7 @@ async def _open_store(url: str, schema: str | None) -> SqlStore:
     try:
         from pipeline_state_sql import SqlSettingsError, open_store
         from pipeline_state_sql.migrate import check_revision
+        from pipeline_state_sql.settings import Settings as SqlSettings
     except ImportError as exc:
         raise OperatorError(
             ExitCode.USAGE, f"operator commands need the sql extra: pip install 'pipeline-state[sql]' ({exc})"
@@ -276,7 +278,11 @@ async def _open_store(url: str, schema: str | None) -> SqlStore:
     path = _sqlite_file(url)
     if path is not None and not path.is_file():
         raise OperatorError(ExitCode.UNREACHABLE, f"no SQLite store at {path}")
-    upgrade = path is not None
+    try:
+        # serve's setting: where migrations are a deployment step, a SQLite file is checked too.
+        upgrade = path is not None and SqlSettings().store_upgrade
+    except SqlSettingsError as exc:
+        raise OperatorError(ExitCode.USAGE, f"serve's settings: {one_line(exc)}") from exc
     try:
         store = await open_store(url, upgrade=upgrade, schema=schema)
     except (SqlSettingsError, ValueError) as exc:  # the URL, its driver, --schema on SQLite

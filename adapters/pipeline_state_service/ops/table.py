@@ -61,7 +61,7 @@ def _batch_show(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         default=1000,
-        help="at most this many transition log rows (default 1000)",
+        help="at most this many transition log rows, the newest (default 1000)",
     )
     _reads(parser)
 

@@ -42,6 +42,7 @@ def _with_details(view: dict[str, Any], run: Run) -> dict[str, Any]:
     return view | {
         "requested_by": run.requested_by,
         "is_retry": run.is_retry,
+        "retry_reason": run.retry_reason,
         "phase_details": [_phase(p) for p in run.phases],
     }
 
@@ -53,12 +54,13 @@ def _transition(record: TransitionRecord) -> dict[str, Any]:
 
 
 def batch_document(
-    state: BatchState, log: list[TransitionRecord], profile: Profile | None = None
+    state: BatchState, log: list[TransitionRecord], profile: Profile | None = None, *, cut: bool = False
 ) -> dict[str, Any]:
     """What ``batch show`` prints: the batch as the HTTP API shows it under ``profile``
     (default: the default profile; :func:`~pipeline_state._snapshot.snapshot` with its view
     keys and state names), with the expected item count (``expected_<items key>``), who
-    started each run, each phase's figures, and the transition log."""
+    started each run (and why, for a retry), each phase's figures, and the transition log
+    (``log``, its newest rows; ``cut``: older rows were left out)."""
     profile = profile or default_profile()
     names = profile.view_names
     doc = snapshot(state, names, profile.state_names)
@@ -70,6 +72,7 @@ def batch_document(
         "created_at": state.created_at,
         "updated_at": state.updated_at,
         "transitions": [_transition(t) for t in log],
+        "transitions_cut": cut,
     }
 
 
@@ -89,7 +92,8 @@ def _batch_lines(doc: dict[str, Any], names: ViewNames) -> list[str]:
         lines += [f"    {name}: {status}" for name, status in active["phases"].items()]
     lines.append(f"history: {len(doc['history'])} run(s)")
     lines += [f"  {_run_line(r)}" for r in doc["history"]]
-    lines.append(f"transition log: {len(doc['transitions'])} row(s)")
+    cut = ", the newest (older rows left out: --log-limit)" if doc["transitions_cut"] else ""
+    lines.append(f"transition log: {len(doc['transitions'])} row(s){cut}")
     for t in doc["transitions"]:
         by = f"  by {t['requested_by']}" if t["requested_by"] else ""
         note = f"  [{t['note']}]" if t["note"] else ""
@@ -104,7 +108,8 @@ def _run_line(run: dict[str, Any]) -> str:
     status = run.get("final_status", "active")
     ended = f" -> {run['completed_at']}" if run.get("completed_at") else ""
     started = f"by {run['requested_by']}  {run['accepted_at']}{ended}"
-    return f"{run['run_id']}  {run['pipeline_name']}  {status}  {started}"
+    why = f"  [retry: {run['retry_reason']}]" if run.get("retry_reason") else ""
+    return f"{run['run_id']}  {run['pipeline_name']}  {status}  {started}{why}"
 
 
 def _at(value: datetime | None) -> str:
@@ -117,9 +122,11 @@ async def show_batch(args: argparse.Namespace) -> int:
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
         log: list[TransitionRecord] = []
-        if args.log_limit:
-            log = await store_call(service.store, "transitions")(args.batch_id, limit=args.log_limit)
-    doc = batch_document(state, log, service.profile)
+        if args.log_limit:  # the newest rows (one more: whether older ones are left out)
+            read = store_call(service.store, "transitions")
+            log = await read(args.batch_id, limit=args.log_limit + 1, newest=True)
+        cut = len(log) > args.log_limit
+    doc = batch_document(state, log[1:] if cut else log, service.profile, cut=cut)
     emit(doc, as_json=args.json, text=lambda: _batch_lines(doc, service.profile.view_names))
     return ExitCode.OK
 
