@@ -14,8 +14,10 @@ def next_deadline(state: BatchState) -> datetime | None:
     """The earliest deadline among the active phases of the active run, if any.
 
     A deadline further ahead of the state's ``updated_at`` (the writer's clock) than the
-    phase's own span and :data:`~pipeline_state.ports.CLOCK_STEP_HORIZON_SECONDS` allow is
-    filed at ``updated_at`` plus that allowance instead. Either a process whose clock was
+    phase's own span (once more per re-send: a re-send is no progress, so it leaves
+    ``updated_at`` where it was and sets the deadline a span after the sweep that re-sent)
+    and :data:`~pipeline_state.ports.CLOCK_STEP_HORIZON_SECONDS` allow is filed at
+    ``updated_at`` plus that allowance instead. Either a process whose clock was
     ahead set it (the ``overdue`` guard then counts it as passed once a true clock reaches
     the filed time: filed at the far time, the run would block its batch until then, as the
     sweep's other way to such runs, a state changed ahead of the reader's clock, no longer
@@ -31,7 +33,7 @@ def next_deadline(state: BatchState) -> datetime | None:
         if at is None or not phase.is_active:
             continue
         allowed = state.updated_at + timedelta(
-            seconds=(phase.deadline_seconds or 0) + CLOCK_STEP_HORIZON_SECONDS
+            seconds=(phase.deadline_seconds or 0) * (1 + phase.resends) + CLOCK_STEP_HORIZON_SECONDS
         )
         if at > allowed:
             at = allowed

@@ -453,6 +453,7 @@ class PipelineService:
         """Batches to look at again once this call's commits are done (see
         :meth:`_settle_new_batches`)."""
         self._unswept: set[str] = set()
+        self._early: set[str] = set()  # batches the last deadline sweep found filed early
         """Overdue batches the last deadline sweep could not sweep (see :meth:`expire_overdue`)."""
         self._group: Coalescer[_Queued, HandleResult] | None = None
         if group_limit > 1:
@@ -669,19 +670,24 @@ class PipelineService:
         compare-and-set, the decision refused it) is logged and left for the next sweep; the
         other batches are swept all the same. Such batches take no slot of ``limit`` in later
         sweeps (up to 10,000 of them are remembered and asked for on top), so
-        overdue batches that cannot be swept never keep the others from their deadlines. A
+        overdue batches that cannot be swept never keep the others from their deadlines; nor
+        do batches filed before their deadline (see ``_deadline_index``), which the sweep
+        finds with nothing overdue yet: those of the last sweep are asked for on top too. A
         store that cannot be reached stops the sweep."""
         check_limit(limit)
         now = self.clock.now()
         results = []
-        unswept = self._unswept
-        overdue = await self.store.overdue_batches(now, limit + len(unswept))
-        if len(overdue) < limit + len(unswept):
+        unswept, early = self._unswept, self._early
+        asked = limit + len(unswept) + len(early)
+        overdue = await self.store.overdue_batches(now, asked)
+        if len(overdue) < asked:
             # Runs changed "in the future" (a process whose clock was ahead accepted them):
             # their deadlines may be that far ahead too; the phase guard ``overdue`` decides.
             ahead = await self.store.stalled_runs(now, MAX_STALLED_AGE_SECONDS, limit=limit)
             overdue = list(dict.fromkeys([*overdue, *(s.batch_id for s in ahead)]))
         self._unswept = failed = unswept.intersection(overdue)
+        found_early: set[str] = set()
+        self._early = found_early
         swept = 0
         for batch_id in overdue:
             if swept >= limit and batch_id not in failed:
@@ -700,9 +706,13 @@ class PipelineService:
                     failed.add(batch_id)
                 continue
             failed.discard(batch_id)
-            # A batch filed early (a write by a clock behind, see ``_deadline_index``) with
-            # nothing overdue yet takes no slot: it never keeps the others from theirs.
-            swept += results[-1].ignored != "nothing_overdue"
+            # A batch filed early (see ``_deadline_index``) with nothing overdue yet takes no
+            # slot, and the next sweep asks for one more row for it: it never keeps the
+            # others from their deadlines.
+            if results[-1].ignored != "nothing_overdue":
+                swept += 1
+            elif len(found_early) < _MAX_UNSWEPT:
+                found_early.add(batch_id)
         return results
 
     async def _expire(self, batch_id: str, now: datetime) -> HandleResult:
