@@ -744,6 +744,12 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
             "the phase has items to process (a root: the batch's; else its dependencies' outputs)",
         ),
         Guard(
+            "lacks_inputs",
+            Verdict.HOLD,
+            (),
+            "the phase has no item to process (skipping it dispatches nothing: no parallel slot needed)",
+        ),
+        Guard(
             "items_sent",
             Verdict.REJECT,
             ("duplicate_items", "items_not_sent_to_phase", "processed_and_failed"),
@@ -781,7 +787,7 @@ PHASE_LIFECYCLE: Lifecycle = define_lifecycle(
             "dispatch",
             _P.PENDING_DEPENDENCIES,
             _P.SKIPPED_DUE_TO_DEPENDENCY_FAILURE,
-            guards=("below_parallel_limit", "inputs_ready"),
+            guards=("inputs_ready", "lacks_inputs"),
             before="prepare_skip",
             after=("announce_skip", "skip_dependents"),
             doc="no item to process (its dependencies left none, or the batch has none): skipped "

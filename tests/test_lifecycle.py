@@ -305,7 +305,7 @@ def test_phase_lifecycle_is_exactly_the_contract() -> None:
     outcome = ("items_sent",)
     assert guards(lc) == {
         ("dispatch", running): ("below_parallel_limit", "inputs_ready", "has_inputs"),
-        ("dispatch", "skipped_due_to_dependency_failure"): ("below_parallel_limit", "inputs_ready"),
+        ("dispatch", "skipped_due_to_dependency_failure"): ("inputs_ready", "lacks_inputs"),
         ("succeed", "completed_successfully"): outcome,
         ("partially_succeed", "completed_with_partial_success"): outcome,
         ("fail", "failed"): outcome,

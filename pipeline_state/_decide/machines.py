@@ -122,6 +122,7 @@ PHASE: BoundMachine[PhaseCtx] = PHASE_MACHINE.bind(
         "inputs_ready": run.inputs_ready,
         "below_parallel_limit": run.below_parallel_limit,
         "has_inputs": run.has_inputs,
+        "lacks_inputs": run.lacks_inputs,
         "items_sent": run.items_sent,
         "overdue": run.overdue,
         "resends_left": run.resends_left,

@@ -294,6 +294,10 @@ def has_inputs(ctx: PhaseCtx) -> str | None:
     return None if ctx.inputs else "no_items_to_process"
 
 
+def lacks_inputs(ctx: PhaseCtx) -> str | None:
+    return "items_to_process" if ctx.inputs else None
+
+
 def items_sent(ctx: PhaseCtx) -> str | None:
     """An outcome may only name items sent to its phase, each once, none both processed and
     failed; so a phase's figures never exceed its inputs. Raises :class:`ItemMismatchError`."""
