@@ -342,10 +342,14 @@ class PipelineMachine(RuleBasedStateMachine):
         for batch_id, snap in after.items():
             self._check_batch(label, batch_id, before.get(batch_id), snap)
         # (a) a completed run leaves the batch ready with nothing waiting, and a valid
-        # request would be accepted.
+        # request would be accepted; but a run a critical validation failure ended, which
+        # ends its batch too.
         for done in completed:
             snap = after[done.batch_id]
             assert snap is not None
+            if done.final_status == "failed_critically" and snap["status"] == "failed_critically":
+                assert snap["active_run"] is None, f"{label}: batch {done.batch_id} failed with a run"
+                continue
             assert snap["status"] == "ready_for_pipeline_execution", (
                 f"{label}: batch {done.batch_id} is {snap and snap['status']} after its run completed"
             )
@@ -512,21 +516,11 @@ class PipelineMachine(RuleBasedStateMachine):
         assert history == ref["history"], f"{label}: {batch_id} history differs from the reference"
 
     def _same_phases(self, label: str, batch_id: str, engine: dict[str, str], ref: dict[str, str]) -> None:
-        """Phase statuses must match, with one tolerance: under ``max_parallel`` the engine
-        may leave a phase whose dependencies left it no essays pending until a slot frees
-        up, where the reference skips it at once; both end the same."""
+        """Phase statuses must match the reference's, each one (under ``max_parallel`` too: a
+        phase left without items is skipped at once, it needs no slot)."""
         assert set(engine) == set(ref), f"{label}: {batch_id} phases {sorted(engine)} vs {sorted(ref)}"
-        run = self.reference.batches[batch_id].active
-        assert run is not None
         for name, status in engine.items():
-            if status == ref[name]:
-                continue
-            deferred = (
-                self.reference.max_parallel is not None
-                and status == "pending_dependencies"
-                and run.phases[name].skip_origin == "no_essays"
-            )
-            assert deferred, f"{label}: {batch_id} phase {name} is {status}, reference {ref[name]}"
+            assert status == ref[name], f"{label}: {batch_id} phase {name} is {status}, reference {ref[name]}"
 
     def _probe_request(self, label: str, batch_id: str) -> None:
         """Ask ``decide`` (pure, nothing committed) whether a valid request is accepted now."""
@@ -810,15 +804,13 @@ class PipelineMachine(RuleBasedStateMachine):
                 f"redeliver ({delivery.label})", delivery.send, lambda: delivery.predict(delivery.event_id)
             )
         elif what == "replay_outcome":
-            outcome = data.draw(st.sampled_from([o for o in self.outcomes if self._may_wait_on(o.phase)]))
+            outcome = data.draw(st.sampled_from(self.outcomes))
             self._send_outcome(f"replay {outcome.phase} on {outcome.batch_id}", outcome)
         elif what == "stale_outcome":
             batch_id = data.draw(st.sampled_from(batches))
             old = [run.correlation_id for run in self.reference.batches[batch_id].history]
             stale = data.draw(st.sampled_from([*old, corr]))
-            phase = data.draw(
-                st.sampled_from([p for p in sorted(self.reference.phases) if self._may_wait_on(p)])
-            )
+            phase = data.draw(st.sampled_from(sorted(self.reference.phases)))
             self._outcome_for(data, f"stale outcome {phase} on {batch_id}", batch_id, phase, stale)
         elif what == "premature_outcome":
             batch_id, phase, run_corr = data.draw(st.sampled_from(self._pending()))
@@ -830,8 +822,7 @@ class PipelineMachine(RuleBasedStateMachine):
         elif what == "early_fact":
             self._early_fact(data, corr)
         elif what == "validation_errors":
-            targets = [b for b in batches if self.reference.batches[b].active is None]
-            batch_id = data.draw(st.sampled_from([*targets, self.ghost, *self._next_batch()]))
+            batch_id = data.draw(st.sampled_from([*batches, self.ghost, *self._next_batch()]))
             self._validation_errors(data, batch_id)
         elif what == "register_again":
             batch_id = data.draw(st.sampled_from(batches))
@@ -855,8 +846,8 @@ class PipelineMachine(RuleBasedStateMachine):
             "idle_tick": True,
             "cancel": any(b.active is not None for b in self.reference.batches.values()),
             "redeliver": bool(self.deliveries),
-            "replay_outcome": any(self._may_wait_on(o.phase) for o in self.outcomes),
-            "stale_outcome": batches and any(self._may_wait_on(p) for p in self.reference.phases),
+            "replay_outcome": bool(self.outcomes),
+            "stale_outcome": batches and bool(self.reference.phases),
             "premature_outcome": bool(self._pending()),
             "misplaced_readiness": batches,
             "early_fact": bool(self._next_batch()),
@@ -872,14 +863,6 @@ class PipelineMachine(RuleBasedStateMachine):
         """The id the next registration will get, while one more batch may be registered."""
         count = len(self.registrations)
         return [f"b{count}"] if count < self.max_batches else []
-
-    def _may_wait_on(self, phase: str) -> bool:
-        """Whether an outcome for ``phase`` may be sent before the phase is dispatched.
-        Under ``max_parallel`` the engine may keep a phase whose dependencies left it no
-        essays pending while the reference skips it (see :meth:`_same_phases`); an outcome
-        waiting for such a phase would wait longer in the engine, so only phases with at
-        most one dependency (never left without essays) get early outcomes there."""
-        return self.reference.max_parallel is None or len(self.reference.depends_on.get(phase, ())) <= 1
 
     def _early_fact(self, data: st.DataObject, corr: str) -> None:
         """A fact for the batch the next registration creates, before it exists."""
@@ -919,7 +902,7 @@ class PipelineMachine(RuleBasedStateMachine):
             for batch_id, batch in sorted(self.reference.batches.items())
             if batch.active is not None
             for name, phase in batch.active.phases.items()
-            if phase.status == "pending_dependencies" and self._may_wait_on(name)
+            if phase.status == "pending_dependencies"
         ]
 
     def _register(self, batch_id: str, payload: dict[str, Any], *, label: str = "") -> None:

@@ -460,8 +460,8 @@ class ReferenceModel:
         return self._arrive(event_id, batch_id, "essays_ready", TOPICS["essays_ready"], {"essays": essays})
 
     def validation_errors(self, event_id: str, batch_id: str, *, critical: bool) -> Expectation:
-        """``BatchValidationErrorsV1``: a critical failure fails an open batch (this model
-        does not say what it does to an active run: the harness sends none then)."""
+        """``BatchValidationErrorsV1``: a critical failure fails an open batch, and its active
+        run (open phases cancelled, the run completed ``failed_critically``)."""
         args = {"critical": critical}
         return self._arrive(event_id, batch_id, "validation_errors", TOPICS["validation_errors"], args)
 
@@ -754,9 +754,15 @@ class ReferenceModel:
             return Expectation("raised")
         if not critical or batch.status not in (*_REGULAR_PATH, PROCESSING):
             return Expectation("ignored")  # non-critical, or the batch has ended already
-        assert batch.active is None, "a critical failure during a run is not modelled"
+        expectation = Expectation("applied")
+        if batch.active is not None:  # the run ends with its batch
+            for phase in batch.active.phases.values():
+                if phase.status not in TERMINAL:
+                    phase.status = CANCELLED
+                    phase.finished_at = self.now
+            self._close(batch, expectation, final_status="failed_critically")
         batch.status = FAILED_CRITICALLY
-        return Expectation("applied")
+        return expectation
 
     def _request(self, batch_id: str, pipeline: str, correlation_id: str, *, prompt: bool) -> Expectation:
         batch = self.batches.get(batch_id)
@@ -917,12 +923,16 @@ class ReferenceModel:
         if all(p.status in TERMINAL for p in run.phases.values()):
             self._close(batch, expectation)
 
-    def _close(self, batch: RefBatch, expectation: Expectation) -> None:
+    def _close(self, batch: RefBatch, expectation: Expectation, *, final_status: str | None = None) -> None:
+        """Archive the active run with its final status (``final_status``, else from its
+        phases: the contract's rule) and its completion; the batch is ready again."""
         run = batch.active
         assert run is not None
         statuses = [p.status for p in run.phases.values()]
         final = run.phases.get(run.final_step)
-        if CANCELLED in statuses:
+        if final_status is not None:
+            run.final_status = final_status
+        elif CANCELLED in statuses:
             run.final_status = "cancelled"
         elif all(s == SUCCEEDED for s in statuses):
             run.final_status = "completed_successfully"
