@@ -340,7 +340,10 @@ class OutboxRelay:
         return taken
 
     def _give_back_key(self, key: str, failed_id: int) -> list[int]:
-        """The handed-off rows of ``key`` newer than the row that failed, taken out of the queue."""
+        """The handed-off rows of ``key`` newer than the row that failed, taken out of the
+        queue; each holds the key (see :meth:`_hold`) until it goes out here or the hold
+        lapses, as the row that failed does: until their release is committed, the store
+        reads them as leased here and hands over a newer row of the key."""
         queue = self._queues.pop(key, None)
         if not queue:
             return []
@@ -348,8 +351,11 @@ class OutboxRelay:
         kept = collections.deque(r for r in queue if r.id <= failed_id)
         if kept:
             self._queues[key] = kept
+        now = self.clock.now() if back else None
         for row in back:
             self._handed_ids.discard(row.id)
+            assert now is not None
+            self._hold(key, row.id, now)
         return [r.id for r in back]
 
     def _hold(self, key: str, row_id: int, now: datetime) -> None:
