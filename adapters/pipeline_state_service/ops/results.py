@@ -99,5 +99,6 @@ async def _logged(service: PipelineService, result: HandleResult) -> list[Transi
     transitions = getattr(service.store, "transitions", None)
     if transitions is None:
         return []
-    rows = await transitions(result.batch_id)
+    # The event's own rows, however long the batch's log (its oldest rows would miss them).
+    rows = await transitions(result.batch_id, event_id=result.event_id)
     return [cast(TransitionRecord, row) for row in rows if row.event_id == result.event_id]

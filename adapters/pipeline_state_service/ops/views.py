@@ -121,12 +121,11 @@ async def show_batch(args: argparse.Namespace) -> int:
     in_range("--log-limit", args.log_limit, 0, MAX_LIMIT)
     async with open_service(args) as service:
         state = await service.get_batch(args.batch_id)
-        log: list[TransitionRecord] = []
-        if args.log_limit:  # the newest rows (one more: whether older ones are left out)
-            read = store_call(service.store, "transitions")
-            log = await read(args.batch_id, limit=args.log_limit + 1, newest=True)
+        # The newest rows, one more than shown: whether older ones are left out.
+        read = store_call(service.store, "transitions")
+        log = await read(args.batch_id, limit=args.log_limit + 1, newest=True)
         cut = len(log) > args.log_limit
-    doc = batch_document(state, log[1:] if cut else log, service.profile, cut=cut)
+    doc = batch_document(state, log[len(log) - args.log_limit :] if cut else log, service.profile, cut=cut)
     emit(doc, as_json=args.json, text=lambda: _batch_lines(doc, service.profile.view_names))
     return ExitCode.OK
 
