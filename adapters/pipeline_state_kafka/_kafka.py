@@ -7,6 +7,7 @@ the small Protocols below; the rest of the package only sees these typed shapes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ __all__ = [
     "new_admin",
     "new_consumer",
     "new_producer",
+    "stop_consumer",
     "subscribe",
     "topic_partition",
 ]
@@ -168,6 +170,28 @@ def new_consumer(bootstrap_servers: str, **options: Any) -> ConsumerLike:
     """An ``AIOKafkaConsumer`` with no subscription (not started)."""
     consumer: ConsumerLike = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, **options)
     return consumer
+
+
+async def stop_consumer(consumer: ConsumerLike) -> None:
+    """Stop ``consumer`` (its errors raised here, but the one below).
+
+    aiokafka's ``stop()`` cancels the fetch requests in flight and awaits them; a request
+    cancelled in its retry back-off (its broker unreachable) raises its ``CancelledError``
+    out of ``stop()``, as if the caller had been cancelled. The stop runs as a task of its
+    own, so that error ends there; the caller's own cancellation still reaches the caller
+    (the stop then goes on in the background)."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    stopping.add_done_callback(_retrieved)
+    await asyncio.wait([stopping])
+    if not stopping.cancelled():
+        stopping.result()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Retrieve a finished stop's outcome (no "exception never retrieved" for one the caller
+    no longer waits for)."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def assign_from_start(consumer: ConsumerLike, topics: Sequence[str]) -> list[TopicPartition]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._kafka import assign_from_start, new_consumer
+from ._kafka import assign_from_start, new_consumer, stop_consumer
 
 __all__ = ["StoredLetter", "read_dead_letters"]
 
@@ -58,7 +58,7 @@ async def read_dead_letters(
     try:
         await consumer.start()
     except BaseException:
-        await consumer.stop()  # a consumer that failed to start still holds its client
+        await stop_consumer(consumer)  # a consumer that failed to start still holds its client
         raise
     try:
         untyped: Any = consumer
@@ -86,4 +86,4 @@ async def read_dead_letters(
             elif loop.time() > deadline:
                 raise TimeoutError(f"no record of {topic} could be fetched within {patience:g}s")
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ._kafka import ConsumerLike, ProducerLike, assign_from_start, new_consumer
+from ._kafka import ConsumerLike, ProducerLike, assign_from_start, new_consumer, stop_consumer
 from .codec import decode_value
 
 __all__ = [
@@ -204,7 +204,7 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         self._task = self._consumer = None
 
     async def __aenter__(self) -> Collector:
