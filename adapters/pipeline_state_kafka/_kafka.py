@@ -34,6 +34,7 @@ __all__ = [
     "new_admin",
     "new_consumer",
     "new_producer",
+    "retrieve_outcome",
     "stop_consumer",
     "subscribe",
     "topic_partition",
@@ -181,15 +182,15 @@ async def stop_consumer(consumer: ConsumerLike) -> None:
     own, so that error ends there; the caller's own cancellation still reaches the caller
     (the stop then goes on in the background)."""
     stopping = asyncio.ensure_future(consumer.stop())
-    stopping.add_done_callback(_retrieved)
+    stopping.add_done_callback(retrieve_outcome)
     await asyncio.wait([stopping])
     if not stopping.cancelled():
         stopping.result()
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def retrieve_outcome(future: asyncio.Future[Any]) -> None:
     """Retrieve a finished stop's outcome (no "exception never retrieved" for one the caller
-    no longer waits for)."""
+    no longer waits for): a failure to stop cleanly changes nothing then."""
     if not future.cancelled():
         future.exception()
 

@@ -64,6 +64,7 @@ from ._kafka import (
     TopicPartition,
     leave_group,
     new_consumer,
+    retrieve_outcome,
     subscribe,
 )
 from ._startup import start_with_retry
@@ -494,7 +495,7 @@ class InboundConsumer:
         member anyway, so the stop goes on in the background and :meth:`run` returns.
         """
         closing = self._closing = asyncio.ensure_future(consumer.stop())  # kept alive till it ends
-        closing.add_done_callback(_ignore_outcome)
+        closing.add_done_callback(retrieve_outcome)
         done, _ = await asyncio.wait([closing], timeout=self._patience)
         if not done:
             log.warning(
@@ -854,12 +855,6 @@ class InboundConsumer:
         self._failures += 1
         backoff = Backoff(self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         await pause(backoff.delay(self._failures), stop)
-
-
-def _ignore_outcome(future: asyncio.Future[None]) -> None:
-    """Retrieve a finished stop's outcome: a failure to stop cleanly changes nothing now."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _name(tp: TopicPartition) -> str:
