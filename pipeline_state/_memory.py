@@ -567,17 +567,18 @@ class InMemoryStore:
         retry_at: datetime,
         park: bool,
         leased_until: datetime | None = None,
-    ) -> None:
+    ) -> bool:
         self._check()
         with self._lock:
             row = self._outbox.get(row_id)
             if row is None:
-                return  # published (by another relay, after this one's lease ended): nothing to count
+                return False  # published (by another relay, after this one's lease ended)
             if leased_until is not None and self._leases.get(row_id) != leased_until:
-                return  # claimed again since, under another lease: not the failing relay's row
+                return False  # claimed again since, under another lease: not the failing relay's row
             self._outbox[row_id] = attrs.evolve(row, attempts=row.attempts + 1, last_error=error, parked=park)
             self._retry_at[row_id] = retry_at
             self._leases.pop(row_id, None)
+            return True
 
     async def pending_count(self) -> int:
         self._check()

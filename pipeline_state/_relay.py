@@ -516,11 +516,18 @@ class OutboxRelay:
             return False
         retry_at = now + timedelta(seconds=self.backoff(row.attempts + 1))
         if lease is None:
-            await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
+            counted = await self.outbox.mark_failed(row.id, text, now, retry_at=retry_at, park=park)
         else:
-            await self.outbox.mark_failed(  # type: ignore[call-arg]
+            counted = await self.outbox.mark_failed(  # type: ignore[call-arg]
                 row.id, text, now, retry_at=retry_at, park=park, leased_until=lease
             )
+        if counted is False:
+            # Another relay claimed it since (its lease here ended) or published it: not this
+            # relay's failure to count, nor its park; the key stays held for a lease.
+            log.warning(
+                "outbox row %s failed after another relay took it (%s); not counted here", row.id, text
+            )
+            return False
         if park:
             log.error(
                 "parked outbox row %s (%s) after %s attempts: %s",

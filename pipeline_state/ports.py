@@ -497,13 +497,16 @@ class Outbox(Protocol):
 
     async def mark_failed(
         self, row_id: int, error: str, now: datetime, *, retry_at: datetime, park: bool
-    ) -> None:
+    ) -> bool | None:
         """Count a failed attempt; ``park`` takes the row out of delivery for good.
 
         An outbox may also take a keyword ``leased_until`` (the :attr:`OutboxRow.leased_until`
         the failing relay was handed) and then count the failure only while the row is still
         held under that lease; the relay passes it to an outbox that takes it (the shipped
-        stores do). Without it, the relay records no failure once the lease has ended."""
+        stores do). Without it, the relay records no failure once the lease has ended.
+        ``False``: nothing was counted (the row was published, or another relay holds it);
+        the relay then neither counts a park nor lets the row's key go (``None``, an outbox
+        that does not say, counts as recorded)."""
         ...
 
     async def pending_count(self) -> int:

@@ -133,9 +133,9 @@ class LaneStore:
         retry_at: datetime,
         park: bool,
         leased_until: datetime | None = None,
-    ) -> None:
+    ) -> bool:
         with translated():
-            await self._write_one(
+            return await self._write_one(
                 sql_outbox.mark_failed,
                 row_id,
                 error,

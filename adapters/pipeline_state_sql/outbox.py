@@ -380,16 +380,17 @@ def mark_failed(
     park: bool,
     owner: str,
     leased_until: datetime | None = None,
-) -> None:
+) -> bool:
     """Count a failed attempt, keep the error, release the claim; due again at ``retry_at``.
     Only while ``owner`` holds the row's claim (with ``leased_until``, the very lease the
     failing relay was handed): a failure that comes back after another relay claimed the
-    row changes nothing."""
+    row changes nothing (``False``)."""
     params = {"row_id": row_id, "error": error, "park": park, "retry_at": retry_at, "owner": owner}
     if leased_until is None:
-        conn.execute(_FAILED, params)
+        result = conn.execute(_FAILED, params)
     else:
-        conn.execute(_FAILED_UNDER_LEASE, params | {"leased_until": leased_until})
+        result = conn.execute(_FAILED_UNDER_LEASE, params | {"leased_until": leased_until})
+    return bool(result.rowcount)
 
 
 def count_pending(conn: Connection) -> int:
