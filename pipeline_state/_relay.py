@@ -351,11 +351,11 @@ class OutboxRelay:
         kept = collections.deque(r for r in queue if r.id <= failed_id)
         if kept:
             self._queues[key] = kept
-        now = self.clock.now() if back else None
-        for row in back:
-            self._handed_ids.discard(row.id)
-            assert now is not None
-            self._hold(key, row.id, now)
+        if back:
+            now = self.clock.now()
+            for row in back:
+                self._handed_ids.discard(row.id)
+                self._hold(key, row.id, now)
         return [r.id for r in back]
 
     def _hold(self, key: str, row_id: int, now: datetime) -> None:
