@@ -453,8 +453,9 @@ class PipelineService:
         """Batches to look at again once this call's commits are done (see
         :meth:`_settle_new_batches`)."""
         self._unswept: set[str] = set()
-        self._early: set[str] = set()  # batches the last deadline sweep found filed early
         """Overdue batches the last deadline sweep could not sweep (see :meth:`expire_overdue`)."""
+        self._early: set[str] = set()
+        """Batches the last deadline sweep found filed before their deadline (same method)."""
         self._group: Coalescer[_Queued, HandleResult] | None = None
         if group_limit > 1:
             self._group = Coalescer(self._alone, self._together, limit=group_limit, key=_batch_of)
