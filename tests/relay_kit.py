@@ -19,9 +19,11 @@ from pipeline_state.testing import T0, message
 
 class Scripted:
     """A publisher: call N raises when N is in ``raise_on`` (every call with ``fail_all``);
-    otherwise each message fails with probability ``fail_rate`` (a partial batch); ``gate``
-    makes the first call hang until it is set. What went out is in ``sent``, and as
-    ``(name, event id)`` in ``log`` (which several publishers may share)."""
+    otherwise each message fails with probability ``fail_rate`` (a partial batch; with
+    ``key_order``, a refused message refuses the later ones of its key in the call too, as a
+    transport that keeps one call's order per key does: what a relay with ``rows_per_key``
+    above 1 needs); ``gate`` makes the first call hang until it is set. What went out is in
+    ``sent``, and as ``(name, event id)`` in ``log`` (which several publishers may share)."""
 
     def __init__(
         self,
@@ -33,6 +35,7 @@ class Scripted:
         fail_all: bool = False,
         log: list[tuple[str, str]] | None = None,
         name: str = "",
+        key_order: bool = False,
     ) -> None:
         self.raise_on, self.fail_rate, self.random = set(raise_on), fail_rate, random.Random(seed)
         self.gate, self.fail_all = gate, fail_all
@@ -41,6 +44,7 @@ class Scripted:
         self.sent: list[OutboxMessage] = []
         self.log = log if log is not None else []
         self.name = name
+        self.key_order = key_order
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
         self.calls += 1
@@ -51,8 +55,10 @@ class Scripted:
         if self.fail_all or self.calls in self.raise_on:
             raise PublishError(f"call {self.calls} refused")
         results: list[BaseException | None] = []
+        refused: set[str | None] = set()
         for m in messages:
-            if self.random.random() < self.fail_rate:
+            if self.random.random() < self.fail_rate or (self.key_order and m.key in refused):
+                refused.add(m.key)
                 results.append(PublishError(f"refused {m.event_id}"))
             else:
                 self.sent.append(m)

@@ -12,6 +12,7 @@ from pipeline_state import InMemoryRuntime, Profile
 from pipeline_state._clock import ManualClock
 from pipeline_state._inputs import EngineInput, GroupConfirmed, ItemsReady, ValidationFailed
 from pipeline_state._lifecycle import BatchStatus
+from pipeline_state.errors import BadCommandError
 from pipeline_state.profiles import default_profile
 from pipeline_state.testing.builders import Delivery, Envelopes
 from pipeline_state.testing.strategies import deliveries, engine_inputs, traces
@@ -23,13 +24,19 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 
 
 def _play(profile: Profile, trace: list[Delivery]) -> tuple[InMemoryRuntime, list[str]]:
-    """Deliver ``trace`` in order; the handling labels, and the runtime afterwards."""
+    """Deliver ``trace`` in order; the handling labels (``refused:<error>`` for a message the
+    service refuses as bad input, as documented: a drawn outcome may name items an earlier
+    failure kept from its phase), and the runtime afterwards."""
 
     async def play() -> tuple[InMemoryRuntime, list[str]]:
         rt = InMemoryRuntime(profile, clock=ManualClock())
         labels = []
         for topic, envelope in trace:
-            result = await rt.service.handle_message(topic, envelope)
+            try:
+                result = await rt.service.handle_message(topic, envelope)
+            except BadCommandError as exc:
+                labels.append(f"refused:{type(exc).__name__}")
+                continue
             labels.append(result.label)
             await rt.relay.drain()
         return rt, labels
