@@ -51,6 +51,23 @@ async def start(a: Any, b_id: str) -> dict[str, Any]:
     return body
 
 
+async def at_nlp(a: Any, b: Any, bid: str) -> tuple[dict[str, Any], list[str]]:
+    """Batch ``bid`` started on A and its spellcheck outcome handled by B: the run waits for
+    nlp. The run's answer and the batch's items."""
+    run = await start(a, bid)
+    items = a.env.item_ids(bid, 2)
+    await b.service.handle_message(*b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items))
+    return run, items
+
+
+async def last_try_overdue(b: Any, clock: Any) -> None:
+    """B's sweeps use up the re-sends of the active phase; then its deadline passes again."""
+    for _ in range(2):
+        clock.advance(10 * 24 * 3600)
+        await b.service.expire_overdue()
+    clock.advance(10 * 24 * 3600)
+
+
 async def test_cancel_racing_final_outcome_on_other_instance(shared_db: Any, tmp_path: Path) -> None:
     """Cancel on A, last outcome on B: one completion; a 202 cancel means status cancelled,
     a refused cancel means the outcome's status."""
@@ -58,11 +75,7 @@ async def test_cancel_racing_final_outcome_on_other_instance(shared_db: Any, tmp
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"c{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
+            run, items = await at_nlp(a, b, bid)
             last = b.env.outcome(bid, "nlp", run["correlation_id"], processed=items)
             headers = key(f"k{i}") if i % 2 else {}
             cancel, _ = await asyncio.gather(
@@ -99,11 +112,7 @@ async def test_record_completion_racing_outcome_on_other_instance(shared_db: Any
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"r{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
+            run, items = await at_nlp(a, b, bid)
             body = {"batch_id": bid, "phase_name": "nlp", "success": bool(i % 2)}
             rec, _ = await asyncio.gather(
                 a.http.post("/internal/v1/phases/complete", json=body, headers=key(f"pc{i}")),
@@ -132,16 +141,8 @@ async def test_cancel_racing_deadline_sweep_on_other_instance(shared_db: Any, tm
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"d{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
-            # exhaust the resends, then race the failing sweep
-            for _ in range(2):
-                clock.advance(10 * 24 * 3600)
-                await b.service.expire_overdue()
-            clock.advance(10 * 24 * 3600)
+            await at_nlp(a, b, bid)
+            await last_try_overdue(b, clock)  # the next sweep fails nlp
             cancel, _ = await asyncio.gather(
                 a.http.post(f"/v1/batches/{bid}/cancel", json={"user_id": "op"}),
                 b.service.expire_overdue(),
@@ -229,11 +230,7 @@ async def test_record_completion_racing_cancel(shared_db: Any, tmp_path: Path) -
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"x{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
+            run, _ = await at_nlp(a, b, bid)
             body = {"batch_id": bid, "phase_name": "nlp", "success": True}
             cancel, rec = await asyncio.gather(
                 a.http.post(f"/v1/batches/{bid}/cancel", json={}),
@@ -265,15 +262,8 @@ async def test_record_success_racing_failing_sweep(shared_db: Any, tmp_path: Pat
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"s{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
-            for _ in range(2):
-                clock.advance(10 * 24 * 3600)
-                await b.service.expire_overdue()
-            clock.advance(10 * 24 * 3600)
+            run, _ = await at_nlp(a, b, bid)
+            await last_try_overdue(b, clock)  # the next sweep fails nlp
             body = {"batch_id": bid, "phase_name": "nlp", "success": True}
             rec, _ = await asyncio.gather(
                 a.http.post("/internal/v1/phases/complete", json=body, headers=key(f"s{i}")),
@@ -305,11 +295,7 @@ async def test_keyed_cancel_copies_on_both_instances_racing_last_outcome(
         bad: list[str] = []
         for i in range(6):
             bid = f"k{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
+            run, items = await at_nlp(a, b, bid)
             last = b.env.outcome(bid, "nlp", run["correlation_id"], processed=items)
             hs = [a.http, b.http]
             calls = [
@@ -340,11 +326,7 @@ async def test_retry_racing_last_outcome_on_other_instance(shared_db: Any, tmp_p
         bad: list[str] = []
         for i in range(ROUNDS):
             bid = f"q{i}"
-            run = await start(a, bid)
-            items = a.env.item_ids(bid, 2)
-            await b.service.handle_message(
-                *b.env.outcome(bid, "spellcheck", run["correlation_id"], processed=items)
-            )
+            run, items = await at_nlp(a, b, bid)
             body = {"phase_name": "spellcheck", "user_id": "op"}
             retry, _ = await asyncio.gather(
                 a.http.post(f"/v1/batches/{bid}/retry-phase", json=body, headers=key(f"q{i}")),
