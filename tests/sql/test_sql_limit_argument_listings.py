@@ -5,24 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_state import InMemoryStore, ManualClock, PipelineService
-from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
+from pipeline_state import InMemoryStore
 
 from .conftest import StoreMaker
-
-
-async def _three_batches(store: Any) -> ManualClock:
-    """Three registered batches, each with an outbox row (the registration's commands)."""
-    clock = ManualClock()
-    service = PipelineService(store, clock=clock)
-    env = HuleEduEnvelopes()
-    for batch_id in ("b1", "b2", "b3"):
-        ids = env.item_ids(batch_id, 1)
-        await service.handle_message(*env.register(batch_id, items=1))
-        await service.handle_message(*env.provisioned(batch_id, ids))
-        await service.handle_message(*env.request(batch_id, "nlp", prompt_payload={"prompt_ref": "p"}))
-        clock.advance(10)
-    return clock
+from .test_sql_limit_argument_rule import _three_overdue_runs
 
 
 async def _answer(call: Any) -> str:
@@ -51,7 +37,7 @@ async def test_list_batches_claim_and_parked_refuse_a_limit_below_one(make_store
     ``check_limit`` there."""
     answers: dict[str, dict[str, str]] = {}
     for name, store in (("memory", InMemoryStore()), ("sql", await make_store())):
-        clock = await _three_batches(store)
+        _, clock = await _three_overdue_runs(store)  # rows in the outbox, batches listed
         answers[name] = {
             "list_batches": await _answer(store.list_batches(limit=-1)),
             "claim": await _answer(store.claim(clock.now(), -1)),
