@@ -58,6 +58,7 @@ from pipeline_state.errors import StoreError
 from pipeline_state.ports import CLOCK_STEP_HORIZON_SECONDS, OutboxMessage, OutboxRow
 
 from .columns import UtcDateTime
+from .listed import one_of
 from .retention import purgeable_published
 from .schema import OUTBOX
 
@@ -189,13 +190,21 @@ def _claim_statement(dialect: str) -> Any:
     )
 
 
-_PUBLISHED = (
-    update(OUTBOX)
-    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)), OUTBOX.c.published_at.is_(None))
-    .values(
-        published_at=bindparam("now", type_=UtcDateTime()), claimed_until=None, claimed_by=None, parked=False
+@functools.cache
+def _published(dialect: str) -> Any:
+    """Mark the rows listed in ``ids`` published (one list parameter, :mod:`.listed`)."""
+    return (
+        update(OUTBOX)
+        .where(one_of(OUTBOX.c.id, "ids", dialect), OUTBOX.c.published_at.is_(None))
+        .values(
+            published_at=bindparam("now", type_=UtcDateTime()),
+            claimed_until=None,
+            claimed_by=None,
+            parked=False,
+        )
     )
-)
+
+
 # Only while the failing relay still holds the row: once its lease ended another relay may
 # have claimed it (and be publishing it); that relay's lease and count are not to be touched.
 _FAILED = (
@@ -367,7 +376,7 @@ def claim_rows(
 def mark_published(conn: Connection, row_ids: Sequence[int], now: datetime) -> None:
     """Mark rows published (and release their claim); already published rows are untouched."""
     if row_ids:
-        conn.execute(_PUBLISHED, {"ids": list(row_ids), "now": now})
+        conn.execute(_published(conn.dialect.name), {"ids": list(row_ids), "now": now})
 
 
 def mark_failed(

@@ -10,6 +10,7 @@ decoded with :mod:`pipeline_state_sql.codec`, so a corrupted row raises
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,6 @@ from typing import Any
 
 import attrs
 from sqlalchemy import (
-    BindParameter,
     Connection,
     Text,
     bindparam,
@@ -51,6 +51,7 @@ from pipeline_state.ports import (
 )
 
 from .codec import decode_run, decode_state, stored_status
+from .listed import one_of
 from .outbox import ROW_COLUMNS, row_to_outbox
 from .schema import BATCHES, INBOX, OUTBOX, RUNS, TRANSITIONS, WAITING
 from .state_cache import StateCache
@@ -117,18 +118,18 @@ _LOAD_FOR_EVENT = _load_for_event(BATCHES.c.state)
 # The same for several events at once (a partition fetch): one statement, one row per
 # stored batch asked for ("b", batch id, state), per event the inbox holds ("i", event id)
 # and per batch with waiting facts ("w", batch id). The batches come first: the column's
-# type (and so its decoding) is the state's.
-_B_IDS: BindParameter[Any] = bindparam("b_ids", expanding=True)
+# type (and so its decoding) is the state's. The ids are two list parameters (:mod:`.listed`),
+# so the statement's text is the same whatever the fetch's size.
 
 
-def _load_for_events(state: Any, no_state: Any, stamp: Any = None) -> Any:
+def _load_for_events(state: Any, no_state: Any, dialect: str, stamp: Any = None) -> Any:
     """The union read of several events; with ``stamp``, a fourth column: the stamp of each
     batch row read (NULL in the other rows)."""
     more: tuple[Any, ...] = () if stamp is None else (stamp,)
     none: tuple[Any, ...] = () if stamp is None else (cast(null(), Text),)
     return union_all(
         select(literal("b").label("kind"), BATCHES.c.batch_id.label("id"), state, *more).where(
-            BATCHES.c.batch_id.in_(_B_IDS)
+            one_of(BATCHES.c.batch_id, "b_ids", dialect)
         ),
         # "d": held as a fact the waiting sweep dead-lettered (pipeline_state._replay)
         select(
@@ -136,20 +137,16 @@ def _load_for_events(state: Any, no_state: Any, stamp: Any = None) -> Any:
             INBOX.c.event_id,
             no_state,
             *none,
-        ).where(INBOX.c.event_id.in_(bindparam("e_ids", expanding=True))),
+        ).where(one_of(INBOX.c.event_id, "e_ids", dialect)),
         select(literal("w"), WAITING.c.batch_id, no_state, *none)
-        .where(WAITING.c.batch_id.in_(_B_IDS))
+        .where(one_of(WAITING.c.batch_id, "b_ids", dialect))
         .distinct(),
     )
 
 
-# typed NULL: PostgreSQL would make NULL text
-_LOAD_FOR_EVENTS = _load_for_events(BATCHES.c.state, cast(null(), BATCHES.c.state.type))
-
 # With a state cache (SQLite stores, :mod:`.state_cache`): the same reads, the state as the
 # stored text, decoded (or not) by the cache.
 _STATE_TEXT = type_coerce(BATCHES.c.state, Text).label("state")
-_LOAD_FOR_EVENTS_TEXT = _load_for_events(_STATE_TEXT, cast(null(), Text))
 _LOAD_FOR_EVENT_TEXT = _load_for_event(_STATE_TEXT)
 
 
@@ -157,8 +154,20 @@ _LOAD_FOR_EVENT_TEXT = _load_for_event(_STATE_TEXT)
 # which tells the cache whether it holds that row version (:mod:`.state_cache`).
 _STATE_AS_TEXT = cast(BATCHES.c.state, Text).label("state")
 _STAMP = literal_column(f"{BATCHES.name}.xmin::text", Text).label("stamp")
-_LOAD_FOR_EVENTS_STAMPED = _load_for_events(_STATE_AS_TEXT, cast(null(), Text), _STAMP)
 _LOAD_FOR_EVENT_STAMPED = _load_for_event(_STATE_AS_TEXT, _STAMP)
+
+
+@functools.cache
+def _load_for_events_statement(dialect: str, cached: bool, stamped: bool) -> Any:
+    """The union read of :func:`load_for_events` on ``dialect``: the state decoded by the
+    driver (no cache), as stored text (a cache), or as text with its row's stamp (a
+    stamped cache); built once per kind."""
+    if not cached:
+        # typed NULL: PostgreSQL would make NULL text
+        return _load_for_events(BATCHES.c.state, cast(null(), BATCHES.c.state.type), dialect)
+    if stamped:
+        return _load_for_events(_STATE_AS_TEXT, cast(null(), Text), dialect, _STAMP)
+    return _load_for_events(_STATE_TEXT, cast(null(), Text), dialect)
 
 
 def load_state(conn: Connection, batch_id: str) -> BatchState | None:
@@ -221,10 +230,9 @@ def load_for_events(
     processed: set[str] = set()
     dead: set[str] = set()
     waiting: set[str] = set()
-    if states is None:
-        statement = _LOAD_FOR_EVENTS
-    else:
-        statement = _LOAD_FOR_EVENTS_STAMPED if states.stamped else _LOAD_FOR_EVENTS_TEXT
+    statement = _load_for_events_statement(
+        conn.dialect.name, states is not None, states is not None and states.stamped
+    )
     for kind, key, document, *stamp in conn.execute(statement, {"b_ids": batch_ids, "e_ids": event_ids}):
         if kind == "b":
             documents[key] = document

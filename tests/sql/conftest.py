@@ -12,6 +12,7 @@ import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ import asyncpg
 import attrs
 import pytest
 from pipeline_state_sql import SqlStore, create_engine, create_or_upgrade, open_store
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tests.optional import unavailable
@@ -145,3 +147,19 @@ async def make_store(database: Database) -> AsyncIterator[StoreMaker]:
 async def sql_store(make_store: StoreMaker) -> SqlStore:
     """A migrated store on SQLite (file, WAL) or PostgreSQL (own schema)."""
     return await make_store()
+
+
+@contextmanager
+def statements(store: SqlStore) -> Iterator[list[str]]:
+    """The SQL statements the store's engine sends while the block runs (whitespace folded)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -6,19 +6,19 @@ behind an older failing row, several rows of one key in one pass."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from pipeline_state_service.relay_runner import RelayRunner
 from pipeline_state_sql import SqlStore
-from sqlalchemy import event
 
 from pipeline_state import InMemoryStore, ManualClock, OutboxRelay
 from pipeline_state.errors import PublishError, StoreUnavailableError
 from pipeline_state.ports import Change, OutboxMessage, OutboxRow
 from pipeline_state.testing import T0, make_state, message
+
+from .conftest import statements
 
 
 class Transport:
@@ -59,22 +59,6 @@ class Inbox:
 
 async def commit(store: SqlStore, *messages: OutboxMessage, tag: str) -> None:
     await store.commit(Change(f"handoff-{tag}", None, None, T0, outbox=messages))
-
-
-@contextmanager
-def statements(store: SqlStore) -> Iterator[list[str]]:
-    """The SQL statements the store's engine sends while the block runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(" ".join(statement.split()))
-
-    engine = store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def attach(store: SqlStore, relay: OutboxRelay) -> None:
@@ -339,7 +323,8 @@ async def test_the_runner_publishes_handed_rows_at_once_and_marks_them_together(
         relay_statements = [s for s in sent if s.startswith("UPDATE outbox")]
         stop.set()
         await task
-    assert not any("SELECT" in s for s in relay_statements), relay_statements  # no claim
+    # No claim: every relay statement marks rows published (a claim sets a lease).
+    assert all(s.startswith("UPDATE outbox SET published_at") for s in relay_statements), relay_statements
     assert len(relay_statements) == 1, relay_statements  # one mark for the three commits
     assert relay_statements[0].startswith("UPDATE outbox SET published_at")
     assert await store.pending_count() == 0
