@@ -39,10 +39,12 @@ class UtcDateTime(TypeDecorator[datetime]):
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         """On SQLite, :meth:`process_bind_param` and the dialect's text form in one step (the
         same text: ``YYYY-MM-DD HH:MM:SS.ffffff``, UTC wall time), a third of the cost of the
-        two processors chained; other dialects chain them."""
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-        return _sqlite_text
+        two processors chained; other dialects chain them. Either way the last instant
+        converted is remembered (:func:`_last_remembered`)."""
+        if dialect.name == "sqlite":
+            return _last_remembered(_sqlite_text)
+        chained = super().bind_processor(dialect)
+        return None if chained is None else _last_remembered(chained)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -58,6 +60,25 @@ def _sqlite_text(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: pipeline-state stores aware UTC times only")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _last_remembered(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` that answers again from the last value it converted when given that very
+    object: a unit of work stamps most of its rows (log, outbox, inbox, the batch) with one
+    ``datetime``, converted once instead of once per row. ``datetime`` is immutable; a value
+    that ``convert`` refuses is not remembered."""
+    last: tuple[Any, Any] = (None, None)  # None converts to None
+
+    def converted(value: Any) -> Any:
+        nonlocal last
+        seen = last  # read once: another thread may replace the pair meanwhile
+        if value is seen[0]:
+            return seen[1]
+        out = convert(value)
+        last = (value, out)
+        return out
+
+    return converted
 
 
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")

@@ -117,6 +117,13 @@ class _Column:
     def value(self, value: Any) -> Any:
         return value if self.convert is None or value is None else self.convert(value)
 
+    def values(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The array of this column's values in ``rows`` (one call per array, not per value)."""
+        key, convert = self.key, self.convert
+        if convert is None:
+            return [row[key] for row in rows]
+        return [None if (value := row[key]) is None else convert(value) for row in rows]
+
 
 def _column(column: Column[Any], dialect: Dialect) -> _Column:
     impl = column.type.dialect_impl(dialect)
@@ -149,7 +156,7 @@ class Plan:
         """The parameters: the named scalars, then each table's columns as arrays."""
         out: list[Any] = [column.value(scalars[name]) for name, column in self._scalars]
         for index, column in self._arrays:
-            out.append([column.value(row[column.key]) for row in tables[index][1]])
+            out.append(column.values(tables[index][1]))
         return tuple(out)
 
 
@@ -335,7 +342,7 @@ class ManyPlan:
         """The parameters: the expected counts, then one array per column of each group."""
         out: list[Any] = [keys, inbox]
         for group, column in self._arrays:
-            out.append([column.value(row[column.key]) for row in groups[group]])
+            out.append(column.values(groups[group]))
         return tuple(out)
 
 

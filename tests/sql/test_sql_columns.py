@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pipeline_state_sql.columns import UtcDateTime
-from sqlalchemy import DateTime
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import DateTime, Dialect
+from sqlalchemy.dialects import postgresql, sqlite
 
 MOMENTS = [
     datetime(2025, 1, 1, tzinfo=UTC),
@@ -36,3 +36,26 @@ def test_naive_times_are_refused_on_sqlite() -> None:
     assert one is not None
     with pytest.raises(ValueError, match="naive datetime"):
         one(datetime(2025, 1, 1))  # naive on purpose
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "postgresql"])
+def test_the_last_instant_remembered_answers_only_for_that_very_object(dialect: Dialect) -> None:
+    """The processor remembers the last value it converted (a unit of work stamps its rows
+    with one ``datetime``): every other value, equal or not, is converted on its own, and
+    a naive time is refused even right after an aware one."""
+    column = UtcDateTime()
+    one = column.dialect_impl(dialect).bind_processor(dialect)
+    assert one is not None
+    for moment in [*MOMENTS, *MOMENTS[::-1], MOMENTS[2], MOMENTS[2]]:
+        fresh = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fresh is not None
+        assert one(moment) == fresh(moment)
+        # The same instant as another object in another zone: the same UTC value.
+        assert one(moment.astimezone(timezone(timedelta(hours=9)))) == fresh(moment)
+    assert one(None) is None
+    naive = MOMENTS[0].replace(tzinfo=None)
+    with pytest.raises(ValueError, match="naive datetime"):
+        one(naive)
+    one(MOMENTS[0])
+    with pytest.raises(ValueError, match="naive datetime"):
+        one(naive)
