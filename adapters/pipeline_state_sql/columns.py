@@ -40,7 +40,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         """On SQLite, :meth:`process_bind_param` and the dialect's text form in one step (the
         same text: ``YYYY-MM-DD HH:MM:SS.ffffff``, UTC wall time), a third of the cost of the
         two processors chained; other dialects chain them. Either way the last instant
-        converted is remembered (:func:`_last_remembered`)."""
+        converted is remembered (`_last_remembered`)."""
         if dialect.name == "sqlite":
             return _last_remembered(_sqlite_text)
         chained = super().bind_processor(dialect)
