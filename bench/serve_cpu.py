@@ -5,7 +5,9 @@ PostgreSQL: ``python bench/serve_cpu.py [--backends memory,sqlite,postgres] [--b
 
 The work of ``serve`` per inbound record without the broker, as ``serve`` wires it: the
 service's :meth:`~pipeline_state.PipelineService.handle_many` in units of ``--unit`` (25)
-messages, then the relay's passes. On SQLite the store hands its committed rows to the relay
+messages, then the relay's passes, each message encoded into its Kafka record as
+``serve``'s publisher encodes it (:class:`RecordSink`; the broker's acknowledgement is
+immediate). On SQLite the store hands its committed rows to the relay
 (``attach_relay``, as ``serve`` does by default): passes publish without claiming
 (``claim=False, mark=False``) until nothing handed is left, then the published rows are
 marked with one statement, and one claim pass picks up the rows left to the claim. The
@@ -44,12 +46,25 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
+from pipeline_state_kafka.codec import encode_message  # noqa: E402
+
 from bench._workload import Delivery, OutcomeWorkload, Seeder, batch_ids, fresh_store  # noqa: E402
 from bench.tracing_cost import Sink  # noqa: E402
 from pipeline_state import ManualClock, PipelineService  # noqa: E402
 from pipeline_state._relay import OutboxRelay  # noqa: E402
+from pipeline_state.ports import OutboxMessage  # noqa: E402
 
 BACKENDS = ("memory", "sqlite", "postgres")
+
+
+class RecordSink(Sink):
+    """The relay's publisher as ``serve``'s does its own part: each message encoded into its
+    Kafka record (value, key, headers), then let go as if the broker had acknowledged it."""
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> Sequence[BaseException | None]:
+        for message in messages:
+            encode_message(message)
+        return await super().publish(messages)
 
 
 async def _deliver(
@@ -101,7 +116,7 @@ async def one_round(
         workload = await OutcomeWorkload.seeded(seeder, store, batch_ids(batches, prefix=name), 5)
         deliveries = await workload.prepare(store)
         service = PipelineService(store, profile=seeder.profile, clock=ManualClock(seeder.now))
-        sink = Sink()
+        sink = RecordSink()
         relay = OutboxRelay(store, sink, service.clock)
         hand_off = hasattr(store, "attach_relay")
         if hand_off:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from pipeline_state._envelope_text import known_text
 from pipeline_state.ports import OutboxMessage
 
 from ._kafka import Headers
@@ -53,10 +54,15 @@ def encode_message(message: OutboxMessage, *, topic_prefix: str = "") -> KafkaRe
         if field is not None:
             headers.append((name, str(field).encode()))
     headers.extend((name, text.encode()) for name, text in message.trace_context)
+    # The text a durable store wrote for this very message, when it still has it
+    # (encoded once); else encoded here, a value JSON cannot hold written as its str.
+    encoded = known_text(message.value)
+    if encoded is None:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
     return KafkaRecord(
         topic=f"{topic_prefix}{message.topic}",
         key=None if message.key is None else message.key.encode(),
-        value=json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode(),
+        value=encoded.encode(),
         headers=tuple(headers),
     )
 

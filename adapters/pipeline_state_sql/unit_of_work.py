@@ -48,11 +48,13 @@ import attrs
 from sqlalchemy import Connection, Insert, Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline_state._envelope_text import envelope_text
 from pipeline_state._unit_of_work import Versioned, VersionedChange
 from pipeline_state.errors import ConcurrencyConflictError, DuplicateEventError
 from pipeline_state.ports import InboxEntry
 
 from . import one_statement, sqlite_many
+from .codec import EncodedDocument
 from .outbox import OutboxLease, blocked_sql, encode_trace_context, insert_leased, take_leased
 from .schema import OUTBOX
 
@@ -245,7 +247,7 @@ class UnitOfWork(Generic[C, D]):
                 "event_id": m.event_id,
                 "topic": m.topic,
                 "key": m.key,
-                "envelope": dict(m.value),
+                "envelope": EncodedDocument(envelope_text(m.value)),
                 "created_at": at,
                 "available_at": at,
                 "attempts": 0,
