@@ -23,6 +23,7 @@ from pipeline_state_sql import SqlStore, create_engine, create_or_upgrade, open_
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from tests.cli_kit import Cli, store_args
 from tests.optional import unavailable
 
 __all__: list[str] = []
@@ -163,3 +164,15 @@ def statements(store: SqlStore) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    """The test's database (the operator command tests' name for it)."""
+    return database
+
+
+@pytest.fixture
+def cli(db: Database, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``pipeline-state`` run in process against the test's database."""
+    return Cli(capsys, store_args(db))

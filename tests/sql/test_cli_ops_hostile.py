@@ -63,16 +63,6 @@ def _provision(db: Any, batch_id: str) -> None:
     read(db, work)
 
 
-@pytest.fixture
-def db(database: Any) -> Any:
-    return database
-
-
-@pytest.fixture
-def cli(db: Any, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys, store_args(db))
-
-
 # -- who asked ------------------------------------------------------------------------------------
 
 HOSTILE_NAMES = [

@@ -16,7 +16,7 @@ from pipeline_state_sql import SqlStore
 from pipeline_state import PipelineService
 from pipeline_state.ports import OutboxRow
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from tests.cli_kit import Cli, Database, read, store_args, with_store
+from tests.cli_kit import Cli, Database, read, with_store
 
 
 async def _ready(service: PipelineService, env: HuleEduEnvelopes, batch_id: str) -> None:
@@ -35,16 +35,6 @@ def _seed(db: Database, *, active: Sequence[str] = (), ready: Sequence[str] = ()
             assert (await service.handle_message(*env.request(batch_id, "nlp"))).label == "applied"
 
     asyncio.run(with_store(db, seed))
-
-
-@pytest.fixture
-def db(database: Database) -> Database:
-    return database
-
-
-@pytest.fixture
-def cli(db: Database, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys, store_args(db))
 
 
 def test_batch_show_prints_state_active_run_history_and_transition_log(db: Database, cli: Cli) -> None:

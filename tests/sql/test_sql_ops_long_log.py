@@ -9,25 +9,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
 from pipeline_state_sql import SqlStore
 from pipeline_state_sql.schema import TRANSITIONS
 
 from pipeline_state import PipelineService
 from pipeline_state.profiles.huleedu.testing.envelopes import HuleEduEnvelopes
-from tests.cli_kit import Cli, Database, store_args, with_store
+from tests.cli_kit import Cli, Database, with_store
 
 FILLER = 10_001  # more than SqlStore.transitions' default limit (10,000)
-
-
-@pytest.fixture
-def db(database: Database) -> Database:
-    return database
-
-
-@pytest.fixture
-def cli(db: Database, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys, store_args(db))
 
 
 def _with_long_log(db: Database, batch_id: str, *, finished: bool = False) -> None:
