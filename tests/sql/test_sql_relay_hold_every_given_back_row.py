@@ -38,13 +38,7 @@ async def test_rows_given_back_with_the_held_row_keep_their_key_held(make_store:
     rig.clock.advance(1)
     await relay_a.run_once()  # p1 goes out (claimed); k2 held back, given back with k2b
     await relay_a.run_once()  # k2 goes out (claimed)
-    transport.failing.add("k2b")
-    await rig.relay_b.run_once()  # B claims k2b; it fails and backs off
-    transport.failing.clear()
-    rig.deliver()
-    await relay_a.run_once()  # k3: not before k2b
-
-    await rig.drain()
+    await _b_fails_then_a_takes_its_handed_rows(rig, "k2b")  # k3: not before k2b
     assert transport.first() == ["p1", "k2", "k2b", "k3"], transport.sent
 
 
@@ -64,11 +58,16 @@ async def test_rows_given_back_behind_a_failed_row_keep_their_key_held(make_stor
     transport.failing.clear()
     rig.clock.advance(1)
     await relay_a.run_once()  # p1 goes out (claimed)
-    transport.failing.add("k2")
-    await rig.relay_b.run_once()  # B claims k2; it fails and backs off
-    transport.failing.clear()
-    rig.deliver()
-    await relay_a.run_once()  # k3: not before k2
-
-    await rig.drain()
+    await _b_fails_then_a_takes_its_handed_rows(rig, "k2")  # k3: not before k2
     assert transport.first() == ["p1", "k2", "k3"], transport.sent
+
+
+async def _b_fails_then_a_takes_its_handed_rows(rig: RaceRig, event_id: str) -> None:
+    """Relay B claims ``event_id`` and its first attempt fails (it backs off); then A's
+    pending hand-off lands and A runs a pass; then every relay drains."""
+    rig.transport.failing.add(event_id)
+    await rig.relay_b.run_once()
+    rig.transport.failing.clear()
+    rig.deliver()
+    await rig.relay_a.run_once()
+    await rig.drain()
