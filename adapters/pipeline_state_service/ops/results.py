@@ -101,4 +101,4 @@ async def _logged(service: PipelineService, result: HandleResult) -> list[Transi
         return []
     # The event's own rows, however long the batch's log (its oldest rows would miss them).
     rows = await transitions(result.batch_id, event_id=result.event_id)
-    return [cast(TransitionRecord, row) for row in rows if row.event_id == result.event_id]
+    return [cast(TransitionRecord, row) for row in rows]
